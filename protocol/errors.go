@@ -1,0 +1,107 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, machine-readable reason a request was refused. Kiosks,
+// the web portal and API clients switch on it; the message beside it is for
+// people. Codes are append-only: a published code is never renamed or reused.
+type Code string
+
+// The codes, all in one place. protocol/README.md documents each one, and a
+// test keeps the two in step.
+const (
+	CodeMalformed           Code = "malformed_message"
+	CodeInvalidRequest      Code = "invalid_request"
+	CodeKioskMismatch       Code = "kiosk_mismatch"
+	CodeUnknownKiosk        Code = "unknown_kiosk"
+	CodeIdempotencyConflict Code = "idempotency_conflict"
+	CodeRateClassUnknown    Code = "rate_class_unknown"
+	CodeOverweight          Code = "overweight"
+	CodeAmountMismatch      Code = "amount_mismatch"
+	CodeRateTableStale      Code = "rate_table_stale"
+	CodeLabelUnknown        Code = "label_unknown"
+	CodeLabelNotAssigned    Code = "label_not_assigned"
+	CodeLabelUsed           Code = "label_used"
+	CodePaymentDeclined     Code = "payment_declined"
+	CodePaymentTimeout      Code = "payment_timeout"
+	CodeInsufficientFunds   Code = "insufficient_funds"
+	CodePaymentInvalid      Code = "payment_invalid"
+	CodeFundsUnavailable    Code = "funds_unavailable"
+	CodeInspectionOverdue   Code = "inspection_overdue"
+	CodeServiceUnavailable  Code = "service_unavailable"
+	CodeInternal            Code = "internal_error"
+)
+
+// CodeInfo describes one code for documentation and for clients that decide
+// whether to retry.
+type CodeInfo struct {
+	Code Code
+	// Retry says whether sending the same request again, with the same
+	// request_id, may succeed later without the customer changing anything.
+	Retry   bool
+	Meaning string
+}
+
+// Codes lists every code a kiosk or API client can receive.
+var Codes = []CodeInfo{
+	{CodeMalformed, false, "The message is not valid JSON or XML of the expected type, is too large, or has unknown fields."},
+	{CodeInvalidRequest, false, "A field is missing or out of range; the message names the field."},
+	{CodeKioskMismatch, false, "The kiosk_id in the body differs from the kiosk named by the topic."},
+	{CodeUnknownKiosk, false, "The kiosk is not provisioned at the hub."},
+	{CodeIdempotencyConflict, false, "This request_id was used before with a different body; the first result stands."},
+	{CodeRateClassUnknown, false, "The rate class is not in the current rate table."},
+	{CodeOverweight, false, "The weight is over the limit of the rate class."},
+	{CodeAmountMismatch, false, "amount_mills differs from the price the hub computes for the class and weight."},
+	{CodeRateTableStale, false, "The request was priced on a rate table that is not the current one; reload config and re-price."},
+	{CodeLabelUnknown, false, "The label serial was never issued."},
+	{CodeLabelNotAssigned, false, "The label's sheet is assigned to another kiosk or customer."},
+	{CodeLabelUsed, false, "The label already carries an indicium; the attempt is recorded as a fraud alert."},
+	{CodePaymentDeclined, false, "The card issuer declined the payment."},
+	{CodePaymentTimeout, true, "The payment gateway did not answer in time; nothing was charged."},
+	{CodeInsufficientFunds, false, "The prepaid account or card lacks funds; missing_mills says how much is missing."},
+	{CodePaymentInvalid, false, "The payment data is unusable: a bad token, card number, expiry or account."},
+	{CodeFundsUnavailable, true, "The hub could not fund postage from the postal authority right now."},
+	{CodeInspectionOverdue, true, "The postal security device is past its inspection deadline; sales stop until it is reported."},
+	{CodeServiceUnavailable, true, "The hub cannot sell right now (no signing worker, store down, shutting down)."},
+	{CodeInternal, true, "An unexpected hub fault; nothing was charged and no indicium was issued."},
+}
+
+// Error is a refusal with a code. It travels as the error object of a
+// result message.
+type Error struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	// MissingMills is set with insufficient_funds.
+	MissingMills Mills `json:"missing_mills,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Code)
+	}
+	return string(e.Code) + ": " + e.Message
+}
+
+// Is makes errors.Is(err, &Error{Code: c}) match any error with code c.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && t.Message == ""
+}
+
+// Errorf returns an *Error with the given code and a formatted message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// AsError finds the *Error in err's chain. Errors without one become
+// internal_error, so a caller always has a code to send.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeInternal, Message: "internal error"}
+}

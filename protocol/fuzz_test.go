@@ -1,0 +1,124 @@
+package protocol_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+)
+
+// The fuzzers check that decoders never panic, and that what decodes
+// re-encodes to something that decodes the same.
+
+func FuzzParseIndicium(f *testing.F) {
+	for _, v := range prototest.Indicia {
+		f.Add(v.Bytes())
+	}
+	for _, v := range prototest.BadIndicia {
+		f.Add(prototest.IndiciumVector{Hex: v.Hex}.Bytes())
+	}
+	pub := &prototest.Key().PublicKey
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in, err := protocol.ParseIndicium(b)
+		_, verr := protocol.VerifyIndicium(b, pub)
+		if err != nil {
+			if verr == nil {
+				t.Fatal("verified what does not parse")
+			}
+			return
+		}
+		re, err := in.MarshalBinary()
+		if err != nil || !bytes.Equal(re, b) {
+			t.Fatalf("re-encode differs: %x, %v", re, err)
+		}
+	})
+}
+
+func FuzzDecodePurchaseRequest(f *testing.F) {
+	for _, v := range prototest.PurchaseRequests {
+		f.Add([]byte(v.JSON))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodePurchaseRequest(b)
+		if err != nil {
+			if protocol.AsError(err).Code == protocol.CodeInternal {
+				t.Fatalf("untyped error: %v", err)
+			}
+			return
+		}
+		if r.Total() <= 0 {
+			t.Fatal("valid request with no value")
+		}
+	})
+}
+
+func FuzzDecodePurchaseResult(f *testing.F) {
+	for _, v := range prototest.PurchaseResults {
+		f.Add([]byte(v.JSON))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := protocol.DecodePurchaseResult(b); err != nil && protocol.AsError(err).Code == protocol.CodeInternal {
+			t.Fatalf("untyped error: %v", err)
+		}
+	})
+}
+
+func FuzzDecodePrintReport(f *testing.F) {
+	f.Add([]byte(`{"request_id":"r-1","kiosk_id":"k","labels":[{"label_serial":"1966-F8CF-01","outcome":"printed"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := protocol.DecodePrintReport(b); err != nil && protocol.AsError(err).Code == protocol.CodeInternal {
+			t.Fatalf("untyped error: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeKioskConfig(f *testing.F) {
+	f.Add([]byte(`{"kiosk_id":"k","heartbeat_s":30,"rates":{"version":"v","effective":"2025-07-13","classes":[{"class":"1100","name":"Letter","print":"FIRST-CLASS","first_ounce_mills":780,"additional_ounce_mills":290,"max_weight_mg":99223}]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := protocol.DecodeKioskConfig(b)
+		if err != nil {
+			return
+		}
+		// Any accepted table prices its own classes without error.
+		for _, rc := range c.Rates.Classes {
+			if _, err := c.Rates.Price(rc.Class, rc.MaxWeightMg); err != nil {
+				t.Fatalf("accepted table cannot price %s: %v", rc.Class, err)
+			}
+		}
+	})
+}
+
+func FuzzDecodeTelemetry(f *testing.F) {
+	f.Add([]byte(`{"kiosk_id":"k","at":"2026-11-29T10:00:00Z","firmware":"1.0","uptime_s":5,"labels_left":9,"paper":"ok","printer":"ok","scale":"ok","sales":1,"in_service":true}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = protocol.DecodeTelemetry(b)
+	})
+}
+
+func FuzzDecodeWebStampRequest(f *testing.F) {
+	f.Add([]byte(prototest.PatentWebStampRequest))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = protocol.DecodeWebStampRequest(b)
+	})
+}
+
+func FuzzDecodeXMLIndicium(f *testing.F) {
+	f.Add([]byte(prototest.PatentIndicium))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = protocol.DecodeXMLIndicium(b)
+	})
+}
+
+func FuzzParseLabelSerial(f *testing.F) {
+	f.Add("1966-F8CF-03")
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := protocol.ParseLabelSerial(s)
+		if err != nil {
+			return
+		}
+		if l2, err := protocol.ParseLabelSerial(l.String()); err != nil || l2 != l {
+			t.Fatalf("%q -> %v -> %v, %v", s, l, l2, err)
+		}
+	})
+}

@@ -1,0 +1,334 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+)
+
+// MaxMessageBytes bounds every JSON message; a purchase of a full sheet is
+// about 2 KiB.
+const MaxMessageBytes = 64 << 10
+
+// MaxItems bounds the stamps in one purchase: one sheet.
+const MaxItems = LabelsPerSheet
+
+// MaxWeightMg bounds any weight a kiosk may report (10 lb). Rate classes
+// have far lower limits; this only stops absurd numbers early.
+const MaxWeightMg = 4_535_924
+
+// PurchaseRequest asks the hub for one or more stamps. Published by a kiosk
+// on TopicPurchase; repeated with the same RequestID until a result arrives.
+type PurchaseRequest struct {
+	RequestID string `json:"request_id"`
+	KioskID   string `json:"kiosk_id"`
+	OriginZIP ZIP    `json:"origin_zip"`
+	// RateTable is the version of the rate table the kiosk priced with.
+	RateTable string         `json:"rate_table,omitempty"`
+	Items     []PurchaseItem `json:"items"`
+	Payment   Payment        `json:"payment"`
+}
+
+// PurchaseItem is one stamp.
+type PurchaseItem struct {
+	RateClass   string `json:"rate_class"`
+	WeightMg    int64  `json:"weight_mg"`
+	AmountMills Mills  `json:"amount_mills"`
+	LabelSerial string `json:"label_serial"`
+}
+
+// Label returns the parsed label serial; Validate has checked it.
+func (it PurchaseItem) Label() LabelSerial {
+	l, _ := ParseLabelSerial(it.LabelSerial)
+	return l
+}
+
+// Payment methods.
+const (
+	PayCardToken = "card_token" // a token from the kiosk's payment terminal
+	PayAccount   = "account"    // a registered customer's prepaid account
+)
+
+// Payment says how the customer pays. A kiosk never sends a card number:
+// its payment terminal gives it a token and, for the receipt, brand and
+// last four digits.
+type Payment struct {
+	Method    string `json:"method"`
+	Token     string `json:"token,omitempty"`
+	Brand     string `json:"brand,omitempty"`
+	Last4     string `json:"last4,omitempty"`
+	AccountID string `json:"account_id,omitempty"`
+}
+
+// Total is the sum of the items' amounts.
+func (r *PurchaseRequest) Total() Mills {
+	var t Mills
+	for _, it := range r.Items {
+		t += it.AmountMills
+	}
+	return t
+}
+
+// Validate checks every field and names the first bad one.
+func (r *PurchaseRequest) Validate() error {
+	bad := func(format string, args ...any) error { return Errorf(CodeInvalidRequest, format, args...) }
+	switch {
+	case !ValidRequestID(r.RequestID):
+		return bad("request_id: want 1-64 of [A-Za-z0-9_-]")
+	case !ValidKioskID(r.KioskID):
+		return bad("kiosk_id: want 1-32 of [A-Za-z0-9_-]")
+	case len(r.Items) == 0 || len(r.Items) > MaxItems:
+		return bad("items: want 1 to %d, got %d", MaxItems, len(r.Items))
+	}
+	if _, err := r.OriginZIP.Number(); err != nil {
+		return bad("origin_zip: want five digits")
+	}
+	seen := make(map[string]bool, len(r.Items))
+	for i, it := range r.Items {
+		l, err := ParseLabelSerial(it.LabelSerial)
+		switch {
+		case !validRateClass(it.RateClass):
+			return bad("items[%d].rate_class: want four digits like 1100", i)
+		case it.WeightMg <= 0 || it.WeightMg > MaxWeightMg:
+			return bad("items[%d].weight_mg: want 1 to %d", i, MaxWeightMg)
+		case it.AmountMills <= 0 || it.AmountMills > MaxPostage:
+			return bad("items[%d].amount_mills: want 1 to %d", i, MaxPostage)
+		case err != nil:
+			return bad("items[%d].label_serial: want sheet-position like 1966-F8CF-03", i)
+		case seen[l.String()]:
+			return bad("items[%d].label_serial: %s appears twice", i, l)
+		}
+		seen[l.String()] = true
+	}
+	return r.Payment.validate()
+}
+
+func (p Payment) validate() error {
+	switch p.Method {
+	case PayCardToken:
+		if p.Token == "" || len(p.Token) > 128 {
+			return Errorf(CodePaymentInvalid, "payment.token: want 1-128 characters")
+		}
+		if p.Last4 != "" && (len(p.Last4) != 4 || !allDigits(p.Last4)) {
+			return Errorf(CodePaymentInvalid, "payment.last4: want four digits")
+		}
+	case PayAccount:
+		if p.AccountID == "" || len(p.AccountID) > 64 {
+			return Errorf(CodePaymentInvalid, "payment.account_id: want 1-64 characters")
+		}
+	default:
+		return Errorf(CodePaymentInvalid, "payment.method: want %q or %q", PayCardToken, PayAccount)
+	}
+	return nil
+}
+
+// Result statuses.
+const (
+	ResultOK       = "ok"
+	ResultRejected = "rejected"
+)
+
+// PurchaseResult answers a PurchaseRequest on TopicPurchaseResult. A result
+// for a repeated request_id is byte-identical to the first.
+type PurchaseResult struct {
+	RequestID string           `json:"request_id"`
+	Status    string           `json:"status"`
+	Error     *Error           `json:"error,omitempty"`
+	Indicia   []IssuedIndicium `json:"indicia,omitempty"`
+}
+
+// IssuedIndicium is one signed stamp, ready to print.
+type IssuedIndicium struct {
+	MeterNumber string `json:"meter_number"`
+	RateClass   string `json:"rate_class"`
+	AmountMills Mills  `json:"amount_mills"`
+	LabelSerial string `json:"label_serial"`
+	// Matrix is the 113-byte indicium (base64 in JSON).
+	Matrix []byte `json:"matrix"`
+}
+
+// Rejected builds a rejection result from any error.
+func Rejected(requestID string, err error) *PurchaseResult {
+	return &PurchaseResult{RequestID: requestID, Status: ResultRejected, Error: AsError(err)}
+}
+
+// Validate checks the shape of a result.
+func (r *PurchaseResult) Validate() error {
+	switch r.Status {
+	case ResultOK:
+		if r.Error != nil || len(r.Indicia) == 0 || len(r.Indicia) > MaxItems {
+			return Errorf(CodeInvalidRequest, "status ok: want 1-%d indicia and no error", MaxItems)
+		}
+		for i, in := range r.Indicia {
+			if len(in.Matrix) != IndiciumLen {
+				return Errorf(CodeInvalidRequest, "indicia[%d].matrix: %d bytes, want %d", i, len(in.Matrix), IndiciumLen)
+			}
+			if _, err := ParseLabelSerial(in.LabelSerial); err != nil {
+				return Errorf(CodeInvalidRequest, "indicia[%d].label_serial: %v", i, err)
+			}
+		}
+	case ResultRejected:
+		if r.Error == nil || r.Error.Code == "" || len(r.Indicia) != 0 {
+			return Errorf(CodeInvalidRequest, "status rejected: want an error and no indicia")
+		}
+	default:
+		return Errorf(CodeInvalidRequest, "status: want %q or %q", ResultOK, ResultRejected)
+	}
+	return nil
+}
+
+// Print outcomes.
+const (
+	Printed     = "printed"
+	PrintFailed = "failed"
+)
+
+// PrintReport tells the hub what happened to each label of a purchase. A
+// failed label's indicium is voided; the registers never run backwards.
+type PrintReport struct {
+	RequestID string         `json:"request_id"`
+	KioskID   string         `json:"kiosk_id"`
+	Labels    []LabelOutcome `json:"labels"`
+}
+
+// LabelOutcome is one label's fate.
+type LabelOutcome struct {
+	LabelSerial string `json:"label_serial"`
+	Outcome     string `json:"outcome"`
+	// Reason for a failure: jam, paper_out, cover_open, label_pulled,
+	// printer_silent, power_cut.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Validate checks the report.
+func (r *PrintReport) Validate() error {
+	bad := func(format string, args ...any) error { return Errorf(CodeInvalidRequest, format, args...) }
+	if !ValidRequestID(r.RequestID) || !ValidKioskID(r.KioskID) {
+		return bad("request_id, kiosk_id: want tokens of [A-Za-z0-9_-]")
+	}
+	if len(r.Labels) == 0 || len(r.Labels) > MaxItems {
+		return bad("labels: want 1 to %d", MaxItems)
+	}
+	for i, l := range r.Labels {
+		if _, err := ParseLabelSerial(l.LabelSerial); err != nil {
+			return bad("labels[%d].label_serial: %v", i, err)
+		}
+		if l.Outcome != Printed && l.Outcome != PrintFailed {
+			return bad("labels[%d].outcome: want %q or %q", i, Printed, PrintFailed)
+		}
+	}
+	return nil
+}
+
+// Telemetry is a kiosk's heartbeat on TopicTelemetry.
+type Telemetry struct {
+	KioskID    string    `json:"kiosk_id"`
+	At         time.Time `json:"at"`
+	Firmware   string    `json:"firmware"`
+	UptimeS    int64     `json:"uptime_s"`
+	LabelsLeft int       `json:"labels_left"`
+	Paper      string    `json:"paper"`   // ok, near_end, out
+	Printer    string    `json:"printer"` // ok, cover_open, jam, cutter_error, offline
+	Scale      string    `json:"scale"`   // ok, motion, over_capacity, offline
+	LastError  string    `json:"last_error,omitempty"`
+	Sales      int64     `json:"sales"`
+	InService  bool      `json:"in_service"`
+}
+
+// KioskConfig is what the hub tells one kiosk, retained on TopicConfig.
+type KioskConfig struct {
+	KioskID    string    `json:"kiosk_id"`
+	HeartbeatS int       `json:"heartbeat_s"`
+	Rates      RateTable `json:"rates"`
+}
+
+// Decode functions. Each bounds the size, rejects unknown fields and
+// trailing data, validates, and returns an *Error with code
+// malformed_message or a field code. When a request is malformed they still
+// return what they could read of it, so the hub can answer its request_id.
+
+// DecodePurchaseRequest decodes and validates a purchase request.
+func DecodePurchaseRequest(b []byte) (*PurchaseRequest, error) {
+	var r PurchaseRequest
+	if err := decodeStrict(b, &r); err != nil {
+		var id struct {
+			RequestID string `json:"request_id"`
+		}
+		if json.Unmarshal(b, &id) == nil && ValidRequestID(id.RequestID) {
+			return &PurchaseRequest{RequestID: id.RequestID}, err
+		}
+		return nil, err
+	}
+	return &r, r.Validate()
+}
+
+// DecodePurchaseResult decodes and validates a purchase result.
+func DecodePurchaseResult(b []byte) (*PurchaseResult, error) {
+	var r PurchaseResult
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, r.Validate()
+}
+
+// DecodePrintReport decodes and validates a print report.
+func DecodePrintReport(b []byte) (*PrintReport, error) {
+	var r PrintReport
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, r.Validate()
+}
+
+// DecodeTelemetry decodes a heartbeat.
+func DecodeTelemetry(b []byte) (*Telemetry, error) {
+	var t Telemetry
+	if err := decodeStrict(b, &t); err != nil {
+		return nil, err
+	}
+	if !ValidKioskID(t.KioskID) {
+		return nil, Errorf(CodeInvalidRequest, "kiosk_id: want 1-32 of [A-Za-z0-9_-]")
+	}
+	return &t, nil
+}
+
+// DecodeKioskConfig decodes and validates a kiosk config.
+func DecodeKioskConfig(b []byte) (*KioskConfig, error) {
+	var c KioskConfig
+	if err := decodeStrict(b, &c); err != nil {
+		return nil, err
+	}
+	if !ValidKioskID(c.KioskID) || c.HeartbeatS < 1 || c.HeartbeatS > 3600 {
+		return nil, Errorf(CodeInvalidRequest, "kiosk_id or heartbeat_s (1-3600) out of range")
+	}
+	if err := c.Rates.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func decodeStrict(b []byte, v any) error {
+	if len(b) > MaxMessageBytes {
+		return Errorf(CodeMalformed, "message is %d bytes, limit %d", len(b), MaxMessageBytes)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return Errorf(CodeMalformed, "%v", err)
+	}
+	if _, err := d.Token(); !errors.Is(err, io.EOF) {
+		return Errorf(CodeMalformed, "trailing data after the JSON object")
+	}
+	return nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,95 @@
+package protocol_test
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+)
+
+func checkCode(t *testing.T, err error, want protocol.Code) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatalf("err = %v, want none", err)
+		}
+		return
+	}
+	var pe *protocol.Error
+	if !errors.As(err, &pe) || pe.Code != want {
+		t.Fatalf("err = %v, want code %s", err, want)
+	}
+	if pe.Message == "" {
+		t.Errorf("code %s without a message", want)
+	}
+}
+
+func TestPurchaseRequestVectors(t *testing.T) {
+	for _, v := range prototest.PurchaseRequests {
+		t.Run(v.Name, func(t *testing.T) {
+			r, err := protocol.DecodePurchaseRequest([]byte(v.JSON))
+			checkCode(t, err, v.Code)
+			if v.Code == "" {
+				// A valid request survives a marshal round trip.
+				b, _ := json.Marshal(r)
+				if _, err := protocol.DecodePurchaseRequest(b); err != nil {
+					t.Errorf("round trip: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestMalformedRequestKeepsRequestID(t *testing.T) {
+	r, err := protocol.DecodePurchaseRequest([]byte(`{"request_id":"r-77","kiosk_id":"k","bogus":1}`))
+	checkCode(t, err, protocol.CodeMalformed)
+	if r == nil || r.RequestID != "r-77" {
+		t.Fatalf("request = %+v, want the request_id kept for the reply", r)
+	}
+}
+
+func TestPurchaseResultVectors(t *testing.T) {
+	for _, v := range prototest.PurchaseResults {
+		t.Run(v.Name, func(t *testing.T) {
+			_, err := protocol.DecodePurchaseResult([]byte(v.JSON))
+			checkCode(t, err, v.Code)
+		})
+	}
+	r, err := protocol.DecodePurchaseResult([]byte(prototest.PurchaseResults[0].JSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.VerifyIndicium(r.Indicia[0].Matrix, &prototest.Key().PublicKey); err != nil {
+		t.Fatalf("matrix in result vector: %v", err)
+	}
+}
+
+func TestOversizeMessage(t *testing.T) {
+	big := make([]byte, protocol.MaxMessageBytes+1)
+	_, err := protocol.DecodePurchaseRequest(big)
+	checkCode(t, err, protocol.CodeMalformed)
+}
+
+func TestPrintReport(t *testing.T) {
+	good := `{"request_id":"r-1","kiosk_id":"k","labels":[{"label_serial":"1966-F8CF-01","outcome":"printed"},{"label_serial":"1966-F8CF-02","outcome":"failed","reason":"jam"}]}`
+	if _, err := protocol.DecodePrintReport([]byte(good)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := protocol.DecodePrintReport([]byte(`{"request_id":"r-1","kiosk_id":"k","labels":[{"label_serial":"1966-F8CF-01","outcome":"smudged"}]}`))
+	checkCode(t, err, protocol.CodeInvalidRequest)
+}
+
+func TestErrorIs(t *testing.T) {
+	err := protocol.Errorf(protocol.CodeLabelUsed, "label %s", "1966-F8CF-01")
+	if !errors.Is(err, &protocol.Error{Code: protocol.CodeLabelUsed}) {
+		t.Error("errors.Is by code failed")
+	}
+	if errors.Is(err, &protocol.Error{Code: protocol.CodeLabelUnknown}) {
+		t.Error("errors.Is matched another code")
+	}
+	if got := protocol.AsError(errors.New("disk on fire")); got.Code != protocol.CodeInternal || got.Message == "disk on fire" {
+		t.Errorf("AsError leaked or miscoded: %+v", got)
+	}
+}

@@ -1,0 +1,71 @@
+package protocol
+
+import (
+	"fmt"
+	"strings"
+)
+
+// TopicRoot is the prefix of every kiosk topic; the version is part of it so
+// that a v2 can run beside v1 during a fleet upgrade.
+const TopicRoot = "frank/v1/kiosks/"
+
+// Topic suffixes under TopicRoot + kiosk id + "/".
+const (
+	TopicPurchase       = "purchase"        // kiosk→hub, QoS 1, PurchaseRequest
+	TopicPurchaseResult = "purchase/result" // hub→kiosk, QoS 1, PurchaseResult
+	TopicPrint          = "print"           // kiosk→hub, QoS 1, PrintReport
+	TopicTelemetry      = "telemetry"       // kiosk→hub, QoS 0, Telemetry
+	TopicStatus         = "status"          // kiosk→hub, retained, "online"/"offline" (last will)
+	TopicConfig         = "config"          // hub→kiosk, retained, KioskConfig
+)
+
+// Status payloads on TopicStatus.
+const (
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+)
+
+// KioskTopic returns the full topic for a kiosk and suffix.
+func KioskTopic(kioskID, suffix string) string {
+	return TopicRoot + kioskID + "/" + suffix
+}
+
+// HubSubscription is the filter a hub subscribes with to receive suffix from
+// every kiosk. Several hubs share the load through a shared subscription.
+func HubSubscription(suffix string) string {
+	return "$share/frank-hub/" + TopicRoot + "+/" + suffix
+}
+
+// ParseKioskTopic splits a kiosk topic into the kiosk id and suffix.
+func ParseKioskTopic(topic string) (kioskID, suffix string, err error) {
+	rest, ok := strings.CutPrefix(topic, TopicRoot)
+	if !ok {
+		return "", "", fmt.Errorf("protocol: topic %q is not under %s", topic, TopicRoot)
+	}
+	kioskID, suffix, ok = strings.Cut(rest, "/")
+	if !ok || !ValidKioskID(kioskID) || suffix == "" {
+		return "", "", fmt.Errorf("protocol: topic %q: want %s{kiosk_id}/{suffix}", topic, TopicRoot)
+	}
+	return kioskID, suffix, nil
+}
+
+// ValidKioskID: 1 to 32 of [A-Za-z0-9_-], starting with a letter or digit.
+// This keeps ids safe inside topics, file names and URLs.
+func ValidKioskID(id string) bool { return validToken(id, 32) }
+
+// ValidRequestID: 1 to 64 of [A-Za-z0-9_-], starting with a letter or digit.
+func ValidRequestID(id string) bool { return validToken(id, 64) }
+
+func validToken(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '-' && c != '_') {
+			return false
+		}
+	}
+	return true
+}

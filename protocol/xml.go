@@ -1,0 +1,109 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/xml"
+	"log/slog"
+	"strings"
+)
+
+// WebStampRequest is the patent's purchase request,
+// <server.bp_RequestWebStampParams>, as posted to the hub's XML API.
+type WebStampRequest struct {
+	XMLName      xml.Name `xml:"server.bp_RequestWebStampParams"`
+	LoginID      string   `xml:"LoginID"`
+	Amount       Mills    `xml:"Amount"` // mills: 330 is $0.33
+	RateClass    string   `xml:"RateClass"`
+	FIM          int      `xml:"FIM"` // unused legacy field, 0
+	SerialNumber string   `xml:"SerialNumber"`
+	CCNameOnCard string   `xml:"CCNameOnCard,omitempty"`
+	CCNumber     string   `xml:"CCNumber,omitempty"`
+	CCExp        string   `xml:"CCExp,omitempty"` // MMYY
+}
+
+// LogValue keeps the card number out of logs: only the last four digits.
+func (r WebStampRequest) LogValue() slog.Value {
+	last4 := ""
+	if n := len(r.CCNumber); n >= 4 {
+		last4 = r.CCNumber[n-4:]
+	}
+	return slog.GroupValue(
+		slog.String("login_id", r.LoginID),
+		slog.Int64("amount_mills", int64(r.Amount)),
+		slog.String("rate_class", r.RateClass),
+		slog.String("serial", r.SerialNumber),
+		slog.String("card_last4", last4),
+	)
+}
+
+// XMLIndicium is the patent's <Indicium> answer.
+type XMLIndicium struct {
+	XMLName     xml.Name    `xml:"Indicium"`
+	MeterNumber string      `xml:"MeterNumber"`
+	RateClass   string      `xml:"RateClass"`
+	FIM         int         `xml:"FIM"`
+	LPO         string      `xml:"LPO,omitempty"` // optional origin, "Warrenton, VA"
+	Amount      Mills       `xml:"Amount"`
+	Matrix      Base64Bytes `xml:"Matrix"`
+}
+
+// XMLError is the XML API's refusal.
+type XMLError struct {
+	XMLName xml.Name `xml:"Error"`
+	Code    Code     `xml:"Code"`
+	Message string   `xml:"Message"`
+	// MissingMills is set with insufficient_funds.
+	MissingMills Mills `xml:"MissingMills,omitempty"`
+}
+
+// Base64Bytes is binary data as base64 text. Reading ignores white space,
+// because the patent's own example wraps its Matrix across lines.
+type Base64Bytes []byte
+
+// MarshalText encodes standard base64.
+func (b Base64Bytes) MarshalText() ([]byte, error) {
+	return []byte(base64.StdEncoding.EncodeToString(b)), nil
+}
+
+// UnmarshalText decodes standard base64, ignoring white space.
+func (b *Base64Bytes) UnmarshalText(t []byte) error {
+	clean := strings.Join(strings.Fields(string(t)), "")
+	v, err := base64.StdEncoding.DecodeString(clean)
+	if err != nil {
+		return Errorf(CodeMalformed, "base64: %v", err)
+	}
+	*b = v
+	return nil
+}
+
+// DecodeWebStampRequest reads a <server.bp_RequestWebStampParams> document.
+// Field rules (Luhn, expiry, label stock) belong to the hub.
+func DecodeWebStampRequest(b []byte) (*WebStampRequest, error) {
+	var r WebStampRequest
+	if err := decodeXML(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DecodeXMLIndicium reads an <Indicium> document.
+func DecodeXMLIndicium(b []byte) (*XMLIndicium, error) {
+	var r XMLIndicium
+	if err := decodeXML(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func decodeXML(b []byte, v any) error {
+	if len(b) > MaxMessageBytes {
+		return Errorf(CodeMalformed, "document is %d bytes, limit %d", len(b), MaxMessageBytes)
+	}
+	d := xml.NewDecoder(bytes.NewReader(b))
+	d.Strict = true
+	if err := d.Decode(v); err != nil {
+		return Errorf(CodeMalformed, "xml: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package protocol_test
+
+import (
+	"encoding/xml"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+)
+
+func TestPatentWebStampRequestRoundTrip(t *testing.T) {
+	r, err := protocol.DecodeWebStampRequest([]byte(prototest.PatentWebStampRequest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := protocol.WebStampRequest{LoginID: "TestPrint", Amount: 330, RateClass: "1100", FIM: 0,
+		SerialNumber: "1966-F8CF", CCNameOnCard: "Joe Customer", CCNumber: "0000111122223333", CCExp: "0401"}
+	want.XMLName = r.XMLName
+	if *r != want {
+		t.Fatalf("decoded %+v", *r)
+	}
+	b, err := xml.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := protocol.DecodeWebStampRequest(b)
+	if err != nil || *r2 != *r {
+		t.Fatalf("round trip: %+v, %v", r2, err)
+	}
+}
+
+func TestPatentIndiciumRoundTrip(t *testing.T) {
+	x, err := protocol.DecodeXMLIndicium([]byte(prototest.PatentIndicium))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.MeterNumber != "042N50000061" || x.RateClass != "1100" || x.LPO != "Warrenton, VA" || x.Amount != 330 {
+		t.Fatalf("decoded %+v", x)
+	}
+	// The patent's matrix is its 89-byte legacy layout: version 2, DSA.
+	if len(x.Matrix) != 89 || x.Matrix[0] != 2 || string(x.Matrix[45:49]) != "1100" {
+		t.Fatalf("matrix %d bytes: %x", len(x.Matrix), x.Matrix)
+	}
+	b, err := xml.Marshal(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x2, err := protocol.DecodeXMLIndicium(b)
+	if err != nil || x2.MeterNumber != x.MeterNumber || string(x2.Matrix) != string(x.Matrix) || x2.LPO != x.LPO {
+		t.Fatalf("round trip: %+v, %v", x2, err)
+	}
+}
+
+func TestWebStampRequestLogRedactsCard(t *testing.T) {
+	r, _ := protocol.DecodeWebStampRequest([]byte(prototest.PatentWebStampRequest))
+	var sb strings.Builder
+	slog.New(slog.NewTextHandler(&sb, nil)).Info("request", "req", *r)
+	if strings.Contains(sb.String(), "0000111122223333") || !strings.Contains(sb.String(), "3333") {
+		t.Fatalf("log line: %s", sb.String())
+	}
+}
+
+func TestXMLRejects(t *testing.T) {
+	for _, bad := range []string{"", "<Indicium>", "<Indicium><Matrix>!!!</Matrix></Indicium>", "<Other/>"} {
+		if _, err := protocol.DecodeXMLIndicium([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
