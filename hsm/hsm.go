@@ -1,0 +1,28 @@
+// Package hsm holds Frank's signing and MAC keys. Keys are created inside a
+// module and never leave it: callers get a crypto.Signer for the P-256
+// indicium key and a MAC function for register control codes. Two backends
+// share one contract: soft (keys wrapped under a master key, for
+// development) and pkcs11 (any PKCS#11 token; SoftHSM2 in tests).
+package hsm
+
+import "errors"
+
+// Errors shared by the backends.
+var (
+	ErrNoKey     = errors.New("hsm: no such key")
+	ErrKeyExists = errors.New("hsm: key already exists")
+	ErrLabel     = errors.New("hsm: bad key label")
+)
+
+// ValidLabel keeps labels safe as file names and token attributes.
+func ValidLabel(label string) bool {
+	if label == "" || len(label) > 64 {
+		return false
+	}
+	for _, c := range label {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

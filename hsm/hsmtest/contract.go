@@ -1,0 +1,167 @@
+// Package hsmtest is the contract every key-store backend must meet. Each
+// backend's tests call Run with a fresh module.
+package hsmtest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/frank-postage/frank/hsm"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+)
+
+// Module is what the contract exercises.
+type Module interface {
+	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
+	GenerateMACKey(label string) error
+	Public(label string) (*ecdsa.PublicKey, error)
+}
+
+// Session is one goroutine's handle on a module.
+type Session interface {
+	Signer(label string) (crypto.Signer, error)
+	MAC(label string, data []byte) ([]byte, error)
+	Close() error
+}
+
+// Run runs the contract. open returns a module and a way to open sessions
+// on it; each call must give an empty module.
+func Run(t *testing.T, open func(t *testing.T) (Module, func() (Session, error))) {
+	t.Run("SignVerifiesAsIndicium", func(t *testing.T) {
+		m, session := open(t)
+		pub, err := m.GenerateSigningKey("sign-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := mustSession(t, session)
+		signer, err := s.Signer("sign-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !pub.Equal(signer.Public()) {
+			t.Fatal("signer's public key differs from the generated one")
+		}
+		in := prototest.Indicia[0].Fields
+		if err := in.Sign(signer); err != nil {
+			t.Fatal(err)
+		}
+		b, err := in.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := protocol.VerifyIndicium(b, pub); err != nil {
+			t.Fatalf("verify: %v", err)
+		}
+		again, err := m.Public("sign-1")
+		if err != nil || !again.Equal(pub) {
+			t.Fatalf("Public = %v, %v", again, err)
+		}
+	})
+	t.Run("MACIsStableAndKeyed", func(t *testing.T) {
+		m, session := open(t)
+		for _, l := range []string{"mac-1", "mac-2"} {
+			if err := m.GenerateMACKey(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := mustSession(t, session)
+		a, err := s.MAC("mac-1", []byte("serial=1,ar=0,dr=0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := s.MAC("mac-1", []byte("serial=1,ar=0,dr=0"))
+		c, _ := s.MAC("mac-1", []byte("serial=1,ar=0,dr=1"))
+		d, _ := s.MAC("mac-2", []byte("serial=1,ar=0,dr=0"))
+		if len(a) != sha256.Size || !bytes.Equal(a, b) || bytes.Equal(a, c) || bytes.Equal(a, d) {
+			t.Fatalf("MACs: %x %x %x %x", a, b, c, d)
+		}
+	})
+	t.Run("MissingKeys", func(t *testing.T) {
+		_, session := open(t)
+		s := mustSession(t, session)
+		if _, err := s.Signer("nope"); !errors.Is(err, hsm.ErrNoKey) {
+			t.Errorf("Signer: %v, want ErrNoKey", err)
+		}
+		if _, err := s.MAC("nope", nil); !errors.Is(err, hsm.ErrNoKey) {
+			t.Errorf("MAC: %v, want ErrNoKey", err)
+		}
+	})
+	t.Run("DuplicateLabel", func(t *testing.T) {
+		m, _ := open(t)
+		if _, err := m.GenerateSigningKey("dup"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.GenerateSigningKey("dup"); !errors.Is(err, hsm.ErrKeyExists) {
+			t.Errorf("second key: %v, want ErrKeyExists", err)
+		}
+	})
+	t.Run("KindsDoNotMix", func(t *testing.T) {
+		m, session := open(t)
+		if err := m.GenerateMACKey("mac"); err != nil {
+			t.Fatal(err)
+		}
+		s := mustSession(t, session)
+		if _, err := s.Signer("mac"); !errors.Is(err, hsm.ErrNoKey) {
+			t.Errorf("signer from a MAC key: %v, want ErrNoKey", err)
+		}
+	})
+	t.Run("SessionPerGoroutine", func(t *testing.T) {
+		m, session := open(t)
+		pub, err := m.GenerateSigningKey("sign")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for w := range 4 {
+			wg.Go(func() {
+				s, err := session()
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer s.Close()
+				signer, err := s.Signer("sign")
+				if err != nil {
+					errs <- err
+					return
+				}
+				for i := range 50 {
+					d := sha256.Sum256(fmt.Appendf(nil, "%d/%d", w, i))
+					der, err := signer.Sign(rand.Reader, d[:], crypto.SHA256)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if !ecdsa.VerifyASN1(pub, d[:], der) {
+						errs <- errors.New("signature does not verify")
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+}
+
+func mustSession(t *testing.T, session func() (Session, error)) Session {
+	t.Helper()
+	s, err := session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
