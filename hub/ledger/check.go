@@ -1,0 +1,141 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Report is the result of Check.
+type Report struct {
+	GPSD        PSD
+	MPSDs       []PSD
+	FundsBought protocol.Mills // sum of completed postal purchases
+	Indicia     int
+	Violations  []string
+}
+
+// OK reports whether no invariant is broken.
+func (r *Report) OK() bool { return len(r.Violations) == 0 }
+
+// Check reads the whole ledger in one transaction and checks every
+// invariant:
+//
+//   - every control code matches its registers;
+//   - no register is negative or wider than its field;
+//   - GPSD.AR + GPSD.DR = funds bought from the postal authority (eq. 1);
+//   - GPSD.AR = sum of MPSD.AR + MPSD.DR (eq. 2);
+//   - each MPSD's AR + DR = what the GPSD gave it, and its AR = the postage
+//     of every indicium it issued (voided ones too: registers never run
+//     backwards);
+//   - each sale's total = the postage of its indicia.
+func (l *Ledger) Check(ctx context.Context) (*Report, error) {
+	r := &Report{}
+	bad := func(format string, args ...any) { r.Violations = append(r.Violations, fmt.Sprintf(format, args...)) }
+	err := l.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT serial, kind, ar, dr, control, COALESCE(locked, '') FROM psd ORDER BY serial`)
+		if err != nil {
+			return err
+		}
+		var all []PSD
+		for rows.Next() {
+			var p PSD
+			if err := rows.Scan(&p.Serial, &p.Kind, &p.AR, &p.DR, &p.Control, &p.Locked); err != nil {
+				rows.Close()
+				return err
+			}
+			all = append(all, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var sumMPSD protocol.Mills
+		gpsds := 0
+		for i := range all {
+			p := &all[i]
+			ok, err := verifySeal(l.mac, l.cfg.ControlKey, p)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				bad("psd %d: control code does not match its registers", p.Serial)
+			}
+			if !p.inRange() {
+				bad("psd %d: registers out of range: ar %d dr %d", p.Serial, p.AR, p.DR)
+			}
+			switch p.Kind {
+			case KindGPSD:
+				r.GPSD = *p
+				gpsds++
+			case KindMPSD:
+				r.MPSDs = append(r.MPSDs, *p)
+				sumMPSD += p.AR + p.DR
+			}
+		}
+		if gpsds != 1 {
+			bad("want exactly one GPSD, found %d", gpsds)
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM fund_purchases WHERE state = 'done'`).Scan(&r.FundsBought); err != nil {
+			return err
+		}
+		if r.GPSD.AR+r.GPSD.DR != r.FundsBought {
+			bad("equation 1: GPSD AR %d + DR %d != funds bought %d", r.GPSD.AR, r.GPSD.DR, r.FundsBought)
+		}
+		if r.GPSD.AR != sumMPSD {
+			bad("equation 2: GPSD AR %d != sum of MPSD AR+DR %d", r.GPSD.AR, sumMPSD)
+		}
+		funded, err := sums(ctx, tx, `SELECT mpsd, SUM(amount) FROM fundings GROUP BY mpsd`)
+		if err != nil {
+			return err
+		}
+		issued, err := sums(ctx, tx, `SELECT mpsd, SUM(postage) FROM indicia GROUP BY mpsd`)
+		if err != nil {
+			return err
+		}
+		for _, m := range r.MPSDs {
+			if m.AR+m.DR != funded[m.Serial] {
+				bad("mpsd %d: AR %d + DR %d != funded %d", m.Serial, m.AR, m.DR, funded[m.Serial])
+			}
+			if m.AR != issued[m.Serial] {
+				bad("mpsd %d: AR %d != postage of its indicia %d", m.Serial, m.AR, issued[m.Serial])
+			}
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM indicia`).Scan(&r.Indicia); err != nil {
+			return err
+		}
+		var mismatched int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM sales s WHERE s.status = 'ok' AND s.total !=
+			(SELECT COALESCE(SUM(i.postage), 0) FROM indicia i WHERE i.kiosk_id = s.kiosk_id AND i.request_id = s.request_id)`).Scan(&mismatched); err != nil {
+			return err
+		}
+		if mismatched > 0 {
+			bad("%d sales whose total differs from the postage of their indicia", mismatched)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: check: %w", err)
+	}
+	return r, nil
+}
+
+func sums(ctx context.Context, tx *sql.Tx, query string) (map[uint32]protocol.Mills, error) {
+	rows, err := tx.QueryContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[uint32]protocol.Mills{}
+	for rows.Next() {
+		var s uint32
+		var v protocol.Mills
+		if err := rows.Scan(&s, &v); err != nil {
+			return nil, err
+		}
+		out[s] = v
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,74 @@
+package ledger
+
+import (
+	"crypto/hmac"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// PSD kinds.
+const (
+	KindGPSD = "gpsd"
+	KindMPSD = "mpsd"
+)
+
+// GPSDSerial is the serial of the one global PSD. MPSD serials start at
+// FirstMPSDSerial so meter numbers read like the patent's (…50000061).
+const (
+	GPSDSerial      = 1
+	FirstMPSDSerial = 50_000_001
+)
+
+// PSD is one postal security device's registers: the ascending register
+// (postage ever issued or passed on) and the descending register (postage
+// still available), in mills.
+type PSD struct {
+	Serial  uint32
+	Kind    string
+	AR, DR  protocol.Mills
+	Control []byte
+	Locked  string // why it no longer sells; empty when it does
+}
+
+// controlMessage is what the control code covers. The kind is included so a
+// GPSD row can never pass for an MPSD row.
+func controlMessage(kind string, serial uint32, ar, dr protocol.Mills) []byte {
+	b := make([]byte, 0, 32)
+	b = append(b, "frank-psd-v1\x00"...)
+	b = append(b, kind...)
+	b = binary.BigEndian.AppendUint32(b, serial)
+	b = binary.BigEndian.AppendUint64(b, uint64(ar))
+	b = binary.BigEndian.AppendUint64(b, uint64(dr))
+	return b
+}
+
+// macer computes the HMAC that seals registers; the HSM provides it.
+type macer interface {
+	MAC(label string, data []byte) ([]byte, error)
+}
+
+// seal computes p's control code.
+func seal(m macer, key string, p *PSD) error {
+	c, err := m.MAC(key, controlMessage(p.Kind, p.Serial, p.AR, p.DR))
+	if err != nil {
+		return fmt.Errorf("ledger: seal psd %d: %w", p.Serial, err)
+	}
+	p.Control = c
+	return nil
+}
+
+// verifySeal reports whether p's control code matches its registers.
+func verifySeal(m macer, key string, p *PSD) (bool, error) {
+	c, err := m.MAC(key, controlMessage(p.Kind, p.Serial, p.AR, p.DR))
+	if err != nil {
+		return false, fmt.Errorf("ledger: verify psd %d: %w", p.Serial, err)
+	}
+	return hmac.Equal(c, p.Control), nil
+}
+
+// inRange checks register widths: AR fits 5 bytes, DR 4, neither negative.
+func (p *PSD) inRange() bool {
+	return p.AR >= 0 && p.AR <= protocol.MaxAR && p.DR >= 0 && p.DR <= protocol.MaxDR
+}

@@ -1,0 +1,103 @@
+// Package postal is the hub's client for the postal authority: it buys
+// postage funds, registers signing keys for certificate serials, and (later)
+// uploads reports. Every call is idempotent on the authority's side, so the
+// hub retries freely.
+package postal
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// Client talks to the authority at BaseURL.
+type Client struct {
+	BaseURL string
+	HTTP    *http.Client
+	Vendor  string
+}
+
+// New returns a client with a sane timeout.
+func New(baseURL, vendor string) *Client {
+	return &Client{BaseURL: baseURL, Vendor: vendor, HTTP: &http.Client{Timeout: 15 * time.Second}}
+}
+
+// Certificate is the authority's answer to a key registration.
+type Certificate struct {
+	Serial       uint32 `json:"serial"`
+	PublicKeyPEM string `json:"public_key_pem"`
+}
+
+// Purchase is a completed fund purchase.
+type Purchase struct {
+	ID          string `json:"purchase_id"`
+	AmountMills int64  `json:"amount_mills"`
+}
+
+// PublicKeyPEM encodes a key as the authority and /api/v1/certificates want it.
+func PublicKeyPEM(pub *ecdsa.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
+
+// RegisterKey asks for a certificate serial for pub.
+func (c *Client) RegisterKey(ctx context.Context, pub *ecdsa.PublicKey) (Certificate, error) {
+	p, err := PublicKeyPEM(pub)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("postal: register key: %w", err)
+	}
+	var out Certificate
+	err = c.post(ctx, "/v1/certificates", map[string]string{"vendor": c.Vendor, "public_key_pem": p}, &out)
+	if err != nil {
+		return Certificate{}, fmt.Errorf("postal: register key: %w", err)
+	}
+	return out, nil
+}
+
+// BuyFunds buys amount mills of postage. requestID makes a retry safe.
+func (c *Client) BuyFunds(ctx context.Context, requestID string, amountMills int64) (Purchase, error) {
+	var out Purchase
+	body := map[string]any{"vendor": c.Vendor, "request_id": requestID, "amount_mills": amountMills}
+	if err := c.post(ctx, "/v1/funds", body, &out); err != nil {
+		return Purchase{}, fmt.Errorf("postal: buy funds %s: %w", requestID, err)
+	}
+	if out.AmountMills != amountMills {
+		return Purchase{}, fmt.Errorf("postal: buy funds %s: authority sold %d mills, asked %d", requestID, out.AmountMills, amountMills)
+	}
+	return out, nil
+}
+
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return json.Unmarshal(body, out)
+}

@@ -1,0 +1,256 @@
+// Package postal simulates the postal authority: it sells postage funds to
+// the vendor, issues certificate serials for the vendor's public keys, and
+// keeps what it was told, so tests can compare the vendor's ledger with the
+// authority's records. State is kept in one JSON file, rewritten and synced
+// on every change.
+package postal
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// Certificate is a registered public key.
+type Certificate struct {
+	Serial       uint32    `json:"serial"`
+	Vendor       string    `json:"vendor"`
+	Algorithm    int       `json:"algorithm"`
+	PublicKeyPEM string    `json:"public_key_pem"`
+	IssuedAt     time.Time `json:"issued_at"`
+}
+
+// Purchase is one sale of postage funds to a vendor.
+type Purchase struct {
+	ID          string    `json:"purchase_id"`
+	Vendor      string    `json:"vendor"`
+	RequestID   string    `json:"request_id"`
+	AmountMills int64     `json:"amount_mills"`
+	At          time.Time `json:"at"`
+}
+
+type state struct {
+	Certificates []Certificate `json:"certificates"`
+	Purchases    []Purchase    `json:"purchases"`
+}
+
+// Authority is the simulated postal authority.
+type Authority struct {
+	path string
+	log  *slog.Logger
+	mu   sync.Mutex
+	st   state
+	// Refuse makes fund purchases fail, to test a vendor that cannot buy.
+	refuse bool
+}
+
+// New loads the authority's state from path, or starts empty. An empty
+// path keeps state in memory only.
+func New(path string, log *slog.Logger) (*Authority, error) {
+	a := &Authority{path: path, log: log}
+	if path == "" {
+		return a, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return a, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postal: load: %w", err)
+	}
+	if err := json.Unmarshal(b, &a.st); err != nil {
+		return nil, fmt.Errorf("postal: load %s: %w", path, err)
+	}
+	return a, nil
+}
+
+// SetRefuseFunds makes later fund purchases fail (or succeed again).
+func (a *Authority) SetRefuseFunds(refuse bool) {
+	a.mu.Lock()
+	a.refuse = refuse
+	a.mu.Unlock()
+}
+
+// TotalFunds returns the sum of funds sold to vendor.
+func (a *Authority) TotalFunds(vendor string) int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var t int64
+	for _, p := range a.st.Purchases {
+		if p.Vendor == vendor {
+			t += p.AmountMills
+		}
+	}
+	return t
+}
+
+// Handler serves the authority's API.
+func (a *Authority) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Post("/v1/certificates", a.postCertificate)
+	r.Get("/v1/certificates", a.getCertificates)
+	r.Post("/v1/funds", a.postFunds)
+	r.Get("/v1/funds", a.getFunds)
+	return r
+}
+
+func (a *Authority) postCertificate(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Vendor       string `json:"vendor"`
+		PublicKeyPEM string `json:"public_key_pem"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, "bad json: %v", err)
+		return
+	}
+	blk, _ := pem.Decode([]byte(req.PublicKeyPEM))
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		httpError(w, http.StatusBadRequest, "public_key_pem: want a PEM PUBLIC KEY")
+		return
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if ec, ok := k.(*ecdsa.PublicKey); err != nil || !ok || ec.Curve != elliptic.P256() {
+		httpError(w, http.StatusBadRequest, "public key: want ECDSA P-256")
+		return
+	}
+	if len(req.Vendor) != 2 {
+		httpError(w, http.StatusBadRequest, "vendor: want two characters")
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range a.st.Certificates {
+		if c.PublicKeyPEM == req.PublicKeyPEM {
+			writeJSON(w, http.StatusOK, c) // the same key asks again: same serial
+			return
+		}
+	}
+	c := Certificate{Serial: uint32(len(a.st.Certificates) + 1), Vendor: req.Vendor, Algorithm: 3,
+		PublicKeyPEM: req.PublicKeyPEM, IssuedAt: time.Now().UTC()}
+	a.st.Certificates = append(a.st.Certificates, c)
+	if err := a.save(); err != nil {
+		a.st.Certificates = a.st.Certificates[:len(a.st.Certificates)-1]
+		httpError(w, http.StatusInternalServerError, "save: %v", err)
+		return
+	}
+	a.log.Info("certificate issued", "serial", c.Serial, "vendor", c.Vendor)
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (a *Authority) getCertificates(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	writeJSON(w, http.StatusOK, a.st.Certificates)
+}
+
+func (a *Authority) postFunds(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Vendor      string `json:"vendor"`
+		RequestID   string `json:"request_id"`
+		AmountMills int64  `json:"amount_mills"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, "bad json: %v", err)
+		return
+	}
+	if req.AmountMills <= 0 || req.RequestID == "" || len(req.Vendor) != 2 {
+		httpError(w, http.StatusBadRequest, "want vendor, request_id and a positive amount_mills")
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.st.Purchases {
+		if p.RequestID == req.RequestID && p.Vendor == req.Vendor {
+			if p.AmountMills != req.AmountMills {
+				httpError(w, http.StatusConflict, "request_id %s was used for %d mills", p.RequestID, p.AmountMills)
+				return
+			}
+			writeJSON(w, http.StatusOK, p) // a retry after a lost answer
+			return
+		}
+	}
+	if a.refuse {
+		httpError(w, http.StatusServiceUnavailable, "fund sales are suspended")
+		return
+	}
+	p := Purchase{ID: fmt.Sprintf("PA-%06d", len(a.st.Purchases)+1), Vendor: req.Vendor, RequestID: req.RequestID,
+		AmountMills: req.AmountMills, At: time.Now().UTC()}
+	a.st.Purchases = append(a.st.Purchases, p)
+	if err := a.save(); err != nil {
+		a.st.Purchases = a.st.Purchases[:len(a.st.Purchases)-1]
+		httpError(w, http.StatusInternalServerError, "save: %v", err)
+		return
+	}
+	a.log.Info("funds sold", "purchase", p.ID, "vendor", p.Vendor, "amount_mills", p.AmountMills)
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (a *Authority) getFunds(w http.ResponseWriter, r *http.Request) {
+	vendor := r.URL.Query().Get("vendor")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := struct {
+		Purchases  []Purchase `json:"purchases"`
+		TotalMills int64      `json:"total_mills"`
+	}{Purchases: []Purchase{}}
+	for _, p := range a.st.Purchases {
+		if vendor == "" || p.Vendor == vendor {
+			out.Purchases = append(out.Purchases, p)
+			out.TotalMills += p.AmountMills
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// save writes the state file atomically; the caller holds a.mu.
+func (a *Authority) save() error {
+	if a.path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(a.st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(a.path), 0o755); err != nil {
+		return err
+	}
+	tmp := a.path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.path)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func httpError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
