@@ -41,6 +41,14 @@ type Config struct {
 	Now func() time.Time
 }
 
+// ControlKeyLabel is the HSM label of the control-code key.
+func (c Config) ControlKeyLabel() string {
+	if c.ControlKey == "" {
+		return "frank-control-1"
+	}
+	return c.ControlKey
+}
+
 func (c *Config) defaults() {
 	if c.Vendor == "" {
 		c.Vendor = "FR"
@@ -57,9 +65,7 @@ func (c *Config) defaults() {
 	if c.GPSDPurchase == 0 {
 		c.GPSDPurchase = 100_000_000
 	}
-	if c.ControlKey == "" {
-		c.ControlKey = "frank-control-1"
-	}
+	c.ControlKey = c.ControlKeyLabel()
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -101,9 +107,9 @@ type Ledger struct {
 // any postal purchase a crash interrupted.
 func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa funder, log *slog.Logger) (*Ledger, error) {
 	cfg.defaults()
-	l := &Ledger{db: db, cfg: cfg, mac: mac, pa: pa, log: log}
+	l := &Ledger{db: db, cfg: cfg, mac: &lockedMAC{m: mac}, pa: pa, log: log}
 	g := PSD{Serial: GPSDSerial, Kind: KindGPSD}
-	if err := seal(mac, cfg.ControlKey, &g); err != nil {
+	if err := seal(l.mac, cfg.ControlKey, &g); err != nil {
 		return nil, err
 	}
 	_, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO psd (serial, kind, ar, dr, control, created_at)
@@ -137,10 +143,13 @@ type Sale struct {
 	Items     []Item
 }
 
-// SigningKey is an HSM key and the certificate serial the authority gave it.
-type SigningKey struct {
+// Session is what one PSDM worker brings to a sale: its own HSM session
+// (PKCS#11 sessions must not be shared between goroutines), the signing key
+// and the certificate serial the postal authority gave that key.
+type Session struct {
 	CertSerial uint32
 	Signer     crypto.Signer
+	MAC        macer
 }
 
 // Total is the sale's postage.
@@ -179,10 +188,10 @@ func replay(ctx context.Context, db *store.DB, q querier, kioskID, requestID str
 	return result, nil
 }
 
-// Sell issues the sale's indicia from MPSD mpsd, signed with key, and
+// Sell issues the sale's indicia from MPSD mpsd, signed in key, and
 // returns the exact result bytes to send. Funding from the GPSD, register
 // updates, indicia and the stored result commit together or not at all.
-func (l *Ledger) Sell(ctx context.Context, s *Sale, mpsd uint32, key SigningKey) (_ []byte, err error) {
+func (l *Ledger) Sell(ctx context.Context, s *Sale, mpsd uint32, key Session) (_ []byte, err error) {
 	defer func() { l.lockOnTamper(err) }()
 	if prior, err := l.Replay(ctx, s.KioskID, s.RequestID, s.BodyHash); prior != nil || err != nil {
 		return prior, err
@@ -199,7 +208,7 @@ func (l *Ledger) Sell(ctx context.Context, s *Sale, mpsd uint32, key SigningKey)
 			result = prior
 			return err
 		}
-		m, err := l.loadPSD(ctx, tx, mpsd)
+		m, err := l.loadPSD(ctx, key.MAC, tx, mpsd)
 		if err != nil {
 			return err
 		}
@@ -220,7 +229,7 @@ func (l *Ledger) Sell(ctx context.Context, s *Sale, mpsd uint32, key SigningKey)
 			}
 			for m.DR < it.Postage {
 				if g == nil {
-					if g, err = l.loadPSD(ctx, tx, GPSDSerial); err != nil {
+					if g, err = l.loadPSD(ctx, key.MAC, tx, GPSDSerial); err != nil {
 						return err
 					}
 				}
@@ -263,11 +272,11 @@ func (l *Ledger) Sell(ctx context.Context, s *Sale, mpsd uint32, key SigningKey)
 			}
 		}
 		if g != nil {
-			if err := l.storePSD(ctx, tx, g); err != nil {
+			if err := l.storePSD(ctx, key.MAC, tx, g); err != nil {
 				return err
 			}
 		}
-		return l.storePSD(ctx, tx, m)
+		return l.storePSD(ctx, key.MAC, tx, m)
 	})
 	if err != nil {
 		return nil, err
@@ -343,7 +352,7 @@ func (l *Ledger) fund(ctx context.Context, tx *sql.Tx, g, m *PSD, now time.Time)
 // ensureGPSDFor buys from the postal authority if funding mpsd for total
 // would find the GPSD short (patent Fig. 10, step 1006).
 func (l *Ledger) ensureGPSDFor(ctx context.Context, mpsd uint32, total protocol.Mills) error {
-	m, err := l.loadPSD(ctx, l.db.DB, mpsd)
+	m, err := l.loadPSD(ctx, l.mac, l.db.DB, mpsd)
 	if err != nil {
 		return err
 	}
@@ -353,7 +362,7 @@ func (l *Ledger) ensureGPSDFor(ctx context.Context, mpsd uint32, total protocol.
 	need := l.cfg.MPSDFunding * ((total - m.DR + l.cfg.MPSDFunding - 1) / l.cfg.MPSDFunding)
 	l.buyMu.Lock()
 	defer l.buyMu.Unlock()
-	g, err := l.loadPSD(ctx, l.db.DB, GPSDSerial)
+	g, err := l.loadPSD(ctx, l.mac, l.db.DB, GPSDSerial)
 	if err != nil {
 		return err
 	}
@@ -361,7 +370,7 @@ func (l *Ledger) ensureGPSDFor(ctx context.Context, mpsd uint32, total protocol.
 		if err := l.buy(ctx); err != nil {
 			return err
 		}
-		if g, err = l.loadPSD(ctx, l.db.DB, GPSDSerial); err != nil {
+		if g, err = l.loadPSD(ctx, l.mac, l.db.DB, GPSDSerial); err != nil {
 			return err
 		}
 	}
@@ -396,7 +405,7 @@ func (l *Ledger) completePurchase(ctx context.Context, reqID string, amt protoco
 		if n, _ := res.RowsAffected(); n != 1 {
 			return nil // another hub process finished it
 		}
-		g, err := l.loadPSD(ctx, tx, GPSDSerial)
+		g, err := l.loadPSD(ctx, l.mac, tx, GPSDSerial)
 		if err != nil {
 			return err
 		}
@@ -404,7 +413,7 @@ func (l *Ledger) completePurchase(ctx context.Context, reqID string, amt protoco
 		if !g.inRange() {
 			return fmt.Errorf("gpsd descending register would exceed 4 bytes")
 		}
-		return l.storePSD(ctx, tx, g)
+		return l.storePSD(ctx, l.mac, tx, g)
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: credit purchase %s: %w", reqID, err)
@@ -487,7 +496,7 @@ type rowQuerier interface {
 // loadPSD reads a register row and checks its control code. A mismatch
 // returns a *TamperError; the caller locks the row once its own transaction
 // is over (lockOnTamper), because SQLite has one writer at a time.
-func (l *Ledger) loadPSD(ctx context.Context, q rowQuerier, serial uint32) (*PSD, error) {
+func (l *Ledger) loadPSD(ctx context.Context, mac macer, q rowQuerier, serial uint32) (*PSD, error) {
 	p := &PSD{Serial: serial}
 	var locked sql.NullString
 	err := q.QueryRowContext(ctx, l.db.Rebind(`SELECT kind, ar, dr, control, locked FROM psd WHERE serial = ?`), serial).
@@ -496,7 +505,7 @@ func (l *Ledger) loadPSD(ctx context.Context, q rowQuerier, serial uint32) (*PSD
 		return nil, fmt.Errorf("ledger: load psd %d: %w", serial, err)
 	}
 	p.Locked = locked.String
-	ok, err := verifySeal(l.mac, l.cfg.ControlKey, p)
+	ok, err := verifySeal(mac, l.cfg.ControlKey, p)
 	if err != nil {
 		return nil, err
 	}
@@ -526,11 +535,11 @@ func (l *Ledger) lock(serial uint32, why string) {
 	}
 }
 
-func (l *Ledger) storePSD(ctx context.Context, tx *sql.Tx, p *PSD) error {
+func (l *Ledger) storePSD(ctx context.Context, mac macer, tx *sql.Tx, p *PSD) error {
 	if !p.inRange() {
 		return fmt.Errorf("ledger: store psd %d: registers out of range: ar %d dr %d", p.Serial, p.AR, p.DR)
 	}
-	if err := seal(l.mac, l.cfg.ControlKey, p); err != nil {
+	if err := seal(mac, l.cfg.ControlKey, p); err != nil {
 		return err
 	}
 	_, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET ar = ?, dr = ?, control = ? WHERE serial = ?`), p.AR, p.DR, p.Control, p.Serial)
@@ -556,3 +565,16 @@ func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
+
+// lockedMAC serializes the ledger's own HSM session, which its background
+// work (funding, checks, new MPSDs) shares.
+type lockedMAC struct {
+	mu sync.Mutex
+	m  macer
+}
+
+func (l *lockedMAC) MAC(label string, data []byte) ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m.MAC(label, data)
+}

@@ -25,7 +25,7 @@ type fixture struct {
 	l    *ledger.Ledger
 	db   *store.DB
 	pa   *postal.Authority
-	key  ledger.SigningKey
+	key  ledger.Session
 	ks   *soft.Keystore
 	mpsd uint32
 }
@@ -66,7 +66,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{l: l, db: db, pa: pa, key: ledger.SigningKey{CertSerial: 1, Signer: signer}, ks: ks, mpsd: m}
+	return &fixture{l: l, db: db, pa: pa, key: ledger.Session{CertSerial: 1, Signer: signer, MAC: sess}, ks: ks, mpsd: m}
 }
 
 func (f *fixture) check(t *testing.T) *ledger.Report {

@@ -1,0 +1,224 @@
+// Package front is the hub's MQTT face. It subscribes to every kiosk's
+// purchase, print, status and telemetry topics through a shared subscription
+// (so several hub processes split the load), hands purchases to the sale
+// service, publishes results, and keeps each kiosk's retained config
+// current.
+package front
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// purchaser answers purchase requests; the sale service.
+type purchaser interface {
+	Purchase(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)
+}
+
+// printBook records print outcomes; the ledger.
+type printBook interface {
+	RecordPrint(ctx context.Context, r *protocol.PrintReport) error
+}
+
+// Config configures the front.
+type Config struct {
+	Broker   string // tcp://host:port
+	ClientID string
+	Username string
+	Password string
+	// ConfigFor builds the retained config for a kiosk.
+	ConfigFor func(kioskID string) (protocol.KioskConfig, error)
+	// MaxInFlight bounds concurrent purchases; default 256.
+	MaxInFlight int
+}
+
+// Front is a connected MQTT front.
+type Front struct {
+	cfg    Config
+	sales  purchaser
+	prints printBook
+	log    *slog.Logger
+	client mqtt.Client
+	sem    chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start connects to the broker and begins serving. It returns once the
+// first connection is up and subscribed.
+func Start(cfg Config, sales purchaser, prints printBook, log *slog.Logger) (*Front, error) {
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = 256
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Front{cfg: cfg, sales: sales, prints: prints, log: log, sem: make(chan struct{}, cfg.MaxInFlight), ctx: ctx, cancel: cancel}
+	subscribed := make(chan error, 1)
+	opts := mqtt.NewClientOptions().
+		AddBroker(cfg.Broker).
+		SetClientID(cfg.ClientID).
+		SetUsername(cfg.Username).
+		SetPassword(cfg.Password).
+		SetCleanSession(true). // kiosks resend until answered; nothing waits in the broker for us
+		SetOrderMatters(false).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).
+		SetKeepAlive(15 * time.Second).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { log.Warn("broker connection lost", "err", err) }).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			err := f.subscribe(c)
+			if err != nil {
+				log.Error("subscribe failed", "err", err)
+			} else {
+				log.Info("front connected and subscribed", "broker", cfg.Broker)
+			}
+			select {
+			case subscribed <- err:
+			default:
+			}
+		})
+	f.client = mqtt.NewClient(opts)
+	f.client.Connect() // retries in the background until it connects
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("front: start: %w", err)
+		}
+	case <-time.After(30 * time.Second):
+		f.Close()
+		return nil, fmt.Errorf("front: start: no connection to %s after 30s", cfg.Broker)
+	}
+	return f, nil
+}
+
+func (f *Front) subscribe(c mqtt.Client) error {
+	subs := map[string]mqtt.MessageHandler{
+		protocol.HubSubscription(protocol.TopicPurchase):  f.onPurchase,
+		protocol.HubSubscription(protocol.TopicPrint):     f.onPrint,
+		protocol.HubSubscription(protocol.TopicTelemetry): f.onTelemetry,
+		// Status is retained and every hub needs it, so not shared.
+		protocol.TopicRoot + "+/" + protocol.TopicStatus: f.onStatus,
+	}
+	for topic, h := range subs {
+		t := c.Subscribe(topic, 1, h)
+		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			return fmt.Errorf("subscribe %s: %v", topic, t.Error())
+		}
+	}
+	return nil
+}
+
+// Close stops taking messages, waits for purchases in progress, and
+// disconnects.
+func (f *Front) Close() {
+	f.cancel()
+	f.wg.Wait()
+	f.client.Disconnect(1000)
+}
+
+func (f *Front) begin() bool {
+	f.wg.Add(1)
+	if f.ctx.Err() != nil {
+		f.wg.Done()
+		return false
+	}
+	return true
+}
+
+func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
+	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
+	if err != nil {
+		f.log.Warn("message on a bad topic dropped", "topic", m.Topic())
+		return
+	}
+	if !f.begin() {
+		return
+	}
+	defer f.wg.Done()
+	f.sem <- struct{}{}
+	defer func() { <-f.sem }()
+	ctx, cancel := context.WithTimeout(f.ctx, 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, perr := f.sales.Purchase(ctx, kiosk, m.Payload())
+	f.publish(protocol.KioskTopic(kiosk, protocol.TopicPurchaseResult), 1, false, out)
+	if perr != nil {
+		f.log.Info("purchase rejected", "kiosk", kiosk, "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
+	} else {
+		f.log.Info("purchase answered", "kiosk", kiosk, "took", time.Since(start))
+	}
+}
+
+func (f *Front) onPrint(c mqtt.Client, m mqtt.Message) {
+	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
+	if err != nil {
+		return
+	}
+	r, err := protocol.DecodePrintReport(m.Payload())
+	if err != nil || r.KioskID != kiosk {
+		f.log.Warn("bad print report", "kiosk", kiosk, "err", err)
+		return
+	}
+	if !f.begin() {
+		return
+	}
+	defer f.wg.Done()
+	if err := f.prints.RecordPrint(f.ctx, r); err != nil {
+		f.log.Error("print report not recorded", "kiosk", kiosk, "request_id", r.RequestID, "err", err)
+	}
+}
+
+func (f *Front) onTelemetry(c mqtt.Client, m mqtt.Message) {
+	t, err := protocol.DecodeTelemetry(m.Payload())
+	if err != nil {
+		f.log.Warn("bad telemetry", "topic", m.Topic(), "err", err)
+		return
+	}
+	f.log.Debug("telemetry", "kiosk", t.KioskID, "labels_left", t.LabelsLeft, "paper", t.Paper, "printer", t.Printer)
+}
+
+func (f *Front) onStatus(c mqtt.Client, m mqtt.Message) {
+	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
+	if err != nil {
+		return
+	}
+	status := string(m.Payload())
+	f.log.Info("kiosk status", "kiosk", kiosk, "status", status)
+	if status == protocol.StatusOnline {
+		f.PushConfig(kiosk)
+	}
+}
+
+// PushConfig publishes kioskID's current config, retained.
+func (f *Front) PushConfig(kioskID string) {
+	cfg, err := f.cfg.ConfigFor(kioskID)
+	if err != nil {
+		f.log.Error("no config for kiosk", "kiosk", kioskID, "err", err)
+		return
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		f.log.Error("config not encoded", "kiosk", kioskID, "err", err)
+		return
+	}
+	f.publish(protocol.KioskTopic(kioskID, protocol.TopicConfig), 1, true, b)
+}
+
+func (f *Front) publish(topic string, qos byte, retained bool, payload []byte) {
+	t := f.client.Publish(topic, qos, retained, payload)
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		// The kiosk resends its request and gets the stored result then.
+		f.log.Warn("publish not confirmed", "topic", topic, "err", t.Error())
+	}
+}

@@ -1,0 +1,136 @@
+// Package keys runs the hub's key ceremony: it has the HSM create the
+// indicium signing key, registers the public key with the postal authority
+// for a certificate serial, and keeps every key that ever signed so old
+// stamps still verify after a rotation.
+package keys
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/hub/store"
+)
+
+// Key is a signing key as published at /api/v1/certificates.
+type Key struct {
+	CertSerial   uint32     `json:"serial"`
+	Algorithm    int        `json:"algorithm"`
+	Label        string     `json:"-"`
+	PublicKeyPEM string     `json:"public_key_pem"`
+	Created      time.Time  `json:"created"`
+	Retired      *time.Time `json:"retired,omitempty"`
+}
+
+// ErrNoKey means the ceremony has not run.
+var ErrNoKey = errors.New("keys: no active signing key; run hub keys init")
+
+// generator creates keys inside the HSM.
+type generator interface {
+	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
+}
+
+// registrar gets certificate serials from the postal authority.
+type registrar interface {
+	RegisterKey(ctx context.Context, pub *ecdsa.PublicKey) (postal.Certificate, error)
+}
+
+// Keys manages the signing keys.
+type Keys struct {
+	db  *store.DB
+	hsm generator
+	pa  registrar
+	log *slog.Logger
+	now func() time.Time
+}
+
+// New returns a key manager.
+func New(db *store.DB, hsm generator, pa registrar, log *slog.Logger) *Keys {
+	return &Keys{db: db, hsm: hsm, pa: pa, log: log, now: time.Now}
+}
+
+// Active returns the key that signs new indicia.
+func (k *Keys) Active(ctx context.Context) (Key, error) {
+	all, err := k.All(ctx)
+	if err != nil {
+		return Key{}, err
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Retired == nil {
+			return all[i], nil
+		}
+	}
+	return Key{}, ErrNoKey
+}
+
+// All returns every key that ever signed, oldest first.
+func (k *Keys) All(ctx context.Context) ([]Key, error) {
+	rows, err := k.db.QueryContext(ctx, `SELECT cert_serial, key_label, public_key_pem, created_at, retired_at FROM signing_keys ORDER BY created_at, cert_serial`)
+	if err != nil {
+		return nil, fmt.Errorf("keys: list: %w", err)
+	}
+	defer rows.Close()
+	out := []Key{}
+	for rows.Next() {
+		var key Key
+		var created int64
+		var retired sql.NullInt64
+		if err := rows.Scan(&key.CertSerial, &key.Label, &key.PublicKeyPEM, &created, &retired); err != nil {
+			return nil, fmt.Errorf("keys: list: %w", err)
+		}
+		key.Algorithm = 3
+		key.Created = time.UnixMicro(created).UTC()
+		if retired.Valid {
+			t := time.UnixMicro(retired.Int64).UTC()
+			key.Retired = &t
+		}
+		out = append(out, key)
+	}
+	return out, rows.Err()
+}
+
+// Init creates the first signing key if there is none, and returns the
+// active key either way.
+func (k *Keys) Init(ctx context.Context) (Key, error) {
+	if key, err := k.Active(ctx); !errors.Is(err, ErrNoKey) {
+		return key, err
+	}
+	return k.Rotate(ctx)
+}
+
+// Rotate creates a new signing key, registers it, and retires the old one.
+// Retired keys stay published.
+func (k *Keys) Rotate(ctx context.Context) (Key, error) {
+	now := k.now().UTC()
+	label := "indicium-" + now.Format("20060102T150405.000000")
+	pub, err := k.hsm.GenerateSigningKey(label)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	cert, err := k.pa.RegisterKey(ctx, pub)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	tx, err := k.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL`), now.UnixMicro()); err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, created_at) VALUES (?, ?, ?, ?)`),
+		cert.Serial, label, cert.PublicKeyPEM, now.UnixMicro()); err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	k.log.Info("signing key created and registered", "label", label, "cert_serial", cert.Serial)
+	return Key{CertSerial: cert.Serial, Algorithm: 3, Label: label, PublicKeyPEM: cert.PublicKeyPEM, Created: now}, nil
+}

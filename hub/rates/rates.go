@@ -1,0 +1,105 @@
+// Package rates holds the hub's rate tables. Each table is a versioned data
+// file with an effective date; the current table is the newest one whose
+// date has come, so a table loaded ahead of a price change takes over on its
+// day without a restart. Letter weights: 3.5 oz is 99,223 mg; 1 oz is
+// 28,349 mg; 13 oz is 368,543 mg (protocol.OunceNg is exact).
+package rates
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+//go:embed tables/*.json
+var builtin embed.FS
+
+// Book is a set of rate tables.
+type Book struct {
+	tables []protocol.RateTable // sorted by effective date
+}
+
+// Builtin returns the tables shipped with the hub.
+func Builtin() (*Book, error) {
+	return load(builtin, "tables")
+}
+
+// LoadDir adds the *.json tables in dir to the built-in ones.
+func LoadDir(dir string) (*Book, error) {
+	b, err := Builtin()
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return b, nil
+	}
+	more, err := load(os.DirFS(dir), ".")
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range more.tables {
+		if err := b.Add(t); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func load(fsys fs.FS, dir string) (*Book, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("rates: load: %w", err)
+	}
+	b := &Book{}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		data, err := fs.ReadFile(fsys, filepath.ToSlash(filepath.Join(dir, e.Name())))
+		if err != nil {
+			return nil, fmt.Errorf("rates: load %s: %w", e.Name(), err)
+		}
+		var t protocol.RateTable
+		if err := json.Unmarshal(data, &t); err != nil {
+			return nil, fmt.Errorf("rates: load %s: %w", e.Name(), err)
+		}
+		if err := b.Add(t); err != nil {
+			return nil, fmt.Errorf("rates: load %s: %w", e.Name(), err)
+		}
+	}
+	return b, nil
+}
+
+// Add validates t and adds it. Versions are unique.
+func (b *Book) Add(t protocol.RateTable) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	for _, have := range b.tables {
+		if have.Version == t.Version {
+			return fmt.Errorf("rates: version %s loaded twice", t.Version)
+		}
+	}
+	b.tables = append(b.tables, t)
+	sort.SliceStable(b.tables, func(i, j int) bool { return b.tables[i].Effective < b.tables[j].Effective })
+	return nil
+}
+
+// Current returns the table in force on the date of now.
+func (b *Book) Current(now time.Time) (protocol.RateTable, error) {
+	today := now.Format(time.DateOnly)
+	for i := len(b.tables) - 1; i >= 0; i-- {
+		if b.tables[i].Effective <= today {
+			return b.tables[i], nil
+		}
+	}
+	return protocol.RateTable{}, fmt.Errorf("rates: no table is in force on %s", today)
+}
