@@ -1,0 +1,68 @@
+// Package serialport opens a serial device with configured line settings,
+// through go.bug.st/serial (periph.io's serial support never sets the baud
+// rate). Device paths should be udev stable names such as /dev/frank-printer.
+package serialport
+
+import (
+	"fmt"
+	"strings"
+
+	"go.bug.st/serial"
+)
+
+// Config is a serial line. Zero values mean 115200 8N1.
+type Config struct {
+	Path     string `json:"path"`
+	Baud     int    `json:"baud,omitempty"`
+	DataBits int    `json:"data_bits,omitempty"`
+	Parity   string `json:"parity,omitempty"`    // none, even, odd
+	StopBits string `json:"stop_bits,omitempty"` // 1, 1.5, 2
+}
+
+// Mode converts the config to go.bug.st/serial's form.
+func (c Config) Mode() (*serial.Mode, error) {
+	m := &serial.Mode{BaudRate: c.Baud, DataBits: c.DataBits}
+	if m.BaudRate == 0 {
+		m.BaudRate = 115200
+	}
+	if m.DataBits == 0 {
+		m.DataBits = 8
+	}
+	if m.DataBits < 5 || m.DataBits > 8 {
+		return nil, fmt.Errorf("serialport: %s: data bits %d", c.Path, c.DataBits)
+	}
+	switch strings.ToLower(c.Parity) {
+	case "", "none", "n":
+		m.Parity = serial.NoParity
+	case "even", "e":
+		m.Parity = serial.EvenParity
+	case "odd", "o":
+		m.Parity = serial.OddParity
+	default:
+		return nil, fmt.Errorf("serialport: %s: parity %q", c.Path, c.Parity)
+	}
+	switch c.StopBits {
+	case "", "1":
+		m.StopBits = serial.OneStopBit
+	case "1.5":
+		m.StopBits = serial.OnePointFiveStopBits
+	case "2":
+		m.StopBits = serial.TwoStopBits
+	default:
+		return nil, fmt.Errorf("serialport: %s: stop bits %q", c.Path, c.StopBits)
+	}
+	return m, nil
+}
+
+// Open opens the port.
+func Open(c Config) (serial.Port, error) {
+	m, err := c.Mode()
+	if err != nil {
+		return nil, err
+	}
+	p, err := serial.Open(c.Path, m)
+	if err != nil {
+		return nil, fmt.Errorf("serialport: open %s: %w", c.Path, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,278 @@
+// Package printersim emulates an ESC/POS thermal label printer on a
+// pseudo-terminal. The kiosk opens the terminal as it would a real serial
+// printer; the emulator parses the byte stream on its own (it shares no code
+// with the kiosk's encoder), answers DLE EOT status queries, and writes each
+// cut label as a PNG.
+package printersim
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// Printer is a running emulator.
+type Printer struct {
+	master, slave *os.File
+	link          string
+	outDir        string
+	log           *slog.Logger
+
+	mu      sync.Mutex
+	rows    [][]byte // raster rows of the label being printed, 1 bit per dot
+	width   int      // dots
+	labels  []string // PNGs written
+	seq     int      // last label number; continues after files already in outDir
+	waiters []chan string
+	done    chan struct{}
+}
+
+// Start opens a pseudo-terminal, links its device to link (a stable name
+// like a udev rule gives a real printer), and writes labels into outDir.
+func Start(link, outDir string, log *slog.Logger) (*Printer, error) {
+	master, slave, err := pty.Open()
+	if err != nil {
+		return nil, fmt.Errorf("printersim: open pty: %w", err)
+	}
+	if err := makeRaw(slave); err != nil {
+		master.Close()
+		slave.Close()
+		return nil, err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, fmt.Errorf("printersim: %w", err)
+	}
+	if link != "" {
+		os.MkdirAll(filepath.Dir(link), 0o755)
+		os.Remove(link)
+		if err := os.Symlink(slave.Name(), link); err != nil {
+			return nil, fmt.Errorf("printersim: link %s: %w", link, err)
+		}
+	}
+	old, _ := filepath.Glob(filepath.Join(outDir, "label-*.png"))
+	p := &Printer{master: master, slave: slave, link: link, outDir: outDir, log: log, done: make(chan struct{}), seq: len(old)}
+	go p.run()
+	return p, nil
+}
+
+// Path is the device the kiosk should open.
+func (p *Printer) Path() string {
+	if p.link != "" {
+		return p.link
+	}
+	return p.slave.Name()
+}
+
+// Labels returns the PNG files written so far.
+func (p *Printer) Labels() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.labels...)
+}
+
+// Next returns a channel that receives the path of the next label cut.
+func (p *Printer) Next() <-chan string {
+	ch := make(chan string, 1)
+	p.mu.Lock()
+	p.waiters = append(p.waiters, ch)
+	p.mu.Unlock()
+	return ch
+}
+
+// Close stops the emulator and removes the link.
+func (p *Printer) Close() error {
+	p.master.Close()
+	p.slave.Close()
+	<-p.done
+	if p.link != "" {
+		os.Remove(p.link)
+	}
+	return nil
+}
+
+// makeRaw turns off line discipline processing so every byte passes as is.
+func makeRaw(f *os.File) error {
+	t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	if err != nil {
+		return fmt.Errorf("printersim: termios: %w", err)
+	}
+	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	t.Oflag &^= unix.OPOST
+	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	t.Cflag &^= unix.CSIZE | unix.PARENB
+	t.Cflag |= unix.CS8
+	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
+	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t); err != nil {
+		return fmt.Errorf("printersim: termios: %w", err)
+	}
+	return nil
+}
+
+func (p *Printer) run() {
+	defer close(p.done)
+	r := bufio.NewReader(p.master)
+	for {
+		err := p.command(r)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EIO) {
+			return
+		}
+		p.log.Warn("printer emulator: bad input", "err", err)
+	}
+}
+
+// command reads and executes one command.
+func (p *Printer) command(r *bufio.Reader) error {
+	b, err := r.ReadByte()
+	if err != nil {
+		return err
+	}
+	switch b {
+	case 0x1B: // ESC
+		c, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		if c == '@' {
+			p.reset()
+			return nil
+		}
+		return fmt.Errorf("unsupported ESC %#02x", c)
+	case 0x1D: // GS
+		c, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		switch c {
+		case 'v':
+			return p.raster(r)
+		case 'V':
+			m, err := r.ReadByte()
+			if err != nil {
+				return err
+			}
+			if m == 65 || m == 66 { // function B carries a feed amount
+				if _, err := r.ReadByte(); err != nil {
+					return err
+				}
+			}
+			return p.cut()
+		}
+		return fmt.Errorf("unsupported GS %#02x", c)
+	case 0x10: // DLE
+		c, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		n, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		if c != 0x04 || n < 1 || n > 4 {
+			return fmt.Errorf("unsupported DLE %#02x %d", c, n)
+		}
+		_, err = p.master.Write([]byte{p.statusByte(n)})
+		return err
+	}
+	// Text and other commands are not used by the kiosk; a real printer
+	// would print text, the emulator ignores it.
+	return nil
+}
+
+// statusByte answers DLE EOT n for a healthy printer.
+func (p *Printer) statusByte(n byte) byte {
+	return 0x12 // bits 1 and 4 are always set; no fault bits
+}
+
+func (p *Printer) reset() {
+	p.mu.Lock()
+	p.rows, p.width = nil, 0
+	p.mu.Unlock()
+}
+
+// raster reads GS v 0 m xL xH yL yH d1...dk.
+func (p *Printer) raster(r *bufio.Reader) error {
+	var h [6]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return err
+	}
+	if h[0] != '0' {
+		return fmt.Errorf("GS v %#02x: want '0'", h[0])
+	}
+	if h[1] != 0 {
+		return fmt.Errorf("GS v 0 mode %d: only normal size is emulated", h[1])
+	}
+	xBytes := int(h[2]) | int(h[3])<<8
+	yDots := int(h[4]) | int(h[5])<<8
+	if xBytes == 0 || yDots == 0 || xBytes > 256 || yDots > 4096 {
+		return fmt.Errorf("GS v 0: %d x %d out of range", xBytes, yDots)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range yDots {
+		row := make([]byte, xBytes)
+		if _, err := io.ReadFull(r, row); err != nil {
+			return err
+		}
+		p.rows = append(p.rows, row)
+	}
+	p.width = max(p.width, xBytes*8)
+	return nil
+}
+
+func (p *Printer) cut() error {
+	p.mu.Lock()
+	rows, width := p.rows, p.width
+	p.rows, p.width = nil, 0
+	if len(rows) > 0 {
+		p.seq++
+	}
+	n := p.seq
+	p.mu.Unlock()
+	if len(rows) == 0 {
+		return nil // a cut with nothing printed: blank feed
+	}
+	img := image.NewPaletted(image.Rect(0, 0, width, len(rows)), color.Palette{color.White, color.Black})
+	for y, row := range rows {
+		for x := range len(row) * 8 {
+			if row[x/8]&(0x80>>(x%8)) != 0 {
+				img.SetColorIndex(x, y, 1)
+			}
+		}
+	}
+	name := filepath.Join(p.outDir, fmt.Sprintf("label-%04d.png", n))
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	p.log.Info("label printed", "png", name, "dots", fmt.Sprintf("%dx%d", width, len(rows)))
+	p.mu.Lock()
+	p.labels = append(p.labels, name)
+	ws := p.waiters
+	p.waiters = nil
+	p.mu.Unlock()
+	for _, w := range ws {
+		w <- name
+	}
+	return nil
+}
