@@ -32,6 +32,9 @@ type FaultError struct {
 
 func (e *FaultError) Error() string { return "printer: " + e.Status.Fault() }
 
+// Fault is the reason code: jam, paper_out, cover_open, printer_error, offline.
+func (e *FaultError) Fault() string { return e.Status.Fault() }
+
 // Printer is one printer on a port. It is safe for concurrent use, though a
 // kiosk prints one label at a time.
 type Printer struct {

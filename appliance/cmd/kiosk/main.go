@@ -1,0 +1,99 @@
+// Command kiosk is the Frank kiosk firmware: it talks to the hub over MQTT,
+// drives the label printer, and serves the touchscreen on 127.0.0.1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/frank-postage/frank/appliance/kiosk"
+	"github.com/frank-postage/frank/appliance/printer"
+	"github.com/frank-postage/frank/appliance/serialport"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var cfg kiosk.Config
+	var zip string
+	var pcfg serialport.Config
+	flag.StringVar(&cfg.ID, "id", "", "kiosk id (required)")
+	flag.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "hub MQTT broker")
+	flag.StringVar(&cfg.Username, "username", "", "broker user name")
+	flag.StringVar(&cfg.Password, "password", "", "broker password")
+	flag.StringVar(&zip, "zip", "", "origin ZIP of the store (required)")
+	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "local touchscreen/API address")
+	flag.StringVar(&pcfg.Path, "printer", "/dev/frank-printer", "label printer serial device")
+	flag.IntVar(&pcfg.Baud, "printer-baud", 115200, "label printer baud rate")
+	logFormat := flag.String("log", "json", "log format: json or text")
+	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
+	flag.Parse()
+	cfg.OriginZIP = protocol.ZIP(zip)
+	cfg.Firmware = version
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if *logFormat == "text" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	log = log.With("kiosk", cfg.ID)
+	if err := cfg.Check(); err != nil {
+		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
+		return 2
+	}
+	if _, err := pcfg.Mode(); err != nil {
+		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
+		return 2
+	}
+	if *checkConfig {
+		fmt.Println("kiosk: config ok")
+		return 0
+	}
+	port, err := serialport.Open(pcfg)
+	if err != nil {
+		log.Error("printer not available", "err", err)
+		return 1
+	}
+	defer port.Close()
+	k, err := kiosk.New(cfg, printer.New(port, 0), log)
+	if err != nil {
+		log.Error("kiosk", "err", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := k.Connect(); err != nil {
+		log.Error("connect", "err", err)
+		return 1
+	}
+	defer k.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("listen", "err", err)
+		return 1
+	}
+	srv := &http.Server{Handler: k.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http", "err", err)
+		}
+	}()
+	log.Info("kiosk running", "version", version, "listen", ln.Addr().String(), "printer", pcfg.Path)
+	<-ctx.Done()
+	log.Info("kiosk stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return 0
+}

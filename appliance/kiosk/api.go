@@ -1,0 +1,97 @@
+package kiosk
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Handler serves the local API on 127.0.0.1 for the touchscreen.
+func (k *Kiosk) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !k.Ready() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+	})
+	r.Get("/api/v1/prices", k.prices)
+	r.Post("/api/v1/sales", k.sell)
+	return r
+}
+
+type price struct {
+	Class string          `json:"rate_class"`
+	Name  string          `json:"name"`
+	Price protocol.Mills  `json:"price_mills,omitempty"`
+	Error *protocol.Error `json:"error,omitempty"`
+}
+
+func (k *Kiosk) prices(w http.ResponseWriter, r *http.Request) {
+	rt := k.Rates()
+	if rt == nil {
+		writeError(w, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table from the hub yet"))
+		return
+	}
+	mg, err := strconv.ParseInt(r.URL.Query().Get("weight_mg"), 10, 64)
+	if err != nil || mg <= 0 {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "weight_mg: want a positive integer"))
+		return
+	}
+	out := []price{}
+	for _, c := range rt.Classes {
+		p := price{Class: c.Class, Name: c.Name}
+		if v, err := c.Price(mg); err != nil {
+			p.Error = protocol.AsError(err)
+		} else {
+			p.Price = v
+		}
+		out = append(out, p)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (k *Kiosk) sell(w http.ResponseWriter, r *http.Request) {
+	var o Order
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&o); err != nil {
+		writeError(w, protocol.Errorf(protocol.CodeMalformed, "%v", err))
+		return
+	}
+	rc, err := k.Sell(r.Context(), o)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if rc.Status != protocol.ResultOK {
+		status = http.StatusUnprocessableEntity
+	}
+	writeJSON(w, status, rc)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e := protocol.AsError(err)
+	status := http.StatusUnprocessableEntity
+	switch e.Code {
+	case protocol.CodeMalformed, protocol.CodeInvalidRequest:
+		status = http.StatusBadRequest
+	case protocol.CodeServiceUnavailable, protocol.CodeInternal:
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"error": e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,354 @@
+// Package kiosk is the appliance's brain: it keeps the MQTT session with the
+// hub, holds the config the hub pushes (rate table, heartbeat), runs a sale
+// from purchase request to printed labels, and serves the local API that
+// the touchscreen uses.
+package kiosk
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/appliance/printer"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/label"
+)
+
+// Config configures a kiosk. Zero values take the defaults noted.
+type Config struct {
+	ID        string       // kiosk id, e.g. "store12-k1"
+	Broker    string       // default tcp://127.0.0.1:1883
+	Username  string       // broker credentials
+	Password  string       //
+	OriginZIP protocol.ZIP // the store's ZIP, printed and signed into every stamp
+	Listen    string       // local API for the touchscreen; default 127.0.0.1:8081
+	Firmware  string       // version reported in telemetry
+	// ResendEvery is how long to wait for a result before sending the
+	// same request again; Deadline is when to give up. Defaults 5 s, 60 s.
+	ResendEvery time.Duration
+	Deadline    time.Duration
+	LabelSize   label.Size // default 2 in x 1 in at 203 dpi
+}
+
+func (c *Config) defaults() {
+	if c.Broker == "" {
+		c.Broker = "tcp://127.0.0.1:1883"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8081"
+	}
+	if c.ResendEvery == 0 {
+		c.ResendEvery = 5 * time.Second
+	}
+	if c.Deadline == 0 {
+		c.Deadline = 60 * time.Second
+	}
+}
+
+// Check validates the config.
+func (c *Config) Check() error {
+	c.defaults()
+	var errs []error
+	if !protocol.ValidKioskID(c.ID) {
+		errs = append(errs, fmt.Errorf("id %q: want 1-32 of [A-Za-z0-9_-]", c.ID))
+	}
+	if _, err := c.OriginZIP.Number(); err != nil {
+		errs = append(errs, fmt.Errorf("origin zip: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// LabelPrinter prints one label and reports faults; appliance/printer.
+type LabelPrinter interface {
+	Print(img image.Image) error
+}
+
+// Kiosk is a running kiosk.
+type Kiosk struct {
+	cfg     Config
+	log     *slog.Logger
+	printer LabelPrinter
+	client  mqtt.Client
+	started time.Time
+
+	mu      sync.Mutex
+	config  *protocol.KioskConfig
+	waiting map[string]chan *protocol.PurchaseResult
+	sales   int64
+	lastErr string
+
+	saleMu sync.Mutex // one sale at a time: there is one printer
+}
+
+// New returns a kiosk; Connect starts it.
+func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, fmt.Errorf("kiosk: %w", err)
+	}
+	return &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan *protocol.PurchaseResult{}}, nil
+}
+
+// Connect opens the MQTT session: offline as last will, online once up,
+// and subscriptions to config and results (renewed on every reconnect).
+func (k *Kiosk) Connect() error {
+	status := protocol.KioskTopic(k.cfg.ID, protocol.TopicStatus)
+	opts := mqtt.NewClientOptions().
+		AddBroker(k.cfg.Broker).
+		SetClientID("frank-kiosk-"+k.cfg.ID).
+		SetUsername(k.cfg.Username).
+		SetPassword(k.cfg.Password).
+		SetCleanSession(true).
+		SetOrderMatters(false).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(2*time.Second).
+		SetMaxReconnectInterval(30*time.Second).
+		SetKeepAlive(10*time.Second).
+		SetBinaryWill(status, []byte(protocol.StatusOffline), 1, true).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { k.log.Warn("hub connection lost", "err", err) }).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			subs := map[string]mqtt.MessageHandler{
+				protocol.KioskTopic(k.cfg.ID, protocol.TopicConfig):         k.onConfig,
+				protocol.KioskTopic(k.cfg.ID, protocol.TopicPurchaseResult): k.onResult,
+			}
+			for topic, h := range subs {
+				if t := c.Subscribe(topic, 1, h); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+					k.log.Error("subscribe failed", "topic", topic, "err", t.Error())
+				}
+			}
+			c.Publish(status, 1, true, protocol.StatusOnline)
+			k.log.Info("connected to hub", "broker", k.cfg.Broker)
+		})
+	k.client = mqtt.NewClient(opts)
+	k.client.Connect() // keeps retrying in the background
+	return nil
+}
+
+// Close publishes offline and disconnects.
+func (k *Kiosk) Close() {
+	if k.client == nil {
+		return
+	}
+	if k.client.IsConnected() {
+		t := k.client.Publish(protocol.KioskTopic(k.cfg.ID, protocol.TopicStatus), 1, true, protocol.StatusOffline)
+		t.WaitTimeout(2 * time.Second)
+	}
+	k.client.Disconnect(500)
+}
+
+func (k *Kiosk) onConfig(_ mqtt.Client, m mqtt.Message) {
+	c, err := protocol.DecodeKioskConfig(m.Payload())
+	if err != nil || c.KioskID != k.cfg.ID {
+		k.log.Error("bad config from hub", "err", err)
+		return
+	}
+	k.mu.Lock()
+	k.config = c
+	k.mu.Unlock()
+	k.log.Info("config received", "rate_table", c.Rates.Version, "heartbeat_s", c.HeartbeatS)
+}
+
+func (k *Kiosk) onResult(_ mqtt.Client, m mqtt.Message) {
+	r, err := protocol.DecodePurchaseResult(m.Payload())
+	if err != nil {
+		k.log.Error("bad purchase result from hub", "err", err)
+		return
+	}
+	k.mu.Lock()
+	ch := k.waiting[r.RequestID]
+	delete(k.waiting, r.RequestID)
+	k.mu.Unlock()
+	if ch == nil {
+		k.log.Info("result for no waiting sale (a repeat)", "request_id", r.RequestID)
+		return
+	}
+	ch <- r
+}
+
+// Rates returns the rate table in force, or nil before the hub sent one.
+func (k *Kiosk) Rates() *protocol.RateTable {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.config == nil {
+		return nil
+	}
+	rt := k.config.Rates
+	return &rt
+}
+
+// Ready reports whether the kiosk can sell: connected and configured.
+func (k *Kiosk) Ready() bool {
+	return k.client != nil && k.client.IsConnected() && k.Rates() != nil
+}
+
+// Order is what the customer chose.
+type Order struct {
+	RateClass string           `json:"rate_class"`
+	WeightMg  int64            `json:"weight_mg"`
+	Labels    []string         `json:"labels"` // one stamp per label
+	Payment   protocol.Payment `json:"payment"`
+}
+
+// LabelResult is one label's outcome.
+type LabelResult struct {
+	LabelSerial string         `json:"label_serial"`
+	MeterNumber string         `json:"meter_number,omitempty"`
+	Amount      protocol.Mills `json:"amount_mills"`
+	Outcome     string         `json:"outcome"`
+	Reason      string         `json:"reason,omitempty"`
+}
+
+// Receipt is what the customer is shown.
+type Receipt struct {
+	RequestID string          `json:"request_id"`
+	Status    string          `json:"status"`
+	Error     *protocol.Error `json:"error,omitempty"`
+	Total     protocol.Mills  `json:"total_mills"`
+	Labels    []LabelResult   `json:"labels,omitempty"`
+}
+
+// Sell runs one sale: price, ask the hub, print each label, report.
+func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
+	k.saleMu.Lock()
+	defer k.saleMu.Unlock()
+	rt := k.Rates()
+	if rt == nil {
+		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table from the hub yet")
+	}
+	price, err := rt.Price(o.RateClass, o.WeightMg)
+	if err != nil {
+		return nil, err
+	}
+	req := &protocol.PurchaseRequest{RequestID: newRequestID(), KioskID: k.cfg.ID, OriginZIP: k.cfg.OriginZIP,
+		RateTable: rt.Version, Payment: o.Payment}
+	for _, l := range o.Labels {
+		req.Items = append(req.Items, protocol.PurchaseItem{RateClass: o.RateClass, WeightMg: o.WeightMg, AmountMills: price, LabelSerial: l})
+	}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	res, err := k.request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	rc := &Receipt{RequestID: req.RequestID, Status: res.Status, Error: res.Error}
+	if res.Status != protocol.ResultOK {
+		k.setErr(string(res.Error.Code))
+		return rc, nil
+	}
+	svc, _ := rt.Class(o.RateClass)
+	report := protocol.PrintReport{RequestID: req.RequestID, KioskID: k.cfg.ID}
+	for i, issued := range res.Indicia {
+		lr := LabelResult{LabelSerial: issued.LabelSerial, MeterNumber: issued.MeterNumber, Amount: issued.AmountMills}
+		err := k.printOne(req.Items[i], issued, svc.Print)
+		if err != nil {
+			lr.Outcome, lr.Reason = protocol.PrintFailed, failReason(err)
+			k.setErr(lr.Reason)
+			k.log.Error("label not printed", "label", issued.LabelSerial, "err", err)
+		} else {
+			lr.Outcome = protocol.Printed
+			rc.Total += issued.AmountMills
+		}
+		rc.Labels = append(rc.Labels, lr)
+		report.Labels = append(report.Labels, protocol.LabelOutcome{LabelSerial: lr.LabelSerial, Outcome: lr.Outcome, Reason: lr.Reason})
+	}
+	k.publishJSON(protocol.TopicPrint, report)
+	k.mu.Lock()
+	k.sales++
+	k.mu.Unlock()
+	return rc, nil
+}
+
+// printOne checks that the hub signed what was asked for, then prints it.
+// A kiosk never prints an indicium for another label or amount.
+func (k *Kiosk) printOne(want protocol.PurchaseItem, got protocol.IssuedIndicium, service string) error {
+	in, err := protocol.ParseIndicium(got.Matrix)
+	if err != nil {
+		return fmt.Errorf("kiosk: indicium from hub: %w", err)
+	}
+	if in.Label.String() != want.Label().String() || in.Postage != want.AmountMills || in.RateCategory != want.RateClass ||
+		got.LabelSerial != in.Label.String() {
+		return fmt.Errorf("kiosk: indicium from hub is for %s %s %d, asked %s %s %d",
+			in.Label, in.RateCategory, in.Postage, want.LabelSerial, want.RateClass, want.AmountMills)
+	}
+	img, err := label.Render(label.FromIndicium(in, got.Matrix, service), k.cfg.LabelSize)
+	if err != nil {
+		return err
+	}
+	return k.printer.Print(img)
+}
+
+// request publishes req and waits for its result, sending the same bytes
+// again until one arrives: the hub answers a repeat with the first result.
+func (k *Kiosk) request(ctx context.Context, req *protocol.PurchaseRequest) (*protocol.PurchaseResult, error) {
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("kiosk: request: %w", err)
+	}
+	ch := make(chan *protocol.PurchaseResult, 1)
+	k.mu.Lock()
+	k.waiting[req.RequestID] = ch
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		delete(k.waiting, req.RequestID)
+		k.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.Deadline)
+	defer cancel()
+	topic := protocol.KioskTopic(k.cfg.ID, protocol.TopicPurchase)
+	tick := time.NewTicker(k.cfg.ResendEvery)
+	defer tick.Stop()
+	for attempt := 1; ; attempt++ {
+		k.client.Publish(topic, 1, false, payload)
+		select {
+		case r := <-ch:
+			return r, nil
+		case <-ctx.Done():
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no answer from the hub after %d attempts", attempt)
+		case <-tick.C:
+			k.log.Warn("no result yet, sending again", "request_id", req.RequestID, "attempt", attempt+1)
+		}
+	}
+}
+
+func (k *Kiosk) publishJSON(suffix string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		k.log.Error("encode", "topic", suffix, "err", err)
+		return
+	}
+	t := k.client.Publish(protocol.KioskTopic(k.cfg.ID, suffix), 1, false, b)
+	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
+		k.log.Warn("publish not confirmed", "topic", suffix, "err", t.Error())
+	}
+}
+
+func (k *Kiosk) setErr(s string) {
+	k.mu.Lock()
+	k.lastErr = s
+	k.mu.Unlock()
+}
+
+// failReason maps a print error to the reason a PrintReport carries.
+func failReason(err error) string {
+	var fe interface{ Fault() string }
+	switch {
+	case errors.As(err, &fe):
+		return fe.Fault()
+	case errors.Is(err, printer.ErrSilent):
+		return "printer_silent"
+	}
+	return "printer_error"
+}
+
+// newRequestID returns 26 random base32 characters.
+func newRequestID() string { return rand.Text() }

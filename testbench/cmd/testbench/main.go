@@ -1,0 +1,202 @@
+// Command testbench simulates everything around Frank: the postal
+// authority, the kiosk's peripherals, and whole systems.
+//
+//	testbench run      start hub + kiosk + simulators, sell a demo stamp, keep running
+//	testbench postal   run the postal authority simulator
+//	testbench printer  run an ESC/POS printer emulator on a pseudo-terminal
+//	testbench verify   read and verify label PNGs against a hub's keys
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/postal"
+	"github.com/frank-postage/frank/testbench/printersim"
+	"github.com/frank-postage/frank/testbench/verify"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var code int
+	switch os.Args[1] {
+	case "run":
+		code = runDemo(ctx, os.Args[2:], log)
+	case "postal":
+		code = runPostal(ctx, os.Args[2:], log)
+	case "printer":
+		code = runPrinter(ctx, os.Args[2:], log)
+	case "verify":
+		code = runVerify(ctx, os.Args[2:])
+	default:
+		usage()
+		code = 2
+	}
+	os.Exit(code)
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: testbench run|postal|printer|verify [flags]")
+}
+
+func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	dir := fs.String("dir", "var", "state directory")
+	bin := fs.String("bin", "", "directory with the hub and kiosk binaries (default: next to testbench)")
+	hubHTTP := fs.String("hub-http", "127.0.0.1:8080", "hub HTTP address")
+	broker := fs.String("broker", "127.0.0.1:1883", "embedded broker address")
+	pa := fs.String("postal", "127.0.0.1:8090", "postal authority address")
+	kioskHTTP := fs.String("kiosk-http", "127.0.0.1:8081", "kiosk local API address")
+	once := fs.Bool("once", false, "exit after the demo sale instead of running until Ctrl-C")
+	fs.Parse(args)
+	if *bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbench:", err)
+			return 1
+		}
+		*bin = filepath.Dir(exe)
+	}
+	d, err := demo.Start(ctx, demo.Config{BinDir: *bin, Dir: *dir, HubHTTP: *hubHTTP, Broker: *broker, Postal: *pa,
+		KioskHTTP: *kioskHTTP, Log: log, Output: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench run:", err)
+		return 1
+	}
+	defer d.Close()
+
+	// A fresh sheet serial each run, so a second run never reuses a label.
+	var sheet [4]byte
+	rand.Read(sheet[:])
+	lbl := protocol.LabelSerial{Sheet: protocol.SheetSerial(binary.BigEndian.Uint32(sheet[:])), Position: 1}
+	order := map[string]any{"rate_class": "1100", "weight_mg": 20_000, "labels": []string{lbl.String()},
+		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_demo_approve", Brand: "visa", Last4: "4242"}}
+	next := d.Printer().Next()
+	status, body, err := d.Sell(ctx, order)
+	if err != nil || status != http.StatusOK {
+		fmt.Fprintf(os.Stderr, "testbench run: demo sale failed: %d %s %v\n", status, body, err)
+		return 1
+	}
+	var png string
+	select {
+	case png = <-next:
+	case <-time.After(30 * time.Second):
+		fmt.Fprintln(os.Stderr, "testbench run: no label came out of the printer")
+		return 1
+	}
+	in, err := verifyLabel(ctx, d.HubURL(), png)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench run: the printed label does not verify:", err)
+		return 1
+	}
+	fmt.Printf("\nDemo stamp printed: %s\n", png)
+	fmt.Printf("  verified against %s/api/v1/certificates (certificate %d)\n", d.HubURL(), in.CertSerial)
+	fmt.Printf("  %s %s, meter %s, label %s, mailed %s from ZIP %05d; registers AR %s DR %s\n",
+		in.Postage, in.RateCategory, in.MeterNumber(), in.Label, in.Date, in.OriginZIP, in.AR.Exact(), in.DR.Exact())
+	fmt.Printf("Buy more: curl -X POST %s/api/v1/sales -d '{\"rate_class\":\"1100\",\"weight_mg\":20000,\"labels\":[\"%s\"],\"payment\":{\"method\":\"card_token\",\"token\":\"tok_approve\"}}'\n",
+		d.KioskURL(), protocol.LabelSerial{Sheet: lbl.Sheet, Position: 2})
+	if *once {
+		return 0
+	}
+	fmt.Println("Running; Ctrl-C stops.")
+	<-ctx.Done()
+	return 0
+}
+
+func verifyLabel(ctx context.Context, hubURL, png string) (*protocol.Indicium, error) {
+	b, err := verify.ReadPNG(png)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := verify.FetchKeys(ctx, hubURL)
+	if err != nil {
+		return nil, err
+	}
+	return keys.Verify(b)
+}
+
+func runPostal(ctx context.Context, args []string, log *slog.Logger) int {
+	fs := flag.NewFlagSet("postal", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:8090", "address")
+	state := fs.String("state", "var/postal/state.json", "state file")
+	fs.Parse(args)
+	a, err := postal.New(*state, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench postal:", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench postal:", err)
+		return 1
+	}
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	log.Info("postal authority listening", "addr", ln.Addr().String())
+	<-ctx.Done()
+	srv.Close()
+	return 0
+}
+
+func runPrinter(ctx context.Context, args []string, log *slog.Logger) int {
+	fs := flag.NewFlagSet("printer", flag.ExitOnError)
+	link := fs.String("link", "var/dev/printer", "stable device name to create")
+	out := fs.String("out", "var/labels", "directory for label PNGs")
+	fs.Parse(args)
+	p, err := printersim.Start(*link, *out, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench printer:", err)
+		return 1
+	}
+	defer p.Close()
+	log.Info("printer emulator ready", "device", p.Path(), "labels", *out)
+	<-ctx.Done()
+	return 0
+}
+
+func runVerify(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("verify", flag.ExitOnError)
+	hubURL := fs.String("hub", "http://127.0.0.1:8080", "hub base URL")
+	fs.Parse(args)
+	keys, err := verify.FetchKeys(ctx, *hubURL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench verify:", err)
+		return 1
+	}
+	code := 0
+	enc := json.NewEncoder(os.Stdout)
+	for _, f := range fs.Args() {
+		b, err := verify.ReadPNG(f)
+		if err == nil {
+			var in *protocol.Indicium
+			if in, err = keys.Verify(b); err == nil {
+				enc.Encode(map[string]any{"file": f, "ok": true, "meter": in.MeterNumber(), "postage": in.Postage.String(),
+					"label": in.Label.String(), "date": in.Date.String(), "ar": in.AR, "dr": in.DR, "cert": in.CertSerial})
+				continue
+			}
+		}
+		code = 1
+		enc.Encode(map[string]any{"file": f, "ok": false, "error": err.Error()})
+	}
+	return code
+}
