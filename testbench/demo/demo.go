@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -219,7 +218,7 @@ func FreeAddr() (string, error) {
 func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last error = errors.New("no answer")
+	var last error
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -234,7 +233,7 @@ func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 		}
 		select {
 		case <-ctx.Done():
-			return last
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

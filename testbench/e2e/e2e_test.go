@@ -1,0 +1,231 @@
+// Package e2e runs whole Frank systems from the real binaries and checks
+// what comes out of the printer the way a postal inspector would.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/verify"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "frank-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../../hub/cmd/hub", "../../appliance/cmd/kiosk", "../cmd/testbench")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func output(t *testing.T) io.Writer {
+	if testing.Verbose() {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+// readBoth reads a label with gozxing and with zxing-cpp, which must agree.
+func readBoth(t *testing.T, png string) []byte {
+	t.Helper()
+	a, err := verify.ReadPNG(png)
+	if err != nil {
+		t.Fatalf("gozxing: %v", err)
+	}
+	b, err := verify.ReadZXing(context.Background(), png)
+	if err != nil {
+		t.Fatalf("independent reader: %v", err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatalf("readers disagree:\ngozxing   %x\nzxing-cpp %x", a, b)
+	}
+	if len(b) != protocol.IndiciumLen {
+		t.Fatalf("read %d bytes, want %d", len(b), protocol.IndiciumLen)
+	}
+	return b
+}
+
+// A stamp sold at the kiosk comes out of the printer, reads back with an
+// independent reader, verifies against the hub's published key, and says
+// what was sold.
+func TestSaleEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: dir, KioskID: "e2e-kiosk", ZIP: "02134", Output: output(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+
+	var labels []string
+	for i, w := range []int64{20_000, 40_000} { // 1 oz then 2 oz letters
+		lbl := fmt.Sprintf("0BAD-CAFE-%02d", i+1)
+		next := d.Printer().Next()
+		order := map[string]any{"rate_class": "1100", "weight_mg": w, "labels": []string{lbl},
+			"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}}
+		status, body, err := d.Sell(ctx, order)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("sale: %d %s %v", status, body, err)
+		}
+		select {
+		case p := <-next:
+			labels = append(labels, p)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no label printed")
+		}
+	}
+	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		postage, ar, dr protocol.Mills
+	}{{780, 780, 1_000_000 - 780}, {1070, 1850, 1_000_000 - 1850}}
+	for i, png := range labels {
+		in, err := keys.Verify(readBoth(t, png))
+		if err != nil {
+			t.Fatalf("%s: %v", png, err)
+		}
+		w := want[i]
+		if in.Postage != w.postage || in.AR != w.ar || in.DR != w.dr || in.OriginZIP != 2134 ||
+			in.Date != protocol.DateOf(time.Now()) || in.Label.String() != fmt.Sprintf("0BAD-CAFE-%02d", i+1) ||
+			in.RateCategory != "1100" || in.MeterNumber() != "FR2N50000001" {
+			t.Errorf("label %d: %+v", i+1, in)
+		}
+	}
+	d.Close()
+	out, err := exec.Command(filepath.Join(binDir, "hub"), "ledger", "check", "--data", filepath.Join(dir, "hub"), "--log", "text").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ledger ok") {
+		t.Fatalf("hub ledger check: %v\n%s", err, out)
+	}
+}
+
+// `make run` is `bin/testbench run`: it must print a label that an
+// independent reader decodes and that verifies against the live hub.
+func TestMakeRun(t *testing.T) {
+	dir := t.TempDir()
+	addrs := map[string]string{}
+	for _, k := range []string{"hub-http", "broker", "postal", "kiosk-http"} {
+		a, err := demo.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[k] = a
+	}
+	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", dir, "--hub-http", addrs["hub-http"],
+		"--broker", addrs["broker"], "--postal", addrs["postal"], "--kiosk-http", addrs["kiosk-http"])
+	cmd.Stderr = output(t)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var png string
+	deadline := time.After(90 * time.Second)
+	for png == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("testbench run exited before printing a label")
+			}
+			if p, found := strings.CutPrefix(l, "Demo stamp printed: "); found {
+				png = p
+			}
+		case <-deadline:
+			t.Fatal("testbench run printed no label in 90 s")
+		}
+	}
+	for l := range lines { // wait until it says it keeps running
+		if strings.HasPrefix(l, "Running;") {
+			break
+		}
+	}
+	if !strings.HasPrefix(png, filepath.Join(dir, "labels")) {
+		t.Fatalf("label %s is not under %s/labels", png, dir)
+	}
+	keys, err := verify.FetchKeys(context.Background(), "http://"+addrs["hub-http"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := keys.Verify(readBoth(t, png))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Postage != 780 || in.RateCategory != "1100" || in.AR != 780 || in.DR != 999_220 || in.MeterNumber() != "FR2N50000001" {
+		t.Fatalf("demo stamp %+v", in)
+	}
+	// It keeps running until interrupted, then stops cleanly.
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("testbench run after Ctrl-C: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("testbench run did not stop on Ctrl-C")
+	}
+}
+
+// The kiosk answers bad orders with a code, and nothing prints.
+func TestKioskRejectsBadOrder(t *testing.T) {
+	ctx := context.Background()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Output: output(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1100", "weight_mg": 150_000, "labels": []string{"0000-0001-01"},
+		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct {
+		Error protocol.Error `json:"error"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil || status != http.StatusUnprocessableEntity || answer.Error.Code != protocol.CodeOverweight {
+		t.Fatalf("%d %s", status, body)
+	}
+	if n := len(d.Printer().Labels()); n != 0 {
+		t.Fatalf("%d labels printed for a refused order", n)
+	}
+}
