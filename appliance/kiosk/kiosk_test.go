@@ -1,0 +1,204 @@
+package kiosk_test
+
+import (
+	"context"
+	"encoding/json"
+	"image"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/appliance/escpos"
+	"github.com/frank-postage/frank/appliance/kiosk"
+	"github.com/frank-postage/frank/appliance/printer"
+	"github.com/frank-postage/frank/hub/broker"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+)
+
+// fakePrinter records labels, or fails with a fault.
+type fakePrinter struct {
+	mu     sync.Mutex
+	labels []image.Image
+	fault  error
+}
+
+func (p *fakePrinter) Print(img image.Image) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fault != nil {
+		return p.fault
+	}
+	p.labels = append(p.labels, img)
+	return nil
+}
+
+func (p *fakePrinter) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.labels)
+}
+
+// fakeHub answers purchases on a real embedded broker with vector results.
+type fakeHub struct {
+	c        mqtt.Client
+	requests atomic.Int32
+	prints   chan protocol.PrintReport
+	drop     int32 // ignore this many requests first
+	answer   func(req *protocol.PurchaseRequest) *protocol.PurchaseResult
+}
+
+func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := broker.Start("127.0.0.1:0", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	url := "tcp://" + b.Addr()
+	fh.prints = make(chan protocol.PrintReport, 4)
+	fh.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("fake-hub").SetOrderMatters(false))
+	if tok := fh.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	t.Cleanup(func() { fh.c.Disconnect(100) })
+	cfg, _ := json.Marshal(protocol.KioskConfig{KioskID: "k1", HeartbeatS: 30, Rates: prototest.Rates})
+	fh.c.Publish(protocol.KioskTopic("k1", protocol.TopicConfig), 1, true, cfg).Wait()
+	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicPurchase), 1, func(c mqtt.Client, m mqtt.Message) {
+		if fh.requests.Add(1) <= fh.drop {
+			return
+		}
+		req, err := protocol.DecodePurchaseRequest(m.Payload())
+		if err != nil {
+			t.Errorf("kiosk sent a bad request: %v", err)
+			return
+		}
+		out, _ := json.Marshal(fh.answer(req))
+		c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchaseResult), 1, false, out)
+	}).Wait()
+	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicPrint), 1, func(_ mqtt.Client, m mqtt.Message) {
+		r, err := protocol.DecodePrintReport(m.Payload())
+		if err != nil {
+			t.Errorf("bad print report: %v", err)
+			return
+		}
+		fh.prints <- *r
+	}).Wait()
+
+	p := &fakePrinter{}
+	k, err := kiosk.New(kiosk.Config{ID: "k1", Broker: url, OriginZIP: "94544", ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second}, p, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	deadline := time.Now().Add(5 * time.Second)
+	for !k.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("kiosk never became ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return k, p
+}
+
+// vectorAnswer returns the signed vector indicium for label 1966-F8CF-01.
+func vectorAnswer(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+	v := prototest.Indicia[0]
+	return &protocol.PurchaseResult{RequestID: req.RequestID, Status: protocol.ResultOK, Indicia: []protocol.IssuedIndicium{{
+		MeterNumber: "FR2N50000061", RateClass: "1100", AmountMills: 780, LabelSerial: "1966-F8CF-01", Matrix: v.Bytes()}}}
+}
+
+func order(label string) kiosk.Order {
+	return kiosk.Order{RateClass: "1100", WeightMg: 20_000, Labels: []string{label},
+		Payment: protocol.Payment{Method: protocol.PayCardToken, Token: "tok"}}
+}
+
+func TestResendsUntilAnswered(t *testing.T) {
+	fh := &fakeHub{drop: 2, answer: vectorAnswer}
+	k, p := setup(t, fh)
+	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Status != protocol.ResultOK || len(rc.Labels) != 1 || rc.Labels[0].Outcome != protocol.Printed || rc.Total != 780 {
+		t.Fatalf("receipt %+v", rc)
+	}
+	if n := fh.requests.Load(); n < 3 {
+		t.Fatalf("%d requests sent, want at least 3", n)
+	}
+	if p.count() != 1 {
+		t.Fatalf("%d labels printed, want exactly 1", p.count())
+	}
+	r := <-fh.prints
+	if r.RequestID != rc.RequestID || r.Labels[0].Outcome != protocol.Printed {
+		t.Fatalf("print report %+v", r)
+	}
+}
+
+// A kiosk never prints an indicium made for another label.
+func TestRefusesIndiciumForAnotherLabel(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, p := setup(t, fh)
+	rc, err := k.Sell(context.Background(), order("0000-0001-05"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.count() != 0 || rc.Labels[0].Outcome != protocol.PrintFailed || rc.Total != 0 {
+		t.Fatalf("printed a foreign indicium: %+v", rc)
+	}
+	if r := <-fh.prints; r.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("print report %+v", r)
+	}
+}
+
+func TestPrinterFaultIsReported(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, p := setup(t, fh)
+	p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
+	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Labels[0].Outcome != protocol.PrintFailed || rc.Labels[0].Reason != "jam" {
+		t.Fatalf("receipt %+v", rc)
+	}
+	if r := <-fh.prints; r.Labels[0].Reason != "jam" {
+		t.Fatalf("print report %+v", r)
+	}
+}
+
+func TestRejectionPassesThrough(t *testing.T) {
+	fh := &fakeHub{answer: func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+		return protocol.Rejected(req.RequestID, protocol.Errorf(protocol.CodeLabelUsed, "used"))
+	}}
+	k, p := setup(t, fh)
+	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Status != protocol.ResultRejected || rc.Error.Code != protocol.CodeLabelUsed || p.count() != 0 {
+		t.Fatalf("receipt %+v", rc)
+	}
+}
+
+func TestLocalPriceChecks(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, _ := setup(t, fh)
+	o := order("1966-F8CF-01")
+	o.WeightMg = 200_000
+	if _, err := k.Sell(context.Background(), o); protocol.AsError(err).Code != protocol.CodeOverweight {
+		t.Fatalf("err = %v", err)
+	}
+	if fh.requests.Load() != 0 {
+		t.Fatal("an overweight letter reached the hub")
+	}
+}
