@@ -45,8 +45,15 @@ type Demo struct {
 	pa      *postal.Authority
 	paSrv   *http.Server
 	printer *printersim.Printer
-	procs   []*exec.Cmd
+	procs   []proc
 	outMu   sync.Mutex
+	once    sync.Once
+}
+
+// proc is a child and a channel closed when it has exited.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // Start brings the system up and waits until the kiosk is ready to sell.
@@ -147,31 +154,28 @@ func (d *Demo) Sell(ctx context.Context, order any) (int, []byte, error) {
 }
 
 // Close stops the children (SIGTERM, then SIGKILL after 5 s) and the
-// in-process simulators.
+// in-process simulators. It may be called more than once.
 func (d *Demo) Close() {
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		stop(d.procs[i])
-	}
-	if d.paSrv != nil {
-		d.paSrv.Close()
-	}
-	if d.printer != nil {
-		d.printer.Close()
-	}
+	d.once.Do(func() {
+		for i := len(d.procs) - 1; i >= 0; i-- {
+			d.procs[i].stop()
+		}
+		if d.paSrv != nil {
+			d.paSrv.Close()
+		}
+		if d.printer != nil {
+			d.printer.Close()
+		}
+	})
 }
 
-func stop(c *exec.Cmd) {
-	if c.Process == nil {
-		return
-	}
-	c.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
+func (p proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(5 * time.Second):
-		c.Process.Kill()
-		<-done
+		p.cmd.Process.Kill()
+		<-p.exited
 	}
 }
 
@@ -189,8 +193,9 @@ func (d *Demo) spawn(name string, args ...string) error {
 	if err := c.Start(); err != nil {
 		return fmt.Errorf("demo: start %s: %w", name, err)
 	}
-	go func() { c.Wait(); pw.Close() }()
-	d.procs = append(d.procs, c)
+	p := proc{cmd: c, exited: make(chan struct{})}
+	go func() { c.Wait(); pw.Close(); close(p.exited) }()
+	d.procs = append(d.procs, p)
 	return nil
 }
 

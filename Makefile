@@ -1,0 +1,39 @@
+# Frank. The two commands: `make run` and `make test`. See README.md.
+SHELL   := /bin/bash
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+FUZZTIME ?= 5s
+
+.PHONY: all build run test deps lint unit fuzz clean
+
+all: build
+
+## build: put hub, kiosk and testbench into bin/
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./hub/cmd/hub ./appliance/cmd/kiosk ./testbench/cmd/testbench
+
+## run: the hub and a kiosk on testbench peripherals; sells a demo stamp into var/labels/, runs until Ctrl-C
+run: build
+	bin/testbench run --dir var
+
+## test: install test dependencies (as root), lint, run every test, fuzz every decoder briefly
+test: deps lint unit fuzz
+
+deps:
+	bash .ci/deps
+
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash .ci/fuzz
+
+clean:
+	rm -rf bin var

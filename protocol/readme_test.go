@@ -1,0 +1,42 @@
+package protocol_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// README.md documents every code with its retry flag and meaning as the
+// Codes table gives them, so the two cannot drift.
+func TestREADMEListsEveryCode(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, c := range protocol.Codes {
+		retry := "no"
+		if c.Retry {
+			retry = "yes"
+		}
+		row := "| `" + string(c.Code) + "` | " + retry + " | "
+		if !strings.Contains(doc, row) {
+			t.Errorf("README.md has no row %q", row)
+		}
+	}
+	_, section, ok := strings.Cut(doc, "## Error codes")
+	if !ok {
+		t.Fatal("README.md has no Error codes section")
+	}
+	n := 0
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "| `") {
+			n++
+		}
+	}
+	if n != len(protocol.Codes) {
+		t.Errorf("README.md lists %d codes, protocol.Codes has %d", n, len(protocol.Codes))
+	}
+}
