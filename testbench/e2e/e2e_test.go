@@ -1,5 +1,3 @@
-// Package e2e runs whole Frank systems from the real binaries and checks
-// what comes out of the printer the way a postal inspector would.
 package e2e
 
 import (
