@@ -1,0 +1,368 @@
+//go:build cgo
+
+// Package pkcs11 keeps Frank's keys in a PKCS#11 token (any HSM; SoftHSM2 in
+// development and tests) through miekg/pkcs11. Keys are generated inside the
+// token as sensitive, non-extractable objects, found again by label, and
+// used through one session per goroutine: sharing a session between
+// goroutines crashes SoftHSM.
+package pkcs11
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"strings"
+	"sync"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/frank-postage/frank/hsm"
+)
+
+// Config names the module and token.
+type Config struct {
+	Module string // path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
+	Token  string // token label; the slot id changes after init, the label does not
+	PIN    string // user PIN
+}
+
+// oidP256 is the DER encoding of the prime256v1 curve OID, for CKA_EC_PARAMS.
+var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+
+// A library may be initialized once per process, so tokens on the same
+// module share one context.
+var (
+	modMu   sync.Mutex
+	modules = map[string]*module{}
+)
+
+type module struct {
+	ctx  *p11.Ctx
+	refs int
+}
+
+// Token is an open token.
+type Token struct {
+	cfg  Config
+	mod  *module
+	ctx  *p11.Ctx
+	slot uint
+	mu   sync.Mutex // guards mgmt
+	mgmt p11.SessionHandle
+}
+
+// Open loads the module, finds the token by label and logs in.
+func Open(cfg Config) (*Token, error) {
+	mod, err := loadModule(cfg.Module)
+	if err != nil {
+		return nil, err
+	}
+	t := &Token{cfg: cfg, mod: mod, ctx: mod.ctx}
+	if t.slot, err = findToken(mod.ctx, cfg.Token); err != nil {
+		t.release()
+		return nil, err
+	}
+	if t.mgmt, err = t.ctx.OpenSession(t.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION); err != nil {
+		t.release()
+		return nil, fmt.Errorf("pkcs11: open session: %w", err)
+	}
+	if err := t.ctx.Login(t.mgmt, p11.CKU_USER, cfg.PIN); err != nil && !isErr(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
+		t.ctx.CloseSession(t.mgmt)
+		t.release()
+		return nil, fmt.Errorf("pkcs11: login to %s: %w", cfg.Token, err)
+	}
+	return t, nil
+}
+
+func loadModule(path string) (*module, error) {
+	modMu.Lock()
+	defer modMu.Unlock()
+	if m, ok := modules[path]; ok {
+		m.refs++
+		return m, nil
+	}
+	ctx := p11.New(path)
+	if ctx == nil {
+		return nil, fmt.Errorf("pkcs11: cannot load module %s", path)
+	}
+	if err := ctx.Initialize(); err != nil {
+		ctx.Destroy()
+		return nil, fmt.Errorf("pkcs11: initialize %s: %w", path, err)
+	}
+	m := &module{ctx: ctx, refs: 1}
+	modules[path] = m
+	return m, nil
+}
+
+func (t *Token) release() {
+	modMu.Lock()
+	defer modMu.Unlock()
+	t.mod.refs--
+	if t.mod.refs == 0 {
+		t.ctx.Finalize()
+		t.ctx.Destroy()
+		delete(modules, t.cfg.Module)
+	}
+}
+
+func findToken(ctx *p11.Ctx, label string) (uint, error) {
+	slots, err := ctx.GetSlotList(true)
+	if err != nil {
+		return 0, fmt.Errorf("pkcs11: slot list: %w", err)
+	}
+	for _, s := range slots {
+		ti, err := ctx.GetTokenInfo(s)
+		if err == nil && strings.TrimRight(ti.Label, " \x00") == label {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("pkcs11: no token labelled %q", label)
+}
+
+// Close logs out and releases the module.
+func (t *Token) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ctx.Logout(t.mgmt)
+	t.ctx.CloseSession(t.mgmt)
+	t.release()
+	return nil
+}
+
+// GenerateSigningKey creates a P-256 key pair in the token. The private key
+// is sensitive and not extractable: no call can read it out.
+func (t *Token) GenerateSigningKey(label string) (*ecdsa.PublicKey, error) {
+	if !hsm.ValidLabel(label) {
+		return nil, fmt.Errorf("pkcs11: generate %q: %w", label, hsm.ErrLabel)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.refuseExisting(label); err != nil {
+		return nil, err
+	}
+	pub := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_VERIFY, true),
+		p11.NewAttribute(p11.CKA_EC_PARAMS, oidP256),
+		p11.NewAttribute(p11.CKA_LABEL, label),
+		p11.NewAttribute(p11.CKA_ID, []byte(label)),
+	}
+	priv := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_SIGN, true),
+		p11.NewAttribute(p11.CKA_LABEL, label),
+		p11.NewAttribute(p11.CKA_ID, []byte(label)),
+	}
+	_, _, err := t.ctx.GenerateKeyPair(t.mgmt, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: generate %s: %w", label, err)
+	}
+	return t.public(label)
+}
+
+// GenerateMACKey creates a 256-bit HMAC key in the token, sensitive and not
+// extractable.
+func (t *Token) GenerateMACKey(label string) error {
+	if !hsm.ValidLabel(label) {
+		return fmt.Errorf("pkcs11: generate %q: %w", label, hsm.ErrLabel)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.refuseExisting(label); err != nil {
+		return err
+	}
+	tmpl := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
+		p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_SIGN, true),
+		p11.NewAttribute(p11.CKA_VERIFY, true),
+		p11.NewAttribute(p11.CKA_LABEL, label),
+		p11.NewAttribute(p11.CKA_ID, []byte(label)),
+	}
+	if _, err := t.ctx.GenerateKey(t.mgmt, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, tmpl); err != nil {
+		return fmt.Errorf("pkcs11: generate %s: %w", label, err)
+	}
+	return nil
+}
+
+func (t *Token) refuseExisting(label string) error {
+	hs, err := find(t.ctx, t.mgmt, []*p11.Attribute{p11.NewAttribute(p11.CKA_LABEL, label)})
+	if err != nil {
+		return err
+	}
+	if len(hs) > 0 {
+		return fmt.Errorf("pkcs11: %s: %w", label, hsm.ErrKeyExists)
+	}
+	return nil
+}
+
+// Public returns the public half of a signing key.
+func (t *Token) Public(label string) (*ecdsa.PublicKey, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.public(label)
+}
+
+func (t *Token) public(label string) (*ecdsa.PublicKey, error) {
+	h, err := findOne(t.ctx, t.mgmt, label, p11.CKO_PUBLIC_KEY, p11.CKK_EC)
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := t.ctx.GetAttributeValue(t.mgmt, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_POINT, nil)})
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: public %s: %w", label, err)
+	}
+	point := attrs[0].Value
+	// CKA_EC_POINT is a DER OCTET STRING around the uncompressed point.
+	var inner []byte
+	if rest, err := asn1.Unmarshal(point, &inner); err == nil && len(rest) == 0 {
+		point = inner
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: public %s: %w", label, err)
+	}
+	return pub, nil
+}
+
+// Session is one goroutine's session on the token.
+type Session struct {
+	t       *Token
+	h       p11.SessionHandle
+	signers map[string]*signer
+	macs    map[string]p11.ObjectHandle
+}
+
+// Session opens a session for one goroutine.
+func (t *Token) Session() (*Session, error) {
+	h, err := t.ctx.OpenSession(t.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: open session: %w", err)
+	}
+	return &Session{t: t, h: h, signers: map[string]*signer{}, macs: map[string]p11.ObjectHandle{}}, nil
+}
+
+// Close ends the session.
+func (s *Session) Close() error {
+	if err := s.t.ctx.CloseSession(s.h); err != nil {
+		return fmt.Errorf("pkcs11: close session: %w", err)
+	}
+	return nil
+}
+
+// Signer returns a crypto.Signer for the signing key label, bound to this
+// session.
+func (s *Session) Signer(label string) (crypto.Signer, error) {
+	if sg, ok := s.signers[label]; ok {
+		return sg, nil
+	}
+	h, err := findOne(s.t.ctx, s.h, label, p11.CKO_PRIVATE_KEY, p11.CKK_EC)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := s.t.Public(label)
+	if err != nil {
+		return nil, err
+	}
+	sg := &signer{s: s, key: h, pub: pub}
+	s.signers[label] = sg
+	return sg, nil
+}
+
+// MAC returns HMAC-SHA-256 of data under the key label, computed in the token.
+func (s *Session) MAC(label string, data []byte) ([]byte, error) {
+	h, ok := s.macs[label]
+	if !ok {
+		var err error
+		if h, err = findOne(s.t.ctx, s.h, label, p11.CKO_SECRET_KEY, p11.CKK_GENERIC_SECRET); err != nil {
+			return nil, err
+		}
+		s.macs[label] = h
+	}
+	if err := s.t.ctx.SignInit(s.h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, h); err != nil {
+		return nil, fmt.Errorf("pkcs11: mac %s: %w", label, err)
+	}
+	out, err := s.t.ctx.Sign(s.h, data)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: mac %s: %w", label, err)
+	}
+	return out, nil
+}
+
+type signer struct {
+	s   *Session
+	key p11.ObjectHandle
+	pub *ecdsa.PublicKey
+}
+
+func (sg *signer) Public() crypto.PublicKey { return sg.pub }
+
+// Sign signs a SHA-256 digest with CKM_ECDSA (SoftHSM2 does not offer
+// CKM_ECDSA_SHA256) and returns ASN.1, as crypto.Signer promises.
+func (sg *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts.HashFunc() != crypto.SHA256 || len(digest) != sha256.Size {
+		return nil, errors.New("pkcs11: sign: want a SHA-256 digest")
+	}
+	ctx := sg.s.t.ctx
+	if err := ctx.SignInit(sg.s.h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDSA, nil)}, sg.key); err != nil {
+		return nil, fmt.Errorf("pkcs11: sign: %w", err)
+	}
+	rs, err := ctx.Sign(sg.s.h, digest)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: sign: %w", err)
+	}
+	if len(rs) != 64 {
+		return nil, fmt.Errorf("pkcs11: sign: %d-byte signature, want 64", len(rs))
+	}
+	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(rs[:32]), new(big.Int).SetBytes(rs[32:])})
+}
+
+func findOne(ctx *p11.Ctx, sh p11.SessionHandle, label string, class, keyType uint) (p11.ObjectHandle, error) {
+	hs, err := find(ctx, sh, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_LABEL, label),
+		p11.NewAttribute(p11.CKA_CLASS, class),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, keyType),
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(hs) == 0 {
+		return 0, fmt.Errorf("pkcs11: %s: %w", label, hsm.ErrNoKey)
+	}
+	return hs[0], nil
+}
+
+func find(ctx *p11.Ctx, sh p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
+	if err := ctx.FindObjectsInit(sh, tmpl); err != nil {
+		return nil, fmt.Errorf("pkcs11: find: %w", err)
+	}
+	hs, _, err := ctx.FindObjects(sh, 4)
+	ctx.FindObjectsFinal(sh)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: find: %w", err)
+	}
+	return hs, nil
+}
+
+func isErr(err error, code uint) bool {
+	var e p11.Error
+	return errors.As(err, &e) && uint(e) == code
+}
