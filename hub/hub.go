@@ -5,6 +5,8 @@ package hub
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +17,9 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hsm"
+	"github.com/frank-postage/frank/hsm/pkcs11"
 	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/broker"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/front"
@@ -38,10 +42,15 @@ type Config struct {
 	BrokerListen string // embedded broker address; default 127.0.0.1:1883
 	HTTPListen   string // API address; default 127.0.0.1:8080
 	PostalURL    string // postal authority; default http://127.0.0.1:8090
-	Workers      int    // PSDM workers; default 2
+	Workers      int    // PSDM workers, one HSM session each; default 2
+	MPSDs        int    // MPSDs each worker checks out, 1-8; default 2
 	RatesDir     string // extra rate tables (*.json); the built-in USPS table is always loaded
 	HeartbeatS   int    // kiosk heartbeat period pushed in config; default 30
-	Ledger       ledger.Config
+	// HSM is "soft" (development keys sealed under DataDir/keys/master.key)
+	// or "pkcs11" (PKCS11 names the module, token and PIN).
+	HSM    string
+	PKCS11 pkcs11.Config
+	Ledger ledger.Config
 }
 
 // Defaults fills in the zero values.
@@ -64,6 +73,12 @@ func (c *Config) Defaults() {
 	if c.Workers == 0 {
 		c.Workers = 2
 	}
+	if c.MPSDs == 0 {
+		c.MPSDs = 2
+	}
+	if c.HSM == "" {
+		c.HSM = "soft"
+	}
 	if c.HeartbeatS == 0 {
 		c.HeartbeatS = 30
 	}
@@ -79,6 +94,24 @@ func (c *Config) Check() error {
 	if c.Workers < 1 || c.Workers > 256 {
 		errs = append(errs, fmt.Errorf("workers: want 1-256, got %d", c.Workers))
 	}
+	if c.MPSDs < 1 || c.MPSDs > 8 {
+		errs = append(errs, fmt.Errorf("mpsds: want 1-8 per worker, got %d", c.MPSDs))
+	}
+	switch c.HSM {
+	case "soft":
+	case "pkcs11":
+		if c.PKCS11.Module == "" || c.PKCS11.Token == "" {
+			errs = append(errs, errors.New("hsm pkcs11: want the module path and the token label"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("hsm: want soft or pkcs11, got %q", c.HSM))
+	}
+	if c.Ledger.InspectionWarn > 0 && c.Ledger.InspectionStop > 0 && c.Ledger.InspectionWarn >= c.Ledger.InspectionStop {
+		errs = append(errs, errors.New("inspection: the warning must come before the stop"))
+	}
+	if c.Ledger.MPSDFunding < 0 || c.Ledger.GPSDPurchase < 0 || c.Ledger.GPSDPurchase > 0 && c.Ledger.GPSDPurchase < c.Ledger.MPSDFunding {
+		errs = append(errs, errors.New("funding: amounts must be positive, and a GPSD purchase at least one MPSD funding"))
+	}
 	if c.HeartbeatS < 1 || c.HeartbeatS > 3600 {
 		errs = append(errs, fmt.Errorf("heartbeat: want 1-3600 s, got %d", c.HeartbeatS))
 	}
@@ -93,18 +126,37 @@ func (c *Config) Check() error {
 	return errors.Join(errs...)
 }
 
+// keyStore is the HSM as the hub uses it: soft or PKCS#11.
+type keyStore interface {
+	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
+	GenerateMACKey(label string) error
+	Public(label string) (*ecdsa.PublicKey, error)
+	Close() error
+}
+
+// session is one goroutine's HSM session.
+type session interface {
+	Signer(label string) (crypto.Signer, error)
+	MAC(label string, data []byte) ([]byte, error)
+	Close() error
+}
+
 // Hub is a running hub.
 type Hub struct {
-	cfg    Config
-	log    *slog.Logger
-	db     *store.DB
-	ks     *soft.Keystore
-	ledger *ledger.Ledger
-	keys   *keys.Keys
-	broker *broker.Broker
-	pool   *psdm.Pool
-	front  *front.Front
-	http   *http.Server
+	cfg     Config
+	log     *slog.Logger
+	db      *store.DB
+	ks      keyStore
+	session func() (session, error)
+	alerts  *alerts.Store
+	ledger  *ledger.Ledger
+	stopBg  chan struct{}
+	keys    *keys.Keys
+	postal  *postal.Client
+	broker  *broker.Broker
+	pool    *psdm.Pool
+	front   *front.Front
+	http    *http.Server
 	// HTTPAddr and BrokerAddr are where the hub listens, after Start.
 	HTTPAddr   string
 	BrokerAddr string
@@ -119,11 +171,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	if h.db, err = store.Open(ctx, cfg.DB); err != nil {
 		return nil, err
 	}
-	if h.ks, err = soft.Open(filepath.Join(cfg.DataDir, "keys")); err != nil {
+	if err := h.openHSM(); err != nil {
 		h.Close()
 		return nil, err
 	}
-	sess, err := h.ks.Session()
+	sess, err := h.session()
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -133,13 +185,41 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		return nil, err
 	}
 	pa := postal.New(cfg.PostalURL, cfg.Ledger.Vendor)
-	if h.ledger, err = ledger.Open(ctx, h.db, cfg.Ledger, sess, pa, log.With("component", "ledger")); err != nil {
+	h.postal = pa
+	h.alerts = alerts.New(h.db, log.With("component", "alerts"), cfg.Ledger.Now)
+	if h.ledger, err = ledger.Open(ctx, h.db, cfg.Ledger, sess, pa, h.alerts, log.With("component", "ledger")); err != nil {
 		h.Close()
 		return nil, err
 	}
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
 	return h, nil
 }
+
+func (h *Hub) openHSM() error {
+	switch h.cfg.HSM {
+	case "pkcs11":
+		t, err := pkcs11.Open(h.cfg.PKCS11)
+		if err != nil {
+			return err
+		}
+		h.ks = t
+		h.session = func() (session, error) { return t.Session() }
+	default:
+		k, err := soft.Open(filepath.Join(h.cfg.DataDir, "keys"))
+		if err != nil {
+			return err
+		}
+		h.ks = k
+		h.session = func() (session, error) { return k.Session() }
+	}
+	return nil
+}
+
+// Alerts returns the alert store.
+func (h *Hub) Alerts() *alerts.Store { return h.alerts }
+
+// Postal returns the postal authority client.
+func (h *Hub) Postal() *postal.Client { return h.postal }
 
 // Ledger returns the ledger.
 func (h *Hub) Ledger() *ledger.Ledger { return h.ledger }
@@ -150,7 +230,11 @@ func (h *Hub) Keys() *keys.Keys { return h.keys }
 // Start runs the servers: the key ceremony if no key exists yet, the
 // embedded broker, the PSDM workers, the MQTT front and the HTTP API.
 func (h *Hub) Start(ctx context.Context) error {
-	key, err := h.keys.Init(ctx)
+	key, err := h.keys.Active(ctx)
+	if errors.Is(err, keys.ErrNoKey) && h.cfg.HSM == "soft" {
+		// Development keys: run the ceremony on first start.
+		key, err = h.keys.Init(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
@@ -162,16 +246,18 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.BrokerAddr = h.broker.Addr()
 		brokerURL = "tcp://" + h.BrokerAddr
 	}
-	open := func() (psdm.Session, error) { return h.ks.Session() }
-	if h.pool, err = psdm.Start(ctx, h.cfg.Workers, open, psdm.Key{Label: key.Label, CertSerial: key.CertSerial},
-		h.ledger, h.log.With("component", "psdm")); err != nil {
+	open := func() (psdm.Session, error) { return h.session() }
+	if h.pool, err = psdm.Start(ctx, psdm.Config{Workers: h.cfg.Workers, MPSDsPerWorker: h.cfg.MPSDs}, open,
+		psdm.Key{Label: key.Label, CertSerial: key.CertSerial}, h.ledger, h.log.With("component", "psdm")); err != nil {
 		return err
 	}
+	h.stopBg = make(chan struct{})
+	go h.watchdog()
 	book, err := rates.LoadDir(h.cfg.RatesDir)
 	if err != nil {
 		return err
 	}
-	svc := &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: fleet.New(h.db), Rates: book,
+	svc := &sale.Service{Issuer: h.pool, Book: h.ledger, Kiosks: fleet.New(h.db), Rates: book,
 		Log: h.log.With("component", "sale"), Now: time.Now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{
@@ -211,8 +297,14 @@ func (h *Hub) Close() error {
 	if h.front != nil {
 		h.front.Close()
 	}
+	if h.stopBg != nil {
+		close(h.stopBg)
+	}
 	if h.pool != nil {
 		h.pool.Close()
+	}
+	if h.ledger != nil {
+		h.ledger.Close()
 	}
 	if h.broker != nil {
 		h.broker.Close()
@@ -226,8 +318,24 @@ func (h *Hub) Close() error {
 	return nil
 }
 
+// watchdog checks inspection deadlines every minute.
+func (h *Hub) watchdog() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopBg:
+			return
+		case <-t.C:
+			if err := h.ledger.CheckInspection(context.Background()); err != nil {
+				h.log.Error("inspection check", "err", err)
+			}
+		}
+	}
+}
+
 // ensureMACKey creates the control-code key on first start.
-func ensureMACKey(ks *soft.Keystore, sess *soft.Session, label string) error {
+func ensureMACKey(ks keyStore, sess session, label string) error {
 	_, err := sess.MAC(label, nil)
 	if errors.Is(err, hsm.ErrNoKey) {
 		return ks.GenerateMACKey(label)

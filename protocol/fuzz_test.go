@@ -122,3 +122,21 @@ func FuzzParseLabelSerial(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseMills(f *testing.F) {
+	for _, s := range []string{"1000.00", "0.78", "$1,000.00", "0.001"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := protocol.ParseMills(s)
+		if err != nil {
+			return
+		}
+		if m < 0 {
+			t.Fatalf("%q parsed negative: %d", s, m)
+		}
+		if back, err := protocol.ParseMills(m.Exact()); err != nil || back != m {
+			t.Fatalf("%q -> %d -> %q -> %d, %v", s, m, m.Exact(), back, err)
+		}
+	})
+}

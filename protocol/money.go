@@ -82,3 +82,22 @@ func (z ZIP) Number() (uint32, error) {
 
 // ZIPFromNumber formats n with its leading zeros.
 func ZIPFromNumber(n uint32) ZIP { return ZIP(fmt.Sprintf("%05d", n)) }
+
+// ParseMills reads a dollar amount such as "1000", "0.78" or "$1,000.00"
+// exactly, to the mill (three decimals at most).
+func ParseMills(s string) (Mills, error) {
+	t := strings.ReplaceAll(strings.TrimPrefix(strings.TrimSpace(s), "$"), ",", "")
+	whole, frac, _ := strings.Cut(t, ".")
+	if whole == "" || len(frac) > 3 || !allDigits(whole) || !allDigits(frac) || len(whole) > 12 {
+		return 0, fmt.Errorf("protocol: amount %q: want dollars like 1000.00", s)
+	}
+	w, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("protocol: amount %q: %w", s, err)
+	}
+	f := int64(0)
+	if frac != "" {
+		f, _ = strconv.ParseInt((frac + "00")[:3], 10, 64)
+	}
+	return Mills(w*1000 + f), nil
+}

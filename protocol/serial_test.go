@@ -62,3 +62,16 @@ func TestTopics(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMills(t *testing.T) {
+	for in, want := range map[string]protocol.Mills{"1000": 1_000_000, "0.78": 780, "$1,000.00": 1_000_000, "100000.00": 100_000_000, "0.001": 1, "2.5": 2500} {
+		if got, err := protocol.ParseMills(in); err != nil || got != want {
+			t.Errorf("ParseMills(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "1.0001", "abc", "1.2.3", ".5", "1e3"} {
+		if _, err := protocol.ParseMills(bad); err == nil {
+			t.Errorf("ParseMills(%q) accepted", bad)
+		}
+	}
+}

@@ -30,7 +30,9 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //   - each MPSD's AR + DR = what the GPSD gave it, and its AR = the postage
 //     of every indicium it issued (voided ones too: registers never run
 //     backwards);
-//   - each sale's total = the postage of its indicia.
+//   - each sale's total = the postage of its indicia;
+//   - the audit log chains, every entry follows from the one before it for
+//     its PSD, and each PSD's last entry matches its registers.
 func (l *Ledger) Check(ctx context.Context) (*Report, error) {
 	r := &Report{}
 	bad := func(format string, args ...any) { r.Violations = append(r.Violations, fmt.Sprintf(format, args...)) }
@@ -114,7 +116,7 @@ func (l *Ledger) Check(ctx context.Context) (*Report, error) {
 		if mismatched > 0 {
 			bad("%d sales whose total differs from the postage of their indicia", mismatched)
 		}
-		return nil
+		return l.verifyAudit(ctx, tx, all, bad)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: check: %w", err)

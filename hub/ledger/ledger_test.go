@@ -6,217 +6,571 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ledger"
 	hubpostal "github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/pgtest"
 	"github.com/frank-postage/frank/testbench/postal"
 )
 
-type fixture struct {
-	l    *ledger.Ledger
-	db   *store.DB
-	pa   *postal.Authority
-	key  ledger.Session
-	ks   *soft.Keystore
-	mpsd uint32
+// pg is one PostgreSQL server for the package; each test gets a database.
+var pg *pgtest.Server
+
+func TestMain(m *testing.M) {
+	var err error
+	if pg, err = pgtest.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "ledger tests need PostgreSQL:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	pg.Stop()
+	os.Exit(code)
 }
 
-func newFixture(t *testing.T) *fixture {
+var dbSeq atomic.Int64
+
+// backends are the stores every contract test runs against.
+var backends = []struct {
+	name string
+	dsn  func(t *testing.T) string
+}{
+	{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "hub.db") }},
+	{"postgres", func(t *testing.T) string {
+		u, err := pg.NewDatabase(fmt.Sprintf("t%d", dbSeq.Add(1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}},
+}
+
+// forEachStore runs a test against SQLite and PostgreSQL.
+func forEachStore(t *testing.T, test func(t *testing.T, dsn string)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { test(t, b.dsn(t)) })
+	}
+}
+
+// clock is a fake clock tests move by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	t      *testing.T
+	dsn    string
+	db     *store.DB
+	pa     *postal.Authority
+	paURL  string
+	ks     *soft.Keystore
+	keyDir string
+	clock  *clock
+	al     *alerts.Store
+	l      *ledger.Ledger
+	pool   *psdm.Pool
+	pub    *ecdsa.PublicKey
+	cfg    ledger.Config
+	pcfg   psdm.Config
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// newFixture opens a ledger and a pool on dsn, with a postal authority and
+// soft keys. cfg and pcfg may be zero.
+func newFixture(t *testing.T, dsn string, cfg ledger.Config, pcfg psdm.Config) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pa, err := postal.New("", log)
+	pa, err := postal.New("", quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(pa.Handler())
 	t.Cleanup(srv.Close)
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
-	if err != nil {
+	f := &fixture{t: t, dsn: dsn, pa: pa, paURL: srv.URL, keyDir: t.TempDir(),
+		clock: &clock{t: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}, cfg: cfg, pcfg: pcfg}
+	if f.ks, err = soft.Open(f.keyDir); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	ks, err := soft.Open(t.TempDir())
-	if err != nil {
+	if err := f.ks.GenerateMACKey("frank-control-1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := ks.GenerateMACKey("frank-control-1"); err != nil {
+	if f.pub, err = f.ks.GenerateSigningKey("sign"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ks.GenerateSigningKey("sign"); err != nil {
-		t.Fatal(err)
+	if c, err := hubpostal.New(f.paURL, "FR").RegisterKey(context.Background(), f.pub); err != nil || c.Serial != 1 {
+		t.Fatalf("register key: %+v %v", c, err)
 	}
-	sess, _ := ks.Session()
-	signer, _ := sess.Signer("sign")
-	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
-	l, err := ledger.Open(ctx, db, ledger.Config{Now: func() time.Time { return now }}, sess, hubpostal.New(srv.URL, "FR"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := l.AcquireMPSD(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fixture{l: l, db: db, pa: pa, key: ledger.Session{CertSerial: 1, Signer: signer, MAC: sess}, ks: ks, mpsd: m}
+	f.open()
+	t.Cleanup(f.close)
+	return f
 }
 
-func (f *fixture) check(t *testing.T) *ledger.Report {
+// open (re)opens the store, ledger and pool, as a restarted hub would.
+func (f *fixture) open() {
+	t := f.t
 	t.Helper()
-	r, err := f.l.Check(context.Background())
-	if err != nil {
+	ctx := context.Background()
+	var err error
+	if f.db, err = store.Open(ctx, f.dsn); err != nil {
 		t.Fatal(err)
 	}
+	sess, _ := f.ks.Session()
+	cfg := f.cfg
+	cfg.Now = f.clock.Now
+	if cfg.Holder == "" {
+		cfg.Holder = fmt.Sprintf("test-%d", dbSeq.Add(1))
+	}
+	f.al = alerts.New(f.db, quiet, f.clock.Now)
+	if f.l, err = ledger.Open(ctx, f.db, cfg, sess, hubpostal.New(f.paURL, "FR"), f.al, quiet); err != nil {
+		t.Fatal(err)
+	}
+	pcfg := f.pcfg
+	if pcfg.Workers == 0 {
+		pcfg.Workers = 2
+	}
+	if pcfg.RenewEvery == 0 {
+		pcfg.RenewEvery = time.Hour // tests renew by hand
+	}
+	open := func() (psdm.Session, error) { return f.ks.Session() }
+	if f.pool, err = psdm.Start(ctx, pcfg, open, psdm.Key{Label: "sign", CertSerial: 1}, f.l, quiet); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) close() {
+	if f.pool != nil {
+		f.pool.Close()
+		f.pool = nil
+	}
+	if f.l != nil {
+		f.l.Close()
+		f.l = nil
+	}
+	if f.db != nil {
+		f.db.Close()
+		f.db = nil
+	}
+}
+
+// check runs every invariant and compares with the authority's records.
+func (f *fixture) check() *ledger.Report {
+	f.t.Helper()
+	r, err := f.l.Check(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	if !r.OK() {
-		t.Fatalf("ledger invariants broken: %v", r.Violations)
+		f.t.Fatalf("ledger invariants broken: %v", r.Violations)
 	}
 	if r.FundsBought != protocol.Mills(f.pa.TotalFunds("FR")) {
-		t.Fatalf("ledger bought %d, authority sold %d", r.FundsBought, f.pa.TotalFunds("FR"))
+		f.t.Fatalf("ledger bought %d, authority sold %d", r.FundsBought, f.pa.TotalFunds("FR"))
 	}
 	return r
 }
 
-func sale(id string, label string, postage protocol.Mills) *ledger.Sale {
-	l, _ := protocol.ParseLabelSerial(label)
-	h := sha256.Sum256([]byte(id + label))
-	return &ledger.Sale{KioskID: "kiosk-1", RequestID: id, BodyHash: h[:], UserID: 42, OriginZIP: 94544,
-		Items: []ledger.Item{{RateClass: "1100", Postage: postage, Label: l}}}
+func newSale(id string, postage protocol.Mills, labels ...string) *ledger.Sale {
+	h := sha256.Sum256([]byte(fmt.Sprint(id, postage, labels)))
+	s := &ledger.Sale{KioskID: "kiosk-1", RequestID: id, BodyHash: h[:], UserID: 42, OriginZIP: 94544}
+	for _, l := range labels {
+		ls, err := protocol.ParseLabelSerial(l)
+		if err != nil {
+			panic(err)
+		}
+		s.Items = append(s.Items, ledger.Item{RateClass: "1100", Postage: postage, Label: ls})
+	}
+	return s
 }
 
-func TestFirstSaleFundsFromAuthority(t *testing.T) {
-	f := newFixture(t)
+// sell does what the sale service does after validation: issue, then commit.
+func (f *fixture) sell(s *ledger.Sale) ([]byte, error) {
 	ctx := context.Background()
-	out, err := f.l.Sell(ctx, sale("r1", "1966-F8CF-01", 780), f.mpsd, f.key)
+	if prior, err := f.l.Replay(ctx, s.KioskID, s.RequestID, s.BodyHash); prior != nil || err != nil {
+		return prior, err
+	}
+	for _, it := range s.Items {
+		if live, err := f.l.LabelLive(ctx, it.Label); err != nil || live {
+			return nil, protocol.Errorf(protocol.CodeLabelUsed, "label %s used", it.Label)
+		}
+	}
+	recs, err := f.pool.Issue(ctx, s)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
+	}
+	return f.l.Commit(ctx, s, recs)
+}
+
+func (f *fixture) mustSell(s *ledger.Sale) *protocol.PurchaseResult {
+	f.t.Helper()
+	out, err := f.sell(s)
+	if err != nil {
+		f.t.Fatalf("sale %s: %v", s.RequestID, err)
 	}
 	res, err := protocol.DecodePurchaseResult(out)
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	in, err := protocol.VerifyIndicium(res.Indicia[0].Matrix, f.key.Signer.Public().(*ecdsa.PublicKey))
-	if err != nil {
-		t.Fatal(err)
+	for _, in := range res.Indicia {
+		if _, err := protocol.VerifyIndicium(in.Matrix, f.pub); err != nil {
+			f.t.Fatal(err)
+		}
 	}
-	if in.AR != 780 || in.DR != 1_000_000-780 || in.Postage != 780 || in.MPSDSerial != f.mpsd || in.Date != 20261129 || in.UserID != 42 {
-		t.Fatalf("indicium %+v", in)
-	}
-	r := f.check(t)
-	if r.GPSD.DR != 100_000_000-1_000_000 || r.GPSD.AR != 1_000_000 {
-		t.Fatalf("gpsd %+v", r.GPSD)
-	}
+	return res
+}
+
+func isCode(err error, c protocol.Code) bool { return errors.Is(err, &protocol.Error{Code: c}) }
+
+func TestFirstSaleFundsFromAuthority(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+		res := f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
+		in, _ := protocol.ParseIndicium(res.Indicia[0].Matrix)
+		if in.AR != 780 || in.DR != 1_000_000-780 || in.Postage != 780 || in.Date != 20261129 || in.UserID != 42 || in.MPSDSerial != ledger.FirstMPSDSerial {
+			t.Fatalf("indicium %+v", in)
+		}
+		r := f.check()
+		if r.GPSD.DR != 100_000_000-1_000_000 || r.GPSD.AR != 1_000_000 {
+			t.Fatalf("gpsd %+v", r.GPSD)
+		}
+	})
 }
 
 func TestReplayIsIdenticalAndMovesNothing(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	first, err := f.l.Sell(ctx, sale("r1", "1966-F8CF-01", 780), f.mpsd, f.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := f.check(t)
-	for range 3 {
-		again, err := f.l.Sell(ctx, sale("r1", "1966-F8CF-01", 780), f.mpsd, f.key)
-		if err != nil || !bytes.Equal(again, first) {
-			t.Fatalf("replay differs: %v", err)
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		first, err := f.sell(newSale("r1", 780, "1966-F8CF-01"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	after := f.check(t)
-	if after.MPSDs[0].AR != before.MPSDs[0].AR || after.GPSD.DR != before.GPSD.DR {
-		t.Fatal("replay moved money")
-	}
-	if after.Indicia != 1 {
-		t.Fatalf("%d indicia after replays", after.Indicia)
-	}
-	_, err = f.l.Sell(ctx, sale("r1", "1966-F8CF-02", 780), f.mpsd, f.key)
-	if !errors.Is(err, &protocol.Error{Code: protocol.CodeIdempotencyConflict}) {
-		t.Fatalf("different body: %v", err)
-	}
+		before := f.check()
+		for range 3 {
+			again, err := f.sell(newSale("r1", 780, "1966-F8CF-01"))
+			if err != nil || !bytes.Equal(again, first) {
+				t.Fatalf("replay differs: %v", err)
+			}
+		}
+		after := f.check()
+		if after.GPSD.AR != before.GPSD.AR || after.GPSD.DR != before.GPSD.DR || after.Indicia != 1 {
+			t.Fatal("replay moved money")
+		}
+		s := newSale("r1", 780, "1966-F8CF-02")
+		if _, err := f.sell(s); !isCode(err, protocol.CodeIdempotencyConflict) {
+			t.Fatalf("different body: %v", err)
+		}
+	})
+}
+
+// Two copies of one request committing at once: one sale, the same bytes.
+func TestConcurrentDuplicateCommitsOnce(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 2})
+		ctx := context.Background()
+		s := newSale("dup", 780, "1966-F8CF-01")
+		var wg sync.WaitGroup
+		outs := make([][]byte, 2)
+		errs := make([]error, 2)
+		for i := range 2 {
+			wg.Go(func() {
+				recs, err := f.pool.Issue(ctx, s)
+				if err == nil {
+					outs[i], err = f.l.Commit(ctx, s, recs)
+				}
+				errs[i] = err
+			})
+		}
+		wg.Wait()
+		for i := range 2 {
+			if errs[i] != nil {
+				t.Fatalf("copy %d: %v", i, errs[i])
+			}
+		}
+		if !bytes.Equal(outs[0], outs[1]) {
+			t.Fatal("the two copies got different answers")
+		}
+		if r := f.check(); r.Indicia != 1 {
+			t.Fatalf("%d indicia for one request", r.Indicia)
+		}
+	})
 }
 
 func TestLabelUsedTwice(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	if _, err := f.l.Sell(ctx, sale("r1", "1966-F8CF-01", 780), f.mpsd, f.key); err != nil {
-		t.Fatal(err)
-	}
-	_, err := f.l.Sell(ctx, sale("r2", "1966-F8CF-01", 780), f.mpsd, f.key)
-	if !errors.Is(err, &protocol.Error{Code: protocol.CodeLabelUsed}) {
-		t.Fatalf("err = %v", err)
-	}
-	if r := f.check(t); r.Indicia != 1 {
-		t.Fatalf("%d indicia", r.Indicia)
-	}
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
+		if _, err := f.sell(newSale("r2", 780, "1966-F8CF-01")); !isCode(err, protocol.CodeLabelUsed) {
+			t.Fatalf("err = %v", err)
+		}
+		// The same label raced into the committer is refused there too.
+		ctx := context.Background()
+		s := newSale("r3", 780, "1966-F8CF-01")
+		recs, err := f.pool.Issue(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.l.Commit(ctx, s, recs); !isCode(err, protocol.CodeLabelUsed) {
+			t.Fatalf("commit of a used label: %v", err)
+		}
+		if r := f.check(); r.Indicia != 1 {
+			t.Fatalf("%d indicia", r.Indicia)
+		}
+		f.mustSell(newSale("r4", 780, "1966-F8CF-02")) // the worker's MPSD is free again
+	})
 }
 
 func TestTamperLocksMPSD(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	if _, err := f.l.Sell(ctx, sale("r1", "1966-F8CF-01", 780), f.mpsd, f.key); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.db.ExecContext(ctx, `UPDATE psd SET dr = dr + 100000 WHERE serial = ?`, f.mpsd); err != nil {
-		t.Fatal(err)
-	}
-	_, err := f.l.Sell(ctx, sale("r2", "1966-F8CF-02", 780), f.mpsd, f.key)
-	if !errors.Is(err, ledger.ErrTamper) {
-		t.Fatalf("err = %v, want tamper", err)
-	}
-	_, err = f.l.Sell(ctx, sale("r3", "1966-F8CF-03", 780), f.mpsd, f.key)
-	if !errors.Is(err, ledger.ErrTamper) && !errors.Is(err, ledger.ErrLocked) {
-		t.Fatalf("tampered mpsd still sells: %v", err)
-	}
-	var locked string
-	if err := f.db.QueryRowContext(ctx, `SELECT locked FROM psd WHERE serial = ?`, f.mpsd).Scan(&locked); err != nil || locked == "" {
-		t.Fatalf("mpsd not locked: %q %v", locked, err)
-	}
-	r, err := f.l.Check(ctx)
-	if err != nil || r.OK() {
-		t.Fatalf("check missed the tamper: %v %v", r, err)
-	}
-	m, err := f.l.AcquireMPSD(ctx)
-	if err != nil || m == f.mpsd {
-		t.Fatalf("acquire gave %d, %v; want a fresh MPSD", m, err)
-	}
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+		ctx := context.Background()
+		res := f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
+		in, _ := protocol.ParseIndicium(res.Indicia[0].Matrix)
+		if _, err := f.db.ExecContext(ctx, f.db.Rebind(`UPDATE psd SET dr = dr + 100000 WHERE serial = ?`), in.MPSDSerial); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.sell(newSale("r2", 780, "1966-F8CF-02")); !isCode(err, protocol.CodeServiceUnavailable) {
+			t.Fatalf("sale on a tampered MPSD: %v", err)
+		}
+		var locked string
+		if err := f.db.QueryRowContext(ctx, f.db.Rebind(`SELECT COALESCE(locked, '') FROM psd WHERE serial = ?`), in.MPSDSerial).Scan(&locked); err != nil || locked == "" {
+			t.Fatalf("mpsd not locked: %q %v", locked, err)
+		}
+		as, _ := f.al.List(ctx, true)
+		if len(as) != 1 || as[0].Kind != alerts.Tamper {
+			t.Fatalf("alerts %+v, want one tamper alert", as)
+		}
+		r, err := f.l.Check(ctx)
+		if err != nil || r.OK() {
+			t.Fatalf("check missed the tamper: %v %v", r, err)
+		}
+		// The worker learns at its next renewal, takes a fresh MPSD, and sells.
+		if err := f.pool.RenewNow(ctx); err != nil {
+			t.Fatal(err)
+		}
+		res = f.mustSell(newSale("r3", 780, "1966-F8CF-03"))
+		in2, _ := protocol.ParseIndicium(res.Indicia[0].Matrix)
+		if in2.MPSDSerial == in.MPSDSerial {
+			t.Fatal("still selling from the locked MPSD")
+		}
+	})
+}
+
+func TestAuditTamperIsFound(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
+		f.mustSell(newSale("r2", 780, "1966-F8CF-02"))
+		f.check()
+		if _, err := f.db.ExecContext(context.Background(), `UPDATE audit SET amount = amount + 1 WHERE kind = 'sale'`); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := f.l.Check(context.Background()); err != nil || r.OK() {
+			t.Fatalf("edited audit log passed: %v %v", r, err)
+		}
+	})
 }
 
 func TestAuthorityRefusesNothingMoves(t *testing.T) {
-	f := newFixture(t)
-	f.pa.SetRefuseFunds(true)
-	_, err := f.l.Sell(context.Background(), sale("r1", "1966-F8CF-01", 780), f.mpsd, f.key)
-	if !errors.Is(err, &protocol.Error{Code: protocol.CodeFundsUnavailable}) {
-		t.Fatalf("err = %v", err)
-	}
-	if r := f.check(t); r.Indicia != 0 || r.GPSD.DR != 0 {
-		t.Fatalf("money moved: %+v", r)
-	}
-	f.pa.SetRefuseFunds(false)
-	if _, err := f.l.Sell(context.Background(), sale("r1", "1966-F8CF-01", 780), f.mpsd, f.key); err != nil {
-		t.Fatalf("retry after refusal: %v", err)
-	}
-	f.check(t)
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		f.pa.SetRefuseFunds(true)
+		if _, err := f.sell(newSale("r1", 780, "1966-F8CF-01")); !isCode(err, protocol.CodeFundsUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+		if r := f.check(); r.Indicia != 0 || r.GPSD.DR != 0 {
+			t.Fatalf("money moved: %+v", r)
+		}
+		f.pa.SetRefuseFunds(false)
+		f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
+		f.check()
+	})
 }
 
-func TestManyStampsRefundMPSD(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	// $400 stamps: the third needs a second $1,000 funding.
-	for i, lbl := range []string{"0000-0001-01", "0000-0001-02", "0000-0001-03"} {
-		if _, err := f.l.Sell(ctx, sale(string(rune('a'+i)), lbl, 400_000), f.mpsd, f.key); err != nil {
+func TestMultiStampSaleRefundsMPSD(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+		// Three $400 stamps in one sale on one MPSD: the third needs a second $1,000 funding.
+		res := f.mustSell(newSale("big", 400_000, "0000-0001-01", "0000-0001-02", "0000-0001-03"))
+		if len(res.Indicia) != 3 {
+			t.Fatalf("%d indicia", len(res.Indicia))
+		}
+		r := f.check()
+		if r.MPSDs[0].AR != 1_200_000 || r.MPSDs[0].DR != 800_000 {
+			t.Fatalf("mpsd %+v", r.MPSDs[0])
+		}
+	})
+}
+
+// 64 concurrent sales against one MPSD funded for exactly N stamps, with
+// GPSD funding off: exactly N succeed and DR never goes negative.
+func TestContentionOneMPSD(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		const n = 23
+		ctx := context.Background()
+		f := newFixture(t, dsn, ledger.Config{NoAutoFunding: true}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+		f.close()
+		// Before the pool starts: one MPSD, funded for exactly n stamps.
+		f.db, _ = store.Open(ctx, f.dsn)
+		sess, _ := f.ks.Session()
+		l, err := ledger.Open(ctx, f.db, ledger.Config{Now: f.clock.Now, Holder: "setup"}, sess, hubpostal.New(f.paURL, "FR"), f.al, quiet)
+		if err != nil {
 			t.Fatal(err)
 		}
-		f.check(t)
-	}
-	r := f.check(t)
-	if r.MPSDs[0].AR != 1_200_000 || r.MPSDs[0].DR != 800_000 {
-		t.Fatalf("mpsd %+v", r.MPSDs[0])
-	}
+		if err := l.BuyFunds(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var serial uint32
+		if err := f.db.QueryRowContext(ctx, `SELECT MIN(serial) FROM psd WHERE kind = 'mpsd'`).Scan(&serial); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.FundMPSD(ctx, serial, n*780); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		f.db.Close()
+		f.open()
+
+		var ok, short atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 64 {
+			wg.Go(func() {
+				_, err := f.sell(newSale(fmt.Sprintf("c%d", i), 780, fmt.Sprintf("00C0-%04X-01", i)))
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case isCode(err, protocol.CodeFundsUnavailable):
+					short.Add(1)
+				default:
+					t.Errorf("sale %d: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		if ok.Load() != n || short.Load() != 64-n {
+			t.Fatalf("%d sold and %d refused, want %d and %d", ok.Load(), short.Load(), n, 64-n)
+		}
+		r := f.check()
+		if r.MPSDs[0].DR != 0 || r.MPSDs[0].AR != n*780 {
+			t.Fatalf("mpsd %+v", r.MPSDs[0])
+		}
+	})
+}
+
+// Two hubs on one database: a leased MPSD is never sold from by the other,
+// and once its holder dies the lease expires and the other takes it over.
+func TestLeaseExclusiveAndExpires(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		f := newFixture(t, dsn, ledger.Config{LeaseTTL: 30 * time.Second}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+		res := f.mustSell(newSale("a1", 780, "0000-000A-01"))
+		inA, _ := protocol.ParseIndicium(res.Indicia[0].Matrix)
+
+		// A second hub process: its own holder id, same database.
+		g := &fixture{t: t, dsn: dsn, pa: f.pa, paURL: f.paURL, ks: f.ks, clock: f.clock, pub: f.pub,
+			pcfg: psdm.Config{Workers: 1, MPSDsPerWorker: 1}, cfg: ledger.Config{LeaseTTL: 30 * time.Second}}
+		g.open()
+		defer g.close()
+		res = g.mustSell(newSale("b1", 780, "0000-000B-01"))
+		inB, _ := protocol.ParseIndicium(res.Indicia[0].Matrix)
+		if inA.MPSDSerial == inB.MPSDSerial {
+			t.Fatal("two hubs sold from one MPSD")
+		}
+		// Hub A dies without releasing; after the TTL its MPSD is free.
+		f.pool = nil // abandon without Close: no release
+		f.clock.Add(31 * time.Second)
+		slots, err := g.l.Lease(ctx, 1)
+		if err != nil || len(slots) != 1 || slots[0].Serial != inA.MPSDSerial || slots[0].AR != 780 {
+			t.Fatalf("takeover: %+v %v", slots, err)
+		}
+		g.check()
+	})
+}
+
+func TestInspectionWatchdog(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+		f.mustSell(newSale("r1", 780, "0000-0001-01"))
+		f.clock.Add(91 * 24 * time.Hour)
+		if err := f.l.CheckInspection(ctx); err != nil {
+			t.Fatal(err)
+		}
+		as, _ := f.al.List(ctx, true)
+		if len(as) == 0 || as[0].Kind != alerts.InspectionDue {
+			t.Fatalf("no inspection alert after 91 days: %+v", as)
+		}
+		f.mustSell(newSale("r2", 780, "0000-0001-02")) // warned, still selling
+		f.clock.Add(30 * 24 * time.Hour)
+		if err := f.l.CheckInspection(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.sell(newSale("r3", 780, "0000-0001-03")); !isCode(err, protocol.CodeInspectionOverdue) {
+			t.Fatalf("after 121 days: %v", err)
+		}
+		// A postal report resets the clock.
+		rep, err := f.l.BuildReport(ctx, f.clock.Now().Add(-200*24*time.Hour), f.clock.Now().Add(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.l.SubmitReport(ctx, rep, hubpostal.New(f.paURL, "FR")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.pool.RenewNow(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f.mustSell(newSale("r3", 780, "0000-0001-03"))
+	})
+}
+
+func TestReportAcceptedAndForgeryRefused(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		start := f.clock.Now()
+		for i := range 5 {
+			f.mustSell(newSale(fmt.Sprintf("r%d", i), 780+protocol.Mills(i)*290, fmt.Sprintf("0000-0002-%02d", i+1)))
+			f.clock.Add(time.Minute)
+		}
+		rep, err := f.l.BuildReport(ctx, start, f.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Totals.Indicia != 5 {
+			t.Fatalf("report has %d indicia", rep.Totals.Indicia)
+		}
+		pa := hubpostal.New(f.paURL, "FR")
+		forged := *rep
+		forged.Transactions = append([]hubpostal.Transaction(nil), rep.Transactions...)
+		forged.Transactions[0].Postage++
+		forged.Totals.Postage++
+		forged.ReportID += "-forged"
+		if _, err := pa.SubmitReport(ctx, &forged); err == nil {
+			t.Fatal("the authority accepted a report whose line disagrees with its indicium")
+		}
+		if _, err := f.l.SubmitReport(ctx, rep, pa); err != nil {
+			t.Fatal(err)
+		}
+		if got := f.pa.Reports(); len(got) != 1 || got[0].Indicia != 5 {
+			t.Fatalf("authority records %+v", got)
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/frank-postage/frank/protocol"
 )
@@ -25,11 +26,14 @@ const (
 // (postage ever issued or passed on) and the descending register (postage
 // still available), in mills.
 type PSD struct {
-	Serial  uint32
-	Kind    string
-	AR, DR  protocol.Mills
-	Control []byte
-	Locked  string // why it no longer sells; empty when it does
+	Serial      uint32
+	Kind        string
+	AR, DR      protocol.Mills
+	Control     []byte
+	Locked      string // why it no longer sells; empty when it does
+	LeaseHolder string
+	LeaseUntil  time.Time
+	ReportedAt  time.Time // last postal report that covered it
 }
 
 // controlMessage is what the control code covers. The kind is included so a

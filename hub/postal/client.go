@@ -101,3 +101,77 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	}
 	return json.Unmarshal(body, out)
 }
+
+// Report is the vendor's periodic report to the postal authority: every
+// indicium issued in the period, refund claims for voided ones, the funds
+// bought and moved, and the register readings at both ends of the period.
+// The authority re-checks every total and signature.
+type Report struct {
+	ReportID     string        `json:"report_id"` // the vendor's id; resubmitting is safe
+	Vendor       string        `json:"vendor"`
+	From         time.Time     `json:"from"`
+	To           time.Time     `json:"to"`
+	Transactions []Transaction `json:"transactions"`
+	Voided       []Transaction `json:"voided"` // refund claims: registers never run backwards
+	Purchases    []Bought      `json:"purchases"`
+	Fundings     []Funding     `json:"fundings"`
+	Registers    []Reading     `json:"registers"`
+	Totals       Totals        `json:"totals"`
+}
+
+// Transaction is one indicium.
+type Transaction struct {
+	MPSD      uint32    `json:"mpsd"`
+	Label     string    `json:"label"`
+	RateClass string    `json:"rate_class"`
+	Postage   int64     `json:"postage_mills"`
+	AR        int64     `json:"ar"`
+	DR        int64     `json:"dr"`
+	At        time.Time `json:"at"`
+	Indicium  []byte    `json:"indicium"`
+	Reason    string    `json:"reason,omitempty"` // why it was voided
+}
+
+// Bought is a completed fund purchase.
+type Bought struct {
+	PurchaseID string `json:"purchase_id"`
+	Amount     int64  `json:"amount_mills"`
+}
+
+// Funding is a GPSD-to-MPSD transfer.
+type Funding struct {
+	MPSD   uint32    `json:"mpsd"`
+	Amount int64     `json:"amount_mills"`
+	At     time.Time `json:"at"`
+}
+
+// Reading is a PSD's registers at the start and end of the period.
+type Reading struct {
+	Serial  uint32 `json:"serial"`
+	Kind    string `json:"kind"`
+	ARStart int64  `json:"ar_start"`
+	DRStart int64  `json:"dr_start"`
+	AR      int64  `json:"ar"`
+	DR      int64  `json:"dr"`
+}
+
+// Totals restate the lists; the authority recomputes them.
+type Totals struct {
+	Indicia         int   `json:"indicia"`
+	Postage         int64 `json:"postage_mills"`
+	VoidedPostage   int64 `json:"voided_postage_mills"`
+	Purchased       int64 `json:"purchased_mills"`
+	PurchasedToDate int64 `json:"purchased_to_date_mills"`
+	Funded          int64 `json:"funded_mills"`
+}
+
+// SubmitReport uploads a report and returns the authority's reference.
+func (c *Client) SubmitReport(ctx context.Context, r *Report) (string, error) {
+	var out struct {
+		Ref string `json:"ref"`
+	}
+	if err := c.post(ctx, "/v1/reports", r, &out); err != nil {
+		return "", fmt.Errorf("postal: submit report %s: %w", r.ReportID, err)
+	}
+	return out.Ref, nil
+}

@@ -10,21 +10,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/protocol"
 )
 
-// seller issues indicia; the PSDM pool.
-type seller interface {
-	Sell(ctx context.Context, s *ledger.Sale) ([]byte, error)
+// issuer signs indicia; the PSDM pool.
+type issuer interface {
+	Issue(ctx context.Context, s *ledger.Sale) ([]*ledger.Record, error)
 }
 
-// book stores final answers; the ledger.
+// book commits sales and keeps final answers; the ledger.
 type book interface {
 	Replay(ctx context.Context, kioskID, requestID string, bodyHash []byte) ([]byte, error)
 	Reject(ctx context.Context, kioskID, requestID string, bodyHash []byte, perr *protocol.Error) ([]byte, error)
+	Commit(ctx context.Context, s *ledger.Sale, recs []*ledger.Record) ([]byte, error)
+	LabelLive(ctx context.Context, label protocol.LabelSerial) (bool, error)
 }
 
 // kiosks numbers kiosks for the indicium's user field.
@@ -39,12 +42,24 @@ type rateBook interface {
 
 // Service answers purchase requests.
 type Service struct {
-	Seller seller
+	Issuer issuer
 	Book   book
 	Kiosks kiosks
 	Rates  rateBook
 	Log    *slog.Logger
 	Now    func() time.Time
+
+	mu       sync.Mutex
+	inflight map[string]*flight            // kiosk/request -> the sale answering it
+	labels   map[protocol.LabelSerial]bool // labels of sales in flight
+}
+
+// flight is a sale in progress; a repeat of its request waits for it.
+type flight struct {
+	hash []byte
+	done chan struct{}
+	out  []byte
+	perr *protocol.Error
 }
 
 // Purchase answers one purchase request that arrived on kioskID's topic.
@@ -68,6 +83,24 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 	}
 	h := sha256.Sum256(canon)
 	hash := h[:]
+	// A resend that arrives while the first copy is still being served
+	// waits for it and gets the same answer.
+	f, first := s.join(kioskID+"/"+req.RequestID, hash)
+	if !first {
+		<-f.done
+		if string(f.hash) != string(hash) {
+			return s.refuse(req.RequestID, protocol.Errorf(protocol.CodeIdempotencyConflict,
+				"request_id %s was used before with a different body", req.RequestID))
+		}
+		return f.out, f.perr
+	}
+	defer s.leave(kioskID+"/"+req.RequestID, f)
+	f.out, f.perr = s.purchase(ctx, req, hash)
+	return f.out, f.perr
+}
+
+func (s *Service) purchase(ctx context.Context, req *protocol.PurchaseRequest, hash []byte) ([]byte, *protocol.Error) {
+	kioskID := req.KioskID
 	if prior, err := s.Book.Replay(ctx, kioskID, req.RequestID, hash); prior != nil || err != nil {
 		if err != nil {
 			return s.refuse(req.RequestID, err)
@@ -76,9 +109,17 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 	}
 	sale, err := s.prepare(ctx, req, hash)
 	if err == nil {
-		var out []byte
-		if out, err = s.Seller.Sell(ctx, sale); err == nil {
-			return out, nil
+		release, lerr := s.holdLabels(ctx, sale)
+		err = lerr
+		if err == nil {
+			defer release()
+			var recs []*ledger.Record
+			if recs, err = s.Issuer.Issue(ctx, sale); err == nil {
+				var out []byte
+				if out, err = s.Book.Commit(ctx, sale, recs); err == nil {
+					return out, nil
+				}
+			}
 		}
 	}
 	perr := protocol.AsError(err)
@@ -120,6 +161,63 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 		return nil, err
 	}
 	return sale, nil
+}
+
+func (s *Service) join(key string, hash []byte) (*flight, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight == nil {
+		s.inflight = map[string]*flight{}
+		s.labels = map[protocol.LabelSerial]bool{}
+	}
+	if f, ok := s.inflight[key]; ok {
+		return f, false
+	}
+	f := &flight{hash: hash, done: make(chan struct{})}
+	s.inflight[key] = f
+	return f, true
+}
+
+func (s *Service) leave(key string, f *flight) {
+	s.mu.Lock()
+	delete(s.inflight, key)
+	s.mu.Unlock()
+	close(f.done)
+}
+
+// holdLabels refuses labels that carry an indicium or belong to another
+// sale in flight, and holds the sale's labels until it ends.
+func (s *Service) holdLabels(ctx context.Context, sale *ledger.Sale) (func(), error) {
+	s.mu.Lock()
+	for _, it := range sale.Items {
+		if s.labels[it.Label] {
+			s.mu.Unlock()
+			return nil, protocol.Errorf(protocol.CodeLabelUsed, "label %s is being used by another sale", it.Label)
+		}
+	}
+	for _, it := range sale.Items {
+		s.labels[it.Label] = true
+	}
+	s.mu.Unlock()
+	release := func() {
+		s.mu.Lock()
+		for _, it := range sale.Items {
+			delete(s.labels, it.Label)
+		}
+		s.mu.Unlock()
+	}
+	for _, it := range sale.Items {
+		live, err := s.Book.LabelLive(ctx, it.Label)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		if live {
+			release()
+			return nil, protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", it.Label)
+		}
+	}
+	return release, nil
 }
 
 // refuse builds a rejection that is not recorded: the request could not be

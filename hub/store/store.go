@@ -8,7 +8,6 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -18,7 +17,8 @@ import (
 	"strconv"
 	"strings"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
 )
 
 //go:embed migrations
@@ -38,12 +38,36 @@ type DB struct {
 	Dialect Dialect
 }
 
+// IsPostgres reports whether dsn names a PostgreSQL database.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
 // Open opens dsn: a file path for SQLite, or a postgres:// URL.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return nil, errors.New("store: open: PostgreSQL is not built in yet")
+	if IsPostgres(dsn) {
+		return openPostgres(ctx, dsn)
 	}
 	return openSQLite(ctx, dsn)
+}
+
+func openPostgres(ctx context.Context, dsn string) (*DB, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", err)
+	}
+	db.SetMaxOpenConns(32)
+	db.SetMaxIdleConns(32)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open postgres: %w", err)
+	}
+	d := &DB{DB: db, Dialect: Postgres}
+	if err := d.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return d, nil
 }
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {
@@ -84,6 +108,24 @@ func (d *DB) Rebind(query string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// ForUpdate is the row-locking suffix for a SELECT inside a transaction.
+// SQLite needs none: a write transaction holds the whole database.
+func (d *DB) ForUpdate() string {
+	if d.Dialect == Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// IsConflict reports whether err is a unique-constraint violation.
+func IsConflict(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "SQLSTATE 23505")
 }
 
 // SchemaVersion returns the applied migration number.
@@ -131,7 +173,19 @@ func (d *DB) migrations() ([]migration, error) {
 }
 
 func (d *DB) migrate(ctx context.Context) error {
-	if _, err := d.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	defer conn.Close()
+	if d.Dialect == Postgres {
+		// Hubs sharing a database may start together; one migrates.
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(7070001)`); err != nil {
+			return fmt.Errorf("store: migrate: lock: %w", err)
+		}
+		defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(7070001)`)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)`); err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
@@ -139,15 +193,15 @@ func (d *DB) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	have, err := d.SchemaVersion(ctx)
-	if err != nil {
-		return err
+	var have int
+	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
 	}
 	if have > len(ms) {
 		return fmt.Errorf("store: migrate: database is at schema %d, this hub knows %d; upgrade the hub", have, len(ms))
 	}
 	for _, m := range ms[have:] {
-		tx, err := d.BeginTx(ctx, nil)
+		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("store: migrate %s: %w", m.name, err)
 		}

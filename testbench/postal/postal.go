@@ -21,6 +21,9 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+
+	hubpostal "github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // Certificate is a registered public key.
@@ -44,6 +47,19 @@ type Purchase struct {
 type state struct {
 	Certificates []Certificate `json:"certificates"`
 	Purchases    []Purchase    `json:"purchases"`
+	Reports      []Filed       `json:"reports"`
+}
+
+// Filed is an accepted report.
+type Filed struct {
+	Ref      string    `json:"ref"`
+	ReportID string    `json:"report_id"`
+	Vendor   string    `json:"vendor"`
+	From     time.Time `json:"from"`
+	To       time.Time `json:"to"`
+	Indicia  int       `json:"indicia"`
+	Postage  int64     `json:"postage_mills"`
+	Received time.Time `json:"received"`
 }
 
 // Authority is the simulated postal authority.
@@ -103,6 +119,8 @@ func (a *Authority) Handler() http.Handler {
 	r.Get("/v1/certificates", a.getCertificates)
 	r.Post("/v1/funds", a.postFunds)
 	r.Get("/v1/funds", a.getFunds)
+	r.Post("/v1/reports", a.postReport)
+	r.Get("/v1/reports", a.getReports)
 	return r
 }
 
@@ -212,6 +230,146 @@ func (a *Authority) getFunds(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Reports returns the accepted reports.
+func (a *Authority) Reports() []Filed {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Filed(nil), a.st.Reports...)
+}
+
+func (a *Authority) getReports(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.Reports())
+}
+
+func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
+	var rep hubpostal.Report
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<20)).Decode(&rep); err != nil {
+		httpError(w, http.StatusBadRequest, "bad json: %v", err)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, f := range a.st.Reports {
+		if f.ReportID == rep.ReportID && f.Vendor == rep.Vendor {
+			writeJSON(w, http.StatusOK, map[string]string{"ref": f.Ref})
+			return
+		}
+	}
+	if problems := a.audit(&rep); len(problems) > 0 {
+		a.log.Warn("report refused", "report", rep.ReportID, "problems", problems)
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "report does not add up", "problems": problems})
+		return
+	}
+	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, From: rep.From, To: rep.To,
+		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC()}
+	a.st.Reports = append(a.st.Reports, f)
+	if err := a.save(); err != nil {
+		a.st.Reports = a.st.Reports[:len(a.st.Reports)-1]
+		httpError(w, http.StatusInternalServerError, "save: %v", err)
+		return
+	}
+	a.log.Info("report accepted", "ref", f.Ref, "vendor", f.Vendor, "indicia", f.Indicia)
+	writeJSON(w, http.StatusCreated, map[string]string{"ref": f.Ref})
+}
+
+// audit re-checks a report the way an inspector would: its totals, the
+// purchases against the authority's own records, the register equations,
+// each MPSD's movement against its transactions, and every signature
+// against the certificates the authority issued. The caller holds a.mu.
+func (a *Authority) audit(r *hubpostal.Report) []string {
+	var bad []string
+	fail := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }
+	keys := map[uint32]*ecdsa.PublicKey{}
+	for _, c := range a.st.Certificates {
+		if c.Vendor != r.Vendor {
+			continue
+		}
+		if blk, _ := pem.Decode([]byte(c.PublicKeyPEM)); blk != nil {
+			if k, err := x509.ParsePKIXPublicKey(blk.Bytes); err == nil {
+				keys[c.Serial], _ = k.(*ecdsa.PublicKey)
+			}
+		}
+	}
+	var postage, voided, bought, funded int64
+	perMPSD := map[uint32]int64{}
+	for i, t := range r.Transactions {
+		postage += t.Postage
+		perMPSD[t.MPSD] += t.Postage
+		in, err := protocol.ParseIndicium(t.Indicium)
+		if err == nil && keys[in.CertSerial] != nil {
+			_, err = protocol.VerifyIndicium(t.Indicium, keys[in.CertSerial])
+		} else if err == nil {
+			err = fmt.Errorf("no certificate %d", in.CertSerial)
+		}
+		if err != nil {
+			fail("transaction %d (%s): indicium does not verify: %v", i, t.Label, err)
+			continue
+		}
+		if int64(in.Postage) != t.Postage || in.MPSDSerial != t.MPSD || int64(in.AR) != t.AR || int64(in.DR) != t.DR || in.Label.String() != t.Label {
+			fail("transaction %d (%s): the line disagrees with its indicium", i, t.Label)
+		}
+	}
+	for _, t := range r.Voided {
+		voided += t.Postage
+	}
+	sold := map[string]int64{}
+	var soldTotal int64
+	for _, p := range a.st.Purchases {
+		if p.Vendor == r.Vendor {
+			sold[p.ID] = p.AmountMills
+			soldTotal += p.AmountMills
+		}
+	}
+	for _, b := range r.Purchases {
+		bought += b.Amount
+		if amt, ok := sold[b.PurchaseID]; !ok || amt != b.Amount {
+			fail("purchase %s of %d mills is not in the authority's records", b.PurchaseID, b.Amount)
+		}
+	}
+	fundedMPSD := map[uint32]int64{}
+	for _, f := range r.Fundings {
+		funded += f.Amount
+		fundedMPSD[f.MPSD] += f.Amount
+	}
+	t := r.Totals
+	if t.Indicia != len(r.Transactions) || t.Postage != postage || t.VoidedPostage != voided || t.Purchased != bought || t.Funded != funded {
+		fail("totals do not match the lists")
+	}
+	if t.PurchasedToDate > soldTotal {
+		fail("purchased to date %d exceeds the %d mills the authority sold", t.PurchasedToDate, soldTotal)
+	}
+	var gpsd *hubpostal.Reading
+	var mpsdSum int64
+	for i := range r.Registers {
+		rd := &r.Registers[i]
+		if rd.Kind == "gpsd" {
+			gpsd = rd
+			continue
+		}
+		mpsdSum += rd.AR + rd.DR
+		if rd.AR-rd.ARStart != perMPSD[rd.Serial] {
+			fail("mpsd %d: AR moved %d but its transactions total %d", rd.Serial, rd.AR-rd.ARStart, perMPSD[rd.Serial])
+		}
+		if rd.DR-rd.DRStart != fundedMPSD[rd.Serial]-perMPSD[rd.Serial] {
+			fail("mpsd %d: DR moved %d, funding %d less postage %d", rd.Serial, rd.DR-rd.DRStart, fundedMPSD[rd.Serial], perMPSD[rd.Serial])
+		}
+	}
+	if gpsd == nil {
+		fail("no GPSD reading")
+		return bad
+	}
+	if gpsd.AR+gpsd.DR != t.PurchasedToDate {
+		fail("equation 1: GPSD AR %d + DR %d != purchased to date %d", gpsd.AR, gpsd.DR, t.PurchasedToDate)
+	}
+	if gpsd.AR != mpsdSum {
+		fail("equation 2: GPSD AR %d != sum of MPSD AR+DR %d", gpsd.AR, mpsdSum)
+	}
+	if gpsd.AR-gpsd.ARStart != funded || gpsd.DR-gpsd.DRStart != bought-funded {
+		fail("GPSD movement does not match purchases %d and fundings %d", bought, funded)
+	}
+	return bad
 }
 
 // save writes the state file atomically; the caller holds a.mu.

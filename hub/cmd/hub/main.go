@@ -3,7 +3,10 @@
 //	hub [flags]                 serve kiosks (embedded broker, API, workers)
 //	hub ledger check [flags]    check every ledger invariant; exit 1 if any breaks
 //	hub keys init|rotate|list   the signing-key ceremony
+//	hub report --from D --to D  build the postal report for [from, to) and upload it
 //	hub --check-config [flags]  validate the configuration and exit
+//
+// The PKCS#11 PIN comes from --pkcs11-pin or, better, FRANK_PKCS11_PIN.
 package main
 
 import (
@@ -16,8 +19,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/protocol"
 )
 
 func main() {
@@ -26,12 +31,15 @@ func main() {
 
 func run(args []string) int {
 	cmd := ""
-	if len(args) > 0 && (args[0] == "ledger" || args[0] == "keys") {
+	switch {
+	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys"):
 		if len(args) < 2 {
 			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list")
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
+	case len(args) > 0 && args[0] == "report":
+		cmd, args = "report", args[1:]
 	}
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
 	var cfg hub.Config
@@ -42,6 +50,18 @@ func run(args []string) int {
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:8080", "HTTP API address")
 	fs.StringVar(&cfg.PostalURL, "postal", "http://127.0.0.1:8090", "postal authority URL")
 	fs.IntVar(&cfg.Workers, "workers", 2, "PSDM workers, one HSM session each")
+	fs.IntVar(&cfg.MPSDs, "mpsds", 2, "MPSDs each worker checks out (1-8)")
+	fs.StringVar(&cfg.HSM, "hsm", "soft", "key store: soft (development) or pkcs11")
+	fs.StringVar(&cfg.PKCS11.Module, "pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library")
+	fs.StringVar(&cfg.PKCS11.Token, "pkcs11-token", "frank", "PKCS#11 token label")
+	fs.StringVar(&cfg.PKCS11.PIN, "pkcs11-pin", os.Getenv("FRANK_PKCS11_PIN"), "PKCS#11 user PIN (default $FRANK_PKCS11_PIN)")
+	mpsdFunding := fs.String("mpsd-funding", "1000.00", "dollars moved from the GPSD to an MPSD that runs short")
+	gpsdPurchase := fs.String("gpsd-purchase", "100000.00", "dollars bought from the postal authority when the GPSD runs short")
+	fs.DurationVar(&cfg.Ledger.InspectionWarn, "inspection-warn", 90*24*time.Hour, "raise inspection_due after this long without a postal report")
+	fs.DurationVar(&cfg.Ledger.InspectionStop, "inspection-stop", 120*24*time.Hour, "stop selling after this long without a postal report")
+	fs.DurationVar(&cfg.Ledger.LeaseTTL, "lease-ttl", 15*time.Second, "MPSD lease lifetime without renewal")
+	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
+	to := fs.String("to", "", "report: last day (2006-01-02, exclusive)")
 	fs.StringVar(&cfg.RatesDir, "rates", "", "directory of extra rate tables (*.json)")
 	fs.IntVar(&cfg.HeartbeatS, "heartbeat", 30, "kiosk heartbeat period pushed in config, seconds")
 	logFormat := fs.String("log", "json", "log format: json or text")
@@ -50,6 +70,15 @@ func run(args []string) int {
 		return 2
 	}
 	log := newLogger(*logFormat)
+	var err error
+	if cfg.Ledger.MPSDFunding, err = protocol.ParseMills(*mpsdFunding); err != nil {
+		fmt.Fprintln(os.Stderr, "hub: --mpsd-funding:", err)
+		return 2
+	}
+	if cfg.Ledger.GPSDPurchase, err = protocol.ParseMills(*gpsdPurchase); err != nil {
+		fmt.Fprintln(os.Stderr, "hub: --gpsd-purchase:", err)
+		return 2
+	}
 	if *checkConfig {
 		if err := cfg.Check(); err != nil {
 			fmt.Fprintln(os.Stderr, "hub: config:", err)
@@ -75,6 +104,8 @@ func run(args []string) int {
 		return ledgerCheck(ctx, h)
 	case "keys init", "keys rotate", "keys list":
 		return keysCmd(ctx, h, cmd)
+	case "report":
+		return reportCmd(ctx, h, *from, *to)
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)
@@ -136,6 +167,30 @@ func keysCmd(ctx context.Context, h *hub.Hub, cmd string) int {
 	if err := enc.Encode(all); err != nil && !errors.Is(err, os.ErrClosed) {
 		return 1
 	}
+	return 0
+}
+
+func reportCmd(ctx context.Context, h *hub.Hub, from, to string) int {
+	f, err1 := time.Parse(time.DateOnly, from)
+	t, err2 := time.Parse(time.DateOnly, to)
+	if err1 != nil || err2 != nil {
+		fmt.Fprintln(os.Stderr, "hub report: want --from and --to as 2006-01-02")
+		return 2
+	}
+	r, err := h.Ledger().BuildReport(ctx, f, t)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub report:", err)
+		return 1
+	}
+	fmt.Printf("report %s: %d indicia, postage %s, refund claims %s, bought %s, funded %s, %d register readings\n",
+		r.ReportID, r.Totals.Indicia, protocol.Mills(r.Totals.Postage).Exact(), protocol.Mills(r.Totals.VoidedPostage).Exact(),
+		protocol.Mills(r.Totals.Purchased).Exact(), protocol.Mills(r.Totals.Funded).Exact(), len(r.Registers))
+	ref, err := h.Ledger().SubmitReport(ctx, r, h.Postal())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub report: the postal authority refused it:", err)
+		return 1
+	}
+	fmt.Println("accepted by the postal authority:", ref)
 	return 0
 }
 

@@ -1,0 +1,149 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Slot is an MPSD as a worker holds it: its committed registers and the
+// date of its last inspection.
+type Slot struct {
+	Serial     uint32
+	AR, DR     protocol.Mills
+	ReportedAt time.Time
+}
+
+// Lease checks out up to n MPSDs for this process: free ones first (never
+// leased, released, or whose holder's lease expired), then new ones with
+// empty registers (patent Fig. 8, step 816). Each is verified against its
+// control code; a mismatch locks it and it is skipped.
+func (l *Ledger) Lease(ctx context.Context, n int) ([]Slot, error) {
+	var out []Slot
+	for len(out) < n {
+		s, err := l.leaseOne(ctx)
+		if err != nil {
+			if errors.Is(err, ErrTamper) {
+				continue // locked; look for another
+			}
+			return out, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (l *Ledger) leaseOne(ctx context.Context) (slot Slot, err error) {
+	defer func() { l.lockOnTamper(err) }()
+	now := l.cfg.Now()
+	until := micros(now.Add(l.cfg.LeaseTTL))
+	err = l.inTx(ctx, func(tx *sql.Tx) error {
+		q := `SELECT serial FROM psd WHERE kind = 'mpsd' AND locked IS NULL AND (lease_holder IS NULL OR lease_until < ?) ORDER BY serial LIMIT 1`
+		if l.db.Dialect == "postgres" {
+			q += " FOR UPDATE SKIP LOCKED"
+		}
+		var serial uint32
+		err := tx.QueryRowContext(ctx, l.db.Rebind(q), micros(now)).Scan(&serial)
+		if errors.Is(err, sql.ErrNoRows) {
+			serial, err = l.createMPSD(ctx, tx, now)
+		}
+		if err != nil {
+			return err
+		}
+		p, err := l.loadPSD(ctx, l.mac, tx, serial, true)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET lease_holder = ?, lease_until = ? WHERE serial = ?`),
+			l.cfg.Holder, until, serial); err != nil {
+			return err
+		}
+		slot = Slot{Serial: serial, AR: p.AR, DR: p.DR, ReportedAt: p.ReportedAt}
+		return nil
+	})
+	if err != nil {
+		return Slot{}, fmt.Errorf("ledger: lease mpsd: %w", err)
+	}
+	l.log.Info("mpsd leased", "mpsd", slot.Serial, "holder", l.cfg.Holder, "dr", slot.DR.String())
+	return slot, nil
+}
+
+// createMPSD makes a new MPSD with AR = DR = 0. It is funded from the GPSD
+// by its first sale, in that sale's transaction.
+func (l *Ledger) createMPSD(ctx context.Context, tx *sql.Tx, now time.Time) (uint32, error) {
+	var max sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(serial) FROM psd WHERE kind = 'mpsd'`).Scan(&max); err != nil {
+		return 0, err
+	}
+	serial := uint32(FirstMPSDSerial)
+	if max.Valid {
+		serial = uint32(max.Int64) + 1
+	}
+	if serial > protocol.MaxMPSDSerial {
+		return 0, errors.New("mpsd serials exhausted")
+	}
+	m := PSD{Serial: serial, Kind: KindMPSD}
+	if err := seal(l.mac, l.cfg.ControlKey, &m); err != nil {
+		return 0, err
+	}
+	_, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO psd (serial, kind, ar, dr, control, created_at, reported_at) VALUES (?, 'mpsd', 0, 0, ?, ?, ?)`),
+		m.Serial, m.Control, micros(now), micros(now))
+	if err != nil {
+		return 0, err
+	}
+	if err := l.appendAudit(ctx, tx, now, []auditEntry{{PSD: serial, Kind: "create", Ref: "new mpsd"}}); err != nil {
+		return 0, err
+	}
+	l.log.Info("mpsd created", "mpsd", serial)
+	return serial, nil
+}
+
+// LeaseState is what Renew learns about one held MPSD.
+type LeaseState struct {
+	Held       bool // still ours; false means stop using it
+	Locked     string
+	ReportedAt time.Time
+}
+
+// Renew extends this process's leases on serials and reports their state.
+func (l *Ledger) Renew(ctx context.Context, serials []uint32) (map[uint32]LeaseState, error) {
+	now := l.cfg.Now()
+	until := micros(now.Add(l.cfg.LeaseTTL))
+	out := make(map[uint32]LeaseState, len(serials))
+	err := l.inTx(ctx, func(tx *sql.Tx) error {
+		for _, s := range serials {
+			res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET lease_until = ? WHERE serial = ? AND lease_holder = ? AND locked IS NULL`),
+				until, s, l.cfg.Holder)
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			var locked sql.NullString
+			var reported int64
+			if err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT locked, reported_at FROM psd WHERE serial = ?`), s).Scan(&locked, &reported); err != nil {
+				return err
+			}
+			out[s] = LeaseState{Held: n == 1, Locked: locked.String, ReportedAt: time.UnixMicro(reported)}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: renew leases: %w", err)
+	}
+	return out, nil
+}
+
+// Release gives serials back, at shutdown.
+func (l *Ledger) Release(ctx context.Context, serials []uint32) error {
+	for _, s := range serials {
+		if _, err := l.db.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET lease_holder = NULL, lease_until = 0 WHERE serial = ? AND lease_holder = ?`),
+			s, l.cfg.Holder); err != nil {
+			return fmt.Errorf("ledger: release mpsd %d: %w", s, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/frank-postage/frank/hub/postal"
+)
+
+// BuildReport assembles the postal report for [from, to): transactions,
+// refund claims, funding and register readings from the audit trail.
+func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.Report, error) {
+	if !from.Before(to) {
+		return nil, fmt.Errorf("ledger: report: from %s is not before to %s", from, to)
+	}
+	r := &postal.Report{ReportID: fmt.Sprintf("%s-%d-%d", l.cfg.Vendor, from.UnixMicro(), to.UnixMicro()), Vendor: l.cfg.Vendor,
+		From: from.UTC(), To: to.UTC(), Transactions: []postal.Transaction{}, Voided: []postal.Transaction{},
+		Purchases: []postal.Bought{}, Fundings: []postal.Funding{}}
+	f, t := micros(from), micros(to)
+	err := l.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT mpsd, label, rate_class, postage, ar, dr, created_at, data, state, COALESCE(void_reason, '')
+			FROM indicia WHERE created_at >= ? AND created_at < ? ORDER BY id`), f, t)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var x postal.Transaction
+			var at int64
+			var state string
+			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &state, &x.Reason); err != nil {
+				rows.Close()
+				return err
+			}
+			x.At = time.UnixMicro(at).UTC()
+			r.Transactions = append(r.Transactions, x)
+			r.Totals.Indicia++
+			r.Totals.Postage += x.Postage
+			if state == "voided" {
+				r.Voided = append(r.Voided, x)
+				r.Totals.VoidedPostage += x.Postage
+			}
+		}
+		rows.Close()
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT pa_ref, amount FROM fund_purchases WHERE state = 'done' AND done_at >= ? AND done_at < ? ORDER BY done_at`), f, t)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var b postal.Bought
+			if err := rows.Scan(&b.PurchaseID, &b.Amount); err != nil {
+				rows.Close()
+				return err
+			}
+			r.Purchases = append(r.Purchases, b)
+			r.Totals.Purchased += b.Amount
+		}
+		rows.Close()
+		if err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT COALESCE(SUM(amount), 0) FROM fund_purchases WHERE state = 'done' AND done_at < ?`), t).
+			Scan(&r.Totals.PurchasedToDate); err != nil {
+			return err
+		}
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT mpsd, amount, at FROM fundings WHERE at >= ? AND at < ? ORDER BY id`), f, t)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var x postal.Funding
+			var at int64
+			if err := rows.Scan(&x.MPSD, &x.Amount, &at); err != nil {
+				rows.Close()
+				return err
+			}
+			x.At = time.UnixMicro(at).UTC()
+			r.Fundings = append(r.Fundings, x)
+			r.Totals.Funded += x.Amount
+		}
+		rows.Close()
+		return l.readings(ctx, tx, r, f, t)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: report: %w", err)
+	}
+	return r, nil
+}
+
+// readings takes each PSD's registers at the start and end of the period
+// from the audit trail.
+func (l *Ledger) readings(ctx context.Context, tx *sql.Tx, r *postal.Report, from, to int64) error {
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT psd, at, ar, dr FROM audit WHERE at < ? ORDER BY seq`), to)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	idx := map[uint32]int{}
+	for rows.Next() {
+		var s uint32
+		var at, ar, dr int64
+		if err := rows.Scan(&s, &at, &ar, &dr); err != nil {
+			return err
+		}
+		i, ok := idx[s]
+		if !ok {
+			kind := KindMPSD
+			if s == GPSDSerial {
+				kind = KindGPSD
+			}
+			r.Registers = append(r.Registers, postal.Reading{Serial: s, Kind: kind})
+			i = len(r.Registers) - 1
+			idx[s] = i
+		}
+		rd := &r.Registers[i]
+		if at < from {
+			rd.ARStart, rd.DRStart = ar, dr
+		}
+		rd.AR, rd.DR = ar, dr
+	}
+	return rows.Err()
+}
+
+// submitter uploads reports; the postal client.
+type submitter interface {
+	SubmitReport(ctx context.Context, r *postal.Report) (string, error)
+}
+
+// SubmitReport records the report, uploads it, and on acceptance marks
+// every PSD as reported now, which resets the inspection watchdog.
+func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa submitter) (string, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return "", fmt.Errorf("ledger: submit report: %w", err)
+	}
+	now := l.cfg.Now()
+	var id int64
+	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`INSERT INTO reports (period_from, period_to, created_at, body, state) VALUES (?, ?, ?, ?, 'pending') RETURNING id`),
+		micros(r.From), micros(r.To), micros(now), body).Scan(&id); err != nil {
+		return "", fmt.Errorf("ledger: submit report: %w", err)
+	}
+	ref, err := pa.SubmitReport(ctx, r)
+	if err != nil {
+		l.db.ExecContext(ctx, l.db.Rebind(`UPDATE reports SET state = 'refused', answer = ? WHERE id = ?`), err.Error(), id)
+		return "", err
+	}
+	err = l.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE reports SET state = 'accepted', pa_ref = ? WHERE id = ?`), ref, id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET reported_at = ? WHERE locked IS NULL`), micros(now))
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("ledger: submit report: record acceptance: %w", err)
+	}
+	l.log.Info("postal report accepted", "ref", ref, "from", r.From, "to", r.To, "indicia", r.Totals.Indicia)
+	return ref, l.CheckInspection(ctx)
+}
