@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test deps lint unit fuzz clean
+.PHONY: all build run test deps lint unit race fuzz clean
 
 all: build
 
@@ -17,8 +17,8 @@ build:
 run: build
 	bin/testbench run --dir var
 
-## test: install test dependencies (as root), lint, run every test, fuzz every decoder briefly
-test: deps lint unit fuzz
+## test: install test dependencies (as root), lint, run every test, the short tests again under the race detector, fuzz every decoder briefly
+test: deps lint unit race fuzz
 
 deps:
 	bash .ci/deps
@@ -31,7 +31,10 @@ lint:
 	bash .ci/pkgdoc
 
 unit:
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+race:
+	$(GO) test -race -short -count=1 -timeout 30m ./...
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) bash .ci/fuzz

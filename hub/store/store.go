@@ -43,15 +43,20 @@ func IsPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
-// Open opens dsn: a file path for SQLite, or a postgres:// URL.
-func Open(ctx context.Context, dsn string) (*DB, error) {
+// Open opens dsn, a file path for SQLite or a postgres:// URL, and brings
+// its schema up to date.
+func Open(ctx context.Context, dsn string) (*DB, error) { return OpenVersion(ctx, dsn, 0) }
+
+// OpenVersion is Open that stops migrating at schema version (0: latest).
+// Tests use it to build databases of an older schema.
+func OpenVersion(ctx context.Context, dsn string, version int) (*DB, error) {
 	if IsPostgres(dsn) {
-		return openPostgres(ctx, dsn)
+		return openPostgres(ctx, dsn, version)
 	}
-	return openSQLite(ctx, dsn)
+	return openSQLite(ctx, dsn, version)
 }
 
-func openPostgres(ctx context.Context, dsn string) (*DB, error) {
+func openPostgres(ctx context.Context, dsn string, version int) (*DB, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
@@ -63,14 +68,14 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
 	}
 	d := &DB{DB: db, Dialect: Postgres}
-	if err := d.migrate(ctx); err != nil {
+	if err := d.migrate(ctx, version); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
-func openSQLite(ctx context.Context, path string) (*DB, error) {
+func openSQLite(ctx context.Context, path string, version int) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -85,7 +90,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	d := &DB{DB: db, Dialect: SQLite}
-	if err := d.migrate(ctx); err != nil {
+	if err := d.migrate(ctx, version); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -172,7 +177,7 @@ func (d *DB) migrations() ([]migration, error) {
 	return out, nil
 }
 
-func (d *DB) migrate(ctx context.Context) error {
+func (d *DB) migrate(ctx context.Context, upTo int) error {
 	conn, err := d.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
@@ -200,7 +205,10 @@ func (d *DB) migrate(ctx context.Context) error {
 	if have > len(ms) {
 		return fmt.Errorf("store: migrate: database is at schema %d, this hub knows %d; upgrade the hub", have, len(ms))
 	}
-	for _, m := range ms[have:] {
+	if upTo > 0 && upTo < len(ms) {
+		ms = ms[:upTo]
+	}
+	for _, m := range ms[min(have, len(ms)):] {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("store: migrate %s: %w", m.name, err)

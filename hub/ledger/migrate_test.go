@@ -1,0 +1,176 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/ledger"
+	hubpostal "github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/hub/psdm"
+	"github.com/frank-postage/frank/hub/store"
+)
+
+// testdata/v1 is a hub database written by the schema-1 hub (two sales from
+// `make run`), with its development key store. A newer hub must open it,
+// migrate it, keep its money, and sell on.
+
+// v1Tables are the schema-1 tables, parents first.
+var v1Tables = []string{"meta", "psd", "fund_purchases", "fundings", "signing_keys", "kiosks", "sales", "indicia"}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.Walk(from, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		dst := filepath.Join(to, rel)
+		if fi.IsDir() {
+			return os.MkdirAll(dst, 0o700)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		_, err = io.Copy(out, in)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// v1Database gives a schema-1 database holding the fixture's rows.
+func v1Database(t *testing.T, backend string, dir string) string {
+	t.Helper()
+	ctx := context.Background()
+	fixture := filepath.Join(dir, "hub.db")
+	if backend == "sqlite" {
+		return fixture
+	}
+	src, err := store.OpenVersion(ctx, fixture, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dsn, err := pg.NewDatabase(fmt.Sprintf("v1_%d", dbSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := store.OpenVersion(ctx, dsn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	for _, table := range v1Tables {
+		rows, err := src.QueryContext(ctx, "SELECT * FROM "+table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			q := fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", table, strings.Join(cols, ", "),
+				strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", "))
+			if _, err := dst.ExecContext(ctx, dst.Rebind(q), vals...); err != nil {
+				t.Fatalf("copy %s: %v", table, err)
+			}
+		}
+		rows.Close()
+	}
+	// Rows were copied with their ids; move the identity sequences past them.
+	for _, table := range []string{"fundings", "indicia"} {
+		if _, err := dst.ExecContext(ctx, fmt.Sprintf(`SELECT setval(pg_get_serial_sequence('%s', 'id'), (SELECT MAX(id) FROM %s))`, table, table)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dsn
+}
+
+func TestMigrateFromV1Fixture(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			copyDir(t, "testdata/v1", dir)
+			dsn := v1Database(t, b.name, dir)
+
+			db, err := store.Open(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if v, _ := db.SchemaVersion(ctx); v != 2 {
+				t.Fatalf("schema %d after migration, want 2", v)
+			}
+			ks, err := soft.Open(filepath.Join(dir, "keys"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sess, _ := ks.Session()
+			l, err := ledger.Open(ctx, db, ledger.Config{Holder: "migrated"}, sess, hubpostal.New("http://127.0.0.1:1", "FR"),
+				alerts.New(db, quiet, nil), quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			r, err := l.Check(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.OK() {
+				t.Fatalf("migrated ledger: %v", r.Violations)
+			}
+			// The money the old hub held is all there.
+			if r.Indicia != 2 || r.FundsBought != 100_000_000 || r.GPSD.AR != 1_000_000 || len(r.MPSDs) != 1 || r.MPSDs[0].AR != 1560 {
+				t.Fatalf("migrated ledger: %d indicia, bought %d, gpsd %+v, mpsds %+v", r.Indicia, r.FundsBought, r.GPSD, r.MPSDs)
+			}
+			// Old labels stay used; the old MPSD can be leased and sells on.
+			var labels int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM indicia WHERE state <> 'voided'`).Scan(&labels); err != nil || labels != 2 {
+				t.Fatalf("live labels %d, %v", labels, err)
+			}
+			open := func() (psdm.Session, error) { return ks.Session() }
+			pool, err := psdm.Start(ctx, psdm.Config{Workers: 1, MPSDsPerWorker: 1}, open,
+				psdm.Key{Label: "indicium-20261129T060722.559235", CertSerial: 1}, l, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			s := newSale("after-migration", 780, "0000-0003-01")
+			recs, err := pool.Issue(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Commit(ctx, s, recs); err != nil {
+				t.Fatal(err)
+			}
+			if recs[0].Serial != r.MPSDs[0].Serial || recs[0].AR != 1560+780 {
+				t.Fatalf("sale after migration: mpsd %d AR %d", recs[0].Serial, recs[0].AR)
+			}
+			if r, err := l.Check(ctx); err != nil || !r.OK() {
+				t.Fatalf("after a new sale: %v %v", r.Violations, err)
+			}
+		})
+	}
+}
