@@ -156,7 +156,7 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 	if perr != nil {
 		f.log.Info("purchase rejected", "kiosk", kiosk, "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
 	} else {
-		f.log.Info("purchase answered", "kiosk", kiosk, "took", time.Since(start))
+		f.log.Debug("purchase answered", "kiosk", kiosk, "took", time.Since(start))
 	}
 }
 

@@ -37,6 +37,8 @@ type Config struct {
 	ZIP       string
 	Log       *slog.Logger
 	Output    io.Writer // child processes' logs, prefixed; nil discards
+	HubArgs   []string  // more flags for the hub (e.g. --hsm pkcs11)
+	HubEnv    []string  // more environment for the hub (e.g. SOFTHSM2_CONF)
 }
 
 // Demo is a running system.
@@ -104,8 +106,15 @@ func (d *Demo) start(ctx context.Context) error {
 		cfg.Log.With("component", "printer")); err != nil {
 		return err
 	}
-	if err := d.spawn("hub", "--data", filepath.Join(cfg.Dir, "hub"), "--http", cfg.HubHTTP,
-		"--broker-listen", cfg.Broker, "--postal", "http://"+cfg.Postal, "--log", "text"); err != nil {
+	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", cfg.HubHTTP,
+		"--broker-listen", cfg.Broker, "--postal", "http://" + cfg.Postal, "--log", "text"}, cfg.HubArgs...)
+	if len(cfg.HubArgs) > 0 && cfg.HubArgs[0] == "--hsm" {
+		// A real HSM needs its key ceremony before the hub serves.
+		if err := d.run("hub", append([]string{"keys", "init"}, hubArgs...)...); err != nil {
+			return err
+		}
+	}
+	if err := d.spawn("hub", hubArgs...); err != nil {
 		return err
 	}
 	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
@@ -179,12 +188,26 @@ func (p proc) stop() {
 	}
 }
 
+// run runs a command to completion.
+func (d *Demo) run(name string, args ...string) error {
+	c := exec.Command(filepath.Join(d.cfg.BinDir, name), args...)
+	c.Env = append(os.Environ(), d.cfg.HubEnv...)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("demo: %s %v: %w: %s", name, args, err, out)
+	}
+	return nil
+}
+
 func (d *Demo) spawn(name string, args ...string) error {
 	bin := filepath.Join(d.cfg.BinDir, name)
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("demo: %s binary: %w (run make build)", name, err)
 	}
 	c := exec.Command(bin, args...)
+	if name == "hub" {
+		c.Env = append(os.Environ(), d.cfg.HubEnv...)
+	}
 	// Children die with us, even if we are killed.
 	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	pr, pw := io.Pipe()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/softhsm"
 	"github.com/frank-postage/frank/testbench/verify"
 )
 
@@ -227,5 +228,51 @@ func TestKioskRejectsBadOrder(t *testing.T) {
 	}
 	if n := len(d.Printer().Labels()); n != 0 {
 		t.Fatalf("%d labels printed for a refused order", n)
+	}
+}
+
+// With SoftHSM2 over PKCS#11: `hub keys init` creates the key in the token,
+// the hub signs there, and the printed stamp verifies against the key the
+// hub publishes.
+func TestSaleWithSoftHSM(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tok, err := softhsm.Setup(filepath.Join(dir, "softhsm"), "frank", "4321")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: dir, Output: output(t),
+		HubArgs: []string{"--hsm", "pkcs11", "--pkcs11-module", tok.Module, "--pkcs11-token", tok.Label},
+		HubEnv:  []string{tok.Env, "FRANK_PKCS11_PIN=" + tok.PIN}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	next := d.Printer().Next()
+	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1300", "weight_mg": 50_000, "labels": []string{"5AFE-0001-01"},
+		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}})
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("sale: %d %s %v", status, body, err)
+	}
+	var png string
+	select {
+	case png = <-next:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no label printed")
+	}
+	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := keys.Verify(readBoth(t, png))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Postage != 1900 || in.RateCategory != "1300" {
+		t.Fatalf("stamp %+v", in)
+	}
+	// No key material reached the hub's data directory: the soft store was never used.
+	if _, err := os.Stat(filepath.Join(dir, "hub", "keys", "master.key")); err == nil {
+		t.Fatal("the hub made a soft key store while using the HSM")
 	}
 }

@@ -1,0 +1,238 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/postal"
+)
+
+// loadKiosk sends purchases over MQTT and remembers every answer it got.
+type loadKiosk struct {
+	id      string
+	c       mqtt.Client
+	mu      sync.Mutex
+	sent    map[string][]byte // request id -> body, for resends
+	got     map[string][]byte // request id -> the result that reached us
+	waiting map[string]chan []byte
+	seq     int
+}
+
+func newLoadKiosk(t *testing.T, id, broker string) *loadKiosk {
+	k := &loadKiosk{id: id, sent: map[string][]byte{}, got: map[string][]byte{}, waiting: map[string]chan []byte{}}
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("load-" + id).SetOrderMatters(false).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
+		SetMaxReconnectInterval(200 * time.Millisecond).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, k.onResult)
+		})
+	k.c = mqtt.NewClient(opts)
+	k.c.Connect()
+	t.Cleanup(func() { k.c.Disconnect(50) })
+	return k
+}
+
+func (k *loadKiosk) onResult(_ mqtt.Client, m mqtt.Message) {
+	var r struct {
+		RequestID string `json:"request_id"`
+	}
+	if json.Unmarshal(m.Payload(), &r) != nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if prev, ok := k.got[r.RequestID]; ok && !bytes.Equal(prev, m.Payload()) {
+		// Recorded as a second answer; the test compares them.
+		k.got[r.RequestID+"#again"] = m.Payload()
+	}
+	if _, ok := k.got[r.RequestID]; !ok {
+		k.got[r.RequestID] = append([]byte(nil), m.Payload()...)
+	}
+	if ch := k.waiting[r.RequestID]; ch != nil {
+		delete(k.waiting, r.RequestID)
+		ch <- m.Payload()
+	}
+}
+
+// ask sends a purchase (new, or a resend of id) and waits a little.
+func (k *loadKiosk) ask(id string, wait time.Duration) {
+	k.mu.Lock()
+	body, ok := k.sent[id]
+	if !ok {
+		k.seq++
+		var r protocol.PurchaseRequest
+		json.Unmarshal([]byte(prototest.GoodPurchase), &r)
+		r.RequestID, r.KioskID = id, k.id
+		r.Items[0].LabelSerial = fmt.Sprintf("%04X-%04X-%02d", rand.IntN(1<<16), rand.IntN(1<<16), 1+rand.IntN(10))
+		body, _ = json.Marshal(r)
+		k.sent[id] = body
+	}
+	ch := make(chan []byte, 1)
+	k.waiting[id] = ch
+	k.mu.Unlock()
+	k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicPurchase), 1, false, body)
+	select {
+	case <-ch:
+	case <-time.After(wait):
+	}
+}
+
+// unanswered returns the requests sent that got no result yet.
+func (k *loadKiosk) unanswered() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for id := range k.sent {
+		if _, ok := k.got[id]; !ok {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// TestHubSurvivesKill9 kills the hub with SIGKILL at random moments under a
+// load of purchases, 24 times. After each kill `hub ledger check` must pass;
+// at the end every result that reached a kiosk is in the ledger exactly once
+// with the same bytes, and the requests that got no answer, resent with
+// their request_ids, each get one.
+func TestHubSurvivesKill9(t *testing.T) {
+	rounds := 24
+	if testing.Short() {
+		rounds = 3
+	}
+	dir := t.TempDir()
+	pa, err := postal.New("", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paSrv := httptest.NewServer(pa.Handler())
+	defer paSrv.Close()
+	httpAddr, _ := demo.FreeAddr()
+	brokerAddr, _ := demo.FreeAddr()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(filepath.Join(binDir, "hub"), "--data", dir, "--http", httpAddr, "--broker-listen", brokerAddr,
+			"--postal", paSrv.URL, "--lease-ttl", "2s", "--log", "text")
+		cmd.Stdout, cmd.Stderr = output(t), output(t)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := demo.WaitHTTP(context.Background(), "http://"+httpAddr+"/healthz", 30*time.Second); err != nil {
+			cmd.Process.Kill()
+			t.Fatalf("hub did not start: %v", err)
+		}
+		return cmd
+	}
+	check := func(round int) {
+		out, err := exec.Command(filepath.Join(binDir, "hub"), "ledger", "check", "--data", dir, "--log", "text").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "ledger ok") {
+			t.Fatalf("round %d: hub ledger check after kill -9: %v\n%s", round, err, out)
+		}
+	}
+
+	cmd := start()
+	kiosks := make([]*loadKiosk, 4)
+	for i := range kiosks {
+		kiosks[i] = newLoadKiosk(t, fmt.Sprintf("crash-%d", i), brokerAddr)
+	}
+	seq := 0
+	for round := range rounds {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, k := range kiosks {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					k.mu.Lock()
+					seq++
+					id := fmt.Sprintf("r%d-%d", round, seq)
+					k.mu.Unlock()
+					k.ask(id, 300*time.Millisecond)
+				}
+			})
+		}
+		time.Sleep(time.Duration(50+rand.IntN(400)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		close(stop)
+		wg.Wait()
+		check(round)
+		cmd = start()
+	}
+	// Resend everything that was never answered, with the same ids.
+	for _, k := range kiosks {
+		for _, id := range k.unanswered() {
+			k.ask(id, 5*time.Second)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	check(rounds)
+
+	db, err := store.Open(context.Background(), filepath.Join(dir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	answered, okSales := 0, 0
+	for _, k := range kiosks {
+		if len(k.unanswered()) != 0 {
+			t.Errorf("%s: %d requests never answered, even after restart", k.id, len(k.unanswered()))
+		}
+		k.mu.Lock()
+		for id, res := range k.got {
+			if strings.HasSuffix(id, "#again") {
+				t.Errorf("%s: request %s answered twice with different bytes", k.id, strings.TrimSuffix(id, "#again"))
+				continue
+			}
+			answered++
+			var n int
+			var stored []byte
+			err := db.QueryRow(`SELECT COUNT(*), MAX(result) FROM sales WHERE kiosk_id = ? AND request_id = ?`, k.id, id).Scan(&n, &stored)
+			r, derr := protocol.DecodePurchaseResult(res)
+			switch {
+			case err != nil || derr != nil:
+				t.Errorf("%s/%s: %v %v", k.id, id, err, derr)
+			case r.Status == protocol.ResultOK && (n != 1 || !bytes.Equal(stored, res)):
+				t.Errorf("%s/%s: a sale that reached the kiosk is in the ledger %d times (bytes equal: %v)", k.id, id, n, bytes.Equal(stored, res))
+			case r.Status == protocol.ResultOK:
+				okSales++
+				var ind int
+				db.QueryRow(`SELECT COUNT(*) FROM indicia WHERE kiosk_id = ? AND request_id = ?`, k.id, id).Scan(&ind)
+				if ind != 1 {
+					t.Errorf("%s/%s: %d indicia, want 1", k.id, id, ind)
+				}
+			}
+		}
+		k.mu.Unlock()
+	}
+	var total int
+	db.QueryRow(`SELECT COUNT(*) FROM sales WHERE status = 'ok'`).Scan(&total)
+	if total != okSales {
+		t.Errorf("ledger has %d sales, kiosks received %d", total, okSales)
+	}
+	t.Logf("%d kills; %d requests answered, %d sales, all in the ledger once", rounds, answered, okSales)
+}
