@@ -242,4 +242,3 @@ func (m *model) compare(t *testing.T, f *fixture, step int) {
 		}
 	}
 }
-
