@@ -43,7 +43,7 @@ type Config struct {
 	HTTPListen   string // API address; default 127.0.0.1:8080
 	PostalURL    string // postal authority; default http://127.0.0.1:8090
 	Workers      int    // PSDM workers, one HSM session each; default 2
-	MPSDs        int    // MPSDs each worker checks out, 1-8; default 2
+	MPSDs        int    // MPSDs each worker checks out, 1-8; default 1
 	RatesDir     string // extra rate tables (*.json); the built-in USPS table is always loaded
 	HeartbeatS   int    // kiosk heartbeat period pushed in config; default 30
 	// HSM is "soft" (development keys sealed under DataDir/keys/master.key)
@@ -74,7 +74,7 @@ func (c *Config) Defaults() {
 		c.Workers = 2
 	}
 	if c.MPSDs == 0 {
-		c.MPSDs = 2
+		c.MPSDs = 1
 	}
 	if c.HSM == "" {
 		c.HSM = "soft"
@@ -215,6 +215,14 @@ func (h *Hub) openHSM() error {
 	return nil
 }
 
+// BrokerDropped counts messages the embedded broker dropped (0 without one).
+func (h *Hub) BrokerDropped() int64 {
+	if h.broker == nil {
+		return 0
+	}
+	return h.broker.Dropped()
+}
+
 // Alerts returns the alert store.
 func (h *Hub) Alerts() *alerts.Store { return h.alerts }
 
@@ -257,7 +265,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	svc := &sale.Service{Issuer: h.pool, Book: h.ledger, Kiosks: fleet.New(h.db), Rates: book,
+	svc := &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: fleet.New(h.db), Rates: book,
 		Log: h.log.With("component", "sale"), Now: time.Now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{

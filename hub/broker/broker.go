@@ -7,6 +7,7 @@ package broker
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -37,6 +38,12 @@ func Start(addr string, log *slog.Logger) (*Broker, error) {
 
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() string { return b.addr }
+
+// Dropped counts messages the broker could not deliver: a client's write
+// queue was full, or its store of unacknowledged messages.
+func (b *Broker) Dropped() int64 {
+	return atomic.LoadInt64(&b.srv.Info.MessagesDropped) + atomic.LoadInt64(&b.srv.Info.InflightDropped)
+}
 
 // Close disconnects every client and stops listening.
 func (b *Broker) Close() error { return b.srv.Close() }

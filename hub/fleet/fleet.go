@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/frank-postage/frank/hub/store"
@@ -15,14 +16,32 @@ import (
 
 // Registry knows the kiosks.
 type Registry struct {
-	db *store.DB
+	db  *store.DB
+	mu  sync.Mutex
+	ids map[string]uint64 // a kiosk's number never changes once given
 }
 
 // New returns the registry on db.
-func New(db *store.DB) *Registry { return &Registry{db: db} }
+func New(db *store.DB) *Registry { return &Registry{db: db, ids: map[string]uint64{}} }
 
 // UserID returns a kiosk's numeric id, enrolling the kiosk on first sight.
 func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
+	r.mu.Lock()
+	id, ok := r.ids[kioskID]
+	r.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := r.userID(ctx, kioskID)
+	if err == nil {
+		r.mu.Lock()
+		r.ids[kioskID] = id
+		r.mu.Unlock()
+	}
+	return id, err
+}
+
+func (r *Registry) userID(ctx context.Context, kioskID string) (uint64, error) {
 	for range 3 {
 		var id uint64
 		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&id)

@@ -60,7 +60,7 @@ func (l *Ledger) appendAudit(ctx context.Context, tx *sql.Tx, now time.Time, ent
 	}
 	var seq int64
 	var hash []byte
-	if err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`+l.db.ForUpdate()).Scan(&seq, &hash); err != nil {
+	if err := l.db.QueryRowStmt(ctx, tx, `SELECT seq, hash FROM audit_head WHERE id = 1`+l.db.ForUpdate()).Scan(&seq, &hash); err != nil {
 		return fmt.Errorf("ledger: audit head: %w", err)
 	}
 	rows := make([][]any, 0, len(entries))
@@ -75,7 +75,7 @@ func (l *Ledger) appendAudit(ctx context.Context, tx *sql.Tx, now time.Time, ent
 	if err := l.insertRows(ctx, tx, "audit", []string{"seq", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"}, rows); err != nil {
 		return fmt.Errorf("ledger: audit: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`), seq, hash); err != nil {
+	if _, err := l.db.ExecStmt(ctx, tx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, seq, hash); err != nil {
 		return fmt.Errorf("ledger: audit head: %w", err)
 	}
 	return nil
@@ -181,26 +181,23 @@ func (l *Ledger) verifyAudit(ctx context.Context, tx *sql.Tx, psds []PSD, bad fu
 	return nil
 }
 
-// insertRows writes rows with multi-row INSERTs, a few hundred at a time.
+// insertRows writes rows with one prepared single-row INSERT, executed
+// once per row: no SQL is parsed on the hot path.
 func (l *Ledger) insertRows(ctx context.Context, tx *sql.Tx, table string, cols []string, rows [][]any) error {
-	const chunk = 200
-	for len(rows) > 0 {
-		n := min(chunk, len(rows))
-		var b strings.Builder
-		b.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES ")
-		one := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
-		args := make([]any, 0, n*len(cols))
-		for i := range n {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(one)
-			args = append(args, rows[i]...)
-		}
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(b.String()), args...); err != nil {
+	if len(rows) == 0 {
+		return nil
+	}
+	q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" +
+		strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+	st, err := l.db.TxStmt(ctx, tx, q)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, r := range rows {
+		if _, err := st.ExecContext(ctx, r...); err != nil {
 			return err
 		}
-		rows = rows[n:]
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ type Report struct {
 	MPSDs       []PSD
 	FundsBought protocol.Mills // sum of completed postal purchases
 	Indicia     int
+	Spoiled     int // signed but never sold; claimed back in the postal report
 	Violations  []string
 }
 
@@ -28,8 +29,8 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //   - GPSD.AR + GPSD.DR = funds bought from the postal authority (eq. 1);
 //   - GPSD.AR = sum of MPSD.AR + MPSD.DR (eq. 2);
 //   - each MPSD's AR + DR = what the GPSD gave it, and its AR = the postage
-//     of every indicium it issued (voided ones too: registers never run
-//     backwards);
+//     of every indicium it signed (voided and spoiled ones too: registers
+//     never run backwards);
 //   - each sale's total = the postage of its indicia;
 //   - the audit log chains, every entry follows from the one before it for
 //     its PSD, and each PSD's last entry matches its registers.
@@ -97,15 +98,22 @@ func (l *Ledger) Check(ctx context.Context) (*Report, error) {
 		if err != nil {
 			return err
 		}
+		spoiled, err := sums(ctx, tx, `SELECT mpsd, SUM(postage) FROM spoiled GROUP BY mpsd`)
+		if err != nil {
+			return err
+		}
 		for _, m := range r.MPSDs {
 			if m.AR+m.DR != funded[m.Serial] {
 				bad("mpsd %d: AR %d + DR %d != funded %d", m.Serial, m.AR, m.DR, funded[m.Serial])
 			}
-			if m.AR != issued[m.Serial] {
-				bad("mpsd %d: AR %d != postage of its indicia %d", m.Serial, m.AR, issued[m.Serial])
+			if m.AR != issued[m.Serial]+spoiled[m.Serial] {
+				bad("mpsd %d: AR %d != postage of its indicia %d and spoiled indicia %d", m.Serial, m.AR, issued[m.Serial], spoiled[m.Serial])
 			}
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM indicia`).Scan(&r.Indicia); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM spoiled`).Scan(&r.Spoiled); err != nil {
 			return err
 		}
 		var mismatched int

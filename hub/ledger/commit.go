@@ -1,317 +1,501 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
-// Record is one indicium a worker issued, waiting for its sale's commit.
-// A worker has at most one sale in flight per MPSD, so a record's Base is
-// the MPSD's registers as committed, or the record before it in the sale.
-type Record struct {
+// How a sale is committed.
+//
+// The PSDM pool opens a Ticket for each sale, in one global order, and its
+// workers submit one Part per stamp, each worker in the order it issues
+// them. A worker issues against the registers its previous part left, so an
+// MPSD's parts form a chain, and the committer writes sales strictly in
+// ticket order, many to a transaction (group commit). Every part that was
+// signed is written: as sold, or, if its sale fails, as spoiled (the
+// registers moved, the indicium was never sent, the postage is claimed back
+// in the postal report). Only a part that cannot be written (its GPSD
+// funding is short, its MPSD was tampered with or lost) breaks its chain:
+// it and the parts issued after it on that MPSD fail, and the worker goes
+// back to the committed registers.
+
+// Part is one stamp a worker issued (or failed to issue) for a sale.
+type Part struct {
+	Ticket      *Ticket
+	Index       int            // the item's place in the sale
+	Err         error          // set when the worker could not issue it
 	Serial      uint32         // the MPSD
-	Base        Slot           // registers the record was issued against
-	Funding     protocol.Mills // moved from the GPSD to the MPSD before this stamp
-	Item        Item
-	AR, DR      protocol.Mills // after this stamp, as signed into the indicium
+	Gen         uint64         // the worker's chain generation for this MPSD
+	Base        Slot           // registers it was issued against
+	Funding     protocol.Mills // moved from the GPSD before this stamp
+	AR, DR      protocol.Mills // after this stamp, as signed
 	CertSerial  uint32
 	MeterNumber string
 	Indicium    []byte
-	// Done is called once, when the sale has committed (true) or failed
-	// (false), in record order. The worker frees the MPSD then.
-	Done func(ok bool)
+	// Done reports whether the part's register change was committed (sold
+	// or spoiled). false breaks the chain: the worker must go back to the
+	// MPSD's committed registers.
+	Done func(committed bool)
 }
 
-type unit struct {
-	sale   *Sale
-	recs   []*Record
-	result []byte
-	prior  []byte // a duplicate's stored result
-	err    error
-	done   chan struct{}
+// Ticket is a sale waiting for its parts and its commit.
+type Ticket struct {
+	sale  *Sale
+	parts []*Part
+	have  int
+	out   []byte
+	err   error
+	done  chan struct{}
 }
 
-// Commit writes the sale and its records in the next group commit and
-// returns the result bytes to send. A refusal decided at commit (a label
-// taken meanwhile, the GPSD short, a tampered MPSD) comes back as an error,
-// and the records are dropped: none of their indicia was sent anywhere.
-func (l *Ledger) Commit(ctx context.Context, s *Sale, recs []*Record) ([]byte, error) {
-	res := protocol.PurchaseResult{RequestID: s.RequestID, Status: protocol.ResultOK}
-	for _, r := range recs {
-		res.Indicia = append(res.Indicia, protocol.IssuedIndicium{MeterNumber: r.MeterNumber, RateClass: r.Item.RateClass,
-			AmountMills: r.Item.Postage, LabelSerial: r.Item.Label.String(), Matrix: r.Indicium})
-	}
-	result, err := json.Marshal(&res)
-	if err != nil {
-		l.finish(&unit{recs: recs}, false)
-		return nil, fmt.Errorf("ledger: commit: %w", err)
-	}
-	u := &unit{sale: s, recs: recs, result: result, done: make(chan struct{})}
+// Wait returns the result bytes to send, or the refusal.
+func (t *Ticket) Wait(ctx context.Context) ([]byte, error) {
 	select {
-	case l.queue <- u:
+	case <-t.done:
+		return t.out, t.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type message struct {
+	open *Ticket
+	part *Part
+}
+
+// Open registers a sale; its parts must follow through Submit. The caller
+// opens tickets in the order its workers will issue them.
+func (l *Ledger) Open(s *Sale) (*Ticket, error) {
+	t := &Ticket{sale: s, parts: make([]*Part, len(s.Items)), done: make(chan struct{})}
+	select {
+	case l.queue <- message{open: t}:
+		return t, nil
 	case <-l.stop:
-		l.finish(u, false)
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "the hub is shutting down")
 	}
-	<-u.done // the committer always finishes a unit it took
-	switch {
-	case u.prior != nil:
-		return u.prior, nil
-	case u.err != nil:
-		return nil, u.err
-	}
-	return u.result, nil
 }
 
-// committer is the one goroutine that writes sales: it takes what is queued,
-// up to MaxBatch, and commits it in one transaction (group commit).
+// Submit hands a part to the committer.
+func (l *Ledger) Submit(p *Part) {
+	l.queue <- message{part: p}
+}
+
+// mpsdState is what the committer knows an MPSD holds in the database.
+type mpsdState struct {
+	ar, dr  protocol.Mills
+	control []byte
+}
+
+// committer is the one goroutine that writes sales.
 func (l *Ledger) committer() {
 	defer close(l.stopped)
+	var order []*Ticket // opened, not yet committed
+	known := map[uint32]*mpsdState{}
+	take := func(m message) {
+		if m.open != nil {
+			order = append(order, m.open)
+			return
+		}
+		t := m.part.Ticket
+		t.parts[m.part.Index] = m.part
+		t.have++
+	}
 	for {
-		var first *unit
 		select {
-		case first = <-l.queue:
+		case m := <-l.queue:
+			take(m)
 		case <-l.stop:
-			// Finish what is already queued, then stop.
+			// Finish what can be finished; fail what cannot.
+		drain:
 			for {
 				select {
-				case u := <-l.queue:
-					l.commitBatch([]*unit{u})
+				case m := <-l.queue:
+					take(m)
 				default:
-					return
+					break drain
 				}
 			}
+			for len(order) > 0 && order[0].have == len(order[0].parts) {
+				n := l.commitBatch(order[:1], known)
+				order = order[n:]
+			}
+			for _, t := range order {
+				for _, p := range t.parts {
+					if p != nil && p.Done != nil {
+						p.Done(false)
+					}
+				}
+				l.settle(t, nil, protocol.Errorf(protocol.CodeServiceUnavailable, "the hub is shutting down"))
+			}
+			return
 		}
-		batch := []*unit{first}
-	fill:
-		for len(batch) < l.cfg.MaxBatch {
+	fill: // take everything already waiting, then commit
+		for {
 			select {
-			case u := <-l.queue:
-				batch = append(batch, u)
+			case m := <-l.queue:
+				take(m)
 			default:
 				break fill
 			}
 		}
-		l.commitBatch(batch)
+		for {
+			n := 0
+			for n < len(order) && n < l.cfg.MaxBatch && order[n].have == len(order[n].parts) {
+				n++
+			}
+			if n == 0 {
+				break
+			}
+			l.commitBatch(order[:n], known)
+			order = order[n:]
+		}
 	}
 }
 
-func (l *Ledger) commitBatch(batch []*unit) {
+// commitBatch writes a run of complete tickets. If the transaction fails it
+// writes them one by one, so one bad sale (a constraint another hub raced
+// us to) does not take the others with it.
+func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 	ctx := context.Background()
-	var locks []uint32
+	var out *batchOutcome
+	start := time.Now()
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
-		for _, u := range batch {
-			u.err, u.prior = nil, nil
-		}
 		var err error
-		locks, err = l.writeBatch(ctx, tx, batch)
+		out, err = l.writeBatch(ctx, tx, batch, known)
 		return err
 	})
-	for _, s := range locks {
-		l.lock(s, "registers differ from what its holder committed")
-	}
-	if err != nil && len(batch) > 1 {
-		// One sale spoiled the batch (a constraint another hub raced us
-		// to); commit the others one by one so only it fails.
-		for _, u := range batch {
-			l.commitBatch([]*unit{u})
-		}
-		return
+	l.stats.busy.Add(int64(time.Since(start)))
+	if err == nil {
+		l.stats.commits.Add(1)
+		l.stats.sales.Add(int64(len(batch)))
 	}
 	if err != nil {
-		u := batch[0]
-		u.err = l.classify(ctx, u, err)
-		if u.err == nil {
-			u.prior, _ = l.Replay(ctx, u.sale.KioskID, u.sale.RequestID, u.sale.BodyHash)
+		for s := range known {
+			delete(known, s) // reread everything after a failed transaction
 		}
+		if len(batch) > 1 {
+			for i := range batch {
+				l.commitBatch(batch[i:i+1], known)
+			}
+			return len(batch)
+		}
+		l.log.Error("sale not committed", "kiosk", batch[0].sale.KioskID, "request_id", batch[0].sale.RequestID, "err", err)
+		for _, p := range batch[0].parts {
+			if p.Done != nil {
+				p.Done(false)
+			}
+		}
+		l.settle(batch[0], nil, l.classify(ctx, batch[0], err))
+		return 1
 	}
-	for _, u := range batch {
-		l.finish(u, err == nil && u.err == nil && u.prior == nil)
+	for s, st := range out.states {
+		known[s] = st
 	}
+	for _, s := range out.lock {
+		delete(known, s)
+		l.lock(s, "registers or control code changed under their holder")
+	}
+	for i, t := range batch {
+		for _, p := range t.parts {
+			if p.Done != nil {
+				p.Done(out.committed[p])
+			}
+		}
+		l.settle(t, out.results[i], out.errs[i])
+	}
+	return len(batch)
 }
 
-// finish releases a unit's GPSD reservations, tells its workers, and wakes
-// the seller.
-func (l *Ledger) finish(u *unit, ok bool) {
+// settle releases a ticket's GPSD promises and wakes its seller.
+func (l *Ledger) settle(t *Ticket, out []byte, err error) {
 	var f protocol.Mills
-	for _, r := range u.recs {
-		f += r.Funding
+	for _, p := range t.parts {
+		if p != nil {
+			f += p.Funding
+		}
 	}
 	l.unreserve(f)
-	for _, r := range u.recs {
-		if r.Done != nil {
-			r.Done(ok)
-		}
+	if prior, ok := Prior(err); ok {
+		out, err = prior, nil
 	}
-	if u.done != nil {
-		close(u.done)
-	}
+	t.out, t.err = out, err
+	close(t.done)
 }
 
-// classify explains why a one-sale commit failed.
-func (l *Ledger) classify(ctx context.Context, u *unit, err error) error {
-	if prior, rerr := l.Replay(ctx, u.sale.KioskID, u.sale.RequestID, u.sale.BodyHash); prior != nil || rerr != nil {
-		return rerr // nil with prior: a duplicate, answered with the first result
+// classify explains why a one-sale transaction failed.
+func (l *Ledger) classify(ctx context.Context, t *Ticket, err error) error {
+	if prior, rerr := l.Replay(ctx, t.sale.KioskID, t.sale.RequestID, t.sale.BodyHash); prior != nil || rerr != nil {
+		if rerr != nil {
+			return rerr
+		}
+		return &replayed{prior}
 	}
 	if store.IsConflict(err) {
-		for _, r := range u.recs {
-			if live, _ := l.LabelLive(ctx, r.Item.Label); live {
-				return protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", r.Item.Label)
+		for _, it := range t.sale.Items {
+			if live, _ := l.LabelLive(ctx, it.Label); live {
+				return protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", it.Label)
 			}
 		}
 	}
-	l.log.Error("sale not committed", "kiosk", u.sale.KioskID, "request_id", u.sale.RequestID, "err", err)
 	return protocol.Errorf(protocol.CodeServiceUnavailable, "the sale could not be recorded; nothing was charged")
 }
 
-// writeBatch writes every unit it can and sets err on those it refuses. It
-// returns the MPSDs to lock once the transaction is over.
-func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*unit) ([]uint32, error) {
+// replayed carries an earlier result found at commit time.
+type replayed struct{ out []byte }
+
+func (r *replayed) Error() string { return "ledger: request answered before" }
+
+// Prior returns the stored result if err says the request was answered
+// before, by this hub or another.
+func Prior(err error) ([]byte, bool) {
+	var r *replayed
+	if errors.As(err, &r) {
+		return r.out, true
+	}
+	return nil, false
+}
+
+type batchOutcome struct {
+	results   [][]byte
+	errs      []error
+	committed map[*Part]bool
+	states    map[uint32]*mpsdState
+	lock      []uint32
+}
+
+// writeBatch writes the tickets in order. It returns each ticket's result
+// or refusal, which parts were committed, and the MPSDs to lock.
+func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, known map[uint32]*mpsdState) (*batchOutcome, error) {
 	now := l.cfg.Now()
-	refuse := func(u *unit, err error) {
-		if u.err == nil {
-			u.err = err
-		}
-	}
-	// Load each MPSD once, locked, and check every record against it.
-	mpsds := map[uint32]*PSD{}
-	var toLock []uint32
-	for _, u := range batch {
-		for _, r := range u.recs {
-			if _, ok := mpsds[r.Serial]; ok {
-				continue
-			}
-			p, err := l.loadPSD(ctx, l.mac, tx, r.Serial, true)
-			var te *TamperError
-			switch {
-			case errors.As(err, &te):
-				toLock = append(toLock, r.Serial)
-				p = nil
-			case err != nil:
-				return toLock, err
-			case p.Locked != "" || p.LeaseHolder != l.cfg.Holder:
-				p = nil
-			}
-			mpsds[r.Serial] = p
-		}
-	}
-	for _, u := range batch {
-		// Registers as this unit's records expect them, MPSD by MPSD.
-		cur := map[uint32]Slot{}
-		for _, r := range u.recs {
-			p := mpsds[r.Serial]
-			if p == nil {
-				refuse(u, protocol.Errorf(protocol.CodeServiceUnavailable, "mpsd %d is out of service; try again", r.Serial))
-				continue
-			}
-			base, seen := cur[r.Serial]
-			if !seen {
-				base = Slot{AR: p.AR, DR: p.DR}
-			}
-			if r.Base.AR != base.AR || r.Base.DR != base.DR {
-				// The row moved without its holder: someone wrote it.
-				refuse(u, protocol.Errorf(protocol.CodeServiceUnavailable, "mpsd %d is out of service; try again", r.Serial))
-				toLock = append(toLock, r.Serial)
-				continue
-			}
-			if r.AR != base.AR+r.Item.Postage || r.DR != base.DR+r.Funding-r.Item.Postage || r.Funding < 0 {
-				return toLock, fmt.Errorf("ledger: record for %s does not follow from mpsd %d's registers", r.Item.Label, r.Serial)
-			}
-			cur[r.Serial] = Slot{AR: r.AR, DR: r.DR}
-		}
-	}
+	out := &batchOutcome{results: make([][]byte, len(batch)), errs: make([]error, len(batch)),
+		committed: map[*Part]bool{}, states: map[uint32]*mpsdState{}}
 
-	// Funding comes out of the GPSD, in queue order, while it lasts.
-	var g *PSD
-	var gAR, gDR protocol.Mills // the GPSD as loaded, walked forward for the audit trail
-	var audit []auditEntry
-	for _, u := range batch {
-		if u.err != nil {
-			continue
-		}
-		var need protocol.Mills
-		for _, r := range u.recs {
-			need += r.Funding
-		}
-		if need == 0 {
-			continue
-		}
-		if g == nil {
-			var err error
-			if g, err = l.loadPSD(ctx, l.mac, tx, GPSDSerial, true); err != nil {
-				if errors.Is(err, ErrTamper) {
-					toLock = append(toLock, GPSDSerial)
+	// The MPSDs this batch touches, as the database holds them now.
+	type chain struct {
+		p        *PSD
+		cur      Slot // registers after the last part accepted
+		broken   bool
+		modified bool
+	}
+	chains := map[uint32]*chain{}
+	for _, t := range batch {
+		for _, p := range t.parts {
+			if p.Err != nil || chains[p.Serial] != nil {
+				continue
+			}
+			c := &chain{}
+			chains[p.Serial] = c
+			row, err := l.readPSD(ctx, tx, p.Serial)
+			if err != nil {
+				return nil, err
+			}
+			k := known[p.Serial]
+			if k == nil || k.ar != row.AR || k.dr != row.DR || !bytes.Equal(k.control, row.Control) {
+				// Not what we last wrote (or never seen): check the seal.
+				ok, err := verifySeal(l.mac, l.cfg.ControlKey, row)
+				if err != nil {
+					return nil, err
 				}
-				return toLock, err
+				if !ok {
+					out.lock = append(out.lock, p.Serial)
+					c.broken = true
+					continue
+				}
 			}
-			gAR, gDR = g.AR, g.DR
+			if row.Locked != "" || row.LeaseHolder != l.cfg.Holder {
+				c.broken = true
+				continue
+			}
+			c.p, c.cur = row, Slot{AR: row.AR, DR: row.DR}
 		}
-		if g.DR < need {
-			refuse(u, protocol.Errorf(protocol.CodeFundsUnavailable, "the postage fund is short; try again shortly"))
-			continue
-		}
-		g.DR -= need
-		g.AR += need
 	}
-
-	// Write what is left.
-	var sales, indicia, fundings [][]any
-	final := map[uint32]*Record{}
-	for _, u := range batch {
-		if u.err != nil {
-			continue
+	var g *PSD
+	var sales, indicia, spoiled, fundings [][]any
+	var audit []auditEntry
+	unavailable := func(serial uint32) error {
+		return protocol.Errorf(protocol.CodeServiceUnavailable, "mpsd %d is out of service; try again", serial)
+	}
+	for i, t := range batch {
+		s := t.sale
+		var saleErr error
+		// Which parts can be written at all, in order on their chains.
+		var writable []*Part
+		var need protocol.Mills
+		tent := map[uint32]Slot{} // chains as this sale's earlier parts leave them
+		for _, p := range t.parts {
+			if p.Err != nil {
+				saleErr = errors.Join(saleErr, p.Err)
+				continue
+			}
+			c := chains[p.Serial]
+			cur, ok := tent[p.Serial]
+			if !ok {
+				cur = c.cur
+			}
+			if c.broken || p.Base.AR != cur.AR || p.Base.DR != cur.DR {
+				c.broken = true
+				saleErr = errors.Join(saleErr, unavailable(p.Serial))
+				continue
+			}
+			if p.AR != p.Base.AR+p.Item().Postage || p.DR != p.Base.DR+p.Funding-p.Item().Postage || p.Funding < 0 {
+				return nil, fmt.Errorf("ledger: part for %s does not follow from mpsd %d's registers", p.Item().Label, p.Serial)
+			}
+			writable = append(writable, p)
+			tent[p.Serial] = Slot{AR: p.AR, DR: p.DR}
+			need += p.Funding
 		}
-		s := u.sale
-		sales = append(sales, []any{s.KioskID, s.RequestID, s.BodyHash, "ok", s.Total(), u.result, micros(now)})
-		for _, r := range u.recs {
-			if r.Funding > 0 {
-				gAR, gDR = gAR+r.Funding, gDR-r.Funding
-				fundings = append(fundings, []any{r.Serial, r.Funding, micros(now), s.RequestID})
+		if need > 0 {
+			if g == nil {
+				var err error
+				if g, err = l.loadPSD(ctx, l.mac, tx, GPSDSerial, true); err != nil {
+					return nil, err
+				}
+			}
+			if g.DR < need {
+				// The funding cannot happen: from the first funded part of
+				// each chain on, nothing can be written.
+				saleErr = errors.Join(saleErr, protocol.Errorf(protocol.CodeFundsUnavailable, "the postage fund is short; try again shortly"))
+				kept := writable[:0]
+				for _, p := range writable {
+					if p.Funding > 0 || chains[p.Serial].broken {
+						chains[p.Serial].broken = true
+						continue
+					}
+					kept = append(kept, p)
+				}
+				writable = kept
+			}
+		}
+		// With SQLite this process is the only writer and the sale service
+		// checked both just before; with PostgreSQL another hub may have
+		// raced us, so look again under the transaction. (The constraints
+		// catch it either way; this only spares the batch a retry.)
+		check := l.db.Dialect == store.Postgres
+		if saleErr == nil && check {
+			if prior, err := replay(ctx, l.db, tx, s.KioskID, s.RequestID, s.BodyHash); err != nil {
+				saleErr = err
+			} else if prior != nil {
+				saleErr = &replayed{prior}
+			}
+		}
+		if saleErr == nil && check {
+			for _, p := range writable {
+				var n int
+				if err := l.db.QueryRowStmt(ctx, tx, `SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`, p.Item().Label.String()).Scan(&n); err != nil {
+					return nil, err
+				}
+				if n > 0 {
+					saleErr = protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", p.Item().Label)
+				}
+			}
+		}
+		sold := saleErr == nil
+		var res protocol.PurchaseResult
+		if sold {
+			res = protocol.PurchaseResult{RequestID: s.RequestID, Status: protocol.ResultOK}
+		}
+		for _, p := range writable {
+			c := chains[p.Serial]
+			it := p.Item()
+			if p.Funding > 0 {
+				g.DR, g.AR = g.DR-p.Funding, g.AR+p.Funding
+				fundings = append(fundings, []any{p.Serial, p.Funding, micros(now), s.RequestID})
 				audit = append(audit,
-					auditEntry{PSD: GPSDSerial, Kind: auditFundOut, Amount: r.Funding, AR: gAR, DR: gDR, Ref: fmt.Sprintf("mpsd %d", r.Serial)},
-					auditEntry{PSD: r.Serial, Kind: auditFundIn, Amount: r.Funding, AR: r.Base.AR, DR: r.Base.DR + r.Funding, Ref: "gpsd"})
+					auditEntry{PSD: GPSDSerial, Kind: auditFundOut, Amount: p.Funding, AR: g.AR, DR: g.DR, Ref: fmt.Sprintf("mpsd %d", p.Serial)},
+					auditEntry{PSD: p.Serial, Kind: auditFundIn, Amount: p.Funding, AR: p.Base.AR, DR: p.Base.DR + p.Funding, Ref: "gpsd"})
 			}
-			audit = append(audit, auditEntry{PSD: r.Serial, Kind: auditSale, Amount: r.Item.Postage, AR: r.AR, DR: r.DR,
-				Ref: s.KioskID + "/" + s.RequestID + "/" + r.Item.Label.String()})
-			indicia = append(indicia, []any{s.KioskID, s.RequestID, r.Serial, r.Item.Label.String(), r.Item.RateClass,
-				r.Item.Postage, r.AR, r.DR, r.CertSerial, r.Indicium, micros(now)})
-			final[r.Serial] = r
+			ref := s.KioskID + "/" + s.RequestID + "/" + it.Label.String()
+			row := []any{s.KioskID, s.RequestID, p.Serial, it.Label.String(), it.RateClass, it.Postage, p.AR, p.DR, p.CertSerial, p.Indicium}
+			if sold {
+				indicia = append(indicia, append(row, micros(now)))
+				res.Indicia = append(res.Indicia, protocol.IssuedIndicium{MeterNumber: p.MeterNumber, RateClass: it.RateClass,
+					AmountMills: it.Postage, LabelSerial: it.Label.String(), Matrix: p.Indicium})
+			} else {
+				spoiled = append(spoiled, append(row, reason(saleErr), micros(now)))
+				ref = "spoiled " + ref
+			}
+			audit = append(audit, auditEntry{PSD: p.Serial, Kind: auditSale, Amount: it.Postage, AR: p.AR, DR: p.DR, Ref: ref})
+			c.cur, c.modified = Slot{AR: p.AR, DR: p.DR}, true
+			out.committed[p] = true
 		}
-	}
-	if len(sales) == 0 {
-		return toLock, nil
+		if !sold {
+			out.errs[i] = saleErr
+			if prior, ok := Prior(saleErr); ok {
+				out.results[i], out.errs[i] = prior, nil
+			}
+			continue
+		}
+		b, err := json.Marshal(&res)
+		if err != nil {
+			return nil, err
+		}
+		out.results[i] = b
+		sales = append(sales, []any{s.KioskID, s.RequestID, s.BodyHash, "ok", s.Total(), b, micros(now)})
 	}
 	if err := l.insertRows(ctx, tx, "sales", []string{"kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"}, sales); err != nil {
-		return toLock, fmt.Errorf("ledger: record sales: %w", err)
+		return nil, fmt.Errorf("ledger: record sales: %w", err)
 	}
-	if err := l.insertRows(ctx, tx, "indicia", []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data", "created_at"}, indicia); err != nil {
-		return toLock, fmt.Errorf("ledger: record indicia: %w", err)
+	cols := []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data"}
+	if err := l.insertRows(ctx, tx, "indicia", append(cols, "created_at"), indicia); err != nil {
+		return nil, fmt.Errorf("ledger: record indicia: %w", err)
 	}
-	if len(fundings) > 0 {
-		if err := l.insertRows(ctx, tx, "fundings", []string{"mpsd", "amount", "at", "request_id"}, fundings); err != nil {
-			return toLock, fmt.Errorf("ledger: record fundings: %w", err)
-		}
+	if err := l.insertRows(ctx, tx, "spoiled", append(cols, "reason", "created_at"), spoiled); err != nil {
+		return nil, fmt.Errorf("ledger: record spoiled indicia: %w", err)
+	}
+	if err := l.insertRows(ctx, tx, "fundings", []string{"mpsd", "amount", "at", "request_id"}, fundings); err != nil {
+		return nil, fmt.Errorf("ledger: record fundings: %w", err)
 	}
 	if err := l.appendAudit(ctx, tx, now, audit); err != nil {
-		return toLock, err
+		return nil, err
 	}
-	for serial, r := range final {
-		p := mpsds[serial]
-		p.AR, p.DR = r.AR, r.DR
-		if err := l.storePSD(ctx, l.mac, tx, p); err != nil {
-			return toLock, err
+	for serial, c := range chains {
+		if c.p == nil || !c.modified {
+			continue
 		}
+		c.p.AR, c.p.DR = c.cur.AR, c.cur.DR
+		if err := l.storePSD(ctx, l.mac, tx, c.p); err != nil {
+			return nil, err
+		}
+		out.states[serial] = &mpsdState{ar: c.p.AR, dr: c.p.DR, control: c.p.Control}
 	}
 	if g != nil {
 		if err := l.storePSD(ctx, l.mac, tx, g); err != nil {
-			return toLock, err
+			return nil, err
 		}
 	}
-	return toLock, nil
+	return out, nil
+}
+
+// Item is the sale item the part signed.
+func (p *Part) Item() Item { return p.Ticket.sale.Items[p.Index] }
+
+// readPSD reads a register row, locked for the transaction, without
+// checking its seal.
+func (l *Ledger) readPSD(ctx context.Context, tx *sql.Tx, serial uint32) (*PSD, error) {
+	p := &PSD{Serial: serial}
+	var locked, holder sql.NullString
+	err := l.db.QueryRowStmt(ctx, tx, `SELECT kind, ar, dr, control, locked, lease_holder FROM psd WHERE serial = ?`+l.db.ForUpdate(), serial).
+		Scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: read psd %d: %w", serial, err)
+	}
+	p.Locked, p.LeaseHolder = locked.String, holder.String
+	return p, nil
+}
+
+// reason is the short cause recorded with a spoiled indicium.
+func reason(err error) string {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return string(pe.Code)
+	}
+	return "sale_failed"
 }

@@ -19,7 +19,7 @@ func (l *Ledger) Reserve(ctx context.Context, amount protocol.Mills) error {
 	l.buyMu.Lock()
 	defer l.buyMu.Unlock()
 	for {
-		g, err := l.loadPSD(ctx, l.mac, l.db.DB, GPSDSerial, false)
+		g, err := l.loadPSD(ctx, l.mac, nil, GPSDSerial, false)
 		if err != nil {
 			l.lockOnTamper(err)
 			return err
@@ -198,8 +198,5 @@ func (l *Ledger) FundMPSD(ctx context.Context, serial uint32, amount protocol.Mi
 	return nil
 }
 
-// Abandon gives up records that will not be committed: their GPSD promises
-// end and their workers free the MPSDs. Their indicia were never sent.
-func (l *Ledger) Abandon(recs []*Record) {
-	l.finish(&unit{recs: recs}, false)
-}
+// Unreserve ends a promise a worker made with Reserve but did not use.
+func (l *Ledger) Unreserve(amount protocol.Mills) { l.unreserve(amount) }

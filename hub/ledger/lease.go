@@ -116,7 +116,7 @@ func (l *Ledger) Renew(ctx context.Context, serials []uint32) (map[uint32]LeaseS
 	out := make(map[uint32]LeaseState, len(serials))
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		for _, s := range serials {
-			res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET lease_until = ? WHERE serial = ? AND lease_holder = ? AND locked IS NULL`),
+			res, err := l.db.ExecStmt(ctx, tx, `UPDATE psd SET lease_until = ? WHERE serial = ? AND lease_holder = ? AND locked IS NULL`,
 				until, s, l.cfg.Holder)
 			if err != nil {
 				return err
@@ -124,7 +124,7 @@ func (l *Ledger) Renew(ctx context.Context, serials []uint32) (map[uint32]LeaseS
 			n, _ := res.RowsAffected()
 			var locked sql.NullString
 			var reported int64
-			if err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT locked, reported_at FROM psd WHERE serial = ?`), s).Scan(&locked, &reported); err != nil {
+			if err := l.db.QueryRowStmt(ctx, tx, `SELECT locked, reported_at FROM psd WHERE serial = ?`, s).Scan(&locked, &reported); err != nil {
 				return err
 			}
 			out[s] = LeaseState{Held: n == 1, Locked: locked.String, ReportedAt: time.UnixMicro(reported)}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,7 +144,7 @@ type Ledger struct {
 	al  alerter
 	log *slog.Logger
 
-	queue   chan *unit
+	queue   chan message
 	stop    chan struct{}
 	stopped chan struct{}
 	closeMu sync.Once
@@ -153,6 +154,23 @@ type Ledger struct {
 	reserved protocol.Mills // GPSD funds promised to records not yet committed
 
 	gpsdReported atomic.Int64 // unix µs of the GPSD's last report, for MaySell
+
+	stats struct {
+		commits, sales atomic.Int64
+		busy           atomic.Int64 // nanoseconds spent in commit transactions
+	}
+}
+
+// CommitStats says how the group commit is doing: transactions, sales
+// written, and time spent writing.
+type CommitStats struct {
+	Commits, Sales int64
+	Busy           time.Duration
+}
+
+// Stats returns the committer's counters since Open.
+func (l *Ledger) Stats() CommitStats {
+	return CommitStats{Commits: l.stats.commits.Load(), Sales: l.stats.sales.Load(), Busy: time.Duration(l.stats.busy.Load())}
 }
 
 // Open opens the ledger on db: it creates the GPSD on first use, seeds the
@@ -162,7 +180,7 @@ type Ledger struct {
 func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa funder, al alerter, log *slog.Logger) (*Ledger, error) {
 	cfg.defaults()
 	l := &Ledger{db: db, cfg: cfg, mac: &lockedMAC{m: mac}, pa: pa, al: al, log: log,
-		queue: make(chan *unit, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
+		queue: make(chan message, 8192), stop: make(chan struct{}), stopped: make(chan struct{})}
 	g := PSD{Serial: GPSDSerial, Kind: KindGPSD}
 	if err := seal(l.mac, cfg.ControlKey, &g); err != nil {
 		return nil, err
@@ -174,6 +192,9 @@ func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa funder, a
 		return nil, fmt.Errorf("ledger: open: create gpsd: %w", err)
 	}
 	if err := l.seedAudit(ctx); err != nil {
+		return nil, err
+	}
+	if err := db.Prepare(ctx, hotQueries(db)...); err != nil {
 		return nil, err
 	}
 	if err := l.CheckInspection(ctx); err != nil {
@@ -229,16 +250,12 @@ func (s *Sale) Total() protocol.Mills {
 // Replay returns the stored result of an earlier request with the same id,
 // or nil. A different body under the same id is idempotency_conflict.
 func (l *Ledger) Replay(ctx context.Context, kioskID, requestID string, bodyHash []byte) ([]byte, error) {
-	return replay(ctx, l.db, l.db.DB, kioskID, requestID, bodyHash)
+	return replay(ctx, l.db, nil, kioskID, requestID, bodyHash)
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func replay(ctx context.Context, db *store.DB, q querier, kioskID, requestID string, bodyHash []byte) ([]byte, error) {
+func replay(ctx context.Context, db *store.DB, tx *sql.Tx, kioskID, requestID string, bodyHash []byte) ([]byte, error) {
 	var hash, result []byte
-	err := q.QueryRowContext(ctx, db.Rebind(`SELECT body_hash, result FROM sales WHERE kiosk_id = ? AND request_id = ?`),
+	err := db.QueryRowStmt(ctx, tx, `SELECT body_hash, result FROM sales WHERE kiosk_id = ? AND request_id = ?`,
 		kioskID, requestID).Scan(&hash, &result)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -256,7 +273,7 @@ func replay(ctx context.Context, db *store.DB, q querier, kioskID, requestID str
 // LabelLive reports whether a label already carries a live indicium.
 func (l *Ledger) LabelLive(ctx context.Context, label protocol.LabelSerial) (bool, error) {
 	var n int
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`), label.String()).Scan(&n)
+	err := l.db.QueryRowStmt(ctx, nil, `SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`, label.String()).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("ledger: check label %s: %w", label, err)
 	}
@@ -298,13 +315,9 @@ func Retryable(c protocol.Code) bool {
 	return true
 }
 
-type rowQuerier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 // loadPSD reads a register row and checks its control code; a mismatch is
 // a *TamperError. forUpdate locks the row in a PostgreSQL transaction.
-func (l *Ledger) loadPSD(ctx context.Context, mac macer, q rowQuerier, serial uint32, forUpdate bool) (*PSD, error) {
+func (l *Ledger) loadPSD(ctx context.Context, mac macer, tx *sql.Tx, serial uint32, forUpdate bool) (*PSD, error) {
 	p := &PSD{Serial: serial}
 	var locked, holder sql.NullString
 	var leaseUntil, reported int64
@@ -312,7 +325,7 @@ func (l *Ledger) loadPSD(ctx context.Context, mac macer, q rowQuerier, serial ui
 	if forUpdate {
 		query += l.db.ForUpdate()
 	}
-	err := q.QueryRowContext(ctx, l.db.Rebind(query), serial).
+	err := l.db.QueryRowStmt(ctx, tx, query, serial).
 		Scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: load psd %d: %w", serial, err)
@@ -355,7 +368,7 @@ func (l *Ledger) storePSD(ctx context.Context, mac macer, tx *sql.Tx, p *PSD) er
 	if err := seal(mac, l.cfg.ControlKey, p); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET ar = ?, dr = ?, control = ? WHERE serial = ?`), p.AR, p.DR, p.Control, p.Serial)
+	_, err := l.db.ExecStmt(ctx, tx, `UPDATE psd SET ar = ?, dr = ?, control = ? WHERE serial = ?`, p.AR, p.DR, p.Control, p.Serial)
 	if err != nil {
 		return fmt.Errorf("ledger: store psd %d: %w", p.Serial, err)
 	}
@@ -378,6 +391,29 @@ func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
+
+// hotQueries are prepared at Open, outside any transaction.
+func hotQueries(db *store.DB) []string {
+	insert := func(table string, cols ...string) string {
+		return "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" +
+			strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+	}
+	ind := []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data"}
+	return []string{
+		`SELECT body_hash, result FROM sales WHERE kiosk_id = ? AND request_id = ?`,
+		`SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`,
+		`SELECT kind, ar, dr, control, locked, lease_holder FROM psd WHERE serial = ?` + db.ForUpdate(),
+		`SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at FROM psd WHERE serial = ?` + db.ForUpdate(),
+		`UPDATE psd SET ar = ?, dr = ?, control = ? WHERE serial = ?`,
+		`SELECT seq, hash FROM audit_head WHERE id = 1` + db.ForUpdate(),
+		`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`,
+		insert("sales", "kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"),
+		insert("indicia", append(ind, "created_at")...),
+		insert("spoiled", append(ind, "reason", "created_at")...),
+		insert("fundings", "mpsd", "amount", "at", "request_id"),
+		insert("audit", "seq", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"),
+	}
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -15,6 +15,7 @@ import (
 	hubpostal "github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // testdata/v1 is a hub database written by the schema-1 hub (two sales from
@@ -120,8 +121,8 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			if v, _ := db.SchemaVersion(ctx); v != 2 {
-				t.Fatalf("schema %d after migration, want 2", v)
+			if v, _ := db.SchemaVersion(ctx); v != 3 {
+				t.Fatalf("schema %d after migration, want 3", v)
 			}
 			ks, err := soft.Open(filepath.Join(dir, "keys"))
 			if err != nil {
@@ -157,16 +158,14 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pool.Close()
-			s := newSale("after-migration", 780, "0000-0003-01")
-			recs, err := pool.Issue(ctx, s)
+			out, err := pool.Sell(ctx, newSale("after-migration", 780, "0000-0003-01"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := l.Commit(ctx, s, recs); err != nil {
-				t.Fatal(err)
-			}
-			if recs[0].Serial != r.MPSDs[0].Serial || recs[0].AR != 1560+780 {
-				t.Fatalf("sale after migration: mpsd %d AR %d", recs[0].Serial, recs[0].AR)
+			res, _ := protocol.DecodePurchaseResult(out)
+			in, _ := protocol.ParseIndicium(res.Indicia[0].Matrix)
+			if in.MPSDSerial != r.MPSDs[0].Serial || in.AR != 1560+780 {
+				t.Fatalf("sale after migration: mpsd %d AR %d", in.MPSDSerial, in.AR)
 			}
 			if r, err := l.Check(ctx); err != nil || !r.OK() {
 				t.Fatalf("after a new sale: %v %v", r.Violations, err)

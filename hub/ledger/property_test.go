@@ -26,6 +26,7 @@ type model struct {
 	results  map[string][]byte // request id -> first answer
 	sales    []*ledger.Sale
 	indicia  int
+	spoiled  int
 }
 
 // TestPropertyRandomOperations runs a seeded random mix of sales (new,
@@ -155,7 +156,7 @@ func runProperty(t *testing.T, dsn string, seed uint64, steps int) {
 		}
 		m.compare(t, f, step)
 	}
-	t.Logf("%d steps: %d sales, %d indicia, %d MPSDs, GPSD AR %s DR %s", step, len(m.sales), m.indicia, len(m.mpsd), m.gAR.Exact(), m.gDR.Exact())
+	t.Logf("%d steps: %d sales, %d indicia, %d spoiled, %d MPSDs, GPSD AR %s DR %s", step, len(m.sales), m.indicia, m.spoiled, len(m.mpsd), m.gAR.Exact(), m.gDR.Exact())
 }
 
 // openOther opens a second ledger on the same database: another hub.
@@ -188,9 +189,24 @@ func (m *model) sell(t *testing.T, f *fixture, s *ledger.Sale) {
 	}
 	if err != nil {
 		// Leases taken by another hub, or lost at restart, refuse with a
-		// retryable code; the model does not move.
+		// retryable code. Stamps of the sale that were signed anyway are
+		// kept as spoiled: their registers moved, and so does the model.
 		if pe := protocol.AsError(err); !ledger.Retryable(pe.Code) {
 			t.Fatalf("sale %s: %v", s.RequestID, err)
+		}
+		rows, qerr := f.db.Query(f.db.Rebind(`SELECT mpsd, postage, ar, dr FROM spoiled WHERE request_id = ? ORDER BY id`), s.RequestID)
+		if qerr != nil {
+			t.Fatal(qerr)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var serial uint32
+			var postage, ar, dr protocol.Mills
+			if err := rows.Scan(&serial, &postage, &ar, &dr); err != nil {
+				t.Fatal(err)
+			}
+			m.move(t, f, s.RequestID, serial, postage, ar, dr)
+			m.spoiled++
 		}
 		return
 	}
@@ -198,29 +214,15 @@ func (m *model) sell(t *testing.T, f *fixture, s *ledger.Sale) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := f.l.Config()
-	for i, iss := range res.Indicia {
+		for i, iss := range res.Indicia {
 		in, err := protocol.VerifyIndicium(iss.Matrix, f.pub)
 		if err != nil {
 			t.Fatal(err)
 		}
-		regs, ok := m.mpsd[in.MPSDSerial]
-		if !ok {
-			regs = [2]protocol.Mills{} // a new MPSD
+		if in.Postage != s.Items[i].Postage || in.Label != s.Items[i].Label {
+			t.Fatalf("sale %s item %d: indicium for %s %d", s.RequestID, i, in.Label, in.Postage)
 		}
-		ar, dr := regs[0], regs[1]
-		for dr < in.Postage {
-			if m.gDR < cfg.MPSDFunding {
-				m.gDR += cfg.GPSDPurchase
-				m.bought += cfg.GPSDPurchase
-			}
-			m.gDR, m.gAR, dr = m.gDR-cfg.MPSDFunding, m.gAR+cfg.MPSDFunding, dr+cfg.MPSDFunding
-		}
-		ar, dr = ar+in.Postage, dr-in.Postage
-		if in.AR != ar || in.DR != dr || in.Postage != s.Items[i].Postage || in.Label != s.Items[i].Label {
-			t.Fatalf("sale %s item %d: indicium AR %d DR %d, model AR %d DR %d", s.RequestID, i, in.AR, in.DR, ar, dr)
-		}
-		m.mpsd[in.MPSDSerial] = [2]protocol.Mills{ar, dr}
+		m.move(t, f, s.RequestID, in.MPSDSerial, in.Postage, in.AR, in.DR)
 		m.labels[in.Label.String()] = true
 		m.indicia++
 	}
@@ -228,11 +230,33 @@ func (m *model) sell(t *testing.T, f *fixture, s *ledger.Sale) {
 	m.sales = append(m.sales, s)
 }
 
+// move applies one signed stamp to the model: funding from the GPSD (and
+// the GPSD from the postal authority) as Fig. 10 says, then the sale. The
+// registers the stamp carries must be the model's.
+func (m *model) move(t *testing.T, f *fixture, id string, serial uint32, postage, gotAR, gotDR protocol.Mills) {
+	t.Helper()
+	cfg := f.l.Config()
+	regs := m.mpsd[serial] // zero for a new MPSD
+	ar, dr := regs[0], regs[1]
+	for dr < postage {
+		if m.gDR < cfg.MPSDFunding {
+			m.gDR += cfg.GPSDPurchase
+			m.bought += cfg.GPSDPurchase
+		}
+		m.gDR, m.gAR, dr = m.gDR-cfg.MPSDFunding, m.gAR+cfg.MPSDFunding, dr+cfg.MPSDFunding
+	}
+	ar, dr = ar+postage, dr-postage
+	if gotAR != ar || gotDR != dr {
+		t.Fatalf("sale %s on mpsd %d: registers AR %d DR %d, model AR %d DR %d", id, serial, gotAR, gotDR, ar, dr)
+	}
+	m.mpsd[serial] = [2]protocol.Mills{ar, dr}
+}
+
 // compare checks every invariant, then the registers against the model.
 func (m *model) compare(t *testing.T, f *fixture, step int) {
 	t.Helper()
 	r := f.check()
-	if r.GPSD.AR != m.gAR || r.GPSD.DR != m.gDR || r.FundsBought != m.bought || r.Indicia != m.indicia {
+	if r.GPSD.AR != m.gAR || r.GPSD.DR != m.gDR || r.FundsBought != m.bought || r.Indicia != m.indicia || r.Spoiled != m.spoiled {
 		t.Fatalf("step %d: gpsd AR %d DR %d bought %d indicia %d; model AR %d DR %d bought %d indicia %d",
 			step, r.GPSD.AR, r.GPSD.DR, r.FundsBought, r.Indicia, m.gAR, m.gDR, m.bought, m.indicia)
 	}

@@ -44,6 +44,27 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			}
 		}
 		rows.Close()
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT mpsd, label, rate_class, postage, ar, dr, created_at, data, reason
+			FROM spoiled WHERE created_at >= ? AND created_at < ? ORDER BY id`), f, t)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var x postal.Transaction
+			var at int64
+			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &x.Reason); err != nil {
+				rows.Close()
+				return err
+			}
+			x.At = time.UnixMicro(at).UTC()
+			x.Reason = "spoiled: " + x.Reason
+			r.Transactions = append(r.Transactions, x)
+			r.Voided = append(r.Voided, x)
+			r.Totals.Indicia++
+			r.Totals.Postage += x.Postage
+			r.Totals.VoidedPostage += x.Postage
+		}
+		rows.Close()
 		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT pa_ref, amount FROM fund_purchases WHERE state = 'done' AND done_at >= ? AND done_at < ? ORDER BY done_at`), f, t)
 		if err != nil {
 			return err

@@ -1,9 +1,10 @@
 // Package psdm runs the postal security device module workers of the
 // patent (Fig. 7). Each worker owns one HSM session and checks out up to
 // eight MPSDs through leases; it issues indicia against the registers it
-// holds, one sale per MPSD at a time, and the ledger commits them. The pool
-// hands stamps to the workers round-robin (claims 7-9) and reports each
-// worker's status as the patent's GetStatus does.
+// holds, each stamp on the registers its previous stamp left, and hands
+// them to the ledger's committer in issue order. The pool hands stamps to
+// the workers round-robin (claims 7-9) and reports each worker's status as
+// the patent's GetStatus does.
 package psdm
 
 import (
@@ -12,9 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/frank-postage/frank/hub/ledger"
@@ -33,7 +32,9 @@ type book interface {
 	Renew(ctx context.Context, serials []uint32) (map[uint32]ledger.LeaseState, error)
 	Release(ctx context.Context, serials []uint32) error
 	Reserve(ctx context.Context, amount protocol.Mills) error
-	Abandon(recs []*ledger.Record)
+	Unreserve(amount protocol.Mills)
+	Open(s *ledger.Sale) (*ledger.Ticket, error)
+	Submit(p *ledger.Part)
 	FundingFor(dr, postage protocol.Mills) protocol.Mills
 	MaySell(reported time.Time) error
 	Config() ledger.Config
@@ -48,7 +49,7 @@ type Key struct {
 // Config sizes the pool.
 type Config struct {
 	Workers        int           // default 2
-	MPSDsPerWorker int           // 1 to 8; default 2
+	MPSDsPerWorker int           // 1 to 8; default 1
 	RenewEvery     time.Duration // lease renewal; default a third of the lease TTL
 }
 
@@ -58,7 +59,7 @@ type Status struct {
 	UptimeS    int64    `json:"uptime_s"`
 	Throughput float64  `json:"throughput_per_s"` // indicia per second over the last 10 s
 	Load       int      `json:"load"`             // MPSDs checked out
-	Busy       int      `json:"busy"`             // MPSDs with a sale in flight
+	InFlight   int      `json:"in_flight"`        // stamps signed, not yet committed
 	Total      int64    `json:"total"`            // indicia issued since start
 	MPSDs      []uint32 `json:"mpsds"`
 }
@@ -72,7 +73,8 @@ type Pool struct {
 	book    book
 	log     *slog.Logger
 	workers []*worker
-	next    atomic.Uint64
+	mu      sync.Mutex // orders Sell's tickets and jobs
+	next    uint64     // round-robin position
 	closed  chan struct{}
 	wg      sync.WaitGroup
 }
@@ -84,7 +86,7 @@ func Start(ctx context.Context, cfg Config, open func() (Session, error), key Ke
 		cfg.Workers = 2
 	}
 	if cfg.MPSDsPerWorker == 0 {
-		cfg.MPSDsPerWorker = 2
+		cfg.MPSDsPerWorker = 1
 	}
 	if cfg.Workers < 1 || cfg.MPSDsPerWorker < 1 || cfg.MPSDsPerWorker > 8 {
 		return nil, fmt.Errorf("psdm: start: %d workers with %d MPSDs each; want at least 1 worker and 1 to 8 MPSDs", cfg.Workers, cfg.MPSDsPerWorker)
@@ -116,59 +118,49 @@ func (p *Pool) startWorker(ctx context.Context, id int, open func() (Session, er
 		return nil, err
 	}
 	w := &worker{id: id, pool: p, sess: sess, signer: signer, key: key, log: p.log.With("worker", id),
-		jobs: make(chan job), started: time.Now()}
-	w.cond = sync.NewCond(&w.mu)
+		jobs: make(chan job, 1024), started: time.Now()}
 	slots, err := p.book.Lease(ctx, p.cfg.MPSDsPerWorker)
 	if err != nil {
 		sess.Close()
 		return nil, err
 	}
 	for _, s := range slots {
-		w.slots = append(w.slots, &slot{Slot: s})
+		w.slots = append(w.slots, &slot{committed: s, head: s})
 	}
 	p.wg.Go(w.run)
 	return w, nil
 }
 
-// Issue signs the sale's stamps and returns the records for the ledger to
-// commit. Stamps go to the workers round-robin; a sale visits the workers
-// in ascending order, holding at most one MPSD on each, so two sales never
-// wait on each other.
-func (p *Pool) Issue(ctx context.Context, s *ledger.Sale) ([]*ledger.Record, error) {
-	byWorker := map[int][]int{} // worker -> item indexes
+// Sell issues the sale's stamps and waits for the ledger to commit them.
+// Stamps go to the workers round-robin. Tickets and jobs are handed out
+// under one lock, so every worker sees sales in the same order as the
+// committer, and no two sales can wait on each other.
+func (p *Pool) Sell(ctx context.Context, s *ledger.Sale) ([]byte, error) {
+	p.mu.Lock()
+	select {
+	case <-p.closed:
+		p.mu.Unlock()
+		return nil, ErrClosed
+	default:
+	}
+	t, err := p.book.Open(s)
+	if err != nil {
+		p.mu.Unlock()
+		return nil, err
+	}
+	byWorker := make([][]int, len(p.workers))
 	for i := range s.Items {
-		w := int((p.next.Add(1) - 1) % uint64(len(p.workers)))
+		w := p.next % uint64(len(p.workers))
+		p.next++
 		byWorker[w] = append(byWorker[w], i)
 	}
-	order := make([]int, 0, len(byWorker))
-	for w := range byWorker {
-		order = append(order, w)
+	for w, items := range byWorker {
+		if len(items) > 0 {
+			p.workers[w].jobs <- job{ticket: t, sale: s, items: items}
+		}
 	}
-	sort.Ints(order)
-	recs := make([]*ledger.Record, len(s.Items))
-	var issued []*ledger.Record
-	for _, wi := range order {
-		j := job{ctx: ctx, sale: s, items: byWorker[wi], reply: make(chan result, 1)}
-		select {
-		case p.workers[wi].jobs <- j:
-		case <-p.closed:
-			p.book.Abandon(issued)
-			return nil, ErrClosed
-		case <-ctx.Done():
-			p.book.Abandon(issued)
-			return nil, ctx.Err()
-		}
-		r := <-j.reply // a worker answers every job it takes
-		if r.err != nil {
-			p.book.Abandon(issued)
-			return nil, r.err
-		}
-		for k, idx := range byWorker[wi] {
-			recs[idx] = r.recs[k]
-		}
-		issued = append(issued, r.recs...)
-	}
-	return recs, nil
+	p.mu.Unlock()
+	return t.Wait(ctx)
 }
 
 // Status reports every worker.
@@ -188,17 +180,17 @@ func (p *Pool) Close() {
 		return
 	default:
 	}
+	p.mu.Lock()
 	close(p.closed)
 	for _, w := range p.workers {
-		w.mu.Lock()
-		w.cond.Broadcast()
-		w.mu.Unlock()
+		close(w.jobs) // no Sell can send now
 	}
+	p.mu.Unlock()
 	p.wg.Wait()
 	var serials []uint32
 	for _, w := range p.workers {
 		for _, s := range w.slots {
-			serials = append(serials, s.Serial)
+			serials = append(serials, s.committed.Serial)
 		}
 		w.sess.Close()
 	}
@@ -224,7 +216,7 @@ func (p *Pool) renewLoop() {
 		for _, w := range p.workers {
 			w.mu.Lock()
 			for _, s := range w.slots {
-				serials = append(serials, s.Serial)
+				serials = append(serials, s.committed.Serial)
 			}
 			w.mu.Unlock()
 		}
@@ -247,7 +239,7 @@ func (p *Pool) RenewNow(ctx context.Context) error {
 	for _, w := range p.workers {
 		w.mu.Lock()
 		for _, s := range w.slots {
-			serials = append(serials, s.Serial)
+			serials = append(serials, s.committed.Serial)
 		}
 		w.mu.Unlock()
 	}
@@ -262,22 +254,19 @@ func (p *Pool) RenewNow(ctx context.Context) error {
 }
 
 type job struct {
-	ctx   context.Context
-	sale  *ledger.Sale
-	items []int
-	reply chan result
+	ticket *ledger.Ticket
+	sale   *ledger.Sale
+	items  []int
 }
 
-type result struct {
-	recs []*ledger.Record
-	err  error
-}
-
-// slot is an MPSD a worker holds.
+// slot is an MPSD a worker holds: its registers as committed, and as the
+// last stamp issued on it left them.
 type slot struct {
-	ledger.Slot        // committed registers
-	busy        int    // records in flight
-	dead        string // lost lease or locked: never used again
+	committed ledger.Slot
+	head      ledger.Slot
+	gen       uint64 // bumped when the chain breaks and head goes back
+	inflight  int
+	dead      string // lost lease or locked: never used again
 }
 
 type worker struct {
@@ -289,9 +278,9 @@ type worker struct {
 	log     *slog.Logger
 	jobs    chan job
 	started time.Time
+	turn    int // round-robin over the worker's MPSDs
 
 	mu     sync.Mutex
-	cond   *sync.Cond
 	slots  []*slot
 	total  int64
 	window [10]int64 // indicia per second, ring by unix second
@@ -299,138 +288,111 @@ type worker struct {
 }
 
 func (w *worker) run() {
-	for {
-		select {
-		case <-w.pool.closed:
-			return
-		case j := <-w.jobs:
-			recs, err := w.issue(j.ctx, j.sale, j.items)
-			j.reply <- result{recs, err}
+	for j := range w.jobs {
+		for _, i := range j.items {
+			w.pool.book.Submit(w.issue(j.ticket, j.sale, i))
 		}
 	}
 }
 
-// issue signs the given items of a sale on one of the worker's MPSDs.
-func (w *worker) issue(ctx context.Context, s *ledger.Sale, items []int) ([]*ledger.Record, error) {
-	sl, err := w.takeSlot(ctx)
-	if err != nil {
-		return nil, err
-	}
+// issue signs one stamp on the next of the worker's MPSDs, or returns a
+// part that says why it could not.
+func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int) *ledger.Part {
 	b := w.pool.book
 	cfg := b.Config()
-	base := sl.Slot
-	date := protocol.DateOf(cfg.Now())
-	var recs []*ledger.Record
-	defer w.release(sl) // the claim; each record holds the slot on its own
-	fail := func(err error) ([]*ledger.Record, error) {
-		b.Abandon(recs)
-		return nil, err
+	it := s.Items[i]
+	part := &ledger.Part{Ticket: t, Index: i}
+	sl, err := w.slot()
+	if err != nil {
+		part.Err = err
+		return part
 	}
-	if err := b.MaySell(sl.ReportedAt); err != nil {
-		return fail(err)
-	}
-	for _, i := range items {
-		it := s.Items[i]
-		funding := b.FundingFor(base.DR, it.Postage)
-		if funding > 0 {
-			if err := b.Reserve(ctx, funding); err != nil {
-				return fail(err)
-			}
-		}
-		rec := &ledger.Record{Serial: sl.Serial, Base: base, Funding: funding, Item: it,
-			AR: base.AR + it.Postage, DR: base.DR + funding - it.Postage, CertSerial: w.key.CertSerial}
-		rec.Done = w.doneFunc(sl, rec)
-		in := protocol.Indicium{CertSerial: w.key.CertSerial, Vendor: cfg.Vendor, Model: cfg.Model, MPSDSerial: sl.Serial,
-			AR: rec.AR, Postage: it.Postage, Date: date, OriginZIP: s.OriginZIP, UserID: s.UserID,
-			SoftwareID: cfg.SoftwareID, Label: it.Label, DR: rec.DR, RateCategory: it.RateClass}
-		if err := in.Sign(w.signer); err != nil {
-			b.Abandon([]*ledger.Record{{Funding: funding}})
-			return fail(fmt.Errorf("psdm: worker %d: %w", w.id, err))
-		}
-		data, err := in.MarshalBinary()
-		if err != nil {
-			b.Abandon([]*ledger.Record{{Funding: funding}})
-			return fail(protocol.Errorf(protocol.CodeInternal, "registers of mpsd %d out of range: %v", sl.Serial, err))
-		}
-		rec.Indicium, rec.MeterNumber = data, in.MeterNumber()
-		w.hold(sl)
-		recs = append(recs, rec)
-		base = ledger.Slot{Serial: sl.Serial, AR: rec.AR, DR: rec.DR, ReportedAt: base.ReportedAt}
-	}
-	w.count(int64(len(recs)))
-	return recs, nil
-}
-
-// takeSlot waits for an MPSD with no sale in flight, leasing a new one if
-// all the worker's MPSDs are gone.
-func (w *worker) takeSlot(ctx context.Context) (*slot, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	for {
-		select {
-		case <-w.pool.closed:
-			return nil, ErrClosed
-		default:
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		live := w.slots[:0]
-		for _, s := range w.slots {
-			if s.dead == "" || s.busy > 0 {
-				live = append(live, s)
-			}
-		}
-		w.slots = live
-		for _, s := range w.slots {
-			if s.dead == "" && s.busy == 0 {
-				s.busy = 1 // the claim, released when issue returns
-				return s, nil
-			}
-		}
-		if len(w.slots) < w.pool.cfg.MPSDsPerWorker {
-			w.mu.Unlock()
-			ss, err := w.pool.book.Lease(ctx, 1)
-			w.mu.Lock()
-			if err != nil {
-				return nil, err
-			}
-			for _, s := range ss {
-				w.slots = append(w.slots, &slot{Slot: s})
-			}
-			continue
-		}
-		w.cond.Wait()
-	}
-}
-
-// hold counts one more record in flight on s.
-func (w *worker) hold(s *slot) {
-	w.mu.Lock()
-	s.busy++
+	base, gen := sl.head, sl.gen
 	w.mu.Unlock()
-}
-
-// release drops one hold on s: a claim, or a record's.
-func (w *worker) release(s *slot) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s.busy--
-	if s.busy == 0 {
-		w.cond.Broadcast()
+	if err := b.MaySell(base.ReportedAt); err != nil {
+		part.Err = err
+		return part
 	}
+	funding := b.FundingFor(base.DR, it.Postage)
+	if funding > 0 {
+		if err := b.Reserve(context.Background(), funding); err != nil {
+			part.Err = err
+			return part
+		}
+	}
+	in := protocol.Indicium{CertSerial: w.key.CertSerial, Vendor: cfg.Vendor, Model: cfg.Model, MPSDSerial: base.Serial,
+		AR: base.AR + it.Postage, Postage: it.Postage, Date: protocol.DateOf(cfg.Now()), OriginZIP: s.OriginZIP,
+		UserID: s.UserID, SoftwareID: cfg.SoftwareID, Label: it.Label, DR: base.DR + funding - it.Postage, RateCategory: it.RateClass}
+	if err := in.Sign(w.signer); err != nil {
+		b.Unreserve(funding)
+		part.Err = fmt.Errorf("psdm: worker %d: %w", w.id, err)
+		return part
+	}
+	data, err := in.MarshalBinary()
+	if err != nil {
+		b.Unreserve(funding)
+		part.Err = protocol.Errorf(protocol.CodeInternal, "registers of mpsd %d out of range: %v", base.Serial, err)
+		return part
+	}
+	*part = ledger.Part{Ticket: t, Index: i, Serial: base.Serial, Gen: gen, Base: base, Funding: funding,
+		AR: in.AR, DR: in.DR, CertSerial: w.key.CertSerial, MeterNumber: in.MeterNumber(), Indicium: data}
+	part.Done = w.doneFunc(sl, part)
+	w.mu.Lock()
+	sl.head = ledger.Slot{Serial: base.Serial, AR: in.AR, DR: in.DR, ReportedAt: base.ReportedAt}
+	sl.inflight++
+	w.mu.Unlock()
+	w.count(1)
+	return part
 }
 
-// doneFunc is a record's callback from the ledger: on commit the slot's
-// registers move to the record's; either way the record's hold ends.
-func (w *worker) doneFunc(s *slot, rec *ledger.Record) func(bool) {
-	return func(ok bool) {
-		if ok {
-			w.mu.Lock()
-			s.AR, s.DR = rec.AR, rec.DR
-			w.mu.Unlock()
+// slot picks the next live MPSD, leasing one if none is left.
+func (w *worker) slot() (*slot, error) {
+	w.mu.Lock()
+	live := w.slots[:0]
+	for _, s := range w.slots {
+		if s.dead == "" || s.inflight > 0 {
+			live = append(live, s)
 		}
-		w.release(s)
+	}
+	w.slots = live
+	var usable []*slot
+	for _, s := range w.slots {
+		if s.dead == "" {
+			usable = append(usable, s)
+		}
+	}
+	w.mu.Unlock()
+	if len(usable) == 0 {
+		ss, err := w.pool.book.Lease(context.Background(), 1)
+		if err != nil || len(ss) == 0 {
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no postal security device is available: %v", err)
+		}
+		s := &slot{committed: ss[0], head: ss[0]}
+		w.mu.Lock()
+		w.slots = append(w.slots, s)
+		w.mu.Unlock()
+		return s, nil
+	}
+	w.turn++
+	return usable[w.turn%len(usable)], nil
+}
+
+// doneFunc is a part's callback from the committer.
+func (w *worker) doneFunc(s *slot, p *ledger.Part) func(bool) {
+	return func(committed bool) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		s.inflight--
+		switch {
+		case committed:
+			s.committed.AR, s.committed.DR = p.AR, p.DR
+		case p.Gen == s.gen:
+			// The chain broke here: issue again from what is committed.
+			s.gen++
+			s.head = s.committed
+			s.head.ReportedAt = p.Base.ReportedAt
+		}
 	}
 }
 
@@ -438,11 +400,11 @@ func (w *worker) apply(states map[uint32]ledger.LeaseState) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, s := range w.slots {
-		st, ok := states[s.Serial]
+		st, ok := states[s.committed.Serial]
 		if !ok {
 			continue
 		}
-		s.ReportedAt = st.ReportedAt
+		s.committed.ReportedAt, s.head.ReportedAt = st.ReportedAt, st.ReportedAt
 		switch {
 		case st.Locked != "":
 			s.dead = "locked: " + st.Locked
@@ -450,10 +412,9 @@ func (w *worker) apply(states map[uint32]ledger.LeaseState) {
 			s.dead = "lease lost"
 		}
 		if s.dead != "" {
-			w.log.Warn("mpsd out of service", "mpsd", s.Serial, "why", s.dead)
+			w.log.Warn("mpsd out of service", "mpsd", s.committed.Serial, "why", s.dead)
 		}
 	}
-	w.cond.Broadcast()
 }
 
 func (w *worker) count(n int64) {
@@ -483,11 +444,9 @@ func (w *worker) status() Status {
 	for _, s := range w.slots {
 		if s.dead == "" {
 			st.Load++
-			st.MPSDs = append(st.MPSDs, s.Serial)
-			if s.busy > 0 {
-				st.Busy++
-			}
+			st.MPSDs = append(st.MPSDs, s.committed.Serial)
 		}
+		st.InFlight += s.inflight
 	}
 	return st
 }

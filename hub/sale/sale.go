@@ -17,16 +17,15 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
-// issuer signs indicia; the PSDM pool.
-type issuer interface {
-	Issue(ctx context.Context, s *ledger.Sale) ([]*ledger.Record, error)
+// seller issues and commits indicia; the PSDM pool.
+type seller interface {
+	Sell(ctx context.Context, s *ledger.Sale) ([]byte, error)
 }
 
-// book commits sales and keeps final answers; the ledger.
+// book keeps final answers; the ledger.
 type book interface {
 	Replay(ctx context.Context, kioskID, requestID string, bodyHash []byte) ([]byte, error)
 	Reject(ctx context.Context, kioskID, requestID string, bodyHash []byte, perr *protocol.Error) ([]byte, error)
-	Commit(ctx context.Context, s *ledger.Sale, recs []*ledger.Record) ([]byte, error)
 	LabelLive(ctx context.Context, label protocol.LabelSerial) (bool, error)
 }
 
@@ -42,7 +41,7 @@ type rateBook interface {
 
 // Service answers purchase requests.
 type Service struct {
-	Issuer issuer
+	Seller seller
 	Book   book
 	Kiosks kiosks
 	Rates  rateBook
@@ -113,12 +112,9 @@ func (s *Service) purchase(ctx context.Context, req *protocol.PurchaseRequest, h
 		err = lerr
 		if err == nil {
 			defer release()
-			var recs []*ledger.Record
-			if recs, err = s.Issuer.Issue(ctx, sale); err == nil {
-				var out []byte
-				if out, err = s.Book.Commit(ctx, sale, recs); err == nil {
-					return out, nil
-				}
+			var out []byte
+			if out, err = s.Seller.Sell(ctx, sale); err == nil {
+				return out, nil
 			}
 		}
 	}

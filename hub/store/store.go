@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
@@ -36,6 +37,7 @@ const (
 type DB struct {
 	*sql.DB
 	Dialect Dialect
+	stmts   sync.Map // query -> *sql.Stmt
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL database.
@@ -89,6 +91,10 @@ func openSQLite(ctx context.Context, path string, version int) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	// Keep connections: opening one re-reads the schema, and the default
+	// keeps only two idle.
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(16)
 	d := &DB{DB: db, Dialect: SQLite}
 	if err := d.migrate(ctx, version); err != nil {
 		db.Close()
@@ -113,6 +119,85 @@ func (d *DB) Rebind(query string) string {
 		b.WriteRune(c)
 	}
 	return b.String()
+}
+
+// Stmt returns query (with ? placeholders) prepared once for the life of
+// the DB. Parsing SQL is most of a small statement's cost. It takes a
+// connection from the pool, so call it outside transactions (Prepare warms
+// the cache at start).
+func (d *DB) Stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if s, ok := d.stmts.Load(query); ok {
+		return s.(*sql.Stmt), nil
+	}
+	s, err := d.PrepareContext(ctx, d.Rebind(query))
+	if err != nil {
+		return nil, fmt.Errorf("store: prepare: %w", err)
+	}
+	if prev, loaded := d.stmts.LoadOrStore(query, s); loaded {
+		s.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return s, nil
+}
+
+// Prepare fills the statement cache.
+func (d *DB) Prepare(ctx context.Context, queries ...string) error {
+	for _, q := range queries {
+		if _, err := d.Stmt(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TxStmt returns query prepared for use in tx. Inside a transaction a
+// statement must not wait for a second pool connection: with SQLite the
+// transaction holds the only write lock, and a connection the pool hands
+// out may be waiting for that lock. So a query not yet cached is prepared
+// on the transaction's own connection.
+func (d *DB) TxStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	if s, ok := d.stmts.Load(query); ok {
+		return tx.StmtContext(ctx, s.(*sql.Stmt)), nil
+	}
+	s, err := tx.PrepareContext(ctx, d.Rebind(query))
+	if err != nil {
+		return nil, fmt.Errorf("store: prepare: %w", err)
+	}
+	return s, nil
+}
+
+// ExecStmt runs a prepared query, in tx when tx is not nil.
+func (d *DB) ExecStmt(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	var s *sql.Stmt
+	var err error
+	if tx != nil {
+		s, err = d.TxStmt(ctx, tx, query)
+	} else {
+		s, err = d.Stmt(ctx, query)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(ctx, args...)
+}
+
+// QueryRowStmt runs a prepared single-row query, in tx when tx is not nil.
+func (d *DB) QueryRowStmt(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
+	var s *sql.Stmt
+	var err error
+	if tx != nil {
+		s, err = d.TxStmt(ctx, tx, query)
+	} else {
+		s, err = d.Stmt(ctx, query)
+	}
+	if err != nil {
+		// A bad query is a programming error; Scan reports it.
+		if tx != nil {
+			return tx.QueryRowContext(ctx, d.Rebind(query), args...)
+		}
+		return d.QueryRowContext(ctx, d.Rebind(query), args...)
+	}
+	return s.QueryRowContext(ctx, args...)
 }
 
 // ForUpdate is the row-locking suffix for a SELECT inside a transaction.

@@ -50,7 +50,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:8080", "HTTP API address")
 	fs.StringVar(&cfg.PostalURL, "postal", "http://127.0.0.1:8090", "postal authority URL")
 	fs.IntVar(&cfg.Workers, "workers", 2, "PSDM workers, one HSM session each")
-	fs.IntVar(&cfg.MPSDs, "mpsds", 2, "MPSDs each worker checks out (1-8)")
+	fs.IntVar(&cfg.MPSDs, "mpsds", 1, "MPSDs each worker checks out (1-8)")
 	fs.StringVar(&cfg.HSM, "hsm", "soft", "key store: soft (development) or pkcs11")
 	fs.StringVar(&cfg.PKCS11.Module, "pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library")
 	fs.StringVar(&cfg.PKCS11.Token, "pkcs11-token", "frank", "PKCS#11 token label")

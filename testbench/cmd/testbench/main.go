@@ -5,6 +5,7 @@
 //	testbench postal   run the postal authority simulator
 //	testbench printer  run an ESC/POS printer emulator on a pseudo-terminal
 //	testbench verify   read and verify label PNGs against a hub's keys
+//	testbench bench    measure the hub's purchase path against the raw signer
 package main
 
 import (
@@ -20,10 +21,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/bench"
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/printersim"
@@ -48,6 +53,8 @@ func main() {
 		code = runPrinter(ctx, os.Args[2:], log)
 	case "verify":
 		code = runVerify(ctx, os.Args[2:])
+	case "bench":
+		code = runBench(ctx, os.Args[2:], log)
 	default:
 		usage()
 		code = 2
@@ -56,7 +63,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: testbench run|postal|printer|verify [flags]")
+	fmt.Fprintln(os.Stderr, "usage: testbench run|postal|printer|verify|bench [flags]")
 }
 
 func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
@@ -199,4 +206,56 @@ func runVerify(ctx context.Context, args []string) int {
 		enc.Encode(map[string]any{"file": f, "ok": false, "error": err.Error()})
 	}
 	return code
+}
+
+func runBench(ctx context.Context, args []string, log *slog.Logger) int {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	out := fs.String("out", "", "write the figures as markdown to this file")
+	d := fs.Duration("duration", 10*time.Second, "measured load per configuration")
+	warm := fs.Duration("warmup", 2*time.Second, "load before measuring")
+	kiosks := fs.Int("kiosks", 16, "simulated kiosks")
+	inflight := fs.Int("inflight", 8, "requests each kiosk keeps outstanding")
+	signers := fs.String("signers", "soft,softhsm", "signers to measure")
+	workers := fs.String("workers", "1,2", "worker counts to measure")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
+	fs.Parse(args)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	dir, err := os.MkdirTemp("", "frank-bench")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	var results []*bench.Result
+	n := 0
+	for _, s := range strings.Split(*signers, ",") {
+		for _, w := range strings.Split(*workers, ",") {
+			wn, _ := strconv.Atoi(w)
+			n++
+			r, err := bench.Run(ctx, bench.Config{Signer: s, Workers: wn, Kiosks: *kiosks, InFlight: *inflight,
+				Warmup: *warm, Duration: *d, Dir: filepath.Join(dir, fmt.Sprint(n))}, log)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "testbench bench:", err)
+				return 1
+			}
+			results = append(results, r)
+		}
+	}
+	table := bench.Markdown(results)
+	fmt.Print(table)
+	if *out != "" {
+		if err := bench.WriteDoc(*out, strings.Join(os.Args, " "), results); err != nil {
+			fmt.Fprintln(os.Stderr, "testbench bench:", err)
+			return 1
+		}
+	}
+	return 0
 }

@@ -1,0 +1,341 @@
+// Package bench measures the hub's purchase path end to end: simulated
+// kiosks send purchase requests over MQTT to a real hub (embedded broker,
+// SQLite with synchronous=FULL, the chosen signer) and wait for the signed
+// results. Beside each figure it measures, in the same run, the raw
+// signatures per second of the same signer with the same number of
+// sessions, because these machines are noisy and only the ratio travels.
+package bench
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/hsm/pkcs11"
+	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+	"github.com/frank-postage/frank/testbench/postal"
+	"github.com/frank-postage/frank/testbench/softhsm"
+)
+
+// Config sizes a run.
+type Config struct {
+	Signer   string        // "soft" or "softhsm"
+	Workers  int           // PSDM workers (= HSM sessions)
+	Kiosks   int           // simulated kiosks
+	InFlight int           // requests each kiosk keeps outstanding
+	Warmup   time.Duration // load before measuring
+	Duration time.Duration // measured load
+	Dir      string        // scratch directory
+}
+
+// Result is one run's figures.
+type Result struct {
+	Config
+	RawSigsPerSec float64 // the signer alone, Workers sessions in parallel
+	SalesPerSec   float64 // end to end, durable
+	P50, P90, P99 time.Duration
+	Max           time.Duration
+	Sales         int
+	Rejected      int
+	Commits       string // sales per commit, from the hub's view
+	Resent        int    // requests sent again after 2 s without an answer
+	Dropped       int64  // messages the broker dropped
+}
+
+// Ratio is sales per second over raw signatures per second.
+func (r Result) Ratio() float64 { return r.SalesPerSec / r.RawSigsPerSec }
+
+// signerSetup gives a way to open sessions for the chosen signer, and the
+// hub configuration that uses the same keys.
+type signerSetup struct {
+	hubCfg  func(*hub.Config)
+	session func() (crypto.Signer, func(), error)
+	close   func()
+}
+
+func setupSigner(cfg Config) (*signerSetup, error) {
+	switch cfg.Signer {
+	case "soft":
+		dir := filepath.Join(cfg.Dir, "hub", "keys")
+		ks, err := soft.Open(dir)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := ks.GenerateSigningKey("bench-raw"); err != nil {
+			return nil, err
+		}
+		return &signerSetup{
+			hubCfg: func(c *hub.Config) { c.HSM = "soft" },
+			session: func() (crypto.Signer, func(), error) {
+				s, _ := ks.Session()
+				sg, err := s.Signer("bench-raw")
+				return sg, func() { s.Close() }, err
+			},
+			close: func() { ks.Close() },
+		}, nil
+	case "softhsm":
+		tok, err := softhsm.Setup(filepath.Join(cfg.Dir, "softhsm"), "frank-bench", "1234")
+		if err != nil {
+			return nil, err
+		}
+		pc := pkcs11.Config{Module: tok.Module, Token: tok.Label, PIN: tok.PIN}
+		t, err := pkcs11.Open(pc)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := t.GenerateSigningKey("bench-raw"); err != nil {
+			return nil, err
+		}
+		return &signerSetup{
+			hubCfg: func(c *hub.Config) { c.HSM = "pkcs11"; c.PKCS11 = pc },
+			session: func() (crypto.Signer, func(), error) {
+				s, err := t.Session()
+				if err != nil {
+					return nil, nil, err
+				}
+				sg, err := s.Signer("bench-raw")
+				return sg, func() { s.Close() }, err
+			},
+			close: func() { t.Close() },
+		}, nil
+	}
+	return nil, fmt.Errorf("bench: signer %q: want soft or softhsm", cfg.Signer)
+}
+
+// rawSigns measures signatures per second with n sessions in parallel.
+func rawSigns(s *signerSetup, n int, d time.Duration) (float64, error) {
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	deadline := time.Now().Add(d)
+	for range n {
+		sg, done, err := s.session()
+		if err != nil {
+			return 0, err
+		}
+		wg.Go(func() {
+			defer done()
+			digest := sha256.Sum256([]byte("bench"))
+			for time.Now().Before(deadline) {
+				if _, err := sg.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+					errs <- err
+					return
+				}
+				total.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return 0, err
+	default:
+	}
+	return float64(total.Load()) / d.Seconds(), nil
+}
+
+// Run measures one configuration.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	s, err := setupSigner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	res := &Result{Config: cfg}
+	// The baseline first, on an idle machine, as the hub's workers would sign.
+	if res.RawSigsPerSec, err = rawSigns(s, cfg.Workers, cfg.Duration/2); err != nil {
+		return nil, fmt.Errorf("bench: raw signatures: %w", err)
+	}
+
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("FRANK_BENCH_DEBUG") != "" {
+		quiet = log
+	}
+	pa, _ := postal.New("", quiet)
+	paSrv := httptest.NewServer(pa.Handler())
+	defer paSrv.Close()
+	hc := hub.Config{DataDir: filepath.Join(cfg.Dir, "hub"), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0",
+		PostalURL: paSrv.URL, Workers: cfg.Workers, MPSDs: 1}
+	s.hubCfg(&hc)
+	h, err := hub.Open(ctx, hc, quiet)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	if hc.HSM == "pkcs11" {
+		if _, err := h.Keys().Init(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := h.Start(ctx); err != nil {
+		return nil, err
+	}
+
+	var measuring atomic.Bool
+	var lmu sync.Mutex
+	var lat []time.Duration
+	var sales, rejected, resent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for k := range cfg.Kiosks {
+		id := fmt.Sprintf("bench-%03d", k)
+		c, err := loadClient(h.BrokerAddr, id)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Disconnect(50)
+		var mu sync.Mutex
+		sent := map[string]time.Time{}
+		bodies := map[string][]byte{}
+		done := make(chan struct{}, cfg.InFlight)
+		tok := c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, m mqtt.Message) {
+			var r struct {
+				RequestID string `json:"request_id"`
+				Status    string `json:"status"`
+			}
+			json.Unmarshal(m.Payload(), &r)
+			mu.Lock()
+			t0, ok := sent[r.RequestID]
+			delete(sent, r.RequestID)
+			delete(bodies, r.RequestID)
+			mu.Unlock()
+			if !ok {
+				return
+			}
+			if measuring.Load() {
+				if r.Status == protocol.ResultOK {
+					sales.Add(1)
+				} else {
+					rejected.Add(1)
+				}
+				lmu.Lock()
+				lat = append(lat, time.Since(t0))
+				lmu.Unlock()
+			}
+			done <- struct{}{}
+		})
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return nil, fmt.Errorf("bench: subscribe: %v", tok.Error())
+		}
+		wg.Go(func() {
+			var tmpl protocol.PurchaseRequest
+			json.Unmarshal([]byte(prototest.GoodPurchase), &tmpl)
+			tmpl.KioskID = id
+			for i := range cfg.InFlight {
+				_ = i
+				done <- struct{}{}
+			}
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				case <-done:
+				}
+				r := tmpl
+				r.RequestID = fmt.Sprintf("%s-%d", id, n)
+				item := r.Items[0]
+				item.LabelSerial = protocol.LabelSerial{Sheet: protocol.SheetSerial(uint32(k)<<20 | uint32(n/10)), Position: uint8(n%10 + 1)}.String()
+				r.Items = []protocol.PurchaseItem{item}
+				b, _ := json.Marshal(r)
+				mu.Lock()
+				sent[r.RequestID] = time.Now()
+				bodies[r.RequestID] = b
+				mu.Unlock()
+				c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
+			}
+		})
+		// Like a kiosk, send again what has gone unanswered for 2 s.
+		wg.Go(func() {
+			t := time.NewTicker(500 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+				mu.Lock()
+				var again [][]byte
+				for rid, at := range sent {
+					if time.Since(at) > 2*time.Second {
+						again = append(again, bodies[rid])
+						sent[rid] = time.Now()
+					}
+				}
+				mu.Unlock()
+				for _, b := range again {
+					resent.Add(1)
+					c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
+				}
+			}
+		})
+	}
+	time.Sleep(cfg.Warmup)
+	measuring.Store(true)
+	t0 := time.Now()
+	st0 := h.Ledger().Stats()
+	time.Sleep(cfg.Duration)
+	measuring.Store(false)
+	elapsed := time.Since(t0)
+	st1 := h.Ledger().Stats()
+	if c := st1.Commits - st0.Commits; c > 0 {
+		res.Commits = fmt.Sprintf("%.1f sales/commit, %.2f ms/commit, committer busy %.0f%%", float64(st1.Sales-st0.Sales)/float64(c),
+			float64((st1.Busy-st0.Busy).Microseconds())/1000/float64(c), 100*(st1.Busy-st0.Busy).Seconds()/elapsed.Seconds())
+	}
+	close(stop)
+	wg.Wait()
+
+	res.Sales, res.Rejected, res.Resent, res.Dropped = int(sales.Load()), int(rejected.Load()), int(resent.Load()), h.BrokerDropped()
+	res.SalesPerSec = float64(res.Sales) / elapsed.Seconds()
+	slices.Sort(lat)
+	if n := len(lat); n > 0 {
+		res.P50, res.P90, res.P99, res.Max = lat[n/2], lat[n*90/100], lat[n*99/100], lat[n-1]
+	}
+	time.Sleep(500 * time.Millisecond) // let the last commits land before the check
+	r, err := h.Ledger().Check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !r.OK() {
+		return nil, fmt.Errorf("bench: ledger invariants broken after the run: %v", r.Violations)
+	}
+	log.Info("bench run", "signer", cfg.Signer, "workers", cfg.Workers, "raw_sigs_per_s", int(res.RawSigsPerSec),
+		"sales_per_s", int(res.SalesPerSec), "p50", res.P50, "p99", res.P99, "indicia_in_ledger", r.Indicia, "commits", res.Commits, "resent", res.Resent, "broker_dropped", res.Dropped)
+	return res, nil
+}
+
+func loadClient(broker, id string) (mqtt.Client, error) {
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("bench-" + id).
+		SetOrderMatters(false).SetMaxResumePubInFlight(1024))
+	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return nil, fmt.Errorf("bench: connect: %v", t.Error())
+	}
+	return c, nil
+}
+
+// Machine describes where the run happened.
+func Machine() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s, %d CPUs (GOMAXPROCS %d), %s %s/%s", host, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
