@@ -214,7 +214,7 @@ func (m *model) sell(t *testing.T, f *fixture, s *ledger.Sale) {
 	if err != nil {
 		t.Fatal(err)
 	}
-		for i, iss := range res.Indicia {
+	for i, iss := range res.Indicia {
 		in, err := protocol.VerifyIndicium(iss.Matrix, f.pub)
 		if err != nil {
 			t.Fatal(err)
