@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test deps lint unit race fuzz clean
+.PHONY: all build run test deps lint unit race fuzz bench clean
 
 all: build
 
@@ -41,3 +41,7 @@ fuzz:
 
 clean:
 	rm -rf bin var
+
+## bench: the purchase path against the raw signer, soft and SoftHSM2; writes docs/benchmarks.md
+bench: build deps
+	bin/testbench bench --out docs/benchmarks.md

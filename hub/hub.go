@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/frank-postage/frank/hsm"
@@ -42,7 +44,7 @@ type Config struct {
 	BrokerListen string // embedded broker address; default 127.0.0.1:1883
 	HTTPListen   string // API address; default 127.0.0.1:8080
 	PostalURL    string // postal authority; default http://127.0.0.1:8090
-	Workers      int    // PSDM workers, one HSM session each; default 2
+	Workers      int    // PSDM workers, one HSM session each; default half the CPUs, at least 1
 	MPSDs        int    // MPSDs each worker checks out, 1-8; default 1
 	RatesDir     string // extra rate tables (*.json); the built-in USPS table is always loaded
 	HeartbeatS   int    // kiosk heartbeat period pushed in config; default 30
@@ -71,7 +73,7 @@ func (c *Config) Defaults() {
 		c.PostalURL = "http://127.0.0.1:8090"
 	}
 	if c.Workers == 0 {
-		c.Workers = 2
+		c.Workers = max(1, runtime.NumCPU()/2)
 	}
 	if c.MPSDs == 0 {
 		c.MPSDs = 1
@@ -339,6 +341,19 @@ func (h *Hub) watchdog() {
 				h.log.Error("inspection check", "err", err)
 			}
 		}
+	}
+}
+
+// TuneRuntime sets the garbage collector for a server with memory to spare,
+// unless GOGC or GOMEMLIMIT say otherwise: collect when the heap has grown
+// eight times, but never let it pass 2 GiB. The purchase path allocates a
+// little per message, and collection was a sixth of its CPU at GOGC=100.
+func TuneRuntime() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(800)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(2 << 30)
 	}
 }
 

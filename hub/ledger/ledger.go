@@ -270,6 +270,34 @@ func replay(ctx context.Context, db *store.DB, tx *sql.Tx, kioskID, requestID st
 	return result, nil
 }
 
+// Precheck answers, in one query, what a purchase needs to know before any
+// work: the stored result of an earlier request with this id (or
+// idempotency_conflict), and whether any of its labels already carries an
+// indicium.
+func (l *Ledger) Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial) (prior []byte, used bool, err error) {
+	q := `SELECT s.body_hash, s.result, (SELECT COUNT(*) FROM indicia WHERE label IN (` +
+		strings.TrimSuffix(strings.Repeat("?, ", len(labels)), ", ") + `) AND state <> 'voided')
+		FROM (SELECT 1 AS one) AS x LEFT JOIN sales s ON s.kiosk_id = ? AND s.request_id = ?`
+	args := make([]any, 0, len(labels)+2)
+	for _, lb := range labels {
+		args = append(args, lb.String())
+	}
+	args = append(args, kioskID, requestID)
+	var hash, result []byte
+	var n int
+	if err := l.db.QueryRowStmt(ctx, nil, q, args...).Scan(&hash, &result, &n); err != nil {
+		return nil, false, fmt.Errorf("ledger: precheck %s/%s: %w", kioskID, requestID, err)
+	}
+	if hash != nil {
+		if string(hash) != string(bodyHash) {
+			return nil, false, protocol.Errorf(protocol.CodeIdempotencyConflict,
+				"request_id %s was used before with a different body", requestID)
+		}
+		return result, false, nil
+	}
+	return nil, n > 0, nil
+}
+
 // LabelLive reports whether a label already carries a live indicium.
 func (l *Ledger) LabelLive(ctx context.Context, label protocol.LabelSerial) (bool, error) {
 	var n int

@@ -24,9 +24,8 @@ type seller interface {
 
 // book keeps final answers; the ledger.
 type book interface {
-	Replay(ctx context.Context, kioskID, requestID string, bodyHash []byte) ([]byte, error)
+	Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial) ([]byte, bool, error)
 	Reject(ctx context.Context, kioskID, requestID string, bodyHash []byte, perr *protocol.Error) ([]byte, error)
-	LabelLive(ctx context.Context, label protocol.LabelSerial) (bool, error)
 }
 
 // kiosks numbers kiosks for the indicium's user field.
@@ -100,15 +99,23 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 
 func (s *Service) purchase(ctx context.Context, req *protocol.PurchaseRequest, hash []byte) ([]byte, *protocol.Error) {
 	kioskID := req.KioskID
-	if prior, err := s.Book.Replay(ctx, kioskID, req.RequestID, hash); prior != nil || err != nil {
+	labels := make([]protocol.LabelSerial, len(req.Items))
+	for i, it := range req.Items {
+		labels[i] = it.Label()
+	}
+	prior, used, err := s.Book.Precheck(ctx, kioskID, req.RequestID, hash, labels)
+	if prior != nil || err != nil {
 		if err != nil {
 			return s.refuse(req.RequestID, err)
 		}
 		return prior, nil
 	}
 	sale, err := s.prepare(ctx, req, hash)
+	if err == nil && used {
+		err = protocol.Errorf(protocol.CodeLabelUsed, "a label of this request already carries an indicium")
+	}
 	if err == nil {
-		release, lerr := s.holdLabels(ctx, sale)
+		release, lerr := s.holdLabels(sale)
 		err = lerr
 		if err == nil {
 			defer release()
@@ -181,9 +188,9 @@ func (s *Service) leave(key string, f *flight) {
 	close(f.done)
 }
 
-// holdLabels refuses labels that carry an indicium or belong to another
-// sale in flight, and holds the sale's labels until it ends.
-func (s *Service) holdLabels(ctx context.Context, sale *ledger.Sale) (func(), error) {
+// holdLabels refuses labels that belong to another sale in flight, and
+// holds the sale's labels until it ends.
+func (s *Service) holdLabels(sale *ledger.Sale) (func(), error) {
 	s.mu.Lock()
 	for _, it := range sale.Items {
 		if s.labels[it.Label] {
@@ -195,25 +202,13 @@ func (s *Service) holdLabels(ctx context.Context, sale *ledger.Sale) (func(), er
 		s.labels[it.Label] = true
 	}
 	s.mu.Unlock()
-	release := func() {
+	return func() {
 		s.mu.Lock()
 		for _, it := range sale.Items {
 			delete(s.labels, it.Label)
 		}
 		s.mu.Unlock()
-	}
-	for _, it := range sale.Items {
-		live, err := s.Book.LabelLive(ctx, it.Label)
-		if err != nil {
-			release()
-			return nil, err
-		}
-		if live {
-			release()
-			return nil, protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", it.Label)
-		}
-	}
-	return release, nil
+	}, nil
 }
 
 // refuse builds a rejection that is not recorded: the request could not be

@@ -30,6 +30,7 @@ func main() {
 }
 
 func run(args []string) int {
+	hub.TuneRuntime()
 	cmd := ""
 	switch {
 	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys"):
@@ -49,7 +50,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.BrokerListen, "broker-listen", "127.0.0.1:1883", "embedded broker address")
 	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:8080", "HTTP API address")
 	fs.StringVar(&cfg.PostalURL, "postal", "http://127.0.0.1:8090", "postal authority URL")
-	fs.IntVar(&cfg.Workers, "workers", 2, "PSDM workers, one HSM session each")
+	fs.IntVar(&cfg.Workers, "workers", 0, "PSDM workers, one HSM session each (default half the CPUs)")
 	fs.IntVar(&cfg.MPSDs, "mpsds", 1, "MPSDs each worker checks out (1-8)")
 	fs.StringVar(&cfg.HSM, "hsm", "soft", "key store: soft (development) or pkcs11")
 	fs.StringVar(&cfg.PKCS11.Module, "pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library")

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/bench"
 	"github.com/frank-postage/frank/testbench/demo"
@@ -213,12 +214,13 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	out := fs.String("out", "", "write the figures as markdown to this file")
 	d := fs.Duration("duration", 10*time.Second, "measured load per configuration")
 	warm := fs.Duration("warmup", 2*time.Second, "load before measuring")
-	kiosks := fs.Int("kiosks", 16, "simulated kiosks")
-	inflight := fs.Int("inflight", 8, "requests each kiosk keeps outstanding")
+	kiosks := fs.Int("kiosks", 16, "simulated kiosk connections")
+	inflight := fs.Int("inflight", 16, "requests each connection keeps outstanding")
 	signers := fs.String("signers", "soft,softhsm", "signers to measure")
 	workers := fs.String("workers", "1,2", "worker counts to measure")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
 	fs.Parse(args)
+	hub.TuneRuntime() // the hub runs in this process, tuned as bin/hub is
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
