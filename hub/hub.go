@@ -240,6 +240,18 @@ func (h *Hub) Keys() *keys.Keys { return h.keys }
 // Start runs the servers: the key ceremony if no key exists yet, the
 // embedded broker, the PSDM workers, the MQTT front and the HTTP API.
 func (h *Hub) Start(ctx context.Context) error {
+	// A ledger that does not add up must not sell: stop here.
+	r, err := h.ledger.Check(ctx)
+	if err != nil {
+		return fmt.Errorf("hub: start: %w", err)
+	}
+	if !r.OK() {
+		for _, v := range r.Violations {
+			h.log.Error("LEDGER VIOLATION", "violation", v)
+		}
+		h.alerts.Raise(ctx, alerts.Tamper, "ledger", fmt.Sprintf("ledger check failed at start: %s", r.Violations[0]))
+		return fmt.Errorf("hub: start: the ledger check found %d violations; run hub ledger check", len(r.Violations))
+	}
 	key, err := h.keys.Active(ctx)
 	if errors.Is(err, keys.ErrNoKey) && h.cfg.HSM == "soft" {
 		// Development keys: run the ceremony on first start.

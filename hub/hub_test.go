@@ -3,11 +3,14 @@ package hub_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +187,43 @@ func TestCertificatesAndHealth(t *testing.T) {
 	keys, err := verify.FetchKeys(context.Background(), "http://"+h.HTTPAddr)
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("keys %v, %v", keys, err)
+	}
+}
+
+// A ledger that does not add up stops the hub: it refuses to start.
+func TestHubRefusesToStartOnViolation(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pa, _ := postal.New("", log)
+	paSrv := httptest.NewServer(pa.Handler())
+	defer paSrv.Close()
+	cfg := hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL}
+	ctx := context.Background()
+	h, err := hub.Open(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k := connectKiosk(t, h, "kiosk-1")
+	if res, _ := protocol.DecodePurchaseResult(k.ask(purchase("v1", "kiosk-1", "1966-F8CF-01", nil))); res == nil || res.Status != protocol.ResultOK {
+		t.Fatal("sale failed")
+	}
+	h.Close()
+	db, err := sql.Open("sqlite", filepath.Join(cfg.DataDir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE indicia SET postage = postage + 10`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	h, err = hub.Open(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Start(ctx); err == nil || !strings.Contains(err.Error(), "violation") {
+		t.Fatalf("hub started on a broken ledger: %v", err)
 	}
 }
