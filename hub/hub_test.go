@@ -227,3 +227,55 @@ func TestHubRefusesToStartOnViolation(t *testing.T) {
 		t.Fatalf("hub started on a broken ledger: %v", err)
 	}
 }
+
+// After a key rotation new stamps carry the new certificate serial, and the
+// old key stays published so stamps already sold still verify.
+func TestKeyRotation(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pa, _ := postal.New("", log)
+	paSrv := httptest.NewServer(pa.Handler())
+	defer paSrv.Close()
+	cfg := hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL}
+	ctx := context.Background()
+	sell := func(id, label string) []byte {
+		h, err := hub.Open(ctx, cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		if err := h.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		res, err := protocol.DecodePurchaseResult(connectKiosk(t, h, "kiosk-1").ask(purchase(id, "kiosk-1", label, nil)))
+		if err != nil || res.Status != protocol.ResultOK {
+			t.Fatalf("sale %s: %v", id, err)
+		}
+		return res.Indicia[0].Matrix
+	}
+	old := sell("k1", "1966-F8CF-01")
+	h, err := hub.Open(ctx, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := h.Keys().Rotate(ctx)
+	h.Close()
+	if err != nil || k.CertSerial != 2 {
+		t.Fatalf("rotate: %+v %v", k, err)
+	}
+	fresh := sell("k2", "1966-F8CF-02")
+	h, _ = hub.Open(ctx, cfg, log)
+	defer h.Close()
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := verify.FetchKeys(ctx, "http://"+h.HTTPAddr)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("published keys %d, %v", len(keys), err)
+	}
+	for want, m := range map[uint32][]byte{1: old, 2: fresh} {
+		in, err := keys.Verify(m)
+		if err != nil || in.CertSerial != want {
+			t.Fatalf("stamp of certificate %d: %+v %v", want, in, err)
+		}
+	}
+}
