@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -154,7 +155,7 @@ func TestHubSurvivesKill9(t *testing.T) {
 	for i := range kiosks {
 		kiosks[i] = newLoadKiosk(t, fmt.Sprintf("crash-%d", i), brokerAddr)
 	}
-	seq := 0
+	var seq atomic.Int64
 	for round := range rounds {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -166,11 +167,7 @@ func TestHubSurvivesKill9(t *testing.T) {
 						return
 					default:
 					}
-					k.mu.Lock()
-					seq++
-					id := fmt.Sprintf("r%d-%d", round, seq)
-					k.mu.Unlock()
-					k.ask(id, 300*time.Millisecond)
+					k.ask(fmt.Sprintf("r%d-%d", round, seq.Add(1)), 300*time.Millisecond)
 				}
 			})
 		}
