@@ -140,3 +140,35 @@ func FuzzParseMills(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeStockLoad(f *testing.F) {
+	f.Add([]byte(`{"request_id":"s-1","kiosk_id":"k","sheets":["1966-F8CF","0000-0001"]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := protocol.DecodeStockLoad(b); err != nil && protocol.AsError(err).Code == protocol.CodeInternal {
+			t.Fatalf("untyped error: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeStockResult(f *testing.F) {
+	f.Add([]byte(`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[1,2,3]}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = protocol.DecodeStockResult(b)
+	})
+}
+
+func FuzzDecodeRefundRequest(f *testing.F) {
+	f.Add([]byte(`{"request_id":"f-1","kiosk_id":"k","label":{"request_id":"r-1","label_serial":"1966-F8CF-01"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := protocol.DecodeRefundRequest(b); err != nil && protocol.AsError(err).Code == protocol.CodeInternal {
+			t.Fatalf("untyped error: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeRefundResult(f *testing.F) {
+	f.Add([]byte(`{"request_id":"f-1","status":"ok","amount_mills":780}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = protocol.DecodeRefundResult(b)
+	})
+}

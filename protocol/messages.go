@@ -26,9 +26,18 @@ type PurchaseRequest struct {
 	KioskID   string `json:"kiosk_id"`
 	OriginZIP ZIP    `json:"origin_zip"`
 	// RateTable is the version of the rate table the kiosk priced with.
-	RateTable string         `json:"rate_table,omitempty"`
+	RateTable string         `json:"rate_table"`
 	Items     []PurchaseItem `json:"items"`
 	Payment   Payment        `json:"payment"`
+	// ReprintOf asks for a free reprint of a label that failed to print,
+	// on the one new label in Items; Payment.Method is then "none".
+	ReprintOf *LabelRef `json:"reprint_of,omitempty"`
+}
+
+// LabelRef names one label of an earlier purchase.
+type LabelRef struct {
+	RequestID   string `json:"request_id"`
+	LabelSerial string `json:"label_serial"`
 }
 
 // PurchaseItem is one stamp.
@@ -49,6 +58,7 @@ func (it PurchaseItem) Label() LabelSerial {
 const (
 	PayCardToken = "card_token" // a token from the kiosk's payment terminal
 	PayAccount   = "account"    // a registered customer's prepaid account
+	PayNone      = "none"       // a reprint: the stamp was paid for already
 )
 
 // Payment says how the customer pays. A kiosk never sends a card number:
@@ -81,6 +91,18 @@ func (r *PurchaseRequest) Validate() error {
 		return bad("kiosk_id: want 1-32 of [A-Za-z0-9_-]")
 	case len(r.Items) == 0 || len(r.Items) > MaxItems:
 		return bad("items: want 1 to %d, got %d", MaxItems, len(r.Items))
+	case r.RateTable == "" || len(r.RateTable) > 64:
+		return bad("rate_table: the version of the table the items were priced on is required")
+	}
+	if r.ReprintOf != nil {
+		if _, err := ParseLabelSerial(r.ReprintOf.LabelSerial); err != nil || !ValidRequestID(r.ReprintOf.RequestID) {
+			return bad("reprint_of: want the request_id and label_serial of the label that failed")
+		}
+		if len(r.Items) != 1 || r.Payment.Method != PayNone {
+			return Errorf(CodePaymentInvalid, "a reprint has one item and payment method %q", PayNone)
+		}
+	} else if r.Payment.Method == PayNone {
+		return Errorf(CodePaymentInvalid, "payment method %q is only for reprints", PayNone)
 	}
 	if _, err := r.OriginZIP.Number(); err != nil {
 		return bad("origin_zip: want five digits")
@@ -118,6 +140,7 @@ func (p Payment) validate() error {
 		if p.AccountID == "" || len(p.AccountID) > 64 {
 			return Errorf(CodePaymentInvalid, "payment.account_id: want 1-64 characters")
 		}
+	case PayNone:
 	default:
 		return Errorf(CodePaymentInvalid, "payment.method: want %q or %q", PayCardToken, PayAccount)
 	}
@@ -222,6 +245,72 @@ func (r *PrintReport) Validate() error {
 	return nil
 }
 
+// StockLoad assigns sheets of labels to the kiosk that staff loaded them
+// into, on TopicStock.
+type StockLoad struct {
+	RequestID string   `json:"request_id"`
+	KioskID   string   `json:"kiosk_id"`
+	Sheets    []string `json:"sheets"` // sheet serials as scanned, "1966-F8CF"
+}
+
+// Validate checks a stock load.
+func (s *StockLoad) Validate() error {
+	if !ValidRequestID(s.RequestID) || !ValidKioskID(s.KioskID) {
+		return Errorf(CodeInvalidRequest, "request_id, kiosk_id: want tokens of [A-Za-z0-9_-]")
+	}
+	if len(s.Sheets) == 0 || len(s.Sheets) > 100 {
+		return Errorf(CodeInvalidRequest, "sheets: want 1 to 100")
+	}
+	for i, sh := range s.Sheets {
+		if _, err := ParseSheetSerial(sh); err != nil {
+			return Errorf(CodeInvalidRequest, "sheets[%d]: want 8 hex digits like 1966-F8CF", i)
+		}
+	}
+	return nil
+}
+
+// StockResult answers a StockLoad on TopicStockResult. Each sheet lists the
+// positions still free on it.
+type StockResult struct {
+	RequestID string       `json:"request_id"`
+	Status    string       `json:"status"`
+	Error     *Error       `json:"error,omitempty"`
+	Sheets    []SheetState `json:"sheets,omitempty"`
+}
+
+// SheetState is a sheet as the hub knows it.
+type SheetState struct {
+	Sheet string `json:"sheet"`
+	Free  []int  `json:"free"` // positions 1-10 without an indicium
+}
+
+// RefundRequest asks for the money back for a label that failed to print,
+// on TopicRefund.
+type RefundRequest struct {
+	RequestID string   `json:"request_id"`
+	KioskID   string   `json:"kiosk_id"`
+	Label     LabelRef `json:"label"`
+}
+
+// Validate checks a refund request.
+func (r *RefundRequest) Validate() error {
+	if !ValidRequestID(r.RequestID) || !ValidKioskID(r.KioskID) || !ValidRequestID(r.Label.RequestID) {
+		return Errorf(CodeInvalidRequest, "request_id, kiosk_id, label.request_id: want tokens of [A-Za-z0-9_-]")
+	}
+	if _, err := ParseLabelSerial(r.Label.LabelSerial); err != nil {
+		return Errorf(CodeInvalidRequest, "label.label_serial: want sheet-position like 1966-F8CF-03")
+	}
+	return nil
+}
+
+// RefundResult answers a RefundRequest on TopicRefundResult.
+type RefundResult struct {
+	RequestID   string `json:"request_id"`
+	Status      string `json:"status"`
+	Error       *Error `json:"error,omitempty"`
+	AmountMills Mills  `json:"amount_mills,omitempty"`
+}
+
 // Telemetry is a kiosk's heartbeat on TopicTelemetry.
 type Telemetry struct {
 	KioskID    string    `json:"kiosk_id"`
@@ -280,6 +369,48 @@ func DecodePrintReport(b []byte) (*PrintReport, error) {
 		return nil, err
 	}
 	return &r, r.Validate()
+}
+
+// DecodeStockLoad decodes and validates a stock load.
+func DecodeStockLoad(b []byte) (*StockLoad, error) {
+	var s StockLoad
+	if err := decodeStrict(b, &s); err != nil {
+		return nil, err
+	}
+	return &s, s.Validate()
+}
+
+// DecodeStockResult decodes a stock result.
+func DecodeStockResult(b []byte) (*StockResult, error) {
+	var s StockResult
+	if err := decodeStrict(b, &s); err != nil {
+		return nil, err
+	}
+	if s.Status != ResultOK && s.Status != ResultRejected {
+		return nil, Errorf(CodeInvalidRequest, "status: want %q or %q", ResultOK, ResultRejected)
+	}
+	return &s, nil
+}
+
+// DecodeRefundRequest decodes and validates a refund request.
+func DecodeRefundRequest(b []byte) (*RefundRequest, error) {
+	var r RefundRequest
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, r.Validate()
+}
+
+// DecodeRefundResult decodes a refund result.
+func DecodeRefundResult(b []byte) (*RefundResult, error) {
+	var r RefundResult
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Status != ResultOK && r.Status != ResultRejected {
+		return nil, Errorf(CodeInvalidRequest, "status: want %q or %q", ResultOK, ResultRejected)
+	}
+	return &r, nil
 }
 
 // DecodeTelemetry decodes a heartbeat.

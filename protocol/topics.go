@@ -17,6 +17,17 @@ const (
 	TopicTelemetry      = "telemetry"       // kiosk→hub, QoS 0, Telemetry
 	TopicStatus         = "status"          // kiosk→hub, retained, "online"/"offline" (last will)
 	TopicConfig         = "config"          // hub→kiosk, retained, KioskConfig
+	TopicStock          = "stock"           // kiosk→hub, QoS 1, StockLoad
+	TopicStockResult    = "stock/result"    // hub→kiosk, QoS 1, StockResult
+	TopicRefund         = "refund"          // kiosk→hub, QoS 1, RefundRequest
+	TopicRefundResult   = "refund/result"   // hub→kiosk, QoS 1, RefundResult
+)
+
+// KioskPublishes and KioskSubscribes are the only topics a kiosk may use,
+// under its own TopicRoot + id + "/". The broker enforces them.
+var (
+	KioskPublishes  = []string{TopicPurchase, TopicPrint, TopicTelemetry, TopicStatus, TopicStock, TopicRefund}
+	KioskSubscribes = []string{TopicPurchaseResult, TopicConfig, TopicStockResult, TopicRefundResult}
 )
 
 // Status payloads on TopicStatus.
