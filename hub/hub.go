@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,21 +17,25 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/frank-postage/frank/hsm"
 	"github.com/frank-postage/frank/hsm/pkcs11"
 	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/broker"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/rates"
 	"github.com/frank-postage/frank/hub/sale"
+	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/hub/web"
 	"github.com/frank-postage/frank/protocol"
@@ -52,7 +57,18 @@ type Config struct {
 	// or "pkcs11" (PKCS11 names the module, token and PIN).
 	HSM    string
 	PKCS11 pkcs11.Config
-	Ledger ledger.Config
+	// PaymentsURL is the card gateway; default http://127.0.0.1:8091.
+	// PaymentsTimeout bounds each gateway call; default 5 s.
+	PaymentsURL     string
+	PaymentsTimeout time.Duration
+	// BrokerUser and BrokerPassword are the hub's own broker credentials:
+	// needed with an external broker; made up at start for the embedded one.
+	BrokerUser     string
+	BrokerPassword string
+	// UnconfirmedAfter flags sales whose labels were not reported printed
+	// or failed in this long; default 10 minutes.
+	UnconfirmedAfter time.Duration
+	Ledger           ledger.Config
 }
 
 // Defaults fills in the zero values.
@@ -83,6 +99,15 @@ func (c *Config) Defaults() {
 	}
 	if c.HeartbeatS == 0 {
 		c.HeartbeatS = 30
+	}
+	if c.PaymentsURL == "" {
+		c.PaymentsURL = "http://127.0.0.1:8091"
+	}
+	if c.BrokerUser == "" {
+		c.BrokerUser = "frank-hub"
+	}
+	if c.UnconfirmedAfter == 0 {
+		c.UnconfirmedAfter = 10 * time.Minute
 	}
 	if c.Ledger.Vendor == "" {
 		c.Ledger.Vendor = "FR"
@@ -150,15 +175,24 @@ type Hub struct {
 	db      *store.DB
 	ks      keyStore
 	session func() (session, error)
-	alerts  *alerts.Store
-	ledger  *ledger.Ledger
-	stopBg  chan struct{}
+	alerts   *alerts.Store
+	ledger   *ledger.Ledger
+	fleet    *fleet.Registry
+	stock    *stock.Stock
+	accounts *accounts.Accounts
+	payments *payments.Payments
+	rates    *rates.Book
+	sales    *sale.Service
+	stopBg   chan struct{}
 	keys    *keys.Keys
 	postal  *postal.Client
 	broker  *broker.Broker
 	pool    *psdm.Pool
 	front   *front.Front
 	http    *http.Server
+	tickMu      sync.Mutex
+	closeOnce   sync.Once
+	pushedRates string // the rate table version the kiosks were last sent
 	// HTTPAddr and BrokerAddr are where the hub listens, after Start.
 	HTTPAddr   string
 	BrokerAddr string
@@ -194,8 +228,43 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		return nil, err
 	}
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
+	h.fleet = fleet.New(h.db)
+	h.stock = stock.New(h.db, cfg.Ledger.Now)
+	h.accounts = accounts.New(h.db, cfg.Ledger.Now)
+	gw := payments.NewGateway(cfg.PaymentsURL)
+	if cfg.PaymentsTimeout > 0 {
+		gw.HTTP.Timeout = cfg.PaymentsTimeout
+	}
+	h.payments = payments.New(h.db, gw, h.accounts, log.With("component", "payments"), cfg.Ledger.Now)
+	if h.rates, err = rates.LoadDir(cfg.RatesDir); err != nil {
+		h.Close()
+		return nil, err
+	}
 	return h, nil
 }
+
+// Now is the hub's clock.
+func (h *Hub) Now() time.Time {
+	if h.cfg.Ledger.Now != nil {
+		return h.cfg.Ledger.Now()
+	}
+	return time.Now()
+}
+
+// Sales returns the purchase service, after Start.
+func (h *Hub) Sales() *sale.Service { return h.sales }
+
+// Fleet returns the kiosk register.
+func (h *Hub) Fleet() *fleet.Registry { return h.fleet }
+
+// Stock returns the label stock.
+func (h *Hub) Stock() *stock.Stock { return h.stock }
+
+// Accounts returns the customer accounts.
+func (h *Hub) Accounts() *accounts.Accounts { return h.accounts }
+
+// Payments returns the payment records.
+func (h *Hub) Payments() *payments.Payments { return h.payments }
 
 func (h *Hub) openHSM() error {
 	switch h.cfg.HSM {
@@ -260,9 +329,14 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
-	brokerURL := h.cfg.Broker
+	if err := h.payments.Reconcile(ctx); err != nil {
+		h.log.Error("open payments not settled", "err", err)
+	}
+	brokerURL, brokerPass := h.cfg.Broker, h.cfg.BrokerPassword
 	if brokerURL == "" {
-		if h.broker, err = broker.Start(h.cfg.BrokerListen, h.log); err != nil {
+		brokerPass = rand.Text() // only this process knows it
+		if h.broker, err = broker.Start(broker.Config{Addr: h.cfg.BrokerListen, HubUser: h.cfg.BrokerUser,
+			HubPassword: brokerPass, Kiosks: h.fleet}, h.log); err != nil {
 			return err
 		}
 		h.BrokerAddr = h.broker.Addr()
@@ -273,24 +347,25 @@ func (h *Hub) Start(ctx context.Context) error {
 		psdm.Key{Label: key.Label, CertSerial: key.CertSerial}, h.ledger, h.log.With("component", "psdm")); err != nil {
 		return err
 	}
-	h.stopBg = make(chan struct{})
-	go h.watchdog()
-	book, err := rates.LoadDir(h.cfg.RatesDir)
-	if err != nil {
-		return err
+
+	now := time.Now
+	if h.cfg.Ledger.Now != nil {
+		now = h.cfg.Ledger.Now
 	}
-	svc := &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: fleet.New(h.db), Rates: book,
-		Log: h.log.With("component", "sale"), Now: time.Now}
+	h.sales = &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: h.fleet, Rates: h.rates, Money: h.payments,
+		Accounts: h.accounts, Sheets: h.stock, Alerts: h.alerts, Log: h.log.With("component", "sale"), Now: now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{
 		Broker:   brokerURL,
 		ClientID: fmt.Sprintf("frank-hub-%s-%d", host, os.Getpid()),
+		Username: h.cfg.BrokerUser,
+		Password: brokerPass,
 		ConfigFor: func(kioskID string) (protocol.KioskConfig, error) {
-			rt, err := book.Current(time.Now())
+			rt, err := h.rates.Current(now())
 			return protocol.KioskConfig{KioskID: kioskID, HeartbeatS: h.cfg.HeartbeatS, Rates: rt}, err
 		},
 	}
-	if h.front, err = front.Start(fcfg, svc, h.ledger, h.log.With("component", "front")); err != nil {
+	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", h.cfg.HTTPListen)
@@ -298,19 +373,31 @@ func (h *Hub) Start(ctx context.Context) error {
 		return fmt.Errorf("hub: listen %s: %w", h.cfg.HTTPListen, err)
 	}
 	h.HTTPAddr = ln.Addr().String()
-	srv := &web.Server{Keys: h.keys, DB: h.db, Workers: h.pool, Log: h.log.With("component", "web")}
+	srv := &web.Server{Keys: h.keys, DB: h.db, Workers: h.pool, Customers: h.accounts, Stamps: h.sales, Log: h.log.With("component", "web")}
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("http server stopped", "err", err)
 		}
 	}()
+	if rt, err := h.rates.Current(now()); err == nil {
+		h.pushedRates = rt.Version // kiosks get it as they come online
+	}
+	h.stopBg = make(chan struct{})
+	go h.watchdog()
 	h.log.Info("hub ready", "http", h.HTTPAddr, "broker", brokerURL, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil
 }
 
-// Close stops everything in reverse order of start.
+// Close stops everything in reverse order of start. It may be called more
+// than once.
 func (h *Hub) Close() error {
+	var err error
+	h.closeOnce.Do(func() { err = h.close() })
+	return err
+}
+
+func (h *Hub) close() error {
 	if h.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		h.http.Shutdown(ctx)
@@ -340,7 +427,7 @@ func (h *Hub) Close() error {
 	return nil
 }
 
-// watchdog checks inspection deadlines every minute.
+// watchdog runs the periodic checks.
 func (h *Hub) watchdog() {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -349,9 +436,40 @@ func (h *Hub) watchdog() {
 		case <-h.stopBg:
 			return
 		case <-t.C:
-			if err := h.ledger.CheckInspection(context.Background()); err != nil {
-				h.log.Error("inspection check", "err", err)
+			h.Tick(context.Background())
+		}
+	}
+}
+
+// Tick runs the periodic checks once: inspection deadlines, sales whose
+// labels were never reported, and a rate table whose day has come (every
+// kiosk gets the new table at once; a kiosk still pricing on the old one is
+// refused with rate_table_stale).
+func (h *Hub) Tick(ctx context.Context) {
+	h.tickMu.Lock()
+	defer h.tickMu.Unlock()
+	if err := h.ledger.CheckInspection(ctx); err != nil {
+		h.log.Error("inspection check", "err", err)
+	}
+	stale, err := h.ledger.Unconfirmed(ctx, h.cfg.UnconfirmedAfter)
+	if err != nil {
+		h.log.Error("unconfirmed sales", "err", err)
+	}
+	for _, s := range stale {
+		h.alerts.Raise(ctx, alerts.Unconfirmed, "sale/"+s[0]+"/"+s[1],
+			fmt.Sprintf("kiosk %s never reported whether the labels of sale %s printed", s[0], s[1]))
+	}
+	now := time.Now
+	if h.cfg.Ledger.Now != nil {
+		now = h.cfg.Ledger.Now
+	}
+	if rt, err := h.rates.Current(now()); err == nil && rt.Version != h.pushedRates && h.front != nil {
+		if ids, err := h.fleet.IDs(ctx); err == nil {
+			for _, id := range ids {
+				h.front.PushConfig(id)
 			}
+			h.log.Info("rate table in force pushed to every kiosk", "rates", rt.Version, "kiosks", len(ids))
+			h.pushedRates = rt.Version
 		}
 	}
 }

@@ -5,50 +5,126 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
+	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/verify"
 )
 
-// startHub runs a whole hub in-process on free ports, with the embedded
-// broker, SQLite and the soft HSM, against a simulated postal authority.
-func startHub(t *testing.T) *hub.Hub {
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+// clock is a settable clock for the hub.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+type env struct {
+	t     *testing.T
+	h     *hub.Hub
+	cfg   hub.Config
+	pa    *postal.Authority
+	cards *cards.Gateway
+	clock *clock
+	pw    map[string]string // kiosk -> broker password
+}
+
+func quietLog() *slog.Logger {
 	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// newEnv runs a whole hub in-process on free ports, with the embedded
+// broker, SQLite and the soft HSM, against a simulated postal authority and
+// card gateway. Kiosks kiosk-1 (store-a) and kiosk-2 (store-b) are
+// provisioned, and sheets 1966-F8CF and 1966-F8D0 are loaded into kiosk-1.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	log := quietLog()
 	pa, err := postal.New("", log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	paSrv := httptest.NewServer(pa.Handler())
 	t.Cleanup(paSrv.Close)
-	cfg := hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL}
+	gw := cards.New(log)
+	gwSrv := httptest.NewServer(gw.Handler())
+	t.Cleanup(gwSrv.Close)
+	e := &env{t: t, pa: pa, cards: gw, clock: &clock{t: time.Now()}, pw: map[string]string{}}
+	e.cfg = hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL,
+		PaymentsURL: gwSrv.URL, PaymentsTimeout: 300 * time.Millisecond}
+	e.cfg.Ledger.Now = e.clock.Now
+	e.start()
 	ctx := context.Background()
-	h, err := hub.Open(ctx, cfg, log)
+	for _, k := range [][2]string{{"kiosk-1", "store-a"}, {"kiosk-2", "store-b"}} {
+		if e.pw[k[0]], err = e.h.Fleet().Add(ctx, k[0], k[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.loadStock("store-a", "kiosk-1", "1966-F8CF", "1966-F8D0")
+	e.loadStock("store-b", "kiosk-2", "2222-0001")
+	return e
+}
+
+func (e *env) start() {
+	e.t.Helper()
+	ctx := context.Background()
+	h, err := hub.Open(ctx, e.cfg, quietLog())
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	t.Cleanup(func() { h.Close() })
 	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
+		h.Close()
+		e.t.Fatal(err)
 	}
-	return h
+	e.h = h
+	e.t.Cleanup(func() { h.Close() })
+}
+
+func (e *env) loadStock(storeID, kioskID string, serials ...string) {
+	e.t.Helper()
+	ctx := context.Background()
+	var ss []protocol.SheetSerial
+	for _, s := range serials {
+		sh, err := protocol.ParseSheetSerial(s)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		ss = append(ss, sh)
+	}
+	if err := e.h.Stock().AddStore(ctx, storeID, ""); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.h.Stock().Import(ctx, storeID, ss); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.h.Stock().Load(ctx, kioskID, ss); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // kioskClient is a bare MQTT client standing in for a kiosk.
@@ -59,36 +135,48 @@ type kioskClient struct {
 	results chan []byte
 }
 
-func connectKiosk(t *testing.T, h *hub.Hub, id string) *kioskClient {
-	t.Helper()
-	k := &kioskClient{t: t, id: id, results: make(chan []byte, 16)}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + h.BrokerAddr).SetClientID("test-" + id).SetOrderMatters(false)
+func (e *env) connect(id, password string) (*kioskClient, error) {
+	k := &kioskClient{t: e.t, id: id, results: make(chan []byte, 16)}
+	opts := mqtt.NewClientOptions().AddBroker("tcp://"+e.h.BrokerAddr).SetClientID("test-"+id).SetOrderMatters(false).
+		SetUsername(id).SetPassword(password).SetAutoReconnect(false)
 	k.c = mqtt.NewClient(opts)
 	if tok := k.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
+		return nil, fmt.Errorf("connect: %v", tok.Error())
 	}
-	t.Cleanup(func() { k.c.Disconnect(100) })
-	tok := k.c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, m mqtt.Message) {
-		k.results <- m.Payload()
-	})
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
+	e.t.Cleanup(func() { k.c.Disconnect(100) })
+	return k, nil
+}
+
+// kiosk connects a provisioned kiosk and subscribes to its results.
+func (e *env) kiosk(id string) *kioskClient {
+	e.t.Helper()
+	k, err := e.connect(id, e.pw[id])
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, suffix := range []string{protocol.TopicPurchaseResult, protocol.TopicRefundResult, protocol.TopicStockResult} {
+		tok := k.c.Subscribe(protocol.KioskTopic(id, suffix), 1, func(_ mqtt.Client, m mqtt.Message) { k.results <- m.Payload() })
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			e.t.Fatalf("subscribe: %v", tok.Error())
+		}
 	}
 	return k
 }
 
-// ask publishes payload on the kiosk's purchase topic and returns the raw result.
-func (k *kioskClient) ask(payload []byte) []byte {
+// send publishes payload on one of the kiosk's topics and returns the raw answer.
+func (k *kioskClient) send(suffix string, payload []byte) []byte {
 	k.t.Helper()
-	k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicPurchase), 1, false, payload)
+	k.c.Publish(protocol.KioskTopic(k.id, suffix), 1, false, payload)
 	select {
 	case r := <-k.results:
 		return r
 	case <-time.After(15 * time.Second):
-		k.t.Fatal("no purchase result")
+		k.t.Fatal("no answer")
 		return nil
 	}
 }
+
+func (k *kioskClient) ask(payload []byte) []byte { return k.send(protocol.TopicPurchase, payload) }
 
 func purchase(id, kiosk, label string, mutate func(*protocol.PurchaseRequest)) []byte {
 	var r protocol.PurchaseRequest
@@ -103,18 +191,32 @@ func purchase(id, kiosk, label string, mutate func(*protocol.PurchaseRequest)) [
 	return b
 }
 
-func TestPurchaseOverMQTT(t *testing.T) {
-	h := startHub(t)
-	k := connectKiosk(t, h, "kiosk-1")
-	raw := k.ask(purchase("req-1", "kiosk-1", "1966-F8CF-01", nil))
+func decode(t *testing.T, raw []byte) *protocol.PurchaseResult {
+	t.Helper()
 	res, err := protocol.DecodePurchaseResult(raw)
 	if err != nil {
 		t.Fatalf("result %s: %v", raw, err)
 	}
+	return res
+}
+
+func (e *env) check() {
+	e.t.Helper()
+	r, err := e.h.Ledger().Check(context.Background())
+	if err != nil || !r.OK() {
+		e.t.Fatalf("ledger: %v %v", r.Violations, err)
+	}
+}
+
+func TestPurchaseOverMQTT(t *testing.T) {
+	e := newEnv(t)
+	k := e.kiosk("kiosk-1")
+	raw := k.ask(purchase("req-1", "kiosk-1", "1966-F8CF-01", nil))
+	res := decode(t, raw)
 	if res.Status != protocol.ResultOK || res.RequestID != "req-1" || len(res.Indicia) != 1 {
 		t.Fatalf("result %s", raw)
 	}
-	keys, err := verify.FetchKeys(context.Background(), "http://"+h.HTTPAddr)
+	keys, err := verify.FetchKeys(context.Background(), "http://"+e.h.HTTPAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,25 +228,30 @@ func TestPurchaseOverMQTT(t *testing.T) {
 		in.Date != protocol.DateOf(time.Now()) || res.Indicia[0].MeterNumber != in.MeterNumber() {
 		t.Fatalf("indicium %+v", in)
 	}
-
 	// The same request three more times: the same bytes, and no money moves.
 	for range 3 {
 		if again := k.ask(purchase("req-1", "kiosk-1", "1966-F8CF-01", nil)); !bytes.Equal(again, raw) {
 			t.Fatalf("repeat differs:\n%s\n%s", again, raw)
 		}
 	}
-	r, err := h.Ledger().Check(context.Background())
+	r, err := e.h.Ledger().Check(context.Background())
 	if err != nil || !r.OK() || r.Indicia != 1 {
 		t.Fatalf("ledger after repeats: %+v %v", r, err)
 	}
+	if tot := e.cards.Totals(); tot.Captured != 780 || tot.Open != 0 {
+		t.Fatalf("card gateway %+v, want one capture of 780", tot)
+	}
 }
 
+// Every refusal a kiosk can meet, each with its code and a message, and
+// none of them moves money.
 func TestPurchaseRejections(t *testing.T) {
-	h := startHub(t)
-	k := connectKiosk(t, h, "kiosk-1")
-	if res, _ := protocol.DecodePurchaseResult(k.ask(purchase("first", "kiosk-1", "1966-F8CF-01", nil))); res == nil || res.Status != protocol.ResultOK {
+	e := newEnv(t)
+	k := e.kiosk("kiosk-1")
+	if res := decode(t, k.ask(purchase("first", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
 		t.Fatal("setup sale failed")
 	}
+	lbl := func(n int) string { return fmt.Sprintf("1966-F8CF-%02d", n) }
 	cases := []struct {
 		name    string
 		payload []byte
@@ -153,38 +260,149 @@ func TestPurchaseRejections(t *testing.T) {
 	}{
 		{"malformed", []byte(`{"request_id":"bad-1","oops":`), protocol.CodeMalformed, ""},
 		{"unknown field keeps id", []byte(`{"request_id":"bad-2","kiosk_id":"kiosk-1","pan":"4111"}`), protocol.CodeMalformed, "bad-2"},
-		{"kiosk mismatch", purchase("m-1", "kiosk-2", "1966-F8CF-02", nil), protocol.CodeKioskMismatch, "m-1"},
-		{"label used", purchase("u-1", "kiosk-1", "1966-F8CF-01", nil), protocol.CodeLabelUsed, "u-1"},
-		{"amount mismatch", purchase("a-1", "kiosk-1", "1966-F8CF-03", func(r *protocol.PurchaseRequest) { r.Items[0].AmountMills = 700 }), protocol.CodeAmountMismatch, "a-1"},
-		{"overweight", purchase("o-1", "kiosk-1", "1966-F8CF-04", func(r *protocol.PurchaseRequest) { r.Items[0].WeightMg = 200_000 }), protocol.CodeOverweight, "o-1"},
-		{"unknown class", purchase("c-1", "kiosk-1", "1966-F8CF-05", func(r *protocol.PurchaseRequest) { r.Items[0].RateClass = "9999" }), protocol.CodeRateClassUnknown, "c-1"},
-		{"stale rates", purchase("s-1", "kiosk-1", "1966-F8CF-06", func(r *protocol.PurchaseRequest) { r.RateTable = "usps-2024-07-14" }), protocol.CodeRateTableStale, "s-1"},
-		{"idempotency conflict", purchase("first", "kiosk-1", "1966-F8CF-07", nil), protocol.CodeIdempotencyConflict, "first"},
+		{"no rate table", purchase("i-1", "kiosk-1", lbl(2), func(r *protocol.PurchaseRequest) { r.RateTable = "" }), protocol.CodeInvalidRequest, "i-1"},
+		{"kiosk mismatch", purchase("m-1", "kiosk-2", lbl(2), nil), protocol.CodeKioskMismatch, "m-1"},
+		{"label used", purchase("u-1", "kiosk-1", lbl(1), nil), protocol.CodeLabelUsed, "u-1"},
+		{"label unknown", purchase("lu-1", "kiosk-1", "ABCD-0000-01", nil), protocol.CodeLabelUnknown, "lu-1"},
+		{"label of another kiosk", purchase("ln-1", "kiosk-1", "2222-0001-01", nil), protocol.CodeLabelNotAssigned, "ln-1"},
+		{"amount mismatch", purchase("a-1", "kiosk-1", lbl(3), func(r *protocol.PurchaseRequest) { r.Items[0].AmountMills = 700 }), protocol.CodeAmountMismatch, "a-1"},
+		{"overweight", purchase("o-1", "kiosk-1", lbl(4), func(r *protocol.PurchaseRequest) { r.Items[0].WeightMg = 200_000 }), protocol.CodeOverweight, "o-1"},
+		{"unknown class", purchase("c-1", "kiosk-1", lbl(5), func(r *protocol.PurchaseRequest) { r.Items[0].RateClass = "9999" }), protocol.CodeRateClassUnknown, "c-1"},
+		{"stale rates", purchase("s-1", "kiosk-1", lbl(6), func(r *protocol.PurchaseRequest) { r.RateTable = "usps-2024-07-14" }), protocol.CodeRateTableStale, "s-1"},
+		{"idempotency conflict", purchase("first", "kiosk-1", lbl(7), nil), protocol.CodeIdempotencyConflict, "first"},
+		{"card declined", purchase("p-1", "kiosk-1", lbl(8), func(r *protocol.PurchaseRequest) { r.Payment.Token = "tok_decline" }), protocol.CodePaymentDeclined, "p-1"},
+		{"card short", purchase("p-2", "kiosk-1", lbl(8), func(r *protocol.PurchaseRequest) { r.Payment.Token = "tok_insufficient" }), protocol.CodeInsufficientFunds, "p-2"},
+		{"gateway silent", purchase("p-3", "kiosk-1", lbl(8), func(r *protocol.PurchaseRequest) { r.Payment.Token = "tok_timeout" }), protocol.CodePaymentTimeout, "p-3"},
+		{"bad token", purchase("p-4", "kiosk-1", lbl(8), func(r *protocol.PurchaseRequest) { r.Payment.Token = "4111111111111111" }), protocol.CodePaymentInvalid, "p-4"},
+		{"no such account", purchase("p-5", "kiosk-1", lbl(8), func(r *protocol.PurchaseRequest) {
+			r.Payment = protocol.Payment{Method: protocol.PayAccount, AccountID: "nobody"}
+		}), protocol.CodePaymentInvalid, "p-5"},
+		{"reprint of a printed label", purchase("rp-1", "kiosk-1", lbl(9), func(r *protocol.PurchaseRequest) {
+			r.Payment = protocol.Payment{Method: protocol.PayNone}
+			r.ReprintOf = &protocol.LabelRef{RequestID: "first", LabelSerial: lbl(1)}
+		}), protocol.CodeRemedyNotAllowed, "rp-1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			raw := k.ask(c.payload)
-			res, err := protocol.DecodePurchaseResult(raw)
-			if err != nil {
-				t.Fatalf("result %s: %v", raw, err)
-			}
+			res := decode(t, raw)
 			if res.Status != protocol.ResultRejected || res.Error.Code != c.code || res.RequestID != c.id || res.Error.Message == "" {
 				t.Fatalf("got %s, want %s for %q", raw, c.code, c.id)
 			}
+			if c.code == protocol.CodeInsufficientFunds && res.Error.MissingMills != 780 {
+				t.Fatalf("missing_mills %d, want 780", res.Error.MissingMills)
+			}
 		})
 	}
-	r, err := h.Ledger().Check(context.Background())
-	if err != nil || !r.OK() || r.Indicia != 1 {
-		t.Fatalf("ledger after rejections: %+v %v", r, err)
+	e.check()
+	if tot := e.cards.Totals(); tot.Captured != 780 || tot.Open != 0 {
+		t.Fatalf("card gateway %+v: a refusal moved money or left a hold", tot)
+	}
+	// A used label offered again is a fraud alert.
+	as, _ := e.h.Alerts().List(context.Background(), true)
+	var fraud bool
+	for _, a := range as {
+		fraud = fraud || a.Kind == alerts.Fraud && a.Subject == "label/1966-F8CF-01"
+	}
+	if !fraud {
+		t.Fatalf("no fraud alert: %+v", as)
+	}
+}
+
+// Refusals that need a hub in a particular state.
+func TestStateRejections(t *testing.T) {
+	t.Run("unknown kiosk", func(t *testing.T) {
+		e := newEnv(t)
+		out, perr := e.h.Sales().Purchase(context.Background(), "kiosk-9", purchase("x-1", "kiosk-9", "1966-F8CF-02", nil))
+		if perr == nil || perr.Code != protocol.CodeUnknownKiosk {
+			t.Fatalf("got %s", out)
+		}
+		if _, err := e.connect("kiosk-9", "guess"); err == nil {
+			t.Fatal("the broker let an unprovisioned kiosk in")
+		}
+		if _, err := e.connect("kiosk-1", "wrong password"); err == nil {
+			t.Fatal("the broker took a wrong password")
+		}
+	})
+	t.Run("no postage funds", func(t *testing.T) {
+		e := newEnv(t)
+		e.pa.SetRefuseFunds(true)
+		res := decode(t, e.kiosk("kiosk-1").ask(purchase("f-1", "kiosk-1", "1966-F8CF-02", nil)))
+		if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeFundsUnavailable {
+			t.Fatalf("got %+v", res)
+		}
+		if tot := e.cards.Totals(); tot.Captured != 0 || tot.Open != 0 {
+			t.Fatalf("money moved: %+v", tot)
+		}
+	})
+	t.Run("inspection overdue", func(t *testing.T) {
+		e := newEnv(t)
+		e.clock.Set(time.Now().Add(121 * 24 * time.Hour))
+		e.h.Tick(context.Background())
+		res := decode(t, e.kiosk("kiosk-1").ask(purchase("io-1", "kiosk-1", "1966-F8CF-02", nil)))
+		if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeInspectionOverdue {
+			t.Fatalf("got %+v", res)
+		}
+	})
+	t.Run("no rate table in force", func(t *testing.T) {
+		e := newEnv(t)
+		e.clock.Set(time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC))
+		res := decode(t, e.kiosk("kiosk-1").ask(purchase("nr-1", "kiosk-1", "1966-F8CF-02", nil)))
+		if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeServiceUnavailable {
+			t.Fatalf("got %+v", res)
+		}
+	})
+	t.Run("prepaid account short", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := context.Background()
+		acct, err := e.h.Accounts().Create(ctx, "alice", "correct horse battery")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.h.Accounts().Credit(ctx, acct.ID, 500, "fund", "t1"); err != nil {
+			t.Fatal(err)
+		}
+		res := decode(t, e.kiosk("kiosk-1").ask(purchase("ac-1", "kiosk-1", "1966-F8CF-02", func(r *protocol.PurchaseRequest) {
+			r.Payment = protocol.Payment{Method: protocol.PayAccount, AccountID: "alice"}
+		})))
+		if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeInsufficientFunds || res.Error.MissingMills != 280 {
+			t.Fatalf("got %+v", res)
+		}
+	})
+}
+
+// A kiosk may use only its own topics.
+func TestKioskConfinedToItsTopics(t *testing.T) {
+	e := newEnv(t)
+	a, err := e.connect("kiosk-1", e.pw["kiosk-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, filter := range []string{
+		protocol.KioskTopic("kiosk-2", protocol.TopicPurchaseResult),
+		protocol.TopicRoot + "+/purchase/result",
+		"frank/#",
+		protocol.KioskTopic("kiosk-1", protocol.TopicPurchase), // its own requests: write only
+	} {
+		tok := a.c.Subscribe(filter, 1, func(mqtt.Client, mqtt.Message) {})
+		tok.WaitTimeout(5 * time.Second)
+		if qos := tok.(*mqtt.SubscribeToken).Result()[filter]; qos != 0x80 {
+			t.Errorf("kiosk-1 subscribed to %q (granted %#x)", filter, qos)
+		}
+	}
+	tok := a.c.Subscribe(protocol.KioskTopic("kiosk-1", protocol.TopicPurchaseResult), 1, func(mqtt.Client, mqtt.Message) {})
+	tok.WaitTimeout(5 * time.Second)
+	if qos := tok.(*mqtt.SubscribeToken).Result()[protocol.KioskTopic("kiosk-1", protocol.TopicPurchaseResult)]; qos == 0x80 {
+		t.Error("kiosk-1 may not subscribe to its own results")
 	}
 }
 
 func TestCertificatesAndHealth(t *testing.T) {
-	h := startHub(t)
-	if err := demo.WaitHTTP(context.Background(), "http://"+h.HTTPAddr+"/healthz", 5*time.Second); err != nil {
+	e := newEnv(t)
+	if err := demo.WaitHTTP(context.Background(), "http://"+e.h.HTTPAddr+"/healthz", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := verify.FetchKeys(context.Background(), "http://"+h.HTTPAddr)
+	keys, err := verify.FetchKeys(context.Background(), "http://"+e.h.HTTPAddr)
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("keys %v, %v", keys, err)
 	}
@@ -192,25 +410,12 @@ func TestCertificatesAndHealth(t *testing.T) {
 
 // A ledger that does not add up stops the hub: it refuses to start.
 func TestHubRefusesToStartOnViolation(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pa, _ := postal.New("", log)
-	paSrv := httptest.NewServer(pa.Handler())
-	defer paSrv.Close()
-	cfg := hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL}
-	ctx := context.Background()
-	h, err := hub.Open(ctx, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	k := connectKiosk(t, h, "kiosk-1")
-	if res, _ := protocol.DecodePurchaseResult(k.ask(purchase("v1", "kiosk-1", "1966-F8CF-01", nil))); res == nil || res.Status != protocol.ResultOK {
+	e := newEnv(t)
+	if res := decode(t, e.kiosk("kiosk-1").ask(purchase("v1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
 		t.Fatal("sale failed")
 	}
-	h.Close()
-	db, err := sql.Open("sqlite", filepath.Join(cfg.DataDir, "hub.db"))
+	e.h.Close()
+	db, err := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +423,8 @@ func TestHubRefusesToStartOnViolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	h, err = hub.Open(ctx, cfg, log)
+	ctx := context.Background()
+	h, err := hub.Open(ctx, e.cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,29 +437,11 @@ func TestHubRefusesToStartOnViolation(t *testing.T) {
 // After a key rotation new stamps carry the new certificate serial, and the
 // old key stays published so stamps already sold still verify.
 func TestKeyRotation(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	pa, _ := postal.New("", log)
-	paSrv := httptest.NewServer(pa.Handler())
-	defer paSrv.Close()
-	cfg := hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL}
+	e := newEnv(t)
 	ctx := context.Background()
-	sell := func(id, label string) []byte {
-		h, err := hub.Open(ctx, cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		if err := h.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		res, err := protocol.DecodePurchaseResult(connectKiosk(t, h, "kiosk-1").ask(purchase(id, "kiosk-1", label, nil)))
-		if err != nil || res.Status != protocol.ResultOK {
-			t.Fatalf("sale %s: %v", id, err)
-		}
-		return res.Indicia[0].Matrix
-	}
-	old := sell("k1", "1966-F8CF-01")
-	h, err := hub.Open(ctx, cfg, log)
+	old := decode(t, e.kiosk("kiosk-1").ask(purchase("k1", "kiosk-1", "1966-F8CF-01", nil))).Indicia[0].Matrix
+	e.h.Close()
+	h, err := hub.Open(ctx, e.cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,13 +450,9 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil || k.CertSerial != 2 {
 		t.Fatalf("rotate: %+v %v", k, err)
 	}
-	fresh := sell("k2", "1966-F8CF-02")
-	h, _ = hub.Open(ctx, cfg, log)
-	defer h.Close()
-	if err := h.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := verify.FetchKeys(ctx, "http://"+h.HTTPAddr)
+	e.start()
+	fresh := decode(t, e.kiosk("kiosk-1").ask(purchase("k2", "kiosk-1", "1966-F8CF-02", nil))).Indicia[0].Matrix
+	keys, err := verify.FetchKeys(ctx, "http://"+e.h.HTTPAddr)
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("published keys %d, %v", len(keys), err)
 	}

@@ -32,6 +32,7 @@ const (
 	CodeFundsUnavailable    Code = "funds_unavailable"
 	CodeInspectionOverdue   Code = "inspection_overdue"
 	CodeRemedyNotAllowed    Code = "remedy_not_allowed"
+	CodeUnauthorized        Code = "unauthorized"
 	CodeServiceUnavailable  Code = "service_unavailable"
 	CodeInternal            Code = "internal_error"
 )
@@ -66,6 +67,7 @@ var Codes = []CodeInfo{
 	{CodePaymentInvalid, false, "The payment data is unusable: a bad token, card number, expiry or account."},
 	{CodeFundsUnavailable, true, "The hub could not fund postage from the postal authority right now."},
 	{CodeInspectionOverdue, true, "The postal security device is past its inspection deadline; sales stop until it is reported."},
+	{CodeUnauthorized, false, "The request carried no valid credentials, or credentials for someone else than it names."},
 	{CodeRemedyNotAllowed, false, "A reprint or refund was asked for a label that did not fail to print, belongs to another sale, or already had its remedy."},
 	{CodeServiceUnavailable, true, "The hub cannot sell right now (no signing worker, store down, shutting down)."},
 	{CodeInternal, true, "An unexpected hub fault; nothing was charged and no indicium was issued."},

@@ -1,68 +1,152 @@
-// Package fleet is the hub's register of kiosks. Each kiosk has a numeric
-// user id that goes into the indicium's user field.
+// Package fleet is the hub's register of kiosks: which store each belongs
+// to, its broker credentials (a bcrypt hash; the password is shown once, at
+// provisioning), and the numeric id that goes into the indicium's user
+// field. Only provisioned kiosks may connect or sell.
 package fleet
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
 )
+
+// Kiosk is a provisioned kiosk.
+type Kiosk struct {
+	ID     string
+	Store  string
+	UserID uint64
+}
 
 // Registry knows the kiosks.
 type Registry struct {
 	db  *store.DB
 	mu  sync.Mutex
-	ids map[string]uint64 // a kiosk's number never changes once given
+	ids map[string]Kiosk // a kiosk's number and store never change once given
+	// ok remembers a password that checked out, as a SHA-256, so a kiosk
+	// that reconnects does not pay for bcrypt again.
+	ok map[string][32]byte
 }
 
 // New returns the registry on db.
-func New(db *store.DB) *Registry { return &Registry{db: db, ids: map[string]uint64{}} }
+func New(db *store.DB) *Registry {
+	return &Registry{db: db, ids: map[string]Kiosk{}, ok: map[string][32]byte{}}
+}
 
-// UserID returns a kiosk's numeric id, enrolling the kiosk on first sight.
-func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
+// Add provisions a kiosk in a store (created if new) and returns its new
+// broker password. Provisioning an existing kiosk again replaces its
+// password, which is how a lost one is recovered.
+func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, error) {
+	if !protocol.ValidKioskID(kioskID) || !protocol.ValidKioskID(storeID) {
+		return "", fmt.Errorf("fleet: add %q in %q: ids want 1-32 of [A-Za-z0-9_-]", kioskID, storeID)
+	}
+	password := rand.Text()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+	}
+	now := time.Now().UnixMicro()
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO stores (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`), storeID, storeID, now); err != nil {
+		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+	}
+	res, err := tx.ExecContext(ctx, r.db.Rebind(`UPDATE kiosks SET store = ?, password_hash = ? WHERE kiosk_id = ?`), storeID, string(hash), kioskID)
+	if err != nil {
+		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO kiosks (kiosk_id, user_id, created_at, store, password_hash)
+			SELECT ?, COALESCE(MAX(user_id), 0) + 1, ?, ?, ? FROM kiosks`), kioskID, now, storeID, string(hash)); err != nil {
+			return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+	}
 	r.mu.Lock()
-	id, ok := r.ids[kioskID]
+	delete(r.ids, kioskID)
+	delete(r.ok, kioskID)
+	r.mu.Unlock()
+	return password, nil
+}
+
+// Get returns a provisioned kiosk, or unknown_kiosk.
+func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
+	r.mu.Lock()
+	k, ok := r.ids[kioskID]
 	r.mu.Unlock()
 	if ok {
-		return id, nil
+		return k, nil
 	}
-	id, err := r.userID(ctx, kioskID)
-	if err == nil {
-		r.mu.Lock()
-		r.ids[kioskID] = id
-		r.mu.Unlock()
+	var st sql.NullString
+	k.ID = kioskID
+	err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id, store FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&k.UserID, &st)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && !st.Valid {
+		return Kiosk{}, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned at this hub", kioskID)
 	}
-	return id, err
+	if err != nil {
+		return Kiosk{}, fmt.Errorf("fleet: get %s: %w", kioskID, err)
+	}
+	k.Store = st.String
+	r.mu.Lock()
+	r.ids[kioskID] = k
+	r.mu.Unlock()
+	return k, nil
 }
 
-func (r *Registry) userID(ctx context.Context, kioskID string) (uint64, error) {
-	for range 3 {
-		var id uint64
-		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&id)
-		if err == nil {
-			return id, nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return 0, fmt.Errorf("fleet: user id of %s: %w", kioskID, err)
-		}
-		// A concurrent enrolment may take the same number; the unique
-		// index refuses one of them and the loop reads the winner.
-		_, err = r.db.ExecContext(ctx, r.db.Rebind(`INSERT INTO kiosks (kiosk_id, user_id, created_at)
-			SELECT ?, COALESCE(MAX(user_id), 0) + 1, ? FROM kiosks`), kioskID, time.Now().UnixMicro())
-		if err != nil && !isConflict(err) {
-			return 0, fmt.Errorf("fleet: enrol %s: %w", kioskID, err)
-		}
-	}
-	return 0, fmt.Errorf("fleet: enrol %s: lost the race three times", kioskID)
+// UserID returns a provisioned kiosk's numeric id.
+func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
+	k, err := r.Get(ctx, kioskID)
+	return k.UserID, err
 }
 
-func isConflict(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "UNIQUE constraint") || strings.Contains(msg, "duplicate key")
+// Authenticate checks a kiosk's broker password.
+func (r *Registry) Authenticate(kioskID, password string) bool {
+	sum := sha256.Sum256([]byte(password))
+	r.mu.Lock()
+	known, ok := r.ok[kioskID]
+	r.mu.Unlock()
+	if ok && known == sum {
+		return true
+	}
+	var hash sql.NullString
+	err := r.db.QueryRowContext(context.Background(), r.db.Rebind(`SELECT password_hash FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&hash)
+	if err != nil || !hash.Valid || bcrypt.CompareHashAndPassword([]byte(hash.String), []byte(password)) != nil {
+		return false
+	}
+	r.mu.Lock()
+	r.ok[kioskID] = sum
+	r.mu.Unlock()
+	return true
+}
+
+// IDs lists the provisioned kiosks.
+func (r *Registry) IDs(ctx context.Context) ([]string, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: list: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
 }

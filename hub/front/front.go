@@ -18,9 +18,15 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
-// purchaser answers purchase requests; the sale service.
+// purchaser answers purchase and refund requests; the sale service.
 type purchaser interface {
 	Purchase(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)
+	Refund(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)
+}
+
+// stocker answers stock loads; the label stock.
+type stocker interface {
+	Answer(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)
 }
 
 // printBook records print outcomes; the ledger.
@@ -31,7 +37,7 @@ type printBook interface {
 // Config configures the front.
 type Config struct {
 	Broker   string // tcp://host:port
-	ClientID string
+	ClientID string // shared by nobody: two clients with one id knock each other off
 	Username string
 	Password string
 	// ConfigFor builds the retained config for a kiosk.
@@ -44,6 +50,7 @@ type Config struct {
 type Front struct {
 	cfg    Config
 	sales  purchaser
+	stock  stocker
 	prints printBook
 	log    *slog.Logger
 	client mqtt.Client
@@ -55,12 +62,12 @@ type Front struct {
 
 // Start connects to the broker and begins serving. It returns once the
 // first connection is up and subscribed.
-func Start(cfg Config, sales purchaser, prints printBook, log *slog.Logger) (*Front, error) {
+func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *slog.Logger) (*Front, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = 256
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Front{cfg: cfg, sales: sales, prints: prints, log: log, sem: make(chan struct{}, cfg.MaxInFlight), ctx: ctx, cancel: cancel}
+	f := &Front{cfg: cfg, sales: sales, stock: stock, prints: prints, log: log, sem: make(chan struct{}, cfg.MaxInFlight), ctx: ctx, cancel: cancel}
 	subscribed := make(chan error, 1)
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.Broker).
@@ -107,6 +114,8 @@ func (f *Front) subscribe(c mqtt.Client) error {
 		protocol.HubSubscription(protocol.TopicPurchase):  f.onPurchase,
 		protocol.HubSubscription(protocol.TopicPrint):     f.onPrint,
 		protocol.HubSubscription(protocol.TopicTelemetry): f.onTelemetry,
+		protocol.HubSubscription(protocol.TopicStock):     f.answer(protocol.TopicStockResult, f.stock.Answer),
+		protocol.HubSubscription(protocol.TopicRefund):    f.answer(protocol.TopicRefundResult, f.sales.Refund),
 		// Status is retained and every hub needs it, so not shared.
 		protocol.TopicRoot + "+/" + protocol.TopicStatus: f.onStatus,
 	}
@@ -157,6 +166,24 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 		f.log.Info("purchase rejected", "kiosk", kiosk, "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
 	} else {
 		f.log.Debug("purchase answered", "kiosk", kiosk, "took", time.Since(start))
+	}
+}
+
+// answer serves a request topic whose answer goes to resultSuffix.
+func (f *Front) answer(resultSuffix string, fn func(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)) mqtt.MessageHandler {
+	return func(c mqtt.Client, m mqtt.Message) {
+		kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
+		if err != nil || !f.begin() {
+			return
+		}
+		defer f.wg.Done()
+		ctx, cancel := context.WithTimeout(f.ctx, 60*time.Second)
+		defer cancel()
+		out, perr := fn(ctx, kiosk, m.Payload())
+		f.publish(protocol.KioskTopic(kiosk, resultSuffix), 1, false, out)
+		if perr != nil {
+			f.log.Info("request refused", "kiosk", kiosk, "topic", m.Topic(), "code", perr.Code, "msg", perr.Message)
+		}
 	}
 }
 

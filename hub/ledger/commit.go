@@ -244,6 +244,9 @@ func (l *Ledger) classify(ctx context.Context, t *Ticket, err error) error {
 				return protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", it.Label)
 			}
 		}
+		if t.sale.ReprintOf != nil {
+			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", t.sale.ReprintOf)
+		}
 	}
 	return protocol.Errorf(protocol.CodeServiceUnavailable, "the sale could not be recorded; nothing was charged")
 }
@@ -318,7 +321,8 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 		}
 	}
 	var g *PSD
-	var sales, indicia, spoiled, fundings [][]any
+	var sales, indicia, spoiled, fundings, remedies [][]any
+	var sheets []protocol.SheetSerial
 	var audit []auditEntry
 	unavailable := func(serial uint32) error {
 		return protocol.Errorf(protocol.CodeServiceUnavailable, "mpsd %d is out of service; try again", serial)
@@ -415,7 +419,13 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 			ref := s.KioskID + "/" + s.RequestID + "/" + it.Label.String()
 			row := []any{s.KioskID, s.RequestID, p.Serial, it.Label.String(), it.RateClass, it.Postage, p.AR, p.DR, p.CertSerial, p.Indicium}
 			if sold {
-				indicia = append(indicia, append(row, micros(now)))
+				var reprintOf any
+				if s.ReprintOf != nil {
+					reprintOf = s.ReprintOf.String()
+					remedies = append(remedies, []any{s.ReprintOf.String(), "reprint", s.KioskID, s.RequestID, it.Label.String(), it.Postage, micros(now)})
+				}
+				indicia = append(indicia, append(row, micros(now), reprintOf))
+				sheets = append(sheets, it.Label.Sheet)
 				res.Indicia = append(res.Indicia, protocol.IssuedIndicium{MeterNumber: p.MeterNumber, RateClass: it.RateClass,
 					AmountMills: it.Postage, LabelSerial: it.Label.String(), Matrix: p.Indicium})
 			} else {
@@ -444,8 +454,16 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 		return nil, fmt.Errorf("ledger: record sales: %w", err)
 	}
 	cols := []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data"}
-	if err := l.insertRows(ctx, tx, "indicia", append(cols, "created_at"), indicia); err != nil {
+	if err := l.insertRows(ctx, tx, "indicia", append(cols, "created_at", "reprint_of"), indicia); err != nil {
 		return nil, fmt.Errorf("ledger: record indicia: %w", err)
+	}
+	for _, sh := range sheets {
+		if _, err := l.db.ExecStmt(ctx, tx, sheetUsed, micros(now), uint32(sh)); err != nil {
+			return nil, fmt.Errorf("ledger: count sheet use: %w", err)
+		}
+	}
+	if err := l.insertRows(ctx, tx, "remedies", []string{"label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at"}, remedies); err != nil {
+		return nil, fmt.Errorf("ledger: record reprint: %w", err)
 	}
 	if err := l.insertRows(ctx, tx, "spoiled", append(cols, "reason", "created_at"), spoiled); err != nil {
 		return nil, fmt.Errorf("ledger: record spoiled indicia: %w", err)

@@ -236,6 +236,9 @@ type Sale struct {
 	UserID    uint64
 	OriginZIP uint32
 	Items     []Item
+	// ReprintOf is the label that failed to print, when this sale is its
+	// free reprint; the remedy is recorded with the sale, once.
+	ReprintOf *protocol.LabelSerial
 }
 
 // Total is the sale's postage.
@@ -270,32 +273,91 @@ func replay(ctx context.Context, db *store.DB, tx *sql.Tx, kioskID, requestID st
 	return result, nil
 }
 
+// Owner is who a sale's labels must be assigned to: a kiosk, or a web
+// customer's account.
+type Owner struct {
+	KioskID   string
+	AccountID int64
+}
+
 // Precheck answers, in one query, what a purchase needs to know before any
 // work: the stored result of an earlier request with this id (or
-// idempotency_conflict), and whether any of its labels already carries an
-// indicium.
-func (l *Ledger) Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial) (prior []byte, used bool, err error) {
-	q := `SELECT s.body_hash, s.result, (SELECT COUNT(*) FROM indicia WHERE label IN (` +
-		strings.TrimSuffix(strings.Repeat("?, ", len(labels)), ", ") + `) AND state <> 'voided')
+// idempotency_conflict), and whether its labels may be used: issued
+// (label_unknown), assigned to owner (label_not_assigned), and carrying no
+// indicium yet, not even a voided one (label_used).
+func (l *Ledger) Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner Owner) (prior []byte, refusal *protocol.Error, err error) {
+	var sheets []uint32
+	seen := map[protocol.SheetSerial]bool{}
+	for _, lb := range labels {
+		if !seen[lb.Sheet] {
+			seen[lb.Sheet] = true
+			sheets = append(sheets, uint32(lb.Sheet))
+		}
+	}
+	marks := func(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+	ownerCol := "kiosk_id"
+	var ownerVal any = owner.KioskID
+	if owner.AccountID != 0 {
+		ownerCol, ownerVal = "account_id", owner.AccountID
+	}
+	q := `SELECT s.body_hash, s.result,
+		(SELECT COUNT(*) FROM indicia WHERE label IN (` + marks(len(labels)) + `)),
+		(SELECT COUNT(*) FROM sheets WHERE serial IN (` + marks(len(sheets)) + `)),
+		(SELECT COUNT(*) FROM sheets WHERE serial IN (` + marks(len(sheets)) + `) AND ` + ownerCol + ` = ?)
 		FROM (SELECT 1 AS one) AS x LEFT JOIN sales s ON s.kiosk_id = ? AND s.request_id = ?`
-	args := make([]any, 0, len(labels)+2)
+	args := make([]any, 0, len(labels)+2*len(sheets)+3)
 	for _, lb := range labels {
 		args = append(args, lb.String())
 	}
-	args = append(args, kioskID, requestID)
-	var hash, result []byte
-	var n int
-	if err := l.db.QueryRowStmt(ctx, nil, q, args...).Scan(&hash, &result, &n); err != nil {
-		return nil, false, fmt.Errorf("ledger: precheck %s/%s: %w", kioskID, requestID, err)
-	}
-	if hash != nil {
-		if string(hash) != string(bodyHash) {
-			return nil, false, protocol.Errorf(protocol.CodeIdempotencyConflict,
-				"request_id %s was used before with a different body", requestID)
+	for range 2 {
+		for _, sh := range sheets {
+			args = append(args, sh)
 		}
-		return result, false, nil
 	}
-	return nil, n > 0, nil
+	args = append(args, ownerVal, kioskID, requestID)
+	var hash, result []byte
+	var used, known, mine int
+	if err := l.db.QueryRowStmt(ctx, nil, q, args...).Scan(&hash, &result, &used, &known, &mine); err != nil {
+		return nil, nil, fmt.Errorf("ledger: precheck %s/%s: %w", kioskID, requestID, err)
+	}
+	switch {
+	case hash != nil && string(hash) != string(bodyHash):
+		return nil, nil, protocol.Errorf(protocol.CodeIdempotencyConflict, "request_id %s was used before with a different body", requestID)
+	case hash != nil:
+		return result, nil, nil
+	case known < len(sheets):
+		return nil, protocol.Errorf(protocol.CodeLabelUnknown, "a label of this request was never issued"), nil
+	case mine < len(sheets):
+		return nil, protocol.Errorf(protocol.CodeLabelNotAssigned, "a label of this request is on a sheet not loaded into this kiosk"), nil
+	case used > 0:
+		return nil, protocol.Errorf(protocol.CodeLabelUsed, "a label of this request already carries an indicium"), nil
+	}
+	return nil, nil, nil
+}
+
+// UsedLabels returns which of labels carry an indicium, for fraud alerts.
+func (l *Ledger) UsedLabels(ctx context.Context, labels []protocol.LabelSerial) ([]protocol.LabelSerial, error) {
+	var out []protocol.LabelSerial
+	for _, lb := range labels {
+		var n int
+		if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM indicia WHERE label = ?`), lb.String()).Scan(&n); err != nil {
+			return nil, fmt.Errorf("ledger: used labels: %w", err)
+		}
+		if n > 0 {
+			out = append(out, lb)
+		}
+	}
+	return out, nil
+}
+
+// RecordReuse keeps the evidence of an offer of a used label.
+func (l *Ledger) RecordReuse(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string) error {
+	_, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO label_reuse (label, kiosk_id, request_id, at) VALUES (?, ?, ?, ?)`),
+		label.String(), kioskID, requestID, micros(l.cfg.Now()))
+	if err != nil {
+		return fmt.Errorf("ledger: record reuse of %s: %w", label, err)
+	}
+	return nil
 }
 
 // LabelLive reports whether a label already carries a live indicium.
@@ -420,6 +482,10 @@ func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
+// sheetUsed counts a label of a sheet as used, invalidating the sheet with
+// its last label.
+const sheetUsed = `UPDATE sheets SET used = used + 1, invalidated_at = CASE WHEN used + 1 >= 10 THEN ? ELSE invalidated_at END WHERE serial = ?`
+
 // hotQueries are prepared at Open, outside any transaction.
 func hotQueries(db *store.DB) []string {
 	insert := func(table string, cols ...string) string {
@@ -436,10 +502,12 @@ func hotQueries(db *store.DB) []string {
 		`SELECT seq, hash FROM audit_head WHERE id = 1` + db.ForUpdate(),
 		`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`,
 		insert("sales", "kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"),
-		insert("indicia", append(ind, "created_at")...),
+		insert("indicia", append(ind, "created_at", "reprint_of")...),
 		insert("spoiled", append(ind, "reason", "created_at")...),
 		insert("fundings", "mpsd", "amount", "at", "request_id"),
+		insert("remedies", "label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at"),
 		insert("audit", "seq", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"),
+		sheetUsed,
 	}
 }
 

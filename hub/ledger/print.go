@@ -3,30 +3,151 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
 // RecordPrint records what the kiosk printed. A printed label's indicium
-// moves from issued to printed. Failed labels are logged; voiding and
-// reprinting them is the purchase service's job.
+// moves from issued to printed. A failed one is voided at once: its
+// postage goes into the postal report as a refund claim (the registers
+// never run backwards) and the label counts as spoiled; the customer then
+// gets one remedy, a free reprint or a refund. Reports are idempotent.
 func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error {
+	now := micros(l.cfg.Now())
 	return l.inTx(ctx, func(tx *sql.Tx) error {
 		for _, lo := range r.Labels {
-			if lo.Outcome != protocol.Printed {
-				l.log.Warn("label failed to print", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial, "reason", lo.Reason)
-				continue
+			var res sql.Result
+			var err error
+			if lo.Outcome == protocol.Printed {
+				res, err = tx.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'printed', printed_at = ?
+					WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), now, r.KioskID, r.RequestID, lo.LabelSerial)
+			} else {
+				reason := lo.Reason
+				if reason == "" {
+					reason = "print_failed"
+				}
+				res, err = tx.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', void_reason = ?
+					WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), reason, r.KioskID, r.RequestID, lo.LabelSerial)
 			}
-			res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'printed'
-				WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), r.KioskID, r.RequestID, lo.LabelSerial)
 			if err != nil {
 				return fmt.Errorf("ledger: record print %s: %w", lo.LabelSerial, err)
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
-				l.log.Info("print report for no issued indicium (repeat?)", "kiosk", r.KioskID, "label", lo.LabelSerial)
+				l.log.Info("print report for no issued indicium (a repeat?)", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial)
+			} else if lo.Outcome != protocol.Printed {
+				l.log.Warn("label failed to print; indicium voided", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial, "reason", lo.Reason)
 			}
 		}
 		return nil
 	})
+}
+
+// Spoiled is a label that failed to print, as a remedy needs it.
+type Spoiled struct {
+	Label     protocol.LabelSerial
+	RateClass string
+	Postage   protocol.Mills
+}
+
+// FailedLabel finds a label of kioskID's sale requestID whose print failed
+// and that has no remedy yet; anything else is remedy_not_allowed.
+func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
+	sp := &Spoiled{Label: label}
+	var state string
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),
+		kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in sale %s of this kiosk", label, requestID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
+	}
+	if state != "voided" {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not reported as failed", label)
+	}
+	var n int
+	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM remedies WHERE label = ?`), label.String()).Scan(&n); err != nil {
+		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
+	}
+	if n > 0 {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", label)
+	}
+	return sp, nil
+}
+
+// RecordRefund records that a failed label's remedy is a refund, once.
+// The same refund request asking again is not an error.
+func (l *Ledger) RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error {
+	_, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at) VALUES (?, 'refund', ?, ?, ?, ?)`),
+		label.String(), kioskID, requestID, amount, micros(l.cfg.Now()))
+	if store.IsConflict(err) {
+		var kind, by string
+		if l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT kind, request_id FROM remedies WHERE label = ?`), label.String()).Scan(&kind, &by) == nil &&
+			kind == "refund" && by == requestID {
+			return nil
+		}
+		return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", label)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: record refund of %s: %w", label, err)
+	}
+	return nil
+}
+
+// RefundDone returns the amount of a refund request already recorded.
+func (l *Ledger) RefundDone(ctx context.Context, kioskID, requestID string) (protocol.Mills, bool, error) {
+	var amt protocol.Mills
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT amount FROM remedies WHERE kind = 'refund' AND kiosk_id = ? AND request_id = ?`),
+		kioskID, requestID).Scan(&amt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return amt, err == nil, err
+}
+
+// VoidSale undoes a committed sale whose payment could not be captured:
+// its indicia are voided (claimed back in the postal report), and its
+// stored result becomes the refusal, so a repeat of the request gets that.
+func (l *Ledger) VoidSale(ctx context.Context, kioskID, requestID string, perr *protocol.Error) ([]byte, error) {
+	result, err := json.Marshal(protocol.Rejected(requestID, perr))
+	if err != nil {
+		return nil, err
+	}
+	err = l.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', void_reason = ? WHERE kiosk_id = ? AND request_id = ? AND state = 'issued'`),
+			string(perr.Code), kioskID, requestID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE sales SET status = 'rejected', result = ? WHERE kiosk_id = ? AND request_id = ?`), result, kioskID, requestID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: void sale %s/%s: %w", kioskID, requestID, err)
+	}
+	return result, nil
+}
+
+// Unconfirmed lists sales with labels issued longer ago than age and never
+// reported printed or failed.
+func (l *Ledger) Unconfirmed(ctx context.Context, age time.Duration) ([][2]string, error) {
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT DISTINCT kiosk_id, request_id FROM indicia WHERE state = 'issued' AND created_at < ?`),
+		micros(l.cfg.Now().Add(-age)))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: unconfirmed: %w", err)
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var k, r string
+		if err := rows.Scan(&k, &r); err != nil {
+			return nil, err
+		}
+		out = append(out, [2]string{k, r})
+	}
+	return out, rows.Err()
 }

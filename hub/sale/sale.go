@@ -1,6 +1,10 @@
-// Package sale is the hub's purchase service: it turns a kiosk's purchase
-// request into a result, checking every rule before any money moves, and
-// answers a repeated request_id with the bytes it sent the first time.
+// Package sale is the hub's purchase service (patent Figs. 3 and 8): it
+// turns a kiosk's purchase request into a result. It checks every rule
+// before any money moves, authorizes the payment, has the PSDM workers sign
+// the stamps, captures the payment once the sale is recorded, and answers a
+// repeated request_id with the bytes it sent the first time. It also serves
+// the two remedies for a stamp that failed to print: a free reprint and a
+// refund.
 package sale
 
 import (
@@ -13,7 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -22,10 +28,16 @@ type seller interface {
 	Sell(ctx context.Context, s *ledger.Sale) ([]byte, error)
 }
 
-// book keeps final answers; the ledger.
+// book keeps sales and their answers; the ledger.
 type book interface {
-	Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial) ([]byte, bool, error)
+	Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner ledger.Owner) ([]byte, *protocol.Error, error)
 	Reject(ctx context.Context, kioskID, requestID string, bodyHash []byte, perr *protocol.Error) ([]byte, error)
+	UsedLabels(ctx context.Context, labels []protocol.LabelSerial) ([]protocol.LabelSerial, error)
+	RecordReuse(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string) error
+	FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*ledger.Spoiled, error)
+	RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error
+	RefundDone(ctx context.Context, kioskID, requestID string) (protocol.Mills, bool, error)
+	VoidSale(ctx context.Context, kioskID, requestID string, perr *protocol.Error) ([]byte, error)
 }
 
 // kiosks numbers kiosks for the indicium's user field.
@@ -38,14 +50,36 @@ type rateBook interface {
 	Current(now time.Time) (protocol.RateTable, error)
 }
 
+// money takes and gives back payments.
+type money interface {
+	Authorize(ctx context.Context, key payments.Key, src payments.Source, amount protocol.Mills) (*payments.Payment, error)
+	Capture(ctx context.Context, key payments.Key) error
+	Void(ctx context.Context, key payments.Key) error
+	Refund(ctx context.Context, key payments.Key, amount protocol.Mills, ref string) error
+}
+
+// accountsByLogin finds the account a kiosk customer named.
+type accountsByLogin interface {
+	AccountID(ctx context.Context, login string) (int64, error)
+}
+
+// alerter raises alerts for ops.
+type alerter interface {
+	Raise(ctx context.Context, kind, subject, message string)
+}
+
 // Service answers purchase requests.
 type Service struct {
-	Seller seller
-	Book   book
-	Kiosks kiosks
-	Rates  rateBook
-	Log    *slog.Logger
-	Now    func() time.Time
+	Seller   seller
+	Book     book
+	Kiosks   kiosks
+	Rates    rateBook
+	Money    money
+	Accounts accountsByLogin
+	Sheets   sheets
+	Alerts   alerter
+	Log      *slog.Logger
+	Now      func() time.Time
 
 	mu       sync.Mutex
 	inflight map[string]*flight            // kiosk/request -> the sale answering it
@@ -61,7 +95,7 @@ type flight struct {
 }
 
 // Purchase answers one purchase request that arrived on kioskID's topic.
-// It always returns bytes to publish; err is only for logging and metrics.
+// It always returns bytes to publish; the error is for logs and metrics.
 func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error) {
 	req, err := protocol.DecodePurchaseRequest(payload)
 	if err != nil {
@@ -83,7 +117,8 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 	hash := h[:]
 	// A resend that arrives while the first copy is still being served
 	// waits for it and gets the same answer.
-	f, first := s.join(kioskID+"/"+req.RequestID, hash)
+	key := kioskID + "/" + req.RequestID
+	f, first := s.join(key, hash)
 	if !first {
 		<-f.done
 		if string(f.hash) != string(hash) {
@@ -92,7 +127,7 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 		}
 		return f.out, f.perr
 	}
-	defer s.leave(kioskID+"/"+req.RequestID, f)
+	defer s.leave(key, f)
 	f.out, f.perr = s.purchase(ctx, req, hash)
 	return f.out, f.perr
 }
@@ -103,27 +138,19 @@ func (s *Service) purchase(ctx context.Context, req *protocol.PurchaseRequest, h
 	for i, it := range req.Items {
 		labels[i] = it.Label()
 	}
-	prior, used, err := s.Book.Precheck(ctx, kioskID, req.RequestID, hash, labels)
+	prior, refusal, err := s.Book.Precheck(ctx, kioskID, req.RequestID, hash, labels, ledger.Owner{KioskID: kioskID})
 	if prior != nil || err != nil {
 		if err != nil {
 			return s.refuse(req.RequestID, err)
 		}
 		return prior, nil
 	}
-	sale, err := s.prepare(ctx, req, hash)
-	if err == nil && used {
-		err = protocol.Errorf(protocol.CodeLabelUsed, "a label of this request already carries an indicium")
+	if refusal != nil && refusal.Code == protocol.CodeLabelUsed {
+		s.fraud(ctx, kioskID, req.RequestID, labels)
 	}
+	out, err := s.sell(ctx, req, hash, refusal)
 	if err == nil {
-		release, lerr := s.holdLabels(sale)
-		err = lerr
-		if err == nil {
-			defer release()
-			var out []byte
-			if out, err = s.Seller.Sell(ctx, sale); err == nil {
-				return out, nil
-			}
-		}
+		return out, nil
 	}
 	perr := protocol.AsError(err)
 	if perr.Code == protocol.CodeInternal || errors.Is(err, ledger.ErrTamper) {
@@ -137,19 +164,103 @@ func (s *Service) purchase(ctx context.Context, req *protocol.PurchaseRequest, h
 	return out, perr
 }
 
-// prepare checks the request against the current rates and the kiosk.
+// sell runs the sale: validate, authorize, sign, capture.
+func (s *Service) sell(ctx context.Context, req *protocol.PurchaseRequest, hash []byte, refusal *protocol.Error) ([]byte, error) {
+	sale, err := s.prepare(ctx, req, hash)
+	if err != nil {
+		return nil, err
+	}
+	if refusal != nil {
+		return nil, refusal
+	}
+	var src *payments.Source
+	if req.ReprintOf == nil {
+		ps, err := s.source(ctx, req.Payment)
+		if err != nil {
+			return nil, err
+		}
+		src = &ps
+	}
+	return s.charge(ctx, sale, src)
+}
+
+// charge holds the sale's labels, authorizes src (nil: a free reprint),
+// has the stamps signed and recorded, and captures the payment. Any
+// failure after the authorization voids it.
+func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.Source) ([]byte, error) {
+	release, err := s.holdLabels(sale)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	key := payments.Key{KioskID: sale.KioskID, RequestID: sale.RequestID}
+	charged := src != nil
+	if charged {
+		if _, err := s.Money.Authorize(ctx, key, *src, sale.Total()); err != nil {
+			return nil, err
+		}
+	}
+	out, err := s.Seller.Sell(ctx, sale)
+	if err != nil {
+		if charged {
+			if verr := s.Money.Void(ctx, key); verr != nil {
+				s.Log.Error("authorization not voided; the hub settles it at its next start", "request_id", sale.RequestID, "err", verr)
+			}
+		}
+		return nil, err
+	}
+	if charged {
+		if err := s.Money.Capture(ctx, key); err != nil {
+			s.Log.Error("capture failed after the sale was recorded; voiding the sale", "request_id", sale.RequestID, "err", err)
+			s.Money.Void(ctx, key)
+			perr := protocol.Errorf(protocol.CodePaymentDeclined, "the payment could not be completed; nothing was charged")
+			if _, verr := s.Book.VoidSale(ctx, sale.KioskID, sale.RequestID, perr); verr != nil {
+				return nil, verr
+			}
+			return nil, perr
+		}
+	}
+	return out, nil
+}
+
+// source turns the request's payment into what the payment service takes.
+func (s *Service) source(ctx context.Context, p protocol.Payment) (payments.Source, error) {
+	switch p.Method {
+	case protocol.PayCardToken:
+		return payments.Source{Token: p.Token}, nil
+	case protocol.PayAccount:
+		id, err := s.Accounts.AccountID(ctx, p.AccountID)
+		if err != nil {
+			return payments.Source{}, protocol.Errorf(protocol.CodePaymentInvalid, "no such account")
+		}
+		return payments.Source{AccountID: id}, nil
+	}
+	return payments.Source{}, protocol.Errorf(protocol.CodePaymentInvalid, "payment method %q", p.Method)
+}
+
+// prepare checks the request against the current rates and the kiosk, and
+// a reprint against the label it replaces.
 func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, hash []byte) (*ledger.Sale, error) {
+	userID, err := s.Kiosks.UserID(ctx, req.KioskID)
+	if err != nil {
+		return nil, err
+	}
 	rt, err := s.Rates.Current(s.Now())
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")
 	}
-	if req.RateTable != "" && req.RateTable != rt.Version {
+	if req.RateTable != rt.Version {
 		return nil, protocol.Errorf(protocol.CodeRateTableStale,
 			"priced on rate table %s; %s is in force", req.RateTable, rt.Version)
 	}
 	zip, _ := req.OriginZIP.Number() // validated by the decoder
-	sale := &ledger.Sale{KioskID: req.KioskID, RequestID: req.RequestID, BodyHash: hash, OriginZIP: zip}
+	sale := &ledger.Sale{KioskID: req.KioskID, RequestID: req.RequestID, BodyHash: hash, OriginZIP: zip, UserID: userID}
 	for i, it := range req.Items {
+		if req.ReprintOf != nil {
+			// The reprint takes the failed stamp's service and postage below.
+			sale.Items = append(sale.Items, ledger.Item{Label: it.Label()})
+			continue
+		}
 		price, err := rt.Price(it.RateClass, it.WeightMg)
 		if err != nil {
 			return nil, err
@@ -160,10 +271,76 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 		}
 		sale.Items = append(sale.Items, ledger.Item{RateClass: it.RateClass, Postage: price, Label: it.Label()})
 	}
-	if sale.UserID, err = s.Kiosks.UserID(ctx, req.KioskID); err != nil {
-		return nil, err
+	if r := req.ReprintOf; r != nil {
+		old, _ := protocol.ParseLabelSerial(r.LabelSerial)
+		sp, err := s.Book.FailedLabel(ctx, req.KioskID, r.RequestID, old)
+		if err != nil {
+			return nil, err
+		}
+		// The reprint is the same stamp: same service, same postage, paid.
+		sale.Items[0].RateClass, sale.Items[0].Postage = sp.RateClass, sp.Postage
+		sale.ReprintOf = &old
 	}
 	return sale, nil
+}
+
+// fraud records an offer of a used label and raises a fraud alert for it.
+func (s *Service) fraud(ctx context.Context, kioskID, requestID string, labels []protocol.LabelSerial) {
+	used, err := s.Book.UsedLabels(ctx, labels)
+	if err != nil {
+		s.Log.Error("fraud check", "err", err)
+		return
+	}
+	for _, l := range used {
+		if err := s.Book.RecordReuse(ctx, l, kioskID, requestID); err != nil {
+			s.Log.Error("fraud record", "err", err)
+		}
+		s.Alerts.Raise(ctx, alerts.Fraud, "label/"+l.String(),
+			fmt.Sprintf("kiosk %s offered label %s, which already carries an indicium (request %s)", kioskID, l, requestID))
+	}
+}
+
+// Refund answers a refund request for a label that failed to print.
+func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error) {
+	req, err := protocol.DecodeRefundRequest(payload)
+	id := ""
+	if req != nil {
+		id = req.RequestID
+	}
+	answer := func(amount protocol.Mills, err error) ([]byte, *protocol.Error) {
+		res := protocol.RefundResult{RequestID: id, Status: protocol.ResultOK, AmountMills: amount}
+		var perr *protocol.Error
+		if err != nil {
+			perr = protocol.AsError(err)
+			res = protocol.RefundResult{RequestID: id, Status: protocol.ResultRejected, Error: perr}
+		}
+		out, _ := json.Marshal(res) // strings and numbers only: cannot fail
+		return out, perr
+	}
+	if err != nil {
+		return answer(0, err)
+	}
+	if req.KioskID != kioskID {
+		return answer(0, protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a message on kiosk %s's topic", req.KioskID, kioskID))
+	}
+	if amt, done, err := s.Book.RefundDone(ctx, kioskID, req.RequestID); err != nil || done {
+		return answer(amt, err)
+	}
+	label, _ := protocol.ParseLabelSerial(req.Label.LabelSerial)
+	sp, err := s.Book.FailedLabel(ctx, kioskID, req.Label.RequestID, label)
+	if err != nil {
+		return answer(0, err)
+	}
+	key := payments.Key{KioskID: kioskID, RequestID: req.Label.RequestID}
+	if err := s.Money.Refund(ctx, key, sp.Postage, "refund:"+label.String()); err != nil {
+		s.Log.Error("refund failed", "kiosk", kioskID, "label", label, "err", err)
+		return answer(0, err)
+	}
+	if err := s.Book.RecordRefund(ctx, label, kioskID, req.RequestID, sp.Postage); err != nil {
+		return answer(0, err)
+	}
+	s.Log.Info("refunded a stamp that failed to print", "kiosk", kioskID, "label", label, "amount", sp.Postage.String())
+	return answer(sp.Postage, nil)
 }
 
 func (s *Service) join(key string, hash []byte) (*flight, bool) {
@@ -192,16 +369,15 @@ func (s *Service) leave(key string, f *flight) {
 // holds the sale's labels until it ends.
 func (s *Service) holdLabels(sale *ledger.Sale) (func(), error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, it := range sale.Items {
 		if s.labels[it.Label] {
-			s.mu.Unlock()
 			return nil, protocol.Errorf(protocol.CodeLabelUsed, "label %s is being used by another sale", it.Label)
 		}
 	}
 	for _, it := range sale.Items {
 		s.labels[it.Label] = true
 	}
-	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
 		for _, it := range sale.Items {

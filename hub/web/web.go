@@ -1,10 +1,14 @@
 // Package web serves the hub's HTTP API with chi: health, the published
-// signing keys that anyone needs to verify a stamp, and worker status.
+// signing keys that anyone needs to verify a stamp, worker status, and the
+// patent's XML purchase API.
 package web
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"encoding/xml"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -12,8 +16,10 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/psdm"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // keyList lists every signing key that ever signed.
@@ -31,12 +37,24 @@ type workers interface {
 	Status() []psdm.Status
 }
 
+// customers checks a web customer's login.
+type customers interface {
+	Authenticate(ctx context.Context, login, password string) (*accounts.Account, error)
+}
+
+// stamper sells through the patent's XML API.
+type stamper interface {
+	WebStamp(ctx context.Context, acct *accounts.Account, req *protocol.WebStampRequest, requestID string) (*protocol.XMLIndicium, error)
+}
+
 // Server holds what the handlers need.
 type Server struct {
-	Keys    keyList
-	DB      pinger
-	Workers workers
-	Log     *slog.Logger
+	Keys      keyList
+	DB        pinger
+	Workers   workers
+	Customers customers
+	Stamps    stamper
+	Log       *slog.Logger
 }
 
 // Handler returns the router.
@@ -47,6 +65,7 @@ func (s *Server) Handler() http.Handler {
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Get("/certificates", s.certificates)
 		r.Get("/psdm", s.psdm)
+		r.Post("/webstamp", s.webstamp)
 	})
 	return r
 }
@@ -85,6 +104,80 @@ func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) psdm(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.Workers.Status())
+}
+
+// webstamp serves the patent's XML purchase. The customer authenticates
+// with HTTP Basic; an Idempotency-Key header makes a retry safe.
+func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
+	login, password, ok := r.BasicAuth()
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Basic realm="frank"`)
+		writeXMLError(w, protocol.Errorf(protocol.CodeUnauthorized, "log in with HTTP Basic authentication"))
+		return
+	}
+	acct, err := s.Customers.Authenticate(r.Context(), login, password)
+	if err != nil {
+		writeXMLError(w, protocol.Errorf(protocol.CodeUnauthorized, "wrong login or password"))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageBytes+1))
+	if err != nil {
+		writeXMLError(w, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))
+		return
+	}
+	req, err := protocol.DecodeWebStampRequest(body)
+	if err != nil {
+		writeXMLError(w, err)
+		return
+	}
+	id := r.Header.Get("Idempotency-Key")
+	if id == "" {
+		id = rand.Text()
+	}
+	if !protocol.ValidRequestID(id) {
+		writeXMLError(w, protocol.Errorf(protocol.CodeInvalidRequest, "Idempotency-Key: want 1-64 of [A-Za-z0-9_-]"))
+		return
+	}
+	s.Log.Info("webstamp", "req", *req, "idempotency_key", id)
+	in, err := s.Stamps.WebStamp(r.Context(), acct, req, id)
+	if err != nil {
+		writeXMLError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(http.StatusOK)
+	w.Write([]byte(xml.Header))
+	xml.NewEncoder(w).Encode(in)
+}
+
+// httpStatus maps an error code to an HTTP status.
+func httpStatus(c protocol.Code) int {
+	switch c {
+	case protocol.CodeMalformed, protocol.CodeInvalidRequest:
+		return http.StatusBadRequest
+	case protocol.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case protocol.CodePaymentDeclined, protocol.CodeInsufficientFunds, protocol.CodePaymentInvalid:
+		return http.StatusPaymentRequired
+	case protocol.CodeLabelUsed, protocol.CodeIdempotencyConflict:
+		return http.StatusConflict
+	case protocol.CodeLabelUnknown, protocol.CodeLabelNotAssigned:
+		return http.StatusForbidden
+	}
+	for _, ci := range protocol.Codes {
+		if ci.Code == c && ci.Retry {
+			return http.StatusServiceUnavailable
+		}
+	}
+	return http.StatusUnprocessableEntity
+}
+
+func writeXMLError(w http.ResponseWriter, err error) {
+	pe := protocol.AsError(err)
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(httpStatus(pe.Code))
+	w.Write([]byte(xml.Header))
+	xml.NewEncoder(w).Encode(protocol.XMLError{Code: pe.Code, Message: pe.Message, MissingMills: pe.MissingMills})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -4,6 +4,12 @@
 //	hub ledger check [flags]    check every ledger invariant; exit 1 if any breaks
 //	hub keys init|rotate|list   the signing-key ceremony
 //	hub report --from D --to D  build the postal report for [from, to) and upload it
+//	hub kiosk add ID --store S  provision a kiosk; prints its broker credentials
+//	hub stock issue --store S --sheets N [--barcodes DIR]   new sheets of labels
+//	hub stock import --store S SERIAL...                     sheets printed elsewhere
+//	hub stock assign --account LOGIN SERIAL...               sheets for a web customer
+//	hub account add LOGIN [--zip Z]   a customer (password from FRANK_ACCOUNT_PASSWORD or stdin)
+//	hub account fund LOGIN --amount DOLLARS
 //	hub --check-config [flags]  validate the configuration and exit
 //
 // The PKCS#11 PIN comes from --pkcs11-pin or, better, FRANK_PKCS11_PIN.
@@ -18,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +48,13 @@ func run(args []string) int {
 		cmd, args = args[0]+" "+args[1], args[2:]
 	case len(args) > 0 && args[0] == "report":
 		cmd, args = "report", args[1:]
+	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account"):
+		cmd, args = args[0]+" "+args[1], args[2:]
+	}
+	// Positional arguments come before the flags: hub kiosk add ID --store S.
+	var pos []string
+	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		pos, args = append(pos, args[0]), args[1:]
 	}
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
 	var cfg hub.Config
@@ -61,6 +75,15 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Ledger.InspectionWarn, "inspection-warn", 90*24*time.Hour, "raise inspection_due after this long without a postal report")
 	fs.DurationVar(&cfg.Ledger.InspectionStop, "inspection-stop", 120*24*time.Hour, "stop selling after this long without a postal report")
 	fs.DurationVar(&cfg.Ledger.LeaseTTL, "lease-ttl", 15*time.Second, "MPSD lease lifetime without renewal")
+	fs.StringVar(&cfg.PaymentsURL, "payments", "http://127.0.0.1:8091", "card payment gateway URL")
+	fs.StringVar(&cfg.BrokerUser, "broker-user", "frank-hub", "the hub's user on an external broker")
+	fs.StringVar(&cfg.BrokerPassword, "broker-password", os.Getenv("FRANK_BROKER_PASSWORD"), "the hub's password on an external broker (default $FRANK_BROKER_PASSWORD)")
+	storeID := fs.String("store", "", "kiosk add, stock: the store")
+	sheets := fs.Int("sheets", 1, "stock issue: how many sheets")
+	barcodes := fs.String("barcodes", "", "stock issue: also write each sheet serial as a Code 128 PNG into this directory")
+	accountLogin := fs.String("account", "", "stock assign: the customer's login")
+	amount := fs.String("amount", "", "account fund: dollars")
+	zip := fs.String("zip", "94544", "account add: the customer's ZIP code")
 	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
 	to := fs.String("to", "", "report: last day (2006-01-02, exclusive)")
 	fs.StringVar(&cfg.RatesDir, "rates", "", "directory of extra rate tables (*.json)")
@@ -107,6 +130,9 @@ func run(args []string) int {
 		return keysCmd(ctx, h, cmd)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
+	case "kiosk add", "stock issue", "stock import", "stock assign", "account add", "account fund":
+		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
+			account: *accountLogin, amount: *amount, zip: *zip})
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)

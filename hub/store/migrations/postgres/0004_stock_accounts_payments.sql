@@ -36,6 +36,7 @@ CREATE TABLE accounts (
   card_token    TEXT,
   card_brand    TEXT,
   card_last4    TEXT,
+  zip           TEXT    NOT NULL DEFAULT '00000',
   created_at    BIGINT NOT NULL
 );
 

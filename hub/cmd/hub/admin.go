@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"context"
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/boombuler/barcode"
+	"github.com/boombuler/barcode/code128"
+
+	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/protocol"
+)
+
+type admin struct {
+	store, barcodes, account, amount, zip string
+	sheets                                int
+}
+
+// adminCmd runs the provisioning commands ops use from a shell.
+func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin) int {
+	fail := func(err error) int {
+		fmt.Fprintf(os.Stderr, "hub %s: %v\n", cmd, err)
+		return 1
+	}
+	switch cmd {
+	case "kiosk add":
+		if len(pos) != 1 || a.store == "" {
+			return usage("hub kiosk add ID --store STORE")
+		}
+		pw, err := h.Fleet().Add(ctx, pos[0], a.store)
+		if err != nil {
+			return fail(err)
+		}
+		// Printed once: only a bcrypt hash is kept.
+		fmt.Printf("kiosk %s provisioned in store %s\nbroker user: %s\nbroker password: %s\n", pos[0], a.store, pos[0], pw)
+	case "stock issue":
+		if a.store == "" {
+			return usage("hub stock issue --store STORE --sheets N [--barcodes DIR]")
+		}
+		if err := h.Stock().AddStore(ctx, a.store, ""); err != nil {
+			return fail(err)
+		}
+		serials, err := h.Stock().Issue(ctx, a.store, a.sheets)
+		if err != nil {
+			return fail(err)
+		}
+		for _, s := range serials {
+			fmt.Println(s)
+			if a.barcodes != "" {
+				if err := writeBarcode(a.barcodes, s); err != nil {
+					return fail(err)
+				}
+			}
+		}
+	case "stock import":
+		if a.store == "" || len(pos) == 0 {
+			return usage("hub stock import --store STORE SERIAL...")
+		}
+		if err := h.Stock().AddStore(ctx, a.store, ""); err != nil {
+			return fail(err)
+		}
+		var serials []protocol.SheetSerial
+		for _, p := range pos {
+			s, err := protocol.ParseSheetSerial(p)
+			if err != nil {
+				return fail(err)
+			}
+			serials = append(serials, s)
+		}
+		if err := h.Stock().Import(ctx, a.store, serials); err != nil {
+			return fail(err)
+		}
+		fmt.Printf("%d sheets in store %s\n", len(serials), a.store)
+	case "stock assign":
+		if a.account == "" || len(pos) == 0 {
+			return usage("hub stock assign --account LOGIN SERIAL...")
+		}
+		acct, err := h.Accounts().ByLogin(ctx, a.account)
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range pos {
+			s, err := protocol.ParseSheetSerial(p)
+			if err != nil {
+				return fail(err)
+			}
+			if err := h.Stock().AssignToAccount(ctx, s, acct.ID); err != nil {
+				return fail(err)
+			}
+		}
+		fmt.Printf("%d sheets assigned to %s\n", len(pos), a.account)
+	case "account add":
+		if len(pos) != 1 {
+			return usage("hub account add LOGIN [--zip ZIP]  (password from FRANK_ACCOUNT_PASSWORD or stdin)")
+		}
+		pw := os.Getenv("FRANK_ACCOUNT_PASSWORD")
+		if pw == "" {
+			line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+			pw = strings.TrimSpace(line)
+		}
+		acct, err := h.Accounts().Create(ctx, pos[0], pw)
+		if err != nil {
+			return fail(err)
+		}
+		if err := h.Accounts().SetZIP(ctx, acct.ID, protocol.ZIP(a.zip)); err != nil {
+			return fail(err)
+		}
+		fmt.Printf("account %s created (id %d)\n", acct.Login, acct.ID)
+	case "account fund":
+		if len(pos) != 1 || a.amount == "" {
+			return usage("hub account fund LOGIN --amount DOLLARS")
+		}
+		amt, err := protocol.ParseMills(a.amount)
+		if err != nil {
+			return fail(err)
+		}
+		acct, err := h.Accounts().ByLogin(ctx, pos[0])
+		if err != nil {
+			return fail(err)
+		}
+		if err := h.Accounts().Credit(ctx, acct.ID, amt, "fund", "operator-"+rand.Text()); err != nil {
+			return fail(err)
+		}
+		fmt.Printf("account %s funded with %s\n", acct.Login, amt)
+	}
+	return 0
+}
+
+func usage(s string) int {
+	fmt.Fprintln(os.Stderr, "usage:", s)
+	return 2
+}
+
+// writeBarcode draws a sheet serial as the Code 128 a label printer puts on
+// the sheet, for the testbench scanner.
+func writeBarcode(dir string, s protocol.SheetSerial) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	code, err := code128.Encode(s.String())
+	if err != nil {
+		return err
+	}
+	img, err := barcode.Scale(code, code.Bounds().Dx()*3, 120)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, s.String()+".png"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return png.Encode(f, img)
+}

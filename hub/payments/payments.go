@@ -1,0 +1,368 @@
+// Package payments takes the customer's money for a purchase: by card
+// through the payment gateway (a kiosk terminal's token, or a card number
+// from the patent's XML API, checked and passed on, never kept), or from a
+// prepaid account. A payment is authorized before any stamp is signed,
+// captured once the sale is recorded, voided if the sale fails, and
+// refunded in part for a stamp that failed to print.
+package payments
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Gateway is the card gateway's HTTP API.
+type Gateway struct {
+	URL  string
+	HTTP *http.Client
+}
+
+// NewGateway returns a client with the 5 s timeout past which a payment is
+// payment_timeout.
+func NewGateway(url string) *Gateway {
+	return &Gateway{URL: url, HTTP: &http.Client{Timeout: 5 * time.Second}}
+}
+
+// Auth is an approved authorization.
+type Auth struct {
+	ID    string `json:"auth_id"`
+	Brand string `json:"brand"`
+	Last4 string `json:"last4"`
+}
+
+// Authorize asks the gateway to hold amount on a token or a card.
+func (g *Gateway) Authorize(ctx context.Context, key string, amount protocol.Mills, token string, card *Card) (Auth, error) {
+	body := map[string]any{"key": key, "amount_mills": amount}
+	if card != nil {
+		body["card"] = map[string]string{"number": card.Number, "exp": card.Exp, "name": card.Name}
+	} else {
+		body["token"] = token
+	}
+	var a Auth
+	err := g.call(ctx, "/v1/authorize", body, &a)
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &te) && te.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		// The gateway may still approve; void by key so no hold is left.
+		vctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.call(vctx, "/v1/void", map[string]any{"key": key}, nil)
+		cancel()
+		return Auth{}, protocol.Errorf(protocol.CodePaymentTimeout, "the card gateway did not answer; nothing was charged")
+	case err != nil:
+		return Auth{}, err
+	}
+	return a, nil
+}
+
+// Capture takes the held amount.
+func (g *Gateway) Capture(ctx context.Context, authID string, amount protocol.Mills) error {
+	return g.call(ctx, "/v1/capture", map[string]any{"auth_id": authID, "amount_mills": amount}, nil)
+}
+
+// Void releases a hold.
+func (g *Gateway) Void(ctx context.Context, authID string) error {
+	return g.call(ctx, "/v1/void", map[string]any{"auth_id": authID}, nil)
+}
+
+// Refund gives back part of a capture; key makes a retry safe.
+func (g *Gateway) Refund(ctx context.Context, authID string, amount protocol.Mills, key string) error {
+	return g.call(ctx, "/v1/refund", map[string]any{"auth_id": authID, "amount_mills": amount, "key": key}, nil)
+}
+
+func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.URL+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := g.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("payments: gateway %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode == http.StatusOK {
+		if out != nil {
+			return json.Unmarshal(body, out)
+		}
+		return nil
+	}
+	var e struct {
+		Code    string         `json:"code"`
+		Message string         `json:"message"`
+		Missing protocol.Mills `json:"missing_mills"`
+	}
+	json.Unmarshal(body, &e)
+	switch e.Code {
+	case "declined":
+		return protocol.Errorf(protocol.CodePaymentDeclined, "the card was declined")
+	case "insufficient_funds":
+		return &protocol.Error{Code: protocol.CodeInsufficientFunds, MissingMills: e.Missing, Message: "the card has insufficient funds"}
+	case "invalid":
+		return protocol.Errorf(protocol.CodePaymentInvalid, "the payment data was refused: %s", e.Message)
+	}
+	return fmt.Errorf("payments: gateway %s: %s %s", path, resp.Status, e.Message)
+}
+
+// Key names the purchase a payment belongs to.
+type Key struct{ KioskID, RequestID string }
+
+// Source is how the customer pays.
+type Source struct {
+	Token     string // a payment terminal's token
+	Card      *Card  // a card number, from the XML API
+	AccountID int64  // a prepaid account
+}
+
+// Payment is one purchase's payment as recorded.
+type Payment struct {
+	Key
+	Method    string // card or account
+	AccountID int64
+	Ref       string // gateway authorization id, or the account hold's ref
+	Brand     string
+	Last4     string
+	Amount    protocol.Mills
+	State     string
+	Captured  protocol.Mills
+	Refunded  protocol.Mills
+}
+
+// gateway is the card gateway as Payments uses it.
+type gateway interface {
+	Authorize(ctx context.Context, key string, amount protocol.Mills, token string, card *Card) (Auth, error)
+	Capture(ctx context.Context, authID string, amount protocol.Mills) error
+	Void(ctx context.Context, authID string) error
+	Refund(ctx context.Context, authID string, amount protocol.Mills, key string) error
+}
+
+// Payments records payments and moves the money.
+type Payments struct {
+	db       *store.DB
+	gw       gateway
+	accounts *accounts.Accounts
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New returns the payment service.
+func New(db *store.DB, gw gateway, acc *accounts.Accounts, log *slog.Logger, now func() time.Time) *Payments {
+	if now == nil {
+		now = time.Now
+	}
+	return &Payments{db: db, gw: gw, accounts: acc, log: log, now: now}
+}
+
+// Authorize holds amount for the purchase key. A purchase retried after a
+// failure authorizes again; one whose authorization is still open reuses it.
+func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
+	if prev, err := p.Get(ctx, key); err == nil && prev.State == "authorized" && prev.Amount == amount {
+		return prev, nil
+	}
+	attempt := key.KioskID + "/" + key.RequestID + "/" + nonce()
+	pay := &Payment{Key: key, Amount: amount, State: "authorized"}
+	switch {
+	case src.AccountID != 0:
+		if err := p.accounts.Hold(ctx, src.AccountID, amount, attempt); err != nil {
+			return nil, err
+		}
+		pay.Method, pay.AccountID, pay.Ref = "account", src.AccountID, attempt
+	default:
+		if src.Card != nil {
+			if err := src.Card.Check(p.now()); err != nil {
+				return nil, err
+			}
+		}
+		a, err := p.gw.Authorize(ctx, attempt, amount, src.Token, src.Card)
+		if err != nil {
+			var pe *protocol.Error
+			if !errors.As(err, &pe) {
+				p.log.Error("card gateway", "err", err)
+				return nil, protocol.Errorf(protocol.CodePaymentTimeout, "the card gateway is not answering; nothing was charged")
+			}
+			return nil, err
+		}
+		pay.Method, pay.Ref, pay.Brand, pay.Last4 = "card", a.ID, a.Brand, a.Last4
+	}
+	now := p.now().UnixMicro()
+	_, err := p.db.ExecContext(ctx, p.db.Rebind(`INSERT INTO payments (kiosk_id, request_id, method, account_id, gateway_ref, brand, last4, amount, state, captured, refunded, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'authorized', 0, 0, ?, ?)
+		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
+		gateway_ref = excluded.gateway_ref, brand = excluded.brand, last4 = excluded.last4, amount = excluded.amount,
+		state = 'authorized', captured = 0, refunded = 0, updated_at = excluded.updated_at`),
+		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), pay.Ref, pay.Brand, pay.Last4, amount, now, now)
+	if err != nil {
+		p.void(ctx, pay)
+		return nil, fmt.Errorf("payments: record authorization: %w", err)
+	}
+	return pay, nil
+}
+
+// Capture takes the authorized amount.
+func (p *Payments) Capture(ctx context.Context, key Key) error {
+	pay, err := p.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if pay.State == "captured" {
+		return nil
+	}
+	if pay.State != "authorized" {
+		return fmt.Errorf("payments: capture %s/%s: payment is %s", key.KioskID, key.RequestID, pay.State)
+	}
+	if pay.Method == "card" {
+		if err := p.gw.Capture(ctx, pay.Ref, pay.Amount); err != nil {
+			return fmt.Errorf("payments: capture %s/%s: %w", key.KioskID, key.RequestID, err)
+		}
+	}
+	return p.set(ctx, key, "captured", pay.Amount)
+}
+
+// Void releases an authorization that was not captured.
+func (p *Payments) Void(ctx context.Context, key Key) error {
+	pay, err := p.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if pay.State != "authorized" {
+		return nil
+	}
+	if err := p.void(ctx, pay); err != nil {
+		return err
+	}
+	return p.set(ctx, key, "voided", 0)
+}
+
+func (p *Payments) void(ctx context.Context, pay *Payment) error {
+	if pay.Method == "account" {
+		return p.accounts.Credit(ctx, pay.AccountID, pay.Amount, "release", pay.Ref)
+	}
+	if err := p.gw.Void(ctx, pay.Ref); err != nil {
+		return fmt.Errorf("payments: void %s: %w", pay.Ref, err)
+	}
+	return nil
+}
+
+// Refund gives back amount of a captured payment, at most once per ref.
+func (p *Payments) Refund(ctx context.Context, key Key, amount protocol.Mills, ref string) error {
+	pay, err := p.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if pay.State != "captured" || pay.Refunded+amount > pay.Captured {
+		return protocol.Errorf(protocol.CodeRemedyNotAllowed, "nothing left to refund on that purchase")
+	}
+	switch pay.Method {
+	case "account":
+		err = p.accounts.Credit(ctx, pay.AccountID, amount, "refund", ref)
+	default:
+		err = p.gw.Refund(ctx, pay.Ref, amount, ref)
+	}
+	if err != nil {
+		return fmt.Errorf("payments: refund %s/%s: %w", key.KioskID, key.RequestID, err)
+	}
+	_, err = p.db.ExecContext(ctx, p.db.Rebind(`UPDATE payments SET refunded = refunded + ?, updated_at = ? WHERE kiosk_id = ? AND request_id = ?`),
+		amount, p.now().UnixMicro(), key.KioskID, key.RequestID)
+	if err != nil {
+		return fmt.Errorf("payments: record refund: %w", err)
+	}
+	return nil
+}
+
+// Get reads a payment.
+func (p *Payments) Get(ctx context.Context, key Key) (*Payment, error) {
+	pay := &Payment{Key: key}
+	var acct sql.NullInt64
+	err := p.db.QueryRowContext(ctx, p.db.Rebind(`SELECT method, account_id, COALESCE(gateway_ref, ''), COALESCE(brand, ''), COALESCE(last4, ''),
+		amount, state, captured, refunded FROM payments WHERE kiosk_id = ? AND request_id = ?`), key.KioskID, key.RequestID).
+		Scan(&pay.Method, &acct, &pay.Ref, &pay.Brand, &pay.Last4, &pay.Amount, &pay.State, &pay.Captured, &pay.Refunded)
+	if err != nil {
+		return nil, fmt.Errorf("payments: read %s/%s: %w", key.KioskID, key.RequestID, err)
+	}
+	pay.AccountID = acct.Int64
+	return pay, nil
+}
+
+func (p *Payments) set(ctx context.Context, key Key, state string, captured protocol.Mills) error {
+	_, err := p.db.ExecContext(ctx, p.db.Rebind(`UPDATE payments SET state = ?, captured = ?, updated_at = ? WHERE kiosk_id = ? AND request_id = ?`),
+		state, captured, p.now().UnixMicro(), key.KioskID, key.RequestID)
+	if err != nil {
+		return fmt.Errorf("payments: record %s: %w", state, err)
+	}
+	return nil
+}
+
+// Reconcile settles authorizations a crash left open: captured if their
+// sale was recorded, voided if not. The hub runs it at start.
+func (p *Payments) Reconcile(ctx context.Context) error {
+	rows, err := p.db.QueryContext(ctx, `SELECT p.kiosk_id, p.request_id, COALESCE(s.status, '') FROM payments p
+		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id WHERE p.state = 'authorized'`)
+	if err != nil {
+		return fmt.Errorf("payments: reconcile: %w", err)
+	}
+	type open struct {
+		key  Key
+		sold bool
+	}
+	var opens []open
+	for rows.Next() {
+		var o open
+		var status string
+		if err := rows.Scan(&o.key.KioskID, &o.key.RequestID, &status); err != nil {
+			rows.Close()
+			return err
+		}
+		o.sold = status == "ok"
+		opens = append(opens, o)
+	}
+	rows.Close()
+	for _, o := range opens {
+		if o.sold {
+			err = p.Capture(ctx, o.key)
+		} else {
+			err = p.Void(ctx, o.key)
+		}
+		if err != nil {
+			return err
+		}
+		p.log.Info("payment settled after restart", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "captured", o.sold)
+	}
+	return nil
+}
+
+// Totals are the payments' net: captured less refunded.
+func (p *Payments) Totals(ctx context.Context) (captured, refunded protocol.Mills, err error) {
+	err = p.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(captured), 0), COALESCE(SUM(refunded), 0) FROM payments`).Scan(&captured, &refunded)
+	return
+}
+
+func nonce() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func nullInt(v int64) any {
+	if v == 0 {
+		return nil
+	}
+	return v
+}

@@ -1,0 +1,231 @@
+// Package stock keeps the serialized label stock (patent Figs. 4-5):
+// stores, sheets of ten labels issued to a store, and their assignment to
+// the kiosk that staff load them into, or to a customer account for the web
+// portal. A sale's labels are checked against it before anything is signed.
+package stock
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Stock is the label stock.
+type Stock struct {
+	db  *store.DB
+	now func() time.Time
+}
+
+// New returns the stock on db.
+func New(db *store.DB, now func() time.Time) *Stock {
+	if now == nil {
+		now = time.Now
+	}
+	return &Stock{db: db, now: now}
+}
+
+// AddStore creates a store if it does not exist.
+func (s *Stock) AddStore(ctx context.Context, id, name string) error {
+	if !protocol.ValidKioskID(id) {
+		return fmt.Errorf("stock: store id %q: want 1-32 of [A-Za-z0-9_-]", id)
+	}
+	if name == "" {
+		name = id
+	}
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO stores (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+		id, name, s.now().UnixMicro())
+	if err != nil {
+		return fmt.Errorf("stock: add store %s: %w", id, err)
+	}
+	return nil
+}
+
+// Issue creates n sheets with fresh random serials for a store.
+func (s *Stock) Issue(ctx context.Context, storeID string, n int) ([]protocol.SheetSerial, error) {
+	if n < 1 || n > 100_000 {
+		return nil, fmt.Errorf("stock: issue: want 1 to 100000 sheets, got %d", n)
+	}
+	var exists int
+	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM stores WHERE id = ?`), storeID).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("stock: issue: %w", err)
+	}
+	if exists == 0 {
+		return nil, fmt.Errorf("stock: issue: no store %q", storeID)
+	}
+	out := make([]protocol.SheetSerial, 0, n)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("stock: issue: %w", err)
+	}
+	defer tx.Rollback()
+	now := s.now().UnixMicro()
+	for len(out) < n {
+		var b [4]byte
+		rand.Read(b[:])
+		serial := protocol.SheetSerial(binary.BigEndian.Uint32(b[:]))
+		res, err := s.db.ExecStmt(ctx, tx, `INSERT INTO sheets (serial, store, issued_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+			uint32(serial), storeID, now)
+		if err != nil {
+			return nil, fmt.Errorf("stock: issue: %w", err)
+		}
+		if k, _ := res.RowsAffected(); k == 1 { // a clash with an existing serial just draws again
+			out = append(out, serial)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("stock: issue: %w", err)
+	}
+	return out, nil
+}
+
+// Import records sheets whose serials a label printer made, for a store.
+// Sheets already known are left as they are.
+func (s *Stock) Import(ctx context.Context, storeID string, serials []protocol.SheetSerial) error {
+	for _, sh := range serials {
+		if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO sheets (serial, store, issued_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+			uint32(sh), storeID, s.now().UnixMicro()); err != nil {
+			return fmt.Errorf("stock: import %s: %w", sh, err)
+		}
+	}
+	return nil
+}
+
+// Load assigns sheets to a kiosk as its staff scanned them in. Each sheet
+// must belong to the kiosk's store and have labels left.
+func (s *Stock) Load(ctx context.Context, kioskID string, sheets []protocol.SheetSerial) ([]protocol.SheetState, error) {
+	var storeID sql.NullString
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT store FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&storeID)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && !storeID.Valid {
+		return nil, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned", kioskID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stock: load: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("stock: load: %w", err)
+	}
+	defer tx.Rollback()
+	for _, sh := range sheets {
+		var st string
+		var inval sql.NullInt64
+		err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT store, invalidated_at FROM sheets WHERE serial = ?`), uint32(sh)).Scan(&st, &inval)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, protocol.Errorf(protocol.CodeLabelUnknown, "sheet %s was never issued", sh)
+		case err != nil:
+			return nil, fmt.Errorf("stock: load: %w", err)
+		case st != storeID.String:
+			return nil, protocol.Errorf(protocol.CodeLabelNotAssigned, "sheet %s belongs to another store", sh)
+		case inval.Valid:
+			return nil, protocol.Errorf(protocol.CodeLabelUsed, "every label of sheet %s is used", sh)
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET kiosk_id = ?, account_id = NULL, assigned_at = ? WHERE serial = ?`),
+			kioskID, s.now().UnixMicro(), uint32(sh)); err != nil {
+			return nil, fmt.Errorf("stock: load: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("stock: load: %w", err)
+	}
+	out := make([]protocol.SheetState, 0, len(sheets))
+	for _, sh := range sheets {
+		st, err := s.State(ctx, sh)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// AssignToAccount gives a sheet to a web customer.
+func (s *Stock) AssignToAccount(ctx context.Context, sheet protocol.SheetSerial, accountID int64) error {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, kiosk_id = NULL, assigned_at = ? WHERE serial = ? AND invalidated_at IS NULL`),
+		accountID, s.now().UnixMicro(), uint32(sheet))
+	if err != nil {
+		return fmt.Errorf("stock: assign %s: %w", sheet, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return protocol.Errorf(protocol.CodeLabelUnknown, "sheet %s was never issued, or is used up", sheet)
+	}
+	return nil
+}
+
+// State lists a sheet's free positions.
+func (s *Stock) State(ctx context.Context, sheet protocol.SheetSerial) (protocol.SheetState, error) {
+	st := protocol.SheetState{Sheet: sheet.String(), Free: []int{}}
+	used := map[int]bool{}
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT label FROM indicia WHERE label LIKE ?`), sheet.String()+"-%")
+	if err != nil {
+		return st, fmt.Errorf("stock: state %s: %w", sheet, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return st, err
+		}
+		if ls, err := protocol.ParseLabelSerial(l); err == nil {
+			used[int(ls.Position)] = true
+		}
+	}
+	for p := 1; p <= protocol.LabelsPerSheet; p++ {
+		if !used[p] {
+			st.Free = append(st.Free, p)
+		}
+	}
+	return st, rows.Err()
+}
+
+// Sheets lists the sheets assigned to a kiosk that still have labels.
+func (s *Stock) Sheets(ctx context.Context, kioskID string) ([]protocol.SheetSerial, error) {
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT serial FROM sheets WHERE kiosk_id = ? AND invalidated_at IS NULL ORDER BY assigned_at, serial`), kioskID)
+	if err != nil {
+		return nil, fmt.Errorf("stock: sheets of %s: %w", kioskID, err)
+	}
+	defer rows.Close()
+	var out []protocol.SheetSerial
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, protocol.SheetSerial(v))
+	}
+	return out, rows.Err()
+}
+
+// Answer serves a kiosk's StockLoad message and returns the StockResult.
+func (s *Stock) Answer(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error) {
+	res := protocol.StockResult{Status: protocol.ResultOK}
+	req, err := protocol.DecodeStockLoad(payload)
+	if req != nil {
+		res.RequestID = req.RequestID
+	}
+	if err == nil && req.KioskID != kioskID {
+		err = protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a message on kiosk %s's topic", req.KioskID, kioskID)
+	}
+	if err == nil {
+		sheets := make([]protocol.SheetSerial, len(req.Sheets))
+		for i, sh := range req.Sheets {
+			sheets[i], _ = protocol.ParseSheetSerial(sh) // validated by the decoder
+		}
+		res.Sheets, err = s.Load(ctx, kioskID, sheets)
+	}
+	var perr *protocol.Error
+	if err != nil {
+		perr = protocol.AsError(err)
+		res = protocol.StockResult{RequestID: res.RequestID, Status: protocol.ResultRejected, Error: perr}
+	}
+	out, _ := json.Marshal(res) // plain data: cannot fail
+	return out, perr
+}
