@@ -170,26 +170,26 @@ type session interface {
 
 // Hub is a running hub.
 type Hub struct {
-	cfg     Config
-	log     *slog.Logger
-	db      *store.DB
-	ks      keyStore
-	session func() (session, error)
-	alerts   *alerts.Store
-	ledger   *ledger.Ledger
-	fleet    *fleet.Registry
-	stock    *stock.Stock
-	accounts *accounts.Accounts
-	payments *payments.Payments
-	rates    *rates.Book
-	sales    *sale.Service
-	stopBg   chan struct{}
-	keys    *keys.Keys
-	postal  *postal.Client
-	broker  *broker.Broker
-	pool    *psdm.Pool
-	front   *front.Front
-	http    *http.Server
+	cfg         Config
+	log         *slog.Logger
+	db          *store.DB
+	ks          keyStore
+	session     func() (session, error)
+	alerts      *alerts.Store
+	ledger      *ledger.Ledger
+	fleet       *fleet.Registry
+	stock       *stock.Stock
+	accounts    *accounts.Accounts
+	payments    *payments.Payments
+	rates       *rates.Book
+	sales       *sale.Service
+	stopBg      chan struct{}
+	keys        *keys.Keys
+	postal      *postal.Client
+	broker      *broker.Broker
+	pool        *psdm.Pool
+	front       *front.Front
+	http        *http.Server
 	tickMu      sync.Mutex
 	closeOnce   sync.Once
 	pushedRates string // the rate table version the kiosks were last sent

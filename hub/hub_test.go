@@ -137,7 +137,7 @@ type kioskClient struct {
 
 func (e *env) connect(id, password string) (*kioskClient, error) {
 	k := &kioskClient{t: e.t, id: id, results: make(chan []byte, 16)}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://"+e.h.BrokerAddr).SetClientID("test-"+id).SetOrderMatters(false).
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.h.BrokerAddr).SetClientID("test-" + id).SetOrderMatters(false).
 		SetUsername(id).SetPassword(password).SetAutoReconnect(false)
 	k.c = mqtt.NewClient(opts)
 	if tok := k.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

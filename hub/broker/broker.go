@@ -113,4 +113,3 @@ func KioskMay(id, topic string, write bool) bool {
 	}
 	return slices.Contains(protocol.KioskSubscribes, suffix)
 }
-

@@ -85,4 +85,3 @@ func Last4(n string) string {
 	}
 	return n[len(n)-4:]
 }
-

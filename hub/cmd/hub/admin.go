@@ -2,8 +2,8 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"image/png"
 	"os"
