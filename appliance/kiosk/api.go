@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -24,7 +25,77 @@ func (k *Kiosk) Handler() http.Handler {
 	})
 	r.Get("/api/v1/prices", k.prices)
 	r.Post("/api/v1/sales", k.sell)
+	r.Post("/api/v1/sales/{id}/reprint", k.remedy)
+	r.Post("/api/v1/sales/{id}/refund", k.remedy)
+	r.Get("/api/v1/stock", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]int{"labels_left": k.LabelsLeft()})
+	})
+	r.Post("/api/v1/stock", k.loadStock)
 	return r
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		writeError(w, protocol.Errorf(protocol.CodeMalformed, "%v", err))
+		return false
+	}
+	return true
+}
+
+// loadStock takes the sheet serials staff scanned.
+func (k *Kiosk) loadStock(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Sheets []string `json:"sheets"`
+	}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	res, err := k.LoadStock(r.Context(), body.Sheets)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if res.Status != protocol.ResultOK {
+		status = http.StatusUnprocessableEntity
+	}
+	writeJSON(w, status, res)
+}
+
+// remedy serves the customer's choice for a label that failed to print.
+func (k *Kiosk) remedy(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Label string `json:"label"`
+	}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	id := chi.URLParam(r, "id")
+	var out any
+	var status string
+	var err error
+	if strings.HasSuffix(r.URL.Path, "/reprint") {
+		var rc *Receipt
+		if rc, err = k.Reprint(r.Context(), id, body.Label); err == nil {
+			out, status = rc, rc.Status
+		}
+	} else {
+		var rr *protocol.RefundResult
+		if rr, err = k.Refund(r.Context(), id, body.Label); err == nil {
+			out, status = rr, rr.Status
+		}
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	code := http.StatusOK
+	if status != protocol.ResultOK {
+		code = http.StatusUnprocessableEntity
+	}
+	writeJSON(w, code, out)
 }
 
 type price struct {
@@ -60,10 +131,7 @@ func (k *Kiosk) prices(w http.ResponseWriter, r *http.Request) {
 
 func (k *Kiosk) sell(w http.ResponseWriter, r *http.Request) {
 	var o Order
-	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&o); err != nil {
-		writeError(w, protocol.Errorf(protocol.CodeMalformed, "%v", err))
+	if !decodeBody(w, r, &o) {
 		return
 	}
 	rc, err := k.Sell(r.Context(), o)

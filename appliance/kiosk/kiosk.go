@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -81,7 +82,9 @@ type Kiosk struct {
 
 	mu      sync.Mutex
 	config  *protocol.KioskConfig
-	waiting map[string]chan *protocol.PurchaseResult
+	waiting map[string]chan []byte // request id -> its answer
+	stock   []protocol.SheetState  // loaded sheets and their free labels, in load order
+	done    map[string]*saleRecord // recent sales, for reprints and refunds
 	sales   int64
 	lastErr string
 
@@ -93,7 +96,8 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
-	return &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan *protocol.PurchaseResult{}}, nil
+	return &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{},
+		done: map[string]*saleRecord{}}, nil
 }
 
 // Connect opens the MQTT session: offline as last will, online once up,
@@ -117,7 +121,9 @@ func (k *Kiosk) Connect() error {
 		SetOnConnectHandler(func(c mqtt.Client) {
 			subs := map[string]mqtt.MessageHandler{
 				protocol.KioskTopic(k.cfg.ID, protocol.TopicConfig):         k.onConfig,
-				protocol.KioskTopic(k.cfg.ID, protocol.TopicPurchaseResult): k.onResult,
+				protocol.KioskTopic(k.cfg.ID, protocol.TopicPurchaseResult): k.onAnswer,
+				protocol.KioskTopic(k.cfg.ID, protocol.TopicStockResult):    k.onAnswer,
+				protocol.KioskTopic(k.cfg.ID, protocol.TopicRefundResult):   k.onAnswer,
 			}
 			for topic, h := range subs {
 				if t := c.Subscribe(topic, 1, h); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
@@ -156,21 +162,24 @@ func (k *Kiosk) onConfig(_ mqtt.Client, m mqtt.Message) {
 	k.log.Info("config received", "rate_table", c.Rates.Version, "heartbeat_s", c.HeartbeatS)
 }
 
-func (k *Kiosk) onResult(_ mqtt.Client, m mqtt.Message) {
-	r, err := protocol.DecodePurchaseResult(m.Payload())
-	if err != nil {
-		k.log.Error("bad purchase result from hub", "err", err)
+// onAnswer hands a result to the call waiting for its request id.
+func (k *Kiosk) onAnswer(_ mqtt.Client, m mqtt.Message) {
+	var id struct {
+		RequestID string `json:"request_id"`
+	}
+	if err := json.Unmarshal(m.Payload(), &id); err != nil {
+		k.log.Error("unreadable answer from hub", "topic", m.Topic(), "err", err)
 		return
 	}
 	k.mu.Lock()
-	ch := k.waiting[r.RequestID]
-	delete(k.waiting, r.RequestID)
+	ch := k.waiting[id.RequestID]
+	delete(k.waiting, id.RequestID)
 	k.mu.Unlock()
 	if ch == nil {
-		k.log.Info("result for no waiting sale (a repeat)", "request_id", r.RequestID)
+		k.log.Info("answer for no waiting request (a repeat)", "request_id", id.RequestID)
 		return
 	}
-	ch <- r
+	ch <- m.Payload()
 }
 
 // Rates returns the rate table in force, or nil before the hub sent one.
@@ -193,7 +202,8 @@ func (k *Kiosk) Ready() bool {
 type Order struct {
 	RateClass string           `json:"rate_class"`
 	WeightMg  int64            `json:"weight_mg"`
-	Labels    []string         `json:"labels"` // one stamp per label
+	Quantity  int              `json:"quantity,omitempty"` // stamps; default 1
+	Labels    []string         `json:"labels,omitempty"`   // default: the next free labels of the loaded stock
 	Payment   protocol.Payment `json:"payment"`
 }
 
@@ -211,8 +221,15 @@ type Receipt struct {
 	RequestID string          `json:"request_id"`
 	Status    string          `json:"status"`
 	Error     *protocol.Error `json:"error,omitempty"`
-	Total     protocol.Mills  `json:"total_mills"`
+	Total     protocol.Mills  `json:"total_mills"` // postage on labels that printed
 	Labels    []LabelResult   `json:"labels,omitempty"`
+}
+
+// saleRecord is a finished sale as the kiosk remembers it.
+type saleRecord struct {
+	items   []protocol.PurchaseItem
+	service string
+	labels  []LabelResult
 }
 
 // Sell runs one sale: price, ask the hub, print each label, report.
@@ -227,28 +244,100 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
+	labels := o.Labels
+	if len(labels) == 0 {
+		n := max(o.Quantity, 1)
+		if labels, err = k.nextLabels(n); err != nil {
+			return nil, err
+		}
+	}
 	req := &protocol.PurchaseRequest{RequestID: newRequestID(), KioskID: k.cfg.ID, OriginZIP: k.cfg.OriginZIP,
 		RateTable: rt.Version, Payment: o.Payment}
-	for _, l := range o.Labels {
+	for _, l := range labels {
 		req.Items = append(req.Items, protocol.PurchaseItem{RateClass: o.RateClass, WeightMg: o.WeightMg, AmountMills: price, LabelSerial: l})
 	}
+	svc, _ := rt.Class(o.RateClass)
+	return k.buy(ctx, req, svc.Print)
+}
+
+// Reprint asks for a free reprint of a label of an earlier sale that failed
+// to print, on the next free label.
+func (k *Kiosk) Reprint(ctx context.Context, requestID, label string) (*Receipt, error) {
+	k.saleMu.Lock()
+	defer k.saleMu.Unlock()
+	k.mu.Lock()
+	rec := k.done[requestID]
+	k.mu.Unlock()
+	var item *protocol.PurchaseItem
+	if rec != nil {
+		for i := range rec.items {
+			if rec.items[i].LabelSerial == label {
+				item = &rec.items[i]
+			}
+		}
+	}
+	if item == nil {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "this kiosk sold no label %s in sale %s", label, requestID)
+	}
+	rt := k.Rates()
+	if rt == nil {
+		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table from the hub yet")
+	}
+	next, err := k.nextLabels(1)
+	if err != nil {
+		return nil, err
+	}
+	it := *item
+	it.LabelSerial = next[0]
+	req := &protocol.PurchaseRequest{RequestID: newRequestID(), KioskID: k.cfg.ID, OriginZIP: k.cfg.OriginZIP, RateTable: rt.Version,
+		Items: []protocol.PurchaseItem{it}, Payment: protocol.Payment{Method: protocol.PayNone},
+		ReprintOf: &protocol.LabelRef{RequestID: requestID, LabelSerial: label}}
+	return k.buy(ctx, req, rec.service)
+}
+
+// Refund asks for the money back for a label that failed to print.
+func (k *Kiosk) Refund(ctx context.Context, requestID, label string) (*protocol.RefundResult, error) {
+	req := &protocol.RefundRequest{RequestID: newRequestID(), KioskID: k.cfg.ID, Label: protocol.LabelRef{RequestID: requestID, LabelSerial: label}}
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	res, err := k.request(ctx, req)
+	raw, err := k.call(ctx, protocol.TopicRefund, req.RequestID, req)
 	if err != nil {
 		return nil, err
+	}
+	return protocol.DecodeRefundResult(raw)
+}
+
+// buy sends a purchase, prints what comes back and reports each label.
+func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service string) (*Receipt, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	raw, err := k.call(ctx, protocol.TopicPurchase, req.RequestID, req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := protocol.DecodePurchaseResult(raw)
+	if err != nil {
+		return nil, fmt.Errorf("kiosk: result from hub: %w", err)
 	}
 	rc := &Receipt{RequestID: req.RequestID, Status: res.Status, Error: res.Error}
 	if res.Status != protocol.ResultOK {
 		k.setErr(string(res.Error.Code))
+		switch res.Error.Code {
+		case protocol.CodeLabelUsed, protocol.CodeLabelUnknown, protocol.CodeLabelNotAssigned:
+			// Our view of the stock was wrong: never offer those labels again.
+			for _, it := range req.Items {
+				k.consume(it.LabelSerial)
+			}
+		}
 		return rc, nil
 	}
-	svc, _ := rt.Class(o.RateClass)
 	report := protocol.PrintReport{RequestID: req.RequestID, KioskID: k.cfg.ID}
 	for i, issued := range res.Indicia {
+		k.consume(issued.LabelSerial)
 		lr := LabelResult{LabelSerial: issued.LabelSerial, MeterNumber: issued.MeterNumber, Amount: issued.AmountMills}
-		err := k.printOne(req.Items[i], issued, svc.Print)
+		err := k.printOne(req.Items[i], issued, service)
 		if err != nil {
 			lr.Outcome, lr.Reason = protocol.PrintFailed, failReason(err)
 			k.setErr(lr.Reason)
@@ -263,8 +352,81 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	k.publishJSON(protocol.TopicPrint, report)
 	k.mu.Lock()
 	k.sales++
+	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels}
 	k.mu.Unlock()
 	return rc, nil
+}
+
+// LoadStock tells the hub staff loaded these sheets, and keeps their free
+// labels for the sales to come.
+func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.StockResult, error) {
+	req := &protocol.StockLoad{RequestID: newRequestID(), KioskID: k.cfg.ID, Sheets: sheets}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	raw, err := k.call(ctx, protocol.TopicStock, req.RequestID, req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := protocol.DecodeStockResult(raw)
+	if err != nil {
+		return nil, err
+	}
+	if res.Status == protocol.ResultOK {
+		k.mu.Lock()
+		for _, st := range res.Sheets {
+			k.stock = slices.DeleteFunc(k.stock, func(s protocol.SheetState) bool { return s.Sheet == st.Sheet })
+			k.stock = append(k.stock, st)
+		}
+		k.mu.Unlock()
+	}
+	return res, nil
+}
+
+// LabelsLeft counts the free labels of the loaded stock.
+func (k *Kiosk) LabelsLeft() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, s := range k.stock {
+		n += len(s.Free)
+	}
+	return n
+}
+
+// nextLabels takes the next n free labels, in load order.
+func (k *Kiosk) nextLabels(n int) ([]string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []string
+	for _, s := range k.stock {
+		for _, p := range s.Free {
+			if len(out) == n {
+				return out, nil
+			}
+			out = append(out, fmt.Sprintf("%s-%02d", s.Sheet, p))
+		}
+	}
+	if len(out) < n {
+		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "out of labels: %d left, %d wanted; staff must load stock", len(out), n)
+	}
+	return out, nil
+}
+
+// consume removes a label from the free stock.
+func (k *Kiosk) consume(label string) {
+	l, err := protocol.ParseLabelSerial(label)
+	if err != nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := range k.stock {
+		if k.stock[i].Sheet == l.Sheet.String() {
+			k.stock[i].Free = slices.DeleteFunc(k.stock[i].Free, func(p int) bool { return p == int(l.Position) })
+		}
+	}
+	k.stock = slices.DeleteFunc(k.stock, func(s protocol.SheetState) bool { return len(s.Free) == 0 })
 }
 
 // printOne checks that the hub signed what was asked for, then prints it.
@@ -286,25 +448,26 @@ func (k *Kiosk) printOne(want protocol.PurchaseItem, got protocol.IssuedIndicium
 	return k.printer.Print(img)
 }
 
-// request publishes req and waits for its result, sending the same bytes
-// again until one arrives: the hub answers a repeat with the first result.
-func (k *Kiosk) request(ctx context.Context, req *protocol.PurchaseRequest) (*protocol.PurchaseResult, error) {
+// call publishes a request on suffix and waits for the answer with its
+// request id, sending the same bytes again until one arrives: the hub
+// answers a repeat with the first answer.
+func (k *Kiosk) call(ctx context.Context, suffix, requestID string, req any) ([]byte, error) {
 	payload, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("kiosk: request: %w", err)
 	}
-	ch := make(chan *protocol.PurchaseResult, 1)
+	ch := make(chan []byte, 1)
 	k.mu.Lock()
-	k.waiting[req.RequestID] = ch
+	k.waiting[requestID] = ch
 	k.mu.Unlock()
 	defer func() {
 		k.mu.Lock()
-		delete(k.waiting, req.RequestID)
+		delete(k.waiting, requestID)
 		k.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.Deadline)
 	defer cancel()
-	topic := protocol.KioskTopic(k.cfg.ID, protocol.TopicPurchase)
+	topic := protocol.KioskTopic(k.cfg.ID, suffix)
 	tick := time.NewTicker(k.cfg.ResendEvery)
 	defer tick.Stop()
 	for attempt := 1; ; attempt++ {
@@ -315,7 +478,7 @@ func (k *Kiosk) request(ctx context.Context, req *protocol.PurchaseRequest) (*pr
 		case <-ctx.Done():
 			return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no answer from the hub after %d attempts", attempt)
 		case <-tick.C:
-			k.log.Warn("no result yet, sending again", "request_id", req.RequestID, "attempt", attempt+1)
+			k.log.Warn("no answer yet, sending again", "request_id", requestID, "topic", suffix, "attempt", attempt+1)
 		}
 	}
 }

@@ -21,6 +21,11 @@ import (
 	"github.com/frank-postage/frank/protocol/prototest"
 )
 
+// passwords is the broker's view of kiosk credentials.
+type passwords map[string]string
+
+func (p passwords) Authenticate(id, pw string) bool { return p[id] != "" && p[id] == pw }
+
 // fakePrinter records labels, or fails with a fault.
 type fakePrinter struct {
 	mu     sync.Mutex
@@ -56,14 +61,15 @@ type fakeHub struct {
 func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := broker.Start("127.0.0.1:0", log)
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "hub", HubPassword: "hub-secret", Kiosks: passwords{"k1": "k1-secret"}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	url := "tcp://" + b.Addr()
 	fh.prints = make(chan protocol.PrintReport, 4)
-	fh.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("fake-hub").SetOrderMatters(false))
+	fh.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("fake-hub").SetOrderMatters(false).
+		SetUsername("hub").SetPassword("hub-secret"))
 	if tok := fh.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
@@ -92,7 +98,8 @@ func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
 	}).Wait()
 
 	p := &fakePrinter{}
-	k, err := kiosk.New(kiosk.Config{ID: "k1", Broker: url, OriginZIP: "94544", ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second}, p, log)
+	k, err := kiosk.New(kiosk.Config{ID: "k1", Broker: url, Username: "k1", Password: "k1-secret", OriginZIP: "94544",
+		ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second}, p, log)
 	if err != nil {
 		t.Fatal(err)
 	}

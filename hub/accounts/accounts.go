@@ -151,10 +151,25 @@ func (a *Accounts) SetCard(ctx context.Context, id int64, token, brand, last4 st
 // Credit adds to the balance: money paid in ("fund"), or given back
 // ("refund"). ref must be unique per account and kind.
 func (a *Accounts) Credit(ctx context.Context, id int64, amount protocol.Mills, kind, ref string) error {
-	if amount <= 0 || kind != "fund" && kind != "refund" && kind != "release" {
+	if amount <= 0 || kind != "fund" && kind != "refund" {
 		return fmt.Errorf("accounts: credit %d %s: bad amount or kind", amount, kind)
 	}
 	return a.move(ctx, id, amount, kind, ref)
+}
+
+// Release gives back a hold made with ref, once; without such a hold it does
+// nothing, so a purchase that crashed before holding is released safely.
+func (a *Accounts) Release(ctx context.Context, id int64, ref string) error {
+	var held protocol.Mills
+	err := a.db.QueryRowContext(ctx, a.db.Rebind(`SELECT COALESCE(SUM(amount), 0) FROM account_entries WHERE account_id = ? AND kind = 'hold' AND ref = ?`),
+		id, ref).Scan(&held)
+	if err != nil {
+		return fmt.Errorf("accounts: release: %w", err)
+	}
+	if held == 0 {
+		return nil
+	}
+	return a.move(ctx, id, -held, "release", ref)
 }
 
 // Hold takes amount from the balance for a purchase in progress. A short

@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/frank-postage/frank/hub/accounts"
@@ -76,6 +77,15 @@ func (g *Gateway) Capture(ctx context.Context, authID string, amount protocol.Mi
 // Void releases a hold.
 func (g *Gateway) Void(ctx context.Context, authID string) error {
 	return g.call(ctx, "/v1/void", map[string]any{"auth_id": authID}, nil)
+}
+
+// VoidKey releases whatever hold an authorize call with key made, if any.
+func (g *Gateway) VoidKey(ctx context.Context, key string) error {
+	err := g.call(ctx, "/v1/void", map[string]any{"key": key}, nil)
+	if err != nil && strings.Contains(err.Error(), "404") {
+		return nil // the gateway never approved it
+	}
+	return err
 }
 
 // Refund gives back part of a capture; key makes a retry safe.
@@ -144,6 +154,7 @@ type Payment struct {
 	State     string
 	Captured  protocol.Mills
 	Refunded  protocol.Mills
+	attempt   string // the key the gateway or the account hold knows it by
 }
 
 // gateway is the card gateway as Payments uses it.
@@ -151,6 +162,7 @@ type gateway interface {
 	Authorize(ctx context.Context, key string, amount protocol.Mills, token string, card *Card) (Auth, error)
 	Capture(ctx context.Context, authID string, amount protocol.Mills) error
 	Void(ctx context.Context, authID string) error
+	VoidKey(ctx context.Context, key string) error
 	Refund(ctx context.Context, authID string, amount protocol.Mills, key string) error
 }
 
@@ -171,28 +183,45 @@ func New(db *store.DB, gw gateway, acc *accounts.Accounts, log *slog.Logger, now
 	return &Payments{db: db, gw: gw, accounts: acc, log: log, now: now}
 }
 
-// Authorize holds amount for the purchase key. A purchase retried after a
-// failure authorizes again; one whose authorization is still open reuses it.
+// Authorize holds amount for the purchase key. The attempt is recorded
+// before the gateway or the account is asked, so a crash in between leaves
+// a record that Reconcile voids. A purchase retried after a failure
+// authorizes again; one whose authorization is still open reuses it.
 func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
 	if prev, err := p.Get(ctx, key); err == nil && prev.State == "authorized" && prev.Amount == amount {
 		return prev, nil
 	}
-	attempt := key.KioskID + "/" + key.RequestID + "/" + nonce()
-	pay := &Payment{Key: key, Amount: amount, State: "authorized"}
-	switch {
-	case src.AccountID != 0:
-		if err := p.accounts.Hold(ctx, src.AccountID, amount, attempt); err != nil {
+	if src.Card != nil {
+		if err := src.Card.Check(p.now()); err != nil {
 			return nil, err
 		}
-		pay.Method, pay.AccountID, pay.Ref = "account", src.AccountID, attempt
-	default:
-		if src.Card != nil {
-			if err := src.Card.Check(p.now()); err != nil {
-				return nil, err
-			}
+	}
+	attempt := key.KioskID + "/" + key.RequestID + "/" + nonce()
+	pay := &Payment{Key: key, Amount: amount, State: "authorizing", Method: "card", AccountID: src.AccountID, attempt: attempt}
+	if src.AccountID != 0 {
+		pay.Method = "account"
+	}
+	now := p.now().UnixMicro()
+	_, err := p.db.ExecContext(ctx, p.db.Rebind(`INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?)
+		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
+		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,
+		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at`),
+		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), attempt, amount, now, now)
+	if err != nil {
+		return nil, fmt.Errorf("payments: record attempt: %w", err)
+	}
+	switch pay.Method {
+	case "account":
+		if err := p.accounts.Hold(ctx, src.AccountID, amount, attempt); err != nil {
+			p.set(ctx, key, "voided", 0)
+			return nil, err
 		}
+		pay.Ref = attempt
+	default:
 		a, err := p.gw.Authorize(ctx, attempt, amount, src.Token, src.Card)
 		if err != nil {
+			p.set(ctx, key, "voided", 0)
 			var pe *protocol.Error
 			if !errors.As(err, &pe) {
 				p.log.Error("card gateway", "err", err)
@@ -200,16 +229,11 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 			}
 			return nil, err
 		}
-		pay.Method, pay.Ref, pay.Brand, pay.Last4 = "card", a.ID, a.Brand, a.Last4
+		pay.Ref, pay.Brand, pay.Last4 = a.ID, a.Brand, a.Last4
 	}
-	now := p.now().UnixMicro()
-	_, err := p.db.ExecContext(ctx, p.db.Rebind(`INSERT INTO payments (kiosk_id, request_id, method, account_id, gateway_ref, brand, last4, amount, state, captured, refunded, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'authorized', 0, 0, ?, ?)
-		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
-		gateway_ref = excluded.gateway_ref, brand = excluded.brand, last4 = excluded.last4, amount = excluded.amount,
-		state = 'authorized', captured = 0, refunded = 0, updated_at = excluded.updated_at`),
-		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), pay.Ref, pay.Brand, pay.Last4, amount, now, now)
-	if err != nil {
+	pay.State = "authorized"
+	if _, err := p.db.ExecContext(ctx, p.db.Rebind(`UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
+		WHERE kiosk_id = ? AND request_id = ?`), pay.Ref, pay.Brand, pay.Last4, p.now().UnixMicro(), key.KioskID, key.RequestID); err != nil {
 		p.void(ctx, pay)
 		return nil, fmt.Errorf("payments: record authorization: %w", err)
 	}
@@ -253,7 +277,7 @@ func (p *Payments) Void(ctx context.Context, key Key) error {
 
 func (p *Payments) void(ctx context.Context, pay *Payment) error {
 	if pay.Method == "account" {
-		return p.accounts.Credit(ctx, pay.AccountID, pay.Amount, "release", pay.Ref)
+		return p.accounts.Release(ctx, pay.AccountID, pay.attempt)
 	}
 	if err := p.gw.Void(ctx, pay.Ref); err != nil {
 		return fmt.Errorf("payments: void %s: %w", pay.Ref, err)
@@ -291,9 +315,9 @@ func (p *Payments) Refund(ctx context.Context, key Key, amount protocol.Mills, r
 func (p *Payments) Get(ctx context.Context, key Key) (*Payment, error) {
 	pay := &Payment{Key: key}
 	var acct sql.NullInt64
-	err := p.db.QueryRowContext(ctx, p.db.Rebind(`SELECT method, account_id, COALESCE(gateway_ref, ''), COALESCE(brand, ''), COALESCE(last4, ''),
+	err := p.db.QueryRowContext(ctx, p.db.Rebind(`SELECT method, account_id, attempt_key, COALESCE(gateway_ref, ''), COALESCE(brand, ''), COALESCE(last4, ''),
 		amount, state, captured, refunded FROM payments WHERE kiosk_id = ? AND request_id = ?`), key.KioskID, key.RequestID).
-		Scan(&pay.Method, &acct, &pay.Ref, &pay.Brand, &pay.Last4, &pay.Amount, &pay.State, &pay.Captured, &pay.Refunded)
+		Scan(&pay.Method, &acct, &pay.attempt, &pay.Ref, &pay.Brand, &pay.Last4, &pay.Amount, &pay.State, &pay.Captured, &pay.Refunded)
 	if err != nil {
 		return nil, fmt.Errorf("payments: read %s/%s: %w", key.KioskID, key.RequestID, err)
 	}
@@ -310,23 +334,25 @@ func (p *Payments) set(ctx context.Context, key Key, state string, captured prot
 	return nil
 }
 
-// Reconcile settles authorizations a crash left open: captured if their
-// sale was recorded, voided if not. The hub runs it at start.
+// Reconcile settles what a crash left open: an attempt the gateway may or
+// may not have approved is voided by its key; an authorization is captured
+// if its sale was recorded, voided if not. The hub runs it at start.
 func (p *Payments) Reconcile(ctx context.Context) error {
-	rows, err := p.db.QueryContext(ctx, `SELECT p.kiosk_id, p.request_id, COALESCE(s.status, '') FROM payments p
-		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id WHERE p.state = 'authorized'`)
+	rows, err := p.db.QueryContext(ctx, `SELECT p.kiosk_id, p.request_id, p.state, COALESCE(s.status, '') FROM payments p
+		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id WHERE p.state IN ('authorizing', 'authorized')`)
 	if err != nil {
 		return fmt.Errorf("payments: reconcile: %w", err)
 	}
 	type open struct {
-		key  Key
-		sold bool
+		key   Key
+		state string
+		sold  bool
 	}
 	var opens []open
 	for rows.Next() {
 		var o open
 		var status string
-		if err := rows.Scan(&o.key.KioskID, &o.key.RequestID, &status); err != nil {
+		if err := rows.Scan(&o.key.KioskID, &o.key.RequestID, &o.state, &status); err != nil {
 			rows.Close()
 			return err
 		}
@@ -335,17 +361,36 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 	}
 	rows.Close()
 	for _, o := range opens {
-		if o.sold {
+		switch {
+		case o.state == "authorizing":
+			err = p.abandon(ctx, o.key)
+		case o.sold:
 			err = p.Capture(ctx, o.key)
-		} else {
+		default:
 			err = p.Void(ctx, o.key)
 		}
 		if err != nil {
 			return err
 		}
-		p.log.Info("payment settled after restart", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "captured", o.sold)
+		p.log.Info("payment settled after restart", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
 	}
 	return nil
+}
+
+// abandon voids an attempt whose outcome is unknown.
+func (p *Payments) abandon(ctx context.Context, key Key) error {
+	pay, err := p.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if pay.Method == "account" {
+		if err := p.accounts.Release(ctx, pay.AccountID, pay.attempt); err != nil {
+			return err
+		}
+	} else if err := p.gw.VoidKey(ctx, pay.attempt); err != nil {
+		return fmt.Errorf("payments: void attempt %s: %w", pay.attempt, err)
+	}
+	return p.set(ctx, key, "voided", 0)
 }
 
 // Totals are the payments' net: captured less refunded.

@@ -89,11 +89,19 @@ func (s *Stock) Issue(ctx context.Context, storeID string, n int) ([]protocol.Sh
 // Import records sheets whose serials a label printer made, for a store.
 // Sheets already known are left as they are.
 func (s *Stock) Import(ctx context.Context, storeID string, serials []protocol.SheetSerial) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("stock: import: %w", err)
+	}
+	defer tx.Rollback()
 	for _, sh := range serials {
-		if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO sheets (serial, store, issued_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+		if _, err := s.db.ExecStmt(ctx, tx, `INSERT INTO sheets (serial, store, issued_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 			uint32(sh), storeID, s.now().UnixMicro()); err != nil {
 			return fmt.Errorf("stock: import %s: %w", sh, err)
 		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("stock: import: %w", err)
 	}
 	return nil
 }

@@ -17,10 +17,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/printersim"
 )
@@ -32,9 +34,12 @@ type Config struct {
 	HubHTTP   string
 	Broker    string
 	Postal    string
+	Cards     string // card gateway address
 	KioskHTTP string
 	KioskID   string
+	Store     string
 	ZIP       string
+	Sheets    int // label sheets issued and loaded into the kiosk; default 3
 	Log       *slog.Logger
 	Output    io.Writer // child processes' logs, prefixed; nil discards
 	HubArgs   []string  // more flags for the hub (e.g. --hsm pkcs11)
@@ -43,13 +48,17 @@ type Config struct {
 
 // Demo is a running system.
 type Demo struct {
-	cfg     Config
-	pa      *postal.Authority
-	paSrv   *http.Server
-	printer *printersim.Printer
-	procs   []proc
-	outMu   sync.Mutex
-	once    sync.Once
+	cfg      Config
+	pa       *postal.Authority
+	paSrv    *http.Server
+	cards    *cards.Gateway
+	cardSrv  *http.Server
+	sheets   []string
+	printer  *printersim.Printer
+	procs    []proc
+	kioskEnv []string
+	outMu    sync.Mutex
+	once     sync.Once
 }
 
 // proc is a child and a channel closed when it has exited.
@@ -72,7 +81,13 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	if cfg.ZIP == "" {
 		cfg.ZIP = "94544"
 	}
-	for _, a := range []*string{&cfg.HubHTTP, &cfg.Broker, &cfg.Postal, &cfg.KioskHTTP} {
+	if cfg.Store == "" {
+		cfg.Store = "demo-store"
+	}
+	if cfg.Sheets == 0 {
+		cfg.Sheets = 3
+	}
+	for _, a := range []*string{&cfg.HubHTTP, &cfg.Broker, &cfg.Postal, &cfg.Cards, &cfg.KioskHTTP} {
 		if *a == "" {
 			p, err := FreeAddr()
 			if err != nil {
@@ -101,25 +116,52 @@ func (d *Demo) start(ctx context.Context) error {
 	}
 	d.paSrv = &http.Server{Handler: d.pa.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go d.paSrv.Serve(ln)
+	d.cards = cards.New(cfg.Log.With("component", "cards"))
+	if ln, err = net.Listen("tcp", cfg.Cards); err != nil {
+		return fmt.Errorf("demo: card gateway: %w", err)
+	}
+	d.cardSrv = &http.Server{Handler: d.cards.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go d.cardSrv.Serve(ln)
 
 	if d.printer, err = printersim.Start(filepath.Join(cfg.Dir, "dev", "printer"), filepath.Join(cfg.Dir, "labels"),
 		cfg.Log.With("component", "printer")); err != nil {
 		return err
 	}
 	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", cfg.HubHTTP,
-		"--broker-listen", cfg.Broker, "--postal", "http://" + cfg.Postal, "--log", "text"}, cfg.HubArgs...)
+		"--broker-listen", cfg.Broker, "--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards,
+		"--log", "text"}, cfg.HubArgs...)
 	if len(cfg.HubArgs) > 0 && cfg.HubArgs[0] == "--hsm" {
 		// A real HSM needs its key ceremony before the hub serves.
-		if err := d.run("hub", append([]string{"keys", "init"}, hubArgs...)...); err != nil {
+		if _, err := d.run("hub", append([]string{"keys", "init"}, hubArgs...)...); err != nil {
 			return err
 		}
 	}
+	// Provision the kiosk and issue its store some label sheets, as ops would.
+	out, err := d.run("hub", append([]string{"kiosk", "add", cfg.KioskID, "--store", cfg.Store}, hubArgs...)...)
+	if err != nil {
+		return err
+	}
+	password := ""
+	for _, line := range strings.Split(out, "\n") {
+		if p, ok := strings.CutPrefix(line, "broker password: "); ok {
+			password = strings.TrimSpace(p)
+		}
+	}
+	if password == "" {
+		return fmt.Errorf("demo: hub kiosk add printed no password: %s", out)
+	}
+	if out, err = d.run("hub", append([]string{"stock", "issue", "--store", cfg.Store, "--sheets", fmt.Sprint(cfg.Sheets),
+		"--barcodes", filepath.Join(cfg.Dir, "sheets")}, hubArgs...)...); err != nil {
+		return err
+	}
+	d.sheets = strings.Fields(out)
 	if err := d.spawn("hub", hubArgs...); err != nil {
 		return err
 	}
 	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: hub did not come up: %w", err)
 	}
+	d.kioskEnv = []string{"FRANK_KIOSK_PASSWORD=" + password}
 	if err := d.spawn("kiosk", "--id", cfg.KioskID, "--zip", cfg.ZIP, "--broker", "tcp://"+cfg.Broker,
 		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--log", "text"); err != nil {
 		return err
@@ -127,7 +169,25 @@ func (d *Demo) start(ctx context.Context) error {
 	if err := WaitHTTP(ctx, d.KioskURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: kiosk did not become ready: %w", err)
 	}
+	// Staff load the sheets into the kiosk.
+	status, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/stock", map[string]any{"sheets": d.sheets})
+	if err != nil || status != http.StatusOK {
+		return fmt.Errorf("demo: loading stock: %d %s %v", status, body, err)
+	}
 	return nil
+}
+
+// Sheets are the sheet serials issued to the demo store and loaded.
+func (d *Demo) Sheets() []string { return d.sheets }
+
+// Cards is the card gateway simulator.
+func (d *Demo) Cards() *cards.Gateway { return d.cards }
+
+// Hub runs a hub command (kiosk add, stock issue, ledger check...) against
+// the demo's data directory and returns what it printed.
+func (d *Demo) Hub(args ...string) (string, error) {
+	return d.run("hub", append(args, "--data", filepath.Join(d.cfg.Dir, "hub"), "--postal", "http://"+d.cfg.Postal,
+		"--payments", "http://"+d.cfg.Cards, "--log", "text")...)
 }
 
 // HubURL is the hub's HTTP base URL.
@@ -144,18 +204,23 @@ func (d *Demo) Authority() *postal.Authority { return d.pa }
 
 // Sell posts an order to the kiosk's local API and returns the raw answer.
 func (d *Demo) Sell(ctx context.Context, order any) (int, []byte, error) {
-	b, err := json.Marshal(order)
+	return d.Post(ctx, d.KioskURL()+"/api/v1/sales", order)
+}
+
+// Post posts JSON and returns the status and body.
+func (d *Demo) Post(ctx context.Context, url string, v any) (int, []byte, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.KioskURL()+"/api/v1/sales", bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("demo: sell: %w", err)
+		return 0, nil, fmt.Errorf("demo: post %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -171,6 +236,9 @@ func (d *Demo) Close() {
 		}
 		if d.paSrv != nil {
 			d.paSrv.Close()
+		}
+		if d.cardSrv != nil {
+			d.cardSrv.Close()
 		}
 		if d.printer != nil {
 			d.printer.Close()
@@ -188,15 +256,17 @@ func (p proc) stop() {
 	}
 }
 
-// run runs a command to completion.
-func (d *Demo) run(name string, args ...string) error {
+// run runs a command to completion and returns its standard output.
+func (d *Demo) run(name string, args ...string) (string, error) {
 	c := exec.Command(filepath.Join(d.cfg.BinDir, name), args...)
 	c.Env = append(os.Environ(), d.cfg.HubEnv...)
-	out, err := c.CombinedOutput()
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, err := c.Output()
 	if err != nil {
-		return fmt.Errorf("demo: %s %v: %w: %s", name, args, err, out)
+		return "", fmt.Errorf("demo: %s %v: %w: %s%s", name, args, err, out, stderr.Bytes())
 	}
-	return nil
+	return string(out), nil
 }
 
 func (d *Demo) spawn(name string, args ...string) error {
@@ -205,8 +275,11 @@ func (d *Demo) spawn(name string, args ...string) error {
 		return fmt.Errorf("demo: %s binary: %w (run make build)", name, err)
 	}
 	c := exec.Command(bin, args...)
-	if name == "hub" {
+	switch name {
+	case "hub":
 		c.Env = append(os.Environ(), d.cfg.HubEnv...)
+	case "kiosk":
+		c.Env = append(os.Environ(), d.kioskEnv...)
 	}
 	// Children die with us, even if we are killed.
 	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

@@ -23,13 +23,17 @@ import (
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
+	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/postal"
 )
 
 // loadKiosk sends purchases over MQTT and remembers every answer it got.
 type loadKiosk struct {
-	id      string
+	id       string
+	password string
+	sheets   []string // loaded into it; each request takes the next label
+	next    int
 	c       mqtt.Client
 	mu      sync.Mutex
 	sent    map[string][]byte // request id -> body, for resends
@@ -38,9 +42,10 @@ type loadKiosk struct {
 	seq     int
 }
 
-func newLoadKiosk(t *testing.T, id, broker string) *loadKiosk {
-	k := &loadKiosk{id: id, sent: map[string][]byte{}, got: map[string][]byte{}, waiting: map[string]chan []byte{}}
+func newLoadKiosk(t *testing.T, id, password, broker string, sheets []string) *loadKiosk {
+	k := &loadKiosk{id: id, sheets: sheets, sent: map[string][]byte{}, got: map[string][]byte{}, waiting: map[string]chan []byte{}}
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("load-" + id).SetOrderMatters(false).
+		SetUsername(id).SetPassword(password).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
 		SetMaxReconnectInterval(200 * time.Millisecond).
 		SetOnConnectHandler(func(c mqtt.Client) {
@@ -83,7 +88,8 @@ func (k *loadKiosk) ask(id string, wait time.Duration) {
 		var r protocol.PurchaseRequest
 		json.Unmarshal([]byte(prototest.GoodPurchase), &r)
 		r.RequestID, r.KioskID = id, k.id
-		r.Items[0].LabelSerial = fmt.Sprintf("%04X-%04X-%02d", rand.IntN(1<<16), rand.IntN(1<<16), 1+rand.IntN(10))
+		r.Items[0].LabelSerial = fmt.Sprintf("%s-%02d", k.sheets[k.next/10], k.next%10+1)
+		k.next++
 		body, _ = json.Marshal(r)
 		k.sent[id] = body
 	}
@@ -127,11 +133,21 @@ func TestHubSurvivesKill9(t *testing.T) {
 	}
 	paSrv := httptest.NewServer(pa.Handler())
 	defer paSrv.Close()
+	gw := cards.New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	gwSrv := httptest.NewServer(gw.Handler())
+	defer gwSrv.Close()
 	httpAddr, _ := demo.FreeAddr()
 	brokerAddr, _ := demo.FreeAddr()
+	hubCmd := func(args ...string) string {
+		out, err := exec.Command(filepath.Join(binDir, "hub"), append(args, "--data", dir, "--postal", paSrv.URL, "--log", "text")...).Output()
+		if err != nil {
+			t.Fatalf("hub %s %s: %v", args[0], args[1], err)
+		}
+		return string(out)
+	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(binDir, "hub"), "--data", dir, "--http", httpAddr, "--broker-listen", brokerAddr,
-			"--postal", paSrv.URL, "--lease-ttl", "2s", "--log", "text")
+			"--postal", paSrv.URL, "--payments", gwSrv.URL, "--lease-ttl", "2s", "--log", "text")
 		cmd.Stdout, cmd.Stderr = output(t), output(t)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -150,10 +166,19 @@ func TestHubSurvivesKill9(t *testing.T) {
 		}
 	}
 
-	cmd := start()
 	kiosks := make([]*loadKiosk, 4)
 	for i := range kiosks {
-		kiosks[i] = newLoadKiosk(t, fmt.Sprintf("crash-%d", i), brokerAddr)
+		id := fmt.Sprintf("crash-%d", i)
+		out := hubCmd("kiosk", "add", id, "--store", "crash-store")
+		_, pw, _ := strings.Cut(out, "broker password: ")
+		sheets := strings.Fields(hubCmd("stock", "issue", "--store", "crash-store", "--sheets", "600"))
+		hubCmd(append([]string{"stock", "load", "--kiosk", id}, sheets...)...)
+		kiosks[i] = &loadKiosk{id: id, sheets: sheets}
+		kiosks[i].password = strings.TrimSpace(pw)
+	}
+	cmd := start()
+	for i, k := range kiosks {
+		kiosks[i] = newLoadKiosk(t, k.id, k.password, brokerAddr, k.sheets)
 	}
 	var seq atomic.Int64
 	for round := range rounds {
@@ -227,9 +252,15 @@ func TestHubSurvivesKill9(t *testing.T) {
 		k.mu.Unlock()
 	}
 	var total int
-	db.QueryRow(`SELECT COUNT(*) FROM sales WHERE status = 'ok'`).Scan(&total)
+	var postage int64
+	db.QueryRow(`SELECT COUNT(*), COALESCE(SUM(total), 0) FROM sales WHERE status = 'ok'`).Scan(&total, &postage)
 	if total != okSales {
 		t.Errorf("ledger has %d sales, kiosks received %d", total, okSales)
+	}
+	// Across every kill, customers paid for exactly the sales recorded, and
+	// no authorization was left open.
+	if tot := gw.Totals(); tot.Captured != postage || tot.Open != 0 {
+		t.Errorf("card gateway captured %d with %d open authorizations; the ledger sold %d", tot.Captured, tot.Open, postage)
 	}
 	t.Logf("%d kills; %d requests answered, %d sales, all in the ledger once", rounds, answered, okSales)
 }

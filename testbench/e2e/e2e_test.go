@@ -82,10 +82,9 @@ func TestSaleEndToEnd(t *testing.T) {
 	defer d.Close()
 
 	var labels []string
-	for i, w := range []int64{20_000, 40_000} { // 1 oz then 2 oz letters
-		lbl := fmt.Sprintf("0BAD-CAFE-%02d", i+1)
+	for _, w := range []int64{20_000, 40_000} { // 1 oz then 2 oz letters
 		next := d.Printer().Next()
-		order := map[string]any{"rate_class": "1100", "weight_mg": w, "labels": []string{lbl},
+		order := map[string]any{"rate_class": "1100", "weight_mg": w,
 			"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}}
 		status, body, err := d.Sell(ctx, order)
 		if err != nil || status != http.StatusOK {
@@ -112,7 +111,7 @@ func TestSaleEndToEnd(t *testing.T) {
 			t.Fatalf("%s: %v", png, err)
 		}
 		if in.Postage != wantPostage[i] || in.AR != lastAR[in.MPSDSerial]+in.Postage || in.AR+in.DR != 1_000_000 ||
-			in.OriginZIP != 2134 || in.Date != protocol.DateOf(time.Now()) || in.Label.String() != fmt.Sprintf("0BAD-CAFE-%02d", i+1) ||
+			in.OriginZIP != 2134 || in.Date != protocol.DateOf(time.Now()) || in.Label.String() != fmt.Sprintf("%s-%02d", d.Sheets()[0], i+1) ||
 			in.RateCategory != "1100" || in.MeterNumber() != protocol.MeterNumber("FR", "2N", in.MPSDSerial) || in.MPSDSerial < 50000001 {
 			t.Errorf("label %d: %+v", i+1, in)
 		}
@@ -214,7 +213,7 @@ func TestKioskRejectsBadOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1100", "weight_mg": 150_000, "labels": []string{"0000-0001-01"},
+	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1100", "weight_mg": 150_000,
 		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}})
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +247,7 @@ func TestSaleWithSoftHSM(t *testing.T) {
 	}
 	defer d.Close()
 	next := d.Printer().Next()
-	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1300", "weight_mg": 50_000, "labels": []string{"5AFE-0001-01"},
+	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1300", "weight_mg": 50_000,
 		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}})
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("sale: %d %s %v", status, body, err)

@@ -22,6 +22,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Fault is a state the emulator can be put in.
+type Fault int
+
+// Faults.
+const (
+	OK Fault = iota
+	Jam
+	PaperOut
+	CoverOpen
+	Silent // answers no status query
+)
+
 // Printer is a running emulator.
 type Printer struct {
 	master, slave *os.File
@@ -29,13 +41,31 @@ type Printer struct {
 	outDir        string
 	log           *slog.Logger
 
-	mu      sync.Mutex
-	rows    [][]byte // raster rows of the label being printed, 1 bit per dot
-	width   int      // dots
-	labels  []string // PNGs written
-	seq     int      // last label number; continues after files already in outDir
-	waiters []chan string
-	done    chan struct{}
+	mu       sync.Mutex
+	rows     [][]byte // raster rows of the label being printed, 1 bit per dot
+	width    int      // dots
+	labels   []string // PNGs written
+	seq      int      // last label number; continues after files already in outDir
+	waiters  []chan string
+	done     chan struct{}
+	fault    Fault
+	failNext Fault // the next label is lost to this fault
+}
+
+// SetFault puts the printer in a state (OK clears it).
+func (p *Printer) SetFault(f Fault) {
+	p.mu.Lock()
+	p.fault = f
+	p.mu.Unlock()
+}
+
+// FailNext makes the next label go wrong with f: it never comes out, and
+// the printer stays in f until SetFault(OK), as a jam does until staff
+// clear it.
+func (p *Printer) FailNext(f Fault) {
+	p.mu.Lock()
+	p.failNext = f
+	p.mu.Unlock()
 }
 
 // Start opens a pseudo-terminal, links its device to link (a stable name
@@ -184,7 +214,13 @@ func (p *Printer) command(r *bufio.Reader) error {
 		if c != 0x04 || n < 1 || n > 4 {
 			return fmt.Errorf("unsupported DLE %#02x %d", c, n)
 		}
-		_, err = p.master.Write([]byte{p.statusByte(n)})
+		p.mu.Lock()
+		f := p.fault
+		p.mu.Unlock()
+		if f == Silent {
+			return nil
+		}
+		_, err = p.master.Write([]byte{statusByte(f, n)})
 		return err
 	}
 	// Text and other commands are not used by the kiosk; a real printer
@@ -192,9 +228,34 @@ func (p *Printer) command(r *bufio.Reader) error {
 	return nil
 }
 
-// statusByte answers DLE EOT n for a healthy printer.
-func (p *Printer) statusByte(n byte) byte {
-	return 0x12 // bits 1 and 4 are always set; no fault bits
+// statusByte answers DLE EOT n as an Epson-compatible printer does: bits 1
+// and 4 always set, then the fault bits of each status.
+func statusByte(f Fault, n byte) byte {
+	b := byte(0x12)
+	switch n {
+	case 1: // printer status: offline
+		if f != OK {
+			b |= 0x08
+		}
+	case 2: // offline cause
+		switch f {
+		case CoverOpen:
+			b |= 0x04
+		case PaperOut:
+			b |= 0x20
+		case Jam:
+			b |= 0x40
+		}
+	case 3: // error cause: autocutter (jam)
+		if f == Jam {
+			b |= 0x08
+		}
+	case 4: // roll paper sensor: end
+		if f == PaperOut {
+			b |= 0x60
+		}
+	}
+	return b
 }
 
 func (p *Printer) reset() {
@@ -237,6 +298,15 @@ func (p *Printer) cut() error {
 	p.mu.Lock()
 	rows, width := p.rows, p.width
 	p.rows, p.width = nil, 0
+	if p.fault != OK || p.failNext != OK {
+		// Nothing comes out of a printer in a fault.
+		if p.failNext != OK {
+			p.fault, p.failNext = p.failNext, OK
+		}
+		p.mu.Unlock()
+		p.log.Warn("printer emulator: label lost", "fault", p.fault)
+		return nil
+	}
 	if len(rows) > 0 {
 		p.seq++
 	}

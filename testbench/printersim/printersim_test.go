@@ -1,6 +1,7 @@
 package printersim_test
 
 import (
+	"errors"
 	"image"
 	"image/png"
 	"io"
@@ -81,4 +82,50 @@ func diff(a, b image.Image) int {
 		}
 	}
 	return n
+}
+
+// Every fault the emulator can be put in reaches the driver as that fault,
+// and no label comes out.
+func TestFaults(t *testing.T) {
+	dir := t.TempDir()
+	sim, err := printersim.Start(filepath.Join(dir, "printer"), filepath.Join(dir, "labels"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	port, err := serialport.Open(serialport.Config{Path: sim.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	pr := printer.New(port, 200*time.Millisecond)
+	v := prototest.Indicia[0]
+	in := v.Fields
+	img, _ := label.Render(label.FromIndicium(&in, v.Bytes(), "FIRST-CLASS"), label.Size{})
+	for f, want := range map[printersim.Fault]string{printersim.Jam: "jam", printersim.PaperOut: "paper_out", printersim.CoverOpen: "cover_open"} {
+		sim.SetFault(f)
+		var fe *printer.FaultError
+		if err := pr.Print(img); !errors.As(err, &fe) || fe.Fault() != want {
+			t.Errorf("fault %v: %v, want %s", f, err, want)
+		}
+		sim.SetFault(printersim.OK)
+	}
+	sim.SetFault(printersim.Silent)
+	if err := pr.Print(img); !errors.Is(err, printer.ErrSilent) {
+		t.Errorf("silent printer: %v", err)
+	}
+	// A jam in the middle of a label: the label is lost, the status says jam.
+	sim.SetFault(printersim.OK)
+	sim.FailNext(printersim.Jam)
+	var fe *printer.FaultError
+	if err := pr.Print(img); !errors.As(err, &fe) || fe.Fault() != "jam" {
+		t.Fatalf("jam mid-label: %v", err)
+	}
+	if n := len(sim.Labels()); n != 0 {
+		t.Fatalf("%d labels came out of a jammed printer", n)
+	}
+	sim.SetFault(printersim.OK)
+	if err := pr.Print(img); err != nil || len(sim.Labels()) != 1 {
+		t.Fatalf("after clearing the jam: %v, %d labels", err, len(sim.Labels()))
+	}
 }

@@ -32,8 +32,8 @@ func run() int {
 	var pcfg serialport.Config
 	flag.StringVar(&cfg.ID, "id", "", "kiosk id (required)")
 	flag.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "hub MQTT broker")
-	flag.StringVar(&cfg.Username, "username", "", "broker user name")
-	flag.StringVar(&cfg.Password, "password", "", "broker password")
+	flag.StringVar(&cfg.Username, "username", "", "broker user name (default: the kiosk id)")
+	flag.StringVar(&cfg.Password, "password", os.Getenv("FRANK_KIOSK_PASSWORD"), "broker password (default $FRANK_KIOSK_PASSWORD)")
 	flag.StringVar(&zip, "zip", "", "origin ZIP of the store (required)")
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "local touchscreen/API address")
 	flag.StringVar(&pcfg.Path, "printer", "/dev/frank-printer", "label printer serial device")
@@ -42,6 +42,9 @@ func run() int {
 	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
 	flag.Parse()
 	cfg.OriginZIP = protocol.ZIP(zip)
+	if cfg.Username == "" {
+		cfg.Username = cfg.ID
+	}
 	cfg.Firmware = version
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	if *logFormat == "text" {

@@ -18,7 +18,7 @@ import (
 )
 
 type admin struct {
-	store, barcodes, account, amount, zip string
+	store, barcodes, account, amount, zip, kiosk string
 	sheets                                int
 }
 
@@ -77,6 +77,22 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 			return fail(err)
 		}
 		fmt.Printf("%d sheets in store %s\n", len(serials), a.store)
+	case "stock load":
+		if a.kiosk == "" || len(pos) == 0 {
+			return usage("hub stock load --kiosk KIOSK SERIAL...")
+		}
+		var serials []protocol.SheetSerial
+		for _, p := range pos {
+			s, err := protocol.ParseSheetSerial(p)
+			if err != nil {
+				return fail(err)
+			}
+			serials = append(serials, s)
+		}
+		if _, err := h.Stock().Load(ctx, a.kiosk, serials); err != nil {
+			return fail(err)
+		}
+		fmt.Printf("%d sheets loaded into %s\n", len(serials), a.kiosk)
 	case "stock assign":
 		if a.account == "" || len(pos) == 0 {
 			return usage("hub stock assign --account LOGIN SERIAL...")

@@ -7,6 +7,7 @@
 //	hub kiosk add ID --store S  provision a kiosk; prints its broker credentials
 //	hub stock issue --store S --sheets N [--barcodes DIR]   new sheets of labels
 //	hub stock import --store S SERIAL...                     sheets printed elsewhere
+//	hub stock load --kiosk K SERIAL...                       sheets into a kiosk, as its staff would
 //	hub stock assign --account LOGIN SERIAL...               sheets for a web customer
 //	hub account add LOGIN [--zip Z]   a customer (password from FRANK_ACCOUNT_PASSWORD or stdin)
 //	hub account fund LOGIN --amount DOLLARS
@@ -24,7 +25,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -51,11 +51,7 @@ func run(args []string) int {
 	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account"):
 		cmd, args = args[0]+" "+args[1], args[2:]
 	}
-	// Positional arguments come before the flags: hub kiosk add ID --store S.
 	var pos []string
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		pos, args = append(pos, args[0]), args[1:]
-	}
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
 	var cfg hub.Config
 	fs.StringVar(&cfg.DataDir, "data", "var/hub", "state directory (database, development keys)")
@@ -82,6 +78,7 @@ func run(args []string) int {
 	sheets := fs.Int("sheets", 1, "stock issue: how many sheets")
 	barcodes := fs.String("barcodes", "", "stock issue: also write each sheet serial as a Code 128 PNG into this directory")
 	accountLogin := fs.String("account", "", "stock assign: the customer's login")
+	kioskID := fs.String("kiosk", "", "stock load: the kiosk")
 	amount := fs.String("amount", "", "account fund: dollars")
 	zip := fs.String("zip", "94544", "account add: the customer's ZIP code")
 	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
@@ -90,8 +87,15 @@ func run(args []string) int {
 	fs.IntVar(&cfg.HeartbeatS, "heartbeat", 30, "kiosk heartbeat period pushed in config, seconds")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	// Flags and positional arguments may come in any order.
+	for {
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
 	}
 	log := newLogger(*logFormat)
 	var err error
@@ -130,9 +134,9 @@ func run(args []string) int {
 		return keysCmd(ctx, h, cmd)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
-	case "kiosk add", "stock issue", "stock import", "stock assign", "account add", "account fund":
+	case "kiosk add", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
-			account: *accountLogin, amount: *amount, zip: *zip})
+			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID})
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)

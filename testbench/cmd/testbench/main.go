@@ -10,8 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -74,6 +72,7 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	hubHTTP := fs.String("hub-http", "127.0.0.1:8080", "hub HTTP address")
 	broker := fs.String("broker", "127.0.0.1:1883", "embedded broker address")
 	pa := fs.String("postal", "127.0.0.1:8090", "postal authority address")
+	cardGW := fs.String("cards", "127.0.0.1:8091", "card gateway address")
 	kioskHTTP := fs.String("kiosk-http", "127.0.0.1:8081", "kiosk local API address")
 	once := fs.Bool("once", false, "exit after the demo sale instead of running until Ctrl-C")
 	fs.Parse(args)
@@ -86,19 +85,16 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 		*bin = filepath.Dir(exe)
 	}
 	d, err := demo.Start(ctx, demo.Config{BinDir: *bin, Dir: *dir, HubHTTP: *hubHTTP, Broker: *broker, Postal: *pa,
-		KioskHTTP: *kioskHTTP, Log: log, Output: os.Stderr})
+		Cards: *cardGW, KioskHTTP: *kioskHTTP, Log: log, Output: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench run:", err)
 		return 1
 	}
 	defer d.Close()
 
-	// A fresh sheet serial each run, so a second run never reuses a label.
-	var sheet [4]byte
-	rand.Read(sheet[:])
-	lbl := protocol.LabelSerial{Sheet: protocol.SheetSerial(binary.BigEndian.Uint32(sheet[:])), Position: 1}
-	order := map[string]any{"rate_class": "1100", "weight_mg": 20_000, "labels": []string{lbl.String()},
-		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_demo_approve", Brand: "visa", Last4: "4242"}}
+	// The kiosk takes the next label of the sheets staff loaded.
+	order := map[string]any{"rate_class": "1100", "weight_mg": 20_000,
+		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve", Brand: "visa", Last4: "4242"}}
 	next := d.Printer().Next()
 	status, body, err := d.Sell(ctx, order)
 	if err != nil || status != http.StatusOK {
@@ -121,8 +117,9 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	fmt.Printf("  verified against %s/api/v1/certificates (certificate %d)\n", d.HubURL(), in.CertSerial)
 	fmt.Printf("  %s %s, meter %s, label %s, mailed %s from ZIP %05d; registers AR %s DR %s\n",
 		in.Postage, in.RateCategory, in.MeterNumber(), in.Label, in.Date, in.OriginZIP, in.AR.Exact(), in.DR.Exact())
-	fmt.Printf("Buy more: curl -X POST %s/api/v1/sales -d '{\"rate_class\":\"1100\",\"weight_mg\":20000,\"labels\":[\"%s\"],\"payment\":{\"method\":\"card_token\",\"token\":\"tok_approve\"}}'\n",
-		d.KioskURL(), protocol.LabelSerial{Sheet: lbl.Sheet, Position: 2})
+	fmt.Printf("Label sheets loaded into the kiosk: %s (barcodes in %s/sheets)\n", strings.Join(d.Sheets(), " "), *dir)
+	fmt.Printf("Buy more: curl -X POST %s/api/v1/sales -d '{\"rate_class\":\"1100\",\"weight_mg\":20000,\"payment\":{\"method\":\"card_token\",\"token\":\"tok_approve\"}}'\n",
+		d.KioskURL())
 	if *once {
 		return 0
 	}

@@ -50,18 +50,21 @@ CREATE TABLE account_entries (
   at         BIGINT NOT NULL
 );
 
--- One payment per purchase request: authorized, then captured or voided;
--- refunded in part or whole afterwards. Card numbers are never stored.
+-- One payment per purchase request: recorded as authorizing before the
+-- gateway is asked (so a crash in between is voided by attempt_key at the
+-- next start), then authorized, then captured or voided; refunded in part
+-- or whole afterwards. Card numbers are never stored.
 CREATE TABLE payments (
   kiosk_id    TEXT    NOT NULL,
   request_id  TEXT    NOT NULL,
   method      TEXT    NOT NULL CHECK (method IN ('card', 'account')),
   account_id  BIGINT,
+  attempt_key TEXT    NOT NULL,
   gateway_ref TEXT,
   brand       TEXT,
   last4       TEXT,
   amount      BIGINT NOT NULL CHECK (amount > 0),
-  state       TEXT    NOT NULL CHECK (state IN ('authorized', 'captured', 'voided')),
+  state       TEXT    NOT NULL CHECK (state IN ('authorizing', 'authorized', 'captured', 'voided')),
   captured    BIGINT NOT NULL DEFAULT 0,
   refunded    BIGINT NOT NULL DEFAULT 0 CHECK (refunded <= captured),
   created_at  BIGINT NOT NULL,
