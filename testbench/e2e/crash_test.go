@@ -33,13 +33,13 @@ type loadKiosk struct {
 	id       string
 	password string
 	sheets   []string // loaded into it; each request takes the next label
-	next    int
-	c       mqtt.Client
-	mu      sync.Mutex
-	sent    map[string][]byte // request id -> body, for resends
-	got     map[string][]byte // request id -> the result that reached us
-	waiting map[string]chan []byte
-	seq     int
+	next     int
+	c        mqtt.Client
+	mu       sync.Mutex
+	sent     map[string][]byte // request id -> body, for resends
+	got      map[string][]byte // request id -> the result that reached us
+	waiting  map[string]chan []byte
+	seq      int
 }
 
 func newLoadKiosk(t *testing.T, id, password, broker string, sheets []string) *loadKiosk {

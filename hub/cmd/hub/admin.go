@@ -19,7 +19,7 @@ import (
 
 type admin struct {
 	store, barcodes, account, amount, zip, kiosk string
-	sheets                                int
+	sheets                                       int
 }
 
 // adminCmd runs the provisioning commands ops use from a shell.
