@@ -55,8 +55,14 @@ type Spoiled struct {
 }
 
 // FailedLabel finds a label of kioskID's sale requestID whose print failed
-// and that has no remedy yet; anything else is remedy_not_allowed.
+// and that has no remedy yet; anything else is remedy_not_allowed. A label
+// not yet reported either way is voided now: asking for a remedy says it
+// failed, and the report may still be on its way.
 func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', void_reason = 'remedy_requested'
+		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), kioskID, requestID, label.String()); err != nil {
+		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
+	}
 	sp := &Spoiled{Label: label}
 	var state string
 	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),

@@ -185,10 +185,19 @@ func (d *Demo) Cards() *cards.Gateway { return d.cards }
 
 // Hub runs a hub command (kiosk add, stock issue, ledger check...) against
 // the demo's data directory and returns what it printed.
-func (d *Demo) Hub(args ...string) (string, error) {
+func (d *Demo) Hub(args ...string) (string, error) { return d.HubWithEnv(nil, args...) }
+
+// HubWithEnv is Hub with more environment (a password, say).
+func (d *Demo) HubWithEnv(env []string, args ...string) (string, error) {
+	saved := d.cfg.HubEnv
+	d.cfg.HubEnv = append(append([]string(nil), saved...), env...)
+	defer func() { d.cfg.HubEnv = saved }()
 	return d.run("hub", append(args, "--data", filepath.Join(d.cfg.Dir, "hub"), "--postal", "http://"+d.cfg.Postal,
 		"--payments", "http://"+d.cfg.Cards, "--log", "text")...)
 }
+
+// BrokerAddr is the broker's address.
+func (d *Demo) BrokerAddr() string { return d.cfg.Broker }
 
 // HubURL is the hub's HTTP base URL.
 func (d *Demo) HubURL() string { return "http://" + d.cfg.HubHTTP }

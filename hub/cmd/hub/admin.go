@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"fmt"
 	"image/png"
@@ -18,6 +19,7 @@ import (
 )
 
 type admin struct {
+	open                                         bool
 	store, barcodes, account, amount, zip, kiosk string
 	sheets                                       int
 }
@@ -93,6 +95,14 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 			return fail(err)
 		}
 		fmt.Printf("%d sheets loaded into %s\n", len(serials), a.kiosk)
+	case "alerts list":
+		as, err := h.Alerts().List(ctx, a.open)
+		if err != nil {
+			return fail(err)
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(as)
 	case "stock assign":
 		if a.account == "" || len(pos) == 0 {
 			return usage("hub stock assign --account LOGIN SERIAL...")

@@ -11,6 +11,7 @@
 //	hub stock assign --account LOGIN SERIAL...               sheets for a web customer
 //	hub account add LOGIN [--zip Z]   a customer (password from FRANK_ACCOUNT_PASSWORD or stdin)
 //	hub account fund LOGIN --amount DOLLARS
+//	hub alerts list [--open]
 //	hub --check-config [flags]  validate the configuration and exit
 //
 // The PKCS#11 PIN comes from --pkcs11-pin or, better, FRANK_PKCS11_PIN.
@@ -48,7 +49,7 @@ func run(args []string) int {
 		cmd, args = args[0]+" "+args[1], args[2:]
 	case len(args) > 0 && args[0] == "report":
 		cmd, args = "report", args[1:]
-	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account"):
+	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts"):
 		cmd, args = args[0]+" "+args[1], args[2:]
 	}
 	var pos []string
@@ -79,6 +80,7 @@ func run(args []string) int {
 	barcodes := fs.String("barcodes", "", "stock issue: also write each sheet serial as a Code 128 PNG into this directory")
 	accountLogin := fs.String("account", "", "stock assign: the customer's login")
 	kioskID := fs.String("kiosk", "", "stock load: the kiosk")
+	openOnly := fs.Bool("open", false, "alerts list: only alerts not acknowledged")
 	amount := fs.String("amount", "", "account fund: dollars")
 	zip := fs.String("zip", "94544", "account add: the customer's ZIP code")
 	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
@@ -134,9 +136,9 @@ func run(args []string) int {
 		return keysCmd(ctx, h, cmd)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
-	case "kiosk add", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund":
+	case "kiosk add", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
-			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID})
+			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly})
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)
