@@ -357,4 +357,3 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 	}
 	t.Logf("captured %d, refunded %d, printed postage %d", tot.Captured, tot.Refunded, printed)
 }
-
