@@ -62,7 +62,10 @@ func quietLog() *slog.Logger {
 // broker, SQLite and the soft HSM, against a simulated postal authority and
 // card gateway. Kiosks kiosk-1 (store-a) and kiosk-2 (store-b) are
 // provisioned, and sheets 1966-F8CF and 1966-F8D0 are loaded into kiosk-1.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with a change to the hub's config.
+func newEnvWith(t *testing.T, edit func(*hub.Config)) *env {
 	t.Helper()
 	log := quietLog()
 	pa, err := postal.New("", log)
@@ -78,6 +81,9 @@ func newEnv(t *testing.T) *env {
 	e.cfg = hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL,
 		PaymentsURL: gwSrv.URL, PaymentsTimeout: 300 * time.Millisecond}
 	e.cfg.Ledger.Now = e.clock.Now
+	if edit != nil {
+		edit(&e.cfg)
+	}
 	e.start()
 	ctx := context.Background()
 	for _, k := range [][2]string{{"kiosk-1", "store-a"}, {"kiosk-2", "store-b"}} {
@@ -461,5 +467,60 @@ func TestKeyRotation(t *testing.T) {
 		if err != nil || in.CertSerial != want {
 			t.Fatalf("stamp of certificate %d: %+v %v", want, in, err)
 		}
+	}
+}
+
+// A rate table loaded ahead of its date takes over on that date: every
+// kiosk is sent it, and a request still priced on the old one is refused.
+func TestRateTableTakesOverOnItsDate(t *testing.T) {
+	dir := t.TempDir()
+	day := time.Now().UTC().AddDate(0, 0, 10).Truncate(24 * time.Hour)
+	next := prototest.Rates
+	next.Version, next.Effective = "usps-next", day.Format(time.DateOnly)
+	next.Classes = append([]protocol.RateClass(nil), next.Classes...)
+	next.Classes[0].FirstOunce = 900
+	b, _ := json.Marshal(next)
+	if err := os.WriteFile(filepath.Join(dir, "next.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, func(c *hub.Config) { c.RatesDir = dir })
+	k := e.kiosk("kiosk-1")
+	configs := make(chan protocol.KioskConfig, 4)
+	k.c.Subscribe(protocol.KioskTopic("kiosk-1", protocol.TopicConfig), 1, func(_ mqtt.Client, m mqtt.Message) {
+		if c, err := protocol.DecodeKioskConfig(m.Payload()); err == nil {
+			configs <- *c
+		}
+	}).Wait()
+	k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
+	waitConfig := func(version string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case c := <-configs:
+				if c.Rates.Version == version {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("no config with rate table %s", version)
+			}
+		}
+	}
+	waitConfig("usps-2025-07-13")
+	if res := decode(t, k.ask(purchase("before", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("before the change: %+v", res)
+	}
+	e.clock.Set(day.Add(time.Second))
+	e.h.Tick(context.Background())
+	waitConfig("usps-next")
+	res := decode(t, k.ask(purchase("after-old", "kiosk-1", "1966-F8CF-02", nil)))
+	if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeRateTableStale {
+		t.Fatalf("old prices after the change: %+v", res)
+	}
+	res = decode(t, k.ask(purchase("after-new", "kiosk-1", "1966-F8CF-02", func(r *protocol.PurchaseRequest) {
+		r.RateTable, r.Items[0].AmountMills = "usps-next", 900
+	})))
+	if res.Status != protocol.ResultOK || res.Indicia[0].AmountMills != 900 {
+		t.Fatalf("new prices: %+v", res)
 	}
 }
