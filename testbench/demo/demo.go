@@ -44,6 +44,14 @@ type Config struct {
 	Output    io.Writer // child processes' logs, prefixed; nil discards
 	HubArgs   []string  // more flags for the hub (e.g. --hsm pkcs11)
 	HubEnv    []string  // more environment for the hub (e.g. SOFTHSM2_CONF)
+
+	// ExternalBroker says Broker is a broker the caller runs (mosquitto,
+	// say): the hub connects to it rather than embedding one, with its
+	// password in HubEnv as FRANK_BROKER_PASSWORD.
+	ExternalBroker bool
+	// Provisioned, if set, learns the kiosk's broker credentials before the
+	// hub starts, so that an external broker can be told them.
+	Provisioned func(kiosk, password string) error
 }
 
 // Demo is a running system.
@@ -127,8 +135,12 @@ func (d *Demo) start(ctx context.Context) error {
 		cfg.Log.With("component", "printer")); err != nil {
 		return err
 	}
+	broker := []string{"--broker-listen", cfg.Broker}
+	if cfg.ExternalBroker {
+		broker = []string{"--broker", "tcp://" + cfg.Broker}
+	}
 	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", cfg.HubHTTP,
-		"--broker-listen", cfg.Broker, "--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards,
+		broker[0], broker[1], "--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards,
 		"--log", "text"}, cfg.HubArgs...)
 	if len(cfg.HubArgs) > 0 && cfg.HubArgs[0] == "--hsm" {
 		// A real HSM needs its key ceremony before the hub serves.
@@ -149,6 +161,11 @@ func (d *Demo) start(ctx context.Context) error {
 	}
 	if password == "" {
 		return fmt.Errorf("demo: hub kiosk add printed no password: %s", out)
+	}
+	if cfg.Provisioned != nil {
+		if err := cfg.Provisioned(cfg.KioskID, password); err != nil {
+			return fmt.Errorf("demo: provisioning the broker: %w", err)
+		}
 	}
 	if out, err = d.run("hub", append([]string{"stock", "issue", "--store", cfg.Store, "--sheets", fmt.Sprint(cfg.Sheets),
 		"--barcodes", filepath.Join(cfg.Dir, "sheets")}, hubArgs...)...); err != nil {

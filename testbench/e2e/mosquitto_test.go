@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/demo"
+)
+
+// mosquittoTool finds a mosquitto program, which Debian puts in /usr/sbin.
+func mosquittoTool(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := osexec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/sbin"} {
+		if p := filepath.Join(dir, name); fileExists(p) {
+			return p
+		}
+	}
+	t.Fatalf("%s not found: install the Debian package mosquitto (make test does, as root)", name)
+	return ""
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// readmeBlock returns the README code block whose first line is the comment
+// "# " + name, so that the test runs the configuration the README gives.
+func readmeBlock(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile("(?s)```conf\n# " + regexp.QuoteMeta(name) + "\n(.*?)```")
+	m := re.FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("README.md has no conf block starting with # %s", name)
+	}
+	return string(m[1])
+}
+
+// The hub and a kiosk run against a real mosquitto configured exactly as the
+// README says: the sale goes through, and one kiosk cannot read another's
+// results or speak for it.
+func TestMosquitto(t *testing.T) {
+	mosquitto, passwd := mosquittoTool(t, "mosquitto"), mosquittoTool(t, "mosquitto_passwd")
+	dir := t.TempDir()
+	etc := filepath.Join(dir, "mosquitto")
+	if err := os.MkdirAll(etc, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	// The ACL grants a kiosk exactly the protocol's topics.
+	acl := readmeBlock(t, "/etc/mosquitto/frank.acl")
+	var pub, sub []string
+	for _, line := range strings.Split(acl, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "pattern" {
+			suffix := strings.TrimPrefix(f[2], protocol.TopicRoot+"%u/")
+			switch f[1] {
+			case "write":
+				pub = append(pub, suffix)
+			case "read":
+				sub = append(sub, suffix)
+			}
+		}
+	}
+	if !sameSet(pub, protocol.KioskPublishes) || !sameSet(sub, protocol.KioskSubscribes) {
+		t.Fatalf("README ACL lets kiosks write %v and read %v; the protocol says %v and %v",
+			pub, sub, protocol.KioskPublishes, protocol.KioskSubscribes)
+	}
+
+	conf := strings.ReplaceAll(readmeBlock(t, "/etc/mosquitto/conf.d/frank.conf"), "/etc/mosquitto/", etc+"/")
+	addr, err := demo.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	conf = fmt.Sprintf("listener %s %s\npersistence false\nlog_dest stderr\n%s", port, host, conf)
+	if os.Geteuid() == 0 {
+		// Otherwise mosquitto drops to its own user, who cannot read our temp dir.
+		conf = "user root\n" + conf
+	}
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(etc, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("frank.conf", conf)
+	write("frank.acl", acl)
+	hubPassword := randomPassword(t)
+	setPassword := func(user, pw string) {
+		args := []string{"-b", filepath.Join(etc, "frank.passwd"), user, pw}
+		if !fileExists(filepath.Join(etc, "frank.passwd")) {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := osexec.Command(passwd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd %s: %v: %s", user, err, out)
+		}
+	}
+	setPassword("frank-hub", hubPassword)
+
+	var broker *osexec.Cmd
+	t.Cleanup(func() {
+		if broker != nil {
+			broker.Process.Signal(syscall.SIGTERM)
+			broker.Wait()
+		}
+	})
+	startBroker := func(kiosk, password string) error {
+		setPassword(kiosk, password)
+		broker = osexec.Command(mosquitto, "-c", filepath.Join(etc, "frank.conf"))
+		broker.Stdout, broker.Stderr = output(t), output(t)
+		broker.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		if err := broker.Start(); err != nil {
+			return err
+		}
+		return waitTCP(addr, 10*time.Second)
+	}
+
+	ctx := context.Background()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: dir, Broker: addr, ExternalBroker: true,
+		HubEnv: []string{"FRANK_BROKER_PASSWORD=" + hubPassword}, Provisioned: startBroker,
+		KioskID: "mq-k1", Store: "mq-store", Output: output(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+
+	status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "quantity": 2, "payment": card("tok_approve")})
+	if status != http.StatusOK || len(rc.Labels) != 2 || rc.Total != 2*780 {
+		t.Fatalf("sale through mosquitto: %d %+v", status, rc)
+	}
+
+	// A second kiosk, provisioned while mosquitto runs; SIGHUP rereads the password file.
+	out, err := d.Hub("kiosk", "add", "mq-k2", "--store", "mq-store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setPassword("mq-k2", password(t, out))
+	if err := broker.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var c mqtt.Client
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bare-mq-k2").
+			SetUsername("mq-k2").SetPassword(password(t, out)).SetAutoReconnect(false))
+		tok := c.Connect()
+		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mq-k2 cannot connect after SIGHUP: %v", tok.Error())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	defer c.Disconnect(50)
+
+	// A wrong password is refused outright.
+	bad := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bad").
+		SetUsername("mq-k2").SetPassword("guess").SetAutoReconnect(false))
+	if tok := bad.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+		bad.Disconnect(50)
+		t.Fatal("mosquitto took a wrong password")
+	}
+
+	// mq-k2 may not read mq-k1's results. Mosquitto 2.0 answers an MQTT
+	// 3.1.1 subscription the ACL denies with a grant but delivers nothing on
+	// it, so the proof is that nothing arrives when mq-k1 buys again.
+	filter := protocol.KioskTopic("mq-k1", protocol.TopicPurchaseResult)
+	leaked := make(chan []byte, 1)
+	tok := c.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { leaked <- m.Payload() })
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	t.Logf("mosquitto's SUBACK for mq-k2 on mq-k1's results: %#x", tok.(*mqtt.SubscribeToken).Result()[filter])
+	// Nor may it place an order in mq-k1's name: a listener with the hub's
+	// rights sees its own probe on that topic but never the forgery.
+	spy := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("spy").
+		SetUsername("frank-hub").SetPassword(hubPassword).SetAutoReconnect(false))
+	if tok := spy.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer spy.Disconnect(50)
+	heard := make(chan string, 4)
+	purchase := protocol.KioskTopic("mq-k1", protocol.TopicPurchase)
+	if tok := spy.Subscribe(purchase, 1, func(_ mqtt.Client, m mqtt.Message) { heard <- string(m.Payload()) }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	c.Publish(purchase, 1, false, `{"forged":"by mq-k2"}`).WaitTimeout(5 * time.Second)
+	spy.Publish(purchase, 1, false, `{"probe":true}`).WaitTimeout(5 * time.Second)
+	for got := range heard {
+		if strings.Contains(got, "forged") {
+			t.Fatalf("mosquitto let mq-k2 publish on mq-k1's purchase topic")
+		}
+		if strings.Contains(got, "probe") {
+			break
+		}
+	}
+
+	// The spy, with the hub's rights, is the control: it does get the result.
+	control := make(chan []byte, 4)
+	if tok := spy.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) { control <- m.Payload() }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	status, rc = sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")})
+	if status != http.StatusOK || rc.RequestID == "" {
+		t.Fatalf("second sale: %d %+v", status, rc)
+	}
+	for got := false; !got; {
+		select {
+		case b := <-control:
+			got = strings.Contains(string(b), rc.RequestID)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the control subscriber never saw mq-k1's result")
+		}
+	}
+	select {
+	case b := <-leaked:
+		t.Fatalf("mq-k2 read mq-k1's result: %s", b)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if out, err := d.Hub("ledger", "check"); err != nil {
+		t.Fatalf("ledger check: %v\n%s", err, out)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+func randomPassword(t *testing.T) string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func waitTCP(addr string, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ; {
+		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s: %w", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
