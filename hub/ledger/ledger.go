@@ -466,18 +466,7 @@ func (l *Ledger) storePSD(ctx context.Context, mac macer, tx *sql.Tx, p *PSD) er
 }
 
 func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := l.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("ledger: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("ledger: commit: %w", err)
-	}
-	return nil
+	return l.db.InTx(ctx, fn)
 }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }

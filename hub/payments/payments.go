@@ -35,7 +35,11 @@ type Gateway struct {
 // NewGateway returns a client with the 5 s timeout past which a payment is
 // payment_timeout.
 func NewGateway(url string) *Gateway {
-	return &Gateway{URL: url, HTTP: &http.Client{Timeout: 5 * time.Second}}
+	// Every sale calls the gateway twice; keep enough connections open for
+	// the purchases in flight (the default keeps 2 and dials the rest).
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	return &Gateway{URL: url, HTTP: &http.Client{Timeout: 5 * time.Second, Transport: tr}}
 }
 
 // Auth is an approved authorization.
@@ -202,11 +206,11 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 		pay.Method = "account"
 	}
 	now := p.now().UnixMicro()
-	_, err := p.db.ExecContext(ctx, p.db.Rebind(`INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at)
+	_, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?)
 		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
 		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,
-		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at`),
+		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at`,
 		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), attempt, amount, now, now)
 	if err != nil {
 		return nil, fmt.Errorf("payments: record attempt: %w", err)
@@ -232,8 +236,8 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 		pay.Ref, pay.Brand, pay.Last4 = a.ID, a.Brand, a.Last4
 	}
 	pay.State = "authorized"
-	if _, err := p.db.ExecContext(ctx, p.db.Rebind(`UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
-		WHERE kiosk_id = ? AND request_id = ?`), pay.Ref, pay.Brand, pay.Last4, p.now().UnixMicro(), key.KioskID, key.RequestID); err != nil {
+	if _, err := p.db.GroupExec(ctx, `UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
+		WHERE kiosk_id = ? AND request_id = ?`, pay.Ref, pay.Brand, pay.Last4, p.now().UnixMicro(), key.KioskID, key.RequestID); err != nil {
 		p.void(ctx, pay)
 		return nil, fmt.Errorf("payments: record authorization: %w", err)
 	}
@@ -315,8 +319,8 @@ func (p *Payments) Refund(ctx context.Context, key Key, amount protocol.Mills, r
 func (p *Payments) Get(ctx context.Context, key Key) (*Payment, error) {
 	pay := &Payment{Key: key}
 	var acct sql.NullInt64
-	err := p.db.QueryRowContext(ctx, p.db.Rebind(`SELECT method, account_id, attempt_key, COALESCE(gateway_ref, ''), COALESCE(brand, ''), COALESCE(last4, ''),
-		amount, state, captured, refunded FROM payments WHERE kiosk_id = ? AND request_id = ?`), key.KioskID, key.RequestID).
+	err := p.db.QueryRowStmt(ctx, nil, `SELECT method, account_id, attempt_key, COALESCE(gateway_ref, ''), COALESCE(brand, ''), COALESCE(last4, ''),
+		amount, state, captured, refunded FROM payments WHERE kiosk_id = ? AND request_id = ?`, key.KioskID, key.RequestID).
 		Scan(&pay.Method, &acct, &pay.attempt, &pay.Ref, &pay.Brand, &pay.Last4, &pay.Amount, &pay.State, &pay.Captured, &pay.Refunded)
 	if err != nil {
 		return nil, fmt.Errorf("payments: read %s/%s: %w", key.KioskID, key.RequestID, err)
@@ -326,7 +330,7 @@ func (p *Payments) Get(ctx context.Context, key Key) (*Payment, error) {
 }
 
 func (p *Payments) set(ctx context.Context, key Key, state string, captured protocol.Mills) error {
-	_, err := p.db.ExecContext(ctx, p.db.Rebind(`UPDATE payments SET state = ?, captured = ?, updated_at = ? WHERE kiosk_id = ? AND request_id = ?`),
+	_, err := p.db.GroupExec(ctx, `UPDATE payments SET state = ?, captured = ?, updated_at = ? WHERE kiosk_id = ? AND request_id = ?`,
 		state, captured, p.now().UnixMicro(), key.KioskID, key.RequestID)
 	if err != nil {
 		return fmt.Errorf("payments: record %s: %w", state, err)

@@ -172,7 +172,10 @@ func (s *Stock) AssignToAccount(ctx context.Context, sheet protocol.SheetSerial,
 func (s *Stock) State(ctx context.Context, sheet protocol.SheetSerial) (protocol.SheetState, error) {
 	st := protocol.SheetState{Sheet: sheet.String(), Free: []int{}}
 	used := map[int]bool{}
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT label FROM indicia WHERE label LIKE ?`), sheet.String()+"-%")
+	// A range, not LIKE, so that the label index serves it.
+	first := protocol.LabelSerial{Sheet: sheet, Position: 1}.String()
+	last := protocol.LabelSerial{Sheet: sheet, Position: protocol.LabelsPerSheet}.String()
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT label FROM indicia WHERE label BETWEEN ? AND ?`), first, last)
 	if err != nil {
 		return st, fmt.Errorf("stock: state %s: %w", sheet, err)
 	}

@@ -38,6 +38,31 @@ type DB struct {
 	*sql.DB
 	Dialect Dialect
 	stmts   sync.Map // query -> *sql.Stmt
+	group   group
+	writer  sync.Mutex // SQLite: this process's writers queue here (see InTx)
+}
+
+// InTx runs fn in a write transaction and commits it. On SQLite the
+// process's writers first queue on a mutex: SQLite's own busy handler
+// sleeps and polls, which at sale rates costs more than the writes do.
+// Writers that bypass InTx still work, through busy_timeout.
+func (d *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if d.Dialect == SQLite {
+		d.writer.Lock()
+		defer d.writer.Unlock()
+	}
+	tx, err := d.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL database.

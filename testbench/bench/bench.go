@@ -31,6 +31,7 @@ import (
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
+	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/softhsm"
 )
@@ -175,8 +176,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	pa, _ := postal.New("", quiet)
 	paSrv := httptest.NewServer(pa.Handler())
 	defer paSrv.Close()
+	cardSrv := httptest.NewServer(cards.New(quiet).Handler())
+	defer cardSrv.Close()
 	hc := hub.Config{DataDir: filepath.Join(cfg.Dir, "hub"), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0",
-		PostalURL: paSrv.URL, Workers: cfg.Workers, MPSDs: 1}
+		PostalURL: paSrv.URL, PaymentsURL: cardSrv.URL, Workers: cfg.Workers, MPSDs: 1}
 	s.hubCfg(&hc)
 	h, err := hub.Open(ctx, hc, quiet)
 	if err != nil {
@@ -191,6 +194,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err := h.Start(ctx); err != nil {
 		return nil, err
 	}
+	// Provision the kiosks and load each with enough label sheets for a
+	// generous upper bound on what it can sell in the run.
+	const store = "bench-store"
+	if err := h.Stock().AddStore(ctx, store, "bench"); err != nil {
+		return nil, err
+	}
+	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*20_000)/cfg.Kiosks/10 + 2
 
 	var measuring atomic.Bool
 	var lmu sync.Mutex
@@ -200,7 +210,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	var wg sync.WaitGroup
 	for k := range cfg.Kiosks {
 		id := fmt.Sprintf("bench-%03d", k)
-		c, err := loadClient(h.BrokerAddr, id)
+		password, err := h.Fleet().Add(ctx, id, store)
+		if err != nil {
+			return nil, err
+		}
+		sheets, err := h.Stock().Issue(ctx, store, perKiosk)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := h.Stock().Load(ctx, id, sheets); err != nil {
+			return nil, err
+		}
+		c, err := loadClient(h.BrokerAddr, id, password)
 		if err != nil {
 			return nil, err
 		}
@@ -252,10 +273,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 					return
 				case <-done:
 				}
+				if n/10 == len(sheets) {
+					log.Error("bench: a kiosk ran out of labels; the figures undercount", "kiosk", id)
+					return
+				}
 				r := tmpl
 				r.RequestID = fmt.Sprintf("%s-%d", id, n)
 				item := r.Items[0]
-				item.LabelSerial = protocol.LabelSerial{Sheet: protocol.SheetSerial(uint32(k)<<20 | uint32(n/10)), Position: uint8(n%10 + 1)}.String()
+				item.LabelSerial = protocol.LabelSerial{Sheet: sheets[n/10], Position: uint8(n%10 + 1)}.String()
 				r.Items = []protocol.PurchaseItem{item}
 				b, _ := json.Marshal(r)
 				mu.Lock()
@@ -325,8 +350,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	return res, nil
 }
 
-func loadClient(broker, id string) (mqtt.Client, error) {
+func loadClient(broker, id, password string) (mqtt.Client, error) {
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("bench-" + id).
+		SetUsername(id).SetPassword(password).
 		SetOrderMatters(false).SetMaxResumePubInFlight(1024))
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		return nil, fmt.Errorf("bench: connect: %v", t.Error())
