@@ -463,6 +463,13 @@ func (h *Hub) Tick(ctx context.Context) {
 	if h.cfg.Ledger.Now != nil {
 		now = h.cfg.Ledger.Now
 	}
+	if h.cfg.RatesDir != "" {
+		// Tables dropped into the directory ahead of their date are
+		// picked up here; a bad file leaves the loaded tables in force.
+		if err := h.rates.Reload(h.cfg.RatesDir); err != nil {
+			h.log.Error("rate tables not reloaded", "dir", h.cfg.RatesDir, "err", err)
+		}
+	}
 	if rt, err := h.rates.Current(now()); err == nil && rt.Version != h.pushedRates && h.front != nil {
 		if ids, err := h.fleet.IDs(ctx); err == nil {
 			for _, id := range ids {

@@ -257,6 +257,11 @@ func TestPurchaseRejections(t *testing.T) {
 	if res := decode(t, k.ask(purchase("first", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
 		t.Fatal("setup sale failed")
 	}
+	// Its label printed, so it has no remedy.
+	if err := e.h.Ledger().RecordPrint(context.Background(), &protocol.PrintReport{RequestID: "first", KioskID: "kiosk-1",
+		Labels: []protocol.LabelOutcome{{LabelSerial: "1966-F8CF-01", Outcome: protocol.Printed}}}); err != nil {
+		t.Fatal(err)
+	}
 	lbl := func(n int) string { return fmt.Sprintf("1966-F8CF-%02d", n) }
 	cases := []struct {
 		name    string
@@ -470,11 +475,13 @@ func TestKeyRotation(t *testing.T) {
 	}
 }
 
-// A rate table loaded ahead of its date takes over on that date: every
-// kiosk is sent it, and a request still priced on the old one is refused.
+// A rate table dropped into the hub's rates directory while it runs, ahead
+// of its date, takes over on that date: every kiosk is sent it, and a
+// request still priced on the old one is refused.
 func TestRateTableTakesOverOnItsDate(t *testing.T) {
 	dir := t.TempDir()
 	day := time.Now().UTC().AddDate(0, 0, 10).Truncate(24 * time.Hour)
+	e := newEnvWith(t, func(c *hub.Config) { c.RatesDir = dir })
 	next := prototest.Rates
 	next.Version, next.Effective = "usps-next", day.Format(time.DateOnly)
 	next.Classes = append([]protocol.RateClass(nil), next.Classes...)
@@ -483,7 +490,7 @@ func TestRateTableTakesOverOnItsDate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "next.json"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnvWith(t, func(c *hub.Config) { c.RatesDir = dir })
+	e.h.Tick(context.Background()) // loads it; the old table stays in force until the day
 	k := e.kiosk("kiosk-1")
 	configs := make(chan protocol.KioskConfig, 4)
 	k.c.Subscribe(protocol.KioskTopic("kiosk-1", protocol.TopicConfig), 1, func(_ mqtt.Client, m mqtt.Message) {

@@ -12,8 +12,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/frank-postage/frank/protocol"
@@ -22,9 +24,31 @@ import (
 //go:embed tables/*.json
 var builtin embed.FS
 
-// Book is a set of rate tables.
+// Book is a set of rate tables, safe for concurrent use.
 type Book struct {
+	mu     sync.RWMutex
 	tables []protocol.RateTable // sorted by effective date
+}
+
+// Reload reads dir again (LoadDir), so that a table dropped there ahead of
+// its date is picked up without a restart. A version already loaded must
+// not change: kiosks priced on it. On any error the book is left as it was.
+func (b *Book) Reload(dir string) error {
+	nb, err := LoadDir(dir)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, have := range b.tables {
+		for _, t := range nb.tables {
+			if t.Version == have.Version && !reflect.DeepEqual(t, have) {
+				return fmt.Errorf("rates: reload: table %s changed; publish a new version instead", t.Version)
+			}
+		}
+	}
+	b.tables = nb.tables
+	return nil
 }
 
 // Builtin returns the tables shipped with the hub.
@@ -45,7 +69,7 @@ func LoadDir(dir string) (*Book, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range more.tables {
+	for _, t := range more.tables { // more is ours alone: no lock
 		if err := b.Add(t); err != nil {
 			return nil, err
 		}
@@ -83,6 +107,8 @@ func (b *Book) Add(t protocol.RateTable) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for _, have := range b.tables {
 		if have.Version == t.Version {
 			return fmt.Errorf("rates: version %s loaded twice", t.Version)
@@ -96,6 +122,8 @@ func (b *Book) Add(t protocol.RateTable) error {
 // Current returns the table in force on the date of now.
 func (b *Book) Current(now time.Time) (protocol.RateTable, error) {
 	today := now.Format(time.DateOnly)
+	b.mu.RLock()
+	defer b.mu.RUnlock()
 	for i := len(b.tables) - 1; i >= 0; i-- {
 		if b.tables[i].Effective <= today {
 			return b.tables[i], nil
