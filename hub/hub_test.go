@@ -5,9 +5,12 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"encoding/xml"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -203,7 +206,29 @@ func decode(t *testing.T, raw []byte) *protocol.PurchaseResult {
 	if err != nil {
 		t.Fatalf("result %s: %v", raw, err)
 	}
+	if res.Error != nil {
+		met.Store(res.Error.Code, true)
+	}
 	return res
+}
+
+// met records every code the hub answered in this package's tests;
+// TestMain checks, after a full run, that each code in protocol.Codes came
+// up at least once.
+var met sync.Map
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 && flag.Lookup("test.run").Value.String() == "" {
+		for _, c := range protocol.Codes {
+			if _, ok := met.Load(c.Code); !ok && c.Code != protocol.CodeInternal {
+				// internal_error is the hub's own fault, never a kiosk's input.
+				fmt.Fprintf(os.Stderr, "no test here met error code %s\n", c.Code)
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
 }
 
 func (e *env) check() {
@@ -328,12 +353,28 @@ func TestStateRejections(t *testing.T) {
 		if perr == nil || perr.Code != protocol.CodeUnknownKiosk {
 			t.Fatalf("got %s", out)
 		}
+		decode(t, out)
 		if _, err := e.connect("kiosk-9", "guess"); err == nil {
 			t.Fatal("the broker let an unprovisioned kiosk in")
 		}
 		if _, err := e.connect("kiosk-1", "wrong password"); err == nil {
 			t.Fatal("the broker took a wrong password")
 		}
+	})
+	t.Run("webstamp without a login", func(t *testing.T) {
+		e := newEnv(t)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+e.h.HTTPAddr+"/api/v1/webstamp", strings.NewReader(prototest.PatentWebStampRequest))
+		req.SetBasicAuth("nobody", "guess")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var x protocol.XMLError
+		if err := xml.NewDecoder(resp.Body).Decode(&x); err != nil || resp.StatusCode != http.StatusUnauthorized || x.Code != protocol.CodeUnauthorized {
+			t.Fatalf("%s: %+v %v", resp.Status, x, err)
+		}
+		met.Store(x.Code, true)
 	})
 	t.Run("no postage funds", func(t *testing.T) {
 		e := newEnv(t)
