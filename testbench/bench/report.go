@@ -28,9 +28,12 @@ func WriteDoc(path, command string, rs []*Result) error {
 	b.WriteString("Written by `make bench` (`" + command + "`) on " + time.Now().UTC().Format("2006-01-02 15:04 MST") + ".\n\n")
 	b.WriteString("Machine: " + Machine() + ".\n\n")
 	b.WriteString("## Purchase path\n\n")
-	b.WriteString("Simulated kiosks publish one-stamp purchase requests over MQTT to a real hub (embedded mochi broker, " +
-		"SQLite with WAL and synchronous=FULL, the signer named) and wait for the signed result; every sale is durable " +
-		"before its result is sent. *Raw signatures/s* is the same signer, with as many sessions as the hub has workers, " +
+	b.WriteString("Simulated kiosks, each provisioned with its own broker credentials and loaded with label sheets, " +
+		"publish one-stamp purchase requests over MQTT to a real hub (embedded mochi broker, " +
+		"SQLite with WAL and synchronous=FULL, the signer named) and wait for the signed result. Each sale is the whole " +
+		"purchase service: label and rate checks, a card authorization and a capture over HTTP at the testbench card " +
+		"gateway (in-process), three payment records (group-committed), the indicium signed and the sale committed; every " +
+		"sale is durable before its result is sent. *Raw signatures/s* is the same signer, with as many sessions as the hub has workers, " +
 		"signing alone in the same run, just before the load. The ledger invariants are checked after each run.\n\n")
 	b.WriteString(Markdown(rs))
 	b.WriteString("\nLoad: " + fmt.Sprint(rs[0].Kiosks) + " kiosk connections keeping " + fmt.Sprint(rs[0].InFlight) +
