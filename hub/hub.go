@@ -184,6 +184,7 @@ type Hub struct {
 	rates       *rates.Book
 	sales       *sale.Service
 	stopBg      chan struct{}
+	presence    *fleet.Presence
 	keys        *keys.Keys
 	postal      *postal.Client
 	broker      *broker.Broker
@@ -229,6 +230,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	}
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
 	h.fleet = fleet.New(h.db)
+	h.presence = fleet.NewPresence(nil) // heartbeats arrive in real time
 	h.stock = stock.New(h.db, cfg.Ledger.Now)
 	h.accounts = accounts.New(h.db, cfg.Ledger.Now)
 	gw := payments.NewGateway(cfg.PaymentsURL)
@@ -364,6 +366,7 @@ func (h *Hub) Start(ctx context.Context) error {
 			rt, err := h.rates.Current(now())
 			return protocol.KioskConfig{KioskID: kioskID, HeartbeatS: h.cfg.HeartbeatS, Rates: rt}, err
 		},
+		Presence: kioskWatch{h},
 	}
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err
@@ -385,6 +388,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.stopBg = make(chan struct{})
 	go h.watchdog()
+	go h.heartbeats()
 	h.log.Info("hub ready", "http", h.HTTPAddr, "broker", brokerURL, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil
 }
@@ -425,6 +429,44 @@ func (h *Hub) close() error {
 		return h.db.Close()
 	}
 	return nil
+}
+
+// Presence is which kiosks are online, as their status and heartbeats say.
+func (h *Hub) Presence() *fleet.Presence { return h.presence }
+
+// kioskWatch feeds the presence tracker from the front and raises an
+// alert when a kiosk goes offline.
+type kioskWatch struct{ h *Hub }
+
+func (w kioskWatch) Online(id string)                { w.h.presence.Online(id) }
+func (w kioskWatch) Heartbeat(t *protocol.Telemetry) { w.h.presence.Heartbeat(t) }
+func (w kioskWatch) Offline(id string) {
+	w.h.presence.Offline(id)
+	w.h.kioskOffline(id, "its last will")
+}
+
+func (h *Hub) kioskOffline(id, why string) {
+	h.log.Warn("kiosk offline", "kiosk", id, "by", why)
+	h.alerts.Raise(context.Background(), alerts.KioskOffline, "kiosk/"+id, fmt.Sprintf("kiosk %s went offline (%s)", id, why))
+}
+
+// heartbeats marks offline the kiosks whose heartbeats stopped: after one
+// and a half periods of silence, checked every quarter period, so a dead
+// link is noticed within two periods of its last heartbeat.
+func (h *Hub) heartbeats() {
+	period := time.Duration(h.cfg.HeartbeatS) * time.Second
+	t := time.NewTicker(period / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopBg:
+			return
+		case <-t.C:
+			for _, id := range h.presence.Sweep(period * 3 / 2) {
+				h.kioskOffline(id, "no heartbeat")
+			}
+		}
+	}
 }
 
 // watchdog runs the periodic checks.

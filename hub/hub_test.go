@@ -23,6 +23,7 @@ import (
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
 	"github.com/frank-postage/frank/testbench/cards"
@@ -570,5 +571,67 @@ func TestRateTableTakesOverOnItsDate(t *testing.T) {
 	})))
 	if res.Status != protocol.ResultOK || res.Indicia[0].AmountMills != 900 {
 		t.Fatalf("new prices: %+v", res)
+	}
+}
+
+// The hub marks a kiosk offline within two heartbeat periods of its link
+// going quiet (no last will: a clean disconnect sends none), and at once on
+// its last will; both raise an alert.
+func TestKioskOffline(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.HeartbeatS = 1 })
+	state := func(id string) fleet.KioskState {
+		for _, s := range e.h.Presence().List() {
+			if s.ID == id {
+				return s
+			}
+		}
+		return fleet.KioskState{}
+	}
+	waitFor := func(id string, online bool, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for state(id).Online != online {
+			if time.Since(start) > within {
+				t.Fatalf("%s online=%v after %v: %+v", id, !online, within, state(id))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	k := e.kiosk("kiosk-1")
+	k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
+	waitFor("kiosk-1", true, 5*time.Second)
+	beat := func() {
+		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: time.Now(), Firmware: "test", LabelsLeft: 7, Paper: "ok", Printer: "ok", Scale: "ok", InService: true})
+		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicTelemetry), 0, false, b).Wait()
+	}
+	for range 3 { // three periods of heartbeats keep it online
+		beat()
+		time.Sleep(time.Second)
+	}
+	beat()
+	if s := state("kiosk-1"); !s.Online || s.Telemetry == nil || s.Telemetry.LabelsLeft != 7 {
+		t.Fatalf("after heartbeats: %+v", s)
+	}
+	k.c.Disconnect(0)
+	took := waitFor("kiosk-1", false, 2*time.Second)
+	t.Logf("marked offline %v after the link dropped (heartbeat 1 s)", took)
+
+	// Back online, then its last will arrives.
+	k2, err := e.connect("kiosk-1", e.pw["kiosk-1"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
+	waitFor("kiosk-1", true, 5*time.Second)
+	k2.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOffline).Wait()
+	waitFor("kiosk-1", false, time.Second)
+	as, _ := e.h.Alerts().List(context.Background(), true)
+	var alerted bool
+	for _, a := range as {
+		alerted = alerted || a.Kind == alerts.KioskOffline && a.Subject == "kiosk/kiosk-1"
+	}
+	if !alerted {
+		t.Fatalf("no kiosk_offline alert: %+v", as)
 	}
 }

@@ -34,6 +34,13 @@ type printBook interface {
 	RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 }
 
+// presence learns which kiosks are online; fleet.Presence.
+type presence interface {
+	Online(kioskID string)
+	Offline(kioskID string)
+	Heartbeat(t *protocol.Telemetry)
+}
+
 // Config configures the front.
 type Config struct {
 	Broker   string // tcp://host:port
@@ -44,6 +51,8 @@ type Config struct {
 	ConfigFor func(kioskID string) (protocol.KioskConfig, error)
 	// MaxInFlight bounds concurrent purchases; default 256.
 	MaxInFlight int
+	// Presence, if set, is told of kiosk status and heartbeats.
+	Presence presence
 }
 
 // Front is a connected MQTT front.
@@ -212,7 +221,15 @@ func (f *Front) onTelemetry(c mqtt.Client, m mqtt.Message) {
 		f.log.Warn("bad telemetry", "topic", m.Topic(), "err", err)
 		return
 	}
+	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
+	if err != nil || kiosk != t.KioskID {
+		f.log.Warn("telemetry for another kiosk", "topic", m.Topic(), "kiosk_id", t.KioskID)
+		return
+	}
 	f.log.Debug("telemetry", "kiosk", t.KioskID, "labels_left", t.LabelsLeft, "paper", t.Paper, "printer", t.Printer)
+	if f.cfg.Presence != nil {
+		f.cfg.Presence.Heartbeat(t)
+	}
 }
 
 func (f *Front) onStatus(c mqtt.Client, m mqtt.Message) {
@@ -222,8 +239,16 @@ func (f *Front) onStatus(c mqtt.Client, m mqtt.Message) {
 	}
 	status := string(m.Payload())
 	f.log.Info("kiosk status", "kiosk", kiosk, "status", status)
-	if status == protocol.StatusOnline {
+	switch status {
+	case protocol.StatusOnline:
+		if f.cfg.Presence != nil {
+			f.cfg.Presence.Online(kiosk)
+		}
 		f.PushConfig(kiosk)
+	case protocol.StatusOffline:
+		if f.cfg.Presence != nil {
+			f.cfg.Presence.Offline(kiosk)
+		}
 	}
 }
 
