@@ -89,6 +89,9 @@ type Kiosk struct {
 	lastErr string
 
 	saleMu sync.Mutex // one sale at a time: there is one printer
+	stop   chan struct{}
+	once   sync.Once
+	newCfg chan struct{} // a config arrived: the heartbeat period may change
 }
 
 // New returns a kiosk; Connect starts it.
@@ -97,7 +100,7 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
 	return &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{},
-		done: map[string]*saleRecord{}}, nil
+		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1)}, nil
 }
 
 // Connect opens the MQTT session: offline as last will, online once up,
@@ -135,11 +138,53 @@ func (k *Kiosk) Connect() error {
 		})
 	k.client = mqtt.NewClient(opts)
 	k.client.Connect() // keeps retrying in the background
+	go k.heartbeat()
 	return nil
+}
+
+// heartbeat publishes telemetry every period the hub configured (30 s
+// until it says), picking up a new period without a restart.
+func (k *Kiosk) heartbeat() {
+	for {
+		period := 30 * time.Second
+		k.mu.Lock()
+		if k.config != nil && k.config.HeartbeatS > 0 {
+			period = time.Duration(k.config.HeartbeatS) * time.Second
+		}
+		k.mu.Unlock()
+		select {
+		case <-k.stop:
+			return
+		case <-k.newCfg:
+			continue
+		case <-time.After(period):
+		}
+		if k.client.IsConnected() {
+			k.publishJSON(protocol.TopicTelemetry, k.Telemetry())
+		}
+	}
+}
+
+// Telemetry is the kiosk's state as its heartbeat reports it.
+func (k *Kiosk) Telemetry() protocol.Telemetry {
+	left := k.LabelsLeft()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t := protocol.Telemetry{KioskID: k.cfg.ID, At: time.Now().UTC(), Firmware: k.cfg.Firmware,
+		UptimeS: int64(time.Since(k.started).Seconds()), LabelsLeft: left, Paper: "ok", Printer: "ok", Scale: "ok",
+		LastError: k.lastErr, Sales: k.sales, InService: true}
+	switch k.lastErr {
+	case "paper_out":
+		t.Paper, t.Printer = "out", "ok"
+	case "jam", "cover_open", "offline":
+		t.Printer = k.lastErr
+	}
+	return t
 }
 
 // Close publishes offline and disconnects.
 func (k *Kiosk) Close() {
+	k.once.Do(func() { close(k.stop) })
 	if k.client == nil {
 		return
 	}
@@ -159,6 +204,10 @@ func (k *Kiosk) onConfig(_ mqtt.Client, m mqtt.Message) {
 	k.mu.Lock()
 	k.config = c
 	k.mu.Unlock()
+	select {
+	case k.newCfg <- struct{}{}:
+	default:
+	}
 	k.log.Info("config received", "rate_table", c.Rates.Version, "heartbeat_s", c.HeartbeatS)
 }
 

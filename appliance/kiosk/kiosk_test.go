@@ -209,3 +209,37 @@ func TestLocalPriceChecks(t *testing.T) {
 		t.Fatal("an overweight letter reached the hub")
 	}
 }
+
+// Telemetry comes at the period the hub's config sets, and a new period
+// applies without a restart.
+func TestHeartbeatFollowsConfig(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	setup(t, fh) // config says 30 s
+	beats := make(chan protocol.Telemetry, 8)
+	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicTelemetry), 1, func(_ mqtt.Client, m mqtt.Message) {
+		tm, err := protocol.DecodeTelemetry(m.Payload())
+		if err != nil {
+			t.Errorf("bad telemetry: %v", err)
+			return
+		}
+		beats <- *tm
+	}).Wait()
+	cfg, _ := json.Marshal(protocol.KioskConfig{KioskID: "k1", HeartbeatS: 1, Rates: prototest.Rates})
+	fh.c.Publish(protocol.KioskTopic("k1", protocol.TopicConfig), 1, true, cfg).Wait()
+	var got []protocol.Telemetry
+	deadline := time.After(10 * time.Second)
+	for len(got) < 3 {
+		select {
+		case tm := <-beats:
+			got = append(got, tm)
+		case <-deadline:
+			t.Fatalf("%d heartbeats in 10 s", len(got))
+		}
+	}
+	if gap := got[2].At.Sub(got[1].At); gap < 800*time.Millisecond || gap > 2*time.Second {
+		t.Fatalf("heartbeats %v apart, want 1 s", gap)
+	}
+	if got[2].KioskID != "k1" || !got[2].InService || got[2].UptimeS < 1 {
+		t.Fatalf("telemetry %+v", got[2])
+	}
+}
