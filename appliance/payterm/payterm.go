@@ -23,7 +23,8 @@
 //	{"id":"<request id>","status":"cancelled"}
 //
 // Rules: amount_mills is in thousandths of the currency unit and positive;
-// the id is 1-64 printable ASCII bytes and the terminal echoes it; replies
+// the id is 1-64 printable ASCII bytes without a run of 13 digits, and the
+// terminal echoes it; replies
 // for another id are ignored; token starts with "tok_"; last4 is four
 // digits; a reply that carries anything that looks like a full card number
 // (13-19 digits in a run, spaces and dashes between digits allowed) is
@@ -206,13 +207,13 @@ func (t *Terminal) read(r io.Reader) {
 		if len(line) == 0 {
 			continue
 		}
-		rep, derr := DecodeReply(line)
+		dec, derr := DecodeReply(line)
 		// Log the id and the fault only: the raw line could hold a card number.
-		if derr != nil && rep.ID == "" {
+		if derr != nil && dec.ID == "" {
 			t.cfg.Log.Warn("payterm: undecodable reply dropped", "err", derr)
 			continue
 		}
-		rep.err = derr
+		rep := reply{Reply: dec, err: derr}
 		t.mu.Lock()
 		if rep.ID == t.waitID && t.replies != nil {
 			select {
@@ -249,13 +250,18 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	return line[:len(line)-1], nil
 }
 
-// reply is a decoded terminal answer. err is set, and ID kept, when the
+// Reply is a decoded terminal answer.
+type Reply struct {
+	ID     string `json:"id"`
+	Status string `json:"status"` // approved, declined or cancelled
+	Reason string `json:"reason"` // why declined
+	Token         // when approved
+}
+
+// reply is a Reply on its way to a sale; err is set, and ID kept, when the
 // reply was for a known id but broke the protocol.
 type reply struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-	Reason string `json:"reason"`
-	Token
+	Reply
 	err error
 }
 
@@ -268,6 +274,8 @@ func (r reply) result(id string) (Token, error) {
 		return r.Token, nil
 	case "declined":
 		return Token{}, fmt.Errorf("payterm: charge %s: %w", id, &DeclineError{Reason: r.Reason})
+	case "cancelled": // by the customer, on the terminal
+		return Token{}, fmt.Errorf("payterm: charge %s: %w", id, &DeclineError{Reason: "cancelled"})
 	}
 	return Token{}, fmt.Errorf("payterm: charge %s: %w: unexpected status %q", id, ErrProtocol, r.Status)
 }
@@ -276,20 +284,23 @@ func (r reply) result(id string) (Token, error) {
 // newline). On a protocol error the returned reply still carries the id if
 // one could be read, so the sale waiting on it can fail at once. Errors
 // never quote the line.
-func DecodeReply(line []byte) (reply, error) {
+func DecodeReply(line []byte) (Reply, error) {
 	if len(line) >= MaxLine {
-		return reply{}, fmt.Errorf("%w: line too long", ErrProtocol)
+		return Reply{}, fmt.Errorf("%w: line too long", ErrProtocol)
 	}
-	var r reply
-	if err := json.Unmarshal(line, &r); err != nil {
-		// Not err itself: json errors can quote the input.
-		return reply{}, fmt.Errorf("%w: not a JSON object", ErrProtocol)
+	var r Reply
+	var all any
+	// Not the json error itself: it can quote the input.
+	if json.Unmarshal(line, &r) != nil || json.Unmarshal(line, &all) != nil {
+		return Reply{}, fmt.Errorf("%w: not a JSON object", ErrProtocol)
 	}
 	if !validID(r.ID) {
-		return reply{}, fmt.Errorf("%w: bad id", ErrProtocol)
+		return Reply{}, fmt.Errorf("%w: bad id", ErrProtocol)
 	}
-	id := reply{ID: r.ID}
-	if hasPAN(line) {
+	id := Reply{ID: r.ID}
+	// The raw line catches numbers; the decoded strings catch digits
+	// hidden behind \u escapes.
+	if hasPAN(line) || anyPAN(all) {
 		return id, fmt.Errorf("%w: reply carries a card number", ErrProtocol)
 	}
 	switch r.Status {
@@ -304,6 +315,26 @@ func DecodeReply(line []byte) (reply, error) {
 		return id, fmt.Errorf("%w: unknown status", ErrProtocol)
 	}
 	return r, nil
+}
+
+func anyPAN(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return hasPAN([]byte(v))
+	case []any:
+		for _, e := range v {
+			if anyPAN(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if hasPAN([]byte(k)) || anyPAN(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // hasPAN reports a run of 13 or more digits, allowing one space or dash
@@ -339,8 +370,10 @@ func isDigits(s string, n int) bool {
 	return true
 }
 
+// validID also refuses ids with long digit runs, which would make the
+// terminal's echo look like a card number.
 func validID(id string) bool {
-	if id == "" || len(id) > 64 {
+	if id == "" || len(id) > 64 || hasPAN([]byte(id)) {
 		return false
 	}
 	for i := 0; i < len(id); i++ {

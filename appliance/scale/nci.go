@@ -68,7 +68,13 @@ func (s *NCI) Zero(ctx context.Context) error {
 		return fmt.Errorf("scale: nci: zero: %w", err)
 	}
 	r, err := parseNCIStatusReply(reply)
-	if err == nil && !r.Stable {
+	switch {
+	case err != nil:
+	case r.OverCapacity:
+		err = ErrOverCapacity
+	case r.UnderCapacity:
+		err = ErrUnderCapacity
+	case !r.Stable:
 		err = ErrMotion
 	}
 	if err != nil {
@@ -153,7 +159,7 @@ func parseNCIStatus(st []byte) (Reading, error) {
 		return Reading{}, fmt.Errorf("status %q: short: %w", st, ErrProtocol)
 	}
 	for i, b := range st {
-		if b&nciFixed != nciFixed || (i == 0 && b&nciMoreNext != 0) {
+		if b&nciFixed != nciFixed {
 			return Reading{}, fmt.Errorf("status %q: byte %d: %w", st, i+1, ErrProtocol)
 		}
 		more := i > 0 && b&nciMoreNext != 0

@@ -274,3 +274,42 @@ func TestSaleWithSoftHSM(t *testing.T) {
 		t.Fatal("the hub made a soft key store while using the HSM")
 	}
 }
+
+// kiosk --check-config reads the config file strictly and says what it
+// would run with; flags win over the file.
+func TestKioskCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pw := write("pw", "s3cret\n")
+	good := write("good.json", `{"id":"store12-k1","origin_zip":"02134","broker":"tcp://hub:1883","password_file":"`+pw+`",
+		"printer":{"path":"/dev/frank-printer","baud":9600}}`)
+	typo := write("typo.json", `{"id":"store12-k1","origin_zip":"02134","brokr":"tcp://hub:1883"}`)
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(filepath.Join(binDir, "kiosk"), append([]string{"--check-config"}, args...)...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin"}
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	if out, code := run("--config", good); code != 0 || !strings.Contains(out, "id store12-k1, zip 02134, broker tcp://hub:1883, printer /dev/frank-printer at 9600 baud") {
+		t.Fatalf("good config: %d %s", code, out)
+	}
+	if out, code := run("--config", good, "--broker", "tcp://other:1883"); code != 0 || !strings.Contains(out, "broker tcp://other:1883") {
+		t.Fatalf("flag over file: %d %s", code, out)
+	}
+	if out, code := run("--config", typo); code != 2 || !strings.Contains(out, "brokr") {
+		t.Fatalf("typo: %d %s", code, out)
+	}
+	if out, code := run("--id", "k1", "--zip", "94544"); code != 2 || !strings.Contains(out, "no broker password") {
+		t.Fatalf("no password: %d %s", code, out)
+	}
+}

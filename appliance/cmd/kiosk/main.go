@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,7 +41,43 @@ func run() int {
 	flag.IntVar(&pcfg.Baud, "printer-baud", 115200, "label printer baud rate")
 	logFormat := flag.String("log", "json", "log format: json or text")
 	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
+	configFile := flag.String("config", "", "config file (JSON; see config.go for every field and its default); flags win over it")
 	flag.Parse()
+	if *configFile != "" {
+		fc, err := readConfig(*configFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kiosk:", err)
+			return 2
+		}
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		pick := func(flagName string, dst *string, v string) {
+			if !set[flagName] && v != "" {
+				*dst = v
+			}
+		}
+		pick("id", &cfg.ID, fc.ID)
+		pick("zip", &zip, fc.OriginZIP)
+		pick("broker", &cfg.Broker, fc.Broker)
+		pick("username", &cfg.Username, fc.Username)
+		pick("listen", &cfg.Listen, fc.Listen)
+		pick("log", logFormat, fc.Log)
+		if !set["printer"] && fc.Printer.Path != "" {
+			baud := pcfg.Baud
+			pcfg = fc.Printer
+			if set["printer-baud"] || pcfg.Baud == 0 {
+				pcfg.Baud = baud
+			}
+		}
+		if fc.PasswordFile != "" && !set["password"] {
+			b, err := os.ReadFile(fc.PasswordFile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "kiosk: config: password file:", err)
+				return 2
+			}
+			cfg.Password = strings.TrimSpace(string(b))
+		}
+	}
 	cfg.OriginZIP = protocol.ZIP(zip)
 	if cfg.Username == "" {
 		cfg.Username = cfg.ID
@@ -59,8 +96,13 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
 		return 2
 	}
+	if cfg.Password == "" {
+		fmt.Fprintln(os.Stderr, "kiosk: config: no broker password (--password, $FRANK_KIOSK_PASSWORD or password_file)")
+		return 2
+	}
 	if *checkConfig {
-		fmt.Println("kiosk: config ok")
+		fmt.Printf("kiosk: config ok: id %s, zip %s, broker %s, printer %s at %d baud, listen %s\n",
+			cfg.ID, zip, cfg.Broker, pcfg.Path, pcfg.Baud, cfg.Listen)
 		return 0
 	}
 	port, err := serialport.Open(pcfg)

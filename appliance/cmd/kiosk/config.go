@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/frank-postage/frank/appliance/serialport"
+)
+
+// fileConfig is the kiosk's config file, JSON, normally
+// /etc/frank/kiosk.json. Flags given on the command line win over it.
+// Every field has a default except id and origin_zip:
+//
+//	{
+//	  "id": "store12-k1",                 // kiosk id, also its broker user name
+//	  "origin_zip": "94544",              // the store's ZIP, signed into every stamp
+//	  "broker": "tcp://127.0.0.1:1883",   // the hub's MQTT broker
+//	  "username": "",                     // default: the id
+//	  "password_file": "",                // file holding the broker password
+//	                                      //   (else $FRANK_KIOSK_PASSWORD)
+//	  "listen": "127.0.0.1:8081",         // touchscreen and local API
+//	  "printer": {"path": "/dev/frank-printer", "baud": 115200,
+//	              "data_bits": 8, "parity": "none", "stop_bits": "1"},
+//	  "log": "json"                       // or "text"
+//	}
+type fileConfig struct {
+	ID           string            `json:"id"`
+	OriginZIP    string            `json:"origin_zip"`
+	Broker       string            `json:"broker"`
+	Username     string            `json:"username"`
+	PasswordFile string            `json:"password_file"`
+	Listen       string            `json:"listen"`
+	Printer      serialport.Config `json:"printer"`
+	Log          string            `json:"log"`
+}
+
+// readConfig reads a config file strictly: an unknown field is a typo
+// that would otherwise silently take a default.
+func readConfig(path string) (*fileConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c fileConfig
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
