@@ -1,0 +1,232 @@
+// Package journal is the kiosk's durable sale log. Every step of a sale is
+// written (SQLite, WAL, synchronous=FULL) before the kiosk acts on it, so
+// that after a power cut at any point the kiosk knows how far each sale got:
+// whether its request may have reached the hub, what the hub answered, and
+// for each label whether it printed, failed, or was on its way to the
+// printer when the power went.
+package journal
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// LabelState is where one label of a sale is.
+type LabelState string
+
+const (
+	Pending  LabelState = "pending"  // not yet sent to the printer
+	Printing LabelState = "printing" // sent; the outcome is not known yet
+	Printed  LabelState = "printed"
+	Failed   LabelState = "failed"
+	Refunded LabelState = "refunded" // failed, and its refund confirmed by the hub
+)
+
+// Sale is one sale as the journal knows it.
+type Sale struct {
+	RequestID string
+	Request   []byte // the request as sent, resent byte for byte
+	Result    []byte // the hub's answer; nil until it came
+	Reported  bool   // the hub confirmed the print report
+	Closed    bool
+	Labels    []Label
+	Started   time.Time
+}
+
+// Label is one label of a sale.
+type Label struct {
+	Serial string
+	State  LabelState
+	Reason string // why it failed
+}
+
+// ErrUnknownSale is a step for a sale never begun.
+var ErrUnknownSale = errors.New("journal: unknown sale")
+
+// Journal is an open journal.
+type Journal struct {
+	db *sql.DB
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS sales (
+  request_id TEXT PRIMARY KEY,
+  request    BLOB NOT NULL,
+  result     BLOB,
+  reported   INTEGER NOT NULL DEFAULT 0,
+  closed     INTEGER NOT NULL DEFAULT 0,
+  started_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+  request_id TEXT NOT NULL REFERENCES sales (request_id),
+  serial     TEXT NOT NULL,
+  pos        INTEGER NOT NULL,
+  state      TEXT NOT NULL,
+  reason     TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (request_id, serial)
+);
+CREATE INDEX IF NOT EXISTS sales_open ON sales (closed);`
+
+// Open opens or creates the journal at path.
+func Open(path string) (*Journal, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("journal: open: %w", err)
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(5000)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("journal: open: %w", err)
+	}
+	db.SetMaxOpenConns(1) // one kiosk, one writer: no lock contention to manage
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	return &Journal{db: db}, nil
+}
+
+// Close closes the journal.
+func (j *Journal) Close() error { return j.db.Close() }
+
+// Begin records a sale's request and its labels before it is first sent.
+func (j *Journal) Begin(ctx context.Context, requestID string, request []byte, labels []string) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("journal: begin %s: %w", requestID, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sales (request_id, request, started_at) VALUES (?, ?, ?)`,
+		requestID, request, time.Now().UnixMicro()); err != nil {
+		return fmt.Errorf("journal: begin %s: %w", requestID, err)
+	}
+	for i, l := range labels {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO labels (request_id, serial, pos, state) VALUES (?, ?, ?, ?)`,
+			requestID, l, i, Pending); err != nil {
+			return fmt.Errorf("journal: begin %s: label %s: %w", requestID, l, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("journal: begin %s: %w", requestID, err)
+	}
+	return nil
+}
+
+// Answer records the hub's answer.
+func (j *Journal) Answer(ctx context.Context, requestID string, result []byte) error {
+	return j.exec(ctx, "answer", requestID, `UPDATE sales SET result = ? WHERE request_id = ?`, result, requestID)
+}
+
+// SetLabel records a label's new state; reason says why it failed.
+func (j *Journal) SetLabel(ctx context.Context, requestID, serial string, state LabelState, reason string) error {
+	return j.exec(ctx, "label "+serial, requestID, `UPDATE labels SET state = ?, reason = ? WHERE request_id = ? AND serial = ?`,
+		state, reason, requestID, serial)
+}
+
+// Reported records that the hub took the sale's print report.
+func (j *Journal) Reported(ctx context.Context, requestID string) error {
+	return j.exec(ctx, "reported", requestID, `UPDATE sales SET reported = 1 WHERE request_id = ?`, requestID)
+}
+
+// Finish closes a sale: nothing more is owed on it.
+func (j *Journal) Finish(ctx context.Context, requestID string) error {
+	return j.exec(ctx, "finish", requestID, `UPDATE sales SET closed = 1 WHERE request_id = ?`, requestID)
+}
+
+func (j *Journal) exec(ctx context.Context, op, requestID, query string, args ...any) error {
+	res, err := j.db.ExecContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("journal: %s %s: %w", op, requestID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("journal: %s %s: %w", op, requestID, ErrUnknownSale)
+	}
+	return nil
+}
+
+// Get reads one sale.
+func (j *Journal) Get(ctx context.Context, requestID string) (*Sale, error) {
+	s := &Sale{RequestID: requestID}
+	var started int64
+	err := j.db.QueryRowContext(ctx, `SELECT request, result, reported, closed, started_at FROM sales WHERE request_id = ?`, requestID).
+		Scan(&s.Request, &s.Result, &s.Reported, &s.Closed, &started)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("journal: get %s: %w", requestID, ErrUnknownSale)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: get %s: %w", requestID, err)
+	}
+	s.Started = time.UnixMicro(started)
+	rows, err := j.db.QueryContext(ctx, `SELECT serial, state, reason FROM labels WHERE request_id = ? ORDER BY pos`, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("journal: get %s: %w", requestID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l Label
+		if err := rows.Scan(&l.Serial, &l.State, &l.Reason); err != nil {
+			return nil, fmt.Errorf("journal: get %s: %w", requestID, err)
+		}
+		s.Labels = append(s.Labels, l)
+	}
+	return s, rows.Err()
+}
+
+// Unfinished returns the sales not yet closed, oldest first: what a
+// restart must settle.
+func (j *Journal) Unfinished(ctx context.Context) ([]*Sale, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT request_id FROM sales WHERE closed = 0 ORDER BY started_at`)
+	if err != nil {
+		return nil, fmt.Errorf("journal: unfinished: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("journal: unfinished: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	out := make([]*Sale, 0, len(ids))
+	for _, id := range ids {
+		s, err := j.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Settle decides what a restart owes each label of an unfinished sale:
+// a label that printed is reported printed; any other label, including
+// one that was on its way to the printer when the power went, is reported
+// failed (so its indicium is voided) and refunded. A label is never sent to
+// the printer again, so no stamp prints twice.
+func (s *Sale) Settle() (printed, failed []Label) {
+	for _, l := range s.Labels {
+		switch l.State {
+		case Printed:
+			printed = append(printed, l)
+		case Refunded:
+		default:
+			if l.State != Failed {
+				l.Reason = "power_cut"
+			}
+			failed = append(failed, l)
+		}
+	}
+	return printed, failed
+}

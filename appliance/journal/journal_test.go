@@ -1,0 +1,106 @@
+package journal_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/frank-postage/frank/appliance/journal"
+)
+
+// A sale cut off at each step reopens as exactly what it was, and Settle
+// says what the restart owes: printed labels confirmed, every other label
+// failed and refunded, none printed again.
+func TestEveryStepSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	labels := []string{"1966-F8CF-01", "1966-F8CF-02", "1966-F8CF-03"}
+	steps := []struct {
+		name          string
+		do            func(j *journal.Journal, id string) error
+		answered      bool
+		printed, fail int
+	}{
+		{"begun", func(*journal.Journal, string) error { return nil }, false, 0, 3},
+		{"answered", func(j *journal.Journal, id string) error { return j.Answer(ctx, id, []byte(`{"status":"ok"}`)) }, true, 0, 3},
+		{"first printing", func(j *journal.Journal, id string) error {
+			return errors.Join(j.Answer(ctx, id, []byte(`{}`)), j.SetLabel(ctx, id, labels[0], journal.Printing, ""))
+		}, true, 0, 3},
+		{"first printed, second jammed", func(j *journal.Journal, id string) error {
+			return errors.Join(j.Answer(ctx, id, []byte(`{}`)), j.SetLabel(ctx, id, labels[0], journal.Printed, ""),
+				j.SetLabel(ctx, id, labels[1], journal.Failed, "jam"))
+		}, true, 1, 2},
+		{"all printed", func(j *journal.Journal, id string) error {
+			var errs []error
+			for _, l := range labels {
+				errs = append(errs, j.SetLabel(ctx, id, l, journal.Printed, ""))
+			}
+			return errors.Join(append(errs, j.Answer(ctx, id, []byte(`{}`)))...)
+		}, true, 3, 0},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "journal.db")
+			j, err := journal.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := j.Begin(ctx, "r-1", []byte(`{"request_id":"r-1"}`), labels); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.do(j, "r-1"); err != nil {
+				t.Fatal(err)
+			}
+			j.Close() // the power goes
+			if j, err = journal.Open(path); err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			open, err := j.Unfinished(ctx)
+			if err != nil || len(open) != 1 {
+				t.Fatalf("unfinished %v %v", open, err)
+			}
+			s := open[0]
+			if string(s.Request) != `{"request_id":"r-1"}` || (s.Result != nil) != st.answered {
+				t.Fatalf("sale %+v", s)
+			}
+			printed, failed := s.Settle()
+			if len(printed) != st.printed || len(failed) != st.fail {
+				t.Fatalf("settle: %d printed, %d failed; want %d, %d", len(printed), len(failed), st.printed, st.fail)
+			}
+			for _, l := range failed {
+				if l.Reason == "" {
+					t.Fatalf("failed label without a reason: %+v", l)
+				}
+			}
+			if err := j.Finish(ctx, "r-1"); err != nil {
+				t.Fatal(err)
+			}
+			if open, _ := j.Unfinished(ctx); len(open) != 0 {
+				t.Fatalf("finished sale still open: %+v", open)
+			}
+		})
+	}
+}
+
+func TestUnknownSaleAndDuplicate(t *testing.T) {
+	ctx := context.Background()
+	j, err := journal.Open(filepath.Join(t.TempDir(), "j.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if err := j.Answer(ctx, "nope", nil); !errors.Is(err, journal.ErrUnknownSale) {
+		t.Fatalf("answer to an unknown sale: %v", err)
+	}
+	if err := j.Begin(ctx, "r", []byte("x"), []string{"A"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Begin(ctx, "r", []byte("y"), []string{"B"}); err == nil {
+		t.Fatal("a request id began twice")
+	}
+	s, _ := j.Get(ctx, "r")
+	if string(s.Request) != "x" || len(s.Labels) != 1 {
+		t.Fatalf("the failed second begin changed the sale: %+v", s)
+	}
+}
