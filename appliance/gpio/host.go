@@ -67,6 +67,7 @@ type pinLED struct {
 
 	mu    sync.Mutex
 	blink chan struct{} // closed to stop blinking
+	done  chan struct{} // closed when the blinker has stopped
 }
 
 const blinkPeriod = 250 * time.Millisecond
@@ -76,13 +77,15 @@ func (l *pinLED) setLED(m LEDMode) error {
 	defer l.mu.Unlock()
 	if l.blink != nil {
 		close(l.blink)
+		<-l.done // or its last write could land after ours
 		l.blink = nil
 	}
 	switch m {
 	case LEDBlink:
-		stop := make(chan struct{})
-		l.blink = stop
+		stop, done := make(chan struct{}), make(chan struct{})
+		l.blink, l.done = stop, done
 		go func() {
+			defer close(done)
 			t := time.NewTicker(blinkPeriod)
 			defer t.Stop()
 			on := true

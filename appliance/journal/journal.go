@@ -27,7 +27,8 @@ const (
 	Printing LabelState = "printing" // sent; the outcome is not known yet
 	Printed  LabelState = "printed"
 	Failed   LabelState = "failed"
-	Refunded LabelState = "refunded" // failed, and its refund confirmed by the hub
+	Refunded  LabelState = "refunded"  // failed, and its refund confirmed by the hub
+	Reprinted LabelState = "reprinted" // failed, and reprinted free on another label
 )
 
 // Sale is one sale as the journal knows it.
@@ -182,6 +183,10 @@ func (j *Journal) Get(ctx context.Context, requestID string) (*Sale, error) {
 	return s, rows.Err()
 }
 
+// Owed reports whether a label still needs something: a print outcome, or
+// a remedy for a failure.
+func (l Label) Owed() bool { return l.State != Printed && l.State != Refunded && l.State != Reprinted }
+
 // Unfinished returns the sales not yet closed, oldest first: what a
 // restart must settle.
 func (j *Journal) Unfinished(ctx context.Context) ([]*Sale, error) {
@@ -220,7 +225,7 @@ func (s *Sale) Settle() (printed, failed []Label) {
 		switch l.State {
 		case Printed:
 			printed = append(printed, l)
-		case Refunded:
+		case Refunded, Reprinted:
 		default:
 			if l.State != Failed {
 				l.Reason = "power_cut"

@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/label"
@@ -67,6 +70,18 @@ func (c *Config) Check() error {
 	return errors.Join(errs...)
 }
 
+// saleJournal keeps every step of a sale durable before the kiosk acts on
+// it; appliance/journal.
+type saleJournal interface {
+	Begin(ctx context.Context, requestID string, request []byte, labels []string) error
+	Answer(ctx context.Context, requestID string, result []byte) error
+	SetLabel(ctx context.Context, requestID, serial string, state journal.LabelState, reason string) error
+	Reported(ctx context.Context, requestID string) error
+	Finish(ctx context.Context, requestID string) error
+	Unfinished(ctx context.Context) ([]*journal.Sale, error)
+	Get(ctx context.Context, requestID string) (*journal.Sale, error)
+}
+
 // LabelPrinter prints one label and reports faults; appliance/printer.
 type LabelPrinter interface {
 	Print(img image.Image) error
@@ -92,6 +107,142 @@ type Kiosk struct {
 	stop   chan struct{}
 	once   sync.Once
 	newCfg chan struct{} // a config arrived: the heartbeat period may change
+
+	journal   saleJournal
+	crashAt   string // test hook: the step at which to die as if the power went
+	recovered chan struct{}
+}
+
+// UseJournal makes every sale step durable in j before it is acted on;
+// call it before Connect, which settles what j holds unfinished.
+func (k *Kiosk) UseJournal(j saleJournal) { k.journal = j }
+
+// CrashAt makes the kiosk kill itself with SIGKILL when a sale reaches
+// step (begun, answered, printing, printed, reported): the power-cut tests.
+func (k *Kiosk) CrashAt(step string) { k.crashAt = step }
+
+func (k *Kiosk) step(name string) {
+	if k.crashAt == name {
+		k.log.Warn("crashing on purpose", "step", name)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // SIGKILL is not instant
+	}
+}
+
+// Recovered is closed once the sales a power cut left unfinished are
+// settled.
+func (k *Kiosk) Recovered() <-chan struct{} { return k.recovered }
+
+// recover settles, once connected, every sale the journal holds open: a
+// request never answered is sent again with its id to learn the outcome; a
+// label that printed is reported printed; any other label (including one
+// that was on its way to the printer) is reported failed, so the hub voids
+// its indicium, and refunded. No label is printed again.
+func (k *Kiosk) recover() {
+	defer close(k.recovered)
+	if k.journal == nil {
+		return
+	}
+	k.saleMu.Lock() // no new sale until the old ones are settled
+	defer k.saleMu.Unlock()
+	for !k.client.IsConnected() || k.Rates() == nil {
+		select {
+		case <-k.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	ctx := context.Background()
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal: cannot settle unfinished sales", "err", err)
+		return
+	}
+	for _, s := range open {
+		if err := k.settle(ctx, s); err != nil {
+			k.log.Error("unfinished sale not settled; tried again at the next start", "request_id", s.RequestID, "err", err)
+			continue
+		}
+		k.log.Info("unfinished sale settled", "request_id", s.RequestID)
+	}
+}
+
+func (k *Kiosk) settle(ctx context.Context, s *journal.Sale) error {
+	if s.Result == nil {
+		raw, err := k.callRaw(ctx, protocol.TopicPurchase, s.RequestID, s.Request)
+		if err != nil {
+			return err
+		}
+		if err := k.journal.Answer(ctx, s.RequestID, raw); err != nil {
+			return err
+		}
+		s.Result = raw
+	}
+	res, err := protocol.DecodePurchaseResult(s.Result)
+	if err != nil {
+		return err
+	}
+	if res.Status != protocol.ResultOK {
+		return k.journal.Finish(ctx, s.RequestID)
+	}
+	for _, in := range res.Indicia {
+		k.consume(in.LabelSerial)
+	}
+	printed, failed := s.Settle()
+	if !s.Reported {
+		report := protocol.PrintReport{RequestID: s.RequestID, KioskID: k.cfg.ID}
+		for _, l := range printed {
+			report.Labels = append(report.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.Printed})
+		}
+		for _, l := range failed {
+			if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, journal.Failed, l.Reason); err != nil {
+				return err
+			}
+			report.Labels = append(report.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.PrintFailed, Reason: l.Reason})
+		}
+		if !k.publishJSON(protocol.TopicPrint, report) {
+			return errors.New("kiosk: print report not taken by the broker")
+		}
+		if err := k.journal.Reported(ctx, s.RequestID); err != nil {
+			return err
+		}
+	}
+	for _, l := range failed {
+		res, err := k.Refund(ctx, s.RequestID, l.Serial)
+		if err != nil {
+			return err
+		}
+		if res.Status != protocol.ResultOK && (res.Error == nil || res.Error.Code != protocol.CodeRemedyNotAllowed) {
+			return fmt.Errorf("kiosk: refund of %s: %+v", l.Serial, res.Error)
+		}
+		if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, journal.Refunded, l.Reason); err != nil {
+			return err
+		}
+	}
+	return k.journal.Finish(ctx, s.RequestID)
+}
+
+// remedied records that a failed label got its reprint or refund, and
+// closes its sale once nothing more is owed on it.
+func (k *Kiosk) remedied(requestID, serial string, st journal.LabelState) {
+	if k.journal == nil {
+		return
+	}
+	ctx := context.Background()
+	k.journalLabel(ctx, requestID, serial, st, "")
+	s, err := k.journal.Get(ctx, requestID)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, l := range s.Labels {
+		if l.Owed() {
+			return
+		}
+	}
+	if s.Reported {
+		k.finish(ctx, requestID)
+	}
 }
 
 // New returns a kiosk; Connect starts it.
@@ -100,7 +251,7 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
 	return &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{},
-		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1)}, nil
+		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}, nil
 }
 
 // Connect opens the MQTT session: offline as last will, online once up,
@@ -139,6 +290,7 @@ func (k *Kiosk) Connect() error {
 	k.client = mqtt.NewClient(opts)
 	k.client.Connect() // keeps retrying in the background
 	go k.heartbeat()
+	go k.recover()
 	return nil
 }
 
@@ -341,7 +493,11 @@ func (k *Kiosk) Reprint(ctx context.Context, requestID, label string) (*Receipt,
 	req := &protocol.PurchaseRequest{RequestID: newRequestID(), KioskID: k.cfg.ID, OriginZIP: k.cfg.OriginZIP, RateTable: rt.Version,
 		Items: []protocol.PurchaseItem{it}, Payment: protocol.Payment{Method: protocol.PayNone},
 		ReprintOf: &protocol.LabelRef{RequestID: requestID, LabelSerial: label}}
-	return k.buy(ctx, req, rec.service)
+	rc, err := k.buy(ctx, req, rec.service)
+	if err == nil && rc.Status == protocol.ResultOK {
+		k.remedied(requestID, label, journal.Reprinted)
+	}
+	return rc, err
 }
 
 // Refund asks for the money back for a label that failed to print.
@@ -354,7 +510,11 @@ func (k *Kiosk) Refund(ctx context.Context, requestID, label string) (*protocol.
 	if err != nil {
 		return nil, err
 	}
-	return protocol.DecodeRefundResult(raw)
+	res, err := protocol.DecodeRefundResult(raw)
+	if err == nil && res.Status == protocol.ResultOK {
+		k.remedied(requestID, label, journal.Refunded)
+	}
+	return res, err
 }
 
 // buy sends a purchase, prints what comes back and reports each label.
@@ -362,7 +522,25 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	raw, err := k.call(ctx, protocol.TopicPurchase, req.RequestID, req)
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("kiosk: request: %w", err)
+	}
+	labels := make([]string, len(req.Items))
+	for i, it := range req.Items {
+		labels[i] = it.LabelSerial
+	}
+	// Journal writes use a context of their own: a customer walking away
+	// must not leave a step half recorded.
+	jctx := context.WithoutCancel(ctx)
+	if k.journal != nil {
+		if err := k.journal.Begin(jctx, req.RequestID, payload, labels); err != nil {
+			k.log.Error("journal", "err", err)
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "the kiosk cannot record the sale; nothing was charged")
+		}
+	}
+	k.step("begun")
+	raw, err := k.callRaw(ctx, protocol.TopicPurchase, req.RequestID, payload)
 	if err != nil {
 		return nil, err
 	}
@@ -370,8 +548,15 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	if err != nil {
 		return nil, fmt.Errorf("kiosk: result from hub: %w", err)
 	}
+	if k.journal != nil {
+		if err := k.journal.Answer(jctx, req.RequestID, raw); err != nil {
+			k.log.Error("journal", "err", err)
+		}
+	}
+	k.step("answered")
 	rc := &Receipt{RequestID: req.RequestID, Status: res.Status, Error: res.Error}
 	if res.Status != protocol.ResultOK {
+		k.finish(jctx, req.RequestID)
 		k.setErr(string(res.Error.Code))
 		switch res.Error.Code {
 		case protocol.CodeLabelUsed, protocol.CodeLabelUnknown, protocol.CodeLabelNotAssigned:
@@ -386,19 +571,32 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	for i, issued := range res.Indicia {
 		k.consume(issued.LabelSerial)
 		lr := LabelResult{LabelSerial: issued.LabelSerial, MeterNumber: issued.MeterNumber, Amount: issued.AmountMills}
+		k.journalLabel(jctx, req.RequestID, issued.LabelSerial, journal.Printing, "")
+		k.step("printing")
 		err := k.printOne(req.Items[i], issued, service)
+		k.step("printed")
 		if err != nil {
 			lr.Outcome, lr.Reason = protocol.PrintFailed, failReason(err)
 			k.setErr(lr.Reason)
 			k.log.Error("label not printed", "label", issued.LabelSerial, "err", err)
+			k.journalLabel(jctx, req.RequestID, issued.LabelSerial, journal.Failed, lr.Reason)
 		} else {
 			lr.Outcome = protocol.Printed
 			rc.Total += issued.AmountMills
+			k.journalLabel(jctx, req.RequestID, issued.LabelSerial, journal.Printed, "")
 		}
 		rc.Labels = append(rc.Labels, lr)
 		report.Labels = append(report.Labels, protocol.LabelOutcome{LabelSerial: lr.LabelSerial, Outcome: lr.Outcome, Reason: lr.Reason})
 	}
-	k.publishJSON(protocol.TopicPrint, report)
+	if k.publishJSON(protocol.TopicPrint, report) && k.journal != nil {
+		k.step("reported")
+		if err := k.journal.Reported(jctx, req.RequestID); err != nil {
+			k.log.Error("journal", "err", err)
+		}
+		if len(rc.Labels) == len(res.Indicia) && allPrinted(rc.Labels) {
+			k.finish(jctx, req.RequestID) // a failed label stays open until its remedy
+		}
+	}
 	k.mu.Lock()
 	k.sales++
 	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels}
@@ -505,6 +703,11 @@ func (k *Kiosk) call(ctx context.Context, suffix, requestID string, req any) ([]
 	if err != nil {
 		return nil, fmt.Errorf("kiosk: request: %w", err)
 	}
+	return k.callRaw(ctx, suffix, requestID, payload)
+}
+
+// callRaw is call with the request already encoded, as the journal keeps it.
+func (k *Kiosk) callRaw(ctx context.Context, suffix, requestID string, payload []byte) ([]byte, error) {
 	ch := make(chan []byte, 1)
 	k.mu.Lock()
 	k.waiting[requestID] = ch
@@ -532,15 +735,45 @@ func (k *Kiosk) call(ctx context.Context, suffix, requestID string, req any) ([]
 	}
 }
 
-func (k *Kiosk) publishJSON(suffix string, v any) {
+// publishJSON publishes v at QoS 1 and reports whether the broker took it.
+func (k *Kiosk) publishJSON(suffix string, v any) bool {
 	b, err := json.Marshal(v)
 	if err != nil {
 		k.log.Error("encode", "topic", suffix, "err", err)
-		return
+		return false
 	}
 	t := k.client.Publish(protocol.KioskTopic(k.cfg.ID, suffix), 1, false, b)
 	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
 		k.log.Warn("publish not confirmed", "topic", suffix, "err", t.Error())
+		return false
+	}
+	return true
+}
+
+func allPrinted(ls []LabelResult) bool {
+	for _, l := range ls {
+		if l.Outcome != protocol.Printed {
+			return false
+		}
+	}
+	return true
+}
+
+func (k *Kiosk) journalLabel(ctx context.Context, requestID, serial string, st journal.LabelState, reason string) {
+	if k.journal == nil {
+		return
+	}
+	if err := k.journal.SetLabel(ctx, requestID, serial, st, reason); err != nil {
+		k.log.Error("journal", "err", err)
+	}
+}
+
+func (k *Kiosk) finish(ctx context.Context, requestID string) {
+	if k.journal == nil {
+		return
+	}
+	if err := k.journal.Finish(ctx, requestID); err != nil {
+		k.log.Error("journal", "err", err)
 	}
 }
 

@@ -180,7 +180,8 @@ func (d *Demo) start(ctx context.Context) error {
 	}
 	d.kioskEnv = []string{"FRANK_KIOSK_PASSWORD=" + password}
 	if err := d.spawn("kiosk", "--id", cfg.KioskID, "--zip", cfg.ZIP, "--broker", "tcp://"+cfg.Broker,
-		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--log", "text"); err != nil {
+		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", filepath.Join(cfg.Dir, "kiosk", "journal.db"),
+		"--log", "text"); err != nil {
 		return err
 	}
 	if err := WaitHTTP(ctx, d.KioskURL()+"/healthz", 60*time.Second); err != nil {

@@ -23,6 +23,7 @@ import (
 //	  "listen": "127.0.0.1:8081",         // touchscreen and local API
 //	  "printer": {"path": "/dev/frank-printer", "baud": 115200,
 //	              "data_bits": 8, "parity": "none", "stop_bits": "1"},
+//	  "journal": "/var/lib/frank/kiosk-journal.db",  // durable sale steps
 //	  "log": "json"                       // or "text"
 //	}
 type fileConfig struct {
@@ -34,6 +35,7 @@ type fileConfig struct {
 	Listen       string            `json:"listen"`
 	Printer      serialport.Config `json:"printer"`
 	Log          string            `json:"log"`
+	Journal      string            `json:"journal"`
 }
 
 // readConfig reads a config file strictly: an unknown field is a typo

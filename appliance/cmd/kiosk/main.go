@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/appliance/serialport"
@@ -39,6 +40,7 @@ func run() int {
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "local touchscreen/API address")
 	flag.StringVar(&pcfg.Path, "printer", "/dev/frank-printer", "label printer serial device")
 	flag.IntVar(&pcfg.Baud, "printer-baud", 115200, "label printer baud rate")
+	journalPath := flag.String("journal", "/var/lib/frank/kiosk-journal.db", "durable sale journal (SQLite)")
 	logFormat := flag.String("log", "json", "log format: json or text")
 	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
 	configFile := flag.String("config", "", "config file (JSON; see config.go for every field and its default); flags win over it")
@@ -62,6 +64,7 @@ func run() int {
 		pick("username", &cfg.Username, fc.Username)
 		pick("listen", &cfg.Listen, fc.Listen)
 		pick("log", logFormat, fc.Log)
+		pick("journal", journalPath, fc.Journal)
 		if !set["printer"] && fc.Printer.Path != "" {
 			baud := pcfg.Baud
 			pcfg = fc.Printer
@@ -115,6 +118,16 @@ func run() int {
 	if err != nil {
 		log.Error("kiosk", "err", err)
 		return 2
+	}
+	j, err := journal.Open(*journalPath)
+	if err != nil {
+		log.Error("journal not available; refusing to sell without one", "err", err)
+		return 1
+	}
+	defer j.Close()
+	k.UseJournal(j)
+	if step := os.Getenv("FRANK_KIOSK_CRASH_AT"); step != "" {
+		k.CrashAt(step) // power-cut tests only
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
