@@ -109,7 +109,8 @@ type Kiosk struct {
 	newCfg chan struct{} // a config arrived: the heartbeat period may change
 
 	journal   saleJournal
-	crashAt   string // test hook: the step at which to die as if the power went
+	crashAt   string // test hook: the step ("printing", or "printing:2" for its second time) at which to die
+	steps     map[string]int
 	recovered chan struct{}
 }
 
@@ -118,11 +119,16 @@ type Kiosk struct {
 func (k *Kiosk) UseJournal(j saleJournal) { k.journal = j }
 
 // CrashAt makes the kiosk kill itself with SIGKILL when a sale reaches
-// step (begun, answered, printing, printed, reported): the power-cut tests.
-func (k *Kiosk) CrashAt(step string) { k.crashAt = step }
+// step (begun, answered, printing, printed, reported; "printed:2" for the
+// second label): the power-cut tests.
+func (k *Kiosk) CrashAt(step string) { k.crashAt, k.steps = step, map[string]int{} }
 
 func (k *Kiosk) step(name string) {
-	if k.crashAt == name {
+	if k.crashAt == "" {
+		return
+	}
+	k.steps[name]++
+	if k.crashAt == name || k.crashAt == fmt.Sprintf("%s:%d", name, k.steps[name]) {
 		k.log.Warn("crashing on purpose", "step", name)
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // SIGKILL is not instant

@@ -52,6 +52,7 @@ type Config struct {
 	// Provisioned, if set, learns the kiosk's broker credentials before the
 	// hub starts, so that an external broker can be told them.
 	Provisioned func(kiosk, password string) error
+	KioskEnv    []string // more environment for the kiosk (e.g. FRANK_KIOSK_CRASH_AT)
 }
 
 // Demo is a running system.
@@ -64,7 +65,9 @@ type Demo struct {
 	sheets   []string
 	printer  *printersim.Printer
 	procs    []proc
-	kioskEnv []string
+	kioskEnv  []string
+	kioskArgs []string
+	kiosk     *proc
 	outMu    sync.Mutex
 	once     sync.Once
 }
@@ -178,14 +181,11 @@ func (d *Demo) start(ctx context.Context) error {
 	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: hub did not come up: %w", err)
 	}
-	d.kioskEnv = []string{"FRANK_KIOSK_PASSWORD=" + password}
-	if err := d.spawn("kiosk", "--id", cfg.KioskID, "--zip", cfg.ZIP, "--broker", "tcp://"+cfg.Broker,
-		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", filepath.Join(cfg.Dir, "kiosk", "journal.db"),
-		"--log", "text"); err != nil {
+	d.kioskEnv = append([]string{"FRANK_KIOSK_PASSWORD=" + password}, cfg.KioskEnv...)
+	d.kioskArgs = []string{"--id", cfg.KioskID, "--zip", cfg.ZIP, "--broker", "tcp://" + cfg.Broker,
+		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", d.JournalPath(), "--log", "text"}
+	if err := d.startKiosk(ctx); err != nil {
 		return err
-	}
-	if err := WaitHTTP(ctx, d.KioskURL()+"/healthz", 60*time.Second); err != nil {
-		return fmt.Errorf("demo: kiosk did not become ready: %w", err)
 	}
 	// Staff load the sheets into the kiosk.
 	status, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/stock", map[string]any{"sheets": d.sheets})
@@ -193,6 +193,31 @@ func (d *Demo) start(ctx context.Context) error {
 		return fmt.Errorf("demo: loading stock: %d %s %v", status, body, err)
 	}
 	return nil
+}
+
+func (d *Demo) startKiosk(ctx context.Context) error {
+	if err := d.spawn("kiosk", d.kioskArgs...); err != nil {
+		return err
+	}
+	d.kiosk = &d.procs[len(d.procs)-1]
+	if err := WaitHTTP(ctx, d.KioskURL()+"/healthz", 60*time.Second); err != nil {
+		return fmt.Errorf("demo: kiosk did not become ready: %w", err)
+	}
+	return nil
+}
+
+// JournalPath is the kiosk's sale journal.
+func (d *Demo) JournalPath() string { return filepath.Join(d.cfg.Dir, "kiosk", "journal.db") }
+
+// KioskExited is closed when the running kiosk process has exited.
+func (d *Demo) KioskExited() <-chan struct{} { return d.kiosk.exited }
+
+// RestartKiosk stops the kiosk if it still runs and starts it again, as
+// after a power cut, with env replacing the extra environment it had.
+func (d *Demo) RestartKiosk(ctx context.Context, env ...string) error {
+	d.kiosk.stop()
+	d.kioskEnv = append(d.kioskEnv[:1:1], env...)
+	return d.startKiosk(ctx)
 }
 
 // Sheets are the sheet serials issued to the demo store and loaded.

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/appliance/journal"
+	"github.com/frank-postage/frank/testbench/demo"
+)
+
+// The kiosk loses power (SIGKILL, from inside, at a chosen step) in the
+// middle of a two-stamp sale; restarted, it settles the sale. Every label
+// then ends as exactly one of printed-and-confirmed or voided-and-refunded,
+// the customer has paid exactly for the stamps that printed, no label came
+// out of the printer twice, and the hub's ledger adds up.
+func TestKioskPowerCut(t *testing.T) {
+	for _, step := range []string{"begun", "answered", "printing", "printed", "printing:2", "printed:2", "reported"} {
+		t.Run(step, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: dir, Sheets: 1, Output: output(t),
+				KioskEnv: []string{"FRANK_KIOSK_CRASH_AT=" + step}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "quantity": 2,
+				"payment": map[string]string{"method": "card_token", "token": "tok_approve"}}); err == nil {
+				t.Fatalf("the kiosk answered although it should have died at %s: %d %s", step, status, body)
+			}
+			select {
+			case <-d.KioskExited():
+			case <-time.After(10 * time.Second):
+				t.Fatal("the kiosk did not die")
+			}
+			printedBefore := len(d.Printer().Labels())
+			if err := d.RestartKiosk(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Wait for the restart to settle the journal.
+			var sale *journal.Sale
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				j, err := journal.Open(d.JournalPath())
+				if err != nil {
+					t.Fatal(err)
+				}
+				open, err := j.Unfinished(ctx)
+				if err == nil && len(open) == 0 {
+					rows, _ := sqlOpen(t, d.JournalPath()).Query(`SELECT request_id FROM sales`)
+					var id string
+					for rows.Next() {
+						rows.Scan(&id)
+					}
+					rows.Close()
+					sale, err = j.Get(ctx, id)
+					j.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+				j.Close()
+				if time.Now().After(deadline) {
+					t.Fatalf("journal still has unfinished sales after restart: %+v %v", open, err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if len(d.Printer().Labels()) != printedBefore {
+				t.Fatalf("the restart printed %d more labels", len(d.Printer().Labels())-printedBefore)
+			}
+			// Each label: printed and confirmed, or refunded; and the hub agrees.
+			hubDB := sqlOpen(t, filepath.Join(dir, "hub", "hub.db"))
+			var printedPostage int64
+			for _, l := range sale.Labels {
+				var state string
+				var postage int64
+				if err := hubDB.QueryRow(`SELECT state, postage FROM indicia WHERE label = ?`, l.Serial).Scan(&state, &postage); err != nil {
+					t.Fatalf("label %s: %v", l.Serial, err)
+				}
+				switch {
+				case l.State == journal.Printed && state == "printed":
+					printedPostage += postage
+				case l.State == journal.Refunded && state == "voided":
+				default:
+					t.Fatalf("label %s: kiosk says %s, hub says %s", l.Serial, l.State, state)
+				}
+			}
+			tot := d.Cards().Totals()
+			if tot.Captured-tot.Refunded != printedPostage || tot.Open != 0 {
+				t.Fatalf("paid %d - refunded %d, printed postage %d, open %d", tot.Captured, tot.Refunded, printedPostage, tot.Open)
+			}
+			if out, err := d.Hub("ledger", "check"); err != nil || !strings.Contains(out, "ledger ok") {
+				t.Fatalf("ledger check: %v %s", err, out)
+			}
+			t.Logf("%s: labels %v; paid %d, refunded %d", step, states(sale), tot.Captured, tot.Refunded)
+		})
+	}
+}
+
+func states(s *journal.Sale) string {
+	var b []string
+	for _, l := range s.Labels {
+		b = append(b, fmt.Sprintf("%s=%s", l.Serial, l.State))
+	}
+	return strings.Join(b, " ")
+}
+
+func sqlOpen(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
