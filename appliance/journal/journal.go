@@ -23,10 +23,10 @@ import (
 type LabelState string
 
 const (
-	Pending  LabelState = "pending"  // not yet sent to the printer
-	Printing LabelState = "printing" // sent; the outcome is not known yet
-	Printed  LabelState = "printed"
-	Failed   LabelState = "failed"
+	Pending   LabelState = "pending"  // not yet sent to the printer
+	Printing  LabelState = "printing" // sent; the outcome is not known yet
+	Printed   LabelState = "printed"
+	Failed    LabelState = "failed"
 	Refunded  LabelState = "refunded"  // failed, and its refund confirmed by the hub
 	Reprinted LabelState = "reprinted" // failed, and reprinted free on another label
 )

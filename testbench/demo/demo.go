@@ -57,19 +57,19 @@ type Config struct {
 
 // Demo is a running system.
 type Demo struct {
-	cfg      Config
-	pa       *postal.Authority
-	paSrv    *http.Server
-	cards    *cards.Gateway
-	cardSrv  *http.Server
-	sheets   []string
-	printer  *printersim.Printer
-	procs    []proc
+	cfg       Config
+	pa        *postal.Authority
+	paSrv     *http.Server
+	cards     *cards.Gateway
+	cardSrv   *http.Server
+	sheets    []string
+	printer   *printersim.Printer
+	procs     []proc
 	kioskEnv  []string
 	kioskArgs []string
 	kiosk     *proc
-	outMu    sync.Mutex
-	once     sync.Once
+	outMu     sync.Mutex
+	once      sync.Once
 }
 
 // proc is a child and a channel closed when it has exited.
