@@ -31,6 +31,9 @@ func (k *Kiosk) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]int{"labels_left": k.LabelsLeft()})
 	})
 	r.Post("/api/v1/stock", k.loadStock)
+	r.Get("/api/v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, k.Status()) })
+	r.Get("/api/v1/weight", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, k.Weight()) })
+	r.Route("/api/v1/staff", k.staffRoutes)
 	return r
 }
 

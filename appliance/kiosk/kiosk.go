@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/frank-postage/frank/appliance/journal"
+	"github.com/frank-postage/frank/appliance/payterm"
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/label"
@@ -40,6 +42,10 @@ type Config struct {
 	ResendEvery time.Duration
 	Deadline    time.Duration
 	LabelSize   label.Size // default 2 in x 1 in at 203 dpi
+	// StaffPINHash is the bcrypt hash of the staff PIN; StaffBadges are
+	// the badge codes (STAFF-...) that open staff mode.
+	StaffPINHash string
+	StaffBadges  []string
 }
 
 func (c *Config) defaults() {
@@ -102,11 +108,16 @@ type Kiosk struct {
 	done    map[string]*saleRecord // recent sales, for reprints and refunds
 	sales   int64
 	lastErr string
+	errLog  []ErrorEntry
 
 	saleMu sync.Mutex // one sale at a time: there is one printer
 	stop   chan struct{}
 	once   sync.Once
 	newCfg chan struct{} // a config arrived: the heartbeat period may change
+
+	dev   Devices
+	ds    deviceState
+	staff staffSessions
 
 	journal   saleJournal
 	crashAt   string // test hook: the step ("printing", or "printing:2" for its second time) at which to die
@@ -256,8 +267,10 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
-	return &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{},
-		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}, nil
+	k := &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{},
+		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}
+	k.staff.init(cfg.StaffPINHash, cfg.StaffBadges)
+	return k, nil
 }
 
 // Connect opens the MQTT session: offline as last will, online once up,
@@ -297,6 +310,7 @@ func (k *Kiosk) Connect() error {
 	k.client.Connect() // keeps retrying in the background
 	go k.heartbeat()
 	go k.recover()
+	k.watchDevices()
 	return nil
 }
 
@@ -325,18 +339,24 @@ func (k *Kiosk) heartbeat() {
 
 // Telemetry is the kiosk's state as its heartbeat reports it.
 func (k *Kiosk) Telemetry() protocol.Telemetry {
+	t := k.telemetry()
+	t.InService = k.Status().InService
+	t.Scale = k.Weight().State
+	return t
+}
+
+func (k *Kiosk) telemetry() protocol.Telemetry {
 	left := k.LabelsLeft()
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	t := protocol.Telemetry{KioskID: k.cfg.ID, At: time.Now().UTC(), Firmware: k.cfg.Firmware,
 		UptimeS: int64(time.Since(k.started).Seconds()), LabelsLeft: left, Paper: "ok", Printer: "ok", Scale: "ok",
 		LastError: k.lastErr, Sales: k.sales, InService: true}
-	switch k.lastErr {
-	case "paper_out":
-		t.Paper, t.Printer = "out", "ok"
-	case "jam", "cover_open", "offline":
-		t.Printer = k.lastErr
+	k.mu.Unlock()
+	k.ds.mu.Lock()
+	if k.ds.printer != "" { // the printer answers status queries
+		t.Printer, t.Paper = k.ds.printer, k.ds.paper
 	}
+	k.ds.mu.Unlock()
 	return t
 }
 
@@ -405,6 +425,24 @@ func (k *Kiosk) Ready() bool {
 	return k.client != nil && k.client.IsConnected() && k.Rates() != nil
 }
 
+// PayTerminal is the touchscreen's payment method: the kiosk takes the
+// card on its terminal and sends the hub the token.
+const PayTerminal = "terminal"
+
+// notSelling lists why no sale may start; labelsGiven skips the stock
+// check for an order that names its labels.
+func (k *Kiosk) notSelling(labelsGiven bool) []string {
+	k.refreshPrinter() // a fault just cleared must not refuse this sale
+	var why []string
+	for _, r := range k.Status().Reasons {
+		if r == "out_of_labels" && labelsGiven || r == "hub_offline" {
+			continue // the hub round trip says so itself
+		}
+		why = append(why, r)
+	}
+	return why
+}
+
 // Order is what the customer chose.
 type Order struct {
 	RateClass string           `json:"rate_class"`
@@ -447,6 +485,9 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	if rt == nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table from the hub yet")
 	}
+	if why := k.notSelling(len(o.Labels) > 0); why != nil {
+		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "out of service: %s", strings.Join(why, ", "))
+	}
 	price, err := rt.Price(o.RateClass, o.WeightMg)
 	if err != nil {
 		return nil, err
@@ -462,6 +503,23 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 		RateTable: rt.Version, Payment: o.Payment}
 	for _, l := range labels {
 		req.Items = append(req.Items, protocol.PurchaseItem{RateClass: o.RateClass, WeightMg: o.WeightMg, AmountMills: price, LabelSerial: l})
+	}
+	if o.Payment.Method == PayTerminal {
+		// The customer pays on the terminal; the hub gets its token only.
+		if k.dev.Terminal == nil {
+			return nil, protocol.Errorf(protocol.CodePaymentInvalid, "this kiosk has no card terminal")
+		}
+		tok, err := k.dev.Terminal.Charge(ctx, req.RequestID, int64(price)*int64(len(labels)))
+		switch {
+		case errors.Is(err, payterm.ErrDeclined):
+			return nil, protocol.Errorf(protocol.CodePaymentDeclined, "the card was declined; nothing was charged")
+		case errors.Is(err, payterm.ErrTimeout):
+			return nil, protocol.Errorf(protocol.CodePaymentTimeout, "no card was presented; nothing was charged")
+		case err != nil:
+			k.log.Error("card terminal", "err", err)
+			return nil, protocol.Errorf(protocol.CodePaymentInvalid, "the card terminal failed; nothing was charged")
+		}
+		req.Payment = protocol.Payment{Method: protocol.PayCardToken, Token: tok.Token, Brand: tok.Brand, Last4: tok.Last4}
 	}
 	svc, _ := rt.Class(o.RateClass)
 	return k.buy(ctx, req, svc.Print)
@@ -786,7 +844,24 @@ func (k *Kiosk) finish(ctx context.Context, requestID string) {
 func (k *Kiosk) setErr(s string) {
 	k.mu.Lock()
 	k.lastErr = s
+	k.errLog = append(k.errLog, ErrorEntry{At: time.Now().UTC(), Error: s})
+	if len(k.errLog) > 20 {
+		k.errLog = k.errLog[len(k.errLog)-20:]
+	}
 	k.mu.Unlock()
+}
+
+// ErrorEntry is one of the last errors staff see.
+type ErrorEntry struct {
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
+}
+
+// Errors returns the last errors, oldest first.
+func (k *Kiosk) Errors() []ErrorEntry {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]ErrorEntry{}, k.errLog...)
 }
 
 // failReason maps a print error to the reason a PrintReport carries.

@@ -239,7 +239,8 @@ func TestHeartbeatFollowsConfig(t *testing.T) {
 	if gap := got[2].At.Sub(got[1].At); gap < 800*time.Millisecond || gap > 2*time.Second {
 		t.Fatalf("heartbeats %v apart, want 1 s", gap)
 	}
-	if got[2].KioskID != "k1" || !got[2].InService || got[2].UptimeS < 1 {
+	// No stock is loaded, so the kiosk says it is not in service.
+	if got[2].KioskID != "k1" || got[2].InService || got[2].LabelsLeft != 0 || got[2].UptimeS < 1 {
 		t.Fatalf("telemetry %+v", got[2])
 	}
 }

@@ -1,0 +1,276 @@
+package kiosk
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/frank-postage/frank/appliance/escpos"
+	"github.com/frank-postage/frank/appliance/gpio"
+	"github.com/frank-postage/frank/appliance/payterm"
+	"github.com/frank-postage/frank/appliance/scale"
+	"github.com/frank-postage/frank/appliance/scanner"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// weigher reads the scale; appliance/scale's NCI, SICS and HX711.
+type weigher interface {
+	Read(ctx context.Context) (scale.Reading, error)
+	Zero(ctx context.Context) error
+}
+
+// cardTerminal takes a card and hands back a token; appliance/payterm.
+type cardTerminal interface {
+	Charge(ctx context.Context, id string, amount int64) (payterm.Token, error)
+}
+
+// panel is the staff button, status LED and label door; appliance/gpio.
+type panel interface {
+	Events() <-chan gpio.Event
+	DoorOpen() bool
+	SetLED(gpio.LEDMode) error
+}
+
+// Devices are the kiosk's peripherals besides the printer. Any may be nil
+// on a kiosk built without it.
+type Devices struct {
+	Scale    weigher
+	Terminal cardTerminal
+	Panel    panel
+	Scans    <-chan scanner.Scan
+}
+
+// Weight is the scale as the touchscreen shows it.
+type Weight struct {
+	WeightMg int64  `json:"weight_mg"`
+	Stable   bool   `json:"stable"`
+	State    string `json:"state"` // ok, motion, over_capacity, under_capacity, offline
+}
+
+// printerStatus is a printer that answers real-time status queries;
+// appliance/printer.
+type printerStatus interface {
+	Status() (escpos.Status, error)
+}
+
+// deviceState is what the kiosk last learned from its devices.
+type deviceState struct {
+	mu         sync.Mutex
+	weight     Weight
+	printer    string // ok, jam, paper_out, cover_open, printer_error, offline
+	paper      string // ok, near_end, out
+	outOfOrder bool   // staff took the kiosk out of service
+}
+
+// UseDevices attaches the peripherals; call before Connect.
+func (k *Kiosk) UseDevices(d Devices) { k.dev = d }
+
+// watchDevices polls the scale and follows the panel and the scanner until
+// the kiosk closes.
+func (k *Kiosk) watchDevices() {
+	k.ds.mu.Lock()
+	k.ds.printer, k.ds.paper = "ok", "ok"
+	k.ds.mu.Unlock()
+	if _, ok := k.printer.(printerStatus); ok {
+		go func() {
+			for {
+				k.refreshPrinter()
+				select {
+				case <-k.stop:
+					return
+				case <-time.After(2 * time.Second):
+				}
+			}
+		}()
+	}
+	if k.dev.Scale != nil {
+		go func() {
+			for {
+				select {
+				case <-k.stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				r, err := k.dev.Scale.Read(ctx)
+				cancel()
+				k.ds.mu.Lock()
+				k.ds.weight = weightOf(r, err)
+				k.ds.mu.Unlock()
+			}
+		}()
+	}
+	if k.dev.Panel != nil {
+		go func() {
+			for {
+				select {
+				case <-k.stop:
+					return
+				case ev, ok := <-k.dev.Panel.Events():
+					if !ok {
+						return
+					}
+					k.log.Info("panel", "event", ev.Kind.String())
+					k.statusChanged()
+				}
+			}
+		}()
+	}
+	if k.dev.Scans != nil {
+		go func() {
+			for s := range k.dev.Scans {
+				k.onScan(s)
+			}
+		}()
+	}
+}
+
+// refreshPrinter asks the printer how it is, and tells the hub when that
+// changed.
+func (k *Kiosk) refreshPrinter() {
+	ps, ok := k.printer.(printerStatus)
+	if !ok {
+		return
+	}
+	st, err := ps.Status()
+	printer, paper := "ok", "ok"
+	switch {
+	case err != nil:
+		printer = "offline"
+	case st.PaperOut:
+		printer, paper = "paper_out", "out"
+	case !st.OK():
+		printer = st.Fault()
+	case st.PaperNearEnd:
+		paper = "near_end"
+	}
+	k.ds.mu.Lock()
+	changed := k.ds.printer != printer || k.ds.paper != paper
+	k.ds.printer, k.ds.paper = printer, paper
+	k.ds.mu.Unlock()
+	if changed {
+		k.log.Info("printer", "status", printer, "paper", paper)
+		k.statusChanged()
+	}
+}
+
+func weightOf(r scale.Reading, err error) Weight {
+	w := Weight{WeightMg: r.WeightMg, Stable: r.Stable && err == nil, State: "ok"}
+	switch {
+	case errors.Is(err, scale.ErrOverCapacity) || r.OverCapacity:
+		w.State, w.Stable = "over_capacity", false
+	case errors.Is(err, scale.ErrUnderCapacity) || r.UnderCapacity:
+		w.State, w.Stable = "under_capacity", false
+	case err != nil:
+		w.State, w.Stable = "offline", false
+	case !r.Stable:
+		w.State = "motion"
+	}
+	return w
+}
+
+// Weight returns the last reading of the scale.
+func (k *Kiosk) Weight() Weight {
+	if k.dev.Scale == nil {
+		return Weight{State: "offline"}
+	}
+	k.ds.mu.Lock()
+	defer k.ds.mu.Unlock()
+	return k.ds.weight
+}
+
+// onScan takes a scanned code: a sheet serial loads stock while staff are
+// logged in; a badge is checked by the staff login.
+func (k *Kiosk) onScan(s scanner.Scan) {
+	if s.Err != nil {
+		k.log.Warn("unreadable scan", "err", s.Err)
+		return
+	}
+	kind, code := scanner.Classify(s.Code)
+	switch kind {
+	case scanner.LabelSerial:
+		if !k.staff.active() {
+			k.log.Warn("sheet scanned outside staff mode; ignored")
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if res, err := k.LoadStock(ctx, []string{code}); err != nil || res.Status != protocol.ResultOK {
+			k.log.Warn("sheet not loaded", "sheet", code, "err", err)
+		}
+	case scanner.StaffBadge:
+		k.staff.badgeSeen(code)
+	}
+}
+
+// Status is whether the kiosk can sell, and why not.
+type Status struct {
+	InService  bool     `json:"in_service"`
+	Ready      bool     `json:"ready"`
+	Reasons    []string `json:"reasons"`
+	LabelsLeft int      `json:"labels_left"`
+	Paper      string   `json:"paper"`
+	Printer    string   `json:"printer"`
+	Scale      string   `json:"scale"`
+	LastError  string   `json:"last_error"`
+	Sales      int64    `json:"sales"`
+}
+
+// Status says whether sales may start. Sales stop when stock or paper is
+// out, the label door is open, the hub is unreachable, or staff said so.
+func (k *Kiosk) Status() Status {
+	t := k.telemetry()
+	st := Status{Ready: k.Ready(), Reasons: []string{}, LabelsLeft: t.LabelsLeft, Paper: t.Paper, Printer: t.Printer,
+		Scale: k.Weight().State, LastError: t.LastError, Sales: t.Sales}
+	if k.dev.Scale == nil {
+		st.Scale = "none"
+	}
+	k.ds.mu.Lock()
+	out := k.ds.outOfOrder
+	k.ds.mu.Unlock()
+	if out {
+		st.Reasons = append(st.Reasons, "out_of_service")
+	}
+	if !st.Ready {
+		st.Reasons = append(st.Reasons, "hub_offline")
+	}
+	if st.LabelsLeft == 0 {
+		st.Reasons = append(st.Reasons, "out_of_labels")
+	}
+	if t.Paper == "out" {
+		st.Reasons = append(st.Reasons, "paper_out")
+	}
+	if t.Printer != "ok" {
+		st.Reasons = append(st.Reasons, "printer_fault")
+	}
+	if k.dev.Panel != nil && k.dev.Panel.DoorOpen() {
+		st.Reasons = append(st.Reasons, "door_open")
+	}
+	st.InService = len(st.Reasons) == 0
+	return st
+}
+
+// SetInService is staff taking the kiosk out of service or back.
+func (k *Kiosk) SetInService(on bool) {
+	k.ds.mu.Lock()
+	k.ds.outOfOrder = !on
+	k.ds.mu.Unlock()
+	k.statusChanged()
+}
+
+// statusChanged tells the hub at once, and sets the LED: on when selling,
+// blinking when not.
+func (k *Kiosk) statusChanged() {
+	st := k.Status()
+	if k.dev.Panel != nil {
+		mode := gpio.LEDOn
+		if !st.InService {
+			mode = gpio.LEDBlink
+		}
+		k.dev.Panel.SetLED(mode)
+	}
+	if k.client != nil && k.client.IsConnected() {
+		go k.publishJSON(protocol.TopicTelemetry, k.Telemetry())
+	}
+}

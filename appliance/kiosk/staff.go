@@ -1,0 +1,97 @@
+package kiosk
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// staffTTL is how long a staff login lasts without use.
+const staffTTL = 10 * time.Minute
+
+// staffSessions are the touchscreen's staff logins. A PIN is checked
+// against a bcrypt hash from the config; a badge against the configured
+// badge ids. A badge scanned at the kiosk logs in the next PIN-less login
+// within a minute, so staff scan then tap "Staff".
+type staffSessions struct {
+	mu      sync.Mutex
+	pinHash []byte
+	badges  []string
+	tokens  map[string]time.Time
+	badgeAt time.Time
+}
+
+func (s *staffSessions) init(pinHash string, badges []string) {
+	s.pinHash, s.badges, s.tokens = []byte(pinHash), badges, map[string]time.Time{}
+}
+
+// login returns a session token for a right PIN or badge, or "".
+func (s *staffSessions) login(pin, badge string) string {
+	ok := false
+	switch {
+	case pin != "" && len(s.pinHash) > 0:
+		ok = bcrypt.CompareHashAndPassword(s.pinHash, []byte(pin)) == nil
+	case badge != "":
+		for _, b := range s.badges {
+			ok = ok || subtle.ConstantTimeCompare([]byte(b), []byte(badge)) == 1
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !ok && pin == "" && badge == "" && time.Since(s.badgeAt) < time.Minute {
+		ok, s.badgeAt = true, time.Time{}
+	}
+	if !ok {
+		return ""
+	}
+	t := rand.Text()
+	s.tokens[t] = time.Now()
+	return t
+}
+
+func (s *staffSessions) badgeSeen(code string) {
+	for _, b := range s.badges {
+		if subtle.ConstantTimeCompare([]byte(b), []byte(code)) == 1 {
+			s.mu.Lock()
+			s.badgeAt = time.Now()
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// check renews a live token.
+func (s *staffSessions) check(token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.tokens[token]
+	if !ok || time.Since(at) > staffTTL {
+		delete(s.tokens, token)
+		return false
+	}
+	s.tokens[token] = time.Now()
+	return true
+}
+
+func (s *staffSessions) logout(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.tokens, token)
+}
+
+// active reports whether any staff login is live: scanned sheets load
+// only then.
+func (s *staffSessions) active() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, at := range s.tokens {
+		if time.Since(at) <= staffTTL {
+			return true
+		}
+		delete(s.tokens, t)
+	}
+	return false
+}

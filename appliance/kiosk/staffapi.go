@@ -1,0 +1,127 @@
+package kiosk
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// calibrator is a scale that is calibrated at the kiosk (the HX711 load
+// cell); serial scales calibrate themselves.
+type calibrator interface {
+	Calibrate(ctx context.Context, knownMg int64) error
+}
+
+// staffRoutes serve staff mode: login by PIN or badge, then stock,
+// service state, scale zero and calibration, counters.
+func (k *Kiosk) staffRoutes(r chi.Router) {
+	r.Post("/login", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			PIN   string `json:"pin"`
+			Badge string `json:"badge"`
+		}
+		if !decodeBody(w, r, &body) {
+			return
+		}
+		tok := k.staff.login(body.PIN, body.Badge)
+		if tok == "" {
+			k.log.Warn("staff login refused")
+			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": protocol.Errorf(protocol.CodeUnauthorized, "wrong PIN or badge")})
+			return
+		}
+		k.log.Info("staff logged in")
+		writeJSON(w, http.StatusOK, map[string]string{"token": tok})
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(k.staffOnly)
+		r.Post("/logout", func(w http.ResponseWriter, r *http.Request) {
+			k.staff.logout(bearer(r))
+			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		})
+		r.Get("/counters", func(w http.ResponseWriter, r *http.Request) {
+			st := k.Status()
+			writeJSON(w, http.StatusOK, map[string]any{"sales": st.Sales, "labels_left": st.LabelsLeft, "paper": st.Paper,
+				"printer": st.Printer, "scale": st.Scale, "in_service": st.InService, "reasons": st.Reasons, "errors": k.Errors()})
+		})
+		r.Post("/stock", func(w http.ResponseWriter, r *http.Request) {
+			var body struct {
+				Sheets []string `json:"sheets"`
+			}
+			if !decodeBody(w, r, &body) {
+				return
+			}
+			res, err := k.LoadStock(r.Context(), body.Sheets)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			status := http.StatusOK
+			if res.Status != protocol.ResultOK {
+				status = http.StatusUnprocessableEntity
+			}
+			writeJSON(w, status, struct {
+				*protocol.StockResult
+				LabelsLeft int `json:"labels_left"`
+			}{res, k.LabelsLeft()})
+		})
+		r.Post("/service", func(w http.ResponseWriter, r *http.Request) {
+			var body struct {
+				InService bool `json:"in_service"`
+			}
+			if !decodeBody(w, r, &body) {
+				return
+			}
+			k.SetInService(body.InService)
+			k.log.Info("staff set service", "in_service", body.InService)
+			writeJSON(w, http.StatusOK, k.Status())
+		})
+		r.Post("/zero", func(w http.ResponseWriter, r *http.Request) {
+			if k.dev.Scale == nil {
+				writeError(w, protocol.Errorf(protocol.CodeServiceUnavailable, "no scale"))
+				return
+			}
+			if err := k.dev.Scale.Zero(r.Context()); err != nil {
+				writeError(w, protocol.Errorf(protocol.CodeServiceUnavailable, "zero: %v", err))
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		})
+		r.Post("/calibrate", func(w http.ResponseWriter, r *http.Request) {
+			var body struct {
+				KnownMg int64 `json:"known_mg"`
+			}
+			if !decodeBody(w, r, &body) {
+				return
+			}
+			c, ok := k.dev.Scale.(calibrator)
+			if !ok {
+				writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "this scale calibrates itself"))
+				return
+			}
+			if err := c.Calibrate(r.Context(), body.KnownMg); err != nil {
+				writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "calibrate: %v", err))
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		})
+	})
+}
+
+func bearer(r *http.Request) string {
+	t, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return t
+}
+
+func (k *Kiosk) staffOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !k.staff.check(bearer(r)) {
+			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": protocol.Errorf(protocol.CodeUnauthorized, "staff login needed")})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
