@@ -23,8 +23,12 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/testbench/cards"
+	"github.com/frank-postage/frank/testbench/gpiosim"
+	"github.com/frank-postage/frank/testbench/paytermsim"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/printersim"
+	"github.com/frank-postage/frank/testbench/scalesim"
+	"github.com/frank-postage/frank/testbench/scannersim"
 )
 
 // Config says where things run. Empty addresses get free ports.
@@ -64,6 +68,10 @@ type Demo struct {
 	cardSrv   *http.Server
 	sheets    []string
 	printer   *printersim.Printer
+	scale     *scalesim.Scale
+	scanner   *scannersim.Scanner
+	terminal  *paytermsim.Terminal
+	gpio      *gpiosim.Sim
 	procs     []proc
 	kioskEnv  []string
 	kioskArgs []string
@@ -142,6 +150,21 @@ func (d *Demo) start(ctx context.Context) error {
 	if cfg.ExternalBroker {
 		broker = []string{"--broker", "tcp://" + cfg.Broker}
 	}
+	dev := filepath.Join(cfg.Dir, "dev")
+	if d.scale, err = scalesim.Start(filepath.Join(dev, "scale"), scalesim.NCI, cfg.Log.With("component", "scale")); err != nil {
+		return err
+	}
+	d.scale.SetUnit(scalesim.OZ) // postal scales show ounces to 0.1
+	d.scale.SetWeight(20_000)    // a letter is on the platter
+	if d.scanner, err = scannersim.Start(filepath.Join(dev, "scanner"), cfg.Log.With("component", "scanner")); err != nil {
+		return err
+	}
+	if d.terminal, err = paytermsim.Start(filepath.Join(dev, "terminal"), cfg.Log.With("component", "terminal")); err != nil {
+		return err
+	}
+	if d.gpio, err = gpiosim.Start(filepath.Join(dev, "gpio.sock"), cfg.Log.With("component", "gpio")); err != nil {
+		return err
+	}
 	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", cfg.HubHTTP,
 		broker[0], broker[1], "--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards,
 		"--log", "text"}, cfg.HubArgs...)
@@ -181,9 +204,11 @@ func (d *Demo) start(ctx context.Context) error {
 	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: hub did not come up: %w", err)
 	}
-	d.kioskEnv = append([]string{"FRANK_KIOSK_PASSWORD=" + password}, cfg.KioskEnv...)
+	d.kioskEnv = append([]string{"FRANK_KIOSK_PASSWORD=" + password, "FRANK_STAFF_PIN=" + StaffPIN}, cfg.KioskEnv...)
 	d.kioskArgs = []string{"--id", cfg.KioskID, "--zip", cfg.ZIP, "--broker", "tcp://" + cfg.Broker,
-		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", d.JournalPath(), "--log", "text"}
+		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", d.JournalPath(),
+		"--scale", d.scale.Path(), "--scanner", d.scanner.Path(), "--terminal", d.terminal.Path(), "--gpio", "sim:" + d.gpio.Path(),
+		"--log", "text"}
 	if err := d.startKiosk(ctx); err != nil {
 		return err
 	}
@@ -206,6 +231,15 @@ func (d *Demo) startKiosk(ctx context.Context) error {
 	return nil
 }
 
+// StaffPIN opens the demo kiosk's staff mode.
+const StaffPIN = "2468"
+
+// Scale, Scanner, Terminal and GPIO are the kiosk's simulated devices.
+func (d *Demo) Scale() *scalesim.Scale         { return d.scale }
+func (d *Demo) Scanner() *scannersim.Scanner   { return d.scanner }
+func (d *Demo) Terminal() *paytermsim.Terminal { return d.terminal }
+func (d *Demo) GPIO() *gpiosim.Sim             { return d.gpio }
+
 // JournalPath is the kiosk's sale journal.
 func (d *Demo) JournalPath() string { return filepath.Join(d.cfg.Dir, "kiosk", "journal.db") }
 
@@ -216,7 +250,7 @@ func (d *Demo) KioskExited() <-chan struct{} { return d.kiosk.exited }
 // after a power cut, with env replacing the extra environment it had.
 func (d *Demo) RestartKiosk(ctx context.Context, env ...string) error {
 	d.kiosk.stop()
-	d.kioskEnv = append(d.kioskEnv[:1:1], env...)
+	d.kioskEnv = append(d.kioskEnv[:2:2], env...)
 	return d.startKiosk(ctx)
 }
 
@@ -294,6 +328,11 @@ func (d *Demo) Close() {
 		}
 		if d.printer != nil {
 			d.printer.Close()
+		}
+		for _, c := range []interface{ Close() error }{d.scale, d.scanner, d.terminal, d.gpio} {
+			if c != nil && !isNil(c) {
+				c.Close()
+			}
 		}
 	})
 }
@@ -390,4 +429,19 @@ func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// isNil sees through an interface holding a nil pointer.
+func isNil(c any) bool {
+	switch v := c.(type) {
+	case *scalesim.Scale:
+		return v == nil
+	case *scannersim.Scanner:
+		return v == nil
+	case *paytermsim.Terminal:
+		return v == nil
+	case *gpiosim.Sim:
+		return v == nil
+	}
+	return false
 }

@@ -24,6 +24,14 @@ import (
 //	  "printer": {"path": "/dev/frank-printer", "baud": 115200,
 //	              "data_bits": 8, "parity": "none", "stop_bits": "1"},
 //	  "journal": "/var/lib/frank/kiosk-journal.db",  // durable sale steps
+//	  "devices": {                        // each optional; udev-style stable names
+//	    "scale": {"path": "/dev/frank-scale", "baud": 9600}, "scale_protocol": "nci",  // or "sics"
+//	    "scanner": {"path": "/dev/frank-scanner", "baud": 9600},
+//	    "terminal": {"path": "/dev/frank-terminal", "baud": 115200},
+//	    "gpio": "host"                    // or "sim:/run/frank/gpio.sock"
+//	  },
+//	  "staff_pin_bcrypt": "$2y$10$...",    // bcrypt hash of the staff PIN
+//	  "staff_badges": ["STAFF-0001"],
 //	  "log": "json"                       // or "text"
 //	}
 type fileConfig struct {
@@ -36,6 +44,11 @@ type fileConfig struct {
 	Printer      serialport.Config `json:"printer"`
 	Log          string            `json:"log"`
 	Journal      string            `json:"journal"`
+	Devices      devicesConfig     `json:"devices"`
+	// StaffPINBcrypt is the staff PIN's bcrypt hash (htpasswd -bnBC 10 "" PIN);
+	// StaffBadges are the staff badge codes.
+	StaffPINBcrypt string   `json:"staff_pin_bcrypt"`
+	StaffBadges    []string `json:"staff_badges"`
 }
 
 // readConfig reads a config file strictly: an unknown field is a typo

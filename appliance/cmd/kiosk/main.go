@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/appliance/printer"
@@ -40,6 +42,13 @@ func run() int {
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "local touchscreen/API address")
 	flag.StringVar(&pcfg.Path, "printer", "/dev/frank-printer", "label printer serial device")
 	flag.IntVar(&pcfg.Baud, "printer-baud", 115200, "label printer baud rate")
+	var dcfg devicesConfig
+	flag.StringVar(&dcfg.Scale.Path, "scale", "", "scale serial device (empty: none)")
+	flag.StringVar(&dcfg.ScaleProtocol, "scale-protocol", "nci", "scale protocol: nci or sics")
+	flag.StringVar(&dcfg.Scanner.Path, "scanner", "", "barcode scanner serial device (empty: none)")
+	flag.StringVar(&dcfg.Terminal.Path, "terminal", "", "card terminal serial device (empty: none)")
+	flag.StringVar(&dcfg.GPIO, "gpio", "", "GPIO panel: host, or sim:SOCKET (empty: none)")
+	staffPIN := flag.String("staff-pin", os.Getenv("FRANK_STAFF_PIN"), "staff PIN (default $FRANK_STAFF_PIN; the config file takes a bcrypt hash instead)")
 	journalPath := flag.String("journal", "/var/lib/frank/kiosk-journal.db", "durable sale journal (SQLite)")
 	logFormat := flag.String("log", "json", "log format: json or text")
 	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
@@ -65,6 +74,13 @@ func run() int {
 		pick("listen", &cfg.Listen, fc.Listen)
 		pick("log", logFormat, fc.Log)
 		pick("journal", journalPath, fc.Journal)
+		pick("scale", &dcfg.Scale.Path, fc.Devices.Scale.Path)
+		pick("scale-protocol", &dcfg.ScaleProtocol, fc.Devices.ScaleProtocol)
+		pick("scanner", &dcfg.Scanner.Path, fc.Devices.Scanner.Path)
+		pick("terminal", &dcfg.Terminal.Path, fc.Devices.Terminal.Path)
+		pick("gpio", &dcfg.GPIO, fc.Devices.GPIO)
+		dcfg.Scale.Baud, dcfg.Scanner.Baud, dcfg.Terminal.Baud = fc.Devices.Scale.Baud, fc.Devices.Scanner.Baud, fc.Devices.Terminal.Baud
+		cfg.StaffPINHash, cfg.StaffBadges = fc.StaffPINBcrypt, fc.StaffBadges
 		if !set["printer"] && fc.Printer.Path != "" {
 			baud := pcfg.Baud
 			pcfg = fc.Printer
@@ -114,6 +130,26 @@ func run() int {
 		return 1
 	}
 	defer port.Close()
+	if *staffPIN != "" {
+		h, err := bcrypt.GenerateFromPassword([]byte(*staffPIN), bcrypt.DefaultCost)
+		if err != nil {
+			log.Error("staff pin", "err", err)
+			return 2
+		}
+		cfg.StaffPINHash = string(h)
+	}
+	ctx0, stop0 := context.WithCancel(context.Background())
+	defer stop0()
+	devs, closers, err := openDevices(ctx0, dcfg, log)
+	if err != nil {
+		log.Error("devices not available", "err", err)
+		return 1
+	}
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
 	k, err := kiosk.New(cfg, printer.New(port, 0), log)
 	if err != nil {
 		log.Error("kiosk", "err", err)
@@ -126,6 +162,7 @@ func run() int {
 	}
 	defer j.Close()
 	k.UseJournal(j)
+	k.UseDevices(devs)
 	if step := os.Getenv("FRANK_KIOSK_CRASH_AT"); step != "" {
 		k.CrashAt(step) // power-cut tests only
 	}

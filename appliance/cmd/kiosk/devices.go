@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/frank-postage/frank/appliance/gpio"
+	"github.com/frank-postage/frank/appliance/kiosk"
+	"github.com/frank-postage/frank/appliance/payterm"
+	"github.com/frank-postage/frank/appliance/scale"
+	"github.com/frank-postage/frank/appliance/scanner"
+	"github.com/frank-postage/frank/appliance/serialport"
+)
+
+// devicesConfig says where the peripherals are. An empty path means the
+// kiosk has no such device.
+type devicesConfig struct {
+	Scale         serialport.Config `json:"scale"`          // default 9600 8N1
+	ScaleProtocol string            `json:"scale_protocol"` // nci (default) or sics
+	Scanner       serialport.Config `json:"scanner"`
+	Terminal      serialport.Config `json:"terminal"`
+	GPIO          string            `json:"gpio"` // "host" (Raspberry Pi header pins) or "sim:/path/to/socket"
+}
+
+// openDevices opens what the config names; closers undo it.
+func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (kiosk.Devices, []io.Closer, error) {
+	var d kiosk.Devices
+	var closers []io.Closer
+	fail := func(err error) (kiosk.Devices, []io.Closer, error) {
+		for _, c := range closers {
+			c.Close()
+		}
+		return kiosk.Devices{}, nil, err
+	}
+	if c.Scale.Path != "" {
+		if c.Scale.Baud == 0 {
+			c.Scale.Baud = 9600
+		}
+		p, err := serialport.Open(c.Scale)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, p)
+		switch c.ScaleProtocol {
+		case "", "nci":
+			d.Scale = scale.NewNCI(p, time.Second)
+		case "sics":
+			d.Scale = scale.NewSICS(p, time.Second)
+		default:
+			return fail(fmt.Errorf("scale protocol %q: want nci or sics", c.ScaleProtocol))
+		}
+	}
+	if c.Scanner.Path != "" {
+		if c.Scanner.Baud == 0 {
+			c.Scanner.Baud = 9600
+		}
+		p, err := serialport.Open(c.Scanner)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, p)
+		d.Scans = scanner.New(p).Scans(ctx)
+	}
+	if c.Terminal.Path != "" {
+		p, err := serialport.Open(c.Terminal)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, p)
+		d.Terminal = payterm.New(p, payterm.Config{Log: log.With("device", "terminal")})
+	}
+	switch {
+	case c.GPIO == "":
+	case c.GPIO == "host":
+		pn, err := gpio.OpenHost(gpio.Pins{})
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, pn)
+		d.Panel = pn
+	case len(c.GPIO) > 4 && c.GPIO[:4] == "sim:":
+		pn, err := gpio.OpenSim(c.GPIO[4:])
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, pn)
+		d.Panel = pn
+	default:
+		return fail(fmt.Errorf("gpio %q: want host or sim:SOCKET", c.GPIO))
+	}
+	return d, closers, nil
+}
