@@ -49,5 +49,5 @@ clean:
 	rm -rf bin var
 
 ## bench: the purchase path against the raw signer, soft and SoftHSM2; writes docs/benchmarks.md
-bench: build deps
+bench: build cross deps
 	bin/testbench bench --out docs/benchmarks.md

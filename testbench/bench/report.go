@@ -22,7 +22,7 @@ func Markdown(rs []*Result) string {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 // WriteDoc writes docs/benchmarks.md.
-func WriteDoc(path, command string, rs []*Result) error {
+func WriteDoc(path, command string, rs []*Result, kf *KioskFigures) error {
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
 	b.WriteString("Written by `make bench` (`" + command + "`) on " + time.Now().UTC().Format("2006-01-02 15:04 MST") + ".\n\n")
@@ -48,5 +48,18 @@ func WriteDoc(path, command string, rs []*Result) error {
 	}
 	b.WriteString("\nThe load generator, the broker and the hub share the machine's cores, so the end-to-end figure is " +
 		"what is left after MQTT, JSON, SQLite and the simulated kiosks take their share.\n")
+	if kf != nil {
+		b.WriteString("\n## Kiosk footprint\n\n")
+		b.WriteString("Binaries from `make cross` (CGO_ENABLED=0, -s -w), and the memory of the kiosk (this machine's build) " +
+			"in a demo system on its simulated devices after " + fmt.Sprint(kf.Sales) + " sales paid on the card terminal " +
+			"(VmRSS and VmHWM from /proc).\n\n| what | figure |\n|---|---|\n")
+		for _, t := range []string{"linux-arm64", "linux-armv7"} {
+			if sz, ok := kf.Sizes[t]; ok {
+				fmt.Fprintf(&b, "| kiosk binary, %s | %.1f MiB |\n", t, float64(sz)/(1<<20))
+			}
+		}
+		fmt.Fprintf(&b, "| resident memory after %d sales | %.1f MiB |\n| peak resident memory | %.1f MiB |\n",
+			kf.Sales, float64(kf.RSSKiB)/1024, float64(kf.PeakKiB)/1024)
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

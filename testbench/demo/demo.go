@@ -243,6 +243,9 @@ func (d *Demo) GPIO() *gpiosim.Sim             { return d.gpio }
 // JournalPath is the kiosk's sale journal.
 func (d *Demo) JournalPath() string { return filepath.Join(d.cfg.Dir, "kiosk", "journal.db") }
 
+// KioskPID is the running kiosk's process id.
+func (d *Demo) KioskPID() int { return d.kiosk.cmd.Process.Pid }
+
 // KioskExited is closed when the running kiosk process has exited.
 func (d *Demo) KioskExited() <-chan struct{} { return d.kiosk.exited }
 

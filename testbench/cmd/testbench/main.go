@@ -250,8 +250,15 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	}
 	table := bench.Markdown(results)
 	fmt.Print(table)
+	exe, _ := os.Executable()
+	kf, err := bench.Kiosk(ctx, filepath.Dir(exe), 50)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench bench: kiosk footprint:", err)
+		return 1
+	}
+	fmt.Printf("kiosk: %d sales, resident %d KiB, peak %d KiB, binaries %v\n", kf.Sales, kf.RSSKiB, kf.PeakKiB, kf.Sizes)
 	if *out != "" {
-		if err := bench.WriteDoc(*out, strings.Join(os.Args, " "), results); err != nil {
+		if err := bench.WriteDoc(*out, strings.Join(os.Args, " "), results, kf); err != nil {
 			fmt.Fprintln(os.Stderr, "testbench bench:", err)
 			return 1
 		}
