@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/frank-postage/frank/appliance/ui"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -34,6 +35,10 @@ func (k *Kiosk) Handler() http.Handler {
 	r.Get("/api/v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, k.Status()) })
 	r.Get("/api/v1/weight", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, k.Weight()) })
 	r.Route("/api/v1/staff", k.staffRoutes)
+	// The touchscreen app, for Chromium in kiosk mode.
+	app := ui.Handler()
+	r.Get("/", app.ServeHTTP)
+	r.Get("/ui/*", app.ServeHTTP)
 	return r
 }
 

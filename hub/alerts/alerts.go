@@ -55,11 +55,14 @@ func New(db *store.DB, log *slog.Logger, now func() time.Time) *Store {
 // It logs, and never fails the caller: an alert that cannot be stored is
 // still in the log.
 func (s *Store) Raise(ctx context.Context, kind, subject, message string) {
-	s.log.Warn("ALERT", "kind", kind, "subject", subject, "message", message)
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO alerts (kind, subject, message, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO alerts (kind, subject, message, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`),
 		kind, subject, message, s.now().UnixMicro())
 	if err != nil {
-		s.log.Error("alert not stored", "kind", kind, "subject", subject, "err", err)
+		s.log.Error("alert not stored", "kind", kind, "subject", subject, "message", message, "err", err)
+		return
+	}
+	if n, _ := res.RowsAffected(); n == 1 { // an alert already open is not news
+		s.log.Warn("ALERT", "kind", kind, "subject", subject, "message", message)
 	}
 }
 

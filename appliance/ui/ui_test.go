@@ -1,0 +1,502 @@
+package ui_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/frank-postage/frank/appliance/ui"
+)
+
+// fakeKiosk is the kiosk's JSON API as the app sees it, with state a test
+// can change between steps.
+type fakeKiosk struct {
+	mu         sync.Mutex
+	weightMG   int64
+	stable     bool
+	state      string
+	inService  bool
+	reasons    []string
+	labelsLeft int
+	sales      int
+	nextSale   string // "ok", "jam" (last label fails) or an error code
+	saleDelay  time.Duration
+	serial     int
+	token      string
+	loaded     []string
+	calls      []string
+}
+
+func newFakeKiosk() *fakeKiosk {
+	f := &fakeKiosk{}
+	f.reset()
+	return f
+}
+
+func (f *fakeKiosk) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.weightMG, f.stable, f.state = 0, true, "ok"
+	f.inService, f.reasons = true, []string{}
+	f.labelsLeft, f.sales = 30, 0
+	f.nextSale, f.saleDelay = "ok", 0
+	f.token, f.loaded, f.calls, f.serial = "", nil, nil, 0
+}
+
+func (f *fakeKiosk) set(fn func(f *fakeKiosk)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *fakeKiosk) called(call string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.calls {
+		if c == call {
+			return true
+		}
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func apiError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+func (f *fakeKiosk) nextSerial() string {
+	f.serial++
+	return fmt.Sprintf("1966-F8CF-%02d", f.serial)
+}
+
+func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.calls = append(f.calls, r.Method+" "+r.URL.Path)
+	f.mu.Unlock()
+
+	if strings.HasPrefix(r.URL.Path, "/api/v1/staff/") && r.URL.Path != "/api/v1/staff/login" {
+		f.mu.Lock()
+		ok := f.token != "" && r.Header.Get("Authorization") == "Bearer "+f.token
+		f.mu.Unlock()
+		if !ok {
+			apiError(w, http.StatusUnauthorized, "unauthorized", "staff login needed")
+			return
+		}
+	}
+	var body struct {
+		RateClass string   `json:"rate_class"`
+		WeightMG  int64    `json:"weight_mg"`
+		Quantity  int      `json:"quantity"`
+		Label     string   `json:"label"`
+		PIN       string   `json:"pin"`
+		Sheets    []string `json:"sheets"`
+		InService *bool    `json:"in_service"`
+	}
+	if r.Method == http.MethodPost && r.ContentLength > 0 {
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			apiError(w, http.StatusBadRequest, "malformed_message", err.Error())
+			return
+		}
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch p := r.URL.Path; {
+	case p == "/api/v1/status":
+		writeJSON(w, 200, map[string]any{"in_service": f.inService, "ready": f.inService, "reasons": f.reasons,
+			"labels_left": f.labelsLeft, "paper": "ok", "printer": "ok", "scale": "ok", "last_error": "", "sales": f.sales})
+	case p == "/api/v1/weight":
+		writeJSON(w, 200, map[string]any{"weight_mg": f.weightMG, "stable": f.stable, "state": f.state})
+	case p == "/api/v1/prices":
+		first := map[string]any{"rate_class": "1100", "name": "First-Class Mail letter", "price_mills": 780}
+		if mg, _ := strconv.ParseInt(r.URL.Query().Get("weight_mg"), 10, 64); mg > 99223 { // 3.5 oz
+			first = map[string]any{"rate_class": "1100", "name": "First-Class Mail letter",
+				"error": map[string]string{"code": "overweight", "message": "over 3.5 oz"}}
+		}
+		writeJSON(w, 200, []any{first,
+			map[string]any{"rate_class": "1300", "name": "Priority Mail flat rate envelope", "price_mills": 10450}})
+	case p == "/api/v1/sales" && r.Method == http.MethodPost:
+		delay := f.saleDelay
+		f.mu.Unlock()
+		time.Sleep(delay) // the customer paying on the terminal
+		f.mu.Lock()
+		if f.nextSale != "ok" && f.nextSale != "jam" {
+			writeJSON(w, 422, map[string]any{"request_id": "req-1", "status": "rejected",
+				"error": map[string]string{"code": f.nextSale, "message": "Declined by issuer"}})
+			return
+		}
+		var labels []map[string]any
+		total := 0
+		for i := 0; i < body.Quantity; i++ {
+			l := map[string]any{"label_serial": f.nextSerial(), "meter_number": "M-1", "amount_mills": 780, "outcome": "printed"}
+			if f.nextSale == "jam" && i == body.Quantity-1 {
+				l["outcome"], l["reason"] = "failed", "jam"
+			} else {
+				total += 780
+			}
+			labels = append(labels, l)
+		}
+		f.sales++
+		writeJSON(w, 200, map[string]any{"request_id": "req-1", "status": "ok", "total_mills": total + 780*countFailed(labels), "labels": labels})
+	case p == "/api/v1/sales/req-1/reprint":
+		writeJSON(w, 200, map[string]any{"request_id": "req-1-r", "status": "ok", "total_mills": 0,
+			"labels": []any{map[string]any{"label_serial": f.nextSerial(), "amount_mills": 780, "outcome": "printed"}}})
+	case p == "/api/v1/sales/req-1/refund":
+		writeJSON(w, 200, map[string]any{"request_id": "req-1", "status": "ok", "amount_mills": 780})
+	case p == "/api/v1/staff/login":
+		if body.PIN != "1234" {
+			apiError(w, http.StatusUnauthorized, "unauthorized", "wrong PIN")
+			return
+		}
+		f.token = "tok-1"
+		writeJSON(w, 200, map[string]string{"token": f.token})
+	case p == "/api/v1/staff/counters":
+		writeJSON(w, 200, map[string]any{"sales": f.sales, "labels_left": f.labelsLeft, "paper": "ok", "printer": "ok", "scale": "ok",
+			"errors": []any{map[string]string{"at": "2026-11-29T07:00:00Z", "error": "jam"}}})
+	case p == "/api/v1/staff/stock":
+		f.loaded = append(f.loaded, body.Sheets...)
+		f.labelsLeft += 10 * len(body.Sheets)
+		writeJSON(w, 200, map[string]any{"status": "ok", "labels_left": f.labelsLeft})
+	case p == "/api/v1/staff/service":
+		if body.InService != nil {
+			f.inService = *body.InService
+		}
+		writeJSON(w, 200, map[string]any{"status": "ok"})
+	case p == "/api/v1/staff/zero", p == "/api/v1/staff/calibrate":
+		writeJSON(w, 200, map[string]any{"status": "ok"})
+	case p == "/api/v1/staff/logout":
+		f.token = ""
+		writeJSON(w, 200, map[string]any{"status": "ok"})
+	default:
+		apiError(w, http.StatusNotFound, "invalid_request", "no such endpoint "+p)
+	}
+}
+
+// The fake charges for a failed label too, as the kiosk does until a remedy.
+func countFailed(labels []map[string]any) int {
+	n := 0
+	for _, l := range labels {
+		if l["outcome"] == "failed" {
+			n++
+		}
+	}
+	return n
+}
+
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
+		return "/usr/bin/chromium"
+	}
+	t.Fatal("chromium not found on PATH or at /usr/bin/chromium: install the Debian package `chromium` (apt-get install chromium)")
+	return ""
+}
+
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("FRANK_UI_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "frank-ui-screens")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("screenshots dir: %v", err)
+	}
+	t.Logf("screenshots go to %s", dir)
+	return dir
+}
+
+type harness struct {
+	t    *testing.T
+	url  string
+	fake *fakeKiosk
+	shot string
+	ctx  context.Context
+}
+
+func sel(test string) chromedp.CSS { return chromedp.CSS(`[data-test="` + test + `"]`) }
+
+// run runs actions with a deadline, so a missing element fails the test in
+// seconds instead of hanging it.
+func (h *harness) run(what string, steps ...chromedp.Action[chromedp.Void]) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		h.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval runs JavaScript in the page and returns its value.
+func eval[T any](h *harness, what, js string) T {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		h.t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+func (h *harness) tap(test string) {
+	h.t.Helper()
+	h.run("tap "+test, chromedp.WaitEnabled(sel(test)), chromedp.Click(sel(test)))
+}
+
+func (h *harness) waitScreen(name string) {
+	h.t.Helper()
+	h.run("wait for screen "+name, chromedp.WaitVisible(sel("screen-"+name)))
+}
+
+// waitText polls until the element's text contains want.
+func (h *harness) waitText(test, want string) {
+	h.t.Helper()
+	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, string(sel(test)))
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	for {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if strings.Contains(got, want) {
+			return
+		}
+		if err != nil {
+			h.t.Fatalf("%s never showed %q (last %q): %v", test, want, got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// screenshot saves the viewport and checks the layout rules that hold on
+// every screen: no scrolling, and every visible button at least 48 px.
+func (h *harness) screenshot(name string) {
+	h.t.Helper()
+	problems := eval[[]string](h, "check layout", `(() => {
+		const out = [];
+		const d = document.documentElement;
+		if (d.scrollHeight > innerHeight || d.scrollWidth > innerWidth) out.push("page scrolls: " + d.scrollWidth + "x" + d.scrollHeight);
+		for (const s of document.querySelectorAll("section.screen:not([hidden])")) {
+			if (s.scrollHeight > s.clientHeight + 1) out.push(s.id + " overflows: " + s.scrollHeight + " > " + s.clientHeight);
+		}
+		for (const b of document.querySelectorAll("button")) {
+			const r = b.getBoundingClientRect();
+			if (r.width === 0 && r.height === 0) continue;
+			if (r.width < 48 || r.height < 48) out.push("small button " + (b.dataset.test || b.id) + ": " + r.width + "x" + r.height);
+			if (r.bottom > innerHeight || r.right > innerWidth) out.push("off-screen button " + (b.dataset.test || b.id));
+		}
+		return out;
+	})()`)
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		h.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if len(problems) > 0 {
+		h.t.Errorf("%s layout: %s", name, strings.Join(problems, "; "))
+	}
+	if err := os.WriteFile(filepath.Join(h.shot, name+".png"), png, 0o644); err != nil {
+		h.t.Errorf("save screenshot: %v", err)
+	}
+}
+
+func TestKioskUI(t *testing.T) {
+	fake := newFakeKiosk()
+	app, err := ui.New(ui.Config{StatusEvery: 200 * time.Millisecond, WeightEvery: 100 * time.Millisecond, PrintingAfter: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/", fake)
+	mux.Handle("/", app)
+	srv := httptest.NewServer(mux) // listens on 127.0.0.1, as the kiosk does
+	defer srv.Close()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Headless,
+		chromedp.NoSandbox, // the tests run as root
+		chromedp.DisableGPU,
+		chromedp.WindowSize(800, 480),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+	if err := chromedp.Do(browserCtx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	shots := artifactsDir(t)
+
+	// Each subtest gets a fresh tab in the one browser.
+	start := func(t *testing.T, w, hgt int64, query string) *harness {
+		fake.reset()
+		ctx, cancel := chromedp.NewContext(browserCtx)
+		t.Cleanup(cancel)
+		// The first Do opens the tab and ties it to ctx, so it has no timeout.
+		if err := chromedp.Do(ctx); err != nil {
+			t.Fatalf("open tab: %v", err)
+		}
+		h := &harness{t: t, url: srv.URL, fake: fake, shot: shots, ctx: ctx}
+		h.run("open page", chromedp.EmulateViewport(w, hgt), chromedp.Navigate(srv.URL+"/"+query))
+		h.waitScreen("weigh")
+		return h
+	}
+	weighAndChoose := func(h *harness, mg int64) {
+		h.fake.set(func(f *fakeKiosk) { f.weightMG, f.stable = mg, true })
+		h.tap("continue")
+		h.waitScreen("services")
+	}
+
+	sale := func(t *testing.T, w, hgt int64, prefix string) {
+		h := start(t, w, hgt, "")
+		h.fake.set(func(f *fakeKiosk) { f.weightMG, f.stable = 20000, false })
+		h.waitText("weight-state", "In motion")
+		h.waitText("weight", "0.7 oz")
+		if !eval[bool](h, "continue state", `document.querySelector('[data-test="continue"]').disabled`) {
+			t.Error("Continue is enabled while the scale is in motion")
+		}
+		h.screenshot(prefix + "01-weigh-motion")
+		h.fake.set(func(f *fakeKiosk) { f.stable = true; f.saleDelay = 700 * time.Millisecond })
+		h.waitText("weight-state", "Ready")
+		h.screenshot(prefix + "02-weigh-stable")
+		h.tap("continue")
+		h.waitScreen("services")
+		h.tap("service-1100")
+		h.tap("qty-plus")
+		h.waitText("qty", "2")
+		h.waitText("total", "$1.56")
+		h.screenshot(prefix + "03-services")
+		h.tap("pay")
+		h.waitScreen("paying")
+		h.waitText("pay-step", "Pay on the card terminal")
+		h.screenshot(prefix + "04-pay-on-terminal")
+		h.waitText("pay-step", "Printing")
+		h.screenshot(prefix + "05-printing")
+		h.waitScreen("receipt")
+		h.waitText("outcome-1966-F8CF-01", "printed")
+		h.waitText("outcome-1966-F8CF-02", "printed")
+		h.waitText("receipt-total", "$1.56")
+		h.screenshot(prefix + "06-receipt")
+		h.tap("done")
+		h.waitScreen("weigh")
+	}
+
+	t.Run("sale at 800x480", func(t *testing.T) { sale(t, 800, 480, "") })
+	t.Run("sale at 1280x800", func(t *testing.T) { sale(t, 1280, 800, "1280-") })
+
+	t.Run("jam then free reprint", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.fake.set(func(f *fakeKiosk) { f.nextSale = "jam" })
+		weighAndChoose(h, 20000)
+		h.tap("service-1100")
+		h.tap("qty-plus")
+		h.tap("pay")
+		h.waitScreen("receipt")
+		h.waitText("outcome-1966-F8CF-01", "printed")
+		h.waitText("outcome-1966-F8CF-02", "failed (jam)")
+		h.screenshot("07-receipt-jam")
+		h.tap("reprint-1966-F8CF-02")
+		h.waitText("remedy-1966-F8CF-02", "reprinted as 1966-F8CF-03 printed")
+		h.waitText("remedy-result", "Reprinted free")
+		if !h.fake.called("POST /api/v1/sales/req-1/reprint") {
+			t.Error("reprint endpoint not called")
+		}
+		h.screenshot("08-receipt-reprinted")
+	})
+
+	t.Run("declined card", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.fake.set(func(f *fakeKiosk) { f.nextSale = "payment_declined" })
+		weighAndChoose(h, 20000)
+		h.tap("service-1100")
+		h.tap("pay")
+		h.waitScreen("error")
+		h.waitText("error-title", "Card declined")
+		h.waitText("error-message", "No money was taken")
+		h.screenshot("09-error-declined")
+		h.tap("error-back")
+		h.waitScreen("services")
+	})
+
+	t.Run("overweight service greyed out", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		weighAndChoose(h, 150000)
+		if !eval[bool](h, "1100 disabled", `document.querySelector('[data-test="service-1100"]').disabled`) {
+			t.Error("overweight service is selectable")
+		}
+		h.waitText("service-1100", "too heavy")
+		h.waitText("service-1300", "$10.45")
+		h.screenshot("10-services-overweight")
+	})
+
+	t.Run("out of service and back", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.fake.set(func(f *fakeKiosk) { f.inService, f.reasons = false, []string{"paper_out"} })
+		h.waitScreen("oos")
+		h.waitText("oos-reasons", "out of paper")
+		h.screenshot("11-out-of-service")
+		h.fake.set(func(f *fakeKiosk) { f.inService, f.reasons = true, []string{} })
+		h.waitScreen("weigh")
+	})
+
+	t.Run("idle timeout returns to start", func(t *testing.T) {
+		h := start(t, 800, 480, "?idle=1")
+		weighAndChoose(h, 20000)
+		h.tap("service-1100")
+		began := time.Now()
+		h.waitScreen("weigh")
+		if d := time.Since(began); d < 700*time.Millisecond {
+			t.Errorf("went back to start after %v, want about 1 s", d)
+		}
+	})
+
+	t.Run("staff login, stock, logout", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.tap("staff-open")
+		h.waitScreen("pin")
+		for _, d := range "1234" {
+			h.tap("pin-" + string(d))
+		}
+		h.waitText("pin-display", "••••")
+		h.screenshot("12-staff-pin")
+		h.tap("pin-ok")
+		h.waitScreen("staff")
+		h.waitText("c-labels", "30")
+		h.waitText("staff-errors", "jam")
+		h.run("scan a sheet", chromedp.SendKeys(sel("stock-input"), "1966-f8cf\r"))
+		h.waitText("staff-message", "Loaded sheet 1966-F8CF")
+		h.waitText("c-labels", "40")
+		h.fake.set(func(f *fakeKiosk) {
+			if len(f.loaded) != 1 || f.loaded[0] != "1966-F8CF" {
+				t.Errorf("loaded sheets %q, want [1966-F8CF]", f.loaded)
+			}
+		})
+		h.screenshot("13-staff")
+		h.tap("staff-logout")
+		h.waitScreen("weigh")
+		if !h.fake.called("POST /api/v1/staff/logout") {
+			t.Error("logout endpoint not called")
+		}
+	})
+}
