@@ -95,7 +95,9 @@
       status = r.data;
       renderServiceToggle();
       // Staff keep their screens so they can put the kiosk back in service.
-      if (!status.in_service && current !== "paying" && current !== "pin" && current !== "staff") {
+      // A customer with a receipt or an error in hand keeps it: a failed
+      // label's remedy must stay reachable when paper runs out.
+      if (!status.in_service && !["paying", "receipt", "error", "pin", "staff"].includes(current)) {
         const ul = $("oos-reasons");
         ul.replaceChildren();
         for (const code of status.reasons || []) ul.append(el("li", "", reasonText[code] || code));

@@ -1,0 +1,146 @@
+// Package browser drives headless Chromium (Debian package chromium)
+// through chromedp for the end-to-end tests of the kiosk's touchscreen.
+// Elements are found by their data-test attribute.
+package browser
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Path finds Chromium, or fails the test naming the package.
+func Path(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
+		return "/usr/bin/chromium"
+	}
+	t.Fatal("chromium not found: install the Debian package chromium (make test does, as root)")
+	return ""
+}
+
+// Page is one tab.
+type Page struct {
+	t   testing.TB
+	ctx context.Context
+	dir string // screenshots
+}
+
+// Open starts a browser with one tab at url and the given viewport; it is
+// closed with the test. Screenshots go to $FRANK_UI_ARTIFACTS or a
+// frank-ui-screens directory under the system temp dir.
+func Open(t testing.TB, url string, w, h int64) *Page {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(Path(t)), chromedp.Headless,
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(int(w), int(h)))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // opens the tab; no timeout, or it closes with it
+		t.Fatalf("start chromium: %v", err)
+	}
+	dir := os.Getenv("FRANK_UI_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "frank-ui-screens")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := &Page{t: t, ctx: ctx, dir: dir}
+	p.Do("open "+url, chromedp.EmulateViewport(w, h), chromedp.Navigate(url))
+	return p
+}
+
+// Sel selects by data-test.
+func Sel(test string) chromedp.CSS { return chromedp.CSS(`[data-test="` + test + `"]`) }
+
+// Do runs actions, failing the test after 20 s.
+func (p *Page) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		p.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Tap clicks an element once it is enabled.
+func (p *Page) Tap(test string) {
+	p.t.Helper()
+	p.Do("tap "+test, chromedp.WaitEnabled(Sel(test)), chromedp.Click(Sel(test)))
+}
+
+// Screen waits for a screen to show.
+func (p *Page) Screen(name string, within time.Duration) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, within)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(Sel("screen-"+name))); err != nil {
+		p.t.Fatalf("screen %s never showed: %v", name, err)
+	}
+}
+
+// Text waits until the element's text contains want, and returns it.
+func (p *Page) Text(test, want string, within time.Duration) string {
+	p.t.Helper()
+	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, string(Sel(test)))
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		cancel()
+		if err == nil && strings.Contains(got, want) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s never showed %q (last %q, %v)", test, want, got, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Eval evaluates JavaScript in the page.
+func (p *Page) Eval(js string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+	if err != nil {
+		p.t.Fatalf("eval: %v", err)
+	}
+	return v
+}
+
+// Type types text into an element, then Enter.
+func (p *Page) Type(test, text string) {
+	p.t.Helper()
+	p.Do("type into "+test, chromedp.WaitVisible(Sel(test)), chromedp.SendKeys(Sel(test), text+"\r"))
+}
+
+// Shot saves a screenshot as name.png.
+func (p *Page) Shot(name string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		p.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(p.dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Logf("screenshot %s", path)
+}

@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/testbench/browser"
+	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/printersim"
+	"github.com/frank-postage/frank/testbench/verify"
+)
+
+// Headless Chromium at 800x480 drives the real kiosk's touchscreen on its
+// simulated devices: a sale whose label reads back and verifies, a jam
+// reprinted free, paper out refunded, and staff loading a sheet.
+func TestTouchscreen(t *testing.T) {
+	ctx := context.Background()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Sheets: 2, Output: output(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := browser.Open(t, d.KioskURL()+"/", 800, 480)
+	buy := func(shot string) {
+		t.Helper()
+		p.Screen("weigh", 20*time.Second)
+		p.Text("weight-state", "Ready", 20*time.Second)
+		if shot != "" {
+			p.Shot(shot + "-weigh")
+		}
+		p.Tap("continue")
+		p.Screen("services", 10*time.Second)
+		p.Tap("service-1100")
+		if shot != "" {
+			p.Shot(shot + "-services")
+		}
+		p.Tap("pay")
+		p.Screen("receipt", 90*time.Second)
+		if shot != "" {
+			p.Shot(shot + "-receipt")
+		}
+	}
+	// failedSerial finds the label the receipt offers a remedy for.
+	failedSerial := func() string {
+		t.Helper()
+		serial := strings.TrimPrefix(p.Eval(
+			`(document.querySelector('[data-test^="reprint-"]') || {dataset: {test: ""}}).dataset.test`), "reprint-")
+		if serial == "" {
+			t.Fatal("the receipt offers no remedy")
+		}
+		return serial
+	}
+
+	t.Run("a sale prints a stamp that verifies", func(t *testing.T) {
+		before := len(d.Printer().Labels())
+		buy("tb-01")
+		p.Text("receipt-labels", "printed", 5*time.Second)
+		p.Text("receipt-total", "$0.78", 5*time.Second)
+		labels := d.Printer().Labels()
+		if len(labels) != before+1 {
+			t.Fatalf("%d labels came out", len(labels)-before)
+		}
+		if _, err := keys.Verify(readBoth(t, labels[len(labels)-1])); err != nil {
+			t.Fatal(err)
+		}
+		p.Tap("done")
+	})
+	t.Run("jam, then a free reprint", func(t *testing.T) {
+		d.Printer().FailNext(printersim.Jam)
+		captured := d.Cards().Totals().Captured
+		buy("tb-02-jam")
+		p.Text("receipt-labels", "jam", 5*time.Second)
+		serial := failedSerial()
+		d.Printer().SetFault(printersim.OK) // staff clear the jam
+		p.Tap("reprint-" + serial)
+		p.Text("remedy-"+serial, "reprinted", 60*time.Second)
+		p.Shot("tb-02-jam-reprinted")
+		if got := d.Cards().Totals().Captured - captured; got != 780 {
+			t.Fatalf("charged %d for one stamp and its reprint", got)
+		}
+		labels := d.Printer().Labels()
+		if _, err := keys.Verify(readBoth(t, labels[len(labels)-1])); err != nil {
+			t.Fatal(err)
+		}
+		p.Tap("done")
+	})
+	t.Run("paper out, then a refund", func(t *testing.T) {
+		d.Printer().FailNext(printersim.PaperOut)
+		before := d.Cards().Totals()
+		buy("tb-03-paper")
+		serial := failedSerial()
+		time.Sleep(2500 * time.Millisecond) // the kiosk and the app both learn paper is out
+		p.Shot("tb-03-paper-receipt")
+		p.Tap("refund-" + serial)
+		p.Text("remedy-"+serial, "refund", 60*time.Second)
+		p.Shot("tb-03-paper-refunded")
+		p.Tap("done")
+		p.Screen("oos", 10*time.Second) // no sale without paper
+		p.Text("oos-reasons", "paper", 5*time.Second)
+		p.Shot("tb-03-paper-out-of-service")
+		d.Printer().SetFault(printersim.OK) // staff load paper
+		p.Screen("weigh", 20*time.Second)
+		after := d.Cards().Totals()
+		if after.Captured-before.Captured != 780 || after.Refunded-before.Refunded != 780 {
+			t.Fatalf("captured %d, refunded %d", after.Captured-before.Captured, after.Refunded-before.Refunded)
+		}
+	})
+	t.Run("staff load a sheet", func(t *testing.T) {
+		out, err := d.Hub("stock", "issue", "--store", "demo-store", "--sheets", "1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sheet := strings.TrimSpace(out)
+		p.Screen("weigh", 10*time.Second)
+		p.Tap("staff-open")
+		p.Screen("pin", 10*time.Second)
+		for _, c := range demo.StaffPIN {
+			p.Tap(fmt.Sprintf("pin-%c", c))
+		}
+		p.Tap("pin-ok")
+		p.Screen("staff", 10*time.Second)
+		left := p.Text("c-labels", "", time.Second)
+		p.Type("stock-input", sheet)
+		var n int
+		fmt.Sscan(left, &n)
+		p.Text("c-labels", fmt.Sprint(n+10), 20*time.Second)
+		p.Shot("tb-04-staff")
+		p.Tap("staff-logout")
+		p.Screen("weigh", 10*time.Second)
+	})
+}
