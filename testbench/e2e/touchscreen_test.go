@@ -28,7 +28,7 @@ func TestTouchscreen(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := browser.Open(t, d.KioskURL()+"/", 800, 480)
-	buy := func(shot string) {
+	buy := func(shot string, quantity int) {
 		t.Helper()
 		p.Screen("weigh", 20*time.Second)
 		p.Text("weight-state", "Ready", 20*time.Second)
@@ -38,6 +38,9 @@ func TestTouchscreen(t *testing.T) {
 		p.Tap("continue")
 		p.Screen("services", 10*time.Second)
 		p.Tap("service-1100")
+		for range quantity - 1 {
+			p.Tap("qty-plus")
+		}
 		if shot != "" {
 			p.Shot(shot + "-services")
 		}
@@ -60,7 +63,7 @@ func TestTouchscreen(t *testing.T) {
 
 	t.Run("a sale prints a stamp that verifies", func(t *testing.T) {
 		before := len(d.Printer().Labels())
-		buy("tb-01")
+		buy("tb-01", 1)
 		p.Text("receipt-labels", "printed", 5*time.Second)
 		p.Text("receipt-total", "$0.78", 5*time.Second)
 		labels := d.Printer().Labels()
@@ -75,7 +78,7 @@ func TestTouchscreen(t *testing.T) {
 	t.Run("jam, then a free reprint", func(t *testing.T) {
 		d.Printer().FailNext(printersim.Jam)
 		captured := d.Cards().Totals().Captured
-		buy("tb-02-jam")
+		buy("tb-02-jam", 1)
 		p.Text("receipt-labels", "jam", 5*time.Second)
 		serial := failedSerial()
 		d.Printer().SetFault(printersim.OK) // staff clear the jam
@@ -91,10 +94,12 @@ func TestTouchscreen(t *testing.T) {
 		}
 		p.Tap("done")
 	})
-	t.Run("paper out, then a refund", func(t *testing.T) {
-		d.Printer().FailNext(printersim.PaperOut)
+	t.Run("paper out mid-sale, then a refund", func(t *testing.T) {
+		d.Printer().FailAfter(1, printersim.PaperOut) // the first of two stamps prints
 		before := d.Cards().Totals()
-		buy("tb-03-paper")
+		buy("tb-03-paper", 2)
+		p.Text("receipt-labels", "printed", 5*time.Second)
+		p.Text("receipt-labels", "paper", 5*time.Second)
 		serial := failedSerial()
 		time.Sleep(2500 * time.Millisecond) // the kiosk and the app both learn paper is out
 		p.Shot("tb-03-paper-receipt")
@@ -108,7 +113,7 @@ func TestTouchscreen(t *testing.T) {
 		d.Printer().SetFault(printersim.OK) // staff load paper
 		p.Screen("weigh", 20*time.Second)
 		after := d.Cards().Totals()
-		if after.Captured-before.Captured != 780 || after.Refunded-before.Refunded != 780 {
+		if after.Captured-before.Captured != 1560 || after.Refunded-before.Refunded != 780 {
 			t.Fatalf("captured %d, refunded %d", after.Captured-before.Captured, after.Refunded-before.Refunded)
 		}
 	})
@@ -126,10 +131,16 @@ func TestTouchscreen(t *testing.T) {
 		}
 		p.Tap("pin-ok")
 		p.Screen("staff", 10*time.Second)
-		left := p.Text("c-labels", "", time.Second)
+		n := -1
+		for deadline := time.Now().Add(10 * time.Second); n < 0; time.Sleep(100 * time.Millisecond) {
+			if _, err := fmt.Sscan(p.Text("c-labels", "", time.Second), &n); err != nil {
+				n = -1
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no label count on the staff screen")
+			}
+		}
 		p.Type("stock-input", sheet)
-		var n int
-		fmt.Sscan(left, &n)
 		p.Text("c-labels", fmt.Sprint(n+10), 20*time.Second)
 		p.Shot("tb-04-staff")
 		p.Tap("staff-logout")

@@ -50,6 +50,7 @@ type Printer struct {
 	done     chan struct{}
 	fault    Fault
 	failNext Fault // the next label is lost to this fault
+	failSkip int   // labels that still come out before failNext strikes
 }
 
 // SetFault puts the printer in a state (OK clears it).
@@ -65,6 +66,14 @@ func (p *Printer) SetFault(f Fault) {
 func (p *Printer) FailNext(f Fault) {
 	p.mu.Lock()
 	p.failNext = f
+	p.mu.Unlock()
+}
+
+// FailAfter lets n more labels come out, then fails the next one with f:
+// paper that runs out in the middle of a sale.
+func (p *Printer) FailAfter(n int, f Fault) {
+	p.mu.Lock()
+	p.failNext, p.failSkip = f, n
 	p.mu.Unlock()
 }
 
@@ -298,7 +307,9 @@ func (p *Printer) cut() error {
 	p.mu.Lock()
 	rows, width := p.rows, p.width
 	p.rows, p.width = nil, 0
-	if p.fault != OK || p.failNext != OK {
+	if p.failNext != OK && p.failSkip > 0 {
+		p.failSkip-- // this one still comes out
+	} else if p.fault != OK || p.failNext != OK {
 		// Nothing comes out of a printer in a fault.
 		if p.failNext != OK {
 			p.fault, p.failNext = p.failNext, OK
