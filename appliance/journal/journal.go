@@ -74,7 +74,11 @@ CREATE TABLE IF NOT EXISTS labels (
   reason     TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (request_id, serial)
 );
-CREATE INDEX IF NOT EXISTS sales_open ON sales (closed);`
+CREATE INDEX IF NOT EXISTS sales_open ON sales (closed);
+CREATE TABLE IF NOT EXISTS sheets (
+  serial    TEXT PRIMARY KEY,
+  loaded_at INTEGER NOT NULL
+);`
 
 // Open opens or creates the journal at path.
 func Open(path string) (*Journal, error) {
@@ -153,6 +157,44 @@ func (j *Journal) exec(ctx context.Context, op, requestID, query string, args ..
 		return fmt.Errorf("journal: %s %s: %w", op, requestID, ErrUnknownSale)
 	}
 	return nil
+}
+
+// AddSheets remembers label sheets loaded into the kiosk, so that a
+// restart knows its stock.
+func (j *Journal) AddSheets(ctx context.Context, serials []string) error {
+	for _, s := range serials {
+		if _, err := j.db.ExecContext(ctx, `INSERT INTO sheets (serial, loaded_at) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+			s, time.Now().UnixMicro()); err != nil {
+			return fmt.Errorf("journal: add sheet %s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// DropSheet forgets a sheet the hub says is used up or no longer ours.
+func (j *Journal) DropSheet(ctx context.Context, serial string) error {
+	if _, err := j.db.ExecContext(ctx, `DELETE FROM sheets WHERE serial = ?`, serial); err != nil {
+		return fmt.Errorf("journal: drop sheet %s: %w", serial, err)
+	}
+	return nil
+}
+
+// Sheets lists the loaded sheets, in load order.
+func (j *Journal) Sheets(ctx context.Context) ([]string, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT serial FROM sheets ORDER BY loaded_at, serial`)
+	if err != nil {
+		return nil, fmt.Errorf("journal: sheets: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, fmt.Errorf("journal: sheets: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }
 
 // Get reads one sale.

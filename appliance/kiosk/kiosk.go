@@ -86,6 +86,9 @@ type saleJournal interface {
 	Finish(ctx context.Context, requestID string) error
 	Unfinished(ctx context.Context) ([]*journal.Sale, error)
 	Get(ctx context.Context, requestID string) (*journal.Sale, error)
+	AddSheets(ctx context.Context, serials []string) error
+	DropSheet(ctx context.Context, serial string) error
+	Sheets(ctx context.Context) ([]string, error)
 }
 
 // LabelPrinter prints one label and reports faults; appliance/printer.
@@ -170,6 +173,7 @@ func (k *Kiosk) recover() {
 		}
 	}
 	ctx := context.Background()
+	k.reloadStock(ctx)
 	open, err := k.journal.Unfinished(ctx)
 	if err != nil {
 		k.log.Error("journal: cannot settle unfinished sales", "err", err)
@@ -690,8 +694,38 @@ func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.Stock
 			k.stock = append(k.stock, st)
 		}
 		k.mu.Unlock()
+		if k.journal != nil {
+			if err := k.journal.AddSheets(context.WithoutCancel(ctx), sheets); err != nil {
+				k.log.Error("journal", "err", err)
+			}
+		}
+		k.statusChanged()
 	}
 	return res, nil
+}
+
+// reloadStock asks the hub again for the sheets the journal says are
+// loaded, one by one, forgetting those it refuses (used up, moved).
+func (k *Kiosk) reloadStock(ctx context.Context) {
+	sheets, err := k.journal.Sheets(ctx)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, s := range sheets {
+		res, err := k.LoadStock(ctx, []string{s})
+		if err != nil {
+			k.log.Warn("stock not reloaded", "sheet", s, "err", err)
+			continue
+		}
+		if res.Status != protocol.ResultOK {
+			k.log.Info("sheet no longer loaded", "sheet", s, "error", res.Error)
+			if err := k.journal.DropSheet(ctx, s); err != nil {
+				k.log.Error("journal", "err", err)
+			}
+		}
+	}
+	k.log.Info("stock reloaded after start", "labels_left", k.LabelsLeft())
 }
 
 // LabelsLeft counts the free labels of the loaded stock.

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"net/http"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -69,6 +71,19 @@ func TestKioskPowerCut(t *testing.T) {
 					t.Fatalf("journal still has unfinished sales after restart: %+v %v", open, err)
 				}
 				time.Sleep(200 * time.Millisecond)
+			}
+			// The restarted kiosk still knows its stock: the sheet's other 8 labels.
+			resp, err := http.Get(d.KioskURL() + "/api/v1/stock")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stock struct {
+				LabelsLeft int `json:"labels_left"`
+			}
+			json.NewDecoder(resp.Body).Decode(&stock)
+			resp.Body.Close()
+			if stock.LabelsLeft != 8 {
+				t.Fatalf("after restart the kiosk has %d labels, want 8", stock.LabelsLeft)
 			}
 			if len(d.Printer().Labels()) != printedBefore {
 				t.Fatalf("the restart printed %d more labels", len(d.Printer().Labels())-printedBefore)
