@@ -12,11 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 
-	"github.com/creack/pty"
+	"github.com/frank-postage/frank/testbench/ptylink"
 )
 
 // Outcome is how the emulated customer and issuer answer a sale.
@@ -40,10 +39,9 @@ type Request struct {
 
 // Terminal is a running emulator.
 type Terminal struct {
-	master, slave *os.File
-	link          string
-	log           *slog.Logger
-	done          chan struct{}
+	line *ptylink.Line
+	log  *slog.Logger
+	done chan struct{}
 
 	mu       sync.Mutex
 	mode     Outcome
@@ -55,38 +53,21 @@ type Terminal struct {
 // Start opens a pseudo-terminal and links its device to link; an empty
 // link means none. The terminal starts in Approve mode.
 func Start(link string, log *slog.Logger) (*Terminal, error) {
-	master, slave, err := pty.Open()
+	line, err := ptylink.Open(link)
 	if err != nil {
-		return nil, fmt.Errorf("paytermsim: open pty: %w", err)
-	}
-	if err := makeRaw(slave); err != nil {
-		master.Close()
-		slave.Close()
-		return nil, err
-	}
-	if link != "" {
-		os.MkdirAll(filepath.Dir(link), 0o755)
-		os.Remove(link)
-		if err := os.Symlink(slave.Name(), link); err != nil {
-			master.Close()
-			slave.Close()
-			return nil, fmt.Errorf("paytermsim: link %s: %w", link, err)
-		}
+		return nil, fmt.Errorf("paytermsim: %w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Terminal{master: master, slave: slave, link: link, log: log, done: make(chan struct{}), pending: map[string]bool{}}
+	t := &Terminal{line: line, log: log, done: make(chan struct{}), pending: map[string]bool{}}
 	go t.run()
 	return t, nil
 }
 
 // Path is the device the kiosk should open.
 func (t *Terminal) Path() string {
-	if t.link != "" {
-		return t.link
-	}
-	return t.slave.Name()
+	return t.line.Path()
 }
 
 // SetMode sets how every sale is answered from now on.
@@ -112,18 +93,14 @@ func (t *Terminal) Requests() []Request {
 
 // Close stops the emulator and removes the link.
 func (t *Terminal) Close() error {
-	t.master.Close()
-	t.slave.Close()
+	t.line.Close()
 	<-t.done
-	if t.link != "" {
-		os.Remove(t.link)
-	}
 	return nil
 }
 
 func (t *Terminal) run() {
 	defer close(t.done)
-	r := bufio.NewReader(t.master)
+	r := bufio.NewReader(t.line.Master)
 	for {
 		line, err := r.ReadBytes('\n')
 		if err != nil {
@@ -183,7 +160,7 @@ func (t *Terminal) handle(req Request) {
 
 func (t *Terminal) send(r reply) {
 	b, _ := json.Marshal(r)
-	if _, err := t.master.Write(append(b, '\n')); err != nil {
+	if _, err := t.line.Master.Write(append(b, '\n')); err != nil {
 		t.log.Warn("paytermsim: write", "err", err)
 	}
 }

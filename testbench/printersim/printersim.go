@@ -18,7 +18,7 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/creack/pty"
+	"github.com/frank-postage/frank/testbench/ptylink"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,10 +36,9 @@ const (
 
 // Printer is a running emulator.
 type Printer struct {
-	master, slave *os.File
-	link          string
-	outDir        string
-	log           *slog.Logger
+	line   *ptylink.Line
+	outDir string
+	log    *slog.Logger
 
 	mu       sync.Mutex
 	rows     [][]byte // raster rows of the label being printed, 1 bit per dot
@@ -80,37 +79,23 @@ func (p *Printer) FailAfter(n int, f Fault) {
 // Start opens a pseudo-terminal, links its device to link (a stable name
 // like a udev rule gives a real printer), and writes labels into outDir.
 func Start(link, outDir string, log *slog.Logger) (*Printer, error) {
-	master, slave, err := pty.Open()
+	line, err := ptylink.Open(link)
 	if err != nil {
-		return nil, fmt.Errorf("printersim: open pty: %w", err)
-	}
-	if err := makeRaw(slave); err != nil {
-		master.Close()
-		slave.Close()
-		return nil, err
-	}
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, fmt.Errorf("printersim: %w", err)
 	}
-	if link != "" {
-		os.MkdirAll(filepath.Dir(link), 0o755)
-		os.Remove(link)
-		if err := os.Symlink(slave.Name(), link); err != nil {
-			return nil, fmt.Errorf("printersim: link %s: %w", link, err)
-		}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		line.Close()
+		return nil, fmt.Errorf("printersim: %w", err)
 	}
 	old, _ := filepath.Glob(filepath.Join(outDir, "label-*.png"))
-	p := &Printer{master: master, slave: slave, link: link, outDir: outDir, log: log, done: make(chan struct{}), seq: len(old)}
+	p := &Printer{line: line, outDir: outDir, log: log, done: make(chan struct{}), seq: len(old)}
 	go p.run()
 	return p, nil
 }
 
 // Path is the device the kiosk should open.
 func (p *Printer) Path() string {
-	if p.link != "" {
-		return p.link
-	}
-	return p.slave.Name()
+	return p.line.Path()
 }
 
 // Labels returns the PNG files written so far.
@@ -131,36 +116,14 @@ func (p *Printer) Next() <-chan string {
 
 // Close stops the emulator and removes the link.
 func (p *Printer) Close() error {
-	p.master.Close()
-	p.slave.Close()
+	p.line.Close()
 	<-p.done
-	if p.link != "" {
-		os.Remove(p.link)
-	}
-	return nil
-}
-
-// makeRaw turns off line discipline processing so every byte passes as is.
-func makeRaw(f *os.File) error {
-	t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	if err != nil {
-		return fmt.Errorf("printersim: termios: %w", err)
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t); err != nil {
-		return fmt.Errorf("printersim: termios: %w", err)
-	}
 	return nil
 }
 
 func (p *Printer) run() {
 	defer close(p.done)
-	r := bufio.NewReader(p.master)
+	r := bufio.NewReader(p.line.Master)
 	for {
 		err := p.command(r)
 		if err == nil {
@@ -229,7 +192,7 @@ func (p *Printer) command(r *bufio.Reader) error {
 		if f == Silent {
 			return nil
 		}
-		_, err = p.master.Write([]byte{statusByte(f, n)})
+		_, err = p.line.Master.Write([]byte{statusByte(f, n)})
 		return err
 	}
 	// Text and other commands are not used by the kiosk; a real printer

@@ -11,13 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
+	"github.com/frank-postage/frank/testbench/ptylink"
 )
 
 // Protocol is the language the simulated scale speaks.
@@ -56,11 +55,10 @@ var decimals = map[Unit]int{LB: 2, OZ: 1, KG: 3, G: 0}
 
 // Scale is a running simulated scale.
 type Scale struct {
-	master, slave *os.File
-	link          string
-	proto         Protocol
-	log           *slog.Logger
-	done          chan struct{}
+	line  *ptylink.Line
+	proto Protocol
+	log   *slog.Logger
+	done  chan struct{}
 
 	mu          sync.Mutex
 	weight      int64 // on the platter, mg
@@ -78,27 +76,11 @@ func Start(link string, proto Protocol, log *slog.Logger) (*Scale, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	master, slave, err := pty.Open()
+	line, err := ptylink.Open(link)
 	if err != nil {
-		return nil, fmt.Errorf("scalesim: open pty: %w", err)
-	}
-	if err := makeRaw(slave); err != nil {
-		master.Close()
-		slave.Close()
 		return nil, fmt.Errorf("scalesim: %w", err)
 	}
-	if link != "" {
-		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
-			return nil, fmt.Errorf("scalesim: %w", err)
-		}
-		os.Remove(link)
-		if err := os.Symlink(slave.Name(), link); err != nil {
-			master.Close()
-			slave.Close()
-			return nil, fmt.Errorf("scalesim: link %s: %w", link, err)
-		}
-	}
-	s := &Scale{master: master, slave: slave, link: link, proto: proto, log: log.With("sim", "scale"),
+	s := &Scale{line: line, proto: proto, log: log.With("sim", "scale"),
 		done: make(chan struct{}), settle: 500 * time.Millisecond, unit: LB}
 	go s.run()
 	return s, nil
@@ -106,10 +88,7 @@ func Start(link string, proto Protocol, log *slog.Logger) (*Scale, error) {
 
 // Path is the device the kiosk should open.
 func (s *Scale) Path() string {
-	if s.link != "" {
-		return s.link
-	}
-	return s.slave.Name()
+	return s.line.Path()
 }
 
 // SetWeight puts mg on the platter.
@@ -153,18 +132,14 @@ func (s *Scale) SetUnit(u Unit) {
 
 // Close stops the scale and removes the link.
 func (s *Scale) Close() error {
-	s.master.Close()
-	s.slave.Close()
+	s.line.Close()
 	<-s.done
-	if s.link != "" {
-		os.Remove(s.link)
-	}
 	return nil
 }
 
 func (s *Scale) run() {
 	defer close(s.done)
-	r := bufio.NewReader(s.master)
+	r := bufio.NewReader(s.line.Master)
 	for {
 		line, err := r.ReadString('\r')
 		if err != nil {
@@ -179,7 +154,7 @@ func (s *Scale) run() {
 		if reply == "" {
 			continue
 		}
-		if _, err := s.master.Write([]byte(reply)); err != nil {
+		if _, err := s.line.Master.Write([]byte(reply)); err != nil {
 			return
 		}
 	}

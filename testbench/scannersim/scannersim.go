@@ -7,11 +7,9 @@ package scannersim
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 
-	"github.com/creack/pty"
+	"github.com/frank-postage/frank/testbench/ptylink"
 )
 
 // Line endings a scanner can be configured for.
@@ -23,44 +21,26 @@ const (
 
 // Scanner is a running emulator.
 type Scanner struct {
-	master, slave *os.File
-	link          string
-	log           *slog.Logger
+	line *ptylink.Line
+	log  *slog.Logger
 }
 
 // Start opens a pseudo-terminal and links its device to link (a stable
 // name like a udev rule gives a real scanner); an empty link means none.
 func Start(link string, log *slog.Logger) (*Scanner, error) {
-	master, slave, err := pty.Open()
+	line, err := ptylink.Open(link)
 	if err != nil {
-		return nil, fmt.Errorf("scannersim: open pty: %w", err)
-	}
-	if err := makeRaw(slave); err != nil {
-		master.Close()
-		slave.Close()
-		return nil, err
-	}
-	if link != "" {
-		os.MkdirAll(filepath.Dir(link), 0o755)
-		os.Remove(link)
-		if err := os.Symlink(slave.Name(), link); err != nil {
-			master.Close()
-			slave.Close()
-			return nil, fmt.Errorf("scannersim: link %s: %w", link, err)
-		}
+		return nil, fmt.Errorf("scannersim: %w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Scanner{master: master, slave: slave, link: link, log: log}, nil
+	return &Scanner{line: line, log: log}, nil
 }
 
 // Path is the device the kiosk should open.
 func (s *Scanner) Path() string {
-	if s.link != "" {
-		return s.link
-	}
-	return s.slave.Name()
+	return s.line.Path()
 }
 
 // Scan sends code ended by CR, most scanners' factory setting.
@@ -84,7 +64,7 @@ func (s *Scanner) Overlong() error {
 }
 
 func (s *Scanner) write(b string) error {
-	if _, err := s.master.WriteString(b); err != nil {
+	if _, err := s.line.Master.WriteString(b); err != nil {
 		return fmt.Errorf("scannersim: write: %w", err)
 	}
 	return nil
@@ -92,10 +72,6 @@ func (s *Scanner) write(b string) error {
 
 // Close stops the emulator and removes the link.
 func (s *Scanner) Close() error {
-	s.master.Close()
-	s.slave.Close()
-	if s.link != "" {
-		os.Remove(s.link)
-	}
+	s.line.Close()
 	return nil
 }
