@@ -52,7 +52,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// loadStock takes the sheet serials staff scanned.
+// loadStock takes the sheet serials staff scanned, and answers with the
+// hub's word on each sheet and the labels now loaded.
 func (k *Kiosk) loadStock(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Sheets []string `json:"sheets"`
@@ -69,7 +70,10 @@ func (k *Kiosk) loadStock(w http.ResponseWriter, r *http.Request) {
 	if res.Status != protocol.ResultOK {
 		status = http.StatusUnprocessableEntity
 	}
-	writeJSON(w, status, res)
+	writeJSON(w, status, struct {
+		*protocol.StockResult
+		LabelsLeft int `json:"labels_left"`
+	}{res, k.LabelsLeft()})
 }
 
 // remedy serves the customer's choice for a label that failed to print.

@@ -47,27 +47,7 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 			writeJSON(w, http.StatusOK, map[string]any{"sales": st.Sales, "labels_left": st.LabelsLeft, "paper": st.Paper,
 				"printer": st.Printer, "scale": st.Scale, "in_service": st.InService, "reasons": st.Reasons, "errors": k.Errors()})
 		})
-		r.Post("/stock", func(w http.ResponseWriter, r *http.Request) {
-			var body struct {
-				Sheets []string `json:"sheets"`
-			}
-			if !decodeBody(w, r, &body) {
-				return
-			}
-			res, err := k.LoadStock(r.Context(), body.Sheets)
-			if err != nil {
-				writeError(w, err)
-				return
-			}
-			status := http.StatusOK
-			if res.Status != protocol.ResultOK {
-				status = http.StatusUnprocessableEntity
-			}
-			writeJSON(w, status, struct {
-				*protocol.StockResult
-				LabelsLeft int `json:"labels_left"`
-			}{res, k.LabelsLeft()})
-		})
+		r.Post("/stock", k.loadStock)
 		r.Post("/service", func(w http.ResponseWriter, r *http.Request) {
 			var body struct {
 				InService bool `json:"in_service"`
