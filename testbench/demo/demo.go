@@ -332,10 +332,17 @@ func (d *Demo) Close() {
 		if d.printer != nil {
 			d.printer.Close()
 		}
-		for _, c := range []interface{ Close() error }{d.scale, d.scanner, d.terminal, d.gpio} {
-			if c != nil && !isNil(c) {
-				c.Close()
-			}
+		if d.scale != nil {
+			d.scale.Close()
+		}
+		if d.scanner != nil {
+			d.scanner.Close()
+		}
+		if d.terminal != nil {
+			d.terminal.Close()
+		}
+		if d.gpio != nil {
+			d.gpio.Close()
 		}
 	})
 }
@@ -432,19 +439,4 @@ func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// isNil sees through an interface holding a nil pointer.
-func isNil(c any) bool {
-	switch v := c.(type) {
-	case *scalesim.Scale:
-		return v == nil
-	case *scannersim.Scanner:
-		return v == nil
-	case *paytermsim.Terminal:
-		return v == nil
-	case *gpiosim.Sim:
-		return v == nil
-	}
-	return false
 }
