@@ -138,10 +138,11 @@ func (l *Ledger) VoidSale(ctx context.Context, kioskID, requestID string, perr *
 	return result, nil
 }
 
-// Unconfirmed lists sales with labels issued longer ago than age and never
-// reported printed or failed.
+// Unconfirmed lists kiosk sales with labels issued longer ago than age and
+// never reported printed or failed. Web customers' stamps (kiosk ids
+// "web-N") print at home and are never reported.
 func (l *Ledger) Unconfirmed(ctx context.Context, age time.Duration) ([][2]string, error) {
-	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT DISTINCT kiosk_id, request_id FROM indicia WHERE state = 'issued' AND created_at < ?`),
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT DISTINCT kiosk_id, request_id FROM indicia WHERE state = 'issued' AND created_at < ? AND kiosk_id NOT LIKE 'web-%'`),
 		micros(l.cfg.Now().Add(-age)))
 	if err != nil {
 		return nil, fmt.Errorf("ledger: unconfirmed: %w", err)
@@ -156,4 +157,41 @@ func (l *Ledger) Unconfirmed(ctx context.Context, age time.Duration) ([][2]strin
 		out = append(out, [2]string{k, r})
 	}
 	return out, rows.Err()
+}
+
+// RefundUnused takes back a web customer's unused stamp: its indicium is
+// voided (claimed back in the postal report) if it was issued no earlier
+// than notBefore. A stamp refunded before, or voided for another reason,
+// is remedy_not_allowed. A refund whose money did not go through is found
+// again here, so a retry can finish it.
+func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time) (*Spoiled, error) {
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', void_reason = 'refund_requested'
+		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state IN ('issued', 'printed') AND created_at >= ?`),
+		kioskID, requestID, label.String(), micros(notBefore)); err != nil {
+		return nil, fmt.Errorf("ledger: refund unused %s: %w", label, err)
+	}
+	sp := &Spoiled{Label: label}
+	var state, reason string
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, '') FROM indicia
+		WHERE kiosk_id = ? AND request_id = ? AND label = ?`), kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in purchase %s", label, requestID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: refund unused %s: %w", label, err)
+	}
+	if state != "voided" {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s is past its refund window", label)
+	}
+	if reason != "refund_requested" {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was voided (%s), not sold", label, reason)
+	}
+	var n int
+	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM remedies WHERE label = ?`), label.String()).Scan(&n); err != nil {
+		return nil, fmt.Errorf("ledger: refund unused %s: %w", label, err)
+	}
+	if n > 0 {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was refunded already", label)
+	}
+	return sp, nil
 }

@@ -63,6 +63,12 @@ type accountsByLogin interface {
 	AccountID(ctx context.Context, login string) (int64, error)
 }
 
+// meter counts fresh sales for the metrics.
+type meter interface {
+	Sale()
+	Sold(class string, postage protocol.Mills)
+}
+
 // alerter raises alerts for ops.
 type alerter interface {
 	Raise(ctx context.Context, kind, subject, message string)
@@ -78,6 +84,9 @@ type Service struct {
 	Accounts accountsByLogin
 	Sheets   sheets
 	Alerts   alerter
+	Claimer  claimer  // web sheets; the portal only
+	Web      replayer // the ledger, for the portal
+	Meter    meter    // may be nil
 	Log      *slog.Logger
 	Now      func() time.Time
 
@@ -218,6 +227,12 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 				return nil, verr
 			}
 			return nil, perr
+		}
+	}
+	if s.Meter != nil {
+		s.Meter.Sale()
+		for _, it := range sale.Items {
+			s.Meter.Sold(it.RateClass, it.Postage)
 		}
 	}
 	return out, nil

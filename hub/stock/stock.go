@@ -240,3 +240,19 @@ func (s *Stock) Answer(ctx context.Context, kioskID string, payload []byte) ([]b
 	out, _ := json.Marshal(res) // plain data: cannot fail
 	return out, perr
 }
+
+// WebStore is the store whose sheets are sold for printing at home: such
+// a sheet belongs to the first customer who prints on it.
+const WebStore = "web"
+
+// Claim gives an unclaimed sheet of the web store to accountID. It does
+// nothing to any other sheet: the sale's own checks then refuse it.
+func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID int64) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, assigned_at = ?
+		WHERE serial = ? AND store = ? AND account_id IS NULL AND kiosk_id IS NULL AND invalidated_at IS NULL`),
+		accountID, s.now().UnixMicro(), uint32(sheet), WebStore)
+	if err != nil {
+		return fmt.Errorf("stock: claim %s: %w", sheet, err)
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+// Package operators keeps the people who run Frank from the hub console:
+// vendor ops, who see and do everything, and store staff, who see only
+// their own stores' kiosks and label stock. Passwords are bcrypt hashes;
+// API tokens for the operator API are random, shown once, and kept as
+// SHA-256 hashes.
+package operators
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/frank-postage/frank/hub/store"
+)
+
+// Roles.
+const (
+	RoleOps   = "ops"
+	RoleStaff = "staff"
+)
+
+// Operator is someone who may use the console or the operator API.
+type Operator struct {
+	ID     int64    `json:"id"`
+	Login  string   `json:"login"`
+	Role   string   `json:"role"`
+	Stores []string `json:"stores,omitempty"` // staff only
+}
+
+// Ops reports whether o may see everything.
+func (o *Operator) Ops() bool { return o.Role == RoleOps }
+
+// MaySee reports whether o may see what belongs to storeID.
+func (o *Operator) MaySee(storeID string) bool {
+	return o.Ops() || slices.Contains(o.Stores, storeID)
+}
+
+// ErrAuth is a wrong login, password or token; they are not told apart.
+var ErrAuth = errors.New("operators: wrong login or password")
+
+// Operators is the operator store.
+type Operators struct {
+	db  *store.DB
+	now func() time.Time
+}
+
+// New returns the store on db.
+func New(db *store.DB, now func() time.Time) *Operators {
+	if now == nil {
+		now = time.Now
+	}
+	return &Operators{db: db, now: now}
+}
+
+// Add creates an operator, or resets the password, role and stores of an
+// existing one (how a forgotten password is recovered).
+func (s *Operators) Add(ctx context.Context, login, password, role string, stores []string) (*Operator, error) {
+	if len(login) < 3 || len(login) > 64 {
+		return nil, errors.New("operators: add: login wants 3-64 characters")
+	}
+	if len(password) < 12 || len(password) > 72 {
+		return nil, errors.New("operators: add: password wants 12-72 characters")
+	}
+	if role != RoleOps && role != RoleStaff {
+		return nil, fmt.Errorf("operators: add: role %q: want ops or staff", role)
+	}
+	if role == RoleStaff && len(stores) == 0 {
+		return nil, errors.New("operators: add: store staff need at least one store")
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return nil, fmt.Errorf("operators: add: %w", err)
+	}
+	op := &Operator{Login: login, Role: role}
+	if role == RoleStaff {
+		op.Stores = stores
+	}
+	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, s.db.Rebind(`INSERT INTO operators (login, password_hash, role, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (login) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role RETURNING id`),
+			login, string(h), role, s.now().UnixMicro()).Scan(&op.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM operator_stores WHERE operator_id = ?`), op.ID); err != nil {
+			return err
+		}
+		for _, st := range op.Stores {
+			if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO operator_stores (operator_id, store) VALUES (?, ?)`), op.ID, st); err != nil {
+				return fmt.Errorf("store %s: %w", st, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("operators: add %s: %w", login, err)
+	}
+	return op, nil
+}
+
+// dummyHash is checked against when the login is unknown, so that a
+// missing login takes as long as a wrong password.
+var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password anyone has"), bcrypt.DefaultCost)
+
+// Authenticate checks a login and password.
+func (s *Operators) Authenticate(ctx context.Context, login, password string) (*Operator, error) {
+	var id int64
+	var hash string
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT id, password_hash FROM operators WHERE login = ?`), login).Scan(&id, &hash)
+	if err != nil {
+		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		return nil, ErrAuth
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		return nil, ErrAuth
+	}
+	return s.ByID(ctx, id)
+}
+
+// ByID finds an operator with their stores.
+func (s *Operators) ByID(ctx context.Context, id int64) (*Operator, error) {
+	op := &Operator{ID: id}
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT login, role FROM operators WHERE id = ?`), id).Scan(&op.Login, &op.Role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrAuth
+	}
+	if err != nil {
+		return nil, fmt.Errorf("operators: read %d: %w", id, err)
+	}
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT store FROM operator_stores WHERE operator_id = ? ORDER BY store`), id)
+	if err != nil {
+		return nil, fmt.Errorf("operators: read %d: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var st string
+		if err := rows.Scan(&st); err != nil {
+			return nil, fmt.Errorf("operators: read %d: %w", id, err)
+		}
+		op.Stores = append(op.Stores, st)
+	}
+	return op, rows.Err()
+}
+
+// NewToken creates an API token for login and returns it; only its hash
+// is kept, so it cannot be shown again.
+func (s *Operators) NewToken(ctx context.Context, login, name string) (string, error) {
+	var id int64
+	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT id FROM operators WHERE login = ?`), login).Scan(&id); err != nil {
+		return "", fmt.Errorf("operators: new token for %s: no such operator", login)
+	}
+	tok := "frk_" + rand.Text()
+	h := sha256.Sum256([]byte(tok))
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO api_tokens (hash, operator_id, name, created_at) VALUES (?, ?, ?, ?)`),
+		h[:], id, name, s.now().UnixMicro()); err != nil {
+		return "", fmt.Errorf("operators: new token for %s: %w", login, err)
+	}
+	return tok, nil
+}
+
+// ByToken finds the operator an unrevoked API token belongs to.
+func (s *Operators) ByToken(ctx context.Context, token string) (*Operator, error) {
+	h := sha256.Sum256([]byte(token))
+	var id int64
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT operator_id FROM api_tokens WHERE hash = ? AND revoked_at IS NULL`), h[:]).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrAuth
+	}
+	if err != nil {
+		return nil, fmt.Errorf("operators: token: %w", err)
+	}
+	return s.ByID(ctx, id)
+}
+
+// RevokeTokens revokes every token of login.
+func (s *Operators) RevokeTokens(ctx context.Context, login string) (int64, error) {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE api_tokens SET revoked_at = ? WHERE revoked_at IS NULL
+		AND operator_id = (SELECT id FROM operators WHERE login = ?)`), s.now().UnixMicro(), login)
+	if err != nil {
+		return 0, fmt.Errorf("operators: revoke tokens of %s: %w", login, err)
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,117 @@
+// Package session keeps the logins of the hub's web pages: a random
+// session id in an HttpOnly, SameSite=Strict cookie (Secure, with the
+// __Host- prefix, whenever the page is served over TLS or the hub is told
+// it sits behind TLS), stored server-side only as a SHA-256 hash so a copy
+// of the database logs no one in. Each session carries a CSRF token that
+// every form post must echo. It also limits login attempts.
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/frank-postage/frank/hub/store"
+)
+
+// Session is one login.
+type Session struct {
+	Subject int64  // account id (portal) or operator id (console)
+	CSRF    string // echoed by every form as the "csrf" field
+}
+
+// Manager keeps the sessions of one realm ("portal" or "console").
+type Manager struct {
+	db     *store.DB
+	realm  string
+	ttl    time.Duration
+	secure bool
+	now    func() time.Time
+}
+
+// New returns the manager for realm. secure marks cookies Secure even on a
+// plain-HTTP request, for a hub behind a TLS-terminating proxy.
+func New(db *store.DB, realm string, ttl time.Duration, secure bool, now func() time.Time) *Manager {
+	if now == nil {
+		now = time.Now
+	}
+	return &Manager{db: db, realm: realm, ttl: ttl, secure: secure, now: now}
+}
+
+func (m *Manager) cookieName(secure bool) string {
+	if secure {
+		return "__Host-frank_" + m.realm
+	}
+	return "frank_" + m.realm
+}
+
+func (m *Manager) isSecure(r *http.Request) bool { return m.secure || r.TLS != nil }
+
+// Start logs subject in: it stores a new session and sets its cookie.
+// Any session the browser had in this realm is ended first, so a session
+// id planted before login is never promoted.
+func (m *Manager) Start(w http.ResponseWriter, r *http.Request, subject int64) (*Session, error) {
+	m.End(w, r)
+	id, csrf := rand.Text(), rand.Text()
+	h := sha256.Sum256([]byte(id))
+	now := m.now()
+	ctx := r.Context()
+	if _, err := m.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < `+fmt.Sprint(now.UnixMicro())); err != nil {
+		return nil, fmt.Errorf("session: start: %w", err)
+	}
+	if _, err := m.db.ExecContext(ctx, m.db.Rebind(`INSERT INTO sessions (hash, realm, subject, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`),
+		h[:], m.realm, subject, csrf, now.UnixMicro(), now.Add(m.ttl).UnixMicro()); err != nil {
+		return nil, fmt.Errorf("session: start: %w", err)
+	}
+	secure := m.isSecure(r)
+	http.SetCookie(w, &http.Cookie{Name: m.cookieName(secure), Value: id, Path: "/", MaxAge: int(m.ttl.Seconds()),
+		HttpOnly: true, Secure: secure, SameSite: http.SameSiteStrictMode})
+	return &Session{Subject: subject, CSRF: csrf}, nil
+}
+
+// Get returns the request's live session, or nil.
+func (m *Manager) Get(r *http.Request) (*Session, error) {
+	c, err := r.Cookie(m.cookieName(m.isSecure(r)))
+	if err != nil {
+		return nil, nil
+	}
+	h := sha256.Sum256([]byte(c.Value))
+	s := &Session{}
+	err = m.db.QueryRowContext(r.Context(), m.db.Rebind(`SELECT subject, csrf FROM sessions WHERE hash = ? AND realm = ? AND expires_at > ?`),
+		h[:], m.realm, m.now().UnixMicro()).Scan(&s.Subject, &s.CSRF)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("session: get: %w", err)
+	}
+	return s, nil
+}
+
+// End logs the request's session out and clears its cookie.
+func (m *Manager) End(w http.ResponseWriter, r *http.Request) {
+	secure := m.isSecure(r)
+	c, err := r.Cookie(m.cookieName(secure))
+	if err != nil {
+		return
+	}
+	h := sha256.Sum256([]byte(c.Value))
+	m.db.ExecContext(context.WithoutCancel(r.Context()), m.db.Rebind(`DELETE FROM sessions WHERE hash = ?`), h[:])
+	http.SetCookie(w, &http.Cookie{Name: m.cookieName(secure), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteStrictMode})
+}
+
+// ValidCSRF reports whether a form post carries s's CSRF token, in the
+// "csrf" field or the X-CSRF-Token header.
+func ValidCSRF(r *http.Request, s *Session) bool {
+	got := r.Header.Get("X-CSRF-Token")
+	if got == "" {
+		got = r.PostFormValue("csrf")
+	}
+	return s != nil && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.CSRF)) == 1
+}
