@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ import (
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/metrics"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/psdm"
@@ -38,6 +41,9 @@ import (
 	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/hub/web"
+	"github.com/frank-postage/frank/hub/web/console"
+	"github.com/frank-postage/frank/hub/web/portal"
+	websession "github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -68,7 +74,16 @@ type Config struct {
 	// UnconfirmedAfter flags sales whose labels were not reported printed
 	// or failed in this long; default 10 minutes.
 	UnconfirmedAfter time.Duration
-	Ledger           ledger.Config
+	// RefundWindow is how long a web customer may have an unused stamp
+	// refunded; default 28 days.
+	RefundWindow time.Duration
+	// SecureCookies marks login cookies Secure even on plain HTTP: set it
+	// when the hub sits behind a TLS-terminating proxy.
+	SecureCookies bool
+	// FundsLow raises a funds_low alert when the GPSD holds less; default
+	// one MPSD funding.
+	FundsLow protocol.Mills
+	Ledger   ledger.Config
 }
 
 // Defaults fills in the zero values.
@@ -108,6 +123,9 @@ func (c *Config) Defaults() {
 	}
 	if c.UnconfirmedAfter == 0 {
 		c.UnconfirmedAfter = 10 * time.Minute
+	}
+	if c.RefundWindow == 0 {
+		c.RefundWindow = 28 * 24 * time.Hour
 	}
 	if c.Ledger.Vendor == "" {
 		c.Ledger.Vendor = "FR"
@@ -181,6 +199,9 @@ type Hub struct {
 	stock       *stock.Stock
 	accounts    *accounts.Accounts
 	payments    *payments.Payments
+	operators   *operators.Operators
+	metrics     *metrics.Metrics
+	console     *console.Console
 	rates       *rates.Book
 	sales       *sale.Service
 	stopBg      chan struct{}
@@ -238,6 +259,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		gw.HTTP.Timeout = cfg.PaymentsTimeout
 	}
 	h.payments = payments.New(h.db, gw, h.accounts, log.With("component", "payments"), cfg.Ledger.Now)
+	h.operators = operators.New(h.db, cfg.Ledger.Now)
 	if h.rates, err = rates.LoadDir(cfg.RatesDir); err != nil {
 		h.Close()
 		return nil, err
@@ -264,6 +286,12 @@ func (h *Hub) Stock() *stock.Stock { return h.stock }
 
 // Accounts returns the customer accounts.
 func (h *Hub) Accounts() *accounts.Accounts { return h.accounts }
+
+// Operators returns the console's users.
+func (h *Hub) Operators() *operators.Operators { return h.operators }
+
+// Metrics returns the metrics, after Start.
+func (h *Hub) Metrics() *metrics.Metrics { return h.metrics }
 
 // Payments returns the payment records.
 func (h *Hub) Payments() *payments.Payments { return h.payments }
@@ -354,8 +382,11 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.cfg.Ledger.Now != nil {
 		now = h.cfg.Ledger.Now
 	}
+	h.metrics = metrics.New(metrics.Sources{Funds: h.ledger, Presence: h.presence, Alerts: h.alerts, Workers: h.pool,
+		Now: now, Log: h.log.With("component", "metrics")})
 	h.sales = &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: h.fleet, Rates: h.rates, Money: h.payments,
-		Accounts: h.accounts, Sheets: h.stock, Alerts: h.alerts, Log: h.log.With("component", "sale"), Now: now}
+		Accounts: h.accounts, Sheets: h.stock, Alerts: h.alerts, Claimer: h.stock, Web: h.ledger, Meter: h.metrics,
+		Log: h.log.With("component", "sale"), Now: now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{
 		Broker:   brokerURL,
@@ -367,6 +398,7 @@ func (h *Hub) Start(ctx context.Context) error {
 			return protocol.KioskConfig{KioskID: kioskID, HeartbeatS: h.cfg.HeartbeatS, Rates: rt}, err
 		},
 		Presence: kioskWatch{h},
+		Meter:    h.metrics,
 	}
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err
@@ -376,8 +408,17 @@ func (h *Hub) Start(ctx context.Context) error {
 		return fmt.Errorf("hub: listen %s: %w", h.cfg.HTTPListen, err)
 	}
 	h.HTTPAddr = ln.Addr().String()
-	srv := &web.Server{Keys: h.keys, DB: h.db, Workers: h.pool, Customers: h.accounts, Stamps: h.sales, Log: h.log.With("component", "web")}
+	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
+		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Log: h.log.With("component", "console"), Now: now,
+		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies, now), Limiter: websession.NewLimiter(5, 15*time.Minute)}
+	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
+		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies, now), Limiter: websession.NewLimiter(5, 15*time.Minute),
+		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
+	srv := &web.Server{Keys: h.keys, DB: h.db, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
+		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.metrics.Handler(),
+		Log: h.log.With("component", "web")}
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them
 	go func() {
 		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("http server stopped", "err", err)
@@ -501,6 +542,7 @@ func (h *Hub) Tick(ctx context.Context) {
 		h.alerts.Raise(ctx, alerts.Unconfirmed, "sale/"+s[0]+"/"+s[1],
 			fmt.Sprintf("kiosk %s never reported whether the labels of sale %s printed", s[0], s[1]))
 	}
+	h.checkFunds(ctx)
 	now := time.Now
 	if h.cfg.Ledger.Now != nil {
 		now = h.cfg.Ledger.Now
@@ -519,6 +561,34 @@ func (h *Hub) Tick(ctx context.Context) {
 			}
 			h.log.Info("rate table in force pushed to every kiosk", "rates", rt.Version, "kiosks", len(ids))
 			h.pushedRates = rt.Version
+		}
+	}
+}
+
+// checkFunds raises funds_low when the GPSD could not fund one more MPSD
+// (or holds less than FundsLow): buying from the postal authority failed
+// or is switched off, and sales will soon stop.
+func (h *Hub) checkFunds(ctx context.Context) {
+	lcfg := h.ledger.Config()
+	low := h.cfg.FundsLow
+	if low == 0 {
+		low = lcfg.MPSDFunding
+	}
+	if lcfg.GPSDPurchase > 0 {
+		// The GPSD buys on demand; it is only short when a purchase hangs.
+		fs, err := h.ledger.Fundings(ctx, 20)
+		if err != nil || !slices.ContainsFunc(fs, func(f ledger.Funding) bool { return f.State == "pending" }) {
+			return
+		}
+	}
+	psds, err := h.ledger.PSDs(ctx)
+	if err != nil {
+		h.log.Error("funds check", "err", err)
+		return
+	}
+	for _, p := range psds {
+		if p.Kind == ledger.KindGPSD && p.DR < low {
+			h.alerts.Raise(ctx, alerts.FundsLow, "gpsd", fmt.Sprintf("the GPSD holds %s, less than %s", p.DR, low))
 		}
 	}
 }

@@ -133,6 +133,24 @@ func (r *Registry) Authenticate(kioskID, password string) bool {
 	return true
 }
 
+// List lists the provisioned kiosks with their stores.
+func (r *Registry) List(ctx context.Context) ([]Kiosk, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, store, user_id FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: list: %w", err)
+	}
+	defer rows.Close()
+	var out []Kiosk
+	for rows.Next() {
+		var k Kiosk
+		if err := rows.Scan(&k.ID, &k.Store, &k.UserID); err != nil {
+			return nil, fmt.Errorf("fleet: list: %w", err)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 // IDs lists the provisioned kiosks.
 func (r *Registry) IDs(ctx context.Context) ([]string, error) {
 	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)

@@ -13,10 +13,15 @@ import (
 // or when heartbeats stop: a dead link can go unnoticed by the broker for
 // one and a half keepalives, so heartbeats are the hub's own evidence.
 type Presence struct {
-	mu     sync.Mutex
-	now    func() time.Time
-	kiosks map[string]*KioskState
+	mu      sync.Mutex
+	now     func() time.Time
+	kiosks  map[string]*KioskState
+	history map[string][]protocol.Telemetry // the last HistoryLen heartbeats of each kiosk
+	changed chan struct{}                   // closed and replaced on every change
 }
+
+// HistoryLen is how many heartbeats of each kiosk are kept for its page.
+const HistoryLen = 60
 
 // KioskState is what the hub last knew of a kiosk.
 type KioskState struct {
@@ -32,7 +37,28 @@ func NewPresence(now func() time.Time) *Presence {
 	if now == nil {
 		now = time.Now
 	}
-	return &Presence{now: now, kiosks: map[string]*KioskState{}}
+	return &Presence{now: now, kiosks: map[string]*KioskState{}, history: map[string][]protocol.Telemetry{}, changed: make(chan struct{})}
+}
+
+// Changed returns a channel closed at the next change of any kiosk, for
+// pages that follow the fleet live.
+func (p *Presence) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// notify wakes the watchers; p.mu is held.
+func (p *Presence) notify() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// History returns a kiosk's recent heartbeats, newest last.
+func (p *Presence) History(id string) []protocol.Telemetry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.history[id])
 }
 
 func (p *Presence) state(id string) *KioskState {
@@ -58,6 +84,7 @@ func (p *Presence) Online(id string) {
 	s := p.state(id)
 	p.set(s, true, now)
 	s.LastSeen = now
+	p.notify()
 }
 
 // Offline records a kiosk's last will or "offline" status.
@@ -65,6 +92,7 @@ func (p *Presence) Offline(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.set(p.state(id), false, p.now())
+	p.notify()
 }
 
 // Heartbeat records a kiosk's telemetry.
@@ -75,6 +103,12 @@ func (p *Presence) Heartbeat(t *protocol.Telemetry) {
 	s := p.state(t.KioskID)
 	p.set(s, true, now)
 	s.LastSeen, s.Telemetry = now, t
+	h := append(p.history[t.KioskID], *t)
+	if len(h) > HistoryLen {
+		h = slices.Clone(h[len(h)-HistoryLen:]) // a fresh array, so the old one is freed
+	}
+	p.history[t.KioskID] = h
+	p.notify()
 }
 
 // Sweep marks offline every online kiosk not heard from in silence, and
@@ -89,6 +123,9 @@ func (p *Presence) Sweep(silence time.Duration) []string {
 			p.set(s, false, now)
 			gone = append(gone, id)
 		}
+	}
+	if len(gone) > 0 {
+		p.notify()
 	}
 	slices.Sort(gone)
 	return gone

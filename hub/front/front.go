@@ -53,6 +53,13 @@ type Config struct {
 	MaxInFlight int
 	// Presence, if set, is told of kiosk status and heartbeats.
 	Presence presence
+	// Meter, if set, times every purchase answered.
+	Meter meter
+}
+
+// meter times answers for the metrics.
+type meter interface {
+	Answered(channel string, d time.Duration, code protocol.Code)
 }
 
 // Front is a connected MQTT front.
@@ -171,6 +178,13 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 	start := time.Now()
 	out, perr := f.sales.Purchase(ctx, kiosk, m.Payload())
 	f.publish(protocol.KioskTopic(kiosk, protocol.TopicPurchaseResult), 1, false, out)
+	if f.cfg.Meter != nil {
+		var code protocol.Code
+		if perr != nil {
+			code = perr.Code
+		}
+		f.cfg.Meter.Answered("kiosk", time.Since(start), code)
+	}
 	if perr != nil {
 		f.log.Info("purchase rejected", "kiosk", kiosk, "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
 	} else {

@@ -378,7 +378,7 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 		}
 		p.log.Info("payment settled after restart", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
 	}
-	return nil
+	return p.creditFunds(ctx)
 }
 
 // abandon voids an attempt whose outcome is unknown.
@@ -414,4 +414,65 @@ func nullInt(v int64) any {
 		return nil
 	}
 	return v
+}
+
+// FundKioskID is the payments namespace of a customer's top-ups.
+func FundKioskID(accountID int64) string { return fmt.Sprintf("fund-%d", accountID) }
+
+// Fund tops up a prepaid account from a card: authorized, captured, then
+// credited, each step idempotent by requestID, so a resubmitted form
+// charges once. A crash after the capture is finished by Reconcile.
+func (p *Payments) Fund(ctx context.Context, accountID int64, card *Card, amount protocol.Mills, requestID string) error {
+	if amount < 1000 || amount > 1_000_000 {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "amount: want $1.00 to $1,000.00")
+	}
+	key := Key{KioskID: FundKioskID(accountID), RequestID: requestID}
+	if prev, err := p.Get(ctx, key); err == nil && prev.State == "captured" {
+		return p.credit(ctx, accountID, prev.Captured, requestID)
+	}
+	if _, err := p.Authorize(ctx, key, Source{Card: card}, amount); err != nil {
+		return err
+	}
+	if err := p.Capture(ctx, key); err != nil {
+		p.Void(ctx, key)
+		return protocol.Errorf(protocol.CodePaymentDeclined, "the payment could not be completed; nothing was charged")
+	}
+	return p.credit(ctx, accountID, amount, requestID)
+}
+
+func (p *Payments) credit(ctx context.Context, accountID int64, amount protocol.Mills, requestID string) error {
+	return p.accounts.Credit(ctx, accountID, amount, "fund", "card:"+requestID)
+}
+
+// creditFunds finishes top-ups captured before a crash; crediting is
+// idempotent by its ref, so the ones already credited are left as they are.
+func (p *Payments) creditFunds(ctx context.Context) error {
+	rows, err := p.db.QueryContext(ctx, `SELECT kiosk_id, request_id, captured FROM payments WHERE kiosk_id LIKE 'fund-%' AND state = 'captured'`)
+	if err != nil {
+		return fmt.Errorf("payments: credit funds: %w", err)
+	}
+	type topUp struct {
+		account int64
+		req     string
+		amount  protocol.Mills
+	}
+	var ups []topUp
+	for rows.Next() {
+		var kiosk string
+		var t topUp
+		if err := rows.Scan(&kiosk, &t.req, &t.amount); err != nil {
+			rows.Close()
+			return fmt.Errorf("payments: credit funds: %w", err)
+		}
+		if _, err := fmt.Sscanf(kiosk, "fund-%d", &t.account); err == nil {
+			ups = append(ups, t)
+		}
+	}
+	rows.Close()
+	for _, t := range ups {
+		if err := p.credit(ctx, t.account, t.amount, t.req); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -256,3 +256,37 @@ func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID
 	}
 	return nil
 }
+
+// Batch is the sheets issued to a store at one time, and how far they
+// have gone: loaded into a kiosk or claimed by a customer, labels used.
+type Batch struct {
+	Store      string    `json:"store"`
+	IssuedAt   time.Time `json:"issued_at"`
+	Sheets     int       `json:"sheets"`
+	Loaded     int       `json:"loaded"`
+	LabelsUsed int       `json:"labels_used"`
+	LabelsLeft int       `json:"labels_left"`
+}
+
+// Batches lists every batch, newest first.
+func (s *Stock) Batches(ctx context.Context) ([]Batch, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT store, issued_at, COUNT(*),
+		SUM(CASE WHEN kiosk_id IS NOT NULL OR account_id IS NOT NULL THEN 1 ELSE 0 END), SUM(used)
+		FROM sheets GROUP BY store, issued_at ORDER BY issued_at DESC, store`)
+	if err != nil {
+		return nil, fmt.Errorf("stock: batches: %w", err)
+	}
+	defer rows.Close()
+	out := []Batch{}
+	for rows.Next() {
+		var b Batch
+		var at int64
+		if err := rows.Scan(&b.Store, &at, &b.Sheets, &b.Loaded, &b.LabelsUsed); err != nil {
+			return nil, fmt.Errorf("stock: batches: %w", err)
+		}
+		b.IssuedAt = time.UnixMicro(at)
+		b.LabelsLeft = b.Sheets*protocol.LabelsPerSheet - b.LabelsUsed
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}

@@ -1,6 +1,7 @@
-// Package web serves the hub's HTTP API with chi: health, the published
-// signing keys that anyone needs to verify a stamp, worker status, and the
-// patent's XML purchase API.
+// Package web serves the hub's HTTP face with chi: health, the published
+// signing keys that anyone needs to verify a stamp, worker status, the
+// patent's XML purchase API, Prometheus metrics, and mounts the customer
+// portal, the ops console and the operator API.
 package web
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/psdm"
+	"github.com/frank-postage/frank/hub/web/assets"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -54,20 +56,54 @@ type Server struct {
 	Workers   workers
 	Customers customers
 	Stamps    stamper
-	Log       *slog.Logger
+	// Portal, Console, OpsAPI and Metrics are mounted when set.
+	Portal  http.Handler
+	Console http.Handler
+	OpsAPI  http.Handler
+	Metrics http.Handler
+	Log     *slog.Logger
 }
 
 // Handler returns the router.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer)
+	r.Use(middleware.Recoverer, securityHeaders)
 	r.Get("/healthz", s.healthz)
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Get("/certificates", s.certificates)
 		r.Get("/psdm", s.psdm)
 		r.Post("/webstamp", s.webstamp)
+		if s.OpsAPI != nil {
+			r.Mount("/ops", s.OpsAPI)
+		}
 	})
+	if s.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", s.Metrics)
+	}
+	r.Handle("/static/*", assets.Handler())
+	// Pages with logins refuse cross-origin form posts by the browser's
+	// own Origin and Sec-Fetch-Site headers, besides each form's token.
+	xo := http.NewCrossOriginProtection()
+	if s.Portal != nil {
+		r.Mount("/portal", xo.Handler(s.Portal))
+		r.Get("/", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/portal/", http.StatusSeeOther) })
+	}
+	if s.Console != nil {
+		r.Mount("/console", xo.Handler(s.Console))
+	}
 	return r
+}
+
+// securityHeaders keeps pages out of frames and scripts to our own files.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

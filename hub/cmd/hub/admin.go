@@ -21,7 +21,18 @@ import (
 type admin struct {
 	open                                         bool
 	store, barcodes, account, amount, zip, kiosk string
+	role, stores, tokenName                      string
 	sheets                                       int
+}
+
+// secret reads a password from the environment variable env, else from
+// the first line of stdin, so it never shows in ps or shell history.
+func secret(env string) string {
+	if pw := os.Getenv(env); pw != "" {
+		return pw
+	}
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	return strings.TrimSpace(line)
 }
 
 // adminCmd runs the provisioning commands ops use from a shell.
@@ -121,16 +132,42 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 			}
 		}
 		fmt.Printf("%d sheets assigned to %s\n", len(pos), a.account)
+	case "operator add":
+		if len(pos) != 1 {
+			return usage("hub operator add LOGIN [--role ops|staff] [--stores S1,S2]  (password from FRANK_OPERATOR_PASSWORD or stdin)")
+		}
+		var st []string
+		if a.stores != "" {
+			st = strings.Split(a.stores, ",")
+		}
+		op, err := h.Operators().Add(ctx, pos[0], secret("FRANK_OPERATOR_PASSWORD"), a.role, st)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Printf("operator %s (%s) saved\n", op.Login, op.Role)
+	case "operator token":
+		if len(pos) != 1 {
+			return usage("hub operator token LOGIN [--name WHAT-FOR]")
+		}
+		tok, err := h.Operators().NewToken(ctx, pos[0], a.tokenName)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println(tok) // shown once: only its hash is kept
+	case "operator revoke":
+		if len(pos) != 1 {
+			return usage("hub operator revoke LOGIN")
+		}
+		n, err := h.Operators().RevokeTokens(ctx, pos[0])
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Printf("%d tokens of %s revoked\n", n, pos[0])
 	case "account add":
 		if len(pos) != 1 {
 			return usage("hub account add LOGIN [--zip ZIP]  (password from FRANK_ACCOUNT_PASSWORD or stdin)")
 		}
-		pw := os.Getenv("FRANK_ACCOUNT_PASSWORD")
-		if pw == "" {
-			line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-			pw = strings.TrimSpace(line)
-		}
-		acct, err := h.Accounts().Create(ctx, pos[0], pw)
+		acct, err := h.Accounts().Create(ctx, pos[0], secret("FRANK_ACCOUNT_PASSWORD"))
 		if err != nil {
 			return fail(err)
 		}

@@ -87,6 +87,11 @@ func run(args []string) int {
 	to := fs.String("to", "", "report: last day (2006-01-02, exclusive)")
 	fs.StringVar(&cfg.RatesDir, "rates", "", "directory of extra rate tables (*.json)")
 	fs.IntVar(&cfg.HeartbeatS, "heartbeat", 30, "kiosk heartbeat period pushed in config, seconds")
+	role := fs.String("role", "ops", "operator add: ops (everything) or staff (their --stores only)")
+	stores := fs.String("stores", "", "operator add: comma-separated stores of a staff operator")
+	tokenName := fs.String("name", "cli", "operator token: what the token is for")
+	fs.DurationVar(&cfg.RefundWindow, "refund-window", 28*24*time.Hour, "how long a web customer may have an unused stamp refunded")
+	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	// Flags and positional arguments may come in any order.
@@ -136,9 +141,11 @@ func run(args []string) int {
 		return keysCmd(ctx, h, cmd)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
-	case "kiosk add", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list":
+	case "kiosk add", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
+		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
-			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly})
+			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly,
+			role: *role, stores: *stores, tokenName: *tokenName})
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)

@@ -1,0 +1,189 @@
+package metrics
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// ringMinutes is how far back Activity remembers: one day, one bucket a
+// minute.
+const ringMinutes = 24 * 60
+
+// latencyBounds are the upper bounds of the per-minute latency histogram.
+// Steps of at most 2x, interpolated, give a p95 coarse but good enough for
+// a chart, in 92 bytes a minute.
+var latencyBounds = [...]time.Duration{
+	1 * time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 15 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond,
+	50 * time.Millisecond, 75 * time.Millisecond, 100 * time.Millisecond, 150 * time.Millisecond,
+	200 * time.Millisecond, 300 * time.Millisecond, 500 * time.Millisecond, 750 * time.Millisecond,
+	1 * time.Second, 1500 * time.Millisecond, 2 * time.Second, 3 * time.Second,
+	5 * time.Second, 10 * time.Second,
+}
+
+// minute is one minute of answers. The last histogram slot counts answers
+// slower than every bound.
+type minute struct {
+	at           int64 // Unix minute held; a slot holding another is stale
+	ok, rejected uint32
+	sum, max     time.Duration
+	hist         [len(latencyBounds) + 1]uint32
+}
+
+func (b *minute) add(o *minute) {
+	b.ok += o.ok
+	b.rejected += o.rejected
+	b.sum += o.sum
+	b.max = max(b.max, o.max)
+	for i := range b.hist {
+		b.hist[i] += o.hist[i]
+	}
+}
+
+// Activity is the last 24 hours of purchase answers, minute by minute, for
+// the ops console charts. Prometheus has the long history; this is here so
+// the console draws without one.
+type Activity struct {
+	now  func() time.Time
+	mu   sync.Mutex
+	ring [ringMinutes]minute // slot Unix-minute mod ringMinutes
+}
+
+func newActivity(now func() time.Time) *Activity {
+	a := &Activity{now: now}
+	for i := range a.ring {
+		a.ring[i].at = math.MinInt64 // not minute 0: a fake clock may start at the epoch
+	}
+	return a
+}
+
+// unixMinute floors, so times before 1970 land in the right minute too.
+func unixMinute(t time.Time) int64 {
+	s := t.Unix()
+	m := s / 60
+	if s%60 < 0 {
+		m--
+	}
+	return m
+}
+
+func slot(m int64) int {
+	i := m % ringMinutes
+	if i < 0 {
+		i += ringMinutes
+	}
+	return int(i)
+}
+
+// record counts one answer taking d at now. It is on the hot path: no
+// allocation, and the lock covers only a few additions.
+func (a *Activity) record(now time.Time, d time.Duration, ok bool) {
+	d = max(d, 0)
+	h := len(latencyBounds)
+	for i, b := range latencyBounds {
+		if d <= b {
+			h = i
+			break
+		}
+	}
+	m := unixMinute(now)
+	a.mu.Lock()
+	b := &a.ring[slot(m)]
+	if b.at != m {
+		*b = minute{at: m} // a day-old minute, or never used
+	}
+	if ok {
+		b.ok++
+	} else {
+		b.rejected++
+	}
+	b.sum += d
+	b.max = max(b.max, d)
+	b.hist[h]++
+	a.mu.Unlock()
+}
+
+// Point is the answers of one step of a Series.
+type Point struct {
+	At       time.Time `json:"at"` // start of the step
+	OK       int       `json:"ok"`
+	Rejected int       `json:"rejected"`
+	MeanMs   float64   `json:"mean_ms"`
+	P95Ms    float64   `json:"p95_ms"`
+	MaxMs    float64   `json:"max_ms"`
+}
+
+// Series returns the last span of answers in steps of step, oldest first,
+// empty steps as zeros: (time.Hour, time.Minute) gives 60 points. Steps are
+// whole minutes aligned on multiples of step since the Unix epoch, so
+// 15-minute steps start on the quarter hour; the last point is the step in
+// progress. span is capped at 24 hours and step is at least a minute.
+func (a *Activity) Series(span, step time.Duration) []Point {
+	if span <= 0 {
+		return nil
+	}
+	span = min(span, ringMinutes*time.Minute)
+	stepMin := max(int64(step/time.Minute), 1)
+	stepD := time.Duration(stepMin) * time.Minute
+	n := int((span + stepD - 1) / stepD)
+	now := a.now()
+	cur := unixMinute(now)
+	last := cur - (cur%stepMin+stepMin)%stepMin
+	first := last - int64(n-1)*stepMin
+	oldest := cur - ringMinutes + 1 // older minutes' slots hold newer ones
+
+	out := make([]Point, n)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for p := range out {
+		start := first + int64(p)*stepMin
+		var sum minute
+		for m := max(start, oldest); m < start+stepMin && m <= cur; m++ {
+			if b := &a.ring[slot(m)]; b.at == m {
+				sum.add(b)
+			}
+		}
+		out[p] = sum.point(time.Unix(start*60, 0).In(now.Location()))
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func (b *minute) point(at time.Time) Point {
+	p := Point{At: at, OK: int(b.ok), Rejected: int(b.rejected)}
+	n := b.ok + b.rejected
+	if n == 0 {
+		return p
+	}
+	p.MeanMs = ms(b.sum) / float64(n)
+	p.MaxMs = ms(b.max)
+	p.P95Ms = min(b.quantile(0.95), p.MaxMs)
+	return p
+}
+
+// quantile interpolates linearly inside the histogram slot holding the
+// q-th answer; the open-ended last slot ends at the maximum seen.
+func (b *minute) quantile(q float64) float64 {
+	n := b.ok + b.rejected
+	rank := math.Ceil(q*float64(n) - 1e-9) // 0.95*100 must rank 95, not 96
+	var below float64
+	for i, c := range b.hist {
+		if c == 0 || below+float64(c) < rank {
+			below += float64(c)
+			continue
+		}
+		var lo, hi float64
+		if i > 0 {
+			lo = ms(latencyBounds[i-1])
+		}
+		if i < len(latencyBounds) {
+			hi = ms(latencyBounds[i])
+		} else {
+			hi = ms(b.max)
+		}
+		return lo + (hi-lo)*(rank-below)/float64(c)
+	}
+	return ms(b.max)
+}

@@ -1,0 +1,184 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/frank-postage/frank/hub/operators"
+)
+
+// APIRoutes returns the operator API, to mount at /api/v1/ops. Every call
+// needs "Authorization: Bearer TOKEN" from `hub operator token`; it acts
+// with the rights of the token's operator.
+func (c *Console) APIRoutes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(c.tokenAuth)
+	r.Get("/me", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, current(r).op) })
+	r.Get("/fleet", c.apiFleet)
+	r.Get("/fleet/{id}", c.apiKiosk)
+	r.Get("/stock", c.apiStock)
+	r.Post("/stock/issue", c.apiIssue)
+	r.Group(func(r chi.Router) {
+		r.Use(opsOnlyJSON)
+		r.Get("/funds", c.apiFunds)
+		r.Get("/alerts", c.apiAlerts)
+		r.Post("/alerts/{id}/ack", c.apiAck)
+		r.Get("/activity", c.apiActivity)
+		r.Get("/reports", c.apiReports)
+	})
+	return r
+}
+
+// apiError is every error body of the operator API.
+type apiError struct {
+	Error   string `json:"error"` // unauthorized, forbidden, not_found, invalid_request, internal_error
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (c *Console) apiFail(w http.ResponseWriter, r *http.Request, err error) {
+	c.Log.Error("operator api", "path", r.URL.Path, "err", err)
+	writeJSON(w, http.StatusInternalServerError, apiError{"internal_error", "internal error; see the hub log"})
+}
+
+func (c *Console) tokenAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		var op *operators.Operator
+		var err error
+		if ok {
+			op, err = c.People.ByToken(r.Context(), strings.TrimSpace(tok))
+		}
+		if !ok || errors.Is(err, operators.ErrAuth) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="frank-ops"`)
+			writeJSON(w, http.StatusUnauthorized, apiError{"unauthorized", "send Authorization: Bearer TOKEN (hub operator token LOGIN)"})
+			return
+		}
+		if err != nil {
+			c.apiFail(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who{op: op})))
+	})
+}
+
+func opsOnlyJSON(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !current(r).op.Ops() {
+			writeJSON(w, http.StatusForbidden, apiError{"forbidden", "for vendor ops only"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (c *Console) apiFleet(w http.ResponseWriter, r *http.Request) {
+	rows, err := c.fleetRows(r.Context(), current(r).op)
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rows)
+}
+
+func (c *Console) apiKiosk(w http.ResponseWriter, r *http.Request) {
+	v, err := c.kiosk(r.Context(), current(r).op, chi.URLParam(r, "id"))
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	if v == nil {
+		writeJSON(w, http.StatusNotFound, apiError{"not_found", "no such kiosk in your stores"})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Console) apiStock(w http.ResponseWriter, r *http.Request) {
+	v, err := c.stock(r.Context(), current(r).op)
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Console) apiIssue(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Store  string `json:"store"`
+		Sheets int    `json:"sheets"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", "want {\"store\": ID, \"sheets\": N}: " + err.Error()})
+		return
+	}
+	serials, err := c.issueSheets(r.Context(), current(r).op, req.Store, req.Sheets)
+	if err != nil {
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{"invalid_request", err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"store": req.Store, "sheets": serials})
+}
+
+func (c *Console) apiFunds(w http.ResponseWriter, r *http.Request) {
+	v, err := c.funds(r.Context(), r.URL.Query().Get("recheck") == "1")
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Console) apiAlerts(w http.ResponseWriter, r *http.Request) {
+	all, err := c.Alerts.List(r.Context(), r.URL.Query().Get("open") == "1")
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, all)
+}
+
+func (c *Console) apiAck(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", "alert id: a number"})
+		return
+	}
+	if err := c.Alerts.Ack(r.Context(), id, current(r).op.Login); err != nil {
+		writeJSON(w, http.StatusNotFound, apiError{"not_found", err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "acked_by": current(r).op.Login})
+}
+
+func (c *Console) apiActivity(w http.ResponseWriter, r *http.Request) {
+	v, err := c.activity(r.Context())
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Console) apiReports(w http.ResponseWriter, r *http.Request) {
+	v, err := c.Book.Reports(r.Context(), 100)
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}

@@ -1,0 +1,341 @@
+// Package console is the hub's ops console and operator API. Ops see and
+// act on everything: the fleet (live), postage funds, alerts, label stock
+// and activity. Store staff see only their own stores' kiosks and stock.
+// The pages are server-rendered templates with one small script for the
+// live fleet table; the JSON API under /api/v1/ops serves the same views
+// to scripts holding an API token (docs/openapi.yaml).
+package console
+
+import (
+	"context"
+	"embed"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/metrics"
+	"github.com/frank-postage/frank/hub/operators"
+	"github.com/frank-postage/frank/hub/psdm"
+	"github.com/frank-postage/frank/hub/stock"
+	"github.com/frank-postage/frank/hub/web/session"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// people checks operators' logins and tokens.
+type people interface {
+	Authenticate(ctx context.Context, login, password string) (*operators.Operator, error)
+	ByID(ctx context.Context, id int64) (*operators.Operator, error)
+	ByToken(ctx context.Context, token string) (*operators.Operator, error)
+}
+
+// kiosks lists the provisioned fleet.
+type kiosks interface {
+	List(ctx context.Context) ([]fleet.Kiosk, error)
+}
+
+// presence is what the hub last heard from each kiosk.
+type presence interface {
+	List() []fleet.KioskState
+	History(id string) []protocol.Telemetry
+	Changed() <-chan struct{}
+}
+
+// book is the ledger, read-only.
+type book interface {
+	PSDs(ctx context.Context) ([]ledger.PSDView, error)
+	Fundings(ctx context.Context, limit int) ([]ledger.Funding, error)
+	Reports(ctx context.Context, limit int) ([]ledger.SentReport, error)
+	SalesOf(ctx context.Context, kioskID string, limit int) ([]ledger.SaleRow, error)
+	SalesToday(ctx context.Context) (map[string]int, error)
+	Check(ctx context.Context) (*ledger.Report, error)
+}
+
+// workers reports the PSDM workers.
+type workers interface {
+	Status() []psdm.Status
+}
+
+// alertBook lists and acknowledges alerts.
+type alertBook interface {
+	List(ctx context.Context, openOnly bool) ([]alerts.Alert, error)
+	Ack(ctx context.Context, id int64, by string) error
+}
+
+// labelStock is the label stock.
+type labelStock interface {
+	Batches(ctx context.Context) ([]stock.Batch, error)
+	Issue(ctx context.Context, storeID string, n int) ([]protocol.SheetSerial, error)
+	AddStore(ctx context.Context, id, name string) error
+}
+
+// activity is the recent throughput and latency.
+type activity interface {
+	Series(span, step time.Duration) []metrics.Point
+}
+
+// Console serves the console pages and the operator API.
+type Console struct {
+	People   people
+	Kiosks   kiosks
+	Presence presence
+	Book     book
+	Workers  workers
+	Alerts   alertBook
+	Stock    labelStock
+	Activity activity
+	Sessions *session.Manager
+	Limiter  *session.Limiter
+	Log      *slog.Logger
+	Now      func() time.Time
+
+	stopOnce sync.Once
+	stop     chan struct{}
+
+	checkMu sync.Mutex
+	checked checkResult
+}
+
+// checkResult is the last ledger check, kept a minute: a full check reads
+// the whole ledger.
+type checkResult struct {
+	At         time.Time `json:"at"`
+	OK         bool      `json:"ok"`
+	Indicia    int       `json:"indicia"`
+	Violations []string  `json:"violations"`
+	Err        string    `json:"error,omitempty"`
+}
+
+// Stop ends the live streams, so the server can shut down.
+func (c *Console) Stop() {
+	c.init()
+	c.stopOnce.Do(func() { close(c.stop) })
+}
+
+func (c *Console) init() {
+	c.checkMu.Lock()
+	if c.stop == nil {
+		c.stop = make(chan struct{})
+	}
+	c.checkMu.Unlock()
+}
+
+//go:embed templates
+var templateFS embed.FS
+
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"date": func(t time.Time) string {
+		if t.IsZero() || t.Unix() <= 0 {
+			return "—"
+		}
+		return t.Local().Format("2006-01-02 15:04:05")
+	},
+	"day":   func(t time.Time) string { return t.Local().Format("2006-01-02") },
+	"chart": chart,
+}).ParseFS(templateFS, "templates/*.html"))
+
+// KioskRow is one kiosk in the fleet table, the live stream and the API.
+type KioskRow struct {
+	ID         string    `json:"id"`
+	Store      string    `json:"store"`
+	State      string    `json:"state"` // online, offline, or unknown: never heard from since the hub started
+	LastSeen   time.Time `json:"last_seen"`
+	Seen       string    `json:"seen"` // LastSeen as shown
+	Firmware   string    `json:"firmware"`
+	LabelsLeft int       `json:"labels_left"`
+	Paper      string    `json:"paper"`
+	Printer    string    `json:"printer"`
+	Scale      string    `json:"scale"`
+	LastError  string    `json:"last_error"`
+	SalesToday int       `json:"sales_today"`
+}
+
+// fleetRows lists the kiosks op may see.
+func (c *Console) fleetRows(ctx context.Context, op *operators.Operator) ([]KioskRow, error) {
+	ks, err := c.Kiosks.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	today, err := c.Book.SalesToday(ctx)
+	if err != nil {
+		return nil, err
+	}
+	states := map[string]fleet.KioskState{}
+	for _, s := range c.Presence.List() {
+		states[s.ID] = s
+	}
+	rows := []KioskRow{}
+	for _, k := range ks {
+		if !op.MaySee(k.Store) {
+			continue
+		}
+		row := KioskRow{ID: k.ID, Store: k.Store, State: "unknown", Seen: "—", SalesToday: today[k.ID]}
+		if s, ok := states[k.ID]; ok {
+			row.State = "offline"
+			if s.Online {
+				row.State = "online"
+			}
+			row.LastSeen = s.LastSeen
+			row.Seen = s.LastSeen.Local().Format("15:04:05")
+			if t := s.Telemetry; t != nil {
+				row.Firmware, row.LabelsLeft, row.Paper, row.Printer, row.Scale, row.LastError =
+					t.Firmware, t.LabelsLeft, t.Paper, t.Printer, t.Scale, t.LastError
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// kioskView is one kiosk's page.
+type kioskView struct {
+	Kiosk     KioskRow             `json:"kiosk"`
+	Telemetry []protocol.Telemetry `json:"telemetry"`
+	Sales     []ledger.SaleRow     `json:"sales"`
+}
+
+// kiosk returns one kiosk's view, or nil if op may not see it (or there is
+// no such kiosk: the two are not told apart).
+func (c *Console) kiosk(ctx context.Context, op *operators.Operator, id string) (*kioskView, error) {
+	rows, err := c.fleetRows(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(rows, func(r KioskRow) bool { return r.ID == id })
+	if i < 0 {
+		return nil, nil
+	}
+	v := &kioskView{Kiosk: rows[i], Telemetry: c.Presence.History(id)}
+	slices.Reverse(v.Telemetry)
+	if v.Sales, err = c.Book.SalesOf(ctx, id, 50); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// fundsView is the funds page.
+type fundsView struct {
+	PSDs     []ledger.PSDView `json:"psds"`
+	Fundings []ledger.Funding `json:"fundings"`
+	Check    checkResult      `json:"ledger_check"`
+	Workers  []psdm.Status    `json:"workers"`
+}
+
+func (c *Console) funds(ctx context.Context, recheck bool) (*fundsView, error) {
+	v := &fundsView{Check: c.check(ctx, recheck)}
+	var err error
+	if v.PSDs, err = c.Book.PSDs(ctx); err != nil {
+		return nil, err
+	}
+	if v.Fundings, err = c.Book.Fundings(ctx, 50); err != nil {
+		return nil, err
+	}
+	if c.Workers != nil {
+		v.Workers = c.Workers.Status()
+	}
+	return v, nil
+}
+
+func (c *Console) check(ctx context.Context, force bool) checkResult {
+	c.checkMu.Lock()
+	defer c.checkMu.Unlock()
+	if !force && !c.checked.At.IsZero() && c.Now().Sub(c.checked.At) < time.Minute {
+		return c.checked
+	}
+	r := checkResult{At: c.Now(), Violations: []string{}}
+	rep, err := c.Book.Check(ctx)
+	if err != nil {
+		r.Err = err.Error()
+	} else {
+		r.OK, r.Indicia, r.Violations = rep.OK(), rep.Indicia, append(r.Violations, rep.Violations...)
+	}
+	c.checked = r
+	return r
+}
+
+// stockView is the label stock page.
+type stockView struct {
+	Batches []stock.Batch `json:"batches"`
+	Stores  []string      `json:"stores"` // where op may issue sheets
+	Issued  []string      `json:"issued,omitempty"`
+}
+
+func (c *Console) stock(ctx context.Context, op *operators.Operator) (*stockView, error) {
+	all, err := c.Stock.Batches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := &stockView{Batches: []stock.Batch{}}
+	seen := map[string]bool{}
+	for _, b := range all {
+		if op.MaySee(b.Store) {
+			v.Batches = append(v.Batches, b)
+			if !seen[b.Store] {
+				seen[b.Store] = true
+				v.Stores = append(v.Stores, b.Store)
+			}
+		}
+	}
+	if !op.Ops() {
+		v.Stores = op.Stores
+	}
+	slices.Sort(v.Stores)
+	return v, nil
+}
+
+// activityView is the activity page.
+type activityView struct {
+	Hour    []metrics.Point     `json:"last_hour"`
+	Day     []metrics.Point     `json:"last_day"`
+	Reports []ledger.SentReport `json:"postal_reports"`
+}
+
+func (c *Console) activity(ctx context.Context) (*activityView, error) {
+	v := &activityView{Hour: c.Activity.Series(time.Hour, time.Minute), Day: c.Activity.Series(24*time.Hour, 15*time.Minute)}
+	var err error
+	v.Reports, err = c.Book.Reports(ctx, 30)
+	return v, err
+}
+
+// liveRows streams the fleet rows op may see as server-sent events: at
+// once, on every change, and every few seconds for the ages.
+func (c *Console) liveRows(w http.ResponseWriter, r *http.Request, op *operators.Operator) {
+	c.init()
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no") // a proxy must not hold events back
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		changed := c.Presence.Changed()
+		rows, err := c.fleetRows(r.Context(), op)
+		if err != nil {
+			c.Log.Error("live fleet", "err", err)
+			return
+		}
+		if err := writeEvent(w, rows); err != nil {
+			return
+		}
+		fl.Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-c.stop:
+			return
+		case <-changed:
+			// Let a burst of heartbeats settle into one event.
+			time.Sleep(200 * time.Millisecond)
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,300 @@
+package console
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/frank-postage/frank/hub/operators"
+	"github.com/frank-postage/frank/hub/web/session"
+)
+
+type ctxKey struct{}
+
+type who struct {
+	op   *operators.Operator
+	sess *session.Session // nil for an API token
+}
+
+func current(r *http.Request) who { return r.Context().Value(ctxKey{}).(who) }
+
+// page is what every template gets.
+type page struct {
+	Title string
+	Op    *operators.Operator
+	CSRF  string
+	Flash string
+	Error string
+	Data  any
+}
+
+// Routes returns the console's router, to mount at /console.
+func (c *Console) Routes() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/login", c.loginForm)
+	r.Post("/login", c.login)
+	r.Group(func(r chi.Router) {
+		r.Use(c.authed)
+		r.Get("/", c.fleetPage)
+		r.Get("/events", func(w http.ResponseWriter, r *http.Request) { c.liveRows(w, r, current(r).op) })
+		r.Get("/kiosks/{id}", c.kioskPage)
+		r.Get("/stock", c.stockPage)
+		r.Post("/stock/issue", c.issue)
+		r.Post("/logout", c.logout)
+		r.Group(func(r chi.Router) {
+			r.Use(opsOnly)
+			r.Get("/funds", c.fundsPage)
+			r.Post("/funds/check", c.recheck)
+			r.Get("/alerts", c.alertsPage)
+			r.Post("/alerts/{id}/ack", c.ack)
+			r.Get("/activity", c.activityPage)
+		})
+	})
+	return r
+}
+
+// authed lets logged-in operators through, and a post only with the
+// session's CSRF token. Others are sent to the login page.
+func (c *Console) authed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := c.Sessions.Get(r)
+		if err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		var op *operators.Operator
+		if s != nil {
+			op, _ = c.People.ByID(r.Context(), s.Subject)
+		}
+		if op == nil {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/console/login?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "log in first", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost && !session.ValidCSRF(r, s) {
+			http.Error(w, "this form is stale or was not sent from the console (CSRF token missing or wrong); reload the page", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who{op, s})))
+	})
+}
+
+// opsOnly refuses store staff.
+func opsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !current(r).op.Ops() {
+			http.Error(w, "this page is for vendor ops", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, pg page) {
+	if v, ok := r.Context().Value(ctxKey{}).(who); ok {
+		pg.Op = v.op
+		if v.sess != nil {
+			pg.CSRF = v.sess.CSRF
+		}
+	}
+	if pg.Flash == "" {
+		pg.Flash = r.URL.Query().Get("flash")
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if err := pages.ExecuteTemplate(w, name, pg); err != nil {
+		c.Log.Error("render", "page", name, "err", err)
+	}
+}
+
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
+	c.Log.Error("console", "path", r.URL.Path, "err", err)
+	http.Error(w, "internal error; see the hub log", http.StatusInternalServerError)
+}
+
+func (c *Console) loginForm(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, http.StatusOK, "login.html", page{Title: "Console login", Data: r.URL.Query().Get("next")})
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	login := strings.TrimSpace(r.PostFormValue("login"))
+	next := r.PostFormValue("next")
+	if !strings.HasPrefix(next, "/console/") || strings.HasPrefix(next, "//") {
+		next = "/console/" // never an open redirect
+	}
+	keys := []string{"console-login:" + login, "console-ip:" + clientIP(r)}
+	if ok, wait := c.Limiter.Allow(keys...); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		c.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Console login", Error: "Too many failed logins. Try again later.", Data: next})
+		return
+	}
+	op, err := c.People.Authenticate(r.Context(), login, r.PostFormValue("password"))
+	if err != nil {
+		c.Limiter.Fail(keys...)
+		c.Log.Warn("console login failed", "login", login, "ip", clientIP(r))
+		c.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Console login", Error: "Wrong login or password.", Data: next})
+		return
+	}
+	if _, err := c.Sessions.Start(w, r, op.ID); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.Log.Info("console login", "login", op.Login, "role", op.Role)
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	c.Sessions.End(w, r)
+	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+}
+
+func (c *Console) fleetPage(w http.ResponseWriter, r *http.Request) {
+	rows, err := c.fleetRows(r.Context(), current(r).op)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "fleet.html", page{Title: "Fleet", Data: rows})
+}
+
+func (c *Console) kioskPage(w http.ResponseWriter, r *http.Request) {
+	v, err := c.kiosk(r.Context(), current(r).op, chi.URLParam(r, "id"))
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	if v == nil {
+		http.Error(w, "no such kiosk in your stores", http.StatusNotFound)
+		return
+	}
+	c.render(w, r, http.StatusOK, "kiosk.html", page{Title: "Kiosk " + v.Kiosk.ID, Data: v})
+}
+
+func (c *Console) fundsPage(w http.ResponseWriter, r *http.Request) {
+	v, err := c.funds(r.Context(), false)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "funds.html", page{Title: "Funds", Data: v})
+}
+
+func (c *Console) recheck(w http.ResponseWriter, r *http.Request) {
+	res := c.check(r.Context(), true)
+	c.Log.Info("ledger check from the console", "by", current(r).op.Login, "ok", res.OK)
+	http.Redirect(w, r, "/console/funds", http.StatusSeeOther)
+}
+
+func (c *Console) alertsPage(w http.ResponseWriter, r *http.Request) {
+	all, err := c.Alerts.List(r.Context(), false)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	if len(all) > 500 {
+		all = all[:500]
+	}
+	c.render(w, r, http.StatusOK, "alerts.html", page{Title: "Alerts", Data: all})
+}
+
+func (c *Console) ack(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err == nil {
+		err = c.Alerts.Ack(r.Context(), id, current(r).op.Login)
+	}
+	flash := "Alert acknowledged."
+	if err != nil {
+		flash = "Not acknowledged: " + err.Error()
+	}
+	http.Redirect(w, r, "/console/alerts?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+}
+
+func (c *Console) stockPage(w http.ResponseWriter, r *http.Request) {
+	v, err := c.stock(r.Context(), current(r).op)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "stock.html", page{Title: "Label stock", Data: v})
+}
+
+func (c *Console) issue(w http.ResponseWriter, r *http.Request) {
+	op := current(r).op
+	n, _ := strconv.Atoi(r.PostFormValue("sheets"))
+	serials, err := c.issueSheets(r.Context(), op, strings.TrimSpace(r.PostFormValue("store")), n)
+	v, verr := c.stock(r.Context(), op)
+	if verr != nil {
+		c.fail(w, r, verr)
+		return
+	}
+	if err != nil {
+		c.render(w, r, http.StatusUnprocessableEntity, "stock.html", page{Title: "Label stock", Error: err.Error(), Data: v})
+		return
+	}
+	v.Issued = serials
+	c.render(w, r, http.StatusOK, "stock.html", page{Title: "Label stock", Flash: fmt.Sprintf("Issued %d sheets.", len(serials)), Data: v})
+}
+
+// issueSheets issues n sheets to a store op may serve. Ops may name a new
+// store, which is created.
+func (c *Console) issueSheets(ctx context.Context, op *operators.Operator, store string, n int) ([]string, error) {
+	if !op.MaySee(store) {
+		return nil, fmt.Errorf("store %q is not one of yours", store)
+	}
+	if n < 1 || n > 1000 {
+		return nil, fmt.Errorf("sheets: want 1 to 1000")
+	}
+	if op.Ops() {
+		if err := c.Stock.AddStore(ctx, store, ""); err != nil {
+			return nil, err
+		}
+	}
+	got, err := c.Stock.Issue(ctx, store, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(got))
+	for i, s := range got {
+		out[i] = s.String()
+	}
+	c.Log.Info("sheets issued", "by", op.Login, "store", store, "sheets", n)
+	return out, nil
+}
+
+func (c *Console) activityPage(w http.ResponseWriter, r *http.Request) {
+	v, err := c.activity(r.Context())
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "activity.html", page{Title: "Activity", Data: v})
+}
+
+func writeEvent(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "data: %s\n\n", b)
+	return err
+}

@@ -1,0 +1,518 @@
+// Package portal is the customer's web portal (patent Figs. 3 and 8): a
+// customer registers, tops up a prepaid account by card, buys stamps for a
+// pre-serialized label sheet, downloads them as a PDF placed on the right
+// labels, sees past purchases, and may have an unused stamp refunded once
+// within the refund window. Pages are server-rendered; every form carries
+// the session's CSRF token.
+package portal
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/sale"
+	"github.com/frank-postage/frank/hub/sheetpdf"
+	"github.com/frank-postage/frank/hub/web/session"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/label"
+)
+
+// customers keeps the accounts.
+type customers interface {
+	Create(ctx context.Context, login, password string) (*accounts.Account, error)
+	Authenticate(ctx context.Context, login, password string) (*accounts.Account, error)
+	ByID(ctx context.Context, id int64) (*accounts.Account, error)
+	SetZIP(ctx context.Context, id int64, zip protocol.ZIP) error
+}
+
+// funder tops accounts up from a card.
+type funder interface {
+	Fund(ctx context.Context, accountID int64, card *payments.Card, amount protocol.Mills, requestID string) error
+}
+
+// shop sells and refunds.
+type shop interface {
+	Buy(ctx context.Context, acct *accounts.Account, o sale.Order, requestID string) (*protocol.PurchaseResult, error)
+	RefundUnused(ctx context.Context, acct *accounts.Account, requestID string, label protocol.LabelSerial, window time.Duration) (protocol.Mills, error)
+}
+
+// history reads a customer's purchases.
+type history interface {
+	SalesOf(ctx context.Context, kioskID string, limit int) ([]ledger.SaleRow, error)
+	Result(ctx context.Context, kioskID, requestID string) ([]byte, error)
+}
+
+// rateBook gives the table in force.
+type rateBook interface {
+	Current(now time.Time) (protocol.RateTable, error)
+}
+
+// meter times answers for the metrics.
+type meter interface {
+	Answered(channel string, d time.Duration, code protocol.Code)
+}
+
+// Portal serves the pages under /portal.
+type Portal struct {
+	Customers    customers
+	Funds        funder
+	Shop         shop
+	History      history
+	Rates        rateBook
+	Sessions     *session.Manager
+	Limiter      *session.Limiter
+	RefundWindow time.Duration
+	Meter        meter // may be nil
+	Log          *slog.Logger
+	Now          func() time.Time
+}
+
+//go:embed templates
+var templateFS embed.FS
+
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"oz":   func(mg int64) string { return strconv.FormatFloat(float64(mg)/mgPerOz, 'f', 1, 64) },
+	"date": func(t time.Time) string { return t.Local().Format("2006-01-02 15:04") },
+}).ParseFS(templateFS, "templates/*.html"))
+
+const mgPerOz = 28349.523125
+
+// page is what every template gets.
+type page struct {
+	Title   string
+	Account *accounts.Account
+	CSRF    string
+	Flash   string
+	Error   string
+	Data    any
+}
+
+// Routes returns the portal's router, to mount at /portal.
+func (p *Portal) Routes() http.Handler {
+	r := chi.NewRouter()
+	r.Get("/login", p.loginForm)
+	r.Post("/login", p.login)
+	r.Get("/register", p.registerForm)
+	r.Post("/register", p.register)
+	r.Group(func(r chi.Router) {
+		r.Use(p.authed)
+		r.Get("/", p.home)
+		r.Post("/logout", p.logout)
+		r.Post("/buy", p.buy)
+		r.Get("/fund", p.fundForm)
+		r.Post("/fund", p.fund)
+		r.Post("/zip", p.zip)
+		r.Get("/purchases", p.purchases)
+		r.Get("/purchases/{id}", p.purchase)
+		r.Get("/purchases/{id}/sheet.pdf", p.pdf)
+		r.Post("/purchases/{id}/refund", p.refund)
+	})
+	return r
+}
+
+type ctxKey struct{}
+
+type who struct {
+	acct *accounts.Account
+	sess *session.Session
+}
+
+// authed lets logged-in customers through; others go to the login page.
+// A post must carry the session's CSRF token.
+func (p *Portal) authed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := p.Sessions.Get(r)
+		if err != nil {
+			p.fail(w, r, err)
+			return
+		}
+		var acct *accounts.Account
+		if s != nil {
+			acct, _ = p.Customers.ByID(r.Context(), s.Subject)
+		}
+		if acct == nil {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "log in first", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost && !session.ValidCSRF(r, s) {
+			http.Error(w, "this form is stale or was not sent from the portal (CSRF token missing or wrong); reload the page", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who{acct, s})))
+	})
+}
+
+func current(r *http.Request) who { return r.Context().Value(ctxKey{}).(who) }
+
+func (p *Portal) render(w http.ResponseWriter, r *http.Request, status int, name string, pg page) {
+	if v, ok := r.Context().Value(ctxKey{}).(who); ok {
+		pg.Account, pg.CSRF = v.acct, v.sess.CSRF
+	}
+	if pg.Flash == "" {
+		pg.Flash = r.URL.Query().Get("flash")
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if err := pages.ExecuteTemplate(w, name, pg); err != nil {
+		p.Log.Error("render", "page", name, "err", err)
+	}
+}
+
+func (p *Portal) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p.Log.Error("portal", "path", r.URL.Path, "err", err)
+	http.Error(w, "something went wrong on our side; nothing was charged twice — try again", http.StatusInternalServerError)
+}
+
+// problem turns an error into what the customer reads: the code and its
+// message for a typed error, a generic line otherwise.
+func problem(err error) (int, string) {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return http.StatusUnprocessableEntity, fmt.Sprintf("%s (%s)", pe.Message, pe.Code)
+	}
+	return http.StatusInternalServerError, "something went wrong on our side; please try again"
+}
+
+func (p *Portal) loginForm(w http.ResponseWriter, r *http.Request) {
+	p.render(w, r, http.StatusOK, "login.html", page{Title: "Log in"})
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
+	login := strings.TrimSpace(r.PostFormValue("login"))
+	keys := []string{"portal-login:" + login, "portal-ip:" + clientIP(r)}
+	if ok, wait := p.Limiter.Allow(keys...); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		p.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Log in", Error: "Too many failed logins. Try again later."})
+		return
+	}
+	acct, err := p.Customers.Authenticate(r.Context(), login, r.PostFormValue("password"))
+	if err != nil {
+		p.Limiter.Fail(keys...)
+		p.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Log in", Error: "Wrong login or password."})
+		return
+	}
+	if _, err := p.Sessions.Start(w, r, acct.ID); err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
+}
+
+func (p *Portal) registerForm(w http.ResponseWriter, r *http.Request) {
+	p.render(w, r, http.StatusOK, "register.html", page{Title: "Register"})
+}
+
+func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
+	if ok, wait := p.Limiter.Allow("portal-ip:" + clientIP(r)); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		p.render(w, r, http.StatusTooManyRequests, "register.html", page{Title: "Register", Error: "Too many attempts. Try again later."})
+		return
+	}
+	login, pw := strings.TrimSpace(r.PostFormValue("login")), r.PostFormValue("password")
+	zip := protocol.ZIP(strings.TrimSpace(r.PostFormValue("zip")))
+	if n, err := zip.Number(); err != nil || n == 0 {
+		p.render(w, r, http.StatusUnprocessableEntity, "register.html", page{Title: "Register", Error: "ZIP code: five digits, where you mail from."})
+		return
+	}
+	if pw != r.PostFormValue("password2") {
+		p.render(w, r, http.StatusUnprocessableEntity, "register.html", page{Title: "Register", Error: "The two passwords differ."})
+		return
+	}
+	acct, err := p.Customers.Create(r.Context(), login, pw)
+	if err == nil {
+		err = p.Customers.SetZIP(r.Context(), acct.ID, zip)
+	}
+	if err != nil {
+		p.Limiter.Fail("portal-ip:" + clientIP(r)) // so names cannot be probed fast
+		status, msg := problem(err)
+		p.render(w, r, status, "register.html", page{Title: "Register", Error: msg})
+		return
+	}
+	p.Log.Info("customer registered", "account", acct.ID)
+	if _, err := p.Sessions.Start(w, r, acct.ID); err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/portal/fund?flash="+urlq("Welcome! Top up your account to buy stamps."), http.StatusSeeOther)
+}
+
+func (p *Portal) logout(w http.ResponseWriter, r *http.Request) {
+	p.Sessions.End(w, r)
+	http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
+}
+
+// homeData is the buy page.
+type homeData struct {
+	Classes   []protocol.RateClass
+	RateTable string
+	RequestID string
+	Recent    []ledger.SaleRow
+}
+
+func (p *Portal) home(w http.ResponseWriter, r *http.Request) {
+	p.showHome(w, r, http.StatusOK, "")
+}
+
+func (p *Portal) showHome(w http.ResponseWriter, r *http.Request, status int, errMsg string) {
+	d := homeData{RequestID: rand.Text()}
+	if rt, err := p.Rates.Current(p.Now()); err == nil {
+		d.Classes, d.RateTable = rt.Classes, rt.Version
+	}
+	recent, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).acct.ID), 5)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	d.Recent = recent
+	p.render(w, r, status, "home.html", page{Title: "Buy stamps", Error: errMsg, Data: d})
+}
+
+// parseWeight reads ounces ("1", "2.5") as milligrams.
+func parseWeight(s string) (int64, error) {
+	oz, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || oz <= 0 || oz > 1120 || math.IsNaN(oz) {
+		return 0, protocol.Errorf(protocol.CodeInvalidRequest, "weight: ounces, more than 0")
+	}
+	return int64(math.Round(oz * mgPerOz)), nil
+}
+
+func (p *Portal) buy(w http.ResponseWriter, r *http.Request) {
+	start := p.Now()
+	acct := current(r).acct
+	res, err := p.order(r, acct)
+	if p.Meter != nil {
+		code := protocol.Code("")
+		if err != nil {
+			code = protocol.AsError(err).Code
+		}
+		p.Meter.Answered("web", p.Now().Sub(start), code)
+	}
+	if err != nil {
+		status, msg := problem(err)
+		if status == http.StatusInternalServerError {
+			p.Log.Error("portal purchase", "account", acct.ID, "err", err)
+		}
+		p.showHome(w, r, status, msg)
+		return
+	}
+	http.Redirect(w, r, "/portal/purchases/"+res.RequestID+"?flash="+urlq(fmt.Sprintf("Bought %d stamps. Print them on your sheet.", len(res.Indicia))), http.StatusSeeOther)
+}
+
+func (p *Portal) order(r *http.Request, acct *accounts.Account) (*protocol.PurchaseResult, error) {
+	mg, err := parseWeight(r.PostFormValue("weight_oz"))
+	if err != nil {
+		return nil, err
+	}
+	sheet, err := protocol.ParseSheetSerial(strings.ToUpper(strings.TrimSpace(r.PostFormValue("sheet"))))
+	if err != nil {
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "sheet: the serial printed on your label sheet, like 1966-F8CF")
+	}
+	n, err := strconv.Atoi(r.PostFormValue("count"))
+	if err != nil {
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "count: a number of stamps")
+	}
+	o := sale.Order{RateClass: r.PostFormValue("class"), WeightMg: mg, Sheet: sheet, Count: n}
+	return p.Shop.Buy(r.Context(), acct, o, r.PostFormValue("request_id"))
+}
+
+// fundData is the top-up page.
+type fundData struct{ RequestID string }
+
+func (p *Portal) fundForm(w http.ResponseWriter, r *http.Request) {
+	p.render(w, r, http.StatusOK, "fund.html", page{Title: "Top up", Data: fundData{RequestID: rand.Text()}})
+}
+
+func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
+	acct := current(r).acct
+	amt, err := protocol.ParseMills(strings.TrimPrefix(strings.TrimSpace(r.PostFormValue("amount")), "$"))
+	if err == nil {
+		// The card goes to the gateway and nowhere else: not the log, not the store.
+		card := &payments.Card{Number: strings.ReplaceAll(r.PostFormValue("card"), " ", ""),
+			Exp: strings.ReplaceAll(r.PostFormValue("exp"), "/", ""), Name: r.PostFormValue("name")}
+		err = p.Funds.Fund(r.Context(), acct.ID, card, amt, r.PostFormValue("request_id"))
+	} else {
+		err = protocol.Errorf(protocol.CodeInvalidRequest, "amount: dollars, like 25.00")
+	}
+	if err != nil {
+		status, msg := problem(err)
+		p.render(w, r, status, "fund.html", page{Title: "Top up", Error: msg, Data: fundData{RequestID: rand.Text()}})
+		return
+	}
+	p.Log.Info("account topped up", "account", acct.ID, "amount", amt.String())
+	http.Redirect(w, r, "/portal/?flash="+urlq("Added "+amt.String()+" to your account."), http.StatusSeeOther)
+}
+
+func (p *Portal) zip(w http.ResponseWriter, r *http.Request) {
+	acct := current(r).acct
+	if err := p.Customers.SetZIP(r.Context(), acct.ID, protocol.ZIP(strings.TrimSpace(r.PostFormValue("zip")))); err != nil {
+		_, msg := problem(err)
+		http.Redirect(w, r, "/portal/?flash="+urlq(msg), http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, "/portal/?flash="+urlq("ZIP code saved."), http.StatusSeeOther)
+}
+
+func (p *Portal) purchases(w http.ResponseWriter, r *http.Request) {
+	rows, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).acct.ID), 200)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	p.render(w, r, http.StatusOK, "purchases.html", page{Title: "Purchases", Data: rows})
+}
+
+// purchaseData is one purchase's page.
+type purchaseData struct {
+	Sale         ledger.SaleRow
+	Refundable   map[string]bool
+	WindowDays   int
+	Printable    bool
+	RefundBefore time.Time
+}
+
+// mine finds one of the customer's purchases; anyone else's is not found,
+// as if it did not exist.
+func (p *Portal) mine(r *http.Request) (*ledger.SaleRow, error) {
+	id := chi.URLParam(r, "id")
+	rows, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).acct.ID), 1000)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		if rows[i].RequestID == id {
+			return &rows[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func (p *Portal) purchase(w http.ResponseWriter, r *http.Request) {
+	s, err := p.mine(r)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	if s == nil {
+		http.NotFound(w, r)
+		return
+	}
+	d := purchaseData{Sale: *s, Refundable: map[string]bool{}, WindowDays: int(p.RefundWindow.Hours() / 24), RefundBefore: s.At.Add(p.RefundWindow)}
+	inWindow := p.Now().Before(d.RefundBefore)
+	for _, st := range s.Stamps {
+		if st.State != "voided" {
+			d.Printable = true
+			d.Refundable[st.Label] = inWindow
+		}
+	}
+	p.render(w, r, http.StatusOK, "purchase.html", page{Title: "Purchase " + s.RequestID, Data: d})
+}
+
+func (p *Portal) pdf(w http.ResponseWriter, r *http.Request) {
+	s, err := p.mine(r)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	if s == nil || s.Status != protocol.ResultOK {
+		http.NotFound(w, r)
+		return
+	}
+	out, err := p.History.Result(r.Context(), s.KioskID, s.RequestID)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	res, err := protocol.DecodePurchaseResult(out)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	live := map[string]bool{}
+	for _, st := range s.Stamps {
+		live[st.Label] = st.State != "voided"
+	}
+	rt, _ := p.Rates.Current(p.Now())
+	var sheet protocol.SheetSerial
+	var stamps []sheetpdf.Stamp
+	for _, in := range res.Indicia {
+		if !live[in.LabelSerial] {
+			continue // refunded: must not be printed
+		}
+		dec, err := protocol.ParseIndicium(in.Matrix)
+		if err != nil {
+			p.fail(w, r, err)
+			return
+		}
+		service := in.RateClass
+		if c, ok := rt.Class(in.RateClass); ok {
+			service = c.Print
+		}
+		ls := label.FromIndicium(dec, in.Matrix, service)
+		sheet = dec.Label.Sheet
+		stamps = append(stamps, sheetpdf.Stamp{Position: dec.Label.Position, Matrix: in.Matrix,
+			Lines: []string{ls.Amount.String() + " " + ls.Service, "US POSTAGE  " + ls.Date.String(), "FROM ZIP " + ls.OriginZIP, "METER " + ls.Meter}})
+	}
+	if len(stamps) == 0 {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pdf")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="frank-%s-%s.pdf"`, sheet, s.RequestID))
+	w.Header().Set("Cache-Control", "no-store")
+	if err := sheetpdf.Render(w, sheet, stamps, sheetpdf.Letter10); err != nil {
+		p.fail(w, r, err)
+	}
+}
+
+func (p *Portal) refund(w http.ResponseWriter, r *http.Request) {
+	acct := current(r).acct
+	id := chi.URLParam(r, "id")
+	back := "/portal/purchases/" + id
+	lbl, err := protocol.ParseLabelSerial(r.PostFormValue("label"))
+	if err != nil {
+		http.Redirect(w, r, back+"?flash="+urlq("Pick a stamp to refund."), http.StatusSeeOther)
+		return
+	}
+	amt, err := p.Shop.RefundUnused(r.Context(), acct, id, lbl, p.RefundWindow)
+	if err != nil {
+		status, msg := problem(err)
+		if status == http.StatusInternalServerError {
+			p.Log.Error("portal refund", "account", acct.ID, "label", lbl, "err", err)
+		}
+		http.Redirect(w, r, back+"?flash="+urlq("No refund: "+msg), http.StatusSeeOther)
+		return
+	}
+	http.Redirect(w, r, back+"?flash="+urlq(fmt.Sprintf("Refunded %s for stamp %s. Do not use it: it is void.", amt, lbl)), http.StatusSeeOther)
+}
+
+func urlq(s string) string { return url.QueryEscape(s) }
