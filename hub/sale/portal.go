@@ -46,16 +46,24 @@ func (s *Service) Buy(ctx context.Context, acct *accounts.Account, o Order, requ
 	kioskID := WebKioskID(acct.ID)
 	canon, _ := json.Marshal(o) // numbers and strings only: cannot fail
 	h := sha256.Sum256(canon)
-	out, err := s.Web.Replay(ctx, kioskID, requestID, h[:])
-	if err != nil {
-		return nil, err
-	}
-	if out == nil {
-		if out, err = s.buy(ctx, acct, o, requestID, h[:]); err != nil {
-			return nil, err
+	// A form sent twice at once: the second waits for the first's answer.
+	f, first := s.join(kioskID+"/"+requestID, h[:])
+	if !first {
+		<-f.done
+		if string(f.hash) != string(h[:]) {
+			return nil, protocol.Errorf(protocol.CodeIdempotencyConflict, "request id %s was used before for another order", requestID)
+		}
+		if f.perr != nil {
+			return nil, f.perr
+		}
+	} else {
+		f.out, f.perr = s.order(ctx, acct, o, requestID, h[:])
+		s.leave(kioskID+"/"+requestID, f)
+		if f.perr != nil {
+			return nil, f.perr
 		}
 	}
-	res, err := protocol.DecodePurchaseResult(out)
+	res, err := protocol.DecodePurchaseResult(f.out)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +71,23 @@ func (s *Service) Buy(ctx context.Context, acct *accounts.Account, o Order, requ
 		return nil, res.Error
 	}
 	return res, nil
+}
+
+// order answers an order: the stored answer of a request served before,
+// else a new sale.
+func (s *Service) order(ctx context.Context, acct *accounts.Account, o Order, requestID string, hash []byte) ([]byte, *protocol.Error) {
+	out, err := s.Web.Replay(ctx, WebKioskID(acct.ID), requestID, hash)
+	if err == nil && out == nil {
+		out, err = s.buy(ctx, acct, o, requestID, hash)
+	}
+	if err != nil {
+		perr := protocol.AsError(err)
+		if perr.Code == protocol.CodeInternal {
+			s.Log.Error("portal purchase failed", "account", acct.ID, "request_id", requestID, "err", err)
+		}
+		return nil, perr
+	}
+	return out, nil
 }
 
 func (s *Service) buy(ctx context.Context, acct *accounts.Account, o Order, requestID string, hash []byte) ([]byte, error) {

@@ -361,16 +361,21 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 func (s *Service) join(key string, hash []byte) (*flight, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.inflight == nil {
-		s.inflight = map[string]*flight{}
-		s.labels = map[protocol.LabelSerial]bool{}
-	}
+	s.initLocked()
 	if f, ok := s.inflight[key]; ok {
 		return f, false
 	}
 	f := &flight{hash: hash, done: make(chan struct{})}
 	s.inflight[key] = f
 	return f, true
+}
+
+// initLocked makes the in-flight maps on first use; s.mu is held.
+func (s *Service) initLocked() {
+	if s.inflight == nil {
+		s.inflight = map[string]*flight{}
+		s.labels = map[protocol.LabelSerial]bool{}
+	}
 }
 
 func (s *Service) leave(key string, f *flight) {
@@ -385,6 +390,7 @@ func (s *Service) leave(key string, f *flight) {
 func (s *Service) holdLabels(sale *ledger.Sale) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.initLocked()
 	for _, it := range sale.Items {
 		if s.labels[it.Label] {
 			return nil, protocol.Errorf(protocol.CodeLabelUsed, "label %s is being used by another sale", it.Label)

@@ -303,7 +303,7 @@ func parseWeight(s string) (int64, error) {
 	if err != nil || oz <= 0 || oz > 1120 || math.IsNaN(oz) {
 		return 0, protocol.Errorf(protocol.CodeInvalidRequest, "weight: ounces, more than 0")
 	}
-	return int64(math.Round(oz * mgPerOz)), nil
+	return int64(oz * mgPerOz), nil // down: "1 oz" must price as one ounce
 }
 
 func (p *Portal) buy(w http.ResponseWriter, r *http.Request) {
