@@ -26,14 +26,15 @@ const (
 // (postage ever issued or passed on) and the descending register (postage
 // still available), in mills.
 type PSD struct {
-	Serial      uint32
-	Kind        string
-	AR, DR      protocol.Mills
-	Control     []byte
-	Locked      string // why it no longer sells; empty when it does
-	LeaseHolder string
-	LeaseUntil  time.Time
-	ReportedAt  time.Time // last postal report that covered it
+	Serial      uint32         `json:"serial"`
+	Kind        string         `json:"kind"`
+	AR          protocol.Mills `json:"ar_mills"`
+	DR          protocol.Mills `json:"dr_mills"`
+	Control     []byte         `json:"-"`
+	Locked      string         `json:"locked,omitempty"` // why it no longer sells; empty when it does
+	LeaseHolder string         `json:"lease_holder,omitempty"`
+	LeaseUntil  time.Time      `json:"lease_until"`
+	ReportedAt  time.Time      `json:"reported_at"` // last postal report that covered it
 }
 
 // controlMessage is what the control code covers. The kind is included so a
