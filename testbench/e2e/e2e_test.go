@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,11 +171,35 @@ func TestMakeRun(t *testing.T) {
 			t.Fatal("testbench run printed no label in 90 s")
 		}
 	}
+	var console, token string
 	for l := range lines { // wait until it says it keeps running
+		if rest, ok := strings.CutPrefix(l, "Ops console: "); ok {
+			console = rest
+		}
+		if rest, ok := strings.CutPrefix(l, "Operator API: curl -H 'Authorization: Bearer "); ok {
+			token, _, _ = strings.Cut(rest, "'")
+		}
 		if strings.HasPrefix(l, "Running;") {
 			break
 		}
 	}
+	// The console login and the API token it prints work.
+	f := strings.Fields(console) // URL login ops, password PW
+	if len(f) != 5 {
+		t.Fatalf("no console line in the output: %q", console)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.PostForm(f[0]+"login", url.Values{"login": {"ops"}, "password": {f[4]}})
+	if err != nil || resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/" {
+		t.Fatalf("console login with the printed password: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	req, _ := http.NewRequest("GET", "http://"+addrs["hub-http"]+"/api/v1/ops/fleet", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("operator API with the printed token: %v %v", resp, err)
+	}
+	resp.Body.Close()
 	if !strings.HasPrefix(png, filepath.Join(dir, "labels")) {
 		t.Fatalf("label %s is not under %s/labels", png, dir)
 	}

@@ -49,7 +49,7 @@ func run(args []string) int {
 		cmd, args = args[0]+" "+args[1], args[2:]
 	case len(args) > 0 && args[0] == "report":
 		cmd, args = "report", args[1:]
-	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts"):
+	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator"):
 		cmd, args = args[0]+" "+args[1], args[2:]
 	}
 	var pos []string

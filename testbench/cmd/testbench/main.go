@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -59,6 +60,29 @@ func main() {
 		code = 2
 	}
 	os.Exit(code)
+}
+
+// webDemo makes what the web pages need: an ops login for the console,
+// an API token, and label sheets for the customer portal.
+func webDemo(d *demo.Demo) error {
+	pw := rand.Text()
+	if out, err := d.HubWithEnv([]string{"FRANK_OPERATOR_PASSWORD=" + pw}, "operator", "add", "ops", "--role", "ops"); err != nil {
+		return fmt.Errorf("operator add: %v: %s", err, out)
+	}
+	token, err := d.Hub("operator", "token", "ops", "--name", "demo")
+	if err != nil {
+		return fmt.Errorf("operator token: %v: %s", err, token)
+	}
+	sheets, err := d.Hub("stock", "issue", "--store", "web", "--sheets", "3")
+	if err != nil {
+		return fmt.Errorf("stock issue: %v: %s", err, sheets)
+	}
+	fmt.Printf("Customer portal: %s/portal/ (register, top up with card 4242 4242 4242 4242, exp 12/39)\n", d.HubURL())
+	fmt.Printf("  label sheets for web customers: %s\n", strings.Join(strings.Fields(sheets), " "))
+	fmt.Printf("Ops console: %s/console/  login ops, password %s\n", d.HubURL(), pw)
+	fmt.Printf("Operator API: curl -H 'Authorization: Bearer %s' %s/api/v1/ops/fleet  (docs/openapi.yaml)\n", strings.TrimSpace(token), d.HubURL())
+	fmt.Printf("Metrics: %s/metrics\n", d.HubURL())
+	return nil
 }
 
 func usage() {
@@ -120,6 +144,10 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	fmt.Printf("Label sheets loaded into the kiosk: %s (barcodes in %s/sheets)\n", strings.Join(d.Sheets(), " "), *dir)
 	fmt.Printf("Buy more: curl -X POST %s/api/v1/sales -d '{\"rate_class\":\"1100\",\"weight_mg\":20000,\"payment\":{\"method\":\"card_token\",\"token\":\"tok_approve\"}}'\n",
 		d.KioskURL())
+	if err := webDemo(d); err != nil {
+		fmt.Fprintln(os.Stderr, "testbench run:", err)
+		return 1
+	}
 	if *once {
 		return 0
 	}
