@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -115,15 +117,34 @@ func (c *Console) apiStock(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-func (c *Console) apiIssue(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Store  string `json:"store"`
-		Sheets int    `json:"sheets"`
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+// issueRequest is the body of POST /stock/issue.
+type issueRequest struct {
+	Store  string `json:"store"`
+	Sheets int    `json:"sheets"`
+}
+
+// decodeIssue reads an issue request: one JSON object, no unknown fields,
+// nothing after it.
+func decodeIssue(r io.Reader) (issueRequest, error) {
+	var req issueRequest
+	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", "want {\"store\": ID, \"sheets\": N}: " + err.Error()})
+		return req, fmt.Errorf("want {\"store\": ID, \"sheets\": N}: %w", err)
+	}
+	if dec.More() {
+		return req, errors.New("want one JSON object")
+	}
+	if req.Store == "" || req.Sheets < 1 || req.Sheets > 1000 {
+		return req, errors.New("want a store and 1 to 1000 sheets")
+	}
+	return req, nil
+}
+
+func (c *Console) apiIssue(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeIssue(http.MaxBytesReader(w, r.Body, 4096))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
 		return
 	}
 	serials, err := c.issueSheets(r.Context(), current(r).op, req.Store, req.Sheets)

@@ -54,3 +54,15 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 		}
 	}
 }
+
+func FuzzDecodeIssue(f *testing.F) {
+	f.Add(`{"store":"web","sheets":3}`)
+	f.Add(`{"store":"web","sheets":3}{}`)
+	f.Add(`{"store":"","sheets":0,"x":1}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		req, err := decodeIssue(strings.NewReader(body))
+		if err == nil && (req.Store == "" || req.Sheets < 1 || req.Sheets > 1000) {
+			t.Fatalf("accepted %q as %+v", body, req)
+		}
+	})
+}

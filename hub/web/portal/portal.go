@@ -329,20 +329,35 @@ func (p *Portal) buy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) order(r *http.Request, acct *accounts.Account) (*protocol.PurchaseResult, error) {
-	mg, err := parseWeight(r.PostFormValue("weight_oz"))
+	if err := r.ParseForm(); err != nil {
+		return nil, protocol.Errorf(protocol.CodeMalformed, "the form could not be read")
+	}
+	o, err := parseOrder(r.PostForm)
 	if err != nil {
 		return nil, err
 	}
-	sheet, err := protocol.ParseSheetSerial(strings.ToUpper(strings.TrimSpace(r.PostFormValue("sheet"))))
-	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "sheet: the serial printed on your label sheet, like 1966-F8CF")
-	}
-	n, err := strconv.Atoi(r.PostFormValue("count"))
-	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "count: a number of stamps")
-	}
-	o := sale.Order{RateClass: r.PostFormValue("class"), WeightMg: mg, Sheet: sheet, Count: n}
 	return p.Shop.Buy(r.Context(), acct, o, r.PostFormValue("request_id"))
+}
+
+// parseOrder reads the buy form: class, weight_oz, sheet and count.
+func parseOrder(f url.Values) (sale.Order, error) {
+	mg, err := parseWeight(f.Get("weight_oz"))
+	if err != nil {
+		return sale.Order{}, err
+	}
+	sheet, err := protocol.ParseSheetSerial(strings.ToUpper(strings.TrimSpace(f.Get("sheet"))))
+	if err != nil {
+		return sale.Order{}, protocol.Errorf(protocol.CodeInvalidRequest, "sheet: the serial printed on your label sheet, like 1966-F8CF")
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(f.Get("count")))
+	if err != nil || n < 1 || n > protocol.LabelsPerSheet {
+		return sale.Order{}, protocol.Errorf(protocol.CodeInvalidRequest, "count: 1 to %d stamps", protocol.LabelsPerSheet)
+	}
+	class := f.Get("class")
+	if class == "" || len(class) > 16 {
+		return sale.Order{}, protocol.Errorf(protocol.CodeRateClassUnknown, "class: pick a service")
+	}
+	return sale.Order{RateClass: class, WeightMg: mg, Sheet: sheet, Count: n}, nil
 }
 
 // fundData is the top-up page.
