@@ -1,7 +1,6 @@
 package console
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/frank-postage/frank/hub/operators"
+	"github.com/frank-postage/frank/hub/web/session"
 )
 
 // APIRoutes returns the operator API, to mount at /api/v1/ops. Every call
@@ -21,7 +21,7 @@ import (
 func (c *Console) APIRoutes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.tokenAuth)
-	r.Get("/me", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, current(r).op) })
+	r.Get("/me", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, current(r).Subject) })
 	r.Get("/fleet", c.apiFleet)
 	r.Get("/fleet/{id}", c.apiKiosk)
 	r.Get("/stock", c.apiStock)
@@ -72,13 +72,13 @@ func (c *Console) tokenAuth(next http.Handler) http.Handler {
 			c.apiFail(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who{op: op})))
+		next.ServeHTTP(w, r.WithContext(session.WithLogin(r.Context(), session.Login[*operators.Operator]{Subject: op})))
 	})
 }
 
 func opsOnlyJSON(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !current(r).op.Ops() {
+		if !current(r).Subject.Ops() {
 			writeJSON(w, http.StatusForbidden, apiError{"forbidden", "for vendor ops only"})
 			return
 		}
@@ -87,7 +87,7 @@ func opsOnlyJSON(next http.Handler) http.Handler {
 }
 
 func (c *Console) apiFleet(w http.ResponseWriter, r *http.Request) {
-	rows, err := c.fleetRows(r.Context(), current(r).op)
+	rows, err := c.fleetRows(r.Context(), current(r).Subject)
 	if err != nil {
 		c.apiFail(w, r, err)
 		return
@@ -96,7 +96,7 @@ func (c *Console) apiFleet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) apiKiosk(w http.ResponseWriter, r *http.Request) {
-	v, err := c.kiosk(r.Context(), current(r).op, chi.URLParam(r, "id"))
+	v, err := c.kiosk(r.Context(), current(r).Subject, chi.URLParam(r, "id"))
 	if err != nil {
 		c.apiFail(w, r, err)
 		return
@@ -109,7 +109,7 @@ func (c *Console) apiKiosk(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) apiStock(w http.ResponseWriter, r *http.Request) {
-	v, err := c.stock(r.Context(), current(r).op)
+	v, err := c.stock(r.Context(), current(r).Subject)
 	if err != nil {
 		c.apiFail(w, r, err)
 		return
@@ -147,7 +147,7 @@ func (c *Console) apiIssue(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
 		return
 	}
-	serials, err := c.issueSheets(r.Context(), current(r).op, req.Store, req.Sheets)
+	serials, err := c.issueSheets(r.Context(), current(r).Subject, req.Store, req.Sheets)
 	if err != nil {
 		writeJSON(w, http.StatusUnprocessableEntity, apiError{"invalid_request", err.Error()})
 		return
@@ -179,11 +179,11 @@ func (c *Console) apiAck(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", "alert id: a number"})
 		return
 	}
-	if err := c.Alerts.Ack(r.Context(), id, current(r).op.Login); err != nil {
+	if err := c.Alerts.Ack(r.Context(), id, current(r).Subject.Login); err != nil {
 		writeJSON(w, http.StatusNotFound, apiError{"not_found", err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "acked_by": current(r).op.Login})
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "acked_by": current(r).Subject.Login})
 }
 
 func (c *Console) apiActivity(w http.ResponseWriter, r *http.Request) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -17,14 +16,11 @@ import (
 	"github.com/frank-postage/frank/hub/web/session"
 )
 
-type ctxKey struct{}
-
-type who struct {
-	op   *operators.Operator
-	sess *session.Session // nil for an API token
+// current is the logged-in operator: by session on the pages, by token
+// on the API (then without a session).
+func current(r *http.Request) session.Login[*operators.Operator] {
+	return session.Current[*operators.Operator](r)
 }
-
-func current(r *http.Request) who { return r.Context().Value(ctxKey{}).(who) }
 
 // page is what every template gets.
 type page struct {
@@ -42,9 +38,9 @@ func (c *Console) Routes() http.Handler {
 	r.Get("/login", c.loginForm)
 	r.Post("/login", c.login)
 	r.Group(func(r chi.Router) {
-		r.Use(c.authed)
+		r.Use(session.Require(c.Sessions, "/console/login", c.People.ByID))
 		r.Get("/", c.fleetPage)
-		r.Get("/events", func(w http.ResponseWriter, r *http.Request) { c.liveRows(w, r, current(r).op) })
+		r.Get("/events", func(w http.ResponseWriter, r *http.Request) { c.liveRows(w, r, current(r).Subject) })
 		r.Get("/kiosks/{id}", c.kioskPage)
 		r.Get("/stock", c.stockPage)
 		r.Post("/stock/issue", c.issue)
@@ -61,39 +57,10 @@ func (c *Console) Routes() http.Handler {
 	return r
 }
 
-// authed lets logged-in operators through, and a post only with the
-// session's CSRF token. Others are sent to the login page.
-func (c *Console) authed(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := c.Sessions.Get(r)
-		if err != nil {
-			c.fail(w, r, err)
-			return
-		}
-		var op *operators.Operator
-		if s != nil {
-			op, _ = c.People.ByID(r.Context(), s.Subject)
-		}
-		if op == nil {
-			if r.Method == http.MethodGet {
-				http.Redirect(w, r, "/console/login?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
-				return
-			}
-			http.Error(w, "log in first", http.StatusUnauthorized)
-			return
-		}
-		if r.Method == http.MethodPost && !session.ValidCSRF(r, s) {
-			http.Error(w, "this form is stale or was not sent from the console (CSRF token missing or wrong); reload the page", http.StatusForbidden)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who{op, s})))
-	})
-}
-
 // opsOnly refuses store staff.
 func opsOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !current(r).op.Ops() {
+		if !current(r).Subject.Ops() {
 			http.Error(w, "this page is for vendor ops", http.StatusForbidden)
 			return
 		}
@@ -102,11 +69,8 @@ func opsOnly(next http.Handler) http.Handler {
 }
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, pg page) {
-	if v, ok := r.Context().Value(ctxKey{}).(who); ok {
-		pg.Op = v.op
-		if v.sess != nil {
-			pg.CSRF = v.sess.CSRF
-		}
+	if l := current(r); l.Session != nil {
+		pg.Op, pg.CSRF = l.Subject, l.Session.CSRF
 	}
 	if pg.Flash == "" {
 		pg.Flash = r.URL.Query().Get("flash")
@@ -128,21 +92,10 @@ func (c *Console) loginForm(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "login.html", page{Title: "Console login", Data: r.URL.Query().Get("next")})
 }
 
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	login := strings.TrimSpace(r.PostFormValue("login"))
-	next := r.PostFormValue("next")
-	if !strings.HasPrefix(next, "/console/") || strings.HasPrefix(next, "//") {
-		next = "/console/" // never an open redirect
-	}
-	keys := []string{"console-login:" + login, "console-ip:" + clientIP(r)}
+	next := session.Next(r, "/console/")
+	keys := []string{"console-login:" + login, "console-ip:" + session.ClientIP(r)}
 	if ok, wait := c.Limiter.Allow(keys...); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		c.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Console login", Error: "Too many failed logins. Try again later.", Data: next})
@@ -151,7 +104,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	op, err := c.People.Authenticate(r.Context(), login, r.PostFormValue("password"))
 	if err != nil {
 		c.Limiter.Fail(keys...)
-		c.Log.Warn("console login failed", "login", login, "ip", clientIP(r))
+		c.Log.Warn("console login failed", "login", login, "ip", session.ClientIP(r))
 		c.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Console login", Error: "Wrong login or password.", Data: next})
 		return
 	}
@@ -169,7 +122,7 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) fleetPage(w http.ResponseWriter, r *http.Request) {
-	rows, err := c.fleetRows(r.Context(), current(r).op)
+	rows, err := c.fleetRows(r.Context(), current(r).Subject)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -178,7 +131,7 @@ func (c *Console) fleetPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) kioskPage(w http.ResponseWriter, r *http.Request) {
-	v, err := c.kiosk(r.Context(), current(r).op, chi.URLParam(r, "id"))
+	v, err := c.kiosk(r.Context(), current(r).Subject, chi.URLParam(r, "id"))
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -201,7 +154,7 @@ func (c *Console) fundsPage(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) recheck(w http.ResponseWriter, r *http.Request) {
 	res := c.check(r.Context(), true)
-	c.Log.Info("ledger check from the console", "by", current(r).op.Login, "ok", res.OK)
+	c.Log.Info("ledger check from the console", "by", current(r).Subject.Login, "ok", res.OK)
 	http.Redirect(w, r, "/console/funds", http.StatusSeeOther)
 }
 
@@ -220,7 +173,7 @@ func (c *Console) alertsPage(w http.ResponseWriter, r *http.Request) {
 func (c *Console) ack(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
 	if err == nil {
-		err = c.Alerts.Ack(r.Context(), id, current(r).op.Login)
+		err = c.Alerts.Ack(r.Context(), id, current(r).Subject.Login)
 	}
 	flash := "Alert acknowledged."
 	if err != nil {
@@ -230,7 +183,7 @@ func (c *Console) ack(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) stockPage(w http.ResponseWriter, r *http.Request) {
-	v, err := c.stock(r.Context(), current(r).op)
+	v, err := c.stock(r.Context(), current(r).Subject)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -239,7 +192,7 @@ func (c *Console) stockPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) issue(w http.ResponseWriter, r *http.Request) {
-	op := current(r).op
+	op := current(r).Subject
 	n, _ := strconv.Atoi(r.PostFormValue("sheets"))
 	serials, err := c.issueSheets(r.Context(), op, strings.TrimSpace(r.PostFormValue("store")), n)
 	v, verr := c.stock(r.Context(), op)

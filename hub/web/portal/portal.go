@@ -15,7 +15,6 @@ import (
 	"html/template"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -112,7 +111,7 @@ func (p *Portal) Routes() http.Handler {
 	r.Get("/register", p.registerForm)
 	r.Post("/register", p.register)
 	r.Group(func(r chi.Router) {
-		r.Use(p.authed)
+		r.Use(session.Require(p.Sessions, "/portal/login", p.Customers.ByID))
 		r.Get("/", p.home)
 		r.Post("/logout", p.logout)
 		r.Post("/buy", p.buy)
@@ -127,47 +126,14 @@ func (p *Portal) Routes() http.Handler {
 	return r
 }
 
-type ctxKey struct{}
-
-type who struct {
-	acct *accounts.Account
-	sess *session.Session
+// current is the logged-in customer.
+func current(r *http.Request) session.Login[*accounts.Account] {
+	return session.Current[*accounts.Account](r)
 }
-
-// authed lets logged-in customers through; others go to the login page.
-// A post must carry the session's CSRF token.
-func (p *Portal) authed(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := p.Sessions.Get(r)
-		if err != nil {
-			p.fail(w, r, err)
-			return
-		}
-		var acct *accounts.Account
-		if s != nil {
-			acct, _ = p.Customers.ByID(r.Context(), s.Subject)
-		}
-		if acct == nil {
-			if r.Method == http.MethodGet {
-				http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
-				return
-			}
-			http.Error(w, "log in first", http.StatusUnauthorized)
-			return
-		}
-		if r.Method == http.MethodPost && !session.ValidCSRF(r, s) {
-			http.Error(w, "this form is stale or was not sent from the portal (CSRF token missing or wrong); reload the page", http.StatusForbidden)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, who{acct, s})))
-	})
-}
-
-func current(r *http.Request) who { return r.Context().Value(ctxKey{}).(who) }
 
 func (p *Portal) render(w http.ResponseWriter, r *http.Request, status int, name string, pg page) {
-	if v, ok := r.Context().Value(ctxKey{}).(who); ok {
-		pg.Account, pg.CSRF = v.acct, v.sess.CSRF
+	if l := current(r); l.Session != nil {
+		pg.Account, pg.CSRF = l.Subject, l.Session.CSRF
 	}
 	if pg.Flash == "" {
 		pg.Flash = r.URL.Query().Get("flash")
@@ -196,20 +162,12 @@ func problem(err error) (int, string) {
 }
 
 func (p *Portal) loginForm(w http.ResponseWriter, r *http.Request) {
-	p.render(w, r, http.StatusOK, "login.html", page{Title: "Log in"})
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
+	p.render(w, r, http.StatusOK, "login.html", page{Title: "Log in", Data: r.URL.Query().Get("next")})
 }
 
 func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 	login := strings.TrimSpace(r.PostFormValue("login"))
-	keys := []string{"portal-login:" + login, "portal-ip:" + clientIP(r)}
+	keys := []string{"portal-login:" + login, "portal-ip:" + session.ClientIP(r)}
 	if ok, wait := p.Limiter.Allow(keys...); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		p.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Log in", Error: "Too many failed logins. Try again later."})
@@ -225,7 +183,7 @@ func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
+	http.Redirect(w, r, session.Next(r, "/portal/"), http.StatusSeeOther)
 }
 
 func (p *Portal) registerForm(w http.ResponseWriter, r *http.Request) {
@@ -233,7 +191,7 @@ func (p *Portal) registerForm(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
-	if ok, wait := p.Limiter.Allow("portal-ip:" + clientIP(r)); !ok {
+	if ok, wait := p.Limiter.Allow("portal-ip:" + session.ClientIP(r)); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		p.render(w, r, http.StatusTooManyRequests, "register.html", page{Title: "Register", Error: "Too many attempts. Try again later."})
 		return
@@ -253,7 +211,7 @@ func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
 		err = p.Customers.SetZIP(r.Context(), acct.ID, zip)
 	}
 	if err != nil {
-		p.Limiter.Fail("portal-ip:" + clientIP(r)) // so names cannot be probed fast
+		p.Limiter.Fail("portal-ip:" + session.ClientIP(r)) // so names cannot be probed fast
 		status, msg := problem(err)
 		p.render(w, r, status, "register.html", page{Title: "Register", Error: msg})
 		return
@@ -288,7 +246,7 @@ func (p *Portal) showHome(w http.ResponseWriter, r *http.Request, status int, er
 	if rt, err := p.Rates.Current(p.Now()); err == nil {
 		d.Classes, d.RateTable = rt.Classes, rt.Version
 	}
-	recent, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).acct.ID), 5)
+	recent, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).Subject.ID), 5)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -308,7 +266,7 @@ func parseWeight(s string) (int64, error) {
 
 func (p *Portal) buy(w http.ResponseWriter, r *http.Request) {
 	start := p.Now()
-	acct := current(r).acct
+	acct := current(r).Subject
 	res, err := p.order(r, acct)
 	if p.Meter != nil {
 		code := protocol.Code("")
@@ -368,7 +326,7 @@ func (p *Portal) fundForm(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
-	acct := current(r).acct
+	acct := current(r).Subject
 	amt, err := protocol.ParseMills(strings.TrimPrefix(strings.TrimSpace(r.PostFormValue("amount")), "$"))
 	if err == nil {
 		// The card goes to the gateway and nowhere else: not the log, not the store.
@@ -388,7 +346,7 @@ func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) zip(w http.ResponseWriter, r *http.Request) {
-	acct := current(r).acct
+	acct := current(r).Subject
 	if err := p.Customers.SetZIP(r.Context(), acct.ID, protocol.ZIP(strings.TrimSpace(r.PostFormValue("zip")))); err != nil {
 		_, msg := problem(err)
 		http.Redirect(w, r, "/portal/?flash="+urlq(msg), http.StatusSeeOther)
@@ -398,7 +356,7 @@ func (p *Portal) zip(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) purchases(w http.ResponseWriter, r *http.Request) {
-	rows, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).acct.ID), 200)
+	rows, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).Subject.ID), 200)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -419,7 +377,7 @@ type purchaseData struct {
 // as if it did not exist.
 func (p *Portal) mine(r *http.Request) (*ledger.SaleRow, error) {
 	id := chi.URLParam(r, "id")
-	rows, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).acct.ID), 1000)
+	rows, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).Subject.ID), 1000)
 	if err != nil {
 		return nil, err
 	}
@@ -510,7 +468,7 @@ func (p *Portal) pdf(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) refund(w http.ResponseWriter, r *http.Request) {
-	acct := current(r).acct
+	acct := current(r).Subject
 	id := chi.URLParam(r, "id")
 	back := "/portal/purchases/" + id
 	lbl, err := protocol.ParseLabelSerial(r.PostFormValue("label"))

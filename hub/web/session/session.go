@@ -14,7 +14,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/frank-postage/frank/hub/store"
@@ -114,4 +117,76 @@ func ValidCSRF(r *http.Request, s *Session) bool {
 		got = r.PostFormValue("csrf")
 	}
 	return s != nil && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.CSRF)) == 1
+}
+
+// Login is a logged-in request's subject and session.
+type Login[T any] struct {
+	Subject T
+	Session *Session
+}
+
+type loginKey[T any] struct{}
+
+// Require lets through requests with a live session whose subject load
+// finds, and a post only with the session's CSRF token. Others are sent to
+// loginPath (a page) or refused (a post).
+func Require[T any](m *Manager, loginPath string, load func(ctx context.Context, subject int64) (T, error)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s, err := m.Get(r)
+			if err != nil {
+				http.Error(w, "internal error; see the hub log", http.StatusInternalServerError)
+				return
+			}
+			var subject T
+			if s != nil {
+				if subject, err = load(r.Context(), s.Subject); err != nil {
+					s = nil // the account or operator is gone
+				}
+			}
+			if s == nil {
+				if r.Method == http.MethodGet {
+					http.Redirect(w, r, loginPath+"?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
+					return
+				}
+				http.Error(w, "log in first", http.StatusUnauthorized)
+				return
+			}
+			if r.Method == http.MethodPost && !ValidCSRF(r, s) {
+				http.Error(w, "this form is stale or was not sent from our pages (CSRF token missing or wrong); reload the page", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(WithLogin(r.Context(), Login[T]{subject, s})))
+		})
+	}
+}
+
+// WithLogin puts a login in ctx, for Current.
+func WithLogin[T any](ctx context.Context, l Login[T]) context.Context {
+	return context.WithValue(ctx, loginKey[T]{}, l)
+}
+
+// Current is the request's login, or the zero Login outside Require.
+func Current[T any](r *http.Request) Login[T] {
+	l, _ := r.Context().Value(loginKey[T]{}).(Login[T])
+	return l
+}
+
+// ClientIP is the address the request came from, for login limits.
+func ClientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Next is where to go after logging in: the form's "next" if it is a page
+// under prefix on this site, else prefix itself. Never an open redirect.
+func Next(r *http.Request, prefix string) string {
+	next := r.PostFormValue("next")
+	if !strings.HasPrefix(next, prefix) || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return prefix
+	}
+	return next
 }
