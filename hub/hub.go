@@ -415,7 +415,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies, now), Limiter: websession.NewLimiter(5, 15*time.Minute),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
-		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.metrics.Handler(),
+		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()),
 		Log: h.log.With("component", "web")}
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them

@@ -389,7 +389,17 @@ func TestMetricsMatchLedger(t *testing.T) {
 		t.Fatalf("web buy: %d %s %s", st, loc, page)
 	}
 
-	st, _, body := e.browser().do("GET", "/metrics", nil)
+	if st, _, _ := e.browser().do("GET", "/metrics", nil); st != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a token: %d", st)
+	}
+	if _, err := e.h.Operators().Add(context.Background(), "prometheus", "operator password 1", "ops", nil); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.h.Operators().NewToken(context.Background(), "prometheus", "scrape")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, body := e.browser().do("GET", "/metrics", nil, "Authorization", "Bearer "+tok)
 	if st != http.StatusOK {
 		t.Fatalf("/metrics: %d", st)
 	}

@@ -37,6 +37,12 @@ func (c *Console) APIRoutes() http.Handler {
 	return r
 }
 
+// Protect lets through only requests with an ops operator's API token:
+// for /metrics, which shows the funds.
+func (c *Console) Protect(h http.Handler) http.Handler {
+	return c.tokenAuth(opsOnlyJSON(h))
+}
+
 // apiError is every error body of the operator API.
 type apiError struct {
 	Error   string `json:"error"` // unauthorized, forbidden, not_found, invalid_request, internal_error

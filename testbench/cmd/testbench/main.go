@@ -81,7 +81,7 @@ func webDemo(d *demo.Demo) error {
 	fmt.Printf("  label sheets for web customers: %s\n", strings.Join(strings.Fields(sheets), " "))
 	fmt.Printf("Ops console: %s/console/  login ops, password %s\n", d.HubURL(), pw)
 	fmt.Printf("Operator API: curl -H 'Authorization: Bearer %s' %s/api/v1/ops/fleet  (docs/openapi.yaml)\n", strings.TrimSpace(token), d.HubURL())
-	fmt.Printf("Metrics: %s/metrics\n", d.HubURL())
+	fmt.Printf("Metrics: %s/metrics (same token)\n", d.HubURL())
 	return nil
 }
 
