@@ -157,6 +157,12 @@ func (c *Config) Check() error {
 	if c.Ledger.MPSDFunding < 0 || c.Ledger.GPSDPurchase < 0 || c.Ledger.GPSDPurchase > 0 && c.Ledger.GPSDPurchase < c.Ledger.MPSDFunding {
 		errs = append(errs, errors.New("funding: amounts must be positive, and a GPSD purchase at least one MPSD funding"))
 	}
+	if c.RefundWindow < 0 || c.RefundWindow > 366*24*time.Hour {
+		errs = append(errs, fmt.Errorf("refund-window: want up to a year, got %s", c.RefundWindow))
+	}
+	if c.FundsLow < 0 {
+		errs = append(errs, errors.New("funds-low: want a positive amount"))
+	}
 	if c.HeartbeatS < 1 || c.HeartbeatS > 3600 {
 		errs = append(errs, fmt.Errorf("heartbeat: want 1-3600 s, got %d", c.HeartbeatS))
 	}
