@@ -80,8 +80,9 @@ type Config struct {
 	// SecureCookies marks login cookies Secure even on plain HTTP: set it
 	// when the hub sits behind a TLS-terminating proxy.
 	SecureCookies bool
-	// FundsLow raises a funds_low alert when the GPSD holds less; default
-	// one MPSD funding.
+	// FundsLow raises a funds_low alert when the GPSD holds less. Without
+	// it, the alert comes when a postal purchase hangs and the GPSD cannot
+	// fund one more MPSD.
 	FundsLow protocol.Mills
 	Ledger   ledger.Config
 }
@@ -571,21 +572,17 @@ func (h *Hub) Tick(ctx context.Context) {
 	}
 }
 
-// checkFunds raises funds_low when the GPSD could not fund one more MPSD
-// (or holds less than FundsLow): buying from the postal authority failed
-// or is switched off, and sales will soon stop.
+// checkFunds raises funds_low when the GPSD holds less than FundsLow, or,
+// without that threshold, when it could not fund one more MPSD while a
+// purchase from the postal authority hangs: sales will soon stop.
 func (h *Hub) checkFunds(ctx context.Context) {
-	lcfg := h.ledger.Config()
 	low := h.cfg.FundsLow
 	if low == 0 {
-		low = lcfg.MPSDFunding
-	}
-	if lcfg.GPSDPurchase > 0 {
-		// The GPSD buys on demand; it is only short when a purchase hangs.
 		fs, err := h.ledger.Fundings(ctx, 20)
 		if err != nil || !slices.ContainsFunc(fs, func(f ledger.Funding) bool { return f.State == "pending" }) {
-			return
+			return // the GPSD buys on demand
 		}
+		low = h.ledger.Config().MPSDFunding
 	}
 	psds, err := h.ledger.PSDs(ctx)
 	if err != nil {

@@ -471,3 +471,21 @@ func TestMetricsMatchLedger(t *testing.T) {
 	}
 	e.check()
 }
+
+// The GPSD under the funds_low threshold raises an alert at the next tick,
+// and ops see it on the alerts page.
+func TestFundsLowAlert(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.FundsLow = 200_000_000 }) // $200,000; a purchase is $100,000
+	k := e.kiosk("kiosk-1")
+	if res := decode(t, k.ask(purchase("fl-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res)
+	}
+	e.h.Tick(context.Background())
+	ops := e.operator("olivia", "ops")
+	if _, _, page := ops.do("GET", "/console/alerts", nil); !strings.Contains(page, `data-kind="funds_low" data-subject="gpsd"`) {
+		t.Fatalf("no funds_low alert on the alerts page:\n%s", page)
+	}
+	if _, _, page := ops.do("GET", "/console/funds", nil); !strings.Contains(page, "OK</strong>") || !strings.Contains(page, "50000001") {
+		t.Fatalf("funds page without a passing ledger check or the MPSD:\n%s", page)
+	}
+}

@@ -68,6 +68,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.PKCS11.Token, "pkcs11-token", "frank", "PKCS#11 token label")
 	fs.StringVar(&cfg.PKCS11.PIN, "pkcs11-pin", os.Getenv("FRANK_PKCS11_PIN"), "PKCS#11 user PIN (default $FRANK_PKCS11_PIN)")
 	mpsdFunding := fs.String("mpsd-funding", "1000.00", "dollars moved from the GPSD to an MPSD that runs short")
+	fundsLow := fs.String("funds-low", "0", "dollars: raise funds_low when the GPSD holds less (0: when a postal purchase hangs)")
 	gpsdPurchase := fs.String("gpsd-purchase", "100000.00", "dollars bought from the postal authority when the GPSD runs short")
 	fs.DurationVar(&cfg.Ledger.InspectionWarn, "inspection-warn", 90*24*time.Hour, "raise inspection_due after this long without a postal report")
 	fs.DurationVar(&cfg.Ledger.InspectionStop, "inspection-stop", 120*24*time.Hour, "stop selling after this long without a postal report")
@@ -112,6 +113,10 @@ func run(args []string) int {
 	}
 	if cfg.Ledger.GPSDPurchase, err = protocol.ParseMills(*gpsdPurchase); err != nil {
 		fmt.Fprintln(os.Stderr, "hub: --gpsd-purchase:", err)
+		return 2
+	}
+	if cfg.FundsLow, err = protocol.ParseMills(*fundsLow); err != nil {
+		fmt.Fprintln(os.Stderr, "hub: --funds-low:", err)
 		return 2
 	}
 	if *checkConfig {
