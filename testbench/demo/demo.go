@@ -359,7 +359,13 @@ func (p proc) stop() {
 
 // run runs a command to completion and returns its standard output.
 func (d *Demo) run(name string, args ...string) (string, error) {
-	c := exec.Command(filepath.Join(d.cfg.BinDir, name), args...)
+	// A command line the binary does not know could start a server on the
+	// demo's data: bound it, and never leave it behind.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, filepath.Join(d.cfg.BinDir, name), args...)
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	c.WaitDelay = 2 * time.Second
 	c.Env = append(os.Environ(), d.cfg.HubEnv...)
 	var stderr bytes.Buffer
 	c.Stderr = &stderr

@@ -38,58 +38,32 @@ import (
 // operatorPassword is every test operator's password.
 const operatorPassword = "correct-horse-battery"
 
-// webSystem is a demo with a bounded hub command line.
+// webSystem is a demo for a web test.
 type webSystem struct {
 	*demo.Demo
-	t   *testing.T
-	dir string   // the demo's state directory
-	cli []string // the flags d.HubWithEnv passes
+	t *testing.T
 }
 
 // startWeb starts a demo for a web test.
 func startWeb(t *testing.T, sheets int) *webSystem {
 	t.Helper()
 	browser.Path(t) // fail at once, naming the package, rather than after the demo is up
-	postal, err := demo.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cards, err := demo.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	d, err := demo.Start(t.Context(), demo.Config{BinDir: binDir, Dir: dir, Sheets: sheets, Postal: postal, Cards: cards, Output: output(t)})
+	d, err := demo.Start(t.Context(), demo.Config{BinDir: binDir, Dir: t.TempDir(), Sheets: sheets, Output: output(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
-	return &webSystem{Demo: d, t: t, dir: dir,
-		cli: []string{"--data", filepath.Join(dir, "hub"), "--postal", "http://" + postal, "--payments", "http://" + cards, "--log", "text"}}
+	return &webSystem{Demo: d, t: t}
 }
 
-// hub runs a hub command as d.HubWithEnv does, but killed after 30 s: a
-// command the hub does not recognise falls through to serving a second hub
-// on the same data, which would otherwise hang the test.
+// hub runs a hub command against the demo's data.
 func (w *webSystem) hub(env []string, args ...string) string {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(w.t.Context(), 30*time.Second)
-	defer cancel()
-	c := exec.CommandContext(ctx, filepath.Join(binDir, "hub"), append(append([]string(nil), args...), w.cli...)...)
-	c.Env = append(os.Environ(), env...)
-	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	c.WaitDelay = 2 * time.Second
-	var stderr bytes.Buffer
-	c.Stderr = &stderr
-	out, err := c.Output()
-	if err != nil || ctx.Err() != nil {
-		hint := ""
-		if strings.Contains(stderr.String(), "hub ready") || strings.Contains(stderr.String(), "hub did not start") {
-			hint = "\n(the hub did not recognise the command and tried to serve instead: see the command dispatch in hub/cmd/hub/main.go)"
-		}
-		w.t.Fatalf("hub %s: %v%s\nstdout: %s\nstderr (tail): %s", strings.Join(args, " "), err, hint, out, tail(stderr.String(), 1500))
+	out, err := w.HubWithEnv(env, args...)
+	if err != nil {
+		w.t.Fatalf("hub %s: %v", strings.Join(args, " "), err)
 	}
-	return string(out)
+	return out
 }
 
 // addOperator creates an operator with the CLI.
@@ -103,13 +77,6 @@ func (w *webSystem) addOperator(login, role, stores string) {
 	if want := fmt.Sprintf("operator %s (%s) saved", login, role); !strings.Contains(out, want) {
 		w.t.Fatalf("hub %s printed %q, want %q", strings.Join(args, " "), out, want)
 	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }
 
 // needTool finds a command-line tool or fails naming its Debian package.
