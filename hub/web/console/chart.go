@@ -12,7 +12,7 @@ import (
 // script and no library, and it scales to a phone's width. measure is
 // "sales" (ok answers per step, rejections stacked in red) or "p95" (ms).
 func chart(title, measure string, pts []metrics.Point) template.HTML {
-	const w, h, pad = 600.0, 160.0, 24.0
+	const w, h, pad = 400.0, 130.0, 20.0 // small enough that its text reads on a phone
 	val := func(p metrics.Point) float64 {
 		if measure == "p95" {
 			return p.P95Ms
@@ -28,20 +28,20 @@ func chart(title, measure string, pts []metrics.Point) template.HTML {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s">`, w, h+pad, template.HTMLEscapeString(title))
-	fmt.Fprintf(&b, `<text x="4" y="14" font-size="12">%s — max %.0f</text>`, template.HTMLEscapeString(title), top)
+	fmt.Fprintf(&b, `<text x="4" y="15" font-size="14">%s — max %.0f</text>`, template.HTMLEscapeString(title), top)
 	bw := (w - 8) / float64(max(len(pts), 1))
 	for i, p := range pts {
 		x := 4 + float64(i)*bw
-		total := val(p) / top * (h - 20)
+		total := val(p) / top * (h - 24)
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#0b57d0"><title>%s: %.1f</title></rect>`,
 			x, h-total, max(bw-1, 0.5), total, p.At.Local().Format("15:04"), val(p))
 		if measure == "sales" && p.Rejected > 0 {
-			rej := float64(p.Rejected) / top * (h - 20)
+			rej := float64(p.Rejected) / top * (h - 24)
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#b3261e"/>`, x, h-rej, max(bw-1, 0.5), rej)
 		}
 	}
 	if len(pts) > 0 {
-		fmt.Fprintf(&b, `<text x="4" y="%.0f" font-size="11">%s</text><text x="%.0f" y="%.0f" font-size="11" text-anchor="end">%s</text>`,
+		fmt.Fprintf(&b, `<text x="4" y="%.0f" font-size="13">%s</text><text x="%.0f" y="%.0f" font-size="13" text-anchor="end">%s</text>`,
 			h+16, pts[0].At.Local().Format("15:04"), w-4, h+16, pts[len(pts)-1].At.Local().Format("15:04"))
 	}
 	b.WriteString(`</svg>`)
