@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -106,8 +107,12 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 }
 
 // dummyHash is checked against when the login is unknown, so that a
-// missing login takes as long as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password anyone has"), bcrypt.DefaultCost)
+// missing login takes as long as a wrong password. Made on first use: a
+// bcrypt hash costs tens of milliseconds, which every start would pay.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("not a password anyone has"), bcrypt.DefaultCost)
+	return h
+})
 
 // Authenticate checks a login and password.
 func (s *Operators) Authenticate(ctx context.Context, login, password string) (*Operator, error) {
@@ -115,7 +120,7 @@ func (s *Operators) Authenticate(ctx context.Context, login, password string) (*
 	var hash string
 	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT id, password_hash FROM operators WHERE login = ?`), login).Scan(&id, &hash)
 	if err != nil {
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		return nil, ErrAuth
 	}
 	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
