@@ -383,6 +383,27 @@ func TestMetricsMatchLedger(t *testing.T) {
 		}
 	}
 	k2.ask(purchase("k2-1", "kiosk-2", "2222-0001-01", nil))
+	// Then a burst: 300 sales in flight at once on 30 more sheets.
+	var burst []string
+	for i := range 30 {
+		burst = append(burst, fmt.Sprintf("3000-%04X", i))
+	}
+	e.loadStock("store-a", "kiosk-1", burst...)
+	const burstN = 300
+	for i := range burstN {
+		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicPurchase), 1, false,
+			purchase(fmt.Sprintf("burst-%d", i), "kiosk-1", fmt.Sprintf("%s-%02d", burst[i/10], i%10+1), nil))
+	}
+	for i := range burstN {
+		select {
+		case raw := <-k.results:
+			if decode(t, raw).Status != protocol.ResultOK {
+				t.Fatalf("burst answer %d: %s", i, raw)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("burst: %d of %d answered", i, burstN)
+		}
+	}
 	sheet := e.webSheet()
 	web := e.customer("wendy", "10.00")
 	if st, loc, page := web.buy(sheet, 4); st != http.StatusSeeOther {
@@ -440,8 +461,8 @@ func TestMetricsMatchLedger(t *testing.T) {
 	var sales, stamps, postage int64
 	db.QueryRow(`SELECT COUNT(*) FROM sales WHERE status = 'ok'`).Scan(&sales)
 	db.QueryRow(`SELECT COUNT(*), SUM(postage) FROM indicia WHERE rate_class = '1100'`).Scan(&stamps, &postage)
-	if got := sum("frank_sales_total", nil); got != float64(sales) || sales != n+2 {
-		t.Errorf("frank_sales_total = %v, ledger has %d ok sales (want %d)", got, sales, n+2)
+	if got := sum("frank_sales_total", nil); got != float64(sales) || sales != n+burstN+2 {
+		t.Errorf("frank_sales_total = %v, ledger has %d ok sales (want %d)", got, sales, n+burstN+2)
 	}
 	if got := sum("frank_stamps_total", map[string]string{"class": "1100"}); got != float64(stamps) {
 		t.Errorf("frank_stamps_total{class=1100} = %v, ledger has %d", got, stamps)
@@ -453,8 +474,8 @@ func TestMetricsMatchLedger(t *testing.T) {
 		t.Errorf("label_used rejections = %v, want 5", got)
 	}
 	// Every answer is timed: sales, resends and refusals over MQTT, and the web sale.
-	if got := sum("frank_purchase_duration_seconds", map[string]string{"channel": "kiosk"}); got != n+6+5+1 {
-		t.Errorf("kiosk answers timed = %v, want %d", got, n+6+5+1)
+	if got := sum("frank_purchase_duration_seconds", map[string]string{"channel": "kiosk"}); got != n+6+5+1+burstN {
+		t.Errorf("kiosk answers timed = %v, want %d", got, n+6+5+1+burstN)
 	}
 	if got := sum("frank_purchase_duration_seconds", map[string]string{"channel": "web"}); got != 1 {
 		t.Errorf("web answers timed = %v, want 1", got)
