@@ -141,8 +141,27 @@ type StampRow struct {
 // SalesOf lists kioskID's latest limit sales, newest first, with their
 // stamps. A web customer's sales are under their web kiosk id.
 func (l *Ledger) SalesOf(ctx context.Context, kioskID string, limit int) ([]SaleRow, error) {
-	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT kiosk_id, request_id, status, total, created_at FROM sales
-		WHERE kiosk_id = ? ORDER BY created_at DESC LIMIT ?`), kioskID, limit)
+	return l.sales(ctx, kioskID, "", limit)
+}
+
+// SaleOf returns one of kioskID's sales with its stamps, or nil.
+func (l *Ledger) SaleOf(ctx context.Context, kioskID, requestID string) (*SaleRow, error) {
+	rows, err := l.sales(ctx, kioskID, requestID, 1)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	return &rows[0], nil
+}
+
+// sales lists kioskID's sales, or the one with requestID if it is given.
+func (l *Ledger) sales(ctx context.Context, kioskID, requestID string, limit int) ([]SaleRow, error) {
+	q := `SELECT kiosk_id, request_id, status, total, created_at FROM sales WHERE kiosk_id = ?`
+	args := []any{kioskID}
+	if requestID != "" {
+		q += ` AND request_id = ?`
+		args = append(args, requestID)
+	}
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(q+` ORDER BY created_at DESC LIMIT ?`), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: sales of %s: %w", kioskID, err)
 	}

@@ -55,6 +55,7 @@ type shop interface {
 // history reads a customer's purchases.
 type history interface {
 	SalesOf(ctx context.Context, kioskID string, limit int) ([]ledger.SaleRow, error)
+	SaleOf(ctx context.Context, kioskID, requestID string) (*ledger.SaleRow, error)
 	Result(ctx context.Context, kioskID, requestID string) ([]byte, error)
 }
 
@@ -376,17 +377,7 @@ type purchaseData struct {
 // mine finds one of the customer's purchases; anyone else's is not found,
 // as if it did not exist.
 func (p *Portal) mine(r *http.Request) (*ledger.SaleRow, error) {
-	id := chi.URLParam(r, "id")
-	rows, err := p.History.SalesOf(r.Context(), sale.WebKioskID(current(r).Subject.ID), 1000)
-	if err != nil {
-		return nil, err
-	}
-	for i := range rows {
-		if rows[i].RequestID == id {
-			return &rows[i], nil
-		}
-	}
-	return nil, nil
+	return p.History.SaleOf(r.Context(), sale.WebKioskID(current(r).Subject.ID), chi.URLParam(r, "id"))
 }
 
 func (p *Portal) purchase(w http.ResponseWriter, r *http.Request) {
