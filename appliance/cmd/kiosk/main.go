@@ -53,7 +53,12 @@ func run() int {
 	logFormat := flag.String("log", "json", "log format: json or text")
 	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
 	configFile := flag.String("config", "", "config file (JSON; see config.go for every field and its default); flags win over it")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("kiosk", version)
+		return 0
+	}
 	if *configFile != "" {
 		fc, err := readConfig(*configFile)
 		if err != nil {

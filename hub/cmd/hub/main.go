@@ -33,6 +33,9 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	os.Exit(run(os.Args[1:]))
 }
@@ -95,6 +98,8 @@ func run(args []string) int {
 	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
+	configFile := fs.String("config", "", "config file: a JSON object of flag names and values (keys starting with # are comments); flags win over it")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	// Flags and positional arguments may come in any order.
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -104,6 +109,16 @@ func run(args []string) int {
 			break
 		}
 		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if *showVersion {
+		fmt.Println("hub", version)
+		return 0
+	}
+	if *configFile != "" {
+		if err := applyConfig(fs, *configFile); err != nil {
+			fmt.Fprintln(os.Stderr, "hub:", err)
+			return 2
+		}
 	}
 	log := newLogger(*logFormat)
 	var err error

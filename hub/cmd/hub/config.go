@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// applyConfig sets the flags a config file names, except those given on
+// the command line. The file is a JSON object of flag names (as in
+// --help) and values; keys starting with "#" are comments:
+//
+//	{"#": "Frank hub", "data": "/var/lib/frank/hub", "http": "127.0.0.1:8080",
+//	 "workers": 2, "secure-cookies": true}
+//
+// An unknown flag name is an error: a typo must not quietly keep a default.
+func applyConfig(fs *flag.FlagSet, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("config %s: trailing data after the object", path)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for k, v := range m {
+		if strings.HasPrefix(k, "#") {
+			continue
+		}
+		if k == "config" || fs.Lookup(k) == nil {
+			return fmt.Errorf("config %s: unknown setting %q (see hub --help)", path, k)
+		}
+		if set[k] {
+			continue
+		}
+		var s string
+		switch v := v.(type) {
+		case string:
+			s = v
+		case json.Number:
+			s = v.String()
+		case bool:
+			s = strconv.FormatBool(v)
+		default:
+			return fmt.Errorf("config %s: %s: want a string, number or boolean", path, k)
+		}
+		if err := fs.Set(k, s); err != nil {
+			return fmt.Errorf("config %s: %s: %w", path, k, err)
+		}
+	}
+	return nil
+}
