@@ -80,6 +80,9 @@ type Config struct {
 	// SecureCookies marks login cookies Secure even on plain HTTP: set it
 	// when the hub sits behind a TLS-terminating proxy.
 	SecureCookies bool
+	// KioskBroker is the broker address enrolling kiosks are told, like
+	// tcp://hub.example:1883; empty, they use the hub's host and 1883.
+	KioskBroker string
 	// FundsLow raises a funds_low alert when the GPSD holds less. Without
 	// it, the alert comes when a postal purchase hangs and the GPSD cannot
 	// fund one more MPSD.
@@ -422,6 +425,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies, now), Limiter: websession.NewLimiter(5, 15*time.Minute),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
+		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, EnrollLimiter: websession.NewLimiter(5, 15*time.Minute),
 		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()),
 		Log: h.log.With("component", "web")}
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}

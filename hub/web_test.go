@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -508,5 +509,77 @@ func TestFundsLowAlert(t *testing.T) {
 	}
 	if _, _, page := ops.do("GET", "/console/funds", nil); !strings.Contains(page, "OK</strong>") || !strings.Contains(page, "50000001") {
 		t.Fatalf("funds page without a passing ledger check or the MPSD:\n%s", page)
+	}
+}
+
+// A kiosk trades its one-time code for its credentials once; a wrong,
+// used or expired code is unauthorized, and guessing is slowed down.
+func TestEnrollment(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.KioskBroker = "tcp://hub.example:1883" })
+	ctx := context.Background()
+	pw, err := e.h.Fleet().Add(ctx, "kiosk-9", "store-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := e.h.Fleet().NewEnrollment(ctx, "kiosk-9", pw, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body string) (int, []byte) {
+		resp, err := http.Post("http://"+e.h.HTTPAddr+protocol.EnrollPath, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	refused := func(st int, b []byte, wantStatus int, want protocol.Code) {
+		t.Helper()
+		var pe protocol.Error
+		json.Unmarshal(b, &pe)
+		if st != wantStatus || pe.Code != want {
+			t.Fatalf("got %d %s, want %d %s", st, b, wantStatus, want)
+		}
+		met.Store(pe.Code, true)
+	}
+	// Typed in lower case with spaces: still the code.
+	typed := strings.ToLower(strings.ReplaceAll(code, "-", " "))
+	st, b := post(`{"code": "` + typed + `"}`)
+	if st != http.StatusOK {
+		t.Fatalf("enroll: %d %s", st, b)
+	}
+	res, err := protocol.DecodeEnrollResult(b)
+	if err != nil || res.KioskID != "kiosk-9" || res.Store != "store-a" || res.Password != pw || res.Broker != "tcp://hub.example:1883" {
+		t.Fatalf("enrolled %+v %v", res, err)
+	}
+	if _, err := e.connect("kiosk-9", res.Password); err != nil {
+		t.Fatalf("the enrolled password does not open the broker: %v", err)
+	}
+	st, b = post(`{"code": "` + code + `"}`)
+	refused(st, b, http.StatusForbidden, protocol.CodeUnauthorized) // used
+	st, b = post(`{"code": 7}`)
+	refused(st, b, http.StatusBadRequest, protocol.CodeMalformed)
+	st, b = post(`{"code": "short"}`)
+	refused(st, b, http.StatusBadRequest, protocol.CodeInvalidRequest)
+
+	expired, err := e.h.Fleet().NewEnrollment(ctx, "kiosk-9", pw, -time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, b = post(`{"code": "` + expired + `"}`)
+	refused(st, b, http.StatusForbidden, protocol.CodeUnauthorized)
+	for range 3 {
+		post(`{"code": "AAAAA-AAAAA-AAAAA-AAAAA"}`)
+	}
+	fresh, _ := e.h.Fleet().NewEnrollment(ctx, "kiosk-9", pw, time.Hour)
+	st, b = post(`{"code": "` + fresh + `"}`)
+	refused(st, b, http.StatusTooManyRequests, protocol.CodeUnauthorized) // five wrong codes from here: even a right one waits
+	var stored int
+	db, _ := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	defer db.Close()
+	db.QueryRow(`SELECT COUNT(*) FROM enrollments WHERE instr(CAST(sealed AS TEXT), ?) > 0`, pw).Scan(&stored)
+	if stored != 0 {
+		t.Fatal("the password is stored in the clear")
 	}
 }

@@ -172,3 +172,29 @@ func FuzzDecodeRefundResult(f *testing.F) {
 		_, _ = protocol.DecodeRefundResult(b)
 	})
 }
+
+func FuzzDecodeEnrollRequest(f *testing.F) {
+	f.Add([]byte(`{"code":"ABCDE-FGHIJ-KLMNO-PQRST"}`))
+	f.Add([]byte(`{"code":"abcde fghij klmno pqrs7"}`))
+	f.Add([]byte(`{"code":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodeEnrollRequest(b)
+		if err == nil && protocol.NormalizeEnrollCode(r.Code) == "" {
+			t.Fatalf("accepted %q", b)
+		}
+		if err != nil && protocol.AsError(err).Code == "" {
+			t.Fatalf("untyped error %v", err)
+		}
+	})
+}
+
+func FuzzDecodeEnrollResult(f *testing.F) {
+	f.Add([]byte(`{"kiosk_id":"k1","store":"s1","username":"k1","password":"p"}`))
+	f.Add([]byte(`{"kiosk_id":"k 1","store":"s1","username":"k1","password":"p","broker":"tcp://h:1883"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodeEnrollResult(b)
+		if err == nil && (!protocol.ValidKioskID(r.KioskID) || r.Password == "") {
+			t.Fatalf("accepted %q", b)
+		}
+	})
+}

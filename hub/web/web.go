@@ -9,6 +9,8 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,9 +20,11 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/web/assets"
+	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -49,6 +53,11 @@ type stamper interface {
 	WebStamp(ctx context.Context, acct *accounts.Account, req *protocol.WebStampRequest, requestID string) (*protocol.XMLIndicium, error)
 }
 
+// enroller trades one-time codes for kiosk credentials.
+type enroller interface {
+	Enroll(ctx context.Context, code string) (*protocol.EnrollResult, error)
+}
+
 // Server holds what the handlers need.
 type Server struct {
 	Keys      keyList
@@ -56,6 +65,11 @@ type Server struct {
 	Workers   workers
 	Customers customers
 	Stamps    stamper
+	// Enroll serves kiosk enrollment when set; KioskBroker is the broker
+	// address kiosks are told (empty: they use the hub's host).
+	Enroll        enroller
+	KioskBroker   string
+	EnrollLimiter *session.Limiter
 	// Portal, Console, OpsAPI and Metrics are mounted when set.
 	Portal  http.Handler
 	Console http.Handler
@@ -73,6 +87,9 @@ func (s *Server) Handler() http.Handler {
 		r.Get("/certificates", s.certificates)
 		r.Get("/psdm", s.psdm)
 		r.Post("/webstamp", s.webstamp)
+		if s.Enroll != nil {
+			r.Post("/enroll", s.enroll)
+		}
 		if s.OpsAPI != nil {
 			r.Mount("/ops", s.OpsAPI)
 		}
@@ -184,6 +201,41 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	w.Write([]byte(xml.Header))
 	xml.NewEncoder(w).Encode(in)
+}
+
+// enroll trades a one-time code for a kiosk's broker credentials.
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	ip := "enroll-ip:" + session.ClientIP(r)
+	if ok, wait := s.EnrollLimiter.Allow(ip); !ok {
+		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		writeJSON(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeUnauthorized, "too many wrong codes from this address; try again later"))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageBytes+1))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))
+		return
+	}
+	req, err := protocol.DecodeEnrollRequest(body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, protocol.AsError(err))
+		return
+	}
+	res, err := s.Enroll.Enroll(r.Context(), req.Code)
+	if errors.Is(err, fleet.ErrEnrollCode) {
+		s.EnrollLimiter.Fail(ip)
+		s.Log.Warn("enrollment refused", "ip", session.ClientIP(r))
+		writeJSON(w, http.StatusForbidden, protocol.Errorf(protocol.CodeUnauthorized, "the code is wrong, used or expired; ask ops for a new one (hub kiosk add)"))
+		return
+	}
+	if err != nil {
+		s.Log.Error("enrollment", "err", err)
+		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		return
+	}
+	res.Broker = s.KioskBroker
+	s.Log.Info("kiosk enrolled", "kiosk", res.KioskID, "store", res.Store, "ip", session.ClientIP(r))
+	writeJSON(w, http.StatusOK, res)
 }
 
 // httpStatus maps an error code to an HTTP status.

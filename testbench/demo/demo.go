@@ -167,7 +167,7 @@ func (d *Demo) start(ctx context.Context) error {
 	}
 	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", cfg.HubHTTP,
 		broker[0], broker[1], "--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards,
-		"--log", "text"}, cfg.HubArgs...)
+		"--kiosk-broker", "tcp://" + cfg.Broker, "--log", "text"}, cfg.HubArgs...)
 	if len(cfg.HubArgs) > 0 && cfg.HubArgs[0] == "--hsm" {
 		// A real HSM needs its key ceremony before the hub serves.
 		if _, err := d.run("hub", append([]string{"keys", "init"}, hubArgs...)...); err != nil {
@@ -179,14 +179,17 @@ func (d *Demo) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	password := ""
+	password, code := "", ""
 	for _, line := range strings.Split(out, "\n") {
 		if p, ok := strings.CutPrefix(line, "broker password: "); ok {
 			password = strings.TrimSpace(p)
 		}
+		if c, ok := strings.CutPrefix(line, "enrollment code: "); ok {
+			code, _, _ = strings.Cut(c, " ")
+		}
 	}
-	if password == "" {
-		return fmt.Errorf("demo: hub kiosk add printed no password: %s", out)
+	if password == "" || code == "" {
+		return fmt.Errorf("demo: hub kiosk add printed no password or enrollment code: %s", out)
 	}
 	if cfg.Provisioned != nil {
 		if err := cfg.Provisioned(cfg.KioskID, password); err != nil {
@@ -204,8 +207,14 @@ func (d *Demo) start(ctx context.Context) error {
 	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: hub did not come up: %w", err)
 	}
-	d.kioskEnv = append([]string{"FRANK_KIOSK_PASSWORD=" + password, "FRANK_STAFF_PIN=" + StaffPIN}, cfg.KioskEnv...)
-	d.kioskArgs = []string{"--id", cfg.KioskID, "--zip", cfg.ZIP, "--broker", "tcp://" + cfg.Broker,
+	// The kiosk enrolls as a field engineer would enroll it: with the
+	// one-time code, which brings its id, broker and password.
+	enrollment := filepath.Join(cfg.Dir, "kiosk", "enrollment.json")
+	if _, err := d.run("kiosk", "enroll", "--hub", d.HubURL(), "--code", code, "--enrollment", enrollment); err != nil {
+		return err
+	}
+	d.kioskEnv = append([]string{"FRANK_STAFF_PIN=" + StaffPIN}, cfg.KioskEnv...)
+	d.kioskArgs = []string{"--enrollment", enrollment, "--zip", cfg.ZIP,
 		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", d.JournalPath(),
 		"--scale", d.scale.Path(), "--scanner", d.scanner.Path(), "--terminal", d.terminal.Path(), "--gpio", "sim:" + d.gpio.Path(),
 		"--log", "text"}
@@ -253,7 +262,7 @@ func (d *Demo) KioskExited() <-chan struct{} { return d.kiosk.exited }
 // after a power cut, with env replacing the extra environment it had.
 func (d *Demo) RestartKiosk(ctx context.Context, env ...string) error {
 	d.kiosk.stop()
-	d.kioskEnv = append(d.kioskEnv[:2:2], env...)
+	d.kioskEnv = append(d.kioskEnv[:1:1], env...) // the staff PIN stays
 	return d.startKiosk(ctx)
 }
 

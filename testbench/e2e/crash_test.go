@@ -170,11 +170,11 @@ func TestHubSurvivesKill9(t *testing.T) {
 	for i := range kiosks {
 		id := fmt.Sprintf("crash-%d", i)
 		out := hubCmd("kiosk", "add", id, "--store", "crash-store")
-		_, pw, _ := strings.Cut(out, "broker password: ")
+		pw := password(t, out)
 		sheets := strings.Fields(hubCmd("stock", "issue", "--store", "crash-store", "--sheets", "600"))
 		hubCmd(append([]string{"stock", "load", "--kiosk", id}, sheets...)...)
 		kiosks[i] = &loadKiosk{id: id, sheets: sheets}
-		kiosks[i].password = strings.TrimSpace(pw)
+		kiosks[i].password = pw
 	}
 	cmd := start()
 	for i, k := range kiosks {

@@ -82,6 +82,7 @@ func password(t *testing.T, out string) string {
 	if !ok {
 		t.Fatalf("no password in %q", out)
 	}
+	pw, _, _ = strings.Cut(pw, "\n") // the enrollment code follows
 	return strings.TrimSpace(pw)
 }
 

@@ -20,6 +20,9 @@ import (
 //	  "username": "",                     // default: the id
 //	  "password_file": "",                // file holding the broker password
 //	                                      //   (else $FRANK_KIOSK_PASSWORD)
+//	  "enrollment": "/var/lib/frank/kiosk/enrollment.json",  // what `kiosk enroll`
+//	                                      //   wrote: id, broker and password for
+//	                                      //   whatever this file and the flags leave out
 //	  "listen": "127.0.0.1:8081",         // touchscreen and local API
 //	  "printer": {"path": "/dev/frank-printer", "baud": 115200,
 //	              "data_bits": 8, "parity": "none", "stop_bits": "1"},
@@ -40,6 +43,7 @@ type fileConfig struct {
 	Broker       string            `json:"broker"`
 	Username     string            `json:"username"`
 	PasswordFile string            `json:"password_file"`
+	Enrollment   string            `json:"enrollment"`
 	Listen       string            `json:"listen"`
 	Printer      serialport.Config `json:"printer"`
 	Log          string            `json:"log"`

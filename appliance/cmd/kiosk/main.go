@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,7 +29,12 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() { os.Exit(run()) }
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "enroll" {
+		os.Exit(enroll(os.Args[2:]))
+	}
+	os.Exit(run())
+}
 
 func run() int {
 	var cfg kiosk.Config
@@ -54,24 +60,28 @@ func run() int {
 	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
 	configFile := flag.String("config", "", "config file (JSON; see config.go for every field and its default); flags win over it")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	enrollmentPath := flag.String("enrollment", defaultEnrollment, "credentials from `kiosk enroll`, used for the id, broker and password not given otherwise")
 	flag.Parse()
 	if *showVersion {
 		fmt.Println("kiosk", version)
 		return 0
 	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	brokerFromFile := false
 	if *configFile != "" {
 		fc, err := readConfig(*configFile)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "kiosk:", err)
 			return 2
 		}
-		set := map[string]bool{}
-		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		brokerFromFile = fc.Broker != ""
 		pick := func(flagName string, dst *string, v string) {
 			if !set[flagName] && v != "" {
 				*dst = v
 			}
 		}
+		pick("enrollment", enrollmentPath, fc.Enrollment)
 		pick("id", &cfg.ID, fc.ID)
 		pick("zip", &zip, fc.OriginZIP)
 		pick("broker", &cfg.Broker, fc.Broker)
@@ -101,6 +111,24 @@ func run() int {
 			}
 			cfg.Password = strings.TrimSpace(string(b))
 		}
+	}
+	// What `kiosk enroll` left fills in whatever flags and file did not say.
+	if e, err := readEnrollment(*enrollmentPath); err == nil {
+		if cfg.ID == "" {
+			cfg.ID = e.KioskID
+		}
+		if !set["broker"] && !brokerFromFile && e.Broker != "" {
+			cfg.Broker = e.Broker
+		}
+		if cfg.Username == "" && cfg.ID == e.KioskID {
+			cfg.Username = e.Username
+		}
+		if cfg.Password == "" && cfg.ID == e.KioskID {
+			cfg.Password = e.Password
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
+		return 2
 	}
 	cfg.OriginZIP = protocol.ZIP(zip)
 	if cfg.Username == "" {
@@ -160,6 +188,12 @@ func run() int {
 		log.Error("kiosk", "err", err)
 		return 2
 	}
+	sigCtx, stopSig := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSig()
+	if err := waitForClock(sigCtx, time.Now, trustedFloor(*journalPath), time.Second, log); err != nil {
+		log.Error("stopped while waiting for the clock", "err", err)
+		return 1
+	}
 	j, err := journal.Open(*journalPath)
 	if err != nil {
 		log.Error("journal not available; refusing to sell without one", "err", err)
@@ -171,8 +205,7 @@ func run() int {
 	if step := os.Getenv("FRANK_KIOSK_CRASH_AT"); step != "" {
 		k.CrashAt(step) // power-cut tests only
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := sigCtx
 	if err := k.Connect(); err != nil {
 		log.Error("connect", "err", err)
 		return 1

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/boombuler/barcode"
 	"github.com/boombuler/barcode/code128"
@@ -23,6 +24,7 @@ type admin struct {
 	store, barcodes, account, amount, zip, kiosk string
 	role, stores, tokenName                      string
 	sheets                                       int
+	enrollTTL                                    time.Duration
 }
 
 // secret reads a password from the environment variable env, else from
@@ -50,8 +52,15 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		if err != nil {
 			return fail(err)
 		}
-		// Printed once: only a bcrypt hash is kept.
+		code, err := h.Fleet().NewEnrollment(ctx, pos[0], pw, a.enrollTTL)
+		if err != nil {
+			return fail(err)
+		}
+		// Printed once: only a bcrypt hash of the password, and a hash of
+		// the code with the password sealed under it, are kept.
 		fmt.Printf("kiosk %s provisioned in store %s\nbroker user: %s\nbroker password: %s\n", pos[0], a.store, pos[0], pw)
+		fmt.Printf("enrollment code: %s (once, until %s): kiosk enroll --hub URL --code %s\n",
+			code, time.Now().Add(a.enrollTTL).Format("2006-01-02 15:04"), code)
 	case "stock issue":
 		if a.store == "" {
 			return usage("hub stock issue --store STORE --sheets N [--barcodes DIR]")

@@ -95,6 +95,8 @@ func run(args []string) int {
 	stores := fs.String("stores", "", "operator add: comma-separated stores of a staff operator")
 	tokenName := fs.String("name", "cli", "operator token: what the token is for")
 	fs.DurationVar(&cfg.RefundWindow, "refund-window", 28*24*time.Hour, "how long a web customer may have an unused stamp refunded")
+	fs.StringVar(&cfg.KioskBroker, "kiosk-broker", "", "the broker address enrolling kiosks are told, tcp://host:port (default: the hub's host, port 1883)")
+	enrollTTL := fs.Duration("enroll-ttl", 7*24*time.Hour, "kiosk add: how long the one-time enrollment code is good for")
 	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
@@ -165,7 +167,7 @@ func run(args []string) int {
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
 			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly,
-			role: *role, stores: *stores, tokenName: *tokenName})
+			role: *role, stores: *stores, tokenName: *tokenName, enrollTTL: *enrollTTL})
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)
