@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test deps lint cross unit race fuzz bench clean
+.PHONY: all build run test deps lint cross unit race fuzz bench clean image
 
 all: build
 
@@ -47,6 +47,10 @@ fuzz:
 
 clean:
 	rm -rf bin var
+
+## image: the Debian packages frank-kiosk (arm64, armhf) and frank-hub (amd64, arm64) into bin/images/; the version is images/VERSION+git<commits>.<hash>, or IMAGE_VERSION=1.2.3
+image:
+	GO=$(GO) bash images/build $(if $(IMAGE_VERSION),--version $(IMAGE_VERSION))
 
 ## bench: the purchase path against the raw signer, soft and SoftHSM2; writes docs/benchmarks.md
 bench: build cross deps
