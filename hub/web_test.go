@@ -521,6 +521,9 @@ func TestEnrollment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := e.h.Fleet().SetStoreZIP(ctx, "store-a", "02134"); err != nil {
+		t.Fatal(err)
+	}
 	code, err := e.h.Fleet().NewEnrollment(ctx, "kiosk-9", pw, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -550,7 +553,7 @@ func TestEnrollment(t *testing.T) {
 		t.Fatalf("enroll: %d %s", st, b)
 	}
 	res, err := protocol.DecodeEnrollResult(b)
-	if err != nil || res.KioskID != "kiosk-9" || res.Store != "store-a" || res.Password != pw || res.Broker != "tcp://hub.example:1883" {
+	if err != nil || res.KioskID != "kiosk-9" || res.Store != "store-a" || res.Password != pw || res.Broker != "tcp://hub.example:1883" || res.OriginZIP != "02134" {
 		t.Fatalf("enrolled %+v %v", res, err)
 	}
 	if _, err := e.connect("kiosk-9", res.Password); err != nil {

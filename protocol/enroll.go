@@ -22,6 +22,8 @@ type EnrollResult struct {
 	Broker   string `json:"broker,omitempty"`
 	Username string `json:"username"`
 	Password string `json:"password"`
+	// OriginZIP is the store's ZIP, when ops gave one (hub kiosk add --zip).
+	OriginZIP ZIP `json:"origin_zip,omitempty"`
 }
 
 // EnrollCodeLen is the number of characters in an enrollment code,

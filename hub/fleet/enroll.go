@@ -69,6 +69,17 @@ func (r *Registry) NewEnrollment(ctx context.Context, kioskID, password string, 
 	return FormatEnrollCode(code), nil
 }
 
+// SetStoreZIP records the ZIP code a store mails from.
+func (r *Registry) SetStoreZIP(ctx context.Context, storeID string, zip protocol.ZIP) error {
+	if n, err := zip.Number(); err != nil || n == 0 {
+		return fmt.Errorf("fleet: store %s: zip %q: want five digits", storeID, zip)
+	}
+	if _, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE stores SET zip = ? WHERE id = ?`), string(zip), storeID); err != nil {
+		return fmt.Errorf("fleet: store %s: %w", storeID, err)
+	}
+	return nil
+}
+
 // ErrEnrollCode is a code that is wrong, used or expired; they are not
 // told apart.
 var ErrEnrollCode = errors.New("fleet: enrollment code wrong, used or expired")
@@ -111,5 +122,10 @@ func (r *Registry) Enroll(ctx context.Context, code string) (*protocol.EnrollRes
 	if err != nil {
 		return nil, err
 	}
-	return &protocol.EnrollResult{KioskID: kioskID, Store: k.Store, Username: kioskID, Password: string(password)}, nil
+	var zip sql.NullString
+	if err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT zip FROM stores WHERE id = ?`), k.Store).Scan(&zip); err != nil {
+		return nil, fmt.Errorf("fleet: enroll %s: %w", kioskID, err)
+	}
+	return &protocol.EnrollResult{KioskID: kioskID, Store: k.Store, Username: kioskID, Password: string(password),
+		OriginZIP: protocol.ZIP(zip.String)}, nil
 }

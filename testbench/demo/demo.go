@@ -175,7 +175,7 @@ func (d *Demo) start(ctx context.Context) error {
 		}
 	}
 	// Provision the kiosk and issue its store some label sheets, as ops would.
-	out, err := d.run("hub", append([]string{"kiosk", "add", cfg.KioskID, "--store", cfg.Store}, hubArgs...)...)
+	out, err := d.run("hub", append([]string{"kiosk", "add", cfg.KioskID, "--store", cfg.Store, "--zip", cfg.ZIP}, hubArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (d *Demo) start(ctx context.Context) error {
 		return err
 	}
 	d.kioskEnv = append([]string{"FRANK_STAFF_PIN=" + StaffPIN}, cfg.KioskEnv...)
-	d.kioskArgs = []string{"--enrollment", enrollment, "--zip", cfg.ZIP,
+	d.kioskArgs = []string{"--enrollment", enrollment, // id, broker, password and the store's ZIP
 		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", d.JournalPath(),
 		"--scale", d.scale.Path(), "--scanner", d.scanner.Path(), "--terminal", d.terminal.Path(), "--gpio", "sim:" + d.gpio.Path(),
 		"--log", "text"}

@@ -11,11 +11,13 @@ import (
 
 // fileConfig is the kiosk's config file, JSON, normally
 // /etc/frank/kiosk.json. Flags given on the command line win over it.
-// Every field has a default except id and origin_zip:
+// Every field has a default; id, broker, password and origin_zip come from
+// the enrollment file when neither the flags nor this file give them:
 //
 //	{
 //	  "id": "store12-k1",                 // kiosk id, also its broker user name
 //	  "origin_zip": "94544",              // the store's ZIP, signed into every stamp
+//	                                      //   (default: the one enrollment brought)
 //	  "broker": "tcp://127.0.0.1:1883",   // the hub's MQTT broker
 //	  "username": "",                     // default: the id
 //	  "password_file": "",                // file holding the broker password

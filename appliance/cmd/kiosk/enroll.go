@@ -30,6 +30,7 @@ type enrollment struct {
 	Broker     string    `json:"broker"`
 	Username   string    `json:"username"`
 	Password   string    `json:"password"`
+	OriginZIP  string    `json:"origin_zip,omitempty"`
 	Hub        string    `json:"hub"`
 	EnrolledAt time.Time `json:"enrolled_at"`
 }
@@ -60,7 +61,7 @@ func enroll(args []string) int {
 		return 1
 	}
 	e := enrollment{KioskID: res.KioskID, Store: res.Store, Broker: res.Broker, Username: res.Username, Password: res.Password,
-		Hub: *hub, EnrolledAt: time.Now().UTC()}
+		OriginZIP: string(res.OriginZIP), Hub: *hub, EnrolledAt: time.Now().UTC()}
 	if e.Broker == "" {
 		e.Broker = "tcp://" + net.JoinHostPort(u.Hostname(), "1883")
 	}

@@ -126,6 +126,9 @@ func run() int {
 		if cfg.Password == "" && cfg.ID == e.KioskID {
 			cfg.Password = e.Password
 		}
+		if zip == "" {
+			zip = e.OriginZIP
+		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
 		return 2

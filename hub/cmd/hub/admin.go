@@ -52,6 +52,11 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		if err != nil {
 			return fail(err)
 		}
+		if a.zip != "" {
+			if err := h.Fleet().SetStoreZIP(ctx, a.store, protocol.ZIP(a.zip)); err != nil {
+				return fail(err)
+			}
+		}
 		code, err := h.Fleet().NewEnrollment(ctx, pos[0], pw, a.enrollTTL)
 		if err != nil {
 			return fail(err)
@@ -180,7 +185,11 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		if err != nil {
 			return fail(err)
 		}
-		if err := h.Accounts().SetZIP(ctx, acct.ID, protocol.ZIP(a.zip)); err != nil {
+		zip := a.zip
+		if zip == "" {
+			zip = "94544"
+		}
+		if err := h.Accounts().SetZIP(ctx, acct.ID, protocol.ZIP(zip)); err != nil {
 			return fail(err)
 		}
 		fmt.Printf("account %s created (id %d)\n", acct.Login, acct.ID)

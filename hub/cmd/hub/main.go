@@ -86,7 +86,7 @@ func run(args []string) int {
 	kioskID := fs.String("kiosk", "", "stock load: the kiosk")
 	openOnly := fs.Bool("open", false, "alerts list: only alerts not acknowledged")
 	amount := fs.String("amount", "", "account fund: dollars")
-	zip := fs.String("zip", "94544", "account add: the customer's ZIP code")
+	zip := fs.String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add: the store's ZIP, which enrolling kiosks sign as the origin")
 	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
 	to := fs.String("to", "", "report: last day (2006-01-02, exclusive)")
 	fs.StringVar(&cfg.RatesDir, "rates", "", "directory of extra rate tables (*.json)")

@@ -11,3 +11,7 @@ CREATE TABLE enrollments (
   used_at    BIGINT
 );
 CREATE INDEX enrollments_kiosk ON enrollments (kiosk_id);
+
+-- The ZIP code a store mails from: an enrolling kiosk learns it with its
+-- credentials, and signs it into every stamp as the origin.
+ALTER TABLE stores ADD COLUMN zip TEXT;
