@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test deps lint cross unit race fuzz bench clean image
+.PHONY: all build run test deps lint cross unit race fuzz bench clean image image-rootfs
 
 all: build
 
@@ -51,6 +51,11 @@ clean:
 ## image: the Debian packages frank-kiosk (arm64, armhf) and frank-hub (amd64, arm64) into bin/images/; the version is images/VERSION+git<commits>.<hash>, or IMAGE_VERSION=1.2.3
 image:
 	GO=$(GO) bash images/build $(if $(IMAGE_VERSION),--version $(IMAGE_VERSION))
+
+## image-rootfs: (root) the Raspberry Pi kiosk's root file system, Debian bookworm arm64 with frank-kiosk, into bin/images/rootfs (mmdebstrap, qemu-user-static; no block devices needed)
+image-rootfs:
+	bash images/build --only kiosk_arm64 --out bin/images/rootfs-debs
+	bash images/rpi/build-rootfs bin/images/rootfs $$(ls -t bin/images/rootfs-debs/frank-kiosk_*_arm64.deb | head -1)
 
 ## bench: the purchase path against the raw signer, soft and SoftHSM2; writes docs/benchmarks.md
 bench: build cross deps
