@@ -57,6 +57,10 @@ func TestEmulatedArm64Kiosk(t *testing.T) {
 	}
 	defer d.Close()
 	t.Logf("emulated kiosk enrolled and ready in %v", time.Since(start).Round(time.Millisecond))
+	// The emulated `kiosk enroll` kept the credentials for the kiosk's user only.
+	if fi, err := os.Stat(filepath.Join(dir, "state", "kiosk", "enrollment.json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("enrollment file: %v %v, want mode 0600", fi, err)
+	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", d.KioskPID()))
 	if err != nil || !strings.Contains(exe, "qemu-aarch64") {
 		t.Fatalf("the kiosk process runs %q (%v), not qemu", exe, err)
