@@ -106,7 +106,10 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	if cfg.Sheets == 0 {
 		cfg.Sheets = 3
 	}
-	for _, a := range []*string{&cfg.HubHTTP, &cfg.Broker, &cfg.Postal, &cfg.Cards, &cfg.KioskHTTP} {
+	// The postal authority and the card gateway listen in this process,
+	// on ports the kernel picks (start); the others are for child
+	// processes, which must be told theirs.
+	for _, a := range []*string{&cfg.HubHTTP, &cfg.Broker, &cfg.KioskHTTP} {
 		if *a == "" {
 			p, err := FreeAddr()
 			if err != nil {
@@ -129,16 +132,19 @@ func (d *Demo) start(ctx context.Context) error {
 	if d.pa, err = postal.New(filepath.Join(cfg.Dir, "postal", "state.json"), cfg.Log.With("component", "postal")); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Postal)
+	ln, err := net.Listen("tcp", orAny(cfg.Postal))
 	if err != nil {
 		return fmt.Errorf("demo: postal authority: %w", err)
 	}
+	cfg.Postal = ln.Addr().String()
 	d.paSrv = &http.Server{Handler: d.pa.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go d.paSrv.Serve(ln)
 	d.cards = cards.New(cfg.Log.With("component", "cards"))
-	if ln, err = net.Listen("tcp", cfg.Cards); err != nil {
+	if ln, err = net.Listen("tcp", orAny(cfg.Cards)); err != nil {
 		return fmt.Errorf("demo: card gateway: %w", err)
 	}
+	cfg.Cards = ln.Addr().String()
+	d.cfg.Postal, d.cfg.Cards = cfg.Postal, cfg.Cards
 	d.cardSrv = &http.Server{Handler: d.cards.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go d.cardSrv.Serve(ln)
 
@@ -227,6 +233,14 @@ func (d *Demo) start(ctx context.Context) error {
 		return fmt.Errorf("demo: loading stock: %d %s %v", status, body, err)
 	}
 	return nil
+}
+
+// orAny is addr, or a port the kernel picks on loopback.
+func orAny(addr string) string {
+	if addr == "" {
+		return "127.0.0.1:0"
+	}
+	return addr
 }
 
 func (d *Demo) startKiosk(ctx context.Context) error {
