@@ -689,10 +689,16 @@ func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.Stock
 	}
 	if res.Status == protocol.ResultOK {
 		k.mu.Lock()
+		// A sheet loaded again (as after a restart, which can overlap a
+		// load by staff) keeps its place: labels go out in load order.
 		for _, st := range res.Sheets {
-			k.stock = slices.DeleteFunc(k.stock, func(s protocol.SheetState) bool { return s.Sheet == st.Sheet })
-			k.stock = append(k.stock, st)
+			if i := slices.IndexFunc(k.stock, func(s protocol.SheetState) bool { return s.Sheet == st.Sheet }); i >= 0 {
+				k.stock[i] = st
+			} else {
+				k.stock = append(k.stock, st)
+			}
 		}
+		k.stock = slices.DeleteFunc(k.stock, func(s protocol.SheetState) bool { return len(s.Free) == 0 })
 		k.mu.Unlock()
 		if k.journal != nil {
 			if err := k.journal.AddSheets(context.WithoutCancel(ctx), sheets); err != nil {
