@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/frank-postage/frank/hub/operators"
+	"github.com/frank-postage/frank/hub/web/assets"
 	"github.com/frank-postage/frank/hub/web/session"
 )
 
@@ -75,10 +76,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	if pg.Flash == "" {
 		pg.Flash = r.URL.Query().Get("flash")
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	if err := pages.ExecuteTemplate(w, name, pg); err != nil {
+	if err := assets.Page(w, pages, status, name, pg); err != nil {
 		c.Log.Error("render", "page", name, "err", err)
 	}
 }

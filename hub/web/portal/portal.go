@@ -28,6 +28,7 @@ import (
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/sale"
 	"github.com/frank-postage/frank/hub/sheetpdf"
+	"github.com/frank-postage/frank/hub/web/assets"
 	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/label"
@@ -139,10 +140,7 @@ func (p *Portal) render(w http.ResponseWriter, r *http.Request, status int, name
 	if pg.Flash == "" {
 		pg.Flash = r.URL.Query().Get("flash")
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	if err := pages.ExecuteTemplate(w, name, pg); err != nil {
+	if err := assets.Page(w, pages, status, name, pg); err != nil {
 		p.Log.Error("render", "page", name, "err", err)
 	}
 }
