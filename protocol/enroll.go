@@ -14,8 +14,8 @@ type EnrollRequest struct {
 }
 
 // EnrollResult is the hub's answer: the kiosk's identity and broker
-// credentials. Broker is empty when the hub does not know the address
-// kiosks reach it by; the kiosk then uses the hub's host on port 1883.
+// credentials. Broker is empty when the hub uses an external broker it was
+// not told the address of; the kiosk then uses the hub's host on port 1883.
 type EnrollResult struct {
 	KioskID  string `json:"kiosk_id"`
 	Store    string `json:"store"`

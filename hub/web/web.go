@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -69,6 +70,7 @@ type Server struct {
 	// address kiosks are told (empty: they use the hub's host).
 	Enroll        enroller
 	KioskBroker   string
+	BrokerAddr    string // the embedded broker's address, if it runs
 	EnrollLimiter *session.Limiter
 	// Portal, Console, OpsAPI and Metrics are mounted when set.
 	Portal  http.Handler
@@ -234,6 +236,17 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res.Broker = s.KioskBroker
+	if res.Broker == "" && s.BrokerAddr != "" {
+		// The kiosk reached us by some host name; the embedded broker is
+		// on the same host.
+		if _, port, err := net.SplitHostPort(s.BrokerAddr); err == nil {
+			host := r.Host
+			if h, _, err := net.SplitHostPort(r.Host); err == nil {
+				host = h
+			}
+			res.Broker = "tcp://" + net.JoinHostPort(host, port)
+		}
+	}
 	s.Log.Info("kiosk enrolled", "kiosk", res.KioskID, "store", res.Store, "ip", session.ClientIP(r))
 	writeJSON(w, http.StatusOK, res)
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -107,9 +108,9 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 		cfg.Sheets = 3
 	}
 	// The postal authority and the card gateway listen in this process,
-	// on ports the kernel picks (start); the others are for child
-	// processes, which must be told theirs.
-	for _, a := range []*string{&cfg.HubHTTP, &cfg.Broker, &cfg.KioskHTTP} {
+	// and the hub in its own, on ports the kernel picks (start); the
+	// kiosk must be told its port before it starts.
+	for _, a := range []*string{&cfg.KioskHTTP} {
 		if *a == "" {
 			p, err := FreeAddr()
 			if err != nil {
@@ -152,7 +153,7 @@ func (d *Demo) start(ctx context.Context) error {
 		cfg.Log.With("component", "printer")); err != nil {
 		return err
 	}
-	broker := []string{"--broker-listen", cfg.Broker}
+	broker := []string{"--broker-listen", orAny(cfg.Broker)}
 	if cfg.ExternalBroker {
 		broker = []string{"--broker", "tcp://" + cfg.Broker}
 	}
@@ -171,9 +172,12 @@ func (d *Demo) start(ctx context.Context) error {
 	if d.gpio, err = gpiosim.Start(filepath.Join(dev, "gpio.sock"), cfg.Log.With("component", "gpio")); err != nil {
 		return err
 	}
-	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", cfg.HubHTTP,
+	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", orAny(cfg.HubHTTP),
 		broker[0], broker[1], "--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards,
-		"--kiosk-broker", "tcp://" + cfg.Broker, "--log", "text"}, cfg.HubArgs...)
+		"--log", "text"}, cfg.HubArgs...)
+	if cfg.ExternalBroker {
+		hubArgs = append(hubArgs, "--kiosk-broker", "tcp://"+cfg.Broker)
+	}
 	if len(cfg.HubArgs) > 0 && cfg.HubArgs[0] == "--hsm" {
 		// A real HSM needs its key ceremony before the hub serves.
 		if _, err := d.run("hub", append([]string{"keys", "init"}, hubArgs...)...); err != nil {
@@ -207,9 +211,15 @@ func (d *Demo) start(ctx context.Context) error {
 		return err
 	}
 	d.sheets = strings.Fields(out)
-	if err := d.spawn("hub", hubArgs...); err != nil {
+	ready := filepath.Join(cfg.Dir, "hub", "ready.json")
+	os.Remove(ready)
+	if err := d.spawn("hub", append(hubArgs, "--ready-file", ready)...); err != nil {
 		return err
 	}
+	if err := d.waitReady(ctx, ready, !cfg.ExternalBroker); err != nil {
+		return err
+	}
+	cfg = d.cfg
 	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: hub did not come up: %w", err)
 	}
@@ -233,6 +243,34 @@ func (d *Demo) start(ctx context.Context) error {
 		return fmt.Errorf("demo: loading stock: %d %s %v", status, body, err)
 	}
 	return nil
+}
+
+// waitReady waits for the hub to say where it listens, and keeps that.
+func (d *Demo) waitReady(ctx context.Context, path string, embeddedBroker bool) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			var a struct{ HTTP, Broker string }
+			if err := json.Unmarshal(b, &a); err != nil {
+				return fmt.Errorf("demo: hub ready file: %w", err)
+			}
+			d.cfg.HubHTTP = a.HTTP
+			if embeddedBroker {
+				d.cfg.Broker = a.Broker
+			}
+			return nil
+		}
+		select {
+		case <-d.procs[len(d.procs)-1].exited:
+			return errors.New("demo: the hub exited before it was ready (see its log)")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return errors.New("demo: the hub was not ready within 60 s")
+		}
+	}
 }
 
 // orAny is addr, or a port the kernel picks on loopback.

@@ -61,3 +61,17 @@ func applyConfig(fs *flag.FlagSet, path string) error {
 	}
 	return nil
 }
+
+// writeReady tells whoever started the hub where it listens: written to a
+// temporary file and renamed, so a reader never sees half of it.
+func writeReady(path, httpAddr, brokerAddr string) error {
+	b, _ := json.Marshal(map[string]string{"http": httpAddr, "broker": brokerAddr})
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("ready file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("ready file: %w", err)
+	}
+	return nil
+}

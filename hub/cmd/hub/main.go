@@ -95,13 +95,14 @@ func run(args []string) int {
 	stores := fs.String("stores", "", "operator add: comma-separated stores of a staff operator")
 	tokenName := fs.String("name", "cli", "operator token: what the token is for")
 	fs.DurationVar(&cfg.RefundWindow, "refund-window", 28*24*time.Hour, "how long a web customer may have an unused stamp refunded")
-	fs.StringVar(&cfg.KioskBroker, "kiosk-broker", "", "the broker address enrolling kiosks are told, tcp://host:port (default: the hub's host, port 1883)")
+	fs.StringVar(&cfg.KioskBroker, "kiosk-broker", "", "the broker address enrolling kiosks are told, tcp://host:port (default: the host they reached the hub by, at the embedded broker's port)")
 	enrollTTL := fs.Duration("enroll-ttl", 7*24*time.Hour, "kiosk add: how long the one-time enrollment code is good for")
 	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	configFile := fs.String("config", "", "config file: a JSON object of flag names and values (keys starting with # are comments); flags win over it")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	readyFile := fs.String("ready-file", "", "once serving, write {\"http\": ADDR, \"broker\": ADDR} here (for --http and --broker-listen on port 0)")
 	// Flags and positional arguments may come in any order.
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -176,6 +177,12 @@ func run(args []string) int {
 	if err := h.Start(ctx); err != nil {
 		log.Error("hub did not start", "err", err)
 		return 1
+	}
+	if *readyFile != "" {
+		if err := writeReady(*readyFile, h.HTTPAddr, h.BrokerAddr); err != nil {
+			log.Error("ready file", "err", err)
+			return 1
+		}
 	}
 	<-ctx.Done()
 	log.Info("hub stopping")
