@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/frank-postage/frank/protocol"
@@ -180,31 +181,43 @@ func (l *Ledger) sales(ctx context.Context, kioskID, requestID string, limit int
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("ledger: sales of %s: %w", kioskID, err)
 	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	stamps, err := l.stampsOf(ctx, kioskID, out)
+	if err != nil {
+		return nil, err
+	}
 	for i := range out {
-		if out[i].Stamps, err = l.stampsOf(ctx, kioskID, out[i].RequestID); err != nil {
-			return nil, err
-		}
+		out[i].Stamps = stamps[out[i].RequestID]
 	}
 	return out, nil
 }
 
-func (l *Ledger) stampsOf(ctx context.Context, kioskID, requestID string) ([]StampRow, error) {
-	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT i.label, i.rate_class, i.postage, i.state, COALESCE(i.void_reason, ''),
+// stampsOf reads the stamps of sales, all in one query, by request id.
+func (l *Ledger) stampsOf(ctx context.Context, kioskID string, sales []SaleRow) (map[string][]StampRow, error) {
+	args := []any{kioskID}
+	for _, sl := range sales {
+		args = append(args, sl.RequestID)
+	}
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT i.request_id, i.label, i.rate_class, i.postage, i.state, COALESCE(i.void_reason, ''),
 		(SELECT COUNT(*) FROM remedies r WHERE r.label = i.label AND r.kind = 'refund')
-		FROM indicia i WHERE i.kiosk_id = ? AND i.request_id = ? ORDER BY i.label`), kioskID, requestID)
+		FROM indicia i WHERE i.kiosk_id = ? AND i.request_id IN (`+strings.TrimSuffix(strings.Repeat("?, ", len(sales)), ", ")+`)
+		ORDER BY i.label`), args...)
 	if err != nil {
-		return nil, fmt.Errorf("ledger: stamps of %s/%s: %w", kioskID, requestID, err)
+		return nil, fmt.Errorf("ledger: stamps of %s: %w", kioskID, err)
 	}
 	defer rows.Close()
-	var out []StampRow
+	out := map[string][]StampRow{}
 	for rows.Next() {
 		var s StampRow
+		var req string
 		var refunds int
-		if err := rows.Scan(&s.Label, &s.RateClass, &s.Postage, &s.State, &s.VoidReason, &refunds); err != nil {
-			return nil, fmt.Errorf("ledger: stamps of %s/%s: %w", kioskID, requestID, err)
+		if err := rows.Scan(&req, &s.Label, &s.RateClass, &s.Postage, &s.State, &s.VoidReason, &refunds); err != nil {
+			return nil, fmt.Errorf("ledger: stamps of %s: %w", kioskID, err)
 		}
 		s.Refunded = refunds > 0
-		out = append(out, s)
+		out[req] = append(out[req], s)
 	}
 	return out, rows.Err()
 }
