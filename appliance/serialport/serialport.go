@@ -4,8 +4,11 @@
 package serialport
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"syscall"
 
 	"go.bug.st/serial"
 )
@@ -54,7 +57,7 @@ func (c Config) Mode() (*serial.Mode, error) {
 	return m, nil
 }
 
-// Open opens the port.
+// Open opens the port. Its Write writes everything or fails.
 func Open(c Config) (serial.Port, error) {
 	m, err := c.Mode()
 	if err != nil {
@@ -64,5 +67,34 @@ func Open(c Config) (serial.Port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serialport: open %s: %w", c.Path, err)
 	}
-	return p, nil
+	return fullPort{p}, nil
+}
+
+// fullPort mends go.bug.st/serial's Write, a single write(2): a signal
+// (the Go runtime preempts with SIGURG) can cut it short or fail it with
+// EINTR, and a printer handed half a raster waits for the rest forever.
+type fullPort struct{ serial.Port }
+
+func (p fullPort) Write(b []byte) (int, error) {
+	return writeAll(p.Port, b)
+}
+
+// writeAll is io.Writer's contract, kept by a writer that does not keep it.
+func writeAll(w io.Writer, b []byte) (int, error) {
+	done, stalls := 0, 0
+	for done < len(b) {
+		n, err := w.Write(b[done:])
+		done += max(n, 0)
+		switch {
+		case errors.Is(err, syscall.EINTR), errors.Is(err, syscall.EAGAIN):
+		case err != nil:
+			return done, fmt.Errorf("serialport: write: %w", err)
+		}
+		if n > 0 {
+			stalls = 0
+		} else if stalls++; stalls > 100 {
+			return done, fmt.Errorf("serialport: write: %w", io.ErrShortWrite)
+		}
+	}
+	return done, nil
 }

@@ -253,15 +253,18 @@ func (p *Printer) raster(r *bufio.Reader) error {
 	if xBytes == 0 || yDots == 0 || xBytes > 256 || yDots > 4096 {
 		return fmt.Errorf("GS v 0: %d x %d out of range", xBytes, yDots)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for range yDots {
-		row := make([]byte, xBytes)
-		if _, err := io.ReadFull(r, row); err != nil {
+	// Read before locking: a raster cut short must not hold up the test
+	// driving the emulator.
+	rows := make([][]byte, yDots)
+	for i := range rows {
+		rows[i] = make([]byte, xBytes)
+		if _, err := io.ReadFull(r, rows[i]); err != nil {
 			return err
 		}
-		p.rows = append(p.rows, row)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rows = append(p.rows, rows...)
 	p.width = max(p.width, xBytes*8)
 	return nil
 }
