@@ -184,16 +184,18 @@ func (a *Accounts) move(ctx context.Context, id int64, delta protocol.Mills, kin
 		return fmt.Errorf("accounts: %s: %w", kind, err)
 	}
 	defer tx.Rollback()
+	// Lock the account before looking for a duplicate, so two retries of
+	// one ref cannot both find none (PostgreSQL reads committed rows).
+	var bal protocol.Mills
+	if err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT balance FROM accounts WHERE id = ?`+a.db.ForUpdate()), id).Scan(&bal); err != nil {
+		return protocol.Errorf(protocol.CodePaymentInvalid, "no such account")
+	}
 	var dup int
 	if err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT COUNT(*) FROM account_entries WHERE account_id = ? AND kind = ? AND ref = ?`), id, kind, ref).Scan(&dup); err != nil {
 		return fmt.Errorf("accounts: %s: %w", kind, err)
 	}
 	if dup > 0 {
 		return nil // done before: a retry
-	}
-	var bal protocol.Mills
-	if err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT balance FROM accounts WHERE id = ?`+a.db.ForUpdate()), id).Scan(&bal); err != nil {
-		return protocol.Errorf(protocol.CodePaymentInvalid, "no such account")
 	}
 	if bal+delta < 0 {
 		return &protocol.Error{Code: protocol.CodeInsufficientFunds, MissingMills: -(bal + delta),

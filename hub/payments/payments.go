@@ -289,13 +289,24 @@ func (p *Payments) void(ctx context.Context, pay *Payment) error {
 	return nil
 }
 
-// Refund gives back amount of a captured payment, at most once per ref.
+// Refund gives back amount of a captured payment, at most once per ref:
+// the money moves first, idempotent by ref at the gateway or the account,
+// then the refund is recorded once, so a retry after a crash in between
+// neither pays twice nor counts twice.
 func (p *Payments) Refund(ctx context.Context, key Key, amount protocol.Mills, ref string) error {
 	pay, err := p.Get(ctx, key)
 	if err != nil {
 		return err
 	}
-	if pay.State != "captured" || pay.Refunded+amount > pay.Captured {
+	var done int
+	if err := p.db.QueryRowContext(ctx, p.db.Rebind(`SELECT COUNT(*) FROM payment_refunds WHERE kiosk_id = ? AND request_id = ? AND ref = ?`),
+		key.KioskID, key.RequestID, ref).Scan(&done); err != nil {
+		return fmt.Errorf("payments: refund %s/%s: %w", key.KioskID, key.RequestID, err)
+	}
+	if done > 0 {
+		return nil
+	}
+	if pay.State != "captured" || amount <= 0 || pay.Refunded+amount > pay.Captured {
 		return protocol.Errorf(protocol.CodeRemedyNotAllowed, "nothing left to refund on that purchase")
 	}
 	switch pay.Method {
@@ -307,12 +318,27 @@ func (p *Payments) Refund(ctx context.Context, key Key, amount protocol.Mills, r
 	if err != nil {
 		return fmt.Errorf("payments: refund %s/%s: %w", key.KioskID, key.RequestID, err)
 	}
-	_, err = p.db.ExecContext(ctx, p.db.Rebind(`UPDATE payments SET refunded = refunded + ?, updated_at = ? WHERE kiosk_id = ? AND request_id = ?`),
-		amount, p.now().UnixMicro(), key.KioskID, key.RequestID)
-	if err != nil {
-		return fmt.Errorf("payments: record refund: %w", err)
+	if err := p.recordRefund(ctx, key, amount, ref); err != nil {
+		return fmt.Errorf("payments: record refund %s/%s: %w", key.KioskID, key.RequestID, err)
 	}
 	return nil
+}
+
+func (p *Payments) recordRefund(ctx context.Context, key Key, amount protocol.Mills, ref string) error {
+	now := p.now().UnixMicro()
+	return p.db.InTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, p.db.Rebind(`INSERT INTO payment_refunds (kiosk_id, request_id, ref, amount, created_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (kiosk_id, request_id, ref) DO NOTHING`), key.KioskID, key.RequestID, ref, amount, now)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // recorded by a concurrent retry
+		}
+		_, err = tx.ExecContext(ctx, p.db.Rebind(`UPDATE payments SET refunded = refunded + ?, updated_at = ? WHERE kiosk_id = ? AND request_id = ?`),
+			amount, now, key.KioskID, key.RequestID)
+		return err
+	})
 }
 
 // Get reads a payment.
