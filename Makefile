@@ -32,8 +32,8 @@ lint:
 
 ## cross: the kiosk for the Raspberry Pi, 64- and 32-bit, no cgo; prints the sizes
 cross:
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -ldflags "-s -w $(LDFLAGS)" -o bin/linux-arm64/kiosk ./appliance/cmd/kiosk
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -ldflags "-s -w $(LDFLAGS)" -o bin/linux-armv7/kiosk ./appliance/cmd/kiosk
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/linux-arm64/kiosk ./appliance/cmd/kiosk
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/linux-armv7/kiosk ./appliance/cmd/kiosk
 	@ls -l bin/linux-arm64/kiosk bin/linux-armv7/kiosk | awk '{print "cross:", $$NF, $$5, "bytes"}'
 
 unit:

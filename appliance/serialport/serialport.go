@@ -57,6 +57,17 @@ func (c Config) Mode() (*serial.Mode, error) {
 	return m, nil
 }
 
+// String is the line as a technician writes it: "/dev/frank-scale 9600 7E1".
+func (c Config) String() string {
+	m, err := c.Mode()
+	if err != nil {
+		return c.Path + " (" + err.Error() + ")"
+	}
+	parity := map[serial.Parity]string{serial.NoParity: "N", serial.EvenParity: "E", serial.OddParity: "O"}[m.Parity]
+	stop := map[serial.StopBits]string{serial.OneStopBit: "1", serial.OnePointFiveStopBits: "1.5", serial.TwoStopBits: "2"}[m.StopBits]
+	return fmt.Sprintf("%s %d %d%s%s", c.Path, m.BaudRate, m.DataBits, parity, stop)
+}
+
 // Open opens the port. Its Write writes everything or fails.
 func Open(c Config) (serial.Port, error) {
 	m, err := c.Mode()

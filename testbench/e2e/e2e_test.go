@@ -314,6 +314,10 @@ func TestKioskCheckConfig(t *testing.T) {
 	pw := write("pw", "s3cret\n")
 	good := write("good.json", `{"id":"store12-k1","origin_zip":"02134","broker":"tcp://hub:1883","password_file":"`+pw+`",
 		"printer":{"path":"/dev/frank-printer","baud":9600}}`)
+	scale := write("scale.json", `{"id":"store12-k1","origin_zip":"02134","broker":"tcp://hub:1883","password_file":"`+pw+`",
+		"devices":{"scale":{"path":"/dev/frank-scale","baud":4800,"data_bits":7,"parity":"even","stop_bits":"2"},"scanner":{"path":"/dev/frank-scanner"}}}`)
+	badLine := write("bad-line.json", `{"id":"store12-k1","origin_zip":"02134","broker":"tcp://hub:1883","password_file":"`+pw+`",
+		"devices":{"scale":{"path":"/dev/frank-scale","parity":"mark"}}}`)
 	typo := write("typo.json", `{"id":"store12-k1","origin_zip":"02134","brokr":"tcp://hub:1883"}`)
 	run := func(args ...string) (string, int) {
 		cmd := exec.Command(filepath.Join(binDir, "kiosk"), append([]string{"--check-config"}, args...)...)
@@ -330,6 +334,13 @@ func TestKioskCheckConfig(t *testing.T) {
 	}
 	if out, code := run("--config", good, "--broker", "tcp://other:1883"); code != 0 || !strings.Contains(out, "broker tcp://other:1883") {
 		t.Fatalf("flag over file: %d %s", code, out)
+	}
+	// A device's line settings come from the file; a flag moves only its path.
+	if out, code := run("--config", scale, "--scale", "/dev/ttyUSB3"); code != 0 || !strings.Contains(out, "scale /dev/ttyUSB3 4800 7E2") {
+		t.Fatalf("scale line: %d %s", code, out)
+	}
+	if out, code := run("--config", badLine); code != 2 || !strings.Contains(out, `parity "mark"`) {
+		t.Fatalf("bad parity: %d %s", code, out)
 	}
 	if out, code := run("--config", typo); code != 2 || !strings.Contains(out, "brokr") {
 		t.Fatalf("typo: %d %s", code, out)

@@ -20,9 +20,19 @@ import (
 type devicesConfig struct {
 	Scale         serialport.Config `json:"scale"`          // default 9600 8N1
 	ScaleProtocol string            `json:"scale_protocol"` // nci (default) or sics
-	Scanner       serialport.Config `json:"scanner"`
-	Terminal      serialport.Config `json:"terminal"`
-	GPIO          string            `json:"gpio"` // "host" (Raspberry Pi header pins) or "sim:/path/to/socket"
+	Scanner       serialport.Config `json:"scanner"`        // default 9600 8N1
+	Terminal      serialport.Config `json:"terminal"`       // default 115200 8N1
+	GPIO          string            `json:"gpio"`           // "host" (Raspberry Pi header pins) or "sim:/path/to/socket"
+}
+
+// withDefaults fills in the baud rates scales and scanners ship with.
+func (c devicesConfig) withDefaults() devicesConfig {
+	for _, l := range []*serialport.Config{&c.Scale, &c.Scanner} {
+		if l.Baud == 0 {
+			l.Baud = 9600
+		}
+	}
+	return c
 }
 
 // openDevices opens what the config names; closers undo it.
@@ -35,10 +45,8 @@ func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (kiosk.
 		}
 		return kiosk.Devices{}, nil, err
 	}
+	c = c.withDefaults()
 	if c.Scale.Path != "" {
-		if c.Scale.Baud == 0 {
-			c.Scale.Baud = 9600
-		}
 		p, err := serialport.Open(c.Scale)
 		if err != nil {
 			return fail(err)
@@ -54,9 +62,6 @@ func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (kiosk.
 		}
 	}
 	if c.Scanner.Path != "" {
-		if c.Scanner.Baud == 0 {
-			c.Scanner.Baud = 9600
-		}
 		p, err := serialport.Open(c.Scanner)
 		if err != nil {
 			return fail(err)

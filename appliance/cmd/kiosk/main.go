@@ -89,12 +89,19 @@ func run() int {
 		pick("listen", &cfg.Listen, fc.Listen)
 		pick("log", logFormat, fc.Log)
 		pick("journal", journalPath, fc.Journal)
-		pick("scale", &dcfg.Scale.Path, fc.Devices.Scale.Path)
+		// A device's line settings come from the file; a flag names only its path.
+		line := func(flagName string, dst *serialport.Config, from serialport.Config) {
+			path := dst.Path
+			*dst = from
+			if set[flagName] || from.Path == "" {
+				dst.Path = path
+			}
+		}
+		line("scale", &dcfg.Scale, fc.Devices.Scale)
+		line("scanner", &dcfg.Scanner, fc.Devices.Scanner)
+		line("terminal", &dcfg.Terminal, fc.Devices.Terminal)
 		pick("scale-protocol", &dcfg.ScaleProtocol, fc.Devices.ScaleProtocol)
-		pick("scanner", &dcfg.Scanner.Path, fc.Devices.Scanner.Path)
-		pick("terminal", &dcfg.Terminal.Path, fc.Devices.Terminal.Path)
 		pick("gpio", &dcfg.GPIO, fc.Devices.GPIO)
-		dcfg.Scale.Baud, dcfg.Scanner.Baud, dcfg.Terminal.Baud = fc.Devices.Scale.Baud, fc.Devices.Scanner.Baud, fc.Devices.Terminal.Baud
 		cfg.StaffPINHash, cfg.StaffBadges = fc.StaffPINBcrypt, fc.StaffBadges
 		if !set["printer"] && fc.Printer.Path != "" {
 			baud := pcfg.Baud
@@ -147,9 +154,12 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
 		return 2
 	}
-	if _, err := pcfg.Mode(); err != nil {
-		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
-		return 2
+	dcfg = dcfg.withDefaults()
+	for _, c := range []serialport.Config{pcfg, dcfg.Scale, dcfg.Scanner, dcfg.Terminal} {
+		if _, err := c.Mode(); err != nil {
+			fmt.Fprintln(os.Stderr, "kiosk: config:", err)
+			return 2
+		}
 	}
 	if cfg.Password == "" {
 		fmt.Fprintln(os.Stderr, "kiosk: config: no broker password (--password, $FRANK_KIOSK_PASSWORD or password_file)")
@@ -158,6 +168,11 @@ func run() int {
 	if *checkConfig {
 		fmt.Printf("kiosk: config ok: id %s, zip %s, broker %s, printer %s at %d baud, listen %s\n",
 			cfg.ID, zip, cfg.Broker, pcfg.Path, pcfg.Baud, cfg.Listen)
+		for i, c := range []serialport.Config{dcfg.Scale, dcfg.Scanner, dcfg.Terminal} {
+			if c.Path != "" {
+				fmt.Printf("kiosk: %s %s\n", [...]string{"scale", "scanner", "terminal"}[i], c)
+			}
+		}
 		return 0
 	}
 	port, err := serialport.Open(pcfg)
