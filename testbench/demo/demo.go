@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,17 +107,8 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 		cfg.Sheets = 3
 	}
 	// The postal authority and the card gateway listen in this process,
-	// and the hub in its own, on ports the kernel picks (start); the
-	// kiosk must be told its port before it starts.
-	for _, a := range []*string{&cfg.KioskHTTP} {
-		if *a == "" {
-			p, err := FreeAddr()
-			if err != nil {
-				return nil, err
-			}
-			*a = p
-		}
-	}
+	// the hub and the kiosk in their own, on ports the kernel picks
+	// unless cfg names them (start).
 	d := &Demo{cfg: cfg}
 	if err := d.start(ctx); err != nil {
 		d.Close()
@@ -216,7 +206,7 @@ func (d *Demo) start(ctx context.Context) error {
 	if err := d.spawn("hub", append(hubArgs, "--ready-file", ready)...); err != nil {
 		return err
 	}
-	if err := d.waitReady(ctx, ready, !cfg.ExternalBroker); err != nil {
+	if err := d.waitHub(ctx, ready, !cfg.ExternalBroker); err != nil {
 		return err
 	}
 	cfg = d.cfg
@@ -231,7 +221,7 @@ func (d *Demo) start(ctx context.Context) error {
 	}
 	d.kioskEnv = append([]string{"FRANK_STAFF_PIN=" + StaffPIN}, cfg.KioskEnv...)
 	d.kioskArgs = []string{"--enrollment", enrollment, // id, broker, password and the store's ZIP
-		"--listen", cfg.KioskHTTP, "--printer", d.printer.Path(), "--journal", d.JournalPath(),
+		"--listen", orAny(cfg.KioskHTTP), "--ready-file", filepath.Join(cfg.Dir, "kiosk", "ready.json"), "--printer", d.printer.Path(), "--journal", d.JournalPath(),
 		"--scale", d.scale.Path(), "--scanner", d.scanner.Path(), "--terminal", d.terminal.Path(), "--gpio", "sim:" + d.gpio.Path(),
 		"--log", "text"}
 	if err := d.startKiosk(ctx); err != nil {
@@ -245,30 +235,41 @@ func (d *Demo) start(ctx context.Context) error {
 	return nil
 }
 
-// waitReady waits for the hub to say where it listens, and keeps that.
-func (d *Demo) waitReady(ctx context.Context, path string, embeddedBroker bool) error {
+// waitHub waits for the hub to say where it listens, and keeps that.
+func (d *Demo) waitHub(ctx context.Context, path string, embeddedBroker bool) error {
+	a, err := d.waitReady(ctx, "hub", path)
+	if err != nil {
+		return err
+	}
+	d.cfg.HubHTTP = a.HTTP
+	if embeddedBroker {
+		d.cfg.Broker = a.Broker
+	}
+	return nil
+}
+
+type ready struct{ HTTP, Broker string }
+
+// waitReady waits for the process just started to write its ready file.
+func (d *Demo) waitReady(ctx context.Context, name, path string) (ready, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if b, err := os.ReadFile(path); err == nil {
-			var a struct{ HTTP, Broker string }
+			var a ready
 			if err := json.Unmarshal(b, &a); err != nil {
-				return fmt.Errorf("demo: hub ready file: %w", err)
+				return a, fmt.Errorf("demo: %s ready file: %w", name, err)
 			}
-			d.cfg.HubHTTP = a.HTTP
-			if embeddedBroker {
-				d.cfg.Broker = a.Broker
-			}
-			return nil
+			return a, nil
 		}
 		select {
 		case <-d.procs[len(d.procs)-1].exited:
-			return errors.New("demo: the hub exited before it was ready (see its log)")
+			return ready{}, fmt.Errorf("demo: the %s exited before it was ready (see its log)", name)
 		case <-ctx.Done():
-			return ctx.Err()
+			return ready{}, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return errors.New("demo: the hub was not ready within 60 s")
+			return ready{}, fmt.Errorf("demo: the %s was not ready within 60 s", name)
 		}
 	}
 }
@@ -282,10 +283,23 @@ func orAny(addr string) string {
 }
 
 func (d *Demo) startKiosk(ctx context.Context) error {
+	readyFile := filepath.Join(d.cfg.Dir, "kiosk", "ready.json")
+	os.Remove(readyFile)
 	if err := d.spawn("kiosk", d.kioskArgs...); err != nil {
 		return err
 	}
 	d.kiosk = &d.procs[len(d.procs)-1]
+	a, err := d.waitReady(ctx, "kiosk", readyFile)
+	if err != nil {
+		return err
+	}
+	// A restarted kiosk comes back where it was, as a real one does.
+	d.cfg.KioskHTTP = a.HTTP
+	for i := range d.kioskArgs {
+		if d.kioskArgs[i] == "--listen" {
+			d.kioskArgs[i+1] = a.HTTP
+		}
+	}
 	if err := WaitHTTP(ctx, d.KioskURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: kiosk did not become ready: %w", err)
 	}

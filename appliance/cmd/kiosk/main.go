@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,6 +47,7 @@ func run() int {
 	flag.StringVar(&cfg.Password, "password", os.Getenv("FRANK_KIOSK_PASSWORD"), "broker password (default $FRANK_KIOSK_PASSWORD)")
 	flag.StringVar(&zip, "zip", "", "origin ZIP of the store (required)")
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "local touchscreen/API address")
+	readyFile := flag.String("ready-file", "", "once serving, write {\"http\": ADDR} here (for --listen on port 0)")
 	flag.StringVar(&pcfg.Path, "printer", "/dev/frank-printer", "label printer serial device")
 	flag.IntVar(&pcfg.Baud, "printer-baud", 115200, "label printer baud rate")
 	var dcfg devicesConfig
@@ -240,6 +242,12 @@ func run() int {
 			log.Error("http", "err", err)
 		}
 	}()
+	if *readyFile != "" {
+		if err := writeReady(*readyFile, ln.Addr().String()); err != nil {
+			log.Error("ready file", "err", err)
+			return 1
+		}
+	}
 	log.Info("kiosk running", "version", version, "listen", ln.Addr().String(), "printer", pcfg.Path)
 	<-ctx.Done()
 	log.Info("kiosk stopping")
@@ -247,4 +255,17 @@ func run() int {
 	defer cancel()
 	srv.Shutdown(sctx)
 	return 0
+}
+
+// writeReady says where the kiosk listens, atomically, for whoever
+// started it on port 0.
+func writeReady(path, addr string) error {
+	b, _ := json.Marshal(map[string]string{"http": addr})
+	if err := os.WriteFile(path+".tmp", b, 0o644); err != nil {
+		return fmt.Errorf("ready file: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("ready file: %w", err)
+	}
+	return nil
 }
