@@ -3,6 +3,7 @@ package kiosk
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,9 +59,10 @@ type printerStatus interface {
 type deviceState struct {
 	mu         sync.Mutex
 	weight     Weight
-	printer    string // ok, jam, paper_out, cover_open, printer_error, offline
-	paper      string // ok, near_end, out
-	outOfOrder bool   // staff took the kiosk out of service
+	weighed    chan struct{} // closed and replaced at each new reading
+	printer    string        // ok, jam, paper_out, cover_open, printer_error, offline
+	paper      string        // ok, near_end, out
+	outOfOrder bool          // staff took the kiosk out of service
 }
 
 // UseDevices attaches the peripherals; call before Connect.
@@ -97,6 +99,10 @@ func (k *Kiosk) watchDevices() {
 				cancel()
 				k.ds.mu.Lock()
 				k.ds.weight = weightOf(r, err)
+				if k.ds.weighed != nil {
+					close(k.ds.weighed)
+				}
+				k.ds.weighed = make(chan struct{})
 				k.ds.mu.Unlock()
 			}
 		}()
@@ -178,6 +184,41 @@ func (k *Kiosk) Weight() Weight {
 	k.ds.mu.Lock()
 	defer k.ds.mu.Unlock()
 	return k.ds.weight
+}
+
+// weigh returns the scale's own steady weight, read after the call: a sale
+// is priced on what the scale says, not on what a screen showed earlier.
+// Two agreeing readings make it steady.
+func (k *Kiosk) weigh(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var prev *Weight
+	for {
+		k.ds.mu.Lock()
+		if k.ds.weighed == nil {
+			k.ds.weighed = make(chan struct{})
+		}
+		next := k.ds.weighed
+		k.ds.mu.Unlock()
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return 0, protocol.Errorf(protocol.CodeServiceUnavailable, "the scale has not settled; let the item rest on it and try again")
+		}
+		w := k.Weight()
+		switch {
+		case w.State == "over_capacity":
+			return 0, protocol.Errorf(protocol.CodeOverweight, "the item is over the scale's capacity")
+		case w.State == "under_capacity" || w.State == "offline":
+			return 0, protocol.Errorf(protocol.CodeServiceUnavailable, "the scale reads %s; staff must look at it", strings.ReplaceAll(w.State, "_", " "))
+		case !w.Stable:
+			prev = nil
+		case prev != nil && prev.WeightMg == w.WeightMg:
+			return w.WeightMg, nil
+		default:
+			prev = &w
+		}
+	}
 }
 
 // onScan takes a scanned code: a sheet serial loads stock while staff are

@@ -493,6 +493,22 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "out of service: %s", strings.Join(why, ", "))
 	}
 	price, err := rt.Price(o.RateClass, o.WeightMg)
+	if k.dev.Scale != nil {
+		// The scale prices the sale. A weight from the screen that prices
+		// differently is stale: the customer must see the new price first.
+		mg, werr := k.weigh(ctx)
+		if werr != nil {
+			return nil, werr
+		}
+		p, perr := rt.Price(o.RateClass, mg)
+		if perr != nil {
+			return nil, perr
+		}
+		if o.WeightMg != 0 && (err != nil || p != price) {
+			return nil, protocol.Errorf(protocol.CodeInvalidRequest, "weight_mg: the scale now reads %d mg, which costs %s, not the %d mg shown; weigh again", mg, p, o.WeightMg)
+		}
+		o.WeightMg, price, err = mg, p, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -98,6 +98,32 @@ func TestKioskDevices(t *testing.T) {
 			t.Fatalf("captured %d", after.Captured-before.Captured)
 		}
 	})
+	t.Run("the scale prices the sale, not the screen", func(t *testing.T) {
+		before, printed := d.Cards().Totals(), len(d.Printer().Labels())
+		defer d.Scale().SetWeight(20_000)
+		// The screen showed 0.7 oz; a 1.8 oz letter lies on the scale now.
+		d.Scale().SetWeight(50_000)
+		status, rc := sell(t, d, terminalSale)
+		if status == http.StatusOK || rc.Error == nil || rc.Error.Code != protocol.CodeInvalidRequest || !strings.Contains(rc.Error.Message, "the scale now reads 51029 mg") {
+			t.Fatalf("sold at the screen's weight: %d %+v", status, rc)
+		}
+		if d.Cards().Totals() != before || len(d.Printer().Labels()) != printed {
+			t.Fatal("a refused sale moved money or printed")
+		}
+		// Without a weight from the screen the scale's own reading prices it.
+		status, rc = sell(t, d, map[string]any{"rate_class": "1100", "payment": map[string]string{"method": "terminal"}})
+		if status != http.StatusOK || rc.Total != 1_070 {
+			t.Fatalf("2 oz from the scale: %d %+v", status, rc)
+		}
+		// A scale that never settles sells nothing.
+		d.Scale().SetSettle(time.Minute)
+		d.Scale().SetMotion(true)
+		defer d.Scale().SetSettle(500 * time.Millisecond)
+		defer d.Scale().SetMotion(false)
+		if status, rc := sell(t, d, terminalSale); status == http.StatusOK || rc.Error == nil || rc.Error.Code != protocol.CodeServiceUnavailable {
+			t.Fatalf("sold on a moving scale: %d %+v", status, rc)
+		}
+	})
 	t.Run("declined on the terminal", func(t *testing.T) {
 		before, printed := d.Cards().Totals(), len(d.Printer().Labels())
 		d.Terminal().SetNext(paytermsim.Decline)

@@ -85,6 +85,7 @@ func TestSaleEndToEnd(t *testing.T) {
 	var labels []string
 	for _, w := range []int64{20_000, 40_000} { // 1 oz then 2 oz letters
 		next := d.Printer().Next()
+		d.Scale().SetWeight(w) // the letter goes on the scale, which prices it
 		order := map[string]any{"rate_class": "1100", "weight_mg": w,
 			"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}}
 		status, body, err := d.Sell(ctx, order)
@@ -238,6 +239,7 @@ func TestKioskRejectsBadOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	d.Scale().SetWeight(150_000)
 	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1100", "weight_mg": 150_000,
 		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}})
 	if err != nil {
@@ -272,6 +274,7 @@ func TestSaleWithSoftHSM(t *testing.T) {
 	}
 	defer d.Close()
 	next := d.Printer().Next()
+	d.Scale().SetWeight(50_000)
 	status, body, err := d.Sell(ctx, map[string]any{"rate_class": "1300", "weight_mg": 50_000,
 		"payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}})
 	if err != nil || status != http.StatusOK {

@@ -193,6 +193,8 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 	t.Run("paper out: refund", func(t *testing.T) {
 		before := d.Cards().Totals()
 		d.Printer().FailNext(printersim.PaperOut)
+		d.Scale().SetWeight(5_000) // a postcard
+		defer d.Scale().SetWeight(20_000)
 		_, rc := sell(t, d, map[string]any{"rate_class": "1200", "weight_mg": 5_000, "payment": card("tok_approve")})
 		if len(rc.Labels) != 1 || rc.Labels[0].Reason != "paper_out" {
 			t.Fatalf("%+v", rc)
