@@ -87,7 +87,11 @@ type Config struct {
 	// it, the alert comes when a postal purchase hangs and the GPSD cannot
 	// fund one more MPSD.
 	FundsLow protocol.Mills
-	Ledger   ledger.Config
+	// LedgerCheckEvery runs the full ledger check while the hub sells; a
+	// violation stops all sales and raises a tamper alert. Default 10
+	// minutes; negative never (the check still runs at start).
+	LedgerCheckEvery time.Duration
+	Ledger           ledger.Config
 }
 
 // Defaults fills in the zero values.
@@ -130,6 +134,9 @@ func (c *Config) Defaults() {
 	}
 	if c.RefundWindow == 0 {
 		c.RefundWindow = 28 * 24 * time.Hour
+	}
+	if c.LedgerCheckEvery == 0 {
+		c.LedgerCheckEvery = 10 * time.Minute
 	}
 	if c.Ledger.Vendor == "" {
 		c.Ledger.Vendor = "FR"
@@ -358,7 +365,6 @@ func (h *Hub) Start(ctx context.Context) error {
 		for _, v := range r.Violations {
 			h.log.Error("LEDGER VIOLATION", "violation", v)
 		}
-		h.alerts.Raise(ctx, alerts.Tamper, "ledger", fmt.Sprintf("ledger check failed at start: %s", r.Violations[0]))
 		return fmt.Errorf("hub: start: the ledger check found %d violations; run hub ledger check", len(r.Violations))
 	}
 	key, err := h.keys.Active(ctx)
@@ -424,7 +430,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies, now), Limiter: websession.NewLimiter(5, 15*time.Minute),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
-	srv := &web.Server{Keys: h.keys, DB: h.db, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
+	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
 		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, EnrollLimiter: websession.NewLimiter(5, 15*time.Minute),
 		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()),
 		Log: h.log.With("component", "web")}
@@ -440,6 +446,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.stopBg = make(chan struct{})
 	go h.watchdog()
+	if h.cfg.LedgerCheckEvery > 0 {
+		go h.checkLedger(h.cfg.LedgerCheckEvery)
+	}
 	go h.heartbeats()
 	h.log.Info("hub ready", "http", h.HTTPAddr, "broker", brokerURL, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil
@@ -517,6 +526,35 @@ func (h *Hub) heartbeats() {
 			for _, id := range h.presence.Sweep(period * 3 / 2) {
 				h.kioskOffline(id, "no heartbeat")
 			}
+		}
+	}
+}
+
+// checkLedger runs the full ledger check every period while the hub sells.
+// The ledger halts itself on a violation; this says so to ops.
+func (h *Hub) checkLedger(period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopBg:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), period)
+		start := time.Now()
+		r, err := h.ledger.Check(ctx)
+		cancel()
+		switch {
+		case err != nil:
+			h.log.Error("ledger check", "err", err)
+		case !r.OK():
+			for _, v := range r.Violations {
+				h.log.Error("LEDGER VIOLATION", "violation", v)
+			}
+			return // the ledger halted and raised the alert
+		default:
+			h.log.Debug("ledger check passed", "indicia", r.Indicia, "took", time.Since(start))
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -484,6 +485,52 @@ func TestHubRefusesToStartOnViolation(t *testing.T) {
 	defer h.Close()
 	if err := h.Start(ctx); err == nil || !strings.Contains(err.Error(), "violation") {
 		t.Fatalf("hub started on a broken ledger: %v", err)
+	}
+}
+
+// A violation found while the hub sells stops every sale at once, before
+// any card is touched; the hub says so on /healthz and in a tamper alert.
+func TestLedgerCheckStopsSales(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.LedgerCheckEvery = 50 * time.Millisecond })
+	k := e.kiosk("kiosk-1")
+	if res := decode(t, k.ask(purchase("s1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatal("sale failed")
+	}
+	health := func() int {
+		resp, err := http.Get("http://" + e.h.HTTPAddr + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := health(); st != http.StatusOK {
+		t.Fatalf("healthz %d", st)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE indicia SET postage = postage + 10`); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); health() != http.StatusServiceUnavailable; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the running hub did not find the edited indicium")
+		}
+	}
+	before := e.cards.Totals()
+	res := decode(t, k.ask(purchase("s2", "kiosk-1", "1966-F8CF-02", nil)))
+	if res.Status == protocol.ResultOK || res.Error.Code != protocol.CodeServiceUnavailable || strings.Contains(res.Error.Message, "indicium") {
+		t.Fatalf("sold on a broken ledger: %+v", res.Error)
+	}
+	if after := e.cards.Totals(); after != before {
+		t.Fatalf("the refused sale touched the card: %+v, then %+v", before, after)
+	}
+	as, err := e.h.Alerts().List(context.Background(), true)
+	if err != nil || !slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == alerts.Tamper && a.Subject == "ledger" }) {
+		t.Fatalf("alerts %+v, %v", as, err)
 	}
 }
 

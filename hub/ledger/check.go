@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -34,10 +35,50 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //   - each sale's total = the postage of its indicia;
 //   - the audit log chains, every entry follows from the one before it for
 //     its PSD, and each PSD's last entry matches its registers.
+//
+// It reads one snapshot and lets sales go on meanwhile. A violation halts
+// the ledger: it opens no more sales until the hub restarts, and a hub
+// does not start on a ledger that fails the check.
 func (l *Ledger) Check(ctx context.Context) (*Report, error) {
+	r, err := l.check(ctx)
+	if err == nil && !r.OK() {
+		why := fmt.Sprintf("the ledger check found %d violations and stopped all sales; the first: %s", len(r.Violations), r.Violations[0])
+		l.Halt(why)
+		if l.al != nil {
+			l.al.Raise(ctx, alerts.Tamper, "ledger", why)
+		}
+	}
+	return r, err
+}
+
+// Halt stops all sales for reason; the first reason stays.
+func (l *Ledger) Halt(reason string) {
+	if l.halted.CompareAndSwap(nil, &reason) {
+		l.log.Error("LEDGER HALTED: no more sales", "reason", reason)
+	}
+}
+
+// Stopped is the refusal a kiosk gets once the ledger halted, or nil. The
+// reason stays with ops.
+func (l *Ledger) Stopped() error {
+	if l.halted.Load() == nil {
+		return nil
+	}
+	return protocol.Errorf(protocol.CodeServiceUnavailable, "sales are stopped: the hub's ledger check failed, and ops have been alerted")
+}
+
+// Halted returns why sales are stopped, or "".
+func (l *Ledger) Halted() string {
+	if r := l.halted.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
+
+func (l *Ledger) check(ctx context.Context) (*Report, error) {
 	r := &Report{}
 	bad := func(format string, args ...any) { r.Violations = append(r.Violations, fmt.Sprintf(format, args...)) }
-	err := l.inTx(ctx, func(tx *sql.Tx) error {
+	err := l.db.ReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT serial, kind, ar, dr, control, COALESCE(locked, '') FROM psd ORDER BY serial`)
 		if err != nil {
 			return err

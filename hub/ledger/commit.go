@@ -74,6 +74,9 @@ type message struct {
 // Open registers a sale; its parts must follow through Submit. The caller
 // opens tickets in the order its workers will issue them.
 func (l *Ledger) Open(s *Sale) (*Ticket, error) {
+	if err := l.Stopped(); err != nil {
+		return nil, err
+	}
 	t := &Ticket{sale: s, parts: make([]*Part, len(s.Items)), done: make(chan struct{})}
 	select {
 	case l.queue <- message{open: t}:

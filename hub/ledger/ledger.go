@@ -154,6 +154,7 @@ type Ledger struct {
 	reserved protocol.Mills // GPSD funds promised to records not yet committed
 
 	gpsdReported atomic.Int64 // unix µs of the GPSD's last report, for MaySell
+	halted       atomic.Pointer[string]
 
 	stats struct {
 		commits, sales atomic.Int64

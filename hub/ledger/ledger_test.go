@@ -348,10 +348,6 @@ func TestTamperLocksMPSD(t *testing.T) {
 		if len(as) != 1 || as[0].Kind != alerts.Tamper {
 			t.Fatalf("alerts %+v, want one tamper alert", as)
 		}
-		r, err := f.l.Check(ctx)
-		if err != nil || r.OK() {
-			t.Fatalf("check missed the tamper: %v %v", r, err)
-		}
 		// The worker learns at its next renewal, takes a fresh MPSD, and sells.
 		if err := f.pool.RenewNow(ctx); err != nil {
 			t.Fatal(err)
@@ -361,6 +357,56 @@ func TestTamperLocksMPSD(t *testing.T) {
 		if in2.MPSDSerial == in.MPSDSerial {
 			t.Fatal("still selling from the locked MPSD")
 		}
+		// The full check finds the tampered registers and stops every sale.
+		r, err := f.l.Check(ctx)
+		if err != nil || r.OK() {
+			t.Fatalf("check missed the tamper: %v %v", r, err)
+		}
+		if _, err := f.sell(newSale("r4", 780, "1966-F8CF-04")); !isCode(err, protocol.CodeServiceUnavailable) || f.l.Halted() == "" {
+			t.Fatalf("sold after a failed check: %v", err)
+		}
+		if as, _ := f.al.List(ctx, true); len(as) != 2 || as[1].Subject != "ledger" && as[0].Subject != "ledger" {
+			t.Fatalf("alerts %+v, want the lock's and the check's", as)
+		}
+	})
+}
+
+// The full check runs from one snapshot while sales commit: it sees no
+// violation that is not there, and does not hold sales up.
+func TestCheckWhileSelling(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 2})
+		ctx, cancel := context.WithCancel(context.Background())
+		checks := make(chan int, 1)
+		go func() {
+			n := 0
+			defer func() { checks <- n }()
+			for ctx.Err() == nil {
+				r, err := f.l.Check(context.Background())
+				if err != nil || !r.OK() {
+					t.Errorf("check under load: %v %v", r, err)
+					return
+				}
+				n++
+			}
+		}()
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				for i := range 25 {
+					sheet := fmt.Sprintf("%04X-%04X", 0x4000+g, i)
+					f.mustSell(newSale(fmt.Sprintf("g%d-%d", g, i), 780+protocol.Mills(i), sheet+"-01", sheet+"-02"))
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		n := <-checks
+		t.Logf("%d checks ran during 200 sales", n)
+		if n < 2 {
+			t.Errorf("%d checks ran during 200 sales", n)
+		}
+		f.check()
 	})
 }
 

@@ -30,6 +30,7 @@ type seller interface {
 
 // book keeps sales and their answers; the ledger.
 type book interface {
+	Stopped() error
 	Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner ledger.Owner) ([]byte, *protocol.Error, error)
 	Reject(ctx context.Context, kioskID, requestID string, bodyHash []byte, perr *protocol.Error) ([]byte, error)
 	UsedLabels(ctx context.Context, labels []protocol.LabelSerial) ([]protocol.LabelSerial, error)
@@ -202,6 +203,9 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 		return nil, err
 	}
 	defer release()
+	if err := s.Book.Stopped(); err != nil {
+		return nil, err // before any money is held
+	}
 	key := payments.Key{KioskID: sale.KioskID, RequestID: sale.RequestID}
 	charged := src != nil
 	if charged {

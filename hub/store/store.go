@@ -65,6 +65,22 @@ func (d *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return nil
 }
 
+// ReadTx runs fn in a read-only transaction that sees one snapshot of the
+// database while writers go on: SQLite's WAL gives a deferred transaction
+// its snapshot at the first read; PostgreSQL needs repeatable read.
+func (d *DB) ReadTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	opts := &sql.TxOptions{ReadOnly: true}
+	if d.Dialect == Postgres {
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := d.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("store: begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
 // IsPostgres reports whether dsn names a PostgreSQL database.
 func IsPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")

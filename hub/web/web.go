@@ -63,6 +63,7 @@ type enroller interface {
 type Server struct {
 	Keys      keyList
 	DB        pinger
+	Ledger    stopper // healthz fails once a ledger check stopped sales
 	Workers   workers
 	Customers customers
 	Stamps    stamper
@@ -125,11 +126,20 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
+// stopper says whether sales are stopped; ledger.Ledger.
+type stopper interface {
+	Stopped() error
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.DB.PingContext(ctx); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable"})
+		return
+	}
+	if s.Ledger != nil && s.Ledger.Stopped() != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sales stopped by the ledger check"})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
