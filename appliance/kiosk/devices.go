@@ -188,11 +188,14 @@ func (k *Kiosk) Weight() Weight {
 
 // weigh returns the scale's own steady weight, read after the call: a sale
 // is priced on what the scale says, not on what a screen showed earlier.
-// Two agreeing readings make it steady.
+// A fresh stable reading that agrees with the one before makes it steady.
 func (k *Kiosk) weigh(ctx context.Context) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var prev *Weight
+	if w := k.Weight(); w.Stable {
+		prev = &w
+	}
 	for {
 		k.ds.mu.Lock()
 		if k.ds.weighed == nil {
