@@ -84,7 +84,7 @@ func newEnvWith(t *testing.T, edit func(*hub.Config)) *env {
 	t.Cleanup(gwSrv.Close)
 	e := &env{t: t, pa: pa, cards: gw, clock: &clock{t: time.Now()}, pw: map[string]string{}}
 	e.cfg = hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL,
-		PaymentsURL: gwSrv.URL, PaymentsTimeout: 300 * time.Millisecond}
+		PaymentsURL: gwSrv.URL, PaymentsTimeout: 2 * time.Second} // tok_timeout waits it out
 	e.cfg.Ledger.Now = e.clock.Now
 	if edit != nil {
 		edit(&e.cfg)

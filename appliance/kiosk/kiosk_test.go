@@ -49,6 +49,18 @@ func (p *fakePrinter) count() int {
 	return len(p.labels)
 }
 
+// report waits for the next print report the kiosk sends.
+func (fh *fakeHub) report(t *testing.T) protocol.PrintReport {
+	t.Helper()
+	select {
+	case r := <-fh.prints:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no print report")
+		return protocol.PrintReport{}
+	}
+}
+
 // fakeHub answers purchases on a real embedded broker with vector results.
 type fakeHub struct {
 	c        mqtt.Client
@@ -145,7 +157,7 @@ func TestResendsUntilAnswered(t *testing.T) {
 	if p.count() != 1 {
 		t.Fatalf("%d labels printed, want exactly 1", p.count())
 	}
-	r := <-fh.prints
+	r := fh.report(t)
 	if r.RequestID != rc.RequestID || r.Labels[0].Outcome != protocol.Printed {
 		t.Fatalf("print report %+v", r)
 	}
@@ -162,7 +174,7 @@ func TestRefusesIndiciumForAnotherLabel(t *testing.T) {
 	if p.count() != 0 || rc.Labels[0].Outcome != protocol.PrintFailed || rc.Total != 0 {
 		t.Fatalf("printed a foreign indicium: %+v", rc)
 	}
-	if r := <-fh.prints; r.Labels[0].Outcome != protocol.PrintFailed {
+	if r := fh.report(t); r.Labels[0].Outcome != protocol.PrintFailed {
 		t.Fatalf("print report %+v", r)
 	}
 }
@@ -178,7 +190,7 @@ func TestPrinterFaultIsReported(t *testing.T) {
 	if rc.Labels[0].Outcome != protocol.PrintFailed || rc.Labels[0].Reason != "jam" {
 		t.Fatalf("receipt %+v", rc)
 	}
-	if r := <-fh.prints; r.Labels[0].Reason != "jam" {
+	if r := fh.report(t); r.Labels[0].Reason != "jam" {
 		t.Fatalf("print report %+v", r)
 	}
 }

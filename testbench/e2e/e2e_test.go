@@ -130,16 +130,9 @@ func TestSaleEndToEnd(t *testing.T) {
 // independent reader decodes and that verifies against the live hub.
 func TestMakeRun(t *testing.T) {
 	dir := t.TempDir()
-	addrs := map[string]string{}
-	for _, k := range []string{"hub-http", "broker", "postal", "kiosk-http"} {
-		a, err := demo.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs[k] = a
-	}
-	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", dir, "--hub-http", addrs["hub-http"],
-		"--broker", addrs["broker"], "--postal", addrs["postal"], "--kiosk-http", addrs["kiosk-http"])
+	// Port 0 everywhere: the kernel picks, and the demo prints where.
+	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", dir, "--hub-http", "127.0.0.1:0",
+		"--broker", "127.0.0.1:0", "--postal", "127.0.0.1:0", "--kiosk-http", "127.0.0.1:0")
 	cmd.Stderr = output(t)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -173,21 +166,33 @@ func TestMakeRun(t *testing.T) {
 		}
 	}
 	var console, token string
-	for l := range lines { // wait until it says it keeps running
+	for running := false; !running; { // wait until it says it keeps running
+		var l string
+		select {
+		case got, ok := <-lines:
+			if !ok {
+				t.Fatal("testbench run exited before it said it keeps running")
+			}
+			l = got
+		case <-deadline:
+			t.Fatal("testbench run did not say it keeps running in 90 s")
+		}
 		if rest, ok := strings.CutPrefix(l, "Ops console: "); ok {
 			console = rest
 		}
 		if rest, ok := strings.CutPrefix(l, "Operator API: curl -H 'Authorization: Bearer "); ok {
 			token, _, _ = strings.Cut(rest, "'")
 		}
-		if strings.HasPrefix(l, "Running;") {
-			break
-		}
+		running = strings.HasPrefix(l, "Running;")
 	}
 	// The console login and the API token it prints work.
 	f := strings.Fields(console) // URL login ops, password PW
 	if len(f) != 5 {
 		t.Fatalf("no console line in the output: %q", console)
+	}
+	hubURL, found := strings.CutSuffix(f[0], "/console/")
+	if !found || strings.HasSuffix(hubURL, ":0") {
+		t.Fatalf("console at %q: want the hub's real address", f[0])
 	}
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.PostForm(f[0]+"login", url.Values{"login": {"ops"}, "password": {f[4]}})
@@ -195,7 +200,7 @@ func TestMakeRun(t *testing.T) {
 		t.Fatalf("console login with the printed password: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	req, _ := http.NewRequest("GET", "http://"+addrs["hub-http"]+"/api/v1/ops/fleet", nil)
+	req, _ := http.NewRequest("GET", hubURL+"/api/v1/ops/fleet", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("operator API with the printed token: %v %v", resp, err)
@@ -204,7 +209,7 @@ func TestMakeRun(t *testing.T) {
 	if !strings.HasPrefix(png, filepath.Join(dir, "labels")) {
 		t.Fatalf("label %s is not under %s/labels", png, dir)
 	}
-	keys, err := verify.FetchKeys(context.Background(), "http://"+addrs["hub-http"])
+	keys, err := verify.FetchKeys(context.Background(), hubURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,8 @@ func TestChargeOverPTY(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer port.Close()
-	pt := payterm.New(port, payterm.Config{Timeout: 300 * time.Millisecond, CancelWait: time.Second})
+	// Generous: a late decline would read as a timeout. The timeout cases wait it out.
+	pt := payterm.New(port, payterm.Config{Timeout: 2 * time.Second, CancelWait: time.Second})
 	ctx := context.Background()
 	want := payterm.Token{Token: "tok_approve", Brand: "visa", Last4: "4242"}
 

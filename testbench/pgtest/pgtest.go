@@ -8,7 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -28,7 +28,6 @@ var ErrMissing = errors.New("pgtest: PostgreSQL server binaries not found; insta
 type Server struct {
 	// URL connects to the postgres database as the postgres superuser.
 	URL  string
-	port int
 	cmd  *exec.Cmd
 	done chan struct{}
 	dir  string
@@ -43,8 +42,8 @@ func binDir() (string, error) {
 	return filepath.Dir(ms[len(ms)-1]), nil
 }
 
-// Start initializes a cluster in a new directory and starts it on a free
-// 127.0.0.1 port. Stop it when done.
+// Start initializes a cluster in a new directory and starts it listening
+// on a Unix socket there. Stop it when done.
 func Start() (*Server, error) {
 	bin, err := binDir()
 	if err != nil {
@@ -78,25 +77,21 @@ func Start() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("pgtest: initdb: %w: %s", err, out)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s.port = ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	log, err := os.Create(filepath.Join(dir, "postgres.log"))
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(s.port), "-k", dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "shared_buffers=64MB")
+	// Only a Unix socket in the server's own directory: a TCP port probed
+	// free can be taken by another package's test before the server binds.
+	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir,
+		"-c", "listen_addresses=", "-c", "max_connections=200", "-c", "shared_buffers=64MB")
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
 	}
 	go func() { s.cmd.Wait(); log.Close(); close(s.done) }()
-	s.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port)
+	s.URL = s.dbURL("postgres")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		db, err := sql.Open("pgx", s.URL)
@@ -131,7 +126,12 @@ func (s *Server) NewDatabase(name string) (string, error) {
 	if _, err := db.Exec(`CREATE DATABASE "` + name + `"`); err != nil {
 		return "", fmt.Errorf("pgtest: create database %s: %w", name, err)
 	}
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, name), nil
+	return s.dbURL(name), nil
+}
+
+func (s *Server) dbURL(name string) string {
+	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/" + name,
+		RawQuery: url.Values{"host": {s.dir}, "sslmode": {"disable"}}.Encode()}).String()
 }
 
 // Stop shuts the server down and removes its files.

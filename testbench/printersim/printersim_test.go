@@ -98,7 +98,7 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer port.Close()
-	pr := printer.New(port, 200*time.Millisecond)
+	pr := printer.New(port, 2*time.Second) // a whole label under -race can take 100 ms
 	v := prototest.Indicia[0]
 	in := v.Fields
 	img, _ := label.Render(label.FromIndicium(&in, v.Bytes(), "FIRST-CLASS"), label.Size{})
