@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -45,82 +44,71 @@ func (g *gateway) Refund(_ context.Context, _ string, amount protocol.Mills, key
 // once per reference; each stamp of a sale can still be refunded.
 func TestRefundOncePerRef(t *testing.T) {
 	ctx := context.Background()
-	dsns := map[string]string{"sqlite": filepath.Join(t.TempDir(), "hub.db")}
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	defer pg.Stop()
-	if dsns["postgres"], err = pg.NewDatabase("refunds"); err != nil {
-		t.Fatal(err)
-	}
-	for name, dsn := range dsns {
-		t.Run(name, func(t *testing.T) {
-			db, err := store.Open(ctx, dsn)
-			if err != nil {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		gw := &gateway{}
+		acc := accounts.New(db, nil)
+		pay := payments.New(db, gw, acc, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		a, err := acc.Create(ctx, "ada@example.com", "correct horse battery")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := acc.Credit(ctx, a.ID, 10_000, "fund", "fund-1"); err != nil {
+			t.Fatal(err)
+		}
+		card := payments.Key{KioskID: "K1", RequestID: "r-card"}
+		web := payments.Key{KioskID: "web-1", RequestID: "r-acct"}
+		for key, src := range map[payments.Key]payments.Source{card: {Token: "tok"}, web: {AccountID: a.ID}} {
+			if _, err := pay.Authorize(ctx, key, src, 2_340); err != nil {
 				t.Fatal(err)
 			}
-			defer db.Close()
-			gw := &gateway{}
-			acc := accounts.New(db, nil)
-			pay := payments.New(db, gw, acc, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-			a, err := acc.Create(ctx, "ada@example.com", "correct horse battery")
-			if err != nil {
+			if err := pay.Capture(ctx, key); err != nil {
 				t.Fatal(err)
 			}
-			if err := acc.Credit(ctx, a.ID, 10_000, "fund", "fund-1"); err != nil {
-				t.Fatal(err)
-			}
-			card := payments.Key{KioskID: "K1", RequestID: "r-card"}
-			web := payments.Key{KioskID: "web-1", RequestID: "r-acct"}
-			for key, src := range map[payments.Key]payments.Source{card: {Token: "tok"}, web: {AccountID: a.ID}} {
-				if _, err := pay.Authorize(ctx, key, src, 2_340); err != nil {
-					t.Fatal(err)
-				}
-				if err := pay.Capture(ctx, key); err != nil {
+		}
+		for _, key := range []payments.Key{card, web} {
+			// A retry after a crash, then eight at once, of one stamp's refund.
+			for range 2 {
+				if err := pay.Refund(ctx, key, 780, "refund:L1"); err != nil {
 					t.Fatal(err)
 				}
 			}
-			for _, key := range []payments.Key{card, web} {
-				// A retry after a crash, then eight at once, of one stamp's refund.
-				for range 2 {
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
 					if err := pay.Refund(ctx, key, 780, "refund:L1"); err != nil {
-						t.Fatal(err)
+						t.Error(err)
 					}
-				}
-				var wg sync.WaitGroup
-				for range 8 {
-					wg.Go(func() {
-						if err := pay.Refund(ctx, key, 780, "refund:L1"); err != nil {
-							t.Error(err)
-						}
-					})
-				}
-				wg.Wait()
-				// Another stamp of the same sale is its own refund.
-				if err := pay.Refund(ctx, key, 780, "refund:L2"); err != nil {
-					t.Fatal(err)
-				}
-				p, err := pay.Get(ctx, key)
-				if err != nil || p.Refunded != 1_560 {
-					t.Fatalf("%v: refunded %v, %v; want 1560", key, p.Refunded, err)
-				}
-				// What is left of the sale is 780: more is refused.
-				if err := pay.Refund(ctx, key, 1_000, "refund:L3"); protocol.AsError(err).Code != protocol.CodeRemedyNotAllowed {
-					t.Fatalf("refund beyond the capture: %v", err)
-				}
+				})
 			}
-			if gw.refunded != 1_560 {
-				t.Errorf("the gateway refunded %v, want 1560", gw.refunded)
+			wg.Wait()
+			// Another stamp of the same sale is its own refund.
+			if err := pay.Refund(ctx, key, 780, "refund:L2"); err != nil {
+				t.Fatal(err)
 			}
-			b, err := acc.ByID(ctx, a.ID)
-			if err != nil || b.Balance != 10_000-2_340+1_560 {
-				t.Errorf("account balance %v, %v; want %d", b.Balance, err, 10_000-2_340+1_560)
+			p, err := pay.Get(ctx, key)
+			if err != nil || p.Refunded != 1_560 {
+				t.Fatalf("%v: refunded %v, %v; want 1560", key, p.Refunded, err)
 			}
-			_, refunded, err := pay.Totals(ctx)
-			if err != nil || refunded != 2*1_560 {
-				t.Errorf("refunded in total %v, %v", refunded, err)
+			// What is left of the sale is 780: more is refused.
+			if err := pay.Refund(ctx, key, 1_000, "refund:L3"); protocol.AsError(err).Code != protocol.CodeRemedyNotAllowed {
+				t.Fatalf("refund beyond the capture: %v", err)
 			}
-		})
-	}
+		}
+		if gw.refunded != 1_560 {
+			t.Errorf("the gateway refunded %v, want 1560", gw.refunded)
+		}
+		b, err := acc.ByID(ctx, a.ID)
+		if err != nil || b.Balance != 10_000-2_340+1_560 {
+			t.Errorf("account balance %v, %v; want %d", b.Balance, err, 10_000-2_340+1_560)
+		}
+		_, refunded, err := pay.Totals(ctx)
+		if err != nil || refunded != 2*1_560 {
+			t.Errorf("refunded in total %v, %v", refunded, err)
+		}
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"syscall"
+	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx"
@@ -146,4 +147,23 @@ func (s *Server) Stop() {
 		}
 	}
 	os.RemoveAll(s.dir)
+}
+
+// ForEachStore runs test as subtest "sqlite" on a new SQLite file and as
+// "postgres" on a new database of a server started for the call.
+func ForEachStore(t *testing.T, test func(t *testing.T, dsn string)) {
+	t.Helper()
+	pg, err := Start()
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	defer pg.Stop()
+	t.Run("sqlite", func(t *testing.T) { test(t, filepath.Join(t.TempDir(), "hub.db")) })
+	t.Run("postgres", func(t *testing.T) {
+		dsn, err := pg.NewDatabase("test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		test(t, dsn)
+	})
 }
