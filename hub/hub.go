@@ -511,28 +511,8 @@ func (h *Hub) kioskOffline(id, why string) {
 	h.alerts.Raise(context.Background(), alerts.KioskOffline, "kiosk/"+id, fmt.Sprintf("kiosk %s went offline (%s)", id, why))
 }
 
-// heartbeats marks offline the kiosks whose heartbeats stopped: after one
-// and a half periods of silence, checked every quarter period, so a dead
-// link is noticed within two periods of its last heartbeat.
-func (h *Hub) heartbeats() {
-	period := time.Duration(h.cfg.HeartbeatS) * time.Second
-	t := time.NewTicker(period / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.stopBg:
-			return
-		case <-t.C:
-			for _, id := range h.presence.Sweep(period * 3 / 2) {
-				h.kioskOffline(id, "no heartbeat")
-			}
-		}
-	}
-}
-
-// checkLedger runs the full ledger check every period while the hub sells.
-// The ledger halts itself on a violation; this says so to ops.
-func (h *Hub) checkLedger(period time.Duration) {
+// every runs fn each period until the hub stops or fn returns false.
+func (h *Hub) every(period time.Duration, fn func() bool) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -540,11 +520,34 @@ func (h *Hub) checkLedger(period time.Duration) {
 		case <-h.stopBg:
 			return
 		case <-t.C:
+			if !fn() {
+				return
+			}
 		}
+	}
+}
+
+// heartbeats marks offline the kiosks whose heartbeats stopped: after one
+// and a half periods of silence, checked every quarter period, so a dead
+// link is noticed within two periods of its last heartbeat.
+func (h *Hub) heartbeats() {
+	period := time.Duration(h.cfg.HeartbeatS) * time.Second
+	h.every(period/4, func() bool {
+		for _, id := range h.presence.Sweep(period * 3 / 2) {
+			h.kioskOffline(id, "no heartbeat")
+		}
+		return true
+	})
+}
+
+// checkLedger runs the full ledger check every period while the hub sells.
+// The ledger halts itself on a violation; this says so to ops.
+func (h *Hub) checkLedger(period time.Duration) {
+	h.every(period, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), period)
+		defer cancel()
 		start := time.Now()
 		r, err := h.ledger.Check(ctx)
-		cancel()
 		switch {
 		case err != nil:
 			h.log.Error("ledger check", "err", err)
@@ -552,25 +555,17 @@ func (h *Hub) checkLedger(period time.Duration) {
 			for _, v := range r.Violations {
 				h.log.Error("LEDGER VIOLATION", "violation", v)
 			}
-			return // the ledger halted and raised the alert
+			return false // the ledger halted and raised the alert
 		default:
 			h.log.Debug("ledger check passed", "indicia", r.Indicia, "took", time.Since(start))
 		}
-	}
+		return true
+	})
 }
 
 // watchdog runs the periodic checks.
 func (h *Hub) watchdog() {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.stopBg:
-			return
-		case <-t.C:
-			h.Tick(context.Background())
-		}
-	}
+	h.every(time.Minute, func() bool { h.Tick(context.Background()); return true })
 }
 
 // Tick runs the periodic checks once: inspection deadlines, sales whose
