@@ -16,6 +16,10 @@ import (
 	"time"
 )
 
+// writeTimeout bounds a write to a kiosk: writes happen under s.mu, so
+// one kiosk that stops reading must not stall the others or Close.
+const writeTimeout = time.Second
+
 // Hold is how long Press keeps the button down, and then up: long enough
 // to pass the kiosk's 30 ms debounce, as a finger does.
 const Hold = 60 * time.Millisecond
@@ -28,6 +32,7 @@ type Sim struct {
 	wg   sync.WaitGroup
 
 	mu      sync.Mutex
+	closing bool // no more clients: Close has hung up on them
 	clients map[net.Conn]bool
 	pressed bool
 	open    bool
@@ -103,6 +108,7 @@ func (s *Sim) LED() string {
 func (s *Sim) Close() error {
 	err := s.ln.Close()
 	s.mu.Lock()
+	s.closing = true
 	for c := range s.clients {
 		c.Close()
 	}
@@ -133,13 +139,25 @@ func doorLine(open bool) string {
 	return "door closed\n"
 }
 
-// broadcast sends line to every kiosk; call with s.mu held.
+// broadcast sends line to every kiosk, hanging up on any it cannot
+// reach in time; call with s.mu held.
 func (s *Sim) broadcast(line string) {
+	deadline := time.Now().Add(writeTimeout)
 	for c := range s.clients {
-		if _, err := c.Write([]byte(line)); err != nil {
-			s.log.Warn("gpiosim: write", "err", err)
+		if err := send(c, line, deadline); err != nil {
+			s.log.Warn("gpiosim: write; hanging up", "err", err)
+			delete(s.clients, c)
+			c.Close() // serve sees it and ends
 		}
 	}
+}
+
+func send(c net.Conn, line string, deadline time.Time) error {
+	if err := c.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	_, err := c.Write([]byte(line))
+	return err
 }
 
 func (s *Sim) accept() {
@@ -150,11 +168,23 @@ func (s *Sim) accept() {
 			return
 		}
 		s.mu.Lock()
+		if s.closing {
+			// Accepted as Close ran: it has already hung up on the
+			// clients it knew, so serve would never end.
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
 		// State first, door last: the door line is the greeting.
-		c.Write([]byte(buttonLine(s.pressed) + doorLine(s.open)))
+		if err := send(c, buttonLine(s.pressed)+doorLine(s.open), time.Now().Add(writeTimeout)); err != nil {
+			s.mu.Unlock()
+			s.log.Warn("gpiosim: greeting", "err", err)
+			c.Close()
+			continue
+		}
 		s.clients[c] = true
-		s.mu.Unlock()
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go s.serve(c)
 	}
 }

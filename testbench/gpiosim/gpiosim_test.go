@@ -1,6 +1,7 @@
 package gpiosim_test
 
 import (
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -109,5 +110,83 @@ func TestPanelOverSocket(t *testing.T) {
 func TestOpenSimNoServer(t *testing.T) {
 	if _, err := gpio.OpenSim(filepath.Join(t.TempDir(), "none.sock")); err == nil {
 		t.Fatal("OpenSim without a simulator succeeded")
+	}
+}
+
+// closeWithin fails the test if sim.Close takes longer than d.
+func closeWithin(t *testing.T, sim *gpiosim.Sim, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { sim.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatal("Close hung")
+	}
+}
+
+// A kiosk that stops reading is hung up on, instead of blocking the
+// emulator and its Close.
+func TestStuckClient(t *testing.T) {
+	sim, err := gpiosim.Start(filepath.Join(t.TempDir(), "gpio.sock"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("unix", sim.Path())
+	if err != nil {
+		sim.Close()
+		t.Fatal(err)
+	}
+	defer c.Close()
+	filled := make(chan struct{})
+	go func() {
+		defer close(filled)
+		// Enough lines to fill the socket buffer many times over.
+		for i := range 200_000 {
+			sim.SetDoor(i%2 == 0)
+		}
+	}()
+	select {
+	case <-filled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("SetDoor blocked on a kiosk that does not read")
+	}
+	closeWithin(t, sim, 2*time.Second)
+}
+
+// Connections arriving while Close runs must not keep it waiting.
+func TestCloseWhileConnecting(t *testing.T) {
+	for range 20 {
+		sim, err := gpiosim.Start(filepath.Join(t.TempDir(), "gpio.sock"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		dialed := make(chan struct{})
+		go func() {
+			defer close(dialed)
+			var conns []net.Conn
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			for len(conns) < 500 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.Dial("unix", sim.Path())
+				if err != nil {
+					return // the listener is gone
+				}
+				conns = append(conns, c) // held open, as a kiosk would
+			}
+		}()
+		time.Sleep(time.Millisecond)
+		closeWithin(t, sim, 2*time.Second)
+		close(stop)
+		<-dialed
 	}
 }

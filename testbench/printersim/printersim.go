@@ -280,8 +280,9 @@ func (p *Printer) cut() error {
 		if p.failNext != OK {
 			p.fault, p.failNext = p.failNext, OK
 		}
+		f := p.fault // SetFault may change it once unlocked
 		p.mu.Unlock()
-		p.log.Warn("printer emulator: label lost", "fault", p.fault)
+		p.log.Warn("printer emulator: label lost", "fault", f)
 		return nil
 	}
 	if len(rows) > 0 {

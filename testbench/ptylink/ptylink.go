@@ -27,6 +27,10 @@ func Open(link string) (*Line, error) {
 		return nil, fmt.Errorf("ptylink: open: %w", err)
 	}
 	l := &Line{Master: master, slave: slave}
+	if l.Master, err = pollable(master); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("ptylink: %w", err)
+	}
 	if err := makeRaw(slave); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("ptylink: raw: %w", err)
@@ -54,8 +58,8 @@ func (l *Line) Path() string {
 	return l.slave.Name()
 }
 
-// Close closes both ends, which ends the simulator's reads, and removes
-// the link.
+// Close closes both ends, which ends the simulator's reads and writes
+// even while the kiosk holds the device open, and removes the link.
 func (l *Line) Close() error {
 	l.Master.Close()
 	l.slave.Close()
