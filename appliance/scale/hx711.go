@@ -25,7 +25,7 @@ type HX711Config struct {
 	MaxDeviation int32         // counts a sample may stray from the median; default 5000
 	StableCounts int32         // spread of kept samples that still counts as stable; default 500
 	CapacityMg   int64         // above this, ErrOverCapacity; 0 means no limit
-	ReadyTimeout time.Duration // wait for a conversion; default 500 ms (the chip does 10/s)
+	ReadyTimeout time.Duration // wait for a conversion, then again after a reset; default 500 ms (the chip does 10/s)
 }
 
 // Calibration maps raw counts to milligrams: mg = (raw-Offset)*Mg/Counts.
@@ -62,13 +62,16 @@ func NewHX711(clk gpio.PinOut, data gpio.PinIn, cfg HX711Config) (*HX711, error)
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 500 * time.Millisecond
 	}
-	if err := clk.Out(gpio.Low); err != nil {
-		return nil, fmt.Errorf("scale: hx711: clock: %w", err)
+	h := &HX711{clk: clk, data: data, cfg: cfg}
+	// A chip left partway into a frame (by a reader stopped mid-frame)
+	// would be read misaligned; a reset starts it at a frame boundary.
+	if err := h.reset(); err != nil {
+		return nil, fmt.Errorf("scale: hx711: %w", err)
 	}
 	if err := data.In(gpio.PullNoChange, gpio.NoEdge); err != nil {
 		return nil, fmt.Errorf("scale: hx711: data: %w", err)
 	}
-	return &HX711{clk: clk, data: data, cfg: cfg}, nil
+	return h, nil
 }
 
 // Calibration returns the current calibration.
@@ -197,15 +200,8 @@ const badFrame = int32(-1 << 30)
 // frame waits for a conversion and clocks it out: 24 bits MSB first, then a
 // 25th pulse that selects channel A at gain 128 for the next one.
 func (h *HX711) frame(ctx context.Context) (int32, error) {
-	deadline := time.Now().Add(h.cfg.ReadyTimeout)
-	for h.data.Read() != gpio.Low {
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return 0, ErrSilent
-		}
-		time.Sleep(time.Millisecond)
+	if err := h.waitReady(ctx); err != nil {
+		return 0, err
 	}
 	var v uint32
 	late := false
@@ -229,7 +225,60 @@ func (h *HX711) frame(ctx context.Context) (int32, error) {
 		}
 	}
 	if late {
+		// Had the chip powered down and woken before the frame's last
+		// pulses, they would have left it partway into the next frame,
+		// misaligning every frame after; a reset makes sure it starts over.
+		if err := h.reset(); err != nil {
+			return 0, err
+		}
 		return badFrame, nil
 	}
 	return int32(v<<8) >> 8, nil // sign-extend 24 bits
+}
+
+// waitReady waits for DOUT low. A chip stuck partway into a frame (noise
+// on PD_SCK, another reader) may hold DOUT high for good, so after
+// ReadyTimeout the chip is reset and given one more ReadyTimeout.
+func (h *HX711) waitReady(ctx context.Context) error {
+	ready, err := h.waitLow(ctx)
+	if err != nil || ready {
+		return err
+	}
+	if err := h.reset(); err != nil {
+		return err
+	}
+	ready, err = h.waitLow(ctx)
+	if err != nil || ready {
+		return err
+	}
+	return ErrSilent
+}
+
+// waitLow reports whether DOUT goes low within ReadyTimeout.
+func (h *HX711) waitLow(ctx context.Context) (bool, error) {
+	deadline := time.Now().Add(h.cfg.ReadyTimeout)
+	for h.data.Read() != gpio.Low {
+		if err := ctxErr(ctx); err != nil {
+			return false, err
+		}
+		if time.Now().After(deadline) {
+			// One last look: a stall since the last may have hidden it.
+			return h.data.Read() == gpio.Low, nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true, nil
+}
+
+// reset powers the chip down and up again through PD_SCK; it wakes with
+// DOUT high until its first conversion (channel A, gain 128) is ready.
+func (h *HX711) reset() error {
+	if err := h.clk.Out(gpio.High); err != nil {
+		return fmt.Errorf("clock: %w", err)
+	}
+	time.Sleep(2 * hx711MaxHigh)
+	if err := h.clk.Out(gpio.Low); err != nil {
+		return fmt.Errorf("clock: %w", err)
+	}
+	return nil
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/frank-postage/frank/appliance/scale"
 	"github.com/frank-postage/frank/testbench/scalesim"
+	"periph.io/x/conn/v3/gpio"
 )
 
 func TestHX711(t *testing.T) {
@@ -52,7 +54,8 @@ func TestHX711(t *testing.T) {
 		}
 	})
 	t.Run("noisy is not stable", func(t *testing.T) {
-		chip.Glitch(offset+perKg/2+400, offset+perKg/2-400, offset+perKg/2+300)
+		// Both signs twice: a frame lost to a slow clock edge leaves it noisy.
+		chip.Glitch(offset+perKg/2+400, offset+perKg/2-400, offset+perKg/2+400, offset+perKg/2-400)
 		r, err := h.Read(ctx)
 		if err != nil || r.Stable {
 			t.Fatalf("Read = %+v, %v; want unstable", r, err)
@@ -85,5 +88,90 @@ func TestHX711(t *testing.T) {
 			t.Fatalf("Read = %+v, %v", r, err)
 		}
 	})
+	t.Run("slow clock edge", func(t *testing.T) {
+		// A pulse held past 60 µs powers the chip down mid-frame. Then a
+		// stall longer than its wake-up lets the frame's last pulses clock
+		// out part of the next conversion, unless the reader resets it.
+		for _, low := range []time.Duration{0, 3 * scalesim.HX711WakeUp} {
+			clk := &slowClock{PinIO: chip.Clock(), edges: 30, high: 200 * time.Microsecond, low: low} // mid second frame
+			// Recovery must not wait for ReadyTimeout: the chip may as well
+			// be left showing a zero bit, which looks ready.
+			h2, err := scale.NewHX711(clk, chip.Data(), scale.HX711Config{ReadyTimeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h2.SetCalibration(h.Calibration())
+			downs := chip.PowerDowns()
+			for range 3 {
+				short, cancel := context.WithTimeout(ctx, 5*time.Second)
+				r, err := h2.Read(short)
+				cancel()
+				if err != nil || r.WeightMg != 500000 {
+					t.Fatalf("stall %v: Read = %+v, %v; want 500 g", low, r, err)
+				}
+			}
+			if chip.PowerDowns() == downs {
+				t.Errorf("stall %v: the chip never powered down", low)
+			}
+		}
+	})
+	t.Run("left mid-frame", func(t *testing.T) {
+		// Stray pulses leave the chip partway into a frame, DOUT showing
+		// the last bit out until clocked on.
+		stray := func(n int) {
+			for range n {
+				chip.Clock().Out(gpio.High)
+				chip.Clock().Out(gpio.Low)
+			}
+		}
+		stray(7) // before the reader starts; bit 7 is a zero, so it looks ready
+		h2, err := scale.NewHX711(chip.Clock(), chip.Data(), scale.HX711Config{ReadyTimeout: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2.SetCalibration(h.Calibration())
+		if r, err := h2.Read(ctx); err != nil || r.WeightMg != 500000 {
+			t.Fatalf("Read = %+v, %v; want 500 g", r, err)
+		}
+		waitReady(t, chip)
+		stray(8) // behind the reader's back; bit 8 is a one, so it looks busy
+		if r, err := h2.Read(ctx); err != nil || r.WeightMg != 500000 {
+			t.Fatalf("Read after = %+v, %v; want 500 g", r, err)
+		}
+	})
 	t.Logf("clock held high too long %d times", chip.PowerDowns())
+}
+
+// waitReady waits for the chip's next conversion.
+func waitReady(t *testing.T, chip *scalesim.HX711) {
+	t.Helper()
+	for start := time.Now(); chip.Data().Read() != gpio.Low; time.Sleep(time.Millisecond) {
+		if time.Since(start) > time.Second {
+			t.Fatal("no conversion")
+		}
+	}
+}
+
+// slowClock is a clock pin whose edges-th rising edge is held high for
+// high and then, once low, stalls for low, as a preempted reader would.
+type slowClock struct {
+	gpio.PinIO
+	edges     int
+	high, low time.Duration
+	slow      bool
+}
+
+func (c *slowClock) Out(l gpio.Level) error {
+	err := c.PinIO.Out(l)
+	switch {
+	case l == gpio.High && c.edges > 0:
+		if c.edges--; c.edges == 0 {
+			c.slow = true
+			time.Sleep(c.high)
+		}
+	case l == gpio.Low && c.slow:
+		c.slow = false
+		time.Sleep(c.low)
+	}
+	return err
 }

@@ -76,8 +76,8 @@ func WaitStable(ctx context.Context, s Reader, n int, poll time.Duration) (Readi
 		case errors.Is(err, ErrMotion):
 			agree = 0
 		case err != nil:
-			if ctx.Err() != nil {
-				return Reading{}, fmt.Errorf("scale: wait stable: %w: %w", ErrMotion, ctx.Err())
+			if cerr := ctxErr(ctx); cerr != nil {
+				return Reading{}, fmt.Errorf("scale: wait stable: %w: %w", ErrMotion, cerr)
 			}
 			return r, fmt.Errorf("scale: wait stable: %w", err)
 		case !r.Stable:
@@ -99,6 +99,19 @@ func WaitStable(ctx context.Context, s Reader, n int, poll time.Duration) (Readi
 		case <-t.C:
 		}
 	}
+}
+
+// ctxErr is ctx.Err(), or context.DeadlineExceeded once ctx's deadline
+// has passed: a read that times out at the deadline can return before the
+// context's timer fires, and must not be taken for silence.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // Unit conversion factors as exact fractions of a milligram.
@@ -200,9 +213,11 @@ func ToUnit(mg int64, decimals int, unit string) (int64, error) {
 // exchange sends cmd and reads one reply ending in term. It is shared by
 // the serial drivers.
 func exchange(ctx context.Context, p Port, timeout time.Duration, cmd []byte, term string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
+	// A reply to an earlier command that timed out may still be waiting;
+	// read as this command's, it would shift every later reply by one.
 	if r, ok := p.(inputResetter); ok {
 		if err := r.ResetInputBuffer(); err != nil {
 			return nil, err
@@ -237,9 +252,14 @@ func exchange(ctx context.Context, p Port, timeout time.Duration, cmd []byte, te
 		if err != nil && !os.IsTimeout(err) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, err
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if err := ctxErr(ctx); err != nil {
+			return nil, err
 		}
+	}
+	// The deadline may have been ctx's: then the caller gave up, and the
+	// scale was not silent.
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
 	}
 	if len(reply) == 0 {
 		return nil, ErrSilent

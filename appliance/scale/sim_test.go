@@ -39,6 +39,15 @@ type device interface {
 
 func startSim(t *testing.T, proto scalesim.Protocol) (*scalesim.Scale, device) {
 	t.Helper()
+	sim, port := openSim(t, proto)
+	if proto == scalesim.NCI {
+		return sim, scale.NewNCI(port, 200*time.Millisecond)
+	}
+	return sim, scale.NewSICS(port, 200*time.Millisecond)
+}
+
+func openSim(t *testing.T, proto scalesim.Protocol) (*scalesim.Scale, *ptyPort) {
+	t.Helper()
 	sim, err := scalesim.Start(filepath.Join(t.TempDir(), "scale"), proto, nil)
 	if errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("the scale simulator needs Linux pseudo-terminals: %v", err)
@@ -52,11 +61,7 @@ func startSim(t *testing.T, proto scalesim.Protocol) (*scalesim.Scale, device) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	port := &ptyPort{File: f, timeout: time.Second}
-	if proto == scalesim.NCI {
-		return sim, scale.NewNCI(port, 200*time.Millisecond)
-	}
-	return sim, scale.NewSICS(port, 200*time.Millisecond)
+	return sim, &ptyPort{File: f, timeout: time.Second}
 }
 
 func TestSimulator(t *testing.T) {
