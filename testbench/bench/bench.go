@@ -56,9 +56,11 @@ type Result struct {
 	Max           time.Duration
 	Sales         int
 	Rejected      int
-	Commits       string // sales per commit, from the hub's view
-	Resent        int    // requests sent again after 2 s without an answer
-	Dropped       int64  // messages the broker dropped
+	Commits       string        // sales per commit, from the hub's view
+	Resent        int           // requests sent again after 2 s without an answer
+	Dropped       int64         // messages the broker dropped
+	Indicia       int           // in the ledger after the run
+	CheckTook     time.Duration // the full ledger check after the run
 }
 
 // Ratio is sales per second over raw signatures per second.
@@ -338,10 +340,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		res.P50, res.P90, res.P99, res.Max = lat[n/2], lat[n*90/100], lat[n*99/100], lat[n-1]
 	}
 	time.Sleep(500 * time.Millisecond) // let the last commits land before the check
+	checkStart := time.Now()
 	r, err := h.Ledger().Check(ctx)
 	if err != nil {
 		return nil, err
 	}
+	res.Indicia, res.CheckTook = r.Indicia, time.Since(checkStart)
 	if !r.OK() {
 		return nil, fmt.Errorf("bench: ledger invariants broken after the run: %v", r.Violations)
 	}

@@ -43,8 +43,9 @@ func WriteDoc(path, command string, rs []*Result, kf *KioskFigures) error {
 		"receipt of the signed result.\n\n")
 	b.WriteString("Group commit, per run:\n\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "- %s, %d worker(s): %s; resent after 2 s without an answer: %d; dropped by the broker: %d\n",
-			r.Signer, r.Workers, r.Commits, r.Resent, r.Dropped)
+		fmt.Fprintf(&b, "- %s, %d worker(s): %s; resent after 2 s without an answer: %d; dropped by the broker: %d; "+
+			"the full ledger check afterwards (the hub runs it every 10 minutes) read %d indicia in %s\n",
+			r.Signer, r.Workers, r.Commits, r.Resent, r.Dropped, r.Indicia, r.CheckTook.Round(time.Millisecond))
 	}
 	b.WriteString("\nThe load generator, the broker and the hub share the machine's cores, so the end-to-end figure is " +
 		"what is left after MQTT, JSON, SQLite and the simulated kiosks take their share.\n")
