@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -122,11 +123,31 @@ type Kiosk struct {
 	ds    deviceState
 	staff staffSessions
 
+	progress atomic.Pointer[Progress] // the sale in hand, for the touchscreen
+
 	journal   saleJournal
 	crashAt   string // test hook: the step ("printing", or "printing:2" for its second time) at which to die
 	steps     map[string]int
 	recovered chan struct{}
 }
+
+// Progress is where the sale in hand is, so the touchscreen can say what
+// the customer waits for.
+type Progress struct {
+	Step  string `json:"step"`            // idle, weighing, paying (on the terminal), issuing (at the hub), printing
+	Label int    `json:"label,omitempty"` // printing: which label, from 1
+	Of    int    `json:"of,omitempty"`    // printing: of how many
+}
+
+// Progress returns the step of the sale in hand.
+func (k *Kiosk) Progress() Progress {
+	if p := k.progress.Load(); p != nil {
+		return *p
+	}
+	return Progress{Step: "idle"}
+}
+
+func (k *Kiosk) setProgress(p Progress) { k.progress.Store(&p) }
 
 // UseJournal makes every sale step durable in j before it is acted on;
 // call it before Connect, which settles what j holds unfinished.
@@ -485,6 +506,7 @@ type saleRecord struct {
 func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	k.saleMu.Lock()
 	defer k.saleMu.Unlock()
+	defer k.setProgress(Progress{Step: "idle"})
 	rt := k.Rates()
 	if rt == nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table from the hub yet")
@@ -496,6 +518,7 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	if k.dev.Scale != nil {
 		// The scale prices the sale. A weight from the screen that prices
 		// differently is stale: the customer must see the new price first.
+		k.setProgress(Progress{Step: "weighing"})
 		mg, werr := k.weigh(ctx)
 		if werr != nil {
 			return nil, werr
@@ -529,6 +552,7 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 		if k.dev.Terminal == nil {
 			return nil, protocol.Errorf(protocol.CodePaymentInvalid, "this kiosk has no card terminal")
 		}
+		k.setProgress(Progress{Step: "paying"})
 		tok, err := k.dev.Terminal.Charge(ctx, req.RequestID, int64(price)*int64(len(labels)))
 		switch {
 		case errors.Is(err, payterm.ErrDeclined):
@@ -550,6 +574,7 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 func (k *Kiosk) Reprint(ctx context.Context, requestID, label string) (*Receipt, error) {
 	k.saleMu.Lock()
 	defer k.saleMu.Unlock()
+	defer k.setProgress(Progress{Step: "idle"})
 	k.mu.Lock()
 	rec := k.done[requestID]
 	k.mu.Unlock()
@@ -624,6 +649,7 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 		}
 	}
 	k.step("begun")
+	k.setProgress(Progress{Step: "issuing"})
 	raw, err := k.callRaw(ctx, protocol.TopicPurchase, req.RequestID, payload)
 	if err != nil {
 		return nil, err
@@ -657,6 +683,7 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 		lr := LabelResult{LabelSerial: issued.LabelSerial, MeterNumber: issued.MeterNumber, Amount: issued.AmountMills}
 		k.journalLabel(jctx, req.RequestID, issued.LabelSerial, journal.Printing, "")
 		k.step("printing")
+		k.setProgress(Progress{Step: "printing", Label: i + 1, Of: len(res.Indicia)})
 		err := k.printOne(req.Items[i], issued, service)
 		k.step("printed")
 		if err != nil {

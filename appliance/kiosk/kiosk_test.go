@@ -31,9 +31,13 @@ type fakePrinter struct {
 	mu     sync.Mutex
 	labels []image.Image
 	fault  error
+	hold   chan struct{} // if set, a print waits for it to close
 }
 
 func (p *fakePrinter) Print(img image.Image) error {
+	if p.hold != nil {
+		<-p.hold
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fault != nil {
@@ -139,6 +143,34 @@ func vectorAnswer(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
 func order(label string) kiosk.Order {
 	return kiosk.Order{RateClass: "1100", WeightMg: 20_000, Labels: []string{label},
 		Payment: protocol.Payment{Method: protocol.PayCardToken, Token: "tok"}}
+}
+
+// The touchscreen can follow a sale: which label prints, then idle.
+func TestProgress(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, p := setup(t, fh)
+	p.hold = make(chan struct{})
+	if got := k.Progress(); got.Step != "idle" {
+		t.Fatalf("before a sale: %+v", got)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+		done <- err
+	}()
+	want := kiosk.Progress{Step: "printing", Label: 1, Of: 1}
+	for deadline := time.Now().Add(10 * time.Second); k.Progress() != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("progress %+v, want %+v", k.Progress(), want)
+		}
+	}
+	close(p.hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := k.Progress(); got.Step != "idle" {
+		t.Fatalf("after the sale: %+v", got)
+	}
 }
 
 func TestResendsUntilAnswered(t *testing.T) {

@@ -31,10 +31,9 @@ type Config struct {
 	// WeightEvery is how often the weigh screen polls /api/v1/weight.
 	// Default 300 ms.
 	WeightEvery time.Duration
-	// PrintingAfter is when the progress screen switches from "Pay on the
-	// card terminal" to "Printing…": the sale call gives no progress, so
-	// this is a guess at a typical payment time. Default 12 s.
-	PrintingAfter time.Duration
+	// ProgressEvery is how often the paying screen asks the kiosk where
+	// the sale is (/api/v1/sales/progress). Default 300 ms.
+	ProgressEvery time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -47,8 +46,8 @@ func (c Config) withDefaults() Config {
 	if c.WeightEvery <= 0 {
 		c.WeightEvery = 300 * time.Millisecond
 	}
-	if c.PrintingAfter <= 0 {
-		c.PrintingAfter = 12 * time.Second
+	if c.ProgressEvery <= 0 {
+		c.ProgressEvery = 300 * time.Millisecond
 	}
 	return c
 }
@@ -77,7 +76,7 @@ func New(cfg Config) (http.Handler, error) {
 		"IdleMS":     cfg.IdleTimeout.Milliseconds(),
 		"StatusMS":   cfg.StatusEvery.Milliseconds(),
 		"WeightMS":   cfg.WeightEvery.Milliseconds(),
-		"PrintingMS": cfg.PrintingAfter.Milliseconds(),
+		"ProgressMS": cfg.ProgressEvery.Milliseconds(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ui: render page: %w", err)

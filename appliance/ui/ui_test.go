@@ -33,6 +33,7 @@ type fakeKiosk struct {
 	sales      int
 	nextSale   string // "ok", "jam" (last label fails) or an error code
 	saleDelay  time.Duration
+	progress   map[string]any // /api/v1/sales/progress
 	serial     int
 	token      string
 	loaded     []string
@@ -52,6 +53,7 @@ func (f *fakeKiosk) reset() {
 	f.inService, f.reasons = true, []string{}
 	f.labelsLeft, f.sales = 30, 0
 	f.nextSale, f.saleDelay = "ok", 0
+	f.progress = map[string]any{"step": "idle"}
 	f.token, f.loaded, f.calls, f.serial = "", nil, nil, 0
 }
 
@@ -133,11 +135,26 @@ func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, 200, []any{first,
 			map[string]any{"rate_class": "1300", "name": "Priority Mail flat rate envelope", "price_mills": 10450}})
+	case p == "/api/v1/sales/progress":
+		writeJSON(w, 200, f.progress)
 	case p == "/api/v1/sales" && r.Method == http.MethodPost:
-		delay := f.saleDelay
-		f.mu.Unlock()
-		time.Sleep(delay) // the customer paying on the terminal
-		f.mu.Lock()
+		// Half the time the customer pays on the terminal, then each
+		// label prints in its share of the rest.
+		steps := []map[string]any{{"step": "paying"}}
+		for i := range body.Quantity {
+			steps = append(steps, map[string]any{"step": "printing", "label": i + 1, "of": body.Quantity})
+		}
+		for i, st := range steps {
+			f.progress = st
+			share := f.saleDelay / 2
+			if i > 0 {
+				share = f.saleDelay / 2 / time.Duration(body.Quantity)
+			}
+			f.mu.Unlock()
+			time.Sleep(share)
+			f.mu.Lock()
+		}
+		f.progress = map[string]any{"step": "idle"}
 		if f.nextSale != "ok" && f.nextSale != "jam" {
 			writeJSON(w, 422, map[string]any{"request_id": "req-1", "status": "rejected",
 				"error": map[string]string{"code": f.nextSale, "message": "Declined by issuer"}})
@@ -322,7 +339,7 @@ func (h *harness) screenshot(name string) {
 
 func TestKioskUI(t *testing.T) {
 	fake := newFakeKiosk()
-	app, err := ui.New(ui.Config{StatusEvery: 200 * time.Millisecond, WeightEvery: 100 * time.Millisecond, PrintingAfter: 300 * time.Millisecond})
+	app, err := ui.New(ui.Config{StatusEvery: 200 * time.Millisecond, WeightEvery: 100 * time.Millisecond, ProgressEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +394,7 @@ func TestKioskUI(t *testing.T) {
 			t.Error("Continue is enabled while the scale is in motion")
 		}
 		h.screenshot(prefix + "01-weigh-motion")
-		h.fake.set(func(f *fakeKiosk) { f.stable = true; f.saleDelay = 700 * time.Millisecond })
+		h.fake.set(func(f *fakeKiosk) { f.stable = true; f.saleDelay = 1200 * time.Millisecond })
 		h.waitText("weight-state", "Ready")
 		h.screenshot(prefix + "02-weigh-stable")
 		h.tap("continue")
@@ -391,7 +408,7 @@ func TestKioskUI(t *testing.T) {
 		h.waitScreen("paying")
 		h.waitText("pay-step", "Pay on the card terminal")
 		h.screenshot(prefix + "04-pay-on-terminal")
-		h.waitText("pay-step", "Printing")
+		h.waitText("pay-step", "Printing stamp 2 of 2")
 		h.screenshot(prefix + "05-printing")
 		h.waitScreen("receipt")
 		h.waitText("outcome-1966-F8CF-01", "printed")

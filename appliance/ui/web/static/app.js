@@ -11,7 +11,7 @@
     idleMS: idleParam > 0 ? Math.round(idleParam * 1000) : Number(body.dataset.idleMs) || 60000,
     statusMS: Number(body.dataset.statusMs) || 2000,
     weightMS: Number(body.dataset.weightMs) || 300,
-    printingMS: Number(body.dataset.printingMs) || 12000,
+    progressMS: Number(body.dataset.progressMs) || 300,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -194,20 +194,24 @@
   let receipt = null;
   $("pay").addEventListener("click", async () => {
     if (!sale.rate) return;
-    $("pay-step").textContent = "Pay on the card terminal";
-    $("pay-hint").textContent = "Tap or insert your card on the terminal below the screen.";
+    showProgress({ step: "paying" });
     show("paying");
-    const printing = setTimeout(() => {
-      $("pay-step").textContent = "Printing…";
-      $("pay-hint").textContent = "Your stamps are printing. Please wait.";
-    }, cfg.printingMS);
+    // The kiosk says where the sale is; the screen follows until it ends.
+    let selling = true;
+    (async () => {
+      while (selling) {
+        await new Promise((res) => setTimeout(res, cfg.progressMS));
+        const p = await api("GET", "/api/v1/sales/progress");
+        if (selling && p.ok) showProgress(p.data);
+      }
+    })();
     const r = await api("POST", "/api/v1/sales", {
       rate_class: sale.rate.rate_class,
       weight_mg: sale.weightMG,
       quantity: sale.qty,
       payment: { method: "terminal" },
     });
-    clearTimeout(printing);
+    selling = false;
     lastTouch = Date.now(); // give the customer a full idle period to read
     if (r.ok && r.data.status === "ok") {
       receipt = r.data;
@@ -217,6 +221,22 @@
     }
     showError(r.data.error, "services");
   });
+
+  const progressText = {
+    weighing: ["Weighing…", "Please leave your item on the scale."],
+    paying: ["Pay on the card terminal", "Tap or insert your card on the terminal below the screen."],
+    issuing: ["Card accepted", "Making your stamps…"],
+  };
+  function showProgress(p) {
+    let [step, hint] = progressText[p.step] || [null, null];
+    if (p.step === "printing") {
+      step = "Printing stamp " + p.label + " of " + p.of;
+      hint = "Please wait until every label is out.";
+    }
+    if (!step) return; // idle: the answer is on its way
+    $("pay-step").textContent = step;
+    $("pay-hint").textContent = hint;
+  }
 
   function renderReceipt() {
     const list = $("receipt-labels");
