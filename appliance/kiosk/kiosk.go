@@ -47,6 +47,10 @@ type Config struct {
 	// the badge codes (STAFF-...) that open staff mode.
 	StaffPINHash string
 	StaffBadges  []string
+	// RemedyWindow is how long a customer has to choose a reprint or a
+	// refund for a label that failed to print; then, or when the next sale
+	// begins, the kiosk refunds it. Default 5 minutes.
+	RemedyWindow time.Duration
 }
 
 func (c *Config) defaults() {
@@ -58,6 +62,9 @@ func (c *Config) defaults() {
 	}
 	if c.ResendEvery == 0 {
 		c.ResendEvery = 5 * time.Second
+	}
+	if c.RemedyWindow == 0 {
+		c.RemedyWindow = 5 * time.Minute
 	}
 	if c.Deadline == 0 {
 		c.Deadline = 60 * time.Second
@@ -264,6 +271,64 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale) error {
 	return k.journal.Finish(ctx, s.RequestID)
 }
 
+// sweepAbandoned refunds, once the start-up settling is done, the failed
+// labels whose customer chose no remedy within the window.
+func (k *Kiosk) sweepAbandoned() {
+	select {
+	case <-k.recovered:
+	case <-k.stop:
+		return
+	}
+	t := time.NewTicker(min(k.cfg.RemedyWindow/4, 30*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case <-t.C:
+		}
+		k.saleMu.Lock()
+		k.refundAbandoned(context.Background(), time.Now().Add(-k.cfg.RemedyWindow))
+		k.saleMu.Unlock()
+	}
+}
+
+// refundAbandoned refunds every label of a sale begun before that failed
+// to print and got neither a reprint nor a refund: its customer has gone,
+// and must not pay for a stamp they did not get. saleMu is held.
+func (k *Kiosk) refundAbandoned(ctx context.Context, before time.Time) {
+	if k.journal == nil {
+		return
+	}
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, s := range open {
+		if !s.Reported || !s.Started.Before(before) {
+			continue // settled at start, or still the customer's to choose
+		}
+		for _, l := range s.Labels {
+			if l.State != journal.Failed {
+				continue
+			}
+			res, err := k.Refund(ctx, s.RequestID, l.Serial)
+			switch {
+			case err != nil:
+				k.log.Error("unclaimed failed label not refunded; tried again later", "request_id", s.RequestID, "label", l.Serial, "err", err)
+				return // the hub is not answering
+			case res.Status == protocol.ResultOK:
+				k.log.Info("refunded a failed label nobody claimed", "request_id", s.RequestID, "label", l.Serial, "amount", res.AmountMills.String())
+			case res.Error != nil && res.Error.Code == protocol.CodeRemedyNotAllowed:
+				k.remedied(s.RequestID, l.Serial, journal.Refunded) // the hub had it remedied already
+			default:
+				k.log.Error("unclaimed failed label refused a refund", "request_id", s.RequestID, "label", l.Serial, "error", res.Error)
+			}
+		}
+	}
+}
+
 // remedied records that a failed label got its reprint or refund, and
 // closes its sale once nothing more is owed on it.
 func (k *Kiosk) remedied(requestID, serial string, st journal.LabelState) {
@@ -335,6 +400,7 @@ func (k *Kiosk) Connect() error {
 	k.client.Connect() // keeps retrying in the background
 	go k.heartbeat()
 	go k.recover()
+	go k.sweepAbandoned()
 	k.watchDevices()
 	return nil
 }
@@ -514,6 +580,8 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	if why := k.notSelling(len(o.Labels) > 0); why != nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "out of service: %s", strings.Join(why, ", "))
 	}
+	// A new sale means the last customer has left the screen.
+	k.refundAbandoned(ctx, time.Now())
 	price, err := rt.Price(o.RateClass, o.WeightMg)
 	if k.dev.Scale != nil {
 		// The scale prices the sale. A weight from the screen that prices

@@ -57,6 +57,7 @@ type Config struct {
 	// hub starts, so that an external broker can be told them.
 	Provisioned func(kiosk, password string) error
 	KioskEnv    []string // more environment for the kiosk (e.g. FRANK_KIOSK_CRASH_AT)
+	KioskArgs   []string // more flags for the kiosk (e.g. --remedy-window 1s)
 }
 
 // Demo is a running system.
@@ -224,6 +225,7 @@ func (d *Demo) start(ctx context.Context) error {
 		"--listen", orAny(cfg.KioskHTTP), "--ready-file", filepath.Join(cfg.Dir, "kiosk", "ready.json"), "--printer", d.printer.Path(), "--journal", d.JournalPath(),
 		"--scale", d.scale.Path(), "--scanner", d.scanner.Path(), "--terminal", d.terminal.Path(), "--gpio", "sim:" + d.gpio.Path(),
 		"--log", "text"}
+	d.kioskArgs = append(d.kioskArgs, cfg.KioskArgs...)
 	if err := d.startKiosk(ctx); err != nil {
 		return err
 	}

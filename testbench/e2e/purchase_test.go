@@ -360,3 +360,70 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 	}
 	t.Logf("captured %d, refunded %d, printed postage %d", tot.Captured, tot.Refunded, printed)
 }
+
+// A customer who walks away from a label that failed to print does not pay
+// for it: once the remedy window passes, the kiosk refunds it, and the
+// hub's books and the card gateway agree.
+func TestUnclaimedFailedLabelIsRefunded(t *testing.T) {
+	ctx := context.Background()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Output: output(t), KioskArgs: []string{"--remedy-window", "1s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	before := d.Cards().Totals()
+	d.Printer().FailAfter(1, printersim.Jam) // the second label jams
+	status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "quantity": 2, "payment": card("tok_approve")})
+	if status != http.StatusOK || len(rc.Labels) != 2 || rc.Labels[0].Outcome != protocol.Printed || rc.Labels[1].Outcome != protocol.PrintFailed {
+		t.Fatalf("%d %+v", status, rc)
+	}
+	d.Printer().SetFault(printersim.OK)
+	// Nobody taps Reprint or Refund.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		after := d.Cards().Totals()
+		if after.Captured-before.Captured == 1_560 && after.Refunded-before.Refunded == 780 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway moved %+v, then %+v: the failed label was not refunded", before, after)
+		}
+	}
+	// The customer coming back too late finds it done.
+	st, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/sales/"+rc.RequestID+"/refund", map[string]string{"label": rc.Labels[1].LabelSerial})
+	if err != nil || st == http.StatusOK || !strings.Contains(string(body), string(protocol.CodeRemedyNotAllowed)) {
+		t.Fatalf("a second refund: %d %s %v", st, body, err)
+	}
+	if out, err := d.Hub("ledger", "check"); err != nil || !strings.Contains(out, "ledger ok") {
+		t.Fatalf("hub ledger check: %v\n%s", err, out)
+	}
+}
+
+// The next sale means the customer before has left: their unclaimed
+// failed label is refunded before the new customer pays.
+func TestNextSaleRefundsUnclaimedLabel(t *testing.T) {
+	ctx := context.Background()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Output: output(t), KioskArgs: []string{"--remedy-window", "1h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	before := d.Cards().Totals()
+	d.Printer().FailNext(printersim.PaperOut)
+	if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK || rc.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("%d %+v", status, rc)
+	}
+	d.Printer().SetFault(printersim.OK) // staff load paper
+	time.Sleep(500 * time.Millisecond)
+	if after := d.Cards().Totals(); after.Refunded != before.Refunded {
+		t.Fatalf("refunded within the window: %+v", after)
+	}
+	if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK || rc.Labels[0].Outcome != protocol.Printed {
+		t.Fatalf("%d %+v", status, rc)
+	}
+	if after := d.Cards().Totals(); after.Captured-before.Captured != 1_560 || after.Refunded-before.Refunded != 780 {
+		t.Fatalf("gateway %+v, then %+v: want 1560 captured and the failed 780 refunded", before, after)
+	}
+	if out, err := d.Hub("ledger", "check"); err != nil || !strings.Contains(out, "ledger ok") {
+		t.Fatalf("hub ledger check: %v\n%s", err, out)
+	}
+}

@@ -37,6 +37,7 @@ import (
 //	  },
 //	  "staff_pin_bcrypt": "$2y$10$...",    // bcrypt hash of the staff PIN
 //	  "staff_badges": ["STAFF-0001"],
+//	  "remedy_window_s": 300,             // then an unclaimed failed label is refunded
 //	  "log": "json"                       // or "text"
 //	}
 type fileConfig struct {
@@ -55,6 +56,8 @@ type fileConfig struct {
 	// StaffBadges are the staff badge codes.
 	StaffPINBcrypt string   `json:"staff_pin_bcrypt"`
 	StaffBadges    []string `json:"staff_badges"`
+	// RemedyWindowS is --remedy-window in seconds.
+	RemedyWindowS int `json:"remedy_window_s"`
 }
 
 // readConfig reads a config file strictly: an unknown field is a typo

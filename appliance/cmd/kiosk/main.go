@@ -56,6 +56,7 @@ func run() int {
 	flag.StringVar(&dcfg.Scanner.Path, "scanner", "", "barcode scanner serial device (empty: none)")
 	flag.StringVar(&dcfg.Terminal.Path, "terminal", "", "card terminal serial device (empty: none)")
 	flag.StringVar(&dcfg.GPIO, "gpio", "", "GPIO panel: host, or sim:SOCKET (empty: none)")
+	flag.DurationVar(&cfg.RemedyWindow, "remedy-window", 5*time.Minute, "how long a customer has to choose a reprint or refund for a label that failed to print; then the kiosk refunds it")
 	staffPIN := flag.String("staff-pin", os.Getenv("FRANK_STAFF_PIN"), "staff PIN (default $FRANK_STAFF_PIN; the config file takes a bcrypt hash instead)")
 	journalPath := flag.String("journal", "/var/lib/frank/kiosk-journal.db", "durable sale journal (SQLite)")
 	logFormat := flag.String("log", "json", "log format: json or text")
@@ -105,6 +106,9 @@ func run() int {
 		pick("scale-protocol", &dcfg.ScaleProtocol, fc.Devices.ScaleProtocol)
 		pick("gpio", &dcfg.GPIO, fc.Devices.GPIO)
 		cfg.StaffPINHash, cfg.StaffBadges = fc.StaffPINBcrypt, fc.StaffBadges
+		if !set["remedy-window"] && fc.RemedyWindowS > 0 {
+			cfg.RemedyWindow = time.Duration(fc.RemedyWindowS) * time.Second
+		}
 		if !set["printer"] && fc.Printer.Path != "" {
 			baud := pcfg.Baud
 			pcfg = fc.Printer
