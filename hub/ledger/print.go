@@ -52,6 +52,9 @@ type Spoiled struct {
 	Label     protocol.LabelSerial
 	RateClass string
 	Postage   protocol.Mills
+	// PaidBy is the sale whose payment paid for the stamp: the sale itself,
+	// or for a free reprint the sale of the label it replaced.
+	PaidBy string
 }
 
 // FailedLabel finds a label of kioskID's sale requestID whose print failed
@@ -63,10 +66,11 @@ func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, lab
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), kioskID, requestID, label.String()); err != nil {
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
 	}
-	sp := &Spoiled{Label: label}
+	sp := &Spoiled{Label: label, PaidBy: requestID}
 	var state string
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),
-		kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state)
+	var reprintOf sql.NullString
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, reprint_of FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),
+		kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reprintOf)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in sale %s of this kiosk", label, requestID)
 	}
@@ -82,6 +86,17 @@ func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, lab
 	}
 	if n > 0 {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", label)
+	}
+	// A reprint was free: follow it back to the sale that was paid.
+	for hops := 0; reprintOf.Valid; hops++ {
+		if hops == 16 {
+			return nil, fmt.Errorf("ledger: failed label %s: reprints chain past 16 labels", label)
+		}
+		err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT request_id, reprint_of FROM indicia WHERE kiosk_id = ? AND label = ? AND state = 'voided'`),
+			kioskID, reprintOf.String).Scan(&sp.PaidBy, &reprintOf)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: failed label %s: the sale it reprints: %w", label, err)
+		}
 	}
 	return sp, nil
 }

@@ -350,7 +350,7 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 	if err != nil {
 		return answer(0, err)
 	}
-	key := payments.Key{KioskID: kioskID, RequestID: req.Label.RequestID}
+	key := payments.Key{KioskID: kioskID, RequestID: sp.PaidBy}
 	if err := s.Money.Refund(ctx, key, sp.Postage, "refund:"+label.String()); err != nil {
 		s.Log.Error("refund failed", "kiosk", kioskID, "label", label, "err", err)
 		return answer(0, err)

@@ -427,3 +427,38 @@ func TestNextSaleRefundsUnclaimedLabel(t *testing.T) {
 		t.Fatalf("hub ledger check: %v\n%s", err, out)
 	}
 }
+
+// A free reprint that fails too is refunded from the sale that was paid,
+// once: the customer gets back what they paid for the stamp.
+func TestFailedReprintIsRefunded(t *testing.T) {
+	ctx := context.Background()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Output: output(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	before := d.Cards().Totals()
+	d.Printer().FailNext(printersim.Jam)
+	status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")})
+	if status != http.StatusOK || rc.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("%d %+v", status, rc)
+	}
+	d.Printer().SetFault(printersim.OK)
+	d.Printer().FailNext(printersim.Jam)
+	var re receipt
+	st, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/sales/"+rc.RequestID+"/reprint", map[string]string{"label": rc.Labels[0].LabelSerial})
+	if err != nil || st != http.StatusOK || json.Unmarshal(body, &re) != nil || len(re.Labels) != 1 || re.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("reprint: %d %s %v", st, body, err)
+	}
+	d.Printer().SetFault(printersim.OK)
+	st, body, err = d.Post(ctx, d.KioskURL()+"/api/v1/sales/"+re.RequestID+"/refund", map[string]string{"label": re.Labels[0].LabelSerial})
+	if err != nil || st != http.StatusOK {
+		t.Fatalf("refund of the failed reprint: %d %s %v", st, body, err)
+	}
+	if after := d.Cards().Totals(); after.Captured-before.Captured != 780 || after.Refunded-before.Refunded != 780 {
+		t.Fatalf("gateway %+v, then %+v: want 780 captured and 780 refunded", before, after)
+	}
+	if out, err := d.Hub("ledger", "check"); err != nil || !strings.Contains(out, "ledger ok") {
+		t.Fatalf("hub ledger check: %v\n%s", err, out)
+	}
+}
