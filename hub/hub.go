@@ -222,6 +222,9 @@ type Hub struct {
 	rates       *rates.Book
 	sales       *sale.Service
 	stopBg      chan struct{}
+	bgCtx       context.Context // ends when the hub closes
+	bgCancel    context.CancelFunc
+	bg          sync.WaitGroup // the periodic loops
 	presence    *fleet.Presence
 	keys        *keys.Keys
 	postal      *postal.Client
@@ -445,11 +448,12 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.pushedRates = rt.Version // kiosks get it as they come online
 	}
 	h.stopBg = make(chan struct{})
-	go h.watchdog()
+	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
+	h.bg.Go(h.watchdog)
 	if h.cfg.LedgerCheckEvery > 0 {
-		go h.checkLedger(h.cfg.LedgerCheckEvery)
+		h.bg.Go(func() { h.checkLedger(h.cfg.LedgerCheckEvery) })
 	}
-	go h.heartbeats()
+	h.bg.Go(h.heartbeats)
 	h.log.Info("hub ready", "http", h.HTTPAddr, "broker", brokerURL, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil
 }
@@ -472,7 +476,9 @@ func (h *Hub) close() error {
 		h.front.Close()
 	}
 	if h.stopBg != nil {
+		h.bgCancel()
 		close(h.stopBg)
+		h.bg.Wait() // before the store and the HSM they use close
 	}
 	if h.pool != nil {
 		h.pool.Close()
@@ -544,7 +550,7 @@ func (h *Hub) heartbeats() {
 // The ledger halts itself on a violation; this says so to ops.
 func (h *Hub) checkLedger(period time.Duration) {
 	h.every(period, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), period)
+		ctx, cancel := context.WithTimeout(h.bgCtx, max(period, time.Minute))
 		defer cancel()
 		start := time.Now()
 		r, err := h.ledger.Check(ctx)
@@ -565,7 +571,7 @@ func (h *Hub) checkLedger(period time.Duration) {
 
 // watchdog runs the periodic checks.
 func (h *Hub) watchdog() {
-	h.every(time.Minute, func() bool { h.Tick(context.Background()); return true })
+	h.every(time.Minute, func() bool { h.Tick(h.bgCtx); return true })
 }
 
 // Tick runs the periodic checks once: inspection deadlines, sales whose

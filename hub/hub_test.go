@@ -528,9 +528,14 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 	if after := e.cards.Totals(); after != before {
 		t.Fatalf("the refused sale touched the card: %+v, then %+v", before, after)
 	}
-	as, err := e.h.Alerts().List(context.Background(), true)
-	if err != nil || !slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == alerts.Tamper && a.Subject == "ledger" }) {
-		t.Fatalf("alerts %+v, %v", as, err)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		as, err := e.h.Alerts().List(context.Background(), true)
+		if err == nil && slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == alerts.Tamper && a.Subject == "ledger" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alerts %+v, %v", as, err)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
@@ -45,7 +46,10 @@ func (l *Ledger) Check(ctx context.Context) (*Report, error) {
 		why := fmt.Sprintf("the ledger check found %d violations and stopped all sales; the first: %s", len(r.Violations), r.Violations[0])
 		l.Halt(why)
 		if l.al != nil {
-			l.al.Raise(ctx, alerts.Tamper, "ledger", why)
+			// Not the check's context: its deadline may be spent by now.
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			l.al.Raise(actx, alerts.Tamper, "ledger", why)
+			cancel()
 		}
 	}
 	return r, err
