@@ -193,7 +193,8 @@ func (k *Kiosk) weigh(ctx context.Context) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var prev *Weight
-	if w := k.Weight(); w.Stable {
+	w := k.Weight()
+	if w.Stable {
 		prev = &w
 	}
 	for {
@@ -206,17 +207,21 @@ func (k *Kiosk) weigh(ctx context.Context) (int64, error) {
 		select {
 		case <-next:
 		case <-ctx.Done():
+			if w.State == "under_capacity" || w.State == "offline" {
+				return 0, protocol.Errorf(protocol.CodeServiceUnavailable, "the scale reads %s; staff must look at it", strings.ReplaceAll(w.State, "_", " "))
+			}
 			return 0, protocol.Errorf(protocol.CodeServiceUnavailable, "the scale has not settled; let the item rest on it and try again")
 		}
-		w := k.Weight()
+		w = k.Weight()
 		switch {
 		case w.State == "over_capacity":
 			return 0, protocol.Errorf(protocol.CodeOverweight, "the item is over the scale's capacity")
-		case w.State == "under_capacity" || w.State == "offline":
-			return 0, protocol.Errorf(protocol.CodeServiceUnavailable, "the scale reads %s; staff must look at it", strings.ReplaceAll(w.State, "_", " "))
 		case !w.Stable:
-			prev = nil
+			prev = nil // motion, or a read that failed once: wait on
 		case prev != nil && prev.WeightMg == w.WeightMg:
+			if w.WeightMg <= 0 {
+				return 0, protocol.Errorf(protocol.CodeInvalidRequest, "weight_mg: the scale is empty; place the item on it")
+			}
 			return w.WeightMg, nil
 		default:
 			prev = &w

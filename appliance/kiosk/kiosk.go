@@ -81,6 +81,9 @@ func (c *Config) Check() error {
 	if _, err := c.OriginZIP.Number(); err != nil {
 		errs = append(errs, fmt.Errorf("origin zip: %w", err))
 	}
+	if c.RemedyWindow < time.Second {
+		errs = append(errs, fmt.Errorf("remedy window %s: want at least 1s", c.RemedyWindow))
+	}
 	return errors.Join(errs...)
 }
 
@@ -323,7 +326,7 @@ func (k *Kiosk) refundAbandoned(ctx context.Context, before time.Time) {
 			case res.Error != nil && res.Error.Code == protocol.CodeRemedyNotAllowed:
 				k.remedied(s.RequestID, l.Serial, journal.Refunded) // the hub had it remedied already
 			default:
-				k.log.Error("unclaimed failed label refused a refund", "request_id", s.RequestID, "label", l.Serial, "error", res.Error)
+				k.log.Error("unclaimed failed label refused a refund", "request_id", s.RequestID, "label", l.Serial, "err", res.Error)
 			}
 		}
 	}
@@ -580,8 +583,11 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	if why := k.notSelling(len(o.Labels) > 0); why != nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "out of service: %s", strings.Join(why, ", "))
 	}
-	// A new sale means the last customer has left the screen.
-	k.refundAbandoned(ctx, time.Now())
+	// A new sale means the last customer has left the screen. A hub slow
+	// to refund must not keep the next customer waiting: the sweep retries.
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	k.refundAbandoned(rctx, time.Now())
+	cancel()
 	price, err := rt.Price(o.RateClass, o.WeightMg)
 	if k.dev.Scale != nil {
 		// The scale prices the sale. A weight from the screen that prices
@@ -617,6 +623,12 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	}
 	if o.Payment.Method == PayTerminal {
 		// The customer pays on the terminal; the hub gets its token only.
+		// Nothing the hub would refuse on sight may reach the card.
+		check := *req
+		check.Payment = protocol.Payment{Method: protocol.PayCardToken, Token: "from-the-terminal"} // a stand-in; buy checks the real one
+		if err := check.Validate(); err != nil {
+			return nil, err
+		}
 		if k.dev.Terminal == nil {
 			return nil, protocol.Errorf(protocol.CodePaymentInvalid, "this kiosk has no card terminal")
 		}

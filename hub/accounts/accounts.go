@@ -187,8 +187,11 @@ func (a *Accounts) move(ctx context.Context, id int64, delta protocol.Mills, kin
 	// Lock the account before looking for a duplicate, so two retries of
 	// one ref cannot both find none (PostgreSQL reads committed rows).
 	var bal protocol.Mills
-	if err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT balance FROM accounts WHERE id = ?`+a.db.ForUpdate()), id).Scan(&bal); err != nil {
+	switch err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT balance FROM accounts WHERE id = ?`+a.db.ForUpdate()), id).Scan(&bal); {
+	case errors.Is(err, sql.ErrNoRows):
 		return protocol.Errorf(protocol.CodePaymentInvalid, "no such account")
+	case err != nil:
+		return fmt.Errorf("accounts: %s: %w", kind, err)
 	}
 	var dup int
 	if err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT COUNT(*) FROM account_entries WHERE account_id = ? AND kind = ? AND ref = ?`), id, kind, ref).Scan(&dup); err != nil {

@@ -120,15 +120,20 @@ func (l *Ledger) RecordRefund(ctx context.Context, label protocol.LabelSerial, k
 	return nil
 }
 
-// RefundDone returns the amount of a refund request already recorded.
-func (l *Ledger) RefundDone(ctx context.Context, kioskID, requestID string) (protocol.Mills, bool, error) {
+// RefundDone finds the refund this refund request already got, or one the
+// kiosk's label already got by another request (a sweep and a customer's
+// tap can cross): asking twice is an answer, not an error.
+func (l *Ledger) RefundDone(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (protocol.Mills, bool, error) {
 	var amt protocol.Mills
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT amount FROM remedies WHERE kind = 'refund' AND kiosk_id = ? AND request_id = ?`),
-		kioskID, requestID).Scan(&amt)
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT amount FROM remedies WHERE kind = 'refund' AND kiosk_id = ? AND (request_id = ? OR label = ?)`),
+		kioskID, requestID, label.String()).Scan(&amt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}
-	return amt, err == nil, err
+	if err != nil {
+		return 0, false, fmt.Errorf("ledger: refund done %s: %w", requestID, err)
+	}
+	return amt, true, nil
 }
 
 // VoidSale undoes a committed sale whose payment could not be captured:

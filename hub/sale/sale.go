@@ -37,7 +37,7 @@ type book interface {
 	RecordReuse(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string) error
 	FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*ledger.Spoiled, error)
 	RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error
-	RefundDone(ctx context.Context, kioskID, requestID string) (protocol.Mills, bool, error)
+	RefundDone(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (protocol.Mills, bool, error)
 	VoidSale(ctx context.Context, kioskID, requestID string, perr *protocol.Error) ([]byte, error)
 }
 
@@ -342,10 +342,10 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 	if req.KioskID != kioskID {
 		return answer(0, protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a message on kiosk %s's topic", req.KioskID, kioskID))
 	}
-	if amt, done, err := s.Book.RefundDone(ctx, kioskID, req.RequestID); err != nil || done {
+	label, _ := protocol.ParseLabelSerial(req.Label.LabelSerial)
+	if amt, done, err := s.Book.RefundDone(ctx, kioskID, req.RequestID, label); err != nil || done {
 		return answer(amt, err)
 	}
-	label, _ := protocol.ParseLabelSerial(req.Label.LabelSerial)
 	sp, err := s.Book.FailedLabel(ctx, kioskID, req.Label.RequestID, label)
 	if err != nil {
 		return answer(0, err)

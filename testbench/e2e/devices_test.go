@@ -115,6 +115,16 @@ func TestKioskDevices(t *testing.T) {
 		if status != http.StatusOK || rc.Total != 1_070 {
 			t.Fatalf("2 oz from the scale: %d %+v", status, rc)
 		}
+		// An empty scale sells nothing, and the card is never asked.
+		d.Scale().SetWeight(0)
+		asked := len(d.Terminal().Requests())
+		if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "payment": map[string]string{"method": "terminal"}}); status == http.StatusOK || rc.Error == nil || rc.Error.Code != protocol.CodeInvalidRequest {
+			t.Fatalf("sold from an empty scale: %d %+v", status, rc)
+		}
+		if n := len(d.Terminal().Requests()); n != asked {
+			t.Fatalf("the terminal was asked %d times for a sale refused on sight", n-asked)
+		}
+		d.Scale().SetWeight(20_000)
 		// A scale that never settles sells nothing.
 		d.Scale().SetSettle(time.Minute)
 		d.Scale().SetMotion(true)

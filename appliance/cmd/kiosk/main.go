@@ -266,10 +266,10 @@ func run() int {
 func writeReady(path, addr string) error {
 	b, _ := json.Marshal(map[string]string{"http": addr})
 	if err := os.WriteFile(path+".tmp", b, 0o644); err != nil {
-		return fmt.Errorf("ready file: %w", err)
+		return fmt.Errorf("kiosk: ready file: %w", err)
 	}
 	if err := os.Rename(path+".tmp", path); err != nil {
-		return fmt.Errorf("ready file: %w", err)
+		return fmt.Errorf("kiosk: ready file: %w", err)
 	}
 	return nil
 }

@@ -225,7 +225,7 @@
   const progressText = {
     weighing: ["Weighing…", "Please leave your item on the scale."],
     paying: ["Pay on the card terminal", "Tap or insert your card on the terminal below the screen."],
-    issuing: ["Card accepted", "Making your stamps…"],
+    issuing: ["One moment", "Making your stamps…"],
   };
   function showProgress(p) {
     let [step, hint] = progressText[p.step] || [null, null];
