@@ -537,6 +537,23 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 			t.Fatalf("alerts %+v, %v", as, err)
 		}
 	}
+	// Ops see why on every console page, staff that sales stopped, and
+	// Prometheus a gauge its alert rule watches.
+	ops := e.operator("olga", "ops")
+	if st, _, page := ops.do("GET", "/console/", nil); st != http.StatusOK || !strings.Contains(page, `id="stopped"`) || !strings.Contains(page, "violation") {
+		t.Fatalf("fleet page while stopped: %d\n%s", st, page)
+	}
+	staff := e.operator("sam", "staff", "store-a")
+	if st, _, page := staff.do("GET", "/console/", nil); st != http.StatusOK || !strings.Contains(page, `id="stopped"`) || strings.Contains(page, "violation") {
+		t.Fatalf("staff fleet page while stopped: %d\n%s", st, page)
+	}
+	tok, err := e.h.Operators().NewToken(context.Background(), "olga", "scrape")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _, body := e.browser().do("GET", "/metrics", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || !strings.Contains(body, "\nfrank_sales_stopped 1\n") {
+		t.Fatalf("/metrics while stopped: %d", st)
+	}
 }
 
 // After a key rotation new stamps carry the new certificate serial, and the

@@ -38,6 +38,8 @@ var (
 		"1 if a PSD no longer sells: locked, or its control code does not match its registers.", []string{"serial", "kind"}, nil)
 	descGPSDFunds = prometheus.NewDesc("frank_gpsd_funds_mills",
 		"Funds left in the GPSD (its descending register) to pass on to MPSDs, in mills.", nil, nil)
+	descStopped = prometheus.NewDesc("frank_sales_stopped",
+		"1 when a ledger check found a violation and stopped all sales until the hub restarts.", nil, nil)
 	descKiosks = prometheus.NewDesc("frank_kiosks",
 		"Kiosks the hub has heard of, by state.", []string{"state"}, nil)
 	descAlertsOpen = prometheus.NewDesc("frank_alerts_open",
@@ -79,12 +81,14 @@ func (c *fundsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descAR
 	ch <- descLocked
 	ch <- descGPSDFunds
+	ch <- descStopped
 	ch <- c.up
 }
 
 func (c *fundsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), sourceTimeout)
 	defer cancel()
+	ch <- prometheus.MustNewConstMetric(descStopped, prometheus.GaugeValue, boolGauge(c.src.Halted() != ""))
 	psds, err := c.src.PSDs(ctx)
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, boolGauge(err == nil))
 	if err != nil {

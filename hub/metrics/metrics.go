@@ -25,6 +25,7 @@ import (
 type (
 	funds interface {
 		PSDs(ctx context.Context) ([]ledger.PSDView, error)
+		Halted() string
 	}
 	presence interface {
 		List() []fleet.KioskState

@@ -32,9 +32,12 @@ import (
 )
 
 type fakeFunds struct {
-	psds []ledger.PSDView
-	err  error
+	psds   []ledger.PSDView
+	err    error
+	halted string
 }
+
+func (f *fakeFunds) Halted() string { return f.halted }
 
 func (f *fakeFunds) PSDs(ctx context.Context) ([]ledger.PSDView, error) {
 	if _, ok := ctx.Deadline(); !ok {
@@ -195,6 +198,7 @@ func TestScrape(t *testing.T) {
 		{"frank_rejections_total", []string{"code=internal_error"}, 0}, // known codes start at 0
 
 		{"frank_gpsd_funds_mills", nil, 9_500_000},
+		{"frank_sales_stopped", nil, 0},
 		{"frank_psd_descending_register_mills", []string{"serial=1", "kind=gpsd"}, 9_500_000},
 		{"frank_psd_ascending_register_mills", []string{"serial=1", "kind=gpsd"}, 40_000_000},
 		{"frank_psd_descending_register_mills", []string{"serial=50000001", "kind=mpsd"}, 80_000},

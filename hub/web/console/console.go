@@ -54,6 +54,7 @@ type book interface {
 	SalesOf(ctx context.Context, kioskID string, limit int) ([]ledger.SaleRow, error)
 	SalesToday(ctx context.Context) (map[string]int, error)
 	Check(ctx context.Context) (*ledger.Report, error)
+	Halted() string
 }
 
 // workers reports the PSDM workers.

@@ -30,7 +30,9 @@ type page struct {
 	CSRF  string
 	Flash string
 	Error string
-	Data  any
+	// Stopped says why sales are stopped, on every page, while they are.
+	Stopped string
+	Data    any
 }
 
 // Routes returns the console's router, to mount at /console.
@@ -72,6 +74,7 @@ func opsOnly(next http.Handler) http.Handler {
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, pg page) {
 	if l := current(r); l.Session != nil {
 		pg.Op, pg.CSRF = l.Subject, l.Session.CSRF
+		pg.Stopped = c.Book.Halted()
 	}
 	if pg.Flash == "" {
 		pg.Flash = r.URL.Query().Get("flash")
