@@ -32,6 +32,7 @@ type fakeKiosk struct {
 	labelsLeft int
 	sales      int
 	nextSale   string // "ok", "jam" (last label fails) or an error code
+	saleMsg    string // the error's message; default "Declined by issuer"
 	saleDelay  time.Duration
 	progress   map[string]any // /api/v1/sales/progress
 	serial     int
@@ -52,7 +53,7 @@ func (f *fakeKiosk) reset() {
 	f.weightMG, f.stable, f.state = 0, true, "ok"
 	f.inService, f.reasons = true, []string{}
 	f.labelsLeft, f.sales = 30, 0
-	f.nextSale, f.saleDelay = "ok", 0
+	f.nextSale, f.saleDelay, f.saleMsg = "ok", 0, "Declined by issuer"
 	f.progress = map[string]any{"step": "idle"}
 	f.token, f.loaded, f.calls, f.serial = "", nil, nil, 0
 }
@@ -157,7 +158,7 @@ func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.progress = map[string]any{"step": "idle"}
 		if f.nextSale != "ok" && f.nextSale != "jam" {
 			writeJSON(w, 422, map[string]any{"request_id": "req-1", "status": "rejected",
-				"error": map[string]string{"code": f.nextSale, "message": "Declined by issuer"}})
+				"error": map[string]string{"code": f.nextSale, "message": f.saleMsg}})
 			return
 		}
 		var labels []map[string]any
@@ -454,6 +455,22 @@ func TestKioskUI(t *testing.T) {
 		h.screenshot("09-error-declined")
 		h.tap("error-back")
 		h.waitScreen("services")
+	})
+
+	t.Run("the weight changed before paying", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.fake.set(func(f *fakeKiosk) {
+			f.nextSale, f.saleMsg = "invalid_request", "weight_mg: the scale now reads 51029 mg, which costs $1.07, not the 20000 mg shown; weigh again"
+		})
+		weighAndChoose(h, 20000)
+		h.tap("service-1100")
+		h.tap("pay")
+		h.waitScreen("error")
+		h.waitText("error-title", "Please weigh again")
+		h.waitText("error-message", "No money was taken")
+		h.screenshot("09b-error-weigh-again")
+		h.tap("error-back")
+		h.waitScreen("weigh")
 	})
 
 	t.Run("overweight service greyed out", func(t *testing.T) {

@@ -318,7 +318,16 @@
         return outOfLabels;
       case "rate_table_stale":
         return { title: "Prices are being updated", text: "Please try again in a few minutes. No money was taken.", short: "prices updating" };
+      case "invalid_request":
+        // The kiosk prices on its scale; what the screen showed went stale.
+        if (/^weight_mg/.test(msg)) {
+          return { title: "Please weigh again", text: "The weight on the scale changed, and so may the price. No money was taken.", short: "weigh again", back: "weigh" };
+        }
+        return { title: "Something went wrong", text: msg || "Please try again.", short: msg || "unavailable" };
       case "service_unavailable":
+        if (/scale/i.test(msg)) {
+          return { title: "The scale is not steady", text: "Let your item rest on the scale, then try again. No money was taken.", short: "scale not steady", back: "weigh" };
+        }
         if (/label/i.test(msg) || (status.reasons || []).includes("out_of_labels")) return outOfLabels;
         return { title: "Service unavailable", text: "Stamps cannot be sold right now. Please try again later.", short: "unavailable" };
       default:
@@ -332,7 +341,7 @@
     $("error-message").textContent = info.text;
     $("error-code").textContent = err && err.code ? err.code : "";
     body.dataset.errorCode = err && err.code ? err.code : "";
-    errorBack = back;
+    errorBack = info.back || back;
     show("error");
   }
   $("error-back").addEventListener("click", () => {
