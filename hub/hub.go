@@ -205,36 +205,39 @@ type session interface {
 
 // Hub is a running hub.
 type Hub struct {
-	cfg         Config
-	log         *slog.Logger
-	db          *store.DB
-	ks          keyStore
-	session     func() (session, error)
-	alerts      *alerts.Store
-	ledger      *ledger.Ledger
-	fleet       *fleet.Registry
-	stock       *stock.Stock
-	accounts    *accounts.Accounts
-	payments    *payments.Payments
-	operators   *operators.Operators
-	metrics     *metrics.Metrics
-	console     *console.Console
-	rates       *rates.Book
-	sales       *sale.Service
-	stopBg      chan struct{}
-	bgCtx       context.Context // ends when the hub closes
-	bgCancel    context.CancelFunc
-	bg          sync.WaitGroup // the periodic loops
-	presence    *fleet.Presence
-	keys        *keys.Keys
-	postal      *postal.Client
-	broker      *broker.Broker
-	pool        *psdm.Pool
-	front       *front.Front
-	http        *http.Server
-	tickMu      sync.Mutex
-	closeOnce   sync.Once
-	pushedRates string // the rate table version the kiosks were last sent
+	cfg       Config
+	log       *slog.Logger
+	db        *store.DB
+	ks        keyStore
+	session   func() (session, error)
+	alerts    *alerts.Store
+	ledger    *ledger.Ledger
+	fleet     *fleet.Registry
+	stock     *stock.Stock
+	accounts  *accounts.Accounts
+	payments  *payments.Payments
+	operators *operators.Operators
+	metrics   *metrics.Metrics
+	console   *console.Console
+	rates     *rates.Book
+	sales     *sale.Service
+	stopBg    chan struct{}
+	bgCtx     context.Context // ends when the hub closes
+	bgCancel  context.CancelFunc
+	bg        sync.WaitGroup // the periodic loops
+
+	activity      activityStore
+	activitySaved int64 // the last minute stored; only saveActivity touches it after Start
+	presence      *fleet.Presence
+	keys          *keys.Keys
+	postal        *postal.Client
+	broker        *broker.Broker
+	pool          *psdm.Pool
+	front         *front.Front
+	http          *http.Server
+	tickMu        sync.Mutex
+	closeOnce     sync.Once
+	pushedRates   string // the rate table version the kiosks were last sent
 	// HTTPAddr and BrokerAddr are where the hub listens, after Start.
 	HTTPAddr   string
 	BrokerAddr string
@@ -269,6 +272,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		h.Close()
 		return nil, err
 	}
+	h.activity = activityStore{db: h.db, hub: h.ledger.Holder()}
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
 	h.fleet = fleet.New(h.db)
 	h.presence = fleet.NewPresence(nil) // heartbeats arrive in real time
@@ -454,6 +458,8 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.bg.Go(func() { h.checkLedger(h.cfg.LedgerCheckEvery) })
 	}
 	h.bg.Go(h.heartbeats)
+	h.restoreActivity(ctx)
+	h.bg.Go(func() { h.every(time.Minute, func() bool { h.saveActivity(h.bgCtx); return true }) })
 	h.log.Info("hub ready", "http", h.HTTPAddr, "broker", brokerURL, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil
 }
@@ -479,6 +485,9 @@ func (h *Hub) close() error {
 		h.bgCancel()
 		close(h.stopBg)
 		h.bg.Wait() // before the store and the HSM they use close
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h.saveActivity(ctx)
+		cancel()
 	}
 	if h.pool != nil {
 		h.pool.Close()
@@ -515,6 +524,31 @@ func (w kioskWatch) Offline(id string) {
 func (h *Hub) kioskOffline(id, why string) {
 	h.log.Warn("kiosk offline", "kiosk", id, "by", why)
 	h.alerts.Raise(context.Background(), alerts.KioskOffline, "kiosk/"+id, fmt.Sprintf("kiosk %s went offline (%s)", id, why))
+}
+
+// restoreActivity fills the console's charts with the last day that this
+// and other hubs on the database stored.
+func (h *Hub) restoreActivity(ctx context.Context) {
+	a := h.metrics.Activity()
+	h.activitySaved = a.Now() - 1
+	ms, err := h.activity.load(ctx, a.Now()-24*60)
+	if err != nil {
+		h.log.Error("activity charts start empty", "err", err)
+		return
+	}
+	a.Restore(ms)
+}
+
+// saveActivity stores the minutes finished since the last save.
+func (h *Hub) saveActivity(ctx context.Context) {
+	ms := h.metrics.Activity().Finished(h.activitySaved + 1)
+	if err := h.activity.save(ctx, ms); err != nil {
+		h.log.Error("activity not stored; tried again in a minute", "err", err)
+		return
+	}
+	if len(ms) > 0 {
+		h.activitySaved = ms[len(ms)-1].At
+	}
 }
 
 // every runs fn each period until the hub stops or fn returns false.

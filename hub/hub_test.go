@@ -704,3 +704,35 @@ func TestKioskOffline(t *testing.T) {
 		t.Fatalf("no kiosk_offline alert: %+v", as)
 	}
 }
+
+// The console's activity charts outlive a restart: finished minutes are
+// stored, and a starting hub reads the last day back.
+func TestActivityOutlivesRestart(t *testing.T) {
+	e := newEnv(t)
+	k := e.kiosk("kiosk-1")
+	for i, l := range []string{"1966-F8CF-01", "1966-F8CF-02", "1966-F8CF-03", "1966-F8CF-01"} {
+		k.ask(purchase(fmt.Sprintf("act-%d", i), "kiosk-1", l, nil)) // the last reuses a label
+	}
+	total := func() (ok, rejected int) {
+		for _, p := range e.h.Metrics().Activity().Series(time.Hour, time.Minute) {
+			ok, rejected = ok+p.OK, rejected+p.Rejected
+		}
+		return ok, rejected
+	}
+	if ok, rej := total(); ok != 3 || rej != 1 {
+		t.Fatalf("before the restart: %d ok, %d rejected", ok, rej)
+	}
+	e.clock.Set(e.clock.Now().Add(time.Minute)) // that minute is over
+	e.h.Close()
+	e.start()
+	if ok, rej := total(); ok != 3 || rej != 1 {
+		t.Fatalf("after the restart: %d ok, %d rejected", ok, rej)
+	}
+	// A second restart counts nothing twice.
+	e.clock.Set(e.clock.Now().Add(time.Minute))
+	e.h.Close()
+	e.start()
+	if ok, rej := total(); ok != 3 || rej != 1 {
+		t.Fatalf("after a second restart: %d ok, %d rejected", ok, rej)
+	}
+}

@@ -45,9 +45,10 @@ func (b *minute) add(o *minute) {
 // the ops console charts. Prometheus has the long history; this is here so
 // the console draws without one.
 type Activity struct {
-	now  func() time.Time
-	mu   sync.Mutex
-	ring [ringMinutes]minute // slot Unix-minute mod ringMinutes
+	now      func() time.Time
+	mu       sync.Mutex
+	ring     [ringMinutes]minute // slot Unix-minute mod ringMinutes
+	restored map[int64]minute    // what Restore added, which Finished leaves out
 }
 
 func newActivity(now func() time.Time) *Activity {
@@ -187,3 +188,70 @@ func (b *minute) quantile(q float64) float64 {
 	}
 	return ms(b.max)
 }
+
+// Minute is one finished minute of answers as it is kept in the store, so
+// the charts outlive a restart and show every hub on one database.
+type Minute struct {
+	At           int64 // Unix minute
+	OK, Rejected uint32
+	Sum, Max     time.Duration
+	Hist         []uint32 // one count per latency slot, the slowest last
+}
+
+// Restore adds stored minutes into the ring, as if recorded here; minutes
+// older than a day are skipped, and a histogram of another shape is
+// dropped rather than misread.
+func (a *Activity) Restore(ms []Minute) {
+	oldest := unixMinute(a.now()) - ringMinutes + 1
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, m := range ms {
+		if m.At < oldest || len(m.Hist) != len(latencyBounds)+1 {
+			continue
+		}
+		b := &a.ring[slot(m.At)]
+		if b.at != m.At {
+			*b = minute{at: m.At}
+		}
+		o := minute{at: m.At, ok: m.OK, rejected: m.Rejected, sum: m.Sum, max: m.Max}
+		copy(o.hist[:], m.Hist)
+		b.add(&o)
+		if a.restored == nil {
+			a.restored = map[int64]minute{}
+		}
+		r := a.restored[m.At]
+		r.add(&o)
+		a.restored[m.At] = r
+	}
+}
+
+// Finished returns the minutes from since up to the one in progress,
+// leaving that one out: what is ready to be stored.
+func (a *Activity) Finished(since int64) []Minute {
+	cur := unixMinute(a.now())
+	since = max(since, cur-ringMinutes+1)
+	var out []Minute
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for m := since; m < cur; m++ {
+		b := a.ring[slot(m)]
+		if b.at != m {
+			continue
+		}
+		if r, ok := a.restored[m]; ok {
+			// Only what this process answered; the maximum stays an upper bound.
+			b.ok, b.rejected, b.sum = b.ok-r.ok, b.rejected-r.rejected, b.sum-r.sum
+			for i := range b.hist {
+				b.hist[i] -= r.hist[i]
+			}
+		}
+		if b.ok+b.rejected == 0 {
+			continue
+		}
+		out = append(out, Minute{At: m, OK: b.ok, Rejected: b.rejected, Sum: b.sum, Max: b.max, Hist: append([]uint32(nil), b.hist[:]...)})
+	}
+	return out
+}
+
+// Now is the Unix minute in progress.
+func (a *Activity) Now() int64 { return unixMinute(a.now()) }

@@ -514,3 +514,36 @@ func BenchmarkAnsweredParallel(b *testing.B) {
 		}
 	})
 }
+
+// Stored minutes come back into the charts, and what is stored again is
+// only what this process answered.
+func TestActivityRestoreAndFinished(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 30, 0, time.UTC)
+	a := newActivity(func() time.Time { return now })
+	m := unixMinute(now)
+	a.record(now, 40*time.Millisecond, true)
+	a.record(now, 60*time.Millisecond, false)
+	hist := make([]uint32, len(latencyBounds)+1)
+	hist[9] = 5 // five answers of at most 75 ms
+	a.Restore([]Minute{{At: m, OK: 5, Sum: 250 * time.Millisecond, Max: 70 * time.Millisecond, Hist: hist},
+		{At: m - 2*ringMinutes, OK: 9, Hist: hist}, // too old
+		{At: m - 1, OK: 1, Hist: hist[:3]}})        // another histogram shape
+	if got := a.Finished(m); len(got) != 0 {
+		t.Fatalf("the minute in progress was finished: %+v", got)
+	}
+	if p := a.Series(time.Minute, time.Minute); p[0].OK != 6 || p[0].Rejected != 1 {
+		t.Fatalf("series %+v, want 6 ok and 1 rejected", p)
+	}
+	now = now.Add(time.Minute)
+	got := a.Finished(m - 10)
+	if len(got) != 1 || got[0].At != m || got[0].OK != 1 || got[0].Rejected != 1 || got[0].Sum != 100*time.Millisecond {
+		t.Fatalf("finished %+v, want this process's 2 answers of minute %d", got, m)
+	}
+	var n uint32
+	for _, c := range got[0].Hist {
+		n += c
+	}
+	if n != 2 {
+		t.Fatalf("histogram holds %d answers, want 2", n)
+	}
+}
