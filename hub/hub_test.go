@@ -554,6 +554,9 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 	if st, _, body := e.browser().do("GET", "/metrics", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || !strings.Contains(body, "\nfrank_sales_stopped 1\n") {
 		t.Fatalf("/metrics while stopped: %d", st)
 	}
+	if st, _, body := e.browser().do("GET", "/api/v1/ops/funds", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || !strings.Contains(body, `"sales_stopped":"the ledger check found`) {
+		t.Fatalf("operator API funds while stopped: %d %s", st, body)
+	}
 }
 
 // After a key rotation new stamps carry the new certificate serial, and the

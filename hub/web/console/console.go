@@ -225,10 +225,13 @@ type fundsView struct {
 	Fundings []ledger.Funding `json:"fundings"`
 	Check    checkResult      `json:"ledger_check"`
 	Workers  []psdm.Status    `json:"workers"`
+	// SalesStopped is why a ledger check stopped all sales; empty while selling.
+	SalesStopped string `json:"sales_stopped"`
 }
 
 func (c *Console) funds(ctx context.Context, recheck bool) (*fundsView, error) {
 	v := &fundsView{Check: c.check(ctx, recheck)}
+	v.SalesStopped = c.Book.Halted() // after the check, which may have stopped them
 	var err error
 	if v.PSDs, err = c.Book.PSDs(ctx); err != nil {
 		return nil, err
