@@ -366,11 +366,7 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 // hub's books and the card gateway agree.
 func TestUnclaimedFailedLabelIsRefunded(t *testing.T) {
 	ctx := context.Background()
-	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Output: output(t), KioskArgs: []string{"--remedy-window", "1s"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := startDemo(t, demo.Config{KioskArgs: []string{"--remedy-window", "1s"}})
 	before := d.Cards().Totals()
 	d.Printer().FailAfter(1, printersim.Jam) // the second label jams
 	status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "quantity": 2, "payment": card("tok_approve")})
@@ -397,20 +393,13 @@ func TestUnclaimedFailedLabelIsRefunded(t *testing.T) {
 	if after := d.Cards().Totals(); after.Refunded-before.Refunded != 780 {
 		t.Fatalf("refunded %d in all, want 780", after.Refunded-before.Refunded)
 	}
-	if out, err := d.Hub("ledger", "check"); err != nil || !strings.Contains(out, "ledger ok") {
-		t.Fatalf("hub ledger check: %v\n%s", err, out)
-	}
+	ledgerOK(t, d)
 }
 
 // The next sale means the customer before has left: their unclaimed
 // failed label is refunded before the new customer pays.
 func TestNextSaleRefundsUnclaimedLabel(t *testing.T) {
-	ctx := context.Background()
-	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Output: output(t), KioskArgs: []string{"--remedy-window", "1h"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := startDemo(t, demo.Config{KioskArgs: []string{"--remedy-window", "1h"}})
 	before := d.Cards().Totals()
 	d.Printer().FailNext(printersim.PaperOut)
 	if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK || rc.Labels[0].Outcome != protocol.PrintFailed {
@@ -427,20 +416,14 @@ func TestNextSaleRefundsUnclaimedLabel(t *testing.T) {
 	if after := d.Cards().Totals(); after.Captured-before.Captured != 1_560 || after.Refunded-before.Refunded != 780 {
 		t.Fatalf("gateway %+v, then %+v: want 1560 captured and the failed 780 refunded", before, after)
 	}
-	if out, err := d.Hub("ledger", "check"); err != nil || !strings.Contains(out, "ledger ok") {
-		t.Fatalf("hub ledger check: %v\n%s", err, out)
-	}
+	ledgerOK(t, d)
 }
 
 // A free reprint that fails too is refunded from the sale that was paid,
 // once: the customer gets back what they paid for the stamp.
 func TestFailedReprintIsRefunded(t *testing.T) {
 	ctx := context.Background()
-	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), Output: output(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := startDemo(t, demo.Config{})
 	before := d.Cards().Totals()
 	d.Printer().FailNext(printersim.Jam)
 	status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")})
@@ -462,6 +445,24 @@ func TestFailedReprintIsRefunded(t *testing.T) {
 	if after := d.Cards().Totals(); after.Captured-before.Captured != 780 || after.Refunded-before.Refunded != 780 {
 		t.Fatalf("gateway %+v, then %+v: want 780 captured and 780 refunded", before, after)
 	}
+	ledgerOK(t, d)
+}
+
+// startDemo starts the whole system with cfg's extras, for one test.
+func startDemo(t *testing.T, cfg demo.Config) *demo.Demo {
+	t.Helper()
+	cfg.BinDir, cfg.Dir, cfg.Output = binDir, t.TempDir(), output(t)
+	d, err := demo.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// ledgerOK runs `hub ledger check` on the demo's ledger.
+func ledgerOK(t *testing.T, d *demo.Demo) {
+	t.Helper()
 	if out, err := d.Hub("ledger", "check"); err != nil || !strings.Contains(out, "ledger ok") {
 		t.Fatalf("hub ledger check: %v\n%s", err, out)
 	}
