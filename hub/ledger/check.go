@@ -34,6 +34,7 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //     of every indicium it signed (voided and spoiled ones too: registers
 //     never run backwards);
 //   - each sale's total = the postage of its indicia;
+//   - each payment's refunded total is the refunds recorded for it;
 //   - the audit log chains, every entry follows from the one before it for
 //     its PSD, and each PSD's last entry matches its registers.
 //
@@ -168,6 +169,16 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 		}
 		if mismatched > 0 {
 			bad("%d sales whose total differs from the postage of their indicia", mismatched)
+		}
+		// The customers' money: each payment's refunded total is the refunds
+		// recorded for it, once each (the schema keeps it within the capture).
+		var miscounted int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM payments p WHERE p.refunded <>
+			(SELECT COALESCE(SUM(f.amount), 0) FROM payment_refunds f WHERE f.kiosk_id = p.kiosk_id AND f.request_id = p.request_id)`).Scan(&miscounted); err != nil {
+			return err
+		}
+		if miscounted > 0 {
+			bad("%d payments whose refunded total differs from their recorded refunds", miscounted)
 		}
 		return l.verifyAudit(ctx, tx, all, bad)
 	})

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -607,6 +608,33 @@ func TestReportAcceptedAndForgeryRefused(t *testing.T) {
 		}
 		if got := f.pa.Reports(); len(got) != 1 || got[0].Indicia != 5 {
 			t.Fatalf("authority records %+v", got)
+		}
+	})
+}
+
+// The check covers the customers' money too: a refund counted twice is a
+// violation, and one beyond the capture cannot be stored.
+func TestPaymentsChecked(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		ctx := context.Background()
+		exec := func(q string, args ...any) {
+			t.Helper()
+			if _, err := f.db.ExecContext(ctx, f.db.Rebind(q), args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		exec(`INSERT INTO payments (kiosk_id, request_id, method, attempt_key, amount, state, captured, refunded, created_at, updated_at)
+			VALUES ('kiosk-1', 'p1', 'card', 'a1', 1560, 'captured', 1560, 780, 1, 1)`)
+		exec(`INSERT INTO payment_refunds (kiosk_id, request_id, ref, amount, created_at) VALUES ('kiosk-1', 'p1', 'refund:L1', 780, 1)`)
+		f.check()
+		exec(`UPDATE payments SET refunded = 1560`) // counted twice
+		if r, err := f.l.Check(ctx); err != nil || r.OK() || !strings.Contains(strings.Join(r.Violations, "\n"), "differs from their recorded refunds") {
+			t.Fatalf("a refund counted twice passed: %v %v", r, err)
+		}
+		// Beyond the capture the store itself refuses.
+		if _, err := f.db.ExecContext(ctx, `UPDATE payments SET refunded = 2340`); err == nil {
+			t.Fatal("the store took a refund beyond the capture")
 		}
 	})
 }

@@ -10,3 +10,7 @@ CREATE TABLE payment_refunds (
   created_at BIGINT NOT NULL,
   PRIMARY KEY (kiosk_id, request_id, ref)
 );
+
+-- Refunds made before this table existed, one row each payment.
+INSERT INTO payment_refunds (kiosk_id, request_id, ref, amount, created_at)
+  SELECT kiosk_id, request_id, 'before-v8', refunded, updated_at FROM payments WHERE refunded > 0;
