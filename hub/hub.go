@@ -221,8 +221,7 @@ type Hub struct {
 	console   *console.Console
 	rates     *rates.Book
 	sales     *sale.Service
-	stopBg    chan struct{}
-	bgCtx     context.Context // ends when the hub closes
+	bgCtx     context.Context // ends when the hub closes; the periodic loops stop
 	bgCancel  context.CancelFunc
 	bg        sync.WaitGroup // the periodic loops
 
@@ -451,7 +450,6 @@ func (h *Hub) Start(ctx context.Context) error {
 	if rt, err := h.rates.Current(now()); err == nil {
 		h.pushedRates = rt.Version // kiosks get it as they come online
 	}
-	h.stopBg = make(chan struct{})
 	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	h.bg.Go(h.watchdog)
 	if h.cfg.LedgerCheckEvery > 0 {
@@ -481,9 +479,8 @@ func (h *Hub) close() error {
 	if h.front != nil {
 		h.front.Close()
 	}
-	if h.stopBg != nil {
+	if h.bgCancel != nil {
 		h.bgCancel()
-		close(h.stopBg)
 		h.bg.Wait() // before the store and the HSM they use close
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		h.saveActivity(ctx)
@@ -557,7 +554,7 @@ func (h *Hub) every(period time.Duration, fn func() bool) {
 	defer t.Stop()
 	for {
 		select {
-		case <-h.stopBg:
+		case <-h.bgCtx.Done():
 			return
 		case <-t.C:
 			if !fn() {
