@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +81,12 @@ type Config struct {
 	// SecureCookies marks login cookies Secure even on plain HTTP: set it
 	// when the hub sits behind a TLS-terminating proxy.
 	SecureCookies bool
+	// BrokerConnsPerIP bounds the embedded broker's connections from one
+	// address (default 64; negative, no limit). KioskMsgRate bounds the
+	// messages a kiosk may publish per second (default 20, bursts of 200;
+	// negative, no limit, for simulated kiosks).
+	BrokerConnsPerIP int
+	KioskMsgRate     float64
 	// KioskBroker is the broker address enrolling kiosks are told, like
 	// tcp://hub.example:1883; empty, they use the hub's host and 1883.
 	KioskBroker string
@@ -127,7 +134,7 @@ func (c *Config) Defaults() {
 		c.PaymentsURL = "http://127.0.0.1:8091"
 	}
 	if c.BrokerUser == "" {
-		c.BrokerUser = "frank-hub"
+		c.BrokerUser = protocol.HubPrefix
 	}
 	if c.UnconfirmedAfter == 0 {
 		c.UnconfirmedAfter = 10 * time.Minute
@@ -176,6 +183,9 @@ func (c *Config) Check() error {
 	}
 	if c.HeartbeatS < 1 || c.HeartbeatS > 3600 {
 		errs = append(errs, fmt.Errorf("heartbeat: want 1-3600 s, got %d", c.HeartbeatS))
+	}
+	if !strings.HasPrefix(c.BrokerUser, protocol.HubPrefix) {
+		errs = append(errs, fmt.Errorf("broker-user %q: a hub's broker user starts with %s, which no kiosk id may", c.BrokerUser, protocol.HubPrefix))
 	}
 	for name, addr := range map[string]string{"http": c.HTTPListen, "broker-listen": c.BrokerListen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -388,7 +398,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	if brokerURL == "" {
 		brokerPass = rand.Text() // only this process knows it
 		if h.broker, err = broker.Start(broker.Config{Addr: h.cfg.BrokerListen, HubUser: h.cfg.BrokerUser,
-			HubPassword: brokerPass, Kiosks: h.fleet}, h.log); err != nil {
+			HubPassword: brokerPass, Kiosks: h.fleet, MaxConnsPerIP: h.cfg.BrokerConnsPerIP, KioskRate: h.cfg.KioskMsgRate}, h.log); err != nil {
 			return err
 		}
 		h.BrokerAddr = h.broker.Addr()
@@ -412,7 +422,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	host, _ := os.Hostname()
 	fcfg := front.Config{
 		Broker:   brokerURL,
-		ClientID: fmt.Sprintf("frank-hub-%s-%d", host, os.Getpid()),
+		ClientID: fmt.Sprintf("%s-%s-%d", protocol.HubPrefix, host, os.Getpid()),
 		Username: h.cfg.BrokerUser,
 		Password: brokerPass,
 		ConfigFor: func(kioskID string) (protocol.KioskConfig, error) {

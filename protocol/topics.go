@@ -60,9 +60,15 @@ func ParseKioskTopic(topic string) (kioskID, suffix string, err error) {
 	return kioskID, suffix, nil
 }
 
-// ValidKioskID: 1 to 32 of [A-Za-z0-9_-], starting with a letter or digit.
-// This keeps ids safe inside topics, file names and URLs.
-func ValidKioskID(id string) bool { return validToken(id, 32) }
+// ValidKioskID: 1 to 32 of [A-Za-z0-9_-], starting with a letter or digit,
+// and not starting with HubPrefix. This keeps ids safe inside topics, file
+// names and URLs, and apart from the hubs' broker users and client ids.
+func ValidKioskID(id string) bool { return validToken(id, 32) && !strings.HasPrefix(id, HubPrefix) }
+
+// HubPrefix begins every hub's broker user and client id, and no kiosk id:
+// a broker that makes a kiosk's client id its user name (mosquitto's
+// use_username_as_clientid) then cannot let a kiosk take a hub's session.
+const HubPrefix = "frank-hub"
 
 // ValidRequestID: 1 to 64 of [A-Za-z0-9_-], starting with a letter or digit.
 func ValidRequestID(id string) bool { return validToken(id, 64) }

@@ -372,7 +372,7 @@ func (k *Kiosk) Connect() error {
 	status := protocol.KioskTopic(k.cfg.ID, protocol.TopicStatus)
 	opts := mqtt.NewClientOptions().
 		AddBroker(k.cfg.Broker).
-		SetClientID("frank-kiosk-"+k.cfg.ID).
+		SetClientID(k.cfg.ID). // the broker makes it the user name anyway: no kiosk takes another's session
 		SetUsername(k.cfg.Username).
 		SetPassword(k.cfg.Password).
 		SetCleanSession(true).

@@ -24,7 +24,10 @@ import (
 // passwords is the broker's view of kiosk credentials.
 type passwords map[string]string
 
-func (p passwords) Authenticate(id, pw string) bool { return p[id] != "" && p[id] == pw }
+func (p passwords) Authenticate(id, pw string, _ bool) (string, bool) {
+	return p[id], p[id] != "" && p[id] == pw
+}
+func (p passwords) Stamps(context.Context) (map[string]string, error) { return p, nil }
 
 // fakePrinter records labels, or fails with a fault.
 type fakePrinter struct {

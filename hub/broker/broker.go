@@ -1,59 +1,140 @@
 // Package broker runs the MQTT broker embedded in the hub (mochi-mqtt), so
 // one hub binary serves a store's kiosks with nothing else installed. Every
 // client authenticates: the hub with its own credentials, each kiosk with
-// the ones `hub kiosk add` gave it, and a kiosk may use only its own topics.
+// the ones `hub kiosk add` gave it, and a kiosk may use only its own topics,
+// in its publishes, its subscriptions and its last will alike. A kiosk's
+// client id is its user name, so no kiosk can push another off. Memory is
+// bounded before and after authentication: packet size, a CONNECT
+// deadline, connections per address, and each kiosk's message rate.
 // Sites that run mosquitto or another broker point the hub and kiosks at it
-// instead, with the equivalent password file and pattern ACL.
+// instead, with the equivalent settings (README, "Running with mosquitto").
 package broker
 
 import (
-	"crypto/subtle"
+	"context"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
+	"net"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 
 	"github.com/frank-postage/frank/protocol"
 )
 
-// Kiosks checks a kiosk's credentials.
+// Kiosks checks kiosks' credentials. A stamp names the credential a kiosk
+// authenticated with; when a kiosk's stamp changes (its password was
+// replaced) or it disappears, its open sessions are closed. Without slow,
+// Authenticate accepts only a password it has checked before against the
+// same stored hash, and never pays for bcrypt.
 type Kiosks interface {
-	Authenticate(kioskID, password string) bool
+	Authenticate(kioskID, password string, slow bool) (stamp string, ok bool)
+	Stamps(ctx context.Context) (map[string]string, error)
 }
 
-// Config says who may connect.
+// MaxPacketBytes is the largest MQTT packet the broker reads: a protocol
+// message at its limit plus room for the topic and headers. The length is
+// checked from the fixed header, before the body is read.
+const MaxPacketBytes = protocol.MaxMessageBytes + 1024
+
+// Config says who may connect, and how much each may take. Zero values
+// take the defaults noted.
 type Config struct {
 	Addr        string // host:port to listen on
 	HubUser     string // the hub's own user, allowed everything
 	HubPassword string
 	Kiosks      Kiosks
+	// ConnectTimeout is how long a new connection has to send a CONNECT
+	// that authenticates; default 10 s.
+	ConnectTimeout time.Duration
+	// MaxConnsPerIP bounds the open connections from one address, before
+	// any CONNECT is read; default 64, negative for no limit.
+	MaxConnsPerIP int
+	// KioskRate and KioskBurst bound the messages a kiosk may publish per
+	// second; beyond them a publish is dropped (the kiosk resends). A real
+	// kiosk sends a few a minute. Defaults 20/s with bursts of 200;
+	// negative KioskRate for no limit (the benchmark's simulated kiosks).
+	KioskRate  float64
+	KioskBurst int
+	// AuthFailures is how many failed logins one address may make in a
+	// burst before it waits (one more every 6 s): bcrypt is costly, and a
+	// stranger must not be able to spend the hub's CPU on it. A kiosk whose
+	// password this hub already checked still gets in. Default 20.
+	AuthFailures int
+	// RecheckEvery is how often open kiosk sessions are checked against
+	// the current credentials; default 1 s.
+	RecheckEvery time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = 64
+	}
+	if c.KioskRate == 0 {
+		c.KioskRate = 20
+	}
+	if c.KioskBurst == 0 {
+		c.KioskBurst = 200
+	}
+	if c.AuthFailures == 0 {
+		c.AuthFailures = 20
+	}
+	if c.RecheckEvery == 0 {
+		c.RecheckEvery = time.Second
+	}
 }
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv  *mqtt.Server
-	addr string
+	srv    *mqtt.Server
+	ln     *guardedListener
+	hook   *authHook
+	addr   string
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // Start listens on cfg.Addr and serves until Close.
 func Start(cfg Config, log *slog.Logger) (*Broker, error) {
-	srv := mqtt.New(&mqtt.Options{Logger: log.With("component", "broker")})
-	if err := srv.AddHook(&authHook{cfg: cfg, log: log}, nil); err != nil {
+	cfg.defaults()
+	log = log.With("component", "broker")
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = MaxPacketBytes
+	caps.TopicAliasMaximum = 0                 // every publish names its topic, and the ACL sees it
+	caps.MaximumSessionExpiryInterval = 3600   // kiosks and hubs use clean sessions; nobody parks state here for long
+	caps.MaximumClientWritesPending = 8 * 1024 // the hub's own connection carries every kiosk's traffic
+	// Payloads carry payment tokens: the broker's own log lines show
+	// packets by type, topic and size only.
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(redact(log.Handler())), Capabilities: caps})
+	hook := &authHook{cfg: cfg, log: log, srv: srv, stamps: map[*mqtt.Client]string{}, rates: map[*mqtt.Client]*rate.Limiter{},
+		failures: map[string]*rate.Limiter{}}
+	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: start: %w", err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})
-	if err := srv.AddListener(tcp); err != nil {
+	tcp, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("broker: listen %s: %w", cfg.Addr, err)
+	}
+	ln := &guardedListener{Listener: tcp, perIP: cfg.MaxConnsPerIP, connectTimeout: cfg.ConnectTimeout, conns: map[string]int{}, log: log}
+	if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+		tcp.Close()
 		return nil, fmt.Errorf("broker: listen %s: %w", cfg.Addr, err)
 	}
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker: serve: %w", err)
 	}
-	return &Broker{srv: srv, addr: tcp.Address()}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{srv: srv, ln: ln, hook: hook, addr: tcp.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	go b.recheck(ctx)
+	return b, nil
 }
 
 // Addr is the address the broker listens on.
@@ -65,51 +146,164 @@ func (b *Broker) Dropped() int64 {
 	return atomic.LoadInt64(&b.srv.Info.MessagesDropped) + atomic.LoadInt64(&b.srv.Info.InflightDropped)
 }
 
+// Refused counts connections and messages refused by the limits and the
+// ACL, by reason, for the metrics and tests.
+func (b *Broker) Refused() map[string]int64 {
+	out := b.hook.refusedCounts()
+	out["conns_per_ip"] = b.ln.refused.Load()
+	return out
+}
+
 // Close disconnects every client and stops listening.
-func (b *Broker) Close() error { return b.srv.Close() }
-
-// authHook authenticates clients and confines kiosks to their topics.
-type authHook struct {
-	mqtt.HookBase
-	cfg Config
-	log *slog.Logger
+func (b *Broker) Close() error {
+	b.cancel()
+	<-b.done
+	return b.srv.Close()
 }
 
-func (h *authHook) ID() string { return "frank-auth" }
-
-func (h *authHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-
-func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	user, pass := string(pk.Connect.Username), pk.Connect.Password
-	if h.cfg.HubUser != "" && user == h.cfg.HubUser {
-		return subtle.ConstantTimeCompare(pass, []byte(h.cfg.HubPassword)) == 1
+// recheck closes the sessions of kiosks whose credentials were replaced or
+// removed since they connected, on whichever hub did it: the store is
+// read, not this process's memory.
+func (b *Broker) recheck(ctx context.Context) {
+	defer close(b.done)
+	t := time.NewTicker(b.hook.cfg.RecheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.hook.revoke(ctx)
 	}
-	ok := protocol.ValidKioskID(user) && h.cfg.Kiosks != nil && h.cfg.Kiosks.Authenticate(user, string(pass))
-	if !ok {
-		h.log.Warn("broker refused a client", "user", user, "remote", cl.Net.Remote)
-	}
-	return ok
 }
 
-func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	user := string(cl.Properties.Username)
-	if h.cfg.HubUser != "" && user == h.cfg.HubUser {
+// guardedListener caps the connections from one address and gives each
+// new connection a deadline that only a CONNECT lifts (mochi sets the
+// keepalive deadline once it has read one).
+type guardedListener struct {
+	net.Listener
+	perIP          int
+	connectTimeout time.Duration
+	log            *slog.Logger
+	refused        atomic.Int64
+
+	mu    sync.Mutex
+	conns map[string]int
+}
+
+func (l *guardedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := hostOf(c.RemoteAddr())
+		l.mu.Lock()
+		over := l.perIP > 0 && l.conns[ip] >= l.perIP
+		if !over {
+			l.conns[ip]++
+		}
+		l.mu.Unlock()
+		if over {
+			// Logged once per hundred: a flood must not flood the log too.
+			if l.refused.Add(1)%100 == 1 {
+				l.log.Warn("broker refused a connection: too many from one address", "remote", ip, "limit", l.perIP)
+			}
+			c.Close()
+			continue
+		}
+		c.SetDeadline(time.Now().Add(l.connectTimeout))
+		return &countedConn{Conn: c, release: func() {
+			l.mu.Lock()
+			if l.conns[ip]--; l.conns[ip] <= 0 {
+				delete(l.conns, ip)
+			}
+			l.mu.Unlock()
+		}}, nil
+	}
+}
+
+// countedConn gives back its address's slot when it closes.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+func hostOf(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	return remoteHost(a.String())
+}
+
+// remoteHost is the address part of host:port.
+func remoteHost(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return host
+}
+
+// redact wraps a log handler so that no MQTT packet is logged whole: mochi
+// logs the packets it refuses, and a refused purchase carries a payment
+// token.
+func redact(h slog.Handler) slog.Handler { return redactHandler{h} }
+
+type redactHandler struct{ slog.Handler }
+
+func (h redactHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(redactAttr(a))
 		return true
-	}
-	return KioskMay(user, topic, write)
+	})
+	return h.Handler.Handle(ctx, out)
 }
 
-// KioskMay reports whether kiosk id may publish (write) to, or subscribe
-// to, topic: only its own topics, named exactly, no wildcards.
-func KioskMay(id, topic string, write bool) bool {
-	suffix, ok := strings.CutPrefix(topic, protocol.TopicRoot+id+"/")
-	if !ok || !protocol.ValidKioskID(id) {
-		return false
+func (h redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	clean := make([]slog.Attr, len(as))
+	for i, a := range as {
+		clean[i] = redactAttr(a)
 	}
-	if write {
-		return slices.Contains(protocol.KioskPublishes, suffix)
+	return redactHandler{h.Handler.WithAttrs(clean)}
+}
+
+func (h redactHandler) WithGroup(name string) slog.Handler {
+	return redactHandler{h.Handler.WithGroup(name)}
+}
+
+func redactAttr(a slog.Attr) slog.Attr {
+	var pk packets.Packet
+	switch v := a.Value.Any().(type) {
+	case packets.Packet:
+		pk = v
+	case *packets.Packet:
+		if v == nil {
+			return a
+		}
+		pk = *v
+	default:
+		if a.Value.Kind() == slog.KindGroup {
+			g := a.Value.Group()
+			clean := make([]any, len(g))
+			for i, x := range g {
+				clean[i] = redactAttr(x)
+			}
+			return slog.Group(a.Key, clean...)
+		}
+		return a
 	}
-	return slices.Contains(protocol.KioskSubscribes, suffix)
+	name, ok := packets.PacketNames[pk.FixedHeader.Type]
+	if !ok {
+		name = "unknown"
+	}
+	return slog.Group(a.Key, "type", name, "topic", pk.TopicName, "payload_bytes", len(pk.Payload))
 }

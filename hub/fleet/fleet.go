@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -32,14 +33,20 @@ type Registry struct {
 	db  *store.DB
 	mu  sync.Mutex
 	ids map[string]Kiosk // a kiosk's number and store never change once given
-	// ok remembers a password that checked out, as a SHA-256, so a kiosk
-	// that reconnects does not pay for bcrypt again.
-	ok map[string][32]byte
+	// ok remembers a password that checked out against a stored hash, as
+	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
+	ok map[string]checked
+}
+
+// checked is a password that matched the stored hash named by stamp.
+type checked struct {
+	stamp string
+	sum   [32]byte
 }
 
 // New returns the registry on db.
 func New(db *store.DB) *Registry {
-	return &Registry{db: db, ids: map[string]Kiosk{}, ok: map[string][32]byte{}}
+	return &Registry{db: db, ids: map[string]Kiosk{}, ok: map[string]checked{}}
 }
 
 // Add provisions a kiosk in a store (created if new) and returns its new
@@ -113,24 +120,60 @@ func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
 	return k.UserID, err
 }
 
-// Authenticate checks a kiosk's broker password.
-func (r *Registry) Authenticate(kioskID, password string) bool {
+// Authenticate checks a kiosk's broker password. The stored hash is read
+// every time, so a password replaced on any hub stops working at once;
+// only the bcrypt comparison is skipped for a password that already
+// matched this same hash; without slow, that is the only check made. The
+// stamp names the credential that matched.
+func (r *Registry) Authenticate(kioskID, password string, slow bool) (stamp string, ok bool) {
+	var hash sql.NullString
+	err := r.db.QueryRowContext(context.Background(), r.db.Rebind(`SELECT password_hash FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL`), kioskID).Scan(&hash)
+	if err != nil || !hash.Valid || hash.String == "" {
+		return "", false
+	}
+	stamp = credentialStamp(hash.String)
 	sum := sha256.Sum256([]byte(password))
 	r.mu.Lock()
-	known, ok := r.ok[kioskID]
+	known, cached := r.ok[kioskID]
 	r.mu.Unlock()
-	if ok && known == sum {
-		return true
+	if cached && known.stamp == stamp && known.sum == sum {
+		return stamp, true
 	}
-	var hash sql.NullString
-	err := r.db.QueryRowContext(context.Background(), r.db.Rebind(`SELECT password_hash FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&hash)
-	if err != nil || !hash.Valid || bcrypt.CompareHashAndPassword([]byte(hash.String), []byte(password)) != nil {
-		return false
+	if !slow {
+		return "", false
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash.String), []byte(password)) != nil {
+		return "", false
 	}
 	r.mu.Lock()
-	r.ok[kioskID] = sum
+	r.ok[kioskID] = checked{stamp: stamp, sum: sum}
 	r.mu.Unlock()
-	return true
+	return stamp, true
+}
+
+// Stamps returns the current credential stamp of every provisioned kiosk:
+// the broker closes a session whose stamp changed.
+func (r *Registry) Stamps(ctx context.Context) (map[string]string, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, password_hash FROM kiosks WHERE store IS NOT NULL AND password_hash IS NOT NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: stamps: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, hash string
+		if err := rows.Scan(&id, &hash); err != nil {
+			return nil, fmt.Errorf("fleet: stamps: %w", err)
+		}
+		out[id] = credentialStamp(hash)
+	}
+	return out, rows.Err()
+}
+
+// credentialStamp names a stored password hash without repeating it.
+func credentialStamp(hash string) string {
+	s := sha256.Sum256([]byte(hash))
+	return hex.EncodeToString(s[:8])
 }
 
 // List lists the provisioned kiosks with their stores.

@@ -177,14 +177,14 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 	defer cancel()
 	start := time.Now()
 	out, perr := f.sales.Purchase(ctx, kiosk, m.Payload())
-	f.publish(protocol.KioskTopic(kiosk, protocol.TopicPurchaseResult), 1, false, out)
-	if f.cfg.Meter != nil {
+	if f.cfg.Meter != nil { // before the kiosk hears it, so the charts never lag an answer
 		var code protocol.Code
 		if perr != nil {
 			code = perr.Code
 		}
 		f.cfg.Meter.Answered("kiosk", time.Since(start), code)
 	}
+	f.publish(protocol.KioskTopic(kiosk, protocol.TopicPurchaseResult), 1, false, out)
 	if perr != nil {
 		f.log.Info("purchase rejected", "kiosk", kiosk, "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
 	} else {

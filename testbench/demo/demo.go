@@ -77,6 +77,7 @@ type Demo struct {
 	kioskEnv  []string
 	kioskArgs []string
 	kiosk     *proc
+	hub       *proc
 	outMu     sync.Mutex
 	once      sync.Once
 }
@@ -207,6 +208,7 @@ func (d *Demo) start(ctx context.Context) error {
 	if err := d.spawn("hub", append(hubArgs, "--ready-file", ready)...); err != nil {
 		return err
 	}
+	d.hub = &d.procs[len(d.procs)-1]
 	if err := d.waitHub(ctx, ready, !cfg.ExternalBroker); err != nil {
 		return err
 	}
@@ -319,6 +321,9 @@ func (d *Demo) GPIO() *gpiosim.Sim             { return d.gpio }
 
 // JournalPath is the kiosk's sale journal.
 func (d *Demo) JournalPath() string { return filepath.Join(d.cfg.Dir, "kiosk", "journal.db") }
+
+// HubPID is the hub's process id.
+func (d *Demo) HubPID() int { return d.hub.cmd.Process.Pid }
 
 // KioskPID is the running kiosk's process id.
 func (d *Demo) KioskPID() int { return d.kiosk.cmd.Process.Pid }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -56,17 +55,24 @@ func readmeBlock(t *testing.T, name string) string {
 	return string(m[1])
 }
 
-// The hub and a kiosk run against a real mosquitto configured exactly as the
-// README says: the sale goes through, and one kiosk cannot read another's
-// results or speak for it.
-func TestMosquitto(t *testing.T) {
-	mosquitto, passwd := mosquittoTool(t, "mosquitto"), mosquittoTool(t, "mosquitto_passwd")
-	dir := t.TempDir()
-	etc := filepath.Join(dir, "mosquitto")
-	if err := os.MkdirAll(etc, 0o700); err != nil {
+// mosquitto is a mosquitto server configured as the README says, with one
+// more hub user, frank-hub-spy, for tests that watch with a hub's rights.
+type mosquitto struct {
+	t                 *testing.T
+	etc, addr, passwd string
+	bin               string
+	hubPassword       string
+	spyPassword       string
+	cmd               *osexec.Cmd
+}
+
+// newMosquitto writes the README's configuration into dir; start runs it.
+func newMosquitto(t *testing.T, dir string) *mosquitto {
+	t.Helper()
+	m := &mosquitto{t: t, bin: mosquittoTool(t, "mosquitto"), passwd: mosquittoTool(t, "mosquitto_passwd"), etc: filepath.Join(dir, "mosquitto")}
+	if err := os.MkdirAll(m.etc, 0o700); err != nil {
 		t.Fatal(err)
 	}
-
 	// The ACL grants a kiosk exactly the protocol's topics.
 	acl := readmeBlock(t, "/etc/mosquitto/frank.acl")
 	var pub, sub []string
@@ -86,64 +92,92 @@ func TestMosquitto(t *testing.T) {
 		t.Fatalf("README ACL lets kiosks write %v and read %v; the protocol says %v and %v",
 			pub, sub, protocol.KioskPublishes, protocol.KioskSubscribes)
 	}
-
-	conf := strings.ReplaceAll(readmeBlock(t, "/etc/mosquitto/conf.d/frank.conf"), "/etc/mosquitto/", etc+"/")
-	addr, err := demo.FreeAddr()
-	if err != nil {
+	acl += "\nuser frank-hub-spy\ntopic readwrite frank/v1/#\n"
+	conf := strings.ReplaceAll(readmeBlock(t, "/etc/mosquitto/conf.d/frank.conf"), "/etc/mosquitto/", m.etc+"/")
+	for _, must := range []string{"use_username_as_clientid true", "max_packet_size", "max_inflight_messages", "max_queued_messages"} {
+		if !strings.Contains(conf, must) {
+			t.Fatalf("README's mosquitto config lacks %s", must)
+		}
+	}
+	var err error
+	if m.addr, err = demo.FreeAddr(); err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := strings.Cut(addr, ":")
+	host, port, _ := strings.Cut(m.addr, ":")
 	conf = fmt.Sprintf("listener %s %s\npersistence false\nlog_dest stderr\n%s", port, host, conf)
 	if os.Geteuid() == 0 {
 		// Otherwise mosquitto drops to its own user, who cannot read our temp dir.
 		conf = "user root\n" + conf
 	}
-	write := func(name, text string) {
-		if err := os.WriteFile(filepath.Join(etc, name), []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("frank.conf", conf)
-	write("frank.acl", acl)
-	hubPassword := randomPassword(t)
-	setPassword := func(user, pw string) {
-		args := []string{"-b", filepath.Join(etc, "frank.passwd"), user, pw}
-		if !fileExists(filepath.Join(etc, "frank.passwd")) {
-			args = append([]string{"-c"}, args...)
-		}
-		if out, err := osexec.Command(passwd, args...).CombinedOutput(); err != nil {
-			t.Fatalf("mosquitto_passwd %s: %v: %s", user, err, out)
-		}
-	}
-	setPassword("frank-hub", hubPassword)
-
-	var broker *osexec.Cmd
+	m.write("frank.conf", conf)
+	m.write("frank.acl", acl)
+	m.hubPassword, m.spyPassword = randomPassword(t), randomPassword(t)
+	m.setPassword("frank-hub", m.hubPassword)
+	m.setPassword("frank-hub-spy", m.spyPassword)
 	t.Cleanup(func() {
-		if broker != nil {
-			broker.Process.Signal(syscall.SIGTERM)
-			broker.Wait()
+		if m.cmd != nil {
+			m.cmd.Process.Signal(syscall.SIGTERM)
+			m.cmd.Wait()
 		}
 	})
-	startBroker := func(kiosk, password string) error {
-		setPassword(kiosk, password)
-		broker = osexec.Command(mosquitto, "-c", filepath.Join(etc, "frank.conf"))
-		broker.Stdout, broker.Stderr = output(t), output(t)
-		broker.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-		if err := broker.Start(); err != nil {
-			return err
-		}
-		return waitTCP(addr, 10*time.Second)
-	}
+	return m
+}
 
-	ctx := context.Background()
-	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: dir, Broker: addr, ExternalBroker: true,
-		HubEnv: []string{"FRANK_BROKER_PASSWORD=" + hubPassword}, Provisioned: startBroker,
-		KioskID: "mq-k1", Store: "mq-store", Output: output(t)})
-	if err != nil {
-		t.Fatal(err)
+func (m *mosquitto) write(name, text string) {
+	if err := os.WriteFile(filepath.Join(m.etc, name), []byte(text), 0o600); err != nil {
+		m.t.Fatal(err)
 	}
-	defer d.Close()
+}
 
+// setPassword adds or replaces a user in the password file.
+func (m *mosquitto) setPassword(user, pw string) {
+	args := []string{"-b", filepath.Join(m.etc, "frank.passwd"), user, pw}
+	if !fileExists(filepath.Join(m.etc, "frank.passwd")) {
+		args = append([]string{"-c"}, args...)
+	}
+	if out, err := osexec.Command(m.passwd, args...).CombinedOutput(); err != nil {
+		m.t.Fatalf("mosquitto_passwd %s: %v: %s", user, err, out)
+	}
+}
+
+// start runs mosquitto and waits for its port.
+func (m *mosquitto) start() error {
+	m.cmd = osexec.Command(m.bin, "-c", filepath.Join(m.etc, "frank.conf"))
+	m.cmd.Stdout, m.cmd.Stderr = output(m.t), output(m.t)
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := m.cmd.Start(); err != nil {
+		return err
+	}
+	return waitTCP(m.addr, 10*time.Second)
+}
+
+// reload makes mosquitto reread its password file and ACL.
+func (m *mosquitto) reload() {
+	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// demo starts the whole system on this mosquitto, which starts once the
+// demo kiosk is provisioned.
+func (m *mosquitto) demo(cfg demo.Config) *demo.Demo {
+	m.t.Helper()
+	cfg.Broker, cfg.ExternalBroker = m.addr, true
+	cfg.HubEnv = append(cfg.HubEnv, "FRANK_BROKER_PASSWORD="+m.hubPassword)
+	cfg.Provisioned = func(kiosk, password string) error {
+		m.setPassword(kiosk, password)
+		return m.start()
+	}
+	return startDemo(m.t, cfg)
+}
+
+// The hub and a kiosk run against a real mosquitto configured exactly as the
+// README says: the sale goes through, and one kiosk cannot read another's
+// results, speak for it, or push it off by taking its client id.
+func TestMosquitto(t *testing.T) {
+	m := newMosquitto(t, t.TempDir())
+	d := m.demo(demo.Config{KioskID: "mq-k1", Store: "mq-store"})
+	addr, broker := m.addr, m
 	status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "quantity": 2, "payment": card("tok_approve")})
 	if status != http.StatusOK || len(rc.Labels) != 2 || rc.Total != 2*780 {
 		t.Fatalf("sale through mosquitto: %d %+v", status, rc)
@@ -154,13 +188,13 @@ func TestMosquitto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	setPassword("mq-k2", password(t, out))
-	if err := broker.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	broker.setPassword("mq-k2", password(t, out))
+	broker.reload()
 	var c mqtt.Client
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bare-mq-k2").
+		// mq-k1's client id: mosquitto must make it mq-k2's own, or the
+		// demo kiosk and this client would push each other off.
+		c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("mq-k1").
 			SetUsername("mq-k2").SetPassword(password(t, out)).SetAutoReconnect(false))
 		tok := c.Connect()
 		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
@@ -194,7 +228,7 @@ func TestMosquitto(t *testing.T) {
 	// Nor may it place an order in mq-k1's name: a listener with the hub's
 	// rights sees its own probe on that topic but never the forgery.
 	spy := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("spy").
-		SetUsername("frank-hub").SetPassword(hubPassword).SetAutoReconnect(false))
+		SetUsername("frank-hub-spy").SetPassword(broker.spyPassword).SetAutoReconnect(false))
 	if tok := spy.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
@@ -236,6 +270,9 @@ func TestMosquitto(t *testing.T) {
 	case b := <-leaked:
 		t.Fatalf("mq-k2 read mq-k1's result: %s", b)
 	case <-time.After(500 * time.Millisecond):
+	}
+	if !c.IsConnectionOpen() {
+		t.Fatal("mq-k2, connected with mq-k1's client id, was pushed off")
 	}
 	if out, err := d.Hub("ledger", "check"); err != nil {
 		t.Fatalf("ledger check: %v\n%s", err, out)
