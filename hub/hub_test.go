@@ -25,6 +25,7 @@ import (
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
 	"github.com/frank-postage/frank/testbench/cards"
@@ -448,6 +449,42 @@ func TestKioskConfinedToItsTopics(t *testing.T) {
 	tok.WaitTimeout(5 * time.Second)
 	if qos := tok.(*mqtt.SubscribeToken).Result()[protocol.KioskTopic("kiosk-1", protocol.TopicPurchaseResult)]; qos == 0x80 {
 		t.Error("kiosk-1 may not subscribe to its own results")
+	}
+}
+
+// A kiosk password replaced elsewhere (here through a second handle on
+// the store, as `hub kiosk add` in another process or another hub would)
+// stops working at once on the running hub: the open session is closed and
+// the old password is refused, while the new one works.
+func TestReplacedPasswordStopsAtOnce(t *testing.T) {
+	e := newEnv(t)
+	lost := make(chan struct{})
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.h.BrokerAddr).SetClientID("kiosk-1").SetUsername("kiosk-1").
+		SetPassword(e.pw["kiosk-1"]).SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { close(lost) })
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(50)
+	other, err := store.Open(context.Background(), filepath.Join(e.cfg.DataDir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	newPW, err := fleet.New(other).Add(context.Background(), "kiosk-1", "store-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session opened with the replaced password is still open")
+	}
+	if _, err := e.connect("kiosk-1", e.pw["kiosk-1"]); err == nil {
+		t.Fatal("the replaced password still connects")
+	}
+	if _, err := e.connect("kiosk-1", newPW); err != nil {
+		t.Fatalf("the new password: %v", err)
 	}
 }
 

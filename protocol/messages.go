@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -455,15 +456,84 @@ func decodeStrict(b []byte, v any) error {
 	if len(b) > MaxMessageBytes {
 		return Errorf(CodeMalformed, "message is %d bytes, limit %d", len(b), MaxMessageBytes)
 	}
+	return DecodeJSON(b, v)
+}
+
+// DecodeJSON decodes one JSON object into v as strictly as every Frank
+// message and API body is read: unknown fields are malformed_message, and
+// a key given twice in any object (encoding/json would let the last one
+// win, without regard to case) or anything after the object is
+// invalid_request. It does not bound the size; the caller does.
+func DecodeJSON(b []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
 		return Errorf(CodeMalformed, "%v", err)
 	}
 	if _, err := d.Token(); !errors.Is(err, io.EOF) {
-		return Errorf(CodeMalformed, "trailing data after the JSON object")
+		return Errorf(CodeInvalidRequest, "data after the JSON object: send one object")
+	}
+	if key, dup := duplicateKey(b); dup {
+		return Errorf(CodeInvalidRequest, "key %q appears twice in one object", key)
 	}
 	return nil
+}
+
+// duplicateKey finds a key named twice in one object of a document that
+// decoded, comparing keys as encoding/json matches them to fields: without
+// regard to ASCII case. A key that is not ASCII counts as a duplicate, since
+// no Frank field has one and Unicode folding could alias a field.
+func duplicateKey(b []byte) (string, bool) {
+	type object struct {
+		keys      map[string]bool
+		expectKey bool
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	var stack []*object // nil entries are arrays
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1] != nil {
+			stack[n-1].expectKey = true
+		}
+	}
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return "", false // EOF, or an error the decode already reported
+		}
+		top := (*object)(nil)
+		if n := len(stack); n > 0 {
+			top = stack[n-1]
+		}
+		if key, ok := tok.(string); ok && top != nil && top.expectKey {
+			folded := strings.ToLower(key)
+			if top.keys[folded] || !isASCII(key) {
+				return key, true
+			}
+			top.keys[folded], top.expectKey = true, false
+			continue
+		}
+		// Not a key: a value, or the end of an object or array.
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &object{keys: map[string]bool{}, expectKey: true})
+		case json.Delim('['):
+			stack = append(stack, nil)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func allDigits(s string) bool {

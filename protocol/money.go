@@ -71,10 +71,10 @@ func ParseDate(s string) (Date, error) {
 // leading zeros survive ("02134"), and as a number in the indicium.
 type ZIP string
 
-// Number returns z as the indicium carries it.
+// Number returns z as the indicium carries it. 00000 is no ZIP code.
 func (z ZIP) Number() (uint32, error) {
-	if len(z) != 5 || strings.Trim(string(z), "0123456789") != "" {
-		return 0, fmt.Errorf("protocol: zip %q: want five digits", string(z))
+	if len(z) != 5 || strings.Trim(string(z), "0123456789") != "" || z == "00000" {
+		return 0, fmt.Errorf("protocol: zip %q: want five digits, not 00000", string(z))
 	}
 	n, err := strconv.ParseUint(string(z), 10, 32)
 	return uint32(n), err

@@ -40,7 +40,7 @@ func TestDateAndZIP(t *testing.T) {
 	if n, err := protocol.ZIP("02134").Number(); err != nil || n != 2134 || protocol.ZIPFromNumber(n) != "02134" {
 		t.Errorf("zip = %d, %v", n, err)
 	}
-	for _, bad := range []protocol.ZIP{"", "2134", "021345", "0213a"} {
+	for _, bad := range []protocol.ZIP{"", "2134", "021345", "0213a", "00000"} {
 		if _, err := bad.Number(); err == nil {
 			t.Errorf("zip %q accepted", bad)
 		}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/xml"
+	"errors"
+	"io"
 	"log/slog"
 	"strings"
 )
@@ -105,5 +107,24 @@ func decodeXML(b []byte, v any) error {
 	if err := d.Decode(v); err != nil {
 		return Errorf(CodeMalformed, "xml: %v", err)
 	}
-	return nil
+	// One document, one root: after it only white space, comments and
+	// processing instructions may follow.
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return Errorf(CodeMalformed, "xml after the root element: %v", err)
+		}
+		switch t := tok.(type) {
+		case xml.Comment, xml.ProcInst:
+		case xml.CharData:
+			if len(bytes.TrimSpace(t)) > 0 {
+				return Errorf(CodeInvalidRequest, "text after the root element: send one document")
+			}
+		default:
+			return Errorf(CodeInvalidRequest, "a second root element: send one document")
+		}
+	}
 }

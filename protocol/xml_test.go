@@ -69,3 +69,18 @@ func TestXMLRejects(t *testing.T) {
 		}
 	}
 }
+
+// One document has one root: a second root element, or text after the
+// first, is invalid_request; comments and white space may follow.
+func TestXMLOneRoot(t *testing.T) {
+	good := `<server.bp_RequestWebStampParams><LoginID>a</LoginID><Amount>780</Amount><RateClass>1100</RateClass><FIM>0</FIM><SerialNumber>1966-F8CF</SerialNumber></server.bp_RequestWebStampParams>`
+	if _, err := protocol.DecodeWebStampRequest([]byte(good + "\n<!-- sent by a test -->\n")); err != nil {
+		t.Fatalf("one root and a comment: %v", err)
+	}
+	for _, tail := range []string{good, "<x/>", "text"} {
+		_, err := protocol.DecodeWebStampRequest([]byte(good + tail))
+		if c := protocol.AsError(err).Code; err == nil || c != protocol.CodeInvalidRequest {
+			t.Errorf("followed by %.20q: %v, want invalid_request", tail, err)
+		}
+	}
+}

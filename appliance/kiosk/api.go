@@ -2,6 +2,7 @@ package kiosk
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,11 +44,16 @@ func (k *Kiosk) Handler() http.Handler {
 	return r
 }
 
+// decodeBody reads a JSON body as strictly as the hub reads messages:
+// one object, known fields, no key twice.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		writeError(w, protocol.Errorf(protocol.CodeMalformed, "%v", err))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
+	if err != nil {
+		writeError(w, protocol.Errorf(protocol.CodeMalformed, "reading the body: %v", err))
+		return false
+	}
+	if err := protocol.DecodeJSON(b, v); err != nil {
+		writeError(w, err)
 		return false
 	}
 	return true
@@ -125,8 +131,8 @@ func (k *Kiosk) prices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mg, err := strconv.ParseInt(r.URL.Query().Get("weight_mg"), 10, 64)
-	if err != nil || mg <= 0 {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "weight_mg: want a positive integer"))
+	if err != nil || mg <= 0 || mg > protocol.MaxWeightMg {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "weight_mg: want 1 to %d", protocol.MaxWeightMg))
 		return
 	}
 	out := []price{}
@@ -145,6 +151,10 @@ func (k *Kiosk) prices(w http.ResponseWriter, r *http.Request) {
 func (k *Kiosk) sell(w http.ResponseWriter, r *http.Request) {
 	var o Order
 	if !decodeBody(w, r, &o) {
+		return
+	}
+	if err := o.Validate(); err != nil {
+		writeError(w, err)
 		return
 	}
 	rc, err := k.Sell(r.Context(), o)

@@ -539,11 +539,37 @@ func (k *Kiosk) notSelling(labelsGiven bool) []string {
 
 // Order is what the customer chose.
 type Order struct {
-	RateClass string           `json:"rate_class"`
-	WeightMg  int64            `json:"weight_mg"`
-	Quantity  int              `json:"quantity,omitempty"` // stamps; default 1
-	Labels    []string         `json:"labels,omitempty"`   // default: the next free labels of the loaded stock
-	Payment   protocol.Payment `json:"payment"`
+	RateClass string `json:"rate_class"`
+	// WeightMg is what the screen showed; 0 takes the scale's reading.
+	WeightMg int64            `json:"weight_mg"`
+	Quantity *int             `json:"quantity,omitempty"` // stamps, 1 to protocol.MaxItems; default 1
+	Labels   []string         `json:"labels,omitempty"`   // default: the next free labels of the loaded stock
+	Payment  protocol.Payment `json:"payment"`
+}
+
+// Validate refuses, as invalid_request, an order no sale could come of:
+// nothing reaches the scale, the card terminal or the hub for it.
+func (o *Order) Validate() error {
+	bad := func(format string, args ...any) error { return protocol.Errorf(protocol.CodeInvalidRequest, format, args...) }
+	switch {
+	case o.WeightMg < 0 || o.WeightMg > protocol.MaxWeightMg:
+		return bad("weight_mg: want 1 to %d, or 0 for the scale's reading", protocol.MaxWeightMg)
+	case o.Quantity != nil && (*o.Quantity < 1 || *o.Quantity > protocol.MaxItems):
+		return bad("quantity: want 1 to %d stamps", protocol.MaxItems)
+	case len(o.Labels) > protocol.MaxItems:
+		return bad("labels: want at most %d", protocol.MaxItems)
+	case o.Quantity != nil && len(o.Labels) > 0 && *o.Quantity != len(o.Labels):
+		return bad("quantity %d and %d labels: give one or the other", *o.Quantity, len(o.Labels))
+	}
+	return nil
+}
+
+// count is how many stamps the order is for.
+func (o *Order) count() int {
+	if o.Quantity != nil {
+		return *o.Quantity
+	}
+	return 1
 }
 
 // LabelResult is one label's outcome.
@@ -573,6 +599,9 @@ type saleRecord struct {
 
 // Sell runs one sale: price, ask the hub, print each label, report.
 func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
 	k.saleMu.Lock()
 	defer k.saleMu.Unlock()
 	defer k.setProgress(Progress{Step: "idle"})
@@ -611,8 +640,7 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	}
 	labels := o.Labels
 	if len(labels) == 0 {
-		n := max(o.Quantity, 1)
-		if labels, err = k.nextLabels(n); err != nil {
+		if labels, err = k.nextLabels(o.count()); err != nil {
 			return nil, err
 		}
 	}

@@ -3,15 +3,20 @@ package kiosk_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/appliance/escpos"
 	"github.com/frank-postage/frank/appliance/kiosk"
@@ -79,6 +84,11 @@ type fakeHub struct {
 
 func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
 	t.Helper()
+	return setupWith(t, fh, nil)
+}
+
+func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kiosk, *fakePrinter) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "hub", HubPassword: "hub-secret", Kiosks: passwords{"k1": "k1-secret"}}, log)
 	if err != nil {
@@ -117,8 +127,12 @@ func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
 	}).Wait()
 
 	p := &fakePrinter{}
-	k, err := kiosk.New(kiosk.Config{ID: "k1", Broker: url, Username: "k1", Password: "k1-secret", OriginZIP: "94544",
-		ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second}, p, log)
+	kc := kiosk.Config{ID: "k1", Broker: url, Username: "k1", Password: "k1-secret", OriginZIP: "94544",
+		ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second}
+	if edit != nil {
+		edit(&kc)
+	}
+	k, err := kiosk.New(kc, p, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,4 +304,86 @@ func TestHeartbeatFollowsConfig(t *testing.T) {
 	if got[2].KioskID != "k1" || got[2].InService || got[2].LabelsLeft != 0 || got[2].UptimeS < 1 {
 		t.Fatalf("telemetry %+v", got[2])
 	}
+}
+
+// Bad orders at the local API are invalid_request, and nothing reaches
+// the hub or the printer: a quantity or weight out of range, trailing
+// data, a key given twice.
+func TestAPIInputRules(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, p := setup(t, fh)
+	srv := httptest.NewServer(k.Handler())
+	defer srv.Close()
+	const good = `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok"}}`
+	for name, body := range map[string]string{
+		"zero quantity":      `{"rate_class":"1100","weight_mg":20000,"quantity":0,"payment":{"method":"card_token","token":"tok"}}`,
+		"negative quantity":  `{"rate_class":"1100","weight_mg":20000,"quantity":-3,"payment":{"method":"card_token","token":"tok"}}`,
+		"absurd quantity":    `{"rate_class":"1100","weight_mg":20000,"quantity":1000000,"payment":{"method":"card_token","token":"tok"}}`,
+		"over the limit":     `{"rate_class":"1100","weight_mg":20000,"quantity":11,"payment":{"method":"card_token","token":"tok"}}`,
+		"negative weight":    `{"rate_class":"1100","weight_mg":-20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok"}}`,
+		"absurd weight":      `{"rate_class":"1100","weight_mg":9223372036854775807,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok"}}`,
+		"trailing object":    good + `{}`,
+		"trailing garbage":   good + `x`,
+		"duplicate key":      `{"rate_class":"1100","weight_mg":20000,"weight_mg":1,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok"}}`,
+		"duplicate key case": `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok","TOKEN":"other"}}`,
+	} {
+		resp, err := http.Post(srv.URL+"/api/v1/sales", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{ Error *protocol.Error }
+		json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || out.Error == nil || out.Error.Code != protocol.CodeInvalidRequest {
+			t.Errorf("%s: %d %+v, want 400 invalid_request", name, resp.StatusCode, out.Error)
+		}
+	}
+	for _, q := range []string{"0", "-1", "99999999999"} {
+		resp, err := http.Get(srv.URL + "/api/v1/prices?weight_mg=" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("prices at %s mg: %d", q, resp.StatusCode)
+		}
+	}
+	if n := fh.requests.Load(); n != 0 || p.count() != 0 {
+		t.Fatalf("%d requests reached the hub and %d labels printed", n, p.count())
+	}
+}
+
+// Wrong staff PINs are limited: after five, even the right PIN waits.
+func TestStaffPINLimit(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, _ := setupWith(t, fh, func(c *kiosk.Config) { c.StaffPINHash = pinHash(t, "2468") })
+	srv := httptest.NewServer(k.Handler())
+	defer srv.Close()
+	login := func(pin string) int {
+		resp, err := http.Post(srv.URL+"/api/v1/staff/login", "application/json", strings.NewReader(`{"pin":"`+pin+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := login("2468"); st != http.StatusOK {
+		t.Fatalf("right PIN: %d", st)
+	}
+	for i := range 5 {
+		if st := login(fmt.Sprintf("%04d", i)); st != http.StatusUnauthorized {
+			t.Fatalf("wrong PIN %d: %d", i, st)
+		}
+	}
+	if st := login("2468"); st != http.StatusTooManyRequests {
+		t.Fatalf("right PIN after five wrong ones: %d, want 429", st)
+	}
+}
+
+func pinHash(t *testing.T, pin string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(pin), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
 }

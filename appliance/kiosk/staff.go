@@ -12,6 +12,15 @@ import (
 // staffTTL is how long a staff login lasts without use.
 const staffTTL = 10 * time.Minute
 
+// A PIN has four to eight digits, so guessing is slowed: after
+// pinAttempts wrong PINs in a row, PIN logins wait pinLockout, which
+// doubles with each lockout in a row (at most a day); a right PIN or badge
+// resets it.
+const (
+	pinAttempts = 5
+	pinLockout  = 5 * time.Minute
+)
+
 // staffSessions are the touchscreen's staff logins. A PIN is checked
 // against a bcrypt hash from the config; a badge against the configured
 // badge ids. A badge scanned at the kiosk logs in the next PIN-less login
@@ -22,18 +31,42 @@ type staffSessions struct {
 	badges  []string
 	tokens  map[string]time.Time
 	badgeAt time.Time
+
+	fails       int           // wrong PINs in a row
+	lockouts    int           // lockouts in a row
+	lockedUntil time.Time     // no PIN is checked before then
+	now         func() time.Time
 }
 
 func (s *staffSessions) init(pinHash string, badges []string) {
 	s.pinHash, s.badges, s.tokens = []byte(pinHash), badges, map[string]time.Time{}
+	if s.now == nil {
+		s.now = time.Now
+	}
 }
 
-// login returns a session token for a right PIN or badge, or "".
-func (s *staffSessions) login(pin, badge string) string {
+// login returns a session token for a right PIN or badge, or "" and, when
+// PINs are locked out, how long until the next may be tried.
+func (s *staffSessions) login(pin, badge string) (string, time.Duration) {
 	ok := false
 	switch {
 	case pin != "" && len(s.pinHash) > 0:
+		s.mu.Lock()
+		wait := s.lockedUntil.Sub(s.now())
+		s.mu.Unlock()
+		if wait > 0 {
+			return "", wait
+		}
 		ok = bcrypt.CompareHashAndPassword(s.pinHash, []byte(pin)) == nil
+		s.mu.Lock()
+		if ok {
+			s.fails, s.lockouts = 0, 0
+		} else if s.fails++; s.fails >= pinAttempts {
+			s.fails = 0
+			s.lockedUntil = s.now().Add(min(pinLockout<<s.lockouts, 24*time.Hour))
+			s.lockouts = min(s.lockouts+1, 10)
+		}
+		s.mu.Unlock()
 	case badge != "":
 		for _, b := range s.badges {
 			ok = ok || subtle.ConstantTimeCompare([]byte(b), []byte(badge)) == 1
@@ -45,11 +78,14 @@ func (s *staffSessions) login(pin, badge string) string {
 		ok, s.badgeAt = true, time.Time{}
 	}
 	if !ok {
-		return ""
+		return "", 0
+	}
+	if badge != "" {
+		s.fails, s.lockouts = 0, 0
 	}
 	t := rand.Text()
 	s.tokens[t] = time.Now()
-	return t
+	return t, 0
 }
 
 func (s *staffSessions) badgeSeen(code string) {

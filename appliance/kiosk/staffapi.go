@@ -2,8 +2,10 @@ package kiosk
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -27,7 +29,14 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 		if !decodeBody(w, r, &body) {
 			return
 		}
-		tok := k.staff.login(body.PIN, body.Badge)
+		tok, wait := k.staff.login(body.PIN, body.Badge)
+		if wait > 0 {
+			k.log.Warn("staff PIN locked out after wrong PINs", "wait", wait.Round(time.Second))
+			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": protocol.Errorf(protocol.CodeUnauthorized,
+				"too many wrong PINs; try again in %s, or use a badge", wait.Round(time.Second))})
+			return
+		}
 		if tok == "" {
 			k.log.Warn("staff login refused")
 			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": protocol.Errorf(protocol.CodeUnauthorized, "wrong PIN or badge")})
