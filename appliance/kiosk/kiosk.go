@@ -550,7 +550,9 @@ type Order struct {
 // Validate refuses, as invalid_request, an order no sale could come of:
 // nothing reaches the scale, the card terminal or the hub for it.
 func (o *Order) Validate() error {
-	bad := func(format string, args ...any) error { return protocol.Errorf(protocol.CodeInvalidRequest, format, args...) }
+	bad := func(format string, args ...any) error {
+		return protocol.Errorf(protocol.CodeInvalidRequest, format, args...)
+	}
 	switch {
 	case o.WeightMg < 0 || o.WeightMg > protocol.MaxWeightMg:
 		return bad("weight_mg: want 1 to %d, or 0 for the scale's reading", protocol.MaxWeightMg)

@@ -32,9 +32,9 @@ type staffSessions struct {
 	tokens  map[string]time.Time
 	badgeAt time.Time
 
-	fails       int           // wrong PINs in a row
-	lockouts    int           // lockouts in a row
-	lockedUntil time.Time     // no PIN is checked before then
+	fails       int       // wrong PINs in a row
+	lockouts    int       // lockouts in a row
+	lockedUntil time.Time // no PIN is checked before then
 	now         func() time.Time
 }
 
