@@ -448,7 +448,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
 		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, EnrollLimiter: websession.NewLimiter(5, 15*time.Minute),
-		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()),
+		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them

@@ -413,8 +413,10 @@ func TestMetricsMatchLedger(t *testing.T) {
 		t.Fatalf("web buy: %d %s %s", st, loc, page)
 	}
 
-	if st, _, _ := e.browser().do("GET", "/metrics", nil); st != http.StatusUnauthorized {
-		t.Fatalf("/metrics without a token: %d", st)
+	for _, path := range []string{"/metrics", "/api/v1/psdm"} {
+		if st, _, _ := e.browser().do("GET", path, nil); st != http.StatusUnauthorized {
+			t.Fatalf("%s without a token: %d", path, st)
+		}
 	}
 	if _, err := e.h.Operators().Add(context.Background(), "prometheus", "operator password 1", "ops", nil); err != nil {
 		t.Fatal(err)
@@ -422,6 +424,9 @@ func TestMetricsMatchLedger(t *testing.T) {
 	tok, err := e.h.Operators().NewToken(context.Background(), "prometheus", "scrape")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st, _, psdm := e.browser().do("GET", "/api/v1/psdm", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || !strings.Contains(psdm, "mpsd") {
+		t.Fatalf("/api/v1/psdm with an ops token: %d %s", st, psdm)
 	}
 	st, _, body := e.browser().do("GET", "/metrics", nil, "Authorization", "Bearer "+tok)
 	if st != http.StatusOK {

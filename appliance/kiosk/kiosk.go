@@ -12,12 +12,10 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -136,8 +134,7 @@ type Kiosk struct {
 	progress atomic.Pointer[Progress] // the sale in hand, for the touchscreen
 
 	journal   saleJournal
-	crashAt   string // test hook: the step ("printing", or "printing:2" for its second time) at which to die
-	steps     map[string]int
+	crash     crashPoint // power-cut tests only; empty unless built with -tags crashtest
 	recovered chan struct{}
 }
 
@@ -162,23 +159,6 @@ func (k *Kiosk) setProgress(p Progress) { k.progress.Store(&p) }
 // UseJournal makes every sale step durable in j before it is acted on;
 // call it before Connect, which settles what j holds unfinished.
 func (k *Kiosk) UseJournal(j saleJournal) { k.journal = j }
-
-// CrashAt makes the kiosk kill itself with SIGKILL when a sale reaches
-// step (begun, answered, printing, printed, reported; "printed:2" for the
-// second label): the power-cut tests.
-func (k *Kiosk) CrashAt(step string) { k.crashAt, k.steps = step, map[string]int{} }
-
-func (k *Kiosk) step(name string) {
-	if k.crashAt == "" {
-		return
-	}
-	k.steps[name]++
-	if k.crashAt == name || k.crashAt == fmt.Sprintf("%s:%d", name, k.steps[name]) {
-		k.log.Warn("crashing on purpose", "step", name)
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {} // SIGKILL is not instant
-	}
-}
 
 // Recovered is closed once the sales a power cut left unfinished are
 // settled.

@@ -78,6 +78,9 @@ type Server struct {
 	Console http.Handler
 	OpsAPI  http.Handler
 	Metrics http.Handler
+	// OpsOnly guards what only ops may read (/api/v1/psdm: the MPSDs and
+	// their registers); without it that is not served.
+	OpsOnly func(http.Handler) http.Handler
 	Log     *slog.Logger
 }
 
@@ -88,7 +91,9 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/healthz", s.healthz)
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Get("/certificates", s.certificates)
-		r.Get("/psdm", s.psdm)
+		if s.OpsOnly != nil {
+			r.Method(http.MethodGet, "/psdm", s.OpsOnly(http.HandlerFunc(s.psdm)))
+		}
 		r.Post("/webstamp", s.webstamp)
 		if s.Enroll != nil {
 			r.Post("/enroll", s.enroll)

@@ -57,6 +57,9 @@ type Config struct {
 	// hub starts, so that an external broker can be told them.
 	Provisioned func(kiosk, password string) error
 	KioskEnv    []string // more environment for the kiosk (e.g. FRANK_KIOSK_CRASH_AT)
+	// KioskBinary is the kiosk program's name in BinDir; default "kiosk".
+	// The power-cut tests use one built with -tags crashtest.
+	KioskBinary string
 	KioskArgs   []string // more flags for the kiosk (e.g. --remedy-window 1s)
 }
 
@@ -107,6 +110,9 @@ func Start(ctx context.Context, cfg Config) (*Demo, error) {
 	}
 	if cfg.Sheets == 0 {
 		cfg.Sheets = 3
+	}
+	if cfg.KioskBinary == "" {
+		cfg.KioskBinary = "kiosk"
 	}
 	// The postal authority and the card gateway listen in this process,
 	// the hub and the kiosk in their own, on ports the kernel picks
@@ -289,7 +295,7 @@ func orAny(addr string) string {
 func (d *Demo) startKiosk(ctx context.Context) error {
 	readyFile := filepath.Join(d.cfg.Dir, "kiosk", "ready.json")
 	os.Remove(readyFile)
-	if err := d.spawn("kiosk", d.kioskArgs...); err != nil {
+	if err := d.spawnAs("kiosk", d.cfg.KioskBinary, d.kioskArgs...); err != nil {
 		return err
 	}
 	d.kiosk = &d.procs[len(d.procs)-1]
@@ -458,8 +464,11 @@ func (d *Demo) run(name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-func (d *Demo) spawn(name string, args ...string) error {
-	bin := filepath.Join(d.cfg.BinDir, name)
+func (d *Demo) spawn(name string, args ...string) error { return d.spawnAs(name, name, args...) }
+
+// spawnAs starts BinDir/program as the child called name.
+func (d *Demo) spawnAs(name, program string, args ...string) error {
+	bin := filepath.Join(d.cfg.BinDir, program)
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("demo: %s binary: %w (run make build)", name, err)
 	}

@@ -32,11 +32,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../../hub/cmd/hub", "../../appliance/cmd/kiosk", "../cmd/testbench")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
-		os.Exit(1)
+	// The binaries as shipped, and a kiosk with the power-cut tests' hook.
+	for _, args := range [][]string{
+		{"build", "-o", dir + "/", "../../hub/cmd/hub", "../../appliance/cmd/kiosk", "../cmd/testbench"},
+		{"build", "-tags", "crashtest", "-o", dir + "/kiosk-crashtest", "../../appliance/cmd/kiosk"},
+	} {
+		cmd := exec.Command("go", args...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,7 +28,7 @@ func TestKioskPowerCut(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
 			d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: dir, Sheets: 1, Output: output(t),
-				KioskEnv: []string{"FRANK_KIOSK_CRASH_AT=" + step}})
+				KioskEnv: []string{"FRANK_KIOSK_CRASH_AT=" + step}, KioskBinary: "kiosk-crashtest"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,4 +135,30 @@ func sqlOpen(t *testing.T, path string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// The power-cut hook is only in the test build: the kiosk as shipped
+// ignores FRANK_KIOSK_CRASH_AT and sells, and has no code to kill itself.
+func TestShippedKioskHasNoCrashHook(t *testing.T) {
+	for _, b := range []struct {
+		name string
+		hook bool
+	}{{"kiosk", false}, {"kiosk-crashtest", true}} {
+		bin, err := os.ReadFile(filepath.Join(binDir, b.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if has := bytes.Contains(bin, []byte("crashing on purpose")); has != b.hook {
+			t.Fatalf("%s has the crash hook: %v, want %v", b.name, has, b.hook)
+		}
+	}
+	d := startDemo(t, demo.Config{Sheets: 1, KioskEnv: []string{"FRANK_KIOSK_CRASH_AT=begun"}})
+	if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK || rc.Status != "ok" {
+		t.Fatalf("sale: %d %+v", status, rc)
+	}
+	select {
+	case <-d.KioskExited():
+		t.Fatal("the shipped kiosk died at the test hook's step")
+	default:
+	}
 }

@@ -226,9 +226,7 @@ func run() int {
 	defer j.Close()
 	k.UseJournal(j)
 	k.UseDevices(devs)
-	if step := os.Getenv("FRANK_KIOSK_CRASH_AT"); step != "" {
-		k.CrashAt(step) // power-cut tests only
-	}
+	armCrash(k) // power-cut tests only: a no-op unless built with -tags crashtest
 	ctx := sigCtx
 	if err := k.Connect(); err != nil {
 		log.Error("connect", "err", err)
