@@ -319,47 +319,84 @@ func (s *Service) fraud(ctx context.Context, kioskID, requestID string, labels [
 	}
 }
 
-// Refund answers a refund request for a label that failed to print.
+// Refund answers a refund request for a label that failed to print. A
+// resend that arrives while the first copy is served waits for it and gets
+// the same answer, and two requests for one label (a sweep and a customer's
+// tap) take turns: the second finds the refund done.
 func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error) {
 	req, err := protocol.DecodeRefundRequest(payload)
-	id := ""
-	if req != nil {
-		id = req.RequestID
-	}
-	answer := func(amount protocol.Mills, err error) ([]byte, *protocol.Error) {
-		res := protocol.RefundResult{RequestID: id, Status: protocol.ResultOK, AmountMills: amount}
-		var perr *protocol.Error
-		if err != nil {
-			perr = protocol.AsError(err)
-			res = protocol.RefundResult{RequestID: id, Status: protocol.ResultRejected, Error: perr}
-		}
-		out, _ := json.Marshal(res) // strings and numbers only: cannot fail
-		return out, perr
-	}
 	if err != nil {
-		return answer(0, err)
+		id := ""
+		if req != nil {
+			id = req.RequestID
+		}
+		return refundAnswer(id, 0, err)
 	}
 	if req.KioskID != kioskID {
-		return answer(0, protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a message on kiosk %s's topic", req.KioskID, kioskID))
+		return refundAnswer(req.RequestID, 0, protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a message on kiosk %s's topic", req.KioskID, kioskID))
 	}
+	canon, _ := json.Marshal(req) // strings only: cannot fail
+	h := sha256.Sum256(canon)
+	key := "refund:" + kioskID + "/" + req.RequestID
+	f, first := s.join(key, h[:])
+	if !first {
+		<-f.done
+		if string(f.hash) != string(h[:]) {
+			return refundAnswer(req.RequestID, 0, protocol.Errorf(protocol.CodeIdempotencyConflict,
+				"request_id %s was used before with a different body", req.RequestID))
+		}
+		return f.out, f.perr
+	}
+	defer s.leave(key, f)
 	label, _ := protocol.ParseLabelSerial(req.Label.LabelSerial)
+	defer s.serialize("refund-label:" + label.String())()
+	amt, err := s.refund(ctx, kioskID, req, label)
+	f.out, f.perr = refundAnswer(req.RequestID, amt, err)
+	return f.out, f.perr
+}
+
+func (s *Service) refund(ctx context.Context, kioskID string, req *protocol.RefundRequest, label protocol.LabelSerial) (protocol.Mills, error) {
 	if amt, done, err := s.Book.RefundDone(ctx, kioskID, req.RequestID, label); err != nil || done {
-		return answer(amt, err)
+		return amt, err
 	}
 	sp, err := s.Book.FailedLabel(ctx, kioskID, req.Label.RequestID, label)
 	if err != nil {
-		return answer(0, err)
+		return 0, err
 	}
 	key := payments.Key{KioskID: kioskID, RequestID: sp.PaidBy}
 	if err := s.Money.Refund(ctx, key, sp.Postage, "refund:"+label.String()); err != nil {
 		s.Log.Error("refund failed", "kiosk", kioskID, "label", label, "err", err)
-		return answer(0, err)
+		return 0, err
 	}
 	if err := s.Book.RecordRefund(ctx, label, kioskID, req.RequestID, sp.Postage); err != nil {
-		return answer(0, err)
+		return 0, err
 	}
 	s.Log.Info("refunded a stamp that failed to print", "kiosk", kioskID, "label", label, "amount", sp.Postage.String())
-	return answer(sp.Postage, nil)
+	return sp.Postage, nil
+}
+
+// refundAnswer is the RefundResult for amount or err.
+func refundAnswer(requestID string, amount protocol.Mills, err error) ([]byte, *protocol.Error) {
+	res := protocol.RefundResult{RequestID: requestID, Status: protocol.ResultOK, AmountMills: amount}
+	var perr *protocol.Error
+	if err != nil {
+		perr = protocol.AsError(err)
+		res = protocol.RefundResult{RequestID: requestID, Status: protocol.ResultRejected, Error: perr}
+	}
+	out, _ := json.Marshal(res) // strings and numbers only: cannot fail
+	return out, perr
+}
+
+// serialize waits until no one else holds key, holds it, and returns its
+// release.
+func (s *Service) serialize(key string) func() {
+	for {
+		f, first := s.join(key, nil)
+		if first {
+			return func() { s.leave(key, f) }
+		}
+		<-f.done
+	}
 }
 
 func (s *Service) join(key string, hash []byte) (*flight, bool) {
