@@ -87,6 +87,10 @@ type Config struct {
 	// negative, no limit, for simulated kiosks).
 	BrokerConnsPerIP int
 	KioskMsgRate     float64
+	// TrustedProxies are the reverse proxies (addresses or CIDR prefixes)
+	// in front of the HTTP API whose X-Forwarded-For names the client, for
+	// login limits and logs; nobody else's is believed.
+	TrustedProxies []string
 	// KioskBroker is the broker address enrolling kiosks are told, like
 	// tcp://hub.example:1883; empty, they use the hub's host and 1883.
 	KioskBroker string
@@ -195,6 +199,9 @@ func (c *Config) Check() error {
 	if _, err := rates.LoadDir(c.RatesDir); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := websession.ParseProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -247,6 +254,7 @@ type Hub struct {
 	tickMu        sync.Mutex
 	closeOnce     sync.Once
 	pushedRates   string // the rate table version the kiosks were last sent
+	proxies       websession.Proxies
 	// HTTPAddr and BrokerAddr are where the hub listens, after Start.
 	HTTPAddr   string
 	BrokerAddr string
@@ -435,6 +443,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err
 	}
+	if h.proxies, err = websession.ParseProxies(h.cfg.TrustedProxies); err != nil {
+		return fmt.Errorf("hub: start: %w", err)
+	}
 	ln, err := net.Listen("tcp", h.cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("hub: listen %s: %w", h.cfg.HTTPListen, err)
@@ -442,12 +453,12 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.HTTPAddr = ln.Addr().String()
 	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
 		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Log: h.log.With("component", "console"), Now: now,
-		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies, now), Limiter: websession.NewLimiter(5, 15*time.Minute)}
+		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies, now), Logins: websession.NewLogins("console", h.proxies)}
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
-		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies, now), Limiter: websession.NewLimiter(5, 15*time.Minute),
+		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies, now), Logins: websession.NewLogins("portal", h.proxies),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
-		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, EnrollLimiter: websession.NewLimiter(5, 15*time.Minute),
+		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, EnrollLogins: websession.NewCodeLimit("enroll", h.proxies),
 		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}

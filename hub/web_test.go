@@ -318,9 +318,11 @@ func TestWebSecurity(t *testing.T) {
 	})
 
 	t.Run("logins are rate limited", func(t *testing.T) {
+		// No proxy is trusted here, so a forged X-Forwarded-For changes nothing.
 		b := e.browser()
 		for i := range 5 {
-			if st, _, _ := b.do("POST", "/console/login", url.Values{"login": {"olivia"}, "password": {"guess " + fmt.Sprint(i)}}); st != http.StatusUnauthorized {
+			if st, _, _ := b.do("POST", "/console/login", url.Values{"login": {"olivia"}, "password": {"guess " + fmt.Sprint(i)}},
+				"X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i)); st != http.StatusUnauthorized {
 				t.Fatalf("wrong password %d: %d", i, st)
 			}
 		}
@@ -591,5 +593,37 @@ func TestEnrollment(t *testing.T) {
 	db.QueryRow(`SELECT COUNT(*) FROM enrollments WHERE instr(CAST(sealed AS TEXT), ?) > 0`, pw).Scan(&stored)
 	if stored != 0 {
 		t.Fatal("the password is stored in the clear")
+	}
+}
+
+// Behind a reverse proxy the hub trusts, one client's wrong passwords lock
+// that client out, not everyone else behind the same proxy.
+func TestLoginLimitsBehindProxy(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.TrustedProxies = []string{"127.0.0.1", "::1"} })
+	e.operator("olivia", "ops")
+	e.operator("oscar", "ops")
+	mallory := e.browser()
+	for i := range 5 {
+		if st, _, _ := mallory.do("POST", "/console/login", url.Values{"login": {"olivia"}, "password": {"guess " + fmt.Sprint(i)}},
+			"X-Forwarded-For", "203.0.113.66"); st != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i, st)
+		}
+	}
+	if st, _, _ := mallory.do("POST", "/console/login", url.Values{"login": {"olivia"}, "password": {"operator password 1"}},
+		"X-Forwarded-For", "203.0.113.66"); st != http.StatusTooManyRequests {
+		t.Fatalf("mallory's sixth try: %d, want 429", st)
+	}
+	for _, who := range []struct{ login, from string }{{"olivia", "198.51.100.1"}, {"oscar", "198.51.100.2"}} {
+		st, loc, _ := e.browser().do("POST", "/console/login", url.Values{"login": {who.login}, "password": {"operator password 1"}},
+			"X-Forwarded-For", who.from)
+		if st != http.StatusSeeOther || !strings.HasPrefix(loc, "/console/") {
+			t.Errorf("%s from %s, behind the same proxy: %d %s", who.login, who.from, st, loc)
+		}
+	}
+	// The portal, on its own limits, is untouched by the console's.
+	e.customer("pat", "")
+	if st, _, _ := e.browser().do("POST", "/portal/login", url.Values{"login": {"pat"}, "password": {"correct horse battery"}},
+		"X-Forwarded-For", "203.0.113.66"); st != http.StatusSeeOther {
+		t.Fatalf("portal login from mallory's address: %d", st)
 	}
 }

@@ -72,7 +72,7 @@ type Server struct {
 	Enroll        enroller
 	KioskBroker   string
 	BrokerAddr    string // the embedded broker's address, if it runs
-	EnrollLimiter *session.Limiter
+	EnrollLogins  *session.Logins // wrong codes, per address
 	// Portal, Console, OpsAPI and Metrics are mounted when set.
 	Portal  http.Handler
 	Console http.Handler
@@ -222,8 +222,7 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 
 // enroll trades a one-time code for a kiosk's broker credentials.
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
-	ip := "enroll-ip:" + session.ClientIP(r)
-	if ok, wait := s.EnrollLimiter.Allow(ip); !ok {
+	if ok, wait := s.EnrollLogins.Allow(r, ""); !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		writeJSON(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeUnauthorized, "too many wrong codes from this address; try again later"))
 		return
@@ -240,8 +239,8 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.Enroll.Enroll(r.Context(), req.Code)
 	if errors.Is(err, fleet.ErrEnrollCode) {
-		s.EnrollLimiter.Fail(ip)
-		s.Log.Warn("enrollment refused", "ip", session.ClientIP(r))
+		s.EnrollLogins.Fail(r, "")
+		s.Log.Warn("enrollment refused", "ip", s.EnrollLogins.ClientIP(r))
 		writeJSON(w, http.StatusForbidden, protocol.Errorf(protocol.CodeUnauthorized, "the code is wrong, used or expired; ask ops for a new one (hub kiosk add)"))
 		return
 	}
@@ -262,7 +261,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 			res.Broker = "tcp://" + net.JoinHostPort(host, port)
 		}
 	}
-	s.Log.Info("kiosk enrolled", "kiosk", res.KioskID, "store", res.Store, "ip", session.ClientIP(r))
+	s.Log.Info("kiosk enrolled", "kiosk", res.KioskID, "store", res.Store, "ip", s.EnrollLogins.ClientIP(r))
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -100,6 +101,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.RefundWindow, "refund-window", 28*24*time.Hour, "how long a web customer may have an unused stamp refunded")
 	fs.StringVar(&cfg.KioskBroker, "kiosk-broker", "", "the broker address enrolling kiosks are told, tcp://host:port (default: the host they reached the hub by, at the embedded broker's port)")
 	enrollTTL := fs.Duration("enroll-ttl", 7*24*time.Hour, "kiosk add: how long the one-time enrollment code is good for")
+	trustedProxies := fs.String("trusted-proxies", "", "comma-separated addresses or CIDR prefixes of the reverse proxies whose X-Forwarded-For names the client (login limits, logs); nobody else's is believed")
 	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
@@ -139,6 +141,9 @@ func run(args []string) int {
 	if cfg.FundsLow, err = protocol.ParseMills(*fundsLow); err != nil {
 		fmt.Fprintln(os.Stderr, "hub: --funds-low:", err)
 		return 2
+	}
+	if *trustedProxies != "" {
+		cfg.TrustedProxies = strings.Split(*trustedProxies, ",")
 	}
 	if *checkConfig {
 		if err := cfg.Check(); err != nil {

@@ -91,7 +91,7 @@ type Console struct {
 	Stock    labelStock
 	Activity activity
 	Sessions *session.Manager
-	Limiter  *session.Limiter
+	Logins   *session.Logins
 	Log      *slog.Logger
 	Now      func() time.Time
 

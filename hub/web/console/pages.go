@@ -96,16 +96,15 @@ func (c *Console) loginForm(w http.ResponseWriter, r *http.Request) {
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	login := strings.TrimSpace(r.PostFormValue("login"))
 	next := session.Next(r, "/console/")
-	keys := []string{"console-login:" + login, "console-ip:" + session.ClientIP(r)}
-	if ok, wait := c.Limiter.Allow(keys...); !ok {
+	if ok, wait := c.Logins.Allow(r, login); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		c.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Console login", Error: "Too many failed logins. Try again later.", Data: next})
 		return
 	}
 	op, err := c.People.Authenticate(r.Context(), login, r.PostFormValue("password"))
 	if err != nil {
-		c.Limiter.Fail(keys...)
-		c.Log.Warn("console login failed", "login", login, "ip", session.ClientIP(r))
+		c.Logins.Fail(r, login)
+		c.Log.Warn("console login failed", "login", login, "ip", c.Logins.ClientIP(r))
 		c.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Console login", Error: "Wrong login or password.", Data: next})
 		return
 	}

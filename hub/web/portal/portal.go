@@ -78,7 +78,7 @@ type Portal struct {
 	History      history
 	Rates        rateBook
 	Sessions     *session.Manager
-	Limiter      *session.Limiter
+	Logins       *session.Logins
 	RefundWindow time.Duration
 	Meter        meter // may be nil
 	Log          *slog.Logger
@@ -166,15 +166,14 @@ func (p *Portal) loginForm(w http.ResponseWriter, r *http.Request) {
 
 func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 	login := strings.TrimSpace(r.PostFormValue("login"))
-	keys := []string{"portal-login:" + login, "portal-ip:" + session.ClientIP(r)}
-	if ok, wait := p.Limiter.Allow(keys...); !ok {
+	if ok, wait := p.Logins.Allow(r, login); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		p.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Log in", Error: "Too many failed logins. Try again later."})
 		return
 	}
 	acct, err := p.Customers.Authenticate(r.Context(), login, r.PostFormValue("password"))
 	if err != nil {
-		p.Limiter.Fail(keys...)
+		p.Logins.Fail(r, login)
 		p.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Log in", Error: "Wrong login or password."})
 		return
 	}
@@ -190,7 +189,7 @@ func (p *Portal) registerForm(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
-	if ok, wait := p.Limiter.Allow("portal-ip:" + session.ClientIP(r)); !ok {
+	if ok, wait := p.Logins.Allow(r, ""); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		p.render(w, r, http.StatusTooManyRequests, "register.html", page{Title: "Register", Error: "Too many attempts. Try again later."})
 		return
@@ -210,7 +209,7 @@ func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
 		err = p.Customers.SetZIP(r.Context(), acct.ID, zip)
 	}
 	if err != nil {
-		p.Limiter.Fail("portal-ip:" + session.ClientIP(r)) // so names cannot be probed fast
+		p.Logins.Fail(r, "") // so names cannot be probed fast
 		status, msg := problem(err)
 		p.render(w, r, status, "register.html", page{Title: "Register", Error: msg})
 		return

@@ -30,16 +30,30 @@ func NewLimiter(max int, w time.Duration) *Limiter {
 
 // Allow reports whether every key may try now; if not, how long to wait.
 func (l *Limiter) Allow(keys ...string) (bool, time.Duration) {
+	ks := make([]limitKey, len(keys))
+	for i, k := range keys {
+		ks[i] = limitKey{k, l.Max}
+	}
+	return l.allow(ks)
+}
+
+// limitKey is a key with a limit of its own.
+type limitKey struct {
+	name string
+	max  int
+}
+
+func (l *Limiter) allow(keys []limitKey) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.Now()
 	var wait time.Duration
 	for _, k := range keys {
-		w := l.fails[k]
+		w := l.fails[k.name]
 		if w == nil || now.Sub(w.start) >= l.Window {
 			continue
 		}
-		if w.n >= l.Max {
+		if w.n >= k.max {
 			wait = max(wait, w.start.Add(l.Window).Sub(now))
 		}
 	}

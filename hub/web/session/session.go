@@ -14,7 +14,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -170,15 +169,6 @@ func WithLogin[T any](ctx context.Context, l Login[T]) context.Context {
 func Current[T any](r *http.Request) Login[T] {
 	l, _ := r.Context().Value(loginKey[T]{}).(Login[T])
 	return l
-}
-
-// ClientIP is the address the request came from, for login limits.
-func ClientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // Next is where to go after logging in: the form's "next" if it is a page
