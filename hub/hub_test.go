@@ -417,8 +417,12 @@ func TestStateRejections(t *testing.T) {
 		if err := e.h.Accounts().Credit(ctx, acct.ID, 500, "fund", "t1"); err != nil {
 			t.Fatal(err)
 		}
+		code, _, err := e.h.Accounts().NewPayCode(ctx, acct.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
 		res := decode(t, e.kiosk("kiosk-1").ask(purchase("ac-1", "kiosk-1", "1966-F8CF-02", func(r *protocol.PurchaseRequest) {
-			r.Payment = protocol.Payment{Method: protocol.PayAccount, AccountID: "alice"}
+			r.Payment = protocol.Payment{Method: protocol.PayAccount, PayCode: code}
 		})))
 		if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeInsufficientFunds || res.Error.MissingMills != 280 {
 			t.Fatalf("got %+v", res)

@@ -64,13 +64,49 @@ const (
 
 // Payment says how the customer pays. A kiosk never sends a card number:
 // its payment terminal gives it a token and, for the receipt, brand and
-// last four digits.
+// last four digits. A prepaid account pays only with a one-time PayCode
+// the customer made in the portal: a kiosk's own credentials never move a
+// customer's money. AccountID, if given, must be the code's account.
 type Payment struct {
 	Method    string `json:"method"`
 	Token     string `json:"token,omitempty"`
 	Brand     string `json:"brand,omitempty"`
 	Last4     string `json:"last4,omitempty"`
 	AccountID string `json:"account_id,omitempty"`
+	PayCode   string `json:"pay_code,omitempty"`
+}
+
+// PayCodeLen is the number of base32 characters in a pay code, dashes and
+// the PAY prefix aside: 16, 80 bits.
+const PayCodeLen = 16
+
+// FormatPayCode writes 16 base32 characters as the customer reads them:
+// PAY-XXXX-XXXX-XXXX-XXXX.
+func FormatPayCode(s string) string {
+	s = NormalizePayCode(s)
+	if s == "" {
+		return ""
+	}
+	return "PAY-" + s[0:4] + "-" + s[4:8] + "-" + s[8:12] + "-" + s[12:16]
+}
+
+// NormalizePayCode returns a pay code as the hub keeps it (16 upper-case
+// base32 characters, no prefix, spaces or dashes), or "" if it cannot be
+// one.
+func NormalizePayCode(s string) string {
+	s = strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(strings.TrimSpace(s)))
+	if len(s) == PayCodeLen+3 {
+		s = strings.TrimPrefix(s, "PAY")
+	}
+	if len(s) != PayCodeLen {
+		return ""
+	}
+	for _, c := range s {
+		if !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
+			return ""
+		}
+	}
+	return s
 }
 
 // Total is the sum of the items' amounts.
@@ -149,8 +185,11 @@ func (p Payment) validate() error {
 			return Errorf(CodePaymentInvalid, "payment.last4: want four digits")
 		}
 	case PayAccount:
-		if p.AccountID == "" || len(p.AccountID) > 64 {
-			return Errorf(CodePaymentInvalid, "payment.account_id: want 1-64 characters")
+		if NormalizePayCode(p.PayCode) == "" {
+			return Errorf(CodePaymentInvalid, "payment.pay_code: a prepaid account pays with a one-time code like PAY-XXXX-XXXX-XXXX-XXXX that the customer makes in the portal")
+		}
+		if len(p.AccountID) > 64 {
+			return Errorf(CodePaymentInvalid, "payment.account_id: want at most 64 characters")
 		}
 	case PayNone:
 	default:

@@ -17,6 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
+	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/payments"
@@ -59,9 +62,11 @@ type money interface {
 	Refund(ctx context.Context, key payments.Key, amount protocol.Mills, ref string) error
 }
 
-// accountsByLogin finds the account a kiosk customer named.
-type accountsByLogin interface {
+// payCodes are the customers' one-time codes for paying at a kiosk.
+type payCodes interface {
 	AccountID(ctx context.Context, login string) (int64, error)
+	RedeemPayCode(ctx context.Context, code, purchase string) (int64, error)
+	ReleasePayCode(ctx context.Context, code, purchase string) error
 }
 
 // meter counts fresh sales for the metrics.
@@ -82,7 +87,7 @@ type Service struct {
 	Kiosks   kiosks
 	Rates    rateBook
 	Money    money
-	Accounts accountsByLogin
+	Accounts payCodes
 	Sheets   sheets
 	Alerts   alerter
 	Claimer  claimer  // web sheets; the portal only
@@ -94,7 +99,15 @@ type Service struct {
 	mu       sync.Mutex
 	inflight map[string]*flight            // kiosk/request -> the sale answering it
 	labels   map[protocol.LabelSerial]bool // labels of sales in flight
+	badCodes map[string]*rate.Limiter      // wrong pay codes by kiosk
 }
+
+// Wrong pay codes a kiosk may send: a burst, then one a minute. A code has
+// 80 bits, so this is about noticing, not about the odds.
+const (
+	payCodeBurst = 10
+	payCodeEvery = time.Minute
+)
 
 // flight is a sale in progress; a repeat of its request waits for it.
 type flight struct {
@@ -185,13 +198,21 @@ func (s *Service) sell(ctx context.Context, req *protocol.PurchaseRequest, hash 
 	}
 	var src *payments.Source
 	if req.ReprintOf == nil {
-		ps, err := s.source(ctx, req.Payment)
+		ps, err := s.source(ctx, req)
 		if err != nil {
 			return nil, err
 		}
 		src = &ps
 	}
-	return s.charge(ctx, sale, src)
+	out, err := s.charge(ctx, sale, src)
+	if err != nil && req.Payment.Method == protocol.PayAccount {
+		// Refused, and the money stayed where it was: the customer's code
+		// works again while it lasts.
+		if rerr := s.Accounts.ReleasePayCode(context.WithoutCancel(ctx), req.Payment.PayCode, req.KioskID+"/"+req.RequestID); rerr != nil {
+			s.Log.Error("pay code not released", "request_id", req.RequestID, "err", rerr)
+		}
+	}
+	return out, err
 }
 
 // charge holds the sale's labels, authorizes src (nil: a free reprint),
@@ -243,18 +264,63 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 }
 
 // source turns the request's payment into what the payment service takes.
-func (s *Service) source(ctx context.Context, p protocol.Payment) (payments.Source, error) {
+// A prepaid account pays only with the customer's one-time pay code.
+func (s *Service) source(ctx context.Context, req *protocol.PurchaseRequest) (payments.Source, error) {
+	p := req.Payment
 	switch p.Method {
 	case protocol.PayCardToken:
 		return payments.Source{Token: p.Token}, nil
 	case protocol.PayAccount:
-		id, err := s.Accounts.AccountID(ctx, p.AccountID)
+		if !s.mayTryCode(req.KioskID) {
+			return payments.Source{}, protocol.Errorf(protocol.CodeUnauthorized, "too many wrong pay codes from this kiosk; try again in a minute")
+		}
+		id, err := s.Accounts.RedeemPayCode(ctx, p.PayCode, req.KioskID+"/"+req.RequestID)
+		if errors.Is(err, accounts.ErrPayCode) {
+			s.wrongCode(ctx, req.KioskID, req.RequestID)
+			return payments.Source{}, protocol.Errorf(protocol.CodeUnauthorized, "the pay code is wrong, used or expired; make a new one in the portal")
+		}
 		if err != nil {
-			return payments.Source{}, protocol.Errorf(protocol.CodePaymentInvalid, "no such account")
+			return payments.Source{}, err
+		}
+		if p.AccountID != "" {
+			if named, err := s.Accounts.AccountID(ctx, p.AccountID); err != nil || named != id {
+				s.Accounts.ReleasePayCode(ctx, p.PayCode, req.KioskID+"/"+req.RequestID)
+				return payments.Source{}, protocol.Errorf(protocol.CodeUnauthorized, "the pay code is not for account %s", p.AccountID)
+			}
 		}
 		return payments.Source{AccountID: id}, nil
 	}
 	return payments.Source{}, protocol.Errorf(protocol.CodePaymentInvalid, "payment method %q", p.Method)
+}
+
+// mayTryCode reports whether kioskID may try another pay code now.
+func (s *Service) mayTryCode(kioskID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.badCodes[kioskID]
+	return l == nil || l.Tokens() >= 1
+}
+
+// wrongCode counts a wrong pay code against kioskID, and tells ops when the
+// kiosk runs out of tries: a kiosk guessing codes is a stolen kiosk.
+func (s *Service) wrongCode(ctx context.Context, kioskID, requestID string) {
+	s.mu.Lock()
+	if s.badCodes == nil {
+		s.badCodes = map[string]*rate.Limiter{}
+	}
+	l := s.badCodes[kioskID]
+	if l == nil {
+		l = rate.NewLimiter(rate.Every(payCodeEvery), payCodeBurst)
+		s.badCodes[kioskID] = l
+	}
+	l.Allow()
+	out := l.Tokens() < 1
+	s.mu.Unlock()
+	s.Log.Warn("wrong pay code", "kiosk", kioskID, "request_id", requestID)
+	if out {
+		s.Alerts.Raise(ctx, alerts.Fraud, "kiosk/"+kioskID+"/pay-codes",
+			fmt.Sprintf("kiosk %s sent %d wrong pay codes in a row (request %s); its account payments wait", kioskID, payCodeBurst, requestID))
+	}
 }
 
 // prepare checks the request against the current rates and the kiosk, and

@@ -69,10 +69,10 @@ type Server struct {
 	Stamps    stamper
 	// Enroll serves kiosk enrollment when set; KioskBroker is the broker
 	// address kiosks are told (empty: they use the hub's host).
-	Enroll        enroller
-	KioskBroker   string
-	BrokerAddr    string // the embedded broker's address, if it runs
-	EnrollLogins  *session.Logins // wrong codes, per address
+	Enroll       enroller
+	KioskBroker  string
+	BrokerAddr   string          // the embedded broker's address, if it runs
+	EnrollLogins *session.Logins // wrong codes, per address
 	// Portal, Console, OpsAPI and Metrics are mounted when set.
 	Portal  http.Handler
 	Console http.Handler

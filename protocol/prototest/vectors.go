@@ -98,7 +98,9 @@ const GoodPurchase = `{"request_id":"r-0001","kiosk_id":"kiosk-1","origin_zip":"
 // PurchaseRequests are decoded by DecodePurchaseRequest.
 var PurchaseRequests = []MessageVector{
 	{"good", GoodPurchase, ""},
-	{"prepaid account", `{"request_id":"r-2","kiosk_id":"k2","origin_zip":"02134","rate_table":"usps-2025-07-13","items":[{"rate_class":"1200","weight_mg":3000,"amount_mills":610,"label_serial":"0000-0001-10"}],"payment":{"method":"account","account_id":"acct-9"}}`, ""},
+	{"prepaid account", `{"request_id":"r-2","kiosk_id":"k2","origin_zip":"02134","rate_table":"usps-2025-07-13","items":[{"rate_class":"1200","weight_mg":3000,"amount_mills":610,"label_serial":"0000-0001-10"}],"payment":{"method":"account","pay_code":"PAY-ABCD-EFGH-2345-67QR"}}`, ""},
+	{"prepaid account by login only", `{"request_id":"r-2","kiosk_id":"k2","origin_zip":"02134","rate_table":"usps-2025-07-13","items":[{"rate_class":"1200","weight_mg":3000,"amount_mills":610,"label_serial":"0000-0001-10"}],"payment":{"method":"account","account_id":"acct-9"}}`, protocol.CodePaymentInvalid},
+	{"pay code malformed", `{"request_id":"r-2","kiosk_id":"k2","origin_zip":"02134","rate_table":"usps-2025-07-13","items":[{"rate_class":"1200","weight_mg":3000,"amount_mills":610,"label_serial":"0000-0001-10"}],"payment":{"method":"account","pay_code":"PAY-1234"}}`, protocol.CodePaymentInvalid},
 	{"reprint", `{"request_id":"r-3","kiosk_id":"k2","origin_zip":"02134","rate_table":"usps-2025-07-13","items":[{"rate_class":"1100","weight_mg":3000,"amount_mills":780,"label_serial":"0000-0001-02"}],"payment":{"method":"none"},"reprint_of":{"request_id":"r-2","label_serial":"0000-0001-01"}}`, ""},
 	{"no rate table", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"account","account_id":"a"}}`, protocol.CodeInvalidRequest},
 	{"free without reprint", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"none"}}`, protocol.CodePaymentInvalid},

@@ -7,12 +7,15 @@
 package portal
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"html/template"
+	"image/png"
 	"log/slog"
 	"math"
 	"net/http"
@@ -21,6 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/boombuler/barcode"
+	"github.com/boombuler/barcode/qr"
 	"github.com/go-chi/chi/v5"
 
 	"github.com/frank-postage/frank/hub/accounts"
@@ -40,6 +45,7 @@ type customers interface {
 	Authenticate(ctx context.Context, login, password string) (*accounts.Account, error)
 	ByID(ctx context.Context, id int64) (*accounts.Account, error)
 	SetZIP(ctx context.Context, id int64, zip protocol.ZIP) error
+	NewPayCode(ctx context.Context, accountID int64) (string, time.Time, error)
 }
 
 // funder tops accounts up from a card.
@@ -120,6 +126,8 @@ func (p *Portal) Routes() http.Handler {
 		r.Get("/fund", p.fundForm)
 		r.Post("/fund", p.fund)
 		r.Post("/zip", p.zip)
+		r.Get("/paycode", p.payCodeForm)
+		r.Post("/paycode", p.payCode)
 		r.Get("/purchases", p.purchases)
 		r.Get("/purchases/{id}", p.purchase)
 		r.Get("/purchases/{id}/sheet.pdf", p.pdf)
@@ -341,6 +349,52 @@ func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Log.Info("account topped up", "account", acct.ID, "amount", amt.String())
 	http.Redirect(w, r, "/portal/?flash="+urlq("Added "+amt.String()+" to your account."), http.StatusSeeOther)
+}
+
+// payCodeData is the pay-at-a-kiosk page: a fresh code, once made.
+type payCodeData struct {
+	Code    string
+	QR      template.URL // a PNG data URL the kiosk's scanner reads
+	Expires time.Time
+}
+
+func (p *Portal) payCodeForm(w http.ResponseWriter, r *http.Request) {
+	p.render(w, r, http.StatusOK, "paycode.html", page{Title: "Pay at a kiosk"})
+}
+
+// payCode makes a one-time code that pays one kiosk purchase from the
+// balance: the kiosk gets the customer's money only with it.
+func (p *Portal) payCode(w http.ResponseWriter, r *http.Request) {
+	acct := current(r).Subject
+	code, exp, err := p.Customers.NewPayCode(r.Context(), acct.ID)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	qr, err := qrDataURL(code)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	p.Log.Info("pay code made", "account", acct.ID, "expires", exp)
+	w.Header().Set("Cache-Control", "no-store")
+	p.render(w, r, http.StatusOK, "paycode.html", page{Title: "Pay at a kiosk", Data: payCodeData{Code: code, QR: qr, Expires: exp}})
+}
+
+// qrDataURL draws s as a QR code, scaled for a phone screen, as a data URL.
+func qrDataURL(s string) (template.URL, error) {
+	c, err := qr.Encode(s, qr.M, qr.Auto)
+	if err != nil {
+		return "", fmt.Errorf("portal: qr: %w", err)
+	}
+	if c, err = barcode.Scale(c, 240, 240); err != nil {
+		return "", fmt.Errorf("portal: qr: %w", err)
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, c); err != nil {
+		return "", fmt.Errorf("portal: qr: %w", err)
+	}
+	return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(b.Bytes())), nil
 }
 
 func (p *Portal) zip(w http.ResponseWriter, r *http.Request) {

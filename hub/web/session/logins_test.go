@@ -30,9 +30,9 @@ func TestClientIPBelievesOnlyTrustedProxies(t *testing.T) {
 		{"203.0.113.9:5555", nil, "203.0.113.9"},
 		{"203.0.113.9:5555", []string{"1.2.3.4"}, "203.0.113.9"}, // not a proxy of ours: its header is ignored
 		{"10.0.0.5:443", []string{"198.51.100.7"}, "198.51.100.7"},
-		{"10.0.0.5:443", []string{"6.6.6.6, 198.51.100.7"}, "198.51.100.7"},     // the client wrote the left end
+		{"10.0.0.5:443", []string{"6.6.6.6, 198.51.100.7"}, "198.51.100.7"},      // the client wrote the left end
 		{"10.0.0.5:443", []string{"198.51.100.7, 192.168.1.20"}, "198.51.100.7"}, // two of our proxies
-		{"10.0.0.5:443", []string{"6.6.6.6", "198.51.100.7"}, "198.51.100.7"},   // two header lines
+		{"10.0.0.5:443", []string{"6.6.6.6", "198.51.100.7"}, "198.51.100.7"},    // two header lines
 		{"10.0.0.5:443", []string{"junk, 198.51.100.7"}, "198.51.100.7"},
 		{"10.0.0.5:443", []string{"198.51.100.7, junk"}, "10.0.0.5"}, // unreadable next to us: trust nothing
 		{"10.0.0.5:443", nil, "10.0.0.5"},

@@ -1,0 +1,73 @@
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// PayCodeTTL is how long a pay code is good for once made.
+const PayCodeTTL = 15 * time.Minute
+
+// ErrPayCode is a pay code that is wrong, used by another purchase, or
+// expired; the three are not told apart.
+var ErrPayCode = errors.New("accounts: the pay code is wrong, used or expired")
+
+// NewPayCode makes a one-time code with which the customer pays one kiosk
+// purchase from the balance, before expiry. Only its hash is stored.
+func (a *Accounts) NewPayCode(ctx context.Context, accountID int64) (code string, expires time.Time, err error) {
+	code = protocol.FormatPayCode(rand.Text()[:protocol.PayCodeLen])
+	now := a.now()
+	expires = now.Add(PayCodeTTL)
+	h := payCodeHash(code)
+	if _, err := a.db.ExecContext(ctx, a.db.Rebind(`INSERT INTO pay_codes (hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)`),
+		h[:], accountID, now.UnixMicro(), expires.UnixMicro()); err != nil {
+		return "", time.Time{}, fmt.Errorf("accounts: new pay code: %w", err)
+	}
+	return code, expires, nil
+}
+
+// RedeemPayCode returns the account code pays from, for purchase (a kiosk
+// and request id): it marks the code used by that purchase, which may ask
+// again and gets the same account; for anything else it is ErrPayCode.
+func (a *Accounts) RedeemPayCode(ctx context.Context, code, purchase string) (int64, error) {
+	norm := protocol.NormalizePayCode(code)
+	if norm == "" {
+		return 0, ErrPayCode
+	}
+	h := payCodeHash(norm)
+	now := a.now().UnixMicro()
+	var id int64
+	err := a.db.QueryRowContext(ctx, a.db.Rebind(`UPDATE pay_codes SET used_at = ?, used_by = ?
+		WHERE hash = ? AND expires_at > ? AND (used_by IS NULL OR used_by = ?) RETURNING account_id`),
+		now, purchase, h[:], now, purchase).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrPayCode
+	}
+	if err != nil {
+		return 0, fmt.Errorf("accounts: redeem pay code: %w", err)
+	}
+	return id, nil
+}
+
+// ReleasePayCode gives the code back after purchase was refused without
+// taking the money, so the customer can use it again while it lasts.
+func (a *Accounts) ReleasePayCode(ctx context.Context, code, purchase string) error {
+	h := payCodeHash(protocol.NormalizePayCode(code))
+	if _, err := a.db.ExecContext(ctx, a.db.Rebind(`UPDATE pay_codes SET used_at = NULL, used_by = NULL WHERE hash = ? AND used_by = ?`),
+		h[:], purchase); err != nil {
+		return fmt.Errorf("accounts: release pay code: %w", err)
+	}
+	return nil
+}
+
+// payCodeHash hashes a code in its normal form.
+func payCodeHash(code string) [32]byte {
+	return sha256.Sum256([]byte(protocol.NormalizePayCode(code)))
+}

@@ -1,0 +1,13 @@
+-- Schema v10: one-time pay codes. A registered customer makes one in the
+-- portal to pay from the prepaid balance at a kiosk, so that a kiosk's own
+-- credentials never move a customer's money. Only the code's SHA-256 is
+-- kept. A code pays for one purchase (used_by names it) before it expires.
+CREATE TABLE pay_codes (
+  hash       BLOB    PRIMARY KEY,
+  account_id INTEGER NOT NULL REFERENCES accounts (id),
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  used_at    INTEGER,
+  used_by    TEXT
+);
+CREATE INDEX pay_codes_account ON pay_codes (account_id);
