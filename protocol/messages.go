@@ -296,6 +296,27 @@ func (r *PrintReport) Validate() error {
 	return nil
 }
 
+// PrintResult confirms a PrintReport on TopicPrintResult, once the hub has
+// recorded it: the kiosk sends the report again until it hears this. A
+// rejected report (malformed, for another kiosk) is not sent again.
+type PrintResult struct {
+	RequestID string `json:"request_id"`
+	Status    string `json:"status"`
+	Error     *Error `json:"error,omitempty"`
+}
+
+// DecodePrintResult decodes a print report's confirmation.
+func DecodePrintResult(b []byte) (*PrintResult, error) {
+	var r PrintResult
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Status != ResultOK && r.Status != ResultRejected {
+		return nil, Errorf(CodeInvalidRequest, "status: want %q or %q", ResultOK, ResultRejected)
+	}
+	return &r, nil
+}
+
 // StockLoad assigns sheets of labels to the kiosk that staff loaded them
 // into, on TopicStock.
 type StockLoad struct {

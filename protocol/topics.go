@@ -13,7 +13,8 @@ const TopicRoot = "frank/v1/kiosks/"
 const (
 	TopicPurchase       = "purchase"        // kiosk→hub, QoS 1, PurchaseRequest
 	TopicPurchaseResult = "purchase/result" // hub→kiosk, QoS 1, PurchaseResult
-	TopicPrint          = "print"           // kiosk→hub, QoS 1, PrintReport
+	TopicPrint          = "print"           // kiosk→hub, QoS 1, PrintReport; resent until confirmed
+	TopicPrintResult    = "print/result"    // hub→kiosk, QoS 1, PrintResult
 	TopicTelemetry      = "telemetry"       // kiosk→hub, QoS 0, Telemetry
 	TopicStatus         = "status"          // kiosk→hub, retained, "online"/"offline" (last will)
 	TopicConfig         = "config"          // hub→kiosk, retained, KioskConfig
@@ -27,7 +28,7 @@ const (
 // under its own TopicRoot + id + "/". The broker enforces them.
 var (
 	KioskPublishes  = []string{TopicPurchase, TopicPrint, TopicTelemetry, TopicStatus, TopicStock, TopicRefund}
-	KioskSubscribes = []string{TopicPurchaseResult, TopicConfig, TopicStockResult, TopicRefundResult}
+	KioskSubscribes = []string{TopicPurchaseResult, TopicConfig, TopicStockResult, TopicRefundResult, TopicPrintResult}
 )
 
 // Status payloads on TopicStatus.

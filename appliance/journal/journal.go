@@ -260,9 +260,10 @@ func (j *Journal) Unfinished(ctx context.Context) ([]*Sale, error) {
 // Settle decides what a restart owes each label of an unfinished sale:
 // a label that printed is reported printed; any other label, including
 // one that was on its way to the printer when the power went, is reported
-// failed (so its indicium is voided) and refunded. A label is never sent to
-// the printer again, so no stamp prints twice.
-func (s *Sale) Settle() (printed, failed []Label) {
+// failed (so its indicium is voided) and refunded, for why if it had no
+// outcome of its own (power_cut, no_answer). A label is never sent to the
+// printer again, so no stamp prints twice.
+func (s *Sale) Settle(why string) (printed, failed []Label) {
 	for _, l := range s.Labels {
 		switch l.State {
 		case Printed:
@@ -270,7 +271,7 @@ func (s *Sale) Settle() (printed, failed []Label) {
 		case Refunded, Reprinted:
 		default:
 			if l.State != Failed {
-				l.Reason = "power_cut"
+				l.Reason = why
 			}
 			failed = append(failed, l)
 		}

@@ -64,7 +64,7 @@ func TestEveryStepSurvivesReopen(t *testing.T) {
 			if string(s.Request) != `{"request_id":"r-1"}` || (s.Result != nil) != st.answered {
 				t.Fatalf("sale %+v", s)
 			}
-			printed, failed := s.Settle()
+			printed, failed := s.Settle("power_cut")
 			if len(printed) != st.printed || len(failed) != st.fail {
 				t.Fatalf("settle: %d printed, %d failed; want %d, %d", len(printed), len(failed), st.printed, st.fail)
 			}

@@ -115,7 +115,8 @@ type Kiosk struct {
 
 	mu      sync.Mutex
 	config  *protocol.KioskConfig
-	waiting map[string]chan []byte // request id -> its answer
+	waiting map[string]chan []byte // "suffix/request id" -> its answer
+	inHand  map[string]bool        // sales a customer waits on; the settler leaves them alone
 	stock   []protocol.SheetState  // loaded sheets and their free labels, in load order
 	done    map[string]*saleRecord // recent sales, for reprints and refunds
 	sales   int64
@@ -168,7 +169,8 @@ func (k *Kiosk) Recovered() <-chan struct{} { return k.recovered }
 // request never answered is sent again with its id to learn the outcome; a
 // label that printed is reported printed; any other label (including one
 // that was on its way to the printer) is reported failed, so the hub voids
-// its indicium, and refunded. No label is printed again.
+// its indicium, and refunded. No label is printed again. A sale the hub
+// does not answer now is left to the settler, its labels held.
 func (k *Kiosk) recover() {
 	defer close(k.recovered)
 	if k.journal == nil {
@@ -191,15 +193,19 @@ func (k *Kiosk) recover() {
 		return
 	}
 	for _, s := range open {
-		if err := k.settle(ctx, s); err != nil {
-			k.log.Error("unfinished sale not settled; tried again at the next start", "request_id", s.RequestID, "err", err)
+		if err := k.settle(ctx, s, "power_cut"); err != nil {
+			k.log.Error("unfinished sale not settled; the settler tries again", "request_id", s.RequestID, "err", err)
 			continue
 		}
 		k.log.Info("unfinished sale settled", "request_id", s.RequestID)
 	}
 }
 
-func (k *Kiosk) settle(ctx context.Context, s *journal.Sale) error {
+// settle finishes a sale nobody waits on any more: it learns the hub's
+// answer if it has none (sending the request again with its id), reports
+// every label (printed, or failed for why) until the hub confirms, and
+// refunds every label that did not print, since the customer has gone.
+func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 	if s.Result == nil {
 		raw, err := k.callRaw(ctx, protocol.TopicPurchase, s.RequestID, s.Request)
 		if err != nil {
@@ -215,27 +221,20 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale) error {
 		return err
 	}
 	if res.Status != protocol.ResultOK {
+		k.rejected(s.Labels, res.Error)
 		return k.journal.Finish(ctx, s.RequestID)
 	}
 	for _, in := range res.Indicia {
 		k.consume(in.LabelSerial)
 	}
-	printed, failed := s.Settle()
+	printed, failed := s.Settle(why)
 	if !s.Reported {
-		report := protocol.PrintReport{RequestID: s.RequestID, KioskID: k.cfg.ID}
-		for _, l := range printed {
-			report.Labels = append(report.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.Printed})
-		}
 		for _, l := range failed {
 			if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, journal.Failed, l.Reason); err != nil {
 				return err
 			}
-			report.Labels = append(report.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.PrintFailed, Reason: l.Reason})
 		}
-		if !k.publishJSON(protocol.TopicPrint, report) {
-			return errors.New("kiosk: print report not taken by the broker")
-		}
-		if err := k.journal.Reported(ctx, s.RequestID); err != nil {
+		if err := k.report(ctx, s.RequestID, printed, failed); err != nil {
 			return err
 		}
 	}
@@ -252,6 +251,152 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale) error {
 		}
 	}
 	return k.journal.Finish(ctx, s.RequestID)
+}
+
+// report sends a sale's print report and waits for the hub to confirm it;
+// the journal then records it reported. A report the hub refuses outright
+// is not sent again.
+func (k *Kiosk) report(ctx context.Context, requestID string, printed, failed []journal.Label) error {
+	rep := protocol.PrintReport{RequestID: requestID, KioskID: k.cfg.ID}
+	for _, l := range printed {
+		rep.Labels = append(rep.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.Printed})
+	}
+	for _, l := range failed {
+		rep.Labels = append(rep.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.PrintFailed, Reason: l.Reason})
+	}
+	raw, err := k.call(ctx, protocol.TopicPrint, requestID, rep)
+	if err != nil {
+		return err
+	}
+	k.printConfirmed(ctx, raw)
+	return nil
+}
+
+// printConfirmed records the hub's confirmation of a print report, and
+// closes the sale once nothing more is owed on it.
+func (k *Kiosk) printConfirmed(ctx context.Context, raw []byte) {
+	res, err := protocol.DecodePrintResult(raw)
+	if err != nil {
+		k.log.Error("unreadable print confirmation from hub", "err", err)
+		return
+	}
+	if res.Status != protocol.ResultOK {
+		k.log.Error("the hub refused a print report; not sent again", "request_id", res.RequestID, "error", res.Error)
+	}
+	if k.journal == nil {
+		return
+	}
+	k.step("reported")
+	if err := k.journal.Reported(ctx, res.RequestID); err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	s, err := k.journal.Get(ctx, res.RequestID)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, l := range s.Labels {
+		if l.Owed() {
+			return // a failed label waits for its reprint or refund
+		}
+	}
+	k.finish(ctx, res.RequestID)
+}
+
+// settleLoop settles, every ResendEvery, the sales nobody waits on any
+// more: one the hub never answered (the customer was told so) is sent again
+// until the hub answers, then reported and refunded; one whose print report
+// was never confirmed is reported again. Their labels stay held meanwhile.
+func (k *Kiosk) settleLoop() {
+	select {
+	case <-k.recovered:
+	case <-k.stop:
+		return
+	}
+	t := time.NewTicker(k.cfg.ResendEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case <-t.C:
+		}
+		if k.client.IsConnected() {
+			k.settleOpen(context.Background())
+		}
+	}
+}
+
+func (k *Kiosk) settleOpen(ctx context.Context) {
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, s := range open {
+		if k.handled(s.RequestID) {
+			continue
+		}
+		// One try each round: a silent hub must not hold the loop.
+		cctx, cancel := context.WithTimeout(ctx, k.cfg.ResendEvery)
+		switch {
+		case s.Result == nil:
+			if err := k.settle(cctx, s, "no_answer"); err != nil {
+				k.log.Warn("sale still without an answer from the hub; its labels stay held", "request_id", s.RequestID, "err", err)
+			} else {
+				k.log.Info("sale the hub answered late settled: nothing printed, anything charged refunded", "request_id", s.RequestID)
+			}
+		case !s.Reported:
+			printed, failed := s.Settle("power_cut")
+			if err := k.report(cctx, s.RequestID, printed, failed); err != nil {
+				k.log.Warn("print report not confirmed yet; sent again later", "request_id", s.RequestID, "err", err)
+			}
+		}
+		cancel()
+	}
+}
+
+// handled reports whether a customer's sale holds requestID right now.
+func (k *Kiosk) handled(requestID string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.inHand[requestID]
+}
+
+// rejected forgets labels the hub says are not ours to use.
+func (k *Kiosk) rejected(labels []journal.Label, e *protocol.Error) {
+	if e == nil {
+		return
+	}
+	switch e.Code {
+	case protocol.CodeLabelUsed, protocol.CodeLabelUnknown, protocol.CodeLabelNotAssigned:
+		for _, l := range labels {
+			k.consume(l.Serial)
+		}
+	}
+}
+
+// heldLabels are the labels of sales whose fate the hub has not told yet:
+// they may carry an indicium, so no new sale may offer them.
+func (k *Kiosk) heldLabels(ctx context.Context) map[string]bool {
+	held := map[string]bool{}
+	if k.journal == nil {
+		return held
+	}
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return held
+	}
+	for _, s := range open {
+		if s.Result == nil {
+			for _, l := range s.Labels {
+				held[l.Serial] = true
+			}
+		}
+	}
+	return held
 }
 
 // sweepAbandoned refunds, once the start-up settling is done, the failed
@@ -340,7 +485,7 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
-	k := &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{},
+	k := &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{}, inHand: map[string]bool{},
 		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}
 	k.staff.init(cfg.StaffPINHash, cfg.StaffBadges)
 	return k, nil
@@ -370,6 +515,7 @@ func (k *Kiosk) Connect() error {
 				protocol.KioskTopic(k.cfg.ID, protocol.TopicPurchaseResult): k.onAnswer,
 				protocol.KioskTopic(k.cfg.ID, protocol.TopicStockResult):    k.onAnswer,
 				protocol.KioskTopic(k.cfg.ID, protocol.TopicRefundResult):   k.onAnswer,
+				protocol.KioskTopic(k.cfg.ID, protocol.TopicPrintResult):    k.onAnswer,
 			}
 			for topic, h := range subs {
 				if t := c.Subscribe(topic, 1, h); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
@@ -384,6 +530,9 @@ func (k *Kiosk) Connect() error {
 	go k.heartbeat()
 	go k.recover()
 	go k.sweepAbandoned()
+	if k.journal != nil {
+		go k.settleLoop()
+	}
 	k.watchDevices()
 	return nil
 }
@@ -463,7 +612,9 @@ func (k *Kiosk) onConfig(_ mqtt.Client, m mqtt.Message) {
 	k.log.Info("config received", "rate_table", c.Rates.Version, "heartbeat_s", c.HeartbeatS)
 }
 
-// onAnswer hands a result to the call waiting for its request id.
+// onAnswer hands a result to the call waiting for its topic and request
+// id. A print confirmation nobody waits for (the sale's customer has their
+// receipt) is recorded here.
 func (k *Kiosk) onAnswer(_ mqtt.Client, m mqtt.Message) {
 	var id struct {
 		RequestID string `json:"request_id"`
@@ -472,15 +623,24 @@ func (k *Kiosk) onAnswer(_ mqtt.Client, m mqtt.Message) {
 		k.log.Error("unreadable answer from hub", "topic", m.Topic(), "err", err)
 		return
 	}
-	k.mu.Lock()
-	ch := k.waiting[id.RequestID]
-	delete(k.waiting, id.RequestID)
-	k.mu.Unlock()
-	if ch == nil {
-		k.log.Info("answer for no waiting request (a repeat)", "request_id", id.RequestID)
+	_, suffix, err := protocol.ParseKioskTopic(m.Topic())
+	if err != nil {
 		return
 	}
-	ch <- m.Payload()
+	asked := strings.TrimSuffix(suffix, "/result")
+	key := asked + "/" + id.RequestID
+	k.mu.Lock()
+	ch := k.waiting[key]
+	delete(k.waiting, key)
+	k.mu.Unlock()
+	switch {
+	case ch != nil:
+		ch <- m.Payload()
+	case asked == protocol.TopicPrint:
+		k.printConfirmed(context.Background(), m.Payload())
+	default:
+		k.log.Info("answer for no waiting request (a repeat)", "topic", suffix, "request_id", id.RequestID)
+	}
 }
 
 // Rates returns the rate table in force, or nil before the hub sent one.
@@ -622,7 +782,7 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	}
 	labels := o.Labels
 	if len(labels) == 0 {
-		if labels, err = k.nextLabels(o.count()); err != nil {
+		if labels, err = k.nextLabels(o.count(), k.heldLabels(ctx)); err != nil {
 			return nil, err
 		}
 	}
@@ -681,7 +841,7 @@ func (k *Kiosk) Reprint(ctx context.Context, requestID, label string) (*Receipt,
 	if rt == nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table from the hub yet")
 	}
-	next, err := k.nextLabels(1)
+	next, err := k.nextLabels(1, k.heldLabels(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -730,6 +890,14 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	// Journal writes use a context of their own: a customer walking away
 	// must not leave a step half recorded.
 	jctx := context.WithoutCancel(ctx)
+	k.mu.Lock()
+	k.inHand[req.RequestID] = true
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		delete(k.inHand, req.RequestID)
+		k.mu.Unlock()
+	}()
 	if k.journal != nil {
 		if err := k.journal.Begin(jctx, req.RequestID, payload, labels); err != nil {
 			k.log.Error("journal", "err", err)
@@ -740,7 +908,11 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	k.setProgress(Progress{Step: "issuing"})
 	raw, err := k.callRaw(ctx, protocol.TopicPurchase, req.RequestID, payload)
 	if err != nil {
-		return nil, err
+		// The hub may yet have sold: the settler keeps asking, holds the
+		// labels meanwhile, and refunds whatever was charged.
+		k.setErr("hub_no_answer")
+		return nil, protocol.Errorf(protocol.CodeServiceUnavailable,
+			"no answer from the hub; nothing is printed, and anything charged for this sale is refunded once the hub answers")
 	}
 	res, err := protocol.DecodePurchaseResult(raw)
 	if err != nil {
@@ -787,15 +959,10 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 		rc.Labels = append(rc.Labels, lr)
 		report.Labels = append(report.Labels, protocol.LabelOutcome{LabelSerial: lr.LabelSerial, Outcome: lr.Outcome, Reason: lr.Reason})
 	}
-	if k.publishJSON(protocol.TopicPrint, report) && k.journal != nil {
-		k.step("reported")
-		if err := k.journal.Reported(jctx, req.RequestID); err != nil {
-			k.log.Error("journal", "err", err)
-		}
-		if len(rc.Labels) == len(res.Indicia) && allPrinted(rc.Labels) {
-			k.finish(jctx, req.RequestID) // a failed label stays open until its remedy
-		}
-	}
+	// The customer does not wait for the hub to confirm the report: the
+	// confirmation closes the sale when it comes (onAnswer), and the
+	// settler sends the report again until it does.
+	k.publishAsync(protocol.TopicPrint, report)
 	k.mu.Lock()
 	k.sales++
 	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels}
@@ -876,8 +1043,9 @@ func (k *Kiosk) LabelsLeft() int {
 	return n
 }
 
-// nextLabels takes the next n free labels, in load order.
-func (k *Kiosk) nextLabels(n int) ([]string, error) {
+// nextLabels takes the next n free labels, in load order, passing over
+// held ones (a sale whose fate is unknown may have used them).
+func (k *Kiosk) nextLabels(n int, held map[string]bool) ([]string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var out []string
@@ -886,7 +1054,9 @@ func (k *Kiosk) nextLabels(n int) ([]string, error) {
 			if len(out) == n {
 				return out, nil
 			}
-			out = append(out, fmt.Sprintf("%s-%02d", s.Sheet, p))
+			if l := fmt.Sprintf("%s-%02d", s.Sheet, p); !held[l] {
+				out = append(out, l)
+			}
 		}
 	}
 	if len(out) < n {
@@ -944,12 +1114,13 @@ func (k *Kiosk) call(ctx context.Context, suffix, requestID string, req any) ([]
 // callRaw is call with the request already encoded, as the journal keeps it.
 func (k *Kiosk) callRaw(ctx context.Context, suffix, requestID string, payload []byte) ([]byte, error) {
 	ch := make(chan []byte, 1)
+	key := suffix + "/" + requestID
 	k.mu.Lock()
-	k.waiting[requestID] = ch
+	k.waiting[key] = ch
 	k.mu.Unlock()
 	defer func() {
 		k.mu.Lock()
-		delete(k.waiting, requestID)
+		delete(k.waiting, key)
 		k.mu.Unlock()
 	}()
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.Deadline)
@@ -970,6 +1141,16 @@ func (k *Kiosk) callRaw(ctx context.Context, suffix, requestID string, payload [
 	}
 }
 
+// publishAsync publishes v at QoS 1 and does not wait for the broker.
+func (k *Kiosk) publishAsync(suffix string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		k.log.Error("encode", "topic", suffix, "err", err)
+		return
+	}
+	k.client.Publish(protocol.KioskTopic(k.cfg.ID, suffix), 1, false, b)
+}
+
 // publishJSON publishes v at QoS 1 and reports whether the broker took it.
 func (k *Kiosk) publishJSON(suffix string, v any) bool {
 	b, err := json.Marshal(v)
@@ -981,15 +1162,6 @@ func (k *Kiosk) publishJSON(suffix string, v any) bool {
 	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
 		k.log.Warn("publish not confirmed", "topic", suffix, "err", t.Error())
 		return false
-	}
-	return true
-}
-
-func allPrinted(ls []LabelResult) bool {
-	for _, l := range ls {
-		if l.Outcome != protocol.Printed {
-			return false
-		}
 	}
 	return true
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/appliance/escpos"
+	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/hub/broker"
@@ -79,7 +80,13 @@ type fakeHub struct {
 	requests atomic.Int32
 	prints   chan protocol.PrintReport
 	drop     int32 // ignore this many requests first
-	answer   func(req *protocol.PurchaseRequest) *protocol.PurchaseResult
+	// answer answers a purchase; nil leaves it unanswered.
+	answer func(req *protocol.PurchaseRequest) *protocol.PurchaseResult
+	// confirm, if set, confirms print reports (print/result) once it
+	// returns true, and answers refunds.
+	confirm func(r protocol.PrintReport) bool
+	refunds chan protocol.RefundRequest
+	journal *journal.Journal // the kiosk's, if set
 }
 
 func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
@@ -96,7 +103,7 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 	}
 	t.Cleanup(func() { b.Close() })
 	url := "tcp://" + b.Addr()
-	fh.prints = make(chan protocol.PrintReport, 4)
+	fh.prints = make(chan protocol.PrintReport, 64)
 	fh.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("fake-hub").SetOrderMatters(false).
 		SetUsername("hub").SetPassword("hub-secret"))
 	if tok := fh.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -114,8 +121,34 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 			t.Errorf("kiosk sent a bad request: %v", err)
 			return
 		}
-		out, _ := json.Marshal(fh.answer(req))
+		res := fh.answer(req)
+		if res == nil {
+			return
+		}
+		out, _ := json.Marshal(res)
 		c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchaseResult), 1, false, out)
+	}).Wait()
+	fh.refunds = make(chan protocol.RefundRequest, 16)
+	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicRefund), 1, func(c mqtt.Client, m mqtt.Message) {
+		r, err := protocol.DecodeRefundRequest(m.Payload())
+		if err != nil || fh.confirm == nil {
+			return
+		}
+		fh.refunds <- *r
+		out, _ := json.Marshal(protocol.RefundResult{RequestID: r.RequestID, Status: protocol.ResultOK, AmountMills: 780})
+		c.Publish(protocol.KioskTopic("k1", protocol.TopicRefundResult), 1, false, out)
+	}).Wait()
+	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicStock), 1, func(c mqtt.Client, m mqtt.Message) {
+		r, err := protocol.DecodeStockLoad(m.Payload())
+		if err != nil {
+			return
+		}
+		res := protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultOK}
+		for _, sh := range r.Sheets {
+			res.Sheets = append(res.Sheets, protocol.SheetState{Sheet: sh, Free: []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}})
+		}
+		out, _ := json.Marshal(res)
+		c.Publish(protocol.KioskTopic("k1", protocol.TopicStockResult), 1, false, out)
 	}).Wait()
 	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicPrint), 1, func(_ mqtt.Client, m mqtt.Message) {
 		r, err := protocol.DecodePrintReport(m.Payload())
@@ -123,7 +156,14 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 			t.Errorf("bad print report: %v", err)
 			return
 		}
-		fh.prints <- *r
+		select {
+		case fh.prints <- *r:
+		default: // a test that does not read them
+		}
+		if fh.confirm != nil && fh.confirm(*r) {
+			out, _ := json.Marshal(protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultOK})
+			fh.c.Publish(protocol.KioskTopic("k1", protocol.TopicPrintResult), 1, false, out)
+		}
 	}).Wait()
 
 	p := &fakePrinter{}
@@ -135,6 +175,9 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 	k, err := kiosk.New(kc, p, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fh.journal != nil {
+		k.UseJournal(fh.journal)
 	}
 	if err := k.Connect(); err != nil {
 		t.Fatal(err)
@@ -386,4 +429,116 @@ func pinHash(t *testing.T, pin string) string {
 		t.Fatal(err)
 	}
 	return string(h)
+}
+
+func openJournal(t *testing.T) *journal.Journal {
+	t.Helper()
+	j, err := journal.Open(t.TempDir() + "/journal.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+// waitClosed waits until the journal holds no unfinished sale.
+func waitClosed(t *testing.T, j *journal.Journal, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		open, err := j.Unfinished(context.Background())
+		if err == nil && len(open) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s the journal still holds %d open sales (%v)", d, len(open), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A print report the hub does not confirm (the broker lost it, or no hub
+// was subscribed) is sent again until it is; only then is the sale closed.
+func TestPrintReportResentUntilConfirmed(t *testing.T) {
+	var seen atomic.Int32
+	fh := &fakeHub{answer: vectorAnswer, journal: openJournal(t),
+		confirm: func(protocol.PrintReport) bool { return seen.Add(1) > 2 }}
+	k, p := setup(t, fh)
+	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+	if err != nil || rc.Status != protocol.ResultOK || p.count() != 1 {
+		t.Fatalf("sale: %+v %v", rc, err)
+	}
+	waitClosed(t, fh.journal, 10*time.Second)
+	if n := seen.Load(); n < 3 {
+		t.Fatalf("the report was sent %d times; the hub ignored the first two", n)
+	}
+	for range seen.Load() {
+		if r := fh.report(t); r.RequestID != rc.RequestID || r.Labels[0].Outcome != protocol.Printed {
+			t.Fatalf("report %+v", r)
+		}
+	}
+}
+
+// A sale the hub does not answer before the deadline is not forgotten: its
+// labels stay out of the next sale, the kiosk keeps asking, and when the
+// hub answers that it did sell, nothing prints (the customer has gone) and
+// every label is reported failed and refunded.
+func TestUnansweredSaleSettled(t *testing.T) {
+	var first atomic.Value // the first request id
+	var answerFirst atomic.Bool
+	var labelsAsked sync.Map // request id -> labels
+	fh := &fakeHub{journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
+	fh.answer = func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+		labelsAsked.Store(req.RequestID, req.Items[0].LabelSerial)
+		first.CompareAndSwap(nil, req.RequestID)
+		if req.RequestID == first.Load() {
+			if !answerFirst.Load() {
+				return nil // the hub is silent
+			}
+			return vectorAnswer(req)
+		}
+		return protocol.Rejected(req.RequestID, protocol.Errorf(protocol.CodePaymentDeclined, "declined"))
+	}
+	k, p := setupWith(t, fh, func(c *kiosk.Config) { c.Deadline = time.Second })
+	if _, err := k.LoadStock(context.Background(), []string{"1966-F8CF"}); err != nil {
+		t.Fatal(err)
+	}
+	o := order("")
+	o.Labels = nil
+	_, err := k.Sell(context.Background(), o)
+	if protocol.AsError(err).Code != protocol.CodeServiceUnavailable {
+		t.Fatalf("first sale: %v, want service_unavailable", err)
+	}
+	rc, err := k.Sell(context.Background(), o)
+	if err != nil || rc.Status != protocol.ResultRejected {
+		t.Fatalf("second sale: %+v %v", rc, err)
+	}
+	l1, _ := labelsAsked.Load(first.Load())
+	l2, _ := labelsAsked.Load(rc.RequestID)
+	if l1 != "1966-F8CF-01" || l2 != "1966-F8CF-02" {
+		t.Fatalf("labels %v then %v: the second sale must pass over the first's, whose fate is unknown", l1, l2)
+	}
+	answerFirst.Store(true)
+	waitClosed(t, fh.journal, 15*time.Second)
+	var report *protocol.PrintReport
+	for report == nil {
+		r := fh.report(t)
+		if r.RequestID == first.Load() {
+			report = &r
+		}
+	}
+	if len(report.Labels) != 1 || report.Labels[0].LabelSerial != "1966-F8CF-01" || report.Labels[0].Outcome != protocol.PrintFailed || report.Labels[0].Reason != "no_answer" {
+		t.Fatalf("report of the late sale: %+v", report)
+	}
+	select {
+	case r := <-fh.refunds:
+		if r.Label.RequestID != first.Load() || r.Label.LabelSerial != "1966-F8CF-01" {
+			t.Fatalf("refund %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the late sale was not refunded")
+	}
+	if p.count() != 0 {
+		t.Fatalf("%d labels printed for a customer who was told the sale failed", p.count())
+	}
 }

@@ -210,14 +210,24 @@ func (f *Front) answer(resultSuffix string, fn func(ctx context.Context, kioskID
 	}
 }
 
+// onPrint records a print report and confirms it on print/result; the
+// kiosk sends it again until confirmed. A report that cannot be recorded
+// now (the store is down) is not confirmed, so it comes again.
 func (f *Front) onPrint(c mqtt.Client, m mqtt.Message) {
 	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
 	if err != nil {
 		return
 	}
+	result := protocol.KioskTopic(kiosk, protocol.TopicPrintResult)
 	r, err := protocol.DecodePrintReport(m.Payload())
-	if err != nil || r.KioskID != kiosk {
+	if err == nil && r.KioskID != kiosk {
+		err = protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a report on kiosk %s's topic", r.KioskID, kiosk)
+	}
+	if err != nil {
 		f.log.Warn("bad print report", "kiosk", kiosk, "err", err)
+		if r != nil && protocol.ValidRequestID(r.RequestID) {
+			f.publishJSON(result, protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultRejected, Error: protocol.AsError(err)})
+		}
 		return
 	}
 	if !f.begin() {
@@ -225,8 +235,20 @@ func (f *Front) onPrint(c mqtt.Client, m mqtt.Message) {
 	}
 	defer f.wg.Done()
 	if err := f.prints.RecordPrint(f.ctx, r); err != nil {
-		f.log.Error("print report not recorded", "kiosk", kiosk, "request_id", r.RequestID, "err", err)
+		f.log.Error("print report not recorded; the kiosk sends it again", "kiosk", kiosk, "request_id", r.RequestID, "err", err)
+		return
 	}
+	f.publishJSON(result, protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultOK})
+}
+
+// publishJSON publishes v at QoS 1.
+func (f *Front) publishJSON(topic string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		f.log.Error("encode", "topic", topic, "err", err)
+		return
+	}
+	f.publish(topic, 1, false, b)
 }
 
 func (f *Front) onTelemetry(c mqtt.Client, m mqtt.Message) {

@@ -81,6 +81,7 @@ type Demo struct {
 	kioskArgs []string
 	kiosk     *proc
 	hub       *proc
+	hubArgs   []string
 	outMu     sync.Mutex
 	once      sync.Once
 }
@@ -211,12 +212,22 @@ func (d *Demo) start(ctx context.Context) error {
 	d.sheets = strings.Fields(out)
 	ready := filepath.Join(cfg.Dir, "hub", "ready.json")
 	os.Remove(ready)
-	if err := d.spawn("hub", append(hubArgs, "--ready-file", ready)...); err != nil {
+	d.hubArgs = append(hubArgs, "--ready-file", ready)
+	if err := d.spawn("hub", d.hubArgs...); err != nil {
 		return err
 	}
 	d.hub = &d.procs[len(d.procs)-1]
 	if err := d.waitHub(ctx, ready, !cfg.ExternalBroker); err != nil {
 		return err
+	}
+	// A restarted hub comes back on the same addresses, as a real one does.
+	for i := range d.hubArgs {
+		switch d.hubArgs[i] {
+		case "--http":
+			d.hubArgs[i+1] = d.cfg.HubHTTP
+		case "--broker-listen":
+			d.hubArgs[i+1] = d.cfg.Broker
+		}
 	}
 	cfg = d.cfg
 	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
@@ -325,11 +336,41 @@ func (d *Demo) Scanner() *scannersim.Scanner   { return d.scanner }
 func (d *Demo) Terminal() *paytermsim.Terminal { return d.terminal }
 func (d *Demo) GPIO() *gpiosim.Sim             { return d.gpio }
 
+// Dir is the demo's state directory.
+func (d *Demo) Dir() string { return d.cfg.Dir }
+
 // JournalPath is the kiosk's sale journal.
 func (d *Demo) JournalPath() string { return filepath.Join(d.cfg.Dir, "kiosk", "journal.db") }
 
 // HubPID is the hub's process id.
 func (d *Demo) HubPID() int { return d.hub.cmd.Process.Pid }
+
+// KillHub kills the hub with SIGKILL, as a power cut or the OOM killer
+// would, and waits for it to be gone.
+func (d *Demo) KillHub() {
+	d.hub.cmd.Process.Kill()
+	<-d.hub.exited
+}
+
+// RestartHub starts the hub again on its addresses, after KillHub or on
+// its own death, and waits until it serves.
+func (d *Demo) RestartHub(ctx context.Context) error {
+	select {
+	case <-d.hub.exited:
+	default:
+		d.hub.stop()
+	}
+	ready := d.hubArgs[len(d.hubArgs)-1]
+	os.Remove(ready)
+	if err := d.spawn("hub", d.hubArgs...); err != nil {
+		return err
+	}
+	d.hub = &d.procs[len(d.procs)-1]
+	if _, err := d.waitReady(ctx, "hub", ready); err != nil {
+		return err
+	}
+	return WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second)
+}
 
 // KioskPID is the running kiosk's process id.
 func (d *Demo) KioskPID() int { return d.kiosk.cmd.Process.Pid }

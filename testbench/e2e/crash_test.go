@@ -147,7 +147,9 @@ func TestHubSurvivesKill9(t *testing.T) {
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(binDir, "hub"), "--data", dir, "--http", httpAddr, "--broker-listen", brokerAddr,
-			"--postal", paSrv.URL, "--payments", gwSrv.URL, "--lease-ttl", "2s", "--log", "text")
+			"--postal", paSrv.URL, "--payments", gwSrv.URL, "--lease-ttl", "2s", "--log", "text",
+			"--kiosk-msg-rate", "-1") // these load kiosks send faster than a real one
+
 		cmd.Stdout, cmd.Stderr = output(t), output(t)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

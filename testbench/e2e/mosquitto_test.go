@@ -151,6 +151,13 @@ func (m *mosquitto) start() error {
 	return waitTCP(m.addr, 10*time.Second)
 }
 
+// kill kills mosquitto with SIGKILL and waits for it to be gone.
+func (m *mosquitto) kill() {
+	m.cmd.Process.Kill()
+	m.cmd.Wait()
+	m.cmd = nil
+}
+
 // reload makes mosquitto reread its password file and ACL.
 func (m *mosquitto) reload() {
 	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {

@@ -50,6 +50,24 @@ type Printer struct {
 	fault    Fault
 	failNext Fault // the next label is lost to this fault
 	failSkip int   // labels that still come out before failNext strikes
+	hold     *hold // the next cut waits for it
+}
+
+// hold keeps a label in the printer until released.
+type hold struct {
+	held, release chan struct{}
+}
+
+// HoldNext makes the next cut wait in the printer, as a slow print does,
+// until release is called; held is closed once it waits. A test kills
+// something between a label printing and the kiosk hearing that it did.
+func (p *Printer) HoldNext() (held <-chan struct{}, release func()) {
+	h := &hold{held: make(chan struct{}), release: make(chan struct{})}
+	p.mu.Lock()
+	p.hold = h
+	p.mu.Unlock()
+	var once sync.Once
+	return h.held, func() { once.Do(func() { close(h.release) }) }
 }
 
 // SetFault puts the printer in a state (OK clears it).
@@ -271,6 +289,13 @@ func (p *Printer) raster(r *bufio.Reader) error {
 
 func (p *Printer) cut() error {
 	p.mu.Lock()
+	if h := p.hold; h != nil {
+		p.hold = nil
+		p.mu.Unlock()
+		close(h.held)
+		<-h.release
+		p.mu.Lock()
+	}
 	rows, width := p.rows, p.width
 	p.rows, p.width = nil, 0
 	if p.failNext != OK && p.failSkip > 0 {
