@@ -98,6 +98,12 @@ type Config struct {
 	// it, the alert comes when a postal purchase hangs and the GPSD cannot
 	// fund one more MPSD.
 	FundsLow protocol.Mills
+	// LabelsLow raises a labels_low alert for a kiosk whose heartbeat
+	// reports fewer labels left (default 20, two sheets); it clears once
+	// the kiosk has that many again. PaperAlert is when paper_out is raised:
+	// "out" (default) or "near_end"; it clears when paper is back.
+	LabelsLow  int
+	PaperAlert string
 	// LedgerCheckEvery runs the full ledger check while the hub sells; a
 	// violation stops all sales and raises a tamper alert. Default 10
 	// minutes; negative never (the check still runs at start).
@@ -149,6 +155,12 @@ func (c *Config) Defaults() {
 	if c.LedgerCheckEvery == 0 {
 		c.LedgerCheckEvery = 10 * time.Minute
 	}
+	if c.LabelsLow == 0 {
+		c.LabelsLow = 2 * protocol.LabelsPerSheet
+	}
+	if c.PaperAlert == "" {
+		c.PaperAlert = "out"
+	}
 	if c.Ledger.Vendor == "" {
 		c.Ledger.Vendor = "FR"
 	}
@@ -184,6 +196,12 @@ func (c *Config) Check() error {
 	}
 	if c.FundsLow < 0 {
 		errs = append(errs, errors.New("funds-low: want a positive amount"))
+	}
+	if c.LabelsLow < 0 {
+		errs = append(errs, fmt.Errorf("labels-low: want 0 or more labels, got %d", c.LabelsLow))
+	}
+	if c.PaperAlert != "out" && c.PaperAlert != "near_end" {
+		errs = append(errs, fmt.Errorf("paper-alert: want out or near_end, got %q", c.PaperAlert))
 	}
 	if c.HeartbeatS < 1 || c.HeartbeatS > 3600 {
 		errs = append(errs, fmt.Errorf("heartbeat: want 1-3600 s, got %d", c.HeartbeatS))
@@ -254,6 +272,8 @@ type Hub struct {
 	tickMu        sync.Mutex
 	closeOnce     sync.Once
 	pushedRates   string // the rate table version the kiosks were last sent
+	supplyMu      sync.Mutex
+	supply        map[string]supply // what each kiosk last said it needs
 	proxies       websession.Proxies
 	// HTTPAddr and BrokerAddr are where the hub listens, after Start.
 	HTTPAddr   string
@@ -264,7 +284,7 @@ type Hub struct {
 // (ledger check, keys) without starting any server.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	cfg.Defaults()
-	h := &Hub{cfg: cfg, log: log}
+	h := &Hub{cfg: cfg, log: log, supply: map[string]supply{}}
 	var err error
 	if h.db, err = store.Open(ctx, cfg.DB); err != nil {
 		return nil, err
@@ -533,7 +553,10 @@ func (h *Hub) Presence() *fleet.Presence { return h.presence }
 type kioskWatch struct{ h *Hub }
 
 func (w kioskWatch) Online(id string)                { w.h.presence.Online(id) }
-func (w kioskWatch) Heartbeat(t *protocol.Telemetry) { w.h.presence.Heartbeat(t) }
+func (w kioskWatch) Heartbeat(t *protocol.Telemetry) {
+	w.h.presence.Heartbeat(t)
+	w.h.supplies(t)
+}
 func (w kioskWatch) Offline(id string) {
 	w.h.presence.Offline(id)
 	w.h.kioskOffline(id, "its last will")

@@ -1,6 +1,7 @@
 // Package alerts keeps the alerts ops must see and acknowledge: tamper,
-// fraud, inspection due, kiosks offline, low funds. An alert is raised once
-// per kind and subject until someone acknowledges it.
+// fraud, inspection due, kiosks offline, low funds, paper out, labels low.
+// An alert is raised once per kind and subject until someone acknowledges
+// it, or, for a condition the hub sees end (paper loaded), the hub clears it.
 package alerts
 
 import (
@@ -93,6 +94,21 @@ func (s *Store) List(ctx context.Context, openOnly bool) ([]Alert, error) {
 		out = append(out, a)
 	}
 	return out, rows.Err()
+}
+
+// Clear closes the open alert of kind and subject, if any, when the hub sees
+// its condition end (paper loaded, labels refilled): it is acknowledged by
+// "hub" with why.
+func (s *Store) Clear(ctx context.Context, kind, subject, why string) {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE alerts SET acked_at = ?, acked_by = ? WHERE kind = ? AND subject = ? AND acked_at IS NULL`),
+		s.now().UnixMicro(), "hub: "+why, kind, subject)
+	if err != nil {
+		s.log.Error("alert not cleared", "kind", kind, "subject", subject, "err", err)
+		return
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		s.log.Info("alert cleared", "kind", kind, "subject", subject, "why", why)
+	}
 }
 
 // Ack acknowledges an open alert.

@@ -42,6 +42,16 @@ var (
 		"1 when a ledger check found a violation and stopped all sales until the hub restarts.", nil, nil)
 	descKiosks = prometheus.NewDesc("frank_kiosks",
 		"Kiosks the hub has heard of, by state.", []string{"state"}, nil)
+	descKioskOnline = prometheus.NewDesc("frank_kiosk_online",
+		"1 if a kiosk is online, by its status and heartbeats.", []string{"kiosk"}, nil)
+	descKioskLabels = prometheus.NewDesc("frank_kiosk_labels_left",
+		"Labels a kiosk has left to sell on, from its last heartbeat.", []string{"kiosk"}, nil)
+	descKioskPaperOut = prometheus.NewDesc("frank_kiosk_paper_out",
+		"1 if a kiosk's printer is out of paper, from its last heartbeat.", []string{"kiosk"}, nil)
+	descKioskPrinterOK = prometheus.NewDesc("frank_kiosk_printer_ok",
+		"1 if a kiosk's printer reports no fault, from its last heartbeat.", []string{"kiosk"}, nil)
+	descKioskInService = prometheus.NewDesc("frank_kiosk_in_service",
+		"1 if a kiosk can sell: stock, paper, printer, door and hub all fine and staff have it in service.", []string{"kiosk"}, nil)
 	descAlertsOpen = prometheus.NewDesc("frank_alerts_open",
 		"Alerts not yet acknowledged, by kind.", []string{"kind"}, nil)
 	descWorkerLoad = prometheus.NewDesc("frank_psdm_worker_load",
@@ -108,7 +118,14 @@ func (c *fundsCollector) Collect(ch chan<- prometheus.Metric) {
 
 type presenceCollector struct{ src presence }
 
-func (c *presenceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descKiosks }
+func (c *presenceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descKiosks
+	ch <- descKioskOnline
+	ch <- descKioskLabels
+	ch <- descKioskPaperOut
+	ch <- descKioskPrinterOK
+	ch <- descKioskInService
+}
 
 func (c *presenceCollector) Collect(ch chan<- prometheus.Metric) {
 	var online, offline int
@@ -117,6 +134,13 @@ func (c *presenceCollector) Collect(ch chan<- prometheus.Metric) {
 			online++
 		} else {
 			offline++
+		}
+		ch <- prometheus.MustNewConstMetric(descKioskOnline, prometheus.GaugeValue, boolGauge(k.Online), k.ID)
+		if t := k.Telemetry; t != nil {
+			ch <- prometheus.MustNewConstMetric(descKioskLabels, prometheus.GaugeValue, float64(t.LabelsLeft), k.ID)
+			ch <- prometheus.MustNewConstMetric(descKioskPaperOut, prometheus.GaugeValue, boolGauge(t.Paper == "out"), k.ID)
+			ch <- prometheus.MustNewConstMetric(descKioskPrinterOK, prometheus.GaugeValue, boolGauge(t.Printer == "ok"), k.ID)
+			ch <- prometheus.MustNewConstMetric(descKioskInService, prometheus.GaugeValue, boolGauge(t.InService && k.Online), k.ID)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descKiosks, prometheus.GaugeValue, float64(online), "online")

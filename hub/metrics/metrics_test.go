@@ -96,7 +96,11 @@ func allSources() Sources {
 			psd(50_000_002, ledger.KindMPSD, 5_000, 1_000, "", false),      // control code broken
 			psd(50_000_003, ledger.KindMPSD, 7_000, 3_000, "tamper", true), // locked
 		}},
-		Presence: fakePresence{{ID: "k1", Online: true}, {ID: "k2", Online: false}, {ID: "k3", Online: true}},
+		Presence: fakePresence{
+			{ID: "k1", Online: true, Telemetry: &protocol.Telemetry{KioskID: "k1", LabelsLeft: 7, Paper: "out", Printer: "paper_out"}},
+			{ID: "k2", Online: false},
+			{ID: "k3", Online: true, Telemetry: &protocol.Telemetry{KioskID: "k3", LabelsLeft: 30, Paper: "ok", Printer: "ok", InService: true}},
+		},
 		Alerts: &fakeAlerts{open: []alerts.Alert{
 			{Kind: alerts.Tamper}, {Kind: alerts.Tamper}, {Kind: alerts.KioskOffline}, {Kind: "something_new"},
 		}},
@@ -211,6 +215,15 @@ func TestScrape(t *testing.T) {
 
 		{"frank_kiosks", []string{"state=online"}, 2},
 		{"frank_kiosks", []string{"state=offline"}, 1},
+		{"frank_kiosk_online", []string{"kiosk=k2"}, 0},
+		{"frank_kiosk_labels_left", []string{"kiosk=k1"}, 7},
+		{"frank_kiosk_paper_out", []string{"kiosk=k1"}, 1},
+		{"frank_kiosk_printer_ok", []string{"kiosk=k1"}, 0},
+		{"frank_kiosk_in_service", []string{"kiosk=k1"}, 0},
+		{"frank_kiosk_labels_left", []string{"kiosk=k3"}, 30},
+		{"frank_kiosk_paper_out", []string{"kiosk=k3"}, 0},
+		{"frank_kiosk_printer_ok", []string{"kiosk=k3"}, 1},
+		{"frank_kiosk_in_service", []string{"kiosk=k3"}, 1},
 
 		{"frank_alerts_open", []string{"kind=tamper"}, 2},
 		{"frank_alerts_open", []string{"kind=kiosk_offline"}, 1},

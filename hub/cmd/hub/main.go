@@ -94,6 +94,8 @@ func run(args []string) int {
 	to := fs.String("to", "", "report: last day (2006-01-02, exclusive)")
 	fs.StringVar(&cfg.RatesDir, "rates", "", "directory of extra rate tables (*.json)")
 	fs.IntVar(&cfg.HeartbeatS, "heartbeat", 30, "kiosk heartbeat period pushed in config, seconds")
+	fs.IntVar(&cfg.LabelsLow, "labels-low", 20, "raise labels_low for a kiosk with fewer labels left; it clears once refilled")
+	fs.StringVar(&cfg.PaperAlert, "paper-alert", "out", "raise paper_out when a kiosk's paper is out, or already near_end; it clears when paper is loaded")
 	role := fs.String("role", "ops", "operator add: ops (everything) or staff (their --stores only)")
 	stores := fs.String("stores", "", "operator add: comma-separated stores of a staff operator")
 	tokenName := fs.String("name", "cli", "operator token: what the token is for")

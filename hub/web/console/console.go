@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,6 +155,41 @@ type KioskRow struct {
 	Scale      string    `json:"scale"`
 	LastError  string    `json:"last_error"`
 	SalesToday int       `json:"sales_today"`
+}
+
+// Refill is a kiosk that needs paper or labels: its open paper_out or
+// labels_low alert, shown to the staff of its store.
+type Refill struct {
+	Kiosk   string `json:"kiosk"`
+	Store   string `json:"store"`
+	Need    string `json:"need"` // paper, labels
+	Message string `json:"message"`
+}
+
+// refill lists the open paper_out and labels_low alerts of the kiosks in
+// rows (those the operator may see).
+func (c *Console) refill(ctx context.Context, rows []KioskRow) ([]Refill, error) {
+	open, err := c.Alerts.List(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	store := map[string]string{}
+	for _, r := range rows {
+		store[r.ID] = r.Store
+	}
+	var out []Refill
+	for _, a := range open {
+		need := map[string]string{alerts.PaperOut: "paper", alerts.LabelsLow: "labels"}[a.Kind]
+		id, ok := strings.CutPrefix(a.Subject, "kiosk/")
+		if need == "" || !ok {
+			continue
+		}
+		if st, mine := store[id]; mine {
+			out = append(out, Refill{Kiosk: id, Store: st, Need: need, Message: a.Message})
+		}
+	}
+	slices.SortFunc(out, func(a, b Refill) int { return strings.Compare(a.Kiosk+a.Need, b.Kiosk+b.Need) })
+	return out, nil
 }
 
 // fleetRows lists the kiosks op may see.

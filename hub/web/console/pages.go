@@ -121,13 +121,26 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 }
 
+// fleetData is the fleet page: the table, and what the operator's stores
+// need refilled.
+type fleetData struct {
+	Kiosks []KioskRow
+	Refill []Refill
+}
+
 func (c *Console) fleetPage(w http.ResponseWriter, r *http.Request) {
-	rows, err := c.fleetRows(r.Context(), current(r).Subject)
+	op := current(r).Subject
+	rows, err := c.fleetRows(r.Context(), op)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "fleet.html", page{Title: "Fleet", Data: rows})
+	refill, err := c.refill(r.Context(), rows)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "fleet.html", page{Title: "Fleet", Data: fleetData{Kiosks: rows, Refill: refill}})
 }
 
 func (c *Console) kioskPage(w http.ResponseWriter, r *http.Request) {
