@@ -552,7 +552,7 @@ func (h *Hub) Presence() *fleet.Presence { return h.presence }
 // alert when a kiosk goes offline.
 type kioskWatch struct{ h *Hub }
 
-func (w kioskWatch) Online(id string)                { w.h.presence.Online(id) }
+func (w kioskWatch) Online(id string) { w.h.presence.Online(id) }
 func (w kioskWatch) Heartbeat(t *protocol.Telemetry) {
 	w.h.presence.Heartbeat(t)
 	w.h.supplies(t)
