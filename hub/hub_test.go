@@ -48,7 +48,7 @@ func (c *clock) Set(t time.Time) {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	h     *hub.Hub
 	cfg   hub.Config
 	pa    *postal.Authority
@@ -68,10 +68,10 @@ func quietLog() *slog.Logger {
 // broker, SQLite and the soft HSM, against a simulated postal authority and
 // card gateway. Kiosks kiosk-1 (store-a) and kiosk-2 (store-b) are
 // provisioned, and sheets 1966-F8CF and 1966-F8D0 are loaded into kiosk-1.
-func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+func newEnv(t testing.TB) *env { return newEnvWith(t, nil) }
 
 // newEnvWith is newEnv with a change to the hub's config.
-func newEnvWith(t *testing.T, edit func(*hub.Config)) *env {
+func newEnvWith(t testing.TB, edit func(*hub.Config)) *env {
 	t.Helper()
 	log := quietLog()
 	pa, err := postal.New("", log)
@@ -141,7 +141,7 @@ func (e *env) loadStock(storeID, kioskID string, serials ...string) {
 
 // kioskClient is a bare MQTT client standing in for a kiosk.
 type kioskClient struct {
-	t       *testing.T
+	t       testing.TB
 	id      string
 	c       mqtt.Client
 	results chan []byte
@@ -203,7 +203,7 @@ func purchase(id, kiosk, label string, mutate func(*protocol.PurchaseRequest)) [
 	return b
 }
 
-func decode(t *testing.T, raw []byte) *protocol.PurchaseResult {
+func decode(t testing.TB, raw []byte) *protocol.PurchaseResult {
 	t.Helper()
 	res, err := protocol.DecodePurchaseResult(raw)
 	if err != nil {
@@ -222,7 +222,7 @@ var met sync.Map
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if code == 0 && flag.Lookup("test.run").Value.String() == "" {
+	if code == 0 && flag.Lookup("test.run").Value.String() == "" && flag.Lookup("test.list").Value.String() == "" {
 		for _, c := range protocol.Codes {
 			if _, ok := met.Load(c.Code); !ok && c.Code != protocol.CodeInternal {
 				// internal_error is the hub's own fault, never a kiosk's input.

@@ -27,7 +27,7 @@ func (e *env) failLabel(k *kioskClient, id, label string) {
 	}
 }
 
-func mustPrintReport(t *testing.T, b []byte) *protocol.PrintReport {
+func mustPrintReport(t testing.TB, b []byte) *protocol.PrintReport {
 	r, err := protocol.DecodePrintReport(b)
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ import (
 
 // browser is an HTTP client with its own cookies, like one browser.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 }

@@ -75,7 +75,7 @@ type testBroker struct {
 	log    *syncBuffer
 }
 
-func start(t *testing.T, edit func(*Config)) *testBroker {
+func start(t testing.TB, edit func(*Config)) *testBroker {
 	t.Helper()
 	f := &fleet{pw: map[string]string{"k1": "k1-secret", "k2": "k2-secret"}}
 	cfg := Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "hub-secret", Kiosks: f, RecheckEvery: 20 * time.Millisecond}
