@@ -492,6 +492,15 @@ func TestReplacedPasswordStopsAtOnce(t *testing.T) {
 	}
 }
 
+// No kiosk may be named like a hub: brokers make a kiosk's client id its
+// user name, and a kiosk called frank-hub-... would take a hub's session.
+func TestKioskIDNotAHubs(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.h.Fleet().Add(context.Background(), "frank-hub-2", "store-a"); err == nil {
+		t.Fatal("a kiosk named frank-hub-2 was provisioned")
+	}
+}
+
 func TestCertificatesAndHealth(t *testing.T) {
 	e := newEnv(t)
 	if err := demo.WaitHTTP(context.Background(), "http://"+e.h.HTTPAddr+"/healthz", 5*time.Second); err != nil {

@@ -50,7 +50,7 @@ type CodeInfo struct {
 // Codes lists every code a kiosk or API client can receive.
 var Codes = []CodeInfo{
 	{CodeMalformed, false, "The message is not valid JSON or XML of the expected type, is too large, or has unknown fields."},
-	{CodeInvalidRequest, false, "A field is missing or out of range; the message names the field."},
+	{CodeInvalidRequest, false, "A field is missing or out of range, a key is given twice, or data follows the message; the message names the field."},
 	{CodeKioskMismatch, false, "The kiosk_id in the body differs from the kiosk named by the topic."},
 	{CodeUnknownKiosk, false, "The kiosk is not provisioned at the hub."},
 	{CodeIdempotencyConflict, false, "This request_id was used before with a different body; the first result stands."},
@@ -64,10 +64,10 @@ var Codes = []CodeInfo{
 	{CodePaymentDeclined, false, "The card issuer declined the payment."},
 	{CodePaymentTimeout, true, "The payment gateway did not answer in time; nothing was charged."},
 	{CodeInsufficientFunds, false, "The prepaid account or card lacks funds; missing_mills says how much is missing."},
-	{CodePaymentInvalid, false, "The payment data is unusable: a bad token, card number, expiry or account."},
+	{CodePaymentInvalid, false, "The payment data is unusable: a bad token, card number or expiry, or a prepaid account without a pay code."},
 	{CodeFundsUnavailable, true, "The hub could not fund postage from the postal authority right now."},
 	{CodeInspectionOverdue, true, "The postal security device is past its inspection deadline; sales stop until it is reported."},
-	{CodeUnauthorized, false, "The request carried no valid credentials, or credentials for someone else than it names."},
+	{CodeUnauthorized, false, "The request carried no valid credentials (a wrong, used or expired pay code, a wrong login), or credentials for someone else than it names."},
 	{CodeRemedyNotAllowed, false, "A reprint or refund was asked for a label that did not fail to print, belongs to another sale, or already had its remedy."},
 	{CodeServiceUnavailable, true, "The hub cannot sell right now (no signing worker, store down, shutting down)."},
 	{CodeInternal, true, "An unexpected hub fault; nothing was charged and no indicium was issued."},

@@ -54,7 +54,7 @@ func New(db *store.DB) *Registry {
 // password, which is how a lost one is recovered.
 func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, error) {
 	if !protocol.ValidKioskID(kioskID) || !protocol.ValidKioskID(storeID) {
-		return "", fmt.Errorf("fleet: add %q in %q: ids want 1-32 of [A-Za-z0-9_-]", kioskID, storeID)
+		return "", fmt.Errorf("fleet: add %q in %q: ids want 1-32 of [A-Za-z0-9_-], and a kiosk id may not start with %s", kioskID, storeID, protocol.HubPrefix)
 	}
 	password := rand.Text()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
