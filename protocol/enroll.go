@@ -33,8 +33,12 @@ const EnrollCodeLen = 20
 // NormalizeEnrollCode returns a code as the hub stores it (upper case, no
 // spaces or dashes), or "" if it cannot be one.
 func NormalizeEnrollCode(s string) string {
-	s = strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(s))
-	if len(s) != EnrollCodeLen {
+	return base32Code(strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(s)), EnrollCodeLen)
+}
+
+// base32Code returns s if it is n characters of upper-case base32, else "".
+func base32Code(s string, n int) string {
+	if len(s) != n {
 		return ""
 	}
 	for _, c := range s {

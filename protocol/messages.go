@@ -94,19 +94,11 @@ func FormatPayCode(s string) string {
 // base32 characters, no prefix, spaces or dashes), or "" if it cannot be
 // one.
 func NormalizePayCode(s string) string {
-	s = strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(strings.TrimSpace(s)))
+	s = strings.ToUpper(strings.NewReplacer("-", "", " ", "").Replace(s))
 	if len(s) == PayCodeLen+3 {
 		s = strings.TrimPrefix(s, "PAY")
 	}
-	if len(s) != PayCodeLen {
-		return ""
-	}
-	for _, c := range s {
-		if !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
-			return ""
-		}
-	}
-	return s
+	return base32Code(s, PayCodeLen)
 }
 
 // Total is the sum of the items' amounts.

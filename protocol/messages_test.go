@@ -93,3 +93,20 @@ func TestErrorIs(t *testing.T) {
 		t.Errorf("AsError leaked or miscoded: %+v", got)
 	}
 }
+
+func TestPayCode(t *testing.T) {
+	code := protocol.FormatPayCode("ABCDEFGH234567QR")
+	if code != "PAY-ABCD-EFGH-2345-67QR" {
+		t.Fatalf("format: %q", code)
+	}
+	for _, typed := range []string{code, "pay abcd efgh 2345 67qr", "ABCDEFGH234567QR", " PAY-ABCD-EFGH-2345-67QR "} {
+		if got := protocol.NormalizePayCode(typed); got != "ABCDEFGH234567QR" {
+			t.Errorf("%q normalizes to %q", typed, got)
+		}
+	}
+	for _, bad := range []string{"", "PAY-ABCD", "PAY-ABCD-EFGH-2345-67Q1", "ABCDEFGH234567QRS", "PAY-ABCD-EFGH-2345-67Q!"} {
+		if got := protocol.NormalizePayCode(bad); got != "" {
+			t.Errorf("%q accepted as %q", bad, got)
+		}
+	}
+}

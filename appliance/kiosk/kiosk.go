@@ -309,23 +309,11 @@ func (k *Kiosk) printConfirmed(ctx context.Context, raw []byte) {
 // until the hub answers, then reported and refunded; one whose print report
 // was never confirmed is reported again. Their labels stay held meanwhile.
 func (k *Kiosk) settleLoop() {
-	select {
-	case <-k.recovered:
-	case <-k.stop:
-		return
-	}
-	t := time.NewTicker(k.cfg.ResendEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-k.stop:
-			return
-		case <-t.C:
-		}
+	k.afterRecovery(k.cfg.ResendEvery, func() {
 		if k.client.IsConnected() {
 			k.settleOpen(context.Background())
 		}
-	}
+	})
 }
 
 func (k *Kiosk) settleOpen(ctx context.Context) {
@@ -402,22 +390,30 @@ func (k *Kiosk) heldLabels(ctx context.Context) map[string]bool {
 // sweepAbandoned refunds, once the start-up settling is done, the failed
 // labels whose customer chose no remedy within the window.
 func (k *Kiosk) sweepAbandoned() {
+	k.afterRecovery(min(k.cfg.RemedyWindow/4, 30*time.Second), func() {
+		k.saleMu.Lock()
+		k.refundAbandoned(context.Background(), time.Now().Add(-k.cfg.RemedyWindow))
+		k.saleMu.Unlock()
+	})
+}
+
+// afterRecovery runs fn every period once the start-up settling is done,
+// until the kiosk closes.
+func (k *Kiosk) afterRecovery(period time.Duration, fn func()) {
 	select {
 	case <-k.recovered:
 	case <-k.stop:
 		return
 	}
-	t := time.NewTicker(min(k.cfg.RemedyWindow/4, 30*time.Second))
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
 		case <-k.stop:
 			return
 		case <-t.C:
+			fn()
 		}
-		k.saleMu.Lock()
-		k.refundAbandoned(context.Background(), time.Now().Add(-k.cfg.RemedyWindow))
-		k.saleMu.Unlock()
 	}
 }
 
