@@ -1,0 +1,56 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// A kiosk's heartbeats raise and clear its supply alerts at the configured
+// thresholds: paper near its end (with --paper-alert near_end), and fewer
+// labels than --labels-low.
+func TestSupplyAlerts(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.PaperAlert, c.LabelsLow = "near_end", 5 })
+	k := e.kiosk("kiosk-1")
+	beat := func(paper string, labels int) {
+		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: time.Now().UTC(), Paper: paper, Printer: "ok", Scale: "ok", LabelsLeft: labels, InService: true})
+		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicTelemetry), 1, false, b).WaitTimeout(5 * time.Second)
+	}
+	open := func(kind string) bool {
+		as, err := e.h.Alerts().List(context.Background(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range as {
+			if a.Kind == kind && a.Subject == "kiosk/kiosk-1" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited 10 s for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	beat("ok", 6)
+	beat("near_end", 4)
+	waitFor("paper_out and labels_low", func() bool { return open(alerts.PaperOut) && open(alerts.LabelsLow) })
+	beat("ok", 5)
+	waitFor("both cleared", func() bool { return !open(alerts.PaperOut) && !open(alerts.LabelsLow) })
+	as, _ := e.h.Alerts().List(context.Background(), false)
+	for _, a := range as {
+		if (a.Kind == alerts.PaperOut || a.Kind == alerts.LabelsLow) && (a.Acked == nil || a.AckedBy == "") {
+			t.Fatalf("alert %+v not cleared by the hub", a)
+		}
+	}
+}
