@@ -9,10 +9,16 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
-// supply is what a kiosk's last heartbeat said it needs.
+// supply is what a kiosk's last heartbeat said it needs, and when.
 type supply struct {
 	paperOut, labelsLow bool
+	at                  time.Time
 }
+
+// reorderWindow is how far apart two heartbeats may arrive out of order
+// (the front handles messages concurrently); an older one within it is
+// stale. A kiosk clock set back further is believed.
+const reorderWindow = time.Minute
 
 // supplies raises a kiosk's paper_out and labels_low alerts from its
 // heartbeats, and clears them once a heartbeat says paper or labels are
@@ -23,12 +29,18 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 	now := supply{
 		paperOut:  t.Paper == "out" || h.cfg.PaperAlert == "near_end" && t.Paper == "near_end",
 		labelsLow: t.LabelsLeft < h.cfg.LabelsLow,
+		at:        t.At,
 	}
+	// One kiosk's heartbeats are judged one at a time and in their order,
+	// so an alert is never left open behind a later all-clear.
 	h.supplyMu.Lock()
+	defer h.supplyMu.Unlock()
 	before, known := h.supply[t.KioskID]
+	if known && now.at.Before(before.at) && before.at.Sub(now.at) < reorderWindow {
+		return
+	}
 	h.supply[t.KioskID] = now
-	h.supplyMu.Unlock()
-	if known && before == now {
+	if known && before.paperOut == now.paperOut && before.labelsLow == now.labelsLow {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -17,8 +17,10 @@ import (
 func TestSupplyAlerts(t *testing.T) {
 	e := newEnvWith(t, func(c *hub.Config) { c.PaperAlert, c.LabelsLow = "near_end", 5 })
 	k := e.kiosk("kiosk-1")
+	at := time.Now().UTC()
 	beat := func(paper string, labels int) {
-		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: time.Now().UTC(), Paper: paper, Printer: "ok", Scale: "ok", LabelsLeft: labels, InService: true})
+		at = at.Add(time.Second) // the hub may take them in any order; their times order them
+		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: at, Paper: paper, Printer: "ok", Scale: "ok", LabelsLeft: labels, InService: true})
 		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicTelemetry), 1, false, b).WaitTimeout(5 * time.Second)
 	}
 	open := func(kind string) bool {
