@@ -336,7 +336,7 @@ func TestRefusedPayloadsNotLogged(t *testing.T) {
 
 // A kiosk that publishes faster than its budget has the excess dropped.
 func TestKioskRate(t *testing.T) {
-	b := start(t, func(c *Config) { c.KioskRate, c.KioskBurst = 1, 5 })
+	b := start(t, func(c *Config) { c.KioskRate, c.KioskBurst = 0.1, 5 }) // one more each 10 s: a slow run cannot earn many
 	hub, err := b.dial(t, "frank-hub", "hub-secret", "frank-hub-1", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -354,8 +354,8 @@ func TestKioskRate(t *testing.T) {
 	waitFor(t, 5*time.Second, "the drops counted", func() bool { return b.Refused()["rate"] >= 40 })
 	mu.Lock()
 	defer mu.Unlock()
-	if n > 10 {
-		t.Fatalf("%d of 50 publishes got through a budget of 5 and 1/s", n)
+	if n > 8 {
+		t.Fatalf("%d of 50 publishes got through a budget of 5 and one each 10 s", n)
 	}
 }
 
