@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 
@@ -146,26 +147,26 @@ func (t *Token) GenerateSigningKey(label string) (*ecdsa.PublicKey, error) {
 	if err := t.refuseExisting(label); err != nil {
 		return nil, err
 	}
-	pub := []*p11.Attribute{
+	// A signing key may sign and its public half verify; every other use
+	// is set false, since tokens default some of them to true.
+	pub := append([]*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
 		p11.NewAttribute(p11.CKA_TOKEN, true),
-		p11.NewAttribute(p11.CKA_VERIFY, true),
 		p11.NewAttribute(p11.CKA_EC_PARAMS, oidP256),
 		p11.NewAttribute(p11.CKA_LABEL, label),
 		p11.NewAttribute(p11.CKA_ID, []byte(label)),
-	}
-	priv := []*p11.Attribute{
+	}, usages(publicUses, p11.CKA_VERIFY)...)
+	priv := append([]*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_EC),
 		p11.NewAttribute(p11.CKA_TOKEN, true),
 		p11.NewAttribute(p11.CKA_PRIVATE, true),
 		p11.NewAttribute(p11.CKA_SENSITIVE, true),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_SIGN, true),
 		p11.NewAttribute(p11.CKA_LABEL, label),
 		p11.NewAttribute(p11.CKA_ID, []byte(label)),
-	}
+	}, usages(privateUses, p11.CKA_SIGN)...)
 	_, _, err := t.ctx.GenerateKeyPair(t.mgmt, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv)
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11: generate %s: %w", label, err)
@@ -184,7 +185,9 @@ func (t *Token) GenerateMACKey(label string) error {
 	if err := t.refuseExisting(label); err != nil {
 		return err
 	}
-	tmpl := []*p11.Attribute{
+	// An HMAC key signs and verifies (makes and checks control codes),
+	// and does nothing else.
+	tmpl := append([]*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
 		p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
@@ -192,15 +195,29 @@ func (t *Token) GenerateMACKey(label string) error {
 		p11.NewAttribute(p11.CKA_PRIVATE, true),
 		p11.NewAttribute(p11.CKA_SENSITIVE, true),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_SIGN, true),
-		p11.NewAttribute(p11.CKA_VERIFY, true),
 		p11.NewAttribute(p11.CKA_LABEL, label),
 		p11.NewAttribute(p11.CKA_ID, []byte(label)),
-	}
+	}, usages(secretUses, p11.CKA_SIGN, p11.CKA_VERIFY)...)
 	if _, err := t.ctx.GenerateKey(t.mgmt, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, tmpl); err != nil {
 		return fmt.Errorf("pkcs11: generate %s: %w", label, err)
 	}
 	return nil
+}
+
+// The uses each class of key has, as PKCS#11 names them.
+var (
+	publicUses  = []uint{p11.CKA_ENCRYPT, p11.CKA_VERIFY, p11.CKA_VERIFY_RECOVER, p11.CKA_WRAP, p11.CKA_DERIVE}
+	privateUses = []uint{p11.CKA_DECRYPT, p11.CKA_SIGN, p11.CKA_SIGN_RECOVER, p11.CKA_UNWRAP, p11.CKA_DERIVE}
+	secretUses  = []uint{p11.CKA_ENCRYPT, p11.CKA_DECRYPT, p11.CKA_SIGN, p11.CKA_VERIFY, p11.CKA_WRAP, p11.CKA_UNWRAP, p11.CKA_DERIVE}
+)
+
+// usages sets each of a class's uses: true if allowed, else false.
+func usages(class []uint, allowed ...uint) []*p11.Attribute {
+	out := make([]*p11.Attribute, 0, len(class))
+	for _, u := range class {
+		out = append(out, p11.NewAttribute(u, slices.Contains(allowed, u)))
+	}
+	return out
 }
 
 func (t *Token) refuseExisting(label string) error {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 
 	p11 "github.com/miekg/pkcs11"
@@ -80,6 +81,58 @@ func TestKeysDoNotLeave(t *testing.T) {
 		}
 		if attrs[0].Value[0] != 1 || attrs[1].Value[0] != 0 {
 			t.Errorf("%s: sensitive=%v extractable=%v", k.label, attrs[0].Value, attrs[1].Value)
+		}
+	}
+}
+
+// Each key can do its job and nothing else, read back from the token: the
+// signing key signs, its public half verifies, the control-code key signs
+// and verifies (HMAC); no key encrypts, decrypts, wraps, unwraps, derives
+// or recovers; private and secret keys are sensitive and were never
+// extractable.
+func TestKeysDoOnlyTheirJob(t *testing.T) {
+	if _, err := token.GenerateSigningKey("job-sign"); err != nil {
+		t.Fatal(err)
+	}
+	if err := token.GenerateMACKey("job-mac"); err != nil {
+		t.Fatal(err)
+	}
+	token.mu.Lock()
+	defer token.mu.Unlock()
+	secrecy := []uint{p11.CKA_SENSITIVE, p11.CKA_EXTRACTABLE, p11.CKA_ALWAYS_SENSITIVE, p11.CKA_NEVER_EXTRACTABLE}
+	names := map[uint]string{p11.CKA_ENCRYPT: "encrypt", p11.CKA_DECRYPT: "decrypt", p11.CKA_SIGN: "sign", p11.CKA_VERIFY: "verify",
+		p11.CKA_SIGN_RECOVER: "sign_recover", p11.CKA_VERIFY_RECOVER: "verify_recover", p11.CKA_WRAP: "wrap", p11.CKA_UNWRAP: "unwrap",
+		p11.CKA_DERIVE: "derive", p11.CKA_SENSITIVE: "sensitive", p11.CKA_EXTRACTABLE: "extractable",
+		p11.CKA_ALWAYS_SENSITIVE: "always_sensitive", p11.CKA_NEVER_EXTRACTABLE: "never_extractable"}
+	for _, k := range []struct {
+		label       string
+		class, kind uint
+		want        map[uint]bool // attributes that must be true; the others in names must be false
+	}{
+		{"job-sign", p11.CKO_PRIVATE_KEY, p11.CKK_EC, map[uint]bool{p11.CKA_SIGN: true, p11.CKA_SENSITIVE: true,
+			p11.CKA_ALWAYS_SENSITIVE: true, p11.CKA_NEVER_EXTRACTABLE: true}},
+		{"job-sign", p11.CKO_PUBLIC_KEY, p11.CKK_EC, map[uint]bool{p11.CKA_VERIFY: true}},
+		{"job-mac", p11.CKO_SECRET_KEY, p11.CKK_GENERIC_SECRET, map[uint]bool{p11.CKA_SIGN: true, p11.CKA_VERIFY: true,
+			p11.CKA_SENSITIVE: true, p11.CKA_ALWAYS_SENSITIVE: true, p11.CKA_NEVER_EXTRACTABLE: true}},
+	} {
+		h, err := findOne(token.ctx, token.mgmt, k.label, k.class, k.kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for attr, name := range names {
+			switch {
+			case k.class == p11.CKO_PUBLIC_KEY && !slices.Contains(publicUses, attr),
+				k.class == p11.CKO_SECRET_KEY && !slices.Contains(secretUses, attr) && !slices.Contains(secrecy, attr),
+				k.class == p11.CKO_PRIVATE_KEY && !slices.Contains(privateUses, attr) && !slices.Contains(secrecy, attr):
+				continue // not an attribute of this class
+			}
+			got, err := token.ctx.GetAttributeValue(token.mgmt, h, []*p11.Attribute{p11.NewAttribute(attr, nil)})
+			if err != nil {
+				t.Fatalf("%s (class %d): %s: %v", k.label, k.class, name, err)
+			}
+			if on := len(got[0].Value) > 0 && got[0].Value[0] != 0; on != k.want[attr] {
+				t.Errorf("%s (class %d): %s is %v, want %v", k.label, k.class, name, on, k.want[attr])
+			}
 		}
 	}
 }
