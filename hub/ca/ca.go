@@ -1,0 +1,461 @@
+// Package ca is the hub's device certificate authority. It issues each
+// kiosk a short-lived client certificate naming its kiosk id and store,
+// from a CSR whose key never left the kiosk; it issues the hubs their
+// broker-client and server certificates; and it revokes, keeping a signed
+// CRL for brokers. The CA's key lives in the HSM (PKCS#11, or the soft
+// store in development) and signs through a crypto.Signer; its certificate
+// is in the store, shared by every hub on the database.
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"database/sql"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// KeyLabel is the CA key's label in the HSM, unless Config names another.
+const KeyLabel = "frank-device-ca"
+
+// Errors.
+var (
+	ErrNoCA   = errors.New("ca: no device CA; run hub ca init")
+	ErrExists = errors.New("ca: the device CA exists already")
+)
+
+// Certificate kinds, as device_certs records them.
+const (
+	KindKiosk  = "kiosk"
+	KindHub    = "hub"    // a hub's client certificate for the broker
+	KindServer = "server" // a hub's TLS server certificate
+)
+
+// keyMaker creates keys inside the HSM.
+type keyMaker interface {
+	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
+}
+
+// Session is one HSM session; the CA keeps one for itself.
+type Session interface {
+	Signer(label string) (crypto.Signer, error)
+	Close() error
+}
+
+// Sessions adapts a key store's session opener to the CA's.
+func Sessions[S Session](open func() (S, error)) func() (Session, error) {
+	return func() (Session, error) { return open() }
+}
+
+// Config sets lifetimes. Zero values take the defaults noted.
+type Config struct {
+	KeyLabel string        // the CA key's label in the HSM; default KeyLabel
+	Vendor   string        // the O of every certificate; default "Frank"
+	KioskTTL time.Duration // a kiosk certificate's lifetime; default 30 days
+	HubTTL   time.Duration // a hub's client and server certificates; default 30 days
+	Now      func() time.Time
+}
+
+// CA is the device CA.
+type CA struct {
+	db   *store.DB
+	keys keyMaker
+	open func() (Session, error)
+	cfg  Config
+
+	mu     sync.Mutex // one signature at a time: an HSM session is not shared
+	label  string     // the CA key's, as the store records it
+	sess   Session
+	signer crypto.Signer
+	cert   *x509.Certificate
+	pem    []byte
+}
+
+// New returns the CA on db; Load or Init makes it usable.
+func New(db *store.DB, keys keyMaker, open func() (Session, error), cfg Config) *CA {
+	if cfg.KeyLabel == "" {
+		cfg.KeyLabel = KeyLabel
+	}
+	if cfg.Vendor == "" {
+		cfg.Vendor = "Frank"
+	}
+	if cfg.KioskTTL == 0 {
+		cfg.KioskTTL = 30 * 24 * time.Hour
+	}
+	if cfg.HubTTL == 0 {
+		cfg.HubTTL = 30 * 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &CA{db: db, keys: keys, open: open, cfg: cfg}
+}
+
+// KioskTTL is the lifetime of a kiosk certificate.
+func (c *CA) KioskTTL() time.Duration { return c.cfg.KioskTTL }
+
+// Init creates the CA: a P-256 key in the HSM and a self-signed
+// certificate good for ten years.
+func (c *CA) Init(ctx context.Context) error {
+	if err := c.Load(ctx); err == nil {
+		return ErrExists
+	} else if !errors.Is(err, ErrNoCA) {
+		return err
+	}
+	pub, err := c.keys.GenerateSigningKey(c.cfg.KeyLabel)
+	if err != nil {
+		return fmt.Errorf("ca: init: %w", err)
+	}
+	c.mu.Lock()
+	c.label = c.cfg.KeyLabel
+	sg, err := c.signerLocked(pub)
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	now := c.cfg.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: c.cfg.Vendor + " device CA", Organization: []string{c.cfg.Vendor}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, sg)
+	if err != nil {
+		return fmt.Errorf("ca: init: %w", err)
+	}
+	p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if _, err := c.db.ExecContext(ctx, c.db.Rebind(`INSERT INTO device_ca (id, key_label, cert_pem, created_at) VALUES (1, ?, ?, ?)`),
+		c.cfg.KeyLabel, string(p), now.UnixMicro()); err != nil {
+		if store.IsConflict(err) {
+			return ErrExists
+		}
+		return fmt.Errorf("ca: init: %w", err)
+	}
+	return c.Load(ctx)
+}
+
+// Load reads the CA's certificate and opens its signer.
+func (c *CA) Load(ctx context.Context) error {
+	var p, label string
+	err := c.db.QueryRowContext(ctx, `SELECT cert_pem, key_label FROM device_ca WHERE id = 1`).Scan(&p, &label)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNoCA
+	}
+	if err != nil {
+		return fmt.Errorf("ca: load: %w", err)
+	}
+	cert, err := ParseCertPEM([]byte(p))
+	if err != nil {
+		return fmt.Errorf("ca: load: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cert, c.pem, c.label = cert, []byte(p), label
+	return nil
+}
+
+// signerLocked opens the CA's own session and finds its key, checking it
+// is the one whose public half is pub; c.mu is held.
+func (c *CA) signerLocked(pub crypto.PublicKey) (crypto.Signer, error) {
+	if c.signer != nil {
+		return c.signer, nil
+	}
+	s, err := c.open()
+	if err != nil {
+		return nil, fmt.Errorf("ca: hsm session: %w", err)
+	}
+	sg, err := s.Signer(c.label)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("ca: key %s: %w", c.label, err)
+	}
+	if k, ok := sg.Public().(interface{ Equal(crypto.PublicKey) bool }); pub != nil && (!ok || !k.Equal(pub)) {
+		s.Close()
+		return nil, fmt.Errorf("ca: key %s in the HSM is not the CA's", c.label)
+	}
+	c.sess, c.signer = s, sg
+	return sg, nil
+}
+
+// Close closes the CA's HSM session.
+func (c *CA) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		c.sess.Close()
+		c.sess, c.signer = nil, nil
+	}
+}
+
+// Certificate is the CA's certificate, after Load.
+func (c *CA) Certificate() *x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cert
+}
+
+// CertPEM is the CA's certificate in PEM, for brokers and kiosks.
+func (c *CA) CertPEM() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pem
+}
+
+// Pool holds the CA's certificate, to verify what it issued.
+func (c *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	if cert := c.Certificate(); cert != nil {
+		p.AddCert(cert)
+	}
+	return p
+}
+
+// sign issues tmpl for pub and records it.
+func (c *CA) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey, kind string) ([]byte, error) {
+	c.mu.Lock()
+	if c.cert == nil {
+		c.mu.Unlock()
+		return nil, ErrNoCA
+	}
+	sg, err := c.signerLocked(c.cert.PublicKey)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, sg)
+	c.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("ca: issue %s: %w", tmpl.Subject.CommonName, err)
+	}
+	if _, err := c.db.ExecContext(ctx, c.db.Rebind(`INSERT INTO device_certs (serial, subject, kind, not_before, not_after) VALUES (?, ?, ?, ?, ?)`),
+		SerialHex(tmpl.SerialNumber), tmpl.Subject.CommonName, kind, tmpl.NotBefore.UnixMicro(), tmpl.NotAfter.UnixMicro()); err != nil {
+		return nil, fmt.Errorf("ca: record %s: %w", tmpl.Subject.CommonName, err)
+	}
+	return der, nil
+}
+
+// IssueKiosk signs a kiosk's CSR: a client certificate for kioskID in
+// storeID, valid for KioskTTL. The CSR's subject is ignored: the
+// certificate says what the hub knows.
+func (c *CA) IssueKiosk(ctx context.Context, csrDER []byte, kioskID, storeID string) ([]byte, error) {
+	if !protocol.ValidKioskID(kioskID) {
+		return nil, fmt.Errorf("ca: issue: %q is not a kiosk id", kioskID)
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("ca: issue %s: CSR: %w", kioskID, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("ca: issue %s: CSR signature: %w", kioskID, err)
+	}
+	if err := acceptableKey(csr.PublicKey); err != nil {
+		return nil, fmt.Errorf("ca: issue %s: %w", kioskID, err)
+	}
+	now := c.cfg.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: kioskID, OrganizationalUnit: []string{storeID}, Organization: []string{c.cfg.Vendor}},
+		NotBefore:    now.Add(-5 * time.Minute), // a kiosk clock a little behind
+		NotAfter:     now.Add(c.cfg.KioskTTL),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return c.sign(ctx, tmpl, csr.PublicKey, KindKiosk)
+}
+
+// IssueHub signs a hub's certificate for pub: a broker client certificate
+// named name (which starts with protocol.HubPrefix), or with hosts a TLS
+// server certificate for those names and addresses.
+func (c *CA) IssueHub(ctx context.Context, pub crypto.PublicKey, name string, hosts []string) ([]byte, error) {
+	if !strings.HasPrefix(name, protocol.HubPrefix) {
+		return nil, fmt.Errorf("ca: issue %q: a hub's name starts with %s", name, protocol.HubPrefix)
+	}
+	now := c.cfg.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: name, Organization: []string{c.cfg.Vendor}},
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     now.Add(c.cfg.HubTTL),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	kind := KindHub
+	if len(hosts) > 0 {
+		kind = KindServer
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
+	}
+	return c.sign(ctx, tmpl, pub, kind)
+}
+
+// acceptableKey admits the keys kiosks make: P-256 ECDSA.
+func acceptableKey(pub crypto.PublicKey) error {
+	k, ok := pub.(*ecdsa.PublicKey)
+	if !ok || k.Curve.Params().Name != "P-256" {
+		return errors.New("want a P-256 ECDSA key")
+	}
+	return nil
+}
+
+// Revoke revokes every certificate of subject that has not expired, and
+// returns how many.
+func (c *CA) Revoke(ctx context.Context, subject, reason string) (int, error) {
+	now := c.cfg.Now()
+	res, err := c.db.ExecContext(ctx, c.db.Rebind(`UPDATE device_certs SET revoked_at = ?, reason = ? WHERE subject = ? AND revoked_at IS NULL AND not_after > ?`),
+		now.UnixMicro(), reason, subject, now.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("ca: revoke %s: %w", subject, err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+// Revoked returns the serials revoked and not yet expired.
+func (c *CA) Revoked(ctx context.Context) (map[string]bool, error) {
+	rows, err := c.db.QueryContext(ctx, c.db.Rebind(`SELECT serial FROM device_certs WHERE revoked_at IS NOT NULL AND not_after > ?`), c.cfg.Now().UnixMicro())
+	if err != nil {
+		return nil, fmt.Errorf("ca: revoked: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, fmt.Errorf("ca: revoked: %w", err)
+		}
+		out[s] = true
+	}
+	return out, rows.Err()
+}
+
+// Issued is a certificate the CA issued, as the console shows it.
+type Issued struct {
+	Serial    string     `json:"serial"`
+	Subject   string     `json:"subject"`
+	Kind      string     `json:"kind"`
+	NotBefore time.Time  `json:"not_before"`
+	NotAfter  time.Time  `json:"not_after"`
+	Revoked   *time.Time `json:"revoked,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+}
+
+// Latest is the newest certificate issued to subject, if any.
+func (c *CA) Latest(ctx context.Context, subject string) (*Issued, error) {
+	var is Issued
+	var nb, na int64
+	var rev sql.NullInt64
+	var reason sql.NullString
+	err := c.db.QueryRowContext(ctx, c.db.Rebind(`SELECT serial, subject, kind, not_before, not_after, revoked_at, reason FROM device_certs
+		WHERE subject = ? ORDER BY not_after DESC LIMIT 1`), subject).Scan(&is.Serial, &is.Subject, &is.Kind, &nb, &na, &rev, &reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: latest %s: %w", subject, err)
+	}
+	is.NotBefore, is.NotAfter, is.Reason = time.UnixMicro(nb).UTC(), time.UnixMicro(na).UTC(), reason.String
+	if rev.Valid {
+		t := time.UnixMicro(rev.Int64).UTC()
+		is.Revoked = &t
+	}
+	return &is, nil
+}
+
+// CRL signs a revocation list of every revoked certificate not yet
+// expired, good for next (brokers refuse a stale one, so the hub signs a
+// new one well before).
+func (c *CA) CRL(ctx context.Context, next time.Duration) ([]byte, error) {
+	rows, err := c.db.QueryContext(ctx, c.db.Rebind(`SELECT serial, revoked_at FROM device_certs WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY serial`),
+		c.cfg.Now().UnixMicro())
+	if err != nil {
+		return nil, fmt.Errorf("ca: crl: %w", err)
+	}
+	var entries []x509.RevocationListEntry
+	for rows.Next() {
+		var s string
+		var at int64
+		if err := rows.Scan(&s, &at); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ca: crl: %w", err)
+		}
+		n, ok := new(big.Int).SetString(s, 16)
+		if !ok {
+			continue
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: time.UnixMicro(at).UTC()})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ca: crl: %w", err)
+	}
+	var number int64
+	if err := c.db.QueryRowContext(ctx, `UPDATE device_ca SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number`).Scan(&number); err != nil {
+		return nil, fmt.Errorf("ca: crl number: %w", err)
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cert == nil {
+		return nil, ErrNoCA
+	}
+	sg, err := c.signerLocked(c.cert.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(number), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(next), RevokedCertificateEntries: entries,
+	}, c.cert, sg)
+	if err != nil {
+		return nil, fmt.Errorf("ca: crl: %w", err)
+	}
+	return der, nil
+}
+
+// serial is a random 128-bit certificate serial.
+func serial() *big.Int {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[0] &= 0x7f // positive
+	return new(big.Int).SetBytes(b)
+}
+
+// SerialHex is a serial as device_certs keeps it.
+func SerialHex(n *big.Int) string { return fmt.Sprintf("%x", n) }
+
+// ParseCertPEM reads the first certificate of a PEM block list.
+func ParseCertPEM(b []byte) (*x509.Certificate, error) {
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, errors.New("no certificate in PEM")
+		}
+		if blk.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(blk.Bytes)
+		}
+	}
+}
