@@ -97,15 +97,15 @@ func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
 func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kiosk, *fakePrinter) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "hub", HubPassword: "hub-secret", Kiosks: passwords{"k1": "k1-secret"}}, log)
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "hub-secret", Kiosks: passwords{"k1": "k1-secret"}, Passwords: true}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	url := "tcp://" + b.Addr()
 	fh.prints = make(chan protocol.PrintReport, 64)
-	fh.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("fake-hub").SetOrderMatters(false).
-		SetUsername("hub").SetPassword("hub-secret"))
+	fh.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("frank-hub-fake").SetOrderMatters(false).
+		SetUsername("frank-hub").SetPassword("hub-secret"))
 	if tok := fh.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}

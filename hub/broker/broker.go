@@ -12,6 +12,9 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -42,13 +45,32 @@ type Kiosks interface {
 // checked from the fixed header, before the body is read.
 const MaxPacketBytes = protocol.MaxMessageBytes + 1024
 
+// Revocations lists the certificates the device CA has revoked, by serial
+// (hex, as ca.SerialHex writes it).
+type Revocations interface {
+	Revoked(ctx context.Context) (map[string]bool, error)
+}
+
 // Config says who may connect, and how much each may take. Zero values
 // take the defaults noted.
 type Config struct {
-	Addr        string // host:port to listen on
+	// Addr is a plain listener, where clients log in with passwords (the
+	// hub's own user, and kiosks when Passwords allows); empty for none.
+	Addr        string
 	HubUser     string // the hub's own user, allowed everything
 	HubPassword string
 	Kiosks      Kiosks
+	// TLSAddr is the mqtts listener. A client presents a certificate the
+	// device CA issued (TLS's ClientCAs), which names it: a kiosk id, or a
+	// hub's name (starting with frank-hub). A revoked (Revoked) or expired
+	// certificate is refused, and an open session whose certificate is
+	// revoked or expires is closed.
+	TLSAddr string
+	TLS     *tls.Config
+	Revoked Revocations
+	// Passwords lets kiosks log in with a password: on Addr, and on
+	// TLSAddr without a certificate. Off, a kiosk needs its certificate.
+	Passwords bool
 	// ConnectTimeout is how long a new connection has to send a CONNECT
 	// that authenticates; default 10 s.
 	ConnectTimeout time.Duration
@@ -94,12 +116,13 @@ func (c *Config) defaults() {
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv    *mqtt.Server
-	ln     *guardedListener
-	hook   *authHook
-	addr   string
-	cancel context.CancelFunc
-	done   chan struct{}
+	srv     *mqtt.Server
+	lns     []*guardedListener
+	hook    *authHook
+	addr    string
+	tlsAddr string
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // Start listens on cfg.Addr and serves until Close.
@@ -115,30 +138,67 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	// packets by type, topic and size only.
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(redact(log.Handler())), Capabilities: caps})
 	hook := &authHook{cfg: cfg, log: log, srv: srv, stamps: map[*mqtt.Client]string{}, rates: map[*mqtt.Client]*rate.Limiter{},
-		failures: map[string]*rate.Limiter{}}
+		certs: map[*mqtt.Client]*x509.Certificate{}, failures: map[string]*rate.Limiter{}}
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: start: %w", err)
 	}
-	tcp, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("broker: listen %s: %w", cfg.Addr, err)
+	b := &Broker{srv: srv, hook: hook, done: make(chan struct{})}
+	listen := func(id, addr string, tc *tls.Config) (string, error) {
+		tcp, err := net.Listen("tcp", addr)
+		if err != nil {
+			return "", fmt.Errorf("broker: listen %s: %w", addr, err)
+		}
+		ln := &guardedListener{Listener: tcp, perIP: cfg.MaxConnsPerIP, connectTimeout: cfg.ConnectTimeout, conns: map[string]int{}, log: log}
+		b.lns = append(b.lns, ln)
+		var l net.Listener = ln
+		if tc != nil {
+			l = tls.NewListener(ln, tc)
+		}
+		if err := srv.AddListener(listeners.NewNet(id, l)); err != nil {
+			tcp.Close()
+			return "", fmt.Errorf("broker: listen %s: %w", addr, err)
+		}
+		return tcp.Addr().String(), nil
 	}
-	ln := &guardedListener{Listener: tcp, perIP: cfg.MaxConnsPerIP, connectTimeout: cfg.ConnectTimeout, conns: map[string]int{}, log: log}
-	if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
-		tcp.Close()
-		return nil, fmt.Errorf("broker: listen %s: %w", cfg.Addr, err)
+	var err error
+	if cfg.Addr != "" {
+		if b.addr, err = listen("tcp", cfg.Addr, nil); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.TLSAddr != "" {
+		if cfg.TLS == nil {
+			return nil, errors.New("broker: a TLS listener needs a TLS configuration")
+		}
+		tc := cfg.TLS.Clone()
+		tc.MinVersion = tls.VersionTLS12
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+		if cfg.Passwords {
+			tc.ClientAuth = tls.VerifyClientCertIfGiven
+		}
+		tc.VerifyConnection = hook.verifyConnection
+		if b.tlsAddr, err = listen("tls", cfg.TLSAddr, tc); err != nil {
+			return nil, err
+		}
+	}
+	if len(b.lns) == 0 {
+		return nil, errors.New("broker: no listener: want Addr, TLSAddr or both")
 	}
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker: serve: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{srv: srv, ln: ln, hook: hook, addr: tcp.Addr().String(), cancel: cancel, done: make(chan struct{})}
+	b.cancel = cancel
+	hook.refreshRevoked(ctx)
 	go b.recheck(ctx)
 	return b, nil
 }
 
-// Addr is the address the broker listens on.
+// Addr is the plain listener's address ("" without one).
 func (b *Broker) Addr() string { return b.addr }
+
+// TLSAddr is the mqtts listener's address ("" without one).
+func (b *Broker) TLSAddr() string { return b.tlsAddr }
 
 // Dropped counts messages the broker could not deliver: a client's write
 // queue was full, or its store of unacknowledged messages.
@@ -150,7 +210,9 @@ func (b *Broker) Dropped() int64 {
 // ACL, by reason, for the metrics and tests.
 func (b *Broker) Refused() map[string]int64 {
 	out := b.hook.refusedCounts()
-	out["conns_per_ip"] = b.ln.refused.Load()
+	for _, ln := range b.lns {
+		out["conns_per_ip"] += ln.refused.Load()
+	}
 	return out
 }
 
@@ -174,6 +236,7 @@ func (b *Broker) recheck(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		b.hook.refreshRevoked(ctx)
 		b.hook.revoke(ctx)
 	}
 }

@@ -78,7 +78,7 @@ type testBroker struct {
 func start(t testing.TB, edit func(*Config)) *testBroker {
 	t.Helper()
 	f := &fleet{pw: map[string]string{"k1": "k1-secret", "k2": "k2-secret"}}
-	cfg := Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "hub-secret", Kiosks: f, RecheckEvery: 20 * time.Millisecond}
+	cfg := Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "hub-secret", Kiosks: f, Passwords: true, RecheckEvery: 20 * time.Millisecond}
 	if edit != nil {
 		edit(&cfg)
 	}

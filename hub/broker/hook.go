@@ -3,6 +3,9 @@ package broker
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -25,10 +28,12 @@ type authHook struct {
 	srv *mqtt.Server
 
 	mu       sync.Mutex
-	stamps   map[*mqtt.Client]string        // a connected kiosk's credential stamp
-	rates    map[*mqtt.Client]*rate.Limiter // a connected kiosk's publish budget
-	failures map[string]*rate.Limiter       // failed logins by address
-	refused  map[string]int64               // by reason
+	stamps   map[*mqtt.Client]string            // a connected kiosk's credential stamp
+	certs    map[*mqtt.Client]*x509.Certificate // the certificate a client connected with
+	rates    map[*mqtt.Client]*rate.Limiter     // a connected kiosk's publish budget
+	failures map[string]*rate.Limiter           // failed logins by address
+	refused  map[string]int64                   // by reason
+	revoked  map[string]bool                    // certificate serials the CA revoked
 }
 
 func (h *authHook) ID() string { return "frank-auth" }
@@ -41,8 +46,59 @@ func (h *authHook) Provides(b byte) bool {
 	return false
 }
 
+// isHub reports whether an authenticated user is a hub: the hub's own
+// password user, or a certificate the CA issued to a hub. No kiosk id
+// starts with the hubs' prefix.
 func (h *authHook) isHub(user []byte) bool {
-	return h.cfg.HubUser != "" && string(user) == h.cfg.HubUser
+	return strings.HasPrefix(string(user), protocol.HubPrefix)
+}
+
+// peerCert is the certificate a TLS client connected with, verified
+// against the device CA, or nil.
+func peerCert(cl *mqtt.Client) *x509.Certificate {
+	c, ok := cl.Net.Conn.(interface{ ConnectionState() tls.ConnectionState })
+	if !ok {
+		return nil
+	}
+	cs := c.ConnectionState()
+	if len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	return cs.PeerCertificates[0]
+}
+
+// verifyConnection refuses, during the TLS handshake, a certificate the
+// CA has revoked.
+func (h *authHook) verifyConnection(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil // no certificate: a password login, if the listener allows one
+	}
+	serial := fmt.Sprintf("%x", cs.PeerCertificates[0].SerialNumber)
+	h.mu.Lock()
+	bad := h.revoked[serial]
+	h.mu.Unlock()
+	if bad {
+		h.count("revoked_cert")
+		return fmt.Errorf("broker: certificate %s is revoked", serial)
+	}
+	return nil
+}
+
+// refreshRevoked rereads the CA's revocations.
+func (h *authHook) refreshRevoked(ctx context.Context) {
+	if h.cfg.Revoked == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r, err := h.cfg.Revoked.Revoked(ctx)
+	if err != nil {
+		h.log.Error("revoked certificates not reread", "err", err)
+		return
+	}
+	h.mu.Lock()
+	h.revoked = r
+	h.mu.Unlock()
 }
 
 // OnConnect runs before authentication. It refuses, as not authorized, a
@@ -53,7 +109,18 @@ func (h *authHook) isHub(user []byte) bool {
 // older firmware that sent "frank-kiosk-ID" keeps working.
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	user := pk.Connect.Username
-	if h.isHub(user) {
+	if cert := peerCert(cl); cert != nil {
+		// The certificate names the client, whatever it sent, as
+		// mosquitto's use_identity_as_username does.
+		user = []byte(cert.Subject.CommonName)
+		cl.Properties.Username = user
+		if h.isHub(user) {
+			if !strings.HasPrefix(cl.ID, protocol.HubPrefix) {
+				cl.ID = string(user)
+			}
+			return nil
+		}
+	} else if h.isHub(user) {
 		return nil
 	}
 	if pk.Connect.WillFlag && !kioskWillMay(string(user), pk.Connect.WillTopic, pk.Connect.WillRetain) {
@@ -74,13 +141,31 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if cert := peerCert(cl); cert != nil {
+		user := cert.Subject.CommonName
+		if !h.isHub([]byte(user)) && !protocol.ValidKioskID(user) {
+			h.refuse(cl, user, "unknown_user")
+			return false
+		}
+		h.mu.Lock()
+		h.certs[cl] = cert
+		if !h.isHub([]byte(user)) && h.cfg.KioskRate > 0 {
+			h.rates[cl] = rate.NewLimiter(rate.Limit(h.cfg.KioskRate), h.cfg.KioskBurst)
+		}
+		h.mu.Unlock()
+		return true
+	}
 	user, pass := string(pk.Connect.Username), pk.Connect.Password
 	if h.isHub(pk.Connect.Username) {
-		ok := subtle.ConstantTimeCompare(pass, []byte(h.cfg.HubPassword)) == 1
+		ok := h.cfg.HubUser != "" && user == h.cfg.HubUser && subtle.ConstantTimeCompare(pass, []byte(h.cfg.HubPassword)) == 1
 		if !ok {
 			h.refuse(cl, user, "bad_password")
 		}
 		return ok
+	}
+	if !h.cfg.Passwords {
+		h.refuse(cl, user, "no_certificate")
+		return false
 	}
 	if !protocol.ValidKioskID(user) || h.cfg.Kiosks == nil {
 		h.refuse(cl, user, "unknown_user")
@@ -179,16 +264,30 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.mu.Lock()
 	delete(h.stamps, cl)
+	delete(h.certs, cl)
 	delete(h.rates, cl)
 	h.mu.Unlock()
 }
 
-// revoke closes every kiosk session whose credential is no longer the
-// kiosk's current one.
+// revoke closes every session whose credential is no longer good: a
+// certificate revoked or expired, or a kiosk password replaced.
 func (h *authHook) revoke(ctx context.Context) {
+	now := time.Now()
+	var stale []*mqtt.Client
 	h.mu.Lock()
+	for cl, cert := range h.certs {
+		if h.revoked[fmt.Sprintf("%x", cert.SerialNumber)] || now.After(cert.NotAfter) {
+			stale = append(stale, cl)
+			delete(h.certs, cl)
+		}
+	}
 	n := len(h.stamps)
 	h.mu.Unlock()
+	for _, cl := range stale {
+		h.count("revoked")
+		h.log.Warn("certificate revoked or expired; the session is closed", "client", cl.ID, "remote", cl.Net.Remote)
+		h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
 	if n == 0 || h.cfg.Kiosks == nil {
 		return
 	}
@@ -199,7 +298,7 @@ func (h *authHook) revoke(ctx context.Context) {
 		h.log.Error("kiosk credentials not rechecked", "err", err)
 		return
 	}
-	var stale []*mqtt.Client
+	stale = stale[:0]
 	h.mu.Lock()
 	for cl, stamp := range h.stamps {
 		if now, ok := current[string(cl.Properties.Username)]; !ok || now != stamp {

@@ -1,0 +1,201 @@
+package hub
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/frank-postage/frank/hub/ca"
+)
+
+// hubTLS is the hub's own TLS identity: a P-256 key in a file of its data
+// directory (mode 0600; a TLS handshake signs with it, and an HSM session
+// cannot be shared between handshakes), and the certificates the device
+// CA issues for it, a server certificate for HTTPS and the broker's mqtts
+// listener and a client certificate for the broker. Both are issued again
+// once a third of their life is left.
+type hubTLS struct {
+	ca    *ca.CA
+	key   *ecdsa.PrivateKey
+	name  string   // the hub's broker user, its client certificate's subject
+	hosts []string // the server certificate's names
+	files [2]string
+	now   func() time.Time
+
+	mu     sync.RWMutex
+	server *tls.Certificate
+	client *tls.Certificate
+}
+
+// loadKey reads the hub's TLS key from dir, making it on first use.
+func loadKey(dir string) (*ecdsa.PrivateKey, error) {
+	path := filepath.Join(dir, "tls", "hub.key")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("hub: tls key: %w", err)
+		}
+		if err := writeFileSync(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			return nil, fmt.Errorf("hub: tls key: %w", err)
+		}
+		return k, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hub: tls key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("hub: tls key %s: no PEM", path)
+	}
+	k, err := x509.ParseECPrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("hub: tls key %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func writeFileSync(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// renew issues whichever certificate is missing or past two thirds of its
+// life.
+func (t *hubTLS) renew(ctx context.Context) error {
+	due := func(c *tls.Certificate) bool {
+		if c == nil || c.Leaf == nil {
+			return true
+		}
+		life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
+		return t.now().After(c.Leaf.NotBefore.Add(life * 2 / 3))
+	}
+	t.mu.RLock()
+	needServer, needClient := t.files[0] == "" && due(t.server), due(t.client)
+	t.mu.RUnlock()
+	if t.files[0] != "" && t.server == nil {
+		c, err := tls.LoadX509KeyPair(t.files[0], t.files[1])
+		if err != nil {
+			return fmt.Errorf("hub: tls certificate files: %w", err)
+		}
+		t.mu.Lock()
+		t.server = &c
+		t.mu.Unlock()
+	}
+	issue := func(hosts []string) (*tls.Certificate, error) {
+		der, err := t.ca.IssueHub(ctx, &t.key.PublicKey, t.name, hosts)
+		if err != nil {
+			return nil, err
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		// The CA goes along, so a kiosk that pinned it finds it.
+		return &tls.Certificate{Certificate: [][]byte{der, t.ca.Certificate().Raw}, PrivateKey: t.key, Leaf: leaf}, nil
+	}
+	if needServer {
+		c, err := issue(t.hosts)
+		if err != nil {
+			return fmt.Errorf("hub: server certificate: %w", err)
+		}
+		t.mu.Lock()
+		t.server = c
+		t.mu.Unlock()
+	}
+	if needClient {
+		c, err := issue(nil)
+		if err != nil {
+			return fmt.Errorf("hub: broker client certificate: %w", err)
+		}
+		t.mu.Lock()
+		t.client = c
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// serverConfig serves the current server certificate.
+func (t *hubTLS) serverConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		return t.server, nil
+	}}
+}
+
+// clientConfig presents the hub's client certificate to a broker whose
+// certificate the device CA issued.
+func (t *hubTLS) clientConfig(serverName string) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: t.ca.Pool(), ServerName: serverName,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			t.mu.RLock()
+			defer t.mu.RUnlock()
+			return t.client, nil
+		}}
+}
+
+// serverLeaf is the certificate HTTPS and mqtts present.
+func (t *hubTLS) serverLeaf() *x509.Certificate {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.server == nil {
+		return nil
+	}
+	if t.server.Leaf != nil {
+		return t.server.Leaf
+	}
+	leaf, _ := x509.ParseCertificate(t.server.Certificate[0])
+	return leaf
+}
+
+// defaultHosts are the names a hub's server certificate carries when none
+// are configured: this machine's, and loopback.
+func defaultHosts() []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+		hosts = append(hosts, h)
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ip, ok := a.(*net.IPNet); ok && !ip.IP.IsLoopback() && !ip.IP.IsLinkLocalUnicast() {
+				hosts = append(hosts, ip.IP.String())
+			}
+		}
+	}
+	return hosts
+}
