@@ -8,11 +8,13 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -28,6 +30,7 @@ import (
 	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/broker"
+	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/keys"
@@ -50,16 +53,39 @@ import (
 
 // Config is the hub's configuration. Zero values take the defaults noted.
 type Config struct {
-	DataDir      string // state directory; default var/hub
-	DB           string // SQLite path or postgres:// URL; default DataDir/hub.db
-	Broker       string // external broker URL (tcp://host:port); empty runs the embedded one
-	BrokerListen string // embedded broker address; default 127.0.0.1:1883
-	HTTPListen   string // API address; default 127.0.0.1:8080
-	PostalURL    string // postal authority; default http://127.0.0.1:8090
-	Workers      int    // PSDM workers, one HSM session each; default half the CPUs, at least 1
-	MPSDs        int    // MPSDs each worker checks out, 1-8; default 1
-	RatesDir     string // extra rate tables (*.json); the built-in USPS table is always loaded
-	HeartbeatS   int    // kiosk heartbeat period pushed in config; default 30
+	DataDir string // state directory; default var/hub
+	DB      string // SQLite path or postgres:// URL; default DataDir/hub.db
+	Broker  string // external broker URL (mqtts:// or tcp://host:port); empty runs the embedded one
+	// BrokerTLSListen is the embedded broker's mqtts listener, where kiosks
+	// and hubs log in with the device CA's certificates; default
+	// 127.0.0.1:8883 ("off" for none). BrokerListen is a plain listener for
+	// password logins, off unless set (tests, and sites with KioskPasswords).
+	BrokerTLSListen string
+	BrokerListen    string
+	// KioskPasswords lets kiosks log in to the broker with a password and
+	// enroll for one, instead of a certificate. Off by default.
+	KioskPasswords bool
+	// TLS is how the hub serves its web side: "ca" (default: HTTPS on
+	// HTTPSListen with a certificate from its device CA for TLSHosts),
+	// "files" (TLSCert and TLSKey), or "off" (plain HTTP on HTTPListen,
+	// behind a TLS-terminating proxy). With TLS on, HTTPListen serves only
+	// /healthz and /metrics, and only if set.
+	TLS         string
+	TLSCert     string
+	TLSKey      string
+	TLSHosts    []string // default: localhost, loopback, this host's name and addresses
+	HTTPSListen string   // default 127.0.0.1:8443
+	HTTPListen  string   // see TLS; with TLS off, default 127.0.0.1:8080
+	// KioskCertTTL is a kiosk certificate's lifetime; default 30 days.
+	KioskCertTTL time.Duration
+	// CRLFile, if set, is kept holding the device CA's current revocation
+	// list (PEM), for an external broker's crlfile.
+	CRLFile    string
+	PostalURL  string // postal authority; default http://127.0.0.1:8090
+	Workers    int    // PSDM workers, one HSM session each; default half the CPUs, at least 1
+	MPSDs      int    // MPSDs each worker checks out, 1-8; default 1
+	RatesDir   string // extra rate tables (*.json); the built-in USPS table is always loaded
+	HeartbeatS int    // kiosk heartbeat period pushed in config; default 30
 	// HSM is "soft" (development keys sealed under DataDir/keys/master.key)
 	// or "pkcs11" (PKCS11 names the module, token and PIN).
 	HSM    string
@@ -119,11 +145,23 @@ func (c *Config) Defaults() {
 	if c.DB == "" {
 		c.DB = filepath.Join(c.DataDir, "hub.db")
 	}
-	if c.BrokerListen == "" {
-		c.BrokerListen = "127.0.0.1:1883"
+	if c.BrokerTLSListen == "" {
+		c.BrokerTLSListen = "127.0.0.1:8883"
 	}
-	if c.HTTPListen == "" {
+	if c.TLS == "" {
+		c.TLS = "ca"
+	}
+	if c.TLS == "off" && c.HTTPListen == "" {
 		c.HTTPListen = "127.0.0.1:8080"
+	}
+	if c.HTTPSListen == "" {
+		c.HTTPSListen = "127.0.0.1:8443"
+	}
+	if len(c.TLSHosts) == 0 {
+		c.TLSHosts = defaultHosts()
+	}
+	if c.KioskCertTTL == 0 {
+		c.KioskCertTTL = 30 * 24 * time.Hour
 	}
 	if c.PostalURL == "" {
 		c.PostalURL = "http://127.0.0.1:8090"
@@ -209,10 +247,28 @@ func (c *Config) Check() error {
 	if !strings.HasPrefix(c.BrokerUser, protocol.HubPrefix) {
 		errs = append(errs, fmt.Errorf("broker-user %q: a hub's broker user starts with %s, which no kiosk id may", c.BrokerUser, protocol.HubPrefix))
 	}
-	for name, addr := range map[string]string{"http": c.HTTPListen, "broker-listen": c.BrokerListen} {
+	switch c.TLS {
+	case "ca", "off":
+	case "files":
+		if c.TLSCert == "" || c.TLSKey == "" {
+			errs = append(errs, errors.New("tls files: want tls-cert and tls-key"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("tls: want ca, files or off, got %q", c.TLS))
+	}
+	if c.KioskCertTTL < time.Hour || c.KioskCertTTL > 397*24*time.Hour {
+		errs = append(errs, fmt.Errorf("kiosk-cert-ttl: want an hour to 397 days, got %s", c.KioskCertTTL))
+	}
+	for name, addr := range map[string]string{"http": c.HTTPListen, "https": c.HTTPSListen, "broker-listen": c.BrokerListen, "broker-tls-listen": c.BrokerTLSListen} {
+		if addr == "" || addr == "off" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
+	}
+	if c.Broker == "" && c.BrokerListen == "" && c.BrokerTLSListen == "off" {
+		errs = append(errs, errors.New("broker: the embedded broker needs broker-tls-listen or broker-listen"))
 	}
 	if _, err := rates.LoadDir(c.RatesDir); err != nil {
 		errs = append(errs, err)
@@ -266,18 +322,26 @@ type Hub struct {
 	keys          *keys.Keys
 	postal        *postal.Client
 	broker        *broker.Broker
+	ca            *ca.CA
+	tls           *hubTLS // the hub's own key and certificates; nil until Start
 	pool          *psdm.Pool
 	front         *front.Front
 	http          *http.Server
+	plain         *http.Server // /healthz and /metrics beside HTTPS
 	tickMu        sync.Mutex
 	closeOnce     sync.Once
 	pushedRates   string // the rate table version the kiosks were last sent
 	supplyMu      sync.Mutex
 	supply        map[string]supply // what each kiosk last said it needs
 	proxies       websession.Proxies
-	// HTTPAddr and BrokerAddr are where the hub listens, after Start.
-	HTTPAddr   string
-	BrokerAddr string
+	// HTTPAddr and BrokerAddr are where the hub listens, after Start:
+	// HTTPAddr serves the web side (HTTPS unless TLS is off; see URL),
+	// PlainAddr /healthz and /metrics over HTTP beside HTTPS, BrokerAddr
+	// the embedded broker's plain listener and BrokerTLSAddr its mqtts.
+	HTTPAddr      string
+	PlainAddr     string
+	BrokerAddr    string
+	BrokerTLSAddr string
 }
 
 // Open opens the store, HSM and ledger: enough for the offline commands
@@ -321,6 +385,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	}
 	h.payments = payments.New(h.db, gw, h.accounts, log.With("component", "payments"), cfg.Ledger.Now)
 	h.operators = operators.New(h.db, cfg.Ledger.Now)
+	h.ca = ca.New(h.db, h.ks, ca.Sessions(h.session), ca.Config{Vendor: cfg.Ledger.Vendor, KioskTTL: cfg.KioskCertTTL, Now: cfg.Ledger.Now})
+	if err := h.ca.Load(ctx); err != nil && !errors.Is(err, ca.ErrNoCA) {
+		h.Close()
+		return nil, err
+	}
 	if h.rates, err = rates.LoadDir(cfg.RatesDir); err != nil {
 		h.Close()
 		return nil, err
@@ -422,15 +491,34 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := h.payments.Reconcile(ctx); err != nil {
 		h.log.Error("open payments not settled", "err", err)
 	}
+	if err := h.startTLS(ctx); err != nil {
+		return err
+	}
 	brokerURL, brokerPass := h.cfg.Broker, h.cfg.BrokerPassword
+	var brokerTLS *tls.Config
 	if brokerURL == "" {
 		brokerPass = rand.Text() // only this process knows it
-		if h.broker, err = broker.Start(broker.Config{Addr: h.cfg.BrokerListen, HubUser: h.cfg.BrokerUser,
-			HubPassword: brokerPass, Kiosks: h.fleet, MaxConnsPerIP: h.cfg.BrokerConnsPerIP, KioskRate: h.cfg.KioskMsgRate}, h.log); err != nil {
+		bc := broker.Config{Addr: h.cfg.BrokerListen, HubUser: h.cfg.BrokerUser, HubPassword: brokerPass, Kiosks: h.fleet,
+			Passwords: h.cfg.KioskPasswords, MaxConnsPerIP: h.cfg.BrokerConnsPerIP, KioskRate: h.cfg.KioskMsgRate}
+		if h.cfg.BrokerTLSListen != "off" {
+			bc.TLSAddr, bc.Revoked = h.cfg.BrokerTLSListen, h.ca
+			bc.TLS = h.tls.serverConfig()
+			bc.TLS.ClientCAs = h.ca.Pool()
+		}
+		if h.broker, err = broker.Start(bc, h.log); err != nil {
 			return err
 		}
-		h.BrokerAddr = h.broker.Addr()
-		brokerURL = "tcp://" + h.BrokerAddr
+		h.BrokerAddr, h.BrokerTLSAddr = h.broker.Addr(), h.broker.TLSAddr()
+		// The hub's own connection: over mqtts with its certificate when
+		// the broker has that listener.
+		if h.BrokerTLSAddr != "" {
+			brokerURL = "mqtts://" + h.BrokerTLSAddr
+			brokerTLS = h.tls.clientConfig(hostOnly(h.BrokerTLSAddr))
+		} else {
+			brokerURL = "tcp://" + h.BrokerAddr
+		}
+	} else if u, err := url.Parse(brokerURL); err == nil && (u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls") {
+		brokerTLS = h.tls.clientConfig(u.Hostname())
 	}
 	open := func() (psdm.Session, error) { return h.session() }
 	if h.pool, err = psdm.Start(ctx, psdm.Config{Workers: h.cfg.Workers, MPSDsPerWorker: h.cfg.MPSDs}, open,
@@ -450,6 +538,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	host, _ := os.Hostname()
 	fcfg := front.Config{
 		Broker:   brokerURL,
+		TLS:      brokerTLS,
 		ClientID: fmt.Sprintf("%s-%s-%d", protocol.HubPrefix, host, os.Getpid()),
 		Username: h.cfg.BrokerUser,
 		Password: brokerPass,
@@ -466,28 +555,53 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.proxies, err = websession.ParseProxies(h.cfg.TrustedProxies); err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
-	ln, err := net.Listen("tcp", h.cfg.HTTPListen)
+	webAddr := h.cfg.HTTPListen
+	if h.cfg.TLS != "off" {
+		webAddr = h.cfg.HTTPSListen
+	}
+	ln, err := net.Listen("tcp", webAddr)
 	if err != nil {
-		return fmt.Errorf("hub: listen %s: %w", h.cfg.HTTPListen, err)
+		return fmt.Errorf("hub: listen %s: %w", webAddr, err)
 	}
 	h.HTTPAddr = ln.Addr().String()
 	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
 		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Log: h.log.With("component", "console"), Now: now,
-		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies, now), Logins: websession.NewLogins("console", h.proxies)}
+		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies)}
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
-		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies, now), Logins: websession.NewLogins("portal", h.proxies),
+		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
-		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, EnrollLogins: websession.NewCodeLimit("enroll", h.proxies),
+		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, BrokerTLSAddr: h.BrokerTLSAddr, CA: h.ca,
+		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,
 		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them
+	if h.cfg.TLS != "off" {
+		// A kiosk presents its certificate to renew it; browsers need none.
+		tc := h.tls.serverConfig()
+		tc.ClientAuth, tc.ClientCAs = tls.VerifyClientCertIfGiven, h.ca.Pool()
+		ln = tls.NewListener(ln, tc)
+	}
 	go func() {
 		if err := h.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("http server stopped", "err", err)
 		}
 	}()
+	if h.cfg.TLS != "off" && h.cfg.HTTPListen != "" {
+		// Beside HTTPS, plain HTTP only for load balancers and Prometheus.
+		pln, err := net.Listen("tcp", h.cfg.HTTPListen)
+		if err != nil {
+			return fmt.Errorf("hub: listen %s: %w", h.cfg.HTTPListen, err)
+		}
+		h.PlainAddr = pln.Addr().String()
+		h.plain = &http.Server{Handler: srv.PlainHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := h.plain.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				h.log.Error("plain http server stopped", "err", err)
+			}
+		}()
+	}
 	if rt, err := h.rates.Current(now()); err == nil {
 		h.pushedRates = rt.Version // kiosks get it as they come online
 	}
@@ -499,7 +613,12 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.bg.Go(h.heartbeats)
 	h.restoreActivity(ctx)
 	h.bg.Go(func() { h.every(time.Minute, func() bool { h.saveActivity(h.bgCtx); return true }) })
-	h.log.Info("hub ready", "http", h.HTTPAddr, "broker", brokerURL, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
+	h.bg.Go(func() { h.every(time.Hour, func() bool { h.renewTLS(h.bgCtx); return true }) })
+	if h.cfg.CRLFile != "" {
+		h.writeCRL(ctx)
+		h.bg.Go(func() { h.every(time.Minute, func() bool { h.writeCRL(h.bgCtx); return true }) })
+	}
+	h.log.Info("hub ready", "web", h.URL(), "broker", brokerURL, "broker_tls", h.BrokerTLSAddr, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil
 }
 
@@ -516,6 +635,9 @@ func (h *Hub) close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		h.http.Shutdown(ctx)
 		cancel()
+	}
+	if h.plain != nil {
+		h.plain.Close()
 	}
 	if h.front != nil {
 		h.front.Close()
@@ -535,6 +657,9 @@ func (h *Hub) close() error {
 	}
 	if h.broker != nil {
 		h.broker.Close()
+	}
+	if h.ca != nil {
+		h.ca.Close()
 	}
 	if h.ks != nil {
 		h.ks.Close()

@@ -84,7 +84,10 @@ func newEnvWith(t testing.TB, edit func(*hub.Config)) *env {
 	gwSrv := httptest.NewServer(gw.Handler())
 	t.Cleanup(gwSrv.Close)
 	e := &env{t: t, pa: pa, cards: gw, clock: &clock{t: time.Now()}, pw: map[string]string{}}
+	// Plain HTTP and broker passwords keep most tests short; the TLS
+	// listener runs too, and tls_test.go uses it.
 	e.cfg = hub.Config{DataDir: t.TempDir(), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", PostalURL: paSrv.URL,
+		TLS: "off", KioskPasswords: true, BrokerTLSListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0",
 		PaymentsURL: gwSrv.URL, PaymentsTimeout: 2 * time.Second} // tok_timeout waits it out
 	e.cfg.Ledger.Now = e.clock.Now
 	if edit != nil {
@@ -250,7 +253,7 @@ func TestPurchaseOverMQTT(t *testing.T) {
 	if res.Status != protocol.ResultOK || res.RequestID != "req-1" || len(res.Indicia) != 1 {
 		t.Fatalf("result %s", raw)
 	}
-	keys, err := verify.FetchKeys(context.Background(), "http://"+e.h.HTTPAddr)
+	keys, err := verify.FetchKeys(context.Background(), "http://"+e.h.HTTPAddr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,7 +509,7 @@ func TestCertificatesAndHealth(t *testing.T) {
 	if err := demo.WaitHTTP(context.Background(), "http://"+e.h.HTTPAddr+"/healthz", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := verify.FetchKeys(context.Background(), "http://"+e.h.HTTPAddr)
+	keys, err := verify.FetchKeys(context.Background(), "http://"+e.h.HTTPAddr, nil)
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("keys %v, %v", keys, err)
 	}
@@ -627,7 +630,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	e.start()
 	fresh := decode(t, e.kiosk("kiosk-1").ask(purchase("k2", "kiosk-1", "1966-F8CF-02", nil))).Indicia[0].Matrix
-	keys, err := verify.FetchKeys(ctx, "http://"+e.h.HTTPAddr)
+	keys, err := verify.FetchKeys(ctx, "http://"+e.h.HTTPAddr, nil)
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("published keys %d, %v", len(keys), err)
 	}
@@ -748,13 +751,19 @@ func TestKioskOffline(t *testing.T) {
 	waitFor("kiosk-1", true, 5*time.Second)
 	k2.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOffline).Wait()
 	waitFor("kiosk-1", false, time.Second)
-	as, _ := e.h.Alerts().List(context.Background(), true)
-	var alerted bool
-	for _, a := range as {
-		alerted = alerted || a.Kind == alerts.KioskOffline && a.Subject == "kiosk/kiosk-1"
-	}
-	if !alerted {
-		t.Fatalf("no kiosk_offline alert: %+v", as)
+	// The alert is stored just after the kiosk is marked offline.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		as, _ := e.h.Alerts().List(context.Background(), true)
+		var alerted bool
+		for _, a := range as {
+			alerted = alerted || a.Kind == alerts.KioskOffline && a.Subject == "kiosk/kiosk-1"
+		}
+		if alerted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no kiosk_offline alert: %+v", as)
+		}
 	}
 }
 

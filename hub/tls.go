@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/ca"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // hubTLS is the hub's own TLS identity: a P-256 key in a file of its data
@@ -169,20 +170,6 @@ func (t *hubTLS) clientConfig(serverName string) *tls.Config {
 		}}
 }
 
-// serverLeaf is the certificate HTTPS and mqtts present.
-func (t *hubTLS) serverLeaf() *x509.Certificate {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if t.server == nil {
-		return nil
-	}
-	if t.server.Leaf != nil {
-		return t.server.Leaf
-	}
-	leaf, _ := x509.ParseCertificate(t.server.Certificate[0])
-	return leaf
-}
-
 // defaultHosts are the names a hub's server certificate carries when none
 // are configured: this machine's, and loopback.
 func defaultHosts() []string {
@@ -198,4 +185,91 @@ func defaultHosts() []string {
 		}
 	}
 	return hosts
+}
+
+// startTLS makes sure the device CA exists (the soft store makes one on
+// first start, as it does the signing key; with an HSM, ops run `hub ca
+// init`), and loads or issues the hub's own certificates.
+func (h *Hub) startTLS(ctx context.Context) error {
+	if h.ca.Certificate() == nil {
+		if h.cfg.HSM != "soft" {
+			return fmt.Errorf("hub: start: %w", ca.ErrNoCA)
+		}
+		if err := h.ca.Init(ctx); err != nil && !errors.Is(err, ca.ErrExists) {
+			return fmt.Errorf("hub: start: %w", err)
+		}
+		if err := h.ca.Load(ctx); err != nil {
+			return fmt.Errorf("hub: start: %w", err)
+		}
+		h.log.Info("device CA created", "fingerprint", protocol.Fingerprint(h.ca.Certificate()))
+	}
+	key, err := loadKey(h.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	h.tls = &hubTLS{ca: h.ca, key: key, name: h.cfg.BrokerUser, hosts: h.cfg.TLSHosts, now: h.Now}
+	if h.cfg.TLS == "files" {
+		h.tls.files = [2]string{h.cfg.TLSCert, h.cfg.TLSKey}
+	}
+	return h.tls.renew(ctx)
+}
+
+// renewTLS issues the hub's certificates again when they are due.
+func (h *Hub) renewTLS(ctx context.Context) {
+	if err := h.tls.renew(ctx); err != nil {
+		h.log.Error("hub certificates not renewed; tried again in an hour", "err", err)
+	}
+}
+
+// writeCRL keeps CRLFile holding a fresh revocation list, for an external
+// broker's crlfile: signed anew each time, good for a day.
+func (h *Hub) writeCRL(ctx context.Context) {
+	der, err := h.ca.CRL(ctx, 24*time.Hour)
+	if err == nil {
+		err = writeFileSync(h.cfg.CRLFile, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644)
+	}
+	if err != nil {
+		h.log.Error("CRL file not written", "path", h.cfg.CRLFile, "err", err)
+	}
+}
+
+// CA returns the device CA.
+func (h *Hub) CA() *ca.CA { return h.ca }
+
+// URL is where the hub's web side answers, after Start.
+func (h *Hub) URL() string {
+	if h.cfg.TLS == "off" {
+		return "http://" + h.HTTPAddr
+	}
+	return "https://" + h.HTTPAddr
+}
+
+// TLSFingerprint is the fingerprint kiosks pin to enroll: of the device
+// CA, which signs the hub's HTTPS certificate, or with TLS from files, of
+// the hub's own certificate.
+func (h *Hub) TLSFingerprint() string {
+	if h.cfg.TLS == "files" {
+		if c, err := tls.LoadX509KeyPair(h.cfg.TLSCert, h.cfg.TLSKey); err == nil {
+			if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
+				return protocol.Fingerprint(leaf)
+			}
+		}
+		return ""
+	}
+	if h.cfg.TLS == "off" {
+		return "" // a proxy serves TLS; its fingerprint is not ours to know
+	}
+	if c := h.ca.Certificate(); c != nil {
+		return protocol.Fingerprint(c)
+	}
+	return ""
+}
+
+// hostOnly is the host of a host:port.
+func hostOnly(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
 }

@@ -8,22 +8,46 @@ import (
 // one-time code ops gave its installer for its broker credentials.
 const EnrollPath = "/api/v1/enroll"
 
-// EnrollRequest is POSTed to EnrollPath.
+// RenewPath is where a kiosk, presenting its certificate, trades a new
+// CSR for a new certificate.
+const RenewPath = "/api/v1/renew"
+
+// EnrollRequest is POSTed to EnrollPath, over HTTPS.
 type EnrollRequest struct {
 	Code string `json:"code"` // as `hub kiosk add` printed it; case, spaces and dashes do not matter
+	// CSR is a PEM certificate request for a key the kiosk made and keeps.
+	// Without one the hub hands out a broker password, if it allows
+	// passwords at all.
+	CSR string `json:"csr,omitempty"`
 }
 
-// EnrollResult is the hub's answer: the kiosk's identity and broker
-// credentials. Broker is empty when the hub uses an external broker it was
-// not told the address of; the kiosk then uses the hub's host on port 1883.
+// EnrollResult is the hub's answer: the kiosk's identity, and its
+// certificate (or, on a hub that allows them, a broker password). Broker is
+// empty when the hub uses an external broker it was not told the address
+// of; the kiosk then uses the hub's host on port 8883 (1883 for a password).
 type EnrollResult struct {
 	KioskID  string `json:"kiosk_id"`
 	Store    string `json:"store"`
 	Broker   string `json:"broker,omitempty"`
 	Username string `json:"username"`
-	Password string `json:"password"`
+	Password string `json:"password,omitempty"`
+	// Certificate is the kiosk's client certificate and CAChain the device
+	// CA's, both PEM.
+	Certificate string `json:"certificate,omitempty"`
+	CAChain     string `json:"ca_chain,omitempty"`
 	// OriginZIP is the store's ZIP, when ops gave one (hub kiosk add --zip).
 	OriginZIP ZIP `json:"origin_zip,omitempty"`
+}
+
+// RenewRequest is POSTed to RenewPath with the kiosk's current certificate.
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// RenewResult is the new certificate and the CA chain, PEM.
+type RenewResult struct {
+	Certificate string `json:"certificate"`
+	CAChain     string `json:"ca_chain"`
 }
 
 // EnrollCodeLen is the number of characters in an enrollment code,
@@ -67,8 +91,32 @@ func DecodeEnrollResult(b []byte) (*EnrollResult, error) {
 	if err := decodeStrict(b, &r); err != nil {
 		return nil, err
 	}
-	if !ValidKioskID(r.KioskID) || r.Password == "" || r.Username == "" {
-		return nil, Errorf(CodeInvalidRequest, "enrollment result: want a kiosk id, user name and password")
+	if !ValidKioskID(r.KioskID) || r.Username == "" || r.Password == "" && (r.Certificate == "" || r.CAChain == "") {
+		return nil, Errorf(CodeInvalidRequest, "enrollment result: want a kiosk id, a user name, and a certificate with its CA chain or a password")
+	}
+	return &r, nil
+}
+
+// DecodeRenewRequest decodes a renewal.
+func DecodeRenewRequest(b []byte) (*RenewRequest, error) {
+	var r RenewRequest
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	if r.CSR == "" {
+		return nil, Errorf(CodeInvalidRequest, "csr: want a PEM certificate request")
+	}
+	return &r, nil
+}
+
+// DecodeRenewResult decodes the hub's answer to a renewal.
+func DecodeRenewResult(b []byte) (*RenewResult, error) {
+	var r RenewResult
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	if r.Certificate == "" || r.CAChain == "" {
+		return nil, Errorf(CodeInvalidRequest, "renewal result: want a certificate and the CA chain")
 	}
 	return &r, nil
 }

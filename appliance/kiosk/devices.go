@@ -284,6 +284,9 @@ func (k *Kiosk) Status() Status {
 	if !st.Ready {
 		st.Reasons = append(st.Reasons, "hub_offline")
 	}
+	if k.cfg.CertNotAfter != nil && time.Now().After(k.cfg.CertNotAfter()) {
+		st.Reasons = append(st.Reasons, "certificate_expired") // ops give a new enrollment code
+	}
 	if st.LabelsLeft == 0 {
 		st.Reasons = append(st.Reasons, "out_of_labels")
 	}

@@ -7,6 +7,7 @@ package kiosk
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,13 +30,17 @@ import (
 
 // Config configures a kiosk. Zero values take the defaults noted.
 type Config struct {
-	ID        string       // kiosk id, e.g. "store12-k1"
-	Broker    string       // default tcp://127.0.0.1:1883
-	Username  string       // broker credentials
-	Password  string       //
-	OriginZIP protocol.ZIP // the store's ZIP, printed and signed into every stamp
-	Listen    string       // local API for the touchscreen; default 127.0.0.1:8081
-	Firmware  string       // version reported in telemetry
+	ID       string // kiosk id, e.g. "store12-k1"
+	Broker   string // default tcp://127.0.0.1:1883
+	Username string // broker credentials: a user and password,
+	Password string // or TLS's client certificate
+	// TLS, for an mqtts broker, holds the kiosk's certificate and the
+	// device CA; CertNotAfter says when the certificate expires.
+	TLS          *tls.Config
+	CertNotAfter func() time.Time
+	OriginZIP    protocol.ZIP // the store's ZIP, printed and signed into every stamp
+	Listen       string       // local API for the touchscreen; default 127.0.0.1:8081
+	Firmware     string       // version reported in telemetry
 	// ResendEvery is how long to wait for a result before sending the
 	// same request again; Deadline is when to give up. Defaults 5 s, 60 s.
 	ResendEvery time.Duration
@@ -501,6 +506,7 @@ func (k *Kiosk) Connect() error {
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(2*time.Second).
+		SetTLSConfig(k.cfg.TLS).
 		SetMaxReconnectInterval(30*time.Second).
 		SetKeepAlive(10*time.Second).
 		SetBinaryWill(status, []byte(protocol.StatusOffline), 1, true).

@@ -7,6 +7,7 @@ package front
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -43,8 +44,9 @@ type presence interface {
 
 // Config configures the front.
 type Config struct {
-	Broker   string // tcp://host:port
-	ClientID string // shared by nobody: two clients with one id knock each other off
+	Broker   string      // mqtts://host:port, or tcp:// for a password login
+	TLS      *tls.Config // with mqtts: the hub's client certificate and the broker's CA
+	ClientID string      // shared by nobody: two clients with one id knock each other off
 	Username string
 	Password string
 	// ConfigFor builds the retained config for a kiosk.
@@ -97,6 +99,7 @@ func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *sl
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(10 * time.Second).
 		SetKeepAlive(15 * time.Second).
+		SetTLSConfig(cfg.TLS).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { log.Warn("broker connection lost", "err", err) }).
 		SetOnConnectHandler(func(c mqtt.Client) {
 			err := f.subscribe(c)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -57,6 +58,15 @@ type stamper interface {
 // enroller trades one-time codes for kiosk credentials.
 type enroller interface {
 	Enroll(ctx context.Context, code string) (*protocol.EnrollResult, error)
+	Get(ctx context.Context, kioskID string) (fleet.Kiosk, error)
+}
+
+// deviceCA issues kiosks their certificates and publishes itself.
+type deviceCA interface {
+	CertPEM() []byte
+	IssueKiosk(ctx context.Context, csrDER []byte, kioskID, storeID string) ([]byte, error)
+	Revoked(ctx context.Context) (map[string]bool, error)
+	CRL(ctx context.Context, next time.Duration) ([]byte, error)
 }
 
 // Server holds what the handlers need.
@@ -69,10 +79,18 @@ type Server struct {
 	Stamps    stamper
 	// Enroll serves kiosk enrollment when set; KioskBroker is the broker
 	// address kiosks are told (empty: they use the hub's host).
-	Enroll       enroller
-	KioskBroker  string
-	BrokerAddr   string          // the embedded broker's address, if it runs
-	EnrollLogins *session.Logins // wrong codes, per address
+	Enroll        enroller
+	KioskBroker   string
+	BrokerAddr    string          // the embedded broker's plain listener, if it runs
+	BrokerTLSAddr string          // its mqtts listener, if it runs
+	EnrollLogins  *session.Logins // wrong codes, per address
+	// CA issues kiosk certificates at enrollment and renewal, and is
+	// published at /api/v1/ca. Without it kiosks enroll for passwords.
+	CA deviceCA
+	// Passwords lets a kiosk that sends no CSR enroll for a password.
+	Passwords bool
+	// HSTS tells browsers to come back over HTTPS only: the hub serves TLS.
+	HSTS bool
 	// Portal, Console, OpsAPI and Metrics are mounted when set.
 	Portal  http.Handler
 	Console http.Handler
@@ -88,9 +106,17 @@ type Server struct {
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer, securityHeaders)
+	if s.HSTS {
+		r.Use(hsts)
+	}
 	r.Get("/healthz", s.healthz)
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Get("/certificates", s.certificates)
+		if s.CA != nil {
+			r.Get("/ca", s.caCert)
+			r.Get("/ca/crl", s.crl)
+			r.Post("/renew", s.renew)
+		}
 		if s.OpsOnly != nil {
 			r.Method(http.MethodGet, "/psdm", s.OpsOnly(http.HandlerFunc(s.psdm)))
 		}
@@ -117,6 +143,26 @@ func (s *Server) Handler() http.Handler {
 		r.Mount("/console", xo.Handler(s.Console))
 	}
 	return r
+}
+
+// PlainHandler serves, beside HTTPS, what load balancers and Prometheus
+// read over plain HTTP: /healthz and /metrics.
+func (s *Server) PlainHandler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get("/healthz", s.healthz)
+	if s.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", s.Metrics)
+	}
+	return r
+}
+
+// hsts has browsers use HTTPS only, for a year.
+func hsts(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // securityHeaders keeps pages out of frames and scripts to our own files.
@@ -220,7 +266,8 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 	xml.NewEncoder(w).Encode(in)
 }
 
-// enroll trades a one-time code for a kiosk's broker credentials.
+// enroll trades a one-time code for a kiosk's certificate (signed from the
+// CSR it sent; its key never leaves it) or, where allowed, a password.
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if ok, wait := s.EnrollLogins.Allow(r, ""); !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
@@ -237,6 +284,18 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, protocol.AsError(err))
 		return
 	}
+	var csr []byte
+	switch {
+	case req.CSR != "" && s.CA != nil:
+		if csr, err = csrDER(req.CSR); err != nil {
+			writeJSON(w, http.StatusBadRequest, err)
+			return
+		}
+	case req.CSR == "" && !s.Passwords:
+		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest,
+			"csr: this hub enrolls kiosks with certificates; update the kiosk's software"))
+		return
+	}
 	res, err := s.Enroll.Enroll(r.Context(), req.Code)
 	if errors.Is(err, fleet.ErrEnrollCode) {
 		s.EnrollLogins.Fail(r, "")
@@ -249,20 +308,105 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
+	scheme, addr := "tcp", s.BrokerAddr
+	if csr != nil {
+		der, err := s.CA.IssueKiosk(r.Context(), csr, res.KioskID, res.Store)
+		if err != nil {
+			s.Log.Error("enrollment: certificate not issued", "kiosk", res.KioskID, "err", err)
+			writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
+			return
+		}
+		res.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+		res.CAChain = string(s.CA.CertPEM())
+		res.Password = ""
+		scheme, addr = "mqtts", s.BrokerTLSAddr
+	}
 	res.Broker = s.KioskBroker
-	if res.Broker == "" && s.BrokerAddr != "" {
+	if res.Broker == "" && addr != "" {
 		// The kiosk reached us by some host name; the embedded broker is
 		// on the same host.
-		if _, port, err := net.SplitHostPort(s.BrokerAddr); err == nil {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
 			host := r.Host
 			if h, _, err := net.SplitHostPort(r.Host); err == nil {
 				host = h
 			}
-			res.Broker = "tcp://" + net.JoinHostPort(host, port)
+			res.Broker = scheme + "://" + net.JoinHostPort(host, port)
 		}
 	}
-	s.Log.Info("kiosk enrolled", "kiosk", res.KioskID, "store", res.Store, "ip", s.EnrollLogins.ClientIP(r))
+	s.Log.Info("kiosk enrolled", "kiosk", res.KioskID, "store", res.Store, "certificate", csr != nil, "ip", s.EnrollLogins.ClientIP(r))
 	writeJSON(w, http.StatusOK, res)
+}
+
+// csrDER reads a PEM certificate request.
+func csrDER(p string) ([]byte, error) {
+	blk, _ := pem.Decode([]byte(p))
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "csr: want a PEM CERTIFICATE REQUEST")
+	}
+	return blk.Bytes, nil
+}
+
+// renew gives a kiosk, identified by the certificate it presents, a new
+// certificate for a new CSR: the authenticated channel for renewal.
+func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		writeJSON(w, http.StatusUnauthorized, protocol.Errorf(protocol.CodeUnauthorized, "present the kiosk's certificate; one that expired needs a new enrollment code"))
+		return
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	id := leaf.Subject.CommonName
+	revoked, err := s.CA.Revoked(r.Context())
+	if err != nil {
+		s.Log.Error("renewal", "err", err)
+		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		return
+	}
+	k, err := s.Enroll.Get(r.Context(), id)
+	if revoked[fmt.Sprintf("%x", leaf.SerialNumber)] || err != nil || !protocol.ValidKioskID(id) {
+		writeJSON(w, http.StatusForbidden, protocol.Errorf(protocol.CodeUnauthorized, "this certificate may not renew: revoked, or not a provisioned kiosk's"))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageBytes+1))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))
+		return
+	}
+	req, err := protocol.DecodeRenewRequest(body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, protocol.AsError(err))
+		return
+	}
+	csr, err := csrDER(req.CSR)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, err)
+		return
+	}
+	der, err := s.CA.IssueKiosk(r.Context(), csr, id, k.Store)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
+		return
+	}
+	s.Log.Info("kiosk certificate renewed", "kiosk", id)
+	writeJSON(w, http.StatusOK, protocol.RenewResult{Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		CAChain: string(s.CA.CertPEM())})
+}
+
+// caCert publishes the device CA's certificate, for brokers and kiosks.
+func (s *Server) caCert(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Write(s.CA.CertPEM())
+}
+
+// crl serves a freshly signed revocation list (DER), good for a day.
+func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
+	der, err := s.CA.CRL(r.Context(), 24*time.Hour)
+	if err != nil {
+		s.Log.Error("crl", "err", err)
+		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Write(der)
 }
 
 // httpStatus maps an error code to an HTTP status.

@@ -5,6 +5,8 @@ package browser
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,13 +40,25 @@ type Page struct {
 	dir string // screenshots
 }
 
+// Option changes how the browser starts.
+type Option = chromedp.ExecAllocatorOption
+
+// TrustKey has the browser accept a server whose certificate chain holds
+// the key with this fingerprint (protocol.Fingerprint: the SHA-256 of the
+// SubjectPublicKeyInfo, hex), as a kiosk pins the hub, with no web PKI.
+func TrustKey(fingerprint string) Option {
+	b, _ := hex.DecodeString(fingerprint)
+	return chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(b))
+}
+
 // Open starts a browser with one tab at url and the given viewport; it is
 // closed with the test. Screenshots go to $FRANK_UI_ARTIFACTS or a
 // frank-ui-screens directory under the system temp dir.
-func Open(t testing.TB, url string, w, h int64) *Page {
+func Open(t testing.TB, url string, w, h int64, options ...Option) *Page {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(Path(t)), chromedp.Headless,
 		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(int(w), int(h)))
+	opts = append(opts, options...)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)
 	t.Cleanup(func() { cancel(); cancelAlloc() })

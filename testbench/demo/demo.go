@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/gpiosim"
 	"github.com/frank-postage/frank/testbench/paytermsim"
@@ -35,8 +36,8 @@ import (
 type Config struct {
 	BinDir    string // holds the hub and kiosk binaries
 	Dir       string // state: hub data, postal state, labels, device links
-	HubHTTP   string
-	Broker    string
+	HubHTTP   string // the hub's HTTPS address
+	Broker    string // the embedded broker's mqtts address, or the external broker's
 	Postal    string
 	Cards     string // card gateway address
 	KioskHTTP string
@@ -51,8 +52,12 @@ type Config struct {
 
 	// ExternalBroker says Broker is a broker the caller runs (mosquitto,
 	// say): the hub connects to it rather than embedding one, with its
-	// password in HubEnv as FRANK_BROKER_PASSWORD.
+	// password in HubEnv as FRANK_BROKER_PASSWORD; kiosks log in with
+	// passwords unless BrokerTLS says it takes certificates.
 	ExternalBroker bool
+	// BrokerTLS says the external broker speaks mqtts and takes the device
+	// CA's certificates: kiosks enroll for one.
+	BrokerTLS bool
 	// Provisioned, if set, learns the kiosk's broker credentials before the
 	// hub starts, so that an external broker can be told them.
 	Provisioned func(kiosk, password string) error
@@ -82,6 +87,8 @@ type Demo struct {
 	kiosk     *proc
 	hub       *proc
 	hubArgs   []string
+	pin       string       // the hub's TLS fingerprint, from its device CA
+	client    *http.Client // pinned to it
 	outMu     sync.Mutex
 	once      sync.Once
 }
@@ -152,9 +159,16 @@ func (d *Demo) start(ctx context.Context) error {
 		cfg.Log.With("component", "printer")); err != nil {
 		return err
 	}
-	broker := []string{"--broker-listen", orAny(cfg.Broker)}
+	broker := []string{"--broker-tls-listen", orAny(cfg.Broker)}
 	if cfg.ExternalBroker {
-		broker = []string{"--broker", "tcp://" + cfg.Broker}
+		scheme := "tcp://"
+		if cfg.BrokerTLS {
+			scheme = "mqtts://"
+		}
+		broker = []string{"--broker", scheme + cfg.Broker}
+		if !cfg.BrokerTLS {
+			broker = append(broker, "--kiosk-passwords")
+		}
 	}
 	dev := filepath.Join(cfg.Dir, "dev")
 	if d.scale, err = scalesim.Start(filepath.Join(dev, "scale"), scalesim.NCI, cfg.Log.With("component", "scale")); err != nil {
@@ -171,11 +185,11 @@ func (d *Demo) start(ctx context.Context) error {
 	if d.gpio, err = gpiosim.Start(filepath.Join(dev, "gpio.sock"), cfg.Log.With("component", "gpio")); err != nil {
 		return err
 	}
-	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--http", orAny(cfg.HubHTTP),
-		broker[0], broker[1], "--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards,
-		"--log", "text"}, cfg.HubArgs...)
+	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--https", orAny(cfg.HubHTTP),
+		"--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards, "--log", "text"}, broker...)
+	hubArgs = append(hubArgs, cfg.HubArgs...)
 	if cfg.ExternalBroker {
-		hubArgs = append(hubArgs, "--kiosk-broker", "tcp://"+cfg.Broker)
+		hubArgs = append(hubArgs, "--kiosk-broker", broker[1])
 	}
 	if len(cfg.HubArgs) > 0 && cfg.HubArgs[0] == "--hsm" {
 		// A real HSM needs its key ceremony before the hub serves.
@@ -183,8 +197,29 @@ func (d *Demo) start(ctx context.Context) error {
 			return err
 		}
 	}
+	// The device CA first: enrollment codes carry its fingerprint.
+	out, err := d.run("hub", append([]string{"ca", "show"}, hubArgs...)...)
+	if err != nil {
+		if out, err = d.run("hub", append([]string{"ca", "init"}, hubArgs...)...); err != nil {
+			return err
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if fp, ok := strings.CutPrefix(line, "fingerprint: "); ok {
+			d.pin = strings.TrimSpace(fp)
+		}
+	}
+	if d.pin == "" {
+		return fmt.Errorf("demo: hub ca printed no fingerprint: %s", out)
+	}
+	if _, ca, ok := strings.Cut(out, "-----BEGIN"); ok {
+		if err := os.WriteFile(d.CAFile(), []byte("-----BEGIN"+ca), 0o644); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	d.client = &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(d.pin)}, Timeout: 60 * time.Second}
 	// Provision the kiosk and issue its store some label sheets, as ops would.
-	out, err := d.run("hub", append([]string{"kiosk", "add", cfg.KioskID, "--store", cfg.Store, "--zip", cfg.ZIP}, hubArgs...)...)
+	out, err = d.run("hub", append([]string{"kiosk", "add", cfg.KioskID, "--store", cfg.Store, "--zip", cfg.ZIP}, hubArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -223,20 +258,25 @@ func (d *Demo) start(ctx context.Context) error {
 	// A restarted hub comes back on the same addresses, as a real one does.
 	for i := range d.hubArgs {
 		switch d.hubArgs[i] {
-		case "--http":
+		case "--https":
 			d.hubArgs[i+1] = d.cfg.HubHTTP
-		case "--broker-listen":
+		case "--broker-tls-listen":
 			d.hubArgs[i+1] = d.cfg.Broker
 		}
 	}
 	cfg = d.cfg
-	if err := WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second); err != nil {
+	if err := waitHTTP(ctx, d.client, d.HubURL()+"/healthz", 60*time.Second); err != nil {
 		return fmt.Errorf("demo: hub did not come up: %w", err)
 	}
 	// The kiosk enrolls as a field engineer would enroll it: with the
-	// one-time code, which brings its id, broker and password.
+	// one-time code, which brings its id, broker and certificate (or on a
+	// broker that takes passwords, its password), and pins the hub's TLS.
 	enrollment := filepath.Join(cfg.Dir, "kiosk", "enrollment.json")
-	if _, err := d.run("kiosk", "enroll", "--hub", d.HubURL(), "--code", code, "--enrollment", enrollment); err != nil {
+	enroll := []string{"enroll", "--hub", d.HubURL(), "--code", code, "--enrollment", enrollment}
+	if cfg.ExternalBroker && !cfg.BrokerTLS {
+		enroll = append(enroll, "--password")
+	}
+	if _, err := d.run("kiosk", enroll...); err != nil {
 		return err
 	}
 	d.kioskEnv = append([]string{"FRANK_STAFF_PIN=" + StaffPIN}, cfg.KioskEnv...)
@@ -264,12 +304,16 @@ func (d *Demo) waitHub(ctx context.Context, path string, embeddedBroker bool) er
 	}
 	d.cfg.HubHTTP = a.HTTP
 	if embeddedBroker {
-		d.cfg.Broker = a.Broker
+		d.cfg.Broker = a.BrokerTLS
 	}
 	return nil
 }
 
-type ready struct{ HTTP, Broker string }
+type ready struct {
+	HTTP      string
+	Broker    string
+	BrokerTLS string `json:"broker_tls"`
+}
 
 // waitReady waits for the process just started to write its ready file.
 func (d *Demo) waitReady(ctx context.Context, name, path string) (ready, error) {
@@ -369,7 +413,7 @@ func (d *Demo) RestartHub(ctx context.Context) error {
 	if _, err := d.waitReady(ctx, "hub", ready); err != nil {
 		return err
 	}
-	return WaitHTTP(ctx, d.HubURL()+"/healthz", 60*time.Second)
+	return waitHTTP(ctx, d.client, d.HubURL()+"/healthz", 60*time.Second)
 }
 
 // KioskPID is the running kiosk's process id.
@@ -408,8 +452,18 @@ func (d *Demo) HubWithEnv(env []string, args ...string) (string, error) {
 // BrokerAddr is the broker's address.
 func (d *Demo) BrokerAddr() string { return d.cfg.Broker }
 
-// HubURL is the hub's HTTP base URL.
-func (d *Demo) HubURL() string { return "http://" + d.cfg.HubHTTP }
+// HubURL is the hub's HTTPS base URL.
+func (d *Demo) HubURL() string { return "https://" + d.cfg.HubHTTP }
+
+// Client is an HTTP client that trusts the hub by its fingerprint, as a
+// kiosk does.
+func (d *Demo) Client() *http.Client { return d.client }
+
+// Fingerprint is the hub's TLS fingerprint (its device CA's).
+func (d *Demo) Fingerprint() string { return d.pin }
+
+// CAFile holds the device CA's certificate, for curl --cacert.
+func (d *Demo) CAFile() string { return filepath.Join(d.cfg.Dir, "ca.pem") }
 
 // KioskURL is the kiosk's local API base URL.
 func (d *Demo) KioskURL() string { return "http://" + d.cfg.KioskHTTP }
@@ -556,12 +610,17 @@ func FreeAddr() (string, error) {
 
 // WaitHTTP polls url until it answers 200 or the timeout passes.
 func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	return waitHTTP(ctx, http.DefaultClient, url, timeout)
+}
+
+// waitHTTP is WaitHTTP with a client of the caller's.
+func waitHTTP(ctx context.Context, client *http.Client, url string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -148,7 +148,8 @@ func TestHubSurvivesKill9(t *testing.T) {
 	start := func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(binDir, "hub"), "--data", dir, "--http", httpAddr, "--broker-listen", brokerAddr,
 			"--postal", paSrv.URL, "--payments", gwSrv.URL, "--lease-ttl", "2s", "--log", "text",
-			"--kiosk-msg-rate", "-1") // these load kiosks send faster than a real one
+			"--kiosk-msg-rate", "-1", // these load kiosks send faster than a real one
+			"--kiosk-passwords", "--tls", "off", "--broker-tls-listen", "off") // bare MQTT kiosks with passwords
 
 		cmd.Stdout, cmd.Stderr = output(t), output(t)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -105,7 +105,7 @@ func TestSaleEndToEnd(t *testing.T) {
 			t.Fatal("no label printed")
 		}
 	}
-	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	keys, err := verify.FetchKeys(ctx, d.HubURL(), d.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestSaleEndToEnd(t *testing.T) {
 func TestMakeRun(t *testing.T) {
 	dir := t.TempDir()
 	// Port 0 everywhere: the kernel picks, and the demo prints where.
-	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", dir, "--hub-http", "127.0.0.1:0",
+	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", dir, "--hub-https", "127.0.0.1:0",
 		"--broker", "127.0.0.1:0", "--postal", "127.0.0.1:0", "--kiosk-http", "127.0.0.1:0")
 	cmd.Stderr = output(t)
 	stdout, err := cmd.StdoutPipe()
@@ -171,7 +171,7 @@ func TestMakeRun(t *testing.T) {
 			t.Fatal("testbench run printed no label in 90 s")
 		}
 	}
-	var console, token string
+	var console, token, pin string
 	for running := false; !running; { // wait until it says it keeps running
 		var l string
 		select {
@@ -186,7 +186,10 @@ func TestMakeRun(t *testing.T) {
 		if rest, ok := strings.CutPrefix(l, "Ops console: "); ok {
 			console = rest
 		}
-		if rest, ok := strings.CutPrefix(l, "Operator API: curl -H 'Authorization: Bearer "); ok {
+		if rest, ok := strings.CutPrefix(l, "Hub TLS fingerprint: "); ok {
+			pin, _, _ = strings.Cut(rest, " ")
+		}
+		if _, rest, ok := strings.Cut(l, "-H 'Authorization: Bearer "); ok && strings.HasPrefix(l, "Operator API: curl --cacert ") {
 			token, _, _ = strings.Cut(rest, "'")
 		}
 		running = strings.HasPrefix(l, "Running;")
@@ -200,7 +203,12 @@ func TestMakeRun(t *testing.T) {
 	if !found || strings.HasSuffix(hubURL, ":0") {
 		t.Fatalf("console at %q: want the hub's real address", f[0])
 	}
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// The hub answers over HTTPS, trusted by the fingerprint it printed.
+	if !strings.HasPrefix(hubURL, "https://") || pin == "" {
+		t.Fatalf("the demo prints %q and fingerprint %q; want https and a fingerprint", hubURL, pin)
+	}
+	pinned := &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}
+	noFollow := &http.Client{Transport: pinned, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.PostForm(f[0]+"login", url.Values{"login": {"ops"}, "password": {f[4]}})
 	if err != nil || resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/" {
 		t.Fatalf("console login with the printed password: %v %v", resp, err)
@@ -208,14 +216,14 @@ func TestMakeRun(t *testing.T) {
 	resp.Body.Close()
 	req, _ := http.NewRequest("GET", hubURL+"/api/v1/ops/fleet", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+	if resp, err = (&http.Client{Transport: pinned}).Do(req); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("operator API with the printed token: %v %v", resp, err)
 	}
 	resp.Body.Close()
 	if !strings.HasPrefix(png, filepath.Join(dir, "labels")) {
 		t.Fatalf("label %s is not under %s/labels", png, dir)
 	}
-	keys, err := verify.FetchKeys(context.Background(), hubURL)
+	keys, err := verify.FetchKeys(context.Background(), hubURL, &http.Client{Transport: pinned})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +305,7 @@ func TestSaleWithSoftHSM(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no label printed")
 	}
-	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	keys, err := verify.FetchKeys(ctx, d.HubURL(), d.Client())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func TestEmulatedArm64Kiosk(t *testing.T) {
 		t.Fatal("no label printed")
 	}
 	t.Logf("sale to printed label under emulation: %v", time.Since(sold).Round(time.Millisecond))
-	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	keys, err := verify.FetchKeys(ctx, d.HubURL(), d.Client())
 	if err != nil {
 		t.Fatal(err)
 	}

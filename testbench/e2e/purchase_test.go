@@ -60,11 +60,11 @@ func card(token string) protocol.Payment {
 }
 
 // mqttKiosk is a second, bare testbench kiosk on the real broker.
-func mqttKiosk(t *testing.T, broker, id, password string) (mqtt.Client, chan []byte) {
+func mqttKiosk(t *testing.T, b bare) (mqtt.Client, chan []byte) {
 	t.Helper()
+	id := b.id
 	answers := make(chan []byte, 8)
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("bare-" + id).
-		SetUsername(id).SetPassword(password).SetOrderMatters(false))
+	c := mqtt.NewClient(b.options())
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect %s: %v", id, tok.Error())
 	}
@@ -98,7 +98,7 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	keys, err := verify.FetchKeys(ctx, d.HubURL(), d.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,10 +211,10 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 
 	// A bare testbench kiosk on the real broker, for what the kiosk
 	// firmware would never send.
-	bare := password(t, hubCmd("kiosk", "add", "store1-k2", "--store", "store1"))
+	k2 := provisionBare(t, d, "store1-k2", "store1", nil)
 	sheet := strings.Fields(hubCmd("stock", "issue", "--store", "store1", "--sheets", "1"))[0]
 	hubCmd("stock", "load", "--kiosk", "store1-k2", sheet)
-	c, answers := mqttKiosk(t, d.BrokerAddr(), "store1-k2", bare)
+	c, answers := mqttKiosk(t, k2)
 	ask := func(payload []byte) *protocol.PurchaseResult {
 		t.Helper()
 		c.Publish(protocol.KioskTopic("store1-k2", protocol.TopicPurchase), 1, false, payload)
@@ -293,7 +293,7 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 		post := func(body string) (int, []byte) {
 			r, _ := http.NewRequest(http.MethodPost, d.HubURL()+"/api/v1/webstamp", strings.NewReader(body))
 			r.SetBasicAuth("TestPrint", "correct horse battery")
-			resp, err := http.DefaultClient.Do(r)
+			resp, err := d.Client().Do(r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -326,7 +326,7 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 			t.Fatalf("indicium %+v %v", in, err)
 		}
 		// Unauthenticated: refused.
-		resp, err := http.Post(d.HubURL()+"/api/v1/webstamp", "application/xml", strings.NewReader(good))
+		resp, err := d.Client().Post(d.HubURL()+"/api/v1/webstamp", "application/xml", strings.NewReader(good))
 		if err != nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("no credentials: %v %v", resp.Status, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -53,23 +54,17 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 		d = startDemo(t, demo.Config{KioskID: "victim", Store: "victim-store", Sheets: 2})
 	}
 	addr := d.BrokerAddr()
-	provision := func(id, store string) string {
-		out, err := d.Hub("kiosk", "add", id, "--store", store)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pw := password(t, out)
-		if m != nil {
-			m.setPassword(id, pw)
-		}
-		return pw
+	var setPassword func(id, pw string) // nil: kiosks hold certificates
+	if m != nil {
+		setPassword = m.setPassword
 	}
-	roguePW := provision("rogue", "rogue-store")
-	spyPW := provision("rogue-spy", "rogue-store") // a second stolen kiosk, that listens
-	victim2PW := provision("victim2", "victim-store")
+	rogueB := provisionBare(t, d, "rogue", "rogue-store", setPassword)
+	spyB := provisionBare(t, d, "rogue-spy", "rogue-store", setPassword) // a second stolen kiosk, that listens
+	victim2B := provisionBare(t, d, "victim2", "victim-store", setPassword)
 	if m != nil {
 		m.reload()
 	}
+	roguePW := rogueB.password
 	// A customer with a prepaid balance the rogue would like to spend.
 	if out, err := d.HubWithEnv([]string{"FRANK_ACCOUNT_PASSWORD=correct horse battery"}, "account", "add", "alice", "--zip", "02134"); err != nil {
 		t.Fatal(err, out)
@@ -84,8 +79,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 	configs := make(chan string, 16)
 	var v2 paho.Client
 	waitUntil(t, 15*time.Second, "victim2 connects", func() bool {
-		v2 = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("victim2").SetUsername("victim2").
-			SetPassword(victim2PW).SetAutoReconnect(false).SetOrderMatters(false).
+		v2 = paho.NewClient(victim2B.options().SetAutoReconnect(false).
 			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
 		tok := v2.Connect()
 		return tok.WaitTimeout(5*time.Second) && tok.Error() == nil
@@ -127,8 +121,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 
 	// A stolen kiosk listens wherever it can, for anything of the victims'.
 	var leaked atomic.Value
-	spy := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("rogue-spy").SetUsername("rogue-spy").
-		SetPassword(spyPW).SetOrderMatters(false).SetAutoReconnect(false))
+	spy := paho.NewClient(spyB.options().SetAutoReconnect(false))
 	if tok := spy.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("rogue-spy connect: %v", tok.Error())
 	}
@@ -172,7 +165,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 	for _, victim := range []string{"victim", "victim2"} {
 		for _, suffix := range suffixes {
 			for _, retain := range []bool{false, true} {
-				c, _ := rawConnect(t, addr, "rogue", roguePW, "rogue-will", &will{topic: protocol.KioskTopic(victim, suffix), payload: payload(victim, suffix), retain: retain})
+				c, _ := rawConnect(t, rogueB.dial, "rogue", roguePW, "rogue-will", &will{topic: protocol.KioskTopic(victim, suffix), payload: payload(victim, suffix), retain: retain})
 				if c != nil {
 					c.Close()
 				}
@@ -184,7 +177,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 		for _, suffix := range suffixes {
 			for _, qos := range []byte{0, 1} {
 				for _, retain := range []bool{false, true} {
-					c, code := rawConnect(t, addr, "rogue", roguePW, "rogue-pub", nil)
+					c, code := rawConnect(t, rogueB.dial, "rogue", roguePW, "rogue-pub", nil)
 					if c == nil || code != 0 {
 						t.Fatalf("rogue cannot connect to publish: code %d", code)
 					}
@@ -199,7 +192,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 	}
 	// Others' client ids: the victims', their old firmware's, and a hub's.
 	for _, id := range []string{"victim", "victim2", "frank-kiosk-victim", "frank-hub", "frank-hub-1"} {
-		if c, code := rawConnect(t, addr, "rogue", roguePW, id, nil); c != nil {
+		if c, code := rawConnect(t, rogueB.dial, "rogue", roguePW, id, nil); c != nil {
 			if code == 0 {
 				time.Sleep(50 * time.Millisecond) // long enough to push someone off
 			}
@@ -207,8 +200,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 		}
 	}
 	// A prepaid customer's balance, by her login alone, over MQTT.
-	rogue := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("rogue").SetUsername("rogue").
-		SetPassword(roguePW).SetOrderMatters(false).SetAutoReconnect(false))
+	rogue := paho.NewClient(rogueB.options().SetAutoReconnect(false))
 	if tok := rogue.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("rogue connect: %v", tok.Error())
 	}
@@ -233,7 +225,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 		}
 		if authed {
 			c.Close()
-			if c, _ = rawConnect(t, addr, "rogue", roguePW, "rogue-big", nil); c == nil {
+			if c, _ = rawConnect(t, rogueB.dial, "rogue", roguePW, "rogue-big", nil); c == nil {
 				t.Fatal("rogue cannot connect")
 			}
 			writeHeader(c, packets.Publish, 200<<20)
@@ -256,13 +248,19 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 		c.Close()
 	}
 	// A stranger: no credentials, wrong ones, a will, a PUBLISH before any
-	// CONNECT.
+	// CONNECT; over plain TCP, and over TLS without a certificate.
+	plain := func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
+	tlsNoCert := func() (net.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	}
 	for _, try := range []struct{ user, pass string }{{"", ""}, {"victim", "guess"}, {"frank-hub", "guess"}, {"alice", "correct horse battery"}} {
-		if c, code := rawConnect(t, addr, try.user, try.pass, "stranger", &will{topic: protocol.KioskTopic("victim", protocol.TopicConfig), payload: []byte(bogusConfig), retain: true}); c != nil {
-			if code == 0 {
-				t.Errorf("a stranger as %q connected", try.user)
+		for _, dial := range []func() (net.Conn, error){plain, tlsNoCert} {
+			if c, code := rawConnect(t, dial, try.user, try.pass, "stranger", &will{topic: protocol.KioskTopic("victim", protocol.TopicConfig), payload: []byte(bogusConfig), retain: true}); c != nil {
+				if code == 0 {
+					t.Errorf("a stranger as %q connected", try.user)
+				}
+				c.Close()
 			}
-			c.Close()
 		}
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {
@@ -358,12 +356,12 @@ type will struct {
 	retain  bool
 }
 
-// rawConnect sends an MQTT 3.1.1 CONNECT and reads the CONNACK's return
-// code: -1 if the broker closed the connection without one. The
-// connection is nil if it could not be made.
-func rawConnect(t *testing.T, addr, user, pass, clientID string, w *will) (net.Conn, int) {
+// rawConnect sends an MQTT 3.1.1 CONNECT over a connection dial opens, and
+// reads the CONNACK's return code: -1 if the broker closed the connection
+// without one. The connection is nil if it could not be made.
+func rawConnect(t *testing.T, dial func() (net.Conn, error), user, pass, clientID string, w *will) (net.Conn, int) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := dial()
 	if err != nil {
 		return nil, -1
 	}

@@ -41,7 +41,7 @@ func TestRefillAlerts(t *testing.T) {
 
 	d.Printer().SetFault(printersim.PaperOut)
 	waitUntil(t, 30*time.Second, "paper_out open", func() bool { return open(alerts.PaperOut) })
-	p := openPage(t, d.HubURL(), "/console/login")
+	p := openPage(t, d.HubURL(), "/console/login", d.Fingerprint())
 	p.consoleLogin("stan-demo")
 	if got := p.text("#refill"); !strings.Contains(got, "Load paper") || !strings.Contains(got, "demo-kiosk") {
 		t.Fatalf("staff console refill prompt: %q", got)

@@ -23,7 +23,7 @@ func TestTouchscreen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	keys, err := verify.FetchKeys(ctx, d.HubURL())
+	keys, err := verify.FetchKeys(ctx, d.HubURL(), d.Client())
 	if err != nil {
 		t.Fatal(err)
 	}

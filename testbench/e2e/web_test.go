@@ -96,9 +96,9 @@ type page struct {
 	base string
 }
 
-func openPage(t *testing.T, base, path string) *page {
+func openPage(t *testing.T, base, path, pin string) *page {
 	t.Helper()
-	p := browser.Open(t, base+path, 1280, 1024)
+	p := browser.Open(t, base+path, 1280, 1024, browser.TrustKey(pin))
 	t.Cleanup(func() {
 		if t.Failed() {
 			p.Shot("web-" + strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()))
@@ -239,12 +239,12 @@ func TestPortalBuysSheetPDF(t *testing.T) {
 	if _, err := protocol.ParseSheetSerial(sheet); err != nil {
 		t.Fatalf("stock issue printed %q: %v", sheet, err)
 	}
-	keys, err := verify.FetchKeys(ctx, w.HubURL())
+	keys, err := verify.FetchKeys(ctx, w.HubURL(), w.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	p := openPage(t, w.HubURL(), "/portal/register")
+	p := openPage(t, w.HubURL(), "/portal/register", w.Fingerprint())
 	const login, pw, zip = "pat-customer", "a long enough secret", "94544"
 	p.do("register", chromedp.WaitVisible(chromedp.CSS("#login")),
 		chromedp.SendKeys(chromedp.CSS("#login"), login),
@@ -446,7 +446,7 @@ func TestConsoleSeesKioskGoAndReturn(t *testing.T) {
 	defer cancel()
 	w := startWeb(t, 1)
 	w.addOperator("olive-ops", "ops", "")
-	p := openPage(t, w.HubURL(), "/console/login")
+	p := openPage(t, w.HubURL(), "/console/login", w.Fingerprint())
 	p.consoleLogin("olive-ops")
 
 	const kiosk = "demo-kiosk"
@@ -522,7 +522,7 @@ func TestConsoleFraudAlertAck(t *testing.T) {
 	const login = "oscar-ops"
 	w.addOperator(login, "ops", "")
 	token := strings.TrimSpace(w.hub(nil, "operator", "token", login, "--name", "e2e"))
-	p := openPage(t, w.HubURL(), "/console/login")
+	p := openPage(t, w.HubURL(), "/console/login", w.Fingerprint())
 	p.consoleLogin(login)
 	if got := p.open("/console/alerts"); got != http.StatusOK {
 		t.Fatalf("/console/alerts: %d", got)
@@ -543,7 +543,7 @@ func TestConsoleFraudAlertAck(t *testing.T) {
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, w.HubURL()+"/api/v1/ops/alerts?open=1", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := w.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +577,7 @@ func TestStoreStaffSeesOnlyTheirStore(t *testing.T) {
 	w.addOperator("sue-other", "staff", otherStore)
 
 	// One browser, so no subtests: it fails the test that opened it.
-	p := openPage(t, w.HubURL(), "/console/login")
+	p := openPage(t, w.HubURL(), "/console/login", w.Fingerprint())
 	{
 		p.consoleLogin("sue-other")
 		if got := p.fleetIDs(); got != otherKiosk {

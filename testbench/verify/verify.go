@@ -100,12 +100,15 @@ type Certificate struct {
 type Keys map[uint32]*ecdsa.PublicKey
 
 // FetchKeys gets the published keys from a hub's base URL.
-func FetchKeys(ctx context.Context, hubURL string) (Keys, error) {
+func FetchKeys(ctx context.Context, hubURL string, client *http.Client) (Keys, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hubURL+"/api/v1/certificates", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("verify: certificates: %w", err)
 	}

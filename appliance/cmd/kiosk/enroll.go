@@ -13,9 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/frank-postage/frank/appliance/identity"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -23,23 +23,30 @@ import (
 const defaultEnrollment = "/var/lib/frank/kiosk/enrollment.json"
 
 // enrollment is what enrolling left on the device: who the kiosk is and
-// how it logs in to the broker. Only the kiosk's user may read it.
+// how it logs in to the broker, with the certificate beside it (or, on a
+// hub that allows them, a password). Only the kiosk's user may read it.
 type enrollment struct {
-	KioskID    string    `json:"kiosk_id"`
-	Store      string    `json:"store"`
-	Broker     string    `json:"broker"`
-	Username   string    `json:"username"`
-	Password   string    `json:"password"`
-	OriginZIP  string    `json:"origin_zip,omitempty"`
-	Hub        string    `json:"hub"`
-	EnrolledAt time.Time `json:"enrolled_at"`
+	KioskID  string `json:"kiosk_id"`
+	Store    string `json:"store"`
+	Broker   string `json:"broker"`
+	Username string `json:"username"`
+	Password string `json:"password,omitempty"`
+	// CertDir holds kiosk.key, kiosk.crt and ca.crt (identity.In).
+	CertDir string `json:"cert_dir,omitempty"`
+	// Fingerprint pins the hub's TLS, for renewal.
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	OriginZIP   string    `json:"origin_zip,omitempty"`
+	Hub         string    `json:"hub"`
+	EnrolledAt  time.Time `json:"enrolled_at"`
 }
 
 // enroll runs `kiosk enroll --hub URL --code CODE`.
 func enroll(args []string) int {
 	fl := flag.NewFlagSet("kiosk enroll", flag.ContinueOnError)
-	hub := fl.String("hub", "", "the hub's URL, like https://hub.example (required)")
-	code := fl.String("code", "", "the one-time code `hub kiosk add` printed (required)")
+	hub := fl.String("hub", "", "the hub's URL, like https://hub.example:8443 (required)")
+	code := fl.String("code", "", "the one-time code `hub kiosk add` printed, with its @fingerprint (required)")
+	fingerprint := fl.String("fingerprint", "", "the hub's TLS fingerprint, if the code does not carry it (hub ca show)")
+	password := fl.Bool("password", false, "enroll for a broker password instead of a certificate (only a hub that allows kiosk passwords)")
 	path := fl.String("enrollment", defaultEnrollment, "where to keep the credentials (mode 0600)")
 	timeout := fl.Duration("timeout", 30*time.Second, "how long to wait for the hub")
 	if err := fl.Parse(args); err != nil {
@@ -47,29 +54,58 @@ func enroll(args []string) int {
 	}
 	u, err := url.Parse(*hub)
 	if *hub == "" || *code == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		fmt.Fprintln(os.Stderr, "usage: kiosk enroll --hub https://hub.example --code XXXXX-XXXXX-XXXXX-XXXXX [--enrollment PATH]")
+		fmt.Fprintln(os.Stderr, "usage: kiosk enroll --hub https://hub.example:8443 --code XXXXX-XXXXX-XXXXX-XXXXX@FINGERPRINT [--enrollment PATH]")
 		return 2
 	}
+	// Plain HTTP only on one machine, for a test bench.
 	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		fmt.Fprintln(os.Stderr, "kiosk enroll: warning: the hub's answer carries the broker password; use https outside a test bench")
+		fmt.Fprintln(os.Stderr, "kiosk enroll: refusing plain http to", u.Host, "- the hub's answer is the kiosk's identity: use https")
+		return 2
+	}
+	theCode, pin := protocol.SplitEnrollCode(*code)
+	if *fingerprint != "" {
+		pin = *fingerprint
+	}
+	if u.Scheme == "https" {
+		if pin, err = protocol.ParseFingerprint(pin); err != nil {
+			fmt.Fprintln(os.Stderr, "kiosk enroll: the hub's fingerprint: give the code as hub kiosk add printed it (CODE@FINGERPRINT), or --fingerprint:", err)
+			return 2
+		}
+	} else {
+		pin = ""
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	res, err := askHub(ctx, strings.TrimSuffix(*hub, "/"), *code)
+	hubURL := strings.TrimSuffix(*hub, "/")
+	var res *protocol.EnrollResult
+	certDir := ""
+	if *password {
+		res, err = askHub(ctx, hubURL, theCode, pin)
+	} else {
+		certDir = filepath.Dir(*path)
+		res, err = identity.Enroll(ctx, hubURL, theCode, pin, identity.In(certDir))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kiosk enroll:", err)
 		return 1
 	}
 	e := enrollment{KioskID: res.KioskID, Store: res.Store, Broker: res.Broker, Username: res.Username, Password: res.Password,
-		OriginZIP: string(res.OriginZIP), Hub: *hub, EnrolledAt: time.Now().UTC()}
+		CertDir: certDir, Fingerprint: pin, OriginZIP: string(res.OriginZIP), Hub: hubURL, EnrolledAt: time.Now().UTC()}
 	if e.Broker == "" {
-		e.Broker = "tcp://" + net.JoinHostPort(u.Hostname(), "1883")
+		if certDir != "" {
+			e.Broker = "mqtts://" + net.JoinHostPort(u.Hostname(), "8883")
+		} else {
+			e.Broker = "tcp://" + net.JoinHostPort(u.Hostname(), "1883")
+		}
 	}
 	if err := writeEnrollment(*path, &e); err != nil {
 		fmt.Fprintln(os.Stderr, "kiosk enroll:", err)
 		return 1
 	}
 	fmt.Printf("enrolled as %s in store %s; broker %s; credentials in %s\n", e.KioskID, e.Store, e.Broker, *path)
+	if certDir != "" {
+		fmt.Printf("certificate until %s; the key stays in %s\n", certUntil(certDir), certDir)
+	}
 	return 0
 }
 
@@ -78,15 +114,28 @@ func isLoopback(host string) bool {
 	return host == "localhost" || ip != nil && ip.IsLoopback()
 }
 
-// askHub trades the code for the credentials.
-func askHub(ctx context.Context, hub, code string) (*protocol.EnrollResult, error) {
+// certUntil is when the enrolled certificate expires.
+func certUntil(dir string) string {
+	id, err := identity.Load(identity.In(dir), "", "", nil)
+	if err != nil {
+		return "?"
+	}
+	return id.Leaf().NotAfter.Format("2006-01-02 15:04 MST")
+}
+
+// askHub trades the code for a broker password, on a hub that allows them.
+func askHub(ctx context.Context, hub, code, pin string) (*protocol.EnrollResult, error) {
 	body, _ := json.Marshal(protocol.EnrollRequest{Code: code})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hub+protocol.EnrollPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if pin != "" {
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("asking the hub: %w", err)
 	}
@@ -105,49 +154,11 @@ func askHub(ctx context.Context, hub, code string) (*protocol.EnrollResult, erro
 	return protocol.DecodeEnrollResult(b)
 }
 
-// writeEnrollment writes e atomically with mode 0600. Run as root (an
-// installer with sudo), the file goes to the owner of its directory, the
-// kiosk's service user.
+// writeEnrollment writes e atomically with mode 0600, for the kiosk's
+// service user.
 func writeEnrollment(path string, e *enrollment) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	b, _ := json.MarshalIndent(e, "", "  ")
-	tmp, err := os.CreateTemp(dir, ".enrollment-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if os.Geteuid() == 0 {
-		if fi, err := os.Stat(dir); err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-				if err := tmp.Chown(int(st.Uid), int(st.Gid)); err != nil {
-					tmp.Close()
-					return fmt.Errorf("write %s: %w", path, err)
-				}
-			}
-		}
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return identity.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 // readEnrollment reads what enrolling left; a missing file is
@@ -168,8 +179,8 @@ func readEnrollment(path string) (*enrollment, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("enrollment %s: %w", path, err)
 	}
-	if e.KioskID == "" || e.Password == "" {
-		return nil, fmt.Errorf("enrollment %s: no kiosk id or password", path)
+	if e.KioskID == "" || e.Password == "" && e.CertDir == "" {
+		return nil, fmt.Errorf("enrollment %s: no kiosk id, or neither a certificate nor a password", path)
 	}
 	return &e, nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +21,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/frank-postage/frank/appliance/identity"
 	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/appliance/printer"
@@ -126,7 +128,14 @@ func run() int {
 		}
 	}
 	// What `kiosk enroll` left fills in whatever flags and file did not say.
+	var id *identity.Identity
 	if e, err := readEnrollment(*enrollmentPath); err == nil {
+		if e.CertDir != "" && (cfg.ID == "" || cfg.ID == e.KioskID) {
+			if id, err = identity.Load(identity.In(e.CertDir), e.Hub, e.Fingerprint, nil); err != nil {
+				fmt.Fprintln(os.Stderr, "kiosk: config:", err)
+				return 2
+			}
+		}
 		if cfg.ID == "" {
 			cfg.ID = e.KioskID
 		}
@@ -167,8 +176,15 @@ func run() int {
 			return 2
 		}
 	}
-	if cfg.Password == "" {
-		fmt.Fprintln(os.Stderr, "kiosk: config: no broker password (--password, $FRANK_KIOSK_PASSWORD or password_file)")
+	if id != nil {
+		u, err := url.Parse(cfg.Broker)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kiosk: config: broker:", err)
+			return 2
+		}
+		cfg.TLS, cfg.CertNotAfter = id.ClientTLS(u.Hostname()), func() time.Time { return id.Leaf().NotAfter }
+	} else if cfg.Password == "" {
+		fmt.Fprintln(os.Stderr, "kiosk: config: no certificate (kiosk enroll) and no broker password (--password, $FRANK_KIOSK_PASSWORD or password_file)")
 		return 2
 	}
 	if *checkConfig {
@@ -228,6 +244,12 @@ func run() int {
 	k.UseDevices(devs)
 	armCrash(k) // power-cut tests only: a no-op unless built with -tags crashtest
 	ctx := sigCtx
+	if id != nil {
+		if id.Expired() {
+			log.Error("the kiosk's certificate expired while it was off; enroll again with a new code from ops (hub kiosk add)", "expired", id.Leaf().NotAfter)
+		}
+		go id.Run(ctx, time.Hour, log)
+	}
 	if err := k.Connect(); err != nil {
 		log.Error("connect", "err", err)
 		return 1

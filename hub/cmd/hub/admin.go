@@ -64,7 +64,12 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		// Printed once: only a bcrypt hash of the password, and a hash of
 		// the code with the password sealed under it, are kept.
 		fmt.Printf("kiosk %s provisioned in store %s\nbroker user: %s\nbroker password: %s\n", pos[0], a.store, pos[0], pw)
-		fmt.Printf("enrollment code: %s (once, until %s): kiosk enroll --hub URL --code %s\n",
+		fmt.Println("(the password serves only a broker that allows kiosk passwords; by default a kiosk enrolls for a certificate)")
+		// The code carries the fingerprint the kiosk pins the hub's TLS to.
+		if fp := h.TLSFingerprint(); fp != "" {
+			code += "@" + fp
+		}
+		fmt.Printf("enrollment code: %s (once, until %s): kiosk enroll --hub https://HUB --code %s\n",
 			code, time.Now().Add(a.enrollTTL).Format("2006-01-02 15:04"), code)
 	case "stock issue":
 		if a.store == "" {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/frank-postage/frank/hub"
 )
 
 // applyConfig sets the flags a config file names, except those given on
@@ -64,8 +66,9 @@ func applyConfig(fs *flag.FlagSet, path string) error {
 
 // writeReady tells whoever started the hub where it listens: written to a
 // temporary file and renamed, so a reader never sees half of it.
-func writeReady(path, httpAddr, brokerAddr string) error {
-	b, _ := json.Marshal(map[string]string{"http": httpAddr, "broker": brokerAddr})
+func writeReady(path string, h *hub.Hub) error {
+	b, _ := json.Marshal(map[string]string{"http": h.HTTPAddr, "url": h.URL(), "plain": h.PlainAddr, "broker": h.BrokerAddr,
+		"broker_tls": h.BrokerTLSAddr, "fingerprint": h.TLSFingerprint()})
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return fmt.Errorf("ready file: %w", err)

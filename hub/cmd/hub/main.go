@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -45,9 +46,9 @@ func run(args []string) int {
 	hub.TuneRuntime()
 	cmd := ""
 	switch {
-	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys"):
+	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys" || args[0] == "ca"):
 		if len(args) < 2 {
-			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list")
+			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list | hub ca init|show")
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
@@ -62,10 +63,19 @@ func run(args []string) int {
 	fs.StringVar(&cfg.DataDir, "data", "var/hub", "state directory (database, development keys)")
 	fs.StringVar(&cfg.DB, "db", "", "database: SQLite file or postgres:// URL (default DATA/hub.db)")
 	fs.StringVar(&cfg.Broker, "broker", "", "external MQTT broker, tcp://host:port (default: run the embedded broker)")
-	fs.StringVar(&cfg.BrokerListen, "broker-listen", "127.0.0.1:1883", "embedded broker address")
+	fs.StringVar(&cfg.BrokerTLSListen, "broker-tls-listen", "127.0.0.1:8883", "embedded broker's mqtts address: kiosks log in with the device CA's certificates (off: none)")
+	fs.StringVar(&cfg.BrokerListen, "broker-listen", "", "embedded broker's plain MQTT address, for password logins (default: none)")
+	fs.BoolVar(&cfg.KioskPasswords, "kiosk-passwords", false, "let kiosks log in to the broker with a password, and enroll for one, instead of a certificate")
+	fs.StringVar(&cfg.TLS, "tls", "ca", "how the web side is served: ca (HTTPS with a certificate from the device CA), files (--tls-cert, --tls-key) or off (plain HTTP behind a TLS proxy)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "--tls files: the server certificate chain (PEM)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "--tls files: its key (PEM)")
+	tlsHosts := fs.String("tls-hosts", "", "--tls ca: comma-separated names and addresses the hub's certificate carries (default: this host's names and addresses, and loopback)")
+	fs.StringVar(&cfg.HTTPSListen, "https", "127.0.0.1:8443", "HTTPS address: API, portal, console, enrollment")
+	fs.DurationVar(&cfg.KioskCertTTL, "kiosk-cert-ttl", 30*24*time.Hour, "a kiosk certificate's lifetime; kiosks renew after two thirds of it")
+	fs.StringVar(&cfg.CRLFile, "crl-file", "", "keep the device CA's revocation list (PEM) in this file, for an external broker's crlfile")
 	fs.IntVar(&cfg.BrokerConnsPerIP, "broker-conns-per-ip", 64, "embedded broker: open connections allowed from one address (negative: no limit)")
 	fs.Float64Var(&cfg.KioskMsgRate, "kiosk-msg-rate", 20, "embedded broker: messages per second a kiosk may publish, in bursts of ten times that (negative: no limit)")
-	fs.StringVar(&cfg.HTTPListen, "http", "127.0.0.1:8080", "HTTP API address")
+	fs.StringVar(&cfg.HTTPListen, "http", "", "plain HTTP address: with --tls off everything (default 127.0.0.1:8080); with TLS, only /healthz and /metrics (default: none)")
 	fs.StringVar(&cfg.PostalURL, "postal", "http://127.0.0.1:8090", "postal authority URL")
 	fs.IntVar(&cfg.Workers, "workers", 0, "PSDM workers, one HSM session each (default half the CPUs)")
 	fs.IntVar(&cfg.MPSDs, "mpsds", 1, "MPSDs each worker checks out (1-8)")
@@ -109,7 +119,7 @@ func run(args []string) int {
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	configFile := fs.String("config", "", "config file: a JSON object of flag names and values (keys starting with # are comments); flags win over it")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	readyFile := fs.String("ready-file", "", "once serving, write {\"http\": ADDR, \"broker\": ADDR} here (for --http and --broker-listen on port 0)")
+	readyFile := fs.String("ready-file", "", "once serving, write where it listens here, as JSON: http, url, plain, broker, broker_tls, fingerprint (for addresses on port 0)")
 	// Flags and positional arguments may come in any order.
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -147,6 +157,9 @@ func run(args []string) int {
 	if *trustedProxies != "" {
 		cfg.TrustedProxies = strings.Split(*trustedProxies, ",")
 	}
+	if *tlsHosts != "" {
+		cfg.TLSHosts = strings.Split(*tlsHosts, ",")
+	}
 	if *checkConfig {
 		if err := cfg.Check(); err != nil {
 			fmt.Fprintln(os.Stderr, "hub: config:", err)
@@ -172,6 +185,8 @@ func run(args []string) int {
 		return ledgerCheck(ctx, h)
 	case "keys init", "keys rotate", "keys list":
 		return keysCmd(ctx, h, cmd)
+	case "ca init", "ca show":
+		return caCmd(ctx, h, cmd)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
 	case "kiosk add", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
@@ -189,7 +204,7 @@ func run(args []string) int {
 		return 1
 	}
 	if *readyFile != "" {
-		if err := writeReady(*readyFile, h.HTTPAddr, h.BrokerAddr); err != nil {
+		if err := writeReady(*readyFile, h); err != nil {
 			log.Error("ready file", "err", err)
 			return 1
 		}
@@ -221,6 +236,25 @@ func ledgerCheck(ctx context.Context, h *hub.Hub) int {
 		return 1
 	}
 	fmt.Println("ledger ok")
+	return 0
+}
+
+// caCmd creates or shows the device CA: its fingerprint, which enrollment
+// codes carry, and its certificate, which brokers trust.
+func caCmd(ctx context.Context, h *hub.Hub, cmd string) int {
+	if cmd == "ca init" {
+		if err := h.CA().Init(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "hub ca init:", err)
+			return 1
+		}
+	}
+	c := h.CA().Certificate()
+	if c == nil {
+		fmt.Fprintln(os.Stderr, "hub", cmd+":", ca.ErrNoCA)
+		return 1
+	}
+	fmt.Printf("device CA %q, valid until %s\nfingerprint: %s\n%s", c.Subject.CommonName, c.NotAfter.Format(time.DateOnly),
+		protocol.Fingerprint(c), h.CA().CertPEM())
 	return 0
 }
 

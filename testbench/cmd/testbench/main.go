@@ -77,10 +77,12 @@ func webDemo(d *demo.Demo) error {
 	if err != nil {
 		return fmt.Errorf("stock issue: %v: %s", err, sheets)
 	}
+	fmt.Printf("Hub TLS fingerprint: %s (its device CA's; the CA's certificate is %s: curl --cacert it, or tell the browser to trust it)\n",
+		d.Fingerprint(), d.CAFile())
 	fmt.Printf("Customer portal: %s/portal/ (register, top up with card 4242 4242 4242 4242, exp 12/39)\n", d.HubURL())
 	fmt.Printf("  label sheets for web customers: %s\n", strings.Join(strings.Fields(sheets), " "))
 	fmt.Printf("Ops console: %s/console/  login ops, password %s\n", d.HubURL(), pw)
-	fmt.Printf("Operator API: curl -H 'Authorization: Bearer %s' %s/api/v1/ops/fleet  (docs/openapi.yaml)\n", strings.TrimSpace(token), d.HubURL())
+	fmt.Printf("Operator API: curl --cacert %s -H 'Authorization: Bearer %s' %s/api/v1/ops/fleet  (docs/openapi.yaml)\n", d.CAFile(), strings.TrimSpace(token), d.HubURL())
 	fmt.Printf("Metrics: %s/metrics (same token)\n", d.HubURL())
 	return nil
 }
@@ -93,8 +95,8 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	dir := fs.String("dir", "var", "state directory")
 	bin := fs.String("bin", "", "directory with the hub and kiosk binaries (default: next to testbench)")
-	hubHTTP := fs.String("hub-http", "127.0.0.1:8080", "hub HTTP address")
-	broker := fs.String("broker", "127.0.0.1:1883", "embedded broker address")
+	hubHTTP := fs.String("hub-https", "127.0.0.1:8443", "hub HTTPS address")
+	broker := fs.String("broker", "127.0.0.1:8883", "embedded broker's mqtts address")
 	pa := fs.String("postal", "127.0.0.1:8090", "postal authority address")
 	cardGW := fs.String("cards", "127.0.0.1:8091", "card gateway address")
 	kioskHTTP := fs.String("kiosk-http", "127.0.0.1:8081", "kiosk local API address")
@@ -132,7 +134,7 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 		fmt.Fprintln(os.Stderr, "testbench run: no label came out of the printer")
 		return 1
 	}
-	in, err := verifyLabel(ctx, d.HubURL(), png)
+	in, err := verifyLabel(ctx, d.HubURL(), d.Client(), png)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench run: the printed label does not verify:", err)
 		return 1
@@ -156,12 +158,12 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	return 0
 }
 
-func verifyLabel(ctx context.Context, hubURL, png string) (*protocol.Indicium, error) {
+func verifyLabel(ctx context.Context, hubURL string, client *http.Client, png string) (*protocol.Indicium, error) {
 	b, err := verify.ReadPNG(png)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := verify.FetchKeys(ctx, hubURL)
+	keys, err := verify.FetchKeys(ctx, hubURL, client)
 	if err != nil {
 		return nil, err
 	}
@@ -209,9 +211,19 @@ func runPrinter(ctx context.Context, args []string, log *slog.Logger) int {
 
 func runVerify(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("verify", flag.ExitOnError)
-	hubURL := fs.String("hub", "http://127.0.0.1:8080", "hub base URL")
+	hubURL := fs.String("hub", "https://127.0.0.1:8443", "hub base URL")
+	fingerprint := fs.String("fingerprint", "", "the hub's TLS fingerprint (hub ca show), for https")
 	fs.Parse(args)
-	keys, err := verify.FetchKeys(ctx, *hubURL)
+	client := http.DefaultClient
+	if *fingerprint != "" {
+		pin, err := protocol.ParseFingerprint(*fingerprint)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbench verify:", err)
+			return 2
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}
+	}
+	keys, err := verify.FetchKeys(ctx, *hubURL, client)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench verify:", err)
 		return 1

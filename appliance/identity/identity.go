@@ -1,0 +1,321 @@
+// Package identity is a kiosk's TLS identity: the key it makes at
+// enrollment (it never leaves the device), the certificate the hub's device
+// CA issues for it, and the CA's certificate. Enrollment reaches the hub
+// over HTTPS pinned to a fingerprint from the enrollment code, with no web
+// PKI; renewal runs over the same channel, authenticated by the current
+// certificate, before two thirds of its life has passed.
+package identity
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Files are where the identity lives on the kiosk.
+type Files struct {
+	Key  string // the kiosk's private key, mode 0600
+	Cert string // its certificate
+	CA   string // the device CA's certificate
+}
+
+// In is the usual place of each file: beside the enrollment, in dir.
+func In(dir string) Files {
+	return Files{Key: filepath.Join(dir, "kiosk.key"), Cert: filepath.Join(dir, "kiosk.crt"), CA: filepath.Join(dir, "ca.crt")}
+}
+
+// Identity is a loaded identity.
+type Identity struct {
+	files Files
+	hub   string // https://host:port, for renewal
+	pin   string
+	now   func() time.Time
+
+	mu    sync.RWMutex
+	cert  *tls.Certificate
+	roots *x509.CertPool
+}
+
+// Load reads an identity from files. hub and pin are where renewal goes.
+func Load(files Files, hub, pin string, now func() time.Time) (*Identity, error) {
+	if now == nil {
+		now = time.Now
+	}
+	id := &Identity{files: files, hub: hub, pin: pin, now: now}
+	if err := id.reload(); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+func (id *Identity) reload() error {
+	fi, err := os.Stat(id.files.Key)
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("identity: key %s: mode %v lets others read it; chmod 600 it", id.files.Key, fi.Mode().Perm())
+	}
+	c, err := tls.LoadX509KeyPair(id.files.Cert, id.files.Key)
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	if c.Leaf == nil {
+		if c.Leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
+	}
+	caPEM, err := os.ReadFile(id.files.CA)
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("identity: %s holds no certificate", id.files.CA)
+	}
+	id.mu.Lock()
+	id.cert, id.roots = &c, roots
+	id.mu.Unlock()
+	return nil
+}
+
+// Leaf is the current certificate.
+func (id *Identity) Leaf() *x509.Certificate {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return id.cert.Leaf
+}
+
+// Expired reports whether the certificate's life is over: the kiosk needs
+// a new enrollment code.
+func (id *Identity) Expired() bool { return id.now().After(id.Leaf().NotAfter) }
+
+// Due reports whether two thirds of the certificate's life have passed.
+func (id *Identity) Due() bool {
+	l := id.Leaf()
+	return id.now().After(l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) * 2 / 3))
+}
+
+// ClientTLS is the TLS configuration for the broker: its certificate from
+// the device CA, and the kiosk's current certificate (a renewed one from
+// the next connection on).
+func (id *Identity) ClientTLS(serverName string) *tls.Config {
+	id.mu.RLock()
+	roots := id.roots
+	id.mu.RUnlock()
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: serverName,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			id.mu.RLock()
+			defer id.mu.RUnlock()
+			return id.cert, nil
+		}}
+}
+
+// Renew has the hub issue a certificate for a new key, presenting the
+// current certificate, and keeps both once they are written.
+func (id *Identity) Renew(ctx context.Context) error {
+	key, csr, err := NewKey()
+	if err != nil {
+		return err
+	}
+	tc := protocol.PinnedTLS(id.pin)
+	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		id.mu.RLock()
+		defer id.mu.RUnlock()
+		return id.cert, nil
+	}
+	var res protocol.RenewResult
+	if err := post(ctx, tc, id.hub+protocol.RenewPath, protocol.RenewRequest{CSR: string(csr)}, &res, protocol.DecodeRenewResult); err != nil {
+		return fmt.Errorf("identity: renew: %w", err)
+	}
+	if err := write(id.files, key, []byte(res.Certificate), []byte(res.CAChain)); err != nil {
+		return fmt.Errorf("identity: renew: %w", err)
+	}
+	return id.reload()
+}
+
+// Run renews the certificate when it is due, checking every period until
+// ctx ends; a failure is tried again at the next check.
+func (id *Identity) Run(ctx context.Context, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if id.Expired() {
+			log.Error("the kiosk's certificate expired; enroll again with a new code from ops (hub kiosk add)", "expired", id.Leaf().NotAfter)
+		} else if id.Due() {
+			if err := id.Renew(ctx); err != nil {
+				log.Warn("certificate not renewed yet; tried again later", "err", err, "expires", id.Leaf().NotAfter)
+			} else {
+				log.Info("certificate renewed", "until", id.Leaf().NotAfter)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// NewKey makes a P-256 key and a CSR for it.
+func NewKey() (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("identity: key: %w", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "frank kiosk"}}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("identity: csr: %w", err)
+	}
+	return key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// Enroll trades a one-time code for a certificate: it makes the key, sends
+// the CSR to hub over HTTPS pinned to pin (plain HTTP only to loopback),
+// and writes the key, certificate and CA chain into files only once the
+// hub has answered. Nothing is written on any failure.
+func Enroll(ctx context.Context, hub, code, pin string, files Files) (*protocol.EnrollResult, error) {
+	key, csr, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	var tc *tls.Config
+	if pin != "" {
+		tc = protocol.PinnedTLS(pin)
+	}
+	var res protocol.EnrollResult
+	if err := post(ctx, tc, hub+protocol.EnrollPath, protocol.EnrollRequest{Code: code, CSR: string(csr)}, &res, protocol.DecodeEnrollResult); err != nil {
+		return nil, err
+	}
+	if res.Certificate == "" {
+		return nil, errors.New("the hub sent no certificate")
+	}
+	if err := write(files, key, []byte(res.Certificate), []byte(res.CAChain)); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// post sends v as JSON and decodes the answer with decode into out.
+func post[T any](ctx context.Context, tc *tls.Config, url string, v any, out *T, decode func([]byte) (*T, error)) error {
+	body, _ := json.Marshal(v)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the hub: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, protocol.MaxMessageBytes))
+	if err != nil {
+		return fmt.Errorf("reading the hub's answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var pe protocol.Error
+		if json.Unmarshal(b, &pe) == nil && pe.Code != "" {
+			return fmt.Errorf("the hub refused: %s: %s", pe.Code, pe.Message)
+		}
+		return fmt.Errorf("the hub answered %s", resp.Status)
+	}
+	r, err := decode(b)
+	if err != nil {
+		return err
+	}
+	*out = *r
+	return nil
+}
+
+// write puts the identity's files in place, the key last so that a
+// half-written identity never pairs a new key with an old certificate.
+func write(files Files, key *ecdsa.PrivateKey, certPEM, caPEM []byte) error {
+	if _, err := tls.X509KeyPair(certPEM, keyPEM(key)); err != nil {
+		return fmt.Errorf("the certificate is not for our key: %w", err)
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{files.CA, caPEM, 0o644}, {files.Cert + ".new", certPEM, 0o644}, {files.Key + ".new", keyPEM(key), 0o600}} {
+		if err := WriteFile(f.path, f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	// Key and certificate go in as a pair: the certificate first, then the
+	// key; a reader that finds them mismatched (power cut between) reloads.
+	if err := os.Rename(files.Cert+".new", files.Cert); err != nil {
+		return err
+	}
+	return os.Rename(files.Key+".new", files.Key)
+}
+
+func keyPEM(key *ecdsa.PrivateKey) []byte {
+	der, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+}
+
+// WriteFile writes data atomically with mode, synced. Run as root (an
+// installer with sudo), the file goes to the owner of its directory, the
+// kiosk's service user.
+func WriteFile(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if os.Geteuid() == 0 {
+		if fi, err := os.Stat(dir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				if err := tmp.Chown(int(st.Uid), int(st.Gid)); err != nil {
+					tmp.Close()
+					return fmt.Errorf("write %s: %w", path, err)
+				}
+			}
+		}
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
