@@ -565,7 +565,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.HTTPAddr = ln.Addr().String()
 	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
-		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Log: h.log.With("component", "console"), Now: now,
+		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Certs: h.ca, Log: h.log.With("component", "console"), Now: now,
 		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies)}
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies),
@@ -575,7 +575,8 @@ func (h *Hub) Start(ctx context.Context) error {
 		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,
 		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
-	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Handshake failures (strangers, scanners) go to the log at debug level.
+	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them
 	if h.cfg.TLS != "off" {
 		// A kiosk presents its certificate to renew it; browsers need none.

@@ -31,8 +31,12 @@ type browser struct {
 
 func (e *env) browser() *browser {
 	jar, _ := cookiejar.New(nil)
-	return &browser{t: e.t, base: "http://" + e.h.HTTPAddr, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if strings.HasPrefix(e.h.URL(), "https://") {
+		c.Transport = &http.Transport{TLSClientConfig: protocol.PinnedTLS(e.h.TLSFingerprint())}
+	}
+	return &browser{t: e.t, base: e.h.URL(), c: c}
 }
 
 // do sends a request and returns the status, Location and body.

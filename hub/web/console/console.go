@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/metrics"
@@ -76,6 +77,11 @@ type labelStock interface {
 	AddStore(ctx context.Context, id, name string) error
 }
 
+// certs finds the certificates the device CA issued.
+type certs interface {
+	Latest(ctx context.Context, subject string) (*ca.Issued, error)
+}
+
 // activity is the recent throughput and latency.
 type activity interface {
 	Series(span, step time.Duration) []metrics.Point
@@ -91,6 +97,7 @@ type Console struct {
 	Alerts   alertBook
 	Stock    labelStock
 	Activity activity
+	Certs    certs // may be nil
 	Sessions *session.Manager
 	Logins   *session.Logins
 	Log      *slog.Logger
@@ -234,6 +241,10 @@ type kioskView struct {
 	Kiosk     KioskRow             `json:"kiosk"`
 	Telemetry []protocol.Telemetry `json:"telemetry"`
 	Sales     []ledger.SaleRow     `json:"sales"`
+	// Certificate is the kiosk's newest certificate from the device CA;
+	// CertExpired says it has expired, and the kiosk needs a new code.
+	Certificate *ca.Issued `json:"certificate,omitempty"`
+	CertExpired bool       `json:"certificate_expired"`
 }
 
 // kiosk returns one kiosk's view, or nil if op may not see it (or there is
@@ -251,6 +262,12 @@ func (c *Console) kiosk(ctx context.Context, op *operators.Operator, id string) 
 	slices.Reverse(v.Telemetry)
 	if v.Sales, err = c.Book.SalesOf(ctx, id, 50); err != nil {
 		return nil, err
+	}
+	if c.Certs != nil {
+		if v.Certificate, err = c.Certs.Latest(ctx, id); err != nil {
+			return nil, err
+		}
+		v.CertExpired = v.Certificate != nil && c.Now().After(v.Certificate.NotAfter)
 	}
 	return v, nil
 }
