@@ -140,7 +140,7 @@ func TestPublicListenersWantTLS(t *testing.T) {
 	host, _, _ := net.SplitHostPort(e.h.BrokerTLSAddr)
 	for name, opts := range map[string]*mqtt.ClientOptions{
 		"plain MQTT": mqtt.NewClientOptions().AddBroker("tcp://" + e.h.BrokerTLSAddr),
-		"no certificate": mqtt.NewClientOptions().AddBroker("mqtts://"+e.h.BrokerTLSAddr).SetUsername("kiosk-1").SetPassword(e.pw["kiosk-1"]).
+		"no certificate": mqtt.NewClientOptions().AddBroker("mqtts://" + e.h.BrokerTLSAddr).SetUsername("kiosk-1").SetPassword(e.pw["kiosk-1"]).
 			SetTLSConfig(&tls.Config{InsecureSkipVerify: true, ServerName: host}),
 	} {
 		c := mqtt.NewClient(opts.SetClientID("kiosk-1").SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
