@@ -183,7 +183,7 @@ func (k *Kiosk) recover() {
 	}
 	k.saleMu.Lock() // no new sale until the old ones are settled
 	defer k.saleMu.Unlock()
-	for !k.client.IsConnected() || k.Rates() == nil {
+	for !k.client.IsConnectionOpen() || k.Rates() == nil {
 		select {
 		case <-k.stop:
 			return
@@ -315,7 +315,7 @@ func (k *Kiosk) printConfirmed(ctx context.Context, raw []byte) {
 // was never confirmed is reported again. Their labels stay held meanwhile.
 func (k *Kiosk) settleLoop() {
 	k.afterRecovery(k.cfg.ResendEvery, func() {
-		if k.client.IsConnected() {
+		if k.client.IsConnectionOpen() {
 			k.settleOpen(context.Background())
 		}
 	})
@@ -656,9 +656,10 @@ func (k *Kiosk) Rates() *protocol.RateTable {
 	return &rt
 }
 
-// Ready reports whether the kiosk can sell: connected and configured.
+// Ready reports whether the kiosk can sell: connected now (not merely
+// trying to reconnect, which paho's IsConnected counts) and configured.
 func (k *Kiosk) Ready() bool {
-	return k.client != nil && k.client.IsConnected() && k.Rates() != nil
+	return k.client != nil && k.client.IsConnectionOpen() && k.Rates() != nil
 }
 
 // PayTerminal is the touchscreen's payment method: the kiosk takes the

@@ -26,13 +26,27 @@ type Kiosk struct {
 	ID     string
 	Store  string
 	UserID uint64
+	// Retired is when the kiosk was retired (lost, stolen or taken out of
+	// the fleet), if it was; RetiredWhy says why.
+	Retired    *time.Time
+	RetiredWhy string
 }
+
+// cached is a kiosk as Get last read it.
+type cached struct {
+	k  Kiosk
+	at time.Time
+}
+
+// cacheFor is how long Get trusts what it read: a kiosk retired on another
+// hub stops selling here within it.
+const cacheFor = 2 * time.Second
 
 // Registry knows the kiosks.
 type Registry struct {
 	db  *store.DB
 	mu  sync.Mutex
-	ids map[string]Kiosk // a kiosk's number and store never change once given
+	ids map[string]cached
 	// ok remembers a password that checked out against a stored hash, as
 	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
 	ok map[string]checked
@@ -46,7 +60,7 @@ type checked struct {
 
 // New returns the registry on db.
 func New(db *store.DB) *Registry {
-	return &Registry{db: db, ids: map[string]Kiosk{}, ok: map[string]checked{}}
+	return &Registry{db: db, ids: map[string]cached{}, ok: map[string]checked{}}
 }
 
 // Add provisions a kiosk in a store (created if new) and returns its new
@@ -55,6 +69,10 @@ func New(db *store.DB) *Registry {
 func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, error) {
 	if !protocol.ValidKioskID(kioskID) || !protocol.ValidKioskID(storeID) {
 		return "", fmt.Errorf("fleet: add %q in %q: ids want 1-32 of [A-Za-z0-9_-], and a kiosk id may not start with %s", kioskID, storeID, protocol.HubPrefix)
+	}
+	var retired sql.NullInt64
+	if err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT retired_at FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&retired); err == nil && retired.Valid {
+		return "", fmt.Errorf("fleet: add %s: the kiosk was retired; its id stays with its history, so choose another", kioskID)
 	}
 	password := rand.Text()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
@@ -90,28 +108,74 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 	return password, nil
 }
 
-// Get returns a provisioned kiosk, or unknown_kiosk.
+// Get returns a provisioned kiosk in service, or unknown_kiosk (also for a
+// retired one).
 func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 	r.mu.Lock()
-	k, ok := r.ids[kioskID]
+	c, ok := r.ids[kioskID]
 	r.mu.Unlock()
-	if ok {
-		return k, nil
+	k := c.k
+	if !ok || time.Since(c.at) > cacheFor {
+		var st, why sql.NullString
+		var retired sql.NullInt64
+		k = Kiosk{ID: kioskID}
+		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id, store, retired_at, retired_reason FROM kiosks WHERE kiosk_id = ?`), kioskID).
+			Scan(&k.UserID, &st, &retired, &why)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && !st.Valid {
+			return Kiosk{}, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned at this hub", kioskID)
+		}
+		if err != nil {
+			return Kiosk{}, fmt.Errorf("fleet: get %s: %w", kioskID, err)
+		}
+		k.Store = st.String
+		if retired.Valid {
+			t := time.UnixMicro(retired.Int64).UTC()
+			k.Retired, k.RetiredWhy = &t, why.String
+		}
+		r.mu.Lock()
+		r.ids[kioskID] = cached{k: k, at: time.Now()}
+		r.mu.Unlock()
 	}
-	var st sql.NullString
-	k.ID = kioskID
-	err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id, store FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&k.UserID, &st)
-	if errors.Is(err, sql.ErrNoRows) || err == nil && !st.Valid {
-		return Kiosk{}, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned at this hub", kioskID)
+	if k.Retired != nil {
+		return Kiosk{}, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s was retired on %s (%s)", kioskID, k.Retired.Format(time.DateOnly), k.RetiredWhy)
 	}
-	if err != nil {
-		return Kiosk{}, fmt.Errorf("fleet: get %s: %w", kioskID, err)
-	}
-	k.Store = st.String
-	r.mu.Lock()
-	r.ids[kioskID] = k
-	r.mu.Unlock()
 	return k, nil
+}
+
+// Retire takes a kiosk out of the fleet for good: it may no longer log in,
+// enroll or sell, and an open enrollment code is dropped. Its row stays,
+// with its sales and stamps. A lost or stolen kiosk is recorded as a
+// device event for the next postal report.
+func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) error {
+	now := time.Now().UnixMicro()
+	kind := "kiosk_retired"
+	if lost {
+		kind = "kiosk_lost"
+	}
+	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, r.db.Rebind(`UPDATE kiosks SET retired_at = ?, retired_reason = ? WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`),
+			now, why, kioskID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not a provisioned kiosk in service", kioskID)
+		}
+		if _, err := tx.ExecContext(ctx, r.db.Rebind(`DELETE FROM enrollments WHERE kiosk_id = ?`), kioskID); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO device_events (kind, subject, detail, at) VALUES (?, ?, ?, ?)`),
+			kind, "kiosk/"+kioskID, why, now)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("fleet: retire %s: %w", kioskID, err)
+	}
+	r.mu.Lock()
+	delete(r.ids, kioskID)
+	delete(r.ok, kioskID)
+	r.mu.Unlock()
+	return nil
 }
 
 // UserID returns a provisioned kiosk's numeric id.
@@ -127,7 +191,7 @@ func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
 // stamp names the credential that matched.
 func (r *Registry) Authenticate(kioskID, password string, slow bool) (stamp string, ok bool) {
 	var hash sql.NullString
-	err := r.db.QueryRowContext(context.Background(), r.db.Rebind(`SELECT password_hash FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL`), kioskID).Scan(&hash)
+	err := r.db.QueryRowContext(context.Background(), r.db.Rebind(`SELECT password_hash FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`), kioskID).Scan(&hash)
 	if err != nil || !hash.Valid || hash.String == "" {
 		return "", false
 	}
@@ -154,7 +218,7 @@ func (r *Registry) Authenticate(kioskID, password string, slow bool) (stamp stri
 // Stamps returns the current credential stamp of every provisioned kiosk:
 // the broker closes a session whose stamp changed.
 func (r *Registry) Stamps(ctx context.Context) (map[string]string, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, password_hash FROM kiosks WHERE store IS NOT NULL AND password_hash IS NOT NULL`)
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, password_hash FROM kiosks WHERE store IS NOT NULL AND password_hash IS NOT NULL AND retired_at IS NULL`)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: stamps: %w", err)
 	}
@@ -176,9 +240,9 @@ func credentialStamp(hash string) string {
 	return hex.EncodeToString(s[:8])
 }
 
-// List lists the provisioned kiosks with their stores.
+// List lists the provisioned kiosks with their stores, the retired too.
 func (r *Registry) List(ctx context.Context) ([]Kiosk, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, store, user_id FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, store, user_id, retired_at, COALESCE(retired_reason, '') FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: list: %w", err)
 	}
@@ -186,8 +250,13 @@ func (r *Registry) List(ctx context.Context) ([]Kiosk, error) {
 	var out []Kiosk
 	for rows.Next() {
 		var k Kiosk
-		if err := rows.Scan(&k.ID, &k.Store, &k.UserID); err != nil {
+		var retired sql.NullInt64
+		if err := rows.Scan(&k.ID, &k.Store, &k.UserID, &retired, &k.RetiredWhy); err != nil {
 			return nil, fmt.Errorf("fleet: list: %w", err)
+		}
+		if retired.Valid {
+			t := time.UnixMicro(retired.Int64).UTC()
+			k.Retired = &t
 		}
 		out = append(out, k)
 	}
@@ -196,7 +265,7 @@ func (r *Registry) List(ctx context.Context) ([]Kiosk, error) {
 
 // IDs lists the provisioned kiosks.
 func (r *Registry) IDs(ctx context.Context) ([]string, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id FROM kiosks WHERE store IS NOT NULL AND retired_at IS NULL ORDER BY kiosk_id`)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: list: %w", err)
 	}

@@ -158,6 +158,49 @@ func (l *Ledger) VoidSale(ctx context.Context, kioskID, requestID string, perr *
 	return result, nil
 }
 
+// VoidIssued voids every indicium of kioskID's sales that was issued and
+// never reported printed or failed, as if the kiosk had died (it was
+// retired): their postage is claimed back in the postal report. It
+// returns the labels, with their sales, for their refunds.
+func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]LabelRef, error) {
+	var out []LabelRef
+	err := l.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT request_id, label FROM indicia WHERE kiosk_id = ? AND state = 'issued' ORDER BY id`), kioskID)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var r LabelRef
+			var label string
+			if err := rows.Scan(&r.RequestID, &label); err != nil {
+				rows.Close()
+				return err
+			}
+			if r.Label, err = protocol.ParseLabelSerial(label); err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), reason, kioskID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: void issued of %s: %w", kioskID, err)
+	}
+	return out, nil
+}
+
+// LabelRef is a label of a sale.
+type LabelRef struct {
+	RequestID string
+	Label     protocol.LabelSerial
+}
+
 // Unconfirmed lists kiosk sales with labels issued longer ago than age and
 // never reported printed or failed. Web customers' stamps (kiosk ids
 // "web-N") print at home and are never reported.

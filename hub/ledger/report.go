@@ -99,6 +99,21 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			r.Totals.Funded += x.Amount
 		}
 		rows.Close()
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT kind, subject, detail, at FROM device_events WHERE at >= ? AND at < ? ORDER BY id`), f, t)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var e postal.Event
+			var at int64
+			if err := rows.Scan(&e.Kind, &e.Subject, &e.Detail, &at); err != nil {
+				rows.Close()
+				return err
+			}
+			e.At = time.UnixMicro(at).UTC()
+			r.Events = append(r.Events, e)
+		}
+		rows.Close()
 		return l.readings(ctx, tx, r, f, t)
 	})
 	if err != nil {

@@ -116,7 +116,18 @@ type Report struct {
 	Purchases    []Bought      `json:"purchases"`
 	Fundings     []Funding     `json:"fundings"`
 	Registers    []Reading     `json:"registers"`
-	Totals       Totals        `json:"totals"`
+	// Events are the period's device events the authority is told of:
+	// kiosks lost or stolen (39 CFR 501 wants them reported), retired.
+	Events []Event `json:"events,omitempty"`
+	Totals Totals  `json:"totals"`
+}
+
+// Event is one device event.
+type Event struct {
+	Kind    string    `json:"kind"`    // kiosk_lost, kiosk_retired
+	Subject string    `json:"subject"` // kiosk/ID
+	Detail  string    `json:"detail"`
+	At      time.Time `json:"at"`
 }
 
 // Transaction is one indicium.

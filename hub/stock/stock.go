@@ -215,6 +215,19 @@ func (s *Stock) Sheets(ctx context.Context, kioskID string) ([]protocol.SheetSer
 	return out, rows.Err()
 }
 
+// VoidKiosk invalidates every sheet loaded into a retired kiosk: its free
+// labels may never carry a stamp (the kiosk may be in a thief's hands).
+// It returns how many sheets.
+func (s *Stock) VoidKiosk(ctx context.Context, kioskID string) (int, error) {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET invalidated_at = ? WHERE kiosk_id = ? AND invalidated_at IS NULL`),
+		s.now().UnixMicro(), kioskID)
+	if err != nil {
+		return 0, fmt.Errorf("stock: void %s: %w", kioskID, err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
 // Answer serves a kiosk's StockLoad message and returns the StockResult.
 func (s *Stock) Answer(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error) {
 	res := protocol.StockResult{Status: protocol.ResultOK}

@@ -60,6 +60,8 @@ type Filed struct {
 	Indicia  int       `json:"indicia"`
 	Postage  int64     `json:"postage_mills"`
 	Received time.Time `json:"received"`
+	// Events are the devices the vendor declared lost, stolen or retired.
+	Events []hubpostal.Event `json:"events,omitempty"`
 }
 
 // Authority is the simulated postal authority.
@@ -263,7 +265,7 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, From: rep.From, To: rep.To,
-		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC()}
+		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC(), Events: rep.Events}
 	a.st.Reports = append(a.st.Reports, f)
 	if err := a.save(); err != nil {
 		a.st.Reports = a.st.Reports[:len(a.st.Reports)-1]

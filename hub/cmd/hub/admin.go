@@ -20,7 +20,8 @@ import (
 )
 
 type admin struct {
-	open                                         bool
+	open, lost                                   bool
+	why                                          string
 	store, barcodes, account, amount, zip, kiosk string
 	role, stores, tokenName                      string
 	sheets                                       int
@@ -71,6 +72,20 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		}
 		fmt.Printf("enrollment code: %s (once, until %s): kiosk enroll --hub https://HUB --code %s\n",
 			code, time.Now().Add(a.enrollTTL).Format("2006-01-02 15:04"), code)
+	case "kiosk retire":
+		if len(pos) != 1 {
+			return usage("hub kiosk retire ID [--lost] [--why TEXT]")
+		}
+		r, err := h.RetireKiosk(ctx, pos[0], a.why, a.lost)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Printf("kiosk %s retired: %d certificates revoked, %d label sheets voided, %d unreported stamps voided and %s refunded",
+			r.Kiosk, r.Certificates, r.Sheets, r.Labels, r.Refunded)
+		if r.Lost {
+			fmt.Print("; declared lost in the next postal report")
+		}
+		fmt.Println()
 	case "stock issue":
 		if a.store == "" {
 			return usage("hub stock issue --store STORE --sheets N [--barcodes DIR]")

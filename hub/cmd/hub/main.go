@@ -4,7 +4,9 @@
 //	hub ledger check [flags]    check every ledger invariant; exit 1 if any breaks
 //	hub keys init|rotate|list   the signing-key ceremony
 //	hub report --from D --to D  build the postal report for [from, to) and upload it
-//	hub kiosk add ID --store S  provision a kiosk; prints its broker credentials
+//	hub kiosk add ID --store S  provision a kiosk; prints its enrollment code
+//	hub kiosk retire ID [--lost]  revoke a kiosk, void its stock and open sales
+//	hub ca init|show            the device CA that issues kiosks their certificates
 //	hub stock issue --store S --sheets N [--barcodes DIR]   new sheets of labels
 //	hub stock import --store S SERIAL...                     sheets printed elsewhere
 //	hub stock load --kiosk K SERIAL...                       sheets into a kiosk, as its staff would
@@ -98,6 +100,8 @@ func run(args []string) int {
 	accountLogin := fs.String("account", "", "stock assign: the customer's login")
 	kioskID := fs.String("kiosk", "", "stock load: the kiosk")
 	openOnly := fs.Bool("open", false, "alerts list: only alerts not acknowledged")
+	lost := fs.Bool("lost", false, "kiosk retire: the kiosk was lost or stolen; the next postal report declares it")
+	why := fs.String("why", "", "kiosk retire: why, for the record")
 	amount := fs.String("amount", "", "account fund: dollars")
 	zip := fs.String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add: the store's ZIP, which enrolling kiosks sign as the origin")
 	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
@@ -189,10 +193,10 @@ func run(args []string) int {
 		return caCmd(ctx, h, cmd)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
-	case "kiosk add", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
+	case "kiosk add", "kiosk retire", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
-			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly,
+			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly, lost: *lost, why: *why,
 			role: *role, stores: *stores, tokenName: *tokenName, enrollTTL: *enrollTTL})
 	case "":
 	default:

@@ -98,6 +98,8 @@ type Console struct {
 	Stock    labelStock
 	Activity activity
 	Certs    certs // may be nil
+	// Retire takes a kiosk out of the fleet and says what it did; ops only.
+	Retire   func(ctx context.Context, kioskID, why string, lost bool) (string, error)
 	Sessions *session.Manager
 	Logins   *session.Logins
 	Log      *slog.Logger
@@ -219,7 +221,9 @@ func (c *Console) fleetRows(ctx context.Context, op *operators.Operator) ([]Kios
 			continue
 		}
 		row := KioskRow{ID: k.ID, Store: k.Store, State: "unknown", Seen: "—", SalesToday: today[k.ID]}
-		if s, ok := states[k.ID]; ok {
+		if k.Retired != nil {
+			row.State, row.LastError = "retired", k.RetiredWhy
+		} else if s, ok := states[k.ID]; ok {
 			row.State = "offline"
 			if s.Online {
 				row.State = "online"

@@ -54,6 +54,7 @@ func (c *Console) Routes() http.Handler {
 			r.Post("/funds/check", c.recheck)
 			r.Get("/alerts", c.alertsPage)
 			r.Post("/alerts/{id}/ack", c.ack)
+			r.Post("/kiosks/{id}/retire", c.retire)
 			r.Get("/activity", c.activityPage)
 		})
 	})
@@ -154,6 +155,30 @@ func (c *Console) kioskPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.render(w, r, http.StatusOK, "kiosk.html", page{Title: "Kiosk " + v.Kiosk.ID, Data: v})
+}
+
+// retire takes a kiosk out of the fleet for good (ops only): its
+// certificates are revoked, its stock and unreported stamps voided.
+func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	op := current(r).Subject
+	if c.Retire == nil || r.PostFormValue("confirm") != id {
+		http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id)+"?flash="+url.QueryEscape("Not retired: type the kiosk's id to confirm."), http.StatusSeeOther)
+		return
+	}
+	lost := r.PostFormValue("lost") == "on"
+	why := strings.TrimSpace(r.PostFormValue("why"))
+	if why == "" {
+		why = "retired from the console"
+	}
+	why += " (by " + op.Login + ")"
+	msg, err := c.Retire(r.Context(), id, why, lost)
+	flash := "Kiosk retired: " + msg
+	if err != nil {
+		flash = "Not retired: " + err.Error()
+	}
+	c.Log.Warn("kiosk retire from the console", "kiosk", id, "by", op.Login, "lost", lost, "err", err)
+	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
 }
 
 func (c *Console) fundsPage(w http.ResponseWriter, r *http.Request) {

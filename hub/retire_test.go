@@ -1,0 +1,127 @@
+package hub_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/appliance/identity"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Retiring a kiosk, here one reported lost with a sale it never reported
+// printing: its mqtts session is cut within 5 s and a new one refused, its
+// enrollment and id are spent, its loaded sheets voided, the unreported
+// stamp voided and refunded, and the next postal report declares it lost.
+// The console retires a kiosk too, for ops.
+func TestRetireKiosk(t *testing.T) {
+	e := newTLSEnv(t)
+	ctx := context.Background()
+	code, pin := e.enrollCode("kiosk-9", "store-a")
+	e.loadStock("store-a", "kiosk-9", "9999-0001")
+	files := identity.In(t.TempDir())
+	if _, err := identity.Enroll(ctx, e.h.URL(), code, pin, files); err != nil {
+		t.Fatal(err)
+	}
+	id, err := identity.Load(files, e.h.URL(), pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ := net.SplitHostPort(e.h.BrokerTLSAddr)
+	dial := func(lost chan struct{}) (mqtt.Client, error) {
+		opts := mqtt.NewClientOptions().AddBroker("mqtts://"+e.h.BrokerTLSAddr).SetClientID("kiosk-9").SetTLSConfig(id.ClientTLS(host)).
+			SetAutoReconnect(false).SetOrderMatters(false).SetConnectTimeout(5 * time.Second)
+		if lost != nil {
+			opts.SetConnectionLostHandler(func(mqtt.Client, error) { close(lost) })
+		}
+		c := mqtt.NewClient(opts)
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return nil, tok.Error()
+		}
+		return c, nil
+	}
+	lost := make(chan struct{})
+	c, err := dial(lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(50)
+	answers := make(chan []byte, 4)
+	c.Subscribe(protocol.KioskTopic("kiosk-9", protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, m mqtt.Message) { answers <- m.Payload() }).Wait()
+	c.Publish(protocol.KioskTopic("kiosk-9", protocol.TopicPurchase), 1, false, purchase("ret-1", "kiosk-9", "9999-0001-01", nil))
+	select {
+	case raw := <-answers:
+		if res := decode(t, raw); res.Status != protocol.ResultOK {
+			t.Fatalf("sale: %+v", res.Error)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no answer")
+	}
+	before := e.cards.Totals()
+
+	start := time.Now()
+	r, err := e.h.RetireKiosk(ctx, "kiosk-9", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Certificates != 1 || r.Sheets != 1 || r.Labels != 1 || r.Refunded != 780 {
+		t.Fatalf("retire did %+v", r)
+	}
+	select {
+	case <-lost:
+		t.Logf("session cut %v after retire", time.Since(start).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the retired kiosk's session is still open after 5 s")
+	}
+	if c2, err := dial(nil); err == nil {
+		c2.Disconnect(0)
+		t.Fatal("the retired kiosk connected again")
+	}
+	if after := e.cards.Totals(); after.Refunded-before.Refunded != 780 {
+		t.Fatalf("refunded %d, want the unreported stamp's 780", after.Refunded-before.Refunded)
+	}
+	if sheets, _ := e.h.Stock().Sheets(ctx, "kiosk-9"); len(sheets) != 0 {
+		t.Fatalf("the retired kiosk still holds sheets %v", sheets)
+	}
+	if _, err := e.h.Fleet().Add(ctx, "kiosk-9", "store-a"); err == nil {
+		t.Fatal("a retired kiosk's id was provisioned again")
+	}
+	if _, err := e.h.Fleet().Enroll(ctx, code); err == nil {
+		t.Fatal("a retired kiosk enrolled")
+	}
+	rep, err := e.h.Ledger().BuildReport(ctx, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range rep.Events {
+		found = found || ev.Kind == "kiosk_lost" && ev.Subject == "kiosk/kiosk-9"
+	}
+	if !found {
+		t.Fatalf("the postal report does not declare kiosk-9 lost: %+v", rep.Events)
+	}
+	e.check()
+
+	// The console, for ops: kiosk-2 retired with a reason.
+	b := e.operator("rita", "ops")
+	st, loc, _ := b.post("/console/kiosks/kiosk-2", "/console/kiosks/kiosk-2/retire", url.Values{"confirm": {"kiosk-2"}, "why": {"water damage"}})
+	if st != http.StatusSeeOther || !strings.Contains(loc, "Kiosk+retired") {
+		t.Fatalf("console retire: %d %s", st, loc)
+	}
+	if _, err := e.h.Fleet().Get(ctx, "kiosk-2"); err == nil {
+		t.Fatal("kiosk-2 is still in service")
+	}
+	if _, _, page := b.do("GET", "/console/", nil); !strings.Contains(page, "retired") {
+		t.Fatal("the fleet page does not show kiosk-2 retired")
+	}
+	staff := e.operator("sid", "staff", "store-a")
+	if st, _, _ := staff.post("/console/kiosks/kiosk-1", "/console/kiosks/kiosk-1/retire", url.Values{"confirm": {"kiosk-1"}}); st != http.StatusForbidden {
+		t.Fatalf("store staff retiring a kiosk: %d", st)
+	}
+}
