@@ -35,7 +35,7 @@ func TestRetireKiosk(t *testing.T) {
 	}
 	host, _, _ := net.SplitHostPort(e.h.BrokerTLSAddr)
 	dial := func(lost chan struct{}) (mqtt.Client, error) {
-		opts := mqtt.NewClientOptions().AddBroker("mqtts://"+e.h.BrokerTLSAddr).SetClientID("kiosk-9").SetTLSConfig(id.ClientTLS(host)).
+		opts := mqtt.NewClientOptions().AddBroker("mqtts://" + e.h.BrokerTLSAddr).SetClientID("kiosk-9").SetTLSConfig(id.ClientTLS(host)).
 			SetAutoReconnect(false).SetOrderMatters(false).SetConnectTimeout(5 * time.Second)
 		if lost != nil {
 			opts.SetConnectionLostHandler(func(mqtt.Client, error) { close(lost) })
