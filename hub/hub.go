@@ -616,8 +616,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.bg.Go(func() { h.every(time.Minute, func() bool { h.saveActivity(h.bgCtx); return true }) })
 	h.bg.Go(func() { h.every(time.Hour, func() bool { h.renewTLS(h.bgCtx); return true }) })
 	if h.cfg.CRLFile != "" {
-		h.writeCRL(ctx)
-		h.bg.Go(func() { h.every(time.Minute, func() bool { h.writeCRL(h.bgCtx); return true }) })
+		crl := &crlFile{}
+		crl.write(ctx, h)
+		h.bg.Go(func() { h.every(2*time.Second, func() bool { crl.write(h.bgCtx, h); return true }) })
 	}
 	h.log.Info("hub ready", "web", h.URL(), "broker", brokerURL, "broker_tls", h.BrokerTLSAddr, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -221,16 +222,32 @@ func (h *Hub) renewTLS(ctx context.Context) {
 	}
 }
 
-// writeCRL keeps CRLFile holding a fresh revocation list, for an external
-// broker's crlfile: signed anew each time, good for a day.
-func (h *Hub) writeCRL(ctx context.Context) {
+// crlFile keeps CRLFile holding a fresh revocation list, for an external
+// broker's crlfile: signed again within seconds of a revocation by any hub
+// on the database, and hourly anyway; each list is good for a day.
+type crlFile struct {
+	revoked map[string]bool
+	at      time.Time
+}
+
+func (f *crlFile) write(ctx context.Context, h *Hub) {
+	revoked, err := h.ca.Revoked(ctx)
+	if err != nil {
+		h.log.Error("CRL file not written", "path", h.cfg.CRLFile, "err", err)
+		return
+	}
+	if !f.at.IsZero() && maps.Equal(revoked, f.revoked) && h.Now().Sub(f.at) < time.Hour {
+		return
+	}
 	der, err := h.ca.CRL(ctx, 24*time.Hour)
 	if err == nil {
 		err = writeFileSync(h.cfg.CRLFile, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644)
 	}
 	if err != nil {
 		h.log.Error("CRL file not written", "path", h.cfg.CRLFile, "err", err)
+		return
 	}
+	f.revoked, f.at = revoked, h.Now()
 }
 
 // CA returns the device CA.
@@ -272,4 +289,53 @@ func hostOnly(addr string) string {
 		return addr
 	}
 	return host
+}
+
+// BrokerCert writes an external broker's TLS identity into dir: broker.key
+// (made here, mode 0600), broker.crt (a server certificate for hosts from
+// the device CA, with the CA after it), ca.crt (the CA, which checks
+// kiosks' certificates) and crl.pem (the revocation list, which a running
+// hub keeps current with --crl-file). It returns the files written.
+func (h *Hub) BrokerCert(ctx context.Context, hosts []string, dir string) ([]string, error) {
+	if h.ca.Certificate() == nil {
+		return nil, ca.ErrNoCA
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := h.ca.IssueHub(ctx, &key.PublicKey, protocol.HubPrefix+"-broker", hosts)
+	if err != nil {
+		return nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	crl, err := h.ca.CRL(ctx, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("hub: broker certificate: %w", err)
+	}
+	out := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{"broker.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600},
+		{"broker.crt", append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), h.ca.CertPEM()...), 0o644},
+		{"ca.crt", h.ca.CertPEM(), 0o644},
+		{"crl.pem", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl}), 0o644},
+	}
+	var files []string
+	for _, f := range out {
+		p := filepath.Join(dir, f.name)
+		if err := writeFileSync(p, f.data, f.mode); err != nil {
+			return nil, fmt.Errorf("hub: broker certificate: %w", err)
+		}
+		files = append(files, p)
+	}
+	return files, nil
 }

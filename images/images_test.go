@@ -51,12 +51,13 @@ var wantFiles = map[string]map[string]string{
 		"./usr/share/frank-kiosk/touchscreen":           "-rwxr-xr-x",
 	},
 	"frank-hub": {
-		"./usr/bin/frank-hub":                        "-rwxr-xr-x",
-		"./usr/lib/systemd/system/frank-hub.service": "-rw-r--r--",
-		"./etc/frank/hub.json":                       "-rw-r--r--",
-		"./usr/share/frank-hub/mosquitto/frank.conf": "-rw-r--r--",
-		"./usr/share/frank-hub/mosquitto/frank.acl":  "-rw-r--r--",
-		"./usr/share/frank-hub/mosquitto/README":     "-rw-r--r--",
+		"./usr/bin/frank-hub":                                  "-rwxr-xr-x",
+		"./usr/lib/systemd/system/frank-hub.service":           "-rw-r--r--",
+		"./etc/frank/hub.json":                                 "-rw-r--r--",
+		"./usr/share/frank-hub/mosquitto/frank.conf":           "-rw-r--r--",
+		"./usr/share/frank-hub/mosquitto/frank.acl":            "-rw-r--r--",
+		"./usr/share/frank-hub/mosquitto/frank-passwords.conf": "-rw-r--r--",
+		"./usr/share/frank-hub/mosquitto/README":               "-rw-r--r--",
 	},
 }
 
@@ -503,8 +504,9 @@ func checkUnit(t *testing.T, d deb, root string) {
 
 func checkHubFiles(t *testing.T, d deb, root string) {
 	for file, block := range map[string]string{
-		"frank.conf": "/etc/mosquitto/conf.d/frank.conf",
-		"frank.acl":  "/etc/mosquitto/frank.acl",
+		"frank.conf":           "/etc/mosquitto/conf.d/frank.conf",
+		"frank-passwords.conf": "/etc/mosquitto/conf.d/frank-passwords.conf",
+		"frank.acl":            "/etc/mosquitto/frank.acl",
 	} {
 		b, err := os.ReadFile(filepath.Join(root, "usr/share/frank-hub/mosquitto", file))
 		if err != nil {
@@ -523,7 +525,9 @@ func checkHubFiles(t *testing.T, d deb, root string) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		t.Fatalf("hub.json: %v", err)
 	}
-	for k, want := range map[string]any{"data": "/var/lib/frank/hub", "http": "127.0.0.1:8080", "broker-listen": "0.0.0.0:1883"} {
+	// Kiosks and browsers reach it over TLS only; plain HTTP stays on loopback.
+	for k, want := range map[string]any{"data": "/var/lib/frank/hub", "https": "0.0.0.0:8443", "http": "127.0.0.1:8080",
+		"broker-tls-listen": "0.0.0.0:8883", "broker-listen": nil, "tls": nil} {
 		if c[k] != want {
 			t.Errorf("hub.json: %s is %v, want %v", k, c[k], want)
 		}

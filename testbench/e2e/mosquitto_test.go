@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -18,6 +22,9 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub/ca"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/demo"
 )
@@ -55,21 +62,26 @@ func readmeBlock(t *testing.T, name string) string {
 	return string(m[1])
 }
 
-// mosquitto is a mosquitto server configured as the README says, with one
-// more hub user, frank-hub-spy, for tests that watch with a hub's rights.
+// mosquitto is a mosquitto server configured as the README says: kiosks
+// by the device CA's certificates (the default), or by passwords. One more
+// hub identity, frank-hub-spy, is in the ACL for tests that watch with a
+// hub's rights.
 type mosquitto struct {
 	t                 *testing.T
 	etc, addr, passwd string
 	bin               string
+	passwords         bool
 	hubPassword       string
 	spyPassword       string
+	dir               string // the demo's, once it runs
 	cmd               *osexec.Cmd
 }
 
 // newMosquitto writes the README's configuration into dir; start runs it.
-func newMosquitto(t *testing.T, dir string) *mosquitto {
+func newMosquitto(t *testing.T, dir string, passwords bool) *mosquitto {
 	t.Helper()
-	m := &mosquitto{t: t, bin: mosquittoTool(t, "mosquitto"), passwd: mosquittoTool(t, "mosquitto_passwd"), etc: filepath.Join(dir, "mosquitto")}
+	m := &mosquitto{t: t, bin: mosquittoTool(t, "mosquitto"), passwd: mosquittoTool(t, "mosquitto_passwd"), etc: filepath.Join(dir, "mosquitto"),
+		passwords: passwords, dir: filepath.Join(dir, "demo")}
 	if err := os.MkdirAll(m.etc, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +105,15 @@ func newMosquitto(t *testing.T, dir string) *mosquitto {
 			pub, sub, protocol.KioskPublishes, protocol.KioskSubscribes)
 	}
 	acl += "\nuser frank-hub-spy\ntopic readwrite frank/v1/#\n"
-	conf := strings.ReplaceAll(readmeBlock(t, "/etc/mosquitto/conf.d/frank.conf"), "/etc/mosquitto/", m.etc+"/")
-	for _, must := range []string{"use_username_as_clientid true", "max_packet_size", "max_inflight_messages", "max_queued_messages"} {
-		if !strings.Contains(conf, must) {
-			t.Fatalf("README's mosquitto config lacks %s", must)
+	block, must := "/etc/mosquitto/conf.d/frank.conf", []string{"require_certificate true", "use_identity_as_username true",
+		"use_username_as_clientid true", "crlfile", "max_packet_size", "max_inflight_messages", "max_queued_messages"}
+	if passwords {
+		block, must = "/etc/mosquitto/conf.d/frank-passwords.conf", []string{"password_file", "use_username_as_clientid true", "max_packet_size"}
+	}
+	conf := strings.ReplaceAll(readmeBlock(t, block), "/etc/mosquitto/", m.etc+"/")
+	for _, w := range must {
+		if !strings.Contains(conf, w) {
+			t.Fatalf("README's mosquitto config lacks %s", w)
 		}
 	}
 	var err error
@@ -104,7 +121,14 @@ func newMosquitto(t *testing.T, dir string) *mosquitto {
 		t.Fatal(err)
 	}
 	host, port, _ := strings.Cut(m.addr, ":")
-	conf = fmt.Sprintf("listener %s %s\npersistence false\nlog_dest stderr\n%s", port, host, conf)
+	if passwords {
+		conf = fmt.Sprintf("listener %s %s\n%s", port, host, conf)
+	} else if !strings.Contains(conf, "\nlistener 8883\n") {
+		t.Fatal("README's mosquitto config has no listener 8883")
+	} else {
+		conf = strings.Replace(conf, "\nlistener 8883\n", fmt.Sprintf("\nlistener %s %s\n", port, host), 1)
+	}
+	conf = "persistence false\nlog_dest stderr\n" + conf
 	if os.Geteuid() == 0 {
 		// Otherwise mosquitto drops to its own user, who cannot read our temp dir.
 		conf = "user root\n" + conf
@@ -112,8 +136,10 @@ func newMosquitto(t *testing.T, dir string) *mosquitto {
 	m.write("frank.conf", conf)
 	m.write("frank.acl", acl)
 	m.hubPassword, m.spyPassword = randomPassword(t), randomPassword(t)
-	m.setPassword("frank-hub", m.hubPassword)
-	m.setPassword("frank-hub-spy", m.spyPassword)
+	if passwords {
+		m.setPassword("frank-hub", m.hubPassword)
+		m.setPassword("frank-hub-spy", m.spyPassword)
+	}
 	t.Cleanup(func() {
 		if m.cmd != nil {
 			m.cmd.Process.Signal(syscall.SIGTERM)
@@ -129,8 +155,12 @@ func (m *mosquitto) write(name, text string) {
 	}
 }
 
-// setPassword adds or replaces a user in the password file.
+// setPassword adds or replaces a user in the password file; with
+// certificates it has nothing to do.
 func (m *mosquitto) setPassword(user, pw string) {
+	if !m.passwords {
+		return
+	}
 	args := []string{"-b", filepath.Join(m.etc, "frank.passwd"), user, pw}
 	if !fileExists(filepath.Join(m.etc, "frank.passwd")) {
 		args = append([]string{"-c"}, args...)
@@ -166,60 +196,112 @@ func (m *mosquitto) reload() {
 }
 
 // demo starts the whole system on this mosquitto, which starts once the
-// demo kiosk is provisioned.
+// demo kiosk is provisioned: with certificates, as the README's installer
+// does it, after `hub ca broker-cert` gave it its own.
 func (m *mosquitto) demo(cfg demo.Config) *demo.Demo {
 	m.t.Helper()
-	cfg.Broker, cfg.ExternalBroker = m.addr, true
+	cfg.Dir = m.dir
+	cfg.Broker, cfg.ExternalBroker, cfg.BrokerTLS = m.addr, true, !m.passwords
 	cfg.HubEnv = append(cfg.HubEnv, "FRANK_BROKER_PASSWORD="+m.hubPassword)
+	if !m.passwords {
+		cfg.HubArgs = append(cfg.HubArgs, "--crl-file", filepath.Join(m.etc, "frank", "crl.pem"))
+	}
 	cfg.Provisioned = func(kiosk, password string) error {
 		m.setPassword(kiosk, password)
+		if !m.passwords {
+			host, _, _ := strings.Cut(m.addr, ":")
+			out, err := osexec.Command(filepath.Join(binDir, "hub"), "ca", "broker-cert", "--hosts", host, "--out", filepath.Join(m.etc, "frank"),
+				"--data", filepath.Join(m.dir, "hub")).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("hub ca broker-cert: %v: %s", err, out)
+			}
+		}
 		return m.start()
 	}
 	return startDemo(m.t, cfg)
 }
 
-// The hub and a kiosk run against a real mosquitto configured exactly as the
-// README says: the sale goes through, and one kiosk cannot read another's
-// results, speak for it, or push it off by taking its client id.
+// spyTLS is a client certificate for frank-hub-spy, a watcher with a
+// hub's rights, from the demo's device CA.
+func (m *mosquitto) spyTLS() *tls.Config {
+	m.t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(m.dir, "hub", "hub.db"))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer db.Close()
+	ks, err := soft.Open(filepath.Join(m.dir, "hub", "keys"))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer ks.Close()
+	c := ca.New(db, ks, ca.Sessions(ks.Session), ca.Config{})
+	defer c.Close()
+	if err := c.Load(ctx); err != nil {
+		m.t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := c.IssueHub(ctx, &key.PublicKey, "frank-hub-spy", nil)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	host, _, _ := strings.Cut(m.addr, ":")
+	return &tls.Config{RootCAs: c.Pool(), ServerName: host, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// The hub and a kiosk run against a real mosquitto configured exactly as
+// the README says, by certificates and, as the README's alternative, by
+// passwords: the sale goes through, and one kiosk cannot read another's
+// results, speak for it, or push it off by taking its client id. With
+// certificates, a retired kiosk is refused once mosquitto reloads the CRL
+// the hub keeps.
 func TestMosquitto(t *testing.T) {
-	m := newMosquitto(t, t.TempDir())
+	for _, passwords := range []bool{false, true} {
+		name := "certificates"
+		if passwords {
+			name = "passwords"
+		}
+		t.Run(name, func(t *testing.T) { mosquittoSale(t, passwords) })
+	}
+}
+
+func mosquittoSale(t *testing.T, passwords bool) {
+	m := newMosquitto(t, t.TempDir(), passwords)
 	d := m.demo(demo.Config{KioskID: "mq-k1", Store: "mq-store"})
-	addr, broker := m.addr, m
 	status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "quantity": 2, "payment": card("tok_approve")})
 	if status != http.StatusOK || len(rc.Labels) != 2 || rc.Total != 2*780 {
 		t.Fatalf("sale through mosquitto: %d %+v", status, rc)
 	}
 
-	// A second kiosk, provisioned while mosquitto runs; SIGHUP rereads the password file.
-	out, err := d.Hub("kiosk", "add", "mq-k2", "--store", "mq-store")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker.setPassword("mq-k2", password(t, out))
-	broker.reload()
+	// A second kiosk, provisioned while mosquitto runs (SIGHUP rereads a
+	// password file). It connects with mq-k1's client id: mosquitto must
+	// make it mq-k2's own, or the demo kiosk and it would push each other off.
+	k2 := provisionBare(t, d, "mq-k2", "mq-store", m.setPasswordIf())
+	m.reload()
 	var c mqtt.Client
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		// mq-k1's client id: mosquitto must make it mq-k2's own, or the
-		// demo kiosk and this client would push each other off.
-		c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("mq-k1").
-			SetUsername("mq-k2").SetPassword(password(t, out)).SetAutoReconnect(false))
+		c = mqtt.NewClient(k2.options().SetClientID("mq-k1").SetAutoReconnect(false))
 		tok := c.Connect()
 		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mq-k2 cannot connect after SIGHUP: %v", tok.Error())
+			t.Fatalf("mq-k2 cannot connect: %v", tok.Error())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	defer c.Disconnect(50)
 
-	// A wrong password is refused outright.
-	bad := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bad").
-		SetUsername("mq-k2").SetPassword("guess").SetAutoReconnect(false))
-	if tok := bad.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+	// Wrong credentials are refused outright: a wrong password, or no
+	// certificate from the device CA.
+	wrong := k2.options().SetClientID("bad").SetAutoReconnect(false).SetPassword("guess")
+	if !passwords {
+		wrong.SetTLSConfig(&tls.Config{InsecureSkipVerify: true})
+	}
+	if bad := mqtt.NewClient(wrong); func() bool { tok := bad.Connect(); return tok.WaitTimeout(10*time.Second) && tok.Error() == nil }() {
 		bad.Disconnect(50)
-		t.Fatal("mosquitto took a wrong password")
+		t.Fatal("mosquitto took wrong credentials")
 	}
 
 	// mq-k2 may not read mq-k1's results. Mosquitto 2.0 answers an MQTT
@@ -234,8 +316,13 @@ func TestMosquitto(t *testing.T) {
 	t.Logf("mosquitto's SUBACK for mq-k2 on mq-k1's results: %#x", tok.(*mqtt.SubscribeToken).Result()[filter])
 	// Nor may it place an order in mq-k1's name: a listener with the hub's
 	// rights sees its own probe on that topic but never the forgery.
-	spy := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("spy").
-		SetUsername("frank-hub-spy").SetPassword(broker.spyPassword).SetAutoReconnect(false))
+	spyOpts := mqtt.NewClientOptions().SetClientID("frank-hub-spy").SetUsername("frank-hub-spy").SetAutoReconnect(false)
+	if passwords {
+		spyOpts.AddBroker("tcp://" + m.addr).SetPassword(m.spyPassword)
+	} else {
+		spyOpts.AddBroker("mqtts://" + m.addr).SetTLSConfig(m.spyTLS())
+	}
+	spy := mqtt.NewClient(spyOpts)
 	if tok := spy.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
@@ -281,9 +368,36 @@ func TestMosquitto(t *testing.T) {
 	if !c.IsConnectionOpen() {
 		t.Fatal("mq-k2, connected with mq-k1's client id, was pushed off")
 	}
+	if !passwords {
+		// Retired: the hub writes the CRL within seconds; after a reload
+		// mosquitto refuses mq-k2's certificate.
+		if out, err := d.Hub("kiosk", "retire", "mq-k2"); err != nil {
+			t.Fatalf("retire: %v %s", err, out)
+		}
+		c.Disconnect(50)
+		waitUntil(t, 30*time.Second, "mosquitto refusing the retired kiosk", func() bool {
+			m.reload()
+			again := mqtt.NewClient(k2.options().SetAutoReconnect(false))
+			tok := again.Connect()
+			if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+				again.Disconnect(0)
+				return false
+			}
+			return true
+		})
+	}
 	if out, err := d.Hub("ledger", "check"); err != nil {
 		t.Fatalf("ledger check: %v\n%s", err, out)
 	}
+}
+
+// setPasswordIf is how provisionBare tells this broker a kiosk's password:
+// nil when kiosks hold certificates.
+func (m *mosquitto) setPasswordIf() func(id, pw string) {
+	if m.passwords {
+		return m.setPassword
+	}
+	return nil
 }
 
 func sameSet(a, b []string) bool {

@@ -451,7 +451,10 @@ func TestFailedReprintIsRefunded(t *testing.T) {
 // startDemo starts the whole system with cfg's extras, for one test.
 func startDemo(t *testing.T, cfg demo.Config) *demo.Demo {
 	t.Helper()
-	cfg.BinDir, cfg.Dir, cfg.Output = binDir, t.TempDir(), output(t)
+	cfg.BinDir, cfg.Output = binDir, output(t)
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
 	d, err := demo.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

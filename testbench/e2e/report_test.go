@@ -31,7 +31,7 @@ func TestPrintReportSurvivesKills(t *testing.T) {
 			var d *demo.Demo
 			var m *mosquitto
 			if c.mosquitto {
-				m = newMosquitto(t, t.TempDir())
+				m = newMosquitto(t, t.TempDir(), false)
 				d = m.demo(demo.Config{KioskID: "rep-k1", Store: "rep-store", Sheets: 1})
 			} else {
 				d = startDemo(t, demo.Config{Sheets: 1})

@@ -48,7 +48,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 	var d *demo.Demo
 	var m *mosquitto
 	if useMosquitto {
-		m = newMosquitto(t, t.TempDir())
+		m = newMosquitto(t, t.TempDir(), false)
 		d = m.demo(demo.Config{KioskID: "victim", Store: "victim-store", Sheets: 2})
 	} else {
 		d = startDemo(t, demo.Config{KioskID: "victim", Store: "victim-store", Sheets: 2})
@@ -56,7 +56,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 	addr := d.BrokerAddr()
 	var setPassword func(id, pw string) // nil: kiosks hold certificates
 	if m != nil {
-		setPassword = m.setPassword
+		setPassword = m.setPasswordIf()
 	}
 	rogueB := provisionBare(t, d, "rogue", "rogue-store", setPassword)
 	spyB := provisionBare(t, d, "rogue-spy", "rogue-store", setPassword) // a second stolen kiosk, that listens

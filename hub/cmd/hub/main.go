@@ -50,7 +50,7 @@ func run(args []string) int {
 	switch {
 	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys" || args[0] == "ca"):
 		if len(args) < 2 {
-			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list | hub ca init|show")
+			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list | hub ca init|show|broker-cert")
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
@@ -100,6 +100,8 @@ func run(args []string) int {
 	accountLogin := fs.String("account", "", "stock assign: the customer's login")
 	kioskID := fs.String("kiosk", "", "stock load: the kiosk")
 	openOnly := fs.Bool("open", false, "alerts list: only alerts not acknowledged")
+	brokerHosts := fs.String("hosts", "", "ca broker-cert: comma-separated names and addresses kiosks reach the broker by")
+	outDir := fs.String("out", "", "ca broker-cert: directory for broker.key, broker.crt, ca.crt and crl.pem")
 	lost := fs.Bool("lost", false, "kiosk retire: the kiosk was lost or stolen; the next postal report declares it")
 	why := fs.String("why", "", "kiosk retire: why, for the record")
 	amount := fs.String("amount", "", "account fund: dollars")
@@ -191,6 +193,8 @@ func run(args []string) int {
 		return keysCmd(ctx, h, cmd)
 	case "ca init", "ca show":
 		return caCmd(ctx, h, cmd)
+	case "ca broker-cert":
+		return brokerCert(ctx, h, *brokerHosts, *outDir)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
 	case "kiosk add", "kiosk retire", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
@@ -259,6 +263,24 @@ func caCmd(ctx context.Context, h *hub.Hub, cmd string) int {
 	}
 	fmt.Printf("device CA %q, valid until %s\nfingerprint: %s\n%s", c.Subject.CommonName, c.NotAfter.Format(time.DateOnly),
 		protocol.Fingerprint(c), h.CA().CertPEM())
+	return 0
+}
+
+// brokerCert gives an external broker (mosquitto) its TLS identity from the
+// device CA: a key made here and written once, a server certificate for
+// hosts, the CA's certificate to check kiosks against, and the current CRL.
+// Run it again before the certificate ends, then reload the broker.
+func brokerCert(ctx context.Context, h *hub.Hub, hosts, dir string) int {
+	if hosts == "" || dir == "" {
+		fmt.Fprintln(os.Stderr, "usage: hub ca broker-cert --hosts mqtt.example,203.0.113.5 --out /etc/mosquitto/frank")
+		return 2
+	}
+	files, err := h.BrokerCert(ctx, strings.Split(hosts, ","), dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub ca broker-cert:", err)
+		return 1
+	}
+	fmt.Println(strings.Join(files, "\n"))
 	return 0
 }
 
