@@ -3,10 +3,13 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -17,7 +20,12 @@ type Report struct {
 	FundsBought protocol.Mills // sum of completed postal purchases
 	Indicia     int
 	Spoiled     int // signed but never sold; claimed back in the postal report
-	Violations  []string
+	// Anchor is the audit head the postal authority holds, checked against
+	// the chain; nil before any report carried one, or if the authority
+	// did not answer (AnchorUnchecked says why).
+	Anchor          *postal.Anchor
+	AnchorUnchecked string
+	Violations      []string
 }
 
 // OK reports whether no invariant is broken.
@@ -36,7 +44,10 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //   - each sale's total = the postage of its indicia;
 //   - each payment's refunded total is the refunds recorded for it;
 //   - the audit log chains, every entry follows from the one before it for
-//     its PSD, and each PSD's last entry matches its registers.
+//     its PSD, and each PSD's last entry matches its registers;
+//   - the chain still holds the head the postal authority was given in the
+//     last accepted report: an audit log wiped, reseeded or rewritten before
+//     it is a violation, even if it chains again.
 //
 // It reads one snapshot and lets sales go on meanwhile. A violation halts
 // the ledger: it opens no more sales until the hub restarts, and a hub
@@ -83,6 +94,11 @@ func (l *Ledger) Halted() string {
 func (l *Ledger) check(ctx context.Context) (*Report, error) {
 	r := &Report{}
 	bad := func(format string, args ...any) { r.Violations = append(r.Violations, fmt.Sprintf(format, args...)) }
+	// The anchor first, outside the snapshot: the chain only grows, so an
+	// anchor read before it is still in it.
+	actx, cancel := context.WithTimeout(ctx, anchorTimeout)
+	r.Anchor, r.AnchorUnchecked = l.anchor(actx)
+	cancel()
 	err := l.db.ReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT serial, kind, ar, dr, control, COALESCE(locked, '') FROM psd ORDER BY serial`)
 		if err != nil {
@@ -180,12 +196,52 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 		if miscounted > 0 {
 			bad("%d payments whose refunded total differs from their recorded refunds", miscounted)
 		}
-		return l.verifyAudit(ctx, tx, all, bad)
+		if err := l.verifyAudit(ctx, tx, all, bad); err != nil {
+			return err
+		}
+		return l.verifyAnchor(ctx, tx, r.Anchor, bad)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: check: %w", err)
 	}
 	return r, nil
+}
+
+// anchorTimeout bounds the wait for the authority: a hub starts, and checks
+// its ledger, when the authority is down too.
+const anchorTimeout = 5 * time.Second
+
+// anchor asks the authority for the audit head it holds; an authority that
+// does not answer leaves the anchor unchecked, with the reason.
+func (l *Ledger) anchor(ctx context.Context) (*postal.Anchor, string) {
+	if l.pa == nil {
+		return nil, "no postal authority configured"
+	}
+	a, err := l.pa.Anchor(ctx)
+	if err != nil {
+		l.log.Warn("audit anchor not checked: the postal authority did not answer", "err", err)
+		return nil, err.Error()
+	}
+	return a, ""
+}
+
+// verifyAnchor checks that the chain holds the entry the authority was told
+// of, with the same hash.
+func (l *Ledger) verifyAnchor(ctx context.Context, tx *sql.Tx, a *postal.Anchor, bad func(string, ...any)) error {
+	if a == nil {
+		return nil
+	}
+	var hash []byte
+	err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT hash FROM audit WHERE seq = ?`), a.Seq).Scan(&hash)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		bad("audit: the postal authority holds entry %d of the chain (report %s) and the chain has no such entry: the audit log was wiped, reset or cut", a.Seq, a.ReportRef)
+	case err != nil:
+		return err
+	case hex.EncodeToString(hash) != a.Hash:
+		bad("audit: entry %d differs from the one the postal authority holds (report %s): the audit log was rewritten", a.Seq, a.ReportRef)
+	}
+	return nil
 }
 
 func sums(ctx context.Context, tx *sql.Tx, query string) (map[uint32]protocol.Mills, error) {

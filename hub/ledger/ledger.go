@@ -112,9 +112,11 @@ type alerter interface {
 	Raise(ctx context.Context, kind, subject, message string)
 }
 
-// funder buys postage from the postal authority.
-type funder interface {
+// authority is the postal authority: it sells postage, and holds the audit
+// head of the vendor's last accepted report.
+type authority interface {
 	BuyFunds(ctx context.Context, requestID string, amountMills int64) (postal.Purchase, error)
+	Anchor(ctx context.Context) (*postal.Anchor, error)
 }
 
 // Errors a caller may act on.
@@ -140,7 +142,7 @@ type Ledger struct {
 	db  *store.DB
 	cfg Config
 	mac macer // the ledger's own HSM session, serialized
-	pa  funder
+	pa  authority
 	al  alerter
 	log *slog.Logger
 
@@ -178,7 +180,7 @@ func (l *Ledger) Stats() CommitStats {
 // audit chain of a database that predates it, finishes any postal purchase
 // a crash interrupted, and starts the committer. mac is the ledger's own HSM
 // session (workers bring theirs).
-func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa funder, al alerter, log *slog.Logger) (*Ledger, error) {
+func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa authority, al alerter, log *slog.Logger) (*Ledger, error) {
 	cfg.defaults()
 	l := &Ledger{db: db, cfg: cfg, mac: &lockedMAC{m: mac}, pa: pa, al: al, log: log,
 		queue: make(chan message, 8192), stop: make(chan struct{}), stopped: make(chan struct{})}

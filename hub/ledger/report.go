@@ -3,7 +3,9 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -114,6 +116,16 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			r.Events = append(r.Events, e)
 		}
 		rows.Close()
+		var head postal.AuditHead
+		var hash []byte
+		err = tx.QueryRowContext(ctx, l.db.Rebind(`SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1`), t).Scan(&head.Seq, &hash)
+		switch {
+		case err == nil:
+			head.Hash = hex.EncodeToString(hash)
+			r.AuditHead = &head
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
 		return l.readings(ctx, tx, r, f, t)
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -77,29 +78,49 @@ func (c *Client) BuyFunds(ctx context.Context, requestID string, amountMills int
 	return out, nil
 }
 
+// Anchor returns the audit head the authority holds for this vendor, or
+// nil before any report carried one.
+func (c *Client) Anchor(ctx context.Context) (*Anchor, error) {
+	var out *Anchor // JSON null: none yet
+	if err := c.do(ctx, http.MethodGet, "/v1/anchor?vendor="+url.QueryEscape(c.Vendor), nil, &out); err != nil {
+		return nil, fmt.Errorf("postal: anchor: %w", err)
+	}
+	return out, nil
+}
+
 func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	b, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(b))
+	return c.do(ctx, http.MethodPost, path, b, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(answer))
 	}
-	return json.Unmarshal(body, out)
+	return json.Unmarshal(answer, out)
 }
 
 // Report is the vendor's periodic report to the postal authority: every
@@ -119,7 +140,26 @@ type Report struct {
 	// Events are the period's device events the authority is told of:
 	// kiosks lost or stolen (39 CFR 501 wants them reported), retired.
 	Events []Event `json:"events,omitempty"`
-	Totals Totals  `json:"totals"`
+	// AuditHead is the audit chain's last entry in the period. The
+	// authority keeps it, so a chain rewritten or reset in the vendor's
+	// database no longer holds the head it was told of.
+	AuditHead *AuditHead `json:"audit_head,omitempty"`
+	Totals    Totals     `json:"totals"`
+}
+
+// AuditHead is one entry of the hub's audit chain: its sequence number and
+// chained hash (hex SHA-256).
+type AuditHead struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// Anchor is the audit head of the vendor's accepted report that reaches
+// furthest into its chain, as the authority holds it.
+type Anchor struct {
+	AuditHead
+	ReportRef string    `json:"report_ref"`
+	Received  time.Time `json:"received"`
 }
 
 // Event is one device event.

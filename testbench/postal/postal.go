@@ -62,6 +62,8 @@ type Filed struct {
 	Received time.Time `json:"received"`
 	// Events are the devices the vendor declared lost, stolen or retired.
 	Events []hubpostal.Event `json:"events,omitempty"`
+	// AuditHead anchors the vendor's audit chain.
+	AuditHead *hubpostal.AuditHead `json:"audit_head,omitempty"`
 }
 
 // Authority is the simulated postal authority.
@@ -123,6 +125,7 @@ func (a *Authority) Handler() http.Handler {
 	r.Get("/v1/funds", a.getFunds)
 	r.Post("/v1/reports", a.postReport)
 	r.Get("/v1/reports", a.getReports)
+	r.Get("/v1/anchor", a.getAnchor)
 	return r
 }
 
@@ -265,7 +268,7 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, From: rep.From, To: rep.To,
-		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC(), Events: rep.Events}
+		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC(), Events: rep.Events, AuditHead: rep.AuditHead}
 	a.st.Reports = append(a.st.Reports, f)
 	if err := a.save(); err != nil {
 		a.st.Reports = a.st.Reports[:len(a.st.Reports)-1]
@@ -274,6 +277,30 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("report accepted", "ref", f.Ref, "vendor", f.Vendor, "indicia", f.Indicia)
 	writeJSON(w, http.StatusCreated, map[string]string{"ref": f.Ref})
+}
+
+// Anchor is the audit head of vendor's accepted report that reaches
+// furthest into its chain, or nil.
+func (a *Authority) Anchor(vendor string) *hubpostal.Anchor {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.anchor(vendor)
+}
+
+// anchor is Anchor; the caller holds a.mu.
+func (a *Authority) anchor(vendor string) *hubpostal.Anchor {
+	var out *hubpostal.Anchor
+	for _, f := range a.st.Reports {
+		if f.Vendor == vendor && f.AuditHead != nil && (out == nil || f.AuditHead.Seq > out.Seq) {
+			out = &hubpostal.Anchor{AuditHead: *f.AuditHead, ReportRef: f.Ref, Received: f.Received}
+		}
+	}
+	return out
+}
+
+// getAnchor answers JSON null when the vendor has no anchor yet.
+func (a *Authority) getAnchor(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.Anchor(r.URL.Query().Get("vendor")))
 }
 
 // audit re-checks a report the way an inspector would: its totals, the
@@ -291,6 +318,21 @@ func (a *Authority) audit(r *hubpostal.Report) []string {
 		if blk, _ := pem.Decode([]byte(c.PublicKeyPEM)); blk != nil {
 			if k, err := x509.ParsePKIXPublicKey(blk.Bytes); err == nil {
 				keys[c.Serial], _ = k.(*ecdsa.PublicKey)
+			}
+		}
+	}
+	// The audit head: the same entry keeps its hash, and a later period
+	// never ends earlier in the chain (a reset chain starts again at 1).
+	if h := r.AuditHead; h != nil {
+		for _, f := range a.st.Reports {
+			if f.Vendor != r.Vendor || f.AuditHead == nil {
+				continue
+			}
+			if f.AuditHead.Seq == h.Seq && f.AuditHead.Hash != h.Hash {
+				fail("audit head: entry %d differs from the one report %s gave: the chain was rewritten", h.Seq, f.Ref)
+			}
+			if f.AuditHead.Seq > h.Seq && !f.To.After(r.To) {
+				fail("audit head: entry %d ends a period after report %s, which ended at entry %d: the chain was reset", h.Seq, f.Ref, f.AuditHead.Seq)
 			}
 		}
 	}

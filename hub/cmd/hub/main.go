@@ -237,6 +237,14 @@ func ledgerCheck(ctx context.Context, h *hub.Hub) int {
 		}
 		fmt.Printf("  MPSD %d: AR %s DR %s (%s)\n", m.Serial, m.AR.Exact(), m.DR.Exact(), state)
 	}
+	switch {
+	case r.Anchor != nil:
+		fmt.Printf("audit anchor: entry %d, from postal report %s\n", r.Anchor.Seq, r.Anchor.ReportRef)
+	case r.AnchorUnchecked != "":
+		fmt.Println("audit anchor: NOT CHECKED, the postal authority did not answer:", r.AnchorUnchecked)
+	default:
+		fmt.Println("audit anchor: none yet (no accepted postal report carried one)")
+	}
 	if !r.OK() {
 		for _, v := range r.Violations {
 			fmt.Println("VIOLATION:", v)

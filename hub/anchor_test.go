@@ -1,0 +1,86 @@
+package hub_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// An accepted postal report anchors the audit chain at the authority.
+// Someone with the database wipes the audit log and resets its head under
+// a stopped hub; the hub reseeds a chain that checks on its own, but no
+// longer holds the anchored entry: the start refuses, the check names the
+// violation, and the authority refuses the reset chain's next report.
+func TestAuditAnchorSurvivesWipe(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if res := decode(t, e.kiosk("kiosk-1").ask(purchase("anc-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res)
+	}
+	now := e.clock.Now()
+	rep, err := e.h.Ledger().BuildReport(ctx, now.Add(-time.Hour), now.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.AuditHead == nil || rep.AuditHead.Seq < 3 {
+		t.Fatalf("report audit head %+v", rep.AuditHead)
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.pa.Anchor("FR"); a == nil || a.AuditHead != *rep.AuditHead {
+		t.Fatalf("the authority holds %+v, the report said %+v", a, rep.AuditHead)
+	}
+	r, err := e.h.Ledger().Check(ctx)
+	if err != nil || !r.OK() || r.Anchor == nil || r.Anchor.Seq != rep.AuditHead.Seq {
+		t.Fatalf("check with the anchor: %+v %v", r, err)
+	}
+	e.h.Close()
+
+	db, err := store.Open(ctx, filepath.Join(e.cfg.DataDir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `DELETE FROM audit`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE audit_head SET seq = 0, hash = ?`, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	// Opening reseeds the chain from the registers, as for a database from
+	// before the audit log: on its own it would pass.
+	h, err := hub.Open(ctx, e.cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Start(ctx); err == nil || !strings.Contains(err.Error(), "violations") {
+		t.Fatalf("the hub started on a wiped audit chain: %v", err)
+	}
+	r, err = h.Ledger().Check(ctx)
+	if err != nil || r.OK() {
+		t.Fatalf("check of a wiped audit chain: %+v %v", r, err)
+	}
+	found := false
+	for _, v := range r.Violations {
+		found = found || strings.Contains(v, "postal authority holds entry")
+	}
+	if !found {
+		t.Fatalf("violations %q do not name the anchor", r.Violations)
+	}
+	later, err := h.Ledger().BuildReport(ctx, now.Add(time.Second), now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Ledger().SubmitReport(ctx, later, h.Postal()); err == nil || !strings.Contains(err.Error(), "chain was reset") {
+		t.Fatalf("the authority took the reset chain's report: %v", err)
+	}
+}
