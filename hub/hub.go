@@ -488,6 +488,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
+	if err := h.keys.Certify(ctx); err != nil {
+		h.log.Error("a signing key has no certificate from the postal authority; tried again at the next start", "err", err)
+	}
 	if err := h.payments.Reconcile(ctx); err != nil {
 		h.log.Error("open payments not settled", "err", err)
 	}

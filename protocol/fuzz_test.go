@@ -2,6 +2,8 @@ package protocol_test
 
 import (
 	"bytes"
+	"encoding/hex"
+	"strings"
 	"testing"
 
 	"github.com/frank-postage/frank/protocol"
@@ -191,10 +193,50 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 func FuzzDecodeEnrollResult(f *testing.F) {
 	f.Add([]byte(`{"kiosk_id":"k1","store":"s1","username":"k1","password":"p"}`))
 	f.Add([]byte(`{"kiosk_id":"k 1","store":"s1","username":"k1","password":"p","broker":"tcp://h:1883"}`))
+	f.Add([]byte(`{"kiosk_id":"k1","store":"s1","username":"k1","certificate":"-----BEGIN","ca_chain":"x","broker":"mqtts://h:8883"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := protocol.DecodeEnrollResult(b)
-		if err == nil && (!protocol.ValidKioskID(r.KioskID) || r.Password == "") {
+		if err == nil && (!protocol.ValidKioskID(r.KioskID) || r.Password == "" && (r.Certificate == "" || r.CAChain == "")) {
 			t.Fatalf("accepted %q", b)
+		}
+	})
+}
+
+func FuzzDecodeRenewRequest(f *testing.F) {
+	f.Add([]byte(`{"csr":"-----BEGIN CERTIFICATE REQUEST-----"}`))
+	f.Add([]byte(`{"csr":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodeRenewRequest(b)
+		if err == nil && r.CSR == "" {
+			t.Fatalf("accepted %q", b)
+		}
+		if err != nil && protocol.AsError(err).Code == "" {
+			t.Fatalf("untyped error %v", err)
+		}
+	})
+}
+
+func FuzzDecodeRenewResult(f *testing.F) {
+	f.Add([]byte(`{"certificate":"a","ca_chain":"b"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodeRenewResult(b)
+		if err == nil && (r.Certificate == "" || r.CAChain == "") {
+			t.Fatalf("accepted %q", b)
+		}
+	})
+}
+
+func FuzzSplitEnrollCode(f *testing.F) {
+	f.Add("ABCDE-FGHIJ-KLMNO-PQRST@" + strings.Repeat("ab", 32))
+	f.Add("ABCDE@")
+	f.Fuzz(func(t *testing.T, s string) {
+		_, fp := protocol.SplitEnrollCode(s)
+		pin, err := protocol.ParseFingerprint(fp)
+		if err != nil {
+			return
+		}
+		if _, err := hex.DecodeString(pin); err != nil || len(pin) != 64 || strings.ToLower(pin) != pin {
+			t.Fatalf("%q: fingerprint %q parsed as %q", s, fp, pin)
 		}
 	})
 }

@@ -7,7 +7,9 @@ package keys
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"database/sql"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,14 +19,16 @@ import (
 	"github.com/frank-postage/frank/hub/store"
 )
 
-// Key is a signing key as published at /api/v1/certificates.
+// Key is a signing key as published at /api/v1/certificates, with the
+// postal authority's certificate for it.
 type Key struct {
-	CertSerial   uint32     `json:"serial"`
-	Algorithm    int        `json:"algorithm"`
-	Label        string     `json:"-"`
-	PublicKeyPEM string     `json:"public_key_pem"`
-	Created      time.Time  `json:"created"`
-	Retired      *time.Time `json:"retired,omitempty"`
+	CertSerial     uint32     `json:"serial"`
+	Algorithm      int        `json:"algorithm"`
+	Label          string     `json:"-"`
+	PublicKeyPEM   string     `json:"public_key_pem"`
+	CertificatePEM string     `json:"certificate_pem"`
+	Created        time.Time  `json:"created"`
+	Retired        *time.Time `json:"retired,omitempty"`
 }
 
 // ErrNoKey means the ceremony has not run.
@@ -70,7 +74,7 @@ func (k *Keys) Active(ctx context.Context) (Key, error) {
 
 // All returns every key that ever signed, oldest first.
 func (k *Keys) All(ctx context.Context) ([]Key, error) {
-	rows, err := k.db.QueryContext(ctx, `SELECT cert_serial, key_label, public_key_pem, created_at, retired_at FROM signing_keys ORDER BY created_at, cert_serial`)
+	rows, err := k.db.QueryContext(ctx, `SELECT cert_serial, key_label, public_key_pem, certificate_pem, created_at, retired_at FROM signing_keys ORDER BY created_at, cert_serial`)
 	if err != nil {
 		return nil, fmt.Errorf("keys: list: %w", err)
 	}
@@ -80,7 +84,7 @@ func (k *Keys) All(ctx context.Context) ([]Key, error) {
 		var key Key
 		var created int64
 		var retired sql.NullInt64
-		if err := rows.Scan(&key.CertSerial, &key.Label, &key.PublicKeyPEM, &created, &retired); err != nil {
+		if err := rows.Scan(&key.CertSerial, &key.Label, &key.PublicKeyPEM, &key.CertificatePEM, &created, &retired); err != nil {
 			return nil, fmt.Errorf("keys: list: %w", err)
 		}
 		key.Algorithm = 3
@@ -124,13 +128,63 @@ func (k *Keys) Rotate(ctx context.Context) (Key, error) {
 	if _, err := tx.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL`), now.UnixMicro()); err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, created_at) VALUES (?, ?, ?, ?)`),
-		cert.Serial, label, cert.PublicKeyPEM, now.UnixMicro()); err != nil {
+	if _, err := tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at) VALUES (?, ?, ?, ?, ?)`),
+		cert.Serial, label, cert.PublicKeyPEM, cert.CertificatePEM, now.UnixMicro()); err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
 	k.log.Info("signing key created and registered", "label", label, "cert_serial", cert.Serial)
-	return Key{CertSerial: cert.Serial, Algorithm: 3, Label: label, PublicKeyPEM: cert.PublicKeyPEM, Created: now}, nil
+	if cert.CertificatePEM == "" {
+		k.log.Warn("the postal authority gave no certificate for the key; verifiers must trust the hub for it", "cert_serial", cert.Serial)
+	}
+	return Key{CertSerial: cert.Serial, Algorithm: 3, Label: label, PublicKeyPEM: cert.PublicKeyPEM, CertificatePEM: cert.CertificatePEM, Created: now}, nil
+}
+
+// Certify asks the authority again for the certificate of each key that has
+// none (registered before the authority signed them): a registration is
+// idempotent, and answers the same serial with its certificate.
+func (k *Keys) Certify(ctx context.Context) error {
+	all, err := k.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, key := range all {
+		if key.CertificatePEM != "" {
+			continue
+		}
+		pub, err := parsePublicKey(key.PublicKeyPEM)
+		if err != nil {
+			return fmt.Errorf("keys: certify %d: %w", key.CertSerial, err)
+		}
+		cert, err := k.pa.RegisterKey(ctx, pub)
+		if err != nil {
+			return fmt.Errorf("keys: certify %d: %w", key.CertSerial, err)
+		}
+		if cert.Serial != key.CertSerial || cert.CertificatePEM == "" {
+			return fmt.Errorf("keys: certify %d: the authority answered serial %d, certificate %t", key.CertSerial, cert.Serial, cert.CertificatePEM != "")
+		}
+		if _, err := k.db.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET certificate_pem = ? WHERE cert_serial = ?`), cert.CertificatePEM, key.CertSerial); err != nil {
+			return fmt.Errorf("keys: certify %d: %w", key.CertSerial, err)
+		}
+		k.log.Info("the postal authority certified a key", "cert_serial", key.CertSerial)
+	}
+	return nil
+}
+
+func parsePublicKey(p string) (*ecdsa.PublicKey, error) {
+	blk, _ := pem.Decode([]byte(p))
+	if blk == nil {
+		return nil, errors.New("not PEM")
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	ec, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("not an ECDSA key")
+	}
+	return ec, nil
 }

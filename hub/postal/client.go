@@ -31,9 +31,12 @@ func New(baseURL, vendor string) *Client {
 }
 
 // Certificate is the authority's answer to a key registration.
+// CertificatePEM is its signature over the key, serial, vendor and validity
+// (X.509), which the hub publishes so verifiers need not trust the hub.
 type Certificate struct {
-	Serial       uint32 `json:"serial"`
-	PublicKeyPEM string `json:"public_key_pem"`
+	Serial         uint32 `json:"serial"`
+	PublicKeyPEM   string `json:"public_key_pem"`
+	CertificatePEM string `json:"certificate_pem"`
 }
 
 // Purchase is a completed fund purchase.
@@ -59,10 +62,33 @@ func (c *Client) RegisterKey(ctx context.Context, pub *ecdsa.PublicKey) (Certifi
 	}
 	var out Certificate
 	err = c.post(ctx, "/v1/certificates", map[string]string{"vendor": c.Vendor, "public_key_pem": p}, &out)
+	if err == nil && out.CertificatePEM != "" {
+		err = certifies(out, pub)
+	}
 	if err != nil {
 		return Certificate{}, fmt.Errorf("postal: register key: %w", err)
 	}
 	return out, nil
+}
+
+// certifies checks that the authority's certificate is for pub and serial:
+// the hub publishes it beside the key.
+func certifies(c Certificate, pub *ecdsa.PublicKey) error {
+	blk, _ := pem.Decode([]byte(c.CertificatePEM))
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return fmt.Errorf("certificate %d: not a PEM certificate", c.Serial)
+	}
+	x, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return fmt.Errorf("certificate %d: %w", c.Serial, err)
+	}
+	if k, ok := x.PublicKey.(*ecdsa.PublicKey); !ok || !k.Equal(pub) {
+		return fmt.Errorf("certificate %d is for another key", c.Serial)
+	}
+	if !x.SerialNumber.IsUint64() || x.SerialNumber.Uint64() != uint64(c.Serial) {
+		return fmt.Errorf("certificate %d carries serial %s", c.Serial, x.SerialNumber)
+	}
+	return nil
 }
 
 // BuyFunds buys amount mills of postage. requestID makes a retry safe.

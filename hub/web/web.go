@@ -201,7 +201,11 @@ type certificate struct {
 	Serial       uint32 `json:"serial"`
 	Algorithm    int    `json:"algorithm"`
 	PublicKeyPEM string `json:"public_key_pem"`
-	Active       bool   `json:"active"`
+	// CertificatePEM is the postal authority's certificate for the key:
+	// verify it with the authority's public key and the hub need not be
+	// trusted.
+	CertificatePEM string `json:"certificate_pem"`
+	Active         bool   `json:"active"`
 }
 
 func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {
@@ -213,7 +217,7 @@ func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]certificate, 0, len(all))
 	for _, k := range all {
-		out = append(out, certificate{Serial: k.CertSerial, Algorithm: k.Algorithm, PublicKeyPEM: k.PublicKeyPEM, Active: k.Retired == nil})
+		out = append(out, certificate{Serial: k.CertSerial, Algorithm: k.Algorithm, PublicKeyPEM: k.PublicKeyPEM, CertificatePEM: k.CertificatePEM, Active: k.Retired == nil})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

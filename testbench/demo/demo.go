@@ -474,6 +474,11 @@ func (d *Demo) Printer() *printersim.Printer { return d.printer }
 // Authority is the postal authority simulator.
 func (d *Demo) Authority() *postal.Authority { return d.pa }
 
+// AuthorityFile holds the postal authority's public key, for verifiers.
+func (d *Demo) AuthorityFile() string {
+	return filepath.Join(d.cfg.Dir, "postal", postal.AuthorityFile)
+}
+
 // Sell posts an order to the kiosk's local API and returns the raw answer.
 func (d *Demo) Sell(ctx context.Context, order any) (int, []byte, error) {
 	return d.Post(ctx, d.KioskURL()+"/api/v1/sales", order)

@@ -4,14 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -156,9 +164,9 @@ func TestMakeRun(t *testing.T) {
 		}
 		close(lines)
 	}()
-	var png string
+	var png, offline string
 	deadline := time.After(90 * time.Second)
-	for png == "" {
+	for png == "" || offline == "" {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -166,6 +174,9 @@ func TestMakeRun(t *testing.T) {
 			}
 			if p, found := strings.CutPrefix(l, "Demo stamp printed: "); found {
 				png = p
+			}
+			if _, c, found := strings.Cut(l, "offline, with no hub: "); found {
+				offline = c
 			}
 		case <-deadline:
 			t.Fatal("testbench run printed no label in 90 s")
@@ -247,6 +258,68 @@ func TestMakeRun(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("testbench run did not stop on Ctrl-C")
+	}
+	verifyOffline(t, dir, offline, png)
+}
+
+// verifyOffline runs the offline verification the demo printed, with no hub
+// running: the label verifies with the authority's key file and the saved
+// certificates; certificates forged by someone else, a key swapped in, or
+// another authority's key do not.
+func verifyOffline(t *testing.T, dir, command, png string) {
+	t.Helper()
+	args := strings.Fields(command) // testbench verify --authority A --certificates C PNG
+	if len(args) != 7 || args[1] != "verify" || args[2] != "--authority" || args[4] != "--certificates" || args[6] != png {
+		t.Fatalf("the demo printed %q as its offline verification", command)
+	}
+	authority, certs := args[3], args[5]
+	run := func(authority, certs string) (string, error) {
+		out, err := exec.Command(filepath.Join(binDir, "testbench"), "verify", "--authority", authority, "--certificates", certs, png).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(authority, certs); err != nil || !strings.Contains(out, `"ok":true`) || !strings.Contains(out, `"key_trusted_by":"postal authority"`) {
+		t.Fatalf("offline verification: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(certs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []verify.Certificate
+	if err := json.Unmarshal(raw, &list); err != nil || len(list) == 0 {
+		t.Fatalf("saved certificates: %v %s", err, raw)
+	}
+	// A forger's key, certified by a forger's authority.
+	forger, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	forgerPub, _ := x509.MarshalPKIXPublicKey(&forger.PublicKey)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(list[0].Serial)), Subject: pkix.Name{Organization: []string{"FR"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(1, 0, 0), KeyUsage: x509.KeyUsageDigitalSignature}
+	forged, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &forger.PublicKey, forger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, v any) string {
+		b, _ := json.Marshal(v)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	swapped := slices.Clone(list)
+	swapped[0].PublicKeyPEM = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: forgerPub}))
+	selfMade := slices.Clone(swapped)
+	selfMade[0].CertificatePEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: forged}))
+	otherAuthority := filepath.Join(dir, "other-authority.pem")
+	os.WriteFile(otherAuthority, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: forgerPub}), 0o644)
+	for name, c := range map[string][2]string{
+		"a key swapped in":        {authority, write("swapped.json", swapped)},
+		"a self-made certificate": {authority, write("self-made.json", selfMade)},
+		"another authority's key": {otherAuthority, certs},
+		"no certificates at all":  {authority, write("bare.json", []verify.Certificate{{Serial: list[0].Serial, PublicKeyPEM: list[0].PublicKeyPEM}})},
+	} {
+		if out, err := run(c[0], c[1]); err == nil || strings.Contains(out, `"ok":true`) {
+			t.Errorf("offline verification passed with %s:\n%s", name, out)
+		}
 	}
 }
 

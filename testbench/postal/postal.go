@@ -26,13 +26,18 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
-// Certificate is a registered public key.
+// Certificate is a registered public key. CertificatePEM is the
+// authority's signature over it: an X.509 certificate for the key, with the
+// serial, the vendor (as organization) and the validity dates.
 type Certificate struct {
-	Serial       uint32    `json:"serial"`
-	Vendor       string    `json:"vendor"`
-	Algorithm    int       `json:"algorithm"`
-	PublicKeyPEM string    `json:"public_key_pem"`
-	IssuedAt     time.Time `json:"issued_at"`
+	Serial         uint32    `json:"serial"`
+	Vendor         string    `json:"vendor"`
+	Algorithm      int       `json:"algorithm"`
+	PublicKeyPEM   string    `json:"public_key_pem"`
+	IssuedAt       time.Time `json:"issued_at"`
+	NotBefore      time.Time `json:"not_before"`
+	NotAfter       time.Time `json:"not_after"`
+	CertificatePEM string    `json:"certificate_pem"`
 }
 
 // Purchase is one sale of postage funds to a vendor.
@@ -45,9 +50,11 @@ type Purchase struct {
 }
 
 type state struct {
-	Certificates []Certificate `json:"certificates"`
-	Purchases    []Purchase    `json:"purchases"`
-	Reports      []Filed       `json:"reports"`
+	AuthorityKey  string        `json:"authority_key_pem"` // the simulator's signing key
+	AuthorityCert string        `json:"authority_certificate_pem"`
+	Certificates  []Certificate `json:"certificates"`
+	Purchases     []Purchase    `json:"purchases"`
+	Reports       []Filed       `json:"reports"`
 }
 
 // Filed is an accepted report.
@@ -72,26 +79,38 @@ type Authority struct {
 	log  *slog.Logger
 	mu   sync.Mutex
 	st   state
+	sig  *signer
 	// Refuse makes fund purchases fail, to test a vendor that cannot buy.
 	refuse bool
 }
 
-// New loads the authority's state from path, or starts empty. An empty
-// path keeps state in memory only.
+// New loads the authority's state from path, or starts empty, and writes
+// its public key beside it (AuthorityFile). An empty path keeps state in
+// memory only.
 func New(path string, log *slog.Logger) (*Authority, error) {
 	a := &Authority{path: path, log: log}
-	if path == "" {
-		return a, nil
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("postal: load: %w", err)
+		}
+		if err == nil {
+			if err := json.Unmarshal(b, &a.st); err != nil {
+				return nil, fmt.Errorf("postal: load %s: %w", path, err)
+			}
+		}
 	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return a, nil
-	}
+	created, err := a.loadSigner()
 	if err != nil {
-		return nil, fmt.Errorf("postal: load: %w", err)
+		return nil, err
 	}
-	if err := json.Unmarshal(b, &a.st); err != nil {
-		return nil, fmt.Errorf("postal: load %s: %w", path, err)
+	if created {
+		if err := a.save(); err != nil {
+			return nil, fmt.Errorf("postal: save: %w", err)
+		}
+	}
+	if err := a.writeAuthorityFile(); err != nil {
+		return nil, fmt.Errorf("postal: %w", err)
 	}
 	return a, nil
 }
@@ -126,6 +145,7 @@ func (a *Authority) Handler() http.Handler {
 	r.Post("/v1/reports", a.postReport)
 	r.Get("/v1/reports", a.getReports)
 	r.Get("/v1/anchor", a.getAnchor)
+	r.Get("/v1/authority", a.getAuthority)
 	return r
 }
 
@@ -152,16 +172,33 @@ func (a *Authority) postCertificate(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "vendor: want two characters")
 		return
 	}
+	pub := k.(*ecdsa.PublicKey)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, c := range a.st.Certificates {
-		if c.PublicKeyPEM == req.PublicKeyPEM {
-			writeJSON(w, http.StatusOK, c) // the same key asks again: same serial
-			return
+	for i, c := range a.st.Certificates {
+		if c.PublicKeyPEM != req.PublicKeyPEM {
+			continue
 		}
+		if c.CertificatePEM == "" { // registered before the authority signed them
+			if err := a.certify(&c, pub); err != nil {
+				httpError(w, http.StatusInternalServerError, "%v", err)
+				return
+			}
+			a.st.Certificates[i] = c
+			if err := a.save(); err != nil {
+				httpError(w, http.StatusInternalServerError, "save: %v", err)
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, c) // the same key asks again: same serial
+		return
 	}
 	c := Certificate{Serial: uint32(len(a.st.Certificates) + 1), Vendor: req.Vendor, Algorithm: 3,
 		PublicKeyPEM: req.PublicKeyPEM, IssuedAt: time.Now().UTC()}
+	if err := a.certify(&c, pub); err != nil {
+		httpError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
 	a.st.Certificates = append(a.st.Certificates, c)
 	if err := a.save(); err != nil {
 		a.st.Certificates = a.st.Certificates[:len(a.st.Certificates)-1]

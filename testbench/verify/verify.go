@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -94,13 +96,26 @@ type Certificate struct {
 	Serial       uint32 `json:"serial"`
 	Algorithm    int    `json:"algorithm"`
 	PublicKeyPEM string `json:"public_key_pem"`
+	// CertificatePEM is the postal authority's X.509 certificate for the
+	// key: its serial number is Serial, its organization the vendor.
+	CertificatePEM string `json:"certificate_pem"`
 }
 
-// Keys maps certificate serials to public keys.
-type Keys map[uint32]*ecdsa.PublicKey
+// Key is a published indicium key. A key the authority certified carries
+// its vendor and validity, which a stamp must match.
+type Key struct {
+	Public    *ecdsa.PublicKey
+	Certified bool // by the authority's signature, not on the hub's word
+	Vendor    string
+	NotBefore time.Time
+	NotAfter  time.Time
+}
 
-// FetchKeys gets the published keys from a hub's base URL.
-func FetchKeys(ctx context.Context, hubURL string, client *http.Client) (Keys, error) {
+// Keys maps certificate serials to keys.
+type Keys map[uint32]Key
+
+// FetchCertificates gets the published certificates from a hub's base URL.
+func FetchCertificates(ctx context.Context, hubURL string, client *http.Client) ([]Certificate, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -116,38 +131,149 @@ func FetchKeys(ctx context.Context, hubURL string, client *http.Client) (Keys, e
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("verify: certificates: %s", resp.Status)
 	}
-	var certs []Certificate
-	if err := json.NewDecoder(resp.Body).Decode(&certs); err != nil {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
 		return nil, fmt.Errorf("verify: certificates: %w", err)
 	}
+	return ParseCertificates(b)
+}
+
+// ParseCertificates reads certificates as /api/v1/certificates serves them,
+// e.g. from a file saved for verifying offline.
+func ParseCertificates(b []byte) ([]Certificate, error) {
+	var certs []Certificate
+	if err := json.Unmarshal(b, &certs); err != nil {
+		return nil, fmt.Errorf("verify: certificates: %w", err)
+	}
+	return certs, nil
+}
+
+// FetchKeys gets the published keys from a hub's base URL, on the hub's word.
+func FetchKeys(ctx context.Context, hubURL string, client *http.Client) (Keys, error) {
+	certs, err := FetchCertificates(ctx, hubURL, client)
+	if err != nil {
+		return nil, err
+	}
+	return KeysOf(certs, nil)
+}
+
+// KeysOf makes the keys of certs. With the authority's public key, every
+// certificate must carry the authority's signature over its key, serial,
+// vendor and validity, and the key it certifies is the one used; without
+// it, the hub's word for each key is taken.
+func KeysOf(certs []Certificate, authority *ecdsa.PublicKey) (Keys, error) {
 	keys := Keys{}
 	for _, c := range certs {
-		blk, _ := pem.Decode([]byte(c.PublicKeyPEM))
-		if blk == nil {
-			return nil, fmt.Errorf("verify: certificate %d: not PEM", c.Serial)
-		}
-		k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		pub, err := parsePublicKey([]byte(c.PublicKeyPEM))
 		if err != nil {
 			return nil, fmt.Errorf("verify: certificate %d: %w", c.Serial, err)
 		}
-		ec, ok := k.(*ecdsa.PublicKey)
-		if !ok {
-			return nil, fmt.Errorf("verify: certificate %d: not an ECDSA key", c.Serial)
+		k := Key{Public: pub}
+		if authority != nil {
+			if k, err = certified(c, authority); err != nil {
+				return nil, fmt.Errorf("verify: certificate %d: %w", c.Serial, err)
+			}
+			if !k.Public.Equal(pub) {
+				return nil, fmt.Errorf("verify: certificate %d: the published key is not the one the authority certified", c.Serial)
+			}
 		}
-		keys[c.Serial] = ec
+		keys[c.Serial] = k
 	}
 	return keys, nil
 }
 
-// Verify checks an indicium against the key its certificate serial names.
+// certified checks the authority's signature on c's certificate.
+func certified(c Certificate, authority *ecdsa.PublicKey) (Key, error) {
+	blk, _ := pem.Decode([]byte(c.CertificatePEM))
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return Key{}, errors.New("no certificate from the postal authority")
+	}
+	x, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return Key{}, err
+	}
+	if x.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+		return Key{}, fmt.Errorf("signed with %v, want ECDSA with SHA-256", x.SignatureAlgorithm)
+	}
+	sum := sha256.Sum256(x.RawTBSCertificate)
+	if !ecdsa.VerifyASN1(authority, sum[:], x.Signature) {
+		return Key{}, errors.New("not signed by the postal authority")
+	}
+	if !x.SerialNumber.IsUint64() || x.SerialNumber.Uint64() != uint64(c.Serial) {
+		return Key{}, fmt.Errorf("the authority certified serial %s", x.SerialNumber)
+	}
+	pub, ok := x.PublicKey.(*ecdsa.PublicKey)
+	if !ok || len(x.Subject.Organization) != 1 {
+		return Key{}, errors.New("not an indicium key certificate")
+	}
+	return Key{Public: pub, Certified: true, Vendor: x.Subject.Organization[0], NotBefore: x.NotBefore, NotAfter: x.NotAfter}, nil
+}
+
+// ParseAuthority reads the postal authority's public key from PEM: a
+// PUBLIC KEY, or its CERTIFICATE.
+func ParseAuthority(b []byte) (*ecdsa.PublicKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("verify: authority key: not PEM")
+	}
+	if blk.Type == "CERTIFICATE" {
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("verify: authority key: %w", err)
+		}
+		k, ok := c.PublicKey.(*ecdsa.PublicKey)
+		if !ok {
+			return nil, errors.New("verify: authority key: not ECDSA")
+		}
+		return k, nil
+	}
+	k, err := parsePublicKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("verify: authority key: %w", err)
+	}
+	return k, nil
+}
+
+func parsePublicKey(b []byte) (*ecdsa.PublicKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, errors.New("not a PEM PUBLIC KEY")
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	ec, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("not an ECDSA key")
+	}
+	return ec, nil
+}
+
+// Verify checks an indicium against the key its certificate serial names,
+// and with a certified key its vendor and that its date lies within the
+// certificate's validity.
 func (k Keys) Verify(b []byte) (*protocol.Indicium, error) {
 	in, err := protocol.ParseIndicium(b)
 	if err != nil {
 		return nil, err
 	}
-	pub, ok := k[in.CertSerial]
+	key, ok := k[in.CertSerial]
 	if !ok {
 		return nil, fmt.Errorf("verify: no published key for certificate %d: %w", in.CertSerial, protocol.ErrIndiciumSignature)
 	}
-	return protocol.VerifyIndicium(b, pub)
+	if in, err = protocol.VerifyIndicium(b, key.Public); err != nil {
+		return nil, err
+	}
+	if key.Certified {
+		if in.Vendor != key.Vendor {
+			return nil, fmt.Errorf("verify: vendor %s, but certificate %d is %s's: %w", in.Vendor, in.CertSerial, key.Vendor, protocol.ErrIndiciumSignature)
+		}
+		// A day's slack each side: the date of mailing is the store's local date.
+		if d := in.Date; d < protocol.DateOf(key.NotBefore.UTC().AddDate(0, 0, -1)) || d > protocol.DateOf(key.NotAfter.UTC().AddDate(0, 0, 1)) {
+			return nil, fmt.Errorf("verify: dated %s, outside certificate %d's validity %s to %s: %w", d, in.CertSerial,
+				key.NotBefore.Format(time.DateOnly), key.NotAfter.Format(time.DateOnly), protocol.ErrIndiciumSignature)
+		}
+	}
+	return in, nil
 }

@@ -4,12 +4,13 @@
 //	testbench run      start hub + kiosk + simulators, sell a demo stamp, keep running
 //	testbench postal   run the postal authority simulator
 //	testbench printer  run an ESC/POS printer emulator on a pseudo-terminal
-//	testbench verify   read and verify label PNGs against a hub's keys
+//	testbench verify   verify label PNGs: keys certified by the postal authority, offline
 //	testbench bench    measure the hub's purchase path against the raw signer
 package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/json"
 	"flag"
@@ -134,13 +135,16 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 		fmt.Fprintln(os.Stderr, "testbench run: no label came out of the printer")
 		return 1
 	}
-	in, err := verifyLabel(ctx, d.HubURL(), d.Client(), png)
+	certs := filepath.Join(*dir, "certificates.json")
+	in, err := verifyLabel(ctx, d, png, certs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench run: the printed label does not verify:", err)
 		return 1
 	}
 	fmt.Printf("\nDemo stamp printed: %s\n", png)
-	fmt.Printf("  verified against %s/api/v1/certificates (certificate %d)\n", d.HubURL(), in.CertSerial)
+	fmt.Printf("  verified with the postal authority's key %s: it certified key %d, which %s/api/v1/certificates publishes\n",
+		d.AuthorityFile(), in.CertSerial, d.HubURL())
+	fmt.Printf("  offline, with no hub: testbench verify --authority %s --certificates %s %s\n", d.AuthorityFile(), certs, png)
 	fmt.Printf("  %s %s, meter %s, label %s, mailed %s from ZIP %05d; registers AR %s DR %s\n",
 		in.Postage, in.RateCategory, in.MeterNumber(), in.Label, in.Date, in.OriginZIP, in.AR.Exact(), in.DR.Exact())
 	fmt.Printf("Label sheets loaded into the kiosk: %s (barcodes in %s/sheets)\n", strings.Join(d.Sheets(), " "), *dir)
@@ -158,12 +162,25 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	return 0
 }
 
-func verifyLabel(ctx context.Context, hubURL string, client *http.Client, png string) (*protocol.Indicium, error) {
+// verifyLabel checks the printed label as an inspector would: the hub's
+// certificates, saved to certsFile, must carry the authority's signature.
+func verifyLabel(ctx context.Context, d *demo.Demo, png, certsFile string) (*protocol.Indicium, error) {
 	b, err := verify.ReadPNG(png)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := verify.FetchKeys(ctx, hubURL, client)
+	certs, err := verify.FetchCertificates(ctx, d.HubURL(), d.Client())
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.MarshalIndent(certs, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(certsFile, raw, 0o644); err != nil {
+		return nil, err
+	}
+	keys, err := loadKeys(ctx, "", "", certsFile, d.AuthorityFile())
 	if err != nil {
 		return nil, err
 	}
@@ -211,22 +228,19 @@ func runPrinter(ctx context.Context, args []string, log *slog.Logger) int {
 
 func runVerify(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("verify", flag.ExitOnError)
-	hubURL := fs.String("hub", "https://127.0.0.1:8443", "hub base URL")
+	hubURL := fs.String("hub", "https://127.0.0.1:8443", "hub base URL, for its /api/v1/certificates")
 	fingerprint := fs.String("fingerprint", "", "the hub's TLS fingerprint (hub ca show), for https")
+	certsFile := fs.String("certificates", "", "the certificates as /api/v1/certificates served them, saved to a file: no hub is asked")
+	authorityFile := fs.String("authority", "", "the postal authority's public key (PEM PUBLIC KEY or CERTIFICATE): every key must carry its signature")
 	fs.Parse(args)
-	client := http.DefaultClient
-	if *fingerprint != "" {
-		pin, err := protocol.ParseFingerprint(*fingerprint)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "testbench verify:", err)
-			return 2
-		}
-		client = &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}
-	}
-	keys, err := verify.FetchKeys(ctx, *hubURL, client)
+	keys, err := loadKeys(ctx, *hubURL, *fingerprint, *certsFile, *authorityFile)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench verify:", err)
 		return 1
+	}
+	trust := "hub"
+	if *authorityFile != "" {
+		trust = "postal authority"
 	}
 	code := 0
 	enc := json.NewEncoder(os.Stdout)
@@ -236,7 +250,7 @@ func runVerify(ctx context.Context, args []string) int {
 			var in *protocol.Indicium
 			if in, err = keys.Verify(b); err == nil {
 				enc.Encode(map[string]any{"file": f, "ok": true, "meter": in.MeterNumber(), "postage": in.Postage.String(),
-					"label": in.Label.String(), "date": in.Date.String(), "ar": in.AR, "dr": in.DR, "cert": in.CertSerial})
+					"label": in.Label.String(), "date": in.Date.String(), "ar": in.AR, "dr": in.DR, "cert": in.CertSerial, "key_trusted_by": trust})
 				continue
 			}
 		}
@@ -244,6 +258,45 @@ func runVerify(ctx context.Context, args []string) int {
 		enc.Encode(map[string]any{"file": f, "ok": false, "error": err.Error()})
 	}
 	return code
+}
+
+// loadKeys reads the certificates from a file or the hub, and checks them
+// against the authority's key if given.
+func loadKeys(ctx context.Context, hubURL, fingerprint, certsFile, authorityFile string) (verify.Keys, error) {
+	var authority *ecdsa.PublicKey
+	if authorityFile != "" {
+		b, err := os.ReadFile(authorityFile)
+		if err != nil {
+			return nil, err
+		}
+		if authority, err = verify.ParseAuthority(b); err != nil {
+			return nil, err
+		}
+	}
+	var certs []verify.Certificate
+	if certsFile != "" {
+		b, err := os.ReadFile(certsFile)
+		if err != nil {
+			return nil, err
+		}
+		if certs, err = verify.ParseCertificates(b); err != nil {
+			return nil, err
+		}
+	} else {
+		client := http.DefaultClient
+		if fingerprint != "" {
+			pin, err := protocol.ParseFingerprint(fingerprint)
+			if err != nil {
+				return nil, err
+			}
+			client = &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}
+		}
+		var err error
+		if certs, err = verify.FetchCertificates(ctx, hubURL, client); err != nil {
+			return nil, err
+		}
+	}
+	return verify.KeysOf(certs, authority)
 }
 
 func runBench(ctx context.Context, args []string, log *slog.Logger) int {

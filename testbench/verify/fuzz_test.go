@@ -1,0 +1,31 @@
+package verify_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"testing"
+
+	"github.com/frank-postage/frank/testbench/verify"
+)
+
+// Certificates and authority keys come from files anyone can hand a
+// verifier: no input panics it, and none passes as certified without the
+// authority's signature.
+func FuzzKeysOf(f *testing.F) {
+	authority, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	f.Add([]byte(`[{"serial":1,"algorithm":3,"public_key_pem":"-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n","certificate_pem":""}]`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		verify.ParseAuthority(b)
+		certs, err := verify.ParseCertificates(b)
+		if err != nil {
+			return
+		}
+		if keys, err := verify.KeysOf(certs, &authority.PublicKey); err == nil && len(keys) > 0 {
+			t.Fatalf("certified without the authority's signature: %q", b)
+		}
+		verify.KeysOf(certs, nil)
+	})
+}
