@@ -220,6 +220,16 @@ func (b *Broker) Refused() map[string]int64 {
 func (b *Broker) Close() error {
 	b.cancel()
 	<-b.done
+	// mochi adds each accepted connection to a WaitGroup that its Close
+	// waits on; an Add racing that Wait is a data race. So stop accepting
+	// and let every accepted connection reach mochi first.
+	deadline := time.After(5 * time.Second)
+	for _, ln := range b.lns {
+		select {
+		case <-ln.drain():
+		case <-deadline:
+		}
+	}
 	return b.srv.Close()
 }
 
@@ -251,8 +261,36 @@ type guardedListener struct {
 	log            *slog.Logger
 	refused        atomic.Int64
 
-	mu    sync.Mutex
-	conns map[string]int
+	mu      sync.Mutex
+	conns   map[string]int
+	pending int           // accepted, not yet read, written or closed by mochi
+	closed  bool          // drain began: accept nothing more
+	drained chan struct{} // closed once closed and pending is 0
+}
+
+// drain stops accepting and returns a channel closed once every accepted
+// connection has been taken up by mochi.
+func (l *guardedListener) drain() <-chan struct{} {
+	l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		l.drained = make(chan struct{})
+		l.settle()
+	}
+	return l.drained
+}
+
+// settle closes drained when due; l.mu is held.
+func (l *guardedListener) settle() {
+	if l.closed && l.pending == 0 {
+		select {
+		case <-l.drained:
+		default:
+			close(l.drained)
+		}
+	}
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
@@ -263,9 +301,15 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		}
 		ip := hostOf(c.RemoteAddr())
 		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return nil, net.ErrClosed
+		}
 		over := l.perIP > 0 && l.conns[ip] >= l.perIP
 		if !over {
 			l.conns[ip]++
+			l.pending++
 		}
 		l.mu.Unlock()
 		if over {
@@ -277,7 +321,12 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		c.SetDeadline(time.Now().Add(l.connectTimeout))
-		return &countedConn{Conn: c, release: func() {
+		return &countedConn{Conn: c, taken: func() {
+			l.mu.Lock()
+			l.pending--
+			l.settle()
+			l.mu.Unlock()
+		}, release: func() {
 			l.mu.Lock()
 			if l.conns[ip]--; l.conns[ip] <= 0 {
 				delete(l.conns, ip)
@@ -287,14 +336,26 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 	}
 }
 
-// countedConn gives back its address's slot when it closes.
+// countedConn gives back its address's slot when it closes, and tells its
+// listener when mochi first uses it (see Broker.Close).
 type countedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	takenOnce, once sync.Once
+	taken, release  func()
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	c.takenOnce.Do(c.taken)
+	return c.Conn.Read(p)
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	c.takenOnce.Do(c.taken)
+	return c.Conn.Write(p)
 }
 
 func (c *countedConn) Close() error {
+	c.takenOnce.Do(c.taken)
 	c.once.Do(c.release)
 	return c.Conn.Close()
 }
