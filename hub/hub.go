@@ -376,6 +376,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.activity = activityStore{db: h.db, hub: h.ledger.Holder()}
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
 	h.fleet = fleet.New(h.db)
+	h.fleet.Passwords = cfg.KioskPasswords
 	h.presence = fleet.NewPresence(nil) // heartbeats arrive in real time
 	h.stock = stock.New(h.db, cfg.Ledger.Now)
 	h.accounts = accounts.New(h.db, cfg.Ledger.Now)

@@ -478,7 +478,9 @@ func TestReplacedPasswordStopsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	newPW, err := fleet.New(other).Add(context.Background(), "kiosk-1", "store-a")
+	reg := fleet.New(other)
+	reg.Passwords = true
+	newPW, err := reg.Add(context.Background(), "kiosk-1", "store-a")
 	if err != nil {
 		t.Fatal(err)
 	}

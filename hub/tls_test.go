@@ -180,3 +180,16 @@ func TestPublicListenersWantTLS(t *testing.T) {
 		t.Errorf("/api/v1/ca: %q", buf[:n])
 	}
 }
+
+// A hub that does not take kiosk passwords makes none: a kiosk it
+// provisions has no password to leak, and an empty one opens nothing.
+func TestCertificateHubsMakeNoPasswords(t *testing.T) {
+	e := newTLSEnv(t)
+	pw, err := e.h.Fleet().Add(context.Background(), "kiosk-7", "store-a")
+	if err != nil || pw != "" {
+		t.Fatalf("kiosk add on a certificate hub: %q %v", pw, err)
+	}
+	if _, ok := e.h.Fleet().Authenticate("kiosk-7", "", true); ok {
+		t.Fatal("an empty password opened kiosk-7")
+	}
+}

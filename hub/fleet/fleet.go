@@ -44,9 +44,12 @@ const cacheFor = 2 * time.Second
 
 // Registry knows the kiosks.
 type Registry struct {
-	db  *store.DB
-	mu  sync.Mutex
-	ids map[string]cached
+	// Passwords makes Add give kiosks broker passwords, for a hub that
+	// takes them (--kiosk-passwords).
+	Passwords bool
+	db        *store.DB
+	mu        sync.Mutex
+	ids       map[string]cached
 	// ok remembers a password that checked out against a stored hash, as
 	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
 	ok map[string]checked
@@ -63,9 +66,11 @@ func New(db *store.DB) *Registry {
 	return &Registry{db: db, ids: map[string]cached{}, ok: map[string]checked{}}
 }
 
-// Add provisions a kiosk in a store (created if new) and returns its new
-// broker password. Provisioning an existing kiosk again replaces its
-// password, which is how a lost one is recovered.
+// Add provisions a kiosk in a store (created if new) and, when the registry
+// takes Passwords, returns its new broker password. Provisioning an existing
+// kiosk again replaces its password, which is how a lost one is recovered.
+// Without Passwords a kiosk has none at all (it enrolls for a certificate),
+// so none can leak, and none costs a bcrypt.
 func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, error) {
 	if !protocol.ValidKioskID(kioskID) || !protocol.ValidKioskID(storeID) {
 		return "", fmt.Errorf("fleet: add %q in %q: ids want 1-32 of [A-Za-z0-9_-], and a kiosk id may not start with %s", kioskID, storeID, protocol.HubPrefix)
@@ -74,10 +79,15 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 	if err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT retired_at FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&retired); err == nil && retired.Valid {
 		return "", fmt.Errorf("fleet: add %s: the kiosk was retired; its id stays with its history, so choose another", kioskID)
 	}
-	password := rand.Text()
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
-	if err != nil {
-		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+	var password string
+	var hash sql.NullString
+	if r.Passwords {
+		password = rand.Text()
+		h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+		if err != nil {
+			return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
+		}
+		hash = sql.NullString{String: string(h), Valid: true}
 	}
 	now := time.Now().UnixMicro()
 	tx, err := r.db.BeginTx(ctx, nil)
@@ -88,13 +98,13 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 	if _, err := tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO stores (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`), storeID, storeID, now); err != nil {
 		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 	}
-	res, err := tx.ExecContext(ctx, r.db.Rebind(`UPDATE kiosks SET store = ?, password_hash = ? WHERE kiosk_id = ?`), storeID, string(hash), kioskID)
+	res, err := tx.ExecContext(ctx, r.db.Rebind(`UPDATE kiosks SET store = ?, password_hash = ? WHERE kiosk_id = ?`), storeID, hash, kioskID)
 	if err != nil {
 		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		if _, err := tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO kiosks (kiosk_id, user_id, created_at, store, password_hash)
-			SELECT ?, COALESCE(MAX(user_id), 0) + 1, ?, ?, ? FROM kiosks`), kioskID, now, storeID, string(hash)); err != nil {
+			SELECT ?, COALESCE(MAX(user_id), 0) + 1, ?, ?, ? FROM kiosks`), kioskID, now, storeID, hash); err != nil {
 			return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 		}
 	}

@@ -20,3 +20,16 @@ func TestRunSells(t *testing.T) {
 	}
 	t.Logf("%.0f sales/s beside %.0f raw signatures/s", r.SalesPerSec, r.RawSigsPerSec)
 }
+
+// A small fleet connects over mqtts to a restarted hub with the device
+// CA's certificates; the bench times it beside the bare handshakes.
+func TestConnectFleet(t *testing.T) {
+	f, err := Connect(context.Background(), t.TempDir(), 20, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Kiosks != 20 || f.Took <= 0 || f.Handshakes <= 0 || f.Max < f.P50 {
+		t.Fatalf("figures %+v", f)
+	}
+	t.Logf("20 kiosks in %v beside %v of bare handshakes", f.Took, f.Handshakes)
+}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -72,6 +73,7 @@ type Config struct {
 type Demo struct {
 	cfg       Config
 	pa        *postal.Authority
+	passwords bool // the hub takes kiosk passwords
 	paSrv     *http.Server
 	cards     *cards.Gateway
 	cardSrv   *http.Server
@@ -188,6 +190,7 @@ func (d *Demo) start(ctx context.Context) error {
 	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--https", orAny(cfg.HubHTTP),
 		"--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards, "--log", "text"}, broker...)
 	hubArgs = append(hubArgs, cfg.HubArgs...)
+	d.passwords = slices.Contains(hubArgs, "--kiosk-passwords")
 	if cfg.ExternalBroker {
 		hubArgs = append(hubArgs, "--kiosk-broker", broker[1])
 	}
@@ -232,8 +235,8 @@ func (d *Demo) start(ctx context.Context) error {
 			code, _, _ = strings.Cut(c, " ")
 		}
 	}
-	if password == "" || code == "" {
-		return fmt.Errorf("demo: hub kiosk add printed no password or enrollment code: %s", out)
+	if code == "" || d.passwords && password == "" {
+		return fmt.Errorf("demo: hub kiosk add printed no enrollment code, or no password for a broker that wants one: %s", out)
 	}
 	if cfg.Provisioned != nil {
 		if err := cfg.Provisioned(cfg.KioskID, password); err != nil {
@@ -445,8 +448,12 @@ func (d *Demo) HubWithEnv(env []string, args ...string) (string, error) {
 	saved := d.cfg.HubEnv
 	d.cfg.HubEnv = append(append([]string(nil), saved...), env...)
 	defer func() { d.cfg.HubEnv = saved }()
-	return d.run("hub", append(args, "--data", filepath.Join(d.cfg.Dir, "hub"), "--postal", "http://"+d.cfg.Postal,
-		"--payments", "http://"+d.cfg.Cards, "--log", "text")...)
+	args = append(args, "--data", filepath.Join(d.cfg.Dir, "hub"), "--postal", "http://"+d.cfg.Postal,
+		"--payments", "http://"+d.cfg.Cards, "--log", "text")
+	if d.passwords {
+		args = append(args, "--kiosk-passwords") // so that kiosk add makes one
+	}
+	return d.run("hub", args...)
 }
 
 // BrokerAddr is the broker's address.

@@ -21,7 +21,7 @@ import (
 // takes them, with its password.
 type bare struct {
 	id       string
-	password string
+	password string      // only for a password login
 	tls      *tls.Config // nil for a password login
 	addr     string      // the broker
 }
@@ -35,8 +35,9 @@ func provisionBare(t *testing.T, d *demo.Demo, id, store string, set func(id, pw
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := bare{id: id, password: password(t, out), addr: d.BrokerAddr()}
+	b := bare{id: id, addr: d.BrokerAddr()}
 	if set != nil {
+		b.password = password(t, out)
 		set(id, b.password)
 		return b
 	}

@@ -172,7 +172,7 @@ func TestHubSurvivesKill9(t *testing.T) {
 	kiosks := make([]*loadKiosk, 4)
 	for i := range kiosks {
 		id := fmt.Sprintf("crash-%d", i)
-		out := hubCmd("kiosk", "add", id, "--store", "crash-store")
+		out := hubCmd("kiosk", "add", id, "--store", "crash-store", "--kiosk-passwords")
 		pw := password(t, out)
 		sheets := strings.Fields(hubCmd("stock", "issue", "--store", "crash-store", "--sheets", "600"))
 		hubCmd(append([]string{"stock", "load", "--kiosk", id}, sheets...)...)

@@ -369,6 +369,8 @@ func rawConnect(t *testing.T, dial func() (net.Conn, error), user, pass, clientI
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: clientID}}
 	if user != "" {
 		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(user)
+	}
+	if pass != "" { // certificate kiosks have none
 		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(pass)
 	}
 	if w != nil {

@@ -64,8 +64,10 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		}
 		// Printed once: only a bcrypt hash of the password, and a hash of
 		// the code with the password sealed under it, are kept.
-		fmt.Printf("kiosk %s provisioned in store %s\nbroker user: %s\nbroker password: %s\n", pos[0], a.store, pos[0], pw)
-		fmt.Println("(the password serves only a broker that allows kiosk passwords; by default a kiosk enrolls for a certificate)")
+		fmt.Printf("kiosk %s provisioned in store %s\n", pos[0], a.store)
+		if pw != "" { // --kiosk-passwords
+			fmt.Printf("broker user: %s\nbroker password: %s\n", pos[0], pw)
+		}
 		// The code carries the fingerprint the kiosk pins the hub's TLS to.
 		if fp := h.TLSFingerprint(); fp != "" {
 			code += "@" + fp

@@ -309,6 +309,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	signers := fs.String("signers", "soft,softhsm", "signers to measure")
 	workers := fs.String("workers", "1,2", "worker counts to measure")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
+	fleet := fs.Int("connect-kiosks", 1000, "kiosks that reconnect at once over mqtts to a fresh hub (0: skip)")
 	fs.Parse(args)
 	hub.TuneRuntime() // the hub runs in this process, tuned as bin/hub is
 	if *cpuprofile != "" {
@@ -343,6 +344,14 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	}
 	table := bench.Markdown(results)
 	fmt.Print(table)
+	var cf *bench.ConnectFigures
+	if *fleet > 0 {
+		if cf, err = bench.Connect(ctx, filepath.Join(dir, "connect"), *fleet, log); err != nil {
+			fmt.Fprintln(os.Stderr, "testbench bench:", err)
+			return 1
+		}
+		fmt.Print(bench.ConnectMarkdown(cf))
+	}
 	exe, _ := os.Executable()
 	kf, err := bench.Kiosk(ctx, filepath.Dir(exe), 50)
 	if err != nil {
@@ -351,7 +360,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	}
 	fmt.Printf("kiosk: %d sales, resident %d KiB, peak %d KiB, binaries %v\n", kf.Sales, kf.RSSKiB, kf.PeakKiB, kf.Sizes)
 	if *out != "" {
-		if err := bench.WriteDoc(*out, strings.Join(os.Args, " "), results, kf); err != nil {
+		if err := bench.WriteDoc(*out, strings.Join(os.Args, " "), results, cf, kf); err != nil {
 			fmt.Fprintln(os.Stderr, "testbench bench:", err)
 			return 1
 		}
