@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -540,5 +541,22 @@ func TestUnansweredSaleSettled(t *testing.T) {
 	}
 	if p.count() != 0 {
 		t.Fatalf("%d labels printed for a customer who was told the sale failed", p.count())
+	}
+}
+
+// A kiosk whose certificate expired while it was off says so on its
+// status, which the screen shows out of service: only a new enrollment
+// code brings it back.
+func TestExpiredCertificateIsAReason(t *testing.T) {
+	expired := time.Now().Add(-time.Hour)
+	k, _ := setupWith(t, &fakeHub{answer: vectorAnswer}, func(c *kiosk.Config) {
+		c.CertNotAfter = func() time.Time { return expired }
+	})
+	if st := k.Status(); !slices.Contains(st.Reasons, "certificate_expired") {
+		t.Fatalf("status with an expired certificate: %+v", st)
+	}
+	expired = time.Now().Add(time.Hour)
+	if st := k.Status(); slices.Contains(st.Reasons, "certificate_expired") {
+		t.Fatalf("status with a good certificate: %+v", st)
 	}
 }

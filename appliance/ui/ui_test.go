@@ -490,6 +490,8 @@ func TestKioskUI(t *testing.T) {
 		h.waitScreen("oos")
 		h.waitText("oos-reasons", "out of paper")
 		h.screenshot("11-out-of-service")
+		h.fake.set(func(f *fakeKiosk) { f.reasons = []string{"hub_offline", "certificate_expired"} })
+		h.waitText("oos-reasons", "certificate expired")
 		h.fake.set(func(f *fakeKiosk) { f.inService, f.reasons = true, []string{} })
 		h.waitScreen("weigh")
 	})

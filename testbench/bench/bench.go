@@ -189,8 +189,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 		return nil, err
 	}
 	defer h.Close()
-	if hc.HSM == "pkcs11" {
+	if hc.HSM == "pkcs11" { // as ops run `hub keys init` and `hub ca init`
 		if _, err := h.Keys().Init(ctx); err != nil {
+			return nil, err
+		}
+		if err := h.CA().Init(ctx); err != nil {
 			return nil, err
 		}
 	}

@@ -87,6 +87,7 @@
     out_of_service: "Taken out of service by staff",
     hub_offline: "No connection to the postage service",
     printer_fault: "The printer needs attention",
+    certificate_expired: "This kiosk's certificate expired: staff, ask for a new enrollment code",
   };
   let status = { in_service: true, reasons: [] };
   async function pollStatus() {
