@@ -1,9 +1,13 @@
 package hub_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
+	"encoding/json"
+	"encoding/pem"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -60,6 +64,20 @@ func TestEnrollOverHTTPSAndSell(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatalf("a failed enrollment wrote %d files", len(ents))
 	}
+	// A request the CA would not sign is refused before the code is spent.
+	pinned := &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}
+	bad := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte("not a request")})
+	body, _ := json.Marshal(protocol.EnrollRequest{Code: code, CSR: string(bad)})
+	resp, err := pinned.Post(e.h.URL()+protocol.EnrollPath, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pe protocol.Error
+	json.NewDecoder(resp.Body).Decode(&pe)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || pe.Code != protocol.CodeInvalidRequest {
+		t.Fatalf("enrollment with a bad CSR: %d %+v", resp.StatusCode, pe)
+	}
 	res, err := identity.Enroll(ctx, e.h.URL(), code, pin, files)
 	if err != nil {
 		t.Fatal(err)
@@ -105,9 +123,16 @@ func TestEnrollOverHTTPSAndSell(t *testing.T) {
 	if !id.Due() || id.Expired() {
 		t.Fatalf("after 21 of 30 days: due %v, expired %v", id.Due(), id.Expired())
 	}
-	if err := id.Renew(ctx); err != nil {
-		t.Fatal(err)
+	// The kiosk's own renewal loop notices and renews, as cmd/kiosk runs it.
+	runCtx, stop := context.WithCancel(ctx)
+	renewed := make(chan struct{})
+	go func() { defer close(renewed); id.Run(runCtx, 20*time.Millisecond, slog.New(slog.DiscardHandler)) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for id.Leaf().SerialNumber.Cmp(first.SerialNumber) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polled: Run has no hook, as in the field
 	}
+	stop()
+	<-renewed
 	if second := id.Leaf(); second.SerialNumber.Cmp(first.SerialNumber) == 0 || !second.NotAfter.After(first.NotAfter) ||
 		second.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(first.PublicKey) {
 		t.Fatalf("renewed certificate: serial %v until %v (first %v until %v), same key", second.SerialNumber, second.NotAfter, first.SerialNumber, first.NotAfter)

@@ -252,6 +252,23 @@ func (c *CA) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.Public
 	return der, nil
 }
 
+// CheckCSR reads a certificate request and checks what IssueKiosk would:
+// its self-signature and an acceptable key. Enrollment checks first, so a
+// bad request does not spend the one-time code.
+func CheckCSR(der []byte) (*x509.CertificateRequest, error) {
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("CSR: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("CSR signature: %w", err)
+	}
+	if err := acceptableKey(csr.PublicKey); err != nil {
+		return nil, err
+	}
+	return csr, nil
+}
+
 // IssueKiosk signs a kiosk's CSR: a client certificate for kioskID in
 // storeID, valid for KioskTTL. The CSR's subject is ignored: the
 // certificate says what the hub knows.
@@ -259,14 +276,8 @@ func (c *CA) IssueKiosk(ctx context.Context, csrDER []byte, kioskID, storeID str
 	if !protocol.ValidKioskID(kioskID) {
 		return nil, fmt.Errorf("ca: issue: %q is not a kiosk id", kioskID)
 	}
-	csr, err := x509.ParseCertificateRequest(csrDER)
+	csr, err := CheckCSR(csrDER)
 	if err != nil {
-		return nil, fmt.Errorf("ca: issue %s: CSR: %w", kioskID, err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("ca: issue %s: CSR signature: %w", kioskID, err)
-	}
-	if err := acceptableKey(csr.PublicKey); err != nil {
 		return nil, fmt.Errorf("ca: issue %s: %w", kioskID, err)
 	}
 	now := c.cfg.Now()

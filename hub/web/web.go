@@ -22,6 +22,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/psdm"
@@ -341,11 +342,14 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// csrDER reads a PEM certificate request.
+// csrDER reads a PEM certificate request the CA would sign.
 func csrDER(p string) ([]byte, error) {
 	blk, _ := pem.Decode([]byte(p))
 	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
 		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "csr: want a PEM CERTIFICATE REQUEST")
+	}
+	if _, err := ca.CheckCSR(blk.Bytes); err != nil {
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err)
 	}
 	return blk.Bytes, nil
 }
