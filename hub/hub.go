@@ -366,7 +366,13 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		h.Close()
 		return nil, err
 	}
-	pa := postal.New(cfg.PostalURL, cfg.Ledger.Vendor)
+	if cfg.Ledger.Licence == "" { // an admin command: the licence the GPSD holds
+		if cfg.Ledger.Licence, err = ledger.StoredLicence(ctx, h.db); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	pa := postal.New(cfg.PostalURL, cfg.Ledger.Vendor, cfg.Ledger.Licence)
 	h.postal = pa
 	h.alerts = alerts.New(h.db, log.With("component", "alerts"), cfg.Ledger.Now)
 	if h.ledger, err = ledger.Open(ctx, h.db, cfg.Ledger, sess, pa, h.alerts, log.With("component", "ledger")); err != nil {
@@ -470,6 +476,9 @@ func (h *Hub) Keys() *keys.Keys { return h.keys }
 // Start runs the servers: the key ceremony if no key exists yet, the
 // embedded broker, the PSDM workers, the MQTT front and the HTTP API.
 func (h *Hub) Start(ctx context.Context) error {
+	if h.ledger.Licence() == "" {
+		return fmt.Errorf("hub: start: %w: required to serve (--licence)", ledger.ErrLicence)
+	}
 	// A ledger that does not add up must not sell: stop here.
 	r, err := h.ledger.Check(ctx)
 	if err != nil {
@@ -538,7 +547,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Now: now, Log: h.log.With("component", "metrics")})
 	h.sales = &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: h.fleet, Rates: h.rates, Money: h.payments,
 		Accounts: h.accounts, Sheets: h.stock, Alerts: h.alerts, Claimer: h.stock, Web: h.ledger, Meter: h.metrics,
-		Log: h.log.With("component", "sale"), Now: now}
+		Licence: h.ledger.Licence(), Log: h.log.With("component", "sale"), Now: now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{
 		Broker:   brokerURL,
@@ -569,7 +578,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.HTTPAddr = ln.Addr().String()
 	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
-		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Certs: h.ca, Retire: h.retireSummary, Log: h.log.With("component", "console"), Now: now,
+		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Certs: h.ca, Licence: h.ledger.Licence(), Retire: h.retireSummary, Log: h.log.With("component", "console"), Now: now,
 		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies)}
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies),

@@ -45,7 +45,7 @@ type XMLIndicium struct {
 	MeterNumber string      `xml:"MeterNumber"`
 	RateClass   string      `xml:"RateClass"`
 	FIM         int         `xml:"FIM"`
-	LPO         string      `xml:"LPO,omitempty"` // optional origin, "Warrenton, VA"
+	LPO         string      `xml:"LPO,omitempty"` // the licence the indicium was issued under (the patent's example: a licensing post office)
 	Amount      Mills       `xml:"Amount"`
 	Matrix      Base64Bytes `xml:"Matrix"`
 }

@@ -33,6 +33,11 @@ import (
 
 // Config holds the ledger's rules. Zero values take the documented defaults.
 type Config struct {
+	// Licence is the single postal licence number the authority assigned
+	// the vendor (patent claim 1). It is stored with the GPSD, and a
+	// ledger licensed otherwise refuses to open; the hub serves only with
+	// one.
+	Licence    string
 	Vendor     string // USPS-assigned vendor id in the indicium; default "FR"
 	Model      string // model id; default "2N"
 	SoftwareID uint8  // software id in the indicium; default 1
@@ -125,6 +130,7 @@ var (
 	ErrLocked    = errors.New("ledger: psd locked")
 	ErrLeaseLost = errors.New("ledger: mpsd lease lost")
 	ErrClosed    = errors.New("ledger: closed")
+	ErrLicence   = errors.New("ledger: postal licence")
 )
 
 // TamperError names the PSD whose control code did not match.
@@ -194,6 +200,9 @@ func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa authority
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open: create gpsd: %w", err)
 	}
+	if err := l.license(ctx); err != nil {
+		return nil, err
+	}
 	if err := l.seedAudit(ctx); err != nil {
 		return nil, err
 	}
@@ -209,6 +218,47 @@ func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa authority
 	go l.committer()
 	return l, nil
 }
+
+// license stores the configured licence with the GPSD on first use, and
+// refuses a configuration that names another: a vendor holds one licence,
+// and changing it is a matter for the authority, not a flag. A ledger
+// opened without one (the admin commands) uses the stored licence, or
+// none before the first start: the hub will not serve without one.
+func (l *Ledger) license(ctx context.Context) error {
+	want := strings.TrimSpace(l.cfg.Licence)
+	if want != "" {
+		// Set if unset, then read back: two hubs starting at once agree.
+		if _, err := l.db.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET licence = ? WHERE serial = ? AND licence IS NULL`), want, GPSDSerial); err != nil {
+			return fmt.Errorf("ledger: open: licence: %w", err)
+		}
+	}
+	var have sql.NullString
+	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT licence FROM psd WHERE serial = ?`), GPSDSerial).Scan(&have); err != nil {
+		return fmt.Errorf("ledger: open: licence: %w", err)
+	}
+	switch {
+	case !have.Valid: // admin commands before the first start; Start refuses to sell
+		return nil
+	case want != "" && have.String != want:
+		return fmt.Errorf("%w: the GPSD is licensed %q, the configuration says %q", ErrLicence, have.String, want)
+	}
+	l.cfg.Licence = have.String
+	return nil
+}
+
+// StoredLicence is the licence stored with the GPSD, "" before the first
+// start.
+func StoredLicence(ctx context.Context, db *store.DB) (string, error) {
+	var have sql.NullString
+	err := db.QueryRowContext(ctx, db.Rebind(`SELECT licence FROM psd WHERE serial = ?`), GPSDSerial).Scan(&have)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("ledger: licence: %w", err)
+	}
+	return have.String, nil
+}
+
+// Licence is the postal licence the GPSD holds.
+func (l *Ledger) Licence() string { return l.cfg.Licence }
 
 // Close stops the committer after the sales already queued.
 func (l *Ledger) Close() {

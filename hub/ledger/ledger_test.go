@@ -99,10 +99,16 @@ type fixture struct {
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// testLicence is the postal licence the fixtures' hubs hold.
+const testLicence = postal.DemoLicence
+
 // newFixture opens a ledger and a pool on dsn, with a postal authority and
 // soft keys. cfg and pcfg may be zero.
 func newFixture(t *testing.T, dsn string, cfg ledger.Config, pcfg psdm.Config) *fixture {
 	t.Helper()
+	if cfg.Licence == "" {
+		cfg.Licence = testLicence
+	}
 	pa, err := postal.New("", quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +126,7 @@ func newFixture(t *testing.T, dsn string, cfg ledger.Config, pcfg psdm.Config) *
 	if f.pub, err = f.ks.GenerateSigningKey("sign"); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := hubpostal.New(f.paURL, "FR").RegisterKey(context.Background(), f.pub); err != nil || c.Serial != 1 {
+	if c, err := hubpostal.New(f.paURL, "FR", testLicence).RegisterKey(context.Background(), f.pub); err != nil || c.Serial != 1 {
 		t.Fatalf("register key: %+v %v", c, err)
 	}
 	f.open()
@@ -144,7 +150,7 @@ func (f *fixture) open() {
 		cfg.Holder = fmt.Sprintf("test-%d", dbSeq.Add(1))
 	}
 	f.al = alerts.New(f.db, quiet, f.clock.Now)
-	if f.l, err = ledger.Open(ctx, f.db, cfg, sess, hubpostal.New(f.paURL, "FR"), f.al, quiet); err != nil {
+	if f.l, err = ledger.Open(ctx, f.db, cfg, sess, hubpostal.New(f.paURL, "FR", testLicence), f.al, quiet); err != nil {
 		t.Fatal(err)
 	}
 	pcfg := f.pcfg
@@ -468,7 +474,7 @@ func TestContentionOneMPSD(t *testing.T) {
 		// Before the pool starts: one MPSD, funded for exactly n stamps.
 		f.db, _ = store.Open(ctx, f.dsn)
 		sess, _ := f.ks.Session()
-		l, err := ledger.Open(ctx, f.db, ledger.Config{Now: f.clock.Now, Holder: "setup"}, sess, hubpostal.New(f.paURL, "FR"), f.al, quiet)
+		l, err := ledger.Open(ctx, f.db, ledger.Config{Now: f.clock.Now, Holder: "setup", Licence: testLicence}, sess, hubpostal.New(f.paURL, "FR", testLicence), f.al, quiet)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -568,7 +574,7 @@ func TestInspectionWatchdog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := f.l.SubmitReport(ctx, rep, hubpostal.New(f.paURL, "FR")); err != nil {
+		if _, err := f.l.SubmitReport(ctx, rep, hubpostal.New(f.paURL, "FR", testLicence)); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.pool.RenewNow(ctx); err != nil {
@@ -594,7 +600,7 @@ func TestReportAcceptedAndForgeryRefused(t *testing.T) {
 		if rep.Totals.Indicia != 5 {
 			t.Fatalf("report has %d indicia", rep.Totals.Indicia)
 		}
-		pa := hubpostal.New(f.paURL, "FR")
+		pa := hubpostal.New(f.paURL, "FR", testLicence)
 		forged := *rep
 		forged.Transactions = append([]hubpostal.Transaction(nil), rep.Transactions...)
 		forged.Transactions[0].Postage++

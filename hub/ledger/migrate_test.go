@@ -135,7 +135,7 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 				t.Fatal(err)
 			}
 			sess, _ := ks.Session()
-			l, err := ledger.Open(ctx, db, ledger.Config{Holder: "migrated"}, sess, hubpostal.New("http://127.0.0.1:1", "FR"),
+			l, err := ledger.Open(ctx, db, ledger.Config{Holder: "migrated", Licence: testLicence}, sess, hubpostal.New("http://127.0.0.1:1", "FR", testLicence),
 				alerts.New(db, quiet, nil), quiet)
 			if err != nil {
 				t.Fatal(err)

@@ -165,7 +165,7 @@ func openOther(t *testing.T, f *fixture, cfg ledger.Config) *ledger.Ledger {
 	sess, _ := f.ks.Session()
 	cfg.Now = f.clock.Now
 	cfg.Holder = fmt.Sprintf("other-%d", dbSeq.Add(1))
-	l, err := ledger.Open(context.Background(), f.db, cfg, sess, hubpostal.New(f.paURL, "FR"), alerts.New(f.db, quiet, f.clock.Now), quiet)
+	l, err := ledger.Open(context.Background(), f.db, cfg, sess, hubpostal.New(f.paURL, "FR", testLicence), alerts.New(f.db, quiet, f.clock.Now), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 		return nil, fmt.Errorf("ledger: report: from %s is not before to %s", from, to)
 	}
 	r := &postal.Report{ReportID: fmt.Sprintf("%s-%d-%d", l.cfg.Vendor, from.UnixMicro(), to.UnixMicro()), Vendor: l.cfg.Vendor,
-		From: from.UTC(), To: to.UTC(), Transactions: []postal.Transaction{}, Voided: []postal.Transaction{},
+		Licence: l.cfg.Licence, From: from.UTC(), To: to.UTC(), Transactions: []postal.Transaction{}, Voided: []postal.Transaction{},
 		Purchases: []postal.Bought{}, Fundings: []postal.Funding{}}
 	f, t := micros(from), micros(to)
 	err := l.inTx(ctx, func(tx *sql.Tx) error {

@@ -18,16 +18,18 @@ import (
 	"time"
 )
 
-// Client talks to the authority at BaseURL.
+// Client talks to the authority at BaseURL, as the vendor holding Licence:
+// every call carries both.
 type Client struct {
 	BaseURL string
 	HTTP    *http.Client
 	Vendor  string
+	Licence string
 }
 
 // New returns a client with a sane timeout.
-func New(baseURL, vendor string) *Client {
-	return &Client{BaseURL: baseURL, Vendor: vendor, HTTP: &http.Client{Timeout: 15 * time.Second}}
+func New(baseURL, vendor, licence string) *Client {
+	return &Client{BaseURL: baseURL, Vendor: vendor, Licence: licence, HTTP: &http.Client{Timeout: 15 * time.Second}}
 }
 
 // Certificate is the authority's answer to a key registration.
@@ -61,7 +63,7 @@ func (c *Client) RegisterKey(ctx context.Context, pub *ecdsa.PublicKey) (Certifi
 		return Certificate{}, fmt.Errorf("postal: register key: %w", err)
 	}
 	var out Certificate
-	err = c.post(ctx, "/v1/certificates", map[string]string{"vendor": c.Vendor, "public_key_pem": p}, &out)
+	err = c.post(ctx, "/v1/certificates", map[string]string{"vendor": c.Vendor, "licence": c.Licence, "public_key_pem": p}, &out)
 	if err == nil && out.CertificatePEM != "" {
 		err = certifies(out, pub)
 	}
@@ -94,7 +96,7 @@ func certifies(c Certificate, pub *ecdsa.PublicKey) error {
 // BuyFunds buys amount mills of postage. requestID makes a retry safe.
 func (c *Client) BuyFunds(ctx context.Context, requestID string, amountMills int64) (Purchase, error) {
 	var out Purchase
-	body := map[string]any{"vendor": c.Vendor, "request_id": requestID, "amount_mills": amountMills}
+	body := map[string]any{"vendor": c.Vendor, "licence": c.Licence, "request_id": requestID, "amount_mills": amountMills}
 	if err := c.post(ctx, "/v1/funds", body, &out); err != nil {
 		return Purchase{}, fmt.Errorf("postal: buy funds %s: %w", requestID, err)
 	}
@@ -108,7 +110,7 @@ func (c *Client) BuyFunds(ctx context.Context, requestID string, amountMills int
 // nil before any report carried one.
 func (c *Client) Anchor(ctx context.Context) (*Anchor, error) {
 	var out *Anchor // JSON null: none yet
-	if err := c.do(ctx, http.MethodGet, "/v1/anchor?vendor="+url.QueryEscape(c.Vendor), nil, &out); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/v1/anchor?vendor="+url.QueryEscape(c.Vendor)+"&licence="+url.QueryEscape(c.Licence), nil, &out); err != nil {
 		return nil, fmt.Errorf("postal: anchor: %w", err)
 	}
 	return out, nil
@@ -156,6 +158,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 type Report struct {
 	ReportID     string        `json:"report_id"` // the vendor's id; resubmitting is safe
 	Vendor       string        `json:"vendor"`
+	Licence      string        `json:"licence"` // the vendor's single postal licence
 	From         time.Time     `json:"from"`
 	To           time.Time     `json:"to"`
 	Transactions []Transaction `json:"transactions"`
@@ -244,6 +247,9 @@ type Totals struct {
 
 // SubmitReport uploads a report and returns the authority's reference.
 func (c *Client) SubmitReport(ctx context.Context, r *Report) (string, error) {
+	if r.Licence == "" {
+		r.Licence = c.Licence
+	}
 	var out struct {
 		Ref string `json:"ref"`
 	}

@@ -93,8 +93,11 @@ type Service struct {
 	Claimer  claimer  // web sheets; the portal only
 	Web      replayer // the ledger, for the portal
 	Meter    meter    // may be nil
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Licence is the vendor's postal licence, returned in the XML
+	// <Indicium>'s LPO field (patent: generated "based upon" it).
+	Licence string
+	Log     *slog.Logger
+	Now     func() time.Time
 
 	mu       sync.Mutex
 	inflight map[string]*flight            // kiosk/request -> the sale answering it

@@ -72,7 +72,7 @@ func (s *Service) WebStamp(ctx context.Context, acct *accounts.Account, req *pro
 		return nil, res.Error
 	}
 	in := res.Indicia[0]
-	return &protocol.XMLIndicium{MeterNumber: in.MeterNumber, RateClass: in.RateClass, Amount: in.AmountMills, Matrix: in.Matrix}, nil
+	return &protocol.XMLIndicium{MeterNumber: in.MeterNumber, RateClass: in.RateClass, Amount: in.AmountMills, Matrix: in.Matrix, LPO: s.Licence}, nil
 }
 
 // webStamp answers a web stamp request: the stored answer of the same

@@ -29,6 +29,7 @@ import (
 	"github.com/frank-postage/frank/hsm/pkcs11"
 	"github.com/frank-postage/frank/hsm/soft"
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
 	"github.com/frank-postage/frank/testbench/cards"
@@ -182,7 +183,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	defer cardSrv.Close()
 	hc := hub.Config{DataDir: filepath.Join(cfg.Dir, "hub"), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", BrokerConnsPerIP: -1, KioskMsgRate: -1,
 		TLS: "off", KioskPasswords: true, BrokerTLSListen: "off",
-		PostalURL: paSrv.URL, PaymentsURL: cardSrv.URL, Workers: cfg.Workers, MPSDs: 1}
+		PostalURL: paSrv.URL, Ledger: ledger.Config{Licence: postal.DemoLicence}, PaymentsURL: cardSrv.URL, Workers: cfg.Workers, MPSDs: 1}
 	s.hubCfg(&hc)
 	h, err := hub.Open(ctx, hc, quiet)
 	if err != nil {

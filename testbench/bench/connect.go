@@ -21,6 +21,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/postal"
 )
@@ -57,7 +58,7 @@ func Connect(ctx context.Context, dir string, n int, log *slog.Logger) (*Connect
 	// The defaults a site runs: certificates, no passwords, no plain listener;
 	// every kiosk dials from this one address, so no per-address cap.
 	hc := hub.Config{DataDir: filepath.Join(dir, "hub"), HTTPSListen: "127.0.0.1:0", BrokerTLSListen: "127.0.0.1:0",
-		BrokerConnsPerIP: -1, PostalURL: paSrv.URL, PaymentsURL: cardSrv.URL, MPSDs: 1}
+		BrokerConnsPerIP: -1, PostalURL: paSrv.URL, Ledger: ledger.Config{Licence: postal.DemoLicence}, PaymentsURL: cardSrv.URL, MPSDs: 1}
 
 	// Provisioning, as `hub kiosk add` and `kiosk enroll` would: each kiosk
 	// makes its key and the CA signs its request.

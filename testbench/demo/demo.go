@@ -188,7 +188,7 @@ func (d *Demo) start(ctx context.Context) error {
 		return err
 	}
 	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--https", orAny(cfg.HubHTTP),
-		"--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards, "--log", "text"}, broker...)
+		"--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards, "--licence", postal.DemoLicence, "--log", "text"}, broker...)
 	hubArgs = append(hubArgs, cfg.HubArgs...)
 	d.passwords = slices.Contains(hubArgs, "--kiosk-passwords")
 	if cfg.ExternalBroker {
@@ -449,7 +449,7 @@ func (d *Demo) HubWithEnv(env []string, args ...string) (string, error) {
 	d.cfg.HubEnv = append(append([]string(nil), saved...), env...)
 	defer func() { d.cfg.HubEnv = saved }()
 	args = append(args, "--data", filepath.Join(d.cfg.Dir, "hub"), "--postal", "http://"+d.cfg.Postal,
-		"--payments", "http://"+d.cfg.Cards, "--log", "text")
+		"--payments", "http://"+d.cfg.Cards, "--licence", postal.DemoLicence, "--log", "text")
 	if d.passwords {
 		args = append(args, "--kiosk-passwords") // so that kiosk add makes one
 	}

@@ -139,7 +139,7 @@ func TestHubSurvivesKill9(t *testing.T) {
 	httpAddr, _ := demo.FreeAddr()
 	brokerAddr, _ := demo.FreeAddr()
 	hubCmd := func(args ...string) string {
-		out, err := exec.Command(filepath.Join(binDir, "hub"), append(args, "--data", dir, "--postal", paSrv.URL, "--log", "text")...).Output()
+		out, err := exec.Command(filepath.Join(binDir, "hub"), append(args, "--data", dir, "--postal", paSrv.URL, "--licence", postal.DemoLicence, "--log", "text")...).Output()
 		if err != nil {
 			t.Fatalf("hub %s %s: %v", args[0], args[1], err)
 		}
@@ -147,7 +147,7 @@ func TestHubSurvivesKill9(t *testing.T) {
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(binDir, "hub"), "--data", dir, "--http", httpAddr, "--broker-listen", brokerAddr,
-			"--postal", paSrv.URL, "--payments", gwSrv.URL, "--lease-ttl", "2s", "--log", "text",
+			"--postal", paSrv.URL, "--payments", gwSrv.URL, "--lease-ttl", "2s", "--log", "text", "--licence", postal.DemoLicence,
 			"--kiosk-msg-rate", "-1", // these load kiosks send faster than a real one
 			"--kiosk-passwords", "--tls", "off", "--broker-tls-listen", "off") // bare MQTT kiosks with passwords
 

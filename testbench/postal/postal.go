@@ -55,6 +55,8 @@ type state struct {
 	Certificates  []Certificate `json:"certificates"`
 	Purchases     []Purchase    `json:"purchases"`
 	Reports       []Filed       `json:"reports"`
+	// Licences are the postal licence numbers issued, by vendor.
+	Licences map[string]string `json:"licences,omitempty"`
 }
 
 // Filed is an accepted report.
@@ -62,6 +64,7 @@ type Filed struct {
 	Ref      string    `json:"ref"`
 	ReportID string    `json:"report_id"`
 	Vendor   string    `json:"vendor"`
+	Licence  string    `json:"licence"`
 	From     time.Time `json:"from"`
 	To       time.Time `json:"to"`
 	Indicia  int       `json:"indicia"`
@@ -72,6 +75,10 @@ type Filed struct {
 	// AuditHead anchors the vendor's audit chain.
 	AuditHead *hubpostal.AuditHead `json:"audit_head,omitempty"`
 }
+
+// DemoLicence is the postal licence the demo, the tests and the benchmarks
+// run their hubs under.
+const DemoLicence = "PVS-94544-0001"
 
 // Authority is the simulated postal authority.
 type Authority struct {
@@ -115,6 +122,55 @@ func New(path string, log *slog.Logger) (*Authority, error) {
 	return a, nil
 }
 
+// IssueLicence records licence as vendor's: every later call of the
+// vendor's must carry it. A vendor with none on record has the first
+// licence it presents recorded (the simulator's stand-in for the
+// authority's licensing office).
+func (a *Authority) IssueLicence(vendor, licence string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st.Licences == nil {
+		a.st.Licences = map[string]string{}
+	}
+	a.st.Licences[vendor] = licence
+	return a.save()
+}
+
+// Licence is the licence on record for vendor, or "".
+func (a *Authority) Licence(vendor string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.Licences[vendor]
+}
+
+// licensed checks that a call names vendor's licence; the caller holds a.mu.
+func (a *Authority) licensed(w http.ResponseWriter, vendor, licence string) bool {
+	if licence == "" {
+		httpError(w, http.StatusForbidden, "licence: every call names the vendor's postal licence")
+		return false
+	}
+	have, ok := a.st.Licences[vendor]
+	if !ok {
+		if a.st.Licences == nil {
+			a.st.Licences = map[string]string{}
+		}
+		a.st.Licences[vendor] = licence
+		if err := a.save(); err != nil {
+			delete(a.st.Licences, vendor)
+			httpError(w, http.StatusInternalServerError, "save: %v", err)
+			return false
+		}
+		a.log.Info("licence recorded", "vendor", vendor, "licence", licence)
+		return true
+	}
+	if have != licence {
+		a.log.Warn("call refused: not the vendor's licence", "vendor", vendor, "licence", licence)
+		httpError(w, http.StatusForbidden, "licence %q is not vendor %s's", licence, vendor)
+		return false
+	}
+	return true
+}
+
 // SetRefuseFunds makes later fund purchases fail (or succeed again).
 func (a *Authority) SetRefuseFunds(refuse bool) {
 	a.mu.Lock()
@@ -152,6 +208,7 @@ func (a *Authority) Handler() http.Handler {
 func (a *Authority) postCertificate(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Vendor       string `json:"vendor"`
+		Licence      string `json:"licence"`
 		PublicKeyPEM string `json:"public_key_pem"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
@@ -175,6 +232,9 @@ func (a *Authority) postCertificate(w http.ResponseWriter, r *http.Request) {
 	pub := k.(*ecdsa.PublicKey)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !a.licensed(w, req.Vendor, req.Licence) {
+		return
+	}
 	for i, c := range a.st.Certificates {
 		if c.PublicKeyPEM != req.PublicKeyPEM {
 			continue
@@ -218,6 +278,7 @@ func (a *Authority) getCertificates(w http.ResponseWriter, r *http.Request) {
 func (a *Authority) postFunds(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Vendor      string `json:"vendor"`
+		Licence     string `json:"licence"`
 		RequestID   string `json:"request_id"`
 		AmountMills int64  `json:"amount_mills"`
 	}
@@ -231,6 +292,9 @@ func (a *Authority) postFunds(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !a.licensed(w, req.Vendor, req.Licence) {
+		return
+	}
 	for _, p := range a.st.Purchases {
 		if p.RequestID == req.RequestID && p.Vendor == req.Vendor {
 			if p.AmountMills != req.AmountMills {
@@ -293,6 +357,9 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !a.licensed(w, rep.Vendor, rep.Licence) {
+		return
+	}
 	for _, f := range a.st.Reports {
 		if f.ReportID == rep.ReportID && f.Vendor == rep.Vendor {
 			writeJSON(w, http.StatusOK, map[string]string{"ref": f.Ref})
@@ -304,7 +371,7 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "report does not add up", "problems": problems})
 		return
 	}
-	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, From: rep.From, To: rep.To,
+	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, Licence: rep.Licence, From: rep.From, To: rep.To,
 		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC(), Events: rep.Events, AuditHead: rep.AuditHead}
 	a.st.Reports = append(a.st.Reports, f)
 	if err := a.save(); err != nil {
@@ -337,7 +404,13 @@ func (a *Authority) anchor(vendor string) *hubpostal.Anchor {
 
 // getAnchor answers JSON null when the vendor has no anchor yet.
 func (a *Authority) getAnchor(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.Anchor(r.URL.Query().Get("vendor")))
+	q := r.URL.Query()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.licensed(w, q.Get("vendor"), q.Get("licence")) {
+		return
+	}
+	writeJSON(w, http.StatusOK, a.anchor(q.Get("vendor")))
 }
 
 // audit re-checks a report the way an inspector would: its totals, the

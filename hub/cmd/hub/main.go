@@ -78,6 +78,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.BrokerConnsPerIP, "broker-conns-per-ip", 64, "embedded broker: open connections allowed from one address (negative: no limit)")
 	fs.Float64Var(&cfg.KioskMsgRate, "kiosk-msg-rate", 20, "embedded broker: messages per second a kiosk may publish, in bursts of ten times that (negative: no limit)")
 	fs.StringVar(&cfg.HTTPListen, "http", "", "plain HTTP address: with --tls off everything (default 127.0.0.1:8080); with TLS, only /healthz and /metrics (default: none)")
+	fs.StringVar(&cfg.Ledger.Licence, "licence", os.Getenv("FRANK_LICENCE"), "required to serve: the postal licence number the authority assigned the vendor; stored with the GPSD, sent in every postal call (default $FRANK_LICENCE)")
 	fs.StringVar(&cfg.PostalURL, "postal", "http://127.0.0.1:8090", "postal authority URL")
 	fs.IntVar(&cfg.Workers, "workers", 0, "PSDM workers, one HSM session each (default half the CPUs)")
 	fs.IntVar(&cfg.MPSDs, "mpsds", 1, "MPSDs each worker checks out (1-8)")
@@ -172,10 +173,17 @@ func run(args []string) int {
 			return 1
 		}
 		fmt.Println("hub: config ok")
+		if cfg.Ledger.Licence == "" {
+			fmt.Println("hub: licence not set: the hub will not serve until it is (\"licence\" in the config file)")
+		}
 		return 0
 	}
 	if err := cfg.Check(); err != nil {
 		log.Error("bad configuration", "err", err)
+		return 2
+	}
+	if cmd == "" && cfg.Ledger.Licence == "" {
+		log.Error("no postal licence: serving needs --licence (or \"licence\" in the config file), the number the postal authority assigned")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -98,6 +98,8 @@ type Console struct {
 	Stock    labelStock
 	Activity activity
 	Certs    certs // may be nil
+	// Licence is the vendor's postal licence, shown with the funds.
+	Licence string
 	// Retire takes a kiosk out of the fleet and says what it did; ops only.
 	Retire   func(ctx context.Context, kioskID, why string, lost bool) (string, error)
 	Sessions *session.Manager
@@ -278,6 +280,7 @@ func (c *Console) kiosk(ctx context.Context, op *operators.Operator, id string) 
 
 // fundsView is the funds page.
 type fundsView struct {
+	Licence  string           `json:"licence"`
 	PSDs     []ledger.PSDView `json:"psds"`
 	Fundings []ledger.Funding `json:"fundings"`
 	Check    checkResult      `json:"ledger_check"`
@@ -287,7 +290,7 @@ type fundsView struct {
 }
 
 func (c *Console) funds(ctx context.Context, recheck bool) (*fundsView, error) {
-	v := &fundsView{Check: c.check(ctx, recheck)}
+	v := &fundsView{Licence: c.Licence, Check: c.check(ctx, recheck)}
 	v.SalesStopped = c.Book.Halted() // after the check, which may have stopped them
 	var err error
 	if v.PSDs, err = c.Book.PSDs(ctx); err != nil {
