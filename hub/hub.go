@@ -41,6 +41,7 @@ import (
 	"github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/rates"
+	"github.com/frank-postage/frank/hub/reports"
 	"github.com/frank-postage/frank/hub/sale"
 	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
@@ -134,7 +135,12 @@ type Config struct {
 	// violation stops all sales and raises a tamper alert. Default 10
 	// minutes; negative never (the check still runs at start).
 	LedgerCheckEvery time.Duration
-	Ledger           ledger.Config
+	// Reports schedules the postal reports (Every negative: only by hand,
+	// hub report); ReportTick is how often the hub looks for an ended
+	// period (default 30 s).
+	Reports    reports.Config
+	ReportTick time.Duration
+	Ledger     ledger.Config
 }
 
 // Defaults fills in the zero values.
@@ -189,6 +195,9 @@ func (c *Config) Defaults() {
 	}
 	if c.RefundWindow == 0 {
 		c.RefundWindow = 28 * 24 * time.Hour
+	}
+	if c.ReportTick <= 0 {
+		c.ReportTick = 30 * time.Second
 	}
 	if c.LedgerCheckEvery == 0 {
 		c.LedgerCheckEvery = 10 * time.Minute
@@ -625,6 +634,12 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.bg.Go(func() { h.checkLedger(h.cfg.LedgerCheckEvery) })
 	}
 	h.bg.Go(h.heartbeats)
+	if h.cfg.Reports.Every >= 0 {
+		rc := h.cfg.Reports
+		rc.Holder, rc.Now = h.ledger.Holder(), h.cfg.Ledger.Now
+		rep := reports.New(rc, h.ledger, h.postal, h.db, h.alerts, h.log.With("component", "reports"))
+		h.bg.Go(func() { rep.Run(h.bgCtx, h.cfg.ReportTick) })
+	}
 	h.restoreActivity(ctx)
 	h.bg.Go(func() { h.every(time.Minute, func() bool { h.saveActivity(h.bgCtx); return true }) })
 	h.bg.Go(func() { h.every(time.Hour, func() bool { h.renewTLS(h.bgCtx); return true }) })

@@ -90,6 +90,7 @@ func newEnvWith(t testing.TB, edit func(*hub.Config)) *env {
 		TLS: "off", KioskPasswords: true, BrokerTLSListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0",
 		PaymentsURL: gwSrv.URL, PaymentsTimeout: 2 * time.Second} // tok_timeout waits it out
 	e.cfg.Ledger.Now = e.clock.Now
+	e.cfg.Reports.Every = -1 // tests that jump the clock file reports by hand; TestScheduledReports turns it on
 	e.cfg.Ledger.Licence = postal.DemoLicence
 	if edit != nil {
 		edit(&e.cfg)

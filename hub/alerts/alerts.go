@@ -24,6 +24,8 @@ const (
 	LabelsLow     = "labels_low"
 	FundsLow      = "funds_low"
 	Unconfirmed   = "unconfirmed_sale"
+	ReportRefused = "report_refused" // the postal authority refused a scheduled report
+	ReportLate    = "report_late"    // a period's report is not accepted hours after it ended
 )
 
 // Alert is one alert.

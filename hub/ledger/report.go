@@ -168,14 +168,14 @@ func (l *Ledger) readings(ctx context.Context, tx *sql.Tx, r *postal.Report, fro
 	return rows.Err()
 }
 
-// submitter uploads reports; the postal client.
-type submitter interface {
+// Submitter uploads reports; the postal client.
+type Submitter interface {
 	SubmitReport(ctx context.Context, r *postal.Report) (string, error)
 }
 
 // SubmitReport records the report, uploads it, and on acceptance marks
 // every PSD as reported now, which resets the inspection watchdog.
-func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa submitter) (string, error) {
+func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa Submitter) (string, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return "", fmt.Errorf("ledger: submit report: %w", err)
@@ -203,4 +203,21 @@ func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa submitte
 	}
 	l.log.Info("postal report accepted", "ref", ref, "from", r.From, "to", r.To, "indicia", r.Totals.Indicia)
 	return ref, l.CheckInspection(ctx)
+}
+
+// ReportedUntil is where the next postal report starts: the end of the
+// last accepted report's period, or when the GPSD was created.
+func (l *Ledger) ReportedUntil(ctx context.Context) (time.Time, error) {
+	var to sql.NullInt64
+	if err := l.db.QueryRowContext(ctx, `SELECT MAX(period_to) FROM reports WHERE state = 'accepted'`).Scan(&to); err != nil {
+		return time.Time{}, fmt.Errorf("ledger: reported until: %w", err)
+	}
+	if to.Valid {
+		return time.UnixMicro(to.Int64).UTC(), nil
+	}
+	var created int64
+	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT created_at FROM psd WHERE serial = ?`), GPSDSerial).Scan(&created); err != nil {
+		return time.Time{}, fmt.Errorf("ledger: reported until: %w", err)
+	}
+	return time.UnixMicro(created).UTC(), nil
 }

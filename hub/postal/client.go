@@ -146,9 +146,21 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(answer))
+		return &RefusedError{Status: resp.StatusCode, Answer: string(bytes.TrimSpace(answer))}
 	}
 	return json.Unmarshal(answer, out)
+}
+
+// RefusedError is the authority's answer to a call it did not accept: a
+// report that does not add up, a licence that is not the vendor's. An
+// unreachable authority is another error.
+type RefusedError struct {
+	Status int
+	Answer string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Answer)
 }
 
 // Report is the vendor's periodic report to the postal authority: every

@@ -4,8 +4,10 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/testbench/pgtest"
 )
 
 func TestOpenMigratesAndReopens(t *testing.T) {
@@ -44,4 +46,44 @@ func TestRebind(t *testing.T) {
 	if got := d.Rebind("a = ? AND b = ?"); got != "a = $1 AND b = $2" {
 		t.Fatal(got)
 	}
+}
+
+// A job lease goes to one holder at a time, is renewed by it, and passes
+// to another only once it has expired.
+func TestJobLease(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.Unix(1_800_000_000, 0)
+		take := func(holder string, at time.Time) bool {
+			t.Helper()
+			ok, err := db.TryLease(ctx, "reports", holder, at, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok
+		}
+		if !take("hub-a", now) {
+			t.Fatal("a free lease was not taken")
+		}
+		if take("hub-b", now.Add(30*time.Second)) {
+			t.Fatal("hub-b took hub-a's live lease")
+		}
+		if !take("hub-a", now.Add(50*time.Second)) {
+			t.Fatal("hub-a could not renew")
+		}
+		if take("hub-b", now.Add(100*time.Second)) {
+			t.Fatal("hub-b took the renewed lease")
+		}
+		if !take("hub-b", now.Add(111*time.Second)) {
+			t.Fatal("hub-b could not take the expired lease")
+		}
+		if take("hub-a", now.Add(112*time.Second)) {
+			t.Fatal("hub-a took it back from hub-b")
+		}
+	})
 }

@@ -1,0 +1,26 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// TryLease takes the lease on the job name for holder until now+ttl, or
+// renews it, when it is free, expired or already holder's; it reports
+// whether holder has it. Hubs sharing the database run such a job on one
+// of them at a time, and another takes over once the holder stops renewing.
+func (d *DB) TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	until := now.Add(ttl).UnixMicro()
+	_, err := d.ExecContext(ctx, d.Rebind(`INSERT INTO job_leases (name, holder, until) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+		WHERE job_leases.holder = excluded.holder OR job_leases.until < ?`), name, holder, until, now.UnixMicro())
+	if err != nil {
+		return false, fmt.Errorf("store: lease %s: %w", name, err)
+	}
+	var have string
+	if err := d.QueryRowContext(ctx, d.Rebind(`SELECT holder FROM job_leases WHERE name = ?`), name).Scan(&have); err != nil {
+		return false, fmt.Errorf("store: lease %s: %w", name, err)
+	}
+	return have == holder, nil
+}
