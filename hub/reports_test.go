@@ -2,11 +2,16 @@ package hub_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/alerts"
+	hubpostal "github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/postal"
 )
@@ -85,6 +90,78 @@ func TestScheduledReports(t *testing.T) {
 			t.Fatalf("periods not contiguous: %+v after %s", f, prev)
 		}
 		prev = f.To
+	}
+	e.check()
+}
+
+// A report names each indicium's buyer (a kiosk and its store, or a web
+// customer's account) and carries the period's status and security
+// events; the authority checks both, and refuses a report without them.
+func TestReportNamesBuyersAndEvents(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	from := e.clock.Now().Add(-time.Minute)
+	if res := decode(t, e.kiosk("kiosk-1").ask(purchase("buyer-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("kiosk sale: %+v", res.Error)
+	}
+	e.customer("wendy", "10.00")
+	sheet := e.webSheet()
+	acct, _ := e.h.Accounts().ByLogin(ctx, "wendy")
+	sh, _ := protocol.ParseSheetSerial(sheet)
+	if err := e.h.Stock().AssignToAccount(ctx, sh, acct.ID); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`<server.bp_RequestWebStampParams><LoginID>wendy</LoginID><Amount>780</Amount><RateClass>1100</RateClass>`+
+		`<FIM>0</FIM><SerialNumber>%s</SerialNumber></server.bp_RequestWebStampParams>`, sheet)
+	if st, b := postWebStamp(t, e, "wendy", "buyer-web-1", body); st != http.StatusOK {
+		t.Fatalf("web stamp: %d %s", st, b)
+	}
+	if _, err := e.h.Keys().Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.RetireKiosk(ctx, "kiosk-2", "stolen from the counter", true); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Alerts().Raise(ctx, alerts.Tamper, "psd/7", "PSD 7 locked: control code mismatch") // as the ledger raises it
+	to := e.clock.Now().Add(time.Minute)
+	rep, err := e.h.Ledger().BuildReport(ctx, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kiosk, web bool
+	for _, x := range rep.Transactions {
+		kiosk = kiosk || x.Buyer == hubpostal.Buyer{Channel: "kiosk", Kiosk: "kiosk-1", Store: "store-a"}
+		web = web || x.Buyer == hubpostal.Buyer{Channel: "web", Account: acct.ID}
+	}
+	if !kiosk || !web {
+		t.Fatalf("buyers %+v", rep.Transactions)
+	}
+	kinds := map[string]string{}
+	for _, ev := range rep.Events {
+		kinds[ev.Kind] = ev.Subject
+	}
+	for kind, subject := range map[string]string{hubpostal.EventKioskLost: "kiosk/kiosk-2", hubpostal.EventPSDLocked: "psd/7",
+		hubpostal.EventKeyActivated: "key/2", hubpostal.EventKeyRetired: "key/1"} {
+		if kinds[kind] != subject {
+			t.Errorf("event %s: subject %q, want %q (all %+v)", kind, kinds[kind], subject, rep.Events)
+		}
+	}
+	// The authority refuses a report whose buyer or event it cannot place.
+	bad := *rep
+	bad.ReportID += "-anon"
+	bad.Transactions = slices.Clone(rep.Transactions)
+	bad.Transactions[0].Buyer = hubpostal.Buyer{}
+	if _, err := e.h.Postal().SubmitReport(ctx, &bad); err == nil || !strings.Contains(err.Error(), "buyer") {
+		t.Fatalf("anonymous buyer: %v", err)
+	}
+	bad = *rep
+	bad.ReportID += "-event"
+	bad.Events = append(slices.Clone(rep.Events), hubpostal.Event{Kind: "meteor_strike", Subject: "psd/1", At: from})
+	if _, err := e.h.Postal().SubmitReport(ctx, &bad); err == nil || !strings.Contains(err.Error(), "event") {
+		t.Fatalf("unknown event: %v", err)
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
+		t.Fatal(err)
 	}
 	e.check()
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/frank-postage/frank/hsm/soft"
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/ledger"
 	hubpostal "github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/psdm"
@@ -141,6 +142,10 @@ func (f *fixture) open() {
 	ctx := context.Background()
 	var err error
 	if f.db, err = store.Open(ctx, f.dsn); err != nil {
+		t.Fatal(err)
+	}
+	// The kiosk newSale sells at, in its store: postal reports name both.
+	if _, err := fleet.New(f.db).Add(ctx, "kiosk-1", "store-1"); err != nil {
 		t.Fatal(err)
 	}
 	sess, _ := f.ks.Session()

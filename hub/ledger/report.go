@@ -7,8 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/postal"
 )
 
@@ -23,8 +27,11 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 		Purchases: []postal.Bought{}, Fundings: []postal.Funding{}}
 	f, t := micros(from), micros(to)
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT mpsd, label, rate_class, postage, ar, dr, created_at, data, state, COALESCE(void_reason, '')
-			FROM indicia WHERE created_at >= ? AND created_at < ? ORDER BY id`), f, t)
+		rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT i.mpsd, i.label, i.rate_class, i.postage, i.ar, i.dr, i.created_at, i.data, i.state,
+				COALESCE(i.void_reason, ''), i.kiosk_id, COALESCE(k.store, ''), COALESCE(p.account_id, 0)
+			FROM indicia i LEFT JOIN kiosks k ON k.kiosk_id = i.kiosk_id
+			LEFT JOIN payments p ON p.kiosk_id = i.kiosk_id AND p.request_id = i.request_id
+			WHERE i.created_at >= ? AND i.created_at < ? ORDER BY i.id`), f, t)
 		if err != nil {
 			return err
 		}
@@ -32,10 +39,12 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			var x postal.Transaction
 			var at int64
 			var state string
-			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &state, &x.Reason); err != nil {
+			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &state, &x.Reason,
+				&x.Buyer.Kiosk, &x.Buyer.Store, &x.Buyer.Account); err != nil {
 				rows.Close()
 				return err
 			}
+			x.Buyer = buyer(x.Buyer)
 			x.At = time.UnixMicro(at).UTC()
 			r.Transactions = append(r.Transactions, x)
 			r.Totals.Indicia++
@@ -46,18 +55,23 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			}
 		}
 		rows.Close()
-		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT mpsd, label, rate_class, postage, ar, dr, created_at, data, reason
-			FROM spoiled WHERE created_at >= ? AND created_at < ? ORDER BY id`), f, t)
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT s.mpsd, s.label, s.rate_class, s.postage, s.ar, s.dr, s.created_at, s.data, s.reason,
+				s.kiosk_id, COALESCE(k.store, ''), COALESCE(p.account_id, 0)
+			FROM spoiled s LEFT JOIN kiosks k ON k.kiosk_id = s.kiosk_id
+			LEFT JOIN payments p ON p.kiosk_id = s.kiosk_id AND p.request_id = s.request_id
+			WHERE s.created_at >= ? AND s.created_at < ? ORDER BY s.id`), f, t)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var x postal.Transaction
 			var at int64
-			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &x.Reason); err != nil {
+			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &x.Reason,
+				&x.Buyer.Kiosk, &x.Buyer.Store, &x.Buyer.Account); err != nil {
 				rows.Close()
 				return err
 			}
+			x.Buyer = buyer(x.Buyer)
 			x.At = time.UnixMicro(at).UTC()
 			x.Reason = "spoiled: " + x.Reason
 			r.Transactions = append(r.Transactions, x)
@@ -116,6 +130,49 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			r.Events = append(r.Events, e)
 		}
 		rows.Close()
+		// Tamper findings, and the PSDs they locked, from the alerts raised.
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT subject, message, created_at FROM alerts WHERE kind = ? AND created_at >= ? AND created_at < ? ORDER BY id`),
+			alerts.Tamper, f, t)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			e := postal.Event{Kind: postal.EventTamper}
+			var at int64
+			if err := rows.Scan(&e.Subject, &e.Detail, &at); err != nil {
+				rows.Close()
+				return err
+			}
+			if strings.HasPrefix(e.Subject, "psd/") {
+				e.Kind = postal.EventPSDLocked
+			}
+			e.At = time.UnixMicro(at).UTC()
+			r.Events = append(r.Events, e)
+		}
+		rows.Close()
+		// Key rotations: keys put in service and retired.
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT cert_serial, created_at, COALESCE(retired_at, 0) FROM signing_keys
+			WHERE (created_at >= ? AND created_at < ?) OR (retired_at >= ? AND retired_at < ?) ORDER BY cert_serial`), f, t, f, t)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var serial uint32
+			var created, retired int64
+			if err := rows.Scan(&serial, &created, &retired); err != nil {
+				rows.Close()
+				return err
+			}
+			subject := fmt.Sprintf("key/%d", serial)
+			if created >= f && created < t {
+				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyActivated, Subject: subject, Detail: "indicium signing key in service", At: time.UnixMicro(created).UTC()})
+			}
+			if retired >= f && retired < t && retired != 0 {
+				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyRetired, Subject: subject, Detail: "indicium signing key retired", At: time.UnixMicro(retired).UTC()})
+			}
+		}
+		rows.Close()
+		slices.SortStableFunc(r.Events, func(a, b postal.Event) int { return a.At.Compare(b.At) })
 		var head postal.AuditHead
 		var hash []byte
 		err = tx.QueryRowContext(ctx, l.db.Rebind(`SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1`), t).Scan(&head.Seq, &hash)
@@ -203,6 +260,18 @@ func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa Submitte
 	}
 	l.log.Info("postal report accepted", "ref", ref, "from", r.From, "to", r.To, "indicia", r.Totals.Indicia)
 	return ref, l.CheckInspection(ctx)
+}
+
+// buyer completes who bought from the sales namespace: a kiosk's id, or a
+// web customer's (sale.WebKioskID: "web-" and the account).
+func buyer(b postal.Buyer) postal.Buyer {
+	if id, ok := strings.CutPrefix(b.Kiosk, "web-"); ok && b.Store == "" {
+		if n, err := strconv.ParseInt(id, 10, 64); err == nil {
+			return postal.Buyer{Channel: "web", Account: n}
+		}
+	}
+	b.Channel = "kiosk"
+	return b
 }
 
 // ReportedUntil is where the next postal report starts: the end of the

@@ -203,10 +203,23 @@ type Anchor struct {
 	Received  time.Time `json:"received"`
 }
 
-// Event is one device event.
+// Event kinds a report carries: status and security events of the period.
+const (
+	EventKioskLost    = "kiosk_lost"    // a kiosk lost or stolen (39 CFR 501)
+	EventKioskRetired = "kiosk_retired" // a kiosk taken out of the fleet
+	EventPSDLocked    = "psd_locked"    // a PSD locked on tamper: a control code did not match
+	EventTamper       = "tamper"        // another tamper finding: a ledger check violation
+	EventKeyActivated = "key_activated" // an indicium signing key put in service (a rotation)
+	EventKeyRetired   = "key_retired"   // a signing key retired by a rotation
+)
+
+// EventKinds are the kinds an authority accepts.
+var EventKinds = []string{EventKioskLost, EventKioskRetired, EventPSDLocked, EventTamper, EventKeyActivated, EventKeyRetired}
+
+// Event is one status or security event.
 type Event struct {
-	Kind    string    `json:"kind"`    // kiosk_lost, kiosk_retired
-	Subject string    `json:"subject"` // kiosk/ID
+	Kind    string    `json:"kind"`    // one of EventKinds
+	Subject string    `json:"subject"` // kiosk/ID, psd/SERIAL, key/SERIAL, ledger
 	Detail  string    `json:"detail"`
 	At      time.Time `json:"at"`
 }
@@ -222,6 +235,17 @@ type Transaction struct {
 	At        time.Time `json:"at"`
 	Indicium  []byte    `json:"indicium"`
 	Reason    string    `json:"reason,omitempty"` // why it was voided
+	Buyer     Buyer     `json:"buyer"`
+}
+
+// Buyer says who bought an indicium, as the patent's reports identify the
+// users: the kiosk and its store, and the customer account when one paid.
+// A web customer buys through the portal or the XML API.
+type Buyer struct {
+	Channel string `json:"channel"` // kiosk or web
+	Kiosk   string `json:"kiosk,omitempty"`
+	Store   string `json:"store,omitempty"`
+	Account int64  `json:"account,omitempty"`
 }
 
 // Bought is a completed fund purchase.

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -420,6 +421,23 @@ func (a *Authority) getAnchor(w http.ResponseWriter, r *http.Request) {
 func (a *Authority) audit(r *hubpostal.Report) []string {
 	var bad []string
 	fail := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }
+	// Every indicium names its buyer: a kiosk and its store, or a web
+	// customer's account.
+	for _, x := range r.Transactions {
+		switch b := x.Buyer; {
+		case b.Channel == "kiosk" && b.Kiosk != "" && b.Store != "":
+		case b.Channel == "web" && b.Account > 0:
+		default:
+			fail("indicium on label %s: buyer %+v is neither a kiosk in a store nor a customer account", x.Label, b)
+		}
+	}
+	// Status and security events are of known kinds, name their subject
+	// and fall in the period.
+	for _, e := range r.Events {
+		if !slices.Contains(hubpostal.EventKinds, e.Kind) || e.Subject == "" || e.At.Before(r.From) || !e.At.Before(r.To) {
+			fail("event %+v: unknown kind, no subject, or outside the period", e)
+		}
+	}
 	keys := map[uint32]*ecdsa.PublicKey{}
 	for _, c := range a.st.Certificates {
 		if c.Vendor != r.Vendor {
