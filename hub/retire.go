@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/sale"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -75,4 +76,9 @@ func (h *Hub) retireSummary(ctx context.Context, kioskID, why string, lost bool)
 	}
 	return fmt.Sprintf("%d certificates revoked, %d sheets voided, %d unreported stamps voided and %s refunded",
 		r.Certificates, r.Sheets, r.Labels, r.Refunded), nil
+}
+
+// counterRefund takes back an unused kiosk stamp for the console.
+func (h *Hub) counterRefund(ctx context.Context, label protocol.LabelSerial, by, why string, may func(kioskID string) bool) (protocol.Mills, error) {
+	return h.sales.RefundAtCounter(ctx, h.ledger, sale.CounterRefund{Label: label, By: by, Reason: why, Window: h.cfg.RefundWindow, May: may})
 }

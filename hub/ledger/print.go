@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/frank-postage/frank/hub/store"
@@ -104,8 +106,14 @@ func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, lab
 // RecordRefund records that a failed label's remedy is a refund, once.
 // The same refund request asking again is not an error.
 func (l *Ledger) RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error {
-	_, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at) VALUES (?, 'refund', ?, ?, ?, ?)`),
-		label.String(), kioskID, requestID, amount, micros(l.cfg.Now()))
+	return l.RecordCounterRefund(ctx, label, kioskID, requestID, amount, "", "")
+}
+
+// RecordCounterRefund is RecordRefund with the operator who took the label
+// back at the counter, and why.
+func (l *Ledger) RecordCounterRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills, by, why string) error {
+	_, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at, by_operator, reason) VALUES (?, 'refund', ?, ?, ?, ?, ?, ?)`),
+		label.String(), kioskID, requestID, amount, micros(l.cfg.Now()), nullString(by), nullString(why))
 	if store.IsConflict(err) {
 		var kind, by string
 		if l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT kind, request_id FROM remedies WHERE label = ?`), label.String()).Scan(&kind, &by) == nil &&
@@ -257,4 +265,82 @@ func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, la
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was refunded already", label)
 	}
 	return sp, nil
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// LabelSale names the sale whose indicium is on label: the live one, or
+// else the last one voided.
+func (l *Ledger) LabelSale(ctx context.Context, label protocol.LabelSerial) (kioskID, requestID string, err error) {
+	err = l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT kiosk_id, request_id FROM indicia WHERE label = ?
+		ORDER BY CASE WHEN state = 'voided' THEN 1 ELSE 0 END, id DESC LIMIT 1`), label.String()).Scan(&kioskID, &requestID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", protocol.Errorf(protocol.CodeLabelUnknown, "no stamp was sold on label %s", label)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("ledger: label sale %s: %w", label, err)
+	}
+	return kioskID, requestID, nil
+}
+
+// Void is one entry of the void list: an indicium that must not be
+// accepted as postage, by the meter that made it and its label.
+type Void struct {
+	Meter  string `json:"meter"`
+	Label  string `json:"label"`
+	AR     int64  `json:"ar"` // tells it from a later stamp on the same label
+	Reason string `json:"reason"`
+}
+
+// VoidList is every voided or spoiled indicium, oldest first.
+func (l *Ledger) VoidList(ctx context.Context) ([]Void, error) {
+	rows, err := l.db.QueryContext(ctx, `SELECT mpsd, label, ar, COALESCE(void_reason, 'voided') FROM indicia WHERE state = 'voided'
+		UNION ALL SELECT mpsd, label, ar, 'spoiled: ' || reason FROM spoiled`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: void list: %w", err)
+	}
+	defer rows.Close()
+	out := []Void{}
+	for rows.Next() {
+		var v Void
+		var mpsd uint32
+		if err := rows.Scan(&mpsd, &v.Label, &v.AR, &v.Reason); err != nil {
+			return nil, fmt.Errorf("ledger: void list: %w", err)
+		}
+		v.Meter = protocol.MeterNumber(l.cfg.Vendor, l.cfg.Model, mpsd)
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// IndiciumStatus says whether the indicium a meter made for label is
+// valid (issued or printed), voided, or unknown to this vendor.
+func (l *Ledger) IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial) (status, reason string, err error) {
+	var mpsd uint32
+	prefix := l.cfg.Vendor + l.cfg.Model
+	if rest, ok := strings.CutPrefix(meter, prefix); !ok || len(rest) != 8 {
+		return "unknown", "", nil
+	} else if n, err := strconv.ParseUint(rest, 10, 32); err != nil {
+		return "unknown", "", nil
+	} else {
+		mpsd = uint32(n)
+	}
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT state, COALESCE(void_reason, '') FROM indicia WHERE mpsd = ? AND label = ?
+		UNION ALL SELECT 'voided', 'spoiled: ' || reason FROM spoiled WHERE mpsd = ? AND label = ?`), mpsd, label.String(), mpsd, label.String())
+	if err != nil {
+		return "", "", fmt.Errorf("ledger: indicium status: %w", err)
+	}
+	defer rows.Close()
+	status = "unknown"
+	for rows.Next() {
+		var st, why string
+		if err := rows.Scan(&st, &why); err != nil {
+			return "", "", fmt.Errorf("ledger: indicium status: %w", err)
+		}
+		if st != "voided" {
+			return "valid", "", nil // the live one; any others on the label were voided before it
+		}
+		status, reason = "voided", why
+	}
+	return status, reason, rows.Err()
 }

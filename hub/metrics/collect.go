@@ -152,7 +152,7 @@ func (c *presenceCollector) Collect(ch chan<- prometheus.Metric) {
 // the constants of package alerts.
 var alertKinds = []string{
 	alerts.Tamper, alerts.Fraud, alerts.InspectionDue, alerts.KioskOffline,
-	alerts.PaperOut, alerts.LabelsLow, alerts.FundsLow, alerts.Unconfirmed,
+	alerts.PaperOut, alerts.LabelsLow, alerts.FundsLow, alerts.Unconfirmed, alerts.ReportRefused, alerts.ReportLate,
 }
 
 type alertsCollector struct {

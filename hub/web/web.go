@@ -25,6 +25,7 @@ import (
 	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/keys"
+	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/web/assets"
 	"github.com/frank-postage/frank/hub/web/session"
@@ -74,7 +75,8 @@ type deviceCA interface {
 type Server struct {
 	Keys      keyList
 	DB        pinger
-	Ledger    stopper // healthz fails once a ledger check stopped sales
+	Ledger    stopper  // healthz fails once a ledger check stopped sales
+	Voids     voidBook // the void list and indicium status, for verifiers; may be nil
 	Workers   workers
 	Customers customers
 	Stamps    stamper
@@ -113,6 +115,10 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/healthz", s.healthz)
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Get("/certificates", s.certificates)
+		if s.Voids != nil {
+			r.Get("/voided", s.voided)
+			r.Get("/indicia/{meter}/{label}", s.indiciumStatus)
+		}
 		if s.CA != nil {
 			r.Get("/ca", s.caCert)
 			r.Get("/ca/crl", s.crl)
@@ -179,6 +185,12 @@ func securityHeaders(next http.Handler) http.Handler {
 }
 
 // stopper says whether sales are stopped; ledger.Ledger.
+// voidBook says which indicia must not be accepted as postage; the ledger.
+type voidBook interface {
+	VoidList(ctx context.Context) ([]ledger.Void, error)
+	IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial) (status, reason string, err error)
+}
+
 type stopper interface {
 	Stopped() error
 }
@@ -207,6 +219,36 @@ type certificate struct {
 	// trusted.
 	CertificatePEM string `json:"certificate_pem"`
 	Active         bool   `json:"active"`
+}
+
+// voided publishes the void list: every indicium voided or spoiled, which
+// verifiers refuse as postage.
+func (s *Server) voided(w http.ResponseWriter, r *http.Request) {
+	list, err := s.Voids.VoidList(r.Context())
+	if err != nil {
+		s.Log.Error("void list", "err", err)
+		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// indiciumStatus answers whether the stamp a meter made for a label is
+// valid, voided or unknown.
+func (s *Server) indiciumStatus(w http.ResponseWriter, r *http.Request) {
+	meter := chi.URLParam(r, "meter")
+	label, err := protocol.ParseLabelSerial(chi.URLParam(r, "label"))
+	if err != nil || len(meter) > 16 {
+		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest, "want /api/v1/indicia/METER/LABEL"))
+		return
+	}
+	st, why, err := s.Voids.IndiciumStatus(r.Context(), meter, label)
+	if err != nil {
+		s.Log.Error("indicium status", "err", err)
+		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"meter": meter, "label": label.String(), "status": st, "reason": why})
 }
 
 func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"testing"
 
 	"github.com/frank-postage/frank/testbench/verify"
@@ -27,5 +28,24 @@ func FuzzKeysOf(f *testing.F) {
 			t.Fatalf("certified without the authority's signature: %q", b)
 		}
 		verify.KeysOf(certs, nil)
+	})
+}
+
+// A void list comes from a file anyone can hand a verifier: no input
+// panics it, and what it lists is found again.
+func FuzzParseVoidList(f *testing.F) {
+	f.Add([]byte(`[{"meter":"FR2N50000001","label":"1966-F8CF-01","ar":780,"reason":"refund_requested"}]`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"meter":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		vl, err := verify.ParseVoidList(b)
+		if err != nil {
+			return
+		}
+		var vs []verify.Void
+		json.Unmarshal(b, &vs)
+		if len(vs) > 0 && len(vl) == 0 {
+			t.Fatalf("%d entries parsed to an empty list", len(vs))
+		}
 	})
 }

@@ -116,26 +116,72 @@ type Keys map[uint32]Key
 
 // FetchCertificates gets the published certificates from a hub's base URL.
 func FetchCertificates(ctx context.Context, hubURL string, client *http.Client) ([]Certificate, error) {
+	b, err := get(ctx, client, hubURL+"/api/v1/certificates")
+	if err != nil {
+		return nil, fmt.Errorf("verify: certificates: %w", err)
+	}
+	return ParseCertificates(b)
+}
+
+// get reads a hub document of up to 16 MiB.
+func get(ctx context.Context, client *http.Client, url string) ([]byte, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hubURL+"/api/v1/certificates", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("verify: certificates: %w", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("verify: certificates: %s", resp.Status)
+		return nil, errors.New(resp.Status)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+}
+
+// Void is an entry of a vendor's void list (/api/v1/voided): an indicium
+// refunded, voided or spoiled, which is not postage.
+type Void struct {
+	Meter  string `json:"meter"`
+	Label  string `json:"label"`
+	AR     int64  `json:"ar"`
+	Reason string `json:"reason"`
+}
+
+// VoidList finds an indicium among the voided ones.
+type VoidList map[string]string // meter/label/ar -> reason
+
+// FetchVoidList gets the void list from a hub's base URL.
+func FetchVoidList(ctx context.Context, hubURL string, client *http.Client) (VoidList, error) {
+	b, err := get(ctx, client, hubURL+"/api/v1/voided")
 	if err != nil {
-		return nil, fmt.Errorf("verify: certificates: %w", err)
+		return nil, fmt.Errorf("verify: void list: %w", err)
 	}
-	return ParseCertificates(b)
+	return ParseVoidList(b)
+}
+
+// ParseVoidList reads a void list as /api/v1/voided serves it, e.g. from a
+// file saved for verifying offline.
+func ParseVoidList(b []byte) (VoidList, error) {
+	var vs []Void
+	if err := json.Unmarshal(b, &vs); err != nil {
+		return nil, fmt.Errorf("verify: void list: %w", err)
+	}
+	out := VoidList{}
+	for _, v := range vs {
+		out[fmt.Sprintf("%s/%s/%d", v.Meter, v.Label, v.AR)] = v.Reason
+	}
+	return out, nil
+}
+
+// Voided says whether in is on the list, and why.
+func (vl VoidList) Voided(in *protocol.Indicium) (string, bool) {
+	why, ok := vl[fmt.Sprintf("%s/%s/%d", in.MeterNumber(), in.Label, in.AR)]
+	return why, ok
 }
 
 // ParseCertificates reads certificates as /api/v1/certificates serves them,

@@ -100,6 +100,9 @@ type Console struct {
 	Certs    certs // may be nil
 	// Licence is the vendor's postal licence, shown with the funds.
 	Licence string
+	// Refund takes back an unused kiosk stamp at the counter, if may says
+	// the operator looks after the kiosk that sold it.
+	Refund func(ctx context.Context, label protocol.LabelSerial, by, why string, may func(kioskID string) bool) (protocol.Mills, error)
 	// Retire takes a kiosk out of the fleet and says what it did; ops only.
 	Retire   func(ctx context.Context, kioskID, why string, lost bool) (string, error)
 	Sessions *session.Manager

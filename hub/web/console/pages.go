@@ -7,14 +7,17 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/web/assets"
 	"github.com/frank-postage/frank/hub/web/session"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // current is the logged-in operator: by session on the pages, by token
@@ -47,6 +50,7 @@ func (c *Console) Routes() http.Handler {
 		r.Get("/kiosks/{id}", c.kioskPage)
 		r.Get("/stock", c.stockPage)
 		r.Post("/stock/issue", c.issue)
+		r.Post("/refunds", c.refund)
 		r.Post("/logout", c.logout)
 		r.Group(func(r chi.Router) {
 			r.Use(opsOnly)
@@ -244,6 +248,46 @@ func (c *Console) issue(w http.ResponseWriter, r *http.Request) {
 	}
 	v.Issued = serials
 	c.render(w, r, http.StatusOK, "stock.html", page{Title: "Label stock", Flash: fmt.Sprintf("Issued %d sheets.", len(serials)), Data: v})
+}
+
+// refund takes back an unused stamp bought at a kiosk: staff for their
+// stores' kiosks, ops for any, with the label handed in and a reason.
+func (c *Console) refund(w http.ResponseWriter, r *http.Request) {
+	op := current(r).Subject
+	v, err := c.stock(r.Context(), op)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	refuse := func(msg string) {
+		c.render(w, r, http.StatusUnprocessableEntity, "stock.html", page{Title: "Label stock", Error: msg, Data: v})
+	}
+	label, err := protocol.ParseLabelSerial(strings.TrimSpace(r.PostFormValue("label")))
+	switch {
+	case c.Refund == nil:
+		refuse("refunds are not available on this hub")
+		return
+	case err != nil:
+		refuse("label: " + err.Error())
+		return
+	case r.PostFormValue("handed_in") != "yes":
+		refuse("take the label back first: a refunded stamp must not be mailed")
+		return
+	}
+	may := func(kioskID string) bool {
+		ks, err := c.Kiosks.List(r.Context())
+		if err != nil {
+			return false
+		}
+		i := slices.IndexFunc(ks, func(k fleet.Kiosk) bool { return k.ID == kioskID })
+		return i >= 0 && op.MaySee(ks[i].Store)
+	}
+	amount, err := c.Refund(r.Context(), label, op.Login, strings.TrimSpace(r.PostFormValue("reason")), may)
+	if err != nil {
+		refuse(err.Error())
+		return
+	}
+	c.render(w, r, http.StatusOK, "stock.html", page{Title: "Label stock", Flash: fmt.Sprintf("Refunded %s for label %s; its indicium is void.", amount, label), Data: v})
 }
 
 // issueSheets issues n sheets to a store op may serve. Ops may name a new

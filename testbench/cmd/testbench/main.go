@@ -180,7 +180,7 @@ func verifyLabel(ctx context.Context, d *demo.Demo, png, certsFile string) (*pro
 	if err := os.WriteFile(certsFile, raw, 0o644); err != nil {
 		return nil, err
 	}
-	keys, err := loadKeys(ctx, "", "", certsFile, d.AuthorityFile())
+	keys, err := loadKeys(ctx, nil, "", certsFile, d.AuthorityFile())
 	if err != nil {
 		return nil, err
 	}
@@ -232,11 +232,34 @@ func runVerify(ctx context.Context, args []string) int {
 	fingerprint := fs.String("fingerprint", "", "the hub's TLS fingerprint (hub ca show), for https")
 	certsFile := fs.String("certificates", "", "the certificates as /api/v1/certificates served them, saved to a file: no hub is asked")
 	authorityFile := fs.String("authority", "", "the postal authority's public key (PEM PUBLIC KEY or CERTIFICATE): every key must carry its signature")
+	voidFile := fs.String("void-list", "", "the void list as /api/v1/voided served it, saved to a file (default: the hub's, unless --certificates names a file)")
 	fs.Parse(args)
-	keys, err := loadKeys(ctx, *hubURL, *fingerprint, *certsFile, *authorityFile)
+	client, err := hubClient(*fingerprint)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench verify:", err)
 		return 1
+	}
+	keys, err := loadKeys(ctx, client, *hubURL, *certsFile, *authorityFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testbench verify:", err)
+		return 1
+	}
+	var voids verify.VoidList // nil: not checked
+	switch {
+	case *voidFile != "":
+		b, err := os.ReadFile(*voidFile)
+		if err == nil {
+			voids, err = verify.ParseVoidList(b)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbench verify:", err)
+			return 1
+		}
+	case *certsFile == "":
+		if voids, err = verify.FetchVoidList(ctx, *hubURL, client); err != nil {
+			fmt.Fprintln(os.Stderr, "testbench verify:", err)
+			return 1
+		}
 	}
 	trust := "hub"
 	if *authorityFile != "" {
@@ -249,8 +272,14 @@ func runVerify(ctx context.Context, args []string) int {
 		if err == nil {
 			var in *protocol.Indicium
 			if in, err = keys.Verify(b); err == nil {
-				enc.Encode(map[string]any{"file": f, "ok": true, "meter": in.MeterNumber(), "postage": in.Postage.String(),
-					"label": in.Label.String(), "date": in.Date.String(), "ar": in.AR, "dr": in.DR, "cert": in.CertSerial, "key_trusted_by": trust})
+				out := map[string]any{"file": f, "ok": true, "status": "valid", "meter": in.MeterNumber(), "postage": in.Postage.String(),
+					"label": in.Label.String(), "date": in.Date.String(), "ar": in.AR, "dr": in.DR, "cert": in.CertSerial, "key_trusted_by": trust,
+					"void_list_checked": voids != nil}
+				if why, voided := voids.Voided(in); voided {
+					out["ok"], out["status"], out["void_reason"] = false, "voided", why
+					code = 1
+				}
+				enc.Encode(out)
 				continue
 			}
 		}
@@ -260,9 +289,21 @@ func runVerify(ctx context.Context, args []string) int {
 	return code
 }
 
+// hubClient reaches the hub over HTTPS pinned to fingerprint, if given.
+func hubClient(fingerprint string) (*http.Client, error) {
+	if fingerprint == "" {
+		return http.DefaultClient, nil
+	}
+	pin, err := protocol.ParseFingerprint(fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}, nil
+}
+
 // loadKeys reads the certificates from a file or the hub, and checks them
 // against the authority's key if given.
-func loadKeys(ctx context.Context, hubURL, fingerprint, certsFile, authorityFile string) (verify.Keys, error) {
+func loadKeys(ctx context.Context, client *http.Client, hubURL, certsFile, authorityFile string) (verify.Keys, error) {
 	var authority *ecdsa.PublicKey
 	if authorityFile != "" {
 		b, err := os.ReadFile(authorityFile)
@@ -283,14 +324,6 @@ func loadKeys(ctx context.Context, hubURL, fingerprint, certsFile, authorityFile
 			return nil, err
 		}
 	} else {
-		client := http.DefaultClient
-		if fingerprint != "" {
-			pin, err := protocol.ParseFingerprint(fingerprint)
-			if err != nil {
-				return nil, err
-			}
-			client = &http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}
-		}
 		var err error
 		if certs, err = verify.FetchCertificates(ctx, hubURL, client); err != nil {
 			return nil, err

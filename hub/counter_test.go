@@ -1,0 +1,110 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Staff take back an unused kiosk stamp at the counter: their stores'
+// kiosks only, with the label in hand and a reason, within 28 days, once.
+// The card gets the postage back, the indicium goes on the void list, and
+// the status lookup says so.
+func TestCounterRefundAndVoidList(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	var meter string
+	for i, label := range []string{"1966-F8CF-01", "1966-F8CF-02", "1966-F8CF-03"} {
+		res := decode(t, k.ask(purchase("ctr-"+label, "kiosk-1", label, nil)))
+		if res.Status != protocol.ResultOK {
+			t.Fatalf("sale %d: %+v", i, res.Error)
+		}
+		meter = res.Indicia[0].MeterNumber
+	}
+	refund := func(b *browser, label, why string, inHand bool) (int, string) {
+		t.Helper()
+		form := url.Values{"label": {label}, "reason": {why}}
+		if inHand {
+			form.Set("handed_in", "yes")
+		}
+		st, _, page := b.post("/console/stock", "/console/refunds", form)
+		return st, page
+	}
+	before := e.cards.Totals()
+	other := e.operator("sam", "staff", "store-b")
+	if st, page := refund(other, "1966-F8CF-01", "wrong class", true); st != http.StatusUnprocessableEntity || !strings.Contains(page, "not sold at a kiosk you look after") {
+		t.Fatalf("another store's staff: %d", st)
+	}
+	staff := e.operator("sue", "staff", "store-a")
+	if st, _ := refund(staff, "1966-F8CF-01", "wrong class", false); st != http.StatusUnprocessableEntity {
+		t.Fatalf("without the label in hand: %d", st)
+	}
+	if st, _ := refund(staff, "1966-F8CF-01", "", true); st != http.StatusUnprocessableEntity {
+		t.Fatalf("without a reason: %d", st)
+	}
+	if st, page := refund(staff, "1966-F8CF-01", "wrong class", true); st != http.StatusOK || !strings.Contains(page, "Refunded $0.78") {
+		t.Fatalf("refund: %d %s", st, page)
+	}
+	if st, page := refund(staff, "1966-F8CF-01", "again", true); st != http.StatusUnprocessableEntity || !strings.Contains(page, "refunded already") {
+		t.Fatalf("second refund: %d", st)
+	}
+	if after := e.cards.Totals(); after.Refunded-before.Refunded != 780 {
+		t.Fatalf("card refunded %d mills, want 780", after.Refunded-before.Refunded)
+	}
+	// Past the window: refused, and the stamp stays valid.
+	e.clock.Set(e.clock.Now().Add(29 * 24 * time.Hour))
+	ops := e.operator("olive", "ops")
+	if st, page := refund(ops, "1966-F8CF-02", "too late", true); st != http.StatusUnprocessableEntity || !strings.Contains(page, "refund window") {
+		t.Fatalf("after 29 days: %d", st)
+	}
+
+	// The void list and the status lookup, for verifiers.
+	get := func(path string, out any) {
+		t.Helper()
+		resp, err := http.Get("http://" + e.h.HTTPAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(out) != nil {
+			t.Fatalf("%s: %s", path, resp.Status)
+		}
+	}
+	var voids []ledger.Void
+	get("/api/v1/voided", &voids)
+	if len(voids) != 1 || voids[0].Label != "1966-F8CF-01" || voids[0].Meter != meter || voids[0].Reason != "refund_requested" {
+		t.Fatalf("void list %+v", voids)
+	}
+	for label, want := range map[string]string{"1966-F8CF-01": "voided", "1966-F8CF-02": "valid", "1966-F8CF-09": "unknown"} {
+		var st map[string]string
+		get("/api/v1/indicia/"+meter+"/"+label, &st)
+		if st["status"] != want {
+			t.Errorf("status of %s: %v, want %s", label, st, want)
+		}
+	}
+	var st map[string]string
+	get("/api/v1/indicia/XX9Z00000001/1966-F8CF-01", &st)
+	if st["status"] != "unknown" {
+		t.Errorf("another vendor's meter: %v", st)
+	}
+	// The refund is a refund claim in the postal report, and the books add up.
+	rep, err := e.h.Ledger().BuildReport(ctx, e.clock.Now().Add(-60*24*time.Hour), e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Voided) != 1 || rep.Voided[0].Label != "1966-F8CF-01" {
+		t.Fatalf("refund claims %+v", rep.Voided)
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
+		t.Fatal(err)
+	}
+	e.check()
+}
