@@ -140,6 +140,9 @@ type Config struct {
 	// period (default 30 s).
 	Reports    reports.Config
 	ReportTick time.Duration
+	// KeyCheckEvery is how often a running hub looks for a signing key
+	// rotated by another process (hub keys rotate); default 10 s.
+	KeyCheckEvery time.Duration
 	Ledger     ledger.Config
 }
 
@@ -195,6 +198,9 @@ func (c *Config) Defaults() {
 	}
 	if c.RefundWindow == 0 {
 		c.RefundWindow = 28 * 24 * time.Hour
+	}
+	if c.KeyCheckEvery <= 0 {
+		c.KeyCheckEvery = 10 * time.Second
 	}
 	if c.ReportTick <= 0 {
 		c.ReportTick = 30 * time.Second
@@ -482,6 +488,9 @@ func (h *Hub) Ledger() *ledger.Ledger { return h.ledger }
 // Keys returns the key manager.
 func (h *Hub) Keys() *keys.Keys { return h.keys }
 
+// Pool is the PSDM workers.
+func (h *Hub) Pool() *psdm.Pool { return h.pool }
+
 // Start runs the servers: the key ceremony if no key exists yet, the
 // embedded broker, the PSDM workers, the MQTT front and the HTTP API.
 func (h *Hub) Start(ctx context.Context) error {
@@ -634,6 +643,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.bg.Go(func() { h.checkLedger(h.cfg.LedgerCheckEvery) })
 	}
 	h.bg.Go(h.heartbeats)
+	h.bg.Go(func() { h.every(h.cfg.KeyCheckEvery, func() bool { h.followKey(h.bgCtx); return true }) })
 	if h.cfg.Reports.Every >= 0 {
 		rc := h.cfg.Reports
 		rc.Holder, rc.Now = h.ledger.Holder(), h.cfg.Ledger.Now
@@ -650,6 +660,22 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.log.Info("hub ready", "web", h.URL(), "broker", brokerURL, "broker_tls", h.BrokerTLSAddr, "workers", h.cfg.Workers, "cert_serial", key.CertSerial)
 	return nil
+}
+
+// followKey switches the workers to the active signing key when a rotation
+// (by this or any process on the database) has made another one active.
+func (h *Hub) followKey(ctx context.Context) {
+	key, err := h.keys.Active(ctx)
+	if err != nil {
+		h.log.Warn("signing key not checked", "err", err)
+		return
+	}
+	if key.CertSerial == h.pool.Key().CertSerial {
+		return
+	}
+	if err := h.pool.SetKey(psdm.Key{Label: key.Label, CertSerial: key.CertSerial}); err != nil {
+		h.log.Error("rotated signing key not taken up; signing with the old one", "cert_serial", key.CertSerial, "err", err)
+	}
 }
 
 // Close stops everything in reverse order of start. It may be called more

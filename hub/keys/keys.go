@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/frank-postage/frank/hub/postal"
@@ -29,6 +30,9 @@ type Key struct {
 	CertificatePEM string     `json:"certificate_pem"`
 	Created        time.Time  `json:"created"`
 	Retired        *time.Time `json:"retired,omitempty"`
+	// Compromised is when the key was compromised: stamps it signed from
+	// that day on are not postage.
+	Compromised *time.Time `json:"compromised,omitempty"`
 }
 
 // ErrNoKey means the ceremony has not run.
@@ -74,7 +78,7 @@ func (k *Keys) Active(ctx context.Context) (Key, error) {
 
 // All returns every key that ever signed, oldest first.
 func (k *Keys) All(ctx context.Context) ([]Key, error) {
-	rows, err := k.db.QueryContext(ctx, `SELECT cert_serial, key_label, public_key_pem, certificate_pem, created_at, retired_at FROM signing_keys ORDER BY created_at, cert_serial`)
+	rows, err := k.db.QueryContext(ctx, `SELECT cert_serial, key_label, public_key_pem, certificate_pem, created_at, retired_at, compromised_at FROM signing_keys ORDER BY created_at, cert_serial`)
 	if err != nil {
 		return nil, fmt.Errorf("keys: list: %w", err)
 	}
@@ -83,8 +87,8 @@ func (k *Keys) All(ctx context.Context) ([]Key, error) {
 	for rows.Next() {
 		var key Key
 		var created int64
-		var retired sql.NullInt64
-		if err := rows.Scan(&key.CertSerial, &key.Label, &key.PublicKeyPEM, &key.CertificatePEM, &created, &retired); err != nil {
+		var retired, compromised sql.NullInt64
+		if err := rows.Scan(&key.CertSerial, &key.Label, &key.PublicKeyPEM, &key.CertificatePEM, &created, &retired, &compromised); err != nil {
 			return nil, fmt.Errorf("keys: list: %w", err)
 		}
 		key.Algorithm = 3
@@ -92,6 +96,10 @@ func (k *Keys) All(ctx context.Context) ([]Key, error) {
 		if retired.Valid {
 			t := time.UnixMicro(retired.Int64).UTC()
 			key.Retired = &t
+		}
+		if compromised.Valid {
+			t := time.UnixMicro(compromised.Int64).UTC()
+			key.Compromised = &t
 		}
 		out = append(out, key)
 	}
@@ -140,6 +148,30 @@ func (k *Keys) Rotate(ctx context.Context) (Key, error) {
 		k.log.Warn("the postal authority gave no certificate for the key; verifiers must trust the hub for it", "cert_serial", cert.Serial)
 	}
 	return Key{CertSerial: cert.Serial, Algorithm: 3, Label: label, PublicKeyPEM: cert.PublicKeyPEM, CertificatePEM: cert.CertificatePEM, Created: now}, nil
+}
+
+// Compromise marks the key serial compromised since the given time. The
+// active key is rotated first, so nothing more is signed with it; running
+// hubs follow within KeyCheckEvery.
+func (k *Keys) Compromise(ctx context.Context, serial uint32, since time.Time) error {
+	all, err := k.All(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(all, func(key Key) bool { return key.CertSerial == serial })
+	if i < 0 {
+		return fmt.Errorf("keys: compromise %d: no such key", serial)
+	}
+	if all[i].Retired == nil {
+		if _, err := k.Rotate(ctx); err != nil {
+			return fmt.Errorf("keys: compromise %d: %w", serial, err)
+		}
+	}
+	if _, err := k.db.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET compromised_at = ? WHERE cert_serial = ?`), since.UnixMicro(), serial); err != nil {
+		return fmt.Errorf("keys: compromise %d: %w", serial, err)
+	}
+	k.log.Warn("signing key marked compromised", "cert_serial", serial, "since", since)
+	return nil
 }
 
 // Certify asks the authority again for the certificate of each key that has

@@ -151,15 +151,16 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 		}
 		rows.Close()
 		// Key rotations: keys put in service and retired.
-		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT cert_serial, created_at, COALESCE(retired_at, 0) FROM signing_keys
-			WHERE (created_at >= ? AND created_at < ?) OR (retired_at >= ? AND retired_at < ?) ORDER BY cert_serial`), f, t, f, t)
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT cert_serial, created_at, COALESCE(retired_at, 0), COALESCE(compromised_at, 0) FROM signing_keys
+			WHERE (created_at >= ? AND created_at < ?) OR (retired_at >= ? AND retired_at < ?) OR (compromised_at >= ? AND compromised_at < ?)
+			ORDER BY cert_serial`), f, t, f, t, f, t)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var serial uint32
-			var created, retired int64
-			if err := rows.Scan(&serial, &created, &retired); err != nil {
+			var created, retired, compromised int64
+			if err := rows.Scan(&serial, &created, &retired, &compromised); err != nil {
 				rows.Close()
 				return err
 			}
@@ -169,6 +170,9 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			}
 			if retired >= f && retired < t && retired != 0 {
 				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyRetired, Subject: subject, Detail: "indicium signing key retired", At: time.UnixMicro(retired).UTC()})
+			}
+			if compromised >= f && compromised < t && compromised != 0 {
+				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyCompromised, Subject: subject, Detail: "indicium signing key compromised: stamps it signed from this day on are void", At: time.UnixMicro(compromised).UTC()})
 			}
 		}
 		rows.Close()

@@ -205,16 +205,17 @@ type Anchor struct {
 
 // Event kinds a report carries: status and security events of the period.
 const (
-	EventKioskLost    = "kiosk_lost"    // a kiosk lost or stolen (39 CFR 501)
-	EventKioskRetired = "kiosk_retired" // a kiosk taken out of the fleet
-	EventPSDLocked    = "psd_locked"    // a PSD locked on tamper: a control code did not match
-	EventTamper       = "tamper"        // another tamper finding: a ledger check violation
-	EventKeyActivated = "key_activated" // an indicium signing key put in service (a rotation)
-	EventKeyRetired   = "key_retired"   // a signing key retired by a rotation
+	EventKioskLost      = "kiosk_lost"      // a kiosk lost or stolen (39 CFR 501)
+	EventKioskRetired   = "kiosk_retired"   // a kiosk taken out of the fleet
+	EventPSDLocked      = "psd_locked"      // a PSD locked on tamper: a control code did not match
+	EventTamper         = "tamper"          // another tamper finding: a ledger check violation
+	EventKeyActivated   = "key_activated"   // an indicium signing key put in service (a rotation)
+	EventKeyRetired     = "key_retired"     // a signing key retired by a rotation
+	EventKeyCompromised = "key_compromised" // a signing key marked compromised (Detail: since when)
 )
 
 // EventKinds are the kinds an authority accepts.
-var EventKinds = []string{EventKioskLost, EventKioskRetired, EventPSDLocked, EventTamper, EventKeyActivated, EventKeyRetired}
+var EventKinds = []string{EventKioskLost, EventKioskRetired, EventPSDLocked, EventTamper, EventKeyActivated, EventKeyRetired, EventKeyCompromised}
 
 // Event is one status or security event.
 type Event struct {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/frank-postage/frank/hub/ledger"
@@ -77,6 +78,7 @@ type Pool struct {
 	next    uint64     // round-robin position
 	closed  chan struct{}
 	wg      sync.WaitGroup
+	key     atomic.Pointer[Key] // the key new stamps are signed with
 }
 
 // Start opens one HSM session per worker, leases each worker's MPSDs, and
@@ -95,6 +97,7 @@ func Start(ctx context.Context, cfg Config, open func() (Session, error), key Ke
 		cfg.RenewEvery = b.Config().LeaseTTL / 3
 	}
 	p := &Pool{cfg: cfg, book: b, log: log, closed: make(chan struct{})}
+	p.key.Store(&key)
 	for i := range cfg.Workers {
 		w, err := p.startWorker(ctx, i, open, key)
 		if err != nil {
@@ -170,6 +173,37 @@ func (p *Pool) Status() []Status {
 		out = append(out, w.status())
 	}
 	return out
+}
+
+// Key is the key new stamps are signed with.
+func (p *Pool) Key() Key { return *p.key.Load() }
+
+// SetKey has every worker sign with key from its next stamp on, as a key
+// rotation asks of a running hub. Stamps already queued are signed with
+// the key they were queued under or the new one; both are published.
+func (p *Pool) SetKey(key Key) error {
+	p.mu.Lock()
+	select {
+	case <-p.closed:
+		p.mu.Unlock()
+		return ledger.ErrClosed
+	default:
+	}
+	done := make(chan error, len(p.workers))
+	for _, w := range p.workers {
+		w.jobs <- job{rekey: &key, done: done}
+	}
+	p.mu.Unlock()
+	var errs []error
+	for range p.workers {
+		errs = append(errs, <-done)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("psdm: set key %d: %w", key.CertSerial, err)
+	}
+	p.key.Store(&key)
+	p.log.Info("signing with a new key", "cert_serial", key.CertSerial)
+	return nil
 }
 
 // Close stops the workers after their current job, releases the leases and
@@ -257,6 +291,8 @@ type job struct {
 	ticket *ledger.Ticket
 	sale   *ledger.Sale
 	items  []int
+	rekey  *Key       // instead: sign from now on with this key
+	done   chan error // the rekey's outcome
 }
 
 // slot is an MPSD a worker holds: its registers as committed, and as the
@@ -289,6 +325,15 @@ type worker struct {
 
 func (w *worker) run() {
 	for j := range w.jobs {
+		if j.rekey != nil {
+			// On the worker's own goroutine: its HSM session is not shared.
+			signer, err := w.sess.Signer(j.rekey.Label)
+			if err == nil {
+				w.signer, w.key = signer, *j.rekey
+			}
+			j.done <- err
+			continue
+		}
 		for _, i := range j.items {
 			w.pool.book.Submit(w.issue(j.ticket, j.sale, i))
 		}

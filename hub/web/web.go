@@ -219,6 +219,9 @@ type certificate struct {
 	// trusted.
 	CertificatePEM string `json:"certificate_pem"`
 	Active         bool   `json:"active"`
+	// Compromised is when the key was compromised: verifiers refuse
+	// stamps it signed dated that day or later.
+	Compromised *time.Time `json:"compromised,omitempty"`
 }
 
 // voided publishes the void list: every indicium voided or spoiled, which
@@ -260,7 +263,7 @@ func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]certificate, 0, len(all))
 	for _, k := range all {
-		out = append(out, certificate{Serial: k.CertSerial, Algorithm: k.Algorithm, PublicKeyPEM: k.PublicKeyPEM, CertificatePEM: k.CertificatePEM, Active: k.Retired == nil})
+		out = append(out, certificate{Serial: k.CertSerial, Algorithm: k.Algorithm, PublicKeyPEM: k.PublicKeyPEM, CertificatePEM: k.CertificatePEM, Active: k.Retired == nil, Compromised: k.Compromised})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -99,6 +99,8 @@ type Certificate struct {
 	// CertificatePEM is the postal authority's X.509 certificate for the
 	// key: its serial number is Serial, its organization the vendor.
 	CertificatePEM string `json:"certificate_pem"`
+	// Compromised is when the vendor declared the key compromised.
+	Compromised *time.Time `json:"compromised,omitempty"`
 }
 
 // Key is a published indicium key. A key the authority certified carries
@@ -109,6 +111,19 @@ type Key struct {
 	Vendor    string
 	NotBefore time.Time
 	NotAfter  time.Time
+	// Compromised is when the key was compromised: a stamp it signed dated
+	// that day or later is not postage.
+	Compromised *time.Time
+}
+
+// CompromisedSigner says whether in was signed by a compromised key on or
+// after the day of the compromise, and since when.
+func (k Keys) CompromisedSigner(in *protocol.Indicium) (time.Time, bool) {
+	key, ok := k[in.CertSerial]
+	if !ok || key.Compromised == nil {
+		return time.Time{}, false
+	}
+	return *key.Compromised, in.Date >= protocol.DateOf(key.Compromised.UTC())
 }
 
 // Keys maps certificate serials to keys.
@@ -223,6 +238,7 @@ func KeysOf(certs []Certificate, authority *ecdsa.PublicKey) (Keys, error) {
 				return nil, fmt.Errorf("verify: certificate %d: the published key is not the one the authority certified", c.Serial)
 			}
 		}
+		k.Compromised = c.Compromised
 		keys[c.Serial] = k
 	}
 	return keys, nil

@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -50,7 +51,7 @@ func run(args []string) int {
 	switch {
 	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys" || args[0] == "ca"):
 		if len(args) < 2 {
-			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list | hub ca init|show|broker-cert")
+			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list|compromise | hub ca init|show|broker-cert")
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
@@ -103,6 +104,7 @@ func run(args []string) int {
 	openOnly := fs.Bool("open", false, "alerts list: only alerts not acknowledged")
 	brokerHosts := fs.String("hosts", "", "ca broker-cert: comma-separated names and addresses kiosks reach the broker by")
 	outDir := fs.String("out", "", "ca broker-cert: directory for broker.key, broker.crt, ca.crt and crl.pem")
+	since := fs.String("since", "", "keys compromise: when the key was compromised (RFC 3339, or 2006-01-02; default now)")
 	lost := fs.Bool("lost", false, "kiosk retire: the kiosk was lost or stolen; the next postal report declares it")
 	why := fs.String("why", "", "kiosk retire: why, for the record")
 	amount := fs.String("amount", "", "account fund: dollars")
@@ -201,6 +203,8 @@ func run(args []string) int {
 		return ledgerCheck(ctx, h)
 	case "keys init", "keys rotate", "keys list":
 		return keysCmd(ctx, h, cmd)
+	case "keys compromise":
+		return compromiseCmd(ctx, h, pos, *since)
 	case "ca init", "ca show":
 		return caCmd(ctx, h, cmd)
 	case "ca broker-cert":
@@ -300,6 +304,28 @@ func brokerCert(ctx context.Context, h *hub.Hub, hosts, dir string) int {
 	}
 	fmt.Println(strings.Join(files, "\n"))
 	return 0
+}
+
+// compromiseCmd marks a signing key compromised: hub keys compromise SERIAL.
+func compromiseCmd(ctx context.Context, h *hub.Hub, pos []string, since string) int {
+	serial, err := strconv.ParseUint(strings.Join(pos, ""), 10, 32)
+	if err != nil || len(pos) != 1 {
+		return usage("hub keys compromise SERIAL [--since 2006-01-02T15:04:05Z]")
+	}
+	at := time.Now()
+	if since != "" {
+		if at, err = time.Parse(time.RFC3339, since); err != nil {
+			if at, err = time.Parse(time.DateOnly, since); err != nil {
+				fmt.Fprintln(os.Stderr, "hub keys compromise: --since: want RFC 3339 or 2006-01-02")
+				return 2
+			}
+		}
+	}
+	if err := h.Keys().Compromise(ctx, uint32(serial), at); err != nil {
+		fmt.Fprintln(os.Stderr, "hub keys compromise:", err)
+		return 1
+	}
+	return keysCmd(ctx, h, "keys list")
 }
 
 func keysCmd(ctx context.Context, h *hub.Hub, cmd string) int {

@@ -279,6 +279,10 @@ func runVerify(ctx context.Context, args []string) int {
 					out["ok"], out["status"], out["void_reason"] = false, "voided", why
 					code = 1
 				}
+				if since, bad := keys.CompromisedSigner(in); bad {
+					out["ok"], out["status"], out["compromised_since"] = false, "compromised", since.Format(time.RFC3339)
+					code = 1
+				}
 				enc.Encode(out)
 				continue
 			}

@@ -1,0 +1,92 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/verify"
+)
+
+// A key rotated while the hub runs signs the next stamps without a
+// restart; stamps of the old key still verify. A key marked compromised
+// is published as such (the active one is rotated away first), and the
+// verifier flags stamps it signed from that day on.
+func TestKeyRotationWithoutRestart(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.KeyCheckEvery = 10 * time.Millisecond })
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	sell := func(id, label string) []byte {
+		t.Helper()
+		res := decode(t, k.ask(purchase(id, "kiosk-1", label, nil)))
+		if res.Status != protocol.ResultOK {
+			t.Fatalf("sale %s: %+v", id, res.Error)
+		}
+		return res.Indicia[0].Matrix
+	}
+	keys := func() verify.Keys {
+		t.Helper()
+		resp, err := http.Get("http://" + e.h.HTTPAddr + "/api/v1/certificates")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var certs []verify.Certificate
+		if err := json.NewDecoder(resp.Body).Decode(&certs); err != nil {
+			t.Fatal(err)
+		}
+		ks, err := verify.KeysOf(certs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	}
+	signedBy := func(m []byte) uint32 {
+		t.Helper()
+		in, err := keys().Verify(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in.CertSerial
+	}
+	first := sell("rot-1", "1966-F8CF-01")
+	if signedBy(first) != 1 {
+		t.Fatal("the first stamp is not signed with key 1")
+	}
+	if _, err := e.h.Keys().Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "workers on key 2", func() bool { return e.h.Pool().Key().CertSerial == 2 })
+	second := sell("rot-2", "1966-F8CF-02")
+	if signedBy(second) != 2 || signedBy(first) != 1 {
+		t.Fatal("after the rotation: not key 2, or the old stamp no longer verifies")
+	}
+	// Key 1 compromised since yesterday: its stamp of today is flagged,
+	// key 2's is not.
+	if err := e.h.Keys().Compromise(ctx, 1, e.clock.Now().Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ks := keys()
+	for m, want := range map[*[]byte]bool{&first: true, &second: false} {
+		in, err := ks.Verify(*m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, bad := ks.CompromisedSigner(in); bad != want {
+			t.Errorf("stamp of key %d: compromised %v, want %v", in.CertSerial, bad, want)
+		}
+	}
+	// The active key compromised: rotated away first, and the hub follows.
+	if err := e.h.Keys().Compromise(ctx, 2, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "workers on key 3", func() bool { return e.h.Pool().Key().CertSerial == 3 })
+	if signedBy(sell("rot-3", "1966-F8CF-03")) != 3 {
+		t.Fatal("after compromising the active key: not key 3")
+	}
+	e.check()
+}
