@@ -143,7 +143,7 @@ type Config struct {
 	// KeyCheckEvery is how often a running hub looks for a signing key
 	// rotated by another process (hub keys rotate); default 10 s.
 	KeyCheckEvery time.Duration
-	Ledger     ledger.Config
+	Ledger        ledger.Config
 }
 
 // Defaults fills in the zero values.
