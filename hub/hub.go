@@ -662,9 +662,24 @@ func (h *Hub) Start(ctx context.Context) error {
 	return nil
 }
 
+// RotateControlKey makes the next control-code key in the HSM and reseals
+// every PSD under it (hub keys rotate-mac); running hubs follow within
+// KeyCheckEvery.
+func (h *Hub) RotateControlKey(ctx context.Context) (int, error) {
+	sess, err := h.session()
+	if err != nil {
+		return 0, err
+	}
+	defer sess.Close()
+	return h.ledger.RotateControlKey(ctx, func(label string) error { return ensureMACKey(h.ks, sess, label) })
+}
+
 // followKey switches the workers to the active signing key when a rotation
 // (by this or any process on the database) has made another one active.
 func (h *Hub) followKey(ctx context.Context) {
+	if err := h.ledger.RefreshControlKey(ctx); err != nil {
+		h.log.Warn("control-code key not checked", "err", err)
+	}
 	key, err := h.keys.Active(ctx)
 	if err != nil {
 		h.log.Warn("signing key not checked", "err", err)

@@ -149,6 +149,8 @@ func (l *Ledger) verifyAudit(ctx context.Context, tx *sql.Tx, psds []PSD, bad fu
 			ok = seen && e.AR == p.ar && e.DR == p.dr+e.Amount
 		case auditFundOut, auditSale:
 			ok = seen && e.AR == p.ar+e.Amount && e.DR == p.dr-e.Amount
+		case auditRekey:
+			ok = seen && e.Amount == 0 && e.AR == p.ar && e.DR == p.dr
 		default:
 			ok = false
 		}

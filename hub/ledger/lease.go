@@ -87,7 +87,7 @@ func (l *Ledger) createMPSD(ctx context.Context, tx *sql.Tx, now time.Time) (uin
 		return 0, errors.New("mpsd serials exhausted")
 	}
 	m := PSD{Serial: serial, Kind: KindMPSD}
-	if err := seal(l.mac, l.cfg.ControlKey, &m); err != nil {
+	if err := seal(l.mac, l.cfg.ControlKey, l.controlGen(), &m); err != nil {
 		return 0, err
 	}
 	_, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO psd (serial, kind, ar, dr, control, created_at, reported_at) VALUES (?, 'mpsd', 0, 0, ?, ?, ?)`),

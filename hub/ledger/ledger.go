@@ -162,6 +162,7 @@ type Ledger struct {
 	reserved protocol.Mills // GPSD funds promised to records not yet committed
 
 	gpsdReported atomic.Int64 // unix µs of the GPSD's last report, for MaySell
+	macGen       atomic.Int32 // the control-code key generation new seals use
 	halted       atomic.Pointer[string]
 
 	stats struct {
@@ -190,8 +191,11 @@ func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa authority
 	cfg.defaults()
 	l := &Ledger{db: db, cfg: cfg, mac: &lockedMAC{m: mac}, pa: pa, al: al, log: log,
 		queue: make(chan message, 8192), stop: make(chan struct{}), stopped: make(chan struct{})}
+	if err := l.RefreshControlKey(ctx); err != nil {
+		return nil, err
+	}
 	g := PSD{Serial: GPSDSerial, Kind: KindGPSD}
-	if err := seal(l.mac, cfg.ControlKey, &g); err != nil {
+	if err := seal(l.mac, cfg.ControlKey, l.controlGen(), &g); err != nil {
 		return nil, err
 	}
 	now := micros(cfg.Now())
@@ -508,7 +512,7 @@ func (l *Ledger) storePSD(ctx context.Context, mac macer, tx *sql.Tx, p *PSD) er
 	if !p.inRange() {
 		return fmt.Errorf("ledger: store psd %d: registers out of range: ar %d dr %d", p.Serial, p.AR, p.DR)
 	}
-	if err := seal(mac, l.cfg.ControlKey, p); err != nil {
+	if err := seal(mac, l.cfg.ControlKey, l.controlGen(), p); err != nil {
 		return err
 	}
 	_, err := l.db.ExecStmt(ctx, tx, `UPDATE psd SET ar = ?, dr = ?, control = ? WHERE serial = ?`, p.AR, p.DR, p.Control, p.Serial)

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -54,23 +55,45 @@ type macer interface {
 	MAC(label string, data []byte) ([]byte, error)
 }
 
-// seal computes p's control code.
-func seal(m macer, key string, p *PSD) error {
-	c, err := m.MAC(key, controlMessage(p.Kind, p.Serial, p.AR, p.DR))
+// controlTag starts a control code made under key generation 2 or later,
+// followed by the generation (2 bytes) and the MAC. A generation-1 code is
+// the bare MAC, as before rotations existed.
+const controlTag = 0xC7
+
+// controlLabel is the HSM label of generation gen of the control-code key;
+// base is the configured (first) one.
+func controlLabel(base string, gen int) string {
+	if gen <= 1 {
+		return base
+	}
+	return fmt.Sprintf("frank-control-g%d", gen)
+}
+
+// seal computes p's control code under generation gen of the key.
+func seal(m macer, base string, gen int, p *PSD) error {
+	c, err := m.MAC(controlLabel(base, gen), controlMessage(p.Kind, p.Serial, p.AR, p.DR))
 	if err != nil {
 		return fmt.Errorf("ledger: seal psd %d: %w", p.Serial, err)
+	}
+	if gen > 1 {
+		c = append([]byte{controlTag, byte(gen >> 8), byte(gen)}, c...)
 	}
 	p.Control = c
 	return nil
 }
 
-// verifySeal reports whether p's control code matches its registers.
-func verifySeal(m macer, key string, p *PSD) (bool, error) {
-	c, err := m.MAC(key, controlMessage(p.Kind, p.Serial, p.AR, p.DR))
+// verifySeal reports whether p's control code matches its registers, under
+// the key generation the code names.
+func verifySeal(m macer, base string, p *PSD) (bool, error) {
+	gen, code := 1, p.Control
+	if len(code) == 3+sha256.Size && code[0] == controlTag {
+		gen, code = int(code[1])<<8|int(code[2]), code[3:]
+	}
+	c, err := m.MAC(controlLabel(base, gen), controlMessage(p.Kind, p.Serial, p.AR, p.DR))
 	if err != nil {
 		return false, fmt.Errorf("ledger: verify psd %d: %w", p.Serial, err)
 	}
-	return hmac.Equal(c, p.Control), nil
+	return hmac.Equal(c, code), nil
 }
 
 // inRange checks register widths: AR fits 5 bytes, DR 4, neither negative.

@@ -51,7 +51,7 @@ func run(args []string) int {
 	switch {
 	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys" || args[0] == "ca"):
 		if len(args) < 2 {
-			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|list|compromise | hub ca init|show|broker-cert")
+			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|rotate-mac|list|compromise | hub ca init|show|broker-cert")
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
@@ -205,6 +205,14 @@ func run(args []string) int {
 		return keysCmd(ctx, h, cmd)
 	case "keys compromise":
 		return compromiseCmd(ctx, h, pos, *since)
+	case "keys rotate-mac":
+		gen, err := h.RotateControlKey(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hub keys rotate-mac:", err)
+			return 1
+		}
+		fmt.Printf("control codes now made under key generation %d; every PSD resealed\n", gen)
+		return 0
 	case "ca init", "ca show":
 		return caCmd(ctx, h, cmd)
 	case "ca broker-cert":
