@@ -119,6 +119,7 @@ func run(args []string) int {
 	stores := fs.String("stores", "", "operator add: comma-separated stores of a staff operator")
 	tokenName := fs.String("name", "cli", "operator token: what the token is for")
 	fs.DurationVar(&cfg.LedgerCheckEvery, "ledger-check-every", 10*time.Minute, "run the full ledger check this often while selling; a violation stops all sales (negative: only at start)")
+	fs.DurationVar(&cfg.KeyCheckEvery, "key-check", 10*time.Second, "how often a running hub looks for a signing or control-code key rotated by another process (hub keys rotate, rotate-mac)")
 	fs.DurationVar(&cfg.Reports.Every, "report-every", 24*time.Hour, "send the postal authority each period's report by itself, periods aligned to UTC (negative: only by hand, hub report); one hub of those sharing a database does it")
 	fs.DurationVar(&cfg.Reports.LateAfter, "report-late", 6*time.Hour, "raise report_late for a period whose report is not accepted this long after it ended")
 	fs.DurationVar(&cfg.RefundWindow, "refund-window", 28*24*time.Hour, "how long a web customer may have an unused stamp refunded")
