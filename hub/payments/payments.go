@@ -73,6 +73,26 @@ func (g *Gateway) Authorize(ctx context.Context, key string, amount protocol.Mil
 	return a, nil
 }
 
+// Token is a card stored in the gateway's vault.
+type Token struct {
+	Token string `json:"token"`
+	Brand string `json:"brand"`
+	Last4 string `json:"last4"`
+}
+
+// Tokenize stores a card with the gateway for later payments.
+func (g *Gateway) Tokenize(ctx context.Context, card *Card) (Token, error) {
+	var t Token
+	err := g.call(ctx, "/v1/tokens", map[string]any{"card": map[string]string{"number": card.Number, "exp": card.Exp, "name": card.Name}}, &t)
+	if err != nil {
+		return Token{}, err
+	}
+	if !strings.HasPrefix(t.Token, "tok_") || len(t.Last4) != 4 {
+		return Token{}, fmt.Errorf("payments: tokenize: the gateway answered %+v", t)
+	}
+	return t, nil
+}
+
 // Capture takes the held amount.
 func (g *Gateway) Capture(ctx context.Context, authID string, amount protocol.Mills) error {
 	return g.call(ctx, "/v1/capture", map[string]any{"auth_id": authID, "amount_mills": amount}, nil)
@@ -168,6 +188,7 @@ type gateway interface {
 	Void(ctx context.Context, authID string) error
 	VoidKey(ctx context.Context, key string) error
 	Refund(ctx context.Context, authID string, amount protocol.Mills, key string) error
+	Tokenize(ctx context.Context, card *Card) (Token, error)
 }
 
 // Payments records payments and moves the money.
@@ -464,6 +485,17 @@ func (p *Payments) Fund(ctx context.Context, accountID int64, card *Card, amount
 		return protocol.Errorf(protocol.CodePaymentDeclined, "the payment could not be completed; nothing was charged")
 	}
 	return p.credit(ctx, accountID, amount, requestID)
+}
+
+// SaveCard stores a customer's card as a gateway token, for purchases the
+// balance does not cover and XML requests that leave the card out. The
+// number goes to the gateway only.
+func (p *Payments) SaveCard(ctx context.Context, accountID int64, card *Card) error {
+	t, err := p.gw.Tokenize(ctx, card)
+	if err != nil {
+		return fmt.Errorf("payments: save card: %w", err)
+	}
+	return p.accounts.SetCard(ctx, accountID, t.Token, t.Brand, t.Last4)
 }
 
 func (p *Payments) credit(ctx context.Context, accountID int64, amount protocol.Mills, requestID string) error {

@@ -25,8 +25,11 @@ func (g *gateway) Authorize(_ context.Context, key string, _ protocol.Mills, _ s
 	return payments.Auth{ID: "auth-" + key, Brand: "visa", Last4: "4242"}, nil
 }
 func (g *gateway) Capture(context.Context, string, protocol.Mills) error { return nil }
-func (g *gateway) Void(context.Context, string) error                    { return nil }
-func (g *gateway) VoidKey(context.Context, string) error                 { return nil }
+func (g *gateway) Tokenize(context.Context, *payments.Card) (payments.Token, error) {
+	return payments.Token{Token: "tok_approve_1", Brand: "visa", Last4: "4242"}, nil
+}
+func (g *gateway) Void(context.Context, string) error    { return nil }
+func (g *gateway) VoidKey(context.Context, string) error { return nil }
 func (g *gateway) Refund(_ context.Context, _ string, amount protocol.Mills, key string) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()

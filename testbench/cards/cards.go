@@ -18,6 +18,7 @@
 package cards
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,7 @@ func (g *Gateway) Totals() Totals {
 func (g *Gateway) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Post("/v1/authorize", g.authorize)
+	r.Post("/v1/tokens", g.tokenize)
 	r.Post("/v1/capture", g.capture)
 	r.Post("/v1/void", g.void)
 	r.Post("/v1/refund", g.refund)
@@ -101,6 +103,32 @@ type authorizeReq struct {
 	} `json:"card,omitempty"`
 }
 
+// tokenize stores a card for later payments and answers its token, as a
+// gateway's vault does: the vendor keeps the token, never the number.
+func (g *Gateway) tokenize(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Card *struct{ Number, Exp, Name string } `json:"card"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil || req.Card == nil || len(req.Card.Number) < 12 {
+		writeJSON(w, 400, map[string]string{"code": "invalid", "message": "want a card"})
+		return
+	}
+	n := req.Card.Number
+	outcome, brand := "approve", "visa"
+	if strings.HasPrefix(n, "5") {
+		brand = "mastercard"
+	}
+	switch n {
+	case "4000000000000002":
+		outcome = "decline"
+	case "4000000000009995":
+		outcome = "insufficient"
+	case "4000000000000119":
+		outcome = "timeout"
+	}
+	writeJSON(w, 200, map[string]string{"token": "tok_" + outcome + "_" + rand.Text()[:12], "brand": brand, "last4": n[len(n)-4:]})
+}
+
 func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) {
 	var req authorizeReq
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil || req.Amount <= 0 || req.Key == "" {
@@ -114,7 +142,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, 400, map[string]string{"code": "invalid", "message": "unknown token"})
 			return
 		}
-		outcome = strings.TrimPrefix(req.Token, "tok_")
+		outcome, _, _ = strings.Cut(strings.TrimPrefix(req.Token, "tok_"), "_") // tok_approve, or a stored card's tok_approve_X
 	case req.Card != nil:
 		n := req.Card.Number
 		if len(n) < 4 {

@@ -51,6 +51,7 @@ type customers interface {
 // funder tops accounts up from a card.
 type funder interface {
 	Fund(ctx context.Context, accountID int64, card *payments.Card, amount protocol.Mills, requestID string) error
+	SaveCard(ctx context.Context, accountID int64, card *payments.Card) error
 }
 
 // shop sells and refunds.
@@ -241,6 +242,39 @@ type homeData struct {
 	RateTable string
 	RequestID string
 	Recent    []ledger.SaleRow
+	Remedy    *remedy // when the balance fell short of an order
+}
+
+// remedy is the patent's answer to short funds (Fig. 8, step 810): the
+// order that the balance pays for, or a top-up that keeps the order.
+type remedy struct {
+	Order     url.Values // class, weight_oz, sheet, count as asked
+	Missing   protocol.Mills
+	Fits      int            // stamps the balance pays for, 0 if none
+	FitsTotal protocol.Mills // what they cost
+	TopUp     protocol.Mills // at least the missing amount, and the gateway's $1.00
+	TopUpForm string         // TopUp as the top-up form takes it: 1.00
+	RequestID string
+}
+
+// remedyFor makes the remedy for an order refused for short funds.
+func remedyFor(f url.Values, balance protocol.Mills, pe *protocol.Error) *remedy {
+	n, err := strconv.Atoi(strings.TrimSpace(f.Get("count")))
+	if err != nil || n < 1 || pe.MissingMills <= 0 {
+		return nil
+	}
+	per := (balance + pe.MissingMills) / protocol.Mills(n)
+	rm := &remedy{Order: url.Values{}, Missing: pe.MissingMills, TopUp: max(pe.MissingMills, 1000), RequestID: rand.Text()}
+	rm.TopUp = (rm.TopUp + 9) / 10 * 10 // whole cents
+	rm.TopUpForm = strings.TrimPrefix(rm.TopUp.String(), "$")
+	for _, k := range []string{"class", "weight_oz", "sheet", "count"} {
+		rm.Order.Set(k, f.Get(k))
+	}
+	if per > 0 && balance >= per {
+		rm.Fits = min(int(balance/per), n-1)
+		rm.FitsTotal = per * protocol.Mills(rm.Fits)
+	}
+	return rm
 }
 
 func (p *Portal) home(w http.ResponseWriter, r *http.Request) {
@@ -248,7 +282,11 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) showHome(w http.ResponseWriter, r *http.Request, status int, errMsg string) {
-	d := homeData{RequestID: rand.Text()}
+	p.showHomeWith(w, r, status, errMsg, nil)
+}
+
+func (p *Portal) showHomeWith(w http.ResponseWriter, r *http.Request, status int, errMsg string, rm *remedy) {
+	d := homeData{RequestID: rand.Text(), Remedy: rm}
 	if rt, err := p.Rates.Current(p.Now()); err == nil {
 		d.Classes, d.RateTable = rt.Classes, rt.Version
 	}
@@ -286,7 +324,11 @@ func (p *Portal) buy(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusInternalServerError {
 			p.Log.Error("portal purchase", "account", acct.ID, "err", err)
 		}
-		p.showHome(w, r, status, msg)
+		var rm *remedy
+		if pe := protocol.AsError(err); pe.Code == protocol.CodeInsufficientFunds {
+			rm = remedyFor(r.PostForm, acct.Balance, pe)
+		}
+		p.showHomeWith(w, r, status, msg, rm)
 		return
 	}
 	http.Redirect(w, r, "/portal/purchases/"+res.RequestID+"?flash="+urlq(fmt.Sprintf("Bought %d stamps. Print them on your sheet.", len(res.Indicia))), http.StatusSeeOther)
@@ -324,11 +366,28 @@ func parseOrder(f url.Values) (sale.Order, error) {
 	return sale.Order{RateClass: class, WeightMg: mg, Sheet: sheet, Count: n}, nil
 }
 
-// fundData is the top-up page.
-type fundData struct{ RequestID string }
+// fundData is the top-up page; Order is an order to place once the top-up
+// has gone through (the remedy for short funds), Amount a suggestion.
+type fundData struct {
+	RequestID string
+	Amount    string
+	Order     url.Values
+}
 
 func (p *Portal) fundForm(w http.ResponseWriter, r *http.Request) {
-	p.render(w, r, http.StatusOK, "fund.html", page{Title: "Top up", Data: fundData{RequestID: rand.Text()}})
+	p.render(w, r, http.StatusOK, "fund.html", page{Title: "Top up", Data: fundFormData(r.URL.Query())})
+}
+
+// fundFormData keeps the amount and order a remedy link carries.
+func fundFormData(q url.Values) fundData {
+	d := fundData{RequestID: rand.Text(), Amount: q.Get("amount")}
+	if q.Get("sheet") != "" {
+		d.Order = url.Values{}
+		for _, k := range []string{"class", "weight_oz", "sheet", "count", "order_request_id"} {
+			d.Order.Set(k, q.Get(k))
+		}
+	}
+	return d
 }
 
 func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
@@ -339,16 +398,39 @@ func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 		card := &payments.Card{Number: strings.ReplaceAll(r.PostFormValue("card"), " ", ""),
 			Exp: strings.ReplaceAll(r.PostFormValue("exp"), "/", ""), Name: r.PostFormValue("name")}
 		err = p.Funds.Fund(r.Context(), acct.ID, card, amt, r.PostFormValue("request_id"))
+		if err == nil && r.PostFormValue("save_card") == "yes" {
+			if serr := p.Funds.SaveCard(r.Context(), acct.ID, card); serr != nil {
+				p.Log.Warn("card not kept", "account", acct.ID, "err", serr)
+			}
+		}
 	} else {
 		err = protocol.Errorf(protocol.CodeInvalidRequest, "amount: dollars, like 25.00")
 	}
 	if err != nil {
 		status, msg := problem(err)
-		p.render(w, r, status, "fund.html", page{Title: "Top up", Error: msg, Data: fundData{RequestID: rand.Text()}})
+		p.render(w, r, status, "fund.html", page{Title: "Top up", Error: msg, Data: fundFormData(r.PostForm)})
 		return
 	}
 	p.Log.Info("account topped up", "account", acct.ID, "amount", amt.String())
-	http.Redirect(w, r, "/portal/?flash="+urlq("Added "+amt.String()+" to your account."), http.StatusSeeOther)
+	if r.PostFormValue("sheet") == "" {
+		http.Redirect(w, r, "/portal/?flash="+urlq("Added "+amt.String()+" to your account."), http.StatusSeeOther)
+		return
+	}
+	// The order the top-up was for: placed now, with the request id the
+	// remedy gave it, so a resent form buys once.
+	acct, err = p.Customers.ByID(r.Context(), acct.ID)
+	if err == nil {
+		var o sale.Order
+		if o, err = parseOrder(r.PostForm); err == nil {
+			var res *protocol.PurchaseResult
+			if res, err = p.Shop.Buy(r.Context(), acct, o, r.PostFormValue("order_request_id")); err == nil {
+				http.Redirect(w, r, "/portal/purchases/"+res.RequestID+"?flash="+urlq(fmt.Sprintf("Added %s and bought %d stamps. Print them on your sheet.", amt, len(res.Indicia))), http.StatusSeeOther)
+				return
+			}
+		}
+	}
+	_, msg := problem(err)
+	http.Redirect(w, r, "/portal/?flash="+urlq("Added "+amt.String()+" to your account, but the order did not go through: "+msg), http.StatusSeeOther)
 }
 
 // payCodeData is the pay-at-a-kiosk page: a fresh code, once made.
