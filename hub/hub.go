@@ -140,6 +140,9 @@ type Config struct {
 	// period (default 30 s).
 	Reports    reports.Config
 	ReportTick time.Duration
+	// Name is this hub's name in the stored list of PSDM servers (default:
+	// the host name). Workers and MPSDs seed the list on the first start.
+	Name string
 	// KeyCheckEvery is how often a running hub looks for a signing key
 	// rotated by another process (hub keys rotate); default 10 s.
 	KeyCheckEvery time.Duration
@@ -488,6 +491,9 @@ func (h *Hub) Ledger() *ledger.Ledger { return h.ledger }
 // Keys returns the key manager.
 func (h *Hub) Keys() *keys.Keys { return h.keys }
 
+// Config is the hub's effective configuration.
+func (h *Hub) Config() Config { return h.cfg }
+
 // Pool is the PSDM workers.
 func (h *Hub) Pool() *psdm.Pool { return h.pool }
 
@@ -552,7 +558,11 @@ func (h *Hub) Start(ctx context.Context) error {
 		brokerTLS = h.tls.clientConfig(u.Hostname())
 	}
 	open := func() (psdm.Session, error) { return h.session() }
-	if h.pool, err = psdm.Start(ctx, psdm.Config{Workers: h.cfg.Workers, MPSDsPerWorker: h.cfg.MPSDs}, open,
+	servers, err := h.activeServers(ctx)
+	if err != nil {
+		return err
+	}
+	if h.pool, err = psdm.Start(ctx, psdm.Config{Servers: servers}, open,
 		psdm.Key{Label: key.Label, CertSerial: key.CertSerial}, h.ledger, h.log.With("component", "psdm")); err != nil {
 		return err
 	}
@@ -643,7 +653,9 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.bg.Go(func() { h.checkLedger(h.cfg.LedgerCheckEvery) })
 	}
 	h.bg.Go(h.heartbeats)
-	h.bg.Go(func() { h.every(h.cfg.KeyCheckEvery, func() bool { h.followKey(h.bgCtx); return true }) })
+	h.bg.Go(func() {
+		h.every(h.cfg.KeyCheckEvery, func() bool { h.followKey(h.bgCtx); h.followServers(h.bgCtx); return true })
+	})
 	if h.cfg.Reports.Every >= 0 {
 		rc := h.cfg.Reports
 		rc.Holder, rc.Now = h.ledger.Holder(), h.cfg.Ledger.Now

@@ -431,7 +431,7 @@ func TestMetricsMatchLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, _, psdm := e.browser().do("GET", "/api/v1/psdm", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || !strings.Contains(psdm, "mpsd") {
+	if st, _, psdm := e.browser().do("GET", "/api/v1/psdm", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || !strings.Contains(psdm, "mpsd") || !strings.Contains(psdm, "load_pct") {
 		t.Fatalf("/api/v1/psdm with an ops token: %d %s", st, psdm)
 	}
 	st, _, body := e.browser().do("GET", "/metrics", nil, "Authorization", "Bearer "+tok)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,11 +53,27 @@ type Config struct {
 	Workers        int           // default 2
 	MPSDsPerWorker int           // 1 to 8; default 1
 	RenewEvery     time.Duration // lease renewal; default a third of the lease TTL
+	// Servers, if given, are the PSDM servers to run instead of Workers
+	// alike ones: each an HSM session with its own MPSDs.
+	Servers []Server
 }
 
-// Status is one worker's GetStatus.
+// Server is one PSDM server of the stored list: its id and how many MPSDs
+// (virtual PSDs) it checks out, 1 to MaxMPSDs.
+type Server struct {
+	ID    int `json:"id"`
+	MPSDs int `json:"mpsds"`
+}
+
+// MaxMPSDs is the most MPSDs one PSDM server holds (one cryptographic
+// module's worth).
+const MaxMPSDs = 8
+
+// Status is one worker's GetStatus (the patent's PSDServerStatus: uptime,
+// throughput, load and total).
 type Status struct {
 	Worker     int      `json:"worker"`
+	LoadPct    int      `json:"load_pct"` // the patent's Load: % of its virtual PSDs in use (a stamp in flight)
 	UptimeS    int64    `json:"uptime_s"`
 	Throughput float64  `json:"throughput_per_s"` // indicia per second over the last 10 s
 	Load       int      `json:"load"`             // MPSDs checked out
@@ -64,6 +81,9 @@ type Status struct {
 	Total      int64    `json:"total"`            // indicia issued since start
 	MPSDs      []uint32 `json:"mpsds"`
 }
+
+// errSign marks a stamp its server's module could not sign.
+var errSign = errors.New("signing failed")
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("psdm: pool closed")
@@ -79,6 +99,7 @@ type Pool struct {
 	closed  chan struct{}
 	wg      sync.WaitGroup
 	key     atomic.Pointer[Key] // the key new stamps are signed with
+	open    func() (Session, error)
 }
 
 // Start opens one HSM session per worker, leases each worker's MPSDs, and
@@ -90,19 +111,26 @@ func Start(ctx context.Context, cfg Config, open func() (Session, error), key Ke
 	if cfg.MPSDsPerWorker == 0 {
 		cfg.MPSDsPerWorker = 1
 	}
-	if cfg.Workers < 1 || cfg.MPSDsPerWorker < 1 || cfg.MPSDsPerWorker > 8 {
-		return nil, fmt.Errorf("psdm: start: %d workers with %d MPSDs each; want at least 1 worker and 1 to 8 MPSDs", cfg.Workers, cfg.MPSDsPerWorker)
+	if len(cfg.Servers) == 0 {
+		for i := range cfg.Workers {
+			cfg.Servers = append(cfg.Servers, Server{ID: i + 1, MPSDs: cfg.MPSDsPerWorker})
+		}
+	}
+	for _, sv := range cfg.Servers {
+		if sv.MPSDs < 1 || sv.MPSDs > MaxMPSDs {
+			return nil, fmt.Errorf("psdm: start: server %d with %d MPSDs; want 1 to %d", sv.ID, sv.MPSDs, MaxMPSDs)
+		}
 	}
 	if cfg.RenewEvery == 0 {
 		cfg.RenewEvery = b.Config().LeaseTTL / 3
 	}
-	p := &Pool{cfg: cfg, book: b, log: log, closed: make(chan struct{})}
+	p := &Pool{cfg: cfg, book: b, log: log, closed: make(chan struct{}), open: open}
 	p.key.Store(&key)
-	for i := range cfg.Workers {
-		w, err := p.startWorker(ctx, i, open, key)
+	for _, sv := range cfg.Servers {
+		w, err := p.startWorker(ctx, sv, open, key)
 		if err != nil {
 			p.Close()
-			return nil, fmt.Errorf("psdm: start worker %d: %w", i, err)
+			return nil, fmt.Errorf("psdm: start server %d: %w", sv.ID, err)
 		}
 		p.workers = append(p.workers, w)
 	}
@@ -110,7 +138,8 @@ func Start(ctx context.Context, cfg Config, open func() (Session, error), key Ke
 	return p, nil
 }
 
-func (p *Pool) startWorker(ctx context.Context, id int, open func() (Session, error), key Key) (*worker, error) {
+func (p *Pool) startWorker(ctx context.Context, sv Server, open func() (Session, error), key Key) (*worker, error) {
+	id := sv.ID
 	sess, err := open()
 	if err != nil {
 		return nil, err
@@ -121,8 +150,8 @@ func (p *Pool) startWorker(ctx context.Context, id int, open func() (Session, er
 		return nil, err
 	}
 	w := &worker{id: id, pool: p, sess: sess, signer: signer, key: key, log: p.log.With("worker", id),
-		jobs: make(chan job, 1024), started: time.Now()}
-	slots, err := p.book.Lease(ctx, p.cfg.MPSDsPerWorker)
+		jobs: make(chan job, 1024), started: time.Now(), done: make(chan struct{})}
+	slots, err := p.book.Lease(ctx, sv.MPSDs)
 	if err != nil {
 		sess.Close()
 		return nil, err
@@ -130,8 +159,115 @@ func (p *Pool) startWorker(ctx context.Context, id int, open func() (Session, er
 	for _, s := range slots {
 		w.slots = append(w.slots, &slot{committed: s, head: s})
 	}
-	p.wg.Go(w.run)
+	p.wg.Go(func() { defer close(w.done); w.run() })
 	return w, nil
+}
+
+// Servers lists the PSDM servers running, by id.
+func (p *Pool) Servers() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]int, len(p.workers))
+	for i, w := range p.workers {
+		out[i] = w.id
+	}
+	return out
+}
+
+// snapshot is the workers now; p.mu guards the list.
+func (p *Pool) snapshot() []*worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.workers)
+}
+
+// Add starts a PSDM server while the pool sells: its own HSM session and
+// MPSDs; it takes its share of the next sales.
+func (p *Pool) Add(ctx context.Context, sv Server) error {
+	if sv.MPSDs < 1 || sv.MPSDs > MaxMPSDs {
+		return fmt.Errorf("psdm: add server %d: %d MPSDs; want 1 to %d", sv.ID, sv.MPSDs, MaxMPSDs)
+	}
+	if slices.Contains(p.Servers(), sv.ID) {
+		return fmt.Errorf("psdm: add server %d: it runs already", sv.ID)
+	}
+	w, err := p.startWorker(ctx, sv, p.open, p.Key())
+	if err != nil {
+		return fmt.Errorf("psdm: add server %d: %w", sv.ID, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.closed:
+		close(w.jobs)
+		return ErrClosed
+	default:
+	}
+	p.workers = append(p.workers, w)
+	p.log.Info("PSDM server started", "server", sv.ID, "mpsds", sv.MPSDs)
+	return nil
+}
+
+// Drain takes a PSDM server out of the rotation: it gets no new stamps,
+// signs the ones it has, gives its MPSDs back and closes its session. The
+// last server is not drained: sales would stop.
+func (p *Pool) Drain(ctx context.Context, id int) error {
+	p.mu.Lock()
+	i := slices.IndexFunc(p.workers, func(w *worker) bool { return w.id == id })
+	switch {
+	case i < 0:
+		p.mu.Unlock()
+		return fmt.Errorf("psdm: drain server %d: not running", id)
+	case len(p.workers) == 1:
+		p.mu.Unlock()
+		return fmt.Errorf("psdm: drain server %d: it is the last one; add another first", id)
+	}
+	w := p.workers[i]
+	p.workers = slices.Delete(p.workers, i, i+1)
+	close(w.jobs) // under p.mu: no Sell or forward sends to it now
+	p.mu.Unlock()
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		return fmt.Errorf("psdm: drain server %d: %w", id, ctx.Err())
+	}
+	// Its last stamps are submitted; their commits settle the slots, then
+	// the leases go back.
+	for deadline := time.Now().Add(30 * time.Second); w.inFlight() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var serials []uint32
+	w.mu.Lock()
+	for _, s := range w.slots {
+		serials = append(serials, s.committed.Serial)
+	}
+	w.mu.Unlock()
+	if err := p.book.Release(ctx, serials); err != nil {
+		p.log.Warn("drained server's leases not released; they expire on their own", "server", id, "err", err)
+	}
+	w.sess.Close()
+	p.log.Info("PSDM server drained", "server", id, "total", w.status().Total)
+	return nil
+}
+
+// forward hands a stamp that from could not sign to the next server, once
+// per other server, before the sale fails.
+func (p *Pool) forward(from *worker, j job) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if j.tries >= len(p.workers)-1 {
+		return false
+	}
+	i := slices.Index(p.workers, from)
+	for k := 1; k < len(p.workers); k++ {
+		to := p.workers[(i+k+len(p.workers))%len(p.workers)]
+		if to != from && !slices.Contains(j.tried, to.id) {
+			j.tries++
+			j.tried = append(slices.Clone(j.tried), from.id)
+			to.jobs <- j
+			return true
+		}
+	}
+	return false
 }
 
 // Sell issues the sale's stamps and waits for the ledger to commit them.
@@ -168,8 +304,9 @@ func (p *Pool) Sell(ctx context.Context, s *ledger.Sale) ([]byte, error) {
 
 // Status reports every worker.
 func (p *Pool) Status() []Status {
-	out := make([]Status, 0, len(p.workers))
-	for _, w := range p.workers {
+	ws := p.snapshot()
+	out := make([]Status, 0, len(ws))
+	for _, w := range ws {
 		out = append(out, w.status())
 	}
 	return out
@@ -247,7 +384,8 @@ func (p *Pool) renewLoop() {
 		case <-t.C:
 		}
 		var serials []uint32
-		for _, w := range p.workers {
+		ws := p.snapshot()
+		for _, w := range ws {
 			w.mu.Lock()
 			for _, s := range w.slots {
 				serials = append(serials, s.committed.Serial)
@@ -261,7 +399,7 @@ func (p *Pool) renewLoop() {
 			p.log.Error("lease renewal failed", "err", err)
 			continue
 		}
-		for _, w := range p.workers {
+		for _, w := range ws {
 			w.apply(states)
 		}
 	}
@@ -293,6 +431,8 @@ type job struct {
 	items  []int
 	rekey  *Key       // instead: sign from now on with this key
 	done   chan error // the rekey's outcome
+	tries  int        // servers that failed to sign it before
+	tried  []int
 }
 
 // slot is an MPSD a worker holds: its registers as committed, and as the
@@ -314,7 +454,8 @@ type worker struct {
 	log     *slog.Logger
 	jobs    chan job
 	started time.Time
-	turn    int // round-robin over the worker's MPSDs
+	done    chan struct{} // closed when run has returned
+	turn    int           // round-robin over the worker's MPSDs
 
 	mu     sync.Mutex
 	slots  []*slot
@@ -335,7 +476,16 @@ func (w *worker) run() {
 			continue
 		}
 		for _, i := range j.items {
-			w.pool.book.Submit(w.issue(j.ticket, j.sale, i))
+			part := w.issue(j.ticket, j.sale, i)
+			if part.Err != nil && errors.Is(part.Err, errSign) {
+				// A signing error here may be this server's module: try
+				// another before the sale fails.
+				w.log.Warn("signing failed; the stamp goes to another PSDM server", "err", part.Err)
+				if w.pool.forward(w, job{ticket: j.ticket, sale: j.sale, items: []int{i}, tries: j.tries, tried: j.tried}) {
+					continue
+				}
+			}
+			w.pool.book.Submit(part)
 		}
 	}
 }
@@ -371,7 +521,7 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int) *ledger.Part {
 		UserID: s.UserID, SoftwareID: cfg.SoftwareID, Label: it.Label, DR: base.DR + funding - it.Postage, RateCategory: it.RateClass}
 	if err := in.Sign(w.signer); err != nil {
 		b.Unreserve(funding)
-		part.Err = fmt.Errorf("psdm: worker %d: %w", w.id, err)
+		part.Err = fmt.Errorf("psdm: worker %d: %w: %w", w.id, errSign, err)
 		return part
 	}
 	data, err := in.MarshalBinary()
@@ -486,12 +636,30 @@ func (w *worker) status() Status {
 	}
 	st := Status{Worker: w.id, UptimeS: int64(time.Since(w.started).Seconds()),
 		Throughput: float64(recent) / float64(len(w.window)), Total: w.total, MPSDs: []uint32{}}
+	busy := 0
 	for _, s := range w.slots {
 		if s.dead == "" {
 			st.Load++
 			st.MPSDs = append(st.MPSDs, s.committed.Serial)
+			if s.inflight > 0 {
+				busy++
+			}
 		}
 		st.InFlight += s.inflight
 	}
+	if st.Load > 0 {
+		st.LoadPct = 100 * busy / st.Load
+	}
 	return st
+}
+
+// inFlight counts stamps signed and not yet committed.
+func (w *worker) inFlight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range w.slots {
+		n += s.inflight
+	}
+	return n
 }

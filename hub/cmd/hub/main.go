@@ -49,9 +49,9 @@ func run(args []string) int {
 	hub.TuneRuntime()
 	cmd := ""
 	switch {
-	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys" || args[0] == "ca"):
+	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys" || args[0] == "ca" || args[0] == "psdm"):
 		if len(args) < 2 {
-			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|rotate-mac|list|compromise | hub ca init|show|broker-cert")
+			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|rotate-mac|list|compromise | hub ca init|show|broker-cert | hub psdm list|add|drain")
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
@@ -82,7 +82,8 @@ func run(args []string) int {
 	fs.StringVar(&cfg.Ledger.Licence, "licence", os.Getenv("FRANK_LICENCE"), "required to serve: the postal licence number the authority assigned the vendor; stored with the GPSD, sent in every postal call (default $FRANK_LICENCE)")
 	fs.StringVar(&cfg.PostalURL, "postal", "http://127.0.0.1:8090", "postal authority URL")
 	fs.IntVar(&cfg.Workers, "workers", 0, "PSDM workers, one HSM session each (default half the CPUs)")
-	fs.IntVar(&cfg.MPSDs, "mpsds", 1, "MPSDs each worker checks out (1-8)")
+	fs.IntVar(&cfg.MPSDs, "mpsds", 1, "MPSDs each PSDM server checks out (1-8); psdm add: the new server's")
+	fs.StringVar(&cfg.Name, "name", "", "this hub's name in the stored list of PSDM servers (default: the host name)")
 	fs.StringVar(&cfg.HSM, "hsm", "soft", "key store: soft (development) or pkcs11")
 	fs.StringVar(&cfg.PKCS11.Module, "pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library")
 	fs.StringVar(&cfg.PKCS11.Token, "pkcs11-token", "frank", "PKCS#11 token label")
@@ -206,6 +207,8 @@ func run(args []string) int {
 		return keysCmd(ctx, h, cmd)
 	case "keys compromise":
 		return compromiseCmd(ctx, h, pos, *since)
+	case "psdm list", "psdm add", "psdm drain":
+		return psdmCmd(ctx, h, cmd, pos)
 	case "keys rotate-mac":
 		gen, err := h.RotateControlKey(ctx)
 		if err != nil {
@@ -312,6 +315,40 @@ func brokerCert(ctx context.Context, h *hub.Hub, hosts, dir string) int {
 		return 1
 	}
 	fmt.Println(strings.Join(files, "\n"))
+	return 0
+}
+
+// psdmCmd edits the stored list of PSDM servers: hub psdm add [--mpsds N],
+// hub psdm drain ID; running hubs follow within --key-check.
+func psdmCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string) int {
+	switch cmd {
+	case "psdm add":
+		id, err := h.AddPSDMServer(ctx, h.Config().MPSDs)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hub psdm add:", err)
+			return 1
+		}
+		fmt.Printf("PSDM server %d added with %d MPSDs; the running hub starts it within --key-check\n", id, h.Config().MPSDs)
+	case "psdm drain":
+		id, err := strconv.Atoi(strings.Join(pos, ""))
+		if err != nil || len(pos) != 1 {
+			return usage("hub psdm drain ID")
+		}
+		if err := h.DrainPSDMServer(ctx, id); err != nil {
+			fmt.Fprintln(os.Stderr, "hub psdm drain:", err)
+			return 1
+		}
+		fmt.Printf("PSDM server %d drained; the running hub finishes its stamps and returns its MPSDs within --key-check\n", id)
+	}
+	all, err := h.PSDMServers(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub", cmd+":", err)
+		return 1
+	}
+	enc := json.NewEncoder(os.Stdout)
+	for _, s := range all {
+		enc.Encode(s)
+	}
 	return 0
 }
 
