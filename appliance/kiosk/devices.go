@@ -63,6 +63,7 @@ type deviceState struct {
 	printer    string        // ok, jam, paper_out, cover_open, printer_error, offline
 	paper      string        // ok, near_end, out
 	outOfOrder bool          // staff took the kiosk out of service
+	wrongStock string        // the label under the head was not the one to print
 }
 
 // UseDevices attaches the peripherals; call before Connect.
@@ -276,10 +277,13 @@ func (k *Kiosk) Status() Status {
 		st.Scale = "none"
 	}
 	k.ds.mu.Lock()
-	out := k.ds.outOfOrder
+	out, wrong := k.ds.outOfOrder, k.ds.wrongStock
 	k.ds.mu.Unlock()
 	if out {
 		st.Reasons = append(st.Reasons, "out_of_service")
+	}
+	if wrong != "" {
+		st.Reasons = append(st.Reasons, "wrong_stock") // staff reload the stock
 	}
 	if !st.Ready {
 		st.Reasons = append(st.Reasons, "hub_offline")

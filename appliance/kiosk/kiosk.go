@@ -54,7 +54,23 @@ type Config struct {
 	// refund for a label that failed to print; then, or when the next sale
 	// begins, the kiosk refunds it. Default 5 minutes.
 	RemedyWindow time.Duration
+	// LabelCheck, if set, reads the pre-printed serial of the label under
+	// the print head; a stamp is printed only on the label it was signed
+	// for (a head scanner: appliance/scanner.Head).
+	LabelCheck labelChecker
 }
+
+// labelChecker reads the label under the print head.
+type labelChecker interface {
+	UnderHead(ctx context.Context) (string, error)
+}
+
+// labelFault is a label not printed because the one under the head is not
+// the one the stamp was signed for, or could not be read.
+type labelFault struct{ reason, detail string }
+
+func (e *labelFault) Error() string { return "kiosk: " + e.detail }
+func (e *labelFault) Fault() string { return e.reason }
 
 func (c *Config) defaults() {
 	if c.Broker == "" {
@@ -1001,6 +1017,9 @@ func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.Stock
 		}
 		k.stock = slices.DeleteFunc(k.stock, func(s protocol.SheetState) bool { return len(s.Free) == 0 })
 		k.mu.Unlock()
+		k.ds.mu.Lock()
+		k.ds.wrongStock = "" // staff loaded the stock again
+		k.ds.mu.Unlock()
 		if k.journal != nil {
 			if err := k.journal.AddSheets(context.WithoutCancel(ctx), sheets); err != nil {
 				k.log.Error("journal", "err", err)
@@ -1100,7 +1119,28 @@ func (k *Kiosk) printOne(want protocol.PurchaseItem, got protocol.IssuedIndicium
 	if err != nil {
 		return err
 	}
+	if k.cfg.LabelCheck != nil {
+		under, err := k.cfg.LabelCheck.UnderHead(context.Background())
+		switch {
+		case err != nil:
+			k.wrongStock("label_unread")
+			return &labelFault{"label_unread", fmt.Sprintf("label %s: the serial under the print head was not read: %v", want.LabelSerial, err)}
+		case under != in.Label.String():
+			k.wrongStock("wrong_label")
+			return &labelFault{"wrong_label", fmt.Sprintf("label %s was signed, but %s is under the print head", want.LabelSerial, under)}
+		}
+	}
 	return k.printer.Print(img)
+}
+
+// wrongStock stops sales until staff load stock again: the labels in the
+// printer are not the ones the kiosk thinks they are.
+func (k *Kiosk) wrongStock(why string) {
+	k.ds.mu.Lock()
+	k.ds.wrongStock = why
+	k.ds.mu.Unlock()
+	k.log.Error("the label under the print head is not the one to print: sales stop until staff reload the stock", "why", why)
+	k.statusChanged()
 }
 
 // call publishes a request on suffix and waits for the answer with its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"errors"
 	"image"
 	"io"
 	"log/slog"
@@ -558,5 +559,57 @@ func TestExpiredCertificateIsAReason(t *testing.T) {
 	expired = time.Now().Add(time.Hour)
 	if st := k.Status(); slices.Contains(st.Reasons, "certificate_expired") {
 		t.Fatalf("status with a good certificate: %+v", st)
+	}
+}
+
+// headScanner is the label a fake head scanner reads under the print head.
+type headScanner struct {
+	mu    sync.Mutex
+	under string
+}
+
+func (h *headScanner) UnderHead(context.Context) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.under == "" {
+		return "", errors.New("nothing read")
+	}
+	return h.under, nil
+}
+
+// With a head scanner, a stamp prints only on the label it was signed for:
+// another label under the head fails the label (the hub voids it and the
+// customer gets the remedy) and stops sales until staff reload the stock.
+func TestLabelUnderHeadChecked(t *testing.T) {
+	head := &headScanner{under: "1966-F8CF-01"}
+	fh := &fakeHub{answer: vectorAnswer}
+	k, p := setupWith(t, fh, func(c *kiosk.Config) { c.LabelCheck = head })
+	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+	if err != nil || rc.Labels[0].Outcome != protocol.Printed || p.count() != 1 {
+		t.Fatalf("the right label: %+v %v, %d printed", rc, err, p.count())
+	}
+	fh.report(t)
+	head.mu.Lock()
+	head.under = "1966-F8CF-07" // the sheet went in the wrong way round
+	head.mu.Unlock()
+	rc, err = k.Sell(context.Background(), order("1966-F8CF-01")) // the fake hub signs -01 each time
+	if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed || rc.Labels[0].Reason != "wrong_label" || p.count() != 1 {
+		t.Fatalf("the wrong label under the head: %+v %v, %d printed", rc, err, p.count())
+	}
+	if r := fh.report(t); r.Labels[0].Outcome != protocol.PrintFailed || r.Labels[0].Reason != "wrong_label" {
+		t.Fatalf("print report %+v", r)
+	}
+	if st := k.Status(); st.InService || !slices.Contains(st.Reasons, "wrong_stock") {
+		t.Fatalf("status after the wrong label: %+v", st)
+	}
+	if _, err := k.Sell(context.Background(), order("1966-F8CF-01")); protocol.AsError(err).Code != protocol.CodeServiceUnavailable {
+		t.Fatalf("sold with the wrong stock in: %v", err)
+	}
+	// Staff load the sheet again: sales may start.
+	if _, err := k.LoadStock(context.Background(), []string{"1966-F8CF"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := k.Status(); slices.Contains(st.Reasons, "wrong_stock") {
+		t.Fatalf("status after reloading: %+v", st)
 	}
 }

@@ -56,6 +56,9 @@ type Config struct {
 	// password in HubEnv as FRANK_BROKER_PASSWORD; kiosks log in with
 	// passwords unless BrokerTLS says it takes certificates.
 	ExternalBroker bool
+	// HeadScanner gives the kiosk a fixed scanner over the print head
+	// (HeadScanner() feeds it the serial of the label under the head).
+	HeadScanner bool
 	// BrokerTLS says the external broker speaks mqtts and takes the device
 	// CA's certificates: kiosks enroll for one.
 	BrokerTLS bool
@@ -81,6 +84,7 @@ type Demo struct {
 	printer   *printersim.Printer
 	scale     *scalesim.Scale
 	scanner   *scannersim.Scanner
+	head      *scannersim.Scanner // nil without Config.HeadScanner
 	terminal  *paytermsim.Terminal
 	gpio      *gpiosim.Sim
 	procs     []proc
@@ -183,6 +187,11 @@ func (d *Demo) start(ctx context.Context) error {
 	}
 	if d.terminal, err = paytermsim.Start(filepath.Join(dev, "terminal"), cfg.Log.With("component", "terminal")); err != nil {
 		return err
+	}
+	if cfg.HeadScanner {
+		if d.head, err = scannersim.Start(filepath.Join(dev, "head-scanner"), cfg.Log.With("component", "head-scanner")); err != nil {
+			return err
+		}
 	}
 	if d.gpio, err = gpiosim.Start(filepath.Join(dev, "gpio.sock"), cfg.Log.With("component", "gpio")); err != nil {
 		return err
@@ -287,6 +296,9 @@ func (d *Demo) start(ctx context.Context) error {
 		"--listen", orAny(cfg.KioskHTTP), "--ready-file", filepath.Join(cfg.Dir, "kiosk", "ready.json"), "--printer", d.printer.Path(), "--journal", d.JournalPath(),
 		"--scale", d.scale.Path(), "--scanner", d.scanner.Path(), "--terminal", d.terminal.Path(), "--gpio", "sim:" + d.gpio.Path(),
 		"--log", "text"}
+	if d.head != nil {
+		d.kioskArgs = append(d.kioskArgs, "--head-scanner", d.head.Path())
+	}
 	d.kioskArgs = append(d.kioskArgs, cfg.KioskArgs...)
 	if err := d.startKiosk(ctx); err != nil {
 		return err
@@ -378,10 +390,13 @@ func (d *Demo) startKiosk(ctx context.Context) error {
 const StaffPIN = "2468"
 
 // Scale, Scanner, Terminal and GPIO are the kiosk's simulated devices.
-func (d *Demo) Scale() *scalesim.Scale         { return d.scale }
-func (d *Demo) Scanner() *scannersim.Scanner   { return d.scanner }
-func (d *Demo) Terminal() *paytermsim.Terminal { return d.terminal }
-func (d *Demo) GPIO() *gpiosim.Sim             { return d.gpio }
+func (d *Demo) Scale() *scalesim.Scale       { return d.scale }
+func (d *Demo) Scanner() *scannersim.Scanner { return d.scanner }
+
+// HeadScanner is the scanner over the print head (Config.HeadScanner).
+func (d *Demo) HeadScanner() *scannersim.Scanner { return d.head }
+func (d *Demo) Terminal() *paytermsim.Terminal   { return d.terminal }
+func (d *Demo) GPIO() *gpiosim.Sim               { return d.gpio }
 
 // Dir is the demo's state directory.
 func (d *Demo) Dir() string { return d.cfg.Dir }
@@ -532,6 +547,9 @@ func (d *Demo) Close() {
 		}
 		if d.scanner != nil {
 			d.scanner.Close()
+		}
+		if d.head != nil {
+			d.head.Close()
 		}
 		if d.terminal != nil {
 			d.terminal.Close()

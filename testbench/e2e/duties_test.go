@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -259,5 +260,85 @@ func TestRotationsAndRefundsUnderLoad(t *testing.T) {
 	out, err = d.Hub("ledger", "check")
 	if err != nil || !strings.Contains(out, "ledger ok") {
 		t.Fatalf("hub ledger check: %v\n%s", err, out)
+	}
+}
+
+// A kiosk with a scanner over its print head, all real binaries and
+// simulated devices: the stamp prints when the label under the head is
+// the one it was signed for; a wrongly loaded label fails the stamp before
+// anything prints, the hub voids it, and the kiosk stops selling until
+// staff reload the stock.
+func TestHeadScannerCatchesWrongStock(t *testing.T) {
+	ctx := context.Background()
+	d, err := demo.Start(ctx, demo.Config{BinDir: binDir, Dir: t.TempDir(), KioskID: "head-kiosk", Sheets: 1, HeadScanner: true, Output: output(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sheet := d.Sheets()[0]
+	order := map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}}
+	sell := func() (int, string) {
+		t.Helper()
+		status, body, err := d.Sell(ctx, order)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return status, string(body)
+	}
+	next := d.Printer().Next()
+	if err := d.HeadScanner().Scan(sheet + "-01"); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := sell(); status != http.StatusOK || !strings.Contains(body, `"outcome":"printed"`) {
+		t.Fatalf("the right label under the head: %d %s", status, body)
+	}
+	select {
+	case <-next:
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing printed")
+	}
+	// The next label out is -05: a sheet fed in wrongly.
+	if err := d.HeadScanner().Scan(sheet + "-05"); err != nil {
+		t.Fatal(err)
+	}
+	status, body := sell()
+	if status != http.StatusOK || !strings.Contains(body, `"reason":"wrong_label"`) || strings.Contains(body, `"outcome":"printed"`) {
+		t.Fatalf("the wrong label under the head: %d %s", status, body)
+	}
+	if n := len(d.Printer().Labels()); n != 1 {
+		t.Fatalf("%d labels printed, want 1", n)
+	}
+	resp, err := http.Get(d.KioskURL() + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		InService bool     `json:"in_service"`
+		Reasons   []string `json:"reasons"`
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if st.InService || !slices.Contains(st.Reasons, "wrong_stock") {
+		t.Fatalf("kiosk status after the wrong label: %+v", st)
+	}
+	if status, body := sell(); status == http.StatusOK {
+		t.Fatalf("sold with the wrong stock in: %s", body)
+	}
+	// The hub heard the label failed: its indicium is void.
+	var voids []verify.Void
+	deadline := time.Now().Add(10 * time.Second)
+	for len(voids) == 0 && time.Now().Before(deadline) {
+		r, err := d.Client().Get(d.HubURL() + "/api/v1/voided")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(r.Body).Decode(&voids)
+		r.Body.Close()
+		if len(voids) == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if len(voids) != 1 || voids[0].Label != sheet+"-02" {
+		t.Fatalf("void list %+v, want the stamp for %s-02", voids, sheet)
 	}
 }

@@ -32,6 +32,7 @@ import (
 //	  "devices": {                        // each optional; udev-style stable names
 //	    "scale": {"path": "/dev/frank-scale", "baud": 9600}, "scale_protocol": "nci",  // or "sics"
 //	    "scanner": {"path": "/dev/frank-scanner", "baud": 9600},
+//	    "head_scanner": {"path": "/dev/frank-head-scanner", "baud": 9600},  // reads the label under the print head
 //	    "terminal": {"path": "/dev/frank-terminal", "baud": 115200},
 //	    "gpio": "host"                    // or "sim:/run/frank/gpio.sock"
 //	  },

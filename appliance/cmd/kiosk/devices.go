@@ -21,13 +21,16 @@ type devicesConfig struct {
 	Scale         serialport.Config `json:"scale"`          // default 9600 8N1
 	ScaleProtocol string            `json:"scale_protocol"` // nci (default) or sics
 	Scanner       serialport.Config `json:"scanner"`        // default 9600 8N1
+	// HeadScanner is a fixed scanner reading the pre-printed serial of the
+	// label under the print head; with it a stamp prints only on its label.
+	HeadScanner serialport.Config `json:"head_scanner"` // default 9600 8N1
 	Terminal      serialport.Config `json:"terminal"`       // default 115200 8N1
 	GPIO          string            `json:"gpio"`           // "host" (Raspberry Pi header pins) or "sim:/path/to/socket"
 }
 
 // withDefaults fills in the baud rates scales and scanners ship with.
 func (c devicesConfig) withDefaults() devicesConfig {
-	for _, l := range []*serialport.Config{&c.Scale, &c.Scanner} {
+	for _, l := range []*serialport.Config{&c.Scale, &c.Scanner, &c.HeadScanner} {
 		if l.Baud == 0 {
 			l.Baud = 9600
 		}
@@ -35,15 +38,14 @@ func (c devicesConfig) withDefaults() devicesConfig {
 	return c
 }
 
-// openDevices opens what the config names; closers undo it.
-func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (kiosk.Devices, []io.Closer, error) {
-	var d kiosk.Devices
-	var closers []io.Closer
-	fail := func(err error) (kiosk.Devices, []io.Closer, error) {
+// openDevices opens what the config names; closers undo it. head is the
+// head scanner, if there is one.
+func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (d kiosk.Devices, head *scanner.Head, closers []io.Closer, err error) {
+	fail := func(err error) (kiosk.Devices, *scanner.Head, []io.Closer, error) {
 		for _, c := range closers {
 			c.Close()
 		}
-		return kiosk.Devices{}, nil, err
+		return kiosk.Devices{}, nil, nil, err
 	}
 	c = c.withDefaults()
 	if c.Scale.Path != "" {
@@ -68,6 +70,15 @@ func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (kiosk.
 		}
 		closers = append(closers, p)
 		d.Scans = scanner.New(p).Scans(ctx)
+	}
+	if c.HeadScanner.Path != "" {
+		p, err := serialport.Open(c.HeadScanner)
+		if err != nil {
+			return fail(err)
+		}
+		closers = append(closers, p)
+		head = scanner.NewHead()
+		go head.Run(scanner.New(p).Scans(ctx))
 	}
 	if c.Terminal.Path != "" {
 		p, err := serialport.Open(c.Terminal)
@@ -96,5 +107,5 @@ func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (kiosk.
 	default:
 		return fail(fmt.Errorf("gpio %q: want host or sim:SOCKET", c.GPIO))
 	}
-	return d, closers, nil
+	return d, head, closers, nil
 }

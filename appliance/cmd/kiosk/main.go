@@ -56,6 +56,7 @@ func run() int {
 	flag.StringVar(&dcfg.Scale.Path, "scale", "", "scale serial device (empty: none)")
 	flag.StringVar(&dcfg.ScaleProtocol, "scale-protocol", "nci", "scale protocol: nci or sics")
 	flag.StringVar(&dcfg.Scanner.Path, "scanner", "", "barcode scanner serial device (empty: none)")
+	flag.StringVar(&dcfg.HeadScanner.Path, "head-scanner", "", "fixed scanner reading the serial of the label under the print head; a stamp prints only on its own label (empty: none)")
 	flag.StringVar(&dcfg.Terminal.Path, "terminal", "", "card terminal serial device (empty: none)")
 	flag.StringVar(&dcfg.GPIO, "gpio", "", "GPIO panel: host, or sim:SOCKET (empty: none)")
 	flag.DurationVar(&cfg.RemedyWindow, "remedy-window", 5*time.Minute, "how long a customer has to choose a reprint or refund for a label that failed to print; then the kiosk refunds it")
@@ -104,6 +105,7 @@ func run() int {
 		}
 		line("scale", &dcfg.Scale, fc.Devices.Scale)
 		line("scanner", &dcfg.Scanner, fc.Devices.Scanner)
+		line("head-scanner", &dcfg.HeadScanner, fc.Devices.HeadScanner)
 		line("terminal", &dcfg.Terminal, fc.Devices.Terminal)
 		pick("scale-protocol", &dcfg.ScaleProtocol, fc.Devices.ScaleProtocol)
 		pick("gpio", &dcfg.GPIO, fc.Devices.GPIO)
@@ -170,7 +172,7 @@ func run() int {
 		return 2
 	}
 	dcfg = dcfg.withDefaults()
-	for _, c := range []serialport.Config{pcfg, dcfg.Scale, dcfg.Scanner, dcfg.Terminal} {
+	for _, c := range []serialport.Config{pcfg, dcfg.Scale, dcfg.Scanner, dcfg.HeadScanner, dcfg.Terminal} {
 		if _, err := c.Mode(); err != nil {
 			fmt.Fprintln(os.Stderr, "kiosk: config:", err)
 			return 2
@@ -213,7 +215,7 @@ func run() int {
 	}
 	ctx0, stop0 := context.WithCancel(context.Background())
 	defer stop0()
-	devs, closers, err := openDevices(ctx0, dcfg, log)
+	devs, head, closers, err := openDevices(ctx0, dcfg, log)
 	if err != nil {
 		log.Error("devices not available", "err", err)
 		return 1
@@ -223,6 +225,9 @@ func run() int {
 			c.Close()
 		}
 	}()
+	if head != nil {
+		cfg.LabelCheck = head
+	}
 	k, err := kiosk.New(cfg, printer.New(port, 0), log)
 	if err != nil {
 		log.Error("kiosk", "err", err)

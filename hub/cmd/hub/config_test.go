@@ -44,3 +44,10 @@ func TestApplyConfig(t *testing.T) {
 		}
 	}
 }
+
+// Every flag is defined once: a name used twice panics at start.
+func TestFlagsParse(t *testing.T) {
+	if code := run([]string{"--version"}); code != 0 {
+		t.Fatalf("hub --version exited %d", code)
+	}
+}

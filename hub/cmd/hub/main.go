@@ -83,7 +83,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.PostalURL, "postal", "http://127.0.0.1:8090", "postal authority URL")
 	fs.IntVar(&cfg.Workers, "workers", 0, "PSDM workers, one HSM session each (default half the CPUs)")
 	fs.IntVar(&cfg.MPSDs, "mpsds", 1, "MPSDs each PSDM server checks out (1-8); psdm add: the new server's")
-	fs.StringVar(&cfg.Name, "name", "", "this hub's name in the stored list of PSDM servers (default: the host name)")
+	fs.StringVar(&cfg.Name, "hub-name", "", "this hub's name in the stored list of PSDM servers (default: the host name)")
 	fs.StringVar(&cfg.HSM, "hsm", "soft", "key store: soft (development) or pkcs11")
 	fs.StringVar(&cfg.PKCS11.Module, "pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library")
 	fs.StringVar(&cfg.PKCS11.Token, "pkcs11-token", "frank", "PKCS#11 token label")

@@ -88,6 +88,7 @@
     hub_offline: "No connection to the postage service",
     printer_fault: "The printer needs attention",
     certificate_expired: "This kiosk's certificate expired: staff, ask for a new enrollment code",
+    wrong_stock: "The labels in the printer are not the expected ones: staff, reload the label stock",
   };
   let status = { in_service: true, reasons: [] };
   async function pollStatus() {
