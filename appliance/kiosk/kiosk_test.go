@@ -3,8 +3,8 @@ package kiosk_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"errors"
+	"fmt"
 	"image"
 	"io"
 	"log/slog"

@@ -24,8 +24,8 @@ type devicesConfig struct {
 	// HeadScanner is a fixed scanner reading the pre-printed serial of the
 	// label under the print head; with it a stamp prints only on its label.
 	HeadScanner serialport.Config `json:"head_scanner"` // default 9600 8N1
-	Terminal      serialport.Config `json:"terminal"`       // default 115200 8N1
-	GPIO          string            `json:"gpio"`           // "host" (Raspberry Pi header pins) or "sim:/path/to/socket"
+	Terminal    serialport.Config `json:"terminal"`     // default 115200 8N1
+	GPIO        string            `json:"gpio"`         // "host" (Raspberry Pi header pins) or "sim:/path/to/socket"
 }
 
 // withDefaults fills in the baud rates scales and scanners ship with.
