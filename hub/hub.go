@@ -331,6 +331,7 @@ type Hub struct {
 	rates     *rates.Book
 	sales     *sale.Service
 	bgCtx     context.Context // ends when the hub closes; the periodic loops stop
+	started   time.Time       // when Start began; zero before
 	bgCancel  context.CancelFunc
 	bg        sync.WaitGroup // the periodic loops
 
@@ -525,6 +526,12 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := h.keys.Certify(ctx); err != nil {
 		h.log.Error("a signing key has no certificate from the postal authority; tried again at the next start", "err", err)
 	}
+	// Alive first: then what this hub opens is its own to settle.
+	h.payments.Hub = h.ledger.Holder()
+	h.started = time.Now()
+	if err := h.db.RenewHubLease(ctx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
+		return fmt.Errorf("hub: start: %w", err)
+	}
 	if err := h.payments.Reconcile(ctx); err != nil {
 		h.log.Error("open payments not settled", "err", err)
 	}
@@ -653,6 +660,19 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.bg.Go(func() { h.checkLedger(h.cfg.LedgerCheckEvery) })
 	}
 	h.bg.Go(h.heartbeats)
+	// Liveness, and the payments of hubs whose liveness lapsed: settled by
+	// whichever hub sees it first, not at the next restart.
+	h.bg.Go(func() {
+		h.every(h.hubLeaseTTL()/6, func() bool {
+			if err := h.db.RenewHubLease(h.bgCtx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
+				h.log.Error("hub lease not renewed", "err", err)
+			}
+			if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
+				h.log.Error("dead hubs' payments not settled", "err", err)
+			}
+			return true
+		})
+	})
 	h.bg.Go(func() {
 		h.every(h.cfg.KeyCheckEvery, func() bool { h.followKey(h.bgCtx); h.followServers(h.bgCtx); return true })
 	})
@@ -705,6 +725,18 @@ func (h *Hub) followKey(ctx context.Context) {
 	}
 }
 
+// hubLeaseTTL is how long a hub counts as alive without renewing: twice
+// its MPSD leases, so that a hub taken for dead has lost its MPSDs too and
+// cannot commit a sale whose payment another hub settles.
+func (h *Hub) hubLeaseTTL() time.Duration { return 2 * h.ledger.Config().LeaseTTL }
+
+func (h *Hub) clockNow() time.Time {
+	if h.cfg.Ledger.Now != nil {
+		return h.cfg.Ledger.Now()
+	}
+	return time.Now()
+}
+
 // Close stops everything in reverse order of start. It may be called more
 // than once.
 func (h *Hub) Close() error {
@@ -737,6 +769,12 @@ func (h *Hub) close() error {
 	}
 	if h.ledger != nil {
 		h.ledger.Close()
+		if !h.started.IsZero() {
+			// Stopped cleanly: what is left open is anyone's to settle.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			h.db.EndHubLease(ctx, h.ledger.Holder())
+			cancel()
+		}
 	}
 	if h.broker != nil {
 		h.broker.Close()

@@ -179,6 +179,7 @@ type Payment struct {
 	Captured  protocol.Mills
 	Refunded  protocol.Mills
 	attempt   string // the key the gateway or the account hold knows it by
+	hub       string // the hub that owns it ("" before hubs were named)
 }
 
 // gateway is the card gateway as Payments uses it.
@@ -193,6 +194,9 @@ type gateway interface {
 
 // Payments records payments and moves the money.
 type Payments struct {
+	// Hub names this hub in hub_leases; each payment records it, and only
+	// this hub settles it while its lease lives.
+	Hub      string
 	db       *store.DB
 	gw       gateway
 	accounts *accounts.Accounts
@@ -213,8 +217,30 @@ func New(db *store.DB, gw gateway, acc *accounts.Accounts, log *slog.Logger, now
 // a record that Reconcile voids. A purchase retried after a failure
 // authorizes again; one whose authorization is still open reuses it.
 func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
-	if prev, err := p.Get(ctx, key); err == nil && prev.State == "authorized" && prev.Amount == amount {
-		return prev, nil
+	if prev, err := p.Get(ctx, key); err == nil {
+		if prev.State == "authorized" && prev.Amount == amount {
+			return prev, nil
+		}
+		if prev.State == "authorizing" || prev.State == "authorized" {
+			// Another attempt is open. A live hub's is its own business;
+			// a dead one's is settled first, so no hold is left behind.
+			if prev.hub != p.Hub {
+				alive, err := p.hubAlive(ctx, prev.hub)
+				if err != nil {
+					return nil, err
+				}
+				if alive {
+					return nil, ErrOtherHub
+				}
+			}
+			settle := p.Void
+			if prev.State == "authorizing" {
+				settle = p.abandon
+			}
+			if err := settle(ctx, key); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if src.Card != nil {
 		if err := src.Card.Check(p.now()); err != nil {
@@ -227,12 +253,12 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 		pay.Method = "account"
 	}
 	now := p.now().UnixMicro()
-	_, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?)
+	_, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
+		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?, ?)
 		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
 		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,
-		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at`,
-		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), attempt, amount, now, now)
+		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at, hub = excluded.hub`,
+		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), attempt, amount, now, now, nullStr(p.Hub))
 	if err != nil {
 		return nil, fmt.Errorf("payments: record attempt: %w", err)
 	}
@@ -367,8 +393,8 @@ func (p *Payments) Get(ctx context.Context, key Key) (*Payment, error) {
 	pay := &Payment{Key: key}
 	var acct sql.NullInt64
 	err := p.db.QueryRowStmt(ctx, nil, `SELECT method, account_id, attempt_key, COALESCE(gateway_ref, ''), COALESCE(brand, ''), COALESCE(last4, ''),
-		amount, state, captured, refunded FROM payments WHERE kiosk_id = ? AND request_id = ?`, key.KioskID, key.RequestID).
-		Scan(&pay.Method, &acct, &pay.attempt, &pay.Ref, &pay.Brand, &pay.Last4, &pay.Amount, &pay.State, &pay.Captured, &pay.Refunded)
+		amount, state, captured, refunded, COALESCE(hub, '') FROM payments WHERE kiosk_id = ? AND request_id = ?`, key.KioskID, key.RequestID).
+		Scan(&pay.Method, &acct, &pay.attempt, &pay.Ref, &pay.Brand, &pay.Last4, &pay.Amount, &pay.State, &pay.Captured, &pay.Refunded, &pay.hub)
 	if err != nil {
 		return nil, fmt.Errorf("payments: read %s/%s: %w", key.KioskID, key.RequestID, err)
 	}
@@ -389,8 +415,21 @@ func (p *Payments) set(ctx context.Context, key Key, state string, captured prot
 // may not have approved is voided by its key; an authorization is captured
 // if its sale was recorded, voided if not. The hub runs it at start.
 func (p *Payments) Reconcile(ctx context.Context) error {
-	rows, err := p.db.QueryContext(ctx, `SELECT p.kiosk_id, p.request_id, p.state, COALESCE(s.status, '') FROM payments p
-		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id WHERE p.state IN ('authorizing', 'authorized')`)
+	if err := p.SettleDead(ctx); err != nil {
+		return err
+	}
+	return p.creditFunds(ctx)
+}
+
+// SettleDead settles the open payments no live hub owns: this hub's before
+// it started (it has a new name each start), those of hubs whose lease
+// has lapsed, and those written before payments named their hub. A live
+// hub's payments are its own business: it may be selling them now.
+func (p *Payments) SettleDead(ctx context.Context) error {
+	rows, err := p.db.QueryContext(ctx, p.db.Rebind(`SELECT p.kiosk_id, p.request_id, p.state, COALESCE(s.status, '') FROM payments p
+		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id
+		WHERE p.state IN ('authorizing', 'authorized') AND COALESCE(p.hub, '') <> ?
+		AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`), p.Hub, p.now().UnixMicro())
 	if err != nil {
 		return fmt.Errorf("payments: reconcile: %w", err)
 	}
@@ -423,9 +462,29 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p.log.Info("payment settled after restart", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
+		p.log.Info("payment of a dead hub settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
 	}
-	return p.creditFunds(ctx)
+	return nil
+}
+
+// ErrOtherHub is a purchase whose payment a live hub has open: the answer
+// is not final, and the same request asked again later is served.
+var ErrOtherHub = protocol.Errorf(protocol.CodeServiceUnavailable, "this purchase is being paid on another hub; ask again with the same request_id")
+
+// hubAlive says whether hub's lease is live.
+func (p *Payments) hubAlive(ctx context.Context, hub string) (bool, error) {
+	if hub == "" {
+		return false, nil
+	}
+	var until int64
+	err := p.db.QueryRowContext(ctx, p.db.Rebind(`SELECT until FROM hub_leases WHERE hub = ?`), hub).Scan(&until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("payments: hub lease: %w", err)
+	}
+	return until >= p.now().UnixMicro(), nil
 }
 
 // abandon voids an attempt whose outcome is unknown.
@@ -454,6 +513,13 @@ func nonce() string {
 	b := make([]byte, 6)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+func nullStr(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 func nullInt(v int64) any {

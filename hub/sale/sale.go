@@ -182,6 +182,9 @@ func (s *Service) purchase(ctx context.Context, req *protocol.PurchaseRequest, h
 	if perr.Code == protocol.CodeInternal || errors.Is(err, ledger.ErrTamper) {
 		s.Log.Error("purchase failed", "kiosk", kioskID, "request_id", req.RequestID, "err", err)
 	}
+	if errors.Is(err, payments.ErrOtherHub) {
+		return s.refuse(req.RequestID, perr) // not final: not recorded
+	}
 	out, rerr := s.Book.Reject(ctx, kioskID, req.RequestID, hash, perr)
 	if rerr != nil {
 		s.Log.Error("could not record rejection", "request_id", req.RequestID, "err", rerr)

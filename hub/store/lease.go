@@ -24,3 +24,20 @@ func (d *DB) TryLease(ctx context.Context, name, holder string, now time.Time, t
 	}
 	return have == holder, nil
 }
+
+// RenewHubLease says hub is alive until now+ttl; started is when it started.
+func (d *DB) RenewHubLease(ctx context.Context, hub string, now, started time.Time, ttl time.Duration) error {
+	_, err := d.ExecContext(ctx, d.Rebind(`INSERT INTO hub_leases (hub, until, started_at) VALUES (?, ?, ?)
+		ON CONFLICT (hub) DO UPDATE SET until = excluded.until`), hub, now.Add(ttl).UnixMicro(), started.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("store: hub lease %s: %w", hub, err)
+	}
+	return nil
+}
+
+// EndHubLease says hub stopped cleanly: what it left open is anyone's to
+// settle now.
+func (d *DB) EndHubLease(ctx context.Context, hub string) error {
+	_, err := d.ExecContext(ctx, d.Rebind(`UPDATE hub_leases SET until = 0 WHERE hub = ?`), hub)
+	return err
+}

@@ -1,0 +1,101 @@
+package hub_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/store"
+)
+
+// A hub settles the open payments of a hub whose lease has lapsed, while
+// it runs and without a restart, and leaves a live hub's alone: that hub
+// may be selling them now.
+func TestDeadHubsPaymentsSettled(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = 300 * time.Millisecond })
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(e.cfg.DataDir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	open := func(hubName string, lease time.Duration, request string) payments.Key {
+		t.Helper()
+		now := e.clock.Now()
+		if err := db.RenewHubLease(ctx, hubName, now, now, lease); err != nil {
+			t.Fatal(err)
+		}
+		p := payments.New(db, payments.NewGateway(e.cfg.PaymentsURL), accounts.New(db, e.clock.Now), slog.New(slog.DiscardHandler), e.clock.Now)
+		p.Hub = hubName
+		key := payments.Key{KioskID: "kiosk-1", RequestID: request}
+		if _, err := p.Authorize(ctx, key, payments.Source{Token: "tok_approve"}, 780); err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	before := e.cards.Totals().Open
+	dead := open("hub-dead", -time.Minute, "dead-1")
+	live := open("hub-live", time.Hour, "live-1")
+	if got := e.cards.Totals().Open; got != before+2 {
+		t.Fatalf("%d open authorizations, want %d", got, before+2)
+	}
+	state := func(k payments.Key) string {
+		p, err := e.h.Payments().Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.State
+	}
+	waitUntil(t, "the dead hub's payment settled", func() bool { return state(dead) == "voided" })
+	if st := state(live); st != "authorized" {
+		t.Fatalf("the live hub's payment was settled: %s", st)
+	}
+	if got := e.cards.Totals().Open; got != before+1 {
+		t.Fatalf("%d open authorizations, want %d (the live hub's)", got, before+1)
+	}
+}
+
+// A purchase whose payment another hub has open is not paid twice: while
+// that hub lives the request is refused as not final (asked again, it is
+// served); once it is dead, its attempt is settled first.
+func TestOpenAttemptOfAnotherHub(t *testing.T) {
+	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = time.Hour }) // the loop stays out of the way
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(e.cfg.DataDir, "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := e.clock.Now()
+	if err := db.RenewHubLease(ctx, "hub-other", now, now, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO payments (kiosk_id, request_id, method, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
+		VALUES ('kiosk-1', 'shared-1', 'card', 'kiosk-1/shared-1/other', 780, 'authorizing', 0, 0, ?, ?, 'hub-other')`, now.UnixMicro(), now.UnixMicro()); err != nil {
+		t.Fatal(err)
+	}
+	key := payments.Key{KioskID: "kiosk-1", RequestID: "shared-1"}
+	if _, err := e.h.Payments().Authorize(ctx, key, payments.Source{Token: "tok_approve"}, 780); !errors.Is(err, payments.ErrOtherHub) {
+		t.Fatalf("authorized over a live hub's open attempt: %v", err)
+	}
+	// The other hub dies: its attempt is voided by its key, then this one is paid.
+	if err := db.EndHubLease(ctx, "hub-other"); err != nil {
+		t.Fatal(err)
+	}
+	pay, err := e.h.Payments().Authorize(ctx, key, payments.Source{Token: "tok_approve"}, 780)
+	if err != nil || pay.State != "authorized" {
+		t.Fatalf("after the other hub died: %+v %v", pay, err)
+	}
+	if err := e.h.Payments().Void(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if open := e.cards.Totals().Open; open != 0 {
+		t.Fatalf("%d authorizations left open", open)
+	}
+}
