@@ -103,18 +103,9 @@ type authorizeReq struct {
 	} `json:"card,omitempty"`
 }
 
-// tokenize stores a card for later payments and answers its token, as a
-// gateway's vault does: the vendor keeps the token, never the number.
-func (g *Gateway) tokenize(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Card *struct{ Number, Exp, Name string } `json:"card"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil || req.Card == nil || len(req.Card.Number) < 12 {
-		writeJSON(w, 400, map[string]string{"code": "invalid", "message": "want a card"})
-		return
-	}
-	n := req.Card.Number
-	outcome, brand := "approve", "visa"
+// testCard is what the gateway does with a test card number, and its brand.
+func testCard(n string) (outcome, brand string) {
+	outcome, brand = "approve", "visa"
 	if strings.HasPrefix(n, "5") {
 		brand = "mastercard"
 	}
@@ -126,6 +117,21 @@ func (g *Gateway) tokenize(w http.ResponseWriter, r *http.Request) {
 	case "4000000000000119":
 		outcome = "timeout"
 	}
+	return outcome, brand
+}
+
+// tokenize stores a card for later payments and answers its token, as a
+// gateway's vault does: the vendor keeps the token, never the number.
+func (g *Gateway) tokenize(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Card *struct{ Number, Exp, Name string } `json:"card"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil || req.Card == nil || len(req.Card.Number) < 12 {
+		writeJSON(w, 400, map[string]string{"code": "invalid", "message": "want a card"})
+		return
+	}
+	n := req.Card.Number
+	outcome, brand := testCard(n)
 	writeJSON(w, 200, map[string]string{"token": "tok_" + outcome + "_" + rand.Text()[:12], "brand": brand, "last4": n[len(n)-4:]})
 }
 
@@ -150,17 +156,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		last4 = n[len(n)-4:]
-		if strings.HasPrefix(n, "5") {
-			brand = "mastercard"
-		}
-		switch n {
-		case "4000000000000002":
-			outcome = "decline"
-		case "4000000000009995":
-			outcome = "insufficient"
-		case "4000000000000119":
-			outcome = "timeout"
-		}
+		outcome, brand = testCard(n)
 	default:
 		writeJSON(w, 400, map[string]string{"code": "invalid", "message": "want a token or a card"})
 		return
