@@ -31,6 +31,7 @@ import (
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/broker"
 	"github.com/frank-postage/frank/hub/ca"
+	"github.com/frank-postage/frank/hub/claims"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/keys"
@@ -325,6 +326,9 @@ type Hub struct {
 	stock     *stock.Stock
 	accounts  *accounts.Accounts
 	payments  *payments.Payments
+	claims    *claims.Claims
+	leader    *store.Leader
+	leading   bool // as last logged
 	operators *operators.Operators
 	metrics   *metrics.Metrics
 	console   *console.Console
@@ -528,6 +532,10 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	// Alive first: then what this hub opens is its own to settle.
 	h.payments.Hub = h.ledger.Holder()
+	h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
+	h.payments.Claims = h.claims
+	h.leader = h.db.Leader(h.ledger.Holder(), h.hubLeaseTTL())
+	h.lead(ctx)
 	h.started = time.Now()
 	if err := h.db.RenewHubLease(ctx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
 		return fmt.Errorf("hub: start: %w", err)
@@ -581,7 +589,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.metrics = metrics.New(metrics.Sources{Funds: h.ledger, Presence: h.presence, Alerts: h.alerts, Workers: h.pool,
 		Now: now, Log: h.log.With("component", "metrics")})
 	h.sales = &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: h.fleet, Rates: h.rates, Money: h.payments,
-		Accounts: h.accounts, Sheets: h.stock, Alerts: h.alerts, Claimer: h.stock, Web: h.ledger, Meter: h.metrics,
+		Accounts: h.accounts, Sheets: h.stock, Alerts: h.alerts, Claimer: h.stock, Claims: h.claims, Web: h.ledger, Meter: h.metrics,
 		Licence: h.ledger.Licence(), Log: h.log.With("component", "sale"), Now: now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{
@@ -667,8 +675,14 @@ func (h *Hub) Start(ctx context.Context) error {
 			if err := h.db.RenewHubLease(h.bgCtx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
 				h.log.Error("hub lease not renewed", "err", err)
 			}
+			if !h.lead(h.bgCtx) {
+				return true
+			}
 			if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("dead hubs' payments not settled", "err", err)
+			}
+			if _, err := h.claims.Sweep(h.bgCtx, time.Hour); err != nil && h.bgCtx.Err() == nil {
+				h.log.Error("dead hubs' claims not swept", "err", err)
 			}
 			return true
 		})
@@ -679,7 +693,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.cfg.Reports.Every >= 0 {
 		rc := h.cfg.Reports
 		rc.Holder, rc.Now = h.ledger.Holder(), h.cfg.Ledger.Now
-		rep := reports.New(rc, h.ledger, h.postal, h.db, h.alerts, h.log.With("component", "reports"))
+		rep := reports.New(rc, h.ledger, h.postal, leaderLease{h.leader}, h.alerts, h.log.With("component", "reports"))
 		h.bg.Go(func() { rep.Run(h.bgCtx, h.cfg.ReportTick) })
 	}
 	h.restoreActivity(ctx)
@@ -770,8 +784,10 @@ func (h *Hub) close() error {
 	if h.ledger != nil {
 		h.ledger.Close()
 		if !h.started.IsZero() {
-			// Stopped cleanly: what is left open is anyone's to settle.
+			// Stopped cleanly: what is left open is anyone's to settle,
+			// and the next hub to look leads.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			h.leader.Resign(ctx)
 			h.db.EndHubLease(ctx, h.ledger.Holder())
 			cancel()
 		}
@@ -802,6 +818,13 @@ func (w kioskWatch) Online(id string) { w.h.presence.Online(id) }
 func (w kioskWatch) Heartbeat(t *protocol.Telemetry) {
 	w.h.presence.Heartbeat(t)
 	w.h.supplies(t)
+	// The other hubs get the rest of this kiosk's heartbeats; they read
+	// this one before they judge it silent.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.h.fleet.SaveHeartbeat(ctx, w.h.ledger.Holder(), w.h.clockNow(), t); err != nil {
+		w.h.log.Warn("heartbeat not shared with the other hubs", "kiosk", t.KioskID, "err", err)
+	}
 }
 func (w kioskWatch) Offline(id string) {
 	w.h.presence.Offline(id)
@@ -859,18 +882,50 @@ func (h *Hub) every(period time.Duration, fn func() bool) {
 // link is noticed within two periods of its last heartbeat.
 func (h *Hub) heartbeats() {
 	period := time.Duration(h.cfg.HeartbeatS) * time.Second
-	h.every(period/4, func() bool {
-		for _, id := range h.presence.Sweep(period * 3 / 2) {
-			h.kioskOffline(id, "no heartbeat")
+	// The other hubs' heartbeats come in every second or sooner, so that any hub's
+	// console shows the whole fleet; a kiosk is judged silent only on
+	// all of them.
+	tick := min(time.Second, period/4)
+	sweepEvery := max(int(period/4/tick), 1)
+	var merged time.Time
+	n := 0
+	h.every(tick, func() bool {
+		start := h.clockNow()
+		if err := h.mergeHeartbeats(merged); err != nil {
+			if h.bgCtx.Err() == nil {
+				h.log.Error("other hubs' heartbeats not read; no kiosk is judged silent until they are", "err", err)
+			}
+			return true
+		}
+		merged = start.Add(-2 * time.Second) // a slower commit of another hub is read next time
+		if n++; n%sweepEvery == 0 {
+			for _, id := range h.presence.Sweep(period * 3 / 2) {
+				h.kioskOffline(id, "no heartbeat")
+			}
 		}
 		return true
 	})
+}
+
+// mergeHeartbeats adds the heartbeats other hubs stored after since.
+func (h *Hub) mergeHeartbeats(since time.Time) error {
+	hbs, err := h.fleet.Heartbeats(h.bgCtx, since, h.ledger.Holder())
+	if err != nil {
+		return err
+	}
+	for _, hb := range hbs {
+		h.presence.Seen(hb.Telemetry, hb.At)
+	}
+	return nil
 }
 
 // checkLedger runs the full ledger check every period while the hub sells.
 // The ledger halts itself on a violation; this says so to ops.
 func (h *Hub) checkLedger(period time.Duration) {
 	h.every(period, func() bool {
+		if !h.leader.Held() {
+			return true // one hub checks for the cluster
+		}
 		ctx, cancel := context.WithTimeout(h.bgCtx, max(period, time.Minute))
 		defer cancel()
 		start := time.Now()
@@ -890,6 +945,26 @@ func (h *Hub) checkLedger(period time.Duration) {
 	})
 }
 
+// lead checks whether this hub leads the cluster, takes the lead if no
+// hub has it, and logs a change.
+func (h *Hub) lead(ctx context.Context) bool {
+	held := h.leader.Check(ctx, h.clockNow())
+	h.tickMu.Lock()
+	if held != h.leading {
+		h.leading = held
+		h.log.Info("cluster leadership", "leader", held)
+	}
+	h.tickMu.Unlock()
+	return held
+}
+
+// leaderLease lets the reporter run on the leader only.
+type leaderLease struct{ l *store.Leader }
+
+func (ll leaderLease) TryLease(context.Context, string, string, time.Time, time.Duration) (bool, error) {
+	return ll.l.Held(), nil
+}
+
 // watchdog runs the periodic checks.
 func (h *Hub) watchdog() {
 	h.every(time.Minute, func() bool { h.Tick(h.bgCtx); return true })
@@ -900,6 +975,16 @@ func (h *Hub) watchdog() {
 // kiosk gets the new table at once; a kiosk still pricing on the old one is
 // refused with rate_table_stale).
 func (h *Hub) Tick(ctx context.Context) {
+	if h.cfg.RatesDir != "" {
+		// Tables dropped into the directory ahead of their date are
+		// picked up here; a bad file leaves the loaded tables in force.
+		if err := h.rates.Reload(h.cfg.RatesDir); err != nil {
+			h.log.Error("rate tables not reloaded", "dir", h.cfg.RatesDir, "err", err)
+		}
+	}
+	if !h.leader.Held() {
+		return // the leader does the rest for the cluster
+	}
 	h.tickMu.Lock()
 	defer h.tickMu.Unlock()
 	if err := h.ledger.CheckInspection(ctx); err != nil {
@@ -917,13 +1002,6 @@ func (h *Hub) Tick(ctx context.Context) {
 	now := time.Now
 	if h.cfg.Ledger.Now != nil {
 		now = h.cfg.Ledger.Now
-	}
-	if h.cfg.RatesDir != "" {
-		// Tables dropped into the directory ahead of their date are
-		// picked up here; a bad file leaves the loaded tables in force.
-		if err := h.rates.Reload(h.cfg.RatesDir); err != nil {
-			h.log.Error("rate tables not reloaded", "dir", h.cfg.RatesDir, "err", err)
-		}
 	}
 	if rt, err := h.rates.Current(now()); err == nil && rt.Version != h.pushedRates && h.front != nil {
 		if ids, err := h.fleet.IDs(ctx); err == nil {

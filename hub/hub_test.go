@@ -526,7 +526,7 @@ func TestHubRefusesToStartOnViolation(t *testing.T) {
 		t.Fatal("sale failed")
 	}
 	e.h.Close()
-	db, err := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,7 +564,7 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 	if st := health(); st != http.StatusOK {
 		t.Fatalf("healthz %d", st)
 	}
-	db, err := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}

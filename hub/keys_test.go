@@ -112,7 +112,7 @@ func TestControlKeyRotation(t *testing.T) {
 		t.Fatalf("sale after the rotation: %+v", res.Error)
 	}
 	e.check()
-	db, err := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}

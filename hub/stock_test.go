@@ -18,7 +18,7 @@ func TestTenthLabelInvalidatesSheet(t *testing.T) {
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
 	sheet, _ := protocol.ParseSheetSerial("1966-F8CF")
-	db, err := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -467,7 +467,7 @@ func TestMetricsMatchLedger(t *testing.T) {
 		}
 		return v
 	}
-	db, err := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +592,7 @@ func TestEnrollment(t *testing.T) {
 	st, b = post(`{"code": "` + fresh + `"}`)
 	refused(st, b, http.StatusTooManyRequests, protocol.CodeUnauthorized) // five wrong codes from here: even a right one waits
 	var stored int
-	db, _ := sql.Open("sqlite", filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, _ := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
 	defer db.Close()
 	db.QueryRow(`SELECT COUNT(*) FROM enrollments WHERE instr(CAST(sealed AS TEXT), ?) > 0`, pw).Scan(&stored)
 	if stored != 0 {

@@ -150,3 +150,24 @@ func (p *Presence) List() []KioskState {
 	})
 	return out
 }
+
+// Seen merges a heartbeat another hub received at at: the kiosk is online
+// if it was heard after it went offline, and its telemetry is the newest.
+func (p *Presence) Seen(t *protocol.Telemetry, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.state(t.KioskID)
+	if !at.After(s.LastSeen) {
+		return
+	}
+	if !s.Online && at.After(s.Since) {
+		p.set(s, true, at)
+	}
+	s.LastSeen, s.Telemetry = at, t
+	h := append(p.history[t.KioskID], *t)
+	if len(h) > HistoryLen {
+		h = slices.Clone(h[len(h)-HistoryLen:])
+	}
+	p.history[t.KioskID] = h
+	p.notify()
+}

@@ -51,18 +51,26 @@ type Ticket struct {
 	sale  *Sale
 	parts []*Part
 	have  int
-	out   []byte
+	out   Answer
 	err   error
 	done  chan struct{}
 }
 
-// Wait returns the result bytes to send, or the refusal.
-func (t *Ticket) Wait(ctx context.Context) ([]byte, error) {
+// Answer is a purchase's answer: the bytes sent, stored and replayed, and
+// the result they encode when the sale was committed now (nil when the
+// bytes are an earlier answer found at commit time).
+type Answer struct {
+	Bytes  []byte
+	Result *protocol.PurchaseResult
+}
+
+// Wait returns the answer to send, or the refusal.
+func (t *Ticket) Wait(ctx context.Context) (Answer, error) {
 	select {
 	case <-t.done:
 		return t.out, t.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return Answer{}, ctx.Err()
 	}
 }
 
@@ -136,7 +144,7 @@ func (l *Ledger) committer() {
 						p.Done(false)
 					}
 				}
-				l.settle(t, nil, protocol.Errorf(protocol.CodeServiceUnavailable, "the hub is shutting down"))
+				l.settle(t, Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the hub is shutting down"))
 			}
 			return
 		}
@@ -196,7 +204,7 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 				p.Done(false)
 			}
 		}
-		l.settle(batch[0], nil, l.classify(ctx, batch[0], err))
+		l.settle(batch[0], Answer{}, l.classify(ctx, batch[0], err))
 		return 1
 	}
 	for s, st := range out.states {
@@ -218,7 +226,7 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 }
 
 // settle releases a ticket's GPSD promises and wakes its seller.
-func (l *Ledger) settle(t *Ticket, out []byte, err error) {
+func (l *Ledger) settle(t *Ticket, out Answer, err error) {
 	var f protocol.Mills
 	for _, p := range t.parts {
 		if p != nil {
@@ -227,7 +235,7 @@ func (l *Ledger) settle(t *Ticket, out []byte, err error) {
 	}
 	l.unreserve(f)
 	if prior, ok := Prior(err); ok {
-		out, err = prior, nil
+		out, err = Answer{Bytes: prior}, nil
 	}
 	t.out, t.err = out, err
 	close(t.done)
@@ -270,7 +278,7 @@ func Prior(err error) ([]byte, bool) {
 }
 
 type batchOutcome struct {
-	results   [][]byte
+	results   []Answer
 	errs      []error
 	committed map[*Part]bool
 	states    map[uint32]*mpsdState
@@ -281,7 +289,7 @@ type batchOutcome struct {
 // or refusal, which parts were committed, and the MPSDs to lock.
 func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, known map[uint32]*mpsdState) (*batchOutcome, error) {
 	now := l.cfg.Now()
-	out := &batchOutcome{results: make([][]byte, len(batch)), errs: make([]error, len(batch)),
+	out := &batchOutcome{results: make([]Answer, len(batch)), errs: make([]error, len(batch)),
 		committed: map[*Part]bool{}, states: map[uint32]*mpsdState{}}
 
 	// The MPSDs this batch touches, as the database holds them now.
@@ -442,7 +450,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 		if !sold {
 			out.errs[i] = saleErr
 			if prior, ok := Prior(saleErr); ok {
-				out.results[i], out.errs[i] = prior, nil
+				out.results[i], out.errs[i] = Answer{Bytes: prior}, nil
 			}
 			continue
 		}
@@ -450,7 +458,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 		if err != nil {
 			return nil, err
 		}
-		out.results[i] = b
+		out.results[i] = Answer{Bytes: b, Result: &res}
 		sales = append(sales, []any{s.KioskID, s.RequestID, s.BodyHash, "ok", s.Total(), b, micros(now)})
 	}
 	if err := l.insertRows(ctx, tx, "sales", []string{"kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"}, sales); err != nil {

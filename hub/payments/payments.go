@@ -192,11 +192,19 @@ type gateway interface {
 	Tokenize(ctx context.Context, card *Card) (Token, error)
 }
 
+// claimer takes a request's claim if no live hub holds it.
+type claimer interface {
+	TryTake(ctx context.Context, scope, name string) (release func(), ok bool, err error)
+}
+
 // Payments records payments and moves the money.
 type Payments struct {
 	// Hub names this hub in hub_leases; each payment records it, and only
 	// this hub settles it while its lease lives.
-	Hub      string
+	Hub string
+	// Claims, if set, makes settling a dead hub's payment wait its turn
+	// with a hub that took its request over.
+	Claims   claimer
 	db       *store.DB
 	gw       gateway
 	accounts *accounts.Accounts
@@ -451,20 +459,49 @@ func (p *Payments) SettleDead(ctx context.Context) error {
 	}
 	rows.Close()
 	for _, o := range opens {
-		switch {
-		case o.state == "authorizing":
-			err = p.abandon(ctx, o.key)
-		case o.sold:
-			err = p.Capture(ctx, o.key)
-		default:
-			err = p.Void(ctx, o.key)
-		}
+		settled, err := p.settleDead(ctx, o.key, o.state, o.sold)
 		if err != nil {
 			return err
+		}
+		if !settled {
+			continue
 		}
 		p.log.Info("payment of a dead hub settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
 	}
 	return nil
+}
+
+// settleDead settles one open payment of a dead hub, under its request's
+// claim: a live hub that took the request over settles it itself.
+func (p *Payments) settleDead(ctx context.Context, key Key, state string, sold bool) (bool, error) {
+	if p.Claims != nil {
+		release, ok, err := p.Claims.TryTake(ctx, key.KioskID, key.RequestID)
+		if err != nil || !ok {
+			return false, err
+		}
+		defer release()
+		// Read again under the claim: the taker may have settled it.
+		pay, err := p.Get(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		if pay.State != state {
+			return false, nil
+		}
+		if alive, err := p.hubAlive(ctx, pay.hub); err != nil || alive || pay.hub == p.Hub {
+			return false, err
+		}
+	}
+	var err error
+	switch {
+	case state == "authorizing":
+		err = p.abandon(ctx, key)
+	case sold:
+		err = p.Capture(ctx, key)
+	default:
+		err = p.Void(ctx, key)
+	}
+	return err == nil, err
 }
 
 // ErrOtherHub is a purchase whose payment a live hub has open: the answer
@@ -473,18 +510,7 @@ var ErrOtherHub = protocol.Errorf(protocol.CodeServiceUnavailable, "this purchas
 
 // hubAlive says whether hub's lease is live.
 func (p *Payments) hubAlive(ctx context.Context, hub string) (bool, error) {
-	if hub == "" {
-		return false, nil
-	}
-	var until int64
-	err := p.db.QueryRowContext(ctx, p.db.Rebind(`SELECT until FROM hub_leases WHERE hub = ?`), hub).Scan(&until)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("payments: hub lease: %w", err)
-	}
-	return until >= p.now().UnixMicro(), nil
+	return p.db.HubAlive(ctx, hub, p.now())
 }
 
 // abandon voids an attempt whose outcome is unknown.

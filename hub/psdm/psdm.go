@@ -275,17 +275,23 @@ func (p *Pool) forward(from *worker, j job) bool {
 // under one lock, so every worker sees sales in the same order as the
 // committer, and no two sales can wait on each other.
 func (p *Pool) Sell(ctx context.Context, s *ledger.Sale) ([]byte, error) {
+	a, err := p.Issue(ctx, s)
+	return a.Bytes, err
+}
+
+// Issue is Sell with the answer typed, for the hub's own channels.
+func (p *Pool) Issue(ctx context.Context, s *ledger.Sale) (ledger.Answer, error) {
 	p.mu.Lock()
 	select {
 	case <-p.closed:
 		p.mu.Unlock()
-		return nil, ErrClosed
+		return ledger.Answer{}, ErrClosed
 	default:
 	}
 	t, err := p.book.Open(s)
 	if err != nil {
 		p.mu.Unlock()
-		return nil, err
+		return ledger.Answer{}, err
 	}
 	byWorker := make([][]int, len(p.workers))
 	for i := range s.Items {

@@ -46,6 +46,11 @@ func (s *Service) RefundAtCounter(ctx context.Context, c counter, r CounterRefun
 	if strings.HasPrefix(kioskID, "web-") || (r.May != nil && !r.May(kioskID)) {
 		return 0, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not sold at a kiosk you look after", r.Label)
 	}
+	release, err := s.takeLabel(ctx, r.Label)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	sp, err := c.RefundUnused(ctx, kioskID, requestID, r.Label, s.Now().Add(-r.Window))
 	if err != nil {
 		return 0, err

@@ -46,101 +46,62 @@ func (s *Service) Buy(ctx context.Context, acct *accounts.Account, o Order, requ
 	kioskID := WebKioskID(acct.ID)
 	canon, _ := json.Marshal(o) // numbers and strings only: cannot fail
 	h := sha256.Sum256(canon)
-	// A form sent twice at once: the second waits for the first's answer.
-	f, first := s.join(kioskID+"/"+requestID, h[:])
-	if !first {
-		<-f.done
-		if string(f.hash) != string(h[:]) {
-			return nil, protocol.Errorf(protocol.CodeIdempotencyConflict, "request id %s was used before for another order", requestID)
-		}
-		if f.perr != nil {
-			return nil, f.perr
-		}
-	} else {
-		f.out, f.perr = s.order(ctx, acct, o, requestID, h[:])
-		s.leave(kioskID+"/"+requestID, f)
-		if f.perr != nil {
-			return nil, f.perr
-		}
+	ord := &order{kioskID: kioskID, requestID: requestID, hash: h[:], channel: "portal", owner: ledger.Owner{AccountID: acct.ID}}
+	ord.build = func(ctx context.Context, _ *protocol.Error) (*ledger.Sale, *payments.Source, error) {
+		return s.buy(ctx, ord, acct, o)
 	}
-	res, err := protocol.DecodePurchaseResult(f.out)
-	if err != nil {
-		return nil, err
-	}
-	if res.Status != protocol.ResultOK {
-		return nil, res.Error
-	}
-	return res, nil
+	return s.run(ctx, ord).result()
 }
 
-// order answers an order: the stored answer of a request served before,
-// else a new sale.
-func (s *Service) order(ctx context.Context, acct *accounts.Account, o Order, requestID string, hash []byte) ([]byte, *protocol.Error) {
-	out, err := s.Web.Replay(ctx, WebKioskID(acct.ID), requestID, hash)
-	if err == nil && out == nil {
-		out, err = s.buy(ctx, acct, o, requestID, hash)
-	}
-	if err != nil {
-		perr := protocol.AsError(err)
-		if perr.Code == protocol.CodeInternal {
-			s.Log.Error("portal purchase failed", "account", acct.ID, "request_id", requestID, "err", err)
-		}
-		return nil, perr
-	}
-	return out, nil
-}
-
-func (s *Service) buy(ctx context.Context, acct *accounts.Account, o Order, requestID string, hash []byte) ([]byte, error) {
+// buy prices a new order on the next free labels of its sheet.
+func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o Order) (*ledger.Sale, *payments.Source, error) {
 	rt, err := s.Rates.Current(s.Now())
 	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")
+		return nil, nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")
 	}
 	price, err := rt.Price(o.RateClass, o.WeightMg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	zip, err := acct.ZIP.Number()
 	if err != nil || zip == 0 {
-		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "set the ZIP code you mail from first")
+		return nil, nil, protocol.Errorf(protocol.CodeInvalidRequest, "set the ZIP code you mail from first")
 	}
 	if err := s.Claimer.Claim(ctx, o.Sheet, acct.ID); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	state, err := s.Sheets.State(ctx, o.Sheet)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(state.Free) < o.Count {
-		return nil, protocol.Errorf(protocol.CodeLabelUsed, "sheet %s has %d free labels; %d were asked for", o.Sheet, len(state.Free), o.Count)
+		return nil, nil, protocol.Errorf(protocol.CodeLabelUsed, "sheet %s has %d free labels; %d were asked for", o.Sheet, len(state.Free), o.Count)
 	}
-	kioskID := WebKioskID(acct.ID)
-	sale := &ledger.Sale{KioskID: kioskID, RequestID: requestID, BodyHash: hash, UserID: WebUserBase + uint64(acct.ID), OriginZIP: zip}
+	sale := &ledger.Sale{KioskID: ord.kioskID, RequestID: ord.requestID, BodyHash: ord.hash, UserID: WebUserBase + uint64(acct.ID), OriginZIP: zip}
 	labels := make([]protocol.LabelSerial, o.Count)
 	for i := range labels {
 		labels[i] = protocol.LabelSerial{Sheet: o.Sheet, Position: uint8(state.Free[i])}
 		sale.Items = append(sale.Items, ledger.Item{RateClass: o.RateClass, Postage: price, Label: labels[i]})
 	}
-	prior, refusal, err := s.Book.Precheck(ctx, kioskID, requestID, hash, labels, ledger.Owner{AccountID: acct.ID})
-	if err != nil || prior != nil {
-		return prior, err
-	}
-	if refusal != nil {
-		if refusal.Code == protocol.CodeLabelUsed {
-			s.fraud(ctx, kioskID, requestID, labels)
-		}
-		return nil, refusal
+	if err := s.checkLabels(ctx, ord, labels); err != nil {
+		return nil, nil, err
 	}
 	src := payments.Source{AccountID: acct.ID}
 	if acct.Balance < sale.Total() && acct.CardToken() != "" {
 		src = payments.Source{Token: acct.CardToken()}
 	}
-	return s.charge(ctx, sale, &src)
+	return sale, &src, nil
 }
 
 // RefundUnused gives a customer back the postage of a stamp they did not
 // use, once, if it was bought within window.
 func (s *Service) RefundUnused(ctx context.Context, acct *accounts.Account, requestID string, label protocol.LabelSerial, window time.Duration) (protocol.Mills, error) {
 	kioskID := WebKioskID(acct.ID)
+	release, err := s.takeLabel(ctx, label)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	sp, err := s.Web.RefundUnused(ctx, kioskID, requestID, label, s.Now().Add(-window))
 	if err != nil {
 		return 0, err

@@ -28,7 +28,7 @@ import (
 
 // seller issues and commits indicia; the PSDM pool.
 type seller interface {
-	Sell(ctx context.Context, s *ledger.Sale) ([]byte, error)
+	Issue(ctx context.Context, s *ledger.Sale) (ledger.Answer, error)
 }
 
 // book keeps sales and their answers; the ledger.
@@ -90,9 +90,10 @@ type Service struct {
 	Accounts payCodes
 	Sheets   sheets
 	Alerts   alerter
-	Claimer  claimer  // web sheets; the portal only
-	Web      replayer // the ledger, for the portal
-	Meter    meter    // may be nil
+	Claimer  claimer       // web sheets; the portal only
+	Claims   requestClaims // may be nil: one hub alone
+	Web      replayer      // the ledger, for the portal
+	Meter    meter         // may be nil
 	// Licence is the vendor's postal licence, returned in the XML
 	// <Indicium>'s LPO field (patent: generated "based upon" it).
 	Licence string
@@ -116,8 +117,7 @@ const (
 type flight struct {
 	hash []byte
 	done chan struct{}
-	out  []byte
-	perr *protocol.Error
+	ans  answer
 }
 
 // Purchase answers one purchase request that arrived on kioskID's topic.
@@ -140,114 +140,69 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 		return s.refuse(req.RequestID, fmt.Errorf("sale: canonical form: %w", err))
 	}
 	h := sha256.Sum256(canon)
-	hash := h[:]
-	// A resend that arrives while the first copy is still being served
-	// waits for it and gets the same answer.
-	key := kioskID + "/" + req.RequestID
-	f, first := s.join(key, hash)
-	if !first {
-		<-f.done
-		if string(f.hash) != string(hash) {
-			return s.refuse(req.RequestID, protocol.Errorf(protocol.CodeIdempotencyConflict,
-				"request_id %s was used before with a different body", req.RequestID))
-		}
-		return f.out, f.perr
-	}
-	defer s.leave(key, f)
-	f.out, f.perr = s.purchase(ctx, req, hash)
-	return f.out, f.perr
-}
-
-func (s *Service) purchase(ctx context.Context, req *protocol.PurchaseRequest, hash []byte) ([]byte, *protocol.Error) {
-	kioskID := req.KioskID
 	labels := make([]protocol.LabelSerial, len(req.Items))
 	for i, it := range req.Items {
 		labels[i] = it.Label()
 	}
-	prior, refusal, err := s.Book.Precheck(ctx, kioskID, req.RequestID, hash, labels, ledger.Owner{KioskID: kioskID})
-	if prior != nil || err != nil {
+	o := &order{kioskID: kioskID, requestID: req.RequestID, hash: h[:], channel: "kiosk",
+		owner: ledger.Owner{KioskID: kioskID}, labels: labels, record: true}
+	o.build = func(ctx context.Context, refusal *protocol.Error) (*ledger.Sale, *payments.Source, error) {
+		sale, err := s.prepare(ctx, req, o.hash)
 		if err != nil {
-			return s.refuse(req.RequestID, err)
+			return nil, nil, err
 		}
-		return prior, nil
-	}
-	if refusal != nil && refusal.Code == protocol.CodeLabelUsed {
-		s.fraud(ctx, kioskID, req.RequestID, labels)
-	}
-	out, err := s.sell(ctx, req, hash, refusal)
-	if err == nil {
-		return out, nil
-	}
-	perr := protocol.AsError(err)
-	if perr.Code == protocol.CodeInternal || errors.Is(err, ledger.ErrTamper) {
-		s.Log.Error("purchase failed", "kiosk", kioskID, "request_id", req.RequestID, "err", err)
-	}
-	if errors.Is(err, payments.ErrOtherHub) {
-		return s.refuse(req.RequestID, perr) // not final: not recorded
-	}
-	out, rerr := s.Book.Reject(ctx, kioskID, req.RequestID, hash, perr)
-	if rerr != nil {
-		s.Log.Error("could not record rejection", "request_id", req.RequestID, "err", rerr)
-		return s.refuse(req.RequestID, perr)
-	}
-	return out, perr
-}
-
-// sell runs the sale: validate, authorize, sign, capture.
-func (s *Service) sell(ctx context.Context, req *protocol.PurchaseRequest, hash []byte, refusal *protocol.Error) ([]byte, error) {
-	sale, err := s.prepare(ctx, req, hash)
-	if err != nil {
-		return nil, err
-	}
-	if refusal != nil {
-		return nil, refusal
-	}
-	var src *payments.Source
-	if req.ReprintOf == nil {
-		ps, err := s.source(ctx, req)
+		if refusal != nil {
+			return nil, nil, refusal
+		}
+		if req.ReprintOf != nil {
+			return sale, nil, nil // free
+		}
+		src, err := s.source(ctx, req)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		src = &ps
+		return sale, &src, nil
 	}
-	out, err := s.charge(ctx, sale, src)
-	if err != nil && req.Payment.Method == protocol.PayAccount {
+	if req.Payment.Method == protocol.PayAccount {
 		// Refused, and the money stayed where it was: the customer's code
 		// works again while it lasts.
-		if rerr := s.Accounts.ReleasePayCode(context.WithoutCancel(ctx), req.Payment.PayCode, req.KioskID+"/"+req.RequestID); rerr != nil {
-			s.Log.Error("pay code not released", "request_id", req.RequestID, "err", rerr)
+		o.failed = func(ctx context.Context) {
+			if err := s.Accounts.ReleasePayCode(ctx, req.Payment.PayCode, kioskID+"/"+req.RequestID); err != nil {
+				s.Log.Error("pay code not released", "request_id", req.RequestID, "err", err)
+			}
 		}
 	}
-	return out, err
+	a := s.run(ctx, o)
+	return a.out, a.perr
 }
 
 // charge holds the sale's labels, authorizes src (nil: a free reprint),
 // has the stamps signed and recorded, and captures the payment. Any
 // failure after the authorization voids it.
-func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.Source) ([]byte, error) {
+func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.Source) (ledger.Answer, error) {
 	release, err := s.holdLabels(sale)
 	if err != nil {
-		return nil, err
+		return ledger.Answer{}, err
 	}
 	defer release()
 	if err := s.Book.Stopped(); err != nil {
-		return nil, err // before any money is held
+		return ledger.Answer{}, err // before any money is held
 	}
 	key := payments.Key{KioskID: sale.KioskID, RequestID: sale.RequestID}
 	charged := src != nil
 	if charged {
 		if _, err := s.Money.Authorize(ctx, key, *src, sale.Total()); err != nil {
-			return nil, err
+			return ledger.Answer{}, err
 		}
 	}
-	out, err := s.Seller.Sell(ctx, sale)
+	out, err := s.Seller.Issue(ctx, sale)
 	if err != nil {
 		if charged {
 			if verr := s.Money.Void(ctx, key); verr != nil {
 				s.Log.Error("authorization not voided; the hub settles it at its next start", "request_id", sale.RequestID, "err", verr)
 			}
 		}
-		return nil, err
+		return ledger.Answer{}, err
 	}
 	if charged {
 		if err := s.Money.Capture(ctx, key); err != nil {
@@ -255,12 +210,12 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 			s.Money.Void(ctx, key)
 			perr := protocol.Errorf(protocol.CodePaymentDeclined, "the payment could not be completed; nothing was charged")
 			if _, verr := s.Book.VoidSale(ctx, sale.KioskID, sale.RequestID, perr); verr != nil {
-				return nil, verr
+				return ledger.Answer{}, verr
 			}
-			return nil, perr
+			return ledger.Answer{}, perr
 		}
 	}
-	if s.Meter != nil {
+	if s.Meter != nil && out.Result != nil {
 		s.Meter.Sale()
 		for _, it := range sale.Items {
 			s.Meter.Sold(it.RateClass, it.Postage)
@@ -417,14 +372,28 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 			return refundAnswer(req.RequestID, 0, protocol.Errorf(protocol.CodeIdempotencyConflict,
 				"request_id %s was used before with a different body", req.RequestID))
 		}
-		return f.out, f.perr
+		return f.ans.out, f.ans.perr
 	}
 	defer s.leave(key, f)
 	label, _ := protocol.ParseLabelSerial(req.Label.LabelSerial)
-	defer s.serialize("refund-label:" + label.String())()
+	release, err := s.takeLabel(ctx, label)
+	if err != nil {
+		f.ans.out, f.ans.perr = refundAnswer(req.RequestID, 0, err)
+		return f.ans.out, f.ans.perr
+	}
+	defer release()
 	amt, err := s.refund(ctx, kioskID, req, label)
-	f.out, f.perr = refundAnswer(req.RequestID, amt, err)
-	return f.out, f.perr
+	f.ans.out, f.ans.perr = refundAnswer(req.RequestID, amt, err)
+	return f.ans.out, f.ans.perr
+}
+
+// takeLabel makes a label's refunds take turns, on this hub and across
+// hubs: the second finds the first's refund done.
+func (s *Service) takeLabel(ctx context.Context, label protocol.LabelSerial) (func(), error) {
+	if s.Claims != nil {
+		return s.Claims.Take(ctx, "refund-label", label.String())
+	}
+	return s.serialize("refund-label:" + label.String()), nil
 }
 
 func (s *Service) refund(ctx context.Context, kioskID string, req *protocol.RefundRequest, label protocol.LabelSerial) (protocol.Mills, error) {

@@ -49,76 +49,38 @@ func (s *Service) WebStamp(ctx context.Context, acct *accounts.Account, req *pro
 		Last4     string
 	}{req.Amount, req.RateClass, strings.ToUpper(strings.TrimSpace(req.SerialNumber)), payments.Last4(req.CCNumber)})
 	h := sha256.Sum256(canon)
-	key := kioskID + "/" + requestID
-	f, first := s.join(key, h[:])
-	if !first {
-		<-f.done
-		if string(f.hash) != string(h[:]) {
-			return nil, protocol.Errorf(protocol.CodeIdempotencyConflict, "Idempotency-Key %s was used before for another request", requestID)
-		}
-	} else {
-		f.out, f.perr = s.webStamp(ctx, acct, req, requestID, kioskID, zip, h[:])
-		s.leave(key, f)
+	o := &order{kioskID: kioskID, requestID: requestID, hash: h[:], channel: "webstamp", owner: ledger.Owner{AccountID: acct.ID}}
+	o.build = func(ctx context.Context, _ *protocol.Error) (*ledger.Sale, *payments.Source, error) {
+		return s.webStamp(ctx, o, acct, req, zip)
 	}
-	if f.perr != nil {
-		return nil, f.perr
-	}
-	out := f.out
-	res, err := protocol.DecodePurchaseResult(out)
+	res, err := s.run(ctx, o).result()
 	if err != nil {
 		return nil, err
-	}
-	if res.Status != protocol.ResultOK {
-		return nil, res.Error
 	}
 	in := res.Indicia[0]
 	return &protocol.XMLIndicium{MeterNumber: in.MeterNumber, RateClass: in.RateClass, Amount: in.AmountMills, Matrix: in.Matrix, LPO: s.Licence}, nil
 }
 
-// webStamp answers a web stamp request: the stored answer of the same
-// request sent before, else a sale on the label it names.
-func (s *Service) webStamp(ctx context.Context, acct *accounts.Account, req *protocol.WebStampRequest, requestID, kioskID string, zip uint32, hash []byte) ([]byte, *protocol.Error) {
-	fail := func(err error) ([]byte, *protocol.Error) {
-		perr := protocol.AsError(err)
-		if perr.Code == protocol.CodeInternal {
-			s.Log.Error("web stamp failed", "account", acct.ID, "request_id", requestID, "err", err)
-		}
-		return nil, perr
-	}
-	if prior, err := s.Web.Replay(ctx, kioskID, requestID, hash); err != nil || prior != nil {
-		if err != nil {
-			return fail(err)
-		}
-		return prior, nil
-	}
+// webStamp prices a new web stamp request on the label it names.
+func (s *Service) webStamp(ctx context.Context, o *order, acct *accounts.Account, req *protocol.WebStampRequest, zip uint32) (*ledger.Sale, *payments.Source, error) {
 	rt, err := s.Rates.Current(s.Now())
 	if err != nil {
-		return fail(protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force"))
+		return nil, nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")
 	}
 	class, ok := rt.Class(req.RateClass)
 	if !ok {
-		return fail(protocol.Errorf(protocol.CodeRateClassUnknown, "rate class %q is not in rate table %s", req.RateClass, rt.Version))
+		return nil, nil, protocol.Errorf(protocol.CodeRateClassUnknown, "rate class %q is not in rate table %s", req.RateClass, rt.Version)
 	}
 	if !validAmount(class, req.Amount) {
-		return fail(protocol.Errorf(protocol.CodeAmountMismatch, "%s for %s is not a price of rate table %s (1 oz is %s)",
-			req.Amount.String(), class.Name, rt.Version, class.FirstOunce))
+		return nil, nil, protocol.Errorf(protocol.CodeAmountMismatch, "%s for %s is not a price of rate table %s (1 oz is %s)",
+			req.Amount.String(), class.Name, rt.Version, class.FirstOunce)
 	}
 	label, err := s.pickLabel(ctx, req.SerialNumber)
 	if err != nil {
-		return fail(err)
+		return nil, nil, err
 	}
-	prior, refusal, err := s.Book.Precheck(ctx, kioskID, requestID, hash, []protocol.LabelSerial{label}, ledger.Owner{AccountID: acct.ID})
-	if err != nil {
-		return fail(err)
-	}
-	if prior != nil {
-		return prior, nil
-	}
-	if refusal != nil {
-		if refusal.Code == protocol.CodeLabelUsed {
-			s.fraud(ctx, kioskID, requestID, []protocol.LabelSerial{label})
-		}
-		return fail(refusal)
+	if err := s.checkLabels(ctx, o, []protocol.LabelSerial{label}); err != nil {
+		return nil, nil, err
 	}
 	src := payments.Source{AccountID: acct.ID}
 	switch {
@@ -127,13 +89,9 @@ func (s *Service) webStamp(ctx context.Context, acct *accounts.Account, req *pro
 	case acct.Balance < req.Amount && acct.CardToken() != "":
 		src = payments.Source{Token: acct.CardToken()}
 	}
-	sale := &ledger.Sale{KioskID: kioskID, RequestID: requestID, BodyHash: hash, UserID: WebUserBase + uint64(acct.ID),
+	sale := &ledger.Sale{KioskID: o.kioskID, RequestID: o.requestID, BodyHash: o.hash, UserID: WebUserBase + uint64(acct.ID),
 		OriginZIP: zip, Items: []ledger.Item{{RateClass: req.RateClass, Postage: req.Amount, Label: label}}}
-	out, err := s.charge(ctx, sale, &src)
-	if err != nil {
-		return fail(err)
-	}
-	return out, nil
+	return sale, &src, nil
 }
 
 // validAmount reports whether amount is the class's price for some weight:

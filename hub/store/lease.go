@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -40,4 +42,21 @@ func (d *DB) RenewHubLease(ctx context.Context, hub string, now, started time.Ti
 func (d *DB) EndHubLease(ctx context.Context, hub string) error {
 	_, err := d.ExecContext(ctx, d.Rebind(`UPDATE hub_leases SET until = 0 WHERE hub = ?`), hub)
 	return err
+}
+
+// HubAlive reports whether hub's lease is live at now. A hub with no row,
+// or none named, is not.
+func (d *DB) HubAlive(ctx context.Context, hub string, now time.Time) (bool, error) {
+	if hub == "" {
+		return false, nil
+	}
+	var until int64
+	err := d.QueryRowStmt(ctx, nil, `SELECT until FROM hub_leases WHERE hub = ?`, hub).Scan(&until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: hub lease %s: %w", hub, err)
+	}
+	return until >= now.UnixMicro(), nil
 }

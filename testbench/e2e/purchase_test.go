@@ -345,7 +345,7 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "ledger ok") {
 		t.Fatalf("hub ledger check: %v\n%s", err, out)
 	}
-	db, err := sql.Open("sqlite", filepath.Join(dir, "hub", "hub.db"))
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "hub", "hub.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,187 @@
+// Package claims makes a request belong to one hub at a time. Hubs that
+// share a database and a broker can each receive the same request: a
+// kiosk's resend, or a duplicate delivery. The hub that claims it serves
+// it. The others wait for the claim to go and then find the recorded
+// answer, and a claim whose hub's lease has lapsed is taken over, so a dead
+// hub holds nothing for long.
+package claims
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// ErrBusy is a request another live hub still serves when the caller
+// stopped waiting: not final, a resend with the same id is served.
+var ErrBusy = protocol.Errorf(protocol.CodeServiceUnavailable,
+	"this request is being served by another hub; ask again with the same request_id")
+
+// How often a waiting hub looks again: soon at first, since most sales
+// take milliseconds, then no more than a few times a second.
+const (
+	firstPoll = 5 * time.Millisecond
+	maxPoll   = 200 * time.Millisecond
+)
+
+// Claims takes and releases this hub's claims.
+type Claims struct {
+	db  *store.DB
+	hub string
+	now func() time.Time
+
+	mu   sync.Mutex
+	held map[key]chan struct{} // claims this process holds; closed on release
+}
+
+type key struct{ scope, name string }
+
+// New returns the claims of hub, which names this process in hub_leases.
+func New(db *store.DB, hub string, now func() time.Time) *Claims {
+	if now == nil {
+		now = time.Now
+	}
+	return &Claims{db: db, hub: hub, now: now, held: map[key]chan struct{}{}}
+}
+
+// Take waits until this hub holds the claim on scope/name and returns its
+// release, which must be called once the answer is recorded. It gives up
+// with ErrBusy when ctx ends first.
+func (c *Claims) Take(ctx context.Context, scope, name string) (func(), error) {
+	k := key{scope, name}
+	if err := c.lock(ctx, k); err != nil {
+		return nil, err
+	}
+	wait := firstPoll
+	for {
+		ok, err := c.take(ctx, k)
+		if err != nil {
+			c.unlock(k)
+			return nil, err
+		}
+		if ok {
+			return func() { c.release(k) }, nil
+		}
+		select {
+		case <-ctx.Done():
+			c.unlock(k)
+			return nil, ErrBusy
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxPoll)
+	}
+}
+
+// TryTake takes the claim if no live hub holds it, without waiting.
+func (c *Claims) TryTake(ctx context.Context, scope, name string) (release func(), ok bool, err error) {
+	k := key{scope, name}
+	c.mu.Lock()
+	if _, busy := c.held[k]; busy {
+		c.mu.Unlock()
+		return nil, false, nil
+	}
+	c.held[k] = make(chan struct{})
+	c.mu.Unlock()
+	ok, err = c.take(ctx, k)
+	if err != nil || !ok {
+		c.unlock(k)
+		return nil, false, err
+	}
+	return func() { c.release(k) }, true, nil
+}
+
+// lock waits until no other goroutine of this process holds k, and holds
+// it. Within a process the claim is a lock, so a row naming this hub is
+// one its own earlier holder failed to delete.
+func (c *Claims) lock(ctx context.Context, k key) error {
+	for {
+		c.mu.Lock()
+		ch, busy := c.held[k]
+		if !busy {
+			c.held[k] = make(chan struct{})
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ErrBusy
+		}
+	}
+}
+
+func (c *Claims) unlock(k key) {
+	c.mu.Lock()
+	ch := c.held[k]
+	delete(c.held, k)
+	c.mu.Unlock()
+	close(ch)
+}
+
+// take inserts the claim, or takes it from its hub if that hub is this
+// one or dead. It reports whether this hub now holds it.
+func (c *Claims) take(ctx context.Context, k key) (bool, error) {
+	for range 3 { // a claim released between the insert and the read
+		n, err := c.db.GroupExec(ctx, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (scope, name) DO NOTHING`, k.scope, k.name, c.hub, c.now().UnixMicro())
+		if err != nil {
+			return false, fmt.Errorf("claims: take %s/%s: %w", k.scope, k.name, err)
+		}
+		if n == 1 {
+			return true, nil
+		}
+		var holder string
+		err = c.db.QueryRowStmt(ctx, nil, `SELECT hub FROM request_claims WHERE scope = ? AND name = ?`, k.scope, k.name).Scan(&holder)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("claims: read %s/%s: %w", k.scope, k.name, err)
+		}
+		if holder != c.hub {
+			alive, err := c.db.HubAlive(ctx, holder, c.now())
+			if err != nil || alive {
+				return false, err
+			}
+		}
+		// Ours from before, or a dead hub's: take it over, unless another
+		// hub got there first.
+		n, err = c.db.GroupExec(ctx, `UPDATE request_claims SET hub = ?, claimed_at = ? WHERE scope = ? AND name = ? AND hub = ?`,
+			c.hub, c.now().UnixMicro(), k.scope, k.name, holder)
+		if err != nil {
+			return false, fmt.Errorf("claims: take over %s/%s: %w", k.scope, k.name, err)
+		}
+		return n == 1, nil
+	}
+	return false, nil
+}
+
+// release deletes the claim and lets this process's next holder in. A
+// claim whose row cannot be deleted stays this hub's; its next holder here
+// takes it, and after this hub dies anyone may.
+func (c *Claims) release(k key) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.db.GroupExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
+	c.unlock(k)
+}
+
+// Sweep deletes the claims of hubs whose lease has lapsed, which nobody
+// came back for, claimed before now-age. It returns how many went.
+func (c *Claims) Sweep(ctx context.Context, age time.Duration) (int64, error) {
+	now := c.now()
+	res, err := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM request_claims WHERE claimed_at < ? AND hub <> ?
+		AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = request_claims.hub AND l.until >= ?)`),
+		now.Add(-age).UnixMicro(), c.hub, now.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("claims: sweep: %w", err)
+	}
+	return res.RowsAffected()
+}

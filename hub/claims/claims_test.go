@@ -1,0 +1,104 @@
+package claims_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub/claims"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/testbench/pgtest"
+)
+
+// Two hubs on one database: a request is held by one at a time, the other
+// waits for it, a dead hub's claim is taken over at once, and a live hub's
+// never.
+func TestOneHubAtATime(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		for _, h := range []string{"hub-a", "hub-b"} {
+			if err := db.RenewHubLease(ctx, h, now, now, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, b := claims.New(db, "hub-a", clock), claims.New(db, "hub-b", clock)
+
+		// Many goroutines on both hubs: never two holders at once.
+		var holders, most, served atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 16 {
+			c := a
+			if i%2 == 1 {
+				c = b
+			}
+			wg.Go(func() {
+				release, err := c.Take(ctx, "k1", "r1")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n := holders.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				served.Add(1)
+				holders.Add(-1)
+				release()
+			})
+		}
+		wg.Wait()
+		if most.Load() != 1 || served.Load() != 16 {
+			t.Fatalf("at most %d holders at once, %d served; want 1 and 16", most.Load(), served.Load())
+		}
+
+		// A live hub's claim is not taken: TryTake says no, Take gives up
+		// with ErrBusy when its context ends.
+		release, err := a.Take(ctx, "k1", "r2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := b.TryTake(ctx, "k1", "r2"); ok || err != nil {
+			t.Fatalf("took a live hub's claim: %v %v", ok, err)
+		}
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if _, err := b.Take(short, "k1", "r2"); !errors.Is(err, claims.ErrBusy) {
+			t.Fatalf("Take of a live hub's claim: %v, want ErrBusy", err)
+		}
+		cancel()
+		// Hub a's lease lapses (it died): b takes the claim over at once.
+		now = now.Add(2 * time.Minute)
+		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		rb, ok, err := b.TryTake(ctx, "k1", "r2")
+		if !ok || err != nil {
+			t.Fatalf("dead hub's claim not taken over: %v %v", ok, err)
+		}
+		release() // a's late release must not delete b's claim
+		if _, ok, _ := a.TryTake(ctx, "k1", "r2"); ok {
+			t.Fatal("a dead hub's late release freed the claim its taker holds")
+		}
+		rb()
+
+		// A claim nobody came back for is swept once its hub is dead.
+		if _, err := a.Take(ctx, "k2", "r3"); err != nil { // never released: a dies
+			t.Fatal(err)
+		}
+		now = now.Add(2 * time.Hour)
+		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Sweep(ctx, time.Hour); n != 1 || err != nil {
+			t.Fatalf("swept %d, %v; want 1", n, err)
+		}
+	})
+}

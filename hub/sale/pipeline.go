@@ -1,0 +1,183 @@
+package sale
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// The sale pipeline. Every channel (a kiosk's MQTT request, the portal's
+// order form, the XML web stamp API) decodes and checks its own request,
+// then hands the pipeline an order. The pipeline joins a repeat of a
+// request in flight in this process, claims the request for this hub
+// against the others, replays an answer recorded before, has the channel
+// price the sale, holds its labels, charges, and records the answer. The
+// cluster rules live here, once.
+
+// order is one purchase as the pipeline runs it.
+type order struct {
+	kioskID   string // a kiosk's id, or WebKioskID for a web customer
+	requestID string
+	hash      []byte // SHA-256 of the channel's canonical request
+	channel   string // for logs: kiosk, portal, webstamp
+	owner     ledger.Owner
+	// labels are the request's labels when it names them (kiosks); they
+	// are checked in the same query that looks for an earlier answer. Nil
+	// when build picks them.
+	labels []protocol.LabelSerial
+	// record stores final refusals, so that a resend gets the same bytes.
+	// The web channels do not: a customer mends the form and sends it again.
+	record bool
+	// build prices the request once it is known to be new and names its
+	// payment (nil: a free reprint). refusal is the labels' precheck
+	// refusal, which build returns unless it has a refusal of its own.
+	build func(ctx context.Context, refusal *protocol.Error) (*ledger.Sale, *payments.Source, error)
+	// failed, if set, runs when a built sale was not sold.
+	failed func(ctx context.Context)
+}
+
+// answer is what a purchase got: the bytes sent (and replayed), the result
+// they encode when the sale happened now, or the refusal.
+type answer struct {
+	out  []byte
+	res  *protocol.PurchaseResult
+	perr *protocol.Error
+}
+
+// result is the answer typed, for the web channels: the sold result, or
+// the refusal as an error.
+func (a answer) result() (*protocol.PurchaseResult, error) {
+	if a.perr != nil {
+		return nil, a.perr
+	}
+	res := a.res
+	if res == nil { // a replay: only the bytes were kept
+		var err error
+		if res, err = protocol.DecodePurchaseResult(a.out); err != nil {
+			return nil, fmt.Errorf("sale: stored answer: %w", err)
+		}
+	}
+	if res.Status != protocol.ResultOK {
+		return nil, res.Error
+	}
+	return res, nil
+}
+
+// requestClaims makes a request this hub's alone while it serves it.
+type requestClaims interface {
+	Take(ctx context.Context, scope, name string) (release func(), err error)
+}
+
+// run answers an order. A repeat that arrives while the first copy is
+// served in this process waits for it and gets the same answer.
+func (s *Service) run(ctx context.Context, o *order) answer {
+	key := o.kioskID + "/" + o.requestID
+	f, first := s.join(key, o.hash)
+	if !first {
+		<-f.done
+		if string(f.hash) != string(o.hash) {
+			return s.refused(o.requestID, protocol.Errorf(protocol.CodeIdempotencyConflict,
+				"request_id %s was used before with a different request", o.requestID))
+		}
+		return f.ans
+	}
+	defer s.leave(key, f)
+	f.ans = s.serve(ctx, o)
+	return f.ans
+}
+
+// serve runs an order this process is not already serving.
+func (s *Service) serve(ctx context.Context, o *order) answer {
+	// Another hub may hold the same request: wait for it, or take it over
+	// from a dead one. Whatever the holder recorded is found below.
+	if s.Claims != nil {
+		release, err := s.Claims.Take(ctx, o.kioskID, o.requestID)
+		if err != nil {
+			return s.refused(o.requestID, err)
+		}
+		// The answer is recorded by now; the claim's deletion need not
+		// delay it. This process's next holder waits for it.
+		defer func() { go release() }()
+	}
+	var prior []byte
+	var refusal *protocol.Error
+	var err error
+	if o.labels != nil {
+		prior, refusal, err = s.Book.Precheck(ctx, o.kioskID, o.requestID, o.hash, o.labels, o.owner)
+	} else {
+		prior, err = s.Web.Replay(ctx, o.kioskID, o.requestID, o.hash)
+	}
+	if err != nil {
+		return s.reject(ctx, o, err)
+	}
+	if prior != nil {
+		return answer{out: prior}
+	}
+	if refusal != nil && refusal.Code == protocol.CodeLabelUsed {
+		s.fraud(ctx, o.kioskID, o.requestID, o.labels)
+	}
+	sale, src, err := o.build(ctx, refusal)
+	if err != nil {
+		return s.reject(ctx, o, err)
+	}
+	a, err := s.charge(ctx, sale, src)
+	if err != nil {
+		if o.failed != nil {
+			o.failed(context.WithoutCancel(ctx))
+		}
+		return s.reject(ctx, o, err)
+	}
+	return answer{out: a.Bytes, res: a.Result}
+}
+
+// checkLabels is the precheck of labels a channel picked itself: the
+// refusal, if any, after a fraud check of used ones.
+func (s *Service) checkLabels(ctx context.Context, o *order, labels []protocol.LabelSerial) error {
+	prior, refusal, err := s.Book.Precheck(ctx, o.kioskID, o.requestID, o.hash, labels, o.owner)
+	switch {
+	case err != nil:
+		return err
+	case prior != nil: // cannot happen under the claim: the replay came first
+		return protocol.Errorf(protocol.CodeServiceUnavailable, "request %s was answered meanwhile; ask again", o.requestID)
+	case refusal != nil:
+		if refusal.Code == protocol.CodeLabelUsed {
+			s.fraud(ctx, o.kioskID, o.requestID, labels)
+		}
+		return refusal
+	}
+	return nil
+}
+
+// reject answers an order that was not sold. A final refusal of a channel
+// that records them is stored; a repeat then gets the same bytes.
+func (s *Service) reject(ctx context.Context, o *order, err error) answer {
+	perr := protocol.AsError(err)
+	if perr.Code == protocol.CodeInternal || errors.Is(err, ledger.ErrTamper) {
+		s.Log.Error("purchase failed", "channel", o.channel, "kiosk", o.kioskID, "request_id", o.requestID, "err", err)
+	}
+	if !o.record || errors.Is(err, payments.ErrOtherHub) {
+		return s.refused(o.requestID, perr) // not final: not recorded
+	}
+	out, rerr := s.Book.Reject(ctx, o.kioskID, o.requestID, o.hash, perr)
+	if rerr != nil {
+		s.Log.Error("could not record rejection", "request_id", o.requestID, "err", rerr)
+		return s.refused(o.requestID, perr)
+	}
+	return answer{out: out, perr: perr}
+}
+
+// refused is a refusal that is not recorded: the request could not be
+// read, or the refusal is not final.
+func (s *Service) refused(requestID string, err error) answer {
+	perr := protocol.AsError(err)
+	if perr.Code == protocol.CodeInternal {
+		s.Log.Error("purchase failed", "request_id", requestID, "err", err)
+	}
+	out, _ := json.Marshal(protocol.Rejected(requestID, perr)) // strings only: cannot fail
+	return answer{out: out, perr: perr}
+}

@@ -1,0 +1,87 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"time"
+)
+
+// leaderKey is the advisory lock that names the leader hub: "frank" in
+// ASCII, far from anything else a shared server might lock.
+const leaderKey = 0x6672616e6b
+
+// Leader is this hub's claim to the duties one hub of a cluster does: the
+// periodic ledger check, postal reports and fund purchases, inspection
+// alerts, rate table pushes and settling dead hubs' payments. On
+// PostgreSQL it is a session advisory lock, held on a connection of its
+// own: when the hub dies or loses the server, the session ends, the lock
+// goes with it, and the next hub to check takes it. On SQLite, whose hubs
+// share one machine, it is a job lease the holder renews.
+type Leader struct {
+	db     *DB
+	holder string
+	ttl    time.Duration // SQLite's lease
+
+	mu   sync.Mutex
+	conn *sql.Conn // PostgreSQL: the session holding the lock
+	held bool
+}
+
+// Leader returns holder's leadership, not yet taken; Check takes it.
+// ttl is how long a SQLite lease lasts without renewal.
+func (d *DB) Leader(holder string, ttl time.Duration) *Leader {
+	return &Leader{db: d, holder: holder, ttl: ttl}
+}
+
+// Check takes the leadership if it is free, or confirms this hub still
+// holds it, and reports whether it does. Call it more often than ttl.
+func (l *Leader) Check(ctx context.Context, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.db.Dialect != Postgres {
+		ok, err := l.db.TryLease(ctx, "leader", l.holder, now, l.ttl)
+		l.held = ok && err == nil
+		return l.held
+	}
+	if l.conn != nil {
+		// Still our session? If not, the server dropped the lock with it.
+		if err := l.conn.PingContext(ctx); err == nil {
+			return l.held
+		}
+		l.conn.Close()
+		l.conn, l.held = nil, false
+	}
+	conn, err := l.db.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	var got bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, int64(leaderKey)).Scan(&got); err != nil || !got {
+		conn.Close()
+		return false
+	}
+	l.conn, l.held = conn, true
+	return true
+}
+
+// Held reports whether this hub led at its last Check.
+func (l *Leader) Held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held
+}
+
+// Resign gives the leadership up at once, for a clean stop.
+func (l *Leader) Resign(ctx context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		l.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, int64(leaderKey))
+		l.conn.Close()
+		l.conn = nil
+	} else if l.held {
+		l.db.ExecContext(ctx, l.db.Rebind(`UPDATE job_leases SET until = 0 WHERE name = 'leader' AND holder = ?`), l.holder)
+	}
+	l.held = false
+}
