@@ -94,6 +94,10 @@ func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *sl
 		SetPassword(cfg.Password).
 		SetCleanSession(true). // kiosks resend until answered; nothing waits in the broker for us
 		SetOrderMatters(false).
+		// Acknowledged on arrival, not when the sale ends: a slow sale must
+		// not hold one of the broker's in-flight slots for this client.
+		// Kiosks resend whatever goes unanswered.
+		SetAutoAckDisabled(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
@@ -139,7 +143,7 @@ func (f *Front) subscribe(c mqtt.Client) error {
 		protocol.TopicRoot + "+/" + protocol.TopicStatus: f.onStatus,
 	}
 	for topic, h := range subs {
-		t := c.Subscribe(topic, 1, h)
+		t := c.Subscribe(topic, 1, func(c mqtt.Client, m mqtt.Message) { m.Ack(); h(c, m) })
 		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 			return fmt.Errorf("subscribe %s: %v", topic, t.Error())
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/frank-postage/frank/hub/store"
@@ -468,6 +469,9 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 	if err := l.insertRows(ctx, tx, "indicia", append(cols, "created_at", "reprint_of"), indicia); err != nil {
 		return nil, fmt.Errorf("ledger: record indicia: %w", err)
 	}
+	// In one order on every hub: two hubs' batches that share sheets then
+	// queue on them instead of deadlocking.
+	slices.Sort(sheets)
 	for _, sh := range sheets {
 		if _, err := l.db.ExecStmt(ctx, tx, sheetUsed, micros(now), uint32(sh)); err != nil {
 			return nil, fmt.Errorf("ledger: count sheet use: %w", err)
