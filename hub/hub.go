@@ -675,6 +675,11 @@ func (h *Hub) Start(ctx context.Context) error {
 			if err := h.db.RenewHubLease(h.bgCtx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
 				h.log.Error("hub lease not renewed", "err", err)
 			}
+			// Captures and commits whose outcome was unknown, voids that
+			// failed: settled as soon as a dead hub's would be.
+			if err := h.payments.SettleStale(h.bgCtx, h.hubLeaseTTL()); err != nil && h.bgCtx.Err() == nil {
+				h.log.Error("open payments not settled", "err", err)
+			}
 			if !h.lead(h.bgCtx) {
 				return true
 			}
@@ -877,13 +882,15 @@ func (h *Hub) every(period time.Duration, fn func() bool) {
 	}
 }
 
-// heartbeats marks offline the kiosks whose heartbeats stopped: after one
+// heartbeats marks offline the kiosks whose heartbeats stopped: after two
 // and a half periods of silence, checked every quarter period, so a dead
-// link is noticed within two periods of its last heartbeat.
+// link is noticed within three periods of its last heartbeat. One lost
+// heartbeat is not silence: a hub that dies loses the messages the broker
+// was handing it, and a kiosk must not be alerted for that.
 func (h *Hub) heartbeats() {
 	period := time.Duration(h.cfg.HeartbeatS) * time.Second
-	// The other hubs' heartbeats come in every second or sooner, so that any hub's
-	// console shows the whole fleet; a kiosk is judged silent only on
+	// The other hubs' heartbeats come in every second or sooner, so that
+	// any hub's console shows the whole fleet; a kiosk is judged silent on
 	// all of them.
 	tick := min(time.Second, period/4)
 	sweepEvery := max(int(period/4/tick), 1)
@@ -899,7 +906,7 @@ func (h *Hub) heartbeats() {
 		}
 		merged = start.Add(-2 * time.Second) // a slower commit of another hub is read next time
 		if n++; n%sweepEvery == 0 {
-			for _, id := range h.presence.Sweep(period * 3 / 2) {
+			for _, id := range h.presence.Sweep(period * 5 / 2) {
 				h.kioskOffline(id, "no heartbeat")
 			}
 		}

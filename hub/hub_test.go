@@ -743,7 +743,7 @@ func TestKioskOffline(t *testing.T) {
 		t.Fatalf("after heartbeats: %+v", s)
 	}
 	k.c.Disconnect(0)
-	took := waitFor("kiosk-1", false, 2*time.Second)
+	took := waitFor("kiosk-1", false, 3*time.Second)
 	t.Logf("marked offline %v after the link dropped (heartbeat 1 s)", took)
 
 	// Back online, then its last will arrives.

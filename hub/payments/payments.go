@@ -153,8 +153,17 @@ func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
 	case "invalid":
 		return protocol.Errorf(protocol.CodePaymentInvalid, "the payment data was refused: %s", e.Message)
 	}
-	return fmt.Errorf("payments: gateway %s: %s %s", path, resp.Status, e.Message)
+	return fmt.Errorf("payments: gateway %s: %s %s: %w", path, resp.Status, e.Message, errRefused)
 }
+
+// errRefused is a gateway's answer that refused the call: unlike a call
+// that got no answer, its outcome is known.
+var errRefused = errors.New("refused by the gateway")
+
+// ErrNotCaptured is a capture the gateway refused (the hold expired or was
+// voided): no money moved. Any other capture error leaves the outcome
+// unknown, and the payment stays authorized until settled.
+var ErrNotCaptured = errors.New("payments: the gateway refused the capture")
 
 // Key names the purchase a payment belongs to.
 type Key struct{ KioskID, RequestID string }
@@ -313,6 +322,9 @@ func (p *Payments) Capture(ctx context.Context, key Key) error {
 	}
 	if pay.Method == "card" {
 		if err := p.gw.Capture(ctx, pay.Ref, pay.Amount); err != nil {
+			if errors.Is(err, errRefused) {
+				err = fmt.Errorf("%w: %w", ErrNotCaptured, err)
+			}
 			return fmt.Errorf("payments: capture %s/%s: %w", key.KioskID, key.RequestID, err)
 		}
 	}
@@ -434,12 +446,28 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 // has lapsed, and those written before payments named their hub. A live
 // hub's payments are its own business: it may be selling them now.
 func (p *Payments) SettleDead(ctx context.Context) error {
+	return p.settle(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
+		p.Hub, p.now().UnixMicro())
+}
+
+// SettleStale settles this hub's own open payments last touched before
+// now-age that no sale of this process is serving: a capture whose outcome
+// was unknown (the gateway or the database did not answer), or a void
+// that failed. It needs Claims, which know what this process serves.
+func (p *Payments) SettleStale(ctx context.Context, age time.Duration) error {
+	if p.Claims == nil {
+		return nil
+	}
+	return p.settle(ctx, `p.hub = ? AND p.updated_at < ?`, p.Hub, p.now().Add(-age).UnixMicro())
+}
+
+// settle settles the open payments that match where.
+func (p *Payments) settle(ctx context.Context, where string, args ...any) error {
 	rows, err := p.db.QueryContext(ctx, p.db.Rebind(`SELECT p.kiosk_id, p.request_id, p.state, COALESCE(s.status, '') FROM payments p
 		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id
-		WHERE p.state IN ('authorizing', 'authorized') AND COALESCE(p.hub, '') <> ?
-		AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`), p.Hub, p.now().UnixMicro())
+		WHERE p.state IN ('authorizing', 'authorized') AND `+where), args...)
 	if err != nil {
-		return fmt.Errorf("payments: reconcile: %w", err)
+		return fmt.Errorf("payments: settle: %w", err)
 	}
 	type open struct {
 		key   Key
@@ -466,7 +494,7 @@ func (p *Payments) SettleDead(ctx context.Context) error {
 		if !settled {
 			continue
 		}
-		p.log.Info("payment of a dead hub settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
+		p.log.Info("open payment settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
 	}
 	return nil
 }
@@ -488,8 +516,11 @@ func (p *Payments) settleDead(ctx context.Context, key Key, state string, sold b
 		if pay.State != state {
 			return false, nil
 		}
-		if alive, err := p.hubAlive(ctx, pay.hub); err != nil || alive || pay.hub == p.Hub {
-			return false, err
+		// Ours, and not being served (we hold its claim), or a dead hub's.
+		if pay.hub != p.Hub {
+			if alive, err := p.hubAlive(ctx, pay.hub); err != nil || alive {
+				return false, err
+			}
 		}
 	}
 	var err error

@@ -197,16 +197,35 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 	}
 	out, err := s.Seller.Issue(ctx, sale)
 	if err != nil {
+		var refused *protocol.Error
+		if charged && !errors.As(err, &refused) {
+			// Not a refusal: the commit's outcome is not known (the
+			// database went away mid-commit, or the wait ended). The
+			// payment stays open; settlement captures it if the sale was
+			// recorded and voids it if not, and a resend replays or
+			// reuses the hold.
+			s.Log.Warn("sale outcome unknown; its payment is settled later", "kiosk", sale.KioskID, "request_id", sale.RequestID, "err", err)
+			return ledger.Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the sale's outcome is not known yet; ask again with the same request_id")
+		}
 		if charged {
 			if verr := s.Money.Void(ctx, key); verr != nil {
-				s.Log.Error("authorization not voided; the hub settles it at its next start", "request_id", sale.RequestID, "err", verr)
+				s.Log.Error("authorization not voided; settlement voids it", "request_id", sale.RequestID, "err", verr)
 			}
 		}
 		return ledger.Answer{}, err
 	}
 	if charged {
-		if err := s.Money.Capture(ctx, key); err != nil {
-			s.Log.Error("capture failed after the sale was recorded; voiding the sale", "request_id", sale.RequestID, "err", err)
+		err := s.Money.Capture(ctx, key)
+		if err != nil && !errors.Is(err, payments.ErrNotCaptured) {
+			// The sale is recorded; whether the money moved is not known
+			// (the gateway or the database did not answer). The sale
+			// stands, and the payment, still open, is captured by the
+			// settlement, which captures every open payment of a sale.
+			s.Log.Error("capture not confirmed; the sale stands and is captured when the payment is settled", "request_id", sale.RequestID, "err", err)
+			err = nil
+		}
+		if err != nil {
+			s.Log.Error("the gateway refused the capture after the sale was recorded; voiding the sale", "request_id", sale.RequestID, "err", err)
 			s.Money.Void(ctx, key)
 			perr := protocol.Errorf(protocol.CodePaymentDeclined, "the payment could not be completed; nothing was charged")
 			if _, verr := s.Book.VoidSale(ctx, sale.KioskID, sale.RequestID, perr); verr != nil {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,41 +47,121 @@ func binDir() (string, error) {
 // Start initializes a cluster in a new directory and starts it listening
 // on a Unix socket there. Stop it when done.
 func Start() (*Server, error) {
-	bin, err := binDir()
+	s, bin, cred, err := newServer()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "frank-pg")
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", filepath.Join(s.dir, "data"), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(s.dir)
+		return nil, fmt.Errorf("pgtest: initdb: %w: %s", err, out)
+	}
+	return s, s.run(bin, cred)
+}
+
+// StartStandby starts a streaming replica of s, from a base backup, in a
+// new directory. It is a hot standby: it takes reads until promoted.
+func (s *Server) StartStandby() (*Server, error) {
+	r, bin, cred, err := newServer()
 	if err != nil {
 		return nil, err
+	}
+	backup := exec.Command(filepath.Join(bin, "pg_basebackup"), "-D", filepath.Join(r.dir, "data"), "-h", s.dir, "-U", "postgres",
+		"-R", "-X", "stream", "--no-sync")
+	backup.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := backup.CombinedOutput(); err != nil {
+		os.RemoveAll(r.dir)
+		return nil, fmt.Errorf("pgtest: pg_basebackup: %w: %s", err, out)
+	}
+	return r, r.run(bin, cred)
+}
+
+// SyncStandby makes s wait for a standby to hold every commit before it
+// reports it done (synchronous_standby_names '*').
+func (s *Server) SyncStandby() error {
+	db, err := sql.Open("pgx", s.URL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for _, q := range []string{`ALTER SYSTEM SET synchronous_standby_names = '*'`, `SELECT pg_reload_conf()`} {
+		if _, err := db.Exec(q); err != nil {
+			return fmt.Errorf("pgtest: sync standby: %w", err)
+		}
+	}
+	return nil
+}
+
+// Promote makes a standby the primary and waits until it takes writes.
+func (s *Server) Promote() error {
+	db, err := sql.Open("pgx", s.URL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var ok bool
+	if err := db.QueryRow(`SELECT pg_promote(true, 60)`).Scan(&ok); err != nil || !ok {
+		return fmt.Errorf("pgtest: promote: %v %w", ok, err)
+	}
+	return nil
+}
+
+// Kill stops the server with SIGKILL, as a crash would, and keeps its
+// files.
+func (s *Server) Kill() {
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+// MultiHostURL connects to database name on whichever of servers takes
+// writes, as a hub does in front of a primary and its standby.
+func MultiHostURL(name string, servers ...*Server) string {
+	var hosts []string
+	for _, s := range servers {
+		hosts = append(hosts, s.dir)
+	}
+	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/" + name,
+		RawQuery: url.Values{"host": {strings.Join(hosts, ",")}, "sslmode": {"disable"}, "target_session_attrs": {"read-write"}}.Encode()}).String()
+}
+
+// newServer makes the directory of a server to be, owned by the postgres
+// user when running as root.
+func newServer() (*Server, string, *syscall.Credential, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "frank-pg")
+	if err != nil {
+		return nil, "", nil, err
 	}
 	s := &Server{dir: dir, done: make(chan struct{})}
 	var cred *syscall.Credential
 	if os.Getuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			return nil, fmt.Errorf("pgtest: running as root needs the postgres user: %w", err)
+			return nil, "", nil, fmt.Errorf("pgtest: running as root needs the postgres user: %w", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 		if err := os.Chmod(dir, 0o755); err != nil {
-			return nil, err
+			return nil, "", nil, err
 		}
 		if err := os.Chown(dir, uid, gid); err != nil {
-			return nil, err
+			return nil, "", nil, err
 		}
 	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: initdb: %w: %s", err, out)
-	}
+	return s, bin, cred, nil
+}
+
+// run starts postgres on the server's data and waits until it answers.
+func (s *Server) run(bin string, cred *syscall.Credential) error {
+	dir, data := s.dir, filepath.Join(s.dir, "data")
 	log, err := os.Create(filepath.Join(dir, "postgres.log"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Only a Unix socket in the server's own directory: a TCP port probed
 	// free can be taken by another package's test before the server binds.
@@ -89,7 +170,7 @@ func Start() (*Server, error) {
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
+		return fmt.Errorf("pgtest: start postgres: %w", err)
 	}
 	go func() { s.cmd.Wait(); log.Close(); close(s.done) }()
 	s.URL = s.dbURL("postgres")
@@ -101,17 +182,17 @@ func Start() (*Server, error) {
 			db.Close()
 		}
 		if err == nil {
-			return s, nil
+			return nil
 		}
 		select {
 		case <-s.done:
 			b, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			return nil, fmt.Errorf("pgtest: postgres exited: %s", b)
+			return fmt.Errorf("pgtest: postgres exited: %s", b)
 		default:
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			return nil, fmt.Errorf("pgtest: postgres did not accept connections in 30 s: %w", err)
+			return fmt.Errorf("pgtest: postgres did not accept connections in 30 s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
