@@ -486,17 +486,19 @@ func (p *Payments) settle(ctx context.Context, where string, args ...any) error 
 		opens = append(opens, o)
 	}
 	rows.Close()
+	var errs []error
 	for _, o := range opens {
 		settled, err := p.settleDead(ctx, o.key, o.state, o.sold)
 		if err != nil {
-			return err
-		}
-		if !settled {
+			// One that fails must not hold up the others; it is tried again.
+			errs = append(errs, fmt.Errorf("payments: settle %s/%s: %w", o.key.KioskID, o.key.RequestID, err))
 			continue
 		}
-		p.log.Info("open payment settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
+		if settled {
+			p.log.Info("open payment settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // settleDead settles one open payment of a dead hub, under its request's

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/claims"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
@@ -112,6 +114,56 @@ func TestRefundOncePerRef(t *testing.T) {
 		_, refunded, err := pay.Totals(ctx)
 		if err != nil || refunded != 2*1_560 {
 			t.Errorf("refunded in total %v, %v", refunded, err)
+		}
+	})
+}
+
+// A hub settles its own open payment once no sale of its process serves
+// it (a capture or commit whose outcome was unknown), and never one that
+// a sale of its process is still serving.
+func TestSettleStale(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		pay := payments.New(db, &gateway{}, accounts.New(db, nil), slog.New(slog.DiscardHandler), clock)
+		pay.Hub = "hub-a"
+		cl := claims.New(db, "hub-a", clock)
+		pay.Claims = cl
+		if err := db.RenewHubLease(ctx, "hub-a", now, now, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		busy, idle := payments.Key{KioskID: "K1", RequestID: "r-busy"}, payments.Key{KioskID: "K1", RequestID: "r-idle"}
+		for _, k := range []payments.Key{busy, idle} {
+			if _, err := pay.Authorize(ctx, k, payments.Source{Token: "tok"}, 780); err != nil {
+				t.Fatal(err)
+			}
+		}
+		release, err := cl.Take(ctx, busy.KioskID, busy.RequestID) // a sale still serving it
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		if err := pay.SettleStale(ctx, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := pay.Get(ctx, idle); p.State != "authorized" {
+			t.Fatalf("a payment 0 s old was settled: %s", p.State)
+		}
+		now = now.Add(time.Minute)
+		if err := pay.SettleStale(ctx, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := pay.Get(ctx, idle); p.State != "voided" {
+			t.Errorf("stale payment with no sale: %s, want voided", p.State)
+		}
+		if p, _ := pay.Get(ctx, busy); p.State != "authorized" {
+			t.Errorf("payment of a sale in progress: %s, want authorized", p.State)
 		}
 	})
 }

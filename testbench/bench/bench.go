@@ -209,10 +209,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	}
 	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*20_000)/cfg.Kiosks/10 + 2
 
-	var measuring atomic.Bool
-	var lmu sync.Mutex
-	var lat []time.Duration
-	var sales, rejected, resent atomic.Int64
+	m := &meter{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for k := range cfg.Kiosks {
@@ -233,102 +230,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 			return nil, err
 		}
 		defer c.Disconnect(50)
-		var mu sync.Mutex
-		sent := map[string]time.Time{}
-		bodies := map[string][]byte{}
-		done := make(chan struct{}, cfg.InFlight)
-		tok := c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, m mqtt.Message) {
-			var r struct {
-				RequestID string `json:"request_id"`
-				Status    string `json:"status"`
-			}
-			json.Unmarshal(m.Payload(), &r)
-			mu.Lock()
-			t0, ok := sent[r.RequestID]
-			delete(sent, r.RequestID)
-			delete(bodies, r.RequestID)
-			mu.Unlock()
-			if !ok {
-				return
-			}
-			if measuring.Load() {
-				if r.Status == protocol.ResultOK {
-					sales.Add(1)
-				} else {
-					rejected.Add(1)
-				}
-				lmu.Lock()
-				lat = append(lat, time.Since(t0))
-				lmu.Unlock()
-			}
-			done <- struct{}{}
-		})
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			return nil, fmt.Errorf("bench: subscribe: %v", tok.Error())
+		if err := m.drive(c, id, sheets, cfg.InFlight, stop, &wg, log); err != nil {
+			return nil, err
 		}
-		wg.Go(func() {
-			var tmpl protocol.PurchaseRequest
-			json.Unmarshal([]byte(prototest.GoodPurchase), &tmpl)
-			tmpl.KioskID = id
-			for i := range cfg.InFlight {
-				_ = i
-				done <- struct{}{}
-			}
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				case <-done:
-				}
-				if n/10 == len(sheets) {
-					log.Error("bench: a kiosk ran out of labels; the figures undercount", "kiosk", id)
-					return
-				}
-				r := tmpl
-				r.RequestID = fmt.Sprintf("%s-%d", id, n)
-				item := r.Items[0]
-				item.LabelSerial = protocol.LabelSerial{Sheet: sheets[n/10], Position: uint8(n%10 + 1)}.String()
-				r.Items = []protocol.PurchaseItem{item}
-				b, _ := json.Marshal(r)
-				mu.Lock()
-				sent[r.RequestID] = time.Now()
-				bodies[r.RequestID] = b
-				mu.Unlock()
-				c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
-			}
-		})
-		// Like a kiosk, send again what has gone unanswered for 2 s.
-		wg.Go(func() {
-			t := time.NewTicker(500 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-				}
-				mu.Lock()
-				var again [][]byte
-				for rid, at := range sent {
-					if time.Since(at) > 2*time.Second {
-						again = append(again, bodies[rid])
-						sent[rid] = time.Now()
-					}
-				}
-				mu.Unlock()
-				for _, b := range again {
-					resent.Add(1)
-					c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
-				}
-			}
-		})
 	}
 	time.Sleep(cfg.Warmup)
-	measuring.Store(true)
+	m.measuring.Store(true)
 	t0 := time.Now()
 	st0 := h.Ledger().Stats()
 	time.Sleep(cfg.Duration)
-	measuring.Store(false)
+	m.measuring.Store(false)
 	elapsed := time.Since(t0)
 	st1 := h.Ledger().Stats()
 	if c := st1.Commits - st0.Commits; c > 0 {
@@ -338,12 +249,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	close(stop)
 	wg.Wait()
 
-	res.Sales, res.Rejected, res.Resent, res.Dropped = int(sales.Load()), int(rejected.Load()), int(resent.Load()), h.BrokerDropped()
+	res.Sales, res.Rejected, res.Resent, res.Dropped = int(m.sales.Load()), int(m.rejected.Load()), int(m.resent.Load()), h.BrokerDropped()
 	res.SalesPerSec = float64(res.Sales) / elapsed.Seconds()
-	slices.Sort(lat)
-	if n := len(lat); n > 0 {
-		res.P50, res.P90, res.P99, res.Max = lat[n/2], lat[n*90/100], lat[n*99/100], lat[n-1]
-	}
+	res.P50, res.P90, res.P99, res.Max = m.percentiles()
 	time.Sleep(500 * time.Millisecond) // let the last commits land before the check
 	checkStart := time.Now()
 	r, err := h.Ledger().Check(ctx)
@@ -373,4 +281,118 @@ func loadClient(broker, id, password string) (mqtt.Client, error) {
 func Machine() string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s, %d CPUs (GOMAXPROCS %d), %s %s/%s", host, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// meter counts a load's answers and their latencies while measuring.
+type meter struct {
+	measuring               atomic.Bool
+	mu                      sync.Mutex
+	lat                     []time.Duration
+	sales, rejected, resent atomic.Int64
+}
+
+// percentiles are the measured latencies' p50, p90, p99 and max.
+func (m *meter) percentiles() (p50, p90, p99, most time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	slices.Sort(m.lat)
+	if n := len(m.lat); n > 0 {
+		return m.lat[n/2], m.lat[n*90/100], m.lat[n*99/100], m.lat[n-1]
+	}
+	return
+}
+
+// drive makes c a kiosk that keeps inflight purchases outstanding, each on
+// the next label of sheets, until stop closes, and sends again what has
+// gone unanswered for 2 s.
+func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, inflight int, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	bodies := map[string][]byte{}
+	done := make(chan struct{}, inflight)
+	tok := c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, msg mqtt.Message) {
+		var r struct {
+			RequestID string `json:"request_id"`
+			Status    string `json:"status"`
+		}
+		json.Unmarshal(msg.Payload(), &r)
+		mu.Lock()
+		t0, ok := sent[r.RequestID]
+		delete(sent, r.RequestID)
+		delete(bodies, r.RequestID)
+		mu.Unlock()
+		if !ok {
+			return
+		}
+		if m.measuring.Load() {
+			if r.Status == protocol.ResultOK {
+				m.sales.Add(1)
+			} else {
+				m.rejected.Add(1)
+			}
+			m.mu.Lock()
+			m.lat = append(m.lat, time.Since(t0))
+			m.mu.Unlock()
+		}
+		done <- struct{}{}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return fmt.Errorf("bench: subscribe: %v", tok.Error())
+	}
+	wg.Go(func() {
+		var tmpl protocol.PurchaseRequest
+		json.Unmarshal([]byte(prototest.GoodPurchase), &tmpl)
+		tmpl.KioskID = id
+		for range inflight {
+			done <- struct{}{}
+		}
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			case <-done:
+			}
+			if n/10 == len(sheets) {
+				log.Error("bench: a kiosk ran out of labels; the figures undercount", "kiosk", id)
+				return
+			}
+			r := tmpl
+			r.RequestID = fmt.Sprintf("%s-%d", id, n)
+			item := r.Items[0]
+			item.LabelSerial = protocol.LabelSerial{Sheet: sheets[n/10], Position: uint8(n%10 + 1)}.String()
+			r.Items = []protocol.PurchaseItem{item}
+			b, _ := json.Marshal(r)
+			mu.Lock()
+			sent[r.RequestID] = time.Now()
+			bodies[r.RequestID] = b
+			mu.Unlock()
+			c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
+		}
+	})
+	// Like a kiosk, send again what has gone unanswered for 2 s.
+	wg.Go(func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			var again [][]byte
+			for rid, at := range sent {
+				if time.Since(at) > 2*time.Second {
+					again = append(again, bodies[rid])
+					sent[rid] = time.Now()
+				}
+			}
+			mu.Unlock()
+			for _, b := range again {
+				m.resent.Add(1)
+				c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
+			}
+		}
+	})
+	return nil
 }

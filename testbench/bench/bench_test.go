@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"log/slog"
+	"os/exec"
 	"testing"
 	"time"
 )
@@ -37,4 +38,23 @@ func TestConnectFleet(t *testing.T) {
 		t.Fatalf("figures %+v", f)
 	}
 	t.Logf("20 kiosks in %v beside %v of bare handshakes", f.Took, f.Handshakes)
+}
+
+// Two hub processes on one PostgreSQL and one mosquitto split a load and
+// sell it; the figures the cluster rows need are all measured.
+func TestClusterSells(t *testing.T) {
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../hub/cmd/hub").CombinedOutput(); err != nil {
+		t.Fatalf("go build hub: %v\n%s", err, out)
+	}
+	r, err := Cluster(context.Background(), ClusterConfig{BinDir: bin, Dir: t.TempDir(), Hubs: 2, Kiosks: 4, InFlight: 4,
+		Warmup: 500 * time.Millisecond, Duration: 2 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sales == 0 || r.HubCPUPerSale <= 0 || r.PGCPUPerSale <= 0 || r.WALPerSale <= 0 || r.CommitsPerSale <= 0 {
+		t.Fatalf("figures %+v", r)
+	}
+	t.Logf("2 hubs: %.0f sales/s, p99 %v, hub CPU %v/sale, PostgreSQL CPU %v/sale, %.0f B WAL/sale, %.1f commits/sale, %d deadlocks, %d lock waits",
+		r.SalesPerSec, r.P99, r.HubCPUPerSale, r.PGCPUPerSale, r.WALPerSale, r.CommitsPerSale, r.Deadlocks, r.LockWaits)
 }

@@ -41,7 +41,7 @@ func ConnectMarkdown(f *ConnectFigures) string {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 // WriteDoc writes docs/benchmarks.md.
-func WriteDoc(path, command string, rs []*Result, cf *ConnectFigures, kf *KioskFigures) error {
+func WriteDoc(path, command string, rs []*Result, cl []*ClusterResult, cf *ConnectFigures, kf *KioskFigures) error {
 	var b strings.Builder
 	b.WriteString("# Benchmarks\n\n")
 	b.WriteString("Written by `make bench` (`" + command + "`) on " + time.Now().UTC().Format("2006-01-02 15:04 MST") + ".\n\n")
@@ -68,6 +68,10 @@ func WriteDoc(path, command string, rs []*Result, cf *ConnectFigures, kf *KioskF
 	}
 	b.WriteString("\nThe load generator, the broker and the hub share the machine's cores, so the end-to-end figure is " +
 		"what is left after MQTT, JSON, SQLite and the simulated kiosks take their share.\n")
+	if len(cl) > 0 {
+		b.WriteString("\n## A hub cluster on PostgreSQL\n\n")
+		b.WriteString(ClusterMarkdown(cl))
+	}
 	if cf != nil {
 		b.WriteString("\n## A fleet reconnecting over TLS\n\n")
 		b.WriteString(ConnectMarkdown(cf))
@@ -86,4 +90,27 @@ func WriteDoc(path, command string, rs []*Result, cf *ConnectFigures, kf *KioskF
 			kf.Sales, float64(kf.RSSKiB)/1024, float64(kf.PeakKiB)/1024)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// ClusterMarkdown renders the cluster runs, each beside the one-hub run.
+func ClusterMarkdown(cl []*ClusterResult) string {
+	var b strings.Builder
+	c := cl[0].ClusterConfig
+	fmt.Fprintf(&b, "1, 2 and 3 hub processes (the `hub` binary, soft signer, one PSDM worker each) share one PostgreSQL "+
+		"(synchronous_commit on, one server, no standby) and one mosquitto, and split the purchases through the shared "+
+		"subscription. The load is the same for every row, from this process: %d kiosk connections keeping %d purchases "+
+		"outstanding each, one First-Class stamp per purchase, the card gateway in-process; %s of warm-up, then %s measured. "+
+		"*× one hub* is the row's sales/s over the one-hub row's, measured in the same run. CPU is read from /proc: all hub "+
+		"processes together, and every PostgreSQL process. Lock waits are the waits PostgreSQL logged for lasting over "+
+		"100 ms (log_lock_waits, deadlock_timeout 100 ms).\n\n", c.Kiosks, c.InFlight, c.Warmup, c.Duration)
+	b.WriteString("| hubs | durable sales/s | × one hub | p50 | p99 | hub CPU per sale | PostgreSQL CPU per sale | WAL per sale | commits per sale | deadlocks | lock waits > 100 ms | sales measured |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range cl {
+		fmt.Fprintf(&b, "| %d | %.0f | %.2f× | %s | %s | %s | %s | %.0f B | %.1f | %d | %d | %d |\n", r.Hubs, r.SalesPerSec,
+			r.SalesPerSec/cl[0].SalesPerSec, ms(r.P50), ms(r.P99), ms(r.HubCPUPerSale), ms(r.PGCPUPerSale),
+			r.WALPerSale, r.CommitsPerSale, r.Deadlocks, r.LockWaits, r.Sales)
+	}
+	b.WriteString("\nEverything shares this machine's 2 cores: more hubs add processes, not cores. " +
+		"[docs/scaling.md](scaling.md) turns these per-sale costs into a sizing for larger fleets.\n")
+	return b.String()
 }

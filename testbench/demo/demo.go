@@ -638,6 +638,21 @@ func FreeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// WaitTCP waits until something accepts connections on addr.
+func WaitTCP(addr string, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ; {
+		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s: %w", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // WaitHTTP polls url until it answers 200 or the timeout passes.
 func WaitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 	return waitHTTP(ctx, http.DefaultClient, url, timeout)

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	osexec "os/exec"
@@ -178,7 +177,7 @@ func (m *mosquitto) start() error {
 	if err := m.cmd.Start(); err != nil {
 		return err
 	}
-	return waitTCP(m.addr, 10*time.Second)
+	return demo.WaitTCP(m.addr, 10*time.Second)
 }
 
 // kill kills mosquitto with SIGKILL and waits for it to be gone.
@@ -413,16 +412,3 @@ func randomPassword(t *testing.T) string {
 	return hex.EncodeToString(b)
 }
 
-func waitTCP(addr string, timeout time.Duration) error {
-	for deadline := time.Now().Add(timeout); ; {
-		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s: %w", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}

@@ -29,10 +29,11 @@ var ErrMissing = errors.New("pgtest: PostgreSQL server binaries not found; insta
 // Server is a running PostgreSQL.
 type Server struct {
 	// URL connects to the postgres database as the postgres superuser.
-	URL  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	dir  string
+	URL      string
+	settings []string
+	cmd      *exec.Cmd
+	done     chan struct{}
+	dir      string
 }
 
 func binDir() (string, error) {
@@ -45,8 +46,9 @@ func binDir() (string, error) {
 }
 
 // Start initializes a cluster in a new directory and starts it listening
-// on a Unix socket there. Stop it when done.
-func Start() (*Server, error) {
+// on a Unix socket there, with settings ("name=value") added to the
+// server's command line. Stop it when done.
+func Start(settings ...string) (*Server, error) {
 	s, bin, cred, err := newServer()
 	if err != nil {
 		return nil, err
@@ -57,6 +59,7 @@ func Start() (*Server, error) {
 		os.RemoveAll(s.dir)
 		return nil, fmt.Errorf("pgtest: initdb: %w: %s", err, out)
 	}
+	s.settings = settings
 	return s, s.run(bin, cred)
 }
 
@@ -165,8 +168,11 @@ func (s *Server) run(bin string, cred *syscall.Credential) error {
 	}
 	// Only a Unix socket in the server's own directory: a TCP port probed
 	// free can be taken by another package's test before the server binds.
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir,
-		"-c", "listen_addresses=", "-c", "max_connections=200", "-c", "shared_buffers=64MB")
+	args := []string{"-D", data, "-k", dir, "-c", "listen_addresses=", "-c", "max_connections=200", "-c", "shared_buffers=64MB"}
+	for _, kv := range s.settings {
+		args = append(args, "-c", kv)
+	}
+	s.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
@@ -215,6 +221,12 @@ func (s *Server) dbURL(name string) string {
 	return (&url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/" + name,
 		RawQuery: url.Values{"host": {s.dir}, "sslmode": {"disable"}}.Encode()}).String()
 }
+
+// PID is the postmaster's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// LogPath is the server's log file.
+func (s *Server) LogPath() string { return filepath.Join(s.dir, "postgres.log") }
 
 // Stop shuts the server down and removes its files.
 func (s *Server) Stop() {

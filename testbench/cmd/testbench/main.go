@@ -347,6 +347,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	workers := fs.String("workers", "1,2", "worker counts to measure")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
 	fleet := fs.Int("connect-kiosks", 1000, "kiosks that reconnect at once over mqtts to a fresh hub (0: skip)")
+	clusterHubs := fs.String("cluster-hubs", "1,2,3", "hub counts to run as a cluster on PostgreSQL and mosquitto (empty: skip)")
 	fs.Parse(args)
 	hub.TuneRuntime() // the hub runs in this process, tuned as bin/hub is
 	if *cpuprofile != "" {
@@ -381,6 +382,25 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	}
 	table := bench.Markdown(results)
 	fmt.Print(table)
+	exe, _ := os.Executable()
+	var cluster []*bench.ClusterResult
+	for _, h := range strings.Split(*clusterHubs, ",") {
+		hn, err := strconv.Atoi(strings.TrimSpace(h))
+		if err != nil || hn < 1 {
+			continue
+		}
+		n++
+		r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), Hubs: hn,
+			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d}, log)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbench bench: cluster:", err)
+			return 1
+		}
+		cluster = append(cluster, r)
+	}
+	if len(cluster) > 0 {
+		fmt.Print(bench.ClusterMarkdown(cluster))
+	}
 	var cf *bench.ConnectFigures
 	if *fleet > 0 {
 		if cf, err = bench.Connect(ctx, filepath.Join(dir, "connect"), *fleet, log); err != nil {
@@ -389,7 +409,6 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 		}
 		fmt.Print(bench.ConnectMarkdown(cf))
 	}
-	exe, _ := os.Executable()
 	kf, err := bench.Kiosk(ctx, filepath.Dir(exe), 50)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench bench: kiosk footprint:", err)
@@ -397,7 +416,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	}
 	fmt.Printf("kiosk: %d sales, resident %d KiB, peak %d KiB, binaries %v\n", kf.Sales, kf.RSSKiB, kf.PeakKiB, kf.Sizes)
 	if *out != "" {
-		if err := bench.WriteDoc(*out, strings.Join(os.Args, " "), results, cf, kf); err != nil {
+		if err := bench.WriteDoc(*out, strings.Join(os.Args, " "), results, cluster, cf, kf); err != nil {
 			fmt.Fprintln(os.Stderr, "testbench bench:", err)
 			return 1
 		}

@@ -1,0 +1,289 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/stock"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/testbench/cards"
+	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/pgtest"
+	"github.com/frank-postage/frank/testbench/postal"
+)
+
+// ClusterConfig is one run of hubs sharing a PostgreSQL and a broker.
+type ClusterConfig struct {
+	BinDir   string // the hub binary
+	Dir      string
+	Hubs     int
+	Kiosks   int
+	InFlight int
+	Warmup   time.Duration
+	Duration time.Duration
+}
+
+// ClusterResult is what a cluster run measured. CPU is from /proc, for
+// the hub processes together and for every PostgreSQL process.
+type ClusterResult struct {
+	ClusterConfig
+	Sales          int
+	SalesPerSec    float64
+	P50, P99       time.Duration
+	HubCPUPerSale  time.Duration
+	PGCPUPerSale   time.Duration
+	WALPerSale     float64 // bytes
+	CommitsPerSale float64 // PostgreSQL transactions committed
+	Deadlocks      int64
+	LockWaits      int // waits longer than deadlock_timeout (100 ms)
+	Resent         int
+}
+
+// Cluster runs cfg.Hubs hub processes on one PostgreSQL and one mosquitto
+// and offers them the same load as Run, from this process.
+func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*ClusterResult, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Lock waits over 100 ms are logged, so they can be counted.
+	pg, err := pgtest.Start("log_lock_waits=on", "deadlock_timeout=100ms")
+	if err != nil {
+		return nil, err
+	}
+	defer pg.Stop()
+	dsn, err := pg.NewDatabase("frank")
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	st, reg := stock.New(db, nil), fleet.New(db)
+	if err := st.AddStore(ctx, "bench-store", "bench"); err != nil {
+		return nil, err
+	}
+	brokerAddr, err := demo.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	broker, err := startMosquitto(cfg.Dir, brokerAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { broker.Process.Kill(); broker.Wait() }()
+
+	pa, _ := postal.New("", quiet)
+	paSrv := httptest.NewServer(pa.Handler())
+	defer paSrv.Close()
+	cardSrv := httptest.NewServer(cards.New(quiet).Handler())
+	defer cardSrv.Close()
+	data := filepath.Join(cfg.Dir, "hub") // shared, as an HSM is
+	var hubs []*exec.Cmd
+	defer func() {
+		for _, h := range hubs {
+			h.Process.Signal(syscall.SIGTERM)
+			h.Wait()
+		}
+	}()
+	for i := range cfg.Hubs {
+		addr, _ := demo.FreeAddr()
+		user := "frank-hub"
+		if i > 0 {
+			user = fmt.Sprintf("frank-hub-%d", i+1)
+		}
+		cmd := exec.Command(filepath.Join(cfg.BinDir, "hub"), "--data", data, "--db", dsn, "--http", addr, "--tls", "off",
+			"--broker", "tcp://"+brokerAddr, "--broker-user", user, "--hub-name", user, "--broker-tls-listen", "off",
+			"--postal", paSrv.URL, "--payments", cardSrv.URL, "--licence", postal.DemoLicence, "--report-every", "-1s", "--log", "text")
+		cmd.Env = append(os.Environ(), "FRANK_BROKER_PASSWORD=bench")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		hubs = append(hubs, cmd)
+		if err := demo.WaitHTTP(ctx, "http://"+addr+"/healthz", 60*time.Second); err != nil {
+			return nil, fmt.Errorf("bench: hub %d did not start: %w\n%s", i+1, err, out.String())
+		}
+	}
+
+	m := &meter{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*5_000)/cfg.Kiosks/10 + 2
+	for k := range cfg.Kiosks {
+		id := fmt.Sprintf("bench-%03d", k)
+		if _, err := reg.Add(ctx, id, "bench-store"); err != nil {
+			return nil, err
+		}
+		sheets, err := st.Issue(ctx, "bench-store", perKiosk)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := st.Load(ctx, id, sheets); err != nil {
+			return nil, err
+		}
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID(id).SetUsername(id).
+			SetOrderMatters(false))
+		if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			return nil, fmt.Errorf("bench: connect %s: %v", id, t.Error())
+		}
+		defer c.Disconnect(50)
+		if err := m.drive(c, id, sheets, cfg.InFlight, stop, &wg, log); err != nil {
+			return nil, err
+		}
+	}
+	pids := func() []int {
+		var out []int
+		for _, h := range hubs {
+			out = append(out, h.Process.Pid)
+		}
+		return out
+	}
+	time.Sleep(cfg.Warmup)
+	hubCPU0, pgCPU0 := cpuOf(pids()), cpuOf(children(pg.PID()))
+	wal0, xact0, dl0, err := pgCounters(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	waits0 := lockWaits(pg.LogPath())
+	m.measuring.Store(true)
+	t0 := time.Now()
+	time.Sleep(cfg.Duration)
+	m.measuring.Store(false)
+	elapsed := time.Since(t0)
+	hubCPU1, pgCPU1 := cpuOf(pids()), cpuOf(children(pg.PID()))
+	wal1, xact1, dl1, err := pgCounters(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	close(stop)
+	wg.Wait()
+
+	res := &ClusterResult{ClusterConfig: cfg, Sales: int(m.sales.Load()), Resent: int(m.resent.Load())}
+	res.SalesPerSec = float64(res.Sales) / elapsed.Seconds()
+	res.P50, _, res.P99, _ = m.percentiles()
+	if res.Sales > 0 {
+		n := time.Duration(res.Sales)
+		res.HubCPUPerSale, res.PGCPUPerSale = (hubCPU1-hubCPU0)/n, (pgCPU1-pgCPU0)/n
+		res.WALPerSale = float64(wal1-wal0) / float64(res.Sales)
+		res.CommitsPerSale = float64(xact1-xact0) / float64(res.Sales)
+	}
+	res.Deadlocks, res.LockWaits = dl1-dl0, lockWaits(pg.LogPath())-waits0
+	out, err := exec.Command(filepath.Join(cfg.BinDir, "hub"), "ledger", "check", "--data", data, "--db", dsn, "--log", "text").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ledger ok") {
+		return nil, fmt.Errorf("bench: ledger check after %d hubs: %v\n%s", cfg.Hubs, err, out)
+	}
+	log.Info("bench cluster run", "hubs", cfg.Hubs, "sales_per_s", int(res.SalesPerSec), "p99", res.P99,
+		"hub_cpu_per_sale", res.HubCPUPerSale, "pg_cpu_per_sale", res.PGCPUPerSale, "wal_per_sale", int(res.WALPerSale),
+		"deadlocks", res.Deadlocks, "lock_waits", res.LockWaits)
+	return res, nil
+}
+
+// startMosquitto runs a bare mosquitto for the bench: anonymous, no ACL,
+// the queue limits the README sets.
+func startMosquitto(dir, addr string) (*exec.Cmd, error) {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
+			return nil, fmt.Errorf("bench: mosquitto not found; install Debian package mosquitto (make bench does, as root)")
+		}
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	conf := fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\nlog_dest none\nmax_inflight_messages 1000\nmax_queued_messages 10000\n", port, host)
+	if os.Geteuid() == 0 {
+		conf = "user root\n" + conf
+	}
+	path := filepath.Join(dir, "mosquitto.conf")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-c", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := demo.WaitTCP(addr, 10*time.Second); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// pgCounters reads WAL position, commits and deadlocks of the database.
+func pgCounters(ctx context.Context, db *store.DB) (wal, commits, deadlocks int64, err error) {
+	err = db.QueryRowContext(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, xact_commit, deadlocks
+		FROM pg_stat_database WHERE datname = current_database()`).Scan(&wal, &commits, &deadlocks)
+	if err != nil {
+		err = fmt.Errorf("bench: postgres counters: %w", err)
+	}
+	return
+}
+
+// lockWaits counts the lock waits PostgreSQL logged (log_lock_waits).
+func lockWaits(path string) int {
+	b, _ := os.ReadFile(path)
+	return bytes.Count(b, []byte("still waiting for"))
+}
+
+// children returns pid and its child processes.
+func children(pid int) []int {
+	out := []int{pid}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := procStat(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// cpuOf is the user and system CPU the processes have used.
+func cpuOf(pids []int) time.Duration {
+	var ticks int64
+	for _, p := range pids {
+		if f := procStat(p); len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// procStat returns /proc/pid/stat's fields after the command name: [0] is
+// the state, [1] the parent, [11] utime, [12] stime.
+func procStat(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
