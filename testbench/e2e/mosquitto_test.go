@@ -411,4 +411,3 @@ func randomPassword(t *testing.T) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
