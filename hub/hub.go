@@ -686,8 +686,8 @@ func (h *Hub) Start(ctx context.Context) error {
 			if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("dead hubs' payments not settled", "err", err)
 			}
-			if _, err := h.claims.Sweep(h.bgCtx, time.Hour); err != nil && h.bgCtx.Err() == nil {
-				h.log.Error("dead hubs' claims not swept", "err", err)
+			if _, err := h.claims.Sweep(h.bgCtx, 10*time.Minute); err != nil && h.bgCtx.Err() == nil {
+				h.log.Error("old request claims not swept", "err", err)
 			}
 			return true
 		})

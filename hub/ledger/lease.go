@@ -114,20 +114,25 @@ func (l *Ledger) Renew(ctx context.Context, serials []uint32) (map[uint32]LeaseS
 	now := l.cfg.Now()
 	until := micros(now.Add(l.cfg.LeaseTTL))
 	out := make(map[uint32]LeaseState, len(serials))
+	// Only a lease in its second half is extended: a busy MPSD's commits
+	// keep it in its first (see storePSD), and an UPDATE whose condition
+	// the row does not meet takes no lock, so renewal never waits for the
+	// committer, nor it for renewal.
+	half := micros(now.Add(l.cfg.LeaseTTL / 2))
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		for _, s := range serials {
-			res, err := l.db.ExecStmt(ctx, tx, `UPDATE psd SET lease_until = ? WHERE serial = ? AND lease_holder = ? AND locked IS NULL`,
-				until, s, l.cfg.Holder)
-			if err != nil {
+			if _, err := l.db.ExecStmt(ctx, tx, `UPDATE psd SET lease_until = ? WHERE serial = ? AND lease_holder = ? AND locked IS NULL AND lease_until < ?`,
+				until, s, l.cfg.Holder, half); err != nil {
 				return err
 			}
-			n, _ := res.RowsAffected()
-			var locked sql.NullString
-			var reported int64
-			if err := l.db.QueryRowStmt(ctx, tx, `SELECT locked, reported_at FROM psd WHERE serial = ?`, s).Scan(&locked, &reported); err != nil {
+			var locked, holder sql.NullString
+			var reported, leaseUntil int64
+			if err := l.db.QueryRowStmt(ctx, tx, `SELECT locked, reported_at, lease_holder, lease_until FROM psd WHERE serial = ?`, s).
+				Scan(&locked, &reported, &holder, &leaseUntil); err != nil {
 				return err
 			}
-			out[s] = LeaseState{Held: n == 1, Locked: locked.String, ReportedAt: time.UnixMicro(reported)}
+			held := holder.String == l.cfg.Holder && !locked.Valid && leaseUntil >= micros(now)
+			out[s] = LeaseState{Held: held, Locked: locked.String, ReportedAt: time.UnixMicro(reported)}
 		}
 		return nil
 	})

@@ -515,7 +515,11 @@ func (l *Ledger) storePSD(ctx context.Context, mac macer, tx *sql.Tx, p *PSD) er
 	if err := seal(mac, l.cfg.ControlKey, l.controlGen(), p); err != nil {
 		return err
 	}
-	_, err := l.db.ExecStmt(ctx, tx, `UPDATE psd SET ar = ?, dr = ?, control = ? WHERE serial = ?`, p.AR, p.DR, p.Control, p.Serial)
+	// A write by the lease's holder renews the lease too: then Renew has
+	// nothing to do for a busy MPSD, and never queues on its row behind
+	// the commits.
+	until := micros(l.cfg.Now().Add(l.cfg.LeaseTTL))
+	_, err := l.db.ExecStmt(ctx, tx, storePSDQuery, p.AR, p.DR, p.Control, l.cfg.Holder, until, until, p.Serial)
 	if err != nil {
 		return fmt.Errorf("ledger: store psd %d: %w", p.Serial, err)
 	}
@@ -532,6 +536,11 @@ func micros(t time.Time) int64 { return t.UnixMicro() }
 // its last label.
 const sheetUsed = `UPDATE sheets SET used = used + 1, invalidated_at = CASE WHEN used + 1 >= 10 THEN ? ELSE invalidated_at END WHERE serial = ?`
 
+// storePSDQuery writes an MPSD's registers and, when written by its
+// lease's holder, extends the lease.
+const storePSDQuery = `UPDATE psd SET ar = ?, dr = ?, control = ?,
+	lease_until = CASE WHEN lease_holder = ? AND lease_until < ? THEN ? ELSE lease_until END WHERE serial = ?`
+
 // hotQueries are prepared at Open, outside any transaction.
 func hotQueries(db *store.DB) []string {
 	insert := func(table string, cols ...string) string {
@@ -544,7 +553,7 @@ func hotQueries(db *store.DB) []string {
 		`SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`,
 		`SELECT kind, ar, dr, control, locked, lease_holder FROM psd WHERE serial = ?` + db.ForUpdate(),
 		`SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at FROM psd WHERE serial = ?` + db.ForUpdate(),
-		`UPDATE psd SET ar = ?, dr = ?, control = ? WHERE serial = ?`,
+		storePSDQuery,
 		`SELECT seq, hash FROM audit_head WHERE id = 1` + db.ForUpdate(),
 		`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`,
 		insert("sales", "kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"),

@@ -59,7 +59,7 @@ type ClusterResult struct {
 func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*ClusterResult, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// Lock waits over 100 ms are logged, so they can be counted.
-	pg, err := pgtest.Start("log_lock_waits=on", "deadlock_timeout=100ms")
+	pg, err := pgtest.Start("log_lock_waits=on", "deadlock_timeout=100ms", "log_min_error_statement=log")
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +185,14 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		res.CommitsPerSale = float64(xact1-xact0) / float64(res.Sales)
 	}
 	res.Deadlocks, res.LockWaits = dl1-dl0, lockWaits(pg.LogPath())-waits0
+	if res.LockWaits > 0 || res.Deadlocks > 0 {
+		b, _ := os.ReadFile(pg.LogPath())
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "still waiting for") || strings.Contains(l, "deadlock") || strings.Contains(l, "STATEMENT:") || strings.Contains(l, "DETAIL") {
+				log.Warn("bench cluster: postgres", "hubs", cfg.Hubs, "line", l)
+			}
+		}
+	}
 	out, err := exec.Command(filepath.Join(cfg.BinDir, "hub"), "ledger", "check", "--data", data, "--db", dsn, "--log", "text").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "ledger ok") {
 		return nil, fmt.Errorf("bench: ledger check after %d hubs: %v\n%s", cfg.Hubs, err, out)
