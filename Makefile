@@ -59,6 +59,7 @@ image-rootfs:
 	bash images/build --only kiosk_arm64 --out bin/images/rootfs-debs
 	bash images/rpi/build-rootfs bin/images/rootfs $$(ls -t bin/images/rootfs-debs/frank-kiosk_*_arm64.deb | head -1)
 
-## bench: the purchase path against the raw signer, soft and SoftHSM2; writes docs/benchmarks.md
+## bench: the purchase path against the raw signer, soft and SoftHSM2, and a 1-3 hub cluster on PostgreSQL; writes docs/benchmarks.md and the hubs' CPU profiles into docs/profiles/
 bench: build cross deps
-	bin/testbench bench --out docs/benchmarks.md
+	mkdir -p docs/profiles
+	bin/testbench bench --out docs/benchmarks.md --profiles docs/profiles

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -109,6 +110,9 @@ type Config struct {
 	// SecureCookies marks login cookies Secure even on plain HTTP: set it
 	// when the hub sits behind a TLS-terminating proxy.
 	SecureCookies bool
+	// PprofListen serves net/http/pprof, for profiling in production, on
+	// a loopback address only (default: off).
+	PprofListen string
 	// BrokerConnsPerIP bounds the embedded broker's connections from one
 	// address (default 64; negative, no limit). KioskMsgRate bounds the
 	// messages a kiosk may publish per second (default 20, bursts of 200;
@@ -260,6 +264,12 @@ func (c *Config) Check() error {
 	if c.PaperAlert != "out" && c.PaperAlert != "near_end" {
 		errs = append(errs, fmt.Errorf("paper-alert: want out or near_end, got %q", c.PaperAlert))
 	}
+	if c.PprofListen != "" {
+		host, _, err := net.SplitHostPort(c.PprofListen)
+		if ip := net.ParseIP(host); err != nil || host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			errs = append(errs, fmt.Errorf("pprof: want a loopback address like 127.0.0.1:6060, got %q", c.PprofListen))
+		}
+	}
 	if c.HeartbeatS < 1 || c.HeartbeatS > 3600 {
 		errs = append(errs, fmt.Errorf("heartbeat: want 1-3600 s, got %d", c.HeartbeatS))
 	}
@@ -327,6 +337,7 @@ type Hub struct {
 	accounts  *accounts.Accounts
 	payments  *payments.Payments
 	claims    *claims.Claims
+	pprof     *http.Server
 	leader    *store.Leader
 	leading   bool // as last logged
 	operators *operators.Operators
@@ -645,6 +656,20 @@ func (h *Hub) Start(ctx context.Context) error {
 			h.log.Error("http server stopped", "err", err)
 		}
 	}()
+	if h.cfg.PprofListen != "" {
+		pln, err := net.Listen("tcp", h.cfg.PprofListen)
+		if err != nil {
+			return fmt.Errorf("hub: start: pprof: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		h.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go h.pprof.Serve(pln)
+		h.log.Info("pprof served", "addr", pln.Addr().String())
+	}
 	if h.cfg.TLS != "off" && h.cfg.HTTPListen != "" {
 		// Beside HTTPS, plain HTTP only for load balancers and Prometheus.
 		pln, err := net.Listen("tcp", h.cfg.HTTPListen)
@@ -769,6 +794,9 @@ func (h *Hub) close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		h.http.Shutdown(ctx)
 		cancel()
+	}
+	if h.pprof != nil {
+		h.pprof.Close()
 	}
 	if h.plain != nil {
 		h.plain.Close()

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +38,9 @@ type ClusterConfig struct {
 	InFlight int
 	Warmup   time.Duration
 	Duration time.Duration
+	// ProfileDir, if set, gets a CPU profile of the first hub over the
+	// measured window (hub1-of-N.pprof).
+	ProfileDir string
 }
 
 // ClusterResult is what a cluster run measured. CPU is from /proc, for
@@ -94,6 +99,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	defer cardSrv.Close()
 	data := filepath.Join(cfg.Dir, "hub") // shared, as an HSM is
 	var hubs []*exec.Cmd
+	var pprofAddr string
 	defer func() {
 		for _, h := range hubs {
 			h.Process.Signal(syscall.SIGTERM)
@@ -106,10 +112,17 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		if i > 0 {
 			user = fmt.Sprintf("frank-hub-%d", i+1)
 		}
-		cmd := exec.Command(filepath.Join(cfg.BinDir, "hub"), "--data", data, "--db", dsn, "--http", addr, "--tls", "off",
-			"--broker", "tcp://"+brokerAddr, "--broker-user", user, "--hub-name", user, "--broker-tls-listen", "off",
-			"--postal", paSrv.URL, "--payments", cardSrv.URL, "--licence", postal.DemoLicence, "--report-every", "-1s", "--log", "text")
-		cmd.Env = append(os.Environ(), "FRANK_BROKER_PASSWORD=bench")
+		args := []string{"--data", data, "--db", dsn, "--http", addr, "--tls", "off",
+			"--broker", "tcp://" + brokerAddr, "--broker-user", user, "--hub-name", user, "--broker-tls-listen", "off",
+			"--postal", paSrv.URL, "--payments", cardSrv.URL, "--licence", postal.DemoLicence, "--report-every", "-1s", "--log", "text"}
+		if i == 0 && cfg.ProfileDir != "" {
+			pprofAddr, _ = demo.FreeAddr()
+			args = append(args, "--pprof", pprofAddr)
+		}
+		cmd := exec.Command(filepath.Join(cfg.BinDir, "hub"), args...)
+		// Hubs that share a machine share its cores, as they would each
+		// have their own on their own machines.
+		cmd.Env = append(os.Environ(), "FRANK_BROKER_PASSWORD=bench", fmt.Sprintf("GOMAXPROCS=%d", max(1, runtime.NumCPU()/cfg.Hubs)))
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -164,6 +177,12 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	waits0 := lockWaits(pg.LogPath())
 	m.measuring.Store(true)
 	t0 := time.Now()
+	profiled := make(chan error, 1)
+	if pprofAddr != "" {
+		go func() { profiled <- profile(pprofAddr, cfg.Duration, filepath.Join(cfg.ProfileDir, fmt.Sprintf("hub1-of-%d.pprof", cfg.Hubs))) }()
+	} else {
+		profiled <- nil
+	}
 	time.Sleep(cfg.Duration)
 	m.measuring.Store(false)
 	elapsed := time.Since(t0)
@@ -174,6 +193,9 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	}
 	close(stop)
 	wg.Wait()
+	if err := <-profiled; err != nil {
+		log.Warn("bench: no profile of the hub", "err", err)
+	}
 
 	res := &ClusterResult{ClusterConfig: cfg, Sales: int(m.sales.Load()), Resent: int(m.resent.Load())}
 	res.SalesPerSec = float64(res.Sales) / elapsed.Seconds()
@@ -294,4 +316,21 @@ func procStat(pid int) []string {
 		return nil
 	}
 	return strings.Fields(string(b[i+1:]))
+}
+
+// profile fetches a CPU profile of d from a hub's pprof address.
+func profile(addr string, d time.Duration, path string) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }

@@ -110,6 +110,8 @@ func ClusterMarkdown(cl []*ClusterResult) string {
 			r.SalesPerSec/cl[0].SalesPerSec, ms(r.P50), ms(r.P99), ms(r.HubCPUPerSale), ms(r.PGCPUPerSale),
 			r.WALPerSale, r.CommitsPerSale, r.Deadlocks, r.LockWaits, r.Sales)
 	}
+	b.WriteString("\nA CPU profile of the first hub over each measured window is in docs/profiles/ (`go tool pprof bin/hub docs/profiles/hub1-of-2.pprof`); " +
+		"hubs serve it with `--pprof 127.0.0.1:6060`, on loopback only.\n")
 	b.WriteString("\nEverything shares this machine's 2 cores: more hubs add processes, not cores. " +
 		"[docs/scaling.md](scaling.md) turns these per-sale costs into a sizing for larger fleets.\n")
 	return b.String()

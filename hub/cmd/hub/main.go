@@ -128,6 +128,7 @@ func run(args []string) int {
 	enrollTTL := fs.Duration("enroll-ttl", 7*24*time.Hour, "kiosk add: how long the one-time enrollment code is good for")
 	trustedProxies := fs.String("trusted-proxies", "", "comma-separated addresses or CIDR prefixes of the reverse proxies whose X-Forwarded-For names the client (login limits, logs); nobody else's is believed")
 	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
+	fs.StringVar(&cfg.PprofListen, "pprof", "", "serve net/http/pprof on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")
 	configFile := fs.String("config", "", "config file: a JSON object of flag names and values (keys starting with # are comments); flags win over it")

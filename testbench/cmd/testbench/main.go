@@ -348,6 +348,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
 	fleet := fs.Int("connect-kiosks", 1000, "kiosks that reconnect at once over mqtts to a fresh hub (0: skip)")
 	clusterHubs := fs.String("cluster-hubs", "1,2,3", "hub counts to run as a cluster on PostgreSQL and mosquitto (empty: skip)")
+	profiles := fs.String("profiles", "", "write a CPU profile of the first hub of each cluster run into this directory")
 	fs.Parse(args)
 	hub.TuneRuntime() // the hub runs in this process, tuned as bin/hub is
 	if *cpuprofile != "" {
@@ -391,7 +392,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 		}
 		n++
 		r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), Hubs: hn,
-			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d}, log)
+			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: *profiles}, log)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "testbench bench: cluster:", err)
 			return 1
