@@ -179,7 +179,9 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	t0 := time.Now()
 	profiled := make(chan error, 1)
 	if pprofAddr != "" {
-		go func() { profiled <- profile(pprofAddr, cfg.Duration, filepath.Join(cfg.ProfileDir, fmt.Sprintf("hub1-of-%d.pprof", cfg.Hubs))) }()
+		go func() {
+			profiled <- profile(pprofAddr, cfg.Duration, filepath.Join(cfg.ProfileDir, fmt.Sprintf("hub1-of-%d.pprof", cfg.Hubs)))
+		}()
 	} else {
 		profiled <- nil
 	}
