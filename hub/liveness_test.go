@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +98,19 @@ func TestOpenAttemptOfAnotherHub(t *testing.T) {
 	}
 	if open := e.cards.Totals().Open; open != 0 {
 		t.Fatalf("%d authorizations left open", open)
+	}
+}
+
+// The profiling endpoint is served on loopback only: any other address is
+// a configuration error.
+func TestPprofLoopbackOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
+		"0.0.0.0:6060": false, ":6060": false, "10.0.0.5:6060": false, "6060": false} {
+		c := hub.Config{PprofListen: addr}
+		c.Defaults()
+		err := c.Check()
+		if got := err == nil || !strings.Contains(err.Error(), "pprof"); got != ok {
+			t.Errorf("--pprof %s: %v", addr, err)
+		}
 	}
 }

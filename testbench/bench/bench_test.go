@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -47,10 +49,15 @@ func TestClusterSells(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../hub/cmd/hub").CombinedOutput(); err != nil {
 		t.Fatalf("go build hub: %v\n%s", err, out)
 	}
+	prof := t.TempDir()
 	r, err := Cluster(context.Background(), ClusterConfig{BinDir: bin, Dir: t.TempDir(), Hubs: 2, Kiosks: 4, InFlight: 4,
-		Warmup: 500 * time.Millisecond, Duration: 2 * time.Second}, slog.New(slog.DiscardHandler))
+		Warmup: 500 * time.Millisecond, Duration: 2 * time.Second, ProfileDir: prof}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The first hub served its profile on its --pprof address.
+	if st, err := os.Stat(filepath.Join(prof, "hub1-of-2.pprof")); err != nil || st.Size() == 0 {
+		t.Fatalf("no profile of the first hub: %v", err)
 	}
 	if r.Sales == 0 || r.HubCPUPerSale <= 0 || r.PGCPUPerSale <= 0 || r.WALPerSale <= 0 || r.CommitsPerSale <= 0 {
 		t.Fatalf("figures %+v", r)
