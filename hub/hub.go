@@ -633,13 +633,13 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.HTTPAddr = ln.Addr().String()
 	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
 		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Certs: h.ca, Licence: h.ledger.Licence(), Retire: h.retireSummary, Refund: h.counterRefund, Log: h.log.With("component", "console"), Now: now,
-		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies)}
+		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies).Share(h.db)}
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
-		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies),
+		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies).Share(h.db),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Voids: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
 		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, BrokerTLSAddr: h.BrokerTLSAddr, CA: h.ca,
-		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,
+		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies).Share(h.db), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,
 		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
 	// Handshake failures (strangers, scanners) go to the log at debug level.
@@ -713,6 +713,9 @@ func (h *Hub) Start(ctx context.Context) error {
 			}
 			if _, err := h.claims.Sweep(h.bgCtx, 10*time.Minute); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("old request claims not swept", "err", err)
+			}
+			if err := websession.SweepFailures(h.bgCtx, h.db, h.clockNow().Add(-websession.LoginWindow)); err != nil && h.bgCtx.Err() == nil {
+				h.log.Error("old login failures not swept", "err", err)
 			}
 			return true
 		})

@@ -1,8 +1,13 @@
 package session
 
 import (
+	"context"
+	"database/sql"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/frank-postage/frank/hub/store"
 )
 
 // Limiter slows password guessing: after Max failed logins for a key (a
@@ -13,6 +18,10 @@ type Limiter struct {
 	Max    int
 	Window time.Duration
 	Now    func() time.Time
+
+	// DB, if set, also keeps the counts where every hub of a cluster
+	// sees them. The counts in memory still hold if it fails.
+	DB *store.DB
 
 	mu    sync.Mutex
 	fails map[string]*window
@@ -44,20 +53,59 @@ type limitKey struct {
 }
 
 func (l *Limiter) allow(keys []limitKey) (bool, time.Duration) {
+	shared := l.shared(keys)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.Now()
 	var wait time.Duration
 	for _, k := range keys {
-		w := l.fails[k.name]
-		if w == nil || now.Sub(w.start) >= l.Window {
-			continue
-		}
-		if w.n >= k.max {
-			wait = max(wait, w.start.Add(l.Window).Sub(now))
+		for _, w := range []*window{l.fails[k.name], shared[k.name]} {
+			if w == nil || now.Sub(w.start) >= l.Window {
+				continue
+			}
+			if w.n >= k.max {
+				wait = max(wait, w.start.Add(l.Window).Sub(now))
+			}
 		}
 	}
 	return wait == 0, wait
+}
+
+// shared reads the keys' counts from the database; none if it has none or
+// cannot be read.
+func (l *Limiter) shared(keys []limitKey) map[string]*window {
+	if l.DB == nil || len(keys) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		args[i] = k.name
+	}
+	rows, err := l.DB.QueryContext(ctx, l.DB.Rebind(`SELECT name, window_start, n FROM login_failures WHERE name IN (`+
+		strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")+`)`), args...)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	out := map[string]*window{}
+	for rows.Next() {
+		var name string
+		var start int64
+		w := &window{}
+		if rows.Scan(&name, &start, &w.n) == nil {
+			w.start = time.UnixMicro(start)
+			out[name] = w
+		}
+	}
+	return out
+}
+
+// SweepFailures deletes the counts whose window ended before before.
+func SweepFailures(ctx context.Context, db *store.DB, before time.Time) error {
+	_, err := db.ExecContext(ctx, db.Rebind(`DELETE FROM login_failures WHERE window_start < ?`), before.UnixMicro())
+	return err
 }
 
 // Fail counts a failed login against every key.
@@ -80,4 +128,27 @@ func (l *Limiter) Fail(keys ...string) {
 		}
 		w.n++
 	}
+	if l.DB != nil {
+		l.failShared(keys, now)
+	}
+}
+
+// failShared counts a failure against keys in the database: a new window
+// once the last one ended.
+func (l *Limiter) failShared(keys []string, now time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	at, ended := now.UnixMicro(), now.Add(-l.Window).UnixMicro()
+	l.DB.InTx(ctx, func(tx *sql.Tx) error {
+		for _, k := range keys {
+			if _, err := tx.ExecContext(ctx, l.DB.Rebind(`INSERT INTO login_failures (name, window_start, n) VALUES (?, ?, 1)
+				ON CONFLICT (name) DO UPDATE SET
+				n = CASE WHEN login_failures.window_start <= ? THEN 1 ELSE login_failures.n + 1 END,
+				window_start = CASE WHEN login_failures.window_start <= ? THEN excluded.window_start ELSE login_failures.window_start END`),
+				k, at, ended, ended); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

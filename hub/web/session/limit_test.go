@@ -1,8 +1,12 @@
 package session
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/testbench/pgtest"
 )
 
 func TestLimiter(t *testing.T) {
@@ -28,4 +32,51 @@ func TestLimiter(t *testing.T) {
 	if ok, _ := l.Allow("login:a", "ip:1"); !ok {
 		t.Fatal("still refused after the window")
 	}
+}
+
+// Two hubs on one database count the same failures: a guesser who spreads
+// tries over the hubs meets one limit, and a new window starts once the
+// last one ended.
+func TestLimiterShared(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.Unix(1_700_000_000, 0)
+		hubs := []*Limiter{NewLimiter(4, 10*time.Minute), NewLimiter(4, 10*time.Minute)}
+		for _, l := range hubs {
+			l.Now, l.DB = func() time.Time { return now }, db
+		}
+		for i := range 4 {
+			l := hubs[i%2]
+			if ok, _ := l.Allow("login:a"); !ok {
+				t.Fatalf("refused after %d failures spread over two hubs", i)
+			}
+			l.Fail("login:a")
+		}
+		for i, l := range hubs {
+			if ok, wait := l.Allow("login:a"); ok || wait != 10*time.Minute {
+				t.Fatalf("hub %d after 4 failures over both: %v %v", i, ok, wait)
+			}
+		}
+		now = now.Add(10 * time.Minute)
+		if ok, _ := hubs[1].Allow("login:a"); !ok {
+			t.Fatal("still refused after the window")
+		}
+		hubs[1].Fail("login:a") // the first of a new window
+		if ok, _ := hubs[0].Allow("login:a"); !ok {
+			t.Fatal("one failure in a new window refused")
+		}
+		if err := SweepFailures(ctx, db, now.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		db.QueryRowContext(ctx, `SELECT COUNT(*) FROM login_failures`).Scan(&n)
+		if n != 0 {
+			t.Fatalf("%d counts left after the sweep", n)
+		}
+	})
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/frank-postage/frank/hub/store"
 )
 
 // Proxies are the addresses of the reverse proxies in front of the hub,
@@ -120,6 +122,13 @@ func NewLogins(realm string, proxies Proxies) *Logins {
 func NewCodeLimit(realm string, proxies Proxies) *Logins {
 	l := NewLogins(realm, proxies)
 	l.perAddr = PairFailures
+	return l
+}
+
+// Share counts this form's failures in db too, so that every hub of a
+// cluster counts the same failures.
+func (l *Logins) Share(db *store.DB) *Logins {
+	l.limits.DB = db
 	return l
 }
 
