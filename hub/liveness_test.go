@@ -40,12 +40,11 @@ func TestDeadHubsPaymentsSettled(t *testing.T) {
 		}
 		return key
 	}
+	// The running hub may settle the dead hub's hold as soon as it is
+	// made, so only the end is counted.
 	before := e.cards.Totals().Open
 	dead := open("hub-dead", -time.Minute, "dead-1")
 	live := open("hub-live", time.Hour, "live-1")
-	if got := e.cards.Totals().Open; got != before+2 {
-		t.Fatalf("%d open authorizations, want %d", got, before+2)
-	}
 	state := func(k payments.Key) string {
 		p, err := e.h.Payments().Get(ctx, k)
 		if err != nil {

@@ -34,7 +34,7 @@ func (l *Ledger) Reserve(ctx context.Context, amount protocol.Mills) error {
 			return nil
 		}
 		l.resMu.Unlock()
-		if err := l.buy(ctx); err != nil {
+		if err := l.buyBelow(ctx, g.DR); err != nil {
 			return err
 		}
 	}
@@ -63,6 +63,27 @@ func (l *Ledger) FundingFor(dr, postage protocol.Mills) protocol.Mills {
 func (l *Ledger) BuyFunds(ctx context.Context) error {
 	l.buyMu.Lock()
 	defer l.buyMu.Unlock()
+	return l.buy(ctx)
+}
+
+// buyBelow buys as buy does, unless the GPSD holds more than seen once
+// this hub has the cluster's purchase lock: another hub, short of funds at
+// the same time, bought while this one waited. The caller holds buyMu and
+// reads the GPSD again.
+func (l *Ledger) buyBelow(ctx context.Context, seen protocol.Mills) error {
+	unlock, err := l.db.Lock(ctx, "gpsd-purchase")
+	if err != nil {
+		return fmt.Errorf("ledger: buy funds: %w", err)
+	}
+	defer unlock()
+	g, err := l.loadPSD(ctx, l.mac, nil, GPSDSerial, false)
+	if err != nil {
+		l.lockOnTamper(err)
+		return err
+	}
+	if g.DR > seen {
+		return nil
+	}
 	return l.buy(ctx)
 }
 

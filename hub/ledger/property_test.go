@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,4 +266,40 @@ func (m *model) compare(t *testing.T, f *fixture, step int) {
 			t.Fatalf("step %d: mpsd %d AR %d DR %d, model %v", step, p.Serial, p.AR, p.DR, m.mpsd[p.Serial])
 		}
 	}
+}
+
+// Two hubs short of postage at the same moment buy it once: the purchase
+// is one hub's at a time, and the second finds the first's funds.
+func TestOnePurchaseAcrossHubs(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		other := openOther(t, f, ledger.Config{})
+		defer other.Close()
+		ctx := context.Background()
+		psds, err := f.l.PSDs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dr protocol.Mills
+		for _, p := range psds {
+			if p.Kind == ledger.KindGPSD {
+				dr = p.DR
+			}
+		}
+		before := f.pa.TotalFunds("FR")
+		var wg sync.WaitGroup
+		for _, l := range []*ledger.Ledger{f.l, other} {
+			wg.Go(func() {
+				if err := l.Reserve(ctx, dr+1); err != nil {
+					t.Error(err)
+				}
+				l.Unreserve(dr + 1)
+			})
+		}
+		wg.Wait()
+		if bought := f.pa.TotalFunds("FR") - before; bought != int64(f.l.Config().GPSDPurchase) {
+			t.Errorf("two hubs short at once bought %d; want one purchase of %d", bought, f.l.Config().GPSDPurchase)
+		}
+		f.check()
+	})
 }

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -84,4 +86,54 @@ func (l *Leader) Resign(ctx context.Context) {
 		l.db.ExecContext(ctx, l.db.Rebind(`UPDATE job_leases SET until = 0 WHERE name = 'leader' AND holder = ?`), l.holder)
 	}
 	l.held = false
+}
+
+// Lock holds the cluster-wide lock name until the returned unlock is
+// called, for work one hub at a time must do (buying postage). On
+// PostgreSQL it is a session advisory lock on a connection of its own, so
+// it goes with a hub that dies holding it. On SQLite it is a job lease of
+// a minute, renewed by nobody: a hub that dies holding it holds it that
+// long.
+func (d *DB) Lock(ctx context.Context, name string) (func(), error) {
+	if d.Dialect != Postgres {
+		return d.leaseLock(ctx, "lock:"+name, time.Minute)
+	}
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: lock %s: %w", name, err)
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(hashtext($1))`, name); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("store: lock %s: %w", name, err)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtext($1))`, name)
+		conn.Close()
+	}, nil
+}
+
+// leaseLock waits for the job lease name, taken for ttl under a name of
+// its own, and returns its release.
+func (d *DB) leaseLock(ctx context.Context, name string, ttl time.Duration) (func(), error) {
+	holder := rand.Text()
+	for {
+		ok, err := d.TryLease(ctx, name, holder, time.Now(), ttl)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				d.ExecContext(ctx, d.Rebind(`UPDATE job_leases SET until = 0 WHERE name = ? AND holder = ?`), name, holder)
+			}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("store: lock %s: %w", name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
