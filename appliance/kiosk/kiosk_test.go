@@ -470,7 +470,7 @@ func TestPrintReportResentUntilConfirmed(t *testing.T) {
 	if err != nil || rc.Status != protocol.ResultOK || p.count() != 1 {
 		t.Fatalf("sale: %+v %v", rc, err)
 	}
-	waitClosed(t, fh.journal, 10*time.Second)
+	waitClosed(t, fh.journal, 30*time.Second) // three sends, a resend period apart, on a loaded machine
 	if n := seen.Load(); n < 3 {
 		t.Fatalf("the report was sent %d times; the hub ignored the first two", n)
 	}
