@@ -50,15 +50,11 @@ func New(db *store.DB, hub string, now func() time.Time) *Claims {
 	return &Claims{db: db, hub: hub, now: now, held: map[key]chan struct{}{}}
 }
 
-// Take waits until this hub holds the claim on scope/name, or until
-// answered (may be nil) says the request was answered, by whichever hub:
-// then the claim is left where it is and the caller replays the answer.
-// It returns the claim's release, which must be called once the request is
-// done: with answered true when its answer is recorded (the claim then
-// stays, so a late copy on another hub finds the answer, until Sweep), with
-// false to give the request up to whoever asks next. It gives up with
-// ErrBusy when ctx ends first.
-func (c *Claims) Take(ctx context.Context, scope, name string, answered func(context.Context) (bool, error)) (func(answered bool), error) {
+// Take waits until this hub holds the claim on scope/name and returns its
+// release, to be called once the request is done and its answer recorded:
+// a hub waiting for the same request then takes the claim and finds that
+// answer. It gives up with ErrBusy when ctx ends first.
+func (c *Claims) Take(ctx context.Context, scope, name string) (func(), error) {
 	k := key{scope, name}
 	if err := c.lock(ctx, k); err != nil {
 		return nil, err
@@ -66,24 +62,12 @@ func (c *Claims) Take(ctx context.Context, scope, name string, answered func(con
 	wait := firstPoll
 	for {
 		ok, err := c.take(ctx, k)
-		if err == nil && !ok && answered != nil {
-			var done bool
-			if done, err = answered(ctx); done && err == nil {
-				return func(bool) { c.unlock(k) }, nil // not ours: nothing to release
-			}
-		}
 		if err != nil {
 			c.unlock(k)
 			return nil, err
 		}
 		if ok {
-			return func(answered bool) {
-				if answered {
-					c.unlock(k)
-					return
-				}
-				c.release(k)
-			}, nil
+			return func() { c.release(k) }, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -190,9 +174,9 @@ func (c *Claims) release(k key) {
 	c.unlock(k)
 }
 
-// Sweep deletes the claims taken before now-age: long answered, or left
-// by a hub that died. No request is served for that long (age is well over
-// any request's deadline). It returns how many went.
+// Sweep deletes the claims taken before now-age, left by a hub that died
+// with nobody asking for them again. No request is served for that long
+// (age is well over any request's deadline). It returns how many went.
 func (c *Claims) Sweep(ctx context.Context, age time.Duration) (int64, error) {
 	res, err := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM request_claims WHERE claimed_at < ?`), c.now().Add(-age).UnixMicro())
 	if err != nil {

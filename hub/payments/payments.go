@@ -232,12 +232,13 @@ func New(db *store.DB, gw gateway, acc *accounts.Accounts, log *slog.Logger, now
 // Authorize holds amount for the purchase key. The attempt is recorded
 // before the gateway or the account is asked, so a crash in between leaves
 // a record that Reconcile voids. A purchase retried after a failure
-// authorizes again; one whose authorization is still open reuses it.
+// authorizes again, after voiding an authorization still open.
 func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
 	if prev, err := p.Get(ctx, key); err == nil {
-		if prev.State == "authorized" && prev.Amount == amount {
-			return prev, nil
-		}
+		// An earlier attempt still open is settled first, never reused:
+		// its hold may be gone at the gateway (a settlement voided it and
+		// could not record that), and the sale it was for was not recorded,
+		// or the precheck would have replayed it.
 		if prev.State == "authorizing" || prev.State == "authorized" {
 			// Another attempt is open. A live hub's is its own business;
 			// a dead one's is settled first, so no hold is left behind.

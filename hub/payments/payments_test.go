@@ -144,11 +144,11 @@ func TestSettleStale(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		release, err := cl.Take(ctx, busy.KioskID, busy.RequestID, nil) // a sale still serving it
+		release, err := cl.Take(ctx, busy.KioskID, busy.RequestID) // a sale still serving it
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer release(false)
+		defer release()
 		if err := pay.SettleStale(ctx, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}

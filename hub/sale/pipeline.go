@@ -44,10 +44,9 @@ type order struct {
 // answer is what a purchase got: the bytes sent (and replayed), the result
 // they encode when the sale happened now, or the refusal.
 type answer struct {
-	out      []byte
-	res      *protocol.PurchaseResult
-	perr     *protocol.Error
-	recorded bool // a repeat finds it stored
+	out  []byte
+	res  *protocol.PurchaseResult
+	perr *protocol.Error
 }
 
 // result is the answer typed, for the web channels: the sold result, or
@@ -71,7 +70,7 @@ func (a answer) result() (*protocol.PurchaseResult, error) {
 
 // requestClaims makes a request this hub's alone while it serves it.
 type requestClaims interface {
-	Take(ctx context.Context, scope, name string, answered func(context.Context) (bool, error)) (release func(answered bool), err error)
+	Take(ctx context.Context, scope, name string) (release func(), err error)
 }
 
 // run answers an order. A repeat that arrives while the first copy is
@@ -97,21 +96,16 @@ func (s *Service) serve(ctx context.Context, o *order) answer {
 	// Another hub may hold the same request: wait for it, or take it over
 	// from a dead one. Whatever the holder recorded is found below.
 	if s.Claims != nil {
-		answered := func(ctx context.Context) (bool, error) {
-			prior, err := s.Web.Replay(ctx, o.kioskID, o.requestID, o.hash)
-			if err != nil && protocol.AsError(err).Code == protocol.CodeIdempotencyConflict {
-				return true, nil // answered, to another body: the precheck says so
-			}
-			return prior != nil, err
-		}
-		release, err := s.Claims.Take(ctx, o.kioskID, o.requestID, answered)
+		release, err := s.Claims.Take(ctx, o.kioskID, o.requestID)
 		if err != nil {
 			return s.refused(o.requestID, err)
 		}
+		// Released only when the answer is final here: a sale recorded as
+		// ok may still be voided if its capture is refused, and no other
+		// hub may replay it before then. The deletion need not delay the
+		// answer; this process's next holder waits for it.
 		a := s.claimed(ctx, o)
-		// A claim given up is deleted after the answer is sent; this
-		// process's next holder waits for that.
-		go release(a.recorded)
+		go release()
 		return a
 	}
 	return s.claimed(ctx, o)
@@ -131,7 +125,7 @@ func (s *Service) claimed(ctx context.Context, o *order) answer {
 		return s.reject(ctx, o, err)
 	}
 	if prior != nil {
-		return answer{out: prior, recorded: true}
+		return answer{out: prior}
 	}
 	if refusal != nil && refusal.Code == protocol.CodeLabelUsed {
 		s.fraud(ctx, o.kioskID, o.requestID, o.labels)
@@ -147,7 +141,7 @@ func (s *Service) claimed(ctx context.Context, o *order) answer {
 		}
 		return s.reject(ctx, o, err)
 	}
-	return answer{out: a.Bytes, res: a.Result, recorded: true}
+	return answer{out: a.Bytes, res: a.Result}
 }
 
 // checkLabels is the precheck of labels a channel picked itself: the
@@ -183,7 +177,7 @@ func (s *Service) reject(ctx context.Context, o *order, err error) answer {
 		s.Log.Error("could not record rejection", "request_id", o.requestID, "err", rerr)
 		return s.refused(o.requestID, perr)
 	}
-	return answer{out: out, perr: perr, recorded: !ledger.Retryable(perr.Code)}
+	return answer{out: out, perr: perr}
 }
 
 // refused is a refusal that is not recorded: the request could not be
@@ -194,5 +188,5 @@ func (s *Service) refused(requestID string, err error) answer {
 		s.Log.Error("purchase failed", "request_id", requestID, "err", err)
 	}
 	out, _ := json.Marshal(protocol.Rejected(requestID, perr)) // strings only: cannot fail
-	return answer{out: out, perr: perr, recorded: !ledger.Retryable(perr.Code)}
+	return answer{out: out, perr: perr}
 }

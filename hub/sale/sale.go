@@ -410,11 +410,7 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 // hubs: the second finds the first's refund done.
 func (s *Service) takeLabel(ctx context.Context, label protocol.LabelSerial) (func(), error) {
 	if s.Claims != nil {
-		release, err := s.Claims.Take(ctx, "refund-label", label.String(), nil)
-		if err != nil {
-			return nil, err
-		}
-		return func() { release(false) }, nil
+		return s.Claims.Take(ctx, "refund-label", label.String())
 	}
 	return s.serialize("refund-label:" + label.String()), nil
 }
