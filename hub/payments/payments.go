@@ -234,7 +234,9 @@ func New(db *store.DB, gw gateway, acc *accounts.Accounts, log *slog.Logger, now
 // a record that Reconcile voids. A purchase retried after a failure
 // authorizes again, after voiding an authorization still open.
 func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
+	var prevAttempt string // the attempt the row holds now; "" if none
 	if prev, err := p.Get(ctx, key); err == nil {
+		prevAttempt = prev.attempt
 		// An earlier attempt still open is settled first, never reused:
 		// its hold may be gone at the gateway (a settlement voided it and
 		// could not record that), and the sale it was for was not recorded,
@@ -259,6 +261,8 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 				return nil, err
 			}
 		}
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
 	}
 	if src.Card != nil {
 		if err := src.Card.Check(p.now()); err != nil {
@@ -271,41 +275,59 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 		pay.Method = "account"
 	}
 	now := p.now().UnixMicro()
-	_, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
+	// The row is replaced only if it still holds the attempt read above,
+	// settled: a hub that raced us here (its lease lapsed while it served
+	// the request, and we took it over) keeps its own attempt.
+	n, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
 		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?, ?)
 		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
 		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,
-		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at, hub = excluded.hub`,
-		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), attempt, amount, now, now, nullStr(p.Hub))
+		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at, hub = excluded.hub
+		WHERE COALESCE(payments.attempt_key, '') = ? AND payments.state NOT IN ('authorizing', 'authorized', 'captured')`,
+		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), attempt, amount, now, now, nullStr(p.Hub), prevAttempt)
 	if err != nil {
 		return nil, fmt.Errorf("payments: record attempt: %w", err)
+	}
+	if n == 0 {
+		return nil, ErrOtherHub
 	}
 	switch pay.Method {
 	case "account":
 		if err := p.accounts.Hold(ctx, src.AccountID, amount, attempt); err != nil {
-			p.set(ctx, key, "voided", 0)
+			p.settled(ctx, pay, "authorizing", "voided")
 			return nil, err
 		}
 		pay.Ref = attempt
 	default:
 		a, err := p.gw.Authorize(ctx, attempt, amount, src.Token, src.Card)
 		if err != nil {
-			p.set(ctx, key, "voided", 0)
 			var pe *protocol.Error
 			if !errors.As(err, &pe) {
+				// No answer: the gateway may have approved. The attempt
+				// stays open, and settlement voids it by its key.
 				p.log.Error("card gateway", "err", err)
 				return nil, protocol.Errorf(protocol.CodePaymentTimeout, "the card gateway is not answering; nothing was charged")
 			}
+			p.settled(ctx, pay, "authorizing", "voided")
 			return nil, err
 		}
 		pay.Ref, pay.Brand, pay.Last4 = a.ID, a.Brand, a.Last4
 	}
-	pay.State = "authorized"
-	if _, err := p.db.GroupExec(ctx, `UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
-		WHERE kiosk_id = ? AND request_id = ?`, pay.Ref, pay.Brand, pay.Last4, p.now().UnixMicro(), key.KioskID, key.RequestID); err != nil {
-		p.void(ctx, pay)
+	n, err = p.db.GroupExec(ctx, `UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
+		WHERE kiosk_id = ? AND request_id = ? AND attempt_key = ? AND state = 'authorizing'`,
+		pay.Ref, pay.Brand, pay.Last4, p.now().UnixMicro(), key.KioskID, key.RequestID, attempt)
+	if err != nil || n == 0 {
+		// Not recorded, or the attempt was settled meanwhile by a hub that
+		// took us for dead: the hold is ours alone to release.
+		if verr := p.void(ctx, pay); verr != nil {
+			p.log.Error("authorization not voided; settlement voids it by its key", "request_id", key.RequestID, "err", verr)
+		}
+		if err == nil {
+			return nil, ErrOtherHub
+		}
 		return nil, fmt.Errorf("payments: record authorization: %w", err)
 	}
+	pay.State = "authorized"
 	return pay, nil
 }
 
@@ -329,7 +351,7 @@ func (p *Payments) Capture(ctx context.Context, key Key) error {
 			return fmt.Errorf("payments: capture %s/%s: %w", key.KioskID, key.RequestID, err)
 		}
 	}
-	return p.set(ctx, key, "captured", pay.Amount)
+	return p.settled(ctx, pay, "authorized", "captured")
 }
 
 // Void releases an authorization that was not captured.
@@ -344,7 +366,7 @@ func (p *Payments) Void(ctx context.Context, key Key) error {
 	if err := p.void(ctx, pay); err != nil {
 		return err
 	}
-	return p.set(ctx, key, "voided", 0)
+	return p.settled(ctx, pay, "authorized", "voided")
 }
 
 func (p *Payments) void(ctx context.Context, pay *Payment) error {
@@ -423,14 +445,29 @@ func (p *Payments) Get(ctx context.Context, key Key) (*Payment, error) {
 	return pay, nil
 }
 
-func (p *Payments) set(ctx context.Context, key Key, state string, captured protocol.Mills) error {
-	_, err := p.db.GroupExec(ctx, `UPDATE payments SET state = ?, captured = ?, updated_at = ? WHERE kiosk_id = ? AND request_id = ?`,
-		state, captured, p.now().UnixMicro(), key.KioskID, key.RequestID)
-	if err != nil {
-		return fmt.Errorf("payments: record %s: %w", state, err)
+// settled records pay's attempt moving from one state to another. It is
+// a compare-and-set on the attempt: a hub whose lease lapsed while it
+// worked must not overwrite what the hub that took over recorded.
+func (p *Payments) settled(ctx context.Context, pay *Payment, from, to string) error {
+	var captured protocol.Mills
+	if to == "captured" {
+		captured = pay.Amount
 	}
+	n, err := p.db.GroupExec(ctx, `UPDATE payments SET state = ?, captured = ?, updated_at = ?
+		WHERE kiosk_id = ? AND request_id = ? AND attempt_key = ? AND state = ?`,
+		to, captured, p.now().UnixMicro(), pay.KioskID, pay.RequestID, pay.attempt, from)
+	if err != nil {
+		return fmt.Errorf("payments: record %s: %w", to, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("payments: record %s %s/%s: %w", to, pay.KioskID, pay.RequestID, ErrChanged)
+	}
+	pay.State, pay.Captured = to, captured
 	return nil
 }
+
+// ErrChanged is a payment another hub settled or replaced meanwhile.
+var ErrChanged = errors.New("payments: changed by another hub")
 
 // Reconcile settles what a crash left open: an attempt the gateway may or
 // may not have approved is voided by its key; an authorization is captured
@@ -560,7 +597,7 @@ func (p *Payments) abandon(ctx context.Context, key Key) error {
 	} else if err := p.gw.VoidKey(ctx, pay.attempt); err != nil {
 		return fmt.Errorf("payments: void attempt %s: %w", pay.attempt, err)
 	}
-	return p.set(ctx, key, "voided", 0)
+	return p.settled(ctx, pay, "authorizing", "voided")
 }
 
 // Totals are the payments' net: captured less refunded.

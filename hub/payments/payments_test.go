@@ -167,3 +167,131 @@ func TestSettleStale(t *testing.T) {
 		}
 	})
 }
+
+// holds is a gateway that keeps each hold's state, and can stall an
+// authorization until the test lets it answer.
+type holds struct {
+	gateway
+	mu    sync.Mutex
+	state map[string]string // by key: authorized, voided, captured
+	stall chan chan struct{}
+}
+
+func (g *holds) Authorize(_ context.Context, key string, _ protocol.Mills, _ string, _ *payments.Card) (payments.Auth, error) {
+	if g.stall != nil {
+		resume := make(chan struct{})
+		g.stall <- resume
+		<-resume
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.state[key] == "" {
+		g.state[key] = "authorized"
+	}
+	return payments.Auth{ID: key, Brand: "visa", Last4: "4242"}, nil
+}
+func (g *holds) set(key, from, to string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.state[key] == from {
+		g.state[key] = to
+	}
+}
+func (g *holds) Capture(_ context.Context, id string, _ protocol.Mills) error {
+	g.set(id, "authorized", "captured")
+	return nil
+}
+func (g *holds) Void(_ context.Context, id string) error    { g.set(id, "authorized", "voided"); return nil }
+func (g *holds) VoidKey(_ context.Context, key string) error { g.set(key, "authorized", "voided"); return nil }
+func (g *holds) open() (n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, s := range g.state {
+		if s == "authorized" {
+			n++
+		}
+	}
+	return n
+}
+
+// A hub whose lease lapsed while it was still paying (the database was
+// away longer than the lease, as in a failover) is settled or taken over
+// by another hub; when its authorization comes back, it finds the
+// attempt no longer its own and voids its hold itself, so no hold is left
+// behind and the other hub's record stands.
+func TestLapsedHubFenced(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		gw := &holds{state: map[string]string{}, stall: make(chan chan struct{})}
+		hub := func(name string) *payments.Payments {
+			p := payments.New(db, gw, accounts.New(db, nil), slog.New(slog.DiscardHandler), clock)
+			p.Hub = name
+			if err := db.RenewHubLease(ctx, name, now, now, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		a, b := hub("hub-a"), hub("hub-b")
+		for _, tc := range []struct {
+			name     string
+			key      payments.Key
+			takeOver func() error
+			want     string // the row's state after both
+		}{
+			{"settled as dead", payments.Key{KioskID: "K1", RequestID: "r-settled"}, func() error { return b.SettleDead(ctx) }, "voided"},
+			{"taken over", payments.Key{KioskID: "K1", RequestID: "r-taken"}, func() error {
+				gw.stall = nil
+				_, err := b.Authorize(ctx, payments.Key{KioskID: "K1", RequestID: "r-taken"}, payments.Source{Token: "tok"}, 780)
+				return err
+			}, "authorized"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if err := db.RenewHubLease(ctx, "hub-a", now, now, time.Second); err != nil {
+					t.Fatal(err)
+				}
+				gw.stall = make(chan chan struct{})
+				stall := gw.stall
+				done := make(chan error, 1)
+				go func() {
+					_, err := a.Authorize(ctx, tc.key, payments.Source{Token: "tok"}, 780)
+					done <- err
+				}()
+				resume := <-stall // hub A waits on the gateway
+				now = now.Add(time.Minute)
+				if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if err := tc.takeOver(); err != nil {
+					t.Fatal(err)
+				}
+				close(resume)
+				if err := <-done; err != payments.ErrOtherHub {
+					t.Errorf("hub A's authorization after losing the attempt: %v, want ErrOtherHub", err)
+				}
+				p, err := a.Get(ctx, tc.key)
+				if err != nil || p.State != tc.want {
+					t.Errorf("payment %v, %v; want %s", p, err, tc.want)
+				}
+				want := 0
+				if tc.want == "authorized" {
+					want = 1 // hub B's own hold, and only that
+				}
+				if n := gw.open(); n != want {
+					t.Errorf("%d holds open at the gateway, want %d", n, want)
+				}
+				if tc.want == "authorized" {
+					if err := b.Void(ctx, tc.key); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+		}
+	})
+}
