@@ -807,6 +807,12 @@ func (h *Hub) close() error {
 	if h.front != nil {
 		h.front.Close()
 	}
+	if h.payments != nil {
+		// The captures of sales already answered; any left are settled.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h.payments.CloseCaptures(ctx)
+		cancel()
+	}
 	if h.bgCancel != nil {
 		h.bgCancel()
 		h.bg.Wait() // before the store and the HSM they use close

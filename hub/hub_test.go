@@ -277,6 +277,8 @@ func TestPurchaseOverMQTT(t *testing.T) {
 	if err != nil || !r.OK() || r.Indicia != 1 {
 		t.Fatalf("ledger after repeats: %+v %v", r, err)
 	}
+	// The capture follows the answer.
+	waitUntil(t, "one capture of 780", func() bool { tot := e.cards.Totals(); return tot.Captured == 780 && tot.Open == 0 })
 	if tot := e.cards.Totals(); tot.Captured != 780 || tot.Open != 0 {
 		t.Fatalf("card gateway %+v, want one capture of 780", tot)
 	}

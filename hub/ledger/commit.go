@@ -413,6 +413,17 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 				}
 			}
 		}
+		if saleErr == nil && s.Payment != nil {
+			res, err := l.db.ExecStmt(ctx, tx, s.Payment.Query, s.Payment.Args...)
+			if err != nil {
+				return nil, fmt.Errorf("ledger: record payment: %w", err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return nil, fmt.Errorf("ledger: record payment: %w", err)
+			} else if n != 1 {
+				saleErr = s.Payment.Stale
+			}
+		}
 		sold := saleErr == nil
 		var res protocol.PurchaseResult
 		if sold {

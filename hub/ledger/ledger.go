@@ -296,6 +296,10 @@ type Sale struct {
 	// ReprintOf is the label that failed to print, when this sale is its
 	// free reprint; the remedy is recorded with the sale, once.
 	ReprintOf *protocol.LabelSerial
+	// Payment, if set, records the sale's payment as authorized in the
+	// sale's own transaction: one durable commit answers the kiosk.
+	// It must change exactly one row, or the sale is refused with Stale.
+	Payment *store.Write
 }
 
 // Total is the sale's postage.

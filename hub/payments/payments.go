@@ -189,6 +189,7 @@ type Payment struct {
 	Refunded  protocol.Mills
 	attempt   string // the key the gateway or the account hold knows it by
 	hub       string // the hub that owns it ("" before hubs were named)
+	updated   time.Time
 }
 
 // gateway is the card gateway as Payments uses it.
@@ -219,6 +220,7 @@ type Payments struct {
 	accounts *accounts.Accounts
 	log      *slog.Logger
 	now      func() time.Time
+	captures captures
 }
 
 // New returns the payment service.
@@ -234,6 +236,32 @@ func New(db *store.DB, gw gateway, acc *accounts.Accounts, log *slog.Logger, now
 // a record that Reconcile voids. A purchase retried after a failure
 // authorizes again, after voiding an authorization still open.
 func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
+	pay, err := p.Hold(ctx, key, src, amount)
+	if err != nil {
+		return nil, err
+	}
+	w := pay.Authorized()
+	n, err := p.db.GroupExec(ctx, w.Query, w.Args...)
+	if err != nil || n == 0 {
+		// Not recorded, or the attempt was settled meanwhile by a hub that
+		// took us for dead: the hold is ours alone to release.
+		if verr := p.void(ctx, pay); verr != nil {
+			p.log.Error("authorization not voided; settlement voids it by its key", "request_id", key.RequestID, "err", verr)
+		}
+		if err == nil {
+			return nil, ErrOtherHub
+		}
+		return nil, fmt.Errorf("payments: record authorization: %w", err)
+	}
+	pay.State = "authorized"
+	return pay, nil
+}
+
+// Hold records the attempt and holds amount at the gateway or on the
+// account, and leaves recording the authorization to the caller: a sale
+// commits pay.Authorized() with itself, so that one durable commit
+// answers the customer. A sale that is not recorded calls Release.
+func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
 	var prevAttempt string // the attempt the row holds now; "" if none
 	if prev, err := p.Get(ctx, key); err == nil {
 		prevAttempt = prev.attempt
@@ -313,22 +341,28 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 		}
 		pay.Ref, pay.Brand, pay.Last4 = a.ID, a.Brand, a.Last4
 	}
-	n, err = p.db.GroupExec(ctx, `UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
-		WHERE kiosk_id = ? AND request_id = ? AND attempt_key = ? AND state = 'authorizing'`,
-		pay.Ref, pay.Brand, pay.Last4, p.now().UnixMicro(), key.KioskID, key.RequestID, attempt)
-	if err != nil || n == 0 {
-		// Not recorded, or the attempt was settled meanwhile by a hub that
-		// took us for dead: the hold is ours alone to release.
-		if verr := p.void(ctx, pay); verr != nil {
-			p.log.Error("authorization not voided; settlement voids it by its key", "request_id", key.RequestID, "err", verr)
-		}
-		if err == nil {
-			return nil, ErrOtherHub
-		}
-		return nil, fmt.Errorf("payments: record authorization: %w", err)
-	}
-	pay.State = "authorized"
+	pay.updated = p.now()
 	return pay, nil
+}
+
+// Authorized is the write that records a held payment as authorized: a
+// compare-and-set on its attempt, which changes no row if another hub
+// settled the attempt meanwhile (and then the sale must not stand).
+func (pay *Payment) Authorized() store.Write {
+	return store.Write{
+		Query: `UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
+		WHERE kiosk_id = ? AND request_id = ? AND attempt_key = ? AND state = 'authorizing'`,
+		Args:  []any{pay.Ref, pay.Brand, pay.Last4, pay.updated.UnixMicro(), pay.KioskID, pay.RequestID, pay.attempt},
+		Stale: ErrOtherHub,
+	}
+}
+
+// Release gives back a hold whose sale was not recorded.
+func (p *Payments) Release(ctx context.Context, pay *Payment) error {
+	if err := p.void(ctx, pay); err != nil {
+		return err
+	}
+	return p.settled(ctx, pay, "authorizing", "voided")
 }
 
 // Capture takes the authorized amount.
@@ -343,6 +377,12 @@ func (p *Payments) Capture(ctx context.Context, key Key) error {
 	if pay.State != "authorized" {
 		return fmt.Errorf("payments: capture %s/%s: payment is %s", key.KioskID, key.RequestID, pay.State)
 	}
+	return p.capture(ctx, pay)
+}
+
+// capture takes an authorized payment's amount.
+func (p *Payments) capture(ctx context.Context, pay *Payment) error {
+	key := pay.Key
 	if pay.Method == "card" {
 		if err := p.gw.Capture(ctx, pay.Ref, pay.Amount); err != nil {
 			if errors.Is(err, errRefused) {

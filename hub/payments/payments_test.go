@@ -2,6 +2,7 @@ package payments_test
 
 import (
 	"context"
+	"database/sql"
 	"io"
 	"log/slog"
 	"sync"
@@ -292,6 +293,76 @@ func TestLapsedHubFenced(t *testing.T) {
 					}
 				}
 			})
+		}
+	})
+}
+
+// The one commit that answers a sale records its payment authorized; the
+// capture follows. A hub that dies between the two, or before the commit,
+// leaves nothing open: once its lease lapses another hub captures the
+// payment of the recorded sale and voids the hold of the one never
+// recorded.
+func TestCrashBetweenAnswerAndCapture(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		gw := &holds{state: map[string]string{}}
+		hub := func(name string) *payments.Payments {
+			p := payments.New(db, gw, accounts.New(db, nil), slog.New(slog.DiscardHandler), clock)
+			p.Hub = name
+			if err := db.RenewHubLease(ctx, name, now, now, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		a := hub("hub-a")
+		sold, unsold := payments.Key{KioskID: "K1", RequestID: "r-sold"}, payments.Key{KioskID: "K1", RequestID: "r-unsold"}
+		pay, err := a.Hold(ctx, sold, payments.Source{Token: "tok"}, 780)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The sale's commit, as the ledger makes it: the sale and its
+		// payment's authorization in one transaction.
+		w := pay.Authorized()
+		if err := db.InTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', 780, ?, 1)`),
+				sold.KioskID, sold.RequestID, []byte{1}, []byte("{}")); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Hold(ctx, unsold, payments.Source{Token: "tok"}, 780); err != nil {
+			t.Fatal(err)
+		}
+		if gw.open() != 2 {
+			t.Fatalf("%d holds, want 2", gw.open())
+		}
+		// Hub A dies here: the kiosk has its answer, nothing is captured.
+		now = now.Add(time.Minute)
+		b := hub("hub-b")
+		if err := b.SettleDead(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for key, want := range map[payments.Key]string{sold: "captured", unsold: "voided"} {
+			p, err := b.Get(ctx, key)
+			if err != nil || p.State != want {
+				t.Errorf("%v: %v, %v; want %s", key, p, err, want)
+			}
+			if got := gw.state[p.Ref]; p.Ref != "" && got != want {
+				t.Errorf("%v at the gateway: %s, want %s", key, got, want)
+			}
+		}
+		if gw.open() != 0 {
+			t.Errorf("%d holds left open", gw.open())
 		}
 	})
 }

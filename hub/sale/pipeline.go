@@ -100,10 +100,8 @@ func (s *Service) serve(ctx context.Context, o *order) answer {
 		if err != nil {
 			return s.refused(o.requestID, err)
 		}
-		// Released only when the answer is final here: a sale recorded as
-		// ok may still be voided if its capture is refused, and no other
-		// hub may replay it before then. The deletion need not delay the
-		// answer; this process's next holder waits for it.
+		// Released once the answer is final here. The deletion need not
+		// delay the answer; this process's next holder waits for it.
 		a := s.claimed(ctx, o)
 		go release()
 		return a

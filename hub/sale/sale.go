@@ -56,9 +56,9 @@ type rateBook interface {
 
 // money takes and gives back payments.
 type money interface {
-	Authorize(ctx context.Context, key payments.Key, src payments.Source, amount protocol.Mills) (*payments.Payment, error)
-	Capture(ctx context.Context, key payments.Key) error
-	Void(ctx context.Context, key payments.Key) error
+	Hold(ctx context.Context, key payments.Key, src payments.Source, amount protocol.Mills) (*payments.Payment, error)
+	Release(ctx context.Context, pay *payments.Payment) error
+	CaptureLater(pay *payments.Payment)
 	Refund(ctx context.Context, key payments.Key, amount protocol.Mills, ref string) error
 }
 
@@ -176,9 +176,10 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 	return a.out, a.perr
 }
 
-// charge holds the sale's labels, authorizes src (nil: a free reprint),
-// has the stamps signed and recorded, and captures the payment. Any
-// failure after the authorization voids it.
+// charge holds the sale's labels, holds the payment src (nil: a free
+// reprint), and has the stamps signed and recorded with the payment's
+// authorization, in one durable commit. The capture follows the answer.
+// A sale not recorded gives the hold back.
 func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.Source) (ledger.Answer, error) {
 	release, err := s.holdLabels(sale)
 	if err != nil {
@@ -188,51 +189,37 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 	if err := s.Book.Stopped(); err != nil {
 		return ledger.Answer{}, err // before any money is held
 	}
-	key := payments.Key{KioskID: sale.KioskID, RequestID: sale.RequestID}
-	charged := src != nil
-	if charged {
-		if _, err := s.Money.Authorize(ctx, key, *src, sale.Total()); err != nil {
+	var pay *payments.Payment
+	if src != nil {
+		key := payments.Key{KioskID: sale.KioskID, RequestID: sale.RequestID}
+		if pay, err = s.Money.Hold(ctx, key, *src, sale.Total()); err != nil {
 			return ledger.Answer{}, err
 		}
+		w := pay.Authorized()
+		sale.Payment = &w
 	}
 	out, err := s.Seller.Issue(ctx, sale)
-	if err != nil {
-		var refused *protocol.Error
-		if charged && !errors.As(err, &refused) {
-			// Not a refusal: the commit's outcome is not known (the
-			// database went away mid-commit, or the wait ended). The
-			// payment stays open; settlement captures it if the sale was
-			// recorded and voids it if not, and a resend replays or
-			// reuses the hold.
-			s.Log.Warn("sale outcome unknown; its payment is settled later", "kiosk", sale.KioskID, "request_id", sale.RequestID, "err", err)
-			return ledger.Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the sale's outcome is not known yet; ask again with the same request_id")
+	var refused *protocol.Error
+	switch {
+	case pay == nil:
+	case err != nil && !errors.As(err, &refused):
+		// Not a refusal: the commit's outcome is not known (the database
+		// went away mid-commit, or the wait ended). The payment was
+		// recorded authorized with the sale, or is still an attempt;
+		// settlement captures the one and voids the other.
+		s.Log.Warn("sale outcome unknown; its payment is settled later", "kiosk", sale.KioskID, "request_id", sale.RequestID, "err", err)
+		return ledger.Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the sale's outcome is not known yet; ask again with the same request_id")
+	case err != nil || out.Result == nil:
+		// Refused, or answered before (the bytes are an earlier answer):
+		// this hold paid for nothing.
+		if verr := s.Money.Release(context.WithoutCancel(ctx), pay); verr != nil {
+			s.Log.Error("authorization not voided; settlement voids it", "request_id", sale.RequestID, "err", verr)
 		}
-		if charged {
-			if verr := s.Money.Void(ctx, key); verr != nil {
-				s.Log.Error("authorization not voided; settlement voids it", "request_id", sale.RequestID, "err", verr)
-			}
-		}
-		return ledger.Answer{}, err
+	default:
+		s.Money.CaptureLater(pay)
 	}
-	if charged {
-		err := s.Money.Capture(ctx, key)
-		if err != nil && !errors.Is(err, payments.ErrNotCaptured) {
-			// The sale is recorded; whether the money moved is not known
-			// (the gateway or the database did not answer). The sale
-			// stands, and the payment, still open, is captured by the
-			// settlement, which captures every open payment of a sale.
-			s.Log.Error("capture not confirmed; the sale stands and is captured when the payment is settled", "request_id", sale.RequestID, "err", err)
-			err = nil
-		}
-		if err != nil {
-			s.Log.Error("the gateway refused the capture after the sale was recorded; voiding the sale", "request_id", sale.RequestID, "err", err)
-			s.Money.Void(ctx, key)
-			perr := protocol.Errorf(protocol.CodePaymentDeclined, "the payment could not be completed; nothing was charged")
-			if _, verr := s.Book.VoidSale(ctx, sale.KioskID, sale.RequestID, perr); verr != nil {
-				return ledger.Answer{}, verr
-			}
-			return ledger.Answer{}, perr
-		}
+	if err != nil {
+		return ledger.Answer{}, err
 	}
 	if s.Meter != nil && out.Result != nil {
 		s.Meter.Sale()

@@ -132,3 +132,12 @@ func (d *DB) Close() error {
 	}
 	return d.DB.Close()
 }
+
+// Write is a statement its table's owner hands to another package to
+// commit in that package's transaction, e.g. a payment's state with the
+// sale it pays for. Stale is the error to give when it changed no row.
+type Write struct {
+	Query string
+	Args  []any
+	Stale error
+}

@@ -94,9 +94,7 @@ func TestKioskDevices(t *testing.T) {
 		if len(reqs) == 0 || reqs[len(reqs)-1].AmountMills != 780 {
 			t.Fatalf("terminal saw %+v", reqs)
 		}
-		if after := d.Cards().Totals(); after.Captured-before.Captured != 780 {
-			t.Fatalf("captured %d", after.Captured-before.Captured)
-		}
+		waitUntil(t, 10*time.Second, "the capture, which follows the answer", func() bool { return d.Cards().Totals().Captured-before.Captured == 780 })
 	})
 	t.Run("the scale prices the sale, not the screen", func(t *testing.T) {
 		before, printed := d.Cards().Totals(), len(d.Printer().Labels())
