@@ -202,8 +202,14 @@ func (g *holds) Capture(_ context.Context, id string, _ protocol.Mills) error {
 	g.set(id, "authorized", "captured")
 	return nil
 }
-func (g *holds) Void(_ context.Context, id string) error    { g.set(id, "authorized", "voided"); return nil }
-func (g *holds) VoidKey(_ context.Context, key string) error { g.set(key, "authorized", "voided"); return nil }
+func (g *holds) Void(_ context.Context, id string) error {
+	g.set(id, "authorized", "voided")
+	return nil
+}
+func (g *holds) VoidKey(_ context.Context, key string) error {
+	g.set(key, "authorized", "voided")
+	return nil
+}
 func (g *holds) open() (n int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
