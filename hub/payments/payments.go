@@ -38,7 +38,7 @@ func NewGateway(url string) *Gateway {
 	// Every sale calls the gateway twice; keep enough connections open for
 	// the purchases in flight (the default keeps 2 and dials the rest).
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 256
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 1024, 1024 // the default's 100 in all churns under load
 	return &Gateway{URL: url, HTTP: &http.Client{Timeout: 5 * time.Second, Transport: tr}}
 }
 
@@ -262,36 +262,6 @@ func (p *Payments) Authorize(ctx context.Context, key Key, src Source, amount pr
 // commits pay.Authorized() with itself, so that one durable commit
 // answers the customer. A sale that is not recorded calls Release.
 func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protocol.Mills) (*Payment, error) {
-	var prevAttempt string // the attempt the row holds now; "" if none
-	if prev, err := p.Get(ctx, key); err == nil {
-		prevAttempt = prev.attempt
-		// An earlier attempt still open is settled first, never reused:
-		// its hold may be gone at the gateway (a settlement voided it and
-		// could not record that), and the sale it was for was not recorded,
-		// or the precheck would have replayed it.
-		if prev.State == "authorizing" || prev.State == "authorized" {
-			// Another attempt is open. A live hub's is its own business;
-			// a dead one's is settled first, so no hold is left behind.
-			if prev.hub != p.Hub {
-				alive, err := p.hubAlive(ctx, prev.hub)
-				if err != nil {
-					return nil, err
-				}
-				if alive {
-					return nil, ErrOtherHub
-				}
-			}
-			settle := p.Void
-			if prev.State == "authorizing" {
-				settle = p.abandon
-			}
-			if err := settle(ctx, key); err != nil {
-				return nil, err
-			}
-		}
-	} else if !errors.Is(err, sql.ErrNoRows) {
-		return nil, err
-	}
 	if src.Card != nil {
 		if err := src.Card.Check(p.now()); err != nil {
 			return nil, err
@@ -302,19 +272,17 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 	if src.AccountID != 0 {
 		pay.Method = "account"
 	}
-	now := p.now().UnixMicro()
-	// The row is replaced only if it still holds the attempt read above,
-	// settled: a hub that raced us here (its lease lapsed while it served
-	// the request, and we took it over) keeps its own attempt.
-	n, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
-		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?, ?)
-		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
-		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,
-		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at, hub = excluded.hub
-		WHERE COALESCE(payments.attempt_key, '') = ? AND payments.state NOT IN ('authorizing', 'authorized', 'captured')`,
-		key.KioskID, key.RequestID, pay.Method, nullInt(pay.AccountID), attempt, amount, now, now, nullStr(p.Hub), prevAttempt)
+	// Most purchases are new: the attempt is written without a read. Only
+	// when a row is there already is it read and settled first.
+	n, err := p.recordAttempt(ctx, pay, "")
+	if err == nil && n == 0 {
+		var prevAttempt string
+		if prevAttempt, err = p.settlePrevious(ctx, key); err == nil {
+			n, err = p.recordAttempt(ctx, pay, prevAttempt)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("payments: record attempt: %w", err)
+		return nil, err
 	}
 	if n == 0 {
 		return nil, ErrOtherHub
@@ -343,6 +311,60 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 	}
 	pay.updated = p.now()
 	return pay, nil
+}
+
+// recordAttempt writes pay's attempt. A row already there is replaced
+// only if it still holds prevAttempt, settled: a hub that raced us here
+// (its lease lapsed while it served the request, and we took it over)
+// keeps its own attempt. It reports the rows written.
+func (p *Payments) recordAttempt(ctx context.Context, pay *Payment, prevAttempt string) (int64, error) {
+	now := p.now().UnixMicro()
+	n, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
+		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?, ?)
+		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
+		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,
+		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at, hub = excluded.hub
+		WHERE COALESCE(payments.attempt_key, '') = ? AND payments.state NOT IN ('authorizing', 'authorized', 'captured')`,
+		pay.KioskID, pay.RequestID, pay.Method, nullInt(pay.AccountID), pay.attempt, pay.Amount, now, now, nullStr(p.Hub), prevAttempt)
+	if err != nil {
+		return 0, fmt.Errorf("payments: record attempt: %w", err)
+	}
+	return n, nil
+}
+
+// settlePrevious settles an earlier attempt of key that is still open,
+// and returns its attempt key. It is never reused: its hold may be gone at
+// the gateway (a settlement voided it and could not record that), and the
+// sale it was for was not recorded, or the precheck would have replayed
+// it. A live hub's open attempt is its own business: ErrOtherHub.
+func (p *Payments) settlePrevious(ctx context.Context, key Key) (string, error) {
+	prev, err := p.Get(ctx, key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil // gone meanwhile
+	}
+	if err != nil {
+		return "", err
+	}
+	if prev.State != "authorizing" && prev.State != "authorized" {
+		return prev.attempt, nil
+	}
+	if prev.hub != p.Hub {
+		alive, err := p.hubAlive(ctx, prev.hub)
+		if err != nil {
+			return "", err
+		}
+		if alive {
+			return "", ErrOtherHub
+		}
+	}
+	settle := p.Void
+	if prev.State == "authorizing" {
+		settle = p.abandon
+	}
+	if err := settle(ctx, key); err != nil {
+		return "", err
+	}
+	return prev.attempt, nil
 }
 
 // Authorized is the write that records a held payment as authorized: a

@@ -41,6 +41,8 @@ type ClusterConfig struct {
 	// ProfileDir, if set, gets a CPU profile of the first hub over the
 	// measured window (hub1-of-N.pprof).
 	ProfileDir string
+	// SQLite runs one hub on its own SQLite file instead of PostgreSQL.
+	SQLite bool
 }
 
 // ClusterResult is what a cluster run measured. CPU is from /proc, for
@@ -63,15 +65,23 @@ type ClusterResult struct {
 // and offers them the same load as Run, from this process.
 func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*ClusterResult, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	// Lock waits over 100 ms are logged, so they can be counted.
-	pg, err := pgtest.Start("log_lock_waits=on", "deadlock_timeout=100ms", "log_min_error_statement=log")
-	if err != nil {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	defer pg.Stop()
-	dsn, err := pg.NewDatabase("frank")
-	if err != nil {
-		return nil, err
+	var pg *pgtest.Server
+	dsn := filepath.Join(cfg.Dir, "hub.db")
+	if cfg.SQLite {
+		cfg.Hubs = 1
+	} else {
+		// Lock waits over 100 ms are logged, so they can be counted.
+		var err error
+		if pg, err = pgtest.Start("log_lock_waits=on", "deadlock_timeout=100ms", "log_min_error_statement=log"); err != nil {
+			return nil, err
+		}
+		defer pg.Stop()
+		if dsn, err = pg.NewDatabase("frank"); err != nil {
+			return nil, err
+		}
 	}
 	db, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -169,18 +179,24 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		return out
 	}
 	time.Sleep(cfg.Warmup)
-	hubCPU0, pgCPU0 := cpuOf(pids()), cpuOf(children(pg.PID()))
+	pgPIDs := func() []int {
+		if pg == nil {
+			return nil
+		}
+		return children(pg.PID())
+	}
+	hubCPU0, pgCPU0 := cpuOf(pids()), cpuOf(pgPIDs())
 	wal0, xact0, dl0, err := pgCounters(ctx, db)
 	if err != nil {
 		return nil, err
 	}
-	waits0 := lockWaits(pg.LogPath())
+	waits0 := lockWaits(pg)
 	m.measuring.Store(true)
 	t0 := time.Now()
 	profiled := make(chan error, 1)
 	if pprofAddr != "" {
 		go func() {
-			profiled <- profile(pprofAddr, cfg.Duration, filepath.Join(cfg.ProfileDir, fmt.Sprintf("hub1-of-%d.pprof", cfg.Hubs)))
+			profiled <- profile(pprofAddr, cfg.Duration, filepath.Join(cfg.ProfileDir, cfg.profileName()))
 		}()
 	} else {
 		profiled <- nil
@@ -188,7 +204,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	time.Sleep(cfg.Duration)
 	m.measuring.Store(false)
 	elapsed := time.Since(t0)
-	hubCPU1, pgCPU1 := cpuOf(pids()), cpuOf(children(pg.PID()))
+	hubCPU1, pgCPU1 := cpuOf(pids()), cpuOf(pgPIDs())
 	wal1, xact1, dl1, err := pgCounters(ctx, db)
 	if err != nil {
 		return nil, err
@@ -208,8 +224,8 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		res.WALPerSale = float64(wal1-wal0) / float64(res.Sales)
 		res.CommitsPerSale = float64(xact1-xact0) / float64(res.Sales)
 	}
-	res.Deadlocks, res.LockWaits = dl1-dl0, lockWaits(pg.LogPath())-waits0
-	if res.LockWaits > 0 || res.Deadlocks > 0 {
+	res.Deadlocks, res.LockWaits = dl1-dl0, lockWaits(pg)-waits0
+	if pg != nil && (res.LockWaits > 0 || res.Deadlocks > 0) {
 		b, _ := os.ReadFile(pg.LogPath())
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.Contains(l, "still waiting for") || strings.Contains(l, "deadlock") || strings.Contains(l, "STATEMENT:") || strings.Contains(l, "DETAIL") {
@@ -225,6 +241,13 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		"hub_cpu_per_sale", res.HubCPUPerSale, "pg_cpu_per_sale", res.PGCPUPerSale, "wal_per_sale", int(res.WALPerSale),
 		"deadlocks", res.Deadlocks, "lock_waits", res.LockWaits)
 	return res, nil
+}
+
+func (c ClusterConfig) profileName() string {
+	if c.SQLite {
+		return "hub-sqlite.pprof"
+	}
+	return fmt.Sprintf("hub1-of-%d.pprof", c.Hubs)
 }
 
 // startMosquitto runs a bare mosquitto for the bench: anonymous, no ACL,
@@ -263,6 +286,9 @@ func startMosquitto(dir, addr string) (*exec.Cmd, error) {
 
 // pgCounters reads WAL position, commits and deadlocks of the database.
 func pgCounters(ctx context.Context, db *store.DB) (wal, commits, deadlocks int64, err error) {
+	if db.Dialect != store.Postgres {
+		return 0, 0, 0, nil
+	}
 	err = db.QueryRowContext(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, xact_commit, deadlocks
 		FROM pg_stat_database WHERE datname = current_database()`).Scan(&wal, &commits, &deadlocks)
 	if err != nil {
@@ -272,8 +298,11 @@ func pgCounters(ctx context.Context, db *store.DB) (wal, commits, deadlocks int6
 }
 
 // lockWaits counts the lock waits PostgreSQL logged (log_lock_waits).
-func lockWaits(path string) int {
-	b, _ := os.ReadFile(path)
+func lockWaits(pg *pgtest.Server) int {
+	if pg == nil {
+		return 0
+	}
+	b, _ := os.ReadFile(pg.LogPath())
 	return bytes.Count(b, []byte("still waiting for"))
 }
 
@@ -332,6 +361,9 @@ func profile(addr string, d time.Duration, path string) error {
 	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)

@@ -69,7 +69,6 @@ func WriteDoc(path, command string, rs []*Result, cl []*ClusterResult, cf *Conne
 	b.WriteString("\nThe load generator, the broker and the hub share the machine's cores, so the end-to-end figure is " +
 		"what is left after MQTT, JSON, SQLite and the simulated kiosks take their share.\n")
 	if len(cl) > 0 {
-		b.WriteString("\n## A hub cluster on PostgreSQL\n\n")
 		b.WriteString(ClusterMarkdown(cl))
 	}
 	if cf != nil {
@@ -92,10 +91,23 @@ func WriteDoc(path, command string, rs []*Result, cl []*ClusterResult, cf *Conne
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// ClusterMarkdown renders the cluster runs, each beside the one-hub run.
-func ClusterMarkdown(cl []*ClusterResult) string {
+// ClusterMarkdown renders the hub processes' runs: one hub on SQLite, if
+// measured, then the PostgreSQL cluster rows, each beside the one-hub run.
+func ClusterMarkdown(all []*ClusterResult) string {
 	var b strings.Builder
+	var cl []*ClusterResult
+	for _, r := range all {
+		if r.SQLite {
+			single(&b, r)
+		} else {
+			cl = append(cl, r)
+		}
+	}
+	if len(cl) == 0 {
+		return b.String()
+	}
 	c := cl[0].ClusterConfig
+	b.WriteString("\n## A hub cluster on PostgreSQL\n\n")
 	fmt.Fprintf(&b, "1, 2 and 3 hub processes (the `hub` binary, soft signer, one PSDM worker each) share one PostgreSQL "+
 		"(synchronous_commit on, one server, no standby) and one mosquitto, and split the purchases through the shared "+
 		"subscription. The load is the same for every row, from this process: %d kiosk connections keeping %d purchases "+
@@ -115,4 +127,16 @@ func ClusterMarkdown(cl []*ClusterResult) string {
 	b.WriteString("\nEverything shares this machine's 2 cores: more hubs add processes, not cores. " +
 		"[docs/scaling.md](scaling.md) turns these per-sale costs into a sizing for larger fleets.\n")
 	return b.String()
+}
+
+// single renders the one-hub process on SQLite.
+func single(b *strings.Builder, r *ClusterResult) {
+	b.WriteString("\n## One hub process: CPU per sale\n\n")
+	fmt.Fprintf(b, "The `hub` binary alone on SQLite (WAL, synchronous=FULL), soft signer, one PSDM worker, behind mosquitto in its own "+
+		"process; the card gateway, the postal authority and the load generator run in this process. The load is as above: %d kiosk "+
+		"connections keeping %d purchases outstanding each; %s of warm-up, then %s measured. *Hub CPU per sale* is the hub "+
+		"process's user and system time from /proc/PID/stat over the measured window, divided by the sales answered in it. "+
+		"Its profile is docs/profiles/hub-sqlite.pprof.\n\n", r.Kiosks, r.InFlight, r.Warmup, r.Duration)
+	b.WriteString("| store | durable sales/s | p50 | p99 | hub CPU per sale | sales measured |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| SQLite | %.0f | %s | %s | %s | %d |\n", r.SalesPerSec, ms(r.P50), ms(r.P99), ms(r.HubCPUPerSale), r.Sales)
 }

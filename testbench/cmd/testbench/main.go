@@ -349,6 +349,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	fleet := fs.Int("connect-kiosks", 1000, "kiosks that reconnect at once over mqtts to a fresh hub (0: skip)")
 	clusterHubs := fs.String("cluster-hubs", "1,2,3", "hub counts to run as a cluster on PostgreSQL and mosquitto (empty: skip)")
 	profiles := fs.String("profiles", "", "write a CPU profile of the first hub of each cluster run into this directory")
+	sqliteHub := fs.Bool("sqlite-hub", true, "run one hub process on SQLite, beside mosquitto, and measure its CPU per sale")
 	fs.Parse(args)
 	hub.TuneRuntime() // the hub runs in this process, tuned as bin/hub is
 	if *cpuprofile != "" {
@@ -385,6 +386,16 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	fmt.Print(table)
 	exe, _ := os.Executable()
 	var cluster []*bench.ClusterResult
+	if *sqliteHub {
+		n++
+		r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), SQLite: true,
+			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: *profiles}, log)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbench bench: one hub on SQLite:", err)
+			return 1
+		}
+		cluster = append(cluster, r)
+	}
 	for _, h := range strings.Split(*clusterHubs, ",") {
 		hn, err := strconv.Atoi(strings.TrimSpace(h))
 		if err != nil || hn < 1 {
