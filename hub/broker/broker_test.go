@@ -225,7 +225,10 @@ func TestNoSessionTakeover(t *testing.T) {
 	}
 	// k1's later connections take over k1's own earlier ones, never k2's.
 	got := make(chan struct{}, 1)
-	victim.Subscribe(protocol.KioskTopic("k2", protocol.TopicConfig), 1, func(paho.Client, paho.Message) { got <- struct{}{} })
+	// Subscribed before the hub publishes: the ping is not retained.
+	if tok := victim.Subscribe(protocol.KioskTopic("k2", protocol.TopicConfig), 1, func(paho.Client, paho.Message) { got <- struct{}{} }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("k2 could not subscribe: %v", tok.Error())
+	}
 	hub, err := b.dial(t, "frank-hub", "hub-secret", "frank-hub-1", nil)
 	if err != nil {
 		t.Fatal(err)
