@@ -458,6 +458,18 @@ func (p *Payments) Refund(ctx context.Context, key Key, amount protocol.Mills, r
 	if done > 0 {
 		return nil
 	}
+	if pay.State == "authorized" {
+		// Sold, its capture still queued: capture it now, then refund. The
+		// gateway takes a repeated capture as a retry; if the capture
+		// worker recorded it first, read that.
+		if err := p.capture(ctx, pay); errors.Is(err, ErrChanged) {
+			if pay, err = p.Get(ctx, key); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+	}
 	if pay.State != "captured" || amount <= 0 || pay.Refunded+amount > pay.Captured {
 		return protocol.Errorf(protocol.CodeRemedyNotAllowed, "nothing left to refund on that purchase")
 	}
