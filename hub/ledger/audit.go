@@ -7,9 +7,9 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -53,32 +53,51 @@ func chainHash(prev []byte, e *auditEntry) []byte {
 	return h.Sum(nil)
 }
 
+// The chain's head: its last entry's seq and hash.
+const (
+	auditHeadQuery  = `SELECT seq, hash FROM audit_head WHERE id = 1`
+	auditHeadUpdate = `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`
+)
+
+var auditCols = []string{"seq", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"}
+
+type auditHead struct {
+	seq  int64
+	hash []byte
+}
+
+func (h *auditHead) scan(scan func(...any) error) error {
+	if err := scan(&h.seq, &h.hash); err != nil {
+		return fmt.Errorf("ledger: audit head: %w", err)
+	}
+	return nil
+}
+
+// chain links entries onto the head and queues their rows and the new head.
+func (h *auditHead) chain(b *store.Batch, now time.Time, entries []auditEntry) {
+	for i := range entries {
+		e := &entries[i]
+		h.seq++
+		e.Seq, e.At = h.seq, now
+		e.Hash = chainHash(h.hash, e)
+		h.hash = e.Hash
+		b.Exec(nil, insertAudit, e.Seq, micros(e.At), e.PSD, e.Kind, e.Amount, e.AR, e.DR, e.Ref, e.Hash)
+	}
+	b.Exec(nil, auditHeadUpdate, h.seq, h.hash)
+}
+
 // appendAudit adds entries to the chain inside tx, locking its head.
 func (l *Ledger) appendAudit(ctx context.Context, tx *sql.Tx, now time.Time, entries []auditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	var seq int64
-	var hash []byte
-	if err := l.db.QueryRowStmt(ctx, tx, `SELECT seq, hash FROM audit_head WHERE id = 1`+l.db.ForUpdate()).Scan(&seq, &hash); err != nil {
-		return fmt.Errorf("ledger: audit head: %w", err)
+	var h auditHead
+	if err := h.scan(l.db.QueryRowStmt(ctx, tx, auditHeadQuery+l.db.ForUpdate()).Scan); err != nil {
+		return err
 	}
-	rows := make([][]any, 0, len(entries))
-	for i := range entries {
-		e := &entries[i]
-		seq++
-		e.Seq, e.At = seq, now
-		e.Hash = chainHash(hash, e)
-		hash = e.Hash
-		rows = append(rows, []any{e.Seq, micros(e.At), e.PSD, e.Kind, e.Amount, e.AR, e.DR, e.Ref, e.Hash})
-	}
-	if err := l.insertRows(ctx, tx, "audit", []string{"seq", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"}, rows); err != nil {
-		return fmt.Errorf("ledger: audit: %w", err)
-	}
-	if _, err := l.db.ExecStmt(ctx, tx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, seq, hash); err != nil {
-		return fmt.Errorf("ledger: audit head: %w", err)
-	}
-	return nil
+	var b store.Batch
+	h.chain(&b, now, entries)
+	return l.db.RunEach(ctx, tx, &b)
 }
 
 // seedAudit starts the chain of a database from before the audit log, with
@@ -178,27 +197,6 @@ func (l *Ledger) verifyAudit(ctx context.Context, tx *sql.Tx, psds []PSD, bad fu
 		}
 		if r.ar != p.AR || r.dr != p.DR {
 			bad("audit: psd %d registers AR %d DR %d differ from its audit trail AR %d DR %d", p.Serial, p.AR, p.DR, r.ar, r.dr)
-		}
-	}
-	return nil
-}
-
-// insertRows writes rows with one prepared single-row INSERT, executed
-// once per row: no SQL is parsed on the hot path.
-func (l *Ledger) insertRows(ctx context.Context, tx *sql.Tx, table string, cols []string, rows [][]any) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" +
-		strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
-	st, err := l.db.TxStmt(ctx, tx, q)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	for _, r := range rows {
-		if _, err := st.ExecContext(ctx, r...); err != nil {
-			return err
 		}
 	}
 	return nil

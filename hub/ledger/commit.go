@@ -3,7 +3,6 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,7 +178,7 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 	ctx := context.Background()
 	var out *batchOutcome
 	start := time.Now()
-	err := l.inTx(ctx, func(tx *sql.Tx) error {
+	err := l.db.InBatchTx(ctx, func(tx *store.Tx) error {
 		var err error
 		out, err = l.writeBatch(ctx, tx, batch, known)
 		return err
@@ -288,12 +287,22 @@ type batchOutcome struct {
 
 // writeBatch writes the tickets in order. It returns each ticket's result
 // or refusal, which parts were committed, and the MPSDs to lock.
-func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, known map[uint32]*mpsdState) (*batchOutcome, error) {
+//
+// It reads, decides and writes in three batches, whatever the number of
+// sales: on PostgreSQL each batch is one round trip. The rows it locks are
+// taken in one order on every hub (its MPSDs, the GPSD, its payments, the
+// audit head, then sheets by serial), so two hubs' commits queue, and never
+// deadlock.
+func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, known map[uint32]*mpsdState) (*batchOutcome, error) {
 	now := l.cfg.Now()
 	out := &batchOutcome{results: make([]Answer, len(batch)), errs: make([]error, len(batch)),
 		committed: map[*Part]bool{}, states: map[uint32]*mpsdState{}}
 
-	// The MPSDs this batch touches, as the database holds them now.
+	// 1. Read the MPSDs this batch touches, and the GPSD if it funds any, as
+	// the database holds them now. On PostgreSQL, where another hub may have
+	// raced us, also each sale's earlier answer and each label's use. (The
+	// constraints catch a race either way; this only spares the batch a
+	// retry.)
 	type chain struct {
 		p        *PSD
 		cur      Slot // registers after the last part accepted
@@ -301,48 +310,115 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 		modified bool
 	}
 	chains := map[uint32]*chain{}
+	var serials []uint32
+	funds := false
 	for _, t := range batch {
 		for _, p := range t.parts {
-			if p.Err != nil || chains[p.Serial] != nil {
+			if p.Err != nil {
 				continue
 			}
-			c := &chain{}
-			chains[p.Serial] = c
-			row, err := l.readPSD(ctx, tx, p.Serial)
+			funds = funds || p.Funding > 0
+			if chains[p.Serial] == nil {
+				chains[p.Serial] = &chain{p: &PSD{Serial: p.Serial}}
+				serials = append(serials, p.Serial)
+			}
+		}
+	}
+	slices.Sort(serials)
+	var reads store.Batch
+	for _, serial := range serials {
+		reads.QueryRow(chains[serial].p.scan, l.psdQuery(true), serial)
+	}
+	var g *PSD
+	if funds {
+		g = &PSD{Serial: GPSDSerial}
+		reads.QueryRow(g.scan, l.psdQuery(true), GPSDSerial)
+	}
+	check := l.db.Dialect == store.Postgres
+	priors := make([]error, len(batch)) // an earlier answer or a conflict
+	used := map[*Part]bool{}
+	if check {
+		for i, t := range batch {
+			s := t.sale
+			reads.QueryRow(func(scan func(...any) error) error {
+				prior, err := priorAnswer(scan, s.RequestID, s.BodyHash)
+				var perr *protocol.Error
+				switch {
+				case errors.As(err, &perr):
+					priors[i] = err
+				case err != nil:
+					return err
+				case prior != nil:
+					priors[i] = &replayed{prior}
+				}
+				return nil
+			}, replayQuery, s.KioskID, s.RequestID)
+			for _, p := range t.parts {
+				if p.Err != nil {
+					continue
+				}
+				reads.QueryRow(func(scan func(...any) error) error {
+					var n int
+					err := scan(&n)
+					used[p] = n > 0
+					return err
+				}, labelUsedQuery, p.Item().Label.String())
+			}
+		}
+	}
+	if err := tx.Run(ctx, &reads); err != nil {
+		return nil, fmt.Errorf("ledger: read: %w", err)
+	}
+	for _, serial := range serials {
+		c := chains[serial]
+		row := c.p
+		k := known[serial]
+		if k == nil || k.ar != row.AR || k.dr != row.DR || !bytes.Equal(k.control, row.Control) {
+			// Not what we last wrote (or never seen): check the seal.
+			ok, err := verifySeal(l.mac, l.cfg.ControlKey, row)
 			if err != nil {
 				return nil, err
 			}
-			k := known[p.Serial]
-			if k == nil || k.ar != row.AR || k.dr != row.DR || !bytes.Equal(k.control, row.Control) {
-				// Not what we last wrote (or never seen): check the seal.
-				ok, err := verifySeal(l.mac, l.cfg.ControlKey, row)
-				if err != nil {
-					return nil, err
-				}
-				if !ok {
-					out.lock = append(out.lock, p.Serial)
-					c.broken = true
-					continue
-				}
-			}
-			if row.Locked != "" || row.LeaseHolder != l.cfg.Holder {
+			if !ok {
+				out.lock = append(out.lock, serial)
 				c.broken = true
 				continue
 			}
-			c.p, c.cur = row, Slot{AR: row.AR, DR: row.DR}
+		}
+		if row.Locked != "" || row.LeaseHolder != l.cfg.Holder {
+			c.broken = true
+			continue
+		}
+		c.cur = Slot{AR: row.AR, DR: row.DR}
+	}
+	if g != nil {
+		ok, err := verifySeal(l.mac, l.cfg.ControlKey, g)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, &TamperError{Serial: GPSDSerial}
 		}
 	}
-	var g *PSD
-	var sales, indicia, spoiled, fundings, remedies [][]any
-	var sheets []protocol.SheetSerial
-	var audit []auditEntry
+
+	// 2. Decide which parts can be written at all, in order on their
+	// chains, and which sales can still be sold; record their payments'
+	// authorizations, and lock the audit head.
 	unavailable := func(serial uint32) error {
 		return protocol.Errorf(protocol.CodeServiceUnavailable, "mpsd %d is out of service; try again", serial)
 	}
+	writables := make([][]*Part, len(batch))
+	saleErrs := make([]error, len(batch))
+	paid := make([]int64, len(batch))
+	var gdr protocol.Mills // the GPSD's DR as the sales so far leave it
+	if g != nil {
+		gdr = g.DR
+	}
+	var mid store.Batch
+	audited := false
 	for i, t := range batch {
 		s := t.sale
 		var saleErr error
-		// Which parts can be written at all, in order on their chains.
 		var writable []*Part
 		var need protocol.Mills
 		tent := map[uint32]Slot{} // chains as this sale's earlier parts leave them
@@ -368,73 +444,71 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 			tent[p.Serial] = Slot{AR: p.AR, DR: p.DR}
 			need += p.Funding
 		}
-		if need > 0 {
-			if g == nil {
-				var err error
-				if g, err = l.loadPSD(ctx, l.mac, tx, GPSDSerial, true); err != nil {
-					return nil, err
-				}
-			}
-			if g.DR < need {
-				// The funding cannot happen: from the first funded part of
-				// each chain on, nothing can be written.
-				saleErr = errors.Join(saleErr, protocol.Errorf(protocol.CodeFundsUnavailable, "the postage fund is short; try again shortly"))
-				kept := writable[:0]
-				for _, p := range writable {
-					if p.Funding > 0 || chains[p.Serial].broken {
-						chains[p.Serial].broken = true
-						continue
-					}
-					kept = append(kept, p)
-				}
-				writable = kept
-			}
-		}
-		// With SQLite this process is the only writer and the sale service
-		// checked both just before; with PostgreSQL another hub may have
-		// raced us, so look again under the transaction. (The constraints
-		// catch it either way; this only spares the batch a retry.)
-		check := l.db.Dialect == store.Postgres
-		if saleErr == nil && check {
-			if prior, err := replay(ctx, l.db, tx, s.KioskID, s.RequestID, s.BodyHash); err != nil {
-				saleErr = err
-			} else if prior != nil {
-				saleErr = &replayed{prior}
-			}
-		}
-		if saleErr == nil && check {
+		if need > 0 && gdr < need {
+			// The funding cannot happen: from the first funded part of
+			// each chain on, nothing can be written.
+			saleErr = errors.Join(saleErr, protocol.Errorf(protocol.CodeFundsUnavailable, "the postage fund is short; try again shortly"))
+			kept := writable[:0]
 			for _, p := range writable {
-				var n int
-				if err := l.db.QueryRowStmt(ctx, tx, `SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`, p.Item().Label.String()).Scan(&n); err != nil {
-					return nil, err
+				if p.Funding > 0 || chains[p.Serial].broken {
+					chains[p.Serial].broken = true
+					continue
 				}
-				if n > 0 {
+				kept = append(kept, p)
+			}
+			writable = kept
+		}
+		for _, p := range writable {
+			gdr -= p.Funding
+			chains[p.Serial].cur = Slot{AR: p.AR, DR: p.DR}
+		}
+		if saleErr == nil {
+			saleErr = priors[i]
+		}
+		if saleErr == nil {
+			for _, p := range writable {
+				if used[p] {
 					saleErr = protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", p.Item().Label)
 				}
 			}
 		}
 		if saleErr == nil && s.Payment != nil {
-			res, err := l.db.ExecStmt(ctx, tx, s.Payment.Query, s.Payment.Args...)
-			if err != nil {
-				return nil, fmt.Errorf("ledger: record payment: %w", err)
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return nil, fmt.Errorf("ledger: record payment: %w", err)
-			} else if n != 1 {
-				saleErr = s.Payment.Stale
-			}
+			mid.Exec(&paid[i], s.Payment.Query, s.Payment.Args...)
+		}
+		writables[i], saleErrs[i] = writable, saleErr
+		audited = audited || len(writable) > 0
+	}
+	var head auditHead
+	if audited {
+		mid.QueryRow(head.scan, auditHeadQuery+l.db.ForUpdate())
+	}
+	if err := tx.Run(ctx, &mid); err != nil {
+		return nil, fmt.Errorf("ledger: record payments: %w", err)
+	}
+
+	// 3. Write the sales, their stamps (sold or spoiled), the registers and
+	// the audit trail.
+	// Rows are queued table by table, in the order their foreign keys need.
+	var sales, indicia, remedies, spoiled, fundings store.Batch
+	var sheets []protocol.SheetSerial
+	var audit []auditEntry
+	for i, t := range batch {
+		s := t.sale
+		saleErr := saleErrs[i]
+		if saleErr == nil && s.Payment != nil && paid[i] != 1 {
+			saleErr = s.Payment.Stale
 		}
 		sold := saleErr == nil
 		var res protocol.PurchaseResult
 		if sold {
 			res = protocol.PurchaseResult{RequestID: s.RequestID, Status: protocol.ResultOK}
 		}
-		for _, p := range writable {
+		for _, p := range writables[i] {
 			c := chains[p.Serial]
 			it := p.Item()
 			if p.Funding > 0 {
 				g.DR, g.AR = g.DR-p.Funding, g.AR+p.Funding
-				fundings = append(fundings, []any{p.Serial, p.Funding, micros(now), s.RequestID})
+				fundings.Exec(nil, insertFunding, p.Serial, p.Funding, micros(now), s.RequestID)
 				audit = append(audit,
 					auditEntry{PSD: GPSDSerial, Kind: auditFundOut, Amount: p.Funding, AR: g.AR, DR: g.DR, Ref: fmt.Sprintf("mpsd %d", p.Serial)},
 					auditEntry{PSD: p.Serial, Kind: auditFundIn, Amount: p.Funding, AR: p.Base.AR, DR: p.Base.DR + p.Funding, Ref: "gpsd"})
@@ -445,18 +519,18 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 				var reprintOf any
 				if s.ReprintOf != nil {
 					reprintOf = s.ReprintOf.String()
-					remedies = append(remedies, []any{s.ReprintOf.String(), "reprint", s.KioskID, s.RequestID, it.Label.String(), it.Postage, micros(now)})
+					remedies.Exec(nil, insertRemedy, s.ReprintOf.String(), "reprint", s.KioskID, s.RequestID, it.Label.String(), it.Postage, micros(now))
 				}
-				indicia = append(indicia, append(row, micros(now), reprintOf))
+				indicia.Exec(nil, insertIndicium, append(row, micros(now), reprintOf)...)
 				sheets = append(sheets, it.Label.Sheet)
 				res.Indicia = append(res.Indicia, protocol.IssuedIndicium{MeterNumber: p.MeterNumber, RateClass: it.RateClass,
 					AmountMills: it.Postage, LabelSerial: it.Label.String(), Matrix: p.Indicium})
 			} else {
-				spoiled = append(spoiled, append(row, reason(saleErr), micros(now)))
+				spoiled.Exec(nil, insertSpoiled, append(row, reason(saleErr), micros(now))...)
 				ref = "spoiled " + ref
 			}
 			audit = append(audit, auditEntry{PSD: p.Serial, Kind: auditSale, Amount: it.Postage, AR: p.AR, DR: p.DR, Ref: ref})
-			c.cur, c.modified = Slot{AR: p.AR, DR: p.DR}, true
+			c.modified = true
 			out.committed[p] = true
 		}
 		if !sold {
@@ -471,69 +545,59 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *sql.Tx, batch []*Ticket, kn
 			return nil, err
 		}
 		out.results[i] = Answer{Bytes: b, Result: &res}
-		sales = append(sales, []any{s.KioskID, s.RequestID, s.BodyHash, "ok", s.Total(), b, micros(now)})
+		sales.Exec(nil, insertSale, s.KioskID, s.RequestID, s.BodyHash, "ok", s.Total(), b, micros(now))
 	}
-	if err := l.insertRows(ctx, tx, "sales", []string{"kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"}, sales); err != nil {
-		return nil, fmt.Errorf("ledger: record sales: %w", err)
-	}
-	cols := []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data"}
-	if err := l.insertRows(ctx, tx, "indicia", append(cols, "created_at", "reprint_of"), indicia); err != nil {
-		return nil, fmt.Errorf("ledger: record indicia: %w", err)
-	}
-	// In one order on every hub: two hubs' batches that share sheets then
-	// queue on them instead of deadlocking.
+	writes := sales
+	writes.Append(&indicia)
+	// In one order on every hub, after the audit head: two hubs' batches
+	// that share sheets then queue on the head instead of deadlocking.
 	slices.Sort(sheets)
 	for _, sh := range sheets {
-		if _, err := l.db.ExecStmt(ctx, tx, sheetUsed, micros(now), uint32(sh)); err != nil {
-			return nil, fmt.Errorf("ledger: count sheet use: %w", err)
-		}
+		writes.Exec(nil, sheetUsed, micros(now), uint32(sh))
 	}
-	if err := l.insertRows(ctx, tx, "remedies", []string{"label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at"}, remedies); err != nil {
-		return nil, fmt.Errorf("ledger: record reprint: %w", err)
+	writes.Append(&remedies)
+	writes.Append(&spoiled)
+	writes.Append(&fundings)
+	if len(audit) > 0 {
+		head.chain(&writes, now, audit)
 	}
-	if err := l.insertRows(ctx, tx, "spoiled", append(cols, "reason", "created_at"), spoiled); err != nil {
-		return nil, fmt.Errorf("ledger: record spoiled indicia: %w", err)
-	}
-	if err := l.insertRows(ctx, tx, "fundings", []string{"mpsd", "amount", "at", "request_id"}, fundings); err != nil {
-		return nil, fmt.Errorf("ledger: record fundings: %w", err)
-	}
-	if err := l.appendAudit(ctx, tx, now, audit); err != nil {
-		return nil, err
-	}
-	for serial, c := range chains {
-		if c.p == nil || !c.modified {
+	for _, serial := range serials {
+		c := chains[serial]
+		if !c.modified {
 			continue
 		}
 		c.p.AR, c.p.DR = c.cur.AR, c.cur.DR
-		if err := l.storePSD(ctx, l.mac, tx, c.p); err != nil {
+		if err := l.queueStorePSD(&writes, c.p); err != nil {
 			return nil, err
 		}
 		out.states[serial] = &mpsdState{ar: c.p.AR, dr: c.p.DR, control: c.p.Control}
 	}
-	if g != nil {
-		if err := l.storePSD(ctx, l.mac, tx, g); err != nil {
+	if g != nil && g.DR != gdr {
+		return nil, fmt.Errorf("ledger: gpsd funding %d does not match the parts' %d", g.DR, gdr)
+	}
+	if g != nil && funded(out.committed) {
+		if err := l.queueStorePSD(&writes, g); err != nil {
 			return nil, err
 		}
+	}
+	if err := tx.Run(ctx, &writes); err != nil {
+		return nil, fmt.Errorf("ledger: record sales: %w", err)
 	}
 	return out, nil
 }
 
+// funded reports whether any committed part moved money from the GPSD.
+func funded(committed map[*Part]bool) bool {
+	for p, ok := range committed {
+		if ok && p.Funding > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Item is the sale item the part signed.
 func (p *Part) Item() Item { return p.Ticket.sale.Items[p.Index] }
-
-// readPSD reads a register row, locked for the transaction, without
-// checking its seal.
-func (l *Ledger) readPSD(ctx context.Context, tx *sql.Tx, serial uint32) (*PSD, error) {
-	p := &PSD{Serial: serial}
-	var locked, holder sql.NullString
-	err := l.db.QueryRowStmt(ctx, tx, `SELECT kind, ar, dr, control, locked, lease_holder FROM psd WHERE serial = ?`+l.db.ForUpdate(), serial).
-		Scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: read psd %d: %w", serial, err)
-	}
-	p.Locked, p.LeaseHolder = locked.String, holder.String
-	return p, nil
-}
 
 // reason is the short cause recorded with a spoiled indicium.
 func reason(err error) string {

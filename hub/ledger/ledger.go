@@ -318,14 +318,26 @@ func (l *Ledger) Replay(ctx context.Context, kioskID, requestID string, bodyHash
 }
 
 func replay(ctx context.Context, db *store.DB, tx *sql.Tx, kioskID, requestID string, bodyHash []byte) ([]byte, error) {
+	prior, err := priorAnswer(db.QueryRowStmt(ctx, tx, replayQuery, kioskID, requestID).Scan, requestID, bodyHash)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: replay %s/%s: %w", kioskID, requestID, err)
+	}
+	return prior, nil
+}
+
+// replayQuery finds a request's recorded answer.
+const replayQuery = `SELECT body_hash, result FROM sales WHERE kiosk_id = ? AND request_id = ?`
+
+// priorAnswer scans replayQuery's row: the answer, nil if there is none,
+// or idempotency_conflict for another body under the same id.
+func priorAnswer(scan func(...any) error, requestID string, bodyHash []byte) ([]byte, error) {
 	var hash, result []byte
-	err := db.QueryRowStmt(ctx, tx, `SELECT body_hash, result FROM sales WHERE kiosk_id = ? AND request_id = ?`,
-		kioskID, requestID).Scan(&hash, &result)
+	err := scan(&hash, &result)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ledger: replay %s/%s: %w", kioskID, requestID, err)
+		return nil, err
 	}
 	if string(hash) != string(bodyHash) {
 		return nil, protocol.Errorf(protocol.CodeIdempotencyConflict,
@@ -470,19 +482,9 @@ func Retryable(c protocol.Code) bool {
 // a *TamperError. forUpdate locks the row in a PostgreSQL transaction.
 func (l *Ledger) loadPSD(ctx context.Context, mac macer, tx *sql.Tx, serial uint32, forUpdate bool) (*PSD, error) {
 	p := &PSD{Serial: serial}
-	var locked, holder sql.NullString
-	var leaseUntil, reported int64
-	query := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at FROM psd WHERE serial = ?`
-	if forUpdate {
-		query += l.db.ForUpdate()
+	if err := p.scan(l.db.QueryRowStmt(ctx, tx, l.psdQuery(forUpdate), serial).Scan); err != nil {
+		return nil, err
 	}
-	err := l.db.QueryRowStmt(ctx, tx, query, serial).
-		Scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: load psd %d: %w", serial, err)
-	}
-	p.Locked, p.LeaseHolder = locked.String, holder.String
-	p.LeaseUntil, p.ReportedAt = time.UnixMicro(leaseUntil), time.UnixMicro(reported)
 	ok, err := verifySeal(mac, l.cfg.ControlKey, p)
 	if err != nil {
 		return nil, err
@@ -491,6 +493,28 @@ func (l *Ledger) loadPSD(ctx context.Context, mac macer, tx *sql.Tx, serial uint
 		return nil, &TamperError{Serial: serial}
 	}
 	return p, nil
+}
+
+// psdQuery reads a register row (for p.scan), locking it for the
+// transaction if forUpdate.
+func (l *Ledger) psdQuery(forUpdate bool) string {
+	q := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at FROM psd WHERE serial = ?`
+	if forUpdate {
+		q += l.db.ForUpdate()
+	}
+	return q
+}
+
+// scan reads psdQuery's row into p, without checking its seal.
+func (p *PSD) scan(scan func(...any) error) error {
+	var locked, holder sql.NullString
+	var leaseUntil, reported int64
+	if err := scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported); err != nil {
+		return fmt.Errorf("ledger: load psd %d: %w", p.Serial, err)
+	}
+	p.Locked, p.LeaseHolder = locked.String, holder.String
+	p.LeaseUntil, p.ReportedAt = time.UnixMicro(leaseUntil), time.UnixMicro(reported)
+	return nil
 }
 
 // lockOnTamper locks the PSD named by a *TamperError in err, in its own
@@ -513,21 +537,39 @@ func (l *Ledger) lock(serial uint32, why string) {
 }
 
 func (l *Ledger) storePSD(ctx context.Context, mac macer, tx *sql.Tx, p *PSD) error {
+	args, err := l.sealPSD(mac, p)
+	if err != nil {
+		return err
+	}
+	if _, err := l.db.ExecStmt(ctx, tx, storePSDQuery, args...); err != nil {
+		return fmt.Errorf("ledger: store psd %d: %w", p.Serial, err)
+	}
+	return nil
+}
+
+// queueStorePSD is storePSD into a batch, sealed by the ledger's own key.
+func (l *Ledger) queueStorePSD(b *store.Batch, p *PSD) error {
+	args, err := l.sealPSD(l.mac, p)
+	if err != nil {
+		return err
+	}
+	b.Exec(nil, storePSDQuery, args...)
+	return nil
+}
+
+// sealPSD seals p's registers and returns storePSDQuery's arguments.
+func (l *Ledger) sealPSD(mac macer, p *PSD) ([]any, error) {
 	if !p.inRange() {
-		return fmt.Errorf("ledger: store psd %d: registers out of range: ar %d dr %d", p.Serial, p.AR, p.DR)
+		return nil, fmt.Errorf("ledger: store psd %d: registers out of range: ar %d dr %d", p.Serial, p.AR, p.DR)
 	}
 	if err := seal(mac, l.cfg.ControlKey, l.controlGen(), p); err != nil {
-		return err
+		return nil, err
 	}
 	// A write by the lease's holder renews the lease too: then Renew has
 	// nothing to do for a busy MPSD, and never queues on its row behind
 	// the commits.
 	until := micros(l.cfg.Now().Add(l.cfg.LeaseTTL))
-	_, err := l.db.ExecStmt(ctx, tx, storePSDQuery, p.AR, p.DR, p.Control, l.cfg.Holder, until, until, p.Serial)
-	if err != nil {
-		return fmt.Errorf("ledger: store psd %d: %w", p.Serial, err)
-	}
-	return nil
+	return []any{p.AR, p.DR, p.Control, l.cfg.Holder, until, until, p.Serial}, nil
 }
 
 func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
@@ -545,27 +587,34 @@ const sheetUsed = `UPDATE sheets SET used = used + 1, invalidated_at = CASE WHEN
 const storePSDQuery = `UPDATE psd SET ar = ?, dr = ?, control = ?,
 	lease_until = CASE WHEN lease_holder = ? AND lease_until < ? THEN ? ELSE lease_until END WHERE serial = ?`
 
+// The commit's statements.
+var (
+	labelUsedQuery = `SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`
+	insertSale     = insertQuery("sales", "kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at")
+	indiciumCols   = []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data"}
+	insertIndicium = insertQuery("indicia", append(indiciumCols, "created_at", "reprint_of")...)
+	insertSpoiled  = insertQuery("spoiled", append(indiciumCols, "reason", "created_at")...)
+	insertFunding  = insertQuery("fundings", "mpsd", "amount", "at", "request_id")
+	insertRemedy   = insertQuery("remedies", "label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at")
+	insertAudit    = insertQuery("audit", auditCols...)
+)
+
+func insertQuery(table string, cols ...string) string {
+	return "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" +
+		strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
+}
+
 // hotQueries are prepared at Open, outside any transaction.
 func hotQueries(db *store.DB) []string {
-	insert := func(table string, cols ...string) string {
-		return "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" +
-			strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
-	}
-	ind := []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data"}
+	l := &Ledger{db: db}
 	return []string{
-		`SELECT body_hash, result FROM sales WHERE kiosk_id = ? AND request_id = ?`,
-		`SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`,
-		`SELECT kind, ar, dr, control, locked, lease_holder FROM psd WHERE serial = ?` + db.ForUpdate(),
-		`SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at FROM psd WHERE serial = ?` + db.ForUpdate(),
+		replayQuery,
+		labelUsedQuery,
+		l.psdQuery(true),
 		storePSDQuery,
-		`SELECT seq, hash FROM audit_head WHERE id = 1` + db.ForUpdate(),
-		`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`,
-		insert("sales", "kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"),
-		insert("indicia", append(ind, "created_at", "reprint_of")...),
-		insert("spoiled", append(ind, "reason", "created_at")...),
-		insert("fundings", "mpsd", "amount", "at", "request_id"),
-		insert("remedies", "label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at"),
-		insert("audit", "seq", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"),
+		auditHeadQuery + db.ForUpdate(),
+		auditHeadUpdate,
+		insertSale, insertIndicium, insertSpoiled, insertFunding, insertRemedy, insertAudit,
 		sheetUsed,
 	}
 }

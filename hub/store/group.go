@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -106,15 +105,12 @@ func (d *DB) groupLoop() {
 
 func (d *DB) commitGroup(batch []*groupWrite) error {
 	ctx := context.Background()
-	return d.InTx(ctx, func(tx *sql.Tx) error {
+	return d.InBatchTx(ctx, func(tx *Tx) error {
+		var b Batch
 		for _, w := range batch {
-			res, err := d.ExecStmt(ctx, tx, w.query, w.args...)
-			if err != nil {
-				return err
-			}
-			w.n, _ = res.RowsAffected()
+			b.Exec(&w.n, w.query, w.args...)
 		}
-		return nil
+		return tx.Run(ctx, &b)
 	})
 }
 

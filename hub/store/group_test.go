@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -53,6 +54,53 @@ func TestGroupExec(t *testing.T) {
 		db.Close()
 		if _, err := db.GroupExec(ctx, `DELETE FROM g`); !errors.Is(err, store.ErrClosed) {
 			t.Fatalf("write after close: %v", err)
+		}
+	})
+}
+
+// A batch runs its statements in order in the transaction, reports rows
+// affected and rows read (none as sql.ErrNoRows), and a failing statement
+// fails the batch and rolls the transaction back; on both dialects.
+func TestBatch(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, `CREATE TABLE b (k INTEGER PRIMARY KEY, v BIGINT NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		var n1, n2 int64
+		var got int64
+		var missing error
+		err = db.InBatchTx(ctx, func(tx *store.Tx) error {
+			var b store.Batch
+			b.Exec(nil, `INSERT INTO b (k, v) VALUES (?, ?)`, 1, int64(10))
+			b.Exec(nil, `INSERT INTO b (k, v) VALUES (?, ?)`, 2, int64(20))
+			b.Exec(&n1, `UPDATE b SET v = v + ? WHERE k >= ?`, int64(1), 1)
+			b.Exec(&n2, `UPDATE b SET v = 0 WHERE k = ?`, 99)
+			b.QueryRow(func(scan func(...any) error) error { return scan(&got) }, `SELECT v FROM b WHERE k = ?`, 2)
+			b.QueryRow(func(scan func(...any) error) error { missing = scan(&got); return nil }, `SELECT v FROM b WHERE k = ?`, 3)
+			if b.Len() != 6 {
+				t.Errorf("Len %d", b.Len())
+			}
+			return tx.Run(ctx, &b)
+		})
+		if err != nil || n1 != 2 || n2 != 0 || got != 21 || !errors.Is(missing, sql.ErrNoRows) {
+			t.Fatalf("batch: err %v, updated %d and %d, read %d, missing row %v", err, n1, n2, got, missing)
+		}
+		err = db.InBatchTx(ctx, func(tx *store.Tx) error {
+			var b store.Batch
+			b.Exec(nil, `INSERT INTO b (k, v) VALUES (?, ?)`, 3, int64(30))
+			b.Exec(nil, `INSERT INTO b (k, v) VALUES (?, ?)`, 1, int64(0)) // duplicate key
+			return tx.Run(ctx, &b)
+		})
+		var rows int
+		db.QueryRowContext(ctx, `SELECT COUNT(*) FROM b`).Scan(&rows)
+		if err == nil || !store.IsConflict(err) || rows != 2 {
+			t.Fatalf("failing batch: err %v, %d rows (want a conflict and 2 rows)", err, rows)
 		}
 	})
 }

@@ -38,6 +38,7 @@ type DB struct {
 	*sql.DB
 	Dialect Dialect
 	stmts   sync.Map // query -> *sql.Stmt
+	rebound sync.Map // query -> the query in the dialect's placeholders
 	group   group
 	writer  sync.Mutex // SQLite: this process's writers queue here (see InTx)
 }

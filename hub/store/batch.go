@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Batch is statements that run in order in one transaction. On PostgreSQL
+// they reach the server in one round trip (pgx's pipeline): a group commit
+// of many sales costs a few round trips, not a few per sale. On SQLite,
+// where a statement is a function call, they run one by one.
+type Batch struct {
+	stmts []batchStmt
+}
+
+type batchStmt struct {
+	query string
+	args  []any
+	n     *int64                                   // Exec: rows affected
+	row   func(scan func(dest ...any) error) error // QueryRow
+}
+
+// Exec queues a statement; n, if not nil, gets the rows it affected.
+func (b *Batch) Exec(n *int64, query string, args ...any) {
+	b.stmts = append(b.stmts, batchStmt{query: query, args: args, n: n})
+}
+
+// QueryRow queues a query of at most one row. row runs with the row's
+// scanner, whose error is sql.ErrNoRows when there is none; an error row
+// returns fails the batch.
+func (b *Batch) QueryRow(row func(scan func(dest ...any) error) error, query string, args ...any) {
+	b.stmts = append(b.stmts, batchStmt{query: query, args: args, row: row})
+}
+
+// Append queues o's statements after b's.
+func (b *Batch) Append(o *Batch) { b.stmts = append(b.stmts, o.stmts...) }
+
+// Len is the number of statements queued.
+func (b *Batch) Len() int { return len(b.stmts) }
+
+// Tx is a write transaction that can also run batches.
+type Tx struct {
+	*sql.Tx
+	db    *DB
+	conn  *sql.Conn // PostgreSQL: the transaction's connection, for pipelines
+	stmts map[string]*sql.Stmt
+}
+
+// InBatchTx is InTx whose transaction can run batches.
+func (d *DB) InBatchTx(ctx context.Context, fn func(*Tx) error) error {
+	if d.Dialect != Postgres {
+		return d.InTx(ctx, func(tx *sql.Tx) error { return fn(&Tx{Tx: tx, db: d}) })
+	}
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	if err := fn(&Tx{Tx: tx, db: d, conn: conn}); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// Run runs b's statements in t, in order, and stops at the first error.
+func (t *Tx) Run(ctx context.Context, b *Batch) error {
+	if len(b.stmts) == 0 {
+		return nil
+	}
+	if t.conn == nil {
+		if t.stmts == nil {
+			t.stmts = map[string]*sql.Stmt{}
+		}
+		return t.db.runEach(ctx, t.Tx, b, t.stmts)
+	}
+	// The pipeline runs on the transaction's own session: database/sql
+	// began the transaction there, so the statements join it.
+	return t.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("store: batch: driver connection is %T", dc)
+		}
+		pb := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.stmts))}
+		for _, s := range b.stmts {
+			q := pb.Queue(t.db.rebindCached(s.query), s.args...)
+			switch {
+			case s.row != nil:
+				row := s.row
+				q.QueryRow(func(r pgx.Row) error {
+					return row(func(dest ...any) error {
+						err := r.Scan(dest...)
+						if errors.Is(err, pgx.ErrNoRows) {
+							return sql.ErrNoRows
+						}
+						return err
+					})
+				})
+			case s.n != nil:
+				n := s.n
+				q.Exec(func(ct pgconn.CommandTag) error { *n = ct.RowsAffected(); return nil })
+			}
+		}
+		if err := c.Conn().SendBatch(ctx, pb).Close(); err != nil {
+			return fmt.Errorf("store: batch: %w", err)
+		}
+		return nil
+	})
+}
+
+// RunEach runs b's statements in tx one by one, in order, and stops at the
+// first error.
+func (d *DB) RunEach(ctx context.Context, tx *sql.Tx, b *Batch) error {
+	return d.runEach(ctx, tx, b, map[string]*sql.Stmt{})
+}
+
+// runEach is RunEach with the transaction's statements kept in stmts: a
+// batch repeats a few statements many times.
+func (d *DB) runEach(ctx context.Context, tx *sql.Tx, b *Batch, stmts map[string]*sql.Stmt) error {
+	for _, s := range b.stmts {
+		st := stmts[s.query]
+		if st == nil {
+			var err error
+			if st, err = d.TxStmt(ctx, tx, s.query); err != nil {
+				return err
+			}
+			stmts[s.query] = st
+		}
+		if s.row != nil {
+			if err := s.row(st.QueryRowContext(ctx, s.args...).Scan); err != nil {
+				return err
+			}
+			continue
+		}
+		res, err := st.ExecContext(ctx, s.args...)
+		if err != nil {
+			return fmt.Errorf("store: batch: %w", err)
+		}
+		if s.n != nil {
+			if *s.n, err = res.RowsAffected(); err != nil {
+				return fmt.Errorf("store: batch: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// rebindCached is Rebind, remembered: the batch's queries are few and hot.
+func (d *DB) rebindCached(query string) string {
+	if q, ok := d.rebound.Load(query); ok {
+		return q.(string)
+	}
+	q := d.Rebind(query)
+	d.rebound.Store(query, q)
+	return q
+}
