@@ -119,6 +119,11 @@ type Config struct {
 	// negative, no limit, for simulated kiosks).
 	BrokerConnsPerIP int
 	KioskMsgRate     float64
+	// BrokerRecheck is how often the embedded broker checks open kiosk
+	// sessions against the stored credentials (default 1 s). A change
+	// made on another hub of the cluster is told at once (LISTEN/NOTIFY);
+	// the recheck is the backstop for a lost notification.
+	BrokerRecheck time.Duration
 	// TrustedProxies are the reverse proxies (addresses or CIDR prefixes)
 	// in front of the HTTP API whose X-Forwarded-For names the client, for
 	// login limits and logs; nobody else's is believed.
@@ -353,6 +358,7 @@ type Hub struct {
 	activity      activityStore
 	activitySaved int64 // the last minute stored; only saveActivity touches it after Start
 	presence      *fleet.Presence
+	peers         peerNotes
 	keys          *keys.Keys
 	postal        *postal.Client
 	broker        *broker.Broker
@@ -562,7 +568,8 @@ func (h *Hub) Start(ctx context.Context) error {
 	if brokerURL == "" {
 		brokerPass = rand.Text() // only this process knows it
 		bc := broker.Config{Addr: h.cfg.BrokerListen, HubUser: h.cfg.BrokerUser, HubPassword: brokerPass, Kiosks: h.fleet,
-			Passwords: h.cfg.KioskPasswords, MaxConnsPerIP: h.cfg.BrokerConnsPerIP, KioskRate: h.cfg.KioskMsgRate}
+			Passwords: h.cfg.KioskPasswords, MaxConnsPerIP: h.cfg.BrokerConnsPerIP, KioskRate: h.cfg.KioskMsgRate,
+			RecheckEvery: h.cfg.BrokerRecheck}
 		if h.cfg.BrokerTLSListen != "off" {
 			bc.TLSAddr, bc.Revoked = h.cfg.BrokerTLSListen, h.ca
 			bc.TLS = h.tls.serverConfig()
@@ -692,6 +699,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.cfg.LedgerCheckEvery > 0 {
 		h.bg.Go(func() { h.checkLedger(h.cfg.LedgerCheckEvery) })
 	}
+	h.bg.Go(h.listen)
 	h.bg.Go(h.heartbeats)
 	// Liveness, and the payments of hubs whose liveness lapsed: settled by
 	// whichever hub sees it first, not at the next restart.
@@ -924,31 +932,98 @@ func (h *Hub) every(period time.Duration, fn func() bool) {
 // link is noticed within three periods of its last heartbeat. One lost
 // heartbeat is not silence: a hub that dies loses the messages the broker
 // was handing it, and a kiosk must not be alerted for that.
+//
+// The shared subscription hands each hub some of each kiosk's heartbeats;
+// the others arrive as notifications from the hubs that got them, so any
+// hub's console shows the whole fleet live and a kiosk is judged silent on
+// all of them. While this hub does not hear the notifications (its
+// connection dropped) no kiosk is judged silent; once it hears again it
+// first reads what it missed from the table.
 func (h *Hub) heartbeats() {
 	period := time.Duration(h.cfg.HeartbeatS) * time.Second
-	// The other hubs' heartbeats come in every second or sooner, so that
-	// any hub's console shows the whole fleet; a kiosk is judged silent on
-	// all of them.
 	tick := min(time.Second, period/4)
+	p := &h.peers
 	sweepEvery := max(int(period/4/tick), 1)
-	var merged time.Time
 	n := 0
 	h.every(tick, func() bool {
-		start := h.clockNow()
-		if err := h.mergeHeartbeats(merged); err != nil {
-			if h.bgCtx.Err() == nil {
-				h.log.Error("other hubs' heartbeats not read; no kiosk is judged silent until they are", "err", err)
+		p.mu.Lock()
+		ok, since := p.listening && p.synced, p.lost
+		needSync := p.listening && !p.synced
+		p.mu.Unlock()
+		if needSync {
+			// A commit of another hub may land after ours: read back a
+			// little before the moment the notifications stopped.
+			if !since.IsZero() {
+				since = since.Add(-2 * time.Second)
 			}
-			return true
+			if err := h.mergeHeartbeats(since); err != nil {
+				if h.bgCtx.Err() == nil {
+					h.log.Error("other hubs' heartbeats not read; no kiosk is judged silent until they are", "err", err)
+				}
+				return true
+			}
+			p.mu.Lock()
+			p.synced = p.listening
+			ok = p.synced
+			p.mu.Unlock()
 		}
-		merged = start.Add(-2 * time.Second) // a slower commit of another hub is read next time
-		if n++; n%sweepEvery == 0 {
+		if n++; ok && n%sweepEvery == 0 {
 			for _, id := range h.presence.Sweep(period * 5 / 2) {
 				h.kioskOffline(id, "no heartbeat")
 			}
 		}
 		return true
 	})
+}
+
+// peerNotes is whether this hub hears the other hubs' notifications.
+type peerNotes struct {
+	mu        sync.Mutex
+	listening bool
+	synced    bool      // and has read what it missed before
+	lost      time.Time // when it last stopped hearing them
+}
+
+// listen hears the other hubs' notifications while the hub runs.
+func (h *Hub) listen() {
+	p := &h.peers
+	h.db.Listen(h.bgCtx, store.Listener{
+		Handlers: map[string]func(string){
+			store.HeartbeatChannel:   h.heardHeartbeat,
+			store.CredentialsChannel: h.credentialsChanged,
+		},
+		Listening: func(on bool) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.listening && !on {
+				p.lost = h.clockNow()
+			}
+			p.listening, p.synced = on, p.synced && on
+		},
+		Log: h.log,
+	})
+}
+
+// credentialsChanged drops what this hub remembers of a kiosk whose
+// credentials another hub replaced or revoked, and has the broker close
+// sessions they no longer allow.
+func (h *Hub) credentialsChanged(kioskID string) {
+	h.fleet.Forget(kioskID)
+	if h.broker != nil {
+		h.broker.Recheck()
+	}
+}
+
+// heardHeartbeat takes a heartbeat another hub received.
+func (h *Hub) heardHeartbeat(payload string) {
+	hb, err := fleet.DecodeHeartbeatNote(payload)
+	if err != nil {
+		h.log.Warn("heartbeat notification not understood", "err", err)
+		return
+	}
+	if hb.Hub != h.ledger.Holder() {
+		h.presence.Seen(hb.Telemetry, hb.At)
+	}
 }
 
 // mergeHeartbeats adds the heartbeats other hubs stored after since.

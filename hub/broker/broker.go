@@ -123,6 +123,16 @@ type Broker struct {
 	tlsAddr string
 	cancel  context.CancelFunc
 	done    chan struct{}
+	kick    chan struct{}
+}
+
+// Recheck checks the open kiosk sessions now, not at the next tick: a
+// kiosk's credentials changed on another hub.
+func (b *Broker) Recheck() {
+	select {
+	case b.kick <- struct{}{}:
+	default: // one is due already
+	}
 }
 
 // Start listens on cfg.Addr and serves until Close.
@@ -142,7 +152,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: start: %w", err)
 	}
-	b := &Broker{srv: srv, hook: hook, done: make(chan struct{})}
+	b := &Broker{srv: srv, hook: hook, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	listen := func(id, addr string, tc *tls.Config) (string, error) {
 		tcp, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -245,6 +255,7 @@ func (b *Broker) recheck(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-b.kick:
 		}
 		b.hook.refreshRevoked(ctx)
 		b.hook.revoke(ctx)

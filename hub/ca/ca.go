@@ -342,6 +342,11 @@ func (c *CA) Revoke(ctx context.Context, subject, reason string) (int, error) {
 		return 0, fmt.Errorf("ca: revoke %s: %w", subject, err)
 	}
 	n, _ := res.RowsAffected()
+	if n > 0 {
+		// A lost notification only delays the other hubs' brokers until
+		// their next recheck.
+		c.db.Notify(ctx, store.CredentialsChannel, subject)
+	}
 	return int(n), nil
 }
 

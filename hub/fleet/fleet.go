@@ -111,10 +111,8 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 	if err := tx.Commit(); err != nil {
 		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 	}
-	r.mu.Lock()
-	delete(r.ids, kioskID)
-	delete(r.ok, kioskID)
-	r.mu.Unlock()
+	r.Forget(kioskID)
+	r.told(ctx, kioskID)
 	return password, nil
 }
 
@@ -181,11 +179,24 @@ func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) e
 	if err != nil {
 		return fmt.Errorf("fleet: retire %s: %w", kioskID, err)
 	}
+	r.Forget(kioskID)
+	r.told(ctx, kioskID)
+	return nil
+}
+
+// Forget drops what the registry remembers of a kiosk, whose row another
+// hub changed.
+func (r *Registry) Forget(kioskID string) {
 	r.mu.Lock()
 	delete(r.ids, kioskID)
 	delete(r.ok, kioskID)
 	r.mu.Unlock()
-	return nil
+}
+
+// told tells the other hubs that a kiosk's credentials changed. A lost
+// notification only delays them until their brokers' next recheck.
+func (r *Registry) told(ctx context.Context, kioskID string) {
+	r.db.Notify(context.WithoutCancel(ctx), store.CredentialsChannel, kioskID)
 }
 
 // UserID returns a provisioned kiosk's numeric id.

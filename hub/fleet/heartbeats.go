@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -28,7 +29,34 @@ func (r *Registry) SaveHeartbeat(ctx context.Context, hub string, at time.Time, 
 	if err != nil {
 		return fmt.Errorf("fleet: save heartbeat of %s: %w", t.KioskID, err)
 	}
-	return nil
+	note, err := json.Marshal(heartbeatNote{Hub: hub, At: at.UnixMicro(), Telemetry: b})
+	if err != nil {
+		return fmt.Errorf("fleet: save heartbeat: %w", err)
+	}
+	return r.db.Notify(ctx, store.HeartbeatChannel, string(note))
+}
+
+// heartbeatNote is a heartbeat as told on store.HeartbeatChannel.
+type heartbeatNote struct {
+	Hub       string          `json:"hub"`
+	At        int64           `json:"at"` // µs since the epoch
+	Telemetry json.RawMessage `json:"telemetry"`
+}
+
+// DecodeHeartbeatNote reads a notification on store.HeartbeatChannel.
+func DecodeHeartbeatNote(payload string) (Heartbeat, error) {
+	var n heartbeatNote
+	if err := json.Unmarshal([]byte(payload), &n); err != nil {
+		return Heartbeat{}, fmt.Errorf("fleet: heartbeat note: %w", err)
+	}
+	if n.Hub == "" || n.At <= 0 {
+		return Heartbeat{}, fmt.Errorf("fleet: heartbeat note: no hub or time")
+	}
+	t, err := protocol.DecodeTelemetry(n.Telemetry)
+	if err != nil {
+		return Heartbeat{}, fmt.Errorf("fleet: heartbeat note: %w", err)
+	}
+	return Heartbeat{Hub: n.Hub, At: time.UnixMicro(n.At), Telemetry: t}, nil
 }
 
 // Heartbeats returns the last heartbeats received after since by hubs

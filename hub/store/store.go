@@ -37,6 +37,7 @@ const (
 type DB struct {
 	*sql.DB
 	Dialect Dialect
+	dsn     string
 	stmts   sync.Map // query -> *sql.Stmt
 	rebound sync.Map // query -> the query in the dialect's placeholders
 	group   group
@@ -111,7 +112,7 @@ func openPostgres(ctx context.Context, dsn string, version int) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: open postgres: %w", err)
 	}
-	d := &DB{DB: db, Dialect: Postgres}
+	d := &DB{DB: db, Dialect: Postgres, dsn: dsn}
 	if err := d.migrate(ctx, version); err != nil {
 		db.Close()
 		return nil, err

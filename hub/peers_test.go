@@ -1,0 +1,107 @@
+package hub_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/pgtest"
+)
+
+// On PostgreSQL a heartbeat another hub received reaches this hub's
+// presence (and so its console) as a notification, at once: the hub does
+// not poll the table. It reads the table only when it starts listening.
+func TestHeartbeatsOfOtherHubsArrive(t *testing.T) {
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	t.Cleanup(pg.Stop) // after the hub's own cleanup closes it
+	dsn, err := pg.NewDatabase("peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn })
+	ctx := context.Background()
+	other, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	peer := fleet.New(other)
+	seen := func(sales int64) func() bool {
+		return func() bool {
+			for _, s := range e.h.Presence().List() {
+				if s.ID == "kiosk-2" && s.Telemetry != nil && s.Telemetry.Sales == sales {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	send := func(sales int64) {
+		t.Helper()
+		tele := &protocol.Telemetry{KioskID: "kiosk-2", At: time.Now(), Firmware: "1", Paper: "ok", Printer: "ok", Scale: "ok", Sales: sales, InService: true}
+		if err := peer.SaveHeartbeat(ctx, "hub-other", time.Now(), tele); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first may arrive either way: the hub reads the table once when
+	// it starts listening.
+	send(1)
+	waitUntil(t, "the first heartbeat of kiosk-2 seen", seen(1))
+	// Later ones only as notifications; a poll would need a second.
+	start := time.Now()
+	for i := int64(2); i < 12; i++ {
+		send(i)
+		waitUntil(t, "a later heartbeat of kiosk-2 seen", seen(i))
+	}
+	if per := time.Since(start) / 10; per > 500*time.Millisecond {
+		t.Fatalf("heartbeats took %v each to reach the hub; a notification takes milliseconds", per)
+	}
+}
+
+// On PostgreSQL a kiosk password replaced on another hub closes the
+// kiosk's session here at once, told by a notification: this hub's broker
+// would not recheck for an hour.
+func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	t.Cleanup(pg.Stop)
+	dsn, err := pg.NewDatabase("peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.BrokerRecheck = dsn, time.Hour })
+	lost := make(chan struct{})
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.h.BrokerAddr).SetClientID("kiosk-1").SetUsername("kiosk-1").
+		SetPassword(e.pw["kiosk-1"]).SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { close(lost) })
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(50)
+	other, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	reg := fleet.New(other)
+	reg.Passwords = true
+	if _, err := reg.Add(context.Background(), "kiosk-1", "store-a"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session opened with the password replaced on another hub is still open")
+	}
+}
