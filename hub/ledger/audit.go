@@ -75,14 +75,16 @@ func (h *auditHead) scan(scan func(...any) error) error {
 
 // chain links entries onto the head and queues their rows and the new head.
 func (h *auditHead) chain(b *store.Batch, now time.Time, entries []auditEntry) {
+	rows := make([][]any, len(entries))
 	for i := range entries {
 		e := &entries[i]
 		h.seq++
 		e.Seq, e.At = h.seq, now
 		e.Hash = chainHash(h.hash, e)
 		h.hash = e.Hash
-		b.Exec(nil, insertAudit, e.Seq, micros(e.At), e.PSD, e.Kind, e.Amount, e.AR, e.DR, e.Ref, e.Hash)
+		rows[i] = []any{e.Seq, micros(e.At), e.PSD, e.Kind, e.Amount, e.AR, e.DR, e.Ref, e.Hash}
 	}
+	b.Insert("audit", auditCols, rows)
 	b.Exec(nil, auditHeadUpdate, h.seq, h.hash)
 }
 

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/frank-postage/frank/hub/store"
@@ -334,37 +336,10 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		g = &PSD{Serial: GPSDSerial}
 		reads.QueryRow(g.scan, l.psdQuery(true), GPSDSerial)
 	}
-	check := l.db.Dialect == store.Postgres
 	priors := make([]error, len(batch)) // an earlier answer or a conflict
-	used := map[*Part]bool{}
-	if check {
-		for i, t := range batch {
-			s := t.sale
-			reads.QueryRow(func(scan func(...any) error) error {
-				prior, err := priorAnswer(scan, s.RequestID, s.BodyHash)
-				var perr *protocol.Error
-				switch {
-				case errors.As(err, &perr):
-					priors[i] = err
-				case err != nil:
-					return err
-				case prior != nil:
-					priors[i] = &replayed{prior}
-				}
-				return nil
-			}, replayQuery, s.KioskID, s.RequestID)
-			for _, p := range t.parts {
-				if p.Err != nil {
-					continue
-				}
-				reads.QueryRow(func(scan func(...any) error) error {
-					var n int
-					err := scan(&n)
-					used[p] = n > 0
-					return err
-				}, labelUsedQuery, p.Item().Label.String())
-			}
-		}
+	used := map[string]bool{}           // labels that carry an indicium
+	if l.db.Dialect == store.Postgres {
+		l.queueChecks(&reads, batch, priors, used)
 	}
 	if err := tx.Run(ctx, &reads); err != nil {
 		return nil, fmt.Errorf("ledger: read: %w", err)
@@ -467,7 +442,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		}
 		if saleErr == nil {
 			for _, p := range writable {
-				if used[p] {
+				if used[p.Item().Label.String()] {
 					saleErr = protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", p.Item().Label)
 				}
 			}
@@ -488,9 +463,8 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 
 	// 3. Write the sales, their stamps (sold or spoiled), the registers and
 	// the audit trail.
-	// Rows are queued table by table, in the order their foreign keys need.
-	var sales, indicia, remedies, spoiled, fundings store.Batch
-	var sheets []protocol.SheetSerial
+	var sales, indicia, remedies, spoiled, fundings [][]any
+	sheets := map[protocol.SheetSerial]int{} // labels used, by sheet
 	var audit []auditEntry
 	for i, t := range batch {
 		s := t.sale
@@ -508,7 +482,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 			it := p.Item()
 			if p.Funding > 0 {
 				g.DR, g.AR = g.DR-p.Funding, g.AR+p.Funding
-				fundings.Exec(nil, insertFunding, p.Serial, p.Funding, micros(now), s.RequestID)
+				fundings = append(fundings, []any{p.Serial, p.Funding, micros(now), s.RequestID})
 				audit = append(audit,
 					auditEntry{PSD: GPSDSerial, Kind: auditFundOut, Amount: p.Funding, AR: g.AR, DR: g.DR, Ref: fmt.Sprintf("mpsd %d", p.Serial)},
 					auditEntry{PSD: p.Serial, Kind: auditFundIn, Amount: p.Funding, AR: p.Base.AR, DR: p.Base.DR + p.Funding, Ref: "gpsd"})
@@ -519,14 +493,14 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 				var reprintOf any
 				if s.ReprintOf != nil {
 					reprintOf = s.ReprintOf.String()
-					remedies.Exec(nil, insertRemedy, s.ReprintOf.String(), "reprint", s.KioskID, s.RequestID, it.Label.String(), it.Postage, micros(now))
+					remedies = append(remedies, []any{s.ReprintOf.String(), "reprint", s.KioskID, s.RequestID, it.Label.String(), it.Postage, micros(now)})
 				}
-				indicia.Exec(nil, insertIndicium, append(row, micros(now), reprintOf)...)
-				sheets = append(sheets, it.Label.Sheet)
+				indicia = append(indicia, append(row, micros(now), reprintOf))
+				sheets[it.Label.Sheet]++
 				res.Indicia = append(res.Indicia, protocol.IssuedIndicium{MeterNumber: p.MeterNumber, RateClass: it.RateClass,
 					AmountMills: it.Postage, LabelSerial: it.Label.String(), Matrix: p.Indicium})
 			} else {
-				spoiled.Exec(nil, insertSpoiled, append(row, reason(saleErr), micros(now))...)
+				spoiled = append(spoiled, append(row, reason(saleErr), micros(now)))
 				ref = "spoiled " + ref
 			}
 			audit = append(audit, auditEntry{PSD: p.Serial, Kind: auditSale, Amount: it.Postage, AR: p.AR, DR: p.DR, Ref: ref})
@@ -545,19 +519,21 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 			return nil, err
 		}
 		out.results[i] = Answer{Bytes: b, Result: &res}
-		sales.Exec(nil, insertSale, s.KioskID, s.RequestID, s.BodyHash, "ok", s.Total(), b, micros(now))
+		sales = append(sales, []any{s.KioskID, s.RequestID, s.BodyHash, "ok", s.Total(), b, micros(now)})
 	}
-	writes := sales
-	writes.Append(&indicia)
+	// Table by table, in the order their foreign keys need.
+	var writes store.Batch
+	writes.Insert("sales", saleCols, sales)
+	writes.Insert("indicia", indiciumCols, indicia)
 	// In one order on every hub, after the audit head: two hubs' batches
 	// that share sheets then queue on the head instead of deadlocking.
-	slices.Sort(sheets)
-	for _, sh := range sheets {
-		writes.Exec(nil, sheetUsed, micros(now), uint32(sh))
+	for _, sh := range slices.Sorted(maps.Keys(sheets)) {
+		n := sheets[sh]
+		writes.Exec(nil, sheetUsed, n, n, micros(now), uint32(sh))
 	}
-	writes.Append(&remedies)
-	writes.Append(&spoiled)
-	writes.Append(&fundings)
+	writes.Insert("remedies", remedyCols, remedies)
+	writes.Insert("spoiled", spoiledCols, spoiled)
+	writes.Insert("fundings", fundingCols, fundings)
 	if len(audit) > 0 {
 		head.chain(&writes, now, audit)
 	}
@@ -584,6 +560,68 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		return nil, fmt.Errorf("ledger: record sales: %w", err)
 	}
 	return out, nil
+}
+
+// queueChecks queues, for PostgreSQL, the look for an earlier answer to
+// each sale and for an indicium on each label, a few statements for the
+// whole batch; the results land in priors and used.
+func (l *Ledger) queueChecks(b *store.Batch, batch []*Ticket, priors []error, used map[string]bool) {
+	index := map[[2]string]int{}
+	var keys, labels []any
+	for i, t := range batch {
+		index[[2]string{t.sale.KioskID, t.sale.RequestID}] = i
+		keys = append(keys, t.sale.KioskID, t.sale.RequestID)
+		for _, p := range t.parts {
+			if p.Err == nil {
+				labels = append(labels, p.Item().Label.String())
+			}
+		}
+	}
+	prior := func(scan func(...any) error) error {
+		var kiosk, request string
+		var hash, result []byte
+		if err := scan(&kiosk, &request, &hash, &result); err != nil {
+			return err
+		}
+		i, ok := index[[2]string{kiosk, request}]
+		switch {
+		case !ok:
+		case string(hash) != string(batch[i].sale.BodyHash):
+			priors[i] = protocol.Errorf(protocol.CodeIdempotencyConflict, "request_id %s was used before with a different body", request)
+		default:
+			priors[i] = &replayed{result}
+		}
+		return nil
+	}
+	for _, chunk := range chunks(keys, 2) {
+		b.Query(prior, `SELECT kiosk_id, request_id, body_hash, result FROM sales WHERE (kiosk_id, request_id) IN (`+
+			strings.TrimSuffix(strings.Repeat("(?, ?), ", len(chunk)/2), ", ")+`)`, chunk...)
+	}
+	label := func(scan func(...any) error) error {
+		var lb string
+		err := scan(&lb)
+		used[lb] = true
+		return err
+	}
+	for _, chunk := range chunks(labels, 1) {
+		b.Query(label, `SELECT label FROM indicia WHERE label IN (`+store.InList(len(chunk))+`) AND state <> 'voided'`, chunk...)
+	}
+}
+
+// chunks splits args, per items of width each, into runs whose lengths in
+// items are powers of two (at most 128): a few statements serve every
+// batch size.
+func chunks(args []any, width int) [][]any {
+	var out [][]any
+	for len(args) > 0 {
+		n := 1
+		for 2*n*width <= len(args) && 2*n <= 128 {
+			n *= 2
+		}
+		out = append(out, args[:n*width])
+		args = args[n*width:]
+	}
+	return out
 }
 
 // funded reports whether any committed part moved money from the GPSD.

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -578,45 +579,42 @@ func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
-// sheetUsed counts a label of a sheet as used, invalidating the sheet with
+// sheetUsed counts labels of a sheet as used, invalidating the sheet with
 // its last label.
-const sheetUsed = `UPDATE sheets SET used = used + 1, invalidated_at = CASE WHEN used + 1 >= 10 THEN ? ELSE invalidated_at END WHERE serial = ?`
+const sheetUsed = `UPDATE sheets SET used = used + ?, invalidated_at = CASE WHEN used + ? >= 10 THEN ? ELSE invalidated_at END WHERE serial = ?`
 
 // storePSDQuery writes an MPSD's registers and, when written by its
 // lease's holder, extends the lease.
 const storePSDQuery = `UPDATE psd SET ar = ?, dr = ?, control = ?,
 	lease_until = CASE WHEN lease_holder = ? AND lease_until < ? THEN ? ELSE lease_until END WHERE serial = ?`
 
-// The commit's statements.
+// The commit's statements and the columns of the rows it inserts.
 var (
 	labelUsedQuery = `SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`
-	insertSale     = insertQuery("sales", "kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at")
-	indiciumCols   = []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data"}
-	insertIndicium = insertQuery("indicia", append(indiciumCols, "created_at", "reprint_of")...)
-	insertSpoiled  = insertQuery("spoiled", append(indiciumCols, "reason", "created_at")...)
-	insertFunding  = insertQuery("fundings", "mpsd", "amount", "at", "request_id")
-	insertRemedy   = insertQuery("remedies", "label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at")
-	insertAudit    = insertQuery("audit", auditCols...)
+	saleCols       = []string{"kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"}
+	indiciumCols   = []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data", "created_at", "reprint_of"}
+	spoiledCols    = append(slices.Clone(indiciumCols[:10]), "reason", "created_at")
+	fundingCols    = []string{"mpsd", "amount", "at", "request_id"}
+	remedyCols     = []string{"label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at"}
 )
-
-func insertQuery(table string, cols ...string) string {
-	return "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (" +
-		strings.TrimSuffix(strings.Repeat("?, ", len(cols)), ", ") + ")"
-}
 
 // hotQueries are prepared at Open, outside any transaction.
 func hotQueries(db *store.DB) []string {
 	l := &Ledger{db: db}
-	return []string{
+	qs := []string{
 		replayQuery,
 		labelUsedQuery,
 		l.psdQuery(true),
 		storePSDQuery,
 		auditHeadQuery + db.ForUpdate(),
 		auditHeadUpdate,
-		insertSale, insertIndicium, insertSpoiled, insertFunding, insertRemedy, insertAudit,
 		sheetUsed,
 	}
+	for table, cols := range map[string][]string{"sales": saleCols, "indicia": indiciumCols, "spoiled": spoiledCols,
+		"fundings": fundingCols, "remedies": remedyCols, "audit": auditCols} {
+		qs = append(qs, store.InsertQueries(table, cols)...)
+	}
+	return qs
 }
 
 func randomHex(n int) string {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -24,6 +26,7 @@ type batchStmt struct {
 	args  []any
 	n     *int64                                   // Exec: rows affected
 	row   func(scan func(dest ...any) error) error // QueryRow
+	each  func(scan func(dest ...any) error) error // Query: per row
 }
 
 // Exec queues a statement; n, if not nil, gets the rows it affected.
@@ -36,6 +39,62 @@ func (b *Batch) Exec(n *int64, query string, args ...any) {
 // returns fails the batch.
 func (b *Batch) QueryRow(row func(scan func(dest ...any) error) error, query string, args ...any) {
 	b.stmts = append(b.stmts, batchStmt{query: query, args: args, row: row})
+}
+
+// Query queues a query; each runs with every row's scanner in turn.
+func (b *Batch) Query(each func(scan func(dest ...any) error) error, query string, args ...any) {
+	b.stmts = append(b.stmts, batchStmt{query: query, args: args, each: each})
+}
+
+// Insert queues rows into table, many to a statement: a statement's
+// fixed cost (planning, executor start) is paid per chunk, not per row.
+// The chunks have sizes that are powers of two, so a few statements
+// serve every batch size and each is prepared once.
+func (b *Batch) Insert(table string, cols []string, rows [][]any) {
+	for len(rows) > 0 {
+		n := 1
+		for n*2 <= len(rows) && n*2 <= maxInsertRows {
+			n *= 2
+		}
+		args := make([]any, 0, n*len(cols))
+		for _, r := range rows[:n] {
+			args = append(args, r...)
+		}
+		b.Exec(nil, insertRows(table, cols, n), args...)
+		rows = rows[n:]
+	}
+}
+
+// InsertQueries are the statements Insert may use for table, to prepare.
+func InsertQueries(table string, cols []string) []string {
+	var qs []string
+	for n := 1; n <= maxInsertRows; n *= 2 {
+		qs = append(qs, insertRows(table, cols, n))
+	}
+	return qs
+}
+
+// maxInsertRows bounds a multi-row INSERT (SQLite allows 32,766
+// parameters).
+const maxInsertRows = 128
+
+// InList is "?, ?, ..." for n values, for IN lists and multi-row VALUES.
+func InList(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+var insertCache sync.Map // table, columns, rows -> query
+
+func insertRows(table string, cols []string, n int) string {
+	key := fmt.Sprint(table, cols, n)
+	if q, ok := insertCache.Load(key); ok {
+		return q.(string)
+	}
+	row := "(" + InList(len(cols)) + ")"
+	q := "INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES " +
+		strings.TrimSuffix(strings.Repeat(row+", ", n), ", ")
+	insertCache.Store(key, q)
+	return q
 }
 
 // Append queues o's statements after b's.
@@ -109,6 +168,16 @@ func (t *Tx) Run(ctx context.Context, b *Batch) error {
 						return err
 					})
 				})
+			case s.each != nil:
+				each := s.each
+				q.Query(func(rows pgx.Rows) error {
+					for rows.Next() {
+						if err := each(rows.Scan); err != nil {
+							return err
+						}
+					}
+					return rows.Err()
+				})
 			case s.n != nil:
 				n := s.n
 				q.Exec(func(ct pgconn.CommandTag) error { *n = ct.RowsAffected(); return nil })
@@ -145,6 +214,12 @@ func (d *DB) runEach(ctx context.Context, tx *sql.Tx, b *Batch, stmts map[string
 			}
 			continue
 		}
+		if s.each != nil {
+			if err := eachRow(ctx, st, s.args, s.each); err != nil {
+				return err
+			}
+			continue
+		}
 		res, err := st.ExecContext(ctx, s.args...)
 		if err != nil {
 			return fmt.Errorf("store: batch: %w", err)
@@ -156,6 +231,20 @@ func (d *DB) runEach(ctx context.Context, tx *sql.Tx, b *Batch, stmts map[string
 		}
 	}
 	return nil
+}
+
+func eachRow(ctx context.Context, st *sql.Stmt, args []any, each func(scan func(dest ...any) error) error) error {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("store: batch: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // rebindCached is Rebind, remembered: the batch's queries are few and hot.
