@@ -556,7 +556,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 			return nil, err
 		}
 	}
-	if err := tx.Run(ctx, &writes); err != nil {
+	if err := tx.Commit(ctx, &writes); err != nil {
 		return nil, fmt.Errorf("ledger: record sales: %w", err)
 	}
 	return out, nil

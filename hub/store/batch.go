@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -103,88 +104,157 @@ func (b *Batch) Append(o *Batch) { b.stmts = append(b.stmts, o.stmts...) }
 // Len is the number of statements queued.
 func (b *Batch) Len() int { return len(b.stmts) }
 
-// Tx is a write transaction that can also run batches.
+// Tx is a write transaction that runs batches. On PostgreSQL it is a
+// session of its own: BEGIN goes with the first batch and COMMIT with the
+// last (Commit), so a transaction of n batches costs n round trips.
 type Tx struct {
-	*sql.Tx
-	db    *DB
-	conn  *sql.Conn // PostgreSQL: the transaction's connection, for pipelines
+	db *DB
+	// SQLite
+	tx    *sql.Tx
 	stmts map[string]*sql.Stmt
+	// PostgreSQL
+	conn  *sql.Conn
+	begun  bool
+	done   bool // committed, or rolled back by a failed commit
+	failed bool // a batch failed: the transaction is aborted
 }
 
-// InBatchTx is InTx whose transaction can run batches.
+// InBatchTx runs fn in a write transaction and commits it, unless fn did
+// with Commit. An error from fn rolls it back.
 func (d *DB) InBatchTx(ctx context.Context, fn func(*Tx) error) error {
 	if d.Dialect != Postgres {
-		return d.InTx(ctx, func(tx *sql.Tx) error { return fn(&Tx{Tx: tx, db: d}) })
+		return d.InTx(ctx, func(tx *sql.Tx) error {
+			t := &Tx{db: d, tx: tx}
+			if err := fn(t); err != nil || t.done {
+				return err
+			}
+			return nil
+		})
 	}
 	conn, err := d.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	defer conn.Close()
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: begin: %w", err)
-	}
-	if err := fn(&Tx{Tx: tx, db: d, conn: conn}); err != nil {
-		tx.Rollback()
+	t := &Tx{db: d, conn: conn}
+	if err := fn(t); err != nil || t.failed {
+		t.rollback(ctx)
+		if err == nil {
+			err = fmt.Errorf("store: a batch failed; the transaction was rolled back")
+		}
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+	if !t.done {
+		return t.Commit(ctx, &Batch{})
 	}
 	return nil
 }
 
 // Run runs b's statements in t, in order, and stops at the first error.
 func (t *Tx) Run(ctx context.Context, b *Batch) error {
-	if len(b.stmts) == 0 {
-		return nil
+	return t.run(ctx, b, false)
+}
+
+// Commit runs b's statements and commits t: on PostgreSQL in one round
+// trip. The transaction is over either way.
+func (t *Tx) Commit(ctx context.Context, b *Batch) error {
+	return t.run(ctx, b, true)
+}
+
+func (t *Tx) run(ctx context.Context, b *Batch, commit bool) error {
+	if t.done {
+		return fmt.Errorf("store: batch after the transaction ended")
 	}
 	if t.conn == nil {
 		if t.stmts == nil {
 			t.stmts = map[string]*sql.Stmt{}
 		}
-		return t.db.runEach(ctx, t.Tx, b, t.stmts)
+		if err := t.db.runEach(ctx, t.tx, b, t.stmts); err != nil {
+			return err
+		}
+		if commit {
+			// InTx commits once fn returns; nothing more may run.
+			t.done = true
+		}
+		return nil
 	}
-	// The pipeline runs on the transaction's own session: database/sql
-	// began the transaction there, so the statements join it.
-	return t.conn.Raw(func(dc any) error {
+	if len(b.stmts) == 0 && (!commit || !t.begun) {
+		t.done = t.done || commit
+		return nil
+	}
+	err := t.conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {
 			return fmt.Errorf("store: batch: driver connection is %T", dc)
 		}
-		pb := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.stmts))}
-		for _, s := range b.stmts {
-			q := pb.Queue(t.db.rebindCached(s.query), s.args...)
-			switch {
-			case s.row != nil:
-				row := s.row
-				q.QueryRow(func(r pgx.Row) error {
-					return row(func(dest ...any) error {
-						err := r.Scan(dest...)
-						if errors.Is(err, pgx.ErrNoRows) {
-							return sql.ErrNoRows
-						}
-						return err
-					})
-				})
-			case s.each != nil:
-				each := s.each
-				q.Query(func(rows pgx.Rows) error {
-					for rows.Next() {
-						if err := each(rows.Scan); err != nil {
-							return err
-						}
-					}
-					return rows.Err()
-				})
-			case s.n != nil:
-				n := s.n
-				q.Exec(func(ct pgconn.CommandTag) error { *n = ct.RowsAffected(); return nil })
-			}
+		pb := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.stmts)+2)}
+		if !t.begun {
+			pb.Queue("BEGIN")
 		}
-		if err := c.Conn().SendBatch(ctx, pb).Close(); err != nil {
-			return fmt.Errorf("store: batch: %w", err)
+		for _, s := range b.stmts {
+			queue(pb, t.db.rebindCached(s.query), s)
+		}
+		if commit {
+			pb.Queue("COMMIT")
+		}
+		return c.Conn().SendBatch(ctx, pb).Close()
+	})
+	t.begun = true
+	if commit {
+		t.done = true
+	}
+	if err != nil {
+		t.failed = true
+		return fmt.Errorf("store: batch: %w", err)
+	}
+	return nil
+}
+
+// queue adds s to a pipeline.
+func queue(pb *pgx.Batch, query string, s batchStmt) {
+	q := pb.Queue(query, s.args...)
+	switch {
+	case s.row != nil:
+		row := s.row
+		q.QueryRow(func(r pgx.Row) error {
+			return row(func(dest ...any) error {
+				err := r.Scan(dest...)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return sql.ErrNoRows
+				}
+				return err
+			})
+		})
+	case s.each != nil:
+		each := s.each
+		q.Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				if err := each(rows.Scan); err != nil {
+					return err
+				}
+			}
+			return rows.Err()
+		})
+	case s.n != nil:
+		n := s.n
+		q.Exec(func(ct pgconn.CommandTag) error { *n = ct.RowsAffected(); return nil })
+	}
+}
+
+// rollback ends a PostgreSQL transaction that failed. A statement's error
+// leaves the session in an aborted transaction until ROLLBACK; a session
+// that cannot say even that is dropped, not returned to the pool.
+func (t *Tx) rollback(ctx context.Context) {
+	if !t.begun {
+		return
+	}
+	t.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return driver.ErrBadConn
+		}
+		if _, err := c.Conn().Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+			return driver.ErrBadConn
 		}
 		return nil
 	})

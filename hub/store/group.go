@@ -110,7 +110,7 @@ func (d *DB) commitGroup(batch []*groupWrite) error {
 		for _, w := range batch {
 			b.Exec(&w.n, w.query, w.args...)
 		}
-		return tx.Run(ctx, &b)
+		return tx.Commit(ctx, &b)
 	})
 }
 

@@ -102,5 +102,31 @@ func TestBatch(t *testing.T) {
 		if err == nil || !store.IsConflict(err) || rows != 2 {
 			t.Fatalf("failing batch: err %v, %d rows (want a conflict and 2 rows)", err, rows)
 		}
+		// A commit whose batch fails rolls everything back, and leaves the
+		// one connection fit for the next transaction.
+		db.SetMaxOpenConns(1)
+		err = db.InBatchTx(ctx, func(tx *store.Tx) error {
+			var b store.Batch
+			b.Exec(nil, `INSERT INTO b (k, v) VALUES (?, ?)`, 4, int64(40))
+			if err := tx.Run(ctx, &b); err != nil {
+				return err
+			}
+			var c store.Batch
+			c.Insert("b", []string{"k", "v"}, [][]any{{5, int64(50)}, {6, int64(60)}, {2, int64(0)}}) // 2 is taken
+			return tx.Commit(ctx, &c)
+		})
+		db.QueryRowContext(ctx, `SELECT COUNT(*) FROM b`).Scan(&rows)
+		if err == nil || rows != 2 {
+			t.Fatalf("failing commit: err %v, %d rows (want an error and 2 rows)", err, rows)
+		}
+		err = db.InBatchTx(ctx, func(tx *store.Tx) error {
+			var c store.Batch
+			c.Insert("b", []string{"k", "v"}, [][]any{{5, int64(50)}, {6, int64(60)}, {7, int64(70)}})
+			return tx.Commit(ctx, &c)
+		})
+		db.QueryRowContext(ctx, `SELECT COUNT(*) FROM b`).Scan(&rows)
+		if err != nil || rows != 5 {
+			t.Fatalf("commit after a failed one: err %v, %d rows (want 5)", err, rows)
+		}
 	})
 }
