@@ -4,6 +4,11 @@
 // it. The others wait for the claim to go and then find the recorded
 // answer, and a claim whose hub's lease has lapsed is taken over, so a dead
 // hub holds nothing for long.
+//
+// A claim only needs to be seen by the other hubs at once; it is written
+// with store.SoftExec, without waiting for the disk. The payment attempt
+// that follows it, before any card is touched, is a durable commit, and it
+// makes the claim durable with it.
 package claims
 
 import (
@@ -130,7 +135,7 @@ func (c *Claims) unlock(k key) {
 // one or dead. It reports whether this hub now holds it.
 func (c *Claims) take(ctx context.Context, k key) (bool, error) {
 	for range 3 { // a claim released between the insert and the read
-		n, err := c.db.GroupExec(ctx, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
+		n, err := c.db.SoftExec(ctx, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (scope, name) DO NOTHING`, k.scope, k.name, c.hub, c.now().UnixMicro())
 		if err != nil {
 			return false, fmt.Errorf("claims: take %s/%s: %w", k.scope, k.name, err)
@@ -154,7 +159,7 @@ func (c *Claims) take(ctx context.Context, k key) (bool, error) {
 		}
 		// Ours from before, or a dead hub's: take it over, unless another
 		// hub got there first.
-		n, err = c.db.GroupExec(ctx, `UPDATE request_claims SET hub = ?, claimed_at = ? WHERE scope = ? AND name = ? AND hub = ?`,
+		n, err = c.db.SoftExec(ctx, `UPDATE request_claims SET hub = ?, claimed_at = ? WHERE scope = ? AND name = ? AND hub = ?`,
 			c.hub, c.now().UnixMicro(), k.scope, k.name, holder)
 		if err != nil {
 			return false, fmt.Errorf("claims: take over %s/%s: %w", k.scope, k.name, err)
@@ -170,7 +175,7 @@ func (c *Claims) take(ctx context.Context, k key) (bool, error) {
 func (c *Claims) release(k key) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c.db.GroupExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
+	c.db.SoftExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
 	c.unlock(k)
 }
 

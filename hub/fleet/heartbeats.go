@@ -23,7 +23,7 @@ func (r *Registry) SaveHeartbeat(ctx context.Context, hub string, at time.Time, 
 	if err != nil {
 		return fmt.Errorf("fleet: save heartbeat: %w", err)
 	}
-	_, err = r.db.GroupExec(ctx, `INSERT INTO kiosk_presence (kiosk_id, hub, last_seen, telemetry) VALUES (?, ?, ?, ?)
+	_, err = r.db.SoftExec(ctx, `INSERT INTO kiosk_presence (kiosk_id, hub, last_seen, telemetry) VALUES (?, ?, ?, ?)
 		ON CONFLICT (kiosk_id) DO UPDATE SET hub = excluded.hub, last_seen = excluded.last_seen, telemetry = excluded.telemetry
 		WHERE kiosk_presence.last_seen <= excluded.last_seen`, t.KioskID, hub, at.UnixMicro(), string(b))
 	if err != nil {

@@ -113,7 +113,7 @@ type Tx struct {
 	tx    *sql.Tx
 	stmts map[string]*sql.Stmt
 	// PostgreSQL
-	conn  *sql.Conn
+	conn   *sql.Conn
 	begun  bool
 	done   bool // committed, or rolled back by a failed commit
 	failed bool // a batch failed: the transaction is aborted
@@ -122,20 +122,44 @@ type Tx struct {
 // InBatchTx runs fn in a write transaction and commits it, unless fn did
 // with Commit. An error from fn rolls it back.
 func (d *DB) InBatchTx(ctx context.Context, fn func(*Tx) error) error {
+	return d.inBatchTx(ctx, nil, fn)
+}
+
+// inBatchTx is InBatchTx on conn, or on a connection from the pool.
+func (d *DB) inBatchTx(ctx context.Context, conn *sql.Conn, fn func(*Tx) error) error {
 	if d.Dialect != Postgres {
-		return d.InTx(ctx, func(tx *sql.Tx) error {
+		run := func(tx *sql.Tx) error {
 			t := &Tx{db: d, tx: tx}
 			if err := fn(t); err != nil || t.done {
 				return err
 			}
 			return nil
-		})
+		}
+		if conn == nil {
+			return d.InTx(ctx, run)
+		}
+		d.writer.Lock()
+		defer d.writer.Unlock()
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("store: begin: %w", err)
+		}
+		if err := run(tx); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("store: commit: %w", err)
+		}
+		return nil
 	}
-	conn, err := d.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("store: begin: %w", err)
+	if conn == nil {
+		var err error
+		if conn, err = d.Conn(ctx); err != nil {
+			return fmt.Errorf("store: begin: %w", err)
+		}
+		defer conn.Close()
 	}
-	defer conn.Close()
 	t := &Tx{db: d, conn: conn}
 	if err := fn(t); err != nil || t.failed {
 		t.rollback(ctx)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -30,6 +31,10 @@ type group struct {
 	closed bool
 	queue  chan *groupWrite
 	exited chan struct{}
+	// soft groups commit without waiting for the disk, on a connection of
+	// their own (see SoftExec).
+	soft bool
+	conn *sql.Conn
 }
 
 // GroupExec runs a write that must be durable but need not commit alone:
@@ -37,11 +42,28 @@ type group struct {
 // and returns the rows it affected once that commit is done. A write that
 // fails does not fail the others: the batch is then redone one by one.
 func (d *DB) GroupExec(ctx context.Context, query string, args ...any) (int64, error) {
-	g := &d.group
+	return d.groupExec(ctx, &d.group, query, args)
+}
+
+// SoftExec is GroupExec for a write that other hubs must see at once but
+// that need not be on disk before the next durable commit, such as a
+// request's claim: its commit does not wait for an fsync (SQLite's
+// synchronous=NORMAL, PostgreSQL's synchronous_commit=off). Both
+// databases write their log in order, so the next durable commit, of any
+// writer, makes it durable too; only a crash of the database's machine
+// before then loses it. So it must be followed by a durable commit before
+// anything outside the database depends on it (a card is held after the
+// attempt's durable record, and that record follows the claim).
+func (d *DB) SoftExec(ctx context.Context, query string, args ...any) (int64, error) {
+	return d.groupExec(ctx, &d.soft, query, args)
+}
+
+func (d *DB) groupExec(ctx context.Context, g *group, query string, args []any) (int64, error) {
 	g.once.Do(func() {
 		g.queue = make(chan *groupWrite, groupMax)
 		g.exited = make(chan struct{})
-		go d.groupLoop()
+		g.soft = g == &d.soft
+		go d.groupLoop(g)
 	})
 	g.mu.Lock()
 	closed := g.closed
@@ -73,9 +95,13 @@ func (d *DB) GroupExec(ctx context.Context, query string, args ...any) (int64, e
 	return w.n, w.err
 }
 
-func (d *DB) groupLoop() {
-	g := &d.group
+func (d *DB) groupLoop(g *group) {
 	defer close(g.exited)
+	defer func() {
+		if g.conn != nil {
+			g.conn.Close()
+		}
+	}()
 	for w := range g.queue {
 		batch := []*groupWrite{w}
 	drain:
@@ -90,9 +116,9 @@ func (d *DB) groupLoop() {
 				break drain
 			}
 		}
-		if err := d.commitGroup(batch); err != nil {
+		if err := d.commitGroup(g, batch); err != nil {
 			for _, w := range batch { // redo alone: each gets its own answer
-				if w.err = d.commitGroup([]*groupWrite{w}); w.err != nil {
+				if w.err = d.commitGroup(g, []*groupWrite{w}); w.err != nil {
 					w.n, w.err = 0, fmt.Errorf("store: write: %w", w.err)
 				}
 			}
@@ -103,28 +129,64 @@ func (d *DB) groupLoop() {
 	}
 }
 
-func (d *DB) commitGroup(batch []*groupWrite) error {
+func (d *DB) commitGroup(g *group, batch []*groupWrite) error {
 	ctx := context.Background()
-	return d.InBatchTx(ctx, func(tx *Tx) error {
+	var conn *sql.Conn
+	if g.soft {
+		var err error
+		if conn, err = d.softConn(ctx, g); err != nil {
+			return err
+		}
+	}
+	err := d.inBatchTx(ctx, conn, func(tx *Tx) error {
 		var b Batch
 		for _, w := range batch {
 			b.Exec(&w.n, w.query, w.args...)
 		}
 		return tx.Commit(ctx, &b)
 	})
+	if err != nil && conn != nil {
+		// The connection may be the trouble (a restarted server): the next
+		// commit gets another.
+		conn.Close()
+		g.conn = nil
+	}
+	return err
+}
+
+// softConn is the soft group's connection, set not to wait for the disk.
+func (d *DB) softConn(ctx context.Context, g *group) (*sql.Conn, error) {
+	if g.conn != nil {
+		return g.conn, nil
+	}
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: soft writes: %w", err)
+	}
+	set := `PRAGMA synchronous = NORMAL`
+	if d.Dialect == Postgres {
+		set = `SET synchronous_commit = off`
+	}
+	if _, err := conn.ExecContext(ctx, set); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("store: soft writes: %w", err)
+	}
+	g.conn = conn
+	return conn, nil
 }
 
 // Close finishes the queued group writes and closes the database.
 func (d *DB) Close() error {
-	g := &d.group
-	g.once.Do(func() {}) // a group never started stays unstarted
-	g.mu.Lock()
-	wasClosed := g.closed
-	g.closed = true
-	g.mu.Unlock()
-	if !wasClosed && g.queue != nil {
-		close(g.queue)
-		<-g.exited
+	for _, g := range []*group{&d.group, &d.soft} {
+		g.once.Do(func() {}) // a group never started stays unstarted
+		g.mu.Lock()
+		wasClosed := g.closed
+		g.closed = true
+		g.mu.Unlock()
+		if !wasClosed && g.queue != nil {
+			close(g.queue)
+			<-g.exited
+		}
 	}
 	return d.DB.Close()
 }

@@ -13,8 +13,14 @@ import (
 )
 
 // Concurrent group writes all land, share commits, and a failing one gets
-// its own error without taking the others down; on both dialects.
+// its own error without taking the others down; on both dialects, durable
+// and soft.
 func TestGroupExec(t *testing.T) {
+	t.Run("durable", func(t *testing.T) { testGroupExec(t, (*store.DB).GroupExec) })
+	t.Run("soft", func(t *testing.T) { testGroupExec(t, (*store.DB).SoftExec) })
+}
+
+func testGroupExec(t *testing.T, exec func(*store.DB, context.Context, string, ...any) (int64, error)) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
 		db, err := store.Open(ctx, dsn)
@@ -33,7 +39,7 @@ func TestGroupExec(t *testing.T) {
 				k = 7 // a duplicate key: exactly one of the two writes of k=7 fails
 			}
 			wg.Go(func() {
-				_, errs[i] = db.GroupExec(ctx, `INSERT INTO g (k, v) VALUES (?, ?)`, k, fmt.Sprint(i))
+				_, errs[i] = exec(db, ctx, `INSERT INTO g (k, v) VALUES (?, ?)`, k, fmt.Sprint(i))
 			})
 		}
 		wg.Wait()
@@ -48,11 +54,11 @@ func TestGroupExec(t *testing.T) {
 		if failed != 1 || rows != n {
 			t.Fatalf("%d writes failed and %d rows landed; want 1 and %d", failed, rows, n)
 		}
-		if k, err := db.GroupExec(ctx, `UPDATE g SET v = 'x' WHERE k < 10`); err != nil || k != 10 {
+		if k, err := exec(db, ctx, `UPDATE g SET v = 'x' WHERE k < 10`); err != nil || k != 10 {
 			t.Fatalf("update affected %d rows: %v", k, err)
 		}
 		db.Close()
-		if _, err := db.GroupExec(ctx, `DELETE FROM g`); !errors.Is(err, store.ErrClosed) {
+		if _, err := exec(db, ctx, `DELETE FROM g`); !errors.Is(err, store.ErrClosed) {
 			t.Fatalf("write after close: %v", err)
 		}
 	})
@@ -129,4 +135,49 @@ func TestBatch(t *testing.T) {
 			t.Fatalf("commit after a failed one: err %v, %d rows (want 5)", err, rows)
 		}
 	})
+}
+
+// A soft write is visible to other connections as soon as SoftExec
+// returns, and its connection really does not wait for the disk.
+func TestSoftExecVisibleAndRelaxed(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, `CREATE TABLE s (k INTEGER PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := db.SoftExec(ctx, `INSERT INTO s (k) VALUES (?)`, 1); err != nil || n != 1 {
+			t.Fatalf("soft insert: %d %v", n, err)
+		}
+		other, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		var got int
+		if err := other.QueryRowContext(ctx, other.Rebind(`SELECT k FROM s WHERE k = ?`), 1).Scan(&got); err != nil {
+			t.Fatalf("another connection does not see the soft write: %v", err)
+		}
+		// The soft group's own setting, read through its connection.
+		n, err := db.SoftExec(ctx, `UPDATE s SET k = k WHERE k = ? AND `+relaxed(db.Dialect), 1)
+		if err != nil || n != 1 {
+			t.Fatalf("the soft group's connection waits for the disk: %d rows, %v", n, err)
+		}
+		if n, err := db.GroupExec(ctx, `UPDATE s SET k = k WHERE k = ? AND `+relaxed(db.Dialect), 1); err != nil || n != 0 {
+			t.Fatalf("the durable group's connection does not wait for the disk: %d rows, %v", n, err)
+		}
+	})
+}
+
+// relaxed is a condition true only on a connection that commits without
+// waiting for the disk.
+func relaxed(d store.Dialect) string {
+	if d == store.Postgres {
+		return `current_setting('synchronous_commit') = 'off'`
+	}
+	return `(SELECT synchronous FROM pragma_synchronous) = 1` // NORMAL
 }

@@ -27,13 +27,14 @@ const (
 	CredentialsChannel = "frank_credentials"
 )
 
-// Notify queues a notification on channel. It joins the group commits, so
-// it is sent with the writes around it, and costs no commit of its own.
+// Notify queues a notification on channel. It joins the soft group
+// commits (SoftExec), so it is sent within milliseconds, and costs no
+// commit of its own.
 func (d *DB) Notify(ctx context.Context, channel, payload string) error {
 	if d.Dialect != Postgres {
 		return nil
 	}
-	if _, err := d.GroupExec(ctx, `SELECT pg_notify(?, ?)`, channel, payload); err != nil {
+	if _, err := d.SoftExec(ctx, `SELECT pg_notify(?, ?)`, channel, payload); err != nil {
 		return fmt.Errorf("store: notify %s: %w", channel, err)
 	}
 	return nil

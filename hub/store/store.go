@@ -41,6 +41,7 @@ type DB struct {
 	stmts   sync.Map // query -> *sql.Stmt
 	rebound sync.Map // query -> the query in the dialect's placeholders
 	group   group
+	soft    group      // SoftExec's
 	writer  sync.Mutex // SQLite: this process's writers queue here (see InTx)
 }
 

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -289,6 +290,7 @@ type meter struct {
 	mu                      sync.Mutex
 	lat                     []time.Duration
 	sales, rejected, resent atomic.Int64
+	sent                    atomic.Int64 // first sends while measuring
 }
 
 // percentiles are the measured latencies' p50, p90, p99 and max.
@@ -302,25 +304,38 @@ func (m *meter) percentiles() (p50, p90, p99, most time.Duration) {
 	return
 }
 
-// drive makes c a kiosk that keeps inflight purchases outstanding, each on
-// the next label of sheets, until stop closes, and sends again what has
+// link is a simulated kiosk's connection: it publishes purchases, times
+// their answers into the meter, and, like a kiosk, sends again what has
 // gone unanswered for 2 s.
-func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, inflight int, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
-	var mu sync.Mutex
-	sent := map[string]time.Time{}
-	bodies := map[string][]byte{}
-	done := make(chan struct{}, inflight)
+type link struct {
+	m      *meter
+	c      mqtt.Client
+	id     string
+	tmpl   protocol.PurchaseRequest
+	sheets []protocol.SheetSerial
+	n      int // purchases sent
+	mu     sync.Mutex
+	sent   map[string]time.Time
+	bodies map[string][]byte
+}
+
+// newLink subscribes id's results on c; answered, if not nil, gets a
+// token per answer.
+func (m *meter) newLink(c mqtt.Client, id string, sheets []protocol.SheetSerial, answered chan struct{}, stop chan struct{}, wg *sync.WaitGroup) (*link, error) {
+	l := &link{m: m, c: c, id: id, sheets: sheets, sent: map[string]time.Time{}, bodies: map[string][]byte{}}
+	json.Unmarshal([]byte(prototest.GoodPurchase), &l.tmpl)
+	l.tmpl.KioskID = id
 	tok := c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, msg mqtt.Message) {
 		var r struct {
 			RequestID string `json:"request_id"`
 			Status    string `json:"status"`
 		}
 		json.Unmarshal(msg.Payload(), &r)
-		mu.Lock()
-		t0, ok := sent[r.RequestID]
-		delete(sent, r.RequestID)
-		delete(bodies, r.RequestID)
-		mu.Unlock()
+		l.mu.Lock()
+		t0, ok := l.sent[r.RequestID]
+		delete(l.sent, r.RequestID)
+		delete(l.bodies, r.RequestID)
+		l.mu.Unlock()
 		if !ok {
 			return
 		}
@@ -334,42 +349,13 @@ func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, i
 			m.lat = append(m.lat, time.Since(t0))
 			m.mu.Unlock()
 		}
-		done <- struct{}{}
+		if answered != nil {
+			answered <- struct{}{}
+		}
 	})
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return fmt.Errorf("bench: subscribe: %v", tok.Error())
+		return nil, fmt.Errorf("bench: subscribe: %v", tok.Error())
 	}
-	wg.Go(func() {
-		var tmpl protocol.PurchaseRequest
-		json.Unmarshal([]byte(prototest.GoodPurchase), &tmpl)
-		tmpl.KioskID = id
-		for range inflight {
-			done <- struct{}{}
-		}
-		for n := 0; ; n++ {
-			select {
-			case <-stop:
-				return
-			case <-done:
-			}
-			if n/10 == len(sheets) {
-				log.Error("bench: a kiosk ran out of labels; the figures undercount", "kiosk", id)
-				return
-			}
-			r := tmpl
-			r.RequestID = fmt.Sprintf("%s-%d", id, n)
-			item := r.Items[0]
-			item.LabelSerial = protocol.LabelSerial{Sheet: sheets[n/10], Position: uint8(n%10 + 1)}.String()
-			r.Items = []protocol.PurchaseItem{item}
-			b, _ := json.Marshal(r)
-			mu.Lock()
-			sent[r.RequestID] = time.Now()
-			bodies[r.RequestID] = b
-			mu.Unlock()
-			c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
-		}
-	})
-	// Like a kiosk, send again what has gone unanswered for 2 s.
 	wg.Go(func() {
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
@@ -379,19 +365,100 @@ func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, i
 				return
 			case <-t.C:
 			}
-			mu.Lock()
+			l.mu.Lock()
 			var again [][]byte
-			for rid, at := range sent {
+			for rid, at := range l.sent {
 				if time.Since(at) > 2*time.Second {
-					again = append(again, bodies[rid])
-					sent[rid] = time.Now()
+					again = append(again, l.bodies[rid])
+					l.sent[rid] = time.Now()
 				}
 			}
-			mu.Unlock()
+			l.mu.Unlock()
 			for _, b := range again {
 				m.resent.Add(1)
 				c.Publish(protocol.KioskTopic(id, protocol.TopicPurchase), 1, false, b)
 			}
+		}
+	})
+	return l, nil
+}
+
+// next sends a purchase of one stamp on the next fresh label. It reports
+// false when the kiosk has run out of labels.
+func (l *link) next() bool {
+	n := l.n
+	if n/10 == len(l.sheets) {
+		return false
+	}
+	l.n++
+	r := l.tmpl
+	r.RequestID = fmt.Sprintf("%s-%d", l.id, n)
+	item := r.Items[0]
+	item.LabelSerial = protocol.LabelSerial{Sheet: l.sheets[n/10], Position: uint8(n%10 + 1)}.String()
+	r.Items = []protocol.PurchaseItem{item}
+	b, _ := json.Marshal(r)
+	l.mu.Lock()
+	l.sent[r.RequestID] = time.Now()
+	l.bodies[r.RequestID] = b
+	l.mu.Unlock()
+	if l.m.measuring.Load() {
+		l.m.sent.Add(1)
+	}
+	l.c.Publish(protocol.KioskTopic(l.id, protocol.TopicPurchase), 1, false, b)
+	return true
+}
+
+// drive makes c a kiosk that keeps inflight purchases outstanding, each on
+// the next label of sheets, until stop closes (a closed loop: the load is
+// whatever the hub can answer).
+func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, inflight int, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
+	done := make(chan struct{}, inflight)
+	l, err := m.newLink(c, id, sheets, done, stop, wg)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() {
+		for range inflight {
+			done <- struct{}{}
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-done:
+			}
+			if !l.next() {
+				log.Error("bench: a kiosk ran out of labels; the figures undercount", "kiosk", id)
+				return
+			}
+		}
+	})
+	return nil
+}
+
+// driveOpen makes c a kiosk whose customers arrive at random, rate a
+// second on average (a Poisson process), whether or not earlier ones were
+// answered: an open loop, as a store's customers are.
+func (m *meter) driveOpen(c mqtt.Client, id string, sheets []protocol.SheetSerial, rate float64, seed uint64, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
+	l, err := m.newLink(c, id, sheets, nil, stop, wg)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() {
+		rng := mrand.New(mrand.NewPCG(seed, 7))
+		t := time.NewTimer(time.Duration(rng.ExpFloat64() / rate * float64(time.Second)))
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if !l.next() {
+				log.Error("bench: a kiosk ran out of labels; the figures undercount", "kiosk", id)
+				return
+			}
+			t.Reset(time.Duration(rng.ExpFloat64() / rate * float64(time.Second)))
 		}
 	})
 	return nil

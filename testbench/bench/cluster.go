@@ -43,6 +43,23 @@ type ClusterConfig struct {
 	ProfileDir string
 	// SQLite runs one hub on its own SQLite file instead of PostgreSQL.
 	SQLite bool
+	// OpenKiosks, if set, adds an open-loop run after the closed one: as
+	// many more kiosk connections, whose purchases arrive at random
+	// (Poisson) at OpenLoad times the sales/s the closed loop reached.
+	OpenKiosks int
+	OpenLoad   float64
+}
+
+// OpenResult is an open-loop run: latency as customers would feel it at a
+// load the hub can carry, not at saturation.
+type OpenResult struct {
+	Kiosks             int
+	Load               float64 // the share of the closed loop's sales/s offered
+	Offered            float64 // purchases a second, as asked of the load generator
+	Sent, Answered     float64 // purchases a second, as measured
+	P50, P90, P99, Max time.Duration
+	Resent             int
+	HubCPUPerSale      time.Duration
 }
 
 // ClusterResult is what a cluster run measured. CPU is from /proc, for
@@ -59,6 +76,7 @@ type ClusterResult struct {
 	Deadlocks      int64
 	LockWaits      int // waits longer than deadlock_timeout (100 ms)
 	Resent         int
+	Open           *OpenResult
 }
 
 // Cluster runs cfg.Hubs hub processes on one PostgreSQL and one mosquitto
@@ -233,6 +251,17 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 			}
 		}
 	}
+	if cfg.OpenKiosks > 0 && res.SalesPerSec > 0 {
+		var prof func(time.Duration) error
+		if pprofAddr != "" {
+			prof = func(d time.Duration) error {
+				return profile(pprofAddr, d, filepath.Join(cfg.ProfileDir, "hub-sqlite-open.pprof"))
+			}
+		}
+		if res.Open, err = openLoop(ctx, cfg, res.SalesPerSec*cfg.OpenLoad, brokerAddr, reg, st, pids, prof, log); err != nil {
+			return nil, err
+		}
+	}
 	out, err := exec.Command(filepath.Join(cfg.BinDir, "hub"), "ledger", "check", "--data", data, "--db", dsn, "--log", "text").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "ledger ok") {
 		return nil, fmt.Errorf("bench: ledger check after %d hubs: %v\n%s", cfg.Hubs, err, out)
@@ -250,6 +279,80 @@ func (c ClusterConfig) profileName() string {
 	return fmt.Sprintf("hub1-of-%d.pprof", c.Hubs)
 }
 
+// openLoop offers rate purchases a second from cfg.OpenKiosks new kiosk
+// connections, each a Poisson process, and measures the answers.
+func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr string, reg *fleet.Registry, st *stock.Stock,
+	hubPIDs func() []int, prof func(time.Duration) error, log *slog.Logger) (*OpenResult, error) {
+	per := rate / float64(cfg.OpenKiosks)
+	// Labels for the expected purchases and then some: Poisson arrivals
+	// bunch up.
+	labels := per*(cfg.Warmup+cfg.Duration).Seconds()*1.5 + 10
+	sheetsEach := int(labels)/10 + 1
+	m := &meter{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var clients []mqtt.Client
+	defer func() {
+		for _, c := range clients {
+			c.Disconnect(0)
+		}
+	}()
+	for k := range cfg.OpenKiosks {
+		id := fmt.Sprintf("open-%04d", k)
+		if _, err := reg.Add(ctx, id, "bench-store"); err != nil {
+			return nil, err
+		}
+		sheets, err := st.Issue(ctx, "bench-store", sheetsEach)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := st.Load(ctx, id, sheets); err != nil {
+			return nil, err
+		}
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID(id).SetUsername(id).
+			SetOrderMatters(false))
+		if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			return nil, fmt.Errorf("bench: connect %s (%d kiosk connections need as many open files in mosquitto): %v", id, cfg.OpenKiosks, t.Error())
+		}
+		clients = append(clients, c)
+		if err := m.driveOpen(c, id, sheets, per, uint64(k), stop, &wg, log); err != nil {
+			return nil, err
+		}
+	}
+	time.Sleep(cfg.Warmup)
+	cpu0 := cpuOf(hubPIDs())
+	m.measuring.Store(true)
+	t0 := time.Now()
+	profiled := make(chan error, 1)
+	if prof != nil {
+		go func() { profiled <- prof(cfg.Duration) }()
+	} else {
+		profiled <- nil
+	}
+	time.Sleep(cfg.Duration)
+	m.measuring.Store(false)
+	elapsed := time.Since(t0)
+	cpu1 := cpuOf(hubPIDs())
+	close(stop)
+	wg.Wait()
+	if err := <-profiled; err != nil {
+		log.Warn("bench: no profile of the hub under the open loop", "err", err)
+	}
+	o := &OpenResult{Kiosks: cfg.OpenKiosks, Load: cfg.OpenLoad, Offered: rate, Resent: int(m.resent.Load())}
+	answered := m.sales.Load() + m.rejected.Load()
+	o.Answered = float64(answered) / elapsed.Seconds()
+	o.Sent = float64(m.sent.Load()) / elapsed.Seconds()
+	o.P50, o.P90, o.P99, o.Max = m.percentiles()
+	if n := m.sales.Load(); n > 0 {
+		o.HubCPUPerSale = (cpu1 - cpu0) / time.Duration(n)
+	}
+	if r := m.rejected.Load(); r > 0 {
+		return nil, fmt.Errorf("bench: open loop: %d purchases refused", r)
+	}
+	log.Info("bench open loop", "kiosks", o.Kiosks, "offered", int(o.Offered), "answered", int(o.Answered), "p50", o.P50, "p99", o.P99)
+	return o, nil
+}
+
 // startMosquitto runs a bare mosquitto for the bench: anonymous, no ACL,
 // the queue limits the README sets.
 func startMosquitto(dir, addr string) (*exec.Cmd, error) {
@@ -260,7 +363,9 @@ func startMosquitto(dir, addr string) (*exec.Cmd, error) {
 		}
 	}
 	host, port, _ := strings.Cut(addr, ":")
-	conf := fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\nlog_dest none\nmax_inflight_messages 1000\nmax_queued_messages 10000\n", port, host)
+	// set_tcp_nodelay: mosquitto leaves Nagle on by default, and a lone
+	// message then waits out the peer's delayed ACK (40 ms).
+	conf := fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\nlog_dest none\nmax_inflight_messages 1000\nmax_queued_messages 10000\nset_tcp_nodelay true\n", port, host)
 	if os.Geteuid() == 0 {
 		conf = "user root\n" + conf
 	}

@@ -105,9 +105,9 @@ func newMosquitto(t *testing.T, dir string, passwords bool) *mosquitto {
 	}
 	acl += "\nuser frank-hub-spy\ntopic readwrite frank/v1/#\n"
 	block, must := "/etc/mosquitto/conf.d/frank.conf", []string{"require_certificate true", "use_identity_as_username true",
-		"use_username_as_clientid true", "crlfile", "max_packet_size", "max_inflight_messages", "max_queued_messages"}
+		"use_username_as_clientid true", "crlfile", "max_packet_size", "max_inflight_messages", "max_queued_messages", "set_tcp_nodelay true"}
 	if passwords {
-		block, must = "/etc/mosquitto/conf.d/frank-passwords.conf", []string{"password_file", "use_username_as_clientid true", "max_packet_size"}
+		block, must = "/etc/mosquitto/conf.d/frank-passwords.conf", []string{"password_file", "use_username_as_clientid true", "max_packet_size", "set_tcp_nodelay true"}
 	}
 	conf := strings.ReplaceAll(readmeBlock(t, block), "/etc/mosquitto/", m.etc+"/")
 	for _, w := range must {

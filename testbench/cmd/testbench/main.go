@@ -350,6 +350,8 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	clusterHubs := fs.String("cluster-hubs", "1,2,3", "hub counts to run as a cluster on PostgreSQL and mosquitto (empty: skip)")
 	profiles := fs.String("profiles", "", "write a CPU profile of the first hub of each cluster run into this directory")
 	sqliteHub := fs.Bool("sqlite-hub", true, "run one hub process on SQLite, beside mosquitto, and measure its CPU per sale")
+	openKiosks := fs.Int("open-kiosks", 1000, "after the SQLite hub's closed loop, this many kiosk connections offer an open-loop Poisson load (0: skip)")
+	openLoad := fs.Float64("open-load", 0.5, "the open loop's load, as a share of the SQLite hub's closed-loop sales/s")
 	fs.Parse(args)
 	hub.TuneRuntime() // the hub runs in this process, tuned as bin/hub is
 	if *cpuprofile != "" {
@@ -389,7 +391,8 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	if *sqliteHub {
 		n++
 		r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), SQLite: true,
-			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: *profiles}, log)
+			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: *profiles,
+			OpenKiosks: *openKiosks, OpenLoad: *openLoad}, log)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "testbench bench: one hub on SQLite:", err)
 			return 1
