@@ -815,6 +815,9 @@ func (h *Hub) close() error {
 	if h.front != nil {
 		h.front.Close()
 	}
+	if h.sales != nil {
+		h.sales.Wait() // claims released before the store closes
+	}
 	if h.payments != nil {
 		// The captures of sales already answered; any left are settled.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

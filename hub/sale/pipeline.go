@@ -103,7 +103,7 @@ func (s *Service) serve(ctx context.Context, o *order) answer {
 		// Released once the answer is final here. The deletion need not
 		// delay the answer; this process's next holder waits for it.
 		a := s.claimed(ctx, o)
-		go release()
+		s.releases.Go(release)
 		return a
 	}
 	return s.claimed(ctx, o)

@@ -104,7 +104,12 @@ type Service struct {
 	inflight map[string]*flight            // kiosk/request -> the sale answering it
 	labels   map[protocol.LabelSerial]bool // labels of sales in flight
 	badCodes map[string]*rate.Limiter      // wrong pay codes by kiosk
+	releases sync.WaitGroup                // claims being released after their answers
 }
+
+// Wait waits for the claims of answered requests to be released; the hub
+// calls it once no more requests arrive, before it closes the store.
+func (s *Service) Wait() { s.releases.Wait() }
 
 // Wrong pay codes a kiosk may send: a burst, then one a minute. A code has
 // 80 bits, so this is about noticing, not about the odds.
