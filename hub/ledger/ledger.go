@@ -590,12 +590,11 @@ const storePSDQuery = `UPDATE psd SET ar = ?, dr = ?, control = ?,
 
 // The commit's statements and the columns of the rows it inserts.
 var (
-	labelUsedQuery = `SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`
-	saleCols       = []string{"kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"}
-	indiciumCols   = []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data", "created_at", "reprint_of"}
-	spoiledCols    = append(slices.Clone(indiciumCols[:10]), "reason", "created_at")
-	fundingCols    = []string{"mpsd", "amount", "at", "request_id"}
-	remedyCols     = []string{"label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at"}
+	saleCols     = []string{"kiosk_id", "request_id", "body_hash", "status", "total", "result", "created_at"}
+	indiciumCols = []string{"kiosk_id", "request_id", "mpsd", "label", "rate_class", "postage", "ar", "dr", "cert_serial", "data", "created_at", "reprint_of"}
+	spoiledCols  = append(slices.Clone(indiciumCols[:10]), "reason", "created_at")
+	fundingCols  = []string{"mpsd", "amount", "at", "request_id"}
+	remedyCols   = []string{"label", "kind", "kiosk_id", "request_id", "new_label", "amount", "at"}
 )
 
 // hotQueries are prepared at Open, outside any transaction.
@@ -603,7 +602,6 @@ func hotQueries(db *store.DB) []string {
 	l := &Ledger{db: db}
 	qs := []string{
 		replayQuery,
-		labelUsedQuery,
 		l.psdQuery(true),
 		storePSDQuery,
 		auditHeadQuery + db.ForUpdate(),

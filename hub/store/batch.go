@@ -98,9 +98,6 @@ func insertRows(table string, cols []string, n int) string {
 	return q
 }
 
-// Append queues o's statements after b's.
-func (b *Batch) Append(o *Batch) { b.stmts = append(b.stmts, o.stmts...) }
-
 // Len is the number of statements queued.
 func (b *Batch) Len() int { return len(b.stmts) }
 
