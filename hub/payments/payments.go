@@ -324,7 +324,7 @@ func (p *Payments) recordAttempt(ctx context.Context, pay *Payment, prevAttempt 
 		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
 		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,
 		state = 'authorizing', captured = 0, refunded = 0, updated_at = excluded.updated_at, hub = excluded.hub
-		WHERE COALESCE(payments.attempt_key, '') = ? AND payments.state NOT IN ('authorizing', 'authorized', 'captured')`,
+		WHERE COALESCE(payments.attempt_key, '') = ? AND payments.state NOT IN ('authorizing', 'authorized', 'captured', 'voiding')`,
 		pay.KioskID, pay.RequestID, pay.Method, nullInt(pay.AccountID), pay.attempt, pay.Amount, now, now, nullStr(p.Hub), prevAttempt)
 	if err != nil {
 		return 0, fmt.Errorf("payments: record attempt: %w", err)
@@ -345,7 +345,7 @@ func (p *Payments) settlePrevious(ctx context.Context, key Key) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	if prev.State != "authorizing" && prev.State != "authorized" {
+	if prev.State != "authorizing" && prev.State != "authorized" && prev.State != "voiding" {
 		return prev.attempt, nil
 	}
 	if prev.hub != p.Hub {
@@ -357,14 +357,39 @@ func (p *Payments) settlePrevious(ctx context.Context, key Key) (string, error) 
 			return "", ErrOtherHub
 		}
 	}
-	settle := p.Void
-	if prev.State == "authorizing" {
-		settle = p.abandon
+	if prev.State == "authorized" {
+		// Recorded with its sale (a hub whose lease lapsed committed it
+		// after our precheck): asked again, the precheck replays the sale,
+		// and settlement captures it. Voided here, the sale would be free.
+		sold, err := p.sold(ctx, key)
+		if err != nil {
+			return "", err
+		}
+		if sold {
+			return "", ErrOtherHub
+		}
+		if err := p.Void(ctx, key); err != nil {
+			return "", err
+		}
+		return prev.attempt, nil
 	}
-	if err := settle(ctx, key); err != nil {
+	if err := p.abandon(ctx, key); err != nil {
 		return "", err
 	}
 	return prev.attempt, nil
+}
+
+// sold says whether key's sale is recorded. A payment is recorded
+// authorized in its sale's transaction, so once it reads authorized a sale
+// that went with it is there to read.
+func (p *Payments) sold(ctx context.Context, key Key) (bool, error) {
+	var n int
+	err := p.db.QueryRowStmt(ctx, nil, `SELECT COUNT(*) FROM sales WHERE kiosk_id = ? AND request_id = ? AND status = 'ok'`,
+		key.KioskID, key.RequestID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("payments: read sale %s/%s: %w", key.KioskID, key.RequestID, err)
+	}
+	return n > 0, nil
 }
 
 // Authorized is the write that records a held payment as authorized: a
@@ -577,7 +602,7 @@ func (p *Payments) SettleStale(ctx context.Context, age time.Duration) error {
 func (p *Payments) settle(ctx context.Context, where string, args ...any) error {
 	rows, err := p.db.QueryContext(ctx, p.db.Rebind(`SELECT p.kiosk_id, p.request_id, p.state, COALESCE(s.status, '') FROM payments p
 		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id
-		WHERE p.state IN ('authorizing', 'authorized') AND `+where), args...)
+		WHERE p.state IN ('authorizing', 'authorized', 'voiding') AND `+where), args...)
 	if err != nil {
 		return fmt.Errorf("payments: settle: %w", err)
 	}
@@ -639,7 +664,7 @@ func (p *Payments) settleDead(ctx context.Context, key Key, state string, sold b
 	}
 	var err error
 	switch {
-	case state == "authorizing":
+	case state == "authorizing" || state == "voiding":
 		err = p.abandon(ctx, key)
 	case sold:
 		err = p.Capture(ctx, key)
@@ -658,11 +683,24 @@ func (p *Payments) hubAlive(ctx context.Context, hub string) (bool, error) {
 	return p.db.HubAlive(ctx, hub, p.now())
 }
 
-// abandon voids an attempt whose outcome is unknown.
+// abandon voids an attempt whose outcome is unknown. It marks the attempt
+// voiding first: its sale's commit needs it authorizing, so a hub whose
+// lease lapsed mid-sale can no longer record a sale on the hold voided
+// here. An attempt recorded authorized meanwhile is left to be settled
+// as a sale (ErrChanged).
 func (p *Payments) abandon(ctx context.Context, key Key) error {
 	pay, err := p.Get(ctx, key)
 	if err != nil {
 		return err
+	}
+	switch pay.State {
+	case "authorizing":
+		if err := p.settled(ctx, pay, "authorizing", "voiding"); err != nil {
+			return err
+		}
+	case "voiding": // a void that did not finish
+	default:
+		return fmt.Errorf("payments: void attempt %s/%s: it is %s: %w", key.KioskID, key.RequestID, pay.State, ErrChanged)
 	}
 	if pay.Method == "account" {
 		if err := p.accounts.Release(ctx, pay.AccountID, pay.attempt); err != nil {
@@ -671,7 +709,7 @@ func (p *Payments) abandon(ctx context.Context, key Key) error {
 	} else if err := p.gw.VoidKey(ctx, pay.attempt); err != nil {
 		return fmt.Errorf("payments: void attempt %s: %w", pay.attempt, err)
 	}
-	return p.settled(ctx, pay, "authorizing", "voided")
+	return p.settled(ctx, pay, "voiding", "voided")
 }
 
 // Totals are the payments' net: captured less refunded.

@@ -372,3 +372,149 @@ func TestCrashBetweenAnswerAndCapture(t *testing.T) {
 		}
 	})
 }
+
+// voidHook is a gateway whose VoidKey first runs a hook: the moment a
+// settlement gives a hold back.
+type voidHook struct {
+	*holds
+	before func()
+}
+
+func (g voidHook) VoidKey(ctx context.Context, key string) error {
+	g.before()
+	return g.holds.VoidKey(ctx, key)
+}
+
+// A hub whose lease lapsed mid-sale (it was starved, or the database was
+// failing over) commits its sale just as another hub settles the attempt
+// as dead. Whichever lands first, the stamp and the money agree: the sale
+// stands on a hold that is captured, or the hold is voided and the sale is
+// refused. (Before the attempt was marked voiding ahead of the gateway's
+// void, the sale stood on a voided hold: CI's TestClusterSoak.)
+func TestSettlementRacesLapsedCommit(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		gw := &holds{state: map[string]string{}}
+		var commit func() error
+		hook := voidHook{holds: gw, before: func() {
+			if commit != nil {
+				c := commit
+				commit = nil
+				if err := c(); err == nil {
+					t.Error("a sale was recorded on the hold being voided")
+				}
+			}
+		}}
+		hub := func(name string) *payments.Payments {
+			p := payments.New(db, hook, accounts.New(db, nil), slog.New(slog.DiscardHandler), clock)
+			p.Hub = name
+			if err := db.RenewHubLease(ctx, name, now, now, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		a, b := hub("hub-a"), hub("hub-b")
+		// sell is hub A's commit: the sale and its authorization, or
+		// nothing if the attempt is no longer A's to authorize.
+		sell := func(key payments.Key, pay *payments.Payment) error {
+			w := pay.Authorized()
+			return db.InTx(ctx, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', 780, ?, 1)`),
+					key.KioskID, key.RequestID, []byte{1}, []byte("{}")); err != nil {
+					return err
+				}
+				res, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					return w.Stale
+				}
+				return nil
+			})
+		}
+		for _, tc := range []struct {
+			name string
+			key  payments.Key
+			// how hub B meets the attempt: settling dead hubs, or the
+			// kiosk's resend of the request reaching it
+			settle func(payments.Key) error
+		}{
+			{"settled as dead", payments.Key{KioskID: "K1", RequestID: "r-dead"}, func(payments.Key) error { return b.SettleDead(ctx) }},
+			{"resent to another hub", payments.Key{KioskID: "K1", RequestID: "r-resent"}, func(k payments.Key) error {
+				p, err := b.Hold(ctx, k, payments.Source{Token: "tok"}, 780)
+				if err != nil {
+					return err
+				}
+				return b.Release(ctx, p) // hub B's own hold, its sale refused
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if err := db.RenewHubLease(ctx, "hub-a", now, now, time.Second); err != nil {
+					t.Fatal(err)
+				}
+				pay, err := a.Hold(ctx, tc.key, payments.Source{Token: "tok"}, 780)
+				if err != nil {
+					t.Fatal(err)
+				}
+				now = now.Add(time.Minute) // hub A's lease lapses, hub A still runs
+				if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				commit = func() error { return sell(tc.key, pay) }
+				if err := tc.settle(tc.key); err != nil {
+					t.Fatal(err)
+				}
+				if commit != nil {
+					t.Fatal("the settlement voided nothing")
+				}
+				var sales int
+				db.QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM sales WHERE kiosk_id = ? AND request_id = ?`), tc.key.KioskID, tc.key.RequestID).Scan(&sales)
+				if sales != 0 {
+					t.Errorf("%d sales recorded on a voided hold", sales)
+				}
+				if st := gw.state[tc.key.KioskID+"/"+tc.key.RequestID]; st == "authorized" {
+					t.Errorf("hold left %s", st)
+				}
+			})
+		}
+
+		// The other order: hub A's commit lands first. The resend finds the
+		// sale recorded and is told to ask again (its precheck then
+		// replays the sale); settlement captures it.
+		key := payments.Key{KioskID: "K1", RequestID: "r-first"}
+		if err := db.RenewHubLease(ctx, "hub-a", now, now, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		pay, err := a.Hold(ctx, key, payments.Source{Token: "tok"}, 780)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sell(key, pay); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Minute)
+		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Hold(ctx, key, payments.Source{Token: "tok"}, 780); err != payments.ErrOtherHub {
+			t.Errorf("a resend of a recorded sale: %v, want ErrOtherHub", err)
+		}
+		if err := b.SettleDead(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := b.Get(ctx, key); err != nil || p.State != "captured" || gw.state[p.Ref] != "captured" {
+			t.Errorf("the recorded sale's payment: %v, %v at the gateway; want captured", p, gw.state[pay.Ref])
+		}
+		if n := gw.open(); n != 0 {
+			t.Errorf("%d holds left open", n)
+		}
+	})
+}
