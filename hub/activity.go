@@ -47,7 +47,7 @@ func (s activityStore) save(ctx context.Context, ms []metrics.Minute) error {
 
 // load reads every hub's minutes from since on.
 func (s activityStore) load(ctx context.Context, since int64) ([]metrics.Minute, error) {
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT minute, ok, rejected, sum_us, max_us, hist FROM activity WHERE minute >= ?`), since)
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT hub, minute, ok, rejected, sum_us, max_us, hist FROM activity WHERE minute >= ?`), since)
 	if err != nil {
 		return nil, fmt.Errorf("hub: load activity: %w", err)
 	}
@@ -57,7 +57,7 @@ func (s activityStore) load(ctx context.Context, since int64) ([]metrics.Minute,
 		var m metrics.Minute
 		var sum, mx int64
 		var hist string
-		if err := rows.Scan(&m.At, &m.OK, &m.Rejected, &sum, &mx, &hist); err != nil {
+		if err := rows.Scan(&m.Hub, &m.At, &m.OK, &m.Rejected, &sum, &mx, &hist); err != nil {
 			return nil, fmt.Errorf("hub: load activity: %w", err)
 		}
 		m.Sum, m.Max = time.Duration(sum)*time.Microsecond, time.Duration(mx)*time.Microsecond

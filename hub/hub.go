@@ -4,6 +4,7 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -124,6 +125,10 @@ type Config struct {
 	// made on another hub of the cluster is told at once (LISTEN/NOTIFY);
 	// the recheck is the backstop for a lost notification.
 	BrokerRecheck time.Duration
+	// ActivityEvery is how often a hub on PostgreSQL tells the others its
+	// minute of answers in progress, for every console's live charts
+	// (0: 5 s).
+	ActivityEvery time.Duration
 	// TrustedProxies are the reverse proxies (addresses or CIDR prefixes)
 	// in front of the HTTP API whose X-Forwarded-For names the client, for
 	// login limits and logs; nobody else's is believed.
@@ -739,6 +744,11 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.restoreActivity(ctx)
 	h.bg.Go(func() { h.every(time.Minute, func() bool { h.saveActivity(h.bgCtx); return true }) })
+	if h.db.Dialect == store.Postgres {
+		h.bg.Go(func() {
+			h.every(cmp.Or(h.cfg.ActivityEvery, 5*time.Second), func() bool { h.tellActivity(h.bgCtx); return true })
+		})
+	}
 	h.bg.Go(func() { h.every(time.Hour, func() bool { h.renewTLS(h.bgCtx); return true }) })
 	if h.cfg.CRLFile != "" {
 		crl := &crlFile{}
@@ -902,6 +912,33 @@ func (h *Hub) restoreActivity(ctx context.Context) {
 	a.Restore(ms)
 }
 
+// tellActivity tells the other hubs this hub's live minutes.
+func (h *Hub) tellActivity(ctx context.Context) {
+	ms := h.metrics.Activity().Live()
+	if len(ms) == 0 {
+		return
+	}
+	note, err := metrics.EncodeActivityNote(h.ledger.Holder(), ms)
+	if err == nil {
+		err = h.db.Notify(ctx, store.ActivityChannel, note)
+	}
+	if err != nil {
+		h.log.Warn("live activity not told to the other hubs", "err", err)
+	}
+}
+
+// heardActivity takes the live minutes another hub told.
+func (h *Hub) heardActivity(payload string) {
+	hub, ms, err := metrics.DecodeActivityNote(payload)
+	if err != nil {
+		h.log.Warn("activity notification not understood", "err", err)
+		return
+	}
+	if hub != h.ledger.Holder() {
+		h.metrics.Activity().Merge(hub, ms)
+	}
+}
+
 // saveActivity stores the minutes finished since the last save.
 func (h *Hub) saveActivity(ctx context.Context) {
 	ms := h.metrics.Activity().Finished(h.activitySaved + 1)
@@ -994,6 +1031,7 @@ func (h *Hub) listen() {
 		Handlers: map[string]func(string){
 			store.HeartbeatChannel:   h.heardHeartbeat,
 			store.CredentialsChannel: h.credentialsChanged,
+			store.ActivityChannel:    h.heardActivity,
 		},
 		Listening: func(on bool) {
 			p.mu.Lock()

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/pgtest"
@@ -104,4 +106,76 @@ func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the session opened with the password replaced on another hub is still open")
 	}
+}
+
+// On PostgreSQL every hub tells the others its minute of answers in
+// progress, and charts theirs beside its own: any hub's console shows the
+// whole cluster's live activity, not only what it answered itself.
+func TestActivityOfOtherHubsArrives(t *testing.T) {
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	t.Cleanup(pg.Stop)
+	dsn, err := pg.NewDatabase("peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.ActivityEvery = dsn, 50*time.Millisecond })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	other, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	// What this hub answers reaches the others.
+	told := make(chan string, 64)
+	listening := make(chan bool, 4)
+	go other.Listen(ctx, store.Listener{
+		Handlers:  map[string]func(string){store.ActivityChannel: func(p string) { told <- p }},
+		Listening: func(on bool) { listening <- on },
+		Log:       slog.New(slog.DiscardHandler),
+	})
+	if !<-listening {
+		t.Fatal("not listening")
+	}
+	e.h.Metrics().Answered(metrics.ChannelKiosk, 12*time.Millisecond, "")
+	deadline := time.After(10 * time.Second)
+	for heard := false; !heard; {
+		select {
+		case p := <-told:
+			_, ms, err := metrics.DecodeActivityNote(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range ms {
+				heard = heard || m.OK == 1
+			}
+		case <-deadline:
+			t.Fatal("the hub's answer was never told to the other hubs")
+		}
+	}
+
+	// What another hub tells shows in this hub's charts.
+	a := metrics.New(metrics.Sources{})
+	for range 7 {
+		a.Answered(metrics.ChannelKiosk, 20*time.Millisecond, "")
+	}
+	note, err := metrics.EncodeActivityNote("hub-other", a.Activity().Live())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Notify(ctx, store.ActivityChannel, note); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the other hub's 7 answers in this hub's chart", func() bool {
+		pts := e.h.Metrics().Activity().Series(2*time.Minute, time.Minute)
+		n := 0
+		for _, p := range pts {
+			n += p.OK
+		}
+		return n == 8
+	})
 }

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -49,6 +51,11 @@ type Activity struct {
 	mu       sync.Mutex
 	ring     [ringMinutes]minute // slot Unix-minute mod ringMinutes
 	restored map[int64]minute    // what Restore added, which Finished leaves out
+	// peers are the other hubs' minutes as they last told them (each note
+	// replaces what it names), and floor each one's last minute that
+	// Restore read from the store, which a late note must not add again.
+	peers map[string]map[int64]minute
+	floor map[string]int64
 }
 
 func newActivity(now func() time.Time) *Activity {
@@ -144,6 +151,11 @@ func (a *Activity) Series(span, step time.Duration) []Point {
 			if b := &a.ring[slot(m)]; b.at == m {
 				sum.add(b)
 			}
+			for _, ms := range a.peers {
+				if b, ok := ms[m]; ok {
+					sum.add(&b)
+				}
+			}
 		}
 		out[p] = sum.point(time.Unix(start*60, 0).In(now.Location()))
 	}
@@ -189,10 +201,12 @@ func (b *minute) quantile(q float64) float64 {
 	return ms(b.max)
 }
 
-// Minute is one finished minute of answers as it is kept in the store, so
-// the charts outlive a restart and show every hub on one database.
+// Minute is one minute of answers as it is kept in the store, so the
+// charts outlive a restart and show every hub on one database, or as a hub
+// tells the others while it goes on.
 type Minute struct {
-	At           int64 // Unix minute
+	Hub          string // the hub that answered, when read from the store
+	At           int64  // Unix minute
 	OK, Rejected uint32
 	Sum, Max     time.Duration
 	Hist         []uint32 // one count per latency slot, the slowest last
@@ -216,6 +230,14 @@ func (a *Activity) Restore(ms []Minute) {
 		o := minute{at: m.At, ok: m.OK, rejected: m.Rejected, sum: m.Sum, max: m.Max}
 		copy(o.hist[:], m.Hist)
 		b.add(&o)
+		if m.Hub != "" {
+			if a.floor == nil {
+				a.floor = map[string]int64{}
+			}
+			if f, ok := a.floor[m.Hub]; !ok || m.At > f {
+				a.floor[m.Hub] = m.At
+			}
+		}
 		if a.restored == nil {
 			a.restored = map[int64]minute{}
 		}
@@ -229,11 +251,64 @@ func (a *Activity) Restore(ms []Minute) {
 // leaving that one out: what is ready to be stored.
 func (a *Activity) Finished(since int64) []Minute {
 	cur := unixMinute(a.now())
-	since = max(since, cur-ringMinutes+1)
+	return a.own(max(since, cur-ringMinutes+1), cur-1)
+}
+
+// Live returns this hub's minute in progress and the one before it (whose
+// last seconds may not have been told yet): what the other hubs are told.
+func (a *Activity) Live() []Minute {
+	cur := unixMinute(a.now())
+	return a.own(cur-1, cur)
+}
+
+// Merge takes the minutes another hub told. Each replaces what that hub
+// told before of the same minute; minutes Restore already read from the
+// store, and minutes older than a day, are left out.
+func (a *Activity) Merge(hub string, ms []Minute) {
+	oldest := unixMinute(a.now()) - ringMinutes + 1
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.peers == nil {
+		a.peers = map[string]map[int64]minute{}
+	}
+	mine := a.peers[hub]
+	if mine == nil {
+		mine = map[int64]minute{}
+		a.peers[hub] = mine
+	}
+	floor, restored := a.floor[hub]
+	for _, m := range ms {
+		if m.At < oldest || (restored && m.At <= floor) || len(m.Hist) != len(latencyBounds)+1 {
+			continue
+		}
+		o := minute{at: m.At, ok: m.OK, rejected: m.Rejected, sum: m.Sum, max: m.Max}
+		copy(o.hist[:], m.Hist)
+		mine[m.At] = o
+	}
+	if len(mine) > ringMinutes { // a long-lived peer: forget its oldest day
+		for at := range mine {
+			if at < oldest {
+				delete(mine, at)
+			}
+		}
+	}
+	for h, ms := range a.peers { // a peer gone a day is forgotten
+		newest := int64(math.MinInt64)
+		for at := range ms {
+			newest = max(newest, at)
+		}
+		if newest < oldest {
+			delete(a.peers, h)
+		}
+	}
+}
+
+// own returns what this process answered in minutes from to to.
+func (a *Activity) own(from, to int64) []Minute {
 	var out []Minute
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for m := since; m < cur; m++ {
+	for m := from; m <= to; m++ {
 		b := a.ring[slot(m)]
 		if b.at != m {
 			continue
@@ -255,3 +330,54 @@ func (a *Activity) Finished(since int64) []Minute {
 
 // Now is the Unix minute in progress.
 func (a *Activity) Now() int64 { return unixMinute(a.now()) }
+
+// activityNote is a hub's live minutes as told to the other hubs.
+type activityNote struct {
+	Hub     string       `json:"hub"`
+	Minutes []noteMinute `json:"minutes"`
+}
+
+type noteMinute struct {
+	At       int64    `json:"at"`
+	OK       uint32   `json:"ok"`
+	Rejected uint32   `json:"rejected"`
+	SumUs    int64    `json:"sum_us"`
+	MaxUs    int64    `json:"max_us"`
+	Hist     []uint32 `json:"hist"`
+}
+
+// EncodeActivityNote is hub's live minutes as a notification's payload.
+func EncodeActivityNote(hub string, ms []Minute) (string, error) {
+	n := activityNote{Hub: hub, Minutes: make([]noteMinute, len(ms))}
+	for i, m := range ms {
+		n.Minutes[i] = noteMinute{At: m.At, OK: m.OK, Rejected: m.Rejected, SumUs: m.Sum.Microseconds(), MaxUs: m.Max.Microseconds(), Hist: m.Hist}
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		return "", fmt.Errorf("metrics: activity note: %w", err)
+	}
+	return string(b), nil
+}
+
+// DecodeActivityNote reads a notification EncodeActivityNote made.
+func DecodeActivityNote(payload string) (hub string, ms []Minute, err error) {
+	var n activityNote
+	if err := json.Unmarshal([]byte(payload), &n); err != nil {
+		return "", nil, fmt.Errorf("metrics: activity note: %w", err)
+	}
+	if n.Hub == "" || len(n.Minutes) > 2 {
+		return "", nil, fmt.Errorf("metrics: activity note: want a hub and at most 2 minutes")
+	}
+	for _, m := range n.Minutes {
+		var count uint64
+		for _, c := range m.Hist {
+			count += uint64(c)
+		}
+		if len(m.Hist) != len(latencyBounds)+1 || count != uint64(m.OK)+uint64(m.Rejected) || m.SumUs < 0 || m.MaxUs < 0 {
+			return "", nil, fmt.Errorf("metrics: activity note: minute %d does not add up", m.At)
+		}
+		ms = append(ms, Minute{Hub: n.Hub, At: m.At, OK: m.OK, Rejected: m.Rejected,
+			Sum: time.Duration(m.SumUs) * time.Microsecond, Max: time.Duration(m.MaxUs) * time.Microsecond, Hist: m.Hist})
+	}
+	return n.Hub, ms, nil
+}

@@ -560,3 +560,85 @@ func TestActivityRestoreAndFinished(t *testing.T) {
 		t.Fatalf("histogram holds %d answers, want 2", n)
 	}
 }
+
+// Other hubs' live minutes join the charts: each note replaces what that
+// hub told of the minute, a minute already read from the store is not
+// counted again, and none of it is stored as this hub's.
+func TestActivityMergesOtherHubs(t *testing.T) {
+	c := &clock{t: t0}
+	a := newActivity(c.Now)
+	a.record(c.Now(), 10*time.Millisecond, true) // this hub: 1 ok at 10:00
+	cur := a.Now()
+	peer := func(at int64, ok uint32) Minute {
+		m := Minute{At: at, OK: ok, Sum: time.Duration(ok) * 20 * time.Millisecond, Max: 20 * time.Millisecond, Hist: make([]uint32, len(latencyBounds)+1)}
+		m.Hist[6] = ok // the 20 ms slot
+		return m
+	}
+	// hub-b restored from the store up to 09:59; hub-c not at all.
+	a.Restore([]Minute{{Hub: "hub-b", At: cur - 1, OK: 4, Hist: func() []uint32 { h := make([]uint32, len(latencyBounds)+1); h[0] = 4; return h }()}})
+	a.Merge("hub-b", []Minute{peer(cur-1, 9), peer(cur, 2)}) // 09:59 is in the store already
+	a.Merge("hub-b", []Minute{peer(cur-1, 9), peer(cur, 5)}) // the same minute again, later: replaces
+	a.Merge("hub-c", []Minute{peer(cur, 3)})
+	a.Merge("hub-c", []Minute{peer(cur-2*ringMinutes, 100)}) // older than a day
+
+	pts := a.Series(3*time.Minute, time.Minute)
+	if got := pts[len(pts)-1].OK; got != 1+5+3 {
+		t.Errorf("10:00: %d ok, want 9 (1 here, 5 on hub-b, 3 on hub-c)", got)
+	}
+	if got := pts[len(pts)-2].OK; got != 4 {
+		t.Errorf("09:59: %d ok, want the 4 restored, not the note's 9 again", got)
+	}
+	if live := a.Live(); len(live) != 1 || live[0].OK != 1 || live[0].At != cur {
+		t.Errorf("this hub's live minutes %+v, want its own 1 ok at 10:00", live)
+	}
+	c.Add(time.Minute)
+	if fin := a.Finished(cur - 5); len(fin) != 1 || fin[0].OK != 1 {
+		t.Errorf("finished %+v: other hubs' minutes must not be stored as this hub's", fin)
+	}
+}
+
+func TestActivityNote(t *testing.T) {
+	c := &clock{t: t0}
+	a := newActivity(c.Now)
+	a.record(c.Now(), 10*time.Millisecond, true)
+	a.record(c.Now(), 3*time.Second, false)
+	note, err := EncodeActivityNote("hub-a", a.Live())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, ms, err := DecodeActivityNote(note)
+	if err != nil || hub != "hub-a" || len(ms) != 1 || ms[0].OK != 1 || ms[0].Rejected != 1 || ms[0].Max != 3*time.Second {
+		t.Fatalf("decoded %q %+v, %v", hub, ms, err)
+	}
+	for _, bad := range []string{``, `{}`, `{"hub":"h","minutes":[{"at":1,"ok":2,"hist":[1]}]}`,
+		`{"hub":"h","minutes":[{},{},{}]}`, `{"hub":"h","minutes":[{"at":1,"ok":1,"hist":[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}]}`} {
+		if _, _, err := DecodeActivityNote(bad); err == nil {
+			t.Errorf("%s: decoded", bad)
+		}
+	}
+}
+
+func FuzzActivityNote(f *testing.F) {
+	a := newActivity((&clock{t: t0}).Now)
+	a.record(t0, 10*time.Millisecond, true)
+	seed, _ := EncodeActivityNote("hub-a", a.Live())
+	f.Add(seed)
+	f.Add(`{"hub":"h","minutes":[]}`)
+	f.Fuzz(func(t *testing.T, payload string) {
+		hub, ms, err := DecodeActivityNote(payload)
+		if err != nil {
+			return
+		}
+		again, err := EncodeActivityNote(hub, ms)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub2, ms2, err := DecodeActivityNote(again)
+		if err != nil || hub2 != hub || len(ms2) != len(ms) {
+			t.Fatalf("round trip: %q %v, %v", hub2, ms2, err)
+		}
+		b := newActivity((&clock{t: t0}).Now)
+		b.Merge(hub, ms) // never panics on what decodes
+		b.Series(24*time.Hour, time.Minute)
+	})
+}

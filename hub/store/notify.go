@@ -25,6 +25,9 @@ const (
 	// certificate was replaced, revoked or retired: every hub's broker
 	// closes its sessions at once.
 	CredentialsChannel = "frank_credentials"
+	// ActivityChannel carries each hub's minute of purchase answers in
+	// progress, every few seconds, so every console charts the cluster.
+	ActivityChannel = "frank_activity"
 )
 
 // Notify queues a notification on channel. It joins the soft group
