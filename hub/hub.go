@@ -556,6 +556,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.payments.Hub = h.ledger.Holder()
 	h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
 	h.payments.Claims = h.claims
+	h.payments.Alerts = h.alerts
 	h.leader = h.db.Leader(h.ledger.Holder(), h.hubLeaseTTL())
 	h.lead(ctx)
 	h.started = time.Now()

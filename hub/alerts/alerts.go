@@ -26,6 +26,9 @@ const (
 	Unconfirmed   = "unconfirmed_sale"
 	ReportRefused = "report_refused" // the postal authority refused a scheduled report
 	ReportLate    = "report_late"    // a period's report is not accepted hours after it ended
+	// CaptureRefused is a sold stamp whose card capture the gateway
+	// refused after the customer had it: the stamp stands unpaid.
+	CaptureRefused = "capture_refused"
 )
 
 // Alert is one alert.

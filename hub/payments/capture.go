@@ -62,7 +62,9 @@ func (p *Payments) captureNow(pay *Payment) {
 		// and printed, so the sale stands and ops are told. Otherwise the
 		// outcome is unknown, and settlement captures it.
 		if errors.Is(err, ErrNotCaptured) {
-			p.log.Error("the gateway refused a capture after the sale; the stamp stands unpaid", "kiosk", pay.KioskID, "request_id", pay.RequestID, "err", err)
+			if err := p.unpaid(ctx, pay.Key, err); err != nil {
+				p.log.Warn("refused capture not recorded; settlement records it", "kiosk", pay.KioskID, "request_id", pay.RequestID, "err", err)
+			}
 			return
 		}
 		p.log.Warn("capture not confirmed; settlement captures it", "kiosk", pay.KioskID, "request_id", pay.RequestID, "err", err)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -93,9 +94,14 @@ func (g *Gateway) Tokenize(ctx context.Context, card *Card) (Token, error) {
 	return t, nil
 }
 
-// Capture takes the held amount.
+// Capture takes the held amount. A capture the gateway refused is
+// ErrNotCaptured.
 func (g *Gateway) Capture(ctx context.Context, authID string, amount protocol.Mills) error {
-	return g.call(ctx, "/v1/capture", map[string]any{"auth_id": authID, "amount_mills": amount}, nil)
+	err := g.call(ctx, "/v1/capture", map[string]any{"auth_id": authID, "amount_mills": amount}, nil)
+	if errors.Is(err, errRefused) {
+		return fmt.Errorf("%w: %w", ErrNotCaptured, err)
+	}
+	return err
 }
 
 // Void releases a hold.
@@ -153,11 +159,14 @@ func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
 	case "invalid":
 		return protocol.Errorf(protocol.CodePaymentInvalid, "the payment data was refused: %s", e.Message)
 	}
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("payments: gateway %s: %s %s", path, resp.Status, e.Message) // its outcome is not known
+	}
 	return fmt.Errorf("payments: gateway %s: %s %s: %w", path, resp.Status, e.Message, errRefused)
 }
 
-// errRefused is a gateway's answer that refused the call: unlike a call
-// that got no answer, its outcome is known.
+// errRefused is a gateway's 4xx answer that refused the call: unlike a
+// call that got no answer or a server error, its outcome is known.
 var errRefused = errors.New("refused by the gateway")
 
 // ErrNotCaptured is a capture the gateway refused (the hold expired or was
@@ -202,6 +211,11 @@ type gateway interface {
 	Tokenize(ctx context.Context, card *Card) (Token, error)
 }
 
+// alerter tells ops.
+type alerter interface {
+	Raise(ctx context.Context, kind, subject, message string)
+}
+
 // claimer takes a request's claim if no live hub holds it.
 type claimer interface {
 	TryTake(ctx context.Context, scope, name string) (release func(), ok bool, err error)
@@ -214,7 +228,9 @@ type Payments struct {
 	Hub string
 	// Claims, if set, makes settling a dead hub's payment wait its turn
 	// with a hub that took its request over.
-	Claims   claimer
+	Claims claimer
+	// Alerts, if set, is told of a sale whose capture the gateway refused.
+	Alerts   alerter
 	db       *store.DB
 	gw       gateway
 	accounts *accounts.Accounts
@@ -432,9 +448,6 @@ func (p *Payments) capture(ctx context.Context, pay *Payment) error {
 	key := pay.Key
 	if pay.Method == "card" {
 		if err := p.gw.Capture(ctx, pay.Ref, pay.Amount); err != nil {
-			if errors.Is(err, errRefused) {
-				err = fmt.Errorf("%w: %w", ErrNotCaptured, err)
-			}
 			return fmt.Errorf("payments: capture %s/%s: %w", key.KioskID, key.RequestID, err)
 		}
 	}
@@ -668,10 +681,33 @@ func (p *Payments) settleDead(ctx context.Context, key Key, state string, sold b
 		err = p.abandon(ctx, key)
 	case sold:
 		err = p.Capture(ctx, key)
+		if errors.Is(err, ErrNotCaptured) {
+			err = p.unpaid(ctx, key, err)
+		}
 	default:
 		err = p.Void(ctx, key)
 	}
 	return err == nil, err
+}
+
+// unpaid records a sold stamp whose capture the gateway refused (its hold
+// expired or was voided): the stamp stands, as it was printed, and ops are
+// told, to collect or write it off. The payment is recorded voided, as
+// its hold is, so that settlement stops asking.
+func (p *Payments) unpaid(ctx context.Context, key Key, refusal error) error {
+	pay, err := p.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if p.Alerts != nil {
+		p.Alerts.Raise(ctx, alerts.CaptureRefused, "payment/"+key.KioskID+"/"+key.RequestID,
+			fmt.Sprintf("kiosk %s sold %v on request %s, but the card gateway refused its capture (%v): the stamp stands unpaid", key.KioskID, pay.Amount, key.RequestID, refusal))
+	}
+	p.log.Error("the gateway refused a capture after the sale; the stamp stands unpaid", "kiosk", key.KioskID, "request_id", key.RequestID, "err", refusal)
+	if pay.State != "authorized" {
+		return nil
+	}
+	return p.settled(ctx, pay, "authorized", "voided")
 }
 
 // ErrOtherHub is a purchase whose payment a live hub has open: the answer

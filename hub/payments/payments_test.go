@@ -3,17 +3,22 @@ package payments_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/claims"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/pgtest"
 )
 
@@ -517,4 +522,116 @@ func TestSettlementRacesLapsedCommit(t *testing.T) {
 			t.Errorf("%d holds left open", n)
 		}
 	})
+}
+
+// A sold stamp whose capture the gateway refuses (its hold expired or was
+// voided) stands, as it was printed: ops get a capture_refused alert, and
+// the payment is recorded voided so that settlement stops asking. Both
+// ways a capture happens: after the answer, and by settling a dead hub.
+func TestCaptureRefusedAfterSale(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		srv := httptest.NewServer(cards.New(slog.New(slog.DiscardHandler)).Handler())
+		defer srv.Close()
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		gw := payments.NewGateway(srv.URL)
+		al := alerts.New(db, slog.New(slog.DiscardHandler), clock)
+		hub := func(name string) *payments.Payments {
+			p := payments.New(db, gw, accounts.New(db, nil), slog.New(slog.DiscardHandler), clock)
+			p.Hub, p.Alerts = name, al
+			if err := db.RenewHubLease(ctx, name, now, now, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		a := hub("hub-a")
+		// sold records a sale and its authorization, then has the hold
+		// voided behind the hub's back.
+		sold := func(key payments.Key) *payments.Payment {
+			t.Helper()
+			pay, err := a.Hold(ctx, key, payments.Source{Token: "tok_approve_1"}, 780)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := pay.Authorized()
+			if err := db.InTx(ctx, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', 780, ?, 1)`),
+					key.KioskID, key.RequestID, []byte{1}, []byte("{}")); err != nil {
+					return err
+				}
+				_, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := gw.Void(ctx, pay.Ref); err != nil {
+				t.Fatal(err)
+			}
+			return pay
+		}
+		refused := func(key payments.Key) bool {
+			list, err := al.List(ctx, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range list {
+				if x.Kind == alerts.CaptureRefused && x.Subject == "payment/"+key.KioskID+"/"+key.RequestID {
+					p, err := a.Get(ctx, key)
+					return err == nil && p.State == "voided"
+				}
+			}
+			return false
+		}
+
+		later := payments.Key{KioskID: "K1", RequestID: "r-later"}
+		a.CaptureLater(sold(later))
+		deadline := time.Now().Add(10 * time.Second)
+		for !refused(later) {
+			if time.Now().After(deadline) {
+				t.Fatal("no capture_refused alert, or the payment is not voided, 10 s after the capture")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+
+		dead := payments.Key{KioskID: "K1", RequestID: "r-dead"}
+		sold(dead) // hub A dies before its capture
+		now = now.Add(time.Minute)
+		b := hub("hub-b")
+		if err := b.SettleDead(ctx); err != nil {
+			t.Fatalf("settling a sale whose capture is refused: %v", err)
+		}
+		if !refused(dead) {
+			t.Error("no capture_refused alert from settling the dead hub, or the payment is not voided")
+		}
+		if err := b.SettleDead(ctx); err != nil { // nothing left to ask
+			t.Fatal(err)
+		}
+		a.CloseCaptures(ctx)
+	})
+}
+
+// Only a 4xx answer refuses a capture; a server error leaves its outcome
+// unknown, to be asked again, not written off.
+func TestCaptureServerErrorIsNotRefusal(t *testing.T) {
+	status := http.StatusServiceUnavailable
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(status)
+		w.Write([]byte(`{"code":"x","message":"busy"}`))
+	}))
+	defer srv.Close()
+	gw := payments.NewGateway(srv.URL)
+	ctx := context.Background()
+	if err := gw.Capture(ctx, "a1", 780); err == nil || errors.Is(err, payments.ErrNotCaptured) {
+		t.Errorf("503: %v, want an error of unknown outcome", err)
+	}
+	status = http.StatusConflict
+	if err := gw.Capture(ctx, "a1", 780); !errors.Is(err, payments.ErrNotCaptured) {
+		t.Errorf("409: %v, want ErrNotCaptured", err)
+	}
 }
