@@ -15,9 +15,17 @@ import (
 // (the queue is full, the hub stops, the gateway does not answer) is left
 // authorized: SettleStale, or the settlement of a dead hub, captures it.
 const (
-	captureWorkers = 16
+	captureWorkers = 8
 	captureQueue   = 8192
+	// captureBatch is the most captures a worker sends in one call, to a
+	// gateway that takes batches: under load a worker finds many queued.
+	captureBatch = 128
 )
+
+// batchCapturer is a gateway that takes captures in batches.
+type batchCapturer interface {
+	CaptureBatch(ctx context.Context, cs []Capture) ([]error, error)
+}
 
 type captures struct {
 	once  sync.Once
@@ -34,8 +42,22 @@ func (p *Payments) CaptureLater(pay *Payment) {
 		c.queue = make(chan *Payment, captureQueue)
 		for range captureWorkers {
 			c.wg.Go(func() {
+				batch := make([]*Payment, 0, captureBatch)
 				for pay := range c.queue {
-					p.captureNow(pay)
+					batch = append(batch[:0], pay)
+				more:
+					for len(batch) < captureBatch {
+						select {
+						case pay, ok := <-c.queue:
+							if !ok {
+								break more
+							}
+							batch = append(batch, pay)
+						default:
+							break more
+						}
+					}
+					p.captureNow(batch)
 				}
 			})
 		}
@@ -53,11 +75,49 @@ func (p *Payments) CaptureLater(pay *Payment) {
 	}
 }
 
-// captureNow captures one payment, without reading it again.
-func (p *Payments) captureNow(pay *Payment) {
+// captureNow captures payments without reading them again: the card
+// payments in one call to a gateway that takes batches, and the records
+// in shared group commits.
+func (p *Payments) captureNow(pays []*Payment) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := p.capture(ctx, pay); err != nil && !errors.Is(err, ErrChanged) {
+	bc, batches := p.gw.(batchCapturer)
+	var cs []Capture
+	var cards []int
+	for i, pay := range pays {
+		if pay.Method == "card" {
+			cs, cards = append(cs, Capture{AuthID: pay.Ref, Amount: pay.Amount}), append(cards, i)
+		}
+	}
+	if !batches || len(cs) < 2 {
+		var wg sync.WaitGroup
+		for _, pay := range pays {
+			wg.Go(func() { p.captured(pay, p.capture(ctx, pay)) })
+		}
+		wg.Wait()
+		return
+	}
+	gwErrs := make([]error, len(pays))
+	errs, err := bc.CaptureBatch(ctx, cs)
+	for j, i := range cards {
+		if err != nil {
+			gwErrs[i] = err
+		} else {
+			gwErrs[i] = errs[j]
+		}
+	}
+	var wg sync.WaitGroup
+	for i, pay := range pays {
+		wg.Go(func() { p.captured(pay, p.recordCapture(ctx, pay, gwErrs[i])) })
+	}
+	wg.Wait()
+}
+
+// captured handles the outcome of a capture after the answer.
+func (p *Payments) captured(pay *Payment, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err != nil && !errors.Is(err, ErrChanged) {
 		// Refused (the hold expired or was voided): the stamp was sold
 		// and printed, so the sale stands and ops are told. Otherwise the
 		// outcome is unknown, and settlement captures it.

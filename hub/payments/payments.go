@@ -104,6 +104,45 @@ func (g *Gateway) Capture(ctx context.Context, authID string, amount protocol.Mi
 	return err
 }
 
+// Capture is one capture of a batch.
+type Capture struct {
+	AuthID string         `json:"auth_id"`
+	Amount protocol.Mills `json:"amount_mills"`
+}
+
+// CaptureBatch takes many held amounts in one call, as acquirers settle
+// captures in batches. It returns each capture's error (ErrNotCaptured for
+// one the gateway refused), or one error for the call, which leaves every
+// capture's outcome unknown.
+func (g *Gateway) CaptureBatch(ctx context.Context, cs []Capture) ([]error, error) {
+	var out struct {
+		Results []struct {
+			AuthID  string `json:"auth_id"`
+			Status  int    `json:"status"`
+			Message string `json:"message"`
+		} `json:"results"`
+	}
+	if err := g.call(ctx, "/v1/captures", map[string]any{"captures": cs}, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Results) != len(cs) {
+		return nil, fmt.Errorf("payments: gateway /v1/captures: %d results for %d captures", len(out.Results), len(cs))
+	}
+	errs := make([]error, len(cs))
+	for i, r := range out.Results {
+		switch {
+		case r.AuthID != cs[i].AuthID:
+			errs[i] = fmt.Errorf("payments: gateway /v1/captures: result %d is for %s, not %s", i, r.AuthID, cs[i].AuthID)
+		case r.Status == http.StatusOK:
+		case r.Status >= 400 && r.Status < 500:
+			errs[i] = fmt.Errorf("%w: payments: gateway capture %s: %d %s", ErrNotCaptured, r.AuthID, r.Status, r.Message)
+		default:
+			errs[i] = fmt.Errorf("payments: gateway capture %s: %d %s", r.AuthID, r.Status, r.Message)
+		}
+	}
+	return errs, nil
+}
+
 // Void releases a hold.
 func (g *Gateway) Void(ctx context.Context, authID string) error {
 	return g.call(ctx, "/v1/void", map[string]any{"auth_id": authID}, nil)
@@ -445,11 +484,18 @@ func (p *Payments) Capture(ctx context.Context, key Key) error {
 
 // capture takes an authorized payment's amount.
 func (p *Payments) capture(ctx context.Context, pay *Payment) error {
-	key := pay.Key
+	var err error
 	if pay.Method == "card" {
-		if err := p.gw.Capture(ctx, pay.Ref, pay.Amount); err != nil {
-			return fmt.Errorf("payments: capture %s/%s: %w", key.KioskID, key.RequestID, err)
-		}
+		err = p.gw.Capture(ctx, pay.Ref, pay.Amount)
+	}
+	return p.recordCapture(ctx, pay, err)
+}
+
+// recordCapture records pay captured, unless the gateway's capture
+// failed with gwErr.
+func (p *Payments) recordCapture(ctx context.Context, pay *Payment, gwErr error) error {
+	if gwErr != nil {
+		return fmt.Errorf("payments: capture %s/%s: %w", pay.KioskID, pay.RequestID, gwErr)
 	}
 	return p.settled(ctx, pay, "authorized", "captured")
 }

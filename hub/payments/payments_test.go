@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -634,4 +635,91 @@ func TestCaptureServerErrorIsNotRefusal(t *testing.T) {
 	if err := gw.Capture(ctx, "a1", 780); !errors.Is(err, payments.ErrNotCaptured) {
 		t.Errorf("409: %v, want ErrNotCaptured", err)
 	}
+}
+
+// recordSale commits a sale and its payment's authorization together, as
+// the ledger's commit does.
+func recordSale(t *testing.T, db *store.DB, pay *payments.Payment) {
+	t.Helper()
+	ctx := context.Background()
+	w := pay.Authorized()
+	if err := db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', ?, ?, 1)`),
+			pay.KioskID, pay.RequestID, []byte{1}, pay.Amount, []byte("{}")); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Captures queued while the gateway is busy go in batches: a few calls
+// for hundreds of captures, each capture done or refused on its own.
+func TestCapturesInBatches(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, "sqlite://"+t.TempDir()+"/hub.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	sim := cards.New(slog.New(slog.DiscardHandler))
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	calls := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/capture" || r.URL.Path == "/v1/captures" {
+			<-gate // busy until every capture is queued
+			mu.Lock()
+			calls[r.URL.Path]++
+			mu.Unlock()
+		}
+		sim.Handler().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	gw := payments.NewGateway(srv.URL)
+	al := alerts.New(db, slog.New(slog.DiscardHandler), nil)
+	p := payments.New(db, gw, accounts.New(db, nil), slog.New(slog.DiscardHandler), nil)
+	p.Alerts = al
+	const n = 300
+	var pays []*payments.Payment
+	for i := range n {
+		pay, err := p.Hold(ctx, payments.Key{KioskID: "K1", RequestID: fmt.Sprint("r", i)}, payments.Source{Token: "tok_approve_1"}, 780)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recordSale(t, db, pay)
+		pays = append(pays, pay)
+	}
+	if err := gw.Void(ctx, pays[150].Ref); err != nil { // one hold lapsed meanwhile
+		t.Fatal(err)
+	}
+	for _, pay := range pays {
+		p.CaptureLater(pay)
+	}
+	close(gate)
+	p.CloseCaptures(ctx) // waits for the queue
+	for i, pay := range pays {
+		got, err := p.Get(ctx, pay.Key)
+		want := "captured"
+		if i == 150 {
+			want = "voided"
+		}
+		if err != nil || got.State != want {
+			t.Errorf("payment %d: %v, %v; want %s", i, got, err, want)
+		}
+	}
+	if tot := sim.Totals(); tot.Captured != (n-1)*780 || tot.Open != 0 {
+		t.Errorf("gateway totals %+v, want %d captured and none open", tot, (n-1)*780)
+	}
+	if list, _ := al.List(ctx, true); len(list) != 1 || list[0].Kind != alerts.CaptureRefused {
+		t.Errorf("alerts %+v, want the one capture_refused", list)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["/v1/captures"] == 0 || calls["/v1/capture"]+calls["/v1/captures"] > 40 {
+		t.Errorf("gateway calls %v for %d captures, want a few batches", calls, n)
+	}
+	t.Logf("%d captures in %v", n, calls)
 }

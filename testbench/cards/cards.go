@@ -86,6 +86,7 @@ func (g *Gateway) Handler() http.Handler {
 	r.Post("/v1/authorize", g.authorize)
 	r.Post("/v1/tokens", g.tokenize)
 	r.Post("/v1/capture", g.capture)
+	r.Post("/v1/captures", g.captures)
 	r.Post("/v1/void", g.void)
 	r.Post("/v1/refund", g.refund)
 	r.Get("/v1/totals", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, g.Totals()) })
@@ -219,17 +220,50 @@ func (g *Gateway) op(w http.ResponseWriter, r *http.Request, fn func(a *auth, re
 }
 
 func (g *Gateway) capture(w http.ResponseWriter, r *http.Request) {
-	g.op(w, r, func(a *auth, req opReq) (int, string) {
-		switch {
-		case a.State == "captured" && a.Captured == req.Amount:
-			return 200, "" // a retry
-		case a.State != "authorized" || req.Amount <= 0 || req.Amount > a.Amount:
-			return 409, "cannot capture " + a.State
+	g.op(w, r, g.captureOne)
+}
+
+func (g *Gateway) captureOne(a *auth, req opReq) (int, string) {
+	switch {
+	case a.State == "captured" && a.Captured == req.Amount:
+		return 200, "" // a retry
+	case a.State != "authorized" || req.Amount <= 0 || req.Amount > a.Amount:
+		return 409, "cannot capture " + a.State
+	}
+	a.State, a.Captured = "captured", req.Amount
+	g.captured += req.Amount
+	return 200, ""
+}
+
+// maxBatch is the most captures one batch call takes.
+const maxBatch = 256
+
+// captures settles a batch of captures, as acquirers settle the day's
+// captures in one file: each is done or refused on its own, with the
+// status a single capture would have had.
+func (g *Gateway) captures(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Captures []opReq `json:"captures"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatch<<8)).Decode(&req); err != nil || len(req.Captures) == 0 || len(req.Captures) > maxBatch {
+		writeJSON(w, 400, map[string]string{"code": "invalid", "message": fmt.Sprintf("want 1 to %d captures", maxBatch)})
+		return
+	}
+	type result struct {
+		AuthID  string `json:"auth_id"`
+		Status  int    `json:"status"`
+		Message string `json:"message,omitempty"`
+	}
+	out := make([]result, len(req.Captures))
+	g.mu.Lock()
+	for i, c := range req.Captures {
+		out[i] = result{AuthID: c.AuthID, Status: 404, Message: "no such authorization"}
+		if a, ok := g.auths[c.AuthID]; ok {
+			out[i].Status, out[i].Message = g.captureOne(a, c)
 		}
-		a.State, a.Captured = "captured", req.Amount
-		g.captured += req.Amount
-		return 200, ""
-	})
+	}
+	g.mu.Unlock()
+	writeJSON(w, 200, map[string]any{"results": out})
 }
 
 func (g *Gateway) void(w http.ResponseWriter, r *http.Request) {
