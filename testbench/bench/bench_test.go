@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,12 +33,21 @@ func TestRunSells(t *testing.T) {
 // A small fleet connects over mqtts to a restarted hub with the device
 // CA's certificates; the bench times it beside the bare handshakes.
 func TestConnectFleet(t *testing.T) {
-	f, err := Connect(context.Background(), t.TempDir(), 20, slog.New(slog.DiscardHandler))
+	defer func(w time.Duration) { idleWindow = w }(idleWindow)
+	idleWindow = time.Second
+	prof := t.TempDir()
+	f, err := Connect(context.Background(), t.TempDir(), 20, prof, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Kiosks != 20 || f.Took <= 0 || f.Handshakes <= 0 || f.Max < f.P50 {
+	if f.Kiosks != 20 || f.Took <= 0 || f.Handshakes <= 0 || f.Max < f.P50 || f.Idle <= 0 || f.IdleWindow != time.Second {
 		t.Fatalf("figures %+v", f)
+	}
+	if st, err := os.Stat(filepath.Join(prof, "hub-idle-kiosks.pprof")); err != nil || st.Size() == 0 {
+		t.Fatalf("no profile of the idle hub: %v", err)
+	}
+	if md := ConnectMarkdown(f); !strings.Contains(md, "all connected and idle") {
+		t.Fatalf("no idle row:\n%s", md)
 	}
 	t.Logf("20 kiosks in %v beside %v of bare handshakes", f.Took, f.Handshakes)
 }

@@ -418,7 +418,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	}
 	var cf *bench.ConnectFigures
 	if *fleet > 0 {
-		if cf, err = bench.Connect(ctx, filepath.Join(dir, "connect"), *fleet, log); err != nil {
+		if cf, err = bench.Connect(ctx, filepath.Join(dir, "connect"), *fleet, *profiles, log); err != nil {
 			fmt.Fprintln(os.Stderr, "testbench bench:", err)
 			return 1
 		}
