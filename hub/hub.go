@@ -360,6 +360,7 @@ type Hub struct {
 	bgCancel  context.CancelFunc
 	bg        sync.WaitGroup // the periodic loops
 
+	alone         func() // releases ServeAlone's lock
 	activity      activityStore
 	activitySaved int64 // the last minute stored; only saveActivity touches it after Start
 	presence      *fleet.Presence
@@ -530,6 +531,13 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.ledger.Licence() == "" {
 		return fmt.Errorf("hub: start: %w: required to serve (--licence)", ledger.ErrLicence)
 	}
+	// One hub serves a SQLite database: its claims then live in this
+	// process alone.
+	alone, err := h.db.ServeAlone()
+	if err != nil {
+		return fmt.Errorf("hub: start: %w", err)
+	}
+	h.alone = alone
 	// A ledger that does not add up must not sell: stop here.
 	r, err := h.ledger.Check(ctx)
 	if err != nil {
@@ -554,7 +562,11 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	// Alive first: then what this hub opens is its own to settle.
 	h.payments.Hub = h.ledger.Holder()
-	h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
+	if h.db.Dialect == store.SQLite {
+		h.claims = claims.Local(h.ledger.Holder())
+	} else {
+		h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
+	}
 	h.payments.Claims = h.claims
 	h.payments.Alerts = h.alerts
 	h.leader = h.db.Leader(h.ledger.Holder(), h.hubLeaseTTL())
@@ -866,7 +878,11 @@ func (h *Hub) close() error {
 		h.ks.Close()
 	}
 	if h.db != nil {
-		return h.db.Close()
+		err := h.db.Close()
+		if h.alone != nil {
+			h.alone()
+		}
+		return err
 	}
 	return nil
 }

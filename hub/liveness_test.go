@@ -113,3 +113,22 @@ func TestPprofLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// A second hub on the same SQLite database is refused at start: its claims
+// live in the serving process alone, so two would sell one request twice.
+// The offline commands (hub.Open without Start) still work beside it.
+func TestSecondHubOnSQLiteRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	h, err := hub.Open(ctx, e.cfg, quietLog())
+	if err != nil {
+		t.Fatalf("opening for an offline command beside the running hub: %v", err)
+	}
+	defer h.Close()
+	if r, err := h.Ledger().Check(ctx); err != nil || !r.OK() {
+		t.Fatalf("ledger check beside the running hub: %v, %v", r, err)
+	}
+	if err := h.Start(ctx); !errors.Is(err, store.ErrShared) {
+		t.Fatalf("a second hub started on the same SQLite database: %v, want ErrShared", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
@@ -38,6 +40,7 @@ type DB struct {
 	*sql.DB
 	Dialect Dialect
 	dsn     string
+	path    string   // SQLite's file
 	stmts   sync.Map // query -> *sql.Stmt
 	rebound sync.Map // query -> the query in the dialect's placeholders
 	group   group
@@ -139,7 +142,7 @@ func openSQLite(ctx context.Context, path string, version int) (*DB, error) {
 	// keeps only two idle.
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(16)
-	d := &DB{DB: db, Dialect: SQLite}
+	d := &DB{DB: db, Dialect: SQLite, path: path}
 	if err := d.migrate(ctx, version); err != nil {
 		db.Close()
 		return nil, err
@@ -355,4 +358,30 @@ func (d *DB) migrate(ctx context.Context, upTo int) error {
 		}
 	}
 	return nil
+}
+
+// ErrShared is a SQLite database another hub process is serving.
+var ErrShared = errors.New("store: another hub serves this SQLite database; hubs that share a database need PostgreSQL")
+
+// ServeAlone makes this process the only hub serving a SQLite database,
+// until the returned release: an exclusive lock on a file beside it, which
+// the kernel drops when the process dies. Tools that only read or
+// administer the database do not take it. On PostgreSQL, where hubs
+// share the database, it does nothing.
+func (d *DB) ServeAlone() (release func(), err error) {
+	if d.Dialect != SQLite {
+		return func() {}, nil
+	}
+	f, err := os.OpenFile(d.path+".hub-lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: serve alone: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s)", ErrShared, d.path)
+		}
+		return nil, fmt.Errorf("store: serve alone: %w", err)
+	}
+	return func() { f.Close() }, nil
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -86,4 +87,34 @@ func TestJobLease(t *testing.T) {
 			t.Fatal("hub-a took it back from hub-b")
 		}
 	})
+}
+
+// One hub process serves a SQLite database: a second is refused until the
+// first lets go, or dies.
+func TestServeAlone(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hub.db")
+	a, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := store.Open(ctx, path) // a tool, or a second hub
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	release, err := a.ServeAlone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ServeAlone(); !errors.Is(err, store.ErrShared) {
+		t.Fatalf("a second hub on the database: %v, want ErrShared", err)
+	}
+	release()
+	again, err := b.ServeAlone()
+	if err != nil {
+		t.Fatalf("after the first let go: %v", err)
+	}
+	again()
 }
