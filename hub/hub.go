@@ -531,8 +531,8 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.ledger.Licence() == "" {
 		return fmt.Errorf("hub: start: %w: required to serve (--licence)", ledger.ErrLicence)
 	}
-	// One hub serves a SQLite database: its claims then live in this
-	// process alone.
+	// One hub serves a SQLite database: it tells no other hub of anything
+	// (there are no notifications), so a second would sell blind.
 	alone, err := h.db.ServeAlone()
 	if err != nil {
 		return fmt.Errorf("hub: start: %w", err)
@@ -562,11 +562,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	// Alive first: then what this hub opens is its own to settle.
 	h.payments.Hub = h.ledger.Holder()
-	if h.db.Dialect == store.SQLite {
-		h.claims = claims.Local(h.ledger.Holder())
-	} else {
-		h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
-	}
+	h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
 	h.payments.Claims = h.claims
 	h.payments.Alerts = h.alerts
 	h.leader = h.db.Leader(h.ledger.Holder(), h.hubLeaseTTL())

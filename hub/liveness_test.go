@@ -114,9 +114,10 @@ func TestPprofLoopbackOnly(t *testing.T) {
 	}
 }
 
-// A second hub on the same SQLite database is refused at start: its claims
-// live in the serving process alone, so two would sell one request twice.
-// The offline commands (hub.Open without Start) still work beside it.
+// A second hub on the same SQLite database is refused at start: on SQLite
+// hubs tell each other nothing, so two would judge kiosks and credentials
+// blind. The offline commands (hub.Open without Start) still work beside
+// it.
 func TestSecondHubOnSQLiteRefused(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

@@ -55,13 +55,6 @@ func New(db *store.DB, hub string, now func() time.Time) *Claims {
 	return &Claims{db: db, hub: hub, now: now, held: map[key]chan struct{}{}}
 }
 
-// Local returns the claims of a hub that serves its database alone (SQLite,
-// under store.ServeAlone): a claim is then a lock in this process, and no
-// row is written for it.
-func Local(hub string) *Claims {
-	return &Claims{hub: hub, now: time.Now, held: map[key]chan struct{}{}}
-}
-
 // Take waits until this hub holds the claim on scope/name and returns its
 // release, to be called once the request is done and its answer recorded:
 // a hub waiting for the same request then takes the claim and finds that
@@ -141,9 +134,6 @@ func (c *Claims) unlock(k key) {
 // take inserts the claim, or takes it from its hub if that hub is this
 // one or dead. It reports whether this hub now holds it.
 func (c *Claims) take(ctx context.Context, k key) (bool, error) {
-	if c.db == nil {
-		return true, nil // Local: holding the lock is holding the claim
-	}
 	for range 3 { // a claim released between the insert and the read
 		n, err := c.db.SoftExec(ctx, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (scope, name) DO NOTHING`, k.scope, k.name, c.hub, c.now().UnixMicro())
@@ -183,11 +173,9 @@ func (c *Claims) take(ctx context.Context, k key) (bool, error) {
 // claim whose row cannot be deleted stays this hub's; its next holder here
 // takes it, and after this hub dies anyone may.
 func (c *Claims) release(k key) {
-	if c.db != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.db.SoftExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.db.SoftExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
 	c.unlock(k)
 }
 
@@ -195,9 +183,6 @@ func (c *Claims) release(k key) {
 // with nobody asking for them again. No request is served for that long
 // (age is well over any request's deadline). It returns how many went.
 func (c *Claims) Sweep(ctx context.Context, age time.Duration) (int64, error) {
-	if c.db == nil {
-		return 0, nil
-	}
 	res, err := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM request_claims WHERE claimed_at < ?`), c.now().Add(-age).UnixMicro())
 	if err != nil {
 		return 0, fmt.Errorf("claims: sweep: %w", err)

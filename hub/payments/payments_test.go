@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -659,7 +660,7 @@ func recordSale(t *testing.T, db *store.DB, pay *payments.Payment) {
 // for hundreds of captures, each capture done or refused on its own.
 func TestCapturesInBatches(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, "sqlite://"+t.TempDir()+"/hub.db")
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
