@@ -438,13 +438,19 @@ func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, i
 
 // driveOpen makes c a kiosk whose customers arrive at random, rate a
 // second on average (a Poisson process), whether or not earlier ones were
-// answered: an open loop, as a store's customers are.
-func (m *meter) driveOpen(c mqtt.Client, id string, sheets []protocol.SheetSerial, rate float64, seed uint64, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
+// answered: an open loop, as a store's customers are. The first arrives
+// after begin closes, once every kiosk is connected.
+func (m *meter) driveOpen(c mqtt.Client, id string, sheets []protocol.SheetSerial, rate float64, seed uint64, begin, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
 	l, err := m.newLink(c, id, sheets, nil, stop, wg)
 	if err != nil {
 		return err
 	}
 	wg.Go(func() {
+		select {
+		case <-begin:
+		case <-stop:
+			return
+		}
 		rng := mrand.New(mrand.NewPCG(seed, 7))
 		t := time.NewTimer(time.Duration(rng.ExpFloat64() / rate * float64(time.Second)))
 		defer t.Stop()

@@ -289,7 +289,9 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 	labels := per*(cfg.Warmup+cfg.Duration).Seconds()*1.5 + 10
 	sheetsEach := int(labels)/10 + 1
 	m := &meter{}
-	stop := make(chan struct{})
+	begin, stop := make(chan struct{}), make(chan struct{})
+	halt := sync.OnceFunc(func() { close(stop) })
+	defer halt() // a kiosk that could not be set up: the others stop too
 	var wg sync.WaitGroup
 	var clients []mqtt.Client
 	defer func() {
@@ -315,10 +317,11 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 			return nil, fmt.Errorf("bench: connect %s (%d kiosk connections need as many open files in mosquitto): %v", id, cfg.OpenKiosks, t.Error())
 		}
 		clients = append(clients, c)
-		if err := m.driveOpen(c, id, sheets, per, uint64(k), stop, &wg, log); err != nil {
+		if err := m.driveOpen(c, id, sheets, per, uint64(k), begin, stop, &wg, log); err != nil {
 			return nil, err
 		}
 	}
+	close(begin) // every kiosk connected: the customers start arriving
 	time.Sleep(cfg.Warmup)
 	cpu0 := cpuOf(hubPIDs())
 	m.measuring.Store(true)
@@ -333,7 +336,7 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 	m.measuring.Store(false)
 	elapsed := time.Since(t0)
 	cpu1 := cpuOf(hubPIDs())
-	close(stop)
+	halt()
 	wg.Wait()
 	if err := <-profiled; err != nil {
 		log.Warn("bench: no profile of the hub under the open loop", "err", err)
