@@ -148,10 +148,12 @@ Figures before each change are from the same bench on this machine; the machine 
   (hub-idle-kiosks.pprof). The first heartbeat of each kiosk after a start costs more (a fleet read and the alerts
   it may clear), once.
 
-Not done yet (issue 15 stays open): hub CPU per sale on SQLite is about 0.4 ms at saturation against a 0.15 ms
-target, and at light load, where every sale is its own commit, it is several times that: the open-loop row shows the
-hub bound by commits (WAL frames and fsync are most of its profile, hub-sqlite-open.pprof), and this 2-core machine
-cannot also generate the full 50% load from 1,000 connections, so the row's *sent* column is what was offered.
+Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.4-0.5 ms at saturation against a 0.15 ms
+target. The open-loop row misses its latency targets: until this run its first kiosks began selling while the others
+were still being set up and ran out of labels, so it sent about 780/s of the 1,378/s asked and showed p50 10.5 ms and
+p99 32 ms; all 1,000 now start together and it sends the full 50% load, and p50 is about 30 ms and p99 about 100 ms.
+At that load the hub is bound by its commits (WAL frames and fsync are most of its profile, hub-sqlite-open.pprof) on
+the same 2 cores as the load generator and mosquitto.
 `
 
 // ClusterMarkdown renders the hub processes' runs: one hub on SQLite, if
