@@ -20,15 +20,7 @@ import (
 // presence (and so its console) as a notification, at once: the hub does
 // not poll the table. It reads the table only when it starts listening.
 func TestHeartbeatsOfOtherHubsArrive(t *testing.T) {
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	t.Cleanup(pg.Stop) // after the hub's own cleanup closes it
-	dsn, err := pg.NewDatabase("peers")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn })
 	ctx := context.Background()
 	other, err := store.Open(ctx, dsn)
@@ -73,15 +65,7 @@ func TestHeartbeatsOfOtherHubsArrive(t *testing.T) {
 // kiosk's session here at once, told by a notification: this hub's broker
 // would not recheck for an hour.
 func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	t.Cleanup(pg.Stop)
-	dsn, err := pg.NewDatabase("peers")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.BrokerRecheck = dsn, time.Hour })
 	lost := make(chan struct{})
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.h.BrokerAddr).SetClientID("kiosk-1").SetUsername("kiosk-1").
@@ -112,15 +96,7 @@ func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
 // progress, and charts theirs beside its own: any hub's console shows the
 // whole cluster's live activity, not only what it answered itself.
 func TestActivityOfOtherHubsArrives(t *testing.T) {
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	t.Cleanup(pg.Stop)
-	dsn, err := pg.NewDatabase("peers")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.ActivityEvery = dsn, 50*time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -178,4 +154,20 @@ func TestActivityOfOtherHubsArrives(t *testing.T) {
 		}
 		return n == 8
 	})
+}
+
+// peersDB is a fresh PostgreSQL database for hubs that share it; the
+// server stops after the hub's own cleanup closes it.
+func peersDB(t *testing.T) string {
+	t.Helper()
+	pg, err := pgtest.Start()
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	t.Cleanup(pg.Stop)
+	dsn, err := pg.NewDatabase("peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn
 }

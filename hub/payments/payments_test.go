@@ -340,19 +340,7 @@ func TestCrashBetweenAnswerAndCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The sale's commit, as the ledger makes it: the sale and its
-		// payment's authorization in one transaction.
-		w := pay.Authorized()
-		if err := db.InTx(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', 780, ?, 1)`),
-				sold.KioskID, sold.RequestID, []byte{1}, []byte("{}")); err != nil {
-				return err
-			}
-			_, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		recordSale(t, db, pay)
 		if _, err := a.Hold(ctx, unsold, payments.Source{Token: "tok"}, 780); err != nil {
 			t.Fatal(err)
 		}
@@ -428,25 +416,6 @@ func TestSettlementRacesLapsedCommit(t *testing.T) {
 			return p
 		}
 		a, b := hub("hub-a"), hub("hub-b")
-		// sell is hub A's commit: the sale and its authorization, or
-		// nothing if the attempt is no longer A's to authorize.
-		sell := func(key payments.Key, pay *payments.Payment) error {
-			w := pay.Authorized()
-			return db.InTx(ctx, func(tx *sql.Tx) error {
-				if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', 780, ?, 1)`),
-					key.KioskID, key.RequestID, []byte{1}, []byte("{}")); err != nil {
-					return err
-				}
-				res, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
-				if err != nil {
-					return err
-				}
-				if n, _ := res.RowsAffected(); n == 0 {
-					return w.Stale
-				}
-				return nil
-			})
-		}
 		for _, tc := range []struct {
 			name string
 			key  payments.Key
@@ -475,7 +444,7 @@ func TestSettlementRacesLapsedCommit(t *testing.T) {
 				if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
 					t.Fatal(err)
 				}
-				commit = func() error { return sell(tc.key, pay) }
+				commit = func() error { return commitSale(db, pay) }
 				if err := tc.settle(tc.key); err != nil {
 					t.Fatal(err)
 				}
@@ -504,9 +473,7 @@ func TestSettlementRacesLapsedCommit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := sell(key, pay); err != nil {
-			t.Fatal(err)
-		}
+		recordSale(t, db, pay)
 		now = now.Add(time.Minute)
 		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
 			t.Fatal(err)
@@ -561,17 +528,7 @@ func TestCaptureRefusedAfterSale(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w := pay.Authorized()
-			if err := db.InTx(ctx, func(tx *sql.Tx) error {
-				if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', 780, ?, 1)`),
-					key.KioskID, key.RequestID, []byte{1}, []byte("{}")); err != nil {
-					return err
-				}
-				_, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
+			recordSale(t, db, pay)
 			if err := gw.Void(ctx, pay.Ref); err != nil {
 				t.Fatal(err)
 			}
@@ -638,20 +595,32 @@ func TestCaptureServerErrorIsNotRefusal(t *testing.T) {
 	}
 }
 
-// recordSale commits a sale and its payment's authorization together, as
-// the ledger's commit does.
-func recordSale(t *testing.T, db *store.DB, pay *payments.Payment) {
-	t.Helper()
+// commitSale commits a sale and its payment's authorization together, as
+// the ledger's commit does: nothing, and the write's Stale error, if the
+// attempt is no longer the payment's to authorize.
+func commitSale(db *store.DB, pay *payments.Payment) error {
 	ctx := context.Background()
 	w := pay.Authorized()
-	if err := db.InTx(ctx, func(tx *sql.Tx) error {
+	return db.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES (?, ?, ?, 'ok', ?, ?, 1)`),
 			pay.KioskID, pay.RequestID, []byte{1}, pay.Amount, []byte("{}")); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
-		return err
-	}); err != nil {
+		res, err := tx.ExecContext(ctx, db.Rebind(w.Query), w.Args...)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return w.Stale
+		}
+		return nil
+	})
+}
+
+// recordSale is commitSale that must succeed.
+func recordSale(t *testing.T, db *store.DB, pay *payments.Payment) {
+	t.Helper()
+	if err := commitSale(db, pay); err != nil {
 		t.Fatal(err)
 	}
 }
