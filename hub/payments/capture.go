@@ -81,7 +81,6 @@ func (p *Payments) CaptureLater(pay *Payment) {
 func (p *Payments) captureNow(pays []*Payment) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	bc, batches := p.gw.(batchCapturer)
 	var cs []Capture
 	var cards []int
 	for i, pay := range pays {
@@ -89,21 +88,17 @@ func (p *Payments) captureNow(pays []*Payment) {
 			cs, cards = append(cs, Capture{AuthID: pay.Ref, Amount: pay.Amount}), append(cards, i)
 		}
 	}
-	if !batches || len(cs) < 2 {
-		var wg sync.WaitGroup
-		for _, pay := range pays {
-			wg.Go(func() { p.captured(pay, p.capture(ctx, pay)) })
-		}
-		wg.Wait()
-		return
-	}
 	gwErrs := make([]error, len(pays))
-	errs, err := bc.CaptureBatch(ctx, cs)
-	for j, i := range cards {
-		if err != nil {
-			gwErrs[i] = err
-		} else {
-			gwErrs[i] = errs[j]
+	if bc, ok := p.gw.(batchCapturer); ok && len(cs) > 1 {
+		errs, err := bc.CaptureBatch(ctx, cs)
+		for j, i := range cards {
+			if gwErrs[i] = err; err == nil {
+				gwErrs[i] = errs[j]
+			}
+		}
+	} else {
+		for j, i := range cards {
+			gwErrs[i] = p.gw.Capture(ctx, cs[j].AuthID, cs[j].Amount)
 		}
 	}
 	var wg sync.WaitGroup
