@@ -991,16 +991,19 @@ func (h *Hub) every(period time.Duration, fn func() bool) {
 // hub's console shows the whole fleet live and a kiosk is judged silent on
 // all of them. While this hub does not hear the notifications (its
 // connection dropped) no kiosk is judged silent; once it hears again it
-// first reads what it missed from the table.
+// first reads what it missed from the table, and judges none silent for
+// one silence window more: the heartbeats no hub could store meanwhile
+// (the database was away for every hub) are lost.
 func (h *Hub) heartbeats() {
 	period := time.Duration(h.cfg.HeartbeatS) * time.Second
+	silence := period * 5 / 2
 	tick := min(time.Second, period/4)
 	p := &h.peers
 	sweepEvery := max(int(period/4/tick), 1)
 	n := 0
 	h.every(tick, func() bool {
 		p.mu.Lock()
-		ok, since := p.listening && p.synced, p.lost
+		ok, since, syncedAt := p.listening && p.synced, p.lost, p.syncedAt
 		needSync := p.listening && !p.synced
 		p.mu.Unlock()
 		if needSync {
@@ -1016,12 +1019,15 @@ func (h *Hub) heartbeats() {
 				return true
 			}
 			p.mu.Lock()
-			p.synced = p.listening
-			ok = p.synced
+			p.synced, p.syncedAt = p.listening, time.Now()
+			ok, syncedAt = p.synced, p.syncedAt
 			p.mu.Unlock()
 		}
-		if n++; ok && n%sweepEvery == 0 {
-			for _, id := range h.presence.Sweep(period * 5 / 2) {
+		// The heartbeats that no hub could store while the database was
+		// away are in no table: silence counts from the resync at the
+		// earliest (presence runs on the real clock).
+		if n++; ok && n%sweepEvery == 0 && time.Since(syncedAt) > silence {
+			for _, id := range h.presence.Sweep(silence) {
 				h.kioskOffline(id, "no heartbeat")
 			}
 		}
@@ -1034,6 +1040,7 @@ type peerNotes struct {
 	mu        sync.Mutex
 	listening bool
 	synced    bool      // and has read what it missed before
+	syncedAt  time.Time // when it last did
 	lost      time.Time // when it last stopped hearing them
 }
 
