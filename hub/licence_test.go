@@ -48,7 +48,7 @@ func TestLicence(t *testing.T) {
 	if _, err := other.BuyFunds(ctx, "lic-buy", 1000); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("funds under another licence: %v", err)
 	}
-	if _, err := other.Anchor(ctx); err == nil {
+	if _, err := other.Anchors(ctx); err == nil {
 		t.Fatal("anchor under another licence answered")
 	}
 	if _, err := other.SubmitReport(ctx, &hubpostal.Report{ReportID: "lic-r", Vendor: "FR"}); err == nil {

@@ -20,10 +20,10 @@ type Report struct {
 	FundsBought protocol.Mills // sum of completed postal purchases
 	Indicia     int
 	Spoiled     int // signed but never sold; claimed back in the postal report
-	// Anchor is the audit head the postal authority holds, checked against
-	// the chain; nil before any report carried one, or if the authority
-	// did not answer (AnchorUnchecked says why).
-	Anchor          *postal.Anchor
+	// Anchors are the audit heads the postal authority holds, one per
+	// chain, checked against the chains; none before any report carried
+	// one, or if the authority did not answer (AnchorUnchecked says why).
+	Anchors         []postal.Anchor
 	AnchorUnchecked string
 	Violations      []string
 }
@@ -97,7 +97,7 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 	// The anchor first, outside the snapshot: the chain only grows, so an
 	// anchor read before it is still in it.
 	actx, cancel := context.WithTimeout(ctx, anchorTimeout)
-	r.Anchor, r.AnchorUnchecked = l.anchor(actx)
+	r.Anchors, r.AnchorUnchecked = l.anchors(actx)
 	cancel()
 	err := l.db.ReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT serial, kind, ar, dr, control, COALESCE(locked, '') FROM psd ORDER BY serial`)
@@ -199,7 +199,12 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 		if err := l.verifyAudit(ctx, tx, all, bad); err != nil {
 			return err
 		}
-		return l.verifyAnchor(ctx, tx, r.Anchor, bad)
+		for _, a := range r.Anchors {
+			if err := l.verifyAnchor(ctx, tx, a, bad); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: check: %w", err)
@@ -211,13 +216,13 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 // its ledger, when the authority is down too.
 const anchorTimeout = 5 * time.Second
 
-// anchor asks the authority for the audit head it holds; an authority that
-// does not answer leaves the anchor unchecked, with the reason.
-func (l *Ledger) anchor(ctx context.Context) (*postal.Anchor, string) {
+// anchors asks the authority for the audit heads it holds; an authority
+// that does not answer leaves the anchors unchecked, with the reason.
+func (l *Ledger) anchors(ctx context.Context) ([]postal.Anchor, string) {
 	if l.pa == nil {
 		return nil, "no postal authority configured"
 	}
-	a, err := l.pa.Anchor(ctx)
+	a, err := l.pa.Anchors(ctx)
 	if err != nil {
 		l.log.Warn("audit anchor not checked: the postal authority did not answer", "err", err)
 		return nil, err.Error()
@@ -225,21 +230,18 @@ func (l *Ledger) anchor(ctx context.Context) (*postal.Anchor, string) {
 	return a, ""
 }
 
-// verifyAnchor checks that the chain holds the entry the authority was told
+// verifyAnchor checks that a chain holds the entry the authority was told
 // of, with the same hash.
-func (l *Ledger) verifyAnchor(ctx context.Context, tx *sql.Tx, a *postal.Anchor, bad func(string, ...any)) error {
-	if a == nil {
-		return nil
-	}
+func (l *Ledger) verifyAnchor(ctx context.Context, tx *sql.Tx, a postal.Anchor, bad func(string, ...any)) error {
 	var hash []byte
-	err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT hash FROM audit WHERE seq = ?`), a.Seq).Scan(&hash)
+	err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT hash FROM audit WHERE chain = ? AND n = ?`), a.Chain, a.Seq).Scan(&hash)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		bad("audit: the postal authority holds entry %d of the chain (report %s) and the chain has no such entry: the audit log was wiped, reset or cut", a.Seq, a.ReportRef)
+		bad("audit: the postal authority holds entry %d of chain %d (report %s) and the chain has no such entry: the audit log was wiped, reset or cut", a.Seq, a.Chain, a.ReportRef)
 	case err != nil:
 		return err
 	case hex.EncodeToString(hash) != a.Hash:
-		bad("audit: entry %d differs from the one the postal authority holds (report %s): the audit log was rewritten", a.Seq, a.ReportRef)
+		bad("audit: entry %d of chain %d differs from the one the postal authority holds (report %s): the audit log was rewritten", a.Seq, a.Chain, a.ReportRef)
 	}
 	return nil
 }

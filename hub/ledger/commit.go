@@ -292,9 +292,9 @@ type batchOutcome struct {
 //
 // It reads, decides and writes in three batches, whatever the number of
 // sales: on PostgreSQL each batch is one round trip. The rows it locks are
-// taken in one order on every hub (its MPSDs, the GPSD, its payments, the
-// audit head, then sheets by serial), so two hubs' commits queue, and never
-// deadlock.
+// taken in one order on every hub (its MPSDs, whose rows hold their audit
+// chains' heads, the GPSD, its payments, then sheets by serial), so two
+// hubs' commits queue, and never deadlock.
 func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, known map[uint32]*mpsdState) (*batchOutcome, error) {
 	now := l.cfg.Now()
 	out := &batchOutcome{results: make([]Answer, len(batch)), errs: make([]error, len(batch)),
@@ -378,7 +378,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 
 	// 2. Decide which parts can be written at all, in order on their
 	// chains, and which sales can still be sold; record their payments'
-	// authorizations, and lock the audit head.
+	// authorizations.
 	unavailable := func(serial uint32) error {
 		return protocol.Errorf(protocol.CodeServiceUnavailable, "mpsd %d is out of service; try again", serial)
 	}
@@ -390,7 +390,6 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		gdr = g.DR
 	}
 	var mid store.Batch
-	audited := false
 	for i, t := range batch {
 		s := t.sale
 		var saleErr error
@@ -451,11 +450,6 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 			mid.Exec(&paid[i], s.Payment.Query, s.Payment.Args...)
 		}
 		writables[i], saleErrs[i] = writable, saleErr
-		audited = audited || len(writable) > 0
-	}
-	var head auditHead
-	if audited {
-		mid.QueryRow(head.scan, auditHeadQuery+l.db.ForUpdate())
 	}
 	if err := tx.Run(ctx, &mid); err != nil {
 		return nil, fmt.Errorf("ledger: record payments: %w", err)
@@ -525,8 +519,8 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 	var writes store.Batch
 	writes.Insert("sales", saleCols, sales)
 	writes.Insert("indicia", indiciumCols, indicia)
-	// In one order on every hub, after the audit head: two hubs' batches
-	// that share sheets then queue on the head instead of deadlocking.
+	// In one order on every hub: two hubs' batches that share sheets queue
+	// on them and never deadlock.
 	for _, sh := range slices.Sorted(maps.Keys(sheets)) {
 		n := sheets[sh]
 		writes.Exec(nil, sheetUsed, n, n, micros(now), uint32(sh))
@@ -534,8 +528,15 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 	writes.Insert("remedies", remedyCols, remedies)
 	writes.Insert("spoiled", spoiledCols, spoiled)
 	writes.Insert("fundings", fundingCols, fundings)
-	if len(audit) > 0 {
-		head.chain(&writes, now, audit)
+	heads := map[uint32]*auditHead{}
+	for _, serial := range serials {
+		heads[serial] = &chains[serial].p.head
+	}
+	if g != nil {
+		heads[GPSDSerial] = &g.head
+	}
+	if err := chainAudit(&writes, now, audit, heads); err != nil {
+		return nil, err
 	}
 	for _, serial := range serials {
 		c := chains[serial]

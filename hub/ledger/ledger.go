@@ -119,10 +119,10 @@ type alerter interface {
 }
 
 // authority is the postal authority: it sells postage, and holds the audit
-// head of the vendor's last accepted report.
+// heads of the vendor's accepted reports.
 type authority interface {
 	BuyFunds(ctx context.Context, requestID string, amountMills int64) (postal.Purchase, error)
-	Anchor(ctx context.Context) (*postal.Anchor, error)
+	Anchors(ctx context.Context) ([]postal.Anchor, error)
 }
 
 // Errors a caller may act on.
@@ -499,7 +499,7 @@ func (l *Ledger) loadPSD(ctx context.Context, mac macer, tx *sql.Tx, serial uint
 // psdQuery reads a register row (for p.scan), locking it for the
 // transaction if forUpdate.
 func (l *Ledger) psdQuery(forUpdate bool) string {
-	q := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at FROM psd WHERE serial = ?`
+	q := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at, audit_n, audit_hash FROM psd WHERE serial = ?`
 	if forUpdate {
 		q += l.db.ForUpdate()
 	}
@@ -510,7 +510,7 @@ func (l *Ledger) psdQuery(forUpdate bool) string {
 func (p *PSD) scan(scan func(...any) error) error {
 	var locked, holder sql.NullString
 	var leaseUntil, reported int64
-	if err := scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported); err != nil {
+	if err := scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported, &p.head.n, &p.head.hash); err != nil {
 		return fmt.Errorf("ledger: load psd %d: %w", p.Serial, err)
 	}
 	p.Locked, p.LeaseHolder = locked.String, holder.String

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/frank-postage/frank/hsm/soft"
 	"github.com/frank-postage/frank/hub/alerts"
@@ -177,5 +178,87 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 				t.Fatalf("after a new sale: %v %v", r.Violations, err)
 			}
 		})
+	}
+}
+
+// A database from before one audit chain per PSD: its single chain becomes
+// chain 0, each PSD's chain opens where chain 0 left it, the ledger checks
+// clean and sells on. An opening that does not carry chain 0's registers
+// over is a violation.
+func TestMigrateToChainPerPSD(t *testing.T) {
+	for _, b := range backends {
+		for _, skew := range []protocol.Mills{0, 1} {
+			t.Run(fmt.Sprintf("%s/skew=%d", b.name, skew), func(t *testing.T) {
+				ctx := context.Background()
+				dir := t.TempDir()
+				copyDir(t, "testdata/v1", dir)
+				dsn := v1Database(t, b.name, dir)
+				old, err := store.OpenVersion(ctx, dsn, 24)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := ledger.WriteChainZero(ctx, old, time.Now().Add(-time.Hour), ledger.FirstMPSDSerial, skew)
+				old.Close()
+				if err != nil || n != 2 {
+					t.Fatalf("chain 0: %d entries, %v", n, err)
+				}
+
+				db, err := store.Open(ctx, dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				ks, err := soft.Open(filepath.Join(dir, "keys"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sess, _ := ks.Session()
+				l, err := ledger.Open(ctx, db, ledger.Config{Holder: "migrated", Licence: testLicence}, sess, hubpostal.New("http://127.0.0.1:1", "FR", testLicence),
+					alerts.New(db, quiet, nil), quiet)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				var openings int
+				if err := db.QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM audit WHERE chain = psd AND n = 1 AND kind = 'opening' AND ref = ?`),
+					"continues chain 0 after its entry 2").Scan(&openings); err != nil || openings != 2 {
+					t.Fatalf("%d chains opened from chain 0, %v", openings, err)
+				}
+				r, err := l.Check(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if skew != 0 {
+					if r.OK() || !strings.Contains(strings.Join(r.Violations, "\n"), fmt.Sprintf("chain %d opens with AR", ledger.FirstMPSDSerial)) {
+						t.Fatalf("an opening that does not carry chain 0 over passed: %q", r.Violations)
+					}
+					return
+				}
+				if !r.OK() {
+					t.Fatalf("migrated ledger: %v", r.Violations)
+				}
+				open := func() (psdm.Session, error) { return ks.Session() }
+				pool, err := psdm.Start(ctx, psdm.Config{Workers: 1, MPSDsPerWorker: 1}, open,
+					psdm.Key{Label: "indicium-20261129T060722.559235", CertSerial: 1}, l, quiet)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pool.Close()
+				if _, err := pool.Sell(ctx, newSale("after-chains", 780, "0000-0003-01")); err != nil {
+					t.Fatal(err)
+				}
+				if r, err := l.Check(ctx); err != nil || !r.OK() {
+					t.Fatalf("after a new sale: %v %v", r.Violations, err)
+				}
+				// The report anchors chain 0 beside the PSDs' chains.
+				rep, err := l.BuildReport(ctx, time.Now().Add(-2*time.Hour), time.Now().Add(time.Minute))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rep.AuditHeads) != 3 || rep.AuditHeads[0].Chain != 0 || rep.AuditHeads[0].Seq != 2 || rep.AuditHeads[2].Seq < 2 {
+					t.Fatalf("report heads %+v", rep.AuditHeads)
+				}
+			})
+		}
 	}
 }

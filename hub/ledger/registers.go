@@ -36,6 +36,7 @@ type PSD struct {
 	LeaseHolder string         `json:"lease_holder,omitempty"`
 	LeaseUntil  time.Time      `json:"lease_until"`
 	ReportedAt  time.Time      `json:"reported_at"` // last postal report that covered it
+	head        auditHead      // its audit chain's last entry
 }
 
 // controlMessage is what the control code covers. The kind is included so a

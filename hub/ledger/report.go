@@ -177,14 +177,7 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 		}
 		rows.Close()
 		slices.SortStableFunc(r.Events, func(a, b postal.Event) int { return a.At.Compare(b.At) })
-		var head postal.AuditHead
-		var hash []byte
-		err = tx.QueryRowContext(ctx, l.db.Rebind(`SELECT seq, hash FROM audit WHERE at < ? ORDER BY seq DESC LIMIT 1`), t).Scan(&head.Seq, &hash)
-		switch {
-		case err == nil:
-			head.Hash = hex.EncodeToString(hash)
-			r.AuditHead = &head
-		case !errors.Is(err, sql.ErrNoRows):
+		if r.AuditHeads, err = l.auditHeads(ctx, tx, t); err != nil {
 			return err
 		}
 		return l.readings(ctx, tx, r, f, t)
@@ -198,7 +191,8 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 // readings takes each PSD's registers at the start and end of the period
 // from the audit trail.
 func (l *Ledger) readings(ctx context.Context, tx *sql.Tx, r *postal.Report, from, to int64) error {
-	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT psd, at, ar, dr FROM audit WHERE at < ? ORDER BY seq`), to)
+	// Chain 0 first: each PSD's own chain continues from it.
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT psd, at, ar, dr FROM audit WHERE at < ? ORDER BY chain, n`), to)
 	if err != nil {
 		return err
 	}
@@ -293,4 +287,41 @@ func (l *Ledger) ReportedUntil(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("ledger: reported until: %w", err)
 	}
 	return time.UnixMicro(created).UTC(), nil
+}
+
+// auditHeads is each chain's last entry before to: chain 0's, if it has
+// any, and every PSD's.
+func (l *Ledger) auditHeads(ctx context.Context, tx *sql.Tx, to int64) ([]postal.AuditHead, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT serial FROM psd ORDER BY serial`)
+	if err != nil {
+		return nil, err
+	}
+	chains := []uint32{legacyChain}
+	for rows.Next() {
+		var s uint32
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		chains = append(chains, s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []postal.AuditHead
+	for _, c := range chains {
+		h := postal.AuditHead{Chain: c}
+		var hash []byte
+		err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT n, hash FROM audit WHERE chain = ? AND at < ? ORDER BY n DESC LIMIT 1`), c, to).Scan(&h.Seq, &hash)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		h.Hash = hex.EncodeToString(hash)
+		out = append(out, h)
+	}
+	return out, nil
 }

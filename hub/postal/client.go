@@ -106,12 +106,12 @@ func (c *Client) BuyFunds(ctx context.Context, requestID string, amountMills int
 	return out, nil
 }
 
-// Anchor returns the audit head the authority holds for this vendor, or
-// nil before any report carried one.
-func (c *Client) Anchor(ctx context.Context) (*Anchor, error) {
-	var out *Anchor // JSON null: none yet
-	if err := c.do(ctx, http.MethodGet, "/v1/anchor?vendor="+url.QueryEscape(c.Vendor)+"&licence="+url.QueryEscape(c.Licence), nil, &out); err != nil {
-		return nil, fmt.Errorf("postal: anchor: %w", err)
+// Anchors returns, for each of the vendor's audit chains, the furthest head
+// the authority holds; none before any report carried one.
+func (c *Client) Anchors(ctx context.Context) ([]Anchor, error) {
+	var out []Anchor
+	if err := c.do(ctx, http.MethodGet, "/v1/anchors?vendor="+url.QueryEscape(c.Vendor)+"&licence="+url.QueryEscape(c.Licence), nil, &out); err != nil {
+		return nil, fmt.Errorf("postal: anchors: %w", err)
 	}
 	return out, nil
 }
@@ -181,22 +181,24 @@ type Report struct {
 	// Events are the period's device events the authority is told of:
 	// kiosks lost or stolen (39 CFR 501 wants them reported), retired.
 	Events []Event `json:"events,omitempty"`
-	// AuditHead is the audit chain's last entry in the period. The
-	// authority keeps it, so a chain rewritten or reset in the vendor's
+	// AuditHeads are each audit chain's last entry in the period. The
+	// authority keeps them, so a chain rewritten or reset in the vendor's
 	// database no longer holds the head it was told of.
-	AuditHead *AuditHead `json:"audit_head,omitempty"`
-	Totals    Totals     `json:"totals"`
+	AuditHeads []AuditHead `json:"audit_heads,omitempty"`
+	Totals     Totals      `json:"totals"`
 }
 
-// AuditHead is one entry of the hub's audit chain: its sequence number and
-// chained hash (hex SHA-256).
+// AuditHead is one entry of one of the hub's audit chains: the chain (each
+// PSD's serial; 0 is the single chain of hubs before one per PSD), the
+// entry's place in it, and its chained hash (hex SHA-256).
 type AuditHead struct {
-	Seq  int64  `json:"seq"`
-	Hash string `json:"hash"`
+	Chain uint32 `json:"chain"`
+	Seq   int64  `json:"seq"`
+	Hash  string `json:"hash"`
 }
 
-// Anchor is the audit head of the vendor's accepted report that reaches
-// furthest into its chain, as the authority holds it.
+// Anchor is the head of one audit chain in the vendor's accepted report
+// that reaches furthest into it, as the authority holds it.
 type Anchor struct {
 	AuditHead
 	ReportRef string    `json:"report_ref"`

@@ -12,7 +12,7 @@ import (
 )
 
 // The real binaries: a report the postal authority accepted anchors the
-// audit chain; the audit log wiped and its head reset under a stopped hub,
+// audit chains; the audit log wiped and its heads reset under a stopped hub,
 // the hub does not start again and `hub ledger check` names the anchor.
 func TestAuditChainWipedUnderStoppedHub(t *testing.T) {
 	d := startDemo(t, demo.Config{Sheets: 1})
@@ -33,6 +33,9 @@ func TestAuditChainWipedUnderStoppedHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`UPDATE audit_head SET seq = 0, hash = ?`, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE psd SET audit_n = 0, audit_hash = NULL`); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

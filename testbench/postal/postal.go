@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -73,8 +74,8 @@ type Filed struct {
 	Received time.Time `json:"received"`
 	// Events are the devices the vendor declared lost, stolen or retired.
 	Events []hubpostal.Event `json:"events,omitempty"`
-	// AuditHead anchors the vendor's audit chain.
-	AuditHead *hubpostal.AuditHead `json:"audit_head,omitempty"`
+	// AuditHeads anchor the vendor's audit chains.
+	AuditHeads []hubpostal.AuditHead `json:"audit_heads,omitempty"`
 }
 
 // DemoLicence is the postal licence the demo, the tests and the benchmarks
@@ -201,7 +202,7 @@ func (a *Authority) Handler() http.Handler {
 	r.Get("/v1/funds", a.getFunds)
 	r.Post("/v1/reports", a.postReport)
 	r.Get("/v1/reports", a.getReports)
-	r.Get("/v1/anchor", a.getAnchor)
+	r.Get("/v1/anchors", a.getAnchors)
 	r.Get("/v1/authority", a.getAuthority)
 	return r
 }
@@ -373,7 +374,7 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, Licence: rep.Licence, From: rep.From, To: rep.To,
-		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC(), Events: rep.Events, AuditHead: rep.AuditHead}
+		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC(), Events: rep.Events, AuditHeads: rep.AuditHeads}
 	a.st.Reports = append(a.st.Reports, f)
 	if err := a.save(); err != nil {
 		a.st.Reports = a.st.Reports[:len(a.st.Reports)-1]
@@ -384,34 +385,43 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, map[string]string{"ref": f.Ref})
 }
 
-// Anchor is the audit head of vendor's accepted report that reaches
-// furthest into its chain, or nil.
-func (a *Authority) Anchor(vendor string) *hubpostal.Anchor {
+// Anchors are, for each of vendor's audit chains, the head in its accepted
+// reports that reaches furthest into it, by chain.
+func (a *Authority) Anchors(vendor string) []hubpostal.Anchor {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.anchor(vendor)
+	return a.anchors(vendor)
 }
 
-// anchor is Anchor; the caller holds a.mu.
-func (a *Authority) anchor(vendor string) *hubpostal.Anchor {
-	var out *hubpostal.Anchor
+// anchors is Anchors; the caller holds a.mu.
+func (a *Authority) anchors(vendor string) []hubpostal.Anchor {
+	best := map[uint32]hubpostal.Anchor{}
 	for _, f := range a.st.Reports {
-		if f.Vendor == vendor && f.AuditHead != nil && (out == nil || f.AuditHead.Seq > out.Seq) {
-			out = &hubpostal.Anchor{AuditHead: *f.AuditHead, ReportRef: f.Ref, Received: f.Received}
+		if f.Vendor != vendor {
+			continue
 		}
+		for _, h := range f.AuditHeads {
+			if b, ok := best[h.Chain]; !ok || h.Seq > b.Seq {
+				best[h.Chain] = hubpostal.Anchor{AuditHead: h, ReportRef: f.Ref, Received: f.Received}
+			}
+		}
+	}
+	out := make([]hubpostal.Anchor, 0, len(best))
+	for _, c := range slices.Sorted(maps.Keys(best)) {
+		out = append(out, best[c])
 	}
 	return out
 }
 
-// getAnchor answers JSON null when the vendor has no anchor yet.
-func (a *Authority) getAnchor(w http.ResponseWriter, r *http.Request) {
+// getAnchors answers an empty list when the vendor has no anchor yet.
+func (a *Authority) getAnchors(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.licensed(w, q.Get("vendor"), q.Get("licence")) {
 		return
 	}
-	writeJSON(w, http.StatusOK, a.anchor(q.Get("vendor")))
+	writeJSON(w, http.StatusOK, a.anchors(q.Get("vendor")))
 }
 
 // audit re-checks a report the way an inspector would: its totals, the
@@ -449,18 +459,30 @@ func (a *Authority) audit(r *hubpostal.Report) []string {
 			}
 		}
 	}
-	// The audit head: the same entry keeps its hash, and a later period
-	// never ends earlier in the chain (a reset chain starts again at 1).
-	if h := r.AuditHead; h != nil {
-		for _, f := range a.st.Reports {
-			if f.Vendor != r.Vendor || f.AuditHead == nil {
-				continue
-			}
-			if f.AuditHead.Seq == h.Seq && f.AuditHead.Hash != h.Hash {
-				fail("audit head: entry %d differs from the one report %s gave: the chain was rewritten", h.Seq, f.Ref)
-			}
-			if f.AuditHead.Seq > h.Seq && !f.To.After(r.To) {
-				fail("audit head: entry %d ends a period after report %s, which ended at entry %d: the chain was reset", h.Seq, f.Ref, f.AuditHead.Seq)
+	// The audit heads, chain by chain: the same entry keeps its hash, a
+	// later period never ends earlier in a chain (a reset chain starts
+	// again at 1), and a chain once reported is never missing later.
+	heads := map[uint32]hubpostal.AuditHead{}
+	for _, h := range r.AuditHeads {
+		if _, dup := heads[h.Chain]; dup {
+			fail("audit head: chain %d given twice", h.Chain)
+		}
+		heads[h.Chain] = h
+	}
+	for _, f := range a.st.Reports {
+		if f.Vendor != r.Vendor {
+			continue
+		}
+		for _, fh := range f.AuditHeads {
+			h, ok := heads[fh.Chain]
+			switch {
+			case !ok && !f.To.After(r.To):
+				fail("audit head: chain %d, which report %s anchored at entry %d, is missing: the chain was cut", fh.Chain, f.Ref, fh.Seq)
+			case !ok:
+			case fh.Seq == h.Seq && fh.Hash != h.Hash:
+				fail("audit head: entry %d of chain %d differs from the one report %s gave: the chain was rewritten", h.Seq, h.Chain, f.Ref)
+			case fh.Seq > h.Seq && !f.To.After(r.To):
+				fail("audit head: entry %d of chain %d ends a period after report %s, which ended at entry %d: the chain was reset", h.Seq, h.Chain, f.Ref, fh.Seq)
 			}
 		}
 	}

@@ -265,8 +265,10 @@ func ledgerCheck(ctx context.Context, h *hub.Hub) int {
 		fmt.Printf("  MPSD %d: AR %s DR %s (%s)\n", m.Serial, m.AR.Exact(), m.DR.Exact(), state)
 	}
 	switch {
-	case r.Anchor != nil:
-		fmt.Printf("audit anchor: entry %d, from postal report %s\n", r.Anchor.Seq, r.Anchor.ReportRef)
+	case len(r.Anchors) > 0:
+		for _, a := range r.Anchors {
+			fmt.Printf("audit anchor: entry %d of chain %d, from postal report %s\n", a.Seq, a.Chain, a.ReportRef)
+		}
 	case r.AnchorUnchecked != "":
 		fmt.Println("audit anchor: NOT CHECKED, the postal authority did not answer:", r.AnchorUnchecked)
 	default:
