@@ -295,13 +295,21 @@ type meter struct {
 
 // percentiles are the measured latencies' p50, p90, p99 and max.
 func (m *meter) percentiles() (p50, p90, p99, most time.Duration) {
+	return m.quantile(0.5), m.quantile(0.9), m.quantile(0.99), m.quantile(1)
+}
+
+// quantile is the latency q of the answers fall within (1: the longest).
+func (m *meter) quantile(q float64) time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	slices.Sort(m.lat)
-	if n := len(m.lat); n > 0 {
-		return m.lat[n/2], m.lat[n*90/100], m.lat[n*99/100], m.lat[n-1]
+	n := len(m.lat)
+	if n == 0 {
+		return 0
 	}
-	return
+	if !slices.IsSorted(m.lat) {
+		slices.Sort(m.lat)
+	}
+	return m.lat[min(int(q*float64(n)), n-1)]
 }
 
 // link is a simulated kiosk's connection: it publishes purchases, times

@@ -75,3 +75,23 @@ func TestClusterSells(t *testing.T) {
 	t.Logf("2 hubs: %.0f sales/s, p99 %v, hub CPU %v/sale, PostgreSQL CPU %v/sale, %.0f B WAL/sale, %.1f commits/sale, %d deadlocks, %d lock waits",
 		r.SalesPerSec, r.P99, r.HubCPUPerSale, r.PGCPUPerSale, r.WALPerSale, r.CommitsPerSale, r.Deadlocks, r.LockWaits)
 }
+
+// The latency quantiles the reports print: p99.9 of 2,000 answers is the
+// second longest, max the longest.
+func TestQuantiles(t *testing.T) {
+	var m meter
+	for i := 2000; i >= 1; i-- {
+		m.lat = append(m.lat, time.Duration(i)*time.Millisecond)
+	}
+	p50, p90, p99, most := m.percentiles()
+	if p50 != 1001*time.Millisecond || p90 != 1801*time.Millisecond || p99 != 1981*time.Millisecond || most != 2000*time.Millisecond {
+		t.Fatalf("p50 %v p90 %v p99 %v max %v", p50, p90, p99, most)
+	}
+	if p := m.quantile(0.999); p != 1999*time.Millisecond {
+		t.Fatalf("p99.9 %v", p)
+	}
+	var none meter
+	if none.quantile(0.5) != 0 {
+		t.Fatal("a quantile of no answers")
+	}
+}

@@ -58,6 +58,7 @@ type OpenResult struct {
 	Offered            float64 // purchases a second, as asked of the load generator
 	Sent, Answered     float64 // purchases a second, as measured
 	P50, P90, P99, Max time.Duration
+	P999               time.Duration // p99.9: one customer in a thousand waits longer
 	Resent             int
 	HubCPUPerSale      time.Duration
 }
@@ -346,6 +347,7 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 	o.Answered = float64(answered) / elapsed.Seconds()
 	o.Sent = float64(m.sent.Load()) / elapsed.Seconds()
 	o.P50, o.P90, o.P99, o.Max = m.percentiles()
+	o.P999 = m.quantile(0.999)
 	if n := m.sales.Load(); n > 0 {
 		o.HubCPUPerSale = (cpu1 - cpu0) / time.Duration(n)
 	}
