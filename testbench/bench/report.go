@@ -140,6 +140,10 @@ Figures before each change are from the same bench on this machine; the machine 
   gateway's /v1/captures, up to 128, each done or refused on its own. Against the build before, in runs taken in
   turn: SQLite hub 0.42-0.49 ms against 0.45-0.46 ms of hub CPU per sale, one PostgreSQL hub 0.34-0.39 against
   0.37-0.45 ms: within this machine's noise, a little better.
+- **One audit chain per PSD** (issue 14). Every ledger commit of every hub used to lock the single audit_head row
+  until it committed; each PSD's chain now has its head in the PSD's row, which the commit locks anyway. It was not
+  what held two hubs back on 2 cores: in runs taken in turn, 2 hubs sold 0.71x and 0.81x of one hub before, 0.73x and
+  0.82x after. With two hubs PostgreSQL spends about 45% more CPU per sale and the hubs about 30% more (docs/scaling.md).
 - **What was not a gain.** Keeping a SQLite hub's request claims in the process (it serves its database alone)
   removed two writes per sale, and sold 15-20% fewer stamps a second in the closed loop: the claim's soft commit had
   been gathering sales into larger ledger commits (30 sales a commit against 10). Claims stay in the database.
@@ -153,7 +157,11 @@ target. The open-loop row misses its latency targets: until this run its first k
 were still being set up and ran out of labels, so it sent about 780/s of the 1,378/s asked and showed p50 10.5 ms and
 p99 32 ms; all 1,000 now start together and it sends the full 50% load, and p50 is about 30 ms and p99 about 100 ms.
 At that load the hub is bound by its commits (WAL frames and fsync are most of its profile, hub-sqlite-open.pprof) on
-the same 2 cores as the load generator and mosquitto.
+the same 2 cores as the load generator and mosquitto. In the open loop the hub spends about twice the CPU per sale of
+the closed loop (0.9-1.1 ms against 0.5-0.6): each sale arrives nearly alone, so each commit carries few sales and
+SQLite rewrites the same WAL pages for each, and re-reads pages another connection's commit made stale. Making the
+payment attempt's commit soft as well was tried and left p50 where it was (31.7 ms at 1,182/s against 21.7 ms at
+982/s), so it was not kept.
 `
 
 // ClusterMarkdown renders the hub processes' runs: one hub on SQLite, if
