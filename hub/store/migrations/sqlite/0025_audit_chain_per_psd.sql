@@ -7,5 +7,8 @@ ALTER TABLE audit ADD COLUMN chain INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE audit ADD COLUMN n INTEGER NOT NULL DEFAULT 0;
 UPDATE audit SET n = seq;
 CREATE UNIQUE INDEX audit_chain ON audit (chain, n);
+-- A PSD's entries are its chain now: (psd, seq) was one more index page
+-- for every commit to write.
+DROP INDEX audit_psd;
 ALTER TABLE psd ADD COLUMN audit_n INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE psd ADD COLUMN audit_hash BLOB;
