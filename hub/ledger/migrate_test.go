@@ -109,6 +109,30 @@ func v1Database(t *testing.T, backend string, dir string) string {
 	return dsn
 }
 
+// openMigrated opens the fixture's database, migrating it to the latest
+// schema, and its ledger under the fixture's key store; all close with t.
+func openMigrated(t *testing.T, dir, dsn string) (*store.DB, *soft.Keystore, *ledger.Ledger) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ks, err := soft.Open(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := ks.Session()
+	l, err := ledger.Open(ctx, db, ledger.Config{Holder: "migrated", Licence: testLicence}, sess, hubpostal.New("http://127.0.0.1:1", "FR", testLicence),
+		alerts.New(db, quiet, nil), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return db, ks, l
+}
+
 func TestMigrateFromV1Fixture(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -117,11 +141,7 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 			copyDir(t, "testdata/v1", dir)
 			dsn := v1Database(t, b.name, dir)
 
-			db, err := store.Open(ctx, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db, ks, l := openMigrated(t, dir, dsn)
 			fresh, err := store.Open(ctx, filepath.Join(t.TempDir(), "fresh.db"))
 			if err != nil {
 				t.Fatal(err)
@@ -131,17 +151,6 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 			if v, _ := db.SchemaVersion(ctx); v != latest {
 				t.Fatalf("schema %d after migration, want the latest, %d", v, latest)
 			}
-			ks, err := soft.Open(filepath.Join(dir, "keys"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			sess, _ := ks.Session()
-			l, err := ledger.Open(ctx, db, ledger.Config{Holder: "migrated", Licence: testLicence}, sess, hubpostal.New("http://127.0.0.1:1", "FR", testLicence),
-				alerts.New(db, quiet, nil), quiet)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
 			r, err := l.Check(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -203,22 +212,7 @@ func TestMigrateToChainPerPSD(t *testing.T) {
 					t.Fatalf("chain 0: %d entries, %v", n, err)
 				}
 
-				db, err := store.Open(ctx, dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer db.Close()
-				ks, err := soft.Open(filepath.Join(dir, "keys"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				sess, _ := ks.Session()
-				l, err := ledger.Open(ctx, db, ledger.Config{Holder: "migrated", Licence: testLicence}, sess, hubpostal.New("http://127.0.0.1:1", "FR", testLicence),
-					alerts.New(db, quiet, nil), quiet)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer l.Close()
+				db, ks, l := openMigrated(t, dir, dsn)
 				var openings int
 				if err := db.QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM audit WHERE chain = psd AND n = 1 AND kind = 'opening' AND ref = ?`),
 					"continues chain 0 after its entry 2").Scan(&openings); err != nil || openings != 2 {
