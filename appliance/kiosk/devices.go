@@ -326,7 +326,7 @@ func (k *Kiosk) statusChanged() {
 		}
 		k.dev.Panel.SetLED(mode)
 	}
-	if k.client != nil && k.client.IsConnected() {
+	if k.link != nil && k.link.Up() {
 		go k.publishJSON(protocol.TopicTelemetry, k.Telemetry())
 	}
 }

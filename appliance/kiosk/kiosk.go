@@ -1,5 +1,5 @@
-// Package kiosk is the appliance's brain: it keeps the MQTT session with the
-// hub, holds the config the hub pushes (rate table, heartbeat), runs a sale
+// Package kiosk is the appliance's brain: it keeps the session with the hub
+// (MQTT, behind Link), holds the config the hub pushes (rate table, heartbeat), runs a sale
 // from purchase request to printed labels, and serves the local API that
 // the touchscreen uses.
 package kiosk
@@ -19,8 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/payterm"
 	"github.com/frank-postage/frank/appliance/printer"
@@ -31,6 +29,7 @@ import (
 // Config configures a kiosk. Zero values take the defaults noted.
 type Config struct {
 	ID       string // kiosk id, e.g. "store12-k1"
+	Link     Link   // the session with the hub; default MQTT to Broker
 	Broker   string // default tcp://127.0.0.1:1883
 	Username string // broker credentials: a user and password,
 	Password string // or TLS's client certificate
@@ -131,7 +130,7 @@ type Kiosk struct {
 	cfg     Config
 	log     *slog.Logger
 	printer LabelPrinter
-	client  mqtt.Client
+	link    Link
 	started time.Time
 
 	mu      sync.Mutex
@@ -199,7 +198,7 @@ func (k *Kiosk) recover() {
 	}
 	k.saleMu.Lock() // no new sale until the old ones are settled
 	defer k.saleMu.Unlock()
-	for !k.client.IsConnectionOpen() || k.Rates() == nil {
+	for !k.link.Up() || k.Rates() == nil {
 		select {
 		case <-k.stop:
 			return
@@ -307,6 +306,9 @@ func (k *Kiosk) printConfirmed(ctx context.Context, raw []byte) {
 	if k.journal == nil {
 		return
 	}
+	// The hub has confirmed: the record of it must not fail for the
+	// caller's deadline running out meanwhile.
+	ctx = context.WithoutCancel(ctx)
 	k.step("reported")
 	if err := k.journal.Reported(ctx, res.RequestID); err != nil {
 		k.log.Error("journal", "err", err)
@@ -317,12 +319,18 @@ func (k *Kiosk) printConfirmed(ctx context.Context, raw []byte) {
 		k.log.Error("journal", "err", err)
 		return
 	}
+	k.closeIfSettled(ctx, s)
+}
+
+// closeIfSettled closes a reported sale once no label of it is owed a
+// reprint or refund.
+func (k *Kiosk) closeIfSettled(ctx context.Context, s *journal.Sale) {
 	for _, l := range s.Labels {
 		if l.Owed() {
 			return // a failed label waits for its reprint or refund
 		}
 	}
-	k.finish(ctx, res.RequestID)
+	k.finish(ctx, s.RequestID)
 }
 
 // settleLoop settles, every ResendEvery, the sales nobody waits on any
@@ -331,7 +339,7 @@ func (k *Kiosk) printConfirmed(ctx context.Context, raw []byte) {
 // was never confirmed is reported again. Their labels stay held meanwhile.
 func (k *Kiosk) settleLoop() {
 	k.afterRecovery(k.cfg.ResendEvery, func() {
-		if k.client.IsConnectionOpen() {
+		if k.link.Up() {
 			k.settleOpen(context.Background())
 		}
 	})
@@ -361,6 +369,10 @@ func (k *Kiosk) settleOpen(ctx context.Context) {
 			if err := k.report(cctx, s.RequestID, printed, failed); err != nil {
 				k.log.Warn("print report not confirmed yet; sent again later", "request_id", s.RequestID, "err", err)
 			}
+		default:
+			// Reported, and not closed when the confirmation came (a
+			// journal write failed then).
+			k.closeIfSettled(ctx, s)
 		}
 		cancel()
 	}
@@ -508,43 +520,14 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	return k, nil
 }
 
-// Connect opens the MQTT session: offline as last will, online once up,
-// and subscriptions to config and results (renewed on every reconnect).
+// Connect opens the session with the hub (cfg.Link, or MQTT to
+// cfg.Broker) and starts the kiosk's background work.
 func (k *Kiosk) Connect() error {
-	status := protocol.KioskTopic(k.cfg.ID, protocol.TopicStatus)
-	opts := mqtt.NewClientOptions().
-		AddBroker(k.cfg.Broker).
-		SetClientID(k.cfg.ID). // the broker makes it the user name anyway: no kiosk takes another's session
-		SetUsername(k.cfg.Username).
-		SetPassword(k.cfg.Password).
-		SetCleanSession(true).
-		SetOrderMatters(false).
-		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(2*time.Second).
-		SetTLSConfig(k.cfg.TLS).
-		SetMaxReconnectInterval(30*time.Second).
-		SetKeepAlive(10*time.Second).
-		SetBinaryWill(status, []byte(protocol.StatusOffline), 1, true).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) { k.log.Warn("hub connection lost", "err", err) }).
-		SetOnConnectHandler(func(c mqtt.Client) {
-			subs := map[string]mqtt.MessageHandler{
-				protocol.KioskTopic(k.cfg.ID, protocol.TopicConfig):         k.onConfig,
-				protocol.KioskTopic(k.cfg.ID, protocol.TopicPurchaseResult): k.onAnswer,
-				protocol.KioskTopic(k.cfg.ID, protocol.TopicStockResult):    k.onAnswer,
-				protocol.KioskTopic(k.cfg.ID, protocol.TopicRefundResult):   k.onAnswer,
-				protocol.KioskTopic(k.cfg.ID, protocol.TopicPrintResult):    k.onAnswer,
-			}
-			for topic, h := range subs {
-				if t := c.Subscribe(topic, 1, h); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-					k.log.Error("subscribe failed", "topic", topic, "err", t.Error())
-				}
-			}
-			c.Publish(status, 1, true, protocol.StatusOnline)
-			k.log.Info("connected to hub", "broker", k.cfg.Broker)
-		})
-	k.client = mqtt.NewClient(opts)
-	k.client.Connect() // keeps retrying in the background
+	k.link = k.cfg.Link
+	if k.link == nil {
+		k.link = newMQTTLink(k.cfg, k.log)
+	}
+	k.link.Open(k.deliver)
 	go k.heartbeat()
 	go k.recover()
 	go k.sweepAbandoned()
@@ -572,7 +555,7 @@ func (k *Kiosk) heartbeat() {
 			continue
 		case <-time.After(period):
 		}
-		if k.client.IsConnected() {
+		if k.link.Up() {
 			k.publishJSON(protocol.TopicTelemetry, k.Telemetry())
 		}
 	}
@@ -604,18 +587,22 @@ func (k *Kiosk) telemetry() protocol.Telemetry {
 // Close publishes offline and disconnects.
 func (k *Kiosk) Close() {
 	k.once.Do(func() { close(k.stop) })
-	if k.client == nil {
-		return
+	if k.link != nil {
+		k.link.Close()
 	}
-	if k.client.IsConnected() {
-		t := k.client.Publish(protocol.KioskTopic(k.cfg.ID, protocol.TopicStatus), 1, true, protocol.StatusOffline)
-		t.WaitTimeout(2 * time.Second)
-	}
-	k.client.Disconnect(500)
 }
 
-func (k *Kiosk) onConfig(_ mqtt.Client, m mqtt.Message) {
-	c, err := protocol.DecodeKioskConfig(m.Payload())
+// deliver takes what the hub sent on one of the Subscribed suffixes.
+func (k *Kiosk) deliver(suffix string, payload []byte) {
+	if suffix == protocol.TopicConfig {
+		k.onConfig(payload)
+		return
+	}
+	k.onAnswer(suffix, payload)
+}
+
+func (k *Kiosk) onConfig(payload []byte) {
+	c, err := protocol.DecodeKioskConfig(payload)
 	if err != nil || c.KioskID != k.cfg.ID {
 		k.log.Error("bad config from hub", "err", err)
 		return
@@ -633,16 +620,12 @@ func (k *Kiosk) onConfig(_ mqtt.Client, m mqtt.Message) {
 // onAnswer hands a result to the call waiting for its topic and request
 // id. A print confirmation nobody waits for (the sale's customer has their
 // receipt) is recorded here.
-func (k *Kiosk) onAnswer(_ mqtt.Client, m mqtt.Message) {
+func (k *Kiosk) onAnswer(suffix string, payload []byte) {
 	var id struct {
 		RequestID string `json:"request_id"`
 	}
-	if err := json.Unmarshal(m.Payload(), &id); err != nil {
-		k.log.Error("unreadable answer from hub", "topic", m.Topic(), "err", err)
-		return
-	}
-	_, suffix, err := protocol.ParseKioskTopic(m.Topic())
-	if err != nil {
+	if err := json.Unmarshal(payload, &id); err != nil {
+		k.log.Error("unreadable answer from hub", "topic", suffix, "err", err)
 		return
 	}
 	asked := strings.TrimSuffix(suffix, "/result")
@@ -653,9 +636,9 @@ func (k *Kiosk) onAnswer(_ mqtt.Client, m mqtt.Message) {
 	k.mu.Unlock()
 	switch {
 	case ch != nil:
-		ch <- m.Payload()
+		ch <- payload
 	case asked == protocol.TopicPrint:
-		k.printConfirmed(context.Background(), m.Payload())
+		k.printConfirmed(context.Background(), payload)
 	default:
 		k.log.Info("answer for no waiting request (a repeat)", "topic", suffix, "request_id", id.RequestID)
 	}
@@ -673,9 +656,9 @@ func (k *Kiosk) Rates() *protocol.RateTable {
 }
 
 // Ready reports whether the kiosk can sell: connected now (not merely
-// trying to reconnect, which paho's IsConnected counts) and configured.
+// trying to reconnect) and configured.
 func (k *Kiosk) Ready() bool {
-	return k.client != nil && k.client.IsConnectionOpen() && k.Rates() != nil
+	return k.link != nil && k.link.Up() && k.Rates() != nil
 }
 
 // PayTerminal is the touchscreen's payment method: the kiosk takes the
@@ -1168,11 +1151,10 @@ func (k *Kiosk) callRaw(ctx context.Context, suffix, requestID string, payload [
 	}()
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.Deadline)
 	defer cancel()
-	topic := protocol.KioskTopic(k.cfg.ID, suffix)
 	tick := time.NewTicker(k.cfg.ResendEvery)
 	defer tick.Stop()
 	for attempt := 1; ; attempt++ {
-		k.client.Publish(topic, 1, false, payload)
+		k.link.Send(suffix, payload, 0)
 		select {
 		case r := <-ch:
 			return r, nil
@@ -1191,7 +1173,7 @@ func (k *Kiosk) publishAsync(suffix string, v any) {
 		k.log.Error("encode", "topic", suffix, "err", err)
 		return
 	}
-	k.client.Publish(protocol.KioskTopic(k.cfg.ID, suffix), 1, false, b)
+	k.link.Send(suffix, b, 0)
 }
 
 // publishJSON publishes v at QoS 1 and reports whether the broker took it.
@@ -1201,12 +1183,7 @@ func (k *Kiosk) publishJSON(suffix string, v any) bool {
 		k.log.Error("encode", "topic", suffix, "err", err)
 		return false
 	}
-	t := k.client.Publish(protocol.KioskTopic(k.cfg.ID, suffix), 1, false, b)
-	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		k.log.Warn("publish not confirmed", "topic", suffix, "err", t.Error())
-		return false
-	}
-	return true
+	return k.link.Send(suffix, b, 5*time.Second)
 }
 
 func (k *Kiosk) journalLabel(ctx context.Context, requestID, serial string, st journal.LabelState, reason string) {

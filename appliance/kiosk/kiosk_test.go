@@ -17,25 +17,64 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/appliance/escpos"
 	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/appliance/printer"
-	"github.com/frank-postage/frank/hub/broker"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
 )
 
-// passwords is the broker's view of kiosk credentials.
-type passwords map[string]string
-
-func (p passwords) Authenticate(id, pw string, _ bool) (string, bool) {
-	return p[id], p[id] != "" && p[id] == pw
+// memLink is the kiosk's session with its hub, in memory: what the kiosk
+// sends goes to the fake hub, and what the hub sends arrives as it would
+// over MQTT, each message on a goroutine of its own.
+type memLink struct {
+	mu      sync.Mutex
+	deliver func(suffix string, payload []byte)
+	hub     func(suffix string, payload []byte)
+	config  []byte // retained: delivered on every Open
+	up      atomic.Bool
 }
-func (p passwords) Stamps(context.Context) (map[string]string, error) { return p, nil }
+
+func (l *memLink) Open(deliver func(string, []byte)) {
+	l.mu.Lock()
+	l.deliver = deliver
+	cfg := l.config
+	l.mu.Unlock()
+	l.up.Store(true)
+	if cfg != nil {
+		go deliver(protocol.TopicConfig, cfg)
+	}
+}
+
+func (l *memLink) Up() bool { return l.up.Load() }
+
+func (l *memLink) Send(suffix string, payload []byte, _ time.Duration) bool {
+	if !l.up.Load() {
+		return false
+	}
+	go l.hub(suffix, slices.Clone(payload))
+	return true
+}
+
+func (l *memLink) Close() { l.up.Store(false) }
+
+// push sends v from the hub on suffix; a config is kept, as the broker
+// retains it.
+func (l *memLink) push(suffix string, v any) {
+	b, _ := json.Marshal(v)
+	l.mu.Lock()
+	if suffix == protocol.TopicConfig {
+		l.config = b
+	}
+	deliver := l.deliver
+	l.mu.Unlock()
+	if deliver != nil {
+		go deliver(suffix, b)
+	}
+}
 
 // fakePrinter records labels, or fails with a fault.
 type fakePrinter struct {
@@ -76,9 +115,9 @@ func (fh *fakeHub) report(t *testing.T) protocol.PrintReport {
 	}
 }
 
-// fakeHub answers purchases on a real embedded broker with vector results.
+// fakeHub answers purchases with vector results, over a memLink.
 type fakeHub struct {
-	c        mqtt.Client
+	link     *memLink
 	requests atomic.Int32
 	prints   chan protocol.PrintReport
 	drop     int32 // ignore this many requests first
@@ -88,7 +127,67 @@ type fakeHub struct {
 	// returns true, and answers refunds.
 	confirm func(r protocol.PrintReport) bool
 	refunds chan protocol.RefundRequest
+	// beats, if set, gets the kiosk's telemetry.
+	beats   chan protocol.Telemetry
 	journal *journal.Journal // the kiosk's, if set
+	t       *testing.T
+}
+
+// handle serves what the kiosk sent on suffix.
+func (fh *fakeHub) handle(suffix string, payload []byte) {
+	switch suffix {
+	case protocol.TopicPurchase:
+		if fh.requests.Add(1) <= fh.drop {
+			return
+		}
+		req, err := protocol.DecodePurchaseRequest(payload)
+		if err != nil {
+			fh.t.Errorf("kiosk sent a bad request: %v", err)
+			return
+		}
+		if res := fh.answer(req); res != nil {
+			fh.link.push(protocol.TopicPurchaseResult, res)
+		}
+	case protocol.TopicRefund:
+		r, err := protocol.DecodeRefundRequest(payload)
+		if err != nil || fh.confirm == nil {
+			return
+		}
+		fh.refunds <- *r
+		fh.link.push(protocol.TopicRefundResult, protocol.RefundResult{RequestID: r.RequestID, Status: protocol.ResultOK, AmountMills: 780})
+	case protocol.TopicStock:
+		r, err := protocol.DecodeStockLoad(payload)
+		if err != nil {
+			return
+		}
+		res := protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultOK}
+		for _, sh := range r.Sheets {
+			res.Sheets = append(res.Sheets, protocol.SheetState{Sheet: sh, Free: []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}})
+		}
+		fh.link.push(protocol.TopicStockResult, res)
+	case protocol.TopicPrint:
+		r, err := protocol.DecodePrintReport(payload)
+		if err != nil {
+			fh.t.Errorf("bad print report: %v", err)
+			return
+		}
+		select {
+		case fh.prints <- *r:
+		default: // a test that does not read them
+		}
+		if fh.confirm != nil && fh.confirm(*r) {
+			fh.link.push(protocol.TopicPrintResult, protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultOK})
+		}
+	case protocol.TopicTelemetry:
+		tm, err := protocol.DecodeTelemetry(payload)
+		if err != nil {
+			fh.t.Errorf("bad telemetry: %v", err)
+			return
+		}
+		if fh.beats != nil {
+			fh.beats <- *tm
+		}
+	}
 }
 
 func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
@@ -99,78 +198,14 @@ func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
 func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kiosk, *fakePrinter) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "hub-secret", Kiosks: passwords{"k1": "k1-secret"}, Passwords: true}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	url := "tcp://" + b.Addr()
+	fh.t = t
 	fh.prints = make(chan protocol.PrintReport, 64)
-	fh.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("frank-hub-fake").SetOrderMatters(false).
-		SetUsername("frank-hub").SetPassword("hub-secret"))
-	if tok := fh.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	t.Cleanup(func() { fh.c.Disconnect(100) })
-	cfg, _ := json.Marshal(protocol.KioskConfig{KioskID: "k1", HeartbeatS: 30, Rates: prototest.Rates})
-	fh.c.Publish(protocol.KioskTopic("k1", protocol.TopicConfig), 1, true, cfg).Wait()
-	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicPurchase), 1, func(c mqtt.Client, m mqtt.Message) {
-		if fh.requests.Add(1) <= fh.drop {
-			return
-		}
-		req, err := protocol.DecodePurchaseRequest(m.Payload())
-		if err != nil {
-			t.Errorf("kiosk sent a bad request: %v", err)
-			return
-		}
-		res := fh.answer(req)
-		if res == nil {
-			return
-		}
-		out, _ := json.Marshal(res)
-		c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchaseResult), 1, false, out)
-	}).Wait()
 	fh.refunds = make(chan protocol.RefundRequest, 16)
-	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicRefund), 1, func(c mqtt.Client, m mqtt.Message) {
-		r, err := protocol.DecodeRefundRequest(m.Payload())
-		if err != nil || fh.confirm == nil {
-			return
-		}
-		fh.refunds <- *r
-		out, _ := json.Marshal(protocol.RefundResult{RequestID: r.RequestID, Status: protocol.ResultOK, AmountMills: 780})
-		c.Publish(protocol.KioskTopic("k1", protocol.TopicRefundResult), 1, false, out)
-	}).Wait()
-	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicStock), 1, func(c mqtt.Client, m mqtt.Message) {
-		r, err := protocol.DecodeStockLoad(m.Payload())
-		if err != nil {
-			return
-		}
-		res := protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultOK}
-		for _, sh := range r.Sheets {
-			res.Sheets = append(res.Sheets, protocol.SheetState{Sheet: sh, Free: []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}})
-		}
-		out, _ := json.Marshal(res)
-		c.Publish(protocol.KioskTopic("k1", protocol.TopicStockResult), 1, false, out)
-	}).Wait()
-	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicPrint), 1, func(_ mqtt.Client, m mqtt.Message) {
-		r, err := protocol.DecodePrintReport(m.Payload())
-		if err != nil {
-			t.Errorf("bad print report: %v", err)
-			return
-		}
-		select {
-		case fh.prints <- *r:
-		default: // a test that does not read them
-		}
-		if fh.confirm != nil && fh.confirm(*r) {
-			out, _ := json.Marshal(protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultOK})
-			fh.c.Publish(protocol.KioskTopic("k1", protocol.TopicPrintResult), 1, false, out)
-		}
-	}).Wait()
+	fh.link = &memLink{hub: fh.handle}
+	fh.link.push(protocol.TopicConfig, protocol.KioskConfig{KioskID: "k1", HeartbeatS: 30, Rates: prototest.Rates})
 
 	p := &fakePrinter{}
-	kc := kiosk.Config{ID: "k1", Broker: url, Username: "k1", Password: "k1-secret", OriginZIP: "94544",
-		ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second}
+	kc := kiosk.Config{ID: "k1", Link: fh.link, OriginZIP: "94544", ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second}
 	if edit != nil {
 		edit(&kc)
 	}
@@ -319,19 +354,10 @@ func TestLocalPriceChecks(t *testing.T) {
 // Telemetry comes at the period the hub's config sets, and a new period
 // applies without a restart.
 func TestHeartbeatFollowsConfig(t *testing.T) {
-	fh := &fakeHub{answer: vectorAnswer}
-	setup(t, fh) // config says 30 s
 	beats := make(chan protocol.Telemetry, 8)
-	fh.c.Subscribe(protocol.KioskTopic("k1", protocol.TopicTelemetry), 1, func(_ mqtt.Client, m mqtt.Message) {
-		tm, err := protocol.DecodeTelemetry(m.Payload())
-		if err != nil {
-			t.Errorf("bad telemetry: %v", err)
-			return
-		}
-		beats <- *tm
-	}).Wait()
-	cfg, _ := json.Marshal(protocol.KioskConfig{KioskID: "k1", HeartbeatS: 1, Rates: prototest.Rates})
-	fh.c.Publish(protocol.KioskTopic("k1", protocol.TopicConfig), 1, true, cfg).Wait()
+	fh := &fakeHub{answer: vectorAnswer, beats: beats}
+	setup(t, fh) // config says 30 s
+	fh.link.push(protocol.TopicConfig, protocol.KioskConfig{KioskID: "k1", HeartbeatS: 1, Rates: prototest.Rates})
 	var got []protocol.Telemetry
 	deadline := time.After(10 * time.Second)
 	for len(got) < 3 {
@@ -612,4 +638,27 @@ func TestLabelUnderHeadChecked(t *testing.T) {
 	if st := k.Status(); slices.Contains(st.Reasons, "wrong_stock") {
 		t.Fatalf("status after reloading: %+v", st)
 	}
+}
+
+// A sale recorded reported but left open (the journal write that closes it
+// failed when the confirmation came) is closed by the settler, not left
+// holding its label.
+func TestReportedSaleLeftOpenIsClosed(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer, journal: openJournal(t)}
+	k, _ := setup(t, fh)
+	<-k.Recovered()
+	ctx := context.Background()
+	j := fh.journal
+	if err := j.Begin(ctx, "left-open", []byte(`{}`), []string{"1966-F8CF-01"}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []error{
+		j.Answer(ctx, "left-open", []byte(`{"request_id":"left-open","status":"ok"}`)),
+		j.SetLabel(ctx, "left-open", "1966-F8CF-01", journal.Printed, ""),
+		j.Reported(ctx, "left-open"),
+	}
+	if err := errors.Join(steps...); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, j, 10*time.Second)
 }
