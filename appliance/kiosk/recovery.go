@@ -1,0 +1,375 @@
+package kiosk
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/frank-postage/frank/appliance/journal"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// saleJournal keeps every step of a sale durable before the kiosk acts on
+// it; appliance/journal.
+type saleJournal interface {
+	Begin(ctx context.Context, requestID string, request []byte, labels []string) error
+	Answer(ctx context.Context, requestID string, result []byte) error
+	SetLabel(ctx context.Context, requestID, serial string, state journal.LabelState, reason string) error
+	Reported(ctx context.Context, requestID string) error
+	Finish(ctx context.Context, requestID string) error
+	Unfinished(ctx context.Context) ([]*journal.Sale, error)
+	Get(ctx context.Context, requestID string) (*journal.Sale, error)
+	AddSheets(ctx context.Context, serials []string) error
+	DropSheet(ctx context.Context, serial string) error
+	Sheets(ctx context.Context) ([]string, error)
+}
+
+// UseJournal makes every sale step durable in j before it is acted on;
+// call it before Connect, which settles what j holds unfinished.
+func (k *Kiosk) UseJournal(j saleJournal) { k.journal = j }
+
+// Recovered is closed once the sales a power cut left unfinished are
+// settled.
+func (k *Kiosk) Recovered() <-chan struct{} { return k.recovered }
+
+// recover settles, once connected, every sale the journal holds open: a
+// request never answered is sent again with its id to learn the outcome; a
+// label that printed is reported printed; any other label (including one
+// that was on its way to the printer) is reported failed, so the hub voids
+// its indicium, and refunded. No label is printed again. A sale the hub
+// does not answer now is left to the settler, its labels held.
+func (k *Kiosk) recover() {
+	defer close(k.recovered)
+	if k.journal == nil {
+		return
+	}
+	k.saleMu.Lock() // no new sale until the old ones are settled
+	defer k.saleMu.Unlock()
+	for !k.link.Up() || k.Rates() == nil {
+		select {
+		case <-k.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	ctx := context.Background()
+	k.reloadStock(ctx)
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal: cannot settle unfinished sales", "err", err)
+		return
+	}
+	for _, s := range open {
+		if err := k.settle(ctx, s, "power_cut"); err != nil {
+			k.log.Error("unfinished sale not settled; the settler tries again", "request_id", s.RequestID, "err", err)
+			continue
+		}
+		k.log.Info("unfinished sale settled", "request_id", s.RequestID)
+	}
+}
+
+// settle finishes a sale nobody waits on any more: it learns the hub's
+// answer if it has none (sending the request again with its id), reports
+// every label (printed, or failed for why) until the hub confirms, and
+// refunds every label that did not print, since the customer has gone.
+func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
+	if s.Result == nil {
+		raw, err := k.callRaw(ctx, protocol.TopicPurchase, s.RequestID, s.Request)
+		if err != nil {
+			return err
+		}
+		if err := k.journal.Answer(ctx, s.RequestID, raw); err != nil {
+			return err
+		}
+		s.Result = raw
+	}
+	res, err := protocol.DecodePurchaseResult(s.Result)
+	if err != nil {
+		return err
+	}
+	if res.Status != protocol.ResultOK {
+		k.rejected(s.Labels, res.Error)
+		return k.journal.Finish(ctx, s.RequestID)
+	}
+	for _, in := range res.Indicia {
+		k.stock.consume(in.LabelSerial)
+	}
+	printed, failed := s.Settle(why)
+	if !s.Reported {
+		for _, l := range failed {
+			if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, journal.Failed, l.Reason); err != nil {
+				return err
+			}
+		}
+		if err := k.report(ctx, s.RequestID, printed, failed); err != nil {
+			return err
+		}
+	}
+	for _, l := range failed {
+		res, err := k.Refund(ctx, s.RequestID, l.Serial)
+		if err != nil {
+			return err
+		}
+		if res.Status != protocol.ResultOK && (res.Error == nil || res.Error.Code != protocol.CodeRemedyNotAllowed) {
+			return fmt.Errorf("kiosk: refund of %s: %+v", l.Serial, res.Error)
+		}
+		if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, journal.Refunded, l.Reason); err != nil {
+			return err
+		}
+	}
+	return k.journal.Finish(ctx, s.RequestID)
+}
+
+// report sends a sale's print report and waits for the hub to confirm it;
+// the journal then records it reported. A report the hub refuses outright
+// is not sent again.
+func (k *Kiosk) report(ctx context.Context, requestID string, printed, failed []journal.Label) error {
+	rep := protocol.PrintReport{RequestID: requestID, KioskID: k.cfg.ID}
+	for _, l := range printed {
+		rep.Labels = append(rep.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.Printed})
+	}
+	for _, l := range failed {
+		rep.Labels = append(rep.Labels, protocol.LabelOutcome{LabelSerial: l.Serial, Outcome: protocol.PrintFailed, Reason: l.Reason})
+	}
+	raw, err := k.call(ctx, protocol.TopicPrint, requestID, rep)
+	if err != nil {
+		return err
+	}
+	k.printConfirmed(ctx, raw)
+	return nil
+}
+
+// printConfirmed records the hub's confirmation of a print report, and
+// closes the sale once nothing more is owed on it.
+func (k *Kiosk) printConfirmed(ctx context.Context, raw []byte) {
+	res, err := protocol.DecodePrintResult(raw)
+	if err != nil {
+		k.log.Error("unreadable print confirmation from hub", "err", err)
+		return
+	}
+	if res.Status != protocol.ResultOK {
+		k.log.Error("the hub refused a print report; not sent again", "request_id", res.RequestID, "error", res.Error)
+	}
+	if k.journal == nil {
+		return
+	}
+	// The hub has confirmed: the record of it must not fail for the
+	// caller's deadline running out meanwhile.
+	ctx = context.WithoutCancel(ctx)
+	k.step("reported")
+	if err := k.journal.Reported(ctx, res.RequestID); err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	s, err := k.journal.Get(ctx, res.RequestID)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	k.closeIfSettled(ctx, s)
+}
+
+// closeIfSettled closes a reported sale once no label of it is owed a
+// reprint or refund.
+func (k *Kiosk) closeIfSettled(ctx context.Context, s *journal.Sale) {
+	for _, l := range s.Labels {
+		if l.Owed() {
+			return // a failed label waits for its reprint or refund
+		}
+	}
+	k.finish(ctx, s.RequestID)
+}
+
+// settleLoop settles, every ResendEvery, the sales nobody waits on any
+// more: one the hub never answered (the customer was told so) is sent again
+// until the hub answers, then reported and refunded; one whose print report
+// was never confirmed is reported again. Their labels stay held meanwhile.
+func (k *Kiosk) settleLoop() {
+	k.afterRecovery(k.cfg.ResendEvery, func() {
+		if k.link.Up() {
+			k.settleOpen(context.Background())
+		}
+	})
+}
+
+func (k *Kiosk) settleOpen(ctx context.Context) {
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, s := range open {
+		if k.handled(s.RequestID) {
+			continue
+		}
+		// One try each round: a silent hub must not hold the loop.
+		cctx, cancel := context.WithTimeout(ctx, k.cfg.ResendEvery)
+		switch {
+		case s.Result == nil:
+			if err := k.settle(cctx, s, "no_answer"); err != nil {
+				k.log.Warn("sale still without an answer from the hub; its labels stay held", "request_id", s.RequestID, "err", err)
+			} else {
+				k.log.Info("sale the hub answered late settled: nothing printed, anything charged refunded", "request_id", s.RequestID)
+			}
+		case !s.Reported:
+			printed, failed := s.Settle("power_cut")
+			if err := k.report(cctx, s.RequestID, printed, failed); err != nil {
+				k.log.Warn("print report not confirmed yet; sent again later", "request_id", s.RequestID, "err", err)
+			}
+		default:
+			// Reported, and not closed when the confirmation came (a
+			// journal write failed then).
+			k.closeIfSettled(ctx, s)
+		}
+		cancel()
+	}
+}
+
+// handled reports whether a customer's sale holds requestID right now.
+func (k *Kiosk) handled(requestID string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.inHand[requestID]
+}
+
+// rejected forgets labels the hub says are not ours to use.
+func (k *Kiosk) rejected(labels []journal.Label, e *protocol.Error) {
+	if e == nil {
+		return
+	}
+	switch e.Code {
+	case protocol.CodeLabelUsed, protocol.CodeLabelUnknown, protocol.CodeLabelNotAssigned:
+		for _, l := range labels {
+			k.stock.consume(l.Serial)
+		}
+	}
+}
+
+// heldLabels are the labels of sales whose fate the hub has not told yet:
+// they may carry an indicium, so no new sale may offer them.
+func (k *Kiosk) heldLabels(ctx context.Context) map[string]bool {
+	held := map[string]bool{}
+	if k.journal == nil {
+		return held
+	}
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return held
+	}
+	for _, s := range open {
+		if s.Result == nil {
+			for _, l := range s.Labels {
+				held[l.Serial] = true
+			}
+		}
+	}
+	return held
+}
+
+// sweepAbandoned refunds, once the start-up settling is done, the failed
+// labels whose customer chose no remedy within the window.
+func (k *Kiosk) sweepAbandoned() {
+	k.afterRecovery(min(k.cfg.RemedyWindow/4, 30*time.Second), func() {
+		k.saleMu.Lock()
+		k.refundAbandoned(context.Background(), time.Now().Add(-k.cfg.RemedyWindow))
+		k.saleMu.Unlock()
+	})
+}
+
+// afterRecovery runs fn every period once the start-up settling is done,
+// until the kiosk closes.
+func (k *Kiosk) afterRecovery(period time.Duration, fn func()) {
+	select {
+	case <-k.recovered:
+	case <-k.stop:
+		return
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
+// refundAbandoned refunds every label of a sale begun before that failed
+// to print and got neither a reprint nor a refund: its customer has gone,
+// and must not pay for a stamp they did not get. saleMu is held.
+func (k *Kiosk) refundAbandoned(ctx context.Context, before time.Time) {
+	if k.journal == nil {
+		return
+	}
+	open, err := k.journal.Unfinished(ctx)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, s := range open {
+		if !s.Reported || !s.Started.Before(before) {
+			continue // settled at start, or still the customer's to choose
+		}
+		for _, l := range s.Labels {
+			if l.State != journal.Failed {
+				continue
+			}
+			res, err := k.Refund(ctx, s.RequestID, l.Serial)
+			switch {
+			case err != nil:
+				k.log.Error("unclaimed failed label not refunded; tried again later", "request_id", s.RequestID, "label", l.Serial, "err", err)
+				return // the hub is not answering
+			case res.Status == protocol.ResultOK:
+				k.log.Info("refunded a failed label nobody claimed", "request_id", s.RequestID, "label", l.Serial, "amount", res.AmountMills.String())
+			case res.Error != nil && res.Error.Code == protocol.CodeRemedyNotAllowed:
+				k.remedied(s.RequestID, l.Serial, journal.Refunded) // the hub had it remedied already
+			default:
+				k.log.Error("unclaimed failed label refused a refund", "request_id", s.RequestID, "label", l.Serial, "err", res.Error)
+			}
+		}
+	}
+}
+
+// remedied records that a failed label got its reprint or refund, and
+// closes its sale once nothing more is owed on it.
+func (k *Kiosk) remedied(requestID, serial string, st journal.LabelState) {
+	if k.journal == nil {
+		return
+	}
+	ctx := context.Background()
+	k.journalLabel(ctx, requestID, serial, st, "")
+	s, err := k.journal.Get(ctx, requestID)
+	if err != nil {
+		k.log.Error("journal", "err", err)
+		return
+	}
+	for _, l := range s.Labels {
+		if l.Owed() {
+			return
+		}
+	}
+	if s.Reported {
+		k.finish(ctx, requestID)
+	}
+}
+
+func (k *Kiosk) journalLabel(ctx context.Context, requestID, serial string, st journal.LabelState, reason string) {
+	if k.journal == nil {
+		return
+	}
+	if err := k.journal.SetLabel(ctx, requestID, serial, st, reason); err != nil {
+		k.log.Error("journal", "err", err)
+	}
+}
+
+func (k *Kiosk) finish(ctx context.Context, requestID string) {
+	if k.journal == nil {
+		return
+	}
+	if err := k.journal.Finish(ctx, requestID); err != nil {
+		k.log.Error("journal", "err", err)
+	}
+}

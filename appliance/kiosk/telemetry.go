@@ -1,0 +1,53 @@
+package kiosk
+
+import (
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// heartbeat publishes telemetry every period the hub configured (30 s
+// until it says), picking up a new period without a restart.
+func (k *Kiosk) heartbeat() {
+	for {
+		period := 30 * time.Second
+		k.mu.Lock()
+		if k.config != nil && k.config.HeartbeatS > 0 {
+			period = time.Duration(k.config.HeartbeatS) * time.Second
+		}
+		k.mu.Unlock()
+		select {
+		case <-k.stop:
+			return
+		case <-k.newCfg:
+			continue
+		case <-time.After(period):
+		}
+		if k.link.Up() {
+			k.publishJSON(protocol.TopicTelemetry, k.Telemetry())
+		}
+	}
+}
+
+// Telemetry is the kiosk's state as its heartbeat reports it.
+func (k *Kiosk) Telemetry() protocol.Telemetry {
+	t := k.telemetry()
+	t.InService = k.Status().InService
+	t.Scale = k.Weight().State
+	return t
+}
+
+func (k *Kiosk) telemetry() protocol.Telemetry {
+	left := k.LabelsLeft()
+	k.mu.Lock()
+	t := protocol.Telemetry{KioskID: k.cfg.ID, At: time.Now().UTC(), Firmware: k.cfg.Firmware,
+		UptimeS: int64(time.Since(k.started).Seconds()), LabelsLeft: left, Paper: "ok", Printer: "ok", Scale: "ok",
+		LastError: k.lastErr, Sales: k.sales, InService: true}
+	k.mu.Unlock()
+	k.ds.mu.Lock()
+	if k.ds.printer != "" { // the printer answers status queries
+		t.Printer, t.Paper = k.ds.printer, k.ds.paper
+	}
+	k.ds.mu.Unlock()
+	return t
+}
