@@ -88,7 +88,7 @@ func DecodeEnrollRequest(b []byte) (*EnrollRequest, error) {
 // DecodeEnrollResult decodes the hub's answer to an enrollment.
 func DecodeEnrollResult(b []byte) (*EnrollResult, error) {
 	var r EnrollResult
-	if err := decodeStrict(b, &r); err != nil {
+	if err := decodeLenient(b, &r); err != nil {
 		return nil, err
 	}
 	if !ValidKioskID(r.KioskID) || r.Username == "" || r.Password == "" && (r.Certificate == "" || r.CAChain == "") {
@@ -112,7 +112,7 @@ func DecodeRenewRequest(b []byte) (*RenewRequest, error) {
 // DecodeRenewResult decodes the hub's answer to a renewal.
 func DecodeRenewResult(b []byte) (*RenewResult, error) {
 	var r RenewResult
-	if err := decodeStrict(b, &r); err != nil {
+	if err := decodeLenient(b, &r); err != nil {
 		return nil, err
 	}
 	if r.Certificate == "" || r.CAChain == "" {

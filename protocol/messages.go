@@ -300,7 +300,7 @@ type PrintResult struct {
 // DecodePrintResult decodes a print report's confirmation.
 func DecodePrintResult(b []byte) (*PrintResult, error) {
 	var r PrintResult
-	if err := decodeStrict(b, &r); err != nil {
+	if err := decodeLenient(b, &r); err != nil {
 		return nil, err
 	}
 	if r.Status != ResultOK && r.Status != ResultRejected {
@@ -397,8 +397,8 @@ type KioskConfig struct {
 	Rates      RateTable `json:"rates"`
 }
 
-// Decode functions. Each bounds the size, rejects unknown fields and
-// trailing data, validates, and returns an *Error with code
+// Decode functions. Each bounds the size, rejects trailing data and, in a
+// message the hub receives, unknown fields (README: Compatibility), validates, and returns an *Error with code
 // malformed_message or a field code. When a request is malformed they still
 // return what they could read of it, so the hub can answer its request_id.
 
@@ -420,7 +420,7 @@ func DecodePurchaseRequest(b []byte) (*PurchaseRequest, error) {
 // DecodePurchaseResult decodes and validates a purchase result.
 func DecodePurchaseResult(b []byte) (*PurchaseResult, error) {
 	var r PurchaseResult
-	if err := decodeStrict(b, &r); err != nil {
+	if err := decodeLenient(b, &r); err != nil {
 		return nil, err
 	}
 	return &r, r.Validate()
@@ -447,7 +447,7 @@ func DecodeStockLoad(b []byte) (*StockLoad, error) {
 // DecodeStockResult decodes a stock result.
 func DecodeStockResult(b []byte) (*StockResult, error) {
 	var s StockResult
-	if err := decodeStrict(b, &s); err != nil {
+	if err := decodeLenient(b, &s); err != nil {
 		return nil, err
 	}
 	if s.Status != ResultOK && s.Status != ResultRejected {
@@ -468,7 +468,7 @@ func DecodeRefundRequest(b []byte) (*RefundRequest, error) {
 // DecodeRefundResult decodes a refund result.
 func DecodeRefundResult(b []byte) (*RefundResult, error) {
 	var r RefundResult
-	if err := decodeStrict(b, &r); err != nil {
+	if err := decodeLenient(b, &r); err != nil {
 		return nil, err
 	}
 	if r.Status != ResultOK && r.Status != ResultRejected {
@@ -492,7 +492,7 @@ func DecodeTelemetry(b []byte) (*Telemetry, error) {
 // DecodeKioskConfig decodes and validates a kiosk config.
 func DecodeKioskConfig(b []byte) (*KioskConfig, error) {
 	var c KioskConfig
-	if err := decodeStrict(b, &c); err != nil {
+	if err := decodeLenient(b, &c); err != nil {
 		return nil, err
 	}
 	if !ValidKioskID(c.KioskID) || c.HeartbeatS < 1 || c.HeartbeatS > 3600 {
@@ -504,6 +504,8 @@ func DecodeKioskConfig(b []byte) (*KioskConfig, error) {
 	return &c, nil
 }
 
+// decodeStrict reads a message the hub receives: hubs are upgraded before
+// their kiosks, so a field a hub does not know is a mistake or an attack.
 func decodeStrict(b []byte, v any) error {
 	if len(b) > MaxMessageBytes {
 		return Errorf(CodeMalformed, "message is %d bytes, limit %d", len(b), MaxMessageBytes)
@@ -511,14 +513,28 @@ func decodeStrict(b []byte, v any) error {
 	return DecodeJSON(b, v)
 }
 
+// decodeLenient reads a message a kiosk receives: a kiosk not yet updated
+// ignores fields a newer hub added (README: Compatibility). Everything
+// else is as strict: size, types, a key given twice, trailing data.
+func decodeLenient(b []byte, v any) error {
+	if len(b) > MaxMessageBytes {
+		return Errorf(CodeMalformed, "message is %d bytes, limit %d", len(b), MaxMessageBytes)
+	}
+	return decodeJSON(b, v, false)
+}
+
 // DecodeJSON decodes one JSON object into v as strictly as every Frank
 // message and API body is read: unknown fields are malformed_message, and
 // a key given twice in any object (encoding/json would let the last one
 // win, without regard to case) or anything after the object is
 // invalid_request. It does not bound the size; the caller does.
-func DecodeJSON(b []byte, v any) error {
+func DecodeJSON(b []byte, v any) error { return decodeJSON(b, v, true) }
+
+func decodeJSON(b []byte, v any, strict bool) error {
 	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
+	if strict {
+		d.DisallowUnknownFields()
+	}
 	if err := d.Decode(v); err != nil {
 		return Errorf(CodeMalformed, "%v", err)
 	}

@@ -110,3 +110,52 @@ func TestPayCode(t *testing.T) {
 		}
 	}
 }
+
+// The compatibility rule: a message a kiosk receives may carry fields a
+// newer hub added, and is read without them; a message the hub receives may
+// not. Both still refuse a key given twice and trailing data.
+func TestKioskReadsNewerHubsMessages(t *testing.T) {
+	rates, _ := json.Marshal(prototest.Rates)
+	newer := map[string]func([]byte) error{
+		`{"kiosk_id":"k1","heartbeat_s":30,"screen_language":"es","rates":` + string(rates) + `}`: func(b []byte) error {
+			_, err := protocol.DecodeKioskConfig(b)
+			return err
+		},
+		`{"receipt_text":"thanks",` + prototest.PurchaseResults[0].JSON[1:]: func(b []byte) error {
+			_, err := protocol.DecodePurchaseResult(b)
+			return err
+		},
+		`{"request_id":"r1","status":"ok","sheets":[],"restock_hint":3}`: func(b []byte) error {
+			_, err := protocol.DecodeStockResult(b)
+			return err
+		},
+		`{"request_id":"r1","status":"ok","amount_mills":780,"refund_ref":"x"}`: func(b []byte) error {
+			_, err := protocol.DecodeRefundResult(b)
+			return err
+		},
+		`{"request_id":"r1","status":"ok","recorded_at":"2026-12-04T00:00:00Z"}`: func(b []byte) error {
+			_, err := protocol.DecodePrintResult(b)
+			return err
+		},
+		`{"certificate":"c","ca_chain":"ca","not_after_hint":1}`: func(b []byte) error {
+			_, err := protocol.DecodeRenewResult(b)
+			return err
+		},
+	}
+	for msg, decode := range newer {
+		if err := decode([]byte(msg)); err != nil {
+			t.Errorf("%s: %v", msg, err)
+		}
+		if err := decode([]byte(msg + `{}`)); err == nil {
+			t.Errorf("%s with trailing data accepted", msg)
+		}
+	}
+	if _, err := protocol.DecodePurchaseResult([]byte(`{"request_id":"r1","status":"ok","status":"ok"}`)); err == nil {
+		t.Error("a key given twice accepted")
+	}
+	// What the hub receives stays strict.
+	_, err := protocol.DecodeTelemetry([]byte(`{"kiosk_id":"k1","screen":"on"}`))
+	checkCode(t, err, protocol.CodeMalformed)
+	_, err = protocol.DecodeStockLoad([]byte(`{"request_id":"r1","kiosk_id":"k1","sheets":["1966-F8CF"],"extra":1}`))
+	checkCode(t, err, protocol.CodeMalformed)
+}

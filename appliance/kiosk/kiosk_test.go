@@ -65,6 +65,10 @@ func (l *memLink) Close() { l.up.Store(false) }
 // retains it.
 func (l *memLink) push(suffix string, v any) {
 	b, _ := json.Marshal(v)
+	l.pushRaw(suffix, b)
+}
+
+func (l *memLink) pushRaw(suffix string, b []byte) {
 	l.mu.Lock()
 	if suffix == protocol.TopicConfig {
 		l.config = b
@@ -661,4 +665,23 @@ func TestReportedSaleLeftOpenIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitClosed(t, j, 10*time.Second)
+}
+
+// A config from a newer hub, with a field this kiosk does not know, is
+// taken: kiosks are updated after their hub (protocol README,
+// Compatibility).
+func TestConfigFromNewerHubAccepted(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, _ := setup(t, fh)
+	rates := prototest.Rates
+	rates.Version = "usps-next"
+	cfg, _ := json.Marshal(protocol.KioskConfig{KioskID: "k1", HeartbeatS: 30, Rates: rates})
+	fh.link.pushRaw(protocol.TopicConfig, append([]byte(`{"screen_language":"es","idle_timeout_s":90,`), cfg[1:]...))
+	deadline := time.Now().Add(5 * time.Second)
+	for k.Rates().Version != "usps-next" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the newer config was not taken: rates %s", k.Rates().Version)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
