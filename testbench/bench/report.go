@@ -155,7 +155,7 @@ Figures before each change are from the same bench on this machine; the machine 
 Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.4-0.5 ms at saturation against a 0.15 ms
 target. The open-loop row misses its latency targets: until this run its first kiosks began selling while the others
 were still being set up and ran out of labels, so it sent about 780/s of the 1,378/s asked and showed p50 10.5 ms and
-p99 32 ms; all 1,000 now start together and it sends the full 50% load, and p50 is about 30 ms and p99 about 100 ms.
+p99 32 ms; all 1,000 now start together and it sends the full 50% load, and p50 is 30-45 ms and p99 100-125 ms across runs.
 At that load the hub is bound by its commits (WAL frames and fsync are most of its profile, hub-sqlite-open.pprof) on
 the same 2 cores as the load generator and mosquitto. In the open loop the hub spends about twice the CPU per sale of
 the closed loop (0.9-1.1 ms against 0.5-0.6): each sale arrives nearly alone, so each commit carries few sales and
