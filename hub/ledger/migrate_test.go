@@ -252,6 +252,22 @@ func TestMigrateToChainPerPSD(t *testing.T) {
 				if len(rep.AuditHeads) != 3 || rep.AuditHeads[0].Chain != 0 || rep.AuditHeads[0].Seq != 2 || rep.AuditHeads[2].Seq < 2 {
 					t.Fatalf("report heads %+v", rep.AuditHeads)
 				}
+				// The MPSD's registers at the start of a period that began
+				// after chain 0's entries and before its own chain opened
+				// come from chain 0.
+				rep, err = l.BuildReport(ctx, time.Now().Add(-30*time.Minute), time.Now().Add(time.Minute))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var mpsd *hubpostal.Reading
+				for i := range rep.Registers {
+					if rep.Registers[i].Serial == ledger.FirstMPSDSerial {
+						mpsd = &rep.Registers[i]
+					}
+				}
+				if mpsd == nil || mpsd.ARStart != 1560 || mpsd.AR != 1560+780 {
+					t.Fatalf("mpsd reading %+v", mpsd)
+				}
 			})
 		}
 	}

@@ -189,38 +189,69 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 }
 
 // readings takes each PSD's registers at the start and end of the period
-// from the audit trail.
+// from the audit trail: a few index lookups per PSD, however long the
+// trail.
 func (l *Ledger) readings(ctx context.Context, tx *sql.Tx, r *postal.Report, from, to int64) error {
-	// Chain 0 first: each PSD's own chain continues from it.
-	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT psd, at, ar, dr FROM audit WHERE at < ? ORDER BY chain, n`), to)
+	serials, err := psdSerials(ctx, tx)
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	idx := map[uint32]int{}
-	for rows.Next() {
-		var s uint32
-		var at, ar, dr int64
-		if err := rows.Scan(&s, &at, &ar, &dr); err != nil {
+	for _, s := range serials {
+		end, ok, err := l.registersAt(ctx, tx, s, to)
+		if err != nil {
 			return err
 		}
-		i, ok := idx[s]
 		if !ok {
-			kind := KindMPSD
-			if s == GPSDSerial {
-				kind = KindGPSD
-			}
-			r.Registers = append(r.Registers, postal.Reading{Serial: s, Kind: kind})
-			i = len(r.Registers) - 1
-			idx[s] = i
+			continue
 		}
-		rd := &r.Registers[i]
-		if at < from {
-			rd.ARStart, rd.DRStart = ar, dr
+		start, _, err := l.registersAt(ctx, tx, s, from)
+		if err != nil {
+			return err
 		}
-		rd.AR, rd.DR = ar, dr
+		kind := KindMPSD
+		if s == GPSDSerial {
+			kind = KindGPSD
+		}
+		r.Registers = append(r.Registers, postal.Reading{Serial: s, Kind: kind,
+			ARStart: int64(start.ar), DRStart: int64(start.dr), AR: int64(end.ar), DR: int64(end.dr)})
 	}
-	return rows.Err()
+	return nil
+}
+
+// registersAt is a PSD's registers as its last audit entry before t left
+// them: its own chain's, or before that chain began, chain 0's. ok is
+// false when it had no entry yet.
+func (l *Ledger) registersAt(ctx context.Context, tx *sql.Tx, serial uint32, t int64) (registers, bool, error) {
+	var r registers
+	err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT ar, dr FROM audit WHERE chain = ? AND at < ? ORDER BY n DESC LIMIT 1`), serial, t).Scan(&r.ar, &r.dr)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, l.db.Rebind(`SELECT ar, dr FROM audit WHERE chain = 0 AND psd = ? AND at < ? ORDER BY n DESC LIMIT 1`), serial, t).Scan(&r.ar, &r.dr)
+	}
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return r, false, nil
+	case err != nil:
+		return r, false, err
+	}
+	return r, true, nil
+}
+
+// psdSerials lists every PSD, GPSD first.
+func psdSerials(ctx context.Context, tx *sql.Tx) ([]uint32, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT serial FROM psd ORDER BY serial`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []uint32
+	for rows.Next() {
+		var s uint32
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }
 
 // Submitter uploads reports; the postal client.
@@ -292,23 +323,11 @@ func (l *Ledger) ReportedUntil(ctx context.Context) (time.Time, error) {
 // auditHeads is each chain's last entry before to: chain 0's, if it has
 // any, and every PSD's.
 func (l *Ledger) auditHeads(ctx context.Context, tx *sql.Tx, to int64) ([]postal.AuditHead, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT serial FROM psd ORDER BY serial`)
+	serials, err := psdSerials(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	chains := []uint32{legacyChain}
-	for rows.Next() {
-		var s uint32
-		if err := rows.Scan(&s); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		chains = append(chains, s)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
+	chains := append([]uint32{legacyChain}, serials...)
 	var out []postal.AuditHead
 	for _, c := range chains {
 		h := postal.AuditHead{Chain: c}
