@@ -133,6 +133,20 @@ func openMigrated(t *testing.T, dir, dsn string) (*store.DB, *soft.Keystore, *le
 	return db, ks, l
 }
 
+// fixturePool signs with the fixture's key, one worker on one MPSD; it
+// closes with t.
+func fixturePool(t *testing.T, ks *soft.Keystore, l *ledger.Ledger) *psdm.Pool {
+	t.Helper()
+	open := func() (psdm.Session, error) { return ks.Session() }
+	pool, err := psdm.Start(context.Background(), psdm.Config{Workers: 1, MPSDsPerWorker: 1}, open,
+		psdm.Key{Label: "indicium-20261129T060722.559235", CertSerial: 1}, l, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 func TestMigrateFromV1Fixture(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -167,13 +181,7 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM indicia WHERE state <> 'voided'`).Scan(&labels); err != nil || labels != 2 {
 				t.Fatalf("live labels %d, %v", labels, err)
 			}
-			open := func() (psdm.Session, error) { return ks.Session() }
-			pool, err := psdm.Start(ctx, psdm.Config{Workers: 1, MPSDsPerWorker: 1}, open,
-				psdm.Key{Label: "indicium-20261129T060722.559235", CertSerial: 1}, l, quiet)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pool.Close()
+			pool := fixturePool(t, ks, l)
 			out, err := pool.Sell(ctx, newSale("after-migration", 780, "0000-0003-01"))
 			if err != nil {
 				t.Fatal(err)
@@ -231,14 +239,7 @@ func TestMigrateToChainPerPSD(t *testing.T) {
 				if !r.OK() {
 					t.Fatalf("migrated ledger: %v", r.Violations)
 				}
-				open := func() (psdm.Session, error) { return ks.Session() }
-				pool, err := psdm.Start(ctx, psdm.Config{Workers: 1, MPSDsPerWorker: 1}, open,
-					psdm.Key{Label: "indicium-20261129T060722.559235", CertSerial: 1}, l, quiet)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer pool.Close()
-				if _, err := pool.Sell(ctx, newSale("after-chains", 780, "0000-0003-01")); err != nil {
+				if _, err := fixturePool(t, ks, l).Sell(ctx, newSale("after-chains", 780, "0000-0003-01")); err != nil {
 					t.Fatal(err)
 				}
 				if r, err := l.Check(ctx); err != nil || !r.OK() {
