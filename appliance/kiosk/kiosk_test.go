@@ -685,3 +685,33 @@ func TestConfigFromNewerHubAccepted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A sale settled after its customer left (the hub answered late), reported,
+// whose refund was cut short, is refunded and closed by the next round of
+// the settler, not after the remedy window.
+func TestSettledSaleRefundResumed(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer, journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
+	k, _ := setup(t, fh)
+	<-k.Recovered()
+	ctx := context.Background()
+	j := fh.journal
+	res, _ := json.Marshal(vectorAnswer(&protocol.PurchaseRequest{RequestID: "late"}))
+	steps := []error{
+		j.Begin(ctx, "late", []byte(`{}`), []string{"1966-F8CF-01"}),
+		j.Answer(ctx, "late", res),
+		j.SetLabel(ctx, "late", "1966-F8CF-01", journal.Failed, "no_answer"),
+		j.Reported(ctx, "late"),
+	}
+	if err := errors.Join(steps...); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, j, 10*time.Second)
+	select {
+	case r := <-fh.refunds:
+		if r.Label.RequestID != "late" || r.Label.LabelSerial != "1966-F8CF-01" {
+			t.Fatalf("refund %+v", r)
+		}
+	default:
+		t.Fatal("closed without the refund")
+	}
+}

@@ -78,11 +78,15 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 		if err != nil {
 			return err
 		}
-		if err := k.journal.Answer(ctx, s.RequestID, raw); err != nil {
+		if err := k.journal.Answer(context.WithoutCancel(ctx), s.RequestID, raw); err != nil {
 			return err
 		}
 		s.Result = raw
 	}
+	// The hub has answered: the rest (report, refunds, journal) is not cut
+	// short by the budget the settler gave a possibly silent hub; each
+	// call is still bounded by the kiosk's deadline.
+	ctx = context.WithoutCancel(ctx)
 	res, err := protocol.DecodePurchaseResult(s.Result)
 	if err != nil {
 		return err
@@ -216,6 +220,13 @@ func (k *Kiosk) settleOpen(ctx context.Context) {
 			if err := k.report(cctx, s.RequestID, printed, failed); err != nil {
 				k.log.Warn("print report not confirmed yet; sent again later", "request_id", s.RequestID, "err", err)
 			}
+		case customerGone(s):
+			// Settled once, its refunds cut short: the customer was
+			// told it failed, so they are owed now, not after the
+			// remedy window.
+			if err := k.settle(cctx, s, "no_answer"); err != nil {
+				k.log.Warn("refund of a settled sale not done yet; tried again later", "request_id", s.RequestID, "err", err)
+			}
 		default:
 			// Reported, and not closed when the confirmation came (a
 			// journal write failed then).
@@ -223,6 +234,18 @@ func (k *Kiosk) settleOpen(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// customerGone reports whether a reported sale still owes a label that
+// settling marked failed (no answer, or a power cut): its customer left, and
+// only the refund is missing.
+func customerGone(s *journal.Sale) bool {
+	for _, l := range s.Labels {
+		if l.State == journal.Failed && (l.Reason == "no_answer" || l.Reason == "power_cut") {
+			return true
+		}
+	}
+	return false
 }
 
 // handled reports whether a customer's sale holds requestID right now.
