@@ -34,6 +34,7 @@ import (
 	"github.com/frank-postage/frank/hub/broker"
 	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/claims"
+	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/keys"
@@ -343,6 +344,7 @@ type Hub struct {
 	alerts    *alerts.Store
 	ledger    *ledger.Ledger
 	fleet     *fleet.Registry
+	commands  *commands.Commands
 	stock     *stock.Stock
 	accounts  *accounts.Accounts
 	payments  *payments.Payments
@@ -429,6 +431,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
 	h.fleet = fleet.New(h.db)
 	h.fleet.Passwords = cfg.KioskPasswords
+	h.commands = commands.New(h.db, h.fleet, cfg.Ledger.Now)
 	h.presence = fleet.NewPresence(nil) // heartbeats arrive in real time
 	h.stock = stock.New(h.db, cfg.Ledger.Now)
 	h.accounts = accounts.New(h.db, cfg.Ledger.Now)
@@ -636,10 +639,12 @@ func (h *Hub) Start(ctx context.Context) error {
 		},
 		Presence: kioskWatch{h},
 		Meter:    h.metrics,
+		Commands: h.commands,
 	}
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err
 	}
+	h.commands.SetSender(h.front)
 	if h.proxies, err = websession.ParseProxies(h.cfg.TrustedProxies); err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
@@ -732,6 +737,9 @@ func (h *Hub) Start(ctx context.Context) error {
 			}
 			if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("dead hubs' payments not settled", "err", err)
+			}
+			if err := h.commands.Resend(h.bgCtx, h.clockNow().Add(-commandResend)); err != nil && h.bgCtx.Err() == nil {
+				h.log.Error("commands not resent", "err", err)
 			}
 			if _, err := h.claims.Sweep(h.bgCtx, 10*time.Minute); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("old request claims not swept", "err", err)
@@ -883,6 +891,13 @@ func (h *Hub) close() error {
 	return nil
 }
 
+// commandResend is how long a command waits for its kiosk's answer before
+// the leading hub sends it again.
+const commandResend = 15 * time.Second
+
+// Commands is ops' remote control of kiosks.
+func (h *Hub) Commands() *commands.Commands { return h.commands }
+
 // Presence is which kiosks are online, as their status and heartbeats say.
 func (h *Hub) Presence() *fleet.Presence { return h.presence }
 
@@ -890,7 +905,17 @@ func (h *Hub) Presence() *fleet.Presence { return h.presence }
 // alert when a kiosk goes offline.
 type kioskWatch struct{ h *Hub }
 
-func (w kioskWatch) Online(id string) { w.h.presence.Online(id) }
+func (w kioskWatch) Online(id string) {
+	w.h.presence.Online(id)
+	// Commands that waited for the kiosk go now, not at the next resend.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.h.commands.ResendTo(ctx, id); err != nil {
+			w.h.log.Warn("commands not resent", "kiosk", id, "err", err)
+		}
+	}()
+}
 func (w kioskWatch) Heartbeat(t *protocol.Telemetry) {
 	w.h.presence.Heartbeat(t)
 	w.h.supplies(t)

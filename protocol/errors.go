@@ -33,6 +33,7 @@ const (
 	CodeInspectionOverdue   Code = "inspection_overdue"
 	CodeRemedyNotAllowed    Code = "remedy_not_allowed"
 	CodeUnauthorized        Code = "unauthorized"
+	CodeKioskLocked         Code = "kiosk_locked"
 	CodeServiceUnavailable  Code = "service_unavailable"
 	CodeInternal            Code = "internal_error"
 )
@@ -69,6 +70,7 @@ var Codes = []CodeInfo{
 	{CodeInspectionOverdue, true, "The postal security device is past its inspection deadline; sales stop until it is reported."},
 	{CodeUnauthorized, false, "The request carried no valid credentials (a wrong, used or expired pay code, a wrong login), or credentials for someone else than it names."},
 	{CodeRemedyNotAllowed, false, "A reprint or refund was asked for a label that did not fail to print, belongs to another sale, or already had its remedy."},
+	{CodeKioskLocked, false, "Ops locked the kiosk (suspected stolen): it sells nothing and loads no stock until they unlock it."},
 	{CodeServiceUnavailable, true, "The hub cannot sell right now (no signing worker, store down, shutting down)."},
 	{CodeInternal, true, "An unexpected hub fault; nothing was charged and no indicium was issued."},
 }

@@ -22,13 +22,15 @@ const (
 	TopicStockResult    = "stock/result"    // hub→kiosk, QoS 1, StockResult
 	TopicRefund         = "refund"          // kiosk→hub, QoS 1, RefundRequest
 	TopicRefundResult   = "refund/result"   // hub→kiosk, QoS 1, RefundResult
+	TopicCommand        = "command"         // hub→kiosk, QoS 1, Command; sent again until answered
+	TopicCommandResult  = "command/result"  // kiosk→hub, QoS 1, CommandResult
 )
 
 // KioskPublishes and KioskSubscribes are the only topics a kiosk may use,
 // under its own TopicRoot + id + "/". The broker enforces them.
 var (
-	KioskPublishes  = []string{TopicPurchase, TopicPrint, TopicTelemetry, TopicStatus, TopicStock, TopicRefund}
-	KioskSubscribes = []string{TopicPurchaseResult, TopicConfig, TopicStockResult, TopicRefundResult, TopicPrintResult}
+	KioskPublishes  = []string{TopicPurchase, TopicPrint, TopicTelemetry, TopicStatus, TopicStock, TopicRefund, TopicCommandResult}
+	KioskSubscribes = []string{TopicPurchaseResult, TopicConfig, TopicStockResult, TopicRefundResult, TopicPrintResult, TopicCommand}
 )
 
 // Status payloads on TopicStatus.

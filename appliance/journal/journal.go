@@ -78,6 +78,15 @@ CREATE INDEX IF NOT EXISTS sales_open ON sales (closed);
 CREATE TABLE IF NOT EXISTS sheets (
   serial    TEXT PRIMARY KEY,
   loaded_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+  command_id TEXT PRIMARY KEY,
+  result     BLOB NOT NULL,
+  done_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+  key   TEXT PRIMARY KEY,
+  value BLOB NOT NULL
 );`
 
 // Open opens or creates the journal at path.
@@ -99,6 +108,56 @@ func Open(path string) (*Journal, error) {
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
 	return &Journal{db: db}, nil
+}
+
+// CommandDone records a command carried out, with the result the hub gets
+// for every repeat of it. Commands older than a week are forgotten: the
+// hub stops sending a command after a day.
+func (j *Journal) CommandDone(ctx context.Context, commandID string, result []byte) error {
+	now := time.Now()
+	if _, err := j.db.ExecContext(ctx, `INSERT INTO commands (command_id, result, done_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+		commandID, result, now.UnixMicro()); err != nil {
+		return fmt.Errorf("journal: command %s: %w", commandID, err)
+	}
+	if _, err := j.db.ExecContext(ctx, `DELETE FROM commands WHERE done_at < ?`, now.Add(-7*24*time.Hour).UnixMicro()); err != nil {
+		return fmt.Errorf("journal: command %s: %w", commandID, err)
+	}
+	return nil
+}
+
+// CommandResult returns the result of a command carried out, or nil.
+func (j *Journal) CommandResult(ctx context.Context, commandID string) ([]byte, error) {
+	var b []byte
+	err := j.db.QueryRowContext(ctx, `SELECT result FROM commands WHERE command_id = ?`, commandID).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: command %s: %w", commandID, err)
+	}
+	return b, nil
+}
+
+// SetSetting keeps a value that must survive a restart, such as a lock.
+func (j *Journal) SetSetting(ctx context.Context, key string, value []byte) error {
+	if _, err := j.db.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+		key, value); err != nil {
+		return fmt.Errorf("journal: setting %s: %w", key, err)
+	}
+	return nil
+}
+
+// Setting returns a kept value, or nil.
+func (j *Journal) Setting(ctx context.Context, key string) ([]byte, error) {
+	var b []byte
+	err := j.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: setting %s: %w", key, err)
+	}
+	return b, nil
 }
 
 // Close closes the journal.

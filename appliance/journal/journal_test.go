@@ -104,3 +104,41 @@ func TestUnknownSaleAndDuplicate(t *testing.T) {
 		t.Fatalf("the failed second begin changed the sale: %+v", s)
 	}
 }
+
+// A command's result and a setting survive a reopen: a kiosk restarted by
+// a command answers the command's repeat without restarting again, and a
+// lock outlives the power.
+func TestCommandsAndSettingsSurviveReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	j, err := journal.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := j.CommandResult(ctx, "cmd-1"); err != nil || b != nil {
+		t.Fatalf("unknown command: %q %v", b, err)
+	}
+	if err := j.CommandDone(ctx, "cmd-1", []byte(`{"status":"ok"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.CommandDone(ctx, "cmd-1", []byte(`{"status":"other"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.SetSetting(ctx, "service", []byte(`{"locked":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	if j, err = journal.Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if b, err := j.CommandResult(ctx, "cmd-1"); err != nil || string(b) != `{"status":"ok"}` {
+		t.Fatalf("command result after reopen: %q %v (the first result stands)", b, err)
+	}
+	if b, err := j.Setting(ctx, "service"); err != nil || string(b) != `{"locked":true}` {
+		t.Fatalf("setting after reopen: %q %v", b, err)
+	}
+	if b, err := j.Setting(ctx, "nothing"); err != nil || b != nil {
+		t.Fatalf("unset setting: %q %v", b, err)
+	}
+}

@@ -64,6 +64,7 @@ type deviceState struct {
 	paper      string        // ok, near_end, out
 	outOfOrder bool          // staff took the kiosk out of service
 	wrongStock string        // the label under the head was not the one to print
+	ops        opsState      // what ops set remotely
 }
 
 // UseDevices attaches the peripherals; call before Connect.
@@ -265,6 +266,9 @@ type Status struct {
 	Scale      string   `json:"scale"`
 	LastError  string   `json:"last_error"`
 	Sales      int64    `json:"sales"`
+	// Message is ops' word for the screen while they hold the kiosk out
+	// of service or locked.
+	Message string `json:"message,omitempty"`
 }
 
 // Status says whether sales may start. Sales stop when stock or paper is
@@ -277,8 +281,10 @@ func (k *Kiosk) Status() Status {
 		st.Scale = "none"
 	}
 	k.ds.mu.Lock()
-	out, wrong := k.ds.outOfOrder, k.ds.wrongStock
+	out, wrong, ops := k.ds.outOfOrder, k.ds.wrongStock, k.ds.ops
 	k.ds.mu.Unlock()
+	st.Reasons = append(st.Reasons, opsReasons(ops)...)
+	st.Message = ops.Message
 	if out {
 		st.Reasons = append(st.Reasons, "out_of_service")
 	}

@@ -54,6 +54,11 @@ type Config struct {
 	// the print head; a stamp is printed only on the label it was signed
 	// for (a head scanner: appliance/scanner.Head).
 	LabelCheck labelChecker
+	// Restart, if set, restarts the kiosk service when ops ask: the kiosk
+	// calls it once the sale in hand is over, and starts no other.
+	Restart func()
+	// Logs, if set, are the recent log lines diagnostics report.
+	Logs lineSource
 }
 
 func (c *Config) defaults() {
@@ -108,6 +113,7 @@ type Kiosk struct {
 	errLog  []ErrorEntry
 
 	stock labelStock // loaded sheets and their free labels
+	cmds  commandLog // ops' commands carried out
 
 	saleMu sync.Mutex // one sale at a time: there is one printer
 	stop   chan struct{}
@@ -143,6 +149,7 @@ func (k *Kiosk) Connect() error {
 	if k.link == nil {
 		k.link = newMQTTLink(k.cfg, k.log)
 	}
+	k.restoreOps(context.Background())
 	k.link.Open(k.deliver)
 	go k.heartbeat()
 	go k.recover()
@@ -164,8 +171,12 @@ func (k *Kiosk) Close() {
 
 // deliver takes what the hub sent on one of the Subscribed suffixes.
 func (k *Kiosk) deliver(suffix string, payload []byte) {
-	if suffix == protocol.TopicConfig {
+	switch suffix {
+	case protocol.TopicConfig:
 		k.onConfig(payload)
+		return
+	case protocol.TopicCommand:
+		k.onCommand(payload)
 		return
 	}
 	k.onAnswer(suffix, payload)

@@ -134,7 +134,9 @@ type fakeHub struct {
 	// beats, if set, gets the kiosk's telemetry.
 	beats   chan protocol.Telemetry
 	journal *journal.Journal // the kiosk's, if set
-	t       *testing.T
+	// commands, if set, gets the kiosk's answers to commands.
+	commands chan protocol.CommandResult
+	t        *testing.T
 }
 
 // handle serves what the kiosk sent on suffix.
@@ -181,6 +183,15 @@ func (fh *fakeHub) handle(suffix string, payload []byte) {
 		}
 		if fh.confirm != nil && fh.confirm(*r) {
 			fh.link.push(protocol.TopicPrintResult, protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultOK})
+		}
+	case protocol.TopicCommandResult:
+		r, err := protocol.DecodeCommandResult(payload)
+		if err != nil {
+			fh.t.Errorf("bad command result %s: %v", payload, err)
+			return
+		}
+		if fh.commands != nil {
+			fh.commands <- *r
 		}
 	case protocol.TopicTelemetry:
 		tm, err := protocol.DecodeTelemetry(payload)

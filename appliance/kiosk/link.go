@@ -28,9 +28,9 @@ type Link interface {
 	Close()
 }
 
-// Subscribed are the suffixes a kiosk receives: its config and the hub's
-// answers.
-var Subscribed = []string{protocol.TopicConfig, protocol.TopicPurchaseResult, protocol.TopicStockResult,
+// Subscribed are the suffixes a kiosk receives: its config, ops'
+// commands, and the hub's answers.
+var Subscribed = []string{protocol.TopicConfig, protocol.TopicCommand, protocol.TopicPurchaseResult, protocol.TopicStockResult,
 	protocol.TopicRefundResult, protocol.TopicPrintResult}
 
 // mqttLink is the MQTT session: offline as the last will, online once up,

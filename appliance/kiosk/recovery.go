@@ -22,6 +22,10 @@ type saleJournal interface {
 	AddSheets(ctx context.Context, serials []string) error
 	DropSheet(ctx context.Context, serial string) error
 	Sheets(ctx context.Context) ([]string, error)
+	CommandDone(ctx context.Context, commandID string, result []byte) error
+	CommandResult(ctx context.Context, commandID string) ([]byte, error)
+	SetSetting(ctx context.Context, key string, value []byte) error
+	Setting(ctx context.Context, key string) ([]byte, error)
 }
 
 // UseJournal makes every sale step durable in j before it is acted on;

@@ -118,6 +118,13 @@ func (s *staffSessions) logout(token string) {
 	delete(s.tokens, token)
 }
 
+// logoutAll ends every staff session: the kiosk was locked.
+func (s *staffSessions) logoutAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+}
+
 // active reports whether any staff login is live: scanned sheets load
 // only then.
 func (s *staffSessions) active() bool {

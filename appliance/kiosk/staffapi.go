@@ -29,6 +29,11 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 		if !decodeBody(w, r, &body) {
 			return
 		}
+		if k.locked() {
+			k.log.Warn("staff login refused: the kiosk is locked by ops")
+			writeJSON(w, http.StatusLocked, map[string]any{"error": protocol.Errorf(protocol.CodeKioskLocked, "this kiosk is locked by ops")})
+			return
+		}
 		tok, wait := k.staff.login(body.PIN, body.Badge)
 		if wait > 0 {
 			k.log.Warn("staff PIN locked out after wrong PINs", "wait", wait.Round(time.Second))

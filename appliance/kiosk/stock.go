@@ -47,6 +47,30 @@ func (k *Kiosk) reloadStock(ctx context.Context) {
 		k.log.Error("journal", "err", err)
 		return
 	}
+	k.reload(ctx, sheets)
+	k.log.Info("stock reloaded after start", "labels_left", k.LabelsLeft())
+}
+
+// resyncStock asks the hub again about every sheet loaded (ops' command):
+// the hub's word on each sheet's free labels replaces the kiosk's.
+func (k *Kiosk) resyncStock(ctx context.Context) {
+	sheets := k.stock.serials()
+	if k.journal != nil {
+		kept, err := k.journal.Sheets(ctx)
+		if err != nil {
+			k.log.Error("journal", "err", err)
+		}
+		for _, s := range kept {
+			if sh, err := protocol.ParseSheetSerial(s); err == nil && !slices.Contains(sheets, sh.String()) {
+				sheets = append(sheets, sh.String())
+			}
+		}
+	}
+	k.reload(ctx, sheets)
+	k.log.Info("stock resynced with the hub", "sheets", len(sheets), "labels_left", k.LabelsLeft())
+}
+
+func (k *Kiosk) reload(ctx context.Context, sheets []string) {
 	for _, s := range sheets {
 		res, err := k.LoadStock(ctx, []string{s})
 		if err != nil {
@@ -55,12 +79,15 @@ func (k *Kiosk) reloadStock(ctx context.Context) {
 		}
 		if res.Status != protocol.ResultOK {
 			k.log.Info("sheet no longer loaded", "sheet", s, "error", res.Error)
+			k.stock.drop(s)
+			if k.journal == nil {
+				continue
+			}
 			if err := k.journal.DropSheet(ctx, s); err != nil {
 				k.log.Error("journal", "err", err)
 			}
 		}
 	}
-	k.log.Info("stock reloaded after start", "labels_left", k.LabelsLeft())
 }
 
 // LabelsLeft counts the free labels of the loaded stock.
@@ -96,6 +123,31 @@ func (st *labelStock) left() int {
 		n += len(s.Free)
 	}
 	return n
+}
+
+// serials lists the loaded sheets.
+func (st *labelStock) serials() []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []string
+	for _, s := range st.sheets {
+		out = append(out, s.Sheet)
+	}
+	return out
+}
+
+// count is the number of sheets with labels left.
+func (st *labelStock) count() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.sheets)
+}
+
+// drop forgets a sheet the hub no longer counts as loaded here.
+func (st *labelStock) drop(sheet string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.sheets = slices.DeleteFunc(st.sheets, func(s protocol.SheetState) bool { return s.Sheet == sheet })
 }
 
 // next takes the next n free labels, in load order, passing over held

@@ -29,6 +29,7 @@ type fakeKiosk struct {
 	state      string
 	inService  bool
 	reasons    []string
+	message    string // ops' word while they hold the kiosk
 	labelsLeft int
 	sales      int
 	nextSale   string // "ok", "jam" (last label fails) or an error code
@@ -125,7 +126,7 @@ func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; {
 	case p == "/api/v1/status":
 		writeJSON(w, 200, map[string]any{"in_service": f.inService, "ready": f.inService, "reasons": f.reasons,
-			"labels_left": f.labelsLeft, "paper": "ok", "printer": "ok", "scale": "ok", "last_error": "", "sales": f.sales})
+			"labels_left": f.labelsLeft, "paper": "ok", "printer": "ok", "scale": "ok", "last_error": "", "sales": f.sales, "message": f.message})
 	case p == "/api/v1/weight":
 		writeJSON(w, 200, map[string]any{"weight_mg": f.weightMG, "stable": f.stable, "state": f.state})
 	case p == "/api/v1/prices":
@@ -492,7 +493,10 @@ func TestKioskUI(t *testing.T) {
 		h.screenshot("11-out-of-service")
 		h.fake.set(func(f *fakeKiosk) { f.reasons = []string{"hub_offline", "certificate_expired"} })
 		h.waitText("oos-reasons", "certificate expired")
-		h.fake.set(func(f *fakeKiosk) { f.inService, f.reasons = true, []string{} })
+		h.fake.set(func(f *fakeKiosk) { f.reasons, f.message = []string{"locked"}, "Call 555-0100" })
+		h.waitText("oos-reasons", "locked")
+		h.waitText("oos-message", "Call 555-0100")
+		h.fake.set(func(f *fakeKiosk) { f.inService, f.reasons, f.message = true, []string{}, "" })
 		h.waitScreen("weigh")
 	})
 

@@ -30,6 +30,10 @@ type Kiosk struct {
 	// the fleet), if it was; RetiredWhy says why.
 	Retired    *time.Time
 	RetiredWhy string
+	// Locked is when ops locked the kiosk (suspected stolen), if they
+	// did; LockedBy is who. A locked kiosk is refused every sale.
+	Locked   *time.Time
+	LockedBy string
 }
 
 // cached is a kiosk as Get last read it.
@@ -124,11 +128,11 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 	r.mu.Unlock()
 	k := c.k
 	if !ok || time.Since(c.at) > cacheFor {
-		var st, why sql.NullString
-		var retired sql.NullInt64
+		var st, why, lockedBy sql.NullString
+		var retired, locked sql.NullInt64
 		k = Kiosk{ID: kioskID}
-		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id, store, retired_at, retired_reason FROM kiosks WHERE kiosk_id = ?`), kioskID).
-			Scan(&k.UserID, &st, &retired, &why)
+		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id, store, retired_at, retired_reason, locked_at, locked_by FROM kiosks WHERE kiosk_id = ?`), kioskID).
+			Scan(&k.UserID, &st, &retired, &why, &locked, &lockedBy)
 		if errors.Is(err, sql.ErrNoRows) || err == nil && !st.Valid {
 			return Kiosk{}, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned at this hub", kioskID)
 		}
@@ -139,6 +143,10 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 		if retired.Valid {
 			t := time.UnixMicro(retired.Int64).UTC()
 			k.Retired, k.RetiredWhy = &t, why.String
+		}
+		if locked.Valid {
+			t := time.UnixMicro(locked.Int64).UTC()
+			k.Locked, k.LockedBy = &t, lockedBy.String
 		}
 		r.mu.Lock()
 		r.ids[kioskID] = cached{k: k, at: time.Now()}
@@ -199,10 +207,36 @@ func (r *Registry) told(ctx context.Context, kioskID string) {
 	r.db.Notify(context.WithoutCancel(ctx), store.CredentialsChannel, kioskID)
 }
 
-// UserID returns a provisioned kiosk's numeric id.
+// UserID returns the numeric id of a provisioned kiosk that may sell:
+// kiosk_locked for a kiosk ops locked.
 func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
 	k, err := r.Get(ctx, kioskID)
+	if err == nil && k.Locked != nil {
+		return 0, protocol.Errorf(protocol.CodeKioskLocked, "kiosk %s was locked by %s on %s", kioskID, k.LockedBy, k.Locked.Format(time.DateTime))
+	}
 	return k.UserID, err
+}
+
+// SetLocked locks a kiosk, so that no hub serves it a sale until it is
+// unlocked, or unlocks it. Every hub follows within cacheFor.
+func (r *Registry) SetLocked(ctx context.Context, kioskID, by string, locked bool) error {
+	var at sql.NullInt64
+	var who sql.NullString
+	if locked {
+		at = sql.NullInt64{Int64: time.Now().UnixMicro(), Valid: true}
+		who = sql.NullString{String: by, Valid: true}
+	}
+	res, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE kiosks SET locked_at = ?, locked_by = ? WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`),
+		at, who, kioskID)
+	if err != nil {
+		return fmt.Errorf("fleet: lock %s: %w", kioskID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not a provisioned kiosk in service", kioskID)
+	}
+	r.Forget(kioskID)
+	r.told(ctx, kioskID)
+	return nil
 }
 
 // Authenticate checks a kiosk's broker password. The stored hash is read
@@ -263,7 +297,7 @@ func credentialStamp(hash string) string {
 
 // List lists the provisioned kiosks with their stores, the retired too.
 func (r *Registry) List(ctx context.Context) ([]Kiosk, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, store, user_id, retired_at, COALESCE(retired_reason, '') FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, store, user_id, retired_at, COALESCE(retired_reason, ''), locked_at, COALESCE(locked_by, '') FROM kiosks WHERE store IS NOT NULL ORDER BY kiosk_id`)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: list: %w", err)
 	}
@@ -271,13 +305,17 @@ func (r *Registry) List(ctx context.Context) ([]Kiosk, error) {
 	var out []Kiosk
 	for rows.Next() {
 		var k Kiosk
-		var retired sql.NullInt64
-		if err := rows.Scan(&k.ID, &k.Store, &k.UserID, &retired, &k.RetiredWhy); err != nil {
+		var retired, locked sql.NullInt64
+		if err := rows.Scan(&k.ID, &k.Store, &k.UserID, &retired, &k.RetiredWhy, &locked, &k.LockedBy); err != nil {
 			return nil, fmt.Errorf("fleet: list: %w", err)
 		}
 		if retired.Valid {
 			t := time.UnixMicro(retired.Int64).UTC()
 			k.Retired = &t
+		}
+		if locked.Valid {
+			t := time.UnixMicro(locked.Int64).UTC()
+			k.Locked = &t
 		}
 		out = append(out, k)
 	}

@@ -35,6 +35,11 @@ type printBook interface {
 	RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 }
 
+// commandBook keeps kiosks' answers to ops' commands; hub/commands.
+type commandBook interface {
+	Record(ctx context.Context, kioskID string, r *protocol.CommandResult) error
+}
+
 // presence learns which kiosks are online; fleet.Presence.
 type presence interface {
 	Online(kioskID string)
@@ -57,6 +62,8 @@ type Config struct {
 	Presence presence
 	// Meter, if set, times every purchase answered.
 	Meter meter
+	// Commands, if set, takes kiosks' answers to commands.
+	Commands commandBook
 }
 
 // meter times answers for the metrics.
@@ -134,11 +141,12 @@ func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *sl
 
 func (f *Front) subscribe(c mqtt.Client) error {
 	subs := map[string]mqtt.MessageHandler{
-		protocol.HubSubscription(protocol.TopicPurchase):  f.onPurchase,
-		protocol.HubSubscription(protocol.TopicPrint):     f.onPrint,
-		protocol.HubSubscription(protocol.TopicTelemetry): f.onTelemetry,
-		protocol.HubSubscription(protocol.TopicStock):     f.answer(protocol.TopicStockResult, f.stock.Answer),
-		protocol.HubSubscription(protocol.TopicRefund):    f.answer(protocol.TopicRefundResult, f.sales.Refund),
+		protocol.HubSubscription(protocol.TopicPurchase):      f.onPurchase,
+		protocol.HubSubscription(protocol.TopicPrint):         f.onPrint,
+		protocol.HubSubscription(protocol.TopicTelemetry):     f.onTelemetry,
+		protocol.HubSubscription(protocol.TopicStock):         f.answer(protocol.TopicStockResult, f.stock.Answer),
+		protocol.HubSubscription(protocol.TopicRefund):        f.answer(protocol.TopicRefundResult, f.sales.Refund),
+		protocol.HubSubscription(protocol.TopicCommandResult): f.onCommandResult,
 		// Status is retained and every hub needs it, so not shared.
 		protocol.TopicRoot + "+/" + protocol.TopicStatus: f.onStatus,
 	}
@@ -293,6 +301,32 @@ func (f *Front) onStatus(c mqtt.Client, m mqtt.Message) {
 			f.cfg.Presence.Offline(kiosk)
 		}
 	}
+}
+
+// SendCommand publishes a command to its kiosk; the command book sends it
+// again until the kiosk answers.
+func (f *Front) SendCommand(c protocol.Command) {
+	f.publishJSON(protocol.KioskTopic(c.KioskID, protocol.TopicCommand), c)
+}
+
+// onCommandResult records a kiosk's answer to a command. One that cannot
+// be recorded now is not lost: the command is sent again, and the kiosk
+// answers with the same result.
+func (f *Front) onCommandResult(c mqtt.Client, m mqtt.Message) {
+	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
+	if err != nil || f.cfg.Commands == nil || !f.begin() {
+		return
+	}
+	defer f.wg.Done()
+	r, err := protocol.DecodeCommandResult(m.Payload())
+	if err == nil {
+		err = f.cfg.Commands.Record(f.ctx, kiosk, r)
+	}
+	if err != nil {
+		f.log.Warn("command result not recorded", "kiosk", kiosk, "err", err)
+		return
+	}
+	f.log.Info("command answered", "kiosk", kiosk, "command_id", r.CommandID, "status", r.Status)
 }
 
 // PushConfig publishes kioskID's current config, retained.

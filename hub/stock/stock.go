@@ -110,9 +110,13 @@ func (s *Stock) Import(ctx context.Context, storeID string, serials []protocol.S
 // must belong to the kiosk's store and have labels left.
 func (s *Stock) Load(ctx context.Context, kioskID string, sheets []protocol.SheetSerial) ([]protocol.SheetState, error) {
 	var storeID sql.NullString
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT store FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&storeID)
+	var locked sql.NullInt64
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT store, locked_at FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&storeID, &locked)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && !storeID.Valid {
 		return nil, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned", kioskID)
+	}
+	if err == nil && locked.Valid {
+		return nil, protocol.Errorf(protocol.CodeKioskLocked, "kiosk %s is locked: ops unlock it first", kioskID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stock: load: %w", err)

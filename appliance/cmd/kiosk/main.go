@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -162,11 +163,18 @@ func run() int {
 		cfg.Username = cfg.ID
 	}
 	cfg.Firmware = version
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	var out slog.Handler = slog.NewJSONHandler(os.Stderr, nil)
 	if *logFormat == "text" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		out = slog.NewTextHandler(os.Stderr, nil)
 	}
-	log = log.With("kiosk", cfg.ID)
+	ring := kiosk.NewLogRing(200) // the recent log, for ops' diagnostics
+	cfg.Logs = ring
+	log := slog.New(slog.NewMultiHandler(out, ring.Handler())).With("kiosk", cfg.ID)
+	// Ops' restart command ends the process with exitRestart, and systemd
+	// starts it again (RestartForceExitStatus in frank-kiosk.service).
+	restart := make(chan struct{})
+	var restartOnce sync.Once
+	cfg.Restart = func() { restartOnce.Do(func() { close(restart) }) }
 	if err := cfg.Check(); err != nil {
 		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
 		return 2
@@ -278,13 +286,23 @@ func run() int {
 		}
 	}
 	log.Info("kiosk running", "version", version, "listen", ln.Addr().String(), "printer", pcfg.Path)
-	<-ctx.Done()
-	log.Info("kiosk stopping")
+	code := 0
+	select {
+	case <-ctx.Done():
+		log.Info("kiosk stopping")
+	case <-restart:
+		log.Info("kiosk restarting on ops' command")
+		code = exitRestart
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
-	return 0
+	return code
 }
+
+// exitRestart is the exit status of a restart ops asked for: the service
+// manager starts the kiosk again.
+const exitRestart = 75
 
 // writeReady says where the kiosk listens, atomically, for whoever
 // started it on port 0.

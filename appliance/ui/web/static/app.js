@@ -85,6 +85,8 @@
     paper_out: "The printer is out of paper",
     door_open: "The printer door is open",
     out_of_service: "Taken out of service by staff",
+    ops_out_of_service: "Taken out of service by the operator",
+    locked: "This kiosk is locked",
     hub_offline: "No connection to the postage service",
     printer_fault: "The printer needs attention",
     certificate_expired: "This kiosk's certificate expired: staff, ask for a new enrollment code",
@@ -103,6 +105,7 @@
         const ul = $("oos-reasons");
         ul.replaceChildren();
         for (const code of status.reasons || []) ul.append(el("li", "", reasonText[code] || code));
+        $("oos-message").textContent = status.message || "";
         if (current !== "oos") show("oos");
       } else if (status.in_service && current === "oos") {
         startOver();

@@ -1,0 +1,277 @@
+// Package commands is ops' remote control of kiosks. It records each
+// command with who gave it, hands it to the kiosk until the kiosk answers
+// (a kiosk carries out a command id once, so resending is safe), and keeps
+// the answer, diagnostics among them, for the console. A lock also takes
+// effect at the hub at once: the fleet refuses the kiosk every sale,
+// whatever the kiosk's own software does.
+package commands
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Status of a command.
+const (
+	Pending  = "pending"  // not yet answered by the kiosk
+	Done     = "ok"       // carried out
+	Rejected = "rejected" // the kiosk refused it (an action it does not know)
+	Expired  = "expired"  // not answered within Expiry; not sent again
+)
+
+// Expiry is how long a command waits for its kiosk. An offline kiosk that
+// comes back a day later should not restart on an order nobody remembers.
+const Expiry = 24 * time.Hour
+
+// Command is a command as the hub keeps it.
+type Command struct {
+	protocol.Command
+	SentAt *time.Time
+	DoneAt *time.Time
+	Status string
+	Result *protocol.CommandResult
+}
+
+// locker locks and unlocks a kiosk at the hub; the fleet.
+type locker interface {
+	SetLocked(ctx context.Context, kioskID, by string, locked bool) error
+}
+
+// sender hands a command to its kiosk; the MQTT front.
+type sender interface {
+	SendCommand(c protocol.Command)
+}
+
+// Commands is the command book.
+type Commands struct {
+	db   *store.DB
+	lock locker
+	now  func() time.Time
+
+	mu sync.Mutex
+	to sender // until SetSender, commands wait in the book for a resend
+}
+
+// SetSender sets how commands reach kiosks.
+func (c *Commands) SetSender(s sender) {
+	c.mu.Lock()
+	c.to = s
+	c.mu.Unlock()
+}
+
+// New returns the command book on db; now defaults to time.Now.
+func New(db *store.DB, lock locker, now func() time.Time) *Commands {
+	if now == nil {
+		now = time.Now
+	}
+	return &Commands{db: db, lock: lock, now: now}
+}
+
+// ErrUnknown is a command id nobody issued.
+var ErrUnknown = errors.New("commands: no such command")
+
+// Issue records a command from an operator and sends it. A lock or unlock
+// takes effect at the hub before the command is recorded, so a kiosk
+// suspected stolen is refused sales even while it is offline.
+func (c *Commands) Issue(ctx context.Context, kioskID, action, message, by string) (*Command, error) {
+	message = strings.TrimSpace(message)
+	switch {
+	case !protocol.KnownAction(action):
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "action %q: want one of %s", action, strings.Join(protocol.Actions, ", "))
+	case !utf8.ValidString(message) || utf8.RuneCountInString(message) > protocol.MaxCommandMessage:
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "message: want at most %d characters", protocol.MaxCommandMessage)
+	case by == "" || len(by) > 64:
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "issued_by: want 1 to 64 bytes")
+	}
+	switch action {
+	case protocol.ActionLock, protocol.ActionUnlock:
+		if err := c.lock.SetLocked(ctx, kioskID, by, action == protocol.ActionLock); err != nil {
+			return nil, fmt.Errorf("commands: issue %s to %s: %w", action, kioskID, err)
+		}
+	}
+	cmd := &Command{Command: protocol.Command{CommandID: "cmd-" + rand.Text(), KioskID: kioskID, Action: action, Message: message,
+		IssuedBy: by, IssuedAt: c.now().UTC().Truncate(time.Microsecond)}, Status: Pending}
+	res, err := c.db.ExecContext(ctx, c.db.Rebind(`INSERT INTO kiosk_commands (id, kiosk_id, action, message, issued_by, issued_at)
+		SELECT ?, kiosk_id, ?, ?, ?, ? FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`),
+		cmd.CommandID, action, message, by, cmd.IssuedAt.UnixMicro(), kioskID)
+	if err != nil {
+		return nil, fmt.Errorf("commands: issue %s to %s: %w", action, kioskID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return nil, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not a provisioned kiosk in service", kioskID)
+	}
+	c.send(ctx, []protocol.Command{cmd.Command})
+	return cmd, nil
+}
+
+// send hands commands to the front and notes when.
+func (c *Commands) send(ctx context.Context, cmds []protocol.Command) {
+	c.mu.Lock()
+	to := c.to
+	c.mu.Unlock()
+	if to == nil || len(cmds) == 0 {
+		return
+	}
+	now := c.now().UnixMicro()
+	for _, cmd := range cmds {
+		to.SendCommand(cmd)
+		// Only the resend's pacing depends on it: an error costs one
+		// early resend.
+		c.db.ExecContext(ctx, c.db.Rebind(`UPDATE kiosk_commands SET sent_at = ? WHERE id = ?`), now, cmd.CommandID)
+	}
+}
+
+// Record keeps a kiosk's answer. kioskID is the kiosk whose topic it came
+// on: a kiosk answers only its own commands. A repeated answer changes
+// nothing.
+func (c *Commands) Record(ctx context.Context, kioskID string, r *protocol.CommandResult) error {
+	if r.KioskID != kioskID {
+		return protocol.Errorf(protocol.CodeKioskMismatch, "a result for kiosk %s on kiosk %s's topic", r.KioskID, kioskID)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("commands: record %s: %w", r.CommandID, err)
+	}
+	res, err := c.db.ExecContext(ctx, c.db.Rebind(`UPDATE kiosk_commands SET status = ?, result = ?, done_at = ?
+		WHERE id = ? AND kiosk_id = ? AND status IN (?, ?)`),
+		r.Status, string(b), c.now().UnixMicro(), r.CommandID, kioskID, Pending, Expired)
+	if err != nil {
+		return fmt.Errorf("commands: record %s: %w", r.CommandID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		var known int
+		if err := c.db.QueryRowContext(ctx, c.db.Rebind(`SELECT COUNT(*) FROM kiosk_commands WHERE id = ? AND kiosk_id = ?`), r.CommandID, kioskID).Scan(&known); err != nil {
+			return fmt.Errorf("commands: record %s: %w", r.CommandID, err)
+		}
+		if known == 0 {
+			return fmt.Errorf("commands: record %s from %s: %w", r.CommandID, kioskID, ErrUnknown)
+		}
+	}
+	return nil
+}
+
+// Resend sends again the pending commands last sent before the given
+// time, and expires those older than Expiry.
+func (c *Commands) Resend(ctx context.Context, sentBefore time.Time) error {
+	return c.resend(ctx, "", sentBefore)
+}
+
+// ResendTo sends a kiosk every command it has not answered: it just came
+// online.
+func (c *Commands) ResendTo(ctx context.Context, kioskID string) error {
+	return c.resend(ctx, kioskID, time.UnixMicro(math.MaxInt64))
+}
+
+func (c *Commands) resend(ctx context.Context, kioskID string, sentBefore time.Time) error {
+	now := c.now()
+	if _, err := c.db.ExecContext(ctx, c.db.Rebind(`UPDATE kiosk_commands SET status = ? WHERE status = ? AND issued_at < ?`),
+		Expired, Pending, now.Add(-Expiry).UnixMicro()); err != nil {
+		return fmt.Errorf("commands: resend: %w", err)
+	}
+	q := `SELECT id, kiosk_id, action, message, issued_by, issued_at FROM kiosk_commands
+		WHERE status = ? AND (sent_at IS NULL OR sent_at < ?)`
+	args := []any{Pending, sentBefore.UnixMicro()}
+	if kioskID != "" {
+		q += ` AND kiosk_id = ?`
+		args = append(args, kioskID)
+	}
+	rows, err := c.db.QueryContext(ctx, c.db.Rebind(q+` ORDER BY issued_at LIMIT 1000`), args...)
+	if err != nil {
+		return fmt.Errorf("commands: resend: %w", err)
+	}
+	var due []protocol.Command
+	for rows.Next() {
+		var cmd protocol.Command
+		var at int64
+		if err := rows.Scan(&cmd.CommandID, &cmd.KioskID, &cmd.Action, &cmd.Message, &cmd.IssuedBy, &at); err != nil {
+			rows.Close()
+			return fmt.Errorf("commands: resend: %w", err)
+		}
+		cmd.IssuedAt = time.UnixMicro(at).UTC()
+		due = append(due, cmd)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("commands: resend: %w", err)
+	}
+	c.send(ctx, due)
+	return nil
+}
+
+const selectCommand = `SELECT id, kiosk_id, action, message, issued_by, issued_at, sent_at, done_at, status, result FROM kiosk_commands`
+
+// Get returns one command.
+func (c *Commands) Get(ctx context.Context, id string) (*Command, error) {
+	cmds, err := c.query(ctx, selectCommand+` WHERE id = ?`, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(cmds) == 0 {
+		return nil, fmt.Errorf("commands: get %s: %w", id, ErrUnknown)
+	}
+	return &cmds[0], nil
+}
+
+// Of returns a kiosk's latest commands, newest first.
+func (c *Commands) Of(ctx context.Context, kioskID string, limit int) ([]Command, error) {
+	return c.query(ctx, selectCommand+` WHERE kiosk_id = ? ORDER BY issued_at DESC LIMIT ?`, kioskID, limit)
+}
+
+// LastDiagnostics returns the latest diagnostics a kiosk answered, or nil.
+func (c *Commands) LastDiagnostics(ctx context.Context, kioskID string) (*Command, error) {
+	cmds, err := c.query(ctx, selectCommand+` WHERE kiosk_id = ? AND action = ? AND status = ? ORDER BY done_at DESC LIMIT 1`,
+		kioskID, protocol.ActionDiagnostics, Done)
+	if err != nil || len(cmds) == 0 {
+		return nil, err
+	}
+	return &cmds[0], nil
+}
+
+func (c *Commands) query(ctx context.Context, q string, args ...any) ([]Command, error) {
+	rows, err := c.db.QueryContext(ctx, c.db.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("commands: query: %w", err)
+	}
+	defer rows.Close()
+	var out []Command
+	for rows.Next() {
+		var cmd Command
+		var at int64
+		var sent, done sql.NullInt64
+		var result sql.NullString
+		if err := rows.Scan(&cmd.CommandID, &cmd.KioskID, &cmd.Action, &cmd.Message, &cmd.IssuedBy, &at, &sent, &done, &cmd.Status, &result); err != nil {
+			return nil, fmt.Errorf("commands: query: %w", err)
+		}
+		cmd.IssuedAt = time.UnixMicro(at).UTC()
+		cmd.SentAt, cmd.DoneAt = micros(sent), micros(done)
+		if result.Valid {
+			var r protocol.CommandResult
+			if err := json.Unmarshal([]byte(result.String), &r); err != nil {
+				return nil, fmt.Errorf("commands: query: result of %s: %w", cmd.CommandID, err)
+			}
+			cmd.Result = &r
+		}
+		out = append(out, cmd)
+	}
+	return out, rows.Err()
+}
+
+func micros(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := time.UnixMicro(v.Int64).UTC()
+	return &t
+}
