@@ -240,3 +240,38 @@ func FuzzSplitEnrollCode(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeCommand(f *testing.F) {
+	f.Add([]byte(`{"command_id":"cmd-1","kiosk_id":"kiosk-1","action":"out_of_service","message":"Back at 2 pm","issued_by":"ann","issued_at":"2026-12-04T10:00:00Z"}`))
+	f.Add([]byte(`{"command_id":"cmd-2","kiosk_id":"kiosk-1","action":"lock","issued_by":"ann","issued_at":"2026-12-04T10:00:00Z","later":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := protocol.DecodeCommand(b)
+		if err != nil {
+			if protocol.AsError(err).Code == protocol.CodeInternal {
+				t.Fatalf("untyped error: %v", err)
+			}
+			return
+		}
+		if !protocol.ValidKioskID(c.KioskID) || !protocol.ValidRequestID(c.CommandID) {
+			t.Fatalf("accepted %+v", c)
+		}
+	})
+}
+
+func FuzzDecodeCommandResult(f *testing.F) {
+	f.Add([]byte(`{"command_id":"cmd-1","kiosk_id":"kiosk-1","status":"ok","at":"2026-12-04T10:00:01Z","labels_left":37}`))
+	f.Add([]byte(`{"command_id":"cmd-1","kiosk_id":"kiosk-1","status":"rejected","at":"2026-12-04T10:00:01Z","error":{"code":"invalid_request","message":"no"}}`))
+	f.Add([]byte(`{"command_id":"cmd-1","kiosk_id":"kiosk-1","status":"ok","at":"2026-12-04T10:00:01Z","diagnostics":{"firmware":"1.0","log":["a"]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodeCommandResult(b)
+		if err != nil {
+			if protocol.AsError(err).Code == protocol.CodeInternal {
+				t.Fatalf("untyped error: %v", err)
+			}
+			return
+		}
+		if (r.Status == protocol.ResultRejected) != (r.Error != nil) {
+			t.Fatalf("accepted %+v", r)
+		}
+	})
+}

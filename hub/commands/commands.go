@@ -38,10 +38,10 @@ const Expiry = 24 * time.Hour
 // Command is a command as the hub keeps it.
 type Command struct {
 	protocol.Command
-	SentAt *time.Time
-	DoneAt *time.Time
-	Status string
-	Result *protocol.CommandResult
+	SentAt *time.Time              `json:"sent_at,omitempty"` // last handed to the broker
+	DoneAt *time.Time              `json:"done_at,omitempty"` // answered
+	Status string                  `json:"status"`            // Pending, Done, Rejected, Expired
+	Result *protocol.CommandResult `json:"result,omitempty"`
 }
 
 // locker locks and unlocks a kiosk at the hub; the fleet.

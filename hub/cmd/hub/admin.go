@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"github.com/boombuler/barcode/code128"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -260,4 +262,50 @@ func writeBarcode(dir string, s protocol.SheetSerial) error {
 	}
 	defer f.Close()
 	return png.Encode(f, img)
+}
+
+// commandCmd gives a kiosk ops' command and waits for its answer. The
+// running hub sends it (within its resend period, as this process has no
+// broker connection), and records the answer.
+func commandCmd(ctx context.Context, h *hub.Hub, pos []string, message string, wait time.Duration) int {
+	if len(pos) != 2 {
+		return usage("hub kiosk command ID ACTION [--message TEXT] [--wait 60s]; ACTION: " + strings.Join(protocol.Actions, ", "))
+	}
+	by := "cli:" + cmp.Or(os.Getenv("SUDO_USER"), os.Getenv("USER"), "root")
+	c, err := h.Commands().Issue(ctx, pos[0], pos[1], message, by)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub kiosk command:", err)
+		return 1
+	}
+	fmt.Printf("command %s (%s) recorded for kiosk %s by %s\n", c.CommandID, c.Action, c.KioskID, by)
+	if wait <= 0 {
+		return 0
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(wait)
+	for {
+		select {
+		case <-ctx.Done():
+			return 1
+		case <-deadline:
+			fmt.Fprintf(os.Stderr, "hub kiosk command: no answer within %s; the hub keeps sending it for a day, and the console's kiosk page shows the answer\n", wait)
+			return 3
+		case <-tick.C:
+		}
+		got, err := h.Commands().Get(ctx, c.CommandID)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hub kiosk command:", err)
+			return 1
+		}
+		if got.Status == commands.Pending {
+			continue
+		}
+		out, _ := json.MarshalIndent(got.Result, "", "  ")
+		fmt.Printf("%s: %s\n", got.Status, out)
+		if got.Status != commands.Done {
+			return 1
+		}
+		return 0
+	}
 }

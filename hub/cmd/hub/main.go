@@ -6,6 +6,7 @@
 //	hub report --from D --to D  build the postal report for [from, to) and upload it
 //	hub kiosk add ID --store S  provision a kiosk; prints its enrollment code
 //	hub kiosk retire ID [--lost]  revoke a kiosk, void its stock and open sales
+//	hub kiosk command ID ACTION [--message TEXT] [--wait D]  ops' remote command (out_of_service, lock, diagnostics, ...)
 //	hub ca init|show            the device CA that issues kiosks their certificates
 //	hub stock issue --store S --sheets N [--barcodes DIR]   new sheets of labels
 //	hub stock import --store S SERIAL...                     sheets printed elsewhere
@@ -108,6 +109,8 @@ func run(args []string) int {
 	since := fs.String("since", "", "keys compromise: when the key was compromised (RFC 3339, or 2006-01-02; default now)")
 	lost := fs.Bool("lost", false, "kiosk retire: the kiosk was lost or stolen; the next postal report declares it")
 	why := fs.String("why", "", "kiosk retire: why, for the record")
+	message := fs.String("message", "", "kiosk command: shown on the kiosk's screen (out_of_service, lock)")
+	wait := fs.Duration("wait", 60*time.Second, "kiosk command: how long to wait for the kiosk's answer (0: do not wait)")
 	amount := fs.String("amount", "", "account fund: dollars")
 	zip := fs.String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add: the store's ZIP, which enrolling kiosks sign as the origin")
 	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
@@ -224,6 +227,8 @@ func run(args []string) int {
 		return brokerCert(ctx, h, *brokerHosts, *outDir)
 	case "report":
 		return reportCmd(ctx, h, *from, *to)
+	case "kiosk command":
+		return commandCmd(ctx, h, pos, *message, *wait)
 	case "kiosk add", "kiosk retire", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,

@@ -11,8 +11,10 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/web/session"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // APIRoutes returns the operator API, to mount at /api/v1/ops. Every call
@@ -33,6 +35,9 @@ func (c *Console) APIRoutes() http.Handler {
 		r.Post("/alerts/{id}/ack", c.apiAck)
 		r.Get("/activity", c.apiActivity)
 		r.Get("/reports", c.apiReports)
+		r.Get("/fleet/{id}/commands", c.apiCommands)
+		r.Post("/fleet/{id}/commands", c.apiCommand)
+		r.Get("/commands/{cid}", c.apiGetCommand)
 	})
 	return r
 }
@@ -208,4 +213,57 @@ func (c *Console) apiReports(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Console) apiCommands(w http.ResponseWriter, r *http.Request) {
+	list, err := c.Commands.Of(r.Context(), chi.URLParam(r, "id"), 100)
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, append([]commands.Command{}, list...))
+}
+
+// apiCommand gives a kiosk a command; the answer comes later (GET
+// /commands/{cid}).
+func (c *Console) apiCommand(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Action  string `json:"action"`
+		Message string `json:"message"`
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err == nil {
+		err = protocol.DecodeJSON(b, &req)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+		return
+	}
+	cmd, err := c.Commands.Issue(r.Context(), chi.URLParam(r, "id"), req.Action, req.Message, current(r).Subject.Login)
+	if err != nil {
+		switch protocol.AsError(err).Code {
+		case protocol.CodeUnknownKiosk:
+			writeJSON(w, http.StatusNotFound, apiError{"not_found", err.Error()})
+		case protocol.CodeInvalidRequest:
+			writeJSON(w, http.StatusUnprocessableEntity, apiError{"invalid_request", err.Error()})
+		default:
+			c.apiFail(w, r, err)
+		}
+		return
+	}
+	c.Log.Info("kiosk command from the operator API", "kiosk", cmd.KioskID, "action", cmd.Action, "by", cmd.IssuedBy, "command_id", cmd.CommandID)
+	writeJSON(w, http.StatusAccepted, cmd)
+}
+
+func (c *Console) apiGetCommand(w http.ResponseWriter, r *http.Request) {
+	cmd, err := c.Commands.Get(r.Context(), chi.URLParam(r, "cid"))
+	if errors.Is(err, commands.ErrUnknown) {
+		writeJSON(w, http.StatusNotFound, apiError{"not_found", "no such command"})
+		return
+	}
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cmd)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ca"
+	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/metrics"
@@ -77,6 +78,14 @@ type labelStock interface {
 	AddStore(ctx context.Context, id, name string) error
 }
 
+// commandBook gives kiosks ops' commands and keeps their answers.
+type commandBook interface {
+	Issue(ctx context.Context, kioskID, action, message, by string) (*commands.Command, error)
+	Of(ctx context.Context, kioskID string, limit int) ([]commands.Command, error)
+	LastDiagnostics(ctx context.Context, kioskID string) (*commands.Command, error)
+	Get(ctx context.Context, id string) (*commands.Command, error)
+}
+
 // certs finds the certificates the device CA issued.
 type certs interface {
 	Latest(ctx context.Context, subject string) (*ca.Issued, error)
@@ -98,6 +107,7 @@ type Console struct {
 	Stock    labelStock
 	Activity activity
 	Certs    certs // may be nil
+	Commands commandBook
 	// Licence is the vendor's postal licence, shown with the funds.
 	Licence string
 	// Refund takes back an unused kiosk stamp at the counter, if may says
@@ -151,8 +161,14 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return t.Local().Format("2006-01-02 15:04:05")
 	},
-	"day":   func(t time.Time) string { return t.Local().Format("2006-01-02") },
-	"chart": chart,
+	"day":     func(t time.Time) string { return t.Local().Format("2006-01-02") },
+	"chart":   chart,
+	"actions": func() []string { return protocol.Actions },
+	"actionName": func(a string) string {
+		return map[string]string{protocol.ActionOutOfService: "Out of service", protocol.ActionInService: "Back in service",
+			protocol.ActionRestart: "Restart", protocol.ActionDiagnostics: "Collect diagnostics", protocol.ActionResyncStock: "Resync stock",
+			protocol.ActionLock: "Lock", protocol.ActionUnlock: "Unlock"}[a]
+	},
 }).ParseFS(templateFS, "templates/*.html"))
 
 // KioskRow is one kiosk in the fleet table, the live stream and the API.
@@ -169,6 +185,7 @@ type KioskRow struct {
 	Scale      string    `json:"scale"`
 	LastError  string    `json:"last_error"`
 	SalesToday int       `json:"sales_today"`
+	Locked     bool      `json:"locked"` // by ops: the hub refuses its sales
 }
 
 // Refill is a kiosk that needs paper or labels: its open paper_out or
@@ -225,7 +242,7 @@ func (c *Console) fleetRows(ctx context.Context, op *operators.Operator) ([]Kios
 		if !op.MaySee(k.Store) {
 			continue
 		}
-		row := KioskRow{ID: k.ID, Store: k.Store, State: "unknown", Seen: "—", SalesToday: today[k.ID]}
+		row := KioskRow{ID: k.ID, Store: k.Store, State: "unknown", Seen: "—", SalesToday: today[k.ID], Locked: k.Locked != nil}
 		if k.Retired != nil {
 			row.State, row.LastError = "retired", k.RetiredWhy
 		} else if s, ok := states[k.ID]; ok {
@@ -254,6 +271,10 @@ type kioskView struct {
 	// CertExpired says it has expired, and the kiosk needs a new code.
 	Certificate *ca.Issued `json:"certificate,omitempty"`
 	CertExpired bool       `json:"certificate_expired"`
+	// Commands are ops' latest commands to the kiosk, newest first, and
+	// Diagnostics the latest diagnostics it answered (ops only).
+	Commands    []commands.Command `json:"commands,omitempty"`
+	Diagnostics *commands.Command  `json:"diagnostics,omitempty"`
 }
 
 // kiosk returns one kiosk's view, or nil if op may not see it (or there is
@@ -277,6 +298,14 @@ func (c *Console) kiosk(ctx context.Context, op *operators.Operator, id string) 
 			return nil, err
 		}
 		v.CertExpired = v.Certificate != nil && c.Now().After(v.Certificate.NotAfter)
+	}
+	if op.Ops() && c.Commands != nil {
+		if v.Commands, err = c.Commands.Of(ctx, id, 20); err != nil {
+			return nil, err
+		}
+		if v.Diagnostics, err = c.Commands.LastDiagnostics(ctx, id); err != nil {
+			return nil, err
+		}
 	}
 	return v, nil
 }

@@ -59,6 +59,7 @@ func (c *Console) Routes() http.Handler {
 			r.Get("/alerts", c.alertsPage)
 			r.Post("/alerts/{id}/ack", c.ack)
 			r.Post("/kiosks/{id}/retire", c.retire)
+			r.Post("/kiosks/{id}/commands", c.command)
 			r.Get("/activity", c.activityPage)
 		})
 	})
@@ -182,6 +183,21 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 		flash = "Not retired: " + err.Error()
 	}
 	c.Log.Warn("kiosk retire from the console", "kiosk", id, "by", op.Login, "lost", lost, "err", err)
+	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+}
+
+// command gives a kiosk one of ops' commands (ops only).
+func (c *Console) command(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	op := current(r).Subject
+	action := r.PostFormValue("action")
+	cmd, err := c.Commands.Issue(r.Context(), id, action, r.PostFormValue("message"), op.Login)
+	flash := "Sent: " + action + ". The kiosk carries it out once its sale in hand, if any, is over; its answer appears below."
+	if err != nil {
+		flash = "Not sent: " + err.Error()
+	} else {
+		c.Log.Info("kiosk command from the console", "kiosk", id, "action", action, "by", op.Login, "command_id", cmd.CommandID)
+	}
 	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
 }
 

@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// kioskStatus reads the kiosk's own status, as its touchscreen does.
+func kioskStatus(t *testing.T, w *webSystem) (reasons []string, message string) {
+	t.Helper()
+	resp, err := http.Get(w.KioskURL() + "/api/v1/status")
+	if err != nil {
+		return nil, ""
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Reasons []string `json:"reasons"`
+		Message string   `json:"message"`
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	return st.Reasons, st.Message
+}
+
+// Ops act on a running kiosk (the real binaries) from the console's
+// buttons, the operator API and `hub kiosk command`: out of service and
+// back, diagnostics that appear in the console, a lock that the kiosk and
+// the hub both enforce, and a restart.
+func TestFleetCommands(t *testing.T) {
+	w := startWeb(t, 1)
+	const kiosk, login = "demo-kiosk", "olga-ops"
+	w.addOperator(login, "ops", "")
+	p := openPage(t, w.HubURL(), "/console/login", w.Fingerprint())
+	p.consoleLogin(login)
+	page := "/console/kiosks/" + kiosk
+	press := func(action, message string) {
+		t.Helper()
+		if got := p.open(page); got != http.StatusOK {
+			t.Fatalf("%s: %d", page, got)
+		}
+		steps := []chromedp.Action[chromedp.Void]{chromedp.WaitVisible(chromedp.CSS("#command-" + action))}
+		if message != "" {
+			steps = append(steps, chromedp.SendKeys(chromedp.CSS("#command-message"), message))
+		}
+		p.do("press "+action, append(steps, chromedp.Click(chromedp.CSS("#command-"+action)))...)
+		p.wait("the flash after "+action, `(document.getElementById("flash") || {}).innerText || ""`,
+			func(v string) bool { return strings.Contains(v, "Sent: "+action) }, 15*time.Second)
+	}
+	held := func(reason string) func() bool {
+		return func() bool { r, _ := kioskStatus(t, w); return slices.Contains(r, reason) }
+	}
+
+	// Out of service from the console, with a message for the screen.
+	press(protocol.ActionOutOfService, "Back at 2 pm")
+	waitUntil(t, 20*time.Second, "the kiosk out of service", held("ops_out_of_service"))
+	if _, msg := kioskStatus(t, w); msg != "Back at 2 pm" {
+		t.Fatalf("the screen's message: %q", msg)
+	}
+	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status == http.StatusOK || rc.Error == nil || rc.Error.Code != protocol.CodeServiceUnavailable {
+		t.Fatalf("a sale while out of service: %d %+v", status, rc)
+	}
+	press(protocol.ActionInService, "")
+	waitUntil(t, 20*time.Second, "the kiosk back in service", func() bool { return !held("ops_out_of_service")() })
+	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK {
+		t.Fatalf("a sale back in service: %d %+v", status, rc)
+	}
+
+	// Diagnostics: the kiosk's versions, devices and recent log, in the console.
+	press(protocol.ActionDiagnostics, "")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		p.open(page)
+		if strings.Contains(p.text("#diagnostics-log"), "kiosk running") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no diagnostics in the console: %q", p.text("#commands"))
+		}
+	}
+	if got := p.text("#diagnostics"); !strings.Contains(got, "Printer ok") || !strings.Contains(got, "Firmware") {
+		t.Errorf("diagnostics shown: %q", got)
+	}
+	if got := p.text("#command-list"); !strings.Contains(got, login) || !strings.Contains(got, protocol.ActionOutOfService) {
+		t.Errorf("the command list does not say who gave what: %q", got)
+	}
+
+	// A lock from the CLI: the kiosk stops and refuses staff; the console says so.
+	out, err := w.Hub("kiosk", "command", kiosk, protocol.ActionLock, "--message", "Call ops on 555-0100", "--wait", "60s")
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out[strings.Index(out, "\n")+1:]), "ok:") {
+		t.Fatalf("hub kiosk command lock: %v\n%s", err, out)
+	}
+	waitUntil(t, 10*time.Second, "the kiosk locked", held("locked"))
+	resp, err := http.Post(w.KioskURL()+"/api/v1/staff/login", "application/json", strings.NewReader(`{"pin":"1234"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusLocked {
+		t.Fatalf("staff login on a locked kiosk: %s", resp.Status)
+	}
+	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status == http.StatusOK {
+		t.Fatalf("a sale while locked: %d %+v", status, rc)
+	}
+	p.open(page)
+	if got := p.text("#locked"); !strings.Contains(got, "locked") {
+		t.Fatalf("the console does not show the lock: %q", p.text(".card"))
+	}
+
+	// Unlock through the operator API.
+	token := strings.TrimSpace(w.hub(nil, "operator", "token", login, "--name", "e2e"))
+	api := func(method, path string, body any) (int, []byte) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequestWithContext(t.Context(), method, w.HubURL()+"/api/v1/ops"+path, rd)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := w.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	status, b := api("POST", "/fleet/"+kiosk+"/commands", map[string]string{"action": protocol.ActionUnlock})
+	var cmd struct {
+		CommandID string `json:"command_id"`
+		Status    string `json:"status"`
+		IssuedBy  string `json:"issued_by"`
+	}
+	if err := json.Unmarshal(b, &cmd); status != http.StatusAccepted || err != nil || cmd.IssuedBy != login {
+		t.Fatalf("POST commands: %d %s", status, b)
+	}
+	waitUntil(t, 20*time.Second, "the unlock answered", func() bool {
+		_, b := api("GET", "/commands/"+cmd.CommandID, nil)
+		return json.Unmarshal(b, &cmd) == nil && cmd.Status == "ok"
+	})
+	waitUntil(t, 10*time.Second, "the kiosk unlocked", func() bool { return !held("locked")() })
+	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK {
+		t.Fatalf("a sale after the unlock: %d %+v", status, rc)
+	}
+	if status, b := api("POST", "/fleet/"+kiosk+"/commands", map[string]string{"action": "explode"}); status != http.StatusUnprocessableEntity {
+		t.Fatalf("an unknown action: %d %s", status, b)
+	}
+	if status, b := api("POST", "/fleet/nobody/commands", map[string]string{"action": protocol.ActionRestart}); status != http.StatusNotFound {
+		t.Fatalf("an unknown kiosk: %d %s", status, b)
+	}
+
+	// Restart: the kiosk ends with the restart status, for systemd to
+	// start it again, and comes back selling.
+	if out, err := w.Hub("kiosk", "command", kiosk, protocol.ActionRestart, "--wait", "60s"); err != nil {
+		t.Fatalf("hub kiosk command restart: %v\n%s", err, out)
+	}
+	select {
+	case <-w.KioskExited():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the kiosk did not restart")
+	}
+	if err := w.RestartKiosk(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK {
+		t.Fatalf("a sale after the restart: %d %+v", status, rc)
+	}
+	ledgerOK(t, w.Demo)
+}
