@@ -35,6 +35,7 @@ import (
 	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/claims"
 	"github.com/frank-postage/frank/hub/commands"
+	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/keys"
@@ -345,6 +346,7 @@ type Hub struct {
 	ledger    *ledger.Ledger
 	fleet     *fleet.Registry
 	commands  *commands.Commands
+	settings  *settings.Settings
 	stock     *stock.Stock
 	accounts  *accounts.Accounts
 	payments  *payments.Payments
@@ -381,6 +383,8 @@ type Hub struct {
 	pushedRates   string // the rate table version the kiosks were last sent
 	supplyMu      sync.Mutex
 	supply        map[string]supply // what each kiosk last said it needs
+	kioskSettings sync.Map          // kiosk id -> protocol.KioskSettings, as last pushed
+	configSeen    int64             // the central config's last change this hub pushed
 	proxies       websession.Proxies
 	// HTTPAddr and BrokerAddr are where the hub listens, after Start:
 	// HTTPAddr serves the web side (HTTPS unless TLS is off; see URL),
@@ -432,6 +436,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.fleet = fleet.New(h.db)
 	h.fleet.Passwords = cfg.KioskPasswords
 	h.commands = commands.New(h.db, h.fleet, cfg.Ledger.Now)
+	h.settings = settings.New(h.db, cfg.Ledger.Now)
 	h.presence = fleet.NewPresence(nil) // heartbeats arrive in real time
 	h.stock = stock.New(h.db, cfg.Ledger.Now)
 	h.accounts = accounts.New(h.db, cfg.Ledger.Now)
@@ -633,10 +638,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		ClientID: fmt.Sprintf("%s-%s-%d", protocol.HubPrefix, host, os.Getpid()),
 		Username: h.cfg.BrokerUser,
 		Password: brokerPass,
-		ConfigFor: func(kioskID string) (protocol.KioskConfig, error) {
-			rt, err := h.rates.Current(now())
-			return protocol.KioskConfig{KioskID: kioskID, HeartbeatS: h.cfg.HeartbeatS, Rates: rt}, err
-		},
+		ConfigFor: h.configFor,
 		Presence: kioskWatch{h},
 		Meter:    h.metrics,
 		Commands: h.commands,
@@ -645,6 +647,9 @@ func (h *Hub) Start(ctx context.Context) error {
 		return err
 	}
 	h.commands.SetSender(h.front)
+	if h.configSeen, err = h.settings.Changed(ctx); err != nil {
+		return fmt.Errorf("hub: start: %w", err)
+	}
 	if h.proxies, err = websession.ParseProxies(h.cfg.TrustedProxies); err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
@@ -738,6 +743,7 @@ func (h *Hub) Start(ctx context.Context) error {
 			if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("dead hubs' payments not settled", "err", err)
 			}
+			h.followConfig(h.bgCtx)
 			if err := h.commands.Resend(h.bgCtx, h.clockNow().Add(-commandResend)); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("commands not resent", "err", err)
 			}

@@ -26,9 +26,10 @@ const reorderWindow = time.Minute
 // first heartbeat since the hub started, which may find an alert left open
 // by a hub that stopped).
 func (h *Hub) supplies(t *protocol.Telemetry) {
+	labelsLow, paperAlert := h.thresholds(t.KioskID)
 	now := supply{
-		paperOut:  t.Paper == "out" || h.cfg.PaperAlert == "near_end" && t.Paper == "near_end",
-		labelsLow: t.LabelsLeft < h.cfg.LabelsLow,
+		paperOut:  t.Paper == "out" || paperAlert == "near_end" && t.Paper == "near_end",
+		labelsLow: t.LabelsLeft < labelsLow,
 		at:        t.At,
 	}
 	// One kiosk's heartbeats are judged one at a time and in their order,
@@ -59,7 +60,7 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 	}
 	if !known || before.labelsLow != now.labelsLow {
 		if now.labelsLow {
-			h.alerts.Raise(ctx, alerts.LabelsLow, subject, fmt.Sprintf("kiosk %s has %d labels left (alert below %d); load sheets", where, t.LabelsLeft, h.cfg.LabelsLow))
+			h.alerts.Raise(ctx, alerts.LabelsLow, subject, fmt.Sprintf("kiosk %s has %d labels left (alert below %d); load sheets", where, t.LabelsLeft, labelsLow))
 		} else {
 			h.alerts.Clear(ctx, alerts.LabelsLow, subject, "labels loaded")
 		}

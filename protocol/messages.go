@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -395,6 +396,71 @@ type KioskConfig struct {
 	KioskID    string    `json:"kiosk_id"`
 	HeartbeatS int       `json:"heartbeat_s"`
 	Rates      RateTable `json:"rates"`
+	// Settings are ops' settings for the kiosk: fleet-wide, then its
+	// store's, then its own. Zero fields keep the kiosk's own defaults.
+	Settings KioskSettings `json:"settings"`
+	// StaffManaged says the store's staff are managed centrally: Staff is
+	// then the whole list of who may open staff mode (empty: nobody), and
+	// the kiosk's own file's PIN and badges no longer count.
+	StaffManaged bool              `json:"staff_managed,omitempty"`
+	Staff        []StaffCredential `json:"staff,omitempty"`
+}
+
+// KioskSettings are the settings ops manage centrally.
+type KioskSettings struct {
+	RemedyWindowS int    `json:"remedy_window_s,omitempty"` // time to choose a reprint or refund, 60-3600
+	IdleTimeoutS  int    `json:"idle_timeout_s,omitempty"`  // the touchscreen returns to its start, 15-600
+	Language      string `json:"language,omitempty"`        // the screen's default language: en, es
+	LabelsLow     int    `json:"labels_low,omitempty"`      // labels_low alert below this many labels, 1-1000
+	PaperAlert    string `json:"paper_alert,omitempty"`     // paper_out alert at out, or already at near_end
+	HeartbeatS    int    `json:"heartbeat_s,omitempty"`     // at most the hub's own heartbeat period
+}
+
+// Languages are the screen languages a kiosk may default to.
+var Languages = []string{"en", "es"}
+
+// Validate checks each field set.
+func (s KioskSettings) Validate() error {
+	bad := func(f string, args ...any) error { return Errorf(CodeInvalidRequest, f, args...) }
+	switch {
+	case s.RemedyWindowS != 0 && (s.RemedyWindowS < 60 || s.RemedyWindowS > 3600):
+		return bad("remedy_window_s: want 60 to 3600")
+	case s.IdleTimeoutS != 0 && (s.IdleTimeoutS < 15 || s.IdleTimeoutS > 600):
+		return bad("idle_timeout_s: want 15 to 600")
+	case s.Language != "" && !slices.Contains(Languages, s.Language):
+		return bad("language: want one of %s", strings.Join(Languages, ", "))
+	case s.LabelsLow != 0 && (s.LabelsLow < 1 || s.LabelsLow > 1000):
+		return bad("labels_low: want 1 to 1000")
+	case s.PaperAlert != "" && s.PaperAlert != "out" && s.PaperAlert != "near_end":
+		return bad("paper_alert: want out or near_end")
+	case s.HeartbeatS != 0 && (s.HeartbeatS < 1 || s.HeartbeatS > 3600):
+		return bad("heartbeat_s: want 1 to 3600")
+	}
+	return nil
+}
+
+// ValidStaffPIN: 4 to 8 digits.
+func ValidStaffPIN(pin string) bool {
+	if len(pin) < 4 || len(pin) > 8 {
+		return false
+	}
+	for i := 0; i < len(pin); i++ {
+		if pin[i] < '0' || pin[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxStaff bounds a store's staff, so its config fits one message.
+const MaxStaff = 200
+
+// StaffCredential lets one member of a store's staff open staff mode: by
+// PIN (a bcrypt hash), by badge (the SHA-256 of its code, hex), or both.
+type StaffCredential struct {
+	Name        string `json:"name"`
+	PINHash     string `json:"pin_hash,omitempty"`
+	BadgeSHA256 string `json:"badge_sha256,omitempty"`
 }
 
 // Decode functions. Each bounds the size, rejects trailing data and, in a
@@ -500,6 +566,17 @@ func DecodeKioskConfig(b []byte) (*KioskConfig, error) {
 	}
 	if err := c.Rates.Validate(); err != nil {
 		return nil, err
+	}
+	if err := c.Settings.Validate(); err != nil {
+		return nil, err
+	}
+	if len(c.Staff) > MaxStaff {
+		return nil, Errorf(CodeInvalidRequest, "staff: at most %d", MaxStaff)
+	}
+	for i, st := range c.Staff {
+		if st.Name == "" || len(st.Name) > 64 || st.PINHash == "" && st.BadgeSHA256 == "" {
+			return nil, Errorf(CodeInvalidRequest, "staff[%d]: want a name of 1-64 bytes and a PIN hash or badge", i)
+		}
 	}
 	return &c, nil
 }

@@ -269,6 +269,9 @@ type Status struct {
 	// Message is ops' word for the screen while they hold the kiosk out
 	// of service or locked.
 	Message string `json:"message,omitempty"`
+	// Language and IdleTimeoutS are ops' settings for the screen, if set.
+	Language     string `json:"language,omitempty"`
+	IdleTimeoutS int    `json:"idle_timeout_s,omitempty"`
 }
 
 // Status says whether sales may start. Sales stop when stock or paper is
@@ -285,6 +288,8 @@ func (k *Kiosk) Status() Status {
 	k.ds.mu.Unlock()
 	st.Reasons = append(st.Reasons, opsReasons(ops)...)
 	st.Message = ops.Message
+	set := k.settings()
+	st.Language, st.IdleTimeoutS = set.Language, set.IdleTimeoutS
 	if out {
 		st.Reasons = append(st.Reasons, "out_of_service")
 	}

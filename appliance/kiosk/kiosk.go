@@ -191,11 +191,32 @@ func (k *Kiosk) onConfig(payload []byte) {
 	k.mu.Lock()
 	k.config = c
 	k.mu.Unlock()
+	k.staff.setCentral(c.StaffManaged, c.Staff)
 	select {
 	case k.newCfg <- struct{}{}:
 	default:
 	}
-	k.log.Info("config received", "rate_table", c.Rates.Version, "heartbeat_s", c.HeartbeatS)
+	k.log.Info("config received", "rate_table", c.Rates.Version, "heartbeat_s", c.HeartbeatS,
+		"staff_managed", c.StaffManaged, "staff", len(c.Staff), "settings", c.Settings)
+}
+
+// settings returns ops' central settings, as the last config had them.
+func (k *Kiosk) settings() protocol.KioskSettings {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.config == nil {
+		return protocol.KioskSettings{}
+	}
+	return k.config.Settings
+}
+
+// remedyWindow is how long a customer has to choose a remedy: ops'
+// setting, else the kiosk's own.
+func (k *Kiosk) remedyWindow() time.Duration {
+	if s := k.settings().RemedyWindowS; s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return k.cfg.RemedyWindow
 }
 
 // onAnswer hands a result to the call waiting for its topic and request

@@ -299,7 +299,7 @@ func (k *Kiosk) heldLabels(ctx context.Context) map[string]bool {
 func (k *Kiosk) sweepAbandoned() {
 	k.afterRecovery(min(k.cfg.RemedyWindow/4, 30*time.Second), func() {
 		k.saleMu.Lock()
-		k.refundAbandoned(context.Background(), time.Now().Add(-k.cfg.RemedyWindow))
+		k.refundAbandoned(context.Background(), time.Now().Add(-k.remedyWindow()))
 		k.saleMu.Unlock()
 	})
 }

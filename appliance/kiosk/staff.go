@@ -2,11 +2,16 @@ package kiosk
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/frank-postage/frank/protocol"
 )
 
 // staffTTL is how long a staff login lasts without use.
@@ -22,15 +27,18 @@ const (
 )
 
 // staffSessions are the touchscreen's staff logins. A PIN is checked
-// against a bcrypt hash from the config; a badge against the configured
-// badge ids. A badge scanned at the kiosk logs in the next PIN-less login
-// within a minute, so staff scan then tap "Staff".
+// against each member's bcrypt hash; a badge against their badge. The
+// members are the store's staff from the hub's central config once it
+// manages them, else the PIN and badges of the kiosk's own file. A badge
+// scanned at the kiosk logs in the next PIN-less login within a minute, so
+// staff scan then tap "Staff".
 type staffSessions struct {
-	mu      sync.Mutex
-	pinHash []byte
-	badges  []string
-	tokens  map[string]time.Time
-	badgeAt time.Time
+	mu        sync.Mutex
+	local     []staffMember // from the kiosk's own file
+	members   []staffMember // in force
+	tokens    map[string]staffToken
+	badgeAt   time.Time
+	badgeName string
 
 	fails       int       // wrong PINs in a row
 	lockouts    int       // lockouts in a row
@@ -38,28 +46,103 @@ type staffSessions struct {
 	now         func() time.Time
 }
 
+// staffMember is one who may open staff mode.
+type staffMember struct {
+	name     string
+	pinHash  []byte
+	badgeSum [sha256.Size]byte // of the badge's code
+	badge    bool
+}
+
+// staffToken is a live login and whose it is.
+type staffToken struct {
+	at   time.Time
+	name string
+}
+
 func (s *staffSessions) init(pinHash string, badges []string) {
-	s.pinHash, s.badges, s.tokens = []byte(pinHash), badges, map[string]time.Time{}
+	s.tokens = map[string]staffToken{}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if pinHash != "" {
+		s.local = append(s.local, staffMember{name: "local", pinHash: []byte(pinHash)})
+	}
+	for _, b := range badges {
+		s.local = append(s.local, staffMember{name: "local", badgeSum: sha256.Sum256([]byte(b)), badge: true})
+	}
+	s.members = s.local
+}
+
+// setCentral puts the hub's list of the store's staff in force (managed),
+// or the kiosk's own file's again. A login of someone no longer listed
+// ends at once.
+func (s *staffSessions) setCentral(managed bool, list []protocol.StaffCredential) {
+	members := s.local
+	if managed {
+		members = nil
+		for _, c := range list {
+			m := staffMember{name: "staff/" + c.Name, pinHash: []byte(c.PINHash)}
+			if b, err := hex.DecodeString(c.BadgeSHA256); err == nil && len(b) == sha256.Size {
+				m.badgeSum, m.badge = [sha256.Size]byte(b), true
+			}
+			members = append(members, m)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.members = members
+	for t, tok := range s.tokens {
+		if !slices.ContainsFunc(members, func(m staffMember) bool { return m.name == tok.name }) {
+			delete(s.tokens, t)
+		}
+	}
+	if !slices.ContainsFunc(members, func(m staffMember) bool { return m.name == s.badgeName }) {
+		s.badgeAt = time.Time{}
+	}
+}
+
+// byBadge returns the member whose badge code this is.
+func (s *staffSessions) byBadge(code string) (string, bool) {
+	sum := sha256.Sum256([]byte(code))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.members {
+		if m.badge && subtle.ConstantTimeCompare(m.badgeSum[:], sum[:]) == 1 {
+			return m.name, true
+		}
+	}
+	return "", false
 }
 
 // login returns a session token for a right PIN or badge, or "" and, when
 // PINs are locked out, how long until the next may be tried.
 func (s *staffSessions) login(pin, badge string) (string, time.Duration) {
-	ok := false
+	name := ""
 	switch {
-	case pin != "" && len(s.pinHash) > 0:
+	case pin != "":
 		s.mu.Lock()
 		wait := s.lockedUntil.Sub(s.now())
+		members := s.members
 		s.mu.Unlock()
 		if wait > 0 {
 			return "", wait
 		}
-		ok = bcrypt.CompareHashAndPassword(s.pinHash, []byte(pin)) == nil
+		hashed := false
+		for _, m := range members {
+			if len(m.pinHash) > 0 {
+				hashed = true
+				if bcrypt.CompareHashAndPassword(m.pinHash, []byte(pin)) == nil {
+					name = m.name
+					break
+				}
+			}
+		}
+		if !hashed {
+			break
+		}
 		s.mu.Lock()
-		if ok {
+		if name != "" {
 			s.fails, s.lockouts = 0, 0
 		} else if s.fails++; s.fails >= pinAttempts {
 			s.fails = 0
@@ -68,34 +151,29 @@ func (s *staffSessions) login(pin, badge string) (string, time.Duration) {
 		}
 		s.mu.Unlock()
 	case badge != "":
-		for _, b := range s.badges {
-			ok = ok || subtle.ConstantTimeCompare([]byte(b), []byte(badge)) == 1
-		}
+		name, _ = s.byBadge(badge)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !ok && pin == "" && badge == "" && time.Since(s.badgeAt) < time.Minute {
-		ok, s.badgeAt = true, time.Time{}
+	if name == "" && pin == "" && badge == "" && time.Since(s.badgeAt) < time.Minute {
+		name, s.badgeAt = s.badgeName, time.Time{}
 	}
-	if !ok {
+	if name == "" {
 		return "", 0
 	}
 	if badge != "" {
 		s.fails, s.lockouts = 0, 0
 	}
 	t := rand.Text()
-	s.tokens[t] = time.Now()
+	s.tokens[t] = staffToken{at: time.Now(), name: name}
 	return t, 0
 }
 
 func (s *staffSessions) badgeSeen(code string) {
-	for _, b := range s.badges {
-		if subtle.ConstantTimeCompare([]byte(b), []byte(code)) == 1 {
-			s.mu.Lock()
-			s.badgeAt = time.Now()
-			s.mu.Unlock()
-			return
-		}
+	if name, ok := s.byBadge(code); ok {
+		s.mu.Lock()
+		s.badgeAt, s.badgeName = time.Now(), name
+		s.mu.Unlock()
 	}
 }
 
@@ -103,12 +181,13 @@ func (s *staffSessions) badgeSeen(code string) {
 func (s *staffSessions) check(token string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	at, ok := s.tokens[token]
-	if !ok || time.Since(at) > staffTTL {
+	tok, ok := s.tokens[token]
+	if !ok || time.Since(tok.at) > staffTTL {
 		delete(s.tokens, token)
 		return false
 	}
-	s.tokens[token] = time.Now()
+	tok.at = time.Now()
+	s.tokens[token] = tok
 	return true
 }
 
@@ -130,8 +209,8 @@ func (s *staffSessions) logoutAll() {
 func (s *staffSessions) active() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for t, at := range s.tokens {
-		if time.Since(at) <= staffTTL {
+	for t, tok := range s.tokens {
+		if time.Since(tok.at) <= staffTTL {
 			return true
 		}
 		delete(s.tokens, t)

@@ -14,7 +14,7 @@ import (
 // previousKiosk is the commit the kiosk of the release before this one was
 // built from. Kiosks are updated after their hub, over days, so this hub
 // must serve that kiosk (protocol README, Compatibility).
-const previousKiosk = "2806a06fca8bd11fb9fd17fd391073ed560ed44d"
+const previousKiosk = "c0effe48118e194bb53bad34816f238aa9db2652"
 
 // The previous release's kiosk, built from this repository's history, sells
 // and prints a stamp through today's hub, and the ledger checks clean.

@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/commands"
+	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -271,7 +273,7 @@ func commandCmd(ctx context.Context, h *hub.Hub, pos []string, message string, w
 	if len(pos) != 2 {
 		return usage("hub kiosk command ID ACTION [--message TEXT] [--wait 60s]; ACTION: " + strings.Join(protocol.Actions, ", "))
 	}
-	by := "cli:" + cmp.Or(os.Getenv("SUDO_USER"), os.Getenv("USER"), "root")
+	by := cliUser()
 	c, err := h.Commands().Issue(ctx, pos[0], pos[1], message, by)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hub kiosk command:", err)
@@ -308,4 +310,116 @@ func commandCmd(ctx context.Context, h *hub.Hub, pos []string, message string, w
 		}
 		return 0
 	}
+}
+
+// scopeOf names the settings scope the flags choose.
+func scopeOf(storeID, kioskID string) string {
+	switch {
+	case kioskID != "":
+		return settings.KioskScope(kioskID)
+	case storeID != "":
+		return settings.StoreScope(storeID)
+	}
+	return settings.Fleet
+}
+
+// settingsCmd shows or changes the central settings of the fleet, a store
+// (--store) or a kiosk (--kiosk). The running hubs push the kiosks' new
+// configs within seconds.
+func settingsCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, storeID, kioskID, by string) int {
+	scope := scopeOf(storeID, kioskID)
+	v, err := h.Settings().Get(ctx, scope)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hub", cmd+":", err)
+		return 1
+	}
+	if cmd == "settings set" {
+		if len(pos) == 0 {
+			return usage("hub settings set [--store S | --kiosk K] key=value ... (remedy_window_s, idle_timeout_s, language, labels_low, paper_alert, heartbeat_s; an empty value inherits)")
+		}
+		// Through JSON, so the keys are the protocol's field names.
+		m := map[string]any{}
+		b, _ := json.Marshal(v)
+		json.Unmarshal(b, &m)
+		for _, kv := range pos {
+			key, val, ok := strings.Cut(kv, "=")
+			if !ok {
+				return usage("hub settings set: want key=value, got " + kv)
+			}
+			switch {
+			case val == "":
+				delete(m, key)
+			case key == "language" || key == "paper_alert":
+				m[key] = val
+			default:
+				n, err := strconv.Atoi(val)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "hub settings set: %s: want a whole number\n", key)
+					return 2
+				}
+				m[key] = n
+			}
+		}
+		b, _ = json.Marshal(m)
+		v = protocol.KioskSettings{}
+		if err := protocol.DecodeJSON(b, &v); err != nil {
+			fmt.Fprintln(os.Stderr, "hub settings set:", err)
+			return 2
+		}
+		if err := h.Settings().Set(ctx, scope, v, by); err != nil {
+			fmt.Fprintln(os.Stderr, "hub settings set:", err)
+			return 1
+		}
+	}
+	out, _ := json.Marshal(v)
+	fmt.Printf("%s: %s\n", scope, out)
+	return 0
+}
+
+// staffCmd manages a store's staff: add (a PIN from FRANK_STAFF_PIN or
+// stdin, and or a --badge), revoke, list.
+func staffCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, badge, by string) int {
+	fail := func(err error) int {
+		fmt.Fprintf(os.Stderr, "hub %s: %v\n", cmd, err)
+		return 1
+	}
+	switch cmd {
+	case "staff add":
+		if len(pos) != 2 {
+			return usage("hub staff add STORE NAME [--badge STAFF-...] (the PIN from FRANK_STAFF_PIN or stdin; empty for a badge only)")
+		}
+		if err := h.Settings().AddStaff(ctx, pos[0], pos[1], secret("FRANK_STAFF_PIN"), badge, by); err != nil {
+			return fail(err)
+		}
+		fmt.Printf("%s may open staff mode at every kiosk of store %s once their configs arrive (seconds, on a running hub)\n", pos[1], pos[0])
+	case "staff revoke":
+		if len(pos) != 2 {
+			return usage("hub staff revoke STORE NAME")
+		}
+		if err := h.Settings().RevokeStaff(ctx, pos[0], pos[1], by); err != nil {
+			return fail(err)
+		}
+		fmt.Printf("%s revoked at every kiosk of store %s\n", pos[1], pos[0])
+	case "staff list":
+		if len(pos) != 1 {
+			return usage("hub staff list STORE")
+		}
+		list, err := h.Settings().Staff(ctx, pos[0])
+		if err != nil {
+			return fail(err)
+		}
+		for _, m := range list {
+			state := "active"
+			if m.Revoked != nil {
+				state = "revoked " + m.Revoked.Format(time.DateTime) + " by " + m.RevokedBy
+			}
+			fmt.Printf("%s\tpin=%t badge=%t\tadded %s by %s\t%s\n", m.Name, m.HasPIN, m.HasBadge, m.Added.Format(time.DateTime), m.AddedBy, state)
+		}
+	}
+	return 0
+}
+
+// cliUser names who runs a command-line change, for the record.
+func cliUser() string {
+	return "cli:" + cmp.Or(os.Getenv("SUDO_USER"), os.Getenv("USER"), "root")
 }

@@ -7,6 +7,8 @@
 //	hub kiosk add ID --store S  provision a kiosk; prints its enrollment code
 //	hub kiosk retire ID [--lost]  revoke a kiosk, void its stock and open sales
 //	hub kiosk command ID ACTION [--message TEXT] [--wait D]  ops' remote command (out_of_service, lock, diagnostics, ...)
+//	hub settings show|set [--store S | --kiosk K] [key=value ...]  kiosks' central settings
+//	hub staff add|revoke|list STORE [NAME] [--badge CODE]         a store's staff, at all its kiosks
 //	hub ca init|show            the device CA that issues kiosks their certificates
 //	hub stock issue --store S --sheets N [--barcodes DIR]   new sheets of labels
 //	hub stock import --store S SERIAL...                     sheets printed elsewhere
@@ -58,7 +60,7 @@ func run(args []string) int {
 		cmd, args = args[0]+" "+args[1], args[2:]
 	case len(args) > 0 && args[0] == "report":
 		cmd, args = "report", args[1:]
-	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator"):
+	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator" || args[0] == "settings" || args[0] == "staff"):
 		cmd, args = args[0]+" "+args[1], args[2:]
 	}
 	var pos []string
@@ -102,13 +104,14 @@ func run(args []string) int {
 	sheets := fs.Int("sheets", 1, "stock issue: how many sheets")
 	barcodes := fs.String("barcodes", "", "stock issue: also write each sheet serial as a Code 128 PNG into this directory")
 	accountLogin := fs.String("account", "", "stock assign: the customer's login")
-	kioskID := fs.String("kiosk", "", "stock load: the kiosk")
+	kioskID := fs.String("kiosk", "", "stock load: the kiosk; settings: the kiosk whose own settings to show or set")
 	openOnly := fs.Bool("open", false, "alerts list: only alerts not acknowledged")
 	brokerHosts := fs.String("hosts", "", "ca broker-cert: comma-separated names and addresses kiosks reach the broker by")
 	outDir := fs.String("out", "", "ca broker-cert: directory for broker.key, broker.crt, ca.crt and crl.pem")
 	since := fs.String("since", "", "keys compromise: when the key was compromised (RFC 3339, or 2006-01-02; default now)")
 	lost := fs.Bool("lost", false, "kiosk retire: the kiosk was lost or stolen; the next postal report declares it")
 	why := fs.String("why", "", "kiosk retire: why, for the record")
+	badge := fs.String("badge", "", "staff add: the code on the member's badge (STAFF-...)")
 	message := fs.String("message", "", "kiosk command: shown on the kiosk's screen (out_of_service, lock)")
 	wait := fs.Duration("wait", 60*time.Second, "kiosk command: how long to wait for the kiosk's answer (0: do not wait)")
 	amount := fs.String("amount", "", "account fund: dollars")
@@ -229,6 +232,10 @@ func run(args []string) int {
 		return reportCmd(ctx, h, *from, *to)
 	case "kiosk command":
 		return commandCmd(ctx, h, pos, *message, *wait)
+	case "settings show", "settings set":
+		return settingsCmd(ctx, h, cmd, pos, *storeID, *kioskID, cliUser())
+	case "staff add", "staff revoke", "staff list":
+		return staffCmd(ctx, h, cmd, pos, *badge, cliUser())
 	case "kiosk add", "kiosk retire", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,

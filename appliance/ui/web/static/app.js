@@ -97,6 +97,9 @@
     const r = await api("GET", "/api/v1/status");
     if (r.ok) {
       status = r.data;
+      // Ops' settings for the screen (a ?idle= on the page wins, for tests).
+      if (status.idle_timeout_s > 0 && !(idleParam > 0)) cfg.idleMS = status.idle_timeout_s * 1000;
+      if (status.language) document.documentElement.lang = status.language;
       renderServiceToggle();
       // Staff keep their screens so they can put the kiosk back in service.
       // A customer with a receipt or an error in hand keeps it: a failed

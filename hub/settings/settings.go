@@ -1,0 +1,254 @@
+// Package settings is the kiosks' central configuration: settings ops set
+// for the whole fleet, a store or one kiosk, and each store's staff
+// credentials. A kiosk's settings are the fleet's, overlaid by its
+// store's, overlaid by its own. Once a store has staff here, they replace
+// the PIN and badges in its kiosks' own files; a member revoked here is
+// refused at every kiosk of the store as soon as its config arrives.
+package settings
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Fleet is the scope of the fleet-wide settings.
+const Fleet = "*"
+
+// StoreScope and KioskScope name the scopes of one store and one kiosk.
+func StoreScope(id string) string { return "store/" + id }
+func KioskScope(id string) string { return "kiosk/" + id }
+
+// Settings is the central configuration.
+type Settings struct {
+	db  *store.DB
+	now func() time.Time
+}
+
+// New returns the central configuration on db; now defaults to time.Now.
+func New(db *store.DB, now func() time.Time) *Settings {
+	if now == nil {
+		now = time.Now
+	}
+	return &Settings{db: db, now: now}
+}
+
+// Set replaces the settings of a scope (zero fields inherit).
+func (s *Settings) Set(ctx context.Context, scope string, v protocol.KioskSettings, by string) error {
+	if err := validScope(scope); err != nil {
+		return err
+	}
+	if err := v.Validate(); err != nil {
+		return err
+	}
+	body, _ := json.Marshal(v)
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO kiosk_settings (scope, body, updated_by, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_by = excluded.updated_by, updated_at = excluded.updated_at`),
+		scope, string(body), by, s.now().UnixMicro()); err != nil {
+		return fmt.Errorf("settings: set %s: %w", scope, err)
+	}
+	return nil
+}
+
+func validScope(scope string) error {
+	if scope == Fleet {
+		return nil
+	}
+	kind, id, _ := strings.Cut(scope, "/")
+	if kind != "store" && kind != "kiosk" || !protocol.ValidKioskID(id) {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "scope %q: want *, store/ID or kiosk/ID", scope)
+	}
+	return nil
+}
+
+// Get returns the settings set on one scope, not what it inherits.
+func (s *Settings) Get(ctx context.Context, scope string) (protocol.KioskSettings, error) {
+	var v protocol.KioskSettings
+	var body string
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT body FROM kiosk_settings WHERE scope = ?`), scope).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, nil
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(body), &v)
+	}
+	if err != nil {
+		return v, fmt.Errorf("settings: get %s: %w", scope, err)
+	}
+	return v, nil
+}
+
+// For returns a kiosk's settings in effect, and its store's staff: managed
+// says the store has staff here at all (revoked ones count), so that a
+// store whose last member was revoked admits nobody.
+func (s *Settings) For(ctx context.Context, kioskID, storeID string) (v protocol.KioskSettings, staff []protocol.StaffCredential, managed bool, err error) {
+	for _, scope := range []string{Fleet, StoreScope(storeID), KioskScope(kioskID)} {
+		o, err := s.Get(ctx, scope)
+		if err != nil {
+			return v, nil, false, err
+		}
+		overlay(&v, o)
+	}
+	all, err := s.Staff(ctx, storeID)
+	if err != nil {
+		return v, nil, false, err
+	}
+	for _, m := range all {
+		if m.Revoked == nil {
+			staff = append(staff, m.StaffCredential)
+		}
+	}
+	return v, staff, len(all) > 0, nil
+}
+
+// overlay sets in v every field o sets.
+func overlay(v *protocol.KioskSettings, o protocol.KioskSettings) {
+	if o.RemedyWindowS != 0 {
+		v.RemedyWindowS = o.RemedyWindowS
+	}
+	if o.IdleTimeoutS != 0 {
+		v.IdleTimeoutS = o.IdleTimeoutS
+	}
+	if o.Language != "" {
+		v.Language = o.Language
+	}
+	if o.LabelsLow != 0 {
+		v.LabelsLow = o.LabelsLow
+	}
+	if o.PaperAlert != "" {
+		v.PaperAlert = o.PaperAlert
+	}
+	if o.HeartbeatS != 0 {
+		v.HeartbeatS = o.HeartbeatS
+	}
+}
+
+// Member is one of a store's staff as the hub keeps them.
+type Member struct {
+	protocol.StaffCredential
+	Store     string     `json:"store"`
+	HasPIN    bool       `json:"has_pin"`
+	HasBadge  bool       `json:"has_badge"`
+	AddedBy   string     `json:"added_by"`
+	Added     time.Time  `json:"added_at"`
+	RevokedBy string     `json:"revoked_by,omitempty"`
+	Revoked   *time.Time `json:"revoked_at,omitempty"`
+}
+
+// AddStaff gives a member of a store's staff a PIN (4-8 digits), a badge
+// (the code printed on it, STAFF-...), or both; adding a name again
+// replaces their credentials and undoes a revocation.
+func (s *Settings) AddStaff(ctx context.Context, storeID, name, pin, badge, by string) error {
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "" || len(name) > 64:
+		return protocol.Errorf(protocol.CodeInvalidRequest, "name: want 1 to 64 bytes")
+	case pin == "" && badge == "":
+		return protocol.Errorf(protocol.CodeInvalidRequest, "want a PIN, a badge or both")
+	case pin != "" && !protocol.ValidStaffPIN(pin):
+		return protocol.Errorf(protocol.CodeInvalidRequest, "pin: want 4 to 8 digits")
+	case badge != "" && (!strings.HasPrefix(badge, "STAFF-") || len(badge) > 64):
+		return protocol.Errorf(protocol.CodeInvalidRequest, "badge: want the code on the badge, STAFF-...")
+	}
+	var pinHash, badgeSum sql.NullString
+	if pin != "" {
+		h, err := bcrypt.GenerateFromPassword([]byte(pin), bcrypt.DefaultCost)
+		if err != nil {
+			return fmt.Errorf("settings: add staff: %w", err)
+		}
+		pinHash = sql.NullString{String: string(h), Valid: true}
+	}
+	if badge != "" {
+		badgeSum = sql.NullString{String: BadgeSum(badge), Valid: true}
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM store_staff WHERE store = ? AND revoked_at IS NULL AND name <> ?`), storeID, name).Scan(&n); err != nil {
+		return fmt.Errorf("settings: add staff: %w", err)
+	}
+	if n >= protocol.MaxStaff {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "store %s has %d staff, the most a kiosk's config carries", storeID, n)
+	}
+	now := s.now().UnixMicro()
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO store_staff (store, name, pin_hash, badge_sha256, added_by, added_at, changed_at)
+		SELECT id, ?, ?, ?, ?, ?, ? FROM stores WHERE id = ?
+		ON CONFLICT (store, name) DO UPDATE SET pin_hash = excluded.pin_hash, badge_sha256 = excluded.badge_sha256,
+			added_by = excluded.added_by, added_at = excluded.added_at, revoked_by = NULL, revoked_at = NULL, changed_at = excluded.changed_at`),
+		name, pinHash, badgeSum, by, now, now, storeID)
+	if err != nil {
+		return fmt.Errorf("settings: add staff: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "no store %s", storeID)
+	}
+	return nil
+}
+
+// BadgeSum is how a badge code travels and is kept: its SHA-256, hex.
+func BadgeSum(code string) string {
+	sum := sha256.Sum256([]byte(code))
+	return hex.EncodeToString(sum[:])
+}
+
+// RevokeStaff takes a member's credentials away at every kiosk of the
+// store.
+func (s *Settings) RevokeStaff(ctx context.Context, storeID, name, by string) error {
+	now := s.now().UnixMicro()
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE store_staff SET revoked_by = ?, revoked_at = ?, changed_at = ?
+		WHERE store = ? AND name = ? AND revoked_at IS NULL`), by, now, now, storeID, name)
+	if err != nil {
+		return fmt.Errorf("settings: revoke staff: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "store %s has no active staff member %q", storeID, name)
+	}
+	return nil
+}
+
+// Staff lists a store's staff, the revoked too, by name.
+func (s *Settings) Staff(ctx context.Context, storeID string) ([]Member, error) {
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT name, COALESCE(pin_hash, ''), COALESCE(badge_sha256, ''), added_by, added_at,
+		COALESCE(revoked_by, ''), revoked_at FROM store_staff WHERE store = ? ORDER BY name`), storeID)
+	if err != nil {
+		return nil, fmt.Errorf("settings: staff of %s: %w", storeID, err)
+	}
+	defer rows.Close()
+	var out []Member
+	for rows.Next() {
+		m := Member{Store: storeID}
+		var added int64
+		var revoked sql.NullInt64
+		if err := rows.Scan(&m.Name, &m.PINHash, &m.BadgeSHA256, &m.AddedBy, &added, &m.RevokedBy, &revoked); err != nil {
+			return nil, fmt.Errorf("settings: staff of %s: %w", storeID, err)
+		}
+		m.HasPIN, m.HasBadge = m.PINHash != "", m.BadgeSHA256 != ""
+		m.Added = time.UnixMicro(added).UTC()
+		if revoked.Valid {
+			t := time.UnixMicro(revoked.Int64).UTC()
+			m.Revoked = &t
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Changed returns when anything here last changed, for hubs to notice
+// changes made elsewhere (another hub, the command line).
+func (s *Settings) Changed(ctx context.Context) (int64, error) {
+	var a, b sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT (SELECT MAX(updated_at) FROM kiosk_settings), (SELECT MAX(changed_at) FROM store_staff)`).Scan(&a, &b)
+	if err != nil {
+		return 0, fmt.Errorf("settings: changed: %w", err)
+	}
+	return max(a.Int64, b.Int64), nil
+}
