@@ -38,6 +38,15 @@ func (c *Console) APIRoutes() http.Handler {
 		r.Get("/fleet/{id}/commands", c.apiCommands)
 		r.Post("/fleet/{id}/commands", c.apiCommand)
 		r.Get("/commands/{cid}", c.apiGetCommand)
+		r.Get("/settings", c.apiSettings)
+		r.Put("/settings", c.apiSetSettings)
+		r.Get("/stores/{id}/settings", c.apiSettings)
+		r.Put("/stores/{id}/settings", c.apiSetSettings)
+		r.Get("/fleet/{id}/settings", c.apiSettings)
+		r.Put("/fleet/{id}/settings", c.apiSetSettings)
+		r.Get("/stores/{id}/staff", c.apiStaff)
+		r.Post("/stores/{id}/staff", c.apiAddStaff)
+		r.Post("/stores/{id}/staff/{name}/revoke", c.apiRevokeStaff)
 	})
 	return r
 }

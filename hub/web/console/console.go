@@ -108,6 +108,7 @@ type Console struct {
 	Activity activity
 	Certs    certs // may be nil
 	Commands commandBook
+	Config   centralConfig
 	// Licence is the vendor's postal licence, shown with the funds.
 	Licence string
 	// Refund takes back an unused kiosk stamp at the counter, if may says
@@ -161,9 +162,10 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return t.Local().Format("2006-01-02 15:04:05")
 	},
-	"day":     func(t time.Time) string { return t.Local().Format("2006-01-02") },
-	"chart":   chart,
-	"actions": func() []string { return protocol.Actions },
+	"day":       func(t time.Time) string { return t.Local().Format("2006-01-02") },
+	"chart":     chart,
+	"actions":   func() []string { return protocol.Actions },
+	"languages": func() []string { return protocol.Languages },
 	"actionName": func(a string) string {
 		return map[string]string{protocol.ActionOutOfService: "Out of service", protocol.ActionInService: "Back in service",
 			protocol.ActionRestart: "Restart", protocol.ActionDiagnostics: "Collect diagnostics", protocol.ActionResyncStock: "Resync stock",

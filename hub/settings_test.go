@@ -1,0 +1,125 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/settings"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// configsOf subscribes a stand-in kiosk to its retained config.
+func (k *kioskClient) configsOf(t *testing.T) <-chan protocol.KioskConfig {
+	t.Helper()
+	ch := make(chan protocol.KioskConfig, 16)
+	tok := k.c.Subscribe(protocol.KioskTopic(k.id, protocol.TopicConfig), 1, func(_ mqtt.Client, m mqtt.Message) {
+		c, err := protocol.DecodeKioskConfig(m.Payload())
+		if err != nil {
+			t.Errorf("config %s: %v", m.Payload(), err)
+			return
+		}
+		ch <- *c
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return ch
+}
+
+// waitConfig waits for a config that ok accepts.
+func waitConfig(t *testing.T, ch <-chan protocol.KioskConfig, what string, ok func(protocol.KioskConfig) bool) protocol.KioskConfig {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case c := <-ch:
+			if ok(c) {
+				return c
+			}
+		case <-deadline:
+			t.Fatalf("no config with %s", what)
+		}
+	}
+}
+
+// Settings and staff set centrally reach the kiosks of their scope at
+// once (console, operator API), or within the leading hub's next round
+// when made elsewhere (the command line), and a revoked member leaves
+// every kiosk's list.
+func TestCentralConfigPushed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	cfgs := k.configsOf(t)
+	cc := e.h.CentralConfig()
+
+	if err := cc.Set(ctx, settings.Fleet, protocol.KioskSettings{RemedyWindowS: 600, Language: "en"}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Set(ctx, settings.StoreScope("store-a"), protocol.KioskSettings{Language: "es", IdleTimeoutS: 90, HeartbeatS: 7200}, "ann"); err == nil {
+		t.Fatal("a heartbeat of 2 hours accepted")
+	}
+	if err := cc.Set(ctx, settings.StoreScope("store-a"), protocol.KioskSettings{Language: "es", IdleTimeoutS: 90, HeartbeatS: 3000, LabelsLow: 5}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	c := waitConfig(t, cfgs, "store-a's language", func(c protocol.KioskConfig) bool { return c.Settings.Language == "es" })
+	if c.Settings.RemedyWindowS != 600 || c.Settings.IdleTimeoutS != 90 || c.HeartbeatS != 30 || c.StaffManaged {
+		t.Fatalf("config %+v (the fleet's remedy window, the store's idle timeout, never a slower heartbeat than the hub's)", c)
+	}
+	if err := cc.AddStaff(ctx, "store-a", "alice", "1357", "", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.AddStaff(ctx, "store-a", "bob", "", "STAFF-BOB-7", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	c = waitConfig(t, cfgs, "two staff", func(c protocol.KioskConfig) bool { return len(c.Staff) == 2 })
+	if !c.StaffManaged || c.Staff[0].Name != "alice" || c.Staff[0].PINHash == "" || c.Staff[1].BadgeSHA256 != settings.BadgeSum("STAFF-BOB-7") {
+		t.Fatalf("staff %+v", c.Staff)
+	}
+	for _, bad := range [][3]string{{"store-a", "carol", "12"}, {"store-a", "", "1234"}, {"store-z", "dan", "1234"}} {
+		if err := cc.AddStaff(ctx, bad[0], bad[1], bad[2], "", "ann"); protocol.AsError(err).Code != protocol.CodeInvalidRequest {
+			t.Errorf("staff %v: %v", bad, err)
+		}
+	}
+	// Revoked from the command line (no broker in that process): the
+	// leading hub pushes it.
+	if err := e.h.Settings().RevokeStaff(ctx, "store-a", "alice", "cli:root"); err != nil {
+		t.Fatal(err)
+	}
+	c = waitConfig(t, cfgs, "alice revoked", func(c protocol.KioskConfig) bool { return len(c.Staff) == 1 })
+	if c.Staff[0].Name != "bob" || !c.StaffManaged {
+		t.Fatalf("staff after the revocation %+v", c.Staff)
+	}
+	list, err := cc.Staff(ctx, "store-a")
+	if err != nil || len(list) != 2 || list[0].Revoked == nil || list[0].RevokedBy != "cli:root" {
+		t.Fatalf("the store's staff: %+v %v", list, err)
+	}
+	// The store's labels_low is the one its kiosks' alerts use: 10 labels
+	// are no alert (the hub's own threshold is 20), 4 are.
+	at := time.Now().UTC()
+	for _, n := range []int{10, 4} {
+		at = at.Add(time.Second)
+		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: at, Paper: "ok", Printer: "ok", Scale: "ok", LabelsLeft: n, InService: true})
+		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicTelemetry), 1, false, b).WaitTimeout(5 * time.Second)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		open, _ := e.h.Alerts().List(ctx, true)
+		i := slices.IndexFunc(open, func(a alerts.Alert) bool { return a.Kind == alerts.LabelsLow && a.Subject == "kiosk/kiosk-1" })
+		if i >= 0 {
+			if !strings.Contains(open[i].Message, "4 labels left (alert below 5)") {
+				t.Fatalf("labels_low: %q", open[i].Message)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no labels_low at 4 labels")
+		}
+	}
+}

@@ -1,0 +1,227 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/frank-postage/frank/hub/settings"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// centralConfig is the kiosks' central configuration; changes go out to
+// the kiosks at once.
+type centralConfig interface {
+	Get(ctx context.Context, scope string) (protocol.KioskSettings, error)
+	Set(ctx context.Context, scope string, v protocol.KioskSettings, by string) error
+	Staff(ctx context.Context, storeID string) ([]settings.Member, error)
+	AddStaff(ctx context.Context, storeID, name, pin, badge, by string) error
+	RevokeStaff(ctx context.Context, storeID, name, by string) error
+}
+
+// settingsView is the settings page of the fleet or one store.
+type settingsView struct {
+	Scope    string                 `json:"scope"`
+	Store    string                 `json:"store,omitempty"`
+	Settings protocol.KioskSettings `json:"settings"`
+	Staff    []settings.Member      `json:"staff,omitempty"`
+}
+
+func (c *Console) settingsOf(ctx context.Context, storeID string) (*settingsView, error) {
+	v := &settingsView{Scope: settings.Fleet, Store: storeID}
+	if storeID != "" {
+		v.Scope = settings.StoreScope(storeID)
+	}
+	var err error
+	if v.Settings, err = c.Config.Get(ctx, v.Scope); err != nil {
+		return nil, err
+	}
+	if storeID != "" {
+		if v.Staff, err = c.Config.Staff(ctx, storeID); err != nil {
+			return nil, err
+		}
+		for i := range v.Staff {
+			v.Staff[i].PINHash, v.Staff[i].BadgeSHA256 = "", "" // never shown
+		}
+	}
+	return v, nil
+}
+
+// settingsPage shows the fleet's settings (/settings) or a store's, with
+// its staff (/stores/{id}); ops only.
+func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request) {
+	storeID := chi.URLParam(r, "id")
+	v, err := c.settingsOf(r.Context(), storeID)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	title := "Fleet settings"
+	if storeID != "" {
+		title = "Store " + storeID
+	}
+	c.render(w, r, http.StatusOK, "settings.html", page{Title: title, Data: v})
+}
+
+// formSettings reads the settings form; an empty field inherits.
+func formSettings(r *http.Request) (protocol.KioskSettings, error) {
+	num := func(name string) (int, error) {
+		s := strings.TrimSpace(r.PostFormValue(name))
+		if s == "" {
+			return 0, nil
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return 0, protocol.Errorf(protocol.CodeInvalidRequest, "%s: want a whole number", name)
+		}
+		return n, nil
+	}
+	var v protocol.KioskSettings
+	var errs []error
+	var err error
+	v.RemedyWindowS, err = num("remedy_window_s")
+	errs = append(errs, err)
+	v.IdleTimeoutS, err = num("idle_timeout_s")
+	errs = append(errs, err)
+	v.LabelsLow, err = num("labels_low")
+	errs = append(errs, err)
+	v.HeartbeatS, err = num("heartbeat_s")
+	errs = append(errs, err)
+	v.Language, v.PaperAlert = r.PostFormValue("language"), r.PostFormValue("paper_alert")
+	if err := errors.Join(errs...); err != nil {
+		return v, err
+	}
+	return v, v.Validate()
+}
+
+func (c *Console) saveSettings(w http.ResponseWriter, r *http.Request) {
+	storeID := chi.URLParam(r, "id")
+	back, scope := "/console/settings", settings.Fleet
+	if storeID != "" {
+		back, scope = "/console/stores/"+url.PathEscape(storeID), settings.StoreScope(storeID)
+	}
+	flash := "Settings saved and sent to the kiosks."
+	v, err := formSettings(r)
+	if err == nil {
+		err = c.Config.Set(r.Context(), scope, v, current(r).Subject.Login)
+	}
+	if err != nil {
+		flash = "Not saved: " + err.Error()
+	}
+	c.Log.Info("kiosk settings from the console", "scope", scope, "by", current(r).Subject.Login, "err", err)
+	http.Redirect(w, r, back+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+}
+
+func (c *Console) addStaff(w http.ResponseWriter, r *http.Request) {
+	storeID := chi.URLParam(r, "id")
+	name := r.PostFormValue("name")
+	flash := name + " may now open staff mode at the store's kiosks."
+	if err := c.Config.AddStaff(r.Context(), storeID, name, r.PostFormValue("pin"), strings.TrimSpace(r.PostFormValue("badge")), current(r).Subject.Login); err != nil {
+		flash = "Not added: " + err.Error()
+	}
+	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+}
+
+func (c *Console) revokeStaff(w http.ResponseWriter, r *http.Request) {
+	storeID, name := chi.URLParam(r, "id"), r.PostFormValue("name")
+	flash := name + " revoked at every kiosk of the store."
+	if err := c.Config.RevokeStaff(r.Context(), storeID, name, current(r).Subject.Login); err != nil {
+		flash = "Not revoked: " + err.Error()
+	}
+	c.Log.Warn("staff revoked from the console", "store", storeID, "name", name, "by", current(r).Subject.Login)
+	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+}
+
+// The operator API's side.
+
+// apiScope is the scope a settings call names: the fleet, a store or a
+// kiosk.
+func apiScope(r *http.Request) string {
+	switch id := chi.URLParam(r, "id"); {
+	case id == "":
+		return settings.Fleet
+	case strings.HasPrefix(chi.RouteContext(r.Context()).RoutePattern(), "/stores/"):
+		return settings.StoreScope(id)
+	default:
+		return settings.KioskScope(id)
+	}
+}
+
+func (c *Console) apiSettings(w http.ResponseWriter, r *http.Request) {
+	v, err := c.Config.Get(r.Context(), apiScope(r))
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Console) apiSetSettings(w http.ResponseWriter, r *http.Request) {
+	var v protocol.KioskSettings
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err == nil {
+		err = protocol.DecodeJSON(b, &v)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+		return
+	}
+	if err := c.Config.Set(r.Context(), apiScope(r), v, current(r).Subject.Login); err != nil {
+		c.apiInvalid(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (c *Console) apiStaff(w http.ResponseWriter, r *http.Request) {
+	v, err := c.settingsOf(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, append([]settings.Member{}, v.Staff...))
+}
+
+func (c *Console) apiAddStaff(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name  string `json:"name"`
+		PIN   string `json:"pin"`
+		Badge string `json:"badge"`
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err == nil {
+		err = protocol.DecodeJSON(b, &req)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+		return
+	}
+	if err := c.Config.AddStaff(r.Context(), chi.URLParam(r, "id"), req.Name, req.PIN, req.Badge, current(r).Subject.Login); err != nil {
+		c.apiInvalid(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"store": chi.URLParam(r, "id"), "name": strings.TrimSpace(req.Name)})
+}
+
+func (c *Console) apiRevokeStaff(w http.ResponseWriter, r *http.Request) {
+	if err := c.Config.RevokeStaff(r.Context(), chi.URLParam(r, "id"), chi.URLParam(r, "name"), current(r).Subject.Login); err != nil {
+		c.apiInvalid(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"store": chi.URLParam(r, "id"), "name": chi.URLParam(r, "name"), "revoked_by": current(r).Subject.Login})
+}
+
+// apiInvalid answers a refused change 422, and anything else 500.
+func (c *Console) apiInvalid(w http.ResponseWriter, r *http.Request, err error) {
+	if e := protocol.AsError(err); e.Code == protocol.CodeInvalidRequest {
+		writeJSON(w, http.StatusUnprocessableEntity, apiError{"invalid_request", e.Message})
+		return
+	}
+	c.apiFail(w, r, err)
+}
