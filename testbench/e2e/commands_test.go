@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/demo"
 )
 
 // kioskStatus reads the kiosk's own status, as its touchscreen does.
@@ -174,4 +175,88 @@ func TestFleetCommands(t *testing.T) {
 		t.Fatalf("a sale after the restart: %d %+v", status, rc)
 	}
 	ledgerOK(t, w.Demo)
+}
+
+// A store's staff managed centrally on the real binaries: a member added
+// in the console opens staff mode at the kiosk (and the kiosk's own PIN no
+// longer does); revoked from the command line, their PIN is refused at the
+// kiosk within a minute and their session ends. The kiosk takes the
+// store's settings too.
+func TestCentralStaffRevoked(t *testing.T) {
+	w := startWeb(t, 1)
+	const login = "otto-ops"
+	w.addOperator(login, "ops", "")
+	p := openPage(t, w.HubURL(), "/console/login", w.Fingerprint())
+	p.consoleLogin(login)
+	store := "demo-store" // demo.Config's default
+	staffLogin := func(pin string) (int, string) {
+		resp, err := http.Post(w.KioskURL()+"/api/v1/staff/login", "application/json", strings.NewReader(`{"pin":"`+pin+`"}`))
+		if err != nil {
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		var out struct{ Token string }
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Token
+	}
+	live := func(token string) bool {
+		req, _ := http.NewRequest("GET", w.KioskURL()+"/api/v1/staff/counters", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	if st, _ := staffLogin(demo.StaffPIN); st != http.StatusOK {
+		t.Fatalf("the kiosk's own PIN: %d", st)
+	}
+
+	if got := p.open("/console/stores/" + store); got != http.StatusOK {
+		t.Fatalf("the store's page: %d", got)
+	}
+	p.do("add alice", chromedp.WaitVisible(chromedp.CSS("#staff-name")),
+		chromedp.SendKeys(chromedp.CSS("#staff-name"), "alice"),
+		chromedp.SendKeys(chromedp.CSS("#staff-pin"), "135790"),
+		chromedp.Click(chromedp.CSS("#add-staff")))
+	p.wait("alice listed", `(document.getElementById("staff-list") || {}).innerText || ""`,
+		func(v string) bool { return strings.Contains(v, "alice") && strings.Contains(v, "active") }, 15*time.Second)
+	p.do("set the idle timeout", chromedp.SendKeys(chromedp.CSS("#idle_timeout_s"), "45"), chromedp.Click(chromedp.CSS("#save-settings")))
+	p.wait("the settings saved", `(document.getElementById("flash") || {}).innerText || ""`,
+		func(v string) bool { return strings.Contains(v, "Settings saved") }, 15*time.Second)
+
+	var token string
+	waitUntil(t, 30*time.Second, "alice's PIN opening staff mode", func() bool {
+		var st int
+		st, token = staffLogin("135790")
+		return st == http.StatusOK
+	})
+	if st, _ := staffLogin(demo.StaffPIN); st != http.StatusUnauthorized {
+		t.Fatalf("the kiosk's own PIN once the store's staff are managed centrally: %d", st)
+	}
+	waitUntil(t, 30*time.Second, "the store's idle timeout at the kiosk", func() bool {
+		resp, err := http.Get(w.KioskURL() + "/api/v1/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st struct {
+			IdleTimeoutS int `json:"idle_timeout_s"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.IdleTimeoutS == 45
+	})
+
+	start := time.Now()
+	if out, err := w.Hub("staff", "revoke", store, "alice"); err != nil {
+		t.Fatalf("hub staff revoke: %v\n%s", err, out)
+	}
+	waitUntil(t, time.Minute, "alice's session ended at the kiosk", func() bool { return !live(token) })
+	if st, _ := staffLogin("135790"); st != http.StatusUnauthorized {
+		t.Fatalf("alice's PIN after her revocation: %d", st)
+	}
+	t.Logf("revoked at the kiosk %v after hub staff revoke", time.Since(start).Round(time.Millisecond))
+	if out, err := w.Hub("staff", "list", store); err != nil || !strings.Contains(out, "revoked") || !strings.Contains(out, "otto-ops") {
+		t.Fatalf("hub staff list: %v\n%s", err, out)
+	}
 }
