@@ -18,7 +18,7 @@ const (
 )
 
 // Actions lists every action, in the order the console offers them.
-var Actions = []string{ActionOutOfService, ActionInService, ActionRestart, ActionDiagnostics, ActionResyncStock, ActionLock, ActionUnlock}
+var Actions = []string{ActionOutOfService, ActionInService, ActionRestart, ActionDiagnostics, ActionResyncStock, ActionLock, ActionUnlock, ActionUpdate}
 
 // MaxCommandMessage bounds a command's message for the screen, in characters.
 const MaxCommandMessage = 200
@@ -33,6 +33,8 @@ type Command struct {
 	Message   string    `json:"message,omitempty"` // shown on the screen, for out_of_service and lock
 	IssuedBy  string    `json:"issued_by"`         // the operator's login
 	IssuedAt  time.Time `json:"issued_at"`
+	// Release is the release offered, for update.
+	Release *ReleaseOffer `json:"release,omitempty"`
 }
 
 // Validate checks a command. An action the kiosk does not know is not an
@@ -66,6 +68,7 @@ type CommandResult struct {
 	At          time.Time    `json:"at"`
 	Diagnostics *Diagnostics `json:"diagnostics,omitempty"` // for diagnostics
 	LabelsLeft  *int         `json:"labels_left,omitempty"` // for resync_stock
+	Firmware    string       `json:"firmware,omitempty"`    // for update: the version running now
 }
 
 // Validate checks a command result.

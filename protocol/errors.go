@@ -34,6 +34,7 @@ const (
 	CodeRemedyNotAllowed    Code = "remedy_not_allowed"
 	CodeUnauthorized        Code = "unauthorized"
 	CodeKioskLocked         Code = "kiosk_locked"
+	CodeUpdateFailed        Code = "update_failed"
 	CodeServiceUnavailable  Code = "service_unavailable"
 	CodeInternal            Code = "internal_error"
 )
@@ -71,6 +72,7 @@ var Codes = []CodeInfo{
 	{CodeUnauthorized, false, "The request carried no valid credentials (a wrong, used or expired pay code, a wrong login), or credentials for someone else than it names."},
 	{CodeRemedyNotAllowed, false, "A reprint or refund was asked for a label that did not fail to print, belongs to another sale, or already had its remedy."},
 	{CodeKioskLocked, false, "Ops locked the kiosk (suspected stolen): it sells nothing and loads no stock until they unlock it."},
+	{CodeUpdateFailed, false, "A release offered to a kiosk was refused (bad signature or hash, another architecture) or failed its health check, and the kiosk runs its previous version."},
 	{CodeServiceUnavailable, true, "The hub cannot sell right now (no signing worker, store down, shutting down)."},
 	{CodeInternal, true, "An unexpected hub fault; nothing was charged and no indicium was issued."},
 }

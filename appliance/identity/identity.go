@@ -130,6 +130,21 @@ func (id *Identity) ClientTLS(serverName string) *tls.Config {
 		}}
 }
 
+// Hub is the hub's HTTPS address, https://host:port.
+func (id *Identity) Hub() string { return id.hub }
+
+// HTTPClient talks to the hub over HTTPS pinned to the fingerprint the
+// kiosk enrolled with, presenting its certificate: for downloads.
+func (id *Identity) HTTPClient() *http.Client {
+	tc := protocol.PinnedTLS(id.pin)
+	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		id.mu.RLock()
+		defer id.mu.RUnlock()
+		return id.cert, nil
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}, Timeout: 10 * time.Minute}
+}
+
 // Renew has the hub issue a certificate for a new key, presenting the
 // current certificate, and keeps both once they are written.
 func (id *Identity) Renew(ctx context.Context) error {

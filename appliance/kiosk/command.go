@@ -138,6 +138,15 @@ func (k *Kiosk) onCommand(payload []byte) {
 	case protocol.ActionDiagnostics:
 		d := k.Diagnostics(ctx)
 		res.Diagnostics = &d
+	case protocol.ActionUpdate:
+		r, restart := k.onUpdate(ctx, c)
+		if r == nil {
+			if restart != nil {
+				restart()
+			}
+			return // answered later, by the health check
+		}
+		res, then = *r, restart
 	case protocol.ActionResyncStock:
 		k.saleMu.Lock()
 		k.resyncStock(ctx)

@@ -14,11 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/frank-postage/frank/appliance/update"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/label"
 )
@@ -59,6 +61,11 @@ type Config struct {
 	Restart func()
 	// Logs, if set, are the recent log lines diagnostics report.
 	Logs lineSource
+	// Updates, if set, is where signed releases are installed; Downloads
+	// fetches them from HubURL (https://host:port).
+	Updates   *update.Store
+	Downloads *http.Client
+	HubURL    string
 }
 
 func (c *Config) defaults() {
@@ -157,6 +164,7 @@ func (k *Kiosk) Connect() error {
 	if k.journal != nil {
 		go k.settleLoop()
 	}
+	go k.checkHealth()
 	k.watchDevices()
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/appliance/serialport"
+	"github.com/frank-postage/frank/appliance/update"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -63,6 +65,8 @@ func run() int {
 	flag.DurationVar(&cfg.RemedyWindow, "remedy-window", 5*time.Minute, "how long a customer has to choose a reprint or refund for a label that failed to print; then the kiosk refunds it")
 	staffPIN := flag.String("staff-pin", os.Getenv("FRANK_STAFF_PIN"), "staff PIN (default $FRANK_STAFF_PIN; the config file takes a bcrypt hash instead)")
 	journalPath := flag.String("journal", "/var/lib/frank/kiosk-journal.db", "durable sale journal (SQLite)")
+	updatesDir := flag.String("updates", "", "where signed releases are installed (default: releases/ beside the journal)")
+	releaseKey := flag.String("release-key", "/etc/frank/release.pub", "the vendor's release public key (PEM); without it the kiosk installs no release")
 	logFormat := flag.String("log", "json", "log format: json or text")
 	checkConfig := flag.Bool("check-config", false, "validate the configuration and exit")
 	configFile := flag.String("config", "", "config file (JSON; see config.go for every field and its default); flags win over it")
@@ -193,10 +197,34 @@ func run() int {
 			return 2
 		}
 		cfg.TLS, cfg.CertNotAfter = id.ClientTLS(u.Hostname()), func() time.Time { return id.Leaf().NotAfter }
+		cfg.Downloads, cfg.HubURL = id.HTTPClient(), id.Hub()
 	} else if cfg.Password == "" {
 		fmt.Fprintln(os.Stderr, "kiosk: config: no certificate (kiosk enroll) and no broker password (--password, $FRANK_KIOSK_PASSWORD or password_file)")
 		return 2
 	}
+	// The packaged binary launches the current release, if one is installed.
+	updates := &update.Store{Dir: *updatesDir}
+	if updates.Dir == "" {
+		updates.Dir = filepath.Join(filepath.Dir(*journalPath), "releases")
+	}
+	if b, err := os.ReadFile(*releaseKey); err == nil {
+		if updates.Key, err = protocol.ParseReleasePublicKey(b); err != nil {
+			fmt.Fprintln(os.Stderr, "kiosk: config: release key:", err)
+			return 2
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintln(os.Stderr, "kiosk: config: release key:", err)
+		return 2
+	}
+	if !*checkConfig {
+		if err := updates.Launch(log); err != nil {
+			log.Error("release not launched; running the packaged binary", "err", err)
+		}
+	}
+	if v := update.Launched(); v != "" && v != version {
+		log.Warn("launched as a release whose version differs from the binary's", "release", v, "binary", version)
+	}
+	cfg.Updates = updates
 	if *checkConfig {
 		fmt.Printf("kiosk: config ok: id %s, zip %s, broker %s, printer %s at %d baud, listen %s\n",
 			cfg.ID, zip, cfg.Broker, pcfg.Path, pcfg.Baud, cfg.Listen)

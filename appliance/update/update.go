@@ -1,0 +1,316 @@
+// Package update installs signed releases of the kiosk firmware, A/B: each
+// release lives in its own directory beside the one running, a symlink
+// names the current one, and a new release runs on trial until it passes
+// its health check. The kiosk binary from the Debian package is the
+// launcher: started by systemd, it runs the current release, supervises a
+// release on trial, and rolls back to the previous one when the trial
+// release crashes three times or is not healthy by its deadline.
+//
+// Every step survives a power cut: a download resumes from its partial
+// file, a binary is verified and renamed into place before anything points
+// at it, the trial record is written before the symlink moves, and a
+// symlink moves by an atomic rename.
+package update
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Binary is the kiosk binary's name inside a release's directory.
+const Binary = "frank-kiosk"
+
+// maxAttempts is how many times a release on trial may start before it
+// is rolled back.
+const maxAttempts = 3
+
+// Store is the releases directory.
+type Store struct {
+	Dir string
+	Key ed25519.PublicKey // the release key; nil refuses every release
+}
+
+// Trial is a release installed and not yet healthy.
+type Trial struct {
+	Version   string    `json:"version"`
+	Previous  string    `json:"previous"` // "" is the packaged binary
+	CommandID string    `json:"command_id"`
+	Deadline  time.Time `json:"deadline"`
+	Attempts  int       `json:"attempts"`
+}
+
+// Outcome is how an update ended: ok (the release runs and passed its
+// health check) or rolled_back.
+type Outcome struct {
+	CommandID string    `json:"command_id"`
+	Version   string    `json:"version"`
+	Status    string    `json:"status"`
+	Why       string    `json:"why,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// Outcome statuses.
+const (
+	Healthy    = "ok"
+	RolledBack = "rolled_back"
+)
+
+func (s *Store) path(parts ...string) string { return filepath.Join(append([]string{s.Dir}, parts...)...) }
+
+// BinaryOf is where a release's binary lives.
+func (s *Store) BinaryOf(version string) string { return s.path("versions", version, Binary) }
+
+// Current returns the version the current symlink names, or "" for the
+// packaged binary.
+func (s *Store) Current() string {
+	t, err := os.Readlink(s.path("current"))
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(t)
+}
+
+// Stage verifies an offered release and downloads its binary for arch
+// from base+offer.Path+"/"+arch, resuming a partial download. It returns
+// the manifest once the binary is in place with the signed size and hash.
+func (s *Store) Stage(ctx context.Context, client *http.Client, base string, offer *protocol.ReleaseOffer, arch string) (*protocol.ReleaseManifest, error) {
+	if s.Key == nil {
+		return nil, protocol.Errorf(protocol.CodeUpdateFailed, "this kiosk has no release key: it installs no release")
+	}
+	m, err := protocol.VerifyRelease(s.Key, offer.Manifest, offer.Signature)
+	if err != nil {
+		return nil, protocol.Errorf(protocol.CodeUpdateFailed, "release refused: %v", err)
+	}
+	a, ok := m.For(arch)
+	if !ok {
+		return nil, protocol.Errorf(protocol.CodeUpdateFailed, "release %s has no %s binary", m.Version, arch)
+	}
+	final := s.BinaryOf(m.Version)
+	if sum, n, err := hashFile(final); err == nil && sum == a.SHA256 && n == a.Size {
+		return m, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return nil, fmt.Errorf("update: stage: %w", err)
+	}
+	part := final + ".part"
+	if err := download(ctx, client, base+offer.Path+"/"+arch, part, a.Size); err != nil {
+		return nil, fmt.Errorf("update: stage %s: %w", m.Version, err)
+	}
+	sum, n, err := hashFile(part)
+	if err != nil {
+		return nil, fmt.Errorf("update: stage: %w", err)
+	}
+	if sum != a.SHA256 || n != a.Size {
+		os.Remove(part) // a bad download starts over
+		return nil, protocol.Errorf(protocol.CodeUpdateFailed, "release %s: the %s binary's hash or size is not the signed one", m.Version, arch)
+	}
+	if err := os.Chmod(part, 0o755); err != nil {
+		return nil, fmt.Errorf("update: stage: %w", err)
+	}
+	if err := os.Rename(part, final); err != nil {
+		return nil, fmt.Errorf("update: stage: %w", err)
+	}
+	return m, syncDir(filepath.Dir(final))
+}
+
+// download fetches url into part, appending to what an earlier attempt
+// left, up to size bytes.
+func download(ctx context.Context, client *http.Client, url, part string, size int64) error {
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	have, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	if have >= size {
+		if have > size {
+			return f.Truncate(0) // not this release's; the next attempt starts over
+		}
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	if have > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK: // the server would not resume: from the start
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if _, err := io.Copy(f, io.LimitReader(resp.Body, size)); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// Install puts a staged release on trial: it runs from the next start,
+// which must pass its health check within health.
+func (s *Store) Install(commandID, version string, health time.Duration) error {
+	if _, err := os.Stat(s.BinaryOf(version)); err != nil {
+		return fmt.Errorf("update: install %s: %w", version, err)
+	}
+	t := Trial{Version: version, Previous: s.Current(), CommandID: commandID, Deadline: time.Now().Add(health)}
+	if err := writeJSON(s.path("trial.json"), t); err != nil {
+		return fmt.Errorf("update: install %s: %w", version, err)
+	}
+	os.Remove(s.path("outcome.json"))
+	if err := s.point("previous", t.Previous); err != nil {
+		return fmt.Errorf("update: install %s: %w", version, err)
+	}
+	if err := s.point("current", version); err != nil {
+		return fmt.Errorf("update: install %s: %w", version, err)
+	}
+	return nil
+}
+
+// point makes the symlink name (current, previous) name version, or
+// removes it for the packaged binary, atomically.
+func (s *Store) point(name, version string) error {
+	if version == "" {
+		if err := os.Remove(s.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return syncDir(s.Dir)
+	}
+	tmp := s.path(name + ".new")
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("versions", version), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.path(name)); err != nil {
+		return err
+	}
+	return syncDir(s.Dir)
+}
+
+// Trial returns the release on trial, or nil.
+func (s *Store) Trial() *Trial {
+	var t Trial
+	if readJSON(s.path("trial.json"), &t) != nil {
+		return nil
+	}
+	return &t
+}
+
+// MarkHealthy ends the trial of version, which the running kiosk is: it
+// passed its health check.
+func (s *Store) MarkHealthy(version string) error {
+	t := s.Trial()
+	if t == nil || t.Version != version {
+		return nil
+	}
+	if err := writeJSON(s.path("outcome.json"), Outcome{CommandID: t.CommandID, Version: version, Status: Healthy, At: time.Now().UTC()}); err != nil {
+		return fmt.Errorf("update: healthy: %w", err)
+	}
+	if err := os.Remove(s.path("trial.json")); err != nil {
+		return fmt.Errorf("update: healthy: %w", err)
+	}
+	return syncDir(s.Dir)
+}
+
+// rollback puts the previous release back and records why.
+func (s *Store) rollback(t *Trial, why string) error {
+	if err := writeJSON(s.path("outcome.json"), Outcome{CommandID: t.CommandID, Version: t.Version, Status: RolledBack, Why: why, At: time.Now().UTC()}); err != nil {
+		return err
+	}
+	if err := s.point("current", t.Previous); err != nil {
+		return err
+	}
+	return os.Remove(s.path("trial.json"))
+}
+
+// LastOutcome returns how the last update ended, or nil.
+func (s *Store) LastOutcome() *Outcome {
+	var o Outcome
+	if readJSON(s.path("outcome.json"), &o) != nil {
+		return nil
+	}
+	return &o
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
