@@ -35,7 +35,6 @@ import (
 	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/claims"
 	"github.com/frank-postage/frank/hub/commands"
-	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/keys"
@@ -46,8 +45,10 @@ import (
 	"github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/rates"
+	"github.com/frank-postage/frank/hub/releases"
 	"github.com/frank-postage/frank/hub/reports"
 	"github.com/frank-postage/frank/hub/sale"
+	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/hub/web"
@@ -347,6 +348,7 @@ type Hub struct {
 	fleet     *fleet.Registry
 	commands  *commands.Commands
 	settings  *settings.Settings
+	releases  *releases.Releases
 	stock     *stock.Stock
 	accounts  *accounts.Accounts
 	payments  *payments.Payments
@@ -437,6 +439,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.fleet.Passwords = cfg.KioskPasswords
 	h.commands = commands.New(h.db, h.fleet, cfg.Ledger.Now)
 	h.settings = settings.New(h.db, cfg.Ledger.Now)
+	h.releases = releases.New(h.db, h.commands, h.fleet, h.alerts, cfg.Ledger.Now)
 	h.presence = fleet.NewPresence(nil) // heartbeats arrive in real time
 	h.stock = stock.New(h.db, cfg.Ledger.Now)
 	h.accounts = accounts.New(h.db, cfg.Ledger.Now)
@@ -633,15 +636,15 @@ func (h *Hub) Start(ctx context.Context) error {
 		Licence: h.ledger.Licence(), Log: h.log.With("component", "sale"), Now: now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{
-		Broker:   brokerURL,
-		TLS:      brokerTLS,
-		ClientID: fmt.Sprintf("%s-%s-%d", protocol.HubPrefix, host, os.Getpid()),
-		Username: h.cfg.BrokerUser,
-		Password: brokerPass,
+		Broker:    brokerURL,
+		TLS:       brokerTLS,
+		ClientID:  fmt.Sprintf("%s-%s-%d", protocol.HubPrefix, host, os.Getpid()),
+		Username:  h.cfg.BrokerUser,
+		Password:  brokerPass,
 		ConfigFor: h.configFor,
-		Presence: kioskWatch{h},
-		Meter:    h.metrics,
-		Commands: h.commands,
+		Presence:  kioskWatch{h},
+		Meter:     h.metrics,
+		Commands:  h.commands,
 	}
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err
@@ -671,7 +674,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Voids: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
 		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, BrokerTLSAddr: h.BrokerTLSAddr, CA: h.ca,
 		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies).Share(h.db), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,
-		Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
+		Releases: h.releases, Portal: customerPortal.Routes(), Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
 	// Handshake failures (strangers, scanners) go to the log at debug level.
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
@@ -744,6 +747,9 @@ func (h *Hub) Start(ctx context.Context) error {
 				h.log.Error("dead hubs' payments not settled", "err", err)
 			}
 			h.followConfig(h.bgCtx)
+			if err := h.releases.Step(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
+				h.log.Error("rollouts not moved on", "err", err)
+			}
 			if err := h.commands.Resend(h.bgCtx, h.clockNow().Add(-commandResend)); err != nil && h.bgCtx.Err() == nil {
 				h.log.Error("commands not resent", "err", err)
 			}
@@ -900,6 +906,9 @@ func (h *Hub) close() error {
 // commandResend is how long a command waits for its kiosk's answer before
 // the leading hub sends it again.
 const commandResend = 15 * time.Second
+
+// Releases is the kiosk releases and their rollouts.
+func (h *Hub) Releases() *releases.Releases { return h.releases }
 
 // Commands is ops' remote control of kiosks.
 func (h *Hub) Commands() *commands.Commands { return h.commands }

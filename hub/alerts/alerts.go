@@ -29,6 +29,9 @@ const (
 	// CaptureRefused is a sold stamp whose card capture the gateway
 	// refused after the customer had it: the stamp stands unpaid.
 	CaptureRefused = "capture_refused"
+	// RolloutHalted is a rollout stopped by itself: too many of the kiosks
+	// it updated failed their health check.
+	RolloutHalted = "rollout_halted"
 )
 
 // Alert is one alert.

@@ -88,6 +88,8 @@ var ErrUnknown = errors.New("commands: no such command")
 func (c *Commands) Issue(ctx context.Context, kioskID, action, message, by string) (*Command, error) {
 	message = strings.TrimSpace(message)
 	switch {
+	case action == protocol.ActionUpdate:
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "updates are offered by rollouts (hub rollout start)")
 	case !protocol.KnownAction(action):
 		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "action %q: want one of %s", action, strings.Join(protocol.Actions, ", "))
 	case !utf8.ValidString(message) || utf8.RuneCountInString(message) > protocol.MaxCommandMessage:
@@ -101,11 +103,26 @@ func (c *Commands) Issue(ctx context.Context, kioskID, action, message, by strin
 			return nil, fmt.Errorf("commands: issue %s to %s: %w", action, kioskID, err)
 		}
 	}
-	cmd := &Command{Command: protocol.Command{CommandID: "cmd-" + rand.Text(), KioskID: kioskID, Action: action, Message: message,
-		IssuedBy: by, IssuedAt: c.now().UTC().Truncate(time.Microsecond)}, Status: Pending}
-	res, err := c.db.ExecContext(ctx, c.db.Rebind(`INSERT INTO kiosk_commands (id, kiosk_id, action, message, issued_by, issued_at)
-		SELECT ?, kiosk_id, ?, ?, ?, ? FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`),
-		cmd.CommandID, action, message, by, cmd.IssuedAt.UnixMicro(), kioskID)
+	return c.issue(ctx, protocol.Command{KioskID: kioskID, Action: action, Message: message, IssuedBy: by})
+}
+
+// IssueUpdate offers a kiosk a release; rollouts do.
+func (c *Commands) IssueUpdate(ctx context.Context, kioskID string, offer *protocol.ReleaseOffer, by string) (*Command, error) {
+	return c.issue(ctx, protocol.Command{KioskID: kioskID, Action: protocol.ActionUpdate, IssuedBy: by, Release: offer})
+}
+
+func (c *Commands) issue(ctx context.Context, pc protocol.Command) (*Command, error) {
+	kioskID, action := pc.KioskID, pc.Action
+	pc.CommandID, pc.IssuedAt = "cmd-"+rand.Text(), c.now().UTC().Truncate(time.Microsecond)
+	cmd := &Command{Command: pc, Status: Pending}
+	var payload sql.NullString
+	if pc.Release != nil {
+		b, _ := json.Marshal(pc.Release)
+		payload = sql.NullString{String: string(b), Valid: true}
+	}
+	res, err := c.db.ExecContext(ctx, c.db.Rebind(`INSERT INTO kiosk_commands (id, kiosk_id, action, message, issued_by, issued_at, payload)
+		SELECT ?, kiosk_id, ?, ?, ?, ?, ? FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`),
+		cmd.CommandID, action, pc.Message, pc.IssuedBy, cmd.IssuedAt.UnixMicro(), payload, kioskID)
 	if err != nil {
 		return nil, fmt.Errorf("commands: issue %s to %s: %w", action, kioskID, err)
 	}
@@ -180,7 +197,7 @@ func (c *Commands) resend(ctx context.Context, kioskID string, sentBefore time.T
 		Expired, Pending, now.Add(-Expiry).UnixMicro()); err != nil {
 		return fmt.Errorf("commands: resend: %w", err)
 	}
-	q := `SELECT id, kiosk_id, action, message, issued_by, issued_at FROM kiosk_commands
+	q := `SELECT id, kiosk_id, action, message, issued_by, issued_at, payload FROM kiosk_commands
 		WHERE status = ? AND (sent_at IS NULL OR sent_at < ?)`
 	args := []any{Pending, sentBefore.UnixMicro()}
 	if kioskID != "" {
@@ -195,11 +212,19 @@ func (c *Commands) resend(ctx context.Context, kioskID string, sentBefore time.T
 	for rows.Next() {
 		var cmd protocol.Command
 		var at int64
-		if err := rows.Scan(&cmd.CommandID, &cmd.KioskID, &cmd.Action, &cmd.Message, &cmd.IssuedBy, &at); err != nil {
+		var payload sql.NullString
+		if err := rows.Scan(&cmd.CommandID, &cmd.KioskID, &cmd.Action, &cmd.Message, &cmd.IssuedBy, &at, &payload); err != nil {
 			rows.Close()
 			return fmt.Errorf("commands: resend: %w", err)
 		}
 		cmd.IssuedAt = time.UnixMicro(at).UTC()
+		if payload.Valid {
+			cmd.Release = &protocol.ReleaseOffer{}
+			if err := json.Unmarshal([]byte(payload.String), cmd.Release); err != nil {
+				rows.Close()
+				return fmt.Errorf("commands: resend %s: %w", cmd.CommandID, err)
+			}
+		}
 		due = append(due, cmd)
 	}
 	rows.Close()

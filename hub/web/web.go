@@ -5,6 +5,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -27,6 +28,7 @@ import (
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/psdm"
+	"github.com/frank-postage/frank/hub/releases"
 	"github.com/frank-postage/frank/hub/web/assets"
 	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
@@ -102,7 +104,14 @@ type Server struct {
 	// OpsOnly guards what only ops may read (/api/v1/psdm: the MPSDs and
 	// their registers); without it that is not served.
 	OpsOnly func(http.Handler) http.Handler
-	Log     *slog.Logger
+	// Releases serves signed kiosk releases' binaries, when set.
+	Releases releaseFiles
+	Log      *slog.Logger
+}
+
+// releaseFiles are the published kiosk releases; hub/releases.
+type releaseFiles interface {
+	Binary(ctx context.Context, version, arch string) ([]byte, time.Time, error)
 }
 
 // Handler returns the router.
@@ -133,6 +142,9 @@ func (s *Server) Handler() http.Handler {
 		}
 		if s.OpsAPI != nil {
 			r.Mount("/ops", s.OpsAPI)
+		}
+		if s.Releases != nil {
+			r.Get("/releases/{version}/{arch}", s.release)
 		}
 	})
 	if s.Metrics != nil {
@@ -496,4 +508,26 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// release serves a release's binary to a kiosk, resumably (Range). Over
+// TLS only a kiosk presenting its certificate gets one; kiosks check the
+// signature and hash themselves, so this only saves the bandwidth.
+func (s *Server) release(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) == 0 {
+		http.Error(w, "a kiosk certificate is required", http.StatusUnauthorized)
+		return
+	}
+	b, at, err := s.Releases.Binary(r.Context(), chi.URLParam(r, "version"), chi.URLParam(r, "arch"))
+	if err != nil {
+		if errors.Is(err, releases.ErrUnknown) {
+			http.NotFound(w, r)
+			return
+		}
+		s.Log.Error("release", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "frank-kiosk", at, bytes.NewReader(b))
 }

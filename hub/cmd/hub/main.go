@@ -9,6 +9,8 @@
 //	hub kiosk command ID ACTION [--message TEXT] [--wait D]  ops' remote command (out_of_service, lock, diagnostics, ...)
 //	hub settings show|set [--store S | --kiosk K] [key=value ...]  kiosks' central settings
 //	hub staff add|revoke|list STORE [NAME] [--badge CODE]         a store's staff, at all its kiosks
+//	hub release keygen|sign|publish  signed kiosk releases (the release key stays with ops)
+//	hub rollout start|widen|abort|list  staged rollouts of a release
 //	hub ca init|show            the device CA that issues kiosks their certificates
 //	hub stock issue --store S --sheets N [--barcodes DIR]   new sheets of labels
 //	hub stock import --store S SERIAL...                     sheets printed elsewhere
@@ -60,7 +62,7 @@ func run(args []string) int {
 		cmd, args = args[0]+" "+args[1], args[2:]
 	case len(args) > 0 && args[0] == "report":
 		cmd, args = "report", args[1:]
-	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator" || args[0] == "settings" || args[0] == "staff"):
+	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator" || args[0] == "settings" || args[0] == "staff" || args[0] == "release" || args[0] == "rollout"):
 		cmd, args = args[0]+" "+args[1], args[2:]
 	}
 	var pos []string
@@ -111,6 +113,13 @@ func run(args []string) int {
 	since := fs.String("since", "", "keys compromise: when the key was compromised (RFC 3339, or 2006-01-02; default now)")
 	lost := fs.Bool("lost", false, "kiosk retire: the kiosk was lost or stolen; the next postal report declares it")
 	why := fs.String("why", "", "kiosk retire: why, for the record")
+	releaseKey := fs.String("key", "", "release sign: the release private key; release publish: the release public key")
+	releaseVersion := fs.String("release", "", "release sign: the release's version")
+	var stages stageFlags
+	fs.Var(&stages, "stage", "rollout start: a stage, kiosks=K1,K2, stores=S1 or percent=N (repeat; the whole fleet comes last)")
+	maxFailures := fs.Int("max-failures", 20, "rollout start: halt when more than this share (%) of the kiosks offered the release fail")
+	soak := fs.Duration("soak", 0, "rollout start: widen to the next stage this long after a stage is all healthy (0: by hand, hub rollout widen)")
+	health := fs.Duration("health", 2*time.Minute, "rollout start: how long an updated kiosk has to pass its health check before it rolls back")
 	badge := fs.String("badge", "", "staff add: the code on the member's badge (STAFF-...)")
 	message := fs.String("message", "", "kiosk command: shown on the kiosk's screen (out_of_service, lock)")
 	wait := fs.Duration("wait", 60*time.Second, "kiosk command: how long to wait for the kiosk's answer (0: do not wait)")
@@ -201,6 +210,9 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if strings.HasPrefix(cmd, "release ") { // keygen and sign open no hub
+		return releaseCmd(ctx, func() (*hub.Hub, error) { return hub.Open(ctx, cfg, log) }, cmd, pos, *releaseKey, *outDir, *releaseVersion)
+	}
 	h, err := hub.Open(ctx, cfg, log)
 	if err != nil {
 		log.Error("hub did not open", "err", err)
@@ -232,6 +244,8 @@ func run(args []string) int {
 		return reportCmd(ctx, h, *from, *to)
 	case "kiosk command":
 		return commandCmd(ctx, h, pos, *message, *wait)
+	case "rollout start", "rollout widen", "rollout abort", "rollout list":
+		return rolloutCmd(ctx, h, cmd, pos, stages, *maxFailures, *soak, *health)
 	case "settings show", "settings set":
 		return settingsCmd(ctx, h, cmd, pos, *storeID, *kioskID, cliUser())
 	case "staff add", "staff revoke", "staff list":
@@ -444,3 +458,9 @@ func newLogger(format string) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, nil))
 }
+
+// stageFlags collects repeated --stage flags.
+type stageFlags []string
+
+func (s *stageFlags) String() string     { return strings.Join(*s, " ") }
+func (s *stageFlags) Set(v string) error { *s = append(*s, v); return nil }

@@ -162,9 +162,11 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return t.Local().Format("2006-01-02 15:04:05")
 	},
-	"day":       func(t time.Time) string { return t.Local().Format("2006-01-02") },
-	"chart":     chart,
-	"actions":   func() []string { return protocol.Actions },
+	"day":   func(t time.Time) string { return t.Local().Format("2006-01-02") },
+	"chart": chart,
+	"actions": func() []string { // updates go by rollouts
+		return slices.DeleteFunc(slices.Clone(protocol.Actions), func(a string) bool { return a == protocol.ActionUpdate })
+	},
 	"languages": func() []string { return protocol.Languages },
 	"actionName": func(a string) string {
 		return map[string]string{protocol.ActionOutOfService: "Out of service", protocol.ActionInService: "Back in service",
