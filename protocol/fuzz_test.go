@@ -2,6 +2,7 @@ package protocol_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -272,6 +273,25 @@ func FuzzDecodeCommandResult(f *testing.F) {
 		}
 		if (r.Status == protocol.ResultRejected) != (r.Error != nil) {
 			t.Fatalf("accepted %+v", r)
+		}
+	})
+}
+
+func FuzzVerifyRelease(f *testing.F) {
+	f.Add([]byte(`{"version":"2.0.0","created":"2026-12-04T10:00:00Z","artifacts":[{"arch":"arm64","size":10,"sha256":"` + strings.Repeat("ab", 32) + `"}]}`))
+	f.Add([]byte(`{"version":"../x","artifacts":[]}`))
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	pub := priv.Public().(ed25519.PublicKey)
+	f.Fuzz(func(t *testing.T, manifest []byte) {
+		m, err := protocol.VerifyRelease(pub, manifest, ed25519.Sign(priv, manifest))
+		if err != nil {
+			return
+		}
+		if !protocol.ValidVersion(m.Version) || len(m.Artifacts) == 0 || strings.Contains(m.Version, "/") {
+			t.Fatalf("accepted %+v", m)
+		}
+		if _, err := protocol.VerifyRelease(pub, append(manifest, ' '), ed25519.Sign(priv, manifest)); err == nil {
+			t.Fatal("a manifest changed after signing verified")
 		}
 	})
 }

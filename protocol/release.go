@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -66,7 +67,7 @@ func VerifyRelease(key ed25519.PublicKey, manifest, sig []byte) (*ReleaseManifes
 	if err := DecodeJSON(manifest, &m); err != nil {
 		return nil, fmt.Errorf("protocol: release manifest: %w", err)
 	}
-	if !validToken(m.Version, 64) || len(m.Artifacts) == 0 {
+	if !ValidVersion(m.Version) || len(m.Artifacts) == 0 {
 		return nil, fmt.Errorf("protocol: release manifest: want a version and at least one artifact")
 	}
 	for _, a := range m.Artifacts {
@@ -75,6 +76,22 @@ func VerifyRelease(key ed25519.PublicKey, manifest, sig []byte) (*ReleaseManifes
 		}
 	}
 	return &m, nil
+}
+
+// ValidVersion: 1 to 64 of [A-Za-z0-9._+-], starting with a letter or
+// digit, with no "..": safe as a directory name and in a URL path.
+func ValidVersion(v string) bool {
+	if len(v) == 0 || len(v) > 64 || strings.Contains(v, "..") {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("._+-", rune(c))) {
+			return false
+		}
+	}
+	return true
 }
 
 // Release keys travel as PEM blocks of the raw Ed25519 key.
