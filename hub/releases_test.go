@@ -1,0 +1,113 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/releases"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// A rollout offers a signed release to its canary, waits to be widened,
+// offers it to the rest, and halts by itself when a share of the kiosks
+// offered it larger than its threshold fail, with an alert.
+func TestRolloutHaltsAtItsThreshold(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	bin := bytes.Repeat([]byte("kiosk 2.0.0 "), 1000)
+	sum := sha256.Sum256(bin)
+	manifest, _ := json.Marshal(protocol.ReleaseManifest{Version: "2.0.0", Created: time.Now().UTC(),
+		Artifacts: []protocol.Artifact{{Arch: "arm64", Size: int64(len(bin)), SHA256: hex.EncodeToString(sum[:])}}})
+	sig := ed25519.Sign(priv, manifest)
+	rs := e.h.Releases()
+	if _, err := rs.Publish(ctx, pub, manifest, sig, map[string][]byte{"arm64": []byte("another binary")}, "ann"); err == nil {
+		t.Fatal("a release whose binary is not the signed one was published")
+	}
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := rs.Publish(ctx, other, manifest, sig, map[string][]byte{"arm64": bin}, "ann"); err == nil {
+		t.Fatal("a release that does not verify with the release key was published")
+	}
+	if _, err := rs.Publish(ctx, pub, manifest, sig, map[string][]byte{"arm64": bin}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	// Kiosks download it resumably.
+	req, _ := http.NewRequest("GET", "http://"+e.h.HTTPAddr+releases.Path+"/2.0.0/arm64", nil)
+	req.Header.Set("Range", "bytes=100-")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, bin[100:]) {
+		t.Fatalf("ranged download: %s, %d bytes", resp.Status, len(got))
+	}
+
+	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
+	c1, c2 := k1.commandsOf(t), k2.commandsOf(t)
+	answer := func(k *kioskClient, c protocol.Command, res protocol.CommandResult) {
+		res.CommandID, res.KioskID, res.At = c.CommandID, k.id, time.Now().UTC()
+		b, _ := json.Marshal(res)
+		k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicCommandResult), 1, false, b).WaitTimeout(5 * time.Second)
+	}
+	ro, err := rs.Start(ctx, "2.0.0", []releases.Stage{{Kiosks: []string{"kiosk-1"}}}, 20, 0, time.Minute, "ann")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := nextCommand(t, c1)
+	if cmd.Action != protocol.ActionUpdate || cmd.Release == nil || cmd.Release.Path != releases.Path+"/2.0.0" {
+		t.Fatalf("offer %+v", cmd)
+	}
+	if m, err := protocol.VerifyRelease(pub, cmd.Release.Manifest, cmd.Release.Signature); err != nil || m.Version != "2.0.0" {
+		t.Fatalf("the offer does not verify: %v", err)
+	}
+	answer(k1, cmd, protocol.CommandResult{Status: protocol.ResultOK, Firmware: "2.0.0"})
+	waitRollout := func(what string, ok func(*releases.Rollout) bool) *releases.Rollout {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			r, err := rs.Get(ctx, ro.ID)
+			if err == nil && ok(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rollout: not %s: %+v %v", what, r, err)
+			}
+		}
+	}
+	waitRollout("healthy on its canary", func(r *releases.Rollout) bool { return r.Healthy == 1 && r.Pending == 0 && r.Stage == 0 })
+	select {
+	case c := <-c2:
+		t.Fatalf("kiosk-2 offered the release before the rollout widened: %+v", c)
+	default:
+	}
+	if err := rs.Widen(ctx, ro.ID); err != nil {
+		t.Fatal(err)
+	}
+	cmd = nextCommand(t, c2)
+	answer(k2, cmd, protocol.CommandResult{Status: protocol.ResultRejected, Firmware: "1.0.0",
+		Error: protocol.Errorf(protocol.CodeUpdateFailed, "release 2.0.0 was rolled back to 1.0.0: no health check passed by its deadline")})
+	met.Store(protocol.CodeUpdateFailed, true)
+	r := waitRollout("halted", func(r *releases.Rollout) bool { return r.State == releases.Halted })
+	if r.Failed != 1 || r.Healthy != 1 {
+		t.Fatalf("halted rollout %+v", r)
+	}
+	open, _ := e.h.Alerts().List(ctx, true)
+	if !slices.ContainsFunc(open, func(a alerts.Alert) bool { return a.Kind == alerts.RolloutHalted }) {
+		t.Fatalf("no rollout_halted alert: %+v", open)
+	}
+	if err := rs.Widen(ctx, ro.ID); err == nil {
+		t.Fatal("a halted rollout widened")
+	}
+}
