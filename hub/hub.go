@@ -666,7 +666,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.HTTPAddr = ln.Addr().String()
 	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
-		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Certs: h.ca, Commands: h.commands, Config: h.CentralConfig(), Licence: h.ledger.Licence(), Retire: h.retireSummary, Refund: h.counterRefund, Log: h.log.With("component", "console"), Now: now,
+		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Certs: h.ca, Commands: h.commands, Config: h.CentralConfig(), Rollouts: h.releases, Licence: h.ledger.Licence(), Retire: h.retireSummary, Refund: h.counterRefund, Log: h.log.With("component", "console"), Now: now,
 		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies).Share(h.db)}
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies).Share(h.db),

@@ -38,6 +38,7 @@ func (c *Console) APIRoutes() http.Handler {
 		r.Get("/fleet/{id}/commands", c.apiCommands)
 		r.Post("/fleet/{id}/commands", c.apiCommand)
 		r.Get("/commands/{cid}", c.apiGetCommand)
+		r.Get("/rollouts", c.apiRollouts)
 		r.Get("/settings", c.apiSettings)
 		r.Put("/settings", c.apiSetSettings)
 		r.Get("/stores/{id}/settings", c.apiSettings)

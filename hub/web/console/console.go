@@ -109,6 +109,7 @@ type Console struct {
 	Certs    certs // may be nil
 	Commands commandBook
 	Config   centralConfig
+	Rollouts rolloutBook
 	// Licence is the vendor's postal licence, shown with the funds.
 	Licence string
 	// Refund takes back an unused kiosk stamp at the counter, if may says
@@ -164,6 +165,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	},
 	"day":   func(t time.Time) string { return t.Local().Format("2006-01-02") },
 	"chart": chart,
+	"inc":   func(i int) int { return i + 1 },
 	"actions": func() []string { // updates go by rollouts
 		return slices.DeleteFunc(slices.Clone(protocol.Actions), func(a string) bool { return a == protocol.ActionUpdate })
 	},

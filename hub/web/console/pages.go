@@ -60,6 +60,7 @@ func (c *Console) Routes() http.Handler {
 			r.Post("/alerts/{id}/ack", c.ack)
 			r.Post("/kiosks/{id}/retire", c.retire)
 			r.Post("/kiosks/{id}/commands", c.command)
+			r.Get("/rollouts", c.rolloutsPage)
 			r.Get("/settings", c.settingsPage)
 			r.Post("/settings", c.saveSettings)
 			r.Get("/stores/{id}", c.settingsPage)
