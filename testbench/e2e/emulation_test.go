@@ -21,19 +21,7 @@ import (
 // natively, with the testbench's peripherals: it enrolls with its one-time
 // code, sells a stamp, and the printed label verifies.
 func TestEmulatedArm64Kiosk(t *testing.T) {
-	qemu, err := exec.LookPath("qemu-aarch64-static")
-	if err != nil && os.Geteuid() == 0 {
-		// As root, install the emulator, as make test would.
-		install := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "qemu-user-static")
-		install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		if out, err := install.CombinedOutput(); err != nil {
-			t.Logf("apt-get install qemu-user-static: %v\n%s", err, out)
-		}
-		qemu, err = exec.LookPath("qemu-aarch64-static")
-	}
-	if err != nil {
-		t.Fatal("qemu-aarch64-static not found: install the Debian package qemu-user-static (make test does, as root)")
-	}
+	qemu := qemuAarch64(t)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
@@ -99,4 +87,23 @@ func TestEmulatedArm64Kiosk(t *testing.T) {
 	if in.Postage != 780 || in.OriginZIP != 2134 || in.Label.String() != d.Sheets()[0]+"-01" || in.Date != protocol.DateOf(time.Now()) {
 		t.Fatalf("label from the emulated kiosk: %+v", in)
 	}
+}
+
+// qemuAarch64 finds qemu-aarch64-static, installing it as root as make
+// test would.
+func qemuAarch64(t *testing.T) string {
+	t.Helper()
+	qemu, err := exec.LookPath("qemu-aarch64-static")
+	if err != nil && os.Geteuid() == 0 {
+		install := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "qemu-user-static")
+		install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := install.CombinedOutput(); err != nil {
+			t.Logf("apt-get install qemu-user-static: %v\n%s", err, out)
+		}
+		qemu, err = exec.LookPath("qemu-aarch64-static")
+	}
+	if err != nil {
+		t.Fatal("qemu-aarch64-static not found: install the Debian package qemu-user-static (make test does, as root)")
+	}
+	return qemu
 }

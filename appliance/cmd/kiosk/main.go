@@ -291,6 +291,7 @@ func run() int {
 		}
 		go id.Run(ctx, time.Hour, log)
 	}
+	breakRelease(ctx, log) // tests' broken releases only
 	if err := k.Connect(); err != nil {
 		log.Error("connect", "err", err)
 		return 1
