@@ -69,7 +69,9 @@ const (
 	RolledBack = "rolled_back"
 )
 
-func (s *Store) path(parts ...string) string { return filepath.Join(append([]string{s.Dir}, parts...)...) }
+func (s *Store) path(parts ...string) string {
+	return filepath.Join(append([]string{s.Dir}, parts...)...)
+}
 
 // BinaryOf is where a release's binary lives.
 func (s *Store) BinaryOf(version string) string { return s.path("versions", version, Binary) }
