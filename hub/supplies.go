@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
@@ -11,8 +12,10 @@ import (
 
 // supply is what a kiosk's last heartbeat said it needs, and when.
 type supply struct {
-	paperOut, labelsLow bool
-	at                  time.Time
+	paperOut, labelsLow          bool
+	printerFault, doorOpen, skew bool
+	printer                      string
+	at                           time.Time
 }
 
 // reorderWindow is how far apart two heartbeats may arrive out of order
@@ -30,7 +33,12 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 	now := supply{
 		paperOut:  t.Paper == "out" || paperAlert == "near_end" && t.Paper == "near_end",
 		labelsLow: t.LabelsLeft < labelsLow,
-		at:        t.At,
+		// Paper has its own alert; any other printer state but ok is a fault.
+		printerFault: t.Printer != "ok" && t.Printer != "paper_out" && t.Printer != "",
+		doorOpen:     slices.Contains(t.Reasons, "door_open"),
+		skew:         t.At.Sub(h.clockNow()).Abs() > alerts.ClockSkewLimit,
+		printer:      t.Printer,
+		at:           t.At,
 	}
 	// One kiosk's heartbeats are judged one at a time and in their order,
 	// so an alert is never left open behind a later all-clear.
@@ -41,7 +49,8 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 		return
 	}
 	h.supply[t.KioskID] = now
-	if known && before.paperOut == now.paperOut && before.labelsLow == now.labelsLow {
+	if known && before.paperOut == now.paperOut && before.labelsLow == now.labelsLow &&
+		before.printerFault == now.printerFault && before.doorOpen == now.doorOpen && before.skew == now.skew {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -58,6 +67,19 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 			h.alerts.Clear(ctx, alerts.PaperOut, subject, "paper loaded")
 		}
 	}
+	flag := func(was, is bool, kind, raise, clear string) {
+		switch {
+		case known && was == is:
+		case is:
+			h.alerts.Raise(ctx, kind, subject, raise)
+		default:
+			h.alerts.Clear(ctx, kind, subject, clear)
+		}
+	}
+	flag(before.printerFault, now.printerFault, alerts.PrinterFault, fmt.Sprintf("kiosk %s's printer says %s", where, t.Printer), "the printer is back")
+	flag(before.doorOpen, now.doorOpen, alerts.DoorOpen, fmt.Sprintf("kiosk %s's label door is open: it does not sell", where), "the door is closed")
+	flag(before.skew, now.skew, alerts.ClockSkew, fmt.Sprintf("kiosk %s's clock reads %s, %s off the hub's: its stamps carry its date",
+		where, t.At.Format(time.RFC3339), t.At.Sub(h.clockNow()).Round(time.Second)), "its clock is right again")
 	if !known || before.labelsLow != now.labelsLow {
 		if now.labelsLow {
 			h.alerts.Raise(ctx, alerts.LabelsLow, subject, fmt.Sprintf("kiosk %s has %d labels left (alert below %d); load sheets", where, t.LabelsLeft, labelsLow))

@@ -56,3 +56,48 @@ func TestSupplyAlerts(t *testing.T) {
 		}
 	}
 }
+
+// A heartbeat's printer fault, open label door and far-off clock each
+// raise their alert, and the next heartbeat without them clears it.
+func TestKioskFaultAlerts(t *testing.T) {
+	e := newEnv(t)
+	k := e.kiosk("kiosk-1")
+	at := e.clock.Now().UTC()
+	beat := func(tm protocol.Telemetry) {
+		at = at.Add(time.Second)
+		if tm.At.IsZero() {
+			tm.At = at
+		}
+		tm.KioskID, tm.Scale, tm.LabelsLeft = "kiosk-1", "ok", 100
+		b, _ := json.Marshal(tm)
+		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicTelemetry), 1, false, b).WaitTimeout(5 * time.Second)
+	}
+	open := func(kind string) bool {
+		as, _ := e.h.Alerts().List(context.Background(), true)
+		for _, a := range as {
+			if a.Kind == kind && a.Subject == "kiosk/kiosk-1" {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited 10 s for %s", what)
+			}
+		}
+	}
+	beat(protocol.Telemetry{Paper: "ok", Printer: "jam", Reasons: []string{"printer_fault", "door_open"}})
+	waitFor("printer_fault and door_open", func() bool { return open(alerts.PrinterFault) && open(alerts.DoorOpen) })
+	if open(alerts.ClockSkew) || open(alerts.PaperOut) {
+		t.Fatal("a jam raised more than its alerts")
+	}
+	beat(protocol.Telemetry{Paper: "ok", Printer: "ok", InService: true, At: at.Add(time.Hour)})
+	waitFor("clock_skew, the others cleared", func() bool {
+		return open(alerts.ClockSkew) && !open(alerts.PrinterFault) && !open(alerts.DoorOpen)
+	})
+	beat(protocol.Telemetry{Paper: "ok", Printer: "ok", InService: true})
+	waitFor("clock_skew cleared", func() bool { return !open(alerts.ClockSkew) })
+}

@@ -389,6 +389,9 @@ type Telemetry struct {
 	LastError  string    `json:"last_error,omitempty"`
 	Sales      int64     `json:"sales"`
 	InService  bool      `json:"in_service"`
+	// Reasons say why the kiosk is not in service (README: the kiosk's
+	// status reasons), when it is not.
+	Reasons []string `json:"reasons,omitempty"`
 }
 
 // KioskConfig is what the hub tells one kiosk, retained on TopicConfig.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -61,6 +62,12 @@ type Config struct {
 	Restart func()
 	// Logs, if set, are the recent log lines diagnostics report.
 	Logs lineSource
+	// Clock, if set, is the kiosk's wall clock for its heartbeats (the
+	// fleet twin gives one kiosk a bad one); default the system's.
+	Clock func() time.Time
+	// Dial, if set, opens the connection to the broker (the fleet twin
+	// cuts it to stage a partition or a power cut).
+	Dial func(network, addr string) (net.Conn, error)
 	// Updates, if set, is where signed releases are installed; Downloads
 	// fetches them from HubURL (https://host:port).
 	Updates   *update.Store

@@ -3,6 +3,8 @@ package kiosk
 import (
 	"crypto/tls"
 	"log/slog"
+	"net"
+	"net/url"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -40,12 +42,13 @@ type mqttLink struct {
 	username   string
 	password   string
 	tls        *tls.Config
+	dial       func(network, addr string) (net.Conn, error)
 	log        *slog.Logger
 	client     mqtt.Client
 }
 
 func newMQTTLink(cfg Config, log *slog.Logger) *mqttLink {
-	return &mqttLink{id: cfg.ID, broker: cfg.Broker, username: cfg.Username, password: cfg.Password, tls: cfg.TLS, log: log}
+	return &mqttLink{id: cfg.ID, broker: cfg.Broker, username: cfg.Username, password: cfg.Password, tls: cfg.TLS, dial: cfg.Dial, log: log}
 }
 
 func (l *mqttLink) Open(deliver func(suffix string, payload []byte)) {
@@ -76,6 +79,19 @@ func (l *mqttLink) Open(deliver func(suffix string, payload []byte)) {
 			c.Publish(status, 1, true, protocol.StatusOnline)
 			l.log.Info("connected to hub", "broker", l.broker)
 		})
+	if l.dial != nil {
+		opts.SetCustomOpenConnectionFn(func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+			conn, err := l.dial("tcp", u.Host)
+			if err != nil || o.TLSConfig == nil {
+				return conn, err
+			}
+			tc := o.TLSConfig.Clone()
+			if tc.ServerName == "" {
+				tc.ServerName = u.Hostname()
+			}
+			return tls.Client(conn, tc), nil
+		})
+	}
 	l.client = mqtt.NewClient(opts)
 	l.client.Connect() // keeps retrying in the background
 }

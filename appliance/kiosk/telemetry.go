@@ -32,7 +32,11 @@ func (k *Kiosk) heartbeat() {
 // Telemetry is the kiosk's state as its heartbeat reports it.
 func (k *Kiosk) Telemetry() protocol.Telemetry {
 	t := k.telemetry()
-	t.InService = k.Status().InService
+	st := k.Status()
+	t.InService = st.InService
+	if !st.InService {
+		t.Reasons = st.Reasons
+	}
 	t.Scale = k.Weight().State
 	return t
 }
@@ -40,7 +44,7 @@ func (k *Kiosk) Telemetry() protocol.Telemetry {
 func (k *Kiosk) telemetry() protocol.Telemetry {
 	left := k.LabelsLeft()
 	k.mu.Lock()
-	t := protocol.Telemetry{KioskID: k.cfg.ID, At: time.Now().UTC(), Firmware: k.cfg.Firmware,
+	t := protocol.Telemetry{KioskID: k.cfg.ID, At: k.now().UTC(), Firmware: k.cfg.Firmware,
 		UptimeS: int64(time.Since(k.started).Seconds()), LabelsLeft: left, Paper: "ok", Printer: "ok", Scale: "ok",
 		LastError: k.lastErr, Sales: k.sales, InService: true}
 	k.mu.Unlock()
@@ -50,4 +54,12 @@ func (k *Kiosk) telemetry() protocol.Telemetry {
 	}
 	k.ds.mu.Unlock()
 	return t
+}
+
+// now is the kiosk's clock: the system's, unless the config gives one.
+func (k *Kiosk) now() time.Time {
+	if k.cfg.Clock != nil {
+		return k.cfg.Clock()
+	}
+	return time.Now()
 }

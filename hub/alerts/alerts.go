@@ -32,7 +32,17 @@ const (
 	// RolloutHalted is a rollout stopped by itself: too many of the kiosks
 	// it updated failed their health check.
 	RolloutHalted = "rollout_halted"
+	// PrinterFault, DoorOpen and ClockSkew come from a kiosk's heartbeat:
+	// its printer jammed or stopped (not for paper), its label door stands
+	// open, or its clock is more than ClockSkewLimit off the hub's.
+	PrinterFault = "printer_fault"
+	DoorOpen     = "door_open"
+	ClockSkew    = "clock_skew"
 )
+
+// ClockSkewLimit is how far a kiosk's clock may be off the hub's before
+// ops are told: its stamps carry its date.
+const ClockSkewLimit = 5 * time.Minute
 
 // Alert is one alert.
 type Alert struct {
