@@ -15,7 +15,7 @@ build:
 
 ## run: the hub and a kiosk on testbench peripherals; sells a demo stamp into var/labels/, runs until Ctrl-C
 run: build
-	bin/testbench run --dir var
+	bin/testbench run --dir var $(if $(FLEET),--fleet $(FLEET))
 
 ## test: install test dependencies (as root), lint, cross-build the kiosk, run every test, the short tests again under the race detector, fuzz every decoder briefly
 test: deps lint cross unit race fuzz

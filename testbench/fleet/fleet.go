@@ -55,6 +55,7 @@ type Config struct {
 	Operator, Password string
 	Log                *slog.Logger // the twin's own log
 	HubLog             *slog.Logger // the hub's; default discarded
+	KioskLog           *slog.Logger // the kiosks'; default discarded
 }
 
 func (c *Config) defaults() {
@@ -75,6 +76,9 @@ func (c *Config) defaults() {
 	}
 	if c.HubLog == nil {
 		c.HubLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.KioskLog == nil {
+		c.KioskLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 }
 
@@ -119,6 +123,7 @@ type twin struct {
 	printer *twinPrinter
 	panel   *twinPanel
 	net     *link
+	dead    chan struct{} // closed when this boot's power is cut
 }
 
 // Start starts a hub and provisions the fleet: stores of PerStore kiosks,
@@ -245,10 +250,10 @@ func (f *Fleet) provision(ctx context.Context, h *hub.Hub, tw *twin, host string
 func (f *Fleet) boot(tw *twin) error {
 	tw.mu.Lock()
 	defer tw.mu.Unlock()
-	tw.printer, tw.panel, tw.net = newTwinPrinter(), newTwinPanel(), &link{}
+	tw.printer, tw.panel, tw.net, tw.dead = newTwinPrinter(), newTwinPanel(), &link{}, make(chan struct{})
 	cfg := tw.cfg
 	cfg.Dial = tw.net.dial
-	k, err := kiosk.New(cfg, tw.printer, f.cfg.Log.With("kiosk", tw.id))
+	k, err := kiosk.New(cfg, tw.printer, f.cfg.KioskLog.With("kiosk", tw.id))
 	if err != nil {
 		return err
 	}
@@ -262,9 +267,15 @@ func (f *Fleet) boot(tw *twin) error {
 }
 
 func (tw *twin) kiosk() *kiosk.Kiosk {
+	k, _ := tw.boot()
+	return k
+}
+
+// boot is the running kiosk and a channel closed if its power is cut.
+func (tw *twin) boot() (*kiosk.Kiosk, <-chan struct{}) {
 	tw.mu.Lock()
 	defer tw.mu.Unlock()
-	return tw.k
+	return tw.k, tw.dead
 }
 
 // Run starts every kiosk, brings customers to them, and injects the
@@ -311,11 +322,27 @@ func (f *Fleet) customers(ctx context.Context, tw *twin, r *mrand.Rand) {
 			return
 		case <-time.After(wait):
 		}
-		k := tw.kiosk()
-		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		rc, err := k.Sell(sctx, kiosk.Order{RateClass: "1100", WeightMg: 20_000,
-			Payment: protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve", Brand: "visa", Last4: "4242"}})
-		cancel()
+		k, dead := tw.boot()
+		type sold struct {
+			rc  *kiosk.Receipt
+			err error
+		}
+		done := make(chan sold, 1)
+		go func() {
+			sctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			rc, err := k.Sell(sctx, kiosk.Order{RateClass: "1100", WeightMg: 20_000,
+				Payment: protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve", Brand: "visa", Last4: "4242"}})
+			done <- sold{rc, err}
+		}()
+		var rc *kiosk.Receipt
+		var err error
+		select {
+		case s := <-done:
+			rc, err = s.rc, s.err
+		case <-dead: // the power went while this customer waited: they leave
+			continue
+		}
 		f.Stats.Sales.Add(1)
 		switch {
 		case err != nil || rc.Status != protocol.ResultOK:
@@ -443,6 +470,7 @@ func (f *Fleet) powerCut(ctx context.Context, tw *twin, subject string) {
 	tw.mu.Lock()
 	tw.printer.powerCut()
 	tw.net.cut()
+	close(tw.dead)
 	tw.mu.Unlock()
 	f.Stats.Sales.Add(1)
 	f.injected(Fault{Kind: "power_cut", Kiosk: tw.id, Alert: alerts.KioskOffline, Subject: subject})

@@ -31,6 +31,7 @@ import (
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/bench"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/fleet"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/printersim"
 	"github.com/frank-postage/frank/testbench/verify"
@@ -56,6 +57,8 @@ func main() {
 		code = runVerify(ctx, os.Args[2:])
 	case "bench":
 		code = runBench(ctx, os.Args[2:], log)
+	case "fleet":
+		code = runFleet(ctx, os.Args[2:], log)
 	default:
 		usage()
 		code = 2
@@ -89,7 +92,7 @@ func webDemo(d *demo.Demo) error {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: testbench run|postal|printer|verify|bench [flags]")
+	fmt.Fprintln(os.Stderr, "usage: testbench run|postal|printer|verify|bench|fleet [flags]")
 }
 
 func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
@@ -102,7 +105,11 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	cardGW := fs.String("cards", "127.0.0.1:8091", "card gateway address")
 	kioskHTTP := fs.String("kiosk-http", "127.0.0.1:8081", "kiosk local API address")
 	once := fs.Bool("once", false, "exit after the demo sale instead of running until Ctrl-C")
+	fleetN := fs.Int("fleet", 0, "run the fleet twin instead: this many simulated kiosks, with faults, for a busy console (testbench fleet)")
 	fs.Parse(args)
+	if *fleetN > 0 {
+		return fleetRun(ctx, log, fleet.Config{Kiosks: *fleetN, Dir: filepath.Join(*dir, "fleet"), HTTP: *hubHTTP, Faults: true}, 0)
+	}
 	if *bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
