@@ -6,7 +6,7 @@ import (
 	"unicode/utf8"
 )
 
-// Command actions: what ops may ask of one kiosk (README: Remote commands).
+// The actions of a command: what ops may ask of one kiosk (README: Remote commands).
 const (
 	ActionOutOfService = "out_of_service" // stop selling, show Message
 	ActionInService    = "in_service"     // undo out_of_service
@@ -23,7 +23,7 @@ var Actions = []string{ActionOutOfService, ActionInService, ActionRestart, Actio
 // MaxCommandMessage bounds a command's message for the screen, in characters.
 const MaxCommandMessage = 200
 
-// Command is an order from ops to one kiosk, on TopicCommand. The hub sends
+// A Command is an order from ops to one kiosk, on TopicCommand. The hub sends
 // it again until the kiosk answers; a kiosk carries out a command id once
 // and answers a repeat with its first result.
 type Command struct {

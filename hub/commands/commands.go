@@ -35,7 +35,7 @@ const (
 // comes back a day later should not restart on an order nobody remembers.
 const Expiry = 24 * time.Hour
 
-// Command is a command as the hub keeps it.
+// A Command is a command as the hub keeps it.
 type Command struct {
 	protocol.Command
 	SentAt *time.Time              `json:"sent_at,omitempty"` // last handed to the broker
