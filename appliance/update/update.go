@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/frank-postage/frank/appliance/identity"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -278,23 +279,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := identity.WriteFile(path, b, 0o644); err != nil {
 		return err
 	}
 	return syncDir(filepath.Dir(path))

@@ -241,12 +241,7 @@ func (c *Console) apiCommand(w http.ResponseWriter, r *http.Request) {
 		Action  string `json:"action"`
 		Message string `json:"message"`
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
-	if err == nil {
-		err = protocol.DecodeJSON(b, &req)
-	}
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+	if !readJSON(w, r, &req) {
 		return
 	}
 	cmd, err := c.Commands.Issue(r.Context(), chi.URLParam(r, "id"), req.Action, req.Message, current(r).Subject.Login)
@@ -276,4 +271,18 @@ func (c *Console) apiGetCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, cmd)
+}
+
+// readJSON reads a request body as strictly as the hub reads messages,
+// answering 400 if it cannot.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err == nil {
+		err = protocol.DecodeJSON(b, v)
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+		return false
+	}
+	return true
 }

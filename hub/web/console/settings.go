@@ -3,7 +3,6 @@ package console
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -164,12 +163,7 @@ func (c *Console) apiSettings(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) apiSetSettings(w http.ResponseWriter, r *http.Request) {
 	var v protocol.KioskSettings
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
-	if err == nil {
-		err = protocol.DecodeJSON(b, &v)
-	}
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+	if !readJSON(w, r, &v) {
 		return
 	}
 	if err := c.Config.Set(r.Context(), apiScope(r), v, current(r).Subject.Login); err != nil {
@@ -194,12 +188,7 @@ func (c *Console) apiAddStaff(w http.ResponseWriter, r *http.Request) {
 		PIN   string `json:"pin"`
 		Badge string `json:"badge"`
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
-	if err == nil {
-		err = protocol.DecodeJSON(b, &req)
-	}
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+	if !readJSON(w, r, &req) {
 		return
 	}
 	if err := c.Config.AddStaff(r.Context(), chi.URLParam(r, "id"), req.Name, req.PIN, req.Badge, current(r).Subject.Login); err != nil {
