@@ -111,3 +111,54 @@ func TestRolloutHaltsAtItsThreshold(t *testing.T) {
 		t.Fatal("a halted rollout widened")
 	}
 }
+
+// A rollout with a soak widens by itself once its stage is all healthy
+// and the soak has passed, and ends when the whole fleet is healthy.
+func TestRolloutWidensAfterItsSoak(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	bin := []byte("kiosk 2.1.0")
+	sum := sha256.Sum256(bin)
+	manifest, _ := json.Marshal(protocol.ReleaseManifest{Version: "2.1.0", Created: time.Now().UTC(),
+		Artifacts: []protocol.Artifact{{Arch: "arm64", Size: int64(len(bin)), SHA256: hex.EncodeToString(sum[:])}}})
+	rs := e.h.Releases()
+	if _, err := rs.Publish(ctx, pub, manifest, ed25519.Sign(priv, manifest), map[string][]byte{"arm64": bin}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
+	c1, c2 := k1.commandsOf(t), k2.commandsOf(t)
+	ok := func(k *kioskClient, c protocol.Command) {
+		b, _ := json.Marshal(protocol.CommandResult{CommandID: c.CommandID, KioskID: k.id, Status: protocol.ResultOK, Firmware: "2.1.0", At: time.Now().UTC()})
+		k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicCommandResult), 1, false, b).WaitTimeout(5 * time.Second)
+	}
+	ro, err := rs.Start(ctx, "2.1.0", []releases.Stage{{Stores: []string{"store-a"}}}, 0, time.Minute, time.Minute, "ann")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok(k1, nextCommand(t, c1))
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if r, err := rs.Get(ctx, ro.ID); err == nil && r.Healthy == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the canary's answer not counted")
+		}
+	}
+	select {
+	case c := <-c2:
+		t.Fatalf("kiosk-2 offered the release before the soak passed: %+v", c)
+	default:
+	}
+	e.clock.Set(e.clock.Now().Add(61 * time.Second)) // the soak passes
+	ok(k2, nextCommand(t, c2))                       // offered by itself
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r, err := rs.Get(ctx, ro.ID)
+		if err == nil && r.State == releases.Done && r.Healthy == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout %+v %v, want done with 2 healthy", r, err)
+		}
+	}
+}
