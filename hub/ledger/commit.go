@@ -56,6 +56,10 @@ type Ticket struct {
 	out   Answer
 	err   error
 	done  chan struct{}
+	// uncertain: a transaction that may have committed this sale failed
+	// (the connection can go with the COMMIT in flight), so a refusal now
+	// may only mean it was recorded then.
+	uncertain bool
 }
 
 // Answer is a purchase's answer: the bytes sent, stored and replayed, and
@@ -196,6 +200,7 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 		}
 		if len(batch) > 1 {
 			for i := range batch {
+				batch[i].uncertain = batch[i].uncertain || !store.IsConflict(err)
 				l.commitBatch(batch[i:i+1], known)
 			}
 			return len(batch)
@@ -222,9 +227,24 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 				p.Done(out.committed[p])
 			}
 		}
-		l.settle(t, out.results[i], out.errs[i])
+		l.settle(t, out.results[i], certain(t, out.errs[i]))
 	}
 	return len(batch)
+}
+
+// certain turns the refusal of a sale an earlier failed transaction may
+// have committed into an unknown outcome: its payment is then settled
+// from what the database holds once it answers again, never voided on a
+// guess while the stamp stands recorded.
+func certain(t *Ticket, err error) error {
+	var perr *protocol.Error
+	if !t.uncertain || err == nil || !errors.As(err, &perr) {
+		return err
+	}
+	if _, ok := Prior(err); ok {
+		return err
+	}
+	return fmt.Errorf("ledger: sale %s/%s: outcome unknown after a failed commit (now: %s)", t.sale.KioskID, t.sale.RequestID, perr.Message)
 }
 
 // settle releases a ticket's GPSD promises and wakes its seller.
@@ -251,7 +271,13 @@ func (l *Ledger) classify(ctx context.Context, t *Ticket, err error) error {
 		}
 		return &replayed{prior}
 	}
-	if store.IsConflict(err) {
+	var tamper *TamperError
+	switch {
+	case t.uncertain, !store.IsConflict(err) && !errors.As(err, &tamper):
+		// The connection may have gone with the COMMIT in flight, now or
+		// in the batch this sale was first part of.
+		return fmt.Errorf("ledger: sale %s/%s: outcome unknown: %w", t.sale.KioskID, t.sale.RequestID, err)
+	case store.IsConflict(err):
 		for _, it := range t.sale.Items {
 			if live, _ := l.LabelLive(ctx, it.Label); live {
 				return protocol.Errorf(protocol.CodeLabelUsed, "label %s already carries an indicium", it.Label)
