@@ -44,6 +44,9 @@ func buildKiosk(t *testing.T, out, version string, broken bool, env ...string) {
 // (the console shows it); a release whose binary was tampered with at the
 // hub is refused before install.
 func TestSignedUpdateRollout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four kiosk builds for arm64 and a minute under qemu: the full pass runs it; the race pass is -short")
+	}
 	browser.Path(t)
 	qemu := qemuAarch64(t)
 	arm := []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}
