@@ -1,0 +1,2 @@
+// Package cards is the testbench, which may import anything.
+package cards
