@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // commandsOf subscribes a stand-in kiosk to its command topic.
@@ -45,17 +47,15 @@ func nextCommand(t *testing.T, ch <-chan protocol.Command) protocol.Command {
 // waitCommand waits until a command has the status want.
 func (e *env) waitCommand(id, want string) *commands.Command {
 	e.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := e.h.Commands().Get(context.Background(), id)
-		if err == nil && c.Status == want {
-			return c
+	var c *commands.Command
+	wait.Until(e.t, 15*time.Second, fmt.Sprintf("command %s to be %s", id, want), func() error {
+		var err error
+		if c, err = e.h.Commands().Get(context.Background(), id); err == nil && c.Status != want {
+			err = fmt.Errorf("it is %s", c.Status)
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("command %s: %+v %v, want status %s", id, c, err, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
+	return c
 }
 
 func TestRemoteCommandsOverMQTT(t *testing.T) {

@@ -440,7 +440,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.commands = commands.New(h.db, h.fleet, cfg.Ledger.Now)
 	h.settings = settings.New(h.db, cfg.Ledger.Now)
 	h.releases = releases.New(h.db, h.commands, h.fleet, h.alerts, cfg.Ledger.Now)
-	h.presence = fleet.NewPresence(nil) // heartbeats arrive in real time
+	h.presence = fleet.NewPresence(h.clockNow)
 	h.stock = stock.New(h.db, cfg.Ledger.Now)
 	h.accounts = accounts.New(h.db, cfg.Ledger.Now)
 	gw := payments.NewGateway(cfg.PaymentsURL)
@@ -1036,43 +1036,53 @@ func (h *Hub) every(period time.Duration, fn func() bool) {
 // (the database was away for every hub) are lost.
 func (h *Hub) heartbeats() {
 	period := time.Duration(h.cfg.HeartbeatS) * time.Second
-	silence := period * 5 / 2
 	tick := min(time.Second, period/4)
-	p := &h.peers
 	sweepEvery := max(int(period/4/tick), 1)
 	n := 0
 	h.every(tick, func() bool {
-		p.mu.Lock()
-		ok, since, syncedAt := p.listening && p.synced, p.lost, p.syncedAt
-		needSync := p.listening && !p.synced
-		p.mu.Unlock()
-		if needSync {
-			// A commit of another hub may land after ours: read back a
-			// little before the moment the notifications stopped.
-			if !since.IsZero() {
-				since = since.Add(-2 * time.Second)
-			}
-			if err := h.mergeHeartbeats(since); err != nil {
-				if h.bgCtx.Err() == nil {
-					h.log.Error("other hubs' heartbeats not read; no kiosk is judged silent until they are", "err", err)
-				}
-				return true
-			}
-			p.mu.Lock()
-			p.synced, p.syncedAt = p.listening, time.Now()
-			ok, syncedAt = p.synced, p.syncedAt
-			p.mu.Unlock()
-		}
-		// The heartbeats that no hub could store while the database was
-		// away are in no table: silence counts from the resync at the
-		// earliest (presence runs on the real clock).
-		if n++; ok && n%sweepEvery == 0 && time.Since(syncedAt) > silence {
-			for _, id := range h.presence.Sweep(silence) {
-				h.kioskOffline(id, "no heartbeat")
-			}
-		}
+		n++
+		h.sweepSilent(n%sweepEvery == 0)
 		return true
 	})
+}
+
+// SweepSilent does at once what the hub does every quarter heartbeat
+// period: it reads the other hubs' heartbeats it missed, and marks offline
+// the kiosks silent for two and a half periods of the hub's clock.
+func (h *Hub) SweepSilent() { h.sweepSilent(true) }
+
+func (h *Hub) sweepSilent(sweep bool) {
+	silence := time.Duration(h.cfg.HeartbeatS) * time.Second * 5 / 2
+	p := &h.peers
+	p.mu.Lock()
+	ok, since, syncedAt := p.listening && p.synced, p.lost, p.syncedAt
+	needSync := p.listening && !p.synced
+	p.mu.Unlock()
+	if needSync {
+		// A commit of another hub may land after ours: read back a
+		// little before the moment the notifications stopped.
+		if !since.IsZero() {
+			since = since.Add(-2 * time.Second)
+		}
+		if err := h.mergeHeartbeats(since); err != nil {
+			if h.bgCtx.Err() == nil {
+				h.log.Error("other hubs' heartbeats not read; no kiosk is judged silent until they are", "err", err)
+			}
+			return
+		}
+		p.mu.Lock()
+		p.synced, p.syncedAt = p.listening, h.clockNow()
+		ok, syncedAt = p.synced, p.syncedAt
+		p.mu.Unlock()
+	}
+	// The heartbeats that no hub could store while the database was
+	// away are in no table: silence counts from the resync at the
+	// earliest.
+	if sweep && ok && h.clockNow().Sub(syncedAt) > silence {
+		for _, id := range h.presence.Sweep(silence) {
+			h.kioskOffline(id, "no heartbeat")
+		}
+	}
 }
 
 // peerNotes is whether this hub hears the other hubs' notifications.

@@ -32,6 +32,7 @@ import (
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/verify"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // clock is a settable clock for the hub.
@@ -278,7 +279,7 @@ func TestPurchaseOverMQTT(t *testing.T) {
 		t.Fatalf("ledger after repeats: %+v %v", r, err)
 	}
 	// The capture follows the answer.
-	waitUntil(t, "one capture of 780", func() bool { tot := e.cards.Totals(); return tot.Captured == 780 && tot.Open == 0 })
+	wait.For(t, 10*time.Second, "one capture of 780", func() bool { tot := e.cards.Totals(); return tot.Captured == 780 && tot.Open == 0 })
 	if tot := e.cards.Totals(); tot.Captured != 780 || tot.Open != 0 {
 		t.Fatalf("card gateway %+v, want one capture of 780", tot)
 	}
@@ -574,11 +575,7 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 	if _, err := db.Exec(`UPDATE indicia SET postage = postage + 10`); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); health() != http.StatusServiceUnavailable; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the running hub did not find the edited indicium")
-		}
-	}
+	wait.For(t, 10*time.Second, "the running hub to find the edited indicium", func() bool { return health() == http.StatusServiceUnavailable })
 	before := e.cards.Totals()
 	res := decode(t, k.ask(purchase("s2", "kiosk-1", "1966-F8CF-02", nil)))
 	if res.Status == protocol.ResultOK || res.Error.Code != protocol.CodeServiceUnavailable || strings.Contains(res.Error.Message, "indicium") {
@@ -587,15 +584,10 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 	if after := e.cards.Totals(); after != before {
 		t.Fatalf("the refused sale touched the card: %+v, then %+v", before, after)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	wait.For(t, 10*time.Second, "a tamper alert on the ledger", func() bool {
 		as, err := e.h.Alerts().List(context.Background(), true)
-		if err == nil && slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == alerts.Tamper && a.Subject == "ledger" }) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alerts %+v, %v", as, err)
-		}
-	}
+		return err == nil && slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == alerts.Tamper && a.Subject == "ledger" })
+	})
 	// Ops see why on every console page, staff that sales stopped, and
 	// Prometheus a gauge its alert rule watches.
 	ops := e.operator("olga", "ops")
@@ -718,35 +710,47 @@ func TestKioskOffline(t *testing.T) {
 		}
 		return fleet.KioskState{}
 	}
-	waitFor := func(id string, online bool, within time.Duration) time.Duration {
+	// Presence and its sweeper run on the hub's clock, which the test
+	// moves, and the test sweeps at once rather than wait for the hub's
+	// next quarter period.
+	waitFor := func(id string, online bool, within time.Duration) {
 		t.Helper()
-		start := time.Now()
-		for state(id).Online != online {
-			if time.Since(start) > within {
-				t.Fatalf("%s online=%v after %v: %+v", id, !online, within, state(id))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return time.Since(start)
+		wait.For(t, within, fmt.Sprintf("%s online=%v", id, online), func() bool { return state(id).Online == online })
 	}
 	k := e.kiosk("kiosk-1")
 	k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
 	waitFor("kiosk-1", true, 5*time.Second)
+	beats := 0
 	beat := func() {
-		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: time.Now(), Firmware: "test", LabelsLeft: 7, Paper: "ok", Printer: "ok", Scale: "ok", InService: true})
+		t.Helper()
+		beats++
+		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: e.clock.Now(), Firmware: "test", Sales: int64(beats), LabelsLeft: 7, Paper: "ok", Printer: "ok", Scale: "ok", InService: true})
 		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicTelemetry), 0, false, b).Wait()
+		wait.For(t, 5*time.Second, "the heartbeat taken", func() bool {
+			s := state("kiosk-1")
+			return s.Telemetry != nil && s.Telemetry.Sales == int64(beats)
+		})
 	}
-	for range 3 { // three periods of heartbeats keep it online
+	for range 6 { // a heartbeat each period keeps it online
 		beat()
-		time.Sleep(time.Second)
-	}
-	beat()
-	if s := state("kiosk-1"); !s.Online || s.Telemetry == nil || s.Telemetry.LabelsLeft != 7 {
-		t.Fatalf("after heartbeats: %+v", s)
+		e.clock.Set(e.clock.Now().Add(time.Second))
+		e.h.SweepSilent()
+		if !state("kiosk-1").Online {
+			t.Fatalf("offline with a heartbeat each period: %+v", state("kiosk-1"))
+		}
 	}
 	k.c.Disconnect(0)
-	took := waitFor("kiosk-1", false, 3*time.Second)
-	t.Logf("marked offline %v after the link dropped (heartbeat 1 s)", took)
+	// Two periods since its last heartbeat: one lost heartbeat is not silence.
+	e.clock.Set(e.clock.Now().Add(time.Second))
+	e.h.SweepSilent()
+	if !state("kiosk-1").Online {
+		t.Fatal("offline after two periods of silence; the hub waits two and a half")
+	}
+	e.clock.Set(e.clock.Now().Add(time.Second))
+	e.h.SweepSilent()
+	if state("kiosk-1").Online {
+		t.Fatalf("online after three periods of silence: %+v", state("kiosk-1"))
+	}
 
 	// Back online, then its last will arrives.
 	k2, err := e.connect("kiosk-1", e.pw["kiosk-1"])
@@ -758,19 +762,10 @@ func TestKioskOffline(t *testing.T) {
 	k2.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOffline).Wait()
 	waitFor("kiosk-1", false, time.Second)
 	// The alert is stored just after the kiosk is marked offline.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	wait.For(t, 5*time.Second, "a kiosk_offline alert", func() bool {
 		as, _ := e.h.Alerts().List(context.Background(), true)
-		var alerted bool
-		for _, a := range as {
-			alerted = alerted || a.Kind == alerts.KioskOffline && a.Subject == "kiosk/kiosk-1"
-		}
-		if alerted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no kiosk_offline alert: %+v", as)
-		}
-	}
+		return slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == alerts.KioskOffline && a.Subject == "kiosk/kiosk-1" })
+	})
 }
 
 // The console's activity charts outlive a restart: finished minutes are

@@ -12,6 +12,7 @@ import (
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/verify"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A key rotated while the hub runs signs the next stamps without a
@@ -62,7 +63,7 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 	if _, err := e.h.Keys().Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "workers on key 2", func() bool { return e.h.Pool().Key().CertSerial == 2 })
+	wait.For(t, 10*time.Second, "workers on key 2", func() bool { return e.h.Pool().Key().CertSerial == 2 })
 	second := sell("rot-2", "1966-F8CF-02")
 	if signedBy(second) != 2 || signedBy(first) != 1 {
 		t.Fatal("after the rotation: not key 2, or the old stamp no longer verifies")
@@ -86,7 +87,7 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 	if err := e.h.Keys().Compromise(ctx, 2, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "workers on key 3", func() bool { return e.h.Pool().Key().CertSerial == 3 })
+	wait.For(t, 10*time.Second, "workers on key 3", func() bool { return e.h.Pool().Key().CertSerial == 3 })
 	if signedBy(sell("rot-3", "1966-F8CF-03")) != 3 {
 		t.Fatal("after compromising the active key: not key 3")
 	}

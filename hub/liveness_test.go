@@ -13,6 +13,7 @@ import (
 	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A hub settles the open payments of a hub whose lease has lapsed, while
@@ -52,7 +53,7 @@ func TestDeadHubsPaymentsSettled(t *testing.T) {
 		}
 		return p.State
 	}
-	waitUntil(t, "the dead hub's payment settled", func() bool { return state(dead) == "voided" })
+	wait.For(t, 10*time.Second, "the dead hub's payment settled", func() bool { return state(dead) == "voided" })
 	if st := state(live); st != "authorized" {
 		t.Fatalf("the live hub's payment was settled: %s", st)
 	}

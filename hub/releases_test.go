@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/releases"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A rollout offers a signed release to its canary, waits to be widened,
@@ -76,15 +78,15 @@ func TestRolloutHaltsAtItsThreshold(t *testing.T) {
 	answer(k1, cmd, protocol.CommandResult{Status: protocol.ResultOK, Firmware: "2.0.0"})
 	waitRollout := func(what string, ok func(*releases.Rollout) bool) *releases.Rollout {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			r, err := rs.Get(ctx, ro.ID)
-			if err == nil && ok(r) {
-				return r
+		var r *releases.Rollout
+		wait.Until(t, 20*time.Second, "the rollout "+what, func() error {
+			var err error
+			if r, err = rs.Get(ctx, ro.ID); err == nil && !ok(r) {
+				err = fmt.Errorf("it is %+v", r)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("rollout: not %s: %+v %v", what, r, err)
-			}
-		}
+			return err
+		})
+		return r
 	}
 	waitRollout("healthy on its canary", func(r *releases.Rollout) bool { return r.Healthy == 1 && r.Pending == 0 && r.Stage == 0 })
 	select {
@@ -137,14 +139,10 @@ func TestRolloutWidensAfterItsSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok(k1, nextCommand(t, c1))
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if r, err := rs.Get(ctx, ro.ID); err == nil && r.Healthy == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the canary's answer not counted")
-		}
-	}
+	wait.For(t, 20*time.Second, "the canary's answer counted", func() bool {
+		r, err := rs.Get(ctx, ro.ID)
+		return err == nil && r.Healthy == 1
+	})
 	select {
 	case c := <-c2:
 		t.Fatalf("kiosk-2 offered the release before the soak passed: %+v", c)
@@ -152,13 +150,11 @@ func TestRolloutWidensAfterItsSoak(t *testing.T) {
 	}
 	e.clock.Set(e.clock.Now().Add(61 * time.Second)) // the soak passes
 	ok(k2, nextCommand(t, c2))                       // offered by itself
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	wait.Until(t, 30*time.Second, "the rollout done with 2 healthy", func() error {
 		r, err := rs.Get(ctx, ro.ID)
-		if err == nil && r.State == releases.Done && r.Healthy == 2 {
-			break
+		if err == nil && (r.State != releases.Done || r.Healthy != 2) {
+			err = fmt.Errorf("it is %+v", r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rollout %+v %v, want done with 2 healthy", r, err)
-		}
-	}
+		return err
+	})
 }

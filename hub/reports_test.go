@@ -14,17 +14,8 @@ import (
 	hubpostal "github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/postal"
+	"github.com/frank-postage/frank/testbench/wait"
 )
-
-// waitUntil polls cond until it holds, failing the test after 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 10 s", what)
-		}
-	}
-}
 
 // The hub files each ended period's report by itself: no command typed.
 // A refused report raises report_refused, one still not accepted hours
@@ -45,7 +36,7 @@ func TestScheduledReports(t *testing.T) {
 	// The period ends, and its grace minute passes.
 	end := start.Truncate(time.Hour).Add(time.Hour)
 	e.clock.Set(end.Add(2 * time.Minute))
-	waitUntil(t, "scheduled report", func() bool { return len(e.pa.Reports()) == 1 })
+	wait.For(t, 10*time.Second, "scheduled report", func() bool { return len(e.pa.Reports()) == 1 })
 	f := e.pa.Reports()[0]
 	if f.Indicia != 1 || !f.To.Equal(end) || f.Licence != postal.DemoLicence {
 		t.Fatalf("filed %+v, want 1 indicium up to %s", f, end)
@@ -69,12 +60,12 @@ func TestScheduledReports(t *testing.T) {
 		}
 		return false
 	}
-	waitUntil(t, "report_refused alert", func() bool { return open(alerts.ReportRefused) })
+	wait.For(t, 10*time.Second, "report_refused alert", func() bool { return open(alerts.ReportRefused) })
 	if open(alerts.ReportLate) {
 		t.Fatal("late two minutes after its period")
 	}
 	e.clock.Set(end.Add(8 * time.Hour))
-	waitUntil(t, "report_late alert", func() bool { return open(alerts.ReportLate) })
+	wait.For(t, 10*time.Second, "report_late alert", func() bool { return open(alerts.ReportLate) })
 
 	// Fixed: the next try, after its backoff, is accepted and clears both;
 	// the periods since are sent in order.
@@ -82,8 +73,8 @@ func TestScheduledReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.clock.Set(end.Add(10 * time.Hour))
-	waitUntil(t, "the reports since", func() bool { return len(e.pa.Reports()) == 10 })
-	waitUntil(t, "alerts cleared", func() bool { return !open(alerts.ReportRefused) && !open(alerts.ReportLate) })
+	wait.For(t, 10*time.Second, "the reports since", func() bool { return len(e.pa.Reports()) == 10 })
+	wait.For(t, 10*time.Second, "alerts cleared", func() bool { return !open(alerts.ReportRefused) && !open(alerts.ReportLate) })
 	prev := e.pa.Reports()[0].To
 	for _, f := range e.pa.Reports()[1:] {
 		if !f.From.Equal(prev) || f.To.Sub(f.From) != time.Hour {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // The PSDM servers are a stored list: ops add one and drain one while the
@@ -44,7 +45,7 @@ func TestPSDMServerListAtRunTime(t *testing.T) {
 	if err != nil || id != 3 {
 		t.Fatalf("add: %d %v", id, err)
 	}
-	waitUntil(t, "server 3 running", func() bool { return slices.Contains(servers(), 3) })
+	wait.For(t, 10*time.Second, "server 3 running", func() bool { return slices.Contains(servers(), 3) })
 	sell(6)
 	for _, st := range e.h.Pool().Status() {
 		if st.Total != 2 {
@@ -69,7 +70,7 @@ func TestPSDMServerListAtRunTime(t *testing.T) {
 	if err := e.h.DrainPSDMServer(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "server 1 drained", func() bool { return !slices.Contains(servers(), 1) })
+	wait.For(t, 10*time.Second, "server 1 drained", func() bool { return !slices.Contains(servers(), 1) })
 	sell(4)
 	for _, st := range e.h.Pool().Status() {
 		if slices.Contains(st.MPSDs, mpsd[0]) {
@@ -82,7 +83,7 @@ func TestPSDMServerListAtRunTime(t *testing.T) {
 	if err := e.h.DrainPSDMServer(ctx, 3); err == nil {
 		t.Fatal("the last server was drained")
 	}
-	waitUntil(t, "server 2 drained", func() bool { return slices.Equal(servers(), []int{3}) })
+	wait.For(t, 10*time.Second, "server 2 drained", func() bool { return slices.Equal(servers(), []int{3}) })
 	sell(2)
 	e.check()
 }

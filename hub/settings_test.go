@@ -13,6 +13,7 @@ import (
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // configsOf subscribes a stand-in kiosk to its retained config.
@@ -109,17 +110,16 @@ func TestCentralConfigPushed(t *testing.T) {
 		b, _ := json.Marshal(protocol.Telemetry{KioskID: "kiosk-1", At: at, Paper: "ok", Printer: "ok", Scale: "ok", LabelsLeft: n, InService: true})
 		k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicTelemetry), 1, false, b).WaitTimeout(5 * time.Second)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	var low alerts.Alert
+	wait.For(t, 10*time.Second, "labels_low at 4 labels", func() bool {
 		open, _ := e.h.Alerts().List(ctx, true)
 		i := slices.IndexFunc(open, func(a alerts.Alert) bool { return a.Kind == alerts.LabelsLow && a.Subject == "kiosk/kiosk-1" })
 		if i >= 0 {
-			if !strings.Contains(open[i].Message, "4 labels left (alert below 5)") {
-				t.Fatalf("labels_low: %q", open[i].Message)
-			}
-			break
+			low = open[i]
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no labels_low at 4 labels")
-		}
+		return i >= 0
+	})
+	if !strings.Contains(low.Message, "4 labels left (alert below 5)") {
+		t.Fatalf("labels_low: %q", low.Message)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A kiosk's heartbeats raise and clear its supply alerts at the configured
@@ -37,12 +38,7 @@ func TestSupplyAlerts(t *testing.T) {
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); {
-			if time.Now().After(deadline) {
-				t.Fatalf("waited 10 s for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		wait.For(t, 10*time.Second, what, cond)
 	}
 	beat("ok", 6)
 	beat("near_end", 4)
@@ -83,11 +79,7 @@ func TestKioskFaultAlerts(t *testing.T) {
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("waited 10 s for %s", what)
-			}
-		}
+		wait.For(t, 10*time.Second, what, cond)
 	}
 	beat(protocol.Telemetry{Paper: "ok", Printer: "jam", Reasons: []string{"printer_fault", "door_open"}})
 	waitFor("printer_fault and door_open", func() bool { return open(alerts.PrinterFault) && open(alerts.DoorOpen) })

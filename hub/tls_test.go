@@ -20,6 +20,7 @@ import (
 	"github.com/frank-postage/frank/appliance/identity"
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // newTLSEnv is a hub as it runs by default: HTTPS from its device CA, the
@@ -127,10 +128,8 @@ func TestEnrollOverHTTPSAndSell(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	renewed := make(chan struct{})
 	go func() { defer close(renewed); id.Run(runCtx, 20*time.Millisecond, slog.New(slog.DiscardHandler)) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for id.Leaf().SerialNumber.Cmp(first.SerialNumber) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond) // polled: Run has no hook, as in the field
-	}
+	// Polled: Run has no hook, as in the field.
+	wait.For(t, 10*time.Second, "the certificate renewed", func() bool { return id.Leaf().SerialNumber.Cmp(first.SerialNumber) != 0 })
 	stop()
 	<-renewed
 	if second := id.Leaf(); second.SerialNumber.Cmp(first.SerialNumber) == 0 || !second.NotAfter.After(first.NotAfter) ||

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // fakePin stands in for periph's gpiotest.Pin, whose clockwork dependency
@@ -88,17 +89,12 @@ func TestHostPanel(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[gpio.Level]bool{}
-	for end := time.Now().Add(2 * time.Second); len(seen) < 2 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+	wait.For(t, 2*time.Second, "the led to blink", func() bool {
 		seen[led.Read()] = true
-	}
-	if len(seen) < 2 {
-		t.Fatal("led not blinking")
-	}
+		return len(seen) == 2
+	})
 	if err := p.SetLED(LEDOff); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * blinkPeriod) // a stopped blinker must not turn it back on
-	if led.Read() != gpio.Low {
-		t.Fatal("led not off")
-	}
+	wait.Never(t, 2*blinkPeriod, "the stopped blinker turned the led back on", func() bool { return led.Read() != gpio.Low })
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // command sends a command from the fake hub and returns the kiosk's answer.
@@ -172,11 +173,7 @@ func TestCommandWaitsForTheSale(t *testing.T) {
 		}
 		done <- err
 	}()
-	for deadline := time.Now().Add(10 * time.Second); k.Progress().Step != "printing"; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("progress %+v", k.Progress())
-		}
-	}
+	wait.For(t, 10*time.Second, "the sale to print", func() bool { return k.Progress().Step == "printing" })
 	fh.link.push(protocol.TopicCommand, protocol.Command{CommandID: "cmd-lock", KioskID: "k1", Action: protocol.ActionLock,
 		IssuedBy: "ops-ann", IssuedAt: time.Now().UTC()})
 	select {

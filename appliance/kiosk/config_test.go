@@ -13,6 +13,7 @@ import (
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // The store's staff from the hub's central config replace the kiosk's own
@@ -53,11 +54,7 @@ func TestCentralStaffAndSettings(t *testing.T) {
 		t.Helper()
 		c.KioskID, c.HeartbeatS, c.Rates = "k1", 30, prototest.Rates
 		fh.link.push(protocol.TopicConfig, c)
-		for deadline := time.Now().Add(5 * time.Second); !until(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("the kiosk did not take the config")
-			}
-		}
+		wait.For(t, 5*time.Second, "the kiosk to take the config", until)
 	}
 
 	if st, _ := login(`{"pin":"2468"}`); st != http.StatusOK {

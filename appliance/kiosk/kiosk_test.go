@@ -25,6 +25,7 @@ import (
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // memLink is the kiosk's session with its hub, in memory: what the kiosk
@@ -235,13 +236,7 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 		t.Fatal(err)
 	}
 	t.Cleanup(k.Close)
-	deadline := time.Now().Add(5 * time.Second)
-	for !k.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("kiosk never became ready")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the kiosk to be ready", k.Ready)
 	return k, p
 }
 
@@ -271,11 +266,7 @@ func TestProgress(t *testing.T) {
 		done <- err
 	}()
 	want := kiosk.Progress{Step: "printing", Label: 1, Of: 1}
-	for deadline := time.Now().Add(10 * time.Second); k.Progress() != want; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("progress %+v, want %+v", k.Progress(), want)
-		}
-	}
+	wait.For(t, 10*time.Second, fmt.Sprintf("progress %+v", want), func() bool { return k.Progress() == want })
 	close(p.hold)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -487,17 +478,13 @@ func openJournal(t *testing.T) *journal.Journal {
 // waitClosed waits until the journal holds no unfinished sale.
 func waitClosed(t *testing.T, j *journal.Journal, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	wait.Until(t, d, "the journal to close its sales", func() error {
 		open, err := j.Unfinished(context.Background())
-		if err == nil && len(open) == 0 {
-			return
+		if err == nil && len(open) > 0 {
+			err = fmt.Errorf("%d open sales", len(open))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s the journal still holds %d open sales (%v)", d, len(open), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // A print report the hub does not confirm (the broker lost it, or no hub
@@ -688,13 +675,7 @@ func TestConfigFromNewerHubAccepted(t *testing.T) {
 	rates.Version = "usps-next"
 	cfg, _ := json.Marshal(protocol.KioskConfig{KioskID: "k1", HeartbeatS: 30, Rates: rates})
 	fh.link.pushRaw(protocol.TopicConfig, append([]byte(`{"screen_language":"es","idle_timeout_s":90,`), cfg[1:]...))
-	deadline := time.Now().Add(5 * time.Second)
-	for k.Rates().Version != "usps-next" {
-		if time.Now().After(deadline) {
-			t.Fatalf("the newer config was not taken: rates %s", k.Rates().Version)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the newer config's rates", func() bool { return k.Rates().Version == "usps-next" })
 }
 
 // A sale settled after its customer left (the hub answered late), reported,

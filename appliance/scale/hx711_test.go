@@ -9,6 +9,7 @@ import (
 	"github.com/frank-postage/frank/appliance/scale"
 	"github.com/frank-postage/frank/testbench/scalesim"
 	"periph.io/x/conn/v3/gpio"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 func TestHX711(t *testing.T) {
@@ -145,11 +146,7 @@ func TestHX711(t *testing.T) {
 // waitReady waits for the chip's next conversion.
 func waitReady(t *testing.T, chip *scalesim.HX711) {
 	t.Helper()
-	for start := time.Now(); chip.Data().Read() != gpio.Low; time.Sleep(time.Millisecond) {
-		if time.Since(start) > time.Second {
-			t.Fatal("no conversion")
-		}
-	}
+	wait.For(t, time.Second, "a conversion", func() bool { return chip.Data().Read() == gpio.Low })
 }
 
 // slowClock is a clock pin whose edges-th rising edge is held high for

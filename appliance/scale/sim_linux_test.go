@@ -2,11 +2,13 @@ package scale_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/appliance/scale"
 	"github.com/frank-postage/frank/testbench/scalesim"
+	"github.com/frank-postage/frank/testbench/wait"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,18 +55,13 @@ func TestSimulatorStaleReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	const stale = "S S     100.00 g\r\n"
-	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+	wait.Until(t, 5*time.Second, "the whole reply to be queued", func() error {
 		n, err := port.queued()
-		if err != nil {
-			t.Fatal(err)
+		if err == nil && n < len(stale) {
+			err = fmt.Errorf("%d bytes of it", n)
 		}
-		if n >= len(stale) {
-			break
-		}
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("%d bytes of the reply after 5 s", n)
-		}
-	}
+		return err
+	})
 	sim.SetWeight(200000)
 	if r, err := d.Read(context.Background()); err != nil || r.WeightMg != 200000 {
 		t.Fatalf("Read = %+v, %v; want 200000 mg, not the stale reply", r, err)

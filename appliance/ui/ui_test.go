@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/frank-postage/frank/appliance/ui"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // fakeKiosk is the kiosk's JSON API as the app sees it, with state a test
@@ -292,18 +293,13 @@ func (h *harness) waitScreen(name string) {
 func (h *harness) waitText(test, want string) {
 	h.t.Helper()
 	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, string(sel(test)))
-	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
-	defer cancel()
-	for {
-		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
-		if strings.Contains(got, want) {
-			return
+	wait.Until(h.t, 10*time.Second, fmt.Sprintf("%s to show %q", test, want), func() error {
+		got, err := chromedp.Run(h.ctx, chromedp.Evaluate[string](js))
+		if err == nil && !strings.Contains(got, want) {
+			err = fmt.Errorf("it shows %q", got)
 		}
-		if err != nil {
-			h.t.Fatalf("%s never showed %q (last %q): %v", test, want, got, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // screenshot saves the viewport and checks the layout rules that hold on

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // fleet is an in-memory kiosk register whose passwords can be replaced.
@@ -108,18 +109,6 @@ func (b *testBroker) dial(t *testing.T, user, pass, clientID string, edit func(*
 	}
 	t.Cleanup(func() { c.Disconnect(50) })
 	return c, nil
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // A kiosk's last will is held to the ACL: every topic of another kiosk,
@@ -313,7 +302,7 @@ func TestConnsPerAddress(t *testing.T) {
 		t.Fatalf("4th connection: read %v, want it closed", err)
 	}
 	held[0].Close()
-	waitFor(t, 5*time.Second, "a free slot", func() bool {
+	wait.For(t, 5*time.Second, "a free slot", func() bool {
 		_, err := b.dial(t, "k1", "k1-secret", "k1", nil)
 		return err == nil
 	})
@@ -331,7 +320,7 @@ func TestRefusedPayloadsNotLogged(t *testing.T) {
 	// Another kiosk's topic at QoS 1: MQTT 3.1.1 has no refusal but to
 	// disconnect, and mochi logs the packet it refused.
 	k1.Publish(protocol.KioskTopic("k2", protocol.TopicPurchase), 1, false, secret).WaitTimeout(2 * time.Second)
-	waitFor(t, 5*time.Second, "the refusal", func() bool { return b.Refused()["acl"] > 0 && strings.Contains(b.log.String(), "payload_bytes") })
+	wait.For(t, 5*time.Second, "the refusal", func() bool { return b.Refused()["acl"] > 0 && strings.Contains(b.log.String(), "payload_bytes") })
 	if strings.Contains(b.log.String(), "SECRET") {
 		t.Fatalf("a refused payload reached the log:\n%s", b.log.String())
 	}
@@ -354,7 +343,7 @@ func TestKioskRate(t *testing.T) {
 	for range 50 {
 		k1.Publish(protocol.KioskTopic("k1", protocol.TopicTelemetry), 1, false, "{}").WaitTimeout(2 * time.Second)
 	}
-	waitFor(t, 5*time.Second, "the drops counted", func() bool { return b.Refused()["rate"] >= 40 })
+	wait.For(t, 5*time.Second, "the drops counted", func() bool { return b.Refused()["rate"] >= 40 })
 	mu.Lock()
 	defer mu.Unlock()
 	if n > 8 {

@@ -240,6 +240,9 @@ type Payment struct {
 	updated   time.Time
 }
 
+// ErrRecorded says a hold was not released because its sale recorded it.
+var ErrRecorded = errors.New("payments: the hold is recorded with its sale")
+
 // gateway is the card gateway as Payments uses it.
 type gateway interface {
 	Authorize(ctx context.Context, key string, amount protocol.Mills, token string, card *Card) (Auth, error)
@@ -460,7 +463,21 @@ func (pay *Payment) Authorized() store.Write {
 }
 
 // Release gives back a hold whose sale was not recorded.
+//
+// A hold the database shows authorized for its sale is not released: the
+// sale's own commit recorded it, though the hub heard only the connection
+// drop (a failover with the COMMIT in flight) and then found the sale
+// already answered. Release returns ErrRecorded, and the hold is captured.
+// If the database cannot be read the hold is left for settlement, which
+// captures or voids it by what the database holds.
 func (p *Payments) Release(ctx context.Context, pay *Payment) error {
+	cur, err := p.Get(ctx, pay.Key)
+	if err != nil {
+		return fmt.Errorf("payments: release %s/%s: %w", pay.KioskID, pay.RequestID, err)
+	}
+	if cur.attempt == pay.attempt && cur.State == "authorized" {
+		return ErrRecorded
+	}
 	if err := p.void(ctx, pay); err != nil {
 		return err
 	}

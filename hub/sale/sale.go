@@ -217,8 +217,18 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 	case err != nil || out.Result == nil:
 		// Refused, or answered before (the bytes are an earlier answer):
 		// this hold paid for nothing.
-		if verr := s.Money.Release(context.WithoutCancel(ctx), pay); verr != nil {
-			s.Log.Error("authorization not voided; settlement voids it", "request_id", sale.RequestID, "err", verr)
+		switch verr := s.Money.Release(context.WithoutCancel(ctx), pay); {
+		case errors.Is(verr, payments.ErrRecorded):
+			// The answer found was this hold's own sale, committed as
+			// the database failed over: it is paid for, not refused.
+			s.Money.CaptureLater(pay)
+			if err != nil {
+				// A refusal of a sale the database holds: the kiosk asks
+				// again and is answered from the ledger.
+				return ledger.Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the sale's outcome is not known yet; ask again with the same request_id")
+			}
+		case verr != nil:
+			s.Log.Error("authorization not voided; settlement settles it", "request_id", sale.RequestID, "err", verr)
 		}
 	default:
 		s.Money.CaptureLater(pay)

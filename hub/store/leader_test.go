@@ -7,6 +7,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/testbench/pgtest"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // One hub leads at a time; when it resigns (a clean stop) or its session
@@ -45,11 +46,7 @@ func TestLeader(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The server ends the session a moment later; a hub checks again.
-		for deadline := time.Now().Add(10 * time.Second); !la.Check(ctx, later); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("the leader died and no hub took over in 10 s")
-			}
-		}
+		wait.For(t, 10*time.Second, "another hub to lead once the leader died", func() bool { return la.Check(ctx, later) })
 		if lb.Check(ctx, later) {
 			t.Fatal("the dead leader's handle still leads")
 		}

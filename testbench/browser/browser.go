@@ -18,9 +18,14 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// Path finds Chromium, or fails the test naming the package.
+// Path finds Chromium, or fails the test naming the package. Under -short
+// (the race pass: unit and in-process tests only) it skips the test, which
+// the full pass runs.
 func Path(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("Chromium runs in the full pass, not under -short")
+	}
 	for _, name := range []string{"chromium", "chromium-browser"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p

@@ -142,11 +142,6 @@ func TestClusterSoak(t *testing.T) {
 		killGap  = 10 * time.Second
 		leaseTTL = 2 * time.Second // hubs' liveness lapses after twice this
 	)
-	if testing.Short() {
-		// The race pass: its hubs are binaries built without -race, so it
-		// would only load the machine under the other packages' tests.
-		t.Skip("the cluster soak runs in the full pass (make unit), not under -short")
-	}
 	kioskCount, killCount := nKiosks, kills
 	if os.Getenv("FRANK_SOAK_SMALL") != "" { // a quick look while developing
 		kioskCount, killCount = 40, 3

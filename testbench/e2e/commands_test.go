@@ -14,6 +14,7 @@ import (
 
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // kioskStatus reads the kiosk's own status, as its touchscreen does.
@@ -62,7 +63,7 @@ func TestFleetCommands(t *testing.T) {
 
 	// Out of service from the console, with a message for the screen.
 	press(protocol.ActionOutOfService, "Back at 2 pm")
-	waitUntil(t, 20*time.Second, "the kiosk out of service", held("ops_out_of_service"))
+	wait.For(t, 20*time.Second, "the kiosk out of service", held("ops_out_of_service"))
 	if _, msg := kioskStatus(t, w); msg != "Back at 2 pm" {
 		t.Fatalf("the screen's message: %q", msg)
 	}
@@ -70,7 +71,7 @@ func TestFleetCommands(t *testing.T) {
 		t.Fatalf("a sale while out of service: %d %+v", status, rc)
 	}
 	press(protocol.ActionInService, "")
-	waitUntil(t, 20*time.Second, "the kiosk back in service", func() bool { return !held("ops_out_of_service")() })
+	wait.For(t, 20*time.Second, "the kiosk back in service", func() bool { return !held("ops_out_of_service")() })
 	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK {
 		t.Fatalf("a sale back in service: %d %+v", status, rc)
 	}
@@ -98,7 +99,7 @@ func TestFleetCommands(t *testing.T) {
 	if err != nil || !strings.HasPrefix(strings.TrimSpace(out[strings.Index(out, "\n")+1:]), "ok:") {
 		t.Fatalf("hub kiosk command lock: %v\n%s", err, out)
 	}
-	waitUntil(t, 10*time.Second, "the kiosk locked", held("locked"))
+	wait.For(t, 10*time.Second, "the kiosk locked", held("locked"))
 	resp, err := http.Post(w.KioskURL()+"/api/v1/staff/login", "application/json", strings.NewReader(`{"pin":"1234"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -143,11 +144,11 @@ func TestFleetCommands(t *testing.T) {
 	if err := json.Unmarshal(b, &cmd); status != http.StatusAccepted || err != nil || cmd.IssuedBy != login {
 		t.Fatalf("POST commands: %d %s", status, b)
 	}
-	waitUntil(t, 20*time.Second, "the unlock answered", func() bool {
+	wait.For(t, 20*time.Second, "the unlock answered", func() bool {
 		_, b := api("GET", "/commands/"+cmd.CommandID, nil)
 		return json.Unmarshal(b, &cmd) == nil && cmd.Status == "ok"
 	})
-	waitUntil(t, 10*time.Second, "the kiosk unlocked", func() bool { return !held("locked")() })
+	wait.For(t, 10*time.Second, "the kiosk unlocked", func() bool { return !held("locked")() })
 	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK {
 		t.Fatalf("a sale after the unlock: %d %+v", status, rc)
 	}
@@ -227,7 +228,7 @@ func TestCentralStaffRevoked(t *testing.T) {
 		func(v string) bool { return strings.Contains(v, "Settings saved") }, 15*time.Second)
 
 	var token string
-	waitUntil(t, 30*time.Second, "alice's PIN opening staff mode", func() bool {
+	wait.For(t, 30*time.Second, "alice's PIN opening staff mode", func() bool {
 		var st int
 		st, token = staffLogin("135790")
 		return st == http.StatusOK
@@ -235,7 +236,7 @@ func TestCentralStaffRevoked(t *testing.T) {
 	if st, _ := staffLogin(demo.StaffPIN); st != http.StatusUnauthorized {
 		t.Fatalf("the kiosk's own PIN once the store's staff are managed centrally: %d", st)
 	}
-	waitUntil(t, 30*time.Second, "the store's idle timeout at the kiosk", func() bool {
+	wait.For(t, 30*time.Second, "the store's idle timeout at the kiosk", func() bool {
 		resp, err := http.Get(w.KioskURL() + "/api/v1/status")
 		if err != nil {
 			return false
@@ -251,7 +252,7 @@ func TestCentralStaffRevoked(t *testing.T) {
 	if out, err := w.Hub("staff", "revoke", store, "alice"); err != nil {
 		t.Fatalf("hub staff revoke: %v\n%s", err, out)
 	}
-	waitUntil(t, time.Minute, "alice's session ended at the kiosk", func() bool { return !live(token) })
+	wait.For(t, time.Minute, "alice's session ended at the kiosk", func() bool { return !live(token) })
 	if st, _ := staffLogin("135790"); st != http.StatusUnauthorized {
 		t.Fatalf("alice's PIN after her revocation: %d", st)
 	}

@@ -123,9 +123,6 @@ func (k *loadKiosk) unanswered() []string {
 // their request_ids, each get one.
 func TestHubSurvivesKill9(t *testing.T) {
 	rounds := 24
-	if testing.Short() {
-		rounds = 3
-	}
 	dir := t.TempDir()
 	pa, err := postal.New("", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/paytermsim"
 	"github.com/frank-postage/frank/testbench/scalesim"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // The kiosk binary on its simulated devices (NCI scale, card terminal,
@@ -94,7 +95,7 @@ func TestKioskDevices(t *testing.T) {
 		if len(reqs) == 0 || reqs[len(reqs)-1].AmountMills != 780 {
 			t.Fatalf("terminal saw %+v", reqs)
 		}
-		waitUntil(t, 10*time.Second, "the capture, which follows the answer", func() bool { return d.Cards().Totals().Captured-before.Captured == 780 })
+		wait.For(t, 10*time.Second, "the capture, which follows the answer", func() bool { return d.Cards().Totals().Captured-before.Captured == 780 })
 	})
 	t.Run("the scale prices the sale, not the screen", func(t *testing.T) {
 		before, printed := d.Cards().Totals(), len(d.Printer().Labels())

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -34,6 +35,14 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// -short is the race pass: unit and in-process tests only. These
+		// run binaries built without -race, Chromium and QEMU; the full
+		// pass runs them.
+		fmt.Println("e2e: the whole system runs in the full pass, not under -short")
+		os.Exit(0)
+	}
 	dir, err := os.MkdirTemp("", "frank-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

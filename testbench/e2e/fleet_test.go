@@ -15,9 +15,6 @@ import (
 // checks clean, every fault raised its alert and nothing else did, and
 // the process's heap (the hub's and the kiosks') stays flat.
 func TestFleetSoak(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the soak runs in the full pass; the race pass is -short")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	f, err := fleet.Start(ctx, fleet.Config{Kiosks: 1000, SaleEvery: time.Minute, Faults: true, Dir: t.TempDir()})

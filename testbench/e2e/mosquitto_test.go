@@ -26,6 +26,7 @@ import (
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // mosquittoTool finds a mosquitto program, which Debian puts in /usr/sbin.
@@ -374,7 +375,7 @@ func mosquittoSale(t *testing.T, passwords bool) {
 			t.Fatalf("retire: %v %s", err, out)
 		}
 		c.Disconnect(50)
-		waitUntil(t, 30*time.Second, "mosquitto refusing the retired kiosk", func() bool {
+		wait.For(t, 30*time.Second, "mosquitto refusing the retired kiosk", func() bool {
 			m.reload()
 			again := mqtt.NewClient(k2.options().SetAutoReconnect(false))
 			tok := again.Connect()

@@ -23,6 +23,7 @@ import (
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/printersim"
 	"github.com/frank-postage/frank/testbench/verify"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 type receipt struct {
@@ -413,7 +414,7 @@ func TestNextSaleRefundsUnclaimedLabel(t *testing.T) {
 	if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK || rc.Labels[0].Outcome != protocol.Printed {
 		t.Fatalf("%d %+v", status, rc)
 	}
-	waitUntil(t, 10*time.Second, "both captures, which follow the answers", func() bool { return d.Cards().Totals().Captured-before.Captured >= 1_560 })
+	wait.For(t, 10*time.Second, "both captures, which follow the answers", func() bool { return d.Cards().Totals().Captured-before.Captured >= 1_560 })
 	if after := d.Cards().Totals(); after.Captured-before.Captured != 1_560 || after.Refunded-before.Refunded != 780 {
 		t.Fatalf("gateway %+v, then %+v: want 1560 captured and the failed 780 refunded", before, after)
 	}

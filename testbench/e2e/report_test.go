@@ -9,6 +9,7 @@ import (
 
 	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A print report lost between the printer and the ledger (the hub died, the
@@ -77,12 +78,12 @@ func TestPrintReportSurvivesKills(t *testing.T) {
 				t.Fatal(err)
 			}
 			hubDB := sqlOpen(t, filepath.Join(d.Dir(), "hub", "hub.db"))
-			waitUntil(t, 90*time.Second, "the ledger records the label printed", func() bool {
+			wait.For(t, 90*time.Second, "the ledger records the label printed", func() bool {
 				var state string
 				hubDB.QueryRow(`SELECT state FROM indicia WHERE label = ?`, label).Scan(&state)
 				return state == "printed"
 			})
-			waitUntil(t, 30*time.Second, "the kiosk closes the sale", func() bool {
+			wait.For(t, 30*time.Second, "the kiosk closes the sale", func() bool {
 				j, err := journal.Open(d.JournalPath())
 				if err != nil {
 					return false
@@ -93,16 +94,5 @@ func TestPrintReportSurvivesKills(t *testing.T) {
 			})
 			ledgerOK(t, d)
 		})
-	}
-}
-
-// waitUntil polls cond until it holds, or fails the test at the deadline.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // `hub kiosk retire` on a running kiosk (the real binaries, mqtts with
@@ -30,7 +31,7 @@ func TestRetiredKioskCutOff(t *testing.T) {
 	if err != nil || !strings.Contains(out, "retired") {
 		t.Fatalf("hub kiosk retire: %v %s", err, out)
 	}
-	waitUntil(t, 5*time.Second, "the kiosk cut off", func() bool { return !ready() })
+	wait.For(t, 5*time.Second, "the kiosk cut off", func() bool { return !ready() })
 	t.Logf("cut off %v after hub kiosk retire", time.Since(start).Round(time.Millisecond))
 	// The kiosk retries every 2 s; none of it gets through.
 	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {

@@ -25,6 +25,7 @@ import (
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A kiosk stolen with valid credentials, and a stranger with none, attack
@@ -78,7 +79,7 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 	lost := make(chan error, 1)
 	configs := make(chan string, 16)
 	var v2 paho.Client
-	waitUntil(t, 15*time.Second, "victim2 connects", func() bool {
+	wait.For(t, 15*time.Second, "victim2 connects", func() bool {
 		v2 = paho.NewClient(victim2B.options().SetAutoReconnect(false).
 			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
 		tok := v2.Connect()

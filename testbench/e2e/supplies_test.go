@@ -11,6 +11,7 @@ import (
 	"github.com/frank-postage/frank/testbench/browser"
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/printersim"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A kiosk's supplies, end to end: the simulated printer runs out of paper,
@@ -37,17 +38,17 @@ func TestRefillAlerts(t *testing.T) {
 	}
 	// Twenty labels loaded: nothing to refill (the heartbeat before the
 	// stock was loaded may have opened labels_low; it clears).
-	waitUntil(t, 30*time.Second, "no refill alerts", func() bool { return !open(alerts.LabelsLow) && !open(alerts.PaperOut) })
+	wait.For(t, 30*time.Second, "no refill alerts", func() bool { return !open(alerts.LabelsLow) && !open(alerts.PaperOut) })
 
 	d.Printer().SetFault(printersim.PaperOut)
-	waitUntil(t, 30*time.Second, "paper_out open", func() bool { return open(alerts.PaperOut) })
+	wait.For(t, 30*time.Second, "paper_out open", func() bool { return open(alerts.PaperOut) })
 	p := openPage(t, d.HubURL(), "/console/login", d.Fingerprint())
 	p.consoleLogin("stan-demo")
 	if got := p.text("#refill"); !strings.Contains(got, "Load paper") || !strings.Contains(got, "demo-kiosk") {
 		t.Fatalf("staff console refill prompt: %q", got)
 	}
 	d.Printer().SetFault(printersim.OK)
-	waitUntil(t, 30*time.Second, "paper_out cleared", func() bool { return !open(alerts.PaperOut) })
+	wait.For(t, 30*time.Second, "paper_out cleared", func() bool { return !open(alerts.PaperOut) })
 	p.open("/console/")
 	if got := p.text("#refill"); got != "" {
 		t.Fatalf("refill prompt after paper was loaded: %q", got)
@@ -56,7 +57,7 @@ func TestRefillAlerts(t *testing.T) {
 	if st, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); st != http.StatusOK || rc.Status != "ok" {
 		t.Fatalf("sale: %d %+v", st, rc)
 	}
-	waitUntil(t, 30*time.Second, "labels_low open at 19 labels", func() bool { return open(alerts.LabelsLow) })
+	wait.For(t, 30*time.Second, "labels_low open at 19 labels", func() bool { return open(alerts.LabelsLow) })
 	p.open("/console/")
 	if got := p.text("#refill"); !strings.Contains(got, "Load label sheets") {
 		t.Fatalf("staff console refill prompt: %q", got)
@@ -65,5 +66,5 @@ func TestRefillAlerts(t *testing.T) {
 	if st, body, err := d.Post(t.Context(), d.KioskURL()+"/api/v1/stock", map[string]any{"sheets": []string{sheet}}); err != nil || st != http.StatusOK {
 		t.Fatalf("loading a sheet: %d %s %v", st, body, err)
 	}
-	waitUntil(t, 30*time.Second, "labels_low cleared", func() bool { return !open(alerts.LabelsLow) })
+	wait.For(t, 30*time.Second, "labels_low cleared", func() bool { return !open(alerts.LabelsLow) })
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/browser"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // buildKiosk builds the kiosk as a release: version, and broken on purpose
@@ -44,9 +45,6 @@ func buildKiosk(t *testing.T, out, version string, broken bool, env ...string) {
 // (the console shows it); a release whose binary was tampered with at the
 // hub is refused before install.
 func TestSignedUpdateRollout(t *testing.T) {
-	if testing.Short() {
-		t.Skip("four kiosk builds for arm64 and a minute under qemu: the full pass runs it; the race pass is -short")
-	}
 	browser.Path(t)
 	qemu := qemuAarch64(t)
 	arm := []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}
@@ -142,16 +140,16 @@ func TestSignedUpdateRollout(t *testing.T) {
 	// v1 (the packaged binary) to v2, on its canary stage.
 	hub("rollout", "start", "2.0.0", "--stage", "kiosks=demo-kiosk", "--max-failures", "20", "--health", "60s")
 	restartWhenExited("2.0.0")
-	waitUntil(t, 90*time.Second, "v2 healthy in its rollout", func() bool { return strings.Contains(rollout("1"), "healthy 1 failed 0 pending 0") })
+	wait.For(t, 90*time.Second, "v2 healthy in its rollout", func() bool { return strings.Contains(rollout("1"), "healthy 1 failed 0 pending 0") })
 	hub("rollout", "widen", "1")
-	waitUntil(t, 30*time.Second, "the rollout of v2 done", func() bool { return strings.Contains(rollout("1"), "\tdone\t") })
+	wait.For(t, 30*time.Second, "the rollout of v2 done", func() bool { return strings.Contains(rollout("1"), "\tdone\t") })
 	sellOK("on v2")
 
 	// v3 never becomes healthy: the launcher rolls back to v2, and the
 	// rollout halts at its threshold.
 	hub("rollout", "start", "3.0.0", "--stage", "kiosks=demo-kiosk", "--max-failures", "20", "--health", "20s")
 	restartWhenExited("3.0.0")
-	waitUntil(t, 90*time.Second, "the rollout of v3 halted", func() bool { return strings.Contains(rollout("2"), "\thalted\t") })
+	wait.For(t, 90*time.Second, "the rollout of v3 halted", func() bool { return strings.Contains(rollout("2"), "\thalted\t") })
 	if line := rollout("2"); !strings.Contains(line, "failed 1") {
 		t.Fatalf("rollout of v3: %s", line)
 	}
@@ -183,7 +181,7 @@ func TestSignedUpdateRollout(t *testing.T) {
 	}
 	db.Close()
 	hub("rollout", "start", "4.0.0", "--stage", "kiosks=demo-kiosk", "--max-failures", "50", "--health", "60s")
-	waitUntil(t, 60*time.Second, "v4 refused", func() bool { return strings.Contains(rollout("3"), "failed 1") })
+	wait.For(t, 60*time.Second, "v4 refused", func() bool { return strings.Contains(rollout("3"), "failed 1") })
 	select {
 	case <-d.KioskExited():
 		t.Fatal("the kiosk restarted for a tampered release")

@@ -3,23 +3,14 @@ package gpiosim_test
 import (
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/appliance/gpio"
 	"github.com/frank-postage/frank/testbench/gpiosim"
+	"github.com/frank-postage/frank/testbench/wait"
 )
-
-// waitFor polls cond until it holds or 2 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
 
 func expect(t *testing.T, p *gpio.Panel, want gpio.EventKind) {
 	t.Helper()
@@ -88,7 +79,7 @@ func TestPanelOverSocket(t *testing.T) {
 			if err := p.SetLED(m); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "led "+string(m), func() bool { return sim.LED() == string(m) })
+			wait.For(t, 2*time.Second, "led "+string(m), func() bool { return sim.LED() == string(m) })
 		}
 		if err := p.SetLED("disco"); err == nil {
 			t.Fatal("unknown mode accepted")
@@ -163,6 +154,7 @@ func TestCloseWhileConnecting(t *testing.T) {
 		}
 		stop := make(chan struct{})
 		dialed := make(chan struct{})
+		var n atomic.Int32
 		go func() {
 			defer close(dialed)
 			var conns []net.Conn
@@ -182,9 +174,10 @@ func TestCloseWhileConnecting(t *testing.T) {
 					return // the listener is gone
 				}
 				conns = append(conns, c) // held open, as a kiosk would
+				n.Add(1)
 			}
 		}()
-		time.Sleep(time.Millisecond)
+		wait.For(t, 5*time.Second, "a connection dialled", func() bool { return n.Load() > 0 })
 		closeWithin(t, sim, 2*time.Second)
 		close(stop)
 		<-dialed

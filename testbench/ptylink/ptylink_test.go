@@ -13,13 +13,30 @@ import (
 )
 
 // readErr starts a read on the master and returns where its error lands.
-func readErr(l *Line) <-chan error {
+// readErr reads the master until a read fails, and returns that error.
+// The first read takes the byte the test wrote into the device, so once
+// started is closed the reader is in its loop, and its next read is the
+// one that must end (whether it blocked already or is about to).
+func readErr(t *testing.T, l *Line, dev *os.File) (started <-chan struct{}, failed <-chan error) {
 	ch := make(chan error, 1)
+	first := make(chan struct{})
 	go func() {
-		_, err := l.Master.Read(make([]byte, 16))
-		ch <- err
+		buf := make([]byte, 16)
+		for i := 0; ; i++ {
+			n, err := l.Master.Read(buf)
+			if err != nil {
+				ch <- err
+				return
+			}
+			if i == 0 && n > 0 {
+				close(first)
+			}
+		}
 	}()
-	return ch
+	if _, err := dev.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	return first, ch
 }
 
 // The kiosk may still hold the device when a simulator closes; Close must
@@ -35,8 +52,8 @@ func TestCloseEndsReadWhileSlaveOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	ch := readErr(l)
-	time.Sleep(50 * time.Millisecond) // let the read block
+	started, ch := readErr(t, l, dev)
+	<-started
 	l.Close()
 	select {
 	case err := <-ch:
@@ -76,8 +93,8 @@ func TestDataAndHangup(t *testing.T) {
 		t.Fatalf("device read %q, %v", buf, err)
 	}
 
-	ch := readErr(l)
-	time.Sleep(50 * time.Millisecond)
+	started, ch := readErr(t, l, dev)
+	<-started
 	l.slave.Close()
 	dev.Close()
 	select {

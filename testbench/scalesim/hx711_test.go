@@ -5,20 +5,14 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/testbench/scalesim"
+	"github.com/frank-postage/frank/testbench/wait"
 	"periph.io/x/conn/v3/gpio"
 )
 
-// waitReady waits for DOUT low and returns how long that took.
-func waitReady(t *testing.T, chip *scalesim.HX711) time.Duration {
+// waitReady waits for DOUT low.
+func waitReady(t *testing.T, chip *scalesim.HX711) {
 	t.Helper()
-	start := time.Now()
-	for chip.Data().Read() != gpio.Low {
-		if time.Since(start) > time.Second {
-			t.Fatal("no conversion ready")
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-	return time.Since(start)
+	wait.For(t, time.Second, "a conversion ready", func() bool { return chip.Data().Read() == gpio.Low })
 }
 
 // pulse clocks n bits out and returns the last.
