@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"periph.io/x/conn/v3/gpio"
 	"github.com/frank-postage/frank/testbench/wait"
+	"periph.io/x/conn/v3/gpio"
 )
 
 // fakePin stands in for periph's gpiotest.Pin, whose clockwork dependency

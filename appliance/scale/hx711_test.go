@@ -8,8 +8,8 @@ import (
 
 	"github.com/frank-postage/frank/appliance/scale"
 	"github.com/frank-postage/frank/testbench/scalesim"
-	"periph.io/x/conn/v3/gpio"
 	"github.com/frank-postage/frank/testbench/wait"
+	"periph.io/x/conn/v3/gpio"
 )
 
 func TestHX711(t *testing.T) {
