@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 
-.PHONY: all build run test deps lint cross unit race fuzz bench clean image image-rootfs
+.PHONY: all build run test deps lint lint-all cross unit race fuzz bench clean image image-rootfs
 
 all: build
 
@@ -21,9 +21,12 @@ run: build
 test: deps lint cross unit race fuzz
 
 deps:
-	bash .ci/deps
+	@bash .ci/timed deps bash .ci/deps
 
 lint:
+	@bash .ci/timed lint $(MAKE) -s lint-all
+
+lint-all:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
@@ -39,13 +42,14 @@ cross:
 	@ls -l bin/linux-arm64/kiosk bin/linux-armv7/kiosk | awk '{print "cross:", $$NF, $$5, "bytes"}'
 
 unit:
-	$(GO) test -count=1 -timeout 15m ./...
+	@bash .ci/timed unit $(GO) test -count=1 -timeout 20m ./...
 
+## race: the -short tests (unit and in-process; no Chromium, QEMU, packages or real binaries) under the race detector
 race:
-	$(GO) test -race -short -count=1 -timeout 15m ./...
+	@bash .ci/timed race $(GO) test -race -short -count=1 -timeout 15m ./...
 
 fuzz:
-	FUZZTIME=$(FUZZTIME) bash .ci/fuzz
+	@FUZZTIME=$(FUZZTIME) bash .ci/timed fuzz bash .ci/fuzz
 
 clean:
 	rm -rf bin var

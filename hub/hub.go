@@ -370,6 +370,7 @@ type Hub struct {
 	activity      activityStore
 	activitySaved int64 // the last minute stored; only saveActivity touches it after Start
 	presence      *fleet.Presence
+	roundMu       sync.Mutex
 	peers         peerNotes
 	keys          *keys.Keys
 	postal        *postal.Client
@@ -731,36 +732,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	// Liveness, and the payments of hubs whose liveness lapsed: settled by
 	// whichever hub sees it first, not at the next restart.
 	h.bg.Go(func() {
-		h.every(h.hubLeaseTTL()/6, func() bool {
-			if err := h.db.RenewHubLease(h.bgCtx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
-				h.log.Error("hub lease not renewed", "err", err)
-			}
-			// Captures and commits whose outcome was unknown, voids that
-			// failed: settled as soon as a dead hub's would be.
-			if err := h.payments.SettleStale(h.bgCtx, h.hubLeaseTTL()); err != nil && h.bgCtx.Err() == nil {
-				h.log.Error("open payments not settled", "err", err)
-			}
-			if !h.lead(h.bgCtx) {
-				return true
-			}
-			if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
-				h.log.Error("dead hubs' payments not settled", "err", err)
-			}
-			h.followConfig(h.bgCtx)
-			if err := h.releases.Step(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
-				h.log.Error("rollouts not moved on", "err", err)
-			}
-			if err := h.commands.Resend(h.bgCtx, h.clockNow().Add(-commandResend)); err != nil && h.bgCtx.Err() == nil {
-				h.log.Error("commands not resent", "err", err)
-			}
-			if _, err := h.claims.Sweep(h.bgCtx, 10*time.Minute); err != nil && h.bgCtx.Err() == nil {
-				h.log.Error("old request claims not swept", "err", err)
-			}
-			if err := websession.SweepFailures(h.bgCtx, h.db, h.clockNow().Add(-websession.LoginWindow)); err != nil && h.bgCtx.Err() == nil {
-				h.log.Error("old login failures not swept", "err", err)
-			}
-			return true
-		})
+		h.every(h.hubLeaseTTL()/6, func() bool { h.Round(); return true })
 	})
 	h.bg.Go(func() {
 		h.every(h.cfg.KeyCheckEvery, func() bool { h.followKey(h.bgCtx); h.followServers(h.bgCtx); return true })
@@ -829,6 +801,42 @@ func (h *Hub) clockNow() time.Time {
 		return h.cfg.Ledger.Now()
 	}
 	return time.Now()
+}
+
+// Round does at once what the hub does every sixth of its liveness lease:
+// it renews the lease and settles stale payments and, as the leader, the
+// dead hubs' payments; it pushes central config, moves rollouts on,
+// resends unanswered commands and sweeps old claims and login failures.
+func (h *Hub) Round() {
+	h.roundMu.Lock() // a test's round and the hub's own take turns
+	defer h.roundMu.Unlock()
+	if err := h.db.RenewHubLease(h.bgCtx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
+		h.log.Error("hub lease not renewed", "err", err)
+	}
+	// Captures and commits whose outcome was unknown, voids that
+	// failed: settled as soon as a dead hub's would be.
+	if err := h.payments.SettleStale(h.bgCtx, h.hubLeaseTTL()); err != nil && h.bgCtx.Err() == nil {
+		h.log.Error("open payments not settled", "err", err)
+	}
+	if !h.lead(h.bgCtx) {
+		return
+	}
+	if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
+		h.log.Error("dead hubs' payments not settled", "err", err)
+	}
+	h.followConfig(h.bgCtx)
+	if err := h.releases.Step(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
+		h.log.Error("rollouts not moved on", "err", err)
+	}
+	if err := h.commands.Resend(h.bgCtx, h.clockNow().Add(-commandResend)); err != nil && h.bgCtx.Err() == nil {
+		h.log.Error("commands not resent", "err", err)
+	}
+	if _, err := h.claims.Sweep(h.bgCtx, 10*time.Minute); err != nil && h.bgCtx.Err() == nil {
+		h.log.Error("old request claims not swept", "err", err)
+	}
+	if err := websession.SweepFailures(h.bgCtx, h.db, h.clockNow().Add(-websession.LoginWindow)); err != nil && h.bgCtx.Err() == nil {
+		h.log.Error("old login failures not swept", "err", err)
+	}
 }
 
 // Close stops everything in reverse order of start. It may be called more

@@ -68,6 +68,7 @@ func TestRolloutHaltsAtItsThreshold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.h.Round() // the leader's round offers it, rather than in up to a sixth of the lease
 	cmd := nextCommand(t, c1)
 	if cmd.Action != protocol.ActionUpdate || cmd.Release == nil || cmd.Release.Path != releases.Path+"/2.0.0" {
 		t.Fatalf("offer %+v", cmd)
@@ -80,6 +81,7 @@ func TestRolloutHaltsAtItsThreshold(t *testing.T) {
 		t.Helper()
 		var r *releases.Rollout
 		wait.Until(t, 20*time.Second, "the rollout "+what, func() error {
+			e.h.Round()
 			var err error
 			if r, err = rs.Get(ctx, ro.ID); err == nil && !ok(r) {
 				err = fmt.Errorf("it is %+v", r)
@@ -97,6 +99,7 @@ func TestRolloutHaltsAtItsThreshold(t *testing.T) {
 	if err := rs.Widen(ctx, ro.ID); err != nil {
 		t.Fatal(err)
 	}
+	e.h.Round()
 	cmd = nextCommand(t, c2)
 	answer(k2, cmd, protocol.CommandResult{Status: protocol.ResultRejected, Firmware: "1.0.0",
 		Error: protocol.Errorf(protocol.CodeUpdateFailed, "release 2.0.0 was rolled back to 1.0.0: no health check passed by its deadline")})
@@ -138,8 +141,10 @@ func TestRolloutWidensAfterItsSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.h.Round() // the leader's round offers it, rather than in up to a sixth of the lease
 	ok(k1, nextCommand(t, c1))
 	wait.For(t, 20*time.Second, "the canary's answer counted", func() bool {
+		e.h.Round()
 		r, err := rs.Get(ctx, ro.ID)
 		return err == nil && r.Healthy == 1
 	})
@@ -149,8 +154,11 @@ func TestRolloutWidensAfterItsSoak(t *testing.T) {
 	default:
 	}
 	e.clock.Set(e.clock.Now().Add(61 * time.Second)) // the soak passes
+	e.h.Round()                                      // the leader widens the rollout
+	e.h.Round()                                      // and offers the next stage
 	ok(k2, nextCommand(t, c2))                       // offered by itself
 	wait.Until(t, 30*time.Second, "the rollout done with 2 healthy", func() error {
+		e.h.Round()
 		r, err := rs.Get(ctx, ro.ID)
 		if err == nil && (r.State != releases.Done || r.Healthy != 2) {
 			err = fmt.Errorf("it is %+v", r)

@@ -94,6 +94,7 @@ func TestCentralConfigPushed(t *testing.T) {
 	if err := e.h.Settings().RevokeStaff(ctx, "store-a", "alice", "cli:root"); err != nil {
 		t.Fatal(err)
 	}
+	e.h.Round() // the leader's round, rather than in up to a sixth of the lease
 	c = waitConfig(t, cfgs, "alice revoked", func(c protocol.KioskConfig) bool { return len(c.Staff) == 1 })
 	if c.Staff[0].Name != "bob" || !c.StaffManaged {
 		t.Fatalf("staff after the revocation %+v", c.Staff)

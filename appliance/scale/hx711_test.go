@@ -164,11 +164,11 @@ func (c *slowClock) Out(l gpio.Level) error {
 	case l == gpio.High && c.edges > 0:
 		if c.edges--; c.edges == 0 {
 			c.slow = true
-			time.Sleep(c.high)
+			time.Sleep(c.high) // pace: a preempted reader holds the clock high
 		}
 	case l == gpio.Low && c.slow:
 		c.slow = false
-		time.Sleep(c.low)
+		time.Sleep(c.low) // pace: and stalls once it is low
 	}
 	return err
 }

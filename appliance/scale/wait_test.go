@@ -13,7 +13,7 @@ import (
 type silentPort struct{ timeout time.Duration }
 
 func (p *silentPort) Write(b []byte) (int, error)          { return len(b), nil }
-func (p *silentPort) Read([]byte) (int, error)             { time.Sleep(p.timeout); return 0, nil }
+func (p *silentPort) Read([]byte) (int, error)             { time.Sleep(p.timeout); return 0, nil } // pace: a read that times out
 func (p *silentPort) SetReadTimeout(d time.Duration) error { p.timeout = d; return nil }
 
 // stuckCtx is a context whose deadline passes but whose timer never

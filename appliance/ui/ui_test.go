@@ -154,7 +154,7 @@ func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				share = f.saleDelay / 2 / time.Duration(body.Quantity)
 			}
 			f.mu.Unlock()
-			time.Sleep(share)
+			time.Sleep(share) // pace: the fake hub takes its time over each step
 			f.mu.Lock()
 		}
 		f.progress = map[string]any{"step": "idle"}

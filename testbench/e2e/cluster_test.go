@@ -33,6 +33,7 @@ import (
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/pgtest"
 	"github.com/frank-postage/frank/testbench/postal"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // clusterKiosk is a kiosk of the soak: it sells one purchase at a time,
@@ -111,7 +112,7 @@ func (k *clusterKiosk) buy(id string, giveUp time.Time) bool {
 			if final {
 				return true
 			}
-			time.Sleep(200 * time.Millisecond) // not final: ask again soon
+			time.Sleep(200 * time.Millisecond) // pace: not final, the kiosk asks again soon
 		case <-time.After(3 * time.Second): // the kiosk's deadline
 		}
 	}
@@ -319,7 +320,7 @@ func TestClusterSoak(t *testing.T) {
 				if !k.buy(fmt.Sprintf("s%d-%d", i, n), time.Now().Add(90*time.Second)) {
 					unfinished.Add(1)
 				}
-				time.Sleep(time.Duration(200+rand.IntN(600)) * time.Millisecond)
+				time.Sleep(time.Duration(200+rand.IntN(600)) * time.Millisecond) // pace: the next customer
 			}
 		})
 		// Heartbeats keep coming while a purchase waits, and after the
@@ -340,7 +341,7 @@ func TestClusterSoak(t *testing.T) {
 
 	// The chaos.
 	for n := range killCount {
-		time.Sleep(killGap)
+		time.Sleep(killGap) // pace: the chaos's schedule
 		switch n {
 		case killCount / 3:
 			m.kill()
@@ -374,10 +375,13 @@ func TestClusterSoak(t *testing.T) {
 
 	// The killed hubs' holds are settled once their liveness lapses
 	// (twice --lease-ttl), by the hubs still running: within that and 10 s.
-	settleBy := time.Now().Add(2*leaseTTL + 10*time.Second)
-	for gw.Totals().Open != 0 && time.Now().Before(settleBy) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	// (The totals check below says how many are left, if any.)
+	wait.Poll(2*leaseTTL+10*time.Second, func() error {
+		if gw.Totals().Open != 0 {
+			return fmt.Errorf("holds open")
+		}
+		return nil
+	})
 
 	db, err = store.Open(ctx, dsn)
 	if err != nil {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -78,15 +79,13 @@ func TestFleetCommands(t *testing.T) {
 
 	// Diagnostics: the kiosk's versions, devices and recent log, in the console.
 	press(protocol.ActionDiagnostics, "")
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+	wait.Until(t, 20*time.Second, "diagnostics in the console", func() error {
 		p.open(page)
-		if strings.Contains(p.text("#diagnostics-log"), "kiosk running") {
-			break
+		if !strings.Contains(p.text("#diagnostics-log"), "kiosk running") {
+			return fmt.Errorf("commands: %q", p.text("#commands"))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no diagnostics in the console: %q", p.text("#commands"))
-		}
-	}
+		return nil
+	})
 	if got := p.text("#diagnostics"); !strings.Contains(got, "Printer ok") || !strings.Contains(got, "Firmware") {
 		t.Errorf("diagnostics shown: %q", got)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -47,13 +48,12 @@ func TestKioskDevices(t *testing.T) {
 	waitWeight := func(want func(weight) bool) weight {
 		t.Helper()
 		var w weight
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			get("/api/v1/weight", &w)
-			if want(w) {
-				return w
+		wait.Until(t, 10*time.Second, "the weight", func() error {
+			if get("/api/v1/weight", &w); !want(w) {
+				return fmt.Errorf("stuck at %+v", w)
 			}
-		}
-		t.Fatalf("weight stuck at %+v", w)
+			return nil
+		})
 		return w
 	}
 	type status struct {
@@ -64,13 +64,12 @@ func TestKioskDevices(t *testing.T) {
 	waitStatus := func(want func(status) bool) status {
 		t.Helper()
 		var s status
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			get("/api/v1/status", &s)
-			if want(s) {
-				return s
+		wait.Until(t, 10*time.Second, "the status", func() error {
+			if get("/api/v1/status", &s); !want(s) {
+				return fmt.Errorf("stuck at %+v", s)
 			}
-		}
-		t.Fatalf("status stuck at %+v", s)
+			return nil
+		})
 		return s
 	}
 	terminalSale := map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": map[string]string{"method": "terminal"}}
@@ -163,10 +162,11 @@ func TestKioskDevices(t *testing.T) {
 		get("/api/v1/status", &st)
 		// Outside staff mode a scanned sheet is ignored.
 		d.Scanner().Scan(sheet)
-		time.Sleep(300 * time.Millisecond)
-		if s := waitStatus(func(status) bool { return true }); s.LabelsLeft != st.LabelsLeft {
-			t.Fatalf("a sheet loaded outside staff mode: %d -> %d", st.LabelsLeft, s.LabelsLeft)
-		}
+		wait.Never(t, 300*time.Millisecond, "a sheet loaded outside staff mode", func() bool {
+			var s status
+			get("/api/v1/status", &s)
+			return s.LabelsLeft != st.LabelsLeft
+		})
 		code, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/staff/login", map[string]string{"pin": "0000"})
 		if err != nil || code != http.StatusUnauthorized {
 			t.Fatalf("wrong PIN: %d %s %v", code, body, err)

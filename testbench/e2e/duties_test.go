@@ -20,6 +20,7 @@ import (
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/verify"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A stamp refunded at the counter is on the hub's void list, and the
@@ -326,18 +327,15 @@ func TestHeadScannerCatchesWrongStock(t *testing.T) {
 	}
 	// The hub heard the label failed: its indicium is void.
 	var voids []verify.Void
-	deadline := time.Now().Add(10 * time.Second)
-	for len(voids) == 0 && time.Now().Before(deadline) {
+	wait.For(t, 10*time.Second, "the void list", func() bool {
 		r, err := d.Client().Get(d.HubURL() + "/api/v1/voided")
 		if err != nil {
 			t.Fatal(err)
 		}
 		json.NewDecoder(r.Body).Decode(&voids)
 		r.Body.Close()
-		if len(voids) == 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+		return len(voids) > 0
+	})
 	if len(voids) != 1 || voids[0].Label != sheet+"-02" {
 		t.Fatalf("void list %+v, want the stamp for %s-02", voids, sheet)
 	}

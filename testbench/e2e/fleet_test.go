@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/testbench/fleet"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // The fleet twin's soak: 1,000 real kiosks on simulated devices against a
@@ -42,14 +44,15 @@ func TestFleetSoak(t *testing.T) {
 	}
 	// The bad release's rollout halts within a round of the leading hub.
 	var res *fleet.Result
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+	wait.Poll(time.Minute, func() error {
 		if res, err = f.Check(ctx, since); err != nil {
 			t.Fatal(err)
 		}
-		if res.OK() || time.Now().After(deadline) {
-			break
+		if !res.OK() {
+			return fmt.Errorf("not yet") // the checks below say what is wrong
 		}
-	}
+		return nil
+	})
 	t.Logf("sales %d (printed %d, refused %d, failed %d, refunded %d); payments %d: %d captured, %d voided; alerts %v",
 		f.Stats.Sales.Load(), f.Stats.Printed.Load(), f.Stats.Refused.Load(), f.Stats.Failed.Load(), f.Stats.Refunds.Load(),
 		res.Payments, res.Captured, res.Voided, res.Alerts)

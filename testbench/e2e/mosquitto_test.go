@@ -280,17 +280,14 @@ func mosquittoSale(t *testing.T, passwords bool) {
 	k2 := provisionBare(t, d, "mq-k2", "mq-store", m.setPasswordIf())
 	m.reload()
 	var c mqtt.Client
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	wait.Until(t, 10*time.Second, "mq-k2 to connect", func() error {
 		c = mqtt.NewClient(k2.options().SetClientID("mq-k1").SetAutoReconnect(false))
 		tok := c.Connect()
-		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
-			break
+		if !tok.WaitTimeout(10 * time.Second) {
+			return fmt.Errorf("no CONNACK")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mq-k2 cannot connect: %v", tok.Error())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return tok.Error()
+	})
 	defer c.Disconnect(50)
 
 	// Wrong credentials are refused outright: a wrong password, or no

@@ -15,6 +15,7 @@ import (
 
 	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // The kiosk loses power (SIGKILL, from inside, at a chosen step) in the
@@ -50,32 +51,27 @@ func TestKioskPowerCut(t *testing.T) {
 			}
 			// Wait for the restart to settle the journal.
 			var sale *journal.Sale
-			for deadline := time.Now().Add(30 * time.Second); ; {
+			wait.Until(t, 30*time.Second, "the restarted kiosk to finish the journal's sales", func() error {
 				j, err := journal.Open(d.JournalPath())
 				if err != nil {
 					t.Fatal(err)
 				}
+				defer j.Close()
 				open, err := j.Unfinished(ctx)
-				if err == nil && len(open) == 0 {
-					rows, _ := sqlOpen(t, d.JournalPath()).Query(`SELECT request_id FROM sales`)
-					var id string
-					for rows.Next() {
-						rows.Scan(&id)
-					}
-					rows.Close()
-					sale, err = j.Get(ctx, id)
-					j.Close()
-					if err != nil {
-						t.Fatal(err)
-					}
-					break
+				if err != nil || len(open) > 0 {
+					return fmt.Errorf("unfinished %+v, %v", open, err)
 				}
-				j.Close()
-				if time.Now().After(deadline) {
-					t.Fatalf("journal still has unfinished sales after restart: %+v %v", open, err)
+				rows, _ := sqlOpen(t, d.JournalPath()).Query(`SELECT request_id FROM sales`)
+				var id string
+				for rows.Next() {
+					rows.Scan(&id)
 				}
-				time.Sleep(200 * time.Millisecond)
-			}
+				rows.Close()
+				if sale, err = j.Get(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				return nil
+			})
 			// The restarted kiosk still knows its stock: the sheet's other 8 labels.
 			resp, err := http.Get(d.KioskURL() + "/api/v1/stock")
 			if err != nil {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"net/http"
 	osexec "os/exec"
@@ -376,15 +377,12 @@ func TestUnclaimedFailedLabelIsRefunded(t *testing.T) {
 	}
 	d.Printer().SetFault(printersim.OK)
 	// Nobody taps Reprint or Refund.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		after := d.Cards().Totals()
-		if after.Captured-before.Captured == 1_560 && after.Refunded-before.Refunded == 780 {
-			break
+	wait.Until(t, 20*time.Second, "the failed label refunded", func() error {
+		if after := d.Cards().Totals(); after.Captured-before.Captured != 1_560 || after.Refunded-before.Refunded != 780 {
+			return fmt.Errorf("the gateway moved %+v, then %+v", before, after)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway moved %+v, then %+v: the failed label was not refunded", before, after)
-		}
-	}
+		return nil
+	})
 	// The customer coming back too late is told it is refunded, and
 	// nothing moves a second time.
 	st, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/sales/"+rc.RequestID+"/refund", map[string]string{"label": rc.Labels[1].LabelSerial})
@@ -407,10 +405,7 @@ func TestNextSaleRefundsUnclaimedLabel(t *testing.T) {
 		t.Fatalf("%d %+v", status, rc)
 	}
 	d.Printer().SetFault(printersim.OK) // staff load paper
-	time.Sleep(500 * time.Millisecond)
-	if after := d.Cards().Totals(); after.Refunded != before.Refunded {
-		t.Fatalf("refunded within the window: %+v", after)
-	}
+	wait.Never(t, 500*time.Millisecond, "refunded within the window", func() bool { return d.Cards().Totals().Refunded != before.Refunded })
 	if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK || rc.Labels[0].Outcome != protocol.Printed {
 		t.Fatalf("%d %+v", status, rc)
 	}

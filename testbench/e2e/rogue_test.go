@@ -194,8 +194,8 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 	// Others' client ids: the victims', their old firmware's, and a hub's.
 	for _, id := range []string{"victim", "victim2", "frank-kiosk-victim", "frank-hub", "frank-hub-1"} {
 		if c, code := rawConnect(t, rogueB.dial, "rogue", roguePW, id, nil); c != nil {
-			if code == 0 {
-				time.Sleep(50 * time.Millisecond) // long enough to push someone off
+			if code == 0 { // held a moment, which would push someone off
+				wait.Never(t, 50*time.Millisecond, "victim2 pushed off by a rogue under its client id", func() bool { return len(lost) > 0 })
 			}
 			c.Close()
 		}

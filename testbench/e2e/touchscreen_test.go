@@ -11,6 +11,7 @@ import (
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/printersim"
 	"github.com/frank-postage/frank/testbench/verify"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Headless Chromium at 800x480 drives the real kiosk's touchscreen on its
@@ -101,7 +102,10 @@ func TestTouchscreen(t *testing.T) {
 		p.Text("receipt-labels", "printed", 5*time.Second)
 		p.Text("receipt-labels", "paper", 5*time.Second)
 		serial := failedSerial()
-		time.Sleep(2500 * time.Millisecond) // the kiosk and the app both learn paper is out
+		// The screen learns paper is out from the kiosk's status.
+		wait.For(t, 10*time.Second, "the screen to know the kiosk is out of service", func() bool {
+			return p.Eval(`document.getElementById("service-toggle").textContent`) == "Put back in service"
+		})
 		p.Shot("tb-03-paper-receipt")
 		p.Tap("refund-" + serial)
 		p.Text("remedy-"+serial, "refund", 60*time.Second)
@@ -131,15 +135,11 @@ func TestTouchscreen(t *testing.T) {
 		}
 		p.Tap("pin-ok")
 		p.Screen("staff", 10*time.Second)
-		n := -1
-		for deadline := time.Now().Add(10 * time.Second); n < 0; time.Sleep(100 * time.Millisecond) {
-			if _, err := fmt.Sscan(p.Text("c-labels", "", time.Second), &n); err != nil {
-				n = -1
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("no label count on the staff screen")
-			}
-		}
+		var n int
+		wait.Until(t, 10*time.Second, "a label count on the staff screen", func() error {
+			_, err := fmt.Sscan(p.Text("c-labels", "", time.Second), &n)
+			return err
+		})
 		p.Type("stock-input", sheet)
 		p.Text("c-labels", fmt.Sprint(n+10), 20*time.Second)
 		p.Shot("tb-04-staff")

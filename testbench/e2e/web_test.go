@@ -27,6 +27,7 @@ import (
 	"github.com/frank-postage/frank/testbench/browser"
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/verify"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // The hub's web pages, driven by headless Chromium against the real hub and
@@ -125,20 +126,18 @@ func (p *page) eval(js string) (string, error) {
 	return v, err
 }
 
-// wait evaluates js every 200 ms until ok accepts its value.
+// wait evaluates js until ok accepts its value.
 func (p *page) wait(what, js string, ok func(string) bool, within time.Duration) string {
 	p.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		v, err := p.eval(js)
-		if err == nil && ok(v) {
-			return v
+	var v string
+	wait.Until(p.t, within, what, func() error {
+		var err error
+		if v, err = p.eval(js); err == nil && !ok(v) {
+			err = fmt.Errorf("last %q", v)
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: not within %v (last %q, %v)", what, within, v, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
+	return v
 }
 
 // waitPath waits until the page is at path (the query aside).

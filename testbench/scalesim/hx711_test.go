@@ -21,7 +21,7 @@ func pulse(chip *scalesim.HX711, n int, hold time.Duration) gpio.Level {
 	for range n {
 		chip.Clock().Out(gpio.High)
 		bit = chip.Data().Read()
-		time.Sleep(hold)
+		time.Sleep(hold) // pace: the clock pulse's width
 		chip.Clock().Out(gpio.Low)
 	}
 	return bit
