@@ -30,6 +30,7 @@ import (
 	"github.com/frank-postage/frank/protocol/prototest"
 	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/pgtest"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/verify"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -227,7 +228,7 @@ func decode(t testing.TB, raw []byte) *protocol.PurchaseResult {
 var met sync.Map
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := pgtest.Main(m)
 	if code == 0 && flag.Lookup("test.run").Value.String() == "" && flag.Lookup("test.list").Value.String() == "" {
 		for _, c := range protocol.Codes {
 			if _, ok := met.Load(c.Code); !ok && c.Code != protocol.CodeInternal {

@@ -161,18 +161,8 @@ func TestActivityOfOtherHubsArrives(t *testing.T) {
 	})
 }
 
-// peersDB is a fresh PostgreSQL database for hubs that share it; the
-// server stops after the hub's own cleanup closes it.
+// peersDB is a fresh PostgreSQL database for hubs that share it.
 func peersDB(t *testing.T) string {
 	t.Helper()
-	pg, err := pgtest.Start()
-	if err != nil {
-		t.Fatalf("postgres: %v", err)
-	}
-	t.Cleanup(pg.Stop)
-	dsn, err := pg.NewDatabase("peers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dsn
+	return pgtest.NewTestDatabase(t)
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/frank-postage/frank/appliance/ui"
+	"github.com/frank-postage/frank/testbench/browser"
 	"github.com/frank-postage/frank/testbench/wait"
 )
 
@@ -221,18 +221,6 @@ func countFailed(labels []map[string]any) int {
 	return n
 }
 
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("chromium"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err == nil {
-		return "/usr/bin/chromium"
-	}
-	t.Fatal("chromium not found on PATH or at /usr/bin/chromium: install the Debian package `chromium` (apt-get install chromium)")
-	return ""
-}
-
 func artifactsDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("FRANK_UI_ARTIFACTS")
@@ -348,7 +336,7 @@ func TestKioskUI(t *testing.T) {
 	defer srv.Close()
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.ExecPath(browser.Path(t)),
 		chromedp.Headless,
 		chromedp.NoSandbox, // the tests run as root
 		chromedp.DisableGPU,

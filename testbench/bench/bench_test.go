@@ -55,6 +55,9 @@ func TestConnectFleet(t *testing.T) {
 // Two hub processes on one PostgreSQL and one mosquitto split a load and
 // sell it; the figures the cluster rows need are all measured.
 func TestClusterSells(t *testing.T) {
+	if testing.Short() {
+		t.Skip("hub binaries built without -race: the full pass runs them, not -short")
+	}
 	bin := t.TempDir()
 	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../hub/cmd/hub").CombinedOutput(); err != nil {
 		t.Fatalf("go build hub: %v\n%s", err, out)

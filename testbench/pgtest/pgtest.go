@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -242,21 +243,55 @@ func (s *Server) Stop() {
 	os.RemoveAll(s.dir)
 }
 
-// ForEachStore runs test as subtest "sqlite" on a new SQLite file and as
-// "postgres" on a new database of a server started for the call.
-func ForEachStore(t *testing.T, test func(t *testing.T, dsn string)) {
+// shared is the one server a test binary's tests share.
+var shared struct {
+	mu  sync.Mutex
+	s   *Server
+	err error
+	n   int
+}
+
+// NewTestDatabase creates a fresh database on the test binary's shared
+// server, which starts at its first use, and returns its URL. Starting a
+// server costs seconds; a database, milliseconds. The package's TestMain
+// stops the server with Main. (Notifications and advisory locks are per
+// database, so tests on the shared server do not hear each other.)
+func NewTestDatabase(t testing.TB) string {
 	t.Helper()
-	pg, err := Start()
+	shared.mu.Lock()
+	if shared.s == nil && shared.err == nil {
+		shared.s, shared.err = Start()
+	}
+	shared.n++
+	s, err, n := shared.s, shared.err, shared.n
+	shared.mu.Unlock()
 	if err != nil {
 		t.Fatalf("postgres: %v", err)
 	}
-	defer pg.Stop()
+	dsn, err := s.NewDatabase(fmt.Sprintf("test%d", n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn
+}
+
+// Main runs a package's tests, then stops the shared server if they
+// started it: call os.Exit(pgtest.Main(m)) from TestMain.
+func Main(m *testing.M) int {
+	code := m.Run()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.s != nil {
+		shared.s.Stop()
+		shared.s = nil
+	}
+	return code
+}
+
+// ForEachStore runs test as subtest "sqlite" on a new SQLite file and as
+// "postgres" on a new database of the shared server (see Main).
+func ForEachStore(t *testing.T, test func(t *testing.T, dsn string)) {
+	t.Helper()
 	t.Run("sqlite", func(t *testing.T) { test(t, filepath.Join(t.TempDir(), "hub.db")) })
-	t.Run("postgres", func(t *testing.T) {
-		dsn, err := pg.NewDatabase("test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		test(t, dsn)
-	})
+	t.Run("postgres", func(t *testing.T) { test(t, NewTestDatabase(t)) })
 }
