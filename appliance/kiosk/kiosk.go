@@ -166,7 +166,7 @@ func (k *Kiosk) Connect() error {
 	k.restoreOps(context.Background())
 	k.link.Open(k.deliver)
 	go k.heartbeat()
-	go k.recover()
+	go k.recoverSales()
 	go k.sweepAbandoned()
 	if k.journal != nil {
 		go k.settleLoop()

@@ -36,13 +36,13 @@ func (k *Kiosk) UseJournal(j saleJournal) { k.journal = j }
 // settled.
 func (k *Kiosk) Recovered() <-chan struct{} { return k.recovered }
 
-// recover settles, once connected, every sale the journal holds open: a
+// recoverSales settles, once connected, every sale the journal holds open: a
 // request never answered is sent again with its id to learn the outcome; a
 // label that printed is reported printed; any other label (including one
 // that was on its way to the printer) is reported failed, so the hub voids
 // its indicium, and refunded. No label is printed again. A sale the hub
 // does not answer now is left to the settler, its labels held.
-func (k *Kiosk) recover() {
+func (k *Kiosk) recoverSales() {
 	defer close(k.recovered)
 	if k.journal == nil {
 		return

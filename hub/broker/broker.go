@@ -301,13 +301,13 @@ func (l *guardedListener) drain() <-chan struct{} {
 	if !l.closed {
 		l.closed = true
 		l.drained = make(chan struct{})
-		l.settle()
+		l.closeIfDrained()
 	}
 	return l.drained
 }
 
-// settle closes drained when due; l.mu is held.
-func (l *guardedListener) settle() {
+// closeIfDrained closes drained when due; l.mu is held.
+func (l *guardedListener) closeIfDrained() {
 	if l.closed && l.pending == 0 {
 		select {
 		case <-l.drained:
@@ -348,7 +348,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		return &countedConn{Conn: c, taken: func() {
 			l.mu.Lock()
 			l.pending--
-			l.settle()
+			l.closeIfDrained()
 			l.mu.Unlock()
 		}, release: func() {
 			l.mu.Lock()

@@ -85,9 +85,9 @@ type message struct {
 	part *Part
 }
 
-// Open registers a sale; its parts must follow through Submit. The caller
+// OpenTicket registers a sale; its parts must follow through Submit. The caller
 // opens tickets in the order its workers will issue them.
-func (l *Ledger) Open(s *Sale) (*Ticket, error) {
+func (l *Ledger) OpenTicket(s *Sale) (*Ticket, error) {
 	if err := l.Stopped(); err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func (l *Ledger) committer() {
 						p.Done(false)
 					}
 				}
-				l.settle(t, Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the hub is shutting down"))
+				l.finish(t, Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the hub is shutting down"))
 			}
 			return
 		}
@@ -211,7 +211,7 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 				p.Done(false)
 			}
 		}
-		l.settle(batch[0], Answer{}, l.classify(ctx, batch[0], err))
+		l.finish(batch[0], Answer{}, l.classify(ctx, batch[0], err))
 		return 1
 	}
 	for s, st := range out.states {
@@ -227,7 +227,7 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 				p.Done(out.committed[p])
 			}
 		}
-		l.settle(t, out.results[i], certain(t, out.errs[i]))
+		l.finish(t, out.results[i], certain(t, out.errs[i]))
 	}
 	return len(batch)
 }
@@ -247,8 +247,8 @@ func certain(t *Ticket, err error) error {
 	return fmt.Errorf("ledger: sale %s/%s: outcome unknown after a failed commit (now: %s)", t.sale.KioskID, t.sale.RequestID, perr.Message)
 }
 
-// settle releases a ticket's GPSD promises and wakes its seller.
-func (l *Ledger) settle(t *Ticket, out Answer, err error) {
+// finish releases a ticket's GPSD promises and wakes its seller.
+func (l *Ledger) finish(t *Ticket, out Answer, err error) {
 	var f protocol.Mills
 	for _, p := range t.parts {
 		if p != nil {

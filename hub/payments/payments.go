@@ -659,7 +659,7 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 // has lapsed, and those written before payments named their hub. A live
 // hub's payments are its own business: it may be selling them now.
 func (p *Payments) SettleDead(ctx context.Context) error {
-	return p.settle(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
+	return p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
 		p.Hub, p.now().UnixMicro())
 }
 
@@ -671,11 +671,11 @@ func (p *Payments) SettleStale(ctx context.Context, age time.Duration) error {
 	if p.Claims == nil {
 		return nil
 	}
-	return p.settle(ctx, `p.hub = ? AND p.updated_at < ?`, p.Hub, p.now().Add(-age).UnixMicro())
+	return p.settleOpen(ctx, `p.hub = ? AND p.updated_at < ?`, p.Hub, p.now().Add(-age).UnixMicro())
 }
 
-// settle settles the open payments that match where.
-func (p *Payments) settle(ctx context.Context, where string, args ...any) error {
+// settleOpen settles the open payments that match where.
+func (p *Payments) settleOpen(ctx context.Context, where string, args ...any) error {
 	rows, err := p.db.QueryContext(ctx, p.db.Rebind(`SELECT p.kiosk_id, p.request_id, p.state, COALESCE(s.status, '') FROM payments p
 		LEFT JOIN sales s ON s.kiosk_id = p.kiosk_id AND s.request_id = p.request_id
 		WHERE p.state IN ('authorizing', 'authorized', 'voiding') AND `+where), args...)

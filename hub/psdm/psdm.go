@@ -28,14 +28,14 @@ type Session interface {
 	Close() error
 }
 
-// book is the ledger as the workers use it.
-type book interface {
+// salesLedger is the ledger as the workers use it.
+type salesLedger interface {
 	Lease(ctx context.Context, n int) ([]ledger.Slot, error)
 	Renew(ctx context.Context, serials []uint32) (map[uint32]ledger.LeaseState, error)
 	Release(ctx context.Context, serials []uint32) error
 	Reserve(ctx context.Context, amount protocol.Mills) error
 	Unreserve(amount protocol.Mills)
-	Open(s *ledger.Sale) (*ledger.Ticket, error)
+	OpenTicket(s *ledger.Sale) (*ledger.Ticket, error)
 	Submit(p *ledger.Part)
 	FundingFor(dr, postage protocol.Mills) protocol.Mills
 	MaySell(reported time.Time) error
@@ -91,7 +91,7 @@ var ErrClosed = errors.New("psdm: pool closed")
 // Pool is a set of workers.
 type Pool struct {
 	cfg     Config
-	book    book
+	book    salesLedger
 	log     *slog.Logger
 	workers []*worker
 	mu      sync.Mutex // orders Sell's tickets and jobs
@@ -104,7 +104,7 @@ type Pool struct {
 
 // Start opens one HSM session per worker, leases each worker's MPSDs, and
 // starts the workers and the lease renewal.
-func Start(ctx context.Context, cfg Config, open func() (Session, error), key Key, b book, log *slog.Logger) (*Pool, error) {
+func Start(ctx context.Context, cfg Config, open func() (Session, error), key Key, b salesLedger, log *slog.Logger) (*Pool, error) {
 	if cfg.Workers == 0 {
 		cfg.Workers = 2
 	}
@@ -288,7 +288,7 @@ func (p *Pool) Issue(ctx context.Context, s *ledger.Sale) (ledger.Answer, error)
 		return ledger.Answer{}, ErrClosed
 	default:
 	}
-	t, err := p.book.Open(s)
+	t, err := p.book.OpenTicket(s)
 	if err != nil {
 		p.mu.Unlock()
 		return ledger.Answer{}, err

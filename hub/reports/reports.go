@@ -49,8 +49,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// book is the ledger: it builds and files reports.
-type book interface {
+// reportLedger is the ledger: it builds and files reports.
+type reportLedger interface {
 	ReportedUntil(ctx context.Context) (time.Time, error)
 	BuildReport(ctx context.Context, from, to time.Time) (*postal.Report, error)
 	SubmitReport(ctx context.Context, r *postal.Report, pa ledger.Submitter) (string, error)
@@ -72,7 +72,7 @@ const Lease = "postal-reports"
 // Reporter files the reports.
 type Reporter struct {
 	cfg   Config
-	book  book
+	book  reportLedger
 	pa    ledger.Submitter
 	lease leaser
 	al    alerter
@@ -83,7 +83,7 @@ type Reporter struct {
 }
 
 // New returns a reporter; Run or Tick make it work.
-func New(cfg Config, b book, pa ledger.Submitter, l leaser, al alerter, log *slog.Logger) *Reporter {
+func New(cfg Config, b reportLedger, pa ledger.Submitter, l leaser, al alerter, log *slog.Logger) *Reporter {
 	cfg.defaults()
 	return &Reporter{cfg: cfg, book: b, pa: pa, lease: l, al: al, log: log}
 }

@@ -31,8 +31,8 @@ type seller interface {
 	Issue(ctx context.Context, s *ledger.Sale) (ledger.Answer, error)
 }
 
-// book keeps sales and their answers; the ledger.
-type book interface {
+// saleRecords keeps sales and their answers; the ledger.
+type saleRecords interface {
 	Stopped() error
 	Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner ledger.Owner) ([]byte, *protocol.Error, error)
 	Reject(ctx context.Context, kioskID, requestID string, bodyHash []byte, perr *protocol.Error) ([]byte, error)
@@ -83,7 +83,7 @@ type alerter interface {
 // Service answers purchase requests.
 type Service struct {
 	Seller   seller
-	Book     book
+	Book     saleRecords
 	Kiosks   kiosks
 	Rates    rateBook
 	Money    money

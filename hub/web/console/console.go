@@ -49,8 +49,8 @@ type presence interface {
 	Changed() <-chan struct{}
 }
 
-// book is the ledger, read-only.
-type book interface {
+// ledgerView is the ledger, read-only.
+type ledgerView interface {
 	PSDs(ctx context.Context) ([]ledger.PSDView, error)
 	Fundings(ctx context.Context, limit int) ([]ledger.Funding, error)
 	Reports(ctx context.Context, limit int) ([]ledger.SentReport, error)
@@ -101,7 +101,7 @@ type Console struct {
 	People   people
 	Kiosks   kiosks
 	Presence presence
-	Book     book
+	Book     ledgerView
 	Workers  workers
 	Alerts   alertBook
 	Stock    labelStock
