@@ -72,6 +72,10 @@ type Config struct {
 	// KioskPasswords lets kiosks log in to the broker with a password and
 	// enroll for one, instead of a certificate. Off by default.
 	KioskPasswords bool
+	// PasswordCost is the bcrypt cost of the passwords and PINs the hub
+	// stores; 0 is bcrypt.DefaultCost. Tests lower it: under the race
+	// detector one hash at the default cost takes a good part of a second.
+	PasswordCost int
 	// TLS is how the hub serves its web side: "ca" (default: HTTPS on
 	// HTTPSListen with a certificate from its device CA for TLSHosts),
 	// "files" (TLSCert and TLSKey), or "off" (plain HTTP on HTTPListen,
@@ -437,19 +441,22 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.activity = activityStore{db: h.db, hub: h.ledger.Holder()}
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
 	h.fleet = fleet.New(h.db)
-	h.fleet.Passwords = cfg.KioskPasswords
+	h.fleet.Passwords, h.fleet.Cost = cfg.KioskPasswords, cfg.PasswordCost
 	h.commands = commands.New(h.db, h.fleet, cfg.Ledger.Now)
 	h.settings = settings.New(h.db, cfg.Ledger.Now)
+	h.settings.Cost = cfg.PasswordCost
 	h.releases = releases.New(h.db, h.commands, h.fleet, h.alerts, cfg.Ledger.Now)
 	h.presence = fleet.NewPresence(h.clockNow)
 	h.stock = stock.New(h.db, cfg.Ledger.Now)
 	h.accounts = accounts.New(h.db, cfg.Ledger.Now)
+	h.accounts.Cost = cfg.PasswordCost
 	gw := payments.NewGateway(cfg.PaymentsURL)
 	if cfg.PaymentsTimeout > 0 {
 		gw.HTTP.Timeout = cfg.PaymentsTimeout
 	}
 	h.payments = payments.New(h.db, gw, h.accounts, log.With("component", "payments"), cfg.Ledger.Now)
 	h.operators = operators.New(h.db, cfg.Ledger.Now)
+	h.operators.Cost = cfg.PasswordCost
 	h.ca = ca.New(h.db, h.ks, ca.Sessions(h.session), ca.Config{Vendor: cfg.Ledger.Vendor, KioskTTL: cfg.KioskCertTTL, Now: cfg.Ledger.Now})
 	if err := h.ca.Load(ctx); err != nil && !errors.Is(err, ca.ErrNoCA) {
 		h.Close()

@@ -34,6 +34,7 @@ import (
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/verify"
 	"github.com/frank-postage/frank/testbench/wait"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // clock is a settable clock for the hub.
@@ -94,6 +95,7 @@ func newEnvWith(t testing.TB, edit func(*hub.Config)) *env {
 	e.cfg.Ledger.Now = e.clock.Now
 	e.cfg.Reports.Every = -1 // tests that jump the clock file reports by hand; TestScheduledReports turns it on
 	e.cfg.Ledger.Licence = postal.DemoLicence
+	e.cfg.PasswordCost = bcrypt.MinCost // a test is not a brute-force attack
 	if edit != nil {
 		edit(&e.cfg)
 	}

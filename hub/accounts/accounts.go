@@ -37,6 +37,8 @@ var ErrAuth = errors.New("accounts: wrong login or password")
 
 // Accounts is the account store.
 type Accounts struct {
+	// Cost is the bcrypt cost of new hashes; 0 is bcrypt.DefaultCost.
+	Cost int
 	db  *store.DB
 	now func() time.Time
 }
@@ -57,7 +59,7 @@ func (a *Accounts) Create(ctx context.Context, login, password string) (*Account
 	if len(password) < 10 || len(password) > 72 {
 		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "password: want 10-72 characters")
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), a.Cost)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: create: %w", err)
 	}

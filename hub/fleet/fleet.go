@@ -51,6 +51,8 @@ type Registry struct {
 	// Passwords makes Add give kiosks broker passwords, for a hub that
 	// takes them (--kiosk-passwords).
 	Passwords bool
+	// Cost is the bcrypt cost of new hashes; 0 is bcrypt.DefaultCost.
+	Cost int
 	db        *store.DB
 	mu        sync.Mutex
 	ids       map[string]cached
@@ -87,7 +89,7 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 	var hash sql.NullString
 	if r.Passwords {
 		password = rand.Text()
-		h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+		h, err := bcrypt.GenerateFromPassword([]byte(password), r.Cost)
 		if err != nil {
 			return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 		}

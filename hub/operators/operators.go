@@ -48,6 +48,8 @@ var ErrAuth = errors.New("operators: wrong login or password")
 
 // Operators is the operator store.
 type Operators struct {
+	// Cost is the bcrypt cost of new hashes; 0 is bcrypt.DefaultCost.
+	Cost int
 	db  *store.DB
 	now func() time.Time
 }
@@ -75,7 +77,7 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 	if role == RoleStaff && len(stores) == 0 {
 		return nil, errors.New("operators: add: store staff need at least one store")
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), s.Cost)
 	if err != nil {
 		return nil, fmt.Errorf("operators: add: %w", err)
 	}

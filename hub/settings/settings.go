@@ -32,6 +32,8 @@ func KioskScope(id string) string { return "kiosk/" + id }
 
 // Settings is the central configuration.
 type Settings struct {
+	// Cost is the bcrypt cost of new hashes; 0 is bcrypt.DefaultCost.
+	Cost int
 	db  *store.DB
 	now func() time.Time
 }
@@ -163,7 +165,7 @@ func (s *Settings) AddStaff(ctx context.Context, storeID, name, pin, badge, by s
 	}
 	var pinHash, badgeSum sql.NullString
 	if pin != "" {
-		h, err := bcrypt.GenerateFromPassword([]byte(pin), bcrypt.DefaultCost)
+		h, err := bcrypt.GenerateFromPassword([]byte(pin), s.Cost)
 		if err != nil {
 			return fmt.Errorf("settings: add staff: %w", err)
 		}
