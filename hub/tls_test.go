@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -73,11 +74,10 @@ func TestEnrollOverHTTPSAndSell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pe protocol.Error
-	json.NewDecoder(resp.Body).Decode(&pe)
+	refusal, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || pe.Code != protocol.CodeInvalidRequest {
-		t.Fatalf("enrollment with a bad CSR: %d %+v", resp.StatusCode, pe)
+	if pe := protocol.DecodeHTTPError(refusal); resp.StatusCode != http.StatusBadRequest || pe == nil || pe.Code != protocol.CodeInvalidRequest {
+		t.Fatalf("enrollment with a bad CSR: %d %s", resp.StatusCode, refusal)
 	}
 	res, err := identity.Enroll(ctx, e.h.URL(), code, pin, files)
 	if err != nil {

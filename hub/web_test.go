@@ -3,7 +3,6 @@ package hub_test
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -307,12 +306,20 @@ func TestWebSecurity(t *testing.T) {
 		if st, _, body := anon.do("GET", "/api/v1/ops/fleet", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || strings.Contains(body, "kiosk-1") || !strings.Contains(body, "kiosk-2") {
 			t.Errorf("staff API fleet: %d %s", st, body)
 		}
-		if st, _, _ := anon.do("GET", "/api/v1/ops/fleet/kiosk-1", nil, "Authorization", "Bearer "+tok); st != http.StatusNotFound {
-			t.Errorf("staff API other kiosk: %d", st)
+		// The operator API answers in the one error shape, with protocol's
+		// status for each code.
+		apiRefused := func(path string, want protocol.Code) {
+			t.Helper()
+			st, _, body := anon.do("GET", path, nil, "Authorization", "Bearer "+tok)
+			pe := protocol.DecodeHTTPError([]byte(body))
+			if pe == nil || pe.Code != want || st != want.HTTPStatus() || !strings.HasPrefix(body, `{"error":{"code":`) {
+				t.Errorf("staff API %s: %d %s, want %d %s", path, st, body, want.HTTPStatus(), want)
+				return
+			}
+			met.Store(pe.Code, true)
 		}
-		if st, _, _ := anon.do("GET", "/api/v1/ops/funds", nil, "Authorization", "Bearer "+tok); st != http.StatusForbidden {
-			t.Errorf("staff API funds: %d", st)
-		}
+		apiRefused("/api/v1/ops/fleet/kiosk-1", protocol.CodeNotFound)
+		apiRefused("/api/v1/ops/funds", protocol.CodeForbidden)
 		if n, err := e.h.Operators().RevokeTokens(context.Background(), "sam"); err != nil || n != 1 {
 			t.Fatalf("revoke: %d %v", n, err)
 		}
@@ -552,9 +559,11 @@ func TestEnrollment(t *testing.T) {
 	}
 	refused := func(st int, b []byte, wantStatus int, want protocol.Code) {
 		t.Helper()
-		var pe protocol.Error
-		json.Unmarshal(b, &pe)
-		if st != wantStatus || pe.Code != want {
+		pe := protocol.DecodeHTTPError(b)
+		if pe == nil {
+			pe = &protocol.Error{}
+		}
+		if st != wantStatus || pe.Code != want || !strings.HasPrefix(string(b), `{"error":{"code":`) {
 			t.Fatalf("got %d %s, want %d %s", st, b, wantStatus, want)
 		}
 		met.Store(pe.Code, true)
@@ -573,7 +582,7 @@ func TestEnrollment(t *testing.T) {
 		t.Fatalf("the enrolled password does not open the broker: %v", err)
 	}
 	st, b = post(`{"code": "` + code + `"}`)
-	refused(st, b, http.StatusForbidden, protocol.CodeUnauthorized) // used
+	refused(st, b, http.StatusUnauthorized, protocol.CodeUnauthorized) // used
 	st, b = post(`{"code": 7}`)
 	refused(st, b, http.StatusBadRequest, protocol.CodeMalformed)
 	st, b = post(`{"code": "short"}`)
@@ -584,7 +593,7 @@ func TestEnrollment(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, b = post(`{"code": "` + expired + `"}`)
-	refused(st, b, http.StatusForbidden, protocol.CodeUnauthorized)
+	refused(st, b, http.StatusUnauthorized, protocol.CodeUnauthorized)
 	for range 3 {
 		post(`{"code": "AAAAA-AAAAA-AAAAA-AAAAA"}`)
 	}

@@ -33,6 +33,8 @@ const (
 	CodeInspectionOverdue   Code = "inspection_overdue"
 	CodeRemedyNotAllowed    Code = "remedy_not_allowed"
 	CodeUnauthorized        Code = "unauthorized"
+	CodeForbidden           Code = "forbidden"
+	CodeNotFound            Code = "not_found"
 	CodeKioskLocked         Code = "kiosk_locked"
 	CodeUpdateFailed        Code = "update_failed"
 	CodeServiceUnavailable  Code = "service_unavailable"
@@ -70,6 +72,8 @@ var Codes = []CodeInfo{
 	{CodeFundsUnavailable, true, "The hub could not fund postage from the postal authority right now."},
 	{CodeInspectionOverdue, true, "The postal security device is past its inspection deadline; sales stop until it is reported."},
 	{CodeUnauthorized, false, "The request carried no valid credentials (a wrong, used or expired pay code, a wrong login), or credentials for someone else than it names."},
+	{CodeForbidden, false, "The credentials are good but do not allow this: an operator API call for ops only, made by store staff."},
+	{CodeNotFound, false, "The operator API has no such kiosk, store, command, release or rollout, or none in the caller's stores."},
 	{CodeRemedyNotAllowed, false, "A reprint or refund was asked for a label that did not fail to print, belongs to another sale, or already had its remedy."},
 	{CodeKioskLocked, false, "Ops locked the kiosk (suspected stolen): it sells nothing and loads no stock until they unlock it."},
 	{CodeUpdateFailed, false, "A release offered to a kiosk was refused (bad signature or hash, another architecture) or failed its health check, and the kiosk runs its previous version."},

@@ -295,3 +295,17 @@ func FuzzVerifyRelease(f *testing.F) {
 		}
 	})
 }
+
+// An API's error body, new or old shape, or anything else: no panic, and
+// what it returns has a code.
+func FuzzDecodeHTTPError(f *testing.F) {
+	f.Add([]byte(`{"error":{"code":"payment_declined","message":"declined"}}`))
+	f.Add([]byte(`{"code":"unauthorized","message":"old hubs sent this"}`))
+	f.Add([]byte(`{"error":"forbidden"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if pe := protocol.DecodeHTTPError(b); pe != nil && pe.Code == "" {
+			t.Fatalf("%q: an error without a code", b)
+		}
+	})
+}

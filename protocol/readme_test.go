@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -8,8 +9,8 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
-// README.md documents every code with its retry flag and meaning as the
-// Codes table gives them, so the two cannot drift.
+// README.md documents every code with its retry flag, HTTP status and
+// meaning as the Codes table gives them, so the two cannot drift.
 func TestREADMEListsEveryCode(t *testing.T) {
 	b, err := os.ReadFile("README.md")
 	if err != nil {
@@ -21,7 +22,7 @@ func TestREADMEListsEveryCode(t *testing.T) {
 		if c.Retry {
 			retry = "yes"
 		}
-		row := "| `" + string(c.Code) + "` | " + retry + " | "
+		row := fmt.Sprintf("| `%s` | %s | %d | ", c.Code, retry, c.Code.HTTPStatus())
 		if !strings.Contains(doc, row) {
 			t.Errorf("README.md has no row %q", row)
 		}

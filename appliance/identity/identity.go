@@ -249,8 +249,7 @@ func post[T any](ctx context.Context, tc *tls.Config, url string, v any, out *T,
 		return fmt.Errorf("reading the hub's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var pe protocol.Error
-		if json.Unmarshal(b, &pe) == nil && pe.Code != "" {
+		if pe := protocol.DecodeHTTPError(b); pe != nil {
 			return fmt.Errorf("the hub refused: %s: %s", pe.Code, pe.Message)
 		}
 		return fmt.Errorf("the hub answered %s", resp.Status)

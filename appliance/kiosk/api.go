@@ -73,11 +73,7 @@ func (k *Kiosk) loadStock(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	status := http.StatusOK
-	if res.Status != protocol.ResultOK {
-		status = http.StatusUnprocessableEntity
-	}
-	writeJSON(w, status, struct {
+	writeJSON(w, resultStatus(res.Status, res.Error), struct {
 		*protocol.StockResult
 		LabelsLeft int `json:"labels_left"`
 	}{res, k.LabelsLeft()})
@@ -94,27 +90,24 @@ func (k *Kiosk) remedy(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	var out any
 	var status string
+	var refusal *protocol.Error
 	var err error
 	if strings.HasSuffix(r.URL.Path, "/reprint") {
 		var rc *Receipt
 		if rc, err = k.Reprint(r.Context(), id, body.Label); err == nil {
-			out, status = rc, rc.Status
+			out, status, refusal = rc, rc.Status, rc.Error
 		}
 	} else {
 		var rr *protocol.RefundResult
 		if rr, err = k.Refund(r.Context(), id, body.Label); err == nil {
-			out, status = rr, rr.Status
+			out, status, refusal = rr, rr.Status, rr.Error
 		}
 	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	code := http.StatusOK
-	if status != protocol.ResultOK {
-		code = http.StatusUnprocessableEntity
-	}
-	writeJSON(w, code, out)
+	writeJSON(w, resultStatus(status, refusal), out)
 }
 
 type price struct {
@@ -162,23 +155,25 @@ func (k *Kiosk) sell(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	status := http.StatusOK
-	if rc.Status != protocol.ResultOK {
-		status = http.StatusUnprocessableEntity
-	}
-	writeJSON(w, status, rc)
+	writeJSON(w, resultStatus(rc.Status, rc.Error), rc)
 }
 
-func writeError(w http.ResponseWriter, err error) {
-	e := protocol.AsError(err)
-	status := http.StatusUnprocessableEntity
-	switch e.Code {
-	case protocol.CodeMalformed, protocol.CodeInvalidRequest:
-		status = http.StatusBadRequest
-	case protocol.CodeServiceUnavailable, protocol.CodeInternal:
-		status = http.StatusServiceUnavailable
+// resultStatus is 200 for a result that is ok, and otherwise the status of
+// its refusal's code (protocol's one map), or 422 if it names none.
+func resultStatus(status string, refusal *protocol.Error) int {
+	switch {
+	case status == protocol.ResultOK:
+		return http.StatusOK
+	case refusal != nil:
+		return refusal.Code.HTTPStatus()
 	}
-	writeJSON(w, status, map[string]any{"error": e})
+	return http.StatusUnprocessableEntity
+}
+
+// writeError answers err with protocol's status and error body.
+func writeError(w http.ResponseWriter, err error) {
+	status, body := protocol.HTTPError(err)
+	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

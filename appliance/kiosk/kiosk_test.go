@@ -707,3 +707,34 @@ func TestSettledSaleRefundResumed(t *testing.T) {
 		t.Fatal("closed without the refund")
 	}
 }
+
+// The local API answers a refusal with protocol's status for its code, as
+// the hub's APIs do: a declined card is 402 here too, and a locked kiosk's
+// staff login 423, each in the one error shape.
+func TestAPIStatusesAreProtocols(t *testing.T) {
+	fh := &fakeHub{answer: func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+		return protocol.Rejected(req.RequestID, protocol.Errorf(protocol.CodePaymentDeclined, "declined"))
+	}}
+	k, _ := setup(t, fh)
+	srv := httptest.NewServer(k.Handler())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/api/v1/sales", "application/json",
+		strings.NewReader(`{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if pe := protocol.DecodeHTTPError(b); resp.StatusCode != http.StatusPaymentRequired || pe == nil || pe.Code != protocol.CodePaymentDeclined {
+		t.Fatalf("a declined sale: %d %s, want 402 payment_declined", resp.StatusCode, b)
+	}
+	resp, err = http.Post(srv.URL+"/api/v1/staff/login", "application/json", strings.NewReader(`{"pin":"0000"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(b), `{"error":{"code":"unauthorized"`) || resp.StatusCode != protocol.CodeUnauthorized.HTTPStatus() {
+		t.Fatalf("a wrong PIN: %d %s", resp.StatusCode, b)
+	}
+}

@@ -31,20 +31,21 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 		}
 		if k.locked() {
 			k.log.Warn("staff login refused: the kiosk is locked by ops")
-			writeJSON(w, http.StatusLocked, map[string]any{"error": protocol.Errorf(protocol.CodeKioskLocked, "this kiosk is locked by ops")})
+			writeError(w, protocol.Errorf(protocol.CodeKioskLocked, "this kiosk is locked by ops"))
 			return
 		}
 		tok, wait := k.staff.login(body.PIN, body.Badge)
 		if wait > 0 {
 			k.log.Warn("staff PIN locked out after wrong PINs", "wait", wait.Round(time.Second))
 			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-			writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": protocol.Errorf(protocol.CodeUnauthorized,
+			// A limit, not a wrong PIN: 429 with Retry-After, in the one error shape.
+			writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeUnauthorized,
 				"too many wrong PINs; try again in %s, or use a badge", wait.Round(time.Second))})
 			return
 		}
 		if tok == "" {
 			k.log.Warn("staff login refused")
-			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": protocol.Errorf(protocol.CodeUnauthorized, "wrong PIN or badge")})
+			writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "wrong PIN or badge"))
 			return
 		}
 		k.log.Info("staff logged in")
@@ -113,7 +114,7 @@ func bearer(r *http.Request) string {
 func (k *Kiosk) staffOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !k.staff.check(bearer(r)) {
-			writeJSON(w, http.StatusUnauthorized, map[string]any{"error": protocol.Errorf(protocol.CodeUnauthorized, "staff login needed")})
+			writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "staff login needed"))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -242,7 +242,7 @@ func (s *Server) voided(w http.ResponseWriter, r *http.Request) {
 	list, err := s.Voids.VoidList(r.Context())
 	if err != nil {
 		s.Log.Error("void list", "err", err)
-		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
 	writeJSON(w, http.StatusOK, list)
@@ -254,13 +254,13 @@ func (s *Server) indiciumStatus(w http.ResponseWriter, r *http.Request) {
 	meter := chi.URLParam(r, "meter")
 	label, err := protocol.ParseLabelSerial(chi.URLParam(r, "label"))
 	if err != nil || len(meter) > 16 {
-		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest, "want /api/v1/indicia/METER/LABEL"))
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "want /api/v1/indicia/METER/LABEL"))
 		return
 	}
 	st, why, err := s.Voids.IndiciumStatus(r.Context(), meter, label)
 	if err != nil {
 		s.Log.Error("indicium status", "err", err)
-		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"meter": meter, "label": label.String(), "status": st, "reason": why})
@@ -270,7 +270,7 @@ func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {
 	all, err := s.Keys.All(r.Context())
 	if err != nil {
 		s.Log.Error("list keys", "err", err)
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+		writeError(w, err)
 		return
 	}
 	out := make([]certificate, 0, len(all))
@@ -333,28 +333,29 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if ok, wait := s.EnrollLogins.Allow(r, ""); !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		writeJSON(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeUnauthorized, "too many wrong codes from this address; try again later"))
+		// A limit, not a wrong code: 429, in the one error shape.
+		writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeUnauthorized, "too many wrong codes from this address; try again later")})
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageBytes+1))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))
+		writeError(w, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))
 		return
 	}
 	req, err := protocol.DecodeEnrollRequest(body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, protocol.AsError(err))
+		writeError(w, err)
 		return
 	}
 	var csr []byte
 	switch {
 	case req.CSR != "" && s.CA != nil:
 		if csr, err = csrDER(req.CSR); err != nil {
-			writeJSON(w, http.StatusBadRequest, err)
+			writeError(w, err)
 			return
 		}
 	case req.CSR == "" && !s.Passwords:
-		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest,
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest,
 			"csr: this hub enrolls kiosks with certificates; update the kiosk's software"))
 		return
 	}
@@ -362,12 +363,12 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, fleet.ErrEnrollCode) {
 		s.EnrollLogins.Fail(r, "")
 		s.Log.Warn("enrollment refused", "ip", s.EnrollLogins.ClientIP(r))
-		writeJSON(w, http.StatusForbidden, protocol.Errorf(protocol.CodeUnauthorized, "the code is wrong, used or expired; ask ops for a new one (hub kiosk add)"))
+		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "the code is wrong, used or expired; ask ops for a new one (hub kiosk add)"))
 		return
 	}
 	if err != nil {
 		s.Log.Error("enrollment", "err", err)
-		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
 	scheme, addr := "tcp", s.BrokerAddr
@@ -375,7 +376,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		der, err := s.CA.IssueKiosk(r.Context(), csr, res.KioskID, res.Store)
 		if err != nil {
 			s.Log.Error("enrollment: certificate not issued", "kiosk", res.KioskID, "err", err)
-			writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
+			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
 			return
 		}
 		res.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
@@ -415,7 +416,7 @@ func csrDER(p string) ([]byte, error) {
 // certificate for a new CSR: the authenticated channel for renewal.
 func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		writeJSON(w, http.StatusUnauthorized, protocol.Errorf(protocol.CodeUnauthorized, "present the kiosk's certificate; one that expired needs a new enrollment code"))
+		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "present the kiosk's certificate; one that expired needs a new enrollment code"))
 		return
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
@@ -423,32 +424,32 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 	revoked, err := s.CA.Revoked(r.Context())
 	if err != nil {
 		s.Log.Error("renewal", "err", err)
-		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
 	k, err := s.Enroll.Get(r.Context(), id)
 	if revoked[fmt.Sprintf("%x", leaf.SerialNumber)] || err != nil || !protocol.ValidKioskID(id) {
-		writeJSON(w, http.StatusForbidden, protocol.Errorf(protocol.CodeUnauthorized, "this certificate may not renew: revoked, or not a provisioned kiosk's"))
+		writeError(w, protocol.Errorf(protocol.CodeForbidden, "this certificate may not renew: revoked, or not a provisioned kiosk's"))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageBytes+1))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))
+		writeError(w, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))
 		return
 	}
 	req, err := protocol.DecodeRenewRequest(body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, protocol.AsError(err))
+		writeError(w, err)
 		return
 	}
 	csr, err := csrDER(req.CSR)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, err)
+		writeError(w, err)
 		return
 	}
 	der, err := s.CA.IssueKiosk(r.Context(), csr, id, k.Store)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
 		return
 	}
 	s.Log.Info("kiosk certificate renewed", "kiosk", id)
@@ -467,39 +468,23 @@ func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
 	der, err := s.CA.CRL(r.Context(), 24*time.Hour)
 	if err != nil {
 		s.Log.Error("crl", "err", err)
-		writeJSON(w, http.StatusInternalServerError, protocol.Errorf(protocol.CodeInternal, "internal error"))
+		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
 	w.Header().Set("Content-Type", "application/pkix-crl")
 	w.Write(der)
 }
 
-// httpStatus maps an error code to an HTTP status.
-func httpStatus(c protocol.Code) int {
-	switch c {
-	case protocol.CodeMalformed, protocol.CodeInvalidRequest:
-		return http.StatusBadRequest
-	case protocol.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case protocol.CodePaymentDeclined, protocol.CodeInsufficientFunds, protocol.CodePaymentInvalid:
-		return http.StatusPaymentRequired
-	case protocol.CodeLabelUsed, protocol.CodeIdempotencyConflict:
-		return http.StatusConflict
-	case protocol.CodeLabelUnknown, protocol.CodeLabelNotAssigned:
-		return http.StatusForbidden
-	}
-	for _, ci := range protocol.Codes {
-		if ci.Code == c && ci.Retry {
-			return http.StatusServiceUnavailable
-		}
-	}
-	return http.StatusUnprocessableEntity
+// writeError answers err with protocol's status and error body.
+func writeError(w http.ResponseWriter, err error) {
+	status, body := protocol.HTTPError(err)
+	writeJSON(w, status, body)
 }
 
 func writeXMLError(w http.ResponseWriter, err error) {
 	pe := protocol.AsError(err)
 	w.Header().Set("Content-Type", "application/xml")
-	w.WriteHeader(httpStatus(pe.Code))
+	w.WriteHeader(pe.Code.HTTPStatus())
 	w.Write([]byte(xml.Header))
 	xml.NewEncoder(w).Encode(protocol.XMLError{Code: pe.Code, Message: pe.Message, MissingMills: pe.MissingMills})
 }
@@ -515,17 +500,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // signature and hash themselves, so this only saves the bandwidth.
 func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) == 0 {
-		http.Error(w, "a kiosk certificate is required", http.StatusUnauthorized)
+		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "a kiosk certificate is required"))
 		return
 	}
 	b, at, err := s.Releases.Binary(r.Context(), chi.URLParam(r, "version"), chi.URLParam(r, "arch"))
 	if err != nil {
 		if errors.Is(err, releases.ErrUnknown) {
-			http.NotFound(w, r)
+			writeError(w, protocol.Errorf(protocol.CodeNotFound, "no release %s for %s", chi.URLParam(r, "version"), chi.URLParam(r, "arch")))
 			return
 		}
 		s.Log.Error("release", "err", err)
-		http.Error(w, "internal error", http.StatusInternalServerError)
+		writeError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")

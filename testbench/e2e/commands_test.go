@@ -151,7 +151,7 @@ func TestFleetCommands(t *testing.T) {
 	if status, rc := sell(t, w.Demo, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK {
 		t.Fatalf("a sale after the unlock: %d %+v", status, rc)
 	}
-	if status, b := api("POST", "/fleet/"+kiosk+"/commands", map[string]string{"action": "explode"}); status != http.StatusUnprocessableEntity {
+	if status, b := api("POST", "/fleet/"+kiosk+"/commands", map[string]string{"action": "explode"}); status != http.StatusBadRequest {
 		t.Fatalf("an unknown action: %d %s", status, b)
 	}
 	if status, b := api("POST", "/fleet/nobody/commands", map[string]string{"action": protocol.ActionRestart}); status != http.StatusNotFound {

@@ -145,8 +145,7 @@ func askHub(ctx context.Context, hub, code, pin string) (*protocol.EnrollResult,
 		return nil, fmt.Errorf("reading the hub's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var pe protocol.Error
-		if json.Unmarshal(b, &pe) == nil && pe.Code != "" {
+		if pe := protocol.DecodeHTTPError(b); pe != nil {
 			return nil, fmt.Errorf("the hub refused: %s: %s", pe.Code, pe.Message)
 		}
 		return nil, fmt.Errorf("the hub answered %s", resp.Status)

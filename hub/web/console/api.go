@@ -58,10 +58,11 @@ func (c *Console) Protect(h http.Handler) http.Handler {
 	return c.tokenAuth(opsOnlyJSON(h))
 }
 
-// apiError is every error body of the operator API.
-type apiError struct {
-	Error   string `json:"error"` // unauthorized, forbidden, not_found, invalid_request, internal_error
-	Message string `json:"message"`
+// writeError answers err with protocol's status and error body, as every
+// Frank API does.
+func writeError(w http.ResponseWriter, err error) {
+	status, body := protocol.HTTPError(err)
+	writeJSON(w, status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -73,7 +74,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func (c *Console) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 	c.Log.Error("operator api", "path", r.URL.Path, "err", err)
-	writeJSON(w, http.StatusInternalServerError, apiError{"internal_error", "internal error; see the hub log"})
+	writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error; see the hub log"))
 }
 
 func (c *Console) tokenAuth(next http.Handler) http.Handler {
@@ -86,7 +87,7 @@ func (c *Console) tokenAuth(next http.Handler) http.Handler {
 		}
 		if !ok || errors.Is(err, operators.ErrAuth) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="frank-ops"`)
-			writeJSON(w, http.StatusUnauthorized, apiError{"unauthorized", "send Authorization: Bearer TOKEN (hub operator token LOGIN)"})
+			writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "send Authorization: Bearer TOKEN (hub operator token LOGIN)"))
 			return
 		}
 		if err != nil {
@@ -100,7 +101,7 @@ func (c *Console) tokenAuth(next http.Handler) http.Handler {
 func opsOnlyJSON(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !current(r).Subject.Ops() {
-			writeJSON(w, http.StatusForbidden, apiError{"forbidden", "for vendor ops only"})
+			writeError(w, protocol.Errorf(protocol.CodeForbidden, "for vendor ops only"))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -123,7 +124,7 @@ func (c *Console) apiKiosk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if v == nil {
-		writeJSON(w, http.StatusNotFound, apiError{"not_found", "no such kiosk in your stores"})
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no such kiosk in your stores"))
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -165,12 +166,12 @@ func decodeIssue(r io.Reader) (issueRequest, error) {
 func (c *Console) apiIssue(w http.ResponseWriter, r *http.Request) {
 	req, err := decodeIssue(http.MaxBytesReader(w, r.Body, 4096))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "%s", err.Error()))
 		return
 	}
 	serials, err := c.issueSheets(r.Context(), current(r).Subject, req.Store, req.Sheets)
 	if err != nil {
-		writeJSON(w, http.StatusUnprocessableEntity, apiError{"invalid_request", err.Error()})
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "%s", err.Error()))
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"store": req.Store, "sheets": serials})
@@ -197,11 +198,11 @@ func (c *Console) apiAlerts(w http.ResponseWriter, r *http.Request) {
 func (c *Console) apiAck(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", "alert id: a number"})
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "alert id: a number"))
 		return
 	}
 	if err := c.Alerts.Ack(r.Context(), id, current(r).Subject.Login); err != nil {
-		writeJSON(w, http.StatusNotFound, apiError{"not_found", err.Error()})
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "%s", err.Error()))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "acked_by": current(r).Subject.Login})
@@ -248,9 +249,9 @@ func (c *Console) apiCommand(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		switch protocol.AsError(err).Code {
 		case protocol.CodeUnknownKiosk:
-			writeJSON(w, http.StatusNotFound, apiError{"not_found", err.Error()})
+			writeError(w, protocol.Errorf(protocol.CodeNotFound, "%s", err.Error()))
 		case protocol.CodeInvalidRequest:
-			writeJSON(w, http.StatusUnprocessableEntity, apiError{"invalid_request", err.Error()})
+			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "%s", err.Error()))
 		default:
 			c.apiFail(w, r, err)
 		}
@@ -263,7 +264,7 @@ func (c *Console) apiCommand(w http.ResponseWriter, r *http.Request) {
 func (c *Console) apiGetCommand(w http.ResponseWriter, r *http.Request) {
 	cmd, err := c.Commands.Get(r.Context(), chi.URLParam(r, "cid"))
 	if errors.Is(err, commands.ErrUnknown) {
-		writeJSON(w, http.StatusNotFound, apiError{"not_found", "no such command"})
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no such command"))
 		return
 	}
 	if err != nil {
@@ -281,7 +282,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		err = protocol.DecodeJSON(b, v)
 	}
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{"invalid_request", err.Error()})
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "%s", err.Error()))
 		return false
 	}
 	return true

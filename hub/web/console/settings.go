@@ -209,7 +209,7 @@ func (c *Console) apiRevokeStaff(w http.ResponseWriter, r *http.Request) {
 // apiInvalid answers a refused change 422, and anything else 500.
 func (c *Console) apiInvalid(w http.ResponseWriter, r *http.Request, err error) {
 	if e := protocol.AsError(err); e.Code == protocol.CodeInvalidRequest {
-		writeJSON(w, http.StatusUnprocessableEntity, apiError{"invalid_request", e.Message})
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "%s", e.Message))
 		return
 	}
 	c.apiFail(w, r, err)
