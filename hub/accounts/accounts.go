@@ -39,8 +39,8 @@ var ErrAuth = errors.New("accounts: wrong login or password")
 type Accounts struct {
 	// Cost is the bcrypt cost of new hashes; 0 is bcrypt.DefaultCost.
 	Cost int
-	db  *store.DB
-	now func() time.Time
+	db   *store.DB
+	now  func() time.Time
 }
 
 // New returns the store on db.

@@ -53,9 +53,9 @@ type Registry struct {
 	Passwords bool
 	// Cost is the bcrypt cost of new hashes; 0 is bcrypt.DefaultCost.
 	Cost int
-	db        *store.DB
-	mu        sync.Mutex
-	ids       map[string]cached
+	db   *store.DB
+	mu   sync.Mutex
+	ids  map[string]cached
 	// ok remembers a password that checked out against a stored hash, as
 	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
 	ok map[string]checked

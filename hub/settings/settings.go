@@ -34,8 +34,8 @@ func KioskScope(id string) string { return "kiosk/" + id }
 type Settings struct {
 	// Cost is the bcrypt cost of new hashes; 0 is bcrypt.DefaultCost.
 	Cost int
-	db  *store.DB
-	now func() time.Time
+	db   *store.DB
+	now  func() time.Time
 }
 
 // New returns the central configuration on db; now defaults to time.Now.
