@@ -5,7 +5,34 @@
 // development) and pkcs11 (any PKCS#11 token; SoftHSM2 in tests).
 package hsm
 
-import "errors"
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"errors"
+)
+
+// Module is a key store, soft or PKCS#11: keys are made inside it and
+// never leave. Declared here once; the backends assert they meet it, and
+// hsmtest is the contract they are tested against.
+type Module interface {
+	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
+	GenerateMACKey(label string) error
+	Public(label string) (*ecdsa.PublicKey, error)
+	Close() error
+}
+
+// Session is one goroutine's handle on a module; never shared.
+type Session interface {
+	Signer(label string) (crypto.Signer, error)
+	MAC(label string, data []byte) ([]byte, error)
+	Close() error
+}
+
+// Opener turns a backend's session opener, which returns its own session
+// type, into one that returns a Session.
+func Opener[S Session](open func() (S, error)) func() (Session, error) {
+	return func() (Session, error) { return open() }
+}
 
 // Errors shared by the backends.
 var (

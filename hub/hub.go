@@ -6,8 +6,6 @@ package hub
 import (
 	"cmp"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -325,28 +323,13 @@ func (c *Config) Check() error {
 	return errors.Join(errs...)
 }
 
-// keyStore is the HSM as the hub uses it: soft or PKCS#11.
-type keyStore interface {
-	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
-	GenerateMACKey(label string) error
-	Public(label string) (*ecdsa.PublicKey, error)
-	Close() error
-}
-
-// session is one goroutine's HSM session.
-type session interface {
-	Signer(label string) (crypto.Signer, error)
-	MAC(label string, data []byte) ([]byte, error)
-	Close() error
-}
-
 // Hub is a running hub.
 type Hub struct {
 	cfg       Config
 	log       *slog.Logger
 	db        *store.DB
-	ks        keyStore
-	session   func() (session, error)
+	ks        hsm.Module
+	session   func() (hsm.Session, error)
 	alerts    *alerts.Store
 	ledger    *ledger.Ledger
 	fleet     *fleet.Registry
@@ -457,7 +440,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.payments = payments.New(h.db, gw, h.accounts, log.With("component", "payments"), cfg.Ledger.Now)
 	h.operators = operators.New(h.db, cfg.Ledger.Now)
 	h.operators.Cost = cfg.PasswordCost
-	h.ca = ca.New(h.db, h.ks, ca.Sessions(h.session), ca.Config{Vendor: cfg.Ledger.Vendor, KioskTTL: cfg.KioskCertTTL, Now: cfg.Ledger.Now})
+	h.ca = ca.New(h.db, h.ks, h.session, ca.Config{Vendor: cfg.Ledger.Vendor, KioskTTL: cfg.KioskCertTTL, Now: cfg.Ledger.Now})
 	if err := h.ca.Load(ctx); err != nil && !errors.Is(err, ca.ErrNoCA) {
 		h.Close()
 		return nil, err
@@ -506,14 +489,14 @@ func (h *Hub) openHSM() error {
 			return err
 		}
 		h.ks = t
-		h.session = func() (session, error) { return t.Session() }
+		h.session = hsm.Opener(t.Session)
 	default:
 		k, err := soft.Open(filepath.Join(h.cfg.DataDir, "keys"))
 		if err != nil {
 			return err
 		}
 		h.ks = k
-		h.session = func() (session, error) { return k.Session() }
+		h.session = hsm.Opener(k.Session)
 	}
 	return nil
 }
@@ -623,7 +606,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	} else if u, err := url.Parse(brokerURL); err == nil && (u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls") {
 		brokerTLS = h.tls.clientConfig(u.Hostname())
 	}
-	open := func() (psdm.Session, error) { return h.session() }
+	open := h.session
 	servers, err := h.activeServers(ctx)
 	if err != nil {
 		return err
@@ -1297,7 +1280,7 @@ func TuneRuntime() {
 }
 
 // ensureMACKey creates the control-code key on first start.
-func ensureMACKey(ks keyStore, sess session, label string) error {
+func ensureMACKey(ks hsm.Module, sess hsm.Session, label string) error {
 	_, err := sess.MAC(label, nil)
 	if errors.Is(err, hsm.ErrNoKey) {
 		return ks.GenerateMACKey(label)

@@ -47,6 +47,8 @@ type mqttLink struct {
 	client     mqtt.Client
 }
 
+var _ Link = (*mqttLink)(nil)
+
 func newMQTTLink(cfg Config, log *slog.Logger) *mqttLink {
 	return &mqttLink{id: cfg.ID, broker: cfg.Broker, username: cfg.Username, password: cfg.Password, tls: cfg.TLS, dial: cfg.Dial, log: log}
 }

@@ -20,24 +20,10 @@ import (
 	"github.com/frank-postage/frank/protocol/prototest"
 )
 
-// Module is what the contract exercises.
-type Module interface {
-	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
-	GenerateMACKey(label string) error
-	Public(label string) (*ecdsa.PublicKey, error)
-}
-
-// Session is one goroutine's handle on a module.
-type Session interface {
-	Signer(label string) (crypto.Signer, error)
-	MAC(label string, data []byte) ([]byte, error)
-	Close() error
-}
-
 // Run runs the contract. open returns a module and a way to open sessions
 // on it. Modules may be shared between subtests: every label the contract
 // creates is unique to its subtest.
-func Run(t *testing.T, open func(t *testing.T) (Module, func() (Session, error))) {
+func Run(t *testing.T, open func(t *testing.T) (hsm.Module, func() (hsm.Session, error))) {
 	t.Run("SignVerifiesAsIndicium", func(t *testing.T) {
 		L := labeler()
 		m, session := open(t)
@@ -173,7 +159,7 @@ func labeler() func(string) string {
 	return func(s string) string { return p + s }
 }
 
-func mustSession(t *testing.T, session func() (Session, error)) Session {
+func mustSession(t *testing.T, session func() (hsm.Session, error)) hsm.Session {
 	t.Helper()
 	s, err := session()
 	if err != nil {

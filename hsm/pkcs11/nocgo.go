@@ -6,6 +6,8 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"errors"
+
+	"github.com/frank-postage/frank/hsm"
 )
 
 // Config names the module and token.
@@ -21,6 +23,12 @@ type Token struct{}
 
 // Session is unavailable without cgo.
 type Session struct{}
+
+// The one key-store contract.
+var (
+	_ hsm.Module  = (*Token)(nil)
+	_ hsm.Session = (*Session)(nil)
+)
 
 // Open fails without cgo.
 func Open(Config) (*Token, error) { return nil, ErrNoCgo }

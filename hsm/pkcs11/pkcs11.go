@@ -126,6 +126,12 @@ func findToken(ctx *p11.Ctx, label string) (uint, error) {
 	return 0, fmt.Errorf("pkcs11: no token labelled %q", label)
 }
 
+// The one key-store contract.
+var (
+	_ hsm.Module  = (*Token)(nil)
+	_ hsm.Session = (*Session)(nil)
+)
+
 // Close logs out and releases the module.
 func (t *Token) Close() error {
 	t.mu.Lock()

@@ -47,8 +47,8 @@ func TestMain(m *testing.M) {
 }
 
 func TestContract(t *testing.T) {
-	hsmtest.Run(t, func(t *testing.T) (hsmtest.Module, func() (hsmtest.Session, error)) {
-		return token, func() (hsmtest.Session, error) { return token.Session() }
+	hsmtest.Run(t, func(t *testing.T) (hsm.Module, func() (hsm.Session, error)) {
+		return token, func() (hsm.Session, error) { return token.Session() }
 	})
 }
 

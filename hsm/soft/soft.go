@@ -83,6 +83,12 @@ func Open(dir string) (*Keystore, error) {
 	return &Keystore{dir: dir, aead: aead, signer: map[string]*ecdsa.PrivateKey{}, mac: map[string][]byte{}}, nil
 }
 
+// The one key-store contract.
+var (
+	_ hsm.Module  = (*Keystore)(nil)
+	_ hsm.Session = (*Session)(nil)
+)
+
 // GenerateSigningKey creates a P-256 key under label and returns its public half.
 func (k *Keystore) GenerateSigningKey(label string) (*ecdsa.PublicKey, error) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

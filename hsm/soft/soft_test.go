@@ -2,6 +2,7 @@ package soft_test
 
 import (
 	"bytes"
+	"github.com/frank-postage/frank/hsm"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,13 +12,13 @@ import (
 )
 
 func TestContract(t *testing.T) {
-	hsmtest.Run(t, func(t *testing.T) (hsmtest.Module, func() (hsmtest.Session, error)) {
+	hsmtest.Run(t, func(t *testing.T) (hsm.Module, func() (hsm.Session, error)) {
 		k, err := soft.Open(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { k.Close() })
-		return k, func() (hsmtest.Session, error) { return k.Session() }
+		return k, func() (hsm.Session, error) { return k.Session() }
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/frank-postage/frank/hsm"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -44,22 +45,6 @@ const (
 	KindServer = "server" // a hub's TLS server certificate
 )
 
-// keyMaker creates keys inside the HSM.
-type keyMaker interface {
-	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
-}
-
-// Session is one HSM session; the CA keeps one for itself.
-type Session interface {
-	Signer(label string) (crypto.Signer, error)
-	Close() error
-}
-
-// Sessions adapts a key store's session opener to the CA's.
-func Sessions[S Session](open func() (S, error)) func() (Session, error) {
-	return func() (Session, error) { return open() }
-}
-
 // Config sets lifetimes. Zero values take the defaults noted.
 type Config struct {
 	KeyLabel string        // the CA key's label in the HSM; default KeyLabel
@@ -72,20 +57,20 @@ type Config struct {
 // CA is the device CA.
 type CA struct {
 	db   *store.DB
-	keys keyMaker
-	open func() (Session, error)
+	keys hsm.Module
+	open func() (hsm.Session, error)
 	cfg  Config
 
 	mu     sync.Mutex // one signature at a time: an HSM session is not shared
 	label  string     // the CA key's, as the store records it
-	sess   Session
+	sess   hsm.Session
 	signer crypto.Signer
 	cert   *x509.Certificate
 	pem    []byte
 }
 
 // New returns the CA on db; Load or Init makes it usable.
-func New(db *store.DB, keys keyMaker, open func() (Session, error), cfg Config) *CA {
+func New(db *store.DB, keys hsm.Module, open func() (hsm.Session, error), cfg Config) *CA {
 	if cfg.KeyLabel == "" {
 		cfg.KeyLabel = KeyLabel
 	}

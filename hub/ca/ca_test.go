@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"github.com/frank-postage/frank/hsm"
 	"os"
 	"sync"
 	"testing"
@@ -54,8 +55,8 @@ func softHSM(t *testing.T) *pkcs11.Token {
 // with SoftHSM2.
 func forEach(t *testing.T, test func(t *testing.T, c *ca.CA, now *time.Time)) {
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		for _, hsm := range []string{"soft", "softhsm"} {
-			t.Run(hsm, func(t *testing.T) {
+		for _, backend := range []string{"soft", "softhsm"} {
+			t.Run(backend, func(t *testing.T) {
 				ctx := context.Background()
 				db, err := store.Open(ctx, dsn)
 				if err != nil {
@@ -67,18 +68,18 @@ func forEach(t *testing.T, test func(t *testing.T, c *ca.CA, now *time.Time)) {
 				now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 				cfg := ca.Config{Vendor: "FR", Now: func() time.Time { return now }}
 				var c *ca.CA
-				switch hsm {
+				switch backend {
 				case "soft":
 					ks, err := soft.Open(t.TempDir())
 					if err != nil {
 						t.Fatal(err)
 					}
-					c = ca.New(db, ks, ca.Sessions(ks.Session), cfg)
+					c = ca.New(db, ks, hsm.Opener(ks.Session), cfg)
 				default:
 					// The token outlives this subtest: a key label per run.
 					tok := softHSM(t)
 					cfg.KeyLabel = fmt.Sprintf("ca-%d", time.Now().UnixNano())
-					c = ca.New(db, tok, ca.Sessions(tok.Session), cfg)
+					c = ca.New(db, tok, hsm.Opener(tok.Session), cfg)
 				}
 				defer c.Close()
 				test(t, c, &now)

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/frank-postage/frank/hsm"
 	"github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/store"
 )
@@ -38,11 +39,6 @@ type Key struct {
 // ErrNoKey means the ceremony has not run.
 var ErrNoKey = errors.New("keys: no active signing key; run hub keys init")
 
-// generator creates keys inside the HSM.
-type generator interface {
-	GenerateSigningKey(label string) (*ecdsa.PublicKey, error)
-}
-
 // registrar gets certificate serials from the postal authority.
 type registrar interface {
 	RegisterKey(ctx context.Context, pub *ecdsa.PublicKey) (postal.Certificate, error)
@@ -51,14 +47,14 @@ type registrar interface {
 // Keys manages the signing keys.
 type Keys struct {
 	db  *store.DB
-	hsm generator
+	hsm hsm.Module
 	pa  registrar
 	log *slog.Logger
 	now func() time.Time
 }
 
 // New returns a key manager.
-func New(db *store.DB, hsm generator, pa registrar, log *slog.Logger) *Keys {
+func New(db *store.DB, hsm hsm.Module, pa registrar, log *slog.Logger) *Keys {
 	return &Keys{db: db, hsm: hsm, pa: pa, log: log, now: time.Now}
 }
 

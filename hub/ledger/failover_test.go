@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"github.com/frank-postage/frank/hsm"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -16,7 +17,7 @@ import (
 
 // brokenModule is a PSDM server's HSM session whose signing fails, as a
 // module that went bad would.
-type brokenModule struct{ psdm.Session }
+type brokenModule struct{ hsm.Session }
 
 func (b brokenModule) Signer(label string) (crypto.Signer, error) {
 	s, err := b.Session.Signer(label)
@@ -44,7 +45,7 @@ func testPSDMFailOver(t *testing.T, dsn string) {
 	start := func(broken func(n int32) bool) *psdm.Pool {
 		t.Helper()
 		opened.Store(0)
-		open := func() (psdm.Session, error) {
+		open := func() (hsm.Session, error) {
 			s, err := f.ks.Session()
 			if n := opened.Add(1); err == nil && broken(n) {
 				return brokenModule{s}, nil
@@ -58,7 +59,7 @@ func testPSDMFailOver(t *testing.T, dsn string) {
 		}
 		return p
 	}
-	if _, err := psdm.Start(ctx, psdm.Config{Servers: []psdm.Server{{ID: 1, MPSDs: 9}}}, func() (psdm.Session, error) { return f.ks.Session() },
+	if _, err := psdm.Start(ctx, psdm.Config{Servers: []psdm.Server{{ID: 1, MPSDs: 9}}}, func() (hsm.Session, error) { return f.ks.Session() },
 		psdm.Key{Label: "sign", CertSerial: 1}, f.l, quiet); err == nil {
 		t.Fatal("a server with 9 MPSDs started")
 	}

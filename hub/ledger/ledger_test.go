@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/frank-postage/frank/hsm"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -165,7 +166,7 @@ func (f *fixture) open() {
 	if pcfg.RenewEvery == 0 {
 		pcfg.RenewEvery = time.Hour // tests renew by hand
 	}
-	open := func() (psdm.Session, error) { return f.ks.Session() }
+	open := func() (hsm.Session, error) { return f.ks.Session() }
 	if f.pool, err = psdm.Start(ctx, pcfg, open, psdm.Key{Label: "sign", CertSerial: 1}, f.l, quiet); err != nil {
 		t.Fatal(err)
 	}

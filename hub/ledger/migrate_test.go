@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"github.com/frank-postage/frank/hsm"
 	"io"
 	"os"
 	"path/filepath"
@@ -137,7 +138,7 @@ func openMigrated(t *testing.T, dir, dsn string) (*store.DB, *soft.Keystore, *le
 // closes with t.
 func fixturePool(t *testing.T, ks *soft.Keystore, l *ledger.Ledger) *psdm.Pool {
 	t.Helper()
-	open := func() (psdm.Session, error) { return ks.Session() }
+	open := func() (hsm.Session, error) { return ks.Session() }
 	pool, err := psdm.Start(context.Background(), psdm.Config{Workers: 1, MPSDsPerWorker: 1}, open,
 		psdm.Key{Label: "indicium-20261129T060722.559235", CertSerial: 1}, l, quiet)
 	if err != nil {

@@ -253,6 +253,8 @@ type gateway interface {
 	Tokenize(ctx context.Context, card *Card) (Token, error)
 }
 
+var _ gateway = (*Gateway)(nil)
+
 // alerter tells ops.
 type alerter interface {
 	Raise(ctx context.Context, kind, subject, message string)

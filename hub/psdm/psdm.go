@@ -18,15 +18,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/frank-postage/frank/hsm"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/protocol"
 )
-
-// Session is one HSM session; never shared between goroutines.
-type Session interface {
-	Signer(label string) (crypto.Signer, error)
-	Close() error
-}
 
 // salesLedger is the ledger as the workers use it.
 type salesLedger interface {
@@ -99,12 +94,12 @@ type Pool struct {
 	closed  chan struct{}
 	wg      sync.WaitGroup
 	key     atomic.Pointer[Key] // the key new stamps are signed with
-	open    func() (Session, error)
+	open    func() (hsm.Session, error)
 }
 
 // Start opens one HSM session per worker, leases each worker's MPSDs, and
 // starts the workers and the lease renewal.
-func Start(ctx context.Context, cfg Config, open func() (Session, error), key Key, b salesLedger, log *slog.Logger) (*Pool, error) {
+func Start(ctx context.Context, cfg Config, open func() (hsm.Session, error), key Key, b salesLedger, log *slog.Logger) (*Pool, error) {
 	if cfg.Workers == 0 {
 		cfg.Workers = 2
 	}
@@ -138,7 +133,7 @@ func Start(ctx context.Context, cfg Config, open func() (Session, error), key Ke
 	return p, nil
 }
 
-func (p *Pool) startWorker(ctx context.Context, sv Server, open func() (Session, error), key Key) (*worker, error) {
+func (p *Pool) startWorker(ctx context.Context, sv Server, open func() (hsm.Session, error), key Key) (*worker, error) {
 	id := sv.ID
 	sess, err := open()
 	if err != nil {
@@ -454,7 +449,7 @@ type slot struct {
 type worker struct {
 	id      int
 	pool    *Pool
-	sess    Session
+	sess    hsm.Session
 	signer  crypto.Signer
 	key     Key
 	log     *slog.Logger

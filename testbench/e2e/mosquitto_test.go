@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"github.com/frank-postage/frank/hsm"
 	"net/http"
 	"os"
 	osexec "os/exec"
@@ -236,7 +237,7 @@ func (m *mosquitto) spyTLS() *tls.Config {
 		m.t.Fatal(err)
 	}
 	defer ks.Close()
-	c := ca.New(db, ks, ca.Sessions(ks.Session), ca.Config{})
+	c := ca.New(db, ks, hsm.Opener(ks.Session), ca.Config{})
 	defer c.Close()
 	if err := c.Load(ctx); err != nil {
 		m.t.Fatal(err)
