@@ -1,6 +1,7 @@
 // Command hub runs the Frank vendor hub.
 //
-//	hub [flags]                 serve kiosks (embedded broker, API, workers)
+//	hub [serve] [flags]         serve kiosks (embedded broker, API, workers); hub serve --help lists the server's flags
+//	hub COMMAND --help          a command's own flags (each command also takes the server's: --data, --db, --config ...)
 //	hub ledger check [flags]    check every ledger invariant; exit 1 if any breaks
 //	hub keys init|rotate|list   the signing-key ceremony
 //	hub report --from D --to D  build the postal report for [from, to) and upload it
@@ -33,6 +34,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,13 +62,16 @@ func run(args []string) int {
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
+	case len(args) > 0 && args[0] == "serve":
+		args = args[1:]
 	case len(args) > 0 && args[0] == "report":
 		cmd, args = "report", args[1:]
 	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator" || args[0] == "settings" || args[0] == "staff" || args[0] == "release" || args[0] == "rollout"):
 		cmd, args = args[0]+" "+args[1], args[2:]
 	}
 	var pos []string
-	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
+	name := strings.TrimSpace("hub " + cmd)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	var cfg hub.Config
 	fs.StringVar(&cfg.DataDir, "data", "var/hub", "state directory (database, development keys)")
 	fs.StringVar(&cfg.DB, "db", "", "database: SQLite file or postgres:// URL (default DATA/hub.db)")
@@ -102,45 +107,16 @@ func run(args []string) int {
 	fs.StringVar(&cfg.PaymentsURL, "payments", "http://127.0.0.1:8091", "card payment gateway URL")
 	fs.StringVar(&cfg.BrokerUser, "broker-user", "frank-hub", "the hub's user on an external broker; starts with frank-hub, and each hub on one broker has its own")
 	fs.StringVar(&cfg.BrokerPassword, "broker-password", os.Getenv("FRANK_BROKER_PASSWORD"), "the hub's password on an external broker (default $FRANK_BROKER_PASSWORD)")
-	storeID := fs.String("store", "", "kiosk add, stock: the store")
-	sheets := fs.Int("sheets", 1, "stock issue: how many sheets")
-	barcodes := fs.String("barcodes", "", "stock issue: also write each sheet serial as a Code 128 PNG into this directory")
-	accountLogin := fs.String("account", "", "stock assign: the customer's login")
-	kioskID := fs.String("kiosk", "", "stock load: the kiosk; settings: the kiosk whose own settings to show or set")
-	openOnly := fs.Bool("open", false, "alerts list: only alerts not acknowledged")
-	brokerHosts := fs.String("hosts", "", "ca broker-cert: comma-separated names and addresses kiosks reach the broker by")
-	outDir := fs.String("out", "", "ca broker-cert: directory for broker.key, broker.crt, ca.crt and crl.pem")
-	since := fs.String("since", "", "keys compromise: when the key was compromised (RFC 3339, or 2006-01-02; default now)")
-	lost := fs.Bool("lost", false, "kiosk retire: the kiosk was lost or stolen; the next postal report declares it")
-	why := fs.String("why", "", "kiosk retire: why, for the record")
-	releaseKey := fs.String("key", "", "release sign: the release private key; release publish: the release public key")
-	releaseVersion := fs.String("release", "", "release sign: the release's version")
-	var stages stageFlags
-	fs.Var(&stages, "stage", "rollout start: a stage, kiosks=K1,K2, stores=S1 or percent=N (repeat; the whole fleet comes last)")
-	maxFailures := fs.Int("max-failures", 20, "rollout start: halt when more than this share (%) of the kiosks offered the release fail")
-	soak := fs.Duration("soak", 0, "rollout start: widen to the next stage this long after a stage is all healthy (0: by hand, hub rollout widen)")
-	health := fs.Duration("health", 2*time.Minute, "rollout start: how long an updated kiosk has to pass its health check before it rolls back")
-	badge := fs.String("badge", "", "staff add: the code on the member's badge (STAFF-...)")
-	message := fs.String("message", "", "kiosk command: shown on the kiosk's screen (out_of_service, lock)")
-	wait := fs.Duration("wait", 60*time.Second, "kiosk command: how long to wait for the kiosk's answer (0: do not wait)")
-	amount := fs.String("amount", "", "account fund: dollars")
-	zip := fs.String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add: the store's ZIP, which enrolling kiosks sign as the origin")
-	from := fs.String("from", "", "report: first day (2006-01-02, inclusive)")
-	to := fs.String("to", "", "report: last day (2006-01-02, exclusive)")
 	fs.StringVar(&cfg.RatesDir, "rates", "", "directory of extra rate tables (*.json)")
 	fs.IntVar(&cfg.HeartbeatS, "heartbeat", 30, "kiosk heartbeat period pushed in config, seconds")
 	fs.IntVar(&cfg.LabelsLow, "labels-low", 20, "raise labels_low for a kiosk with fewer labels left; it clears once refilled")
 	fs.StringVar(&cfg.PaperAlert, "paper-alert", "out", "raise paper_out when a kiosk's paper is out, or already near_end; it clears when paper is loaded")
-	role := fs.String("role", "ops", "operator add: ops (everything) or staff (their --stores only)")
-	stores := fs.String("stores", "", "operator add: comma-separated stores of a staff operator")
-	tokenName := fs.String("name", "cli", "operator token: what the token is for")
 	fs.DurationVar(&cfg.LedgerCheckEvery, "ledger-check-every", 10*time.Minute, "run the full ledger check this often while selling; a violation stops all sales (negative: only at start)")
 	fs.DurationVar(&cfg.KeyCheckEvery, "key-check", 10*time.Second, "how often a running hub looks for a signing or control-code key rotated by another process (hub keys rotate, rotate-mac)")
 	fs.DurationVar(&cfg.Reports.Every, "report-every", 24*time.Hour, "send the postal authority each period's report by itself, periods aligned to UTC (negative: only by hand, hub report); one hub of those sharing a database does it")
 	fs.DurationVar(&cfg.Reports.LateAfter, "report-late", 6*time.Hour, "raise report_late for a period whose report is not accepted this long after it ended")
 	fs.DurationVar(&cfg.RefundWindow, "refund-window", 28*24*time.Hour, "how long a web customer may have an unused stamp refunded")
 	fs.StringVar(&cfg.KioskBroker, "kiosk-broker", "", "the broker address enrolling kiosks are told, tcp://host:port (default: the host they reached the hub by, at the embedded broker's port)")
-	enrollTTL := fs.Duration("enroll-ttl", 7*24*time.Hour, "kiosk add: how long the one-time enrollment code is good for")
 	trustedProxies := fs.String("trusted-proxies", "", "comma-separated addresses or CIDR prefixes of the reverse proxies whose X-Forwarded-For names the client (login limits, logs); nobody else's is believed")
 	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
 	fs.StringVar(&cfg.PprofListen, "pprof", "", "serve net/http/pprof on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
@@ -149,6 +125,58 @@ func run(args []string) int {
 	configFile := fs.String("config", "", "config file: a JSON object of flag names and values (keys starting with # are comments); flags win over it")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	readyFile := fs.String("ready-file", "", "once serving, write where it listens here, as JSON: http, url, plain, broker, broker_tls, fingerprint (for addresses on port 0)")
+	// A subcommand's own flags are defined for it alone, and its --help
+	// lists them apart from the server's flags, which every command takes
+	// (they say where the hub's state is).
+	own := flag.NewFlagSet(name, flag.ContinueOnError)
+	other := flag.NewFlagSet("unused", flag.ContinueOnError)
+	of := func(cmds ...string) *flag.FlagSet {
+		if slices.Contains(cmds, cmd) {
+			return own
+		}
+		return other
+	}
+	storeID := of("kiosk add", "stock issue", "stock import", "settings show", "settings set").String("store", "", "the store")
+	sheets := of("stock issue").Int("sheets", 1, "how many sheets")
+	barcodes := of("stock issue").String("barcodes", "", "also write each sheet serial as a Code 128 PNG into this directory")
+	accountLogin := of("stock assign").String("account", "", "the customer's login")
+	kioskID := of("stock load", "settings show", "settings set").String("kiosk", "", "stock load: the kiosk; settings: the kiosk whose own settings to show or set")
+	openOnly := of("alerts list").Bool("open", false, "only alerts not acknowledged")
+	brokerHosts := of("ca broker-cert").String("hosts", "", "comma-separated names and addresses kiosks reach the broker by")
+	outDir := of("ca broker-cert", "release keygen", "release sign").String("out", "", "ca broker-cert: directory for broker.key, broker.crt, ca.crt and crl.pem; release keygen: for the key pair; release sign: for the signed release")
+	since := of("keys compromise").String("since", "", "when the key was compromised (RFC 3339, or 2006-01-02; default now)")
+	lost := of("kiosk retire").Bool("lost", false, "the kiosk was lost or stolen; the next postal report declares it")
+	why := of("kiosk retire").String("why", "", "why, for the record")
+	releaseKey := of("release sign", "release publish").String("key", "", "release sign: the release private key; release publish: the release public key")
+	releaseVersion := of("release sign").String("release", "", "the release's version")
+	var stages stageFlags
+	of("rollout start").Var(&stages, "stage", "a stage, kiosks=K1,K2, stores=S1 or percent=N (repeat; the whole fleet comes last)")
+	maxFailures := of("rollout start").Int("max-failures", 20, "halt when more than this share (%) of the kiosks offered the release fail")
+	soak := of("rollout start").Duration("soak", 0, "widen to the next stage this long after a stage is all healthy (0: by hand, hub rollout widen)")
+	health := of("rollout start").Duration("health", 2*time.Minute, "how long an updated kiosk has to pass its health check before it rolls back")
+	badge := of("staff add").String("badge", "", "the code on the member's badge (STAFF-...)")
+	message := of("kiosk command").String("message", "", "shown on the kiosk's screen (out_of_service, lock)")
+	wait := of("kiosk command").Duration("wait", 60*time.Second, "how long to wait for the kiosk's answer (0: do not wait)")
+	amount := of("account fund").String("amount", "", "dollars")
+	zip := of("account add", "kiosk add").String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add: the store's ZIP, which enrolling kiosks sign as the origin")
+	from := of("report").String("from", "", "first day (2006-01-02, inclusive)")
+	to := of("report").String("to", "", "last day (2006-01-02, exclusive)")
+	role := of("operator add").String("role", "ops", "ops (everything) or staff (their --stores only)")
+	stores := of("operator add").String("stores", "", "comma-separated stores of a staff operator")
+	tokenName := of("operator token").String("name", "cli", "what the token is for")
+	enrollTTL := of("kiosk add").Duration("enroll-ttl", 7*24*time.Hour, "how long the one-time enrollment code is good for")
+	own.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
+	fs.Usage = func() {
+		out := fs.Output()
+		if cmd == "" {
+			fmt.Fprintln(out, "usage: hub [serve] [flags]: serve kiosks (hub COMMAND --help: a command's own flags; the commands are in the README)")
+			fs.PrintDefaults()
+			return
+		}
+		fmt.Fprintf(out, "usage: hub %s %s\n", cmd, usageOf[cmd])
+		own.PrintDefaults()
+		fmt.Fprintln(out, "\nIt also takes the server's flags that say where the hub's state is (--config, --data, --db, --hsm, --pkcs11-*, --postal, --log; hub serve --help lists them all).")
+	}
 	// Flags and positional arguments may come in any order.
 	for {
 		if err := fs.Parse(args); err != nil {

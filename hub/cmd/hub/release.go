@@ -48,7 +48,7 @@ func releaseCmd(ctx context.Context, open func() (*hub.Hub, error), cmd string, 
 		fmt.Printf("release key written to %s/release.key; its public key to %s/release.pub\n", out, out)
 	case "release sign":
 		if key == "" || version == "" || out == "" || len(pos) == 0 {
-			return usage("hub release sign --key release.key --version V --out DIR ARCH=BINARY ...")
+			return usage("hub release sign --key release.key --release V --out DIR ARCH=BINARY ...")
 		}
 		b, err := os.ReadFile(key)
 		if err != nil {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// capture runs the command and returns what it printed to stderr.
+func capture(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = w
+	code := run(args)
+	w.Close()
+	os.Stderr = old
+	var b bytes.Buffer
+	io.Copy(&b, r)
+	return code, b.String()
+}
+
+// Each subcommand has its own flags and help; the server's help lists the
+// server's flags and none of the subcommands'.
+func TestSubcommandFlags(t *testing.T) {
+	_, serve := capture(t, "serve", "--help")
+	for _, want := range []string{"-https", "-data", "-hsm"} {
+		if !strings.Contains(serve, want) {
+			t.Errorf("hub serve --help lacks %s", want)
+		}
+	}
+	for _, not := range []string{"-sheets", "-badge", "-max-failures", "-enroll-ttl"} {
+		if strings.Contains(serve, not) {
+			t.Errorf("hub serve --help lists the subcommand flag %s", not)
+		}
+	}
+	_, issue := capture(t, "stock", "issue", "--help")
+	if !strings.Contains(issue, "usage: hub stock issue --store S --sheets N") || !strings.Contains(issue, "-sheets") || strings.Contains(issue, "-badge") || strings.Contains(issue, "-https") {
+		t.Errorf("hub stock issue --help:\n%s", issue)
+	}
+	if code, out := capture(t, "stock", "issue", "--badge", "x"); code != 2 || !strings.Contains(out, "flag provided but not defined: -badge") {
+		t.Errorf("a flag of another command: %d %s", code, out)
+	}
+	for cmd := range usageOf {
+		if _, out := capture(t, append(strings.Fields(cmd), "--help")...); !strings.Contains(out, "usage: hub "+cmd) {
+			t.Errorf("hub %s --help: %s", cmd, out)
+		}
+	}
+}
