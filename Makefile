@@ -41,8 +41,10 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/linux-armv7/kiosk ./appliance/cmd/kiosk
 	@ls -l bin/linux-arm64/kiosk bin/linux-armv7/kiosk | awk '{print "cross:", $$NF, $$5, "bytes"}'
 
+## unit: every test; then the hub's whole suite again on PostgreSQL, so every store-backed package it drives runs on both stores
 unit:
 	@bash .ci/timed unit $(GO) test -count=1 -timeout 20m ./...
+	@FRANK_TEST_DB=postgres bash .ci/timed unit-postgres $(GO) test -count=1 -timeout 10m ./hub
 
 ## race: the -short tests (unit and in-process; no Chromium, QEMU, packages or real binaries) under the race detector
 race:

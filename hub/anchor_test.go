@@ -2,7 +2,6 @@ package hub_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,14 +51,14 @@ func TestAuditAnchorSurvivesWipe(t *testing.T) {
 	}
 	e.h.Close()
 
-	db, err := store.Open(ctx, filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := store.Open(ctx, e.dsn())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ExecContext(ctx, `DELETE FROM audit`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ExecContext(ctx, `UPDATE audit_head SET seq = 0, hash = ?`, make([]byte, 32)); err != nil {
+	if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE audit_head SET seq = 0, hash = ?`), make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ExecContext(ctx, `UPDATE psd SET audit_n = 0, audit_hash = NULL`); err != nil {

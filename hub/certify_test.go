@@ -2,7 +2,6 @@ package hub_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/frank-postage/frank/hub/store"
@@ -43,7 +42,7 @@ func TestPublishedKeysCarryTheAuthoritysSignature(t *testing.T) {
 	certified()
 
 	e.h.Close()
-	db, err := store.Open(ctx, filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := store.Open(ctx, e.dsn())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,8 @@ package hub_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -113,11 +111,7 @@ func TestControlKeyRotation(t *testing.T) {
 		t.Fatalf("sale after the rotation: %+v", res.Error)
 	}
 	e.check()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := e.openDB()
 	var old, rekeys int
 	db.QueryRow(`SELECT COUNT(*) FROM psd WHERE length(control) = 32`).Scan(&old)
 	db.QueryRow(`SELECT COUNT(*) FROM audit WHERE kind = 'rekey'`).Scan(&rekeys)

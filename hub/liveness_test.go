@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +21,7 @@ import (
 func TestDeadHubsPaymentsSettled(t *testing.T) {
 	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = 300 * time.Millisecond })
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := store.Open(ctx, e.dsn())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +67,7 @@ func TestDeadHubsPaymentsSettled(t *testing.T) {
 func TestOpenAttemptOfAnotherHub(t *testing.T) {
 	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = time.Hour }) // the loop stays out of the way
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(e.cfg.DataDir, "hub.db"))
+	db, err := store.Open(ctx, e.dsn())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,8 +76,8 @@ func TestOpenAttemptOfAnotherHub(t *testing.T) {
 	if err := db.RenewHubLease(ctx, "hub-other", now, now, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ExecContext(ctx, `INSERT INTO payments (kiosk_id, request_id, method, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
-		VALUES ('kiosk-1', 'shared-1', 'card', 'kiosk-1/shared-1/other', 780, 'authorizing', 0, 0, ?, ?, 'hub-other')`, now.UnixMicro(), now.UnixMicro()); err != nil {
+	if _, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO payments (kiosk_id, request_id, method, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
+		VALUES ('kiosk-1', 'shared-1', 'card', 'kiosk-1/shared-1/other', 780, 'authorizing', 0, 0, ?, ?, 'hub-other')`), now.UnixMicro(), now.UnixMicro()); err != nil {
 		t.Fatal(err)
 	}
 	key := payments.Key{KioskID: "kiosk-1", RequestID: "shared-1"}
@@ -120,6 +119,7 @@ func TestPprofLoopbackOnly(t *testing.T) {
 // blind. The offline commands (hub.Open without Start) still work beside
 // it.
 func TestSecondHubOnSQLiteRefused(t *testing.T) {
+	sqliteOnly(t)
 	e := newEnv(t)
 	ctx := context.Background()
 	h, err := hub.Open(ctx, e.cfg, quietLog())

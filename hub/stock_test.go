@@ -2,9 +2,7 @@ package hub_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"path/filepath"
 	"testing"
 
 	"github.com/frank-postage/frank/protocol"
@@ -18,15 +16,11 @@ func TestTenthLabelInvalidatesSheet(t *testing.T) {
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
 	sheet, _ := protocol.ParseSheetSerial("1966-F8CF")
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := e.openDB()
 	invalidated := func() bool {
 		t.Helper()
 		var n int
-		if err := db.QueryRow(`SELECT COUNT(*) FROM sheets WHERE serial = ? AND invalidated_at IS NOT NULL`, uint32(sheet)).Scan(&n); err != nil {
+		if err := db.QueryRow(db.Rebind(`SELECT COUNT(*) FROM sheets WHERE serial = ? AND invalidated_at IS NOT NULL`), uint32(sheet)).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n == 1

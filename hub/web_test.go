@@ -2,13 +2,12 @@ package hub_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
+	"github.com/frank-postage/frank/hub/store"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -474,11 +473,7 @@ func TestMetricsMatchLedger(t *testing.T) {
 		}
 		return v
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := e.openDB()
 	var sales, stamps, postage int64
 	db.QueryRow(`SELECT COUNT(*) FROM sales WHERE status = 'ok'`).Scan(&sales)
 	db.QueryRow(`SELECT COUNT(*), SUM(postage) FROM indicia WHERE rate_class = '1100'`).Scan(&stamps, &postage)
@@ -601,9 +596,13 @@ func TestEnrollment(t *testing.T) {
 	st, b = post(`{"code": "` + fresh + `"}`)
 	refused(st, b, http.StatusTooManyRequests, protocol.CodeUnauthorized) // five wrong codes from here: even a right one waits
 	var stored int
-	db, _ := sql.Open("sqlite", "file:"+filepath.Join(e.cfg.DataDir, "hub.db")+"?_pragma=busy_timeout(10000)")
+	db := e.openDB()
 	defer db.Close()
-	db.QueryRow(`SELECT COUNT(*) FROM enrollments WHERE instr(CAST(sealed AS TEXT), ?) > 0`, pw).Scan(&stored)
+	q := `SELECT COUNT(*) FROM enrollments WHERE instr(CAST(sealed AS TEXT), ?) > 0`
+	if db.Dialect == store.Postgres {
+		q = `SELECT COUNT(*) FROM enrollments WHERE strpos(encode(sealed, 'escape'), $1) > 0`
+	}
+	db.QueryRow(q, pw).Scan(&stored)
 	if stored != 0 {
 		t.Fatal("the password is stored in the clear")
 	}
