@@ -300,3 +300,13 @@ func micros(v sql.NullInt64) *time.Time {
 	t := time.UnixMicro(v.Int64).UTC()
 	return &t
 }
+
+// ExpireRollout is the write that withdraws a rollout's offers its kiosks
+// have not answered, for the releases package to commit with the
+// rollout's end. The kiosk_commands table is this package's.
+func ExpireRollout(rolloutID int64) store.Write {
+	return store.Write{
+		Query: `UPDATE kiosk_commands SET status = ? WHERE status = ? AND id IN (SELECT command_id FROM rollout_kiosks WHERE rollout_id = ?)`,
+		Args:  []any{Expired, Pending, rolloutID},
+	}
+}

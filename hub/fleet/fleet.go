@@ -101,7 +101,8 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO stores (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`), storeID, storeID, now); err != nil {
+	w := AddStore(storeID, storeID, time.UnixMicro(now))
+	if _, err := tx.ExecContext(ctx, r.db.Rebind(w.Query), w.Args...); err != nil {
 		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 	}
 	res, err := tx.ExecContext(ctx, r.db.Rebind(`UPDATE kiosks SET store = ?, password_hash = ? WHERE kiosk_id = ?`), storeID, hash, kioskID)
@@ -340,4 +341,14 @@ func (r *Registry) IDs(ctx context.Context) ([]string, error) {
 		out = append(out, id)
 	}
 	return out, rows.Err()
+}
+
+// AddStore is the write that records a store if it is new, for another
+// package to commit in its own transaction (stock adds the stores its
+// sheets go to). The stores table is this package's.
+func AddStore(id, name string, at time.Time) store.Write {
+	return store.Write{
+		Query: `INSERT INTO stores (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+		Args:  []any{id, name, at.UnixMicro()},
+	}
 }

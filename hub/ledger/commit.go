@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -548,8 +549,8 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 	// In one order on every hub: two hubs' batches that share sheets queue
 	// on them and never deadlock.
 	for _, sh := range slices.Sorted(maps.Keys(sheets)) {
-		n := sheets[sh]
-		writes.Exec(nil, sheetUsed, n, n, micros(now), uint32(sh))
+		w := stock.MarkUsed(uint32(sh), sheets[sh], now)
+		writes.Exec(nil, w.Query, w.Args...)
 	}
 	writes.Insert("remedies", remedyCols, remedies)
 	writes.Insert("spoiled", spoiledCols, spoiled)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -579,10 +580,6 @@ func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
-// sheetUsed counts labels of a sheet as used, invalidating the sheet with
-// its last label.
-const sheetUsed = `UPDATE sheets SET used = used + ?, invalidated_at = CASE WHEN used + ? >= 10 THEN ? ELSE invalidated_at END WHERE serial = ?`
-
 // storePSDQuery writes an MPSD's registers and, when written by its
 // lease's holder, extends the lease.
 const storePSDQuery = `UPDATE psd SET ar = ?, dr = ?, control = ?,
@@ -606,7 +603,7 @@ func hotQueries(db *store.DB) []string {
 		storePSDQuery,
 		auditHeadQuery + db.ForUpdate(),
 		auditHeadUpdate,
-		sheetUsed,
+		stock.MarkUsed(0, 0, time.Time{}).Query,
 	}
 	for table, cols := range map[string][]string{"sales": saleCols, "indicia": indiciumCols, "spoiled": spoiledCols,
 		"fundings": fundingCols, "remedies": remedyCols, "audit": auditCols} {

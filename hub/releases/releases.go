@@ -212,8 +212,8 @@ func (r *Releases) stop(ctx context.Context, id int64, state, why string) error 
 		if n, _ := res.RowsAffected(); n != 1 {
 			return protocol.Errorf(protocol.CodeInvalidRequest, "rollout %d is not running", id)
 		}
-		_, err = tx.ExecContext(ctx, r.db.Rebind(`UPDATE kiosk_commands SET status = ? WHERE status = ? AND id IN (SELECT command_id FROM rollout_kiosks WHERE rollout_id = ?)`),
-			commands.Expired, commands.Pending, id)
+		w := commands.ExpireRollout(id)
+		_, err = tx.ExecContext(ctx, r.db.Rebind(w.Query), w.Args...)
 		return err
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -40,8 +41,8 @@ func (s *Stock) AddStore(ctx context.Context, id, name string) error {
 	if name == "" {
 		name = id
 	}
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO stores (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
-		id, name, s.now().UnixMicro())
+	w := fleet.AddStore(id, name, s.now())
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(w.Query), w.Args...)
 	if err != nil {
 		return fmt.Errorf("stock: add store %s: %w", id, err)
 	}
@@ -306,4 +307,15 @@ func (s *Stock) Batches(ctx context.Context) ([]Batch, error) {
 		out = append(out, b)
 	}
 	return out, rows.Err()
+}
+
+// MarkUsed is the write that counts n labels of a sheet as used, the sheet
+// invalidated with its tenth: the ledger commits it in the transaction of
+// the sale that used them. The sheets table is this package's; others
+// change it only through writes like this one.
+func MarkUsed(sheet uint32, n int, at time.Time) store.Write {
+	return store.Write{
+		Query: `UPDATE sheets SET used = used + ?, invalidated_at = CASE WHEN used + ? >= 10 THEN ? ELSE invalidated_at END WHERE serial = ?`,
+		Args:  []any{n, n, at.UnixMicro(), sheet},
+	}
 }
