@@ -49,6 +49,7 @@ import (
 	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/hub/views"
 	"github.com/frank-postage/frank/hub/web"
 	"github.com/frank-postage/frank/hub/web/console"
 	"github.com/frank-postage/frank/hub/web/portal"
@@ -323,6 +324,13 @@ func (c *Config) Check() error {
 	return errors.Join(errs...)
 }
 
+// books is the ledger and its read models, as the console and the portal
+// read them.
+type books struct {
+	*ledger.Ledger
+	*views.Views
+}
+
 // Hub is a running hub.
 type Hub struct {
 	cfg       Config
@@ -357,6 +365,7 @@ type Hub struct {
 	activity      activityStore
 	activitySaved int64 // the last minute stored; only saveActivity touches it after Start
 	presence      *fleet.Presence
+	views         *views.Views
 	roundMu       sync.Mutex
 	peers         peerNotes
 	keys          *keys.Keys
@@ -421,6 +430,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		h.Close()
 		return nil, err
 	}
+	h.views = views.New(h.db, cfg.Ledger.Now)
 	h.activity = activityStore{db: h.db, hub: h.ledger.Holder()}
 	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
 	h.fleet = fleet.New(h.db)
@@ -656,10 +666,10 @@ func (h *Hub) Start(ctx context.Context) error {
 		return fmt.Errorf("hub: listen %s: %w", webAddr, err)
 	}
 	h.HTTPAddr = ln.Addr().String()
-	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: h.ledger, Workers: h.pool,
+	h.console = &console.Console{People: h.operators, Kiosks: h.fleet, Presence: h.presence, Book: books{h.ledger, h.views}, Workers: h.pool,
 		Alerts: h.alerts, Stock: h.stock, Activity: h.metrics.Activity(), Certs: h.ca, Commands: h.commands, Config: h.CentralConfig(), Rollouts: h.releases, Licence: h.ledger.Licence(), Retire: h.retireSummary, Refund: h.counterRefund, Log: h.log.With("component", "console"), Now: now,
 		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies).Share(h.db)}
-	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: h.ledger, Rates: h.rates,
+	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: books{h.ledger, h.views}, Rates: h.rates,
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies).Share(h.db),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Voids: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
@@ -1248,8 +1258,8 @@ func (h *Hub) Tick(ctx context.Context) {
 func (h *Hub) checkFunds(ctx context.Context) {
 	low := h.cfg.FundsLow
 	if low == 0 {
-		fs, err := h.ledger.Fundings(ctx, 20)
-		if err != nil || !slices.ContainsFunc(fs, func(f ledger.Funding) bool { return f.State == "pending" }) {
+		fs, err := h.views.Fundings(ctx, 20)
+		if err != nil || !slices.ContainsFunc(fs, func(f views.Funding) bool { return f.State == "pending" }) {
 			return // the GPSD buys on demand
 		}
 		low = h.ledger.Config().MPSDFunding

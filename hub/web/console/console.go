@@ -9,6 +9,7 @@ package console
 import (
 	"context"
 	"embed"
+	"github.com/frank-postage/frank/hub/views"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -52,9 +53,9 @@ type presence interface {
 // ledgerView is the ledger, read-only.
 type ledgerView interface {
 	PSDs(ctx context.Context) ([]ledger.PSDView, error)
-	Fundings(ctx context.Context, limit int) ([]ledger.Funding, error)
-	Reports(ctx context.Context, limit int) ([]ledger.SentReport, error)
-	SalesOf(ctx context.Context, kioskID string, limit int) ([]ledger.SaleRow, error)
+	Fundings(ctx context.Context, limit int) ([]views.Funding, error)
+	Reports(ctx context.Context, limit int) ([]views.SentReport, error)
+	SalesOf(ctx context.Context, kioskID string, limit int) ([]views.SaleRow, error)
 	SalesToday(ctx context.Context) (map[string]int, error)
 	Check(ctx context.Context) (*ledger.Report, error)
 	Halted() string
@@ -272,7 +273,7 @@ func (c *Console) fleetRows(ctx context.Context, op *operators.Operator) ([]Kios
 type kioskView struct {
 	Kiosk     KioskRow             `json:"kiosk"`
 	Telemetry []protocol.Telemetry `json:"telemetry"`
-	Sales     []ledger.SaleRow     `json:"sales"`
+	Sales     []views.SaleRow      `json:"sales"`
 	// Certificate is the kiosk's newest certificate from the device CA;
 	// CertExpired says it has expired, and the kiosk needs a new code.
 	Certificate *ca.Issued `json:"certificate,omitempty"`
@@ -320,7 +321,7 @@ func (c *Console) kiosk(ctx context.Context, op *operators.Operator, id string) 
 type fundsView struct {
 	Licence  string           `json:"licence"`
 	PSDs     []ledger.PSDView `json:"psds"`
-	Fundings []ledger.Funding `json:"fundings"`
+	Fundings []views.Funding  `json:"fundings"`
 	Check    checkResult      `json:"ledger_check"`
 	Workers  []psdm.Status    `json:"workers"`
 	// SalesStopped is why a ledger check stopped all sales; empty while selling.
@@ -392,9 +393,9 @@ func (c *Console) stock(ctx context.Context, op *operators.Operator) (*stockView
 
 // activityView is the activity page.
 type activityView struct {
-	Hour    []metrics.Point     `json:"last_hour"`
-	Day     []metrics.Point     `json:"last_day"`
-	Reports []ledger.SentReport `json:"postal_reports"`
+	Hour    []metrics.Point    `json:"last_hour"`
+	Day     []metrics.Point    `json:"last_day"`
+	Reports []views.SentReport `json:"postal_reports"`
 }
 
 func (c *Console) activity(ctx context.Context) (*activityView, error) {

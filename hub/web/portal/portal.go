@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/frank-postage/frank/hub/views"
 	"html/template"
 	"image/png"
 	"log/slog"
@@ -29,7 +30,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/frank-postage/frank/hub/accounts"
-	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/sale"
 	"github.com/frank-postage/frank/hub/sheetpdf"
@@ -62,8 +62,8 @@ type shop interface {
 
 // history reads a customer's purchases.
 type history interface {
-	SalesOf(ctx context.Context, kioskID string, limit int) ([]ledger.SaleRow, error)
-	SaleOf(ctx context.Context, kioskID, requestID string) (*ledger.SaleRow, error)
+	SalesOf(ctx context.Context, kioskID string, limit int) ([]views.SaleRow, error)
+	SaleOf(ctx context.Context, kioskID, requestID string) (*views.SaleRow, error)
 	Result(ctx context.Context, kioskID, requestID string) ([]byte, error)
 }
 
@@ -241,7 +241,7 @@ type homeData struct {
 	Classes   []protocol.RateClass
 	RateTable string
 	RequestID string
-	Recent    []ledger.SaleRow
+	Recent    []views.SaleRow
 	Remedy    *remedy // when the balance fell short of an order
 }
 
@@ -500,7 +500,7 @@ func (p *Portal) purchases(w http.ResponseWriter, r *http.Request) {
 
 // purchaseData is one purchase's page.
 type purchaseData struct {
-	Sale         ledger.SaleRow
+	Sale         views.SaleRow
 	Refundable   map[string]bool
 	WindowDays   int
 	Printable    bool
@@ -509,7 +509,7 @@ type purchaseData struct {
 
 // mine finds one of the customer's purchases; anyone else's is not found,
 // as if it did not exist.
-func (p *Portal) mine(r *http.Request) (*ledger.SaleRow, error) {
+func (p *Portal) mine(r *http.Request) (*views.SaleRow, error) {
 	return p.History.SaleOf(r.Context(), sale.WebKioskID(current(r).Subject.ID), chi.URLParam(r, "id"))
 }
 
