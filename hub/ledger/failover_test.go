@@ -34,6 +34,7 @@ func (brokenSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
 // sign is signed by another before the sale fails, and only when every
 // server fails does the sale fail. A server holds at most 8 MPSDs.
 func TestPSDMFailOverAndRoundRobin(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, testPSDMFailOver)
 }
 

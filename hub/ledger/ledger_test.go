@@ -251,6 +251,7 @@ func (f *fixture) mustSell(s *ledger.Sale) *protocol.PurchaseResult {
 func isCode(err error, c protocol.Code) bool { return errors.Is(err, &protocol.Error{Code: c}) }
 
 func TestFirstSaleFundsFromAuthority(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
 		res := f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
@@ -266,6 +267,7 @@ func TestFirstSaleFundsFromAuthority(t *testing.T) {
 }
 
 func TestReplayIsIdenticalAndMovesNothing(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
 		first, err := f.sell(newSale("r1", 780, "1966-F8CF-01"))
@@ -292,6 +294,7 @@ func TestReplayIsIdenticalAndMovesNothing(t *testing.T) {
 
 // Two copies of one request committing at once: one sale, the same bytes.
 func TestConcurrentDuplicateCommitsOnce(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 2})
 		ctx := context.Background()
@@ -320,6 +323,7 @@ func TestConcurrentDuplicateCommitsOnce(t *testing.T) {
 }
 
 func TestLabelUsedTwice(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
 		f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
@@ -342,6 +346,7 @@ func TestLabelUsedTwice(t *testing.T) {
 }
 
 func TestTamperLocksMPSD(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
 		ctx := context.Background()
@@ -387,6 +392,7 @@ func TestTamperLocksMPSD(t *testing.T) {
 // The full check runs from one snapshot while sales commit: it sees no
 // violation that is not there, and does not hold sales up.
 func TestCheckWhileSelling(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 2})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -424,6 +430,7 @@ func TestCheckWhileSelling(t *testing.T) {
 }
 
 func TestAuditTamperIsFound(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
 		f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
@@ -439,6 +446,7 @@ func TestAuditTamperIsFound(t *testing.T) {
 }
 
 func TestAuthorityRefusesNothingMoves(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
 		f.pa.SetRefuseFunds(true)
@@ -455,6 +463,7 @@ func TestAuthorityRefusesNothingMoves(t *testing.T) {
 }
 
 func TestMultiStampSaleRefundsMPSD(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
 		// Three $400 stamps in one sale on one MPSD: the third needs a second $1,000 funding.
@@ -472,6 +481,7 @@ func TestMultiStampSaleRefundsMPSD(t *testing.T) {
 // 64 concurrent sales against one MPSD funded for exactly N stamps, with
 // GPSD funding off: exactly N succeed and DR never goes negative.
 func TestContentionOneMPSD(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		const n = 23
 		ctx := context.Background()
@@ -527,6 +537,7 @@ func TestContentionOneMPSD(t *testing.T) {
 // Two hubs on one database: a leased MPSD is never sold from by the other,
 // and once its holder dies the lease expires and the other takes it over.
 func TestLeaseExclusiveAndExpires(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
 		f := newFixture(t, dsn, ledger.Config{LeaseTTL: 30 * time.Second}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
@@ -555,6 +566,7 @@ func TestLeaseExclusiveAndExpires(t *testing.T) {
 }
 
 func TestInspectionWatchdog(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
@@ -591,6 +603,7 @@ func TestInspectionWatchdog(t *testing.T) {
 }
 
 func TestReportAcceptedAndForgeryRefused(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
@@ -627,6 +640,7 @@ func TestReportAcceptedAndForgeryRefused(t *testing.T) {
 // The check covers the customers' money too: a refund counted twice is a
 // violation, and one beyond the capture cannot be stored.
 func TestPaymentsChecked(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
 		ctx := context.Background()

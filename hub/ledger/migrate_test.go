@@ -149,6 +149,7 @@ func fixturePool(t *testing.T, ks *soft.Keystore, l *ledger.Ledger) *psdm.Pool {
 }
 
 func TestMigrateFromV1Fixture(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -204,6 +205,7 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 // clean and sells on. An opening that does not carry chain 0's registers
 // over is a violation.
 func TestMigrateToChainPerPSD(t *testing.T) {
+	t.Parallel()
 	for _, b := range backends {
 		for _, skew := range []protocol.Mills{0, 1} {
 			t.Run(fmt.Sprintf("%s/skew=%d", b.name, skew), func(t *testing.T) {

@@ -38,6 +38,7 @@ type model struct {
 //
 // FRANK_PROPERTY_SEED replays a run; FRANK_PROPERTY_STEPS sets its length.
 func TestPropertyRandomOperations(t *testing.T) {
+	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("FRANK_PROPERTY_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
@@ -271,6 +272,7 @@ func (m *model) compare(t *testing.T, f *fixture, step int) {
 // Two hubs short of postage at the same moment buy it once: the purchase
 // is one hub's at a time, and the second finds the first's funds.
 func TestOnePurchaseAcrossHubs(t *testing.T) {
+	t.Parallel()
 	forEachStore(t, func(t *testing.T, dsn string) {
 		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
 		other := openOther(t, f, ledger.Config{})
