@@ -19,7 +19,6 @@ import (
 // it runs and without a restart, and leaves a live hub's alone: that hub
 // may be selling them now.
 func TestDeadHubsPaymentsSettled(t *testing.T) {
-	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = 300 * time.Millisecond })
 	ctx := context.Background()
 	db, err := store.Open(ctx, e.dsn())
@@ -36,7 +35,10 @@ func TestDeadHubsPaymentsSettled(t *testing.T) {
 		p := payments.New(db, payments.NewGateway(e.cfg.PaymentsURL), accounts.New(db, e.clock.Now), slog.New(slog.DiscardHandler), e.clock.Now)
 		p.Hub = hubName
 		key := payments.Key{KioskID: "kiosk-1", RequestID: request}
-		if _, err := p.Authorize(ctx, key, payments.Source{Token: "tok_approve"}, 780); err != nil {
+		// The running hub may settle the dead hub's attempt before its
+		// authorization is recorded: the dead hub then voids its own hold.
+		if _, err := p.Authorize(ctx, key, payments.Source{Token: "tok_approve"}, 780); err != nil &&
+			!(lease < 0 && errors.Is(err, payments.ErrOtherHub)) {
 			t.Fatal(err)
 		}
 		return key
@@ -66,7 +68,6 @@ func TestDeadHubsPaymentsSettled(t *testing.T) {
 // that hub lives the request is refused as not final (asked again, it is
 // served); once it is dead, its attempt is settled first.
 func TestOpenAttemptOfAnotherHub(t *testing.T) {
-	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = time.Hour }) // the loop stays out of the way
 	ctx := context.Background()
 	db, err := store.Open(ctx, e.dsn())
@@ -105,7 +106,6 @@ func TestOpenAttemptOfAnotherHub(t *testing.T) {
 // The profiling endpoint is served on loopback only: any other address is
 // a configuration error.
 func TestPprofLoopbackOnly(t *testing.T) {
-	t.Parallel()
 	for addr, ok := range map[string]bool{"127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
 		"0.0.0.0:6060": false, ":6060": false, "10.0.0.5:6060": false, "6060": false} {
 		c := hub.Config{PprofListen: addr}
@@ -122,7 +122,6 @@ func TestPprofLoopbackOnly(t *testing.T) {
 // blind. The offline commands (hub.Open without Start) still work beside
 // it.
 func TestSecondHubOnSQLiteRefused(t *testing.T) {
-	t.Parallel()
 	sqliteOnly(t)
 	e := newEnv(t)
 	ctx := context.Background()

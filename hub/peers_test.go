@@ -66,7 +66,6 @@ func TestHeartbeatsOfOtherHubsArrive(t *testing.T) {
 // kiosk's session here at once, told by a notification: this hub's broker
 // would not recheck for an hour.
 func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
-	t.Parallel()
 	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.BrokerRecheck = dsn, time.Hour })
 	lost := make(chan struct{})
@@ -98,7 +97,6 @@ func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
 // progress, and charts theirs beside its own: any hub's console shows the
 // whole cluster's live activity, not only what it answered itself.
 func TestActivityOfOtherHubsArrives(t *testing.T) {
-	t.Parallel()
 	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.ActivityEvery = dsn, 50*time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())

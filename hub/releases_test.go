@@ -25,7 +25,6 @@ import (
 // offers it to the rest, and halts by itself when a share of the kiosks
 // offered it larger than its threshold fail, with an alert.
 func TestRolloutHaltsAtItsThreshold(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -121,7 +120,6 @@ func TestRolloutHaltsAtItsThreshold(t *testing.T) {
 // A rollout with a soak widens by itself once its stage is all healthy
 // and the soak has passed, and ends when the whole fleet is healthy.
 func TestRolloutWidensAfterItsSoak(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)

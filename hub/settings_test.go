@@ -55,7 +55,6 @@ func waitConfig(t *testing.T, ch <-chan protocol.KioskConfig, what string, ok fu
 // when made elsewhere (the command line), and a revoked member leaves
 // every kiosk's list.
 func TestCentralConfigPushed(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
