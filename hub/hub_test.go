@@ -267,14 +267,6 @@ func (e *env) openDB() *store.DB {
 	return db
 }
 
-// sqliteOnly marks a test of SQLite's own rules: the suite's run on
-// PostgreSQL (FRANK_TEST_DB=postgres) has nothing of it to test.
-func sqliteOnly(t *testing.T) {
-	if os.Getenv("FRANK_TEST_DB") == "postgres" {
-		t.Skip("SQLite's own rule; the suite's SQLite pass runs it")
-	}
-}
-
 func (e *env) check() {
 	e.t.Helper()
 	r, err := e.h.Ledger().Check(context.Background())
