@@ -23,6 +23,10 @@ func (h *Hub) configFor(kioskID string) (protocol.KioskConfig, error) {
 	if err != nil {
 		return c, nil
 	}
+	c.Store = k.Store
+	if c.StoreName, err = h.fleet.StoreName(ctx, k.Store); err != nil {
+		return c, err
+	}
 	v, staff, managed, err := h.settings.For(ctx, kioskID, k.Store)
 	if err != nil {
 		return c, err

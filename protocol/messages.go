@@ -204,6 +204,9 @@ type PurchaseResult struct {
 	Status    string           `json:"status"`
 	Error     *Error           `json:"error,omitempty"`
 	Indicia   []IssuedIndicium `json:"indicia,omitempty"`
+	// Approval is the card gateway's approval code for the sale's card
+	// payment, printed on the customer's receipt; empty for other methods.
+	Approval string `json:"approval,omitempty"`
 }
 
 // IssuedIndicium is one signed stamp, ready to print.
@@ -399,6 +402,9 @@ type KioskConfig struct {
 	KioskID    string    `json:"kiosk_id"`
 	HeartbeatS int       `json:"heartbeat_s"`
 	Rates      RateTable `json:"rates"`
+	// Store and StoreName name the kiosk's store, for its receipts.
+	Store     string `json:"store,omitempty"`
+	StoreName string `json:"store_name,omitempty"`
 	// Settings are ops' settings for the kiosk: fleet-wide, then its
 	// store's, then its own. Zero fields keep the kiosk's own defaults.
 	Settings KioskSettings `json:"settings"`

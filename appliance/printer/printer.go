@@ -107,6 +107,20 @@ func (p *Printer) Print(label image.Image) error {
 	return p.ready()
 }
 
+// PrintReceipt sends a text job (escpos.Text's bytes, which select the
+// receipt roll and end in a cut) with the same status checks as a label.
+func (p *Printer) PrintReceipt(job []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.ready(); err != nil {
+		return err
+	}
+	if _, err := p.port.Write(job); err != nil {
+		return fmt.Errorf("printer: receipt: %w", err)
+	}
+	return p.ready()
+}
+
 func (p *Printer) ready() error {
 	s, err := p.status()
 	if err != nil {

@@ -352,3 +352,19 @@ func AddStore(id, name string, at time.Time) store.Write {
 		Args:  []any{id, name, at.UnixMicro()},
 	}
 }
+
+// StoreName is the name of a store, or "" for a kiosk with none.
+func (r *Registry) StoreName(ctx context.Context, id string) (string, error) {
+	if id == "" {
+		return "", nil
+	}
+	var name string
+	err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT name FROM stores WHERE id = ?`), id).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("fleet: store %s: %w", id, err)
+	}
+	return name, nil
+}

@@ -496,7 +496,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		sold := saleErr == nil
 		var res protocol.PurchaseResult
 		if sold {
-			res = protocol.PurchaseResult{RequestID: s.RequestID, Status: protocol.ResultOK}
+			res = protocol.PurchaseResult{RequestID: s.RequestID, Status: protocol.ResultOK, Approval: s.Approval}
 		}
 		for _, p := range writables[i] {
 			c := chains[p.Serial]

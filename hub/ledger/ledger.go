@@ -302,6 +302,9 @@ type Sale struct {
 	// sale's own transaction: one durable commit answers the kiosk.
 	// It must change exactly one row, or the sale is refused with Stale.
 	Payment *store.Write
+	// Approval is the card payment's approval code, kept in the answer
+	// for the customer's receipt (and byte-identical replays).
+	Approval string
 }
 
 // Total is the sale's postage.

@@ -202,6 +202,9 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 		}
 		w := pay.Authorized()
 		sale.Payment = &w
+		if pay.Method == "card" {
+			sale.Approval = pay.Ref
+		}
 	}
 	out, err := s.Seller.Issue(ctx, sale)
 	var refused *protocol.Error

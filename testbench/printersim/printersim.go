@@ -51,6 +51,12 @@ type Printer struct {
 	failNext Fault // the next label is lost to this fault
 	failSkip int   // labels that still come out before failNext strikes
 	hold     *hold // the next cut waits for it
+
+	receipt  bool      // ESC c 0 2 chose the receipt roll for this job
+	text     textState // the receipt being printed
+	receipts []string  // receipt PNGs written; each has a .txt beside it
+	rseq     int
+	rwaiters []chan string
 }
 
 // hold keeps a label in the printer until released.
@@ -106,7 +112,8 @@ func Start(link, outDir string, log *slog.Logger) (*Printer, error) {
 		return nil, fmt.Errorf("printersim: %w", err)
 	}
 	old, _ := filepath.Glob(filepath.Join(outDir, "label-*.png"))
-	p := &Printer{line: line, outDir: outDir, log: log, done: make(chan struct{}), seq: len(old)}
+	oldReceipts, _ := filepath.Glob(filepath.Join(outDir, "receipt-*.png"))
+	p := &Printer{line: line, outDir: outDir, log: log, done: make(chan struct{}), seq: len(old), rseq: len(oldReceipts)}
 	go p.run()
 	return p, nil
 }
@@ -170,7 +177,7 @@ func (p *Printer) command(r *bufio.Reader) error {
 			p.reset()
 			return nil
 		}
-		return fmt.Errorf("unsupported ESC %#02x", c)
+		return p.escText(r, c)
 	case 0x1D: // GS
 		c, err := r.ReadByte()
 		if err != nil {
@@ -179,6 +186,15 @@ func (p *Printer) command(r *bufio.Reader) error {
 		switch c {
 		case 'v':
 			return p.raster(r)
+		case '!':
+			n, err := r.ReadByte()
+			if err != nil {
+				return err
+			}
+			p.mu.Lock()
+			p.text.large = n != 0
+			p.mu.Unlock()
+			return nil
 		case 'V':
 			m, err := r.ReadByte()
 			if err != nil {
@@ -213,9 +229,13 @@ func (p *Printer) command(r *bufio.Reader) error {
 		_, err = p.line.Master.Write([]byte{statusByte(f, n)})
 		return err
 	}
-	// Text and other commands are not used by the kiosk; a real printer
-	// would print text, the emulator ignores it.
-	return nil
+	if b == '\n' || b >= 0x20 {
+		p.mu.Lock()
+		p.text.put(b)
+		p.mu.Unlock()
+		return nil
+	}
+	return fmt.Errorf("unsupported control byte %#02x", b)
 }
 
 // statusByte answers DLE EOT n as an Epson-compatible printer does: bits 1
@@ -251,6 +271,7 @@ func statusByte(f Fault, n byte) byte {
 func (p *Printer) reset() {
 	p.mu.Lock()
 	p.rows, p.width = nil, 0
+	p.receipt, p.text = false, textState{}
 	p.mu.Unlock()
 }
 
@@ -298,6 +319,8 @@ func (p *Printer) cut() error {
 	}
 	rows, width := p.rows, p.width
 	p.rows, p.width = nil, 0
+	receipt, text := p.receipt, p.text
+	p.receipt, p.text = false, textState{}
 	if p.failNext != OK && p.failSkip > 0 {
 		p.failSkip-- // this one still comes out
 	} else if p.fault != OK || p.failNext != OK {
@@ -309,6 +332,10 @@ func (p *Printer) cut() error {
 		p.mu.Unlock()
 		p.log.Warn("printer emulator: label lost", "fault", f)
 		return nil
+	}
+	if receipt {
+		p.mu.Unlock()
+		return p.cutReceipt(text)
 	}
 	if len(rows) > 0 {
 		p.seq++

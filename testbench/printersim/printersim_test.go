@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/frank-postage/frank/appliance/escpos"
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/appliance/serialport"
 	"github.com/frank-postage/frank/protocol/label"
@@ -127,5 +129,73 @@ func TestFaults(t *testing.T) {
 	sim.SetFault(printersim.OK)
 	if err := pr.Print(img); err != nil || len(sim.Labels()) != 1 {
 		t.Fatalf("after clearing the jam: %v, %d labels", err, len(sim.Labels()))
+	}
+}
+
+// A receipt in text mode comes out on the receipt roll: its text reads
+// back through the emulator's own decoder, Spanish letters included, it
+// is drawn, and no label is counted for it.
+func TestReceiptInTextMode(t *testing.T) {
+	dir := t.TempDir()
+	sim, err := printersim.Start(filepath.Join(dir, "dev", "printer"), filepath.Join(dir, "labels"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	port, err := serialport.Open(serialport.Config{Path: sim.Path(), Baud: 115200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	pr := printer.New(port, time.Second)
+	job, err := escpos.NewText().Center(true).Large(true).Bold(true).Line("RECIBO").Large(false).Bold(false).Center(false).
+		Pair("Sello", "$0.78").Line("Tarjeta terminada en 4242 · aprobación").Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := sim.NextReceipt()
+	if err := pr.PrintReceipt(job); err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	select {
+	case path = <-next:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no receipt came out")
+	}
+	text, err := os.ReadFile(strings.TrimSuffix(path, ".png") + ".txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "RECIBO\nSello" + strings.Repeat(" ", escpos.Columns-10) + "$0.78\nTarjeta terminada en 4242 · aprobación\n\n\n\n"
+	if string(text) != want {
+		t.Fatalf("receipt text %q, want %q", text, want)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dark := 0
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			if r, _, _, _ := img.At(x, y).RGBA(); r < 0x8000 {
+				dark++
+			}
+		}
+	}
+	if dark < 500 {
+		t.Fatalf("receipt image has %d dark dots: nothing drawn", dark)
+	}
+	if n := len(sim.Labels()); n != 0 {
+		t.Fatalf("%d labels counted for a receipt", n)
+	}
+	if _, err := escpos.NewText().Line("snowman ☃").Bytes(); err == nil {
+		t.Fatal("a character outside code page 858 was accepted")
 	}
 }
