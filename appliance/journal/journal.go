@@ -79,6 +79,12 @@ CREATE TABLE IF NOT EXISTS sheets (
   serial    TEXT PRIMARY KEY,
   loaded_at INTEGER NOT NULL
 );
+-- Every sheet loaded, kept after the sheet is used up: the shift report
+-- counts the labels staff loaded.
+CREATE TABLE IF NOT EXISTS loads (
+  serial    TEXT NOT NULL,
+  loaded_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS commands (
   command_id TEXT PRIMARY KEY,
   result     BLOB NOT NULL,
@@ -222,12 +228,57 @@ func (j *Journal) exec(ctx context.Context, op, requestID, query string, args ..
 // restart knows its stock.
 func (j *Journal) AddSheets(ctx context.Context, serials []string) error {
 	for _, s := range serials {
-		if _, err := j.db.ExecContext(ctx, `INSERT INTO sheets (serial, loaded_at) VALUES (?, ?) ON CONFLICT DO NOTHING`,
-			s, time.Now().UnixMicro()); err != nil {
+		now := time.Now().UnixMicro()
+		res, err := j.db.ExecContext(ctx, `INSERT INTO sheets (serial, loaded_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, now)
+		if err != nil {
 			return fmt.Errorf("journal: add sheet %s: %w", s, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			if _, err := j.db.ExecContext(ctx, `INSERT INTO loads (serial, loaded_at) VALUES (?, ?)`, s, now); err != nil {
+				return fmt.Errorf("journal: add sheet %s: %w", s, err)
+			}
 		}
 	}
 	return nil
+}
+
+// LoadedSince counts the sheets loaded at or after from.
+func (j *Journal) LoadedSince(ctx context.Context, from time.Time) (int, error) {
+	var n int
+	if err := j.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM loads WHERE loaded_at >= ?`, from.UnixMicro()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("journal: loads: %w", err)
+	}
+	return n, nil
+}
+
+// Since returns the sales begun at or after from, oldest first.
+func (j *Journal) Since(ctx context.Context, from time.Time) ([]*Sale, error) {
+	rows, err := j.db.QueryContext(ctx, `SELECT request_id FROM sales WHERE started_at >= ? ORDER BY started_at`, from.UnixMicro())
+	if err != nil {
+		return nil, fmt.Errorf("journal: since: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("journal: since: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("journal: since: %w", err)
+	}
+	out := make([]*Sale, 0, len(ids))
+	for _, id := range ids {
+		s, err := j.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // DropSheet forgets a sheet the hub says is used up or no longer ours.

@@ -30,6 +30,7 @@ func (k *Kiosk) Handler() http.Handler {
 	r.Get("/api/v1/sales/progress", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, k.Progress()) })
 	r.Post("/api/v1/sales/{id}/reprint", k.remedy)
 	r.Post("/api/v1/sales/{id}/refund", k.remedy)
+	r.Post("/api/v1/sales/{id}/receipt", k.receiptRoute)
 	r.Get("/api/v1/stock", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]int{"labels_left": k.LabelsLeft()})
 	})

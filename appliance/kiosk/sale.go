@@ -131,6 +131,11 @@ type saleRecord struct {
 	items   []protocol.PurchaseItem
 	service string
 	labels  []LabelResult
+	// For the receipt: when, and how it was paid (never more of the card
+	// than its brand and last four digits).
+	at       time.Time
+	payment  protocol.Payment
+	approval string
 }
 
 // Sell runs one sale: price, ask the hub, print each label, report.
@@ -359,7 +364,8 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	k.publishAsync(protocol.TopicPrint, report)
 	k.mu.Lock()
 	k.sales++
-	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels}
+	pay := protocol.Payment{Method: req.Payment.Method, Brand: req.Payment.Brand, Last4: req.Payment.Last4}
+	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels, at: time.Now(), payment: pay, approval: res.Approval}
 	k.mu.Unlock()
 	return rc, nil
 }

@@ -63,6 +63,9 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 				"printer": st.Printer, "scale": st.Scale, "in_service": st.InService, "reasons": st.Reasons, "errors": k.Errors()})
 		})
 		r.Post("/stock", k.loadStock)
+		r.Get("/shift", k.shiftRoutes)
+		r.Post("/shift/print", k.shiftRoutes)
+		r.Post("/shift/end", k.shiftRoutes)
 		r.Post("/service", func(w http.ResponseWriter, r *http.Request) {
 			var body struct {
 				InService bool `json:"in_service"`

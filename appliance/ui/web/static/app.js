@@ -34,6 +34,53 @@
     return Math.floor(tenths / 10) + "." + (tenths % 10) + " oz";
   }
 
+  // ---- language: every string comes from the catalogues ----
+  const catalogs = {};
+  let lang = "en";        // the screen's language now
+  let storeLang = "en";   // ops' default for this kiosk's store
+  let chosenLang = "";    // the customer's choice, until the screen starts over
+  function t(key, vars) {
+    let s = (catalogs[lang] && catalogs[lang][key]) || (catalogs.en && catalogs.en[key]) || key;
+    for (const k in vars || {}) s = s.split("{" + k + "}").join(String(vars[k]));
+    return s;
+  }
+  async function loadCatalogs() {
+    for (const l of ["en", "es"]) {
+      try {
+        const r = await fetch("/ui/i18n/" + l + ".json");
+        if (r.ok) catalogs[l] = await r.json();
+      } catch (e) { /* the page still works in the language it was written in */ }
+    }
+  }
+  function setLang(l) {
+    lang = catalogs[l] ? l : "en";
+    document.documentElement.lang = lang;
+    document.title = t("title");
+    for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
+    for (const e of document.querySelectorAll("[data-i18n-aria]")) e.setAttribute("aria-label", t(e.dataset.i18nAria));
+    $("lang").lang = lang === "es" ? "en" : "es";
+    renderContrast();
+    renderServiceToggle();
+    rerender();
+  }
+  // rerender redraws what the current screen built from data.
+  function rerender() {
+    if (current === "weigh") renderWeight();
+    if (current === "services") renderServices();
+    if (current === "receipt" && receipt) renderReceipt();
+    if (current === "oos") renderOOS();
+    if (current === "shift" && shift) renderShift();
+    if (current === "error" && lastError) showError(lastError.err, lastError.back);
+  }
+
+  // ---- high contrast and large text ----
+  let contrast = false;
+  function renderContrast() {
+    body.classList.toggle("hc", contrast);
+    $("contrast").setAttribute("aria-pressed", String(contrast));
+    $("contrast").textContent = t(contrast ? "contrast.off" : "contrast.on");
+  }
+
   // api returns {ok, status, data}; a network failure looks like a 503 so
   // every caller handles one shape.
   async function api(method, path, payload, token) {
@@ -47,7 +94,7 @@
     try {
       res = await fetch(path, opts);
     } catch (e) {
-      return { ok: false, status: 0, data: { error: { code: "service_unavailable", message: "The kiosk is not answering." } } };
+      return { ok: false, status: 0, data: { error: { code: "service_unavailable", message: t("err.no_answer") } } };
     }
     let data = null;
     try { data = await res.json(); } catch (e) { data = null; }
@@ -55,14 +102,23 @@
   }
 
   // ---- screens ----
-  const screens = ["weigh", "services", "paying", "receipt", "error", "oos", "pin", "staff"];
+  const screens = ["weigh", "services", "paying", "receipt", "error", "oos", "pin", "staff", "shift"];
+  const staffScreens = ["pin", "staff", "shift"];
   let current = "weigh";
   function show(name) {
+    const moved = current !== name;
     current = name;
     for (const s of screens) $("screen-" + s).hidden = s !== name;
     body.dataset.screen = name;
-    $("staff-open").hidden = name === "pin" || name === "staff" || name === "paying";
+    $("staff-open").hidden = staffScreens.includes(name) || name === "paying";
     if (name === "weigh") pollWeight();
+    // A keypad user starts each screen on its main action, or its title.
+    if (moved) focusScreen(name);
+  }
+  function focusScreen(name) {
+    const sec = $("screen-" + name);
+    const main = sec.querySelector("button.primary:not([disabled])") || sec.querySelector("h1");
+    if (main) main.focus({ preventScroll: true });
   }
 
   // ---- idle timeout ----
@@ -75,23 +131,12 @@
     // hidden while the customer pays.
     if (current === "weigh" || current === "paying" || current === "oos") return;
     if (Date.now() - lastTouch < cfg.idleMS) return;
-    if (current === "pin" || current === "staff") staffLogout();
+    if (staffScreens.includes(current)) staffLogout();
     startOver();
   }, 250);
 
   // ---- status ----
-  const reasonText = {
-    out_of_labels: "Out of stamp labels",
-    paper_out: "The printer is out of paper",
-    door_open: "The printer door is open",
-    out_of_service: "Taken out of service by staff",
-    ops_out_of_service: "Taken out of service by the operator",
-    locked: "This kiosk is locked",
-    hub_offline: "No connection to the postage service",
-    printer_fault: "The printer needs attention",
-    certificate_expired: "This kiosk's certificate expired: staff, ask for a new enrollment code",
-    wrong_stock: "The labels in the printer are not the expected ones: staff, reload the label stock",
-  };
+
   let status = { in_service: true, reasons: [] };
   async function pollStatus() {
     const r = await api("GET", "/api/v1/status");
@@ -99,22 +144,32 @@
       status = r.data;
       // Ops' settings for the screen (a ?idle= on the page wins, for tests).
       if (status.idle_timeout_s > 0 && !(idleParam > 0)) cfg.idleMS = status.idle_timeout_s * 1000;
-      if (status.language) document.documentElement.lang = status.language;
+      if (status.language && status.language !== storeLang) {
+        storeLang = status.language;
+        if (!chosenLang) setLang(storeLang);
+      }
       renderServiceToggle();
       // Staff keep their screens so they can put the kiosk back in service.
       // A customer with a receipt or an error in hand keeps it: a failed
       // label's remedy must stay reachable when paper runs out.
-      if (!status.in_service && !["paying", "receipt", "error", "pin", "staff"].includes(current)) {
-        const ul = $("oos-reasons");
-        ul.replaceChildren();
-        for (const code of status.reasons || []) ul.append(el("li", "", reasonText[code] || code));
-        $("oos-message").textContent = status.message || "";
+      if (!status.in_service && !["paying", "receipt", "error", ...staffScreens].includes(current)) {
+        renderOOS();
         if (current !== "oos") show("oos");
       } else if (status.in_service && current === "oos") {
         startOver();
       }
     }
     setTimeout(pollStatus, cfg.statusMS);
+  }
+
+  function renderOOS() {
+    const ul = $("oos-reasons");
+    ul.replaceChildren();
+    for (const code of status.reasons || []) {
+      const key = "reason." + code;
+      ul.append(el("li", "", t(key) === key ? code : t(key)));
+    }
+    $("oos-message").textContent = status.message || "";
   }
 
   // ---- weigh ----
@@ -139,18 +194,21 @@
     $("weight").textContent = weight.state === "offline" ? "–" : ounces(Math.max(mg, 0));
     switch (weight.state) {
       case "ok":
-        if (!weight.stable) { text = "In motion – hold still"; cls = "warn"; }
-        else if (mg <= 0) { text = "Put your letter on the scale"; }
-        else { text = "Ready"; }
+        if (!weight.stable) { text = t("weigh.motion"); cls = "warn"; }
+        else if (mg <= 0) { text = t("weigh.put"); }
+        else { text = t("weigh.ready"); }
         break;
-      case "motion": text = "In motion – hold still"; cls = "warn"; break;
-      case "over_capacity": text = "Too heavy for this scale"; cls = "bad"; break;
-      case "under_capacity": text = "Scale not ready – take everything off the scale"; cls = "bad"; break;
-      default: text = "Scale not ready"; cls = "bad";
+      case "motion": text = t("weigh.motion"); cls = "warn"; break;
+      case "over_capacity": text = t("weigh.over"); cls = "bad"; break;
+      case "under_capacity": text = t("weigh.under"); cls = "bad"; break;
+      default: text = t("weigh.not_ready"); cls = "bad";
     }
     st.textContent = text;
     st.className = "weight-state " + cls;
+    const was = $("continue").disabled;
     $("continue").disabled = !(weight.state === "ok" && weight.stable && mg > 0);
+    // The keypad's focus follows the action as it becomes possible.
+    if (was && !$("continue").disabled && document.activeElement === $("weigh-title")) $("continue").focus();
   }
 
   // ---- services and quantity ----
@@ -167,7 +225,7 @@
     show("services");
   });
   function renderServices() {
-    $("services-weight").textContent = "for " + ounces(sale.weightMG);
+    $("services-weight").textContent = t("services.for", { weight: ounces(sale.weightMG) });
     const list = $("service-list");
     list.replaceChildren();
     for (const p of sale.prices) {
@@ -184,7 +242,8 @@
       } else {
         b.append(left, el("span", "price", money(p.price_mills)));
         if (sale.rate && sale.rate.rate_class === p.rate_class) b.classList.add("selected");
-        b.addEventListener("click", () => { sale.rate = p; renderServices(); });
+        b.setAttribute("aria-pressed", String(!!(sale.rate && sale.rate.rate_class === p.rate_class)));
+        b.addEventListener("click", () => { sale.rate = p; renderServices(); b.focus(); });
       }
       list.append(b);
     }
@@ -230,16 +289,16 @@
     showError(r.data.error, "services");
   });
 
-  const progressText = {
-    weighing: ["Weighing…", "Please leave your item on the scale."],
-    paying: ["Pay on the card terminal", "Tap or insert your card on the terminal below the screen."],
-    issuing: ["One moment", "Making your stamps…"],
-  };
+  const progressKey = { weighing: "paying.weighing", paying: "paying.card", issuing: "paying.issuing" };
   function showProgress(p) {
-    let [step, hint] = progressText[p.step] || [null, null];
+    let step = null, hint = null;
+    if (progressKey[p.step]) {
+      step = t(progressKey[p.step]);
+      hint = t(progressKey[p.step] + "_hint");
+    }
     if (p.step === "printing") {
-      step = "Printing stamp " + p.label + " of " + p.of;
-      hint = "Please wait until every label is out.";
+      step = t("paying.printing", { n: p.label, of: p.of });
+      hint = t("paying.printing_hint");
     }
     if (!step) return; // idle: the answer is on its way
     $("pay-step").textContent = step;
@@ -253,19 +312,19 @@
       const row = el("div", "label-row");
       row.dataset.test = "label-" + l.label_serial;
       row.append(el("span", "serial", l.label_serial), el("span", "amount", money(l.amount_mills || 0)));
-      const out = el("span", "outcome " + l.outcome, l.outcome === "printed" ? "printed" : "failed" + (l.reason ? " (" + l.reason + ")" : ""));
+      const out = el("span", "outcome " + l.outcome, l.outcome === "printed" ? t("receipt.printed") : t("receipt.failed") + (l.reason ? " (" + l.reason + ")" : ""));
       out.dataset.test = "outcome-" + l.label_serial;
       row.append(out);
       if (l.remedy) {
-        const rem = el("span", "remedy", l.remedy);
+        const rem = el("span", "remedy", t(l.remedy.key, l.remedy.vars));
         rem.dataset.test = "remedy-" + l.label_serial;
         row.append(rem);
       } else if (l.outcome !== "printed") {
-        const rp = el("button", "", "Reprint free");
+        const rp = el("button", "", t("receipt.reprint"));
         rp.type = "button";
         rp.dataset.test = "reprint-" + l.label_serial;
         rp.addEventListener("click", () => remedy("reprint", l));
-        const rf = el("button", "", "Refund");
+        const rf = el("button", "", t("receipt.refund"));
         rf.type = "button";
         rf.dataset.test = "refund-" + l.label_serial;
         rf.addEventListener("click", () => remedy("refund", l));
@@ -279,19 +338,19 @@
   async function remedy(kind, label) {
     const note = $("remedy-result");
     note.className = "note";
-    note.textContent = kind === "reprint" ? "Reprinting…" : "Refunding…";
+    note.textContent = t(kind === "reprint" ? "receipt.reprinting" : "receipt.refunding");
     for (const b of $("receipt-labels").querySelectorAll("button")) b.disabled = true;
     const r = await api("POST", "/api/v1/sales/" + encodeURIComponent(receipt.request_id) + "/" + kind, { label: label.label_serial });
     if (r.ok && r.data.status === "ok") {
       if (kind === "refund") {
-        label.remedy = "refunded " + money(r.data.amount_mills || 0);
-        note.textContent = "Refunded " + money(r.data.amount_mills || 0) + " to your card.";
+        label.remedy = { key: "receipt.refunded_short", vars: { amount: money(r.data.amount_mills || 0) } };
+        note.textContent = t("receipt.refunded", { amount: money(r.data.amount_mills || 0) });
       } else {
         const got = (r.data.labels || []).map((l) => l.label_serial + " " + l.outcome);
-        label.remedy = "reprinted as " + got.join(", ");
+        label.remedy = { key: "receipt.reprinted_short", vars: { labels: got.join(", ") } };
         const ok = (r.data.labels || []).every((l) => l.outcome === "printed");
-        note.textContent = ok ? "Reprinted free: " + got.join(", ") : "The reprint failed too. Please ask staff or choose Refund.";
-        if (!ok) label.remedy = ""; // leave the buttons so Refund is still possible
+        note.textContent = ok ? t("receipt.reprinted", { labels: got.join(", ") }) : t("receipt.reprint_failed");
+        if (!ok) label.remedy = null; // leave the buttons so Refund is still possible
         // A failed reprint label still needs a remedy, so it joins the list.
         for (const l of r.data.labels || []) if (l.outcome !== "printed") receipt.labels.push(l);
       }
@@ -303,47 +362,52 @@
     renderReceipt();
   }
   $("done").addEventListener("click", startOver);
+  $("print-receipt").addEventListener("click", async () => {
+    if (!receipt) return;
+    const note = $("remedy-result");
+    note.className = "note";
+    note.textContent = t("receipt.printing");
+    $("print-receipt").disabled = true;
+    const r = await api("POST", "/api/v1/sales/" + encodeURIComponent(receipt.request_id) + "/receipt", { language: lang });
+    if (r.ok) {
+      note.textContent = t("receipt.printed_note");
+    } else {
+      note.className = "note error-text";
+      note.textContent = t("receipt.print_failed", { reason: errorInfo(r.data.error).title });
+      $("print-receipt").disabled = false;
+    }
+  });
 
   // ---- errors ----
   function errorInfo(err) {
     err = err || { code: "internal_error", message: "" };
     const msg = err.message || "";
-    const outOfLabels = {
-      title: "Out of labels",
-      text: "This kiosk has run out of stamp labels. No money was taken. Please ask staff.",
-      short: "out of labels",
-    };
+    const info = (k, back) => ({ title: t("err." + k + ".title"), text: t("err." + k + ".text"), short: t("err." + k + ".short"), back });
     switch (err.code) {
-      case "payment_declined":
-        return { title: "Card declined", text: "Your card was declined. No money was taken. You can try another card.", short: "declined" };
-      case "payment_timeout":
-        return { title: "Payment timed out", text: "The card terminal did not get a payment in time. No money was taken.", short: "timed out" };
-      case "insufficient_funds":
-        return { title: "Not enough funds", text: "There are not enough funds for this purchase. No money was taken.", short: "not enough funds" };
-      case "overweight":
-        return { title: "Too heavy", text: "Your letter is too heavy for this service. Choose another service.", short: "too heavy for this service" };
-      case "out_of_labels":
-        return outOfLabels;
-      case "rate_table_stale":
-        return { title: "Prices are being updated", text: "Please try again in a few minutes. No money was taken.", short: "prices updating" };
+      case "payment_declined": return info("declined");
+      case "payment_timeout": return info("timeout");
+      case "insufficient_funds": return info("funds");
+      case "overweight": return info("overweight");
+      case "out_of_labels": return info("labels");
+      case "rate_table_stale": return info("stale");
       case "invalid_request":
         // The kiosk prices on its scale; what the screen showed went stale.
-        if (/^weight_mg/.test(msg)) {
-          return { title: "Please weigh again", text: "The weight on the scale changed, and so may the price. No money was taken.", short: "weigh again", back: "weigh" };
-        }
-        return { title: "Something went wrong", text: msg || "Please try again.", short: msg || "unavailable" };
+        if (/^weight_mg/.test(msg)) return info("weigh", "weigh");
+        break;
       case "service_unavailable":
-        if (/scale/i.test(msg)) {
-          return { title: "The scale is not steady", text: "Let your item rest on the scale, then try again. No money was taken.", short: "scale not steady", back: "weigh" };
-        }
-        if (/label/i.test(msg) || (status.reasons || []).includes("out_of_labels")) return outOfLabels;
-        return { title: "Service unavailable", text: "Stamps cannot be sold right now. Please try again later.", short: "unavailable" };
-      default:
-        return { title: "Something went wrong", text: msg || "Please try again.", short: msg || "unavailable" };
+        if (/scale/i.test(msg)) return info("scale", "weigh");
+        if (/label/i.test(msg) || (status.reasons || []).includes("out_of_labels")) return info("labels");
+        return info("unavailable");
     }
+    // The hub's own words, in English, are better than nothing.
+    const other = info("other");
+    if (msg) { other.text = msg; other.short = msg; }
+    return other;
   }
   let errorBack = "weigh";
+  let lastError = null;
   function showError(err, back) {
+    lastError = { err, back };
     const info = errorInfo(err);
     $("error-title").textContent = info.title;
     $("error-message").textContent = info.text;
@@ -362,14 +426,22 @@
     sale.qty = 1;
     sale.prices = [];
     receipt = null;
+    lastError = null;
     $("remedy-result").textContent = "";
+    $("print-receipt").disabled = false;
+    // The next customer starts in the store's language and normal view.
+    contrast = false;
+    if (chosenLang) { chosenLang = ""; setLang(storeLang); } else renderContrast();
     show(status.in_service === false ? "oos" : "weigh");
   }
 
   // ---- staff ----
   let token = "";
   let pin = "";
-  function renderPin() { $("pin-display").textContent = "•".repeat(pin.length); }
+  function renderPin() {
+    $("pin-display").textContent = "•".repeat(pin.length);
+    $("pin-display").setAttribute("aria-label", t("pin.entered", { n: pin.length }));
+  }
   $("staff-open").addEventListener("click", () => {
     pin = "";
     renderPin();
@@ -386,7 +458,7 @@
     pin = "";
     renderPin();
     if (!r.ok || !r.data.token) {
-      $("pin-error").textContent = r.status === 401 ? "Wrong PIN" : errorInfo(r.data.error).title;
+      $("pin-error").textContent = r.status === 401 ? t("pin.wrong") : errorInfo(r.data.error).title;
       return;
     }
     token = r.data.token;
@@ -402,7 +474,7 @@
     const r = await api(method, path, payload, token);
     if (r.status === 401) {
       token = "";
-      $("pin-error").textContent = "Session expired. Enter the PIN again.";
+      $("pin-error").textContent = t("pin.expired");
       show("pin");
     }
     return r;
@@ -432,36 +504,36 @@
     const serial = input.value.trim().toUpperCase();
     input.value = "";
     if (!/^[0-9A-F]{4}-[0-9A-F]{4}$/.test(serial)) {
-      staffSay("Not a sheet serial: " + (serial || "(empty)") + ". Expected like 1966-F8CF.", true);
+      staffSay(t("staff.not_serial", { serial: serial || t("staff.empty") }), true);
       return;
     }
     const r = await staffCall("POST", "/api/v1/staff/stock", { sheets: [serial] });
-    if (r.ok) staffSay("Loaded sheet " + serial + ". Labels left: " + r.data.labels_left + ".");
-    else if (r.status !== 401) staffSay("Sheet " + serial + " not loaded: " + ((r.data.error && r.data.error.message) || r.status), true);
+    if (r.ok) staffSay(t("staff.loaded", { serial, left: r.data.labels_left }));
+    else if (r.status !== 401) staffSay(t("staff.not_loaded", { serial, why: (r.data.error && r.data.error.message) || r.status }), true);
     loadCounters();
     input.focus();
   });
   async function staffAction(path, payload, okText) {
     const r = await staffCall("POST", path, payload);
     if (r.ok) staffSay(okText);
-    else if (r.status !== 401) staffSay(((r.data.error && r.data.error.message) || "Failed: " + r.status), true);
+    else if (r.status !== 401) staffSay(((r.data.error && r.data.error.message) || t("staff.failed", { status: r.status })), true);
     loadCounters();
     return r.ok;
   }
-  $("zero").addEventListener("click", () => staffAction("/api/v1/staff/zero", undefined, "Scale zeroed."));
+  $("zero").addEventListener("click", () => staffAction("/api/v1/staff/zero", undefined, t("staff.zeroed")));
   $("calibrate").addEventListener("click", () => {
     const g = $("cal-grams").value.trim();
-    if (!/^\d+(\.\d{1,3})?$/.test(g) || Number(g) <= 0) { staffSay("Enter the known weight in grams, e.g. 500.", true); return; }
+    if (!/^\d+(\.\d{1,3})?$/.test(g) || Number(g) <= 0) { staffSay(t("staff.grams_hint"), true); return; }
     const [whole, frac = ""] = g.split(".");
     const mg = Number(whole) * 1000 + Number(frac.padEnd(3, "0"));
-    staffAction("/api/v1/staff/calibrate", { known_mg: mg }, "Calibrated with " + g + " g.");
+    staffAction("/api/v1/staff/calibrate", { known_mg: mg }, t("staff.calibrated", { grams: g }));
   });
   function renderServiceToggle() {
-    $("service-toggle").textContent = status.in_service === false ? "Put back in service" : "Take out of service";
+    $("service-toggle").textContent = t(status.in_service === false ? "staff.in" : "staff.out");
   }
   $("service-toggle").addEventListener("click", async () => {
     const want = status.in_service === false;
-    if (await staffAction("/api/v1/staff/service", { in_service: want }, want ? "Back in service." : "Out of service.")) {
+    if (await staffAction("/api/v1/staff/service", { in_service: want }, t(want ? "staff.back_in" : "staff.taken_out"))) {
       status.in_service = want;
       renderServiceToggle();
     }
@@ -472,6 +544,64 @@
   }
   $("staff-logout").addEventListener("click", async () => { await staffLogout(); startOver(); });
 
+  // ---- shift report ----
+  let shift = null;
+  const shiftRows = [
+    ["shift.sales", (s) => s.sales], ["shift.stamps", (s) => s.stamps], ["shift.postage", (s) => money(s.postage_mills)],
+    ["shift.card", (s) => money(s.card_mills)], ["shift.account", (s) => money(s.account_mills)],
+    ["shift.refunds", (s) => s.refunds + " · " + money(s.refund_mills)], ["shift.voids", (s) => s.voids],
+    ["shift.loaded", (s) => s.labels_loaded], ["shift.used", (s) => s.labels_used], ["shift.faults", (s) => s.faults],
+  ];
+  function renderShift() {
+    $("shift-since").textContent = t("shift.since", { at: new Date(shift.from).toLocaleString(lang) });
+    const dl = $("shift-figures");
+    dl.replaceChildren();
+    for (const [key, val] of shiftRows) {
+      const dd = el("dd", "", String(val(shift)));
+      dd.dataset.test = key.replace(".", "-");
+      dl.append(el("dt", "", t(key)), dd);
+    }
+    for (const c of shift.classes || []) {
+      const dd = el("dd", "", c.count + " · " + money(c.postage_mills));
+      dd.dataset.test = "shift-class-" + c.rate_class;
+      dl.append(el("dt", "", c.name || c.rate_class), dd);
+    }
+  }
+  async function loadShift() {
+    const r = await staffCall("GET", "/api/v1/staff/shift");
+    if (!r.ok) return false;
+    shift = r.data;
+    renderShift();
+    return true;
+  }
+  $("shift-open").addEventListener("click", async () => {
+    $("shift-message").textContent = "";
+    if (await loadShift()) show("shift");
+  });
+  async function shiftPrint(path, okKey) {
+    const m = $("shift-message");
+    const r = await staffCall("POST", path, { language: lang });
+    m.className = "note" + (r.ok ? "" : " error-text");
+    m.textContent = r.ok ? t(okKey) : errorInfo(r.data.error).title + ". " + ((r.data.error && r.data.error.message) || "");
+    if (r.ok) await loadShift();
+  }
+  $("shift-print").addEventListener("click", () => shiftPrint("/api/v1/staff/shift/print", "shift.printed"));
+  $("shift-end").addEventListener("click", () => shiftPrint("/api/v1/staff/shift/end", "shift.ended"));
+  $("shift-back").addEventListener("click", () => { show("staff"); loadCounters(); });
+
+  // ---- the corner: language, contrast ----
+  $("lang").addEventListener("click", () => {
+    chosenLang = lang === "es" ? "en" : "es";
+    setLang(chosenLang);
+  });
+  $("contrast").addEventListener("click", () => { contrast = !contrast; renderContrast(); });
+  // A tactile keypad's digits work on the PIN screen as they do on its pad.
+  document.addEventListener("keydown", (ev) => {
+    if (current !== "pin") return;
+    if (/^[0-9]$/.test(ev.key)) { if (pin.length < 12) pin += ev.key; renderPin(); ev.preventDefault(); }
+    else if (ev.key === "Backspace") { pin = pin.slice(0, -1); renderPin(); ev.preventDefault(); }
+  });
+
   show("weigh");
-  pollStatus();
+  loadCatalogs().then(() => { setLang(storeLang); pollStatus(); });
 })();
