@@ -117,6 +117,11 @@ type Config struct {
 	// SecureCookies marks login cookies Secure even on plain HTTP: set it
 	// when the hub sits behind a TLS-terminating proxy.
 	SecureCookies bool
+	// ShowResetLinks shows a portal customer's password-reset link on the
+	// page that asked for it, for demos: the hub sends no mail, and without
+	// it the link reaches no one. It tells whoever asks whether a login
+	// exists, so it is off by default.
+	ShowResetLinks bool
 	// PprofListen serves net/http/pprof, for profiling in production, on
 	// a loopback address only (default: off).
 	PprofListen string
@@ -671,7 +676,9 @@ func (h *Hub) Start(ctx context.Context) error {
 		Sessions: websession.New(h.db, "console", 8*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("console", h.proxies).Share(h.db)}
 	customerPortal := &portal.Portal{Customers: h.accounts, Funds: h.payments, Shop: h.sales, History: books{h.ledger, h.views}, Rates: h.rates,
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies).Share(h.db),
-		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now}
+		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now,
+		ResetRequests: websession.NewLogins("portal-reset", h.proxies).Share(h.db), ResetLinks: websession.NewCodeLimit("portal-reset-link", h.proxies).Share(h.db),
+		ShowResetLinks: h.cfg.ShowResetLinks}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Voids: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
 		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, BrokerTLSAddr: h.BrokerTLSAddr, CA: h.ca,
 		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies).Share(h.db), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,

@@ -56,8 +56,8 @@ func (a *Accounts) Create(ctx context.Context, login, password string) (*Account
 	if len(login) < 3 || len(login) > 64 {
 		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "login: want 3-64 characters")
 	}
-	if len(password) < 10 || len(password) > 72 {
-		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "password: want 10-72 characters")
+	if err := checkPassword(password); err != nil {
+		return nil, err
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), a.Cost)
 	if err != nil {

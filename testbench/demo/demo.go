@@ -198,6 +198,8 @@ func (d *Demo) start(ctx context.Context) error {
 	}
 	hubArgs := append([]string{"--data", filepath.Join(cfg.Dir, "hub"), "--https", orAny(cfg.HubHTTP),
 		"--postal", "http://" + cfg.Postal, "--payments", "http://" + cfg.Cards, "--licence", postal.DemoLicence, "--log", "text"}, broker...)
+	// No mail server here: the portal shows password-reset links instead.
+	hubArgs = append(hubArgs, "--show-reset-links")
 	hubArgs = append(hubArgs, cfg.HubArgs...)
 	d.passwords = slices.Contains(hubArgs, "--kiosk-passwords")
 	if cfg.ExternalBroker {

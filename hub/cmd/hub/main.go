@@ -119,6 +119,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.KioskBroker, "kiosk-broker", "", "the broker address enrolling kiosks are told, tcp://host:port (default: the host they reached the hub by, at the embedded broker's port)")
 	trustedProxies := fs.String("trusted-proxies", "", "comma-separated addresses or CIDR prefixes of the reverse proxies whose X-Forwarded-For names the client (login limits, logs); nobody else's is believed")
 	fs.BoolVar(&cfg.SecureCookies, "secure-cookies", false, "mark login cookies Secure on plain HTTP (behind a TLS proxy)")
+	fs.BoolVar(&cfg.ShowResetLinks, "show-reset-links", false, "demo only: show a portal password-reset link on the page that asked for it (the hub sends no mail; this tells anyone whether a login exists)")
 	fs.StringVar(&cfg.PprofListen, "pprof", "", "serve net/http/pprof on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
 	logFormat := fs.String("log", "json", "log format: json or text")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration and exit")

@@ -46,6 +46,10 @@ type customers interface {
 	ByID(ctx context.Context, id int64) (*accounts.Account, error)
 	SetZIP(ctx context.Context, id int64, zip protocol.ZIP) error
 	NewPayCode(ctx context.Context, accountID int64) (string, time.Time, error)
+	ChangePassword(ctx context.Context, id int64, current, next string) error
+	NewReset(ctx context.Context, login string) (string, time.Time, error)
+	CheckReset(ctx context.Context, token string) error
+	Reset(ctx context.Context, token, next string) (int64, error)
 }
 
 // funder tops accounts up from a card.
@@ -90,6 +94,13 @@ type Portal struct {
 	Meter        meter // may be nil
 	Log          *slog.Logger
 	Now          func() time.Time
+
+	// ResetRequests limits asking for reset links, per login and address;
+	// ResetLinks, wrong links per address.
+	ResetRequests, ResetLinks *session.Logins
+	// ShowResetLinks shows a reset link on the page that asked for it, for
+	// a demo without mail: it tells whoever asks that the login exists.
+	ShowResetLinks bool
 }
 
 //go:embed templates
@@ -119,10 +130,16 @@ func (p *Portal) Routes() http.Handler {
 	r.Post("/login", p.login)
 	r.Get("/register", p.registerForm)
 	r.Post("/register", p.register)
+	r.Get("/forgot", p.forgotForm)
+	r.Post("/forgot", p.forgot)
+	r.Get("/reset", p.resetForm)
+	r.Post("/reset", p.reset)
 	r.Group(func(r chi.Router) {
 		r.Use(session.Require(p.Sessions, "/portal/login", p.Customers.ByID))
 		r.Get("/", p.home)
 		r.Post("/logout", p.logout)
+		r.Get("/password", p.passwordForm)
+		r.Post("/password", p.changePassword)
 		r.Post("/buy", p.buy)
 		r.Get("/fund", p.fundForm)
 		r.Post("/fund", p.fund)

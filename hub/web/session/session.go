@@ -108,6 +108,29 @@ func (m *Manager) End(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: m.cookieName(secure), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteStrictMode})
 }
 
+// EndOthers logs subject out everywhere but in the request's own session:
+// after a password change, whoever knew the old one is out.
+func (m *Manager) EndOthers(r *http.Request, subject int64) error {
+	keep := []byte{}
+	if c, err := r.Cookie(m.cookieName(m.isSecure(r))); err == nil {
+		h := sha256.Sum256([]byte(c.Value))
+		keep = h[:]
+	}
+	if _, err := m.db.ExecContext(r.Context(), m.db.Rebind(`DELETE FROM sessions WHERE realm = ? AND subject = ? AND hash <> ?`),
+		m.realm, subject, keep); err != nil {
+		return fmt.Errorf("session: end others: %w", err)
+	}
+	return nil
+}
+
+// EndAll logs subject out of every session, as after a password reset.
+func (m *Manager) EndAll(ctx context.Context, subject int64) error {
+	if _, err := m.db.ExecContext(ctx, m.db.Rebind(`DELETE FROM sessions WHERE realm = ? AND subject = ?`), m.realm, subject); err != nil {
+		return fmt.Errorf("session: end all: %w", err)
+	}
+	return nil
+}
+
 // ValidCSRF reports whether a form post carries s's CSRF token, in the
 // "csrf" field or the X-CSRF-Token header.
 func ValidCSRF(r *http.Request, s *Session) bool {

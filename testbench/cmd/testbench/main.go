@@ -84,6 +84,7 @@ func webDemo(d *demo.Demo) error {
 	fmt.Printf("Hub TLS fingerprint: %s (its device CA's; the CA's certificate is %s: curl --cacert it, or tell the browser to trust it)\n",
 		d.Fingerprint(), d.CAFile())
 	fmt.Printf("Customer portal: %s/portal/ (register, top up with card 4242 4242 4242 4242, exp 12/39)\n", d.HubURL())
+	fmt.Printf("  forgot a password? %s/portal/forgot shows the one-time reset link (demo: no mail server; --show-reset-links)\n", d.HubURL())
 	fmt.Printf("  label sheets for web customers: %s\n", strings.Join(strings.Fields(sheets), " "))
 	fmt.Printf("Ops console: %s/console/  login ops, password %s\n", d.HubURL(), pw)
 	fmt.Printf("Operator API: curl --cacert %s -H 'Authorization: Bearer %s' %s/api/v1/ops/fleet  (docs/openapi.yaml)\n", d.CAFile(), strings.TrimSpace(token), d.HubURL())
