@@ -1,5 +1,6 @@
 // Package browser drives headless Chromium (Debian package chromium)
-// through chromedp for the end-to-end tests of the kiosk's touchscreen.
+// through chromedp for the end-to-end tests of the kiosk's touchscreen and
+// the hub's web pages, and checks their accessibility with axe-core (axe.go).
 // Elements are found by their data-test attribute.
 package browser
 
