@@ -83,6 +83,25 @@ func (t *Text) Pair(left, right string) *Text {
 	return t.Line(left + strings.Repeat(" ", pad) + right)
 }
 
+// Wrap prints s as a paragraph, broken at spaces to fit Columns.
+func (t *Text) Wrap(s string) *Text {
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len([]rune(line))+1+len([]rune(w)) > Columns {
+			t.Line(line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	if line != "" {
+		t.Line(line)
+	}
+	return t
+}
+
 // Rule prints a line of dashes.
 func (t *Text) Rule() *Text { return t.Line(strings.Repeat("-", Columns)) }
 

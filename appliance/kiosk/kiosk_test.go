@@ -83,8 +83,9 @@ func (l *memLink) pushRaw(suffix string, b []byte) {
 
 // fakePrinter records labels, or fails with a fault.
 type fakePrinter struct {
-	mu     sync.Mutex
-	labels []image.Image
+	mu       sync.Mutex
+	labels   []image.Image
+	receipts [][]byte // text jobs: receipts and shift reports
 	fault  error
 	hold   chan struct{} // if set, a print waits for it to close
 }
@@ -99,6 +100,16 @@ func (p *fakePrinter) Print(img image.Image) error {
 		return p.fault
 	}
 	p.labels = append(p.labels, img)
+	return nil
+}
+
+func (p *fakePrinter) PrintReceipt(job []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fault != nil {
+		return p.fault
+	}
+	p.receipts = append(p.receipts, job)
 	return nil
 }
 

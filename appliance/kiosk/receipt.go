@@ -96,8 +96,7 @@ func (k *Kiosk) receipt(requestID string, rec *saleRecord, lang string) *escpos.
 	}
 	t.Rule()
 	minutes := fmt.Sprint(int(k.remedyWindow().Round(time.Minute) / time.Minute))
-	t.Line(tr("print.rules1")).Line(tr("print.rules2")).Line(tr("print.rules3", "minutes", minutes)).
-		Line(tr("print.rules4")).Line(tr("print.rules5")).Line("")
+	t.Wrap(tr("print.rules", "minutes", minutes)).Wrap(tr("print.rules_printed")).Line("")
 	return t.Center(true).Line(tr("print.thanks"))
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/frank-postage/frank/appliance/ui"
 	"github.com/frank-postage/frank/testbench/browser"
@@ -31,6 +32,7 @@ type fakeKiosk struct {
 	inService  bool
 	reasons    []string
 	message    string // ops' word while they hold the kiosk
+	language   string // ops' default screen language
 	labelsLeft int
 	sales      int
 	nextSale   string // "ok", "jam" (last label fails) or an error code
@@ -41,6 +43,7 @@ type fakeKiosk struct {
 	token      string
 	loaded     []string
 	calls      []string
+	receipts   []string // the language of each receipt printed; "shift:" + it for shift reports
 }
 
 func newFakeKiosk() *fakeKiosk {
@@ -57,7 +60,7 @@ func (f *fakeKiosk) reset() {
 	f.labelsLeft, f.sales = 30, 0
 	f.nextSale, f.saleDelay, f.saleMsg = "ok", 0, "Declined by issuer"
 	f.progress = map[string]any{"step": "idle"}
-	f.token, f.loaded, f.calls, f.serial = "", nil, nil, 0
+	f.token, f.loaded, f.calls, f.serial, f.receipts = "", nil, nil, 0, nil
 }
 
 func (f *fakeKiosk) set(fn func(f *fakeKiosk)) {
@@ -114,6 +117,7 @@ func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		PIN       string   `json:"pin"`
 		Sheets    []string `json:"sheets"`
 		InService *bool    `json:"in_service"`
+		Language  string   `json:"language"`
 	}
 	if r.Method == http.MethodPost && r.ContentLength > 0 {
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
@@ -127,7 +131,7 @@ func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; {
 	case p == "/api/v1/status":
 		writeJSON(w, 200, map[string]any{"in_service": f.inService, "ready": f.inService, "reasons": f.reasons,
-			"labels_left": f.labelsLeft, "paper": "ok", "printer": "ok", "scale": "ok", "last_error": "", "sales": f.sales, "message": f.message})
+			"labels_left": f.labelsLeft, "paper": "ok", "printer": "ok", "scale": "ok", "last_error": "", "sales": f.sales, "message": f.message, "language": f.language})
 	case p == "/api/v1/weight":
 		writeJSON(w, 200, map[string]any{"weight_mg": f.weightMG, "stable": f.stable, "state": f.state})
 	case p == "/api/v1/prices":
@@ -181,6 +185,17 @@ func (f *fakeKiosk) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"labels": []any{map[string]any{"label_serial": f.nextSerial(), "amount_mills": 780, "outcome": "printed"}}})
 	case p == "/api/v1/sales/req-1/refund":
 		writeJSON(w, 200, map[string]any{"request_id": "req-1", "status": "ok", "amount_mills": 780})
+	case p == "/api/v1/sales/req-1/receipt":
+		f.receipts = append(f.receipts, body.Language)
+		writeJSON(w, 200, map[string]any{"ok": true})
+	case p == "/api/v1/staff/shift", p == "/api/v1/staff/shift/print", p == "/api/v1/staff/shift/end":
+		if r.Method == http.MethodPost {
+			f.receipts = append(f.receipts, "shift:"+body.Language)
+		}
+		writeJSON(w, 200, map[string]any{"from": "2026-12-05T08:00:00Z", "to": "2026-12-05T16:00:00Z", "sales": 3, "stamps": 4,
+			"postage_mills": 3120, "card_mills": 3120, "account_mills": 0, "refunds": 1, "refund_mills": 780, "voids": 1,
+			"labels_loaded": 10, "labels_used": 5, "faults": 1,
+			"classes": []any{map[string]any{"rate_class": "1100", "name": "Letter", "count": 4, "postage_mills": 3120}}})
 	case p == "/api/v1/staff/login":
 		if body.PIN != "1234" {
 			apiError(w, http.StatusUnauthorized, "unauthorized", "wrong PIN")
@@ -522,5 +537,108 @@ func TestKioskUI(t *testing.T) {
 		if !h.fake.called("POST /api/v1/staff/logout") {
 			t.Error("logout endpoint not called")
 		}
+	})
+
+	// keyTo presses Tab until the element has the focus, then Enter: all a
+	// kiosk with a tactile keypad can do.
+	keyTo := func(h *harness, test string) {
+		h.t.Helper()
+		for range 40 {
+			if eval[string](h, "focus", `(document.activeElement && document.activeElement.dataset.test) || ""`) == test {
+				h.run("press Enter on "+test, chromedp.KeyEvent(kb.Enter))
+				return
+			}
+			h.run("press Tab", chromedp.KeyEvent(kb.Tab))
+		}
+		h.t.Fatalf("Tab never reached %s", test)
+	}
+
+	t.Run("a sale in Spanish with the keypad only", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		keyTo(h, "lang")
+		h.waitText("lang", "English")
+		if got := eval[string](h, "lang", `document.documentElement.lang`); got != "es" {
+			t.Errorf("page language %q, want es", got)
+		}
+		h.waitText("screen-weigh", "Ponga su carta en la báscula")
+		h.fake.set(func(f *fakeKiosk) { f.weightMG, f.stable = 20000, true })
+		h.waitText("weight-state", "Lista")
+		keyTo(h, "continue")
+		h.waitScreen("services")
+		h.waitText("services-weight", "para 0.7 oz")
+		keyTo(h, "service-1100")
+		keyTo(h, "qty-plus")
+		h.waitText("qty", "2")
+		keyTo(h, "pay")
+		h.waitScreen("receipt")
+		h.waitText("outcome-1966-F8CF-02", "impreso")
+		keyTo(h, "print-receipt")
+		h.waitText("remedy-result", "Su recibo está impreso")
+		h.fake.set(func(f *fakeKiosk) {
+			if len(f.receipts) != 1 || f.receipts[0] != "es" {
+				t.Errorf("receipts printed %q, want one in es", f.receipts)
+			}
+		})
+		h.screenshot("14-es-receipt")
+		keyTo(h, "done")
+		h.waitScreen("weigh")
+		h.waitText("lang", "Español") // the next customer starts in the store's language
+	})
+
+	t.Run("the store's language comes from central config", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.fake.set(func(f *fakeKiosk) { f.language = "es" })
+		h.waitText("screen-weigh", "Ponga su carta")
+		h.tap("lang")
+		h.waitText("screen-weigh", "Put your letter")
+		h.fake.set(func(f *fakeKiosk) { f.language = "" })
+	})
+
+	t.Run("high contrast, large text", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.tap("contrast")
+		h.waitText("contrast", "Normal view")
+		if !eval[bool](h, "contrast mode", `document.body.classList.contains("hc") && document.querySelector('[data-test="contrast"]').getAttribute("aria-pressed") === "true"`) {
+			t.Fatal("high contrast not on")
+		}
+		if px := eval[string](h, "font size", `getComputedStyle(document.body).fontSize`); px != "26px" {
+			t.Errorf("text is %s in high contrast, want 26px", px)
+		}
+		h.screenshot("15-high-contrast-weigh")
+		weighAndChoose(h, 20000)
+		h.tap("service-1100")
+		h.screenshot("16-high-contrast-services")
+		h.tap("services-back")
+		h.waitScreen("weigh")
+		if eval[bool](h, "contrast mode", `document.body.classList.contains("hc")`) {
+			t.Error("high contrast stayed on for the next customer")
+		}
+	})
+
+	t.Run("staff shift report", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		h.tap("staff-open")
+		h.waitScreen("pin")
+		h.run("type the PIN on a keypad", chromedp.KeyEvent("1234"))
+		h.waitText("pin-display", "••••")
+		h.tap("pin-ok")
+		h.waitScreen("staff")
+		h.tap("shift-open")
+		h.waitScreen("shift")
+		h.waitText("shift-sales", "3")
+		h.waitText("shift-postage", "$3.12")
+		h.waitText("shift-class-1100", "4 · $3.12")
+		h.screenshot("17-shift-report")
+		h.tap("shift-print")
+		h.waitText("shift-message", "Shift report printed")
+		h.tap("shift-end")
+		h.waitText("shift-message", "Shift ended")
+		h.fake.set(func(f *fakeKiosk) {
+			if strings.Join(f.receipts, ",") != "shift:en,shift:en" {
+				t.Errorf("printed %q, want two shift reports in en", f.receipts)
+			}
+		})
+		h.tap("shift-back")
+		h.waitScreen("staff")
 	})
 }

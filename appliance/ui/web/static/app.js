@@ -243,7 +243,13 @@
         b.append(left, el("span", "price", money(p.price_mills)));
         if (sale.rate && sale.rate.rate_class === p.rate_class) b.classList.add("selected");
         b.setAttribute("aria-pressed", String(!!(sale.rate && sale.rate.rate_class === p.rate_class)));
-        b.addEventListener("click", () => { sale.rate = p; renderServices(); b.focus(); });
+        b.addEventListener("click", () => {
+          sale.rate = p;
+          renderServices();
+          // The list is drawn anew: keep the keypad's place on the choice.
+          const again = list.querySelector('[data-test="service-' + p.rate_class + '"]');
+          if (again) again.focus();
+        });
       }
       list.append(b);
     }
