@@ -86,8 +86,8 @@ type fakePrinter struct {
 	mu       sync.Mutex
 	labels   []image.Image
 	receipts [][]byte // text jobs: receipts and shift reports
-	fault  error
-	hold   chan struct{} // if set, a print waits for it to close
+	fault    error
+	hold     chan struct{} // if set, a print waits for it to close
 }
 
 func (p *fakePrinter) Print(img image.Image) error {
