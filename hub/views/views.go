@@ -17,8 +17,11 @@ import (
 
 // Views reads the ledger's tables for people.
 type Views struct {
-	db  *store.DB
-	now func() time.Time
+	// MeterPrefix is the vendor and model ids a meter number starts with
+	// (ledger.Config's Vendor and Model); default "FR2N".
+	MeterPrefix string
+	db          *store.DB
+	now         func() time.Time
 }
 
 // New returns the read models on db; now defaults to time.Now.
@@ -26,7 +29,7 @@ func New(db *store.DB, now func() time.Time) *Views {
 	if now == nil {
 		now = time.Now
 	}
-	return &Views{db: db, now: now}
+	return &Views{MeterPrefix: "FR2N", db: db, now: now}
 }
 
 // Funding is one movement of funds into a PSD: a purchase from the postal

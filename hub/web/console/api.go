@@ -13,6 +13,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/operators"
+	"github.com/frank-postage/frank/hub/views"
 	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -28,6 +29,11 @@ func (c *Console) APIRoutes() http.Handler {
 	r.Get("/fleet/{id}", c.apiKiosk)
 	r.Get("/stock", c.apiStock)
 	r.Post("/stock/issue", c.apiIssue)
+	r.Get("/search", c.apiSearch)
+	r.Get("/shift", c.apiShift)
+	for _, what := range views.Exports {
+		r.Get("/exports/"+what+".csv", c.exportCSV(what))
+	}
 	r.Group(func(r chi.Router) {
 		r.Use(opsOnlyJSON)
 		r.Get("/funds", c.apiFunds)

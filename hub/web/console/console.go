@@ -57,6 +57,9 @@ type ledgerView interface {
 	Reports(ctx context.Context, limit int) ([]views.SentReport, error)
 	SalesOf(ctx context.Context, kioskID string, limit int) ([]views.SaleRow, error)
 	SalesToday(ctx context.Context) (map[string]int, error)
+	Search(ctx context.Context, kind, q string, f views.Filter, limit int) ([]views.Sale, error)
+	Export(ctx context.Context, what string, f views.Filter, emit func(row []string) error) error
+	Shift(ctx context.Context, store, kiosk string, from, to time.Time) (views.Shift, error)
 	Check(ctx context.Context) (*ledger.Report, error)
 	Halted() string
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/operators"
+	"github.com/frank-postage/frank/hub/views"
 	"github.com/frank-postage/frank/hub/web/assets"
 	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
@@ -51,6 +52,13 @@ func (c *Console) Routes() http.Handler {
 		r.Get("/stock", c.stockPage)
 		r.Post("/stock/issue", c.issue)
 		r.Post("/refunds", c.refund)
+		r.Get("/search", c.searchPage)
+		r.Get("/shift", c.shiftPage)
+		r.Get("/shift.csv", c.shiftCSV)
+		r.Get("/exports", c.exportsPage)
+		for _, what := range views.Exports {
+			r.Get("/exports/"+what+".csv", c.exportCSV(what))
+		}
 		r.Post("/logout", c.logout)
 		r.Group(func(r chi.Router) {
 			r.Use(opsOnly)
