@@ -8,13 +8,17 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/frank-postage/frank/testbench/browser"
 )
 
 // A customer's account basics in Chromium on the real binaries: register,
 // change the password, log out and in with the new one; then, logged out,
 // ask for a reset link (the demo shows it: no mail server), follow it, set
-// a new password and log in with it; the link refuses a second use.
+// a new password and log in with it; the link refuses a second use. axe-core
+// checks each new page, in the states the portal crawl does not reach.
 func TestPortalPassword(t *testing.T) {
+	browser.NeedAxe(t)
 	w := startWeb(t, 1)
 	p := openPage(t, w.HubURL(), "/portal/register", w.Fingerprint())
 	const login, first, second, third = "pat-forgetful", "a long enough secret", "a second long secret", "a third long secret"
@@ -28,7 +32,9 @@ func TestPortalPassword(t *testing.T) {
 
 	p.do("open the password page", chromedp.Click(chromedp.CSS(`header a[href="/portal/password"]`)))
 	p.waitPath("/portal/password")
-	p.do("change the password", chromedp.WaitVisible(chromedp.CSS("#current-password")),
+	p.do("the password page", chromedp.WaitVisible(chromedp.CSS("#current-password")))
+	p.p.Accessible("portal-password")
+	p.do("change the password",
 		chromedp.SendKeys(chromedp.CSS("#current-password"), first),
 		chromedp.SendKeys(chromedp.CSS("#new-password"), second),
 		chromedp.SendKeys(chromedp.CSS("#new-password2"), second),
@@ -59,9 +65,12 @@ func TestPortalPassword(t *testing.T) {
 		t.Fatalf("reset link %q", link)
 	}
 	p.waitSays("#reset-asked", "shown here instead of mailed")
+	p.p.Accessible("portal-forgot-link")
 	p.do("follow the link", chromedp.Click(chromedp.CSS("#reset-link")))
 	p.waitPath("/portal/reset")
-	p.do("set a new password", chromedp.WaitVisible(chromedp.CSS("#new-password")),
+	p.do("the reset page", chromedp.WaitVisible(chromedp.CSS("#new-password")))
+	p.p.Accessible("portal-reset")
+	p.do("set a new password",
 		chromedp.SendKeys(chromedp.CSS("#new-password"), third),
 		chromedp.SendKeys(chromedp.CSS("#new-password2"), third),
 		chromedp.Click(chromedp.CSS("#submit")))
@@ -75,6 +84,7 @@ func TestPortalPassword(t *testing.T) {
 		t.Fatalf("the used link answered %d, want %d", got, http.StatusGone)
 	}
 	p.waitSays("#error", "already used")
+	p.p.Accessible("portal-reset-used")
 	if v, _ := p.eval(`document.querySelector("#new-password") ? "form" : ""`); v != "" {
 		t.Fatal("a used link still offers the form")
 	}
