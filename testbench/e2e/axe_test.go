@@ -78,7 +78,7 @@ func TestAxeWebPages(t *testing.T) {
 	}
 
 	// The portal, logged out; then a wrong password.
-	crawl("portal-out", "/portal/", "/portal/login", []string{"/portal/login", "/portal/register"})
+	crawl("portal-out", "/portal/", "/portal/login", []string{"/portal/login", "/portal/register", "/portal/forgot"})
 	p.open("/portal/login")
 	fill("#login", "nobody")
 	fill("#password", "not the password")
@@ -139,10 +139,32 @@ func TestAxeWebPages(t *testing.T) {
 	click("#make")
 	shows("#code")
 	p.p.Accessible("axe-portal-paycode-made")
-	crawl("portal", "/portal/", "/portal/", []string{"/portal/", "/portal/fund", "/portal/purchases", "/portal/purchases/*", "/portal/paycode"})
+	p.open("/portal/password")
+	fill("#current-password", "not the password")
+	fill("#new-password", "another long secret")
+	fill("#new-password2", "another long secret")
+	click("#submit")
+	shows("#error")
+	p.p.Accessible("axe-portal-password-error")
+	crawl("portal", "/portal/", "/portal/", []string{"/portal/", "/portal/fund", "/portal/purchases", "/portal/purchases/*",
+		"/portal/paycode", "/portal/password"})
 	p.open("/portal/")
 	click("#logout")
 	p.waitPath("/portal/login")
+
+	// A forgotten password: the reset link (shown, in the demo), its page,
+	// and a link that is no good.
+	p.open("/portal/forgot")
+	fill("#login", "axel-customer")
+	click("#submit")
+	shows("#reset-link")
+	p.p.Accessible("axe-portal-forgot-asked")
+	click("#reset-link")
+	p.waitPath("/portal/reset")
+	shows("#new-password")
+	p.p.Accessible("axe-portal-reset")
+	p.open("/portal/reset?token=no-such-token")
+	p.p.Accessible("axe-portal-reset-bad-link")
 
 	// The console, logged out; then a wrong password.
 	crawl("console-out", "/console/", "/console/login", []string{"/console/login"})
@@ -176,13 +198,24 @@ func TestAxeWebPages(t *testing.T) {
 	click("#add-staff")
 	shows("#staff-list tr[data-name]")
 	p.p.Accessible("axe-console-store-staff")
-	crawl("console", "/console/", "/console/", []string{"/console/", "/console/kiosks/*", "/console/stock",
-		"/console/funds", "/console/alerts", "/console/activity", "/console/rollouts", "/console/settings", "/console/stores/*"})
+	p.open("/console/search?q=" + rc.Labels[0].LabelSerial)
+	shows("section.sale")
+	p.p.Accessible("axe-console-search-found")
+	p.open("/console/search?q=0000-0000-01")
+	shows("#found")
+	p.p.Accessible("axe-console-search-none")
+	p.open("/console/shift?store=demo-store")
+	shows("#shift-figures")
+	p.p.Accessible("axe-console-shift-figures")
+	crawl("console", "/console/", "/console/", []string{"/console/", "/console/kiosks/*", "/console/stock", "/console/search",
+		"/console/shift", "/console/exports", "/console/funds", "/console/alerts", "/console/activity", "/console/rollouts",
+		"/console/settings", "/console/stores/*"})
 	p.consoleLogout()
 
 	// Store staff.
 	p.consoleLogin("sid-staff")
-	crawl("console-staff", "/console/", "/console/", []string{"/console/", "/console/kiosks/*", "/console/stock"})
+	crawl("console-staff", "/console/", "/console/", []string{"/console/", "/console/kiosks/*", "/console/stock",
+		"/console/search", "/console/shift", "/console/exports"})
 }
 
 // axeCrawlMax bounds one crawl, in case links multiply (say, a query per row).

@@ -27,7 +27,7 @@ func chart(title, measure string, pts []metrics.Point) template.HTML {
 		top = 1
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s">`, w, h+pad, template.HTMLEscapeString(title))
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s">`, w, h+pad, template.HTMLEscapeString(title+": "+chartSummary(measure, pts)))
 	fmt.Fprintf(&b, `<text x="4" y="15" font-size="14">%s — max %.0f</text>`, template.HTMLEscapeString(title), top)
 	bw := (w - 8) / float64(max(len(pts), 1))
 	for i, p := range pts {
@@ -46,4 +46,26 @@ func chart(title, measure string, pts []metrics.Point) template.HTML {
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // built only from numbers and escaped text above
+}
+
+// chartSummary is the chart's text alternative (WCAG 1.1.1): a screen
+// reader gets the totals the bars show, and the refused answers, which
+// the picture tells apart by colour only.
+func chartSummary(measure string, pts []metrics.Point) string {
+	if len(pts) == 0 {
+		return "no data"
+	}
+	span := fmt.Sprintf("%d steps from %s to %s", len(pts), pts[0].At.Local().Format("15:04"), pts[len(pts)-1].At.Local().Format("15:04"))
+	var ok, rejected, most int
+	var p95 float64
+	for _, p := range pts {
+		ok += p.OK
+		rejected += p.Rejected
+		most = max(most, p.OK+p.Rejected)
+		p95 = max(p95, p.P95Ms)
+	}
+	if measure == "p95" {
+		return fmt.Sprintf("%s, highest %.0f ms", span, p95)
+	}
+	return fmt.Sprintf("%s, %d answered, %d of them refused, at most %d in one step", span, ok+rejected, rejected, most)
 }
