@@ -16,6 +16,7 @@ import (
 
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/browser"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Accessibility of the hub's web pages, WCAG 2.2 AA as axe-core checks it:
@@ -175,13 +176,22 @@ func TestAxeWebPages(t *testing.T) {
 	shows("#error")
 	p.p.Accessible("axe-console-login-error")
 
-	// Ops: a command sent, sheets issued, the alert acknowledged, staff added.
+	// Ops: diagnostics collected (the retire form open), sheets issued, the alert acknowledged, staff added.
 	p.consoleLogin("ada-ops")
 	p.open("/console/kiosks/demo-kiosk")
 	click("#command-diagnostics")
 	shows("#flash")
-	shows("#command-list td.command-status")
-	p.p.Accessible("axe-console-kiosk-command")
+	wait.Until(t, 30*time.Second, "the kiosk's diagnostics on its page", func() error {
+		p.open("/console/kiosks/demo-kiosk")
+		if v, err := p.eval(`document.querySelector("#diagnostics-log") ? "yes" : ""`); err != nil || v != "yes" {
+			return fmt.Errorf("not yet (%v)", err)
+		}
+		return nil
+	})
+	if _, err := p.eval(`document.querySelectorAll("details").forEach(d => d.open = true); "open"`); err != nil {
+		t.Fatal(err)
+	}
+	p.p.Accessible("axe-console-kiosk-diagnostics")
 	p.open("/console/stock")
 	fill("#store", "web")
 	fill("#sheets", "1")
