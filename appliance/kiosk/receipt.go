@@ -109,7 +109,7 @@ func (k *Kiosk) header(t *escpos.Text, tr func(string, ...string) string, at tim
 	}
 	k.mu.Unlock()
 	switch {
-	case name != "" && store != "":
+	case name != "" && name != store:
 		t.Pair(tr("print.store"), name+" ("+store+")")
 	case store != "":
 		t.Pair(tr("print.store"), store)

@@ -641,4 +641,59 @@ func TestKioskUI(t *testing.T) {
 		h.tap("shift-back")
 		h.waitScreen("staff")
 	})
+
+	// axe-core finds no serious or critical WCAG 2.2 AA violation on any
+	// screen, in either language, normal or in high contrast.
+	t.Run("accessibility of every screen", func(t *testing.T) {
+		browser.NeedAxe(t)
+		for _, mode := range []struct {
+			name, lang string
+			hc         bool
+		}{{"en", "en", false}, {"es-hc", "es", true}} {
+			h := start(t, 800, 480, "")
+			p := browser.Attach(t, h.ctx, shots)
+			if mode.lang == "es" {
+				h.tap("lang")
+				h.waitText("lang", "English")
+			}
+			if mode.hc {
+				h.tap("contrast")
+			}
+			check := func(screen string) {
+				t.Helper()
+				h.waitScreen(screen)
+				p.Accessible("axe-kiosk-" + mode.name + "-" + screen)
+			}
+			check("weigh")
+			h.fake.set(func(f *fakeKiosk) { f.weightMG, f.stable, f.nextSale, f.saleDelay = 20000, true, "jam", 3*time.Second })
+			h.tap("continue")
+			h.tap("service-1100")
+			h.tap("qty-plus")
+			check("services")
+			h.tap("pay")
+			check("paying")
+			check("receipt") // with a failed label's remedy buttons
+			h.tap("done")
+			h.fake.set(func(f *fakeKiosk) { f.nextSale, f.saleDelay = "payment_declined", 0 })
+			h.tap("continue")
+			h.tap("service-1100")
+			h.tap("pay")
+			check("error")
+			h.tap("error-restart")
+			h.fake.set(func(f *fakeKiosk) {
+				f.inService, f.reasons, f.message = false, []string{"paper_out", "locked"}, "Call 555-0100"
+			})
+			check("oos")
+			h.fake.set(func(f *fakeKiosk) { f.inService, f.reasons, f.message = true, []string{}, "" })
+			h.waitScreen("weigh")
+			h.tap("staff-open")
+			check("pin")
+			h.run("type the PIN", chromedp.KeyEvent("1234"))
+			h.tap("pin-ok")
+			check("staff")
+			h.tap("shift-open")
+			h.waitText("shift-sales", "3")
+			check("shift")
+		}
+	})
 }

@@ -83,6 +83,12 @@ func Open(t testing.TB, url string, w, h int64, options ...Option) *Page {
 	return p
 }
 
+// Attach wraps a tab a test opened itself (a chromedp context), so the
+// page helpers, Axe among them, work on it; screenshots go to dir.
+func Attach(t testing.TB, ctx context.Context, dir string) *Page {
+	return &Page{t: t, ctx: ctx, dir: dir}
+}
+
 // Sel selects by data-test.
 func Sel(test string) chromedp.CSS { return chromedp.CSS(`[data-test="` + test + `"]`) }
 

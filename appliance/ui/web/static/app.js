@@ -146,7 +146,7 @@
       if (status.idle_timeout_s > 0 && !(idleParam > 0)) cfg.idleMS = status.idle_timeout_s * 1000;
       if (status.language && status.language !== storeLang) {
         storeLang = status.language;
-        if (!chosenLang) setLang(storeLang);
+        if (!chosenLang && catalogs[storeLang]) setLang(storeLang);
       }
       renderServiceToggle();
       // Staff keep their screens so they can put the kiosk back in service.
@@ -597,7 +597,8 @@
 
   // ---- the corner: language, contrast ----
   $("lang").addEventListener("click", () => {
-    chosenLang = lang === "es" ? "en" : "es";
+    // Before the catalogues are in, the choice waits for them.
+    chosenLang = (chosenLang || lang) === "es" ? "en" : "es";
     setLang(chosenLang);
   });
   $("contrast").addEventListener("click", () => { contrast = !contrast; renderContrast(); });
@@ -609,5 +610,5 @@
   });
 
   show("weigh");
-  loadCatalogs().then(() => { setLang(storeLang); pollStatus(); });
+  loadCatalogs().then(() => { setLang(chosenLang || storeLang); pollStatus(); });
 })();
