@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/text/encoding/charmap"
 
 	"github.com/frank-postage/frank/appliance/kiosk"
+	"github.com/frank-postage/frank/appliance/ui"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -166,5 +168,14 @@ func TestShiftReport(t *testing.T) {
 	}
 	if next.Sales != 0 || next.Postage != 0 || next.LabelsLoaded != 0 || !next.From.Equal(ended.To) {
 		t.Errorf("the next shift %+v, want it empty from %v", next, ended.To)
+	}
+}
+
+// A language is added by its catalogue (appliance/ui/web/static/i18n) and
+// its code in protocol.Languages, which ops' settings accept: the two
+// lists agree.
+func TestScreenLanguagesAreTheHubs(t *testing.T) {
+	if got, want := ui.Languages(), protocol.Languages; !slices.Equal(got, want) {
+		t.Fatalf("catalogues for %q, the hub's settings accept %q", got, want)
 	}
 }

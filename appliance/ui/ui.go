@@ -72,11 +72,12 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, fmt.Errorf("ui: parse page: %w", err)
 	}
 	var page bytes.Buffer
-	err = tmpl.Execute(&page, map[string]int64{
+	err = tmpl.Execute(&page, map[string]any{
 		"IdleMS":     cfg.IdleTimeout.Milliseconds(),
 		"StatusMS":   cfg.StatusEvery.Milliseconds(),
 		"WeightMS":   cfg.WeightEvery.Milliseconds(),
 		"ProgressMS": cfg.ProgressEvery.Milliseconds(),
+		"Languages":  strings.Join(Languages(), " "),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ui: render page: %w", err)

@@ -36,6 +36,8 @@
 
   // ---- language: every string comes from the catalogues ----
   const catalogs = {};
+  // The languages with a catalogue, from the page; the button steps through them.
+  const languages = (body.dataset.languages || "en").split(" ");
   let lang = "en";        // the screen's language now
   let storeLang = "en";   // ops' default for this kiosk's store
   let chosenLang = "";    // the customer's choice, until the screen starts over
@@ -45,20 +47,26 @@
     return s;
   }
   async function loadCatalogs() {
-    for (const l of ["en", "es"]) {
+    for (const l of languages) {
       try {
         const r = await fetch("/ui/i18n/" + l + ".json");
         if (r.ok) catalogs[l] = await r.json();
       } catch (e) { /* the page still works in the language it was written in */ }
     }
   }
+  function nextLang(l) { return languages[(languages.indexOf(l) + 1) % languages.length]; }
   function setLang(l) {
     lang = catalogs[l] ? l : "en";
     document.documentElement.lang = lang;
     document.title = t("title");
     for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
     for (const e of document.querySelectorAll("[data-i18n-aria]")) e.setAttribute("aria-label", t(e.dataset.i18nAria));
-    $("lang").lang = lang === "es" ? "en" : "es";
+    // The button offers the next language in its own words.
+    const next = nextLang(lang);
+    const nc = catalogs[next] || catalogs.en || {};
+    $("lang").textContent = nc["lang.name"] || next;
+    $("lang").setAttribute("aria-label", nc["lang.switch_label"] || next);
+    $("lang").lang = next;
     renderContrast();
     renderServiceToggle();
     rerender();
@@ -598,7 +606,7 @@
   // ---- the corner: language, contrast ----
   $("lang").addEventListener("click", () => {
     // Before the catalogues are in, the choice waits for them.
-    chosenLang = (chosenLang || lang) === "es" ? "en" : "es";
+    chosenLang = nextLang(chosenLang || lang);
     setLang(chosenLang);
   });
   $("contrast").addEventListener("click", () => { contrast = !contrast; renderContrast(); });
