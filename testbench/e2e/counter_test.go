@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -132,6 +133,20 @@ func TestCounterSpanishSaleReceiptAndShift(t *testing.T) {
 	if !strings.Contains(flat, "Código de aprobación "+approval) {
 		t.Errorf("the receipt's approval code is not the payment's %s", approval)
 	}
+	// The printed image itself, read by an independent OCR engine.
+	seen := ocr(t, png)
+	t.Logf("OCR of %s:\n%s", png, seen)
+	ocrFlat := strings.Join(strings.Fields(seen), " ")
+	for _, want := range []string{"RECIBO", "TOTAL $1.56", "Tarjeta visa terminada en 4242", "Código de aprobación " + approval} {
+		if !strings.Contains(ocrFlat, want) {
+			t.Errorf("OCR of the printed receipt lacks %q", want)
+		}
+	}
+	for i := 0; i+5 <= len(pan); i++ {
+		if strings.Contains(seen, pan[i:i+5]) {
+			t.Errorf("the printed receipt shows %q of the card number", pan[i:i+5])
+		}
+	}
 	p.Tap("done")
 	p.Screen("weigh", 10*time.Second)
 	p.Text("lang", "Español", 5*time.Second) // the next customer starts in the store's language
@@ -227,6 +242,20 @@ func TestCounterSpanishSaleReceiptAndShift(t *testing.T) {
 			t.Errorf("the printed shift report lacks %q:\n%s", want, raw)
 		}
 	}
+}
+
+// ocr reads a printed image with tesseract (Debian tesseract-ocr, with its
+// English and Spanish data), which shares nothing with our printer code.
+func ocr(t *testing.T, png string) string {
+	t.Helper()
+	if _, err := exec.LookPath("tesseract"); err != nil {
+		t.Fatal("tesseract not found: install the Debian packages tesseract-ocr, tesseract-ocr-eng and tesseract-ocr-spa (make test does, as root)")
+	}
+	out, err := exec.Command("tesseract", png, "-", "-l", "spa+eng").Output()
+	if err != nil {
+		t.Fatalf("tesseract %s: %v", png, err)
+	}
+	return string(out)
 }
 
 // ledgerShift sums the demo kiosk's sales in the hub's ledger between

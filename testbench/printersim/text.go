@@ -10,9 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/font/gofont/gomono"
+	"golang.org/x/image/font/gofont/gomonobold"
+	"golang.org/x/image/font/opentype"
 	"golang.org/x/image/math/fixed"
 	"golang.org/x/text/encoding/charmap"
 )
@@ -101,46 +104,73 @@ func (p *Printer) NextReceipt() <-chan string {
 	return ch
 }
 
-// cutReceipt renders a receipt as the printer would, with its own font
-// (basicfont, doubled for large text), and writes the image and the text.
+// receiptFaces are the printer's fonts: Go Mono at the size of an
+// ESC/POS font A line (12 × 24 dots at 203 dpi), regular and bold, and
+// doubled for large text.
+var receiptFaces = sync.OnceValues(func() (map[[2]bool]font.Face, error) {
+	out := map[[2]bool]font.Face{}
+	for _, f := range []struct {
+		ttf  []byte
+		bold bool
+	}{{gomono.TTF, false}, {gomonobold.TTF, true}} {
+		ft, err := opentype.Parse(f.ttf)
+		if err != nil {
+			return nil, err
+		}
+		for _, large := range []bool{false, true} {
+			size := 20.0
+			if large {
+				size = 40
+			}
+			face, err := opentype.NewFace(ft, &opentype.FaceOptions{Size: size, DPI: 72, Hinting: font.HintingFull})
+			if err != nil {
+				return nil, err
+			}
+			out[[2]bool{f.bold, large}] = face
+		}
+	}
+	return out, nil
+})
+
+// cutReceipt renders a receipt as the printer would, in its own font, and
+// writes the image and the text beside it.
 func (p *Printer) cutReceipt(t textState) error {
 	if len(t.cur) > 0 {
 		t.put('\n')
 	}
-	const cols = 42
-	face := basicfont.Face7x13
-	cw, ch := 7*2, 13*2+4 // font A: every glyph doubled, as at 203 dpi
-	height := 16
+	faces, err := receiptFaces()
+	if err != nil {
+		return err
+	}
+	const cols, cw, ch, margin = 42, 12, 24, 12 // font A on 80 mm paper
+	height := 2 * margin
 	for _, l := range t.lines {
 		height += ch * scale(l.large)
 	}
-	img := image.NewGray(image.Rect(0, 0, cols*cw+16, height))
-	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
-	y := 8
+	gray := image.NewGray(image.Rect(0, 0, cols*cw+2*margin, height))
+	draw.Draw(gray, gray.Bounds(), image.White, image.Point{}, draw.Src)
+	y := margin
 	var text strings.Builder
 	for _, l := range t.lines {
 		text.WriteString(strings.TrimRight(l.text, " ") + "\n")
 		s := scale(l.large)
-		line := image.NewGray(image.Rect(0, 0, len([]rune(l.text))*7+1, 13))
-		draw.Draw(line, line.Bounds(), image.White, image.Point{}, draw.Src)
-		d := font.Drawer{Dst: line, Src: image.Black, Face: face, Dot: fixed.P(0, 11)}
-		d.DrawString(l.text)
-		if l.bold {
-			d.Dot = fixed.P(1, 11)
-			d.DrawString(l.text)
-		}
-		x0 := 8
+		face := faces[[2]bool{l.bold, l.large}]
+		x := margin
 		if l.center {
-			x0 = 8 + (cols*cw-line.Bounds().Dx()*2*s)/2
+			x = margin + (cols*cw-font.MeasureString(face, l.text).Round())/2
 		}
-		for py := range 13 * 2 * s {
-			for px := range line.Bounds().Dx() * 2 * s {
-				if line.GrayAt(px/(2*s), py/(2*s)).Y < 128 {
-					img.SetGray(x0+px, y+py, color.Gray{})
-				}
+		d := font.Drawer{Dst: gray, Src: image.Black, Face: face, Dot: fixed.P(x, y+ch*s*4/5)}
+		d.DrawString(l.text)
+		y += ch * s
+	}
+	// A thermal head has dots, not greys.
+	img := image.NewPaletted(gray.Bounds(), color.Palette{color.White, color.Black})
+	for py := range gray.Bounds().Dy() {
+		for px := range gray.Bounds().Dx() {
+			if gray.GrayAt(px, py).Y < 128 {
+				img.SetColorIndex(px, py, 1)
 			}
 		}
-		y += ch * s
 	}
 	p.mu.Lock()
 	p.rseq++
