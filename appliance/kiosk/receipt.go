@@ -121,15 +121,8 @@ func (k *Kiosk) header(t *escpos.Text, tr func(string, ...string) string, at tim
 
 // receiptRoute serves POST /api/v1/sales/{id}/receipt {"language": "es"}.
 func (k *Kiosk) receiptRoute(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Language string `json:"language"`
-	}
-	if !decodeBody(w, r, &body) {
-		return
-	}
-	lang, err := language(body.Language)
-	if err != nil {
-		writeError(w, err)
+	lang, ok := decodeLanguage(w, r)
+	if !ok {
 		return
 	}
 	if err := k.PrintReceipt(r.Context(), chi.URLParam(r, "id"), lang); err != nil {
@@ -139,13 +132,21 @@ func (k *Kiosk) receiptRoute(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }
 
-// language checks a screen language; empty is the default.
-func language(l string) (string, error) {
-	if l == "" {
-		return ui.DefaultLanguage, nil
+// decodeLanguage reads a print request's body, {"language": "es"}, and
+// checks the language; empty is the default. A bad one is answered.
+func decodeLanguage(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var body struct {
+		Language string `json:"language"`
 	}
-	if !slices.Contains(ui.Languages(), l) {
-		return "", protocol.Errorf(protocol.CodeInvalidRequest, "language: want one of %s", strings.Join(ui.Languages(), ", "))
+	if !decodeBody(w, r, &body) {
+		return "", false
 	}
-	return l, nil
+	switch l := body.Language; {
+	case l == "":
+		return ui.DefaultLanguage, true
+	case slices.Contains(ui.Languages(), l):
+		return l, true
+	}
+	writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "language: want one of %s", strings.Join(ui.Languages(), ", ")))
+	return "", false
 }

@@ -207,15 +207,8 @@ func (k *Kiosk) shiftRoutes(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s)
 		return
 	}
-	var body struct {
-		Language string `json:"language"`
-	}
-	if !decodeBody(w, r, &body) {
-		return
-	}
-	lang, err := language(body.Language)
-	if err != nil {
-		writeError(w, err)
+	lang, ok := decodeLanguage(w, r)
+	if !ok {
 		return
 	}
 	s, err := k.PrintShift(r.Context(), lang, r.URL.Path == "/api/v1/staff/shift/end")
