@@ -4,6 +4,8 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
+# Screenshots, axe-core results and printed receipts the browser tests keep.
+export FRANK_UI_ARTIFACTS ?= $(CURDIR)/bin/artifacts
 
 .PHONY: all build run test deps lint lint-all cross cross-builds unit race fuzz bench clean image image-rootfs
 

@@ -236,19 +236,6 @@ func countFailed(labels []map[string]any) int {
 	return n
 }
 
-func artifactsDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("FRANK_UI_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "frank-ui-screens")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatalf("screenshots dir: %v", err)
-	}
-	t.Logf("screenshots go to %s", dir)
-	return dir
-}
-
 type harness struct {
 	t    *testing.T
 	url  string
@@ -364,7 +351,7 @@ func TestKioskUI(t *testing.T) {
 	if err := chromedp.Do(browserCtx); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	shots := artifactsDir(t)
+	shots := browser.ArtifactsDir(t)
 
 	// Each subtest gets a fresh tab in the one browser.
 	start := func(t *testing.T, w, hgt int64, query string) *harness {

@@ -71,6 +71,17 @@ func Open(t testing.TB, url string, w, h int64, options ...Option) *Page {
 	if err := chromedp.Do(ctx); err != nil { // opens the tab; no timeout, or it closes with it
 		t.Fatalf("start chromium: %v", err)
 	}
+	p := &Page{t: t, ctx: ctx, dir: ArtifactsDir(t)}
+	p.Do("open "+url, chromedp.EmulateViewport(w, h), chromedp.Navigate(url))
+	return p
+}
+
+// ArtifactsDir is where tests keep what a person may want to look at
+// afterwards (screenshots, axe results, printed receipts):
+// $FRANK_UI_ARTIFACTS (make test sets bin/artifacts), or frank-ui-screens
+// under the system temp dir.
+func ArtifactsDir(t testing.TB) string {
+	t.Helper()
 	dir := os.Getenv("FRANK_UI_ARTIFACTS")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "frank-ui-screens")
@@ -78,9 +89,7 @@ func Open(t testing.TB, url string, w, h int64, options ...Option) *Page {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := &Page{t: t, ctx: ctx, dir: dir}
-	p.Do("open "+url, chromedp.EmulateViewport(w, h), chromedp.Navigate(url))
-	return p
+	return dir
 }
 
 // Attach wraps a tab a test opened itself (a chromedp context), so the

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -76,6 +77,7 @@ func TestCounterSpanishSaleReceiptAndShift(t *testing.T) {
 		t.Fatal(err)
 	}
 	receipt := string(raw)
+	keep(t, png, "counter-es-receipt-printed")
 	t.Logf("receipt %s:\n%s", png, receipt)
 	flat := strings.Join(strings.Fields(receipt), " ")
 	for _, want := range []string{"RECIBO", "Tienda demo-store", "Quiosco " + kioskID, "Fecha " + time.Now().Format("2006-01-02"),
@@ -236,10 +238,27 @@ func TestCounterSpanishSaleReceiptAndShift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keep(t, png, "counter-shift-report-printed")
 	flat = strings.Join(strings.Fields(string(raw)), " ")
 	for _, want := range []string{"SHIFT REPORT", "Sales 1", "Stamps 2", "Postage $1.56", "Card $1.56", "Labels used 2"} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("the printed shift report lacks %q:\n%s", want, raw)
+		}
+	}
+}
+
+// keep copies a printed receipt (its image and its text) to the test
+// artefacts as name.png and name.txt.
+func keep(t *testing.T, png, name string) {
+	t.Helper()
+	dir := browser.ArtifactsDir(t)
+	for _, ext := range []string{".png", ".txt"} {
+		b, err := os.ReadFile(strings.TrimSuffix(png, ".png") + ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+ext), b, 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
