@@ -7,7 +7,7 @@ FUZZTIME ?= 5s
 # Screenshots, axe-core results and printed receipts the browser tests keep.
 export FRANK_UI_ARTIFACTS ?= $(CURDIR)/bin/artifacts
 
-.PHONY: all build run test deps lint lint-all cross cross-builds unit race fuzz bench clean image image-rootfs
+.PHONY: all build run test test-image deps lint lint-all cross cross-builds unit race fuzz bench clean image image-rootfs
 
 all: build
 
@@ -33,8 +33,10 @@ lint-all:
 	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags crashtest ./appliance/...
+	$(GO) vet -tags imageboot ./images
 	$(GO) tool staticcheck ./...
 	$(GO) tool staticcheck -tags crashtest ./appliance/...
+	$(GO) tool staticcheck -tags imageboot ./images
 	bash .ci/pkgdoc
 
 ## cross: the kiosk for the Raspberry Pi, 64- and 32-bit, no cgo; prints the sizes
@@ -54,6 +56,10 @@ unit:
 ## race: the -short tests (unit and in-process; no Chromium, QEMU, packages or real binaries) under the race detector
 race:
 	@bash .ci/timed race $(GO) test -race -short -count=1 -timeout 15m ./...
+
+## test-image: (root) build the Pi's root file system, boot it under qemu-system-aarch64 and prove it: systemd, udev, enrollment, a stamp sold and verified, the touchscreen, an update. Too long for make test (see README); .ci/run runs it after make test
+test-image: deps
+	@bash .ci/timed test-image $(GO) test -tags imageboot -count=1 -timeout 80m -run TestImageBoots -v ./images
 
 fuzz:
 	@FUZZTIME=$(FUZZTIME) bash .ci/timed fuzz bash .ci/fuzz

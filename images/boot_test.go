@@ -1,0 +1,526 @@
+//go:build imageboot
+
+package images
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/testbench/demo"
+	"github.com/frank-postage/frank/testbench/paytermsim"
+	"github.com/frank-postage/frank/testbench/printersim"
+	"github.com/frank-postage/frank/testbench/scalesim"
+	"github.com/frank-postage/frank/testbench/scannersim"
+	"github.com/frank-postage/frank/testbench/verify"
+	"github.com/frank-postage/frank/testbench/wait"
+)
+
+// The guest reaches the hub only through QEMU's own forwarding of these
+// ports of a made-up address to the host's loopback (guestfwd); no routed
+// network leaves the machine.
+const (
+	hubAddr    = "10.0.2.100"
+	guestKiosk = "qemu-kiosk"
+)
+
+// TestImageBoots boots the kiosk's root file system, as `make image-rootfs`
+// builds it for the Raspberry Pi, under qemu-system-aarch64 (TCG, no KVM)
+// with Debian's stock kernel, and checks what a Pi would do: systemd
+// reaches its target with no failed unit; udev names the emulated USB
+// serial adapters by the package's rules; the kiosk enrolls with a
+// one-time code and its service starts; a stamp is sold and printed on the
+// emulated printer and verifies against the hub; the touchscreen comes up
+// under cage and Chromium (a screenshot through QEMU's monitor, read by
+// OCR); and the next package version installs while the kiosk is idle,
+// keeping its journal and enrollment. It runs in `make test-image`.
+func TestImageBoots(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("TestImageBoots needs root (mmdebstrap, mke2fs of a root file system); run it as root, as CI does")
+	}
+	qemu := need(t, "qemu-system-aarch64", "qemu-system-arm")
+	need(t, "mke2fs", "e2fsprogs")
+	need(t, "debugfs", "e2fsprogs")
+	need(t, "tesseract", "tesseract-ocr")
+	art := artefacts(t)
+	work := t.TempDir()
+
+	// The packages: the version in the image, and the next one.
+	debs := filepath.Join(work, "debs")
+	build(t, debs, "1.0.0", "kiosk_arm64")
+	build(t, debs, "1.0.1", "kiosk_arm64")
+
+	// The root file system, as make image-rootfs builds it (or one built
+	// before, for a developer's second run).
+	rootfs := os.Getenv("FRANK_IMAGE_ROOTFS")
+	if rootfs == "" {
+		rootfs = filepath.Join(work, "rootfs")
+		start := time.Now()
+		run(t, nil, "bash", "rpi/build-rootfs", rootfs, filepath.Join(debs, "frank-kiosk_1.0.0_arm64.deb"))
+		t.Logf("images/rpi/build-rootfs: %s", time.Since(start).Round(time.Second))
+	}
+	img := filepath.Join(work, "img")
+	start := time.Now()
+	t.Log(strings.TrimSpace(run(t, nil, "bash", "qemu/build-image", rootfs, img)))
+	t.Logf("images/qemu/build-image: %s", time.Since(start).Round(time.Second))
+
+	// The hub and its world run on the host: the demo (with a kiosk of its
+	// own on the host, which this test leaves alone).
+	bin := filepath.Join(work, "bin")
+	run(t, nil, "go", "build", "-o", bin+"/", "../hub/cmd/hub", "../appliance/cmd/kiosk", "../testbench/cmd/testbench")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
+	defer cancel()
+	logf, err := os.Create(filepath.Join(art, "image-boot-host.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d, err := demo.Start(ctx, demo.Config{BinDir: bin, Dir: filepath.Join(work, "demo"), Sheets: 1, Output: logf,
+		HubArgs: []string{"--tls-hosts", "localhost,127.0.0.1," + hubAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	code := enrollmentCode(t, d)
+	sheet := strings.TrimSpace(hub(t, d, "stock", "issue", "--store", "demo-store", "--sheets", "1"))
+
+	// The guest's devices: simulators on pseudo-terminals, each behind an
+	// emulated FTDI adapter whose serial number the udev rules know.
+	quiet := slog.New(slog.NewTextHandler(logf, nil))
+	dev := filepath.Join(work, "dev")
+	pr, err := printersim.Start(filepath.Join(dev, "printer"), filepath.Join(work, "labels"), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	sc, err := scalesim.Start(filepath.Join(dev, "scale"), scalesim.NCI, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sc.SetUnit(scalesim.OZ)
+	sc.SetWeight(20_000)
+	scan, err := scannersim.Start(filepath.Join(dev, "scanner"), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scan.Close()
+	term, err := paytermsim.Start(filepath.Join(dev, "terminal"), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+
+	// What the installer sets on a kiosk, and the test's own way in: root
+	// on the serial console, and the next package waiting in /root.
+	hubPort, brokerPort := port(t, d.HubURL()), port(t, "mqtts://"+d.BrokerAddr())
+	kioskJSON := map[string]any{
+		"origin_zip": "", "listen": "127.0.0.1:8081", "broker": "mqtts://" + hubAddr + ":8883",
+		"printer":    map[string]any{"path": "/dev/frank-printer", "baud": 115200},
+		"journal":    "/var/lib/frank/kiosk/journal.db",
+		"devices": map[string]any{
+			"scale": map[string]any{"path": "/dev/frank-scale", "baud": 9600}, "scale_protocol": "nci",
+			"scanner":  map[string]any{"path": "/dev/frank-scanner", "baud": 9600},
+			"terminal": map[string]any{"path": "/dev/frank-terminal", "baud": 115200},
+		},
+		"log": "json",
+	}
+	b, _ := json.MarshalIndent(kioskJSON, "", "  ")
+	put(t, img, "/etc/frank/kiosk.json", b, 0o644)
+	put(t, img, "/etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf", []byte(
+		"[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200 %I vt100\n"), 0o644)
+	next, err := os.ReadFile(filepath.Join(debs, "frank-kiosk_1.0.1_arm64.deb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, img, "/root/frank-kiosk_1.0.1_arm64.deb", next, 0o644)
+
+	// Boot.
+	console := filepath.Join(work, "console.sock")
+	monitor := filepath.Join(work, "monitor.sock")
+	args := []string{"-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "2048", "-nographic", "-display", "none",
+		"-kernel", filepath.Join(img, "vmlinuz"), "-initrd", filepath.Join(img, "initrd.img"),
+		// The Pi's firmware partition is not in the emulated machine.
+		"-append", "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 net.ifnames=0 quiet loglevel=3 systemd.mask=boot-firmware.mount",
+		"-drive", "if=none,id=root,format=raw,file=" + filepath.Join(img, "root.img"),
+		"-device", "virtio-blk-device,drive=root",
+		"-netdev", fmt.Sprintf("user,id=net,restrict=on,guestfwd=tcp:%s:443-tcp:127.0.0.1:%s,guestfwd=tcp:%s:8883-tcp:127.0.0.1:%s", hubAddr, hubPort, hubAddr, brokerPort),
+		"-device", "virtio-net-device,netdev=net",
+		"-device", "virtio-gpu-pci",
+		"-device", "qemu-xhci,id=usb",
+		"-chardev", "socket,id=con,path=" + console + ",server=on,wait=off",
+		"-serial", "chardev:con",
+		"-monitor", "unix:" + monitor + ",server,nowait",
+	}
+	for _, u := range []struct{ id, path, serial string }{
+		{"printer", pr.Path(), "FRANK-PRINTER-1"}, {"scale", sc.Path(), "FRANK-SCALE-1"},
+		{"scanner", scan.Path(), "FRANK-SCANNER-1"}, {"terminal", term.Path(), "FRANK-TERMINAL-1"},
+	} {
+		args = append(args, "-chardev", "tty,id="+u.id+",path="+u.path, "-device", "usb-serial,bus=usb.0,chardev="+u.id+",serial="+u.serial)
+	}
+	vm := exec.CommandContext(ctx, qemu, args...)
+	vmLog, err := os.Create(filepath.Join(art, "image-boot-qemu.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vmLog.Close()
+	vm.Stdout, vm.Stderr = vmLog, vmLog
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { vm.Process.Kill(); vm.Wait() }()
+	booted := time.Now()
+	sh := dialConsole(t, console, filepath.Join(art, "image-boot-console.log"))
+
+	// systemd reaches its default target with no failed unit.
+	sh.prompt(t, 15*time.Minute)
+	t.Logf("a shell on the serial console after %s", time.Since(booted).Round(time.Second))
+	state := sh.run(t, 15*time.Minute, "systemctl is-system-running --wait; systemctl --failed --no-legend --plain")
+	if !strings.HasPrefix(state, "running") {
+		t.Errorf("systemd: %q, want running with no failed units", state)
+	}
+	t.Logf("systemd running after %s", time.Since(booted).Round(time.Second))
+
+	// udev named the adapters by the package's rules.
+	links := sh.run(t, time.Minute, "for d in printer scale scanner terminal; do readlink -f /dev/frank-$d; done; udevadm info -q property /dev/frank-printer | grep -E 'ID_SERIAL_SHORT|ID_VENDOR_ID'")
+	for _, want := range []string{"/dev/ttyUSB", "ID_SERIAL_SHORT=FRANK-PRINTER-1", "ID_VENDOR_ID=0403"} {
+		if !strings.Contains(links, want) {
+			t.Errorf("udev: %q lacks %q", links, want)
+		}
+	}
+	if n := strings.Count(links, "/dev/ttyUSB"); n != 4 {
+		t.Errorf("%d of the 4 devices named: %q", n, links)
+	}
+
+	// Enroll with the one-time code; then the service starts and is ready.
+	out := sh.run(t, 5*time.Minute, fmt.Sprintf("runuser -u frank-kiosk -- frank-kiosk enroll --hub https://%s --code %s && systemctl restart frank-kiosk && echo restarted", hubAddr, code))
+	if !strings.Contains(out, "enrolled as "+guestKiosk) || !strings.Contains(out, "restarted") {
+		t.Fatalf("enroll: %s", out)
+	}
+	wait.Until(t, 10*time.Minute, "the guest kiosk to be ready", func() error {
+		if got := sh.run(t, time.Minute, "wget -qO- http://127.0.0.1:8081/healthz"); !strings.Contains(got, `"ready":true`) {
+			return fmt.Errorf("healthz %q; journal: %s", got, sh.run(t, time.Minute, "journalctl -u frank-kiosk -n 5 --no-pager -o cat"))
+		}
+		return nil
+	})
+	t.Logf("kiosk enrolled and ready after %s", time.Since(booted).Round(time.Second))
+
+	// A stamp: the sheet loaded, sold by card on the emulated terminal,
+	// printed on the emulated printer, and verified against the hub.
+	post := func(path, body string) string {
+		return sh.run(t, 5*time.Minute, fmt.Sprintf("wget -qO- --content-on-error --header='Content-Type: application/json' --post-data='%s' http://127.0.0.1:8081%s", body, path))
+	}
+	if got := post("/api/v1/stock", fmt.Sprintf(`{"sheets":["%s"]}`, sheet)); !strings.Contains(got, `"labels_left":10`) {
+		t.Fatalf("loading sheet %s: %s", sheet, got)
+	}
+	labelOut := pr.Next()
+	sale := post("/api/v1/sales", `{"rate_class":"1100","weight_mg":0,"payment":{"method":"terminal"}}`)
+	if !strings.Contains(sale, `"outcome":"printed"`) {
+		t.Fatalf("sale in the guest: %s", sale)
+	}
+	var label string
+	select {
+	case label = <-labelOut:
+	case <-time.After(time.Minute):
+		t.Fatal("no label came out of the emulated printer")
+	}
+	keys, err := verify.FetchKeys(ctx, d.HubURL(), d.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := verify.ReadPNG(label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := keys.Verify(data)
+	if err != nil {
+		t.Fatalf("the guest's stamp does not verify: %v", err)
+	}
+	if in.Postage != 780 || !strings.HasPrefix(in.Label.String(), sheet) {
+		t.Errorf("the stamp says %s on %s, want $0.78 on a label of %s", in.Postage, in.Label, sheet)
+	}
+	copyFile(t, label, filepath.Join(art, "image-boot-label.png"))
+	t.Logf("stamp sold and verified after %s", time.Since(booted).Round(time.Second))
+
+	// The touchscreen: cage and Chromium on the virtual display, seen
+	// through QEMU's monitor.
+	shot := filepath.Join(art, "image-boot-touchscreen.ppm")
+	wait.Until(t, 15*time.Minute, "the touchscreen to show its start screen", func() error {
+		if err := monitorCommand(monitor, "screendump "+shot); err != nil {
+			return err
+		}
+		text, err := exec.Command("tesseract", shot, "-").Output()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(strings.Join(strings.Fields(string(text)), " "), "Put your letter on the scale") {
+			return fmt.Errorf("the screen reads %q; %s", strings.TrimSpace(string(text)),
+				sh.run(t, time.Minute, "systemctl is-active frank-touchscreen; journalctl -u frank-touchscreen -n 3 --no-pager -o cat"))
+		}
+		return nil
+	})
+	toPNG(t, shot, filepath.Join(art, "image-boot-touchscreen.png"))
+	t.Logf("touchscreen up after %s", time.Since(booted).Round(time.Second))
+
+	// The next version, installed while the kiosk is idle: the service
+	// restarts on it, and the journal and the enrollment stay.
+	before := sh.run(t, time.Minute, "systemctl show -p InvocationID --value frank-kiosk; md5sum /var/lib/frank/kiosk/enrollment.json")
+	out = sh.run(t, 10*time.Minute, "DEBIAN_FRONTEND=noninteractive dpkg -i /root/frank-kiosk_1.0.1_arm64.deb >/dev/null && dpkg-query -W -f '${Version}\\n' frank-kiosk")
+	if !strings.Contains(out, "1.0.1") {
+		t.Fatalf("update: %s", out)
+	}
+	after := sh.run(t, time.Minute, "systemctl show -p InvocationID --value frank-kiosk; md5sum /var/lib/frank/kiosk/enrollment.json")
+	bl, al := strings.Split(before, "\n"), strings.Split(after, "\n")
+	if len(bl) < 2 || len(al) < 2 || bl[0] == al[0] || bl[1] != al[1] {
+		t.Errorf("after the update: service %q → %q (want a restart), enrollment %q → %q (want kept)", bl, al, bl, al)
+	}
+	wait.Until(t, 10*time.Minute, "the updated kiosk to be ready", func() error {
+		if got := sh.run(t, time.Minute, "wget -qO- http://127.0.0.1:8081/healthz"); !strings.Contains(got, `"ready":true`) {
+			return fmt.Errorf("healthz %q", got)
+		}
+		return nil
+	})
+	if got := sh.run(t, time.Minute, "sqlite3 -version >/dev/null 2>&1; wget -qO- http://127.0.0.1:8081/api/v1/status"); !strings.Contains(got, `"sales":1`) && !strings.Contains(got, `"labels_left":9`) {
+		t.Errorf("after the update the kiosk forgot its journal: %s", got)
+	}
+	t.Logf("updated to 1.0.1 after %s", time.Since(booted).Round(time.Second))
+}
+
+// artefacts is where the boot's logs and screenshots are kept.
+func artefacts(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("FRANK_UI_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "frank-ui-screens")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// enrollmentCode provisions the guest's kiosk and returns its one-time code.
+func enrollmentCode(t *testing.T, d *demo.Demo) string {
+	t.Helper()
+	out := hub(t, d, "kiosk", "add", guestKiosk, "--store", "demo-store", "--zip", "02134")
+	for _, line := range strings.Split(out, "\n") {
+		if c, ok := strings.CutPrefix(strings.TrimSpace(line), "enrollment code: "); ok {
+			return c
+		}
+	}
+	t.Fatalf("no enrollment code in %q", out)
+	return ""
+}
+
+func hub(t *testing.T, d *demo.Demo, args ...string) string {
+	t.Helper()
+	out, err := d.Hub(args...)
+	if err != nil {
+		t.Fatalf("hub %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// port is the port of a URL's host.
+func port(t *testing.T, u string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(u[strings.Index(u, "://")+3:])
+	if err != nil {
+		t.Fatalf("port of %s: %v", u, err)
+	}
+	return p
+}
+
+// put writes a file into the ext4 image with debugfs: no loop device,
+// no mount. Parent directories are made as needed.
+func put(t *testing.T, img, path string, data []byte, mode os.FileMode) {
+	t.Helper()
+	tmp := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	var cmds strings.Builder
+	parts := strings.Split(strings.Trim(filepath.Dir(path), "/"), "/")
+	for i := range parts {
+		fmt.Fprintf(&cmds, "mkdir /%s\n", strings.Join(parts[:i+1], "/"))
+	}
+	fmt.Fprintf(&cmds, "rm %s\nwrite %s %s\nsif %s mode 0%o\n", path, tmp, path, path, 0o100000|mode)
+	cmd := exec.Command("debugfs", "-w", "-f", "-", filepath.Join(img, "root.img"))
+	cmd.Stdin = strings.NewReader(cmds.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("debugfs %s: %v\n%s", path, err, out)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// toPNG converts QEMU's PPM screendump to PNG for the artefacts.
+func toPNG(t *testing.T, ppm, out string) {
+	t.Helper()
+	f, err := os.Open(ppm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	var w, h, max int
+	if _, err := fmt.Fscanf(r, "P6\n%d %d\n%d\n", &w, &h, &max); err != nil {
+		t.Fatalf("screendump %s: %v", ppm, err)
+	}
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	px := make([]byte, 3)
+	for i := 0; i < w*h; i++ {
+		if _, err := io.ReadFull(r, px); err != nil {
+			t.Fatalf("screendump %s: %v", ppm, err)
+		}
+		img.Pix[4*i], img.Pix[4*i+1], img.Pix[4*i+2], img.Pix[4*i+3] = px[0], px[1], px[2], 255
+	}
+	o, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := png.Encode(o, img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// monitorCommand runs one HMP command on QEMU's monitor.
+func monitorCommand(sock, command string) error {
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte(command + "\n")); err != nil {
+		return err
+	}
+	// The monitor echoes the command and prompts again when it is done.
+	r := bufio.NewReader(c)
+	seen := ""
+	for !strings.Contains(seen, command) || !strings.HasSuffix(strings.TrimRight(seen, " "), "(qemu)") {
+		b, err := r.ReadByte()
+		if err != nil {
+			return fmt.Errorf("monitor %q: %w (read %q)", command, err, seen)
+		}
+		seen += string(b)
+	}
+	return nil
+}
+
+// shell is root's shell on the guest's serial console.
+type shell struct {
+	conn net.Conn
+	mu   sync.Mutex
+	buf  strings.Builder
+	more chan struct{}
+	n    int
+}
+
+func dialConsole(t *testing.T, path, logPath string) *shell {
+	t.Helper()
+	var c net.Conn
+	wait.Until(t, time.Minute, "QEMU's console socket", func() (err error) {
+		c, err = net.Dial("unix", path)
+		return err
+	})
+	log, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &shell{conn: c, more: make(chan struct{}, 1)}
+	go func() {
+		defer log.Close()
+		b := make([]byte, 4096)
+		for {
+			n, err := c.Read(b)
+			if n > 0 {
+				log.Write(b[:n])
+				s.mu.Lock()
+				s.buf.Write(b[:n])
+				s.mu.Unlock()
+				select {
+				case s.more <- struct{}{}:
+				default:
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Close() })
+	return s
+}
+
+// until waits for the console's output to match re, and consumes it.
+func (s *shell) until(t *testing.T, within time.Duration, re *regexp.Regexp) []string {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		s.mu.Lock()
+		text := s.buf.String()
+		if loc := re.FindStringSubmatchIndex(text); loc != nil {
+			m := re.FindStringSubmatch(text)
+			rest := text[loc[1]:]
+			s.buf.Reset()
+			s.buf.WriteString(rest)
+			s.mu.Unlock()
+			return m
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.more:
+		case <-deadline:
+			t.Fatalf("the console never showed %s; its last output:\n%s", re, tail(text, 2000))
+		}
+	}
+}
+
+// prompt waits for root's autologin shell.
+func (s *shell) prompt(t *testing.T, within time.Duration) {
+	t.Helper()
+	s.until(t, within, regexp.MustCompile(`root@[a-z0-9-]+:[^\n]*# $`))
+	s.conn.Write([]byte("stty -echo cols 500; export PAGER=cat SYSTEMD_PAGER= SYSTEMD_COLORS=0; dmesg -n 1\n"))
+}
+
+// run runs a command in the guest's shell and returns its output.
+func (s *shell) run(t *testing.T, within time.Duration, command string) string {
+	t.Helper()
+	s.n++
+	begin, end := fmt.Sprintf("@@B%d@@", s.n), fmt.Sprintf("@@E%d@@", s.n)
+	fmt.Fprintf(s.conn, "echo %s; %s; echo %s\n", begin, command, end)
+	m := s.until(t, within, regexp.MustCompile(`(?s)\n`+regexp.QuoteMeta(begin)+`\r?\n(.*?)`+regexp.QuoteMeta(end)))
+	return strings.TrimSpace(strings.ReplaceAll(m[1], "\r", ""))
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
