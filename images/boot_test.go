@@ -130,8 +130,8 @@ func TestImageBoots(t *testing.T) {
 	hubPort, brokerPort := port(t, d.HubURL()), port(t, "mqtts://"+d.BrokerAddr())
 	kioskJSON := map[string]any{
 		"origin_zip": "", "listen": "127.0.0.1:8081", "broker": "mqtts://" + hubAddr + ":8883",
-		"printer":    map[string]any{"path": "/dev/frank-printer", "baud": 115200},
-		"journal":    "/var/lib/frank/kiosk/journal.db",
+		"printer": map[string]any{"path": "/dev/frank-printer", "baud": 115200},
+		"journal": "/var/lib/frank/kiosk/journal.db",
 		"devices": map[string]any{
 			"scale": map[string]any{"path": "/dev/frank-scale", "baud": 9600}, "scale_protocol": "nci",
 			"scanner":  map[string]any{"path": "/dev/frank-scanner", "baud": 9600},
