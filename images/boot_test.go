@@ -56,6 +56,7 @@ func TestImageBoots(t *testing.T) {
 	need(t, "mke2fs", "e2fsprogs")
 	need(t, "debugfs", "e2fsprogs")
 	need(t, "tesseract", "tesseract-ocr")
+	socat := need(t, "socat", "socat")
 	art := artefacts(t)
 	work := t.TempDir()
 
@@ -143,6 +144,10 @@ func TestImageBoots(t *testing.T) {
 	put(t, img, "/etc/frank/kiosk.json", b, 0o644)
 	put(t, img, "/etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf", []byte(
 		"[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200 %I vt100\n"), 0o644)
+	// The emulated display has no 3D: wlroots draws in software there (the
+	// Pi's GPU has GL, and needs no such line).
+	put(t, img, "/etc/systemd/system/frank-touchscreen.service.d/emulated-display.conf", []byte(
+		"[Service]\nEnvironment=WLR_RENDERER=pixman WLR_NO_HARDWARE_CURSORS=1\n"), 0o644)
 	next, err := os.ReadFile(filepath.Join(debs, "frank-kiosk_1.0.1_arm64.deb"))
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +163,10 @@ func TestImageBoots(t *testing.T) {
 		"-append", "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 net.ifnames=0 quiet loglevel=3 systemd.mask=boot-firmware.mount",
 		"-drive", "if=none,id=root,format=raw,file=" + filepath.Join(img, "root.img"),
 		"-device", "virtio-blk-device,drive=root",
-		"-netdev", fmt.Sprintf("user,id=net,restrict=on,guestfwd=tcp:%s:443-tcp:127.0.0.1:%s,guestfwd=tcp:%s:8883-tcp:127.0.0.1:%s", hubAddr, hubPort, hubAddr, brokerPort),
+		// guestfwd to a chardev carries one connection; a command per
+		// connection (socat) carries as many as the kiosk opens.
+		"-netdev", fmt.Sprintf("user,id=net,restrict=on,guestfwd=tcp:%s:443-cmd:%s - TCP:127.0.0.1:%s,guestfwd=tcp:%s:8883-cmd:%s - TCP:127.0.0.1:%s",
+			hubAddr, socat, hubPort, hubAddr, socat, brokerPort),
 		"-device", "virtio-net-device,netdev=net",
 		"-device", "virtio-gpu-pci",
 		"-device", "qemu-xhci,id=usb",
@@ -209,7 +217,7 @@ func TestImageBoots(t *testing.T) {
 	// Enroll with the one-time code; then the service starts and is ready.
 	out := sh.run(t, 5*time.Minute, fmt.Sprintf("runuser -u frank-kiosk -- frank-kiosk enroll --hub https://%s --code %s && systemctl restart frank-kiosk && echo restarted", hubAddr, code))
 	if !strings.Contains(out, "enrolled as "+guestKiosk) || !strings.Contains(out, "restarted") {
-		t.Fatalf("enroll: %s", out)
+		t.Fatalf("enroll: %s\nnetwork: %s", out, sh.run(t, time.Minute, "ip -br addr; ip route; systemctl status networking --no-pager -n 5 | tail -8; cat /etc/network/interfaces"))
 	}
 	wait.Until(t, 10*time.Minute, "the guest kiosk to be ready", func() error {
 		if got := sh.run(t, time.Minute, "wget -qO- http://127.0.0.1:8081/healthz"); !strings.Contains(got, `"ready":true`) {
@@ -269,7 +277,7 @@ func TestImageBoots(t *testing.T) {
 		}
 		if !strings.Contains(strings.Join(strings.Fields(string(text)), " "), "Put your letter on the scale") {
 			return fmt.Errorf("the screen reads %q; %s", strings.TrimSpace(string(text)),
-				sh.run(t, time.Minute, "systemctl is-active frank-touchscreen; journalctl -u frank-touchscreen -n 3 --no-pager -o cat"))
+				sh.run(t, time.Minute, "systemctl is-active frank-touchscreen; ls /dev/dri; ps -eo pid,ppid,etime,time,args | grep -E 'cage|chrom|touchscr|wget|seat' | cut -c1-150; systemctl is-active systemd-logind dbus; loginctl list-sessions --no-legend; journalctl -u frank-touchscreen --no-pager -o cat | grep -v -E 'seatd|pam_' | tail -25"))
 		}
 		return nil
 	})
@@ -318,8 +326,11 @@ func enrollmentCode(t *testing.T, d *demo.Demo) string {
 	t.Helper()
 	out := hub(t, d, "kiosk", "add", guestKiosk, "--store", "demo-store", "--zip", "02134")
 	for _, line := range strings.Split(out, "\n") {
-		if c, ok := strings.CutPrefix(strings.TrimSpace(line), "enrollment code: "); ok {
-			return c
+		// enrollment code: CODE (once, until ...): kiosk enroll --hub https://HUB --code CODE@FINGERPRINT
+		if strings.HasPrefix(line, "enrollment code: ") {
+			if i := strings.LastIndex(line, "--code "); i >= 0 {
+				return strings.TrimSpace(line[i+len("--code "):])
+			}
 		}
 	}
 	t.Fatalf("no enrollment code in %q", out)
