@@ -148,6 +148,7 @@ func TestImageBoots(t *testing.T) {
 	// Pi's GPU has GL, and needs no such line).
 	put(t, img, "/etc/systemd/system/frank-touchscreen.service.d/emulated-display.conf", []byte(
 		"[Service]\nEnvironment=WLR_RENDERER=pixman WLR_NO_HARDWARE_CURSORS=1\n"), 0o644)
+	put(t, img, "/etc/chromium.d/emulated-display", []byte("export CHROMIUM_FLAGS=\"$CHROMIUM_FLAGS --disable-gpu\"\n"), 0o644)
 	next, err := os.ReadFile(filepath.Join(debs, "frank-kiosk_1.0.1_arm64.deb"))
 	if err != nil {
 		t.Fatal(err)
