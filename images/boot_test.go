@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/frank-postage/frank/testbench/browser"
 	"github.com/frank-postage/frank/testbench/demo"
 	"github.com/frank-postage/frank/testbench/paytermsim"
 	"github.com/frank-postage/frank/testbench/printersim"
@@ -57,7 +58,7 @@ func TestImageBoots(t *testing.T) {
 	need(t, "debugfs", "e2fsprogs")
 	need(t, "tesseract", "tesseract-ocr")
 	socat := need(t, "socat", "socat")
-	art := artefacts(t)
+	art := browser.ArtifactsDir(t)
 	work := t.TempDir()
 
 	// The packages: the version in the image, and the next one.
@@ -308,19 +309,6 @@ func TestImageBoots(t *testing.T) {
 		t.Errorf("after the update the kiosk forgot its journal: %s", got)
 	}
 	t.Logf("updated to 1.0.1 after %s", time.Since(booted).Round(time.Second))
-}
-
-// artefacts is where the boot's logs and screenshots are kept.
-func artefacts(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("FRANK_UI_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "frank-ui-screens")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // enrollmentCode provisions the guest's kiosk and returns its one-time code.

@@ -253,32 +253,7 @@ func (j *Journal) LoadedSince(ctx context.Context, from time.Time) (int, error) 
 
 // Since returns the sales begun at or after from, oldest first.
 func (j *Journal) Since(ctx context.Context, from time.Time) ([]*Sale, error) {
-	rows, err := j.db.QueryContext(ctx, `SELECT request_id FROM sales WHERE started_at >= ? ORDER BY started_at`, from.UnixMicro())
-	if err != nil {
-		return nil, fmt.Errorf("journal: since: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("journal: since: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("journal: since: %w", err)
-	}
-	out := make([]*Sale, 0, len(ids))
-	for _, id := range ids {
-		s, err := j.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return j.sales(ctx, "since", `SELECT request_id FROM sales WHERE started_at >= ? ORDER BY started_at`, from.UnixMicro())
 }
 
 // DropSheet forgets a sheet the hub says is used up or no longer ours.
@@ -342,20 +317,30 @@ func (l Label) Owed() bool { return l.State != Printed && l.State != Refunded &&
 // Unfinished returns the sales not yet closed, oldest first: what a
 // restart must settle.
 func (j *Journal) Unfinished(ctx context.Context) ([]*Sale, error) {
-	rows, err := j.db.QueryContext(ctx, `SELECT request_id FROM sales WHERE closed = 0 ORDER BY started_at`)
+	return j.sales(ctx, "unfinished", `SELECT request_id FROM sales WHERE closed = 0 ORDER BY started_at`)
+}
+
+// sales reads each sale whose request id query selects, in its order.
+func (j *Journal) sales(ctx context.Context, op, query string, args ...any) ([]*Sale, error) {
+	rows, err := j.db.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("journal: unfinished: %w", err)
+		return nil, fmt.Errorf("journal: %s: %w", op, err)
 	}
 	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("journal: unfinished: %w", err)
+			return nil, fmt.Errorf("journal: %s: %w", op, err)
 		}
 		ids = append(ids, id)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("journal: %s: %w", op, err)
+	}
+	// The ids are read first: the journal has one connection, and Get
+	// needs it.
 	out := make([]*Sale, 0, len(ids))
 	for _, id := range ids {
 		s, err := j.Get(ctx, id)

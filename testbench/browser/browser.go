@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Path finds Chromium, or fails the test naming the package. Under -short
@@ -131,19 +133,17 @@ func (p *Page) Screen(name string, within time.Duration) {
 func (p *Page) Text(test, want string, within time.Duration) string {
 	p.t.Helper()
 	js := fmt.Sprintf(`(document.querySelector(%q) || {}).textContent || ""`, string(Sel(test)))
-	deadline := time.Now().Add(within)
-	for {
+	var got string
+	wait.Until(p.t, within, fmt.Sprintf("%s to show %q", test, want), func() error {
 		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
-		cancel()
-		if err == nil && strings.Contains(got, want) {
-			return got
+		defer cancel()
+		var err error
+		if got, err = chromedp.Run(ctx, chromedp.Evaluate[string](js)); err == nil && !strings.Contains(got, want) {
+			err = fmt.Errorf("it shows %q", got)
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s never showed %q (last %q, %v)", test, want, got, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
+	return got
 }
 
 // Eval evaluates JavaScript in the page.

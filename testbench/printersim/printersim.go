@@ -354,15 +354,7 @@ func (p *Printer) cut() error {
 		}
 	}
 	name := filepath.Join(p.outDir, fmt.Sprintf("label-%04d.png", n))
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := writePNG(name, img); err != nil {
 		return err
 	}
 	p.log.Info("label printed", "png", name, "dots", fmt.Sprintf("%dx%d", width, len(rows)))
@@ -375,4 +367,17 @@ func (p *Printer) cut() error {
 		w <- name
 	}
 	return nil
+}
+
+// writePNG writes what came out of the printer as a PNG file.
+func writePNG(name string, img image.Image) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

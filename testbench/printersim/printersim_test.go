@@ -20,19 +20,26 @@ import (
 	"github.com/frank-postage/frank/testbench/printersim"
 )
 
-func TestPrintOverPTY(t *testing.T) {
+// openPrinter starts an emulator and opens it as the kiosk does, over the
+// serial port at 115200; both close with the test.
+func openPrinter(t *testing.T) (*printersim.Printer, *printer.Printer) {
+	t.Helper()
 	dir := t.TempDir()
 	sim, err := printersim.Start(filepath.Join(dir, "dev", "printer"), filepath.Join(dir, "labels"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sim.Close()
+	t.Cleanup(func() { sim.Close() })
 	port, err := serialport.Open(serialport.Config{Path: sim.Path(), Baud: 115200})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer port.Close()
-	pr := printer.New(port, time.Second)
+	t.Cleanup(func() { port.Close() })
+	return sim, printer.New(port, time.Second)
+}
+
+func TestPrintOverPTY(t *testing.T) {
+	sim, pr := openPrinter(t)
 	st, err := pr.Status()
 	if err != nil || !st.OK() {
 		t.Fatalf("status %+v, %v", st, err)
@@ -136,18 +143,7 @@ func TestFaults(t *testing.T) {
 // back through the emulator's own decoder, Spanish letters included, it
 // is drawn, and no label is counted for it.
 func TestReceiptInTextMode(t *testing.T) {
-	dir := t.TempDir()
-	sim, err := printersim.Start(filepath.Join(dir, "dev", "printer"), filepath.Join(dir, "labels"), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	port, err := serialport.Open(serialport.Config{Path: sim.Path(), Baud: 115200})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer port.Close()
-	pr := printer.New(port, time.Second)
+	sim, pr := openPrinter(t)
 	job, err := escpos.NewText().Center(true).Large(true).Bold(true).Line("RECIBO").Large(false).Bold(false).Center(false).
 		Pair("Sello", "$0.78").Line("Tarjeta terminada en 4242 · aprobación").Bytes()
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"image"
 	"image/color"
 	"image/draw"
-	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,15 +175,7 @@ func (p *Printer) cutReceipt(t textState) error {
 	p.rseq++
 	name := filepath.Join(p.outDir, fmt.Sprintf("receipt-%04d.png", p.rseq))
 	p.mu.Unlock()
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := writePNG(name, img); err != nil {
 		return err
 	}
 	if err := os.WriteFile(strings.TrimSuffix(name, ".png")+".txt", []byte(text.String()), 0o644); err != nil {
