@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +167,95 @@ func TestRolloutWidensAfterItsSoak(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// Ops widen and abort a running rollout from the console and the operator
+// API; store staff cannot, the whole fleet's stage has no next one, and an
+// aborted rollout's offers not yet taken expire.
+func TestRolloutWidenedAndAbortedByOps(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	bin := []byte("kiosk 2.2.0")
+	sum := sha256.Sum256(bin)
+	manifest, _ := json.Marshal(protocol.ReleaseManifest{Version: "2.2.0", Created: time.Now().UTC(),
+		Artifacts: []protocol.Artifact{{Arch: "arm64", Size: int64(len(bin)), SHA256: hex.EncodeToString(sum[:])}}})
+	rs := e.h.Releases()
+	if _, err := rs.Publish(ctx, pub, manifest, ed25519.Sign(priv, manifest), map[string][]byte{"arm64": bin}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
+	c1, c2 := k1.commandsOf(t), k2.commandsOf(t)
+	ro, err := rs.Start(ctx, "2.2.0", []releases.Stage{{Kiosks: []string{"kiosk-1"}}}, 50, 0, time.Minute, "ann")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.h.Round()
+	first := nextCommand(t, c1)
+	b, _ := json.Marshal(protocol.CommandResult{CommandID: first.CommandID, KioskID: "kiosk-1", Status: protocol.ResultOK, Firmware: "2.2.0", At: time.Now().UTC()})
+	k1.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicCommandResult), 1, false, b).WaitTimeout(5 * time.Second)
+
+	token := func(login, role string, stores ...string) string {
+		t.Helper()
+		if _, err := e.h.Operators().Add(ctx, login, "operator password 1", role, stores); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := e.h.Operators().NewToken(ctx, login, "rollout test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	api := func(tok, path string) (int, string) {
+		t.Helper()
+		st, _, body := e.browser().do("POST", "/api/v1/ops/rollouts/"+path, nil, "Authorization", "Bearer "+tok)
+		return st, body
+	}
+	ops, staff := token("ola-ops", "ops"), token("sam-staff", "staff", "store-a")
+	if st, body := api(staff, fmt.Sprint(ro.ID, "/widen")); st != http.StatusForbidden {
+		t.Fatalf("store staff widened a rollout: %d %s", st, body)
+	}
+	if st, body := api(ops, "99/widen"); st != http.StatusNotFound || !strings.Contains(body, `"not_found"`) {
+		t.Fatalf("widen an unknown rollout: %d %s", st, body)
+	}
+	st, body := api(ops, fmt.Sprint(ro.ID, "/widen"))
+	var got releases.Rollout
+	if err := json.Unmarshal([]byte(body), &got); st != http.StatusOK || err != nil || got.Stage != 1 || got.State != releases.Running {
+		t.Fatalf("widen by the operator API: %d %s", st, body)
+	}
+	e.h.Round()
+	offer := nextCommand(t, c2) // the whole fleet's stage reaches kiosk-2
+	if st, body := api(ops, fmt.Sprint(ro.ID, "/widen")); st != http.StatusBadRequest || !strings.Contains(body, "whole fleet") {
+		t.Fatalf("widen past the whole fleet: %d %s", st, body)
+	}
+
+	// The console: the running rollout has its buttons; abort it.
+	con := e.operator("rita-ops", "ops")
+	_, _, page := con.do("GET", "/console/rollouts", nil)
+	if !strings.Contains(page, fmt.Sprintf(`id="abort-%d"`, ro.ID)) || !strings.Contains(page, fmt.Sprintf(`id="widen-%d" disabled`, ro.ID)) {
+		t.Fatalf("the rollouts page has no abort button, or a widen button past the last stage:\n%s", page)
+	}
+	if st, _, _ := con.do("POST", fmt.Sprintf("/console/rollouts/%d/abort", ro.ID), url.Values{}); st != http.StatusForbidden {
+		t.Fatalf("an abort without the CSRF token: %d", st)
+	}
+	st, loc, _ := con.post("/console/rollouts", fmt.Sprintf("/console/rollouts/%d/abort", ro.ID), url.Values{})
+	if st != http.StatusSeeOther || !strings.Contains(loc, "aborted") {
+		t.Fatalf("abort from the console: %d %s", st, loc)
+	}
+	r, err := rs.Get(ctx, ro.ID)
+	if err != nil || r.State != releases.Aborted || r.Why != "aborted by rita-ops" {
+		t.Fatalf("after the abort: %+v %v", r, err)
+	}
+	e.waitCommand(offer.CommandID, "expired") // kiosk-2 is no longer offered it
+	if c := e.waitCommand(first.CommandID, "ok"); c.Result == nil || c.Result.Firmware != "2.2.0" {
+		t.Fatalf("kiosk-1's update: %+v", c)
+	}
+	_, _, page = con.do("GET", "/console/rollouts", nil)
+	if strings.Contains(page, fmt.Sprintf(`id="abort-%d"`, ro.ID)) {
+		t.Fatal("an aborted rollout still has its buttons")
+	}
+	st, loc, _ = con.post("/console/rollouts", fmt.Sprintf("/console/rollouts/%d/abort", ro.ID), url.Values{})
+	if st != http.StatusSeeOther || !strings.Contains(loc, "Not+done") {
+		t.Fatalf("abort an aborted rollout: %d %s", st, loc)
+	}
 }

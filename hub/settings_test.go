@@ -3,6 +3,8 @@ package hub_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -122,5 +124,59 @@ func TestCentralConfigPushed(t *testing.T) {
 	})
 	if !strings.Contains(low.Message, "4 labels left (alert below 5)") {
 		t.Fatalf("labels_low: %q", low.Message)
+	}
+}
+
+// A kiosk's own settings, set on its console page, win over its store's
+// and reach it alone; store staff cannot set them.
+func TestKioskSettingsFromTheConsole(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
+	cfg1, cfg2 := k1.configsOf(t), k2.configsOf(t)
+	if err := e.h.CentralConfig().Set(ctx, settings.StoreScope("store-a"), protocol.KioskSettings{IdleTimeoutS: 90}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	waitConfig(t, cfg1, "store-a's idle timeout", func(c protocol.KioskConfig) bool { return c.Settings.IdleTimeoutS == 90 })
+
+	con := e.operator("olga-ops", "ops")
+	_, _, page := con.do("GET", "/console/kiosks/kiosk-1", nil)
+	if !strings.Contains(page, `href="/console/kiosks/kiosk-1/settings"`) {
+		t.Fatalf("the kiosk page has no link to its settings:\n%s", page)
+	}
+	st, _, page := con.do("GET", "/console/kiosks/kiosk-1/settings", nil)
+	if st != http.StatusOK || !strings.Contains(page, `action="/console/kiosks/kiosk-1/settings"`) {
+		t.Fatalf("kiosk-1's settings page: %d\n%s", st, page)
+	}
+	if st, _, _ := con.do("GET", "/console/kiosks/nobody/settings", nil); st != http.StatusNotFound {
+		t.Fatalf("an unknown kiosk's settings page: %d", st)
+	}
+	form := url.Values{"idle_timeout_s": {"45"}, "language": {"es"}}
+	st, loc, _ := con.post("/console/kiosks/kiosk-1/settings", "/console/kiosks/kiosk-1/settings", form)
+	if st != http.StatusSeeOther || !strings.HasPrefix(loc, "/console/kiosks/kiosk-1/settings?flash=Settings+saved") {
+		t.Fatalf("save: %d %s", st, loc)
+	}
+	c := waitConfig(t, cfg1, "kiosk-1's own settings", func(c protocol.KioskConfig) bool { return c.Settings.IdleTimeoutS == 45 })
+	if c.Settings.Language != "es" {
+		t.Fatalf("kiosk-1's config %+v", c.Settings)
+	}
+	if got, err := e.h.CentralConfig().Get(ctx, settings.KioskScope("kiosk-1")); err != nil || got.IdleTimeoutS != 45 {
+		t.Fatalf("kiosk-1's own settings: %+v %v", got, err)
+	}
+	form = url.Values{"idle_timeout_s": {"5"}}
+	if _, loc, _ := con.post("/console/kiosks/kiosk-1/settings", "/console/kiosks/kiosk-1/settings", form); !strings.Contains(loc, "Not+saved") {
+		t.Fatalf("an idle timeout of 5 s: %s", loc)
+	}
+	// kiosk-2, of another store, hears nothing of it.
+	select {
+	case c := <-cfg2:
+		if c.Settings.IdleTimeoutS == 45 {
+			t.Fatalf("kiosk-2 got kiosk-1's settings: %+v", c.Settings)
+		}
+	default:
+	}
+	staff := e.operator("stan-staff", "staff", "store-a")
+	if st, _, _ := staff.do("GET", "/console/kiosks/kiosk-1/settings", nil); st != http.StatusForbidden {
+		t.Fatalf("store staff opened a kiosk's settings: %d", st)
 	}
 }

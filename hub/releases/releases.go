@@ -186,14 +186,27 @@ func (r *Releases) Start(ctx context.Context, version string, stages []Stage, ma
 	return r.Get(ctx, id)
 }
 
-// Widen offers the release to the rollout's next stage.
+// Widen offers the release to the rollout's next stage. The last stage,
+// the whole fleet, has none.
 func (r *Releases) Widen(ctx context.Context, id int64) error {
-	res, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE rollouts SET stage = stage + 1, stage_at = ? WHERE id = ? AND state = ?`), r.now().UnixMicro(), id, Running)
+	ro, err := r.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("releases: widen %d: %w", id, err)
+	}
+	if ro.State != Running {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "rollout %d is not running", id)
+	}
+	if ro.Stage+1 >= len(ro.Stages) {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "rollout %d already offers its release to the whole fleet", id)
+	}
+	// From the stage read: two widenings at once move it one stage.
+	res, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE rollouts SET stage = stage + 1, stage_at = ? WHERE id = ? AND state = ? AND stage = ?`),
+		r.now().UnixMicro(), id, Running, ro.Stage)
 	if err != nil {
 		return fmt.Errorf("releases: widen %d: %w", id, err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return protocol.Errorf(protocol.CodeInvalidRequest, "rollout %d is not running", id)
+		return protocol.Errorf(protocol.CodeInvalidRequest, "rollout %d changed meanwhile; look again", id)
 	}
 	return nil
 }

@@ -45,6 +45,8 @@ func (c *Console) APIRoutes() http.Handler {
 		r.Post("/fleet/{id}/commands", c.apiCommand)
 		r.Get("/commands/{cid}", c.apiGetCommand)
 		r.Get("/rollouts", c.apiRollouts)
+		r.Post("/rollouts/{id}/widen", c.apiRolloutAction("widen"))
+		r.Post("/rollouts/{id}/abort", c.apiRolloutAction("abort"))
 		r.Get("/settings", c.apiSettings)
 		r.Put("/settings", c.apiSetSettings)
 		r.Get("/stores/{id}/settings", c.apiSettings)

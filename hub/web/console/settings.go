@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -24,19 +26,42 @@ type centralConfig interface {
 	RevokeStaff(ctx context.Context, storeID, name, by string) error
 }
 
-// settingsView is the settings page of the fleet or one store.
+// settingsView is the settings page of the fleet, one store or one kiosk.
 type settingsView struct {
 	Scope    string                 `json:"scope"`
 	Store    string                 `json:"store,omitempty"`
+	Kiosk    string                 `json:"kiosk,omitempty"`
 	Settings protocol.KioskSettings `json:"settings"`
 	Staff    []settings.Member      `json:"staff,omitempty"`
 }
 
-func (c *Console) settingsOf(ctx context.Context, storeID string) (*settingsView, error) {
-	v := &settingsView{Scope: settings.Fleet, Store: storeID}
-	if storeID != "" {
-		v.Scope = settings.StoreScope(storeID)
+// settingsScope is the scope a settings route names: /settings the fleet's,
+// /stores/{id}... a store's, /kiosks/{id}/settings a kiosk's (and the
+// operator API's /fleet/{id}/settings).
+func settingsScope(r *http.Request) (scope, storeID, kioskID string) {
+	switch id := chi.URLParam(r, "id"); {
+	case id == "":
+		return settings.Fleet, "", ""
+	case strings.HasPrefix(chi.RouteContext(r.Context()).RoutePattern(), "/stores/"):
+		return settings.StoreScope(id), id, ""
+	default:
+		return settings.KioskScope(id), "", id
 	}
+}
+
+// settingsPath is where a scope's settings page is.
+func settingsPath(storeID, kioskID string) string {
+	switch {
+	case storeID != "":
+		return "/console/stores/" + url.PathEscape(storeID)
+	case kioskID != "":
+		return "/console/kiosks/" + url.PathEscape(kioskID) + "/settings"
+	}
+	return "/console/settings"
+}
+
+func (c *Console) settingsOf(ctx context.Context, scope, storeID, kioskID string) (*settingsView, error) {
+	v := &settingsView{Scope: scope, Store: storeID, Kiosk: kioskID}
 	var err error
 	if v.Settings, err = c.Config.Get(ctx, v.Scope); err != nil {
 		return nil, err
@@ -55,15 +80,29 @@ func (c *Console) settingsOf(ctx context.Context, storeID string) (*settingsView
 // settingsPage shows the fleet's settings (/settings) or a store's, with
 // its staff (/stores/{id}); ops only.
 func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request) {
-	storeID := chi.URLParam(r, "id")
-	v, err := c.settingsOf(r.Context(), storeID)
+	scope, storeID, kioskID := settingsScope(r)
+	if kioskID != "" {
+		ks, err := c.Kiosks.List(r.Context())
+		if err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		if !slices.ContainsFunc(ks, func(k fleet.Kiosk) bool { return k.ID == kioskID }) {
+			http.Error(w, "no such kiosk", http.StatusNotFound)
+			return
+		}
+	}
+	v, err := c.settingsOf(r.Context(), scope, storeID, kioskID)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
 	title := "Fleet settings"
-	if storeID != "" {
+	switch {
+	case storeID != "":
 		title = "Store " + storeID
+	case kioskID != "":
+		title = "Kiosk " + kioskID + " settings"
 	}
 	c.render(w, r, http.StatusOK, "settings.html", page{Title: title, Data: v})
 }
@@ -100,11 +139,8 @@ func formSettings(r *http.Request) (protocol.KioskSettings, error) {
 }
 
 func (c *Console) saveSettings(w http.ResponseWriter, r *http.Request) {
-	storeID := chi.URLParam(r, "id")
-	back, scope := "/console/settings", settings.Fleet
-	if storeID != "" {
-		back, scope = "/console/stores/"+url.PathEscape(storeID), settings.StoreScope(storeID)
-	}
+	scope, storeID, kioskID := settingsScope(r)
+	back := settingsPath(storeID, kioskID)
 	flash := "Settings saved and sent to the kiosks."
 	v, err := formSettings(r)
 	if err == nil {
@@ -142,14 +178,8 @@ func (c *Console) revokeStaff(w http.ResponseWriter, r *http.Request) {
 // apiScope is the scope a settings call names: the fleet, a store or a
 // kiosk.
 func apiScope(r *http.Request) string {
-	switch id := chi.URLParam(r, "id"); {
-	case id == "":
-		return settings.Fleet
-	case strings.HasPrefix(chi.RouteContext(r.Context()).RoutePattern(), "/stores/"):
-		return settings.StoreScope(id)
-	default:
-		return settings.KioskScope(id)
-	}
+	scope, _, _ := settingsScope(r)
+	return scope
 }
 
 func (c *Console) apiSettings(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +204,7 @@ func (c *Console) apiSetSettings(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) apiStaff(w http.ResponseWriter, r *http.Request) {
-	v, err := c.settingsOf(r.Context(), chi.URLParam(r, "id"))
+	v, err := c.settingsOf(r.Context(), settings.StoreScope(chi.URLParam(r, "id")), chi.URLParam(r, "id"), "")
 	if err != nil {
 		c.apiFail(w, r, err)
 		return
