@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/frank-postage/frank/testbench/fleet"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -19,7 +23,8 @@ import (
 func TestFleetSoak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	f, err := fleet.Start(ctx, fleet.Config{Kiosks: 1000, SaleEvery: time.Minute, Faults: true, Dir: t.TempDir()})
+	f, err := fleet.Start(ctx, fleet.Config{Kiosks: 1000, SaleEvery: time.Minute, Faults: true, Dir: t.TempDir(),
+		Operator: "fleet-ops", Password: operatorPassword})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +38,10 @@ func TestFleetSoak(t *testing.T) {
 	}
 	var early uint64
 	time.AfterFunc(40*time.Second, func() { early = heap() })
-	if err := f.Run(ctx, 2*time.Minute); err != nil {
+	ran := make(chan error, 1)
+	go func() { ran <- f.Run(ctx, 2*time.Minute) }()
+	watchFleetLive(t, f)
+	if err := <-ran; err != nil {
 		t.Fatal(err)
 	}
 	late := heap()
@@ -78,4 +86,32 @@ func TestFleetSoak(t *testing.T) {
 	if early > 0 && late > early*3/2 {
 		t.Errorf("heap grew from %d to %d MiB", early>>20, late>>20)
 	}
+}
+
+// watchFleetLive is ops watching the twin fleet in the console while it
+// runs: the fleet table lists every twin, and their states and sales
+// today change from the live stream, without the page reloading.
+func watchFleetLive(t *testing.T, f *fleet.Fleet) {
+	t.Helper()
+	h := f.Hub()
+	p := openPage(t, h.URL(), "/console/login", h.TLSFingerprint())
+	p.consoleLogin("fleet-ops")
+	rows := `String(document.querySelectorAll("table#fleet tr[data-id]").length)`
+	p.wait("every twin in the fleet table", rows, func(v string) bool { return v == "1000" }, 30*time.Second)
+	p.wait("the live stream", `(document.getElementById("live") || {}).textContent || ""`,
+		func(v string) bool { return strings.TrimSpace(v) == "live" }, 30*time.Second)
+	if _, err := p.eval(`window.__marker = 1; "set"`); err != nil {
+		t.Fatal(err)
+	}
+	online := `String([...document.querySelectorAll('table#fleet td[data-field="state"]')].filter(td => td.textContent.trim() == "online").length)`
+	sales := `String([...document.querySelectorAll('table#fleet td[data-field="sales_today"]')].reduce((n, td) => n + (parseInt(td.textContent, 10) || 0), 0))`
+	before, _ := strconv.Atoi(p.wait("sales today", sales, func(string) bool { return true }, time.Second))
+	p.wait("most twins online", online, func(v string) bool { n, _ := strconv.Atoi(v); return n >= 900 }, 90*time.Second)
+	after := p.wait("sales today rising", sales, func(v string) bool { n, _ := strconv.Atoi(v); return n >= before+50 }, 90*time.Second)
+	if v, err := p.eval(`String(window.__marker)`); err != nil || v != "1" {
+		t.Fatalf("the fleet page reloaded (marker %q, %v)", v, err)
+	}
+	p.p.Shot("fleet-twin-console")
+	t.Logf("the console showed the twins live: sales today %d, then %s, without a reload", before, after)
+	p.do("leave the console", chromedp.Navigate("about:blank")) // its live stream costs the soak's cores
 }
