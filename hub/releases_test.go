@@ -119,26 +119,36 @@ func TestRolloutHaltsAtItsThreshold(t *testing.T) {
 	}
 }
 
+// publish signs a release of a small binary for arm64 with a new release
+// key and publishes it.
+func (e *env) publish(version string) {
+	e.t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	bin := []byte("kiosk " + version)
+	sum := sha256.Sum256(bin)
+	manifest, _ := json.Marshal(protocol.ReleaseManifest{Version: version, Created: time.Now().UTC(),
+		Artifacts: []protocol.Artifact{{Arch: "arm64", Size: int64(len(bin)), SHA256: hex.EncodeToString(sum[:])}}})
+	if _, err := e.h.Releases().Publish(context.Background(), pub, manifest, ed25519.Sign(priv, manifest), map[string][]byte{"arm64": bin}, "ann"); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// updated answers an update command: the kiosk runs version and is healthy.
+func (k *kioskClient) updated(c protocol.Command, version string) {
+	b, _ := json.Marshal(protocol.CommandResult{CommandID: c.CommandID, KioskID: k.id, Status: protocol.ResultOK, Firmware: version, At: time.Now().UTC()})
+	k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicCommandResult), 1, false, b).WaitTimeout(5 * time.Second)
+}
+
 // A rollout with a soak widens by itself once its stage is all healthy
 // and the soak has passed, and ends when the whole fleet is healthy.
 func TestRolloutWidensAfterItsSoak(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	bin := []byte("kiosk 2.1.0")
-	sum := sha256.Sum256(bin)
-	manifest, _ := json.Marshal(protocol.ReleaseManifest{Version: "2.1.0", Created: time.Now().UTC(),
-		Artifacts: []protocol.Artifact{{Arch: "arm64", Size: int64(len(bin)), SHA256: hex.EncodeToString(sum[:])}}})
+	e.publish("2.1.0")
 	rs := e.h.Releases()
-	if _, err := rs.Publish(ctx, pub, manifest, ed25519.Sign(priv, manifest), map[string][]byte{"arm64": bin}, "ann"); err != nil {
-		t.Fatal(err)
-	}
 	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
 	c1, c2 := k1.commandsOf(t), k2.commandsOf(t)
-	ok := func(k *kioskClient, c protocol.Command) {
-		b, _ := json.Marshal(protocol.CommandResult{CommandID: c.CommandID, KioskID: k.id, Status: protocol.ResultOK, Firmware: "2.1.0", At: time.Now().UTC()})
-		k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicCommandResult), 1, false, b).WaitTimeout(5 * time.Second)
-	}
+	ok := func(k *kioskClient, c protocol.Command) { k.updated(c, "2.1.0") }
 	ro, err := rs.Start(ctx, "2.1.0", []releases.Stage{{Stores: []string{"store-a"}}}, 0, time.Minute, time.Minute, "ann")
 	if err != nil {
 		t.Fatal(err)
@@ -175,15 +185,8 @@ func TestRolloutWidensAfterItsSoak(t *testing.T) {
 func TestRolloutWidenedAndAbortedByOps(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	bin := []byte("kiosk 2.2.0")
-	sum := sha256.Sum256(bin)
-	manifest, _ := json.Marshal(protocol.ReleaseManifest{Version: "2.2.0", Created: time.Now().UTC(),
-		Artifacts: []protocol.Artifact{{Arch: "arm64", Size: int64(len(bin)), SHA256: hex.EncodeToString(sum[:])}}})
+	e.publish("2.2.0")
 	rs := e.h.Releases()
-	if _, err := rs.Publish(ctx, pub, manifest, ed25519.Sign(priv, manifest), map[string][]byte{"arm64": bin}, "ann"); err != nil {
-		t.Fatal(err)
-	}
 	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
 	c1, c2 := k1.commandsOf(t), k2.commandsOf(t)
 	ro, err := rs.Start(ctx, "2.2.0", []releases.Stage{{Kiosks: []string{"kiosk-1"}}}, 50, 0, time.Minute, "ann")
@@ -192,8 +195,7 @@ func TestRolloutWidenedAndAbortedByOps(t *testing.T) {
 	}
 	e.h.Round()
 	first := nextCommand(t, c1)
-	b, _ := json.Marshal(protocol.CommandResult{CommandID: first.CommandID, KioskID: "kiosk-1", Status: protocol.ResultOK, Firmware: "2.2.0", At: time.Now().UTC()})
-	k1.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicCommandResult), 1, false, b).WaitTimeout(5 * time.Second)
+	k1.updated(first, "2.2.0")
 
 	token := func(login, role string, stores ...string) string {
 		t.Helper()
