@@ -179,4 +179,35 @@ func TestKioskSettingsFromTheConsole(t *testing.T) {
 	if st, _, _ := staff.do("GET", "/console/kiosks/kiosk-1/settings", nil); st != http.StatusForbidden {
 		t.Fatalf("store staff opened a kiosk's settings: %d", st)
 	}
+
+	// Each route sets its own scope: the store's page, and the operator
+	// API's store and kiosk settings.
+	if st, _, page := con.do("GET", "/console/stores/store-a", nil); st != http.StatusOK || !strings.Contains(page, `id="staff"`) {
+		t.Fatalf("store-a's page: %d\n%s", st, page)
+	}
+	tok, err := e.h.Operators().NewToken(ctx, "olga-ops", "settings test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(path, body string) {
+		t.Helper()
+		req, _ := http.NewRequest("PUT", e.h.URL()+"/api/v1/ops"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := con.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT %s: %s", path, resp.Status)
+		}
+	}
+	put("/stores/store-a/settings", `{"labels_low": 7}`)
+	put("/fleet/kiosk-2/settings", `{"labels_low": 9}`)
+	for scope, want := range map[string]int{settings.StoreScope("store-a"): 7, settings.KioskScope("kiosk-2"): 9, settings.KioskScope("store-a"): 0} {
+		if got, err := e.h.CentralConfig().Get(ctx, scope); err != nil || got.LabelsLow != want {
+			t.Errorf("%s after the API's PUTs: %+v %v, want labels_low %d", scope, got, err, want)
+		}
+	}
 }

@@ -156,6 +156,20 @@ func TestImageBoots(t *testing.T) {
 	}
 	put(t, img, "/root/frank-kiosk_1.0.1_arm64.deb", next, 0o644)
 
+	// The update channel: a release signed with a vendor key the image
+	// trusts (/etc/frank/release.pub), published at the hub.
+	relKeys, rel, relBin := filepath.Join(work, "release-keys"), filepath.Join(work, "release-1.0.2"), filepath.Join(work, "kiosk-1.0.2")
+	hub(t, d, "release", "keygen", "--out", relKeys)
+	run(t, append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"), "go", "build", "-trimpath",
+		"-ldflags", "-s -w -X main.version=1.0.2", "-o", relBin, "../appliance/cmd/kiosk")
+	hub(t, d, "release", "sign", "--key", filepath.Join(relKeys, "release.key"), "--release", "1.0.2", "--out", rel, "arm64="+relBin)
+	hub(t, d, "release", "publish", rel, "--key", filepath.Join(relKeys, "release.pub"))
+	pub, err := os.ReadFile(filepath.Join(relKeys, "release.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, img, "/etc/frank/release.pub", pub, 0o644)
+
 	// Boot.
 	console := filepath.Join(work, "console.sock")
 	monitor := filepath.Join(work, "monitor.sock")
@@ -309,6 +323,23 @@ func TestImageBoots(t *testing.T) {
 		t.Errorf("after the update the kiosk forgot its journal: %s", got)
 	}
 	t.Logf("updated to 1.0.1 after %s", time.Since(booted).Round(time.Second))
+
+	// Then by the update channel: a rollout offers the signed 1.0.2; the
+	// kiosk downloads it from the hub, checks it, installs it beside the
+	// package's binary, exits, and systemd starts the launcher, which runs
+	// 1.0.2 on trial until it passes its health check.
+	hub(t, d, "rollout", "start", "1.0.2", "--stage", "kiosks="+guestKiosk, "--health", "180s")
+	wait.Until(t, 10*time.Minute, "the rollout of 1.0.2 healthy on the guest", func() error {
+		if out := hub(t, d, "rollout", "list"); !strings.Contains(out, "healthy 1 failed 0 pending 0") {
+			return fmt.Errorf("rollout list: %q; the guest: %s", out, sh.run(t, time.Minute, "journalctl -u frank-kiosk -n 5 --no-pager -o cat"))
+		}
+		return nil
+	})
+	got := sh.run(t, time.Minute, "readlink /var/lib/frank/kiosk/releases/current; md5sum /var/lib/frank/kiosk/enrollment.json; wget -qO- http://127.0.0.1:8081/api/v1/status")
+	if gl := strings.Split(got, "\n"); len(gl) < 3 || !strings.Contains(gl[0], "1.0.2") || gl[1] != bl[1] || !strings.Contains(got, `"labels_left":9`) {
+		t.Errorf("after the rollout: %q; want current at 1.0.2, the enrollment %q and 9 labels kept", got, bl[1])
+	}
+	t.Logf("updated to 1.0.2 by a signed rollout after %s", time.Since(booted).Round(time.Second))
 }
 
 // enrollmentCode provisions the guest's kiosk and returns its one-time code.

@@ -1,8 +1,16 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -11,6 +19,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/fleet"
 	"github.com/frank-postage/frank/testbench/wait"
 )
@@ -114,4 +123,99 @@ func watchFleetLive(t *testing.T, f *fleet.Fleet) {
 	p.p.Shot("fleet-twin-console")
 	t.Logf("the console showed the twins live: sales today %d, then %s, without a reload", before, after)
 	p.do("leave the console", chromedp.Navigate("about:blank")) // its live stream costs the soak's cores
+}
+
+// `make run FLEET=20` is `testbench run --fleet 20`: a hub with 20 twins
+// whose console lists them all to the ops login it prints, and which on
+// Ctrl-C settles the twins and checks the books clean.
+func TestMakeRunFleet(t *testing.T) {
+	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", t.TempDir(), "--hub-https", "127.0.0.1:0", "--fleet", "20")
+	cmd.Stderr = output(t)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 256)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("testbench run --fleet exited before %s", what)
+			}
+			return l
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("testbench run --fleet: no %s in 2 minutes", what)
+		}
+		return ""
+	}
+	var console, password, pin string
+	for running := false; !running; {
+		l := next("the console's address")
+		if rest, ok := strings.CutPrefix(l, "Fleet twin: 20 kiosks. Console "); ok {
+			console, rest, _ = strings.Cut(rest, " ")
+			_, password, _ = strings.Cut(rest, "password ")
+			password = strings.TrimSuffix(password, ")")
+		}
+		if rest, ok := strings.CutPrefix(l, "Hub TLS fingerprint: "); ok {
+			pin, _, _ = strings.Cut(rest, " ")
+		}
+		running = strings.HasPrefix(l, "Running;")
+	}
+	if console == "" || password == "" || pin == "" {
+		t.Fatalf("console %q, password %q, fingerprint %q", console, password, pin)
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(pin)}}
+	resp, err := c.PostForm(console+"login", url.Values{"login": {"ops"}, "password": {password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), `<table id="fleet"`) {
+		t.Fatalf("console login as ops: %s\n%s", resp.Status, page)
+	}
+	if n := strings.Count(string(page), `<tr data-id="twin-`); n != 20 {
+		t.Fatalf("the console lists %d twins, want 20", n)
+	}
+	wait.Until(t, time.Minute, "the twins online in the console", func() error {
+		resp, err := c.Get(console)
+		if err != nil {
+			return err
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if n := strings.Count(string(page), `data-field="state" class="online"`); n < 18 {
+			return fmt.Errorf("%d of 20 online", n)
+		}
+		return nil
+	})
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	var rest []string
+	for l := range lines {
+		rest = append(rest, l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("testbench run --fleet after Ctrl-C: %v\n%s", err, strings.Join(rest, "\n"))
+	}
+	out := strings.Join(rest, "\n")
+	if !strings.HasPrefix(out, "sales ") || !strings.Contains(out, `"ledger_ok": true`) {
+		t.Fatalf("testbench run --fleet's closing report:\n%s", out)
+	}
+	t.Log(rest[0])
 }

@@ -35,18 +35,23 @@ type settingsView struct {
 	Staff    []settings.Member      `json:"staff,omitempty"`
 }
 
-// settingsScope is the scope a settings route names: /settings the fleet's,
-// /stores/{id}... a store's, /kiosks/{id}/settings a kiosk's (and the
-// operator API's /fleet/{id}/settings).
-func settingsScope(r *http.Request) (scope, storeID, kioskID string) {
-	switch id := chi.URLParam(r, "id"); {
-	case id == "":
-		return settings.Fleet, "", ""
-	case strings.HasPrefix(chi.RouteContext(r.Context()).RoutePattern(), "/stores/"):
+// Settings routes name their scope by kind: the fleet's (no id), a
+// store's or a kiosk's ({id}).
+const (
+	fleetSettings = iota
+	storeSettings
+	kioskSettings
+)
+
+// settingsScope is the scope a settings route of kind names.
+func settingsScope(r *http.Request, kind int) (scope, storeID, kioskID string) {
+	switch id := chi.URLParam(r, "id"); kind {
+	case storeSettings:
 		return settings.StoreScope(id), id, ""
-	default:
+	case kioskSettings:
 		return settings.KioskScope(id), "", id
 	}
+	return settings.Fleet, "", ""
 }
 
 // settingsPath is where a scope's settings page is.
@@ -77,10 +82,14 @@ func (c *Console) settingsOf(ctx context.Context, scope, storeID, kioskID string
 	return v, nil
 }
 
-// settingsPage shows the fleet's settings (/settings) or a store's, with
-// its staff (/stores/{id}); ops only.
-func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request) {
-	scope, storeID, kioskID := settingsScope(r)
+// settingsPage shows the fleet's settings (/settings), a store's with its
+// staff (/stores/{id}), or a kiosk's own (/kiosks/{id}/settings); ops only.
+func (c *Console) settingsPage(kind int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { c.showSettings(w, r, kind) }
+}
+
+func (c *Console) showSettings(w http.ResponseWriter, r *http.Request, kind int) {
+	scope, storeID, kioskID := settingsScope(r, kind)
 	if kioskID != "" {
 		ks, err := c.Kiosks.List(r.Context())
 		if err != nil {
@@ -138,8 +147,12 @@ func formSettings(r *http.Request) (protocol.KioskSettings, error) {
 	return v, v.Validate()
 }
 
-func (c *Console) saveSettings(w http.ResponseWriter, r *http.Request) {
-	scope, storeID, kioskID := settingsScope(r)
+func (c *Console) saveSettings(kind int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { c.setSettings(w, r, kind) }
+}
+
+func (c *Console) setSettings(w http.ResponseWriter, r *http.Request, kind int) {
+	scope, storeID, kioskID := settingsScope(r, kind)
 	back := settingsPath(storeID, kioskID)
 	flash := "Settings saved and sent to the kiosks."
 	v, err := formSettings(r)
@@ -175,32 +188,31 @@ func (c *Console) revokeStaff(w http.ResponseWriter, r *http.Request) {
 
 // The operator API's side.
 
-// apiScope is the scope a settings call names: the fleet, a store or a
-// kiosk.
-func apiScope(r *http.Request) string {
-	scope, _, _ := settingsScope(r)
-	return scope
+func (c *Console) apiSettings(kind int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		scope, _, _ := settingsScope(r, kind)
+		v, err := c.Config.Get(r.Context(), scope)
+		if err != nil {
+			c.apiFail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	}
 }
 
-func (c *Console) apiSettings(w http.ResponseWriter, r *http.Request) {
-	v, err := c.Config.Get(r.Context(), apiScope(r))
-	if err != nil {
-		c.apiFail(w, r, err)
-		return
+func (c *Console) apiSetSettings(kind int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var v protocol.KioskSettings
+		if !readJSON(w, r, &v) {
+			return
+		}
+		scope, _, _ := settingsScope(r, kind)
+		if err := c.Config.Set(r.Context(), scope, v, current(r).Subject.Login); err != nil {
+			c.apiInvalid(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
 	}
-	writeJSON(w, http.StatusOK, v)
-}
-
-func (c *Console) apiSetSettings(w http.ResponseWriter, r *http.Request) {
-	var v protocol.KioskSettings
-	if !readJSON(w, r, &v) {
-		return
-	}
-	if err := c.Config.Set(r.Context(), apiScope(r), v, current(r).Subject.Login); err != nil {
-		c.apiInvalid(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
 }
 
 func (c *Console) apiStaff(w http.ResponseWriter, r *http.Request) {

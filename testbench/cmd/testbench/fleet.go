@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/frank-postage/frank/testbench/fleet"
@@ -41,8 +40,8 @@ func fleetRun(ctx context.Context, log *slog.Logger, cfg fleet.Config, d time.Du
 		return 1
 	}
 	defer f.Close()
-	fmt.Printf("Fleet twin: %d kiosks. Console %s/console/ (login ops, password %s; the hub's CA is %s)\n",
-		cfg.Kiosks, f.Hub().URL(), cfg.Password, filepath.Join(cfg.Dir, "hub"))
+	fmt.Printf("Fleet twin: %d kiosks. Console %s/console/ (login ops, password %s)\n", cfg.Kiosks, f.Hub().URL(), cfg.Password)
+	fmt.Printf("Hub TLS fingerprint: %s (its device CA's, which signs its HTTPS certificate)\n", f.Hub().TLSFingerprint())
 	if d == 0 {
 		d = 365 * 24 * time.Hour
 		fmt.Println("Running; Ctrl-C stops the customers, settles the kiosks and checks the books.")
