@@ -298,8 +298,8 @@ func TestImageBoots(t *testing.T) {
 		return nil
 	}
 	// On the emulated display (Chromium on X through Xwayland, drawn in
-	// software) Chromium's window has stayed unshown for good in 2 boots
-	// of 5 here; the test then restarts the touchscreen once, keeps the
+	// software) Chromium's window has stayed unshown for good in 3 boots
+	// of 6 here; the test then restarts the touchscreen once, keeps the
 	// unshown screen, and says so. The Pi takes another path: Wayland and
 	// its GPU.
 	if err := wait.Poll(5*time.Minute, startScreen); err != nil {
