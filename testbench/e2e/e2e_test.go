@@ -149,13 +149,11 @@ func TestSaleEndToEnd(t *testing.T) {
 	}
 }
 
-// `make run` is `bin/testbench run`: it must print a label that an
-// independent reader decodes and that verifies against the live hub.
-func TestMakeRun(t *testing.T) {
-	dir := t.TempDir()
-	// Port 0 everywhere: the kernel picks, and the demo prints where.
-	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", dir, "--hub-https", "127.0.0.1:0",
-		"--broker", "127.0.0.1:0", "--postal", "127.0.0.1:0", "--kiosk-http", "127.0.0.1:0")
+// startTestbench starts bin/testbench with args; its standard output
+// comes line by line, and the channel closes when it exits.
+func startTestbench(t *testing.T, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "testbench"), args...)
 	cmd.Stderr = output(t)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -164,15 +162,26 @@ func TestMakeRun(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	lines := make(chan string, 64)
+	lines := make(chan string, 256)
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			lines <- sc.Text()
 		}
 		close(lines)
 	}()
+	return cmd, lines
+}
+
+// `make run` is `bin/testbench run`: it must print a label that an
+// independent reader decodes and that verifies against the live hub.
+func TestMakeRun(t *testing.T) {
+	dir := t.TempDir()
+	// Port 0 everywhere: the kernel picks, and the demo prints where.
+	cmd, lines := startTestbench(t, "run", "--dir", dir, "--hub-https", "127.0.0.1:0",
+		"--broker", "127.0.0.1:0", "--postal", "127.0.0.1:0", "--kiosk-http", "127.0.0.1:0")
+	defer cmd.Process.Kill()
 	var png, offline string
 	deadline := time.After(90 * time.Second)
 	for png == "" || offline == "" {

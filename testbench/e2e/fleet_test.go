@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,8 +8,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -129,25 +126,8 @@ func watchFleetLive(t *testing.T, f *fleet.Fleet) {
 // whose console lists them all to the ops login it prints, and which on
 // Ctrl-C settles the twins and checks the books clean.
 func TestMakeRunFleet(t *testing.T) {
-	cmd := exec.Command(filepath.Join(binDir, "testbench"), "run", "--dir", t.TempDir(), "--hub-https", "127.0.0.1:0", "--fleet", "20")
-	cmd.Stderr = output(t)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, lines := startTestbench(t, "run", "--dir", t.TempDir(), "--hub-https", "127.0.0.1:0", "--fleet", "20")
 	defer cmd.Process.Kill()
-	lines := make(chan string, 256)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	next := func(what string) string {
 		t.Helper()
 		select {
