@@ -520,20 +520,36 @@ func TestPrintReportResentUntilConfirmed(t *testing.T) {
 	}
 }
 
-// A sale the hub does not answer before the deadline is not forgotten: its
-// labels stay out of the next sale, the kiosk keeps asking, and when the
-// hub answers that it did sell, nothing prints (the customer has gone) and
-// every label is reported failed and refunded.
+// A sale the hub does not answer before the deadline, or answers
+// outcome_unknown (a commit it could not confirm as it stopped, or another
+// hub still serving the request), is not forgotten: its labels stay out of
+// the next sale, the kiosk keeps asking, and when the hub answers that it
+// did sell, nothing prints (the customer has gone) and every label is
+// reported failed and refunded.
 func TestUnansweredSaleSettled(t *testing.T) {
+	t.Run("silent", func(t *testing.T) { testUnansweredSaleSettled(t, nil) })
+	t.Run("outcome unknown", func(t *testing.T) {
+		testUnansweredSaleSettled(t, func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+			return protocol.Rejected(req.RequestID, protocol.Errorf(protocol.CodeOutcomeUnknown, "the sale's outcome is not known yet"))
+		})
+	})
+}
+
+func testUnansweredSaleSettled(t *testing.T, undecided func(*protocol.PurchaseRequest) *protocol.PurchaseResult) {
 	var first atomic.Value // the first request id
 	var answerFirst atomic.Bool
 	var labelsAsked sync.Map // request id -> labels
+	var asked atomic.Int32   // times the first request came
 	fh := &fakeHub{journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
 	fh.answer = func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
 		labelsAsked.Store(req.RequestID, req.Items[0].LabelSerial)
 		first.CompareAndSwap(nil, req.RequestID)
 		if req.RequestID == first.Load() {
+			asked.Add(1)
 			if !answerFirst.Load() {
+				if undecided != nil {
+					return undecided(req)
+				}
 				return nil // the hub is silent
 			}
 			return vectorAnswer(req)
@@ -558,6 +574,11 @@ func TestUnansweredSaleSettled(t *testing.T) {
 	l2, _ := labelsAsked.Load(rc.RequestID)
 	if l1 != "1966-F8CF-01" || l2 != "1966-F8CF-02" {
 		t.Fatalf("labels %v then %v: the second sale must pass over the first's, whose fate is unknown", l1, l2)
+	}
+	n := asked.Load()
+	wait.For(t, 10*time.Second, "the kiosk to ask again about the first sale", func() bool { return asked.Load() > n })
+	if open, err := fh.journal.Unfinished(context.Background()); err != nil || len(open) != 1 || open[0].RequestID != first.Load() {
+		t.Fatalf("open sales %+v %v: the first sale must stay open until the hub's answer is final", open, err)
 	}
 	answerFirst.Store(true)
 	waitClosed(t, fh.journal, 15*time.Second)

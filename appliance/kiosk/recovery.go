@@ -2,6 +2,7 @@ package kiosk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -82,6 +83,9 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 		if err != nil {
 			return err
 		}
+		if res, err := protocol.DecodePurchaseResult(raw); err == nil && undecided(res) {
+			return errUndecided
+		}
 		if err := k.journal.Answer(context.WithoutCancel(ctx), s.RequestID, raw); err != nil {
 			return err
 		}
@@ -126,6 +130,17 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 		}
 	}
 	return k.journal.Finish(ctx, s.RequestID)
+}
+
+// errUndecided is a purchase the hub answered outcome_unknown: not final.
+var errUndecided = errors.New("kiosk: the hub cannot tell yet whether the sale happened")
+
+// undecided reports whether a purchase answer leaves the sale's fate open:
+// the hub may have sold (a commit it could not confirm, or another hub still
+// serving the request), so the sale stays open, its labels held, and is
+// asked again. Any other answer is final.
+func undecided(res *protocol.PurchaseResult) bool {
+	return res.Status != protocol.ResultOK && res.Error != nil && res.Error.Code == protocol.CodeOutcomeUnknown
 }
 
 // report sends a sale's print report and waits for the hub to confirm it;

@@ -306,16 +306,21 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	k.step("begun")
 	k.setProgress(Progress{Step: "issuing"})
 	raw, err := k.callRaw(ctx, protocol.TopicPurchase, req.RequestID, payload)
+	var res *protocol.PurchaseResult
+	if err == nil {
+		if res, err = protocol.DecodePurchaseResult(raw); err != nil {
+			return nil, fmt.Errorf("kiosk: result from hub: %w", err)
+		}
+		if undecided(res) {
+			err = errUndecided
+		}
+	}
 	if err != nil {
 		// The hub may yet have sold: the settler keeps asking, holds the
 		// labels meanwhile, and refunds whatever was charged.
 		k.setErr("hub_no_answer")
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable,
 			"no answer from the hub; nothing is printed, and anything charged for this sale is refunded once the hub answers")
-	}
-	res, err := protocol.DecodePurchaseResult(raw)
-	if err != nil {
-		return nil, fmt.Errorf("kiosk: result from hub: %w", err)
 	}
 	if k.journal != nil {
 		if err := k.journal.Answer(jctx, req.RequestID, raw); err != nil {

@@ -25,7 +25,7 @@ import (
 
 // ErrBusy is a request another live hub still serves when the caller
 // stopped waiting: not final, a resend with the same id is served.
-var ErrBusy = protocol.Errorf(protocol.CodeServiceUnavailable,
+var ErrBusy = protocol.Errorf(protocol.CodeOutcomeUnknown,
 	"this request is being served by another hub; ask again with the same request_id")
 
 // How often a waiting hub looks again: soon at first, since most sales

@@ -777,7 +777,7 @@ func (p *Payments) unpaid(ctx context.Context, key Key, refusal error) error {
 
 // ErrOtherHub is a purchase whose payment a live hub has open: the answer
 // is not final, and the same request asked again later is served.
-var ErrOtherHub = protocol.Errorf(protocol.CodeServiceUnavailable, "this purchase is being paid on another hub; ask again with the same request_id")
+var ErrOtherHub = protocol.Errorf(protocol.CodeOutcomeUnknown, "this purchase is being paid on another hub; ask again with the same request_id")
 
 // hubAlive says whether hub's lease is live.
 func (p *Payments) hubAlive(ctx context.Context, hub string) (bool, error) {

@@ -216,7 +216,7 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 		// recorded authorized with the sale, or is still an attempt;
 		// settlement captures the one and voids the other.
 		s.Log.Warn("sale outcome unknown; its payment is settled later", "kiosk", sale.KioskID, "request_id", sale.RequestID, "err", err)
-		return ledger.Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the sale's outcome is not known yet; ask again with the same request_id")
+		return ledger.Answer{}, protocol.Errorf(protocol.CodeOutcomeUnknown, "the sale's outcome is not known yet; ask again with the same request_id")
 	case err != nil || out.Result == nil:
 		// Refused, or answered before (the bytes are an earlier answer):
 		// this hold paid for nothing.
@@ -228,7 +228,7 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 			if err != nil {
 				// A refusal of a sale the database holds: the kiosk asks
 				// again and is answered from the ledger.
-				return ledger.Answer{}, protocol.Errorf(protocol.CodeServiceUnavailable, "the sale's outcome is not known yet; ask again with the same request_id")
+				return ledger.Answer{}, protocol.Errorf(protocol.CodeOutcomeUnknown, "the sale's outcome is not known yet; ask again with the same request_id")
 			}
 		case verr != nil:
 			s.Log.Error("authorization not voided; settlement settles it", "request_id", sale.RequestID, "err", verr)

@@ -1,0 +1,101 @@
+package sale
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+)
+
+type fakeSeller struct{ err error }
+
+func (f fakeSeller) Issue(context.Context, *ledger.Sale) (ledger.Answer, error) {
+	return ledger.Answer{}, f.err
+}
+
+// fakeBook is a ledger with no earlier answers; what else it is asked
+// panics.
+type fakeBook struct{ saleRecords }
+
+func (b *fakeBook) Stopped() error { return nil }
+func (b *fakeBook) Precheck(context.Context, string, string, []byte, []protocol.LabelSerial, ledger.Owner) ([]byte, *protocol.Error, error) {
+	return nil, nil, nil
+}
+func (b *fakeBook) Reject(_ context.Context, _, requestID string, _ []byte, perr *protocol.Error) ([]byte, error) {
+	return json.Marshal(protocol.Rejected(requestID, perr))
+}
+
+type fakeKiosks struct{}
+
+func (fakeKiosks) UserID(context.Context, string) (uint64, error) { return 1, nil }
+
+type fakeRates struct{}
+
+func (fakeRates) Current(time.Time) (protocol.RateTable, error) { return prototest.Rates, nil }
+
+// fakeMoney holds every payment, and says what became of the hold.
+type fakeMoney struct {
+	releaseErr error
+	released   int
+	captured   int
+}
+
+func (m *fakeMoney) Hold(_ context.Context, key payments.Key, _ payments.Source, amount protocol.Mills) (*payments.Payment, error) {
+	return &payments.Payment{Key: key, Method: "card", Ref: "auth-1", Amount: amount, State: "authorizing"}, nil
+}
+func (m *fakeMoney) Release(context.Context, *payments.Payment) error {
+	m.released++
+	return m.releaseErr
+}
+func (m *fakeMoney) CaptureLater(*payments.Payment) { m.captured++ }
+func (m *fakeMoney) Refund(context.Context, payments.Key, protocol.Mills, string) error {
+	return nil
+}
+
+// A sale whose commit the hub cannot confirm may stand: the kiosk is told
+// outcome_unknown, which is not recorded (a resend runs again and finds
+// the sale if it stood), and the hold is neither voided nor captured
+// here: settlement captures it if the sale stood and voids it if not.
+// Only outcome_unknown says so; a kiosk keeps such a sale open.
+func TestUnknownOutcomeIsNotFinal(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		issue      error
+		releaseErr error
+		released   int
+		captured   int
+	}{
+		{name: "commit not confirmed", issue: errors.New("driver: bad connection")},
+		{name: "refused, but the hold was its own sale's", issue: protocol.Errorf(protocol.CodeLabelUsed, "label used"),
+			releaseErr: payments.ErrRecorded, released: 1, captured: 1},
+		{name: "another hub settled the attempt", issue: payments.ErrOtherHub, released: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			book, money := &fakeBook{}, &fakeMoney{releaseErr: tc.releaseErr}
+			s := &Service{Seller: fakeSeller{tc.issue}, Book: book, Kiosks: fakeKiosks{}, Rates: fakeRates{}, Money: money,
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+			out, perr := s.Purchase(context.Background(), "kiosk-1", []byte(prototest.GoodPurchase))
+			res, err := protocol.DecodePurchaseResult(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if perr == nil || perr.Code != protocol.CodeOutcomeUnknown || res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeOutcomeUnknown {
+				t.Fatalf("answer %s (%v), want outcome_unknown", out, perr)
+			}
+			if !ledger.Retryable(protocol.CodeOutcomeUnknown) {
+				t.Fatal("the ledger would record outcome_unknown as final")
+			}
+			if money.released != tc.released || money.captured != tc.captured {
+				t.Fatalf("hold released %d times and captured %d, want %d and %d", money.released, money.captured, tc.released, tc.captured)
+			}
+		})
+	}
+}
