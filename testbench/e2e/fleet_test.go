@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/browser"
 	"github.com/frank-postage/frank/testbench/fleet"
 	"github.com/frank-postage/frank/testbench/wait"
 )
@@ -29,8 +32,18 @@ import (
 func TestFleetSoak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	// The run's log, kept as an artefact: the twin's own, and the hub's
+	// and the kiosks' warnings and errors, to explain a failed check.
+	logPath := filepath.Join(browser.ArtifactsDir(t), "fleet-soak.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	warn := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	f, err := fleet.Start(ctx, fleet.Config{Kiosks: 1000, SaleEvery: time.Minute, Faults: true, Dir: t.TempDir(),
-		Operator: "fleet-ops", Password: operatorPassword})
+		Operator: "fleet-ops", Password: operatorPassword,
+		Log: slog.New(slog.NewTextHandler(logf, nil)), HubLog: warn.With("part", "hub"), KioskLog: warn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +88,7 @@ func TestFleetSoak(t *testing.T) {
 		t.Errorf("ledger: %v", res.LedgerIssues)
 	}
 	for _, v := range res.Violations {
-		t.Errorf("money: %s", v)
+		t.Errorf("money: %s (the run's log: %s)", v, logPath)
 	}
 	for _, a := range res.Unexplained {
 		t.Errorf("an alert no fault explains: %s", a)
