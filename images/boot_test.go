@@ -298,15 +298,22 @@ func TestImageBoots(t *testing.T) {
 		return nil
 	}
 	// On the emulated display (Chromium on X through Xwayland, drawn in
-	// software) Chromium's window has stayed unshown for good in 3 boots
-	// of 6 here; the test then restarts the touchscreen once, keeps the
-	// unshown screen, and says so. The Pi takes another path: Wayland and
-	// its GPU.
-	if err := wait.Poll(5*time.Minute, startScreen); err != nil {
-		t.Logf("the touchscreen did not show its start screen by itself in 5 minutes (%v); restarting it once", err)
-		copyFile(t, shot, filepath.Join(art, "image-boot-touchscreen-unshown.ppm"))
-		sh.run(t, time.Minute, "systemctl restart frank-touchscreen")
-		wait.Until(t, 10*time.Minute, "the touchscreen to show its start screen after a restart", startScreen)
+	// software) Chromium's first start has never loaded the page in about
+	// half the boots here. The touchscreen's own watchdog then restarts the
+	// browser (its page has not polled the kiosk for 4 minutes); the test
+	// keeps the unshown screen and says how often the watchdog acted.
+	unshown := time.Now().Add(4 * time.Minute)
+	kept := false
+	wait.Until(t, 12*time.Minute, "the touchscreen to show its start screen", func() error {
+		err := startScreen()
+		if err != nil && !kept && time.Now().After(unshown) {
+			copyFile(t, shot, filepath.Join(art, "image-boot-touchscreen-unshown.ppm"))
+			kept = true
+		}
+		return err
+	})
+	if n := strings.Count(sh.run(t, time.Minute, "journalctl -u frank-touchscreen --no-pager -o cat"), "has not polled the kiosk"); n > 0 {
+		t.Logf("the touchscreen's watchdog restarted the browser %d time(s) before its page showed", n)
 	}
 	toPNG(t, shot, filepath.Join(art, "image-boot-touchscreen.png"))
 	t.Logf("touchscreen up after %s", time.Since(booted).Round(time.Second))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -35,7 +36,13 @@ func (k *Kiosk) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]int{"labels_left": k.LabelsLeft()})
 	})
 	r.Post("/api/v1/stock", k.loadStock)
-	r.Get("/api/v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, k.Status()) })
+	r.Get("/api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("screen") == "1" {
+			k.screenSeen.Store(k.now().UnixNano())
+		}
+		writeJSON(w, http.StatusOK, k.Status())
+	})
+	r.Get("/api/v1/screen", k.screen)
 	r.Get("/api/v1/weight", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, k.Weight()) })
 	r.Route("/api/v1/staff", k.staffRoutes)
 	// The touchscreen app, for Chromium in kiosk mode.
@@ -181,4 +188,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// screen says whether the touchscreen polled the status (?screen=1) within
+// the last ?within= seconds (default 60): "live", or "stale" when it did
+// not, or never did. The touchscreen's own watchdog asks it, and restarts
+// a browser that never loaded the page or has hung since.
+func (k *Kiosk) screen(w http.ResponseWriter, r *http.Request) {
+	within := 60 * time.Second
+	if v := r.URL.Query().Get("within"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 86400 {
+			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "within: seconds, 1 to 86400"))
+			return
+		}
+		within = time.Duration(n) * time.Second
+	}
+	out := map[string]any{"screen": "stale"}
+	if seen := k.screenSeen.Load(); seen != 0 {
+		at := time.Unix(0, seen)
+		out["seen"] = at.UTC()
+		if k.now().Sub(at) <= within {
+			out["screen"] = "live"
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -139,6 +139,9 @@ type Kiosk struct {
 	staff staffSessions
 
 	progress atomic.Pointer[Progress] // the sale in hand, for the touchscreen
+	// screenSeen is when the touchscreen last polled the status (unix ns;
+	// 0 never), for its watchdog.
+	screenSeen atomic.Int64
 
 	journal   saleJournal
 	crash     crashPoint // power-cut tests only; empty unless built with -tags crashtest

@@ -770,3 +770,51 @@ func TestAPIStatusesAreProtocols(t *testing.T) {
 		t.Fatalf("a wrong PIN: %d %s", resp.StatusCode, b)
 	}
 }
+
+// The touchscreen's watchdog asks whether the screen polled lately: stale
+// until the page's first poll, live after it, stale again once it stops
+// polling for longer than asked.
+func TestScreenWatchdogEndpoint(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC).UnixNano())
+	k, _ := setupWith(t, &fakeHub{answer: vectorAnswer}, func(c *kiosk.Config) {
+		c.Clock = func() time.Time { return time.Unix(0, now.Load()) }
+	})
+	srv := httptest.NewServer(k.Handler())
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Screen string }
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Screen
+	}
+	if _, s := get("/api/v1/screen?within=120"); s != "stale" {
+		t.Fatalf("before the page polled: %q, want stale", s)
+	}
+	get("/api/v1/status") // a tool, not the screen
+	if _, s := get("/api/v1/screen?within=120"); s != "stale" {
+		t.Fatalf("after a poll without screen=1: %q, want stale", s)
+	}
+	get("/api/v1/status?screen=1")
+	now.Add(int64(100 * time.Second))
+	if _, s := get("/api/v1/screen?within=120"); s != "live" {
+		t.Fatalf("100 s after the page polled: %q, want live", s)
+	}
+	if _, s := get("/api/v1/screen"); s != "stale" {
+		t.Fatalf("100 s after, within the default 60 s: %q, want stale", s)
+	}
+	now.Add(int64(30 * time.Second))
+	if _, s := get("/api/v1/screen?within=120"); s != "stale" {
+		t.Fatalf("130 s after the page polled: %q, want stale", s)
+	}
+	for _, q := range []string{"0", "-5", "x", "100000"} {
+		if st, _ := get("/api/v1/screen?within=" + q); st != http.StatusBadRequest {
+			t.Errorf("within=%s: %d, want 400", q, st)
+		}
+	}
+}

@@ -23,7 +23,7 @@ func TestHandlerServesPageAndAssets(t *testing.T) {
 		status     int
 	}{
 		{"/", `data-idle-ms="5000"`, 200},
-		{"/ui/app.js", "/api/v1/status", 200},
+		{"/ui/app.js", "/api/v1/status?screen=1", 200},
 		{"/ui/app.css", "touch-action", 200},
 		{"/ui/index.html", "", 404}, // the template is not a static file
 		{"/api/v1/status", "", 404}, // the API belongs to the kiosk

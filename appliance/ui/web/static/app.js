@@ -147,7 +147,8 @@
 
   let status = { in_service: true, reasons: [] };
   async function pollStatus() {
-    const r = await api("GET", "/api/v1/status");
+    // screen=1: the kiosk tells the touchscreen's watchdog this page lives.
+    const r = await api("GET", "/api/v1/status?screen=1");
     if (r.ok) {
       status = r.data;
       // Ops' settings for the screen (a ?idle= on the page wins, for tests).
