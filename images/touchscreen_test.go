@@ -21,14 +21,18 @@ import (
 // that polls, or a kiosk service that does not answer, ends nothing.
 func TestTouchscreenWatchdog(t *testing.T) {
 	need(t, "wget", "wget")
+	stale := func(w http.ResponseWriter) { w.Write([]byte(`{"screen":"stale"}`)) }
 	for _, tc := range []struct {
 		name    string
 		screen  func(w http.ResponseWriter)
-		restart bool
+		systemd bool // run as a unit's process (INVOCATION_ID set)
+		restart bool // the script exits for systemd to restart the screen
+		again   bool // the script starts the browser again itself
 	}{
-		{"page never polled", func(w http.ResponseWriter) { w.Write([]byte(`{"screen":"stale"}`)) }, true},
-		{"page polls", func(w http.ResponseWriter) { w.Write([]byte(`{"screen":"live","seen":"2026-12-05T12:00:00Z"}`)) }, false},
-		{"kiosk service down", func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) }, false},
+		{"page never polled, under systemd", stale, true, true, false},
+		{"page never polled, in a desktop session", stale, false, false, true},
+		{"page polls", func(w http.ResponseWriter) { w.Write([]byte(`{"screen":"live","seen":"2026-12-05T12:00:00Z"}`)) }, true, false, false},
+		{"kiosk service down", func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) }, true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked atomic.Int32
@@ -49,13 +53,21 @@ func TestTouchscreenWatchdog(t *testing.T) {
 			defer srv.Close()
 			dir := t.TempDir()
 			args := filepath.Join(dir, "args")
-			fake := "#!/bin/sh\necho \"$@\" > " + args + "\nexec sleep 600\n"
+			fake := "#!/bin/sh\necho \"$@\" >> " + args + "\nexec sleep 600\n"
 			if err := os.WriteFile(filepath.Join(dir, "chromium"), []byte(fake), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			cmd := exec.Command("sh", "kiosk/usr/share/frank-kiosk/touchscreen")
-			cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "FRANK_KIOSK_URL="+srv.URL+"/",
+			for _, kv := range os.Environ() {
+				if !strings.HasPrefix(kv, "INVOCATION_ID=") {
+					cmd.Env = append(cmd.Env, kv)
+				}
+			}
+			cmd.Env = append(cmd.Env, "PATH="+dir+":"+os.Getenv("PATH"), "FRANK_KIOSK_URL="+srv.URL+"/",
 				"FRANK_SCREEN_WATCHDOG_S=1", "FRANK_SCREEN_WATCHDOG_EVERY_S=1")
+			if tc.systemd {
+				cmd.Env = append(cmd.Env, "INVOCATION_ID=0123456789abcdef0123456789abcdef")
+			}
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
@@ -79,7 +91,14 @@ func TestTouchscreenWatchdog(t *testing.T) {
 				}
 				return
 			}
-			wait.For(t, 30*time.Second, "the watchdog to ask three times", func() bool { return asked.Load() >= 3 })
+			if tc.again {
+				wait.For(t, time.Minute, "the browser started again", func() bool {
+					b, _ := os.ReadFile(args)
+					return strings.Count(string(b), "--kiosk") >= 2
+				})
+			} else {
+				wait.For(t, 30*time.Second, "the watchdog to ask three times", func() bool { return asked.Load() >= 3 })
+			}
 			select {
 			case err := <-exited:
 				t.Fatalf("the script ended (%v, %q), though %s", err, stderr.String(), tc.name)
