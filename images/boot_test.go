@@ -312,7 +312,7 @@ func TestImageBoots(t *testing.T) {
 		}
 		return err
 	})
-	if n := strings.Count(sh.run(t, time.Minute, "journalctl -u frank-touchscreen --no-pager -o cat"), "has not polled the kiosk"); n > 0 {
+	if n := strings.Count(sh.run(t, time.Minute, "journalctl -b -t frank-touchscreen --no-pager -o cat"), "has not polled the kiosk"); n > 0 {
 		t.Logf("the touchscreen's watchdog restarted the browser %d time(s) before its page showed", n)
 	}
 	toPNG(t, shot, filepath.Join(art, "image-boot-touchscreen.png"))
