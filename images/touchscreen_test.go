@@ -1,6 +1,7 @@
 package images
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,11 +29,13 @@ func TestTouchscreenWatchdog(t *testing.T) {
 		systemd bool // run as a unit's process (INVOCATION_ID set)
 		restart bool // the script exits for systemd to restart the screen
 		again   bool // the script starts the browser again itself
+		crash   bool // the browser exits by itself, with status 3
 	}{
-		{"page never polled, under systemd", stale, true, true, false},
-		{"page never polled, in a desktop session", stale, false, false, true},
-		{"page polls", func(w http.ResponseWriter) { w.Write([]byte(`{"screen":"live","seen":"2026-12-05T12:00:00Z"}`)) }, true, false, false},
-		{"kiosk service down", func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) }, true, false, false},
+		{"browser exits by itself", stale, true, false, false, true},
+		{"page never polled, under systemd", stale, true, true, false, false},
+		{"page never polled, in a desktop session", stale, false, false, true, false},
+		{"page polls", func(w http.ResponseWriter) { w.Write([]byte(`{"screen":"live","seen":"2026-12-05T12:00:00Z"}`)) }, true, false, false, false},
+		{"kiosk service down", func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) }, true, false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked atomic.Int32
@@ -54,6 +57,9 @@ func TestTouchscreenWatchdog(t *testing.T) {
 			dir := t.TempDir()
 			args := filepath.Join(dir, "args")
 			fake := "#!/bin/sh\necho \"$@\" >> " + args + "\nexec sleep 600\n"
+			if tc.crash {
+				fake = "#!/bin/sh\necho \"$@\" >> " + args + "\nexit 3\n"
+			}
 			if err := os.WriteFile(filepath.Join(dir, "chromium"), []byte(fake), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -80,6 +86,20 @@ func TestTouchscreenWatchdog(t *testing.T) {
 				b, _ := os.ReadFile(args)
 				return strings.Contains(string(b), "--kiosk") && strings.Contains(string(b), srv.URL+"/")
 			})
+			if tc.crash {
+				// Under cage the script's exit ends the screen, and the
+				// unit starts it again at once.
+				select {
+				case err := <-exited:
+					var ee *exec.ExitError
+					if !errors.As(err, &ee) || ee.ExitCode() != 3 || strings.Contains(stderr.String(), "has not polled") {
+						t.Fatalf("script ended with %v, %q; want the browser's status 3, at once", err, stderr.String())
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatal("the script outlived its browser")
+				}
+				return
+			}
 			if tc.restart {
 				select {
 				case err := <-exited:
