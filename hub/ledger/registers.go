@@ -83,12 +83,20 @@ func seal(m macer, base string, gen int, p *PSD) error {
 	return nil
 }
 
+// sealGen is the key generation a control code names: 1 for a bare code.
+func sealGen(code []byte) int {
+	if len(code) == 3+sha256.Size && code[0] == controlTag {
+		return max(int(code[1])<<8|int(code[2]), 1)
+	}
+	return 1
+}
+
 // verifySeal reports whether p's control code matches its registers, under
 // the key generation the code names.
 func verifySeal(m macer, base string, p *PSD) (bool, error) {
-	gen, code := 1, p.Control
-	if len(code) == 3+sha256.Size && code[0] == controlTag {
-		gen, code = int(code[1])<<8|int(code[2]), code[3:]
+	gen, code := sealGen(p.Control), p.Control
+	if gen > 1 {
+		code = code[3:]
 	}
 	c, err := m.MAC(controlLabel(base, gen), controlMessage(p.Kind, p.Serial, p.AR, p.DR))
 	if err != nil {
