@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/store"
@@ -167,4 +170,65 @@ func TestActivityOfOtherHubsArrives(t *testing.T) {
 func peersDB(t *testing.T) string {
 	t.Helper()
 	return pgtest.NewTestDatabase(t)
+}
+
+// On PostgreSQL a command given on another hub, or by `hub kiosk` on the
+// database, needs no broker of its own: a lock refuses the kiosk's sales on
+// this hub at once, told by a notification; the leading hub's round hands
+// the command to the kiosk; its answer, recorded here, is what the other
+// hub's console shows; and an unlock there lets the kiosk sell here again.
+func TestCommandsFromAnotherHub(t *testing.T) {
+	dsn := peersDB(t)
+	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn })
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	cmds := k.commandsOf(t)
+	if r := decode(t, k.ask(purchase("peer-1", "kiosk-1", "1966-F8CF-01", nil))); r.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", r.Error)
+	}
+	other, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	book := commands.New(other, fleet.New(other), nil) // no sender: its broker is not the kiosk's
+	c, err := book.Issue(ctx, "kiosk-1", protocol.ActionLock, "suspected stolen", "rita-ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	wait.Until(t, 10*time.Second, "kiosk-1 refused as locked on this hub", func() error {
+		n++
+		r := decode(t, k.ask(purchase(fmt.Sprintf("peer-locked-%d", n), "kiosk-1", "1966-F8CF-02", nil)))
+		if r.Error == nil || r.Error.Code != protocol.CodeKioskLocked {
+			return fmt.Errorf("answered %s %+v", r.Status, r.Error)
+		}
+		return nil
+	})
+	e.h.Round()
+	got := nextCommand(t, cmds)
+	if got.CommandID != c.CommandID || got.Action != protocol.ActionLock || got.IssuedBy != "rita-ops" {
+		t.Fatalf("command %+v", got)
+	}
+	res, _ := json.Marshal(protocol.CommandResult{CommandID: got.CommandID, KioskID: "kiosk-1", Status: protocol.ResultOK, At: time.Now().UTC()})
+	k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicCommandResult), 1, false, res)
+	wait.Until(t, 10*time.Second, "the answer seen on the other hub", func() error {
+		got, err := book.Get(ctx, c.CommandID)
+		if err == nil && (got.Status != commands.Done || got.IssuedBy != "rita-ops" || got.DoneAt == nil) {
+			err = fmt.Errorf("%s by %s", got.Status, got.IssuedBy)
+		}
+		return err
+	})
+	if _, err := book.Issue(ctx, "kiosk-1", protocol.ActionUnlock, "", "rita-ops"); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 10*time.Second, "kiosk-1 sells again on this hub", func() error {
+		n++
+		r := decode(t, k.ask(purchase(fmt.Sprintf("peer-unlocked-%d", n), "kiosk-1", "1966-F8CF-02", nil)))
+		if r.Status != protocol.ResultOK {
+			return fmt.Errorf("answered %s %+v", r.Status, r.Error)
+		}
+		return nil
+	})
+	e.check()
 }
