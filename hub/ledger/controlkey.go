@@ -18,15 +18,15 @@ func (l *Ledger) ControlKeyGen() int { return l.controlGen() }
 
 // raiseGen moves the generation new seals use up to gen, never down: a
 // refresh that read control_keys before a rotation committed must not undo
-// the rotation.
-func (l *Ledger) raiseGen(gen int) bool {
+// the rotation. It returns the generation before, and whether it moved.
+func (l *Ledger) raiseGen(gen int) (int, bool) {
 	for {
 		cur := l.macGen.Load()
 		if int32(gen) <= cur {
-			return false
+			return int(cur), false
 		}
 		if l.macGen.CompareAndSwap(cur, int32(gen)) {
-			return true
+			return int(cur), true
 		}
 	}
 }
@@ -40,11 +40,14 @@ func (l *Ledger) RefreshControlKey(ctx context.Context) error {
 		return fmt.Errorf("ledger: control key: %w", err)
 	}
 	g := int(max(gen.Int64, 1))
-	if !l.raiseGen(g) {
+	was, moved := l.raiseGen(g)
+	if !moved {
 		return nil
 	}
 	l.log.Info("control codes made under key generation", "gen", g, "label", controlLabel(l.cfg.ControlKey, g))
-	if g > 1 {
+	// At Open (was 0) this process has sealed nothing yet; and a database
+	// from before the per-PSD audit chains must have them seeded first.
+	if was > 0 {
 		return l.resealStale(ctx, g)
 	}
 	return nil

@@ -276,3 +276,52 @@ func TestMigrateToChainPerPSD(t *testing.T) {
 		}
 	}
 }
+
+// A database from before one audit chain per PSD whose control-code key
+// was rotated, with rows a lagging hub left under the old key: the hub
+// opens it without resealing anything before the chains are seeded, the
+// ledger checks clean, and it sells under the new key.
+func TestMigrateWithRotatedControlKey(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			copyDir(t, "testdata/v1", dir)
+			dsn := v1Database(t, b.name, dir)
+			old, err := store.OpenVersion(ctx, dsn, 24)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = old.ExecContext(ctx, old.Rebind(`INSERT INTO control_keys (gen, label, created_at) VALUES (2, 'frank-control-g2', ?)`), time.Now().UnixMicro())
+			old.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ks, err := soft.Open(filepath.Join(dir, "keys"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ks.GenerateMACKey("frank-control-g2"); err != nil {
+				t.Fatal(err)
+			}
+			db, ks, l := openMigrated(t, dir, dsn)
+			if l.ControlKeyGen() != 2 {
+				t.Fatalf("sealing under generation %d, want 2", l.ControlKeyGen())
+			}
+			if r, err := l.Check(ctx); err != nil || !r.OK() {
+				t.Fatalf("migrated ledger: %v %v", r.Violations, err)
+			}
+			if _, err := fixturePool(t, ks, l).Sell(ctx, newSale("after-rotation", 780, "0000-0003-01")); err != nil {
+				t.Fatal(err)
+			}
+			var sealed int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM psd WHERE length(control) = 35`).Scan(&sealed); err != nil || sealed == 0 {
+				t.Fatalf("%d rows under generation 2 after a sale, %v", sealed, err)
+			}
+			if r, err := l.Check(ctx); err != nil || !r.OK() {
+				t.Fatalf("after a new sale: %v %v", r.Violations, err)
+			}
+		})
+	}
+}
