@@ -54,8 +54,14 @@ var ErrUnknownSale = errors.New("journal: unknown sale")
 
 // Journal is an open journal.
 type Journal struct {
-	db *sql.DB
+	db  *sql.DB
+	now func() time.Time
 }
+
+// SetClock makes now the journal's clock for the times it records (the
+// kiosk's, so that a sale's start and the remedy window agree); call it
+// before the journal is used. Default the system's.
+func (j *Journal) SetClock(now func() time.Time) { j.now = now }
 
 const schema = `
 CREATE TABLE IF NOT EXISTS sales (
@@ -113,14 +119,14 @@ func Open(path string) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
-	return &Journal{db: db}, nil
+	return &Journal{db: db, now: time.Now}, nil
 }
 
 // CommandDone records a command carried out, with the result the hub gets
 // for every repeat of it. Commands older than a week are forgotten: the
 // hub stops sending a command after a day.
 func (j *Journal) CommandDone(ctx context.Context, commandID string, result []byte) error {
-	now := time.Now()
+	now := j.now()
 	if _, err := j.db.ExecContext(ctx, `INSERT INTO commands (command_id, result, done_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 		commandID, result, now.UnixMicro()); err != nil {
 		return fmt.Errorf("journal: command %s: %w", commandID, err)
@@ -177,7 +183,7 @@ func (j *Journal) Begin(ctx context.Context, requestID string, request []byte, l
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO sales (request_id, request, started_at) VALUES (?, ?, ?)`,
-		requestID, request, time.Now().UnixMicro()); err != nil {
+		requestID, request, j.now().UnixMicro()); err != nil {
 		return fmt.Errorf("journal: begin %s: %w", requestID, err)
 	}
 	for i, l := range labels {
@@ -228,7 +234,7 @@ func (j *Journal) exec(ctx context.Context, op, requestID, query string, args ..
 // restart knows its stock.
 func (j *Journal) AddSheets(ctx context.Context, serials []string) error {
 	for _, s := range serials {
-		now := time.Now().UnixMicro()
+		now := j.now().UnixMicro()
 		res, err := j.db.ExecContext(ctx, `INSERT INTO sheets (serial, loaded_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, now)
 		if err != nil {
 			return fmt.Errorf("journal: add sheet %s: %w", s, err)

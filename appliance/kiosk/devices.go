@@ -299,7 +299,7 @@ func (k *Kiosk) Status() Status {
 	if !st.Ready {
 		st.Reasons = append(st.Reasons, "hub_offline")
 	}
-	if k.cfg.CertNotAfter != nil && time.Now().After(k.cfg.CertNotAfter()) {
+	if k.cfg.CertNotAfter != nil && k.now().After(k.cfg.CertNotAfter()) {
 		st.Reasons = append(st.Reasons, "certificate_expired") // ops give a new enrollment code
 	}
 	if st.LabelsLeft == 0 {

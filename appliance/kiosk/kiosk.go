@@ -62,8 +62,11 @@ type Config struct {
 	Restart func()
 	// Logs, if set, are the recent log lines diagnostics report.
 	Logs lineSource
-	// Clock, if set, is the kiosk's wall clock for its heartbeats (the
-	// fleet twin gives one kiosk a bad one); default the system's.
+	// Clock, if set, is the kiosk's wall clock: its heartbeats, the
+	// journal's times, the remedy window, staff logins and the
+	// certificate's expiry (tests move it; the fleet twin gives one kiosk
+	// a bad one). Default the system's. Periodic work still ticks in real
+	// time.
 	Clock func() time.Time
 	// Dial, if set, opens the connection to the broker (the fleet twin
 	// cuts it to stage a partition or a power cut).
@@ -153,8 +156,10 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
-	k := &Kiosk{cfg: cfg, log: log, printer: p, started: time.Now(), waiting: map[string]chan []byte{}, inHand: map[string]bool{},
+	k := &Kiosk{cfg: cfg, log: log, printer: p, waiting: map[string]chan []byte{}, inHand: map[string]bool{},
 		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}
+	k.started = k.now()
+	k.staff.now = k.now
 	k.staff.init(cfg.StaffPINHash, cfg.StaffBadges)
 	return k, nil
 }
@@ -344,7 +349,7 @@ func (k *Kiosk) publishJSON(suffix string, v any) bool {
 func (k *Kiosk) setErr(s string) {
 	k.mu.Lock()
 	k.lastErr = s
-	k.errLog = append(k.errLog, ErrorEntry{At: time.Now().UTC(), Error: s})
+	k.errLog = append(k.errLog, ErrorEntry{At: k.now().UTC(), Error: s})
 	if len(k.errLog) > 20 {
 		k.errLog = k.errLog[len(k.errLog)-20:]
 	}

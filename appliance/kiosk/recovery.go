@@ -27,11 +27,16 @@ type saleJournal interface {
 	CommandResult(ctx context.Context, commandID string) ([]byte, error)
 	SetSetting(ctx context.Context, key string, value []byte) error
 	Setting(ctx context.Context, key string) ([]byte, error)
+	SetClock(now func() time.Time)
 }
 
-// UseJournal makes every sale step durable in j before it is acted on;
-// call it before Connect, which settles what j holds unfinished.
-func (k *Kiosk) UseJournal(j saleJournal) { k.journal = j }
+// UseJournal makes every sale step durable in j before it is acted on,
+// with the times on the kiosk's clock; call it before Connect, which
+// settles what j holds unfinished.
+func (k *Kiosk) UseJournal(j saleJournal) {
+	j.SetClock(k.now)
+	k.journal = j
+}
 
 // Recovered is closed once the sales a power cut left unfinished are
 // settled.
@@ -314,7 +319,7 @@ func (k *Kiosk) heldLabels(ctx context.Context) map[string]bool {
 func (k *Kiosk) sweepAbandoned() {
 	k.afterRecovery(min(k.cfg.RemedyWindow/4, 30*time.Second), func() {
 		k.saleMu.Lock()
-		k.refundAbandoned(context.Background(), time.Now().Add(-k.remedyWindow()))
+		k.refundAbandoned(context.Background(), k.now().Add(-k.remedyWindow()))
 		k.saleMu.Unlock()
 	})
 }

@@ -114,7 +114,7 @@ func (k *Kiosk) checkHealth() {
 	if k.commandDone(ctx, o.CommandID) != nil {
 		return // told already
 	}
-	res := protocol.CommandResult{CommandID: o.CommandID, KioskID: k.cfg.ID, Status: protocol.ResultOK, Firmware: k.cfg.Firmware, At: time.Now().UTC()}
+	res := protocol.CommandResult{CommandID: o.CommandID, KioskID: k.cfg.ID, Status: protocol.ResultOK, Firmware: k.cfg.Firmware, At: k.now().UTC()}
 	if o.Status == update.RolledBack {
 		res.Status, res.Error = protocol.ResultRejected, protocol.Errorf(protocol.CodeUpdateFailed, "release %s was rolled back to %s: %s", o.Version, k.cfg.Firmware, o.Why)
 	} else if o.Version != k.cfg.Firmware {

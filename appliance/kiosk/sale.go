@@ -156,7 +156,7 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	// A new sale means the last customer has left the screen. A hub slow
 	// to refund must not keep the next customer waiting: the sweep retries.
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	k.refundAbandoned(rctx, time.Now())
+	k.refundAbandoned(rctx, k.now())
 	cancel()
 	price, err := rt.Price(o.RateClass, o.WeightMg)
 	if k.dev.Scale != nil {
@@ -370,7 +370,7 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	k.mu.Lock()
 	k.sales++
 	pay := protocol.Payment{Method: req.Payment.Method, Brand: req.Payment.Brand, Last4: req.Payment.Last4}
-	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels, at: time.Now(), payment: pay, approval: res.Approval}
+	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels, at: k.now(), payment: pay, approval: res.Approval}
 	k.mu.Unlock()
 	return rc, nil
 }

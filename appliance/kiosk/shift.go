@@ -68,7 +68,7 @@ func (k *Kiosk) ShiftReport(ctx context.Context) (*Shift, error) {
 	if !ok {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "this kiosk keeps no journal to report a shift from")
 	}
-	s := &Shift{From: k.shiftStart(ctx), To: time.Now(), Classes: []ShiftClass{}}
+	s := &Shift{From: k.shiftStart(ctx), To: k.now(), Classes: []ShiftClass{}}
 	sales, err := jl.Since(ctx, s.From)
 	if err != nil {
 		return nil, fmt.Errorf("kiosk: shift: %w", err)

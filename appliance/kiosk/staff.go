@@ -155,7 +155,7 @@ func (s *staffSessions) login(pin, badge string) (string, time.Duration) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if name == "" && pin == "" && badge == "" && time.Since(s.badgeAt) < time.Minute {
+	if name == "" && pin == "" && badge == "" && s.now().Sub(s.badgeAt) < time.Minute {
 		name, s.badgeAt = s.badgeName, time.Time{}
 	}
 	if name == "" {
@@ -165,14 +165,14 @@ func (s *staffSessions) login(pin, badge string) (string, time.Duration) {
 		s.fails, s.lockouts = 0, 0
 	}
 	t := rand.Text()
-	s.tokens[t] = staffToken{at: time.Now(), name: name}
+	s.tokens[t] = staffToken{at: s.now(), name: name}
 	return t, 0
 }
 
 func (s *staffSessions) badgeSeen(code string) {
 	if name, ok := s.byBadge(code); ok {
 		s.mu.Lock()
-		s.badgeAt, s.badgeName = time.Now(), name
+		s.badgeAt, s.badgeName = s.now(), name
 		s.mu.Unlock()
 	}
 }
@@ -182,11 +182,11 @@ func (s *staffSessions) check(token string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tok, ok := s.tokens[token]
-	if !ok || time.Since(tok.at) > staffTTL {
+	if !ok || s.now().Sub(tok.at) > staffTTL {
 		delete(s.tokens, token)
 		return false
 	}
-	tok.at = time.Now()
+	tok.at = s.now()
 	s.tokens[token] = tok
 	return true
 }
@@ -210,7 +210,7 @@ func (s *staffSessions) active() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for t, tok := range s.tokens {
-		if time.Since(tok.at) <= staffTTL {
+		if s.now().Sub(tok.at) <= staffTTL {
 			return true
 		}
 		delete(s.tokens, t)

@@ -1,0 +1,140 @@
+package kiosk_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/appliance/escpos"
+	"github.com/frank-postage/frank/appliance/kiosk"
+	"github.com/frank-postage/frank/appliance/printer"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
+)
+
+// fakeClock is a kiosk clock that moves only when the test moves it.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Add(d time.Duration)     { c.ns.Add(int64(d)) }
+func (c *fakeClock) use(cfg *kiosk.Config)   { cfg.Clock = c.Now }
+func (c *fakeClock) String() string          { return c.Now().UTC().Format(time.TimeOnly) }
+func (c *fakeClock) since(t time.Time) int64 { return int64(c.Now().Sub(t) / time.Minute) }
+
+// A label that failed to print is its customer's to remedy, by a reprint
+// or a refund, for the remedy window; once that window has passed on the
+// kiosk's clock with no choice made, the kiosk refunds the label and
+// closes the sale. Real time passing does not count.
+func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
+	clock := newFakeClock()
+	fh := &fakeHub{answer: vectorAnswer, journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
+	k, p := setupWith(t, fh, func(c *kiosk.Config) {
+		clock.use(c)
+		c.RemedyWindow = 2 * time.Second // the sweep looks every half second of real time
+	})
+	<-k.Recovered()
+	p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
+	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+	if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("sale: %+v %v", rc, err)
+	}
+	if r := fh.report(t); r.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("print report %+v", r)
+	}
+	refunded := func() bool { return len(fh.refunds) > 0 }
+	wait.Never(t, 2*time.Second, "a refund while the window is open on the kiosk's clock", refunded)
+
+	clock.Add(time.Second)
+	wait.Never(t, 2*time.Second, "a refund a second before the window ends", refunded)
+
+	clock.Add(1500 * time.Millisecond)
+	wait.For(t, 10*time.Second, "the unclaimed label's refund", refunded)
+	if r := <-fh.refunds; r.Label.RequestID != rc.RequestID || r.Label.LabelSerial != "1966-F8CF-01" {
+		t.Fatalf("refund %+v", r)
+	}
+	waitClosed(t, fh.journal, 10*time.Second)
+	if p.count() != 0 {
+		t.Fatalf("%d labels printed", p.count())
+	}
+}
+
+// Staff logins and the PIN lockout run on the kiosk's clock: a login
+// lasts ten minutes from its last use, and a locked-out PIN is taken again
+// once the lockout has passed.
+func TestStaffLoginsOnTheKiosksClock(t *testing.T) {
+	clock := newFakeClock()
+	k, _ := setupWith(t, &fakeHub{answer: vectorAnswer}, func(c *kiosk.Config) {
+		clock.use(c)
+		c.StaffPINHash = pinHash(t, "2468")
+	})
+	srv := httptest.NewServer(k.Handler())
+	defer srv.Close()
+	login := func(pin string) (int, string) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+"/api/v1/staff/login", "application/json", strings.NewReader(`{"pin":"`+pin+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Token string }
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Token
+	}
+	live := func(token string) bool {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/staff/counters", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+
+	st, tok := login("2468")
+	if st != http.StatusOK || !live(tok) {
+		t.Fatalf("login: %d", st)
+	}
+	start := clock.Now()
+	clock.Add(9 * time.Minute)
+	if !live(tok) {
+		t.Fatalf("at %s, %d minutes after the login: ended, want live", clock, clock.since(start))
+	}
+	clock.Add(9 * time.Minute) // nine minutes after its last use
+	if !live(tok) {
+		t.Fatalf("at %s, nine minutes after its last use: ended, want live", clock)
+	}
+	clock.Add(10*time.Minute + time.Second)
+	if live(tok) {
+		t.Fatalf("at %s, over ten minutes unused: live, want ended", clock)
+	}
+
+	for range 5 {
+		if st, _ := login("0000"); st != http.StatusUnauthorized {
+			t.Fatalf("wrong PIN: %d", st)
+		}
+	}
+	if st, _ := login("2468"); st != http.StatusTooManyRequests {
+		t.Fatalf("right PIN after five wrong ones: %d, want 429", st)
+	}
+	clock.Add(5*time.Minute - time.Second)
+	if st, _ := login("2468"); st != http.StatusTooManyRequests {
+		t.Fatalf("right PIN a second before the lockout ends: %d, want 429", st)
+	}
+	clock.Add(2 * time.Second)
+	if st, tok := login("2468"); st != http.StatusOK || !live(tok) {
+		t.Fatalf("right PIN after the lockout: %d", st)
+	}
+}
