@@ -134,8 +134,9 @@ Figures before each change are from the same bench on this machine; the machine 
   (both databases write their log in order). Claims, their release, shared heartbeats and notifications commit on a
   connection with synchronous=NORMAL (SQLite) or synchronous_commit=off (PostgreSQL): one fsync fewer per sale.
 - **Nagle off in mosquitto.** mosquitto leaves Nagle on unless set_tcp_nodelay is set; a lone purchase or answer then
-  waited out the peer's delayed ACK. At light load (the open-loop row) p50 was 43 ms, and it is under 10 ms with
-  set_tcp_nodelay true, now in the shipped frank.conf and the README.
+  waited out the peer's delayed ACK, about 40 ms. set_tcp_nodelay true is in the shipped frank.conf and the README.
+  The open-loop row's p50 fell from 43 ms to 10.5 ms with it, but that row then sent only 782/s of the load asked
+  (see below); at its full load the p50 is 30-45 ms again, for another reason: the hub's commits.
 - **Captures in batches.** The capture workers (8 now) send the captures queued meanwhile in one call to the
   gateway's /v1/captures, up to 128, each done or refused on its own. Against the build before, in runs taken in
   turn: SQLite hub 0.42-0.49 ms against 0.45-0.46 ms of hub CPU per sale, one PostgreSQL hub 0.34-0.39 against
