@@ -200,7 +200,7 @@ func (k *Kiosk) rememberCommand(ctx context.Context, id string, result []byte) {
 func (k *Kiosk) Diagnostics(ctx context.Context) protocol.Diagnostics {
 	st := k.Status()
 	d := protocol.Diagnostics{Firmware: k.cfg.Firmware, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
-		UptimeS: int64(k.now().Sub(k.started).Seconds()), Ready: st.Ready, Reasons: st.Reasons,
+		UptimeS: int64(time.Since(k.started).Seconds()), Ready: st.Ready, Reasons: st.Reasons,
 		Printer: st.Printer, Paper: st.Paper, Scale: st.Scale, Scanner: "none", Panel: "none", LabelsLeft: st.LabelsLeft,
 		Sheets: k.stock.count(), Log: []string{}}
 	if k.dev.Scans != nil {

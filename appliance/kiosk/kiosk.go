@@ -158,7 +158,7 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	}
 	k := &Kiosk{cfg: cfg, log: log, printer: p, waiting: map[string]chan []byte{}, inHand: map[string]bool{},
 		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}
-	k.started = k.now()
+	k.started = time.Now() // uptime is elapsed time, whatever the wall clock says
 	k.staff.now = k.now
 	k.staff.init(cfg.StaffPINHash, cfg.StaffBadges)
 	return k, nil

@@ -59,7 +59,7 @@ func (k *Kiosk) shiftStart(ctx context.Context) time.Time {
 			}
 		}
 	}
-	return k.started
+	return k.now().Add(-time.Since(k.started)) // the start on the kiosk's clock
 }
 
 // ShiftReport sums the shift from its start to now.
