@@ -18,6 +18,7 @@ import (
 // longer holds the anchored entry: the start refuses, the check names the
 // violation, and the authority refuses the reset chain's next report.
 func TestAuditAnchorSurvivesWipe(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	if res := decode(t, e.kiosk("kiosk-1").ask(purchase("anc-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {

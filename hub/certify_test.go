@@ -14,6 +14,7 @@ import (
 // key registered before the authority signed keys gets its certificate when
 // the hub next starts.
 func TestPublishedKeysCarryTheAuthoritysSignature(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	stamp := decode(t, e.kiosk("kiosk-1").ask(purchase("cert-1", "kiosk-1", "1966-F8CF-01", nil))).Indicia[0].Matrix

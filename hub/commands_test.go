@@ -59,6 +59,7 @@ func (e *env) waitCommand(id, want string) *commands.Command {
 }
 
 func TestRemoteCommandsOverMQTT(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")

@@ -130,6 +130,7 @@ func requestIDs(sales []views.Sale) string {
 // the sale shows its kiosk, store, stamps, payment and remedies; staff see
 // their own stores' sales only.
 func TestConsoleSearchFindsSale(t *testing.T) {
+	t.Parallel()
 	e := newSearchEnv(t)
 	db := e.openDB()
 	var approval, last4 string
@@ -264,6 +265,7 @@ func column(t *testing.T, rows [][]string, name string) (sum int64, values []str
 // Each export parses; a day's sales add up to the ledger's total for the
 // day; staff get their own stores and are refused another's.
 func TestConsoleExportsMatchLedger(t *testing.T) {
+	t.Parallel()
 	e := newSearchEnv(t)
 	db := e.openDB()
 	ctx := context.Background()
@@ -359,6 +361,7 @@ func TestConsoleExportsMatchLedger(t *testing.T) {
 // The shift report's figures are what the ledger's tables say, in JSON,
 // on the page and as CSV.
 func TestConsoleShiftMatchesLedger(t *testing.T) {
+	t.Parallel()
 	e := newSearchEnv(t)
 	db := e.openDB()
 	from, to := e.now.Add(-time.Hour), e.now.Add(time.Hour)

@@ -18,6 +18,7 @@ import (
 // The card gets the postage back, the indicium goes on the void list, and
 // the status lookup says so.
 func TestCounterRefundAndVoidList(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")

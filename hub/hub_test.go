@@ -276,6 +276,7 @@ func (e *env) check() {
 }
 
 func TestPurchaseOverMQTT(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	k := e.kiosk("kiosk-1")
 	raw := k.ask(purchase("req-1", "kiosk-1", "1966-F8CF-01", nil))
@@ -315,6 +316,7 @@ func TestPurchaseOverMQTT(t *testing.T) {
 // Every refusal a kiosk can meet, each with its code and a message, and
 // none of them moves money.
 func TestPurchaseRejections(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	k := e.kiosk("kiosk-1")
 	if res := decode(t, k.ask(purchase("first", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
@@ -385,6 +387,7 @@ func TestPurchaseRejections(t *testing.T) {
 
 // Refusals that need a hub in a particular state.
 func TestStateRejections(t *testing.T) {
+	t.Parallel()
 	t.Run("unknown kiosk", func(t *testing.T) {
 		e := newEnv(t)
 		out, perr := e.h.Sales().Purchase(context.Background(), "kiosk-9", purchase("x-1", "kiosk-9", "1966-F8CF-02", nil))
@@ -467,6 +470,7 @@ func TestStateRejections(t *testing.T) {
 
 // A kiosk may use only its own topics.
 func TestKioskConfinedToItsTopics(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a, err := e.connect("kiosk-1", e.pw["kiosk-1"])
 	if err != nil {
@@ -496,6 +500,7 @@ func TestKioskConfinedToItsTopics(t *testing.T) {
 // stops working at once on the running hub: the open session is closed and
 // the old password is refused, while the new one works.
 func TestReplacedPasswordStopsAtOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	lost := make(chan struct{})
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + e.h.BrokerAddr).SetClientID("kiosk-1").SetUsername("kiosk-1").
@@ -532,6 +537,7 @@ func TestReplacedPasswordStopsAtOnce(t *testing.T) {
 // No kiosk may be named like a hub: brokers make a kiosk's client id its
 // user name, and a kiosk called frank-hub-... would take a hub's session.
 func TestKioskIDNotAHubs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if _, err := e.h.Fleet().Add(context.Background(), "frank-hub-2", "store-a"); err == nil {
 		t.Fatal("a kiosk named frank-hub-2 was provisioned")
@@ -539,6 +545,7 @@ func TestKioskIDNotAHubs(t *testing.T) {
 }
 
 func TestCertificatesAndHealth(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if err := demo.WaitHTTP(context.Background(), "http://"+e.h.HTTPAddr+"/healthz", 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -551,6 +558,7 @@ func TestCertificatesAndHealth(t *testing.T) {
 
 // A ledger that does not add up stops the hub: it refuses to start.
 func TestHubRefusesToStartOnViolation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if res := decode(t, e.kiosk("kiosk-1").ask(purchase("v1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
 		t.Fatal("sale failed")
@@ -575,6 +583,7 @@ func TestHubRefusesToStartOnViolation(t *testing.T) {
 // A violation found while the hub sells stops every sale at once, before
 // any card is touched; the hub says so on /healthz and in a tamper alert.
 func TestLedgerCheckStopsSales(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.LedgerCheckEvery = 50 * time.Millisecond })
 	k := e.kiosk("kiosk-1")
 	if res := decode(t, k.ask(purchase("s1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
@@ -633,6 +642,7 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 // After a key rotation new stamps carry the new certificate serial, and the
 // old key stays published so stamps already sold still verify.
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	old := decode(t, e.kiosk("kiosk-1").ask(purchase("k1", "kiosk-1", "1966-F8CF-01", nil))).Indicia[0].Matrix
@@ -664,6 +674,7 @@ func TestKeyRotation(t *testing.T) {
 // of its date, takes over on that date: every kiosk is sent it, and a
 // request still priced on the old one is refused.
 func TestRateTableTakesOverOnItsDate(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	day := time.Now().UTC().AddDate(0, 0, 10).Truncate(24 * time.Hour)
 	e := newEnvWith(t, func(c *hub.Config) { c.RatesDir = dir })
@@ -721,6 +732,7 @@ func TestRateTableTakesOverOnItsDate(t *testing.T) {
 // going quiet (no last will: a clean disconnect sends none), and at once on
 // its last will; both raise an alert.
 func TestKioskOffline(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.HeartbeatS = 1 })
 	state := func(id string) fleet.KioskState {
 		for _, s := range e.h.Presence().List() {
@@ -791,6 +803,7 @@ func TestKioskOffline(t *testing.T) {
 // The console's activity charts outlive a restart: finished minutes are
 // stored, and a starting hub reads the last day back.
 func TestActivityOutlivesRestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	k := e.kiosk("kiosk-1")
 	for i, l := range []string{"1966-F8CF-01", "1966-F8CF-02", "1966-F8CF-03", "1966-F8CF-01"} {

@@ -18,6 +18,7 @@ import (
 // is published as such (the active one is rotated away first), and the
 // verifier flags stamps it signed from that day on.
 func TestKeyRotationWithoutRestart(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.KeyCheckEvery = 10 * time.Millisecond })
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
@@ -97,6 +98,7 @@ func TestKeyRotationWithoutRestart(t *testing.T) {
 // each reseal, sales go on, the ledger check passes, and a row edited
 // afterwards is still caught.
 func TestControlKeyRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.KeyCheckEvery = 10 * time.Millisecond })
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")

@@ -21,6 +21,7 @@ import (
 // shown in the console and returned in the XML <Indicium>; a hub told
 // another licence, or none, does not serve.
 func TestLicence(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
@@ -102,6 +103,7 @@ func TestLicence(t *testing.T) {
 // A fresh database with no licence configured opens for admin commands but
 // does not serve.
 func TestNoLicenceNoServing(t *testing.T) {
+	t.Parallel()
 	cfg := hub.Config{DataDir: t.TempDir(), TLS: "off", HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", BrokerTLSListen: "off",
 		KioskPasswords: true, PostalURL: "http://127.0.0.1:1", PaymentsURL: "http://127.0.0.1:1"}
 	ctx := context.Background()

@@ -20,6 +20,7 @@ import (
 // it runs and without a restart, and leaves a live hub's alone: that hub
 // may be selling them now.
 func TestDeadHubsPaymentsSettled(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = 300 * time.Millisecond })
 	ctx := context.Background()
 	db, err := store.Open(ctx, e.dsn())
@@ -70,6 +71,7 @@ func TestDeadHubsPaymentsSettled(t *testing.T) {
 // other hub may be selling it); once that hub is dead, its attempt is
 // settled first and the resend is served.
 func TestOpenAttemptOfAnotherHub(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.Ledger.LeaseTTL = time.Hour }) // the loop stays out of the way
 	ctx := context.Background()
 	db, err := store.Open(ctx, e.dsn())
@@ -107,6 +109,7 @@ func TestOpenAttemptOfAnotherHub(t *testing.T) {
 // The profiling endpoint is served on loopback only: any other address is
 // a configuration error.
 func TestPprofLoopbackOnly(t *testing.T) {
+	t.Parallel()
 	for addr, ok := range map[string]bool{"127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
 		"0.0.0.0:6060": false, ":6060": false, "10.0.0.5:6060": false, "6060": false} {
 		c := hub.Config{PprofListen: addr}
@@ -123,6 +126,7 @@ func TestPprofLoopbackOnly(t *testing.T) {
 // blind. The offline commands (hub.Open without Start) still work beside
 // it. On PostgreSQL (the suite's second pass) it starts: hubs share it.
 func TestSecondHubOnSQLiteRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	h, err := hub.Open(ctx, e.cfg, quietLog())

@@ -40,6 +40,7 @@ func mustPrintReport(t testing.TB, b []byte) *protocol.PrintReport {
 // one label (a sweep and a customer's tap) both hear ok; the money moves
 // once.
 func TestRefundOnceUnderRepeats(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	k := e.kiosk("kiosk-1")
 	e.failLabel(k, "rf-1", "1966-F8CF-01")
@@ -94,6 +95,7 @@ func postWebStamp(t *testing.T, e *env, login, key, body string) (int, string) {
 // served, returns the same <Indicium>; the same key with another body is
 // idempotency_conflict.
 func TestWebStampRetryGetsSameIndicium(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.customer("xavier", "10.00")
 	sheet := e.webSheet()

@@ -18,6 +18,7 @@ import (
 // used one is refused, and a kiosk that keeps guessing is stopped and
 // reported.
 func TestKioskNeedsCustomersPayCode(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
@@ -107,6 +108,7 @@ func TestKioskNeedsCustomersPayCode(t *testing.T) {
 // The customer makes the code in the portal, sees it as text and as a QR
 // code, and a kiosk pays with it.
 func TestPortalMakesPayCode(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	b := e.customer("carol", "10.00")
 	st, _, page := b.post("/portal/paycode", "/portal/paycode", url.Values{})

@@ -69,6 +69,7 @@ func TestHeartbeatsOfOtherHubsArrive(t *testing.T) {
 // kiosk's session here at once, told by a notification: this hub's broker
 // would not recheck for an hour.
 func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
+	t.Parallel()
 	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.BrokerRecheck = dsn, time.Hour })
 	lost := make(chan struct{})
@@ -100,6 +101,7 @@ func TestReplacedPasswordToldToOtherHubs(t *testing.T) {
 // progress, and charts theirs beside its own: any hub's console shows the
 // whole cluster's live activity, not only what it answered itself.
 func TestActivityOfOtherHubsArrives(t *testing.T) {
+	t.Parallel()
 	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB, c.ActivityEvery = dsn, 50*time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -178,6 +180,7 @@ func peersDB(t *testing.T) string {
 // the command to the kiosk; its answer, recorded here, is what the other
 // hub's console shows; and an unlock there lets the kiosk sell here again.
 func TestCommandsFromAnotherHub(t *testing.T) {
+	t.Parallel()
 	dsn := peersDB(t)
 	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn })
 	ctx := context.Background()

@@ -72,6 +72,7 @@ func (b *browser) setPassword(link, next, again string) (int, string, string) {
 }
 
 func TestPortalChangePassword(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	b := e.customer("cora", "")
 	other, st := e.portalLogin("cora", firstPassword)
@@ -125,6 +126,7 @@ func TestPortalChangePassword(t *testing.T) {
 // Without the demo flag the answer to "forgot" is the same page whether
 // or not the login exists, and shows no link.
 func TestPortalResetAnswerHidesLogins(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.customer("rosa", "")
 	anon := e.browser()
@@ -146,6 +148,7 @@ func TestPortalResetAnswerHidesLogins(t *testing.T) {
 }
 
 func TestPortalPasswordReset(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.ShowResetLinks = true })
 	e.customer("rita", "")
 	session, _ := e.portalLogin("rita", firstPassword)
@@ -250,6 +253,7 @@ func TestPortalPasswordReset(t *testing.T) {
 // Wrong current passwords count as failed logins; a reset neither lifts
 // the lock nor logs in; asking for links and trying wrong ones are limited.
 func TestPortalPasswordLimits(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.ShowResetLinks = true })
 	lena := e.customer("lena", "")
 	for i := range 5 {

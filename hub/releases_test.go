@@ -27,6 +27,7 @@ import (
 // offers it to the rest, and halts by itself when a share of the kiosks
 // offered it larger than its threshold fail, with an alert.
 func TestRolloutHaltsAtItsThreshold(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -142,6 +143,7 @@ func (k *kioskClient) updated(c protocol.Command, version string) {
 // A rollout with a soak widens by itself once its stage is all healthy
 // and the soak has passed, and ends when the whole fleet is healthy.
 func TestRolloutWidensAfterItsSoak(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	e.publish("2.1.0")
@@ -183,6 +185,7 @@ func TestRolloutWidensAfterItsSoak(t *testing.T) {
 // API; store staff cannot, the whole fleet's stage has no next one, and an
 // aborted rollout's offers not yet taken expire.
 func TestRolloutWidenedAndAbortedByOps(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	e.publish("2.2.0")

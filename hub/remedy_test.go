@@ -17,6 +17,7 @@ import (
 // later purchases the balance does not cover, in the portal and through
 // the XML API with the card fields left blank.
 func TestPortalShortFundsRemedy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	remedyForm := regexp.MustCompile(`(?s)<div class="card" id="remedy">.*?</div>`)

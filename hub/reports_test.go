@@ -22,6 +22,7 @@ import (
 // after its period raises report_late, and both clear once the authority
 // accepts it on a later try.
 func TestScheduledReports(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) {
 		c.Reports.Every, c.ReportTick = time.Hour, 10*time.Millisecond
 	})
@@ -89,6 +90,7 @@ func TestScheduledReports(t *testing.T) {
 // customer's account) and carries the period's status and security
 // events; the authority checks both, and refuses a report without them.
 func TestReportNamesBuyersAndEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	from := e.clock.Now().Add(-time.Minute)

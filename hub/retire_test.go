@@ -21,6 +21,7 @@ import (
 // stamp voided and refunded, and the next postal report declares it lost.
 // The console retires a kiosk too, for ops.
 func TestRetireKiosk(t *testing.T) {
+	t.Parallel()
 	e := newTLSEnv(t)
 	ctx := context.Background()
 	code, pin := e.enrollCode("kiosk-9", "store-a")

@@ -17,6 +17,7 @@ import (
 // share of the stamps, the drained one finishes and gives its MPSD back,
 // and the last server cannot be drained. A server holds 1 to 8 MPSDs.
 func TestPSDMServerListAtRunTime(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.Workers, c.MPSDs, c.KeyCheckEvery = 2, 1, 10*time.Millisecond })
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")

@@ -57,6 +57,7 @@ func waitConfig(t *testing.T, ch <-chan protocol.KioskConfig, what string, ok fu
 // when made elsewhere (the command line), and a revoked member leaves
 // every kiosk's list.
 func TestCentralConfigPushed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
@@ -130,6 +131,7 @@ func TestCentralConfigPushed(t *testing.T) {
 // A kiosk's own settings, set on its console page, win over its store's
 // and reach it alone; store staff cannot set them.
 func TestKioskSettingsFromTheConsole(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")

@@ -12,6 +12,7 @@ import (
 // invalidated sheet can be neither loaded into a kiosk nor assigned to a
 // web customer again; its labels stay used.
 func TestTenthLabelInvalidatesSheet(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")

@@ -16,6 +16,7 @@ import (
 // thresholds: paper near its end (with --paper-alert near_end), and fewer
 // labels than --labels-low.
 func TestSupplyAlerts(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.PaperAlert, c.LabelsLow = "near_end", 5 })
 	k := e.kiosk("kiosk-1")
 	at := time.Now().UTC()
@@ -56,6 +57,7 @@ func TestSupplyAlerts(t *testing.T) {
 // A heartbeat's printer fault, open label door and far-off clock each
 // raise their alert, and the next heartbeat without them clears it.
 func TestKioskFaultAlerts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	k := e.kiosk("kiosk-1")
 	at := e.clock.Now().UTC()

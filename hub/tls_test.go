@@ -53,6 +53,7 @@ func (e *env) enrollCode(id, store string) (code, pin string) {
 // certificate for a key it made, sells over mqtts with it, and renews it
 // under a fake clock once two thirds of its life have passed.
 func TestEnrollOverHTTPSAndSell(t *testing.T) {
+	t.Parallel()
 	e := newTLSEnv(t)
 	ctx := context.Background()
 	code, pin := e.enrollCode("kiosk-9", "store-a")
@@ -157,6 +158,7 @@ func TestEnrollOverHTTPSAndSell(t *testing.T) {
 // client without a certificate; no plain broker listener runs; the plain
 // HTTP listener serves /healthz and /metrics only; HTTPS sends HSTS.
 func TestPublicListenersWantTLS(t *testing.T) {
+	t.Parallel()
 	e := newTLSEnv(t)
 	if e.h.BrokerAddr != "" {
 		t.Fatalf("a plain broker listener runs at %s", e.h.BrokerAddr)
@@ -208,6 +210,7 @@ func TestPublicListenersWantTLS(t *testing.T) {
 // A hub that does not take kiosk passwords makes none: a kiosk it
 // provisions has no password to leak, and an empty one opens nothing.
 func TestCertificateHubsMakeNoPasswords(t *testing.T) {
+	t.Parallel()
 	e := newTLSEnv(t)
 	pw, err := e.h.Fleet().Add(context.Background(), "kiosk-7", "store-a")
 	if err != nil || pw != "" {

@@ -139,6 +139,7 @@ func (e *env) operator(login, role string, stores ...string) *browser {
 }
 
 func TestPortalBuyRefundAndHistory(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	sheet := e.webSheet()
 	alice := e.customer("alice", "20.00")
@@ -202,6 +203,7 @@ func TestPortalBuyRefundAndHistory(t *testing.T) {
 }
 
 func TestWebSecurity(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	anon := e.browser()
 	t.Run("console and API need a login", func(t *testing.T) {
@@ -363,6 +365,7 @@ func (e *env) loginCookies(path, login, password string) []*http.Cookie {
 }
 
 func TestSecureCookies(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.SecureCookies = true })
 	e.operator("olivia", "ops") // logs in: the jar keeps a Secure cookie only for https, so check the header instead
 	c := e.loginCookies("/console/login", "olivia", "operator password 1")
@@ -375,6 +378,7 @@ func TestSecureCookies(t *testing.T) {
 // refusals through the hub, then reads /metrics with the Prometheus text
 // parser: the sales and stamps counters must equal what the ledger holds.
 func TestMetricsMatchLedger(t *testing.T) {
+	t.Parallel()
 	// The burst below is 300 messages at once from one kiosk, past the
 	// broker's budget for a real one.
 	e := newEnvWith(t, func(c *hub.Config) { c.KioskMsgRate = -1 })
@@ -512,6 +516,7 @@ func TestMetricsMatchLedger(t *testing.T) {
 // The GPSD under the funds_low threshold raises an alert at the next tick,
 // and ops see it on the alerts page.
 func TestFundsLowAlert(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.FundsLow = 200_000_000 }) // $200,000; a purchase is $100,000
 	k := e.kiosk("kiosk-1")
 	if res := decode(t, k.ask(purchase("fl-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
@@ -530,6 +535,7 @@ func TestFundsLowAlert(t *testing.T) {
 // A kiosk trades its one-time code for its credentials once; a wrong,
 // used or expired code is unauthorized, and guessing is slowed down.
 func TestEnrollment(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.KioskBroker = "tcp://hub.example:1883" })
 	ctx := context.Background()
 	pw, err := e.h.Fleet().Add(ctx, "kiosk-9", "store-a")
@@ -611,6 +617,7 @@ func TestEnrollment(t *testing.T) {
 // Behind a reverse proxy the hub trusts, one client's wrong passwords lock
 // that client out, not everyone else behind the same proxy.
 func TestLoginLimitsBehindProxy(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.TrustedProxies = []string{"127.0.0.1", "::1"} })
 	e.operator("olivia", "ops")
 	e.operator("oscar", "ops")
