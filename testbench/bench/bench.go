@@ -47,6 +47,9 @@ type Config struct {
 	Warmup   time.Duration // load before measuring
 	Duration time.Duration // measured load
 	Dir      string        // scratch directory
+	// MaxRate is the most sales/s the run is stocked for (default
+	// 20,000): each kiosk gets the label sheets it needs at that rate.
+	MaxRate int
 }
 
 // Result is one run's figures.
@@ -208,7 +211,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if err := h.Stock().AddStore(ctx, store, "bench"); err != nil {
 		return nil, err
 	}
-	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*20_000)/cfg.Kiosks/10 + 2
+	if cfg.MaxRate == 0 {
+		cfg.MaxRate = 20_000
+	}
+	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*float64(cfg.MaxRate))/cfg.Kiosks/10 + 2
 
 	m := &meter{}
 	stop := make(chan struct{})
