@@ -17,6 +17,33 @@ import (
 	"github.com/frank-postage/frank/testbench/wait"
 )
 
+// staffLogin logs in to staff mode with body and returns the status and
+// the token.
+func staffLogin(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url+"/api/v1/staff/login", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Token string }
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out.Token
+}
+
+// staffLive reports whether a staff token still opens staff mode.
+func staffLive(t *testing.T, url, token string) bool {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url+"/api/v1/staff/counters", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 // fakeClock is a kiosk clock that moves only when the test moves it.
 type fakeClock struct{ ns atomic.Int64 }
 
@@ -80,28 +107,8 @@ func TestStaffLoginsOnTheKiosksClock(t *testing.T) {
 	})
 	srv := httptest.NewServer(k.Handler())
 	defer srv.Close()
-	login := func(pin string) (int, string) {
-		t.Helper()
-		resp, err := http.Post(srv.URL+"/api/v1/staff/login", "application/json", strings.NewReader(`{"pin":"`+pin+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out struct{ Token string }
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out.Token
-	}
-	live := func(token string) bool {
-		t.Helper()
-		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/staff/counters", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
+	login := func(pin string) (int, string) { t.Helper(); return staffLogin(t, srv.URL, `{"pin":"`+pin+`"}`) }
+	live := func(token string) bool { t.Helper(); return staffLive(t, srv.URL, token) }
 
 	st, tok := login("2468")
 	if st != http.StatusOK || !live(tok) {

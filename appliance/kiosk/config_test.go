@@ -3,10 +3,8 @@ package kiosk_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,27 +22,8 @@ func TestCentralStaffAndSettings(t *testing.T) {
 	k, _ := setupWith(t, fh, func(c *kiosk.Config) { c.StaffPINHash = pinHash(t, "2468") })
 	srv := httptest.NewServer(k.Handler())
 	defer srv.Close()
-	login := func(body string) (int, string) {
-		t.Helper()
-		resp, err := http.Post(srv.URL+"/api/v1/staff/login", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out struct{ Token string }
-		json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out.Token
-	}
-	live := func(token string) bool {
-		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/staff/counters", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
+	login := func(body string) (int, string) { t.Helper(); return staffLogin(t, srv.URL, body) }
+	live := func(token string) bool { t.Helper(); return staffLive(t, srv.URL, token) }
 	badge := sha256.Sum256([]byte("STAFF-BOB-7"))
 	alice := protocol.StaffCredential{Name: "alice", PINHash: pinHash(t, "1357")}
 	bob := protocol.StaffCredential{Name: "bob", BadgeSHA256: hex.EncodeToString(badge[:])}
