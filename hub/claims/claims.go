@@ -69,6 +69,9 @@ func (c *Claims) Take(ctx context.Context, scope, name string) (func(), error) {
 		ok, err := c.take(ctx, k)
 		if err != nil {
 			c.unlock(k)
+			if ctx.Err() != nil { // the caller's time ran out mid-question: as busy as at the wait
+				return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+			}
 			return nil, err
 		}
 		if ok {

@@ -105,3 +105,29 @@ func TestOneHubAtATime(t *testing.T) {
 		}
 	})
 }
+
+// A caller whose time runs out while Take is still asking the database
+// gets ErrBusy, as when it runs out waiting, not the store's error: the
+// request's outcome is still unknown, and the kiosk asks again. (CI once
+// got "context deadline exceeded" from a busy PostgreSQL here.)
+func TestTakeOutOfTimeIsBusy(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		c := claims.New(db, "hub-a", nil)
+		ended, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := c.Take(ended, "k1", "r1"); !errors.Is(err, claims.ErrBusy) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("Take with its time run out: %v, want ErrBusy with the cause", err)
+		}
+		release, err := c.Take(ctx, "k1", "r1") // nothing was left held
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+	})
+}
