@@ -4,6 +4,9 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 5s
+# No checkout's path in the binaries or in the build cache's keys, so a fresh
+# clone (as CI makes) reuses what an earlier checkout compiled.
+export GOFLAGS := $(strip $(GOFLAGS) -trimpath)
 # Screenshots, axe-core results and printed receipts the browser tests keep.
 export FRANK_UI_ARTIFACTS ?= $(CURDIR)/bin/artifacts
 
