@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -83,6 +84,11 @@ type Front struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// pushing serialises the config pushes of each kiosk (striped by its
+	// id): a push reads the config and publishes it retained under the
+	// lock, so a push that read the config before a change cannot publish
+	// after one that read it after, and leave the old config retained.
+	pushing [64]sync.Mutex
 }
 
 // Start connects to the broker and begins serving. It returns once the
@@ -331,6 +337,9 @@ func (f *Front) onCommandResult(c mqtt.Client, m mqtt.Message) {
 
 // PushConfig publishes kioskID's current config, retained.
 func (f *Front) PushConfig(kioskID string) {
+	mu := &f.pushing[stripe(kioskID, len(f.pushing))]
+	mu.Lock()
+	defer mu.Unlock()
 	cfg, err := f.cfg.ConfigFor(kioskID)
 	if err != nil {
 		f.log.Error("no config for kiosk", "kiosk", kioskID, "err", err)
@@ -350,4 +359,11 @@ func (f *Front) publish(topic string, qos byte, retained bool, payload []byte) {
 		// The kiosk resends its request and gets the stored result then.
 		f.log.Warn("publish not confirmed", "topic", topic, "err", t.Error())
 	}
+}
+
+// stripe is the lock stripe of id among n.
+func stripe(id string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n))
 }

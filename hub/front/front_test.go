@@ -1,0 +1,129 @@
+package front_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/frank-postage/frank/hub/broker"
+	"github.com/frank-postage/frank/hub/front"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// noKiosks is a fleet with no kiosk logins: only the hub's user connects.
+type noKiosks struct{}
+
+func (noKiosks) Authenticate(string, string, bool) (string, bool)  { return "", false }
+func (noKiosks) Stamps(context.Context) (map[string]string, error) { return nil, nil }
+
+// noSales answers nothing: this test sends no request.
+type noSales struct{}
+
+func (noSales) Purchase(context.Context, string, []byte) ([]byte, *protocol.Error) { return nil, nil }
+func (noSales) Refund(context.Context, string, []byte) ([]byte, *protocol.Error)   { return nil, nil }
+func (noSales) Answer(context.Context, string, []byte) ([]byte, *protocol.Error)   { return nil, nil }
+
+// Two pushes of one kiosk's config at once: the one that read the config
+// first publishes first, so the config left retained for the kiosk is the
+// newer. (CI once saw the kiosk's staff list go back to an older one: the
+// push when the kiosk came online read the config before a change and
+// published after the change's own push.)
+func TestConfigPushesKeepTheirOrder(t *testing.T) {
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "pw", Kiosks: noKiosks{}},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	topic := protocol.KioskTopic("k1", protocol.TopicConfig)
+
+	// seen gets every config version published for k1.
+	seen := make(chan int, 16)
+	watch := dial(t, b.Addr(), "frank-hub-watch")
+	if tok := watch.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		var c protocol.KioskConfig
+		if json.Unmarshal(m.Payload(), &c) == nil {
+			seen <- c.HeartbeatS
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+
+	// The config's version is its heartbeat. The first push reads version
+	// 1, then stalls until version 2 has been published, or 500 ms: a push
+	// that may not start before it finishes does not come in that time.
+	var version, reads atomic.Int32
+	version.Store(1)
+	newer := make(chan struct{})
+	configFor := func(id string) (protocol.KioskConfig, error) {
+		c := protocol.KioskConfig{KioskID: id, HeartbeatS: int(version.Load())}
+		if reads.Add(1) == 1 {
+			version.Store(2) // the change the second push is for
+			select {
+			case <-newer:
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		return c, nil
+	}
+	f, err := front.Start(front.Config{Broker: "tcp://" + b.Addr(), ClientID: "frank-hub-front", Username: "frank-hub", Password: "pw",
+		ConfigFor: configFor}, noSales{}, noSales{}, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { f.PushConfig("k1") })
+	for reads.Load() == 0 {
+		time.Sleep(time.Millisecond) // pace: the second push starts once the first has read
+	}
+	wg.Go(func() { f.PushConfig("k1") })
+	wg.Go(func() {
+		for v := range seen {
+			if v == 2 {
+				close(newer)
+				return
+			}
+		}
+	})
+	wg.Wait()
+
+	// What a kiosk connecting now is given.
+	fresh := dial(t, b.Addr(), "frank-hub-fresh")
+	retained := make(chan int, 1)
+	fresh.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		var c protocol.KioskConfig
+		if json.Unmarshal(m.Payload(), &c) == nil {
+			select {
+			case retained <- c.HeartbeatS:
+			default:
+			}
+		}
+	})
+	select {
+	case v := <-retained:
+		if v != 2 {
+			t.Fatalf("the retained config is version %d, published after version 2; want 2", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no retained config")
+	}
+}
+
+func dial(t *testing.T, addr, id string) mqtt.Client {
+	t.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
+		SetUsername("frank-hub").SetPassword("pw").SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", id, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
