@@ -14,6 +14,7 @@ import (
 	"github.com/frank-postage/frank/hub/broker"
 	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // noKiosks is a fleet with no kiosk logins: only the hub's user connects.
@@ -81,9 +82,7 @@ func TestConfigPushesKeepTheirOrder(t *testing.T) {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { f.PushConfig("k1") })
-	for reads.Load() == 0 {
-		time.Sleep(time.Millisecond) // pace: the second push starts once the first has read
-	}
+	wait.For(t, 5*time.Second, "the first push to read the config", func() bool { return reads.Load() > 0 })
 	wg.Go(func() { f.PushConfig("k1") })
 	wg.Go(func() {
 		for v := range seen {
