@@ -13,6 +13,7 @@ import (
 // supply is what a kiosk's last heartbeat said it needs, and when.
 type supply struct {
 	paperOut, labelsLow          bool
+	labelsKnown                  bool // labelsLow was judged: a kiosk just started does not know its labels yet
 	printerFault, doorOpen, skew bool
 	printer                      string
 	at                           time.Time
@@ -31,8 +32,9 @@ const reorderWindow = time.Minute
 func (h *Hub) supplies(t *protocol.Telemetry) {
 	labelsLow, paperAlert := h.thresholds(t.KioskID)
 	now := supply{
-		paperOut:  t.Paper == "out" || paperAlert == "near_end" && t.Paper == "near_end",
-		labelsLow: t.LabelsLeft < labelsLow,
+		paperOut:    t.Paper == "out" || paperAlert == "near_end" && t.Paper == "near_end",
+		labelsLow:   t.LabelsLeft < labelsLow,
+		labelsKnown: true,
 		// Paper has its own alert; any other printer state but ok is a fault.
 		printerFault: t.Printer != "ok" && t.Printer != "paper_out" && t.Printer != "",
 		doorOpen:     slices.Contains(t.Reasons, "door_open"),
@@ -48,8 +50,11 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 	if known && now.at.Before(before.at) && before.at.Sub(now.at) < reorderWindow {
 		return
 	}
+	if t.LabelsUnknown { // judged when the kiosk knows; till then as before
+		now.labelsLow, now.labelsKnown = before.labelsLow, before.labelsKnown
+	}
 	h.supply[t.KioskID] = now
-	if known && before.paperOut == now.paperOut && before.labelsLow == now.labelsLow &&
+	if known && before.paperOut == now.paperOut && before.labelsLow == now.labelsLow && before.labelsKnown == now.labelsKnown &&
 		before.printerFault == now.printerFault && before.doorOpen == now.doorOpen && before.skew == now.skew {
 		return
 	}
@@ -80,7 +85,7 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 	flag(before.doorOpen, now.doorOpen, alerts.DoorOpen, fmt.Sprintf("kiosk %s's label door is open: it does not sell", where), "the door is closed")
 	flag(before.skew, now.skew, alerts.ClockSkew, fmt.Sprintf("kiosk %s's clock reads %s, %s off the hub's: its stamps carry its date",
 		where, t.At.Format(time.RFC3339), t.At.Sub(h.clockNow()).Round(time.Second)), "its clock is right again")
-	if !known || before.labelsLow != now.labelsLow {
+	if now.labelsKnown && (!before.labelsKnown || before.labelsLow != now.labelsLow) {
 		if now.labelsLow {
 			h.alerts.Raise(ctx, alerts.LabelsLow, subject, fmt.Sprintf("kiosk %s has %d labels left (alert below %d); load sheets", where, t.LabelsLeft, labelsLow))
 		} else {

@@ -386,12 +386,15 @@ type Telemetry struct {
 	Firmware   string    `json:"firmware"`
 	UptimeS    int64     `json:"uptime_s"`
 	LabelsLeft int       `json:"labels_left"`
-	Paper      string    `json:"paper"`   // ok, near_end, out
-	Printer    string    `json:"printer"` // ok, cover_open, jam, cutter_error, offline
-	Scale      string    `json:"scale"`   // ok, motion, over_capacity, offline
-	LastError  string    `json:"last_error,omitempty"`
-	Sales      int64     `json:"sales"`
-	InService  bool      `json:"in_service"`
+	// LabelsUnknown: the kiosk has just started and not yet learned its
+	// sheets' free labels from the hub, so LabelsLeft counts nothing yet.
+	LabelsUnknown bool   `json:"labels_unknown,omitempty"`
+	Paper         string `json:"paper"`   // ok, near_end, out
+	Printer       string `json:"printer"` // ok, cover_open, jam, cutter_error, offline
+	Scale         string `json:"scale"`   // ok, motion, over_capacity, offline
+	LastError     string `json:"last_error,omitempty"`
+	Sales         int64  `json:"sales"`
+	InService     bool   `json:"in_service"`
 	// Reasons say why the kiosk is not in service (README: the kiosk's
 	// status reasons), when it is not.
 	Reasons []string `json:"reasons,omitempty"`

@@ -146,9 +146,12 @@ type Kiosk struct {
 	// 0 never), for its watchdog.
 	screenSeen atomic.Int64
 
-	journal   saleJournal
-	crash     crashPoint // power-cut tests only; empty unless built with -tags crashtest
-	recovered chan struct{}
+	journal saleJournal
+	// stockUnknown: the kiosk has started with a journal and not yet asked
+	// the hub about the sheets it holds, so its count of labels is not one.
+	stockUnknown atomic.Bool
+	crash        crashPoint // power-cut tests only; empty unless built with -tags crashtest
+	recovered    chan struct{}
 }
 
 // New returns a kiosk; Connect starts it.

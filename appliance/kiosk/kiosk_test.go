@@ -148,6 +148,8 @@ type fakeHub struct {
 	journal *journal.Journal // the kiosk's, if set
 	// commands, if set, gets the kiosk's answers to commands.
 	commands chan protocol.CommandResult
+	// stockGate, if set, holds every stock answer until it is closed.
+	stockGate chan struct{}
 	t        *testing.T
 }
 
@@ -177,6 +179,9 @@ func (fh *fakeHub) handle(suffix string, payload []byte) {
 		r, err := protocol.DecodeStockLoad(payload)
 		if err != nil {
 			return
+		}
+		if fh.stockGate != nil {
+			<-fh.stockGate
 		}
 		res := protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultOK}
 		for _, sh := range r.Sheets {
@@ -815,6 +820,40 @@ func TestScreenWatchdogEndpoint(t *testing.T) {
 	for _, q := range []string{"0", "-5", "x", "100000"} {
 		if st, _ := get("/api/v1/screen?within=" + q); st != http.StatusBadRequest {
 			t.Errorf("within=%s: %d, want 400", q, st)
+		}
+	}
+}
+
+// A kiosk that starts with sheets in its journal does not know their free
+// labels until the hub has answered for them: its heartbeats say so
+// (labels_unknown) rather than count none, so the hub raises no labels_low
+// for a kiosk that is only starting; once reloaded, it reports its count
+// at once.
+func TestLabelsUnknownUntilStockReloaded(t *testing.T) {
+	j := openJournal(t)
+	if err := j.AddSheets(context.Background(), []string{"1966-F8CF"}); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	fh := &fakeHub{answer: vectorAnswer, journal: j, stockGate: gate, beats: make(chan protocol.Telemetry, 64)}
+	k, _ := setup(t, fh)
+	if tm := k.Telemetry(); !tm.LabelsUnknown || tm.LabelsLeft != 0 {
+		t.Fatalf("before the hub answered for the stock: labels_unknown %v, labels_left %d", tm.LabelsUnknown, tm.LabelsLeft)
+	}
+	close(gate)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case tm := <-fh.beats:
+			if tm.LabelsUnknown {
+				continue
+			}
+			if tm.LabelsLeft != 10 {
+				t.Fatalf("the first heartbeat with labels known counts %d, want the sheet's 10", tm.LabelsLeft)
+			}
+			return
+		case <-deadline:
+			t.Fatal("no heartbeat with the labels known after the stock was reloaded")
 		}
 	}
 }

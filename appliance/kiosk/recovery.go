@@ -36,6 +36,7 @@ type saleJournal interface {
 func (k *Kiosk) UseJournal(j saleJournal) {
 	j.SetClock(k.now)
 	k.journal = j
+	k.stockUnknown.Store(true) // until recoverSales has asked the hub
 }
 
 // Recovered is closed once the sales a power cut left unfinished are
@@ -64,6 +65,8 @@ func (k *Kiosk) recoverSales() {
 	}
 	ctx := context.Background()
 	k.reloadStock(ctx)
+	k.stockUnknown.Store(false)
+	k.statusChanged() // the hub judges the labels left from now on
 	open, err := k.journal.Unfinished(ctx)
 	if err != nil {
 		k.log.Error("journal: cannot settle unfinished sales", "err", err)

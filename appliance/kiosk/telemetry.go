@@ -45,7 +45,7 @@ func (k *Kiosk) telemetry() protocol.Telemetry {
 	left := k.LabelsLeft()
 	k.mu.Lock()
 	t := protocol.Telemetry{KioskID: k.cfg.ID, At: k.now().UTC(), Firmware: k.cfg.Firmware,
-		UptimeS: int64(time.Since(k.started).Seconds()), LabelsLeft: left, Paper: "ok", Printer: "ok", Scale: "ok",
+		UptimeS: int64(time.Since(k.started).Seconds()), LabelsLeft: left, LabelsUnknown: k.stockUnknown.Load(), Paper: "ok", Printer: "ok", Scale: "ok",
 		LastError: k.lastErr, Sales: k.sales, InService: true}
 	k.mu.Unlock()
 	k.ds.mu.Lock()
