@@ -76,7 +76,7 @@ func TestAxeWebPages(t *testing.T) {
 	}
 	pathPrefix := func(prefix string) {
 		t.Helper()
-		p.wait("a page under "+prefix, `location.pathname`, func(v string) bool { return strings.HasPrefix(v, prefix) }, 30*time.Second)
+		p.wait("a page under "+prefix, loadedPath, func(v string) bool { return strings.HasPrefix(v, prefix) }, 30*time.Second)
 	}
 
 	// The portal, logged out; then a wrong password.

@@ -140,10 +140,15 @@ func (p *page) wait(what, js string, ok func(string) bool, within time.Duration)
 	return v
 }
 
-// waitPath waits until the page is at path (the query aside).
+// loadedPath is the page's path once its document is parsed, and "" while
+// it loads: a new page's path shows as soon as its navigation commits,
+// before its elements are there to read.
+const loadedPath = `(document.readyState === "loading" ? "" : location.pathname)`
+
+// waitPath waits until the page is at path (the query aside), parsed.
 func (p *page) waitPath(path string) {
 	p.t.Helper()
-	p.wait("page "+path, `location.pathname`, func(v string) bool { return v == path }, 15*time.Second)
+	p.wait("page "+path, loadedPath, func(v string) bool { return v == path }, 15*time.Second)
 }
 
 // text is the text of the first element matching a CSS selector, or "".
@@ -280,7 +285,7 @@ func TestPortalBuysSheetPDF(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#sheet"), sheet),
 		chromedp.SetValue(chromedp.CSS("#count"), "3"),
 		chromedp.Click(chromedp.CSS("#buy")))
-	p.wait("the purchase page", `location.pathname + " " + ((document.querySelector("#error") || {}).innerText || "")`,
+	p.wait("the purchase page", loadedPath+` + " " + ((document.querySelector("#error") || {}).innerText || "")`,
 		func(v string) bool {
 			if strings.HasPrefix(v, "/portal/purchases/") {
 				return true
