@@ -150,7 +150,7 @@ type fakeHub struct {
 	commands chan protocol.CommandResult
 	// stockGate, if set, holds every stock answer until it is closed.
 	stockGate chan struct{}
-	t        *testing.T
+	t         *testing.T
 }
 
 // handle serves what the kiosk sent on suffix.
