@@ -10,7 +10,7 @@ export GOFLAGS := $(strip $(GOFLAGS) -trimpath)
 # Screenshots, axe-core results and printed receipts the browser tests keep.
 export FRANK_UI_ARTIFACTS ?= $(CURDIR)/bin/artifacts
 
-.PHONY: all build run test test-image deps lint lint-all cross cross-builds unit race fuzz bench clean image image-rootfs
+.PHONY: all build run test test-image deps lint lint-all cross cross-builds unit e2e race fuzz bench clean image image-rootfs
 
 all: build
 
@@ -22,8 +22,10 @@ build:
 run: build
 	bin/testbench run --dir var $(if $(FLEET),--fleet $(FLEET))
 
-## test: install test dependencies (as root), lint, cross-build the kiosk, run every test, the short tests again under the race detector, fuzz every decoder briefly
-test: deps lint cross unit race fuzz
+## test: install test dependencies (as root), lint, cross-build the kiosk, run every test, the short tests again under the race detector, fuzz every decoder briefly. The end-to-end package runs beside unit and race: it mostly waits on real processes, and leaves a core idle
+test: deps lint cross
+	@bash .ci/timed lanes bash .ci/together "$(MAKE) -s e2e" "$(MAKE) -s unit race"
+	@$(MAKE) -s fuzz
 
 deps:
 	@bash .ci/timed deps bash .ci/deps
@@ -51,10 +53,14 @@ cross-builds:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/linux-armv7/kiosk ./appliance/cmd/kiosk
 	@ls -l bin/linux-arm64/kiosk bin/linux-armv7/kiosk | awk '{print "cross:", $$NF, $$5, "bytes"}'
 
-## unit: every test; then the hub's whole suite again on PostgreSQL, so every store-backed package it drives runs on both stores
+## unit: every test but the end-to-end package's; then the hub's whole suite again on PostgreSQL, so every store-backed package it drives runs on both stores
 unit:
-	@bash .ci/timed unit $(GO) test -count=1 -timeout 20m ./...
+	@bash .ci/timed unit $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/testbench/e2e$$')
 	@FRANK_TEST_DB=postgres bash .ci/timed unit-postgres $(GO) test -count=1 -timeout 10m ./hub
+
+## e2e: the end-to-end tests: the real binaries, mosquitto, PostgreSQL, Chromium, the soaks
+e2e:
+	@bash .ci/timed e2e $(GO) test -count=1 -timeout 25m ./testbench/e2e
 
 ## race: the -short tests (unit and in-process; no Chromium, QEMU, packages or real binaries) under the race detector
 race:
