@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,7 +334,20 @@ func TestKioskUI(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/api/", fake)
-	mux.Handle("/", app)
+	// A subtest may hold the Spanish catalogue back; esAsked says the page
+	// asked for it, so the English one (fetched first) is in.
+	var esGate atomic.Pointer[chan struct{}]
+	esAsked := make(chan struct{}, 1)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g := esGate.Load(); g != nil && r.URL.Path == "/ui/i18n/es.json" {
+			select {
+			case esAsked <- struct{}{}:
+			default:
+			}
+			<-*g
+		}
+		app.ServeHTTP(w, r)
+	}))
 	srv := httptest.NewServer(mux) // listens on 127.0.0.1, as the kiosk does
 	defer srv.Close()
 
@@ -539,6 +553,41 @@ func TestKioskUI(t *testing.T) {
 		}
 		h.t.Fatalf("Tab never reached %s", test)
 	}
+
+	// A customer who asks for Spanish before its catalogue is in: the page
+	// stays English and its button still offers Spanish (it said "English"
+	// then, from the English catalogue, while English showed), and the
+	// page turns Spanish once the catalogue comes.
+	t.Run("the language chosen before its catalogue is in", func(t *testing.T) {
+		gate := make(chan struct{})
+		esGate.Store(&gate)
+		defer func() {
+			esGate.Store(nil)
+			select {
+			case <-gate:
+			default:
+				close(gate)
+			}
+		}()
+		h := start(t, 800, 480, "")
+		select {
+		case <-esAsked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the page never asked for the Spanish catalogue")
+		}
+		// The click and the reading in one task of the page: what the
+		// click's handler left.
+		if got := eval[string](h, "tap lang", `(() => { document.getElementById("lang").click();
+			return document.documentElement.lang + " " + document.getElementById("lang").textContent; })()`); got != "en Español" {
+			t.Errorf("after the tap, before the catalogue: page language and button %q, want \"en Español\"", got)
+		}
+		close(gate)
+		h.waitText("lang", "English")
+		if got := eval[string](h, "lang", `document.documentElement.lang`); got != "es" {
+			t.Errorf("page language %q once the catalogue is in, want es", got)
+		}
+		h.waitText("screen-weigh", "Ponga su carta en la báscula")
+	})
 
 	t.Run("a sale in Spanish with the keypad only", func(t *testing.T) {
 		h := start(t, 800, 480, "")

@@ -61,12 +61,16 @@
     document.title = t("title");
     for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
     for (const e of document.querySelectorAll("[data-i18n-aria]")) e.setAttribute("aria-label", t(e.dataset.i18nAria));
-    // The button offers the next language in its own words.
+    // The button offers the next language in its own words: from that
+    // language's catalogue, once it is in (until then the page's own words
+    // stand; English's would name English while English shows).
     const next = nextLang(lang);
-    const nc = catalogs[next] || catalogs.en || {};
-    $("lang").textContent = nc["lang.name"] || next;
-    $("lang").setAttribute("aria-label", nc["lang.switch_label"] || next);
-    $("lang").lang = next;
+    const nc = catalogs[next];
+    if (nc) {
+      $("lang").textContent = nc["lang.name"] || next;
+      $("lang").setAttribute("aria-label", nc["lang.switch_label"] || next);
+      $("lang").lang = next;
+    }
     renderContrast();
     renderServiceToggle();
     rerender();
