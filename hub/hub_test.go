@@ -749,6 +749,13 @@ func TestKioskOffline(t *testing.T) {
 		t.Helper()
 		wait.For(t, within, fmt.Sprintf("%s online=%v", id, online), func() bool { return state(id).Online == online })
 	}
+	// Silence counts from when the hub hears the other hubs and has read
+	// what it missed (a sweep does that read): on a busy machine its
+	// listener may start after the first heartbeats.
+	wait.For(t, 10*time.Second, "the hub hearing the other hubs", func() bool {
+		e.h.SweepSilent()
+		return e.h.HearsPeers()
+	})
 	k := e.kiosk("kiosk-1")
 	k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
 	waitFor("kiosk-1", true, 5*time.Second)
