@@ -60,27 +60,37 @@ func New(db *store.DB, hub string, now func() time.Time) *Claims {
 // a hub waiting for the same request then takes the claim and finds that
 // answer. It gives up with ErrBusy when ctx ends first.
 func (c *Claims) Take(ctx context.Context, scope, name string) (func(), error) {
+	release, _, err := c.TakeReading(ctx, scope, name, nil)
+	return release, err
+}
+
+// TakeReading is Take that runs r (may be nil) in the claim's own
+// transaction, right after the row that takes it: what the request's
+// earlier holder recorded is then read without another round trip. It
+// reports whether r ran so; when the claim was taken another way (from a
+// dead hub, or after a wait) it did not, and the caller reads itself.
+func (c *Claims) TakeReading(ctx context.Context, scope, name string, r *store.Read) (release func(), read bool, err error) {
 	k := key{scope, name}
 	if err := c.lock(ctx, k); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	wait := firstPoll
 	for {
-		ok, err := c.take(ctx, k)
+		ok, read, err := c.take(ctx, k, r)
 		if err != nil {
 			c.unlock(k)
 			if ctx.Err() != nil { // the caller's time ran out mid-question: as busy as at the wait
-				return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+				return nil, false, fmt.Errorf("%w: %w", ErrBusy, err)
 			}
-			return nil, err
+			return nil, false, err
 		}
 		if ok {
-			return func() { c.release(k) }, nil
+			return func() { c.release(k) }, read, nil
 		}
 		select {
 		case <-ctx.Done():
 			c.unlock(k)
-			return nil, ErrBusy
+			return nil, false, ErrBusy
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, maxPoll)
@@ -97,7 +107,7 @@ func (c *Claims) TryTake(ctx context.Context, scope, name string) (release func(
 	}
 	c.held[k] = make(chan struct{})
 	c.mu.Unlock()
-	ok, err = c.take(ctx, k)
+	ok, _, err = c.take(ctx, k, nil)
 	if err != nil || !ok {
 		c.unlock(k)
 		return nil, false, err
@@ -135,16 +145,17 @@ func (c *Claims) unlock(k key) {
 }
 
 // take inserts the claim, or takes it from its hub if that hub is this
-// one or dead. It reports whether this hub now holds it.
-func (c *Claims) take(ctx context.Context, k key) (bool, error) {
+// one or dead. It reports whether this hub now holds it, and whether r
+// (may be nil) ran under it.
+func (c *Claims) take(ctx context.Context, k key, r *store.Read) (ok, read bool, err error) {
 	for range 3 { // a claim released between the insert and the read
-		n, err := c.db.SoftExec(ctx, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
+		n, err := c.db.SoftExecRead(ctx, r, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (scope, name) DO NOTHING`, k.scope, k.name, c.hub, c.now().UnixMicro())
 		if err != nil {
-			return false, fmt.Errorf("claims: take %s/%s: %w", k.scope, k.name, err)
+			return false, false, fmt.Errorf("claims: take %s/%s: %w", k.scope, k.name, err)
 		}
 		if n == 1 {
-			return true, nil
+			return true, r != nil, nil
 		}
 		var holder string
 		err = c.db.QueryRowStmt(ctx, nil, `SELECT hub FROM request_claims WHERE scope = ? AND name = ?`, k.scope, k.name).Scan(&holder)
@@ -152,12 +163,12 @@ func (c *Claims) take(ctx context.Context, k key) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("claims: read %s/%s: %w", k.scope, k.name, err)
+			return false, false, fmt.Errorf("claims: read %s/%s: %w", k.scope, k.name, err)
 		}
 		if holder != c.hub {
 			alive, err := c.db.HubAlive(ctx, holder, c.now())
 			if err != nil || alive {
-				return false, err
+				return false, false, err
 			}
 		}
 		// Ours from before, or a dead hub's: take it over, unless another
@@ -165,11 +176,11 @@ func (c *Claims) take(ctx context.Context, k key) (bool, error) {
 		n, err = c.db.SoftExec(ctx, `UPDATE request_claims SET hub = ?, claimed_at = ? WHERE scope = ? AND name = ? AND hub = ?`,
 			c.hub, c.now().UnixMicro(), k.scope, k.name, holder)
 		if err != nil {
-			return false, fmt.Errorf("claims: take over %s/%s: %w", k.scope, k.name, err)
+			return false, false, fmt.Errorf("claims: take over %s/%s: %w", k.scope, k.name, err)
 		}
-		return n == 1, nil
+		return n == 1, false, nil
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // release deletes the claim and lets this process's next holder in. A

@@ -364,6 +364,28 @@ type Owner struct {
 // (label_unknown), assigned to owner (label_not_assigned), and carrying no
 // indicium yet, not even a voided one (label_used).
 func (l *Ledger) Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner Owner) (prior []byte, refusal *protocol.Error, err error) {
+	c := l.PrecheckRead(kioskID, requestID, bodyHash, labels, owner)
+	if err := c.Read.Row(l.db.QueryRowStmt(ctx, nil, c.Read.Query, c.Read.Args...).Scan); err != nil {
+		return nil, nil, fmt.Errorf("ledger: precheck %s/%s: %w", kioskID, requestID, err)
+	}
+	return c.Result()
+}
+
+// A Check is Precheck's query, for a caller that runs it in a batch of its
+// own (a request's claim), and its verdict once the batch has run.
+type Check struct {
+	Read      store.Read
+	requestID string
+	bodyHash  []byte
+	sheets    int
+	// the row
+	hash, result      []byte
+	used, known, mine int
+}
+
+// PrecheckRead is Precheck's query, to be run by the caller; Result then
+// gives Precheck's answer.
+func (l *Ledger) PrecheckRead(kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner Owner) *Check {
 	var sheets []uint32
 	seen := map[protocol.SheetSerial]bool{}
 	for _, lb := range labels {
@@ -372,16 +394,15 @@ func (l *Ledger) Precheck(ctx context.Context, kioskID, requestID string, bodyHa
 			sheets = append(sheets, uint32(lb.Sheet))
 		}
 	}
-	marks := func(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
 	ownerCol := "kiosk_id"
 	var ownerVal any = owner.KioskID
 	if owner.AccountID != 0 {
 		ownerCol, ownerVal = "account_id", owner.AccountID
 	}
 	q := `SELECT s.body_hash, s.result,
-		(SELECT COUNT(*) FROM indicia WHERE label IN (` + marks(len(labels)) + `)),
-		(SELECT COUNT(*) FROM sheets WHERE serial IN (` + marks(len(sheets)) + `)),
-		(SELECT COUNT(*) FROM sheets WHERE serial IN (` + marks(len(sheets)) + `) AND ` + ownerCol + ` = ?)
+		(SELECT COUNT(*) FROM indicia WHERE label IN (` + store.InList(len(labels)) + `)),
+		(SELECT COUNT(*) FROM sheets WHERE serial IN (` + store.InList(len(sheets)) + `)),
+		(SELECT COUNT(*) FROM sheets WHERE serial IN (` + store.InList(len(sheets)) + `) AND ` + ownerCol + ` = ?)
 		FROM (SELECT 1 AS one) AS x LEFT JOIN sales s ON s.kiosk_id = ? AND s.request_id = ?`
 	args := make([]any, 0, len(labels)+2*len(sheets)+3)
 	for _, lb := range labels {
@@ -393,21 +414,26 @@ func (l *Ledger) Precheck(ctx context.Context, kioskID, requestID string, bodyHa
 		}
 	}
 	args = append(args, ownerVal, kioskID, requestID)
-	var hash, result []byte
-	var used, known, mine int
-	if err := l.db.QueryRowStmt(ctx, nil, q, args...).Scan(&hash, &result, &used, &known, &mine); err != nil {
-		return nil, nil, fmt.Errorf("ledger: precheck %s/%s: %w", kioskID, requestID, err)
-	}
+	c := &Check{requestID: requestID, bodyHash: bodyHash, sheets: len(sheets)}
+	c.Read = store.Read{Query: q, Args: args, Row: func(scan func(dest ...any) error) error {
+		c.hash, c.result = nil, nil
+		return scan(&c.hash, &c.result, &c.used, &c.known, &c.mine)
+	}}
+	return c
+}
+
+// Result is Precheck's answer from the row its Read scanned.
+func (c *Check) Result() (prior []byte, refusal *protocol.Error, err error) {
 	switch {
-	case hash != nil && string(hash) != string(bodyHash):
-		return nil, nil, protocol.Errorf(protocol.CodeIdempotencyConflict, "request_id %s was used before with a different body", requestID)
-	case hash != nil:
-		return result, nil, nil
-	case known < len(sheets):
+	case c.hash != nil && string(c.hash) != string(c.bodyHash):
+		return nil, nil, protocol.Errorf(protocol.CodeIdempotencyConflict, "request_id %s was used before with a different body", c.requestID)
+	case c.hash != nil:
+		return c.result, nil, nil
+	case c.known < c.sheets:
 		return nil, protocol.Errorf(protocol.CodeLabelUnknown, "a label of this request was never issued"), nil
-	case mine < len(sheets):
+	case c.mine < c.sheets:
 		return nil, protocol.Errorf(protocol.CodeLabelNotAssigned, "a label of this request is on a sheet not loaded into this kiosk"), nil
-	case used > 0:
+	case c.used > 0:
 		return nil, protocol.Errorf(protocol.CodeLabelUsed, "a label of this request already carries an indicium"), nil
 	}
 	return nil, nil, nil

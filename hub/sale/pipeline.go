@@ -8,6 +8,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -68,9 +69,10 @@ func (a answer) result() (*protocol.PurchaseResult, error) {
 	return res, nil
 }
 
-// requestClaims makes a request this hub's alone while it serves it.
+// requestClaims makes a request this hub's alone while it serves it. r,
+// if not nil, runs in the claim's transaction; read reports whether it did.
 type requestClaims interface {
-	Take(ctx context.Context, scope, name string) (release func(), err error)
+	TakeReading(ctx context.Context, scope, name string, r *store.Read) (release func(), read bool, err error)
 }
 
 // run answers an order. A repeat that arrives while the first copy is
@@ -96,27 +98,42 @@ func (s *Service) serve(ctx context.Context, o *order) answer {
 	// Another hub may hold the same request: wait for it, or take it over
 	// from a dead one. Whatever the holder recorded is found below.
 	if s.Claims != nil {
-		release, err := s.Claims.Take(ctx, o.kioskID, o.requestID)
+		// The precheck rides with the claim when it can: one round trip
+		// and, on PostgreSQL, one transaction less per sale.
+		var check *ledger.Check
+		var r *store.Read
+		if o.labels != nil {
+			check = s.Book.PrecheckRead(o.kioskID, o.requestID, o.hash, o.labels, o.owner)
+			r = &check.Read
+		}
+		release, read, err := s.Claims.TakeReading(ctx, o.kioskID, o.requestID, r)
 		if err != nil {
 			return s.refused(o.requestID, err)
 		}
+		if !read {
+			check = nil
+		}
 		// Released once the answer is final here. The deletion need not
 		// delay the answer; this process's next holder waits for it.
-		a := s.claimed(ctx, o)
+		a := s.claimed(ctx, o, check)
 		s.releases.Go(release)
 		return a
 	}
-	return s.claimed(ctx, o)
+	return s.claimed(ctx, o, nil)
 }
 
-// claimed runs an order this hub holds.
-func (s *Service) claimed(ctx context.Context, o *order) answer {
+// claimed runs an order this hub holds; check, if not nil, is its
+// precheck, already run under the claim.
+func (s *Service) claimed(ctx context.Context, o *order, check *ledger.Check) answer {
 	var prior []byte
 	var refusal *protocol.Error
 	var err error
-	if o.labels != nil {
+	switch {
+	case check != nil:
+		prior, refusal, err = check.Result()
+	case o.labels != nil:
 		prior, refusal, err = s.Book.Precheck(ctx, o.kioskID, o.requestID, o.hash, o.labels, o.owner)
-	} else {
+	default:
 		prior, err = s.Web.Replay(ctx, o.kioskID, o.requestID, o.hash)
 	}
 	if err != nil {

@@ -35,6 +35,7 @@ type seller interface {
 type saleRecords interface {
 	Stopped() error
 	Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner ledger.Owner) ([]byte, *protocol.Error, error)
+	PrecheckRead(kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner ledger.Owner) *ledger.Check
 	Reject(ctx context.Context, kioskID, requestID string, bodyHash []byte, perr *protocol.Error) ([]byte, error)
 	UsedLabels(ctx context.Context, labels []protocol.LabelSerial) ([]protocol.LabelSerial, error)
 	RecordReuse(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string) error
@@ -415,7 +416,8 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 // hubs: the second finds the first's refund done.
 func (s *Service) takeLabel(ctx context.Context, label protocol.LabelSerial) (func(), error) {
 	if s.Claims != nil {
-		return s.Claims.Take(ctx, "refund-label", label.String())
+		release, _, err := s.Claims.TakeReading(ctx, "refund-label", label.String(), nil)
+		return release, err
 	}
 	return s.serialize("refund-label:" + label.String()), nil
 }

@@ -17,6 +17,7 @@ var ErrClosed = errors.New("store: closed")
 type groupWrite struct {
 	query string
 	args  []any
+	read  *Read // may be nil
 	n     int64
 	err   error
 	done  chan struct{}
@@ -42,7 +43,7 @@ type group struct {
 // and returns the rows it affected once that commit is done. A write that
 // fails does not fail the others: the batch is then redone one by one.
 func (d *DB) GroupExec(ctx context.Context, query string, args ...any) (int64, error) {
-	return d.groupExec(ctx, &d.group, query, args)
+	return d.groupExec(ctx, &d.group, nil, query, args)
 }
 
 // SoftExec is GroupExec for a write that other hubs must see at once but
@@ -55,10 +56,34 @@ func (d *DB) GroupExec(ctx context.Context, query string, args ...any) (int64, e
 // anything outside the database depends on it (a card is held after the
 // attempt's durable record, and that record follows the claim).
 func (d *DB) SoftExec(ctx context.Context, query string, args ...any) (int64, error) {
-	return d.groupExec(ctx, &d.soft, query, args)
+	return d.groupExec(ctx, &d.soft, nil, query, args)
 }
 
-func (d *DB) groupExec(ctx context.Context, g *group, query string, args []any) (int64, error) {
+// A Read is a one-row query that a group write runs right after its
+// statement, in the same transaction: a request's claim and the look at
+// what the request was answered before share a round trip, and on
+// PostgreSQL a transaction, instead of one each. At read committed the
+// read sees every commit made before the write's row was taken.
+type Read struct {
+	Query string
+	Args  []any
+	// Row scans the row. It may run more than once (a failed batch is
+	// redone one write at a time); only the last run counts.
+	Row func(scan func(dest ...any) error) error
+}
+
+// SoftExecRead is SoftExec followed by r, whose outcome is known once
+// SoftExecRead returns without an error.
+func (d *DB) SoftExecRead(ctx context.Context, r *Read, query string, args ...any) (int64, error) {
+	if r != nil {
+		if _, err := d.Stmt(ctx, r.Query); err != nil {
+			return 0, err
+		}
+	}
+	return d.groupExec(ctx, &d.soft, r, query, args)
+}
+
+func (d *DB) groupExec(ctx context.Context, g *group, r *Read, query string, args []any) (int64, error) {
 	g.once.Do(func() {
 		g.queue = make(chan *groupWrite, groupMax)
 		g.exited = make(chan struct{})
@@ -76,7 +101,7 @@ func (d *DB) groupExec(ctx context.Context, g *group, query string, args []any) 
 	if _, err := d.Stmt(ctx, query); err != nil {
 		return 0, err
 	}
-	w := &groupWrite{query: query, args: args, done: make(chan struct{})}
+	w := &groupWrite{query: query, args: args, read: r, done: make(chan struct{})}
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -142,6 +167,9 @@ func (d *DB) commitGroup(g *group, batch []*groupWrite) error {
 		var b Batch
 		for _, w := range batch {
 			b.Exec(&w.n, w.query, w.args...)
+			if w.read != nil {
+				b.QueryRow(w.read.Row, w.read.Query, w.read.Args...)
+			}
 		}
 		return tx.Commit(ctx, &b)
 	})

@@ -351,7 +351,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	warm := fs.Duration("warmup", 2*time.Second, "load before measuring")
 	kiosks := fs.Int("kiosks", 16, "simulated kiosk connections")
 	inflight := fs.Int("inflight", 16, "requests each connection keeps outstanding")
-	signers := fs.String("signers", "soft,softhsm", "signers to measure")
+	signers := fs.String("signers", "soft,softhsm", "signers to measure (empty: skip)")
 	workers := fs.String("workers", "1,2", "worker counts to measure")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
 	fleet := fs.Int("connect-kiosks", 1000, "kiosks that reconnect at once over mqtts to a fresh hub (0: skip)")
@@ -380,6 +380,9 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	var results []*bench.Result
 	n := 0
 	for _, s := range strings.Split(*signers, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
 		for _, w := range strings.Split(*workers, ",") {
 			wn, _ := strconv.Atoi(w)
 			n++
