@@ -131,3 +131,78 @@ func TestTakeOutOfTimeIsBusy(t *testing.T) {
 		release()
 	})
 }
+
+// The read taken with a claim sees what the claim's earlier holder
+// recorded before it let go, also when the claim had to be waited for;
+// a claim taken over from a dead hub reports that its read did not run
+// under it, and the caller reads for itself.
+func TestReadUnderTheClaim(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		for _, h := range []string{"hub-a", "hub-b"} {
+			if err := db.RenewHubLease(ctx, h, now, now, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, b := claims.New(db, "hub-a", clock), claims.New(db, "hub-b", clock)
+		// What a hub "records" while it holds k1/r1: a claim of another
+		// scope stands in for the answer.
+		var answers int
+		read := &store.Read{Query: `SELECT COUNT(*) FROM request_claims WHERE scope = 'answer' AND name = 'r1'`,
+			Row: func(scan func(...any) error) error { return scan(&answers) }}
+
+		ra, err := a.Take(ctx, "k1", "r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan bool, 1)
+		go func() {
+			rb, read, err := b.TakeReading(ctx, "k1", "r1", read)
+			if err != nil {
+				t.Error(err)
+				got <- false
+				return
+			}
+			rb()
+			got <- read
+		}()
+		// Hub b asks while a holds the claim; a records, then lets go.
+		if _, err := a.Take(ctx, "answer", "r1"); err != nil {
+			t.Fatal(err)
+		}
+		ra()
+		select {
+		case underClaim := <-got:
+			if !underClaim || answers != 1 {
+				t.Fatalf("read under the claim %v, saw %d answers; want true and 1", underClaim, answers)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("hub b never took the released claim")
+		}
+
+		// Hub a dies holding k1/r2: b takes it over, and its read was not
+		// under the claim.
+		if _, err := a.Take(ctx, "k1", "r2"); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(2 * time.Minute)
+		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		rb, underClaim, err := b.TakeReading(ctx, "k1", "r2", read)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb()
+		if underClaim {
+			t.Fatal("a claim taken over from a dead hub says its read ran under it")
+		}
+	})
+}

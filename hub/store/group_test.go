@@ -181,3 +181,50 @@ func relaxed(d store.Dialect) string {
 	}
 	return `(SELECT synchronous FROM pragma_synchronous) = 1` // NORMAL
 }
+
+// A soft write's read runs after it in its transaction: it sees the row
+// the write just made, and every write of the batch before it. When a
+// batch fails and is redone one write at a time, each read still gets its
+// own row.
+func TestSoftExecRead(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, `CREATE TABLE r (k INTEGER PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		const n = 100
+		seen := make([]int, n+1)
+		errs := make([]error, n+1)
+		var wg sync.WaitGroup
+		for i := range n + 1 {
+			k := i
+			if i == n {
+				k = 7 // a duplicate: one batch fails and is redone
+			}
+			wg.Go(func() {
+				read := &store.Read{Query: `SELECT COUNT(*) FROM r WHERE k = ?`, Args: []any{k},
+					Row: func(scan func(...any) error) error { return scan(&seen[i]) }}
+				_, errs[i] = db.SoftExecRead(ctx, read, `INSERT INTO r (k) VALUES (?)`, k)
+			})
+		}
+		wg.Wait()
+		failed := 0
+		for i, err := range errs {
+			if err != nil {
+				failed++
+				continue
+			}
+			if seen[i] != 1 {
+				t.Errorf("write %d's read saw %d rows of its own key, want 1", i, seen[i])
+			}
+		}
+		if failed != 1 {
+			t.Fatalf("%d writes failed, want the one duplicate", failed)
+		}
+	})
+}
