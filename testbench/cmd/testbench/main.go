@@ -361,6 +361,10 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	openKiosks := fs.Int("open-kiosks", 1000, "after the SQLite hub's closed loop, this many kiosk connections offer an open-loop Poisson load (0: skip)")
 	openLoad := fs.Float64("open-load", 0.5, "the open loop's load, as a share of the SQLite hub's closed-loop sales/s")
 	fs.Parse(args)
+	if *out != "" && strings.TrimSpace(*signers) == "" {
+		fmt.Fprintln(os.Stderr, "testbench bench: --out writes the whole report, which needs --signers")
+		return 2
+	}
 	hub.TuneRuntime() // the hub runs in this process, tuned as bin/hub is
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
