@@ -214,7 +214,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	if cfg.MaxRate == 0 {
 		cfg.MaxRate = 20_000
 	}
-	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*float64(cfg.MaxRate))/cfg.Kiosks/10 + 2
+	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*float64(cfg.MaxRate))/cfg.Kiosks/10 + 2 + cfg.InFlight // a part-used sheet per lane
 
 	m := &meter{}
 	stop := make(chan struct{})
@@ -327,6 +327,7 @@ type link struct {
 	id     string
 	tmpl   protocol.PurchaseRequest
 	sheets []protocol.SheetSerial
+	lanes  int // purchases outstanding at once, each on sheets of its own
 	n      int // purchases sent
 	mu     sync.Mutex
 	sent   map[string]time.Time
@@ -335,8 +336,8 @@ type link struct {
 
 // newLink subscribes id's results on c; answered, if not nil, gets a
 // token per answer.
-func (m *meter) newLink(c mqtt.Client, id string, sheets []protocol.SheetSerial, answered chan struct{}, stop chan struct{}, wg *sync.WaitGroup) (*link, error) {
-	l := &link{m: m, c: c, id: id, sheets: sheets, sent: map[string]time.Time{}, bodies: map[string][]byte{}}
+func (m *meter) newLink(c mqtt.Client, id string, sheets []protocol.SheetSerial, lanes int, answered chan struct{}, stop chan struct{}, wg *sync.WaitGroup) (*link, error) {
+	l := &link{m: m, c: c, id: id, sheets: sheets, lanes: max(1, lanes), sent: map[string]time.Time{}, bodies: map[string][]byte{}}
 	json.Unmarshal([]byte(prototest.GoodPurchase), &l.tmpl)
 	l.tmpl.KioskID = id
 	tok := c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, msg mqtt.Message) {
@@ -399,16 +400,25 @@ func (m *meter) newLink(c mqtt.Client, id string, sheets []protocol.SheetSerial,
 
 // next sends a purchase of one stamp on the next fresh label. It reports
 // false when the kiosk has run out of labels.
+//
+// The purchases a connection keeps outstanding stand for that many kiosks
+// selling at once, and a kiosk prints on a sheet of its own: purchase n
+// takes the next label of lane n%lanes, whose sheets are every lanes-th.
+// Consecutive labels of one sheet would have two hubs' commits update the
+// same sheet rows at once, which kiosks selling one stamp at a time do
+// not.
 func (l *link) next() bool {
 	n := l.n
-	if n/10 == len(l.sheets) {
+	lane, k := n%l.lanes, n/l.lanes
+	i := lane + l.lanes*(k/10)
+	if i >= len(l.sheets) {
 		return false
 	}
 	l.n++
 	r := l.tmpl
 	r.RequestID = fmt.Sprintf("%s-%d", l.id, n)
 	item := r.Items[0]
-	item.LabelSerial = protocol.LabelSerial{Sheet: l.sheets[n/10], Position: uint8(n%10 + 1)}.String()
+	item.LabelSerial = protocol.LabelSerial{Sheet: l.sheets[i], Position: uint8(k%10 + 1)}.String()
 	r.Items = []protocol.PurchaseItem{item}
 	b, _ := json.Marshal(r)
 	l.mu.Lock()
@@ -427,7 +437,7 @@ func (l *link) next() bool {
 // whatever the hub can answer).
 func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, inflight int, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
 	done := make(chan struct{}, inflight)
-	l, err := m.newLink(c, id, sheets, done, stop, wg)
+	l, err := m.newLink(c, id, sheets, inflight, done, stop, wg)
 	if err != nil {
 		return err
 	}
@@ -455,7 +465,7 @@ func (m *meter) drive(c mqtt.Client, id string, sheets []protocol.SheetSerial, i
 // answered: an open loop, as a store's customers are. The first arrives
 // after begin closes, once every kiosk is connected.
 func (m *meter) driveOpen(c mqtt.Client, id string, sheets []protocol.SheetSerial, rate float64, seed uint64, begin, stop chan struct{}, wg *sync.WaitGroup, log *slog.Logger) error {
-	l, err := m.newLink(c, id, sheets, nil, stop, wg)
+	l, err := m.newLink(c, id, sheets, 1, nil, stop, wg)
 	if err != nil {
 		return err
 	}

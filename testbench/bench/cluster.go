@@ -167,7 +167,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	m := &meter{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*5_000)/cfg.Kiosks/10 + 2
+	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*5_000)/cfg.Kiosks/10 + 2 + cfg.InFlight // a part-used sheet per lane
 	for k := range cfg.Kiosks {
 		id := fmt.Sprintf("bench-%03d", k)
 		if _, err := reg.Add(ctx, id, "bench-store"); err != nil {
