@@ -8,7 +8,8 @@
 // A claim only needs to be seen by the other hubs at once; it is written
 // with store.SoftExec, without waiting for the disk. The payment attempt
 // that follows it, before any card is touched, is a durable commit, and it
-// makes the claim durable with it.
+// makes the claim durable with it. The look at what the request was
+// answered before can ride in the claim's transaction (TakeReading).
 package claims
 
 import (

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -621,10 +620,16 @@ func recordSale(t *testing.T, db *store.DB, pay *payments.Payment) {
 }
 
 // Captures queued while the gateway is busy go in batches: a few calls
-// for hundreds of captures, each capture done or refused on its own.
+// for hundreds of captures, each capture done or refused on its own, and
+// each recorded on its own: one another hub recorded first is left as
+// that hub left it.
 func TestCapturesInBatches(t *testing.T) {
+	pgtest.ForEachStore(t, testCapturesInBatches)
+}
+
+func testCapturesInBatches(t *testing.T, dsn string) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
+	db, err := store.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -660,6 +665,10 @@ func TestCapturesInBatches(t *testing.T) {
 	if err := gw.Void(ctx, pays[150].Ref); err != nil { // one hold lapsed meanwhile
 		t.Fatal(err)
 	}
+	// Another hub recorded one captured already, at a mark of its own.
+	if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE payments SET state = 'captured', captured = 780, updated_at = 42 WHERE request_id = ?`), "r200"); err != nil {
+		t.Fatal(err)
+	}
 	for _, pay := range pays {
 		p.CaptureLater(pay)
 	}
@@ -674,6 +683,13 @@ func TestCapturesInBatches(t *testing.T) {
 		if err != nil || got.State != want {
 			t.Errorf("payment %d: %v, %v; want %s", i, got, err, want)
 		}
+		if want == "captured" && got.Captured != 780 {
+			t.Errorf("payment %d: %d captured, want 780", i, got.Captured)
+		}
+	}
+	var mark int64
+	if err := db.QueryRowContext(ctx, db.Rebind(`SELECT updated_at FROM payments WHERE request_id = ?`), "r200").Scan(&mark); err != nil || mark != 42 {
+		t.Errorf("the payment another hub recorded was written again (updated_at %d, %v)", mark, err)
 	}
 	if tot := sim.Totals(); tot.Captured != (n-1)*780 || tot.Open != 0 {
 		t.Errorf("gateway totals %+v, want %d captured and none open", tot, (n-1)*780)

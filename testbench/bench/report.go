@@ -68,7 +68,7 @@ func WriteDoc(path, command string, rs []*Result, cl []*ClusterResult, cf *Conne
 		"signing alone in the same run, just before the load. The ledger invariants are checked after each run.\n\n")
 	b.WriteString(Markdown(rs))
 	b.WriteString("\nLoad: " + fmt.Sprint(rs[0].Kiosks) + " kiosk connections keeping " + fmt.Sprint(rs[0].InFlight) +
-		" purchases outstanding each (as many sales in flight as that many kiosks selling at once), " +
+		" purchases outstanding each (as many sales in flight as that many kiosks selling at once, each on sheets of its own), " +
 		"each purchase one First-Class stamp on a fresh label, results over QoS 1; " + rs[0].Warmup.String() +
 		" of warm-up, then " + rs[0].Duration.String() + " measured. Latencies are from the kiosk's publish to its " +
 		"receipt of the signed result.\n\n")
@@ -145,6 +145,29 @@ Figures before each change are from the same bench on this machine; the machine 
   until it committed; each PSD's chain now has its head in the PSD's row, which the commit locks anyway. It was not
   what held two hubs back on 2 cores: in runs taken in turn, 2 hubs sold 0.71x and 0.81x of one hub before, 0.73x and
   0.82x after. With two hubs PostgreSQL spends about 45% more CPU per sale and the hubs about 30% more (docs/scaling.md).
+- **The precheck rides with the claim** (issues 14 and 15). A request's claim was a soft write and its precheck (the
+  earlier answer, the labels' use) a read of its own right after: on PostgreSQL one round trip and one transaction per
+  sale, 50 µs of the hub's CPU per sale in the profile. The read now runs in the claim's own transaction, right after
+  the row that takes it (store.SoftExecRead), and the claims of many sales share that transaction; at read committed it
+  sees every answer recorded before the claim was free (TestReadUnderTheClaim). A claim taken another way (from a dead
+  hub, or on a second try) has the precheck read alone, as before. One hub on PostgreSQL, runs taken in turn on this
+  machine: 1,729 → 2,116 sales/s, PostgreSQL CPU 0.48 → 0.31 ms and hub CPU 0.35 → 0.32 ms per sale, transactions
+  per sale (xact_commit, reads included) 1.2 → 0.2; two hubs 1,418 → 1,830 sales/s. On SQLite it is within the noise.
+- **Statement journals in memory.** SQLite keeps a statement journal for each multi-row statement in a transaction,
+  and spilled it to a temporary file past 64 KiB: 0.47 s of pwrite in 10.3 s of the SQLite hub's profile
+  (_subjournalPage). temp_store=MEMORY keeps it in memory. The closed-loop hub CPU per sale is within the noise
+  (0.45-0.55 ms before and 0.42-0.53 ms after, four runs each, taken in turn).
+- **The bench's sheets.** The purchases a connection keeps outstanding stand for that many kiosks, and each now takes
+  its labels from sheets of its own; they took consecutive labels of one sheet, so two hubs' commits updated the same
+  sheet rows at once, as kiosks selling one stamp at a time do not. Two hubs sold 0.85x and 0.82x of one hub after
+  this, against 0.86x and 0.92x before: the sheets were not what held them back.
+- **Tried and not kept,** each in runs taken in turn: HTTP/2 over TLS to the card gateway (one PostgreSQL hub 1,972
+  sales/s and two 0.78x: the gateway's TLS costs more on the shared cores than the client saves); the ledger's
+  committer waiting 1-3 ms for a fuller batch (within the noise); SQLite mmap_size 1 GiB (2,283 → 1,729 sales/s) and
+  cache_size 32 MB (within the noise or worse); each of two hubs with GOMAXPROCS=2 instead of 1 (0.83x and 0.89x);
+  recording a batch's captures in one UPDATE ... FROM (VALUES ...) RETURNING instead of a statement each (one
+  PostgreSQL hub 1,785-2,290 sales/s against 1,810-2,350 without, three runs each: the same build varies by a quarter
+  from run to run here, and two hubs sold 0.71x-1.00x of one across those six runs).
 - **What was not a gain.** Keeping a SQLite hub's request claims in the process (it serves its database alone)
   removed two writes per sale, and sold 15-20% fewer stamps a second in the closed loop: the claim's soft commit had
   been gathering sales into larger ledger commits (30 sales a commit against 10). Claims stay in the database.
@@ -154,7 +177,8 @@ Figures before each change are from the same bench on this machine; the machine 
   it may clear), once.
 
 Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.4-0.5 ms at saturation against a 0.15 ms
-target. The open-loop row misses its latency targets: until this run its first kiosks began selling while the others
+target, and SoftHSM2 sales reach about a fifth of its raw signature rate against half: the hub, mosquitto, the
+gateway and the load generator use the 2 cores before the signer is the limit. The open-loop row misses its latency targets: until this run its first kiosks began selling while the others
 were still being set up and ran out of labels, so it sent about 780/s of the 1,378/s asked and showed p50 10.5 ms and
 p99 32 ms; all 1,000 now start together and it sends the full 50% load, and p50 is 30-45 ms and p99 100-125 ms across runs.
 At that load the hub is bound by its commits (WAL frames and fsync are most of its profile, hub-sqlite-open.pprof) on
