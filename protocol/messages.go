@@ -640,48 +640,87 @@ func decodeJSON(b []byte, v any, strict bool) error {
 // decoded, comparing keys as encoding/json matches them to fields: without
 // regard to ASCII case. A key that is not ASCII counts as a duplicate, since
 // no Frank field has one and Unicode folding could alias a field.
+//
+// The document is valid JSON (it decoded), so one pass over its bytes,
+// reading only strings and brackets, finds the keys; encoding/json's token
+// reader did the same with an allocation per token, and cost as much as
+// the decode itself (TestDuplicateKeyAgrees keeps it as the reference).
 func duplicateKey(b []byte) (string, bool) {
-	type object struct {
-		keys      map[string]bool
-		expectKey bool
-	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	var stack []*object // nil entries are arrays
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1] != nil {
-			stack[n-1].expectKey = true
-		}
-	}
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			return "", false // EOF, or an error the decode already reported
-		}
-		top := (*object)(nil)
-		if n := len(stack); n > 0 {
-			top = stack[n-1]
-		}
-		if key, ok := tok.(string); ok && top != nil && top.expectKey {
-			folded := strings.ToLower(key)
-			if top.keys[folded] || !isASCII(key) {
-				return key, true
-			}
-			top.keys[folded], top.expectKey = true, false
-			continue
-		}
-		// Not a key: a value, or the end of an object or array.
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &object{keys: map[string]bool{}, expectKey: true})
-		case json.Delim('['):
+	var stack []*keySet // nil entries are arrays
+	prev := byte(0)     // the last structural character before a string
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '{':
+			stack = append(stack, &keySet{})
+			prev = c
+		case '[':
 			stack = append(stack, nil)
-		case json.Delim('}'), json.Delim(']'):
+			prev = c
+		case '}', ']':
+			if len(stack) == 0 {
+				return "", false // not what decoded; the decode reported it
+			}
 			stack = stack[:len(stack)-1]
-			valueDone()
-		default:
-			valueDone()
+			prev = c
+		case ':', ',':
+			prev = c
+		case '"':
+			j, escaped := i+1, false
+			for ; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					escaped = true
+					j++
+				}
+			}
+			if j >= len(b) {
+				return "", false
+			}
+			if n := len(stack); n > 0 && stack[n-1] != nil && (prev == '{' || prev == ',') {
+				key := string(b[i+1 : j])
+				if escaped || !isASCII(key) { // as decoded: escapes, and invalid UTF-8 as U+FFFD
+					if err := json.Unmarshal(b[i:j+1], &key); err != nil {
+						return "", false
+					}
+				}
+				if !isASCII(key) || !stack[n-1].add(strings.ToLower(key)) {
+					return key, true
+				}
+			}
+			prev = '"'
+			i = j
 		}
 	}
+	return "", false
+}
+
+// keySet is the folded keys of one object: a few in a slice, more in a map.
+type keySet struct {
+	few  []string
+	many map[string]bool
+}
+
+// add adds k and reports whether it was new.
+func (s *keySet) add(k string) bool {
+	if s.many != nil {
+		if s.many[k] {
+			return false
+		}
+		s.many[k] = true
+		return true
+	}
+	for _, have := range s.few {
+		if have == k {
+			return false
+		}
+	}
+	if s.few = append(s.few, k); len(s.few) > 16 {
+		s.many = make(map[string]bool, 2*len(s.few))
+		for _, have := range s.few {
+			s.many[have] = true
+		}
+		s.few = nil
+	}
+	return true
 }
 
 func isASCII(s string) bool {
