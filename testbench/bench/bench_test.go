@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,30 @@ func TestQuantiles(t *testing.T) {
 	var none meter
 	if none.quantile(0.5) != 0 {
 		t.Fatal("a quantile of no answers")
+	}
+}
+
+// A row that stands for several runs is the median run, lists them all in
+// order, and counts every run's deadlocks and long lock waits; the report
+// prints them.
+func TestMedianRun(t *testing.T) {
+	runs := []*ClusterResult{
+		{ClusterConfig: ClusterConfig{Hubs: 2}, SalesPerSec: 1800, Sales: 18000, Deadlocks: 1},
+		{ClusterConfig: ClusterConfig{Hubs: 2}, SalesPerSec: 1500, Sales: 15000, LockWaits: 2},
+		{ClusterConfig: ClusterConfig{Hubs: 2}, SalesPerSec: 2100, Sales: 21000},
+	}
+	m := Median(runs)
+	if m.SalesPerSec != 1800 || m.Sales != 18000 || !slices.Equal(m.Runs, []float64{1800, 1500, 2100}) || m.Deadlocks != 1 || m.LockWaits != 2 {
+		t.Fatalf("median %+v", m)
+	}
+	if runs[0].Runs != nil || runs[1].LockWaits != 2 {
+		t.Fatal("Median changed the runs it was given")
+	}
+	one := Median([]*ClusterResult{{ClusterConfig: ClusterConfig{Hubs: 1}, SalesPerSec: 2000}})
+	md := ClusterMarkdown([]*ClusterResult{one, m})
+	for _, want := range []string{"| 2 | 1800 | 0.90× | 1800, 1500, 2100 |", "| 1 | 2000 | 1.00× | 2000 |", "measured 3 times"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +80,24 @@ type ClusterResult struct {
 	LockWaits      int // waits longer than deadlock_timeout (100 ms)
 	Resent         int
 	Open           *OpenResult
+	// Runs is the sales/s of every run of this configuration, in order,
+	// when the result stands for several (Median).
+	Runs []float64
+}
+
+// Median is the run of rs with the median sales/s, standing for them all:
+// it lists every run's sales/s, and counts the deadlocks and long lock
+// waits of all of them.
+func Median(rs []*ClusterResult) *ClusterResult {
+	sorted := slices.SortedFunc(slices.Values(rs), func(a, b *ClusterResult) int { return cmp.Compare(a.SalesPerSec, b.SalesPerSec) })
+	m := *sorted[len(sorted)/2]
+	m.Runs, m.Deadlocks, m.LockWaits = nil, 0, 0
+	for _, r := range rs {
+		m.Runs = append(m.Runs, r.SalesPerSec)
+		m.Deadlocks += r.Deadlocks
+		m.LockWaits += r.LockWaits
+	}
+	return &m
 }
 
 // Cluster runs cfg.Hubs hub processes on one PostgreSQL and one mosquitto

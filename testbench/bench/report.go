@@ -210,14 +210,24 @@ func ClusterMarkdown(all []*ClusterResult) string {
 		"(synchronous_commit on, one server, no standby) and one mosquitto, and split the purchases through the shared "+
 		"subscription. The load is the same for every row, from this process: %d kiosk connections keeping %d purchases "+
 		"outstanding each, one First-Class stamp per purchase, the card gateway in-process; %s of warm-up, then %s measured. "+
-		"*× one hub* is the row's sales/s over the one-hub row's, measured in the same run. CPU is read from /proc: all hub "+
-		"processes together, and every PostgreSQL process. Lock waits are the waits PostgreSQL logged for lasting over "+
-		"100 ms (log_lock_waits, deadlock_timeout 100 ms).\n\n", c.Kiosks, c.InFlight, c.Warmup, c.Duration)
-	b.WriteString("| hubs | durable sales/s | × one hub | p50 | p99 | hub CPU per sale | PostgreSQL CPU per sale | WAL per sale | commits per sale | deadlocks | lock waits > 100 ms | sales measured |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		"Each hub count is measured %s, the counts in turn (1, 2, 3, 1, 2, 3, ...), because this machine's figures vary by "+
+		"a quarter from run to run; a row is the run with the median sales/s, and *all runs* lists every run's. "+
+		"*× one hub* is the row's sales/s over the one-hub row's. CPU is read from /proc: all hub "+
+		"processes together, and every PostgreSQL process. Deadlocks and lock waits are counted over all runs; lock "+
+		"waits are the waits PostgreSQL logged for lasting over "+
+		"100 ms (log_lock_waits, deadlock_timeout 100 ms).\n\n", c.Kiosks, c.InFlight, c.Warmup, c.Duration, times(cl))
+	b.WriteString("| hubs | durable sales/s | × one hub | all runs, sales/s | p50 | p99 | hub CPU per sale | PostgreSQL CPU per sale | WAL per sale | commits per sale | deadlocks | lock waits > 100 ms | sales measured |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range cl {
-		fmt.Fprintf(&b, "| %d | %.0f | %.2f× | %s | %s | %s | %s | %.0f B | %.1f | %d | %d | %d |\n", r.Hubs, r.SalesPerSec,
-			r.SalesPerSec/cl[0].SalesPerSec, ms(r.P50), ms(r.P99), ms2(r.HubCPUPerSale), ms2(r.PGCPUPerSale),
+		all := make([]string, len(r.Runs))
+		for i, v := range r.Runs {
+			all[i] = fmt.Sprintf("%.0f", v)
+		}
+		if len(all) == 0 {
+			all = []string{fmt.Sprintf("%.0f", r.SalesPerSec)}
+		}
+		fmt.Fprintf(&b, "| %d | %.0f | %.2f× | %s | %s | %s | %s | %s | %.0f B | %.1f | %d | %d | %d |\n", r.Hubs, r.SalesPerSec,
+			r.SalesPerSec/cl[0].SalesPerSec, strings.Join(all, ", "), ms(r.P50), ms(r.P99), ms2(r.HubCPUPerSale), ms2(r.PGCPUPerSale),
 			r.WALPerSale, r.CommitsPerSale, r.Deadlocks, r.LockWaits, r.Sales)
 	}
 	b.WriteString("\nA CPU profile of the first hub over each measured window is in docs/profiles/ (`go tool pprof bin/hub docs/profiles/hub1-of-2.pprof`); " +
@@ -225,6 +235,18 @@ func ClusterMarkdown(all []*ClusterResult) string {
 	b.WriteString("\nEverything shares this machine's 2 cores: more hubs add processes, not cores. " +
 		"[docs/scaling.md](scaling.md) turns these per-sale costs into a sizing for larger fleets.\n")
 	return b.String()
+}
+
+// times says how often the rows' configurations ran.
+func times(cl []*ClusterResult) string {
+	n := 1
+	for _, r := range cl {
+		n = max(n, len(r.Runs))
+	}
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
 }
 
 // single renders the one-hub process on SQLite.

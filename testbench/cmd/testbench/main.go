@@ -356,6 +356,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
 	fleet := fs.Int("connect-kiosks", 1000, "kiosks that reconnect at once over mqtts to a fresh hub (0: skip)")
 	clusterHubs := fs.String("cluster-hubs", "1,2,3", "hub counts to run as a cluster on PostgreSQL and mosquitto (empty: skip)")
+	rounds := fs.Int("cluster-rounds", 3, "times each cluster row runs, the hub counts taken in turn; the row shows the median run")
 	profiles := fs.String("profiles", "", "write a CPU profile of the first hub of each cluster run into this directory")
 	sqliteHub := fs.Bool("sqlite-hub", true, "run one hub process on SQLite, beside mosquitto, and measure its CPU per sale")
 	openKiosks := fs.Int("open-kiosks", 1000, "after the SQLite hub's closed loop, this many kiosk connections offer an open-loop Poisson load (0: skip)")
@@ -414,19 +415,33 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 		}
 		cluster = append(cluster, r)
 	}
+	// The machine is noisy: each hub count runs several times, the counts
+	// in turn, so a slow spell does not fall on one row alone.
+	var hubCounts []int
 	for _, h := range strings.Split(*clusterHubs, ",") {
-		hn, err := strconv.Atoi(strings.TrimSpace(h))
-		if err != nil || hn < 1 {
-			continue
+		if hn, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && hn >= 1 {
+			hubCounts = append(hubCounts, hn)
 		}
-		n++
-		r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), Hubs: hn,
-			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: *profiles}, log)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "testbench bench: cluster:", err)
-			return 1
+	}
+	runs := map[int][]*bench.ClusterResult{}
+	for round := range max(1, *rounds) {
+		for _, hn := range hubCounts {
+			n++
+			profileDir := *profiles
+			if round > 0 {
+				profileDir = "" // the first round's profiles are kept
+			}
+			r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), Hubs: hn,
+				Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: profileDir}, log)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "testbench bench: cluster:", err)
+				return 1
+			}
+			runs[hn] = append(runs[hn], r)
 		}
-		cluster = append(cluster, r)
+	}
+	for _, hn := range hubCounts {
+		cluster = append(cluster, bench.Median(runs[hn]))
 	}
 	if len(cluster) > 0 {
 		fmt.Print(bench.ClusterMarkdown(cluster))
