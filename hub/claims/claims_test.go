@@ -13,25 +13,33 @@ import (
 	"github.com/frank-postage/frank/testbench/pgtest"
 )
 
+// twoHubs opens dsn for two live hubs, a and b, whose clock is *now.
+func twoHubs(t *testing.T, dsn string) (*store.DB, *time.Time, *claims.Claims, *claims.Claims) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	now := new(time.Time)
+	*now = time.UnixMicro(1_700_000_000_000_000)
+	clock := func() time.Time { return *now }
+	for _, h := range []string{"hub-a", "hub-b"} {
+		if err := db.RenewHubLease(ctx, h, *now, *now, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db, now, claims.New(db, "hub-a", clock), claims.New(db, "hub-b", clock)
+}
+
 // Two hubs on one database: a request is held by one at a time, the other
 // waits for it, a dead hub's claim is taken over at once, and a live hub's
 // never.
 func TestOneHubAtATime(t *testing.T) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		db, err := store.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		now := time.UnixMicro(1_700_000_000_000_000)
-		clock := func() time.Time { return now }
-		for _, h := range []string{"hub-a", "hub-b"} {
-			if err := db.RenewHubLease(ctx, h, now, now, time.Minute); err != nil {
-				t.Fatal(err)
-			}
-		}
-		a, b := claims.New(db, "hub-a", clock), claims.New(db, "hub-b", clock)
+		db, now, a, b := twoHubs(t, dsn)
 
 		// Many goroutines on both hubs: never two holders at once.
 		var holders, most, served atomic.Int32
@@ -75,8 +83,8 @@ func TestOneHubAtATime(t *testing.T) {
 		}
 		cancel()
 		// Hub a's lease lapses (it died): b takes the claim over at once.
-		now = now.Add(2 * time.Minute)
-		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Minute); err != nil {
+		*now = now.Add(2 * time.Minute)
+		if err := db.RenewHubLease(ctx, "hub-b", *now, *now, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		rb2, ok, err := b.TryTake(ctx, "k1", "r2")
@@ -93,8 +101,8 @@ func TestOneHubAtATime(t *testing.T) {
 		if _, err := a.Take(ctx, "k2", "r3"); err != nil { // never released: a dies
 			t.Fatal(err)
 		}
-		now = now.Add(2 * time.Hour)
-		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Minute); err != nil {
+		*now = now.Add(2 * time.Hour)
+		if err := db.RenewHubLease(ctx, "hub-b", *now, *now, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := b.Sweep(ctx, time.Hour); n != 1 || err != nil {
@@ -139,19 +147,7 @@ func TestTakeOutOfTimeIsBusy(t *testing.T) {
 func TestReadUnderTheClaim(t *testing.T) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		db, err := store.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		now := time.UnixMicro(1_700_000_000_000_000)
-		clock := func() time.Time { return now }
-		for _, h := range []string{"hub-a", "hub-b"} {
-			if err := db.RenewHubLease(ctx, h, now, now, time.Minute); err != nil {
-				t.Fatal(err)
-			}
-		}
-		a, b := claims.New(db, "hub-a", clock), claims.New(db, "hub-b", clock)
+		db, now, a, b := twoHubs(t, dsn)
 		// What a hub "records" while it holds k1/r1: a claim of another
 		// scope stands in for the answer.
 		var answers int
@@ -192,8 +188,8 @@ func TestReadUnderTheClaim(t *testing.T) {
 		if _, err := a.Take(ctx, "k1", "r2"); err != nil {
 			t.Fatal(err)
 		}
-		now = now.Add(2 * time.Minute)
-		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Minute); err != nil {
+		*now = now.Add(2 * time.Minute)
+		if err := db.RenewHubLease(ctx, "hub-b", *now, *now, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		rb, underClaim, err := b.TakeReading(ctx, "k1", "r2", read)
