@@ -302,7 +302,12 @@ func (k *Kiosk) Status() Status {
 	if k.cfg.CertNotAfter != nil && k.now().After(k.cfg.CertNotAfter()) {
 		st.Reasons = append(st.Reasons, "certificate_expired") // ops give a new enrollment code
 	}
-	if st.LabelsLeft == 0 {
+	switch {
+	case k.stockUnknown.Load():
+		// Restarted with a journal: the labels left are known once the hub
+		// has answered for its sheets, in a moment. Not "out of labels".
+		st.Reasons = append(st.Reasons, "checking_stock")
+	case st.LabelsLeft == 0:
 		st.Reasons = append(st.Reasons, "out_of_labels")
 	}
 	if t.Paper == "out" {

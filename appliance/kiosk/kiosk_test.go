@@ -840,6 +840,10 @@ func TestLabelsUnknownUntilStockReloaded(t *testing.T) {
 	if tm := k.Telemetry(); !tm.LabelsUnknown || tm.LabelsLeft != 0 {
 		t.Fatalf("before the hub answered for the stock: labels_unknown %v, labels_left %d", tm.LabelsUnknown, tm.LabelsLeft)
 	}
+	// The screen says it is getting ready, not that it is out of labels.
+	if r := k.Status().Reasons; !slices.Contains(r, "checking_stock") || slices.Contains(r, "out_of_labels") {
+		t.Fatalf("before the hub answered for the stock the kiosk says %v, want checking_stock and not out_of_labels", r)
+	}
 	close(gate)
 	deadline := time.After(10 * time.Second)
 	for {
@@ -850,6 +854,9 @@ func TestLabelsUnknownUntilStockReloaded(t *testing.T) {
 			}
 			if tm.LabelsLeft != 10 {
 				t.Fatalf("the first heartbeat with labels known counts %d, want the sheet's 10", tm.LabelsLeft)
+			}
+			if r := k.Status().Reasons; slices.Contains(r, "checking_stock") {
+				t.Fatalf("with its stock known the kiosk still says %v", r)
 			}
 			return
 		case <-deadline:
