@@ -119,36 +119,20 @@ type Tx struct {
 // InBatchTx runs fn in a write transaction and commits it, unless fn did
 // with Commit. An error from fn rolls it back.
 func (d *DB) InBatchTx(ctx context.Context, fn func(*Tx) error) error {
-	return d.inBatchTx(ctx, nil, fn)
+	return d.inBatchTx(ctx, nil, false, fn)
 }
 
-// inBatchTx is InBatchTx on conn, or on a connection from the pool.
-func (d *DB) inBatchTx(ctx context.Context, conn *sql.Conn, fn func(*Tx) error) error {
+// inBatchTx is InBatchTx on conn (PostgreSQL), or on a connection from the
+// pool; on SQLite, on the writing connection, soft or not.
+func (d *DB) inBatchTx(ctx context.Context, conn *sql.Conn, soft bool, fn func(*Tx) error) error {
 	if d.Dialect != Postgres {
-		run := func(tx *sql.Tx) error {
+		return d.sqliteTx(ctx, soft, func(tx *sql.Tx) error {
 			t := &Tx{db: d, tx: tx}
 			if err := fn(t); err != nil || t.done {
 				return err
 			}
 			return nil
-		}
-		if conn == nil {
-			return d.InTx(ctx, run)
-		}
-		d.writer.Lock()
-		defer d.writer.Unlock()
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: begin: %w", err)
-		}
-		if err := run(tx); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("store: commit: %w", err)
-		}
-		return nil
+		})
 	}
 	if conn == nil {
 		var err error

@@ -157,13 +157,13 @@ func (d *DB) groupLoop(g *group) {
 func (d *DB) commitGroup(g *group, batch []*groupWrite) error {
 	ctx := context.Background()
 	var conn *sql.Conn
-	if g.soft {
+	if g.soft && d.Dialect == Postgres {
 		var err error
 		if conn, err = d.softConn(ctx, g); err != nil {
 			return err
 		}
 	}
-	err := d.inBatchTx(ctx, conn, func(tx *Tx) error {
+	err := d.inBatchTx(ctx, conn, g.soft, func(tx *Tx) error {
 		var b Batch
 		for _, w := range batch {
 			b.Exec(&w.n, w.query, w.args...)
@@ -182,7 +182,8 @@ func (d *DB) commitGroup(g *group, batch []*groupWrite) error {
 	return err
 }
 
-// softConn is the soft group's connection, set not to wait for the disk.
+// softConn is the soft group's PostgreSQL session, set not to wait for the
+// disk. (SQLite's soft writes share its one writing connection.)
 func (d *DB) softConn(ctx context.Context, g *group) (*sql.Conn, error) {
 	if g.conn != nil {
 		return g.conn, nil
@@ -191,11 +192,7 @@ func (d *DB) softConn(ctx context.Context, g *group) (*sql.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: soft writes: %w", err)
 	}
-	set := `PRAGMA synchronous = NORMAL`
-	if d.Dialect == Postgres {
-		set = `SET synchronous_commit = off`
-	}
-	if _, err := conn.ExecContext(ctx, set); err != nil {
+	if _, err := conn.ExecContext(ctx, `SET synchronous_commit = off`); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("store: soft writes: %w", err)
 	}
@@ -216,6 +213,9 @@ func (d *DB) Close() error {
 			<-g.exited
 		}
 	}
+	d.writer.Lock()
+	d.dropWriteConn()
+	d.writer.Unlock()
 	return d.DB.Close()
 }
 
