@@ -216,6 +216,11 @@ func (d *DB) Close() error {
 	d.writer.Lock()
 	d.dropWriteConn()
 	d.writer.Unlock()
+	d.wal.mu.Lock()
+	if d.wal.f != nil {
+		d.wal.f.Close()
+	}
+	d.wal.mu.Unlock()
 	return d.DB.Close()
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -172,10 +173,74 @@ func TestSoftExecVisibleAndRelaxed(t *testing.T) {
 		if err != nil || n != 1 {
 			t.Fatalf("the soft group's connection waits for the disk: %d rows, %v", n, err)
 		}
-		if n, err := db.GroupExec(ctx, `UPDATE s SET k = k WHERE k = ? AND `+relaxed(db.Dialect), 1); err != nil || n != 0 {
-			t.Fatalf("the durable group's connection does not wait for the disk: %d rows, %v", n, err)
+		if db.Dialect == store.Postgres {
+			if n, err := db.GroupExec(ctx, `UPDATE s SET k = k WHERE k = ? AND `+relaxed(db.Dialect), 1); err != nil || n != 0 {
+				t.Fatalf("the durable group's connection does not wait for the disk: %d rows, %v", n, err)
+			}
+			return
+		}
+		// SQLite's one writing connection commits without an fsync; a
+		// durable write returns once the WAL is synced after it.
+		if commits, synced, _ := db.WALState(); synced >= commits {
+			t.Fatalf("soft writes were synced: %d commits, %d synced", commits, synced)
+		}
+		if _, err := db.GroupExec(ctx, `INSERT INTO s (k) VALUES (?)`, 2); err != nil {
+			t.Fatal(err)
+		}
+		if commits, synced, _ := db.WALState(); synced != commits {
+			t.Fatalf("a durable write returned before the WAL was synced: %d commits, %d synced", commits, synced)
 		}
 	})
+}
+
+// Durable SQLite writers that commit while an fsync runs share the next
+// one, and each returns only once its own commit is on disk.
+func TestWALSyncShared(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE w (k INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 8, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for i := range writers {
+		wg.Go(func() {
+			for j := range each {
+				before, _, _ := db.WALState()
+				err := db.InTx(ctx, func(tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctx, `INSERT INTO w (k) VALUES (?)`, i*each+j)
+					return err
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				// This writer's commit came after the ones counted before.
+				if _, synced, _ := db.WALState(); synced <= before {
+					errs <- fmt.Errorf("writer %d returned with %d synced, %d commits before its own", i, synced, before)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	commits, synced, syncs := db.WALState()
+	if synced != commits || commits < writers*each {
+		t.Fatalf("%d commits, %d synced", commits, synced)
+	}
+	t.Logf("%d commits, %d fsyncs", commits, syncs)
+	if syncs >= commits {
+		t.Fatalf("%d fsyncs for %d commits: none shared", syncs, commits)
+	}
 }
 
 // relaxed is a condition true only on a connection that commits without

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -46,10 +47,11 @@ type DB struct {
 	group   group
 	soft    group      // SoftExec's
 	writer  sync.Mutex // SQLite: this process's writers queue here (see InTx)
-	// SQLite: the one connection this process writes on, and whether it is
-	// set for soft commits. Guarded by writer.
+	// SQLite: the one connection this process writes on. Guarded by writer.
 	wconn *sql.Conn
-	wsoft bool
+	// SQLite: write transactions committed on wconn, and their fsync.
+	commits atomic.Uint64
+	wal     walSync
 }
 
 // InTx runs fn in a write transaction and commits it. On SQLite the
@@ -79,60 +81,123 @@ func (d *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) error {
 // all of it when it sees that another connection has written; with the
 // writers spread over the pool, every commit re-read the pages it touched
 // (pread was a tenth of a busy hub's CPU). One connection keeps them.
-// soft commits without waiting for the disk (see SoftExec).
+//
+// The connection commits without an fsync (synchronous=NORMAL), and a
+// durable transaction returns only once the WAL has been synced after its
+// commit (syncWAL), outside the write lock: the next writer goes on while
+// the disk works, and commits that end together share one fsync. SQLite
+// itself syncs the WAL before a checkpoint copies it into the database.
+// soft returns without the sync (see SoftExec).
 func (d *DB) sqliteTx(ctx context.Context, soft bool, fn func(*sql.Tx) error) error {
+	seq, err := d.sqliteCommit(ctx, fn)
+	if err != nil || soft {
+		return err
+	}
+	return d.syncWAL(seq)
+}
+
+// sqliteCommit runs fn in a transaction on the writing connection and
+// commits it, and returns its number among the connection's commits.
+func (d *DB) sqliteCommit(ctx context.Context, fn func(*sql.Tx) error) (uint64, error) {
 	d.writer.Lock()
 	defer d.writer.Unlock()
-	conn, err := d.writeConn(ctx, soft)
+	conn, err := d.writeConn(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		d.dropWriteConn()
-		return fmt.Errorf("store: begin: %w", err)
+		return 0, fmt.Errorf("store: begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
 		// The connection may be the trouble: the next write opens another.
 		d.dropWriteConn()
-		return fmt.Errorf("store: commit: %w", err)
+		return 0, fmt.Errorf("store: commit: %w", err)
 	}
-	return nil
+	return d.commits.Add(1), nil
 }
 
-// writeConn is the writing connection, set for soft or durable commits.
-// The caller holds d.writer.
-func (d *DB) writeConn(ctx context.Context, soft bool) (*sql.Conn, error) {
-	if d.wconn == nil {
-		conn, err := d.Conn(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("store: writer: %w", err)
-		}
-		d.wconn, d.wsoft = conn, false // the DSN sets synchronous=FULL
+// writeConn is the writing connection. The caller holds d.writer.
+func (d *DB) writeConn(ctx context.Context) (*sql.Conn, error) {
+	if d.wconn != nil {
+		return d.wconn, nil
 	}
-	if d.wsoft != soft {
-		set := `PRAGMA synchronous = FULL`
-		if soft {
-			set = `PRAGMA synchronous = NORMAL`
-		}
-		if _, err := d.wconn.ExecContext(ctx, set); err != nil {
-			d.dropWriteConn()
-			return nil, fmt.Errorf("store: writer: %w", err)
-		}
-		d.wsoft = soft
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: writer: %w", err)
 	}
-	return d.wconn, nil
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("store: writer: %w", err)
+	}
+	d.wconn = conn
+	return conn, nil
 }
 
 func (d *DB) dropWriteConn() {
 	if d.wconn != nil {
 		d.wconn.Close()
 		d.wconn = nil
+		// With every connection closed SQLite deletes the WAL, and the
+		// next one makes a new file.
+		d.wal.reopen.Store(true)
 	}
+}
+
+// walSync is the fsync of a SQLite database's WAL that makes the writing
+// connection's commits durable.
+type walSync struct {
+	mu    sync.Mutex
+	f     *os.File // the WAL, open while the database is
+	done  uint64   // commits known to be on disk
+	syncs uint64   // fsyncs done
+	err   error    // a failed fsync: nothing written since can be trusted
+	// reopen is set when the writing connection was closed.
+	reopen atomic.Bool
+}
+
+// syncWAL returns once commit seq is on disk. A caller that finds an
+// fsync under way waits for it, and then finds its commit covered or runs
+// the next one for everyone who came meanwhile.
+func (d *DB) syncWAL(seq uint64) error {
+	w := &d.wal
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if w.done >= seq {
+		return nil
+	}
+	upTo := d.commits.Load() // all written to the WAL before the sync starts
+	if w.reopen.Swap(false) && w.f != nil {
+		w.f.Close()
+		w.f = nil
+	}
+	if w.f == nil {
+		// The WAL exists while a connection is open, and the writing
+		// connection stays open: it is the same file until it closes.
+		f, err := os.Open(d.path + "-wal")
+		if err != nil {
+			return fmt.Errorf("store: sync: %w", err)
+		}
+		w.f = f
+	}
+	if err := w.f.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the pages it
+		// could not write, and a later fsync can succeed without them.
+		// Every durable write fails from now on; the hub must restart.
+		w.err = fmt.Errorf("store: sync %s-wal: %w (the database must be reopened)", d.path, err)
+		return w.err
+	}
+	w.done = upTo
+	w.syncs++
+	return nil
 }
 
 // ReadTx runs fn in a read-only transaction that sees one snapshot of the
