@@ -23,9 +23,9 @@ type groupWrite struct {
 	done  chan struct{}
 }
 
-// group commits small independent writes together. With synchronous=FULL
-// every commit costs an fsync; concurrent sales' payment records would each
-// pay one and queue for the single SQLite write lock.
+// group commits small independent writes together. Every durable commit
+// costs an fsync; concurrent sales' payment records would each pay one and
+// queue for the single SQLite write lock.
 type group struct {
 	once   sync.Once
 	mu     sync.Mutex
@@ -48,8 +48,8 @@ func (d *DB) GroupExec(ctx context.Context, query string, args ...any) (int64, e
 
 // SoftExec is GroupExec for a write that other hubs must see at once but
 // that need not be on disk before the next durable commit, such as a
-// request's claim: its commit does not wait for an fsync (SQLite's
-// synchronous=NORMAL, PostgreSQL's synchronous_commit=off). Both
+// request's claim: its commit does not wait for an fsync (on SQLite it skips
+// the WAL's sync, on PostgreSQL synchronous_commit=off). Both
 // databases write their log in order, so the next durable commit, of any
 // writer, makes it durable too; only a crash of the database's machine
 // before then loses it. So it must be followed by a durable commit before

@@ -1,5 +1,6 @@
 // Package store opens the hub's database and keeps its schema current. The
-// default is a SQLite file (WAL, synchronous=FULL); PostgreSQL is chosen by
+// default is a SQLite file (WAL, every durable commit synced before it
+// returns); PostgreSQL is chosen by
 // a postgres:// URL. Migrations are numbered SQL files applied in order,
 // each in its own transaction.
 package store

@@ -1,6 +1,6 @@
 // Package bench measures the hub's purchase path end to end: simulated
 // kiosks send purchase requests over MQTT to a real hub (embedded broker,
-// SQLite with synchronous=FULL, the chosen signer) and wait for the signed
+// SQLite with durable commits, the chosen signer) and wait for the signed
 // results. Beside each figure it measures, in the same run, the raw
 // signatures per second of the same signer with the same number of
 // sessions, because these machines are noisy and only the ratio travels.

@@ -60,7 +60,7 @@ func WriteDoc(path, command string, rs []*Result, cl []*ClusterResult, cf *Conne
 	b.WriteString("## Purchase path\n\n")
 	b.WriteString("Simulated kiosks, each provisioned with its own broker credentials and loaded with label sheets, " +
 		"publish one-stamp purchase requests over MQTT to a real hub (embedded mochi broker, " +
-		"SQLite with WAL and synchronous=FULL, the signer named) and wait for the signed result. Each sale is the whole " +
+		"SQLite with WAL and each durable commit synced before it returns, the signer named) and wait for the signed result. Each sale is the whole " +
 		"purchase service: the request's claim, label and rate checks, the payment attempt recorded (group-committed), a card " +
 		"authorization over HTTP at the testbench card gateway (in-process), the indicium signed, and the sale committed with " +
 		"its payment's authorization in one transaction; every sale is durable before its result is sent. The capture follows " +
@@ -163,6 +163,23 @@ Figures before each change are from the same bench on this machine; the machine 
   and spilled it to a temporary file past 64 KiB: 0.47 s of pwrite in 10.3 s of the SQLite hub's profile
   (_subjournalPage). temp_store=MEMORY keeps it in memory. The closed-loop hub CPU per sale is within the noise
   (0.45-0.55 ms before and 0.42-0.53 ms after, four runs each, taken in turn).
+- **One writing connection on SQLite.** Each SQLite connection keeps its own page cache and drops all of it when it
+  sees another connection's commit. The hub's writers (the soft and durable group commits, the ledger's committer)
+  already took turns on a mutex, but each on a connection of the pool, so every commit first re-read from the kernel
+  the pages it touched: pread was 0.90 s of the open-loop hub's 8.95 s profile. They now all write on one connection:
+  pread 0.38 s of 8.37 s, at a fifth more sales (most of what is left is checkpoints).
+- **The fsync outside the write lock.** That connection commits with synchronous=NORMAL, and a durable write returns
+  only once the WAL has been synced after its commit (store.syncWAL). The write lock is let go before the fsync, so
+  the next writer goes on while the disk works, and commits that end during an fsync share the next one
+  (TestWALSyncShared: 8 writers, 400 commits, about 200 fsyncs). Nothing the hub sends out (an answer, a card
+  authorization, a capture) goes before its write's sync has returned; SQLite syncs the WAL itself before a
+  checkpoint copies it; a failed fsync fails every durable write after it. Another connection can read a commit a
+  fraction of a millisecond before it is on disk, as it could read a soft write before. With the connection above,
+  in runs taken in turn: SQLite hub 2,168-2,875 sales/s and 0.36-0.51 ms of hub CPU per sale, against 2,362-2,509
+  and 0.41-0.46 ms before the fsync change, and 2,194-2,586 and 0.40-0.49 ms before either.
+- **Captures gathered.** A capture waits up to 20 ms for others to share its call to the gateway and its record's
+  group commit (payments.gatherCaptures); 8 batches run at once at most. Nobody waits for a capture. It was within the
+  noise in the closed loop, where the queue already held many; it helps where sales arrive one at a time.
 - **The bench's sheets.** The purchases a connection keeps outstanding stand for that many kiosks, and each now takes
   its labels from sheets of its own; they took consecutive labels of one sheet, so two hubs' commits updated the same
   sheet rows at once, as kiosks selling one stamp at a time do not. Two hubs sold 0.85x and 0.82x of one hub after
@@ -182,19 +199,22 @@ Figures before each change are from the same bench on this machine; the machine 
   (hub-idle-kiosks.pprof). The first heartbeat of each kiosk after a start costs more (a fleet read and the alerts
   it may clear), once.
 
-Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.4-0.5 ms at saturation against a 0.15 ms
-target, and SoftHSM2 sales reach about a fifth of its raw signature rate against half: the hub, mosquitto, the
-gateway and the load generator use the 2 cores before the signer is the limit. Two hubs on PostgreSQL sell
-0.86x of one hub in the medians above, and 0.68-1.00x in single runs this session (issue 14 asks for at least 1x): each hub's group commits carry half the sales,
-and the hubs and PostgreSQL spend 15-30% more CPU per sale on the same 2 cores. The open-loop row misses its latency targets: until this run its first kiosks began selling while the others
-were still being set up and ran out of labels, so it sent about 780/s of the 1,378/s asked and showed p50 10.5 ms and
-p99 32 ms; all 1,000 now start together and it sends the full 50% load, and p50 is 30-52 ms and p99 81-153 ms across runs.
-At that load the hub is bound by its commits (WAL frames and fsync are most of its profile, hub-sqlite-open.pprof) on
-the same 2 cores as the load generator and mosquitto. In the open loop the hub spends about twice the CPU per sale of
-the closed loop (0.9-1.1 ms against 0.5-0.6): each sale arrives nearly alone, so each commit carries few sales and
-SQLite rewrites the same WAL pages for each, and re-reads pages another connection's commit made stale. Making the
-payment attempt's commit soft as well was tried and left p50 where it was (31.7 ms at 1,182/s against 21.7 ms at
-982/s), so it was not kept.
+Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.4 ms at saturation against a 0.15 ms target,
+and SoftHSM2 sales reach about a fifth of its raw signature rate against half: the hub, mosquitto, the gateway and
+the load generator use the 2 cores before the signer is the limit. Two hubs on PostgreSQL sell 0.86-0.88x of one
+hub in the medians of the last two runs of this bench, and 0.68-1.00x in single runs (issue 14 asks for at least
+1x): each hub's group commits carry half the sales, and the hubs and PostgreSQL spend 15-40% more CPU per sale on
+the same 2 cores. The open-loop row misses its latency targets: p50 is 22-30 ms and p99 81-150 ms across runs, at
+50% of the closed loop's sales/s. At that load the machine is nearly full: the hub spends about twice the CPU per
+sale of the closed loop (0.75-0.9 ms against 0.4), because each sale arrives nearly alone and each commit carries
+few sales, so SQLite writes the same hot pages (the MPSD's row, the indexes' last leaves) to the WAL for each; the
+ledger's committer costs 210 µs a sale in the open loop against 106 µs in the closed one. Timers put in the hub for
+one run (not kept) showed where a sale's 22 ms (p50, 1,146 sales/s) went inside the hub: its claim 1.3 ms, the
+payment attempt's commit 6.3 ms, the card authorization 1.6 ms, the signing and the ledger's commit 9 ms, the
+answer's publish 2 ms; the two commits are mostly the wait for the one SQLite writer, which the claims, attempts,
+captures and ledger batches take in turn. Writing the attempt in the claim's transaction would take one of those
+waits off each sale; it needs the price before the claim, and was not done. Making the payment attempt's commit
+soft was tried earlier and left p50 where it was (31.7 ms at 1,182/s against 21.7 ms at 982/s), so it was not kept.
 `
 
 // ClusterMarkdown renders the hub processes' runs: one hub on SQLite, if
@@ -260,7 +280,7 @@ func times(cl []*ClusterResult) string {
 // single renders the one-hub process on SQLite.
 func single(b *strings.Builder, r *ClusterResult) {
 	b.WriteString("\n## One hub process: CPU per sale\n\n")
-	fmt.Fprintf(b, "The `hub` binary alone on SQLite (WAL, synchronous=FULL), soft signer, one PSDM worker, behind mosquitto in its own "+
+	fmt.Fprintf(b, "The `hub` binary alone on SQLite (WAL, durable commits synced), soft signer, one PSDM worker, behind mosquitto in its own "+
 		"process; the card gateway, the postal authority and the load generator run in this process. The load is as above: %d kiosk "+
 		"connections keeping %d purchases outstanding each; %s of warm-up, then %s measured. *Hub CPU per sale* is the hub "+
 		"process's user and system time from /proc/PID/stat over the measured window, divided by the sales answered in it. "+
