@@ -188,12 +188,8 @@ func (d *DB) softConn(ctx context.Context, g *group) (*sql.Conn, error) {
 	if g.conn != nil {
 		return g.conn, nil
 	}
-	conn, err := d.Conn(ctx)
+	conn, err := d.connWith(ctx, `SET synchronous_commit = off`)
 	if err != nil {
-		return nil, fmt.Errorf("store: soft writes: %w", err)
-	}
-	if _, err := conn.ExecContext(ctx, `SET synchronous_commit = off`); err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("store: soft writes: %w", err)
 	}
 	g.conn = conn

@@ -128,15 +128,24 @@ func (d *DB) writeConn(ctx context.Context) (*sql.Conn, error) {
 	if d.wconn != nil {
 		return d.wconn, nil
 	}
-	conn, err := d.Conn(ctx)
+	conn, err := d.connWith(ctx, `PRAGMA synchronous = NORMAL`)
 	if err != nil {
 		return nil, fmt.Errorf("store: writer: %w", err)
 	}
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("store: writer: %w", err)
-	}
 	d.wconn = conn
+	return conn, nil
+}
+
+// connWith takes a connection out of the pool and applies set to it.
+func (d *DB) connWith(ctx context.Context, set string) (*sql.Conn, error) {
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, set); err != nil {
+		conn.Close()
+		return nil, err
+	}
 	return conn, nil
 }
 
