@@ -199,6 +199,21 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 		for s := range known {
 			delete(known, s) // reread everything after a failed transaction
 		}
+		if errors.Is(err, store.ErrSync) {
+			// Committed, but maybe not on disk: not one of these is
+			// answered, nor read back (a read would find it), and no sale
+			// is opened until the hub restarts and reads the disk again.
+			l.Halt(err.Error())
+			for _, t := range batch {
+				for _, p := range t.parts {
+					if p.Done != nil {
+						p.Done(false)
+					}
+				}
+				l.finish(t, Answer{}, fmt.Errorf("ledger: sale %s/%s: outcome unknown: %w", t.sale.KioskID, t.sale.RequestID, err))
+			}
+			return len(batch)
+		}
 		if len(batch) > 1 {
 			for i := range batch {
 				batch[i].uncertain = batch[i].uncertain || !store.IsConflict(err)

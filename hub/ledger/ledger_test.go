@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -663,4 +664,25 @@ func TestPaymentsChecked(t *testing.T) {
 			t.Fatal("the store took a refund beyond the capture")
 		}
 	})
+}
+
+// A failed fsync of SQLite's WAL halts the ledger. The sale whose commit
+// it was is not answered: its outcome is unknown, since the database shows
+// it but the disk may not hold it. No sale is opened after it.
+func TestSyncFailureHaltsTheLedger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, filepath.Join(t.TempDir(), "hub.db"), ledger.Config{}, psdm.Config{})
+	f.mustSell(newSale("s1", 780, "1966-F8CF-01"))
+	f.db.SetFsync(func(*os.File) error { return syscall.EIO })
+	if out, err := f.pool.Sell(ctx, newSale("s2", 780, "1966-F8CF-02")); out != nil || !errors.Is(err, store.ErrSync) {
+		t.Fatalf("sale whose commit was not synced: %s, %v; want no answer and ErrSync", out, err)
+	}
+	if f.l.Halted() == "" {
+		t.Fatal("the ledger goes on after a failed sync")
+	}
+	f.db.SetFsync(nil)
+	if _, err := f.sell(newSale("s3", 780, "1966-F8CF-03")); !isCode(err, protocol.CodeServiceUnavailable) {
+		t.Fatalf("sold after a failed sync: %v", err)
+	}
 }

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/frank-postage/frank/hub/store"
@@ -297,4 +299,49 @@ func TestSoftExecRead(t *testing.T) {
 			t.Fatalf("%d writes failed, want the one duplicate", failed)
 		}
 	})
+}
+
+// After a failed fsync of the WAL the kernel may have dropped what it
+// could not write, so no write succeeds again until the database is
+// reopened, even when later fsyncs would; and the group commit does not
+// redo the write whose sync failed, which did commit.
+func TestFailedSyncFailsLaterWrites(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.GroupExec(ctx, `CREATE TABLE f (k INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	db.SetFsync(func(*os.File) error { return syscall.EIO })
+	if _, err := db.GroupExec(ctx, `INSERT INTO f (k) VALUES (1)`); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a write whose fsync failed: %v, want EIO", err)
+	}
+	db.SetFsync(nil)
+	err = db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO f (k) VALUES (2)`)
+		return err
+	})
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a write after the failed fsync: %v, want the same failure", err)
+	}
+	if _, err := db.SoftExec(ctx, `INSERT INTO f (k) VALUES (3)`); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a soft write after the failed fsync: %v, want the same failure", err)
+	}
+	var ks []int64
+	rows, err := db.QueryContext(ctx, `SELECT k FROM f ORDER BY k`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k int64
+		rows.Scan(&k)
+		ks = append(ks, k)
+	}
+	if len(ks) != 1 || ks[0] != 1 {
+		t.Fatalf("rows %v, want only the one whose sync failed ([1])", ks)
+	}
 }

@@ -102,6 +102,11 @@ func (d *DB) sqliteTx(ctx context.Context, soft bool, fn func(*sql.Tx) error) er
 func (d *DB) sqliteCommit(ctx context.Context, fn func(*sql.Tx) error) (uint64, error) {
 	d.writer.Lock()
 	defer d.writer.Unlock()
+	if err := d.wal.failed.Load(); err != nil {
+		// Not even a soft write: a redo of a write whose sync failed
+		// would land twice.
+		return 0, *err
+	}
 	conn, err := d.writeConn(ctx)
 	if err != nil {
 		return 0, err
@@ -159,6 +164,11 @@ func (d *DB) dropWriteConn() {
 	}
 }
 
+// ErrSync is a failed fsync of SQLite's WAL. The writes before it are
+// committed but may not be on disk, and no write succeeds after it: the
+// hub must stop, and read the database again once it is reopened.
+var ErrSync = errors.New("store: the database's log could not be synced; reopen it")
+
 // walSync is the fsync of a SQLite database's WAL that makes the writing
 // connection's commits durable.
 type walSync struct {
@@ -167,8 +177,20 @@ type walSync struct {
 	done  uint64   // commits known to be on disk
 	syncs uint64   // fsyncs done
 	err   error    // a failed fsync: nothing written since can be trusted
+	// failed is err, for writers to read without waiting for an fsync.
+	failed atomic.Pointer[error]
 	// reopen is set when the writing connection was closed.
 	reopen atomic.Bool
+	// fsync is (*os.File).Sync; tests make it fail.
+	fsync func(*os.File) error
+}
+
+// SetFsync replaces the fsync of a SQLite database's WAL (nil: the real
+// one), for tests of a disk that fails.
+func (d *DB) SetFsync(fsync func(*os.File) error) {
+	d.wal.mu.Lock()
+	defer d.wal.mu.Unlock()
+	d.wal.fsync = fsync
 }
 
 // syncWAL returns once commit seq is on disk. A caller that finds an
@@ -198,11 +220,16 @@ func (d *DB) syncWAL(seq uint64) error {
 		}
 		w.f = f
 	}
-	if err := w.f.Sync(); err != nil {
+	fsync := w.fsync
+	if fsync == nil {
+		fsync = (*os.File).Sync
+	}
+	if err := fsync(w.f); err != nil {
 		// After a failed fsync the kernel may have dropped the pages it
 		// could not write, and a later fsync can succeed without them.
-		// Every durable write fails from now on; the hub must restart.
-		w.err = fmt.Errorf("store: sync %s-wal: %w (the database must be reopened)", d.path, err)
+		// Every write fails from now on; the hub must restart.
+		w.err = fmt.Errorf("%w: %s-wal: %w", ErrSync, d.path, err)
+		w.failed.Store(&w.err)
 		return w.err
 	}
 	w.done = upTo
