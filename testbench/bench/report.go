@@ -173,7 +173,8 @@ Figures before each change are from the same bench on this machine; the machine 
   the next writer goes on while the disk works, and commits that end during an fsync share the next one
   (TestWALSyncShared: 8 writers, 400 commits, about 200 fsyncs). Nothing the hub sends out (an answer, a card
   authorization, a capture) goes before its write's sync has returned; SQLite syncs the WAL itself before a
-  checkpoint copies it; a failed fsync fails every durable write after it. Another connection can read a commit a
+  checkpoint copies it; after a failed fsync no write succeeds and the ledger halts (TestSyncFailureHaltsTheLedger:
+  the sales of that commit are not answered, nor read back). Another connection can read a commit a
   fraction of a millisecond before it is on disk, as it could read a soft write before. With the connection above,
   in runs taken in turn: SQLite hub 2,168-2,875 sales/s and 0.36-0.51 ms of hub CPU per sale, against 2,362-2,509
   and 0.41-0.46 ms before the fsync change, and 2,194-2,586 and 0.40-0.49 ms before either.
