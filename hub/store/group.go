@@ -215,6 +215,7 @@ func (d *DB) Close() error {
 	d.wal.mu.Lock()
 	if d.wal.f != nil {
 		d.wal.f.Close()
+		d.wal.f = nil // a late write's sync fails to open it, not on a closed file
 	}
 	d.wal.mu.Unlock()
 	return d.DB.Close()
