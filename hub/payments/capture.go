@@ -18,13 +18,8 @@ const (
 	captureWorkers = 8
 	captureQueue   = 8192
 	// captureBatch is the most captures a worker sends in one call, to a
-	// gateway that takes batches.
+	// gateway that takes batches: under load a worker finds many queued.
 	captureBatch = 128
-	// captureGather is how long a capture waits for others to share its
-	// call and its record's commit. Nobody waits for a capture, and one
-	// call and one commit for many is the cheaper path for the hub, the
-	// gateway and the disk.
-	captureGather = 20 * time.Millisecond
 )
 
 // batchCapturer is a gateway that takes captures in batches.
@@ -45,7 +40,27 @@ func (p *Payments) CaptureLater(pay *Payment) {
 	c := &p.captures
 	c.once.Do(func() {
 		c.queue = make(chan *Payment, captureQueue)
-		c.wg.Go(func() { p.gatherCaptures(c.queue) })
+		for range captureWorkers {
+			c.wg.Go(func() {
+				batch := make([]*Payment, 0, captureBatch)
+				for pay := range c.queue {
+					batch = append(batch[:0], pay)
+				more:
+					for len(batch) < captureBatch {
+						select {
+						case pay, ok := <-c.queue:
+							if !ok {
+								break more
+							}
+							batch = append(batch, pay)
+						default:
+							break more
+						}
+					}
+					p.captureNow(batch)
+				}
+			})
+		}
 	})
 	pay.State = "authorized"
 	c.mu.Lock()
@@ -57,38 +72,6 @@ func (p *Payments) CaptureLater(pay *Payment) {
 	case c.queue <- pay:
 	default:
 		p.log.Warn("capture queue full; the payment is captured when settled", "kiosk", pay.KioskID, "request_id", pay.RequestID)
-	}
-}
-
-// gatherCaptures gathers queued captures into batches, each of those
-// that arrive within captureGather of its first, and has up to
-// captureWorkers batches captured at once. While all are busy the queue
-// fills, and the next batches are larger.
-func (p *Payments) gatherCaptures(queue <-chan *Payment) {
-	var work sync.WaitGroup
-	defer work.Wait()
-	busy := make(chan struct{}, captureWorkers)
-	for pay := range queue {
-		batch := []*Payment{pay}
-		gather := time.NewTimer(captureGather)
-	fill:
-		for len(batch) < captureBatch {
-			select {
-			case pay, ok := <-queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, pay)
-			case <-gather.C:
-				break fill
-			}
-		}
-		gather.Stop()
-		busy <- struct{}{}
-		work.Go(func() {
-			defer func() { <-busy }()
-			p.captureNow(batch)
-		})
 	}
 }
 

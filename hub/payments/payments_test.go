@@ -9,9 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -747,48 +745,4 @@ func TestReleaseKeepsTheHoldOfItsRecordedSale(t *testing.T) {
 			t.Fatalf("an unsold hold at the gateway is %s, want voided", got)
 		}
 	})
-}
-
-// Captures queued one after another, with the gateway free, wait for each
-// other and go in a few calls, not one call each.
-func TestCapturesGather(t *testing.T) {
-	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	sim := cards.New(slog.New(slog.DiscardHandler))
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/capture" || r.URL.Path == "/v1/captures" {
-			calls.Add(1)
-		}
-		sim.Handler().ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	p := payments.New(db, payments.NewGateway(srv.URL), accounts.New(db, nil), slog.New(slog.DiscardHandler), nil)
-	const n = 50
-	var pays []*payments.Payment
-	for i := range n {
-		pay, err := p.Hold(ctx, payments.Key{KioskID: "K1", RequestID: fmt.Sprint("g", i)}, payments.Source{Token: "tok_approve_1"}, 780)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recordSale(t, db, pay)
-		pays = append(pays, pay)
-	}
-	for _, pay := range pays {
-		p.CaptureLater(pay)
-	}
-	p.CloseCaptures(ctx)
-	if tot := sim.Totals(); tot.Captured != n*780 || tot.Open != 0 {
-		t.Fatalf("gateway totals %+v, want %d captured", tot, n*780)
-	}
-	// Queued within microseconds of each other, they share a call unless
-	// the machine stalls this loop for the whole gathering window.
-	if c := calls.Load(); c > 10 {
-		t.Fatalf("%d gateway calls for %d captures queued together", c, n)
-	}
-	t.Logf("%d captures in %d calls", n, calls.Load())
 }
