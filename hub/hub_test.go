@@ -371,9 +371,13 @@ func TestPurchaseRejections(t *testing.T) {
 		})
 	}
 	e.check()
-	if tot := e.cards.Totals(); tot.Captured != 780 || tot.Open != 0 {
-		t.Fatalf("card gateway %+v: a refusal moved money or left a hold", tot)
-	}
+	// The setup sale's capture follows its answer.
+	wait.Until(t, 10*time.Second, "the setup sale's capture, and nothing else", func() error {
+		if tot := e.cards.Totals(); tot.Captured != 780 || tot.Open != 0 {
+			return fmt.Errorf("card gateway %+v: a refusal moved money or left a hold", tot)
+		}
+		return nil
+	})
 	// A used label offered again is a fraud alert.
 	as, _ := e.h.Alerts().List(context.Background(), true)
 	var fraud bool

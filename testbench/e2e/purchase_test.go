@@ -182,9 +182,12 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 		if err != nil || in.Postage != 780 || in.Label.String() != re.Labels[0].LabelSerial {
 			t.Fatalf("reprinted stamp %+v %v", in, err)
 		}
-		if after := d.Cards().Totals(); after.Captured-before.Captured != 780 || after.Refunded != before.Refunded {
-			t.Fatalf("charged %d for a jammed stamp and its reprint", after.Captured-before.Captured)
-		}
+		wait.Until(t, 10*time.Second, "one capture, which follows the answer", func() error {
+			if after := d.Cards().Totals(); after.Captured-before.Captured != 780 || after.Refunded != before.Refunded {
+				return fmt.Errorf("charged %d for a jammed stamp and its reprint", after.Captured-before.Captured)
+			}
+			return nil
+		})
 		// A second remedy for the same label is refused.
 		st, body, _ = d.Post(ctx, d.KioskURL()+"/api/v1/sales/"+rc.RequestID+"/refund", map[string]string{"label": jammed})
 		if st == http.StatusOK || !bytes.Contains(body, []byte(protocol.CodeRemedyNotAllowed)) {
@@ -266,9 +269,12 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 				t.Fatalf("send %d differs", i)
 			}
 		}
-		if after := d.Cards().Totals(); after.Captured-before.Captured != 780 {
-			t.Fatalf("three sends charged %d", after.Captured-before.Captured)
-		}
+		wait.Until(t, 10*time.Second, "one capture, which follows the answer", func() error {
+			if after := d.Cards().Totals(); after.Captured-before.Captured != 780 {
+				return fmt.Errorf("three sends charged %d", after.Captured-before.Captured)
+			}
+			return nil
+		})
 		// The bare kiosk prints nothing; it reports the label printed.
 		rep, _ := json.Marshal(protocol.PrintReport{RequestID: "thrice-1", KioskID: "store1-k2",
 			Labels: []protocol.LabelOutcome{{LabelSerial: sheet + "-02", Outcome: protocol.Printed}}})
@@ -356,10 +362,13 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 	if err := db.QueryRow(`SELECT COALESCE(SUM(postage), 0) FROM indicia WHERE state = 'printed'`).Scan(&printed); err != nil {
 		t.Fatal(err)
 	}
+	wait.Until(t, 10*time.Second, "the captures, which follow the answers", func() error {
+		if tot := d.Cards().Totals(); tot.Captured-tot.Refunded != printed || tot.Open != 0 {
+			return fmt.Errorf("customers paid %d - %d refunded, stamps printed %d, %d authorizations open", tot.Captured, tot.Refunded, printed, tot.Open)
+		}
+		return nil
+	})
 	tot := d.Cards().Totals()
-	if tot.Captured-tot.Refunded != printed || tot.Open != 0 {
-		t.Fatalf("customers paid %d - %d refunded, stamps printed %d, %d authorizations open", tot.Captured, tot.Refunded, printed, tot.Open)
-	}
 	t.Logf("captured %d, refunded %d, printed postage %d", tot.Captured, tot.Refunded, printed)
 }
 

@@ -320,10 +320,12 @@ func rogueAttack(t *testing.T, useMosquitto bool) {
 		t.Fatalf("the rogue received another kiosk's message: %.200s", v)
 	}
 	// No money moved but the victim's one stamp.
-	after := d.Cards().Totals()
-	if after.Captured-before.Captured != 780 || after.Refunded != before.Refunded || after.Open != 0 {
-		t.Fatalf("card gateway before %+v, after %+v: want the victim's 780 mills only", before, after)
-	}
+	wait.Until(t, 10*time.Second, "the victim's capture, which follows its answer", func() error {
+		if after := d.Cards().Totals(); after.Captured-before.Captured != 780 || after.Refunded != before.Refunded || after.Open != 0 {
+			return fmt.Errorf("card gateway before %+v, after %+v: want the victim's 780 mills only", before, after)
+		}
+		return nil
+	})
 	var balance int64
 	if err := sqlOpen(t, filepath.Join(d.Dir(), "hub", "hub.db")).QueryRow(`SELECT balance FROM accounts WHERE login = 'alice'`).Scan(&balance); err != nil || balance != 50_000 {
 		t.Fatalf("alice's balance is %d mills (%v), want 50000", balance, err)

@@ -86,9 +86,12 @@ func TestTouchscreen(t *testing.T) {
 		p.Tap("reprint-" + serial)
 		p.Text("remedy-"+serial, "reprinted", 60*time.Second)
 		p.Shot("tb-02-jam-reprinted")
-		if got := d.Cards().Totals().Captured - captured; got != 780 {
-			t.Fatalf("charged %d for one stamp and its reprint", got)
-		}
+		wait.Until(t, 10*time.Second, "one capture, which follows the answer", func() error {
+			if got := d.Cards().Totals().Captured - captured; got != 780 {
+				return fmt.Errorf("charged %d for one stamp and its reprint", got)
+			}
+			return nil
+		})
 		labels := d.Printer().Labels()
 		if _, err := keys.Verify(readBoth(t, labels[len(labels)-1])); err != nil {
 			t.Fatal(err)
@@ -116,10 +119,12 @@ func TestTouchscreen(t *testing.T) {
 		p.Shot("tb-03-paper-out-of-service")
 		d.Printer().SetFault(printersim.OK) // staff load paper
 		p.Screen("weigh", 20*time.Second)
-		after := d.Cards().Totals()
-		if after.Captured-before.Captured != 1560 || after.Refunded-before.Refunded != 780 {
-			t.Fatalf("captured %d, refunded %d", after.Captured-before.Captured, after.Refunded-before.Refunded)
-		}
+		wait.Until(t, 10*time.Second, "the captures, which follow the answers", func() error {
+			if after := d.Cards().Totals(); after.Captured-before.Captured != 1560 || after.Refunded-before.Refunded != 780 {
+				return fmt.Errorf("captured %d, refunded %d", after.Captured-before.Captured, after.Refunded-before.Refunded)
+			}
+			return nil
+		})
 	})
 	t.Run("staff load a sheet", func(t *testing.T) {
 		out, err := d.Hub("stock", "issue", "--store", "demo-store", "--sheets", "1")
