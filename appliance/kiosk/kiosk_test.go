@@ -253,6 +253,18 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 	}
 	t.Cleanup(k.Close)
 	wait.For(t, 5*time.Second, "the kiosk to be ready", k.Ready)
+	if fh.journal != nil && fh.stockGate == nil {
+		// With a journal the kiosk sells only once the hub has answered
+		// for its stock (checking_stock until then).
+		wait.For(t, 10*time.Second, "the kiosk to have checked its stock", func() bool {
+			select {
+			case <-k.Recovered():
+				return true
+			default:
+				return false
+			}
+		})
+	}
 	return k, p
 }
 
