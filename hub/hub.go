@@ -580,7 +580,12 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	// Alive first: then what this hub opens is its own to settle.
 	h.payments.Hub = h.ledger.Holder()
-	h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
+	if h.db.Dialect == store.SQLite {
+		// Served alone (above): a claim is this process's lock, no row.
+		h.claims = claims.Alone(h.db, h.ledger.Holder(), h.clockNow)
+	} else {
+		h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
+	}
 	h.payments.Claims = h.claims
 	h.payments.Alerts = h.alerts
 	h.leader = h.db.Leader(h.ledger.Holder(), h.hubLeaseTTL())

@@ -10,6 +10,10 @@
 // that follows it, before any card is touched, is a durable commit, and it
 // makes the claim durable with it. The look at what the request was
 // answered before can ride in the claim's transaction (TakeReading).
+//
+// A hub that serves its database alone (SQLite, store.ServeAlone) shares
+// its requests with no other hub: its claims (Alone) are only this
+// process's locks, with no row to write and delete for every sale.
 package claims
 
 import (
@@ -38,9 +42,10 @@ const (
 
 // Claims takes and releases this hub's claims.
 type Claims struct {
-	db  *store.DB
-	hub string
-	now func() time.Time
+	db    *store.DB
+	hub   string
+	now   func() time.Time
+	alone bool // no other hub: no rows
 
 	mu   sync.Mutex
 	held map[key]chan struct{} // claims this process holds; closed on release
@@ -54,6 +59,16 @@ func New(db *store.DB, hub string, now func() time.Time) *Claims {
 		now = time.Now
 	}
 	return &Claims{db: db, hub: hub, now: now, held: map[key]chan struct{}{}}
+}
+
+// Alone returns the claims of hub when it is the only hub serving db: no
+// other hub can receive its requests, so holding a claim in this process
+// is enough. TakeReading then never runs its read; the caller reads on its
+// own, off the writing connection.
+func Alone(db *store.DB, hub string, now func() time.Time) *Claims {
+	c := New(db, hub, now)
+	c.alone = true
+	return c
 }
 
 // Take waits until this hub holds the claim on scope/name and returns its
@@ -149,6 +164,9 @@ func (c *Claims) unlock(k key) {
 // one or dead. It reports whether this hub now holds it, and whether r
 // (may be nil) ran under it.
 func (c *Claims) take(ctx context.Context, k key, r *store.Read) (ok, read bool, err error) {
+	if c.alone {
+		return true, false, nil
+	}
 	for range 3 { // a claim released between the insert and the read
 		n, err := c.db.SoftExecRead(ctx, r, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (scope, name) DO NOTHING`, k.scope, k.name, c.hub, c.now().UnixMicro())
@@ -188,6 +206,10 @@ func (c *Claims) take(ctx context.Context, k key, r *store.Read) (ok, read bool,
 // claim whose row cannot be deleted stays this hub's; its next holder here
 // takes it, and after this hub dies anyone may.
 func (c *Claims) release(k key) {
+	if c.alone {
+		c.unlock(k)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c.db.SoftExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
@@ -196,7 +218,8 @@ func (c *Claims) release(k key) {
 
 // Sweep deletes the claims taken before now-age, left by a hub that died
 // with nobody asking for them again. No request is served for that long
-// (age is well over any request's deadline). It returns how many went.
+// (age is well over any request's deadline); alone, those an earlier
+// version left. It returns how many went.
 func (c *Claims) Sweep(ctx context.Context, age time.Duration) (int64, error) {
 	res, err := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM request_claims WHERE claimed_at < ?`), c.now().Add(-age).UnixMicro())
 	if err != nil {

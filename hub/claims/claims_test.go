@@ -3,6 +3,7 @@ package claims_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,4 +202,56 @@ func TestReadUnderTheClaim(t *testing.T) {
 			t.Fatal("a claim taken over from a dead hub says its read ran under it")
 		}
 	})
+}
+
+// A hub serving its SQLite database alone holds its claims in the process:
+// one holder at a time, a held claim not taken by TryTake, no row written,
+// and the read left to the caller.
+func TestAloneWritesNoRows(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	c := claims.Alone(db, "hub-a", nil)
+	var holders, most atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			release, err := c.Take(ctx, "k1", "r1")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			n := holders.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			holders.Add(-1)
+			release()
+		})
+	}
+	wg.Wait()
+	if most.Load() != 1 {
+		t.Fatalf("%d holders at once, want 1", most.Load())
+	}
+	ran := false
+	read := &store.Read{Query: `SELECT 1`, Row: func(scan func(...any) error) error { ran = true; var x int; return scan(&x) }}
+	release, underClaim, err := c.TakeReading(ctx, "k1", "r2", read)
+	if err != nil || underClaim || ran {
+		t.Fatalf("TakeReading alone: read under the claim %v, ran %v, %v; want neither", underClaim, ran, err)
+	}
+	if _, ok, err := c.TryTake(ctx, "k1", "r2"); ok || err != nil {
+		t.Fatalf("TryTake took a claim this process holds: %v %v", ok, err)
+	}
+	var rows int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM request_claims`).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("%d claim rows (%v), want 0", rows, err)
+	}
+	release()
+	r3, ok, err := c.TryTake(ctx, "k1", "r2")
+	if !ok || err != nil {
+		t.Fatalf("a released claim cannot be taken: %v %v", ok, err)
+	}
+	r3()
 }

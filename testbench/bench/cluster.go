@@ -50,6 +50,9 @@ type ClusterConfig struct {
 	// (Poisson) at OpenLoad times the sales/s the closed loop reached.
 	OpenKiosks int
 	OpenLoad   float64
+	// OpenRate, if set, is the open loop's sales/s instead, for comparing
+	// two builds at the same load.
+	OpenRate float64
 }
 
 // OpenResult is an open-loop run: latency as customers would feel it at a
@@ -279,8 +282,15 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 				return profile(pprofAddr, d, filepath.Join(cfg.ProfileDir, "hub-sqlite-open.pprof"))
 			}
 		}
-		if res.Open, err = openLoop(ctx, cfg, res.SalesPerSec*cfg.OpenLoad, brokerAddr, reg, st, pids, prof, log); err != nil {
+		rate := res.SalesPerSec * cfg.OpenLoad
+		if cfg.OpenRate > 0 {
+			rate = cfg.OpenRate
+		}
+		if res.Open, err = openLoop(ctx, cfg, rate, brokerAddr, reg, st, pids, prof, log); err != nil {
 			return nil, err
+		}
+		if res.SalesPerSec > 0 {
+			res.Open.Load = rate / res.SalesPerSec
 		}
 	}
 	out, err := exec.Command(filepath.Join(cfg.BinDir, "hub"), "ledger", "check", "--data", data, "--db", dsn, "--log", "text").CombinedOutput()

@@ -361,6 +361,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	sqliteHub := fs.Bool("sqlite-hub", true, "run one hub process on SQLite, beside mosquitto, and measure its CPU per sale")
 	openKiosks := fs.Int("open-kiosks", 1000, "after the SQLite hub's closed loop, this many kiosk connections offer an open-loop Poisson load (0: skip)")
 	openLoad := fs.Float64("open-load", 0.5, "the open loop's load, as a share of the SQLite hub's closed-loop sales/s")
+	openRate := fs.Float64("open-rate", 0, "the open loop's load in sales/s, instead of --open-load (to compare builds at one load)")
 	fs.Parse(args)
 	if *out != "" && strings.TrimSpace(*signers) == "" {
 		fmt.Fprintln(os.Stderr, "testbench bench: --out writes the whole report, which needs --signers")
@@ -408,7 +409,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 		n++
 		r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), SQLite: true,
 			Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: *profiles,
-			OpenKiosks: *openKiosks, OpenLoad: *openLoad}, log)
+			OpenKiosks: *openKiosks, OpenLoad: *openLoad, OpenRate: *openRate}, log)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "testbench bench: one hub on SQLite:", err)
 			return 1
