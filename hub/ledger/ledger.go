@@ -365,7 +365,7 @@ type Owner struct {
 // indicium yet, not even a voided one (label_used).
 func (l *Ledger) Precheck(ctx context.Context, kioskID, requestID string, bodyHash []byte, labels []protocol.LabelSerial, owner Owner) (prior []byte, refusal *protocol.Error, err error) {
 	c := l.PrecheckRead(kioskID, requestID, bodyHash, labels, owner)
-	if err := c.Read.Row(l.db.QueryRowStmt(ctx, nil, c.Read.Query, c.Read.Args...).Scan); err != nil {
+	if err := l.db.WarmRead(ctx, &c.Read); err != nil {
 		return nil, nil, fmt.Errorf("ledger: precheck %s/%s: %w", kioskID, requestID, err)
 	}
 	return c.Result()
