@@ -43,7 +43,10 @@ type cached struct {
 }
 
 // cacheFor is how long Get trusts what it read: a kiosk retired on another
-// hub stops selling here within it.
+// hub, or from a shell, stops selling here within it. On SQLite, where only
+// a shell writes beside this hub, what Get read stays good until the
+// database says another process wrote (store.ForeignWrites), which Get asks
+// every cacheFor: a sale then reads no kiosk row at all.
 const cacheFor = 2 * time.Second
 
 // Registry knows the kiosks.
@@ -56,6 +59,12 @@ type Registry struct {
 	db   *store.DB
 	mu   sync.Mutex
 	ids  map[string]cached
+	// gen counts the times ids was emptied for a foreign write; a read
+	// begun before is not kept.
+	gen        uint64
+	foreign    int64     // store.ForeignWrites when last asked
+	askedAt    time.Time // when
+	untilMoved bool      // ForeignWrites answers: entries do not expire
 	// ok remembers a password that checked out against a stored hash, as
 	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
 	ok map[string]checked
@@ -126,11 +135,13 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 // Get returns a provisioned kiosk in service, or unknown_kiosk (also for a
 // retired one).
 func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
+	r.askForeign(ctx)
 	r.mu.Lock()
 	c, ok := r.ids[kioskID]
+	gen, untilMoved := r.gen, r.untilMoved
 	r.mu.Unlock()
 	k := c.k
-	if !ok || time.Since(c.at) > cacheFor {
+	if !ok || !untilMoved && time.Since(c.at) > cacheFor {
 		var st, why, lockedBy sql.NullString
 		var retired, locked sql.NullInt64
 		k = Kiosk{ID: kioskID}
@@ -152,7 +163,9 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 			k.Locked, k.LockedBy = &t, lockedBy.String
 		}
 		r.mu.Lock()
-		r.ids[kioskID] = cached{k: k, at: time.Now()}
+		if r.gen == gen {
+			r.ids[kioskID] = cached{k: k, at: time.Now()}
+		}
 		r.mu.Unlock()
 	}
 	if k.Retired != nil {
@@ -193,6 +206,29 @@ func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) e
 	r.Forget(kioskID)
 	r.told(ctx, kioskID)
 	return nil
+}
+
+// askForeign asks, at most every cacheFor, whether another process wrote
+// to the database, and forgets every kiosk if one did.
+func (r *Registry) askForeign(ctx context.Context) {
+	r.mu.Lock()
+	if time.Since(r.askedAt) <= cacheFor {
+		r.mu.Unlock()
+		return
+	}
+	r.askedAt = time.Now() // one asks; the others go on meanwhile
+	r.mu.Unlock()
+	v, ok, err := r.db.ForeignWrites(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case err != nil || !ok:
+		r.untilMoved = false // entries expire after cacheFor
+	case !r.untilMoved || v != r.foreign:
+		r.foreign, r.untilMoved = v, true
+		r.gen++
+		clear(r.ids)
+	}
 }
 
 // Forget drops what the registry remembers of a kiosk, whose row another
