@@ -36,17 +36,11 @@ type Kiosk struct {
 	LockedBy string
 }
 
-// cached is a kiosk as Get last read it.
-type cached struct {
-	k  Kiosk
-	at time.Time
-}
-
-// cacheFor is how long Get trusts what it read: a kiosk retired on another
-// hub, or from a shell, stops selling here within it. On SQLite, where only
-// a shell writes beside this hub, what Get read stays good until the
-// database says another process wrote (store.ForeignWrites), which Get asks
-// every cacheFor: a sale then reads no kiosk row at all.
+// cacheFor is how often Get asks whether any kiosk changed (the
+// kiosks_version row, which every change to kiosks moves, in any process):
+// a kiosk retired on another hub, or from a shell, stops selling here
+// within it. Until then what Get read stands, and a sale reads no kiosk
+// row.
 const cacheFor = 2 * time.Second
 
 // Registry knows the kiosks.
@@ -58,13 +52,12 @@ type Registry struct {
 	Cost int
 	db   *store.DB
 	mu   sync.Mutex
-	ids  map[string]cached
-	// gen counts the times ids was emptied for a foreign write; a read
-	// begun before is not kept.
-	gen        uint64
-	foreign    int64     // store.ForeignWrites when last asked
-	askedAt    time.Time // when
-	untilMoved bool      // ForeignWrites answers: entries do not expire
+	ids  map[string]Kiosk
+	// gen counts the times ids was emptied because kiosks changed; a
+	// read begun before is not kept.
+	gen     uint64
+	version int64     // kiosks_version when last asked; -1 before
+	askedAt time.Time // when
 	// ok remembers a password that checked out against a stored hash, as
 	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
 	ok map[string]checked
@@ -78,7 +71,7 @@ type checked struct {
 
 // New returns the registry on db.
 func New(db *store.DB) *Registry {
-	return &Registry{db: db, ids: map[string]cached{}, ok: map[string]checked{}}
+	return &Registry{db: db, ids: map[string]Kiosk{}, ok: map[string]checked{}, version: -1}
 }
 
 // Add provisions a kiosk in a store (created if new) and, when the registry
@@ -135,13 +128,12 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 // Get returns a provisioned kiosk in service, or unknown_kiosk (also for a
 // retired one).
 func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
-	r.askForeign(ctx)
+	r.askVersion(ctx)
 	r.mu.Lock()
-	c, ok := r.ids[kioskID]
-	gen, untilMoved := r.gen, r.untilMoved
+	k, ok := r.ids[kioskID]
+	gen := r.gen
 	r.mu.Unlock()
-	k := c.k
-	if !ok || !untilMoved && time.Since(c.at) > cacheFor {
+	if !ok {
 		var st, why, lockedBy sql.NullString
 		var retired, locked sql.NullInt64
 		k = Kiosk{ID: kioskID}
@@ -164,7 +156,7 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 		}
 		r.mu.Lock()
 		if r.gen == gen {
-			r.ids[kioskID] = cached{k: k, at: time.Now()}
+			r.ids[kioskID] = k
 		}
 		r.mu.Unlock()
 	}
@@ -208,9 +200,10 @@ func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) e
 	return nil
 }
 
-// askForeign asks, at most every cacheFor, whether another process wrote
-// to the database, and forgets every kiosk if one did.
-func (r *Registry) askForeign(ctx context.Context) {
+// askVersion asks, at most every cacheFor, whether any kiosk changed, and
+// forgets them all if one did. A failed read forgets them too: nothing is
+// kept past cacheFor that could not be checked.
+func (r *Registry) askVersion(ctx context.Context) {
 	r.mu.Lock()
 	if time.Since(r.askedAt) <= cacheFor {
 		r.mu.Unlock()
@@ -218,14 +211,14 @@ func (r *Registry) askForeign(ctx context.Context) {
 	}
 	r.askedAt = time.Now() // one asks; the others go on meanwhile
 	r.mu.Unlock()
-	v, ok, err := r.db.ForeignWrites(ctx)
+	v := int64(-1)
+	if err := r.db.QueryRowStmt(ctx, nil, `SELECT v FROM kiosks_version WHERE id = 1`).Scan(&v); err != nil {
+		v = -1
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	switch {
-	case err != nil || !ok:
-		r.untilMoved = false // entries expire after cacheFor
-	case !r.untilMoved || v != r.foreign:
-		r.foreign, r.untilMoved = v, true
+	if v == -1 || v != r.version {
+		r.version = v
 		r.gen++
 		clear(r.ids)
 	}

@@ -99,23 +99,6 @@ func (d *DB) WarmRead(ctx context.Context, r *Read) error {
 	return err
 }
 
-// ForeignWrites returns a number that changes whenever a process other
-// than this one has committed to a SQLite database, such as `hub kiosk
-// retire` run from a shell; this hub's own writes (on its writing
-// connection) leave it alone. A cache of rows that only this hub changes
-// is then good until it moves. ok is false on PostgreSQL, where other hubs
-// write all the time and tell of their changes with NOTIFY.
-func (d *DB) ForeignWrites(ctx context.Context) (v int64, ok bool, err error) {
-	if d.Dialect != SQLite {
-		return 0, false, nil
-	}
-	err = d.WarmRead(ctx, &Read{Query: `PRAGMA data_version`, Row: func(scan func(...any) error) error { return scan(&v) }})
-	if err != nil {
-		return 0, false, fmt.Errorf("store: foreign writes: %w", err)
-	}
-	return v, true, nil
-}
-
 func (d *DB) groupExec(ctx context.Context, g *group, r *Read, query string, args []any) (int64, error) {
 	g.once.Do(func() {
 		g.queue = make(chan *groupWrite, groupMax)
