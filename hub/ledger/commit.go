@@ -115,6 +115,21 @@ type mpsdState struct {
 // committer is the one goroutine that writes sales.
 func (l *Ledger) committer() {
 	defer close(l.stopped)
+	// The answers of a commit wait for its sync on their own goroutine,
+	// in commit order, while the next batch commits.
+	synced := make(chan func(), 64)
+	syncerDone := make(chan struct{})
+	go func() {
+		defer close(syncerDone)
+		for f := range synced {
+			f()
+		}
+	}()
+	defer func() {
+		close(synced)
+		<-syncerDone
+	}()
+	l.synced = synced
 	var order []*Ticket // opened, not yet committed
 	known := map[uint32]*mpsdState{}
 	take := func(m message) {
@@ -185,7 +200,7 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 	ctx := context.Background()
 	var out *batchOutcome
 	start := time.Now()
-	err := l.db.InBatchTx(ctx, func(tx *store.Tx) error {
+	synced, err := l.db.InBatchTxUnsynced(ctx, func(tx *store.Tx) error {
 		var err error
 		out, err = l.writeBatch(ctx, tx, batch, known)
 		return err
@@ -200,18 +215,15 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 			delete(known, s) // reread everything after a failed transaction
 		}
 		if errors.Is(err, store.ErrSync) {
-			// Committed, but maybe not on disk: not one of these is
-			// answered, nor read back (a read would find it), and no sale
-			// is opened until the hub restarts and reads the disk again.
-			l.Halt(err.Error())
+			// An earlier commit's sync failed: this one was refused.
 			for _, t := range batch {
 				for _, p := range t.parts {
 					if p.Done != nil {
 						p.Done(false)
 					}
 				}
-				l.finish(t, Answer{}, fmt.Errorf("ledger: sale %s/%s: outcome unknown: %w", t.sale.KioskID, t.sale.RequestID, err))
 			}
+			l.unsynced(batch, err)
 			return len(batch)
 		}
 		if len(batch) > 1 {
@@ -237,15 +249,42 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 		delete(known, s)
 		l.lock(s, "registers or control code changed under their holder")
 	}
-	for i, t := range batch {
+	// The workers go on from the committed registers at once; if the
+	// sync fails, the ledger halts and nothing more is committed.
+	for _, t := range batch {
 		for _, p := range t.parts {
 			if p.Done != nil {
 				p.Done(out.committed[p])
 			}
 		}
-		l.finish(t, out.results[i], certain(t, out.errs[i]))
+	}
+	answer := func() {
+		for i, t := range batch {
+			l.finish(t, out.results[i], certain(t, out.errs[i]))
+		}
+	}
+	if synced == nil { // durable already
+		answer()
+		return len(batch)
+	}
+	l.synced <- func() {
+		if err := synced(); err != nil {
+			l.unsynced(batch, err)
+			return
+		}
+		answer()
 	}
 	return len(batch)
+}
+
+// unsynced ends a batch that committed but may not be on disk: not one of
+// its sales is answered, nor read back (a read would find it), and no sale
+// is opened until the hub restarts and reads the disk again.
+func (l *Ledger) unsynced(batch []*Ticket, err error) {
+	l.Halt(err.Error())
+	for _, t := range batch {
+		l.finish(t, Answer{}, fmt.Errorf("ledger: sale %s/%s: outcome unknown: %w", t.sale.KioskID, t.sale.RequestID, err))
+	}
 }
 
 // certain turns the refusal of a sale an earlier failed transaction may

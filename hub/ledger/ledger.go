@@ -157,6 +157,7 @@ type Ledger struct {
 	queue   chan message
 	stop    chan struct{}
 	stopped chan struct{}
+	synced  chan<- func() // the committer's: answers waiting for their sync
 	closeMu sync.Once
 
 	buyMu    sync.Mutex // one postal purchase at a time in this process

@@ -30,6 +30,7 @@ import (
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/pgtest"
 	"github.com/frank-postage/frank/testbench/postal"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // pg is one PostgreSQL server for the package; each test gets a database.
@@ -684,5 +685,55 @@ func TestSyncFailureHaltsTheLedger(t *testing.T) {
 	f.db.SetFsync(nil)
 	if _, err := f.sell(newSale("s3", 780, "1966-F8CF-03")); !isCode(err, protocol.CodeServiceUnavailable) {
 		t.Fatalf("sold after a failed sync: %v", err)
+	}
+}
+
+// The committer does not wait for the disk: while one commit's fsync is
+// under way the next sale commits, and neither is answered until the
+// sync that covers it has returned.
+func TestCommitsGoOnDuringTheSync(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, filepath.Join(t.TempDir(), "hub.db"), ledger.Config{}, psdm.Config{})
+	f.mustSell(newSale("s1", 780, "1966-F8CF-01"))
+	syncing, release := make(chan struct{}, 64), make(chan struct{})
+	f.db.SetFsync(func(fl *os.File) error {
+		syncing <- struct{}{}
+		<-release
+		return fl.Sync()
+	})
+	defer f.db.SetFsync(nil)
+	answers := make(chan error, 2)
+	sell := func(id, label string) {
+		_, err := f.pool.Sell(ctx, newSale(id, 780, label))
+		answers <- err
+	}
+	go sell("s2", "1966-F8CF-02")
+	select {
+	case <-syncing: // s2 committed; its sync waits
+	case <-time.After(10 * time.Second):
+		t.Fatal("no sync after the sale's commit")
+	}
+	go sell("s3", "1966-F8CF-03")
+	wait.For(t, 10*time.Second, "the next sale committed while the sync waits", func() bool {
+		var n int
+		err := f.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM sales WHERE request_id = 's3'`).Scan(&n)
+		return err == nil && n == 1
+	})
+	select {
+	case err := <-answers:
+		t.Fatalf("a sale was answered before its sync: %v", err)
+	default:
+	}
+	close(release)
+	for range 2 {
+		select {
+		case err := <-answers:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer after the sync")
+		}
 	}
 }

@@ -122,6 +122,24 @@ func (d *DB) InBatchTx(ctx context.Context, fn func(*Tx) error) error {
 	return d.inBatchTx(ctx, nil, false, fn)
 }
 
+// InBatchTxUnsynced is InBatchTx for a caller with more to commit while
+// this commit goes to disk: it returns once the transaction is committed,
+// and synced, if not nil, returns once it is durable (an ErrSync error if
+// it may not be). On SQLite that is the WAL's fsync, shared with the
+// commits made meanwhile; on PostgreSQL a commit is durable when it
+// returns, and synced is nil. Nothing outside the database may act on the
+// transaction before synced has returned nil.
+func (d *DB) InBatchTxUnsynced(ctx context.Context, fn func(*Tx) error) (synced func() error, err error) {
+	if d.Dialect == Postgres {
+		return nil, d.inBatchTx(ctx, nil, false, fn)
+	}
+	seq, err := d.sqliteCommit(ctx, func(tx *sql.Tx) error { return fn(&Tx{db: d, tx: tx}) })
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return d.syncWAL(seq) }, nil
+}
+
 // inBatchTx is InBatchTx on conn (PostgreSQL), or on a connection from the
 // pool; on SQLite, on the writing connection, soft or not.
 func (d *DB) inBatchTx(ctx context.Context, conn *sql.Conn, soft bool, fn func(*Tx) error) error {
