@@ -226,22 +226,31 @@ Figures before each change are from the same bench on this machine; the machine 
   (hub-idle-kiosks.pprof). The first heartbeat of each kiosk after a start costs more (a fleet read and the alerts
   it may clear), once.
 
-Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.4 ms at saturation against a 0.15 ms target,
-and SoftHSM2 sales reach about a fifth of its raw signature rate against half: the hub, mosquitto, the gateway and
-the load generator use the 2 cores before the signer is the limit. Two hubs on PostgreSQL sell 0.86-0.88x of one
-hub in the medians of the last two runs of this bench, and 0.68-1.00x in single runs (issue 14 asks for at least
-1x): each hub's group commits carry half the sales, and the hubs and PostgreSQL spend 15-40% more CPU per sale on
-the same 2 cores. The open-loop row misses its latency targets: p50 is 22-30 ms and p99 81-150 ms across runs, at
-50% of the closed loop's sales/s. At that load the machine is nearly full: the hub spends about twice the CPU per
-sale of the closed loop (0.75-0.9 ms against 0.4), because each sale arrives nearly alone and each commit carries
-few sales, so SQLite writes the same hot pages (the MPSD's row, the indexes' last leaves) to the WAL for each; the
-ledger's committer costs 210 µs a sale in the open loop against 106 µs in the closed one. Timers put in the hub for
-one run (not kept) showed where a sale's 22 ms (p50, 1,146 sales/s) went inside the hub: its claim 1.3 ms, the
-payment attempt's commit 6.3 ms, the card authorization 1.6 ms, the signing and the ledger's commit 9 ms, the
-answer's publish 2 ms; the two commits are mostly the wait for the one SQLite writer, which the claims, attempts,
-captures and ledger batches take in turn. Writing the attempt in the claim's transaction would take one of those
-waits off each sale; it needs the price before the claim, and was not done. Making the payment attempt's commit
-soft was tried earlier and left p50 where it was (31.7 ms at 1,182/s against 21.7 ms at 982/s), so it was not kept.
+- **This session's changes together** (the four above), against the build before them, in runs taken in turn
+  (3 each; open loop at 1,200/s for both): closed loop 2,241-2,636 against 1,982-2,194 sales/s and 0.40-0.47
+  against 0.48-0.56 ms of hub CPU a sale; open loop p50 23.3-36.3 against 23.5-39.8 ms, p99 71.9-135.0 against
+  76.1-100.8 ms, 0.80-0.82 against 0.81-0.90 ms a sale: the closed loop gained about a sixth, the open loop's
+  latency did not move. The make bench run above came in a slow spell of this machine (its raw signature rates
+  were 8-11% under the last doc's, and one PostgreSQL hub's three runs 1,432-2,097 sales/s).
+
+Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.4-0.5 ms at saturation against a 0.15 ms
+target, and SoftHSM2 sales reach about a fifth of its raw signature rate against half: the hub, mosquitto, the
+gateway and the load generator use the 2 cores before the signer is the limit. Two hubs on PostgreSQL sell
+0.86-0.98x of one hub in the medians of the last three runs of this bench (this run's two-hub runs 1,303-1,666
+sales/s, its one-hub runs 1,432-2,097; issue 14 asks for at least 1x): each hub's group commits carry half the sales, and the hubs and PostgreSQL spend more CPU
+per sale on the same 2 cores. The open-loop row misses its latency targets: p50 is 22-36 ms and p99 70-170 ms
+across runs, at about half the closed loop's sales/s. In that row the hub process runs at about 1.04 cores, as it
+does at saturation (top, 2 s samples: the hub 102-107%, the load generator 33-43%, mosquitto 18%, the machine
+about 88% busy): its writers (the ledger's committer, the durable group of payment records, the soft group of
+prechecks) take the one SQLite writing connection in turn and keep it busy at any load, each commit carrying
+fewer sales as the load drops. So the open loop's CPU per sale (0.75-0.95 ms) is the price of commits that carry
+few sales, not of a sale's own work, and a sale waits for three of those turns: its precheck, its payment
+attempt and its ledger commit. Counted for one run (a temporary counter, not kept), per 5 s at 1,300 sales/s:
+about 630 ledger commits (10 sales each), 1,000 durable group commits (11 writes each: attempts and captures) and
+2,700 soft group commits (2 prechecks each). Putting the precheck and the payment attempt in one transaction (a
+conditional insert of the attempt, with the precheck read after it) would take a turn off each sale; it needs the
+price before the precheck, and was not done. Making the payment attempt's commit soft was tried earlier and left
+p50 where it was (31.7 ms at 1,182/s against 21.7 ms at 982/s), so it was not kept.
 `
 
 // ClusterMarkdown renders the hub processes' runs: one hub on SQLite, if
