@@ -327,18 +327,14 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 			return nil, err
 		}
 	}
-	attempt := key.KioskID + "/" + key.RequestID + "/" + nonce()
-	pay := &Payment{Key: key, Amount: amount, State: "authorizing", Method: "card", AccountID: src.AccountID, attempt: attempt}
-	if src.AccountID != 0 {
-		pay.Method = "account"
-	}
+	pay := newAttempt(key, src, amount)
 	// Most purchases are new: the attempt is written without a read. Only
 	// when a row is there already is it read and settled first.
-	n, err := p.recordAttempt(ctx, pay, "")
+	n, err := p.recordAttempt(ctx, pay, "", nil)
 	if err == nil && n == 0 {
 		var prevAttempt string
 		if prevAttempt, err = p.settlePrevious(ctx, key); err == nil {
-			n, err = p.recordAttempt(ctx, pay, prevAttempt)
+			n, err = p.recordAttempt(ctx, pay, prevAttempt, nil)
 		}
 	}
 	if err != nil {
@@ -347,6 +343,50 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 	if n == 0 {
 		return nil, ErrOtherHub
 	}
+	return p.hold(ctx, pay, src)
+}
+
+// newAttempt is a new attempt at paying amount for key from src.
+func newAttempt(key Key, src Source, amount protocol.Mills) *Payment {
+	pay := &Payment{Key: key, Amount: amount, State: "authorizing", Method: "card", AccountID: src.AccountID,
+		attempt: key.KioskID + "/" + key.RequestID + "/" + nonce()}
+	if src.AccountID != 0 {
+		pay.Method = "account"
+	}
+	return pay
+}
+
+// HoldChecked is Hold for a card token, with check run in the attempt's
+// own durable transaction, right after its row: the look at what the
+// request was answered before and the attempt share one commit. go says,
+// once check has run, whether to hold: if not, the attempt is recorded
+// voided and HoldChecked returns no payment and no error, and the caller
+// acts on check. When key has a payment already (or the commit failed),
+// nothing is recorded and ok is false: the caller then checks, and holds
+// with Hold, which settles the earlier attempt first.
+func (p *Payments) HoldChecked(ctx context.Context, key Key, token string, amount protocol.Mills, check *store.Read, goOn func() bool) (pay *Payment, ok bool, err error) {
+	src := Source{Token: token}
+	pay = newAttempt(key, src, amount)
+	n, err := p.recordAttempt(ctx, pay, "", check)
+	if err != nil || n == 0 {
+		return nil, false, nil
+	}
+	if !goOn() {
+		// No card was asked: the attempt is over. If this record fails,
+		// the attempt stays open and settlement settles it.
+		if err := p.settled(context.WithoutCancel(ctx), pay, "authorizing", "voided"); err != nil {
+			p.log.Error("unused payment attempt not recorded voided; settlement settles it", "request_id", key.RequestID, "err", err)
+		}
+		return nil, true, nil
+	}
+	pay, err = p.hold(ctx, pay, src)
+	return pay, true, err
+}
+
+// hold asks the gateway or the account for pay, whose attempt is
+// recorded.
+func (p *Payments) hold(ctx context.Context, pay *Payment, src Source) (*Payment, error) {
+	amount, attempt := pay.Amount, pay.attempt
 	switch pay.Method {
 	case "account":
 		if err := p.accounts.Hold(ctx, src.AccountID, amount, attempt); err != nil {
@@ -377,9 +417,15 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 // only if it still holds prevAttempt, settled: a hub that raced us here
 // (its lease lapsed while it served the request, and we took it over)
 // keeps its own attempt. It reports the rows written.
-func (p *Payments) recordAttempt(ctx context.Context, pay *Payment, prevAttempt string) (int64, error) {
+func (p *Payments) recordAttempt(ctx context.Context, pay *Payment, prevAttempt string, check *store.Read) (int64, error) {
 	now := p.now().UnixMicro()
-	n, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
+	exec := p.db.GroupExec
+	if check != nil {
+		exec = func(ctx context.Context, query string, args ...any) (int64, error) {
+			return p.db.GroupExecRead(ctx, check, query, args...)
+		}
+	}
+	n, err := exec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, account_id, attempt_key, amount, state, captured, refunded, created_at, updated_at, hub)
 		VALUES (?, ?, ?, ?, ?, ?, 'authorizing', 0, 0, ?, ?, ?)
 		ON CONFLICT (kiosk_id, request_id) DO UPDATE SET method = excluded.method, account_id = excluded.account_id,
 		attempt_key = excluded.attempt_key, gateway_ref = NULL, brand = NULL, last4 = NULL, amount = excluded.amount,

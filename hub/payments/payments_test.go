@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -743,6 +744,64 @@ func TestReleaseKeepsTheHoldOfItsRecordedSale(t *testing.T) {
 		}
 		if got := gw.state[pay2.Ref]; got != "voided" {
 			t.Fatalf("an unsold hold at the gateway is %s, want voided", got)
+		}
+	})
+}
+
+// countingGateway counts the authorizations asked for.
+type countingGateway struct {
+	gateway
+	auths atomic.Int32
+}
+
+func (g *countingGateway) Authorize(ctx context.Context, key string, amount protocol.Mills, token string, card *payments.Card) (payments.Auth, error) {
+	g.auths.Add(1)
+	return g.gateway.Authorize(ctx, key, amount, token, card)
+}
+
+// HoldChecked writes a new attempt and runs the caller's check in one
+// commit: it holds when told to go on; when not, it records the attempt
+// voided without asking the gateway; and for a request that has a payment
+// already it records nothing, for the caller to go the long way.
+func TestHoldChecked(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		gw := &countingGateway{}
+		pay := payments.New(db, gw, accounts.New(db, nil), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		var seen int // what the check read: the attempt's own row, in its transaction
+		check := func(key payments.Key) *store.Read {
+			return &store.Read{Query: db.Rebind(`SELECT COUNT(*) FROM payments WHERE kiosk_id = ? AND request_id = ?`),
+				Args: []any{key.KioskID, key.RequestID}, Row: func(scan func(...any) error) error { return scan(&seen) }}
+		}
+		state := func(key payments.Key) string {
+			p, err := pay.Get(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.State
+		}
+
+		sold := payments.Key{KioskID: "K1", RequestID: "r-1"}
+		p, ok, err := pay.HoldChecked(ctx, sold, "tok", 780, check(sold), func() bool { return seen == 1 })
+		if !ok || err != nil || p == nil || p.Ref == "" || gw.auths.Load() != 1 || state(sold) != "authorizing" {
+			t.Fatalf("a new sale: %+v %v %v, %d authorizations", p, ok, err, gw.auths.Load())
+		}
+
+		refused := payments.Key{KioskID: "K1", RequestID: "r-2"}
+		p, ok, err = pay.HoldChecked(ctx, refused, "tok", 780, check(refused), func() bool { return false })
+		if !ok || err != nil || p != nil || gw.auths.Load() != 1 || state(refused) != "voided" {
+			t.Fatalf("a refused sale: %+v %v %v, %d authorizations, state %s", p, ok, err, gw.auths.Load(), state(refused))
+		}
+
+		// r-2 again: its voided attempt stands, untouched; Hold settles it.
+		p, ok, err = pay.HoldChecked(ctx, refused, "tok", 780, check(refused), func() bool { t.Fatal("went on"); return true })
+		if ok || err != nil || p != nil || gw.auths.Load() != 1 {
+			t.Fatalf("a request with a payment: %+v %v %v", p, ok, err)
 		}
 	})
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -58,6 +59,7 @@ type rateBook interface {
 // money takes and gives back payments.
 type money interface {
 	Hold(ctx context.Context, key payments.Key, src payments.Source, amount protocol.Mills) (*payments.Payment, error)
+	HoldChecked(ctx context.Context, key payments.Key, token string, amount protocol.Mills, check *store.Read, goOn func() bool) (*payments.Payment, bool, error)
 	Release(ctx context.Context, pay *payments.Payment) error
 	CaptureLater(pay *payments.Payment)
 	Refund(ctx context.Context, key payments.Key, amount protocol.Mills, ref string) error
@@ -151,7 +153,8 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 		labels[i] = it.Label()
 	}
 	o := &order{kioskID: kioskID, requestID: req.RequestID, hash: h[:], channel: "kiosk",
-		owner: ledger.Owner{KioskID: kioskID}, labels: labels, record: true}
+		owner: ledger.Owner{KioskID: kioskID}, labels: labels, record: true,
+		pure: req.ReprintOf == nil && req.Payment.Method == protocol.PayCardToken}
 	o.build = func(ctx context.Context, refusal *protocol.Error) (*ledger.Sale, *payments.Source, error) {
 		sale, err := s.prepare(ctx, req, o.hash)
 		if err != nil {
@@ -201,6 +204,14 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 		if pay, err = s.Money.Hold(ctx, key, *src, sale.Total()); err != nil {
 			return ledger.Answer{}, err
 		}
+	}
+	return s.issue(ctx, sale, pay)
+}
+
+// issue has the stamps of sale signed and recorded with pay's
+// authorization (nil: free), and captures or releases pay.
+func (s *Service) issue(ctx context.Context, sale *ledger.Sale, pay *payments.Payment) (ledger.Answer, error) {
+	if pay != nil {
 		w := pay.Authorized()
 		sale.Payment = &w
 		if pay.Method == "card" {

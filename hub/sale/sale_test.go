@@ -11,6 +11,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
 )
@@ -28,6 +29,9 @@ type fakeBook struct{ saleRecords }
 func (b *fakeBook) Stopped() error { return nil }
 func (b *fakeBook) Precheck(context.Context, string, string, []byte, []protocol.LabelSerial, ledger.Owner) ([]byte, *protocol.Error, error) {
 	return nil, nil, nil
+}
+func (b *fakeBook) PrecheckRead(string, string, []byte, []protocol.LabelSerial, ledger.Owner) *ledger.Check {
+	return &ledger.Check{}
 }
 func (b *fakeBook) Reject(_ context.Context, _, requestID string, _ []byte, perr *protocol.Error) ([]byte, error) {
 	return json.Marshal(protocol.Rejected(requestID, perr))
@@ -50,6 +54,11 @@ type fakeMoney struct {
 
 func (m *fakeMoney) Hold(_ context.Context, key payments.Key, _ payments.Source, amount protocol.Mills) (*payments.Payment, error) {
 	return &payments.Payment{Key: key, Method: "card", Ref: "auth-1", Amount: amount, State: "authorizing"}, nil
+}
+
+// HoldChecked finds a payment there already: the sale goes the long way.
+func (m *fakeMoney) HoldChecked(context.Context, payments.Key, string, protocol.Mills, *store.Read, func() bool) (*payments.Payment, bool, error) {
+	return nil, false, nil
 }
 func (m *fakeMoney) Release(context.Context, *payments.Payment) error {
 	m.released++

@@ -83,6 +83,15 @@ func (d *DB) SoftExecRead(ctx context.Context, r *Read, query string, args ...an
 	return d.groupExec(ctx, &d.soft, r, query, args)
 }
 
+// GroupExecRead is GroupExec followed by r in the same transaction, as
+// SoftExecRead is SoftExec's.
+func (d *DB) GroupExecRead(ctx context.Context, r *Read, query string, args ...any) (int64, error) {
+	if _, err := d.Stmt(ctx, r.Query); err != nil {
+		return 0, err
+	}
+	return d.groupExec(ctx, &d.group, r, query, args)
+}
+
 // WarmRead runs r. On SQLite it runs in the soft group's next transaction,
 // on the writing connection, whose page cache survives commits: a reading
 // connection drops its whole cache at every commit and reads the pages
