@@ -130,32 +130,36 @@ func (d *DB) InBatchTx(ctx context.Context, fn func(*Tx) error) error {
 // returns, and synced is nil. Nothing outside the database may act on the
 // transaction before synced has returned nil.
 func (d *DB) InBatchTxUnsynced(ctx context.Context, fn func(*Tx) error) (synced func() error, err error) {
-	if d.Dialect == Postgres {
-		return nil, d.inBatchTx(ctx, nil, false, fn)
-	}
-	seq, err := d.sqliteCommit(ctx, func(tx *sql.Tx) error { return fn(&Tx{db: d, tx: tx}) })
-	if err != nil {
-		return nil, err
-	}
-	return func() error { return d.syncWAL(seq) }, nil
+	return d.inBatchTxUnsynced(ctx, nil, false, fn)
 }
 
 // inBatchTx is InBatchTx on conn (PostgreSQL), or on a connection from the
 // pool; on SQLite, on the writing connection, soft or not.
 func (d *DB) inBatchTx(ctx context.Context, conn *sql.Conn, soft bool, fn func(*Tx) error) error {
+	synced, err := d.inBatchTxUnsynced(ctx, conn, soft, fn)
+	if err != nil || synced == nil {
+		return err
+	}
+	return synced()
+}
+
+// inBatchTxUnsynced is inBatchTx that leaves a durable SQLite commit's
+// sync to synced; it is nil on PostgreSQL and for a soft commit.
+func (d *DB) inBatchTxUnsynced(ctx context.Context, conn *sql.Conn, soft bool, fn func(*Tx) error) (synced func() error, err error) {
 	if d.Dialect != Postgres {
-		return d.sqliteTx(ctx, soft, func(tx *sql.Tx) error {
-			t := &Tx{db: d, tx: tx}
-			if err := fn(t); err != nil || t.done {
-				return err
-			}
-			return nil
+		seq, err := d.sqliteCommit(ctx, func(tx *sql.Tx) error {
+			// fn may have committed with t.Commit; sqliteCommit commits
+			// otherwise.
+			return fn(&Tx{db: d, tx: tx})
 		})
+		if err != nil || soft {
+			return nil, err
+		}
+		return func() error { return d.syncWAL(seq) }, nil
 	}
 	if conn == nil {
-		var err error
 		if conn, err = d.Conn(ctx); err != nil {
-			return fmt.Errorf("store: begin: %w", err)
+			return nil, fmt.Errorf("store: begin: %w", err)
 		}
 		defer conn.Close()
 	}
@@ -165,12 +169,12 @@ func (d *DB) inBatchTx(ctx context.Context, conn *sql.Conn, soft bool, fn func(*
 		if err == nil {
 			err = fmt.Errorf("store: a batch failed; the transaction was rolled back")
 		}
-		return err
+		return nil, err
 	}
 	if !t.done {
-		return t.Commit(ctx, &Batch{})
+		return nil, t.Commit(ctx, &Batch{})
 	}
-	return nil
+	return nil, nil
 }
 
 // Run runs b's statements in t, in order, and stops at the first error.

@@ -75,20 +75,12 @@ type Read struct {
 // SoftExecRead is SoftExec followed by r, whose outcome is known once
 // SoftExecRead returns without an error.
 func (d *DB) SoftExecRead(ctx context.Context, r *Read, query string, args ...any) (int64, error) {
-	if r != nil {
-		if _, err := d.Stmt(ctx, r.Query); err != nil {
-			return 0, err
-		}
-	}
 	return d.groupExec(ctx, &d.soft, r, query, args)
 }
 
 // GroupExecRead is GroupExec followed by r in the same transaction, as
 // SoftExecRead is SoftExec's.
 func (d *DB) GroupExecRead(ctx context.Context, r *Read, query string, args ...any) (int64, error) {
-	if _, err := d.Stmt(ctx, r.Query); err != nil {
-		return 0, err
-	}
 	return d.groupExec(ctx, &d.group, r, query, args)
 }
 
@@ -100,9 +92,6 @@ func (d *DB) GroupExecRead(ctx context.Context, r *Read, query string, args ...a
 func (d *DB) WarmRead(ctx context.Context, r *Read) error {
 	if d.Dialect != SQLite {
 		return r.Row(d.QueryRowStmt(ctx, nil, r.Query, r.Args...).Scan)
-	}
-	if _, err := d.Stmt(ctx, r.Query); err != nil {
-		return err
 	}
 	_, err := d.groupExec(ctx, &d.soft, r, "", nil)
 	return err
@@ -121,10 +110,15 @@ func (d *DB) groupExec(ctx context.Context, g *group, r *Read, query string, arg
 	if closed {
 		return 0, ErrClosed
 	}
-	// Prepared here, outside the batch's transaction, so the batch finds it
-	// cached instead of parsing it again on every commit.
+	// Prepared here, outside the batch's transaction, so the batch finds
+	// them cached instead of parsing them again on every commit.
 	if query != "" {
 		if _, err := d.Stmt(ctx, query); err != nil {
+			return 0, err
+		}
+	}
+	if r != nil {
+		if _, err := d.Stmt(ctx, r.Query); err != nil {
 			return 0, err
 		}
 	}
