@@ -500,6 +500,16 @@ func TestMetricsMatchLedger(t *testing.T) {
 	if got := sum("frank_purchase_duration_seconds", map[string]string{"channel": "web"}); got != 1 {
 		t.Errorf("web answers timed = %v, want 1", got)
 	}
+	// Each sale passed through the timed stages, and each kiosk answer was
+	// published once.
+	for _, st := range []string{"attempt", "authorize", "commit"} {
+		if got := sum("frank_purchase_stage_seconds", map[string]string{"stage": st}); got < float64(sales) {
+			t.Errorf("stage %s timed %v times, for %d sales", st, got, sales)
+		}
+	}
+	if got := sum("frank_purchase_stage_seconds", map[string]string{"stage": "answer"}); got != n+6+5+1+burstN {
+		t.Errorf("answers published timed = %v, want %d", got, n+6+5+1+burstN)
+	}
 	if got := sum("frank_alerts_open", map[string]string{"kind": "fraud"}); got != 5 {
 		t.Errorf("open fraud alerts = %v, want 5", got)
 	}

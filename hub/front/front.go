@@ -17,6 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -70,6 +71,7 @@ type Config struct {
 // meter times answers for the metrics.
 type meter interface {
 	Answered(channel string, d time.Duration, code protocol.Code)
+	Stage(stage string, d time.Duration)
 }
 
 // Front is a connected MQTT front.
@@ -205,7 +207,11 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 		}
 		f.cfg.Meter.Answered("kiosk", time.Since(start), code)
 	}
+	sent := time.Now()
 	f.publish(protocol.KioskTopic(kiosk, protocol.TopicPurchaseResult), 1, false, out)
+	if f.cfg.Meter != nil {
+		f.cfg.Meter.Stage(metrics.StageAnswer, time.Since(sent))
+	}
 	if perr != nil {
 		f.log.Info("purchase rejected", "kiosk", kiosk, "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
 	} else {

@@ -186,6 +186,9 @@ func TestScrape(t *testing.T) {
 	m.Answered(ChannelKiosk, 3*time.Second, protocol.CodePaymentDeclined)
 	m.Answered(ChannelWeb, 5*time.Millisecond, "")
 	m.Answered(ChannelWeb, 7*time.Millisecond, protocol.CodePaymentDeclined)
+	m.Stage(StageAttempt, 3*time.Millisecond)
+	m.Stage(StageAttempt, 5*time.Millisecond)
+	m.Stage(StageCommit, 4*time.Millisecond)
 	fams := scrape(t, m)
 
 	for _, c := range []struct {
@@ -260,6 +263,16 @@ func TestScrape(t *testing.T) {
 			t.Errorf("%s histogram: count %d sum %v, want %d and %v", c.channel, h.GetSampleCount(), h.GetSampleSum(), c.count, c.sum)
 		}
 	}
+	for _, c := range []struct {
+		stage string
+		count uint64
+		sum   float64
+	}{{StageClaim, 0, 0}, {StageAttempt, 2, 0.008}, {StageAuthorize, 0, 0}, {StageCommit, 1, 0.004}, {StageAnswer, 0, 0}} {
+		h := find(fams, "frank_purchase_stage_seconds", "stage="+c.stage).GetHistogram()
+		if h.GetSampleCount() != c.count || !near(h.GetSampleSum(), c.sum, 1e-9) {
+			t.Errorf("stage %s: count %d sum %v, want %d and %v", c.stage, h.GetSampleCount(), h.GetSampleSum(), c.count, c.sum)
+		}
+	}
 	h := find(fams, "frank_purchase_duration_seconds", "channel=kiosk").GetHistogram()
 	b := h.GetBucket()
 	b = slices.DeleteFunc(b, func(b *dto.Bucket) bool { return math.IsInf(b.GetUpperBound(), 1) })
@@ -304,7 +317,7 @@ func TestNilSourcesLeftOut(t *testing.T) {
 	m := New(Sources{})
 	fams := scrape(t, m)
 	for name := range fams {
-		if strings.HasPrefix(name, "frank_") && name != "frank_purchase_duration_seconds" && name != "frank_rejections_total" && name != "frank_sales_total" {
+		if strings.HasPrefix(name, "frank_") && name != "frank_purchase_duration_seconds" && name != "frank_purchase_stage_seconds" && name != "frank_rejections_total" && name != "frank_sales_total" {
 			t.Errorf("%s exposed without a source", name)
 		}
 	}
@@ -501,8 +514,9 @@ func TestAnsweredDoesNotAllocate(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() {
 		m.Answered(ChannelKiosk, 12*time.Millisecond, "")
 		m.Answered(ChannelWeb, 40*time.Millisecond, protocol.CodePaymentDeclined)
+		m.Stage(StageCommit, 2*time.Millisecond)
 	}); n != 0 {
-		t.Errorf("Answered: %v allocations, want 0", n)
+		t.Errorf("Answered and Stage: %v allocations, want 0", n)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -260,6 +261,11 @@ type alerter interface {
 	Raise(ctx context.Context, kind, subject, message string)
 }
 
+// stager times the stages of a purchase (metrics.Stage).
+type stager interface {
+	Stage(stage string, d time.Duration)
+}
+
 // claimer takes a request's claim if no live hub holds it.
 type claimer interface {
 	TryTake(ctx context.Context, scope, name string) (release func(), ok bool, err error)
@@ -274,7 +280,10 @@ type Payments struct {
 	// with a hub that took its request over.
 	Claims claimer
 	// Alerts, if set, is told of a sale whose capture the gateway refused.
-	Alerts   alerter
+	Alerts alerter
+	// Stages, if set, times each hold's attempt record and its
+	// authorization.
+	Stages   stager
 	db       *store.DB
 	gw       gateway
 	accounts *accounts.Accounts
@@ -330,6 +339,7 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 	pay := newAttempt(key, src, amount)
 	// Most purchases are new: the attempt is written without a read. Only
 	// when a row is there already is it read and settled first.
+	start := time.Now()
 	n, err := p.recordAttempt(ctx, pay, "", nil)
 	if err == nil && n == 0 {
 		var prevAttempt string
@@ -343,6 +353,7 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 	if n == 0 {
 		return nil, ErrOtherHub
 	}
+	p.stage(metrics.StageAttempt, start)
 	return p.hold(ctx, pay, src)
 }
 
@@ -367,10 +378,12 @@ func newAttempt(key Key, src Source, amount protocol.Mills) *Payment {
 func (p *Payments) HoldChecked(ctx context.Context, key Key, token string, amount protocol.Mills, check *store.Read, goOn func() bool) (pay *Payment, ok bool, err error) {
 	src := Source{Token: token}
 	pay = newAttempt(key, src, amount)
+	start := time.Now()
 	n, err := p.recordAttempt(ctx, pay, "", check)
 	if err != nil || n == 0 {
 		return nil, false, nil
 	}
+	p.stage(metrics.StageAttempt, start)
 	if !goOn() {
 		// No card was asked: the attempt is over. If this record fails,
 		// the attempt stays open and settlement settles it.
@@ -387,6 +400,7 @@ func (p *Payments) HoldChecked(ctx context.Context, key Key, token string, amoun
 // recorded.
 func (p *Payments) hold(ctx context.Context, pay *Payment, src Source) (*Payment, error) {
 	amount, attempt := pay.Amount, pay.attempt
+	defer p.stage(metrics.StageAuthorize, time.Now())
 	switch pay.Method {
 	case "account":
 		if err := p.accounts.Hold(ctx, src.AccountID, amount, attempt); err != nil {
@@ -411,6 +425,13 @@ func (p *Payments) hold(ctx context.Context, pay *Payment, src Source) (*Payment
 	}
 	pay.updated = p.now()
 	return pay, nil
+}
+
+// stage records the time since start in stage, if stages are timed.
+func (p *Payments) stage(stage string, start time.Time) {
+	if p.Stages != nil {
+		p.Stages.Stage(stage, time.Since(start))
+	}
 }
 
 // recordAttempt writes pay's attempt. A row already there is replaced

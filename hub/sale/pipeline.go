@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
@@ -110,7 +112,9 @@ func (s *Service) serve(ctx context.Context, o *order) answer {
 			check = s.Book.PrecheckRead(o.kioskID, o.requestID, o.hash, o.labels, o.owner)
 			r = &check.Read
 		}
+		start := time.Now()
 		release, read, err := s.Claims.TakeReading(ctx, o.kioskID, o.requestID, r)
+		s.stage(metrics.StageClaim, start)
 		if err != nil {
 			return s.refused(o.requestID, err)
 		}

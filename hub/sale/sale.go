@@ -22,6 +22,7 @@ import (
 	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
@@ -72,10 +73,11 @@ type payCodes interface {
 	ReleasePayCode(ctx context.Context, code, purchase string) error
 }
 
-// meter counts fresh sales for the metrics.
+// meter counts fresh sales and times their stages for the metrics.
 type meter interface {
 	Sale()
 	Sold(class string, postage protocol.Mills)
+	Stage(stage string, d time.Duration)
 }
 
 // alerter raises alerts for ops.
@@ -218,7 +220,9 @@ func (s *Service) issue(ctx context.Context, sale *ledger.Sale, pay *payments.Pa
 			sale.Approval = pay.Ref
 		}
 	}
+	start := time.Now()
 	out, err := s.Seller.Issue(ctx, sale)
+	s.stage(metrics.StageCommit, start)
 	var refused *protocol.Error
 	switch {
 	case pay == nil:
@@ -258,6 +262,13 @@ func (s *Service) issue(ctx context.Context, sale *ledger.Sale, pay *payments.Pa
 		}
 	}
 	return out, nil
+}
+
+// stage records the time since start in stage, if a meter is set.
+func (s *Service) stage(stage string, start time.Time) {
+	if s.Meter != nil {
+		s.Meter.Stage(stage, time.Since(start))
+	}
 }
 
 // source turns the request's payment into what the payment service takes.

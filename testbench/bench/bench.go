@@ -304,6 +304,20 @@ func (m *meter) percentiles() (p50, p90, p99, most time.Duration) {
 	return m.quantile(0.5), m.quantile(0.9), m.quantile(0.99), m.quantile(1)
 }
 
+// mean is the measured latencies' mean.
+func (m *meter) mean() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.lat) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range m.lat {
+		sum += d
+	}
+	return sum / time.Duration(len(m.lat))
+}
+
 // quantile is the latency q of the answers fall within (1: the longest).
 func (m *meter) quantile(q float64) time.Duration {
 	m.mu.Lock()

@@ -81,6 +81,38 @@ func TestClusterSells(t *testing.T) {
 		r.SalesPerSec, r.P99, r.HubCPUPerSale, r.PGCPUPerSale, r.WALPerSale, r.CommitsPerSale, r.Deadlocks, r.LockWaits)
 }
 
+// The one-hub SQLite run's open loop reads where its purchases' time went
+// from the hub's /metrics, and the report shows it.
+func TestOpenLoopStages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("hub binaries built without -race: the full pass runs them, not -short")
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../hub/cmd/hub").CombinedOutput(); err != nil {
+		t.Fatalf("go build hub: %v\n%s", err, out)
+	}
+	r, err := Cluster(context.Background(), ClusterConfig{BinDir: bin, Dir: t.TempDir(), SQLite: true, Kiosks: 2, InFlight: 2,
+		Warmup: 300 * time.Millisecond, Duration: time.Second, OpenKiosks: 20, OpenRate: 40}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Open == nil || r.Open.Mean <= 0 {
+		t.Fatalf("open loop %+v", r.Open)
+	}
+	got := map[string]StageMean{}
+	for _, st := range r.Open.Stages {
+		got[st.Stage] = st
+	}
+	for _, st := range []string{"attempt", "authorize", "commit", "answer"} {
+		if got[st].Count == 0 || got[st].Mean <= 0 || got[st].Mean > r.Open.Max {
+			t.Errorf("stage %s: %+v (kiosks' max %v)", st, got[st], r.Open.Max)
+		}
+	}
+	if md := ClusterMarkdown([]*ClusterResult{r}); !strings.Contains(md, "| attempt | ") {
+		t.Errorf("the report has no stages:\n%s", md)
+	}
+}
+
 // The latency quantiles the reports print: p99.9 of 2,000 answers is the
 // second longest, max the longest.
 func TestQuantiles(t *testing.T) {

@@ -21,8 +21,13 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/metrics"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/testbench/cards"
@@ -66,6 +71,18 @@ type OpenResult struct {
 	P999               time.Duration // p99.9: one customer in a thousand waits longer
 	Resent             int
 	HubCPUPerSale      time.Duration
+	// Mean is the mean latency, and Stages the mean time a sale spent in
+	// each of the hub's stages (metrics.Stages, from its /metrics), over
+	// the measured window.
+	Mean   time.Duration
+	Stages []StageMean
+}
+
+// StageMean is the mean time the purchases of a window spent in a stage.
+type StageMean struct {
+	Stage string
+	Mean  time.Duration
+	Count uint64
 }
 
 // ClusterResult is what a cluster run measured. CPU is from /proc, for
@@ -151,7 +168,17 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	defer cardSrv.Close()
 	data := filepath.Join(cfg.Dir, "hub") // shared, as an HSM is
 	var hubs []*exec.Cmd
-	var pprofAddr string
+	var pprofAddr, metricsURL string
+	// /metrics wants an operator's token, as Prometheus has one.
+	ops := operators.New(db, nil)
+	ops.Cost = bcrypt.MinCost
+	if _, err := ops.Add(ctx, "bench", "bench operator password", operators.RoleOps, nil); err != nil {
+		return nil, err
+	}
+	token, err := ops.NewToken(ctx, "bench", "metrics")
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		for _, h := range hubs {
 			h.Process.Signal(syscall.SIGTERM)
@@ -167,6 +194,9 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		args := []string{"--data", data, "--db", dsn, "--http", addr, "--tls", "off",
 			"--broker", "tcp://" + brokerAddr, "--broker-user", user, "--hub-name", user, "--broker-tls-listen", "off",
 			"--postal", paSrv.URL, "--payments", cardSrv.URL, "--licence", postal.DemoLicence, "--report-every", "-1s", "--log", "text"}
+		if i == 0 {
+			metricsURL = "http://" + addr + "/metrics"
+		}
 		if i == 0 && cfg.ProfileDir != "" {
 			pprofAddr, _ = demo.FreeAddr()
 			args = append(args, "--pprof", pprofAddr)
@@ -286,7 +316,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		if cfg.OpenRate > 0 {
 			rate = cfg.OpenRate
 		}
-		if res.Open, err = openLoop(ctx, cfg, rate, brokerAddr, reg, st, pids, prof, log); err != nil {
+		if res.Open, err = openLoop(ctx, cfg, rate, brokerAddr, metricsURL, token, reg, st, pids, prof, log); err != nil {
 			return nil, err
 		}
 		if res.SalesPerSec > 0 {
@@ -312,7 +342,7 @@ func (c ClusterConfig) profileName() string {
 
 // openLoop offers rate purchases a second from cfg.OpenKiosks new kiosk
 // connections, each a Poisson process, and measures the answers.
-func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr string, reg *fleet.Registry, st *stock.Stock,
+func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr, metricsURL, token string, reg *fleet.Registry, st *stock.Stock,
 	hubPIDs func() []int, prof func(time.Duration) error, log *slog.Logger) (*OpenResult, error) {
 	per := rate / float64(cfg.OpenKiosks)
 	// Labels for the expected purchases and then some: Poisson arrivals
@@ -355,6 +385,10 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 	close(begin) // every kiosk connected: the customers start arriving
 	time.Sleep(cfg.Warmup)
 	cpu0 := cpuOf(hubPIDs())
+	stages0, err := stageTotals(metricsURL, token)
+	if err != nil {
+		return nil, err
+	}
 	m.measuring.Store(true)
 	t0 := time.Now()
 	profiled := make(chan error, 1)
@@ -367,6 +401,10 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 	m.measuring.Store(false)
 	elapsed := time.Since(t0)
 	cpu1 := cpuOf(hubPIDs())
+	stages1, err := stageTotals(metricsURL, token)
+	if err != nil {
+		return nil, err
+	}
 	halt()
 	wg.Wait()
 	if err := <-profiled; err != nil {
@@ -378,6 +416,13 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 	o.Sent = float64(m.sent.Load()) / elapsed.Seconds()
 	o.P50, o.P90, o.P99, o.Max = m.percentiles()
 	o.P999 = m.quantile(0.999)
+	o.Mean = m.mean()
+	for _, st := range metrics.Stages {
+		a, b := stages0[st], stages1[st]
+		if n := b.n - a.n; n > 0 {
+			o.Stages = append(o.Stages, StageMean{Stage: st, Count: n, Mean: time.Duration((b.sum - a.sum) / float64(n) * float64(time.Second))})
+		}
+	}
 	if n := m.sales.Load(); n > 0 {
 		o.HubCPUPerSale = (cpu1 - cpu0) / time.Duration(n)
 	}
@@ -386,6 +431,45 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr s
 	}
 	log.Info("bench open loop", "kiosks", o.Kiosks, "offered", int(o.Offered), "answered", int(o.Answered), "p50", o.P50, "p99", o.P99)
 	return o, nil
+}
+
+// stageTotal is a stage's sum and count in a hub's
+// frank_purchase_stage_seconds.
+type stageTotal struct {
+	sum float64 // seconds
+	n   uint64
+}
+
+// stageTotals reads the stages' totals from a hub's /metrics.
+func stageTotals(url, token string) (map[string]stageTotal, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("bench: metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("bench: metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("bench: metrics: %w", err)
+	}
+	out := map[string]stageTotal{}
+	for _, m := range fams["frank_purchase_stage_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "stage" {
+				h := m.GetHistogram()
+				out[l.GetValue()] = stageTotal{sum: h.GetSampleSum(), n: h.GetSampleCount()}
+			}
+		}
+	}
+	return out, nil
 }
 
 // startMosquitto runs a bare mosquitto for the bench: anonymous, no ACL,

@@ -339,5 +339,24 @@ func single(b *strings.Builder, r *ClusterResult) {
 		b.WriteString("| kiosk connections | offered | sent | answered | p50 | p90 | p99 | p99.9 | max | hub CPU per sale | resent after 2 s |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		fmt.Fprintf(b, "| %d | %.0f/s (%.0f%%) | %.0f/s | %.0f/s | %s | %s | %s | %s | %s | %s | %d |\n", o.Kiosks, o.Offered, 100*o.Load, o.Sent, o.Answered,
 			ms(o.P50), ms(o.P90), ms(o.P99), ms(o.P999), ms(o.Max), ms2(o.HubCPUPerSale), o.Resent)
+		stages(b, o)
+	}
+}
+
+// stages renders where the open loop's mean latency went, from the hub's
+// frank_purchase_stage_seconds over the measured window.
+func stages(b *strings.Builder, o *OpenResult) {
+	if len(o.Stages) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n**Where the wait goes.** The mean time a purchase of that window spent in each stage of the hub "+
+		"(frank_purchase_stage_seconds, read from the hub's /metrics before and after it), beside the mean the kiosks measured, "+
+		"%s. *attempt* is the payment attempt's durable record (with the precheck, on SQLite), *authorize* the card gateway's "+
+		"hold, *commit* the stamp signed and the sale's durable commit, *answer* the answer's publish until the broker "+
+		"confirmed it, which overlaps its delivery to the kiosk. What the stages leave is the request's and the answer's way "+
+		"through the broker, the hub's MQTT client and the kiosk's, and the sale's build and checks.\n\n", ms(o.Mean))
+	b.WriteString("| stage | mean | share of the kiosks' mean | purchases |\n|---|---|---|---|\n")
+	for _, st := range o.Stages {
+		fmt.Fprintf(b, "| %s | %s | %.0f%% | %d |\n", st.Stage, ms2(st.Mean), 100*float64(st.Mean)/float64(o.Mean), st.Count)
 	}
 }
