@@ -232,6 +232,7 @@ func (d *DB) Close() error {
 			<-g.exited
 		}
 	}
+	d.stopCheckpoints()
 	d.writer.Lock()
 	d.dropWriteConn()
 	d.writer.Unlock()

@@ -370,3 +370,40 @@ func TestWarmRead(t *testing.T) {
 		}
 	})
 }
+
+// The WAL is copied into the database by the checkpointer, about every
+// thousand frames, not by the writing connection, whose own threshold is
+// eight times that: the WAL stays well under the writer's threshold.
+func TestCheckpointsOffTheWriter(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hub.db")
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE c (k INTEGER PRIMARY KEY, v BLOB NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	var page int64
+	db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&page)
+	const commits = 3000 // a page of row data each, and more for the tree
+	for k := range commits {
+		err := db.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO c (k, v) VALUES (?, zeroblob(?))`, k, page/2)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := os.Stat(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := st.Size() / page
+	t.Logf("%d commits: %d checkpoints, the WAL's file at most %d frames", commits, db.Checkpoints(), frames)
+	if db.Checkpoints() == 0 || frames > 7000 {
+		t.Fatalf("%d checkpoints, the WAL's file grew to %d frames: the writer checkpointed itself", db.Checkpoints(), frames)
+	}
+}
