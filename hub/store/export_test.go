@@ -8,6 +8,3 @@ func (d *DB) WALState() (commits, synced, syncs uint64) {
 	defer d.wal.mu.Unlock()
 	return d.commits.Load(), d.wal.done, d.wal.syncs
 }
-
-// Checkpoints is how many checkpoints the checkpointer did.
-func (d *DB) Checkpoints() uint64 { return d.ckpt.runs.Load() }

@@ -232,7 +232,6 @@ func (d *DB) Close() error {
 			<-g.exited
 		}
 	}
-	d.stopCheckpoints()
 	d.writer.Lock()
 	d.dropWriteConn()
 	d.writer.Unlock()

@@ -53,7 +53,6 @@ type DB struct {
 	// SQLite: write transactions committed on wconn, and their fsync.
 	commits atomic.Uint64
 	wal     walSync
-	ckpt    checkpointer
 }
 
 // InTx runs fn in a write transaction and commits it. On SQLite the
@@ -126,9 +125,7 @@ func (d *DB) sqliteCommit(ctx context.Context, fn func(*sql.Tx) error) (uint64, 
 		d.dropWriteConn()
 		return 0, fmt.Errorf("store: commit: %w", err)
 	}
-	n := d.commits.Add(1)
-	d.committed(n)
-	return n, nil
+	return d.commits.Add(1), nil
 }
 
 // writeConn is the writing connection. The caller holds d.writer.
@@ -138,11 +135,6 @@ func (d *DB) writeConn(ctx context.Context) (*sql.Conn, error) {
 	}
 	conn, err := d.connWith(ctx, `PRAGMA synchronous = NORMAL`)
 	if err != nil {
-		return nil, fmt.Errorf("store: writer: %w", err)
-	}
-	// The checkpointer copies the WAL; this connection only if it lags.
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, writerAutoCheckpoint)); err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("store: writer: %w", err)
 	}
 	d.wconn = conn
@@ -321,7 +313,6 @@ func openSQLite(ctx context.Context, path string, version int) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
-	d.startCheckpoints()
 	return d, nil
 }
 
