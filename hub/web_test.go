@@ -502,7 +502,7 @@ func TestMetricsMatchLedger(t *testing.T) {
 	}
 	// Each sale passed through the timed stages, and each kiosk answer was
 	// published once.
-	for _, st := range []string{"attempt", "authorize", "commit"} {
+	for _, st := range []string{"claim", "attempt", "authorize", "commit"} {
 		if got := sum("frank_purchase_stage_seconds", map[string]string{"stage": st}); got < float64(sales) {
 			t.Errorf("stage %s timed %v times, for %d sales", st, got, sales)
 		}

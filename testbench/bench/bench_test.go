@@ -57,13 +57,7 @@ func TestConnectFleet(t *testing.T) {
 // Two hub processes on one PostgreSQL and one mosquitto split a load and
 // sell it; the figures the cluster rows need are all measured.
 func TestClusterSells(t *testing.T) {
-	if testing.Short() {
-		t.Skip("hub binaries built without -race: the full pass runs them, not -short")
-	}
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../hub/cmd/hub").CombinedOutput(); err != nil {
-		t.Fatalf("go build hub: %v\n%s", err, out)
-	}
+	bin := hubBinary(t)
 	prof := t.TempDir()
 	r, err := Cluster(context.Background(), ClusterConfig{BinDir: bin, Dir: t.TempDir(), Hubs: 2, Kiosks: 4, InFlight: 4,
 		Warmup: 500 * time.Millisecond, Duration: 2 * time.Second, ProfileDir: prof}, slog.New(slog.DiscardHandler))
@@ -84,13 +78,7 @@ func TestClusterSells(t *testing.T) {
 // The one-hub SQLite run's open loop reads where its purchases' time went
 // from the hub's /metrics, and the report shows it.
 func TestOpenLoopStages(t *testing.T) {
-	if testing.Short() {
-		t.Skip("hub binaries built without -race: the full pass runs them, not -short")
-	}
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../hub/cmd/hub").CombinedOutput(); err != nil {
-		t.Fatalf("go build hub: %v\n%s", err, out)
-	}
+	bin := hubBinary(t)
 	r, err := Cluster(context.Background(), ClusterConfig{BinDir: bin, Dir: t.TempDir(), SQLite: true, Kiosks: 2, InFlight: 2,
 		Warmup: 300 * time.Millisecond, Duration: time.Second, OpenKiosks: 20, OpenRate: 40}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -103,7 +91,7 @@ func TestOpenLoopStages(t *testing.T) {
 	for _, st := range r.Open.Stages {
 		got[st.Stage] = st
 	}
-	for _, st := range []string{"attempt", "authorize", "commit", "answer"} {
+	for _, st := range []string{"claim", "attempt", "authorize", "commit", "answer"} {
 		if got[st].Count == 0 || got[st].Mean <= 0 || got[st].Mean > r.Open.Max {
 			t.Errorf("stage %s: %+v (kiosks' max %v)", st, got[st], r.Open.Max)
 		}
@@ -111,6 +99,21 @@ func TestOpenLoopStages(t *testing.T) {
 	if md := ClusterMarkdown([]*ClusterResult{r}); !strings.Contains(md, "| attempt | ") {
 		t.Errorf("the report has no stages:\n%s", md)
 	}
+}
+
+// hubBinary builds the hub into a directory of the test's and returns it.
+// The hub is built without -race, so -short (the race pass) skips its
+// callers; the full pass runs them.
+func hubBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("hub binaries built without -race: the full pass runs them, not -short")
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../hub/cmd/hub").CombinedOutput(); err != nil {
+		t.Fatalf("go build hub: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // The latency quantiles the reports print: p99.9 of 2,000 answers is the
