@@ -136,7 +136,7 @@ func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *sl
 			}
 		})
 	if u, err := url.Parse(cfg.Broker); err == nil && (u.Scheme == "tcp" || u.Scheme == "mqtt") {
-		opts.SetCustomOpenConnectionFn(dialBuffered)
+		opts.SetCustomOpenConnectionFn(DialBuffered)
 	}
 	f.client = mqtt.NewClient(opts)
 	f.client.Connect() // retries in the background until it connects
@@ -153,11 +153,12 @@ func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *sl
 	return f, nil
 }
 
-// dialBuffered opens a plain TCP connection to the broker that reads
-// through a buffer. paho reads each packet's header a byte at a time: on a
-// bare socket that is three or four system calls a packet, two packets a
-// sale. (A TLS connection buffers its records already.)
-func dialBuffered(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+// DialBuffered opens a plain TCP connection to the broker that reads
+// through a buffer, for paho's SetCustomOpenConnectionFn. paho reads each
+// packet's header a byte at a time: on a bare socket that is three or four
+// system calls a packet, two packets a sale. (A TLS connection buffers its
+// records already.)
+func DialBuffered(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	d := o.Dialer
 	if d == nil {
 		d = &net.Dialer{Timeout: o.ConnectTimeout}

@@ -30,6 +30,7 @@ import (
 	"github.com/frank-postage/frank/hsm/pkcs11"
 	"github.com/frank-postage/frank/hsm/soft"
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
@@ -275,7 +276,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 }
 
 func loadClient(broker, id, password string) (mqtt.Client, error) {
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("bench-" + id).
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetCustomOpenConnectionFn(front.DialBuffered).SetClientID("bench-" + id).
 		SetUsername(id).SetPassword(password).
 		SetOrderMatters(false).SetMaxResumePubInFlight(1024))
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/front"
 	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/stock"
@@ -233,7 +234,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		if _, err := st.Load(ctx, id, sheets); err != nil {
 			return nil, err
 		}
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID(id).SetUsername(id).
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetCustomOpenConnectionFn(front.DialBuffered).SetClientID(id).SetUsername(id).
 			SetOrderMatters(false))
 		if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 			return nil, fmt.Errorf("bench: connect %s: %v", id, t.Error())
@@ -382,7 +383,7 @@ func openLoop(ctx context.Context, cfg ClusterConfig, rate float64, brokerAddr, 
 		if _, err := st.Load(ctx, id, sheets); err != nil {
 			return nil, err
 		}
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetClientID(id).SetUsername(id).
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokerAddr).SetCustomOpenConnectionFn(front.DialBuffered).SetClientID(id).SetUsername(id).
 			SetOrderMatters(false))
 		if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 			return nil, fmt.Errorf("bench: connect %s (%d kiosk connections need as many open files in mosquitto): %v", id, cfg.OpenKiosks, t.Error())
