@@ -257,9 +257,9 @@ Figures before each change are from the same bench on this machine; the machine 
   authorizing, then authorized, then captured. Its approval-code and account indexes held every row, so each write
   added entries for rows without those keys (a card payment has no account, an attempt no approval code yet); they
   are partial now, and PostgreSQL leaves 30% of each payments page free, so the capture, which changes no indexed
-  column, updates the row in place (a HOT update) and touches no index. On PostgreSQL, in one run each: WAL per sale
-  about 4,000 → 3,500 B, HOT updates of payments 11% → 35%; hub and PostgreSQL CPU per sale within the noise (two
-  hubs 1,354-1,936 against 1,330-2,035 sales/s, three runs each). The console's searches by approval code and by
+  column, updates the row in place (a HOT update) and touches no index. On PostgreSQL, one and two hubs, one run
+  each: WAL per sale 3,949-4,003 → 3,473-3,506 B, HOT updates of payments 14-16% → 34-38% of its updates; hub and
+  PostgreSQL CPU per sale within the noise (two hubs 1,354-1,936 against 1,330-2,035 sales/s, three runs each). The console's searches by approval code and by
   account still use the indexes (TestPaymentSearchesUsePartialIndexes).
 - **MQTT read through a buffer.** paho reads each packet's header a byte at a time, so on a plain TCP connection to
   the broker every packet cost three or four read system calls, and a sale brings the hub two packets (the request,
