@@ -298,6 +298,10 @@ type meter struct {
 	lat                     []time.Duration
 	sales, rejected, resent atomic.Int64
 	sent                    atomic.Int64 // first sends while measuring
+	// prints has each sold stamp's kiosk report it printed; printed counts
+	// the reports the hub confirmed while measuring.
+	prints  bool
+	printed atomic.Int64
 }
 
 // percentiles are the measured latencies' p50, p90, p99 and max.
@@ -347,12 +351,13 @@ type link struct {
 	mu     sync.Mutex
 	sent   map[string]time.Time
 	bodies map[string][]byte
+	labels map[string]string
 }
 
 // newLink subscribes id's results on c; answered, if not nil, gets a
 // token per answer.
 func (m *meter) newLink(c mqtt.Client, id string, sheets []protocol.SheetSerial, lanes int, answered chan struct{}, stop chan struct{}, wg *sync.WaitGroup) (*link, error) {
-	l := &link{m: m, c: c, id: id, sheets: sheets, lanes: max(1, lanes), sent: map[string]time.Time{}, bodies: map[string][]byte{}}
+	l := &link{m: m, c: c, id: id, sheets: sheets, lanes: max(1, lanes), sent: map[string]time.Time{}, bodies: map[string][]byte{}, labels: map[string]string{}}
 	json.Unmarshal([]byte(prototest.GoodPurchase), &l.tmpl)
 	l.tmpl.KioskID = id
 	tok := c.Subscribe(protocol.KioskTopic(id, protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, msg mqtt.Message) {
@@ -365,9 +370,18 @@ func (m *meter) newLink(c mqtt.Client, id string, sheets []protocol.SheetSerial,
 		t0, ok := l.sent[r.RequestID]
 		delete(l.sent, r.RequestID)
 		delete(l.bodies, r.RequestID)
+		label := l.labels[r.RequestID]
+		delete(l.labels, r.RequestID)
 		l.mu.Unlock()
 		if !ok {
 			return
+		}
+		if m.prints && r.Status == protocol.ResultOK {
+			// The kiosk printed the stamp and says so, as kiosks do after
+			// every sale.
+			pb, _ := json.Marshal(protocol.PrintReport{RequestID: r.RequestID, KioskID: id,
+				Labels: []protocol.LabelOutcome{{LabelSerial: label, Outcome: protocol.Printed}}})
+			c.Publish(protocol.KioskTopic(id, protocol.TopicPrint), 1, false, pb)
 		}
 		if m.measuring.Load() {
 			if r.Status == protocol.ResultOK {
@@ -385,6 +399,17 @@ func (m *meter) newLink(c mqtt.Client, id string, sheets []protocol.SheetSerial,
 	})
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return nil, fmt.Errorf("bench: subscribe: %v", tok.Error())
+	}
+	if m.prints {
+		tok := c.Subscribe(protocol.KioskTopic(id, protocol.TopicPrintResult), 1, func(_ mqtt.Client, msg mqtt.Message) {
+			var r protocol.PrintResult
+			if json.Unmarshal(msg.Payload(), &r) == nil && r.Status == protocol.ResultOK && m.measuring.Load() {
+				m.printed.Add(1)
+			}
+		})
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return nil, fmt.Errorf("bench: subscribe: %v", tok.Error())
+		}
 	}
 	wg.Go(func() {
 		t := time.NewTicker(500 * time.Millisecond)
@@ -439,6 +464,7 @@ func (l *link) next() bool {
 	l.mu.Lock()
 	l.sent[r.RequestID] = time.Now()
 	l.bodies[r.RequestID] = b
+	l.labels[r.RequestID] = item.LabelSerial
 	l.mu.Unlock()
 	if l.m.measuring.Load() {
 		l.m.sent.Add(1)

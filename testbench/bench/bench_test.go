@@ -101,6 +101,27 @@ func TestOpenLoopStages(t *testing.T) {
 	}
 }
 
+// With print reports on, every sold stamp's kiosk reports it printed and
+// the hub confirms the reports; the report shows both rows.
+func TestPrintReportsConfirmed(t *testing.T) {
+	bin := hubBinary(t)
+	cfg := ClusterConfig{BinDir: bin, Dir: t.TempDir(), SQLite: true, Kiosks: 2, InFlight: 2,
+		Warmup: 300 * time.Millisecond, Duration: time.Second, PrintReports: true}
+	r, err := Cluster(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reports confirmed in the window are for sales answered in it or
+	// just before, so about as many.
+	if r.Sales == 0 || r.Printed < r.Sales/2 || r.Printed > r.Sales+2*cfg.Kiosks*cfg.InFlight {
+		t.Fatalf("%d sales, %d print reports confirmed", r.Sales, r.Printed)
+	}
+	md := ClusterMarkdown([]*ClusterResult{{ClusterConfig: ClusterConfig{SQLite: true}, Sales: 10}, r})
+	if !strings.Contains(md, "| SQLite | no | ") || !strings.Contains(md, "| SQLite | yes | ") {
+		t.Errorf("the report lacks a row:\n%s", md)
+	}
+}
+
 // hubBinary builds the hub into a directory of the test's and returns it.
 // The hub is built without -race, so -short (the race pass) skips its
 // callers; the full pass runs them.

@@ -59,6 +59,9 @@ type ClusterConfig struct {
 	// OpenRate, if set, is the open loop's sales/s instead, for comparing
 	// two builds at the same load.
 	OpenRate float64
+	// PrintReports has each sold stamp's kiosk report it printed, as
+	// kiosks do: a second message, and a second write, for every sale.
+	PrintReports bool
 }
 
 // OpenResult is an open-loop run: latency as customers would feel it at a
@@ -100,6 +103,7 @@ type ClusterResult struct {
 	Deadlocks      int64
 	LockWaits      int // waits longer than deadlock_timeout (100 ms)
 	Resent         int
+	Printed        int // print reports the hub confirmed while measuring
 	Open           *OpenResult
 	// Runs is the sales/s of every run of this configuration, in order,
 	// when the result stands for several (Median).
@@ -218,7 +222,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		}
 	}
 
-	m := &meter{}
+	m := &meter{prints: cfg.PrintReports}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	perKiosk := int((cfg.Warmup+cfg.Duration).Seconds()*5_000)/cfg.Kiosks/10 + 2 + cfg.InFlight // a part-used sheet per lane
@@ -298,7 +302,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		log.Warn("bench: no profile of the hub", "err", err)
 	}
 
-	res := &ClusterResult{ClusterConfig: cfg, Sales: int(m.sales.Load()), Resent: int(m.resent.Load())}
+	res := &ClusterResult{ClusterConfig: cfg, Sales: int(m.sales.Load()), Resent: int(m.resent.Load()), Printed: int(m.printed.Load())}
 	res.SalesPerSec = float64(res.Sales) / elapsed.Seconds()
 	res.P50, _, res.P99, _ = m.percentiles()
 	if res.Sales > 0 {
@@ -345,6 +349,9 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 }
 
 func (c ClusterConfig) profileName() string {
+	if c.SQLite && c.PrintReports {
+		return "hub-sqlite-prints.pprof"
+	}
 	if c.SQLite {
 		return "hub-sqlite.pprof"
 	}

@@ -309,13 +309,16 @@ p50 where it was (31.7 ms at 1,182/s against 21.7 ms at 982/s), so it was not ke
 // measured, then the PostgreSQL cluster rows, each beside the one-hub run.
 func ClusterMarkdown(all []*ClusterResult) string {
 	var b strings.Builder
-	var cl []*ClusterResult
+	var cl, sqlite []*ClusterResult
 	for _, r := range all {
 		if r.SQLite {
-			single(&b, r)
+			sqlite = append(sqlite, r)
 		} else {
 			cl = append(cl, r)
 		}
+	}
+	if len(sqlite) > 0 {
+		single(&b, sqlite)
 	}
 	if len(cl) == 0 {
 		return b.String()
@@ -365,16 +368,27 @@ func times(cl []*ClusterResult) string {
 	return fmt.Sprintf("%d times", n)
 }
 
-// single renders the one-hub process on SQLite.
-func single(b *strings.Builder, r *ClusterResult) {
+// single renders the one-hub process on SQLite: the sales alone, then, if
+// measured, the sales with their print reports.
+func single(b *strings.Builder, rs []*ClusterResult) {
+	r := rs[0]
 	b.WriteString("\n## One hub process: CPU per sale\n\n")
 	fmt.Fprintf(b, "The `hub` binary alone on SQLite (WAL, durable commits synced), soft signer, one PSDM worker, behind mosquitto in its own "+
 		"process; the card gateway, the postal authority and the load generator run in this process. The load is as above: %d kiosk "+
 		"connections keeping %d purchases outstanding each; %s of warm-up, then %s measured. *Hub CPU per sale* is the hub "+
 		"process's user and system time from /proc/PID/stat over the measured window, divided by the sales answered in it. "+
-		"Its profile is docs/profiles/hub-sqlite.pprof.\n\n", r.Kiosks, r.InFlight, r.Warmup, r.Duration)
-	b.WriteString("| store | durable sales/s | p50 | p99 | hub CPU per sale | sales measured |\n|---|---|---|---|---|---|\n")
-	fmt.Fprintf(b, "| SQLite | %.0f | %s | %s | %s | %d |\n", r.SalesPerSec, ms(r.P50), ms(r.P99), ms2(r.HubCPUPerSale), r.Sales)
+		"Its profile is docs/profiles/hub-sqlite.pprof. *With print reports* is the same hub again, its kiosks each reporting "+
+		"their stamp printed once it is sold, as kiosks in service do: a second message and a second durable write for every "+
+		"sale (profile docs/profiles/hub-sqlite-prints.pprof); *print reports confirmed* counts the hub's confirmations in the "+
+		"window.\n\n", r.Kiosks, r.InFlight, r.Warmup, r.Duration)
+	b.WriteString("| store | kiosks report prints | durable sales/s | p50 | p99 | hub CPU per sale | sales measured | print reports confirmed |\n|---|---|---|---|---|---|---|---|\n")
+	for _, x := range rs {
+		prints := "no"
+		if x.PrintReports {
+			prints = "yes"
+		}
+		fmt.Fprintf(b, "| SQLite | %s | %.0f | %s | %s | %s | %d | %d |\n", prints, x.SalesPerSec, ms(x.P50), ms(x.P99), ms2(x.HubCPUPerSale), x.Sales, x.Printed)
+	}
 	if o := r.Open; o != nil {
 		fmt.Fprintf(b, "\n**At a load it can carry.** The same hub, then %d more kiosk connections whose customers arrive at random "+
 			"(each a Poisson process), together offering %.0f%% of the sales/s above; every purchase is sent when its customer "+

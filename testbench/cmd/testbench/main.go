@@ -359,6 +359,7 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 	rounds := fs.Int("cluster-rounds", 3, "times each cluster row runs, the hub counts taken in turn; the row shows the median run")
 	profiles := fs.String("profiles", "", "write a CPU profile of the first hub of each cluster run into this directory")
 	sqliteHub := fs.Bool("sqlite-hub", true, "run one hub process on SQLite, beside mosquitto, and measure its CPU per sale")
+	prints := fs.Bool("print-reports", true, "measure the SQLite hub again with each sale's print report, as kiosks send them")
 	openKiosks := fs.Int("open-kiosks", 1000, "after the SQLite hub's closed loop, this many kiosk connections offer an open-loop Poisson load (0: skip)")
 	openLoad := fs.Float64("open-load", 0.5, "the open loop's load, as a share of the SQLite hub's closed-loop sales/s")
 	openRate := fs.Float64("open-rate", 0, "the open loop's load in sales/s, instead of --open-load (to compare builds at one load)")
@@ -415,6 +416,17 @@ func runBench(ctx context.Context, args []string, log *slog.Logger) int {
 			return 1
 		}
 		cluster = append(cluster, r)
+		if *prints {
+			// The same, with every sale's print report, as kiosks send.
+			n++
+			r, err := bench.Cluster(ctx, bench.ClusterConfig{BinDir: filepath.Dir(exe), Dir: filepath.Join(dir, fmt.Sprint(n)), SQLite: true,
+				Kiosks: *kiosks, InFlight: *inflight, Warmup: *warm, Duration: *d, ProfileDir: *profiles, PrintReports: true}, log)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "testbench bench: one hub on SQLite, with print reports:", err)
+				return 1
+			}
+			cluster = append(cluster, r)
+		}
 	}
 	// The machine is noisy: each hub count runs several times, the counts
 	// in turn, so a slow spell does not fall on one row alone.
