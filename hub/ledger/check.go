@@ -172,8 +172,16 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 				bad("mpsd %d: AR %d != postage of its indicia %d and spoiled indicia %d", m.Serial, m.AR, issued[m.Serial], spoiled[m.Serial])
 			}
 		}
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM indicia`).Scan(&r.Indicia); err != nil {
+		// live marks the indicia that hold their label (schema v33); it must
+		// say what the state says, or a voided label stays taken, or worse,
+		// a live one is free for a second stamp.
+		var astray int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN (state = 'voided') = (live IS NULL) THEN 0 ELSE 1 END), 0)
+			FROM indicia`).Scan(&r.Indicia, &astray); err != nil {
 			return err
+		}
+		if astray > 0 {
+			bad("%d indicia whose live mark disagrees with their state", astray)
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM spoiled`).Scan(&r.Spoiled); err != nil {
 			return err

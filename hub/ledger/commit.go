@@ -686,7 +686,7 @@ func (l *Ledger) queueChecks(b *store.Batch, batch []*Ticket, priors []error, us
 		return err
 	}
 	for _, chunk := range chunks(labels, 1) {
-		b.Query(label, `SELECT label FROM indicia WHERE label IN (`+store.InList(len(chunk))+`) AND state <> 'voided'`, chunk...)
+		b.Query(label, `SELECT label FROM indicia WHERE label IN (`+store.InList(len(chunk))+`) AND live = 1`, chunk...)
 	}
 }
 

@@ -468,7 +468,7 @@ func (l *Ledger) RecordReuse(ctx context.Context, label protocol.LabelSerial, ki
 // LabelLive reports whether a label already carries a live indicium.
 func (l *Ledger) LabelLive(ctx context.Context, label protocol.LabelSerial) (bool, error) {
 	var n int
-	err := l.db.QueryRowStmt(ctx, nil, `SELECT COUNT(*) FROM indicia WHERE label = ? AND state <> 'voided'`, label.String()).Scan(&n)
+	err := l.db.QueryRowStmt(ctx, nil, `SELECT COUNT(*) FROM indicia WHERE label = ? AND live = 1`, label.String()).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("ledger: check label %s: %w", label, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
 	"fmt"
 	"github.com/frank-postage/frank/hsm"
@@ -344,6 +345,46 @@ func TestLabelUsedTwice(t *testing.T) {
 			t.Fatalf("%d indicia, %d spoiled", r.Indicia, r.Spoiled)
 		}
 		f.mustSell(newSale("r4", 780, "1966-F8CF-02"))
+	})
+}
+
+// A label is held by its live indicium alone (schema v33's live mark):
+// voiding frees it for a new stamp, the database refuses a second live
+// one, and a live mark that disagrees with the state is a violation.
+func TestLabelHeldByLiveIndiciumOnly(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{})
+		ctx := context.Background()
+		f.mustSell(newSale("r1", 780, "1966-F8CF-01"))
+		f.mustSell(newSale("r2", 780, "1966-F8CF-02"))
+		if err := f.l.RecordPrint(ctx, &protocol.PrintReport{RequestID: "r1", KioskID: "kiosk-1",
+			Labels: []protocol.LabelOutcome{{LabelSerial: "1966-F8CF-01", Outcome: protocol.PrintFailed, Reason: "jam"}}}); err != nil {
+			t.Fatal(err)
+		}
+		var voidedLive sql.NullInt64
+		if err := f.db.QueryRowContext(ctx, `SELECT live FROM indicia WHERE request_id = 'r1'`).Scan(&voidedLive); err != nil || voidedLive.Valid {
+			t.Fatalf("voided indicium's live mark %v, %v; want NULL", voidedLive, err)
+		}
+		f.check()
+		// The voided label takes a new stamp; a second live one is refused.
+		f.mustSell(newSale("r3", 780, "1966-F8CF-01"))
+		if live, err := f.l.LabelLive(ctx, mustLabel("1966-F8CF-01")); err != nil || !live {
+			t.Fatalf("label 01 live %v, %v", live, err)
+		}
+		if _, err := f.db.ExecContext(ctx, `UPDATE indicia SET state = 'issued', live = 1 WHERE request_id = 'r1'`); err == nil {
+			t.Fatal("the database took a second live indicium on one label")
+		}
+		f.check()
+		// A live stamp marked free: PostgreSQL's constraint refuses it,
+		// and on SQLite the check finds it.
+		if _, err := f.db.ExecContext(ctx, `UPDATE indicia SET live = NULL WHERE request_id = 'r2'`); err == nil {
+			if r, err := f.l.Check(ctx); err != nil || r.OK() {
+				t.Fatalf("a live indicium without its live mark passed the check: %v %v", r, err)
+			}
+		} else if f.db.Dialect != store.Postgres {
+			t.Fatalf("SQLite refused the mark: %v", err)
+		}
 	})
 }
 
@@ -736,4 +777,12 @@ func TestCommitsGoOnDuringTheSync(t *testing.T) {
 			t.Fatal("no answer after the sync")
 		}
 	}
+}
+
+func mustLabel(s string) protocol.LabelSerial {
+	l, err := protocol.ParseLabelSerial(s)
+	if err != nil {
+		panic(err)
+	}
+	return l
 }

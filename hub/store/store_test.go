@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -128,24 +129,8 @@ func TestServeAlone(t *testing.T) {
 func TestPaymentSearchesUsePartialIndexes(t *testing.T) {
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db, err := store.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		conn, err := db.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		explain := "EXPLAIN QUERY PLAN "
+		db, conn, explain := explainer(t, dsn)
 		if db.Dialect == store.Postgres {
-			// The tables are empty: ask whether the index can serve the
-			// query, not whether it would be cheaper than a scan today.
-			if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
-				t.Fatal(err)
-			}
-			explain = "EXPLAIN "
 			var opts string
 			if err := conn.QueryRowContext(ctx, `SELECT COALESCE(array_to_string(reloptions, ','), '') FROM pg_class WHERE relname = 'payments'`).Scan(&opts); err != nil || opts != "fillfactor=70" {
 				t.Errorf("payments reloptions %q, %v; want fillfactor=70", opts, err)
@@ -158,38 +143,100 @@ func TestPaymentSearchesUsePartialIndexes(t *testing.T) {
 			{`SELECT kiosk_id, request_id FROM payments WHERE gateway_ref = ? AND last4 = ?`, "payments_gateway_ref", []any{"auth_000123", "4242"}},
 			{`SELECT kiosk_id, request_id FROM payments WHERE account_id = ?`, "payments_account", []any{int64(7)}},
 		} {
-			query, index := c.query, c.index
-			def := `SELECT sql FROM sqlite_master WHERE name = ?`
-			if db.Dialect == store.Postgres {
-				def = `SELECT indexdef FROM pg_indexes WHERE indexname = ?`
+			if def := indexDef(t, db, conn, c.index); !strings.Contains(strings.ToUpper(def), "IS NOT NULL") {
+				t.Errorf("index %s: %q; want a partial index", c.index, def)
 			}
-			var sqlDef string
-			if err := conn.QueryRowContext(ctx, db.Rebind(def), index).Scan(&sqlDef); err != nil || !strings.Contains(strings.ToUpper(sqlDef), "IS NOT NULL") {
-				t.Errorf("index %s: %q, %v; want a partial index", index, sqlDef, err)
-			}
-			rows, err := conn.QueryContext(ctx, db.Rebind(explain+query), c.args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var plan strings.Builder
-			for rows.Next() {
-				cols, _ := rows.Columns()
-				vals := make([]any, len(cols))
-				for i := range vals {
-					vals[i] = new(any)
-				}
-				if err := rows.Scan(vals...); err != nil {
-					t.Fatal(err)
-				}
-				for _, v := range vals {
-					fmt.Fprint(&plan, *(v.(*any)), " ")
-				}
-				plan.WriteString("\n")
-			}
-			rows.Close()
-			if !strings.Contains(plan.String(), index) {
-				t.Errorf("%s\nplan:\n%s\nwant %s", query, plan.String(), index)
+			if plan := explain(c.query, c.args...); !strings.Contains(plan, c.index) {
+				t.Errorf("%s\nplan:\n%s\nwant %s", c.query, plan, c.index)
 			}
 		}
 	})
+}
+
+// indicia keep one index on their labels (schema v33): it holds a label
+// for its live indicium alone and finds a label in any state.
+func TestOneLabelIndex(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, conn, explain := explainer(t, dsn)
+		for _, gone := range []string{"indicia_label", "indicia_live_label"} {
+			if def := indexDef(t, db, conn, gone); def != "" {
+				t.Errorf("index %s is still there: %s", gone, def)
+			}
+		}
+		if def := indexDef(t, db, conn, "indicia_label_live"); !strings.Contains(strings.ToUpper(def), "UNIQUE") {
+			t.Errorf("indicia_label_live: %q; want a unique index", def)
+		}
+		for _, q := range []string{
+			`SELECT COUNT(*) FROM indicia WHERE label = ? AND live = 1`,
+			`SELECT kiosk_id, request_id FROM indicia WHERE label = ?`,
+		} {
+			if plan := explain(q, "1966-F8CF-01"); !strings.Contains(plan, "indicia_label_live") {
+				t.Errorf("%s\nplan:\n%s\nwant indicia_label_live", q, plan)
+			}
+		}
+	})
+}
+
+// explainer opens dsn and returns a connection and a function that plans a
+// query on it. PostgreSQL's tables are empty, so it is asked whether an
+// index can serve a query, not whether it would beat a scan today.
+func explainer(t *testing.T, dsn string) (*store.DB, *sql.Conn, func(query string, args ...any) string) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	prefix := "EXPLAIN QUERY PLAN "
+	if db.Dialect == store.Postgres {
+		if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
+			t.Fatal(err)
+		}
+		prefix = "EXPLAIN "
+	}
+	return db, conn, func(query string, args ...any) string {
+		t.Helper()
+		rows, err := conn.QueryContext(ctx, db.Rebind(prefix+query), args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var plan strings.Builder
+		for rows.Next() {
+			cols, _ := rows.Columns()
+			vals := make([]any, len(cols))
+			for i := range vals {
+				vals[i] = new(any)
+			}
+			if err := rows.Scan(vals...); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range vals {
+				fmt.Fprint(&plan, *(v.(*any)), " ")
+			}
+			plan.WriteString("\n")
+		}
+		return plan.String()
+	}
+}
+
+// indexDef is an index's definition, or "" if there is no such index.
+func indexDef(t *testing.T, db *store.DB, conn *sql.Conn, index string) string {
+	t.Helper()
+	q := `SELECT sql FROM sqlite_master WHERE name = ?`
+	if db.Dialect == store.Postgres {
+		q = `SELECT indexdef FROM pg_indexes WHERE indexname = ?`
+	}
+	var def string
+	err := conn.QueryRowContext(context.Background(), db.Rebind(q), index).Scan(&def)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		t.Fatal(err)
+	}
+	return def
 }

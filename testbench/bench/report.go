@@ -276,6 +276,26 @@ Figures before each change are from the same bench on this machine; the machine 
   seen with pg_stat_statements and auto_explain) until autovacuum's first pass, a minute in. A running database has
   been analyzed long since, so the bench runs ANALYZE after the warm-up. This changes what the rows measure, not the
   hub.
+- **Print reports share the group commit.** Every sale in service brings a second message: the kiosk's report that
+  the stamp printed, which moves the indicium from issued to printed. Each report was a transaction of its own, a
+  commit (and on PostgreSQL a round trip and an fsync) per sale, and this bench sent none, so its figures left that
+  cost out. The bench now measures the SQLite hub a second time with every sale's print report (the row *kiosks
+  report prints: yes*), and each label's outcome joins the durable group commit the payment records use: they need
+  no transaction together, since each is a guarded update of one label that a resent report cannot apply twice, and
+  the report is confirmed once all of them are durable (TestPrintReportOutcomes). In runs taken in turn (3 each):
+  with print reports, 2,083-2,195 against 1,942-1,971 sales/s and 0.45-0.49 against 0.53-0.54 ms of hub CPU a sale;
+  without them, 0.36-0.38 ms either way.
+- **One index on indicia's labels** (schema v33). Each stamp wrote two random index pages for one key: indicia_label
+  (every row) and indicia_live_label (unique among live rows, partial on the state, so printing a stamp rewrote its
+  entry too). A column live, 1 for a live indicium and NULL for a voided one, and one unique index on (label,
+  live) do both jobs, since NULLs never collide in a unique index: the database still refuses a second live stamp
+  on a label, the prefix finds a label in any state, voiding sets live to NULL with the state, and printing changes
+  no indexed column. PostgreSQL's constraint ties live to the state; on SQLite the ledger check does
+  (TestLabelHeldByLiveIndiciumOnly, TestOneLabelIndex). Bytes the SQLite hub writes per sale (/proc/PID/io, WAL
+  and checkpoints) fell from 31.1-32.6 to 25.9-27.4 KB and write system calls from 15.6-16.0 to 13.3-14.2. In runs
+  taken in turn (3 each, open loop at 1,200/s): open loop p50 12.6-16.2 against 17.3-22.9 ms and p99 35.7-55.7
+  against 54.5-92.0 ms; with print reports 2,136-2,299 against 1,777-2,082 sales/s (0.44-0.45 against 0.46-0.55 ms
+  a sale); without them 2,695-2,930 against 2,683-2,887 sales/s, within the noise.
 
 - **The previous session's changes together** (the four before the precheck joined the attempt), against the build before them, in runs taken in turn
   (3 each; open loop at 1,200/s for both): closed loop 2,241-2,636 against 1,982-2,194 sales/s and 0.40-0.47

@@ -1,0 +1,16 @@
+-- Schema v33: one index on indicia's labels instead of two. Each stamp
+-- wrote two random index pages for one key, indicia_label (every row) and
+-- indicia_live_label (unique among live rows; partial on state, so
+-- printing a stamp rewrote its entry as well). live is 1 for a live
+-- indicium and NULL for a voided one, and NULLs never collide in a unique
+-- index: (label, live) is unique among the live rows alone, and its
+-- prefix finds a label in any state. Voiding sets live to NULL with the
+-- state; printing changes no indexed column. The ledger check holds live
+-- to the state (SQLite cannot add that CHECK to a table in place).
+ALTER TABLE indicia ADD COLUMN live INTEGER DEFAULT 1 CHECK (live = 1);
+UPDATE indicia SET live = NULL WHERE state = 'voided';
+CREATE UNIQUE INDEX indicia_label_live ON indicia (label, live);
+DROP INDEX indicia_live_label;
+DROP INDEX indicia_label;
+DROP INDEX indicia_voided;
+CREATE INDEX indicia_voided ON indicia (id) WHERE live IS NULL;
