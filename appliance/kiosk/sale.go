@@ -2,7 +2,6 @@ package kiosk
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -417,5 +416,6 @@ func failReason(err error) string {
 	return "printer_error"
 }
 
-// newRequestID returns 26 random base32 characters.
-func newRequestID() string { return rand.Text() }
+// newRequestID is a new request id, later ones sorting later (see
+// protocol.NewRequestID).
+func newRequestID() string { return protocol.NewRequestID() }

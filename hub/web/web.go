@@ -7,7 +7,6 @@ package web
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
 	"encoding/xml"
@@ -310,7 +309,7 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.Header.Get("Idempotency-Key")
 	if id == "" {
-		id = rand.Text()
+		id = protocol.NewRequestID()
 	}
 	if !protocol.ValidRequestID(id) {
 		writeXMLError(w, protocol.Errorf(protocol.CodeInvalidRequest, "Idempotency-Key: want 1-64 of [A-Za-z0-9_-]"))

@@ -456,7 +456,7 @@ func (l *link) next() bool {
 	}
 	l.n++
 	r := l.tmpl
-	r.RequestID = fmt.Sprintf("%s-%d", l.id, n)
+	r.RequestID = protocol.NewRequestID() // as kiosks make them
 	item := r.Items[0]
 	item.LabelSerial = protocol.LabelSerial{Sheet: l.sheets[i], Position: uint8(k%10 + 1)}.String()
 	r.Items = []protocol.PurchaseItem{item}

@@ -9,7 +9,6 @@ package portal
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"embed"
 	"encoding/base64"
 	"errors"
@@ -281,7 +280,7 @@ func remedyFor(f url.Values, balance protocol.Mills, pe *protocol.Error) *remedy
 		return nil
 	}
 	per := (balance + pe.MissingMills) / protocol.Mills(n)
-	rm := &remedy{Order: url.Values{}, Missing: pe.MissingMills, TopUp: max(pe.MissingMills, 1000), RequestID: rand.Text()}
+	rm := &remedy{Order: url.Values{}, Missing: pe.MissingMills, TopUp: max(pe.MissingMills, 1000), RequestID: protocol.NewRequestID()}
 	rm.TopUp = (rm.TopUp + 9) / 10 * 10 // whole cents
 	rm.TopUpForm = strings.TrimPrefix(rm.TopUp.String(), "$")
 	for _, k := range []string{"class", "weight_oz", "sheet", "count"} {
@@ -303,7 +302,7 @@ func (p *Portal) showHome(w http.ResponseWriter, r *http.Request, status int, er
 }
 
 func (p *Portal) showHomeWith(w http.ResponseWriter, r *http.Request, status int, errMsg string, rm *remedy) {
-	d := homeData{RequestID: rand.Text(), Remedy: rm}
+	d := homeData{RequestID: protocol.NewRequestID(), Remedy: rm}
 	if rt, err := p.Rates.Current(p.Now()); err == nil {
 		d.Classes, d.RateTable = rt.Classes, rt.Version
 	}
@@ -397,7 +396,7 @@ func (p *Portal) fundForm(w http.ResponseWriter, r *http.Request) {
 
 // fundFormData keeps the amount and order a remedy link carries.
 func fundFormData(q url.Values) fundData {
-	d := fundData{RequestID: rand.Text(), Amount: q.Get("amount")}
+	d := fundData{RequestID: protocol.NewRequestID(), Amount: q.Get("amount")}
 	if q.Get("sheet") != "" {
 		d.Order = url.Values{}
 		for _, k := range []string{"class", "weight_oz", "sheet", "count", "order_request_id"} {
