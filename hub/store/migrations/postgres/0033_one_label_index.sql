@@ -6,7 +6,7 @@
 -- index: (label, live) is unique among the live rows alone, and its
 -- prefix finds a label in any state. Voiding sets live to NULL with the
 -- state; printing changes no indexed column, so it can update the row in
--- place (a HOT update).
+-- place (a HOT update), in the room a tenth of each new page keeps for it.
 ALTER TABLE indicia ADD COLUMN live INTEGER DEFAULT 1 CHECK (live = 1);
 UPDATE indicia SET live = NULL WHERE state = 'voided';
 ALTER TABLE indicia ADD CONSTRAINT indicia_live_state CHECK ((state = 'voided') = (live IS NULL));
@@ -15,3 +15,4 @@ DROP INDEX indicia_live_label;
 DROP INDEX indicia_label;
 DROP INDEX indicia_voided;
 CREATE INDEX indicia_voided ON indicia (id) WHERE live IS NULL;
+ALTER TABLE indicia SET (fillfactor = 90);
