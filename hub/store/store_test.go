@@ -247,3 +247,65 @@ func indexDef(t *testing.T, db *store.DB, conn *sql.Conn, index string) string {
 	}
 	return def
 }
+
+// Schema v33 marks the indicia of a database that has them: the live ones
+// hold their labels, the voided ones (a label may carry several, and a new
+// stamp after them) hold nothing.
+func TestLiveMarkMigrates(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		old, err := store.OpenVersion(ctx, dsn, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec := func(db *store.DB, q string, args ...any) error {
+			_, err := db.ExecContext(ctx, db.Rebind(q), args...)
+			return err
+		}
+		if err := exec(old, `INSERT INTO psd (serial, kind, ar, dr, control, created_at) VALUES (1, 'mpsd', 0, 0, ?, 0)`, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		for i, st := range []string{"voided", "voided", "printed", "issued"} {
+			id := fmt.Sprintf("r%d", i)
+			label := "1966-F8CF-01"
+			if i == 3 {
+				label = "1966-F8CF-02"
+			}
+			if err := exec(old, `INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES ('k', ?, ?, 'ok', 780, ?, 0)`, id, []byte{1}, []byte("{}")); err != nil {
+				t.Fatal(err)
+			}
+			if err := exec(old, `INSERT INTO indicia (kiosk_id, request_id, mpsd, label, rate_class, postage, ar, dr, cert_serial, data, state, created_at)
+				VALUES ('k', ?, 1, ?, '1100', 780, 0, 0, 1, ?, ?, 0)`, id, label, []byte{1}, st); err != nil {
+				t.Fatal(err)
+			}
+		}
+		old.Close()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		rows, err := db.QueryContext(ctx, `SELECT request_id, live FROM indicia ORDER BY request_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for rows.Next() {
+			var id string
+			var live sql.NullInt64
+			if err := rows.Scan(&id, &live); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%s:%v", id, live.Valid))
+		}
+		rows.Close()
+		if want := "r0:false r1:false r2:true r3:true"; strings.Join(got, " ") != want {
+			t.Fatalf("live marks %v, want %s", got, want)
+		}
+		// The printed stamp holds label 01: no second live one.
+		if err := exec(db, `INSERT INTO indicia (kiosk_id, request_id, mpsd, label, rate_class, postage, ar, dr, cert_serial, data, created_at)
+			VALUES ('k', 'r3', 1, '1966-F8CF-01', '1100', 780, 0, 0, 1, ?, 0)`, []byte{1}); !store.IsConflict(err) {
+			t.Fatalf("a second live stamp on a label: %v", err)
+		}
+	})
+}
