@@ -13,8 +13,8 @@ import (
 // A print report's labels join one group commit, each a guarded update of
 // its own: a printed label moves to printed, a failed one is voided, a
 // label named twice keeps its first outcome, and the report sent again
-// changes nothing. On PostgreSQL the printed label's row is updated in
-// place.
+// changes nothing. On PostgreSQL the printed label's row can be updated
+// in place.
 func TestPrintReportOutcomes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -60,8 +60,8 @@ func TestPrintReportOutcomes(t *testing.T) {
 		e.check()
 	}
 	if db.Dialect == store.Postgres {
-		// Printing changes no indexed column (schema v33), and indicia's
-		// pages keep room for it: the row is updated in place. The
+		// Printing changes no indexed column (schema v33), so a row whose
+		// page has room, as this one's has, is updated in place. The
 		// server's statistics arrive within seconds of the update.
 		wait.For(t, 30*time.Second, "a HOT update of indicia", func() bool {
 			var hot int64
