@@ -502,10 +502,22 @@ func TestMetricsMatchLedger(t *testing.T) {
 	}
 	// Each sale passed through the timed stages, and each kiosk answer was
 	// published once.
-	for _, st := range []string{"claim", "attempt", "authorize", "commit"} {
+	for _, st := range []string{"claim", "authorize", "commit"} {
 		if got := sum("frank_purchase_stage_seconds", map[string]string{"stage": st}); got < float64(sales) {
 			t.Errorf("stage %s timed %v times, for %d sales", st, got, sales)
 		}
+	}
+	// On SQLite each card sale's precheck is read as its attempt stage.
+	// On PostgreSQL the claim's read does that, and a kiosk's card is held
+	// with no attempt recorded first: only the other sales (the web's, and
+	// those paid before) have an attempt stage.
+	attempts := sum("frank_purchase_stage_seconds", map[string]string{"stage": "attempt"})
+	if strings.HasPrefix(e.cfg.DB, "postgres") {
+		if attempts >= float64(sales)/2 {
+			t.Errorf("stage attempt timed %v times for %d sales: kiosks' cards were not held first", attempts, sales)
+		}
+	} else if attempts < float64(sales) {
+		t.Errorf("stage attempt timed %v times, for %d sales", attempts, sales)
 	}
 	if got := sum("frank_purchase_stage_seconds", map[string]string{"stage": "answer"}); got != n+6+5+1+burstN {
 		t.Errorf("answers published timed = %v, want %d", got, n+6+5+1+burstN)

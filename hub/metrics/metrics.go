@@ -59,7 +59,7 @@ const (
 // passes them.
 const (
 	StageClaim     = "claim"     // the request's claim, with its precheck where it rides along
-	StageAttempt   = "attempt"   // the payment attempt recorded durably
+	StageAttempt   = "attempt"   // the look for an earlier answer and payment, or the attempt recorded durably
 	StageAuthorize = "authorize" // the card gateway's or the account's hold
 	StageCommit    = "commit"    // the stamps signed and the sale committed durably
 	StageAnswer    = "answer"    // the answer published, until the broker confirmed it

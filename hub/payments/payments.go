@@ -144,6 +144,26 @@ func (g *Gateway) CaptureBatch(ctx context.Context, cs []Capture) ([]error, erro
 	return errs, nil
 }
 
+// Hold is an authorization the gateway holds open: neither captured nor
+// voided.
+type Hold struct {
+	AuthID string         `json:"auth_id"`
+	Key    string         `json:"key"` // the key it was authorized under
+	Amount protocol.Mills `json:"amount_mills"`
+}
+
+// Holds lists the holds open at the gateway that were approved at least
+// age ago.
+func (g *Gateway) Holds(ctx context.Context, age time.Duration) ([]Hold, error) {
+	var out struct {
+		Holds []Hold `json:"holds"`
+	}
+	if err := g.call(ctx, "/v1/holds/search", map[string]any{"older_than_ms": age.Milliseconds()}, &out); err != nil {
+		return nil, err
+	}
+	return out.Holds, nil
+}
+
 // Void releases a hold.
 func (g *Gateway) Void(ctx context.Context, authID string) error {
 	return g.call(ctx, "/v1/void", map[string]any{"auth_id": authID}, nil)
@@ -239,6 +259,9 @@ type Payment struct {
 	attempt   string // the key the gateway or the account hold knows it by
 	hub       string // the hub that owns it ("" before hubs were named)
 	updated   time.Time
+	// first: the card was held before any record of the attempt
+	// (holdFirst); the sale's commit inserts the payment.
+	first bool
 }
 
 // ErrRecorded says a hold was not released because its sale recorded it.
@@ -255,6 +278,16 @@ type gateway interface {
 }
 
 var _ gateway = (*Gateway)(nil)
+
+// holdSearcher is a gateway that lists the holds it has open. With one, a
+// kiosk's card sale holds the card before anything is recorded, and its
+// commit records the payment: a hold that no commit recorded is found at
+// the gateway and voided (sweepHolds).
+type holdSearcher interface {
+	Holds(ctx context.Context, age time.Duration) ([]Hold, error)
+}
+
+var _ holdSearcher = (*Gateway)(nil)
 
 // alerter tells ops.
 type alerter interface {
@@ -336,7 +369,7 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 			return nil, err
 		}
 	}
-	pay := newAttempt(key, src, amount)
+	pay := newAttempt(key, src, amount, p.Hub)
 	// Most purchases are new: the attempt is written without a read. Only
 	// when a row is there already is it read and settled first.
 	start := time.Now()
@@ -357,10 +390,13 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 	return p.hold(ctx, pay, src)
 }
 
-// newAttempt is a new attempt at paying amount for key from src.
-func newAttempt(key Key, src Source, amount protocol.Mills) *Payment {
-	pay := &Payment{Key: key, Amount: amount, State: "authorizing", Method: "card", AccountID: src.AccountID,
-		attempt: key.KioskID + "/" + key.RequestID + "/" + nonce()}
+// newAttempt is hub's new attempt at paying amount for key from src. Its
+// key names the purchase and the hub, for a hold found at the gateway
+// that nothing recorded (sweepHolds): kiosk/request/nonce/hub. Kiosk and
+// request ids have no slash; a hub's name may.
+func newAttempt(key Key, src Source, amount protocol.Mills, hub string) *Payment {
+	pay := &Payment{Key: key, Amount: amount, State: "authorizing", Method: "card", AccountID: src.AccountID, hub: hub,
+		attempt: key.KioskID + "/" + key.RequestID + "/" + nonce() + "/" + hub}
 	if src.AccountID != 0 {
 		pay.Method = "account"
 	}
@@ -376,8 +412,11 @@ func newAttempt(key Key, src Source, amount protocol.Mills) *Payment {
 // nothing is recorded and ok is false: the caller then checks, and holds
 // with Hold, which settles the earlier attempt first.
 func (p *Payments) HoldChecked(ctx context.Context, key Key, token string, amount protocol.Mills, check *store.Read, goOn func() bool) (pay *Payment, ok bool, err error) {
+	if _, ok := p.gw.(holdSearcher); ok {
+		return p.holdFirst(ctx, key, token, amount, check, goOn)
+	}
 	src := Source{Token: token}
-	pay = newAttempt(key, src, amount)
+	pay = newAttempt(key, src, amount, p.Hub)
 	start := time.Now()
 	n, err := p.recordAttempt(ctx, pay, "", check)
 	if err != nil || n == 0 {
@@ -396,8 +435,60 @@ func (p *Payments) HoldChecked(ctx context.Context, key Key, token string, amoun
 	return pay, true, err
 }
 
+// holdFirst is HoldChecked with a gateway that lists its open holds: no
+// durable commit comes before the card. check is read with a look for a
+// payment of key (PaidRead); if there is none, the card is held
+// (HoldFirst). A request paid for before goes the long way (ok is false),
+// as Hold settles the earlier attempt first.
+func (p *Payments) holdFirst(ctx context.Context, key Key, token string, amount protocol.Mills, check *store.Read, goOn func() bool) (*Payment, bool, error) {
+	r, paid := p.PaidRead(key, check)
+	start := time.Now()
+	if err := p.db.WarmRead(ctx, r); err != nil || *paid != 0 {
+		return nil, false, nil
+	}
+	p.stage(metrics.StageAttempt, start)
+	if !goOn() {
+		return nil, true, nil // nothing held, nothing recorded
+	}
+	pay, err := p.HoldFirst(ctx, key, token, amount)
+	return pay, true, err
+}
+
+// PaidRead is r with a count of key's payments added, which *paid holds
+// once the read has run, for a caller that may hold the card first
+// (HoldFirst) if it is 0. With a gateway that cannot list its holds it
+// returns r and nil: every hold's attempt is then recorded first.
+func (p *Payments) PaidRead(key Key, r *store.Read) (*store.Read, *int) {
+	if _, ok := p.gw.(holdSearcher); !ok {
+		return r, nil
+	}
+	paid := new(int)
+	return &store.Read{
+		Query: `SELECT c.*, (SELECT COUNT(*) FROM payments WHERE kiosk_id = ? AND request_id = ?) FROM (` + r.Query + `) AS c`,
+		Args:  append([]any{key.KioskID, key.RequestID}, r.Args...), // in the order of the text
+		Row: func(scan func(dest ...any) error) error {
+			return r.Row(func(dest ...any) error { return scan(append(dest, paid)...) })
+		},
+	}, paid
+}
+
+// HoldFirst holds amount on a card token for key, which PaidRead found
+// with no payment, without recording anything: the sale's own commit
+// records the payment (Authorized inserts it), so one durable commit
+// answers the kiosk. The caller holds the request's claim.
+//
+// What a hub that dies before its commit, or loses the commit's outcome,
+// or fails to void the hold of a sale not made, leaves open is a hold that
+// no payment records: sweepHolds finds it at the gateway and voids it.
+func (p *Payments) HoldFirst(ctx context.Context, key Key, token string, amount protocol.Mills) (*Payment, error) {
+	src := Source{Token: token}
+	pay := newAttempt(key, src, amount, p.Hub)
+	pay.first = true
+	return p.hold(ctx, pay, src)
+}
+
 // hold asks the gateway or the account for pay, whose attempt is
-// recorded.
+// recorded, or is to be recorded with its sale (pay.first).
 func (p *Payments) hold(ctx context.Context, pay *Payment, src Source) (*Payment, error) {
 	amount, attempt := pay.Amount, pay.attempt
 	defer p.stage(metrics.StageAuthorize, time.Now())
@@ -414,11 +505,14 @@ func (p *Payments) hold(ctx context.Context, pay *Payment, src Source) (*Payment
 			var pe *protocol.Error
 			if !errors.As(err, &pe) {
 				// No answer: the gateway may have approved. The attempt
-				// stays open, and settlement voids it by its key.
+				// stays open, and settlement voids it by its key; a hold
+				// never recorded (pay.first) is swept.
 				p.log.Error("card gateway", "err", err)
 				return nil, protocol.Errorf(protocol.CodePaymentTimeout, "the card gateway is not answering; nothing was charged")
 			}
-			p.settled(ctx, pay, "authorizing", "voided")
+			if !pay.first {
+				p.settled(ctx, pay, "authorizing", "voided")
+			}
 			return nil, err
 		}
 		pay.Ref, pay.Brand, pay.Last4 = a.ID, a.Brand, a.Last4
@@ -522,7 +616,20 @@ func (p *Payments) sold(ctx context.Context, key Key) (bool, error) {
 // Authorized is the write that records a held payment as authorized: a
 // compare-and-set on its attempt, which changes no row if another hub
 // settled the attempt meanwhile (and then the sale must not stand).
+//
+// A payment whose card was held first is inserted: the insert changes no
+// row if the request has a payment already, such as the record a sweep
+// wrote before voiding this hold (sweepHolds).
 func (pay *Payment) Authorized() store.Write {
+	if pay.first {
+		now := pay.updated.UnixMicro()
+		return store.Write{
+			Query: `INSERT INTO payments (kiosk_id, request_id, method, attempt_key, gateway_ref, brand, last4, amount, state, captured, refunded, created_at, updated_at, hub)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'authorized', 0, 0, ?, ?, ?) ON CONFLICT (kiosk_id, request_id) DO NOTHING`,
+			Args:  []any{pay.KioskID, pay.RequestID, pay.Method, pay.attempt, pay.Ref, pay.Brand, pay.Last4, pay.Amount, now, now, nullStr(pay.hub)},
+			Stale: ErrOtherHub,
+		}
+	}
 	return store.Write{
 		Query: `UPDATE payments SET state = 'authorized', gateway_ref = ?, brand = ?, last4 = ?, updated_at = ?
 		WHERE kiosk_id = ? AND request_id = ? AND attempt_key = ? AND state = 'authorizing'`,
@@ -541,14 +648,18 @@ func (pay *Payment) Authorized() store.Write {
 // captures or voids it by what the database holds.
 func (p *Payments) Release(ctx context.Context, pay *Payment) error {
 	cur, err := p.Get(ctx, pay.Key)
-	if err != nil {
+	switch {
+	case pay.first && errors.Is(err, sql.ErrNoRows): // nothing recorded
+	case err != nil:
 		return fmt.Errorf("payments: release %s/%s: %w", pay.KioskID, pay.RequestID, err)
-	}
-	if cur.attempt == pay.attempt && cur.State == "authorized" {
+	case cur.attempt == pay.attempt && cur.State == "authorized":
 		return ErrRecorded
 	}
 	if err := p.void(ctx, pay); err != nil {
-		return err
+		return err // a hold never recorded is swept
+	}
+	if pay.first {
+		return nil // the row, if any, is another attempt's or a sweep's
 	}
 	return p.settled(ctx, pay, "authorizing", "voided")
 }
@@ -727,9 +838,24 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 // it started (it has a new name each start), those of hubs whose lease
 // has lapsed, and those written before payments named their hub. A live
 // hub's payments are its own business: it may be selling them now.
+//
+// It also voids the dead hubs' holds at the gateway that no payment
+// records (sweepHolds).
 func (p *Payments) SettleDead(ctx context.Context) error {
-	return p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
+	err := p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
 		p.Hub, p.now().UnixMicro())
+	alive := map[string]bool{p.Hub: true}
+	return errors.Join(err, p.sweepHolds(ctx, 0, func(hub string) (bool, error) {
+		a, ok := alive[hub]
+		if !ok {
+			var err error
+			if a, err = p.hubAlive(ctx, hub); err != nil {
+				return false, err
+			}
+			alive[hub] = a
+		}
+		return !a, nil
+	}))
 }
 
 // SettleStale settles this hub's own open payments last touched before
@@ -740,7 +866,92 @@ func (p *Payments) SettleStale(ctx context.Context, age time.Duration) error {
 	if p.Claims == nil {
 		return nil
 	}
-	return p.settleOpen(ctx, `p.hub = ? AND p.updated_at < ?`, p.Hub, p.now().Add(-age).UnixMicro())
+	err := p.settleOpen(ctx, `p.hub = ? AND p.updated_at < ?`, p.Hub, p.now().Add(-age).UnixMicro())
+	return errors.Join(err, p.sweepHolds(ctx, age, func(hub string) (bool, error) { return hub == p.Hub, nil }))
+}
+
+// sweepHolds voids the holds open at the gateway for at least age, made by
+// a hub that pick picks, that no payment records. holdFirst holds a card
+// before its sale's commit records the payment, so a hub that died in
+// between, or lost the commit's outcome, or could not void the hold of a
+// sale not made, leaves one.
+//
+// A hold is swept under its request's claim, never while a sale serves it.
+// When the request has no payment, one is recorded for the hold first, an
+// open attempt of this hub: the insert of the sale that made the hold then
+// changes no row, so a hub whose lease lapsed mid-sale cannot record a
+// sale on the hold voided here, and if this hub dies midway settlement
+// voids the attempt.
+func (p *Payments) sweepHolds(ctx context.Context, age time.Duration, pick func(hub string) (bool, error)) error {
+	hs, ok := p.gw.(holdSearcher)
+	if !ok {
+		return nil
+	}
+	holds, err := hs.Holds(ctx, age)
+	if err != nil {
+		return fmt.Errorf("payments: sweep holds: %w", err)
+	}
+	var errs []error
+	for _, h := range holds {
+		key, hub, ok := attemptOf(h.Key)
+		if !ok {
+			continue // not made by a hub
+		}
+		if mine, err := pick(hub); err != nil || !mine {
+			errs = append(errs, err)
+			continue
+		}
+		swept, err := p.sweepHold(ctx, h, key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("payments: sweep hold %s: %w", h.Key, err))
+		} else if swept {
+			p.log.Info("hold that no payment records voided", "kiosk", key.KioskID, "request_id", key.RequestID, "hub", hub)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sweepHold voids h, the hold of key, unless a payment records it.
+func (p *Payments) sweepHold(ctx context.Context, h Hold, key Key) (bool, error) {
+	if p.Claims != nil {
+		release, ok, err := p.Claims.TryTake(ctx, key.KioskID, key.RequestID)
+		if err != nil || !ok {
+			return false, err
+		}
+		defer release()
+	}
+	cur, err := p.Get(ctx, key)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		now := p.now().UnixMicro()
+		n, err := p.db.GroupExec(ctx, `INSERT INTO payments (kiosk_id, request_id, method, attempt_key, gateway_ref, amount, state, captured, refunded, created_at, updated_at, hub)
+			VALUES (?, ?, 'card', ?, ?, ?, 'authorizing', 0, 0, ?, ?, ?) ON CONFLICT (kiosk_id, request_id) DO NOTHING`,
+			key.KioskID, key.RequestID, h.Key, h.AuthID, h.Amount, now, now, nullStr(p.Hub))
+		if err != nil || n == 0 {
+			return false, err // recorded meanwhile: the next sweep looks again
+		}
+		return true, p.abandon(ctx, key)
+	case err != nil:
+		return false, err
+	case cur.attempt == h.Key:
+		return false, nil // recorded: settled as its payment is
+	}
+	// The request's payment is another attempt's: no sale can record this
+	// hold any more.
+	return true, p.gw.VoidKey(ctx, h.Key)
+}
+
+// attemptOf reads the purchase and the hub from an attempt's key (see
+// newAttempt). Keys made before hubs were named have no hub.
+func attemptOf(attempt string) (key Key, hub string, ok bool) {
+	parts := strings.SplitN(attempt, "/", 4)
+	if len(parts) < 3 {
+		return Key{}, "", false
+	}
+	if len(parts) == 4 {
+		hub = parts[3]
+	}
+	return Key{KioskID: parts[0], RequestID: parts[1]}, hub, true
 }
 
 // settleOpen settles the open payments that match where.

@@ -805,3 +805,154 @@ func TestHoldChecked(t *testing.T) {
 		}
 	})
 }
+
+// With a gateway that lists its open holds, a kiosk's card is held before
+// anything is recorded, and the sale's commit inserts the payment. Every
+// hold that no commit recorded is found at the gateway and voided: a dead
+// hub's, once its lease lapses, and this hub's own once no sale serves its
+// request. A hub whose lease lapsed mid-sale can then no longer record its
+// sale on the voided hold, and a hold its sale recorded is left to be
+// settled as its payment.
+func TestHoldFirstSwept(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		sim := cards.New(slog.New(slog.DiscardHandler))
+		srv := httptest.NewServer(sim.Handler())
+		defer srv.Close()
+		gw := payments.NewGateway(srv.URL)
+		now := time.UnixMicro(1_700_000_000_000_000)
+		clock := func() time.Time { return now }
+		hub := func(name string) *payments.Payments {
+			p := payments.New(db, gw, accounts.New(db, nil), slog.New(slog.DiscardHandler), clock)
+			p.Hub, p.Claims = name, claims.New(db, name, clock)
+			return p
+		}
+		a, b := hub("host-a/1/aa"), hub("host-b/2/bb")
+		lease := func(p *payments.Payments, d time.Duration) {
+			if err := db.RenewHubLease(ctx, p.Hub, now, now, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lease(a, time.Minute)
+		lease(b, time.Hour)
+		none := func() *store.Read {
+			var one int
+			return &store.Read{Query: `SELECT 1 AS one`, Row: func(scan func(...any) error) error { return scan(&one) }}
+		}
+		hold := func(p *payments.Payments, key payments.Key) *payments.Payment {
+			t.Helper()
+			pay, ok, err := p.HoldChecked(ctx, key, "tok_approve", 780, none(), func() bool { return true })
+			if !ok || err != nil || pay == nil || pay.Ref == "" {
+				t.Fatalf("hold %v: %+v %v %v", key, pay, ok, err)
+			}
+			if _, err := p.Get(ctx, key); !errors.Is(err, sql.ErrNoRows) {
+				t.Fatalf("hold %v recorded before its sale: %v", key, err)
+			}
+			return pay
+		}
+		commit := func(pay *payments.Payment) int64 {
+			t.Helper()
+			w := pay.Authorized()
+			n, err := db.GroupExec(ctx, w.Query, w.Args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		state := func(key payments.Key) string {
+			t.Helper()
+			p, err := a.Get(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.State
+		}
+		wantOpen := func(what string, n int) {
+			t.Helper()
+			if got := sim.Totals().Open; got != n {
+				t.Fatalf("%s: %d holds open at the gateway, want %d", what, got, n)
+			}
+		}
+
+		// Sold: the commit records the hold; no sweep voids it.
+		sold := payments.Key{KioskID: "K1", RequestID: "r-sold"}
+		if n := commit(hold(a, sold)); n != 1 || state(sold) != "authorized" {
+			t.Fatalf("sale's commit: %d rows, %s", n, state(sold))
+		}
+		// Refused after the hold: released, nothing recorded.
+		refused := payments.Key{KioskID: "K1", RequestID: "r-refused"}
+		if err := a.Release(ctx, hold(a, refused)); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := b.HoldChecked(ctx, sold, "tok_approve", 780, none(), func() bool { t.Fatal("went on"); return true }); ok {
+			t.Fatal("a request with a payment took the short way")
+		}
+		// Outcome unknown: hub A lost its commit's answer. Hub A, alive,
+		// sweeps its own hold, but not while a sale serves the request.
+		lost := payments.Key{KioskID: "K1", RequestID: "r-lost"}
+		hold(a, lost)
+		wantOpen("sold and lost", 2)
+		release, err := a.Claims.(*claims.Claims).Take(ctx, lost.KioskID, lost.RequestID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.SettleStale(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		wantOpen("hub A's sale still serving the lost one", 2)
+		release()
+		if err := a.SettleStale(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		wantOpen("hub A swept its lost one", 1)
+		if s := state(lost); s != "voided" {
+			t.Errorf("the lost sale's hold is recorded %s, want voided", s)
+		}
+
+		// Hub A dies before these commits; the second request is then
+		// paid by hub B, the kiosk asking again.
+		dead := payments.Key{KioskID: "K2", RequestID: "r-dead"}
+		zombie := hold(a, dead)
+		takenOver := payments.Key{KioskID: "K2", RequestID: "r-taken"}
+		hold(a, takenOver)
+
+		if _, err := b.Authorize(ctx, takenOver, payments.Source{Token: "tok_approve"}, 780); err != nil {
+			t.Fatal(err)
+		}
+		wantOpen("hub B's own hold", 4)
+		if err := b.SettleDead(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wantOpen("hub A alive", 4)
+		now = now.Add(2 * time.Minute)
+		lease(b, time.Hour)
+		if err := b.SettleDead(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Left: hub B's. (Hub A's recorded payment is voided too, as a
+		// dead hub's payment is when no sale stands on it.)
+		wantOpen("hub A dead", 1)
+		if s := state(dead); s != "voided" {
+			t.Errorf("the dead hub's hold is recorded %s, want voided", s)
+		}
+		if p, err := b.Get(ctx, takenOver); err != nil || p.State != "authorized" {
+			t.Errorf("hub B's payment of the request taken over: %+v %v", p, err)
+		}
+		// Hub A comes back from a pause: its sale cannot stand.
+		if n := commit(zombie); n != 0 {
+			t.Errorf("a sale recorded on a swept hold")
+		}
+		if err := b.Capture(ctx, takenOver); err != nil {
+			t.Fatal(err)
+		}
+		wantOpen("all settled", 0)
+		if tot := sim.Totals(); tot.Captured != 780 {
+			t.Errorf("captured %d, want 780", tot.Captured)
+		}
+	})
+}

@@ -46,6 +46,9 @@ type order struct {
 	// pays, so the sale may be built before its precheck, which then
 	// rides with the payment attempt (checkedCharge).
 	pure bool
+	// paid, if not nil, is the count of the request's payments that the
+	// claim's read found: with none, the card is held first (HoldFirst).
+	paid *int
 }
 
 // answer is what a purchase got: the bytes sent (and replayed), the result
@@ -111,6 +114,9 @@ func (s *Service) serve(ctx context.Context, o *order) answer {
 		if o.labels != nil {
 			check = s.Book.PrecheckRead(o.kioskID, o.requestID, o.hash, o.labels, o.owner)
 			r = &check.Read
+			if o.pure {
+				r, o.paid = s.Money.PaidRead(payments.Key{KioskID: o.kioskID, RequestID: o.requestID}, r)
+			}
 		}
 		start := time.Now()
 		release, read, err := s.Claims.TakeReading(ctx, o.kioskID, o.requestID, r)
@@ -119,7 +125,7 @@ func (s *Service) serve(ctx context.Context, o *order) answer {
 			return s.refused(o.requestID, err)
 		}
 		if !read {
-			check = nil
+			check, o.paid = nil, nil
 		}
 		// Released once the answer is final here. The deletion need not
 		// delay the answer; this process's next holder waits for it.
@@ -162,7 +168,10 @@ func (s *Service) claimed(ctx context.Context, o *order, check *ledger.Check) an
 	if err != nil {
 		return s.reject(ctx, o, err)
 	}
-	a, err := s.charge(ctx, sale, src)
+	// Checked under the claim with no payment found: no attempt needs
+	// recording before the card.
+	first := check != nil && o.paid != nil && *o.paid == 0
+	a, err := s.charge(ctx, sale, src, first)
 	if err != nil {
 		if o.failed != nil {
 			o.failed(context.WithoutCancel(ctx))

@@ -61,6 +61,8 @@ type rateBook interface {
 type money interface {
 	Hold(ctx context.Context, key payments.Key, src payments.Source, amount protocol.Mills) (*payments.Payment, error)
 	HoldChecked(ctx context.Context, key payments.Key, token string, amount protocol.Mills, check *store.Read, goOn func() bool) (*payments.Payment, bool, error)
+	PaidRead(key payments.Key, r *store.Read) (*store.Read, *int)
+	HoldFirst(ctx context.Context, key payments.Key, token string, amount protocol.Mills) (*payments.Payment, error)
 	Release(ctx context.Context, pay *payments.Payment) error
 	CaptureLater(pay *payments.Payment)
 	Refund(ctx context.Context, key payments.Key, amount protocol.Mills, ref string) error
@@ -190,8 +192,10 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 // charge holds the sale's labels, holds the payment src (nil: a free
 // reprint), and has the stamps signed and recorded with the payment's
 // authorization, in one durable commit. The capture follows the answer.
-// A sale not recorded gives the hold back.
-func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.Source) (ledger.Answer, error) {
+// A sale not recorded gives the hold back. first holds a card token with
+// nothing recorded before (payments.HoldFirst): the request was found
+// with no payment under its claim.
+func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.Source, first bool) (ledger.Answer, error) {
 	release, err := s.holdLabels(sale)
 	if err != nil {
 		return ledger.Answer{}, err
@@ -203,7 +207,12 @@ func (s *Service) charge(ctx context.Context, sale *ledger.Sale, src *payments.S
 	var pay *payments.Payment
 	if src != nil {
 		key := payments.Key{KioskID: sale.KioskID, RequestID: sale.RequestID}
-		if pay, err = s.Money.Hold(ctx, key, *src, sale.Total()); err != nil {
+		if first && src.Token != "" {
+			pay, err = s.Money.HoldFirst(ctx, key, src.Token, sale.Total())
+		} else {
+			pay, err = s.Money.Hold(ctx, key, *src, sale.Total())
+		}
+		if err != nil {
 			return ledger.Answer{}, err
 		}
 	}
@@ -229,8 +238,10 @@ func (s *Service) issue(ctx context.Context, sale *ledger.Sale, pay *payments.Pa
 	case err != nil && !errors.As(err, &refused):
 		// Not a refusal: the commit's outcome is not known (the database
 		// went away mid-commit, or the wait ended). The payment was
-		// recorded authorized with the sale, or is still an attempt;
-		// settlement captures the one and voids the other.
+		// recorded authorized with the sale, or is still an attempt, or
+		// (its card held first) was not recorded at all; settlement
+		// captures the first, voids the second, and sweeps the third's
+		// hold.
 		s.Log.Warn("sale outcome unknown; its payment is settled later", "kiosk", sale.KioskID, "request_id", sale.RequestID, "err", err)
 		return ledger.Answer{}, protocol.Errorf(protocol.CodeOutcomeUnknown, "the sale's outcome is not known yet; ask again with the same request_id")
 	case err != nil || out.Result == nil:

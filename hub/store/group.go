@@ -52,9 +52,10 @@ func (d *DB) GroupExec(ctx context.Context, query string, args ...any) (int64, e
 // the WAL's sync, on PostgreSQL synchronous_commit=off). Both
 // databases write their log in order, so the next durable commit, of any
 // writer, makes it durable too; only a crash of the database's machine
-// before then loses it. So it must be followed by a durable commit before
-// anything outside the database depends on it (a card is held after the
-// attempt's durable record, and that record follows the claim).
+// before then loses it. So anything outside the database that depends on
+// it must either wait for a durable commit or be found again without it:
+// a card held under a request's claim is recorded by its sale's durable
+// commit, or found at the gateway and voided (payments' sweep).
 func (d *DB) SoftExec(ctx context.Context, query string, args ...any) (int64, error) {
 	return d.groupExec(ctx, &d.soft, nil, query, args)
 }

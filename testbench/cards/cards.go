@@ -1,6 +1,7 @@
 // Package cards simulates the card payment gateway: it authorizes,
-// captures, voids and refunds, keeps totals that tests compare with the
-// hub's books, and never stores a card number.
+// captures, voids and refunds, lists the holds it has open with the keys
+// they were asked under (POST /v1/holds/search), keeps totals that tests
+// compare with the hub's books, and never stores a card number.
 //
 // Test tokens (what a kiosk's payment terminal hands over):
 //
@@ -45,13 +46,15 @@ type Gateway struct {
 }
 
 type auth struct {
-	ID       string `json:"auth_id"`
-	Amount   int64  `json:"amount_mills"`
-	Brand    string `json:"brand"`
-	Last4    string `json:"last4"`
-	State    string `json:"state"` // authorized, captured, voided
-	Captured int64  `json:"captured_mills"`
-	Refunded int64  `json:"refunded_mills"`
+	ID       string    `json:"auth_id"`
+	Amount   int64     `json:"amount_mills"`
+	Brand    string    `json:"brand"`
+	Last4    string    `json:"last4"`
+	State    string    `json:"state"` // authorized, captured, voided
+	Captured int64     `json:"captured_mills"`
+	Refunded int64     `json:"refunded_mills"`
+	key      string    // the merchant's idempotency key, listed by searchHolds
+	made     time.Time // when it was approved
 }
 
 // New returns a gateway.
@@ -89,6 +92,7 @@ func (g *Gateway) Handler() http.Handler {
 	r.Post("/v1/captures", g.captures)
 	r.Post("/v1/void", g.void)
 	r.Post("/v1/refund", g.refund)
+	r.Post("/v1/holds/search", g.searchHolds)
 	r.Get("/v1/totals", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, g.Totals()) })
 	return r
 }
@@ -183,10 +187,40 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.seq++
-	a := &auth{ID: fmt.Sprintf("auth_%06d", g.seq), Amount: req.Amount, Brand: brand, Last4: last4, State: "authorized"}
+	a := &auth{ID: fmt.Sprintf("auth_%06d", g.seq), Amount: req.Amount, Brand: brand, Last4: last4, State: "authorized",
+		key: req.Key, made: time.Now()}
 	g.auths[a.ID] = a
 	g.byKey[req.Key] = a.ID
 	writeJSON(w, 200, a)
+}
+
+// searchHolds lists the authorizations neither captured nor voided that
+// were approved at least older_than_ms ago, with the keys they were asked
+// under, as an acquirer's search of open authorizations does: a merchant
+// finds the holds it made but never recorded.
+func (g *Gateway) searchHolds(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		OlderThanMS int64 `json:"older_than_ms"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil || req.OlderThanMS < 0 {
+		writeJSON(w, 400, map[string]string{"code": "invalid", "message": "want older_than_ms"})
+		return
+	}
+	type hold struct {
+		AuthID string `json:"auth_id"`
+		Key    string `json:"key"`
+		Amount int64  `json:"amount_mills"`
+	}
+	before := time.Now().Add(-time.Duration(req.OlderThanMS) * time.Millisecond)
+	holds := []hold{}
+	g.mu.Lock()
+	for _, a := range g.auths {
+		if a.State == "authorized" && !a.made.After(before) {
+			holds = append(holds, hold{AuthID: a.ID, Key: a.key, Amount: a.Amount})
+		}
+	}
+	g.mu.Unlock()
+	writeJSON(w, 200, map[string]any{"holds": holds})
 }
 
 type opReq struct {
