@@ -60,6 +60,7 @@ func (m *fakeMoney) Hold(_ context.Context, key payments.Key, _ payments.Source,
 func (m *fakeMoney) HoldChecked(context.Context, payments.Key, string, protocol.Mills, *store.Read, func() bool) (*payments.Payment, bool, error) {
 	return nil, false, nil
 }
+
 // PaidRead leaves the read as it is: every hold goes through Hold.
 func (m *fakeMoney) PaidRead(_ payments.Key, r *store.Read) (*store.Read, *int) { return r, nil }
 func (m *fakeMoney) HoldFirst(context.Context, payments.Key, string, protocol.Mills) (*payments.Payment, error) {
