@@ -61,7 +61,7 @@ func WriteDoc(path, command string, rs []*Result, cl []*ClusterResult, cf *Conne
 	b.WriteString("Simulated kiosks, each provisioned with its own broker credentials and loaded with label sheets, " +
 		"publish one-stamp purchase requests over MQTT to a real hub (embedded mochi broker, " +
 		"SQLite with WAL and each durable commit synced before it returns, the signer named) and wait for the signed result. Each sale is the whole " +
-		"purchase service: the request's claim, label and rate checks, the payment attempt recorded (group-committed), a card " +
+		"purchase service: the request's claim, label and rate checks with a look for an earlier payment, a card " +
 		"authorization over HTTP at the testbench card gateway (in-process), the indicium signed, and the sale committed with " +
 		"its payment's authorization in one transaction; every sale is durable before its result is sent. The capture follows " +
 		"the answer, on the hub's capture workers, and its record joins a later group commit. *Raw signatures/s* is the same signer, with as many sessions as the hub has workers, " +
@@ -307,6 +307,25 @@ Figures before each change are from the same bench on this machine; the machine 
   25.7-26.7 KB (4.6-4.8 reads, 13.4-13.8 writes) and 2,346-2,965 sales/s; with the bench's old ids 26.1-27.4 KB.
   So this bench's rows barely move, and a fleet's hub writes two fifths less per sale.
 
+- **The card held first** (payments.HoldFirst, sweepHolds). A kiosk's card sale wrote its payment attempt in a
+  durable commit before it asked the gateway, so that a hold a crash left behind would be in the database to void;
+  the sale's commit then marked it authorized: two durable commits on the answer path. The card gateway now has a
+  search of its open holds (the testbench's POST /v1/holds/search, as an acquirer's search of open authorizations),
+  and each hold's key names its purchase and its hub. The hub holds the card with nothing recorded, under the
+  request's claim, once the precheck (on PostgreSQL, the claim's read) found no payment for the request, and the
+  sale's commit inserts the payment authorized: one durable commit answers the kiosk. A hold no commit recorded (its
+  hub died, lost the commit's outcome, or failed to void it) is found at the gateway and voided under the request's
+  claim: a dead hub's by the leader once its lease lapses, a live hub's own after twice the lease. An attempt row is
+  written before that void, so a hub whose lease lapsed mid-sale finds the row and cannot record its sale on the
+  voided hold (TestHoldFirstSwept; the crash tests and the cluster soak). Other payments, and a request paid for
+  before, still record the attempt first. Against the build before, in runs taken in turn: PostgreSQL, 4 rounds of
+  1 and 2 hubs, one hub 1,902-2,690 against 1,704-2,468 sales/s at 0.23-0.39 against 0.27-0.44 ms of PostgreSQL CPU
+  a sale; two hubs 1,685-2,070 against 1,254-1,763 sales/s (0.77-0.89x of one hub against 0.71-0.90x) at 0.38-0.47
+  against 0.47-0.71 ms of PostgreSQL CPU. SQLite, 3 rounds: closed loop 2,975-3,187 against 2,388-3,134 sales/s at
+  0.34-0.37 against 0.34-0.43 ms; in the open loop at 1,200/s the attempt stage fell from 5.4-7.2 to 2.8-3.5 ms, but
+  the commit stage rose from 4.7-6.2 to 5.9-6.7 ms, and p50 11.8-14.7 against 12.5-16.0 ms and p99 61-74 against
+  43-82 ms are within the noise: the one writing connection's turns, not the attempt's fsync, set the wait there.
+
 - **The previous session's changes together** (the four before the precheck joined the attempt), against the build before them, in runs taken in turn
   (3 each; open loop at 1,200/s for both): closed loop 2,241-2,636 against 1,982-2,194 sales/s and 0.40-0.47
   against 0.48-0.56 ms of hub CPU a sale; open loop p50 23.3-36.3 against 23.5-39.8 ms, p99 71.9-135.0 against
@@ -330,8 +349,8 @@ does at saturation (top, 2 s samples: the hub 102-107%, the load generator 33-43
 about 88% busy): its writers (the ledger's committer, the durable group of payment records, the soft group of
 prechecks) take the one SQLite writing connection in turn and keep it busy at any load, each commit carrying
 fewer sales as the load drops. So the open loop's CPU per sale (0.75-0.95 ms) is the price of commits that carry
-few sales, not of a sale's own work, and a sale waits for two of those turns: its payment attempt (with its
-precheck) and its ledger commit, and then for the fsync. Counted for one run before the precheck joined the attempt (a temporary counter,
+few sales, not of a sale's own work, and a sale waits for two of those turns: its precheck (until this session with
+its payment attempt's durable record) and its ledger commit, and then for the fsync. Counted for one run before the precheck joined the attempt (a temporary counter,
 not kept), per 5 s at 1,300 sales/s: about 630 ledger commits (10 sales each), 1,000 durable group commits (11
 writes each: attempts and captures) and 2,700 soft group commits (2 prechecks each). Taking the precheck's turn
 away raised the closed loop by a sixth and left the open loop's latency where it was: the turns that are left,
@@ -443,7 +462,7 @@ func stages(b *strings.Builder, o *OpenResult) {
 	}
 	fmt.Fprintf(b, "\n**Where the wait goes.** The mean time a purchase of that window spent in each stage of the hub "+
 		"(frank_purchase_stage_seconds, read from the hub's /metrics before and after it), beside the mean the kiosks measured, "+
-		"%s. *attempt* is the payment attempt's durable record (with the precheck, on SQLite), *authorize* the card gateway's "+
+		"%s. *attempt* is the precheck with its look for an earlier payment, read on the one writing connection before the card is held (on PostgreSQL it rides with the claim), *authorize* the card gateway's "+
 		"hold, *commit* the stamp signed and the sale's durable commit, *answer* the answer's publish until the broker "+
 		"confirmed it, which overlaps its delivery to the kiosk. What the stages leave is the request's and the answer's way "+
 		"through the broker, the hub's MQTT client and the kiosk's, and the sale's build and checks.\n\n", ms(o.Mean))

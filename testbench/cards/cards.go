@@ -37,6 +37,9 @@ type Gateway struct {
 	mu  sync.Mutex
 	// by authorization id
 	auths map[string]*auth
+	// the authorized ones, neither captured nor voided, by id: a search
+	// reads these, not every authorization made
+	open map[string]*auth
 	// idempotency keys
 	byKey     map[string]string
 	refundKey map[string]bool
@@ -59,7 +62,7 @@ type auth struct {
 
 // New returns a gateway.
 func New(log *slog.Logger) *Gateway {
-	return &Gateway{log: log, auths: map[string]*auth{}, byKey: map[string]string{}, refundKey: map[string]bool{}}
+	return &Gateway{log: log, auths: map[string]*auth{}, open: map[string]*auth{}, byKey: map[string]string{}, refundKey: map[string]bool{}}
 }
 
 // Totals are the money the gateway moved.
@@ -74,13 +77,7 @@ type Totals struct {
 func (g *Gateway) Totals() Totals {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	t := Totals{Captured: g.captured, Refunded: g.refunded}
-	for _, a := range g.auths {
-		if a.State == "authorized" {
-			t.Open++
-		}
-	}
-	return t
+	return Totals{Captured: g.captured, Refunded: g.refunded, Open: len(g.open)}
 }
 
 // Handler serves the gateway API.
@@ -190,6 +187,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) {
 	a := &auth{ID: fmt.Sprintf("auth_%06d", g.seq), Amount: req.Amount, Brand: brand, Last4: last4, State: "authorized",
 		key: req.Key, made: time.Now()}
 	g.auths[a.ID] = a
+	g.open[a.ID] = a
 	g.byKey[req.Key] = a.ID
 	writeJSON(w, 200, a)
 }
@@ -214,8 +212,8 @@ func (g *Gateway) searchHolds(w http.ResponseWriter, r *http.Request) {
 	before := time.Now().Add(-time.Duration(req.OlderThanMS) * time.Millisecond)
 	holds := []hold{}
 	g.mu.Lock()
-	for _, a := range g.auths {
-		if a.State == "authorized" && !a.made.After(before) {
+	for _, a := range g.open {
+		if !a.made.After(before) {
 			holds = append(holds, hold{AuthID: a.ID, Key: a.key, Amount: a.Amount})
 		}
 	}
@@ -265,6 +263,7 @@ func (g *Gateway) captureOne(a *auth, req opReq) (int, string) {
 		return 409, "cannot capture " + a.State
 	}
 	a.State, a.Captured = "captured", req.Amount
+	delete(g.open, a.ID)
 	g.captured += req.Amount
 	return 200, ""
 }
@@ -309,6 +308,7 @@ func (g *Gateway) void(w http.ResponseWriter, r *http.Request) {
 			return 409, "captured; refund it instead"
 		}
 		a.State = "voided"
+		delete(g.open, a.ID)
 		return 200, ""
 	})
 }
