@@ -332,18 +332,18 @@ Figures before each change are from the same bench on this machine; the machine 
   76.1-100.8 ms, 0.80-0.82 against 0.81-0.90 ms a sale: the closed loop gained about a sixth, the open loop's
   latency did not move.
 
-Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.45 ms in this run (0.35-0.45 in this
-session's runs, 0.36-0.5 before) at saturation against a 0.15 ms target; with every sale's print report it was 0.42
-ms here, within the noise of the row above it (in runs taken in turn the reports add 0.04-0.09 ms). SoftHSM2 sales
-reach 27% of its raw signature rate here (18-27% across runs) against half: the hub, mosquitto, the gateway and the
-load generator use the 2 cores before the signer is the limit. One hub on PostgreSQL sold 2,162-2,279 sales/s in
-this run's three runs (median 2,206); the runs of the bench before gave 1,839-2,223, 2,029-2,200 and 1,432-2,097:
-clear of the target here, not in every run. Two hubs on PostgreSQL sell 0.86-0.98x of one hub in the medians of
-the last six runs of this bench (0.86x here; issue 14 asks for at least 1x): each hub's commits carry half the
-sales, and the hubs and PostgreSQL spend more CPU per sale on the same 2 cores (0.35 and 0.38 ms against 0.28 and
-0.30 ms here), with every core busy (vmstat: 95-99% in the two-hub runs). The open-loop row misses its latency
-targets: p50 is 20.0 ms and p99 60.6 ms here (12.6-16.2 and 35.7-55.7 ms in this session's runs at 1,200/s, 14.6
-and 51.4 ms in the bench before), at about half the closed loop's sales/s; the table under it says where a sale's
+Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.35 ms in this run (0.33-0.43 in this
+session's runs, 0.35-0.45 before) at saturation against a 0.15 ms target; with every sale's print report it was 0.42
+ms here (in runs taken in turn the reports add 0.04-0.09 ms). SoftHSM2 sales reach 24% of its raw signature rate
+here (18-27% across runs) against half: the hub, mosquitto, the gateway and the load generator use the 2 cores
+before the signer is the limit. One hub on PostgreSQL sold 2,225-2,722 sales/s in this run's three runs (median
+2,508); the runs of the benches before gave 2,162-2,279, 1,839-2,223, 2,029-2,200 and 1,432-2,097: clear of the
+target in the last two benches, not in every earlier run. Two hubs on PostgreSQL sell 0.86x of one hub here (0.86-0.98x
+in the medians of the six benches before; issue 14 asks for at least 1x): each hub's commits carry half the
+sales, and the hubs and PostgreSQL spend more CPU per sale on the same 2 cores (0.32 and 0.32 ms against 0.26 and
+0.24 ms here), with every core busy (vmstat: 95-99% in the two-hub runs). The open-loop row misses its latency
+targets: p50 is 19.7 ms and p99 79.0 ms here at 1,563/s, half of this run's higher closed loop (20.0 and 60.6 ms
+at 1,269/s in the bench before; 11.8-16.0 and 43-82 ms in this session's runs at 1,200/s); the table under it says where a sale's
 time goes. In that row the hub process runs at about 1.04 cores, as it
 does at saturation (top, 2 s samples: the hub 102-107%, the load generator 33-43%, mosquitto 18%, the machine
 about 88% busy): its writers (the ledger's committer, the durable group of payment records, the soft group of
