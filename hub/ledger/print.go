@@ -63,9 +63,13 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 }
 
 const (
+	// voidIndicium begins every void: the state and the live mark change
+	// together, or the label stays held (schema v33).
+	voidIndicium = `UPDATE indicia SET state = 'voided', live = NULL, `
+
 	printedQuery = `UPDATE indicia SET state = 'printed', printed_at = ?
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`
-	printFailedQuery = `UPDATE indicia SET state = 'voided', live = NULL, void_reason = ?
+	printFailedQuery = voidIndicium + `void_reason = ?
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`
 )
 
@@ -84,7 +88,7 @@ type Spoiled struct {
 // not yet reported either way is voided now: asking for a remedy says it
 // failed, and the report may still be on its way.
 func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
-	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', live = NULL, void_reason = 'remedy_requested'
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'remedy_requested'
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), kioskID, requestID, label.String()); err != nil {
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
 	}
@@ -173,7 +177,7 @@ func (l *Ledger) VoidSale(ctx context.Context, kioskID, requestID string, perr *
 		return nil, err
 	}
 	err = l.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', live = NULL, void_reason = ? WHERE kiosk_id = ? AND request_id = ? AND state = 'issued'`),
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND request_id = ? AND state = 'issued'`),
 			string(perr.Code), kioskID, requestID); err != nil {
 			return err
 		}
@@ -214,7 +218,7 @@ func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]Labe
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', live = NULL, void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), reason, kioskID)
+		_, err = tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), reason, kioskID)
 		return err
 	})
 	if err != nil {
@@ -256,7 +260,7 @@ func (l *Ledger) Unconfirmed(ctx context.Context, age time.Duration) ([][2]strin
 // is remedy_not_allowed. A refund whose money did not go through is found
 // again here, so a retry can finish it.
 func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time) (*Spoiled, error) {
-	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`UPDATE indicia SET state = 'voided', live = NULL, void_reason = 'refund_requested'
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'refund_requested'
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state IN ('issued', 'printed') AND created_at >= ?`),
 		kioskID, requestID, label.String(), micros(notBefore)); err != nil {
 		return nil, fmt.Errorf("ledger: refund unused %s: %w", label, err)
