@@ -827,8 +827,11 @@ var ErrChanged = errors.New("payments: changed by another hub")
 // Reconcile settles what a crash left open: an attempt the gateway may or
 // may not have approved is voided by its key; an authorization is captured
 // if its sale was recorded, voided if not. The hub runs it at start.
+//
+// The gateway's open holds are not searched here: that waits for the
+// hub's first round (SettleDead), so a start never waits on the gateway.
 func (p *Payments) Reconcile(ctx context.Context) error {
-	if err := p.SettleDead(ctx); err != nil {
+	if err := p.settleDeadPayments(ctx); err != nil {
 		return err
 	}
 	return p.creditFunds(ctx)
@@ -842,8 +845,7 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 // It also voids the dead hubs' holds at the gateway that no payment
 // records (sweepHolds).
 func (p *Payments) SettleDead(ctx context.Context) error {
-	err := p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
-		p.Hub, p.now().UnixMicro())
+	err := p.settleDeadPayments(ctx)
 	alive := map[string]bool{p.Hub: true}
 	return errors.Join(err, p.sweepHolds(ctx, 0, func(hub string) (bool, error) {
 		a, ok := alive[hub]
@@ -856,6 +858,12 @@ func (p *Payments) SettleDead(ctx context.Context) error {
 		}
 		return !a, nil
 	}))
+}
+
+// settleDeadPayments settles the open payments no live hub owns.
+func (p *Payments) settleDeadPayments(ctx context.Context) error {
+	return p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
+		p.Hub, p.now().UnixMicro())
 }
 
 // SettleStale settles this hub's own open payments last touched before
