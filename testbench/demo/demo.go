@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -630,14 +631,38 @@ func (d *Demo) copyPrefixed(name string, r io.Reader) {
 	}
 }
 
-// FreeAddr returns a free 127.0.0.1 address.
+// FreeAddr returns a free 127.0.0.1 address outside the kernel's ephemeral
+// port range. Tests restart servers on the address they were given; a port
+// from that range can meanwhile become the local port of some outgoing
+// connection, and the restart then fails to listen.
 func FreeAddr() (string, error) {
+	lo, hi := ephemeralPorts()
+	for range 200 {
+		p := 20000 + rand.IntN(65536-20000)
+		if p >= lo && p <= hi {
+			continue
+		}
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			ln.Close()
+			return ln.Addr().String(), nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("free address: %w", err)
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// ephemeralPorts reads the range the kernel takes outgoing connections'
+// local ports from, or Linux's default.
+func ephemeralPorts() (lo, hi int) {
+	lo, hi = 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &lo, &hi)
+	}
+	return lo, hi
 }
 
 // WaitTCP waits until something accepts connections on addr.

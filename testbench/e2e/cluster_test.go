@@ -480,6 +480,16 @@ func errorLines(path string) string {
 	return strings.Join(out, "\n")
 }
 
+// lastLines returns the last n lines of a log.
+func lastLines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
 // keepArtefact copies a file into $FRANK_ARTEFACTS (default
 // /tmp/frank-artefacts/TESTNAME) for a look after the test.
 func keepArtefact(t *testing.T, path string) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -143,20 +144,28 @@ func TestHubSurvivesKill9(t *testing.T) {
 		}
 		return string(out)
 	}
+	logPath := filepath.Join(t.TempDir(), "hub.log")
+	hubLog, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hubLog.Close()
 	start := func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(binDir, "hub"), "--data", dir, "--http", httpAddr, "--broker-listen", brokerAddr,
 			"--postal", paSrv.URL, "--payments", gwSrv.URL, "--lease-ttl", "2s", "--log", "text", "--licence", postal.DemoLicence,
 			"--kiosk-msg-rate", "-1", // these load kiosks send faster than a real one
 			"--kiosk-passwords", "--tls", "off", "--broker-tls-listen", "off") // bare MQTT kiosks with passwords
 
-		cmd.Stdout, cmd.Stderr = output(t), output(t)
+		out := io.MultiWriter(hubLog, output(t))
+		cmd.Stdout, cmd.Stderr = out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		if err := demo.WaitHTTP(context.Background(), "http://"+httpAddr+"/healthz", 30*time.Second); err != nil {
 			cmd.Process.Kill()
-			t.Fatalf("hub did not start: %v", err)
+			cmd.Wait()
+			t.Fatalf("hub did not start: %v\nthe hub's last lines:\n%s", err, lastLines(logPath, 30))
 		}
 		return cmd
 	}
