@@ -643,7 +643,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.metrics = metrics.New(metrics.Sources{Funds: h.ledger, Presence: h.presence, Alerts: h.alerts, Workers: h.pool,
 		Now: now, Log: h.log.With("component", "metrics")})
-	h.payments.Stages = h.metrics
+	h.payments.Stages, h.payments.Sweeps = h.metrics, h.metrics
 	h.sales = &sale.Service{Seller: h.pool, Book: h.ledger, Kiosks: h.fleet, Rates: h.rates, Money: h.payments,
 		Accounts: h.accounts, Sheets: h.stock, Alerts: h.alerts, Claimer: h.stock, Claims: h.claims, Web: h.ledger, Meter: h.metrics,
 		Licence: h.ledger.Licence(), Log: h.log.With("component", "sale"), Now: now}

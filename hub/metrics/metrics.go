@@ -65,6 +65,12 @@ const (
 	StageAnswer    = "answer"    // the answer published, until the broker confirmed it
 )
 
+// Whose card hold a sweep voided (HoldSwept).
+const (
+	HoldOwn  = "own"  // this hub's: it lost a commit's outcome or failed a void
+	HoldDead = "dead" // a hub's whose lease lapsed mid-sale
+)
+
 // Stages lists the stages, for the exported series and their readers.
 var Stages = []string{StageClaim, StageAttempt, StageAuthorize, StageCommit, StageAnswer}
 
@@ -85,6 +91,7 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	rejected *prometheus.CounterVec
 	stages   *prometheus.HistogramVec
+	swept    *prometheus.CounterVec
 
 	// Answered runs thousands of times a second; WithLabelValues allocates,
 	// so the known label values are resolved once here. The maps are never
@@ -132,6 +139,10 @@ func New(src Sources) *Metrics {
 			Name: "frank_purchase_stage_seconds", Help: "Time a purchase spent in each stage of its path through the hub (claim, attempt, authorize, commit, answer).",
 			Buckets: stageBuckets,
 		}, []string{"stage"}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "frank_card_holds_swept_total",
+			Help: "Card holds found open at the gateway with no payment recorded, voided late by this hub's sweep, by whose hold: own (this hub lost a commit's outcome or a void) or dead (a hub died mid-sale).",
+		}, []string{"hold"}),
 		byChannel: map[string]prometheus.Observer{},
 		byStage:   map[string]prometheus.Observer{},
 		byCode:    map[protocol.Code]prometheus.Counter{},
@@ -148,7 +159,10 @@ func New(src Sources) *Metrics {
 	for _, c := range protocol.Codes {
 		m.byCode[c.Code] = m.rejected.WithLabelValues(string(c.Code))
 	}
-	m.reg.MustRegister(m.sales, m.stamps, m.postage, m.duration, m.rejected, m.stages,
+	for _, w := range []string{HoldOwn, HoldDead} {
+		m.swept.WithLabelValues(w)
+	}
+	m.reg.MustRegister(m.sales, m.stamps, m.postage, m.duration, m.rejected, m.stages, m.swept,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if src.Funds != nil {
@@ -215,6 +229,13 @@ func (m *Metrics) Stage(stage string, d time.Duration) {
 		obs = m.stages.WithLabelValues(stage)
 	}
 	obs.Observe(d.Seconds())
+}
+
+// HoldSwept counts a card hold that no payment recorded, voided by the
+// sweep; whose is HoldOwn or HoldDead. The customer's hold was released
+// late, not at once.
+func (m *Metrics) HoldSwept(whose string) {
+	m.swept.WithLabelValues(whose).Inc()
 }
 
 // Activity returns the per-minute record of answers for the charts.

@@ -317,12 +317,18 @@ func TestNilSourcesLeftOut(t *testing.T) {
 	m := New(Sources{})
 	fams := scrape(t, m)
 	for name := range fams {
-		if strings.HasPrefix(name, "frank_") && name != "frank_purchase_duration_seconds" && name != "frank_purchase_stage_seconds" && name != "frank_rejections_total" && name != "frank_sales_total" {
+		if strings.HasPrefix(name, "frank_") && name != "frank_purchase_duration_seconds" && name != "frank_purchase_stage_seconds" && name != "frank_rejections_total" && name != "frank_sales_total" && name != "frank_card_holds_swept_total" {
 			t.Errorf("%s exposed without a source", name)
 		}
 	}
 	if value(t, fams, "frank_sales_total") != 0 {
 		t.Error("frank_sales_total not 0")
+	}
+	// Both kinds of swept hold are exported at 0, for the alert's rate.
+	m.HoldSwept(HoldDead)
+	fams = scrape(t, m)
+	if own, dead := value(t, fams, "frank_card_holds_swept_total", "hold=own"), value(t, fams, "frank_card_holds_swept_total", "hold=dead"); own != 0 || dead != 1 {
+		t.Errorf("frank_card_holds_swept_total own %v, dead %v; want 0 and 1", own, dead)
 	}
 }
 

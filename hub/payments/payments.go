@@ -299,6 +299,11 @@ type stager interface {
 	Stage(stage string, d time.Duration)
 }
 
+// sweepCounter counts the holds the sweep voids (metrics.HoldSwept).
+type sweepCounter interface {
+	HoldSwept(whose string)
+}
+
 // claimer takes a request's claim if no live hub holds it.
 type claimer interface {
 	TryTake(ctx context.Context, scope, name string) (release func(), ok bool, err error)
@@ -316,7 +321,10 @@ type Payments struct {
 	Alerts alerter
 	// Stages, if set, times each hold's attempt record and its
 	// authorization.
-	Stages   stager
+	Stages stager
+	// Sweeps, if set, counts the holds that no payment recorded, voided
+	// late by sweepHolds.
+	Sweeps   sweepCounter
 	db       *store.DB
 	gw       gateway
 	accounts *accounts.Accounts
@@ -847,7 +855,7 @@ func (p *Payments) Reconcile(ctx context.Context) error {
 func (p *Payments) SettleDead(ctx context.Context) error {
 	err := p.settleDeadPayments(ctx)
 	alive := map[string]bool{p.Hub: true}
-	return errors.Join(err, p.sweepHolds(ctx, 0, func(hub string) (bool, error) {
+	return errors.Join(err, p.sweepHolds(ctx, 0, metrics.HoldDead, func(hub string) (bool, error) {
 		a, ok := alive[hub]
 		if !ok {
 			var err error
@@ -875,11 +883,12 @@ func (p *Payments) SettleStale(ctx context.Context, age time.Duration) error {
 		return nil
 	}
 	err := p.settleOpen(ctx, `p.hub = ? AND p.updated_at < ?`, p.Hub, p.now().Add(-age).UnixMicro())
-	return errors.Join(err, p.sweepHolds(ctx, age, func(hub string) (bool, error) { return hub == p.Hub, nil }))
+	return errors.Join(err, p.sweepHolds(ctx, age, metrics.HoldOwn, func(hub string) (bool, error) { return hub == p.Hub, nil }))
 }
 
 // sweepHolds voids the holds open at the gateway for at least age, made by
-// a hub that pick picks, that no payment records. holdFirst holds a card
+// a hub that pick picks, that no payment records, and counts them as
+// whose. holdFirst holds a card
 // before its sale's commit records the payment, so a hub that died in
 // between, or lost the commit's outcome, or could not void the hold of a
 // sale not made, leaves one.
@@ -890,7 +899,7 @@ func (p *Payments) SettleStale(ctx context.Context, age time.Duration) error {
 // changes no row, so a hub whose lease lapsed mid-sale cannot record a
 // sale on the hold voided here, and if this hub dies midway settlement
 // voids the attempt.
-func (p *Payments) sweepHolds(ctx context.Context, age time.Duration, pick func(hub string) (bool, error)) error {
+func (p *Payments) sweepHolds(ctx context.Context, age time.Duration, whose string, pick func(hub string) (bool, error)) error {
 	hs, ok := p.gw.(holdSearcher)
 	if !ok {
 		return nil
@@ -914,6 +923,9 @@ func (p *Payments) sweepHolds(ctx context.Context, age time.Duration, pick func(
 			errs = append(errs, fmt.Errorf("payments: sweep hold %s: %w", h.Key, err))
 		} else if swept {
 			p.log.Info("hold that no payment records voided", "kiosk", key.KioskID, "request_id", key.RequestID, "hub", hub)
+			if p.Sweeps != nil {
+				p.Sweeps.HoldSwept(whose)
+			}
 		}
 	}
 	return errors.Join(errs...)

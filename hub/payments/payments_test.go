@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/claims"
+	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
@@ -827,9 +829,12 @@ func TestHoldFirstSwept(t *testing.T) {
 		gw := payments.NewGateway(srv.URL)
 		now := time.UnixMicro(1_700_000_000_000_000)
 		clock := func() time.Time { return now }
+		swept := map[string]sweepCount{}
 		hub := func(name string) *payments.Payments {
 			p := payments.New(db, gw, accounts.New(db, nil), slog.New(slog.DiscardHandler), clock)
 			p.Hub, p.Claims = name, claims.New(db, name, clock)
+			swept[name] = sweepCount{}
+			p.Sweeps = swept[name]
 			return p
 		}
 		a, b := hub("host-a/1/aa"), hub("host-b/2/bb")
@@ -954,5 +959,17 @@ func TestHoldFirstSwept(t *testing.T) {
 		if tot := sim.Totals(); tot.Captured != 780 {
 			t.Errorf("captured %d, want 780", tot.Captured)
 		}
+		// Counted: hub A's lost hold as its own; the dead hub's two by B.
+		if got, want := swept[a.Hub], (sweepCount{metrics.HoldOwn: 1}); !maps.Equal(got, want) {
+			t.Errorf("hub A counted %v swept, want %v", got, want)
+		}
+		if got, want := swept[b.Hub], (sweepCount{metrics.HoldDead: 2}); !maps.Equal(got, want) {
+			t.Errorf("hub B counted %v swept, want %v", got, want)
+		}
 	})
 }
+
+// sweepCount counts the holds swept, by whose.
+type sweepCount map[string]int
+
+func (c sweepCount) HoldSwept(whose string) { c[whose]++ }
