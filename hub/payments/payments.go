@@ -32,6 +32,8 @@ import (
 type Gateway struct {
 	URL  string
 	HTTP *http.Client
+	// HoldsPage is how many holds a page of Holds asks for (default 100).
+	HoldsPage int
 }
 
 // NewGateway returns a client with the 5 s timeout past which a payment is
@@ -153,16 +155,38 @@ type Hold struct {
 }
 
 // Holds lists the holds open at the gateway that were approved at least
-// age ago.
+// age ago, page by page, up to holdsMax of them: a sweep finds the rest in
+// its next round.
 func (g *Gateway) Holds(ctx context.Context, age time.Duration) ([]Hold, error) {
-	var out struct {
-		Holds []Hold `json:"holds"`
+	page := g.HoldsPage
+	if page <= 0 {
+		page = holdsPage
 	}
-	if err := g.call(ctx, "/v1/holds/search", map[string]any{"older_than_ms": age.Milliseconds()}, &out); err != nil {
-		return nil, err
+	var all []Hold
+	after := ""
+	for len(all) < holdsMax {
+		var out struct {
+			Holds []Hold `json:"holds"`
+			Next  string `json:"next"`
+		}
+		if err := g.call(ctx, "/v1/holds/search", map[string]any{"older_than_ms": age.Milliseconds(), "after": after, "limit": page}, &out); err != nil {
+			return all, err
+		}
+		all = append(all, out.Holds...)
+		if out.Next == "" || len(out.Holds) == 0 {
+			break
+		}
+		after = out.Next
 	}
-	return out.Holds, nil
+	return all, nil
 }
+
+// A page of the holds search fits well within the 64 KiB call reads of an
+// answer; a round of sweeps reads no more than holdsMax holds.
+const (
+	holdsPage = 100
+	holdsMax  = 10_000
+)
 
 // Void releases a hold.
 func (g *Gateway) Void(ctx context.Context, authID string) error {
@@ -905,10 +929,10 @@ func (p *Payments) sweepHolds(ctx context.Context, age time.Duration, whose stri
 		return nil
 	}
 	holds, err := hs.Holds(ctx, age)
-	if err != nil {
-		return fmt.Errorf("payments: sweep holds: %w", err)
-	}
 	var errs []error
+	if err != nil { // the pages read are swept still
+		errs = append(errs, fmt.Errorf("payments: sweep holds: %w", err))
+	}
 	for _, h := range holds {
 		key, hub, ok := attemptOf(h.Key)
 		if !ok {

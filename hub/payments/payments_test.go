@@ -827,6 +827,7 @@ func TestHoldFirstSwept(t *testing.T) {
 		srv := httptest.NewServer(sim.Handler())
 		defer srv.Close()
 		gw := payments.NewGateway(srv.URL)
+		gw.HoldsPage = 1 // every search reads page after page
 		now := time.UnixMicro(1_700_000_000_000_000)
 		clock := func() time.Time { return now }
 		swept := map[string]sweepCount{}
@@ -973,3 +974,43 @@ func TestHoldFirstSwept(t *testing.T) {
 type sweepCount map[string]int
 
 func (c sweepCount) HoldSwept(whose string) { c[whose]++ }
+
+// TestHoldsPaged reads the gateway's open holds in pages: every hold once,
+// however the pages fall, and more of them than one answer the client
+// reads (64 KiB) could carry.
+func TestHoldsPaged(t *testing.T) {
+	ctx := context.Background()
+	sim := cards.New(slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	gw := payments.NewGateway(srv.URL)
+	want := map[string]bool{}
+	for i := range 700 {
+		a, err := gw.Authorize(ctx, fmt.Sprintf("kiosk-0001/%d-request-id-as-long-as-a-uuid/nonce/host.example/1234/abcdef", i), 100, "tok_approve", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[a.ID] = true
+	}
+	for _, page := range []int{1, 7, 700, 0} { // 0: the default
+		gw.HoldsPage = page
+		holds, err := gw.Holds(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, h := range holds {
+			if got[h.AuthID] || !want[h.AuthID] {
+				t.Fatalf("page %d: hold %s read twice or never made", page, h.AuthID)
+			}
+			got[h.AuthID] = true
+		}
+		if len(got) != len(want) {
+			t.Errorf("pages of %d read %d holds, want %d", page, len(got), len(want))
+		}
+	}
+	// Older than an hour: none.
+	if holds, err := gw.Holds(ctx, time.Hour); err != nil || len(holds) != 0 {
+		t.Errorf("holds older than an hour: %d, %v", len(holds), err)
+	}
+}

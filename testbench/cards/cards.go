@@ -1,6 +1,7 @@
 // Package cards simulates the card payment gateway: it authorizes,
 // captures, voids and refunds, lists the holds it has open with the keys
-// they were asked under (POST /v1/holds/search), keeps totals that tests
+// they were asked under (POST /v1/holds/search, in pages of up to 500: pass
+// "limit", and the answer's "next" as "after" for the next page), keeps totals that tests
 // compare with the hub's books, and never stores a card number.
 //
 // Test tokens (what a kiosk's payment terminal hands over):
@@ -19,11 +20,13 @@
 package cards
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -198,11 +201,16 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) {
 // finds the holds it made but never recorded.
 func (g *Gateway) searchHolds(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		OlderThanMS int64 `json:"older_than_ms"`
+		OlderThanMS int64  `json:"older_than_ms"`
+		After       string `json:"after"` // the last auth_id of the page before
+		Limit       int    `json:"limit"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil || req.OlderThanMS < 0 {
-		writeJSON(w, 400, map[string]string{"code": "invalid", "message": "want older_than_ms"})
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil || req.OlderThanMS < 0 || req.Limit < 0 {
+		writeJSON(w, 400, map[string]string{"code": "invalid", "message": "want older_than_ms, and a limit and after to page"})
 		return
+	}
+	if req.Limit == 0 || req.Limit > maxHoldsPage {
+		req.Limit = maxHoldsPage
 	}
 	type hold struct {
 		AuthID string `json:"auth_id"`
@@ -213,13 +221,33 @@ func (g *Gateway) searchHolds(w http.ResponseWriter, r *http.Request) {
 	holds := []hold{}
 	g.mu.Lock()
 	for _, a := range g.open {
-		if !a.made.After(before) {
+		if !a.made.After(before) && (req.After == "" || cmpID(a.ID, req.After) > 0) {
 			holds = append(holds, hold{AuthID: a.ID, Key: a.key, Amount: a.Amount})
 		}
 	}
 	g.mu.Unlock()
-	writeJSON(w, 200, map[string]any{"holds": holds})
+	// Pages in auth_id order: a hold opened or closed between pages is
+	// found, or not, by the next search.
+	slices.SortFunc(holds, func(a, b hold) int { return cmpID(a.AuthID, b.AuthID) })
+	next := ""
+	if len(holds) > req.Limit {
+		holds = holds[:req.Limit]
+		next = holds[len(holds)-1].AuthID
+	}
+	writeJSON(w, 200, map[string]any{"holds": holds, "next": next})
 }
+
+// cmpID orders authorization ids as they were made (auth_999999 before
+// auth_1000000).
+func cmpID(a, b string) int {
+	if len(a) != len(b) {
+		return cmp.Compare(len(a), len(b))
+	}
+	return strings.Compare(a, b)
+}
+
+// maxHoldsPage bounds a page of the holds search, as an acquirer's does.
+const maxHoldsPage = 500
 
 type opReq struct {
 	AuthID string `json:"auth_id"`
