@@ -9,7 +9,7 @@ var usageOf = map[string]string{
 	"keys list":       "[flags]: the indicium keys and their certificates",
 	"keys compromise": "SERIAL [--since T]: mark a key compromised",
 	"psdm list":       "[flags]: the stored PSDM servers",
-	"psdm add":        "ID [--mpsds N]: add a PSDM server",
+	"psdm add":        "[--mpsds N]: add a PSDM server; prints its ID",
 	"psdm drain":      "ID: stop a PSDM server taking work",
 	"ca init":         "[flags]: create the device CA that issues kiosks their certificates",
 	"ca show":         "[flags]: the device CA's fingerprint and certificate",
