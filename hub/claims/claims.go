@@ -2,14 +2,24 @@
 // share a database and a broker can each receive the same request: a
 // kiosk's resend, or a duplicate delivery. The hub that claims it serves
 // it. The others wait for the claim to go and then find the recorded
-// answer, and a claim whose hub's lease has lapsed is taken over, so a dead
-// hub holds nothing for long.
+// answer, and a dead hub's claims are taken over, so it holds nothing for
+// long.
 //
-// A claim only needs to be seen by the other hubs at once; it is written
-// with store.SoftExec, without waiting for the disk. The payment attempt
-// that follows it, before any card is touched, is a durable commit, and it
-// makes the claim durable with it. The look at what the request was
-// answered before can ride in the claim's transaction (TakeReading).
+// On PostgreSQL a claim is a session advisory lock, taken and let go on
+// the hub's soft-write session (store.SoftExec): no row, no WAL and no
+// dead tuples for every sale, and a hub that dies, or loses its
+// database, lets go of all its claims as its session ends (the session
+// is set to notice a vanished peer in seconds). A hub that is alive but
+// paused keeps them: the other hubs wait rather than serve beside it.
+// Where there are rows (SQLite shared by several hubs, which tests do),
+// a claim is a row written with store.SoftExec, taken over once its
+// hub's lease lapses. Either way the look at what the request was
+// answered before rides in the claim's transaction (TakeReading).
+//
+// A claim only makes a duplicate wait instead of being served twice. It
+// is not the last word on money: a sale stands only if its commit writes
+// the request's sale and payment rows, so two hubs that serve one request
+// anyway (a claim lost with a database session) sell it once.
 //
 // A hub that serves its database alone (SQLite, store.ServeAlone) shares
 // its requests with no other hub: its claims (Alone) are only this
@@ -21,6 +31,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -160,12 +171,21 @@ func (c *Claims) unlock(k key) {
 	close(ch)
 }
 
-// take inserts the claim, or takes it from its hub if that hub is this
-// one or dead. It reports whether this hub now holds it, and whether r
-// (may be nil) ran under it.
+// take takes the claim's lock, or inserts its row, or takes the row from
+// its hub if that hub is this one or dead. It reports whether this hub now
+// holds it, and whether r (may be nil) ran under it.
 func (c *Claims) take(ctx context.Context, k key, r *store.Read) (ok, read bool, err error) {
 	if c.alone {
 		return true, false, nil
+	}
+	if c.db.Dialect == store.Postgres {
+		// The read runs whether or not the lock is taken, and counts
+		// only if it was: it came after the lock in the transaction.
+		n, err := c.db.SoftExecRead(ctx, r, `SELECT 1 WHERE pg_try_advisory_lock(?)`, lockKey(k))
+		if err != nil {
+			return false, false, fmt.Errorf("claims: take %s/%s: %w", k.scope, k.name, err)
+		}
+		return n == 1, n == 1 && r != nil, nil
 	}
 	for range 3 { // a claim released between the insert and the read
 		n, err := c.db.SoftExecRead(ctx, r, `INSERT INTO request_claims (scope, name, hub, claimed_at) VALUES (?, ?, ?, ?)
@@ -212,14 +232,30 @@ func (c *Claims) release(k key) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c.db.SoftExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
+	if c.db.Dialect == store.Postgres {
+		// A failed unlock fails its batch, whose session is then closed:
+		// the lock goes with it.
+		c.db.SoftExec(ctx, `SELECT pg_advisory_unlock(?)`, lockKey(k))
+	} else {
+		c.db.SoftExec(ctx, `DELETE FROM request_claims WHERE scope = ? AND name = ? AND hub = ?`, k.scope, k.name, c.hub)
+	}
 	c.unlock(k)
 }
 
-// Sweep deletes the claims taken before now-age, left by a hub that died
-// with nobody asking for them again. No request is served for that long
-// (age is well over any request's deadline); alone, those an earlier
-// version left. It returns how many went.
+// lockKey is k's advisory lock. Two requests whose keys collide only wait
+// for each other.
+func lockKey(k key) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(k.scope))
+	h.Write([]byte{0})
+	h.Write([]byte(k.name))
+	return int64(h.Sum64())
+}
+
+// Sweep deletes the claim rows taken before now-age, left by a hub that
+// died with nobody asking for them again. No request is served for that
+// long (age is well over any request's deadline); on PostgreSQL and
+// alone, those an earlier version left. It returns how many went.
 func (c *Claims) Sweep(ctx context.Context, age time.Duration) (int64, error) {
 	res, err := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM request_claims WHERE claimed_at < ?`), c.now().Add(-age).UnixMicro())
 	if err != nil {

@@ -14,16 +14,27 @@ import (
 	"github.com/frank-postage/frank/testbench/pgtest"
 )
 
-// twoHubs opens dsn for two live hubs, a and b, whose clock is *now.
-func twoHubs(t *testing.T, dsn string) (*store.DB, *time.Time, *claims.Claims, *claims.Claims) {
+// twoHubs opens dsn for two live hubs, a and b, whose clock is *now, and
+// returns b's database. On PostgreSQL each hub has sessions of its own, as
+// hub processes do. kill is hub a's death: its sessions end (PostgreSQL)
+// and its lease lapses (both).
+func twoHubs(t *testing.T, dsn string) (db *store.DB, now *time.Time, a, b *claims.Claims, kill func()) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
+	open := func() *store.DB {
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
 	}
-	t.Cleanup(func() { db.Close() })
-	now := new(time.Time)
+	db = open()
+	dbA := db
+	if db.Dialect == store.Postgres {
+		dbA = open()
+	}
+	now = new(time.Time)
 	*now = time.UnixMicro(1_700_000_000_000_000)
 	clock := func() time.Time { return *now }
 	for _, h := range []string{"hub-a", "hub-b"} {
@@ -31,7 +42,16 @@ func twoHubs(t *testing.T, dsn string) (*store.DB, *time.Time, *claims.Claims, *
 			t.Fatal(err)
 		}
 	}
-	return db, now, claims.New(db, "hub-a", clock), claims.New(db, "hub-b", clock)
+	kill = func() {
+		if dbA != db {
+			dbA.Close()
+		}
+		*now = now.Add(2 * time.Minute)
+		if err := db.RenewHubLease(ctx, "hub-b", *now, *now, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db, now, claims.New(dbA, "hub-a", clock), claims.New(db, "hub-b", clock), kill
 }
 
 // Two hubs on one database: a request is held by one at a time, the other
@@ -40,7 +60,7 @@ func twoHubs(t *testing.T, dsn string) (*store.DB, *time.Time, *claims.Claims, *
 func TestOneHubAtATime(t *testing.T) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		db, now, a, b := twoHubs(t, dsn)
+		db, now, a, b, kill := twoHubs(t, dsn)
 
 		// Many goroutines on both hubs: never two holders at once.
 		var holders, most, served atomic.Int32
@@ -83,25 +103,37 @@ func TestOneHubAtATime(t *testing.T) {
 			t.Fatalf("Take of a live hub's claim: %v, want ErrBusy", err)
 		}
 		cancel()
-		// Hub a's lease lapses (it died): b takes the claim over at once.
-		*now = now.Add(2 * time.Minute)
-		if err := db.RenewHubLease(ctx, "hub-b", *now, *now, time.Minute); err != nil {
+		// A claim nobody will come back for: a dies holding it.
+		if _, err := a.Take(ctx, "k2", "r3"); err != nil {
 			t.Fatal(err)
 		}
+		// Hub a dies: b takes its claims over at once.
+		kill()
 		rb2, ok, err := b.TryTake(ctx, "k1", "r2")
 		if !ok || err != nil {
 			t.Fatalf("dead hub's claim not taken over: %v %v", ok, err)
 		}
-		release() // a's late release must not delete b's claim
+		release() // a's late release must not free b's claim
 		if _, ok, _ := a.TryTake(ctx, "k1", "r2"); ok {
 			t.Fatal("a dead hub's late release freed the claim its taker holds")
 		}
 		rb2()
 
-		// A claim nobody came back for is swept.
-		if _, err := a.Take(ctx, "k2", "r3"); err != nil { // never released: a dies
-			t.Fatal(err)
+		if db.Dialect == store.Postgres {
+			// Claims are the sessions' locks: no row was ever written,
+			// and the dead hub's went with its session.
+			var rows int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM request_claims`).Scan(&rows); err != nil || rows != 0 {
+				t.Fatalf("%d claim rows (%v), want 0", rows, err)
+			}
+			r3, ok, err := b.TryTake(ctx, "k2", "r3")
+			if !ok || err != nil {
+				t.Fatalf("a dead hub's other claim not taken over: %v %v", ok, err)
+			}
+			r3()
+			return
 		}
+		// A claim row nobody came back for is swept.
 		*now = now.Add(2 * time.Hour)
 		if err := db.RenewHubLease(ctx, "hub-b", *now, *now, time.Minute); err != nil {
 			t.Fatal(err)
@@ -148,11 +180,11 @@ func TestTakeOutOfTimeIsBusy(t *testing.T) {
 func TestReadUnderTheClaim(t *testing.T) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		db, now, a, b := twoHubs(t, dsn)
+		db, now, a, b, kill := twoHubs(t, dsn)
 		// What a hub "records" while it holds k1/r1: a claim of another
 		// scope stands in for the answer.
 		var answers int
-		read := &store.Read{Query: `SELECT COUNT(*) FROM request_claims WHERE scope = 'answer' AND name = 'r1'`,
+		read := &store.Read{Query: `SELECT COUNT(*) FROM hub_leases WHERE hub = 'answer-r1'`,
 			Row: func(scan func(...any) error) error { return scan(&answers) }}
 
 		ra, err := a.Take(ctx, "k1", "r1")
@@ -171,7 +203,7 @@ func TestReadUnderTheClaim(t *testing.T) {
 			got <- read
 		}()
 		// Hub b asks while a holds the claim; a records, then lets go.
-		if _, err := a.Take(ctx, "answer", "r1"); err != nil {
+		if err := db.RenewHubLease(ctx, "answer-r1", *now, *now, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		ra()
@@ -184,22 +216,20 @@ func TestReadUnderTheClaim(t *testing.T) {
 			t.Fatal("hub b never took the released claim")
 		}
 
-		// Hub a dies holding k1/r2: b takes it over, and its read was not
-		// under the claim.
+		// Hub a dies holding k1/r2: b takes it over. A row taken over
+		// from a dead hub says its read did not run under it; a lock the
+		// dead session let go of is taken as any other.
 		if _, err := a.Take(ctx, "k1", "r2"); err != nil {
 			t.Fatal(err)
 		}
-		*now = now.Add(2 * time.Minute)
-		if err := db.RenewHubLease(ctx, "hub-b", *now, *now, time.Minute); err != nil {
-			t.Fatal(err)
-		}
+		kill()
 		rb, underClaim, err := b.TakeReading(ctx, "k1", "r2", read)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rb()
-		if underClaim {
-			t.Fatal("a claim taken over from a dead hub says its read ran under it")
+		if want := db.Dialect == store.Postgres; underClaim != want {
+			t.Fatalf("a claim taken over from a dead hub says its read ran under it: %v, want %v", underClaim, want)
 		}
 	})
 }
@@ -254,4 +284,56 @@ func TestAloneWritesNoRows(t *testing.T) {
 		t.Fatalf("a released claim cannot be taken: %v %v", ok, err)
 	}
 	r3()
+}
+
+// A soft batch that fails closes its PostgreSQL session rather than put it
+// back in the pool, so the claims that session held go with it (another
+// hub may then serve those requests; their commits decide which sale
+// stands) and are never left locked by a pooled session nobody releases
+// them on. A claim row outlives the failure.
+func TestFailedSoftBatchLetsGo(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		dbA, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dbA.Close()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		a, b := claims.New(dbA, "hub-a", nil), claims.New(db, "hub-b", nil)
+		for _, h := range []string{"hub-a", "hub-b"} {
+			if err := db.RenewHubLease(ctx, h, time.Now(), time.Now(), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		release, err := a.Take(ctx, "k1", "r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		// A statement that fails as it runs in hub a's soft session.
+		if _, err := dbA.SoftExec(ctx, `INSERT INTO hub_leases (hub) VALUES (?)`, "no-until"); err == nil {
+			t.Fatal("a failing soft statement did not fail")
+		}
+		rb, ok, err := b.TryTake(ctx, "k1", "r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := db.Dialect == store.Postgres; ok != want {
+			t.Fatalf("claim taken after the holder's soft batch failed: %v, want %v", ok, want)
+		}
+		if ok {
+			rb()
+		}
+		// Hub a's next claims work, on a new session.
+		r2, err := a.Take(ctx, "k1", "r2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2()
+	})
 }
