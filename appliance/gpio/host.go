@@ -30,20 +30,26 @@ type outPin interface {
 	Out(l gpio.Level) error
 }
 
-// OpenHost opens the panel on the Pi's GPIO header.
-func OpenHost(names Pins) (*Panel, error) {
+// HostPin returns the pin of the Pi's GPIO header named name, as gpioreg
+// knows it (GPIO5, ...).
+func HostPin(name string) (gpio.PinIO, error) {
 	if _, err := host.Init(); err != nil {
 		return nil, fmt.Errorf("gpio: open host: %w", err)
 	}
+	p := gpioreg.ByName(name)
+	if p == nil {
+		return nil, fmt.Errorf("gpio: open host: no pin %s", name)
+	}
+	return p, nil
+}
+
+// OpenHost opens the panel on the Pi's GPIO header.
+func OpenHost(names Pins) (*Panel, error) {
 	pin := func(name, def string) (gpio.PinIO, error) {
 		if name == "" {
 			name = def
 		}
-		p := gpioreg.ByName(name)
-		if p == nil {
-			return nil, fmt.Errorf("gpio: open host: no pin %s", name)
-		}
-		return p, nil
+		return HostPin(name)
 	}
 	b, err := pin(names.Button, "GPIO17")
 	if err != nil {

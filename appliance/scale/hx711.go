@@ -2,7 +2,11 @@ package scale
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -31,9 +35,9 @@ type HX711Config struct {
 // Calibration maps raw counts to milligrams: mg = (raw-Offset)*Mg/Counts.
 // Save it to survive a reboot.
 type Calibration struct {
-	Offset int64 // raw counts at zero (Tare)
-	Counts int64 // raw counts above Offset for the test weight
-	Mg     int64 // the test weight
+	Offset int64 `json:"offset"` // raw counts at zero (Tare)
+	Counts int64 `json:"counts"` // raw counts above Offset for the test weight
+	Mg     int64 `json:"mg"`     // the test weight
 }
 
 // HX711 reads a load cell through an HX711 amplifier by bit-banging its
@@ -46,6 +50,7 @@ type HX711 struct {
 	data gpio.PinIn
 	cfg  HX711Config
 	cal  Calibration
+	keep string // where the calibration is saved ("": nowhere)
 }
 
 // NewHX711 returns a reader on the PD_SCK (clk) and DOUT (data) pins.
@@ -88,6 +93,59 @@ func (h *HX711) SetCalibration(c Calibration) {
 	h.mu.Unlock()
 }
 
+// KeepCalibration loads the calibration saved at path, if there is one,
+// and saves it there after every Tare and Calibrate: after a reboot the
+// kiosk weighs as staff left it, not uncalibrated.
+func (h *HX711) KeepCalibration(path string) error {
+	b, err := os.ReadFile(path)
+	var c Calibration
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("scale: hx711: calibration: %w", err)
+	default:
+		if err := json.Unmarshal(b, &c); err != nil {
+			return fmt.Errorf("scale: hx711: calibration %s: %w", path, err)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		h.cal = c
+	}
+	h.keep = path
+	return nil
+}
+
+// saveLocked writes the calibration where KeepCalibration said, whole or
+// not at all: written beside it, synced, then renamed over it. h.mu is
+// held.
+func (h *HX711) saveLocked() error {
+	if h.keep == "" {
+		return nil
+	}
+	b, _ := json.Marshal(h.cal)
+	tmp := h.keep + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("scale: hx711: save calibration: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, h.keep)
+	}
+	if err != nil {
+		return fmt.Errorf("scale: hx711: save calibration: %w", err)
+	}
+	return nil
+}
+
 // Tare takes the present load as zero.
 func (h *HX711) Tare(ctx context.Context) error {
 	h.mu.Lock()
@@ -97,7 +155,7 @@ func (h *HX711) Tare(ctx context.Context) error {
 		return fmt.Errorf("scale: hx711: tare: %w", err)
 	}
 	h.cal.Offset = v
-	return nil
+	return h.saveLocked()
 }
 
 // Zero is Tare, so that HX711 has the serial drivers' methods.
@@ -119,7 +177,7 @@ func (h *HX711) Calibrate(ctx context.Context, knownMg int64) error {
 		return fmt.Errorf("scale: hx711: calibrate: %d counts for %d mg: %w", counts, knownMg, ErrUncalibrated)
 	}
 	h.cal.Counts, h.cal.Mg = counts, knownMg
-	return nil
+	return h.saveLocked()
 }
 
 // Read gives one filtered reading in milligrams.

@@ -3,6 +3,7 @@ package scale_test
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -171,4 +172,49 @@ func (c *slowClock) Out(l gpio.Level) error {
 		time.Sleep(c.low) // pace: and stalls once it is low
 	}
 	return err
+}
+
+// A load cell's zero and calibration outlive the kiosk's process: kept in
+// a file, read again by the next reader on the same chip.
+func TestHX711KeepsCalibration(t *testing.T) {
+	ctx := context.Background()
+	const offset, perKg = 84000, 42000
+	path := t.TempDir() + "/scale-calibration.json"
+	chip := scalesim.NewHX711(offset)
+	h, err := scale.NewHX711(chip.Clock(), chip.Data(), scale.HX711Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.KeepCalibration(path); err != nil { // nothing saved yet
+		t.Fatal(err)
+	}
+	if err := h.Tare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	chip.SetRaw(offset + 2*perKg)
+	if err := h.Calibrate(ctx, 2e6); err != nil {
+		t.Fatal(err)
+	}
+	// The kiosk restarts.
+	again, err := scale.NewHX711(chip.Clock(), chip.Data(), scale.HX711Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.KeepCalibration(path); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := again.Calibration(), h.Calibration(); got != want {
+		t.Fatalf("calibration after a restart %+v, want %+v", got, want)
+	}
+	chip.SetRaw(offset + perKg/2)
+	if r, err := again.Read(ctx); err != nil || r.WeightMg != 500000 {
+		t.Fatalf("Read after a restart = %+v, %v; want 500 g", r, err)
+	}
+	// A damaged file is an error, not a silent zero calibration.
+	if err := os.WriteFile(path, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.KeepCalibration(path); err == nil {
+		t.Fatal("a damaged calibration file was taken")
+	}
 }

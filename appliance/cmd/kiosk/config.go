@@ -30,7 +30,10 @@ import (
 //	              "data_bits": 8, "parity": "none", "stop_bits": "1"},
 //	  "journal": "/var/lib/frank/kiosk-journal.db",  // durable sale steps
 //	  "devices": {                        // each optional; udev-style stable names
-//	    "scale": {"path": "/dev/frank-scale", "baud": 9600}, "scale_protocol": "nci",  // or "sics"
+//	    "scale": {"path": "/dev/frank-scale", "baud": 9600}, "scale_protocol": "nci",  // or "sics";
+//	    // or "scale_protocol": "hx711" for a load cell on GPIO, with
+//	    // "hx711": {"clock": "GPIO5", "data": "GPIO6", "capacity_g": 20000,
+//	    //           "calibration": "/var/lib/frank/scale-calibration.json"},
 //	    "scanner": {"path": "/dev/frank-scanner", "baud": 9600},
 //	    "head_scanner": {"path": "/dev/frank-head-scanner", "baud": 9600},  // reads the label under the print head
 //	    "terminal": {"path": "/dev/frank-terminal", "baud": 115200},

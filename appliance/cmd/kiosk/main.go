@@ -57,7 +57,7 @@ func run() int {
 	flag.IntVar(&pcfg.Baud, "printer-baud", 115200, "label printer baud rate")
 	var dcfg devicesConfig
 	flag.StringVar(&dcfg.Scale.Path, "scale", "", "scale serial device (empty: none)")
-	flag.StringVar(&dcfg.ScaleProtocol, "scale-protocol", "nci", "scale protocol: nci or sics")
+	flag.StringVar(&dcfg.ScaleProtocol, "scale-protocol", "nci", "scale protocol: nci or sics (a serial scale at --scale), or hx711 (a load cell on GPIO, placed in the config file's devices.hx711)")
 	flag.StringVar(&dcfg.Scanner.Path, "scanner", "", "barcode scanner serial device (empty: none)")
 	flag.StringVar(&dcfg.HeadScanner.Path, "head-scanner", "", "fixed scanner reading the serial of the label under the print head; a stamp prints only on its own label (empty: none)")
 	flag.StringVar(&dcfg.Terminal.Path, "terminal", "", "card terminal serial device (empty: none)")
@@ -113,6 +113,7 @@ func run() int {
 		line("head-scanner", &dcfg.HeadScanner, fc.Devices.HeadScanner)
 		line("terminal", &dcfg.Terminal, fc.Devices.Terminal)
 		pick("scale-protocol", &dcfg.ScaleProtocol, fc.Devices.ScaleProtocol)
+		dcfg.HX711 = fc.Devices.HX711
 		pick("gpio", &dcfg.GPIO, fc.Devices.GPIO)
 		cfg.StaffPINHash, cfg.StaffBadges = fc.StaffPINBcrypt, fc.StaffBadges
 		if !set["remedy-window"] && fc.RemedyWindowS > 0 {
