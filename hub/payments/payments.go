@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,14 +98,24 @@ func (g *Gateway) Tokenize(ctx context.Context, card *Card) (Token, error) {
 	return t, nil
 }
 
-// Capture takes the held amount. A capture the gateway refused is
-// ErrNotCaptured.
+// Capture takes the held amount. A capture the gateway refused because
+// the hold is gone is ErrNotCaptured; any other error leaves the outcome
+// unknown.
 func (g *Gateway) Capture(ctx context.Context, authID string, amount protocol.Mills) error {
 	err := g.call(ctx, "/v1/capture", map[string]any{"auth_id": authID, "amount_mills": amount}, nil)
-	if errors.Is(err, errRefused) {
+	var se *StatusError
+	if errors.As(err, &se) && holdGone(se.Status) {
 		return fmt.Errorf("%w: %w", ErrNotCaptured, err)
 	}
 	return err
+}
+
+// holdGone says whether a capture's HTTP status means the gateway holds
+// nothing to capture: no such authorization (404), voided or otherwise
+// not capturable (409), expired (410). Other statuses (408, 429, 5xx)
+// say nothing about the hold: the capture is asked again.
+func holdGone(status int) bool {
+	return status == http.StatusNotFound || status == http.StatusConflict || status == http.StatusGone
 }
 
 // Capture is one capture of a batch.
@@ -115,8 +126,8 @@ type Capture struct {
 
 // CaptureBatch takes many held amounts in one call, as acquirers settle
 // captures in batches. It returns each capture's error (ErrNotCaptured for
-// one the gateway refused), or one error for the call, which leaves every
-// capture's outcome unknown.
+// one whose hold is gone, see holdGone), or one error for the call, which
+// leaves every capture's outcome unknown.
 func (g *Gateway) CaptureBatch(ctx context.Context, cs []Capture) ([]error, error) {
 	var out struct {
 		Results []struct {
@@ -137,10 +148,10 @@ func (g *Gateway) CaptureBatch(ctx context.Context, cs []Capture) ([]error, erro
 		case r.AuthID != cs[i].AuthID:
 			errs[i] = fmt.Errorf("payments: gateway /v1/captures: result %d is for %s, not %s", i, r.AuthID, cs[i].AuthID)
 		case r.Status == http.StatusOK:
-		case r.Status >= 400 && r.Status < 500:
-			errs[i] = fmt.Errorf("%w: payments: gateway capture %s: %d %s", ErrNotCaptured, r.AuthID, r.Status, r.Message)
+		case holdGone(r.Status):
+			errs[i] = fmt.Errorf("%w: payments: gateway capture %s: %w", ErrNotCaptured, r.AuthID, &StatusError{Path: "/v1/captures", Status: r.Status, Message: r.Message})
 		default:
-			errs[i] = fmt.Errorf("payments: gateway capture %s: %d %s", r.AuthID, r.Status, r.Message)
+			errs[i] = fmt.Errorf("payments: gateway capture %s: %w", r.AuthID, &StatusError{Path: "/v1/captures", Status: r.Status, Message: r.Message})
 		}
 	}
 	return errs, nil
@@ -196,8 +207,11 @@ func (g *Gateway) Void(ctx context.Context, authID string) error {
 // VoidKey releases whatever hold an authorize call with key made, if any.
 func (g *Gateway) VoidKey(ctx context.Context, key string) error {
 	err := g.call(ctx, "/v1/void", map[string]any{"key": key}, nil)
-	if err != nil && strings.Contains(err.Error(), "404") {
-		return nil // the gateway never approved it
+	// Only the gateway's own 404 says it never approved the key: a 5xx or
+	// a dropped connection leaves the hold as it was, whatever its text.
+	var se *StatusError
+	if errors.As(err, &se) && se.Status == http.StatusNotFound {
+		return nil
 	}
 	return err
 }
@@ -243,19 +257,36 @@ func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
 	case "invalid":
 		return protocol.Errorf(protocol.CodePaymentInvalid, "the payment data was refused: %s", e.Message)
 	}
-	if resp.StatusCode >= 500 {
-		return fmt.Errorf("payments: gateway %s: %s %s", path, resp.Status, e.Message) // its outcome is not known
-	}
-	return fmt.Errorf("payments: gateway %s: %s %s: %w", path, resp.Status, e.Message, errRefused)
+	// What the status means is the caller's to judge (holdGone, VoidKey).
+	return &StatusError{Path: path, Status: resp.StatusCode, Code: e.Code, Message: e.Message}
 }
 
-// errRefused is a gateway's 4xx answer that refused the call: unlike a
-// call that got no answer or a server error, its outcome is known.
-var errRefused = errors.New("refused by the gateway")
+// StatusError is a gateway's answer with an HTTP status other than 200
+// that is not a refusal of the card (declined, insufficient funds,
+// invalid: those are protocol errors). Callers decide by Status, never by
+// the error's text, which can hold anything (URLs, ports, messages).
+type StatusError struct {
+	Path    string // the call, as /v1/capture
+	Status  int
+	Code    string // the gateway's code, if it sent one
+	Message string
+}
 
-// ErrNotCaptured is a capture the gateway refused (the hold expired or was
-// voided): no money moved. Any other capture error leaves the outcome
-// unknown, and the payment stays authorized until settled.
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("payments: gateway %s: %d %s", e.Path, e.Status, http.StatusText(e.Status))
+	if e.Code != "" {
+		msg += ": " + e.Code
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+// ErrNotCaptured is a capture the gateway refused because the hold is
+// gone (it expired or was voided, see holdGone): no money moved. Any other
+// capture error leaves the outcome unknown, and the payment stays
+// authorized until settled.
 var ErrNotCaptured = errors.New("payments: the gateway refused the capture")
 
 // Key names the purchase a payment belongs to.
@@ -401,7 +432,10 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 			return nil, err
 		}
 	}
-	pay := newAttempt(key, src, amount, p.Hub)
+	pay, err := newAttempt(key, src, amount, p.Hub)
+	if err != nil {
+		return nil, err
+	}
 	// Most purchases are new: the attempt is written without a read. Only
 	// when a row is there already is it read and settled first.
 	start := time.Now()
@@ -425,14 +459,17 @@ func (p *Payments) Hold(ctx context.Context, key Key, src Source, amount protoco
 // newAttempt is hub's new attempt at paying amount for key from src. Its
 // key names the purchase and the hub, for a hold found at the gateway
 // that nothing recorded (sweepHolds): kiosk/request/nonce/hub. Kiosk and
-// request ids have no slash; a hub's name may.
-func newAttempt(key Key, src Source, amount protocol.Mills, hub string) *Payment {
+// request ids have no slash (validKey); a hub's name may.
+func newAttempt(key Key, src Source, amount protocol.Mills, hub string) (*Payment, error) {
+	if err := validKey(key); err != nil {
+		return nil, err
+	}
 	pay := &Payment{Key: key, Amount: amount, State: "authorizing", Method: "card", AccountID: src.AccountID, hub: hub,
 		attempt: key.KioskID + "/" + key.RequestID + "/" + nonce() + "/" + hub}
 	if src.AccountID != 0 {
 		pay.Method = "account"
 	}
-	return pay
+	return pay, nil
 }
 
 // HoldChecked is Hold for a card token, with check run in the attempt's
@@ -448,7 +485,9 @@ func (p *Payments) HoldChecked(ctx context.Context, key Key, token string, amoun
 		return p.holdFirst(ctx, key, token, amount, check, goOn)
 	}
 	src := Source{Token: token}
-	pay = newAttempt(key, src, amount, p.Hub)
+	if pay, err = newAttempt(key, src, amount, p.Hub); err != nil {
+		return nil, true, err // final: no id of this shape is ever paid
+	}
 	start := time.Now()
 	n, err := p.recordAttempt(ctx, pay, "", check)
 	if err != nil || n == 0 {
@@ -514,7 +553,10 @@ func (p *Payments) PaidRead(key Key, r *store.Read) (*store.Read, *int) {
 // no payment records: sweepHolds finds it at the gateway and voids it.
 func (p *Payments) HoldFirst(ctx context.Context, key Key, token string, amount protocol.Mills) (*Payment, error) {
 	src := Source{Token: token}
-	pay := newAttempt(key, src, amount, p.Hub)
+	pay, err := newAttempt(key, src, amount, p.Hub)
+	if err != nil {
+		return nil, err
+	}
 	pay.first = true
 	return p.hold(ctx, pay, src)
 }
@@ -610,6 +652,11 @@ func (p *Payments) settlePrevious(ctx context.Context, key Key) (string, error) 
 			return "", ErrOtherHub
 		}
 	}
+	if _, topUp := fundAccount(key.KioskID); topUp && prev.State == "authorized" {
+		// A top-up being finished (Fund or settlement): its capture may
+		// have happened, so it is never voided here.
+		return "", fundPending()
+	}
 	if prev.State == "authorized" {
 		// Recorded with its sale (a hub whose lease lapsed committed it
 		// after our precheck): asked again, the precheck replays the sale,
@@ -672,10 +719,11 @@ func (pay *Payment) Authorized() store.Write {
 
 // Release gives back a hold whose sale was not recorded.
 //
-// A hold the database shows authorized for its sale is not released: the
-// sale's own commit recorded it, though the hub heard only the connection
-// drop (a failover with the COMMIT in flight) and then found the sale
-// already answered. Release returns ErrRecorded, and the hold is captured.
+// A hold the database shows authorized or captured for its sale is not
+// released: the sale's own commit recorded it, though the hub heard only
+// the connection drop (a failover with the COMMIT in flight) and then
+// found the sale already answered. Release returns ErrRecorded, and the
+// hold is (or was) captured.
 // If the database cannot be read the hold is left for settlement, which
 // captures or voids it by what the database holds.
 func (p *Payments) Release(ctx context.Context, pay *Payment) error {
@@ -684,7 +732,10 @@ func (p *Payments) Release(ctx context.Context, pay *Payment) error {
 	case pay.first && errors.Is(err, sql.ErrNoRows): // nothing recorded
 	case err != nil:
 		return fmt.Errorf("payments: release %s/%s: %w", pay.KioskID, pay.RequestID, err)
-	case cur.attempt == pay.attempt && cur.State == "authorized":
+	case cur.attempt == pay.attempt && (cur.State == "authorized" || cur.State == "captured"):
+		// Recorded with its sale, and maybe captured already (a capture
+		// worker or settlement got there first): voiding it would make the
+		// sale free, or fail on a captured hold.
 		return ErrRecorded
 	}
 	if err := p.void(ctx, pay); err != nil {
@@ -977,25 +1028,67 @@ func (p *Payments) sweepHold(ctx context.Context, h Hold, key Key) (bool, error)
 		return true, p.abandon(ctx, key)
 	case err != nil:
 		return false, err
-	case cur.attempt == h.Key:
+	case cur.attempt == h.Key && cur.State == "voiding":
+		// A void that did not finish: no sale can record the hold, and
+		// we hold the claim, so finish it now rather than wait for
+		// settlement to find the row stale.
+		if err := p.abandon(ctx, key); err != nil {
+			return false, err
+		}
+		return true, nil
+	case cur.attempt == h.Key && cur.State != "voided":
 		return false, nil // recorded: settled as its payment is
 	}
-	// The request's payment is another attempt's: no sale can record this
-	// hold any more.
-	return true, p.gw.VoidKey(ctx, h.Key)
+	// The request's payment is another attempt's, or this one's recorded
+	// voided while the hold stayed open (a void that failed after the
+	// record, or one taken for done): no sale can record this hold any
+	// more. Until a void takes, every sweep finds it again.
+	if err := p.gw.VoidKey(ctx, h.Key); err != nil {
+		return false, fmt.Errorf("payments: void hold %s: %w", h.AuthID, err)
+	}
+	return true, nil
 }
 
 // attemptOf reads the purchase and the hub from an attempt's key (see
-// newAttempt). Keys made before hubs were named have no hub.
+// newAttempt). Keys made before hubs were named have no hub. A key whose
+// fields do not have newAttempt's shape is not a hub's: misread, its hold
+// would be taken for another purchase's, and a live hold voided.
 func attemptOf(attempt string) (key Key, hub string, ok bool) {
 	parts := strings.SplitN(attempt, "/", 4)
-	if len(parts) < 3 {
+	if len(parts) < 3 || validKey(Key{KioskID: parts[0], RequestID: parts[1]}) != nil || !isNonce(parts[2]) {
 		return Key{}, "", false
 	}
 	if len(parts) == 4 {
-		hub = parts[3]
+		if hub = parts[3]; hub == "" {
+			return Key{}, "", false
+		}
 	}
 	return Key{KioskID: parts[0], RequestID: parts[1]}, hub, true
+}
+
+// validKey checks that key's ids can stand in an attempt's key, which
+// attemptOf splits at slashes.
+func validKey(key Key) error {
+	if !protocol.ValidKioskID(key.KioskID) {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "kiosk id %q: want 1-32 of [A-Za-z0-9_-]", key.KioskID)
+	}
+	if !protocol.ValidRequestID(key.RequestID) {
+		return protocol.Errorf(protocol.CodeInvalidRequest, "request_id %q: want 1-64 of [A-Za-z0-9_-]", key.RequestID)
+	}
+	return nil
+}
+
+// isNonce says whether s is what nonce makes: 12 lowercase hex digits.
+func isNonce(s string) bool {
+	if len(s) != 2*nonceBytes {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // settleOpen settles the open payments that match where.
@@ -1032,7 +1125,8 @@ func (p *Payments) settleOpen(ctx context.Context, where string, args ...any) er
 			continue
 		}
 		if settled {
-			p.log.Info("open payment settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", o.sold && o.state == "authorized")
+			_, topUp := fundAccount(o.key.KioskID)
+			p.log.Info("open payment settled", "kiosk", o.key.KioskID, "request_id", o.key.RequestID, "was", o.state, "captured", (o.sold || topUp) && o.state == "authorized")
 		}
 	}
 	return errors.Join(errs...)
@@ -1063,9 +1157,14 @@ func (p *Payments) settleDead(ctx context.Context, key Key, state string, sold b
 		}
 	}
 	var err error
+	_, topUp := fundAccount(key.KioskID)
 	switch {
 	case state == "authorizing" || state == "voiding":
-		err = p.abandon(ctx, key)
+		err = p.abandon(ctx, key) // never captured: a capture follows the authorized record
+	case topUp:
+		// An authorized top-up may have been captured (its outcome was
+		// unknown): captured again and credited, never voided.
+		_, err = p.settleFund(ctx, key)
 	case sold:
 		err = p.Capture(ctx, key)
 		if errors.Is(err, ErrNotCaptured) {
@@ -1141,8 +1240,11 @@ func (p *Payments) Totals(ctx context.Context) (captured, refunded protocol.Mill
 	return
 }
 
+// nonceBytes is the size of an attempt's nonce (see isNonce).
+const nonceBytes = 6
+
 func nonce() string {
-	b := make([]byte, 6)
+	b := make([]byte, nonceBytes)
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
@@ -1166,23 +1268,121 @@ func FundKioskID(accountID int64) string { return fmt.Sprintf("fund-%d", account
 
 // Fund tops up a prepaid account from a card: authorized, captured, then
 // credited, each step idempotent by requestID, so a resubmitted form
-// charges once. A crash after the capture is finished by Reconcile.
+// charges once. A capture whose outcome is unknown leaves the payment
+// authorized, never voided (the card may have been charged): Fund then
+// answers fundPending, and the same form sent again, or settlement,
+// captures it again and credits it (settleFund).
 func (p *Payments) Fund(ctx context.Context, accountID int64, card *Card, amount protocol.Mills, requestID string) error {
+	if !protocol.ValidRequestID(requestID) {
+		// It becomes part of the attempt's key, which attemptOf splits.
+		return protocol.Errorf(protocol.CodeInvalidRequest, "request_id: want 1-64 of [A-Za-z0-9_-]")
+	}
 	if amount < 1000 || amount > 1_000_000 {
 		return protocol.Errorf(protocol.CodeInvalidRequest, "amount: want $1.00 to $1,000.00")
 	}
 	key := Key{KioskID: FundKioskID(accountID), RequestID: requestID}
-	if prev, err := p.Get(ctx, key); err == nil && prev.State == "captured" {
-		return p.credit(ctx, accountID, prev.Captured, requestID)
+	prev, err := p.Get(ctx, key)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("payments: fund: %w", err)
+	case prev.State == "authorized" || prev.State == "captured":
+		// The form sent again: finish the top-up it started.
+		if prev.Amount != amount {
+			return protocol.Errorf(protocol.CodeInvalidRequest, "this top-up was started for %s; open the top-up page again for another", prev.Amount)
+		}
+		return p.fundOutcome(ctx, key)
 	}
 	if _, err := p.Authorize(ctx, key, Source{Card: card}, amount); err != nil {
 		return err
 	}
-	if err := p.Capture(ctx, key); err != nil {
-		p.Void(ctx, key)
-		return protocol.Errorf(protocol.CodePaymentDeclined, "the payment could not be completed; nothing was charged")
+	return p.fundOutcome(ctx, key)
+}
+
+// fundOutcome settles an authorized top-up and tells the customer.
+func (p *Payments) fundOutcome(ctx context.Context, key Key) error {
+	charged, err := p.settleFund(ctx, key)
+	switch {
+	case err != nil:
+		p.log.Warn("top-up not confirmed; settlement captures and credits it", "kiosk", key.KioskID, "request_id", key.RequestID, "err", err)
+		return fmt.Errorf("payments: fund %s: %w: %w", key.RequestID, fundPending(), err)
+	case !charged:
+		return protocol.Errorf(protocol.CodePaymentDeclined, "the card processor refused the payment; nothing was charged")
 	}
-	return p.credit(ctx, accountID, amount, requestID)
+	return nil
+}
+
+// fundPending is a top-up whose outcome is not known yet: the card may
+// have been charged, and if it was, the balance is credited once.
+func fundPending() *protocol.Error {
+	return protocol.Errorf(protocol.CodeOutcomeUnknown, "your top-up is not confirmed yet: if your card was charged, the amount is added to your balance shortly; sending this same form again never charges twice")
+}
+
+// settleFund finishes an authorized top-up: captured (a repeat capture is
+// a retry at the gateway), credited, then recorded captured; or, if the
+// gateway refused the capture because the hold is gone, recorded voided:
+// nothing was charged. It never voids a hold whose capture may have
+// happened. The credit comes before the record, so an error at any step
+// leaves the top-up authorized, and the next try (settlement, or the form
+// sent again) does it all again, each step idempotent.
+func (p *Payments) settleFund(ctx context.Context, key Key) (charged bool, err error) {
+	accountID, ok := fundAccount(key.KioskID)
+	if !ok {
+		return false, fmt.Errorf("payments: settle top-up %s/%s: not a top-up", key.KioskID, key.RequestID)
+	}
+	pay, err := p.Get(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	if pay.State == "authorized" {
+		err := p.gw.Capture(ctx, pay.Ref, pay.Amount)
+		switch {
+		case errors.Is(err, ErrNotCaptured):
+			// Its hold is gone (voided or expired): no money moved.
+			p.log.Warn("the gateway refused a top-up's capture; nothing was charged", "kiosk", key.KioskID, "request_id", key.RequestID, "err", err)
+			if err := p.settled(ctx, pay, "authorized", "voided"); err != nil && !errors.Is(err, ErrChanged) {
+				return false, err
+			}
+		case err != nil:
+			return false, fmt.Errorf("payments: capture top-up %s/%s: %w", key.KioskID, key.RequestID, err)
+		default:
+			if err := p.credit(ctx, accountID, pay.Amount, key.RequestID); err != nil {
+				return true, fmt.Errorf("payments: credit top-up %s/%s: %w", key.KioskID, key.RequestID, err)
+			}
+			if err := p.settled(ctx, pay, "authorized", "captured"); err != nil && !errors.Is(err, ErrChanged) {
+				return true, err
+			}
+		}
+		if pay, err = p.Get(ctx, key); err != nil {
+			return false, err
+		}
+	}
+	switch pay.State {
+	case "captured":
+		// Credited above, or by whoever recorded it: crediting is
+		// idempotent by its ref, and a top-up recorded captured before
+		// credits came first is credited here.
+		if err := p.credit(ctx, accountID, pay.Captured, key.RequestID); err != nil {
+			return true, fmt.Errorf("payments: credit top-up %s/%s: %w", key.KioskID, key.RequestID, err)
+		}
+		return true, nil
+	case "voided":
+		return false, nil
+	}
+	return false, fmt.Errorf("payments: settle top-up %s/%s: it is %s", key.KioskID, key.RequestID, pay.State)
+}
+
+// fundAccount reads the account from a top-up's kiosk id (FundKioskID).
+func fundAccount(kioskID string) (int64, bool) {
+	s, ok := strings.CutPrefix(kioskID, "fund-")
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 || FundKioskID(id) != kioskID {
+		return 0, false
+	}
+	return id, true
 }
 
 // SaveCard stores a customer's card as a gateway token, for purchases the
@@ -1200,7 +1400,8 @@ func (p *Payments) credit(ctx context.Context, accountID int64, amount protocol.
 	return p.accounts.Credit(ctx, accountID, amount, "fund", "card:"+requestID)
 }
 
-// creditFunds finishes top-ups captured before a crash; crediting is
+// creditFunds credits top-ups recorded captured whose credit may be
+// missing (recorded before settleFund credited first); crediting is
 // idempotent by its ref, so the ones already credited are left as they are.
 func (p *Payments) creditFunds(ctx context.Context) error {
 	rows, err := p.db.QueryContext(ctx, `SELECT kiosk_id, request_id, captured FROM payments WHERE kiosk_id LIKE 'fund-%' AND state = 'captured'`)
@@ -1220,7 +1421,8 @@ func (p *Payments) creditFunds(ctx context.Context) error {
 			rows.Close()
 			return fmt.Errorf("payments: credit funds: %w", err)
 		}
-		if _, err := fmt.Sscanf(kiosk, "fund-%d", &t.account); err == nil {
+		var ok bool
+		if t.account, ok = fundAccount(kiosk); ok {
 			ups = append(ups, t)
 		}
 	}

@@ -572,8 +572,9 @@ func TestCaptureRefusedAfterSale(t *testing.T) {
 	})
 }
 
-// Only a 4xx answer refuses a capture; a server error leaves its outcome
-// unknown, to be asked again, not written off.
+// Only an answer that says the hold is gone (409 here; see
+// TestCaptureRefusedOnlyWhenHoldGone) refuses a capture; a server error
+// leaves its outcome unknown, to be asked again, not written off.
 func TestCaptureServerErrorIsNotRefusal(t *testing.T) {
 	status := http.StatusServiceUnavailable
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

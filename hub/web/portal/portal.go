@@ -408,19 +408,34 @@ func fundFormData(q url.Values) fundData {
 
 func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 	acct := current(r).Subject
+	requestID := r.PostFormValue("request_id")
 	amt, err := protocol.ParseMills(strings.TrimPrefix(strings.TrimSpace(r.PostFormValue("amount")), "$"))
-	if err == nil {
+	switch {
+	case !protocol.ValidRequestID(requestID):
+		// It names the top-up's payment, and the card hold's key with it.
+		err = protocol.Errorf(protocol.CodeInvalidRequest, "request_id: want 1-64 of [A-Za-z0-9_-]; open the top-up page again")
+	case err != nil:
+		err = protocol.Errorf(protocol.CodeInvalidRequest, "amount: dollars, like 25.00")
+	default:
 		// The card goes to the gateway and nowhere else: not the log, not the store.
 		card := &payments.Card{Number: strings.ReplaceAll(r.PostFormValue("card"), " ", ""),
 			Exp: strings.ReplaceAll(r.PostFormValue("exp"), "/", ""), Name: r.PostFormValue("name")}
-		err = p.Funds.Fund(r.Context(), acct.ID, card, amt, r.PostFormValue("request_id"))
+		err = p.Funds.Fund(r.Context(), acct.ID, card, amt, requestID)
 		if err == nil && r.PostFormValue("save_card") == "yes" {
 			if serr := p.Funds.SaveCard(r.Context(), acct.ID, card); serr != nil {
 				p.Log.Warn("card not kept", "account", acct.ID, "err", serr)
 			}
 		}
-	} else {
-		err = protocol.Errorf(protocol.CodeInvalidRequest, "amount: dollars, like 25.00")
+	}
+	if err != nil && protocol.AsError(err).Code == protocol.CodeOutcomeUnknown {
+		// The card may have been charged: not an error, and not done. The
+		// form keeps its request id, so sending it again finishes this
+		// top-up rather than starting another.
+		p.Log.Warn("top-up pending", "account", acct.ID, "request_id", requestID, "err", err)
+		d := fundFormData(r.PostForm)
+		d.RequestID = requestID
+		p.render(w, r, http.StatusAccepted, "fund.html", page{Title: "Top up", Flash: "Top-up pending: " + protocol.AsError(err).Message, Data: d})
+		return
 	}
 	if err != nil {
 		status, msg := problem(err)
