@@ -128,9 +128,12 @@ type Config struct {
 	// BrokerConnsPerIP bounds the embedded broker's connections from one
 	// address (default 64; negative, no limit). KioskMsgRate bounds the
 	// messages a kiosk may publish per second (default 20, bursts of 200;
-	// negative, no limit, for simulated kiosks).
+	// negative, no limit, for simulated kiosks). KioskConnects bounds the
+	// connections one kiosk id may open a minute, in bursts of as many
+	// (default 10; negative, no limit).
 	BrokerConnsPerIP int
 	KioskMsgRate     float64
+	KioskConnects    int
 	// BrokerRecheck is how often the embedded broker checks open kiosk
 	// sessions against the stored credentials (default 1 s). A change
 	// made on another hub of the cluster is told at once (LISTEN/NOTIFY);
@@ -606,7 +609,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		brokerPass = rand.Text() // only this process knows it
 		bc := broker.Config{Addr: h.cfg.BrokerListen, HubUser: h.cfg.BrokerUser, HubPassword: brokerPass, Kiosks: h.fleet,
 			Passwords: h.cfg.KioskPasswords, MaxConnsPerIP: h.cfg.BrokerConnsPerIP, KioskRate: h.cfg.KioskMsgRate,
-			RecheckEvery: h.cfg.BrokerRecheck}
+			KioskConnects: h.cfg.KioskConnects, RecheckEvery: h.cfg.BrokerRecheck}
 		if h.cfg.BrokerTLSListen != "off" {
 			bc.TLSAddr, bc.Revoked = h.cfg.BrokerTLSListen, h.ca
 			bc.TLS = h.tls.serverConfig()

@@ -5,7 +5,8 @@
 // in its publishes, its subscriptions and its last will alike. A kiosk's
 // client id is its user name, so no kiosk can push another off. Memory is
 // bounded before and after authentication: packet size, a CONNECT
-// deadline, connections per address, and each kiosk's message rate.
+// deadline, connections per address, and each kiosk id's message and
+// connect rates.
 // Sites that run mosquitto or another broker point the hub and kiosks at it
 // instead, with the equivalent settings (README, "Running with mosquitto").
 package broker
@@ -83,6 +84,15 @@ type Config struct {
 	// negative KioskRate for no limit (the benchmark's simulated kiosks).
 	KioskRate  float64
 	KioskBurst int
+	// KioskConnects bounds how often one kiosk id may connect: that many
+	// a minute, in a burst of as many. Beyond it a CONNECT is refused as
+	// over the connection rate (3.1.1: server unavailable), so it tries
+	// again later. The budget, like KioskRate's, is the kiosk id's and
+	// outlives its connections: reconnecting does not start either afresh.
+	// A real kiosk reconnects after a lost link or a hub restart; a fleet
+	// reconnecting at once spends one each. Default 10; negative for no
+	// limit.
+	KioskConnects int
 	// AuthFailures is how many failed logins one address may make in a
 	// burst before it waits (one more every 6 s): bcrypt is costly, and a
 	// stranger must not be able to spend the hub's CPU on it. A kiosk whose
@@ -91,6 +101,8 @@ type Config struct {
 	// RecheckEvery is how often open kiosk sessions are checked against
 	// the current credentials; default 1 s.
 	RecheckEvery time.Duration
+
+	now func() time.Time // the kiosks' budgets' clock, for tests; default time.Now
 }
 
 func (c *Config) defaults() {
@@ -105,6 +117,9 @@ func (c *Config) defaults() {
 	}
 	if c.KioskBurst == 0 {
 		c.KioskBurst = 200
+	}
+	if c.KioskConnects == 0 {
+		c.KioskConnects = 10
 	}
 	if c.AuthFailures == 0 {
 		c.AuthFailures = 20
@@ -148,7 +163,7 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	// Payloads carry payment tokens: the broker's own log lines show
 	// packets by type, topic and size only.
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(redact(log.Handler())), Capabilities: caps})
-	hook := &authHook{cfg: cfg, log: log, srv: srv, stamps: map[*mqtt.Client]string{}, rates: map[*mqtt.Client]*rate.Limiter{},
+	hook := &authHook{cfg: cfg, log: log, srv: srv, stamps: map[*mqtt.Client]string{}, kiosks: map[string]*kioskLimits{},
 		certs: map[*mqtt.Client]*x509.Certificate{}, failures: map[string]*rate.Limiter{}}
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: start: %w", err)
@@ -221,6 +236,9 @@ func (b *Broker) Dropped() int64 {
 // ACL, by reason, for the metrics and tests.
 func (b *Broker) Refused() map[string]int64 {
 	out := b.hook.refusedCounts()
+	if out == nil { // nothing refused yet
+		out = map[string]int64{}
+	}
 	for _, ln := range b.lns {
 		out["conns_per_ip"] += ln.refused.Load()
 	}
@@ -272,6 +290,7 @@ func (b *Broker) recheck(ctx context.Context) {
 		}
 		b.hook.refreshRevoked(ctx)
 		b.hook.revoke(ctx)
+		b.hook.prune()
 	}
 }
 

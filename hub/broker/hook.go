@@ -30,13 +30,88 @@ type authHook struct {
 	mu       sync.Mutex
 	stamps   map[*mqtt.Client]string            // a connected kiosk's credential stamp
 	certs    map[*mqtt.Client]*x509.Certificate // the certificate a client connected with
-	rates    map[*mqtt.Client]*rate.Limiter     // a connected kiosk's publish budget
+	kiosks   map[string]*kioskLimits            // budgets by kiosk id, kept across its connections
 	failures map[string]*rate.Limiter           // failed logins by address
 	refused  map[string]int64                   // by reason
 	revoked  map[string]bool                    // certificate serials the CA revoked
 }
 
 func (h *authHook) ID() string { return "frank-auth" }
+
+// kioskLimits are one kiosk id's budgets: its publishes and its connects.
+// They are kept by id, not by connection, so a kiosk that reconnects goes
+// on with what it had left rather than a fresh burst. An entry is dropped
+// once every budget is full again, when a new one would be the same.
+type kioskLimits struct {
+	msgs     *rate.Limiter // nil: no limit
+	connects *rate.Limiter // nil: no limit
+}
+
+func (l *kioskLimits) full(now time.Time) bool {
+	full := func(r *rate.Limiter) bool { return r == nil || r.TokensAt(now) >= float64(r.Burst()) }
+	return full(l.msgs) && full(l.connects)
+}
+
+func (h *authHook) now() time.Time {
+	if h.cfg.now != nil {
+		return h.cfg.now()
+	}
+	return time.Now()
+}
+
+// limitsLocked returns kiosk id's budgets, full ones if it has none; h.mu
+// is held.
+func (h *authHook) limitsLocked(id string) *kioskLimits {
+	l := h.kiosks[id]
+	if l == nil {
+		l = &kioskLimits{}
+		if h.cfg.KioskRate > 0 {
+			l.msgs = rate.NewLimiter(rate.Limit(h.cfg.KioskRate), h.cfg.KioskBurst)
+		}
+		if n := h.cfg.KioskConnects; n > 0 {
+			l.connects = rate.NewLimiter(rate.Every(time.Minute/time.Duration(n)), n)
+		}
+		h.kiosks[id] = l
+	}
+	return l
+}
+
+// mayConnect reports whether kiosk id has a connect left. It only looks:
+// a connect is spent once authenticated (connected), so a stranger who
+// names the kiosk cannot spend its budget and lock it out.
+func (h *authHook) mayConnect(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := h.kiosks[id]
+	return l == nil || l.connects == nil || l.connects.TokensAt(h.now()) >= 1
+}
+
+// connected spends one of kiosk id's connects and starts its publish
+// budget if it has none. The spend is a reservation, which may leave a
+// debt: connects that raced past mayConnect together still each pay.
+func (h *authHook) connected(id string) {
+	if h.cfg.KioskRate <= 0 && h.cfg.KioskConnects <= 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if l := h.limitsLocked(id); l.connects != nil {
+		l.connects.ReserveN(h.now(), 1)
+	}
+}
+
+// prune drops the budgets that are full again: the map holds only kiosks
+// that spent something lately.
+func (h *authHook) prune() {
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, l := range h.kiosks {
+		if l.full(now) {
+			delete(h.kiosks, id)
+		}
+	}
+}
 
 func (h *authHook) Provides(b byte) bool {
 	switch b {
@@ -134,6 +209,17 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.srv.SendConnack(cl, code, false, nil)
 		return packets.ErrNotAuthorized
 	}
+	if protocol.ValidKioskID(string(user)) && !h.mayConnect(string(user)) {
+		// A real kiosk reconnects after a lost link or a hub restart, not
+		// in a loop; a transient code, so it tries again later.
+		h.refuse(cl, string(user), "connect_rate")
+		code := packets.ErrConnectionRateExceeded
+		if pk.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable // 3.1.1 has no rate code; mochi sends this one down as 3, as when full
+		}
+		h.srv.SendConnack(cl, code, false, nil)
+		return code
+	}
 	if len(user) > 0 {
 		cl.ID = string(user)
 	}
@@ -149,10 +235,10 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		}
 		h.mu.Lock()
 		h.certs[cl] = cert
-		if !h.isHub([]byte(user)) && h.cfg.KioskRate > 0 {
-			h.rates[cl] = rate.NewLimiter(rate.Limit(h.cfg.KioskRate), h.cfg.KioskBurst)
-		}
 		h.mu.Unlock()
+		if !h.isHub([]byte(user)) {
+			h.connected(user)
+		}
 		return true
 	}
 	user, pass := string(pk.Connect.Username), pk.Connect.Password
@@ -185,10 +271,8 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	}
 	h.mu.Lock()
 	h.stamps[cl] = stamp
-	if h.cfg.KioskRate > 0 {
-		h.rates[cl] = rate.NewLimiter(rate.Limit(h.cfg.KioskRate), h.cfg.KioskBurst)
-	}
 	h.mu.Unlock()
+	h.connected(user)
 	return true
 }
 
@@ -243,10 +327,13 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if cl.Net.Inline || h.isHub(cl.Properties.Username) {
 		return pk, nil
 	}
-	h.mu.Lock()
-	l := h.rates[cl]
-	h.mu.Unlock()
-	if l != nil && !l.Allow() {
+	ok := true
+	if h.cfg.KioskRate > 0 {
+		h.mu.Lock()
+		ok = h.limitsLocked(string(cl.Properties.Username)).msgs.AllowN(h.now(), 1)
+		h.mu.Unlock()
+	}
+	if !ok {
 		if h.count("rate")%100 == 1 {
 			h.log.Warn("kiosk over its message rate; publishes dropped", "kiosk", cl.ID, "rate", h.cfg.KioskRate)
 		}
@@ -265,7 +352,6 @@ func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.mu.Lock()
 	delete(h.stamps, cl)
 	delete(h.certs, cl)
-	delete(h.rates, cl)
 	h.mu.Unlock()
 }
 
