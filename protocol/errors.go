@@ -40,6 +40,10 @@ const (
 	CodeServiceUnavailable  Code = "service_unavailable"
 	CodeOutcomeUnknown      Code = "outcome_unknown"
 	CodeInternal            Code = "internal_error"
+
+	// CodeLabelAssignedElsewhere refuses a kiosk's own load of a sheet that
+	// another kiosk or a customer holds: only ops move sheets.
+	CodeLabelAssignedElsewhere Code = "label_assigned_elsewhere"
 )
 
 // CodeInfo describes one code for documentation and for clients that decide
@@ -66,6 +70,7 @@ var Codes = []CodeInfo{
 	{CodeLabelUnknown, false, "The label serial was never issued."},
 	{CodeLabelNotAssigned, false, "The label's sheet is assigned to another kiosk or customer."},
 	{CodeLabelUsed, false, "The label already carries an indicium; the attempt is recorded as a fraud alert."},
+	{CodeLabelAssignedElsewhere, false, "A kiosk asked to load a sheet that is loaded into another kiosk or assigned to a customer; ops move sheets between kiosks (hub stock load)."},
 	{CodePaymentDeclined, false, "The card issuer declined the payment."},
 	{CodePaymentTimeout, true, "The payment gateway did not answer in time; nothing was charged."},
 	{CodeInsufficientFunds, false, "The prepaid account or card lacks funds; missing_mills says how much is missing."},

@@ -74,9 +74,19 @@ func (r *Registry) SetStoreZIP(ctx context.Context, storeID string, zip protocol
 	if n, err := zip.Number(); err != nil || n == 0 {
 		return fmt.Errorf("fleet: store %s: zip %q: want five digits", storeID, zip)
 	}
-	if _, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE stores SET zip = ? WHERE id = ?`), string(zip), storeID); err != nil {
+	err := r.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, r.db.Rebind(`UPDATE stores SET zip = ? WHERE id = ?`), string(zip), storeID); err != nil {
+			return err
+		}
+		// Every hub keeps the kiosks it read, with their stores' ZIPs, until
+		// this version moves: a sale is then signed with the new ZIP.
+		_, err := tx.ExecContext(ctx, `UPDATE kiosks_version SET v = v + 1 WHERE id = 1`)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("fleet: store %s: %w", storeID, err)
 	}
+	r.forgetAll()
 	return nil
 }
 

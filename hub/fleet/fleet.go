@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,9 @@ type Kiosk struct {
 	// did; LockedBy is who. A locked kiosk is refused every sale.
 	Locked   *time.Time
 	LockedBy string
+	// ZIP is the ZIP code its store mails from, or "" if ops gave none;
+	// Get sets it, List does not.
+	ZIP protocol.ZIP
 }
 
 // cacheFor is how often Get asks whether any kiosk changed (the
@@ -74,6 +78,40 @@ func New(db *store.DB) *Registry {
 	return &Registry{db: db, ids: map[string]Kiosk{}, ok: map[string]checked{}, version: -1}
 }
 
+// ErrReservedID refuses a kiosk id or store that the hub uses itself.
+var ErrReservedID = errors.New("reserved for the hub's own use")
+
+// reservedKioskIDs are the prefixes of what the hub keys as a kiosk id
+// itself. A kiosk named into one would share its idempotency keys, payments
+// and claims: a web customer's sales and payments ("web-" and the account,
+// sale.WebKioskID), a prepaid account's top-ups (payments.FundKioskID), and
+// the claims scope that makes a label's refunds take turns ("refund-label").
+// Matched without regard to case, as SQLite's LIKE does.
+var reservedKioskIDs = []struct{ prefix, what string }{
+	{"web-", "web customers' sales"},
+	{"fund-", "prepaid accounts' top-ups"},
+	{"refund-", "refunds' claims"},
+}
+
+// webStore is stock.WebStore, whose sheets go to web customers: a kiosk
+// there could load them.
+const webStore = "web"
+
+// notReserved refuses a kiosk id or store in one of the hub's own
+// namespaces. Only provisioning checks: kiosks already provisioned keep
+// working, and protocol.ValidKioskID is unchanged.
+func notReserved(kioskID, storeID string) error {
+	for _, r := range reservedKioskIDs {
+		if len(kioskID) >= len(r.prefix) && strings.EqualFold(kioskID[:len(r.prefix)], r.prefix) {
+			return fmt.Errorf("a kiosk id may not start with %q, %w (%s); choose another", r.prefix, ErrReservedID, r.what)
+		}
+	}
+	if strings.EqualFold(storeID, webStore) {
+		return fmt.Errorf("store %q is %w (web customers' sheets); choose another", webStore, ErrReservedID)
+	}
+	return nil
+}
+
 // Add provisions a kiosk in a store (created if new) and, when the registry
 // takes Passwords, returns its new broker password. Provisioning an existing
 // kiosk again replaces its password, which is how a lost one is recovered.
@@ -82,6 +120,9 @@ func New(db *store.DB) *Registry {
 func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, error) {
 	if !protocol.ValidKioskID(kioskID) || !protocol.ValidKioskID(storeID) {
 		return "", fmt.Errorf("fleet: add %q in %q: ids want 1-32 of [A-Za-z0-9_-], and a kiosk id may not start with %s", kioskID, storeID, protocol.HubPrefix)
+	}
+	if err := notReserved(kioskID, storeID); err != nil {
+		return "", fmt.Errorf("fleet: add %s in %s: %w", kioskID, storeID, err)
 	}
 	var retired sql.NullInt64
 	if err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT retired_at FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&retired); err == nil && retired.Valid {
@@ -134,18 +175,19 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 	gen := r.gen
 	r.mu.Unlock()
 	if !ok {
-		var st, why, lockedBy sql.NullString
+		var st, why, lockedBy, zip sql.NullString
 		var retired, locked sql.NullInt64
 		k = Kiosk{ID: kioskID}
-		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT user_id, store, retired_at, retired_reason, locked_at, locked_by FROM kiosks WHERE kiosk_id = ?`), kioskID).
-			Scan(&k.UserID, &st, &retired, &why, &locked, &lockedBy)
+		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT k.user_id, k.store, k.retired_at, k.retired_reason, k.locked_at, k.locked_by, s.zip
+			FROM kiosks k LEFT JOIN stores s ON s.id = k.store WHERE k.kiosk_id = ?`), kioskID).
+			Scan(&k.UserID, &st, &retired, &why, &locked, &lockedBy, &zip)
 		if errors.Is(err, sql.ErrNoRows) || err == nil && !st.Valid {
 			return Kiosk{}, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned at this hub", kioskID)
 		}
 		if err != nil {
 			return Kiosk{}, fmt.Errorf("fleet: get %s: %w", kioskID, err)
 		}
-		k.Store = st.String
+		k.Store, k.ZIP = st.String, protocol.ZIP(zip.String)
 		if retired.Valid {
 			t := time.UnixMicro(retired.Int64).UTC()
 			k.Retired, k.RetiredWhy = &t, why.String
@@ -233,6 +275,15 @@ func (r *Registry) Forget(kioskID string) {
 	r.mu.Unlock()
 }
 
+// forgetAll drops every kiosk the registry read (not the passwords that
+// checked out): a change to their stores.
+func (r *Registry) forgetAll() {
+	r.mu.Lock()
+	r.gen++
+	clear(r.ids)
+	r.mu.Unlock()
+}
+
 // told tells the other hubs that a kiosk's credentials changed. A lost
 // notification only delays them until their brokers' next recheck.
 func (r *Registry) told(ctx context.Context, kioskID string) {
@@ -247,6 +298,13 @@ func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
 		return 0, protocol.Errorf(protocol.CodeKioskLocked, "kiosk %s was locked by %s on %s", kioskID, k.LockedBy, k.Locked.Format(time.DateTime))
 	}
 	return k.UserID, err
+}
+
+// StoreZIP is the ZIP code a kiosk's store mails from, which its stamps
+// are signed with, or "" if ops gave the store none.
+func (r *Registry) StoreZIP(ctx context.Context, kioskID string) (protocol.ZIP, error) {
+	k, err := r.Get(ctx, kioskID)
+	return k.ZIP, err
 }
 
 // SetLocked locks a kiosk, so that no hub serves it a sale until it is

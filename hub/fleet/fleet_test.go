@@ -2,10 +2,16 @@ package fleet_test
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/sale"
+	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/pgtest"
@@ -63,4 +69,42 @@ func TestCachedUntilKiosksChange(t *testing.T) {
 			return err != nil && protocol.AsError(err).Code == protocol.CodeUnknownKiosk
 		})
 	})
+}
+
+// A kiosk id in one of the hub's own namespaces would share its keys: a
+// web customer's sales and payments (sale.WebKioskID), a prepaid account's
+// top-ups (payments.FundKioskID), the claims scope of refunds; and a kiosk
+// in the web store could load web customers' sheets. Provisioning refuses
+// them, in any case, and provisions nothing; ids that only look alike pass.
+func TestReservedIDsRefused(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	reg := fleet.New(db)
+	for _, c := range []struct{ kiosk, store string }{
+		{sale.WebKioskID(7), "store-1"}, {strings.ToUpper(sale.WebKioskID(7)), "store-1"},
+		{payments.FundKioskID(7), "store-1"}, {"Fund-8", "store-1"},
+		{"refund-label", "store-1"}, {"REFUND-LABEL", "store-1"}, {"refund-x", "store-1"},
+		{"kiosk-1", stock.WebStore}, {"kiosk-1", "WEB"},
+	} {
+		_, err := reg.Add(ctx, c.kiosk, c.store)
+		if !errors.Is(err, fleet.ErrReservedID) {
+			t.Errorf("add %s in %s: %v, want it refused as reserved", c.kiosk, c.store, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "choose another") {
+			t.Errorf("add %s in %s: %v, want a message that says what to do", c.kiosk, c.store, err)
+		}
+	}
+	if ks, err := reg.List(ctx); err != nil || len(ks) != 0 {
+		t.Fatalf("after refusals: kiosks %v, %v", ks, err)
+	}
+	for _, id := range []string{"webkiosk", "kiosk-web-1", "web1", "funder", "refunder", "kiosk-refund-label"} {
+		if _, err := reg.Add(ctx, id, "webshop"); err != nil {
+			t.Errorf("add %s: %v", id, err)
+		}
+	}
 }

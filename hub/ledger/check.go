@@ -43,6 +43,8 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //     never run backwards);
 //   - each sale's total = the postage of its indicia;
 //   - each payment's refunded total is the refunds recorded for it;
+//   - a failed label gets one remedy: no label refunded has a live
+//     reprint, and no label reprinted had its postage refunded;
 //   - the audit log chains, every entry follows from the one before it for
 //     its PSD, and each PSD's last entry matches its registers;
 //   - the chain still holds the head the postal authority was given in the
@@ -204,6 +206,9 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 		if miscounted > 0 {
 			bad("%d payments whose refunded total differs from their recorded refunds", miscounted)
 		}
+		if err := checkRemedies(ctx, tx, bad); err != nil {
+			return err
+		}
 		if err := l.verifyAudit(ctx, tx, all, bad); err != nil {
 			return err
 		}
@@ -218,6 +223,34 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("ledger: check: %w", err)
 	}
 	return r, nil
+}
+
+// checkRemedies checks that each failed label got one remedy, a free
+// reprint or its money back, never both. The remedies table keys one row
+// by label; these look past it, at the stamps and at the money.
+func checkRemedies(ctx context.Context, tx *sql.Tx, bad func(string, ...any)) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM indicia i JOIN remedies r ON r.label = i.reprint_of
+		WHERE i.reprint_of IS NOT NULL AND i.state <> 'voided' AND r.kind = 'refund'`).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		bad("%d live reprints of labels whose remedy was a refund", n)
+	}
+	// The stamp that failed is the reprinted label's voided indicium of the
+	// same kiosk; its payment's refund for the label is keyed refund:LABEL.
+	// A stamp taken back at the counter (refund_requested) is another sale
+	// on the label, refunded in its own right.
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM remedies r
+		JOIN indicia i ON i.label = r.label AND i.kiosk_id = r.kiosk_id AND i.state = 'voided' AND COALESCE(i.void_reason, '') <> 'refund_requested'
+		JOIN payment_refunds f ON f.kiosk_id = i.kiosk_id AND f.request_id = i.request_id AND f.ref = 'refund:' || r.label
+		WHERE r.kind = 'reprint'`).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		bad("%d failed labels that got a free reprint and their postage refunded", n)
+	}
+	return nil
 }
 
 // anchorTimeout bounds the wait for the authority: a hub starts, and checks

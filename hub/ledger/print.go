@@ -88,6 +88,22 @@ type Spoiled struct {
 // not yet reported either way is voided now: asking for a remedy says it
 // failed, and the report may still be on its way.
 func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
+	sp, err := l.spoiledLabel(ctx, kioskID, requestID, label)
+	if err != nil {
+		return nil, err
+	}
+	var n int
+	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM remedies WHERE label = ?`), label.String()).Scan(&n); err != nil {
+		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
+	}
+	if n > 0 {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", label)
+	}
+	return sp, nil
+}
+
+// spoiledLabel is FailedLabel without the look for a remedy.
+func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
 	if _, err := l.db.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'remedy_requested'
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), kioskID, requestID, label.String()); err != nil {
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
@@ -106,13 +122,6 @@ func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, lab
 	if state != "voided" {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not reported as failed", label)
 	}
-	var n int
-	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM remedies WHERE label = ?`), label.String()).Scan(&n); err != nil {
-		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
-	}
-	if n > 0 {
-		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", label)
-	}
 	// A reprint was free: follow it back to the sale that was paid.
 	for hops := 0; reprintOf.Valid; hops++ {
 		if hops == 16 {
@@ -125,6 +134,53 @@ func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, lab
 		}
 	}
 	return sp, nil
+}
+
+// ReserveRefund makes the remedy of a failed label of kioskID's sale
+// saleID a refund, asked for by kioskID's request refundID, before any
+// money moves: the remedies row is the label's one remedy (its key), so a
+// reprint committed first refuses the refund here, and a reprint that
+// would commit after finds it. A label whose remedy is a refund already,
+// by any request of this kiosk, is found again: its money may not have
+// moved yet (the hub stopped in between, or the payment failed), and the
+// caller finishes it, moving it once.
+func (l *Ledger) ReserveRefund(ctx context.Context, kioskID, saleID string, label protocol.LabelSerial, refundID string) (*Spoiled, error) {
+	sp, err := l.spoiledLabel(ctx, kioskID, saleID, label)
+	if err != nil {
+		return nil, err
+	}
+	res, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at) VALUES (?, 'refund', ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`), label.String(), kioskID, refundID, sp.Postage, micros(l.cfg.Now()))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reserve refund of %s: %w", label, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("ledger: reserve refund of %s: %w", label, err)
+	} else if n == 1 {
+		return sp, nil
+	}
+	var kind, by string
+	var amount protocol.Mills
+	err = l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT kind, kiosk_id, amount FROM remedies WHERE label = ?`), label.String()).Scan(&kind, &by, &amount)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reserve refund of %s: %w", label, err)
+	}
+	if kind != "refund" || by != kioskID {
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", label)
+	}
+	sp.Postage = amount
+	return sp, nil
+}
+
+// ReleaseRefund drops the refund ReserveRefund recorded for kioskID's
+// label, once its payment refused to move any money: the label has no
+// remedy again. A refund at the counter (it names its operator) stays.
+func (l *Ledger) ReleaseRefund(ctx context.Context, kioskID string, label protocol.LabelSerial) error {
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`DELETE FROM remedies WHERE label = ? AND kind = 'refund' AND kiosk_id = ? AND by_operator IS NULL`),
+		label.String(), kioskID); err != nil {
+		return fmt.Errorf("ledger: release refund of %s: %w", label, err)
+	}
+	return nil
 }
 
 // RecordRefund records that a failed label's remedy is a refund, once.
@@ -150,22 +206,6 @@ func (l *Ledger) RecordCounterRefund(ctx context.Context, label protocol.LabelSe
 		return fmt.Errorf("ledger: record refund of %s: %w", label, err)
 	}
 	return nil
-}
-
-// RefundDone finds the refund this refund request already got, or one the
-// kiosk's label already got by another request (a sweep and a customer's
-// tap can cross): asking twice is an answer, not an error.
-func (l *Ledger) RefundDone(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (protocol.Mills, bool, error) {
-	var amt protocol.Mills
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT amount FROM remedies WHERE kind = 'refund' AND kiosk_id = ? AND (request_id = ? OR label = ?)`),
-		kioskID, requestID, label.String()).Scan(&amt)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("ledger: refund done %s: %w", requestID, err)
-	}
-	return amt, true, nil
 }
 
 // VoidSale undoes a committed sale whose payment could not be captured:

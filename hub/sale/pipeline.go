@@ -49,6 +49,10 @@ type order struct {
 	// paid, if not nil, is the count of the request's payments that the
 	// claim's read found: with none, the card is held first (HoldFirst).
 	paid *int
+	// remedy is the failed label a free reprint replaces. Its claim, the
+	// one a refund of it takes, is held from the build to the commit: the
+	// label gets one remedy, and a refund racing the reprint finds it done.
+	remedy *protocol.LabelSerial
 }
 
 // answer is what a purchase got: the bytes sent (and replayed), the result
@@ -163,6 +167,13 @@ func (s *Service) claimed(ctx context.Context, o *order, check *ledger.Check) an
 	}
 	if refusal != nil && refusal.Code == protocol.CodeLabelUsed {
 		s.fraud(ctx, o.kioskID, o.requestID, o.labels)
+	}
+	if o.remedy != nil {
+		release, err := s.takeLabel(ctx, *o.remedy)
+		if err != nil {
+			return s.reject(ctx, o, err)
+		}
+		defer release()
 	}
 	sale, src, err := o.build(ctx, refusal)
 	if err != nil {

@@ -42,14 +42,17 @@ type saleRecords interface {
 	UsedLabels(ctx context.Context, labels []protocol.LabelSerial) ([]protocol.LabelSerial, error)
 	RecordReuse(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string) error
 	FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*ledger.Spoiled, error)
+	ReserveRefund(ctx context.Context, kioskID, saleID string, label protocol.LabelSerial, refundID string) (*ledger.Spoiled, error)
+	ReleaseRefund(ctx context.Context, kioskID string, label protocol.LabelSerial) error
 	RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error
-	RefundDone(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (protocol.Mills, bool, error)
 	VoidSale(ctx context.Context, kioskID, requestID string, perr *protocol.Error) ([]byte, error)
 }
 
-// kiosks numbers kiosks for the indicium's user field.
+// kiosks numbers kiosks for the indicium's user field, and knows where
+// their stores mail from.
 type kiosks interface {
 	UserID(ctx context.Context, kioskID string) (uint64, error)
+	StoreZIP(ctx context.Context, kioskID string) (protocol.ZIP, error)
 }
 
 // rateBook gives the table in force.
@@ -159,6 +162,10 @@ func (s *Service) Purchase(ctx context.Context, kioskID string, payload []byte) 
 	o := &order{kioskID: kioskID, requestID: req.RequestID, hash: h[:], channel: "kiosk",
 		owner: ledger.Owner{KioskID: kioskID}, labels: labels, record: true,
 		pure: req.ReprintOf == nil && req.Payment.Method == protocol.PayCardToken}
+	if r := req.ReprintOf; r != nil {
+		old, _ := protocol.ParseLabelSerial(r.LabelSerial) // validated by the decoder
+		o.remedy = &old
+	}
 	o.build = func(ctx context.Context, refusal *protocol.Error) (*ledger.Sale, *payments.Source, error) {
 		sale, err := s.prepare(ctx, req, o.hash)
 		if err != nil {
@@ -358,6 +365,16 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 			"priced on rate table %s; %s is in force", req.RateTable, rt.Version)
 	}
 	zip, _ := req.OriginZIP.Number() // validated by the decoder
+	// The stamp says where the mail comes from: the kiosk's store, when
+	// ops gave its ZIP, and not whatever a kiosk (a stolen one) claims.
+	store, err := s.Kiosks.StoreZIP(ctx, req.KioskID)
+	if err != nil {
+		return nil, err
+	}
+	if want, err := store.Number(); err == nil && want != zip {
+		return nil, protocol.Errorf(protocol.CodeInvalidRequest,
+			"origin_zip %s is not the ZIP of the kiosk's store, %s; the kiosk's origin_zip must be its store's", req.OriginZIP, store)
+	}
 	sale := &ledger.Sale{KioskID: req.KioskID, RequestID: req.RequestID, BodyHash: hash, OriginZIP: zip, UserID: userID}
 	for i, it := range req.Items {
 		if req.ReprintOf != nil {
@@ -455,24 +472,39 @@ func (s *Service) takeLabel(ctx context.Context, label protocol.LabelSerial) (fu
 	return s.serialize("refund-label:" + label.String()), nil
 }
 
+// refund gives a failed label's postage back. Its remedy is recorded a
+// refund before any money moves, so a reprint of the label racing it (on
+// this hub or another, or after this one died) is refused, and a refund
+// refused for it never moves money. A refund recorded whose money did not
+// go through is finished by the next request for the label: the payment's
+// refund is keyed by the label, so it moves once.
 func (s *Service) refund(ctx context.Context, kioskID string, req *protocol.RefundRequest, label protocol.LabelSerial) (protocol.Mills, error) {
-	if amt, done, err := s.Book.RefundDone(ctx, kioskID, req.RequestID, label); err != nil || done {
-		return amt, err
-	}
-	sp, err := s.Book.FailedLabel(ctx, kioskID, req.Label.RequestID, label)
+	sp, err := s.Book.ReserveRefund(ctx, kioskID, req.Label.RequestID, label, req.RequestID)
 	if err != nil {
 		return 0, err
 	}
 	key := payments.Key{KioskID: kioskID, RequestID: sp.PaidBy}
 	if err := s.Money.Refund(ctx, key, sp.Postage, "refund:"+label.String()); err != nil {
+		if moneyRefused(err) {
+			// Nothing moved, and nothing will: the label may still have
+			// its other remedy.
+			if rerr := s.Book.ReleaseRefund(context.WithoutCancel(ctx), kioskID, label); rerr != nil {
+				s.Log.Error("refund reservation not released", "kiosk", kioskID, "label", label, "err", rerr)
+			}
+		}
 		s.Log.Error("refund failed", "kiosk", kioskID, "label", label, "err", err)
-		return 0, err
-	}
-	if err := s.Book.RecordRefund(ctx, label, kioskID, req.RequestID, sp.Postage); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("sale: refund %s: %w", label, err)
 	}
 	s.Log.Info("refunded a stamp that failed to print", "kiosk", kioskID, "label", label, "amount", sp.Postage.String())
 	return sp.Postage, nil
+}
+
+// moneyRefused reports whether a refund's error is a final refusal: no
+// money moved and a retry moves none. Any other error may hide a refund
+// that went through.
+func moneyRefused(err error) bool {
+	var perr *protocol.Error
+	return errors.As(err, &perr) && perr.Code != protocol.CodeInternal && !ledger.Retryable(perr.Code)
 }
 
 // refundAnswer is the RefundResult for amount or err.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -40,6 +41,9 @@ func (b *fakeBook) Reject(_ context.Context, _, requestID string, _ []byte, perr
 type fakeKiosks struct{}
 
 func (fakeKiosks) UserID(context.Context, string) (uint64, error) { return 1, nil }
+func (fakeKiosks) StoreZIP(context.Context, string) (protocol.ZIP, error) {
+	return "94544", nil
+}
 
 type fakeRates struct{}
 
@@ -50,6 +54,7 @@ type fakeMoney struct {
 	releaseErr error
 	released   int
 	captured   int
+	refundErr  error
 }
 
 func (m *fakeMoney) Hold(_ context.Context, key payments.Key, _ payments.Source, amount protocol.Mills) (*payments.Payment, error) {
@@ -72,7 +77,7 @@ func (m *fakeMoney) Release(context.Context, *payments.Payment) error {
 }
 func (m *fakeMoney) CaptureLater(*payments.Payment) { m.captured++ }
 func (m *fakeMoney) Refund(context.Context, payments.Key, protocol.Mills, string) error {
-	return nil
+	return m.refundErr
 }
 
 // A sale whose commit the hub cannot confirm may stand: the kiosk is told
@@ -110,6 +115,59 @@ func TestUnknownOutcomeIsNotFinal(t *testing.T) {
 			}
 			if money.released != tc.released || money.captured != tc.captured {
 				t.Fatalf("hold released %d times and captured %d, want %d and %d", money.released, money.captured, tc.released, tc.captured)
+			}
+		})
+	}
+}
+
+// refundBook reserves every refund, and counts the reservations dropped.
+type refundBook struct {
+	fakeBook
+	released int
+}
+
+func (b *refundBook) ReserveRefund(_ context.Context, _, saleID string, label protocol.LabelSerial, _ string) (*ledger.Spoiled, error) {
+	return &ledger.Spoiled{Label: label, RateClass: "1100", Postage: 780, PaidBy: saleID}, nil
+}
+func (b *refundBook) ReleaseRefund(context.Context, string, protocol.LabelSerial) error {
+	b.released++
+	return nil
+}
+
+// A refund is recorded before its money moves. If the payment refuses it
+// for good, nothing moved: the record goes, and the label may have its
+// reprint. If the outcome is unknown, the record stays (no reprint), and
+// the kiosk's next request finishes the refund.
+func TestRefundReservationKeptUnlessRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		err      error
+		code     protocol.Code
+		released int
+	}{
+		{name: "refunded"},
+		{name: "nothing to refund", err: fmt.Errorf("payments: refund: %w", protocol.Errorf(protocol.CodeRemedyNotAllowed, "nothing left to refund")),
+			code: protocol.CodeRemedyNotAllowed, released: 1},
+		{name: "gateway silent", err: errors.New("payments: gateway /v1/refund: 502 Bad Gateway"), code: protocol.CodeInternal},
+		{name: "gateway timed out", err: protocol.Errorf(protocol.CodePaymentTimeout, "no answer"), code: protocol.CodePaymentTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			book := &refundBook{}
+			s := &Service{Book: book, Money: &fakeMoney{refundErr: tc.err}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+			req, _ := json.Marshal(protocol.RefundRequest{RequestID: "f-1", KioskID: "kiosk-1", Label: protocol.LabelRef{RequestID: "r-1", LabelSerial: "1966-F8CF-01"}})
+			out, perr := s.Refund(context.Background(), "kiosk-1", req)
+			var res protocol.RefundResult
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.code == "" && (perr != nil || res.Status != protocol.ResultOK || res.AmountMills != 780):
+				t.Fatalf("answer %s (%v), want ok 780", out, perr)
+			case tc.code != "" && (perr == nil || perr.Code != tc.code):
+				t.Fatalf("answer %s (%v), want %s", out, perr, tc.code)
+			}
+			if book.released != tc.released {
+				t.Fatalf("reservation released %d times, want %d", book.released, tc.released)
 			}
 		})
 	}

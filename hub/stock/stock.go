@@ -107,9 +107,22 @@ func (s *Stock) Import(ctx context.Context, storeID string, serials []protocol.S
 	return nil
 }
 
-// Load assigns sheets to a kiosk as its staff scanned them in. Each sheet
-// must belong to the kiosk's store and have labels left.
+// Load assigns sheets to a kiosk on ops' word (hub stock load). Each sheet
+// must belong to the kiosk's store and have labels left; one loaded into
+// another kiosk of the store, or given to a customer, moves to this one.
 func (s *Stock) Load(ctx context.Context, kioskID string, sheets []protocol.SheetSerial) ([]protocol.SheetState, error) {
+	return s.load(ctx, kioskID, sheets, true)
+}
+
+// LoadAtKiosk is a kiosk's own load, as its staff scanned the sheets in:
+// Load, but a sheet another kiosk or a customer holds stays where it is
+// (label_assigned_elsewhere). Else a kiosk, stolen with its credentials,
+// could take its siblings' stock away from them.
+func (s *Stock) LoadAtKiosk(ctx context.Context, kioskID string, sheets []protocol.SheetSerial) ([]protocol.SheetState, error) {
+	return s.load(ctx, kioskID, sheets, false)
+}
+
+func (s *Stock) load(ctx context.Context, kioskID string, sheets []protocol.SheetSerial, move bool) ([]protocol.SheetState, error) {
 	var storeID sql.NullString
 	var locked sql.NullInt64
 	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT store, locked_at FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&storeID, &locked)
@@ -127,10 +140,17 @@ func (s *Stock) Load(ctx context.Context, kioskID string, sheets []protocol.Shee
 		return nil, fmt.Errorf("stock: load: %w", err)
 	}
 	defer tx.Rollback()
+	elsewhere := func(sh protocol.SheetSerial) error {
+		return protocol.Errorf(protocol.CodeLabelAssignedElsewhere,
+			"sheet %s is loaded into another kiosk or assigned to a customer; ops can move it (hub stock load)", sh)
+	}
 	for _, sh := range sheets {
 		var st string
 		var inval sql.NullInt64
-		err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT store, invalidated_at FROM sheets WHERE serial = ?`), uint32(sh)).Scan(&st, &inval)
+		var holder sql.NullString
+		var account sql.NullInt64
+		err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT store, invalidated_at, kiosk_id, account_id FROM sheets WHERE serial = ?`), uint32(sh)).
+			Scan(&st, &inval, &holder, &account)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil, protocol.Errorf(protocol.CodeLabelUnknown, "sheet %s was never issued", sh)
@@ -140,10 +160,26 @@ func (s *Stock) Load(ctx context.Context, kioskID string, sheets []protocol.Shee
 			return nil, protocol.Errorf(protocol.CodeLabelNotAssigned, "sheet %s belongs to another store", sh)
 		case inval.Valid:
 			return nil, protocol.Errorf(protocol.CodeLabelUsed, "every label of sheet %s is used", sh)
+		case !move && (holder.Valid && holder.String != kioskID || account.Valid):
+			return nil, elsewhere(sh)
 		}
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET kiosk_id = ?, account_id = NULL, assigned_at = ? WHERE serial = ?`),
-			kioskID, s.now().UnixMicro(), uint32(sh)); err != nil {
+		q := `UPDATE sheets SET kiosk_id = ?, account_id = NULL, assigned_at = ? WHERE serial = ?`
+		args := []any{kioskID, s.now().UnixMicro(), uint32(sh)}
+		if !move {
+			// Again in the write: another kiosk's load of the same sheet may
+			// have committed since the read (PostgreSQL reads the row again
+			// here once that commit is through).
+			q += ` AND (kiosk_id IS NULL OR kiosk_id = ?) AND account_id IS NULL`
+			args = append(args, kioskID)
+		}
+		res, err := tx.ExecContext(ctx, s.db.Rebind(q), args...)
+		if err != nil {
 			return nil, fmt.Errorf("stock: load: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return nil, fmt.Errorf("stock: load: %w", err)
+		} else if n != 1 {
+			return nil, elsewhere(sh)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -248,7 +284,7 @@ func (s *Stock) Answer(ctx context.Context, kioskID string, payload []byte) ([]b
 		for i, sh := range req.Sheets {
 			sheets[i], _ = protocol.ParseSheetSerial(sh) // validated by the decoder
 		}
-		res.Sheets, err = s.Load(ctx, kioskID, sheets)
+		res.Sheets, err = s.LoadAtKiosk(ctx, kioskID, sheets)
 	}
 	var perr *protocol.Error
 	if err != nil {
