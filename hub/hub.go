@@ -1245,6 +1245,14 @@ func (h *Hub) Tick(ctx context.Context) {
 	if err := h.ledger.CheckInspection(ctx); err != nil {
 		h.log.Error("inspection check", "err", err)
 	}
+	// A kiosk refund recorded whose money never moved (its hub stopped
+	// in between, and the kiosk has not asked again): finished here, a
+	// minute on, for up to a refund window back.
+	if due, err := h.ledger.RefundsDue(ctx, h.clockNow().Add(-h.cfg.RefundWindow), h.clockNow().Add(-time.Minute)); err != nil {
+		h.log.Error("refunds due", "err", err)
+	} else if err := h.sales.FinishRefunds(ctx, due); err != nil {
+		h.log.Error("refunds due not finished; tried again at the next tick", "err", err)
+	}
 	stale, err := h.ledger.Unconfirmed(ctx, h.cfg.UnconfirmedAfter)
 	if err != nil {
 		h.log.Error("unconfirmed sales", "err", err)

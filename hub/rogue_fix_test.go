@@ -291,3 +291,39 @@ func TestKioskSignsItsStoresZIP(t *testing.T) {
 	}
 	e.check()
 }
+
+// A refund recorded whose money never moved, its kiosk never asking again
+// (its hub stopped between the two), is finished by the leader's tick a
+// minute on: the card is refunded once, however many ticks follow.
+func TestRefundRecordedIsFinishedByTheHub(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.kiosk("kiosk-1")
+	ctx := context.Background()
+	label, _ := protocol.ParseLabelSerial("1966-F8CF-01")
+	e.failLabel(k, "half-2", label.String())
+	before := e.cards.Totals()
+	if _, err := e.h.Ledger().ReserveRefund(ctx, "kiosk-1", "half-2", label, "rf-half-2"); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Tick(ctx)
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 0 {
+		t.Fatalf("refunded %d mills while the kiosk's own request may still be under way", got)
+	}
+	e.clock.Set(e.clock.Now().Add(2 * time.Minute))
+	for range 2 {
+		e.h.Tick(ctx)
+		if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
+			t.Fatalf("card refunded %d mills after the tick, want 780 once", got)
+		}
+	}
+	// The kiosk asks at last: told ok, nothing moves again.
+	out, _ := e.h.Sales().Refund(ctx, "kiosk-1", refundOf("rf-half-2", "half-2", label.String()))
+	if r := decodeRefund(t, out); r.Status != protocol.ResultOK || r.AmountMills != 780 {
+		t.Fatalf("the kiosk's refund: %s", out)
+	}
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
+		t.Fatalf("card refunded %d mills, want 780 once", got)
+	}
+	e.check()
+}

@@ -172,6 +172,50 @@ func (l *Ledger) ReserveRefund(ctx context.Context, kioskID, saleID string, labe
 	return sp, nil
 }
 
+// RefundDue is a kiosk's refund recorded by ReserveRefund whose money has
+// not moved: its hub stopped in between, or the payment's outcome was not
+// known, and no request for the label has come since.
+type RefundDue struct {
+	KioskID  string
+	SaleID   string // the sale whose label failed
+	RefundID string // the refund request that recorded it
+	Label    protocol.LabelSerial
+}
+
+// RefundsDue lists the kiosks' refunds recorded between since and before
+// with no payment refund for their label (every refund of a failed label
+// is made under the ref "refund:LABEL"). Counter refunds record only
+// after the money moved, so they are never due.
+func (l *Ledger) RefundsDue(ctx context.Context, since, before time.Time) ([]RefundDue, error) {
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT r.kiosk_id, r.request_id, r.label,
+			COALESCE((SELECT i.request_id FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1), '')
+		FROM remedies r
+		WHERE r.kind = 'refund' AND r.by_operator IS NULL AND r.at >= ? AND r.at < ?
+			AND NOT EXISTS (SELECT 1 FROM payment_refunds p WHERE p.kiosk_id = r.kiosk_id AND p.ref = 'refund:' || r.label)`),
+		micros(since), micros(before))
+	if err != nil {
+		return nil, fmt.Errorf("ledger: refunds due: %w", err)
+	}
+	defer rows.Close()
+	var out []RefundDue
+	for rows.Next() {
+		var d RefundDue
+		var label string
+		if err := rows.Scan(&d.KioskID, &d.RefundID, &label, &d.SaleID); err != nil {
+			return nil, fmt.Errorf("ledger: refunds due: %w", err)
+		}
+		var err error
+		if d.Label, err = protocol.ParseLabelSerial(label); err != nil || d.SaleID == "" {
+			continue // not a kiosk label's refund
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: refunds due: %w", err)
+	}
+	return out, nil
+}
+
 // ReleaseRefund drops the refund ReserveRefund recorded for kioskID's
 // label, once its payment refused to move any money: the label has no
 // remedy again. A refund at the counter (it names its operator) stays.

@@ -462,7 +462,34 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 	return f.ans.out, f.ans.perr
 }
 
-// takeLabel makes a label's refunds take turns, on this hub and across
+// FinishRefunds moves the money of refunds recorded before it moved
+// (ledger.RefundsDue), as the kiosk's own request asked again would, under
+// the label's claim: the payment's refund is keyed by the label, so money
+// moves once. A label whose claim is busy is left for the next round.
+func (s *Service) FinishRefunds(ctx context.Context, due []ledger.RefundDue) error {
+	var errs []error
+	for _, d := range due {
+		wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+		release, err := s.takeLabel(wait, d.Label)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sale: finish refund of %s: %w", d.Label, err))
+			continue
+		}
+		req := &protocol.RefundRequest{RequestID: d.RefundID, KioskID: d.KioskID,
+			Label: protocol.LabelRef{RequestID: d.SaleID, LabelSerial: d.Label.String()}}
+		amt, err := s.refund(ctx, d.KioskID, req, d.Label)
+		release()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.Log.Warn("refund recorded earlier finished: its money had not moved", "kiosk", d.KioskID, "label", d.Label, "amount", amt.String())
+	}
+	return errors.Join(errs...)
+}
+
+// takeLabel makes a label's refunds take turns// takeLabel makes a label's refunds take turns, on this hub and across
 // hubs: the second finds the first's refund done.
 func (s *Service) takeLabel(ctx context.Context, label protocol.LabelSerial) (func(), error) {
 	if s.Claims != nil {
