@@ -300,13 +300,6 @@ func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
 	return k.UserID, err
 }
 
-// StoreZIP is the ZIP code a kiosk's store mails from, which its stamps
-// are signed with, or "" if ops gave the store none.
-func (r *Registry) StoreZIP(ctx context.Context, kioskID string) (protocol.ZIP, error) {
-	k, err := r.Get(ctx, kioskID)
-	return k.ZIP, err
-}
-
 // SetLocked locks a kiosk, so that no hub serves it a sale until it is
 // unlocked, or unlocks it. Every hub follows within cacheFor.
 func (r *Registry) SetLocked(ctx context.Context, kioskID, by string, locked bool) error {

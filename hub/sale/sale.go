@@ -21,6 +21,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/hub/payments"
@@ -48,11 +49,10 @@ type saleRecords interface {
 	VoidSale(ctx context.Context, kioskID, requestID string, perr *protocol.Error) ([]byte, error)
 }
 
-// kiosks numbers kiosks for the indicium's user field, and knows where
-// their stores mail from.
+// kiosks knows each kiosk's number for the indicium's user field and the
+// ZIP its store mails from (fleet.Registry, read once a sale).
 type kiosks interface {
-	UserID(ctx context.Context, kioskID string) (uint64, error)
-	StoreZIP(ctx context.Context, kioskID string) (protocol.ZIP, error)
+	Get(ctx context.Context, kioskID string) (fleet.Kiosk, error)
 }
 
 // rateBook gives the table in force.
@@ -352,7 +352,7 @@ func (s *Service) wrongCode(ctx context.Context, kioskID, requestID string) {
 // prepare checks the request against the current rates and the kiosk, and
 // a reprint against the label it replaces.
 func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, hash []byte) (*ledger.Sale, error) {
-	userID, err := s.Kiosks.UserID(ctx, req.KioskID)
+	kiosk, err := s.Kiosks.Get(ctx, req.KioskID)
 	if err != nil {
 		return nil, err
 	}
@@ -367,15 +367,11 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 	zip, _ := req.OriginZIP.Number() // validated by the decoder
 	// The stamp says where the mail comes from: the kiosk's store, when
 	// ops gave its ZIP, and not whatever a kiosk (a stolen one) claims.
-	store, err := s.Kiosks.StoreZIP(ctx, req.KioskID)
-	if err != nil {
-		return nil, err
-	}
-	if want, err := store.Number(); err == nil && want != zip {
+	if want, err := kiosk.ZIP.Number(); err == nil && want != zip {
 		return nil, protocol.Errorf(protocol.CodeInvalidRequest,
-			"origin_zip %s is not the ZIP of the kiosk's store, %s; the kiosk's origin_zip must be its store's", req.OriginZIP, store)
+			"origin_zip %s is not the ZIP of the kiosk's store, %s; the kiosk's origin_zip must be its store's", req.OriginZIP, kiosk.ZIP)
 	}
-	sale := &ledger.Sale{KioskID: req.KioskID, RequestID: req.RequestID, BodyHash: hash, OriginZIP: zip, UserID: userID}
+	sale := &ledger.Sale{KioskID: req.KioskID, RequestID: req.RequestID, BodyHash: hash, OriginZIP: zip, UserID: kiosk.UserID}
 	for i, it := range req.Items {
 		if req.ReprintOf != nil {
 			// The reprint takes the failed stamp's service and postage below.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/store"
@@ -40,9 +41,8 @@ func (b *fakeBook) Reject(_ context.Context, _, requestID string, _ []byte, perr
 
 type fakeKiosks struct{}
 
-func (fakeKiosks) UserID(context.Context, string) (uint64, error) { return 1, nil }
-func (fakeKiosks) StoreZIP(context.Context, string) (protocol.ZIP, error) {
-	return "94544", nil
+func (fakeKiosks) Get(_ context.Context, id string) (fleet.Kiosk, error) {
+	return fleet.Kiosk{ID: id, UserID: 1, ZIP: "94544"}, nil
 }
 
 type fakeRates struct{}
