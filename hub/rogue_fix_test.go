@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/verify"
 )
 
@@ -96,6 +97,20 @@ func TestReprintRefundRaceGivesOneRemedy(t *testing.T) {
 	e.check()
 }
 
+// halfRefunded sells label on kiosk-1 as sale, has it fail to print, and
+// records its refund for the kiosk's request refund as a hub does before
+// the money moves, and stops there. It returns the gateway's totals from
+// before the refund.
+func (e *env) halfRefunded(k *kioskClient, sale, refund string, label protocol.LabelSerial) cards.Totals {
+	e.t.Helper()
+	e.failLabel(k, sale, label.String())
+	before := e.cards.Totals()
+	if _, err := e.h.Ledger().ReserveRefund(context.Background(), "kiosk-1", sale, label, refund); err != nil {
+		e.t.Fatal(err)
+	}
+	return before
+}
+
 // A hub that recorded a refund and stopped before the money moved: the
 // label's remedy is the refund, so a reprint is refused, and the kiosk's
 // next refund request finishes it, moving the money once.
@@ -105,11 +120,7 @@ func TestRefundRecordedBeforeMoneyIsFinished(t *testing.T) {
 	k := e.kiosk("kiosk-1")
 	ctx := context.Background()
 	label, _ := protocol.ParseLabelSerial("1966-F8CF-01")
-	e.failLabel(k, "half-1", label.String())
-	before := e.cards.Totals()
-	if _, err := e.h.Ledger().ReserveRefund(ctx, "kiosk-1", "half-1", label, "rf-half-1"); err != nil {
-		t.Fatal(err)
-	}
+	before := e.halfRefunded(k, "half-1", "rf-half-1", label)
 	res := decode(t, k.ask(reprintOf("rp-half-1", "half-1", label.String(), "1966-F8CF-02")))
 	if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeRemedyNotAllowed {
 		t.Fatalf("reprint of a label being refunded: %+v", res)
@@ -301,11 +312,7 @@ func TestRefundRecordedIsFinishedByTheHub(t *testing.T) {
 	k := e.kiosk("kiosk-1")
 	ctx := context.Background()
 	label, _ := protocol.ParseLabelSerial("1966-F8CF-01")
-	e.failLabel(k, "half-2", label.String())
-	before := e.cards.Totals()
-	if _, err := e.h.Ledger().ReserveRefund(ctx, "kiosk-1", "half-2", label, "rf-half-2"); err != nil {
-		t.Fatal(err)
-	}
+	before := e.halfRefunded(k, "half-2", "rf-half-2", label)
 	e.h.Tick(ctx)
 	if got := e.cards.Totals().Refunded - before.Refunded; got != 0 {
 		t.Fatalf("refunded %d mills while the kiosk's own request may still be under way", got)
