@@ -293,11 +293,18 @@ func (r *Registry) told(ctx context.Context, kioskID string) {
 // UserID returns the numeric id of a provisioned kiosk that may sell:
 // kiosk_locked for a kiosk ops locked.
 func (r *Registry) UserID(ctx context.Context, kioskID string) (uint64, error) {
+	k, err := r.InService(ctx, kioskID)
+	return k.UserID, err
+}
+
+// InService is Get for a kiosk that may sell: a locked one is
+// kiosk_locked.
+func (r *Registry) InService(ctx context.Context, kioskID string) (Kiosk, error) {
 	k, err := r.Get(ctx, kioskID)
 	if err == nil && k.Locked != nil {
-		return 0, protocol.Errorf(protocol.CodeKioskLocked, "kiosk %s was locked by %s on %s", kioskID, k.LockedBy, k.Locked.Format(time.DateTime))
+		return Kiosk{}, protocol.Errorf(protocol.CodeKioskLocked, "kiosk %s was locked by %s on %s", kioskID, k.LockedBy, k.Locked.Format(time.DateTime))
 	}
-	return k.UserID, err
+	return k, err
 }
 
 // SetLocked locks a kiosk, so that no hub serves it a sale until it is

@@ -50,9 +50,10 @@ type saleRecords interface {
 }
 
 // kiosks knows each kiosk's number for the indicium's user field and the
-// ZIP its store mails from (fleet.Registry, read once a sale).
+// ZIP its store mails from, and refuses a locked one (fleet.Registry,
+// read once a sale).
 type kiosks interface {
-	Get(ctx context.Context, kioskID string) (fleet.Kiosk, error)
+	InService(ctx context.Context, kioskID string) (fleet.Kiosk, error)
 }
 
 // rateBook gives the table in force.
@@ -352,7 +353,7 @@ func (s *Service) wrongCode(ctx context.Context, kioskID, requestID string) {
 // prepare checks the request against the current rates and the kiosk, and
 // a reprint against the label it replaces.
 func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, hash []byte) (*ledger.Sale, error) {
-	kiosk, err := s.Kiosks.Get(ctx, req.KioskID)
+	kiosk, err := s.Kiosks.InService(ctx, req.KioskID)
 	if err != nil {
 		return nil, err
 	}

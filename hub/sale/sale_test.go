@@ -41,7 +41,7 @@ func (b *fakeBook) Reject(_ context.Context, _, requestID string, _ []byte, perr
 
 type fakeKiosks struct{}
 
-func (fakeKiosks) Get(_ context.Context, id string) (fleet.Kiosk, error) {
+func (fakeKiosks) InService(_ context.Context, id string) (fleet.Kiosk, error) {
 	return fleet.Kiosk{ID: id, UserID: 1, ZIP: "94544"}, nil
 }
 
