@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -328,6 +330,60 @@ func TestRefundRecordedIsFinishedByTheHub(t *testing.T) {
 	out, _ := e.h.Sales().Refund(ctx, "kiosk-1", refundOf("rf-half-2", "half-2", label.String()))
 	if r := decodeRefund(t, out); r.Status != protocol.ResultOK || r.AmountMills != 780 {
 		t.Fatalf("the kiosk's refund: %s", out)
+	}
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
+		t.Fatalf("card refunded %d mills, want 780 once", got)
+	}
+	e.check()
+}
+
+// A stolen kiosk cannot give a failed print one of the hub's own void
+// reasons, and a stamp taken back at the counter gets no kiosk remedy,
+// even while that refund's money has not moved: staff finish it there.
+func TestCounterRefundedStampGetsNoKioskRemedy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.kiosk("kiosk-1")
+	ctx := context.Background()
+
+	// A failed print reported with the counter's reason is a failed print.
+	if res := decode(t, k.ask(purchase("forged", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res.Error)
+	}
+	rep, _ := json.Marshal(protocol.PrintReport{RequestID: "forged", KioskID: "kiosk-1",
+		Labels: []protocol.LabelOutcome{{LabelSerial: "1966-F8CF-01", Outcome: protocol.PrintFailed, Reason: "refund_requested"}}})
+	if err := e.h.Ledger().RecordPrint(ctx, mustPrintReport(t, rep)); err != nil {
+		t.Fatal(err)
+	}
+	voids, err := e.h.Ledger().VoidList(ctx)
+	if err != nil || len(voids) != 1 || voids[0].Reason != "print_failed" {
+		t.Fatalf("void list %+v, %v: want the label voided as print_failed", voids, err)
+	}
+	if res := decode(t, k.ask(reprintOf("rp-forged", "forged", "1966-F8CF-01", "1966-F8CF-02"))); res.Status != protocol.ResultOK {
+		t.Fatalf("reprint of a failed print: %+v", res.Error)
+	}
+
+	// A printed stamp taken back at the counter, its refund cut short
+	// before the money moved.
+	if res := decode(t, k.ask(purchase("kept", "kiosk-1", "1966-F8CF-03", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res.Error)
+	}
+	label, _ := protocol.ParseLabelSerial("1966-F8CF-03")
+	if _, err := e.h.Ledger().RefundUnused(ctx, "kiosk-1", "kept", label, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	before := e.cards.Totals()
+	if res := decode(t, k.ask(reprintOf("rp-kept", "kept", "1966-F8CF-03", "1966-F8CF-04"))); res.Error == nil || res.Error.Code != protocol.CodeRemedyNotAllowed {
+		t.Fatalf("reprint of a stamp taken back at the counter: %+v", res)
+	}
+	out, _ := e.h.Sales().Refund(ctx, "kiosk-1", refundOf("rf-kept", "kept", "1966-F8CF-03"))
+	if r := decodeRefund(t, out); r.Error == nil || r.Error.Code != protocol.CodeRemedyNotAllowed {
+		t.Fatalf("kiosk refund of a stamp taken back at the counter: %s", out)
+	}
+	staff := e.operator("sue", "staff", "store-a")
+	form := url.Values{"label": {"1966-F8CF-03"}, "reason": {"customer changed mind"}, "handed_in": {"yes"}}
+	if st, _, page := staff.post("/console/stock", "/console/refunds", form); st != http.StatusOK || !strings.Contains(page, "Refunded $0.78") {
+		t.Fatalf("the counter refund again: %d %s", st, page)
 	}
 	if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
 		t.Fatalf("card refunded %d mills, want 780 once", got)

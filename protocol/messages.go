@@ -268,7 +268,8 @@ type LabelOutcome struct {
 	LabelSerial string `json:"label_serial"`
 	Outcome     string `json:"outcome"`
 	// Reason for a failure: jam, paper_out, cover_open, label_pulled,
-	// printer_silent, power_cut.
+	// printer_silent, power_cut. The hub keeps print_failed for one that
+	// is not a short lower-case token, or that is one of its own.
 	Reason string `json:"reason,omitempty"`
 }
 

@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,11 +40,7 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 				done[i], errs[i] = l.db.GroupExec(ctx, printedQuery, now, r.KioskID, r.RequestID, lo.LabelSerial)
 				return
 			}
-			reason := lo.Reason
-			if reason == "" {
-				reason = "print_failed"
-			}
-			done[i], errs[i] = l.db.GroupExec(ctx, printFailedQuery, reason, r.KioskID, r.RequestID, lo.LabelSerial)
+			done[i], errs[i] = l.db.GroupExec(ctx, printFailedQuery, failReason(lo.Reason), r.KioskID, r.RequestID, lo.LabelSerial)
 		})
 	}
 	wg.Wait()
@@ -60,6 +55,27 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 		}
 	}
 	return nil
+}
+
+// The hub's own void reasons. A kiosk's report cannot give them: the
+// remedies, the shift report and the ledger check tell a stamp refunded
+// at the counter from a failed print by its reason.
+const (
+	reasonRefund  = "refund_requested"
+	reasonRemedy  = "remedy_requested"
+	reasonRetired = "kiosk_retired"
+)
+
+// failReason is the void reason kept for a kiosk's failed print: its own
+// word (jam, paper_out, ...) when that is a short lower-case token and not
+// one of the hub's, else print_failed.
+func failReason(r string) string {
+	ok := r != "" && len(r) <= 32 && r != reasonRefund && r != reasonRemedy && r != reasonRetired &&
+		strings.Trim(r, "abcdefghijklmnopqrstuvwxyz_") == ""
+	if !ok {
+		return "print_failed"
+	}
+	return r
 }
 
 const (
@@ -109,10 +125,10 @@ func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, la
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
 	}
 	sp := &Spoiled{Label: label, PaidBy: requestID}
-	var state string
+	var state, reason string
 	var reprintOf sql.NullString
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, reprint_of FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),
-		kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reprintOf)
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, ''), reprint_of FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),
+		kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason, &reprintOf)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in sale %s of this kiosk", label, requestID)
 	}
@@ -121,6 +137,11 @@ func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, la
 	}
 	if state != "voided" {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not reported as failed", label)
+	}
+	if reason == reasonRefund {
+		// Taken back at the counter: its remedy is that refund, even while
+		// the refund's money has not moved (staff finish it there).
+		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was taken back at the counter, not spoiled", label)
 	}
 	// A reprint was free: follow it back to the sale that was paid.
 	for hops := 0; reprintOf.Valid; hops++ {
@@ -252,28 +273,6 @@ func (l *Ledger) RecordCounterRefund(ctx context.Context, label protocol.LabelSe
 	return nil
 }
 
-// VoidSale undoes a committed sale whose payment could not be captured:
-// its indicia are voided (claimed back in the postal report), and its
-// stored result becomes the refusal, so a repeat of the request gets that.
-func (l *Ledger) VoidSale(ctx context.Context, kioskID, requestID string, perr *protocol.Error) ([]byte, error) {
-	result, err := json.Marshal(protocol.Rejected(requestID, perr))
-	if err != nil {
-		return nil, err
-	}
-	err = l.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND request_id = ? AND state = 'issued'`),
-			string(perr.Code), kioskID, requestID); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE sales SET status = 'rejected', result = ? WHERE kiosk_id = ? AND request_id = ?`), result, kioskID, requestID)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ledger: void sale %s/%s: %w", kioskID, requestID, err)
-	}
-	return result, nil
-}
-
 // VoidIssued voids every indicium of kioskID's sales that was issued and
 // never reported printed or failed, as if the kiosk had died (it was
 // retired): their postage is claimed back in the postal report. It
@@ -362,7 +361,7 @@ func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, la
 	if state != "voided" {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s is past its refund window", label)
 	}
-	if reason != "refund_requested" {
+	if reason != reasonRefund {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was voided (%s), not sold", label, reason)
 	}
 	var n int

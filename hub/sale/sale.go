@@ -46,7 +46,6 @@ type saleRecords interface {
 	ReserveRefund(ctx context.Context, kioskID, saleID string, label protocol.LabelSerial, refundID string) (*ledger.Spoiled, error)
 	ReleaseRefund(ctx context.Context, kioskID string, label protocol.LabelSerial) error
 	RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error
-	VoidSale(ctx context.Context, kioskID, requestID string, perr *protocol.Error) ([]byte, error)
 }
 
 // kiosks knows each kiosk's number for the indicium's user field and the
