@@ -441,7 +441,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 	h.views = views.New(h.db, cfg.Ledger.Now)
 	h.views.MeterPrefix = h.ledger.Config().Vendor + h.ledger.Config().Model
 	h.activity = activityStore{db: h.db, hub: h.ledger.Holder()}
-	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"))
+	h.keys = keys.New(h.db, h.ks, pa, log.With("component", "keys"), h.clockNow)
 	h.fleet = fleet.New(h.db)
 	h.fleet.Passwords, h.fleet.Cost = cfg.KioskPasswords, cfg.PasswordCost
 	h.commands = commands.New(h.db, h.fleet, cfg.Ledger.Now)

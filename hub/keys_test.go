@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub"
+	hubpostal "github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/verify"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -126,5 +128,61 @@ func TestControlKeyRotation(t *testing.T) {
 	r, err := e.h.Ledger().Check(ctx)
 	if err != nil || r.OK() {
 		t.Fatalf("an edited row after the rotation passed the check: %v", err)
+	}
+}
+
+// A key compromised since a day of a period already reported is told to
+// the authority in the report of the period it was declared in, once,
+// with the day its stamps are void from; the authority accepts it.
+func TestCompromiseReportedWhenDeclared(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	declared := e.clock.Now()
+	since := declared.Add(-40 * 24 * time.Hour)
+	if err := e.h.Keys().Compromise(ctx, 1, since); err != nil {
+		t.Fatal(err)
+	}
+	if e.h.Pool().Key().CertSerial == 1 {
+		if active, err := e.h.Keys().Active(ctx); err != nil || active.CertSerial == 1 {
+			t.Fatalf("the compromised key is still the active one: %+v, %v", active, err)
+		}
+	}
+	events := func(from, to time.Time) []hubpostal.Event {
+		t.Helper()
+		rep, err := e.h.Ledger().BuildReport(ctx, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []hubpostal.Event
+		for _, ev := range rep.Events {
+			if ev.Kind == hubpostal.EventKeyCompromised {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	if ev := events(since.Add(-time.Hour), since.Add(24*time.Hour)); len(ev) != 0 {
+		t.Fatalf("the void day's period, reported before the declaration: %+v", ev)
+	}
+	from, to := declared.Add(-time.Hour), declared.Add(time.Hour)
+	ev := events(from, to)
+	if len(ev) != 1 || ev[0].Subject != "key/1" || !strings.Contains(ev[0].Detail, since.UTC().Format(time.DateOnly)) {
+		t.Fatalf("the declaration's period: %+v", ev)
+	}
+	rep, err := e.h.Ledger().BuildReport(ctx, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
+		t.Fatalf("the authority refused the report: %v", err)
+	}
+	// Declared again a day on, with an earlier void day: not reported again.
+	e.clock.Set(declared.Add(24 * time.Hour))
+	if err := e.h.Keys().Compromise(ctx, 1, since.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := events(to, e.clock.Now().Add(time.Hour)); len(ev) != 0 {
+		t.Fatalf("declared twice: reported again %+v", ev)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/frank-postage/frank/hsm"
@@ -53,9 +52,9 @@ type Keys struct {
 	now func() time.Time
 }
 
-// New returns a key manager.
-func New(db *store.DB, hsm hsm.Module, pa registrar, log *slog.Logger) *Keys {
-	return &Keys{db: db, hsm: hsm, pa: pa, log: log, now: time.Now}
+// New returns a key manager on the hub's clock now.
+func New(db *store.DB, hsm hsm.Module, pa registrar, log *slog.Logger, now func() time.Time) *Keys {
+	return &Keys{db: db, hsm: hsm, pa: pa, log: log, now: now}
 }
 
 // Active returns the key that signs new indicia.
@@ -115,7 +114,8 @@ func (k *Keys) Init(ctx context.Context) (Key, error) {
 // Retired keys stay published.
 func (k *Keys) Rotate(ctx context.Context) (Key, error) {
 	now := k.now().UTC()
-	label := "indicium-" + now.Format("20060102T150405.000000")
+	// The HSM's label is unique by the real time, which a test's clock is not.
+	label := "indicium-" + time.Now().UTC().Format("20060102T150405.000000")
 	pub, err := k.hsm.GenerateSigningKey(label)
 	if err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
@@ -146,27 +146,31 @@ func (k *Keys) Rotate(ctx context.Context) (Key, error) {
 	return Key{CertSerial: cert.Serial, Algorithm: 3, Label: label, PublicKeyPEM: cert.PublicKeyPEM, CertificatePEM: cert.CertificatePEM, Created: now}, nil
 }
 
-// Compromise marks the key serial compromised since the given time. The
-// active key is rotated first, so nothing more is signed with it; running
-// hubs follow within KeyCheckEvery.
+// Compromise marks the key serial compromised since the given time, and
+// notes when that was declared: the postal report of that period tells the
+// authority, even when since falls in a period already reported. It is
+// recorded before the active key is rotated away, so an authority out of
+// reach for the rotation loses nothing: run it again. Running hubs follow
+// the rotation within KeyCheckEvery.
 func (k *Keys) Compromise(ctx context.Context, serial uint32, since time.Time) error {
-	all, err := k.All(ctx)
+	res, err := k.db.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET compromised_at = ?, compromise_noted_at = COALESCE(compromise_noted_at, ?) WHERE cert_serial = ?`),
+		since.UnixMicro(), k.now().UnixMicro(), serial)
 	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(all, func(key Key) bool { return key.CertSerial == serial })
-	if i < 0 {
-		return fmt.Errorf("keys: compromise %d: no such key", serial)
-	}
-	if all[i].Retired == nil {
-		if _, err := k.Rotate(ctx); err != nil {
-			return fmt.Errorf("keys: compromise %d: %w", serial, err)
-		}
-	}
-	if _, err := k.db.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET compromised_at = ? WHERE cert_serial = ?`), since.UnixMicro(), serial); err != nil {
 		return fmt.Errorf("keys: compromise %d: %w", serial, err)
 	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return fmt.Errorf("keys: compromise %d: no such key", serial)
+	}
 	k.log.Warn("signing key marked compromised", "cert_serial", serial, "since", since)
+	active, err := k.Active(ctx)
+	if err != nil && !errors.Is(err, ErrNoKey) {
+		return fmt.Errorf("keys: compromise %d: %w", serial, err)
+	}
+	if err == nil && active.CertSerial == serial {
+		if _, err := k.Rotate(ctx); err != nil {
+			return fmt.Errorf("keys: compromise %d: recorded, but the key still signs (run again): %w", serial, err)
+		}
+	}
 	return nil
 }
 

@@ -151,16 +151,18 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 		}
 		rows.Close()
 		// Key rotations: keys put in service and retired.
-		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT cert_serial, created_at, COALESCE(retired_at, 0), COALESCE(compromised_at, 0) FROM signing_keys
-			WHERE (created_at >= ? AND created_at < ?) OR (retired_at >= ? AND retired_at < ?) OR (compromised_at >= ? AND compromised_at < ?)
+		// A compromise is reported in the period it was declared in; its
+		// detail names the day the key's stamps are void from.
+		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT cert_serial, created_at, COALESCE(retired_at, 0), COALESCE(compromised_at, 0), COALESCE(compromise_noted_at, 0) FROM signing_keys
+			WHERE (created_at >= ? AND created_at < ?) OR (retired_at >= ? AND retired_at < ?) OR (compromise_noted_at >= ? AND compromise_noted_at < ?)
 			ORDER BY cert_serial`), f, t, f, t, f, t)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var serial uint32
-			var created, retired, compromised int64
-			if err := rows.Scan(&serial, &created, &retired, &compromised); err != nil {
+			var created, retired, compromised, noted int64
+			if err := rows.Scan(&serial, &created, &retired, &compromised, &noted); err != nil {
 				rows.Close()
 				return err
 			}
@@ -171,8 +173,10 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 			if retired >= f && retired < t && retired != 0 {
 				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyRetired, Subject: subject, Detail: "indicium signing key retired", At: time.UnixMicro(retired).UTC()})
 			}
-			if compromised >= f && compromised < t && compromised != 0 {
-				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyCompromised, Subject: subject, Detail: "indicium signing key compromised: stamps it signed from this day on are void", At: time.UnixMicro(compromised).UTC()})
+			if noted >= f && noted < t && noted != 0 {
+				since := time.UnixMicro(compromised).UTC().Format(time.DateOnly)
+				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyCompromised, Subject: subject,
+					Detail: "indicium signing key compromised: stamps it signed dated " + since + " or later are void", At: time.UnixMicro(noted).UTC()})
 			}
 		}
 		rows.Close()
