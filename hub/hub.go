@@ -1250,7 +1250,7 @@ func (h *Hub) Tick(ctx context.Context) {
 	// minute on, for up to a refund window back.
 	if due, err := h.ledger.RefundsDue(ctx, h.clockNow().Add(-h.cfg.RefundWindow), h.clockNow().Add(-time.Minute)); err != nil {
 		h.log.Error("refunds due", "err", err)
-	} else if err := h.sales.FinishRefunds(ctx, due); err != nil {
+	} else if _, err := h.sales.FinishRefunds(ctx, due); err != nil {
 		h.log.Error("refunds due not finished; tried again at the next tick", "err", err)
 	}
 	stale, err := h.ledger.Unconfirmed(ctx, h.cfg.UnconfirmedAfter)

@@ -2,9 +2,10 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
-	"github.com/frank-postage/frank/hub/payments"
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/sale"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -34,7 +35,10 @@ func (h *Hub) RetireKiosk(ctx context.Context, kioskID, why string, lost bool) (
 			why = "lost or stolen"
 		}
 	}
-	if err := h.fleet.Retire(ctx, kioskID, why, lost); err != nil {
+	// Retiring again finishes a retirement cut short (a hub that stopped,
+	// a certificate store out of reach): every step after this one is
+	// idempotent.
+	if err := h.fleet.Retire(ctx, kioskID, why, lost); err != nil && !errors.Is(err, fleet.ErrRetired) {
 		return nil, err
 	}
 	r := &Retired{Kiosk: kioskID, Lost: lost}
@@ -50,18 +54,11 @@ func (h *Hub) RetireKiosk(ctx context.Context, kioskID, why string, lost bool) (
 		return r, err
 	}
 	r.Labels = len(voided)
-	for _, v := range voided {
-		sp, err := h.ledger.FailedLabel(ctx, kioskID, v.RequestID, v.Label)
-		if err != nil {
-			return r, fmt.Errorf("hub: retire %s: %w", kioskID, err)
-		}
-		if err := h.payments.Refund(ctx, payments.Key{KioskID: kioskID, RequestID: sp.PaidBy}, sp.Postage, "refund:"+v.Label.String()); err != nil {
-			return r, fmt.Errorf("hub: retire %s: refund of %s: %w", kioskID, v.Label, err)
-		}
-		if err := h.ledger.RecordRefund(ctx, v.Label, kioskID, "retired", sp.Postage); err != nil {
-			return r, fmt.Errorf("hub: retire %s: %w", kioskID, err)
-		}
-		r.Refunded += sp.Postage
+	// Their refunds are recorded due: what fails here, the leader's tick
+	// finishes a minute on.
+	r.Refunded, err = h.sales.FinishRefunds(ctx, voided)
+	if err != nil {
+		return r, fmt.Errorf("hub: retire %s: refunds left to the leader: %w", kioskID, err)
 	}
 	h.log.Warn("kiosk retired", "kiosk", kioskID, "why", why, "lost", lost, "certificates", r.Certificates, "sheets", r.Sheets,
 		"labels", r.Labels, "refunded", r.Refunded.String())

@@ -4,14 +4,18 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/frank-postage/frank/appliance/identity"
+	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -125,4 +129,57 @@ func TestRetireKiosk(t *testing.T) {
 	if st, _, _ := staff.post("/console/kiosks/kiosk-1", "/console/kiosks/kiosk-1/retire", url.Values{"confirm": {"kiosk-1"}}); st != http.StatusForbidden {
 		t.Fatalf("store staff retiring a kiosk: %d", st)
 	}
+}
+
+// A retirement whose refunds fail part way (the gateway out, or the hub
+// stopped) leaves them due, not lost: retiring again finishes the rest of
+// the retirement, and the leader's tick a minute on moves the money, once.
+func TestRetireRefundsFinishedAfterAFailure(t *testing.T) {
+	t.Parallel()
+	var refuse atomic.Bool
+	refuse.Store(true)
+	e := newEnvWith(t, func(c *hub.Config) {
+		target, _ := url.Parse(c.PaymentsURL)
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/refund" && refuse.Load() {
+				http.Error(w, "gateway down", http.StatusBadGateway)
+				return
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		c.PaymentsURL = srv.URL
+	})
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	for _, label := range []string{"1966-F8CF-01", "1966-F8CF-02"} {
+		if res := decode(t, k.ask(purchase("ret-"+label, "kiosk-1", label, nil))); res.Status != protocol.ResultOK {
+			t.Fatalf("sale %s: %+v", label, res.Error)
+		}
+	}
+	before := e.cards.Totals()
+	if r, err := e.h.RetireKiosk(ctx, "kiosk-1", "", true); err == nil || r.Labels != 2 || r.Refunded != 0 {
+		t.Fatalf("retire with the gateway refusing refunds: %+v, %v", r, err)
+	}
+	refuse.Store(false)
+	if r, err := e.h.RetireKiosk(ctx, "kiosk-1", "", true); err != nil || r.Labels != 0 {
+		t.Fatalf("retire again: %+v, %v", r, err)
+	}
+	// kiosk-2's retirement stops right after its stamps are voided, as a
+	// hub killed there would: their refunds were recorded with the void.
+	if res := decode(t, e.kiosk("kiosk-2").ask(purchase("ret-2", "kiosk-2", "2222-0001-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale on kiosk-2: %+v", res.Error)
+	}
+	if v, err := e.h.Ledger().VoidIssued(ctx, "kiosk-2", "kiosk_retired"); err != nil || len(v) != 1 {
+		t.Fatalf("void issued: %+v, %v", v, err)
+	}
+	e.h.Tick(ctx) // too soon: a refund is the leader's a minute on
+	e.clock.Set(e.clock.Now().Add(2 * time.Minute))
+	e.h.Tick(ctx)
+	e.h.Tick(ctx)
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 3*780 {
+		t.Fatalf("card refunded %d mills, want 2,340 once", got)
+	}
+	e.check()
 }

@@ -208,6 +208,10 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 	return k, nil
 }
 
+// ErrRetired is Retire's answer for a kiosk retired already: what a
+// retirement cut short left undone can then be finished.
+var ErrRetired = errors.New("kiosk retired already")
+
 // Retire takes a kiosk out of the fleet for good: it may no longer log in,
 // enroll or sell, and an open enrollment code is dropped. Its row stays,
 // with its sales and stamps. A lost or stolen kiosk is recorded as a
@@ -225,6 +229,10 @@ func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) e
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
+			var retired sql.NullInt64
+			if tx.QueryRowContext(ctx, r.db.Rebind(`SELECT retired_at FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&retired) == nil && retired.Valid {
+				return ErrRetired
+			}
 			return protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not a provisioned kiosk in service", kioskID)
 		}
 		if _, err := tx.ExecContext(ctx, r.db.Rebind(`DELETE FROM enrollments WHERE kiosk_id = ?`), kioskID); err != nil {

@@ -275,19 +275,22 @@ func (l *Ledger) RecordCounterRefund(ctx context.Context, label protocol.LabelSe
 
 // VoidIssued voids every indicium of kioskID's sales that was issued and
 // never reported printed or failed, as if the kiosk had died (it was
-// retired): their postage is claimed back in the postal report. It
-// returns the labels, with their sales, for their refunds.
-func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]LabelRef, error) {
-	var out []LabelRef
+// retired): their postage is claimed back in the postal report. Each
+// one's refund is recorded due in the same transaction, as a kiosk's
+// refund is before its money moves (request RetiredRefund), so a refund
+// that fails, or a hub that stops, part way through is finished by the
+// leader (RefundsDue). It returns the labels, with their sales.
+func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]RefundDue, error) {
+	var out []RefundDue
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT request_id, label FROM indicia WHERE kiosk_id = ? AND state = 'issued' ORDER BY id`), kioskID)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
-			var r LabelRef
+			r := RefundDue{KioskID: kioskID, RefundID: RetiredRefund}
 			var label string
-			if err := rows.Scan(&r.RequestID, &label); err != nil {
+			if err := rows.Scan(&r.SaleID, &label); err != nil {
 				rows.Close()
 				return err
 			}
@@ -301,6 +304,11 @@ func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]Labe
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at)
+			SELECT label, 'refund', kiosk_id, ?, postage, ? FROM indicia WHERE kiosk_id = ? AND state = 'issued'
+			ON CONFLICT DO NOTHING`), RetiredRefund, micros(l.cfg.Now()), kioskID); err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), reason, kioskID)
 		return err
 	})
@@ -309,6 +317,9 @@ func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]Labe
 	}
 	return out, nil
 }
+
+// RetiredRefund is the request that refunds a retired kiosk's stamps.
+const RetiredRefund = "retired"
 
 // LabelRef is a label of a sale.
 type LabelRef struct {

@@ -461,9 +461,11 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 // FinishRefunds moves the money of refunds recorded before it moved
 // (ledger.RefundsDue), as the kiosk's own request asked again would, under
 // the label's claim: the payment's refund is keyed by the label, so money
-// moves once. A label whose claim is busy is left for the next round.
-func (s *Service) FinishRefunds(ctx context.Context, due []ledger.RefundDue) error {
+// moves once. A label whose claim is busy is left for the next round. It
+// returns the money moved.
+func (s *Service) FinishRefunds(ctx context.Context, due []ledger.RefundDue) (protocol.Mills, error) {
 	var errs []error
+	var total protocol.Mills
 	for _, d := range due {
 		wait, cancel := context.WithTimeout(ctx, 5*time.Second)
 		release, err := s.takeLabel(wait, d.Label)
@@ -480,12 +482,13 @@ func (s *Service) FinishRefunds(ctx context.Context, due []ledger.RefundDue) err
 			errs = append(errs, err)
 			continue
 		}
-		s.Log.Warn("refund recorded earlier finished: its money had not moved", "kiosk", d.KioskID, "label", d.Label, "amount", amt.String())
+		total += amt
+		s.Log.Info("refund recorded earlier finished", "kiosk", d.KioskID, "label", d.Label, "amount", amt.String())
 	}
-	return errors.Join(errs...)
+	return total, errors.Join(errs...)
 }
 
-// takeLabel makes a label's refunds take turns// takeLabel makes a label's refunds take turns, on this hub and across
+// takeLabel makes a label's refunds take turns, on this hub and across
 // hubs: the second finds the first's refund done.
 func (s *Service) takeLabel(ctx context.Context, label protocol.LabelSerial) (func(), error) {
 	if s.Claims != nil {
