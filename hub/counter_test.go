@@ -109,3 +109,53 @@ func TestCounterRefundAndVoidList(t *testing.T) {
 	}
 	e.check()
 }
+
+// A stamp taken back, at the counter or in the portal, has its refund
+// recorded with the void, before the money moves: a hub that stops in
+// between leaves the refund due, and the leader's tick a minute on moves
+// the money, once, to the card or the prepaid balance that paid.
+func TestTakenBackRefundFinishedByTheHub(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if res := decode(t, e.kiosk("kiosk-1").ask(purchase("tb-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("kiosk sale: %+v", res.Error)
+	}
+	sheet := e.webSheet()
+	alice := e.customer("alice", "20.00")
+	st, loc, page := alice.buy(sheet, 1)
+	if st != http.StatusSeeOther {
+		t.Fatalf("web sale: %d %s", st, page)
+	}
+	web := strings.SplitN(loc, "?", 2)[0]
+	before := e.cards.Totals()
+	// Each hub stops once the ledger has taken the stamp back.
+	for _, tb := range []struct{ label, by, why string }{{"1966-F8CF-01", "sue", "wrong class"}, {sheet + "-01", "", ""}} {
+		label, _ := protocol.ParseLabelSerial(tb.label)
+		kioskID, saleID, err := e.h.Ledger().LabelSale(ctx, label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.Ledger().RefundUnused(ctx, kioskID, saleID, label, time.Time{}, tb.by, tb.why); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.h.Tick(ctx) // too soon: the refund may still be under way
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 0 {
+		t.Fatalf("refunded %d mills at once", got)
+	}
+	e.clock.Set(e.clock.Now().Add(2 * time.Minute))
+	e.h.Tick(ctx)
+	e.h.Tick(ctx)
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
+		t.Fatalf("card refunded %d mills, want 780 once", got)
+	}
+	if _, _, page := alice.do("GET", web, nil); !strings.Contains(page, "alice · $20.00") {
+		t.Fatalf("the web stamp's postage is not back on the balance:\n%s", page)
+	}
+	form := url.Values{"label": {"1966-F8CF-01"}, "reason": {"again"}, "handed_in": {"yes"}}
+	if st, _, page := e.operator("sue", "staff", "store-a").post("/console/stock", "/console/refunds", form); st != http.StatusUnprocessableEntity || !strings.Contains(page, "refunded already") {
+		t.Fatalf("the counter refund asked again: %d", st)
+	}
+	e.check()
+}

@@ -369,7 +369,7 @@ func TestCounterRefundedStampGetsNoKioskRemedy(t *testing.T) {
 		t.Fatalf("sale: %+v", res.Error)
 	}
 	label, _ := protocol.ParseLabelSerial("1966-F8CF-03")
-	if _, err := e.h.Ledger().RefundUnused(ctx, "kiosk-1", "kept", label, time.Time{}); err != nil {
+	if _, err := e.h.Ledger().RefundUnused(ctx, "kiosk-1", "kept", label, time.Time{}, "sue", "customer changed mind"); err != nil {
 		t.Fatal(err)
 	}
 	before := e.cards.Totals()

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -193,25 +192,30 @@ func (l *Ledger) ReserveRefund(ctx context.Context, kioskID, saleID string, labe
 	return sp, nil
 }
 
-// RefundDue is a kiosk's refund recorded by ReserveRefund whose money has
-// not moved: its hub stopped in between, or the payment's outcome was not
-// known, and no request for the label has come since.
+// RefundDue is a refund recorded before its money moved (ReserveRefund,
+// RefundUnused, VoidIssued) whose money has not moved: its hub stopped in
+// between, or the payment's outcome was not known, and no request for the
+// label has come since.
 type RefundDue struct {
 	KioskID  string
-	SaleID   string // the sale whose label failed
+	SaleID   string // the sale whose label failed, or was taken back
 	RefundID string // the refund request that recorded it
 	Label    protocol.LabelSerial
+	// TakenBack is a stamp taken back unused, at the counter or in the
+	// portal, refunded Amount; the others are failed labels.
+	TakenBack bool
+	Amount    protocol.Mills
 }
 
-// RefundsDue lists the kiosks' refunds recorded between since and before
-// with no payment refund for their label (every refund of a failed label
-// is made under the ref "refund:LABEL"). Counter refunds record only
-// after the money moved, so they are never due.
+// RefundsDue lists the refunds recorded between since and before with no
+// payment refund for their label (every refund of a label is made under
+// the ref "refund:LABEL").
 func (l *Ledger) RefundsDue(ctx context.Context, since, before time.Time) ([]RefundDue, error) {
-	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT r.kiosk_id, r.request_id, r.label,
-			COALESCE((SELECT i.request_id FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1), '')
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT r.kiosk_id, r.request_id, r.label, r.amount,
+			COALESCE((SELECT i.request_id FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1), ''),
+			COALESCE((SELECT i.void_reason FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1), '')
 		FROM remedies r
-		WHERE r.kind = 'refund' AND r.by_operator IS NULL AND r.at >= ? AND r.at < ?
+		WHERE r.kind = 'refund' AND r.at >= ? AND r.at < ?
 			AND NOT EXISTS (SELECT 1 FROM payment_refunds p WHERE p.kiosk_id = r.kiosk_id AND p.ref = 'refund:' || r.label)`),
 		micros(since), micros(before))
 	if err != nil {
@@ -221,14 +225,15 @@ func (l *Ledger) RefundsDue(ctx context.Context, since, before time.Time) ([]Ref
 	var out []RefundDue
 	for rows.Next() {
 		var d RefundDue
-		var label string
-		if err := rows.Scan(&d.KioskID, &d.RefundID, &label, &d.SaleID); err != nil {
+		var label, reason string
+		if err := rows.Scan(&d.KioskID, &d.RefundID, &label, &d.Amount, &d.SaleID, &reason); err != nil {
 			return nil, fmt.Errorf("ledger: refunds due: %w", err)
 		}
 		var err error
 		if d.Label, err = protocol.ParseLabelSerial(label); err != nil || d.SaleID == "" {
-			continue // not a kiosk label's refund
+			continue // not a label's refund
 		}
+		d.TakenBack = reason == reasonRefund
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -244,31 +249,6 @@ func (l *Ledger) ReleaseRefund(ctx context.Context, kioskID string, label protoc
 	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`DELETE FROM remedies WHERE label = ? AND kind = 'refund' AND kiosk_id = ? AND by_operator IS NULL`),
 		label.String(), kioskID); err != nil {
 		return fmt.Errorf("ledger: release refund of %s: %w", label, err)
-	}
-	return nil
-}
-
-// RecordRefund records that a failed label's remedy is a refund, once.
-// The same refund request asking again is not an error.
-func (l *Ledger) RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error {
-	return l.RecordCounterRefund(ctx, label, kioskID, requestID, amount, "", "")
-}
-
-// RecordCounterRefund is RecordRefund with the operator who took the label
-// back at the counter, and why.
-func (l *Ledger) RecordCounterRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills, by, why string) error {
-	_, err := l.db.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at, by_operator, reason) VALUES (?, 'refund', ?, ?, ?, ?, ?, ?)`),
-		label.String(), kioskID, requestID, amount, micros(l.cfg.Now()), nullString(by), nullString(why))
-	if store.IsConflict(err) {
-		var kind, by string
-		if l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT kind, request_id FROM remedies WHERE label = ?`), label.String()).Scan(&kind, &by) == nil &&
-			kind == "refund" && by == requestID {
-			return nil
-		}
-		return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s already had its reprint or refund", label)
-	}
-	if err != nil {
-		return fmt.Errorf("ledger: record refund of %s: %w", label, err)
 	}
 	return nil
 }
@@ -348,41 +328,74 @@ func (l *Ledger) Unconfirmed(ctx context.Context, age time.Duration) ([][2]strin
 	return out, rows.Err()
 }
 
-// RefundUnused takes back a web customer's unused stamp: its indicium is
-// voided (claimed back in the postal report) if it was issued no earlier
-// than notBefore. A stamp refunded before, or voided for another reason,
-// is remedy_not_allowed. A refund whose money did not go through is found
-// again here, so a retry can finish it.
-func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time) (*Spoiled, error) {
-	if _, err := l.db.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'refund_requested'
-		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state IN ('issued', 'printed') AND created_at >= ?`),
-		kioskID, requestID, label.String(), micros(notBefore)); err != nil {
-		return nil, fmt.Errorf("ledger: refund unused %s: %w", label, err)
-	}
-	sp := &Spoiled{Label: label}
-	var state, reason string
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, '') FROM indicia
-		WHERE kiosk_id = ? AND request_id = ? AND label = ?`), kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in purchase %s", label, requestID)
-	}
+// RefundUnused takes back an unused stamp, a web customer's or one staff
+// hold at the counter (by names the operator, why their reason): its
+// indicium is voided (claimed back in the postal report) if it was issued
+// no earlier than notBefore, and its refund recorded, in one transaction,
+// before any money moves. A hub that stops before the money moved leaves
+// the refund due (RefundsDue); a retry finds it and finishes it. A stamp
+// refunded before, or voided for another reason, is remedy_not_allowed.
+func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time, by, why string) (*Spoiled, error) {
+	sp := &Spoiled{Label: label, PaidBy: requestID}
+	err := l.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'refund_requested'
+			WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state IN ('issued', 'printed') AND created_at >= ?`),
+			kioskID, requestID, label.String(), micros(notBefore)); err != nil {
+			return err
+		}
+		var state, reason string
+		err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, '') FROM indicia
+			WHERE kiosk_id = ? AND request_id = ? AND label = ?`), kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in purchase %s", label, requestID)
+		case err != nil:
+			return err
+		case state != "voided":
+			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s is past its refund window", label)
+		case reason != reasonRefund:
+			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was voided (%s), not sold", label, reason)
+		}
+		res, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at, by_operator, reason) VALUES (?, 'refund', ?, ?, ?, ?, ?, ?)
+			ON CONFLICT DO NOTHING`), label.String(), kioskID, requestID, sp.Postage, micros(l.cfg.Now()), nullString(by), nullString(why))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		// Recorded before: finish it if its money has not moved.
+		var kind, who, sale string
+		var moved int
+		if err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT kind, kiosk_id, request_id,
+				(SELECT COUNT(*) FROM payment_refunds WHERE kiosk_id = ? AND request_id = ? AND ref = ?) FROM remedies WHERE label = ?`),
+			kioskID, requestID, "refund:"+label.String(), label.String()).Scan(&kind, &who, &sale, &moved); err != nil {
+			return err
+		}
+		if kind != "refund" || who != kioskID || sale != requestID || moved > 0 {
+			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was refunded already", label)
+		}
+		return nil
+	})
 	if err != nil {
+		var perr *protocol.Error
+		if errors.As(err, &perr) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("ledger: refund unused %s: %w", label, err)
-	}
-	if state != "voided" {
-		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s is past its refund window", label)
-	}
-	if reason != reasonRefund {
-		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was voided (%s), not sold", label, reason)
-	}
-	var n int
-	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM remedies WHERE label = ?`), label.String()).Scan(&n); err != nil {
-		return nil, fmt.Errorf("ledger: refund unused %s: %w", label, err)
-	}
-	if n > 0 {
-		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was refunded already", label)
 	}
 	return sp, nil
+}
+
+// ReleaseTakenBack drops the refund RefundUnused recorded for kioskID's
+// sale requestID, once its payment refused to move any money for good:
+// the stamp stays taken back, and staff or the customer may ask again.
+func (l *Ledger) ReleaseTakenBack(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) error {
+	if _, err := l.db.ExecContext(ctx, l.db.Rebind(`DELETE FROM remedies WHERE label = ? AND kind = 'refund' AND kiosk_id = ? AND request_id = ?`),
+		label.String(), kioskID, requestID); err != nil {
+		return fmt.Errorf("ledger: release refund of %s: %w", label, err)
+	}
+	return nil
 }
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

@@ -14,8 +14,13 @@ import (
 // counter is what a refund at the counter needs of the ledger.
 type counter interface {
 	LabelSale(ctx context.Context, label protocol.LabelSerial) (kioskID, requestID string, err error)
-	RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time) (*ledger.Spoiled, error)
-	RecordCounterRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills, by, why string) error
+	takerBack
+}
+
+// takerBack takes back unused stamps: the ledger.
+type takerBack interface {
+	RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time, by, why string) (*ledger.Spoiled, error)
+	ReleaseTakenBack(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) error
 }
 
 // CounterRefund is a stamp bought at a kiosk that store staff or ops took
@@ -46,22 +51,43 @@ func (s *Service) RefundAtCounter(ctx context.Context, c counter, r CounterRefun
 	if strings.HasPrefix(kioskID, "web-") || (r.May != nil && !r.May(kioskID)) {
 		return 0, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not sold at a kiosk you look after", r.Label)
 	}
-	release, err := s.takeLabel(ctx, r.Label)
+	amount, err := s.takeBack(ctx, c, kioskID, requestID, r.Label, s.Now().Add(-r.Window), r.By, r.Reason)
+	if err != nil {
+		return 0, err
+	}
+	s.Log.Info("refunded an unused stamp at the counter", "label", r.Label, "kiosk", kioskID, "by", r.By, "reason", r.Reason, "amount", amount.String())
+	return amount, nil
+}
+
+// takeBack voids an unused stamp of kioskID's sale requestID and gives its
+// postage back, under the label's claim. Its refund is recorded with the
+// void, before the money moves: a hub that stops in between leaves it due
+// to the leader (FinishRefunds), and a retry finishes it.
+func (s *Service) takeBack(ctx context.Context, b takerBack, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time, by, why string) (protocol.Mills, error) {
+	release, err := s.takeLabel(ctx, label)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
-	sp, err := c.RefundUnused(ctx, kioskID, requestID, r.Label, s.Now().Add(-r.Window))
+	sp, err := b.RefundUnused(ctx, kioskID, requestID, label, notBefore, by, why)
 	if err != nil {
 		return 0, err
 	}
+	return sp.Postage, s.payBack(ctx, b, kioskID, requestID, label, sp.Postage)
+}
+
+// payBack refunds amount of sale requestID for a stamp taken back. A
+// refund the payment refuses for good is released: nothing moved, and the
+// stamp may be asked for again.
+func (s *Service) payBack(ctx context.Context, b takerBack, kioskID, requestID string, label protocol.LabelSerial, amount protocol.Mills) error {
 	key := payments.Key{KioskID: kioskID, RequestID: requestID}
-	if err := s.Money.Refund(ctx, key, sp.Postage, "refund:"+r.Label.String()); err != nil {
-		return 0, fmt.Errorf("sale: counter refund %s: %w", r.Label, err)
+	if err := s.Money.Refund(ctx, key, amount, "refund:"+label.String()); err != nil {
+		if moneyRefused(err) {
+			if rerr := b.ReleaseTakenBack(context.WithoutCancel(ctx), kioskID, requestID, label); rerr != nil {
+				s.Log.Error("refund of a stamp taken back not released", "kiosk", kioskID, "label", label, "err", rerr)
+			}
+		}
+		return fmt.Errorf("sale: refund %s: %w", label, err)
 	}
-	if err := c.RecordCounterRefund(ctx, r.Label, kioskID, requestID, sp.Postage, r.By, r.Reason); err != nil {
-		return 0, err
-	}
-	s.Log.Info("refunded an unused stamp at the counter", "label", r.Label, "kiosk", kioskID, "by", r.By, "reason", r.Reason, "amount", sp.Postage.String())
-	return sp.Postage, nil
+	return nil
 }

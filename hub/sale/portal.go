@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/frank-postage/frank/hub/accounts"
@@ -30,7 +29,7 @@ type claimer interface {
 // replayer finds the stored answer to a request already served.
 type replayer interface {
 	Replay(ctx context.Context, kioskID, requestID string, bodyHash []byte) ([]byte, error)
-	RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time) (*ledger.Spoiled, error)
+	takerBack
 }
 
 // Buy sells an order to a logged-in customer, paid from the prepaid
@@ -97,22 +96,10 @@ func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o
 // use, once, if it was bought within window.
 func (s *Service) RefundUnused(ctx context.Context, acct *accounts.Account, requestID string, label protocol.LabelSerial, window time.Duration) (protocol.Mills, error) {
 	kioskID := WebKioskID(acct.ID)
-	release, err := s.takeLabel(ctx, label)
+	amount, err := s.takeBack(ctx, s.Web, kioskID, requestID, label, s.Now().Add(-window), "", "")
 	if err != nil {
 		return 0, err
 	}
-	defer release()
-	sp, err := s.Web.RefundUnused(ctx, kioskID, requestID, label, s.Now().Add(-window))
-	if err != nil {
-		return 0, err
-	}
-	key := payments.Key{KioskID: kioskID, RequestID: requestID}
-	if err := s.Money.Refund(ctx, key, sp.Postage, "refund:"+label.String()); err != nil {
-		return 0, fmt.Errorf("sale: refund %s: %w", label, err)
-	}
-	if err := s.Book.RecordRefund(ctx, label, kioskID, requestID, sp.Postage); err != nil {
-		return 0, err
-	}
-	s.Log.Info("refunded an unused web stamp", "account", acct.ID, "label", label, "amount", sp.Postage.String())
-	return sp.Postage, nil
+	s.Log.Info("refunded an unused web stamp", "account", acct.ID, "label", label, "amount", amount.String())
+	return amount, nil
 }

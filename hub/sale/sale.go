@@ -45,7 +45,7 @@ type saleRecords interface {
 	FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*ledger.Spoiled, error)
 	ReserveRefund(ctx context.Context, kioskID, saleID string, label protocol.LabelSerial, refundID string) (*ledger.Spoiled, error)
 	ReleaseRefund(ctx context.Context, kioskID string, label protocol.LabelSerial) error
-	RecordRefund(ctx context.Context, label protocol.LabelSerial, kioskID, requestID string, amount protocol.Mills) error
+	takerBack
 }
 
 // kiosks knows each kiosk's number for the indicium's user field and the
@@ -474,9 +474,14 @@ func (s *Service) FinishRefunds(ctx context.Context, due []ledger.RefundDue) (pr
 			errs = append(errs, fmt.Errorf("sale: finish refund of %s: %w", d.Label, err))
 			continue
 		}
-		req := &protocol.RefundRequest{RequestID: d.RefundID, KioskID: d.KioskID,
-			Label: protocol.LabelRef{RequestID: d.SaleID, LabelSerial: d.Label.String()}}
-		amt, err := s.refund(ctx, d.KioskID, req, d.Label)
+		var amt protocol.Mills
+		if d.TakenBack {
+			amt, err = d.Amount, s.payBack(ctx, s.Book, d.KioskID, d.SaleID, d.Label, d.Amount)
+		} else {
+			req := &protocol.RefundRequest{RequestID: d.RefundID, KioskID: d.KioskID,
+				Label: protocol.LabelRef{RequestID: d.SaleID, LabelSerial: d.Label.String()}}
+			amt, err = s.refund(ctx, d.KioskID, req, d.Label)
+		}
 		release()
 		if err != nil {
 			errs = append(errs, err)
