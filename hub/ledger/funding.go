@@ -76,6 +76,13 @@ func (l *Ledger) buyBelow(ctx context.Context, seen protocol.Mills) error {
 		return fmt.Errorf("ledger: buy funds: %w", err)
 	}
 	defer unlock()
+	// A pending purchase may have been sold with its answer lost: finish
+	// it under its own request id, which the authority does not sell
+	// twice. A new request id would make the vendor pay again, so none is
+	// made while one is still unfinished.
+	if err := l.resumePurchases(ctx); err != nil {
+		return err
+	}
 	g, err := l.loadPSD(ctx, l.mac, nil, GPSDSerial, false)
 	if err != nil {
 		l.lockOnTamper(err)
