@@ -103,15 +103,18 @@ func (c *Commands) Issue(ctx context.Context, kioskID, action, message, by strin
 			return nil, fmt.Errorf("commands: issue %s to %s: %w", action, kioskID, err)
 		}
 	}
-	return c.issue(ctx, protocol.Command{KioskID: kioskID, Action: action, Message: message, IssuedBy: by})
+	return c.issue(ctx, protocol.Command{KioskID: kioskID, Action: action, Message: message, IssuedBy: by}, nil)
 }
 
-// IssueUpdate offers a kiosk a release; rollouts do.
-func (c *Commands) IssueUpdate(ctx context.Context, kioskID string, offer *protocol.ReleaseOffer, by string) (*Command, error) {
-	return c.issue(ctx, protocol.Command{KioskID: kioskID, Action: protocol.ActionUpdate, IssuedBy: by, Release: offer})
+// IssueUpdate offers a kiosk a release; rollouts do. link records the
+// offer as the rollout's in the same transaction: an offer no rollout
+// knows would outlive the rollout's abort. If link fails, nothing is
+// issued and IssueUpdate returns its error.
+func (c *Commands) IssueUpdate(ctx context.Context, kioskID string, offer *protocol.ReleaseOffer, by string, link func(tx *sql.Tx, commandID string) error) (*Command, error) {
+	return c.issue(ctx, protocol.Command{KioskID: kioskID, Action: protocol.ActionUpdate, IssuedBy: by, Release: offer}, link)
 }
 
-func (c *Commands) issue(ctx context.Context, pc protocol.Command) (*Command, error) {
+func (c *Commands) issue(ctx context.Context, pc protocol.Command, link func(tx *sql.Tx, commandID string) error) (*Command, error) {
 	kioskID, action := pc.KioskID, pc.Action
 	pc.CommandID, pc.IssuedAt = "cmd-"+rand.Text(), c.now().UTC().Truncate(time.Microsecond)
 	cmd := &Command{Command: pc, Status: Pending}
@@ -120,14 +123,37 @@ func (c *Commands) issue(ctx context.Context, pc protocol.Command) (*Command, er
 		b, _ := json.Marshal(pc.Release)
 		payload = sql.NullString{String: string(b), Valid: true}
 	}
-	res, err := c.db.ExecContext(ctx, c.db.Rebind(`INSERT INTO kiosk_commands (id, kiosk_id, action, message, issued_by, issued_at, payload)
-		SELECT ?, kiosk_id, ?, ?, ?, ?, ? FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`),
-		cmd.CommandID, action, pc.Message, pc.IssuedBy, cmd.IssuedAt.UnixMicro(), payload, kioskID)
-	if err != nil {
-		return nil, fmt.Errorf("commands: issue %s to %s: %w", action, kioskID, err)
+	insert := func(ex interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}) error {
+		res, err := ex.ExecContext(ctx, c.db.Rebind(`INSERT INTO kiosk_commands (id, kiosk_id, action, message, issued_by, issued_at, payload)
+			SELECT ?, kiosk_id, ?, ?, ?, ?, ? FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`),
+			cmd.CommandID, action, pc.Message, pc.IssuedBy, cmd.IssuedAt.UnixMicro(), payload, kioskID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not a provisioned kiosk in service", kioskID)
+		}
+		return nil
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return nil, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not a provisioned kiosk in service", kioskID)
+	var err error
+	if link == nil {
+		err = insert(c.db)
+	} else {
+		err = c.db.InTx(ctx, func(tx *sql.Tx) error {
+			if err := insert(tx); err != nil {
+				return err
+			}
+			return link(tx, cmd.CommandID)
+		})
+	}
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe):
+		return nil, pe // an answer for the operator, as it is
+	case err != nil:
+		return nil, fmt.Errorf("commands: issue %s to %s: %w", action, kioskID, err)
 	}
 	c.send(ctx, []protocol.Command{cmd.Command})
 	return cmd, nil

@@ -332,12 +332,26 @@ func (r *Releases) step(ctx context.Context, ro *Rollout) error {
 				return err
 			}
 		}
-		cmd, err := r.commands.IssueUpdate(ctx, k, offer, ro.CreatedBy)
-		if err != nil {
-			return err
+		// The offer and its link commit together: an offer the rollout
+		// does not know would survive its abort. Another hub that leads
+		// too may have linked the kiosk meanwhile; then this offer goes.
+		_, err := r.commands.IssueUpdate(ctx, k, offer, ro.CreatedBy, func(tx *sql.Tx, commandID string) error {
+			res, err := tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO rollout_kiosks (rollout_id, kiosk_id, stage, command_id) VALUES (?, ?, ?, ?)
+				ON CONFLICT (rollout_id, kiosk_id) DO NOTHING`), ro.ID, k, ro.Stage, commandID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return errOffered
+			}
+			return nil
+		})
+		if errors.Is(err, errOffered) {
+			ro.Offered++ // by the other hub, and pending still
+			ro.Pending++
+			continue
 		}
-		if _, err := r.db.ExecContext(ctx, r.db.Rebind(`INSERT INTO rollout_kiosks (rollout_id, kiosk_id, stage, command_id) VALUES (?, ?, ?, ?)`),
-			ro.ID, k, ro.Stage, cmd.CommandID); err != nil {
+		if err != nil {
 			return err
 		}
 		ro.Offered++
@@ -356,6 +370,9 @@ func (r *Releases) step(ctx context.Context, ro *Rollout) error {
 	}
 	return err
 }
+
+// errOffered is a kiosk the rollout already offered its release to.
+var errOffered = errors.New("releases: offered already")
 
 // offer is what kiosks are sent.
 func (r *Releases) offer(ctx context.Context, ro *Rollout) (*protocol.ReleaseOffer, error) {
