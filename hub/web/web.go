@@ -106,6 +106,10 @@ type Server struct {
 	// Releases serves signed kiosk releases' binaries, when set.
 	Releases releaseFiles
 	Log      *slog.Logger
+	// CustomerLogins limits failed customer logins to the XML API: the
+	// portal's limits, kept in the database for every hub, so the API is
+	// no way around them. Nil keeps this server's own.
+	CustomerLogins *session.Logins
 }
 
 // releaseFiles are the published kiosk releases; hub/releases.
@@ -115,6 +119,9 @@ type releaseFiles interface {
 
 // Handler returns the router.
 func (s *Server) Handler() http.Handler {
+	if s.CustomerLogins == nil {
+		s.CustomerLogins = session.NewLogins("portal", nil)
+	}
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer, securityHeaders)
 	if s.HSTS {
@@ -292,8 +299,16 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 		writeXMLError(w, protocol.Errorf(protocol.CodeUnauthorized, "log in with HTTP Basic authentication"))
 		return
 	}
+	logins := s.CustomerLogins
+	if ok, wait := logins.Allow(r, login); !ok {
+		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		// A limit, not a wrong password: 429, as enrollment answers.
+		writeXMLErrorStatus(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeUnauthorized, "too many failed logins; try again later"))
+		return
+	}
 	acct, err := s.Customers.Authenticate(r.Context(), login, password)
 	if err != nil {
+		logins.Fail(r, login)
 		writeXMLError(w, protocol.Errorf(protocol.CodeUnauthorized, "wrong login or password"))
 		return
 	}
@@ -481,9 +496,14 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 func writeXMLError(w http.ResponseWriter, err error) {
+	writeXMLErrorStatus(w, protocol.AsError(err).Code.HTTPStatus(), err)
+}
+
+// writeXMLErrorStatus is writeXMLError with a status of the caller's.
+func writeXMLErrorStatus(w http.ResponseWriter, status int, err error) {
 	pe := protocol.AsError(err)
 	w.Header().Set("Content-Type", "application/xml")
-	w.WriteHeader(pe.Code.HTTPStatus())
+	w.WriteHeader(status)
 	w.Write([]byte(xml.Header))
 	xml.NewEncoder(w).Encode(protocol.XMLError{Code: pe.Code, Message: pe.Message, MissingMills: pe.MissingMills})
 }
