@@ -804,7 +804,7 @@ func (h *Hub) followKey(ctx context.Context) {
 		return
 	}
 	if err := h.pool.SetKey(psdm.Key{Label: key.Label, CertSerial: key.CertSerial}); err != nil {
-		h.log.Error("rotated signing key not taken up; signing with the old one", "cert_serial", key.CertSerial, "err", err)
+		h.log.Error("rotated signing key not taken up; no stamps signed until it is", "cert_serial", key.CertSerial, "err", err)
 	}
 }
 

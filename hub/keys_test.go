@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -185,4 +186,43 @@ func TestCompromiseReportedWhenDeclared(t *testing.T) {
 	if ev := events(to, e.clock.Now().Add(time.Hour)); len(ev) != 0 {
 		t.Fatalf("declared twice: reported again %+v", ev)
 	}
+}
+
+// A hub that cannot load the active signing key (one made in another
+// hub's HSM) signs nothing rather than go on with the retired key, whose
+// stamps verifiers refuse once dated past its retirement: sales get
+// service_unavailable until the key loads, and sell again after.
+func TestHubWithoutTheActiveKeySignsNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *hub.Config) { c.KeyCheckEvery = 10 * time.Millisecond })
+	k := e.kiosk("kiosk-1")
+	if res := decode(t, k.ask(purchase("nokey-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res.Error)
+	}
+	db := e.openDB()
+	now := e.clock.Now().UnixMicro()
+	for _, q := range []string{
+		fmt.Sprintf(`UPDATE signing_keys SET retired_at = %d`, now),
+		fmt.Sprintf(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at)
+			SELECT 9, 'indicium-in-another-hsm', public_key_pem, '', %d FROM signing_keys WHERE cert_serial = 1`, now),
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.For(t, 10*time.Second, "the pool without a key", func() bool { return e.h.Pool().Key().CertSerial == 0 })
+	res := decode(t, k.ask(purchase("nokey-2", "kiosk-1", "1966-F8CF-02", nil)))
+	if res.Status == protocol.ResultOK || res.Error.Code != protocol.CodeServiceUnavailable {
+		t.Fatalf("a sale with no key loaded: %+v", res)
+	}
+	for _, q := range []string{`DELETE FROM signing_keys WHERE cert_serial = 9`, `UPDATE signing_keys SET retired_at = NULL WHERE cert_serial = 1`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait.For(t, 10*time.Second, "the pool on key 1 again", func() bool { return e.h.Pool().Key().CertSerial == 1 })
+	if res := decode(t, k.ask(purchase("nokey-3", "kiosk-1", "1966-F8CF-03", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("a sale once the key loads: %+v", res.Error)
+	}
+	e.check()
 }

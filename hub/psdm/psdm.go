@@ -318,7 +318,9 @@ func (p *Pool) Key() Key { return *p.key.Load() }
 
 // SetKey has every worker sign with key from its next stamp on, as a key
 // rotation asks of a running hub. Stamps already queued are signed with
-// the key they were queued under or the new one; both are published.
+// the key they were queued under or the new one; both are published. A
+// worker that cannot load key signs nothing until a later SetKey, and Key
+// is then the zero Key.
 func (p *Pool) SetKey(key Key) error {
 	p.mu.Lock()
 	select {
@@ -337,6 +339,7 @@ func (p *Pool) SetKey(key Key) error {
 		errs = append(errs, <-done)
 	}
 	if err := errors.Join(errs...); err != nil {
+		p.key.Store(&Key{}) // none: the next check tries again
 		return fmt.Errorf("psdm: set key %d: %w", key.CertSerial, err)
 	}
 	p.key.Store(&key)
@@ -469,9 +472,13 @@ func (w *worker) run() {
 	for j := range w.jobs {
 		if j.rekey != nil {
 			// On the worker's own goroutine: its HSM session is not shared.
+			// A key it cannot load leaves the worker signing nothing, not
+			// going on with the retired one: verifiers refuse a retired
+			// key's stamps dated after its retirement.
 			signer, err := w.sess.Signer(j.rekey.Label)
-			if err == nil {
-				w.signer, w.key = signer, *j.rekey
+			w.signer, w.key = signer, *j.rekey
+			if err != nil {
+				w.signer = nil
 			}
 			j.done <- err
 			continue
@@ -520,6 +527,12 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int) *ledger.Part {
 	in := protocol.Indicium{CertSerial: w.key.CertSerial, Vendor: cfg.Vendor, Model: cfg.Model, MPSDSerial: base.Serial,
 		AR: base.AR + it.Postage, Postage: it.Postage, Date: protocol.DateOf(cfg.Now()), OriginZIP: s.OriginZIP,
 		UserID: s.UserID, SoftwareID: cfg.SoftwareID, Label: it.Label, DR: base.DR + funding - it.Postage, RateCategory: it.RateClass}
+	if w.signer == nil {
+		b.Unreserve(funding)
+		part.Err = fmt.Errorf("psdm: worker %d: %w: %w", w.id, errSign,
+			protocol.Errorf(protocol.CodeServiceUnavailable, "the active signing key %d is not loaded on this hub yet; try again shortly", w.key.CertSerial))
+		return part
+	}
 	if err := in.Sign(w.signer); err != nil {
 		b.Unreserve(funding)
 		part.Err = fmt.Errorf("psdm: worker %d: %w: %w", w.id, errSign, err)
