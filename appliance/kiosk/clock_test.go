@@ -3,6 +3,7 @@ package kiosk_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -44,8 +45,9 @@ func staffLive(t *testing.T, url, token string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// fakeClock is a kiosk clock that moves only when the test moves it.
-type fakeClock struct{ ns atomic.Int64 }
+// fakeClock is a kiosk clock that moves only when the test moves it: the
+// wall clock, and the monotonic one beside it.
+type fakeClock struct{ ns, mono atomic.Int64 }
 
 func newFakeClock() *fakeClock {
 	c := &fakeClock{}
@@ -54,16 +56,17 @@ func newFakeClock() *fakeClock {
 }
 
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Add(d time.Duration)     { c.ns.Add(int64(d)) }
-func (c *fakeClock) use(cfg *kiosk.Config)   { cfg.Clock = c.Now }
+func (c *fakeClock) Add(d time.Duration)     { c.ns.Add(int64(d)); c.mono.Add(int64(d)) }
+func (c *fakeClock) Step(d time.Duration)    { c.ns.Add(int64(d)) } // the wall clock alone, as NTP sets it
+func (c *fakeClock) uptime() time.Duration   { return time.Duration(c.mono.Load()) }
+func (c *fakeClock) use(cfg *kiosk.Config)   { cfg.Clock = c.Now; kiosk.SetMonotonic(cfg, c.uptime) }
 func (c *fakeClock) String() string          { return c.Now().UTC().Format(time.TimeOnly) }
 func (c *fakeClock) since(t time.Time) int64 { return int64(c.Now().Sub(t) / time.Minute) }
 
-// A label that failed to print is its customer's to remedy, by a reprint
-// or a refund, for the remedy window; once that window has passed on the
-// kiosk's clock with no choice made, the kiosk refunds the label and
-// closes the sale. Real time passing does not count.
-func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
+// remedyKiosk is a kiosk on a fake clock, recovered, with a remedy window
+// of 2 s; its hub confirms print reports and refunds.
+func remedyKiosk(t *testing.T) (*fakeClock, *fakeHub, *kiosk.Kiosk, *fakePrinter) {
+	t.Helper()
 	clock := newFakeClock()
 	fh := &fakeHub{answer: vectorAnswer, journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
 	k, p := setupWith(t, fh, func(c *kiosk.Config) {
@@ -71,6 +74,15 @@ func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
 		c.RemedyWindow = 2 * time.Second // the sweep looks every half second of real time
 	})
 	<-k.Recovered()
+	return clock, fh, k, p
+}
+
+// A label that failed to print is its customer's to remedy, by a reprint
+// or a refund, for the remedy window; once that window has passed on the
+// kiosk's clock with no choice made, the kiosk refunds the label and
+// closes the sale. Real time passing does not count.
+func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
+	clock, fh, k, p := remedyKiosk(t)
 	p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
 	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
 	if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed {
@@ -93,6 +105,62 @@ func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
 	waitClosed(t, fh.journal, 10*time.Second)
 	if p.count() != 0 {
 		t.Fatalf("%d labels printed", p.count())
+	}
+}
+
+// A wall clock stepped back (NTP correcting a fast clock) holds no refund
+// of a failed label: the remedy window of a sale begun since the start runs
+// on the monotonic clock. The sweep refunds once the window has passed, and
+// the next sale refunds the last customer's label at once.
+func TestWallClockStepHoldsNoRefund(t *testing.T) {
+	clock, fh, k, p := remedyKiosk(t)
+	failedSale := func() string {
+		t.Helper()
+		p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
+		defer func() { p.fault = nil }()
+		rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+		if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed {
+			t.Fatalf("sale: %+v %v", rc, err)
+		}
+		fh.report(t)
+		wait.Until(t, 10*time.Second, "the hub's confirmation of the print report", func() error {
+			s, err := fh.journal.Get(context.Background(), rc.RequestID)
+			if err == nil && !s.Reported {
+				err = errors.New("not recorded yet")
+			}
+			return err
+		})
+		return rc.RequestID
+	}
+	refunded := func(requestID string) {
+		t.Helper()
+		select {
+		case r := <-fh.refunds:
+			if r.Label.RequestID != requestID {
+				t.Fatalf("refund %+v, want sale %s's", r, requestID)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("at %s, sale %s's failed label not refunded", clock, requestID)
+		}
+	}
+
+	id := failedSale()
+	clock.Step(-time.Hour)
+	clock.Add(2500 * time.Millisecond) // the window has passed
+	refunded(id)
+
+	id = failedSale()
+	clock.Step(-time.Hour)
+	if _, err := k.Sell(context.Background(), order("1966-F8CF-01")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-fh.refunds:
+		if r.Label.RequestID != id {
+			t.Fatalf("refund %+v, want sale %s's", r, id)
+		}
+	default:
+		t.Fatalf("the next sale began without refunding sale %s's failed label", id)
 	}
 }
 

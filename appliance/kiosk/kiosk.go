@@ -63,11 +63,16 @@ type Config struct {
 	// Logs, if set, are the recent log lines diagnostics report.
 	Logs lineSource
 	// Clock, if set, is the kiosk's wall clock: its heartbeats, the
-	// journal's times, the remedy window, staff logins and the
-	// certificate's expiry (tests move it; the fleet twin gives one kiosk
-	// a bad one). Default the system's. Periodic work still ticks in real
-	// time.
+	// journal's times, the remedy window of sales from before the kiosk
+	// started, staff logins and the certificate's expiry (tests move it;
+	// the fleet twin gives one kiosk a bad one). Default the system's.
+	// Periodic work still ticks in real time, and the remedy window of a
+	// sale begun since the start runs on the monotonic clock, which no
+	// step of the wall clock moves.
 	Clock func() time.Time
+	// monotonic, if set, is how long the kiosk has run (tests move it with
+	// Clock, or step Clock alone); default the system's monotonic clock.
+	monotonic func() time.Duration
 	// Dial, if set, opens the connection to the broker (the fleet twin
 	// cuts it to stage a partition or a power cut).
 	Dial func(network, addr string) (net.Conn, error)
@@ -129,6 +134,9 @@ type Kiosk struct {
 	lastErr string
 	errLog  []ErrorEntry
 
+	// begun holds when each open sale of this run began, by uptime.
+	begun map[string]time.Duration
+
 	stock labelStock // loaded sheets and their free labels
 	cmds  commandLog // ops' commands carried out
 
@@ -159,7 +167,7 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("kiosk: %w", err)
 	}
-	k := &Kiosk{cfg: cfg, log: log, printer: p, waiting: map[string]chan []byte{}, inHand: map[string]bool{},
+	k := &Kiosk{cfg: cfg, log: log, printer: p, waiting: map[string]chan []byte{}, inHand: map[string]bool{}, begun: map[string]time.Duration{},
 		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}
 	k.started = time.Now() // uptime is elapsed time, whatever the wall clock says
 	k.staff.now = k.now

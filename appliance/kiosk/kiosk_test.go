@@ -876,3 +876,66 @@ func TestLabelsUnknownUntilStockReloaded(t *testing.T) {
 		}
 	}
 }
+
+// A reprint or refund is only for a label that failed to print: one the
+// kiosk printed is refused here, never sent to the hub (which would void a
+// stamp the customer holds and pay it back), and stays printed in the
+// journal. A label that failed still gets its refund.
+func TestRemedyRefusedForPrintedLabel(t *testing.T) {
+	var reprints atomic.Int32
+	fh := &fakeHub{journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return false }} // the sales stay open
+	fh.answer = func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+		if req.ReprintOf != nil {
+			reprints.Add(1)
+		}
+		return vectorAnswer(req)
+	}
+	k, p := setup(t, fh)
+	ctx := context.Background()
+	printed, err := k.Sell(ctx, order("1966-F8CF-01"))
+	if err != nil || printed.Labels[0].Outcome != protocol.Printed {
+		t.Fatalf("sale: %+v %v", printed, err)
+	}
+	if _, err := k.LoadStock(ctx, []string{"1966-F8CF"}); err != nil { // labels for a reprint
+		t.Fatal(err)
+	}
+	refused := func(what string, err error) {
+		t.Helper()
+		if pe := (*protocol.Error)(nil); !errors.As(err, &pe) || pe.Code != protocol.CodeRemedyNotAllowed {
+			t.Errorf("%s of a printed label: %v, want %s", what, err, protocol.CodeRemedyNotAllowed)
+		}
+	}
+	_, err = k.Refund(ctx, printed.RequestID, "1966-F8CF-01")
+	refused("refund", err)
+	_, err = k.Reprint(ctx, printed.RequestID, "1966-F8CF-01")
+	refused("reprint", err)
+	if n := len(fh.refunds); n != 0 {
+		t.Errorf("%d refunds sent to the hub", n)
+	}
+	if n := reprints.Load(); n != 0 {
+		t.Errorf("%d reprints asked of the hub; %d labels printed", n, p.count())
+	}
+	labelState := func(requestID string) journal.LabelState {
+		t.Helper()
+		s, err := fh.journal.Get(ctx, requestID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Labels[0].State
+	}
+	if st := labelState(printed.RequestID); st != journal.Printed {
+		t.Fatalf("the journal has the label %s after the refusals, want printed", st)
+	}
+
+	p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
+	failed, err := k.Sell(ctx, order("1966-F8CF-01"))
+	if err != nil || failed.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("sale: %+v %v", failed, err)
+	}
+	if res, err := k.Refund(ctx, failed.RequestID, "1966-F8CF-01"); err != nil || res.Status != protocol.ResultOK {
+		t.Fatalf("refund of a failed label: %+v %v", res, err)
+	}
+	if st := labelState(failed.RequestID); st != journal.Refunded {
+		t.Fatalf("the journal has the failed label %s after its refund, want refunded", st)
+	}
+}

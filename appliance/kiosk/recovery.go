@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/frank-postage/frank/appliance/journal"
@@ -126,7 +127,7 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 		}
 	}
 	for _, l := range failed {
-		res, err := k.Refund(ctx, s.RequestID, l.Serial)
+		res, err := k.refund(ctx, s.RequestID, l.Serial)
 		if err != nil {
 			return err
 		}
@@ -322,7 +323,7 @@ func (k *Kiosk) heldLabels(ctx context.Context) map[string]bool {
 func (k *Kiosk) sweepAbandoned() {
 	k.afterRecovery(min(k.cfg.RemedyWindow/4, 30*time.Second), func() {
 		k.saleMu.Lock()
-		k.refundAbandoned(context.Background(), k.now().Add(-k.remedyWindow()))
+		k.refundAbandoned(context.Background(), k.remedyWindow())
 		k.saleMu.Unlock()
 	})
 }
@@ -347,10 +348,11 @@ func (k *Kiosk) afterRecovery(period time.Duration, fn func()) {
 	}
 }
 
-// refundAbandoned refunds every label of a sale begun before that failed
-// to print and got neither a reprint nor a refund: its customer has gone,
-// and must not pay for a stamp they did not get. saleMu is held.
-func (k *Kiosk) refundAbandoned(ctx context.Context, before time.Time) {
+// refundAbandoned refunds every label of a sale begun at least window ago
+// that failed to print and got neither a reprint nor a refund: its
+// customer has gone, and must not pay for a stamp they did not get. saleMu
+// is held.
+func (k *Kiosk) refundAbandoned(ctx context.Context, window time.Duration) {
 	if k.journal == nil {
 		return
 	}
@@ -359,15 +361,16 @@ func (k *Kiosk) refundAbandoned(ctx context.Context, before time.Time) {
 		k.log.Error("journal", "err", err)
 		return
 	}
+	k.forgetClosed(open)
 	for _, s := range open {
-		if !s.Reported || !s.Started.Before(before) {
+		if !s.Reported || k.age(s) < window {
 			continue // settled at start, or still the customer's to choose
 		}
 		for _, l := range s.Labels {
 			if l.State != journal.Failed {
 				continue
 			}
-			res, err := k.Refund(ctx, s.RequestID, l.Serial)
+			res, err := k.refund(ctx, s.RequestID, l.Serial)
 			switch {
 			case err != nil:
 				k.log.Error("unclaimed failed label not refunded; tried again later", "request_id", s.RequestID, "label", l.Serial, "err", err)
@@ -381,6 +384,32 @@ func (k *Kiosk) refundAbandoned(ctx context.Context, before time.Time) {
 			}
 		}
 	}
+}
+
+// age is how long ago sale s began: by the monotonic clock for a sale
+// begun since the start, so that a step of the wall clock neither holds
+// nor hastens its refund; by the journal's wall time for one from before,
+// the only time there is for it.
+func (k *Kiosk) age(s *journal.Sale) time.Duration {
+	k.mu.Lock()
+	at, ok := k.begun[s.RequestID]
+	k.mu.Unlock()
+	if ok {
+		return k.uptime() - at
+	}
+	return k.now().Sub(s.Started)
+}
+
+// forgetClosed drops the start of every sale not in open. saleMu is held,
+// so no sale is beginning.
+func (k *Kiosk) forgetClosed(open []*journal.Sale) {
+	live := make(map[string]bool, len(open))
+	for _, s := range open {
+		live[s.RequestID] = true
+	}
+	k.mu.Lock()
+	maps.DeleteFunc(k.begun, func(id string, _ time.Duration) bool { return !live[id] })
+	k.mu.Unlock()
 }
 
 // remedied records that a failed label got its reprint or refund, and

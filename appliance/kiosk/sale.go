@@ -155,7 +155,7 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 	// A new sale means the last customer has left the screen. A hub slow
 	// to refund must not keep the next customer waiting: the sweep retries.
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	k.refundAbandoned(rctx, k.now())
+	k.refundAbandoned(rctx, 0)
 	cancel()
 	price, err := rt.Price(o.RateClass, o.WeightMg)
 	if k.dev.Scale != nil {
@@ -235,6 +235,9 @@ func (k *Kiosk) Reprint(ctx context.Context, requestID, label string) (*Receipt,
 	if item == nil {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "this kiosk sold no label %s in sale %s", label, requestID)
 	}
+	if err := k.remedyAllowed(ctx, requestID, label); err != nil {
+		return nil, err
+	}
 	rt := k.Rates()
 	if rt == nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table from the hub yet")
@@ -257,6 +260,44 @@ func (k *Kiosk) Reprint(ctx context.Context, requestID, label string) (*Receipt,
 
 // Refund asks for the money back for a label that failed to print.
 func (k *Kiosk) Refund(ctx context.Context, requestID, label string) (*protocol.RefundResult, error) {
+	if err := k.remedyAllowed(ctx, requestID, label); err != nil {
+		return nil, err
+	}
+	return k.refund(ctx, requestID, label)
+}
+
+// remedyAllowed refuses a reprint or refund for a label not recorded
+// failed: the hub would void and pay back a stamp that printed, and the
+// journal's printed would be overwritten.
+func (k *Kiosk) remedyAllowed(ctx context.Context, requestID, label string) error {
+	if k.journal != nil {
+		s, err := k.journal.Get(ctx, requestID)
+		switch {
+		case err == nil:
+			for _, l := range s.Labels {
+				if l.Serial == label && l.State == journal.Failed {
+					return nil
+				}
+			}
+		case !errors.Is(err, journal.ErrUnknownSale):
+			k.log.Error("journal", "err", err)
+		}
+	}
+	k.mu.Lock()
+	rec := k.done[requestID]
+	k.mu.Unlock()
+	if rec != nil {
+		for _, l := range rec.labels {
+			if l.LabelSerial == label && l.Outcome == protocol.PrintFailed {
+				return nil
+			}
+		}
+	}
+	return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s of sale %s is not one this kiosk failed to print", label, requestID)
+}
+
+// refund asks the hub to refund a label the caller knows failed.
+func (k *Kiosk) refund(ctx context.Context, requestID, label string) (*protocol.RefundResult, error) {
 	req := &protocol.RefundRequest{RequestID: newRequestID(), KioskID: k.cfg.ID, Label: protocol.LabelRef{RequestID: requestID, LabelSerial: label}}
 	if err := req.Validate(); err != nil {
 		return nil, err
@@ -290,6 +331,7 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	jctx := context.WithoutCancel(ctx)
 	k.mu.Lock()
 	k.inHand[req.RequestID] = true
+	k.begun[req.RequestID] = k.uptime()
 	k.mu.Unlock()
 	defer func() {
 		k.mu.Lock()

@@ -63,3 +63,12 @@ func (k *Kiosk) now() time.Time {
 	}
 	return time.Now()
 }
+
+// uptime is how long the kiosk has run, on the monotonic clock: a step of
+// the wall clock does not move it.
+func (k *Kiosk) uptime() time.Duration {
+	if k.cfg.monotonic != nil {
+		return k.cfg.monotonic()
+	}
+	return time.Since(k.started)
+}
