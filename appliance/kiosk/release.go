@@ -50,7 +50,16 @@ func (k *Kiosk) onUpdate(ctx context.Context, c *protocol.Command) (res *protoco
 		return res, nil // running it, healthy or on trial: the health check answers
 	}
 	if t := st.Trial(); t != nil && t.CommandID == c.CommandID {
-		return nil, nil // the launcher decides
+		if t.Version == st.Current() {
+			return nil, nil // the launcher decides
+		}
+		// Power cut before the release became current: the launcher
+		// passes this trial over, so install again.
+		k.log.Warn("release on trial never became current; installing it again", "version", t.Version, "command_id", c.CommandID)
+		if err := st.DropTrial(); err != nil {
+			k.log.Error("stale trial not dropped", "err", err)
+			return refuse(err)
+		}
 	}
 	if _, err := st.Stage(ctx, k.cfg.Downloads, k.cfg.HubURL, c.Release, runtime.GOARCH); err != nil {
 		var perr *protocol.Error

@@ -127,7 +127,7 @@ func (s *Store) Stage(ctx context.Context, client *http.Client, base string, off
 	if err := os.Rename(part, final); err != nil {
 		return nil, fmt.Errorf("update: stage: %w", err)
 	}
-	return m, syncDir(filepath.Dir(final))
+	return m, identity.SyncDir(filepath.Dir(final))
 }
 
 // download fetches url into part, appending to what an earlier attempt
@@ -216,7 +216,7 @@ func (s *Store) point(name, version string) error {
 		if err := os.Remove(s.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		return syncDir(s.Dir)
+		return identity.SyncDir(s.Dir)
 	}
 	tmp := s.path(name + ".new")
 	os.Remove(tmp)
@@ -226,7 +226,7 @@ func (s *Store) point(name, version string) error {
 	if err := os.Rename(tmp, s.path(name)); err != nil {
 		return err
 	}
-	return syncDir(s.Dir)
+	return identity.SyncDir(s.Dir)
 }
 
 // Trial returns the release on trial, or nil.
@@ -236,6 +236,19 @@ func (s *Store) Trial() *Trial {
 		return nil
 	}
 	return &t
+}
+
+// DropTrial forgets a trial whose release never became current (a power
+// cut before the symlink moved): the launcher passes it over, and nothing
+// else would end it.
+func (s *Store) DropTrial() error {
+	if err := os.Remove(s.path("trial.json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("update: drop trial: %w", err)
+	}
+	if err := identity.SyncDir(s.Dir); err != nil {
+		return fmt.Errorf("update: drop trial: %w", err)
+	}
+	return nil
 }
 
 // MarkHealthy ends the trial of version, which the running kiosk is: it
@@ -251,7 +264,7 @@ func (s *Store) MarkHealthy(version string) error {
 	if err := os.Remove(s.path("trial.json")); err != nil {
 		return fmt.Errorf("update: healthy: %w", err)
 	}
-	return syncDir(s.Dir)
+	return identity.SyncDir(s.Dir)
 }
 
 // rollback puts the previous release back and records why.
@@ -279,10 +292,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := identity.WriteFile(path, b, 0o644); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return identity.WriteFile(path, b, 0o644)
 }
 
 func readJSON(path string, v any) error {
@@ -291,13 +301,4 @@ func readJSON(path string, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
