@@ -282,7 +282,13 @@ func write(files Files, key *ecdsa.PrivateKey, certPEM, caPEM []byte) error {
 	if err := os.Rename(files.Cert+".new", files.Cert); err != nil {
 		return err
 	}
-	return os.Rename(files.Key+".new", files.Key)
+	if err := os.Rename(files.Key+".new", files.Key); err != nil {
+		return err
+	}
+	if err := SyncDir(filepath.Dir(files.Cert)); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(files.Key))
 }
 
 func keyPEM(key *ecdsa.PrivateKey) []byte {
@@ -290,9 +296,9 @@ func keyPEM(key *ecdsa.PrivateKey) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 }
 
-// WriteFile writes data atomically with mode, synced. Run as root (an
-// installer with sudo), the file goes to the owner of its directory, the
-// kiosk's service user.
+// WriteFile writes data atomically with mode, synced, and syncs its
+// directory. Run as root (an installer with sudo), the file goes to the
+// owner of its directory, the kiosk's service user.
 func WriteFile(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -331,5 +337,19 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	if err := SyncDir(dir); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	return nil
+}
+
+// SyncDir makes the entries of dir durable: a rename into it survives a
+// power cut only once its directory is synced.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
@@ -51,6 +52,10 @@ type Label struct {
 
 // ErrUnknownSale is a step for a sale never begun.
 var ErrUnknownSale = errors.New("journal: unknown sale")
+
+// ErrDamaged is a journal file that fails SQLite's check: a kiosk must not
+// sell on it, since the open sales it cannot read would go unsettled.
+var ErrDamaged = errors.New("journal: the file is damaged")
 
 // Journal is an open journal.
 type Journal struct {
@@ -115,11 +120,40 @@ func Open(path string) (*Journal, error) {
 		return nil, fmt.Errorf("journal: open: %w", err)
 	}
 	db.SetMaxOpenConns(1) // one kiosk, one writer: no lock contention to manage
+	if err := check(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
 	return &Journal{db: db, now: time.Now}, nil
+}
+
+// check runs SQLite's quick_check: a damaged page opens fine and fails
+// only the query that reaches it, too late to stop the kiosk selling.
+func check(db *sql.DB) error {
+	rows, err := db.Query(`PRAGMA quick_check`)
+	if err != nil {
+		return fmt.Errorf("%w: quick_check: %w", ErrDamaged, err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("%w: quick_check: %w", ErrDamaged, err)
+		}
+		problems = append(problems, line)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%w: quick_check: %w", ErrDamaged, err)
+	}
+	if len(problems) != 1 || problems[0] != "ok" {
+		return fmt.Errorf("%w: quick_check: %s", ErrDamaged, strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // CommandDone records a command carried out, with the result the hub gets

@@ -3,6 +3,8 @@ package journal_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -140,5 +142,45 @@ func TestCommandsAndSettingsSurviveReopen(t *testing.T) {
 	}
 	if b, err := j.Setting(ctx, "nothing"); err != nil || b != nil {
 		t.Fatalf("unset setting: %q %v", b, err)
+	}
+}
+
+// A journal with a damaged page is refused at Open, saying so: it would
+// open fine and fail only the reads that reach the page, leaving a kiosk
+// that looks in service, refuses every sale and never settles what the
+// page held.
+func TestDamagedJournalRefusedAtOpen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "journal.db")
+	j, err := journal.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		id := fmt.Sprintf("sale-%04d", i)
+		if err := j.Begin(ctx, id, make([]byte, 300), []string{id + "-L"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil { // checkpoints the WAL into the file
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), 3*4096); err != nil { // a page of the sales
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j, err = journal.Open(path)
+	if err == nil {
+		j.Close()
+		t.Fatal("a damaged journal opened")
+	}
+	if !errors.Is(err, journal.ErrDamaged) {
+		t.Fatalf("Open: %v, want %v", err, journal.ErrDamaged)
 	}
 }

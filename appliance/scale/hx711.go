@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
+
+	"github.com/frank-postage/frank/appliance/identity"
 )
 
 // HX711 rails: the chip clips to these, and a misread frame (a clock edge
@@ -118,29 +120,14 @@ func (h *HX711) KeepCalibration(path string) error {
 }
 
 // saveLocked writes the calibration where KeepCalibration said, whole or
-// not at all: written beside it, synced, then renamed over it. h.mu is
-// held.
+// not at all, and durably: written beside it, synced, renamed over it and
+// its directory synced. h.mu is held.
 func (h *HX711) saveLocked() error {
 	if h.keep == "" {
 		return nil
 	}
 	b, _ := json.Marshal(h.cal)
-	tmp := h.keep + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("scale: hx711: save calibration: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, h.keep)
-	}
-	if err != nil {
+	if err := identity.WriteFile(h.keep, b, 0o644); err != nil {
 		return fmt.Errorf("scale: hx711: save calibration: %w", err)
 	}
 	return nil

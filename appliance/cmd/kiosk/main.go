@@ -277,6 +277,12 @@ func run() int {
 		return 1
 	}
 	j, err := journal.Open(*journalPath)
+	if errors.Is(err, journal.ErrDamaged) {
+		// Not "not available": the file is there, and must not be replaced
+		// unseen, since it may hold sales not yet settled with the hub.
+		log.Error("journal file damaged; the kiosk does not start on it: the sales it holds could not be settled", "path", *journalPath, "err", err)
+		return 1
+	}
 	if err != nil {
 		log.Error("journal not available; refusing to sell without one", "err", err)
 		return 1
