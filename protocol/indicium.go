@@ -72,6 +72,8 @@ func (in *Indicium) putBody(b []byte) error {
 		return fmt.Errorf("%w: vendor %q", ErrIndiciumField, in.Vendor)
 	case !validModel(in.Model):
 		return fmt.Errorf("%w: model %q", ErrIndiciumField, in.Model)
+	case in.MPSDSerial > MaxMPSDSerial: // the meter number has 8 digits
+		return fmt.Errorf("%w: MPSD serial %d", ErrIndiciumField, in.MPSDSerial)
 	case in.AR < 0 || in.AR > MaxAR:
 		return fmt.Errorf("%w: ascending register %d", ErrIndiciumField, in.AR)
 	case in.Postage <= 0 || in.Postage > MaxPostage:
@@ -80,7 +82,7 @@ func (in *Indicium) putBody(b []byte) error {
 		return fmt.Errorf("%w: descending register %d", ErrIndiciumField, in.DR)
 	case !in.Date.Valid():
 		return fmt.Errorf("%w: date %d", ErrIndiciumField, in.Date)
-	case in.OriginZIP > maxZIPNumeric:
+	case in.OriginZIP == 0 || in.OriginZIP > maxZIPNumeric: // 00000 is no ZIP code
 		return fmt.Errorf("%w: zip %d", ErrIndiciumField, in.OriginZIP)
 	case in.UserID > MaxUserID:
 		return fmt.Errorf("%w: user id %d", ErrIndiciumField, in.UserID)
@@ -199,19 +201,29 @@ func VerifyIndicium(b []byte, pub *ecdsa.PublicKey) (*Indicium, error) {
 	return in, nil
 }
 
-// SignatureFromASN1 converts an ASN.1 ECDSA signature to the fixed r‖s form.
+// SignatureFromASN1 converts an ASN.1 ECDSA signature to the fixed r‖s
+// form with s ≤ n/2: (r, s) and (r, n−s) both verify, and one byte string
+// per signature, whatever the signer, keeps stamps from having twins.
+// VerifyIndicium still accepts a high s, which older stamps carry.
 func SignatureFromASN1(der []byte) ([SignatureLen]byte, error) {
 	var sig struct{ R, S *big.Int }
 	var out [SignatureLen]byte
 	rest, err := asn1.Unmarshal(der, &sig)
+	n := elliptic.P256().Params().N
 	if err != nil || len(rest) != 0 || sig.R == nil || sig.S == nil ||
-		sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.BitLen() > 256 || sig.S.BitLen() > 256 {
+		sig.R.Sign() <= 0 || sig.S.Sign() <= 0 || sig.R.Cmp(n) >= 0 || sig.S.Cmp(n) >= 0 {
 		return out, fmt.Errorf("%w: malformed ASN.1 signature", ErrIndiciumSignature)
+	}
+	if sig.S.Cmp(halfOrder) > 0 {
+		sig.S.Sub(n, sig.S)
 	}
 	sig.R.FillBytes(out[:32])
 	sig.S.FillBytes(out[32:])
 	return out, nil
 }
+
+// halfOrder is n/2 for P-256, rounded down: the largest low s.
+var halfOrder = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
 
 func putUint40(b []byte, v uint64) {
 	b[0] = byte(v >> 32)
