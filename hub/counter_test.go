@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -158,4 +159,44 @@ func TestTakenBackRefundFinishedByTheHub(t *testing.T) {
 		t.Fatalf("the counter refund asked again: %d", st)
 	}
 	e.check()
+}
+
+// A label may carry a stamp signed and never sold (spoiled) besides its
+// live one: the status lookup given the stamp's ar answers for that stamp,
+// so a verifier holding the spoiled one does not hear valid.
+func TestIndiciumStatusByAR(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	res := decode(t, e.kiosk("kiosk-1").ask(purchase("ar-1", "kiosk-1", "1966-F8CF-01", nil)))
+	if res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res.Error)
+	}
+	in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoiledAR := int64(in.AR) + 1000
+	if _, err := e.openDB().Exec(fmt.Sprintf(`INSERT INTO spoiled (kiosk_id, request_id, mpsd, label, rate_class, postage, ar, dr, cert_serial, data, reason, created_at)
+		VALUES ('kiosk-1', 'ar-0', %d, '1966-F8CF-01', '1100', 780, %d, 0, 1, '', 'commit_failed', 0)`, in.MPSDSerial, spoiledAR)); err != nil {
+		t.Fatal(err)
+	}
+	status := func(query string) string {
+		t.Helper()
+		resp, err := http.Get("http://" + e.h.HTTPAddr + "/api/v1/indicia/" + in.MeterNumber() + "/1966-F8CF-01" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ Status string }
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&out) != nil {
+			return resp.Status
+		}
+		return out.Status
+	}
+	for query, want := range map[string]string{"": "valid", fmt.Sprintf("?ar=%d", in.AR): "valid", fmt.Sprintf("?ar=%d", spoiledAR): "voided",
+		"?ar=1": "unknown", "?ar=x": "400 Bad Request"} {
+		if got := status(query); got != want {
+			t.Errorf("status%s: %s, want %s", query, got, want)
+		}
+	}
 }

@@ -445,8 +445,11 @@ func (l *Ledger) VoidList(ctx context.Context) ([]Void, error) {
 }
 
 // IndiciumStatus says whether the indicium a meter made for label is
-// valid (issued or printed), voided, or unknown to this vendor.
-func (l *Ledger) IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial) (status, reason string, err error) {
+// valid (issued or printed), voided, or unknown to this vendor. ar, when
+// not 0, names the stamp (its ascending register): a label may carry a
+// voided stamp and a later live one, and a verifier holding the voided one
+// must not hear valid.
+func (l *Ledger) IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial, ar int64) (status, reason string, err error) {
 	var mpsd uint32
 	prefix := l.cfg.Vendor + l.cfg.Model
 	if rest, ok := strings.CutPrefix(meter, prefix); !ok || len(rest) != 8 {
@@ -456,8 +459,9 @@ func (l *Ledger) IndiciumStatus(ctx context.Context, meter string, label protoco
 	} else {
 		mpsd = uint32(n)
 	}
-	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT state, COALESCE(void_reason, '') FROM indicia WHERE mpsd = ? AND label = ?
-		UNION ALL SELECT 'voided', 'spoiled: ' || reason FROM spoiled WHERE mpsd = ? AND label = ?`), mpsd, label.String(), mpsd, label.String())
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT state, COALESCE(void_reason, '') FROM indicia WHERE mpsd = ? AND label = ? AND (? = 0 OR ar = ?)
+		UNION ALL SELECT 'voided', 'spoiled: ' || reason FROM spoiled WHERE mpsd = ? AND label = ? AND (? = 0 OR ar = ?)`),
+		mpsd, label.String(), ar, ar, mpsd, label.String(), ar, ar)
 	if err != nil {
 		return "", "", fmt.Errorf("ledger: indicium status: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -206,7 +207,7 @@ func securityHeaders(next http.Handler) http.Handler {
 // voidBook says which indicia must not be accepted as postage; the ledger.
 type voidBook interface {
 	VoidList(ctx context.Context) ([]ledger.Void, error)
-	IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial) (status, reason string, err error)
+	IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial, ar int64) (status, reason string, err error)
 }
 
 type stopper interface {
@@ -240,6 +241,9 @@ type certificate struct {
 	// Compromised is when the key was compromised: verifiers refuse
 	// stamps it signed dated that day or later.
 	Compromised *time.Time `json:"compromised,omitempty"`
+	// Retired is when another key took over: hubs follow within seconds,
+	// so verifiers refuse its stamps dated more than a day after.
+	Retired *time.Time `json:"retired,omitempty"`
 }
 
 // voided publishes the void list: every indicium voided or spoiled, which
@@ -259,17 +263,28 @@ func (s *Server) voided(w http.ResponseWriter, r *http.Request) {
 func (s *Server) indiciumStatus(w http.ResponseWriter, r *http.Request) {
 	meter := chi.URLParam(r, "meter")
 	label, err := protocol.ParseLabelSerial(chi.URLParam(r, "label"))
+	var ar int64
+	if q := r.URL.Query().Get("ar"); q != "" && err == nil {
+		ar, err = strconv.ParseInt(q, 10, 64)
+		if ar <= 0 {
+			err = errors.New("ar: want a positive register")
+		}
+	}
 	if err != nil || len(meter) > 16 {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "want /api/v1/indicia/METER/LABEL"))
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "want /api/v1/indicia/METER/LABEL[?ar=AR]"))
 		return
 	}
-	st, why, err := s.Voids.IndiciumStatus(r.Context(), meter, label)
+	st, why, err := s.Voids.IndiciumStatus(r.Context(), meter, label, ar)
 	if err != nil {
 		s.Log.Error("indicium status", "err", err)
 		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"meter": meter, "label": label.String(), "status": st, "reason": why})
+	out := map[string]any{"meter": meter, "label": label.String(), "status": st, "reason": why}
+	if ar != 0 {
+		out["ar"] = ar
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {
@@ -281,7 +296,7 @@ func (s *Server) certificates(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]certificate, 0, len(all))
 	for _, k := range all {
-		out = append(out, certificate{Serial: k.CertSerial, Algorithm: k.Algorithm, PublicKeyPEM: k.PublicKeyPEM, CertificatePEM: k.CertificatePEM, Active: k.Retired == nil, Compromised: k.Compromised})
+		out = append(out, certificate{Serial: k.CertSerial, Algorithm: k.Algorithm, PublicKeyPEM: k.PublicKeyPEM, CertificatePEM: k.CertificatePEM, Active: k.Retired == nil, Compromised: k.Compromised, Retired: k.Retired})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

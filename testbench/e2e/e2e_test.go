@@ -286,13 +286,13 @@ func TestMakeRun(t *testing.T) {
 // another authority's key do not.
 func verifyOffline(t *testing.T, dir, command, png string) {
 	t.Helper()
-	args := strings.Fields(command) // testbench verify --authority A --certificates C PNG
-	if len(args) != 7 || args[1] != "verify" || args[2] != "--authority" || args[4] != "--certificates" || args[6] != png {
+	args := strings.Fields(command) // testbench verify --authority A --certificates C --void-list V PNG
+	if len(args) != 9 || args[1] != "verify" || args[2] != "--authority" || args[4] != "--certificates" || args[6] != "--void-list" || args[8] != png {
 		t.Fatalf("the demo printed %q as its offline verification", command)
 	}
-	authority, certs := args[3], args[5]
+	authority, certs, voids := args[3], args[5], args[7]
 	run := func(authority, certs string) (string, error) {
-		out, err := exec.Command(filepath.Join(binDir, "testbench"), "verify", "--authority", authority, "--certificates", certs, png).CombinedOutput()
+		out, err := exec.Command(filepath.Join(binDir, "testbench"), "verify", "--authority", authority, "--certificates", certs, "--void-list", voids, png).CombinedOutput()
 		return string(out), err
 	}
 	if out, err := run(authority, certs); err != nil || !strings.Contains(out, `"ok":true`) || !strings.Contains(out, `"key_trusted_by":"postal authority"`) {

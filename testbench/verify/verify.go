@@ -18,8 +18,11 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/makiuchi-d/gozxing"
@@ -101,6 +104,8 @@ type Certificate struct {
 	CertificatePEM string `json:"certificate_pem"`
 	// Compromised is when the vendor declared the key compromised.
 	Compromised *time.Time `json:"compromised,omitempty"`
+	// Retired is when another key took over from this one.
+	Retired *time.Time `json:"retired,omitempty"`
 }
 
 // Key is a published indicium key. A key the authority certified carries
@@ -108,12 +113,19 @@ type Certificate struct {
 type Key struct {
 	Public    *ecdsa.PublicKey
 	Certified bool // by the authority's signature, not on the hub's word
-	Vendor    string
-	NotBefore time.Time
-	NotAfter  time.Time
+	// Uncertified: checked against the authority, the key came with no
+	// certificate. It verifies nothing; Public is nil.
+	Uncertified bool
+	Vendor      string
+	NotBefore   time.Time
+	NotAfter    time.Time
 	// Compromised is when the key was compromised: a stamp it signed dated
 	// that day or later is not postage.
 	Compromised *time.Time
+	// Retired is when another key took over: hubs follow within seconds,
+	// so a stamp it signed dated more than a day after (the date is the
+	// hub's local one) came from a copy of the key, not from a hub.
+	Retired *time.Time
 }
 
 // CompromisedSigner says whether in was signed by a compromised key on or
@@ -172,11 +184,24 @@ type VoidList map[string]string // meter/label/ar -> reason
 
 // FetchVoidList gets the void list from a hub's base URL.
 func FetchVoidList(ctx context.Context, hubURL string, client *http.Client) (VoidList, error) {
+	b, err := FetchVoidFile(ctx, hubURL, client)
+	if err != nil {
+		return nil, err
+	}
+	return ParseVoidList(b)
+}
+
+// FetchVoidFile gets the void list as the hub serves it, to save for
+// verifying offline.
+func FetchVoidFile(ctx context.Context, hubURL string, client *http.Client) ([]byte, error) {
 	b, err := get(ctx, client, hubURL+"/api/v1/voided")
 	if err != nil {
 		return nil, fmt.Errorf("verify: void list: %w", err)
 	}
-	return ParseVoidList(b)
+	if _, err := ParseVoidList(b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // ParseVoidList reads a void list as /api/v1/voided serves it, e.g. from a
@@ -199,6 +224,45 @@ func (vl VoidList) Voided(in *protocol.Indicium) (string, bool) {
 	return why, ok
 }
 
+// Ledger statuses of /api/v1/indicia/{meter}/{label}.
+const (
+	LedgerValid   = "valid"   // issued or printed, not voided
+	LedgerVoided  = "voided"  // voided, refunded or spoiled
+	LedgerUnknown = "unknown" // the vendor never made it: a forgery or another vendor's
+)
+
+// LedgerStatus is the hub's answer at /api/v1/indicia/{meter}/{label}. The
+// hub matches on meter and label only, not the ascending register, so a
+// voided stamp whose label was sold again reads valid: check the void list
+// too, which carries the register.
+type LedgerStatus struct {
+	Meter  string `json:"meter"`
+	Label  string `json:"label"`
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+}
+
+// FetchLedgerStatus asks a hub's ledger whether it made in.
+func FetchLedgerStatus(ctx context.Context, hubURL string, client *http.Client, in *protocol.Indicium) (LedgerStatus, error) {
+	meter, label := in.MeterNumber(), in.Label.String()
+	// The stamp's ar names it among the stamps its label ever carried.
+	b, err := get(ctx, client, hubURL+"/api/v1/indicia/"+url.PathEscape(meter)+"/"+url.PathEscape(label)+"?ar="+strconv.FormatUint(uint64(in.AR), 10))
+	if err != nil {
+		return LedgerStatus{}, fmt.Errorf("verify: ledger status of %s %s: %w", meter, label, err)
+	}
+	var st LedgerStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return LedgerStatus{}, fmt.Errorf("verify: ledger status of %s %s: %w", meter, label, err)
+	}
+	switch {
+	case st.Meter != meter || !strings.EqualFold(st.Label, label):
+		return LedgerStatus{}, fmt.Errorf("verify: ledger status of %s %s: the hub answered for %s %s", meter, label, st.Meter, st.Label)
+	case st.Status != LedgerValid && st.Status != LedgerVoided && st.Status != LedgerUnknown:
+		return LedgerStatus{}, fmt.Errorf("verify: ledger status of %s %s: status %q", meter, label, st.Status)
+	}
+	return st, nil
+}
+
 // ParseCertificates reads certificates as /api/v1/certificates serves them,
 // e.g. from a file saved for verifying offline.
 func ParseCertificates(b []byte) ([]Certificate, error) {
@@ -218,13 +282,25 @@ func FetchKeys(ctx context.Context, hubURL string, client *http.Client) (Keys, e
 	return KeysOf(certs, nil)
 }
 
+// ErrUncertified means a stamp names a key that the postal authority did
+// not certify, while the authority's key was given.
+var ErrUncertified = errors.New("verify: key not certified by the postal authority")
+
 // KeysOf makes the keys of certs. With the authority's public key, every
 // certificate must carry the authority's signature over its key, serial,
-// vendor and validity, and the key it certifies is the one used; without
-// it, the hub's word for each key is taken.
+// vendor and validity, and the key it certifies is the one used; a key
+// published with no certificate is kept as Uncertified, so it fails only
+// the stamps that name it (the authority may not have certified a key
+// yet). Without the authority's key, the hub's word for each key is taken.
 func KeysOf(certs []Certificate, authority *ecdsa.PublicKey) (Keys, error) {
 	keys := Keys{}
 	for _, c := range certs {
+		if authority != nil && strings.TrimSpace(c.CertificatePEM) == "" {
+			if _, dup := keys[c.Serial]; !dup { // never hides a certified one
+				keys[c.Serial] = Key{Uncertified: true}
+			}
+			continue
+		}
 		pub, err := parsePublicKey([]byte(c.PublicKeyPEM))
 		if err != nil {
 			return nil, fmt.Errorf("verify: certificate %d: %w", c.Serial, err)
@@ -238,7 +314,7 @@ func KeysOf(certs []Certificate, authority *ecdsa.PublicKey) (Keys, error) {
 				return nil, fmt.Errorf("verify: certificate %d: the published key is not the one the authority certified", c.Serial)
 			}
 		}
-		k.Compromised = c.Compromised
+		k.Compromised, k.Retired = c.Compromised, c.Retired
 		keys[c.Serial] = k
 	}
 	return keys, nil
@@ -324,8 +400,15 @@ func (k Keys) Verify(b []byte) (*protocol.Indicium, error) {
 	if !ok {
 		return nil, fmt.Errorf("verify: no published key for certificate %d: %w", in.CertSerial, protocol.ErrIndiciumSignature)
 	}
+	if key.Uncertified || key.Public == nil {
+		return nil, fmt.Errorf("%w: certificate %d: %w", ErrUncertified, in.CertSerial, protocol.ErrIndiciumSignature)
+	}
 	if in, err = protocol.VerifyIndicium(b, key.Public); err != nil {
 		return nil, err
+	}
+	if r := key.Retired; r != nil && in.Date > protocol.DateOf(r.UTC().AddDate(0, 0, 1)) {
+		return nil, fmt.Errorf("verify: dated %s, after certificate %d was retired on %s: %w", in.Date, in.CertSerial,
+			r.UTC().Format(time.DateOnly), protocol.ErrIndiciumSignature)
 	}
 	if key.Certified {
 		if in.Vendor != key.Vendor {

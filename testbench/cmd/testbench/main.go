@@ -13,8 +13,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,7 +56,7 @@ func main() {
 	case "printer":
 		code = runPrinter(ctx, os.Args[2:], log)
 	case "verify":
-		code = runVerify(ctx, os.Args[2:])
+		code = runVerify(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "bench":
 		code = runBench(ctx, os.Args[2:], log)
 	case "fleet":
@@ -143,8 +145,8 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 		fmt.Fprintln(os.Stderr, "testbench run: no label came out of the printer")
 		return 1
 	}
-	certs := filepath.Join(*dir, "certificates.json")
-	in, err := verifyLabel(ctx, d, png, certs)
+	certs, voids := filepath.Join(*dir, "certificates.json"), filepath.Join(*dir, "voided.json")
+	in, err := verifyLabel(ctx, d, png, certs, voids)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbench run: the printed label does not verify:", err)
 		return 1
@@ -152,7 +154,7 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 	fmt.Printf("\nDemo stamp printed: %s\n", png)
 	fmt.Printf("  verified with the postal authority's key %s: it certified key %d, which %s/api/v1/certificates publishes\n",
 		d.AuthorityFile(), in.CertSerial, d.HubURL())
-	fmt.Printf("  offline, with no hub: testbench verify --authority %s --certificates %s %s\n", d.AuthorityFile(), certs, png)
+	fmt.Printf("  offline, with no hub: testbench verify --authority %s --certificates %s --void-list %s %s\n", d.AuthorityFile(), certs, voids, png)
 	fmt.Printf("  %s %s, meter %s, label %s, mailed %s from ZIP %05d; registers AR %s DR %s\n",
 		in.Postage, in.RateCategory, in.MeterNumber(), in.Label, in.Date, in.OriginZIP, in.AR.Exact(), in.DR.Exact())
 	fmt.Printf("Label sheets loaded into the kiosk: %s (barcodes in %s/sheets)\n", strings.Join(d.Sheets(), " "), *dir)
@@ -171,8 +173,9 @@ func runDemo(ctx context.Context, args []string, log *slog.Logger) int {
 }
 
 // verifyLabel checks the printed label as an inspector would: the hub's
-// certificates, saved to certsFile, must carry the authority's signature.
-func verifyLabel(ctx context.Context, d *demo.Demo, png, certsFile string) (*protocol.Indicium, error) {
+// certificates, saved to certsFile, must carry the authority's signature,
+// and the stamp must not be on its void list, saved to voidsFile.
+func verifyLabel(ctx context.Context, d *demo.Demo, png, certsFile, voidsFile string) (*protocol.Indicium, error) {
 	b, err := verify.ReadPNG(png)
 	if err != nil {
 		return nil, err
@@ -192,7 +195,25 @@ func verifyLabel(ctx context.Context, d *demo.Demo, png, certsFile string) (*pro
 	if err != nil {
 		return nil, err
 	}
-	return keys.Verify(b)
+	in, err := keys.Verify(b)
+	if err != nil {
+		return nil, err
+	}
+	rawVoids, err := verify.FetchVoidFile(ctx, d.HubURL(), d.Client())
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(voidsFile, rawVoids, 0o644); err != nil {
+		return nil, err
+	}
+	voids, err := verify.ParseVoidList(rawVoids)
+	if err != nil {
+		return nil, err
+	}
+	if why, voided := voids.Voided(in); voided {
+		return nil, fmt.Errorf("voided: %s", why)
+	}
+	return in, nil
 }
 
 func runPostal(ctx context.Context, args []string, log *slog.Logger) int {
@@ -234,25 +255,58 @@ func runPrinter(ctx context.Context, args []string, log *slog.Logger) int {
 	return 0
 }
 
-func runVerify(ctx context.Context, args []string) int {
-	fs := flag.NewFlagSet("verify", flag.ExitOnError)
-	hubURL := fs.String("hub", "https://127.0.0.1:8443", "hub base URL, for its /api/v1/certificates")
+// Exit codes of testbench verify.
+const (
+	exitValid     = 0 // every stamp is postage
+	exitRefused   = 1 // a stamp is refused or unreadable, or the keys or lists could not be read
+	exitUsage     = 2
+	exitUnchecked = 3 // every stamp verifies, but --no-void-list left its void status unknown
+)
+
+// runVerify checks label PNGs. Online (no --certificates) it asks the hub
+// for keys, void list and each stamp's ledger status; offline it needs a
+// saved void list, or --no-void-list, so that a refunded stamp never
+// answers "valid" for want of asking.
+func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	hubURL := fs.String("hub", "https://127.0.0.1:8443", "hub base URL, for its /api/v1/certificates, /api/v1/voided and /api/v1/indicia")
 	fingerprint := fs.String("fingerprint", "", "the hub's TLS fingerprint (hub ca show), for https")
-	certsFile := fs.String("certificates", "", "the certificates as /api/v1/certificates served them, saved to a file: no hub is asked")
+	certsFile := fs.String("certificates", "", "the certificates as /api/v1/certificates served them, saved to a file: no hub is asked (offline; needs --void-list or --no-void-list)")
 	authorityFile := fs.String("authority", "", "the postal authority's public key (PEM PUBLIC KEY or CERTIFICATE): every key must carry its signature")
-	voidFile := fs.String("void-list", "", "the void list as /api/v1/voided served it, saved to a file (default: the hub's, unless --certificates names a file)")
-	fs.Parse(args)
+	voidFile := fs.String("void-list", "", "the void list as /api/v1/voided served it, saved to a file (default online: the hub's); stamps voided after it was saved still pass")
+	noVoids := fs.Bool("no-void-list", false, "offline, check signatures only: a stamp that verifies answers \"valid_unchecked\", never \"valid\", and the exit code is 3")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitValid
+		}
+		return exitUsage
+	}
+	offline := *certsFile != ""
+	usage := ""
+	switch {
+	case *noVoids && *voidFile != "":
+		usage = "--void-list and --no-void-list: give one"
+	case *noVoids && !offline:
+		usage = "--no-void-list is for offline checks (--certificates): online the hub's void list and ledger are always asked"
+	case offline && *voidFile == "" && !*noVoids:
+		usage = "offline, a refunded or voided stamp passes unless the void list is checked: give --void-list FILE (saved from the hub's /api/v1/voided), or --no-void-list to check signatures only"
+	}
+	if usage != "" {
+		fmt.Fprintln(stderr, "testbench verify:", usage)
+		return exitUsage
+	}
 	client, err := hubClient(*fingerprint)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "testbench verify:", err)
-		return 1
+		fmt.Fprintln(stderr, "testbench verify:", err)
+		return exitRefused
 	}
 	keys, err := loadKeys(ctx, client, *hubURL, *certsFile, *authorityFile)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "testbench verify:", err)
-		return 1
+		fmt.Fprintln(stderr, "testbench verify:", err)
+		return exitRefused
 	}
-	var voids verify.VoidList // nil: not checked
+	var voids verify.VoidList // nil: not checked (--no-void-list)
 	switch {
 	case *voidFile != "":
 		b, err := os.ReadFile(*voidFile)
@@ -260,45 +314,83 @@ func runVerify(ctx context.Context, args []string) int {
 			voids, err = verify.ParseVoidList(b)
 		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "testbench verify:", err)
-			return 1
+			fmt.Fprintln(stderr, "testbench verify:", err)
+			return exitRefused
 		}
-	case *certsFile == "":
+	case !offline:
 		if voids, err = verify.FetchVoidList(ctx, *hubURL, client); err != nil {
-			fmt.Fprintln(os.Stderr, "testbench verify:", err)
-			return 1
+			fmt.Fprintln(stderr, "testbench verify:", err)
+			return exitRefused
 		}
 	}
 	trust := "hub"
 	if *authorityFile != "" {
 		trust = "postal authority"
 	}
-	code := 0
-	enc := json.NewEncoder(os.Stdout)
+	refused, unchecked := false, false
+	enc := json.NewEncoder(stdout)
 	for _, f := range fs.Args() {
-		b, err := verify.ReadPNG(f)
-		if err == nil {
-			var in *protocol.Indicium
-			if in, err = keys.Verify(b); err == nil {
-				out := map[string]any{"file": f, "ok": true, "status": "valid", "meter": in.MeterNumber(), "postage": in.Postage.String(),
-					"label": in.Label.String(), "date": in.Date.String(), "ar": in.AR, "dr": in.DR, "cert": in.CertSerial, "key_trusted_by": trust,
-					"void_list_checked": voids != nil}
-				if why, voided := voids.Voided(in); voided {
-					out["ok"], out["status"], out["void_reason"] = false, "voided", why
-					code = 1
-				}
-				if since, bad := keys.CompromisedSigner(in); bad {
-					out["ok"], out["status"], out["compromised_since"] = false, "compromised", since.Format(time.RFC3339)
-					code = 1
-				}
-				enc.Encode(out)
-				continue
-			}
+		out, err := verifyFile(ctx, f, keys, voids, offline, *hubURL, client)
+		if err != nil {
+			refused = true
+			enc.Encode(map[string]any{"file": f, "ok": false, "error": err.Error()})
+			continue
 		}
-		code = 1
-		enc.Encode(map[string]any{"file": f, "ok": false, "error": err.Error()})
+		out["key_trusted_by"] = trust
+		switch out["status"] {
+		case "valid":
+		case "valid_unchecked":
+			unchecked = true
+		default:
+			refused = true
+		}
+		enc.Encode(out)
 	}
-	return code
+	switch {
+	case refused:
+		return exitRefused
+	case unchecked:
+		return exitUnchecked
+	}
+	return exitValid
+}
+
+// verifyFile checks one label: its signature, then, strongest last, the
+// ledger (online), the void list and the key's compromise.
+func verifyFile(ctx context.Context, f string, keys verify.Keys, voids verify.VoidList, offline bool, hubURL string, client *http.Client) (map[string]any, error) {
+	b, err := verify.ReadPNG(f)
+	if err != nil {
+		return nil, err
+	}
+	in, err := keys.Verify(b)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"file": f, "ok": true, "status": "valid", "meter": in.MeterNumber(), "postage": in.Postage.String(),
+		"label": in.Label.String(), "date": in.Date.String(), "ar": in.AR, "dr": in.DR, "cert": in.CertSerial,
+		"void_list_checked": voids != nil, "ledger_checked": !offline}
+	if voids == nil {
+		out["ok"], out["status"] = false, "valid_unchecked"
+	}
+	if !offline {
+		st, err := verify.FetchLedgerStatus(ctx, hubURL, client, in)
+		if err != nil {
+			return nil, err
+		}
+		switch st.Status {
+		case verify.LedgerUnknown:
+			out["ok"], out["status"] = false, "unknown"
+		case verify.LedgerVoided:
+			out["ok"], out["status"], out["void_reason"] = false, "voided", st.Reason
+		}
+	}
+	if why, voided := voids.Voided(in); voided {
+		out["ok"], out["status"], out["void_reason"] = false, "voided", why
+	}
+	if since, bad := keys.CompromisedSigner(in); bad {
+		out["ok"], out["status"], out["compromised_since"] = false, "compromised", since.Format(time.RFC3339)
+	}
+	return out, nil
 }
 
 // hubClient reaches the hub over HTTPS pinned to fingerprint, if given.
