@@ -65,6 +65,10 @@ type Registry struct {
 	// ok remembers a password that checked out against a stored hash, as
 	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
 	ok map[string]checked
+	// unknown is compared against for a kiosk id with no password, at the
+	// kiosks' cost: made on first use.
+	unknown     []byte
+	unknownOnce sync.Once
 }
 
 // checked is a password that matched the stored hash named by stamp.
@@ -346,6 +350,10 @@ func (r *Registry) Authenticate(kioskID, password string, slow bool) (stamp stri
 	var hash sql.NullString
 	err := r.db.QueryRowContext(context.Background(), r.db.Rebind(`SELECT password_hash FROM kiosks WHERE kiosk_id = ? AND store IS NOT NULL AND retired_at IS NULL`), kioskID).Scan(&hash)
 	if err != nil || !hash.Valid || hash.String == "" {
+		if slow { // as long as a wrong password: the id is not told
+			r.unknownOnce.Do(func() { r.unknown, _ = bcrypt.GenerateFromPassword([]byte("no kiosk has this password"), r.Cost) })
+			bcrypt.CompareHashAndPassword(r.unknown, []byte(password))
+		}
 		return "", false
 	}
 	stamp = credentialStamp(hash.String)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +107,39 @@ func TestReservedIDsRefused(t *testing.T) {
 		if _, err := reg.Add(ctx, id, "webshop"); err != nil {
 			t.Errorf("add %s: %v", id, err)
 		}
+	}
+}
+
+// A wrong password for a kiosk id that does not exist takes a bcrypt
+// comparison, as one for a kiosk that does: how long a refusal takes does
+// not tell a stranger which kiosk ids are real. (Without it the unknown id
+// was refused a thousand times sooner.)
+func TestUnknownKioskTakesAsLong(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	reg := fleet.New(db)
+	reg.Passwords = true
+	if _, err := reg.Add(ctx, "kiosk-1", "store-1"); err != nil {
+		t.Fatal(err)
+	}
+	median := func(kioskID string) time.Duration {
+		var d []time.Duration
+		for range 5 {
+			start := time.Now()
+			if _, ok := reg.Authenticate(kioskID, "not the password", true); ok {
+				t.Fatalf("%s logged in with a wrong password", kioskID)
+			}
+			d = append(d, time.Since(start))
+		}
+		slices.Sort(d)
+		return d[2]
+	}
+	known, unknown := median("kiosk-1"), median("kiosk-404")
+	if unknown < known/10 {
+		t.Fatalf("a wrong password takes %v for a real kiosk and %v for an unknown id", known, unknown)
 	}
 }

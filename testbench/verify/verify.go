@@ -414,7 +414,7 @@ func (k Keys) Verify(b []byte) (*protocol.Indicium, error) {
 		if in.Vendor != key.Vendor {
 			return nil, fmt.Errorf("verify: vendor %s, but certificate %d is %s's: %w", in.Vendor, in.CertSerial, key.Vendor, protocol.ErrIndiciumSignature)
 		}
-		// A day's slack each side: the date of mailing is the store's local date.
+		// A day's slack each side: the date is the hub's local one.
 		if d := in.Date; d < protocol.DateOf(key.NotBefore.UTC().AddDate(0, 0, -1)) || d > protocol.DateOf(key.NotAfter.UTC().AddDate(0, 0, 1)) {
 			return nil, fmt.Errorf("verify: dated %s, outside certificate %d's validity %s to %s: %w", d, in.CertSerial,
 				key.NotBefore.Format(time.DateOnly), key.NotAfter.Format(time.DateOnly), protocol.ErrIndiciumSignature)
