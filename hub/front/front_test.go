@@ -126,3 +126,60 @@ func dial(t *testing.T, addr, id string) mqtt.Client {
 	t.Cleanup(func() { c.Disconnect(100) })
 	return c
 }
+
+// slowSales holds every purchase until release is closed, counting each
+// kiosk's purchases in progress.
+type slowSales struct {
+	noSales
+	release chan struct{}
+	mu      sync.Mutex
+	busy    map[string]int
+}
+
+func (s *slowSales) Purchase(_ context.Context, kiosk string, _ []byte) ([]byte, *protocol.Error) {
+	s.mu.Lock()
+	s.busy[kiosk]++
+	s.mu.Unlock()
+	<-s.release
+	return []byte(`{}`), nil
+}
+
+func (s *slowSales) inProgress(kiosk string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busy[kiosk]
+}
+
+// One kiosk that sends many purchases that are slow to serve (a stolen
+// one) holds at most MaxPerKiosk of the front's slots: the rest are dropped
+// unanswered (a kiosk sends a request again after its deadline), and
+// another kiosk's purchase is still served.
+func TestOneKioskCannotTakeEverySlot(t *testing.T) {
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "pw", Kiosks: noKiosks{}},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sales := &slowSales{release: make(chan struct{}), busy: map[string]int{}}
+	f, err := front.Start(front.Config{Broker: "tcp://" + b.Addr(), ClientID: "frank-hub-front", Username: "frank-hub", Password: "pw",
+		MaxInFlight: 4, MaxPerKiosk: 2, ConfigFor: func(id string) (protocol.KioskConfig, error) { return protocol.KioskConfig{KioskID: id}, nil }},
+		sales, sales, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(sales.release)
+		f.Close()
+	}()
+	c := dial(t, b.Addr(), "frank-hub-load")
+	for range 10 {
+		c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchase), 1, false, []byte(`{}`)).Wait()
+	}
+	wait.For(t, 10*time.Second, "k1's purchases beyond 2 dropped", func() bool { return f.Shed() == 8 && sales.inProgress("k1") == 2 })
+	c.Publish(protocol.KioskTopic("k2", protocol.TopicPurchase), 1, false, []byte(`{}`)).Wait()
+	wait.For(t, 10*time.Second, "k2's purchase served", func() bool { return sales.inProgress("k2") == 1 })
+	if got := sales.inProgress("k1"); got != 2 {
+		t.Fatalf("k1 has %d purchases in progress, want at most 2", got)
+	}
+}
