@@ -808,6 +808,29 @@ func (h *Hub) followKey(ctx context.Context) {
 	}
 }
 
+// A kiosk whose failed prints in the last hour reach failedPrintsMin and
+// a quarter of its stamps is alerted: jams come now and then, not by the
+// dozen. Each failed stamp is voided and refunded, so a stolen kiosk that
+// prints and reports failure gives stamps away.
+const (
+	failedPrintsMin    = 10
+	failedPrintsWindow = time.Hour
+)
+
+func (h *Hub) checkFailedPrints(ctx context.Context) {
+	kiosks, err := h.ledger.FailedPrints(ctx, h.clockNow().Add(-failedPrintsWindow), failedPrintsMin)
+	if err != nil {
+		h.log.Error("failed prints", "err", err)
+		return
+	}
+	for _, k := range kiosks {
+		if k.Failed*4 >= k.Total {
+			h.alerts.Raise(ctx, alerts.FailedPrints, "kiosk/"+k.KioskID,
+				fmt.Sprintf("kiosk %s reported %d of its %d stamps of the last hour failed to print; each was voided and refunded", k.KioskID, k.Failed, k.Total))
+		}
+	}
+}
+
 // hubLeaseTTL is how long a hub counts as alive without renewing: twice
 // its MPSD leases, so that a hub taken for dead has lost its MPSDs too and
 // cannot commit a sale whose payment another hub settles.
@@ -1261,6 +1284,7 @@ func (h *Hub) Tick(ctx context.Context) {
 		h.alerts.Raise(ctx, alerts.Unconfirmed, "sale/"+s[0]+"/"+s[1],
 			fmt.Sprintf("kiosk %s never reported whether the labels of sale %s printed", s[0], s[1]))
 	}
+	h.checkFailedPrints(ctx)
 	h.checkFunds(ctx)
 	now := time.Now
 	if h.cfg.Ledger.Now != nil {

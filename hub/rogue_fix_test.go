@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/verify"
@@ -389,4 +390,48 @@ func TestCounterRefundedStampGetsNoKioskRemedy(t *testing.T) {
 		t.Fatalf("card refunded %d mills, want 780 once", got)
 	}
 	e.check()
+}
+
+// A kiosk that reports most of its labels failed (a stolen one printing
+// stamps and having them refunded) is alerted by the leader's tick; a
+// kiosk with the odd jam is not.
+func TestManyFailedPrintsAlerted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
+	for i := range 12 {
+		label := fmt.Sprintf("%s-%02d", []string{"1966-F8CF", "1966-F8D0"}[i/10], i%10+1)
+		if i == 11 { // one printed
+			if res := decode(t, k1.ask(purchase("fp-12", "kiosk-1", label, nil))); res.Status != protocol.ResultOK {
+				t.Fatalf("sale: %+v", res.Error)
+			}
+			continue
+		}
+		e.failLabel(k1, fmt.Sprintf("fp-%d", i+1), label)
+	}
+	if res := decode(t, k2.ask(purchase("jam-1", "kiosk-2", "2222-0001-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("kiosk-2 sale: %+v", res.Error)
+	}
+	rep, _ := json.Marshal(protocol.PrintReport{RequestID: "jam-1", KioskID: "kiosk-2",
+		Labels: []protocol.LabelOutcome{{LabelSerial: "2222-0001-01", Outcome: protocol.PrintFailed, Reason: "jam"}}})
+	if err := e.h.Ledger().RecordPrint(context.Background(), mustPrintReport(t, rep)); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Tick(context.Background())
+	as, err := e.h.Alerts().List(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subjects []string
+	for _, a := range as {
+		if a.Kind == alerts.FailedPrints {
+			subjects = append(subjects, a.Subject)
+			if !strings.Contains(a.Message, "11 of its 12") {
+				t.Errorf("message %q", a.Message)
+			}
+		}
+	}
+	if len(subjects) != 1 || subjects[0] != "kiosk/kiosk-1" {
+		t.Fatalf("failed_prints alerts for %v, want kiosk/kiosk-1 alone", subjects)
+	}
 }

@@ -38,6 +38,11 @@ const (
 	PrinterFault = "printer_fault"
 	DoorOpen     = "door_open"
 	ClockSkew    = "clock_skew"
+	// FailedPrints is a kiosk that reports many of its labels failed: each
+	// is voided and its postage refunded, so a stolen kiosk that prints
+	// stamps and reports them failed gives them away (the stamps are on the
+	// void list, which only a verifier that reads it refuses).
+	FailedPrints = "failed_prints"
 )
 
 // ClockSkewLimit is how far a kiosk's clock may be off the hub's before

@@ -307,6 +307,39 @@ type LabelRef struct {
 	Label     protocol.LabelSerial
 }
 
+// KioskFailures is how many of a kiosk's stamps issued since some time
+// it said failed to print, of how many.
+type KioskFailures struct {
+	KioskID string
+	Failed  int
+	Total   int
+}
+
+// FailedPrints lists the kiosks with at least min stamps issued since
+// that they reported failed (or asked a remedy for), with their totals.
+// Web customers' stamps are never reported; retired kiosks' voids are not
+// theirs.
+func (l *Ledger) FailedPrints(ctx context.Context, since time.Time, min int) ([]KioskFailures, error) {
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT kiosk_id, COUNT(*),
+			(SELECT COUNT(*) FROM indicia t WHERE t.kiosk_id = v.kiosk_id AND t.created_at >= ?)
+		FROM indicia v
+		WHERE live IS NULL AND created_at >= ? AND kiosk_id NOT LIKE 'web-%' AND COALESCE(void_reason, '') NOT IN (?, ?)
+		GROUP BY kiosk_id HAVING COUNT(*) >= ?`), micros(since), micros(since), reasonRefund, reasonRetired, min)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: failed prints: %w", err)
+	}
+	defer rows.Close()
+	var out []KioskFailures
+	for rows.Next() {
+		var f KioskFailures
+		if err := rows.Scan(&f.KioskID, &f.Failed, &f.Total); err != nil {
+			return nil, fmt.Errorf("ledger: failed prints: %w", err)
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
 // Unconfirmed lists kiosk sales with labels issued longer ago than age and
 // never reported printed or failed. Web customers' stamps (kiosk ids
 // "web-N") print at home and are never reported.

@@ -153,7 +153,7 @@ func (c *presenceCollector) Collect(ch chan<- prometheus.Metric) {
 var alertKinds = []string{
 	alerts.Tamper, alerts.Fraud, alerts.InspectionDue, alerts.KioskOffline,
 	alerts.PaperOut, alerts.LabelsLow, alerts.FundsLow, alerts.Unconfirmed, alerts.ReportRefused, alerts.ReportLate,
-	alerts.CaptureRefused, alerts.RolloutHalted, alerts.PrinterFault, alerts.DoorOpen, alerts.ClockSkew,
+	alerts.CaptureRefused, alerts.RolloutHalted, alerts.PrinterFault, alerts.DoorOpen, alerts.ClockSkew, alerts.FailedPrints,
 }
 
 type alertsCollector struct {
