@@ -459,7 +459,7 @@ func TestStateRejections(t *testing.T) {
 		if err := e.h.Accounts().Credit(ctx, acct.ID, 500, "fund", "t1"); err != nil {
 			t.Fatal(err)
 		}
-		code, _, err := e.h.Accounts().NewPayCode(ctx, acct.ID)
+		code, _, err := e.h.Accounts().NewPayCode(ctx, acct.ID, 100_000)
 		if err != nil {
 			t.Fatal(err)
 		}

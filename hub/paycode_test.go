@@ -51,7 +51,7 @@ func TestKioskNeedsCustomersPayCode(t *testing.T) {
 	}
 	refused("the login alone", pay("pc-1", "1966-F8CF-01", protocol.Payment{Method: protocol.PayAccount, AccountID: "alice"}), protocol.CodePaymentInvalid)
 	refused("a made-up code", pay("pc-2", "1966-F8CF-01", protocol.Payment{Method: protocol.PayAccount, PayCode: "PAY-AAAA-BBBB-CCCC-DDDD"}), protocol.CodeUnauthorized)
-	bobs, _, err := e.h.Accounts().NewPayCode(ctx, bob)
+	bobs, _, err := e.h.Accounts().NewPayCode(ctx, bob, 10_000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestKioskNeedsCustomersPayCode(t *testing.T) {
 		t.Fatalf("money moved on refusals: alice %s, bob %s", balance(alice), balance(bob))
 	}
 
-	code, _, err := e.h.Accounts().NewPayCode(ctx, alice)
+	code, _, err := e.h.Accounts().NewPayCode(ctx, alice, 10_000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestKioskNeedsCustomersPayCode(t *testing.T) {
 		t.Fatalf("alice %s (want one stamp less), bob %s", balance(alice), balance(bob))
 	}
 	// A refused sale gives the code back: the customer may try again.
-	again, _, _ := e.h.Accounts().NewPayCode(ctx, alice)
+	again, _, _ := e.h.Accounts().NewPayCode(ctx, alice, 10_000)
 	refused("a used label", pay("pc-6", "1966-F8CF-01", protocol.Payment{Method: protocol.PayAccount, PayCode: again}), protocol.CodeLabelUsed)
 	if res := pay("pc-7", "1966-F8CF-03", protocol.Payment{Method: protocol.PayAccount, PayCode: again}); res.Status != protocol.ResultOK {
 		t.Fatalf("the code after a refused sale: %+v", res.Error)
@@ -86,7 +86,7 @@ func TestKioskNeedsCustomersPayCode(t *testing.T) {
 	for i := range 12 {
 		pay("guess-"+string(rune('a'+i)), "1966-F8CF-04", protocol.Payment{Method: protocol.PayAccount, PayCode: "PAY-AAAA-BBBB-CCCC-EEE" + string(rune('A'+i))})
 	}
-	fresh, _, _ := e.h.Accounts().NewPayCode(ctx, bob)
+	fresh, _, _ := e.h.Accounts().NewPayCode(ctx, bob, 10_000)
 	refused("a right code after the guesses", pay("pc-8", "1966-F8CF-04", protocol.Payment{Method: protocol.PayAccount, PayCode: fresh}), protocol.CodeUnauthorized)
 	open, err := e.h.Alerts().List(ctx, true)
 	if err != nil {
@@ -111,9 +111,9 @@ func TestPortalMakesPayCode(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.customer("carol", "10.00")
-	st, _, page := b.post("/portal/paycode", "/portal/paycode", url.Values{})
+	st, _, page := b.post("/portal/paycode", "/portal/paycode", url.Values{"max": {"5.00"}})
 	m := regexp.MustCompile(`id="code">(PAY-[A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4})<`).FindStringSubmatch(page)
-	if st != http.StatusOK || m == nil || !strings.Contains(page, "data:image/png;base64,") {
+	if st != http.StatusOK || m == nil || !strings.Contains(page, "data:image/png;base64,") || !strings.Contains(page, `id="max">$5.00<`) {
 		t.Fatalf("pay code page: %d\n%s", st, page)
 	}
 	res := decode(t, e.kiosk("kiosk-1").ask(purchase("portal-pc", "kiosk-1", "1966-F8CF-01", func(r *protocol.PurchaseRequest) {
@@ -124,5 +124,45 @@ func TestPortalMakesPayCode(t *testing.T) {
 	}
 	if st, _, _ := e.browser().do("POST", "/portal/paycode", url.Values{}); st == http.StatusOK {
 		t.Fatal("a pay code without a login")
+	}
+}
+
+// A pay code pays at most what its customer set, so a kiosk handed it (a
+// stolen one) cannot spend the whole balance: a purchase over the most is
+// payment_declined, moves no money and is not counted as a guess, and the
+// code stays unused; a code needs a most above $0, in the portal too.
+func TestPayCodePaysAtMostItsLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	a, err := e.h.Accounts().Create(ctx, "carol", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.Accounts().Credit(ctx, a.ID, 10_000, "fund", "seed-carol"); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := e.h.Accounts().NewPayCode(ctx, a.ID, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := decode(t, e.kiosk("kiosk-1").ask(purchase("cap-1", "kiosk-1", "1966-F8CF-01", func(r *protocol.PurchaseRequest) {
+		r.Payment = protocol.Payment{Method: protocol.PayAccount, PayCode: code}
+	})))
+	if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodePaymentDeclined || !strings.Contains(res.Error.Message, "at most $0.50") {
+		t.Fatalf("a $0.78 purchase with a $0.50 code: %+v", res)
+	}
+	if acct, _ := e.h.Accounts().ByID(ctx, a.ID); acct.Balance != 10_000 {
+		t.Fatalf("balance %s after the refusal", acct.Balance)
+	}
+	if id, err := e.h.Accounts().RedeemPayCode(ctx, code, "kiosk-1/within", 500); err != nil || id != a.ID {
+		t.Fatalf("the code within its most after the refusal: %d, %v", id, err)
+	}
+	if _, _, err := e.h.Accounts().NewPayCode(ctx, a.ID, 0); err == nil {
+		t.Fatal("a pay code with no most")
+	}
+	b := e.customer("dave", "10.00")
+	if st, _, page := b.post("/portal/paycode", "/portal/paycode", url.Values{"max": {""}}); st != http.StatusUnprocessableEntity || !strings.Contains(page, "most the code may pay") {
+		t.Fatalf("a portal code with no most: %d", st)
 	}
 }

@@ -19,24 +19,37 @@ const PayCodeTTL = 15 * time.Minute
 // expired; the three are not told apart.
 var ErrPayCode = errors.New("accounts: the pay code is wrong, used or expired")
 
+// ErrPayCodeLimit is a pay code good for less than the purchase.
+type ErrPayCodeLimit struct{ Max protocol.Mills }
+
+func (e *ErrPayCodeLimit) Error() string {
+	return fmt.Sprintf("accounts: the pay code pays at most %s", e.Max)
+}
+
 // NewPayCode makes a one-time code with which the customer pays one kiosk
-// purchase from the balance, before expiry. Only its hash is stored.
-func (a *Accounts) NewPayCode(ctx context.Context, accountID int64) (code string, expires time.Time, err error) {
+// purchase of at most max from the balance, before expiry. Only its hash
+// is stored.
+func (a *Accounts) NewPayCode(ctx context.Context, accountID int64, max protocol.Mills) (code string, expires time.Time, err error) {
+	if max <= 0 {
+		return "", time.Time{}, protocol.Errorf(protocol.CodeInvalidRequest, "a pay code needs the most it may pay, above $0")
+	}
 	code = protocol.FormatPayCode(rand.Text()[:protocol.PayCodeLen])
 	now := a.now()
 	expires = now.Add(PayCodeTTL)
 	h := payCodeHash(code)
-	if _, err := a.db.ExecContext(ctx, a.db.Rebind(`INSERT INTO pay_codes (hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)`),
-		h[:], accountID, now.UnixMicro(), expires.UnixMicro()); err != nil {
+	if _, err := a.db.ExecContext(ctx, a.db.Rebind(`INSERT INTO pay_codes (hash, account_id, created_at, expires_at, max_mills) VALUES (?, ?, ?, ?, ?)`),
+		h[:], accountID, now.UnixMicro(), expires.UnixMicro(), max); err != nil {
 		return "", time.Time{}, fmt.Errorf("accounts: new pay code: %w", err)
 	}
 	return code, expires, nil
 }
 
 // RedeemPayCode returns the account code pays from, for purchase (a kiosk
-// and request id): it marks the code used by that purchase, which may ask
-// again and gets the same account; for anything else it is ErrPayCode.
-func (a *Accounts) RedeemPayCode(ctx context.Context, code, purchase string) (int64, error) {
+// and request id) of amount: it marks the code used by that purchase,
+// which may ask again and gets the same account. A purchase over the
+// code's most is *ErrPayCodeLimit, and the code stays unused; anything
+// else is ErrPayCode.
+func (a *Accounts) RedeemPayCode(ctx context.Context, code, purchase string, amount protocol.Mills) (int64, error) {
 	norm := protocol.NormalizePayCode(code)
 	if norm == "" {
 		return 0, ErrPayCode
@@ -45,9 +58,14 @@ func (a *Accounts) RedeemPayCode(ctx context.Context, code, purchase string) (in
 	now := a.now().UnixMicro()
 	var id int64
 	err := a.db.QueryRowContext(ctx, a.db.Rebind(`UPDATE pay_codes SET used_at = ?, used_by = ?
-		WHERE hash = ? AND expires_at > ? AND (used_by IS NULL OR used_by = ?) RETURNING account_id`),
-		now, purchase, h[:], now, purchase).Scan(&id)
+		WHERE hash = ? AND expires_at > ? AND (used_by IS NULL OR used_by = ?) AND (max_mills IS NULL OR max_mills >= ?) RETURNING account_id`),
+		now, purchase, h[:], now, purchase, amount).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
+		var max protocol.Mills
+		if a.db.QueryRowContext(ctx, a.db.Rebind(`SELECT max_mills FROM pay_codes
+			WHERE hash = ? AND expires_at > ? AND (used_by IS NULL OR used_by = ?) AND max_mills < ?`), h[:], now, purchase, amount).Scan(&max) == nil {
+			return 0, &ErrPayCodeLimit{Max: max}
+		}
 		return 0, ErrPayCode
 	}
 	if err != nil {

@@ -74,7 +74,7 @@ type money interface {
 // payCodes are the customers' one-time codes for paying at a kiosk.
 type payCodes interface {
 	AccountID(ctx context.Context, login string) (int64, error)
-	RedeemPayCode(ctx context.Context, code, purchase string) (int64, error)
+	RedeemPayCode(ctx context.Context, code, purchase string, amount protocol.Mills) (int64, error)
 	ReleasePayCode(ctx context.Context, code, purchase string) error
 }
 
@@ -300,7 +300,12 @@ func (s *Service) source(ctx context.Context, req *protocol.PurchaseRequest) (pa
 		if !s.mayTryCode(req.KioskID) {
 			return payments.Source{}, protocol.Errorf(protocol.CodeUnauthorized, "too many wrong pay codes from this kiosk; try again in a minute")
 		}
-		id, err := s.Accounts.RedeemPayCode(ctx, p.PayCode, req.KioskID+"/"+req.RequestID)
+		id, err := s.Accounts.RedeemPayCode(ctx, p.PayCode, req.KioskID+"/"+req.RequestID, req.Total())
+		var over *accounts.ErrPayCodeLimit
+		if errors.As(err, &over) { // the customer's own code: not a guess
+			return payments.Source{}, protocol.Errorf(protocol.CodePaymentDeclined,
+				"the purchase is %s and the pay code pays at most %s; make a new one in the portal", req.Total(), over.Max)
+		}
 		if errors.Is(err, accounts.ErrPayCode) {
 			s.wrongCode(ctx, req.KioskID, req.RequestID)
 			return payments.Source{}, protocol.Errorf(protocol.CodeUnauthorized, "the pay code is wrong, used or expired; make a new one in the portal")

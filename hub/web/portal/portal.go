@@ -44,7 +44,7 @@ type customers interface {
 	Authenticate(ctx context.Context, login, password string) (*accounts.Account, error)
 	ByID(ctx context.Context, id int64) (*accounts.Account, error)
 	SetZIP(ctx context.Context, id int64, zip protocol.ZIP) error
-	NewPayCode(ctx context.Context, accountID int64) (string, time.Time, error)
+	NewPayCode(ctx context.Context, accountID int64, max protocol.Mills) (string, time.Time, error)
 	ChangePassword(ctx context.Context, id int64, current, next string) error
 	NewReset(ctx context.Context, login string) (string, time.Time, error)
 	CheckReset(ctx context.Context, token string) error
@@ -469,6 +469,7 @@ type payCodeData struct {
 	Code    string
 	QR      template.URL // a PNG data URL the kiosk's scanner reads
 	Expires time.Time
+	Max     protocol.Mills // the most it pays
 }
 
 func (p *Portal) payCodeForm(w http.ResponseWriter, r *http.Request) {
@@ -479,7 +480,12 @@ func (p *Portal) payCodeForm(w http.ResponseWriter, r *http.Request) {
 // balance: the kiosk gets the customer's money only with it.
 func (p *Portal) payCode(w http.ResponseWriter, r *http.Request) {
 	acct := current(r).Subject
-	code, exp, err := p.Customers.NewPayCode(r.Context(), acct.ID)
+	max, err := protocol.ParseMills(strings.TrimPrefix(strings.TrimSpace(r.PostFormValue("max")), "$"))
+	if err != nil || max <= 0 {
+		p.render(w, r, http.StatusUnprocessableEntity, "paycode.html", page{Title: "Pay at a kiosk", Error: "Say the most the code may pay, such as 5.00."})
+		return
+	}
+	code, exp, err := p.Customers.NewPayCode(r.Context(), acct.ID, max)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -491,7 +497,7 @@ func (p *Portal) payCode(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Log.Info("pay code made", "account", acct.ID, "expires", exp)
 	w.Header().Set("Cache-Control", "no-store")
-	p.render(w, r, http.StatusOK, "paycode.html", page{Title: "Pay at a kiosk", Data: payCodeData{Code: code, QR: qr, Expires: exp}})
+	p.render(w, r, http.StatusOK, "paycode.html", page{Title: "Pay at a kiosk", Data: payCodeData{Code: code, QR: qr, Expires: exp, Max: max}})
 }
 
 // qrDataURL draws s as a QR code, scaled for a phone screen, as a data URL.
