@@ -197,8 +197,8 @@ func TestSweptHoldLeftOpenBy404Text(t *testing.T) {
 	})
 }
 
-// Only a status that says the hold is gone (404, 409, 410) refuses a
-// capture, one by one or in a batch; a 408, a 429 or a 5xx leaves its
+// Only a status that says the capture will never be (402 declined; 404,
+// 409, 410: the hold is gone) refuses a capture, one by one or in a batch; a 408, a 429 or a 5xx leaves its
 // outcome unknown, to be asked again by settlement, not written off.
 func TestCaptureRefusedOnlyWhenHoldGone(t *testing.T) {
 	var status int
@@ -217,7 +217,7 @@ func TestCaptureRefusedOnlyWhenHoldGone(t *testing.T) {
 		status  int
 		refused bool
 	}{
-		{http.StatusNotFound, true}, {http.StatusConflict, true}, {http.StatusGone, true},
+		{http.StatusPaymentRequired, true}, {http.StatusNotFound, true}, {http.StatusConflict, true}, {http.StatusGone, true},
 		{http.StatusRequestTimeout, false}, {http.StatusTooManyRequests, false}, {http.StatusBadRequest, false},
 		{http.StatusInternalServerError, false}, {http.StatusServiceUnavailable, false},
 	} {

@@ -110,12 +110,17 @@ func (g *Gateway) Capture(ctx context.Context, authID string, amount protocol.Mi
 	return err
 }
 
-// holdGone says whether a capture's HTTP status means the gateway holds
-// nothing to capture: no such authorization (404), voided or otherwise
-// not capturable (409), expired (410). Other statuses (408, 429, 5xx)
-// say nothing about the hold: the capture is asked again.
+// holdGone says whether a capture's HTTP status means the gateway will
+// capture nothing: declined by the issuer (402), no such authorization
+// (404), voided or otherwise not capturable (409), expired (410). Other
+// statuses (408, 429, 5xx) say nothing about the hold: the capture is
+// asked again.
 func holdGone(status int) bool {
-	return status == http.StatusNotFound || status == http.StatusConflict || status == http.StatusGone
+	switch status {
+	case http.StatusPaymentRequired, http.StatusNotFound, http.StatusConflict, http.StatusGone:
+		return true
+	}
+	return false
 }
 
 // Capture is one capture of a batch.
@@ -283,8 +288,9 @@ func (e *StatusError) Error() string {
 	return msg
 }
 
-// ErrNotCaptured is a capture the gateway refused because the hold is
-// gone (it expired or was voided, see holdGone): no money moved. Any other
+// ErrNotCaptured is a capture the gateway refused for good: declined, or
+// the hold is gone (it expired or was voided, see holdGone): no money
+// moved. Any other
 // capture error leaves the outcome unknown, and the payment stays
 // authorized until settled.
 var ErrNotCaptured = errors.New("payments: the gateway refused the capture")
