@@ -134,6 +134,10 @@ type Config struct {
 	BrokerConnsPerIP int
 	KioskMsgRate     float64
 	KioskConnects    int
+	// KioskPurchases bounds one kiosk's purchases served at once (default
+	// 16; negative, no limit, for load generators): more are dropped, and
+	// the kiosk sends them again.
+	KioskPurchases int
 	// BrokerRecheck is how often the embedded broker checks open kiosk
 	// sessions against the stored credentials (default 1 s). A change
 	// made on another hub of the cluster is told at once (LISTEN/NOTIFY);
@@ -652,15 +656,16 @@ func (h *Hub) Start(ctx context.Context) error {
 		Licence: h.ledger.Licence(), Log: h.log.With("component", "sale"), Now: now}
 	host, _ := os.Hostname()
 	fcfg := front.Config{
-		Broker:    brokerURL,
-		TLS:       brokerTLS,
-		ClientID:  fmt.Sprintf("%s-%s-%d", protocol.HubPrefix, host, os.Getpid()),
-		Username:  h.cfg.BrokerUser,
-		Password:  brokerPass,
-		ConfigFor: h.configFor,
-		Presence:  kioskWatch{h},
-		Meter:     h.metrics,
-		Commands:  h.commands,
+		Broker:      brokerURL,
+		TLS:         brokerTLS,
+		ClientID:    fmt.Sprintf("%s-%s-%d", protocol.HubPrefix, host, os.Getpid()),
+		Username:    h.cfg.BrokerUser,
+		Password:    brokerPass,
+		ConfigFor:   h.configFor,
+		Presence:    kioskWatch{h},
+		Meter:       h.metrics,
+		Commands:    h.commands,
+		MaxPerKiosk: h.cfg.KioskPurchases,
 	}
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err

@@ -64,7 +64,8 @@ type Config struct {
 	ConfigFor func(kioskID string) (protocol.KioskConfig, error)
 	// MaxInFlight bounds concurrent purchases; default 256.
 	MaxInFlight int
-	// MaxPerKiosk bounds one kiosk's share of them; default 16. A kiosk
+	// MaxPerKiosk bounds one kiosk's share of them; default 16, negative
+	// none. A kiosk
 	// sells one sale at a time and resends it now and then: a stolen one
 	// that sends more, slow ones, must not take every kiosk's slots. (The
 	// benchmark's load kiosks keep 16 outstanding.)
@@ -279,7 +280,7 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 func (f *Front) enter(kiosk string) bool {
 	f.busyMu.Lock()
 	defer f.busyMu.Unlock()
-	if f.busy[kiosk] >= f.cfg.MaxPerKiosk {
+	if f.cfg.MaxPerKiosk > 0 && f.busy[kiosk] >= f.cfg.MaxPerKiosk {
 		return false
 	}
 	f.busy[kiosk]++
