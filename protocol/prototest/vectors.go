@@ -24,6 +24,18 @@ func Key() *ecdsa.PrivateKey {
 	return k
 }
 
+// Resign signs the first vector's fields again as certificate serial with
+// k, for a test's own keys, and returns them with their 113 bytes.
+func Resign(serial uint32, k *ecdsa.PrivateKey) (protocol.Indicium, []byte, error) {
+	in := Indicia[0].Fields
+	in.CertSerial = serial
+	if err := in.Sign(k); err != nil {
+		return in, nil, err
+	}
+	b, err := in.MarshalBinary()
+	return in, b, err
+}
+
 // IndiciumVector is a signed indicium and its fields.
 type IndiciumVector struct {
 	Name   string

@@ -67,12 +67,7 @@ func (a *authority) publish(t *testing.T, serial uint32, bare bool) (*ecdsa.Priv
 // stamp signs the first test vector's fields as certificate serial with k.
 func stamp(t *testing.T, serial uint32, k *ecdsa.PrivateKey) []byte {
 	t.Helper()
-	in := prototest.Indicia[0].Fields
-	in.CertSerial = serial
-	if err := in.Sign(k); err != nil {
-		t.Fatal(err)
-	}
-	b, err := in.MarshalBinary()
+	_, b, err := prototest.Resign(serial, k)
 	if err != nil {
 		t.Fatal(err)
 	}

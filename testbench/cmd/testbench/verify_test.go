@@ -75,12 +75,7 @@ func newLabelBench(t *testing.T) *labelBench {
 // label prints a stamp signed by k as certificate serial to a PNG.
 func (b *labelBench) label(t *testing.T, serial uint32, k *ecdsa.PrivateKey, name string) (*protocol.Indicium, string) {
 	t.Helper()
-	in := prototest.Indicia[0].Fields
-	in.CertSerial = serial
-	if err := in.Sign(k); err != nil {
-		t.Fatal(err)
-	}
-	m, err := in.MarshalBinary()
+	in, m, err := prototest.Resign(serial, k)
 	if err != nil {
 		t.Fatal(err)
 	}
