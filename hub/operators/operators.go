@@ -63,7 +63,8 @@ func New(db *store.DB, now func() time.Time) *Operators {
 }
 
 // Add creates an operator, or resets the password, role and stores of an
-// existing one (how a forgotten password is recovered).
+// existing one (how a forgotten or stolen password is recovered), ending
+// its console sessions and revoking its API tokens.
 func (s *Operators) Add(ctx context.Context, login, password, role string, stores []string) (*Operator, error) {
 	if len(login) < 3 || len(login) > 64 {
 		return nil, errors.New("operators: add: login wants 3-64 characters")
@@ -90,6 +91,14 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 			ON CONFLICT (login) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role RETURNING id`),
 			login, string(h), role, s.now().UnixMicro()).Scan(&op.ID)
 		if err != nil {
+			return err
+		}
+		// A reset is for a password forgotten or stolen: whoever holds the
+		// old one loses the console sessions and API tokens it opened.
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM sessions WHERE realm = 'console' AND subject = ?`), op.ID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE api_tokens SET revoked_at = ? WHERE operator_id = ? AND revoked_at IS NULL`), s.now().UnixMicro(), op.ID); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM operator_stores WHERE operator_id = ?`), op.ID); err != nil {

@@ -321,6 +321,7 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 		writeXMLErrorStatus(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeUnauthorized, "too many failed logins; try again later"))
 		return
 	}
+	defer logins.Done(r, login)
 	acct, err := s.Customers.Authenticate(r.Context(), login, password)
 	if err != nil {
 		logins.Fail(r, login)
@@ -366,6 +367,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeUnauthorized, "too many wrong codes from this address; try again later")})
 		return
 	}
+	defer s.EnrollLogins.Done(r, "")
 	body, err := io.ReadAll(io.LimitReader(r.Body, protocol.MaxMessageBytes+1))
 	if err != nil {
 		writeError(w, protocol.Errorf(protocol.CodeMalformed, "reading the request: %v", err))

@@ -423,6 +423,16 @@ func (c *Console) liveRows(w http.ResponseWriter, r *http.Request, op *operators
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
+		// The session and the operator are read again each round: a
+		// logout, an expiry or a store taken away ends what the stream
+		// shows, as it would end a page.
+		sess, err := c.Sessions.Get(r)
+		if err != nil || sess == nil || sess.Subject != op.ID {
+			return
+		}
+		if op, err = c.People.ByID(r.Context(), op.ID); err != nil {
+			return
+		}
 		changed := c.Presence.Changed()
 		rows, err := c.fleetRows(r.Context(), op)
 		if err != nil {

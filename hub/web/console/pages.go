@@ -126,6 +126,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Console login", Error: "Too many failed logins. Try again later.", Data: next})
 		return
 	}
+	defer c.Logins.Done(r, login)
 	op, err := c.People.Authenticate(r.Context(), login, r.PostFormValue("password"))
 	if err != nil {
 		c.Logins.Fail(r, login)

@@ -40,6 +40,7 @@ func (p *Portal) changePassword(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusTooManyRequests, "Too many wrong passwords. Try again later.")
 		return
 	}
+	defer p.Logins.Done(r, acct.Login)
 	next := r.PostFormValue("new_password")
 	if next != r.PostFormValue("new_password2") {
 		refuse(http.StatusUnprocessableEntity, "The two new passwords differ.")
@@ -93,6 +94,7 @@ func (p *Portal) forgot(w http.ResponseWriter, r *http.Request) {
 		p.render(w, r, http.StatusTooManyRequests, "forgot.html", page{Title: "Forgot your password?", Error: "Too many reset requests. Try again later.", Data: d})
 		return
 	}
+	defer p.ResetRequests.Done(r, login)
 	if login == "" {
 		p.render(w, r, http.StatusUnprocessableEntity, "forgot.html", page{Title: "Forgot your password?", Error: "Type your login.", Data: d})
 		return
@@ -160,6 +162,7 @@ func (p *Portal) resetForm(w http.ResponseWriter, r *http.Request) {
 	if !p.linkAllowed(w, r) {
 		return
 	}
+	defer p.ResetLinks.Done(r, "")
 	token := strings.TrimSpace(r.URL.Query().Get("token"))
 	if err := p.Customers.CheckReset(r.Context(), token); err != nil {
 		p.badLink(w, r, err)
@@ -175,6 +178,7 @@ func (p *Portal) reset(w http.ResponseWriter, r *http.Request) {
 	if !p.linkAllowed(w, r) {
 		return
 	}
+	defer p.ResetLinks.Done(r, "")
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	next := r.PostFormValue("new_password")
 	if next != r.PostFormValue("new_password2") {

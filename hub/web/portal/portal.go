@@ -196,6 +196,7 @@ func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, r, http.StatusTooManyRequests, "login.html", page{Title: "Log in", Error: "Too many failed logins. Try again later."})
 		return
 	}
+	defer p.Logins.Done(r, login)
 	acct, err := p.Customers.Authenticate(r.Context(), login, r.PostFormValue("password"))
 	if err != nil {
 		p.Logins.Fail(r, login)
@@ -219,6 +220,7 @@ func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
 		p.render(w, r, http.StatusTooManyRequests, "register.html", page{Title: "Register", Error: "Too many attempts. Try again later."})
 		return
 	}
+	defer p.Logins.Done(r, "")
 	login, pw := strings.TrimSpace(r.PostFormValue("login")), r.PostFormValue("password")
 	zip := protocol.ZIP(strings.TrimSpace(r.PostFormValue("zip")))
 	if n, err := zip.Number(); err != nil || n == 0 {
@@ -233,8 +235,10 @@ func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = p.Customers.SetZIP(r.Context(), acct.ID, zip)
 	}
+	// Every registration counts, made or not: names cannot be probed
+	// fast, nor accounts made by the thousand from one address.
+	p.Logins.Fail(r, "")
 	if err != nil {
-		p.Logins.Fail(r, "") // so names cannot be probed fast
 		status, msg := problem(err)
 		p.render(w, r, status, "register.html", page{Title: "Register", Error: msg})
 		return

@@ -25,7 +25,16 @@ type Limiter struct {
 
 	mu    sync.Mutex
 	fails map[string]*window
+	// tries are the tries each key has under way, by when each began: a
+	// try counts against the limit from Allow until Done ends it, or
+	// tryFor has passed, so guesses sent at once cannot all pass
+	// the check before the first failure is counted.
+	tries map[string][]time.Time
 }
+
+// tryFor is how long a try counts as under way when its caller never says
+// how it ended.
+const tryFor = 30 * time.Second
 
 type window struct {
 	start time.Time
@@ -34,10 +43,11 @@ type window struct {
 
 // NewLimiter allows max failures per key per window.
 func NewLimiter(max int, w time.Duration) *Limiter {
-	return &Limiter{Max: max, Window: w, Now: time.Now, fails: map[string]*window{}}
+	return &Limiter{Max: max, Window: w, Now: time.Now, fails: map[string]*window{}, tries: map[string][]time.Time{}}
 }
 
 // Allow reports whether every key may try now; if not, how long to wait.
+// An allowed try counts against the keys until Done.
 func (l *Limiter) Allow(keys ...string) (bool, time.Duration) {
 	ks := make([]limitKey, len(keys))
 	for i, k := range keys {
@@ -59,16 +69,55 @@ func (l *Limiter) allow(keys []limitKey) (bool, time.Duration) {
 	now := l.Now()
 	var wait time.Duration
 	for _, k := range keys {
+		failed := 0
 		for _, w := range []*window{l.fails[k.name], shared[k.name]} {
 			if w == nil || now.Sub(w.start) >= l.Window {
 				continue
 			}
+			failed = max(failed, w.n)
 			if w.n >= k.max {
 				wait = max(wait, w.start.Add(l.Window).Sub(now))
 			}
 		}
+		if failed+l.underWay(k.name, now) >= k.max {
+			wait = max(wait, time.Second) // until a try under way ends
+		}
 	}
-	return wait == 0, wait
+	if wait > 0 {
+		return false, wait
+	}
+	for _, k := range keys {
+		l.tries[k.name] = append(l.tries[k.name], now)
+	}
+	return true, 0
+}
+
+// underWay counts key's tries under way at now, dropping those past
+// tryFor; l.mu is held.
+func (l *Limiter) underWay(key string, now time.Time) int {
+	t := l.tries[key]
+	for len(t) > 0 && now.Sub(t[0]) >= tryFor {
+		t = t[1:]
+	}
+	if len(t) == 0 {
+		delete(l.tries, key)
+		return 0
+	}
+	l.tries[key] = t
+	return len(t)
+}
+
+// Done ends a try of every key, failed (counted by Fail first) or not.
+func (l *Limiter) Done(keys ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keys {
+		if t := l.tries[k]; len(t) > 1 {
+			l.tries[k] = t[1:]
+		} else {
+			delete(l.tries, k)
+		}
+	}
 }
 
 // shared reads the keys' counts from the database; none if it has none or

@@ -18,6 +18,7 @@ func TestLimiter(t *testing.T) {
 			t.Fatal("refused before the limit")
 		}
 		l.Fail("login:a", "ip:1")
+		l.Done("login:a", "ip:1")
 	}
 	if ok, wait := l.Allow("login:a", "ip:2"); ok || wait != 10*time.Minute {
 		t.Fatalf("login a after 3 failures: %v %v", ok, wait)
@@ -56,6 +57,7 @@ func TestLimiterShared(t *testing.T) {
 				t.Fatalf("refused after %d failures spread over two hubs", i)
 			}
 			l.Fail("login:a")
+			l.Done("login:a")
 		}
 		for i, l := range hubs {
 			if ok, wait := l.Allow("login:a"); ok || wait != 10*time.Minute {
@@ -67,6 +69,7 @@ func TestLimiterShared(t *testing.T) {
 			t.Fatal("still refused after the window")
 		}
 		hubs[1].Fail("login:a") // the first of a new window
+		hubs[1].Done("login:a")
 		if ok, _ := hubs[0].Allow("login:a"); !ok {
 			t.Fatal("one failure in a new window refused")
 		}
@@ -79,4 +82,47 @@ func TestLimiterShared(t *testing.T) {
 			t.Fatalf("%d counts left after the sweep", n)
 		}
 	})
+}
+
+// Tries sent at once count from the check: of 60 guesses that all arrive
+// before any has failed, only the limit's worth are let through (before,
+// all 60 were checked). A try counts until Done, or tryFor.
+func TestLimiterCountsTriesUnderWay(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := NewLimiter(5, 15*time.Minute)
+	l.Now = func() time.Time { return now }
+	allowed := 0
+	for range 60 {
+		if ok, wait := l.Allow("login:a", "ip:1"); ok {
+			allowed++
+		} else if wait <= 0 {
+			t.Fatal("refused with no wait")
+		}
+	}
+	if allowed != 5 {
+		t.Fatalf("%d of 60 guesses at once let through, want 5", allowed)
+	}
+	l.Done("login:a", "ip:1")
+	if ok, _ := l.Allow("login:a", "ip:1"); !ok {
+		t.Fatal("a try that was done still counted")
+	}
+	for range 5 {
+		l.Fail("login:a", "ip:1")
+		l.Done("login:a", "ip:1")
+	}
+	if ok, wait := l.Allow("login:a", "ip:1"); ok || wait < 14*time.Minute {
+		t.Fatalf("after 5 failures: %v %v", ok, wait)
+	}
+	now = now.Add(15 * time.Minute)
+	l.Allow("login:b", "ip:2") // never ended
+	for range 4 {
+		l.Allow("login:b", "ip:2")
+	}
+	if ok, _ := l.Allow("login:b", "ip:2"); ok {
+		t.Fatal("a sixth try with five under way")
+	}
+	now = now.Add(tryFor)
+	if ok, _ := l.Allow("login:b", "ip:2"); !ok {
+		t.Fatal("tries never ended still count after tryFor")
+	}
 }

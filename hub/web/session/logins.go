@@ -152,14 +152,26 @@ func (l *Logins) Allow(r *http.Request, login string) (bool, time.Duration) {
 	return l.limits.allow(l.keys(r, login))
 }
 
+// Done ends a try of login from r that Allow let through, failed (counted
+// by Fail first) or not. Until it ends (or 30 s pass) the try counts
+// against the limits, so that tries sent at once cannot all pass the
+// check before the first failure is counted.
+func (l *Logins) Done(r *http.Request, login string) {
+	l.limits.Done(l.names(r, login)...)
+}
+
 // Fail counts a failed try of login from r.
 func (l *Logins) Fail(r *http.Request, login string) {
+	l.limits.Fail(l.names(r, login)...)
+}
+
+func (l *Logins) names(r *http.Request, login string) []string {
 	ks := l.keys(r, login)
 	names := make([]string, len(ks))
 	for i, k := range ks {
 		names[i] = k.name
 	}
-	l.limits.Fail(names...)
+	return names
 }
 
 // ClientIP is r's client address as the trusted proxies report it.
