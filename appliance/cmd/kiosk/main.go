@@ -49,7 +49,7 @@ func run() int {
 	flag.StringVar(&cfg.ID, "id", "", "kiosk id (required)")
 	flag.StringVar(&cfg.Broker, "broker", "tcp://127.0.0.1:1883", "hub MQTT broker")
 	flag.StringVar(&cfg.Username, "username", "", "broker user name (default: the kiosk id)")
-	flag.StringVar(&cfg.Password, "password", os.Getenv("FRANK_KIOSK_PASSWORD"), "broker password (default $FRANK_KIOSK_PASSWORD)")
+	flag.StringVar(&cfg.Password, "password", "", "broker password (default $FRANK_KIOSK_PASSWORD)")
 	flag.StringVar(&zip, "zip", "", "origin ZIP of the store (required)")
 	flag.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "local touchscreen/API address")
 	readyFile := flag.String("ready-file", "", "once serving, write {\"http\": ADDR} here (for --listen on port 0)")
@@ -63,7 +63,7 @@ func run() int {
 	flag.StringVar(&dcfg.Terminal.Path, "terminal", "", "card terminal serial device (empty: none)")
 	flag.StringVar(&dcfg.GPIO, "gpio", "", "GPIO panel: host, or sim:SOCKET (empty: none)")
 	flag.DurationVar(&cfg.RemedyWindow, "remedy-window", 5*time.Minute, "how long a customer has to choose a reprint or refund for a label that failed to print; then the kiosk refunds it")
-	staffPIN := flag.String("staff-pin", os.Getenv("FRANK_STAFF_PIN"), "staff PIN (default $FRANK_STAFF_PIN; the config file takes a bcrypt hash instead)")
+	staffPIN := flag.String("staff-pin", "", "staff PIN (default $FRANK_STAFF_PIN; the config file takes a bcrypt hash instead)")
 	journalPath := flag.String("journal", "/var/lib/frank/kiosk-journal.db", "durable sale journal (SQLite)")
 	updatesDir := flag.String("updates", "", "where signed releases are installed (default: releases/ beside the journal)")
 	releaseKey := flag.String("release-key", "/etc/frank/release.pub", "the vendor's release public key (PEM); without it the kiosk installs no release")
@@ -76,6 +76,13 @@ func run() int {
 	if *showVersion {
 		fmt.Println("kiosk", version)
 		return 0
+	}
+	// Secrets come from the environment after the flags, never as their
+	// defaults: --help and a mistyped flag print the defaults.
+	for v, name := range map[*string]string{&cfg.Password: "FRANK_KIOSK_PASSWORD", staffPIN: "FRANK_STAFF_PIN"} {
+		if *v == "" {
+			*v = os.Getenv(name)
+		}
 	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -52,3 +52,20 @@ func TestSubcommandFlags(t *testing.T) {
 		}
 	}
 }
+
+// The HSM PIN and the broker password given in the environment are not
+// printed by --help or a mistyped flag, as they were when they stood as
+// the flags' defaults.
+func TestHelpKeepsSecrets(t *testing.T) {
+	t.Setenv("FRANK_PKCS11_PIN", "PIN-SECRET-1234")
+	t.Setenv("FRANK_BROKER_PASSWORD", "BROKER-SECRET-5678")
+	for _, args := range [][]string{{"--no-such-flag"}, {"--help"}} {
+		_, out := capture(t, args...)
+		if !strings.Contains(out, "pkcs11-pin") {
+			t.Fatalf("%v printed no help: %s", args, out)
+		}
+		if strings.Contains(out, "PIN-SECRET-1234") || strings.Contains(out, "BROKER-SECRET-5678") {
+			t.Errorf("%v printed a secret from the environment", args)
+		}
+	}
+}

@@ -99,7 +99,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.HSM, "hsm", "soft", "key store: soft (development) or pkcs11")
 	fs.StringVar(&cfg.PKCS11.Module, "pkcs11-module", "/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library")
 	fs.StringVar(&cfg.PKCS11.Token, "pkcs11-token", "frank", "PKCS#11 token label")
-	fs.StringVar(&cfg.PKCS11.PIN, "pkcs11-pin", os.Getenv("FRANK_PKCS11_PIN"), "PKCS#11 user PIN (default $FRANK_PKCS11_PIN)")
+	fs.StringVar(&cfg.PKCS11.PIN, "pkcs11-pin", "", "PKCS#11 user PIN (default $FRANK_PKCS11_PIN)")
 	mpsdFunding := fs.String("mpsd-funding", "1000.00", "dollars moved from the GPSD to an MPSD that runs short")
 	fundsLow := fs.String("funds-low", "0", "dollars: raise funds_low when the GPSD holds less (0: when a postal purchase hangs)")
 	gpsdPurchase := fs.String("gpsd-purchase", "100000.00", "dollars bought from the postal authority when the GPSD runs short")
@@ -108,7 +108,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Ledger.LeaseTTL, "lease-ttl", 15*time.Second, "MPSD lease lifetime without renewal")
 	fs.StringVar(&cfg.PaymentsURL, "payments", "http://127.0.0.1:8091", "card payment gateway URL")
 	fs.StringVar(&cfg.BrokerUser, "broker-user", "frank-hub", "the hub's user on an external broker; starts with frank-hub, and each hub on one broker has its own")
-	fs.StringVar(&cfg.BrokerPassword, "broker-password", os.Getenv("FRANK_BROKER_PASSWORD"), "the hub's password on an external broker (default $FRANK_BROKER_PASSWORD)")
+	fs.StringVar(&cfg.BrokerPassword, "broker-password", "", "the hub's password on an external broker (default $FRANK_BROKER_PASSWORD)")
 	fs.StringVar(&cfg.RatesDir, "rates", "", "directory of extra rate tables (*.json)")
 	fs.IntVar(&cfg.HeartbeatS, "heartbeat", 30, "kiosk heartbeat period pushed in config, seconds")
 	fs.IntVar(&cfg.LabelsLow, "labels-low", 20, "raise labels_low for a kiosk with fewer labels left; it clears once refilled")
@@ -200,6 +200,10 @@ func run(args []string) int {
 			return 2
 		}
 	}
+	// Secrets come from the environment after the flags, never as their
+	// defaults: --help and a mistyped flag print the defaults.
+	envSecret(&cfg.PKCS11.PIN, "FRANK_PKCS11_PIN")
+	envSecret(&cfg.BrokerPassword, "FRANK_BROKER_PASSWORD")
 	log := newLogger(*logFormat)
 	var err error
 	if cfg.Ledger.MPSDFunding, err = protocol.ParseMills(*mpsdFunding); err != nil {
@@ -495,3 +499,11 @@ type stageFlags []string
 
 func (s *stageFlags) String() string     { return strings.Join(*s, " ") }
 func (s *stageFlags) Set(v string) error { *s = append(*s, v); return nil }
+
+// envSecret sets *v from the environment variable name if no flag or
+// config file did.
+func envSecret(v *string, name string) {
+	if *v == "" {
+		*v = os.Getenv(name)
+	}
+}
