@@ -5,11 +5,13 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -492,4 +494,41 @@ func TestFundCreditFailsAfterCapture(t *testing.T) {
 			t.Errorf("gateway %+v, database captured %d; want 10000 each", gw, captured)
 		}
 	})
+}
+
+// A gateway's own text, passed on to logs and kiosks, never carries a card
+// number, however spaced, nor the reusable token of a card it would not
+// keep; other text stays.
+func TestGatewayTextKeepsNoCardNumber(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/tokens":
+			w.Write([]byte(`{"token":"pm_REUSABLE_VAULT_TOKEN","brand":"visa","last4":"1111"}`))
+		case "/v1/authorize":
+			w.WriteHeader(http.StatusPaymentRequired)
+			w.Write([]byte(`{"code":"invalid","message":"card 4111 1111-1111 1111 exp 12/39 rejected (ref 12345)"}`))
+		default:
+			w.WriteHeader(http.StatusBadGateway)
+			w.Write([]byte(`{"code":"upstream","message":"issuer said 5500005555555559 is closed"}`))
+		}
+	}))
+	defer srv.Close()
+	gw := payments.NewGateway(srv.URL)
+	ctx := context.Background()
+	_, err := gw.Tokenize(ctx, &payments.Card{Number: "4111111111111111", Exp: "12/39"})
+	if err == nil || strings.Contains(err.Error(), "REUSABLE") {
+		t.Errorf("tokenize: %v", err)
+	}
+	for _, err := range []error{
+		gw.Capture(ctx, "a1", 780),
+		func() error { _, err := gw.Authorize(ctx, "k/r", 780, "tok_x", nil); return err }(),
+	} {
+		msg := fmt.Sprint(err)
+		if err == nil || strings.Contains(strings.NewReplacer(" ", "", "-", "").Replace(msg), "1111111111") || strings.Contains(msg, "5555555559") {
+			t.Errorf("a card number in %q", msg)
+		}
+		if !strings.Contains(msg, "[digits removed]") {
+			t.Errorf("the gateway's text is gone from %q", msg)
+		}
+	}
 }

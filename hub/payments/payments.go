@@ -93,7 +93,8 @@ func (g *Gateway) Tokenize(ctx context.Context, card *Card) (Token, error) {
 		return Token{}, err
 	}
 	if !strings.HasPrefix(t.Token, "tok_") || len(t.Last4) != 4 {
-		return Token{}, fmt.Errorf("payments: tokenize: the gateway answered %+v", t)
+		// Not the token itself: it pays, and errors are logged.
+		return Token{}, fmt.Errorf("payments: tokenize: the gateway answered a token not of the form tok_..., or last4 %q", gatewayText(t.Last4))
 	}
 	return t, nil
 }
@@ -254,6 +255,7 @@ func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
 		Missing protocol.Mills `json:"missing_mills"`
 	}
 	json.Unmarshal(body, &e)
+	e.Message = gatewayText(e.Message)
 	switch e.Code {
 	case "declined":
 		return protocol.Errorf(protocol.CodePaymentDeclined, "the card was declined")
@@ -264,6 +266,41 @@ func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
 	}
 	// What the status means is the caller's to judge (holdGone, VoidKey).
 	return &StatusError{Path: path, Status: resp.StatusCode, Code: e.Code, Message: e.Message}
+}
+
+// gatewayText is a gateway's own text as the hub passes it on, to a log or
+// a kiosk: short, and with any run of 12 or more digits (a card number,
+// however spaced) taken out, as card numbers are never logged.
+func gatewayText(s string) string {
+	const most = 200
+	if len(s) > most {
+		s = s[:most] + "..."
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j, digits := i, 0
+		for j < len(s) && (s[j] >= '0' && s[j] <= '9' || digits > 0 && (s[j] == ' ' || s[j] == '-')) {
+			if s[j] >= '0' && s[j] <= '9' {
+				digits++
+			}
+			j++
+		}
+		switch {
+		case digits >= 12:
+			b.WriteString("[digits removed]")
+			if s[j-1] == ' ' || s[j-1] == '-' {
+				b.WriteByte(s[j-1])
+			}
+			i = j
+		case j > i:
+			b.WriteString(s[i:j])
+			i = j
+		default:
+			b.WriteByte(s[i])
+			i++
+		}
+	}
+	return b.String()
 }
 
 // StatusError is a gateway's answer with an HTTP status other than 200
