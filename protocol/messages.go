@@ -174,6 +174,10 @@ func (p Payment) validate() error {
 		if p.Token == "" || len(p.Token) > 128 {
 			return Errorf(CodePaymentInvalid, "payment.token: want 1-128 characters")
 		}
+		if d := strings.NewReplacer(" ", "", "-", "").Replace(p.Token); len(d) >= 12 && len(d) <= 19 && allDigits(d) {
+			// Never carried, journalled or logged as a token.
+			return Errorf(CodePaymentInvalid, "payment.token: that is a card number, not the payment terminal's token")
+		}
 		if p.Last4 != "" && (len(p.Last4) != 4 || !allDigits(p.Last4)) {
 			return Errorf(CodePaymentInvalid, "payment.last4: want four digits")
 		}

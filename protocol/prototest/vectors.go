@@ -138,6 +138,7 @@ var PurchaseRequests = []MessageVector{
 	{"same label twice", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"},{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-f8cf-01"}],"payment":{"method":"account","account_id":"a"}}`, protocol.CodeInvalidRequest},
 	{"no payment method", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{}}`, protocol.CodePaymentInvalid},
 	{"card token missing", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"card_token"}}`, protocol.CodePaymentInvalid},
+	{"card number as the token", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"card_token","token":"4111 1111-1111 1111"}}`, protocol.CodePaymentInvalid},
 }
 
 // PurchaseResults are decoded by DecodePurchaseResult.
