@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -306,6 +307,57 @@ func FuzzDecodeHTTPError(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if pe := protocol.DecodeHTTPError(b); pe != nil && pe.Code == "" {
 			t.Fatalf("%q: an error without a code", b)
+		}
+	})
+}
+
+func FuzzDecodePrintResult(f *testing.F) {
+	f.Add([]byte(`{"request_id":"r-1","status":"ok"}`))
+	f.Add([]byte(`{"request_id":"r-1","status":"rejected","error":{"code":"kiosk_mismatch","message":"m"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodePrintResult(b)
+		if err != nil {
+			return
+		}
+		re, _ := json.Marshal(r)
+		if _, err := protocol.DecodePrintResult(re); err != nil {
+			t.Fatalf("re-encoded %s does not decode: %v", re, err)
+		}
+	})
+}
+
+func FuzzParseDate(f *testing.F) {
+	for _, s := range []string{"2026-12-06", "2000-02-29", "1999-13-01", "", "2026-1-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := protocol.ParseDate(s)
+		if err != nil {
+			return
+		}
+		if back, err := protocol.ParseDate(d.String()); err != nil || back != d {
+			t.Fatalf("%q: %s reads back as %s, %v", s, d, back, err)
+		}
+	})
+}
+
+// A rate table file, as ops drop into --rates: what validates prices
+// every class at any weight without a panic.
+func FuzzRateTable(f *testing.F) {
+	good, _ := json.Marshal(prototest.Rates)
+	f.Add(good)
+	f.Add([]byte(`{"version":"v","effective":"2026-01-01","classes":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var rt protocol.RateTable
+		if json.Unmarshal(b, &rt) != nil || rt.Validate() != nil {
+			return
+		}
+		for _, c := range rt.Classes {
+			for _, w := range []int64{-1, 0, 1, 28_349, 1 << 40} {
+				if p, err := rt.Price(c.Class, w); err == nil && p < 0 {
+					t.Fatalf("%s at %d mg costs %d", c.Class, w, p)
+				}
+			}
 		}
 	})
 }
