@@ -518,6 +518,7 @@ func (h *Hub) openHSM() error {
 		if err != nil {
 			return err
 		}
+		h.log.Warn("signing keys are in the soft key store, with its master key beside them: for development only; a hub selling postage uses --hsm pkcs11")
 		h.ks = k
 		h.session = hsm.Opener(k.Session)
 	}
