@@ -124,3 +124,29 @@ func TestLiveFleetEndsWithTheSession(t *testing.T) {
 		}
 	}
 }
+
+// A page shows as the site's message only what the site itself set on the
+// redirect to it, once: not text put in a link (?flash=), which anyone
+// could send to make a phishing message look official.
+func TestFlashOnlyFromTheSite(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	msg := "Your password expired: call 555-0100 and read it to the agent"
+	for _, p := range []string{"/console/login", "/portal/login"} {
+		if _, _, page := e.browser().do("GET", p+"?flash="+url.QueryEscape(msg), nil); strings.Contains(page, "555-0100") {
+			t.Errorf("%s shows a link's text as the site's message", p)
+		}
+	}
+	alice := e.customer("alice", "10.00")
+	alice.do("GET", "/portal/", nil) // shows the top-up's message
+	form := url.Values{"zip": {"02134"}}
+	if st, _, _ := alice.post("/portal/", "/portal/zip", form); st != http.StatusSeeOther {
+		t.Fatalf("save ZIP: %d", st)
+	}
+	if _, _, page := alice.do("GET", "/portal/", nil); !strings.Contains(page, `id="flash"`) || !strings.Contains(page, "ZIP code saved.") {
+		t.Fatalf("the page after the redirect does not show the site's message:\n%s", page)
+	}
+	if _, _, page := alice.do("GET", "/portal/", nil); strings.Contains(page, "ZIP code saved.") {
+		t.Fatal("the message shown twice")
+	}
+}

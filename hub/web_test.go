@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"github.com/frank-postage/frank/hub/store"
 	"io"
@@ -60,7 +61,15 @@ func (b *browser) do(method, path string, form url.Values, hdr ...string) (int, 
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("Location"), string(out)
+	loc := resp.Header.Get("Location")
+	// A redirect's message travels in a cookie (session.Flash); it is
+	// given here as a query, for the tests to read with the Location.
+	for _, c := range resp.Cookies() {
+		if msg, err := base64.RawURLEncoding.DecodeString(c.Value); c.Name == "flash" && c.Value != "" && err == nil {
+			loc += "?flash=" + url.QueryEscape(string(msg))
+		}
+	}
+	return resp.StatusCode, loc, string(out)
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)

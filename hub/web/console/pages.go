@@ -102,7 +102,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		pg.Stopped = c.Book.Halted()
 	}
 	if pg.Flash == "" {
-		pg.Flash = r.URL.Query().Get("flash")
+		pg.Flash = session.TakeFlash(w, r)
 	}
 	if err := assets.Page(w, pages, status, name, pg); err != nil {
 		c.Log.Error("render", "page", name, "err", err)
@@ -188,7 +188,8 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	op := current(r).Subject
 	if c.Retire == nil || r.PostFormValue("confirm") != id {
-		http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id)+"?flash="+url.QueryEscape("Not retired: type the kiosk's id to confirm."), http.StatusSeeOther)
+		session.Flash(w, r, "Not retired: type the kiosk's id to confirm.")
+		http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id), http.StatusSeeOther)
 		return
 	}
 	lost := r.PostFormValue("lost") == "on"
@@ -203,7 +204,8 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 		flash = "Not retired: " + err.Error()
 	}
 	c.Log.Warn("kiosk retire from the console", "kiosk", id, "by", op.Login, "lost", lost, "err", err)
-	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	session.Flash(w, r, flash)
+	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
 // command gives a kiosk one of ops' commands (ops only).
@@ -218,7 +220,8 @@ func (c *Console) command(w http.ResponseWriter, r *http.Request) {
 	} else {
 		c.Log.Info("kiosk command from the console", "kiosk", id, "action", action, "by", op.Login, "command_id", cmd.CommandID)
 	}
-	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	session.Flash(w, r, flash)
+	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
 func (c *Console) fundsPage(w http.ResponseWriter, r *http.Request) {
@@ -257,7 +260,8 @@ func (c *Console) ack(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		flash = "Not acknowledged: " + err.Error()
 	}
-	http.Redirect(w, r, "/console/alerts?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	session.Flash(w, r, flash)
+	http.Redirect(w, r, "/console/alerts", http.StatusSeeOther)
 }
 
 func (c *Console) stockPage(w http.ResponseWriter, r *http.Request) {

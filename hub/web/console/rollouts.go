@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/frank-postage/frank/hub/releases"
+	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -115,7 +115,8 @@ func (c *Console) rolloutButton(action string) http.HandlerFunc {
 			}
 			flash = "Not done: " + protocol.AsError(err).Message
 		}
-		http.Redirect(w, r, "/console/rollouts?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+		session.Flash(w, r, flash)
+		http.Redirect(w, r, "/console/rollouts", http.StatusSeeOther)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/settings"
+	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -163,7 +164,8 @@ func (c *Console) setSettings(w http.ResponseWriter, r *http.Request, kind int) 
 		flash = "Not saved: " + err.Error()
 	}
 	c.Log.Info("kiosk settings from the console", "scope", scope, "by", current(r).Subject.Login, "err", err)
-	http.Redirect(w, r, back+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	session.Flash(w, r, flash)
+	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
 func (c *Console) addStaff(w http.ResponseWriter, r *http.Request) {
@@ -173,7 +175,8 @@ func (c *Console) addStaff(w http.ResponseWriter, r *http.Request) {
 	if err := c.Config.AddStaff(r.Context(), storeID, name, r.PostFormValue("pin"), strings.TrimSpace(r.PostFormValue("badge")), current(r).Subject.Login); err != nil {
 		flash = "Not added: " + err.Error()
 	}
-	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	session.Flash(w, r, flash)
+	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID), http.StatusSeeOther)
 }
 
 func (c *Console) revokeStaff(w http.ResponseWriter, r *http.Request) {
@@ -183,7 +186,8 @@ func (c *Console) revokeStaff(w http.ResponseWriter, r *http.Request) {
 		flash = "Not revoked: " + err.Error()
 	}
 	c.Log.Warn("staff revoked from the console", "store", storeID, "name", name, "by", current(r).Subject.Login)
-	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID)+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	session.Flash(w, r, flash)
+	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID), http.StatusSeeOther)
 }
 
 // The operator API's side.

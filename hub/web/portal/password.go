@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/accounts"
+	"github.com/frank-postage/frank/hub/web/session"
 )
 
 // The account basics: a logged-in customer changes the password, and one
@@ -65,7 +66,8 @@ func (p *Portal) changePassword(w http.ResponseWriter, r *http.Request) {
 		p.Log.Error("change password: other sessions not ended", "account", acct.ID, "err", err)
 	}
 	p.Log.Info("password changed", "account", acct.ID)
-	http.Redirect(w, r, "/portal/password?flash="+urlq("Password changed. Any other session of your account is logged out."), http.StatusSeeOther)
+	session.Flash(w, r, "Password changed. Any other session of your account is logged out.")
+	http.Redirect(w, r, "/portal/password", http.StatusSeeOther)
 }
 
 // forgotData is the forgot-password page: once asked, the same text
@@ -202,5 +204,6 @@ func (p *Portal) reset(w http.ResponseWriter, r *http.Request) {
 		p.Log.Error("password reset: sessions not ended", "account", id, "err", err)
 	}
 	p.Log.Info("password reset", "account", id)
-	http.Redirect(w, r, "/portal/login?flash="+urlq("Your new password is set. Log in with it."), http.StatusSeeOther)
+	session.Flash(w, r, "Your new password is set. Log in with it.")
+	http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
 }

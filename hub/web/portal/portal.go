@@ -163,7 +163,7 @@ func (p *Portal) render(w http.ResponseWriter, r *http.Request, status int, name
 		pg.Account, pg.CSRF = l.Subject, l.Session.CSRF
 	}
 	if pg.Flash == "" {
-		pg.Flash = r.URL.Query().Get("flash")
+		pg.Flash = session.TakeFlash(w, r)
 	}
 	if err := assets.Page(w, pages, status, name, pg); err != nil {
 		p.Log.Error("render", "page", name, "err", err)
@@ -248,7 +248,8 @@ func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/portal/fund?flash="+urlq("Welcome! Top up your account to buy stamps."), http.StatusSeeOther)
+	session.Flash(w, r, "Welcome! Top up your account to buy stamps.")
+	http.Redirect(w, r, "/portal/fund", http.StatusSeeOther)
 }
 
 func (p *Portal) logout(w http.ResponseWriter, r *http.Request) {
@@ -351,7 +352,8 @@ func (p *Portal) buy(w http.ResponseWriter, r *http.Request) {
 		p.showHomeWith(w, r, status, msg, rm)
 		return
 	}
-	http.Redirect(w, r, "/portal/purchases/"+res.RequestID+"?flash="+urlq(fmt.Sprintf("Bought %d stamps. Print them on your sheet.", len(res.Indicia))), http.StatusSeeOther)
+	session.Flash(w, r, fmt.Sprintf("Bought %d stamps. Print them on your sheet.", len(res.Indicia)))
+	http.Redirect(w, r, "/portal/purchases/"+res.RequestID, http.StatusSeeOther)
 }
 
 func (p *Portal) order(r *http.Request, acct *accounts.Account) (*protocol.PurchaseResult, error) {
@@ -448,7 +450,8 @@ func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Log.Info("account topped up", "account", acct.ID, "amount", amt.String())
 	if r.PostFormValue("sheet") == "" {
-		http.Redirect(w, r, "/portal/?flash="+urlq("Added "+amt.String()+" to your account."), http.StatusSeeOther)
+		session.Flash(w, r, "Added "+amt.String()+" to your account.")
+		http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 		return
 	}
 	// The order the top-up was for: placed now, with the request id the
@@ -459,13 +462,15 @@ func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 		if o, err = parseOrder(r.PostForm); err == nil {
 			var res *protocol.PurchaseResult
 			if res, err = p.Shop.Buy(r.Context(), acct, o, r.PostFormValue("order_request_id")); err == nil {
-				http.Redirect(w, r, "/portal/purchases/"+res.RequestID+"?flash="+urlq(fmt.Sprintf("Added %s and bought %d stamps. Print them on your sheet.", amt, len(res.Indicia))), http.StatusSeeOther)
+				session.Flash(w, r, fmt.Sprintf("Added %s and bought %d stamps. Print them on your sheet.", amt, len(res.Indicia)))
+				http.Redirect(w, r, "/portal/purchases/"+res.RequestID, http.StatusSeeOther)
 				return
 			}
 		}
 	}
 	_, msg := problem(err)
-	http.Redirect(w, r, "/portal/?flash="+urlq("Added "+amt.String()+" to your account, but the order did not go through: "+msg), http.StatusSeeOther)
+	session.Flash(w, r, "Added "+amt.String()+" to your account, but the order did not go through: "+msg)
+	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 }
 
 // payCodeData is the pay-at-a-kiosk page: a fresh code, once made.
@@ -524,10 +529,12 @@ func (p *Portal) zip(w http.ResponseWriter, r *http.Request) {
 	acct := current(r).Subject
 	if err := p.Customers.SetZIP(r.Context(), acct.ID, protocol.ZIP(strings.TrimSpace(r.PostFormValue("zip")))); err != nil {
 		_, msg := problem(err)
-		http.Redirect(w, r, "/portal/?flash="+urlq(msg), http.StatusSeeOther)
+		session.Flash(w, r, msg)
+		http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 		return
 	}
-	http.Redirect(w, r, "/portal/?flash="+urlq("ZIP code saved."), http.StatusSeeOther)
+	session.Flash(w, r, "ZIP code saved.")
+	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 }
 
 func (p *Portal) purchases(w http.ResponseWriter, r *http.Request) {
@@ -638,7 +645,8 @@ func (p *Portal) refund(w http.ResponseWriter, r *http.Request) {
 	back := "/portal/purchases/" + id
 	lbl, err := protocol.ParseLabelSerial(r.PostFormValue("label"))
 	if err != nil {
-		http.Redirect(w, r, back+"?flash="+urlq("Pick a stamp to refund."), http.StatusSeeOther)
+		session.Flash(w, r, "Pick a stamp to refund.")
+		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
 	amt, err := p.Shop.RefundUnused(r.Context(), acct, id, lbl, p.RefundWindow)
@@ -647,10 +655,10 @@ func (p *Portal) refund(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusInternalServerError {
 			p.Log.Error("portal refund", "account", acct.ID, "label", lbl, "err", err)
 		}
-		http.Redirect(w, r, back+"?flash="+urlq("No refund: "+msg), http.StatusSeeOther)
+		session.Flash(w, r, "No refund: "+msg)
+		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
-	http.Redirect(w, r, back+"?flash="+urlq(fmt.Sprintf("Refunded %s for stamp %s. Do not use it: it is void.", amt, lbl)), http.StatusSeeOther)
+	session.Flash(w, r, fmt.Sprintf("Refunded %s for stamp %s. Do not use it: it is void.", amt, lbl))
+	http.Redirect(w, r, back, http.StatusSeeOther)
 }
-
-func urlq(s string) string { return url.QueryEscape(s) }

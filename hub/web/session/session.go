@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -202,4 +203,30 @@ func Next(r *http.Request, prefix string) string {
 		return prefix
 	}
 	return next
+}
+
+// flashCookie carries a message from a form's redirect to the page it
+// lands on.
+const flashCookie = "flash"
+
+// Flash sets msg to show on the next page this browser loads. It goes in
+// a cookie, not the URL: a message in a link could be anyone's, and pages
+// show it as the site's own.
+func Flash(w http.ResponseWriter, r *http.Request, msg string) {
+	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: base64.RawURLEncoding.EncodeToString([]byte(msg)), Path: "/",
+		MaxAge: 60, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+}
+
+// TakeFlash returns the message Flash set, once: it clears the cookie.
+func TakeFlash(w http.ResponseWriter, r *http.Request) string {
+	c, err := r.Cookie(flashCookie)
+	if err != nil {
+		return ""
+	}
+	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	msg, err := base64.RawURLEncoding.DecodeString(c.Value)
+	if err != nil || len(msg) > 500 {
+		return ""
+	}
+	return string(msg)
 }
