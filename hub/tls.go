@@ -82,6 +82,11 @@ func writeFileSync(path string, b []byte, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
+	// A .tmp left by a crash keeps the mode it was made with: set it.
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err

@@ -268,6 +268,11 @@ func writeFileSync(name string, b []byte) error {
 	if err != nil {
 		return err
 	}
+	// A .tmp left by a crash keeps the mode it was made with: set it.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err

@@ -75,3 +75,24 @@ func TestRejectsBadLabel(t *testing.T) {
 		t.Fatal("path-like label accepted")
 	}
 }
+
+// A key written over a .tmp a crash left readable by everyone is still
+// readable by its owner only.
+func TestKeyFileModeDespiteLeftoverTmp(t *testing.T) {
+	dir := t.TempDir()
+	k, err := soft.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if err := os.WriteFile(filepath.Join(dir, "sign-2.key.json.tmp"), []byte("left by a crash"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.GenerateSigningKey("sign-2"); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "sign-2.key.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v, %v", fi.Mode(), err)
+	}
+}
