@@ -338,24 +338,31 @@ Figures before each change are from the same bench on this machine; the machine 
   against 0.36-0.42 ms a sale; open loop at 1,200/s p50 11.4-20.6 against 9.8-16.6 ms, p99 37.7-82.0 against
   34.6-55.3 ms: the same build's runs differ by twice as much as the builds do.
 
+- **Audit fixes, no gain sought** (2026-12-06 evening: refunds recorded before money moves, a kiosk's share of
+  purchase slots, low-s signatures, the card-number look of a token, a hub without its active key signing
+  nothing). Against the build before them, 4 rounds taken in turn: closed loop 2,563-3,169 against 2,985-3,401
+  sales/s at 0.34-0.42 against 0.31-0.36 ms a sale; open loop at 1,200/s p50 11.7-15.2 against 10.7-16.0 ms, p99
+  40.4-68.8 against 54.4-65.2 ms. The first two rounds put the new build a sixth lower, the last two a twentieth
+  higher: within the noise.
+
 - **The previous session's changes together** (the four before the precheck joined the attempt), against the build before them, in runs taken in turn
   (3 each; open loop at 1,200/s for both): closed loop 2,241-2,636 against 1,982-2,194 sales/s and 0.40-0.47
   against 0.48-0.56 ms of hub CPU a sale; open loop p50 23.3-36.3 against 23.5-39.8 ms, p99 71.9-135.0 against
   76.1-100.8 ms, 0.80-0.82 against 0.81-0.90 ms a sale: the closed loop gained about a sixth, the open loop's
   latency did not move.
 
-Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.43 ms in this run (0.34-0.43 in this
-session's runs, 0.33-0.43 in the session before) at saturation against a 0.15 ms target; with every sale's print report it was 0.45
-ms here (in runs taken in turn the reports add 0.04-0.09 ms). SoftHSM2 sales reach 24% of its raw signature rate
+Not done yet (issue 15 stays open): hub CPU per sale on SQLite is 0.39 ms in this run (0.31-0.42 in this
+session's runs, 0.34-0.43 in the session before) at saturation against a 0.15 ms target; with every sale's print report it was 0.56
+ms here (in runs taken in turn the reports add 0.04-0.09 ms; this run's report row sold a third less). SoftHSM2 sales reach 24% of its raw signature rate
 here (18-27% across runs) against half: the hub, mosquitto, the gateway and the load generator use the 2 cores
-before the signer is the limit. One hub on PostgreSQL sold 2,275-2,426 sales/s in this run's three runs (median
-2,362); the runs of the benches before gave 2,225-2,722, 2,162-2,279, 1,839-2,223, 2,029-2,200 and 1,432-2,097:
-clear of the target in the last three benches, not in every earlier run. Two hubs on PostgreSQL sell 0.86x of one hub here (0.86-0.98x
-in the medians of the seven benches before; issue 14 asks for at least 1x): each hub's commits carry half the
-sales, and the hubs and PostgreSQL spend more CPU per sale on the same 2 cores (0.35 and 0.32 ms against 0.28 and
-0.25 ms here), with every core busy (vmstat: 95-99% in the two-hub runs). The open-loop row misses its latency
-targets: p50 is 16.4 ms and p99 66.3 ms here at 1,282/s, half of this run's higher closed loop (19.7 and 79.0 ms
-at 1,563/s in the bench before; 9.8-20.6 and 34.6-82.0 ms in this session's runs at 1,200/s); the table under it says where a sale's
+before the signer is the limit. One hub on PostgreSQL sold 2,017-2,428 sales/s in this run's three runs (median
+2,102); the runs of the benches before gave 2,275-2,426, 2,225-2,722, 2,162-2,279, 1,839-2,223, 2,029-2,200 and
+1,432-2,097: clear of the target in the last four benches, not in every earlier run. Two hubs on PostgreSQL sell 0.83x of one hub here (0.86-0.98x
+in the medians of the eight benches before; issue 14 asks for at least 1x): each hub's commits carry half the
+sales, and the hubs and PostgreSQL spend more CPU per sale on the same 2 cores (0.35 and 0.48 ms against 0.33 and
+0.26 ms here), with every core busy (vmstat: 95-99% in the two-hub runs). The open-loop row misses its latency
+targets: p50 is 28.5 ms and p99 87.6 ms here at 1,418/s, half of this run's higher closed loop (16.4 and 66.3 ms
+at 1,282/s in the bench before; 10.7-16.0 and 40.4-68.8 ms in this session's runs at 1,200/s); the table under it says where a sale's
 time goes. In that row the hub process runs at about 1.04 cores, as it
 does at saturation (top, 2 s samples: the hub 102-107%, the load generator 33-43%, mosquitto 18%, the machine
 about 88% busy): its writers (the ledger's committer, the durable group of payment records, the soft group of
