@@ -498,6 +498,20 @@ func (h *Hub) Accounts() *accounts.Accounts { return h.accounts }
 // Operators returns the console's users.
 func (h *Hub) Operators() *operators.Operators { return h.operators }
 
+// SetOperator adds an operator, or resets one (hub operator add): a reset
+// is for a password forgotten or stolen, so it also revokes the
+// operator's API tokens and ends its console sessions on every hub.
+func (h *Hub) SetOperator(ctx context.Context, login, password, role string, stores []string) (*operators.Operator, error) {
+	op, err := h.operators.Add(ctx, login, password, role, stores)
+	if err != nil {
+		return nil, err
+	}
+	if err := websession.New(h.db, "console", 0, false, nil).EndAll(ctx, op.ID); err != nil {
+		return op, fmt.Errorf("hub: set operator %s: %w", login, err)
+	}
+	return op, nil
+}
+
 // Metrics returns the metrics, after Start.
 func (h *Hub) Metrics() *metrics.Metrics { return h.metrics }
 

@@ -66,7 +66,7 @@ func TestOperatorResetEndsSessionsAndTokens(t *testing.T) {
 	if st, _, _ := thief.do("GET", "/console/", nil); st != http.StatusOK || me() != http.StatusOK {
 		t.Fatalf("before the reset: console %d, token %d", st, me())
 	}
-	if _, err := e.h.Operators().Add(context.Background(), "sam", "a brand new password", "staff", []string{"store-b"}); err != nil {
+	if _, err := e.h.SetOperator(context.Background(), "sam", "a brand new password", "staff", []string{"store-b"}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _, _ := thief.do("GET", "/console/", nil); st != http.StatusSeeOther {

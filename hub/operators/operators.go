@@ -63,8 +63,8 @@ func New(db *store.DB, now func() time.Time) *Operators {
 }
 
 // Add creates an operator, or resets the password, role and stores of an
-// existing one (how a forgotten or stolen password is recovered), ending
-// its console sessions and revoking its API tokens.
+// existing one (how a forgotten or stolen password is recovered),
+// revoking its API tokens; Hub.SetOperator also ends its console sessions.
 func (s *Operators) Add(ctx context.Context, login, password, role string, stores []string) (*Operator, error) {
 	if len(login) < 3 || len(login) > 64 {
 		return nil, errors.New("operators: add: login wants 3-64 characters")
@@ -94,10 +94,8 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 			return err
 		}
 		// A reset is for a password forgotten or stolen: whoever holds the
-		// old one loses the console sessions and API tokens it opened.
-		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM sessions WHERE realm = 'console' AND subject = ?`), op.ID); err != nil {
-			return err
-		}
+		// old one loses the API tokens it made (and, by the hub, the
+		// console sessions).
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE api_tokens SET revoked_at = ? WHERE operator_id = ? AND revoked_at IS NULL`), s.now().UnixMicro(), op.ID); err != nil {
 			return err
 		}

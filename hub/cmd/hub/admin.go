@@ -180,7 +180,7 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		if a.stores != "" {
 			st = strings.Split(a.stores, ",")
 		}
-		op, err := h.Operators().Add(ctx, pos[0], secret("FRANK_OPERATOR_PASSWORD"), a.role, st)
+		op, err := h.SetOperator(ctx, pos[0], secret("FRANK_OPERATOR_PASSWORD"), a.role, st)
 		if err != nil {
 			return fail(err)
 		}
