@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -342,7 +343,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := hostOf(c.RemoteAddr())
+		ip := sourceOf(c.RemoteAddr())
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -403,11 +404,23 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-func hostOf(a net.Addr) string {
+// sourceOf is what the per-address limit counts for a connection from a:
+// the address for IPv4, its /64 for IPv6, since one IPv6 subscriber holds
+// a whole /64 and could otherwise open MaxConnsPerIP from each address.
+func sourceOf(a net.Addr) string {
+	var ip netip.Addr
 	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
+		ip = t.AddrPort().Addr()
+	} else if p, err := netip.ParseAddrPort(a.String()); err == nil {
+		ip = p.Addr()
+	} else {
+		return remoteHost(a.String())
 	}
-	return remoteHost(a.String())
+	if ip = ip.Unmap().WithZone(""); ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // remoteHost is the address part of host:port.

@@ -90,3 +90,33 @@ func TestLoginsBehindProxy(t *testing.T) {
 		t.Fatal("still refused after the window")
 	}
 }
+
+// An IPv6 client holds a whole /64: guesses from its addresses count as
+// one address's, and another /64 is another address.
+func TestLoginsCountAnIPv6SlashSixtyFour(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := NewLogins("portal", nil)
+	l.SetNow(func() time.Time { return now })
+	for i := range AddressFailures {
+		l.Fail(reqFrom(fmt.Sprintf("[2001:db8:1:2::%x]:5555", i+1)), fmt.Sprintf("user%d", i))
+	}
+	if ok, _ := l.Allow(reqFrom("[2001:db8:1:2:ffff::9]:5555"), "someone"); ok {
+		t.Fatal("a fresh address in the same /64 bought fresh guesses")
+	}
+	if ok, _ := l.Allow(reqFrom("[2001:db8:1:3::1]:5555"), "someone"); !ok {
+		t.Fatal("the next /64 is refused too")
+	}
+	if ok, _ := l.Allow(reqFrom("198.51.100.7:5555"), "someone"); !ok {
+		t.Fatal("an IPv4 client is refused")
+	}
+	for ip, want := range map[string]string{
+		"2001:db8:1:2:aaaa::1": "2001:db8:1:2::/64",
+		"::ffff:198.51.100.7":  "::ffff:198.51.100.7",
+		"198.51.100.7":         "198.51.100.7",
+		"not an address":       "not an address",
+	} {
+		if got := Source(ip); got != want {
+			t.Errorf("Source(%q) = %q, want %q", ip, got, want)
+		}
+	}
+}
