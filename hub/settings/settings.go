@@ -174,26 +174,36 @@ func (s *Settings) AddStaff(ctx context.Context, storeID, name, pin, badge, by s
 	if badge != "" {
 		badgeSum = sql.NullString{String: BadgeSum(badge), Valid: true}
 	}
-	var n int
-	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM store_staff WHERE store = ? AND revoked_at IS NULL AND name <> ?`), storeID, name).Scan(&n); err != nil {
+	// The count and the insert run under the store row's lock, so that
+	// two adds at once (two consoles, two hubs) cannot both see room for
+	// one more.
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		var id string
+		if err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT id FROM stores WHERE id = ?`+s.db.ForUpdate()), storeID).Scan(&id); errors.Is(err, sql.ErrNoRows) {
+			return protocol.Errorf(protocol.CodeInvalidRequest, "no store %s", storeID)
+		} else if err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM store_staff WHERE store = ? AND revoked_at IS NULL AND name <> ?`), storeID, name).Scan(&n); err != nil {
+			return err
+		}
+		if n >= protocol.MaxStaff {
+			return protocol.Errorf(protocol.CodeInvalidRequest, "store %s has %d staff, the most a kiosk's config carries", storeID, n)
+		}
+		now := s.now().UnixMicro()
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO store_staff (store, name, pin_hash, badge_sha256, added_by, added_at, changed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (store, name) DO UPDATE SET pin_hash = excluded.pin_hash, badge_sha256 = excluded.badge_sha256,
+				added_by = excluded.added_by, added_at = excluded.added_at, revoked_by = NULL, revoked_at = NULL, changed_at = excluded.changed_at`),
+			id, name, pinHash, badgeSum, by, now, now)
+		return err
+	})
+	var pe *protocol.Error
+	if err != nil && !errors.As(err, &pe) {
 		return fmt.Errorf("settings: add staff: %w", err)
 	}
-	if n >= protocol.MaxStaff {
-		return protocol.Errorf(protocol.CodeInvalidRequest, "store %s has %d staff, the most a kiosk's config carries", storeID, n)
-	}
-	now := s.now().UnixMicro()
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO store_staff (store, name, pin_hash, badge_sha256, added_by, added_at, changed_at)
-		SELECT id, ?, ?, ?, ?, ?, ? FROM stores WHERE id = ?
-		ON CONFLICT (store, name) DO UPDATE SET pin_hash = excluded.pin_hash, badge_sha256 = excluded.badge_sha256,
-			added_by = excluded.added_by, added_at = excluded.added_at, revoked_by = NULL, revoked_at = NULL, changed_at = excluded.changed_at`),
-		name, pinHash, badgeSum, by, now, now, storeID)
-	if err != nil {
-		return fmt.Errorf("settings: add staff: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return protocol.Errorf(protocol.CodeInvalidRequest, "no store %s", storeID)
-	}
-	return nil
+	return err
 }
 
 // BadgeSum is how a badge code travels and is kept: its SHA-256, hex.
