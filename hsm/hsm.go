@@ -39,6 +39,9 @@ var (
 	ErrNoKey     = errors.New("hsm: no such key")
 	ErrKeyExists = errors.New("hsm: key already exists")
 	ErrLabel     = errors.New("hsm: bad key label")
+	// ErrKeyExportable refuses a key that can be, or once could be, read
+	// out of the module: a copy may exist, so it must not sign postage.
+	ErrKeyExportable = errors.New("hsm: key can leave the module")
 )
 
 // ValidLabel keeps labels safe as file names and token attributes.

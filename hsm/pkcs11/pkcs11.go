@@ -2,9 +2,10 @@
 
 // Package pkcs11 keeps Frank's keys in a PKCS#11 token (any HSM; SoftHSM2 in
 // development and tests) through miekg/pkcs11. Keys are generated inside the
-// token as sensitive, non-extractable objects, found again by label, and
-// used through one session per goroutine: sharing a session between
-// goroutines crashes SoftHSM.
+// token as sensitive, non-extractable objects, found again by label (and
+// refused if they could ever have been read out), and used through one
+// session per goroutine: sharing a session between goroutines crashes
+// SoftHSM.
 package pkcs11
 
 import (
@@ -301,6 +302,9 @@ func (s *Session) Signer(label string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.t.checkSecret(s.h, h, label); err != nil {
+		return nil, err
+	}
 	pub, err := s.t.Public(label)
 	if err != nil {
 		return nil, err
@@ -316,6 +320,9 @@ func (s *Session) MAC(label string, data []byte) ([]byte, error) {
 	if !ok {
 		var err error
 		if h, err = findOne(s.t.ctx, s.h, label, p11.CKO_SECRET_KEY, p11.CKK_GENERIC_SECRET); err != nil {
+			return nil, err
+		}
+		if err := s.t.checkSecret(s.h, h, label); err != nil {
 			return nil, err
 		}
 		s.macs[label] = h
@@ -358,6 +365,51 @@ func (sg *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]by
 	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(rs[:32]), new(big.Int).SetBytes(rs[32:])})
 }
 
+// keptSecret is what a private or secret key must say of itself before the
+// hub uses it. The hub makes its keys sensitive and never extractable, but
+// an object of the same label may have been imported in plain or made
+// extractable by someone else; and one that ever was extractable or not
+// sensitive may have been copied already, so the ALWAYS/NEVER attributes
+// count as much as the current ones.
+var keptSecret = []struct {
+	attr uint
+	name string
+	want bool
+}{
+	{p11.CKA_SENSITIVE, "CKA_SENSITIVE", true},
+	{p11.CKA_EXTRACTABLE, "CKA_EXTRACTABLE", false},
+	{p11.CKA_ALWAYS_SENSITIVE, "CKA_ALWAYS_SENSITIVE", true},
+	{p11.CKA_NEVER_EXTRACTABLE, "CKA_NEVER_EXTRACTABLE", true},
+}
+
+// checkSecret refuses key h unless it is sensitive and never was
+// extractable. Callers check once per lookup and keep the handle, so
+// signing costs no more. A token that cannot report an attribute is
+// refused too: an unknown is not a yes.
+func (t *Token) checkSecret(sh p11.SessionHandle, h p11.ObjectHandle, label string) error {
+	tmpl := make([]*p11.Attribute, len(keptSecret))
+	for i, a := range keptSecret {
+		tmpl[i] = p11.NewAttribute(a.attr, nil)
+	}
+	attrs, err := t.ctx.GetAttributeValue(sh, h, tmpl)
+	if err != nil {
+		return fmt.Errorf("pkcs11: check %s: %w", label, err)
+	}
+	var bad []string
+	for i, a := range keptSecret {
+		switch v := attrs[i].Value; {
+		case len(v) != 1:
+			bad = append(bad, a.name+" unreadable")
+		case (v[0] != 0) != a.want:
+			bad = append(bad, fmt.Sprintf("%s is %v", a.name, !a.want))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("pkcs11: %s: %s: %w", label, strings.Join(bad, ", "), hsm.ErrKeyExportable)
+	}
+	return nil
+}
+
 func findOne(ctx *p11.Ctx, sh p11.SessionHandle, label string, class, keyType uint) (p11.ObjectHandle, error) {
 	hs, err := find(ctx, sh, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_LABEL, label),
@@ -369,6 +421,11 @@ func findOne(ctx *p11.Ctx, sh p11.SessionHandle, label string, class, keyType ui
 	}
 	if len(hs) == 0 {
 		return 0, fmt.Errorf("pkcs11: %s: %w", label, hsm.ErrNoKey)
+	}
+	// The hub never makes two keys of one label: another is someone
+	// else's, and which one the token returns first is not defined.
+	if len(hs) > 1 {
+		return 0, fmt.Errorf("pkcs11: %s: %d keys of this kind share the label: %w", label, len(hs), hsm.ErrKeyExists)
 	}
 	return hs[0], nil
 }

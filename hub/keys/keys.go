@@ -101,18 +101,47 @@ func (k *Keys) All(ctx context.Context) ([]Key, error) {
 	return out, rows.Err()
 }
 
+// lockName is the cluster lock under which a hub makes a signing key.
+const lockName = "signing-key"
+
 // Init creates the first signing key if there is none, and returns the
-// active key either way.
+// active key either way. Hubs sharing a database may start together: the
+// check and the creation happen under the cluster lock, so one makes the
+// key and the others find it.
 func (k *Keys) Init(ctx context.Context) (Key, error) {
 	if key, err := k.Active(ctx); !errors.Is(err, ErrNoKey) {
 		return key, err
 	}
-	return k.Rotate(ctx)
+	unlock, err := k.db.Lock(ctx, lockName)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: init: %w", err)
+	}
+	defer unlock()
+	// Another hub may have made it while this one waited.
+	if key, err := k.Active(ctx); !errors.Is(err, ErrNoKey) {
+		return key, err
+	}
+	return k.rotate(ctx)
 }
 
 // Rotate creates a new signing key, registers it, and retires the old one.
-// Retired keys stay published.
+// Retired keys stay published. It holds the cluster lock: two rotations
+// at once could each retire the old key and both leave theirs active.
 func (k *Keys) Rotate(ctx context.Context) (Key, error) {
+	unlock, err := k.db.Lock(ctx, lockName)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	defer unlock()
+	return k.rotate(ctx)
+}
+
+// rotate is Rotate under the lock. Each key gets a fresh label, so a key
+// the HSM made for a hub that died before recording it is never asked for
+// again: the next attempt is not stuck on its label (GenerateSigningKey
+// refuses labels in use), and the orphan, recorded nowhere, never signs.
+// An operator may delete it from the token.
+func (k *Keys) rotate(ctx context.Context) (Key, error) {
 	now := k.now().UTC()
 	// The HSM's label is unique by the real time, which a test's clock is not.
 	label := "indicium-" + time.Now().UTC().Format("20060102T150405.000000")

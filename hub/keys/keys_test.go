@@ -1,0 +1,162 @@
+package keys_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub/keys"
+	"github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/testbench/pgtest"
+)
+
+// TestMain stops the PostgreSQL server the tests share.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// authority hands out serials like the postal authority. Each registration
+// waits (up to window) for a second one to arrive, so two hubs that both
+// decided to make a key are sure to overlap; one alone goes on after the
+// window.
+type authority struct {
+	window time.Duration
+	mu     sync.Mutex
+	serial uint32
+	calls  int
+	second chan struct{}
+}
+
+func newAuthority(window time.Duration) *authority {
+	return &authority{window: window, second: make(chan struct{})}
+}
+
+func (a *authority) RegisterKey(ctx context.Context, pub *ecdsa.PublicKey) (postal.Certificate, error) {
+	p, err := postal.PublicKeyPEM(pub)
+	if err != nil {
+		return postal.Certificate{}, err
+	}
+	a.mu.Lock()
+	a.calls++
+	if a.calls == 2 {
+		close(a.second)
+	}
+	a.mu.Unlock()
+	select {
+	case <-a.second:
+	case <-time.After(a.window):
+	case <-ctx.Done():
+		return postal.Certificate{}, ctx.Err()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.serial++
+	return postal.Certificate{Serial: a.serial, PublicKeyPEM: p}, nil
+}
+
+// hubs returns n key managers, each on its own connections to one
+// database (as n hubs would be) and one key store.
+func hubs(t *testing.T, dsn string, pa *authority, n int) []*keys.Keys {
+	t.Helper()
+	ks, err := soft.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	var out []*keys.Keys
+	for range n {
+		db, err := store.Open(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		out = append(out, keys.New(db, ks, pa, log, time.Now))
+	}
+	return out
+}
+
+// each runs f(i, k) for every k at once and waits for them.
+func each(ks []*keys.Keys, f func(i int, k *keys.Keys)) {
+	var wg sync.WaitGroup
+	for i, k := range ks {
+		wg.Go(func() { f(i, k) })
+	}
+	wg.Wait()
+}
+
+// Two hubs starting together on an empty database make one signing key
+// between them, and both start on it.
+func TestInitConcurrent(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		pa := newAuthority(500 * time.Millisecond)
+		ks := hubs(t, dsn, pa, 2)
+		got := make([]keys.Key, len(ks))
+		errs := make([]error, len(ks))
+		each(ks, func(i int, k *keys.Keys) { got[i], errs[i] = k.Init(ctx) })
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("hub %d: init: %v", i, err)
+			}
+		}
+		all, err := ks[0].All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != 1 || pa.calls != 1 {
+			t.Fatalf("%d keys recorded, %d registered; want one of each", len(all), pa.calls)
+		}
+		if got[0].CertSerial != all[0].CertSerial || got[1].CertSerial != all[0].CertSerial || got[0].Label != got[1].Label {
+			t.Fatalf("the hubs started on keys %d (%s) and %d (%s), want both on %d",
+				got[0].CertSerial, got[0].Label, got[1].CertSerial, got[1].Label, all[0].CertSerial)
+		}
+		// Started again, each finds the key and makes none.
+		each(ks, func(i int, k *keys.Keys) { got[i], errs[i] = k.Init(ctx) })
+		if errs[0] != nil || errs[1] != nil || got[0].CertSerial != all[0].CertSerial || got[1].CertSerial != all[0].CertSerial || pa.calls != 1 {
+			t.Fatalf("second start: %+v %v, %+v %v, %d registrations", got[0], errs[0], got[1], errs[1], pa.calls)
+		}
+	})
+}
+
+// Two rotations at once leave one key active. (SQLite serializes the
+// writes anyway; PostgreSQL, without the lock, keeps both new keys active.)
+func TestRotateConcurrent(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		pa := newAuthority(500 * time.Millisecond)
+		ks := hubs(t, dsn, pa, 2)
+		if _, err := ks[0].Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		pa.mu.Lock()
+		pa.calls, pa.second = 0, make(chan struct{})
+		pa.mu.Unlock()
+		errs := make([]error, len(ks))
+		each(ks, func(i int, k *keys.Keys) { _, errs[i] = k.Rotate(ctx) })
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("hub %d: rotate: %v", i, err)
+			}
+		}
+		all, err := ks[0].All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var active []uint32
+		for _, k := range all {
+			if k.Retired == nil {
+				active = append(active, k.CertSerial)
+			}
+		}
+		if len(all) != 3 || len(active) != 1 {
+			t.Fatalf("%d keys, active %v; want 3 keys, one active", len(all), active)
+		}
+		if a, err := ks[1].Active(ctx); err != nil || a.CertSerial != active[0] {
+			t.Fatalf("Active = %d, %v; want %d", a.CertSerial, err, active[0])
+		}
+	})
+}
