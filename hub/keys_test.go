@@ -168,7 +168,7 @@ func TestCompromiseReportedWhenDeclared(t *testing.T) {
 	}
 	from, to := declared.Add(-time.Hour), declared.Add(time.Hour)
 	ev := events(from, to)
-	if len(ev) != 1 || ev[0].Subject != "key/1" || !strings.Contains(ev[0].Detail, since.UTC().Format(time.DateOnly)) {
+	if len(ev) != 1 || ev[0].Subject != "key/1" || !strings.Contains(ev[0].Detail, "dated "+protocol.CompromiseDate(since).String()+" or later") {
 		t.Fatalf("the declaration's period: %+v", ev)
 	}
 	rep, err := e.h.Ledger().BuildReport(ctx, from, to)

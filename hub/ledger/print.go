@@ -477,6 +477,102 @@ func (l *Ledger) VoidList(ctx context.Context) ([]Void, error) {
 	return out, rows.Err()
 }
 
+// VoidPageMax is the most entries one VoidPage call returns.
+const VoidPageMax = 10_000
+
+// VoidPage is one page of the void list, for lists too long to send
+// whole. The pages follow one fixed order: voided indicia by row id, then
+// spoiled ones by row id (indexes indicia_voided and spoiled's key), so a
+// page costs an index range however long the list. after is "" for the
+// first page, else the next cursor of the page before; next is "" on the
+// last page. Nothing leaves the list, so a walk holds every entry voided
+// before its first page; one voided during the walk may be missed, as a
+// list fetched whole a moment before would miss it. A cursor that is not
+// one, or a limit outside 1 to VoidPageMax, is an invalid request.
+func (l *Ledger) VoidPage(ctx context.Context, after string, limit int) (page []Void, next string, err error) {
+	if limit < 1 || limit > VoidPageMax {
+		return nil, "", protocol.Errorf(protocol.CodeInvalidRequest, "void list: limit %d: want 1 to %d", limit, VoidPageMax)
+	}
+	c, err := parseVoidCursor(after)
+	if err != nil {
+		return nil, "", err
+	}
+	// One entry more than asked says whether another page follows.
+	type keyed struct {
+		Void
+		cursor voidCursor
+	}
+	var got []keyed
+	walk := func(spoiled bool, from int64) error {
+		q := `SELECT id, mpsd, label, ar, COALESCE(void_reason, 'voided') FROM indicia WHERE live IS NULL AND id > ? ORDER BY id LIMIT ?`
+		if spoiled {
+			q = `SELECT id, mpsd, label, ar, 'spoiled: ' || reason FROM spoiled WHERE id > ? ORDER BY id LIMIT ?`
+		}
+		rows, err := l.db.QueryContext(ctx, l.db.Rebind(q), from, limit+1-len(got))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			k := keyed{cursor: voidCursor{spoiled: spoiled}}
+			var mpsd uint32
+			if err := rows.Scan(&k.cursor.id, &mpsd, &k.Label, &k.AR, &k.Reason); err != nil {
+				return err
+			}
+			k.Meter = protocol.MeterNumber(l.cfg.Vendor, l.cfg.Model, mpsd)
+			got = append(got, k)
+		}
+		return rows.Err()
+	}
+	if !c.spoiled {
+		err = walk(false, c.id)
+		c = voidCursor{spoiled: true}
+	}
+	if err == nil && len(got) <= limit {
+		err = walk(true, c.id)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("ledger: void list page: %w", err)
+	}
+	if len(got) > limit {
+		got = got[:limit]
+		next = got[limit-1].cursor.String()
+	}
+	page = make([]Void, len(got))
+	for i, k := range got {
+		page[i] = k.Void
+	}
+	return page, next, nil
+}
+
+// voidCursor is a place in VoidPage's order: a row of indicia, or of
+// spoiled, which come after all of indicia's.
+type voidCursor struct {
+	spoiled bool
+	id      int64
+}
+
+// String is the cursor as clients carry it: "i" or "s", then the row id.
+func (c voidCursor) String() string {
+	if c.spoiled {
+		return "s" + strconv.FormatInt(c.id, 10)
+	}
+	return "i" + strconv.FormatInt(c.id, 10)
+}
+
+// parseVoidCursor reads what voidCursor.String wrote; "" is the start.
+func parseVoidCursor(s string) (voidCursor, error) {
+	if s == "" {
+		return voidCursor{}, nil
+	}
+	n, err := strconv.ParseInt(s[1:], 10, 64)
+	c := voidCursor{spoiled: s[0] == 's', id: n}
+	if err != nil || n < 0 || (s[0] != 'i' && s[0] != 's') || c.String() != s {
+		return voidCursor{}, protocol.Errorf(protocol.CodeInvalidRequest, "void list: after %q: not a cursor this hub gave", s)
+	}
+	return c, nil
+}
+
 // IndiciumStatus says whether the indicium a meter made for label is
 // valid (issued or printed), voided, or unknown to this vendor. ar, when
 // not 0, names the stamp (its ascending register): a label may carry a

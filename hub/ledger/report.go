@@ -14,6 +14,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // BuildReport assembles the postal report for [from, to): transactions,
@@ -174,9 +175,10 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyRetired, Subject: subject, Detail: "indicium signing key retired", At: time.UnixMicro(retired).UTC()})
 			}
 			if noted >= f && noted < t && noted != 0 {
-				since := time.UnixMicro(compromised).UTC().Format(time.DateOnly)
+				at := time.UnixMicro(compromised).UTC()
 				r.Events = append(r.Events, postal.Event{Kind: postal.EventKeyCompromised, Subject: subject,
-					Detail: "indicium signing key compromised: stamps it signed dated " + since + " or later are void", At: time.UnixMicro(noted).UTC()})
+					Detail: "indicium signing key compromised at " + at.Format(time.RFC3339) + ": stamps it signed dated " +
+						protocol.CompromiseDate(at).String() + " or later are void", At: time.UnixMicro(noted).UTC()})
 			}
 		}
 		rows.Close()

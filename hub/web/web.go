@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -207,6 +208,7 @@ func securityHeaders(next http.Handler) http.Handler {
 // voidBook says which indicia must not be accepted as postage; the ledger.
 type voidBook interface {
 	VoidList(ctx context.Context) ([]ledger.Void, error)
+	VoidPage(ctx context.Context, after string, limit int) ([]ledger.Void, string, error)
 	IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial, ar int64) (status, reason string, err error)
 }
 
@@ -239,7 +241,7 @@ type certificate struct {
 	CertificatePEM string `json:"certificate_pem"`
 	Active         bool   `json:"active"`
 	// Compromised is when the key was compromised: verifiers refuse
-	// stamps it signed dated that day or later.
+	// stamps it signed dated protocol.CompromiseDate of it or later.
 	Compromised *time.Time `json:"compromised,omitempty"`
 	// Retired is when another key took over: hubs follow within seconds,
 	// so verifiers refuse its stamps dated more than a day after.
@@ -247,15 +249,47 @@ type certificate struct {
 }
 
 // voided publishes the void list: every indicium voided or spoiled, which
-// verifiers refuse as postage.
+// verifiers refuse as postage. Asked with no query it is the whole list in
+// one array, as it always was: a client that knows no paging must never
+// take part of the list for all of it, and accept a voided stamp. With
+// limit (1 to ledger.VoidPageMax) and after (a cursor) it is one page, and
+// a Link header with rel="next" names the next page, until the last.
 func (s *Server) voided(w http.ResponseWriter, r *http.Request) {
-	list, err := s.Voids.VoidList(r.Context())
+	q := r.URL.Query()
+	if !q.Has("limit") && !q.Has("after") {
+		list, err := s.Voids.VoidList(r.Context())
+		if err != nil {
+			s.Log.Error("void list", "err", err)
+			writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
+			return
+		}
+		writeJSON(w, http.StatusOK, list)
+		return
+	}
+	limit := ledger.VoidPageMax
+	if q.Has("limit") {
+		n, err := strconv.Atoi(q.Get("limit"))
+		if err != nil || n < 1 || n > ledger.VoidPageMax {
+			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "limit: want 1 to %d", ledger.VoidPageMax))
+			return
+		}
+		limit = n
+	}
+	page, next, err := s.Voids.VoidPage(r.Context(), q.Get("after"), limit)
 	if err != nil {
-		s.Log.Error("void list", "err", err)
+		if pe := (*protocol.Error)(nil); errors.As(err, &pe) {
+			writeError(w, err)
+			return
+		}
+		s.Log.Error("void list page", "err", err)
 		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
-	writeJSON(w, http.StatusOK, list)
+	if next != "" {
+		more := url.URL{Path: r.URL.Path, RawQuery: url.Values{"limit": {strconv.Itoa(limit)}, "after": {next}}.Encode()}
+		w.Header().Set("Link", "<"+more.String()+`>; rel="next"`)
+	}
+	writeJSON(w, http.StatusOK, page)
 }
 
 // indiciumStatus answers whether the stamp a meter made for a label is

@@ -5,6 +5,7 @@
 package verify
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -120,7 +121,7 @@ type Key struct {
 	NotBefore   time.Time
 	NotAfter    time.Time
 	// Compromised is when the key was compromised: a stamp it signed dated
-	// that day or later is not postage.
+	// protocol.CompromiseDate of it or later is not postage.
 	Compromised *time.Time
 	// Retired is when another key took over: hubs follow within seconds,
 	// so a stamp it signed dated more than a day after (the date is the
@@ -128,14 +129,16 @@ type Key struct {
 	Retired *time.Time
 }
 
-// CompromisedSigner says whether in was signed by a compromised key on or
-// after the day of the compromise, and since when.
+// CompromisedSigner says whether in was signed by a compromised key and
+// dated on or after the compromise's day, and since when. The day is
+// protocol.CompromiseDate's, not the UTC one: the stamp's date is its
+// hub's local one, which west of UTC is a day behind in the evening.
 func (k Keys) CompromisedSigner(in *protocol.Indicium) (time.Time, bool) {
 	key, ok := k[in.CertSerial]
 	if !ok || key.Compromised == nil {
 		return time.Time{}, false
 	}
-	return *key.Compromised, in.Date >= protocol.DateOf(key.Compromised.UTC())
+	return *key.Compromised, in.Date >= protocol.CompromiseDate(*key.Compromised)
 }
 
 // Keys maps certificate serials to keys.
@@ -150,24 +153,38 @@ func FetchCertificates(ctx context.Context, hubURL string, client *http.Client) 
 	return ParseCertificates(b)
 }
 
-// get reads a hub document of up to 16 MiB.
+// maxDocument is the largest hub document read: a void list longer than
+// that comes in pages.
+const maxDocument = 16 << 20
+
+// get reads a hub document.
 func get(ctx context.Context, client *http.Client, url string) ([]byte, error) {
+	b, _, err := getWithHeader(ctx, client, url)
+	return b, err
+}
+
+// getWithHeader reads a hub document of up to maxDocument, and its header.
+func getWithHeader(ctx context.Context, client *http.Client, url string) ([]byte, http.Header, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, errors.New(resp.Status)
+		return nil, nil, errors.New(resp.Status)
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDocument+1))
+	if err == nil && len(b) > maxDocument {
+		err = fmt.Errorf("%s: over %d MiB", url, maxDocument>>20)
+	}
+	return b, resp.Header, err
 }
 
 // Void is an entry of a vendor's void list (/api/v1/voided): an indicium
@@ -182,26 +199,161 @@ type Void struct {
 // VoidList finds an indicium among the voided ones.
 type VoidList map[string]string // meter/label/ar -> reason
 
-// FetchVoidList gets the void list from a hub's base URL.
+// VoidPageLimit is the page size the verifier asks a hub's void list
+// for: the most a hub serves at once.
+const VoidPageLimit = 10_000
+
+// FetchVoidList gets the void list from a hub's base URL, every page of it.
 func FetchVoidList(ctx context.Context, hubURL string, client *http.Client) (VoidList, error) {
-	b, err := FetchVoidFile(ctx, hubURL, client)
+	out := VoidList{}
+	err := eachVoidPage(ctx, hubURL, client, func(vs []Void) error {
+		for _, v := range vs {
+			out[fmt.Sprintf("%s/%s/%d", v.Meter, v.Label, v.AR)] = v.Reason
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return ParseVoidList(b)
+	return out, nil
 }
 
-// FetchVoidFile gets the void list as the hub serves it, to save for
-// verifying offline.
+// FetchVoidFile gets the void list, every page of it, as one JSON array
+// such as /api/v1/voided serves whole, to save for verifying offline.
 func FetchVoidFile(ctx context.Context, hubURL string, client *http.Client) ([]byte, error) {
-	b, err := get(ctx, client, hubURL+"/api/v1/voided")
-	if err != nil {
-		return nil, fmt.Errorf("verify: void list: %w", err)
-	}
-	if _, err := ParseVoidList(b); err != nil {
+	var b bytes.Buffer
+	if err := WriteVoidFile(ctx, hubURL, client, &b); err != nil {
 		return nil, err
 	}
-	return b, nil
+	return b.Bytes(), nil
+}
+
+// WriteVoidFile writes the void list to w as FetchVoidFile returns it,
+// holding one page at a time. On an error w holds part of the list: write
+// to a temporary file and rename it once this returns nil.
+func WriteVoidFile(ctx context.Context, hubURL string, client *http.Client, w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	bw.WriteString("[")
+	n := 0
+	err := eachVoidPage(ctx, hubURL, client, func(vs []Void) error {
+		for _, v := range vs {
+			b, err := json.Marshal(v)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				bw.WriteString(",")
+			}
+			bw.WriteString("\n")
+			bw.Write(b)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	bw.WriteString("\n]\n")
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("verify: void list: %w", err)
+	}
+	return nil
+}
+
+// eachVoidPage hands fn each page of the hub's void list in turn. It asks
+// for pages (limit) and follows each page's Link rel="next" to the end; a
+// hub that does not page answers the whole list at once, with no Link.
+// The list is only whole at the end: fn must not decide on a stamp.
+func eachVoidPage(ctx context.Context, hubURL string, client *http.Client, fn func([]Void) error) error {
+	base, err := url.Parse(hubURL + "/api/v1/voided")
+	if err != nil {
+		return fmt.Errorf("verify: void list: %w", err)
+	}
+	page := *base
+	page.RawQuery = url.Values{"limit": {strconv.Itoa(VoidPageLimit)}}.Encode()
+	seen := map[string]bool{}
+	for next := &page; next != nil; {
+		at := next.String()
+		if seen[at] {
+			return fmt.Errorf("verify: void list: the hub's next page is one already read: %s", at)
+		}
+		seen[at] = true
+		b, h, err := getWithHeader(ctx, client, at)
+		if err != nil {
+			return fmt.Errorf("verify: void list: %w", err)
+		}
+		var vs []Void
+		if err := json.Unmarshal(b, &vs); err != nil {
+			return fmt.Errorf("verify: void list: %s: %w", at, err)
+		}
+		if err := fn(vs); err != nil {
+			return fmt.Errorf("verify: void list: %w", err)
+		}
+		if next, err = nextPage(next, h); err != nil {
+			return fmt.Errorf("verify: void list: %s: %w", at, err)
+		}
+	}
+	return nil
+}
+
+// nextPage is the page a response's Link rel="next" names, resolved
+// against the page at; nil if none. It must be on the same server.
+func nextPage(at *url.URL, h http.Header) (*url.URL, error) {
+	ref, ok := linkNext(h)
+	if !ok {
+		return nil, nil
+	}
+	u, err := at.Parse(ref)
+	if err != nil {
+		return nil, fmt.Errorf("link rel=next: %w", err)
+	}
+	if u.Scheme != at.Scheme || u.Host != at.Host {
+		return nil, fmt.Errorf("link rel=next: %s is on another server", u)
+	}
+	return u, nil
+}
+
+// linkNext finds the target of rel="next" in Link headers (RFC 8288):
+// `<target>; rel="next"`, among others separated by commas.
+func linkNext(h http.Header) (string, bool) {
+	for _, v := range h.Values("Link") {
+		for {
+			v = strings.TrimLeft(v, " \t,")
+			if !strings.HasPrefix(v, "<") {
+				break
+			}
+			end := strings.IndexByte(v, '>')
+			if end < 0 {
+				break
+			}
+			target := v[1:end]
+			v = v[end+1:]
+			// Parameters up to the next comma outside quotes.
+			quoted, cut := false, len(v)
+			for i := 0; i < len(v); i++ {
+				if v[i] == '"' {
+					quoted = !quoted
+				} else if v[i] == ',' && !quoted {
+					cut = i
+					break
+				}
+			}
+			params := v[:cut]
+			v = v[cut:]
+			for p := range strings.SplitSeq(params, ";") {
+				name, val, _ := strings.Cut(p, "=")
+				if !strings.EqualFold(strings.TrimSpace(name), "rel") {
+					continue
+				}
+				for _, rel := range strings.Fields(strings.Trim(strings.TrimSpace(val), `"`)) {
+					if strings.EqualFold(rel, "next") {
+						return target, true
+					}
+				}
+			}
+		}
+	}
+	return "", false
 }
 
 // ParseVoidList reads a void list as /api/v1/voided serves it, e.g. from a

@@ -189,3 +189,45 @@ func TestRetiredKeyStampsRefusedAfterADay(t *testing.T) {
 		}
 	}
 }
+
+// A key compromised at 04:30 UTC on 2026-12-07 voids the stamp a hub at
+// UTC-5 signed at 23:45 local on the 6th, a quarter hour after: the stamp
+// carries the hub's local date, a day behind UTC's. A stamp dated the 5th
+// stays valid.
+func TestCompromiseVoidsStampsDatedWestOfUTC(t *testing.T) {
+	a := newAuthority(t)
+	k, c := a.publish(t, 1, false)
+	compromised := time.Date(2026, 12, 7, 4, 30, 0, 0, time.UTC)
+	c.Compromised = &compromised
+	keys, err := verify.KeysOf([]verify.Certificate{c}, &a.key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	west := time.FixedZone("UTC-5", -5*3600)
+	for _, tc := range []struct {
+		signed time.Time
+		void   bool
+	}{
+		{time.Date(2026, 12, 6, 23, 45, 0, 0, west), true},
+		{time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC), true},
+		{time.Date(2026, 12, 5, 23, 45, 0, 0, west), false},
+	} {
+		in := prototest.Indicia[0].Fields
+		in.CertSerial, in.Date = 1, protocol.DateOf(tc.signed)
+		if err := in.Sign(k); err != nil {
+			t.Fatal(err)
+		}
+		b, err := in.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := keys.Verify(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if since, void := keys.CompromisedSigner(got); void != tc.void || !since.Equal(compromised) {
+			t.Errorf("dated %s (signed %s), key compromised %s: void %v, want %v", got.Date, tc.signed.Format(time.RFC3339),
+				compromised.Format(time.RFC3339), void, tc.void)
+		}
+	}
+}
