@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/views"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -88,7 +89,7 @@ func newSearchEnv(t *testing.T) *searchEnv {
 		}
 	}
 	for _, login := range []string{"olga", "sam", "sue"} {
-		tok, err := e.h.Operators().NewToken(ctx, login, "search test")
+		tok, err := e.h.Operators().NewToken(ctx, login, "search test", operators.ReadOnly, operators.DefaultTokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}

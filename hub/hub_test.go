@@ -24,6 +24,7 @@ import (
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
@@ -631,7 +632,7 @@ func TestLedgerCheckStopsSales(t *testing.T) {
 	if st, _, page := staff.do("GET", "/console/", nil); st != http.StatusOK || !strings.Contains(page, `id="stopped"`) || strings.Contains(page, "violation") {
 		t.Fatalf("staff fleet page while stopped: %d\n%s", st, page)
 	}
-	tok, err := e.h.Operators().NewToken(context.Background(), "olga", "scrape")
+	tok, err := e.h.Operators().NewToken(context.Background(), "olga", "scrape", operators.ReadOnly, operators.DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/operators"
 )
 
 // Wrong passwords sent all at once meet the login limit as if sent one
@@ -55,7 +56,7 @@ func TestOperatorResetEndsSessionsAndTokens(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	thief := e.operator("sam", "staff", "store-b")
-	tok, err := e.h.Operators().NewToken(context.Background(), "sam", "stolen")
+	tok, err := e.h.Operators().NewToken(context.Background(), "sam", "stolen", operators.ReadOnly, operators.DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}

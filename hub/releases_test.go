@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/releases"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -205,7 +206,7 @@ func TestRolloutWidenedAndAbortedByOps(t *testing.T) {
 		if _, err := e.h.Operators().Add(ctx, login, "operator password 1", role, stores); err != nil {
 			t.Fatal(err)
 		}
-		tok, err := e.h.Operators().NewToken(ctx, login, "rollout test")
+		tok, err := e.h.Operators().NewToken(ctx, login, "rollout test", operators.ReadWrite, operators.DefaultTokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}

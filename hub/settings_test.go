@@ -13,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -187,7 +188,7 @@ func TestKioskSettingsFromTheConsole(t *testing.T) {
 	if st, _, page := con.do("GET", "/console/stores/store-a", nil); st != http.StatusOK || !strings.Contains(page, `id="staff"`) {
 		t.Fatalf("store-a's page: %d\n%s", st, page)
 	}
-	tok, err := e.h.Operators().NewToken(ctx, "olga-ops", "settings test")
+	tok, err := e.h.Operators().NewToken(ctx, "olga-ops", "settings test", operators.ReadWrite, operators.DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -309,7 +310,7 @@ func TestWebSecurity(t *testing.T) {
 		if st, _, page := staff.post("/console/stock", "/console/stock/issue", url.Values{"store": {"store-a"}, "sheets": {"1"}}); st != http.StatusUnprocessableEntity {
 			t.Errorf("staff issues sheets to another store: %d %s", st, page)
 		}
-		tok, err := e.h.Operators().NewToken(context.Background(), "sam", "test")
+		tok, err := e.h.Operators().NewToken(context.Background(), "sam", "test", operators.ReadOnly, operators.DefaultTokenTTL)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -446,7 +447,7 @@ func TestMetricsMatchLedger(t *testing.T) {
 	if _, err := e.h.Operators().Add(context.Background(), "prometheus", "operator password 1", "ops", nil); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := e.h.Operators().NewToken(context.Background(), "prometheus", "scrape")
+	tok, err := e.h.Operators().NewToken(context.Background(), "prometheus", "scrape", operators.ReadOnly, operators.DefaultTokenTTL)
 	if err != nil {
 		t.Fatal(err)
 	}

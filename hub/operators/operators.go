@@ -2,7 +2,7 @@
 // vendor ops, who see and do everything, and store staff, who see only
 // their own stores' kiosks and label stock. Passwords are bcrypt hashes;
 // API tokens for the operator API are random, shown once, and kept as
-// SHA-256 hashes.
+// SHA-256 hashes; each expires, and is read-only unless made to write.
 package operators
 
 import (
@@ -33,7 +33,35 @@ type Operator struct {
 	Login  string   `json:"login"`
 	Role   string   `json:"role"`
 	Stores []string `json:"stores,omitempty"` // staff only
+	// Token is the API token they came by; nil for a console login.
+	Token *Token `json:"token,omitempty"`
 }
+
+// Scope is what an API token may do.
+type Scope string
+
+// Scopes. A token reads unless it was made to write: one leaked from a
+// script that only looks cannot change anything.
+const (
+	ReadOnly  Scope = "read"
+	ReadWrite Scope = "write"
+)
+
+// Token lifetimes: a leaked token stops working on its own.
+const (
+	DefaultTokenTTL = 90 * 24 * time.Hour
+	MaxTokenTTL     = 365 * 24 * time.Hour
+)
+
+// Token is what an operator's API token allows.
+type Token struct {
+	Name      string    `json:"name"`
+	Scope     Scope     `json:"scope"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// MayWrite reports whether t may change things; no token may not.
+func (t *Token) MayWrite() bool { return t != nil && t.Scope == ReadWrite }
 
 // Ops reports whether o may see everything.
 func (o *Operator) Ops() bool { return o.Role == RoleOps }
@@ -163,34 +191,52 @@ func (s *Operators) ByID(ctx context.Context, id int64) (*Operator, error) {
 	return op, rows.Err()
 }
 
-// NewToken creates an API token for login and returns it; only its hash
-// is kept, so it cannot be shown again.
-func (s *Operators) NewToken(ctx context.Context, login, name string) (string, error) {
+// NewToken creates an API token for login, with scope, that expires ttl
+// from now, and returns it; only its hash is kept, so it cannot be shown
+// again.
+func (s *Operators) NewToken(ctx context.Context, login, name string, scope Scope, ttl time.Duration) (string, error) {
+	if scope != ReadOnly && scope != ReadWrite {
+		return "", fmt.Errorf("operators: new token for %s: scope %q: want %s or %s", login, scope, ReadOnly, ReadWrite)
+	}
+	if ttl <= 0 || ttl > MaxTokenTTL {
+		return "", fmt.Errorf("operators: new token for %s: lifetime %v: want more than 0 and at most %d days", login, ttl, MaxTokenTTL/(24*time.Hour))
+	}
 	var id int64
 	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT id FROM operators WHERE login = ?`), login).Scan(&id); err != nil {
 		return "", fmt.Errorf("operators: new token for %s: no such operator", login)
 	}
 	tok := "frk_" + rand.Text()
 	h := sha256.Sum256([]byte(tok))
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO api_tokens (hash, operator_id, name, created_at) VALUES (?, ?, ?, ?)`),
-		h[:], id, name, s.now().UnixMicro()); err != nil {
+	now := s.now()
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO api_tokens (hash, operator_id, name, scope, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`),
+		h[:], id, name, string(scope), now.UnixMicro(), now.Add(ttl).UnixMicro()); err != nil {
 		return "", fmt.Errorf("operators: new token for %s: %w", login, err)
 	}
 	return tok, nil
 }
 
-// ByToken finds the operator an unrevoked API token belongs to.
+// ByToken finds the operator an unrevoked, unexpired API token belongs
+// to, with what the token allows. An expired token is as wrong as an
+// unknown one: ErrAuth.
 func (s *Operators) ByToken(ctx context.Context, token string) (*Operator, error) {
 	h := sha256.Sum256([]byte(token))
-	var id int64
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT operator_id FROM api_tokens WHERE hash = ? AND revoked_at IS NULL`), h[:]).Scan(&id)
+	var id, expires int64
+	var t Token
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT operator_id, name, scope, expires_at FROM api_tokens
+		WHERE hash = ? AND revoked_at IS NULL AND expires_at > ?`), h[:], s.now().UnixMicro()).Scan(&id, &t.Name, &t.Scope, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrAuth
 	}
 	if err != nil {
 		return nil, fmt.Errorf("operators: token: %w", err)
 	}
-	return s.ByID(ctx, id)
+	op, err := s.ByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	t.ExpiresAt = time.UnixMicro(expires).UTC()
+	op.Token = &t
+	return op, nil
 }
 
 // RevokeTokens revokes every token of login.

@@ -180,7 +180,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 	if _, err := ops.Add(ctx, "bench", "bench operator password", operators.RoleOps, nil); err != nil {
 		return nil, err
 	}
-	token, err := ops.NewToken(ctx, "bench", "metrics")
+	token, err := ops.NewToken(ctx, "bench", "metrics", operators.ReadOnly, operators.DefaultTokenTTL)
 	if err != nil {
 		return nil, err
 	}

@@ -116,7 +116,7 @@ func TestFleetCommands(t *testing.T) {
 	}
 
 	// Unlock through the operator API.
-	token := strings.TrimSpace(w.hub(nil, "operator", "token", login, "--name", "e2e"))
+	token := strings.TrimSpace(w.hub(nil, "operator", "token", login, "--name", "e2e", "--write"))
 	api := func(method, path string, body any) (int, []byte) {
 		t.Helper()
 		var rd io.Reader

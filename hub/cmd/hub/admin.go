@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image/png"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/commands"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -29,7 +31,46 @@ type admin struct {
 	store, barcodes, account, amount, zip, kiosk string
 	role, stores, tokenName                      string
 	sheets                                       int
-	enrollTTL                                    time.Duration
+	enrollTTL, tokenTTL                          time.Duration
+	tokenWrite                                   bool
+}
+
+// lifetime is an API token's --ttl: whole days (90d), which a token's life
+// is counted in, or any Go duration (36h).
+type lifetime time.Duration
+
+func (l *lifetime) String() string {
+	d := time.Duration(*l)
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// Set refuses a lifetime the store would: at once, with the flag's name.
+func (l *lifetime) Set(s string) error {
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return errors.New("want whole days (90d) or a duration (36h)")
+		}
+		days = min(days, 366) // past the maximum, without overflowing
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return errors.New("want whole days (90d) or a duration (36h)")
+		}
+	}
+	if d <= 0 {
+		return errors.New("a token must live more than 0; tokens that never expire are not made")
+	}
+	if d > operators.MaxTokenTTL {
+		return fmt.Errorf("at most %dd", operators.MaxTokenTTL/(24*time.Hour))
+	}
+	*l = lifetime(d)
+	return nil
 }
 
 // secret reads a password from the environment variable env, else from
@@ -187,13 +228,23 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		fmt.Printf("operator %s (%s) saved\n", op.Login, op.Role)
 	case "operator token":
 		if len(pos) != 1 {
-			return usage("hub operator token LOGIN [--name WHAT-FOR]")
+			return usage("hub operator token LOGIN [--name WHAT-FOR] [--write] [--ttl 90d]")
 		}
-		tok, err := h.Operators().NewToken(ctx, pos[0], a.tokenName)
+		scope := operators.ReadOnly
+		if a.tokenWrite {
+			scope = operators.ReadWrite
+		}
+		tok, err := h.Operators().NewToken(ctx, pos[0], a.tokenName, scope, a.tokenTTL)
 		if err != nil {
 			return fail(err)
 		}
 		fmt.Println(tok) // shown once: only its hash is kept
+		// On stderr, so that scripts capturing the token get only it.
+		how := "read-only (GET); hub operator token --write for one that may change things"
+		if a.tokenWrite {
+			how = "may read and change things"
+		}
+		fmt.Fprintf(os.Stderr, "token %q of %s: %s; expires %s\n", a.tokenName, pos[0], how, time.Now().Add(a.tokenTTL).Format("2006-01-02 15:04"))
 	case "operator revoke":
 		if len(pos) != 1 {
 			return usage("hub operator revoke LOGIN")

@@ -42,6 +42,7 @@ import (
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/ca"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -167,6 +168,9 @@ func run(args []string) int {
 	role := of("operator add").String("role", "ops", "ops (everything) or staff (their --stores only)")
 	stores := of("operator add").String("stores", "", "comma-separated stores of a staff operator")
 	tokenName := of("operator token").String("name", "cli", "what the token is for")
+	tokenWrite := of("operator token").Bool("write", false, "the token may change things (POST, PUT); without it, it may only read (GET)")
+	tokenTTL := lifetime(operators.DefaultTokenTTL)
+	of("operator token").Var(&tokenTTL, "ttl", "how long the token works: whole `days` (30d) or a duration (36h), at most 365d")
 	enrollTTL := of("kiosk add").Duration("enroll-ttl", 7*24*time.Hour, "how long the one-time enrollment code is good for")
 	own.VisitAll(func(f *flag.Flag) { fs.Var(f.Value, f.Name, f.Usage) })
 	fs.Usage = func() {
@@ -289,7 +293,8 @@ func run(args []string) int {
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
 			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly, lost: *lost, why: *why,
-			role: *role, stores: *stores, tokenName: *tokenName, enrollTTL: *enrollTTL})
+			role: *role, stores: *stores, tokenName: *tokenName, enrollTTL: *enrollTTL,
+			tokenWrite: *tokenWrite, tokenTTL: time.Duration(tokenTTL)})
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)

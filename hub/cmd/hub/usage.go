@@ -38,6 +38,6 @@ var usageOf = map[string]string{
 	"account fund":    "LOGIN --amount DOLLARS: fund a customer's prepaid account",
 	"alerts list":     "[--open]: ops' alerts",
 	"operator add":    "LOGIN [--role ops|staff] [--stores S1,S2]: a console login (password from FRANK_OPERATOR_PASSWORD or stdin)",
-	"operator token":  "LOGIN [--name WHAT]: an operator API token",
+	"operator token":  "LOGIN [--name WHAT] [--write] [--ttl 90d]: an operator API token, read-only unless --write, that expires",
 	"operator revoke": "LOGIN: revoke an operator's tokens",
 }

@@ -20,7 +20,8 @@ import (
 
 // APIRoutes returns the operator API, to mount at /api/v1/ops. Every call
 // needs "Authorization: Bearer TOKEN" from `hub operator token`; it acts
-// with the rights of the token's operator.
+// with the rights of the token's operator, narrowed to reading unless the
+// token was made with --write.
 func (c *Console) APIRoutes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.tokenAuth)
@@ -100,6 +101,12 @@ func (c *Console) tokenAuth(next http.Handler) http.Handler {
 		}
 		if err != nil {
 			c.apiFail(w, r, err)
+			return
+		}
+		// Checked here, before any route, so that no write can be mounted
+		// without it; the role checks after it still apply.
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !op.Token.MayWrite() {
+			writeError(w, protocol.Errorf(protocol.CodeForbidden, "this API token is read-only; for changes make one with hub operator token LOGIN --write"))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(session.WithLogin(r.Context(), session.Login[*operators.Operator]{Subject: op})))
