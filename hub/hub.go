@@ -472,6 +472,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		h.Close()
 		return nil, err
 	}
+	// A hub whose tables differ from the cluster's would price them
+	// differently: it does not start.
+	if err := h.rates.Share(ctx, h.db, h.ledger.Holder(), h.clockNow()); err != nil {
+		h.Close()
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -1279,6 +1285,9 @@ func (h *Hub) Tick(ctx context.Context) {
 		if err := h.rates.Reload(h.cfg.RatesDir); err != nil {
 			h.log.Error("rate tables not reloaded", "dir", h.cfg.RatesDir, "err", err)
 		}
+	}
+	if err := h.rates.Share(ctx, h.db, h.ledger.Holder(), h.clockNow()); err != nil {
+		h.log.Error("rate tables not shared with the other hubs", "err", err)
 	}
 	if !h.leader.Held() {
 		return // the leader does the rest for the cluster

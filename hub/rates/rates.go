@@ -6,18 +6,22 @@
 package rates
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -28,6 +32,7 @@ var builtin embed.FS
 type Book struct {
 	mu     sync.RWMutex
 	tables []protocol.RateTable // sorted by effective date
+	shared map[string]bool      // versions added from the cluster (Share)
 }
 
 // Reload reads dir again (LoadDir), so that a table dropped there ahead of
@@ -47,8 +52,80 @@ func (b *Book) Reload(dir string) error {
 			}
 		}
 	}
+	// The cluster's tables stay: the directory holds only this hub's.
+	for _, have := range b.tables {
+		if b.shared[have.Version] && !slices.ContainsFunc(nb.tables, func(t protocol.RateTable) bool { return t.Version == have.Version }) {
+			nb.tables = append(nb.tables, have)
+		}
+	}
+	sort.SliceStable(nb.tables, func(i, j int) bool { return nb.tables[i].Effective < nb.tables[j].Effective })
 	b.tables = nb.tables
 	return nil
+}
+
+// Share makes the book and the cluster's agree: the tables of db that the
+// book lacks are added to it, and the book's that db lacks are added to db
+// for the other hubs, by hub. A version that db holds with other contents
+// is an error, and neither side takes it: two hubs would price it
+// differently. Every hub shares at start and then every minute, so a table
+// dropped into one hub's directory ahead of its date reaches all of them.
+func (b *Book) Share(ctx context.Context, db *store.DB, hub string, now time.Time) error {
+	rows, err := db.QueryContext(ctx, `SELECT version, body FROM rate_tables`)
+	if err != nil {
+		return fmt.Errorf("rates: share: %w", err)
+	}
+	theirs := map[string]protocol.RateTable{}
+	for rows.Next() {
+		var version, body string
+		if err := rows.Scan(&version, &body); err != nil {
+			rows.Close()
+			return fmt.Errorf("rates: share: %w", err)
+		}
+		var t protocol.RateTable
+		if err := json.Unmarshal([]byte(body), &t); err != nil || t.Version != version {
+			rows.Close()
+			return fmt.Errorf("rates: share: table %s in the database does not read: %v", version, err)
+		}
+		theirs[version] = t
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("rates: share: %w", err)
+	}
+	b.mu.RLock()
+	ours := slices.Clone(b.tables)
+	b.mu.RUnlock()
+	var errs []error
+	for _, t := range ours {
+		if have, ok := theirs[t.Version]; ok {
+			if !reflect.DeepEqual(have, t) {
+				errs = append(errs, fmt.Errorf("rates: share: table %s differs from the one another hub published; publish a new version instead", t.Version))
+			}
+			delete(theirs, t.Version)
+			continue
+		}
+		body, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("rates: share %s: %w", t.Version, err)
+		}
+		if _, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO rate_tables (version, body, added_by, added_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (version) DO NOTHING`), t.Version, string(body), hub, now.UnixMicro()); err != nil {
+			return fmt.Errorf("rates: share %s: %w", t.Version, err)
+		}
+	}
+	for _, t := range theirs {
+		if err := b.Add(t); err != nil {
+			errs = append(errs, fmt.Errorf("rates: share: %w", err))
+			continue
+		}
+		b.mu.Lock()
+		if b.shared == nil {
+			b.shared = map[string]bool{}
+		}
+		b.shared[t.Version] = true
+		b.mu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // Builtin returns the tables shipped with the hub.
