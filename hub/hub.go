@@ -132,8 +132,15 @@ type Config struct {
 	// connections one kiosk id may open a minute, in bursts of as many
 	// (default 10; negative, no limit).
 	BrokerConnsPerIP int
-	KioskMsgRate     float64
-	KioskConnects    int
+	// HTTPConnsPerIP bounds the web server's open connections from one
+	// address, or IPv6 /64, other than a trusted proxy (default 64;
+	// negative, no limit).
+	HTTPConnsPerIP int
+	// HTTPIdleTimeout closes a kept-alive web connection that sends no
+	// request for so long (default a minute).
+	HTTPIdleTimeout time.Duration
+	KioskMsgRate    float64
+	KioskConnects   int
 	// KioskPurchases bounds one kiosk's purchases served at once (default
 	// 16; negative, no limit, for load generators): more are dropped, and
 	// the kiosk sends them again.
@@ -721,8 +728,10 @@ func (h *Hub) Start(ctx context.Context) error {
 		Releases: h.releases, Portal: customerPortal.Routes(), CustomerLogins: customerPortal.Logins, Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
 	// Handshake failures (strangers, scanners) go to the log at debug level.
-	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
+	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout(),
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them
+	ln = web.LimitPerSource(ln, h.httpConnsPerIP(), h.proxies, h.log.With("component", "web"))
 	if h.cfg.TLS != "off" {
 		// A kiosk presents its certificate to renew it; browsers need none.
 		tc := h.tls.serverConfig()
@@ -755,7 +764,8 @@ func (h *Hub) Start(ctx context.Context) error {
 			return fmt.Errorf("hub: listen %s: %w", h.cfg.HTTPListen, err)
 		}
 		h.PlainAddr = pln.Addr().String()
-		h.plain = &http.Server{Handler: srv.PlainHandler(), ReadHeaderTimeout: 10 * time.Second}
+		pln = web.LimitPerSource(pln, h.httpConnsPerIP(), h.proxies, h.log.With("component", "web"))
+		h.plain = &http.Server{Handler: srv.PlainHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout()}
 		go func() {
 			if err := h.plain.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				h.log.Error("plain http server stopped", "err", err)
@@ -854,6 +864,31 @@ func (h *Hub) checkFailedPrints(ctx context.Context) {
 			h.alerts.Raise(ctx, alerts.FailedPrints, "kiosk/"+k.KioskID,
 				fmt.Sprintf("kiosk %s reported %d of its %d stamps of the last hour failed to print; each was voided and refunded", k.KioskID, k.Failed, k.Total))
 		}
+	}
+}
+
+// httpReadTimeout bounds the reading of a request, its body included:
+// every body the hub takes is small (forms and JSON). Nothing bounds the
+// writes: live streams and release downloads to a store's slow line take
+// long.
+const httpReadTimeout = time.Minute
+
+func (h *Hub) httpIdleTimeout() time.Duration {
+	if h.cfg.HTTPIdleTimeout > 0 {
+		return h.cfg.HTTPIdleTimeout
+	}
+	return time.Minute
+}
+
+// httpConnsPerIP is HTTPConnsPerIP with its default; 0 is no limit.
+func (h *Hub) httpConnsPerIP() int {
+	switch n := h.cfg.HTTPConnsPerIP; {
+	case n == 0:
+		return 64
+	case n < 0:
+		return 0
+	default:
+		return n
 	}
 }
 

@@ -41,7 +41,8 @@ func ParseProxies(list []string) (Proxies, error) {
 	return out, nil
 }
 
-func (p Proxies) trusts(a netip.Addr) bool {
+// Trusts reports whether a is one of the trusted proxies.
+func (p Proxies) Trusts(a netip.Addr) bool {
 	for _, pre := range p {
 		if pre.Contains(a) {
 			return true
@@ -59,7 +60,7 @@ func (p Proxies) ClientIP(r *http.Request) string {
 	if !peer.IsValid() {
 		return r.RemoteAddr
 	}
-	if !p.trusts(peer) {
+	if !p.Trusts(peer) {
 		return peer.String()
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -72,7 +73,7 @@ func (p Proxies) ClientIP(r *http.Request) string {
 		if err != nil {
 			return peer.String() // a hop we cannot read: trust nothing further left
 		}
-		if a = a.Unmap(); !p.trusts(a) {
+		if a = a.Unmap(); !p.Trusts(a) {
 			return a.String()
 		}
 	}
