@@ -145,6 +145,10 @@ type Config struct {
 	// 16; negative, no limit, for load generators): more are dropped, and
 	// the kiosk sends them again.
 	KioskPurchases int
+	// KioskInflight bounds the messages the embedded broker holds for one
+	// kiosk unacknowledged (default 64; negative, no limit, for load
+	// generators): more are dropped, and the kiosk asks again.
+	KioskInflight int
 	// BrokerRecheck is how often the embedded broker checks open kiosk
 	// sessions against the stored credentials (default 1 s). A change
 	// made on another hub of the cluster is told at once (LISTEN/NOTIFY);
@@ -641,7 +645,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		brokerPass = rand.Text() // only this process knows it
 		bc := broker.Config{Addr: h.cfg.BrokerListen, HubUser: h.cfg.BrokerUser, HubPassword: brokerPass, Kiosks: h.fleet,
 			Passwords: h.cfg.KioskPasswords, MaxConnsPerIP: h.cfg.BrokerConnsPerIP, KioskRate: h.cfg.KioskMsgRate,
-			KioskConnects: h.cfg.KioskConnects, RecheckEvery: h.cfg.BrokerRecheck}
+			KioskConnects: h.cfg.KioskConnects, KioskInflight: h.cfg.KioskInflight, RecheckEvery: h.cfg.BrokerRecheck}
 		if h.cfg.BrokerTLSListen != "off" {
 			bc.TLSAddr, bc.Revoked = h.cfg.BrokerTLSListen, h.ca
 			bc.TLS = h.tls.serverConfig()

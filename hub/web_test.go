@@ -390,8 +390,9 @@ func TestSecureCookies(t *testing.T) {
 func TestMetricsMatchLedger(t *testing.T) {
 	t.Parallel()
 	// The burst below is 300 messages at once from one kiosk, past the
-	// broker's budget and the hub's share of purchases for a real one.
-	e := newEnvWith(t, func(c *hub.Config) { c.KioskMsgRate, c.KioskPurchases = -1, -1 })
+	// broker's budget and window and the hub's share of purchases for a
+	// real one.
+	e := newEnvWith(t, func(c *hub.Config) { c.KioskMsgRate, c.KioskPurchases, c.KioskInflight = -1, -1, -1 })
 	k := e.kiosk("kiosk-1")
 	const n = 18 // sheets 1966-F8CF and 1966-F8D0 hold 20 labels
 	k2 := e.kiosk("kiosk-2")

@@ -5,8 +5,10 @@
 // in its publishes, its subscriptions and its last will alike. A kiosk's
 // client id is its user name, so no kiosk can push another off. Memory is
 // bounded before and after authentication: packet size, a CONNECT
-// deadline, connections per address, and each kiosk id's message and
-// connect rates.
+// deadline, connections per address, each kiosk id's message and connect
+// rates (a subscription is a message), the filters in a SUBSCRIBE, the
+// messages a kiosk holds unacknowledged, and how long a session outlives
+// its connection.
 // Sites that run mosquitto or another broker point the hub and kiosks at it
 // instead, with the equivalent settings (README, "Running with mosquitto").
 package broker
@@ -47,6 +49,17 @@ type Kiosks interface {
 // checked from the fixed header, before the body is read.
 const MaxPacketBytes = protocol.MaxMessageBytes + 1024
 
+// maxSessionExpiry is the longest a session outlives its connection, in
+// seconds, however the client asks (at CONNECT or, in MQTT 5, again at
+// DISCONNECT). Kiosks and hubs use clean sessions: nobody parks state
+// here for long.
+const maxSessionExpiry = 3600
+
+// maxFilters is the most filters one SUBSCRIBE or UNSUBSCRIBE from a kiosk
+// may name. A kiosk subscribes to six topics (protocol.KioskSubscribes);
+// more is not a kiosk, and each filter may bring back a retained message.
+const maxFilters = 16
+
 // Revocations lists the certificates the device CA has revoked, by serial
 // (hex, as ca.SerialHex writes it).
 type Revocations interface {
@@ -79,12 +92,24 @@ type Config struct {
 	// MaxConnsPerIP bounds the open connections from one address, before
 	// any CONNECT is read; default 64, negative for no limit.
 	MaxConnsPerIP int
-	// KioskRate and KioskBurst bound the messages a kiosk may publish per
-	// second; beyond them a publish is dropped (the kiosk resends). A real
-	// kiosk sends a few a minute. Defaults 20/s with bursts of 200;
-	// negative KioskRate for no limit (the benchmark's simulated kiosks).
+	// KioskRate and KioskBurst bound the messages a kiosk may send per
+	// second: each publish, and each filter of a SUBSCRIBE or UNSUBSCRIBE
+	// (a subscription makes the broker send the retained message again).
+	// Beyond them a publish is dropped (the kiosk resends), and a SUBSCRIBE
+	// or UNSUBSCRIBE is refused whole. A real kiosk sends a few a minute,
+	// and subscribes to six topics each time it connects. Defaults 20/s
+	// with bursts of 200; negative KioskRate for no limit (the benchmark's
+	// simulated kiosks).
 	KioskRate  float64
 	KioskBurst int
+	// KioskInflight bounds the QoS 1 and 2 messages the broker holds for a
+	// kiosk that has not acknowledged them (mochi's own bound, for every
+	// client, is 8,192: the hub's connection carries every kiosk's
+	// traffic). Beyond it a message to the kiosk is dropped: a kiosk that
+	// does not read must not make the broker keep its copies. A kiosk
+	// acknowledges as it reads and waits on a few answers at a time.
+	// Default 64; negative for no limit.
+	KioskInflight int
 	// KioskConnects bounds how often one kiosk id may connect: that many
 	// a minute, in a burst of as many. Beyond it a CONNECT is refused as
 	// over the connection rate (3.1.1: server unavailable), so it tries
@@ -118,6 +143,9 @@ func (c *Config) defaults() {
 	}
 	if c.KioskBurst == 0 {
 		c.KioskBurst = 200
+	}
+	if c.KioskInflight == 0 {
+		c.KioskInflight = 64
 	}
 	if c.KioskConnects == 0 {
 		c.KioskConnects = 10
@@ -158,9 +186,9 @@ func Start(cfg Config, log *slog.Logger) (*Broker, error) {
 	log = log.With("component", "broker")
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacketBytes
-	caps.TopicAliasMaximum = 0                 // every publish names its topic, and the ACL sees it
-	caps.MaximumSessionExpiryInterval = 3600   // kiosks and hubs use clean sessions; nobody parks state here for long
-	caps.MaximumClientWritesPending = 8 * 1024 // the hub's own connection carries every kiosk's traffic
+	caps.TopicAliasMaximum = 0                           // every publish names its topic, and the ACL sees it
+	caps.MaximumSessionExpiryInterval = maxSessionExpiry // at CONNACK; OnPacketRead holds a DISCONNECT to it
+	caps.MaximumClientWritesPending = 8 * 1024           // the hub's own connection carries every kiosk's traffic
 	// Payloads carry payment tokens: the broker's own log lines show
 	// packets by type, topic and size only.
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(redact(log.Handler())), Capabilities: caps})
@@ -228,9 +256,10 @@ func (b *Broker) Addr() string { return b.addr }
 func (b *Broker) TLSAddr() string { return b.tlsAddr }
 
 // Dropped counts messages the broker could not deliver: a client's write
-// queue was full, or its store of unacknowledged messages.
+// queue was full, or its store of unacknowledged messages (for a kiosk,
+// KioskInflight).
 func (b *Broker) Dropped() int64 {
-	return atomic.LoadInt64(&b.srv.Info.MessagesDropped) + atomic.LoadInt64(&b.srv.Info.InflightDropped)
+	return atomic.LoadInt64(&b.srv.Info.MessagesDropped) + atomic.LoadInt64(&b.srv.Info.InflightDropped) + b.hook.refusedCount("inflight")
 }
 
 // Refused counts connections and messages refused by the limits and the

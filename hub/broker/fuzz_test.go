@@ -86,6 +86,12 @@ func encode(pks ...packets.Packet) []byte {
 			pk.PublishEncode(&b)
 		case packets.Subscribe:
 			pk.SubscribeEncode(&b)
+		case packets.Unsubscribe:
+			pk.UnsubscribeEncode(&b)
+		case packets.Puback:
+			pk.PubackEncode(&b)
+		case packets.Disconnect:
+			pk.DisconnectEncode(&b)
 		}
 	}
 	return b.Bytes()

@@ -115,7 +115,8 @@ func (h *authHook) prune() {
 
 func (h *authHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect,
+		mqtt.OnSubscribe, mqtt.OnUnsubscribe, mqtt.OnPacketRead:
 		return true
 	}
 	return false
@@ -257,7 +258,9 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		h.refuse(cl, user, "unknown_user")
 		return false
 	}
-	ip := remoteHost(cl.Net.Remote)
+	// Counted by source, as the connections are: one IPv6 subscriber
+	// holds a whole /64, and must not get a fresh budget per address.
+	ip := clientSource(cl)
 	slow := h.mayTry(ip)
 	stamp, ok := h.cfg.Kiosks.Authenticate(user, string(pass), slow)
 	if !ok {
@@ -281,6 +284,14 @@ func (h *authHook) refuse(cl *mqtt.Client, user, why string) {
 	if h.count(why)%50 == 1 {
 		h.log.Warn("broker refused a client", "user", user, "remote", cl.Net.Remote, "reason", why)
 	}
+}
+
+// clientSource is the source (sourceOf) that cl connected from.
+func clientSource(cl *mqtt.Client) string {
+	if cl.Net.Conn != nil {
+		return sourceOf(cl.Net.Conn.RemoteAddr())
+	}
+	return remoteHost(cl.Net.Remote)
 }
 
 // mayTry reports whether ip still has failed logins to spend.
@@ -310,15 +321,95 @@ func (h *authHook) failed(ip string) {
 	l.Allow()
 }
 
+// OnACLCheck confines a kiosk to its topics. mochi asks it too before
+// each message it sends a kiosk (write false), and a kiosk holding
+// KioskInflight messages unacknowledged is sent no more until it
+// acknowledges some: the broker keeps a copy of each, for as long as the
+// session lasts.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if h.isHub(cl.Properties.Username) {
 		return true
 	}
-	ok := KioskMay(string(cl.Properties.Username), topic, write)
-	if !ok {
+	if !KioskMay(string(cl.Properties.Username), topic, write) {
 		h.count("acl")
+		return false
 	}
-	return ok
+	if !write && h.cfg.KioskInflight > 0 && cl.State.Inflight.Len() >= h.cfg.KioskInflight {
+		if h.count("inflight")%100 == 1 {
+			h.log.Warn("kiosk not acknowledging; messages to it dropped", "kiosk", cl.ID, "unacknowledged", cl.State.Inflight.Len())
+		}
+		return false
+	}
+	return true
+}
+
+// spend takes n of kiosk id's message budget, all or none.
+func (h *authHook) spend(id string, n int) bool {
+	if h.cfg.KioskRate <= 0 {
+		return true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.limitsLocked(id).msgs.AllowN(h.now(), n)
+}
+
+// OnSubscribe holds a kiosk's SUBSCRIBE to its message budget, one message
+// a filter: mochi sends the retained message again for each filter, even
+// one named twice. A SUBSCRIBE over the budget, naming more than
+// maxFilters filters or one filter twice is refused whole: each filter
+// fails in the SUBACK (0x80; 0x8F in MQTT 5), and nothing is sent.
+func (h *authHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	return h.holdFilters(cl, pk, "subscribe")
+}
+
+// OnUnsubscribe holds a kiosk's UNSUBSCRIBE to the same rules as
+// OnSubscribe a SUBSCRIBE. A refused one is acknowledged and unsubscribes
+// nothing (MQTT 5: 0x11, no subscription, for each filter).
+func (h *authHook) OnUnsubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	return h.holdFilters(cl, pk, "unsubscribe")
+}
+
+func (h *authHook) holdFilters(cl *mqtt.Client, pk packets.Packet, what string) packets.Packet {
+	if cl.Net.Inline || h.isHub(cl.Properties.Username) {
+		return pk
+	}
+	why := ""
+	seen := map[string]bool{}
+	for _, f := range pk.Filters {
+		if len(seen) == maxFilters || seen[f.Filter] {
+			why = "filters"
+			break
+		}
+		seen[f.Filter] = true
+	}
+	if why == "" && !h.spend(string(cl.Properties.Username), len(pk.Filters)) {
+		why = "rate"
+	}
+	if why == "" {
+		return pk
+	}
+	if h.count(why)%100 == 1 {
+		h.log.Warn("kiosk "+what+" refused", "kiosk", cl.ID, "reason", why, "filters", len(pk.Filters))
+	}
+	// An empty filter is invalid: mochi refuses it before it looks
+	// anything up, sends nothing retained, and unsubscribes nothing.
+	refused := make(packets.Subscriptions, len(pk.Filters))
+	for i := range refused {
+		refused[i] = packets.Subscription{Qos: pk.Filters[i].Qos}
+	}
+	pk.Filters = refused
+	return pk
+}
+
+// OnPacketRead holds a DISCONNECT's session expiry to maxSessionExpiry:
+// MQTT 5 lets a client set it again as it leaves, and mochi caps it only
+// at CONNACK. (From 0 it may not be raised at all; mochi refuses that.)
+func (h *authHook) OnPacketRead(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Disconnect && pk.Properties.SessionExpiryIntervalFlag &&
+		pk.Properties.SessionExpiryInterval > maxSessionExpiry {
+		pk.Properties.SessionExpiryInterval = maxSessionExpiry
+	}
+	return pk, nil
 }
 
 // OnPublish spends the kiosk's publish budget, and keeps retained messages
@@ -327,13 +418,7 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if cl.Net.Inline || h.isHub(cl.Properties.Username) {
 		return pk, nil
 	}
-	ok := true
-	if h.cfg.KioskRate > 0 {
-		h.mu.Lock()
-		ok = h.limitsLocked(string(cl.Properties.Username)).msgs.AllowN(h.now(), 1)
-		h.mu.Unlock()
-	}
-	if !ok {
+	if !h.spend(string(cl.Properties.Username), 1) {
 		if h.count("rate")%100 == 1 {
 			h.log.Warn("kiosk over its message rate; publishes dropped", "kiosk", cl.ID, "rate", h.cfg.KioskRate)
 		}
@@ -407,6 +492,12 @@ func (h *authHook) count(why string) int64 {
 		h.refused = map[string]int64{}
 	}
 	h.refused[why]++
+	return h.refused[why]
+}
+
+func (h *authHook) refusedCount(why string) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	return h.refused[why]
 }
 

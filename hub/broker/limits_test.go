@@ -213,3 +213,64 @@ func TestKioskBudgetsPruned(t *testing.T) {
 	clk.Add(time.Second)
 	wait.For(t, 5*time.Second, "the full budgets dropped", func() bool { return kept() == 0 })
 }
+
+// A session outlives its connection by maxSessionExpiry at most, even when
+// an MQTT 5 client asks for longer as it leaves (mochi caps it only at
+// CONNACK); a shorter one is kept as asked.
+func TestSessionExpiryHeldAtDisconnect(t *testing.T) {
+	b := start(t, nil)
+	for asked, want := range map[uint32]uint32{0xFFFFFFFF: maxSessionExpiry, maxSessionExpiry + 1: maxSessionExpiry, 120: 120} {
+		k := openSession(t, b, "k1", "k1-secret", "k1", 5, func(pk *packets.Packet) {
+			pk.Connect.Clean = false
+			pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = 600, true
+		})
+		cl, ok := b.srv.Clients.Get("k1")
+		if !ok {
+			t.Fatal("k1 not connected")
+		}
+		d := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}}
+		d.Properties.SessionExpiryInterval, d.Properties.SessionExpiryIntervalFlag = asked, true
+		k.send(d)
+		wait.For(t, 5*time.Second, "the DISCONNECT taken", cl.Closed)
+		if got := cl.Properties.Props.SessionExpiryInterval; got != want {
+			t.Errorf("DISCONNECT asking %d s: session kept %d s, want %d", asked, got, want)
+		}
+	}
+}
+
+// addrConn is a connection from addr, for the hook alone.
+type addrConn struct {
+	net.Conn
+	addr net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.addr }
+
+// Failed logins are counted by source, as connections are: an IPv6 /64,
+// which one subscriber holds, is one source however many of its
+// addresses it uses.
+func TestAuthFailuresCountedPerSlashSixtyFour(t *testing.T) {
+	b := start(t, func(c *Config) { c.AuthFailures = 5 })
+	pipe, _ := net.Pipe()
+	defer pipe.Close()
+	try := func(ip string) {
+		cl := b.srv.NewClient(addrConn{Conn: pipe, addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}}, "tcp", "", false)
+		if b.hook.OnConnectAuthenticate(cl, connectAs("k1", "wrong", "k1", nil)) {
+			t.Fatalf("a wrong password from %s let in", ip)
+		}
+	}
+	slow := func() int { b.kiosks.mu.Lock(); defer b.kiosks.mu.Unlock(); return b.kiosks.slow }
+	for i := 1; i <= 50; i++ {
+		try(fmt.Sprintf("2001:db8:1:2:%x::%x", i, i))
+		try(fmt.Sprintf("2001:db8:1:2::%x", i))
+	}
+	if n := slow(); n != 5 {
+		t.Fatalf("100 failed logins from 100 addresses of one /64: %d paid for bcrypt, want 5", n)
+	}
+	try("2001:db8:1:3::1") // another /64
+	try("198.51.100.7")    // IPv4 addresses are each their own
+	try("198.51.100.8")
+	if n := slow(); n != 8 {
+		t.Fatalf("three more sources: %d paid for bcrypt in all, want 8", n)
+	}
+}

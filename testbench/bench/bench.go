@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Result, error) {
 	defer paSrv.Close()
 	cardSrv := httptest.NewServer(cards.New(quiet).Handler())
 	defer cardSrv.Close()
-	hc := hub.Config{DataDir: filepath.Join(cfg.Dir, "hub"), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", BrokerConnsPerIP: -1, KioskMsgRate: -1, KioskPurchases: -1,
+	hc := hub.Config{DataDir: filepath.Join(cfg.Dir, "hub"), HTTPListen: "127.0.0.1:0", BrokerListen: "127.0.0.1:0", BrokerConnsPerIP: -1, KioskMsgRate: -1, KioskPurchases: -1, KioskInflight: -1,
 		TLS: "off", KioskPasswords: true, BrokerTLSListen: "off",
 		PostalURL: paSrv.URL, Ledger: ledger.Config{Licence: postal.DemoLicence}, PaymentsURL: cardSrv.URL, Workers: cfg.Workers, MPSDs: 1}
 	s.hubCfg(&hc)

@@ -91,6 +91,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.HTTPConnsPerIP, "http-conns-per-ip", 64, "web server: open connections allowed from one address or IPv6 /64, trusted proxies aside (negative: no limit)")
 	fs.Float64Var(&cfg.KioskMsgRate, "kiosk-msg-rate", 20, "embedded broker: messages per second a kiosk may publish, in bursts of ten times that (negative: no limit)")
 	fs.IntVar(&cfg.KioskPurchases, "kiosk-purchases", 16, "purchases of one kiosk served at once; more are dropped and the kiosk resends (negative: no limit, for load generators)")
+	fs.IntVar(&cfg.KioskInflight, "kiosk-inflight", 64, "embedded broker: messages held for one kiosk unacknowledged; more are dropped and the kiosk asks again (negative: no limit, for load generators)")
 	fs.IntVar(&cfg.KioskConnects, "kiosk-connects", 10, "embedded broker: connections a kiosk may open per minute, in bursts of that many (negative: no limit)")
 	fs.StringVar(&cfg.HTTPListen, "http", "", "plain HTTP address: with --tls off everything (default 127.0.0.1:8080); with TLS, only /healthz and /metrics (default: none)")
 	fs.StringVar(&cfg.Ledger.Licence, "licence", os.Getenv("FRANK_LICENCE"), "required to serve: the postal licence number the authority assigned the vendor; stored with the GPSD, sent in every postal call (default $FRANK_LICENCE)")
