@@ -41,7 +41,6 @@ func TestWebConnectionsBounded(t *testing.T) {
 	if n, err := idle.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 		t.Fatalf("an idle connection still open after 10 s: read %d, %v", n, err)
 	}
-	var held []net.Conn
 	for range 4 {
 		c, err := net.Dial("tcp", e.h.HTTPAddr)
 		if err != nil {
@@ -51,7 +50,6 @@ func TestWebConnectionsBounded(t *testing.T) {
 		if err := get(c); err != nil {
 			t.Fatal(err)
 		}
-		held = append(held, c)
 	}
 	extra, err := net.Dial("tcp", e.h.HTTPAddr)
 	if err != nil {
