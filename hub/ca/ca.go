@@ -2,7 +2,7 @@
 // kiosk a short-lived client certificate naming its kiosk id and store,
 // from a CSR whose key never left the kiosk; it issues the hubs their
 // broker-client and server certificates; and it revokes, keeping a signed
-// CRL for brokers. The CA's key lives in the HSM (PKCS#11, or the soft
+// CRL for brokers, signed again only when it must be. The CA's key lives in the HSM (PKCS#11, or the soft
 // store in development) and signs through a crypto.Signer; its certificate
 // is in the store, shared by every hub on the database.
 package ca
@@ -18,6 +18,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"strings"
@@ -36,7 +37,31 @@ const KeyLabel = "frank-device-ca"
 var (
 	ErrNoCA   = errors.New("ca: no device CA; run hub ca init")
 	ErrExists = errors.New("ca: the device CA exists already")
+	// ErrNotDue and ErrRenewedRecently refuse a renewal, in a *NotYet.
+	ErrNotDue          = errors.New("the certificate is not due for renewal")
+	ErrRenewedRecently = errors.New("the kiosk was issued a certificate within the hour")
 )
+
+// NotYet is a renewal refused until At.
+type NotYet struct {
+	Err error // ErrNotDue or ErrRenewedRecently
+	At  time.Time
+}
+
+func (e *NotYet) Error() string {
+	return fmt.Sprintf("ca: renew: %v; not before %s", e.Err, e.At.UTC().Format(time.RFC3339))
+}
+
+func (e *NotYet) Unwrap() error { return e.Err }
+
+// RenewEvery is the least time between two certificates of one kiosk by
+// renewal. A kiosk renews once in a certificate's life, and when an answer
+// was lost it asks again at its next hourly check, by then allowed.
+const RenewEvery = time.Hour
+
+// backdate is how far before its issue a certificate's life starts: for a
+// clock a little behind.
+const backdate = 5 * time.Minute
 
 // Certificate kinds, as device_certs records them.
 const (
@@ -67,6 +92,9 @@ type CA struct {
 	signer crypto.Signer
 	cert   *x509.Certificate
 	pem    []byte
+
+	crlMu sync.Mutex // held over CRL, so that concurrent requests sign once
+	crl   *signedCRL // the last list signed or read, guarded by crlMu
 }
 
 // New returns the CA on db; Load or Init makes it usable.
@@ -215,26 +243,46 @@ func (c *CA) Pool() *x509.CertPool {
 
 // sign issues tmpl for pub and records it.
 func (c *CA) sign(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey, kind string) ([]byte, error) {
+	der, err := c.signCert(tmpl, pub)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.record(ctx, c.db, tmpl, kind); err != nil {
+		return nil, err
+	}
+	return der, nil
+}
+
+// signCert signs tmpl for pub with the CA's key.
+func (c *CA) signCert(tmpl *x509.Certificate, pub crypto.PublicKey) ([]byte, error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.cert == nil {
-		c.mu.Unlock()
 		return nil, ErrNoCA
 	}
 	sg, err := c.signerLocked(c.cert.PublicKey)
 	if err != nil {
-		c.mu.Unlock()
 		return nil, err
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, sg)
-	c.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("ca: issue %s: %w", tmpl.Subject.CommonName, err)
 	}
-	if _, err := c.db.ExecContext(ctx, c.db.Rebind(`INSERT INTO device_certs (serial, subject, kind, not_before, not_after) VALUES (?, ?, ?, ?, ?)`),
-		SerialHex(tmpl.SerialNumber), tmpl.Subject.CommonName, kind, tmpl.NotBefore.UnixMicro(), tmpl.NotAfter.UnixMicro()); err != nil {
-		return nil, fmt.Errorf("ca: record %s: %w", tmpl.Subject.CommonName, err)
-	}
 	return der, nil
+}
+
+// execer is the database or a transaction on it.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// record adds tmpl to device_certs.
+func (c *CA) record(ctx context.Context, db execer, tmpl *x509.Certificate, kind string) error {
+	if _, err := db.ExecContext(ctx, c.db.Rebind(`INSERT INTO device_certs (serial, subject, kind, not_before, not_after) VALUES (?, ?, ?, ?, ?)`),
+		SerialHex(tmpl.SerialNumber), tmpl.Subject.CommonName, kind, tmpl.NotBefore.UnixMicro(), tmpl.NotAfter.UnixMicro()); err != nil {
+		return fmt.Errorf("ca: record %s: %w", tmpl.Subject.CommonName, err)
+	}
+	return nil
 }
 
 // CheckCSR reads a certificate request and checks what IssueKiosk would:
@@ -265,16 +313,78 @@ func (c *CA) IssueKiosk(ctx context.Context, csrDER []byte, kioskID, storeID str
 	if err != nil {
 		return nil, fmt.Errorf("ca: issue %s: %w", kioskID, err)
 	}
-	now := c.cfg.Now()
-	tmpl := &x509.Certificate{
+	return c.sign(ctx, c.kioskTemplate(kioskID, storeID, c.cfg.Now()), csr.PublicKey, KindKiosk)
+}
+
+// kioskTemplate is a kiosk's certificate issued at now.
+func (c *CA) kioskTemplate(kioskID, storeID string, now time.Time) *x509.Certificate {
+	return &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: kioskID, OrganizationalUnit: []string{storeID}, Organization: []string{c.cfg.Vendor}},
-		NotBefore:    now.Add(-5 * time.Minute), // a kiosk clock a little behind
+		NotBefore:    now.Add(-backdate),
 		NotAfter:     now.Add(c.cfg.KioskTTL),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	return c.sign(ctx, tmpl, csr.PublicKey, KindKiosk)
+}
+
+// RenewKiosk issues the kiosk that cur names (a certificate of this CA,
+// which the caller has verified and found unrevoked) a new certificate for
+// csrDER. It refuses, with a *NotYet, a certificate less than half through
+// its life, and a kiosk issued a certificate within RenewEvery: otherwise
+// one kiosk's certificate (a stolen kiosk's) mints certificates in a loop,
+// each an HSM signature and a row, and a CRL entry once it is retired.
+// The kiosk asks at two thirds by its own clock, so half leaves room for
+// a kiosk clock fast by up to a sixth of the life (5 of 30 days).
+func (c *CA) RenewKiosk(ctx context.Context, cur *x509.Certificate, csrDER []byte, storeID string) ([]byte, error) {
+	kioskID := cur.Subject.CommonName
+	if !protocol.ValidKioskID(kioskID) {
+		return nil, fmt.Errorf("ca: renew: %q is not a kiosk id", kioskID)
+	}
+	csr, err := CheckCSR(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("ca: renew %s: %w", kioskID, err)
+	}
+	now := c.cfg.Now()
+	if due := cur.NotBefore.Add(cur.NotAfter.Sub(cur.NotBefore) / 2); now.Before(due) {
+		return nil, &NotYet{Err: ErrNotDue, At: due}
+	}
+	if c.Certificate() == nil {
+		return nil, ErrNoCA
+	}
+	tmpl := c.kioskTemplate(kioskID, storeID, now)
+	// The check and the row are one transaction, on PostgreSQL under the
+	// CA row's lock, so that requests racing on several hubs get one
+	// certificate. The row goes in before the signature, and out again if
+	// that fails.
+	err = c.db.InTx(ctx, func(tx *sql.Tx) error {
+		var id int
+		if err := tx.QueryRowContext(ctx, `SELECT id FROM device_ca WHERE id = 1`+c.db.ForUpdate()).Scan(&id); err != nil {
+			return fmt.Errorf("ca: renew %s: %w", kioskID, err)
+		}
+		var last sql.NullInt64
+		if err := tx.QueryRowContext(ctx, c.db.Rebind(`SELECT MAX(not_before) FROM device_certs WHERE subject = ? AND kind = ?`),
+			kioskID, KindKiosk).Scan(&last); err != nil {
+			return fmt.Errorf("ca: renew %s: %w", kioskID, err)
+		}
+		if last.Valid {
+			if next := time.UnixMicro(last.Int64).Add(backdate + RenewEvery); now.Before(next) {
+				return &NotYet{Err: ErrRenewedRecently, At: next}
+			}
+		}
+		return c.record(ctx, tx, tmpl, KindKiosk)
+	})
+	if err != nil {
+		return nil, err
+	}
+	der, err := c.signCert(tmpl, csr.PublicKey)
+	if err != nil {
+		if _, derr := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM device_certs WHERE serial = ?`), SerialHex(tmpl.SerialNumber)); derr != nil {
+			err = errors.Join(err, fmt.Errorf("ca: renew %s: unrecord: %w", kioskID, derr))
+		}
+		return nil, err
+	}
+	return der, nil
 }
 
 // IssueHub signs a hub's certificate for pub: a broker client certificate
@@ -288,7 +398,7 @@ func (c *CA) IssueHub(ctx context.Context, pub crypto.PublicKey, name string, ho
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: name, Organization: []string{c.cfg.Vendor}},
-		NotBefore:    now.Add(-5 * time.Minute),
+		NotBefore:    now.Add(-backdate),
 		NotAfter:     now.Add(c.cfg.HubTTL),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
@@ -386,38 +496,135 @@ func (c *CA) Latest(ctx context.Context, subject string) (*Issued, error) {
 	return &is, nil
 }
 
-// CRL signs a revocation list of every revoked certificate not yet
-// expired, good for next (brokers refuse a stale one, so the hub signs a
-// new one well before).
+// CRL returns a signed revocation list of every revoked certificate not
+// yet expired, good for at least next/2 more and at most next (brokers
+// refuse a stale one, so callers ask well before). Anyone may ask (GET
+// /api/v1/ca/crl), so a list is signed only when the revoked certificates
+// have changed or the last list is half way to its next update; otherwise
+// the last one is served again, from memory or from device_ca, where every
+// hub on the database finds the newest.
 func (c *CA) CRL(ctx context.Context, next time.Duration) ([]byte, error) {
+	if c.Certificate() == nil {
+		return nil, ErrNoCA
+	}
+	_, revoked, err := c.revokedEntries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.crlMu.Lock()
+	defer c.crlMu.Unlock()
+	if c.crl.serves(revoked, c.cfg.Now(), next) {
+		return c.crl.der, nil
+	}
+	// Another hub signs rarely at the same moment, and its list then
+	// serves: a few rounds suffice.
+	for range 5 {
+		// Read again under the lock: a request that read the revoked
+		// certificates before a change must not sign the old set.
+		entries, revoked, err := c.revokedEntries(ctx)
+		if err != nil {
+			return nil, err
+		}
+		now := c.cfg.Now()
+		if c.crl.serves(revoked, now, next) {
+			return c.crl.der, nil
+		}
+		var number int64
+		var stored []byte
+		err = c.db.QueryRowContext(ctx, `SELECT crl_number, crl_der FROM device_ca WHERE id = 1`).Scan(&number, &stored)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrNoCA
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ca: crl: %w", err)
+		}
+		if l, err := c.parseCRL(stored); err == nil && l.serves(revoked, now, next) {
+			c.crl = l
+			return l.der, nil
+		}
+		l := &signedCRL{this: now.Add(-time.Minute), next: now.Add(next), serials: revoked}
+		if l.der, err = c.signCRL(number+1, entries, l.this, l.next); err != nil {
+			return nil, err
+		}
+		// Stored only over the list read, so that no two lists share a
+		// number; else another hub stored one meanwhile, read next round.
+		res, err := c.db.ExecContext(ctx, c.db.Rebind(`UPDATE device_ca SET crl_number = ?, crl_der = ? WHERE id = 1 AND crl_number = ?`),
+			number+1, l.der, number)
+		if err != nil {
+			return nil, fmt.Errorf("ca: crl: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			c.crl = l
+			return l.der, nil
+		}
+	}
+	return nil, errors.New("ca: crl: other hubs kept storing lists; try again")
+}
+
+// signedCRL is a revocation list the CA signed, kept to serve again.
+type signedCRL struct {
+	der        []byte
+	this, next time.Time
+	serials    map[string]bool // SerialHex
+}
+
+// serves reports whether l lists exactly the revoked serials and, at now,
+// is in force and good for at least half of life more.
+func (l *signedCRL) serves(revoked map[string]bool, now time.Time, life time.Duration) bool {
+	return l != nil && !now.Before(l.this) && now.Before(l.next.Add(-life/2)) && maps.Equal(l.serials, revoked)
+}
+
+// parseCRL reads a list from device_ca, checking it is the CA's.
+func (c *CA) parseCRL(der []byte) (*signedCRL, error) {
+	if der == nil {
+		return nil, errors.New("ca: no stored CRL")
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca: stored crl: %w", err)
+	}
+	if err := crl.CheckSignatureFrom(c.Certificate()); err != nil {
+		return nil, fmt.Errorf("ca: stored crl: %w", err)
+	}
+	l := &signedCRL{der: der, this: crl.ThisUpdate, next: crl.NextUpdate, serials: map[string]bool{}}
+	for _, e := range crl.RevokedCertificateEntries {
+		l.serials[SerialHex(e.SerialNumber)] = true
+	}
+	return l, nil
+}
+
+// revokedEntries reads the certificates revoked and not yet expired, as
+// CRL entries and as a set of SerialHex.
+func (c *CA) revokedEntries(ctx context.Context) ([]x509.RevocationListEntry, map[string]bool, error) {
 	rows, err := c.db.QueryContext(ctx, c.db.Rebind(`SELECT serial, revoked_at FROM device_certs WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY serial`),
 		c.cfg.Now().UnixMicro())
 	if err != nil {
-		return nil, fmt.Errorf("ca: crl: %w", err)
+		return nil, nil, fmt.Errorf("ca: crl: %w", err)
 	}
+	defer rows.Close()
 	var entries []x509.RevocationListEntry
+	set := map[string]bool{}
 	for rows.Next() {
 		var s string
 		var at int64
 		if err := rows.Scan(&s, &at); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ca: crl: %w", err)
+			return nil, nil, fmt.Errorf("ca: crl: %w", err)
 		}
 		n, ok := new(big.Int).SetString(s, 16)
 		if !ok {
 			continue
 		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: time.UnixMicro(at).UTC()})
+		set[SerialHex(n)] = true
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("ca: crl: %w", err)
+		return nil, nil, fmt.Errorf("ca: crl: %w", err)
 	}
-	var number int64
-	if err := c.db.QueryRowContext(ctx, `UPDATE device_ca SET crl_number = crl_number + 1 WHERE id = 1 RETURNING crl_number`).Scan(&number); err != nil {
-		return nil, fmt.Errorf("ca: crl number: %w", err)
-	}
-	now := c.cfg.Now()
+	return entries, set, nil
+}
+
+// signCRL signs a list numbered number with the CA's key.
+func (c *CA) signCRL(number int64, entries []x509.RevocationListEntry, this, next time.Time) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cert == nil {
@@ -428,7 +635,7 @@ func (c *CA) CRL(ctx context.Context, next time.Duration) ([]byte, error) {
 		return nil, err
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number: big.NewInt(number), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(next), RevokedCertificateEntries: entries,
+		Number: big.NewInt(number), ThisUpdate: this, NextUpdate: next, RevokedCertificateEntries: entries,
 	}, c.cert, sg)
 	if err != nil {
 		return nil, fmt.Errorf("ca: crl: %w", err)

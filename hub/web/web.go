@@ -7,6 +7,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"encoding/xml"
@@ -70,6 +71,9 @@ type enroller interface {
 type deviceCA interface {
 	CertPEM() []byte
 	IssueKiosk(ctx context.Context, csrDER []byte, kioskID, storeID string) ([]byte, error)
+	// RenewKiosk issues a kiosk presenting cur a new certificate, or
+	// refuses with a *ca.NotYet.
+	RenewKiosk(ctx context.Context, cur *x509.Certificate, csrDER []byte, storeID string) ([]byte, error)
 	Revoked(ctx context.Context) (map[string]bool, error)
 	CRL(ctx context.Context, next time.Duration) ([]byte, error)
 }
@@ -478,7 +482,9 @@ func csrDER(p string) ([]byte, error) {
 }
 
 // renew gives a kiosk, identified by the certificate it presents, a new
-// certificate for a new CSR: the authenticated channel for renewal.
+// certificate for a new CSR: the authenticated channel for renewal. The CA
+// refuses a certificate not yet half through its life, and a kiosk issued
+// one within the hour: a kiosk renews once a certificate, at two thirds.
 func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "present the kiosk's certificate; one that expired needs a new enrollment code"))
@@ -512,9 +518,24 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	der, err := s.CA.IssueKiosk(r.Context(), csr, id, k.Store)
-	if err != nil {
-		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
+	der, err := s.CA.RenewKiosk(r.Context(), leaf, csr, k.Store)
+	var notYet *ca.NotYet
+	switch {
+	case errors.As(err, &notYet):
+		s.Log.Warn("renewal refused", "kiosk", id, "err", err)
+		at := notYet.At.UTC().Format(time.RFC3339)
+		if errors.Is(err, ca.ErrRenewedRecently) {
+			w.Header().Set("Retry-After", notYet.At.UTC().Format(http.TimeFormat))
+			writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeForbidden,
+				"this kiosk was issued a certificate within the hour; try again after %s", at)})
+			return
+		}
+		writeError(w, protocol.Errorf(protocol.CodeForbidden, "this certificate is not due for renewal before %s; kiosks renew at two thirds of its life", at))
+		return
+	case err != nil:
+		// The CSR was checked above: this is the store or the HSM.
+		s.Log.Error("renewal", "kiosk", id, "err", err)
+		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
 	s.Log.Info("kiosk certificate renewed", "kiosk", id)
@@ -528,7 +549,10 @@ func (s *Server) caCert(w http.ResponseWriter, r *http.Request) {
 	w.Write(s.CA.CertPEM())
 }
 
-// crl serves a freshly signed revocation list (DER), good for a day.
+// crl serves the revocation list (DER), good for a day and at least half
+// of it more. Anyone may ask, so the CA signs a new list only when a
+// certificate was revoked or the last is half through; otherwise it serves
+// the last again, and a revocation still shows at once.
 func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
 	der, err := s.CA.CRL(r.Context(), 24*time.Hour)
 	if err != nil {
@@ -537,6 +561,7 @@ func (s *Server) crl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Header().Set("Cache-Control", "no-cache") // a revocation must show at once
 	w.Write(der)
 }
 
