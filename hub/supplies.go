@@ -67,7 +67,7 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 	subject := "kiosk/" + t.KioskID
 	if !known || before.paperOut != now.paperOut {
 		if now.paperOut {
-			h.alerts.Raise(ctx, alerts.PaperOut, subject, fmt.Sprintf("kiosk %s needs paper: the printer says %s", where, t.Paper))
+			h.alerts.Raise(ctx, alerts.PaperOut, subject, fmt.Sprintf("kiosk %s needs paper: the printer says %s", where, said(t.Paper, protocol.TelemetryPaper)))
 		} else {
 			h.alerts.Clear(ctx, alerts.PaperOut, subject, "paper loaded")
 		}
@@ -81,7 +81,7 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 			h.alerts.Clear(ctx, kind, subject, clear)
 		}
 	}
-	flag(before.printerFault, now.printerFault, alerts.PrinterFault, fmt.Sprintf("kiosk %s's printer says %s", where, t.Printer), "the printer is back")
+	flag(before.printerFault, now.printerFault, alerts.PrinterFault, fmt.Sprintf("kiosk %s's printer says %s", where, said(t.Printer, protocol.TelemetryPrinter)), "the printer is back")
 	flag(before.doorOpen, now.doorOpen, alerts.DoorOpen, fmt.Sprintf("kiosk %s's label door is open: it does not sell", where), "the door is closed")
 	flag(before.skew, now.skew, alerts.ClockSkew, fmt.Sprintf("kiosk %s's clock reads %s, %s off the hub's: its stamps carry its date",
 		where, t.At.Format(time.RFC3339), t.At.Sub(h.clockNow()).Round(time.Second)), "its clock is right again")
@@ -92,4 +92,14 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 			h.alerts.Clear(ctx, alerts.LabelsLow, subject, "labels loaded")
 		}
 	}
+}
+
+// said is a device state from a heartbeat as an alert quotes it: one of the
+// protocol's words (DecodeTelemetry refuses any other), never the kiosk's
+// own text.
+func said(state string, words []string) string {
+	if slices.Contains(words, state) {
+		return state
+	}
+	return "an unknown state"
 }

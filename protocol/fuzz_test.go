@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -95,8 +97,40 @@ func FuzzDecodeKioskConfig(f *testing.F) {
 
 func FuzzDecodeTelemetry(f *testing.F) {
 	f.Add([]byte(`{"kiosk_id":"k","at":"2026-11-29T10:00:00Z","firmware":"1.0","uptime_s":5,"labels_left":9,"paper":"ok","printer":"ok","scale":"ok","sales":1,"in_service":true}`))
+	f.Add([]byte(`{"kiosk_id":"k","at":"2026-11-29T10:00:00Z","firmware":"dev","labels_left":0,"paper":"out","printer":"paper_out","scale":"","last_error":"hub_no_answer","sales":0,"in_service":false,"reasons":["paper_out","printer_fault","door_open"]}`))
+	f.Add([]byte(`{"kiosk_id":"k","paper":"out","printer":"PPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPPP","scale":"ok","reasons":["door_open"]}`))
+	f.Add([]byte(`{"kiosk_id":"k","last_error":"jam\n\u001b[31m","reasons":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = protocol.DecodeTelemetry(b)
+		tm, err := protocol.DecodeTelemetry(b)
+		if err != nil {
+			var pe *protocol.Error
+			if !errors.As(err, &pe) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		// What the hub logs and raises alerts from is bounded and plain.
+		for _, f := range []struct {
+			v    string
+			list []string
+		}{{tm.Paper, protocol.TelemetryPaper}, {tm.Printer, protocol.TelemetryPrinter}, {tm.Scale, protocol.TelemetryScale}} {
+			if f.v != "" && !slices.Contains(f.list, f.v) {
+				t.Fatalf("accepted state %q", f.v)
+			}
+		}
+		for _, s := range []string{tm.Firmware, tm.LastError} {
+			if len(s) > protocol.MaxTelemetryText || strings.IndexFunc(s, func(r rune) bool { return r < ' ' || r > '~' }) >= 0 {
+				t.Fatalf("accepted text %q", s)
+			}
+		}
+		if len(tm.Reasons) > protocol.MaxTelemetryReasons {
+			t.Fatalf("accepted %d reasons", len(tm.Reasons))
+		}
+		for _, r := range tm.Reasons {
+			if r == "" || len(r) > protocol.MaxReasonBytes || strings.Trim(r, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+				t.Fatalf("accepted reason %q", r)
+			}
+		}
 	})
 }
 

@@ -409,16 +409,94 @@ type Telemetry struct {
 	LabelsLeft int       `json:"labels_left"`
 	// LabelsUnknown: the kiosk has just started and not yet learned its
 	// sheets' free labels from the hub, so LabelsLeft counts nothing yet.
-	LabelsUnknown bool   `json:"labels_unknown,omitempty"`
-	Paper         string `json:"paper"`   // ok, near_end, out
-	Printer       string `json:"printer"` // ok, cover_open, jam, cutter_error, offline
-	Scale         string `json:"scale"`   // ok, motion, over_capacity, offline
-	LastError     string `json:"last_error,omitempty"`
-	Sales         int64  `json:"sales"`
-	InService     bool   `json:"in_service"`
+	LabelsUnknown bool `json:"labels_unknown,omitempty"`
+	// Paper, Printer and Scale are each one of TelemetryPaper,
+	// TelemetryPrinter and TelemetryScale, or empty: not read yet.
+	Paper   string `json:"paper"`
+	Printer string `json:"printer"`
+	Scale   string `json:"scale"`
+	// LastError is the code of the kiosk's last error (hub_no_answer, an
+	// error code, a print failure's reason): MaxTelemetryText bytes of
+	// printable ASCII at most.
+	LastError string `json:"last_error,omitempty"`
+	Sales     int64  `json:"sales"`
+	InService bool   `json:"in_service"`
 	// Reasons say why the kiosk is not in service (README: the kiosk's
 	// status reasons), when it is not.
 	Reasons []string `json:"reasons,omitempty"`
+}
+
+// What a heartbeat may say of the kiosk's devices. The hub logs heartbeats
+// and raises alerts from them, so a kiosk (or whoever holds its
+// credentials) reports a state from these lists, not text of its own.
+var (
+	TelemetryPaper   = []string{"ok", "near_end", "out"}
+	TelemetryPrinter = []string{"ok", "paper_out", "cover_open", "jam", "cutter_error", "printer_error", "offline"}
+	TelemetryScale   = []string{"ok", "motion", "over_capacity", "under_capacity", "offline"}
+)
+
+// Limits on a heartbeat's free text: its firmware and last_error are at
+// most MaxTelemetryText bytes of printable ASCII, and it gives at most
+// MaxTelemetryReasons reasons, each a lower-case token of at most
+// MaxReasonBytes of [a-z0-9_]. A kiosk has eleven reasons, the longest 19
+// bytes (certificate_expired).
+const (
+	MaxTelemetryText    = 64
+	MaxTelemetryReasons = 16
+	MaxReasonBytes      = 32
+)
+
+// Validate checks a heartbeat: its kiosk, its device states against the
+// lists above, and the length and characters of its text. The message of
+// an error never quotes the field's value.
+func (t *Telemetry) Validate() error {
+	bad := func(f string, args ...any) error { return Errorf(CodeInvalidRequest, f, args...) }
+	state := func(field, v string, allowed []string) error {
+		if v != "" && !slices.Contains(allowed, v) {
+			return bad("%s: want one of %s, or empty", field, strings.Join(allowed, ", "))
+		}
+		return nil
+	}
+	if !ValidKioskID(t.KioskID) {
+		return bad("kiosk_id: want 1-32 of [A-Za-z0-9_-]")
+	}
+	if err := state("paper", t.Paper, TelemetryPaper); err != nil {
+		return err
+	}
+	if err := state("printer", t.Printer, TelemetryPrinter); err != nil {
+		return err
+	}
+	if err := state("scale", t.Scale, TelemetryScale); err != nil {
+		return err
+	}
+	if !printableASCII(t.Firmware, MaxTelemetryText) {
+		return bad("firmware: want at most %d bytes of printable ASCII", MaxTelemetryText)
+	}
+	if !printableASCII(t.LastError, MaxTelemetryText) {
+		return bad("last_error: want at most %d bytes of printable ASCII", MaxTelemetryText)
+	}
+	if len(t.Reasons) > MaxTelemetryReasons {
+		return bad("reasons: at most %d", MaxTelemetryReasons)
+	}
+	for i, r := range t.Reasons {
+		if r == "" || len(r) > MaxReasonBytes || strings.Trim(r, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+			return bad("reasons[%d]: want 1-%d of [a-z0-9_]", i, MaxReasonBytes)
+		}
+	}
+	return nil
+}
+
+// printableASCII: at most max bytes, each from space to tilde.
+func printableASCII(s string, max int) bool {
+	if len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // KioskConfig is what the hub tells one kiosk, retained on TopicConfig.
@@ -576,14 +654,15 @@ func DecodeRefundResult(b []byte) (*RefundResult, error) {
 	return &r, nil
 }
 
-// DecodeTelemetry decodes a heartbeat.
+// DecodeTelemetry decodes and validates a heartbeat: a field out of its
+// list or too long is invalid_request.
 func DecodeTelemetry(b []byte) (*Telemetry, error) {
 	var t Telemetry
 	if err := decodeStrict(b, &t); err != nil {
 		return nil, err
 	}
-	if !ValidKioskID(t.KioskID) {
-		return nil, Errorf(CodeInvalidRequest, "kiosk_id: want 1-32 of [A-Za-z0-9_-]")
+	if err := t.Validate(); err != nil {
+		return nil, err
 	}
 	return &t, nil
 }

@@ -2,6 +2,8 @@
 // fraud, inspection due, kiosks offline, low funds, paper out, labels low.
 // An alert is raised once per kind and subject until someone acknowledges
 // it, or, for a condition the hub sees end (paper loaded), the hub clears it.
+// One the hub cleared less than FlapWindow ago is reopened when raised
+// again, not added anew.
 package alerts
 
 import (
@@ -9,7 +11,9 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/frank-postage/frank/hub/store"
 )
@@ -49,6 +53,23 @@ const (
 // ops are told: its stamps carry its date.
 const ClockSkewLimit = 5 * time.Minute
 
+// FlapWindow is how long after the hub cleared an alert the same kind and
+// subject raised again reopens that alert rather than adding one, and how
+// often a flapping alert is logged. A kiosk whose paper runs out, is
+// loaded and runs out again, or whose heartbeats alternate (a loose
+// sensor, or a stolen kiosk's credentials in a loop at the broker's 20
+// messages a second), is one incident for the store: one row, not one per
+// flip. Ten minutes is twenty heartbeats at the default 30 s, longer than
+// a refill or a door opened to clear a jam takes, and short enough that a
+// fault back the next hour is a new alert with its own time. It also
+// bounds what a kiosk can add: one row per kind and subject per window.
+const FlapWindow = 10 * time.Minute
+
+// MaxMessageBytes bounds an alert's message as stored and logged; a longer
+// one is cut. Messages are the hub's own sentences, but some quote what
+// others sent (a kiosk's state, the postal authority's error).
+const MaxMessageBytes = 1024
+
 // Alert is one alert.
 type Alert struct {
 	ID      int64      `json:"id"`
@@ -65,6 +86,18 @@ type Store struct {
 	db  *store.DB
 	log *slog.Logger
 	now func() time.Time
+
+	mu    sync.Mutex
+	flaps map[flapKey]*flap // alerts reopened in the last FlapWindow
+}
+
+type flapKey struct{ kind, subject string }
+
+// flap is an alert the hub cleared and saw raised again: when it last
+// reopened, when that was last logged, and how often since it was not.
+type flap struct {
+	reopened, logged time.Time
+	unlogged         int
 }
 
 // New returns the alert store.
@@ -72,15 +105,36 @@ func New(db *store.DB, log *slog.Logger, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, log: log, now: now}
+	return &Store{db: db, log: log, now: now, flaps: map[flapKey]*flap{}}
 }
 
+const (
+	// reopenQuery reopens the newest alert of a kind and subject if the
+	// hub cleared it (not a person: what someone acknowledged stays so)
+	// since the cutoff. None is open then: the newest would be it.
+	reopenQuery = `UPDATE alerts SET acked_at = NULL, acked_by = NULL, message = ?, created_at = ?
+		WHERE id = (SELECT MAX(id) FROM alerts WHERE kind = ? AND subject = ?)
+		AND acked_at >= ? AND acked_by LIKE 'hub: %'`
+	raiseQuery = `INSERT INTO alerts (kind, subject, message, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`
+)
+
 // Raise records an alert unless one of the same kind and subject is open.
-// It logs, and never fails the caller: an alert that cannot be stored is
-// still in the log.
+// One the hub cleared less than FlapWindow ago is reopened, with this
+// message and time, instead of a new one added. It logs, and never fails
+// the caller: an alert that cannot be stored is still in the log.
 func (s *Store) Raise(ctx context.Context, kind, subject, message string) {
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO alerts (kind, subject, message, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`),
-		kind, subject, message, s.now().UnixMicro())
+	message = truncate(message, MaxMessageBytes)
+	now := s.now()
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(reopenQuery), message, now.UnixMicro(), kind, subject, now.Add(-FlapWindow).UnixMicro())
+	if err == nil {
+		if n, _ := res.RowsAffected(); n == 1 {
+			if log, unlogged := s.flapped(kind, subject, now, true); log {
+				s.log.Warn("ALERT", "kind", kind, "subject", subject, "message", message, "reopened", true, "unlogged_changes", unlogged)
+			}
+			return
+		}
+		res, err = s.db.ExecContext(ctx, s.db.Rebind(raiseQuery), kind, subject, message, now.UnixMicro())
+	}
 	if err != nil {
 		s.log.Error("alert not stored", "kind", kind, "subject", subject, "message", message, "err", err)
 		return
@@ -88,6 +142,52 @@ func (s *Store) Raise(ctx context.Context, kind, subject, message string) {
 	if n, _ := res.RowsAffected(); n == 1 { // an alert already open is not news
 		s.log.Warn("ALERT", "kind", kind, "subject", subject, "message", message)
 	}
+}
+
+// flapped notes an alert reopened (or, if not reopened, cleared) at now,
+// and says whether to log it: an alert that flaps is logged at most once
+// per FlapWindow, with how many of its changes were not.
+func (s *Store) flapped(kind, subject string, now time.Time, reopened bool) (log bool, unlogged int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := flapKey{kind, subject}
+	f := s.flaps[k]
+	if f == nil {
+		if !reopened {
+			return true, 0 // cleared, and not flapping
+		}
+		for k, old := range s.flaps { // keep only the flapping ones
+			if now.Sub(old.reopened) >= FlapWindow && now.Sub(old.logged) >= FlapWindow {
+				delete(s.flaps, k)
+			}
+		}
+		f = &flap{}
+		s.flaps[k] = f
+	}
+	if reopened {
+		f.reopened = now
+	} else if now.Sub(f.reopened) >= FlapWindow { // cleared long after it last reopened: it stopped flapping
+		delete(s.flaps, k)
+		return true, f.unlogged
+	}
+	if !f.logged.IsZero() && now.Sub(f.logged) < FlapWindow {
+		f.unlogged++
+		return false, 0
+	}
+	unlogged, f.logged, f.unlogged = f.unlogged, now, 0
+	return true, unlogged
+}
+
+// truncate cuts s to at most max bytes, on a character's boundary.
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // List returns alerts, newest first; open only if openOnly.
@@ -130,7 +230,13 @@ func (s *Store) Clear(ctx context.Context, kind, subject, why string) {
 		return
 	}
 	if n, _ := res.RowsAffected(); n > 0 {
-		s.log.Info("alert cleared", "kind", kind, "subject", subject, "why", why)
+		log, unlogged := s.flapped(kind, subject, s.now(), false)
+		switch {
+		case log && unlogged > 0:
+			s.log.Info("alert cleared", "kind", kind, "subject", subject, "why", why, "unlogged_changes", unlogged)
+		case log:
+			s.log.Info("alert cleared", "kind", kind, "subject", subject, "why", why)
+		}
 	}
 }
 

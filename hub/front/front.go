@@ -380,7 +380,13 @@ func (f *Front) onStatus(c mqtt.Client, m mqtt.Message) {
 		return
 	}
 	status := string(m.Payload())
-	f.log.Info("kiosk status", "kiosk", kiosk, "status", status)
+	// Anything but online or offline is logged by its length and first
+	// bytes, quoted: the payload is the kiosk's, up to 64 KiB of it.
+	shown := status
+	if status != protocol.StatusOnline && status != protocol.StatusOffline {
+		shown = fmt.Sprintf("%q", status[:min(len(status), 32)])
+	}
+	f.log.Info("kiosk status", "kiosk", kiosk, "status", shown, "bytes", len(status))
 	switch status {
 	case protocol.StatusOnline:
 		if f.cfg.Presence != nil {
