@@ -38,6 +38,7 @@ import (
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/metrics"
+	"github.com/frank-postage/frank/hub/netlimit"
 	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/payments"
 	"github.com/frank-postage/frank/hub/postal"
@@ -735,7 +736,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout(),
 		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them
-	ln = web.LimitPerSource(ln, h.httpConnsPerIP(), h.proxies, h.log.With("component", "web"))
+	ln = netlimit.Listen(ln, h.httpConnsPerIP(), h.proxies.Trusts, h.log.With("component", "web"))
 	if h.cfg.TLS != "off" {
 		// A kiosk presents its certificate to renew it; browsers need none.
 		tc := h.tls.serverConfig()
@@ -768,7 +769,7 @@ func (h *Hub) Start(ctx context.Context) error {
 			return fmt.Errorf("hub: listen %s: %w", h.cfg.HTTPListen, err)
 		}
 		h.PlainAddr = pln.Addr().String()
-		pln = web.LimitPerSource(pln, h.httpConnsPerIP(), h.proxies, h.log.With("component", "web"))
+		pln = netlimit.Listen(pln, h.httpConnsPerIP(), h.proxies.Trusts, h.log.With("component", "web"))
 		h.plain = &http.Server{Handler: srv.PlainHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout()}
 		go func() {
 			if err := h.plain.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {

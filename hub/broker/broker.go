@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/time/rate"
 
+	"github.com/frank-postage/frank/hub/netlimit"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -372,7 +372,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := sourceOf(c.RemoteAddr())
+		ip := netlimit.SourceOf(c.RemoteAddr())
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -431,25 +431,6 @@ func (c *countedConn) Close() error {
 	c.takenOnce.Do(c.taken)
 	c.once.Do(c.release)
 	return c.Conn.Close()
-}
-
-// sourceOf is what the per-address limit counts for a connection from a:
-// the address for IPv4, its /64 for IPv6, since one IPv6 subscriber holds
-// a whole /64 and could otherwise open MaxConnsPerIP from each address.
-func sourceOf(a net.Addr) string {
-	var ip netip.Addr
-	if t, ok := a.(*net.TCPAddr); ok {
-		ip = t.AddrPort().Addr()
-	} else if p, err := netip.ParseAddrPort(a.String()); err == nil {
-		ip = p.Addr()
-	} else {
-		return remoteHost(a.String())
-	}
-	if ip = ip.Unmap().WithZone(""); ip.Is6() {
-		p, _ := ip.Prefix(64)
-		return p.String()
-	}
-	return ip.String()
 }
 
 // remoteHost is the address part of host:port.

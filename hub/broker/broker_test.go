@@ -395,20 +395,3 @@ func TestAuthFailuresLimited(t *testing.T) {
 		t.Fatalf("%d slow checks, want at most 3", b.kiosks.slow)
 	}
 }
-
-// The per-address connection limit counts an IPv6 client's whole /64,
-// which one subscriber holds, as one address.
-func TestConnLimitCountsAnIPv6SlashSixtyFour(t *testing.T) {
-	for addr, want := range map[net.Addr]string{
-		&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2::1"), Port: 5}:       "2001:db8:1:2::/64",
-		&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:ffff::9"), Port: 6}:  "2001:db8:1:2::/64",
-		&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 7, Zone: "eth0"}: "fe80::/64",
-		&net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 8}:          "198.51.100.7",
-		&net.TCPAddr{IP: net.ParseIP("::ffff:198.51.100.7"), Port: 9}:   "198.51.100.7",
-		&net.UnixAddr{Name: "/run/frank.sock", Net: "unix"}:             "/run/frank.sock",
-	} {
-		if got := sourceOf(addr); got != want {
-			t.Errorf("sourceOf(%v) = %q, want %q", addr, got, want)
-		}
-	}
-}

@@ -17,6 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/time/rate"
 
+	"github.com/frank-postage/frank/hub/netlimit"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -286,10 +287,10 @@ func (h *authHook) refuse(cl *mqtt.Client, user, why string) {
 	}
 }
 
-// clientSource is the source (sourceOf) that cl connected from.
+// clientSource is the source (netlimit.SourceOf) that cl connected from.
 func clientSource(cl *mqtt.Client) string {
 	if cl.Net.Conn != nil {
-		return sourceOf(cl.Net.Conn.RemoteAddr())
+		return netlimit.SourceOf(cl.Net.Conn.RemoteAddr())
 	}
 	return remoteHost(cl.Net.Remote)
 }

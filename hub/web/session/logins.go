@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/frank-postage/frank/hub/netlimit"
 	"github.com/frank-postage/frank/hub/store"
 )
 
@@ -80,19 +81,6 @@ func (p Proxies) ClientIP(r *http.Request) string {
 	return peer.String()
 }
 
-// Source is what a per-address limit counts for the client address ip:
-// the address itself for IPv4, its /64 for IPv6. One IPv6 subscriber is
-// given a whole /64 and may use any address in it, so counting single
-// addresses would let one guesser try 2^64 times as often.
-func Source(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil || !a.Unmap().Is6() {
-		return ip
-	}
-	p, _ := a.Unmap().WithZone("").Prefix(64)
-	return p.String()
-}
-
 func peerAddr(r *http.Request) netip.Addr {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -150,7 +138,7 @@ func (l *Logins) Share(db *store.DB) *Logins {
 func (l *Logins) SetNow(now func() time.Time) { l.limits.Now = now }
 
 func (l *Logins) keys(r *http.Request, login string) []limitKey {
-	ip := Source(l.Proxies.ClientIP(r))
+	ip := netlimit.Source(l.Proxies.ClientIP(r))
 	keys := []limitKey{{l.realm + "-ip:" + ip, l.perAddr}}
 	if login != "" {
 		login = strings.ToLower(login)

@@ -1,4 +1,4 @@
-package web_test
+package netlimit_test
 
 import (
 	"io"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/frank-postage/frank/hub/web"
+	"github.com/frank-postage/frank/hub/netlimit"
 	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/testbench/wait"
 )
@@ -33,7 +33,7 @@ func TestConnectionsPerSource(t *testing.T) {
 				t.Fatal(err)
 			}
 			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-			go srv.Serve(web.LimitPerSource(ln, 3, proxies, slog.New(slog.DiscardHandler)))
+			go srv.Serve(netlimit.Listen(ln, 3, proxies.Trusts, slog.New(slog.DiscardHandler)))
 			defer srv.Close()
 			var held []net.Conn
 			for range 3 {
@@ -76,5 +76,32 @@ func TestConnectionsPerSource(t *testing.T) {
 				return resp.StatusCode == http.StatusOK
 			})
 		})
+	}
+}
+
+// A limit counts an IPv6 client's whole /64, which one subscriber holds,
+// as one address; an IPv4 client (mapped or not) is its address.
+func TestSourceCountsAnIPv6SlashSixtyFour(t *testing.T) {
+	for addr, want := range map[net.Addr]string{
+		&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2::1"), Port: 5}:       "2001:db8:1:2::/64",
+		&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:ffff::9"), Port: 6}:  "2001:db8:1:2::/64",
+		&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 7, Zone: "eth0"}: "fe80::/64",
+		&net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 8}:          "198.51.100.7",
+		&net.TCPAddr{IP: net.ParseIP("::ffff:198.51.100.7"), Port: 9}:   "198.51.100.7",
+		&net.UnixAddr{Name: "/run/frank.sock", Net: "unix"}:             "/run/frank.sock",
+	} {
+		if got := netlimit.SourceOf(addr); got != want {
+			t.Errorf("SourceOf(%v) = %q, want %q", addr, got, want)
+		}
+	}
+	for ip, want := range map[string]string{
+		"2001:db8:1:2:aaaa::1": "2001:db8:1:2::/64",
+		"::ffff:198.51.100.7":  "198.51.100.7",
+		"198.51.100.7":         "198.51.100.7",
+		"not an address":       "not an address",
+	} {
+		if got := netlimit.Source(ip); got != want {
+			t.Errorf("Source(%q) = %q, want %q", ip, got, want)
+		}
 	}
 }
