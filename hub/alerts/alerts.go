@@ -108,7 +108,9 @@ func New(db *store.DB, log *slog.Logger, now func() time.Time) *Store {
 	return &Store{db: db, log: log, now: now, flaps: map[flapKey]*flap{}}
 }
 
-const (
+// The alert kinds are this file's string constants (metrics_test reads them);
+// the queries are variables.
+var (
 	// reopenQuery reopens the newest alert of a kind and subject if the
 	// hub cleared it (not a person: what someone acknowledged stays so)
 	// since the cutoff. None is open then: the newest would be it.
