@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/rates"
 	"github.com/frank-postage/frank/hub/store"
@@ -46,12 +44,7 @@ func TestRateTableFromAnotherHub(t *testing.T) {
 	}
 	e.h.Tick(ctx) // hears of it; the old table stays in force until the day
 	k := e.kiosk("kiosk-1")
-	configs := make(chan protocol.KioskConfig, 4)
-	k.c.Subscribe(protocol.KioskTopic("kiosk-1", protocol.TopicConfig), 1, func(_ mqtt.Client, m mqtt.Message) {
-		if c, err := protocol.DecodeKioskConfig(m.Payload()); err == nil {
-			configs <- *c
-		}
-	}).Wait()
+	configs := k.configsOf(t)
 	k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
 	waitConfig(t, configs, "rate table usps-2025-07-13", func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-2025-07-13" })
 	e.clock.Set(day.Add(time.Second))

@@ -1,11 +1,9 @@
 package hub_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/frank-postage/frank/hub"
@@ -15,9 +13,8 @@ import (
 // its keys sit in files beside their master key, not in an HSM.
 func TestSoftKeyStoreWarnsAtStart(t *testing.T) {
 	e := newEnvWith(t, nil)
-	var mu sync.Mutex
-	var buf bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, nil))
+	l := &hubLog{}
+	log := slog.New(slog.NewTextHandler(l, nil))
 	cfg := e.cfg
 	cfg.DataDir = t.TempDir()
 	if cfg.DB != "" {
@@ -28,20 +25,7 @@ func TestSoftKeyStoreWarnsAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Close()
-	mu.Lock()
-	defer mu.Unlock()
-	if !strings.Contains(buf.String(), "level=WARN") || !strings.Contains(buf.String(), "for development only") || !strings.Contains(buf.String(), "--hsm pkcs11") {
-		t.Fatalf("no warning about the soft key store in:\n%s", buf.String())
+	if len(l.lines("level=WARN", "for development only", "--hsm pkcs11")) == 0 {
+		t.Fatalf("no warning about the soft key store in:\n%s", strings.Join(l.lines(), "\n"))
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
