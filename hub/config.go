@@ -37,7 +37,7 @@ func (h *Hub) configFor(kioskID string) (protocol.KioskConfig, error) {
 		c.HeartbeatS = v.HeartbeatS
 	}
 	v.HeartbeatS = c.HeartbeatS
-	c.Settings, c.Staff, c.StaffManaged = v, staff, managed
+	c.Settings, c.StaffNames, c.StaffManaged = v, staff, managed
 	h.kioskSettings.Store(kioskID, v)
 	return c, nil
 }

@@ -699,6 +699,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Meter:       h.metrics,
 		Commands:    h.commands,
 		MaxPerKiosk: h.cfg.KioskPurchases,
+		Staff:       newStaffDesk(h),
 	}
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err

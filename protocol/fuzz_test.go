@@ -211,6 +211,35 @@ func FuzzDecodeRefundResult(f *testing.F) {
 	})
 }
 
+func FuzzDecodeStaffLogin(f *testing.F) {
+	f.Add([]byte(`{"request_id":"t-1","kiosk_id":"k","pin":"1357"}`))
+	f.Add([]byte(`{"request_id":"t-1","kiosk_id":"k","badge":"STAFF-BOB7"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodeStaffLogin(b)
+		if err != nil {
+			if protocol.AsError(err).Code == protocol.CodeInternal {
+				t.Fatalf("untyped error: %v", err)
+			}
+			return
+		}
+		// What is accepted carries one well-formed credential.
+		if (r.PIN == "") == (r.Badge == "") || r.PIN != "" && !protocol.ValidStaffPIN(r.PIN) || r.Badge != "" && !protocol.ValidStaffBadge(r.Badge) {
+			t.Fatalf("accepted %+v", r)
+		}
+	})
+}
+
+func FuzzDecodeStaffLoginResult(f *testing.F) {
+	f.Add([]byte(`{"request_id":"t-1","status":"ok","name":"alice"}`))
+	f.Add([]byte(`{"request_id":"t-1","status":"rejected","error":{"code":"unauthorized","message":"wrong"},"retry_after_s":60}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := protocol.DecodeStaffLoginResult(b)
+		if err == nil && r.Status == protocol.ResultOK && r.Name == "" {
+			t.Fatalf("ok without a name: %q", b)
+		}
+	})
+}
+
 func FuzzDecodeEnrollRequest(f *testing.F) {
 	f.Add([]byte(`{"code":"ABCDE-FGHIJ-KLMNO-PQRST"}`))
 	f.Add([]byte(`{"code":"abcde fghij klmno pqrs7"}`))

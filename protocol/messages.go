@@ -510,11 +510,13 @@ type KioskConfig struct {
 	// Settings are ops' settings for the kiosk: fleet-wide, then its
 	// store's, then its own. Zero fields keep the kiosk's own defaults.
 	Settings KioskSettings `json:"settings"`
-	// StaffManaged says the store's staff are managed centrally: Staff is
-	// then the whole list of who may open staff mode (empty: nobody), and
-	// the kiosk's own file's PIN and badges no longer count.
-	StaffManaged bool              `json:"staff_managed,omitempty"`
-	Staff        []StaffCredential `json:"staff,omitempty"`
+	// StaffManaged says the store's staff are managed centrally: the hub
+	// checks each staff login (TopicStaff), StaffNames are who may open
+	// staff mode (empty: nobody), and the kiosk's own file's PIN and
+	// badges no longer count. Their PIN and badge hashes stay at the hub,
+	// so a stolen kiosk holds nothing to guess them from offline.
+	StaffManaged bool     `json:"staff_managed,omitempty"`
+	StaffNames   []string `json:"staff_names,omitempty"`
 }
 
 // KioskSettings are the settings ops manage centrally.
@@ -563,15 +565,60 @@ func ValidStaffPIN(pin string) bool {
 	return true
 }
 
+// ValidStaffBadge: the code printed on a staff badge, STAFF- and at most
+// 58 more printable ASCII characters, no spaces.
+func ValidStaffBadge(code string) bool {
+	if !strings.HasPrefix(code, "STAFF-") || len(code) <= len("STAFF-") || len(code) > 64 {
+		return false
+	}
+	for i := 0; i < len(code); i++ {
+		if code[i] <= ' ' || code[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 // MaxStaff bounds a store's staff, so its config fits one message.
 const MaxStaff = 200
 
-// StaffCredential lets one member of a store's staff open staff mode: by
-// PIN (a bcrypt hash), by badge (the SHA-256 of its code, hex), or both.
-type StaffCredential struct {
-	Name        string `json:"name"`
-	PINHash     string `json:"pin_hash,omitempty"`
-	BadgeSHA256 string `json:"badge_sha256,omitempty"`
+// StaffLogin asks the hub whether a PIN or a badge opens staff mode at a
+// kiosk whose store's staff are managed centrally (TopicStaff). It
+// carries one of the two.
+type StaffLogin struct {
+	RequestID string `json:"request_id"`
+	KioskID   string `json:"kiosk_id"`
+	PIN       string `json:"pin,omitempty"`
+	Badge     string `json:"badge,omitempty"`
+}
+
+// Validate checks the ids and that exactly one credential is well formed.
+func (r *StaffLogin) Validate() error {
+	if !ValidRequestID(r.RequestID) || !ValidKioskID(r.KioskID) {
+		return Errorf(CodeInvalidRequest, "request_id, kiosk_id: want tokens of [A-Za-z0-9_-]")
+	}
+	switch {
+	case r.PIN != "" && r.Badge != "":
+		return Errorf(CodeInvalidRequest, "want a pin or a badge, not both")
+	case r.PIN != "" && !ValidStaffPIN(r.PIN):
+		return Errorf(CodeInvalidRequest, "pin: want 4 to 8 digits")
+	case r.Badge != "" && !ValidStaffBadge(r.Badge):
+		return Errorf(CodeInvalidRequest, "badge: want STAFF- and up to 58 printable characters")
+	case r.PIN == "" && r.Badge == "":
+		return Errorf(CodeInvalidRequest, "want a pin or a badge")
+	}
+	return nil
+}
+
+// StaffLoginResult answers a StaffLogin on TopicStaffResult: ok with the
+// member's name, or unauthorized. RetryAfterS, with unauthorized, says
+// that too many wrong tries were made and that none is checked until then.
+type StaffLoginResult struct {
+	RequestID   string `json:"request_id"`
+	Status      string `json:"status"`
+	Error       *Error `json:"error,omitempty"`
+	Name        string `json:"name,omitempty"`
+	RetryAfterS int    `json:"retry_after_s,omitempty"`
 }
 
 // Decode functions. Each bounds the size, rejects trailing data and, in a
@@ -654,6 +701,34 @@ func DecodeRefundResult(b []byte) (*RefundResult, error) {
 	return &r, nil
 }
 
+// DecodeStaffLogin decodes and validates a staff login.
+func DecodeStaffLogin(b []byte) (*StaffLogin, error) {
+	var r StaffLogin
+	if err := decodeStrict(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, r.Validate()
+}
+
+// DecodeStaffLoginResult decodes a staff login's answer.
+func DecodeStaffLoginResult(b []byte) (*StaffLoginResult, error) {
+	var r StaffLoginResult
+	if err := decodeLenient(b, &r); err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Status == ResultOK && (r.Name == "" || len(r.Name) > 64):
+		return nil, Errorf(CodeInvalidRequest, "name: want 1-64 bytes with ok")
+	case r.Status == ResultRejected && r.Error == nil:
+		return nil, Errorf(CodeInvalidRequest, "error: want one with %q", ResultRejected)
+	case r.Status != ResultOK && r.Status != ResultRejected:
+		return nil, Errorf(CodeInvalidRequest, "status: want %q or %q", ResultOK, ResultRejected)
+	case r.RetryAfterS < 0 || r.RetryAfterS > 86400:
+		return nil, Errorf(CodeInvalidRequest, "retry_after_s: want 0 to 86400")
+	}
+	return &r, nil
+}
+
 // DecodeTelemetry decodes and validates a heartbeat: a field out of its
 // list or too long is invalid_request.
 func DecodeTelemetry(b []byte) (*Telemetry, error) {
@@ -682,12 +757,12 @@ func DecodeKioskConfig(b []byte) (*KioskConfig, error) {
 	if err := c.Settings.Validate(); err != nil {
 		return nil, err
 	}
-	if len(c.Staff) > MaxStaff {
-		return nil, Errorf(CodeInvalidRequest, "staff: at most %d", MaxStaff)
+	if len(c.StaffNames) > MaxStaff {
+		return nil, Errorf(CodeInvalidRequest, "staff_names: at most %d", MaxStaff)
 	}
-	for i, st := range c.Staff {
-		if st.Name == "" || len(st.Name) > 64 || st.PINHash == "" && st.BadgeSHA256 == "" {
-			return nil, Errorf(CodeInvalidRequest, "staff[%d]: want a name of 1-64 bytes and a PIN hash or badge", i)
+	for i, n := range c.StaffNames {
+		if n == "" || len(n) > 64 {
+			return nil, Errorf(CodeInvalidRequest, "staff_names[%d]: want 1-64 bytes", i)
 		}
 	}
 	return &c, nil

@@ -159,3 +159,37 @@ func TestKioskReadsNewerHubsMessages(t *testing.T) {
 	_, err = protocol.DecodeStockLoad([]byte(`{"request_id":"r1","kiosk_id":"k1","sheets":["1966-F8CF"],"extra":1}`))
 	checkCode(t, err, protocol.CodeMalformed)
 }
+
+// A staff login carries one well-formed credential; its answer says whose.
+func TestStaffLoginMessages(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"request_id":"t-1","kiosk_id":"k1","pin":"1357"}`, true},
+		{`{"request_id":"t-1","kiosk_id":"k1","badge":"STAFF-BOB7"}`, true},
+		{`{"request_id":"t-1","kiosk_id":"k1"}`, false},
+		{`{"request_id":"t-1","kiosk_id":"k1","pin":"1357","badge":"STAFF-BOB7"}`, false},
+		{`{"request_id":"t-1","kiosk_id":"k1","pin":"13a7"}`, false},
+		{`{"request_id":"t-1","kiosk_id":"k1","pin":"123"}`, false},
+		{`{"request_id":"t-1","kiosk_id":"k1","badge":"STAFF-"}`, false},
+		{`{"request_id":"t-1","kiosk_id":"k1","badge":"STAFF-B B"}`, false},
+		{`{"request_id":"t-1","kiosk_id":"k1","badge":"BADGE-BOB7"}`, false},
+		{`{"request_id":"t-1","kiosk_id":"k1","pin":"1357","pin_hash":"x"}`, false},
+	} {
+		_, err := protocol.DecodeStaffLogin([]byte(c.body))
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.body, err)
+		}
+		if err != nil && protocol.AsError(err).Code == protocol.CodeInternal {
+			t.Errorf("%s: untyped %v", c.body, err)
+		}
+	}
+	r, err := protocol.DecodeStaffLoginResult([]byte(`{"request_id":"t-1","status":"rejected","error":{"code":"unauthorized","message":"too many"},"retry_after_s":300}`))
+	if err != nil || r.RetryAfterS != 300 || r.Error.Code != protocol.CodeUnauthorized {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if _, err := protocol.DecodeStaffLoginResult([]byte(`{"request_id":"t-1","status":"ok"}`)); err == nil {
+		t.Fatal("ok with no name accepted")
+	}
+}

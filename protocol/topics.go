@@ -24,13 +24,15 @@ const (
 	TopicRefundResult   = "refund/result"   // hub→kiosk, QoS 1, RefundResult
 	TopicCommand        = "command"         // hub→kiosk, QoS 1, Command; sent again until answered
 	TopicCommandResult  = "command/result"  // kiosk→hub, QoS 1, CommandResult
+	TopicStaff          = "staff"           // kiosk→hub, QoS 1, StaffLogin
+	TopicStaffResult    = "staff/result"    // hub→kiosk, QoS 1, StaffLoginResult
 )
 
 // KioskPublishes and KioskSubscribes are the only topics a kiosk may use,
 // under its own TopicRoot + id + "/". The broker enforces them.
 var (
-	KioskPublishes  = []string{TopicPurchase, TopicPrint, TopicTelemetry, TopicStatus, TopicStock, TopicRefund, TopicCommandResult}
-	KioskSubscribes = []string{TopicPurchaseResult, TopicConfig, TopicStockResult, TopicRefundResult, TopicPrintResult, TopicCommand}
+	KioskPublishes  = []string{TopicPurchase, TopicPrint, TopicTelemetry, TopicStatus, TopicStock, TopicRefund, TopicCommandResult, TopicStaff}
+	KioskSubscribes = []string{TopicPurchaseResult, TopicConfig, TopicStockResult, TopicRefundResult, TopicPrintResult, TopicCommand, TopicStaffResult}
 )
 
 // Status payloads on TopicStatus.

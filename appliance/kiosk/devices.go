@@ -251,7 +251,8 @@ func (k *Kiosk) onScan(s scanner.Scan) {
 			k.log.Warn("sheet not loaded", "sheet", code, "err", err)
 		}
 	case scanner.StaffBadge:
-		k.staff.badgeSeen(code)
+		// The hub may check it: not on the scanner's goroutine.
+		go k.staff.badgeSeen(context.Background(), code)
 	}
 }
 

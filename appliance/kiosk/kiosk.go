@@ -170,7 +170,7 @@ func New(cfg Config, p LabelPrinter, log *slog.Logger) (*Kiosk, error) {
 	k := &Kiosk{cfg: cfg, log: log, printer: p, waiting: map[string]chan []byte{}, inHand: map[string]bool{}, begun: map[string]time.Duration{},
 		done: map[string]*saleRecord{}, stop: make(chan struct{}), newCfg: make(chan struct{}, 1), recovered: make(chan struct{})}
 	k.started = time.Now() // uptime is elapsed time, whatever the wall clock says
-	k.staff.now = k.now
+	k.staff.now, k.staff.ask = k.now, k.askStaff
 	k.staff.init(cfg.StaffPINHash, cfg.StaffBadges)
 	return k, nil
 }
@@ -225,13 +225,13 @@ func (k *Kiosk) onConfig(payload []byte) {
 	k.mu.Lock()
 	k.config = c
 	k.mu.Unlock()
-	k.staff.setCentral(c.StaffManaged, c.Staff)
+	k.staff.setCentral(c.StaffManaged, c.StaffNames)
 	select {
 	case k.newCfg <- struct{}{}:
 	default:
 	}
 	k.log.Info("config received", "rate_table", c.Rates.Version, "heartbeat_s", c.HeartbeatS,
-		"staff_managed", c.StaffManaged, "staff", len(c.Staff), "settings", c.Settings)
+		"staff_managed", c.StaffManaged, "staff", len(c.StaffNames), "settings", c.Settings)
 }
 
 // settings returns ops' central settings, as the last config had them.
@@ -310,6 +310,13 @@ func (k *Kiosk) call(ctx context.Context, suffix, requestID string, req any) ([]
 
 // callRaw is call with the request already encoded, as the journal keeps it.
 func (k *Kiosk) callRaw(ctx context.Context, suffix, requestID string, payload []byte) ([]byte, error) {
+	return k.exchange(ctx, suffix, requestID, payload, true)
+}
+
+// exchange publishes payload on suffix and waits for the answer with its
+// request id, sending it again every ResendEvery if resend is set, until
+// ctx ends or the Deadline passes.
+func (k *Kiosk) exchange(ctx context.Context, suffix, requestID string, payload []byte, resend bool) ([]byte, error) {
 	ch := make(chan []byte, 1)
 	key := suffix + "/" + requestID
 	k.mu.Lock()
@@ -324,6 +331,9 @@ func (k *Kiosk) callRaw(ctx context.Context, suffix, requestID string, payload [
 	defer cancel()
 	tick := time.NewTicker(k.cfg.ResendEvery)
 	defer tick.Stop()
+	if !resend {
+		tick.Stop()
+	}
 	for attempt := 1; ; attempt++ {
 		k.link.Send(suffix, payload, 0)
 		select {
@@ -335,6 +345,43 @@ func (k *Kiosk) callRaw(ctx context.Context, suffix, requestID string, payload [
 			k.log.Warn("no answer yet, sending again", "request_id", requestID, "topic", suffix, "attempt", attempt+1)
 		}
 	}
+}
+
+// staffCheckTimeout bounds a staff login's wait for the hub.
+const staffCheckTimeout = 10 * time.Second
+
+// askStaff checks a PIN or a badge at the hub. It is sent once: a
+// repeat would count a wrong PIN twice against the kiosk's limit.
+func (k *Kiosk) askStaff(ctx context.Context, pin, badge string) (string, time.Duration, error) {
+	if k.link == nil || !k.link.Up() {
+		return "", 0, protocol.Errorf(protocol.CodeServiceUnavailable, "no connection to the hub, which checks staff logins")
+	}
+	req := &protocol.StaffLogin{RequestID: newRequestID(), KioskID: k.cfg.ID, PIN: pin, Badge: badge}
+	if err := req.Validate(); err != nil {
+		return "", 0, nil // no member has a malformed PIN or badge
+	}
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return "", 0, fmt.Errorf("kiosk: staff login: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, staffCheckTimeout)
+	defer cancel()
+	raw, err := k.exchange(ctx, protocol.TopicStaff, req.RequestID, payload, false)
+	if err != nil {
+		return "", 0, err
+	}
+	res, err := protocol.DecodeStaffLoginResult(raw)
+	switch {
+	case err != nil:
+		return "", 0, fmt.Errorf("kiosk: staff login: %w", err)
+	case res.Status == protocol.ResultOK:
+		return res.Name, 0, nil
+	case res.RetryAfterS > 0:
+		return "", time.Duration(res.RetryAfterS) * time.Second, nil
+	case res.Error.Code == protocol.CodeUnauthorized:
+		return "", 0, nil
+	}
+	return "", 0, res.Error
 }
 
 // publishAsync publishes v at QoS 1 and does not wait for the broker.

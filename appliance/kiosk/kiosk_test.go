@@ -150,7 +150,10 @@ type fakeHub struct {
 	commands chan protocol.CommandResult
 	// stockGate, if set, holds every stock answer until it is closed.
 	stockGate chan struct{}
-	t         *testing.T
+	// staff, if set, answers staff logins; staffAsked counts them.
+	staff      func(r protocol.StaffLogin) protocol.StaffLoginResult
+	staffAsked atomic.Int32
+	t          *testing.T
 }
 
 // handle serves what the kiosk sent on suffix.
@@ -200,6 +203,18 @@ func (fh *fakeHub) handle(suffix string, payload []byte) {
 		}
 		if fh.confirm != nil && fh.confirm(*r) {
 			fh.link.push(protocol.TopicPrintResult, protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultOK})
+		}
+	case protocol.TopicStaff:
+		r, err := protocol.DecodeStaffLogin(payload)
+		if err != nil {
+			fh.t.Errorf("bad staff login %s: %v", payload, err)
+			return
+		}
+		fh.staffAsked.Add(1)
+		if fh.staff != nil {
+			res := fh.staff(*r)
+			res.RequestID = r.RequestID
+			fh.link.push(protocol.TopicStaffResult, res)
 		}
 	case protocol.TopicCommandResult:
 		r, err := protocol.DecodeCommandResult(payload)

@@ -33,7 +33,7 @@ type Link interface {
 // Subscribed are the suffixes a kiosk receives: its config, ops'
 // commands, and the hub's answers.
 var Subscribed = []string{protocol.TopicConfig, protocol.TopicCommand, protocol.TopicPurchaseResult, protocol.TopicStockResult,
-	protocol.TopicRefundResult, protocol.TopicPrintResult}
+	protocol.TopicRefundResult, protocol.TopicPrintResult, protocol.TopicStaffResult}
 
 // mqttLink is the MQTT session: offline as the last will, online once up,
 // and the subscriptions renewed on every reconnect.

@@ -1,11 +1,12 @@
 package kiosk
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,19 +27,26 @@ const (
 	pinLockout  = 5 * time.Minute
 )
 
-// staffSessions are the touchscreen's staff logins. A PIN is checked
-// against each member's bcrypt hash; a badge against their badge. The
-// members are the store's staff from the hub's central config once it
-// manages them, else the PIN and badges of the kiosk's own file. A badge
-// scanned at the kiosk logs in the next PIN-less login within a minute, so
-// staff scan then tap "Staff".
+// staffSessions are the touchscreen's staff logins. Until the hub
+// manages the store's staff, a PIN is checked against the bcrypt hash of
+// the kiosk's own file and a badge against its badges. Once it does, the
+// hub checks each PIN and badge (protocol.TopicStaff) and sends only the
+// members' names: their hashes stay at the hub, so a stolen kiosk holds
+// nothing to guess them from, and the hub counts every guess. A badge
+// scanned at the kiosk logs in the next PIN-less login within a minute,
+// so staff scan then tap "Staff".
 type staffSessions struct {
 	mu        sync.Mutex
 	local     []staffMember // from the kiosk's own file
-	members   []staffMember // in force
+	managed   bool          // the hub checks logins; names are who may log in
+	names     []string
 	tokens    map[string]staffToken
 	badgeAt   time.Time
 	badgeName string
+
+	// ask checks a PIN or a badge at the hub: the member's name, "" for
+	// a wrong one, or how long the hub refuses to check any.
+	ask func(ctx context.Context, pin, badge string) (name string, wait time.Duration, err error)
 
 	fails       int       // wrong PINs in a row
 	lockouts    int       // lockouts in a row
@@ -46,13 +54,16 @@ type staffSessions struct {
 	now         func() time.Time
 }
 
-// staffMember is one who may open staff mode.
+// staffMember is one who may open staff mode by the kiosk's own file.
 type staffMember struct {
-	name     string
 	pinHash  []byte
 	badgeSum [sha256.Size]byte // of the badge's code
 	badge    bool
 }
+
+// localName names a login by the kiosk's own file; central ones are
+// "staff/" and the member's name.
+const localName = "local"
 
 // staffToken is a live login and whose it is.
 type staffToken struct {
@@ -66,81 +77,96 @@ func (s *staffSessions) init(pinHash string, badges []string) {
 		s.now = time.Now
 	}
 	if pinHash != "" {
-		s.local = append(s.local, staffMember{name: "local", pinHash: []byte(pinHash)})
+		s.local = append(s.local, staffMember{pinHash: []byte(pinHash)})
 	}
 	for _, b := range badges {
-		s.local = append(s.local, staffMember{name: "local", badgeSum: sha256.Sum256([]byte(b)), badge: true})
+		s.local = append(s.local, staffMember{badgeSum: sha256.Sum256([]byte(b)), badge: true})
 	}
-	s.members = s.local
 }
 
 // setCentral puts the hub's list of the store's staff in force (managed),
 // or the kiosk's own file's again. A login of someone no longer listed
 // ends at once.
-func (s *staffSessions) setCentral(managed bool, list []protocol.StaffCredential) {
-	members := s.local
-	if managed {
-		members = nil
-		for _, c := range list {
-			m := staffMember{name: "staff/" + c.Name, pinHash: []byte(c.PINHash)}
-			if b, err := hex.DecodeString(c.BadgeSHA256); err == nil && len(b) == sha256.Size {
-				m.badgeSum, m.badge = [sha256.Size]byte(b), true
-			}
-			members = append(members, m)
-		}
-	}
+func (s *staffSessions) setCentral(managed bool, names []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.members = members
+	s.managed, s.names = managed, names
 	for t, tok := range s.tokens {
-		if !slices.ContainsFunc(members, func(m staffMember) bool { return m.name == tok.name }) {
+		if !s.mayLocked(tok.name) {
 			delete(s.tokens, t)
 		}
 	}
-	if !slices.ContainsFunc(members, func(m staffMember) bool { return m.name == s.badgeName }) {
+	if !s.mayLocked(s.badgeName) {
 		s.badgeAt = time.Time{}
 	}
 }
 
-// byBadge returns the member whose badge code this is.
-func (s *staffSessions) byBadge(code string) (string, bool) {
-	sum := sha256.Sum256([]byte(code))
+// mayLocked reports whether a login named name may stand; s.mu is held.
+func (s *staffSessions) mayLocked(name string) bool {
+	if !s.managed {
+		return name == localName
+	}
+	n, ok := strings.CutPrefix(name, "staff/")
+	return ok && slices.Contains(s.names, n)
+}
+
+// whose asks who a PIN or badge belongs to: the hub once it manages the
+// store's staff, else the kiosk's own file.
+func (s *staffSessions) whose(ctx context.Context, pin, badge string) (name string, wait time.Duration, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, m := range s.members {
-		if m.badge && subtle.ConstantTimeCompare(m.badgeSum[:], sum[:]) == 1 {
-			return m.name, true
+	managed, local := s.managed, s.local
+	s.mu.Unlock()
+	if managed {
+		if s.ask == nil {
+			return "", 0, protocol.Errorf(protocol.CodeServiceUnavailable, "staff logins are checked at the hub")
+		}
+		n, wait, err := s.ask(ctx, pin, badge)
+		if n != "" {
+			n = "staff/" + n
+		}
+		return n, wait, err
+	}
+	sum := sha256.Sum256([]byte(badge))
+	for _, m := range local {
+		switch {
+		case pin != "" && len(m.pinHash) > 0 && bcrypt.CompareHashAndPassword(m.pinHash, []byte(pin)) == nil,
+			badge != "" && m.badge && subtle.ConstantTimeCompare(m.badgeSum[:], sum[:]) == 1:
+			return localName, 0, nil
 		}
 	}
-	return "", false
+	return "", 0, nil
+}
+
+// hasPINs reports whether any PIN can open staff mode here, so that a
+// kiosk with none does not count wrong ones.
+func (s *staffSessions) hasPINs() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.managed || slices.ContainsFunc(s.local, func(m staffMember) bool { return len(m.pinHash) > 0 })
 }
 
 // login returns a session token for a right PIN or badge, or "" and, when
-// PINs are locked out, how long until the next may be tried.
-func (s *staffSessions) login(pin, badge string) (string, time.Duration) {
+// PINs are locked out (here or at the hub), how long until the next may
+// be tried. An error is a login that could not be checked: the hub did
+// not answer.
+func (s *staffSessions) login(ctx context.Context, pin, badge string) (string, time.Duration, error) {
 	name := ""
 	switch {
 	case pin != "":
 		s.mu.Lock()
 		wait := s.lockedUntil.Sub(s.now())
-		members := s.members
 		s.mu.Unlock()
 		if wait > 0 {
-			return "", wait
+			return "", wait, nil
 		}
-		hashed := false
-		for _, m := range members {
-			if len(m.pinHash) > 0 {
-				hashed = true
-				if bcrypt.CompareHashAndPassword(m.pinHash, []byte(pin)) == nil {
-					name = m.name
-					break
-				}
-			}
-		}
-		if !hashed {
+		if !s.hasPINs() {
 			break
 		}
+		n, wait, err := s.whose(ctx, pin, "")
+		if err != nil || wait > 0 {
+			return "", wait, err
+		}
+		name = n
 		s.mu.Lock()
 		if name != "" {
 			s.fails, s.lockouts = 0, 0
@@ -151,30 +177,40 @@ func (s *staffSessions) login(pin, badge string) (string, time.Duration) {
 		}
 		s.mu.Unlock()
 	case badge != "":
-		name, _ = s.byBadge(badge)
+		n, wait, err := s.whose(ctx, "", badge)
+		if err != nil || wait > 0 {
+			return "", wait, err
+		}
+		name = n
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if name == "" && pin == "" && badge == "" && s.now().Sub(s.badgeAt) < time.Minute {
+	if name == "" && pin == "" && badge == "" && s.now().Sub(s.badgeAt) < time.Minute && s.mayLocked(s.badgeName) {
 		name, s.badgeAt = s.badgeName, time.Time{}
 	}
-	if name == "" {
-		return "", 0
+	// A check that crossed a change between the kiosk's file and the
+	// hub's staff counts for neither.
+	if name == "" || (name == localName) == s.managed {
+		return "", 0, nil
 	}
 	if badge != "" {
 		s.fails, s.lockouts = 0, 0
 	}
 	t := rand.Text()
 	s.tokens[t] = staffToken{at: s.now(), name: name}
-	return t, 0
+	return t, 0, nil
 }
 
-func (s *staffSessions) badgeSeen(code string) {
-	if name, ok := s.byBadge(code); ok {
-		s.mu.Lock()
-		s.badgeAt, s.badgeName = s.now(), name
-		s.mu.Unlock()
+// badgeSeen takes a badge scanned at the kiosk: its member's next tap on
+// "Staff" within a minute logs in.
+func (s *staffSessions) badgeSeen(ctx context.Context, code string) {
+	name, _, err := s.whose(ctx, "", code)
+	if err != nil || name == "" {
+		return
 	}
+	s.mu.Lock()
+	s.badgeAt, s.badgeName = s.now(), name
+	s.mu.Unlock()
 }
 
 // check renews a live token.

@@ -34,13 +34,18 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 			writeError(w, protocol.Errorf(protocol.CodeKioskLocked, "this kiosk is locked by ops"))
 			return
 		}
-		tok, wait := k.staff.login(body.PIN, body.Badge)
+		tok, wait, err := k.staff.login(r.Context(), body.PIN, body.Badge)
+		if err != nil {
+			k.log.Warn("staff login not checked", "err", err)
+			writeError(w, err)
+			return
+		}
 		if wait > 0 {
 			k.log.Warn("staff PIN locked out after wrong PINs", "wait", wait.Round(time.Second))
 			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 			// A limit, not a wrong PIN: 429 with Retry-After, in the one error shape.
 			writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeUnauthorized,
-				"too many wrong PINs; try again in %s, or use a badge", wait.Round(time.Second))})
+				"too many wrong PINs; try again in %s", wait.Round(time.Second))})
 			return
 		}
 		if tok == "" {

@@ -47,6 +47,10 @@ const (
 	// stamps and reports them failed gives them away (the stamps are on the
 	// void list, which only a verifier that reads it refuses).
 	FailedPrints = "failed_prints"
+	// StaffGuessing is a kiosk that made a day's worth of wrong staff
+	// logins: its staff forgot their PIN, or it is stolen and someone is
+	// guessing.
+	StaffGuessing = "staff_guessing"
 )
 
 // ClockSkewLimit is how far a kiosk's clock may be off the hub's before

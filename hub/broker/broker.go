@@ -56,7 +56,7 @@ const MaxPacketBytes = protocol.MaxMessageBytes + 1024
 const maxSessionExpiry = 3600
 
 // maxFilters is the most filters one SUBSCRIBE or UNSUBSCRIBE from a kiosk
-// may name. A kiosk subscribes to six topics (protocol.KioskSubscribes);
+// may name. A kiosk subscribes to seven topics (protocol.KioskSubscribes);
 // more is not a kiosk, and each filter may bring back a retained message.
 const maxFilters = 16
 

@@ -233,12 +233,12 @@ func TestSubscribeFiltersBounded(t *testing.T) {
 // over to have its retained config sent again.
 func TestSubscriptionsSpendKioskBudget(t *testing.T) {
 	clk := newTestClock()
-	b := start(t, func(c *Config) { c.KioskRate, c.KioskBurst, c.KioskConnects, c.now = 0.1, 10, 100, clk.Now })
+	own := ownTopics("k1") // a budget of four more has room for one SUBSCRIBE of them
+	b := start(t, func(c *Config) { c.KioskRate, c.KioskBurst, c.KioskConnects, c.now = 0.1, len(own)+4, 100, clk.Now })
 	hub, err := b.dial(t, "frank-hub", "hub-secret", "frank-hub-1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := ownTopics("k1") // six: the budget of ten has room for one SUBSCRIBE of them
 	results := protocol.KioskTopic("k1", protocol.TopicPurchaseResult)
 	if own[0] != results {
 		t.Fatalf("the test unsubscribes %s first; KioskSubscribes starts with %s", results, own[0])

@@ -76,6 +76,13 @@ type Config struct {
 	Meter meter
 	// Commands, if set, takes kiosks' answers to commands.
 	Commands commandBook
+	// Staff, if set, answers kiosks' staff logins.
+	Staff staffDesk
+}
+
+// staffDesk checks a kiosk's staff login and answers it.
+type staffDesk interface {
+	Answer(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)
 }
 
 // meter times answers for the metrics.
@@ -206,6 +213,9 @@ func (f *Front) subscribe(c mqtt.Client) error {
 		protocol.HubSubscription(protocol.TopicCommandResult): f.onCommandResult,
 		// Status is retained and every hub needs it, so not shared.
 		protocol.TopicRoot + "+/" + protocol.TopicStatus: f.onStatus,
+	}
+	if f.cfg.Staff != nil {
+		subs[protocol.HubSubscription(protocol.TopicStaff)] = f.answer(protocol.TopicStaffResult, f.cfg.Staff.Answer)
 	}
 	for topic, h := range subs {
 		t := c.Subscribe(topic, 1, func(c mqtt.Client, m mqtt.Message) { m.Ack(); h(c, m) })

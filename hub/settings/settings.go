@@ -91,10 +91,10 @@ func (s *Settings) Get(ctx context.Context, scope string) (protocol.KioskSetting
 	return v, nil
 }
 
-// For returns a kiosk's settings in effect, and its store's staff: managed
-// says the store has staff here at all (revoked ones count), so that a
-// store whose last member was revoked admits nobody.
-func (s *Settings) For(ctx context.Context, kioskID, storeID string) (v protocol.KioskSettings, staff []protocol.StaffCredential, managed bool, err error) {
+// For returns a kiosk's settings in effect, and the names of its store's
+// staff: managed says the store has staff here at all (revoked ones
+// count), so that a store whose last member was revoked admits nobody.
+func (s *Settings) For(ctx context.Context, kioskID, storeID string) (v protocol.KioskSettings, staff []string, managed bool, err error) {
 	for _, scope := range []string{Fleet, StoreScope(storeID), KioskScope(kioskID)} {
 		o, err := s.Get(ctx, scope)
 		if err != nil {
@@ -108,7 +108,7 @@ func (s *Settings) For(ctx context.Context, kioskID, storeID string) (v protocol
 	}
 	for _, m := range all {
 		if m.Revoked == nil {
-			staff = append(staff, m.StaffCredential)
+			staff = append(staff, m.Name)
 		}
 	}
 	return v, staff, len(all) > 0, nil
@@ -136,16 +136,19 @@ func overlay(v *protocol.KioskSettings, o protocol.KioskSettings) {
 	}
 }
 
-// Member is one of a store's staff as the hub keeps them.
+// Member is one of a store's staff as the hub keeps them. The PIN's
+// bcrypt hash and the badge code's SHA-256 (hex) never leave the hub.
 type Member struct {
-	protocol.StaffCredential
-	Store     string     `json:"store"`
-	HasPIN    bool       `json:"has_pin"`
-	HasBadge  bool       `json:"has_badge"`
-	AddedBy   string     `json:"added_by"`
-	Added     time.Time  `json:"added_at"`
-	RevokedBy string     `json:"revoked_by,omitempty"`
-	Revoked   *time.Time `json:"revoked_at,omitempty"`
+	Name        string     `json:"name"`
+	PINHash     string     `json:"-"`
+	BadgeSHA256 string     `json:"-"`
+	Store       string     `json:"store"`
+	HasPIN      bool       `json:"has_pin"`
+	HasBadge    bool       `json:"has_badge"`
+	AddedBy     string     `json:"added_by"`
+	Added       time.Time  `json:"added_at"`
+	RevokedBy   string     `json:"revoked_by,omitempty"`
+	Revoked     *time.Time `json:"revoked_at,omitempty"`
 }
 
 // AddStaff gives a member of a store's staff a PIN (4-8 digits), a badge
@@ -160,7 +163,7 @@ func (s *Settings) AddStaff(ctx context.Context, storeID, name, pin, badge, by s
 		return protocol.Errorf(protocol.CodeInvalidRequest, "want a PIN, a badge or both")
 	case pin != "" && !protocol.ValidStaffPIN(pin):
 		return protocol.Errorf(protocol.CodeInvalidRequest, "pin: want 4 to 8 digits")
-	case badge != "" && (!strings.HasPrefix(badge, "STAFF-") || len(badge) > 64):
+	case badge != "" && !protocol.ValidStaffBadge(badge):
 		return protocol.Errorf(protocol.CodeInvalidRequest, "badge: want the code on the badge, STAFF-...")
 	}
 	var pinHash, badgeSum sql.NullString
@@ -210,6 +213,48 @@ func (s *Settings) AddStaff(ctx context.Context, storeID, name, pin, badge, by s
 func BadgeSum(code string) string {
 	sum := sha256.Sum256([]byte(code))
 	return hex.EncodeToString(sum[:])
+}
+
+// CheckStaff returns the name of the store's active member whose PIN or
+// badge this is, or "" if none. Each PIN costs a bcrypt comparison per
+// member with a PIN: the caller bounds the tries.
+func (s *Settings) CheckStaff(ctx context.Context, storeID, pin, badge string) (string, error) {
+	var rows *sql.Rows
+	var err error
+	if badge != "" {
+		rows, err = s.db.QueryContext(ctx, s.db.Rebind(`SELECT name FROM store_staff
+			WHERE store = ? AND badge_sha256 = ? AND revoked_at IS NULL`), storeID, BadgeSum(badge))
+	} else {
+		rows, err = s.db.QueryContext(ctx, s.db.Rebind(`SELECT name, pin_hash FROM store_staff
+			WHERE store = ? AND pin_hash IS NOT NULL AND revoked_at IS NULL ORDER BY name`), storeID)
+	}
+	if err != nil {
+		return "", fmt.Errorf("settings: check staff of %s: %w", storeID, err)
+	}
+	type member struct{ name, hash string }
+	var ms []member
+	for rows.Next() {
+		var m member
+		dst := []any{&m.name}
+		if badge == "" {
+			dst = append(dst, &m.hash)
+		}
+		if err := rows.Scan(dst...); err != nil {
+			rows.Close()
+			return "", fmt.Errorf("settings: check staff of %s: %w", storeID, err)
+		}
+		ms = append(ms, m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("settings: check staff of %s: %w", storeID, err)
+	}
+	for _, m := range ms {
+		if badge != "" || bcrypt.CompareHashAndPassword([]byte(m.hash), []byte(pin)) == nil {
+			return m.name, nil
+		}
+	}
+	return "", nil
 }
 
 // RevokeStaff takes a member's credentials away at every kiosk of the

@@ -1,0 +1,122 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/settings"
+	websession "github.com/frank-postage/frank/hub/web/session"
+	"github.com/frank-postage/frank/protocol"
+)
+
+// Wrong staff logins a kiosk may make, counted in the database for every
+// hub: StaffTries in StaffWindow, and StaffDayTries in a day, after which
+// none is checked until the window ends and ops are alerted. A PIN has
+// 4 to 8 digits, so these, not the PIN, are what keeps a thief with a
+// kiosk from finding one; the kiosk's own lockout comes first.
+const (
+	StaffTries    = 5
+	StaffWindow   = 15 * time.Minute
+	StaffDayTries = 20
+)
+
+// staffDesk checks the staff logins of kiosks whose store's staff the hub
+// manages (protocol.TopicStaff). PIN and badge hashes stay at the hub: a
+// kiosk holds nothing to guess them from offline, and every guess is one
+// the hub counts.
+type staffDesk struct {
+	fleet    *fleet.Registry
+	settings *settings.Settings
+	alerts   *alerts.Store
+	window   *websession.Limiter // StaffTries per StaffWindow
+	day      *websession.Limiter // StaffDayTries per day
+	log      *slog.Logger
+}
+
+func newStaffDesk(h *Hub) *staffDesk {
+	d := &staffDesk{fleet: h.fleet, settings: h.settings, alerts: h.alerts, log: h.log.With("component", "staff"),
+		window: websession.NewLimiter(StaffTries, StaffWindow), day: websession.NewLimiter(StaffDayTries, 24*time.Hour)}
+	for _, l := range []*websession.Limiter{d.window, d.day} {
+		l.DB, l.Now = h.db, h.clockNow
+	}
+	return d
+}
+
+// Answer serves one StaffLogin from kioskID's topic; the PIN and badge
+// are never logged.
+func (d *staffDesk) Answer(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error) {
+	res := protocol.StaffLoginResult{Status: protocol.ResultRejected}
+	r, err := protocol.DecodeStaffLogin(payload)
+	if r != nil {
+		res.RequestID = r.RequestID
+	}
+	if err == nil && r.KioskID != kioskID {
+		err = protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a staff login on kiosk %s's topic", r.KioskID, kioskID)
+	}
+	if err == nil {
+		res.Name, res.RetryAfterS, err = d.login(ctx, r)
+	}
+	if err != nil {
+		res.Error = protocol.AsError(err)
+	} else {
+		res.Status = protocol.ResultOK
+	}
+	b, merr := json.Marshal(res)
+	if merr != nil {
+		return nil, protocol.Errorf(protocol.CodeInternal, "staff login: %v", merr)
+	}
+	return b, res.Error
+}
+
+// login checks r's PIN or badge against the kiosk's store's staff, within
+// the kiosk's limits; retry is set when a limit refused it unchecked.
+func (d *staffDesk) login(ctx context.Context, r *protocol.StaffLogin) (name string, retry int, err error) {
+	k, err := d.fleet.InService(ctx, r.KioskID)
+	if err != nil {
+		return "", 0, err
+	}
+	// Each limiter has a row of its own in the shared counts.
+	key, dayKey := "staff:kiosk:"+r.KioskID, "staff-day:kiosk:"+r.KioskID
+	if ok, wait := d.day.Allow(dayKey); !ok {
+		d.alerts.Raise(ctx, alerts.StaffGuessing, "kiosk/"+r.KioskID, fmt.Sprintf(
+			"kiosk %s made %d wrong staff logins in a day; the hub checks none of its logins for %s. Lock it (hub kiosk lock) if it may be stolen",
+			r.KioskID, StaffDayTries, wait.Round(time.Minute)))
+		return "", retryAfter(wait), d.limited(r.KioskID, wait)
+	}
+	defer d.day.Done(dayKey)
+	if ok, wait := d.window.Allow(key); !ok {
+		return "", retryAfter(wait), d.limited(r.KioskID, wait)
+	}
+	defer d.window.Done(key)
+	by := "pin"
+	if r.Badge != "" {
+		by = "badge"
+	}
+	name, err = d.settings.CheckStaff(ctx, k.Store, r.PIN, r.Badge)
+	if err != nil {
+		return "", 0, fmt.Errorf("staff login: %w", err)
+	}
+	if name == "" {
+		d.window.Fail(key)
+		d.day.Fail(dayKey)
+		d.log.Warn("staff login refused", "kiosk", r.KioskID, "by", by)
+		return "", 0, protocol.Errorf(protocol.CodeUnauthorized, "wrong PIN or badge")
+	}
+	d.log.Info("staff logged in", "kiosk", r.KioskID, "store", k.Store, "name", name, "by", by)
+	return name, 0, nil
+}
+
+func (d *staffDesk) limited(kioskID string, wait time.Duration) error {
+	d.log.Warn("staff login refused unchecked: too many wrong ones", "kiosk", kioskID, "wait", wait.Round(time.Second))
+	return protocol.Errorf(protocol.CodeUnauthorized, "too many wrong staff logins at this kiosk; try again in %s", wait.Round(time.Second))
+}
+
+// retryAfter is wait in whole seconds, at least one.
+func retryAfter(wait time.Duration) int {
+	return max(1, int((wait+time.Second-1)/time.Second))
+}
