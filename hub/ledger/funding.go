@@ -8,16 +8,28 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
+// fundingHeadroom is how many fundings of the size asked for the GPSD
+// should still hold beyond this hub's promises; below that, Reserve buys.
+// Other hub processes on the same database promise GPSD funds too, and
+// their promises are not visible here: with room for one funding left, two
+// hubs would each promise it and the later commit would find the GPSD
+// short (funds_unavailable). The headroom is best effort: if the authority
+// does not sell, a promise the GPSD covers on its own still stands.
+const fundingHeadroom = 4
+
 // Reserve promises amount of GPSD funds to a record about to be issued, so
 // that its commit finds them. If the GPSD cannot cover this and every
-// earlier promise, it buys from the postal authority first (patent Fig. 10,
-// step 1006). The promise ends when the record's sale commits or fails.
+// earlier promise with fundingHeadroom to spare, it buys from the postal
+// authority first (patent Fig. 10, step 1006). The promise ends when the
+// record's sale commits or fails.
 func (l *Ledger) Reserve(ctx context.Context, amount protocol.Mills) error {
 	if l.cfg.NoAutoFunding {
 		return protocol.Errorf(protocol.CodeFundsUnavailable, "the postage device is out of funds")
 	}
 	l.buyMu.Lock()
 	defer l.buyMu.Unlock()
+	var buyErr error
+	tried := false // a purchase for the headroom was asked for once
 	for {
 		g, err := l.loadPSD(ctx, l.mac, nil, GPSDSerial, false)
 		if err != nil {
@@ -28,15 +40,18 @@ func (l *Ledger) Reserve(ctx context.Context, amount protocol.Mills) error {
 			return protocol.Errorf(protocol.CodeServiceUnavailable, "the postage fund is locked: %s", g.Locked)
 		}
 		l.resMu.Lock()
-		if g.DR-l.reserved >= amount {
+		need := l.reserved + amount*fundingHeadroom
+		if g.DR-l.reserved >= amount && (tried || g.DR >= need) {
 			l.reserved += amount
 			l.resMu.Unlock()
 			return nil
 		}
 		l.resMu.Unlock()
-		if err := l.buyBelow(ctx, g.DR); err != nil {
-			return err
+		if buyErr != nil {
+			return buyErr // not even this promise is covered
 		}
+		tried = true
+		buyErr = l.buyBelow(ctx, need)
 	}
 }
 
@@ -66,11 +81,14 @@ func (l *Ledger) BuyFunds(ctx context.Context) error {
 	return l.buy(ctx)
 }
 
-// buyBelow buys as buy does, unless the GPSD holds more than seen once
-// this hub has the cluster's purchase lock: another hub, short of funds at
-// the same time, bought while this one waited. The caller holds buyMu and
-// reads the GPSD again.
-func (l *Ledger) buyBelow(ctx context.Context, seen protocol.Mills) error {
+// buyBelow buys as buy does, unless the GPSD holds need once this hub
+// has the cluster's purchase lock: another hub, short of funds at the same
+// time, bought while this one waited, or a pending purchase was finished.
+// It compares with need, what the caller's promise and its headroom
+// take, rather than with the DR the caller saw: the second of two hubs
+// short at once finds the first one's purchase covers it and buys nothing.
+// The caller holds buyMu and reads the GPSD again.
+func (l *Ledger) buyBelow(ctx context.Context, need protocol.Mills) error {
 	unlock, err := l.db.Lock(ctx, "gpsd-purchase")
 	if err != nil {
 		return fmt.Errorf("ledger: buy funds: %w", err)
@@ -88,7 +106,7 @@ func (l *Ledger) buyBelow(ctx context.Context, seen protocol.Mills) error {
 		l.lockOnTamper(err)
 		return err
 	}
-	if g.DR > seen {
+	if g.DR >= need {
 		return nil
 	}
 	return l.buy(ctx)

@@ -233,15 +233,16 @@ func (m *model) sell(t *testing.T, f *fixture, s *ledger.Sale) {
 }
 
 // move applies one signed stamp to the model: funding from the GPSD (and
-// the GPSD from the postal authority) as Fig. 10 says, then the sale. The
-// registers the stamp carries must be the model's.
+// the GPSD from the postal authority, bought while it holds less than
+// FundingHeadroom fundings) as Fig. 10 says, then the sale. The registers
+// the stamp carries must be the model's.
 func (m *model) move(t *testing.T, f *fixture, id string, serial uint32, postage, gotAR, gotDR protocol.Mills) {
 	t.Helper()
 	cfg := f.l.Config()
 	regs := m.mpsd[serial] // zero for a new MPSD
 	ar, dr := regs[0], regs[1]
 	for dr < postage {
-		if m.gDR < cfg.MPSDFunding {
+		if m.gDR < cfg.MPSDFunding*ledger.FundingHeadroom {
 			m.gDR += cfg.GPSDPurchase
 			m.bought += cfg.GPSDPurchase
 		}
