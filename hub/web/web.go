@@ -29,6 +29,7 @@ import (
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/ledger"
+	"github.com/frank-postage/frank/hub/netlimit"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/releases"
 	"github.com/frank-postage/frank/hub/web/assets"
@@ -109,9 +110,13 @@ type Server struct {
 	// OpsOnly guards what only ops may read (/api/v1/psdm: the MPSDs and
 	// their registers); without it that is not served.
 	OpsOnly func(http.Handler) http.Handler
-	// Releases serves signed kiosk releases' binaries, when set.
-	Releases releaseFiles
-	Log      *slog.Logger
+	// Releases serves signed kiosk releases' binaries, when set, within
+	// each kiosk's download budget (downloads.go), on the clock Now (nil:
+	// time.Now).
+	Releases  releaseFiles
+	Now       func() time.Time
+	downloads *downloads
+	Log       *slog.Logger
 	// CustomerLogins limits failed customer logins to the XML API: the
 	// portal's limits, kept in the database for every hub, so the API is
 	// no way around them. Nil keeps this server's own.
@@ -156,6 +161,7 @@ func (s *Server) Handler() http.Handler {
 			r.Mount("/ops", s.OpsAPI)
 		}
 		if s.Releases != nil {
+			s.downloads = newDownloads()
 			r.Get("/releases/{version}/{arch}", s.release)
 		}
 	})
@@ -598,6 +604,30 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "a kiosk certificate is required"))
 		return
 	}
+	// One download under way per kiosk, and a budget (downloads.go).
+	var who string
+	if r.TLS != nil {
+		who = "kiosk " + r.TLS.VerifiedChains[0][0].Subject.CommonName
+	} else if s.EnrollLogins != nil { // plain HTTP, or TLS ended at a proxy
+		who = "source " + netlimit.Source(s.EnrollLogins.ClientIP(r))
+	} else {
+		who = "source " + netlimit.Source(session.Proxies(nil).ClientIP(r))
+	}
+	dl, wait, err := s.downloads.begin(r.Context(), who, s.now(), http.NewResponseController(w))
+	if err != nil {
+		return // the kiosk gave up waiting for its download before to end
+	}
+	if dl == nil {
+		secs := max(1, int(wait.Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		// A limit: 429, in the one error shape; the kiosk tries again later.
+		writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeServiceUnavailable,
+			"this kiosk was sent releases too often; try again in %d s", secs)})
+		return
+	}
+	body := &reader{stop: dl.stop}
+	var size int64
+	defer func() { s.downloads.finish(dl, body.n, size, s.now()) }()
 	b, at, err := s.Releases.Binary(r.Context(), chi.URLParam(r, "version"), chi.URLParam(r, "arch"))
 	if err != nil {
 		if errors.Is(err, releases.ErrUnknown) {
@@ -608,6 +638,14 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	size, body.ReadSeeker = int64(len(b)), bytes.NewReader(b)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "frank-kiosk", at, bytes.NewReader(b))
+	http.ServeContent(w, r, "frank-kiosk", at, body)
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
 }
