@@ -700,6 +700,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Commands:    h.commands,
 		MaxPerKiosk: h.cfg.KioskPurchases,
 		Staff:       newStaffDesk(h),
+		Now:         h.clockNow,
 	}
 	if h.front, err = front.Start(fcfg, h.sales, h.stock, h.ledger, h.log.With("component", "front")); err != nil {
 		return err

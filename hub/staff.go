@@ -86,11 +86,11 @@ func (d *staffDesk) login(ctx context.Context, r *protocol.StaffLogin) (name str
 		d.alerts.Raise(ctx, alerts.StaffGuessing, "kiosk/"+r.KioskID, fmt.Sprintf(
 			"kiosk %s made %d wrong staff logins in a day; the hub checks none of its logins for %s. Lock it (hub kiosk lock) if it may be stolen",
 			r.KioskID, StaffDayTries, wait.Round(time.Minute)))
-		return "", retryAfter(wait), d.limited(r.KioskID, wait)
+		return "", retryAfter(wait), d.limited(wait)
 	}
 	defer d.day.Done(dayKey)
 	if ok, wait := d.window.Allow(key); !ok {
-		return "", retryAfter(wait), d.limited(r.KioskID, wait)
+		return "", retryAfter(wait), d.limited(wait)
 	}
 	defer d.window.Done(key)
 	by := "pin"
@@ -111,8 +111,9 @@ func (d *staffDesk) login(ctx context.Context, r *protocol.StaffLogin) (name str
 	return name, 0, nil
 }
 
-func (d *staffDesk) limited(kioskID string, wait time.Duration) error {
-	d.log.Warn("staff login refused unchecked: too many wrong ones", "kiosk", kioskID, "wait", wait.Round(time.Second))
+// limited is the refusal of a login no limit lets be checked; the front
+// logs it within the kiosk's log budget.
+func (d *staffDesk) limited(wait time.Duration) error {
 	return protocol.Errorf(protocol.CodeUnauthorized, "too many wrong staff logins at this kiosk; try again in %s", wait.Round(time.Second))
 }
 

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/front"
+	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/wait"
 )
@@ -162,5 +166,54 @@ func TestOversizeKioskTextNotStoredOrLogged(t *testing.T) {
 	}
 	if n := logs.longest(); n > 1000 {
 		t.Errorf("the hub logged a %d-byte line", n)
+	}
+}
+
+// A kiosk's refused messages write at most front.KioskLines lines a
+// minute to the log, and the next line says how many were left out; every
+// refusal is still answered and counted, and another kiosk's lines are
+// its own. Before, a stolen kiosk wrote a line for each, 20 a second
+// within its message budget, enough for journald to drop the hub's other
+// lines.
+func TestKioskRefusalsLogBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	logs := e.restartLogging()
+	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
+	const sent = 60
+	for i := range sent {
+		// Priced on a table that is not in force: rate_table_stale.
+		res := decode(t, k1.ask(purchase(fmt.Sprintf("stale-%d", i), "kiosk-1", "1966-F8CF-01", func(r *protocol.PurchaseRequest) { r.RateTable = "usps-1999" })))
+		if res.Error == nil || res.Error.Code != protocol.CodeRateTableStale {
+			t.Fatalf("purchase %d: %+v", i, res)
+		}
+	}
+	if n := len(logs.lines("purchase rejected", "kiosk=kiosk-1")); n != front.KioskLines {
+		t.Fatalf("%d refusals wrote %d lines, want %d", sent, n, front.KioskLines)
+	}
+	if res := decode(t, k2.ask(purchase("stale-k2", "kiosk-2", "2222-0001-01", func(r *protocol.PurchaseRequest) { r.RateTable = "usps-1999" }))); res.Error == nil {
+		t.Fatalf("kiosk-2's purchase: %+v", res)
+	}
+	// Logged just after the answer is sent.
+	wait.For(t, 10*time.Second, "kiosk-2's refusal logged", func() bool { return len(logs.lines("purchase rejected", "kiosk=kiosk-2")) == 1 })
+	e.clock.Set(e.clock.Now().Add(front.LineWindow))
+	decode(t, k1.ask(purchase("stale-next", "kiosk-1", "1966-F8CF-01", func(r *protocol.PurchaseRequest) { r.RateTable = "usps-1999" })))
+	wait.For(t, 10*time.Second, fmt.Sprintf("the next minute's first line saying %d were left out", sent-front.KioskLines), func() bool {
+		return len(logs.lines("purchase rejected", "kiosk=kiosk-1", fmt.Sprintf("lines_left_out=%d", sent-front.KioskLines))) == 1
+	})
+	if n := len(logs.lines("purchase rejected", "kiosk=kiosk-1")); n != front.KioskLines+1 {
+		t.Fatalf("kiosk-1's lines: %d, want %d", n, front.KioskLines+1)
+	}
+	// Each refusal is still counted.
+	if _, err := e.h.Operators().Add(context.Background(), "prometheus", "operator password 1", "ops", nil); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.h.Operators().NewToken(context.Background(), "prometheus", "scrape", operators.ReadOnly, operators.DefaultTokenTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`frank_rejections_total{code="rate_table_stale"} %d`, sent+2)
+	if st, _, body := e.browser().do("GET", "/metrics", nil, "Authorization", "Bearer "+tok); st != http.StatusOK || !strings.Contains(body, want) {
+		t.Fatalf("/metrics: %d, no %q", st, want)
 	}
 }

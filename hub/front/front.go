@@ -76,6 +76,8 @@ type Config struct {
 	Meter meter
 	// Commands, if set, takes kiosks' answers to commands.
 	Commands commandBook
+	// Now is the clock of the kiosks' log budgets (nil: time.Now).
+	Now func() time.Time
 	// Staff, if set, answers kiosks' staff logins.
 	Staff staffDesk
 }
@@ -108,6 +110,7 @@ type Front struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	lines  logBudget // what each kiosk's messages may write to the log
 	// pushing serialises the config pushes of each kiosk (striped by its
 	// id): a push reads the config and publishes it retained under the
 	// lock, so a push that read the config before a change cannot publish
@@ -125,7 +128,11 @@ func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *sl
 		cfg.MaxPerKiosk = 16
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Front{cfg: cfg, sales: sales, stock: stock, prints: prints, log: log, sem: make(chan struct{}, cfg.MaxInFlight), busy: map[string]int{}, ctx: ctx, cancel: cancel}
+	f := &Front{cfg: cfg, sales: sales, stock: stock, prints: prints, log: log, sem: make(chan struct{}, cfg.MaxInFlight), busy: map[string]int{}, ctx: ctx, cancel: cancel,
+		lines: logBudget{now: cfg.Now, by: map[string]*lineWindow{}}}
+	if f.lines.now == nil {
+		f.lines.now = time.Now
+	}
 	subscribed := make(chan error, 1)
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.Broker).
@@ -257,7 +264,7 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 		// Dropped, not answered: a request has one answer, and this one's
 		// copy in flight gives it. A kiosk resends after its deadline.
 		f.shed.Add(1)
-		f.log.Warn("purchase dropped: the kiosk has too many in flight", "kiosk", kiosk, "max", f.cfg.MaxPerKiosk)
+		f.kioskLog(slog.LevelWarn, kiosk, "purchase dropped: the kiosk has too many in flight", "max", f.cfg.MaxPerKiosk)
 		return
 	}
 	defer f.leave(kiosk)
@@ -280,7 +287,7 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 		f.cfg.Meter.Stage(metrics.StageAnswer, time.Since(sent))
 	}
 	if perr != nil {
-		f.log.Info("purchase rejected", "kiosk", kiosk, "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
+		f.kioskLog(slog.LevelInfo, kiosk, "purchase rejected", "code", perr.Code, "msg", perr.Message, "took", time.Since(start))
 	} else {
 		f.log.Debug("purchase answered", "kiosk", kiosk, "took", time.Since(start))
 	}
@@ -321,7 +328,7 @@ func (f *Front) answer(resultSuffix string, fn func(ctx context.Context, kioskID
 		out, perr := fn(ctx, kiosk, m.Payload())
 		f.publish(protocol.KioskTopic(kiosk, resultSuffix), 1, false, out)
 		if perr != nil {
-			f.log.Info("request refused", "kiosk", kiosk, "topic", m.Topic(), "code", perr.Code, "msg", perr.Message)
+			f.kioskLog(slog.LevelInfo, kiosk, "request refused", "topic", m.Topic(), "code", perr.Code, "msg", perr.Message)
 		}
 	}
 }
@@ -340,7 +347,7 @@ func (f *Front) onPrint(c mqtt.Client, m mqtt.Message) {
 		err = protocol.Errorf(protocol.CodeKioskMismatch, "kiosk_id %s in a report on kiosk %s's topic", r.KioskID, kiosk)
 	}
 	if err != nil {
-		f.log.Warn("bad print report", "kiosk", kiosk, "err", err)
+		f.kioskLog(slog.LevelWarn, kiosk, "bad print report", "err", err)
 		if r != nil && protocol.ValidRequestID(r.RequestID) {
 			f.publishJSON(result, protocol.PrintResult{RequestID: r.RequestID, Status: protocol.ResultRejected, Error: protocol.AsError(err)})
 		}
@@ -368,14 +375,17 @@ func (f *Front) publishJSON(topic string, v any) {
 }
 
 func (f *Front) onTelemetry(c mqtt.Client, m mqtt.Message) {
-	t, err := protocol.DecodeTelemetry(m.Payload())
+	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
 	if err != nil {
-		f.log.Warn("bad telemetry", "topic", m.Topic(), "err", err)
 		return
 	}
-	kiosk, _, err := protocol.ParseKioskTopic(m.Topic())
-	if err != nil || kiosk != t.KioskID {
-		f.log.Warn("telemetry for another kiosk", "topic", m.Topic(), "kiosk_id", t.KioskID)
+	t, err := protocol.DecodeTelemetry(m.Payload())
+	if err != nil {
+		f.kioskLog(slog.LevelWarn, kiosk, "bad telemetry", "err", err)
+		return
+	}
+	if kiosk != t.KioskID {
+		f.kioskLog(slog.LevelWarn, kiosk, "telemetry for another kiosk", "kiosk_id", t.KioskID)
 		return
 	}
 	f.log.Debug("telemetry", "kiosk", t.KioskID, "labels_left", t.LabelsLeft, "paper", t.Paper, "printer", t.Printer)
@@ -396,7 +406,7 @@ func (f *Front) onStatus(c mqtt.Client, m mqtt.Message) {
 	if status != protocol.StatusOnline && status != protocol.StatusOffline {
 		shown = fmt.Sprintf("%q", status[:min(len(status), 32)])
 	}
-	f.log.Info("kiosk status", "kiosk", kiosk, "status", shown, "bytes", len(status))
+	f.kioskLog(slog.LevelInfo, kiosk, "kiosk status", "status", shown, "bytes", len(status))
 	switch status {
 	case protocol.StatusOnline:
 		if f.cfg.Presence != nil {
@@ -430,7 +440,7 @@ func (f *Front) onCommandResult(c mqtt.Client, m mqtt.Message) {
 		err = f.cfg.Commands.Record(f.ctx, kiosk, r)
 	}
 	if err != nil {
-		f.log.Warn("command result not recorded", "kiosk", kiosk, "err", err)
+		f.kioskLog(slog.LevelWarn, kiosk, "command result not recorded", "err", err)
 		return
 	}
 	f.log.Info("command answered", "kiosk", kiosk, "command_id", r.CommandID, "status", r.Status)
