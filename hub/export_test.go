@@ -1,5 +1,13 @@
 package hub
 
+import (
+	"context"
+
+	"github.com/frank-postage/frank/hub/claims"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+)
+
 // HearsPeers says whether the hub hears the other hubs' notifications and
 // has read the heartbeats it missed before: until then it judges no kiosk
 // silent, and silence counts from that read.
@@ -7,4 +15,15 @@ func (h *Hub) HearsPeers() bool {
 	h.peers.mu.Lock()
 	defer h.peers.mu.Unlock()
 	return h.peers.listening && h.peers.synced
+}
+
+// StaffDeskOn is the staff desk another hub process would run on db: its
+// own limiters' memory and its own claims, named hub.
+func StaffDeskOn(h *Hub, db *store.DB, hub string) interface {
+	Answer(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)
+} {
+	d := newStaffDesk(h)
+	d.window.DB, d.day.DB = db, db
+	d.claims = claims.New(db, hub, h.clockNow)
+	return d
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/claims"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/settings"
 	websession "github.com/frank-postage/frank/hub/web/session"
@@ -30,6 +31,7 @@ const (
 // kiosk holds nothing to guess them from offline, and every guess is one
 // the hub counts.
 type staffDesk struct {
+	claims   *claims.Claims
 	fleet    *fleet.Registry
 	settings *settings.Settings
 	alerts   *alerts.Store
@@ -39,7 +41,7 @@ type staffDesk struct {
 }
 
 func newStaffDesk(h *Hub) *staffDesk {
-	d := &staffDesk{fleet: h.fleet, settings: h.settings, alerts: h.alerts, log: h.log.With("component", "staff"),
+	d := &staffDesk{claims: h.claims, fleet: h.fleet, settings: h.settings, alerts: h.alerts, log: h.log.With("component", "staff"),
 		window: websession.NewLimiter(StaffTries, StaffWindow), day: websession.NewLimiter(StaffDayTries, 24*time.Hour)}
 	for _, l := range []*websession.Limiter{d.window, d.day} {
 		l.DB, l.Now = h.db, h.clockNow
@@ -80,6 +82,19 @@ func (d *staffDesk) login(ctx context.Context, r *protocol.StaffLogin) (name str
 	if err != nil {
 		return "", 0, err
 	}
+	// One check of a kiosk's logins at a time in the cluster: the counts
+	// the limits read are then every earlier check's, whichever hub made
+	// it. (Each hub's limiter counts only its own tries under way, so two
+	// hubs would each let the whole limit through at once.) A kiosk asks
+	// once at a time; a second try meanwhile is refused unchecked.
+	release, ok, err := d.claims.TryTake(ctx, "staff-login", r.KioskID)
+	if err != nil {
+		return "", 0, fmt.Errorf("staff login: %w", err)
+	}
+	if !ok {
+		return "", 1, protocol.Errorf(protocol.CodeUnauthorized, "another staff login of this kiosk is being checked; try again in a moment")
+	}
+	defer release()
 	// Each limiter has a row of its own in the shared counts.
 	key, dayKey := "staff:kiosk:"+r.KioskID, "staff-day:kiosk:"+r.KioskID
 	if ok, wait := d.day.Allow(dayKey); !ok {
