@@ -911,6 +911,10 @@ func (h *Hub) clockNow() time.Time {
 	return time.Now()
 }
 
+// refundsDueFor is how far back the leader looks for refunds recorded
+// whose money did not move, however short the customers' refund window.
+const refundsDueFor = 28 * 24 * time.Hour
+
 // Round does at once what the hub does every sixth of its liveness lease:
 // it renews the lease and settles stale payments and, as the leader, the
 // dead hubs' payments; it pushes central config, moves rollouts on,
@@ -1340,9 +1344,11 @@ func (h *Hub) Tick(ctx context.Context) {
 		h.log.Error("inspection check", "err", err)
 	}
 	// A kiosk refund recorded whose money never moved (its hub stopped
-	// in between, and the kiosk has not asked again): finished here, a
-	// minute on, for up to a refund window back.
-	if due, err := h.ledger.RefundsDue(ctx, h.clockNow().Add(-h.cfg.RefundWindow), h.clockNow().Add(-time.Minute)); err != nil {
+	// in between, or the gateway was down, and the kiosk has not asked
+	// again): finished here, a minute on, for up to a refund window back
+	// and never less than refundsDueFor: the customers' refund window is
+	// a policy for stamps they still hold, not for money owed.
+	if due, err := h.ledger.RefundsDue(ctx, h.clockNow().Add(-max(h.cfg.RefundWindow, refundsDueFor)), h.clockNow().Add(-time.Minute)); err != nil {
 		h.log.Error("refunds due", "err", err)
 	} else if _, err := h.sales.FinishRefunds(ctx, due); err != nil {
 		h.log.Error("refunds due not finished; tried again at the next tick", "err", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/cards"
@@ -334,6 +335,25 @@ func TestRefundRecordedIsFinishedByTheHub(t *testing.T) {
 	}
 	if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
 		t.Fatalf("card refunded %d mills, want 780 once", got)
+	}
+	e.check()
+}
+
+// A refund recorded whose money did not move is finished by the hub even
+// when the customers' refund window is shorter than the gateway was away:
+// that window is a policy for stamps, not for money owed. Before, with
+// --refund-window 1m the leader looked at no refund at all.
+func TestRefundDueFinishedPastAShortRefundWindow(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *hub.Config) { c.RefundWindow = time.Minute })
+	k := e.kiosk("kiosk-1")
+	ctx := context.Background()
+	label, _ := protocol.ParseLabelSerial("1966-F8CF-01")
+	before := e.halfRefunded(k, "half-3", "rf-half-3", label)
+	e.clock.Set(e.clock.Now().Add(3 * time.Hour)) // the gateway was down, the kiosk gone
+	e.h.Tick(ctx)
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
+		t.Fatalf("card refunded %d mills three hours on, want 780", got)
 	}
 	e.check()
 }
