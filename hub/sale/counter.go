@@ -2,6 +2,7 @@ package sale
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -44,12 +45,17 @@ func (s *Service) RefundAtCounter(ctx context.Context, c counter, r CounterRefun
 	if strings.TrimSpace(r.Reason) == "" {
 		return 0, protocol.Errorf(protocol.CodeInvalidRequest, "say why the stamp is refunded")
 	}
+	// A label never sold and one sold at another's kiosk get one answer:
+	// staff do not learn which of another store's labels carry a stamp.
+	notYours := protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not sold at a kiosk you look after", r.Label)
 	kioskID, requestID, err := c.LabelSale(ctx, r.Label)
-	if err != nil {
+	switch {
+	case errors.Is(err, &protocol.Error{Code: protocol.CodeLabelUnknown}):
+		return 0, notYours
+	case err != nil:
 		return 0, err
-	}
-	if strings.HasPrefix(kioskID, "web-") || (r.May != nil && !r.May(kioskID)) {
-		return 0, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not sold at a kiosk you look after", r.Label)
+	case strings.HasPrefix(kioskID, "web-") || (r.May != nil && !r.May(kioskID)):
+		return 0, notYours
 	}
 	amount, err := s.takeBack(ctx, c, kioskID, requestID, r.Label, s.Now().Add(-r.Window), r.By, r.Reason)
 	if err != nil {

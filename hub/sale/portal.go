@@ -69,6 +69,9 @@ func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o
 	if err := s.Claimer.Claim(ctx, o.Sheet, acct.ID); err != nil {
 		return nil, nil, err
 	}
+	if err := s.ownSheet(ctx, ord, o.Sheet); err != nil {
+		return nil, nil, err
+	}
 	state, err := s.Sheets.State(ctx, o.Sheet)
 	if err != nil {
 		return nil, nil, err
@@ -90,6 +93,21 @@ func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o
 		src = payments.Source{Token: acct.CardToken()}
 	}
 	return sale, &src, nil
+}
+
+// ownSheet refuses a sheet that is not the order's owner's, as the
+// labels' precheck does (label_unknown, label_not_assigned), before
+// anything is read of its labels: how many are left on a sheet is for its
+// owner to know.
+func (s *Service) ownSheet(ctx context.Context, ord *order, sheet protocol.SheetSerial) error {
+	_, refusal, err := s.Book.Precheck(ctx, ord.kioskID, ord.requestID, ord.hash, []protocol.LabelSerial{{Sheet: sheet, Position: 1}}, ord.owner)
+	switch {
+	case err != nil:
+		return err
+	case refusal != nil && refusal.Code != protocol.CodeLabelUsed: // a used label is the owner's to hear of
+		return refusal
+	}
+	return nil
 }
 
 // RefundUnused gives a customer back the postage of a stamp they did not

@@ -75,7 +75,7 @@ func (s *Service) webStamp(ctx context.Context, o *order, acct *accounts.Account
 		return nil, nil, protocol.Errorf(protocol.CodeAmountMismatch, "%s for %s is not a price of rate table %s (1 oz is %s)",
 			req.Amount.String(), class.Name, rt.Version, class.FirstOunce)
 	}
-	label, err := s.pickLabel(ctx, req.SerialNumber)
+	label, err := s.pickLabel(ctx, o, req.SerialNumber)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -108,9 +108,9 @@ func validAmount(c protocol.RateClass, amount protocol.Mills) bool {
 	return false
 }
 
-// pickLabel reads SerialNumber: a label, or a sheet whose next free label
-// is taken.
-func (s *Service) pickLabel(ctx context.Context, serial string) (protocol.LabelSerial, error) {
+// pickLabel reads SerialNumber: a label, or a sheet of o's owner whose
+// next free label is taken.
+func (s *Service) pickLabel(ctx context.Context, o *order, serial string) (protocol.LabelSerial, error) {
 	serial = strings.TrimSpace(serial)
 	if l, err := protocol.ParseLabelSerial(serial); err == nil {
 		return l, nil
@@ -118,6 +118,9 @@ func (s *Service) pickLabel(ctx context.Context, serial string) (protocol.LabelS
 	sheet, err := protocol.ParseSheetSerial(serial)
 	if err != nil {
 		return protocol.LabelSerial{}, protocol.Errorf(protocol.CodeInvalidRequest, "SerialNumber: want a sheet like 1966-F8CF or a label like 1966-F8CF-03")
+	}
+	if err := s.ownSheet(ctx, o, sheet); err != nil {
+		return protocol.LabelSerial{}, err
 	}
 	state, err := s.Sheets.State(ctx, sheet)
 	if err != nil {

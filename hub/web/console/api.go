@@ -38,6 +38,7 @@ func (c *Console) APIRoutes() http.Handler {
 	r.Group(func(r chi.Router) {
 		r.Use(opsOnlyJSON)
 		r.Get("/funds", c.apiFunds)
+		r.Post("/funds/check", c.apiRecheck)
 		r.Get("/alerts", c.apiAlerts)
 		r.Post("/alerts/{id}/ack", c.apiAck)
 		r.Get("/activity", c.apiActivity)
@@ -193,11 +194,29 @@ func (c *Console) apiIssue(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) apiFunds(w http.ResponseWriter, r *http.Request) {
-	v, err := c.funds(r.Context(), r.URL.Query().Get("recheck") == "1")
+	// A GET reads: a ledger check run on demand (which stops sales if it
+	// fails) is a write, POST /funds/check, as on the console's page.
+	if r.URL.Query().Has("recheck") {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "recheck: POST /api/v1/ops/funds/check runs the ledger check now"))
+		return
+	}
+	v, err := c.funds(r.Context(), false)
 	if err != nil {
 		c.apiFail(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// apiRecheck runs the ledger check now, not the one of the last minute,
+// and answers the funds with it. A write: read-only tokens get 403.
+func (c *Console) apiRecheck(w http.ResponseWriter, r *http.Request) {
+	v, err := c.funds(r.Context(), true)
+	if err != nil {
+		c.apiFail(w, r, err)
+		return
+	}
+	c.Log.Info("ledger check from the API", "by", current(r).Subject.Login, "ok", v.Check.OK)
 	writeJSON(w, http.StatusOK, v)
 }
 
