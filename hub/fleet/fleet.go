@@ -118,7 +118,9 @@ func notReserved(kioskID, storeID string) error {
 
 // Add provisions a kiosk in a store (created if new) and, when the registry
 // takes Passwords, returns its new broker password. Provisioning an existing
-// kiosk again replaces its password, which is how a lost one is recovered.
+// kiosk again replaces its password, which is how a lost one is recovered;
+// in another store only if it never sold (keepsItsStore), since its sales
+// would go with it.
 // Without Passwords a kiosk has none at all (it enrolls for a certificate),
 // so none can leak, and none costs a bcrypt.
 func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, error) {
@@ -148,6 +150,9 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
 	}
 	defer tx.Rollback()
+	if err := keepsItsStore(ctx, r.db, tx, kioskID, storeID); err != nil {
+		return "", fmt.Errorf("fleet: add %s in %s: %w", kioskID, storeID, err)
+	}
 	w := AddStore(storeID, storeID, time.UnixMicro(now))
 	if _, err := tx.ExecContext(ctx, r.db.Rebind(w.Query), w.Args...); err != nil {
 		return "", fmt.Errorf("fleet: add %s: %w", kioskID, err)
@@ -168,6 +173,40 @@ func (r *Registry) Add(ctx context.Context, kioskID, storeID string) (string, er
 	r.Forget(kioskID)
 	r.told(ctx, kioskID)
 	return password, nil
+}
+
+// keepsItsStore refuses to move a kiosk that has sold to another store.
+// Search, exports, shift reports, the kiosk page and the counter refund
+// know a sale's store by its kiosk's store now, so a move would hand the
+// old store's sales (and their refunds) to the new store's staff. A kiosk
+// provisioned again in its own store (a lost password recovered), a new
+// kiosk, and a kiosk that never sold, paid or stamped anything pass.
+func keepsItsStore(ctx context.Context, db *store.DB, tx *sql.Tx, kioskID, storeID string) error {
+	var was sql.NullString
+	err := tx.QueryRowContext(ctx, db.Rebind(`SELECT store FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&was)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && was.Valid && was.String == storeID {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var sold bool
+	if err := tx.QueryRowContext(ctx, db.Rebind(`SELECT EXISTS (SELECT 1 FROM sales WHERE kiosk_id = ?)
+		OR EXISTS (SELECT 1 FROM indicia WHERE kiosk_id = ?)
+		OR EXISTS (SELECT 1 FROM payments WHERE kiosk_id = ?)`), kioskID, kioskID, kioskID).Scan(&sold); err != nil {
+		return err
+	}
+	if !sold {
+		return nil
+	}
+	from, recover := "no store", ""
+	if was.Valid {
+		from = "store " + was.String
+		recover = fmt.Sprintf(" (to recover its password, add it again with --store %s)", was.String)
+	}
+	return protocol.Errorf(protocol.CodeInvalidRequest,
+		"kiosk %s has sales in %s, which would move with it: a kiosk that has sold keeps its store; to move it, retire it (hub kiosk retire %s) and add a new kiosk id in store %s%s",
+		kioskID, from, kioskID, storeID, recover)
 }
 
 // Get returns a provisioned kiosk in service, or unknown_kiosk (also for a

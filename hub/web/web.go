@@ -597,12 +597,26 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // release serves a release's binary to a kiosk, resumably (Range). Over
-// TLS only a kiosk presenting its certificate gets one; kiosks check the
-// signature and hash themselves, so this only saves the bandwidth.
+// TLS only a kiosk presenting its certificate, not revoked (a retired
+// kiosk's), gets one; kiosks check the signature and hash themselves, so
+// this only saves the bandwidth.
 func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) == 0 {
 		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "a kiosk certificate is required"))
 		return
+	}
+	// Before the budget: a revoked certificate spends none.
+	if r.TLS != nil && s.CA != nil {
+		revoked, err := s.CA.Revoked(r.Context())
+		if err != nil {
+			s.Log.Error("release", "err", err)
+			writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
+			return
+		}
+		if revoked[ca.SerialHex(r.TLS.VerifiedChains[0][0].SerialNumber)] {
+			writeError(w, protocol.Errorf(protocol.CodeForbidden, "this kiosk certificate was revoked"))
+			return
+		}
 	}
 	// One download under way per kiosk, and a budget (downloads.go).
 	var who string
