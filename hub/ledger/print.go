@@ -477,6 +477,17 @@ func (l *Ledger) VoidList(ctx context.Context) ([]Void, error) {
 	return out, rows.Err()
 }
 
+// VoidCount is how many entries the void list holds. Nothing leaves the
+// list and no entry changes (a void is an update from issued or printed
+// only), so a list of the same count is the same list.
+func (l *Ledger) VoidCount(ctx context.Context) (int64, error) {
+	var n int64
+	if err := l.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM indicia WHERE live IS NULL) + (SELECT COUNT(*) FROM spoiled)`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("ledger: void count: %w", err)
+	}
+	return n, nil
+}
+
 // VoidPageMax is the most entries one VoidPage call returns.
 const VoidPageMax = 10_000
 

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -239,6 +240,74 @@ func TestVoidedPages(t *testing.T) {
 			if e := protocol.DecodeHTTPError(b); st != http.StatusBadRequest || e == nil || e.Code != protocol.CodeInvalidRequest {
 				t.Errorf("%s: %d %s, want 400 %s", q, st, b, protocol.CodeInvalidRequest)
 			}
+		}
+	})
+}
+
+// countingVoids counts how often the whole void list is built.
+type countingVoids struct {
+	*ledger.Ledger
+	built atomic.Int32
+}
+
+func (c *countingVoids) VoidList(ctx context.Context) ([]ledger.Void, error) {
+	c.built.Add(1)
+	return c.Ledger.VoidList(ctx)
+}
+
+// The whole void list, which anyone may ask for, is built again only when
+// it has grown, and carries an ETag: a verifier that has it gets 304.
+// Before, every anonymous request read and encoded the whole list.
+func TestWholeVoidListBuiltWhenItGrows(t *testing.T) {
+	t.Parallel()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		l := voidedLedger(t, dsn, 12)
+		voids := &countingVoids{Ledger: l}
+		srv := httptest.NewServer((&web.Server{Voids: voids, Log: quiet}).Handler())
+		defer srv.Close()
+		fetch := func(etag string) (int, string, []ledger.Void) {
+			t.Helper()
+			req, _ := http.NewRequest("GET", srv.URL+"/api/v1/voided", nil)
+			if etag != "" {
+				req.Header.Set("If-None-Match", etag)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var list []ledger.Void
+			if resp.StatusCode == http.StatusOK {
+				if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return resp.StatusCode, resp.Header.Get("ETag"), list
+		}
+		st, etag, list := fetch("")
+		if st != http.StatusOK || etag == "" || len(list) != 12 {
+			t.Fatalf("first: %d %q %d entries", st, etag, len(list))
+		}
+		for range 5 {
+			if st, again, list := fetch(""); st != http.StatusOK || again != etag || len(list) != 12 {
+				t.Fatalf("again: %d %q %d entries", st, again, len(list))
+			}
+		}
+		if st, _, _ := fetch(etag); st != http.StatusNotModified {
+			t.Fatalf("with its ETag: %d", st)
+		}
+		if n := voids.built.Load(); n != 1 {
+			t.Fatalf("built %d times for 7 requests of one list", n)
+		}
+		if _, err := l.VoidIssued(context.Background(), "kiosk-2", "kiosk_retired"); err != nil {
+			t.Fatal(err)
+		}
+		st, grown, list := fetch(etag)
+		if st != http.StatusOK || grown == etag || len(list) != 14 {
+			t.Fatalf("after two more voids: %d %q %d entries", st, grown, len(list))
+		}
+		if n := voids.built.Load(); n != 2 {
+			t.Fatalf("built %d times", n)
 		}
 	})
 }

@@ -7,6 +7,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -19,6 +20,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -116,6 +119,8 @@ type Server struct {
 	Releases  releaseFiles
 	Now       func() time.Time
 	downloads *downloads
+	voidsMu   sync.Mutex
+	voids     *voidList // the whole void list, as last built
 	Log       *slog.Logger
 	// CustomerLogins limits failed customer logins to the XML API: the
 	// portal's limits, kept in the database for every hub, so the API is
@@ -218,6 +223,7 @@ func securityHeaders(next http.Handler) http.Handler {
 // voidBook says which indicia must not be accepted as postage; the ledger.
 type voidBook interface {
 	VoidList(ctx context.Context) ([]ledger.Void, error)
+	VoidCount(ctx context.Context) (int64, error)
 	VoidPage(ctx context.Context, after string, limit int) ([]ledger.Void, string, error)
 	IndiciumStatus(ctx context.Context, meter string, label protocol.LabelSerial, ar int64) (status, reason string, err error)
 }
@@ -267,13 +273,20 @@ type certificate struct {
 func (s *Server) voided(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if !q.Has("limit") && !q.Has("after") {
-		list, err := s.Voids.VoidList(r.Context())
+		whole, err := s.wholeVoidList(r.Context())
 		if err != nil {
 			s.Log.Error("void list", "err", err)
 			writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 			return
 		}
-		writeJSON(w, http.StatusOK, list)
+		w.Header().Set("ETag", whole.etag)
+		w.Header().Set("Cache-Control", "no-cache")
+		if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, whole.etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(whole.body)
 		return
 	}
 	limit := ledger.VoidPageMax
@@ -300,6 +313,43 @@ func (s *Server) voided(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "<"+more.String()+`>; rel="next"`)
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// voidList is the whole void list as last encoded: n entries, and the
+// ETag that names them.
+type voidList struct {
+	n    int64
+	body []byte
+	etag string
+}
+
+// wholeVoidList returns the whole void list, encoded again only when it
+// has grown: anyone may ask for it, and a long list is costly to build,
+// while its count is an index's length. One request at a time builds it.
+func (s *Server) wholeVoidList(ctx context.Context) (*voidList, error) {
+	n, err := s.Voids.VoidCount(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.voidsMu.Lock()
+	defer s.voidsMu.Unlock()
+	if s.voids != nil && s.voids.n == n {
+		return s.voids, nil
+	}
+	list, err := s.Voids.VoidList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(list)
+	if err != nil {
+		return nil, err
+	}
+	body = append(body, '\n')
+	sum := sha256.Sum256(body)
+	// Counted by the list itself: a void between the count and the list
+	// is in this body, and the next count matches it.
+	s.voids = &voidList{n: int64(len(list)), body: body, etag: fmt.Sprintf(`"%d-%x"`, len(list), sum[:8])}
+	return s.voids, nil
 }
 
 // indiciumStatus answers whether the stamp a meter made for a label is
