@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/frank-postage/frank/hub/fleet"
@@ -144,7 +145,12 @@ func (s *Stock) load(ctx context.Context, kioskID string, sheets []protocol.Shee
 		return protocol.Errorf(protocol.CodeLabelAssignedElsewhere,
 			"sheet %s is loaded into another kiosk or assigned to a customer; ops can move it (hub stock load)", sh)
 	}
-	for _, sh := range sheets {
+	// Rows are locked (by the UPDATE) in ascending serial order, once each,
+	// whatever the request's order: two loads that share sheets then queue
+	// on the first one they share and never deadlock on PostgreSQL. The
+	// ledger marks sheets used in the same order. The answer keeps the
+	// request's order, the order the kiosk hands labels out in.
+	for _, sh := range slices.Compact(slices.Sorted(slices.Values(sheets))) {
 		var st string
 		var inval sql.NullInt64
 		var holder sql.NullString

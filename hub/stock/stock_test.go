@@ -1,0 +1,174 @@
+package stock_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/frank-postage/frank/hub/fleet"
+	"github.com/frank-postage/frank/hub/stock"
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/pgtest"
+)
+
+// TestMain stops the PostgreSQL server the tests share.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func open(t *testing.T, dsn string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Loads that share sheets, listed in opposite orders, run at once on two
+// hubs' connections: none fails (on PostgreSQL they used to lock the
+// sheets in opposite orders and one died of a deadlock, internal_error),
+// each answer lists the sheets in the request's order, and of two kiosks
+// of a store that both scan the same sheets one gets them all, the other
+// label_assigned_elsewhere.
+func TestConcurrentLoadsOverlapping(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db1, db2 := open(t, dsn), open(t, dsn)
+		reg := fleet.New(db1)
+		for _, k := range []string{"kiosk-1", "kiosk-2"} {
+			if _, err := reg.Add(ctx, k, "store-a"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hubs := []*stock.Stock{stock.New(db1, nil), stock.New(db2, nil)}
+		const perRound, loads = 6, 6
+		for round := range 20 {
+			sheets := make([]protocol.SheetSerial, perRound)
+			for i := range sheets {
+				sheets[i] = protocol.SheetSerial(0x3333_0000 + round*perRound + i)
+			}
+			if err := hubs[0].Import(ctx, "store-a", sheets); err != nil {
+				t.Fatal(err)
+			}
+			rivals := round%2 == 1 // kiosk-2 scans the same sheets as kiosk-1
+			type load struct {
+				kiosk  string
+				ops    bool
+				sheets []protocol.SheetSerial
+				got    []protocol.SheetState
+				err    error
+			}
+			var ls []*load
+			for i := range loads {
+				l := &load{kiosk: "kiosk-1", sheets: slices.Clone(sheets)}
+				if i%2 == 1 {
+					slices.Reverse(l.sheets)
+				}
+				switch {
+				case rivals && i%3 == 2:
+					l.kiosk = "kiosk-2"
+				case !rivals && i%3 == 2:
+					l.ops = true // hub stock load: moves sheets, never refuses
+				}
+				if i == 0 {
+					l.sheets = append(l.sheets, sheets[0]) // a sheet scanned twice
+				}
+				ls = append(ls, l)
+			}
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i, l := range ls {
+				s := hubs[i%2]
+				wg.Go(func() {
+					<-start
+					if l.ops {
+						l.got, l.err = s.Load(ctx, l.kiosk, l.sheets)
+					} else {
+						l.got, l.err = s.LoadAtKiosk(ctx, l.kiosk, l.sheets)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			winners := map[string]bool{}
+			for i, l := range ls {
+				if l.err != nil {
+					if rivals && protocol.AsError(l.err).Code == protocol.CodeLabelAssignedElsewhere {
+						continue
+					}
+					t.Fatalf("round %d, load %d (%s, %s): %v", round, i, l.kiosk, l.sheets, l.err)
+				}
+				winners[l.kiosk] = true
+				var order []string
+				for _, st := range l.got {
+					order = append(order, st.Sheet)
+					if len(st.Free) != protocol.LabelsPerSheet {
+						t.Errorf("round %d, load %d: sheet %s free %v", round, i, st.Sheet, st.Free)
+					}
+				}
+				var want []string
+				for _, sh := range l.sheets {
+					want = append(want, sh.String())
+				}
+				if !slices.Equal(order, want) {
+					t.Errorf("round %d, load %d: answer lists %v, want the request's order %v", round, i, order, want)
+				}
+			}
+			// Every sheet with one holder, the kiosk of a load that went through.
+			holders := map[string]bool{}
+			for _, sh := range sheets {
+				var h string
+				if err := db1.QueryRowContext(ctx, db1.Rebind(`SELECT kiosk_id FROM sheets WHERE serial = ?`), uint32(sh)).Scan(&h); err != nil {
+					t.Fatal(err)
+				}
+				holders[h] = true
+			}
+			if len(holders) != 1 || len(winners) != 1 {
+				t.Fatalf("round %d: sheets held by %v, loads went through for %v; want one kiosk", round, holders, winners)
+			}
+			for h := range holders {
+				if !winners[h] {
+					t.Fatalf("round %d: sheets held by %s, whose loads all failed", round, h)
+				}
+			}
+		}
+	})
+}
+
+// A load answers in the request's order (the order the kiosk hands labels
+// out in), though it takes the sheets in serial order: a sheet given twice
+// is listed twice, and loaded once.
+func TestLoadAnswerOrder(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, t.TempDir()+"/hub.db")
+	if _, err := fleet.New(db).Add(ctx, "kiosk-1", "store-a"); err != nil {
+		t.Fatal(err)
+	}
+	s := stock.New(db, nil)
+	a, b, c := protocol.SheetSerial(0x1966_F8D0), protocol.SheetSerial(0x1966_F8CF), protocol.SheetSerial(0x0000_0001)
+	if err := s.Import(ctx, "store-a", []protocol.SheetSerial{a, b, c}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LoadAtKiosk(ctx, "kiosk-1", []protocol.SheetSerial{a, b, c, a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, st := range got {
+		order = append(order, st.Sheet)
+	}
+	if want := []string{"1966-F8D0", "1966-F8CF", "0000-0001", "1966-F8D0"}; !slices.Equal(order, want) {
+		t.Fatalf("answer lists %v, want %v", order, want)
+	}
+	held, err := s.Sheets(ctx, "kiosk-1")
+	if err != nil || len(held) != 3 {
+		t.Fatalf("kiosk-1 holds %v (%v), want 3 sheets", held, err)
+	}
+	_, err = s.LoadAtKiosk(ctx, "kiosk-1", []protocol.SheetSerial{a, 0x7777_0001})
+	if e := protocol.AsError(err); e.Code != protocol.CodeLabelUnknown {
+		t.Fatalf("load of a sheet never issued: %v, want %s", err, protocol.CodeLabelUnknown)
+	}
+}
