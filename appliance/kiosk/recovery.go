@@ -65,9 +65,10 @@ func (k *Kiosk) recoverSales() {
 		}
 	}
 	ctx := context.Background()
-	k.reloadStock(ctx)
-	k.stockUnknown.Store(false)
-	k.statusChanged() // the hub judges the labels left from now on
+	if k.reloadStock(ctx) {
+		k.stockUnknown.Store(false)
+		k.statusChanged() // the hub judges the labels left from now on
+	} // else retryStock says so once the hub has answered for every sheet
 	open, err := k.journal.Unfinished(ctx)
 	if err != nil {
 		k.log.Error("journal: cannot settle unfinished sales", "err", err)

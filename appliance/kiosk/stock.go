@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/frank-postage/frank/protocol"
 )
@@ -40,15 +41,57 @@ func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.Stock
 }
 
 // reloadStock asks the hub again for the sheets the journal says are
-// loaded, one by one, forgetting those it refuses (used up, moved).
-func (k *Kiosk) reloadStock(ctx context.Context) {
+// loaded, one by one, in load order (recoverSales calls it at start, saleMu
+// held). It forgets those the hub refuses for good (forgets); a sheet it
+// cannot answer for now (no answer, a refusal to retry such as its store
+// failing, a locked kiosk) stays in the journal and in its place in the
+// stock, its labels unknown, and is asked about again (retryStock) until
+// the hub answers: till then no label after it goes out, and the kiosk
+// says checking_stock.
+// It reports whether the hub answered for every sheet: until then the
+// stock stays unknown (stockUnknown), and heartbeats say so.
+func (k *Kiosk) reloadStock(ctx context.Context) bool {
 	sheets, err := k.journal.Sheets(ctx)
 	if err != nil {
 		k.log.Error("journal", "err", err)
-		return
+		return true
 	}
+	k.stock.await(sheets)
 	k.reload(ctx, sheets)
+	if waiting := k.stock.waiting(); len(waiting) > 0 {
+		k.log.Warn("stock not all reloaded after start: asked again until the hub answers", "waiting", waiting, "labels_left", k.LabelsLeft())
+		go k.retryStock()
+		return false
+	}
 	k.log.Info("stock reloaded after start", "labels_left", k.LabelsLeft())
+	return true
+}
+
+// retryStock asks the hub again, every ResendEvery at first and then less
+// often, about the sheets it has not answered for since the start, and
+// says the stock known once it has answered for all.
+func (k *Kiosk) retryStock() {
+	period := k.cfg.ResendEvery
+	t := time.NewTimer(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-k.stop:
+			return
+		case <-t.C:
+		}
+		if k.link.Up() {
+			k.reload(context.Background(), k.stock.waiting())
+		}
+		if len(k.stock.waiting()) == 0 {
+			k.stockUnknown.Store(false)
+			k.statusChanged()
+			k.log.Info("stock reloaded after start", "labels_left", k.LabelsLeft())
+			return
+		}
+		period = min(2*period, max(k.cfg.ResendEvery, 30*time.Second))
+		t.Reset(period)
+	}
 }
 
 // resyncStock asks the hub again about every sheet loaded (ops' command):
@@ -70,14 +113,21 @@ func (k *Kiosk) resyncStock(ctx context.Context) {
 	k.log.Info("stock resynced with the hub", "sheets", len(sheets), "labels_left", k.LabelsLeft())
 }
 
+// reload asks the hub about each sheet. A sheet it refuses for good is
+// forgotten; any other refusal, or no answer, leaves the sheet as it was.
+// Once the hub has not answered (in Deadline), the sheets after are not
+// asked either.
 func (k *Kiosk) reload(ctx context.Context, sheets []string) {
-	for _, s := range sheets {
+	for i, s := range sheets {
 		res, err := k.LoadStock(ctx, []string{s})
-		if err != nil {
-			k.log.Warn("stock not reloaded", "sheet", s, "err", err)
-			continue
-		}
-		if res.Status != protocol.ResultOK {
+		switch {
+		case err != nil && protocol.AsError(err).Code == protocol.CodeServiceUnavailable:
+			k.log.Warn("stock not reloaded: no answer from the hub; the sheets are kept", "sheets", sheets[i:], "err", err)
+			return
+		case err != nil:
+			k.log.Warn("stock not reloaded; the sheet is kept", "sheet", s, "err", err)
+		case res.Status == protocol.ResultOK:
+		case forgets(res.Error):
 			k.log.Info("sheet no longer loaded", "sheet", s, "error", res.Error)
 			k.stock.drop(s)
 			if k.journal == nil {
@@ -86,8 +136,26 @@ func (k *Kiosk) reload(ctx context.Context, sheets []string) {
 			if err := k.journal.DropSheet(ctx, s); err != nil {
 				k.log.Error("journal", "err", err)
 			}
+		default:
+			k.log.Warn("stock not reloaded: the hub cannot answer for the sheet now; it is kept", "sheet", s, "error", res.Error)
 		}
 	}
+}
+
+// forgets reports whether the hub's refusal to load a sheet into the kiosk
+// says the kiosk does not hold it: never issued, another store's, used up
+// (or voided), or moved to another kiosk or a customer. Any other refusal
+// (the hub's store failing, a locked kiosk: ops unlock it with its stock)
+// leaves the sheet where it is.
+func forgets(e *protocol.Error) bool {
+	if e == nil {
+		return false
+	}
+	switch e.Code {
+	case protocol.CodeLabelUnknown, protocol.CodeLabelNotAssigned, protocol.CodeLabelUsed, protocol.CodeLabelAssignedElsewhere:
+		return true
+	}
+	return false
 }
 
 // LabelsLeft counts the free labels of the loaded stock.
@@ -98,6 +166,11 @@ func (k *Kiosk) LabelsLeft() int { return k.stock.left() }
 type labelStock struct {
 	mu     sync.Mutex
 	sheets []protocol.SheetState
+	// unknown are the sheets the journal holds that the hub has not yet
+	// answered for since the start, by serial, each to its spelling in
+	// the journal: they keep their place in sheets, with no free labels,
+	// until it does.
+	unknown map[string]string
 }
 
 // load records sheets as the hub gave them. A sheet loaded again (as after
@@ -111,8 +184,50 @@ func (st *labelStock) load(sheets []protocol.SheetState) {
 		} else {
 			st.sheets = append(st.sheets, sh)
 		}
+		delete(st.unknown, sh.Sheet)
 	}
-	st.sheets = slices.DeleteFunc(st.sheets, func(s protocol.SheetState) bool { return len(s.Free) == 0 })
+	st.prune()
+}
+
+// prune forgets the sheets without free labels, but for those unknown.
+// st.mu is held.
+func (st *labelStock) prune() {
+	st.sheets = slices.DeleteFunc(st.sheets, func(s protocol.SheetState) bool {
+		_, unknown := st.unknown[s.Sheet]
+		return len(s.Free) == 0 && !unknown
+	})
+}
+
+// await puts the journal's sheets that are not in the stock at its end,
+// in their order, their labels unknown until load or drop.
+func (st *labelStock) await(serials []string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, s := range serials {
+		sh, err := protocol.ParseSheetSerial(s)
+		if err != nil || slices.ContainsFunc(st.sheets, func(h protocol.SheetState) bool { return h.Sheet == sh.String() }) {
+			continue
+		}
+		if st.unknown == nil {
+			st.unknown = map[string]string{}
+		}
+		st.unknown[sh.String()] = s
+		st.sheets = append(st.sheets, protocol.SheetState{Sheet: sh.String(), Free: []int{}})
+	}
+}
+
+// waiting lists the sheets whose labels are unknown, in load order, as
+// the journal spells them.
+func (st *labelStock) waiting() []string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var out []string
+	for _, s := range st.sheets {
+		if j, ok := st.unknown[s.Sheet]; ok {
+			out = append(out, j)
+		}
+	}
+	return out
 }
 
 func (st *labelStock) left() int {
@@ -136,7 +251,7 @@ func (st *labelStock) serials() []string {
 	return out
 }
 
-// count is the number of sheets with labels left.
+// count is the number of sheets with labels left, or not known yet.
 func (st *labelStock) count() int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -145,18 +260,27 @@ func (st *labelStock) count() int {
 
 // drop forgets a sheet the hub no longer counts as loaded here.
 func (st *labelStock) drop(sheet string) {
+	if sh, err := protocol.ParseSheetSerial(sheet); err == nil {
+		sheet = sh.String() // as the journal spells it, maybe
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.sheets = slices.DeleteFunc(st.sheets, func(s protocol.SheetState) bool { return s.Sheet == sheet })
+	delete(st.unknown, sheet)
 }
 
 // next takes the next n free labels, in load order, passing over held
-// ones (a sale whose fate is unknown may have used them).
+// ones (a sale whose fate is unknown may have used them). It takes none
+// past a sheet whose labels are unknown: they lie behind its own.
 func (st *labelStock) next(n int, held map[string]bool) ([]string, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	var out []string
 	for _, s := range st.sheets {
+		if _, unknown := st.unknown[s.Sheet]; unknown && len(out) < n {
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable,
+				"the hub has not yet answered for sheet %s, loaded before the labels left: no sale until it does", s.Sheet)
+		}
 		for _, p := range s.Free {
 			if len(out) == n {
 				return out, nil
@@ -185,7 +309,7 @@ func (st *labelStock) consume(label string) {
 			st.sheets[i].Free = slices.DeleteFunc(st.sheets[i].Free, func(p int) bool { return p == int(l.Position) })
 		}
 	}
-	st.sheets = slices.DeleteFunc(st.sheets, func(s protocol.SheetState) bool { return len(s.Free) == 0 })
+	st.prune()
 }
 
 // wrongStock stops sales until staff load stock again: the labels in the
