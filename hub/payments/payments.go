@@ -152,12 +152,12 @@ func (g *Gateway) CaptureBatch(ctx context.Context, cs []Capture) ([]error, erro
 	for i, r := range out.Results {
 		switch {
 		case r.AuthID != cs[i].AuthID:
-			errs[i] = fmt.Errorf("payments: gateway /v1/captures: result %d is for %s, not %s", i, r.AuthID, cs[i].AuthID)
+			errs[i] = fmt.Errorf("payments: gateway /v1/captures: result %d is for %s, not %s", i, gatewayText(r.AuthID), cs[i].AuthID)
 		case r.Status == http.StatusOK:
 		case holdGone(r.Status):
-			errs[i] = fmt.Errorf("%w: payments: gateway capture %s: %w", ErrNotCaptured, r.AuthID, &StatusError{Path: "/v1/captures", Status: r.Status, Message: r.Message})
+			errs[i] = fmt.Errorf("%w: payments: gateway capture %s: %w", ErrNotCaptured, r.AuthID, &StatusError{Path: "/v1/captures", Status: r.Status, Message: gatewayText(r.Message)})
 		default:
-			errs[i] = fmt.Errorf("payments: gateway capture %s: %w", r.AuthID, &StatusError{Path: "/v1/captures", Status: r.Status, Message: r.Message})
+			errs[i] = fmt.Errorf("payments: gateway capture %s: %w", r.AuthID, &StatusError{Path: "/v1/captures", Status: r.Status, Message: gatewayText(r.Message)})
 		}
 	}
 	return errs, nil
@@ -245,7 +245,11 @@ func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode == http.StatusOK {
 		if out != nil {
-			return json.Unmarshal(body, out)
+			if err := json.Unmarshal(body, out); err != nil {
+				// encoding/json quotes a number it cannot store, which
+				// may be a card number the gateway echoed.
+				return fmt.Errorf("payments: gateway %s: unreadable answer: %s", path, gatewayText(err.Error()))
+			}
 		}
 		return nil
 	}
@@ -265,7 +269,7 @@ func (g *Gateway) call(ctx context.Context, path string, in, out any) error {
 		return protocol.Errorf(protocol.CodePaymentInvalid, "the payment data was refused: %s", e.Message)
 	}
 	// What the status means is the caller's to judge (holdGone, VoidKey).
-	return &StatusError{Path: path, Status: resp.StatusCode, Code: e.Code, Message: e.Message}
+	return &StatusError{Path: path, Status: resp.StatusCode, Code: gatewayText(e.Code), Message: e.Message}
 }
 
 // gatewayText is a gateway's own text as the hub passes it on, to a log or
