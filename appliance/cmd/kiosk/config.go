@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/frank-postage/frank/appliance/serialport"
@@ -71,11 +72,19 @@ func readConfig(path string) (*fileConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] != '{' {
+		return nil, fmt.Errorf("config %s: want a JSON object", path) // null would read as no settings
+	}
 	var c fileConfig
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	// A second object or stray text after the first is a mistake in the
+	// file, as an unknown field is, not settings to ignore.
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("config %s: trailing data after the object", path)
 	}
 	return &c, nil
 }

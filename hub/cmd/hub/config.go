@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -31,7 +32,11 @@ func applyConfig(fs *flag.FlagSet, path string) error {
 	if err := dec.Decode(&m); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
-	if dec.More() {
+	if m == nil {
+		return fmt.Errorf("config %s: want a JSON object", path) // the file was null
+	}
+	// dec.More would take a stray "}" or "]" for the end of the data.
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("config %s: trailing data after the object", path)
 	}
 	set := map[string]bool{}
