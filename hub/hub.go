@@ -946,7 +946,9 @@ func (h *Hub) Round() {
 	if _, err := h.claims.Sweep(h.bgCtx, 10*time.Minute); err != nil && h.bgCtx.Err() == nil {
 		h.log.Error("old request claims not swept", "err", err)
 	}
-	if err := websession.SweepFailures(h.bgCtx, h.db, h.clockNow().Add(-websession.LoginWindow)); err != nil && h.bgCtx.Err() == nil {
+	now := h.clockNow()
+	if err := websession.SweepFailures(h.bgCtx, h.db, now.Add(-websession.LoginWindow),
+		websession.Kept{Prefix: staffDayPrefix, Before: now.Add(-staffDay)}); err != nil && h.bgCtx.Err() == nil {
 		h.log.Error("old login failures not swept", "err", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
@@ -24,6 +25,14 @@ const (
 	StaffTries    = 5
 	StaffWindow   = 15 * time.Minute
 	StaffDayTries = 20
+	// StaffChecks bounds every check of a kiosk's logins, right or wrong,
+	// in StaffWindow: a PIN costs a bcrypt comparison per member (up to
+	// 200), so one a thief knows must not buy a core's worth of them.
+	StaffChecks = 10
+	staffDay    = 24 * time.Hour
+	// staffDayPrefix names the day's counts, which the sweep of the
+	// login limits' counts keeps for their day.
+	staffDayPrefix = "staff-day:"
 )
 
 // staffDesk checks the staff logins of kiosks whose store's staff the hub
@@ -37,13 +46,19 @@ type staffDesk struct {
 	alerts   *alerts.Store
 	window   *websession.Limiter // StaffTries per StaffWindow
 	day      *websession.Limiter // StaffDayTries per day
+	checks   *websession.Limiter // StaffChecks per StaffWindow, its "failures" every check
 	log      *slog.Logger
+	now      func() time.Time
+
+	mu      sync.Mutex
+	alerted map[string]time.Time // kiosks alerted staff_guessing, when: once an hour here
 }
 
 func newStaffDesk(h *Hub) *staffDesk {
 	d := &staffDesk{claims: h.claims, fleet: h.fleet, settings: h.settings, alerts: h.alerts, log: h.log.With("component", "staff"),
-		window: websession.NewLimiter(StaffTries, StaffWindow), day: websession.NewLimiter(StaffDayTries, 24*time.Hour)}
-	for _, l := range []*websession.Limiter{d.window, d.day} {
+		window: websession.NewLimiter(StaffTries, StaffWindow), day: websession.NewLimiter(StaffDayTries, staffDay),
+		checks: websession.NewLimiter(StaffChecks, StaffWindow), alerted: map[string]time.Time{}, now: h.clockNow}
+	for _, l := range []*websession.Limiter{d.window, d.day, d.checks} {
 		l.DB, l.Now = h.db, h.clockNow
 	}
 	return d
@@ -96,11 +111,9 @@ func (d *staffDesk) login(ctx context.Context, r *protocol.StaffLogin) (name str
 	}
 	defer release()
 	// Each limiter has a row of its own in the shared counts.
-	key, dayKey := "staff:kiosk:"+r.KioskID, "staff-day:kiosk:"+r.KioskID
+	key, dayKey, checksKey := "staff:kiosk:"+r.KioskID, staffDayPrefix+"kiosk:"+r.KioskID, "staff-checks:kiosk:"+r.KioskID
 	if ok, wait := d.day.Allow(dayKey); !ok {
-		d.alerts.Raise(ctx, alerts.StaffGuessing, "kiosk/"+r.KioskID, fmt.Sprintf(
-			"kiosk %s made %d wrong staff logins in a day; the hub checks none of its logins for %s. Lock it (hub kiosk lock) if it may be stolen",
-			r.KioskID, StaffDayTries, wait.Round(time.Minute)))
+		d.alert(ctx, r.KioskID, wait)
 		return "", retryAfter(wait), d.limited(wait)
 	}
 	defer d.day.Done(dayKey)
@@ -108,6 +121,12 @@ func (d *staffDesk) login(ctx context.Context, r *protocol.StaffLogin) (name str
 		return "", retryAfter(wait), d.limited(wait)
 	}
 	defer d.window.Done(key)
+	if ok, wait := d.checks.Allow(checksKey); !ok {
+		return "", retryAfter(wait), protocol.Errorf(protocol.CodeUnauthorized,
+			"too many staff logins at this kiosk; try again in %s", wait.Round(time.Second))
+	}
+	defer d.checks.Done(checksKey)
+	d.checks.Fail(checksKey) // counts every check
 	by := "pin"
 	if r.Badge != "" {
 		by = "badge"
@@ -124,6 +143,30 @@ func (d *staffDesk) login(ctx context.Context, r *protocol.StaffLogin) (name str
 	}
 	d.log.Info("staff logged in", "kiosk", r.KioskID, "store", k.Store, "name", name, "by", by)
 	return name, 0, nil
+}
+
+// alert raises staff_guessing for a kiosk at its day's limit, once an
+// hour from this hub: every refused login after it would otherwise write
+// the alert again.
+func (d *staffDesk) alert(ctx context.Context, kioskID string, wait time.Duration) {
+	now := d.now()
+	d.mu.Lock()
+	if now.Sub(d.alerted[kioskID]) < time.Hour {
+		d.mu.Unlock()
+		return
+	}
+	if len(d.alerted) > 1000 {
+		for k, at := range d.alerted {
+			if now.Sub(at) >= time.Hour {
+				delete(d.alerted, k)
+			}
+		}
+	}
+	d.alerted[kioskID] = now
+	d.mu.Unlock()
+	d.alerts.Raise(ctx, alerts.StaffGuessing, "kiosk/"+kioskID, fmt.Sprintf(
+		"kiosk %s made %d wrong staff logins in a day; the hub checks none of its logins for %s. Lock it (hub kiosk lock) if it may be stolen",
+		kioskID, StaffDayTries, wait.Round(time.Minute)))
 }
 
 // limited is the refusal of a login no limit lets be checked; the front

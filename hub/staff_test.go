@@ -226,3 +226,87 @@ func TestStaffLimitAcrossHubs(t *testing.T) {
 		t.Fatalf("%d wrong PINs checked before the limit, want %d", checked, hub.StaffTries)
 	}
 }
+
+// The day's count of a kiosk's wrong staff logins is kept in the database
+// for its day: the sweep of the login limits' counts, every few seconds,
+// deletes only the 15-minute ones. Before, it deleted the day's after 15
+// minutes, and two hubs, each holding its own count, checked 40 wrong
+// PINs of one kiosk in three hours, day limit 20 (a review's reproducer).
+func TestStaffDayLimitKeptBySweep(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.h.CentralConfig().AddStaff(ctx, "store-a", "alice", "1357", "", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	db := e.openDB()
+	desks := []interface {
+		Answer(context.Context, string, []byte) ([]byte, *protocol.Error)
+	}{hub.StaffDeskOn(e.h, db, "hub-a"), hub.StaffDeskOn(e.h, db, "hub-b")}
+	checked, n := 0, 0
+	for w := 0; w < 12; w++ {
+		for range hub.StaffTries {
+			n++
+			id := fmt.Sprintf("t-%d", n)
+			b, _ := desks[w%2].Answer(ctx, "kiosk-1", []byte(`{"request_id":"`+id+`","kiosk_id":"kiosk-1","pin":"0000"}`))
+			r, err := protocol.DecodeStaffLoginResult(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Error != nil && r.Error.Code == protocol.CodeUnauthorized && r.RetryAfterS == 0 {
+				checked++
+			}
+		}
+		e.clock.Set(e.clock.Now().Add(hub.StaffWindow + time.Second))
+		e.h.Round() // sweeps the counts, as every hub does every few seconds
+	}
+	if checked != hub.StaffDayTries {
+		t.Fatalf("two hubs checked %d wrong PINs of one kiosk in three hours, day limit %d", checked, hub.StaffDayTries)
+	}
+	// A day on, the day's count is swept and logins are checked again.
+	e.clock.Set(e.clock.Now().Add(24 * time.Hour))
+	e.h.Round()
+	b, _ := desks[0].Answer(ctx, "kiosk-1", []byte(`{"request_id":"t-next-day","kiosk_id":"kiosk-1","pin":"1357"}`))
+	if r, err := protocol.DecodeStaffLoginResult(b); err != nil || r.Status != protocol.ResultOK {
+		t.Fatalf("the next day: %s %v", b, err)
+	}
+	var rows int
+	db.QueryRowContext(ctx, `SELECT COUNT(*) FROM login_failures WHERE name LIKE 'staff-day:%'`).Scan(&rows)
+	if rows != 0 {
+		t.Fatalf("%d day counts left a day on", rows)
+	}
+}
+
+// Right logins count too: a PIN costs a bcrypt comparison per member of
+// the store, so a kiosk gets StaffChecks checks in StaffWindow, right or
+// wrong, and a thief who knows one PIN cannot keep a core busy with it.
+func TestStaffChecksBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.h.CentralConfig().AddStaff(ctx, "store-a", "alice", "1357", "", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	desk := hub.StaffDeskOn(e.h, e.openDB(), "hub-a")
+	login := func(i int) protocol.StaffLoginResult {
+		t.Helper()
+		b, _ := desk.Answer(ctx, "kiosk-1", []byte(fmt.Sprintf(`{"request_id":"t-%d","kiosk_id":"kiosk-1","pin":"1357"}`, i)))
+		r, err := protocol.DecodeStaffLoginResult(b)
+		if err != nil {
+			t.Fatalf("answer %s: %v", b, err)
+		}
+		return *r
+	}
+	for i := range hub.StaffChecks {
+		if r := login(i); r.Status != protocol.ResultOK {
+			t.Fatalf("login %d: %+v", i+1, r)
+		}
+	}
+	if r := login(hub.StaffChecks); r.Status != protocol.ResultRejected || r.RetryAfterS < 60 {
+		t.Fatalf("login %d in %s: %+v", hub.StaffChecks+1, hub.StaffWindow, r)
+	}
+	e.clock.Set(e.clock.Now().Add(hub.StaffWindow + time.Second))
+	if r := login(hub.StaffChecks + 1); r.Status != protocol.ResultOK {
+		t.Fatalf("after the window: %+v", r)
+	}
+}

@@ -348,7 +348,7 @@ func (k *Kiosk) exchange(ctx context.Context, suffix, requestID string, payload 
 }
 
 // staffCheckTimeout bounds a staff login's wait for the hub.
-const staffCheckTimeout = 10 * time.Second
+const staffCheckTimeout = 20 * time.Second
 
 // askStaff checks a PIN or a badge at the hub. It is sent once: a
 // repeat would count a wrong PIN twice against the kiosk's limit.

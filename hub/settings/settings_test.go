@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/frank-postage/frank/hub/settings"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
@@ -64,4 +66,49 @@ func TestStaffAddedAtOnceMeetTheLimit(t *testing.T) {
 			t.Fatal("staff added to a store that does not exist")
 		}
 	})
+}
+
+// A PIN is checked against every active member's hash, on every core; of
+// members who share a PIN the first by name is the one logged in, a
+// revoked one is not, and a badge names its member.
+func TestCheckStaff(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, "file:"+t.TempDir()+"/hub.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	if _, err := db.ExecContext(ctx, `INSERT INTO stores (id, name, created_at) VALUES ('S1', 'Store one', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	s := settings.New(db, func() time.Time { return now })
+	s.Cost = bcrypt.MinCost
+	for i := range 40 {
+		if err := s.AddStaff(ctx, "S1", fmt.Sprintf("clerk %02d", i), fmt.Sprintf("%04d", 1000+i), "", "ops"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range [][3]string{{"zed", "1039", "STAFF-ZED-1"}, {"amy", "7777", ""}, {"bea", "7777", ""}, {"abe", "7777", ""}} {
+		if err := s.AddStaff(ctx, "S1", m[0], m[1], m[2], "ops"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RevokeStaff(ctx, "S1", "abe", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ pin, badge, want string }{
+		{"1039", "", "clerk 39"}, // zed's too: the first by name
+		{"1000", "", "clerk 00"},
+		{"7777", "", "amy"}, // abe's is revoked
+		{"4321", "", ""},
+		{"", "STAFF-ZED-1", "zed"},
+		{"", "STAFF-NOBODY", ""},
+	} {
+		for range 3 {
+			if got, err := s.CheckStaff(ctx, "S1", c.pin, c.badge); err != nil || got != c.want {
+				t.Fatalf("pin %q badge %q: %q %v, want %q", c.pin, c.badge, got, err, c.want)
+			}
+		}
+	}
 }

@@ -151,10 +151,30 @@ func (l *Limiter) shared(keys []limitKey) map[string]*window {
 	return out
 }
 
-// SweepFailures deletes the counts whose window ended before before.
-func SweepFailures(ctx context.Context, db *store.DB, before time.Time) error {
-	_, err := db.ExecContext(ctx, db.Rebind(`DELETE FROM login_failures WHERE window_start < ?`), before.UnixMicro())
-	return err
+// Kept names counts whose window is longer than the sweep's: those whose
+// name starts with Prefix are deleted only once they began before Before.
+type Kept struct {
+	Prefix string // no % or _
+	Before time.Time
+}
+
+// SweepFailures deletes the counts whose window began before before, but
+// those a Kept names, deleted by their own.
+func SweepFailures(ctx context.Context, db *store.DB, before time.Time, kept ...Kept) error {
+	q, args := `DELETE FROM login_failures WHERE window_start < ?`, []any{before.UnixMicro()}
+	for _, k := range kept {
+		q += ` AND name NOT LIKE ?`
+		args = append(args, k.Prefix+"%")
+	}
+	if _, err := db.ExecContext(ctx, db.Rebind(q), args...); err != nil {
+		return err
+	}
+	for _, k := range kept {
+		if _, err := db.ExecContext(ctx, db.Rebind(`DELETE FROM login_failures WHERE name LIKE ? AND window_start < ?`), k.Prefix+"%", k.Before.UnixMicro()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Fail counts a failed login against every key.
