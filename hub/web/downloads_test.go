@@ -200,3 +200,25 @@ func TestReleaseDownloadResumedEndsTheOneBefore(t *testing.T) {
 		t.Fatalf("another kiosk's download: %d bytes, %v", len(b), err)
 	}
 }
+
+// Behind a proxy that ends TLS (--tls off) no certificate names the kiosk,
+// and the kiosks of a store share its address: the hub limits none of
+// them, rather than have them share one budget and end each other's
+// downloads; the proxy bounds them there.
+func TestReleaseDownloadsBehindAProxyNotLimitedByAddress(t *testing.T) {
+	bin := bytes.Repeat([]byte("frank"), 4096)
+	s := &web.Server{Releases: oneRelease(bin), Log: quiet}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	for i := range 10 {
+		resp, err := srv.Client().Get(srv.URL + releases.Path + "/2.0.0/arm64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(b, bin) {
+			t.Fatalf("download %d from one address: %d, %d bytes", i+1, resp.StatusCode, len(b))
+		}
+	}
+}

@@ -32,7 +32,6 @@ import (
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/keys"
 	"github.com/frank-postage/frank/hub/ledger"
-	"github.com/frank-postage/frank/hub/netlimit"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/releases"
 	"github.com/frank-postage/frank/hub/web/assets"
@@ -668,30 +667,29 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// One download under way per kiosk, and a budget (downloads.go).
-	var who string
-	if r.TLS != nil {
-		who = "kiosk " + r.TLS.VerifiedChains[0][0].Subject.CommonName
-	} else if s.EnrollLogins != nil { // plain HTTP, or TLS ended at a proxy
-		who = "source " + netlimit.Source(s.EnrollLogins.ClientIP(r))
-	} else {
-		who = "source " + netlimit.Source(session.Proxies(nil).ClientIP(r))
-	}
-	dl, wait, err := s.downloads.begin(r.Context(), who, s.now(), http.NewResponseController(w))
-	if err != nil {
-		return // the kiosk gave up waiting for its download before to end
-	}
-	if dl == nil {
-		secs := max(1, int(wait.Seconds()))
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		// A limit: 429, in the one error shape; the kiosk tries again later.
-		writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeServiceUnavailable,
-			"this kiosk was sent releases too often; try again in %d s", secs)})
-		return
-	}
-	body := &reader{stop: dl.stop}
+	// One download under way per kiosk, and a budget (downloads.go), for
+	// a kiosk its certificate names. Without one (--tls off, a proxy in
+	// front ends TLS) the kiosks of a store behind one address could not
+	// be told apart and would end each other's downloads: the proxy bounds
+	// them there.
+	body := &reader{}
 	var size int64
-	defer func() { s.downloads.finish(dl, body.n, size, s.now()) }()
+	if r.TLS != nil {
+		dl, wait, err := s.downloads.begin(r.Context(), "kiosk "+r.TLS.VerifiedChains[0][0].Subject.CommonName, s.now(), http.NewResponseController(w))
+		if err != nil {
+			return // the kiosk gave up waiting for its download before to end
+		}
+		if dl == nil {
+			secs := max(1, int(wait.Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			// A limit: 429, in the one error shape; the kiosk tries again later.
+			writeJSON(w, http.StatusTooManyRequests, protocol.ErrorBody{Error: protocol.Errorf(protocol.CodeServiceUnavailable,
+				"this kiosk was sent releases too often; try again in %d s", secs)})
+			return
+		}
+		body.stop = dl.stop
+		defer func() { s.downloads.finish(dl, body.n, size, s.now()) }()
+	}
 	b, at, err := s.Releases.Binary(r.Context(), chi.URLParam(r, "version"), chi.URLParam(r, "arch"))
 	if err != nil {
 		if errors.Is(err, releases.ErrUnknown) {
