@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/frank-postage/frank/protocol"
 )
@@ -41,7 +42,8 @@ func (l *Ledger) Reserve(ctx context.Context, amount protocol.Mills) error {
 		}
 		l.resMu.Lock()
 		need := l.reserved + amount*fundingHeadroom
-		if g.DR-l.reserved >= amount && (tried || g.DR >= need) {
+		covered := g.DR-l.reserved >= amount
+		if covered && (tried || g.DR >= need || l.cfg.Now().Before(l.headroomAfter)) {
 			l.reserved += amount
 			l.resMu.Unlock()
 			return nil
@@ -51,9 +53,17 @@ func (l *Ledger) Reserve(ctx context.Context, amount protocol.Mills) error {
 			return buyErr // not even this promise is covered
 		}
 		tried = true
-		buyErr = l.buyBelow(ctx, need)
+		if buyErr = l.buyBelow(ctx, need); buyErr != nil && covered {
+			// The authority is down: promises the GPSD covers do not each
+			// wait on it (buyMu held) for the headroom meanwhile.
+			l.headroomAfter = l.cfg.Now().Add(headroomRetry)
+		}
 	}
 }
+
+// headroomRetry is how long after the authority did not sell for the
+// headroom a promise the GPSD covers is made without asking it again.
+const headroomRetry = time.Minute
 
 func (l *Ledger) unreserve(amount protocol.Mills) {
 	if amount == 0 {

@@ -184,6 +184,16 @@ func TestHeadroomBestEffortWhenAuthorityRefuses(t *testing.T) {
 		if err := a.Reserve(ctx, funding); err != nil {
 			t.Fatalf("a promise the GPSD covers, with the authority refusing: %v", err)
 		}
+		// The authority is not asked for the headroom again at once: a
+		// promise the GPSD covers does not wait on it meanwhile.
+		asked := f.pa.FundsAsked()
+		if err := a.Reserve(ctx, funding/4); err != nil {
+			t.Fatalf("a small promise the GPSD covers: %v", err)
+		}
+		if n := f.pa.FundsAsked(); n != asked {
+			t.Fatalf("the authority, refusing, was asked %d more times for the headroom", n-asked)
+		}
+		a.Unreserve(funding / 4)
 		if err := a.Reserve(ctx, funding); !isCode(err, protocol.CodeFundsUnavailable) {
 			t.Fatalf("a promise the GPSD cannot cover: %v, want %s", err, protocol.CodeFundsUnavailable)
 		}

@@ -160,9 +160,12 @@ type Ledger struct {
 	synced  chan<- func() // the committer's: answers waiting for their sync
 	closeMu sync.Once
 
-	buyMu    sync.Mutex // one postal purchase at a time in this process
-	resMu    sync.Mutex
-	reserved protocol.Mills // GPSD funds promised to records not yet committed
+	buyMu sync.Mutex // one postal purchase at a time in this process
+	// headroomAfter is when Reserve asks the authority for the headroom
+	// again after it did not sell; buyMu guards it.
+	headroomAfter time.Time
+	resMu         sync.Mutex
+	reserved      protocol.Mills // GPSD funds promised to records not yet committed
 
 	gpsdReported atomic.Int64 // unix µs of the GPSD's last report, for MaySell
 	macGen       atomic.Int32 // the control-code key generation new seals use

@@ -91,6 +91,7 @@ type Authority struct {
 	sig  *signer
 	// Refuse makes fund purchases fail, to test a vendor that cannot buy.
 	refuse bool
+	asked  int // fund purchases asked for, sold or not
 }
 
 // New loads the authority's state from path, or starts empty, and writes
@@ -178,6 +179,13 @@ func (a *Authority) SetRefuseFunds(refuse bool) {
 	a.mu.Lock()
 	a.refuse = refuse
 	a.mu.Unlock()
+}
+
+// FundsAsked counts the fund purchases asked for, sold or not.
+func (a *Authority) FundsAsked() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.asked
 }
 
 // TotalFunds returns the sum of funds sold to vendor.
@@ -294,6 +302,7 @@ func (a *Authority) postFunds(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.asked++
 	if !a.licensed(w, req.Vendor, req.Licence) {
 		return
 	}
