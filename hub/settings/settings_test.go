@@ -73,7 +73,7 @@ func TestStaffAddedAtOnceMeetTheLimit(t *testing.T) {
 // revoked one is not, and a badge names its member.
 func TestCheckStaff(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, "file:"+t.TempDir()+"/hub.db")
+	db, err := store.Open(ctx, t.TempDir()+"/hub.db")
 	if err != nil {
 		t.Fatal(err)
 	}
