@@ -86,6 +86,11 @@ func (t *RateTable) Validate() error {
 			return bad("class %s: name and print are required", c.Class)
 		case c.FirstOunce <= 0 || c.AdditionalOunce < 0 || c.MaxWeightMg <= 0 || c.MaxWeightMg > MaxWeightMg:
 			return bad("class %s: prices and max_weight_mg must be positive", c.Class)
+		case c.FirstOunce > MaxPostage || c.AdditionalOunce > MaxPostage:
+			// Bounded so that the price at max weight, checked below,
+			// cannot wrap around int64 (1<<62 mills an ounce did, to a
+			// negative price that passed): MaxWeightMg is 160 ounces.
+			return bad("class %s: prices must be at most the indicium's postage field, %d mills", c.Class, MaxPostage)
 		}
 		if p, _ := c.Price(c.MaxWeightMg); p > MaxPostage {
 			return bad("class %s: price at max weight exceeds the indicium's postage field", c.Class)

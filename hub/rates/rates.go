@@ -142,41 +142,45 @@ func LoadDir(dir string) (*Book, error) {
 	if dir == "" {
 		return b, nil
 	}
-	more, err := load(os.DirFS(dir), ".")
-	if err != nil {
+	// Added to the built-in ones file by file, so that a version loaded
+	// twice is an error that names its file.
+	if err := b.addFiles(os.DirFS(dir), "."); err != nil {
 		return nil, err
-	}
-	for _, t := range more.tables { // more is ours alone: no lock
-		if err := b.Add(t); err != nil {
-			return nil, err
-		}
 	}
 	return b, nil
 }
 
 func load(fsys fs.FS, dir string) (*Book, error) {
+	b := &Book{}
+	if err := b.addFiles(fsys, dir); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// addFiles adds the *.json tables in dir of fsys.
+func (b *Book) addFiles(fsys fs.FS, dir string) error {
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
-		return nil, fmt.Errorf("rates: load: %w", err)
+		return fmt.Errorf("rates: load: %w", err)
 	}
-	b := &Book{}
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
 		data, err := fs.ReadFile(fsys, filepath.ToSlash(filepath.Join(dir, e.Name())))
 		if err != nil {
-			return nil, fmt.Errorf("rates: load %s: %w", e.Name(), err)
+			return fmt.Errorf("rates: load %s: %w", e.Name(), err)
 		}
 		var t protocol.RateTable
 		if err := json.Unmarshal(data, &t); err != nil {
-			return nil, fmt.Errorf("rates: load %s: %w", e.Name(), err)
+			return fmt.Errorf("rates: load %s: %w", e.Name(), err)
 		}
 		if err := b.Add(t); err != nil {
-			return nil, fmt.Errorf("rates: load %s: %w", e.Name(), err)
+			return fmt.Errorf("rates: load %s: %w", e.Name(), err)
 		}
 	}
-	return b, nil
+	return nil
 }
 
 // Add validates t and adds it. Versions are unique.
