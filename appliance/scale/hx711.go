@@ -109,6 +109,9 @@ func (h *HX711) KeepCalibration(path string) error {
 		if err := json.Unmarshal(b, &c); err != nil {
 			return fmt.Errorf("scale: hx711: calibration %s: %w", path, err)
 		}
+		if err := c.check(); err != nil {
+			return fmt.Errorf("scale: hx711: calibration %s: %w", path, err)
+		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -116,6 +119,31 @@ func (h *HX711) KeepCalibration(path string) error {
 		h.cal = c
 	}
 	h.keep = path
+	return nil
+}
+
+// maxCalibrationMg bounds the test weight (about 275 t): the difference of
+// two readings of the chip is under 2^24 counts, so (raw-Offset)*Mg stays
+// well inside int64 and Read's weights cannot wrap around.
+const maxCalibrationMg = 1 << 38
+
+// check reports whether c is one Tare and Calibrate could have made: an
+// offset the chip can read, and either no calibration yet (no counts, no
+// weight) or at least 100 counts, within the chip's range, for a positive
+// test weight up to maxCalibrationMg. A damaged file that fails it would
+// weigh every load as nothing, as a negative weight or as a wrapped-around
+// int64.
+func (c Calibration) check() error {
+	switch {
+	case c.Offset < hx711Min || c.Offset > hx711Max:
+		return fmt.Errorf("offset %d: outside the chip's 24-bit range", c.Offset)
+	case c.Counts == 0 && c.Mg == 0:
+		return nil // tared, not calibrated yet
+	case c.Counts > -100 && c.Counts < 100 || c.Counts < hx711Min-hx711Max || c.Counts > hx711Max-hx711Min:
+		return fmt.Errorf("counts %d: want 100 to %d either way: %w", c.Counts, hx711Max-hx711Min, ErrUncalibrated)
+	case c.Mg <= 0 || c.Mg > maxCalibrationMg:
+		return fmt.Errorf("mg %d: want a test weight of 1 to %d mg: %w", c.Mg, int64(maxCalibrationMg), ErrUncalibrated)
+	}
 	return nil
 }
 
@@ -160,7 +188,7 @@ func (h *HX711) Calibrate(ctx context.Context, knownMg int64) error {
 	counts := v - h.cal.Offset
 	// A handful of counts is noise: the test weight is missing or the
 	// cell is wired wrong.
-	if knownMg <= 0 || counts > -100 && counts < 100 {
+	if knownMg <= 0 || knownMg > maxCalibrationMg || counts > -100 && counts < 100 {
 		return fmt.Errorf("scale: hx711: calibrate: %d counts for %d mg: %w", counts, knownMg, ErrUncalibrated)
 	}
 	h.cal.Counts, h.cal.Mg = counts, knownMg
