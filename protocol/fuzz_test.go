@@ -190,8 +190,23 @@ func FuzzDecodeStockLoad(f *testing.F) {
 
 func FuzzDecodeStockResult(f *testing.F) {
 	f.Add([]byte(`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[1,2,3]}]}`))
+	f.Add([]byte(`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[0,11,-1]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = protocol.DecodeStockResult(b)
+		r, err := protocol.DecodeStockResult(b)
+		if err != nil {
+			return
+		}
+		// What is accepted names sheets and their labels' positions.
+		for _, sh := range r.Sheets {
+			if _, err := protocol.ParseSheetSerial(sh.Sheet); err != nil {
+				t.Fatalf("accepted sheet %q", sh.Sheet)
+			}
+			for _, p := range sh.Free {
+				if p < 1 || p > protocol.LabelsPerSheet {
+					t.Fatalf("accepted position %d", p)
+				}
+			}
+		}
 	})
 }
 

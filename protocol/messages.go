@@ -677,6 +677,20 @@ func DecodeStockResult(b []byte) (*StockResult, error) {
 	if s.Status != ResultOK && s.Status != ResultRejected {
 		return nil, Errorf(CodeInvalidRequest, "status: want %q or %q", ResultOK, ResultRejected)
 	}
+	// A kiosk hands out the positions listed: each must be a label of a
+	// sheet, once.
+	for i, sh := range s.Sheets {
+		if _, err := ParseSheetSerial(sh.Sheet); err != nil {
+			return nil, Errorf(CodeInvalidRequest, "sheets[%d]: %q is not a sheet serial", i, sh.Sheet)
+		}
+		var seen [LabelsPerSheet + 1]bool
+		for _, p := range sh.Free {
+			if p < 1 || p > LabelsPerSheet || seen[p] {
+				return nil, Errorf(CodeInvalidRequest, "sheets[%d].free: want positions 1 to %d, each once", i, LabelsPerSheet)
+			}
+			seen[p] = true
+		}
+	}
 	return &s, nil
 }
 

@@ -193,3 +193,23 @@ func TestStaffLoginMessages(t *testing.T) {
 		t.Fatal("ok with no name accepted")
 	}
 }
+
+// A stock answer names sheets and their free positions, 1 to 10, each
+// once: a kiosk hands those labels out.
+func TestStockResultPositions(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[1,2,10]}]}`, true},
+		{`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[]}]}`, true},
+		{`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[0]}]}`, false},
+		{`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[11]}]}`, false},
+		{`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"1966-F8CF","free":[3,3]}]}`, false},
+		{`{"request_id":"s-1","status":"ok","sheets":[{"sheet":"not a sheet","free":[1]}]}`, false},
+	} {
+		if _, err := protocol.DecodeStockResult([]byte(c.body)); (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.body, err)
+		}
+	}
+}
