@@ -63,8 +63,14 @@ func FuzzLoadKey(f *testing.F) {
 			}
 			return
 		}
-		if k == nil || k.Curve == nil || k.D == nil || k.D.Sign() <= 0 || !k.Curve.IsOnCurve(k.X, k.Y) {
+		if k == nil || k.Curve == nil {
 			t.Fatalf("%q: took a key that is not whole: %+v", b, k)
+		}
+		if _, err := k.Bytes(); err != nil { // a scalar in range
+			t.Fatalf("%q: took a key that is not whole: %v", b, err)
+		}
+		if _, err := k.PublicKey.Bytes(); err != nil { // a point on its curve
+			t.Fatalf("%q: took a key whose public half is not whole: %v", b, err)
 		}
 		der, err := x509.MarshalECPrivateKey(k)
 		if err != nil {

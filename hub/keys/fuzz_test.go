@@ -41,8 +41,11 @@ func FuzzParsePublicKey(f *testing.F) {
 			}
 			return
 		}
-		if pub == nil || pub.Curve == nil || !pub.Curve.IsOnCurve(pub.X, pub.Y) {
+		if pub == nil || pub.Curve == nil {
 			t.Fatalf("%q: took a key that is not whole: %+v", p, pub)
+		}
+		if _, err := pub.Bytes(); err != nil { // a point on its curve
+			t.Fatalf("%q: took a key that is not whole: %v", p, err)
 		}
 		blk, _ := pem.Decode([]byte(p))
 		again, err := x509.ParsePKIXPublicKey(blk.Bytes)
