@@ -129,10 +129,18 @@ func (s *rawSession) expect(typ byte) packets.Packet {
 	return pk
 }
 
-// silent fails if the broker sends anything more within d.
+// silent fails if the broker sends anything more within d, naming it.
 func (s *rawSession) silent(d time.Duration, after string) {
 	s.t.Helper()
-	wait.Never(s.t, d, "a packet after "+after, func() bool { return len(s.in) > 0 })
+	select {
+	case pk, ok := <-s.in:
+		if !ok {
+			s.t.Fatalf("the broker closed the connection after %s", after)
+		}
+		s.t.Fatalf("a packet after %s, within %v: %s on %q, packet id %d", after, d,
+			packets.PacketNames[pk.FixedHeader.Type], pk.TopicName, pk.PacketID)
+	case <-time.After(d):
+	}
 }
 
 func subscribeTo(id uint16, filters ...string) packets.Packet {
