@@ -10,7 +10,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -53,8 +56,8 @@ func New(db *store.DB, now func() time.Time) *Accounts {
 
 // Create registers a customer.
 func (a *Accounts) Create(ctx context.Context, login, password string) (*Account, error) {
-	if len(login) < 3 || len(login) > 64 {
-		return nil, protocol.Errorf(protocol.CodeInvalidRequest, "login: want 3-64 characters")
+	if err := checkLogin(login); err != nil {
+		return nil, err
 	}
 	if err := checkPassword(password); err != nil {
 		return nil, err
@@ -73,6 +76,23 @@ func (a *Accounts) Create(ctx context.Context, login, password string) (*Account
 		return nil, fmt.Errorf("accounts: create: %w", err)
 	}
 	return &Account{ID: id, Login: login}, nil
+}
+
+// checkLogin admits a login of 3-64 bytes that starts with a letter or a
+// digit and holds only printable characters. Logins reach the console's
+// CSV exports and pages: one that starts like a formula (=, +, -, @), or
+// hides text behind control or bidi characters, is refused.
+func checkLogin(login string) error {
+	first, _ := utf8.DecodeRuneInString(login)
+	switch {
+	case len(login) < 3 || len(login) > 64:
+		return protocol.Errorf(protocol.CodeInvalidRequest, "login: want 3-64 characters")
+	case !utf8.ValidString(login) || !unicode.IsLetter(first) && !unicode.IsDigit(first):
+		return protocol.Errorf(protocol.CodeInvalidRequest, "login: start with a letter or a digit")
+	case strings.ContainsFunc(login, func(r rune) bool { return !unicode.IsGraphic(r) }):
+		return protocol.Errorf(protocol.CodeInvalidRequest, "login: letters, digits, punctuation and spaces only")
+	}
+	return nil
 }
 
 // Authenticate checks a login and password.

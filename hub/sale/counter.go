@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/payments"
@@ -23,6 +25,10 @@ type takerBack interface {
 	RefundUnused(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, notBefore time.Time, by, why string) (*ledger.Spoiled, error)
 	ReleaseTakenBack(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) error
 }
+
+// MaxReason bounds a counter refund's reason, which is kept with the
+// refund and shown in the console and its exports.
+const MaxReason = 200
 
 // CounterRefund is a stamp bought at a kiosk that store staff or ops took
 // back unused, with the label in hand.
@@ -42,8 +48,11 @@ type CounterRefund struct {
 // the card or account that paid, once, within the window. Web customers
 // refund their own stamps in the portal.
 func (s *Service) RefundAtCounter(ctx context.Context, c counter, r CounterRefund) (protocol.Mills, error) {
-	if strings.TrimSpace(r.Reason) == "" {
+	switch {
+	case strings.TrimSpace(r.Reason) == "":
 		return 0, protocol.Errorf(protocol.CodeInvalidRequest, "say why the stamp is refunded")
+	case utf8.RuneCountInString(r.Reason) > MaxReason || strings.ContainsFunc(r.Reason, unicode.IsControl):
+		return 0, protocol.Errorf(protocol.CodeInvalidRequest, "say why the stamp is refunded in one line of at most %d characters", MaxReason)
 	}
 	// A label never sold and one sold at another's kiosk get one answer:
 	// staff do not learn which of another store's labels carry a stamp.

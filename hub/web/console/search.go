@@ -192,7 +192,7 @@ func (c *Console) sendCSV(w http.ResponseWriter, r *http.Request, name string, e
 	w.Header().Set("Cache-Control", "no-store")
 	out := &countWriter{w: w}
 	cw := csv.NewWriter(out)
-	err := each(func(row []string) error { return cw.Write(row) })
+	err := each(func(row []string) error { return cw.Write(inertCells(row)) })
 	if err == nil {
 		cw.Flush()
 		err = cw.Error()
@@ -209,6 +209,30 @@ func (c *Console) sendCSV(w http.ResponseWriter, r *http.Request, name string, e
 	// rather than looking complete.
 	c.Log.Error("csv export cut short", "path", r.URL.Path, "err", err)
 	panic(http.ErrAbortHandler)
+}
+
+// inertCells keeps a spreadsheet from running a cell as a formula: text
+// that starts with = + - @ or a tab or carriage return gets a leading '.
+// Customers' logins and refund reasons reach these files, and ops open
+// them in a spreadsheet. Numbers, negative ones included, are left alone.
+func inertCells(row []string) []string {
+	var out []string
+	for i, c := range row {
+		if c == "" || !strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+			continue
+		}
+		if _, err := strconv.ParseFloat(c, 64); err == nil {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(row)
+		}
+		out[i] = "'" + c
+	}
+	if out == nil {
+		return row
+	}
+	return out
 }
 
 // fileName makes a download's name from its parts, keeping only what is
