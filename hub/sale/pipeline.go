@@ -268,8 +268,11 @@ func (s *Service) reject(ctx context.Context, o *order, err error) answer {
 	if perr.Code == protocol.CodeInternal || errors.Is(err, ledger.ErrTamper) {
 		s.Log.Error("purchase failed", "channel", o.channel, "kiosk", o.kioskID, "request_id", o.requestID, "err", err)
 	}
-	if !o.record || errors.Is(err, payments.ErrOtherHub) {
+	if !o.record || errors.Is(err, payments.ErrOtherHub) || ledger.Retryable(perr.Code) {
 		return s.refused(o.requestID, perr) // not final: not recorded
+	}
+	if !s.mayRecordRefusal(ctx, o.kioskID) {
+		return s.refused(o.requestID, perr)
 	}
 	out, rerr := s.Book.Reject(ctx, o.kioskID, o.requestID, o.hash, perr)
 	if rerr != nil {
