@@ -612,6 +612,17 @@ func (h *Hub) Start(ctx context.Context) error {
 		// Development keys: run the ceremony on first start.
 		key, err = h.keys.Init(ctx)
 	}
+	// A compromise cut short: finished now if the authority answers; if
+	// not, this hub starts signing nothing, and the leader tries again.
+	compromised := false
+	if errors.Is(err, keys.ErrCompromised) {
+		if next, ferr := h.keys.FinishCompromise(ctx); ferr == nil {
+			key, err = next, nil
+		} else {
+			h.log.Error("the signing key is compromised and no new one could be registered; no stamps are signed until one is", "cert_serial", key.CertSerial, "err", ferr)
+			compromised, err = true, nil
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
@@ -675,6 +686,11 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.pool, err = psdm.Start(ctx, psdm.Config{Servers: servers}, open,
 		psdm.Key{Label: key.Label, CertSerial: key.CertSerial}, h.ledger, h.log.With("component", "psdm")); err != nil {
 		return err
+	}
+	if compromised {
+		if err := h.pool.StopSigning(); err != nil {
+			return fmt.Errorf("hub: start: %w", err)
+		}
 	}
 
 	now := time.Now
@@ -839,6 +855,17 @@ func (h *Hub) followKey(ctx context.Context) {
 		h.log.Warn("control-code key not checked", "err", err)
 	}
 	key, err := h.keys.Active(ctx)
+	if errors.Is(err, keys.ErrCompromised) {
+		// Marked compromised by another process, whose rotation has not
+		// finished: its stamps would be void.
+		if h.pool.Key().CertSerial != 0 {
+			h.log.Error("the signing key is compromised; no stamps are signed until a new key is registered", "cert_serial", key.CertSerial)
+			if err := h.pool.StopSigning(); err != nil {
+				h.log.Error("signing not stopped", "err", err)
+			}
+		}
+		return
+	}
 	if err != nil {
 		h.log.Warn("signing key not checked", "err", err)
 		return
@@ -935,6 +962,11 @@ func (h *Hub) Round() {
 	}
 	if err := h.payments.SettleDead(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
 		h.log.Error("dead hubs' payments not settled", "err", err)
+	}
+	if key, err := h.keys.FinishCompromise(h.bgCtx); err != nil && !errors.Is(err, keys.ErrNoKey) && h.bgCtx.Err() == nil {
+		h.log.Error("a compromised signing key is not rotated away; no stamps are signed until it is", "err", err)
+	} else if err == nil && key.CertSerial != h.pool.Key().CertSerial {
+		h.followKey(h.bgCtx)
 	}
 	h.followConfig(h.bgCtx)
 	if err := h.releases.Step(h.bgCtx); err != nil && h.bgCtx.Err() == nil {

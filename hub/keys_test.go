@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,4 +229,73 @@ func TestHubWithoutTheActiveKeySignsNothing(t *testing.T) {
 		t.Fatalf("a sale once the key loads: %+v", res.Error)
 	}
 	e.check()
+}
+
+// A compromise whose rotation is cut short (the authority out of reach for
+// the new key, or the process killed in between) leaves the compromised key
+// active. Its stamps would be void, though paid for: the hubs sign nothing
+// with it, after a restart too, until the leader has registered a new key.
+func TestCompromiseCutShortSignsNothing(t *testing.T) {
+	var down atomic.Bool
+	e := newEnvWith(t, func(c *hub.Config) {
+		c.KeyCheckEvery = 10 * time.Millisecond
+		u, _ := url.Parse(c.PostalURL)
+		rp := httputil.NewSingleHostReverseProxy(u)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() {
+				http.Error(w, "down", http.StatusBadGateway)
+				return
+			}
+			rp.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		c.PostalURL = srv.URL
+	})
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	if res := decode(t, k.ask(purchase("before", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale before: %+v", res.Error)
+	}
+	down.Store(true)
+	if err := e.h.Keys().Compromise(ctx, 1, e.clock.Now().Add(-time.Hour)); err == nil {
+		t.Fatal("a compromise whose new key was not registered said nothing")
+	}
+	refused := func(id, label string) {
+		t.Helper()
+		res := decode(t, k.ask(purchase(id, "kiosk-1", label, nil)))
+		if res.Status == protocol.ResultOK || res.Error.Code != protocol.CodeServiceUnavailable {
+			t.Fatalf("sale %s on a compromised key: %+v %+v", id, res, res.Error)
+		}
+	}
+	wait.For(t, 10*time.Second, "the running hub to stop signing", func() bool { return e.h.Pool().Key().CertSerial == 0 })
+	refused("during", "1966-F8CF-02")
+
+	// A restart with the authority still down: the hub starts, and signs
+	// nothing.
+	e.h.Close()
+	e.start()
+	k = e.kiosk("kiosk-1")
+	refused("restarted", "1966-F8CF-03")
+
+	// The authority answers again: the leader's round finishes the rotation.
+	down.Store(false)
+	e.h.Round()
+	res := decode(t, k.ask(purchase("after", "kiosk-1", "1966-F8CF-04", nil)))
+	if res.Status != protocol.ResultOK {
+		t.Fatalf("sale after the rotation: %+v", res.Error)
+	}
+	ks, err := verify.FetchKeys(ctx, "http://"+e.h.HTTPAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ks.Verify(res.Indicia[0].Matrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, void := ks.CompromisedSigner(in); void || in.CertSerial == 1 {
+		t.Fatalf("stamp signed by key %d, void %t", in.CertSerial, void)
+	}
+	if tot := e.cards.Totals(); tot.Open != 0 {
+		wait.For(t, 10*time.Second, "no hold left open", func() bool { return e.cards.Totals().Open == 0 })
+	}
 }

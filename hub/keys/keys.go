@@ -57,18 +57,54 @@ func New(db *store.DB, hsm hsm.Module, pa registrar, log *slog.Logger, now func(
 	return &Keys{db: db, hsm: hsm, pa: pa, log: log, now: now}
 }
 
-// Active returns the key that signs new indicia.
+// ErrCompromised means the key that signs is marked compromised and its
+// rotation has not finished (the hub stopped, or the authority was out of
+// reach, in between): its stamps would be void, so nothing is signed until
+// FinishCompromise has made a new key.
+var ErrCompromised = errors.New("keys: the active signing key is compromised and no new key is registered yet")
+
+// Active returns the key that signs new indicia. A compromised one comes
+// back with ErrCompromised.
 func (k *Keys) Active(ctx context.Context) (Key, error) {
 	all, err := k.All(ctx)
 	if err != nil {
 		return Key{}, err
 	}
 	for i := len(all) - 1; i >= 0; i-- {
-		if all[i].Retired == nil {
+		switch {
+		case all[i].Retired != nil:
+		case all[i].Compromised != nil:
+			return all[i], fmt.Errorf("%w (key %d)", ErrCompromised, all[i].CertSerial)
+		default:
 			return all[i], nil
 		}
 	}
 	return Key{}, ErrNoKey
+}
+
+// FinishCompromise rotates away an active key marked compromised, and
+// returns the key that signs. Every hub tries it at start and the leader
+// every round, so a compromise cut short is finished once the authority
+// answers; under the cluster lock, so that hubs starting together make one
+// key.
+func (k *Keys) FinishCompromise(ctx context.Context) (Key, error) {
+	if key, err := k.Active(ctx); !errors.Is(err, ErrCompromised) {
+		return key, err
+	}
+	unlock, err := k.db.Lock(ctx, lockName)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: finish compromise: %w", err)
+	}
+	defer unlock()
+	key, err := k.Active(ctx)
+	if !errors.Is(err, ErrCompromised) {
+		return key, err
+	}
+	next, err := k.rotate(ctx)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: finish the compromise of key %d: %w", key.CertSerial, err)
+	}
+	return next, nil
 }
 
 // All returns every key that ever signed, oldest first.
@@ -179,8 +215,9 @@ func (k *Keys) rotate(ctx context.Context) (Key, error) {
 // notes when that was declared: the postal report of that period tells the
 // authority, even when since falls in a period already reported. It is
 // recorded before the active key is rotated away, so an authority out of
-// reach for the rotation loses nothing: run it again. Running hubs follow
-// the rotation within KeyCheckEvery.
+// reach for the rotation loses nothing: the hubs stop signing with it
+// within KeyCheckEvery, and the leader finishes the rotation once the
+// authority answers. Running hubs follow the rotation within KeyCheckEvery.
 func (k *Keys) Compromise(ctx context.Context, serial uint32, since time.Time) error {
 	res, err := k.db.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET compromised_at = ?, compromise_noted_at = COALESCE(compromise_noted_at, ?) WHERE cert_serial = ?`),
 		since.UnixMicro(), k.now().UnixMicro(), serial)
@@ -191,14 +228,8 @@ func (k *Keys) Compromise(ctx context.Context, serial uint32, since time.Time) e
 		return fmt.Errorf("keys: compromise %d: no such key", serial)
 	}
 	k.log.Warn("signing key marked compromised", "cert_serial", serial, "since", since)
-	active, err := k.Active(ctx)
-	if err != nil && !errors.Is(err, ErrNoKey) {
-		return fmt.Errorf("keys: compromise %d: %w", serial, err)
-	}
-	if err == nil && active.CertSerial == serial {
-		if _, err := k.Rotate(ctx); err != nil {
-			return fmt.Errorf("keys: compromise %d: recorded, but the key still signs (run again): %w", serial, err)
-		}
+	if _, err := k.FinishCompromise(ctx); err != nil && !errors.Is(err, ErrNoKey) {
+		return fmt.Errorf("keys: compromise %d: recorded; the hubs sign nothing until a new key is registered, which the leader retries every round: %w", serial, err)
 	}
 	return nil
 }

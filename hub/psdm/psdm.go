@@ -343,9 +343,18 @@ func (p *Pool) SetKey(key Key) error {
 		return fmt.Errorf("psdm: set key %d: %w", key.CertSerial, err)
 	}
 	p.key.Store(&key)
+	if key.Label == "" {
+		p.log.Warn("signing nothing until a new key is set")
+		return nil
+	}
 	p.log.Info("signing with a new key", "cert_serial", key.CertSerial)
 	return nil
 }
+
+// StopSigning has every worker sign nothing from its next stamp on, until
+// a later SetKey: the key they sign with was compromised, and a stamp it
+// signs is void.
+func (p *Pool) StopSigning() error { return p.SetKey(Key{}) }
 
 // Close stops the workers after their current job, releases the leases and
 // closes the sessions.
@@ -470,6 +479,11 @@ type worker struct {
 
 func (w *worker) run() {
 	for j := range w.jobs {
+		if j.rekey != nil && j.rekey.Label == "" { // StopSigning
+			w.signer, w.key = nil, Key{}
+			j.done <- nil
+			continue
+		}
 		if j.rekey != nil {
 			// On the worker's own goroutine: its HSM session is not shared.
 			// A key it cannot load leaves the worker signing nothing, not
