@@ -78,6 +78,7 @@ type Releases struct {
 	kiosks   *fleet.Registry
 	alerts   *alerts.Store
 	now      func() time.Time
+	linked   func() // tests: runs in an offer's transaction, once it is linked
 }
 
 // New returns the release book.
@@ -336,6 +337,17 @@ func (r *Releases) step(ctx context.Context, ro *Rollout) error {
 		// does not know would survive its abort. Another hub that leads
 		// too may have linked the kiosk meanwhile; then this offer goes.
 		_, err := r.commands.IssueUpdate(ctx, k, offer, ro.CreatedBy, func(tx *sql.Tx, commandID string) error {
+			// ro was read before: an abort or a widening committed since
+			// would miss this offer (stop expires only linked ones). The
+			// lock makes a later stop wait for the link, and expire it.
+			var state string
+			var stage int
+			if err := tx.QueryRowContext(ctx, r.db.Rebind(`SELECT state, stage FROM rollouts WHERE id = ?`+r.db.ForUpdate()), ro.ID).Scan(&state, &stage); err != nil {
+				return fmt.Errorf("releases: recheck rollout %d: %w", ro.ID, err)
+			}
+			if state != Running || stage != ro.Stage {
+				return errMoved
+			}
 			res, err := tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO rollout_kiosks (rollout_id, kiosk_id, stage, command_id) VALUES (?, ?, ?, ?)
 				ON CONFLICT (rollout_id, kiosk_id) DO NOTHING`), ro.ID, k, ro.Stage, commandID)
 			if err != nil {
@@ -344,8 +356,14 @@ func (r *Releases) step(ctx context.Context, ro *Rollout) error {
 			if n, _ := res.RowsAffected(); n == 0 {
 				return errOffered
 			}
+			if r.linked != nil {
+				r.linked()
+			}
 			return nil
 		})
+		if errors.Is(err, errMoved) {
+			return nil // the next Step reads the rollout as it is now
+		}
 		if errors.Is(err, errOffered) {
 			ro.Offered++ // by the other hub, and pending still
 			ro.Pending++
@@ -373,6 +391,9 @@ func (r *Releases) step(ctx context.Context, ro *Rollout) error {
 
 // errOffered is a kiosk the rollout already offered its release to.
 var errOffered = errors.New("releases: offered already")
+
+// errMoved is a rollout stopped or widened since Step read it.
+var errMoved = errors.New("releases: rollout stopped or widened meanwhile")
 
 // offer is what kiosks are sent.
 func (r *Releases) offer(ctx context.Context, ro *Rollout) (*protocol.ReleaseOffer, error) {
