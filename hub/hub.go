@@ -1369,6 +1369,9 @@ func (h *Hub) Tick(ctx context.Context) {
 	if err := h.rates.Share(ctx, h.db, h.ledger.Holder(), h.clockNow()); err != nil {
 		h.log.Error("rate tables not shared with the other hubs", "err", err)
 	}
+	if err := h.ledger.RefreshInspection(ctx); err != nil {
+		h.log.Error("inspection date not read", "err", err)
+	}
 	if !h.leader.Held() {
 		return // the leader does the rest for the cluster
 	}

@@ -235,3 +235,50 @@ func TestCommandsFromAnotherHub(t *testing.T) {
 	})
 	e.check()
 }
+
+// The leader files the reports; a hub that does not lead sells by them
+// too. It read the GPSD's reporting date only at start (and after reports
+// of its own), so once InspectionStop had passed since it started it
+// refused every sale with inspection_overdue, though the leader's reports
+// were accepted.
+func TestFollowerSellsByTheLeadersReports(t *testing.T) {
+	t.Parallel()
+	dsn := peersDB(t)
+	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn })
+	ctx := context.Background()
+	e2 := &env{t: t, pa: e.pa, cards: e.cards, clock: e.clock, pw: e.pw, cfg: e.cfg}
+	e2.start()
+	k2 := e2.kiosk("kiosk-2")
+	if r := decode(t, k2.ask(purchase("insp-0", "kiosk-2", "2222-0001-01", nil))); r.Status != protocol.ResultOK {
+		t.Fatalf("first sale on the follower: %+v", r.Error)
+	}
+	// 100 days on the leader files the report; 30 days after it the last
+	// report is 30 days old, and the follower started 130 days ago.
+	e.clock.Set(e.clock.Now().Add(100 * 24 * time.Hour))
+	from, err := e.h.Ledger().ReportedUntil(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.h.Ledger().BuildReport(ctx, from, e.clock.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(e.clock.Now().Add(30 * 24 * time.Hour))
+	for _, h := range []*hub.Hub{e.h, e2.h} {
+		h.Round()
+		h.Tick(ctx)
+		h.Pool().RenewNow(ctx)
+	}
+	k1 := e.kiosk("kiosk-1")
+	for _, c := range []struct {
+		k            *kioskClient
+		id, kiosk, l string
+	}{{k1, "insp-1", "kiosk-1", "1966-F8CF-01"}, {k2, "insp-2", "kiosk-2", "2222-0001-02"}} {
+		if r := decode(t, c.k.ask(purchase(c.id, c.kiosk, c.l, nil))); r.Status != protocol.ResultOK {
+			t.Errorf("%s on %s: %+v", c.id, c.kiosk, r.Error)
+		}
+	}
+}

@@ -27,6 +27,18 @@ func (l *Ledger) MaySell(mpsdReported time.Time) error {
 	return nil
 }
 
+// RefreshInspection reads the GPSD's reporting date, which MaySell checks,
+// as the database holds it: the leader files the reports, and every hub of
+// the cluster sells by them. The hub runs it every minute.
+func (l *Ledger) RefreshInspection(ctx context.Context) error {
+	var at int64
+	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT reported_at FROM psd WHERE serial = ?`), GPSDSerial).Scan(&at); err != nil {
+		return fmt.Errorf("ledger: refresh inspection: %w", err)
+	}
+	l.gpsdReported.Store(at)
+	return nil
+}
+
 // CheckInspection raises inspection_due for every PSD past the warn window
 // and refreshes the GPSD's reporting date. The hub runs it every minute.
 func (l *Ledger) CheckInspection(ctx context.Context) error {
