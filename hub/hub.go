@@ -640,11 +640,14 @@ func (h *Hub) Start(ctx context.Context) error {
 	h.payments.Claims = h.claims
 	h.payments.Alerts = h.alerts
 	h.leader = h.db.Leader(h.ledger.Holder(), h.hubLeaseTTL())
-	h.lead(ctx)
+	h.leader.Log = h.log.With("component", "leader")
 	h.started = time.Now()
+	// The lease before the lead: another hub unseats a leader whose lease
+	// it sees lapse.
 	if err := h.db.RenewHubLease(ctx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
 		return fmt.Errorf("hub: start: %w", err)
 	}
+	h.lead(ctx)
 	if err := h.payments.Reconcile(ctx); err != nil {
 		h.log.Error("open payments not settled", "err", err)
 	}
@@ -1372,7 +1375,7 @@ func (h *Hub) Tick(ctx context.Context) {
 	if err := h.ledger.RefreshInspection(ctx); err != nil {
 		h.log.Error("inspection date not read", "err", err)
 	}
-	if !h.leader.Held() {
+	if !h.lead(ctx) { // asked again: a hub paused past its lease leads no more
 		return // the leader does the rest for the cluster
 	}
 	h.tickMu.Lock()

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -21,6 +22,7 @@ const leaderKey = 0x6672616e6b
 // goes with it, and the next hub to check takes it. On SQLite, whose hubs
 // share one machine, it is a job lease the holder renews.
 type Leader struct {
+	Log    *slog.Logger // may be nil: slog's default
 	db     *DB
 	holder string
 	ttl    time.Duration // SQLite's lease
@@ -58,13 +60,49 @@ func (l *Leader) Check(ctx context.Context, now time.Time) bool {
 	if err != nil {
 		return false
 	}
+	// The session is named after its hub, so that the others can tell
+	// whose it is (unseat).
 	var got bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, int64(leaderKey)).Scan(&got); err != nil || !got {
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1) AND set_config('application_name', $2, false) = $2`,
+		int64(leaderKey), l.holder).Scan(&got); err != nil || !got {
 		conn.Close()
+		l.unseat(ctx, now)
 		return false
 	}
 	l.conn, l.held = conn, true
 	return true
+}
+
+// unseat ends the session of a leader whose hub's lease has lapsed. A hub
+// that is paused (SIGSTOP, a frozen VM) keeps its session, and the lock,
+// for as long as its kernel answers, and no duty of the leader's would
+// run meanwhile: refunds due, dead hubs' payments, reports. Its lease
+// lapses in the hub lease TTL, and the next hub to check takes over. A
+// session not named after a hub with a lease is left alone, and so is
+// another database's leader on the same server.
+func (l *Leader) unseat(ctx context.Context, now time.Time) {
+	var pid int64
+	var name string
+	err := l.db.QueryRowContext(ctx, `SELECT a.pid, a.application_name FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
+		WHERE k.locktype = 'advisory' AND k.classid = $1 AND k.objid = $2 AND k.objsubid = 1 AND k.granted
+		AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+		int64(leaderKey>>32), int64(leaderKey&0xffffffff)).Scan(&pid, &name)
+	if err != nil || name == "" || name == l.holder {
+		return
+	}
+	// Only a lease seen to lapse (a hub writes its lease before it first
+	// checks); a session of a hub with no lease row is left alone.
+	var until int64
+	if err := l.db.QueryRowStmt(ctx, nil, `SELECT until FROM hub_leases WHERE hub = ?`, name).Scan(&until); err != nil || until >= now.UnixMicro() {
+		return
+	}
+	if _, err := l.db.ExecContext(ctx, `SELECT pg_terminate_backend($1)`, pid); err == nil {
+		log := l.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("the leader's hub lease lapsed: its session ended, so that another hub leads", "hub", name, "pid", pid)
+	}
 }
 
 // Held reports whether this hub led at its last Check.

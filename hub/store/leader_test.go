@@ -52,3 +52,60 @@ func TestLeader(t *testing.T) {
 		}
 	})
 }
+
+// A leader that is paused, not dead, keeps its session and the lock; once
+// its hub's lease has lapsed, the next hub to check ends that session and
+// leads. A leader whose lease is live is left alone.
+func TestPausedLeaderUnseated(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, pgtest.NewTestDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	paused, err := db.Conn(ctx) // what a paused hub's leader session looks like
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer paused.Close()
+	if _, err := paused.ExecContext(ctx, `SELECT pg_advisory_lock(x'6672616e6b'::bigint), set_config('application_name', 'hub-paused', false)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RenewHubLease(ctx, "hub-paused", now, now, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Another database's leader on the same server, named after a hub
+	// whose lease here has lapsed, is not ours to end.
+	other, err := store.Open(ctx, pgtest.NewTestDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	elsewhere, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+	if _, err := elsewhere.ExecContext(ctx, `SELECT pg_advisory_lock(x'6672616e6b'::bigint), set_config('application_name', 'hub-elsewhere', false)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RenewHubLease(ctx, "hub-elsewhere", now.Add(-time.Hour), now, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	l := db.Leader("hub-b", time.Minute)
+	if l.Check(ctx, now) || l.Check(ctx, now.Add(30*time.Second)) {
+		t.Fatal("a hub led while the leader's lease was live")
+	}
+	if err := paused.PingContext(ctx); err != nil {
+		t.Fatalf("the live leader's session was ended: %v", err)
+	}
+	later := now.Add(2 * time.Minute) // the paused hub renewed nothing
+	wait.For(t, 10*time.Second, "another hub to lead once the paused leader's lease lapsed", func() bool { return l.Check(ctx, later) })
+	if err := paused.PingContext(ctx); err == nil {
+		t.Fatal("the paused leader's session goes on")
+	}
+	if err := elsewhere.PingContext(ctx); err != nil {
+		t.Fatalf("another database's leader was ended: %v", err)
+	}
+}
