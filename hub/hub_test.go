@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -258,6 +260,25 @@ func (e *env) dsn() string {
 
 // openDB is a second handle on the env's database, for tests that look
 // under the hub or tamper with its rows; it closes with the test.
+// faultyProxy passes requests on to target, but answers those fail picks
+// with a 502: an outside party that is down now and then.
+func faultyProxy(t testing.TB, target string, fail func(*http.Request) bool) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail(r) {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 func (e *env) openDB() *store.DB {
 	e.t.Helper()
 	db, err := store.Open(context.Background(), e.dsn())

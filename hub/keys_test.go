@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -239,17 +236,7 @@ func TestCompromiseCutShortSignsNothing(t *testing.T) {
 	var down atomic.Bool
 	e := newEnvWith(t, func(c *hub.Config) {
 		c.KeyCheckEvery = 10 * time.Millisecond
-		u, _ := url.Parse(c.PostalURL)
-		rp := httputil.NewSingleHostReverseProxy(u)
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if down.Load() {
-				http.Error(w, "down", http.StatusBadGateway)
-				return
-			}
-			rp.ServeHTTP(w, r)
-		}))
-		t.Cleanup(srv.Close)
-		c.PostalURL = srv.URL
+		c.PostalURL = faultyProxy(t, c.PostalURL, func(*http.Request) bool { return down.Load() })
 	})
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")

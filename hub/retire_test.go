@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -139,17 +137,7 @@ func TestRetireRefundsFinishedAfterAFailure(t *testing.T) {
 	var refuse atomic.Bool
 	refuse.Store(true)
 	e := newEnvWith(t, func(c *hub.Config) {
-		target, _ := url.Parse(c.PaymentsURL)
-		proxy := httputil.NewSingleHostReverseProxy(target)
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/v1/refund" && refuse.Load() {
-				http.Error(w, "gateway down", http.StatusBadGateway)
-				return
-			}
-			proxy.ServeHTTP(w, r)
-		}))
-		t.Cleanup(srv.Close)
-		c.PaymentsURL = srv.URL
+		c.PaymentsURL = faultyProxy(t, c.PaymentsURL, func(r *http.Request) bool { return r.URL.Path == "/v1/refund" && refuse.Load() })
 	})
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
