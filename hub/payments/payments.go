@@ -616,6 +616,14 @@ func (p *Payments) hold(ctx context.Context, pay *Payment, src Source) (*Payment
 	switch pay.Method {
 	case "account":
 		if err := p.accounts.Hold(ctx, src.AccountID, amount, attempt); err != nil {
+			var pe *protocol.Error
+			if !errors.As(err, &pe) {
+				// The debit may have committed though its answer was lost:
+				// the attempt stays open, and settlement gives back
+				// whatever it holds (Release is keyed by the attempt).
+				p.log.Error("account hold", "account", src.AccountID, "err", err)
+				return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "the account could not be charged now; anything held is given back")
+			}
 			p.settled(ctx, pay, "authorizing", "voided")
 			return nil, err
 		}
