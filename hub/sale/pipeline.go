@@ -184,7 +184,9 @@ func (s *Service) claimed(ctx context.Context, o *order, check *ledger.Check) an
 	first := check != nil && o.paid != nil && *o.paid == 0
 	a, err := s.charge(ctx, sale, src, first)
 	if err != nil {
-		if o.failed != nil {
+		// A sale whose outcome is not known, or that another hub serves,
+		// may stand: what it used (a one-time pay code) stays used.
+		if o.failed != nil && protocol.AsError(err).Code != protocol.CodeOutcomeUnknown && !errors.Is(err, payments.ErrOtherHub) {
 			o.failed(context.WithoutCancel(ctx))
 		}
 		return s.reject(ctx, o, err)

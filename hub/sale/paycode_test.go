@@ -1,0 +1,63 @@
+package sale
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/protocol/prototest"
+)
+
+// codes is a pay code store with one code, used by at most one purchase.
+type codes struct {
+	usedBy   string
+	released int
+}
+
+func (c *codes) AccountID(context.Context, string) (int64, error) { return 7, nil }
+func (c *codes) RedeemPayCode(_ context.Context, _, purchase string, _ protocol.Mills) (int64, error) {
+	if c.usedBy != "" && c.usedBy != purchase {
+		return 0, errors.New("used")
+	}
+	c.usedBy = purchase
+	return 7, nil
+}
+func (c *codes) ReleasePayCode(_ context.Context, _, purchase string) error {
+	if c.usedBy == purchase {
+		c.usedBy, c.released = "", c.released+1
+	}
+	return nil
+}
+
+// A sale paid with a one-time pay code that was refused gives the code
+// back; one whose commit the hub could not confirm may stand (settlement
+// then captures its account hold), so its code stays used: another
+// purchase must not spend it again.
+func TestPayCodeKeptWhileTheSaleMayStand(t *testing.T) {
+	req := strings.Replace(prototest.GoodPurchase, `{"method":"card_token","token":"tok_approve","brand":"visa","last4":"4242"}`,
+		`{"method":"account","pay_code":"PAY-ABCD-EFGH-2345-67QR"}`, 1)
+	for _, c := range []struct {
+		commit   error
+		code     protocol.Code
+		released int
+	}{
+		{errors.New("driver: bad connection"), protocol.CodeOutcomeUnknown, 0},
+		{protocol.Errorf(protocol.CodeFundsUnavailable, "the postage fund is short"), protocol.CodeFundsUnavailable, 1},
+	} {
+		pc := &codes{}
+		s := &Service{Seller: fakeSeller{c.commit}, Book: &fakeBook{}, Kiosks: fakeKiosks{}, Rates: fakeRates{},
+			Money: &fakeMoney{}, Accounts: pc, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+		_, perr := s.Purchase(context.Background(), "kiosk-1", []byte(req))
+		if perr == nil || perr.Code != c.code {
+			t.Fatalf("commit %v: answer %v, want %s", c.commit, perr, c.code)
+		}
+		if pc.released != c.released {
+			t.Errorf("commit %v: the pay code was given back %d times, want %d (used by %q)", c.commit, pc.released, c.released, pc.usedBy)
+		}
+	}
+}
