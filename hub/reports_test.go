@@ -1,7 +1,9 @@
 package hub_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -155,6 +157,82 @@ func TestReportNamesBuyersAndEvents(t *testing.T) {
 	}
 	if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
 		t.Fatal(err)
+	}
+	e.check()
+}
+
+// A stamp handed back at the counter after its period was reported is
+// claimed back in the next report, once; one voided within its period in
+// that period's, once. (Reports listed claims by sale time, so the first
+// was claimed in none: the customer got the postage back, the vendor never
+// did.) The period reported, built again, is the report sent.
+func TestLateRefundClaimedInNextReport(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	if res := decode(t, k.ask(purchase("lv-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res.Error)
+	}
+	e.failLabel(k, "lv-2", "1966-F8CF-02")
+	day := e.clock.Now().Truncate(24 * time.Hour)
+	d1, d2, d3 := day.Add(24*time.Hour), day.Add(48*time.Hour), day.Add(72*time.Hour)
+	from, err := e.h.Ledger().ReportedUntil(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := func(r *hubpostal.Report) []string {
+		var out []string
+		for _, x := range r.Voided {
+			out = append(out, x.Label)
+		}
+		return out
+	}
+	file := func(from, to time.Time) *hubpostal.Report {
+		t.Helper()
+		e.clock.Set(to.Add(time.Minute))
+		rep, err := e.h.Ledger().BuildReport(ctx, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if got := labels(file(from, d1)); !slices.Equal(got, []string{"1966-F8CF-02"}) {
+		t.Fatalf("day 1 claims %v, want the jammed label's", got)
+	}
+	// The next day the customer hands the first stamp in at the counter.
+	e.clock.Set(d1.Add(10 * time.Hour))
+	label, _ := protocol.ParseLabelSerial("1966-F8CF-01")
+	if _, err := e.h.Ledger().RefundUnused(ctx, "kiosk-1", "lv-1", label, time.Time{}, "sue", "wrong class"); err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.h.Ledger().BuildReport(ctx, from, d1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []byte
+	if err := e.openDB().QueryRowContext(ctx, `SELECT body FROM reports WHERE state = 'accepted'`).Scan(&sent); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(again); !bytes.Equal(b, sent) {
+		t.Fatalf("day 1 built again differs from the report sent:\n%s\n%s", b, sent)
+	}
+	if got := labels(file(d1, d2)); !slices.Equal(got, []string{"1966-F8CF-01"}) {
+		t.Fatalf("day 2 claims %v, want the refunded stamp's", got)
+	}
+	if got := labels(file(d2, d3)); len(got) != 0 {
+		t.Fatalf("day 3 claims %v, want none", got)
+	}
+	// The authority holds each claim once; it refuses one made twice.
+	var held []string
+	for _, f := range e.pa.Reports() {
+		held = append(held, f.Claims...)
+	}
+	if len(held) != 2 || held[0] == held[1] {
+		t.Fatalf("the authority holds claims %v, want two", held)
 	}
 	e.check()
 }

@@ -41,6 +41,8 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //   - each MPSD's AR + DR = what the GPSD gave it, and its AR = the postage
 //     of every indicium it signed (voided and spoiled ones too: registers
 //     never run backwards);
+//   - an indicium is voided exactly when it has a void time, which puts
+//     its refund claim in a postal report;
 //   - each sale's total = the postage of its indicia;
 //   - each payment's refunded total is the refunds recorded for it;
 //   - a failed label gets one remedy: no label refunded has a live
@@ -177,13 +179,19 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 		// live marks the indicia that hold their label (schema v33); it must
 		// say what the state says, or a voided label stays taken, or worse,
 		// a live one is free for a second stamp.
-		var astray int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN (state = 'voided') = (live IS NULL) THEN 0 ELSE 1 END), 0)
-			FROM indicia`).Scan(&r.Indicia, &astray); err != nil {
+		// voided_at (schema v40) likewise, or a void is claimed back in no
+		// postal report.
+		var astray, undated int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(CASE WHEN (state = 'voided') = (live IS NULL) THEN 0 ELSE 1 END), 0),
+				COALESCE(SUM(CASE WHEN (state = 'voided') = (voided_at IS NOT NULL) THEN 0 ELSE 1 END), 0)
+			FROM indicia`).Scan(&r.Indicia, &astray, &undated); err != nil {
 			return err
 		}
 		if astray > 0 {
 			bad("%d indicia whose live mark disagrees with their state", astray)
+		}
+		if undated > 0 {
+			bad("%d indicia whose void time disagrees with their state", undated)
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM spoiled`).Scan(&r.Spoiled); err != nil {
 			return err

@@ -39,7 +39,7 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 				done[i], errs[i] = l.db.GroupExec(ctx, printedQuery, now, r.KioskID, r.RequestID, lo.LabelSerial)
 				return
 			}
-			done[i], errs[i] = l.db.GroupExec(ctx, printFailedQuery, failReason(lo.Reason), r.KioskID, r.RequestID, lo.LabelSerial)
+			done[i], errs[i] = l.db.GroupExec(ctx, printFailedQuery, now, failReason(lo.Reason), r.KioskID, r.RequestID, lo.LabelSerial)
 		})
 	}
 	wg.Wait()
@@ -79,8 +79,9 @@ func failReason(r string) string {
 
 const (
 	// voidIndicium begins every void: the state and the live mark change
-	// together, or the label stays held (schema v33).
-	voidIndicium = `UPDATE indicia SET state = 'voided', live = NULL, `
+	// together, or the label stays held (schema v33), and voided_at, its
+	// first argument, says which postal report claims it back (v40).
+	voidIndicium = `UPDATE indicia SET state = 'voided', live = NULL, voided_at = ?, `
 
 	printedQuery = `UPDATE indicia SET state = 'printed', printed_at = ?
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`
@@ -120,7 +121,7 @@ func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, lab
 // spoiledLabel is FailedLabel without the look for a remedy.
 func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
 	if _, err := l.db.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'remedy_requested'
-		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), kioskID, requestID, label.String()); err != nil {
+		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), micros(l.cfg.Now()), kioskID, requestID, label.String()); err != nil {
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
 	}
 	sp := &Spoiled{Label: label, PaidBy: requestID}
@@ -289,7 +290,7 @@ func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]Refu
 			ON CONFLICT DO NOTHING`), RetiredRefund, micros(l.cfg.Now()), kioskID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), reason, kioskID)
+		_, err = tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), micros(l.cfg.Now()), reason, kioskID)
 		return err
 	})
 	if err != nil {
@@ -373,7 +374,7 @@ func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, la
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'refund_requested'
 			WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state IN ('issued', 'printed') AND created_at >= ?`),
-			kioskID, requestID, label.String(), micros(notBefore)); err != nil {
+			micros(l.cfg.Now()), kioskID, requestID, label.String(), micros(notBefore)); err != nil {
 			return err
 		}
 		var state, reason string

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/hex"
@@ -28,61 +29,51 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 		Purchases: []postal.Bought{}, Fundings: []postal.Funding{}}
 	f, t := micros(from), micros(to)
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT i.mpsd, i.label, i.rate_class, i.postage, i.ar, i.dr, i.created_at, i.data, i.state,
-				COALESCE(i.void_reason, ''), i.kiosk_id, COALESCE(k.store, ''), COALESCE(p.account_id, 0)
+		// The period's indicia, each with its void reason if it was voided
+		// in the period too: a report built again later says the same.
+		err := scanIndicia(ctx, tx, l.db.Rebind(`SELECT i.mpsd, i.label, i.rate_class, i.postage, i.ar, i.dr, i.created_at, i.data,
+				CASE WHEN i.voided_at < ? THEN COALESCE(i.void_reason, '') ELSE '' END, i.kiosk_id, COALESCE(k.store, ''), COALESCE(p.account_id, 0)
 			FROM indicia i LEFT JOIN kiosks k ON k.kiosk_id = i.kiosk_id
 			LEFT JOIN payments p ON p.kiosk_id = i.kiosk_id AND p.request_id = i.request_id
-			WHERE i.created_at >= ? AND i.created_at < ? ORDER BY i.id`), f, t)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var x postal.Transaction
-			var at int64
-			var state string
-			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &state, &x.Reason,
-				&x.Buyer.Kiosk, &x.Buyer.Store, &x.Buyer.Account); err != nil {
-				rows.Close()
-				return err
-			}
-			x.Buyer = buyer(x.Buyer)
-			x.At = time.UnixMicro(at).UTC()
+			WHERE i.created_at >= ? AND i.created_at < ? ORDER BY i.id`), []any{t, f, t}, func(x postal.Transaction) {
 			r.Transactions = append(r.Transactions, x)
 			r.Totals.Indicia++
 			r.Totals.Postage += x.Postage
-			if state == "voided" {
-				r.Voided = append(r.Voided, x)
-				r.Totals.VoidedPostage += x.Postage
-			}
-		}
-		rows.Close()
-		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT s.mpsd, s.label, s.rate_class, s.postage, s.ar, s.dr, s.created_at, s.data, s.reason,
-				s.kiosk_id, COALESCE(k.store, ''), COALESCE(p.account_id, 0)
-			FROM spoiled s LEFT JOIN kiosks k ON k.kiosk_id = s.kiosk_id
-			LEFT JOIN payments p ON p.kiosk_id = s.kiosk_id AND p.request_id = s.request_id
-			WHERE s.created_at >= ? AND s.created_at < ? ORDER BY s.id`), f, t)
+		})
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var x postal.Transaction
-			var at int64
-			if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &x.Reason,
-				&x.Buyer.Kiosk, &x.Buyer.Store, &x.Buyer.Account); err != nil {
-				rows.Close()
-				return err
-			}
-			x.Buyer = buyer(x.Buyer)
-			x.At = time.UnixMicro(at).UTC()
+		// Refund claims: the indicia voided in the period, whenever they
+		// were issued. A stamp refunded after its own period was reported
+		// is claimed in the next report, and each void in one report only.
+		err = scanIndicia(ctx, tx, l.db.Rebind(`SELECT i.mpsd, i.label, i.rate_class, i.postage, i.ar, i.dr, i.created_at, i.data,
+				COALESCE(i.void_reason, ''), i.kiosk_id, COALESCE(k.store, ''), COALESCE(p.account_id, 0)
+			FROM indicia i LEFT JOIN kiosks k ON k.kiosk_id = i.kiosk_id
+			LEFT JOIN payments p ON p.kiosk_id = i.kiosk_id AND p.request_id = i.request_id
+			WHERE i.voided_at >= ? AND i.voided_at < ? ORDER BY i.id`), []any{f, t}, func(x postal.Transaction) {
+			r.Voided = append(r.Voided, x)
+			r.Totals.VoidedPostage += x.Postage
+		})
+		if err != nil {
+			return err
+		}
+		// Spoiled indicia were never live: each is claimed with its sale.
+		err = scanIndicia(ctx, tx, l.db.Rebind(`SELECT s.mpsd, s.label, s.rate_class, s.postage, s.ar, s.dr, s.created_at, s.data, s.reason,
+				s.kiosk_id, COALESCE(k.store, ''), COALESCE(p.account_id, 0)
+			FROM spoiled s LEFT JOIN kiosks k ON k.kiosk_id = s.kiosk_id
+			LEFT JOIN payments p ON p.kiosk_id = s.kiosk_id AND p.request_id = s.request_id
+			WHERE s.created_at >= ? AND s.created_at < ? ORDER BY s.id`), []any{f, t}, func(x postal.Transaction) {
 			x.Reason = "spoiled: " + x.Reason
 			r.Transactions = append(r.Transactions, x)
 			r.Voided = append(r.Voided, x)
 			r.Totals.Indicia++
 			r.Totals.Postage += x.Postage
 			r.Totals.VoidedPostage += x.Postage
+		})
+		if err != nil {
+			return err
 		}
-		rows.Close()
-		rows, err = tx.QueryContext(ctx, l.db.Rebind(`SELECT pa_ref, amount FROM fund_purchases WHERE state = 'done' AND done_at >= ? AND done_at < ? ORDER BY done_at`), f, t)
+		rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT pa_ref, amount FROM fund_purchases WHERE state = 'done' AND done_at >= ? AND done_at < ? ORDER BY done_at`), f, t)
 		if err != nil {
 			return err
 		}
@@ -194,6 +185,27 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 	return r, nil
 }
 
+// scanIndicia runs query for indicia as report lines and hands each to add.
+func scanIndicia(ctx context.Context, tx *sql.Tx, query string, args []any, add func(postal.Transaction)) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var x postal.Transaction
+		var at int64
+		if err := rows.Scan(&x.MPSD, &x.Label, &x.RateClass, &x.Postage, &x.AR, &x.DR, &at, &x.Indicium, &x.Reason,
+			&x.Buyer.Kiosk, &x.Buyer.Store, &x.Buyer.Account); err != nil {
+			return err
+		}
+		x.Buyer = buyer(x.Buyer)
+		x.At = time.UnixMicro(at).UTC()
+		add(x)
+	}
+	return rows.Err()
+}
+
 // readings takes each PSD's registers at the start and end of the period
 // from the audit trail: a few index lookups per PSD, however long the
 // trail.
@@ -267,24 +279,56 @@ type Submitter interface {
 
 // SubmitReport records the report, uploads it, and on acceptance marks
 // every PSD as reported now, which resets the inspection watchdog.
+//
+// The authority keeps the first report it accepts under a report id and
+// answers a resubmission with that one's reference. So a period sent
+// before that it may hold (accepted, or the answer never came) is sent
+// again as it was first sent, not as built again: *r becomes that report,
+// and ops are alerted if the two differ, since the authority holds the
+// first whatever this hub records.
 func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa Submitter) (string, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return "", fmt.Errorf("ledger: submit report: %w", err)
 	}
+	from, to := micros(r.From), micros(r.To)
+	var first []byte
+	err = l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT body FROM reports WHERE period_from = ? AND period_to = ? AND state IN ('pending', 'accepted')
+		ORDER BY id LIMIT 1`), from, to).Scan(&first)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return "", fmt.Errorf("ledger: submit report: the period sent before: %w", err)
+	case !bytes.Equal(first, body):
+		var sent postal.Report
+		if err := json.Unmarshal(first, &sent); err != nil {
+			return "", fmt.Errorf("ledger: submit report: the period sent before: %w", err)
+		}
+		l.reportChanged(ctx, &sent, r)
+		*r, body = sent, first
+	}
 	now := l.cfg.Now()
 	var id int64
 	if err := l.db.QueryRowContext(ctx, l.db.Rebind(`INSERT INTO reports (period_from, period_to, created_at, body, state) VALUES (?, ?, ?, ?, 'pending') RETURNING id`),
-		micros(r.From), micros(r.To), micros(now), body).Scan(&id); err != nil {
+		from, to, micros(now), body).Scan(&id); err != nil {
 		return "", fmt.Errorf("ledger: submit report: %w", err)
 	}
+	// Earlier tries of the same body share its answer.
+	same := `(id = ? OR (period_from = ? AND period_to = ? AND state = 'pending' AND body = ?))`
 	ref, err := pa.SubmitReport(ctx, r)
 	if err != nil {
-		l.db.ExecContext(ctx, l.db.Rebind(`UPDATE reports SET state = 'refused', answer = ? WHERE id = ?`), err.Error(), id)
+		// Only a refusal says the authority did not keep it; after any
+		// other failure it may have, and it stays pending.
+		var refused *postal.RefusedError
+		if errors.As(err, &refused) && refused.Status/100 == 4 {
+			l.db.ExecContext(ctx, l.db.Rebind(`UPDATE reports SET state = 'refused', answer = ? WHERE `+same), err.Error(), id, from, to, body)
+		} else {
+			l.db.ExecContext(ctx, l.db.Rebind(`UPDATE reports SET answer = ? WHERE id = ?`), err.Error(), id)
+		}
 		return "", err
 	}
 	err = l.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE reports SET state = 'accepted', pa_ref = ? WHERE id = ?`), ref, id); err != nil {
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE reports SET state = 'accepted', pa_ref = ? WHERE `+same), ref, id, from, to, body); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET reported_at = ? WHERE locked IS NULL`), micros(now))
@@ -295,6 +339,20 @@ func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa Submitte
 	}
 	l.log.Info("postal report accepted", "ref", ref, "from", r.From, "to", r.To, "indicia", r.Totals.Indicia)
 	return ref, l.CheckInspection(ctx)
+}
+
+// reportChanged tells ops that a period's report, built again, differs
+// from the one sent first, which goes again in its place: what the
+// authority holds lacks the difference, and only ops can settle it.
+func (l *Ledger) reportChanged(ctx context.Context, sent, built *postal.Report) {
+	msg := fmt.Sprintf("the report for %s to %s differs from the one sent first, whose answer was lost or which was accepted; "+
+		"the first was sent again, as the authority keeps it: it has %d indicia and %d refund claims (%s), built again %d and %d (%s)",
+		sent.From.Format(time.RFC3339), sent.To.Format(time.RFC3339), sent.Totals.Indicia, len(sent.Voided), protocol.Mills(sent.Totals.VoidedPostage).Exact(),
+		built.Totals.Indicia, len(built.Voided), protocol.Mills(built.Totals.VoidedPostage).Exact())
+	l.log.Error("postal report changed since it was first sent", "report", sent.ReportID, "detail", msg)
+	if l.al != nil {
+		l.al.Raise(ctx, alerts.ReportRefused, "report/"+sent.From.Format(time.RFC3339)+"/changed", msg)
+	}
 }
 
 // buyer completes who bought from the sales namespace: a kiosk's id, or a

@@ -241,6 +241,90 @@ func indexDef(t *testing.T, db *store.DB, conn *sql.Conn, index string) string {
 	return def
 }
 
+// Schema v40 dates the voids of a database that has them: one claimed in
+// a report sent (in any state) keeps its sale time, as does one after the
+// last period sent; one in a period sent without it takes that period's
+// end. Bodies without claims, or with none listed, are read too.
+func TestVoidTimesBackfill(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		old, err := store.OpenVersion(ctx, dsn, 39)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec := func(q string, args ...any) {
+			t.Helper()
+			if _, err := old.ExecContext(ctx, old.Rebind(q), args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		exec(`INSERT INTO psd (serial, kind, ar, dr, control, created_at) VALUES (1, 'mpsd', 0, 0, ?, 0)`, []byte{1})
+		for i, row := range []struct {
+			state   string
+			created int64
+		}{{"voided", 100}, {"voided", 150}, {"voided", 250}, {"printed", 120}, {"voided", 350}} {
+			id := fmt.Sprintf("r%d", i)
+			exec(`INSERT INTO sales (kiosk_id, request_id, body_hash, status, total, result, created_at) VALUES ('k', ?, ?, 'ok', 780, ?, 0)`, id, []byte{1}, []byte("{}"))
+			exec(`INSERT INTO indicia (kiosk_id, request_id, mpsd, label, rate_class, postage, ar, dr, cert_serial, data, state, created_at, live)
+				VALUES ('k', ?, 1, ?, '1100', 780, ?, 0, 1, ?, ?, ?, CASE WHEN ? = 'voided' THEN NULL ELSE 1 END)`,
+				id, fmt.Sprintf("1966-F8CF-%02d", i+1), 780*(i+1), []byte{1}, row.state, row.created, row.state)
+		}
+		// [0, 200) accepted, claiming r0 and a spoiled stamp; [200, 300)
+		// sent with its answer lost, claiming r2; [300, 400) refused, with
+		// no claims listed; an old body with none at all.
+		for _, r := range []struct {
+			from, to int64
+			state    string
+			body     string
+		}{
+			{0, 200, "accepted", `{"report_id":"a","voided":[{"mpsd":1,"label":"1966-F8CF-01","ar":780},{"mpsd":1,"label":"1966-F8CF-09","ar":99999,"reason":"spoiled: x"}]}`},
+			{200, 300, "pending", `{"report_id":"b","voided":[{"mpsd":1,"label":"1966-F8CF-03","ar":2340}]}`},
+			{300, 400, "refused", `{"report_id":"c","voided":null}`},
+			{300, 400, "refused", `{"report_id":"c"}`},
+		} {
+			exec(`INSERT INTO reports (period_from, period_to, created_at, body, state) VALUES (?, ?, 0, ?, ?)`, r.from, r.to, []byte(r.body), r.state)
+		}
+		exec(`INSERT INTO indicia (kiosk_id, request_id, mpsd, label, rate_class, postage, ar, dr, cert_serial, data, state, created_at, live)
+			VALUES ('k', 'r4', 1, '1966-F8CF-06', '1100', 780, 9000, 0, 1, ?, 'voided', 450, NULL)`, []byte{1})
+		old.Close()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		rows, err := db.QueryContext(ctx, `SELECT label, voided_at FROM indicia ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for rows.Next() {
+			var label string
+			var at sql.NullInt64
+			if err := rows.Scan(&label, &at); err != nil {
+				t.Fatal(err)
+			}
+			when := "-"
+			if at.Valid {
+				when = fmt.Sprint(at.Int64)
+			}
+			got = append(got, label[len(label)-2:]+":"+when)
+		}
+		rows.Close()
+		// r0 claimed: its sale time. r1, in [0, 200) but not claimed: 400,
+		// the end of the last period sent. r2 claimed in the pending one.
+		// r3 printed. r4 (350) in a period sent but refused, unclaimed: 400.
+		// The last, after every period sent: its sale time.
+		if want := "01:100 02:400 03:250 04:- 05:400 06:450"; strings.Join(got, " ") != want {
+			t.Fatalf("void times %v, want %s", got, want)
+		}
+		if db.Dialect == store.Postgres {
+			if _, err := db.ExecContext(ctx, `UPDATE indicia SET voided_at = NULL WHERE label = '1966-F8CF-01'`); err == nil {
+				t.Fatal("PostgreSQL took a void without its time")
+			}
+		}
+	})
+}
+
 // Schema v33 marks the indicia of a database that has them: the live ones
 // hold their labels, the voided ones (a label may carry several, and a new
 // stamp after them) hold nothing.

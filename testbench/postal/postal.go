@@ -76,7 +76,13 @@ type Filed struct {
 	Events []hubpostal.Event `json:"events,omitempty"`
 	// AuditHeads anchor the vendor's audit chains.
 	AuditHeads []hubpostal.AuditHead `json:"audit_heads,omitempty"`
+	// Claims are the indicia the report claimed back, by meter and
+	// ascending register ("MPSD/AR"): each may be claimed once.
+	Claims []string `json:"claims,omitempty"`
 }
+
+// claimKey names a claimed indicium in Filed.Claims.
+func claimKey(t hubpostal.Transaction) string { return fmt.Sprintf("%d/%d", t.MPSD, t.AR) }
 
 // DemoLicence is the postal licence the demo, the tests and the benchmarks
 // run their hubs under.
@@ -384,6 +390,9 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, Licence: rep.Licence, From: rep.From, To: rep.To,
 		Indicia: rep.Totals.Indicia, Postage: rep.Totals.Postage, Received: time.Now().UTC(), Events: rep.Events, AuditHeads: rep.AuditHeads}
+	for _, x := range rep.Voided {
+		f.Claims = append(f.Claims, claimKey(x))
+	}
 	a.st.Reports = append(a.st.Reports, f)
 	if err := a.save(); err != nil {
 		a.st.Reports = a.st.Reports[:len(a.st.Reports)-1]
@@ -514,8 +523,34 @@ func (a *Authority) audit(r *hubpostal.Report) []string {
 			fail("transaction %d (%s): the line disagrees with its indicium", i, t.Label)
 		}
 	}
-	for _, t := range r.Voided {
+	// A refund claim is for a genuine indicium, of this period or an
+	// earlier one (a stamp refunded after its period was reported), and
+	// each indicium is claimed back once.
+	claimed := map[string]string{}
+	for _, f := range a.st.Reports {
+		if f.Vendor == r.Vendor {
+			for _, k := range f.Claims {
+				claimed[k] = f.Ref
+			}
+		}
+	}
+	for i, t := range r.Voided {
 		voided += t.Postage
+		in, err := protocol.ParseIndicium(t.Indicium)
+		if err == nil && keys[in.CertSerial] != nil {
+			_, err = protocol.VerifyIndicium(t.Indicium, keys[in.CertSerial])
+		} else if err == nil {
+			err = fmt.Errorf("no certificate %d", in.CertSerial)
+		}
+		switch {
+		case err != nil:
+			fail("refund claim %d (%s): indicium does not verify: %v", i, t.Label, err)
+		case int64(in.Postage) != t.Postage || in.MPSDSerial != t.MPSD || int64(in.AR) != t.AR || in.Label.String() != t.Label:
+			fail("refund claim %d (%s): the line disagrees with its indicium", i, t.Label)
+		case claimed[claimKey(t)] != "":
+			fail("refund claim %d (%s): mpsd %d AR %d was claimed back before, in %s", i, t.Label, t.MPSD, t.AR, claimed[claimKey(t)])
+		}
+		claimed[claimKey(t)] = "this report"
 	}
 	sold := map[string]int64{}
 	var soldTotal int64
