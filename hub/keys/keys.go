@@ -185,6 +185,17 @@ func (k *Keys) rotate(ctx context.Context) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
+	// Recorded before the authority certifies it: a key certified but never
+	// recorded (this hub killed in between, or the answer lost) is found
+	// and published compromised (settleRegistrations), never left unknown.
+	pem, err := postal.PublicKeyPEM(pub)
+	if err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	if _, err := k.db.ExecContext(ctx, k.db.Rebind(`INSERT INTO key_registrations (key_label, public_key_pem, started_at) VALUES (?, ?, ?)`),
+		label, pem, now.UnixMicro()); err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
 	cert, err := k.pa.RegisterKey(ctx, pub)
 	if err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
@@ -199,6 +210,9 @@ func (k *Keys) rotate(ctx context.Context) (Key, error) {
 	}
 	if _, err := tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at) VALUES (?, ?, ?, ?, ?)`),
 		cert.Serial, label, cert.PublicKeyPEM, cert.CertificatePEM, now.UnixMicro()); err != nil {
+		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, k.db.Rebind(`DELETE FROM key_registrations WHERE key_label = ?`), label); err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -236,8 +250,12 @@ func (k *Keys) Compromise(ctx context.Context, serial uint32, since time.Time) e
 
 // Certify asks the authority again for the certificate of each key that has
 // none (registered before the authority signed them): a registration is
-// idempotent, and answers the same serial with its certificate.
+// idempotent, and answers the same serial with its certificate. It settles
+// registrations a rotation left unfinished first.
 func (k *Keys) Certify(ctx context.Context) error {
+	if err := k.settleRegistrations(ctx); err != nil {
+		return err
+	}
 	all, err := k.All(ctx)
 	if err != nil {
 		return err
@@ -261,6 +279,71 @@ func (k *Keys) Certify(ctx context.Context) error {
 			return fmt.Errorf("keys: certify %d: %w", key.CertSerial, err)
 		}
 		k.log.Info("the postal authority certified a key", "cert_serial", key.CertSerial)
+	}
+	return nil
+}
+
+// settleRegistrations finishes each registration a rotation left behind:
+// the HSM made the key and the authority may have certified it, but the
+// hub never recorded it. Registering it again (idempotent) gives its
+// serial; it is recorded retired and compromised from its making, so the
+// next report tells the authority and verifiers refuse any stamp it signs.
+// Under the cluster lock, which a rotation in progress holds.
+func (k *Keys) settleRegistrations(ctx context.Context) error {
+	unlock, err := k.db.Lock(ctx, lockName)
+	if err != nil {
+		return fmt.Errorf("keys: settle registrations: %w", err)
+	}
+	defer unlock()
+	rows, err := k.db.QueryContext(ctx, `SELECT key_label, public_key_pem, started_at FROM key_registrations ORDER BY started_at`)
+	if err != nil {
+		return fmt.Errorf("keys: settle registrations: %w", err)
+	}
+	type reg struct {
+		label, pem string
+		at         int64
+	}
+	var regs []reg
+	for rows.Next() {
+		var r reg
+		if err := rows.Scan(&r.label, &r.pem, &r.at); err != nil {
+			rows.Close()
+			return fmt.Errorf("keys: settle registrations: %w", err)
+		}
+		regs = append(regs, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("keys: settle registrations: %w", err)
+	}
+	for _, r := range regs {
+		pub, err := parsePublicKey(r.pem)
+		if err != nil {
+			return fmt.Errorf("keys: settle registration %s: %w", r.label, err)
+		}
+		cert, err := k.pa.RegisterKey(ctx, pub)
+		if err != nil {
+			return fmt.Errorf("keys: settle registration %s: %w", r.label, err)
+		}
+		now := k.now().UnixMicro()
+		tx, err := k.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("keys: settle registration %s: %w", r.label, err)
+		}
+		_, err = tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at, retired_at, compromised_at, compromise_noted_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), cert.Serial, r.label, cert.PublicKeyPEM, cert.CertificatePEM, r.at, now, r.at, now)
+		if err == nil {
+			_, err = tx.ExecContext(ctx, k.db.Rebind(`DELETE FROM key_registrations WHERE key_label = ?`), r.label)
+		}
+		if err == nil {
+			err = tx.Commit()
+		}
+		if err != nil {
+			tx.Rollback()
+			return fmt.Errorf("keys: settle registration %s: %w", r.label, err)
+		}
+		k.log.Warn("a signing key certified but never recorded (its rotation was cut short) is published compromised and never signs",
+			"label", r.label, "cert_serial", cert.Serial)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package keys_test
 import (
 	"context"
 	"crypto/ecdsa"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -157,6 +159,91 @@ func TestRotateConcurrent(t *testing.T) {
 		}
 		if a, err := ks[1].Active(ctx); err != nil || a.CertSerial != active[0] {
 			t.Fatalf("Active = %d, %v; want %d", a.CertSerial, err, active[0])
+		}
+	})
+}
+
+// lossy is an authority that certifies each public key once, under one
+// serial however often it is asked, and loses its answer while lose is
+// set: the hub cannot tell whether the key was certified.
+type lossy struct {
+	mu     sync.Mutex
+	lose   bool
+	serial map[string]uint32
+}
+
+func (a *lossy) RegisterKey(_ context.Context, pub *ecdsa.PublicKey) (postal.Certificate, error) {
+	p, err := postal.PublicKeyPEM(pub)
+	if err != nil {
+		return postal.Certificate{}, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.serial[p] == 0 {
+		a.serial[p] = uint32(len(a.serial) + 1)
+	}
+	if a.lose {
+		return postal.Certificate{}, errors.New("the authority's answer was lost")
+	}
+	return postal.Certificate{Serial: a.serial[p], PublicKeyPEM: p, CertificatePEM: fmt.Sprintf("certificate %d", a.serial[p])}, nil
+}
+
+// A rotation cut short after the authority certified the new key (its
+// answer lost, or the hub killed before it recorded the key) leaves a key
+// the authority vouches for and the hub never heard of. The next Certify
+// records it retired and compromised from its making, so reports tell the
+// authority and verifiers refuse its stamps; the old key goes on signing.
+func TestRotationCutShortLeavesNoUnknownKey(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		pa := &lossy{serial: map[string]uint32{}}
+		ks, err := soft.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		k := keys.New(db, ks, pa, slog.New(slog.DiscardHandler), time.Now)
+		first, err := k.Init(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa.lose = true
+		if _, err := k.Rotate(ctx); err == nil {
+			t.Fatal("a rotation whose answer was lost said nothing")
+		}
+		pa.lose = false
+		if err := k.Certify(ctx); err != nil {
+			t.Fatal(err)
+		}
+		all, err := k.All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != len(pa.serial) {
+			t.Fatalf("the authority certified %d keys, the hub publishes %d", len(pa.serial), len(all))
+		}
+		var orphan *keys.Key
+		for i := range all {
+			if all[i].CertSerial != first.CertSerial {
+				orphan = &all[i]
+			}
+		}
+		if orphan == nil || orphan.Compromised == nil || orphan.Retired == nil {
+			t.Fatalf("the key certified but not recorded: %+v", orphan)
+		}
+		if active, err := k.Active(ctx); err != nil || active.CertSerial != first.CertSerial {
+			t.Fatalf("active %+v %v, want key %d", active, err, first.CertSerial)
+		}
+		// Settled once: a later Certify finds nothing to do.
+		if err := k.Certify(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if again, _ := k.All(ctx); len(again) != len(all) {
+			t.Fatalf("%d keys after a second Certify, want %d", len(again), len(all))
 		}
 	})
 }
