@@ -2,12 +2,14 @@ package hub_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A customer's account debit whose commit happened but whose answer the
@@ -35,16 +37,20 @@ func TestAccountDebitWithLostCommitGivenBack(t *testing.T) {
 			}
 			want -= 780
 		}
-		e.clock.Set(e.clock.Now().Add(10 * time.Minute)) // settlement's rounds
-		e.h.Round()
-		e.h.Round()
-		acc, err := e.h.Accounts().ByLogin(context.Background(), "alice")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if acc.Balance != want {
-			t.Errorf("resend %t: the balance is %s, want %s", resend, acc.Balance, want)
-		}
+		// Settlement's rounds, once the request's claim is let go (just
+		// after the answer).
+		e.clock.Set(e.clock.Now().Add(10 * time.Minute))
+		wait.Until(t, 10*time.Second, "the balance settled", func() error {
+			e.h.Round()
+			acc, err := e.h.Accounts().ByLogin(context.Background(), "alice")
+			if err != nil {
+				return err
+			}
+			if acc.Balance != want {
+				return fmt.Errorf("resend %t: the balance is %s, want %s", resend, acc.Balance, want)
+			}
+			return nil
+		})
 		e.check()
 	}
 }
