@@ -179,22 +179,28 @@ func (k *Keys) Rotate(ctx context.Context) (Key, error) {
 // An operator may delete it from the token.
 func (k *Keys) rotate(ctx context.Context) (Key, error) {
 	now := k.now().UTC()
-	// The HSM's label is unique by the real time, which a test's clock is not.
-	label := "indicium-" + time.Now().UTC().Format("20060102T150405.000000")
-	pub, err := k.hsm.GenerateSigningKey(label)
+	label, pub, err := k.pending(ctx)
 	if err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
-	// Recorded before the authority certifies it: a key certified but never
-	// recorded (this hub killed in between, or the answer lost) is found
-	// and published compromised (settleRegistrations), never left unknown.
-	pem, err := postal.PublicKeyPEM(pub)
-	if err != nil {
-		return Key{}, fmt.Errorf("keys: rotate: %w", err)
-	}
-	if _, err := k.db.ExecContext(ctx, k.db.Rebind(`INSERT INTO key_registrations (key_label, public_key_pem, started_at) VALUES (?, ?, ?)`),
-		label, pem, now.UnixMicro()); err != nil {
-		return Key{}, fmt.Errorf("keys: rotate: %w", err)
+	if pub == nil {
+		// The HSM's label is unique by the real time, which a test's clock is not.
+		label = "indicium-" + time.Now().UTC().Format("20060102T150405.000000")
+		if pub, err = k.hsm.GenerateSigningKey(label); err != nil {
+			return Key{}, fmt.Errorf("keys: rotate: %w", err)
+		}
+		// Recorded before the authority certifies it: a key certified but
+		// never recorded (this hub killed in between, or the answer lost)
+		// is found and published compromised (settleRegistrations), never
+		// left unknown.
+		pem, err := postal.PublicKeyPEM(pub)
+		if err != nil {
+			return Key{}, fmt.Errorf("keys: rotate: %w", err)
+		}
+		if _, err := k.db.ExecContext(ctx, k.db.Rebind(`INSERT INTO key_registrations (key_label, public_key_pem, started_at) VALUES (?, ?, ?)`),
+			label, pem, now.UnixMicro()); err != nil {
+			return Key{}, fmt.Errorf("keys: rotate: %w", err)
+		}
 	}
 	cert, err := k.pa.RegisterKey(ctx, pub)
 	if err != nil {
@@ -281,6 +287,32 @@ func (k *Keys) Certify(ctx context.Context) error {
 		k.log.Info("the postal authority certified a key", "cert_serial", key.CertSerial)
 	}
 	return nil
+}
+
+// pending returns the newest key a rotation made in this hub's HSM but did
+// not record, to register again (registration is idempotent by key): a
+// rotation retried while the authority is out of reach, every round after
+// a compromise, makes one key, not one a try. It returns a nil key when
+// there is none.
+func (k *Keys) pending(ctx context.Context) (string, *ecdsa.PublicKey, error) {
+	var label, pemText string
+	err := k.db.QueryRowContext(ctx, `SELECT key_label, public_key_pem FROM key_registrations ORDER BY started_at DESC LIMIT 1`).Scan(&label, &pemText)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	recorded, err := parsePublicKey(pemText)
+	if err != nil {
+		return "", nil, fmt.Errorf("pending key %s: %w", label, err)
+	}
+	// Made in this hub's HSM? A cluster's hubs may each have their own.
+	pub, err := k.hsm.Public(label)
+	if err != nil || !pub.Equal(recorded) {
+		return "", nil, nil
+	}
+	return label, pub, nil
 }
 
 // settleRegistrations finishes each registration a rotation left behind:

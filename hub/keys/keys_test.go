@@ -247,3 +247,49 @@ func TestRotationCutShortLeavesNoUnknownKey(t *testing.T) {
 		}
 	})
 }
+
+// While the authority is out of reach after a compromise, the leader tries
+// the rotation every round: each try registers the same new key again,
+// rather than make one a try (an hour's outage made 720 on the token).
+func TestRetriedRotationMakesOneKey(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		pa := &lossy{serial: map[string]uint32{}}
+		ks, err := soft.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		k := keys.New(db, ks, pa, slog.New(slog.DiscardHandler), time.Now)
+		first, err := k.Init(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa.lose = true
+		if err := k.Compromise(ctx, first.CertSerial, time.Now()); err == nil {
+			t.Fatal("a compromise whose new key was not registered said nothing")
+		}
+		for range 10 {
+			if _, err := k.FinishCompromise(ctx); err == nil {
+				t.Fatal("a rotation whose answer was lost said nothing")
+			}
+		}
+		pa.lose = false
+		next, err := k.FinishCompromise(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var regs int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM key_registrations`).Scan(&regs); err != nil {
+			t.Fatal(err)
+		}
+		if len(pa.serial) != 2 || regs != 0 || next.CertSerial == first.CertSerial {
+			t.Fatalf("the authority was asked for %d keys, %d registrations left, active key %d; want 2, 0 and a new key",
+				len(pa.serial), regs, next.CertSerial)
+		}
+	})
+}
