@@ -8,3 +8,6 @@ func (d *DB) WALState() (commits, synced, syncs uint64) {
 	defer d.wal.mu.Unlock()
 	return d.commits.Load(), d.wal.done, d.wal.syncs
 }
+
+// SessionName is the application_name of a hub's leader session.
+var SessionName = sessionName

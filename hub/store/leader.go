@@ -3,9 +3,12 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -60,17 +63,36 @@ func (l *Leader) Check(ctx context.Context, now time.Time) bool {
 	if err != nil {
 		return false
 	}
-	// The session is named after its hub, so that the others can tell
-	// whose it is (unseat).
 	var got bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1) AND set_config('application_name', $2, false) = $2`,
-		int64(leaderKey), l.holder).Scan(&got); err != nil || !got {
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, int64(leaderKey)).Scan(&got); err != nil || !got {
 		conn.Close()
 		l.unseat(ctx, now)
 		return false
 	}
+	// Named after its hub, so that the others can tell whose it is
+	// (unseat). A session the server would not name still leads.
+	if _, err := conn.ExecContext(ctx, `SELECT set_config('application_name', $1, false)`, sessionName(l.holder)); err != nil {
+		l.log().Warn("the leader's session is not named; a pause of this hub will not be noticed", "err", err)
+	}
 	l.conn, l.held = conn, true
 	return true
+}
+
+// sessionName is the application_name of holder's leader session: short
+// and ASCII, as PostgreSQL keeps application names (63 bytes, other bytes
+// as ?), whatever the hub's name.
+func sessionName(holder string) string {
+	h := sha256.Sum256([]byte(holder))
+	return sessionPrefix + hex.EncodeToString(h[:8])
+}
+
+const sessionPrefix = "frank-leader "
+
+func (l *Leader) log() *slog.Logger {
+	if l.Log != nil {
+		return l.Log
+	}
+	return slog.Default()
 }
 
 // unseat ends the session of a leader whose hub's lease has lapsed. A hub
@@ -87,22 +109,32 @@ func (l *Leader) unseat(ctx context.Context, now time.Time) {
 		WHERE k.locktype = 'advisory' AND k.classid = $1 AND k.objid = $2 AND k.objsubid = 1 AND k.granted
 		AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
 		int64(leaderKey>>32), int64(leaderKey&0xffffffff)).Scan(&pid, &name)
-	if err != nil || name == "" || name == l.holder {
+	if err != nil || !strings.HasPrefix(name, sessionPrefix) || name == sessionName(l.holder) {
 		return
 	}
 	// Only a lease seen to lapse (a hub writes its lease before it first
 	// checks); a session of a hub with no lease row is left alone.
-	var until int64
-	if err := l.db.QueryRowStmt(ctx, nil, `SELECT until FROM hub_leases WHERE hub = ?`, name).Scan(&until); err != nil || until >= now.UnixMicro() {
+	rows, err := l.db.QueryContext(ctx, `SELECT hub, until FROM hub_leases`)
+	if err != nil {
 		return
 	}
-	if _, err := l.db.ExecContext(ctx, `SELECT pg_terminate_backend($1)`, pid); err == nil {
-		log := l.Log
-		if log == nil {
-			log = slog.Default()
+	lapsed := ""
+	for rows.Next() {
+		var hub string
+		var until int64
+		if rows.Scan(&hub, &until) == nil && sessionName(hub) == name && until < now.UnixMicro() {
+			lapsed = hub
 		}
-		log.Warn("the leader's hub lease lapsed: its session ended, so that another hub leads", "hub", name, "pid", pid)
 	}
+	rows.Close()
+	if lapsed == "" {
+		return
+	}
+	if _, err := l.db.ExecContext(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		l.log().Error("the leader's hub lease lapsed, and its session could not be ended; no other hub leads until it ends", "hub", lapsed, "pid", pid, "err", err)
+		return
+	}
+	l.log().Warn("the leader's hub lease lapsed: its session ended, so that another hub leads", "hub", lapsed, "pid", pid)
 }
 
 // Held reports whether this hub led at its last Check.

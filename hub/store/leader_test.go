@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,7 +70,7 @@ func TestPausedLeaderUnseated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer paused.Close()
-	if _, err := paused.ExecContext(ctx, `SELECT pg_advisory_lock(x'6672616e6b'::bigint), set_config('application_name', 'hub-paused', false)`); err != nil {
+	if _, err := paused.ExecContext(ctx, `SELECT pg_advisory_lock(x'6672616e6b'::bigint), set_config('application_name', $1, false)`, store.SessionName("hub-paused")); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.RenewHubLease(ctx, "hub-paused", now, now, time.Minute); err != nil {
@@ -87,7 +88,7 @@ func TestPausedLeaderUnseated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer elsewhere.Close()
-	if _, err := elsewhere.ExecContext(ctx, `SELECT pg_advisory_lock(x'6672616e6b'::bigint), set_config('application_name', 'hub-elsewhere', false)`); err != nil {
+	if _, err := elsewhere.ExecContext(ctx, `SELECT pg_advisory_lock(x'6672616e6b'::bigint), set_config('application_name', $1, false)`, store.SessionName("hub-elsewhere")); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.RenewHubLease(ctx, "hub-elsewhere", now.Add(-time.Hour), now, time.Minute); err != nil {
@@ -108,4 +109,33 @@ func TestPausedLeaderUnseated(t *testing.T) {
 	if err := elsewhere.PingContext(ctx); err != nil {
 		t.Fatalf("another database's leader was ended: %v", err)
 	}
+}
+
+// A hub's name is its host's, its pid and more: a long host name, or one
+// not in ASCII, is not what PostgreSQL keeps as a session's name. Such a
+// hub leads, and once paused past its lease, another takes over.
+func TestLeaderWithALongName(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewTestDatabase(t)
+	a, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	now := time.Now()
+	long := "hüb-" + strings.Repeat("x", 70) + ".example.com/123456/abcdef12"
+	if err := a.RenewHubLease(ctx, long, now, now, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	la, lb := a.Leader(long, time.Minute), b.Leader("hub-b", time.Minute)
+	if !la.Check(ctx, now) || lb.Check(ctx, now) {
+		t.Fatalf("a leads %v, b leads %v; want only a", la.Held(), lb.Held())
+	}
+	later := now.Add(2 * time.Minute) // a renewed nothing
+	wait.For(t, 10*time.Second, "b to lead once a's lease lapsed", func() bool { return lb.Check(ctx, later) })
 }
