@@ -45,6 +45,7 @@ func (r *Report) OK() bool { return len(r.Violations) == 0 }
 //     its refund claim in a postal report;
 //   - each sale's total = the postage of its indicia;
 //   - each payment's refunded total is the refunds recorded for it;
+//   - each prepaid account's balance is the sum of its entries;
 //   - a failed label gets one remedy: no label refunded has a live
 //     reprint, and no label reprinted had its postage refunded;
 //   - the audit log chains, every entry follows from the one before it for
@@ -213,6 +214,17 @@ func (l *Ledger) check(ctx context.Context) (*Report, error) {
 		}
 		if miscounted > 0 {
 			bad("%d payments whose refunded total differs from their recorded refunds", miscounted)
+		}
+		// Prepaid accounts: each balance is what its entries add up to
+		// (top-ups, holds, their releases, refunds); a debit and its entry
+		// commit together.
+		var unbalanced int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM accounts a WHERE a.balance <>
+			(SELECT COALESCE(SUM(e.amount), 0) FROM account_entries e WHERE e.account_id = a.id)`).Scan(&unbalanced); err != nil {
+			return err
+		}
+		if unbalanced > 0 {
+			bad("%d accounts whose balance differs from their entries", unbalanced)
 		}
 		if err := checkRemedies(ctx, tx, bad); err != nil {
 			return err

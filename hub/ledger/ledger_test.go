@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hsm/soft"
+	"github.com/frank-postage/frank/hub/accounts"
 	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/ledger"
@@ -704,6 +705,24 @@ func TestPaymentsChecked(t *testing.T) {
 		// Beyond the capture the store itself refuses.
 		if _, err := f.db.ExecContext(ctx, `UPDATE payments SET refunded = 2340`); err == nil {
 			t.Fatal("the store took a refund beyond the capture")
+		}
+		exec(`UPDATE payments SET refunded = 780`)
+		// A prepaid account's balance is what its entries add up to.
+		acc := accounts.New(f.db, nil)
+		a, err := acc.Create(ctx, "ada", "correct horse battery")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := acc.Credit(ctx, a.ID, 5000, "fund", "card:t1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := acc.Hold(ctx, a.ID, 780, "attempt-1"); err != nil {
+			t.Fatal(err)
+		}
+		f.check()
+		exec(`UPDATE accounts SET balance = balance + 780 WHERE id = ?`, a.ID) // a debit given back with no entry
+		if r, err := f.l.Check(ctx); err != nil || r.OK() || !strings.Contains(strings.Join(r.Violations, "\n"), "balance differs from their entries") {
+			t.Fatalf("a balance its entries do not explain passed: %v %v", r, err)
 		}
 	})
 }
