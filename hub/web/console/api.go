@@ -257,7 +257,7 @@ func (c *Console) apiReports(w http.ResponseWriter, r *http.Request) {
 		c.apiFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, append([]views.SentReport{}, v...)) // [], not null, before the first report
 }
 
 func (c *Console) apiCommands(w http.ResponseWriter, r *http.Request) {

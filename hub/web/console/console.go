@@ -376,7 +376,7 @@ func (c *Console) stock(ctx context.Context, op *operators.Operator) (*stockView
 	if err != nil {
 		return nil, err
 	}
-	v := &stockView{Batches: []stock.Batch{}}
+	v := &stockView{Batches: []stock.Batch{}, Stores: []string{}}
 	seen := map[string]bool{}
 	for _, b := range all {
 		if op.MaySee(b.Store) {
@@ -405,6 +405,9 @@ func (c *Console) activity(ctx context.Context) (*activityView, error) {
 	v := &activityView{Hour: c.Activity.Series(time.Hour, time.Minute), Day: c.Activity.Series(24*time.Hour, 15*time.Minute)}
 	var err error
 	v.Reports, err = c.Book.Reports(ctx, 30)
+	if v.Reports == nil {
+		v.Reports = []views.SentReport{} // [] in the API, not null, before the first report
+	}
 	return v, err
 }
 

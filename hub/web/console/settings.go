@@ -245,14 +245,22 @@ func (c *Console) apiAddStaff(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) apiRevokeStaff(w http.ResponseWriter, r *http.Request) {
-	if err := c.Config.RevokeStaff(r.Context(), chi.URLParam(r, "id"), chi.URLParam(r, "name"), current(r).Subject.Login); err != nil {
+	// chi gives the path segment as sent when the request escaped more
+	// than Go would ("Smith%2C%20Ann", as url.PathEscape makes it): the
+	// member's name is the segment unescaped.
+	name, err := url.PathUnescape(chi.URLParam(r, "name"))
+	if err != nil {
+		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "name: %s", err.Error()))
+		return
+	}
+	if err := c.Config.RevokeStaff(r.Context(), chi.URLParam(r, "id"), name, current(r).Subject.Login); err != nil {
 		c.apiInvalid(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"store": chi.URLParam(r, "id"), "name": chi.URLParam(r, "name"), "revoked_by": current(r).Subject.Login})
+	writeJSON(w, http.StatusOK, map[string]string{"store": chi.URLParam(r, "id"), "name": name, "revoked_by": current(r).Subject.Login})
 }
 
-// apiInvalid answers a refused change 422, and anything else 500.
+// apiInvalid answers a refused change 400, and anything else 500.
 func (c *Console) apiInvalid(w http.ResponseWriter, r *http.Request, err error) {
 	if e := protocol.AsError(err); e.Code == protocol.CodeInvalidRequest {
 		writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "%s", e.Message))
