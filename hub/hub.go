@@ -614,13 +614,12 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	// A compromise cut short: finished now if the authority answers; if
 	// not, this hub starts signing nothing, and the leader tries again.
-	compromised := false
 	if errors.Is(err, keys.ErrCompromised) {
 		if next, ferr := h.keys.FinishCompromise(ctx); ferr == nil {
 			key, err = next, nil
 		} else {
 			h.log.Error("the signing key is compromised and no new one could be registered; no stamps are signed until one is", "cert_serial", key.CertSerial, "err", ferr)
-			compromised, err = true, nil
+			key, err = keys.Key{}, nil // the workers start signing nothing
 		}
 	}
 	if err != nil {
@@ -689,11 +688,6 @@ func (h *Hub) Start(ctx context.Context) error {
 	if h.pool, err = psdm.Start(ctx, psdm.Config{Servers: servers}, open,
 		psdm.Key{Label: key.Label, CertSerial: key.CertSerial}, h.ledger, h.log.With("component", "psdm")); err != nil {
 		return err
-	}
-	if compromised {
-		if err := h.pool.StopSigning(); err != nil {
-			return fmt.Errorf("hub: start: %w", err)
-		}
 	}
 
 	now := time.Now

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -258,11 +260,22 @@ func TestCompromiseCutShortSignsNothing(t *testing.T) {
 	refused("during", "1966-F8CF-02")
 
 	// A restart with the authority still down: the hub starts, and signs
-	// nothing.
+	// nothing; so it does once ops have deleted the compromised key.
 	e.h.Close()
 	e.start()
 	k = e.kiosk("kiosk-1")
 	refused("restarted", "1966-F8CF-03")
+	all, err := e.h.Keys().All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.h.Close()
+	if err := os.Remove(filepath.Join(e.cfg.DataDir, "keys", all[0].Label+".key.json")); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	k = e.kiosk("kiosk-1")
+	refused("key-deleted", "1966-F8CF-03")
 
 	// The authority answers again: the leader's round finishes the rotation.
 	down.Store(false)

@@ -139,10 +139,12 @@ func (p *Pool) startWorker(ctx context.Context, sv Server, open func() (hsm.Sess
 	if err != nil {
 		return nil, err
 	}
-	signer, err := sess.Signer(key.Label)
-	if err != nil {
-		sess.Close()
-		return nil, err
+	var signer crypto.Signer
+	if key.Label != "" { // none: the worker signs nothing until SetKey
+		if signer, err = sess.Signer(key.Label); err != nil {
+			sess.Close()
+			return nil, err
+		}
 	}
 	w := &worker{id: id, pool: p, sess: sess, signer: signer, key: key, log: p.log.With("worker", id),
 		jobs: make(chan job, 1024), started: time.Now(), done: make(chan struct{})}
