@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
 )
@@ -59,5 +60,44 @@ func TestPayCodeKeptWhileTheSaleMayStand(t *testing.T) {
 		if pc.released != c.released {
 			t.Errorf("commit %v: the pay code was given back %d times, want %d (used by %q)", c.commit, pc.released, c.released, pc.usedBy)
 		}
+	}
+}
+
+// laterBook is a ledger where an answer to the request appears after the
+// sale's own precheck: another hub, which held the request until its lease
+// lapsed, recorded it meanwhile.
+type laterBook struct {
+	fakeBook
+	prechecks int
+	prior     []byte
+}
+
+func (b *laterBook) Precheck(context.Context, string, string, []byte, []protocol.LabelSerial, ledger.Owner) ([]byte, *protocol.Error, error) {
+	b.prechecks++
+	if b.prechecks > 1 {
+		return b.prior, nil, nil
+	}
+	return nil, nil, nil
+}
+
+// alertsSeen counts the alerts raised.
+type alertsSeen struct{ n int }
+
+func (a *alertsSeen) Raise(context.Context, string, string, string) { a.n++ }
+
+// Past a kiosk's budget of recorded refusals, a refusal is not recorded,
+// but an answer recorded meanwhile still wins over it, as Reject's look
+// for one does within the budget.
+func TestRefusalPastTheBudgetReplaysAnAnswerRecorded(t *testing.T) {
+	prior := []byte(`{"request_id":"r-0001","status":"ok"}`)
+	book := &laterBook{prior: prior}
+	s := &Service{Seller: fakeSeller{protocol.Errorf(protocol.CodeLabelUsed, "label used")}, Book: book, Kiosks: fakeKiosks{},
+		Rates: fakeRates{}, Money: &fakeMoney{}, Alerts: &alertsSeen{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+	for range RefusalBurst {
+		s.mayRecordRefusal(context.Background(), "kiosk-1")
+	}
+	out, perr := s.Purchase(context.Background(), "kiosk-1", []byte(prototest.GoodPurchase))
+	if perr != nil || string(out) != string(prior) {
+		t.Fatalf("answer %s %v, want the one recorded meanwhile", out, perr)
 	}
 }

@@ -274,6 +274,13 @@ func (s *Service) reject(ctx context.Context, o *order, err error) answer {
 		return s.refused(o.requestID, perr) // not final: not recorded
 	}
 	if !s.mayRecordRefusal(ctx, o.kioskID) {
+		// Not recorded; an answer another hub recorded meanwhile (it held
+		// the request before its lease lapsed) still stands.
+		if o.labels != nil {
+			if prior, _, err := s.Book.Precheck(ctx, o.kioskID, o.requestID, o.hash, o.labels, o.owner); err == nil && prior != nil {
+				return answer{out: prior}
+			}
+		}
 		return s.refused(o.requestID, perr)
 	}
 	out, rerr := s.Book.Reject(ctx, o.kioskID, o.requestID, o.hash, perr)
