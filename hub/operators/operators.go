@@ -131,6 +131,13 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 			return err
 		}
 		for _, st := range op.Stores {
+			var known int
+			if err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM stores WHERE id = ?`), st).Scan(&known); err != nil {
+				return fmt.Errorf("store %s: %w", st, err)
+			}
+			if known == 0 {
+				return fmt.Errorf("no store %s (hub stock issue makes one)", st)
+			}
 			if _, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO operator_stores (operator_id, store) VALUES (?, ?)`), op.ID, st); err != nil {
 				return fmt.Errorf("store %s: %w", st, err)
 			}
@@ -239,8 +246,16 @@ func (s *Operators) ByToken(ctx context.Context, token string) (*Operator, error
 	return op, nil
 }
 
-// RevokeTokens revokes every token of login.
+// RevokeTokens revokes every token of login. An unknown login is an
+// error: a mistyped one must not look like a revocation done.
 func (s *Operators) RevokeTokens(ctx context.Context, login string) (int64, error) {
+	var known int
+	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM operators WHERE login = ?`), login).Scan(&known); err != nil {
+		return 0, fmt.Errorf("operators: revoke tokens of %s: %w", login, err)
+	}
+	if known == 0 {
+		return 0, fmt.Errorf("operators: revoke tokens: no operator %s", login)
+	}
 	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE api_tokens SET revoked_at = ? WHERE revoked_at IS NULL
 		AND operator_id = (SELECT id FROM operators WHERE login = ?)`), s.now().UnixMicro(), login)
 	if err != nil {

@@ -247,6 +247,9 @@ func TestOperatorRevokeCommand(t *testing.T) {
 		t.Errorf("ana's new token: %+v %v", op, err)
 	}
 	c.fails(2, "usage: hub operator revoke LOGIN", "operator", "revoke")
+	// A mistyped login, or a store that does not exist, is said so.
+	c.fails(1, "no operator anna", "operator", "revoke", "anna")
+	c.fails(1, "no store S9", "operator", "add", "cyd", "--role", "staff", "--stores", "S9")
 }
 
 // FRANK_STAFF_PIN=1357 hub staff add S1 alice gives alice that PIN at
