@@ -309,6 +309,11 @@ type Sale struct {
 	// Approval is the card payment's approval code, kept in the answer
 	// for the customer's receipt (and byte-identical replays).
 	Approval string
+	// Priced is when the sale's rate table was read; its stamps carry that
+	// day, so that a sale priced before midnight and signed after it is
+	// not dated the day a new table (other prices) takes effect. Zero:
+	// when it is signed.
+	Priced time.Time
 }
 
 // Total is the sale's postage.

@@ -540,8 +540,12 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int) *ledger.Part {
 			return part
 		}
 	}
+	dated := s.Priced
+	if dated.IsZero() {
+		dated = cfg.Now()
+	}
 	in := protocol.Indicium{CertSerial: w.key.CertSerial, Vendor: cfg.Vendor, Model: cfg.Model, MPSDSerial: base.Serial,
-		AR: base.AR + it.Postage, Postage: it.Postage, Date: protocol.DateOf(cfg.Now()), OriginZIP: s.OriginZIP,
+		AR: base.AR + it.Postage, Postage: it.Postage, Date: protocol.DateOf(dated), OriginZIP: s.OriginZIP,
 		UserID: s.UserID, SoftwareID: cfg.SoftwareID, Label: it.Label, DR: base.DR + funding - it.Postage, RateCategory: it.RateClass}
 	if w.signer == nil {
 		b.Unreserve(funding)

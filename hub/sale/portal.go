@@ -54,7 +54,8 @@ func (s *Service) Buy(ctx context.Context, acct *accounts.Account, o Order, requ
 
 // buy prices a new order on the next free labels of its sheet.
 func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o Order) (*ledger.Sale, *payments.Source, error) {
-	rt, err := s.Rates.Current(s.Now())
+	priced := s.Now()
+	rt, err := s.Rates.Current(priced)
 	if err != nil {
 		return nil, nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")
 	}
@@ -79,7 +80,7 @@ func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o
 	if len(state.Free) < o.Count {
 		return nil, nil, protocol.Errorf(protocol.CodeLabelUsed, "sheet %s has %d free labels; %d were asked for", o.Sheet, len(state.Free), o.Count)
 	}
-	sale := &ledger.Sale{KioskID: ord.kioskID, RequestID: ord.requestID, BodyHash: ord.hash, UserID: WebUserBase + uint64(acct.ID), OriginZIP: zip}
+	sale := &ledger.Sale{KioskID: ord.kioskID, RequestID: ord.requestID, BodyHash: ord.hash, UserID: WebUserBase + uint64(acct.ID), OriginZIP: zip, Priced: priced}
 	labels := make([]protocol.LabelSerial, o.Count)
 	for i := range labels {
 		labels[i] = protocol.LabelSerial{Sheet: o.Sheet, Position: uint8(state.Free[i])}

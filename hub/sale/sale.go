@@ -396,7 +396,8 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 	if err != nil {
 		return nil, err
 	}
-	rt, err := s.Rates.Current(s.Now())
+	priced := s.Now()
+	rt, err := s.Rates.Current(priced)
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")
 	}
@@ -411,7 +412,7 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 		return nil, protocol.Errorf(protocol.CodeInvalidRequest,
 			"origin_zip %s is not the ZIP of the kiosk's store, %s; the kiosk's origin_zip must be its store's", req.OriginZIP, kiosk.ZIP)
 	}
-	sale := &ledger.Sale{KioskID: req.KioskID, RequestID: req.RequestID, BodyHash: hash, OriginZIP: zip, UserID: kiosk.UserID}
+	sale := &ledger.Sale{KioskID: req.KioskID, RequestID: req.RequestID, BodyHash: hash, OriginZIP: zip, UserID: kiosk.UserID, Priced: priced}
 	for i, it := range req.Items {
 		if req.ReprintOf != nil {
 			// The reprint takes the failed stamp's service and postage below.
@@ -435,6 +436,12 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 			return nil, err
 		}
 		// The reprint is the same stamp: same service, same postage, paid.
+		// It is dated today, so today's table must ask the same postage for
+		// it; after a rate change the customer gets a refund instead.
+		if price, err := rt.Price(sp.RateClass, req.Items[0].WeightMg); err != nil || price != sp.Postage {
+			return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed,
+				"the postage of label %s's service changed since it was sold (rate table %s); ask for a refund instead", old, rt.Version)
+		}
 		sale.Items[0].RateClass, sale.Items[0].Postage = sp.RateClass, sp.Postage
 		sale.ReprintOf = &old
 	}

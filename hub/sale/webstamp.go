@@ -63,7 +63,8 @@ func (s *Service) WebStamp(ctx context.Context, acct *accounts.Account, req *pro
 
 // webStamp prices a new web stamp request on the label it names.
 func (s *Service) webStamp(ctx context.Context, o *order, acct *accounts.Account, req *protocol.WebStampRequest, zip uint32) (*ledger.Sale, *payments.Source, error) {
-	rt, err := s.Rates.Current(s.Now())
+	priced := s.Now()
+	rt, err := s.Rates.Current(priced)
 	if err != nil {
 		return nil, nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")
 	}
@@ -89,7 +90,7 @@ func (s *Service) webStamp(ctx context.Context, o *order, acct *accounts.Account
 	case acct.Balance < req.Amount && acct.CardToken() != "":
 		src = payments.Source{Token: acct.CardToken()}
 	}
-	sale := &ledger.Sale{KioskID: o.kioskID, RequestID: o.requestID, BodyHash: o.hash, UserID: WebUserBase + uint64(acct.ID),
+	sale := &ledger.Sale{KioskID: o.kioskID, RequestID: o.requestID, BodyHash: o.hash, UserID: WebUserBase + uint64(acct.ID), Priced: priced,
 		OriginZIP: zip, Items: []ledger.Item{{RateClass: req.RateClass, Postage: req.Amount, Label: label}}}
 	return sale, &src, nil
 }
