@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"time"
 
 	"github.com/frank-postage/frank/hub/claims"
 	"github.com/frank-postage/frank/hub/store"
@@ -27,3 +28,6 @@ func StaffDeskOn(h *Hub, db *store.DB, hub string) interface {
 	d.claims = claims.New(db, hub, h.clockNow)
 	return d
 }
+
+// CheckClock compares h's clock, as now reads it, with the database's.
+func CheckClock(h *Hub, now func() time.Time) { h.checkClock(context.Background(), now) }

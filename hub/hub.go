@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/frank-postage/frank/hsm"
@@ -385,7 +386,8 @@ type Hub struct {
 	bgCancel  context.CancelFunc
 	bg        sync.WaitGroup // the periodic loops
 
-	alone         func() // releases ServeAlone's lock
+	alone         func()       // releases ServeAlone's lock
+	clockOff      atomic.Int32 // checkClock's last verdict
 	activity      activityStore
 	activitySaved int64 // the last minute stored; only saveActivity touches it after Start
 	presence      *fleet.Presence
@@ -875,6 +877,49 @@ func (h *Hub) followKey(ctx context.Context) {
 	}
 }
 
+// hubSkew is how far a hub's clock may be from the database's. Hubs date
+// rows by their own clocks and judge each other's leases by them: a hub
+// running behind writes a period's sales after the leader reported it, and
+// one running ahead takes leases of hubs still alive.
+const hubSkew = 2 * time.Second
+
+// checkClock's verdicts, in Hub.clockOff (0: none yet).
+const (
+	clockAgrees = 1
+	clockOff    = 2
+)
+
+// checkClock compares this hub's clock with the shared database's, on
+// PostgreSQL (one server for every hub), and tells ops when they differ by
+// more than hubSkew, and again when they agree.
+func (h *Hub) checkClock(ctx context.Context, now func() time.Time) {
+	if h.db.Dialect != store.Postgres {
+		return
+	}
+	var db time.Time
+	before := now()
+	if err := h.db.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&db); err != nil {
+		return
+	}
+	after := now()
+	took := after.Sub(before)
+	skew := before.Add(took / 2).Sub(db)
+	subject := "hub/" + h.ledger.Holder()
+	verdict := int32(clockAgrees)
+	if skew > hubSkew+took || skew < -hubSkew-took {
+		verdict = clockOff
+	}
+	switch was := h.clockOff.Swap(verdict); {
+	case verdict == clockOff:
+		if was != clockOff {
+			h.alerts.Raise(ctx, alerts.ClockSkew, subject, fmt.Sprintf("hub %s's clock is %s off the database's: sales near a report's period end may miss it, and leases are judged wrongly; set its time (NTP)",
+				h.ledger.Holder(), skew.Round(time.Millisecond)))
+		}
+	case was != clockAgrees: // also at the first check: an alert from before a restart
+		h.alerts.Clear(ctx, alerts.ClockSkew, subject, "its clock agrees with the database's again")
+	}
+}
+
 // A kiosk whose failed prints in the last hour reach failedPrintsMin and
 // a quarter of its stamps is alerted: jams come now and then, not by the
 // dozen. Each failed stamp is voided and refunded, so a stolen kiosk that
@@ -948,6 +993,9 @@ func (h *Hub) Round() {
 	defer h.roundMu.Unlock()
 	if err := h.db.RenewHubLease(h.bgCtx, h.ledger.Holder(), h.clockNow(), h.started, h.hubLeaseTTL()); err != nil {
 		h.log.Error("hub lease not renewed", "err", err)
+	}
+	if h.cfg.Ledger.Now == nil { // a test's clock is meant to differ
+		h.checkClock(h.bgCtx, time.Now)
 	}
 	// Captures and commits whose outcome was unknown, voids that
 	// failed: settled as soon as a dead hub's would be.

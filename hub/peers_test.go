@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/metrics"
@@ -280,5 +282,43 @@ func TestFollowerSellsByTheLeadersReports(t *testing.T) {
 		if r := decode(t, c.k.ask(purchase(c.id, c.kiosk, c.l, nil))); r.Status != protocol.ResultOK {
 			t.Errorf("%s on %s: %+v", c.id, c.kiosk, r.Error)
 		}
+	}
+}
+
+// Hubs date rows and judge each other's leases by their own clocks, so a
+// hub's clock is held to the database's: ops are told when it is more than
+// a couple of seconds off, once, and again when it agrees.
+func TestHubClockHeldToTheDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := peersDB(t)
+	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn })
+	ctx := context.Background()
+	count := func(openOnly bool) int {
+		as, err := e.h.Alerts().List(ctx, openOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, a := range as {
+			if a.Kind == alerts.ClockSkew && strings.HasPrefix(a.Subject, "hub/") {
+				n++
+			}
+		}
+		return n
+	}
+	skewAlerts := func() (open, all int) { return count(true), count(false) }
+	hub.CheckClock(e.h, time.Now)
+	if open, all := skewAlerts(); all != 0 {
+		t.Fatalf("a clock that agrees raised %d alerts (%d open)", all, open)
+	}
+	ahead := func() time.Time { return time.Now().Add(10 * time.Second) }
+	hub.CheckClock(e.h, ahead)
+	hub.CheckClock(e.h, ahead)
+	if open, all := skewAlerts(); open != 1 || all != 1 {
+		t.Fatalf("a clock 10 s ahead: %d alerts, %d open; want one", all, open)
+	}
+	hub.CheckClock(e.h, time.Now)
+	if open, _ := skewAlerts(); open != 0 {
+		t.Fatalf("%d clock alerts still open once the clock agrees", open)
 	}
 }

@@ -83,7 +83,7 @@ func (h *Hub) supplies(t *protocol.Telemetry) {
 	}
 	flag(before.printerFault, now.printerFault, alerts.PrinterFault, fmt.Sprintf("kiosk %s's printer says %s", where, said(t.Printer, protocol.TelemetryPrinter)), "the printer is back")
 	flag(before.doorOpen, now.doorOpen, alerts.DoorOpen, fmt.Sprintf("kiosk %s's label door is open: it does not sell", where), "the door is closed")
-	flag(before.skew, now.skew, alerts.ClockSkew, fmt.Sprintf("kiosk %s's clock reads %s, %s off the hub's: its stamps carry its date",
+	flag(before.skew, now.skew, alerts.ClockSkew, fmt.Sprintf("kiosk %s's clock reads %s, %s off the hub's: its receipts and logs carry its time (stamps carry the hub's date)",
 		where, t.At.Format(time.RFC3339), t.At.Sub(h.clockNow()).Round(time.Second)), "its clock is right again")
 	if now.labelsKnown && (!before.labelsKnown || before.labelsLow != now.labelsLow) {
 		if now.labelsLow {

@@ -54,7 +54,8 @@ const (
 )
 
 // ClockSkewLimit is how far a kiosk's clock may be off the hub's before
-// ops are told: its stamps carry its date.
+// ops are told: its receipts and logs carry its time. (A hub's clock is held
+// to the database's, within seconds.)
 const ClockSkewLimit = 5 * time.Minute
 
 // FlapWindow is how long after the hub cleared an alert the same kind and
