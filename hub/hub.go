@@ -904,7 +904,7 @@ func (h *Hub) checkClock(ctx context.Context, now func() time.Time) {
 	after := now()
 	took := after.Sub(before)
 	skew := before.Add(took / 2).Sub(db)
-	subject := "hub/" + h.ledger.Holder()
+	subject := "hub/" + h.name() // the same after a restart
 	verdict := int32(clockAgrees)
 	if skew > hubSkew+took || skew < -hubSkew-took {
 		verdict = clockOff
@@ -913,7 +913,7 @@ func (h *Hub) checkClock(ctx context.Context, now func() time.Time) {
 	case verdict == clockOff:
 		if was != clockOff {
 			h.alerts.Raise(ctx, alerts.ClockSkew, subject, fmt.Sprintf("hub %s's clock is %s off the database's: sales near a report's period end may miss it, and leases are judged wrongly; set its time (NTP)",
-				h.ledger.Holder(), skew.Round(time.Millisecond)))
+				h.name(), skew.Round(time.Millisecond)))
 		}
 	case was != clockAgrees: // also at the first check: an alert from before a restart
 		h.alerts.Clear(ctx, alerts.ClockSkew, subject, "its clock agrees with the database's again")
