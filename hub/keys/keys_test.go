@@ -188,6 +188,29 @@ func (a *lossy) RegisterKey(_ context.Context, pub *ecdsa.PublicKey) (postal.Cer
 	return postal.Certificate{Serial: a.serial[p], PublicKeyPEM: p, CertificatePEM: fmt.Sprintf("certificate %d", a.serial[p])}, nil
 }
 
+// lossyKeys is a key manager on dsn with its first key, before a lossy
+// authority, which it returns with the database.
+func lossyKeys(t *testing.T, dsn string) (*keys.Keys, *store.DB, *lossy, keys.Key) {
+	t.Helper()
+	ctx := context.Background()
+	pa := &lossy{serial: map[string]uint32{}}
+	ks, err := soft.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	k := keys.New(db, ks, pa, slog.New(slog.DiscardHandler), time.Now)
+	first, err := k.Init(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, db, pa, first
+}
+
 // A rotation cut short after the authority certified the new key (its
 // answer lost, or the hub killed before it recorded the key) leaves a key
 // the authority vouches for and the hub never heard of. The next Certify
@@ -196,21 +219,7 @@ func (a *lossy) RegisterKey(_ context.Context, pub *ecdsa.PublicKey) (postal.Cer
 func TestRotationCutShortLeavesNoUnknownKey(t *testing.T) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		pa := &lossy{serial: map[string]uint32{}}
-		ks, err := soft.Open(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		db, err := store.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		k := keys.New(db, ks, pa, slog.New(slog.DiscardHandler), time.Now)
-		first, err := k.Init(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		k, _, pa, first := lossyKeys(t, dsn)
 		pa.lose = true
 		if _, err := k.Rotate(ctx); err == nil {
 			t.Fatal("a rotation whose answer was lost said nothing")
@@ -254,21 +263,7 @@ func TestRotationCutShortLeavesNoUnknownKey(t *testing.T) {
 func TestRetriedRotationMakesOneKey(t *testing.T) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		pa := &lossy{serial: map[string]uint32{}}
-		ks, err := soft.Open(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		db, err := store.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		k := keys.New(db, ks, pa, slog.New(slog.DiscardHandler), time.Now)
-		first, err := k.Init(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		k, db, pa, first := lossyKeys(t, dsn)
 		pa.lose = true
 		if err := k.Compromise(ctx, first.CertSerial, time.Now()); err == nil {
 			t.Fatal("a compromise whose new key was not registered said nothing")
