@@ -15,7 +15,6 @@ import (
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
-	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // apiRoute is a route of the local API that reads a JSON body, and what
@@ -59,16 +58,8 @@ func FuzzAPIBody(f *testing.F) {
 	fh.refunds = make(chan protocol.RefundRequest, 16)
 	fh.link = &memLink{hub: fh.handle}
 	fh.link.push(protocol.TopicConfig, protocol.KioskConfig{KioskID: "k1", HeartbeatS: 30, Rates: prototest.Rates})
-	k, err := kiosk.New(kiosk.Config{ID: "k1", Link: fh.link, OriginZIP: "94544", ResendEvery: 200 * time.Millisecond,
-		Deadline: 5 * time.Second, StaffBadges: []string{"STAFF-0001"}}, &fakePrinter{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := k.Connect(); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(k.Close)
-	wait.For(f, 5*time.Second, "the kiosk to be ready", k.Ready)
+	k := startKiosk(f, kiosk.Config{ID: "k1", Link: fh.link, OriginZIP: "94544", ResendEvery: 200 * time.Millisecond,
+		Deadline: 5 * time.Second, StaffBadges: []string{"STAFF-0001"}}, &fakePrinter{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	h := k.Handler()
 	post := func(path, token string, body []byte) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))

@@ -19,7 +19,6 @@ import (
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
-	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // What FuzzHubMessages does with its payload, its first argument.
@@ -135,16 +134,8 @@ func FuzzHubMessages(f *testing.F) {
 	cfg := protocol.KioskConfig{KioskID: "k1", HeartbeatS: 30, Rates: prototest.Rates, StaffManaged: true, StaffNames: []string{"ann"}}
 	cfgJSON, _ := json.Marshal(cfg)
 	l := &msgLink{config: cfgJSON, results: make(chan protocol.CommandResult, 64)}
-	k, err := kiosk.New(kiosk.Config{ID: "k1", Link: l, OriginZIP: "94544", ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second},
-		&fakePrinter{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := k.Connect(); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(k.Close)
-	wait.For(f, 5*time.Second, "the kiosk to be ready", k.Ready)
+	k := startKiosk(f, kiosk.Config{ID: "k1", Link: l, OriginZIP: "94544", ResendEvery: 200 * time.Millisecond, Deadline: 5 * time.Second},
+		&fakePrinter{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	h := k.Handler()
 
 	cmd := func(id, action string) []byte {

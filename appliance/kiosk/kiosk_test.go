@@ -242,6 +242,25 @@ func setup(t *testing.T, fh *fakeHub) (*kiosk.Kiosk, *fakePrinter) {
 	return setupWith(t, fh, nil)
 }
 
+// startKiosk makes a kiosk of kc, has before (if not nil) set it up, connects
+// it, and waits until it is ready; it closes with the test.
+func startKiosk(tb testing.TB, kc kiosk.Config, p *fakePrinter, log *slog.Logger, before func(*kiosk.Kiosk)) *kiosk.Kiosk {
+	tb.Helper()
+	k, err := kiosk.New(kc, p, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if before != nil {
+		before(k)
+	}
+	if err := k.Connect(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(k.Close)
+	wait.For(tb, 5*time.Second, "the kiosk to be ready", k.Ready)
+	return k
+}
+
 func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kiosk, *fakePrinter) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -256,18 +275,11 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 	if edit != nil {
 		edit(&kc)
 	}
-	k, err := kiosk.New(kc, p, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fh.journal != nil {
-		k.UseJournal(fh.journal)
-	}
-	if err := k.Connect(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	wait.For(t, 5*time.Second, "the kiosk to be ready", k.Ready)
+	k := startKiosk(t, kc, p, log, func(k *kiosk.Kiosk) {
+		if fh.journal != nil {
+			k.UseJournal(fh.journal)
+		}
+	})
 	if fh.journal != nil && fh.stockGate == nil {
 		// With a journal the kiosk sells only once the hub has answered
 		// for its stock (checking_stock until then).
