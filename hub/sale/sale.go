@@ -140,18 +140,25 @@ const (
 	RefusalEvery = 30 * time.Second
 )
 
+// limiterOf is kioskID's limiter in *m, made with a full burst on first
+// use. The caller holds s.mu.
+func limiterOf(m *map[string]*rate.Limiter, kioskID string, every time.Duration, burst int) *rate.Limiter {
+	if *m == nil {
+		*m = map[string]*rate.Limiter{}
+	}
+	l := (*m)[kioskID]
+	if l == nil {
+		l = rate.NewLimiter(rate.Every(every), burst)
+		(*m)[kioskID] = l
+	}
+	return l
+}
+
 // mayRecordRefusal takes one of kioskID's recorded refusals, and raises a
 // fraud alert as the kiosk runs out of them.
 func (s *Service) mayRecordRefusal(ctx context.Context, kioskID string) bool {
 	s.mu.Lock()
-	if s.refusals == nil {
-		s.refusals = map[string]*rate.Limiter{}
-	}
-	l := s.refusals[kioskID]
-	if l == nil {
-		l = rate.NewLimiter(rate.Every(RefusalEvery), RefusalBurst)
-		s.refusals[kioskID] = l
-	}
+	l := limiterOf(&s.refusals, kioskID, RefusalEvery, RefusalBurst)
 	now := s.Now()
 	ok := l.AllowN(now, 1)
 	out := ok && l.TokensAt(now) < 1
@@ -371,14 +378,7 @@ func (s *Service) mayTryCode(kioskID string) bool {
 // kiosk runs out of tries: a kiosk guessing codes is a stolen kiosk.
 func (s *Service) wrongCode(ctx context.Context, kioskID, requestID string) {
 	s.mu.Lock()
-	if s.badCodes == nil {
-		s.badCodes = map[string]*rate.Limiter{}
-	}
-	l := s.badCodes[kioskID]
-	if l == nil {
-		l = rate.NewLimiter(rate.Every(payCodeEvery), payCodeBurst)
-		s.badCodes[kioskID] = l
-	}
+	l := limiterOf(&s.badCodes, kioskID, payCodeEvery, payCodeBurst)
 	l.Allow()
 	out := l.Tokens() < 1
 	s.mu.Unlock()
