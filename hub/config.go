@@ -8,19 +8,24 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
-// configFor builds a kiosk's retained config: the rate table in force,
-// the heartbeat, and ops' central settings and staff for it. A kiosk the
-// fleet does not know (or retired) gets the config without them.
+// configFor builds a kiosk's retained config: the rate table in force in
+// its store's time zone, the heartbeat, and ops' central settings and
+// staff for it. A kiosk the fleet does not know (or retired) gets the
+// config without them.
 func (h *Hub) configFor(kioskID string) (protocol.KioskConfig, error) {
-	rt, err := h.rates.Current(h.clockNow())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	k, kerr := h.fleet.Get(ctx, kioskID)
+	now := h.clockNow()
+	if k.Zone != nil {
+		now = now.In(k.Zone) // the table in force where the kiosk sells
+	}
+	rt, err := h.rates.Current(now)
 	if err != nil {
 		return protocol.KioskConfig{}, err
 	}
 	c := protocol.KioskConfig{KioskID: kioskID, HeartbeatS: h.cfg.HeartbeatS, Rates: rt}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	k, err := h.fleet.Get(ctx, kioskID)
-	if err != nil {
+	if kerr != nil {
 		return c, nil
 	}
 	c.Store = k.Store

@@ -405,7 +405,7 @@ type Hub struct {
 	plain         *http.Server // /healthz and /metrics beside HTTPS
 	tickMu        sync.Mutex
 	closeOnce     sync.Once
-	pushedRates   string // the rate table version the kiosks were last sent
+	pushedRates   map[string]string // time zone ("" the hub's) -> the rate table version its kiosks were last sent
 	supplyMu      sync.Mutex
 	supply        map[string]supply // what each kiosk last said it needs
 	kioskSettings sync.Map          // kiosk id -> protocol.KioskSettings, as last pushed
@@ -794,9 +794,8 @@ func (h *Hub) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	if rt, err := h.rates.Current(now()); err == nil {
-		h.pushedRates = rt.Version // kiosks get it as they come online
-	}
+	h.pushedRates = map[string]string{}
+	h.pushRates(ctx, false) // kiosks get the table in force as they come online
 	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	h.bg.Go(h.watchdog)
 	if h.cfg.LedgerCheckEvery > 0 {
@@ -1445,18 +1444,48 @@ func (h *Hub) Tick(ctx context.Context) {
 	}
 	h.checkFailedPrints(ctx)
 	h.checkFunds(ctx)
-	now := time.Now
-	if h.cfg.Ledger.Now != nil {
-		now = h.cfg.Ledger.Now
+	h.pushRates(ctx, true)
+}
+
+// pushRates sends the kiosks of each time zone their config again when the
+// rate table in force there changes: at that zone's midnight, for a table
+// that takes over that day. With push false it only notes the tables in
+// force. A zone first seen is pushed: its stores may have moved to it.
+func (h *Hub) pushRates(ctx context.Context, push bool) {
+	names, err := h.fleet.Zones(ctx)
+	if err != nil {
+		h.log.Error("rate tables not pushed", "err", err)
+		return
 	}
-	if rt, err := h.rates.Current(now()); err == nil && rt.Version != h.pushedRates && h.front != nil {
-		if ids, err := h.fleet.IDs(ctx); err == nil {
-			for _, id := range ids {
-				h.front.PushConfig(id)
+	now := h.clockNow()
+	for _, name := range names {
+		at := now
+		if name != "" {
+			loc, err := fleet.LoadZone(name)
+			if err != nil {
+				h.log.Error("rate tables not pushed", "zone", name, "err", err)
+				continue
 			}
-			h.log.Info("rate table in force pushed to every kiosk", "rates", rt.Version, "kiosks", len(ids))
-			h.pushedRates = rt.Version
+			at = now.In(loc)
 		}
+		rt, err := h.rates.Current(at)
+		if err != nil || rt.Version == h.pushedRates[name] {
+			continue
+		}
+		if !push || h.front == nil {
+			h.pushedRates[name] = rt.Version
+			continue
+		}
+		ids, err := h.fleet.IDsIn(ctx, name)
+		if err != nil {
+			h.log.Error("rate tables not pushed", "zone", name, "err", err)
+			continue
+		}
+		for _, id := range ids {
+			h.front.PushConfig(id)
+		}
+		h.log.Info("rate table in force pushed to the kiosks of a time zone", "rates", rt.Version, "zone", name, "kiosks", len(ids))
+		h.pushedRates[name] = rt.Version
 	}
 }
 

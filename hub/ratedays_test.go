@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -79,5 +81,94 @@ func TestReprintRefusedAcrossARateChange(t *testing.T) {
 	ck.Set(d.Add(30 * 24 * time.Hour))
 	if res := reprint("rp-new", "1966-F8CF-02", "usps-new"); res.Status == protocol.ResultOK || res.Error.Code != protocol.CodeRemedyNotAllowed {
 		t.Fatalf("a reprint after a rate change: %+v %+v", res, res.Error)
+	}
+}
+
+// zoneBehind returns a time zone in which it is still the day before at
+// at, by the hub's clock (time.Local).
+func zoneBehind(t *testing.T, at time.Time) *time.Location {
+	t.Helper()
+	for _, name := range []string{"America/Los_Angeles", "Pacific/Honolulu", "Etc/GMT+12"} {
+		loc, err := fleet.LoadZone(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if protocol.DateOf(at.In(loc)) < protocol.DateOf(at) {
+			return loc
+		}
+	}
+	t.Fatalf("no zone is a day behind %s", at)
+	return nil
+}
+
+// A store in another time zone sells on its own day. At 01:00 on the hub's
+// first day of a dearer table, a store where it is still the day before
+// sells on the old table and dates its stamps that day, while a store in
+// the hub's zone is sent the new table and refused the old; at the store's
+// own midnight its kiosks are sent the new table.
+func TestStoreSellsOnItsOwnDay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	now := time.Now()
+	d := time.Date(now.Year(), now.Month(), now.Day()+2, 0, 0, 0, 0, time.Local) // the new table's first day, at the hub
+	dearerTableFrom(t, dir, d)
+	e := newEnvWith(t, func(c *hub.Config) { c.RatesDir = dir })
+	at := d.Add(time.Hour)
+	zone := zoneBehind(t, at)
+	if err := e.h.Fleet().SetStoreZone(ctx, "store-a", zone.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.Fleet().SetStoreZone(ctx, "store-a", "Mars/Olympus_Mons"); err == nil {
+		t.Fatal("a zone that is not one was taken")
+	}
+	if err := e.h.Fleet().SetStoreZone(ctx, "no-such-store", "UTC"); err == nil {
+		t.Fatal("the zone of a store that is not one was taken")
+	}
+	away, home := e.kiosk("kiosk-1"), e.kiosk("kiosk-2") // store-a, and store-b in the hub's zone
+	awayCfg, homeCfg := away.configsOf(t), home.configsOf(t)
+	for _, k := range []*kioskClient{away, home} {
+		k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
+	}
+	old := func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-2025-07-13" }
+	dearer := func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-new" }
+	waitConfig(t, awayCfg, "the old table", old)
+	waitConfig(t, homeCfg, "the old table", old)
+
+	e.clock.Set(at)
+	e.h.Tick(ctx)
+	waitConfig(t, homeCfg, "the new table", dearer)
+	if res := decode(t, home.ask(purchase("home-old", "kiosk-2", "2222-0001-01", nil))); res.Error == nil || res.Error.Code != protocol.CodeRateTableStale {
+		t.Fatalf("the hub's zone on the old table after its midnight: %+v", res)
+	}
+	res := decode(t, away.ask(purchase("away-old", "kiosk-1", "1966-F8CF-01", nil)))
+	if res.Status != protocol.ResultOK {
+		t.Fatalf("a store still on the day before: %+v", res.Error)
+	}
+	in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := protocol.DateOf(at.In(zone)); in.Date != want || in.Date == protocol.DateOf(at) || in.Postage != 780 {
+		t.Fatalf("stamp dated %s with %d mills; want the store's date %s at 780", in.Date, in.Postage, want)
+	}
+	for len(awayCfg) > 0 { // its config went out before the answer
+		if c := <-awayCfg; dearer(c) {
+			t.Fatal("the new table was sent to a store before its day")
+		}
+	}
+
+	y, m, day := at.In(zone).Date()
+	e.clock.Set(time.Date(y, m, day+1, 0, 0, 1, 0, zone))
+	e.h.Tick(ctx)
+	waitConfig(t, awayCfg, "the new table at the store's midnight", dearer)
+	if res := decode(t, away.ask(purchase("away-old-2", "kiosk-1", "1966-F8CF-02", nil))); res.Error == nil || res.Error.Code != protocol.CodeRateTableStale {
+		t.Fatalf("the store on the old table after its midnight: %+v", res)
+	}
+	res = decode(t, away.ask(purchase("away-new", "kiosk-1", "1966-F8CF-02", func(r *protocol.PurchaseRequest) {
+		r.RateTable, r.Items[0].AmountMills = "usps-new", 820
+	})))
+	if res.Status != protocol.ResultOK || res.Indicia[0].AmountMills != 820 {
+		t.Fatalf("the store on the new table: %+v %+v", res, res.Error)
 	}
 }

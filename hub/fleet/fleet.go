@@ -38,6 +38,9 @@ type Kiosk struct {
 	// ZIP is the ZIP code its store mails from, or "" if ops gave none;
 	// Get sets it, List does not.
 	ZIP protocol.ZIP
+	// Zone is the time zone its store sells in, or nil for the hub's own;
+	// Get sets it, List does not.
+	Zone *time.Location
 }
 
 // cacheFor is how often Get asks whether any kiosk changed (the
@@ -218,12 +221,12 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 	gen := r.gen
 	r.mu.Unlock()
 	if !ok {
-		var st, why, lockedBy, zip sql.NullString
+		var st, why, lockedBy, zip, zone sql.NullString
 		var retired, locked sql.NullInt64
 		k = Kiosk{ID: kioskID}
-		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT k.user_id, k.store, k.retired_at, k.retired_reason, k.locked_at, k.locked_by, s.zip
+		err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT k.user_id, k.store, k.retired_at, k.retired_reason, k.locked_at, k.locked_by, s.zip, s.time_zone
 			FROM kiosks k LEFT JOIN stores s ON s.id = k.store WHERE k.kiosk_id = ?`), kioskID).
-			Scan(&k.UserID, &st, &retired, &why, &locked, &lockedBy, &zip)
+			Scan(&k.UserID, &st, &retired, &why, &locked, &lockedBy, &zip, &zone)
 		if errors.Is(err, sql.ErrNoRows) || err == nil && !st.Valid {
 			return Kiosk{}, protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not provisioned at this hub", kioskID)
 		}
@@ -231,6 +234,11 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 			return Kiosk{}, fmt.Errorf("fleet: get %s: %w", kioskID, err)
 		}
 		k.Store, k.ZIP = st.String, protocol.ZIP(zip.String)
+		if zone.Valid {
+			if k.Zone, err = LoadZone(zone.String); err != nil {
+				return Kiosk{}, fmt.Errorf("fleet: get %s: %w", kioskID, err)
+			}
+		}
 		if retired.Valid {
 			t := time.UnixMicro(retired.Int64).UTC()
 			k.Retired, k.RetiredWhy = &t, why.String
@@ -473,16 +481,7 @@ func (r *Registry) IDs(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleet: list: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return column(rows)
 }
 
 // AddStore is the write that records a store if it is new, for another

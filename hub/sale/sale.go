@@ -397,6 +397,10 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 		return nil, err
 	}
 	priced := s.Now()
+	if kiosk.Zone != nil {
+		// The store's day: the table in force there, and its stamps' date.
+		priced = priced.In(kiosk.Zone)
+	}
 	rt, err := s.Rates.Current(priced)
 	if err != nil {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no rate table is in force")

@@ -29,6 +29,7 @@ type admin struct {
 	open, lost                                   bool
 	why                                          string
 	store, barcodes, account, amount, zip, kiosk string
+	zone                                         string
 	role, stores, tokenName                      string
 	sheets                                       int
 	enrollTTL, tokenTTL                          time.Duration
@@ -98,10 +99,8 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		if err != nil {
 			return fail(err)
 		}
-		if a.zip != "" {
-			if err := h.Fleet().SetStoreZIP(ctx, a.store, protocol.ZIP(a.zip)); err != nil {
-				return fail(err)
-			}
+		if err := setStore(ctx, h, a.store, a); err != nil {
+			return fail(err)
 		}
 		code, err := h.Fleet().NewEnrollment(ctx, pos[0], pw, a.enrollTTL)
 		if err != nil {
@@ -119,6 +118,14 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		}
 		fmt.Printf("enrollment code: %s (once, until %s): kiosk enroll --hub https://HUB --code %s\n",
 			code, time.Now().Add(a.enrollTTL).Format("2006-01-02 15:04"), code)
+	case "store set":
+		if len(pos) != 1 || a.zip == "" && a.zone == "" {
+			return usage("hub store set STORE [--zip Z] [--time-zone TZ]")
+		}
+		if err := setStore(ctx, h, pos[0], a); err != nil {
+			return fail(err)
+		}
+		fmt.Printf("store %s set\n", pos[0])
 	case "kiosk retire":
 		if len(pos) != 1 {
 			return usage("hub kiosk retire ID [--lost] [--why TEXT]")
@@ -473,4 +480,17 @@ func staffCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, badge, 
 // cliUser names who runs a command-line change, for the record.
 func cliUser() string {
 	return "cli:" + cmp.Or(os.Getenv("SUDO_USER"), os.Getenv("USER"), "root")
+}
+
+// setStore records the store's ZIP and time zone, those given.
+func setStore(ctx context.Context, h *hub.Hub, store string, a admin) error {
+	if a.zip != "" {
+		if err := h.Fleet().SetStoreZIP(ctx, store, protocol.ZIP(a.zip)); err != nil {
+			return err
+		}
+	}
+	if a.zone != "" {
+		return h.Fleet().SetStoreZone(ctx, store, a.zone)
+	}
+	return nil
 }

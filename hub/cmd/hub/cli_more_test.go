@@ -303,3 +303,45 @@ func TestStaffAddPINFromEnvironment(t *testing.T) {
 		t.Errorf("S1's staff after the refusals: %+v %v", all, err)
 	}
 }
+
+// A store's time zone is set when its kiosk is provisioned, or later with
+// hub store set, beside its ZIP; a name that is no zone, or a store that is
+// none, is refused and changes nothing.
+func TestStoreZone(t *testing.T) {
+	c := newCLI(t)
+	c.ok("kiosk", "add", "K1", "--store", "S1", "--zip", "94544", "--time-zone", "America/Los_Angeles")
+	c.ok("kiosk", "add", "K2", "--store", "S2")
+	zoneOf := func(store string) (zip, zone string) {
+		t.Helper()
+		var z, tz *string
+		if err := c.db().QueryRow(`SELECT zip, time_zone FROM stores WHERE id = ?`, store).Scan(&z, &tz); err != nil {
+			t.Fatal(err)
+		}
+		if z != nil {
+			zip = *z
+		}
+		if tz != nil {
+			zone = *tz
+		}
+		return zip, zone
+	}
+	if zip, zone := zoneOf("S1"); zip != "94544" || zone != "America/Los_Angeles" {
+		t.Errorf("kiosk add: S1 has ZIP %q and zone %q", zip, zone)
+	}
+	if _, zone := zoneOf("S2"); zone != "" {
+		t.Errorf("a store given no zone has %q; want the hub's", zone)
+	}
+	if out := c.ok("store", "set", "S2", "--time-zone", "America/New_York", "--zip", "10001"); !strings.Contains(out, "store S2 set") {
+		t.Errorf("store set said %q", out)
+	}
+	if zip, zone := zoneOf("S2"); zip != "10001" || zone != "America/New_York" {
+		t.Errorf("store set: S2 has ZIP %q and zone %q", zip, zone)
+	}
+	c.fails(1, `time zone "Mars/Olympus_Mons"`, "store", "set", "S2", "--time-zone", "Mars/Olympus_Mons")
+	c.fails(1, `time zone "Local"`, "store", "set", "S2", "--time-zone", "Local")
+	c.fails(1, "no store S9", "store", "set", "S9", "--time-zone", "UTC")
+	c.fails(2, "usage: hub store set", "store", "set", "S2")
+	if _, zone := zoneOf("S2"); zone != "America/New_York" {
+		t.Errorf("a refused zone changed S2's to %q", zone)
+	}
+}

@@ -67,7 +67,7 @@ func run(args []string) int {
 		args = args[1:]
 	case len(args) > 0 && args[0] == "report":
 		cmd, args = "report", args[1:]
-	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator" || args[0] == "settings" || args[0] == "staff" || args[0] == "release" || args[0] == "rollout"):
+	case len(args) > 1 && (args[0] == "kiosk" || args[0] == "store" || args[0] == "stock" || args[0] == "account" || args[0] == "alerts" || args[0] == "operator" || args[0] == "settings" || args[0] == "staff" || args[0] == "release" || args[0] == "rollout"):
 		cmd, args = args[0]+" "+args[1], args[2:]
 	}
 	var pos []string
@@ -164,7 +164,8 @@ func run(args []string) int {
 	message := of("kiosk command").String("message", "", "shown on the kiosk's screen (out_of_service, lock)")
 	wait := of("kiosk command").Duration("wait", 60*time.Second, "how long to wait for the kiosk's answer (0: do not wait)")
 	amount := of("account fund").String("amount", "", "dollars")
-	zip := of("account add", "kiosk add").String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add: the store's ZIP, which enrolling kiosks sign as the origin")
+	zip := of("account add", "kiosk add", "store set").String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add, store set: the store's ZIP, which its kiosks sign as the origin")
+	zone := of("kiosk add", "store set").String("time-zone", "", "the store's IANA time zone (America/Chicago): its stamps carry its date, and new rate tables take over at its midnight (default: the hub's)")
 	from := of("report").String("from", "", "first day (2006-01-02, inclusive)")
 	to := of("report").String("to", "", "last day (2006-01-02, exclusive)")
 	role := of("operator add").String("role", "ops", "ops (everything) or staff (their --stores only)")
@@ -291,10 +292,10 @@ func run(args []string) int {
 		return settingsCmd(ctx, h, cmd, pos, *storeID, *kioskID, cliUser())
 	case "staff add", "staff revoke", "staff list":
 		return staffCmd(ctx, h, cmd, pos, *badge, cliUser())
-	case "kiosk add", "kiosk retire", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
+	case "kiosk add", "kiosk retire", "store set", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
-			account: *accountLogin, amount: *amount, zip: *zip, kiosk: *kioskID, open: *openOnly, lost: *lost, why: *why,
+			account: *accountLogin, amount: *amount, zip: *zip, zone: *zone, kiosk: *kioskID, open: *openOnly, lost: *lost, why: *why,
 			role: *role, stores: *stores, tokenName: *tokenName, enrollTTL: *enrollTTL,
 			tokenWrite: *tokenWrite, tokenTTL: time.Duration(tokenTTL)})
 	case "":
