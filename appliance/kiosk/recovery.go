@@ -232,36 +232,55 @@ func (k *Kiosk) settleOpen(ctx context.Context) {
 		return
 	}
 	for _, s := range open {
-		if k.handled(s.RequestID) {
+		// Each sale may take a round trip, so the list goes stale: a
+		// customer's sale listed while in hand may be answered, printed and
+		// reported by now. It is taken in hand and read again, and a
+		// customer's sale in hand is left alone.
+		if !k.take(s.RequestID) {
 			continue
 		}
-		// One try each round: a silent hub must not hold the loop.
-		cctx, cancel := context.WithTimeout(ctx, k.cfg.ResendEvery)
-		switch {
-		case s.Result == nil:
-			if err := k.settle(cctx, s, "no_answer"); err != nil {
-				k.log.Warn("sale still without an answer from the hub; its labels stay held", "request_id", s.RequestID, "err", err)
-			} else {
-				k.log.Info("sale the hub answered late settled: nothing printed, anything charged refunded", "request_id", s.RequestID)
-			}
-		case !s.Reported:
-			printed, failed := s.Settle("power_cut")
-			if err := k.report(cctx, s.RequestID, printed, failed); err != nil {
-				k.log.Warn("print report not confirmed yet; sent again later", "request_id", s.RequestID, "err", err)
-			}
-		case customerGone(s):
-			// Settled once, its refunds cut short: the customer was
-			// told it failed, so they are owed now, not after the
-			// remedy window.
-			if err := k.settle(cctx, s, "no_answer"); err != nil {
-				k.log.Warn("refund of a settled sale not done yet; tried again later", "request_id", s.RequestID, "err", err)
-			}
-		default:
-			// Reported, and not closed when the confirmation came (a
-			// journal write failed then).
-			k.closeIfSettled(ctx, s)
+		k.settleOne(ctx, s.RequestID)
+		k.mu.Lock()
+		delete(k.inHand, s.RequestID)
+		k.mu.Unlock()
+	}
+}
+
+// settleOne settles one open sale, in hand, as it now stands in the journal.
+func (k *Kiosk) settleOne(ctx context.Context, requestID string) {
+	s, err := k.journal.Get(ctx, requestID)
+	if err != nil || s.Closed {
+		if err != nil {
+			k.log.Error("journal", "err", err)
 		}
-		cancel()
+		return
+	}
+	// One try each round: a silent hub must not hold the loop.
+	cctx, cancel := context.WithTimeout(ctx, k.cfg.ResendEvery)
+	defer cancel()
+	switch {
+	case s.Result == nil:
+		if err := k.settle(cctx, s, "no_answer"); err != nil {
+			k.log.Warn("sale still without an answer from the hub; its labels stay held", "request_id", s.RequestID, "err", err)
+		} else {
+			k.log.Info("sale the hub answered late settled: nothing printed, anything charged refunded", "request_id", s.RequestID)
+		}
+	case !s.Reported:
+		printed, failed := s.Settle("power_cut")
+		if err := k.report(cctx, s.RequestID, printed, failed); err != nil {
+			k.log.Warn("print report not confirmed yet; sent again later", "request_id", s.RequestID, "err", err)
+		}
+	case customerGone(s):
+		// Settled once, its refunds cut short: the customer was
+		// told it failed, so they are owed now, not after the
+		// remedy window.
+		if err := k.settle(cctx, s, "no_answer"); err != nil {
+			k.log.Warn("refund of a settled sale not done yet; tried again later", "request_id", s.RequestID, "err", err)
+		}
+	default:
+		// Reported, and not closed when the confirmation came (a
+		// journal write failed then).
+		k.closeIfSettled(ctx, s)
 	}
 }
 
@@ -277,11 +296,16 @@ func customerGone(s *journal.Sale) bool {
 	return false
 }
 
-// handled reports whether a customer's sale holds requestID right now.
-func (k *Kiosk) handled(requestID string) bool {
+// take puts requestID in hand for the settler, unless a customer's sale
+// holds it.
+func (k *Kiosk) take(requestID string) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.inHand[requestID]
+	if k.inHand[requestID] {
+		return false
+	}
+	k.inHand[requestID] = true
+	return true
 }
 
 // rejected forgets labels the hub says are not ours to use.
@@ -443,6 +467,23 @@ func (k *Kiosk) journalLabel(ctx context.Context, requestID, serial string, st j
 	if err := k.journal.SetLabel(ctx, requestID, serial, st, reason); err != nil {
 		k.log.Error("journal", "err", err)
 	}
+}
+
+// errJournal is a label not printed because the journal could not record
+// that it was being printed: printed unrecorded, a power cut would have it
+// reported failed and refunded while in the customer's hand.
+var errJournal = errors.New("kiosk: the journal did not record the label printing")
+
+// journalPrinting records that a label goes to the printer, before it does.
+func (k *Kiosk) journalPrinting(ctx context.Context, requestID, serial string) error {
+	if k.journal == nil {
+		return nil
+	}
+	if err := k.journal.SetLabel(ctx, requestID, serial, journal.Printing, ""); err != nil {
+		k.log.Error("journal", "err", err)
+		return fmt.Errorf("%w: %w", errJournal, err)
+	}
+	return nil
 }
 
 func (k *Kiosk) finish(ctx context.Context, requestID string) {

@@ -365,7 +365,14 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	}
 	if k.journal != nil {
 		if err := k.journal.Answer(jctx, req.RequestID, raw); err != nil {
-			k.log.Error("journal", "err", err)
+			// Printed with no answer on record, a stamp would be reported
+			// failed and refunded after a power cut, in the customer's
+			// hand. Left unprinted, the settler asks the hub again and
+			// refunds it, as for a hub that did not answer.
+			k.log.Error("journal: the hub's answer not recorded; nothing printed", "request_id", req.RequestID, "err", err)
+			k.setErr("journal_error")
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable,
+				"the kiosk cannot record the sale; nothing is printed, and anything charged for this sale is refunded")
 		}
 	}
 	k.step("answered")
@@ -386,11 +393,13 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	for i, issued := range res.Indicia {
 		k.stock.consume(issued.LabelSerial)
 		lr := LabelResult{LabelSerial: issued.LabelSerial, MeterNumber: issued.MeterNumber, Amount: issued.AmountMills}
-		k.journalLabel(jctx, req.RequestID, issued.LabelSerial, journal.Printing, "")
-		k.step("printing")
-		k.setProgress(Progress{Step: "printing", Label: i + 1, Of: len(res.Indicia)})
-		err := k.printOne(req.Items[i], issued, service)
-		k.step("printed")
+		err := k.journalPrinting(jctx, req.RequestID, issued.LabelSerial)
+		if err == nil {
+			k.step("printing")
+			k.setProgress(Progress{Step: "printing", Label: i + 1, Of: len(res.Indicia)})
+			err = k.printOne(req.Items[i], issued, service)
+			k.step("printed")
+		}
 		if err != nil {
 			lr.Outcome, lr.Reason = protocol.PrintFailed, failReason(err)
 			k.setErr(lr.Reason)
@@ -452,6 +461,8 @@ func failReason(err error) string {
 	switch {
 	case errors.As(err, &fe):
 		return fe.Fault()
+	case errors.Is(err, errJournal):
+		return "journal_error"
 	case errors.Is(err, printer.ErrSilent):
 		return "printer_silent"
 	}
