@@ -331,7 +331,8 @@ func TestConsoleExportsMatchLedger(t *testing.T) {
 		t.Errorf("store-a's labels used: %d, want 4", used)
 	}
 
-	// A postal report of the day, as the authority got it.
+	// A postal report of the day, as the authority got it, once it ended.
+	e.clock.Set(end)
 	rep, err := e.h.Ledger().BuildReport(ctx, start, end)
 	if err != nil {
 		t.Fatal(err)

@@ -170,6 +170,7 @@ func TestCompromiseReportedWhenDeclared(t *testing.T) {
 		t.Fatalf("the void day's period, reported before the declaration: %+v", ev)
 	}
 	from, to := declared.Add(-time.Hour), declared.Add(time.Hour)
+	e.clock.Set(to) // the period has ended
 	ev := events(from, to)
 	if len(ev) != 1 || ev[0].Subject != "key/1" || !strings.Contains(ev[0].Detail, "dated "+protocol.CompromiseDate(since).String()+" or later") {
 		t.Fatalf("the declaration's period: %+v", ev)
@@ -186,7 +187,7 @@ func TestCompromiseReportedWhenDeclared(t *testing.T) {
 	if err := e.h.Keys().Compromise(ctx, 1, since.Add(-24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if ev := events(to, e.clock.Now().Add(time.Hour)); len(ev) != 0 {
+	if ev := events(to, e.clock.Now()); len(ev) != 0 {
 		t.Fatalf("declared twice: reported again %+v", ev)
 	}
 }

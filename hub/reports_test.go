@@ -119,6 +119,7 @@ func TestReportNamesBuyersAndEvents(t *testing.T) {
 	}
 	e.h.Alerts().Raise(ctx, alerts.Tamper, "psd/7", "PSD 7 locked: control code mismatch") // as the ledger raises it
 	to := e.clock.Now().Add(time.Minute)
+	e.clock.Set(to) // the period has ended
 	rep, err := e.h.Ledger().BuildReport(ctx, from, to)
 	if err != nil {
 		t.Fatal(err)

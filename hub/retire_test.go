@@ -98,7 +98,8 @@ func TestRetireKiosk(t *testing.T) {
 	if _, err := e.h.Fleet().Enroll(ctx, code); err == nil {
 		t.Fatal("a retired kiosk enrolled")
 	}
-	rep, err := e.h.Ledger().BuildReport(ctx, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	e.clock.Set(e.clock.Now().Add(time.Second)) // the period has ended
+	rep, err := e.h.Ledger().BuildReport(ctx, e.clock.Now().Add(-time.Hour), e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,6 +119,10 @@ func (l *Ledger) appendAudit(ctx context.Context, tx *sql.Tx, now time.Time, ent
 	if len(entries) == 0 {
 		return nil
 	}
+	now, err := l.floored(ctx, tx, now)
+	if err != nil {
+		return err
+	}
 	heads := map[uint32]*auditHead{}
 	var serials []uint32
 	for _, e := range entries {

@@ -227,8 +227,9 @@ func TestReportResentAsFirstSent(t *testing.T) {
 			t.Fatalf("%d tries still pending, %v", pending, err)
 		}
 
-		// The same again with a report that changed since: a hub whose
-		// clock is behind voids a stamp inside the period reported.
+		// The same again with a report that changed since. A hub whose
+		// clock is behind voids a stamp inside the period reported: the
+		// void is dated into the next period (the report floor).
 		d2 := d1.Add(24 * time.Hour)
 		f.mustSell(newSale("r2", 780, "0000-0006-02"))
 		f.at(d2.Add(time.Minute))
@@ -241,6 +242,13 @@ func TestReportResentAsFirstSent(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.at(d2.Add(2 * time.Minute))
+		if again := f.report(d1, d2, false); len(again.Voided) != 0 {
+			t.Fatalf("a void by a hub behind went into a period already built: %v", claims(again))
+		}
+		// A hub of a release before the floor voids it inside the period.
+		if _, err := f.db.ExecContext(ctx, f.db.Rebind(`UPDATE indicia SET voided_at = ? WHERE label = ?`), d2.Add(-time.Minute).UnixMicro(), "0000-0006-02"); err != nil {
+			t.Fatal(err)
+		}
 		rebuilt := f.report(d1, d2, false)
 		if len(rebuilt.Voided) != 1 {
 			t.Fatalf("rebuilt claims %v", claims(rebuilt))

@@ -422,9 +422,12 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 	if l.db.Dialect == store.Postgres {
 		l.queueChecks(&reads, batch, priors, used)
 	}
+	var floor int64
+	reads.QueryRow(func(scan func(...any) error) error { return scan(&floor) }, floorQuery)
 	if err := tx.Run(ctx, &reads); err != nil {
 		return nil, fmt.Errorf("ledger: read: %w", err)
 	}
+	now = notBefore(now, floor) // never into a period a report was built for
 	for _, serial := range serials {
 		c := chains[serial]
 		row := c.p

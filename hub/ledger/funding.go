@@ -143,6 +143,10 @@ func (l *Ledger) completePurchase(ctx context.Context, reqID string, amt protoco
 	defer func() { l.lockOnTamper(err) }()
 	now := l.cfg.Now()
 	err = l.inTx(ctx, func(tx *sql.Tx) error {
+		now, err := l.floored(ctx, tx, now)
+		if err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE fund_purchases SET state = 'done', pa_ref = ?, done_at = ? WHERE request_id = ? AND state = 'pending'`),
 			p.ID, micros(now), reqID)
 		if err != nil {
@@ -233,11 +237,15 @@ func (l *Ledger) FundMPSD(ctx context.Context, serial uint32, amount protocol.Mi
 			return protocol.Errorf(protocol.CodeFundsUnavailable, "the GPSD holds %s, cannot fund %s", g.DR, amount)
 		}
 		g.DR, g.AR, m.DR = g.DR-amount, g.AR+amount, m.DR+amount
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO fundings (mpsd, amount, at, request_id) VALUES (?, ?, ?, 'operator')`),
-			serial, amount, micros(now)); err != nil {
+		at, err := l.floored(ctx, tx, now)
+		if err != nil {
 			return err
 		}
-		if err := l.appendAudit(ctx, tx, now, []auditEntry{
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO fundings (mpsd, amount, at, request_id) VALUES (?, ?, ?, 'operator')`),
+			serial, amount, micros(at)); err != nil {
+			return err
+		}
+		if err := l.appendAudit(ctx, tx, at, []auditEntry{
 			{PSD: GPSDSerial, Kind: auditFundOut, Amount: amount, AR: g.AR, DR: g.DR, Ref: fmt.Sprintf("mpsd %d", serial)},
 			{PSD: serial, Kind: auditFundIn, Amount: amount, AR: m.AR, DR: m.DR, Ref: "gpsd"},
 		}); err != nil {

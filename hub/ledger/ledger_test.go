@@ -632,7 +632,7 @@ func TestInspectionWatchdog(t *testing.T) {
 			t.Fatalf("after 121 days: %v", err)
 		}
 		// A postal report resets the clock.
-		rep, err := f.l.BuildReport(ctx, f.clock.Now().Add(-200*24*time.Hour), f.clock.Now().Add(time.Second))
+		rep, err := f.l.BuildReport(ctx, f.clock.Now().Add(-200*24*time.Hour), f.clock.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

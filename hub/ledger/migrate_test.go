@@ -249,7 +249,7 @@ func TestMigrateToChainPerPSD(t *testing.T) {
 					t.Fatalf("after a new sale: %v %v", r.Violations, err)
 				}
 				// The report anchors chain 0 beside the PSDs' chains.
-				rep, err := l.BuildReport(ctx, time.Now().Add(-2*time.Hour), time.Now().Add(time.Minute))
+				rep, err := l.BuildReport(ctx, time.Now().Add(-2*time.Hour), time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -259,7 +259,7 @@ func TestMigrateToChainPerPSD(t *testing.T) {
 				// The MPSD's registers at the start of a period that began
 				// after chain 0's entries and before its own chain opened
 				// come from chain 0.
-				rep, err = l.BuildReport(ctx, time.Now().Add(-30*time.Minute), time.Now().Add(time.Minute))
+				rep, err = l.BuildReport(ctx, time.Now().Add(-30*time.Minute), time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -80,8 +80,9 @@ func failReason(r string) string {
 const (
 	// voidIndicium begins every void: the state and the live mark change
 	// together, or the label stays held (schema v33), and voided_at, its
-	// first argument, says which postal report claims it back (v40).
-	voidIndicium = `UPDATE indicia SET state = 'voided', live = NULL, voided_at = ?, `
+	// first argument raised to the report floor, says which postal report
+	// claims it back (v40, v43).
+	voidIndicium = `UPDATE indicia SET state = 'voided', live = NULL, voided_at = ` + flooredArg + `, `
 
 	printedQuery = `UPDATE indicia SET state = 'printed', printed_at = ?
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`

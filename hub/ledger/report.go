@@ -24,6 +24,14 @@ func (l *Ledger) BuildReport(ctx context.Context, from, to time.Time) (*postal.R
 	if !from.Before(to) {
 		return nil, fmt.Errorf("ledger: report: from %s is not before to %s", from, to)
 	}
+	if now := l.cfg.Now(); to.After(now) {
+		return nil, fmt.Errorf("ledger: report: the period ends at %s, after now (%s): only a period that has ended is reported",
+			to.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	// Rows written from here on are dated from to: into the next report.
+	if err := l.raiseFloor(ctx, to); err != nil {
+		return nil, fmt.Errorf("ledger: report: %w", err)
+	}
 	r := &postal.Report{ReportID: fmt.Sprintf("%s-%d-%d", l.cfg.Vendor, from.UnixMicro(), to.UnixMicro()), Vendor: l.cfg.Vendor,
 		Licence: l.cfg.Licence, From: from.UTC(), To: to.UTC(), Transactions: []postal.Transaction{}, Voided: []postal.Transaction{},
 		Purchases: []postal.Bought{}, Fundings: []postal.Funding{}}
@@ -297,6 +305,9 @@ func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa Submitte
 		ORDER BY id LIMIT 1`), from, to).Scan(&first)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
+		if err := l.newPeriod(ctx, r.From, r.To); err != nil {
+			return "", fmt.Errorf("ledger: submit report: %w", err)
+		}
 	case err != nil:
 		return "", fmt.Errorf("ledger: submit report: the period sent before: %w", err)
 	case !bytes.Equal(first, body):
@@ -339,6 +350,38 @@ func (l *Ledger) SubmitReport(ctx context.Context, r *postal.Report, pa Submitte
 	}
 	l.log.Info("postal report accepted", "ref", ref, "from", r.From, "to", r.To, "indicia", r.Totals.Indicia)
 	return ref, l.CheckInspection(ctx)
+}
+
+// ErrReportPeriod is a report for a period that would leave a gap after the
+// last one accepted, or overlap one sent: the stamps of a gap are in no
+// report, and those of an overlap in two.
+var ErrReportPeriod = errors.New("ledger: the report's period must start where the last accepted one ended, and overlap none sent")
+
+// newPeriod checks that [from, to), never sent before, follows the periods
+// reported: from at or before where the last accepted one ended (the first
+// report may start before the GPSD was made), and no period sent (accepted,
+// or pending an answer) overlapping it.
+func (l *Ledger) newPeriod(ctx context.Context, from, to time.Time) error {
+	until, err := l.ReportedUntil(ctx)
+	if err != nil {
+		return err
+	}
+	if micros(from) > micros(until) { // periods are kept in microseconds
+		return fmt.Errorf("%w: from %s would leave %s to %s in no report", ErrReportPeriod,
+			from.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339), from.UTC().Format(time.RFC3339))
+	}
+	var f, t sql.NullInt64
+	err = l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT period_from, period_to FROM reports WHERE state IN ('pending', 'accepted')
+		AND period_from < ? AND period_to > ? ORDER BY id LIMIT 1`), micros(to), micros(from)).Scan(&f, &t)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%w: %s to %s overlaps the period %s to %s sent before", ErrReportPeriod,
+		from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339),
+		time.UnixMicro(f.Int64).UTC().Format(time.RFC3339), time.UnixMicro(t.Int64).UTC().Format(time.RFC3339))
 }
 
 // reportChanged tells ops that a period's report, built again, differs

@@ -112,6 +112,7 @@ func TestReportNamesCompromiseDayWestOfUTC(t *testing.T) {
 			VALUES (7, 'key-7', '', ?, ?, ?)`), compromised.Add(-90*24*time.Hour).UnixMicro(), compromised.UnixMicro(), noted.UnixMicro()); err != nil {
 			t.Fatal(err)
 		}
+		f.at(noted.Add(2 * time.Hour)) // the period has ended
 		rep, err := f.l.BuildReport(ctx, noted.Add(-time.Hour), noted.Add(time.Hour))
 		if err != nil {
 			t.Fatal(err)

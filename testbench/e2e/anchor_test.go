@@ -19,8 +19,8 @@ func TestAuditChainWipedUnderStoppedHub(t *testing.T) {
 	if status, rc := sell(t, d, map[string]any{"rate_class": "1100", "weight_mg": 20_000, "payment": card("tok_approve")}); status != http.StatusOK || len(rc.Labels) != 1 {
 		t.Fatalf("sale: %d %+v", status, rc)
 	}
-	day := time.Now().UTC()
-	out, err := d.Hub("report", "--from", day.AddDate(0, 0, -1).Format(time.DateOnly), "--to", day.AddDate(0, 0, 1).Format(time.DateOnly))
+	now := time.Now().UTC() // the period reported ends now: after the sale
+	out, err := d.Hub("report", "--from", now.AddDate(0, 0, -1).Format(time.DateOnly), "--to", now.Format(time.RFC3339Nano))
 	if err != nil || !strings.Contains(out, "accepted by the postal authority") {
 		t.Fatalf("hub report: %v\n%s", err, out)
 	}

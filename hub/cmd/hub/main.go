@@ -166,8 +166,8 @@ func run(args []string) int {
 	amount := of("account fund").String("amount", "", "dollars")
 	zip := of("account add", "kiosk add", "store set").String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add, store set: the store's ZIP, which its kiosks sign as the origin")
 	zone := of("kiosk add", "store set").String("time-zone", "", "the store's IANA time zone (America/Chicago): its stamps carry its date, and new rate tables take over at its midnight (default: the hub's)")
-	from := of("report").String("from", "", "first day (2006-01-02, inclusive)")
-	to := of("report").String("to", "", "last day (2006-01-02, exclusive)")
+	from := of("report").String("from", "", "the period's start (2006-01-02, midnight UTC, or RFC 3339), where the last accepted report ended")
+	to := of("report").String("to", "", "its end (exclusive), a time that has passed")
 	role := of("operator add").String("role", "ops", "ops (everything) or staff (their --stores only)")
 	stores := of("operator add").String("stores", "", "comma-separated stores of a staff operator")
 	tokenName := of("operator token").String("name", "cli", "what the token is for")
@@ -472,10 +472,10 @@ func keysCmd(ctx context.Context, h *hub.Hub, cmd string) int {
 }
 
 func reportCmd(ctx context.Context, h *hub.Hub, from, to string) int {
-	f, err1 := time.Parse(time.DateOnly, from)
-	t, err2 := time.Parse(time.DateOnly, to)
+	f, err1 := parseInstant(from)
+	t, err2 := parseInstant(to)
 	if err1 != nil || err2 != nil {
-		fmt.Fprintln(os.Stderr, "hub report: want --from and --to as 2006-01-02")
+		fmt.Fprintln(os.Stderr, "hub report: want --from and --to as 2006-01-02 (midnight UTC) or RFC 3339")
 		return 2
 	}
 	r, err := h.Ledger().BuildReport(ctx, f, t)
@@ -493,6 +493,14 @@ func reportCmd(ctx context.Context, h *hub.Hub, from, to string) int {
 	}
 	fmt.Println("accepted by the postal authority:", ref)
 	return 0
+}
+
+// parseInstant reads a day (its midnight UTC) or an RFC 3339 time.
+func parseInstant(s string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339, s)
 }
 
 func newLogger(format string) *slog.Logger {
