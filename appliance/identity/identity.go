@@ -61,10 +61,50 @@ func Load(files Files, hub, pin string, now func() time.Time) (*Identity, error)
 		now = time.Now
 	}
 	id := &Identity{files: files, hub: hub, pin: pin, now: now}
+	if err := rollForward(files); err != nil {
+		return nil, err
+	}
 	if err := id.reload(); err != nil {
 		return nil, err
 	}
 	return id, nil
+}
+
+// rollForward finishes a renewal that a power cut stopped between write's
+// renames: a certificate in place with the other's key, the missing half
+// still in its .new file. Keys are never reused, so only one pair of the
+// files in place and the .new ones can match; it is put in place. A pair
+// that matches already is left alone (a cut before the renames: the old
+// identity, still valid).
+func rollForward(files Files) error {
+	cert := []string{files.Cert, files.Cert + ".new"}
+	key := []string{files.Key, files.Key + ".new"}
+	for _, c := range cert {
+		for _, k := range key {
+			if _, err := tls.LoadX509KeyPair(c, k); err != nil {
+				continue
+			}
+			if c == files.Cert && k == files.Key {
+				return nil
+			}
+			for _, mv := range [][2]string{{c, files.Cert}, {k, files.Key}} {
+				if mv[0] == mv[1] {
+					continue
+				}
+				if err := os.Rename(mv[0], mv[1]); err != nil {
+					return fmt.Errorf("identity: finish renewal: %w", err)
+				}
+			}
+			if err := SyncDir(filepath.Dir(files.Cert)); err != nil {
+				return fmt.Errorf("identity: finish renewal: %w", err)
+			}
+			if err := SyncDir(filepath.Dir(files.Key)); err != nil {
+				return fmt.Errorf("identity: finish renewal: %w", err)
+			}
+			return nil
+		}
+	}
+	return nil // nothing matches: reload says why
 }
 
 func (id *Identity) reload() error {
@@ -265,30 +305,47 @@ func post[T any](ctx context.Context, tc *tls.Config, url string, v any, out *T,
 // write puts the identity's files in place, the key last so that a
 // half-written identity never pairs a new key with an old certificate.
 func write(files Files, key *ecdsa.PrivateKey, certPEM, caPEM []byte) error {
-	if _, err := tls.X509KeyPair(certPEM, keyPEM(key)); err != nil {
-		return fmt.Errorf("the certificate is not for our key: %w", err)
+	steps, err := writeSteps(files, key, certPEM, caPEM)
+	if err != nil {
+		return err
 	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeSteps are write's steps in order, each durable once done: a power
+// cut may stop them after any one, and Load (rollForward) then finds the
+// old pair or finishes the new one.
+func writeSteps(files Files, key *ecdsa.PrivateKey, certPEM, caPEM []byte) ([]func() error, error) {
+	if _, err := tls.X509KeyPair(certPEM, keyPEM(key)); err != nil {
+		return nil, fmt.Errorf("the certificate is not for our key: %w", err)
+	}
+	var steps []func() error
 	for _, f := range []struct {
 		path string
 		data []byte
 		mode os.FileMode
 	}{{files.CA, caPEM, 0o644}, {files.Cert + ".new", certPEM, 0o644}, {files.Key + ".new", keyPEM(key), 0o600}} {
-		if err := WriteFile(f.path, f.data, f.mode); err != nil {
-			return err
-		}
+		steps = append(steps, func() error { return WriteFile(f.path, f.data, f.mode) })
 	}
-	// Key and certificate go in as a pair: the certificate first, then the
-	// key; a reader that finds them mismatched (power cut between) reloads.
-	if err := os.Rename(files.Cert+".new", files.Cert); err != nil {
-		return err
+	// Key and certificate go in as a pair, one rename each; a cut between
+	// leaves them mismatched, and the next Load renames the other in.
+	for _, p := range []string{files.Cert, files.Key} {
+		steps = append(steps, func() error {
+			if err := os.Rename(p+".new", p); err != nil {
+				return fmt.Errorf("write %s: %w", p, err)
+			}
+			if err := SyncDir(filepath.Dir(p)); err != nil {
+				return fmt.Errorf("write %s: %w", p, err)
+			}
+			return nil
+		})
 	}
-	if err := os.Rename(files.Key+".new", files.Key); err != nil {
-		return err
-	}
-	if err := SyncDir(filepath.Dir(files.Cert)); err != nil {
-		return err
-	}
-	return SyncDir(filepath.Dir(files.Key))
+	return steps, nil
 }
 
 func keyPEM(key *ecdsa.PrivateKey) []byte {
