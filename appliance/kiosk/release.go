@@ -24,7 +24,8 @@ import (
 const healthDefault = 2 * time.Minute
 
 // onUpdate handles an update command. It returns nil when there is no
-// answer yet: the download failed for now, or the release is on trial.
+// answer yet: the download failed for now, or a release is on trial (this
+// one, or another that must end first).
 func (k *Kiosk) onUpdate(ctx context.Context, c *protocol.Command) (res *protocol.CommandResult, then func()) {
 	res = &protocol.CommandResult{CommandID: c.CommandID, KioskID: k.cfg.ID, Status: protocol.ResultOK, Firmware: k.cfg.Firmware}
 	refuse := func(err error) (*protocol.CommandResult, func()) {
@@ -61,6 +62,16 @@ func (k *Kiosk) onUpdate(ctx context.Context, c *protocol.Command) (res *protoco
 			return refuse(err)
 		}
 	}
+	if t := st.Trial(); t != nil && t.Version == st.Current() {
+		// Another release is on trial (ops started a new rollout before
+		// the last one's trial ended). Installing over it would make an
+		// unproven release the fallback, so this update waits, unanswered:
+		// the hub sends it again every 15 s and it installs once the trial
+		// has ended, healthy or rolled back, within the trial's deadline.
+		// A refusal would count as a failure against the new rollout.
+		k.log.Warn("release not installed while another is on trial; the hub offers it again", "version", m.Version, "on_trial", t.Version, "deadline", t.Deadline)
+		return nil, nil
+	}
 	if _, err := st.Stage(ctx, k.cfg.Downloads, k.cfg.HubURL, c.Release, runtime.GOARCH); err != nil {
 		var perr *protocol.Error
 		if errors.As(err, &perr) {
@@ -80,6 +91,10 @@ func (k *Kiosk) onUpdate(ctx context.Context, c *protocol.Command) (res *protoco
 	k.saleMu.Lock() // no sale in hand, and none starts: held until the process ends
 	if err := st.Install(c.CommandID, m.Version, health); err != nil {
 		k.saleMu.Unlock()
+		if errors.Is(err, update.ErrOnTrial) {
+			k.log.Warn("release not installed while another is on trial; the hub offers it again", "version", m.Version, "err", err)
+			return nil, nil
+		}
 		k.log.Error("release not installed", "version", m.Version, "err", err)
 		return refuse(err)
 	}

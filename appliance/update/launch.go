@@ -63,6 +63,13 @@ func (s *Store) Launch(log *slog.Logger) error {
 	return s.exec(cur)
 }
 
+// ownTrial reports whether t is still the trial on disk: not ended by
+// its health check, nor replaced by a later install.
+func (s *Store) ownTrial(t *Trial) bool {
+	d := s.Trial()
+	return d != nil && d.Version == t.Version && d.CommandID == t.CommandID
+}
+
 func name(version string) string {
 	if version == "" {
 		return "the packaged binary"
@@ -122,7 +129,7 @@ func (s *Store) supervise(t *Trial, log *slog.Logger) error {
 			}
 			os.Exit(code)
 		case <-tick.C:
-			if s.Trial() != nil && time.Now().After(t.Deadline) {
+			if s.ownTrial(t) && time.Now().After(t.Deadline) {
 				log.Error("release on trial not healthy by its deadline; rolling back", "version", t.Version, "to", name(t.Previous))
 				cmd.Process.Signal(syscall.SIGTERM)
 				select {

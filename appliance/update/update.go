@@ -189,9 +189,19 @@ func hashFile(path string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
+// ErrOnTrial is an install refused because the release running is itself
+// on trial: its fallback is the last release that passed a health check,
+// and only its own trial may end it (healthy, or rolled back). Try again
+// once it has ended.
+var ErrOnTrial = errors.New("update: the release running is on trial")
+
 // Install puts a staged release on trial: it runs from the next start,
-// which must pass its health check within health.
+// which must pass its health check within health. It refuses (ErrOnTrial)
+// while the current release is on trial.
 func (s *Store) Install(commandID, version string, health time.Duration) error {
+	if t := s.Trial(); t != nil && t.Version == s.Current() {
+		return fmt.Errorf("update: install %s: %s until %s: %w", version, t.Version, t.Deadline.UTC().Format(time.RFC3339), ErrOnTrial)
+	}
 	if _, err := os.Stat(s.BinaryOf(version)); err != nil {
 		return fmt.Errorf("update: install %s: %w", version, err)
 	}
