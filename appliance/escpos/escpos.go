@@ -23,6 +23,27 @@ const (
 // overflowing.
 const BandRows = 64
 
+// MaxRowBytes is the widest raster row Raster sends, 1024 dots: wider than
+// any thermal label or receipt head. With BandRows it bounds how much data
+// a printer can still be waiting for when a sender dies mid-image.
+const MaxRowBytes = 128
+
+// rasterHeader is the length of GS v 0 m xL xH yL yH.
+const rasterHeader = 8
+
+// Resync brings a printer out of a command a dead sender cut short, above
+// all a raster band: the printer would take whatever comes next as image
+// data, status queries included. It is zeros enough for the largest band
+// Raster sends, header and all, then ESC @. A zero is a white dot in
+// raster data (the interrupted label, spoiled anyway, gets a blank tail),
+// completes a header with an out-of-range size (the command is ignored),
+// and alone is NUL, which ESC/POS printers ignore: sent to a printer with
+// nothing pending, it prints nothing and feeds nothing.
+func Resync() []byte {
+	b := make([]byte, rasterHeader+MaxRowBytes*BandRows, rasterHeader+MaxRowBytes*BandRows+2)
+	return append(b, Init()...)
+}
+
 // Init resets the printer: ESC @.
 func Init() []byte { return []byte{esc, '@'} }
 
@@ -38,10 +59,10 @@ func Raster(img image.Image) ([]byte, error) {
 		return nil, errors.New("escpos: raster: empty image")
 	}
 	rowBytes := (w + 7) / 8
-	if rowBytes > 0xFFFF {
-		return nil, fmt.Errorf("escpos: raster: %d dots wide is too wide", w)
+	if rowBytes > MaxRowBytes {
+		return nil, fmt.Errorf("escpos: raster: %d dots wide is wider than %d", w, MaxRowBytes*8)
 	}
-	out := make([]byte, 0, h*rowBytes+(h/BandRows+1)*8)
+	out := make([]byte, 0, h*rowBytes+(h/BandRows+1)*rasterHeader)
 	for y0 := 0; y0 < h; y0 += BandRows {
 		rows := min(BandRows, h-y0)
 		out = append(out, gs, 'v', '0', 0, byte(rowBytes), byte(rowBytes>>8), byte(rows), byte(rows>>8))

@@ -41,9 +41,13 @@ type Printer struct {
 	mu      sync.Mutex
 	port    Port
 	timeout time.Duration
+	// stale: the printer may be inside a command cut short (a kiosk that
+	// died mid-label, a failed write), so it is resynced before the next.
+	stale bool
 }
 
-// New returns a printer on port. timeout bounds each status reply; zero
+// New returns a printer on port, which has seen nothing from this kiosk
+// but what it sends from now on. timeout bounds each status reply; zero
 // means 500 ms.
 func New(port Port, timeout time.Duration) *Printer {
 	if timeout == 0 {
@@ -52,10 +56,47 @@ func New(port Port, timeout time.Duration) *Printer {
 	return &Printer{port: port, timeout: timeout}
 }
 
+// Open is New for a printer that stayed powered while the kiosk started:
+// the kiosk before may have died mid-label, leaving it waiting for the
+// rest of an image, so the first use resyncs it (escpos.Resync).
+func Open(port Port, timeout time.Duration) *Printer {
+	p := New(port, timeout)
+	p.stale = true
+	return p
+}
+
+// resync sends escpos.Resync, then a cut if a label is known to be half
+// printed: it is spoiled (the kiosk records that label failed) and comes
+// off by itself rather than ahead of the next stamp. A printer only
+// maybe stale (Open) gets no cut, so a normal start feeds no paper.
+func (p *Printer) resync(cut bool) error {
+	job := escpos.Resync()
+	if cut {
+		job = append(job, escpos.Cut()...)
+	}
+	if _, err := p.port.Write(job); err != nil {
+		p.stale = true
+		return fmt.Errorf("printer: resync: %w", err)
+	}
+	p.stale = false
+	return nil
+}
+
+// fresh resyncs a stale printer before it is used.
+func (p *Printer) fresh() error {
+	if !p.stale {
+		return nil
+	}
+	return p.resync(false)
+}
+
 // Status asks DLE EOT 1-4.
 func (p *Printer) Status() (escpos.Status, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.fresh(); err != nil {
+		return escpos.Status{}, err
+	}
 	return p.status()
 }
 
@@ -69,6 +110,7 @@ func (p *Printer) status() (escpos.Status, error) {
 	var reply [4]byte
 	for i := range reply {
 		if _, err := p.port.Write(escpos.StatusQuery(byte(i + 1))); err != nil {
+			p.stale = true // maybe half a query sent
 			return escpos.Status{}, fmt.Errorf("printer: status: %w", err)
 		}
 		n, err := p.port.Read(reply[i : i+1])
@@ -96,12 +138,18 @@ func (p *Printer) Print(label image.Image) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.fresh(); err != nil {
+		return err
+	}
 	if err := p.ready(); err != nil {
 		return err
 	}
 	job := append(escpos.Init(), raster...)
 	job = append(job, escpos.Cut()...)
 	if _, err := p.port.Write(job); err != nil {
+		if rerr := p.resync(true); rerr != nil {
+			return fmt.Errorf("printer: print: %w (and %w)", err, rerr)
+		}
 		return fmt.Errorf("printer: print: %w", err)
 	}
 	return p.ready()
@@ -112,10 +160,18 @@ func (p *Printer) Print(label image.Image) error {
 func (p *Printer) PrintReceipt(job []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.fresh(); err != nil {
+		return err
+	}
 	if err := p.ready(); err != nil {
 		return err
 	}
 	if _, err := p.port.Write(job); err != nil {
+		// No cut: ESC @ has put the label roll back, and a receipt
+		// half printed spoils no stamp.
+		if rerr := p.resync(false); rerr != nil {
+			return fmt.Errorf("printer: receipt: %w (and %w)", err, rerr)
+		}
 		return fmt.Errorf("printer: receipt: %w", err)
 	}
 	return p.ready()

@@ -229,6 +229,9 @@ func (p *Printer) command(r *bufio.Reader) error {
 		_, err = p.line.Master.Write([]byte{statusByte(f, n)})
 		return err
 	}
+	if b == 0 {
+		return nil // NUL alone: ignored, as ESC/POS printers do
+	}
 	if b == '\n' || b >= 0x20 {
 		p.mu.Lock()
 		p.text.put(b)

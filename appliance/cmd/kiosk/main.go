@@ -272,7 +272,7 @@ func run() int {
 	if head != nil {
 		cfg.LabelCheck = head
 	}
-	k, err := kiosk.New(cfg, printer.New(port, 0), log)
+	k, err := kiosk.New(cfg, printer.Open(port, 0), log) // Open: the kiosk before may have died mid-label
 	if err != nil {
 		log.Error("kiosk", "err", err)
 		return 2
