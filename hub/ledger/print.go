@@ -601,8 +601,9 @@ func (l *Ledger) IndiciumStatus(ctx context.Context, meter string, label protoco
 	} else {
 		mpsd = uint32(n)
 	}
-	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT state, COALESCE(void_reason, '') FROM indicia WHERE mpsd = ? AND label = ? AND (? = 0 OR ar = ?)
-		UNION ALL SELECT 'voided', 'spoiled: ' || reason FROM spoiled WHERE mpsd = ? AND label = ? AND (? = 0 OR ar = ?)`),
+	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT i.state, COALESCE(i.void_reason, ''), i.data, COALESCE(k.compromised_at, 0)
+			FROM indicia i LEFT JOIN signing_keys k ON k.cert_serial = i.cert_serial WHERE i.mpsd = ? AND i.label = ? AND (? = 0 OR i.ar = ?)
+		UNION ALL SELECT 'voided', 'spoiled: ' || reason, data, 0 FROM spoiled WHERE mpsd = ? AND label = ? AND (? = 0 OR ar = ?)`),
 		mpsd, label.String(), ar, ar, mpsd, label.String(), ar, ar)
 	if err != nil {
 		return "", "", fmt.Errorf("ledger: indicium status: %w", err)
@@ -611,11 +612,19 @@ func (l *Ledger) IndiciumStatus(ctx context.Context, meter string, label protoco
 	status = "unknown"
 	for rows.Next() {
 		var st, why string
-		if err := rows.Scan(&st, &why); err != nil {
+		var data []byte
+		var compromised int64
+		if err := rows.Scan(&st, &why, &data, &compromised); err != nil {
 			return "", "", fmt.Errorf("ledger: indicium status: %w", err)
 		}
 		if st != "voided" {
-			return "valid", "", nil // the live one; any others on the label were voided before it
+			// The live one; any others on the label were voided before it.
+			// A stamp its key's compromise voids, as every verifier reads
+			// the rule, is not valid here either.
+			if in, err := protocol.ParseIndicium(data); err == nil && compromised != 0 && in.Date >= protocol.CompromiseDate(time.UnixMicro(compromised)) {
+				return "voided", "key_compromised", nil
+			}
+			return "valid", "", nil
 		}
 		status, reason = "voided", why
 	}
