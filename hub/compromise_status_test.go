@@ -13,13 +13,18 @@ import (
 )
 
 // A stamp its key's compromise voids (dated on or after the day the
-// compromise names) is refused by every verifier, so the hub's own status
-// service does not call it valid; a stamp of the key that replaced it is.
-func TestCompromisedKeysStampsNotValid(t *testing.T) {
+// compromise names) is refused by every verifier. The hub does not call it
+// valid; the leader voids it, refunds its buyer once and claims it back in
+// the postal report. A stamp of the key that replaced it stays valid.
+func TestCompromisedKeysStampsVoidedAndRefunded(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, func(c *hub.Config) { c.KeyCheckEvery = 10 * time.Millisecond })
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
+	from, err := e.h.Ledger().ReportedUntil(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	res := decode(t, k.ask(purchase("c-1", "kiosk-1", "1966-F8CF-01", nil)))
 	if res.Status != protocol.ResultOK {
 		t.Fatal(res.Error)
@@ -31,28 +36,65 @@ func TestCompromisedKeysStampsNotValid(t *testing.T) {
 	if err := e.h.Keys().Compromise(ctx, old.CertSerial, e.clock.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	compromised := []*protocol.Indicium{old} // and any signed before the hub saw it
 	var fresh *protocol.Indicium
 	n := 1
 	wait.For(t, 10*time.Second, "a sale signed by the new key", func() bool {
-		n++ // a label each try: one signed before the hub saw the compromise is used
+		n++ // a label each try
 		res := decode(t, k.ask(purchase(fmt.Sprintf("c-%d", n), "kiosk-1", fmt.Sprintf("1966-F8CF-%02d", n), nil)))
 		if res.Status != protocol.ResultOK {
 			return false
 		}
-		fresh, err = protocol.ParseIndicium(res.Indicia[0].Matrix)
-		return err == nil && fresh.CertSerial != old.CertSerial
+		in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
+		if err != nil || in.CertSerial == old.CertSerial {
+			compromised = append(compromised, in)
+			return false
+		}
+		fresh = in
+		return true
 	})
 	base := "http://" + e.h.HTTPAddr
-	for _, c := range []struct {
-		in   *protocol.Indicium
-		want string
-	}{{old, verify.LedgerVoided}, {fresh, verify.LedgerValid}} {
-		st, err := verify.FetchLedgerStatus(ctx, base, nil, c.in)
+	status := func(in *protocol.Indicium) verify.LedgerStatus {
+		t.Helper()
+		st, err := verify.FetchLedgerStatus(ctx, base, nil, in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Status != c.want {
-			t.Errorf("certificate %d's stamp: %s (%s), want %s", c.in.CertSerial, st.Status, st.Reason, c.want)
+		return st
+	}
+	if st := status(old); st.Status != verify.LedgerVoided || st.Reason != "key_compromised" {
+		t.Errorf("the compromised key's stamp before the leader's round: %+v", st)
+	}
+	before := e.cards.Totals().Refunded
+	e.h.Round()
+	e.h.Round() // once only
+	if got, want := e.cards.Totals().Refunded-before, int64(780*len(compromised)); got != want {
+		t.Errorf("refunded %d mills for %d stamps of the compromised key, want %d", got, len(compromised), want)
+	}
+	vl, err := verify.FetchVoidList(ctx, base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range compromised {
+		if _, voided := vl.Voided(in); !voided {
+			t.Errorf("label %s of the compromised key is not on the void list", in.Label)
 		}
+	}
+	if st := status(fresh); st.Status != verify.LedgerValid {
+		t.Errorf("the new key's stamp: %+v", st)
+	}
+	e.clock.Set(e.clock.Now().Add(time.Minute))
+	r, err := e.h.Ledger().BuildReport(ctx, from, e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Voided) != len(compromised) {
+		t.Errorf("the report claims %d stamps back, want the %d of the compromised key", len(r.Voided), len(compromised))
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, r, e.h.Postal()); err != nil {
+		t.Fatalf("the authority refused the report: %v", err)
+	}
+	if rep, err := e.h.Ledger().Check(ctx); err != nil || !rep.OK() {
+		t.Fatalf("ledger check: %v %v", rep.Violations, err)
 	}
 }

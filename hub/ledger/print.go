@@ -69,7 +69,7 @@ const (
 // word (jam, paper_out, ...) when that is a short lower-case token and not
 // one of the hub's, else print_failed.
 func failReason(r string) string {
-	ok := r != "" && len(r) <= 32 && r != reasonRefund && r != reasonRemedy && r != reasonRetired &&
+	ok := r != "" && len(r) <= 32 && r != reasonRefund && r != reasonRemedy && r != reasonRetired && r != reasonCompromised &&
 		strings.Trim(r, "abcdefghijklmnopqrstuvwxyz_") == ""
 	if !ok {
 		return "print_failed"
@@ -235,7 +235,7 @@ func (l *Ledger) RefundsDue(ctx context.Context, since, before time.Time) ([]Ref
 		if d.Label, err = protocol.ParseLabelSerial(label); err != nil || d.SaleID == "" {
 			continue // not a label's refund
 		}
-		d.TakenBack = reason == reasonRefund
+		d.TakenBack = reason == reasonRefund || reason == reasonCompromised
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -325,8 +325,8 @@ func (l *Ledger) FailedPrints(ctx context.Context, since time.Time, min int) ([]
 	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT kiosk_id, COUNT(*),
 			(SELECT COUNT(*) FROM indicia t WHERE t.kiosk_id = v.kiosk_id AND t.created_at >= ?)
 		FROM indicia v
-		WHERE live IS NULL AND created_at >= ? AND kiosk_id NOT LIKE 'web-%' AND COALESCE(void_reason, '') NOT IN (?, ?)
-		GROUP BY kiosk_id HAVING COUNT(*) >= ?`), micros(since), micros(since), reasonRefund, reasonRetired, min)
+		WHERE live IS NULL AND created_at >= ? AND kiosk_id NOT LIKE 'web-%' AND COALESCE(void_reason, '') NOT IN (?, ?, ?)
+		GROUP BY kiosk_id HAVING COUNT(*) >= ?`), micros(since), micros(since), reasonRefund, reasonRetired, reasonCompromised, min)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: failed prints: %w", err)
 	}

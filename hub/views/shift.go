@@ -86,7 +86,7 @@ func (v *Views) Shift(ctx context.Context, store, kiosk string, from, to time.Ti
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, v.db.Rebind(`SELECT i.rate_class, COUNT(*), SUM(i.postage),
-				SUM(CASE WHEN i.state = 'voided' AND COALESCE(i.void_reason, '') <> 'refund_requested' THEN 1 ELSE 0 END)
+				SUM(CASE WHEN i.state = 'voided' AND COALESCE(i.void_reason, '') NOT IN ('refund_requested', 'key_compromised') THEN 1 ELSE 0 END)
 			FROM sales s JOIN kiosks k ON k.kiosk_id = s.kiosk_id JOIN indicia i ON i.kiosk_id = s.kiosk_id AND i.request_id = s.request_id
 			WHERE s.status = 'ok' AND s.created_at >= ? AND s.created_at < ?`+of+` GROUP BY i.rate_class ORDER BY i.rate_class`), sargs...)
 		if err != nil {

@@ -1,0 +1,127 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/frank-postage/frank/protocol"
+)
+
+// reasonCompromised voids a live stamp that its key's compromise made
+// void: every verifier refuses it, so its buyer gets the postage back and
+// the postal report claims it.
+const reasonCompromised = "key_compromised"
+
+// compromisedStamp is a live stamp a compromise voids.
+type compromisedStamp struct {
+	id                 int64
+	kioskID, requestID string
+	label              protocol.LabelSerial
+	postage            protocol.Mills
+}
+
+// VoidCompromised voids every live stamp of a compromised key dated on or
+// after the day its compromise names (protocol.CompromiseDate), recording
+// each one's refund due in the same transaction, before any money moves,
+// as a stamp taken back at the counter is (RefundsDue finishes what the
+// caller does not). Hubs may still sign with the key for a moment after
+// the compromise is recorded, so a key's stamps are looked for again at
+// every call until settle has passed since the compromise was noted; then
+// the key is marked swept and not read again.
+func (l *Ledger) VoidCompromised(ctx context.Context, settle time.Duration) ([]RefundDue, error) {
+	now := l.cfg.Now()
+	var out []RefundDue
+	err := l.inTx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		type key struct {
+			serial             uint32
+			compromised, noted int64
+		}
+		var keys []key
+		rows, err := tx.QueryContext(ctx, `SELECT cert_serial, compromised_at, COALESCE(compromise_noted_at, compromised_at) FROM signing_keys
+			WHERE compromised_at IS NOT NULL AND compromise_swept_at IS NULL ORDER BY cert_serial`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.serial, &k.compromised, &k.noted); err != nil {
+				rows.Close()
+				return err
+			}
+			keys = append(keys, k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			stamps, err := l.compromisedStamps(ctx, tx, k.serial, protocol.CompromiseDate(time.UnixMicro(k.compromised)))
+			if err != nil {
+				return err
+			}
+			for _, s := range stamps {
+				res, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at, reason) VALUES (?, 'refund', ?, ?, ?, ?, ?)
+					ON CONFLICT DO NOTHING`), s.label.String(), s.kioskID, s.requestID, s.postage, micros(now), reasonCompromised)
+				if err != nil {
+					return err
+				}
+				if n, err := res.RowsAffected(); err != nil || n == 0 {
+					l.log.Error("a compromised key's stamp has a remedy already; left live for ops", "label", s.label, "kiosk", s.kioskID, "request_id", s.requestID)
+					continue
+				}
+				if _, err := tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE id = ? AND state IN ('issued', 'printed')`),
+					micros(now), reasonCompromised, s.id); err != nil {
+					return err
+				}
+				out = append(out, RefundDue{KioskID: s.kioskID, SaleID: s.requestID, RefundID: s.requestID, Label: s.label, TakenBack: true, Amount: s.postage})
+			}
+			if now.Sub(time.UnixMicro(k.noted)) > settle {
+				if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE signing_keys SET compromise_swept_at = ? WHERE cert_serial = ?`), micros(now), k.serial); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: void a compromised key's stamps: %w", err)
+	}
+	return out, nil
+}
+
+// compromisedStamps lists serial's live stamps dated from on. A stamp is
+// dated in its store's zone, within a day of UTC, so only those made from
+// two days before are read.
+func (l *Ledger) compromisedStamps(ctx context.Context, tx *sql.Tx, serial uint32, from protocol.Date) ([]compromisedStamp, error) {
+	day := time.Date(int(from/10000), time.Month(from/100%100), int(from%100), 0, 0, 0, 0, time.UTC)
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT id, kiosk_id, request_id, label, postage, data FROM indicia
+		WHERE cert_serial = ? AND state IN ('issued', 'printed') AND created_at >= ? ORDER BY id`), serial, micros(day.Add(-48*time.Hour)))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []compromisedStamp
+	for rows.Next() {
+		var s compromisedStamp
+		var label string
+		var data []byte
+		if err := rows.Scan(&s.id, &s.kioskID, &s.requestID, &label, &s.postage, &data); err != nil {
+			return nil, err
+		}
+		in, err := protocol.ParseIndicium(data)
+		if err != nil {
+			return nil, fmt.Errorf("indicium %d: %w", s.id, err)
+		}
+		if in.Date < from {
+			continue
+		}
+		if s.label, err = protocol.ParseLabelSerial(label); err != nil {
+			return nil, fmt.Errorf("indicium %d: %w", s.id, err)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
