@@ -52,7 +52,9 @@ func (v IndiciumVector) Bytes() []byte {
 	return b
 }
 
-// Indicia are valid v1 indicia signed by Key.
+// Indicia are valid v1 indicia signed by Key. Their signatures carry a
+// high s on purpose, as stamps signed before signers made s low do:
+// verifiers accept either half. LowS is the first one's low-s twin.
 var Indicia = []IndiciumVector{
 	{
 		Name: "first-class letter",
@@ -73,6 +75,17 @@ var Indicia = []IndiciumVector{
 			"30714378798a9cb577aac8bc16d9a331ef433ebf79d085d9615d983b4a69a0def7b862ee8735dcb46bddd99873f92f" +
 			"a47df2cde9434e3ed0d8c21750bf7e954b29",
 	},
+}
+
+// LowS is Indicia[0] with its signature's s replaced by n − s, the low half
+// signers use today: the same stamp, as protocol/README.md gives it beside
+// the high-s vector. Both verify with Key.
+var LowS = IndiciumVector{
+	Name:   "first-class letter, low s",
+	Fields: Indicia[0].Fields,
+	Hex: "0103000000014652324e02faf0bd000000030c00030c01352909000171500000000001011966f8cf01000f3f34313130" +
+		"309ee85822dc1fdb700f44d01517b9bcd1efe77e161362c85c6f744988f90744871ed7a609d00274ce78d9d86d3093dc" +
+		"fcdf397ca83596d30e37d8f1f5a59ba344",
 }
 
 // BadIndicium is a byte string that must not decode, and why.

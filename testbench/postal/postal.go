@@ -6,6 +6,7 @@
 package postal
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +81,13 @@ type Filed struct {
 	// Claims are the indicia the report claimed back, by meter and
 	// ascending register ("MPSD/AR"): each may be claimed once.
 	Claims []string `json:"claims,omitempty"`
+	// Usage are the indicia the report declared issued, by meter and
+	// ascending register ("MPSD/AR"): each may be reported once.
+	Usage []string `json:"usage,omitempty"`
+	// Registers are the PSDs' readings the report gave: the next report
+	// must start each PSD where this one left it. A report accepted
+	// before the authority kept them has none.
+	Registers []hubpostal.Reading `json:"registers,omitempty"`
 }
 
 // claimKey names a claimed indicium in Filed.Claims.
@@ -385,7 +394,7 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	if problems := a.audit(&rep); len(problems) > 0 {
 		a.log.Warn("report refused", "report", rep.ReportID, "problems", problems)
-		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "report does not add up", "problems": problems})
+		writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": refusal(problems), "problems": problems})
 		return
 	}
 	f := Filed{Ref: fmt.Sprintf("RPT-%06d", len(a.st.Reports)+1), ReportID: rep.ReportID, Vendor: rep.Vendor, Licence: rep.Licence, From: rep.From, To: rep.To,
@@ -393,6 +402,10 @@ func (a *Authority) postReport(w http.ResponseWriter, r *http.Request) {
 	for _, x := range rep.Voided {
 		f.Claims = append(f.Claims, claimKey(x))
 	}
+	for _, x := range rep.Transactions {
+		f.Usage = append(f.Usage, claimKey(x))
+	}
+	f.Registers = rep.Registers
 	a.st.Reports = append(a.st.Reports, f)
 	if err := a.save(); err != nil {
 		a.st.Reports = a.st.Reports[:len(a.st.Reports)-1]
@@ -552,6 +565,7 @@ func (a *Authority) audit(r *hubpostal.Report) []string {
 		}
 		claimed[claimKey(t)] = "this report"
 	}
+	a.sequence(r, fail)
 	sold := map[string]int64{}
 	var soldTotal int64
 	for _, p := range a.st.Purchases {
@@ -608,6 +622,155 @@ func (a *Authority) audit(r *hubpostal.Report) []string {
 		fail("GPSD movement does not match purchases %d and fundings %d", bought, funded)
 	}
 	return bad
+}
+
+// The checks that hold a report to the ones accepted before it, each
+// named at the start of the problems it finds.
+const (
+	checkPeriod     = "period"     // periods follow on from one another
+	checkUsage      = "usage"      // each indicium reported once
+	checkClaim      = "claim"      // each refund claim for an indicium reported
+	checkChain      = "chain"      // each MPSD's indicia chain from its starting register
+	checkContinuity = "continuity" // each PSD starts where the last report left it
+)
+
+// refusal is the error a refused report is answered with: the sequence
+// checks its problems name, if any.
+func refusal(problems []string) string {
+	var names []string
+	for _, p := range problems {
+		name, _, _ := strings.Cut(p, ":")
+		switch name {
+		case checkPeriod, checkUsage, checkClaim, checkChain, checkContinuity:
+			if !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return "report does not add up"
+	}
+	return "report does not add up: failed the " + strings.Join(names, ", ") + " check(s)"
+}
+
+// sequence holds a report to the vendor's reports accepted before it, as
+// an inspector reading them one after another would: its period starts
+// where the last one ended; every indicium is reported as used once, in
+// one report, and claimed back at most once, in the same report or a later
+// one (a spoiled indicium is both used and claimed in its own report);
+// each MPSD's indicia, in ascending register order, step from the
+// register it started the period at by their postage, with none missing;
+// and each PSD starts the period with the registers the last report ended
+// it at, or at zero when no report had it before. Funding moves only the
+// descending register, which the movement checks in audit cover. Reports
+// accepted before the authority kept usage and registers are taken on
+// trust for what they lack. The caller holds a.mu.
+func (a *Authority) sequence(r *hubpostal.Report, fail func(string, ...any)) {
+	var last *Filed
+	used := map[string]string{}
+	regs := map[uint32]hubpostal.Reading{}
+	regsFrom := map[uint32]string{}
+	usageKnown := true
+	for i := range a.st.Reports {
+		f := &a.st.Reports[i]
+		if f.Vendor != r.Vendor {
+			continue
+		}
+		last = f
+		for _, k := range f.Usage {
+			used[k] = f.Ref
+		}
+		if f.Indicia > 0 && len(f.Usage) == 0 {
+			usageKnown = false
+		}
+		for _, rd := range f.Registers {
+			regs[rd.Serial], regsFrom[rd.Serial] = rd, f.Ref
+		}
+	}
+	// (d) The period.
+	if !r.From.Before(r.To) {
+		fail("%s: from %s is not before to %s", checkPeriod, r.From.Format(time.RFC3339Nano), r.To.Format(time.RFC3339Nano))
+	}
+	// To the microsecond, the resolution hubs keep periods at.
+	if last != nil && r.From.UnixMicro() != last.To.UnixMicro() {
+		fail("%s: the period starts at %s, but the last report accepted, %s, ended at %s: periods must follow on without gap or overlap",
+			checkPeriod, r.From.Format(time.RFC3339Nano), last.Ref, last.To.Format(time.RFC3339Nano))
+	}
+	// (a) Usage: once in this report, never in an earlier one.
+	here := map[string]bool{}
+	for i, t := range r.Transactions {
+		k := claimKey(t)
+		switch {
+		case here[k]:
+			fail("%s: transaction %d (%s): mpsd %d AR %d is reported twice in this report", checkUsage, i, t.Label, t.MPSD, t.AR)
+		case used[k] != "":
+			fail("%s: transaction %d (%s): mpsd %d AR %d was reported before, in %s", checkUsage, i, t.Label, t.MPSD, t.AR, used[k])
+		}
+		here[k] = true
+	}
+	// A refund claim is for an indicium reported used, here or before.
+	if usageKnown {
+		for i, t := range r.Voided {
+			if k := claimKey(t); !here[k] && used[k] == "" {
+				fail("%s: refund claim %d (%s): mpsd %d AR %d was never reported as used", checkClaim, i, t.Label, t.MPSD, t.AR)
+			}
+		}
+	}
+	// (b) Each MPSD's indicia chain from its starting register.
+	readings := map[uint32]hubpostal.Reading{}
+	for _, rd := range r.Registers {
+		if rd.Kind != "gpsd" {
+			readings[rd.Serial] = rd
+		}
+	}
+	byMPSD := map[uint32][]hubpostal.Transaction{}
+	for _, t := range r.Transactions {
+		byMPSD[t.MPSD] = append(byMPSD[t.MPSD], t)
+	}
+	for _, serial := range slices.Sorted(maps.Keys(byMPSD)) {
+		rd, ok := readings[serial]
+		if !ok {
+			fail("%s: mpsd %d issued indicia but has no register reading", checkChain, serial)
+			continue
+		}
+		ts := byMPSD[serial]
+		slices.SortStableFunc(ts, func(x, y hubpostal.Transaction) int { return cmp.Compare(x.AR, y.AR) })
+		at, whole := rd.ARStart, true
+		for _, t := range ts {
+			if t.AR != at+t.Postage {
+				fail("%s: mpsd %d: the indicium on %s has AR %d, but after AR %d its postage %d makes AR %d (an indicium missing, repeated or out of the period)",
+					checkChain, serial, t.Label, t.AR, at, t.Postage, at+t.Postage)
+				whole = false
+				break
+			}
+			at = t.AR
+		}
+		if whole && at != rd.AR {
+			fail("%s: mpsd %d: its indicia end at AR %d, its register at AR %d", checkChain, serial, at, rd.AR)
+		}
+	}
+	// (c) Each PSD starts where the last report left it.
+	if last != nil && len(last.Registers) == 0 {
+		return
+	}
+	seen := map[uint32]bool{}
+	for _, rd := range r.Registers {
+		seen[rd.Serial] = true
+		p, ok := regs[rd.Serial]
+		switch {
+		case !ok && (rd.ARStart != 0 || rd.DRStart != 0):
+			fail("%s: %s %d starts at AR %d DR %d, but no report had it before: a new PSD starts at AR 0 DR 0",
+				checkContinuity, rd.Kind, rd.Serial, rd.ARStart, rd.DRStart)
+		case ok && (rd.ARStart != p.AR || rd.DRStart != p.DR):
+			fail("%s: %s %d starts at AR %d DR %d, but %s ended it at AR %d DR %d",
+				checkContinuity, rd.Kind, rd.Serial, rd.ARStart, rd.DRStart, regsFrom[rd.Serial], p.AR, p.DR)
+		}
+	}
+	for _, serial := range slices.Sorted(maps.Keys(regs)) {
+		if !seen[serial] {
+			fail("%s: %s %d, which %s gave, has no reading", checkContinuity, regs[serial].Kind, serial, regsFrom[serial])
+		}
+	}
 }
 
 // save writes the state file atomically; the caller holds a.mu.

@@ -41,7 +41,13 @@ func TestAuditHeadsPerChain(t *testing.T) {
 		{"twice", report(next, head(1, 4, "cc"), head(1, 4, "cc"), head(50_000_001, 9, "dd")), "chain 1 given twice"},
 		{"an earlier period", report(day.Add(-24*time.Hour), head(1, 1, "ee")), ""},
 	} {
-		problems := strings.Join(a.audit(c.r), "\n")
+		var heads []string // the other checks are tested on their own
+		for _, p := range a.audit(c.r) {
+			if strings.HasPrefix(p, "audit head:") {
+				heads = append(heads, p)
+			}
+		}
+		problems := strings.Join(heads, "\n")
 		if c.want == "" && problems != "" || !strings.Contains(problems, c.want) {
 			t.Errorf("%s: problems %q, want %q", c.name, problems, c.want)
 		}

@@ -130,7 +130,8 @@ type Key struct {
 }
 
 // CompromisedSigner says whether in was signed by a compromised key and
-// dated on or after the compromise's day, and since when. The day is
+// dated on or after the compromise's day, and since when; Verify refuses
+// such a stamp itself (a *CompromisedError). The day is
 // protocol.CompromiseDate's, not the UTC one: the stamp's date is its
 // hub's local one, which west of UTC is a day behind in the evening.
 func (k Keys) CompromisedSigner(in *protocol.Indicium) (time.Time, bool) {
@@ -540,11 +541,34 @@ func parsePublicKey(b []byte) (*ecdsa.PublicKey, error) {
 	return ec, nil
 }
 
+// ErrCompromised is a stamp signed by a compromised key dated on or after
+// the compromise date; Verify's error is then a *CompromisedError.
+var ErrCompromised = errors.New("verify: signed by a compromised key")
+
+// CompromisedError is Verify's refusal of a stamp whose key was
+// compromised: the signature holds, but the stamp is not postage.
+type CompromisedError struct {
+	Indicium *protocol.Indicium // the stamp, decoded and its signature checked
+	Since    time.Time          // when the key was compromised
+}
+
+func (e *CompromisedError) Error() string {
+	return fmt.Sprintf("verify: dated %s, signed by certificate %d, compromised at %s: stamps it signed dated %s or later are void",
+		e.Indicium.Date, e.Indicium.CertSerial, e.Since.UTC().Format(time.RFC3339), protocol.CompromiseDate(e.Since))
+}
+
+// Is makes errors.Is(err, ErrCompromised) hold.
+func (e *CompromisedError) Is(target error) bool { return target == ErrCompromised }
+
 // Verify checks an indicium against the key its certificate serial names,
-// and with a certified key its vendor and that its date lies within the
-// certificate's validity.
+// with a certified key its vendor and that its date lies within the
+// certificate's validity, and refuses it (a *CompromisedError) when its
+// key was compromised by its date. It decodes the bytes twice, with the
+// protocol package and with Decode (from protocol/README.md alone), and
+// checks the signature with each: a stamp the two read differently is
+// refused with ErrDecodeMismatch.
 func (k Keys) Verify(b []byte) (*protocol.Indicium, error) {
-	in, err := protocol.ParseIndicium(b)
+	in, d, err := decodeBoth(b)
 	if err != nil {
 		return nil, err
 	}
@@ -555,7 +579,11 @@ func (k Keys) Verify(b []byte) (*protocol.Indicium, error) {
 	if key.Uncertified || key.Public == nil {
 		return nil, fmt.Errorf("%w: certificate %d: %w", ErrUncertified, in.CertSerial, protocol.ErrIndiciumSignature)
 	}
-	if in, err = protocol.VerifyIndicium(b, key.Public); err != nil {
+	mine := d.VerifySignature(b, key.Public)
+	if in, err = protocol.VerifyIndicium(b, key.Public); (err == nil) != mine {
+		return nil, fmt.Errorf("%w: the signature verifies by the README: %v; by protocol: %v", ErrDecodeMismatch, mine, err)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if r := key.Retired; r != nil && in.Date > protocol.DateOf(r.UTC().AddDate(0, 0, 1)) {
@@ -571,6 +599,9 @@ func (k Keys) Verify(b []byte) (*protocol.Indicium, error) {
 			return nil, fmt.Errorf("verify: dated %s, outside certificate %d's validity %s to %s: %w", d, in.CertSerial,
 				key.NotBefore.Format(time.DateOnly), key.NotAfter.Format(time.DateOnly), protocol.ErrIndiciumSignature)
 		}
+	}
+	if since, bad := k.CompromisedSigner(in); bad {
+		return nil, &CompromisedError{Indicium: in, Since: since}
 	}
 	return in, nil
 }

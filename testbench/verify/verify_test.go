@@ -192,8 +192,8 @@ func TestRetiredKeyStampsRefusedAfterADay(t *testing.T) {
 
 // A key compromised at 04:30 UTC on 2026-12-07 voids the stamp a hub at
 // UTC-5 signed at 23:45 local on the 6th, a quarter hour after: the stamp
-// carries the hub's local date, a day behind UTC's. A stamp dated the 5th
-// stays valid.
+// carries the hub's local date, a day behind UTC's, and Verify refuses it.
+// A stamp dated the 5th stays valid.
 func TestCompromiseVoidsStampsDatedWestOfUTC(t *testing.T) {
 	a := newAuthority(t)
 	k, c := a.publish(t, 1, false)
@@ -221,13 +221,20 @@ func TestCompromiseVoidsStampsDatedWestOfUTC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Verify itself refuses the void stamp: a caller that forgets
+		// CompromisedSigner must not take it for postage.
 		got, err := keys.Verify(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if since, void := keys.CompromisedSigner(got); void != tc.void || !since.Equal(compromised) {
-			t.Errorf("dated %s (signed %s), key compromised %s: void %v, want %v", got.Date, tc.signed.Format(time.RFC3339),
-				compromised.Format(time.RFC3339), void, tc.void)
+		var ce *verify.CompromisedError
+		switch {
+		case tc.void && (got != nil || !errors.Is(err, verify.ErrCompromised) || !errors.As(err, &ce) || !ce.Since.Equal(compromised) || ce.Indicium.Date != in.Date):
+			t.Errorf("dated %s (signed %s), key compromised %s: Verify = %v, %v; want refused as compromised", in.Date,
+				tc.signed.Format(time.RFC3339), compromised.Format(time.RFC3339), got, err)
+		case !tc.void && err != nil:
+			t.Errorf("dated %s (signed %s), key compromised %s: %v", in.Date, tc.signed.Format(time.RFC3339), compromised.Format(time.RFC3339), err)
+		case !tc.void:
+			if _, void := keys.CompromisedSigner(got); void {
+				t.Errorf("dated %s: CompromisedSigner says void", got.Date)
+			}
 		}
 	}
 }

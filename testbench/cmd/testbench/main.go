@@ -362,7 +362,14 @@ func verifyFile(ctx context.Context, f string, keys verify.Keys, voids verify.Vo
 	if err != nil {
 		return nil, err
 	}
+	// A compromised key's stamp is refused by Verify; it is still read
+	// and checked against the ledger and void list, and reported as
+	// compromised, the strongest verdict, last.
 	in, err := keys.Verify(b)
+	var compromised *verify.CompromisedError
+	if errors.As(err, &compromised) {
+		in, err = compromised.Indicium, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -387,8 +394,8 @@ func verifyFile(ctx context.Context, f string, keys verify.Keys, voids verify.Vo
 	if why, voided := voids.Voided(in); voided {
 		out["ok"], out["status"], out["void_reason"] = false, "voided", why
 	}
-	if since, bad := keys.CompromisedSigner(in); bad {
-		out["ok"], out["status"], out["compromised_since"] = false, "compromised", since.Format(time.RFC3339)
+	if compromised != nil {
+		out["ok"], out["status"], out["compromised_since"] = false, "compromised", compromised.Since.Format(time.RFC3339)
 	}
 	return out, nil
 }

@@ -1,0 +1,4 @@
+package verify
+
+// DecodeBoth exposes decodeBoth to the tests.
+var DecodeBoth = decodeBoth
