@@ -1012,6 +1012,7 @@ func (h *Hub) Round() {
 	} else if err == nil && key.CertSerial != h.pool.Key().CertSerial {
 		h.followKey(h.bgCtx)
 	}
+	h.voidCompromised(h.bgCtx)
 	h.followConfig(h.bgCtx)
 	if err := h.releases.Step(h.bgCtx); err != nil && h.bgCtx.Err() == nil {
 		h.log.Error("rollouts not moved on", "err", err)
@@ -1028,6 +1029,31 @@ func (h *Hub) Round() {
 		h.log.Error("old login failures not swept", "err", err)
 	}
 }
+
+// voidCompromised voids and refunds the stamps verifiers refuse for their
+// key's compromise (ledger.VoidCompromised): their buyers paid for stamps
+// the postal service will not take. A refund that fails here is finished
+// by the leader's tick (RefundsDue).
+func (h *Hub) voidCompromised(ctx context.Context) {
+	due, err := h.ledger.VoidCompromised(ctx, max(compromiseSettle, 3*h.cfg.KeyCheckEvery))
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Error("a compromised key's stamps not voided", "err", err)
+		}
+		return
+	}
+	if len(due) == 0 {
+		return
+	}
+	total, err := h.sales.FinishRefunds(ctx, due)
+	h.log.Warn("stamps of a compromised signing key voided and refunded to their buyers", "stamps", len(due), "refunded", total.String(), "err", err)
+}
+
+// compromiseSettle is how long after a compromise is recorded its key's
+// stamps are still looked for: hubs stop signing with it within their key
+// check (three of those if longer), and a sale signed just before may
+// commit just after.
+const compromiseSettle = 10 * time.Minute
 
 // Close stops everything in reverse order of start. It may be called more
 // than once.
