@@ -751,7 +751,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Log: h.log.With("component", "web")}
 	// Handshake failures (strangers, scanners) go to the log at debug level.
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout(),
-		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
+		MaxHeaderBytes: web.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.http.RegisterOnShutdown(h.console.Stop) // live streams end, so shutdown need not wait for them
 	ln = netlimit.Listen(ln, h.httpConnsPerIP(), h.proxies.Trusts, h.log.With("component", "web"))
 	if h.cfg.TLS != "off" {
@@ -787,7 +787,8 @@ func (h *Hub) Start(ctx context.Context) error {
 		}
 		h.PlainAddr = pln.Addr().String()
 		pln = netlimit.Listen(pln, h.httpConnsPerIP(), h.proxies.Trusts, h.log.With("component", "web"))
-		h.plain = &http.Server{Handler: srv.PlainHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout()}
+		h.plain = &http.Server{Handler: srv.PlainHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout(),
+			MaxHeaderBytes: web.MaxHeaderBytes}
 		go func() {
 			if err := h.plain.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				h.log.Error("plain http server stopped", "err", err)

@@ -133,11 +133,12 @@ func (m *Manager) EndAll(ctx context.Context, subject int64) error {
 }
 
 // ValidCSRF reports whether a form post carries s's CSRF token, in the
-// "csrf" field or the X-CSRF-Token header.
+// "csrf" field or the X-CSRF-Token header. It reads an urlencoded form
+// only (ParseForm, within the body's limit), never a multipart one.
 func ValidCSRF(r *http.Request, s *Session) bool {
 	got := r.Header.Get("X-CSRF-Token")
-	if got == "" {
-		got = r.PostFormValue("csrf")
+	if got == "" && r.ParseForm() == nil {
+		got = r.PostForm.Get("csrf")
 	}
 	return s != nil && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.CSRF)) == 1
 }
