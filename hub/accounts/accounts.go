@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/frank-postage/frank/hub/accounts/pwcheck"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -44,15 +46,27 @@ type Accounts struct {
 	Cost int
 	db   *store.DB
 	now  func() time.Time
+	// verified remembers passwords that matched for VerifiedFor: the login
+	// limits count only failures, so without it anyone with an account
+	// could have the hub run a bcrypt for every request they send.
+	verified *pwcheck.Cache
 }
+
+// VerifiedFor is how long a password that matched an account's stored
+// hash is taken again without bcrypt, while that hash stands: a password
+// changed or reset, on any hub, has a new hash and is checked again.
+const VerifiedFor = 5 * time.Minute
 
 // New returns the store on db.
 func New(db *store.DB, now func() time.Time) *Accounts {
 	if now == nil {
 		now = time.Now
 	}
-	return &Accounts{db: db, now: now}
+	return &Accounts{db: db, now: now, verified: pwcheck.New(VerifiedFor, func(hash, pw []byte) error { return compareHash(hash, pw) })}
 }
+
+// compareHash checks a password against a stored hash; tests count it.
+var compareHash = bcrypt.CompareHashAndPassword
 
 // Create registers a customer.
 func (a *Accounts) Create(ctx context.Context, login, password string) (*Account, error) {
@@ -95,7 +109,9 @@ func checkLogin(login string) error {
 	return nil
 }
 
-// Authenticate checks a login and password.
+// Authenticate checks a login and password. The stored hash is read every
+// time; a password that matched that same hash within VerifiedFor costs no
+// bcrypt.
 func (a *Accounts) Authenticate(ctx context.Context, login, password string) (*Account, error) {
 	acc, hash, err := a.byLogin(ctx, login)
 	if err != nil {
@@ -103,7 +119,7 @@ func (a *Accounts) Authenticate(ctx context.Context, login, password string) (*A
 		bcrypt.CompareHashAndPassword([]byte("$2a$10$7EqJtq98hPqEX7fNZaFWoOa4Mf2Ltx3g0c6xtXL9kx6M6R0q5wD2y"), []byte(password))
 		return nil, ErrAuth
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+	if !a.verified.Check(strconv.FormatInt(acc.ID, 10), hash, password) {
 		return nil, ErrAuth
 	}
 	return acc, nil

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/frank-postage/frank/hub/accounts/pwcheck"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -65,24 +66,18 @@ type Registry struct {
 	gen     uint64
 	version int64     // kiosks_version when last asked; -1 before
 	askedAt time.Time // when
-	// ok remembers a password that checked out against a stored hash, as
-	// a SHA-256, so a kiosk that reconnects does not pay for bcrypt again.
-	ok map[string]checked
+	// ok remembers a password that checked out against a stored hash, so
+	// a kiosk that reconnects does not pay for bcrypt again.
+	ok *pwcheck.Cache
 	// unknown is compared against for a kiosk id with no password, at the
 	// kiosks' cost: made on first use.
 	unknown     []byte
 	unknownOnce sync.Once
 }
 
-// checked is a password that matched the stored hash named by stamp.
-type checked struct {
-	stamp string
-	sum   [32]byte
-}
-
 // New returns the registry on db.
 func New(db *store.DB) *Registry {
-	return &Registry{db: db, ids: map[string]Kiosk{}, ok: map[string]checked{}, version: -1}
+	return &Registry{db: db, ids: map[string]Kiosk{}, ok: pwcheck.New(0, nil), version: -1}
 }
 
 // ErrReservedID refuses a kiosk id or store that the hub uses itself.
@@ -330,8 +325,8 @@ func (r *Registry) askVersion(ctx context.Context) {
 func (r *Registry) Forget(kioskID string) {
 	r.mu.Lock()
 	delete(r.ids, kioskID)
-	delete(r.ok, kioskID)
 	r.mu.Unlock()
+	r.ok.Forget(kioskID)
 }
 
 // forgetAll drops every kiosk the registry read (not the passwords that
@@ -404,22 +399,12 @@ func (r *Registry) Authenticate(kioskID, password string, slow bool) (stamp stri
 		return "", false
 	}
 	stamp = credentialStamp(hash.String)
-	sum := sha256.Sum256([]byte(password))
-	r.mu.Lock()
-	known, cached := r.ok[kioskID]
-	r.mu.Unlock()
-	if cached && known.stamp == stamp && known.sum == sum {
+	if r.ok.Known(kioskID, hash.String, password) {
 		return stamp, true
 	}
-	if !slow {
+	if !slow || !r.ok.Check(kioskID, hash.String, password) {
 		return "", false
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash.String), []byte(password)) != nil {
-		return "", false
-	}
-	r.mu.Lock()
-	r.ok[kioskID] = checked{stamp: stamp, sum: sum}
-	r.mu.Unlock()
 	return stamp, true
 }
 
