@@ -19,6 +19,18 @@ const PayCodeTTL = 15 * time.Minute
 // expired; the three are not told apart.
 var ErrPayCode = errors.New("accounts: the pay code is wrong, used or expired")
 
+// MaxOpenPayCodes is how many pay codes an account may hold unused and
+// unexpired at once: a customer needs one or two, and each is a row.
+const MaxOpenPayCodes = 5
+
+// PayCodeRetention is how long a pay code's row is kept past its expiry,
+// used or not; NewPayCode deletes older ones.
+const PayCodeRetention = 24 * time.Hour
+
+// ErrTooManyPayCodes refuses a pay code to an account that holds
+// MaxOpenPayCodes unused and unexpired.
+var ErrTooManyPayCodes = fmt.Errorf("accounts: %d pay codes are open; use one, or wait until one expires", MaxOpenPayCodes)
+
 // ErrPayCodeLimit is a pay code good for less than the purchase.
 type ErrPayCodeLimit struct{ Max protocol.Mills }
 
@@ -28,7 +40,9 @@ func (e *ErrPayCodeLimit) Error() string {
 
 // NewPayCode makes a one-time code with which the customer pays one kiosk
 // purchase of at most max from the balance, before expiry. Only its hash
-// is stored.
+// is stored. An account holds at most MaxOpenPayCodes unused and unexpired
+// (ErrTooManyPayCodes), and codes expired more than PayCodeRetention ago,
+// used or not, are deleted.
 func (a *Accounts) NewPayCode(ctx context.Context, accountID int64, max protocol.Mills) (code string, expires time.Time, err error) {
 	if max <= 0 {
 		return "", time.Time{}, protocol.Errorf(protocol.CodeInvalidRequest, "a pay code needs the most it may pay, above $0")
@@ -37,8 +51,32 @@ func (a *Accounts) NewPayCode(ctx context.Context, accountID int64, max protocol
 	now := a.now()
 	expires = now.Add(PayCodeTTL)
 	h := payCodeHash(code)
-	if _, err := a.db.ExecContext(ctx, a.db.Rebind(`INSERT INTO pay_codes (hash, account_id, created_at, expires_at, max_mills) VALUES (?, ?, ?, ?, ?)`),
-		h[:], accountID, now.UnixMicro(), expires.UnixMicro(), max); err != nil {
+	err = a.db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, a.db.Rebind(`DELETE FROM pay_codes WHERE expires_at < ?`), now.Add(-PayCodeRetention).UnixMicro()); err != nil {
+			return err
+		}
+		// The account's row is locked while its codes are counted, so two
+		// requests at once, on any hub, cannot both find room.
+		var id int64
+		if err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT id FROM accounts WHERE id = ?`+a.db.ForUpdate()), accountID).Scan(&id); err != nil {
+			return err
+		}
+		var open int
+		if err := tx.QueryRowContext(ctx, a.db.Rebind(`SELECT COUNT(*) FROM pay_codes WHERE account_id = ? AND used_by IS NULL AND expires_at > ?`),
+			accountID, now.UnixMicro()).Scan(&open); err != nil {
+			return err
+		}
+		if open >= MaxOpenPayCodes {
+			return ErrTooManyPayCodes
+		}
+		_, err := tx.ExecContext(ctx, a.db.Rebind(`INSERT INTO pay_codes (hash, account_id, created_at, expires_at, max_mills) VALUES (?, ?, ?, ?, ?)`),
+			h[:], accountID, now.UnixMicro(), expires.UnixMicro(), max)
+		return err
+	})
+	if errors.Is(err, ErrTooManyPayCodes) {
+		return "", time.Time{}, err
+	}
+	if err != nil {
 		return "", time.Time{}, fmt.Errorf("accounts: new pay code: %w", err)
 	}
 	return code, expires, nil

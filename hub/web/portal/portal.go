@@ -495,6 +495,12 @@ func (p *Portal) payCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	code, exp, err := p.Customers.NewPayCode(r.Context(), acct.ID, max)
+	if errors.Is(err, accounts.ErrTooManyPayCodes) {
+		p.render(w, r, http.StatusTooManyRequests, "paycode.html", page{Title: "Pay at a kiosk",
+			Error: fmt.Sprintf("You have %d pay codes not yet used. Use one, or wait until one expires (%d minutes after it was made).",
+				accounts.MaxOpenPayCodes, int(accounts.PayCodeTTL.Minutes()))})
+		return
+	}
 	if err != nil {
 		p.fail(w, r, err)
 		return
