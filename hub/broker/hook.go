@@ -262,16 +262,19 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	// Counted by source, as the connections are: one IPv6 subscriber
 	// holds a whole /64, and must not get a fresh budget per address.
 	ip := clientSource(cl)
-	slow := h.mayTry(ip)
+	try := h.reserveTry(ip)
+	slow := try != nil
 	stamp, ok := h.cfg.Kiosks.Authenticate(user, string(pass), slow)
 	if !ok {
 		if !slow {
 			h.refuse(cl, user, "auth_rate")
 			return false
 		}
-		h.failed(ip)
-		h.refuse(cl, user, "bad_password")
+		h.refuse(cl, user, "bad_password") // the failed try stays spent
 		return false
+	}
+	if try != nil {
+		try.Cancel() // a right password costs the address nothing
 	}
 	h.mu.Lock()
 	h.stamps[cl] = stamp
@@ -295,16 +298,12 @@ func clientSource(cl *mqtt.Client) string {
 	return remoteHost(cl.Net.Remote)
 }
 
-// mayTry reports whether ip still has failed logins to spend.
-func (h *authHook) mayTry(ip string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	l := h.failures[ip]
-	return l == nil || l.Tokens() >= 1
-}
-
-// failed spends one of ip's failed logins.
-func (h *authHook) failed(ip string) {
+// reserveTry spends one of ip's failed logins before a slow check, or
+// returns nil if it has none left. It is spent before the bcrypt, not after
+// it failed: the connections one address holds at once would otherwise all
+// find one left together, and each pay for bcrypt. A right password gives
+// it back (Cancel).
+func (h *authHook) reserveTry(ip string) *rate.Reservation {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.failures) > 10_000 { // a spray of addresses: forget the recovered ones
@@ -319,7 +318,12 @@ func (h *authHook) failed(ip string) {
 		l = rate.NewLimiter(rate.Every(6*time.Second), h.cfg.AuthFailures)
 		h.failures[ip] = l
 	}
-	l.Allow()
+	r := l.Reserve()
+	if !r.OK() || r.Delay() > 0 {
+		r.Cancel()
+		return nil
+	}
+	return r
 }
 
 // OnACLCheck confines a kiosk to its topics. mochi asks it too before
