@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -50,6 +51,11 @@ type Accounts struct {
 	// limits count only failures, so without it anyone with an account
 	// could have the hub run a bcrypt for every request they send.
 	verified *pwcheck.Cache
+	// unknown is compared against for a login that does not exist, at Cost
+	// like every stored hash, so that a missing login takes as long as a
+	// wrong password. Made on first use, once Cost is set.
+	unknown     []byte
+	unknownOnce sync.Once
 }
 
 // VerifiedFor is how long a password that matched an account's stored
@@ -115,8 +121,10 @@ func checkLogin(login string) error {
 func (a *Accounts) Authenticate(ctx context.Context, login, password string) (*Account, error) {
 	acc, hash, err := a.byLogin(ctx, login)
 	if err != nil {
-		// Spend the time a real check takes, so a missing login is not faster.
-		bcrypt.CompareHashAndPassword([]byte("$2a$10$7EqJtq98hPqEX7fNZaFWoOa4Mf2Ltx3g0c6xtXL9kx6M6R0q5wD2y"), []byte(password))
+		// Spend the time a real check takes, at the cost real hashes have,
+		// so a missing login is neither faster nor slower.
+		a.unknownOnce.Do(func() { a.unknown, _ = bcrypt.GenerateFromPassword([]byte("not a password anyone has"), a.Cost) })
+		compareHash(a.unknown, []byte(password))
 		return nil, ErrAuth
 	}
 	if !a.verified.Check(strconv.FormatInt(acc.ID, 10), hash, password) {

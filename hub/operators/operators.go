@@ -13,11 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/frank-postage/frank/hub/accounts/pwcheck"
 	"github.com/frank-postage/frank/hub/store"
 )
 
@@ -80,15 +82,35 @@ type Operators struct {
 	Cost int
 	db   *store.DB
 	now  func() time.Time
+	// verified remembers passwords that matched for VerifiedFor: the
+	// console's login limits count only failures, so without it anyone
+	// with an operator login (store staff) could have the hub run a bcrypt
+	// for every request they send.
+	verified *pwcheck.Cache
+	// unknown is compared against for a login that does not exist, at Cost
+	// like every stored hash, so that a missing login takes as long as a
+	// wrong password. Made on first use, once Cost is set: a bcrypt hash
+	// costs tens of milliseconds, which every start would pay.
+	unknown     []byte
+	unknownOnce sync.Once
 }
+
+// VerifiedFor is how long a password that matched an operator's stored
+// hash is taken again without bcrypt, while that hash stands: a password
+// reset (hub operator add), on any hub, has a new hash and is checked
+// again.
+const VerifiedFor = 5 * time.Minute
 
 // New returns the store on db.
 func New(db *store.DB, now func() time.Time) *Operators {
 	if now == nil {
 		now = time.Now
 	}
-	return &Operators{db: db, now: now}
+	return &Operators{db: db, now: now, verified: pwcheck.New(VerifiedFor, func(hash, pw []byte) error { return compareHash(hash, pw) })}
 }
+
+// compareHash checks a password against a hash; tests count it.
+var compareHash = bcrypt.CompareHashAndPassword
 
 // Add creates an operator, or resets the password, role and stores of an
 // existing one (how a forgotten or stolen password is recovered),
@@ -150,24 +172,19 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 	return op, nil
 }
 
-// dummyHash is checked against when the login is unknown, so that a
-// missing login takes as long as a wrong password. Made on first use: a
-// bcrypt hash costs tens of milliseconds, which every start would pay.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("not a password anyone has"), bcrypt.DefaultCost)
-	return h
-})
-
-// Authenticate checks a login and password.
+// Authenticate checks a login and password. The stored hash is read every
+// time; a password that matched that same hash within VerifiedFor costs no
+// bcrypt.
 func (s *Operators) Authenticate(ctx context.Context, login, password string) (*Operator, error) {
 	var id int64
 	var hash string
 	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT id, password_hash FROM operators WHERE login = ?`), login).Scan(&id, &hash)
 	if err != nil {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		s.unknownOnce.Do(func() { s.unknown, _ = bcrypt.GenerateFromPassword([]byte("not a password anyone has"), s.Cost) })
+		compareHash(s.unknown, []byte(password))
 		return nil, ErrAuth
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+	if !s.verified.Check(strconv.FormatInt(id, 10), hash, password) {
 		return nil, ErrAuth
 	}
 	return s.ByID(ctx, id)

@@ -1,8 +1,8 @@
 // Package pwcheck checks passwords against stored bcrypt hashes, and
 // remembers for a while the ones that matched, so that a client that logs
 // in again and again with the right password pays for bcrypt once: web
-// customers' logins (hub/accounts) and kiosks' broker passwords
-// (hub/fleet).
+// customers' logins (hub/accounts), console operators' (hub/operators) and
+// kiosks' broker passwords (hub/fleet).
 //
 // A password is remembered as an HMAC-SHA256 under a key made for the
 // process, never as itself nor as a plain hash that could be tried offline,
