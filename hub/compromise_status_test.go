@@ -98,3 +98,70 @@ func TestCompromisedKeysStampsVoidedAndRefunded(t *testing.T) {
 		t.Fatalf("ledger check: %v %v", rep.Violations, err)
 	}
 }
+
+// A free reprint signed by a key later compromised is refunded to the sale
+// that paid for the label it replaced: the reprint has no payment of its
+// own, and its refund used to fail every round.
+func TestCompromisedReprintRefundedToTheSaleThatPaid(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *hub.Config) { c.KeyCheckEvery = 10 * time.Millisecond })
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	e.failLabel(k, "s-1", "1966-F8CF-01")
+	res := decode(t, k.ask(reprintOf("rp-1", "s-1", "1966-F8CF-01", "1966-F8CF-02")))
+	if res.Status != protocol.ResultOK {
+		t.Fatal(res.Error)
+	}
+	in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.Keys().Compromise(ctx, in.CertSerial, e.clock.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	before := e.cards.Totals().Refunded
+	e.h.Round()
+	e.clock.Set(e.clock.Now().Add(2 * time.Minute))
+	e.h.Tick(ctx) // the leader's refunds due: nothing left
+	e.h.Round()
+	if got := e.cards.Totals().Refunded - before; got != int64(res.Indicia[0].AmountMills) {
+		t.Errorf("refunded %d mills for the voided reprint of a paid sale, want %d", got, res.Indicia[0].AmountMills)
+	}
+}
+
+// A compromise declared again with an earlier time, after the first was
+// swept, sweeps again: the stamps the earlier day now voids for every
+// verifier are voided and refunded too.
+func TestCompromiseMovedEarlierSweptAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *hub.Config) { c.KeyCheckEvery = 10 * time.Millisecond })
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	res := decode(t, k.ask(purchase("c-1", "kiosk-1", "1966-F8CF-01", nil)))
+	if res.Status != protocol.ResultOK {
+		t.Fatal(res.Error)
+	}
+	in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sold := e.clock.Now()
+	e.clock.Set(sold.Add(72 * time.Hour))
+	if err := e.h.Keys().Compromise(ctx, in.CertSerial, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	before := e.cards.Totals().Refunded
+	e.h.Round()
+	e.clock.Set(e.clock.Now().Add(11 * time.Minute))
+	e.h.Round() // settled: swept
+	if got := e.cards.Totals().Refunded - before; got != 0 {
+		t.Fatalf("refunded %d for a stamp dated before the compromise", got)
+	}
+	if err := e.h.Keys().Compromise(ctx, in.CertSerial, sold.Add(-24*time.Hour)); err != nil { // the leak was older
+		t.Fatal(err)
+	}
+	e.h.Round()
+	if got := e.cards.Totals().Refunded - before; got != 780 {
+		t.Errorf("refunded %d mills for a stamp every verifier now refuses, want 780", got)
+	}
+}

@@ -18,6 +18,7 @@ const reasonCompromised = "key_compromised"
 type compromisedStamp struct {
 	id                 int64
 	kioskID, requestID string
+	paidBy             string // the sale that paid for it (a free reprint's original)
 	label              protocol.LabelSerial
 	postage            protocol.Mills
 }
@@ -72,11 +73,15 @@ func (l *Ledger) VoidCompromised(ctx context.Context, settle time.Duration) ([]R
 					l.log.Error("a compromised key's stamp has a remedy already; left live for ops", "label", s.label, "kiosk", s.kioskID, "request_id", s.requestID)
 					continue
 				}
-				if _, err := tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE id = ? AND state IN ('issued', 'printed')`),
-					micros(now), reasonCompromised, s.id); err != nil {
+				res, err = tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE id = ? AND state IN ('issued', 'printed')`),
+					micros(now), reasonCompromised, s.id)
+				if err != nil {
 					return err
 				}
-				out = append(out, RefundDue{KioskID: s.kioskID, SaleID: s.requestID, RefundID: s.requestID, Label: s.label, TakenBack: true, Amount: s.postage})
+				if n, err := res.RowsAffected(); err != nil || n != 1 {
+					return fmt.Errorf("indicium %d changed under the sweep: %v", s.id, err) // the transaction read it live
+				}
+				out = append(out, RefundDue{KioskID: s.kioskID, SaleID: s.requestID, RefundID: s.requestID, Label: s.label, TakenBack: true, Amount: s.postage, PaidBy: s.paidBy})
 			}
 			if now.Sub(time.UnixMicro(k.noted)) > settle {
 				if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE signing_keys SET compromise_swept_at = ? WHERE cert_serial = ?`), micros(now), k.serial); err != nil {
@@ -97,18 +102,20 @@ func (l *Ledger) VoidCompromised(ctx context.Context, settle time.Duration) ([]R
 // two days before are read.
 func (l *Ledger) compromisedStamps(ctx context.Context, tx *sql.Tx, serial uint32, from protocol.Date) ([]compromisedStamp, error) {
 	day := time.Date(int(from/10000), time.Month(from/100%100), int(from%100), 0, 0, 0, 0, time.UTC)
-	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT id, kiosk_id, request_id, label, postage, data FROM indicia
+	rows, err := tx.QueryContext(ctx, l.db.Rebind(`SELECT id, kiosk_id, request_id, label, postage, data, reprint_of FROM indicia
 		WHERE cert_serial = ? AND state IN ('issued', 'printed') AND created_at >= ? ORDER BY id`), serial, micros(day.Add(-48*time.Hour)))
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var out []compromisedStamp
+	var reprints []sql.NullString
+	defer rows.Close()
 	for rows.Next() {
 		var s compromisedStamp
 		var label string
 		var data []byte
-		if err := rows.Scan(&s.id, &s.kioskID, &s.requestID, &label, &s.postage, &data); err != nil {
+		var reprintOf sql.NullString
+		if err := rows.Scan(&s.id, &s.kioskID, &s.requestID, &label, &s.postage, &data, &reprintOf); err != nil {
 			return nil, err
 		}
 		in, err := protocol.ParseIndicium(data)
@@ -122,6 +129,16 @@ func (l *Ledger) compromisedStamps(ctx context.Context, tx *sql.Tx, serial uint3
 			return nil, fmt.Errorf("indicium %d: %w", s.id, err)
 		}
 		out = append(out, s)
+		reprints = append(reprints, reprintOf)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close() // before the reads below, on the transaction's one connection
+	for i := range out {
+		if out[i].paidBy, err = l.paidBy(ctx, tx, out[i].kioskID, out[i].requestID, reprints[i]); err != nil {
+			return nil, fmt.Errorf("indicium %d: %w", out[i].id, err)
+		}
+	}
+	return out, nil
 }

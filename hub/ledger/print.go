@@ -144,18 +144,32 @@ func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, la
 		// the refund's money has not moved (staff finish it there).
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was taken back at the counter, not spoiled", label)
 	}
-	// A reprint was free: follow it back to the sale that was paid.
-	for hops := 0; reprintOf.Valid; hops++ {
-		if hops == 16 {
-			return nil, fmt.Errorf("ledger: failed label %s: reprints chain past 16 labels", label)
-		}
-		err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT request_id, reprint_of FROM indicia WHERE kiosk_id = ? AND label = ? AND state = 'voided'`),
-			kioskID, reprintOf.String).Scan(&sp.PaidBy, &reprintOf)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: failed label %s: the sale it reprints: %w", label, err)
-		}
+	if sp.PaidBy, err = l.paidBy(ctx, l.db, kioskID, requestID, reprintOf); err != nil {
+		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
 	}
 	return sp, nil
+}
+
+// rowQuerier reads one row: the database or a transaction.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// paidBy is the sale that paid for kioskID's stamp of sale saleID: a free
+// reprint (reprintOf, the label it replaced) is followed back to the sale
+// that was paid.
+func (l *Ledger) paidBy(ctx context.Context, q rowQuerier, kioskID, saleID string, reprintOf sql.NullString) (string, error) {
+	for hops := 0; reprintOf.Valid; hops++ {
+		if hops == 16 {
+			return "", errors.New("reprints chain past 16 labels")
+		}
+		err := q.QueryRowContext(ctx, l.db.Rebind(`SELECT request_id, reprint_of FROM indicia WHERE kiosk_id = ? AND label = ? AND state = 'voided'`),
+			kioskID, reprintOf.String).Scan(&saleID, &reprintOf)
+		if err != nil {
+			return "", fmt.Errorf("the sale %s reprints: %w", reprintOf.String, err)
+		}
+	}
+	return saleID, nil
 }
 
 // ReserveRefund makes the remedy of a failed label of kioskID's sale
@@ -204,9 +218,12 @@ type RefundDue struct {
 	RefundID string // the refund request that recorded it
 	Label    protocol.LabelSerial
 	// TakenBack is a stamp taken back unused, at the counter or in the
-	// portal, refunded Amount; the others are failed labels.
+	// portal, or voided by its key's compromise, refunded Amount to the
+	// sale PaidBy (SaleID, or for a free reprint the sale it reprints);
+	// the others are failed labels.
 	TakenBack bool
 	Amount    protocol.Mills
+	PaidBy    string
 }
 
 // RefundsDue lists the refunds recorded between since and before with no
@@ -215,7 +232,8 @@ type RefundDue struct {
 func (l *Ledger) RefundsDue(ctx context.Context, since, before time.Time) ([]RefundDue, error) {
 	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT r.kiosk_id, r.request_id, r.label, r.amount,
 			COALESCE((SELECT i.request_id FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1), ''),
-			COALESCE((SELECT i.void_reason FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1), '')
+			COALESCE((SELECT i.void_reason FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1), ''),
+			(SELECT i.reprint_of FROM indicia i WHERE i.label = r.label AND i.kiosk_id = r.kiosk_id ORDER BY i.id DESC LIMIT 1)
 		FROM remedies r
 		WHERE r.kind = 'refund' AND r.at >= ? AND r.at < ?
 			AND NOT EXISTS (SELECT 1 FROM payment_refunds p WHERE p.kiosk_id = r.kiosk_id AND p.ref = 'refund:' || r.label)`),
@@ -223,12 +241,14 @@ func (l *Ledger) RefundsDue(ctx context.Context, since, before time.Time) ([]Ref
 	if err != nil {
 		return nil, fmt.Errorf("ledger: refunds due: %w", err)
 	}
-	defer rows.Close()
 	var out []RefundDue
+	var reprints []sql.NullString
 	for rows.Next() {
 		var d RefundDue
 		var label, reason string
-		if err := rows.Scan(&d.KioskID, &d.RefundID, &label, &d.Amount, &d.SaleID, &reason); err != nil {
+		var reprintOf sql.NullString
+		if err := rows.Scan(&d.KioskID, &d.RefundID, &label, &d.Amount, &d.SaleID, &reason, &reprintOf); err != nil {
+			rows.Close()
 			return nil, fmt.Errorf("ledger: refunds due: %w", err)
 		}
 		var err error
@@ -237,9 +257,16 @@ func (l *Ledger) RefundsDue(ctx context.Context, since, before time.Time) ([]Ref
 		}
 		d.TakenBack = reason == reasonRefund || reason == reasonCompromised
 		out = append(out, d)
+		reprints = append(reprints, reprintOf)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("ledger: refunds due: %w", err)
+	}
+	for i := range out {
+		if out[i].PaidBy, err = l.paidBy(ctx, l.db, out[i].KioskID, out[i].SaleID, reprints[i]); err != nil {
+			return nil, fmt.Errorf("ledger: refunds due: label %s: %w", out[i].Label, err)
+		}
 	}
 	return out, nil
 }
@@ -379,8 +406,9 @@ func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, la
 			return err
 		}
 		var state, reason string
-		err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, '') FROM indicia
-			WHERE kiosk_id = ? AND request_id = ? AND label = ?`), kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason)
+		var reprintOf sql.NullString
+		err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, ''), reprint_of FROM indicia
+			WHERE kiosk_id = ? AND request_id = ? AND label = ?`), kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason, &reprintOf)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in purchase %s", label, requestID)
@@ -390,6 +418,9 @@ func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, la
 			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s is past its refund window", label)
 		case reason != reasonRefund:
 			return protocol.Errorf(protocol.CodeRemedyNotAllowed, "stamp %s was voided (%s), not sold", label, reason)
+		}
+		if sp.PaidBy, err = l.paidBy(ctx, tx, kioskID, requestID, reprintOf); err != nil {
+			return err
 		}
 		res, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO remedies (label, kind, kiosk_id, request_id, amount, at, by_operator, reason) VALUES (?, 'refund', ?, ?, ?, ?, ?, ?)
 			ON CONFLICT DO NOTHING`), label.String(), kioskID, requestID, sp.Postage, micros(l.cfg.Now()), nullString(by), nullString(why))

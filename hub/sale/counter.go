@@ -88,14 +88,18 @@ func (s *Service) takeBack(ctx context.Context, b takerBack, kioskID, requestID 
 	if err != nil {
 		return 0, err
 	}
-	return sp.Postage, s.payBack(ctx, b, kioskID, requestID, label, sp.Postage)
+	return sp.Postage, s.payBack(ctx, b, kioskID, requestID, sp.PaidBy, label, sp.Postage)
 }
 
-// payBack refunds amount of sale requestID for a stamp taken back. A
-// refund the payment refuses for good is released: nothing moved, and the
-// stamp may be asked for again.
-func (s *Service) payBack(ctx context.Context, b takerBack, kioskID, requestID string, label protocol.LabelSerial, amount protocol.Mills) error {
-	key := payments.Key{KioskID: kioskID, RequestID: requestID}
+// payBack refunds amount for a stamp of sale requestID taken back, to the
+// sale paidBy that paid for it (requestID's own, or for a free reprint the
+// sale it reprints; "" is requestID). A refund the payment refuses for good
+// is released: nothing moved, and the stamp may be asked for again.
+func (s *Service) payBack(ctx context.Context, b takerBack, kioskID, requestID, paidBy string, label protocol.LabelSerial, amount protocol.Mills) error {
+	if paidBy == "" {
+		paidBy = requestID
+	}
+	key := payments.Key{KioskID: kioskID, RequestID: paidBy}
 	if err := s.Money.Refund(ctx, key, amount, "refund:"+label.String()); err != nil {
 		if moneyRefused(err) {
 			if rerr := b.ReleaseTakenBack(context.WithoutCancel(ctx), kioskID, requestID, label); rerr != nil {

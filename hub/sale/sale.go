@@ -527,7 +527,7 @@ func (s *Service) FinishRefunds(ctx context.Context, due []ledger.RefundDue) (pr
 		}
 		var amt protocol.Mills
 		if d.TakenBack {
-			amt, err = d.Amount, s.payBack(ctx, s.Book, d.KioskID, d.SaleID, d.Label, d.Amount)
+			amt, err = d.Amount, s.payBack(ctx, s.Book, d.KioskID, d.SaleID, d.PaidBy, d.Label, d.Amount)
 		} else {
 			req := &protocol.RefundRequest{RequestID: d.RefundID, KioskID: d.KioskID,
 				Label: protocol.LabelRef{RequestID: d.SaleID, LabelSerial: d.Label.String()}}
