@@ -186,13 +186,21 @@ func TestCompromiseReportedWhenDeclared(t *testing.T) {
 	if _, err := e.h.Ledger().SubmitReport(ctx, rep, e.h.Postal()); err != nil {
 		t.Fatalf("the authority refused the report: %v", err)
 	}
-	// Declared again a day on, with an earlier void day: not reported again.
+	// Declared again a day on with a later time: nothing changes. With an
+	// earlier void day: reported again, with that day.
 	e.clock.Set(declared.Add(24 * time.Hour))
-	if err := e.h.Keys().Compromise(ctx, 1, since.Add(-24*time.Hour)); err != nil {
+	if err := e.h.Keys().Compromise(ctx, 1, since.Add(24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if ev := events(to, e.clock.Now()); len(ev) != 0 {
-		t.Fatalf("declared twice: reported again %+v", ev)
+		t.Fatalf("declared again, later: reported again %+v", ev)
+	}
+	if err := e.h.Keys().Compromise(ctx, 1, since.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(e.clock.Now().Add(time.Second))
+	if ev := events(to, e.clock.Now()); len(ev) != 1 || !strings.Contains(ev[0].Detail, "dated "+protocol.CompromiseDate(since.Add(-24*time.Hour)).String()+" or later") {
+		t.Fatalf("declared again, earlier: %+v", ev)
 	}
 }
 

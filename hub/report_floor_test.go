@@ -122,3 +122,55 @@ func TestReportPeriodsFollowOn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The events a report takes by their time are dated from the floor too: a
+// compromise declared by a hub whose clock is behind, after the period its
+// clock names was reported, is in the next report.
+func TestLateCompromiseGoesInTheNextReport(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	from, err := e.h.Ledger().ReportedUntil(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := decode(t, k.ask(purchase("a-1", "kiosk-1", "1966-F8CF-01", nil)))
+	if res.Status != protocol.ResultOK {
+		t.Fatal(res.Error)
+	}
+	in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to1 := e.clock.Now().Add(time.Hour).Truncate(time.Hour)
+	e.clock.Set(to1.Add(2 * time.Minute))
+	r1, err := e.h.Ledger().BuildReport(ctx, from, to1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, r1, e.h.Postal()); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(to1.Add(-30 * time.Second)) // behind
+	if err := e.h.Keys().Compromise(ctx, in.CertSerial, to1.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	to2 := to1.Add(time.Hour)
+	e.clock.Set(to2.Add(2 * time.Minute))
+	r2, err := e.h.Ledger().BuildReport(ctx, to1, to2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range []*hubpostal.Report{r1, r2} {
+		for _, ev := range r.Events {
+			if ev.Kind == hubpostal.EventKeyCompromised {
+				n++
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("the key's compromise is in %d reports, want 1", n)
+	}
+}

@@ -119,10 +119,12 @@ var (
 	// reopenQuery reopens the newest alert of a kind and subject if the
 	// hub cleared it (not a person: what someone acknowledged stays so)
 	// since the cutoff. None is open then: the newest would be it.
-	reopenQuery = `UPDATE alerts SET acked_at = NULL, acked_by = NULL, message = ?, created_at = ?
+	// An alert's time is raised to the report floor: the postal report
+	// takes tamper findings by it.
+	reopenQuery = `UPDATE alerts SET acked_at = NULL, acked_by = NULL, message = ?, created_at = ` + store.FlooredTime + `
 		WHERE id = (SELECT MAX(id) FROM alerts WHERE kind = ? AND subject = ?)
 		AND acked_at >= ? AND acked_by LIKE 'hub: %'`
-	raiseQuery = `INSERT INTO alerts (kind, subject, message, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`
+	raiseQuery = `INSERT INTO alerts (kind, subject, message, created_at) VALUES (?, ?, ?, ` + store.FlooredTime + `) ON CONFLICT DO NOTHING`
 )
 
 // Raise records an alert unless one of the same kind and subject is open.

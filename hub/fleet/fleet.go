@@ -284,7 +284,7 @@ func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) e
 		if _, err := tx.ExecContext(ctx, r.db.Rebind(`DELETE FROM enrollments WHERE kiosk_id = ?`), kioskID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO device_events (kind, subject, detail, at) VALUES (?, ?, ?, ?)`),
+		_, err = tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO device_events (kind, subject, detail, at) VALUES (?, ?, ?, `+store.FlooredTime+`)`),
 			kind, "kiosk/"+kioskID, why, now)
 		return err
 	})

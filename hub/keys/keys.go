@@ -211,10 +211,10 @@ func (k *Keys) rotate(ctx context.Context) (Key, error) {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL`), now.UnixMicro()); err != nil {
+	if _, err := tx.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET retired_at = `+store.FlooredTime+` WHERE retired_at IS NULL`), now.UnixMicro()); err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at) VALUES (?, ?, ?, ?, ?)`),
+	if _, err := tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at) VALUES (?, ?, ?, ?, `+store.FlooredTime+`)`),
 		cert.Serial, label, cert.PublicKeyPEM, cert.CertificatePEM, now.UnixMicro()); err != nil {
 		return Key{}, fmt.Errorf("keys: rotate: %w", err)
 	}
@@ -233,14 +233,24 @@ func (k *Keys) rotate(ctx context.Context) (Key, error) {
 
 // Compromise marks the key serial compromised since the given time, and
 // notes when that was declared: the postal report of that period tells the
-// authority, even when since falls in a period already reported. It is
+// authority, even when since falls in a period already reported. A key
+// declared again with an earlier time is noted again, for the report, and
+// its stamps are swept again (ledger.VoidCompromised); a later time changes
+// nothing: a compromise is never narrowed, since verifiers already refuse
+// what it covered. It is
 // recorded before the active key is rotated away, so an authority out of
 // reach for the rotation loses nothing: the hubs stop signing with it
 // within KeyCheckEvery, and the leader finishes the rotation once the
 // authority answers. Running hubs follow the rotation within KeyCheckEvery.
 func (k *Keys) Compromise(ctx context.Context, serial uint32, since time.Time) error {
-	res, err := k.db.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET compromised_at = ?, compromise_noted_at = COALESCE(compromise_noted_at, ?) WHERE cert_serial = ?`),
-		since.UnixMicro(), k.now().UnixMicro(), serial)
+	// Each SET reads the row as it was.
+	earlier := `(compromised_at IS NULL OR ? < compromised_at)`
+	s, now := since.UnixMicro(), k.now().UnixMicro()
+	res, err := k.db.ExecContext(ctx, k.db.Rebind(`UPDATE signing_keys SET
+		compromise_noted_at = CASE WHEN `+earlier+` THEN `+store.FlooredTime+` ELSE compromise_noted_at END,
+		compromise_swept_at = CASE WHEN `+earlier+` THEN NULL ELSE compromise_swept_at END,
+		compromised_at = CASE WHEN `+earlier+` THEN ? ELSE compromised_at END
+		WHERE cert_serial = ?`), s, now, s, s, s, serial)
 	if err != nil {
 		return fmt.Errorf("keys: compromise %d: %w", serial, err)
 	}
@@ -363,7 +373,7 @@ func (k *Keys) settleRegistrations(ctx context.Context) error {
 			return fmt.Errorf("keys: settle registration %s: %w", r.label, err)
 		}
 		_, err = tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at, retired_at, compromised_at, compromise_noted_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), cert.Serial, r.label, cert.PublicKeyPEM, cert.CertificatePEM, r.at, now, r.at, now)
+			VALUES (?, ?, ?, ?, ?, `+store.FlooredTime+`, ?, `+store.FlooredTime+`)`), cert.Serial, r.label, cert.PublicKeyPEM, cert.CertificatePEM, r.at, now, r.at, now)
 		if err == nil {
 			_, err = tx.ExecContext(ctx, k.db.Rebind(`DELETE FROM key_registrations WHERE key_label = ?`), r.label)
 		}

@@ -15,14 +15,15 @@ import (
 // behind, or by a commit that waited past the report's build) was in no
 // report: a stamp sold and never declared, or a refund never claimed. Every
 // row a report takes by time (indicia, spoiled, voids, fundings, postage
-// bought, the audit chain) is dated no earlier than the floor, read in the
-// transaction that writes it; a report's build raises the floor to the end
+// bought, the audit chain; and the events: keys put in service, retired or
+// compromised, kiosks retired or lost, tamper alerts) is dated no earlier
+// than the floor, read in the transaction that writes it; a report's build raises the floor to the end
 // of its period first, once every writer that read the old floor has ended.
 const (
 	floorQuery = `SELECT floor FROM report_floor WHERE id = 1`
 	// flooredArg is a time argument raised to the floor, for a write
 	// that reads nothing first.
-	flooredArg = `(SELECT MAX(v) FROM (SELECT CAST(? AS BIGINT) AS v UNION ALL SELECT floor FROM report_floor WHERE id = 1) f)`
+	flooredArg = store.FlooredTime
 )
 
 // notBefore is now, or the floor (micros) when now is before it.

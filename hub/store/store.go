@@ -316,6 +316,15 @@ func openSQLite(ctx context.Context, path string, version int) (*DB, error) {
 	return d, nil
 }
 
+// FlooredTime stands for a time argument (micros, one ?) raised to the
+// report floor (schema v43): a row a postal report takes by its time,
+// written by a statement that reads nothing first, is dated no earlier
+// than the end of the last period a report was built for (hub/ledger's
+// floor.go says why). Reading report_floor here also holds its share of
+// the table's lock to the end of the transaction, which a report's build
+// waits for on PostgreSQL.
+const FlooredTime = `(SELECT MAX(v) FROM (SELECT CAST(? AS BIGINT) AS v UNION ALL SELECT floor FROM report_floor WHERE id = 1) f)`
+
 // Rebind turns ? placeholders into the dialect's form.
 func (d *DB) Rebind(query string) string {
 	if d.Dialect != Postgres {
