@@ -405,7 +405,7 @@ type Hub struct {
 	plain         *http.Server // /healthz and /metrics beside HTTPS
 	tickMu        sync.Mutex
 	closeOnce     sync.Once
-	pushedRates   map[string]string // time zone ("" the hub's) -> the rate table version its kiosks were last sent
+	pushedRates   map[string]string // kiosk -> the rate table version it was last sent (or had, at start)
 	supplyMu      sync.Mutex
 	supply        map[string]supply // what each kiosk last said it needs
 	kioskSettings sync.Map          // kiosk id -> protocol.KioskSettings, as last pushed
@@ -1474,45 +1474,49 @@ func (h *Hub) Tick(ctx context.Context) {
 	h.pushRates(ctx, true)
 }
 
-// pushRates sends the kiosks of each time zone their config again when the
-// rate table in force there changes: at that zone's midnight, for a table
-// that takes over that day. With push false it only notes the tables in
-// force. A zone first seen is pushed: its stores may have moved to it.
+// pushRates sends a kiosk its config again when the rate table in force
+// in its store's time zone is not the one it was last sent: at that zone's
+// midnight, for a table that takes over that day, or when its store moves
+// to another zone. With push false it only notes the tables in force: at
+// start, kiosks get theirs as they come online.
 func (h *Hub) pushRates(ctx context.Context, push bool) {
-	names, err := h.fleet.Zones(ctx)
+	zones, err := h.fleet.KioskZones(ctx)
 	if err != nil {
 		h.log.Error("rate tables not pushed", "err", err)
 		return
 	}
 	now := h.clockNow()
-	for _, name := range names {
-		at := now
-		if name != "" {
-			loc, err := fleet.LoadZone(name)
-			if err != nil {
-				h.log.Error("rate tables not pushed", "zone", name, "err", err)
-				continue
+	inForce := map[string]string{} // zone -> version
+	pushed := map[string]int{}     // version -> kiosks sent it
+	for id, zone := range zones {
+		v, ok := inForce[zone]
+		if !ok {
+			at := now
+			if zone != "" {
+				loc, err := fleet.LoadZone(zone)
+				if err != nil {
+					h.log.Error("rate tables not pushed", "zone", zone, "err", err)
+					inForce[zone] = ""
+					continue
+				}
+				at = now.In(loc)
 			}
-			at = now.In(loc)
+			if rt, err := h.rates.Current(at); err == nil {
+				v = rt.Version
+			}
+			inForce[zone] = v
 		}
-		rt, err := h.rates.Current(at)
-		if err != nil || rt.Version == h.pushedRates[name] {
+		if v == "" || h.pushedRates[id] == v {
 			continue
 		}
-		if !push || h.front == nil {
-			h.pushedRates[name] = rt.Version
-			continue
-		}
-		ids, err := h.fleet.IDsIn(ctx, name)
-		if err != nil {
-			h.log.Error("rate tables not pushed", "zone", name, "err", err)
-			continue
-		}
-		for _, id := range ids {
+		if push && h.front != nil {
 			h.front.PushConfig(id)
+			pushed[v]++
 		}
-		h.log.Info("rate table in force pushed to the kiosks of a time zone", "rates", rt.Version, "zone", name, "kiosks", len(ids))
-		h.pushedRates[name] = rt.Version
+		h.pushedRates[id] = v
+	}
+	for v, n := range pushed {
+		h.log.Info("rate table in force pushed to kiosks", "rates", v, "kiosks", n)
 	}
 }
 

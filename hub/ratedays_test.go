@@ -172,3 +172,38 @@ func TestStoreSellsOnItsOwnDay(t *testing.T) {
 		t.Fatalf("the store on the new table: %+v %+v", res, res.Error)
 	}
 }
+
+// A store moved into a zone another store already sells in, on a day the
+// two zones have different tables in force, is sent its new zone's table
+// at the leader's next tick: it was sent nothing, and every sale was
+// refused rate_table_stale until that zone's midnight.
+func TestStoreMovedToAnotherZoneSentItsTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	now := time.Now()
+	d := time.Date(now.Year(), now.Month(), now.Day()+2, 0, 0, 0, 0, time.Local)
+	dearerTableFrom(t, dir, d)
+	e := newEnvWith(t, func(c *hub.Config) { c.RatesDir = dir })
+	at := d.Add(time.Hour)
+	zone := zoneBehind(t, at)
+	if err := e.h.Fleet().SetStoreZone(ctx, "store-a", zone.String()); err != nil {
+		t.Fatal(err)
+	}
+	home := e.kiosk("kiosk-2") // store-b, in the hub's zone
+	homeCfg := home.configsOf(t)
+	home.c.Publish(protocol.KioskTopic(home.id, protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
+	old := func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-2025-07-13" }
+	waitConfig(t, homeCfg, "the old table", old)
+	e.clock.Set(at)
+	e.h.Tick(ctx)
+	waitConfig(t, homeCfg, "the new table", func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-new" })
+	if err := e.h.Fleet().SetStoreZone(ctx, "store-b", zone.String()); err != nil { // where it is still the day before
+		t.Fatal(err)
+	}
+	e.h.Tick(ctx)
+	waitConfig(t, homeCfg, "the old table again, in force in the store's new zone", old)
+	if res := decode(t, home.ask(purchase("home-old", "kiosk-2", "2222-0001-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("a sale on the table in force in the store's zone: %+v", res.Error)
+	}
+}

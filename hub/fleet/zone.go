@@ -56,26 +56,24 @@ func (r *Registry) SetStoreZone(ctx context.Context, storeID, name string) error
 	return nil
 }
 
-// Zones names the time zones the kiosks in service sell in; "" is the
-// hub's own, for stores that have none.
-func (r *Registry) Zones(ctx context.Context) ([]string, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT DISTINCT COALESCE(s.time_zone, '') FROM kiosks k LEFT JOIN stores s ON s.id = k.store
+// KioskZones maps each kiosk in service to the time zone its store sells
+// in; "" is the hub's own, for stores that have none.
+func (r *Registry) KioskZones(ctx context.Context) (map[string]string, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT k.kiosk_id, COALESCE(s.time_zone, '') FROM kiosks k LEFT JOIN stores s ON s.id = k.store
 		WHERE k.store IS NOT NULL AND k.retired_at IS NULL`)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: zones: %w", err)
+		return nil, fmt.Errorf("fleet: kiosk zones: %w", err)
 	}
-	return column(rows)
-}
-
-// IDsIn lists the kiosks in service whose store sells in zone ("" for the
-// hub's own).
-func (r *Registry) IDsIn(ctx context.Context, zone string) ([]string, error) {
-	rows, err := r.db.QueryContext(ctx, r.db.Rebind(`SELECT k.kiosk_id FROM kiosks k LEFT JOIN stores s ON s.id = k.store
-		WHERE k.store IS NOT NULL AND k.retired_at IS NULL AND COALESCE(s.time_zone, '') = ? ORDER BY k.kiosk_id`), zone)
-	if err != nil {
-		return nil, fmt.Errorf("fleet: kiosks in zone %q: %w", zone, err)
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, zone string
+		if err := rows.Scan(&id, &zone); err != nil {
+			return nil, fmt.Errorf("fleet: kiosk zones: %w", err)
+		}
+		out[id] = zone
 	}
-	return column(rows)
+	return out, rows.Err()
 }
 
 // column reads rows of one text column, and closes them.
