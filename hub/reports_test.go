@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/ledger"
 	hubpostal "github.com/frank-postage/frank/hub/postal"
+	"github.com/frank-postage/frank/hub/reports"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/postal"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -236,4 +239,56 @@ func TestLateRefundClaimedInNextReport(t *testing.T) {
 		t.Fatalf("the authority holds claims %v, want two", held)
 	}
 	e.check()
+}
+
+// A report sent by hand for a span of periods whose answer never came
+// stays pending; the scheduler sends it again as it was before any period
+// of its own, which would overlap it and be refused at every tick.
+func TestSchedulerResendsAPendingHandReport(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	l := e.h.Ledger()
+	start, err := l.ReportedUntil(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := start.Truncate(time.Hour).Add(time.Hour)
+	e.clock.Set(from.Add(3 * time.Hour))
+	r0, err := l.BuildReport(ctx, start, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SubmitReport(ctx, r0, e.h.Postal()); err != nil {
+		t.Fatal(err)
+	}
+	hand, err := l.BuildReport(ctx, from, from.Add(2*time.Hour)) // hub report --from --to
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SubmitReport(ctx, hand, lostAnswer{e.h.Postal()}); err == nil {
+		t.Fatal("a lost answer was taken for acceptance")
+	}
+	rep := reports.New(reports.Config{Every: time.Hour, Holder: "h", Now: e.clock.Now}, l, e.h.Postal(), always{}, e.h.Alerts(), quietLog())
+	if err := rep.Tick(ctx, time.Minute); err != nil {
+		t.Fatalf("the scheduler behind a pending hand report: %v", err)
+	}
+	if until, err := l.ReportedUntil(ctx); err != nil || !until.Equal(from.Add(2*time.Hour)) {
+		t.Fatalf("reported until %s, %v; want the hand report's end, %s", until, err, from.Add(2*time.Hour))
+	}
+}
+
+// lostAnswer delivers a report and loses the authority's answer.
+type lostAnswer struct{ pa ledger.Submitter }
+
+func (l lostAnswer) SubmitReport(ctx context.Context, r *hubpostal.Report) (string, error) {
+	l.pa.SubmitReport(ctx, r)
+	return "", errors.New("connection reset: the answer was lost")
+}
+
+// always gives the reporter its job lease.
+type always struct{}
+
+func (always) TryLease(context.Context, string, string, time.Time, time.Duration) (bool, error) {
+	return true, nil
 }

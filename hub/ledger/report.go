@@ -410,6 +410,20 @@ func buyer(b postal.Buyer) postal.Buyer {
 	return b
 }
 
+// PendingPeriod is the end of the report from from that was sent and never
+// answered, if there is one: it must go again before any other period.
+func (l *Ledger) PendingPeriod(ctx context.Context, from time.Time) (time.Time, bool, error) {
+	var to int64
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT period_to FROM reports WHERE state = 'pending' AND period_from = ? ORDER BY id LIMIT 1`), micros(from)).Scan(&to)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return time.Time{}, false, nil
+	case err != nil:
+		return time.Time{}, false, fmt.Errorf("ledger: pending report: %w", err)
+	}
+	return time.UnixMicro(to).UTC(), true, nil
+}
+
 // ReportedUntil is where the next postal report starts: the end of the
 // last accepted report's period, or when the GPSD was created.
 func (l *Ledger) ReportedUntil(ctx context.Context) (time.Time, error) {
