@@ -304,6 +304,26 @@ func (j *Journal) DropSheet(ctx context.Context, serial string) error {
 	return nil
 }
 
+// UndoLoad forgets a sheet AddSheets recorded that the hub then refused
+// to load: it is not loaded, and its load is not counted.
+func (j *Journal) UndoLoad(ctx context.Context, serial string) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("journal: undo load %s: %w", serial, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM loads WHERE serial = ? AND loaded_at = (SELECT loaded_at FROM sheets WHERE serial = ?)`, serial, serial); err != nil {
+		return fmt.Errorf("journal: undo load %s: %w", serial, err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM sheets WHERE serial = ?`, serial); err != nil {
+		return fmt.Errorf("journal: undo load %s: %w", serial, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("journal: undo load %s: %w", serial, err)
+	}
+	return nil
+}
+
 // Sheets lists the loaded sheets, in load order.
 func (j *Journal) Sheets(ctx context.Context) ([]string, error) {
 	rows, err := j.db.QueryContext(ctx, `SELECT serial FROM sheets ORDER BY loaded_at, serial`)

@@ -150,6 +150,10 @@ type fakeHub struct {
 	commands chan protocol.CommandResult
 	// stockGate, if set, holds every stock answer until it is closed.
 	stockGate chan struct{}
+	// onStock, if set, sees each stock load as the hub takes it in,
+	// before the gate; stockRefuse, if set, refuses every stock load.
+	onStock     func(r *protocol.StockLoad)
+	stockRefuse *protocol.Error
 	// staff, if set, answers staff logins; staffAsked counts them.
 	staff      func(r protocol.StaffLogin) protocol.StaffLoginResult
 	staffAsked atomic.Int32
@@ -183,8 +187,15 @@ func (fh *fakeHub) handle(suffix string, payload []byte) {
 		if err != nil {
 			return
 		}
+		if fh.onStock != nil {
+			fh.onStock(r)
+		}
 		if fh.stockGate != nil {
 			<-fh.stockGate
+		}
+		if fh.stockRefuse != nil {
+			fh.link.push(protocol.TopicStockResult, protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultRejected, Error: fh.stockRefuse})
+			return
 		}
 		res := protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultOK}
 		for _, sh := range r.Sheets {

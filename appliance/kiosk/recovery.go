@@ -23,6 +23,7 @@ type saleJournal interface {
 	Get(ctx context.Context, requestID string) (*journal.Sale, error)
 	AddSheets(ctx context.Context, serials []string) error
 	DropSheet(ctx context.Context, serial string) error
+	UndoLoad(ctx context.Context, serial string) error
 	Sheets(ctx context.Context) ([]string, error)
 	CommandDone(ctx context.Context, commandID string, result []byte) error
 	CommandResult(ctx context.Context, commandID string) ([]byte, error)

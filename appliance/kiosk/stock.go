@@ -11,12 +11,25 @@ import (
 )
 
 // LoadStock tells the hub staff loaded these sheets, and keeps their free
-// labels for the sales to come.
+// labels for the sales to come. The journal records the sheets first: a
+// power cut once the hub has loaded them must not leave them loaded at the
+// hub and unknown here (the kiosk asks the hub at start only about the
+// sheets its journal holds). A sheet the hub refuses is forgotten again;
+// one it does not answer for stays, and is asked about at the next start.
 func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.StockResult, error) {
 	req := &protocol.StockLoad{RequestID: newRequestID(), KioskID: k.cfg.ID, Sheets: sheets}
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
+	added, err := k.journalSheets(context.WithoutCancel(ctx), sheets)
+	if err != nil {
+		k.log.Error("journal: sheets not recorded; not loaded", "sheets", sheets, "err", err)
+		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "the kiosk cannot record the stock; scan it again")
+	}
+	// A sale may take labels of these sheets while the hub answers: its
+	// answer, from before, would count them free again.
+	spent := k.stock.watch()
+	defer k.stock.unwatch(spent)
 	raw, err := k.call(ctx, protocol.TopicStock, req.RequestID, req)
 	if err != nil {
 		return nil, err
@@ -25,19 +38,40 @@ func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.Stock
 	if err != nil {
 		return nil, err
 	}
-	if res.Status == protocol.ResultOK {
-		k.stock.load(res.Sheets)
-		k.ds.mu.Lock()
-		k.ds.wrongStock = "" // staff loaded the stock again
-		k.ds.mu.Unlock()
-		if k.journal != nil {
-			if err := k.journal.AddSheets(context.WithoutCancel(ctx), sheets); err != nil {
+	if res.Status != protocol.ResultOK {
+		// The hub loads all of a request's sheets or none.
+		for _, s := range added {
+			if err := k.journal.UndoLoad(context.WithoutCancel(ctx), s); err != nil {
 				k.log.Error("journal", "err", err)
 			}
 		}
-		k.statusChanged()
+		return res, nil
 	}
+	k.stock.loadExcept(res.Sheets, spent)
+	k.ds.mu.Lock()
+	k.ds.wrongStock = "" // staff loaded the stock again
+	k.ds.mu.Unlock()
+	k.statusChanged()
 	return res, nil
+}
+
+// journalSheets records sheets in the journal, if there is one, and
+// returns those it did not hold before.
+func (k *Kiosk) journalSheets(ctx context.Context, sheets []string) ([]string, error) {
+	if k.journal == nil {
+		return nil, nil
+	}
+	kept, err := k.journal.Sheets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var added []string
+	for _, s := range sheets {
+		if !slices.Contains(kept, s) && !slices.Contains(added, s) {
+			added = append(added, s)
+		}
+	}
+	return added, k.journal.AddSheets(ctx, sheets)
 }
 
 // reloadStock asks the hub again for the sheets the journal says are
@@ -171,14 +205,52 @@ type labelStock struct {
 	// the journal: they keep their place in sheets, with no free labels,
 	// until it does.
 	unknown map[string]string
+	// watching collect the labels consumed while stock loads wait for
+	// the hub's answers.
+	watching []*spentLabels
+}
+
+// spentLabels are the labels consumed while a stock load waits for the
+// hub's answer, by sheet, their positions.
+type spentLabels struct{ by map[string][]int }
+
+// gone lists the positions of sheet spent; none for a nil s.
+func (s *spentLabels) gone(sheet string) []int {
+	if s == nil {
+		return nil
+	}
+	return s.by[sheet]
+}
+
+// watch starts collecting the labels consumed from now until unwatch.
+func (st *labelStock) watch() *spentLabels {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	w := &spentLabels{by: map[string][]int{}}
+	st.watching = append(st.watching, w)
+	return w
+}
+
+func (st *labelStock) unwatch(w *spentLabels) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.watching = slices.DeleteFunc(st.watching, func(o *spentLabels) bool { return o == w })
 }
 
 // load records sheets as the hub gave them. A sheet loaded again (as after
 // a restart, which can overlap a load by staff) keeps its place.
-func (st *labelStock) load(sheets []protocol.SheetState) {
+func (st *labelStock) load(sheets []protocol.SheetState) { st.loadExcept(sheets, nil) }
+
+// loadExcept is load, but for the labels spent since the hub was asked
+// (watch): its answer may predate their sale, and a label sold must never
+// be offered again.
+func (st *labelStock) loadExcept(sheets []protocol.SheetState, spent *spentLabels) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, sh := range sheets {
+		if gone := spent.gone(sh.Sheet); len(gone) > 0 {
+			sh.Free = slices.DeleteFunc(slices.Clone(sh.Free), func(p int) bool { return slices.Contains(gone, p) })
+		}
 		if i := slices.IndexFunc(st.sheets, func(s protocol.SheetState) bool { return s.Sheet == sh.Sheet }); i >= 0 {
 			st.sheets[i] = sh
 		} else {
@@ -304,6 +376,9 @@ func (st *labelStock) consume(label string) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	for _, w := range st.watching {
+		w.by[l.Sheet.String()] = append(w.by[l.Sheet.String()], int(l.Position))
+	}
 	for i := range st.sheets {
 		if st.sheets[i].Sheet == l.Sheet.String() {
 			st.sheets[i].Free = slices.DeleteFunc(st.sheets[i].Free, func(p int) bool { return p == int(l.Position) })
