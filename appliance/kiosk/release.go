@@ -48,7 +48,14 @@ func (k *Kiosk) onUpdate(ctx context.Context, c *protocol.Command) (res *protoco
 		return refuse(protocol.Errorf(protocol.CodeUpdateFailed, "release %s was rolled back: %s", o.Version, o.Why))
 	}
 	if m.Version == k.cfg.Firmware {
-		return res, nil // running it, healthy or on trial: the health check answers
+		if t := st.Trial(); t != nil && t.Version == m.Version && t.Version == st.Current() {
+			// Running it on trial: the health check answers, or the
+			// launcher rolls it back and the fallback answers. An ok
+			// now, kept as this command's answer, would be the only one
+			// the hub ever got, even after a rollback.
+			return nil, nil
+		}
+		return res, nil // running it, healthy
 	}
 	if t := st.Trial(); t != nil && t.CommandID == c.CommandID {
 		if t.Version == st.Current() {
@@ -128,11 +135,17 @@ func (k *Kiosk) checkHealth() {
 		}
 		k.log.Info("release healthy", "version", k.cfg.Firmware)
 	}
-	o := st.LastOutcome()
+	k.tellOutcome(context.Background())
+}
+
+// tellOutcome tells the hub, once, how the last update ended: ok, if this
+// version is the release and passed its health check, or rolled back to
+// this version.
+func (k *Kiosk) tellOutcome(ctx context.Context) {
+	o := k.cfg.Updates.LastOutcome()
 	if o == nil {
 		return
 	}
-	ctx := context.Background()
 	k.cmds.mu.Lock()
 	defer k.cmds.mu.Unlock()
 	if k.commandDone(ctx, o.CommandID) != nil {

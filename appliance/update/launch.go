@@ -35,39 +35,63 @@ func (s *Store) Launch(log *slog.Logger) error {
 	if os.Getenv(launchedEnv) != "" || s.Dir == "" {
 		return nil
 	}
-	cur := s.Current()
-	if t := s.Trial(); t != nil && t.Version == cur {
-		t.Attempts++
-		if err := writeJSON(s.path("trial.json"), t); err != nil {
-			return fmt.Errorf("update: launch: %w", err)
-		}
-		switch {
-		case t.Attempts > maxAttempts:
-			log.Error("release on trial failed to start; rolling back", "version", t.Version, "starts", t.Attempts-1, "to", name(t.Previous))
-			if err := s.rollback(t, fmt.Sprintf("it stopped %d times before its health check", maxAttempts)); err != nil {
-				return fmt.Errorf("update: rollback: %w", err)
-			}
-		case time.Now().After(t.Deadline):
-			log.Error("release on trial not healthy by its deadline; rolling back", "version", t.Version, "to", name(t.Previous))
-			if err := s.rollback(t, "no health check passed by its deadline"); err != nil {
-				return fmt.Errorf("update: rollback: %w", err)
-			}
-		default:
-			return s.supervise(t, log)
-		}
-		cur = s.Current()
+	t, err := s.Start(log)
+	if err != nil {
+		return err
 	}
-	if cur == "" {
-		return nil
+	if t != nil {
+		return s.supervise(t, log)
 	}
-	return s.exec(cur)
+	if cur := s.Current(); cur != "" {
+		return s.exec(cur)
+	}
+	return nil
+}
+
+// Start is what the launcher decides at a start, before it runs anything:
+// it returns the release on trial to supervise, or nil to run the current
+// release. A trial whose health check passed (a power cut came before its
+// record was removed) ends healthy; one that crashed too often, or is past
+// its deadline, is rolled back first.
+func (s *Store) Start(log *slog.Logger) (*Trial, error) {
+	t := s.Trial()
+	if t == nil || t.Version != s.Current() {
+		return nil, nil
+	}
+	if s.passed(t) {
+		log.Info("release on trial passed its health check before the power cut; its trial ends", "version", t.Version)
+		if err := s.endTrial(); err != nil {
+			return nil, fmt.Errorf("update: launch: %w", err)
+		}
+		return nil, nil
+	}
+	t.Attempts++
+	if err := writeJSON(s.path("trial.json"), t); err != nil {
+		return nil, fmt.Errorf("update: launch: %w", err)
+	}
+	switch {
+	case t.Attempts > maxAttempts:
+		log.Error("release on trial failed to start; rolling back", "version", t.Version, "starts", t.Attempts-1, "to", name(t.Previous))
+		if err := s.rollback(t, fmt.Sprintf("it stopped %d times before its health check", maxAttempts)); err != nil {
+			return nil, fmt.Errorf("update: rollback: %w", err)
+		}
+	case time.Now().After(t.Deadline):
+		log.Error("release on trial not healthy by its deadline; rolling back", "version", t.Version, "to", name(t.Previous))
+		if err := s.rollback(t, "no health check passed by its deadline"); err != nil {
+			return nil, fmt.Errorf("update: rollback: %w", err)
+		}
+	default:
+		return t, nil
+	}
+	return nil, nil
 }
 
 // ownTrial reports whether t is still the trial on disk: not ended by
-// its health check, nor replaced by a later install.
+// its health check (its healthy outcome recorded, even if a power cut
+// left the trial record), nor replaced by a later install.
 func (s *Store) ownTrial(t *Trial) bool {
 	d := s.Trial()
-	return d != nil && d.Version == t.Version && d.CommandID == t.CommandID
+	return d != nil && d.Version == t.Version && d.CommandID == t.CommandID && !s.passed(d)
 }
 
 func name(version string) string {
@@ -138,7 +162,12 @@ func (s *Store) supervise(t *Trial, log *slog.Logger) error {
 					cmd.Process.Kill()
 					<-exited
 				}
-				if err := s.rollback(t, "no health check passed by its deadline"); err != nil {
+				// The release may have passed its health check as the
+				// deadline came, and told the hub so: it has stopped now,
+				// and the launcher's Start keeps it.
+				if s.passed(t) {
+					log.Info("release on trial passed its health check at its deadline; kept", "version", t.Version)
+				} else if err := s.rollback(t, "no health check passed by its deadline"); err != nil {
 					return fmt.Errorf("update: rollback: %w", err)
 				}
 				self, _ := os.Executable()

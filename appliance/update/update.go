@@ -264,17 +264,46 @@ func (s *Store) DropTrial() error {
 // MarkHealthy ends the trial of version, which the running kiosk is: it
 // passed its health check.
 func (s *Store) MarkHealthy(version string) error {
+	for _, step := range s.HealthySteps(version) {
+		if err := step(); err != nil {
+			return fmt.Errorf("update: healthy: %w", err)
+		}
+	}
+	return nil
+}
+
+// HealthySteps are MarkHealthy's steps in order, each durable once done
+// (none if version is not on trial): a power cut may stop them after any
+// one, and the launcher's next Start finds the trial still running (the
+// cut came before the healthy outcome was recorded) or ended healthy. The
+// outcome is the commit: once it is on disk the release stays, even past
+// its deadline, so a kiosk that told the hub ok never rolls back.
+func (s *Store) HealthySteps(version string) []func() error {
 	t := s.Trial()
 	if t == nil || t.Version != version {
 		return nil
 	}
-	if err := writeJSON(s.path("outcome.json"), Outcome{CommandID: t.CommandID, Version: version, Status: Healthy, At: time.Now().UTC()}); err != nil {
-		return fmt.Errorf("update: healthy: %w", err)
+	return []func() error{
+		func() error {
+			return writeJSON(s.path("outcome.json"), Outcome{CommandID: t.CommandID, Version: version, Status: Healthy, At: time.Now().UTC()})
+		},
+		s.endTrial,
 	}
-	if err := os.Remove(s.path("trial.json")); err != nil {
-		return fmt.Errorf("update: healthy: %w", err)
+}
+
+// endTrial forgets the trial on disk, durably.
+func (s *Store) endTrial() error {
+	if err := os.Remove(s.path("trial.json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	return identity.SyncDir(s.Dir)
+}
+
+// passed reports whether trial t's health check passed: its healthy
+// outcome is on disk (a cut may have left the trial record beside it).
+func (s *Store) passed(t *Trial) bool {
+	o := s.LastOutcome()
+	return o != nil && o.Status == Healthy && o.CommandID == t.CommandID && o.Version == t.Version
 }
 
 // rollback puts the previous release back and records why.
