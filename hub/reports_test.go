@@ -292,3 +292,34 @@ type always struct{}
 func (always) TryLease(context.Context, string, string, time.Time, time.Duration) (bool, error) {
 	return true, nil
 }
+
+// The first report, sent by hand from before the GPSD was made (which a
+// first report may), whose answer was lost: the scheduler sends it again,
+// not a period of its own from the GPSD's making, which overlaps it.
+func TestSchedulerResendsAPendingFirstReport(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	l := e.h.Ledger()
+	created, err := l.ReportedUntil(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := created.Truncate(time.Hour)
+	to := from.Add(3 * time.Hour)
+	e.clock.Set(to.Add(3 * time.Hour))
+	hand, err := l.BuildReport(ctx, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SubmitReport(ctx, hand, lostAnswer{e.h.Postal()}); err == nil {
+		t.Fatal("a lost answer was taken for acceptance")
+	}
+	rep := reports.New(reports.Config{Every: time.Hour, Holder: "h", Now: e.clock.Now}, l, e.h.Postal(), always{}, e.h.Alerts(), quietLog())
+	if err := rep.Tick(ctx, time.Minute); err != nil {
+		t.Fatalf("the scheduler behind a pending first report: %v", err)
+	}
+	if until, err := l.ReportedUntil(ctx); err != nil || until.Before(to) {
+		t.Fatalf("reported until %s, %v; want from %s", until, err, to)
+	}
+}

@@ -412,16 +412,16 @@ func buyer(b postal.Buyer) postal.Buyer {
 
 // PendingPeriod is the end of the report from from that was sent and never
 // answered, if there is one: it must go again before any other period.
-func (l *Ledger) PendingPeriod(ctx context.Context, from time.Time) (time.Time, bool, error) {
-	var to int64
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT period_to FROM reports WHERE state = 'pending' AND period_from = ? ORDER BY id LIMIT 1`), micros(from)).Scan(&to)
+func (l *Ledger) PendingPeriod(ctx context.Context, from time.Time) (time.Time, time.Time, bool, error) {
+	var f, to int64
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT period_from, period_to FROM reports WHERE state = 'pending' AND period_from <= ? AND period_to > ? ORDER BY id LIMIT 1`), micros(from), micros(from)).Scan(&f, &to)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return time.Time{}, false, nil
+		return time.Time{}, time.Time{}, false, nil
 	case err != nil:
-		return time.Time{}, false, fmt.Errorf("ledger: pending report: %w", err)
+		return time.Time{}, time.Time{}, false, fmt.Errorf("ledger: pending report: %w", err)
 	}
-	return time.UnixMicro(to).UTC(), true, nil
+	return time.UnixMicro(f).UTC(), time.UnixMicro(to).UTC(), true, nil
 }
 
 // ReportedUntil is where the next postal report starts: the end of the

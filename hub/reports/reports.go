@@ -52,7 +52,7 @@ func (c *Config) defaults() {
 // reportLedger is the ledger: it builds and files reports.
 type reportLedger interface {
 	ReportedUntil(ctx context.Context) (time.Time, error)
-	PendingPeriod(ctx context.Context, from time.Time) (to time.Time, ok bool, err error)
+	PendingPeriod(ctx context.Context, from time.Time) (pfrom, to time.Time, ok bool, err error)
 	BuildReport(ctx context.Context, from, to time.Time) (*postal.Report, error)
 	SubmitReport(ctx context.Context, r *postal.Report, pa ledger.Submitter) (string, error)
 }
@@ -126,10 +126,10 @@ func (r *Reporter) Tick(ctx context.Context, ttl time.Duration) error {
 		// A report from here sent before whose answer never came (one sent
 		// by hand may span other periods) goes again as it was: any other
 		// period would overlap it, and be refused.
-		if pto, ok, err := r.book.PendingPeriod(ctx, from); err != nil {
+		if pfrom, pto, ok, err := r.book.PendingPeriod(ctx, from); err != nil {
 			return err
 		} else if ok {
-			to = pto
+			from, to = pfrom, pto
 		}
 		if now.Before(to.Add(r.cfg.Grace)) {
 			return nil

@@ -27,8 +27,8 @@ func (b *fakeBook) ReportedUntil(context.Context) (time.Time, error) {
 	return b.until, nil
 }
 
-func (b *fakeBook) PendingPeriod(context.Context, time.Time) (time.Time, bool, error) {
-	return time.Time{}, false, nil
+func (b *fakeBook) PendingPeriod(context.Context, time.Time) (time.Time, time.Time, bool, error) {
+	return time.Time{}, time.Time{}, false, nil
 }
 
 func (b *fakeBook) BuildReport(_ context.Context, from, to time.Time) (*postal.Report, error) {
