@@ -200,3 +200,30 @@ func TestIndiciumStatusByAR(t *testing.T) {
 		}
 	}
 }
+
+// A free reprint taken back at the counter is refunded to the sale that
+// paid for the label it replaced, once: asked again, it is refunded
+// already, as any other stamp.
+func TestCounterRefundOfAReprint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.kiosk("kiosk-1")
+	e.failLabel(k, "s-1", "1966-F8CF-01")
+	res := decode(t, k.ask(reprintOf("rp-1", "s-1", "1966-F8CF-01", "1966-F8CF-02")))
+	if res.Status != protocol.ResultOK {
+		t.Fatal(res.Error)
+	}
+	before := e.cards.Totals().Refunded
+	staff := e.operator("sue", "staff", "store-a")
+	form := url.Values{"label": {"1966-F8CF-02"}, "reason": {"wrong class"}, "handed_in": {"yes"}}
+	if st, _, page := staff.post("/console/stock", "/console/refunds", form); st != http.StatusOK || !strings.Contains(page, "Refunded $0.78") {
+		t.Fatalf("the reprint taken back: %d", st)
+	}
+	form.Set("reason", "again")
+	if st, _, page := staff.post("/console/stock", "/console/refunds", form); st != http.StatusUnprocessableEntity || !strings.Contains(page, "refunded already") {
+		t.Errorf("taken back again: %d", st)
+	}
+	if got := e.cards.Totals().Refunded - before; got != 780 {
+		t.Errorf("the card was refunded %d mills, want 780 once", got)
+	}
+}

@@ -435,7 +435,7 @@ func (l *Ledger) RefundUnused(ctx context.Context, kioskID, requestID string, la
 		var moved int
 		if err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT kind, kiosk_id, request_id,
 				(SELECT COUNT(*) FROM payment_refunds WHERE kiosk_id = ? AND request_id = ? AND ref = ?) FROM remedies WHERE label = ?`),
-			kioskID, requestID, "refund:"+label.String(), label.String()).Scan(&kind, &who, &sale, &moved); err != nil {
+			kioskID, sp.PaidBy, "refund:"+label.String(), label.String()).Scan(&kind, &who, &sale, &moved); err != nil {
 			return err
 		}
 		if kind != "refund" || who != kioskID || sale != requestID || moved > 0 {
