@@ -796,7 +796,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		}()
 	}
 	h.pushedRates = map[string]string{}
-	h.pushRates(ctx, false) // kiosks get the table in force as they come online
+	h.pushRates(ctx, false) // kiosks get the table in force as they come online, or with a rate_table_stale refusal
 	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	h.bg.Go(h.watchdog)
 	if h.cfg.LedgerCheckEvery > 0 {
@@ -1408,6 +1408,11 @@ func (h *Hub) lead(ctx context.Context) bool {
 	if held != h.leading {
 		h.leading = held
 		h.log.Info("cluster leadership", "leader", held)
+		if held {
+			// What the last leader sent is not known here: a table that
+			// took over after its last tick is sent at this one's first.
+			clear(h.pushedRates)
+		}
 	}
 	h.tickMu.Unlock()
 	return held

@@ -207,3 +207,61 @@ func TestStoreMovedToAnotherZoneSentItsTable(t *testing.T) {
 		t.Fatalf("a sale on the table in force in the store's zone: %+v", res.Error)
 	}
 }
+
+// A kiosk still on yesterday's table, which no hub sent the new one at
+// midnight (the leader died then, or every hub was down), is refused with
+// rate_table_stale and sent the table in force with the refusal: it
+// re-prices and sells, rather than being refused until it reconnects.
+func TestStaleKioskSentTheTableInForce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Now()
+	day := time.Date(now.Year(), now.Month(), now.Day()+10, 0, 0, 0, 0, time.Local)
+	dearerTableFrom(t, dir, day)
+	e := newEnvWith(t, func(c *hub.Config) { c.RatesDir = dir })
+	k := e.kiosk("kiosk-1")
+	configs := k.configsOf(t)
+	k.c.Publish(protocol.KioskTopic("kiosk-1", protocol.TopicStatus), 1, true, protocol.StatusOnline).Wait()
+	old := waitConfig(t, configs, "the table in force today", func(c protocol.KioskConfig) bool { return c.Rates.Version != "" })
+	if old.Rates.Version == "usps-new" {
+		t.Fatal("sent the new table ahead of its day")
+	}
+	e.clock.Set(day.Add(time.Hour)) // and no tick: nobody pushes the new table
+	res := decode(t, k.ask(purchase("stale-1", "kiosk-1", "1966-F8CF-01", nil)))
+	if res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeRateTableStale {
+		t.Fatalf("priced on %s after the new table's day: %+v", old.Rates.Version, res)
+	}
+	waitConfig(t, configs, "the new table", func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-new" })
+	res = decode(t, k.ask(purchase("stale-2", "kiosk-1", "1966-F8CF-01", func(r *protocol.PurchaseRequest) {
+		r.RateTable, r.Items[0].AmountMills = "usps-new", 820
+	})))
+	if res.Status != protocol.ResultOK {
+		t.Fatalf("re-priced on the new table: %+v", res.Error)
+	}
+}
+
+// A hub that takes the lead sends every kiosk the table in force: what the
+// last leader sent is not known to it. Here the new table took over before
+// this hub started, as a follower, and its leader stopped before its tick.
+func TestNewLeaderSendsTheTableInForce(t *testing.T) {
+	t.Parallel()
+	dsn := peersDB(t)
+	dir := t.TempDir()
+	now := time.Now()
+	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.Local) // today's
+	dearerTableFrom(t, dir, day)
+	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn; c.RatesDir = dir })
+	ctx := context.Background()
+	e.clock.Set(day.Add(-time.Hour))
+	e.h.Tick(ctx) // the leader sends yesterday's table
+	e.clock.Set(now)
+	e.h.Round() // renews its lease, and stops before its next tick
+	// Started now, on the clock the kiosks' certificates are checked by.
+	e2 := &env{t: t, pa: e.pa, cards: e.cards, clock: e.clock, pw: e.pw, cfg: e.cfg}
+	e2.start()
+	k := e2.kiosk("kiosk-2")
+	configs := k.configsOf(t)
+	e.h.Close()
+	e2.h.Tick(ctx)
+	waitConfig(t, configs, "the new table from the new leader", func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-new" })
+}

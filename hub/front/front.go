@@ -281,6 +281,13 @@ func (f *Front) onPurchase(c mqtt.Client, m mqtt.Message) {
 		}
 		f.cfg.Meter.Answered("kiosk", time.Since(start), code)
 	}
+	if perr != nil && perr.Code == protocol.CodeRateTableStale {
+		// The kiosk missed the table that took over (its leader died at
+		// midnight, or every hub was down then), and reconnecting is the
+		// only other way it hears of it: sent before the refusal, so it
+		// has the table to re-price on when the refusal comes.
+		f.PushConfig(kiosk)
+	}
 	sent := time.Now()
 	f.publish(protocol.KioskTopic(kiosk, protocol.TopicPurchaseResult), 1, false, out)
 	if f.cfg.Meter != nil {
