@@ -330,6 +330,8 @@ func (k *Keys) pending(ctx context.Context) (string, *ecdsa.PublicKey, error) {
 // hub never recorded it. Registering it again (idempotent) gives its
 // serial; it is recorded retired and compromised from its making, so the
 // next report tells the authority and verifiers refuse any stamp it signs.
+// Its "in service" time, like every time a report takes a row by, is no
+// earlier than the last period built: it goes in the next report.
 // Under the cluster lock, which a rotation in progress holds.
 func (k *Keys) settleRegistrations(ctx context.Context) error {
 	unlock, err := k.db.Lock(ctx, lockName)
@@ -373,7 +375,7 @@ func (k *Keys) settleRegistrations(ctx context.Context) error {
 			return fmt.Errorf("keys: settle registration %s: %w", r.label, err)
 		}
 		_, err = tx.ExecContext(ctx, k.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, certificate_pem, created_at, retired_at, compromised_at, compromise_noted_at)
-			VALUES (?, ?, ?, ?, ?, `+store.FlooredTime+`, ?, `+store.FlooredTime+`)`), cert.Serial, r.label, cert.PublicKeyPEM, cert.CertificatePEM, r.at, now, r.at, now)
+			VALUES (?, ?, ?, ?, `+store.FlooredTime+`, `+store.FlooredTime+`, ?, `+store.FlooredTime+`)`), cert.Serial, r.label, cert.PublicKeyPEM, cert.CertificatePEM, r.at, now, r.at, now)
 		if err == nil {
 			_, err = tx.ExecContext(ctx, k.db.Rebind(`DELETE FROM key_registrations WHERE key_label = ?`), r.label)
 		}

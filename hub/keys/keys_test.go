@@ -216,15 +216,21 @@ func lossyKeys(t *testing.T, dsn string) (*keys.Keys, *store.DB, *lossy, keys.Ke
 // the authority vouches for and the hub never heard of. The next Certify
 // records it retired and compromised from its making, so reports tell the
 // authority and verifiers refuse its stamps; the old key goes on signing.
+// Its events are dated in a period not yet reported.
 func TestRotationCutShortLeavesNoUnknownKey(t *testing.T) {
 	ctx := context.Background()
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
-		k, _, pa, first := lossyKeys(t, dsn)
+		k, db, pa, first := lossyKeys(t, dsn)
 		pa.lose = true
 		if _, err := k.Rotate(ctx); err == nil {
 			t.Fatal("a rotation whose answer was lost said nothing")
 		}
 		pa.lose = false
+		// A report built meanwhile: the key's events go in the next one.
+		floor := time.Now().Add(time.Second).UnixMicro()
+		if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE report_floor SET floor = ? WHERE id = 1`), floor); err != nil {
+			t.Fatal(err)
+		}
 		if err := k.Certify(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -243,6 +249,9 @@ func TestRotationCutShortLeavesNoUnknownKey(t *testing.T) {
 		}
 		if orphan == nil || orphan.Compromised == nil || orphan.Retired == nil {
 			t.Fatalf("the key certified but not recorded: %+v", orphan)
+		}
+		if orphan.Created.UnixMicro() < floor || orphan.Retired.UnixMicro() < floor {
+			t.Fatalf("the key's events dated %s and %s, before the last period built", orphan.Created, orphan.Retired)
 		}
 		if active, err := k.Active(ctx); err != nil || active.CertSerial != first.CertSerial {
 			t.Fatalf("active %+v %v, want key %d", active, err, first.CertSerial)
