@@ -141,6 +141,9 @@ type Kiosk struct {
 	cmds  commandLog // ops' commands carried out
 
 	saleMu sync.Mutex // one sale at a time: there is one printer
+	// loadMu: one stock load at a time, so each knows the sheets it
+	// journaled and may forget them if the hub refuses it.
+	loadMu sync.Mutex
 	stop   chan struct{}
 	once   sync.Once
 	newCfg chan struct{} // a config arrived: the heartbeat period may change

@@ -154,6 +154,8 @@ type fakeHub struct {
 	// before the gate; stockRefuse, if set, refuses every stock load.
 	onStock     func(r *protocol.StockLoad)
 	stockRefuse *protocol.Error
+	// stockRefuseIf, if set, refuses the stock loads it returns an error for.
+	stockRefuseIf func(r *protocol.StockLoad) *protocol.Error
 	// staff, if set, answers staff logins; staffAsked counts them.
 	staff      func(r protocol.StaffLogin) protocol.StaffLoginResult
 	staffAsked atomic.Int32
@@ -193,8 +195,12 @@ func (fh *fakeHub) handle(suffix string, payload []byte) {
 		if fh.stockGate != nil {
 			<-fh.stockGate
 		}
-		if fh.stockRefuse != nil {
-			fh.link.push(protocol.TopicStockResult, protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultRejected, Error: fh.stockRefuse})
+		refuse := fh.stockRefuse
+		if fh.stockRefuseIf != nil {
+			refuse = fh.stockRefuseIf(r)
+		}
+		if refuse != nil {
+			fh.link.push(protocol.TopicStockResult, protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultRejected, Error: refuse})
 			return
 		}
 		res := protocol.StockResult{RequestID: r.RequestID, Status: protocol.ResultOK}

@@ -21,6 +21,11 @@ func (k *Kiosk) LoadStock(ctx context.Context, sheets []string) (*protocol.Stock
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
+	// Two loads of a new sheet at once would both count it theirs to
+	// forget: one refused for a passing reason would drop from the
+	// journal a sheet the other loaded.
+	k.loadMu.Lock()
+	defer k.loadMu.Unlock()
 	added, err := k.journalSheets(context.WithoutCancel(ctx), sheets)
 	if err != nil {
 		k.log.Error("journal: sheets not recorded; not loaded", "sheets", sheets, "err", err)

@@ -165,3 +165,49 @@ func TestStockAnswerFromBeforeASaleFreesNoSoldLabel(t *testing.T) {
 		t.Fatalf("the next sale offered %v, want %s-02", second, sheet)
 	}
 }
+
+// Two staff loads of the same new sheet at once: the first refused for a
+// passing reason, the second loaded. The sheet stays in the journal: the
+// refused load does not forget a sheet the other one loaded.
+func TestRefusedLoadKeepsASheetAnotherLoaded(t *testing.T) {
+	const sheet = "1966-F8CF"
+	j := openJournal(t)
+	var loads atomic.Int32
+	var first atomic.Value // the first load's request id
+	atHub, second := make(chan struct{}), make(chan struct{})
+	fh := &fakeHub{answer: vectorAnswer, journal: j,
+		onStock: func(r *protocol.StockLoad) {
+			switch loads.Add(1) {
+			case 1:
+				first.Store(r.RequestID)
+				close(atHub)
+				select { // the second load's arrival, if it comes before this answer
+				case <-second:
+				case <-time.After(2 * time.Second):
+				}
+			case 2:
+				close(second)
+			}
+		},
+		stockRefuseIf: func(r *protocol.StockLoad) *protocol.Error {
+			if first.Load() == r.RequestID {
+				return protocol.Errorf(protocol.CodeServiceUnavailable, "a passing fault")
+			}
+			return nil
+		},
+	}
+	k, _ := setup(t, fh)
+	var wg sync.WaitGroup
+	wg.Go(func() { k.LoadStock(context.Background(), []string{sheet}) })
+	<-atHub
+	var res *protocol.StockResult
+	var err error
+	wg.Go(func() { res, err = k.LoadStock(context.Background(), []string{sheet}) })
+	wg.Wait()
+	if err != nil || res.Status != protocol.ResultOK {
+		t.Fatalf("the second load: %+v %v", res, err)
+	}
+	if held, err := j.Sheets(context.Background()); err != nil || !slices.Contains(held, sheet) {
+		t.Fatalf("the journal holds %v (%v): the refused load forgot the sheet the other loaded", held, err)
+	}
+}
