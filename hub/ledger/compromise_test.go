@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -59,6 +60,48 @@ func TestCompromisedStampsSweptUntilSettled(t *testing.T) {
 		}
 		if len(due) != 3 || !due[0].TakenBack {
 			t.Fatalf("refunds due to the leader's sweep: %+v", due)
+		}
+	})
+}
+
+// A sweep reads a few stamps per transaction, so a report's build never
+// waits for a whole sweep, and still voids every stamp in one call.
+func TestCompromiseSweptInChunks(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{SweepChunk: 2}, psdm.Config{})
+		ctx := context.Background()
+		for i := 1; i <= 5; i++ {
+			f.mustSell(newSale(fmt.Sprintf("s%d", i), 780, fmt.Sprintf("0000-0001-%02d", i)))
+		}
+		var serial uint32
+		if err := f.db.QueryRowContext(ctx, `SELECT DISTINCT cert_serial FROM indicia`).Scan(&serial); err != nil {
+			t.Fatal(err)
+		}
+		noted := f.clock.Now()
+		if _, err := f.db.ExecContext(ctx, f.db.Rebind(`INSERT INTO signing_keys (cert_serial, key_label, public_key_pem, created_at, compromised_at, compromise_noted_at)
+			VALUES (?, 'k', '', ?, ?, ?) ON CONFLICT (cert_serial) DO UPDATE SET compromised_at = excluded.compromised_at, compromise_noted_at = excluded.compromise_noted_at`),
+			serial, noted.Add(-90*24*time.Hour).UnixMicro(), noted.Add(72*time.Hour).UnixMicro(), noted.Add(-time.Hour).UnixMicro()); err != nil {
+			t.Fatal(err)
+		}
+		// Compromised from a later day: every stamp is read and passed over.
+		due, err := f.l.VoidCompromised(ctx, 2*time.Hour)
+		if err != nil || len(due) != 0 {
+			t.Fatalf("stamps dated before the compromise: %d refunds due (%v)", len(due), err)
+		}
+		if _, err := f.db.ExecContext(ctx, f.db.Rebind(`UPDATE signing_keys SET compromised_at = ? WHERE cert_serial = ?`), noted.Add(-time.Hour).UnixMicro(), serial); err != nil {
+			t.Fatal(err)
+		}
+		due, err = f.l.VoidCompromised(ctx, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(due) != 5 {
+			t.Fatalf("%d refunds due, want the 5 stamps: %+v", len(due), due)
+		}
+		var swept int
+		if err := f.db.QueryRowContext(ctx, f.db.Rebind(`SELECT COUNT(*) FROM signing_keys WHERE cert_serial = ? AND compromise_swept_at IS NOT NULL`), serial).Scan(&swept); err != nil || swept != 1 {
+			t.Fatalf("the key swept: %d %v", swept, err)
 		}
 	})
 }

@@ -62,6 +62,9 @@ type Config struct {
 	InspectionWarn, InspectionStop time.Duration
 	// MaxBatch bounds the sales in one commit; default 256.
 	MaxBatch int
+	// SweepChunk bounds the stamps a compromise sweep reads in one
+	// transaction, which holds off a report's build; default 500.
+	SweepChunk int
 	// Holder names this process in leases; default host/pid/random.
 	Holder string
 	// Now is the clock; default time.Now.
@@ -104,6 +107,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 256
+	}
+	if c.SweepChunk == 0 {
+		c.SweepChunk = 500
 	}
 	if c.Holder == "" {
 		host, _ := os.Hostname()
