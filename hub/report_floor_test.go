@@ -21,22 +21,7 @@ func TestLateSaleGoesInTheNextReport(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
-	from, err := e.h.Ledger().ReportedUntil(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := decode(t, k.ask(purchase("a-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
-		t.Fatal(res.Error)
-	}
-	to1 := e.clock.Now().Add(time.Hour).Truncate(time.Hour)
-	e.clock.Set(to1.Add(2 * time.Minute))
-	r1, err := e.h.Ledger().BuildReport(ctx, from, to1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.h.Ledger().SubmitReport(ctx, r1, e.h.Postal()); err != nil {
-		t.Fatal(err)
-	}
+	_, r1, to1 := soldAndReported(t, e, k)
 	e.clock.Set(to1.Add(-30 * time.Second)) // behind: inside the period reported
 	res := decode(t, k.ask(purchase("b-1", "kiosk-1", "1966-F8CF-02", nil)))
 	if res.Status != protocol.ResultOK {
@@ -50,15 +35,7 @@ func TestLateSaleGoesInTheNextReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	to2 := to1.Add(time.Hour)
-	e.clock.Set(to2.Add(2 * time.Minute))
-	r2, err := e.h.Ledger().BuildReport(ctx, to1, to2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.h.Ledger().SubmitReport(ctx, r2, e.h.Postal()); err != nil {
-		t.Fatal(err)
-	}
+	r2 := reportThrough(t, e, to1, to1.Add(time.Hour))
 	sold, claimed := 0, 0
 	for _, r := range []*hubpostal.Report{r1, r2} {
 		for _, x := range r.Transactions {
@@ -131,37 +108,12 @@ func TestLateCompromiseGoesInTheNextReport(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	k := e.kiosk("kiosk-1")
-	from, err := e.h.Ledger().ReportedUntil(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := decode(t, k.ask(purchase("a-1", "kiosk-1", "1966-F8CF-01", nil)))
-	if res.Status != protocol.ResultOK {
-		t.Fatal(res.Error)
-	}
-	in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	to1 := e.clock.Now().Add(time.Hour).Truncate(time.Hour)
-	e.clock.Set(to1.Add(2 * time.Minute))
-	r1, err := e.h.Ledger().BuildReport(ctx, from, to1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.h.Ledger().SubmitReport(ctx, r1, e.h.Postal()); err != nil {
-		t.Fatal(err)
-	}
+	in, r1, to1 := soldAndReported(t, e, k)
 	e.clock.Set(to1.Add(-30 * time.Second)) // behind
 	if err := e.h.Keys().Compromise(ctx, in.CertSerial, to1.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	to2 := to1.Add(time.Hour)
-	e.clock.Set(to2.Add(2 * time.Minute))
-	r2, err := e.h.Ledger().BuildReport(ctx, to1, to2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r2 := reportThrough(t, e, to1, to1.Add(time.Hour))
 	n := 0
 	for _, r := range []*hubpostal.Report{r1, r2} {
 		for _, ev := range r.Events {
@@ -173,4 +125,41 @@ func TestLateCompromiseGoesInTheNextReport(t *testing.T) {
 	if n != 1 {
 		t.Errorf("the key's compromise is in %d reports, want 1", n)
 	}
+}
+
+// soldAndReported sells a stamp on k (kiosk-1) and reports the period from
+// the last report through the next whole hour, the clock 2 minutes past
+// it. It returns the stamp, the report and the period's end.
+func soldAndReported(t *testing.T, e *env, k *kioskClient) (*protocol.Indicium, *hubpostal.Report, time.Time) {
+	t.Helper()
+	from, err := e.h.Ledger().ReportedUntil(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := decode(t, k.ask(purchase("a-1", "kiosk-1", "1966-F8CF-01", nil)))
+	if res.Status != protocol.ResultOK {
+		t.Fatal(res.Error)
+	}
+	in, err := protocol.ParseIndicium(res.Indicia[0].Matrix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := e.clock.Now().Add(time.Hour).Truncate(time.Hour)
+	return in, reportThrough(t, e, from, to), to
+}
+
+// reportThrough builds the report of [from, to), the clock 2 minutes past
+// to, and submits it.
+func reportThrough(t *testing.T, e *env, from, to time.Time) *hubpostal.Report {
+	t.Helper()
+	ctx := context.Background()
+	e.clock.Set(to.Add(2 * time.Minute))
+	r, err := e.h.Ledger().BuildReport(ctx, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.Ledger().SubmitReport(ctx, r, e.h.Postal()); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
