@@ -17,7 +17,9 @@ import (
 // version is on trial until its health check passes (connected, the
 // printer ready, a heartbeat taken by the broker); the launcher
 // (appliance/update) rolls it back if not. The command's answer comes from
-// whichever version runs at the end.
+// whichever version runs at the end. A release signed before the one
+// running, or one that ran healthy here, is refused (update_failed): see
+// update.Store.Floor.
 
 // healthDefault is a release's time to pass its health check when the
 // offer does not say.

@@ -60,6 +60,9 @@ func (s *Store) Start(log *slog.Logger) (*Trial, error) {
 	}
 	if s.passed(t) {
 		log.Info("release on trial passed its health check before the power cut; its trial ends", "version", t.Version)
+		if err := s.prove(t); err != nil {
+			return nil, fmt.Errorf("update: launch: %w", err)
+		}
 		if err := s.endTrial(); err != nil {
 			return nil, fmt.Errorf("update: launch: %w", err)
 		}

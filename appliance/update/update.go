@@ -10,6 +10,13 @@
 // file, a binary is verified and renamed into place before anything points
 // at it, the trial record is written before the symlink moves, and a
 // symlink moves by an atomic rename.
+//
+// A kiosk never goes back to an older release: Stage refuses a release
+// whose signed Created is earlier than that of the release running, or of
+// any release that passed its health check here (proven.json). A rollback
+// ops want is the old build signed again, as a new release. The
+// launcher's own rollback of a release that failed its trial is local and
+// not an offer: it is never refused.
 package update
 
 import (
@@ -43,6 +50,18 @@ const maxAttempts = 3
 type Store struct {
 	Dir string
 	Key ed25519.PublicKey // the release key; nil refuses every release
+	// Packaged is the signed Created of the packaged binary's release,
+	// if the image knows it: the floor while no release has passed a
+	// health check here. Zero takes the first release offered.
+	Packaged time.Time
+}
+
+// Signed is what a kiosk keeps of a release's manifest: its version and
+// when ops signed it, in versions/V/release.json and, for the newest
+// release that passed its health check here, proven.json.
+type Signed struct {
+	Version string    `json:"version"`
+	Created time.Time `json:"created"`
 }
 
 // Trial is a release installed and not yet healthy.
@@ -52,6 +71,7 @@ type Trial struct {
 	CommandID string    `json:"command_id"`
 	Deadline  time.Time `json:"deadline"`
 	Attempts  int       `json:"attempts"`
+	Created   time.Time `json:"created,omitzero"` // the release's signed Created, if staged with it
 }
 
 // Outcome is how an update ended: ok (the release runs and passed its
@@ -90,6 +110,8 @@ func (s *Store) Current() string {
 // Stage verifies an offered release and downloads its binary for arch
 // from base+offer.Path+"/"+arch, resuming a partial download. It returns
 // the manifest once the binary is in place with the signed size and hash.
+// A release signed before Floor's is refused (update_failed), before any
+// download.
 func (s *Store) Stage(ctx context.Context, client *http.Client, base string, offer *protocol.ReleaseOffer, arch string) (*protocol.ReleaseManifest, error) {
 	if s.Key == nil {
 		return nil, protocol.Errorf(protocol.CodeUpdateFailed, "this kiosk has no release key: it installs no release")
@@ -102,8 +124,24 @@ func (s *Store) Stage(ctx context.Context, client *http.Client, base string, off
 	if !ok {
 		return nil, protocol.Errorf(protocol.CodeUpdateFailed, "release %s has no %s binary", m.Version, arch)
 	}
+	// A replayed offer, or a compromised hub, could otherwise put back any
+	// old (vulnerable) release ever signed.
+	if f := s.Floor(); m.Created.Before(f.Created) {
+		return nil, protocol.Errorf(protocol.CodeUpdateFailed,
+			"release %s (signed %s) is older than %s (signed %s), which this kiosk runs or ran healthy: a downgrade is refused; to roll back, sign the old build again as a new release",
+			m.Version, m.Created.UTC().Format(time.RFC3339), f.Version, f.Created.UTC().Format(time.RFC3339))
+	}
 	final := s.BinaryOf(m.Version)
+	info := s.path("versions", m.Version, "release.json")
 	if sum, n, err := hashFile(final); err == nil && sum == a.SHA256 && n == a.Size {
+		var have Signed
+		if readJSON(info, &have) == nil && have.Created.Equal(m.Created) {
+			return m, nil
+		}
+		// Signed again (a rollback ops made): the same binary, newer.
+		if err := writeJSON(info, Signed{Version: m.Version, Created: m.Created}); err != nil {
+			return nil, fmt.Errorf("update: stage: %w", err)
+		}
 		return m, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
@@ -124,6 +162,10 @@ func (s *Store) Stage(ctx context.Context, client *http.Client, base string, off
 	if err := os.Chmod(part, 0o755); err != nil {
 		return nil, fmt.Errorf("update: stage: %w", err)
 	}
+	// Before the binary: a release's binary in place has its Created.
+	if err := writeJSON(info, Signed{Version: m.Version, Created: m.Created}); err != nil {
+		return nil, fmt.Errorf("update: stage: %w", err)
+	}
 	if err := os.Rename(part, final); err != nil {
 		return nil, fmt.Errorf("update: stage: %w", err)
 	}
@@ -142,10 +184,15 @@ func download(ctx context.Context, client *http.Client, url, part string, size i
 	if err != nil {
 		return err
 	}
-	if have >= size {
-		if have > size {
-			return f.Truncate(0) // not this release's; the next attempt starts over
+	if have > size {
+		// Not this release's: start over, at the next attempt. An error,
+		// not the empty file, which the hash check would fail for good.
+		if err := f.Truncate(0); err != nil {
+			return err
 		}
+		return fmt.Errorf("partial download longer than the release (%d of %d bytes): starting over", have, size)
+	}
+	if have == size {
 		return nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -172,8 +219,18 @@ func download(ctx context.Context, client *http.Client, url, part string, size i
 	default:
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	if _, err := io.Copy(f, io.LimitReader(resp.Body, size)); err != nil {
+	n, err := io.Copy(f, io.LimitReader(resp.Body, size-have+1))
+	if err != nil {
 		return err
+	}
+	if have+n > size {
+		// More than the rest: the server's range is not ours to trust.
+		// Start over at the next attempt rather than fail the hash check
+		// for good.
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		return fmt.Errorf("GET %s: more than the %d bytes left: starting over", url, size-have)
 	}
 	return f.Sync()
 }
@@ -206,6 +263,10 @@ func (s *Store) Install(commandID, version string, health time.Duration) error {
 		return fmt.Errorf("update: install %s: %w", version, err)
 	}
 	t := Trial{Version: version, Previous: s.Current(), CommandID: commandID, Deadline: time.Now().Add(health)}
+	var info Signed
+	if readJSON(s.path("versions", version, "release.json"), &info) == nil && info.Version == version {
+		t.Created = info.Created
+	}
 	if err := writeJSON(s.path("trial.json"), t); err != nil {
 		return fmt.Errorf("update: install %s: %w", version, err)
 	}
@@ -287,8 +348,40 @@ func (s *Store) HealthySteps(version string) []func() error {
 		func() error {
 			return writeJSON(s.path("outcome.json"), Outcome{CommandID: t.CommandID, Version: version, Status: Healthy, At: time.Now().UTC()})
 		},
+		func() error { return s.prove(t) },
 		s.endTrial,
 	}
+}
+
+// prove raises the floor (proven.json) to trial t's release, which passed
+// its health check: no older release is taken from now on, even after it
+// is rolled back from or replaced.
+func (s *Store) prove(t *Trial) error {
+	if t.Created.IsZero() {
+		return nil // staged before releases kept their Created
+	}
+	var p Signed
+	if readJSON(s.path("proven.json"), &p) == nil && !t.Created.After(p.Created) {
+		return nil
+	}
+	return writeJSON(s.path("proven.json"), Signed{Version: t.Version, Created: t.Created})
+}
+
+// Floor is the newest release this kiosk runs or ran healthy: that of
+// proven.json or the current release (the packaged binary's, if known),
+// whichever was signed later. Zero when none is known.
+func (s *Store) Floor() Signed {
+	var f, cur Signed
+	readJSON(s.path("proven.json"), &f)
+	if v := s.Current(); v != "" {
+		readJSON(s.path("versions", v, "release.json"), &cur)
+	} else {
+		cur = Signed{Version: name(""), Created: s.Packaged}
+	}
+	if cur.Created.After(f.Created) {
+		f = cur
+	}
+	return f
 }
 
 // endTrial forgets the trial on disk, durably.

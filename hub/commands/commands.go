@@ -178,10 +178,18 @@ func (c *Commands) send(ctx context.Context, cmds []protocol.Command) {
 
 // Record keeps a kiosk's answer. kioskID is the kiosk whose topic it came
 // on: a kiosk answers only its own commands. A repeated answer changes
-// nothing.
+// nothing. An update answered ok while running another firmware than the
+// release offered is kept rejected (update_failed): its rollout counts it
+// failed, not healthy.
 func (c *Commands) Record(ctx context.Context, kioskID string, r *protocol.CommandResult) error {
 	if r.KioskID != kioskID {
 		return protocol.Errorf(protocol.CodeKioskMismatch, "a result for kiosk %s on kiosk %s's topic", r.KioskID, kioskID)
+	}
+	if r.Status == Done {
+		var err error
+		if r, err = c.checkUpdate(ctx, kioskID, r); err != nil {
+			return fmt.Errorf("commands: record %s: %w", r.CommandID, err)
+		}
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -203,6 +211,37 @@ func (c *Commands) Record(ctx context.Context, kioskID string, r *protocol.Comma
 		}
 	}
 	return nil
+}
+
+// checkUpdate returns an ok answer to an update as rejected if the
+// firmware it names is not the release offered: a kiosk with a bug (or
+// one that rolled back and says ok) would otherwise count healthy on a
+// release it does not run. Any other answer it returns as it is.
+func (c *Commands) checkUpdate(ctx context.Context, kioskID string, r *protocol.CommandResult) (*protocol.CommandResult, error) {
+	var action string
+	var payload sql.NullString
+	err := c.db.QueryRowContext(ctx, c.db.Rebind(`SELECT action, payload FROM kiosk_commands WHERE id = ? AND kiosk_id = ?`), r.CommandID, kioskID).Scan(&action, &payload)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && action != protocol.ActionUpdate {
+		return r, nil // unknown: Record says so
+	}
+	if err != nil {
+		return r, err
+	}
+	var offer protocol.ReleaseOffer
+	var m protocol.ReleaseManifest
+	if err := json.Unmarshal([]byte(payload.String), &offer); err != nil {
+		return r, fmt.Errorf("offer: %w", err)
+	}
+	if err := json.Unmarshal(offer.Manifest, &m); err != nil {
+		return r, fmt.Errorf("offer's manifest: %w", err)
+	}
+	if r.Firmware == m.Version {
+		return r, nil
+	}
+	bad := *r
+	bad.Status = Rejected
+	bad.Error = protocol.Errorf(protocol.CodeUpdateFailed, "answered ok running firmware %q, not release %s offered", r.Firmware, m.Version)
+	return &bad, nil
 }
 
 // Resend sends again the pending commands last sent before the given
@@ -334,5 +373,16 @@ func ExpireRollout(rolloutID int64) store.Write {
 	return store.Write{
 		Query: `UPDATE kiosk_commands SET status = ? WHERE status = ? AND id IN (SELECT command_id FROM rollout_kiosks WHERE rollout_id = ?)`,
 		Args:  []any{Expired, Pending, rolloutID},
+	}
+}
+
+// ExpireKiosk is the write that withdraws every command a kiosk has not
+// answered, for the fleet to commit with the kiosk's retirement: a
+// retired kiosk never answers, and a rollout's offer waiting for it would
+// expire a day later as a failure.
+func ExpireKiosk(kioskID string) store.Write {
+	return store.Write{
+		Query: `UPDATE kiosk_commands SET status = ? WHERE status = ? AND kiosk_id = ?`,
+		Args:  []any{Expired, Pending, kioskID},
 	}
 }

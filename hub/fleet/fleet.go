@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/hub/accounts/pwcheck"
+	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -259,7 +260,8 @@ func (r *Registry) Get(ctx context.Context, kioskID string) (Kiosk, error) {
 var ErrRetired = errors.New("kiosk retired already")
 
 // Retire takes a kiosk out of the fleet for good: it may no longer log in,
-// enroll or sell, and an open enrollment code is dropped. Its row stays,
+// enroll or sell, an open enrollment code is dropped, and the commands it
+// has not answered expire (it will not answer them). Its row stays,
 // with its sales and stamps. A lost or stolen kiosk is recorded as a
 // device event for the next postal report.
 func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) error {
@@ -282,6 +284,10 @@ func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) e
 			return protocol.Errorf(protocol.CodeUnknownKiosk, "kiosk %s is not a provisioned kiosk in service", kioskID)
 		}
 		if _, err := tx.ExecContext(ctx, r.db.Rebind(`DELETE FROM enrollments WHERE kiosk_id = ?`), kioskID); err != nil {
+			return err
+		}
+		w := commands.ExpireKiosk(kioskID)
+		if _, err := tx.ExecContext(ctx, r.db.Rebind(w.Query), w.Args...); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, r.db.Rebind(`INSERT INTO device_events (kind, subject, detail, at) VALUES (?, ?, ?, `+store.FlooredTime+`)`),

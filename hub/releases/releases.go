@@ -201,15 +201,26 @@ func (r *Releases) Widen(ctx context.Context, id int64) error {
 		return protocol.Errorf(protocol.CodeInvalidRequest, "rollout %d already offers its release to the whole fleet", id)
 	}
 	// From the stage read: two widenings at once move it one stage.
-	res, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE rollouts SET stage = stage + 1, stage_at = ? WHERE id = ? AND state = ? AND stage = ?`),
-		r.now().UnixMicro(), id, Running, ro.Stage)
+	moved, err := r.widenFrom(ctx, id, ro.Stage)
 	if err != nil {
 		return fmt.Errorf("releases: widen %d: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	if !moved {
 		return protocol.Errorf(protocol.CodeInvalidRequest, "rollout %d changed meanwhile; look again", id)
 	}
 	return nil
+}
+
+// widenFrom moves a running rollout from stage from to the next, and says
+// whether it did: not if it was stopped or widened meanwhile.
+func (r *Releases) widenFrom(ctx context.Context, id int64, from int) (bool, error) {
+	res, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE rollouts SET stage = stage + 1, stage_at = ? WHERE id = ? AND state = ? AND stage = ?`),
+		r.now().UnixMicro(), id, Running, from)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // Abort stops a rollout: kiosks not yet updated are no longer offered it.
@@ -236,10 +247,16 @@ func (r *Releases) stop(ctx context.Context, id int64, state, why string) error 
 	return nil
 }
 
+// selectRollout counts only the kiosks still in service: a kiosk retired
+// after it was offered the release (lost, stolen) never answers, and its
+// offer, expired, is no failure of the release.
 const selectRollout = `SELECT r.id, r.version, r.stages, r.stage, r.max_failure_pct, r.soak_s, r.health_s, r.state, r.why, r.created_by, r.created_at, r.stage_at,
-	(SELECT COUNT(*) FROM rollout_kiosks k WHERE k.rollout_id = r.id),
-	(SELECT COUNT(*) FROM rollout_kiosks k JOIN kiosk_commands c ON c.id = k.command_id WHERE k.rollout_id = r.id AND c.status = 'ok'),
-	(SELECT COUNT(*) FROM rollout_kiosks k JOIN kiosk_commands c ON c.id = k.command_id WHERE k.rollout_id = r.id AND c.status IN ('rejected', 'expired'))
+	(SELECT COUNT(*) FROM rollout_kiosks k JOIN kiosks f ON f.kiosk_id = k.kiosk_id
+		WHERE k.rollout_id = r.id AND f.retired_at IS NULL),
+	(SELECT COUNT(*) FROM rollout_kiosks k JOIN kiosks f ON f.kiosk_id = k.kiosk_id JOIN kiosk_commands c ON c.id = k.command_id
+		WHERE k.rollout_id = r.id AND f.retired_at IS NULL AND c.status = 'ok'),
+	(SELECT COUNT(*) FROM rollout_kiosks k JOIN kiosks f ON f.kiosk_id = k.kiosk_id JOIN kiosk_commands c ON c.id = k.command_id
+		WHERE k.rollout_id = r.id AND f.retired_at IS NULL AND c.status IN ('rejected', 'expired'))
 	FROM rollouts r`
 
 // Get returns one rollout with its progress.
@@ -384,7 +401,9 @@ func (r *Releases) step(ctx context.Context, ro *Rollout) error {
 		_, err = r.db.ExecContext(ctx, r.db.Rebind(`UPDATE rollouts SET state = ?, why = ? WHERE id = ? AND state = ?`),
 			Done, fmt.Sprintf("%d kiosks healthy on %s", ro.Healthy, ro.Version), ro.ID, Running)
 	case ro.SoakS > 0 && r.now().Sub(ro.StageAt) >= time.Duration(ro.SoakS)*time.Second:
-		err = r.Widen(ctx, ro.ID)
+		// Only from the stage judged: if ops widened it, or another step
+		// did, since ro was read, the stage it is at now has not soaked.
+		_, err = r.widenFrom(ctx, ro.ID, ro.Stage)
 	}
 	return err
 }

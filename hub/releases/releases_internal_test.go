@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,32 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // published.
 func newBook(t *testing.T, dsn string) (*Releases, *store.DB) {
 	t.Helper()
+	return bookAt(t, dsn, nil)
+}
+
+// clock is a settable clock for the book and its commands.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// newClockedBook is newBook on a clock the test moves.
+func newClockedBook(t *testing.T, dsn string) (*Releases, *store.DB, *clock) {
+	t.Helper()
+	c := &clock{t: time.Now()}
+	r, db := bookAt(t, dsn, c.Now)
+	return r, db, c
+}
+
+func bookAt(t *testing.T, dsn string, now func() time.Time) (*Releases, *store.DB) {
+	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -43,7 +70,7 @@ func newBook(t *testing.T, dsn string) (*Releases, *store.DB) {
 		}
 	}
 	al := alerts.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	r := New(db, commands.New(db, kiosks, nil), kiosks, al, nil)
+	r := New(db, commands.New(db, kiosks, now), kiosks, al, now)
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	bin := []byte("kiosk 9.9.9")
 	sum := sha256.Sum256(bin)
@@ -136,4 +163,164 @@ func TestAbortWaitsForOfferLink(t *testing.T) {
 	if n := pendingOffers(t, db); n != 0 {
 		t.Errorf("rollout %d is aborted, yet %d offers of it are pending", ro.ID, n)
 	}
+}
+
+// answer records kiosk k's answer to its latest command: ok, running
+// firmware.
+func answer(t *testing.T, r *Releases, k, firmware string) {
+	t.Helper()
+	ctx := context.Background()
+	cmds, err := r.commands.Of(ctx, k, 1)
+	if err != nil || len(cmds) != 1 {
+		t.Fatalf("%s's commands: %v %v", k, cmds, err)
+	}
+	if err := r.commands.Record(ctx, k, &protocol.CommandResult{CommandID: cmds[0].CommandID, KioskID: k, Status: protocol.ResultOK, Firmware: firmware}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// soakedCanary starts a rollout of kiosk-1, then kiosk-2, then the fleet,
+// with kiosk-1 offered, healthy and soaked: the leader's next step widens
+// it to stage 1.
+func soakedCanary(t *testing.T, dsn string) (*Releases, *Rollout) {
+	t.Helper()
+	ctx := context.Background()
+	r, _, c := newClockedBook(t, dsn)
+	ro, err := r.Start(ctx, "9.9.9", []Stage{{Kiosks: []string{"kiosk-1"}}, {Kiosks: []string{"kiosk-2"}}, {Percent: 100}}, 0, time.Minute, time.Minute, "ann")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Step(ctx); err != nil { // offers kiosk-1
+		t.Fatal(err)
+	}
+	answer(t, r, "kiosk-1", "9.9.9")
+	c.Add(time.Minute)
+	return r, ro
+}
+
+// A leader's step that judged stage 0 healthy and soaked, after ops
+// widened the rollout to stage 1 meanwhile, leaves it there: widening
+// again would move past stage 1 before it was offered, soaked or judged.
+func TestStepWidensOnlyTheStageItJudged(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		r, ro := soakedCanary(t, dsn)
+		seen, err := r.Get(ctx, ro.ID) // as the leader's List read it
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Widen(ctx, ro.ID); err != nil { // ops, meanwhile
+			t.Fatal(err)
+		}
+		if err := r.step(ctx, seen); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := r.Get(ctx, ro.ID); after.Stage != 1 {
+			t.Fatalf("ops widened rollout %d once and a stale step followed: stage %d, want 1", ro.ID, after.Stage)
+		}
+		// Stage 1 is offered next, and only its kiosk.
+		if err := r.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := r.Get(ctx, ro.ID); after.Stage != 1 || after.Offered != 2 || after.Pending != 1 {
+			t.Errorf("rollout %d: stage %d, offered %d, pending %d; want stage 1 offered to kiosk-1 and kiosk-2, kiosk-2 pending", ro.ID, after.Stage, after.Offered, after.Pending)
+		}
+	})
+}
+
+// Two steps that both read stage 0 healthy and soaked (two hubs that
+// both think they lead, or a slow step and the next) widen it once.
+func TestOverlappingStepsWidenOnce(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		r, ro := soakedCanary(t, dsn)
+		a, err := r.Get(ctx, ro.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := r.Get(ctx, ro.ID)
+		for _, seen := range []*Rollout{a, b} {
+			if err := r.step(ctx, seen); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if after, _ := r.Get(ctx, ro.ID); after.Stage != 1 {
+			t.Errorf("two steps that read stage 0 left rollout %d at stage %d, want 1", ro.ID, after.Stage)
+		}
+	})
+}
+
+// A kiosk retired (stolen) after the rollout offered it the release will
+// never answer: the rollout counts only the kiosks in service, ends when
+// they are all healthy, and raises no rollout_halted, even once the
+// retired kiosk's offer would have expired.
+func TestRetiredKioskLeavesTheRolloutsCounts(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		r, db, c := newClockedBook(t, dsn)
+		ro, err := r.Start(ctx, "9.9.9", []Stage{{Percent: 100}}, 0, 0, time.Minute, "ann")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		answer(t, r, "kiosk-1", "9.9.9")
+		answer(t, r, "kiosk-2", "9.9.9")
+		if err := r.kiosks.Retire(ctx, "kiosk-3", "stolen", true); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := r.Get(ctx, ro.ID)
+		if got.Offered != 2 || got.Healthy != 2 || got.Failed != 0 || got.Pending != 0 {
+			t.Errorf("with kiosk-3 retired: offered %d healthy %d failed %d pending %d; want 2 offered, both healthy", got.Offered, got.Healthy, got.Failed, got.Pending)
+		}
+		c.Add(commands.Expiry + time.Hour)
+		if err := r.commands.Resend(ctx, c.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ = r.Get(ctx, ro.ID); got.State != Done {
+			t.Errorf("every kiosk in service is healthy, yet rollout %d is %s: %s", ro.ID, got.State, got.Why)
+		}
+		list, err := alerts.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), nil).List(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range list {
+			if a.Kind == alerts.RolloutHalted {
+				t.Errorf("a retired kiosk raised %s: %s", a.Kind, a.Message)
+			}
+		}
+	})
+}
+
+// An update answered ok by a kiosk naming another firmware than the
+// release (a buggy kiosk) is no healthy kiosk: it is recorded rejected
+// with update_failed, and counts failed. An ok naming the release counts
+// healthy.
+func TestUpdateOkNamingAnotherFirmwareCountsFailed(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		r, _ := newBook(t, dsn)
+		ro, err := r.Start(ctx, "9.9.9", []Stage{{Kiosks: []string{"kiosk-1", "kiosk-2"}}}, 100, 0, time.Minute, "ann")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		answer(t, r, "kiosk-1", "9.9.9")
+		answer(t, r, "kiosk-2", "1.0.0")
+		got, _ := r.Get(ctx, ro.ID)
+		if got.Healthy != 1 || got.Failed != 1 {
+			t.Errorf("kiosk-1 ok on 9.9.9, kiosk-2 ok on 1.0.0: healthy %d failed %d, want 1 and 1", got.Healthy, got.Failed)
+		}
+		cmds, _ := r.commands.Of(ctx, "kiosk-2", 1)
+		c := cmds[0]
+		if c.Status != commands.Rejected || c.Result == nil || c.Result.Error == nil || c.Result.Error.Code != protocol.CodeUpdateFailed || c.Result.Firmware != "1.0.0" {
+			t.Errorf("kiosk-2's ok on 1.0.0 recorded %s with result %+v; want rejected, update_failed, firmware 1.0.0 kept", c.Status, c.Result)
+		}
+	})
 }
