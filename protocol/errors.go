@@ -83,7 +83,7 @@ var Codes = []CodeInfo{
 	{CodeRemedyNotAllowed, false, "A reprint or refund was asked for a label that did not fail to print, belongs to another sale, or already had its remedy."},
 	{CodeKioskLocked, false, "Ops locked the kiosk (suspected stolen): it sells nothing and loads no stock until they unlock it."},
 	{CodeUpdateFailed, false, "A release offered to a kiosk was refused (bad signature or hash, another architecture) or failed its health check, and the kiosk runs its previous version."},
-	{CodeServiceUnavailable, true, "The hub cannot sell right now (no signing worker, store down, shutting down)."},
+	{CodeServiceUnavailable, true, "The hub cannot sell right now (no signing worker, store down, shutting down), or another purchase took the web sheet's next free label first."},
 	{CodeOutcomeUnknown, true, "The hub cannot tell yet whether the sale happened (its store failed mid-commit, it stopped, or another hub still serves the request): print nothing, keep the labels held, and ask again with the same request_id until the answer is final."},
 	{CodeInternal, true, "An unexpected hub fault; nothing was charged and no indicium was issued."},
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"slices"
 	"strings"
@@ -137,7 +138,26 @@ func FuzzDecodeTelemetry(f *testing.F) {
 func FuzzDecodeWebStampRequest(f *testing.F) {
 	f.Add([]byte(prototest.PatentWebStampRequest))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = protocol.DecodeWebStampRequest(b)
+		if _, err := protocol.DecodeWebStampRequest(b); err != nil {
+			return
+		}
+		// What is accepted is refused with a field given twice: put two
+		// <FIM>s right after the root's start tag.
+		d := xml.NewDecoder(bytes.NewReader(b))
+		for {
+			tok, err := d.Token()
+			if err != nil {
+				t.Fatalf("accepted, yet no root: %v", err)
+			}
+			if _, ok := tok.(xml.StartElement); ok {
+				break
+			}
+		}
+		at := d.InputOffset()
+		twice := slices.Concat(b[:at], []byte("<FIM>0</FIM><FIM>0</FIM>"), b[at:])
+		if _, err := protocol.DecodeWebStampRequest(twice); protocol.AsError(err).Code != protocol.CodeInvalidRequest {
+			t.Fatalf("%q: %v, want invalid_request", twice, err)
+		}
 	})
 }
 

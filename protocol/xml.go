@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 )
 
@@ -83,22 +84,30 @@ func (b *Base64Bytes) UnmarshalText(t []byte) error {
 // Field rules (Luhn, expiry, label stock) belong to the hub.
 func DecodeWebStampRequest(b []byte) (*WebStampRequest, error) {
 	var r WebStampRequest
-	if err := decodeXML(b, &r); err != nil {
+	if err := decodeXML(b, &r, true); err != nil {
 		return nil, err
 	}
 	return &r, nil
 }
 
-// DecodeXMLIndicium reads an <Indicium> document.
+// DecodeXMLIndicium reads an <Indicium> document. As a kiosk reads the
+// hub's JSON, an element a newer hub added is skipped; one given twice is
+// refused all the same.
 func DecodeXMLIndicium(b []byte) (*XMLIndicium, error) {
 	var r XMLIndicium
-	if err := decodeXML(b, &r); err != nil {
+	if err := decodeXML(b, &r, false); err != nil {
 		return nil, err
 	}
 	return &r, nil
 }
 
-func decodeXML(b []byte, v any) error {
+// decodeXML reads one document into v, a struct of text fields, as
+// strictly as DecodeJSON reads JSON: encoding/xml alone lets the last of
+// two <Amount>s win and skips elements it does not know, so a request
+// could say one thing to a reader and another to the hub. An element given
+// twice is invalid_request; with strict, an unknown element or attribute
+// is malformed_message.
+func decodeXML(b []byte, v any, strict bool) error {
 	if len(b) > MaxMessageBytes {
 		return Errorf(CodeMalformed, "document is %d bytes, limit %d", len(b), MaxMessageBytes)
 	}
@@ -106,6 +115,9 @@ func decodeXML(b []byte, v any) error {
 	d.Strict = true
 	if err := d.Decode(v); err != nil {
 		return Errorf(CodeMalformed, "xml: %v", err)
+	}
+	if err := xmlFieldsOnce(b, v, strict); err != nil {
+		return err
 	}
 	// One document, one root: after it only white space, comments and
 	// processing instructions may follow.
@@ -125,6 +137,61 @@ func decodeXML(b []byte, v any) error {
 			}
 		default:
 			return Errorf(CodeInvalidRequest, "a second root element: send one document")
+		}
+	}
+}
+
+// xmlFieldsOnce walks a document that decoded into v: each child of the
+// root must be one of v's fields, named once, holding text only. The
+// decode ran first, so the document is well formed here.
+func xmlFieldsOnce(b []byte, v any, strict bool) error {
+	known := map[string]bool{}
+	t := reflect.TypeOf(v).Elem()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("xml"), ",")
+		if name != "" && name != "-" && t.Field(i).Name != "XMLName" {
+			known[name] = true
+		}
+	}
+	d := xml.NewDecoder(bytes.NewReader(b))
+	d.Strict = true
+	seen := map[string]bool{}
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return Errorf(CodeMalformed, "xml: %v", err)
+		}
+		switch el := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if strict {
+				for _, a := range el.Attr {
+					if a.Name.Space != "xmlns" && a.Name.Local != "xmlns" {
+						return Errorf(CodeMalformed, "xml: unknown attribute %s on <%s>", a.Name.Local, el.Name.Local)
+					}
+				}
+			}
+			switch name := el.Name.Local; {
+			case depth == 2 && known[name]:
+				if seen[name] {
+					return Errorf(CodeInvalidRequest, "element <%s> appears twice", name)
+				}
+				seen[name] = true
+			case depth == 2 && !strict: // skipped whole, as the decode did
+				if err := d.Skip(); err != nil {
+					return Errorf(CodeMalformed, "xml: %v", err)
+				}
+				depth--
+			case depth == 2:
+				return Errorf(CodeMalformed, "xml: unknown element <%s>", name)
+			case depth > 2:
+				return Errorf(CodeMalformed, "xml: element <%s> inside a field: fields hold text only", name)
+			}
+		case xml.EndElement:
+			if depth--; depth == 0 {
+				return nil
+			}
 		}
 	}
 }

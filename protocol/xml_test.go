@@ -84,3 +84,41 @@ func TestXMLOneRoot(t *testing.T) {
 		}
 	}
 }
+
+// An element given twice is invalid_request and an unknown one
+// malformed_message, as in JSON: encoding/xml alone lets the last
+// <Amount> win and skips what it does not know.
+func TestXMLFieldTwiceOrUnknownRefused(t *testing.T) {
+	const open, rest = `<server.bp_RequestWebStampParams><LoginID>a</LoginID>`, `<RateClass>1100</RateClass></server.bp_RequestWebStampParams>`
+	for _, c := range []struct {
+		body string
+		want protocol.Code
+	}{
+		{`<Amount>330</Amount><Amount>99000</Amount>`, protocol.CodeInvalidRequest},
+		{`<Amount>330</Amount><CCNumber>1</CCNumber><CCNumber>2</CCNumber>`, protocol.CodeInvalidRequest},
+		{`<Amount>330</Amount><Bogus><Deep/></Bogus>`, protocol.CodeMalformed},
+		{`<Amount>330</Amount><amount>1</amount>`, protocol.CodeMalformed}, // XML names are case-sensitive
+		{`<Amount>330<Amount>1</Amount></Amount>`, protocol.CodeMalformed},
+	} {
+		r, err := protocol.DecodeWebStampRequest([]byte(open + c.body + rest))
+		if got := protocol.AsError(err).Code; err == nil || got != c.want {
+			t.Errorf("%s: %+v, %v; want %s", c.body, r, err, c.want)
+		}
+	}
+	if _, err := protocol.DecodeWebStampRequest([]byte(`<server.bp_RequestWebStampParams Amount="1"><LoginID>a</LoginID></server.bp_RequestWebStampParams>`)); protocol.AsError(err).Code != protocol.CodeMalformed {
+		t.Errorf("an unknown attribute: %v, want malformed_message", err)
+	}
+	if _, err := protocol.DecodeWebStampRequest([]byte(`<server.bp_RequestWebStampParams xmlns="urn:x"><LoginID>a</LoginID></server.bp_RequestWebStampParams>`)); err != nil {
+		t.Errorf("a namespace declaration: %v", err)
+	}
+	// The hub's answer read by a client: a field a newer hub added is
+	// skipped, one given twice is not.
+	ind := strings.Replace(prototest.PatentIndicium, "<FIM>0</FIM>", "<FIM>0</FIM><Extra><x/></Extra>", 1)
+	if _, err := protocol.DecodeXMLIndicium([]byte(ind)); err != nil {
+		t.Errorf("an Indicium with a newer field: %v", err)
+	}
+	ind = strings.Replace(prototest.PatentIndicium, "<Amount>330</Amount>", "<Amount>330</Amount><Amount>1</Amount>", 1)
+	if _, err := protocol.DecodeXMLIndicium([]byte(ind)); protocol.AsError(err).Code != protocol.CodeInvalidRequest {
+		t.Errorf("an Indicium with Amount twice: %v, want invalid_request", err)
+	}
+}

@@ -49,6 +49,16 @@ type order struct {
 	// paid, if not nil, is the count of the request's payments that the
 	// claim's read found: with none, the card is held first (HoldFirst).
 	paid *int
+	// sheet, for the web channels, is the sheet the order is for: web
+	// sales on one sheet take turns, on this hub and across hubs, from
+	// their build to their commit. The hub's pick of the next free label
+	// then finds the last sale's labels used, not in flight, and a claim
+	// of the sheet is undone before the next sale on it is priced.
+	sheet *protocol.SheetSerial
+	// picks: build picks the labels itself (a sheet's next free ones). A
+	// label it picked found used is another sale's, not the customer's
+	// offer: retryable, never a fraud alert.
+	picks bool
 	// remedy is the failed label a free reprint replaces. Its claim, the
 	// one a refund of it takes, is held from the build to the commit: the
 	// label gets one remedy, and a refund racing the reprint finds it done.
@@ -175,6 +185,13 @@ func (s *Service) claimed(ctx context.Context, o *order, check *ledger.Check) an
 		}
 		defer release()
 	}
+	if o.sheet != nil {
+		release, err := s.takeSheet(ctx, *o.sheet)
+		if err != nil {
+			return s.reject(ctx, o, err)
+		}
+		defer release()
+	}
 	sale, src, err := o.build(ctx, refusal)
 	if err != nil {
 		return s.reject(ctx, o, err)
@@ -185,9 +202,13 @@ func (s *Service) claimed(ctx context.Context, o *order, check *ledger.Check) an
 	a, err := s.charge(ctx, sale, src, first)
 	if err != nil {
 		// A sale whose outcome is not known, or that another hub serves,
-		// may stand: what it used (a one-time pay code) stays used.
+		// may stand: what it used (a one-time pay code, a web sheet's
+		// claim) stays used.
 		if o.failed != nil && protocol.AsError(err).Code != protocol.CodeOutcomeUnknown && !errors.Is(err, payments.ErrOtherHub) {
 			o.failed(context.WithoutCancel(ctx))
+		}
+		if o.picks && protocol.AsError(err).Code == protocol.CodeLabelUsed {
+			err = busySheet(*o.sheet) // held in flight or committed by another sale: not this customer's doing
 		}
 		return s.reject(ctx, o, err)
 	}
@@ -245,22 +266,43 @@ func (s *Service) checkedCharge(ctx context.Context, o *order) (answer, bool) {
 	return answer{out: a.Bytes, res: a.Result}, true
 }
 
-// checkLabels is the precheck of labels a channel picked itself: the
-// refusal, if any, after a fraud check of used ones.
-func (s *Service) checkLabels(ctx context.Context, o *order, labels []protocol.LabelSerial) error {
+// checkLabels is the precheck of labels a web channel's build names: the
+// refusal, if any, after a fraud check of used ones the customer named.
+// A used label the hub picked (picked) was taken by another sale since
+// the sheet was read: busySheet, retryable, and no fraud.
+func (s *Service) checkLabels(ctx context.Context, o *order, labels []protocol.LabelSerial, picked bool) error {
 	prior, refusal, err := s.Book.Precheck(ctx, o.kioskID, o.requestID, o.hash, labels, o.owner)
 	switch {
 	case err != nil:
 		return err
 	case prior != nil: // cannot happen under the claim: the replay came first
 		return protocol.Errorf(protocol.CodeServiceUnavailable, "request %s was answered meanwhile; ask again", o.requestID)
+	case refusal != nil && refusal.Code == protocol.CodeLabelUsed && picked:
+		return busySheet(labels[0].Sheet)
 	case refusal != nil:
 		if refusal.Code == protocol.CodeLabelUsed {
 			s.fraud(ctx, o.kioskID, o.requestID, labels)
 		}
-		return refusal
+		return webRefusal(labels[0].Sheet, refusal)
 	}
 	return nil
+}
+
+// takeSheet makes the web sales on one sheet take turns, on this hub and
+// across hubs, as takeLabel does a label's refunds. A dead hub's turn is
+// taken over with its other claims; the claim of a sheet it made stays.
+func (s *Service) takeSheet(ctx context.Context, sheet protocol.SheetSerial) (func(), error) {
+	if s.Claims == nil {
+		return s.serialize("web-sheet:" + sheet.String()), nil
+	}
+	release, _, err := s.Claims.TakeReading(ctx, "web-sheet", sheet.String(), nil)
+	if err != nil {
+		if protocol.AsError(err).Code == protocol.CodeOutcomeUnknown { // claims.ErrBusy: not about this request
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "another purchase on sheet %s is being served; try again", sheet)
+		}
+		return nil, err
+	}
+	return release, nil
 }
 
 // reject answers an order that was not sold. A final refusal of a channel

@@ -21,9 +21,11 @@ type Order struct {
 	Count     int                  `json:"count"`
 }
 
-// claimer gives a web sheet to its first customer.
+// claimer gives a web sheet to its first customer, and takes it back when
+// the sale it was claimed for is not made (stock.Stock).
 type claimer interface {
-	Claim(ctx context.Context, sheet protocol.SheetSerial, accountID int64) error
+	Claim(ctx context.Context, sheet protocol.SheetSerial, accountID int64) (claimedAt int64, err error)
+	Unclaim(ctx context.Context, sheet protocol.SheetSerial, accountID, claimedAt int64) error
 }
 
 // replayer finds the stored answer to a request already served.
@@ -45,15 +47,18 @@ func (s *Service) Buy(ctx context.Context, acct *accounts.Account, o Order, requ
 	kioskID := WebKioskID(acct.ID)
 	canon, _ := json.Marshal(o) // numbers and strings only: cannot fail
 	h := sha256.Sum256(canon)
-	ord := &order{kioskID: kioskID, requestID: requestID, hash: h[:], channel: "portal", owner: ledger.Owner{AccountID: acct.ID}}
+	ord := &order{kioskID: kioskID, requestID: requestID, hash: h[:], channel: "portal", owner: ledger.Owner{AccountID: acct.ID},
+		sheet: &o.Sheet, picks: true}
 	ord.build = func(ctx context.Context, _ *protocol.Error) (*ledger.Sale, *payments.Source, error) {
 		return s.buy(ctx, ord, acct, o)
 	}
 	return s.run(ctx, ord).result()
 }
 
-// buy prices a new order on the next free labels of its sheet.
-func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o Order) (*ledger.Sale, *payments.Source, error) {
+// buy prices a new order on the next free labels of its sheet. It runs
+// holding the sheet (order.sheet), so the claim it makes is undone, if the
+// sale is not made, before any other sale on the sheet is priced.
+func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o Order) (_ *ledger.Sale, _ *payments.Source, err error) {
 	priced := s.Now()
 	rt, err := s.Rates.Current(priced)
 	if err != nil {
@@ -67,27 +72,38 @@ func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o
 	if err != nil || zip == 0 {
 		return nil, nil, protocol.Errorf(protocol.CodeInvalidRequest, "set the ZIP code you mail from first")
 	}
-	if err := s.Claimer.Claim(ctx, o.Sheet, acct.ID); err != nil {
+	claimedAt, err := s.Claimer.Claim(ctx, o.Sheet, acct.ID)
+	if err != nil {
 		return nil, nil, err
+	}
+	if claimedAt != 0 {
+		// The sheet is the customer's once a sale on it is made, not for
+		// naming it: refused here, or by the payment or the commit, it is
+		// unclaimed again. A sale whose outcome is unknown keeps it (the
+		// pipeline does not call failed then), so a sale that did commit
+		// never loses its sheet.
+		unclaim := func(ctx context.Context) {
+			if err := s.Claimer.Unclaim(ctx, o.Sheet, acct.ID, claimedAt); err != nil {
+				s.Log.Error("web sheet claim not undone", "sheet", o.Sheet, "account", acct.ID, "err", err)
+			}
+		}
+		ord.failed = unclaim
+		defer func() {
+			if err != nil {
+				unclaim(context.WithoutCancel(ctx))
+			}
+		}()
 	}
 	if err := s.ownSheet(ctx, ord, o.Sheet); err != nil {
 		return nil, nil, err
 	}
-	state, err := s.Sheets.State(ctx, o.Sheet)
+	labels, err := s.pickFree(ctx, ord, o.Sheet, o.Count)
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(state.Free) < o.Count {
-		return nil, nil, protocol.Errorf(protocol.CodeLabelUsed, "sheet %s has %d free labels; %d were asked for", o.Sheet, len(state.Free), o.Count)
-	}
 	sale := &ledger.Sale{KioskID: ord.kioskID, RequestID: ord.requestID, BodyHash: ord.hash, UserID: WebUserBase + uint64(acct.ID), OriginZIP: zip, Priced: priced}
-	labels := make([]protocol.LabelSerial, o.Count)
-	for i := range labels {
-		labels[i] = protocol.LabelSerial{Sheet: o.Sheet, Position: uint8(state.Free[i])}
-		sale.Items = append(sale.Items, ledger.Item{RateClass: o.RateClass, Postage: price, Label: labels[i]})
-	}
-	if err := s.checkLabels(ctx, ord, labels); err != nil {
-		return nil, nil, err
+	for _, l := range labels {
+		sale.Items = append(sale.Items, ledger.Item{RateClass: o.RateClass, Postage: price, Label: l})
 	}
 	src := payments.Source{AccountID: acct.ID}
 	if acct.Balance < sale.Total() && acct.CardToken() != "" {
@@ -106,9 +122,18 @@ func (s *Service) ownSheet(ctx context.Context, ord *order, sheet protocol.Sheet
 	case err != nil:
 		return err
 	case refusal != nil && refusal.Code != protocol.CodeLabelUsed: // a used label is the owner's to hear of
-		return refusal
+		return webRefusal(sheet, refusal)
 	}
 	return nil
+}
+
+// webRefusal words the ledger's precheck refusal of a web customer's
+// sheet for them: the ledger's speaks of kiosks.
+func webRefusal(sheet protocol.SheetSerial, refusal *protocol.Error) *protocol.Error {
+	if refusal.Code == protocol.CodeLabelNotAssigned {
+		return protocol.Errorf(protocol.CodeLabelNotAssigned, "sheet %s is not assigned to your account", sheet)
+	}
+	return refusal
 }
 
 // RefundUnused gives a customer back the postage of a stamp they did not

@@ -42,14 +42,28 @@ func (s *Service) WebStamp(ctx context.Context, acct *accounts.Account, req *pro
 	kioskID := WebKioskID(acct.ID)
 	// The request as sent, not the label it gets: a retry of a sheet's
 	// "next free label" must find the first answer, not the next label.
+	// The card as far as it may be kept: its last four, expiry and name
+	// (README: the same key with another card is idempotency_conflict).
+	// Nothing derived from the full number: a hash of 16 digits whose
+	// last four and issuer are known is soon undone. Empty fields are left
+	// out, so a request without a card hashes as before.
 	canon, _ := json.Marshal(struct {
 		Amount    protocol.Mills
 		RateClass string
 		Serial    string
 		Last4     string
-	}{req.Amount, req.RateClass, strings.ToUpper(strings.TrimSpace(req.SerialNumber)), payments.Last4(req.CCNumber)})
+		Exp       string `json:",omitempty"`
+		Name      string `json:",omitempty"`
+	}{req.Amount, req.RateClass, strings.ToUpper(strings.TrimSpace(req.SerialNumber)), payments.Last4(req.CCNumber),
+		strings.TrimSpace(req.CCExp), strings.TrimSpace(req.CCNameOnCard)})
 	h := sha256.Sum256(canon)
 	o := &order{kioskID: kioskID, requestID: requestID, hash: h[:], channel: "webstamp", owner: ledger.Owner{AccountID: acct.ID}}
+	serial := strings.TrimSpace(req.SerialNumber)
+	if l, err := protocol.ParseLabelSerial(serial); err == nil {
+		o.sheet = &l.Sheet
+	} else if sh, err := protocol.ParseSheetSerial(serial); err == nil {
+		o.sheet, o.picks = &sh, true // the hub picks the label
+	}
 	o.build = func(ctx context.Context, _ *protocol.Error) (*ledger.Sale, *payments.Source, error) {
 		return s.webStamp(ctx, o, acct, req, zip)
 	}
@@ -80,9 +94,6 @@ func (s *Service) webStamp(ctx context.Context, o *order, acct *accounts.Account
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.checkLabels(ctx, o, []protocol.LabelSerial{label}); err != nil {
-		return nil, nil, err
-	}
 	src := payments.Source{AccountID: acct.ID}
 	switch {
 	case req.CCNumber != "":
@@ -109,11 +120,14 @@ func validAmount(c protocol.RateClass, amount protocol.Mills) bool {
 	return false
 }
 
-// pickLabel reads SerialNumber: a label, or a sheet of o's owner whose
-// next free label is taken.
+// pickLabel reads SerialNumber: a label, checked, or a sheet of o's owner
+// whose next free label is taken.
 func (s *Service) pickLabel(ctx context.Context, o *order, serial string) (protocol.LabelSerial, error) {
 	serial = strings.TrimSpace(serial)
 	if l, err := protocol.ParseLabelSerial(serial); err == nil {
+		if err := s.checkLabels(ctx, o, []protocol.LabelSerial{l}, false); err != nil {
+			return protocol.LabelSerial{}, err
+		}
 		return l, nil
 	}
 	sheet, err := protocol.ParseSheetSerial(serial)
@@ -123,12 +137,66 @@ func (s *Service) pickLabel(ctx context.Context, o *order, serial string) (proto
 	if err := s.ownSheet(ctx, o, sheet); err != nil {
 		return protocol.LabelSerial{}, err
 	}
-	state, err := s.Sheets.State(ctx, sheet)
+	labels, err := s.pickFree(ctx, o, sheet, 1)
 	if err != nil {
 		return protocol.LabelSerial{}, err
 	}
-	if len(state.Free) == 0 {
-		return protocol.LabelSerial{}, protocol.Errorf(protocol.CodeLabelUsed, "every label of sheet %s is used", sheet)
+	return labels[0], nil
+}
+
+// Times the hub picks a sheet's next free labels again when another sale
+// used one between the read and the check.
+const pickTries = 3
+
+// pickFree picks n free labels of sheet, the first ones no sale in flight
+// on this hub holds, and checks them. A label the hub picked that turns
+// out used was taken by another sale meanwhile, not offered by the
+// customer: it is picked again, and at last refused as retryable, never
+// recorded as fraud.
+func (s *Service) pickFree(ctx context.Context, o *order, sheet protocol.SheetSerial, n int) ([]protocol.LabelSerial, error) {
+	for try := 1; ; try++ {
+		state, err := s.Sheets.State(ctx, sheet)
+		if err != nil {
+			return nil, err
+		}
+		free := s.notInFlight(sheet, state.Free)
+		if len(free) < n {
+			if len(state.Free) >= n { // in flight: some may come free again
+				return nil, busySheet(sheet)
+			}
+			if len(state.Free) == 0 {
+				return nil, protocol.Errorf(protocol.CodeLabelUsed, "every label of sheet %s is used", sheet)
+			}
+			return nil, protocol.Errorf(protocol.CodeLabelUsed, "sheet %s has %d free labels; %d were asked for", sheet, len(state.Free), n)
+		}
+		labels := make([]protocol.LabelSerial, n)
+		for i := range labels {
+			labels[i] = protocol.LabelSerial{Sheet: sheet, Position: uint8(free[i])}
+		}
+		err = s.checkLabels(ctx, o, labels, true)
+		if err != nil && protocol.AsError(err).Code == protocol.CodeServiceUnavailable && try < pickTries {
+			continue
+		}
+		return labels, err
 	}
-	return protocol.LabelSerial{Sheet: sheet, Position: uint8(state.Free[0])}, nil
+}
+
+// notInFlight is free less the positions of sheet that sales in flight on
+// this hub hold, under the lock holdLabels takes them with.
+func (s *Service) notInFlight(sheet protocol.SheetSerial, free []int) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, 0, len(free))
+	for _, p := range free {
+		if !s.labels[protocol.LabelSerial{Sheet: sheet, Position: uint8(p)}] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// busySheet is the retryable refusal of labels the hub picked that another
+// sale took first.
+func busySheet(sheet protocol.SheetSerial) error {
+	return protocol.Errorf(protocol.CodeServiceUnavailable, "another purchase on sheet %s took its next free label; try again", sheet)
 }

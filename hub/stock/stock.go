@@ -305,14 +305,40 @@ func (s *Stock) Answer(ctx context.Context, kioskID string, payload []byte) ([]b
 // a sheet belongs to the first customer who prints on it.
 const WebStore = "web"
 
-// Claim gives an unclaimed sheet of the web store to accountID. It does
-// nothing to any other sheet: the sale's own checks then refuse it.
-func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID int64) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, assigned_at = ?
-		WHERE serial = ? AND store = ? AND account_id IS NULL AND kiosk_id IS NULL AND invalidated_at IS NULL`),
-		accountID, s.now().UnixMicro(), uint32(sheet), WebStore)
+// Claim gives an unclaimed sheet of the web store to accountID, for the
+// sale about to be made on it. It does nothing to any other sheet: the
+// sale's own checks then refuse it. It returns the claim's time when this
+// call took the sheet (zero when it did not), for Unclaim: a sale not made
+// must not leave the sheet its customer's.
+func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID int64) (int64, error) {
+	at := s.now().UnixMicro()
+	// used = 0: a sheet that carries stamps is its buyer's, even if its
+	// claim was undone meanwhile (see Unclaim), never a newcomer's.
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, assigned_at = ?
+		WHERE serial = ? AND store = ? AND account_id IS NULL AND kiosk_id IS NULL AND invalidated_at IS NULL AND used = 0`),
+		accountID, at, uint32(sheet), WebStore)
 	if err != nil {
-		return fmt.Errorf("stock: claim %s: %w", sheet, err)
+		return 0, fmt.Errorf("stock: claim %s: %w", sheet, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return 0, fmt.Errorf("stock: claim %s: %w", sheet, err)
+	} else if n != 1 {
+		return 0, nil
+	}
+	return at, nil
+}
+
+// Unclaim undoes the claim Claim made at claimedAt, when the sale it was
+// made for was not: the sheet is unclaimed again. Only that claim, and only
+// while no label of the sheet is used: a sale committed on it (the ledger
+// counts used in the sale's own commit) keeps it its buyer's, and a sheet
+// ops assigned or moved since keeps their word.
+func (s *Stock) Unclaim(ctx context.Context, sheet protocol.SheetSerial, accountID, claimedAt int64) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = NULL, assigned_at = NULL
+		WHERE serial = ? AND store = ? AND account_id = ? AND assigned_at = ? AND kiosk_id IS NULL AND used = 0`),
+		uint32(sheet), WebStore, accountID, claimedAt)
+	if err != nil {
+		return fmt.Errorf("stock: unclaim %s: %w", sheet, err)
 	}
 	return nil
 }

@@ -2,10 +2,12 @@ package stock_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/stock"
@@ -171,4 +173,63 @@ func TestLoadAnswerOrder(t *testing.T) {
 	if e := protocol.AsError(err); e.Code != protocol.CodeLabelUnknown {
 		t.Fatalf("load of a sheet never issued: %v, want %s", err, protocol.CodeLabelUnknown)
 	}
+}
+
+// A web sheet's claim is undone only as it was made: the claim of a sale
+// that was not made is let go, but not once a label of the sheet is used
+// (the sale committed), nor after ops assigned the sheet since.
+func TestUnclaimUndoesOnlyItsOwnClaimOfAnUnusedSheet(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db := open(t, dsn)
+		tick := time.Unix(1_800_000_000, 0)
+		st := stock.New(db, func() time.Time { tick = tick.Add(time.Second); return tick }) // every write its own time
+		if err := st.AddStore(ctx, stock.WebStore, "Web customers"); err != nil {
+			t.Fatal(err)
+		}
+		refused, sold, assigned := protocol.SheetSerial(0x4444_0001), protocol.SheetSerial(0x4444_0002), protocol.SheetSerial(0x4444_0003)
+		if err := st.Import(ctx, stock.WebStore, []protocol.SheetSerial{refused, sold, assigned}); err != nil {
+			t.Fatal(err)
+		}
+		owner := func(sh protocol.SheetSerial) int64 {
+			t.Helper()
+			var id sql.NullInt64
+			if err := db.QueryRowContext(ctx, db.Rebind(`SELECT account_id FROM sheets WHERE serial = ?`), uint32(sh)).Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			return id.Int64
+		}
+		claim := func(sh protocol.SheetSerial, acct int64) int64 {
+			t.Helper()
+			at, err := st.Claim(ctx, sh, acct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return at
+		}
+		at := claim(refused, 1)
+		if at == 0 || claim(refused, 2) != 0 {
+			t.Fatalf("a fresh sheet claimed at %d, and again by another: want the first only", at)
+		}
+		if err := st.Unclaim(ctx, refused, 1, at); err != nil || owner(refused) != 0 || claim(refused, 2) == 0 {
+			t.Fatalf("a claim undone: %v, owner %d; want the sheet free for the next customer", err, owner(refused))
+		}
+
+		at = claim(sold, 1)
+		w := stock.MarkUsed(uint32(sold), 1, tick) // the sale's commit
+		if _, err := db.ExecContext(ctx, db.Rebind(w.Query), w.Args...); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Unclaim(ctx, sold, 1, at); err != nil || owner(sold) != 1 {
+			t.Fatalf("a sheet with a stamp sold on it, unclaimed: %v, owner %d; want 1", err, owner(sold))
+		}
+
+		at = claim(assigned, 1)
+		if err := st.AssignToAccount(ctx, assigned, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Unclaim(ctx, assigned, 1, at); err != nil || owner(assigned) != 1 {
+			t.Fatalf("a sheet ops assigned since its claim, unclaimed: %v, owner %d; want 1", err, owner(assigned))
+		}
+	})
 }
