@@ -439,7 +439,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		h.Close()
 		return nil, err
 	}
-	if err := ensureMACKey(h.ks, sess, cfg.Ledger.ControlKeyLabel()); err != nil {
+	if err := firstMACKey(ctx, h.db, h.ks, sess, cfg.Ledger.ControlKeyLabel()); err != nil {
 		h.Close()
 		return nil, err
 	}
@@ -1562,7 +1562,32 @@ func TuneRuntime() {
 	}
 }
 
-// ensureMACKey creates the control-code key on first start.
+// firstMACKey makes the first control-code key on a hub's first start.
+// Missing from an HSM whose database holds PSDs already, it is the wrong
+// HSM (token, slot, or key store), not a first start: a new key would fail
+// every PSD's seal, and the ledger check would stop all sales as tampered.
+func firstMACKey(ctx context.Context, db *store.DB, ks hsm.Module, sess hsm.Session, label string) error {
+	_, err := sess.MAC(label, nil)
+	if !errors.Is(err, hsm.ErrNoKey) {
+		return err
+	}
+	var psds int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM psd`).Scan(&psds); err != nil {
+		return fmt.Errorf("hub: control-code key: %w", err)
+	}
+	if psds > 0 {
+		return fmt.Errorf("hub: the HSM holds no control-code key %q, yet the database holds %d PSDs sealed with it: "+
+			"this is not the hub's HSM (check --hsm, the PKCS#11 token and slot, or --data's key store): %w", label, psds, ErrWrongHSM)
+	}
+	return ks.GenerateMACKey(label)
+}
+
+// ErrWrongHSM: the hub was started on an HSM that lacks the keys its
+// database was sealed with.
+var ErrWrongHSM = errors.New("not the hub's HSM")
+
+// ensureMACKey makes a control-code key a rotation names, unless it is
+// there already (a rotation tried again).
 func ensureMACKey(ks hsm.Module, sess hsm.Session, label string) error {
 	_, err := sess.MAC(label, nil)
 	if errors.Is(err, hsm.ErrNoKey) {

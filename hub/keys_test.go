@@ -312,3 +312,28 @@ func TestCompromiseCutShortSignsNothing(t *testing.T) {
 		wait.For(t, 10*time.Second, "no hold left open", func() bool { return e.cards.Totals().Open == 0 })
 	}
 }
+
+// A hub started on another HSM than the one its database was sealed with
+// (a wrong token or slot, or an empty key store) refuses to start: it made
+// a new control-code key, failed every PSD's seal, and stopped all sales
+// with a false tamper alert.
+func TestHubOnAnotherHSMRefusesToStart(t *testing.T) {
+	t.Parallel()
+	dsn := peersDB(t)
+	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn })
+	if res := decode(t, e.kiosk("kiosk-1").ask(purchase("hsm-1", "kiosk-1", "1966-F8CF-01", nil))); res.Status != protocol.ResultOK {
+		t.Fatalf("sale: %+v", res.Error)
+	}
+	cfg := e.cfg
+	cfg.DataDir = t.TempDir() // its soft key store: empty
+	h, err := hub.Open(context.Background(), cfg, quietLog())
+	if h != nil {
+		h.Close()
+	}
+	if !errors.Is(err, hub.ErrWrongHSM) {
+		t.Fatalf("a hub on an empty key store: %v; want ErrWrongHSM", err)
+	}
+	if as, err := e.h.Alerts().List(context.Background(), true); err != nil || len(as) != 0 {
+		t.Fatalf("alerts %+v (%v)", as, err)
+	}
+}

@@ -62,6 +62,10 @@ func TestRateTableFromAnotherHub(t *testing.T) {
 	differs.Classes[0].FirstOunce = 1
 	cfg := e.cfg
 	cfg.DataDir, cfg.RatesDir = t.TempDir(), tableDir(t, differs)
+	// The same HSM: the soft key store, shared.
+	if err := os.Symlink(filepath.Join(e.cfg.DataDir, "keys"), filepath.Join(cfg.DataDir, "keys")); err != nil {
+		t.Fatal(err)
+	}
 	if h, err := hub.Open(ctx, cfg, quietLog()); err == nil || !strings.Contains(err.Error(), "usps-next differs") {
 		if h != nil {
 			h.Close()
