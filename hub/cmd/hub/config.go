@@ -13,6 +13,10 @@ import (
 	"github.com/frank-postage/frank/hub"
 )
 
+// secretSettings are the flags a config file may not set, with the
+// variable that gives each instead.
+var secretSettings = map[string]string{"pkcs11-pin": "FRANK_PKCS11_PIN", "broker-password": "FRANK_BROKER_PASSWORD"}
+
 // applyConfig sets the flags a config file names, except those given on
 // the command line. The file is a JSON object of flag names (as in
 // --help) and values; keys starting with "#" are comments:
@@ -21,6 +25,7 @@ import (
 //	 "workers": 2, "secure-cookies": true}
 //
 // An unknown flag name is an error: a typo must not quietly keep a default.
+// So is a secret (secretSettings): the file is installed readable by all.
 func applyConfig(fs *flag.FlagSet, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -47,6 +52,9 @@ func applyConfig(fs *flag.FlagSet, path string) error {
 		}
 		if k == "config" || fs.Lookup(k) == nil {
 			return fmt.Errorf("config %s: unknown setting %q (see hub --help)", path, k)
+		}
+		if env, ok := secretSettings[k]; ok {
+			return fmt.Errorf("config %s: %s is a secret, and the config file is readable by all: set %s in the environment (the image's /etc/frank/hub.env, mode 0600)", path, k, env)
 		}
 		if set[k] {
 			continue

@@ -30,14 +30,18 @@ func TestApplyConfig(t *testing.T) {
 		t.Fatalf("data %q workers %d secure %v: the file sets data and secure-cookies, the command line wins for workers", *data, *workers, *secure)
 	}
 	for body, want := range map[string]string{
-		`{"dta": "x"}`:           `unknown setting "dta"`,
-		`{"workers": "many"}`:    "workers",
-		`{"data": ["a"]}`:        "want a string",
-		`{"config": "x.json"}`:   "unknown setting",
-		`{"data": "x"} trailing`: "trailing",
-		`not json`:               "config",
+		`{"dta": "x"}`:             `unknown setting "dta"`,
+		`{"workers": "many"}`:      "workers",
+		`{"data": ["a"]}`:          "want a string",
+		`{"config": "x.json"}`:     "unknown setting",
+		`{"data": "x"} trailing`:   "trailing",
+		`not json`:                 "config",
+		`{"pkcs11-pin": "1234"}`:   "FRANK_PKCS11_PIN",
+		`{"broker-password": "x"}`: "FRANK_BROKER_PASSWORD",
 	} {
 		fs, _, _, _ := newFlags()
+		fs.String("pkcs11-pin", "", "")
+		fs.String("broker-password", "", "")
 		err := applyConfig(fs, write(body))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", body, err, want)
