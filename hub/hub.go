@@ -1582,6 +1582,19 @@ func firstMACKey(ctx context.Context, db *store.DB, ks hsm.Module, sess hsm.Sess
 	return ks.GenerateMACKey(label)
 }
 
+// PasswordChanges is how many times a customer may change the password
+// in PasswordChangeWindow, right or wrong, across the hubs.
+const (
+	PasswordChanges      = 5
+	PasswordChangeWindow = time.Hour
+)
+
+func passwordChanges(h *Hub) *websession.Limiter {
+	l := websession.NewLimiter(PasswordChanges, PasswordChangeWindow)
+	l.DB, l.Now = h.db, h.clockNow
+	return l
+}
+
 // ErrWrongHSM: the hub was started on an HSM that lacks the keys its
 // database was sealed with.
 var ErrWrongHSM = errors.New("not the hub's HSM")

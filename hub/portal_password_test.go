@@ -313,3 +313,27 @@ func TestPortalPasswordLimits(t *testing.T) {
 		}
 	})
 }
+
+// Every password change counts, right ones too: each costs the hub two
+// bcrypts, and a session is no licence to spend its CPU. Past the limit
+// the form answers 429 without a look at the password.
+func TestPasswordChangesLimited(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.customer("cleo", "")
+	pw := firstPassword
+	for i := range hub.PasswordChanges {
+		next := fmt.Sprintf("%s %d", firstPassword, i)
+		if st, _, _ := b.changePassword(pw, next, next); st != http.StatusSeeOther {
+			t.Fatalf("change %d: %d", i+1, st)
+		}
+		pw = next
+	}
+	if st, _, _ := b.changePassword(pw, "one more new password", "one more new password"); st != http.StatusTooManyRequests {
+		t.Fatalf("a change past the limit: %d, want 429", st)
+	}
+	e.clock.Set(e.clock.Now().Add(hub.PasswordChangeWindow))
+	if st, _, _ := b.changePassword(pw, "one more new password", "one more new password"); st != http.StatusSeeOther {
+		t.Fatalf("a change after the window: %d", st)
+	}
+}

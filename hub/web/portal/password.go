@@ -42,6 +42,16 @@ func (p *Portal) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.Logins.Done(r, acct.Login)
+	if p.Changes != nil {
+		key := "password-change:" + strconv.FormatInt(acct.ID, 10)
+		if ok, wait := p.Changes.Allow(key); !ok {
+			retryAfter(w, wait)
+			refuse(http.StatusTooManyRequests, "Too many password changes. Try again later.")
+			return
+		}
+		defer p.Changes.Done(key)
+		p.Changes.Fail(key) // every change counts, right or wrong
+	}
 	next := r.PostFormValue("new_password")
 	if next != r.PostFormValue("new_password2") {
 		refuse(http.StatusUnprocessableEntity, "The two new passwords differ.")

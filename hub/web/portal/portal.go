@@ -97,6 +97,10 @@ type Portal struct {
 	// ResetRequests limits asking for reset links, per login and address;
 	// ResetLinks, wrong links per address.
 	ResetRequests, ResetLinks *session.Logins
+	// Changes, if set, limits password changes per account, right ones
+	// too: each costs two bcrypts, and a session is no licence to spend
+	// the hub's CPU.
+	Changes *session.Limiter
 	// ShowResetLinks shows a reset link on the page that asked for it, for
 	// a demo without mail: it tells whoever asks that the login exists.
 	ShowResetLinks bool
