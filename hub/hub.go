@@ -743,11 +743,11 @@ func (h *Hub) Start(ctx context.Context) error {
 		Sessions: websession.New(h.db, "portal", 24*time.Hour, h.cfg.SecureCookies || h.cfg.TLS != "off", now), Logins: websession.NewLogins("portal", h.proxies).Share(h.db),
 		RefundWindow: h.cfg.RefundWindow, Meter: h.metrics, Log: h.log.With("component", "portal"), Now: now,
 		ResetRequests: websession.NewLogins("portal-reset", h.proxies).Share(h.db), ResetLinks: websession.NewCodeLimit("portal-reset-link", h.proxies).Share(h.db),
-		ShowResetLinks: h.cfg.ShowResetLinks}
+		ShowResetLinks: h.cfg.ShowResetLinks, Changes: passwordChanges(h)}
 	srv := &web.Server{Keys: h.keys, DB: h.db, Ledger: h.ledger, Voids: h.ledger, Workers: h.pool, Customers: h.accounts, Stamps: h.sales,
 		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, BrokerTLSAddr: h.BrokerTLSAddr, CA: h.ca,
 		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies).Share(h.db), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,
-		Releases: h.releases, Portal: customerPortal.Routes(), CustomerLogins: customerPortal.Logins, Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.Protect(h.metrics.Handler()), OpsOnly: h.console.Protect,
+		Releases: h.releases, Portal: customerPortal.Routes(), CustomerLogins: customerPortal.Logins, Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.ProtectMetrics(h.metrics.Handler()), OpsOnly: h.console.Protect,
 		Log: h.log.With("component", "web")}
 	// Handshake failures (strangers, scanners) go to the log at debug level.
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout(),

@@ -66,7 +66,7 @@ func (b *browser) do(method, path string, form url.Values, hdr ...string) (int, 
 	// A redirect's message travels in a cookie (session.Flash); it is
 	// given here as a query, for the tests to read with the Location.
 	for _, c := range resp.Cookies() {
-		if msg, err := base64.RawURLEncoding.DecodeString(c.Value); c.Name == "flash" && c.Value != "" && err == nil {
+		if msg, err := base64.RawURLEncoding.DecodeString(c.Value); (c.Name == "flash" || c.Name == "__Host-flash") && c.Value != "" && err == nil {
 			loc += "?flash=" + url.QueryEscape(string(msg))
 		}
 	}

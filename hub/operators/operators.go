@@ -43,10 +43,13 @@ type Operator struct {
 type Scope string
 
 // Scopes. A token reads unless it was made to write: one leaked from a
-// script that only looks cannot change anything.
+// script that only looks cannot change anything. A metrics token reads
+// /metrics and nothing else: the one a scraper like Prometheus holds (and
+// may send over plain HTTP) reads no sales, customers or settings.
 const (
-	ReadOnly  Scope = "read"
-	ReadWrite Scope = "write"
+	ReadOnly    Scope = "read"
+	ReadWrite   Scope = "write"
+	MetricsOnly Scope = "metrics"
 )
 
 // Token lifetimes: a leaked token stops working on its own.
@@ -72,6 +75,9 @@ func (o *Operator) Ops() bool { return o.Role == RoleOps }
 func (o *Operator) MaySee(storeID string) bool {
 	return o.Ops() || slices.Contains(o.Stores, storeID)
 }
+
+// MaxLogin is the longest operator login.
+const MaxLogin = 64
 
 // ErrAuth is a wrong login, password or token; they are not told apart.
 var ErrAuth = errors.New("operators: wrong login or password")
@@ -112,34 +118,53 @@ func New(db *store.DB, now func() time.Time) *Operators {
 // compareHash checks a password against a hash; tests count it.
 var compareHash = bcrypt.CompareHashAndPassword
 
-// Add creates an operator, or resets the password, role and stores of an
-// existing one (how a forgotten or stolen password is recovered),
-// revoking its API tokens; Hub.SetOperator also ends its console sessions.
+// Add creates an operator, or resets the password of an existing one (how
+// a forgotten or stolen password is recovered), revoking its API tokens;
+// Hub.SetOperator also ends its console sessions. An empty role keeps an
+// existing operator's role (a new one is ops), and nil stores keep a staff
+// member's stores: a password reset must not change what someone may do.
 func (s *Operators) Add(ctx context.Context, login, password, role string, stores []string) (*Operator, error) {
-	if len(login) < 3 || len(login) > 64 {
-		return nil, errors.New("operators: add: login wants 3-64 characters")
+	if len(login) < 3 || len(login) > MaxLogin {
+		return nil, fmt.Errorf("operators: add: login wants 3-%d characters", MaxLogin)
 	}
 	if len(password) < 12 || len(password) > 72 {
 		return nil, errors.New("operators: add: password wants 12-72 characters")
 	}
-	if role != RoleOps && role != RoleStaff {
+	if role != "" && role != RoleOps && role != RoleStaff {
 		return nil, fmt.Errorf("operators: add: role %q: want ops or staff", role)
 	}
-	if role == RoleStaff && len(stores) == 0 {
+	if role == RoleStaff && stores != nil && len(stores) == 0 {
 		return nil, errors.New("operators: add: store staff need at least one store")
 	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), s.Cost)
 	if err != nil {
 		return nil, fmt.Errorf("operators: add: %w", err)
 	}
-	op := &Operator{Login: login, Role: role}
-	if role == RoleStaff {
-		op.Stores = stores
-	}
+	var op *Operator
 	err = s.db.InTx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, s.db.Rebind(`INSERT INTO operators (login, password_hash, role, created_at) VALUES (?, ?, ?, ?)
+		op = &Operator{Login: login, Role: role}
+		var oldRole string
+		err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT id, role FROM operators WHERE login = ?`), login).Scan(&op.ID, &oldRole)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		exists := err == nil
+		if op.Role == "" {
+			op.Role = RoleOps
+			if exists {
+				op.Role = oldRole
+			}
+		}
+		keepStores := exists && oldRole == RoleStaff && op.Role == RoleStaff && stores == nil
+		if op.Role == RoleStaff && !keepStores {
+			if len(stores) == 0 {
+				return errors.New("store staff need at least one store (--stores)")
+			}
+			op.Stores = stores
+		}
+		err = tx.QueryRowContext(ctx, s.db.Rebind(`INSERT INTO operators (login, password_hash, role, created_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (login) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role RETURNING id`),
-			login, string(h), role, s.now().UnixMicro()).Scan(&op.ID)
+			login, string(h), op.Role, s.now().UnixMicro()).Scan(&op.ID)
 		if err != nil {
 			return err
 		}
@@ -148,6 +173,9 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 		// console sessions).
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE api_tokens SET revoked_at = ? WHERE operator_id = ? AND revoked_at IS NULL`), s.now().UnixMicro(), op.ID); err != nil {
 			return err
+		}
+		if keepStores {
+			return nil
 		}
 		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM operator_stores WHERE operator_id = ?`), op.ID); err != nil {
 			return err
@@ -168,6 +196,13 @@ func (s *Operators) Add(ctx context.Context, login, password, role string, store
 	})
 	if err != nil {
 		return nil, fmt.Errorf("operators: add %s: %w", login, err)
+	}
+	if op.Role == RoleStaff && op.Stores == nil {
+		kept, err := s.ByID(ctx, op.ID)
+		if err != nil {
+			return nil, fmt.Errorf("operators: add %s: %w", login, err)
+		}
+		op.Stores = kept.Stores
 	}
 	return op, nil
 }
@@ -219,8 +254,8 @@ func (s *Operators) ByID(ctx context.Context, id int64) (*Operator, error) {
 // from now, and returns it; only its hash is kept, so it cannot be shown
 // again.
 func (s *Operators) NewToken(ctx context.Context, login, name string, scope Scope, ttl time.Duration) (string, error) {
-	if scope != ReadOnly && scope != ReadWrite {
-		return "", fmt.Errorf("operators: new token for %s: scope %q: want %s or %s", login, scope, ReadOnly, ReadWrite)
+	if scope != ReadOnly && scope != ReadWrite && scope != MetricsOnly {
+		return "", fmt.Errorf("operators: new token for %s: scope %q: want %s, %s or %s", login, scope, ReadOnly, ReadWrite, MetricsOnly)
 	}
 	if ttl <= 0 || ttl > MaxTokenTTL {
 		return "", fmt.Errorf("operators: new token for %s: lifetime %v: want more than 0 and at most %d days", login, ttl, MaxTokenTTL/(24*time.Hour))

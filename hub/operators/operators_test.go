@@ -152,3 +152,86 @@ func TestOldTokensGetExpiry(t *testing.T) {
 		}
 	})
 }
+
+// Running Add again for an existing login is how a password is reset: with
+// no role and no stores it keeps what the operator may do, so a staff
+// member's reset does not make them ops; a new login without a role is ops.
+func TestResetKeepsRoleAndStores(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, `INSERT INTO stores (id, name, created_at) VALUES ('S1', 'S1', 0), ('S2', 'S2', 0)`); err != nil {
+			t.Fatal(err)
+		}
+		ops := operators.New(db, nil)
+		ops.Cost = bcrypt.MinCost
+		if _, err := ops.Add(ctx, "bob", "operator password 1", operators.RoleStaff, []string{"S1"}); err != nil {
+			t.Fatal(err)
+		}
+		check := func(what, login, pw, role string, stores ...string) {
+			t.Helper()
+			op, err := ops.Authenticate(ctx, login, pw)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if op.Role != role || strings.Join(op.Stores, ",") != strings.Join(stores, ",") {
+				t.Errorf("%s: %s is %s of %v, want %s of %v", what, login, op.Role, op.Stores, role, stores)
+			}
+		}
+		op, err := ops.Add(ctx, "bob", "operator password 2", "", nil)
+		if err != nil || op.Role != operators.RoleStaff || strings.Join(op.Stores, ",") != "S1" {
+			t.Fatalf("reset: %+v %v, want staff of S1", op, err)
+		}
+		check("reset", "bob", "operator password 2", operators.RoleStaff, "S1")
+		// Stores given alone change the stores, and the role stays.
+		if _, err := ops.Add(ctx, "bob", "operator password 3", "", []string{"S2"}); err != nil {
+			t.Fatal(err)
+		}
+		check("new stores", "bob", "operator password 3", operators.RoleStaff, "S2")
+		// A role given explicitly still changes it.
+		if _, err := ops.Add(ctx, "bob", "operator password 4", operators.RoleOps, nil); err != nil {
+			t.Fatal(err)
+		}
+		check("made ops", "bob", "operator password 4", operators.RoleOps)
+		// Ops made staff need stores: they have none to keep.
+		if _, err := ops.Add(ctx, "bob", "operator password 5", operators.RoleStaff, nil); err == nil || !strings.Contains(err.Error(), "at least one store") {
+			t.Errorf("ops made staff without stores: %v, want a refusal", err)
+		}
+		if _, err := ops.Add(ctx, "newbie", "operator password 1", "", nil); err != nil {
+			t.Fatal(err)
+		}
+		check("new login", "newbie", "operator password 1", operators.RoleOps)
+	})
+}
+
+// A metrics token comes back as such, under the name it was given, and
+// may not write; no other token's name may pose as a metrics token's
+// stored name.
+func TestMetricsToken(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		ops, _ := open(t, dsn)
+		tok, err := ops.NewToken(ctx, "olga", "prometheus", operators.MetricsOnly, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, err := ops.ByToken(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op.Token.Scope != operators.MetricsOnly || op.Token.Name != "prometheus" || op.Token.MayWrite() {
+			t.Errorf("metrics token: %+v, want scope metrics named prometheus, read-only", op.Token)
+		}
+		read, err := ops.NewToken(ctx, "olga", "ci", operators.ReadOnly, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op, err := ops.ByToken(ctx, read); err != nil || op.Token.Scope != operators.ReadOnly {
+			t.Errorf("read token: %+v %v", op, err)
+		}
+	})
+}

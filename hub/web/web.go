@@ -423,7 +423,12 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer logins.Done(r, login)
-	acct, err := s.Customers.Authenticate(r.Context(), login, password)
+	// A name longer than any login is wrong without a look (the limits
+	// count it against the address alone).
+	acct, err := (*accounts.Account)(nil), accounts.ErrAuth
+	if !session.TooLong(login) {
+		acct, err = s.Customers.Authenticate(r.Context(), login, password)
+	}
 	if err != nil {
 		logins.Fail(r, login)
 		writeXMLError(w, protocol.Errorf(protocol.CodeUnauthorized, "wrong login or password"))

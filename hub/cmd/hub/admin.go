@@ -31,9 +31,10 @@ type admin struct {
 	store, barcodes, account, amount, zip, kiosk string
 	zone                                         string
 	role, stores, tokenName                      string
+	storesSet                                    bool
 	sheets                                       int
 	enrollTTL, tokenTTL                          time.Duration
-	tokenWrite                                   bool
+	tokenWrite, tokenMetrics                     bool
 }
 
 // lifetime is an API token's --ttl: whole days (90d), which a token's life
@@ -224,22 +225,38 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		if len(pos) != 1 {
 			return usage("hub operator add LOGIN [--role ops|staff] [--stores S1,S2]  (password from FRANK_OPERATOR_PASSWORD or stdin)")
 		}
+		// Without --role and --stores an existing operator keeps both:
+		// running this again is how a password is reset.
 		var st []string
-		if a.stores != "" {
-			st = strings.Split(a.stores, ",")
+		if a.storesSet {
+			st = []string{}
+			if a.stores != "" {
+				st = strings.Split(a.stores, ",")
+			}
 		}
 		op, err := h.SetOperator(ctx, pos[0], secret("FRANK_OPERATOR_PASSWORD"), a.role, st)
 		if err != nil {
 			return fail(err)
 		}
-		fmt.Printf("operator %s (%s) saved\n", op.Login, op.Role)
+		if op.Role == operators.RoleStaff {
+			fmt.Printf("operator %s (%s of %s) saved\n", op.Login, op.Role, strings.Join(op.Stores, ","))
+		} else {
+			fmt.Printf("operator %s (%s) saved\n", op.Login, op.Role)
+		}
 	case "operator token":
 		if len(pos) != 1 {
-			return usage("hub operator token LOGIN [--name WHAT-FOR] [--write] [--ttl 90d]")
+			return usage("hub operator token LOGIN [--name WHAT-FOR] [--write|--metrics] [--ttl 90d]")
+		}
+		if a.tokenWrite && a.tokenMetrics {
+			return usage("hub operator token LOGIN: --write or --metrics, not both")
 		}
 		scope := operators.ReadOnly
-		if a.tokenWrite {
-			scope = operators.ReadWrite
+		how := "read-only (GET); hub operator token --write for one that may change things"
+		switch {
+		case a.tokenWrite:
+			scope, how = operators.ReadWrite, "may read and change things"
+		case a.tokenMetrics:
+			scope, how = operators.MetricsOnly, "may read /metrics only"
 		}
 		tok, err := h.Operators().NewToken(ctx, pos[0], a.tokenName, scope, a.tokenTTL)
 		if err != nil {
@@ -247,10 +264,6 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		}
 		fmt.Println(tok) // shown once: only its hash is kept
 		// On stderr, so that scripts capturing the token get only it.
-		how := "read-only (GET); hub operator token --write for one that may change things"
-		if a.tokenWrite {
-			how = "may read and change things"
-		}
 		fmt.Fprintf(os.Stderr, "token %q of %s: %s; expires %s\n", a.tokenName, pos[0], how, time.Now().Add(a.tokenTTL).Format("2006-01-02 15:04"))
 	case "operator revoke":
 		if len(pos) != 1 {

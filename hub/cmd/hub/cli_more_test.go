@@ -345,3 +345,36 @@ func TestStoreZone(t *testing.T) {
 		t.Errorf("a refused zone changed S2's to %q", zone)
 	}
 }
+
+// hub operator add for an existing login, as the README resets a password,
+// keeps a staff member's role and stores unless --role or --stores are
+// given, and says what it kept; a new login without --role is ops.
+func TestOperatorAddResetKeepsRole(t *testing.T) {
+	c := newCLI(t)
+	t.Setenv("FRANK_OPERATOR_PASSWORD", "operator password 1")
+	c.ok("kiosk", "add", "K1", "--store", "S1")
+	c.ok("kiosk", "add", "K2", "--store", "S2")
+	c.ok("operator", "add", "bob", "--role", "staff", "--stores", "S1")
+	t.Setenv("FRANK_OPERATOR_PASSWORD", "a new password 2")
+	if out := c.ok("operator", "add", "bob"); !strings.Contains(out, "bob (staff of S1) saved") {
+		t.Errorf("reset says %q, want the role and stores it kept", out)
+	}
+	ops := operators.New(c.db(), nil)
+	op, err := ops.Authenticate(context.Background(), "bob", "a new password 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Ops() || strings.Join(op.Stores, ",") != "S1" {
+		t.Errorf("after a password reset bob is %s of %v, want staff of S1", op.Role, op.Stores)
+	}
+	if out := c.ok("operator", "add", "bob", "--stores", "S2"); !strings.Contains(out, "bob (staff of S2) saved") {
+		t.Errorf("--stores alone: %q, want staff of S2", out)
+	}
+	c.fails(1, "at least one store", "operator", "add", "bob", "--stores", "")
+	if out := c.ok("operator", "add", "bob", "--role", "ops"); !strings.Contains(out, "bob (ops) saved") {
+		t.Errorf("--role ops: %q", out)
+	}
+	if out := c.ok("operator", "add", "ana"); !strings.Contains(out, "ana (ops) saved") {
+		t.Errorf("a new login: %q, want ops", out)
+	}
+}

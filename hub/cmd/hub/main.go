@@ -168,10 +168,11 @@ func run(args []string) int {
 	zone := of("kiosk add", "store set").String("time-zone", "", "the store's IANA time zone (America/Chicago): its stamps carry its date, and new rate tables take over at its midnight (default: the hub's)")
 	from := of("report").String("from", "", "the period's start (2006-01-02, midnight UTC, or RFC 3339), where the last accepted report ended")
 	to := of("report").String("to", "", "its end (exclusive), a time that has passed")
-	role := of("operator add").String("role", "ops", "ops (everything) or staff (their --stores only)")
-	stores := of("operator add").String("stores", "", "comma-separated stores of a staff operator")
+	role := of("operator add").String("role", "", "ops (everything) or staff (their --stores only); default: ops for a new login, and the role it has for an existing one (a password reset keeps it)")
+	stores := of("operator add").String("stores", "", "comma-separated stores of a staff operator (default for an existing staff member: the stores they have)")
 	tokenName := of("operator token").String("name", "cli", "what the token is for")
 	tokenWrite := of("operator token").Bool("write", false, "the token may change things (POST, PUT); without it, it may only read (GET)")
+	tokenMetrics := of("operator token").Bool("metrics", false, "the token may read /metrics and nothing else: for Prometheus (an ops operator's)")
 	tokenTTL := lifetime(operators.DefaultTokenTTL)
 	of("operator token").Var(&tokenTTL, "ttl", "how long the token works: whole `days` (30d) or a duration (36h), at most 365d")
 	enrollTTL := of("kiosk add").Duration("enroll-ttl", 7*24*time.Hour, "how long the one-time enrollment code is good for")
@@ -197,6 +198,10 @@ func run(args []string) int {
 		}
 		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
 	}
+	// Whether --stores was given at all: without it, a password reset
+	// keeps a staff member's stores.
+	storesSet := false
+	fs.Visit(func(f *flag.Flag) { storesSet = storesSet || f.Name == "stores" })
 	if *showVersion {
 		fmt.Println("hub", version)
 		return 0
@@ -296,8 +301,8 @@ func run(args []string) int {
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
 			account: *accountLogin, amount: *amount, zip: *zip, zone: *zone, kiosk: *kioskID, open: *openOnly, lost: *lost, why: *why,
-			role: *role, stores: *stores, tokenName: *tokenName, enrollTTL: *enrollTTL,
-			tokenWrite: *tokenWrite, tokenTTL: time.Duration(tokenTTL)})
+			role: *role, stores: *stores, storesSet: storesSet, tokenName: *tokenName, enrollTTL: *enrollTTL,
+			tokenWrite: *tokenWrite, tokenMetrics: *tokenMetrics, tokenTTL: time.Duration(tokenTTL)})
 	case "":
 	default:
 		fmt.Fprintln(os.Stderr, "hub: unknown command", cmd)

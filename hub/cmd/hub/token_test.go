@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/frank-postage/frank/hub/operators"
 )
 
 // hub operator token prints only the token on stdout, says on stderr
@@ -30,4 +33,21 @@ func TestOperatorTokenCommand(t *testing.T) {
 			t.Errorf("--ttl %s: %d %s, want a refusal naming %q", ttl, code, errOut, want)
 		}
 	}
+}
+
+// hub operator token --metrics makes a token that reads /metrics only,
+// and says so; with --write it is refused.
+func TestOperatorTokenMetrics(t *testing.T) {
+	c := newCLI(t)
+	t.Setenv("FRANK_OPERATOR_PASSWORD", "operator password 1")
+	c.ok("operator", "add", "prometheus", "--role", "ops")
+	code, out, errOut := hubCmd(t, c.dir, "operator", "token", "prometheus", "--metrics", "--name", "prometheus")
+	if code != 0 || !strings.Contains(errOut, "/metrics only") {
+		t.Fatalf("operator token --metrics: %d %q %s", code, out, errOut)
+	}
+	op, err := operators.New(c.db(), nil).ByToken(context.Background(), strings.TrimSpace(out))
+	if err != nil || op.Token.Scope != operators.MetricsOnly {
+		t.Fatalf("the token: %+v %v, want scope metrics", op, err)
+	}
+	c.fails(2, "not both", "operator", "token", "prometheus", "--metrics", "--write")
 }

@@ -38,7 +38,7 @@ var usageOf = map[string]string{
 	"account add":     "LOGIN [--zip Z]: a customer (password from FRANK_ACCOUNT_PASSWORD or stdin)",
 	"account fund":    "LOGIN --amount DOLLARS: fund a customer's prepaid account",
 	"alerts list":     "[--open]: ops' alerts",
-	"operator add":    "LOGIN [--role ops|staff] [--stores S1,S2]: a console login (password from FRANK_OPERATOR_PASSWORD or stdin)",
-	"operator token":  "LOGIN [--name WHAT] [--write] [--ttl 90d]: an operator API token, read-only unless --write, that expires",
+	"operator add":    "LOGIN [--role ops|staff] [--stores S1,S2]: a console login, or a new password for one, which keeps its role and stores unless they are given (password from FRANK_OPERATOR_PASSWORD or stdin)",
+	"operator token":  "LOGIN [--name WHAT] [--write|--metrics] [--ttl 90d]: an operator API token, read-only unless --write (--metrics: /metrics only, for Prometheus), that expires",
 	"operator revoke": "LOGIN: revoke an operator's tokens",
 }

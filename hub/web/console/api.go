@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/commands"
 	"github.com/frank-postage/frank/hub/operators"
 	"github.com/frank-postage/frank/hub/views"
@@ -25,6 +27,26 @@ import (
 func (c *Console) APIRoutes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.tokenAuth)
+	// Scripts switch on the error code: a wrong path or method answers
+	// the API's JSON error like every other refusal, not chi's plain text.
+	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no operator API call at %s (docs/openapi.yaml)", req.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		path := req.URL.Path
+		if rctx := chi.RouteContext(req.Context()); rctx != nil && rctx.RoutePath != "" {
+			path = rctx.RoutePath // the path inside the mount
+		}
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut} {
+			if r.Match(chi.NewRouteContext(), m, path) {
+				allow = append(allow, m)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		_, body := protocol.HTTPError(protocol.Errorf(protocol.CodeInvalidRequest, "method %s: %s takes %s", req.Method, req.URL.Path, strings.Join(allow, ", ")))
+		writeJSON(w, http.StatusMethodNotAllowed, body)
+	})
 	r.Get("/me", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, current(r).Subject) })
 	r.Get("/fleet", c.apiFleet)
 	r.Get("/fleet/{id}", c.apiKiosk)
@@ -62,10 +84,17 @@ func (c *Console) APIRoutes() http.Handler {
 	return r
 }
 
-// Protect lets through only requests with an ops operator's API token:
-// for /metrics, which shows the funds.
+// Protect lets through only requests with an ops operator's API token
+// (not a metrics token): for what only ops may read.
 func (c *Console) Protect(h http.Handler) http.Handler {
 	return c.tokenAuth(opsOnlyJSON(h))
+}
+
+// ProtectMetrics is Protect for /metrics, which shows the funds: it also
+// lets through an ops operator's metrics token, the one a scraper holds,
+// which every other route refuses.
+func (c *Console) ProtectMetrics(h http.Handler) http.Handler {
+	return c.tokenAuthFor(true, opsOnlyJSON(h))
 }
 
 // writeError answers err with protocol's status and error body, as every
@@ -87,7 +116,11 @@ func (c *Console) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error; see the hub log"))
 }
 
-func (c *Console) tokenAuth(next http.Handler) http.Handler {
+func (c *Console) tokenAuth(next http.Handler) http.Handler { return c.tokenAuthFor(false, next) }
+
+// tokenAuthFor checks the request's API token; metrics says whether a
+// metrics token may pass (to /metrics alone).
+func (c *Console) tokenAuthFor(metrics bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		var op *operators.Operator
@@ -102,6 +135,12 @@ func (c *Console) tokenAuth(next http.Handler) http.Handler {
 		}
 		if err != nil {
 			c.apiFail(w, r, err)
+			return
+		}
+		// Checked here, before any route, so that no route can be mounted
+		// that a scraper's token reads.
+		if op.Token.Scope == operators.MetricsOnly && !metrics {
+			writeError(w, protocol.Errorf(protocol.CodeForbidden, "this API token may only read /metrics; for the operator API make one with hub operator token LOGIN"))
 			return
 		}
 		// Checked here, before any route, so that no write can be mounted
@@ -236,7 +275,14 @@ func (c *Console) apiAck(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := c.Alerts.Ack(r.Context(), id, current(r).Subject.Login); err != nil {
-		writeError(w, protocol.Errorf(protocol.CodeNotFound, "%s", err.Error()))
+		// Not found only when the alert is in fact not open; any other
+		// failure is the store's, and its text stays in the hub log.
+		open, lerr := c.Alerts.List(r.Context(), true)
+		if lerr == nil && !slices.ContainsFunc(open, func(a alerts.Alert) bool { return a.ID == id }) {
+			writeError(w, protocol.Errorf(protocol.CodeNotFound, "no open alert %d", id))
+			return
+		}
+		c.apiFail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "acked_by": current(r).Subject.Login})

@@ -161,3 +161,43 @@ func TestExpiredTokenRefused(t *testing.T) {
 		}
 	})
 }
+
+// A metrics token (the one Prometheus holds) reads /metrics and nothing
+// else: every operator API route and the ops-only /api/v1/psdm refuse it
+// as forbidden. An ops read token still reads /metrics; a staff
+// operator's metrics token does not.
+func TestMetricsTokenReadsOnlyMetrics(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		a := newTokenAPI(t, dsn)
+		c := &Console{People: a.ops, Alerts: a.book, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		metricsBody := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "frank_up 1\n") })
+		scrape, psdm := c.ProtectMetrics(metricsBody), c.Protect(metricsBody)
+		get := func(h http.Handler, path, tok string) (int, string) {
+			req := httptest.NewRequest("GET", path, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			return w.Code, w.Body.String()
+		}
+		tok := a.token("olga", operators.MetricsOnly, time.Hour)
+		if st, body := get(scrape, "/metrics", tok); st != http.StatusOK || body != "frank_up 1\n" {
+			t.Errorf("/metrics with a metrics token: %d %s", st, body)
+		}
+		for _, p := range []string{"/me", "/fleet", "/alerts", "/exports/sales.csv", "/search?q=alice", "/nonexistent"} {
+			st, body := a.do("GET", p, tok)
+			a.refused("GET "+p+" with a metrics token", st, body, protocol.CodeForbidden, "/metrics")
+		}
+		st, body := a.do("POST", "/alerts/1/ack", tok)
+		a.refused("POST /alerts/1/ack with a metrics token", st, body, protocol.CodeForbidden, "")
+		if len(a.book.acked) != 0 {
+			t.Errorf("a metrics token acknowledged %v", a.book.acked)
+		}
+		st, body = get(psdm, "/api/v1/psdm", tok)
+		a.refused("/api/v1/psdm with a metrics token", st, body, protocol.CodeForbidden, "/metrics")
+		if st, _ := get(scrape, "/metrics", a.token("olga", operators.ReadOnly, time.Hour)); st != http.StatusOK {
+			t.Errorf("/metrics with an ops read token: %d", st)
+		}
+		st, body = get(scrape, "/metrics", a.token("sam", operators.MetricsOnly, time.Hour))
+		a.refused("/metrics with a staff metrics token", st, body, protocol.CodeForbidden, "ops")
+	})
+}

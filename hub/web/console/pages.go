@@ -102,7 +102,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		pg.Stopped = c.Book.Halted()
 	}
 	if pg.Flash == "" {
-		pg.Flash = session.TakeFlash(w, r)
+		pg.Flash = c.Sessions.TakeFlash(w, r)
 	}
 	if err := assets.Page(w, pages, status, name, pg); err != nil {
 		c.Log.Error("render", "page", name, "err", err)
@@ -127,10 +127,15 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Logins.Done(r, login)
-	op, err := c.People.Authenticate(r.Context(), login, r.PostFormValue("password"))
+	// A name longer than any login is wrong without a look (the limits
+	// count it against the address alone).
+	op, err := (*operators.Operator)(nil), operators.ErrAuth
+	if !session.TooLong(login) {
+		op, err = c.People.Authenticate(r.Context(), login, r.PostFormValue("password"))
+	}
 	if err != nil {
 		c.Logins.Fail(r, login)
-		c.Log.Warn("console login failed", "login", login, "ip", c.Logins.ClientIP(r))
+		c.Log.Warn("console login failed", "login", session.LogName(login), "ip", c.Logins.ClientIP(r))
 		c.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Console login", Error: "Wrong login or password.", Data: next})
 		return
 	}
@@ -188,7 +193,7 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	op := current(r).Subject
 	if c.Retire == nil || r.PostFormValue("confirm") != id {
-		session.Flash(w, r, "Not retired: type the kiosk's id to confirm.")
+		c.Sessions.Flash(w, r, "Not retired: type the kiosk's id to confirm.")
 		http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id), http.StatusSeeOther)
 		return
 	}
@@ -204,7 +209,7 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 		flash = "Not retired: " + err.Error()
 	}
 	c.Log.Warn("kiosk retire from the console", "kiosk", id, "by", op.Login, "lost", lost, "err", err)
-	session.Flash(w, r, flash)
+	c.Sessions.Flash(w, r, flash)
 	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
@@ -220,7 +225,7 @@ func (c *Console) command(w http.ResponseWriter, r *http.Request) {
 	} else {
 		c.Log.Info("kiosk command from the console", "kiosk", id, "action", action, "by", op.Login, "command_id", cmd.CommandID)
 	}
-	session.Flash(w, r, flash)
+	c.Sessions.Flash(w, r, flash)
 	http.Redirect(w, r, "/console/kiosks/"+url.PathEscape(id), http.StatusSeeOther)
 }
 
@@ -260,7 +265,7 @@ func (c *Console) ack(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		flash = "Not acknowledged: " + err.Error()
 	}
-	session.Flash(w, r, flash)
+	c.Sessions.Flash(w, r, flash)
 	http.Redirect(w, r, "/console/alerts", http.StatusSeeOther)
 }
 

@@ -11,7 +11,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/frank-postage/frank/hub/releases"
-	"github.com/frank-postage/frank/hub/web/session"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -115,7 +114,7 @@ func (c *Console) rolloutButton(action string) http.HandlerFunc {
 			}
 			flash = "Not done: " + protocol.AsError(err).Message
 		}
-		session.Flash(w, r, flash)
+		c.Sessions.Flash(w, r, flash)
 		http.Redirect(w, r, "/console/rollouts", http.StatusSeeOther)
 	}
 }

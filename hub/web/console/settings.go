@@ -13,7 +13,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/settings"
-	"github.com/frank-postage/frank/hub/web/session"
+	"github.com/frank-postage/frank/hub/stock"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -164,7 +164,7 @@ func (c *Console) setSettings(w http.ResponseWriter, r *http.Request, kind int) 
 		flash = "Not saved: " + err.Error()
 	}
 	c.Log.Info("kiosk settings from the console", "scope", scope, "by", current(r).Subject.Login, "err", err)
-	session.Flash(w, r, flash)
+	c.Sessions.Flash(w, r, flash)
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
@@ -175,7 +175,7 @@ func (c *Console) addStaff(w http.ResponseWriter, r *http.Request) {
 	if err := c.Config.AddStaff(r.Context(), storeID, name, r.PostFormValue("pin"), strings.TrimSpace(r.PostFormValue("badge")), current(r).Subject.Login); err != nil {
 		flash = "Not added: " + err.Error()
 	}
-	session.Flash(w, r, flash)
+	c.Sessions.Flash(w, r, flash)
 	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID), http.StatusSeeOther)
 }
 
@@ -186,15 +186,53 @@ func (c *Console) revokeStaff(w http.ResponseWriter, r *http.Request) {
 		flash = "Not revoked: " + err.Error()
 	}
 	c.Log.Warn("staff revoked from the console", "store", storeID, "name", name, "by", current(r).Subject.Login)
-	session.Flash(w, r, flash)
+	c.Sessions.Flash(w, r, flash)
 	http.Redirect(w, r, "/console/stores/"+url.PathEscape(storeID), http.StatusSeeOther)
 }
 
 // The operator API's side.
 
+// apiKnown answers not_found, and false, when the kiosk or store a
+// settings route names is not one the hub has: settings saved for a
+// mistyped id would reach no kiosk, and reading them would show {}.
+func (c *Console) apiKnown(w http.ResponseWriter, r *http.Request, storeID, kioskID string) bool {
+	if storeID == "" && kioskID == "" {
+		return true
+	}
+	ks, err := c.Kiosks.List(r.Context())
+	if err != nil {
+		c.apiFail(w, r, err)
+		return false
+	}
+	if kioskID != "" {
+		if !slices.ContainsFunc(ks, func(k fleet.Kiosk) bool { return k.ID == kioskID }) {
+			writeError(w, protocol.Errorf(protocol.CodeNotFound, "no kiosk %s", kioskID))
+			return false
+		}
+		return true
+	}
+	// A store is made with its first kiosk or its first sheets.
+	if slices.ContainsFunc(ks, func(k fleet.Kiosk) bool { return k.Store == storeID }) {
+		return true
+	}
+	batches, err := c.Stock.Batches(r.Context())
+	if err != nil {
+		c.apiFail(w, r, err)
+		return false
+	}
+	if !slices.ContainsFunc(batches, func(b stock.Batch) bool { return b.Store == storeID }) {
+		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no store %s", storeID))
+		return false
+	}
+	return true
+}
+
 func (c *Console) apiSettings(kind int) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		scope, _, _ := settingsScope(r, kind)
+		scope, storeID, kioskID := settingsScope(r, kind)
+		if !c.apiKnown(w, r, storeID, kioskID) {
+			return
+		}
 		v, err := c.Config.Get(r.Context(), scope)
 		if err != nil {
 			c.apiFail(w, r, err)
@@ -210,7 +248,10 @@ func (c *Console) apiSetSettings(kind int) http.HandlerFunc {
 		if !readJSON(w, r, &v) {
 			return
 		}
-		scope, _, _ := settingsScope(r, kind)
+		scope, storeID, kioskID := settingsScope(r, kind)
+		if !c.apiKnown(w, r, storeID, kioskID) {
+			return
+		}
 		if err := c.Config.Set(r.Context(), scope, v, current(r).Subject.Login); err != nil {
 			c.apiInvalid(w, r, err)
 			return
@@ -220,6 +261,9 @@ func (c *Console) apiSetSettings(kind int) http.HandlerFunc {
 }
 
 func (c *Console) apiStaff(w http.ResponseWriter, r *http.Request) {
+	if !c.apiKnown(w, r, chi.URLParam(r, "id"), "") {
+		return
+	}
 	v, err := c.settingsOf(r.Context(), settings.StoreScope(chi.URLParam(r, "id")), chi.URLParam(r, "id"), "")
 	if err != nil {
 		c.apiFail(w, r, err)

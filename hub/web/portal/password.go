@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/accounts"
-	"github.com/frank-postage/frank/hub/web/session"
 )
 
 // The account basics: a logged-in customer changes the password, and one
@@ -76,7 +75,7 @@ func (p *Portal) changePassword(w http.ResponseWriter, r *http.Request) {
 		p.Log.Error("change password: other sessions not ended", "account", acct.ID, "err", err)
 	}
 	p.Log.Info("password changed", "account", acct.ID)
-	session.Flash(w, r, "Password changed. Any other session of your account is logged out.")
+	p.Sessions.Flash(w, r, "Password changed. Any other session of your account is logged out.")
 	http.Redirect(w, r, "/portal/password", http.StatusSeeOther)
 }
 
@@ -214,6 +213,6 @@ func (p *Portal) reset(w http.ResponseWriter, r *http.Request) {
 		p.Log.Error("password reset: sessions not ended", "account", id, "err", err)
 	}
 	p.Log.Info("password reset", "account", id)
-	session.Flash(w, r, "Your new password is set. Log in with it.")
+	p.Sessions.Flash(w, r, "Your new password is set. Log in with it.")
 	http.Redirect(w, r, "/portal/login", http.StatusSeeOther)
 }

@@ -167,7 +167,7 @@ func (p *Portal) render(w http.ResponseWriter, r *http.Request, status int, name
 		pg.Account, pg.CSRF = l.Subject, l.Session.CSRF
 	}
 	if pg.Flash == "" {
-		pg.Flash = session.TakeFlash(w, r)
+		pg.Flash = p.Sessions.TakeFlash(w, r)
 	}
 	if err := assets.Page(w, pages, status, name, pg); err != nil {
 		p.Log.Error("render", "page", name, "err", err)
@@ -252,7 +252,7 @@ func (p *Portal) register(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	session.Flash(w, r, "Welcome! Top up your account to buy stamps.")
+	p.Sessions.Flash(w, r, "Welcome! Top up your account to buy stamps.")
 	http.Redirect(w, r, "/portal/fund", http.StatusSeeOther)
 }
 
@@ -356,7 +356,7 @@ func (p *Portal) buy(w http.ResponseWriter, r *http.Request) {
 		p.showHomeWith(w, r, status, msg, rm)
 		return
 	}
-	session.Flash(w, r, fmt.Sprintf("Bought %d stamps. Print them on your sheet.", len(res.Indicia)))
+	p.Sessions.Flash(w, r, fmt.Sprintf("Bought %d stamps. Print them on your sheet.", len(res.Indicia)))
 	http.Redirect(w, r, "/portal/purchases/"+res.RequestID, http.StatusSeeOther)
 }
 
@@ -454,7 +454,7 @@ func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Log.Info("account topped up", "account", acct.ID, "amount", amt.String())
 	if r.PostFormValue("sheet") == "" {
-		session.Flash(w, r, "Added "+amt.String()+" to your account.")
+		p.Sessions.Flash(w, r, "Added "+amt.String()+" to your account.")
 		http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 		return
 	}
@@ -466,14 +466,14 @@ func (p *Portal) fund(w http.ResponseWriter, r *http.Request) {
 		if o, err = parseOrder(r.PostForm); err == nil {
 			var res *protocol.PurchaseResult
 			if res, err = p.Shop.Buy(r.Context(), acct, o, r.PostFormValue("order_request_id")); err == nil {
-				session.Flash(w, r, fmt.Sprintf("Added %s and bought %d stamps. Print them on your sheet.", amt, len(res.Indicia)))
+				p.Sessions.Flash(w, r, fmt.Sprintf("Added %s and bought %d stamps. Print them on your sheet.", amt, len(res.Indicia)))
 				http.Redirect(w, r, "/portal/purchases/"+res.RequestID, http.StatusSeeOther)
 				return
 			}
 		}
 	}
 	_, msg := problem(err)
-	session.Flash(w, r, "Added "+amt.String()+" to your account, but the order did not go through: "+msg)
+	p.Sessions.Flash(w, r, "Added "+amt.String()+" to your account, but the order did not go through: "+msg)
 	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 }
 
@@ -539,11 +539,11 @@ func (p *Portal) zip(w http.ResponseWriter, r *http.Request) {
 	acct := current(r).Subject
 	if err := p.Customers.SetZIP(r.Context(), acct.ID, protocol.ZIP(strings.TrimSpace(r.PostFormValue("zip")))); err != nil {
 		_, msg := problem(err)
-		session.Flash(w, r, msg)
+		p.Sessions.Flash(w, r, msg)
 		http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 		return
 	}
-	session.Flash(w, r, "ZIP code saved.")
+	p.Sessions.Flash(w, r, "ZIP code saved.")
 	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 }
 
@@ -655,7 +655,7 @@ func (p *Portal) refund(w http.ResponseWriter, r *http.Request) {
 	back := "/portal/purchases/" + id
 	lbl, err := protocol.ParseLabelSerial(r.PostFormValue("label"))
 	if err != nil {
-		session.Flash(w, r, "Pick a stamp to refund.")
+		p.Sessions.Flash(w, r, "Pick a stamp to refund.")
 		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
@@ -665,10 +665,10 @@ func (p *Portal) refund(w http.ResponseWriter, r *http.Request) {
 		if status == http.StatusInternalServerError {
 			p.Log.Error("portal refund", "account", acct.ID, "label", lbl, "err", err)
 		}
-		session.Flash(w, r, "No refund: "+msg)
+		p.Sessions.Flash(w, r, "No refund: "+msg)
 		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
-	session.Flash(w, r, fmt.Sprintf("Refunded %s for stamp %s. Do not use it: it is void.", amt, lbl))
+	p.Sessions.Flash(w, r, fmt.Sprintf("Refunded %s for stamp %s. Do not use it: it is void.", amt, lbl))
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }

@@ -137,10 +137,29 @@ func (l *Logins) Share(db *store.DB) *Logins {
 // SetNow sets the clock, for tests.
 func (l *Logins) SetNow(now func() time.Time) { l.limits.Now = now }
 
+// MaxLogin is the longest login there is: operators' and customers'
+// logins are both 3-64 bytes (operators.MaxLogin, accounts' checkLogin).
+const MaxLogin = 64
+
+// TooLong reports whether login is longer than any login can be. Such a
+// name is a wrong login without a look: it counts against the address
+// alone, and is neither kept in the limits nor logged, so a form cannot
+// be made to store as much as its body holds for every guess.
+func TooLong(login string) bool { return len(login) > MaxLogin }
+
+// LogName is login as a log line may carry it: a name too long to be a
+// login is only measured.
+func LogName(login string) string {
+	if TooLong(login) {
+		return fmt.Sprintf("(%d bytes, too long for a login)", len(login))
+	}
+	return login
+}
+
 func (l *Logins) keys(r *http.Request, login string) []limitKey {
 	ip := netlimit.Source(l.Proxies.ClientIP(r))
 	keys := []limitKey{{l.realm + "-ip:" + ip, l.perAddr}}
-	if login != "" {
+	if login != "" && !TooLong(login) {
 		login = strings.ToLower(login)
 		keys = append(keys, limitKey{l.realm + "-login:" + login, AccountFailures},
 			limitKey{l.realm + "-pair:" + login + "@" + ip, PairFailures})

@@ -1,11 +1,16 @@
 package session
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/testbench/pgtest"
 )
 
 func reqFrom(peer string, xff ...string) *http.Request {
@@ -109,4 +114,59 @@ func TestLoginsCountAnIPv6SlashSixtyFour(t *testing.T) {
 	if ok, _ := l.Allow(reqFrom("198.51.100.7:5555"), "someone"); !ok {
 		t.Fatal("an IPv4 client is refused")
 	}
+}
+
+// A name longer than any login counts against the address alone: neither
+// the in-memory limits nor login_failures keep it, so a 60 KB name costs
+// no more than a short one. The address limit still applies to it.
+func TestLongLoginNameCountsAgainstTheAddressOnly(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		now := time.Unix(1_700_000_000, 0)
+		l := NewLogins("console", nil).Share(db)
+		l.SetNow(func() time.Time { return now })
+		r := reqFrom("203.0.113.7:5555")
+		long := strings.Repeat("x", 60_000)
+		for i := range AddressFailures {
+			name := fmt.Sprintf("%s%d", long, i)
+			if ok, _ := l.Allow(r, name); !ok {
+				t.Fatalf("try %d refused under the address limit", i)
+			}
+			l.Fail(r, name)
+			l.Done(r, name)
+		}
+		if ok, _ := l.Allow(r, "olivia"); ok {
+			t.Error("long names did not count against the address")
+		}
+		var n, longest int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MAX(LENGTH(name)), 0) FROM login_failures`).Scan(&n, &longest); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 || longest > 100 {
+			t.Errorf("login_failures: %d rows, longest name %d bytes; want the address's one", n, longest)
+		}
+		l.limits.mu.Lock()
+		for k := range l.limits.fails {
+			if len(k) > 100 {
+				t.Errorf("the limiter keeps a %d-byte key", len(k))
+			}
+		}
+		for k := range l.limits.tries {
+			if len(k) > 100 {
+				t.Errorf("the limiter keeps a %d-byte try key", len(k))
+			}
+		}
+		l.limits.mu.Unlock()
+		if got := LogName(long); strings.Contains(got, "xxx") {
+			t.Errorf("LogName of a long name: %.80q", got)
+		}
+		if got := LogName("olivia"); got != "olivia" {
+			t.Errorf("LogName(olivia) = %q", got)
+		}
+	})
 }

@@ -54,7 +54,9 @@ func (m *Manager) cookieName(secure bool) string {
 	return "frank_" + m.realm
 }
 
-func (m *Manager) isSecure(r *http.Request) bool { return m.secure || r.TLS != nil }
+// isSecure reports whether r's cookies are Secure; a nil manager (a page
+// without one) goes by the request alone.
+func (m *Manager) isSecure(r *http.Request) bool { return m != nil && m.secure || r.TLS != nil }
 
 // Start logs subject in: it stores a new session and sets its cookie.
 // Any session the browser had in this realm is ended first, so a session
@@ -207,24 +209,41 @@ func Next(r *http.Request, prefix string) string {
 }
 
 // flashCookie carries a message from a form's redirect to the page it
-// lands on.
-const flashCookie = "flash"
+// lands on; flashCookieSecure is its name when the cookies are Secure,
+// with the __Host- prefix like the session's, so that no other host or
+// plain-HTTP page can plant a message the site shows as its own.
+const (
+	flashCookie       = "flash"
+	flashCookieSecure = "__Host-flash"
+)
 
 // Flash sets msg to show on the next page this browser loads. It goes in
 // a cookie, not the URL: a message in a link could be anyone's, and pages
-// show it as the site's own.
-func Flash(w http.ResponseWriter, r *http.Request, msg string) {
-	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: base64.RawURLEncoding.EncodeToString([]byte(msg)), Path: "/",
-		MaxAge: 60, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+// show it as the site's own. The cookie is Secure as m's session cookies
+// are: on TLS, and behind a TLS proxy when the manager is told so.
+func (m *Manager) Flash(w http.ResponseWriter, r *http.Request, msg string) {
+	secure := m.isSecure(r)
+	http.SetCookie(w, &http.Cookie{Name: flashName(secure), Value: base64.RawURLEncoding.EncodeToString([]byte(msg)), Path: "/",
+		MaxAge: 60, HttpOnly: true, Secure: secure, SameSite: http.SameSiteStrictMode})
+}
+
+func flashName(secure bool) string {
+	if secure {
+		return flashCookieSecure
+	}
+	return flashCookie
 }
 
 // TakeFlash returns the message Flash set, once: it clears the cookie.
-func TakeFlash(w http.ResponseWriter, r *http.Request) string {
-	c, err := r.Cookie(flashCookie)
+// Only the cookie of the name m sets is read: a secure page does not show
+// a message set over plain HTTP.
+func (m *Manager) TakeFlash(w http.ResponseWriter, r *http.Request) string {
+	secure := m.isSecure(r)
+	c, err := r.Cookie(flashName(secure))
 	if err != nil {
 		return ""
 	}
-	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: flashName(secure), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure, SameSite: http.SameSiteStrictMode})
 	msg, err := base64.RawURLEncoding.DecodeString(c.Value)
 	if err != nil || len(msg) > 500 {
 		return ""
