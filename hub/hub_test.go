@@ -432,6 +432,7 @@ func TestStateRejections(t *testing.T) {
 		e := newEnv(t)
 		req, _ := http.NewRequest(http.MethodPost, "http://"+e.h.HTTPAddr+"/api/v1/webstamp", strings.NewReader(prototest.PatentWebStampRequest))
 		req.SetBasicAuth("nobody", "guess")
+		req.Header.Set("Content-Type", "application/xml")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -81,6 +81,7 @@ func postWebStamp(t *testing.T, e *env, login, key, body string) (int, string) {
 	r, _ := http.NewRequest(http.MethodPost, "http://"+e.h.HTTPAddr+"/api/v1/webstamp", strings.NewReader(body))
 	r.SetBasicAuth(login, "correct horse battery")
 	r.Header.Set("Idempotency-Key", key)
+	r.Header.Set("Content-Type", "application/xml")
 	resp, err := http.DefaultClient.Do(r)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/operators"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // A customer who names a sheet that is not theirs, in the portal or the
@@ -54,6 +55,8 @@ func TestSheetNotYoursTellsNoLabelsLeft(t *testing.T) {
 			serial + `</SerialNumber></server.bp_RequestWebStampParams>`
 		req, _ := http.NewRequest(http.MethodPost, "http://"+e.h.HTTPAddr+"/api/v1/webstamp", strings.NewReader(x))
 		req.SetBasicAuth("dave@example.com", "correct horse battery")
+		req.Header.Set("Content-Type", "application/xml")
+		req.Header.Set("Idempotency-Key", protocol.NewRequestID())
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -26,6 +26,8 @@ func TestWebstampLoginsMeetThePortalLimits(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, "http://"+e.h.HTTPAddr+"/api/v1/webstamp", strings.NewReader(prototest.PatentWebStampRequest))
 		req.SetBasicAuth("alice", password)
+		req.Header.Set("Content-Type", "application/xml")
+		req.Header.Set("Idempotency-Key", protocol.NewRequestID())
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

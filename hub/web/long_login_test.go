@@ -33,6 +33,7 @@ func TestWebStampLongLoginIsWrongWithoutALook(t *testing.T) {
 	send := func(login string) int {
 		req := httptest.NewRequest("POST", "/api/v1/webstamp", strings.NewReader("<x/>"))
 		req.SetBasicAuth(login, "wrong password")
+		req.Header.Set("Content-Type", "application/xml")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		return w.Code

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -157,7 +158,7 @@ func (s *Server) Handler() http.Handler {
 		if s.OpsOnly != nil {
 			r.Method(http.MethodGet, "/psdm", s.OpsOnly(http.HandlerFunc(s.psdm)))
 		}
-		r.Post("/webstamp", s.webstamp)
+		r.HandleFunc("/webstamp", s.webstamp) // every method: others get its XML error
 		if s.Enroll != nil {
 			r.Post("/enroll", s.enroll)
 		}
@@ -407,8 +408,20 @@ func (s *Server) psdm(w http.ResponseWriter, r *http.Request) {
 }
 
 // webstamp serves the patent's XML purchase. The customer authenticates
-// with HTTP Basic; an Idempotency-Key header makes a retry safe.
+// with HTTP Basic, and names the purchase with an Idempotency-Key header:
+// a retry gets the first answer, never a second stamp. Only an XML body is
+// taken: a form another site's page posts (text/plain, or form-encoded)
+// with the browser's Basic credentials is refused before anything else.
 func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeXMLErrorStatus(w, http.StatusMethodNotAllowed, protocol.Errorf(protocol.CodeInvalidRequest, "%s: POST a WebStampRequest", r.Method))
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/xml" && mt != "text/xml" {
+		writeXMLErrorStatus(w, http.StatusUnsupportedMediaType, protocol.Errorf(protocol.CodeMalformed, "Content-Type: want application/xml"))
+		return
+	}
 	login, password, ok := r.BasicAuth()
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Basic realm="frank"`)
@@ -422,7 +435,6 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 		writeXMLErrorStatus(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeUnauthorized, "too many failed logins; try again later"))
 		return
 	}
-	defer logins.Done(r, login)
 	// A name longer than any login is wrong without a look (the limits
 	// count it against the address alone).
 	acct, err := (*accounts.Account)(nil), accounts.ErrAuth
@@ -431,6 +443,12 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		logins.Fail(r, login)
+	}
+	// Done with the login as soon as it is checked: a try under way
+	// counts against the limits, and purchases at once of one customer
+	// would otherwise be refused as failed logins.
+	logins.Done(r, login)
+	if err != nil {
 		writeXMLError(w, protocol.Errorf(protocol.CodeUnauthorized, "wrong login or password"))
 		return
 	}
@@ -445,11 +463,8 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.Header.Get("Idempotency-Key")
-	if id == "" {
-		id = protocol.NewRequestID()
-	}
-	if !protocol.ValidRequestID(id) {
-		writeXMLError(w, protocol.Errorf(protocol.CodeInvalidRequest, "Idempotency-Key: want 1-64 of [A-Za-z0-9_-]"))
+	if !protocol.ValidRequestID(id) { // missing too: a retry without one would buy again
+		writeXMLError(w, protocol.Errorf(protocol.CodeInvalidRequest, "Idempotency-Key: want 1-64 of [A-Za-z0-9_-], the same for a retry"))
 		return
 	}
 	s.Log.Info("webstamp", "req", *req, "idempotency_key", id)

@@ -301,6 +301,8 @@ func TestPurchaseServiceEndToEnd(t *testing.T) {
 		post := func(body string) (int, []byte) {
 			r, _ := http.NewRequest(http.MethodPost, d.HubURL()+"/api/v1/webstamp", strings.NewReader(body))
 			r.SetBasicAuth("TestPrint", "correct horse battery")
+			r.Header.Set("Content-Type", "application/xml")
+			r.Header.Set("Idempotency-Key", protocol.NewRequestID())
 			resp, err := d.Client().Do(r)
 			if err != nil {
 				t.Fatal(err)
