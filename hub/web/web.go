@@ -443,6 +443,8 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		logins.Fail(r, login)
+	} else {
+		logins.Succeeded(r, login)
 	}
 	// Done with the login as soon as it is checked: a try under way
 	// counts against the limits, and purchases at once of one customer

@@ -139,6 +139,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Console login", Error: "Wrong login or password.", Data: next})
 		return
 	}
+	c.Logins.Succeeded(r, login)
 	if _, err := c.Sessions.Start(w, r, op.ID); err != nil {
 		c.fail(w, r, err)
 		return

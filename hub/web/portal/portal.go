@@ -201,12 +201,18 @@ func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.Logins.Done(r, login)
-	acct, err := p.Customers.Authenticate(r.Context(), login, r.PostFormValue("password"))
+	// A name longer than any login is wrong without a look (the limits
+	// count it against the address alone).
+	acct, err := (*accounts.Account)(nil), accounts.ErrAuth
+	if !session.TooLong(login) {
+		acct, err = p.Customers.Authenticate(r.Context(), login, r.PostFormValue("password"))
+	}
 	if err != nil {
 		p.Logins.Fail(r, login)
 		p.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Log in", Error: "Wrong login or password."})
 		return
 	}
+	p.Logins.Succeeded(r, login)
 	if _, err := p.Sessions.Start(w, r, acct.ID); err != nil {
 		p.fail(w, r, err)
 		return

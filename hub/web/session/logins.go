@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/frank-postage/frank/hub/netlimit"
@@ -112,6 +114,9 @@ type Logins struct {
 	limits  *Limiter
 	realm   string
 	perAddr int
+	known   knownAddrs
+	// allowed holds the keys Allow let each request try with, for Done.
+	allowed sync.Map // *http.Request -> []string
 }
 
 // NewLogins limits the logins of realm ("portal", "console").
@@ -168,9 +173,25 @@ func (l *Logins) keys(r *http.Request, login string) []limitKey {
 }
 
 // Allow reports whether r may try login now ("" for a form without an
-// account, like enrollment), and if not, how long to wait.
+// account, like enrollment), and if not, how long to wait. From an
+// address login succeeded from (Succeeded), the account-wide limit does
+// not apply.
 func (l *Logins) Allow(r *http.Request, login string) (bool, time.Duration) {
-	return l.limits.allow(l.keys(r, login))
+	keys := l.keys(r, login)
+	ok, wait := l.limits.allow(keys)
+	if !ok && len(keys) == 3 && l.knownFrom(r, login) {
+		account := l.realm + "-login:"
+		keys = slices.DeleteFunc(keys, func(k limitKey) bool { return strings.HasPrefix(k.name, account) })
+		ok, wait = l.limits.allow(keys)
+	}
+	if ok {
+		names := make([]string, len(keys))
+		for i, k := range keys {
+			names[i] = k.name
+		}
+		l.allowed.Store(r, names)
+	}
+	return ok, wait
 }
 
 // Done ends a try of login from r that Allow let through, failed (counted
@@ -178,6 +199,10 @@ func (l *Logins) Allow(r *http.Request, login string) (bool, time.Duration) {
 // against the limits, so that tries sent at once cannot all pass the
 // check before the first failure is counted.
 func (l *Logins) Done(r *http.Request, login string) {
+	if names, ok := l.allowed.LoadAndDelete(r); ok {
+		l.limits.Done(names.([]string)...)
+		return
+	}
 	l.limits.Done(l.names(r, login)...)
 }
 
