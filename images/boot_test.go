@@ -30,6 +30,7 @@ import (
 	"github.com/frank-postage/frank/testbench/scannersim"
 	"github.com/frank-postage/frank/testbench/verify"
 	"github.com/frank-postage/frank/testbench/wait"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // The guest reaches the hub only through QEMU's own forwarding of these
@@ -134,6 +135,10 @@ func TestImageBoots(t *testing.T) {
 	// What the installer sets on a kiosk, and the test's own way in: root
 	// on the serial console, and the next package waiting in /root.
 	hubPort, brokerPort := port(t, d.HubURL()), port(t, "mqtts://"+d.BrokerAddr())
+	pinHash, err := bcrypt.GenerateFromPassword([]byte(demo.StaffPIN), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
 	kioskJSON := map[string]any{
 		"origin_zip": "", "listen": "127.0.0.1:8081", "broker": "mqtts://" + hubAddr + ":8883",
 		"printer": map[string]any{"path": "/dev/frank-printer", "baud": 115200},
@@ -144,6 +149,8 @@ func TestImageBoots(t *testing.T) {
 			"terminal": map[string]any{"path": "/dev/frank-terminal", "baud": 115200},
 		},
 		"log": "json",
+		// Staff load stock: the kiosk's own PIN, there being no store staff at the hub.
+		"staff_pin_bcrypt": string(pinHash),
 	}
 	b, _ := json.MarshalIndent(kioskJSON, "", "  ")
 	put(t, img, "/etc/frank/kiosk.json", b, 0o644)
@@ -251,12 +258,24 @@ func TestImageBoots(t *testing.T) {
 
 	// A stamp: the sheet loaded, sold by card on the emulated terminal,
 	// printed on the emulated printer, and verified against the hub.
-	post := func(path, body string) string {
-		return sh.run(t, 5*time.Minute, fmt.Sprintf("wget -qO- --content-on-error --header='Content-Type: application/json' --post-data='%s' http://127.0.0.1:8081%s", body, path))
+	postAs := func(token, path, body string) string {
+		auth := ""
+		if token != "" {
+			auth = fmt.Sprintf(" --header='Authorization: Bearer %s'", token)
+		}
+		return sh.run(t, 5*time.Minute, fmt.Sprintf("wget -qO- --content-on-error --header='Content-Type: application/json'%s --post-data='%s' http://127.0.0.1:8081%s", auth, body, path))
 	}
-	if got := post("/api/v1/stock", fmt.Sprintf(`{"sheets":["%s"]}`, sheet)); !strings.Contains(got, `"labels_left":10`) {
+	post := func(path, body string) string { return postAs("", path, body) }
+	var staff struct {
+		Token string `json:"token"`
+	}
+	if got := post("/api/v1/staff/login", fmt.Sprintf(`{"pin":"%s"}`, demo.StaffPIN)); json.Unmarshal([]byte(got), &staff) != nil || staff.Token == "" {
+		t.Fatalf("staff login: %s", got)
+	}
+	if got := postAs(staff.Token, "/api/v1/staff/stock", fmt.Sprintf(`{"sheets":["%s"]}`, sheet)); !strings.Contains(got, `"labels_left":10`) {
 		t.Fatalf("loading sheet %s: %s", sheet, got)
 	}
+	postAs(staff.Token, "/api/v1/staff/logout", `{}`)
 	labelOut := pr.Next()
 	sale := post("/api/v1/sales", `{"rate_class":"1100","weight_mg":0,"payment":{"method":"terminal"}}`)
 	if !strings.Contains(sale, `"outcome":"printed"`) {

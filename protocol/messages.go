@@ -438,8 +438,8 @@ var (
 // Limits on a heartbeat's free text: its firmware and last_error are at
 // most MaxTelemetryText bytes of printable ASCII, and it gives at most
 // MaxTelemetryReasons reasons, each a lower-case token of at most
-// MaxReasonBytes of [a-z0-9_]. A kiosk has eleven reasons, the longest 19
-// bytes (certificate_expired).
+// MaxReasonBytes of [a-z0-9_]. A kiosk has thirteen reasons, the longest 20
+// bytes (head_scanner_offline).
 const (
 	MaxTelemetryText    = 64
 	MaxTelemetryReasons = 16

@@ -35,7 +35,7 @@ func (k *Kiosk) Handler() http.Handler {
 	r.Get("/api/v1/stock", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]int{"labels_left": k.LabelsLeft()})
 	})
-	r.Post("/api/v1/stock", k.loadStock)
+	// Loading stock is staff's: POST /api/v1/staff/stock, behind the login.
 	r.Get("/api/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("screen") == "1" {
 			k.screenSeen.Store(k.now().UnixNano())

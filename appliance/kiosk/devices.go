@@ -33,6 +33,27 @@ type panel interface {
 	SetLED(gpio.LEDMode) error
 }
 
+// mortal is a device on a line that can fail for good (the port went
+// away): payterm.Terminal and scanner.Head close Done then, and nothing
+// reopens the port short of restarting the kiosk.
+type mortal interface {
+	Done() <-chan struct{}
+}
+
+// gone reports whether d is a device whose line has failed for good.
+func gone(d any) bool {
+	m, ok := d.(mortal)
+	if !ok {
+		return false
+	}
+	select {
+	case <-m.Done():
+		return true
+	default:
+		return false
+	}
+}
+
 // Devices are the kiosk's peripherals besides the printer. Any may be nil
 // on a kiosk built without it.
 type Devices struct {
@@ -132,6 +153,44 @@ func (k *Kiosk) watchDevices() {
 			}
 		}()
 	}
+	k.watchGone(k.dev.Terminal, "terminal_offline")
+	k.watchGone(k.cfg.LabelCheck, "head_scanner_offline")
+}
+
+// watchGone waits for a device's line to fail for good; then the kiosk
+// stops selling (Status says reason), tells the hub at once, and hands
+// over to cfg.DeviceGone once the sale in hand is over.
+func (k *Kiosk) watchGone(d any, reason string) {
+	m, ok := d.(mortal)
+	if !ok {
+		return
+	}
+	go func() {
+		select {
+		case <-k.stop:
+			return
+		case <-m.Done():
+		}
+		select {
+		case <-k.stop:
+			return // the kiosk closing closes its ports too
+		default:
+		}
+		var why error
+		if e, ok := d.(interface{ Err() error }); ok {
+			why = e.Err()
+		}
+		k.log.Error("device gone for good; not selling until the kiosk restarts", "reason", reason, "err", why)
+		k.setErr(reason)
+		k.statusChanged()
+		if k.cfg.DeviceGone != nil {
+			k.gone.Do(func() {
+				// Held until the process ends: no sale starts in between.
+				k.saleMu.Lock()
+				k.cfg.DeviceGone(reason)
+			})
+		}
+	}()
 }
 
 // refreshPrinter asks the printer how it is, and tells the hub when that
@@ -170,6 +229,9 @@ func weightOf(r scale.Reading, err error) Weight {
 		w.State, w.Stable = "over_capacity", false
 	case errors.Is(err, scale.ErrUnderCapacity) || r.UnderCapacity:
 		w.State, w.Stable = "under_capacity", false
+	case errors.Is(err, scale.ErrMotion):
+		// SICS and NCI say so as an error: the scale answers, the load moves.
+		w.State, w.Stable = "motion", false
 	case err != nil:
 		w.State, w.Stable = "offline", false
 	case !r.Stable:
@@ -276,7 +338,8 @@ type Status struct {
 }
 
 // Status says whether sales may start. Sales stop when stock or paper is
-// out, the label door is open, the hub is unreachable, or staff said so.
+// out, the label door is open, the hub is unreachable, the card terminal
+// or the head scanner is gone, or staff said so.
 func (k *Kiosk) Status() Status {
 	t := k.telemetry()
 	st := Status{Ready: k.Ready(), Reasons: []string{}, LabelsLeft: t.LabelsLeft, Paper: t.Paper, Printer: t.Printer,
@@ -319,6 +382,14 @@ func (k *Kiosk) Status() Status {
 	}
 	if k.dev.Panel != nil && k.dev.Panel.DoorOpen() {
 		st.Reasons = append(st.Reasons, "door_open")
+	}
+	// A line that failed for good: every customer would pay and fail (the
+	// terminal), or buy and fail label_unread (the head scanner).
+	if gone(k.dev.Terminal) {
+		st.Reasons = append(st.Reasons, "terminal_offline")
+	}
+	if gone(k.cfg.LabelCheck) {
+		st.Reasons = append(st.Reasons, "head_scanner_offline")
 	}
 	st.InService = len(st.Reasons) == 0
 	return st

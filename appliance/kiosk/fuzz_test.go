@@ -31,7 +31,7 @@ var apiRoutes = []apiRoute{
 	{"/api/v1/sales/r-1/refund", false, func() any { return &struct{ Label string }{} }},
 	{"/api/v1/sales/r-1/receipt", false, func() any { return &struct{ Language string }{} }},
 	{"/api/v1/sales", false, func() any { return &kiosk.Order{} }},
-	{"/api/v1/stock", false, func() any { return &struct{ Sheets []string }{} }},
+	{"/api/v1/staff/stock", true, func() any { return &struct{ Sheets []string }{} }},
 	{"/api/v1/staff/service", true, func() any {
 		return &struct {
 			InService bool `json:"in_service"`

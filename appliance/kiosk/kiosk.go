@@ -60,6 +60,12 @@ type Config struct {
 	// Restart, if set, restarts the kiosk service when ops ask: the kiosk
 	// calls it once the sale in hand is over, and starts no other.
 	Restart func()
+	// DeviceGone, if set, is called once a device the kiosk sells with
+	// (the card terminal, the head scanner) has failed for good, with its
+	// status reason, after the sale in hand is over; the kiosk starts no
+	// other. cmd/kiosk then exits non-zero and systemd starts it again,
+	// which opens the ports anew.
+	DeviceGone func(reason string)
 	// Logs, if set, are the recent log lines diagnostics report.
 	Logs lineSource
 	// Clock, if set, is the kiosk's wall clock: its heartbeats, the
@@ -146,6 +152,7 @@ type Kiosk struct {
 	loadMu sync.Mutex
 	stop   chan struct{}
 	once   sync.Once
+	gone   sync.Once     // DeviceGone called
 	newCfg chan struct{} // a config arrived: the heartbeat period may change
 
 	dev   Devices

@@ -146,6 +146,7 @@ type fakeHub struct {
 	// beats, if set, gets the kiosk's telemetry.
 	beats   chan protocol.Telemetry
 	journal *journal.Journal // the kiosk's, if set
+	devices *kiosk.Devices   // the kiosk's, if set
 	// commands, if set, gets the kiosk's answers to commands.
 	commands chan protocol.CommandResult
 	// stockGate, if set, holds every stock answer until it is closed.
@@ -296,6 +297,9 @@ func setupWith(t *testing.T, fh *fakeHub, edit func(*kiosk.Config)) (*kiosk.Kios
 		if fh.journal != nil {
 			k.UseJournal(fh.journal)
 		}
+		if fh.devices != nil {
+			k.UseDevices(*fh.devices)
+		}
 	})
 	if fh.journal != nil && fh.stockGate == nil {
 		// With a journal the kiosk sells only once the hub has answered
@@ -370,9 +374,14 @@ func TestResendsUntilAnswered(t *testing.T) {
 	}
 }
 
-// A kiosk never prints an indicium made for another label.
+// A kiosk never prints an indicium made for another label, even one the
+// hub's answer files under the label asked for.
 func TestRefusesIndiciumForAnotherLabel(t *testing.T) {
-	fh := &fakeHub{answer: vectorAnswer}
+	fh := &fakeHub{answer: func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+		res := vectorAnswer(req) // signed for 1966-F8CF-01
+		res.Indicia[0].LabelSerial = req.Items[0].LabelSerial
+		return res
+	}}
 	k, p := setup(t, fh)
 	rc, err := k.Sell(context.Background(), order("0000-0001-05"))
 	if err != nil {
@@ -383,6 +392,65 @@ func TestRefusesIndiciumForAnotherLabel(t *testing.T) {
 	}
 	if r := fh.report(t); r.Labels[0].Outcome != protocol.PrintFailed {
 		t.Fatalf("print report %+v", r)
+	}
+}
+
+// A hub answer whose stamps do not pair one to one with the labels asked
+// (by label serial) is one the kiosk cannot use: nothing prints, the
+// customer gets service_unavailable, and the settler reports each label
+// failed and refunds it, as for a hub that did not answer.
+func TestUnpairedStampsPrintNothing(t *testing.T) {
+	two := []string{"1966-F8CF-01", "1966-F8CF-02"}
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		answer func(*protocol.PurchaseRequest) *protocol.PurchaseResult
+	}{
+		{"a stamp too many", two[:1], func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+			res := vectorAnswer(req)
+			res.Indicia = append(res.Indicia, res.Indicia[0])
+			res.Indicia[1].LabelSerial = "1966-F8CF-02"
+			return res
+		}},
+		{"a stamp too few", two, vectorAnswer},
+		{"a stamp twice", two, func(req *protocol.PurchaseRequest) *protocol.PurchaseResult {
+			res := vectorAnswer(req)
+			res.Indicia = append(res.Indicia, res.Indicia[0])
+			return res
+		}},
+		{"a stamp for another label", []string{"1966-F8CF-03"}, vectorAnswer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fh := &fakeHub{answer: tc.answer, journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
+			k, p := setupWith(t, fh, nil)
+			o := order("")
+			o.Labels = tc.labels
+			rc, err := k.Sell(context.Background(), o)
+			if protocol.AsError(err).Code != protocol.CodeServiceUnavailable || p.count() != 0 {
+				t.Fatalf("Sell = %+v, %v, %d printed; want service_unavailable and nothing printed", rc, err, p.count())
+			}
+			if st := k.Status(); st.LastError != "hub_bad_answer" {
+				t.Errorf("last_error %q, want hub_bad_answer", st.LastError)
+			}
+			refunded := map[string]bool{}
+			for range tc.labels {
+				select {
+				case r := <-fh.refunds:
+					refunded[r.Label.LabelSerial] = true
+				case <-time.After(15 * time.Second):
+					t.Fatalf("refunded %v of %v", refunded, tc.labels)
+				}
+			}
+			for _, l := range tc.labels {
+				if !refunded[l] {
+					t.Errorf("label %s not refunded: %v", l, refunded)
+				}
+			}
+			waitClosed(t, fh.journal, 15*time.Second)
+			if p.count() != 0 {
+				t.Fatalf("%d labels printed", p.count())
+			}
+		})
 	}
 }
 
@@ -829,6 +897,48 @@ func TestAPIStatusesAreProtocols(t *testing.T) {
 	resp.Body.Close()
 	if !strings.HasPrefix(string(b), `{"error":{"code":"unauthorized"`) || resp.StatusCode != protocol.CodeUnauthorized.HTTPStatus() {
 		t.Fatalf("a wrong PIN: %d %s", resp.StatusCode, b)
+	}
+}
+
+// Loading label stock is staff's: only POST /api/v1/staff/stock with a
+// staff login loads sheets; the touchscreen's /api/v1/stock only counts.
+func TestStockLoadNeedsStaffLogin(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer}
+	k, _ := setupWith(t, fh, func(c *kiosk.Config) { c.StaffBadges = []string{"STAFF-0001"} })
+	srv := httptest.NewServer(k.Handler())
+	defer srv.Close()
+	load := func(path, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(`{"sheets":["1966-F8CF"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := load("/api/v1/stock", ""); st != http.StatusMethodNotAllowed || k.LabelsLeft() != 0 {
+		t.Fatalf("POST /api/v1/stock: %d, %d labels loaded", st, k.LabelsLeft())
+	}
+	if st := load("/api/v1/staff/stock", ""); st != http.StatusUnauthorized || k.LabelsLeft() != 0 {
+		t.Fatalf("staff stock without a login: %d, %d labels loaded", st, k.LabelsLeft())
+	}
+	_, token := staffLogin(t, srv.URL, `{"badge":"STAFF-0001"}`)
+	if st := load("/api/v1/staff/stock", token); st != http.StatusOK || k.LabelsLeft() != 10 {
+		t.Fatalf("staff stock with a login: %d, %d labels loaded", st, k.LabelsLeft())
+	}
+	resp, err := http.Get(srv.URL + "/api/v1/stock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"labels_left":10`) {
+		t.Fatalf("GET /api/v1/stock: %d %s", resp.StatusCode, b)
 	}
 }
 

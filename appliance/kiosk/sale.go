@@ -207,6 +207,11 @@ func (k *Kiosk) Sell(ctx context.Context, o Order) (*Receipt, error) {
 			return nil, protocol.Errorf(protocol.CodePaymentTimeout, "no card was presented; nothing was charged")
 		case err != nil:
 			k.log.Error("card terminal", "err", err)
+			if gone(k.dev.Terminal) {
+				k.setErr("terminal_offline")
+			} else {
+				k.setErr("terminal_error")
+			}
 			return nil, protocol.Errorf(protocol.CodePaymentInvalid, "the card terminal failed; nothing was charged")
 		}
 		req.Payment = protocol.Payment{Method: protocol.PayCardToken, Token: tok.Token, Brand: tok.Brand, Last4: tok.Last4}
@@ -348,9 +353,20 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	k.setProgress(Progress{Step: "issuing"})
 	raw, err := k.callRaw(ctx, protocol.TopicPurchase, req.RequestID, payload)
 	var res *protocol.PurchaseResult
+	var items map[string]protocol.PurchaseItem // by label serial
 	if err == nil {
-		if res, err = protocol.DecodePurchaseResult(raw); err != nil {
-			return nil, fmt.Errorf("kiosk: result from hub: %w", err)
+		res, err = protocol.DecodePurchaseResult(raw)
+		if err == nil && res.Status == protocol.ResultOK {
+			items, err = pairIndicia(req, res)
+		}
+		if err != nil {
+			// An answer the kiosk cannot use is not recorded, and nothing
+			// prints: the settler asks the hub again, reports every label
+			// failed and refunds it, as for a hub that did not answer.
+			k.log.Error("the hub's answer is not usable; nothing printed", "request_id", req.RequestID, "err", err)
+			k.setErr("hub_bad_answer")
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable,
+				"the hub's answer could not be used; nothing is printed, and anything charged for this sale is refunded")
 		}
 		if undecided(res) {
 			err = errUndecided
@@ -397,7 +413,7 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 		if err == nil {
 			k.step("printing")
 			k.setProgress(Progress{Step: "printing", Label: i + 1, Of: len(res.Indicia)})
-			err = k.printOne(req.Items[i], issued, service)
+			err = k.printOne(items[issued.LabelSerial], issued, service)
 			k.step("printed")
 		}
 		if err != nil {
@@ -423,6 +439,28 @@ func (k *Kiosk) buy(ctx context.Context, req *protocol.PurchaseRequest, service 
 	k.done[req.RequestID] = &saleRecord{items: req.Items, service: service, labels: rc.Labels, at: k.now(), payment: pay, approval: res.Approval}
 	k.mu.Unlock()
 	return rc, nil
+}
+
+// pairIndicia checks that the hub's stamps are one for each label asked,
+// by label serial, before any prints: a stamp for no label asked, two for
+// one label, or a label left without one is an answer the kiosk cannot
+// use. It returns the items asked, by label serial.
+func pairIndicia(req *protocol.PurchaseRequest, res *protocol.PurchaseResult) (map[string]protocol.PurchaseItem, error) {
+	items := make(map[string]protocol.PurchaseItem, len(req.Items))
+	for _, it := range req.Items {
+		items[it.LabelSerial] = it
+	}
+	if len(res.Indicia) != len(items) {
+		return nil, fmt.Errorf("kiosk: %d stamps from the hub for %d labels", len(res.Indicia), len(items))
+	}
+	seen := make(map[string]bool, len(items))
+	for _, in := range res.Indicia {
+		if _, ok := items[in.LabelSerial]; !ok || seen[in.LabelSerial] {
+			return nil, fmt.Errorf("kiosk: a stamp from the hub for label %s, not one asked for once", in.LabelSerial)
+		}
+		seen[in.LabelSerial] = true
+	}
+	return items, nil
 }
 
 // printOne checks that the hub signed what was asked for, then prints it.

@@ -227,6 +227,14 @@ func (s *staffSessions) check(token string) bool {
 	return true
 }
 
+// name names the login of a live token, for the log: "local" (the
+// kiosk's own file) or "staff/" and the member's name; "" for none.
+func (s *staffSessions) name(token string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokens[token].name
+}
+
 func (s *staffSessions) logout(token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/frank-postage/frank/appliance/scale"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -16,6 +17,12 @@ import (
 // cell); serial scales calibrate themselves.
 type calibrator interface {
 	Calibrate(ctx context.Context, knownMg int64) error
+}
+
+// calibrated is a scale whose zero and calibration the kiosk keeps (the
+// HX711), so a change to them can be logged.
+type calibrated interface {
+	Calibration() scale.Calibration
 }
 
 // staffRoutes serve staff mode: login by PIN or badge, then stock,
@@ -82,15 +89,29 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 			k.log.Info("staff set service", "in_service", body.InService)
 			writeJSON(w, http.StatusOK, k.Status())
 		})
+		// Zero and calibration move every later price: each is logged with
+		// who did it and what the scale said before and after.
 		r.Post("/zero", func(w http.ResponseWriter, r *http.Request) {
 			if k.dev.Scale == nil {
 				writeError(w, protocol.Errorf(protocol.CodeServiceUnavailable, "no scale"))
 				return
 			}
+			who, was := k.staff.name(bearer(r)), k.Weight()
+			calWas, _ := k.dev.Scale.(calibrated)
+			var old scale.Calibration
+			if calWas != nil {
+				old = calWas.Calibration()
+			}
 			if err := k.dev.Scale.Zero(r.Context()); err != nil {
+				k.log.Warn("staff scale zero failed", "staff", who, "err", err)
 				writeError(w, protocol.Errorf(protocol.CodeServiceUnavailable, "zero: %v", err))
 				return
 			}
+			attrs := []any{"staff", who, "weight_was_mg", was.WeightMg, "state_was", was.State}
+			if calWas != nil {
+				attrs = append(attrs, "offset_was", old.Offset, "offset", calWas.Calibration().Offset)
+			}
+			k.log.Info("staff zeroed the scale", attrs...)
 			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 		})
 		r.Post("/calibrate", func(w http.ResponseWriter, r *http.Request) {
@@ -105,10 +126,24 @@ func (k *Kiosk) staffRoutes(r chi.Router) {
 				writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "this scale calibrates itself"))
 				return
 			}
+			who := k.staff.name(bearer(r))
+			calWas, _ := k.dev.Scale.(calibrated)
+			var old scale.Calibration
+			if calWas != nil {
+				old = calWas.Calibration()
+			}
 			if err := c.Calibrate(r.Context(), body.KnownMg); err != nil {
+				k.log.Warn("staff scale calibration failed", "staff", who, "known_mg", body.KnownMg, "err", err)
 				writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "calibrate: %v", err))
 				return
 			}
+			attrs := []any{"staff", who, "known_mg", body.KnownMg}
+			if calWas != nil {
+				now := calWas.Calibration()
+				attrs = append(attrs, "offset_was", old.Offset, "counts_was", old.Counts, "mg_was", old.Mg,
+					"offset", now.Offset, "counts", now.Counts, "mg", now.Mg)
+			}
+			k.log.Info("staff calibrated the scale", attrs...)
 			writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 		})
 	})

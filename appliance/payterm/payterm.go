@@ -25,7 +25,8 @@
 // Rules: amount_mills is in thousandths of the currency unit and positive;
 // the id is 1-64 printable ASCII bytes without a run of 13 digits, and the
 // terminal echoes it; replies
-// for another id are ignored; token starts with "tok_"; last4 is four
+// for another id are ignored; token starts with "tok_" and is at most
+// MaxToken bytes (the hub refuses a longer one); last4 is four
 // digits; a reply that carries anything that looks like a full card number
 // (13-19 digits in a run, spaces and dashes between digits allowed) is
 // refused whole. Unknown fields are ignored.
@@ -45,6 +46,9 @@ import (
 
 // MaxLine is the longest line either side may send, newline included.
 const MaxLine = 4096
+
+// MaxToken is the longest token the hub takes (protocol: payment.token).
+const MaxToken = 128
 
 // Errors. A decline comes as a *DeclineError, which matches ErrDeclined.
 var (
@@ -171,6 +175,13 @@ func (t *Terminal) Charge(ctx context.Context, id string, amount int64) (Token, 
 	}
 	return Token{}, fmt.Errorf("payterm: charge %s: %w", id, why)
 }
+
+// Done is closed once the terminal's line has failed for good (the port
+// went away): every later Charge fails, so the kiosk stops selling.
+func (t *Terminal) Done() <-chan struct{} { return t.done }
+
+// Err is why the line failed, once Done is closed; nil before.
+func (t *Terminal) Err() error { return t.readErr() }
 
 func (t *Terminal) readErr() error {
 	t.mu.Lock()
@@ -307,6 +318,11 @@ func DecodeReply(line []byte) (Reply, error) {
 	case "approved":
 		if len(r.Token.Token) <= 4 || r.Token.Token[:4] != "tok_" || r.Brand == "" || !isDigits(r.Last4, 4) {
 			return id, fmt.Errorf("%w: approval without token, brand and last4", ErrProtocol)
+		}
+		if len(r.Token.Token) > MaxToken {
+			// The hub would refuse it (payment_invalid): refused here, before a
+			// purchase is sent with it.
+			return id, fmt.Errorf("%w: token over %d bytes", ErrProtocol, MaxToken)
 		}
 		r.Reason = ""
 	case "declined", "cancelled":

@@ -22,6 +22,9 @@ func TestDecodeReply(t *testing.T) {
 		{`{"id":"a1","status":"approved","token":"tok_x","brand":"visa","last4":"42"}`, false, "a1"},
 		{`{"id":"a1","status":"approved","token":"x","brand":"visa","last4":"4242"}`, false, "a1"},
 		{`{"id":"a1","status":"maybe"}`, false, "a1"},
+		// Tokens the hub takes are at most 128 bytes (MaxToken).
+		{`{"id":"a1","status":"approved","token":"tok_` + strings.Repeat("x", MaxToken-4) + `","brand":"visa","last4":"4242"}`, true, "a1"},
+		{`{"id":"a1","status":"approved","token":"tok_` + strings.Repeat("x", MaxToken-3) + `","brand":"visa","last4":"4242"}`, false, "a1"},
 		{`{"id":"a1","status":"approved","token":"tok_x","brand":"visa","last4":"4242","pan":"4242424242424242"}`, false, "a1"},
 		{`{"id":"a1","status":"declined","reason":"card 4242 4242 4242 4242"}`, false, "a1"},
 		{`{"id":"a1","status":"declined","reason":"4242-4242-4242-4242"}`, false, "a1"},
@@ -96,5 +99,26 @@ func TestChargeLinkClosed(t *testing.T) {
 	}
 	if _, err := pt.Charge(context.Background(), "1700000000000", 780); err == nil {
 		t.Fatal("id with a long digit run accepted")
+	}
+}
+
+// A line that fails for good (the adapter unplugged) closes Done, so the
+// kiosk can stop selling instead of failing each customer at Pay.
+func TestDoneWhenTheLineFails(t *testing.T) {
+	kiosk, term := net.Pipe()
+	pt := New(kiosk, Config{Timeout: time.Second})
+	select {
+	case <-pt.Done():
+		t.Fatal("Done closed on a live line")
+	default:
+	}
+	term.Close()
+	select {
+	case <-pt.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed after the line failed")
+	}
+	if !errors.Is(pt.Err(), ErrClosed) {
+		t.Fatalf("Err = %v; want ErrClosed", pt.Err())
 	}
 }

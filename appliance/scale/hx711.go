@@ -278,6 +278,7 @@ func (h *HX711) frame(ctx context.Context) (int32, error) {
 	}
 	var v uint32
 	late := false
+	var last gpio.Level // DOUT during the 25th pulse
 	for i := range 25 {
 		start := time.Now()
 		if err := h.clk.Out(gpio.High); err != nil {
@@ -295,6 +296,8 @@ func (h *HX711) frame(ctx context.Context) (int32, error) {
 			if bit == gpio.High {
 				v |= 1
 			}
+		} else {
+			last = bit
 		}
 	}
 	if late {
@@ -305,6 +308,13 @@ func (h *HX711) frame(ctx context.Context) (int32, error) {
 			return 0, err
 		}
 		return badFrame, nil
+	}
+	if last != gpio.High {
+		// The 25th pulse ends the frame and the chip drives DOUT high
+		// until its next conversion. Low here is a data line stuck or
+		// floating low (a loose wire), whose frames of zeros would read
+		// as a steady, believable weight.
+		return 0, fmt.Errorf("DOUT low after the 25th clock pulse (data line stuck low?): %w", ErrSilent)
 	}
 	return int32(v<<8) >> 8, nil // sign-extend 24 bits
 }

@@ -144,6 +144,37 @@ func TestHX711(t *testing.T) {
 	t.Logf("clock held high too long %d times", chip.PowerDowns())
 }
 
+// stuckLow is a DOUT line that reads low whatever the chip drives: a loose
+// wire pulled or floating low.
+type stuckLow struct{ gpio.PinIO }
+
+func (stuckLow) Read() gpio.Level { return gpio.Low }
+
+// A DOUT line stuck low looks ready at once and clocks out frames of zero,
+// a raw value inside the rails that a calibration turns into a steady
+// weight. The chip drives DOUT high after the 25th pulse; a line still low
+// then is no chip answering, ErrSilent, not a weight.
+func TestHX711DataStuckLowIsSilent(t *testing.T) {
+	chip := scalesim.NewHX711(84000)
+	h, err := scale.NewHX711(chip.Clock(), stuckLow{chip.Data()}, scale.HX711Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetCalibration(scale.Calibration{Offset: -60000, Counts: 42000, Mg: 1e6}) // zero well below 0 counts
+	if r, err := h.Read(context.Background()); !errors.Is(err, scale.ErrSilent) {
+		t.Fatalf("Read = %+v, %v; want ErrSilent", r, err)
+	}
+	// The same chip on a sound line still weighs.
+	h, err = scale.NewHX711(chip.Clock(), chip.Data(), scale.HX711Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.SetCalibration(scale.Calibration{Offset: 84000 - 42000/2, Counts: 42000, Mg: 1e6})
+	if r, err := h.Read(context.Background()); err != nil || r.WeightMg != 500000 {
+		t.Fatalf("Read on a sound line = %+v, %v; want 500 g", r, err)
+	}
+}
+
 // waitReady waits for the chip's next conversion.
 func waitReady(t *testing.T, chip *scalesim.HX711) {
 	t.Helper()

@@ -12,6 +12,10 @@ import (
 // label under the head, or an unreadable serial.
 var ErrNoLabelRead = errors.New("scanner: no label serial read under the print head")
 
+// ErrHeadGone is a head scanner whose scans ended (its port failed): no
+// label will be read under the head again until it is opened anew.
+var ErrHeadGone = errors.New("scanner: the head scanner is gone")
+
 // Head is a fixed scanner aimed at the label under the print head, in
 // presentation mode: it reads the pre-printed serial of each label as the
 // feed brings it under the head. The kiosk asks it before printing, so that
@@ -23,14 +27,21 @@ type Head struct {
 	last    string
 	fresh   bool          // read since the last UnderHead
 	changed chan struct{} // closed and replaced on each read
+	done    chan struct{} // closed when Run returns
 }
 
 // NewHead returns a head scanner fed by Run.
-func NewHead() *Head { return &Head{changed: make(chan struct{})} }
+func NewHead() *Head { return &Head{changed: make(chan struct{}), done: make(chan struct{})} }
+
+// Done is closed once Run has returned: the scans ended, so every later
+// stamp would fail label_unread; the kiosk stops selling instead.
+func (h *Head) Done() <-chan struct{} { return h.done }
 
 // Run takes the scans until the channel closes; a code is kept as the
 // label under the head, upper-cased as serials are printed in either case.
+// Call it once.
 func (h *Head) Run(scans <-chan Scan) {
+	defer close(h.done)
 	for s := range scans {
 		if s.Err != nil || s.Code == "" {
 			continue
@@ -65,6 +76,8 @@ func (h *Head) UnderHead(ctx context.Context) (string, error) {
 		h.mu.Unlock()
 		select {
 		case <-changed:
+		case <-h.done:
+			return "", ErrHeadGone
 		case <-t.C:
 			return "", ErrNoLabelRead
 		case <-ctx.Done():

@@ -30,3 +30,22 @@ func TestHeadReadsEachLabelOnce(t *testing.T) {
 		t.Fatalf("waited for: %q %v", got, err)
 	}
 }
+
+// A head scanner whose port failed (its scans ended) says so at once,
+// through Done and from UnderHead, instead of each stamp waiting out Wait
+// to fail label_unread.
+func TestHeadGoneWhenScansEnd(t *testing.T) {
+	h := scanner.NewHead()
+	h.Wait = time.Hour // a wait the test would never see end
+	scans := make(chan scanner.Scan)
+	go h.Run(scans)
+	close(scans)
+	select {
+	case <-h.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed after the scans ended")
+	}
+	if _, err := h.UnderHead(context.Background()); !errors.Is(err, scanner.ErrHeadGone) {
+		t.Fatalf("UnderHead = %v; want ErrHeadGone", err)
+	}
+}

@@ -307,7 +307,7 @@ func (d *Demo) start(ctx context.Context) error {
 		return err
 	}
 	// Staff load the sheets into the kiosk.
-	status, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/stock", map[string]any{"sheets": d.sheets})
+	status, body, err := d.LoadStock(ctx, d.sheets)
 	if err != nil || status != http.StatusOK {
 		return fmt.Errorf("demo: loading stock: %d %s %v", status, body, err)
 	}
@@ -509,8 +509,31 @@ func (d *Demo) Sell(ctx context.Context, order any) (int, []byte, error) {
 	return d.Post(ctx, d.KioskURL()+"/api/v1/sales", order)
 }
 
+// LoadStock loads label sheets into the kiosk as staff do: a staff login
+// with StaffPIN, then POST /api/v1/staff/stock. It returns the stock
+// route's status and body.
+func (d *Demo) LoadStock(ctx context.Context, sheets []string) (int, []byte, error) {
+	status, body, err := d.Post(ctx, d.KioskURL()+"/api/v1/staff/login", map[string]string{"pin": StaffPIN})
+	if err != nil || status != http.StatusOK {
+		return status, body, fmt.Errorf("demo: staff login: %d %s %v", status, body, err)
+	}
+	var login struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(body, &login); err != nil || login.Token == "" {
+		return status, body, fmt.Errorf("demo: staff login: no token in %s", body)
+	}
+	defer d.post(context.WithoutCancel(ctx), d.KioskURL()+"/api/v1/staff/logout", login.Token, struct{}{})
+	return d.post(ctx, d.KioskURL()+"/api/v1/staff/stock", login.Token, map[string]any{"sheets": sheets})
+}
+
 // Post posts JSON and returns the status and body.
 func (d *Demo) Post(ctx context.Context, url string, v any) (int, []byte, error) {
+	return d.post(ctx, url, "", v)
+}
+
+// post posts JSON, with a staff token if one is given.
+func (d *Demo) post(ctx context.Context, url, token string, v any) (int, []byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, nil, err
@@ -520,6 +543,9 @@ func (d *Demo) Post(ctx context.Context, url string, v any) (int, []byte, error)
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("demo: post %s: %w", url, err)

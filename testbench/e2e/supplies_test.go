@@ -63,7 +63,7 @@ func TestRefillAlerts(t *testing.T) {
 		t.Fatalf("staff console refill prompt: %q", got)
 	}
 	sheet := strings.TrimSpace(w.hub(nil, "stock", "issue", "--store", "demo-store", "--sheets", "1"))
-	if st, body, err := d.Post(t.Context(), d.KioskURL()+"/api/v1/stock", map[string]any{"sheets": []string{sheet}}); err != nil || st != http.StatusOK {
+	if st, body, err := d.LoadStock(t.Context(), []string{sheet}); err != nil || st != http.StatusOK {
 		t.Fatalf("loading a sheet: %d %s %v", st, body, err)
 	}
 	wait.For(t, 30*time.Second, "labels_low cleared", func() bool { return !open(alerts.LabelsLow) })

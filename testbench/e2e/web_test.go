@@ -75,7 +75,11 @@ func (w *webSystem) addOperator(login, role, stores string) {
 		args = append(args, "--stores", stores)
 	}
 	out := w.hub([]string{"FRANK_OPERATOR_PASSWORD=" + operatorPassword}, args...)
-	if want := fmt.Sprintf("operator %s (%s) saved", login, role); !strings.Contains(out, want) {
+	want := fmt.Sprintf("operator %s (%s) saved", login, role)
+	if stores != "" {
+		want = fmt.Sprintf("operator %s (%s of %s) saved", login, role, stores)
+	}
+	if !strings.Contains(out, want) {
 		w.t.Fatalf("hub %s printed %q, want %q", strings.Join(args, " "), out, want)
 	}
 }

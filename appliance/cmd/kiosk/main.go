@@ -187,6 +187,17 @@ func run() int {
 	restart := make(chan struct{})
 	var restartOnce sync.Once
 	cfg.Restart = func() { restartOnce.Do(func() { close(restart) }) }
+	// A serial device whose port failed for good (the terminal, the head
+	// scanner) is opened only at start: the kiosk exits non-zero once the
+	// sale in hand is over, and systemd (Restart=on-failure) starts it
+	// again, which opens the ports anew.
+	deviceGone := make(chan string, 1)
+	cfg.DeviceGone = func(reason string) {
+		select {
+		case deviceGone <- reason:
+		default:
+		}
+	}
 	if err := cfg.Check(); err != nil {
 		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
 		return 2
@@ -336,6 +347,9 @@ func run() int {
 	case <-restart:
 		log.Info("kiosk restarting on ops' command")
 		code = exitRestart
+	case why := <-deviceGone:
+		log.Error("kiosk exiting to reopen a device that failed", "reason", why)
+		code = exitDeviceGone
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -346,6 +360,10 @@ func run() int {
 // exitRestart is the exit status of a restart ops asked for: the service
 // manager starts the kiosk again.
 const exitRestart = 75
+
+// exitDeviceGone is the exit status once a device's port failed for good:
+// a failure, so that the service manager starts the kiosk again.
+const exitDeviceGone = 1
 
 // writeReady says where the kiosk listens, atomically, for whoever
 // started it on port 0.
