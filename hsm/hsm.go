@@ -42,6 +42,14 @@ var (
 	// ErrKeyExportable refuses a key that can be, or once could be, read
 	// out of the module: a copy may exist, so it must not sign postage.
 	ErrKeyExportable = errors.New("hsm: key can leave the module")
+	// ErrSessionLost is a session the module no longer knows: the HSM
+	// restarted, failed over or was removed, or the login went. The
+	// session is dead; a new one (after a new login) may work.
+	ErrSessionLost = errors.New("hsm: session lost")
+	// ErrNotLoggedIn is a session that works but is not logged in, so
+	// the module hides its private keys: not the same as a key that is
+	// not there. Errors that carry it carry ErrSessionLost too.
+	ErrNotLoggedIn = errors.New("hsm: not logged in")
 )
 
 // ValidLabel keeps labels safe as file names and token attributes.

@@ -434,7 +434,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Hub, error) {
 		h.Close()
 		return nil, err
 	}
-	sess, err := h.session()
+	// The ledger's control-code session: reopened if the HSM loses it.
+	sess, err := hsm.Reopening(h.session)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -687,8 +688,12 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if h.pool, err = psdm.Start(ctx, psdm.Config{Servers: servers}, open,
-		psdm.Key{Label: key.Label, CertSerial: key.CertSerial}, h.ledger, h.log.With("component", "psdm")); err != nil {
+	pub, err := key.Public()
+	if err != nil {
+		return err
+	}
+	if h.pool, err = psdm.Start(ctx, psdm.Config{Servers: servers, Alerts: h.alerts}, open,
+		psdm.Key{Label: key.Label, CertSerial: key.CertSerial, Public: pub}, h.ledger, h.log.With("component", "psdm")); err != nil {
 		return err
 	}
 
@@ -872,7 +877,12 @@ func (h *Hub) followKey(ctx context.Context) {
 	if key.CertSerial == h.pool.Key().CertSerial {
 		return
 	}
-	if err := h.pool.SetKey(psdm.Key{Label: key.Label, CertSerial: key.CertSerial}); err != nil {
+	pub, err := key.Public()
+	if err != nil {
+		h.log.Error("rotated signing key not taken up: its certified public key is unreadable", "cert_serial", key.CertSerial, "err", err)
+		return
+	}
+	if err := h.pool.SetKey(psdm.Key{Label: key.Label, CertSerial: key.CertSerial, Public: pub}); err != nil {
 		h.log.Error("rotated signing key not taken up; no stamps signed until it is", "cert_serial", key.CertSerial, "err", err)
 	}
 }

@@ -47,6 +47,10 @@ var (
 type module struct {
 	ctx  *p11.Ctx
 	refs int
+	// logins counts the open Tokens on each token label. A login belongs
+	// to the process (every session of it on that token shares it), so
+	// one Token logging out would log out every other one on the token.
+	logins map[string]int
 }
 
 // Token is an open token.
@@ -54,10 +58,15 @@ type Token struct {
 	cfg  Config
 	mod  *module
 	ctx  *p11.Ctx
+	smu  sync.Mutex // guards slot: it changes when the token comes back in another slot
 	slot uint
 	mu   sync.Mutex // guards mgmt
 	mgmt p11.SessionHandle
 }
+
+// sessionFlags opens every session read-write: keys are made on the
+// management session.
+const sessionFlags = p11.CKF_SERIAL_SESSION | p11.CKF_RW_SESSION
 
 // Open loads the module, finds the token by label and logs in.
 func Open(cfg Config) (*Token, error) {
@@ -70,16 +79,78 @@ func Open(cfg Config) (*Token, error) {
 		t.release()
 		return nil, err
 	}
-	if t.mgmt, err = t.ctx.OpenSession(t.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION); err != nil {
+	if t.mgmt, err = t.ctx.OpenSession(t.slot, sessionFlags); err != nil {
 		t.release()
-		return nil, fmt.Errorf("pkcs11: open session: %w", err)
+		return nil, wrap("open session", err)
 	}
-	if err := t.ctx.Login(t.mgmt, p11.CKU_USER, cfg.PIN); err != nil && !isErr(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
+	if err := t.login(); err != nil {
 		t.ctx.CloseSession(t.mgmt)
 		t.release()
-		return nil, fmt.Errorf("pkcs11: login to %s: %w", cfg.Token, err)
+		return nil, err
 	}
+	modMu.Lock()
+	mod.logins[cfg.Token]++
+	modMu.Unlock()
 	return t, nil
+}
+
+// login logs the process in to the token on the management session; t.mu
+// is held (or t not yet shared).
+func (t *Token) login() error {
+	if err := t.ctx.Login(t.mgmt, p11.CKU_USER, t.cfg.PIN); err != nil && !isErr(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
+		return wrap("login to "+t.cfg.Token, err)
+	}
+	return nil
+}
+
+// reconnect finds the token again by label (it may come back in another
+// slot), opens a new management session and logs in again: what an HSM
+// restart, a failover or a re-inserted token takes. t.mu is held.
+func (t *Token) reconnect() error {
+	slot, err := findToken(t.ctx, t.cfg.Token)
+	if err != nil {
+		return err
+	}
+	h, err := t.ctx.OpenSession(slot, sessionFlags)
+	if err != nil {
+		return wrap("open session", err)
+	}
+	t.ctx.CloseSession(t.mgmt) // lost already, most likely; this frees the handle
+	t.mgmt = h
+	t.smu.Lock()
+	t.slot = slot
+	t.smu.Unlock()
+	return t.login()
+}
+
+// relogin logs in again after the login was lost (a session reports it
+// is not logged in), reconnecting if the management session is lost too.
+func (t *Token) relogin() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.login(); err == nil || !errors.Is(err, hsm.ErrSessionLost) {
+		return err
+	}
+	return t.reconnect()
+}
+
+// withMgmt runs f on the management session, t.mu held; if the session is
+// lost it reconnects and runs f once more.
+func (t *Token) withMgmt(f func() error) error {
+	err := f()
+	if !errors.Is(err, hsm.ErrSessionLost) {
+		return err
+	}
+	if rerr := t.reconnect(); rerr != nil {
+		return fmt.Errorf("%w (reconnecting: %w)", err, rerr)
+	}
+	return f()
+}
+
+func (t *Token) currentSlot() uint {
+	t.smu.Lock()
+	defer t.smu.Unlock()
+	return t.slot
 }
 
 func loadModule(path string) (*module, error) {
@@ -97,7 +168,7 @@ func loadModule(path string) (*module, error) {
 		ctx.Destroy()
 		return nil, fmt.Errorf("pkcs11: initialize %s: %w", path, err)
 	}
-	m := &module{ctx: ctx, refs: 1}
+	m := &module{ctx: ctx, refs: 1, logins: map[string]int{}}
 	modules[path] = m
 	return m, nil
 }
@@ -133,11 +204,22 @@ var (
 	_ hsm.Session = (*Session)(nil)
 )
 
-// Close logs out and releases the module.
+// Close releases the module, and logs out if no other Token of this
+// process is open on the token: the login is the process's, not this
+// Token's, and another Token's sessions would lose their keys.
 func (t *Token) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.ctx.Logout(t.mgmt)
+	modMu.Lock()
+	t.mod.logins[t.cfg.Token]--
+	last := t.mod.logins[t.cfg.Token] <= 0
+	if last {
+		delete(t.mod.logins, t.cfg.Token)
+	}
+	modMu.Unlock()
+	if last {
+		t.ctx.Logout(t.mgmt)
+	}
 	t.ctx.CloseSession(t.mgmt)
 	t.release()
 	return nil
@@ -151,6 +233,16 @@ func (t *Token) GenerateSigningKey(label string) (*ecdsa.PublicKey, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var pk *ecdsa.PublicKey
+	err := t.withMgmt(func() error {
+		var err error
+		pk, err = t.generateSigningKey(label)
+		return err
+	})
+	return pk, err
+}
+
+func (t *Token) generateSigningKey(label string) (*ecdsa.PublicKey, error) {
 	if err := t.refuseExisting(label); err != nil {
 		return nil, err
 	}
@@ -176,7 +268,7 @@ func (t *Token) GenerateSigningKey(label string) (*ecdsa.PublicKey, error) {
 	}, usages(privateUses, p11.CKA_SIGN)...)
 	_, _, err := t.ctx.GenerateKeyPair(t.mgmt, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv)
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: generate %s: %w", label, err)
+		return nil, wrap("generate "+label, err)
 	}
 	return t.public(label)
 }
@@ -189,6 +281,10 @@ func (t *Token) GenerateMACKey(label string) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.withMgmt(func() error { return t.generateMACKey(label) })
+}
+
+func (t *Token) generateMACKey(label string) error {
 	if err := t.refuseExisting(label); err != nil {
 		return err
 	}
@@ -206,7 +302,7 @@ func (t *Token) GenerateMACKey(label string) error {
 		p11.NewAttribute(p11.CKA_ID, []byte(label)),
 	}, usages(secretUses, p11.CKA_SIGN, p11.CKA_VERIFY)...)
 	if _, err := t.ctx.GenerateKey(t.mgmt, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, tmpl); err != nil {
-		return fmt.Errorf("pkcs11: generate %s: %w", label, err)
+		return wrap("generate "+label, err)
 	}
 	return nil
 }
@@ -235,14 +331,22 @@ func (t *Token) refuseExisting(label string) error {
 	if len(hs) > 0 {
 		return fmt.Errorf("pkcs11: %s: %w", label, hsm.ErrKeyExists)
 	}
-	return nil
+	// Not logged in, the token hides private objects: none found is no
+	// proof there is none.
+	return loggedIn(t.ctx, t.mgmt)
 }
 
 // Public returns the public half of a signing key.
 func (t *Token) Public(label string) (*ecdsa.PublicKey, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.public(label)
+	var pk *ecdsa.PublicKey
+	err := t.withMgmt(func() error {
+		var err error
+		pk, err = t.public(label)
+		return err
+	})
+	return pk, err
 }
 
 func (t *Token) public(label string) (*ecdsa.PublicKey, error) {
@@ -252,7 +356,7 @@ func (t *Token) public(label string) (*ecdsa.PublicKey, error) {
 	}
 	attrs, err := t.ctx.GetAttributeValue(t.mgmt, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_POINT, nil)})
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: public %s: %w", label, err)
+		return nil, wrap("public "+label, err)
 	}
 	point := attrs[0].Value
 	// CKA_EC_POINT is a DER OCTET STRING around the uncompressed point.
@@ -275,11 +379,29 @@ type Session struct {
 	macs    map[string]p11.ObjectHandle
 }
 
-// Session opens a session for one goroutine.
+// Session opens a session for one goroutine. After an HSM restart it finds
+// the token again and logs in again first.
 func (t *Token) Session() (*Session, error) {
-	h, err := t.ctx.OpenSession(t.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+	h, err := t.ctx.OpenSession(t.currentSlot(), sessionFlags)
+	if err != nil && (errors.Is(wrap("", err), hsm.ErrSessionLost) || isErr(err, p11.CKR_SLOT_ID_INVALID)) {
+		t.mu.Lock()
+		rerr := t.reconnect()
+		t.mu.Unlock()
+		if rerr != nil {
+			return nil, rerr
+		}
+		h, err = t.ctx.OpenSession(t.currentSlot(), sessionFlags)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: open session: %w", err)
+		return nil, wrap("open session", err)
+	}
+	// The login goes with the last session of the process: after a
+	// restart a new session is not logged in, and its keys are hidden.
+	if loggedIn(t.ctx, h) != nil {
+		if err := t.relogin(); err != nil {
+			t.ctx.CloseSession(h)
+			return nil, err
+		}
 	}
 	return &Session{t: t, h: h, signers: map[string]*signer{}, macs: map[string]p11.ObjectHandle{}}, nil
 }
@@ -298,7 +420,7 @@ func (s *Session) Signer(label string) (crypto.Signer, error) {
 	if sg, ok := s.signers[label]; ok {
 		return sg, nil
 	}
-	h, err := findOne(s.t.ctx, s.h, label, p11.CKO_PRIVATE_KEY, p11.CKK_EC)
+	h, err := s.find(label, p11.CKO_PRIVATE_KEY, p11.CKK_EC)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +441,7 @@ func (s *Session) MAC(label string, data []byte) ([]byte, error) {
 	h, ok := s.macs[label]
 	if !ok {
 		var err error
-		if h, err = findOne(s.t.ctx, s.h, label, p11.CKO_SECRET_KEY, p11.CKK_GENERIC_SECRET); err != nil {
+		if h, err = s.find(label, p11.CKO_SECRET_KEY, p11.CKK_GENERIC_SECRET); err != nil {
 			return nil, err
 		}
 		if err := s.t.checkSecret(s.h, h, label); err != nil {
@@ -328,13 +450,27 @@ func (s *Session) MAC(label string, data []byte) ([]byte, error) {
 		s.macs[label] = h
 	}
 	if err := s.t.ctx.SignInit(s.h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, h); err != nil {
-		return nil, fmt.Errorf("pkcs11: mac %s: %w", label, err)
+		return nil, wrap("mac "+label, err)
 	}
 	out, err := s.t.ctx.Sign(s.h, data)
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: mac %s: %w", label, err)
+		return nil, wrap("mac "+label, err)
 	}
 	return out, nil
+}
+
+// find finds a key on the session. A session that lost its login (an
+// HSM restart, another Token's logout) sees no private key at all: the
+// token logs in again and the search is made once more.
+func (s *Session) find(label string, class, keyType uint) (p11.ObjectHandle, error) {
+	h, err := findOne(s.t.ctx, s.h, label, class, keyType)
+	if !errors.Is(err, hsm.ErrNotLoggedIn) {
+		return h, err
+	}
+	if rerr := s.t.relogin(); rerr != nil {
+		return 0, fmt.Errorf("%w (logging in again: %w)", err, rerr)
+	}
+	return findOne(s.t.ctx, s.h, label, class, keyType)
 }
 
 type signer struct {
@@ -353,11 +489,11 @@ func (sg *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]by
 	}
 	ctx := sg.s.t.ctx
 	if err := ctx.SignInit(sg.s.h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDSA, nil)}, sg.key); err != nil {
-		return nil, fmt.Errorf("pkcs11: sign: %w", err)
+		return nil, wrap("sign", err)
 	}
 	rs, err := ctx.Sign(sg.s.h, digest)
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: sign: %w", err)
+		return nil, wrap("sign", err)
 	}
 	if len(rs) != 64 {
 		return nil, fmt.Errorf("pkcs11: sign: %d-byte signature, want 64", len(rs))
@@ -393,7 +529,7 @@ func (t *Token) checkSecret(sh p11.SessionHandle, h p11.ObjectHandle, label stri
 	}
 	attrs, err := t.ctx.GetAttributeValue(sh, h, tmpl)
 	if err != nil {
-		return fmt.Errorf("pkcs11: check %s: %w", label, err)
+		return wrap("check "+label, err)
 	}
 	var bad []string
 	for i, a := range keptSecret {
@@ -420,6 +556,9 @@ func findOne(ctx *p11.Ctx, sh p11.SessionHandle, label string, class, keyType ui
 		return 0, err
 	}
 	if len(hs) == 0 {
+		if err := loggedIn(ctx, sh); err != nil {
+			return 0, fmt.Errorf("pkcs11: %s: %w", label, err)
+		}
 		return 0, fmt.Errorf("pkcs11: %s: %w", label, hsm.ErrNoKey)
 	}
 	// The hub never makes two keys of one label: another is someone
@@ -432,14 +571,49 @@ func findOne(ctx *p11.Ctx, sh p11.SessionHandle, label string, class, keyType ui
 
 func find(ctx *p11.Ctx, sh p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
 	if err := ctx.FindObjectsInit(sh, tmpl); err != nil {
-		return nil, fmt.Errorf("pkcs11: find: %w", err)
+		return nil, wrap("find", err)
 	}
 	hs, _, err := ctx.FindObjects(sh, 4)
 	ctx.FindObjectsFinal(sh)
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: find: %w", err)
+		return nil, wrap("find", err)
 	}
 	return hs, nil
+}
+
+// loggedIn returns nil if session sh is logged in as the user, else an
+// error that is ErrNotLoggedIn and ErrSessionLost (or only the latter, if
+// the session itself is gone).
+func loggedIn(ctx *p11.Ctx, sh p11.SessionHandle) error {
+	info, err := ctx.GetSessionInfo(sh)
+	if err != nil {
+		return wrap("session info", err)
+	}
+	if info.State != p11.CKS_RO_USER_FUNCTIONS && info.State != p11.CKS_RW_USER_FUNCTIONS {
+		return fmt.Errorf("pkcs11: %w: %w", hsm.ErrNotLoggedIn, hsm.ErrSessionLost)
+	}
+	return nil
+}
+
+// lostCodes are the return values after which a session is of no more
+// use: the HSM restarted, failed over or went, or the login went with it.
+// A new session, logged in again, may work.
+var lostCodes = []uint{
+	p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED, p11.CKR_DEVICE_REMOVED,
+	p11.CKR_DEVICE_ERROR, p11.CKR_TOKEN_NOT_PRESENT, p11.CKR_USER_NOT_LOGGED_IN,
+}
+
+// wrap prefixes a PKCS#11 error with what was being done, and marks it
+// hsm.ErrSessionLost (and hsm.ErrNotLoggedIn) when it is one of lostCodes.
+func wrap(op string, err error) error {
+	var e p11.Error
+	if !errors.As(err, &e) || !slices.Contains(lostCodes, uint(e)) {
+		return fmt.Errorf("pkcs11: %s: %w", op, err)
+	}
+	if uint(e) == p11.CKR_USER_NOT_LOGGED_IN {
+		return fmt.Errorf("pkcs11: %s: %w: %w: %w", op, hsm.ErrNotLoggedIn, hsm.ErrSessionLost, err)
+	}
+	return fmt.Errorf("pkcs11: %s: %w: %w", op, hsm.ErrSessionLost, err)
 }
 
 func isErr(err error, code uint) bool {

@@ -51,6 +51,15 @@ const (
 	// logins: its staff forgot their PIN, or it is stolen and someone is
 	// guessing.
 	StaffGuessing = "staff_guessing"
+	// HSMUnavailable is a PSDM server that cannot sign: its HSM call
+	// failed or hung past the deadline, or its session is lost and not yet
+	// reopened. Its stamps go to other servers or are refused
+	// (service_unavailable, nothing charged). Cleared when it signs again.
+	HSMUnavailable = "hsm_unavailable"
+	// KeyMismatch is a PSDM server whose HSM key under the signing key's
+	// label is not the certified key (another token or slot, a restored
+	// token): it signs nothing.
+	KeyMismatch = "key_mismatch"
 )
 
 // ClockSkewLimit is how far a kiosk's clock may be off the hub's before

@@ -35,6 +35,20 @@ type Key struct {
 	Compromised *time.Time `json:"compromised,omitempty"`
 }
 
+// Public is the key's public half as the postal authority certified it:
+// the PSDM workers sign only with an HSM key whose public half is this one.
+// The zero Key (no key to sign with) has none, and no error.
+func (k Key) Public() (*ecdsa.PublicKey, error) {
+	if k == (Key{}) {
+		return nil, nil
+	}
+	pub, err := parsePublicKey(k.PublicKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("keys: key %d: certified public key: %w", k.CertSerial, err)
+	}
+	return pub, nil
+}
+
 // ErrNoKey means the ceremony has not run.
 var ErrNoKey = errors.New("keys: no active signing key; run hub keys init")
 

@@ -297,3 +297,46 @@ func TestRetriedRotationMakesOneKey(t *testing.T) {
 		}
 	})
 }
+
+// A key's certified public half is what the PSDM workers check the HSM's
+// signer against (psdm.Key.Public): it is the HSM key's, as recorded and
+// as read back.
+func TestPublicIsTheCertifiedKey(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		ks, err := soft.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		k := keys.New(db, ks, newAuthority(0), slog.New(slog.DiscardHandler), time.Now)
+		made, err := k.Init(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := ks.Public(made.Label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		active, err := k.Active(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []keys.Key{made, active} {
+			if pub, err := key.Public(); err != nil || !pub.Equal(want) {
+				t.Fatalf("key %d: Public = %v, %v; want the HSM key's", key.CertSerial, pub, err)
+			}
+		}
+		if _, err := (keys.Key{CertSerial: 9, PublicKeyPEM: "junk"}).Public(); err == nil {
+			t.Fatal("a key with no readable public key has one")
+		}
+		// None active (a compromise not yet finished): nothing to check.
+		if pub, err := (keys.Key{}).Public(); pub != nil || err != nil {
+			t.Fatalf("the zero Key: %v, %v", pub, err)
+		}
+	})
+}

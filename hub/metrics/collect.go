@@ -60,6 +60,8 @@ var (
 		"Stamps a PSDM worker has signed and not yet committed.", []string{"worker"}, nil)
 	descWorkerIndicia = prometheus.NewDesc("frank_psdm_worker_indicia_total",
 		"Indicia a PSDM worker has issued since it started.", []string{"worker"}, nil)
+	descWorkerSignErrors = prometheus.NewDesc("frank_psdm_worker_sign_errors_total",
+		"Stamps a PSDM worker could not sign (HSM error, timeout, lost session, no key) since it started.", []string{"worker"}, nil)
 )
 
 // sourceUp describes frank_source_up for one source. The source is a
@@ -154,7 +156,7 @@ var alertKinds = []string{
 	alerts.Tamper, alerts.Fraud, alerts.InspectionDue, alerts.KioskOffline,
 	alerts.PaperOut, alerts.LabelsLow, alerts.FundsLow, alerts.Unconfirmed, alerts.ReportRefused, alerts.ReportLate,
 	alerts.CaptureRefused, alerts.RolloutHalted, alerts.PrinterFault, alerts.DoorOpen, alerts.ClockSkew, alerts.FailedPrints,
-	alerts.StaffGuessing,
+	alerts.StaffGuessing, alerts.HSMUnavailable, alerts.KeyMismatch,
 }
 
 type alertsCollector struct {
@@ -199,6 +201,7 @@ func (c *workersCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descWorkerLoad
 	ch <- descWorkerInFlight
 	ch <- descWorkerIndicia
+	ch <- descWorkerSignErrors
 }
 
 func (c *workersCollector) Collect(ch chan<- prometheus.Metric) {
@@ -207,5 +210,6 @@ func (c *workersCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descWorkerLoad, prometheus.GaugeValue, float64(s.Load), w)
 		ch <- prometheus.MustNewConstMetric(descWorkerInFlight, prometheus.GaugeValue, float64(s.InFlight), w)
 		ch <- prometheus.MustNewConstMetric(descWorkerIndicia, prometheus.CounterValue, float64(s.Total), w)
+		ch <- prometheus.MustNewConstMetric(descWorkerSignErrors, prometheus.CounterValue, float64(s.SignErrors), w)
 	}
 }

@@ -10,6 +10,7 @@ package psdm
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hsm"
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/protocol"
 )
@@ -37,10 +39,19 @@ type salesLedger interface {
 	Config() ledger.Config
 }
 
-// Key names the signing key: its HSM label and certificate serial.
+// Key names the signing key: its HSM label and certificate serial, and
+// the public key the postal authority certified under that serial.
 type Key struct {
 	Label      string
 	CertSerial uint32
+	// Public is the certified key. A worker refuses to sign with an HSM
+	// key of the label whose public half is another (another token or
+	// slot, a restored token, a label reused): its stamps would verify
+	// against nothing published. It is checked when a worker loads the
+	// key, not per stamp: verifying each signature would cost about
+	// 0.1 ms of CPU on every sale. Nil skips the check, with a warning,
+	// for callers that do not pass it yet.
+	Public *ecdsa.PublicKey
 }
 
 // Config sizes the pool.
@@ -51,6 +62,31 @@ type Config struct {
 	// Servers, if given, are the PSDM servers to run instead of Workers
 	// alike ones: each an HSM session with its own MPSDs.
 	Servers []Server
+	// SignTimeout bounds each HSM call of a worker; default 5 s. A call
+	// past it fails its stamp (service_unavailable), and the worker
+	// leaves that session to the call (a PKCS#11 call cannot be
+	// cancelled; the session is closed when it returns) and opens
+	// another. Without it one hung HSM call holds back every later sale:
+	// the committer commits in ticket order.
+	SignTimeout time.Duration
+	// KeyTimeout is how long SetKey and StopSigning wait for the workers
+	// to confirm; default 10 s.
+	KeyTimeout time.Duration
+	// RetryEvery is how often a worker without a session tries to open
+	// one, or tries again to load a key it could not; default 1 s.
+	RetryEvery time.Duration
+	// AlertEvery is how often, at most, a worker raises its
+	// hsm_unavailable alert while signing fails; default a minute.
+	AlertEvery time.Duration
+	// Alerts, if set, is told when a worker cannot sign (hsm_unavailable,
+	// key_mismatch) and when it signs again.
+	Alerts Alerter
+}
+
+// Alerter raises and clears alerts for ops; hub/alerts.
+type Alerter interface {
+	Raise(ctx context.Context, kind, subject, message string)
+	Clear(ctx context.Context, kind, subject, why string)
 }
 
 // Server is one PSDM server of the stored list: its id and how many MPSDs
@@ -74,11 +110,38 @@ type Status struct {
 	Load       int      `json:"load"`             // MPSDs checked out
 	InFlight   int      `json:"in_flight"`        // stamps signed, not yet committed
 	Total      int64    `json:"total"`            // indicia issued since start
+	SignErrors int64    `json:"sign_errors"`      // stamps it could not sign since start
+	HSMSession bool     `json:"hsm_session"`      // false while its session is lost or abandoned and another opens
 	MPSDs      []uint32 `json:"mpsds"`
 }
 
 // errSign marks a stamp its server's module could not sign.
 var errSign = errors.New("signing failed")
+
+// Errors a caller may act on. A stamp that could not be signed fails with
+// errSign and a protocol error service_unavailable: nothing was charged,
+// and the same request may be tried again.
+var (
+	// ErrSignTimeout is an HSM call that did not return within
+	// Config.SignTimeout.
+	ErrSignTimeout = errors.New("psdm: the HSM did not answer in time")
+	// ErrKeyMismatch is an HSM key under the label whose public key is
+	// not the certified one.
+	ErrKeyMismatch = errors.New("psdm: the HSM's key is not the certified key")
+	// errNoSession is a worker whose session is lost, while it opens
+	// another.
+	errNoSession = errors.New("psdm: no HSM session; opening another")
+	// errNoKeySet is a pool told to sign nothing (StopSigning).
+	errNoKeySet = errors.New("psdm: no signing key is set")
+	// errKeyChanged is a stamp signed while the key changed: it may be
+	// the key a compromise just stopped.
+	errKeyChanged = errors.New("psdm: the signing key changed while the stamp was signed")
+)
+
+// unavailable is what the customer is told of a stamp not signed.
+func unavailable() *protocol.Error {
+	return protocol.Errorf(protocol.CodeServiceUnavailable, "signing unavailable; try again")
+}
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("psdm: pool closed")
@@ -91,10 +154,23 @@ type Pool struct {
 	workers []*worker
 	mu      sync.Mutex // orders Sell's tickets and jobs
 	next    uint64     // round-robin position
+	seq     uint64     // tickets opened: each job's place in the committer's order
 	closed  chan struct{}
 	wg      sync.WaitGroup
-	key     atomic.Pointer[Key] // the key new stamps are signed with
-	open    func() (hsm.Session, error)
+	key     atomic.Pointer[Key] // the key every worker confirmed it signs with; zero when not
+	// want is the key workers may sign with, and its generation: a worker
+	// checks it before and after each signature, so SetKey and StopSigning
+	// take effect at once, even on a worker stuck in the HSM.
+	want          atomic.Pointer[target]
+	keyMu         sync.Mutex // orders the changes of want and key
+	open          func() (hsm.Session, error)
+	warnUnchecked sync.Once
+}
+
+// target is a key workers may sign with, numbered by SetKey.
+type target struct {
+	key Key
+	gen uint64
 }
 
 // Start opens one HSM session per worker, leases each worker's MPSDs, and
@@ -119,10 +195,23 @@ func Start(ctx context.Context, cfg Config, open func() (hsm.Session, error), ke
 	if cfg.RenewEvery == 0 {
 		cfg.RenewEvery = b.Config().LeaseTTL / 3
 	}
+	if cfg.SignTimeout == 0 {
+		cfg.SignTimeout = 5 * time.Second
+	}
+	if cfg.KeyTimeout == 0 {
+		cfg.KeyTimeout = 10 * time.Second
+	}
+	if cfg.RetryEvery == 0 {
+		cfg.RetryEvery = time.Second
+	}
+	if cfg.AlertEvery == 0 {
+		cfg.AlertEvery = time.Minute
+	}
 	p := &Pool{cfg: cfg, book: b, log: log, closed: make(chan struct{}), open: open}
 	p.key.Store(&key)
+	p.want.Store(&target{key: key, gen: 1})
 	for _, sv := range cfg.Servers {
-		w, err := p.startWorker(ctx, sv, open, key)
+		w, err := p.startWorker(ctx, sv, open, *p.want.Load())
 		if err != nil {
 			p.Close()
 			return nil, fmt.Errorf("psdm: start server %d: %w", sv.ID, err)
@@ -133,21 +222,27 @@ func Start(ctx context.Context, cfg Config, open func() (hsm.Session, error), ke
 	return p, nil
 }
 
-func (p *Pool) startWorker(ctx context.Context, sv Server, open func() (hsm.Session, error), key Key) (*worker, error) {
+func (p *Pool) startWorker(ctx context.Context, sv Server, open func() (hsm.Session, error), want target) (*worker, error) {
 	id := sv.ID
 	sess, err := open()
 	if err != nil {
 		return nil, err
 	}
-	var signer crypto.Signer
-	if key.Label != "" { // none: the worker signs nothing until SetKey
-		if signer, err = sess.Signer(key.Label); err != nil {
-			sess.Close()
+	w := &worker{id: id, pool: p, sess: sess, key: want.key, gen: want.gen, log: p.log.With("worker", id),
+		wake: make(chan struct{}, 1), started: time.Now(), done: make(chan struct{})}
+	if want.key.Label != "" { // none: the worker signs nothing until SetKey
+		if w.signer, err = w.loadSigner(want.key); err != nil {
+			if w.sess != nil {
+				w.sess.Close()
+			}
+			close(w.done) // stops a reopen the failure started
+			if errors.Is(err, ErrKeyMismatch) {
+				w.alertMismatch(err)
+			}
 			return nil, err
 		}
 	}
-	w := &worker{id: id, pool: p, sess: sess, signer: signer, key: key, log: p.log.With("worker", id),
-		jobs: make(chan job, 1024), started: time.Now(), done: make(chan struct{})}
+	w.hsmUp.Store(true)
 	slots, err := p.book.Lease(ctx, sv.MPSDs)
 	if err != nil {
 		sess.Close()
@@ -187,7 +282,7 @@ func (p *Pool) Add(ctx context.Context, sv Server) error {
 	if slices.Contains(p.Servers(), sv.ID) {
 		return fmt.Errorf("psdm: add server %d: it runs already", sv.ID)
 	}
-	w, err := p.startWorker(ctx, sv, p.open, p.Key())
+	w, err := p.startWorker(ctx, sv, p.open, *p.want.Load())
 	if err != nil {
 		return fmt.Errorf("psdm: add server %d: %w", sv.ID, err)
 	}
@@ -195,7 +290,7 @@ func (p *Pool) Add(ctx context.Context, sv Server) error {
 	defer p.mu.Unlock()
 	select {
 	case <-p.closed:
-		close(w.jobs)
+		w.closeQueue()
 		return ErrClosed
 	default:
 	}
@@ -220,7 +315,7 @@ func (p *Pool) Drain(ctx context.Context, id int) error {
 	}
 	w := p.workers[i]
 	p.workers = slices.Delete(p.workers, i, i+1)
-	close(w.jobs) // under p.mu: no Sell or forward sends to it now
+	w.closeQueue() // under p.mu: no Sell or forward hands it a stamp now
 	p.mu.Unlock()
 	select {
 	case <-w.done:
@@ -241,7 +336,6 @@ func (p *Pool) Drain(ctx context.Context, id int) error {
 	if err := p.book.Release(ctx, serials); err != nil {
 		p.log.Warn("drained server's leases not released; they expire on their own", "server", id, "err", err)
 	}
-	w.sess.Close()
 	p.log.Info("PSDM server drained", "server", id, "total", w.status().Total)
 	return nil
 }
@@ -260,8 +354,9 @@ func (p *Pool) forward(from *worker, j job) bool {
 		if to != from && !slices.Contains(j.tried, to.id) {
 			j.tries++
 			j.tried = append(slices.Clone(j.tried), from.id)
-			to.jobs <- j
-			return true
+			if to.enqueue(j) {
+				return true
+			}
 		}
 	}
 	return false
@@ -296,12 +391,19 @@ func (p *Pool) Issue(ctx context.Context, s *ledger.Sale) (ledger.Answer, error)
 		p.next++
 		byWorker[w] = append(byWorker[w], i)
 	}
+	// enqueue never blocks: a worker stuck in the HSM must not hold p.mu,
+	// and with it every sale, Status and Drain.
+	p.seq++
+	var lost []int
 	for w, items := range byWorker {
-		if len(items) > 0 {
-			p.workers[w].jobs <- job{ticket: t, sale: s, items: items}
+		if len(items) > 0 && !p.workers[w].enqueue(job{ticket: t, sale: s, items: items, seq: p.seq}) {
+			lost = append(lost, items...)
 		}
 	}
 	p.mu.Unlock()
+	for _, i := range lost { // not reached: a closed worker is out of p.workers
+		p.book.Submit(&ledger.Part{Ticket: t, Index: i, Err: unavailable()})
+	}
 	return t.Wait(ctx)
 }
 
@@ -315,48 +417,93 @@ func (p *Pool) Status() []Status {
 	return out
 }
 
-// Key is the key new stamps are signed with.
+// Key is the key new stamps are signed with, once every worker confirmed
+// it; the zero Key while one has not.
 func (p *Pool) Key() Key { return *p.key.Load() }
 
-// SetKey has every worker sign with key from its next stamp on, as a key
-// rotation asks of a running hub. Stamps already queued are signed with
-// the key they were queued under or the new one; both are published. A
-// worker that cannot load key signs nothing until a later SetKey, and Key
-// is then the zero Key.
+// SetKey is SetKeyContext within Config.KeyTimeout.
 func (p *Pool) SetKey(key Key) error {
-	p.mu.Lock()
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.KeyTimeout)
+	defer cancel()
+	return p.SetKeyContext(ctx, key)
+}
+
+// SetKeyContext has every worker sign with key from its next stamp on, as
+// a key rotation asks of a running hub. From the moment it is called no
+// worker signs with another key: a worker checks before and after each
+// signature, and fails a stamp signed across the change. Stamps already
+// queued are signed with the new key. It waits, until ctx ends, for each
+// worker to load the key; a worker that cannot (its HSM hung, the key not
+// there or not the certified one) signs nothing until it can, and Key is
+// then the zero Key, so the next check calls SetKey again.
+func (p *Pool) SetKeyContext(ctx context.Context, key Key) error {
 	select {
 	case <-p.closed:
-		p.mu.Unlock()
 		return ledger.ErrClosed
 	default:
 	}
-	done := make(chan error, len(p.workers))
-	for _, w := range p.workers {
-		w.jobs <- job{rekey: &key, done: done}
-	}
-	p.mu.Unlock()
-	var errs []error
-	for range p.workers {
-		errs = append(errs, <-done)
-	}
-	if err := errors.Join(errs...); err != nil {
-		p.key.Store(&Key{}) // none: the next check tries again
-		return fmt.Errorf("psdm: set key %d: %w", key.CertSerial, err)
-	}
-	p.key.Store(&key)
+	// keyMu is not held while the workers answer: a compromise's
+	// StopSigning must not wait behind a rotation waiting on a hung worker.
+	p.keyMu.Lock()
+	gen := p.want.Load().gen + 1
+	p.want.Store(&target{key: key, gen: gen})
+	p.key.Store(&Key{}) // until every worker confirms
+	p.keyMu.Unlock()
 	if key.Label == "" {
+		// Nothing to load, and nothing to wait for: the generation check
+		// stops every worker, a hung one included.
 		p.log.Warn("signing nothing until a new key is set")
 		return nil
 	}
+	ws := p.snapshot()
+	done := make(chan rekeyAck, len(ws)) // a late answer never blocks its worker
+	waiting := map[int]bool{}
+	for _, w := range ws {
+		if w.enqueue(job{rekey: gen, done: done}) {
+			waiting[w.id] = true
+		}
+	}
+	var errs []error
+	for len(waiting) > 0 {
+		select {
+		case a := <-done:
+			delete(waiting, a.worker)
+			if a.err != nil {
+				errs = append(errs, fmt.Errorf("server %d: %w", a.worker, a.err))
+			}
+		case <-ctx.Done():
+			for id := range waiting {
+				errs = append(errs, fmt.Errorf("server %d did not load it: %w", id, ctx.Err()))
+			}
+			waiting = nil
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("psdm: set key %d: %w", key.CertSerial, err)
+	}
+	p.keyMu.Lock()
+	if p.want.Load().gen == gen { // not overtaken by a later SetKey
+		p.key.Store(&key)
+	}
+	p.keyMu.Unlock()
 	p.log.Info("signing with a new key", "cert_serial", key.CertSerial)
 	return nil
 }
 
 // StopSigning has every worker sign nothing from its next stamp on, until
 // a later SetKey: the key they sign with was compromised, and a stamp it
-// signs is void.
+// signs is void. It does not wait on the workers: a stamp in the HSM now
+// is failed when it comes back.
 func (p *Pool) StopSigning() error { return p.SetKey(Key{}) }
+
+// StopSigningContext is StopSigning; ctx is for symmetry with
+// SetKeyContext (StopSigning never waits).
+func (p *Pool) StopSigningContext(ctx context.Context) error { return p.SetKeyContext(ctx, Key{}) }
+
+type rekeyAck struct {
+	worker int
+	err    error
+}
 
 // Close stops the workers after their current job, releases the leases and
 // closes the sessions.
@@ -369,16 +516,17 @@ func (p *Pool) Close() {
 	p.mu.Lock()
 	close(p.closed)
 	for _, w := range p.workers {
-		close(w.jobs) // no Sell can send now
+		w.closeQueue() // no Sell can send now
 	}
 	p.mu.Unlock()
+	// Each worker finishes its queue; an HSM call holds it up to
+	// SignTimeout, and then its stamps fail at once.
 	p.wg.Wait()
 	var serials []uint32
 	for _, w := range p.workers {
 		for _, s := range w.slots {
 			serials = append(serials, s.committed.Serial)
 		}
-		w.sess.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -423,7 +571,8 @@ func (p *Pool) renewLoop() {
 // RenewNow renews immediately; tests use it with a fake clock.
 func (p *Pool) RenewNow(ctx context.Context) error {
 	var serials []uint32
-	for _, w := range p.workers {
+	ws := p.snapshot()
+	for _, w := range ws {
 		w.mu.Lock()
 		for _, s := range w.slots {
 			serials = append(serials, s.committed.Serial)
@@ -434,7 +583,7 @@ func (p *Pool) RenewNow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, w := range p.workers {
+	for _, w := range ws {
 		w.apply(states)
 	}
 	return nil
@@ -444,10 +593,11 @@ type job struct {
 	ticket *ledger.Ticket
 	sale   *ledger.Sale
 	items  []int
-	rekey  *Key       // instead: sign from now on with this key
-	done   chan error // the rekey's outcome
-	tries  int        // servers that failed to sign it before
+	rekey  uint64        // instead: load the key of this SetKey generation
+	done   chan rekeyAck // the rekey's outcome
+	tries  int           // servers that failed to sign it before
 	tried  []int
+	seq    uint64 // the ticket's place in the committer's order
 }
 
 // slot is an MPSD a worker holds: its registers as committed, and as the
@@ -457,55 +607,128 @@ type slot struct {
 	head      ledger.Slot
 	gen       uint64 // bumped when the chain breaks and head goes back
 	inflight  int
+	lastSeq   uint64 // the ticket of the last stamp issued on it
 	dead      string // lost lease or locked: never used again
 }
 
 type worker struct {
 	id      int
 	pool    *Pool
-	sess    hsm.Session
-	signer  crypto.Signer
-	key     Key
 	log     *slog.Logger
-	jobs    chan job
 	started time.Time
 	done    chan struct{} // closed when run has returned
 	turn    int           // round-robin over the worker's MPSDs
 
-	mu     sync.Mutex
-	slots  []*slot
-	total  int64
-	window [10]int64 // indicia per second, ring by unix second
-	winAt  [10]int64
+	// The worker's HSM state, its own goroutine's: sess is nil while it
+	// opens another (reopen delivers it), signer nil while no key is
+	// loaded. key and gen are the target the signer was loaded for.
+	sess    hsm.Session
+	reopen  chan hsm.Session
+	signer  crypto.Signer
+	key     Key
+	gen     uint64
+	loadErr error // why the signer for gen could not be loaded, and when
+	loadAt  time.Time
+	alertAt time.Time   // when hsm_unavailable was last raised
+	alerted bool        // raised and not cleared
+	hsmUp   atomic.Bool // it has a session, for Status
+
+	// Its queue: unbounded, so handing it a stamp never blocks (the
+	// stamps queued are sales waiting on their tickets).
+	qmu     sync.Mutex
+	queue   []job
+	qclosed bool
+	wake    chan struct{}
+
+	mu         sync.Mutex
+	slots      []*slot
+	total      int64
+	signErrors int64
+	window     [10]int64 // indicia per second, ring by unix second
+	winAt      [10]int64
+}
+
+// enqueue hands j to the worker; false if its queue is closed.
+func (w *worker) enqueue(j job) bool {
+	w.qmu.Lock()
+	defer w.qmu.Unlock()
+	if w.qclosed {
+		return false
+	}
+	w.queue = append(w.queue, j)
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// closeQueue has the worker stop once its queue is done.
+func (w *worker) closeQueue() {
+	w.qmu.Lock()
+	defer w.qmu.Unlock()
+	w.qclosed = true
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next waits for the next job, taking up a reopened session meanwhile;
+// false when the queue is closed and done.
+func (w *worker) next() (job, bool) {
+	for {
+		w.qmu.Lock()
+		if len(w.queue) > 0 {
+			j := w.queue[0]
+			w.queue[0] = job{}
+			w.queue = w.queue[1:]
+			w.qmu.Unlock()
+			return j, true
+		}
+		closed := w.qclosed
+		w.qmu.Unlock()
+		if closed {
+			return job{}, false
+		}
+		select {
+		case <-w.wake:
+		case s := <-w.reopen:
+			w.adopt(s)
+		}
+	}
 }
 
 func (w *worker) run() {
-	for j := range w.jobs {
-		if j.rekey != nil && j.rekey.Label == "" { // StopSigning
-			w.signer, w.key = nil, Key{}
-			j.done <- nil
-			continue
+	defer func() {
+		if w.sess != nil {
+			w.sess.Close()
 		}
-		if j.rekey != nil {
+	}()
+	for {
+		j, ok := w.next()
+		if !ok {
+			return
+		}
+		if j.rekey != 0 {
 			// On the worker's own goroutine: its HSM session is not shared.
 			// A key it cannot load leaves the worker signing nothing, not
 			// going on with the retired one: verifiers refuse a retired
 			// key's stamps dated after its retirement.
-			signer, err := w.sess.Signer(j.rekey.Label)
-			w.signer, w.key = signer, *j.rekey
-			if err != nil {
-				w.signer = nil
+			err := w.ready()
+			if errors.Is(err, errNoKeySet) || w.gen != j.rekey { // a later SetKey answers for itself
+				err = nil
 			}
-			j.done <- err
+			j.done <- rekeyAck{worker: w.id, err: err}
 			continue
 		}
 		for _, i := range j.items {
-			part := w.issue(j.ticket, j.sale, i)
+			part := w.issue(j.ticket, j.sale, i, j.seq)
 			if part.Err != nil && errors.Is(part.Err, errSign) {
 				// A signing error here may be this server's module: try
 				// another before the sale fails.
 				w.log.Warn("signing failed; the stamp goes to another PSDM server", "err", part.Err)
-				if w.pool.forward(w, job{ticket: j.ticket, sale: j.sale, items: []int{i}, tries: j.tries, tried: j.tried}) {
+				if w.pool.forward(w, job{ticket: j.ticket, sale: j.sale, items: []int{i}, tries: j.tries, tried: j.tried, seq: j.seq}) {
 					continue
 				}
 			}
@@ -516,12 +739,18 @@ func (w *worker) run() {
 
 // issue signs one stamp on the next of the worker's MPSDs, or returns a
 // part that says why it could not.
-func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int) *ledger.Part {
+func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int, seq uint64) *ledger.Part {
 	b := w.pool.book
 	cfg := b.Config()
 	it := s.Items[i]
 	part := &ledger.Part{Ticket: t, Index: i}
-	sl, err := w.slot()
+	// First: a worker that cannot sign fails the stamp before it touches
+	// an MPSD or the GPSD.
+	if err := w.ready(); err != nil {
+		part.Err = w.signFailed(err)
+		return part
+	}
+	sl, err := w.slot(seq)
 	if err != nil {
 		part.Err = err
 		return part
@@ -544,20 +773,23 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int) *ledger.Part {
 	if dated.IsZero() {
 		dated = cfg.Now()
 	}
-	in := protocol.Indicium{CertSerial: w.key.CertSerial, Vendor: cfg.Vendor, Model: cfg.Model, MPSDSerial: base.Serial,
+	in := &protocol.Indicium{CertSerial: w.key.CertSerial, Vendor: cfg.Vendor, Model: cfg.Model, MPSDSerial: base.Serial,
 		AR: base.AR + it.Postage, Postage: it.Postage, Date: protocol.DateOf(dated), OriginZIP: s.OriginZIP,
 		UserID: s.UserID, SoftwareID: cfg.SoftwareID, Label: it.Label, DR: base.DR + funding - it.Postage, RateCategory: it.RateClass}
-	if w.signer == nil {
+	signer := w.signer
+	err = w.call(func(hsm.Session) error { return in.Sign(signer) })
+	if want := w.pool.want.Load(); err == nil && want.gen != w.gen && (want.key.Label != w.key.Label || want.key.CertSerial != w.key.CertSerial) {
+		// SetKey or StopSigning ran while the HSM signed: the key may be
+		// the one a compromise just stopped.
+		err = errKeyChanged
+	}
+	if err != nil {
+		// On a timeout the call may still write to in: it is not read.
 		b.Unreserve(funding)
-		part.Err = fmt.Errorf("psdm: worker %d: %w: %w", w.id, errSign,
-			protocol.Errorf(protocol.CodeServiceUnavailable, "the active signing key %d is not loaded on this hub yet; try again shortly", w.key.CertSerial))
+		part.Err = w.signFailed(err)
 		return part
 	}
-	if err := in.Sign(w.signer); err != nil {
-		b.Unreserve(funding)
-		part.Err = fmt.Errorf("psdm: worker %d: %w: %w", w.id, errSign, err)
-		return part
-	}
+	w.signed()
 	data, err := in.MarshalBinary()
 	if err != nil {
 		b.Unreserve(funding)
@@ -570,13 +802,20 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int) *ledger.Part {
 	w.mu.Lock()
 	sl.head = ledger.Slot{Serial: base.Serial, AR: in.AR, DR: in.DR, ReportedAt: base.ReportedAt}
 	sl.inflight++
+	sl.lastSeq = max(sl.lastSeq, seq)
 	w.mu.Unlock()
 	w.count(1)
 	return part
 }
 
 // slot picks the next live MPSD, leasing one if none is left.
-func (w *worker) slot() (*slot, error) {
+//
+// A stamp goes on an MPSD only after the stamps of earlier tickets: the
+// committer writes each MPSD's chain in ticket order. A stamp handed over
+// from a server that could not sign it comes late; if every MPSD here
+// holds stamps of later tickets not yet committed, it is refused rather
+// than break their chains (it, and the stamps after it, would fail).
+func (w *worker) slot(seq uint64) (*slot, error) {
 	w.mu.Lock()
 	live := w.slots[:0]
 	for _, s := range w.slots {
@@ -586,12 +825,20 @@ func (w *worker) slot() (*slot, error) {
 	}
 	w.slots = live
 	var usable []*slot
+	late := false
 	for _, s := range w.slots {
-		if s.dead == "" {
+		switch {
+		case s.dead != "":
+		case s.inflight > 0 && s.lastSeq > seq:
+			late = true
+		default:
 			usable = append(usable, s)
 		}
 	}
 	w.mu.Unlock()
+	if len(usable) == 0 && late {
+		return nil, unavailable()
+	}
 	if len(usable) == 0 {
 		ss, err := w.pool.book.Lease(context.Background(), 1)
 		if err != nil || len(ss) == 0 {
@@ -669,7 +916,7 @@ func (w *worker) status() Status {
 		}
 	}
 	st := Status{Worker: w.id, UptimeS: int64(time.Since(w.started).Seconds()),
-		Throughput: float64(recent) / float64(len(w.window)), Total: w.total, MPSDs: []uint32{}}
+		Throughput: float64(recent) / float64(len(w.window)), Total: w.total, SignErrors: w.signErrors, HSMSession: w.hsmUp.Load(), MPSDs: []uint32{}}
 	busy := 0
 	for _, s := range w.slots {
 		if s.dead == "" {
@@ -697,3 +944,183 @@ func (w *worker) inFlight() int {
 	}
 	return n
 }
+
+// call runs f on the worker's session within SignTimeout. A PKCS#11 call
+// cannot be cancelled: past the deadline the worker leaves the session to
+// the call, to be closed when it returns, and opens another; a session the
+// HSM lost is dropped the same way.
+func (w *worker) call(f func(hsm.Session) error) error {
+	sess := w.sess
+	done := make(chan error, 1)
+	go func() { done <- f(sess) }()
+	timer := time.NewTimer(w.pool.cfg.SignTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if errors.Is(err, hsm.ErrSessionLost) {
+			w.log.Warn("HSM session lost; opening another", "err", err)
+			w.abandon(nil)
+		}
+		return err
+	case <-timer.C:
+		w.log.Error("HSM call past its deadline; its session is abandoned and another opened", "timeout", w.pool.cfg.SignTimeout)
+		w.abandon(done)
+		return fmt.Errorf("%w (%v)", ErrSignTimeout, w.pool.cfg.SignTimeout)
+	}
+}
+
+// abandon drops the worker's session, closing it once its pending call
+// (if any) returns, and starts opening another.
+func (w *worker) abandon(pending chan error) {
+	sess := w.sess
+	w.sess, w.signer = nil, nil
+	w.hsmUp.Store(false)
+	go func() {
+		if pending != nil {
+			<-pending
+		}
+		sess.Close()
+	}()
+	w.startReopen()
+}
+
+// startReopen opens a session in the background, every RetryEvery until
+// one opens; next or ready takes it up. Stamps meanwhile fail at once, so
+// another server signs them or their sale is refused without waiting.
+func (w *worker) startReopen() {
+	if w.reopen != nil {
+		return
+	}
+	ch := make(chan hsm.Session)
+	w.reopen = ch
+	go func() {
+		for {
+			s, err := w.pool.open()
+			if err == nil {
+				select {
+				case ch <- s:
+				case <-w.done:
+					s.Close()
+				}
+				return
+			}
+			w.log.Warn("HSM session not opened; trying again", "err", err, "in", w.pool.cfg.RetryEvery)
+			select {
+			case <-time.After(w.pool.cfg.RetryEvery):
+			case <-w.done:
+				return
+			}
+		}
+	}()
+}
+
+// adopt takes up a reopened session; the key is loaded on it next.
+func (w *worker) adopt(s hsm.Session) {
+	w.sess, w.reopen, w.signer, w.loadErr = s, nil, nil, nil
+	w.hsmUp.Store(true)
+	w.log.Info("HSM session reopened")
+}
+
+// ready makes the worker able to sign with the pool's key, or says why
+// it cannot. It never leaves a signer for another key than the pool's.
+func (w *worker) ready() error {
+	select {
+	case s := <-w.reopen: // nil channel when none is pending
+		w.adopt(s)
+	default:
+	}
+	want := w.pool.want.Load()
+	if want.gen != w.gen {
+		w.signer, w.key, w.gen, w.loadErr = nil, want.key, want.gen, nil
+	}
+	if w.key.Label == "" {
+		return errNoKeySet
+	}
+	if w.signer != nil {
+		return nil
+	}
+	if w.sess == nil {
+		w.startReopen()
+		return errNoSession
+	}
+	if w.loadErr != nil && (errors.Is(w.loadErr, ErrKeyMismatch) || time.Since(w.loadAt) < w.pool.cfg.RetryEvery) {
+		return w.loadErr // not asked of the HSM for every stamp
+	}
+	signer, err := w.loadSigner(w.key)
+	w.signer, w.loadErr, w.loadAt = signer, err, time.Now()
+	if errors.Is(err, ErrKeyMismatch) {
+		w.alertMismatch(err)
+	}
+	return err
+}
+
+// loadSigner finds key on the worker's session and checks it is the
+// certified one.
+func (w *worker) loadSigner(key Key) (crypto.Signer, error) {
+	var signer crypto.Signer
+	got := make(chan crypto.Signer, 1) // the call may outlive the deadline
+	err := w.call(func(s hsm.Session) error {
+		sg, err := s.Signer(key.Label)
+		got <- sg
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("psdm: load key %d (%s): %w", key.CertSerial, key.Label, err)
+	}
+	signer = <-got
+	if key.Public == nil {
+		w.pool.warnUnchecked.Do(func() {
+			w.log.Warn("the signing key is not checked against its certificate: no certified public key given", "cert_serial", key.CertSerial)
+		})
+		return signer, nil
+	}
+	// Once per load, not per stamp (see Key.Public).
+	if pub, ok := signer.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public) {
+		return nil, fmt.Errorf("%w: the HSM's key %s is not the key of certificate %d", ErrKeyMismatch, key.Label, key.CertSerial)
+	}
+	return signer, nil
+}
+
+// signFailed counts a stamp not signed, tells ops (at most once per
+// AlertEvery), and returns the stamp's error: typed service_unavailable,
+// so the sale is refused, its card hold released, and it may be retried.
+func (w *worker) signFailed(err error) error {
+	w.mu.Lock()
+	w.signErrors++
+	w.mu.Unlock()
+	switch {
+	case errors.Is(err, errNoKeySet), errors.Is(err, errKeyChanged), errors.Is(err, ErrKeyMismatch):
+		// Ops stopped signing, or were told of the key already.
+	case w.pool.cfg.Alerts != nil && time.Since(w.alertAt) >= w.pool.cfg.AlertEvery:
+		w.alertAt, w.alerted = time.Now(), true
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		w.pool.cfg.Alerts.Raise(ctx, alerts.HSMUnavailable, w.subject(),
+			fmt.Sprintf("PSDM server %d cannot sign: %v; its stamps go to other servers or are refused (service_unavailable)", w.id, err))
+		cancel()
+	}
+	return fmt.Errorf("psdm: worker %d: %w: %w: %w", w.id, errSign, err, unavailable())
+}
+
+// signed clears the worker's hsm_unavailable alert once it signs again.
+func (w *worker) signed() {
+	if !w.alerted {
+		return
+	}
+	w.alerted, w.alertAt = false, time.Time{}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.pool.cfg.Alerts.Clear(ctx, alerts.HSMUnavailable, w.subject(), "signing again")
+}
+
+func (w *worker) alertMismatch(err error) {
+	w.log.Error("signing key refused", "err", err)
+	if w.pool.cfg.Alerts == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.pool.cfg.Alerts.Raise(ctx, alerts.KeyMismatch, w.subject(),
+		fmt.Sprintf("PSDM server %d refuses to sign: %v. Its stamps would verify against no published key; check the HSM slot and token", w.id, err))
+}
+
+func (w *worker) subject() string { return fmt.Sprintf("psdm/%d", w.id) }

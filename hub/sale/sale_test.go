@@ -172,3 +172,26 @@ func TestRefundReservationKeptUnlessRefused(t *testing.T) {
 		})
 	}
 }
+
+// A stamp the HSM could not sign comes back from the pool as
+// service_unavailable (wrapped in the pool's and the ledger's errors): the
+// sale is refused as such, retryable, and its card hold released, as
+// other failures before the commit are; not outcome_unknown.
+func TestSigningFailureReleasesTheHold(t *testing.T) {
+	signing := errors.Join(fmt.Errorf("psdm: worker 1: signing failed: %w: %w",
+		errors.New("pkcs11: sign: hsm: session lost: CKR_DEVICE_REMOVED"),
+		protocol.Errorf(protocol.CodeServiceUnavailable, "signing unavailable; try again")))
+	book, money := &fakeBook{}, &fakeMoney{}
+	s := &Service{Seller: fakeSeller{signing}, Book: book, Kiosks: fakeKiosks{}, Rates: fakeRates{}, Money: money,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+	_, perr := s.Purchase(context.Background(), "kiosk-1", []byte(prototest.GoodPurchase))
+	if perr == nil || perr.Code != protocol.CodeServiceUnavailable {
+		t.Fatalf("answer %v, want service_unavailable", perr)
+	}
+	if !ledger.Retryable(protocol.CodeServiceUnavailable) {
+		t.Fatal("the ledger would record service_unavailable as final")
+	}
+	if money.released != 1 || money.captured != 0 {
+		t.Fatalf("hold released %d times and captured %d, want 1 and 0", money.released, money.captured)
+	}
+}

@@ -1,0 +1,97 @@
+package hsm
+
+import (
+	"crypto"
+	"errors"
+	"sync"
+)
+
+// ReopeningSession is a Session that opens a new session when its own is
+// lost (ErrSessionLost: the HSM restarted or failed over) and tries the
+// call once more on it. The hub's ledger keeps one session for the life
+// of the process to make and check control codes; without this, one HSM
+// restart would stop every sale until the hub restarts. Like any Session
+// it is one goroutine's at a time (the ledger serializes its calls).
+type ReopeningSession struct {
+	open func() (Session, error)
+	mu   sync.Mutex
+	s    Session
+}
+
+// Reopening opens a session with open, and reopens it with open when it
+// is lost.
+func Reopening(open func() (Session, error)) (*ReopeningSession, error) {
+	s, err := open()
+	if err != nil {
+		return nil, err
+	}
+	return &ReopeningSession{open: open, s: s}, nil
+}
+
+// session is the current session, opening one if the last reopen failed.
+func (r *ReopeningSession) session() (Session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.s == nil {
+		s, err := r.open()
+		if err != nil {
+			return nil, err
+		}
+		r.s = s
+	}
+	return r.s, nil
+}
+
+// lost drops s if it is still the current session, and closes it.
+func (r *ReopeningSession) lost(s Session) {
+	r.mu.Lock()
+	if r.s == s {
+		r.s = nil
+	}
+	r.mu.Unlock()
+	s.Close() // a lost session's close fails too; it only frees the handle
+}
+
+// MAC is Session.MAC, on a new session if the current one is lost.
+func (r *ReopeningSession) MAC(label string, data []byte) ([]byte, error) {
+	for try := 0; ; try++ {
+		s, err := r.session()
+		if err != nil {
+			return nil, err
+		}
+		out, err := s.MAC(label, data)
+		if err == nil || !errors.Is(err, ErrSessionLost) || try > 0 {
+			return out, err
+		}
+		r.lost(s)
+	}
+}
+
+// Signer is Session.Signer, on a new session if the current one is lost.
+// The signer is bound to the session it came from: if that session is
+// lost later, ask again.
+func (r *ReopeningSession) Signer(label string) (crypto.Signer, error) {
+	for try := 0; ; try++ {
+		s, err := r.session()
+		if err != nil {
+			return nil, err
+		}
+		sg, err := s.Signer(label)
+		if err == nil || !errors.Is(err, ErrSessionLost) || try > 0 {
+			return sg, err
+		}
+		r.lost(s)
+	}
+}
+
+// Close closes the current session.
+func (r *ReopeningSession) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.s == nil {
+		return nil
+	}
+	err := r.s.Close()
+	r.s = nil
+	return err
+}
