@@ -77,7 +77,7 @@ func TestAPISettingsOfUnknownKioskOrStoreNotFound(t *testing.T) {
 }
 
 // failingBook is an alert book whose store fails, with alert 7 open.
-type failingBook struct{ ackBook }
+type failingBook struct{}
 
 func (b *failingBook) List(context.Context, bool) ([]alerts.Alert, error) {
 	return []alerts.Alert{{ID: 7, Kind: alerts.PaperOut}}, nil
