@@ -862,7 +862,7 @@ func (h *Hub) followKey(ctx context.Context) {
 	if errors.Is(err, keys.ErrCompromised) {
 		// Marked compromised by another process, whose rotation has not
 		// finished: its stamps would be void.
-		if h.pool.Key().CertSerial != 0 {
+		if h.pool.Target().Label != "" { // not Key: zero while a worker has not confirmed, though others sign
 			h.log.Error("the signing key is compromised; no stamps are signed until a new key is registered", "cert_serial", key.CertSerial)
 			if err := h.pool.StopSigning(); err != nil {
 				h.log.Error("signing not stopped", "err", err)

@@ -363,3 +363,108 @@ func TestStuckServerDoesNotBlockIssue(t *testing.T) {
 	}
 	g.open()
 }
+
+// A stamp handed to another server after its own failed to sign goes on an
+// MPSD only before the later stamps of its ticket: the committer takes a
+// ticket's items in order, and a stamp after its sibling broke the MPSD's
+// chain, failing the sale and those after it. It is signed in order or
+// refused, retryable; the sales after it sell.
+func TestHandedOverStampKeepsItsTicketsChain(t *testing.T) {
+	f := newFixture(t, sqliteDSN(t), ledger.Config{}, psdm.Config{Workers: 1})
+	var fail atomic.Pointer[error]
+	broken := errors.New("CKR_FUNCTION_FAILED")
+	fail.Store(&broken)
+	var opens atomic.Int32
+	open := func() (hsm.Session, error) {
+		s, err := f.ks.Session()
+		if opens.Add(1) == 1 {
+			return failingModule{s, &fail}, err
+		}
+		return s, err
+	}
+	p := startPool(t, f, psdm.Config{Workers: 2}, open, certified(f))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.Sell(ctx, newSale("two-1", 780, "0000-00B2-01", "0000-00B2-02")); err != nil {
+		wantUnavailable(t, "a two-stamp sale whose first stamp was handed over", err)
+		if protocol.AsError(err).Message != "signing unavailable; try again" {
+			t.Fatalf("refused %v, want refused as unsigned, not as a broken chain", err)
+		}
+	}
+	fail.Store(nil)
+	for i := range 3 {
+		if _, err := p.Sell(ctx, newSale(fmt.Sprint("after-", i), 780, fmt.Sprintf("0000-00C2-%02d", i+1))); err != nil {
+			t.Fatalf("sale %d after it: %v", i, err)
+		}
+	}
+	if r := f.check(); !r.OK() {
+		t.Fatalf("ledger check: %v", r.Violations)
+	}
+}
+
+// hangingSigner holds a key load while hang is set, until release closes.
+type hangingSigner struct {
+	hsm.Session
+	hang    *atomic.Bool
+	release chan struct{}
+}
+
+func (m hangingSigner) Signer(label string) (crypto.Signer, error) {
+	if m.hang.Load() {
+		<-m.release
+	}
+	return m.Session.Signer(label)
+}
+
+// A rotation one server cannot confirm (its key load hangs) leaves Key
+// zero while the other servers sign with the new key. Target says what
+// they sign with: a compromise of that key must still stop them.
+func TestTargetIsTheKeyServersSignWith(t *testing.T) {
+	f := newFixture(t, sqliteDSN(t), ledger.Config{}, psdm.Config{Workers: 1})
+	var hang atomic.Bool
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var opens atomic.Int32
+	open := func() (hsm.Session, error) {
+		s, err := f.ks.Session()
+		if opens.Add(1) == 2 {
+			return hangingSigner{s, &hang, release}, err
+		}
+		return s, err
+	}
+	p := startPool(t, f, psdm.Config{Workers: 2, SignTimeout: 300 * time.Millisecond, KeyTimeout: 2 * time.Second}, open, certified(f))
+	hang.Store(true)
+	if err := p.SetKey(certified(f)); err == nil {
+		t.Fatal("a rotation a hung server could not confirm said nothing")
+	}
+	if p.Key().CertSerial != 0 || p.Target().CertSerial != certified(f).CertSerial {
+		t.Fatalf("Key %d and Target %d, want 0 (not confirmed) and %d (signing)", p.Key().CertSerial, p.Target().CertSerial, certified(f).CertSerial)
+	}
+	if err := p.StopSigning(); err != nil || p.Target().Label != "" {
+		t.Fatalf("StopSigning: %v, Target %+v", err, p.Target())
+	}
+}
+
+// An HSM that stays hung takes a bounded number of sessions: each call
+// past its deadline leaves its session to the call and opens another, but
+// no more once maxHung calls have not returned.
+func TestHungHSMTakesFewSessions(t *testing.T) {
+	f := newFixture(t, sqliteDSN(t), ledger.Config{}, psdm.Config{Workers: 1})
+	g := newGate()
+	t.Cleanup(g.open)
+	var opens atomic.Int32
+	open := func() (hsm.Session, error) {
+		s, err := f.ks.Session()
+		opens.Add(1)
+		return gatedModule{s, g}, err
+	}
+	p := startPool(t, f, psdm.Config{Workers: 1, SignTimeout: 100 * time.Millisecond, RetryEvery: 10 * time.Millisecond}, open, certified(f))
+	for i := range 20 {
+		if _, err := p.Sell(context.Background(), newSale(fmt.Sprint("h-", i), 780, fmt.Sprintf("%04X-00D1-01", 0xD000+i))); err == nil {
+			t.Fatalf("sale %d signed on a hung HSM", i)
+		}
+	}
+	if n := opens.Load(); n > 4 {
+		t.Fatalf("20 sales on a hung HSM opened %d sessions, want at most 4", n)
+	}
+}

@@ -348,8 +348,12 @@ func (p *Pool) forward(from *worker, j job) bool {
 	if j.tries >= len(p.workers)-1 {
 		return false
 	}
-	i := slices.Index(p.workers, from)
-	for k := 1; k < len(p.workers); k++ {
+	i := slices.Index(p.workers, from) // -1 for a worker being drained: every worker is tried
+	n := len(p.workers)
+	if i < 0 {
+		n++
+	}
+	for k := 1; k < n; k++ {
 		to := p.workers[(i+k+len(p.workers))%len(p.workers)]
 		if to != from && !slices.Contains(j.tried, to.id) {
 			j.tries++
@@ -420,6 +424,11 @@ func (p *Pool) Status() []Status {
 // Key is the key new stamps are signed with, once every worker confirmed
 // it; the zero Key while one has not.
 func (p *Pool) Key() Key { return *p.key.Load() }
+
+// Target is the key workers may sign with, confirmed or not: the zero Key
+// after StopSigning. A compromise is judged by it, not by Key, which is
+// zero while a worker has not confirmed though the others sign.
+func (p *Pool) Target() Key { return p.want.Load().key }
 
 // SetKey is SetKeyContext within Config.KeyTimeout.
 func (p *Pool) SetKey(key Key) error {
@@ -608,6 +617,7 @@ type slot struct {
 	gen       uint64 // bumped when the chain breaks and head goes back
 	inflight  int
 	lastSeq   uint64 // the ticket of the last stamp issued on it
+	lastIdx   int    // and its item: the committer takes a ticket's items in order
 	dead      string // lost lease or locked: never used again
 }
 
@@ -629,9 +639,10 @@ type worker struct {
 	gen     uint64
 	loadErr error // why the signer for gen could not be loaded, and when
 	loadAt  time.Time
-	alertAt time.Time   // when hsm_unavailable was last raised
-	alerted bool        // raised and not cleared
-	hsmUp   atomic.Bool // it has a session, for Status
+	alertAt time.Time    // when hsm_unavailable was last raised
+	alerted bool         // raised and not cleared
+	hsmUp   atomic.Bool  // it has a session, for Status
+	hung    atomic.Int32 // HSM calls abandoned past their deadline, not yet returned
 
 	// Its queue: unbounded, so handing it a stamp never blocks (the
 	// stamps queued are sales waiting on their tickets).
@@ -750,7 +761,7 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int, seq uint64) *led
 		part.Err = w.signFailed(err)
 		return part
 	}
-	sl, err := w.slot(seq)
+	sl, err := w.slot(seq, i)
 	if err != nil {
 		part.Err = err
 		return part
@@ -802,7 +813,9 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int, seq uint64) *led
 	w.mu.Lock()
 	sl.head = ledger.Slot{Serial: base.Serial, AR: in.AR, DR: in.DR, ReportedAt: base.ReportedAt}
 	sl.inflight++
-	sl.lastSeq = max(sl.lastSeq, seq)
+	if seq > sl.lastSeq || seq == sl.lastSeq && i > sl.lastIdx {
+		sl.lastSeq, sl.lastIdx = seq, i
+	}
 	w.mu.Unlock()
 	w.count(1)
 	return part
@@ -811,11 +824,12 @@ func (w *worker) issue(t *ledger.Ticket, s *ledger.Sale, i int, seq uint64) *led
 // slot picks the next live MPSD, leasing one if none is left.
 //
 // A stamp goes on an MPSD only after the stamps of earlier tickets: the
-// committer writes each MPSD's chain in ticket order. A stamp handed over
+// committer writes each MPSD's chain in ticket order, a ticket's items in
+// theirs. A stamp handed over
 // from a server that could not sign it comes late; if every MPSD here
-// holds stamps of later tickets not yet committed, it is refused rather
+// holds later stamps not yet committed, it is refused rather
 // than break their chains (it, and the stamps after it, would fail).
-func (w *worker) slot(seq uint64) (*slot, error) {
+func (w *worker) slot(seq uint64, idx int) (*slot, error) {
 	w.mu.Lock()
 	live := w.slots[:0]
 	for _, s := range w.slots {
@@ -829,7 +843,7 @@ func (w *worker) slot(seq uint64) (*slot, error) {
 	for _, s := range w.slots {
 		switch {
 		case s.dead != "":
-		case s.inflight > 0 && s.lastSeq > seq:
+		case s.inflight > 0 && (s.lastSeq > seq || s.lastSeq == seq && s.lastIdx > idx):
 			late = true
 		default:
 			usable = append(usable, s)
@@ -975,14 +989,24 @@ func (w *worker) abandon(pending chan error) {
 	sess := w.sess
 	w.sess, w.signer = nil, nil
 	w.hsmUp.Store(false)
+	if pending != nil {
+		w.hung.Add(1)
+	}
 	go func() {
 		if pending != nil {
 			<-pending
+			w.hung.Add(-1)
 		}
 		sess.Close()
 	}()
 	w.startReopen()
 }
+
+// maxHung bounds a worker's HSM calls left hung: while that many have not
+// returned, it opens no other session. An HSM that stays hung would
+// otherwise take a session and two goroutines every SignTimeout, until it
+// ran out of sessions.
+const maxHung = 2
 
 // startReopen opens a session in the background, every RetryEvery until
 // one opens; next or ready takes it up. Stamps meanwhile fail at once, so
@@ -995,6 +1019,13 @@ func (w *worker) startReopen() {
 	w.reopen = ch
 	go func() {
 		for {
+			for w.hung.Load() >= maxHung {
+				select {
+				case <-time.After(w.pool.cfg.RetryEvery):
+				case <-w.done:
+					return
+				}
+			}
 			s, err := w.pool.open()
 			if err == nil {
 				select {
