@@ -1037,7 +1037,8 @@ func (h *Hub) Round() {
 	now := h.clockNow()
 	if err := websession.SweepFailures(h.bgCtx, h.db, now.Add(-websession.LoginWindow),
 		websession.Kept{Prefix: staffDayPrefix, Before: now.Add(-staffDay)},
-		websession.Kept{Prefix: websession.KnownPrefix, Before: now.Add(-websession.KnownFor)}); err != nil && h.bgCtx.Err() == nil {
+		websession.Kept{Prefix: websession.KnownPrefix, Before: now.Add(-websession.KnownFor)},
+		websession.Kept{Prefix: portal.PasswordChangePrefix, Before: now.Add(-PasswordChangeWindow)}); err != nil && h.bgCtx.Err() == nil {
 		h.log.Error("old login failures not swept", "err", err)
 	}
 }

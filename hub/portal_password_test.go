@@ -332,6 +332,13 @@ func TestPasswordChangesLimited(t *testing.T) {
 	if st, _, _ := b.changePassword(pw, "one more new password", "one more new password"); st != http.StatusTooManyRequests {
 		t.Fatalf("a change past the limit: %d, want 429", st)
 	}
+	// The count every hub reads outlives the sweep of 15-minute login counts.
+	e.clock.Set(e.clock.Now().Add(20 * time.Minute))
+	e.h.Round()
+	var kept int
+	if err := e.openDB().QueryRow(`SELECT COUNT(*) FROM login_failures WHERE name LIKE 'password-change:%'`).Scan(&kept); err != nil || kept != 1 {
+		t.Fatalf("the shared count of password changes after a sweep: %d rows (%v)", kept, err)
+	}
 	e.clock.Set(e.clock.Now().Add(hub.PasswordChangeWindow))
 	if st, _, _ := b.changePassword(pw, "one more new password", "one more new password"); st != http.StatusSeeOther {
 		t.Fatalf("a change after the window: %d", st)

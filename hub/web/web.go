@@ -435,21 +435,25 @@ func (s *Server) webstamp(w http.ResponseWriter, r *http.Request) {
 		writeXMLErrorStatus(w, http.StatusTooManyRequests, protocol.Errorf(protocol.CodeUnauthorized, "too many failed logins; try again later"))
 		return
 	}
-	// A name longer than any login is wrong without a look (the limits
-	// count it against the address alone).
-	acct, err := (*accounts.Account)(nil), accounts.ErrAuth
-	if !session.TooLong(login) {
-		acct, err = s.Customers.Authenticate(r.Context(), login, password)
-	}
-	if err != nil {
-		logins.Fail(r, login)
-	} else {
-		logins.Succeeded(r, login)
-	}
-	// Done with the login as soon as it is checked: a try under way
-	// counts against the limits, and purchases at once of one customer
-	// would otherwise be refused as failed logins.
-	logins.Done(r, login)
+	// Done with the login as soon as it is checked, not at the end of the
+	// purchase: a try under way counts against the limits, and purchases
+	// at once of one customer would otherwise be refused as failed logins.
+	acct, err := func() (*accounts.Account, error) {
+		defer logins.Done(r, login)
+		// A name longer than any login is wrong without a look (the
+		// limits count it against the address alone).
+		if session.TooLong(login) {
+			logins.Fail(r, login)
+			return nil, accounts.ErrAuth
+		}
+		acct, err := s.Customers.Authenticate(r.Context(), login, password)
+		if err != nil {
+			logins.Fail(r, login)
+		} else {
+			logins.Succeeded(r, login)
+		}
+		return acct, err
+	}()
 	if err != nil {
 		writeXMLError(w, protocol.Errorf(protocol.CodeUnauthorized, "wrong login or password"))
 		return

@@ -42,7 +42,7 @@ func (p *Portal) changePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	defer p.Logins.Done(r, acct.Login)
 	if p.Changes != nil {
-		key := "password-change:" + strconv.FormatInt(acct.ID, 10)
+		key := PasswordChangePrefix + strconv.FormatInt(acct.ID, 10)
 		if ok, wait := p.Changes.Allow(key); !ok {
 			retryAfter(w, wait)
 			refuse(http.StatusTooManyRequests, "Too many password changes. Try again later.")

@@ -106,6 +106,10 @@ type Portal struct {
 	ShowResetLinks bool
 }
 
+// PasswordChangePrefix begins the name of an account's count of password
+// changes among the shared counts: the sweep keeps them for their window.
+const PasswordChangePrefix = "password-change:"
+
 //go:embed templates
 var templateFS embed.FS
 

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,8 +28,10 @@ type knownAddrs struct {
 	seen map[string]time.Time
 }
 
+// knownName is the exact login's: logins are told apart by case, and a
+// stranger's "Olivia" must not make an address known for "olivia".
 func (l *Logins) knownName(r *http.Request, login string) string {
-	return KnownPrefix + l.realm + ":" + strings.ToLower(login) + "@" + netlimit.Source(l.Proxies.ClientIP(r))
+	return KnownPrefix + l.realm + ":" + login + "@" + netlimit.Source(l.Proxies.ClientIP(r))
 }
 
 // Succeeded records that login logged in from r's address: from there

@@ -46,6 +46,11 @@ func TestKnownAddressPassesTheAccountLimit(t *testing.T) {
 		if !try(hub1, home, false) {
 			t.Fatal("the owner's first login refused")
 		}
+		// A stranger's own account "Olivia", logged in from their address,
+		// makes that address known for "Olivia" only: logins differ by case.
+		if r := reqFrom("203.0.113.99:5555"); true {
+			hub1.Succeeded(r, "Olivia")
+		}
 		for i := range AccountFailures { // PairFailures-1 from each address
 			if !try(hub1, fmt.Sprintf("203.0.113.%d:5555", i/(PairFailures-1)+1), true) {
 				t.Fatalf("guess %d refused before the account's limit", i+1)
