@@ -106,7 +106,7 @@ func allSources() Sources {
 		}},
 		Workers: fakeWorkers{
 			{Worker: 0, Load: 2, InFlight: 3, Total: 1200},
-			{Worker: 1, Load: 1, InFlight: 0, Total: 800},
+			{Worker: 1, Load: 1, InFlight: 0, Total: 800, SignErrors: 4},
 		},
 		Log: slog.New(slog.DiscardHandler),
 	}
@@ -239,6 +239,7 @@ func TestScrape(t *testing.T) {
 		{"frank_psdm_worker_load", []string{"worker=1"}, 1},
 		{"frank_psdm_worker_in_flight", []string{"worker=1"}, 0},
 		{"frank_psdm_worker_indicia_total", []string{"worker=1"}, 800},
+		{"frank_psdm_worker_sign_errors_total", []string{"worker=1"}, 4},
 	} {
 		if got := value(t, fams, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
