@@ -93,6 +93,19 @@ const hungAfter = 2 * time.Second
 // certified is the fixture's signing key as its certificate names it.
 func certified(f *fixture) psdm.Key { return psdm.Key{Label: "sign", CertSerial: 1, Public: f.pub} }
 
+// nthSession opens the fixture's sessions, the nth wrapped by wrap (the
+// one whose module hangs, fails or loses its key), and counts them.
+func nthSession(f *fixture, n int32, wrap func(hsm.Session) hsm.Session) (func() (hsm.Session, error), *atomic.Int32) {
+	var opens atomic.Int32
+	return func() (hsm.Session, error) {
+		s, err := f.ks.Session()
+		if opens.Add(1) == n && err == nil {
+			return wrap(s), nil
+		}
+		return s, err
+	}, &opens
+}
+
 // A signature that hangs in the HSM fails its stamp at the deadline,
 // typed and retryable, and the worker signs the next stamp on a new
 // session: one hung call must not stall the hub's sales for good.
@@ -100,14 +113,8 @@ func TestHungSignTimesOutAndTheWorkerReopens(t *testing.T) {
 	f := newFixture(t, sqliteDSN(t), ledger.Config{}, psdm.Config{Workers: 1})
 	g := newGate()
 	t.Cleanup(g.open)
-	var opens atomic.Int32
-	open := func() (hsm.Session, error) {
-		s, err := f.ks.Session()
-		if opens.Add(1) == 1 { // the first session's module hangs
-			return gatedModule{s, g}, err
-		}
-		return s, err
-	}
+	// The first session's module hangs.
+	open, opens := nthSession(f, 1, func(s hsm.Session) hsm.Session { return gatedModule{s, g} })
 	p := startPool(t, f, psdm.Config{Workers: 1, SignTimeout: hungAfter}, open, certified(f))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -139,14 +146,7 @@ func TestHungServerDoesNotHoldBackOtherSales(t *testing.T) {
 	f := newFixture(t, sqliteDSN(t), ledger.Config{}, psdm.Config{Workers: 1})
 	g := newGate()
 	t.Cleanup(g.open)
-	var opens atomic.Int32
-	open := func() (hsm.Session, error) {
-		s, err := f.ks.Session()
-		if opens.Add(1) == 1 {
-			return gatedModule{s, g}, err
-		}
-		return s, err
-	}
+	open, _ := nthSession(f, 1, func(s hsm.Session) hsm.Session { return gatedModule{s, g} })
 	p := startPool(t, f, psdm.Config{Workers: 2, SignTimeout: hungAfter}, open, certified(f))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -174,14 +174,7 @@ func TestStopSigningDoesNotWaitOnAHungServer(t *testing.T) {
 	f := newFixture(t, sqliteDSN(t), ledger.Config{}, psdm.Config{Workers: 1})
 	g := newGate()
 	t.Cleanup(g.open)
-	var opens atomic.Int32
-	open := func() (hsm.Session, error) {
-		s, err := f.ks.Session()
-		if opens.Add(1) == 1 {
-			return gatedModule{s, g}, err
-		}
-		return s, err
-	}
+	open, _ := nthSession(f, 1, func(s hsm.Session) hsm.Session { return gatedModule{s, g} })
 	p := startPool(t, f, psdm.Config{Workers: 2, SignTimeout: time.Hour}, open, certified(f))
 	hung := make(chan error, 1)
 	go func() { _, err := p.Sell(context.Background(), newSale("hung-1", 780, "0000-00A3-01")); hung <- err }()
@@ -274,14 +267,8 @@ func TestLostSessionIsReopened(t *testing.T) {
 	var fail atomic.Pointer[error]
 	lost := error(fmt.Errorf("pkcs11: sign: %w: CKR_SESSION_HANDLE_INVALID", hsm.ErrSessionLost))
 	fail.Store(&lost)
-	var opens atomic.Int32
-	open := func() (hsm.Session, error) {
-		s, err := f.ks.Session()
-		if opens.Add(1) == 1 { // only the first session is lost
-			return failingModule{s, &fail}, err
-		}
-		return s, err
-	}
+	// Only the first session is lost.
+	open, opens := nthSession(f, 1, func(s hsm.Session) hsm.Session { return failingModule{s, &fail} })
 	p := startPool(t, f, psdm.Config{Workers: 1}, open, certified(f))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -374,14 +361,7 @@ func TestHandedOverStampKeepsItsTicketsChain(t *testing.T) {
 	var fail atomic.Pointer[error]
 	broken := errors.New("CKR_FUNCTION_FAILED")
 	fail.Store(&broken)
-	var opens atomic.Int32
-	open := func() (hsm.Session, error) {
-		s, err := f.ks.Session()
-		if opens.Add(1) == 1 {
-			return failingModule{s, &fail}, err
-		}
-		return s, err
-	}
+	open, _ := nthSession(f, 1, func(s hsm.Session) hsm.Session { return failingModule{s, &fail} })
 	p := startPool(t, f, psdm.Config{Workers: 2}, open, certified(f))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -424,14 +404,7 @@ func TestTargetIsTheKeyServersSignWith(t *testing.T) {
 	var hang atomic.Bool
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	var opens atomic.Int32
-	open := func() (hsm.Session, error) {
-		s, err := f.ks.Session()
-		if opens.Add(1) == 2 {
-			return hangingSigner{s, &hang, release}, err
-		}
-		return s, err
-	}
+	open, _ := nthSession(f, 2, func(s hsm.Session) hsm.Session { return hangingSigner{s, &hang, release} })
 	p := startPool(t, f, psdm.Config{Workers: 2, SignTimeout: 300 * time.Millisecond, KeyTimeout: 2 * time.Second}, open, certified(f))
 	hang.Store(true)
 	if err := p.SetKey(certified(f)); err == nil {
