@@ -53,6 +53,12 @@ func TestCompromisedKeysStampsVoidedAndRefunded(t *testing.T) {
 		fresh = in
 		return true
 	})
+	// Its stamps still waiting for the committer are spoiled, not sold
+	// (ledger's TestRefusedKeysWaitingStampSpoiled).
+	if !e.h.Ledger().Refuses(old.CertSerial) || e.h.Ledger().Refuses(fresh.CertSerial) {
+		t.Fatalf("the committer refuses key %d: %t; key %d: %t", old.CertSerial, e.h.Ledger().Refuses(old.CertSerial),
+			fresh.CertSerial, e.h.Ledger().Refuses(fresh.CertSerial))
+	}
 	base := "http://" + e.h.HTTPAddr
 	status := func(in *protocol.Indicium) verify.LedgerStatus {
 		t.Helper()

@@ -858,7 +858,19 @@ func (h *Hub) followKey(ctx context.Context) {
 	if err := h.ledger.RefreshControlKey(ctx); err != nil {
 		h.log.Warn("control-code key not checked", "err", err)
 	}
-	key, err := h.keys.Active(ctx)
+	all, err := h.keys.All(ctx)
+	if err != nil {
+		h.log.Warn("signing key not checked", "err", err)
+		return
+	}
+	for _, k := range all {
+		if k.Compromised != nil {
+			// Its stamps signed here and not yet committed are not sold,
+			// whether or not a new key has taken over.
+			h.ledger.RefuseKey(k.CertSerial)
+		}
+	}
+	key, err := keys.ActiveOf(all)
 	if errors.Is(err, keys.ErrCompromised) {
 		// Marked compromised by another process, whose rotation has not
 		// finished: its stamps would be void.

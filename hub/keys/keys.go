@@ -84,6 +84,11 @@ func (k *Keys) Active(ctx context.Context) (Key, error) {
 	if err != nil {
 		return Key{}, err
 	}
+	return ActiveOf(all)
+}
+
+// ActiveOf is Active among all, as All lists them.
+func ActiveOf(all []Key) (Key, error) {
 	for i := len(all) - 1; i >= 0; i-- {
 		switch {
 		case all[i].Retired != nil:

@@ -101,6 +101,31 @@ func (l *Ledger) OpenTicket(s *Sale) (*Ticket, error) {
 	}
 }
 
+// RefuseKey has the committer sell no stamp signed with the key of
+// certSerial from now on, as a compromise asks: a stamp signed before the
+// workers stopped, still waiting for its commit, is written as spoiled and
+// its sale refused (service_unavailable, nothing charged), where the
+// compromise sweep would void it after its buyer was told ok. Stamps
+// already committed are the sweep's.
+func (l *Ledger) RefuseKey(certSerial uint32) {
+	l.refuseMu.Lock()
+	defer l.refuseMu.Unlock()
+	next := map[uint32]bool{certSerial: true}
+	if cur := l.refusedKeys.Load(); cur != nil {
+		if (*cur)[certSerial] {
+			return
+		}
+		maps.Copy(next, *cur)
+	}
+	l.refusedKeys.Store(&next)
+}
+
+// Refuses says whether RefuseKey was called for certSerial.
+func (l *Ledger) Refuses(certSerial uint32) bool {
+	r := l.refusedKeys.Load()
+	return r != nil && (*r)[certSerial]
+}
+
 // Submit hands a part to the committer.
 func (l *Ledger) Submit(p *Part) {
 	l.queue <- message{part: p}
@@ -474,6 +499,10 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		gdr = g.DR
 	}
 	var mid store.Batch
+	var refused map[uint32]bool
+	if r := l.refusedKeys.Load(); r != nil {
+		refused = *r
+	}
 	for i, t := range batch {
 		s := t.sale
 		var saleErr error
@@ -497,6 +526,10 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 			}
 			if p.AR != p.Base.AR+p.Item().Postage || p.DR != p.Base.DR+p.Funding-p.Item().Postage || p.Funding < 0 {
 				return nil, fmt.Errorf("ledger: part for %s does not follow from mpsd %d's registers", p.Item().Label, p.Serial)
+			}
+			if refused[p.CertSerial] {
+				// Signed before the workers stopped: written, as spoiled.
+				saleErr = errors.Join(saleErr, protocol.Errorf(protocol.CodeServiceUnavailable, "the signing key was withdrawn; try again later"))
 			}
 			writable = append(writable, p)
 			tent[p.Serial] = Slot{AR: p.AR, DR: p.DR}

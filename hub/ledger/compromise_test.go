@@ -2,12 +2,16 @@ package ledger_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/psdm"
+	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A compromised key's live stamps dated from its compromise day are voided
@@ -104,4 +108,48 @@ func TestCompromiseSweptInChunks(t *testing.T) {
 			t.Fatalf("the key swept: %d %v", swept, err)
 		}
 	})
+}
+
+// A stamp signed with a key just before the hub learned the key was
+// compromised, still waiting for the committer, is not sold: its buyer is
+// refused (nothing charged) rather than told ok and refunded by the sweep.
+func TestRefusedKeysWaitingStampSpoiled(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, filepath.Join(t.TempDir(), "hub.db"), ledger.Config{}, psdm.Config{Workers: 1})
+	ctx := context.Background()
+	f.mustSell(newSale("s1", 780, "0000-0001-01"))
+
+	// Hold the committer before its transaction: SQLite's writers queue
+	// on one lock in this process.
+	holding, release := make(chan struct{}), make(chan struct{})
+	go f.db.InTx(ctx, func(*sql.Tx) error {
+		close(holding)
+		<-release
+		return nil
+	})
+	<-holding
+	answer := make(chan error, 1)
+	go func() {
+		_, err := f.pool.Sell(ctx, newSale("s2", 780, "0000-0001-02"))
+		answer <- err
+	}()
+	wait.For(t, 10*time.Second, "the stamp signed and waiting for its commit", func() bool {
+		return f.pool.Status()[0].InFlight == 1
+	})
+	f.l.RefuseKey(1)
+	close(release)
+	if err := <-answer; !isCode(err, protocol.CodeServiceUnavailable) {
+		t.Fatalf("a stamp of a refused key sold: %v", err)
+	}
+	var sold, spoiled int
+	if err := f.db.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM indicia WHERE request_id = 's2'), (SELECT COUNT(*) FROM spoiled WHERE request_id = 's2')`).Scan(&sold, &spoiled); err != nil {
+		t.Fatal(err)
+	}
+	if sold != 0 || spoiled != 1 {
+		t.Fatalf("the refused key's stamp: %d sold, %d spoiled", sold, spoiled)
+	}
+	if _, err := f.sell(newSale("s3", 780, "0000-0001-03")); !isCode(err, protocol.CodeServiceUnavailable) {
+		t.Fatalf("a later stamp of the refused key: %v", err)
+	}
+	f.check()
 }

@@ -176,6 +176,11 @@ type Ledger struct {
 	gpsdReported atomic.Int64 // unix µs of the GPSD's last report, for MaySell
 	macGen       atomic.Int32 // the control-code key generation new seals use
 	halted       atomic.Pointer[string]
+	// refusedKeys are the signing keys (by cert serial) this process knows
+	// compromised: their stamps still waiting for the committer are
+	// spoiled, not sold. nil while there are none.
+	refusedKeys atomic.Pointer[map[uint32]bool]
+	refuseMu    sync.Mutex // writers of refusedKeys
 
 	stats struct {
 		commits, sales atomic.Int64
