@@ -54,6 +54,13 @@ func gone(d any) bool {
 	}
 }
 
+// line is a serial line that is opened again when its device comes back;
+// serialport.Line.
+type line interface {
+	Up() bool
+	Changed() <-chan struct{} // closed when the line next goes or comes
+}
+
 // Devices are the kiosk's peripherals besides the printer. Any may be nil
 // on a kiosk built without it.
 type Devices struct {
@@ -61,6 +68,9 @@ type Devices struct {
 	Terminal cardTerminal
 	Panel    panel
 	Scans    <-chan scanner.Scan
+	// ScannerLine is the handheld scanner's line, which Scans follows: the
+	// kiosk reports the scanner offline while it is gone.
+	ScannerLine line
 }
 
 // Weight is the scale as the touchscreen shows it.
@@ -120,13 +130,21 @@ func (k *Kiosk) watchDevices() {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				r, err := k.dev.Scale.Read(ctx)
 				cancel()
+				w := weightOf(r, err)
 				k.ds.mu.Lock()
-				k.ds.weight = weightOf(r, err)
+				was := k.ds.weight.State
+				k.ds.weight = w
 				if k.ds.weighed != nil {
 					close(k.ds.weighed)
 				}
 				k.ds.weighed = make(chan struct{})
 				k.ds.mu.Unlock()
+				if (was == "offline") != (w.State == "offline") {
+					// Unplugged or back: the hub hears at once, not at
+					// the next heartbeat.
+					k.log.Info("scale", "state", w.State, "err", err)
+					k.statusChanged()
+				}
 			}
 		}()
 	}
@@ -152,6 +170,9 @@ func (k *Kiosk) watchDevices() {
 				k.onScan(s)
 			}
 		}()
+	}
+	if k.dev.ScannerLine != nil {
+		go k.watchLine(k.dev.ScannerLine, "scanner_offline")
 	}
 	k.watchGone(k.dev.Terminal, "terminal_offline")
 	k.watchGone(k.cfg.LabelCheck, "head_scanner_offline")
@@ -191,6 +212,29 @@ func (k *Kiosk) watchGone(d any, reason string) {
 			})
 		}
 	}()
+}
+
+// watchLine follows a line that goes away and comes back: the kiosk sells
+// on (staff log in by PIN, sheets load from the touchscreen), but the hub
+// and staff hear at once, and why is the last error.
+func (k *Kiosk) watchLine(l line, why string) {
+	up := true
+	for {
+		changed := l.Changed()
+		if now := l.Up(); now != up {
+			up = now
+			if !up {
+				k.setErr(why)
+			}
+			k.log.Info("device line", "reason", why, "up", up)
+			k.statusChanged()
+		}
+		select {
+		case <-k.stop:
+			return
+		case <-changed:
+		}
+	}
 }
 
 // refreshPrinter asks the printer how it is, and tells the hub when that
@@ -327,6 +371,7 @@ type Status struct {
 	Paper      string   `json:"paper"`
 	Printer    string   `json:"printer"`
 	Scale      string   `json:"scale"`
+	Scanner    string   `json:"scanner"` // the handheld: ok, offline, none
 	LastError  string   `json:"last_error"`
 	Sales      int64    `json:"sales"`
 	// Message is ops' word for the screen while they hold the kiosk out
@@ -346,6 +391,14 @@ func (k *Kiosk) Status() Status {
 		Scale: k.Weight().State, LastError: t.LastError, Sales: t.Sales}
 	if k.dev.Scale == nil {
 		st.Scale = "none"
+	}
+	switch {
+	case k.dev.ScannerLine != nil && !k.dev.ScannerLine.Up():
+		st.Scanner = "offline"
+	case k.dev.Scans == nil:
+		st.Scanner = "none"
+	default:
+		st.Scanner = "ok"
 	}
 	k.ds.mu.Lock()
 	out, wrong, ops := k.ds.outOfOrder, k.ds.wrongStock, k.ds.ops

@@ -24,6 +24,9 @@ var ErrTooLong = errors.New("scanner: line too long")
 // (control or non-ASCII bytes), as after a baud mismatch or a loose cable.
 var ErrGarbled = errors.New("scanner: garbled line")
 
+// ErrRead is a read from the port that failed; Scans ends after it.
+var ErrRead = errors.New("scanner: read")
+
 // Scan is one line from the scanner: a code, or the error that line caused.
 // A scan with an error is not fatal; the stream goes on.
 type Scan struct {
@@ -68,12 +71,45 @@ func (s *Scanner) Scans(ctx context.Context) <-chan Scan {
 				return
 			}
 			if err != nil {
-				send(Scan{Err: fmt.Errorf("scanner: read: %w", err)})
+				send(Scan{Err: fmt.Errorf("%w: %w", ErrRead, err)})
 				return
 			}
 		}
 	}()
 	return ch
+}
+
+// Line is a port that may go away and come back (serialport.Line).
+type Line interface {
+	io.Reader
+	WaitUp(ctx context.Context) error
+}
+
+// Follow is Scans on a line that may go away and come back: after a read
+// fails it reads afresh once the line is back, so a code cut short by an
+// unplugged cable is not glued to the next one. The failure itself is not
+// passed on (the line reports it). The channel closes when ctx ends or
+// the line is closed; close the line after cancelling ctx.
+func Follow(ctx context.Context, l Line) <-chan Scan {
+	out := make(chan Scan)
+	go func() {
+		defer close(out)
+		for {
+			for s := range New(l).Scans(ctx) {
+				if errors.Is(s.Err, ErrRead) {
+					continue // the last one
+				}
+				select {
+				case out <- s:
+				case <-ctx.Done():
+				}
+			}
+			if l.WaitUp(ctx) != nil {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // Splitter cuts a byte stream into scans. The zero value is ready to use.

@@ -72,7 +72,9 @@ func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (d kios
 		}
 		d.Scale = h
 	} else if c.Scale.Path != "" {
-		p, err := serialport.Open(c.Scale)
+		// A Line: an unplugged scale reads offline, and is read again
+		// once it is back.
+		p, err := serialport.OpenLine(c.Scale, serialport.LineOptions{Log: log.With("device", "scale")})
 		if err != nil {
 			return fail(err)
 		}
@@ -84,12 +86,12 @@ func openDevices(ctx context.Context, c devicesConfig, log *slog.Logger) (d kios
 		}
 	}
 	if c.Scanner.Path != "" {
-		p, err := serialport.Open(c.Scanner)
+		p, err := serialport.OpenLine(c.Scanner, serialport.LineOptions{Log: log.With("device", "scanner")})
 		if err != nil {
 			return fail(err)
 		}
 		closers = append(closers, p)
-		d.Scans = scanner.New(p).Scans(ctx)
+		d.Scans, d.ScannerLine = scanner.Follow(ctx, p), p
 	}
 	if c.HeadScanner.Path != "" {
 		p, err := serialport.Open(c.HeadScanner)
