@@ -29,17 +29,28 @@ func Reopening(open func() (Session, error)) (*ReopeningSession, error) {
 }
 
 // session is the current session, opening one if the last reopen failed.
+// The open is made without r.mu: one the HSM leaves hanging must not hold
+// up Close.
 func (r *ReopeningSession) session() (Session, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.s == nil {
-		s, err := r.open()
-		if err != nil {
-			return nil, err
-		}
-		r.s = s
+	s := r.s
+	r.mu.Unlock()
+	if s != nil {
+		return s, nil
 	}
-	return r.s, nil
+	s, err := r.open()
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if cur := r.s; cur != nil { // another caller's open came first
+		r.mu.Unlock()
+		s.Close()
+		return cur, nil
+	}
+	r.s = s
+	r.mu.Unlock()
+	return s, nil
 }
 
 // lost drops s if it is still the current session, and closes it.
@@ -87,11 +98,11 @@ func (r *ReopeningSession) Signer(label string) (crypto.Signer, error) {
 // Close closes the current session.
 func (r *ReopeningSession) Close() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.s == nil {
+	s := r.s
+	r.s = nil
+	r.mu.Unlock()
+	if s == nil {
 		return nil
 	}
-	err := r.s.Close()
-	r.s = nil
-	return err
+	return s.Close()
 }

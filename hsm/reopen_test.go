@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/frank-postage/frank/hsm"
 )
@@ -57,5 +58,36 @@ func TestReopeningSessionAfterRestart(t *testing.T) {
 	r.Close()
 	if !opened[1].closed {
 		t.Error("Close left the session open")
+	}
+}
+
+// A reopen the HSM leaves hanging does not hold up Close (the hub
+// shutting down).
+func TestHungReopenDoesNotHoldUpClose(t *testing.T) {
+	hsmGen := 0
+	hang := make(chan struct{})
+	defer close(hang)
+	opening := make(chan struct{}, 1)
+	first := true
+	r, err := hsm.Reopening(func() (hsm.Session, error) {
+		if !first {
+			opening <- struct{}{}
+			<-hang
+		}
+		first = false
+		return &fakeSession{hsmGen: &hsmGen, gen: hsmGen}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsmGen++ // the HSM restarts, and hangs when asked for a new session
+	go r.MAC("k", nil)
+	<-opening
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for the hung reopen")
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	p11 "github.com/miekg/pkcs11"
 
@@ -57,11 +58,35 @@ type module struct {
 type Token struct {
 	cfg  Config
 	mod  *module
-	ctx  *p11.Ctx
+	ctx  cryptoki
 	smu  sync.Mutex // guards slot: it changes when the token comes back in another slot
 	slot uint
-	mu   sync.Mutex // guards mgmt
+	// mu guards mgmt, and is held across the calls made on it: only
+	// GenerateSigningKey, GenerateMACKey, Public and Close take it.
+	// Sessions never do, so a management call the HSM leaves hanging
+	// holds up no worker.
+	mu   sync.Mutex
 	mgmt p11.SessionHandle
+}
+
+// cryptoki is the part of miekg/pkcs11's Ctx a Token calls: the module's
+// *p11.Ctx, or in tests a wrapper that makes a call hang or fail.
+type cryptoki interface {
+	GetSlotList(tokenPresent bool) ([]uint, error)
+	GetTokenInfo(slot uint) (p11.TokenInfo, error)
+	OpenSession(slot uint, flags uint) (p11.SessionHandle, error)
+	CloseSession(sh p11.SessionHandle) error
+	GetSessionInfo(sh p11.SessionHandle) (p11.SessionInfo, error)
+	Login(sh p11.SessionHandle, userType uint, pin string) error
+	Logout(sh p11.SessionHandle) error
+	GenerateKey(sh p11.SessionHandle, m []*p11.Mechanism, tmpl []*p11.Attribute) (p11.ObjectHandle, error)
+	GenerateKeyPair(sh p11.SessionHandle, m []*p11.Mechanism, pub, priv []*p11.Attribute) (p11.ObjectHandle, p11.ObjectHandle, error)
+	GetAttributeValue(sh p11.SessionHandle, o p11.ObjectHandle, a []*p11.Attribute) ([]*p11.Attribute, error)
+	FindObjectsInit(sh p11.SessionHandle, tmpl []*p11.Attribute) error
+	FindObjects(sh p11.SessionHandle, max int) ([]p11.ObjectHandle, bool, error)
+	FindObjectsFinal(sh p11.SessionHandle) error
+	SignInit(sh p11.SessionHandle, m []*p11.Mechanism, o p11.ObjectHandle) error
+	Sign(sh p11.SessionHandle, message []byte) ([]byte, error)
 }
 
 // sessionFlags opens every session read-write: keys are made on the
@@ -96,18 +121,38 @@ func Open(cfg Config) (*Token, error) {
 
 // login logs the process in to the token on the management session; t.mu
 // is held (or t not yet shared).
-func (t *Token) login() error {
-	if err := t.ctx.Login(t.mgmt, p11.CKU_USER, t.cfg.PIN); err != nil && !isErr(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
+func (t *Token) login() error { return t.loginOn(t.mgmt) }
+
+// loginOn logs the process in to the token on session sh. The login is
+// the process's, whichever session makes it, so a session logs in on its
+// own handle and takes no lock: a C_Login that hangs holds up only its
+// caller. Two at once are harmless (one is told it is logged in already).
+func (t *Token) loginOn(sh p11.SessionHandle) error {
+	if err := t.ctx.Login(sh, p11.CKU_USER, t.cfg.PIN); err != nil && !isErr(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
 		return wrap("login to "+t.cfg.Token, err)
 	}
 	return nil
 }
 
-// reconnect finds the token again by label (it may come back in another
-// slot), opens a new management session and logs in again: what an HSM
-// restart, a failover or a re-inserted token takes. t.mu is held.
-func (t *Token) reconnect() error {
+// refind finds the token again by label (it may come back in another
+// slot) and keeps the slot for the next sessions. No lock is held while
+// the HSM is asked.
+func (t *Token) refind() (uint, error) {
 	slot, err := findToken(t.ctx, t.cfg.Token)
+	if err != nil {
+		return 0, err
+	}
+	t.smu.Lock()
+	t.slot = slot
+	t.smu.Unlock()
+	return slot, nil
+}
+
+// reconnect finds the token again, opens a new management session and
+// logs in again: what an HSM restart, a failover or a re-inserted token
+// takes. lost is the error the old session gave. t.mu is held.
+func (t *Token) reconnect(lost error) error {
+	slot, err := t.refind()
 	if err != nil {
 		return err
 	}
@@ -115,23 +160,11 @@ func (t *Token) reconnect() error {
 	if err != nil {
 		return wrap("open session", err)
 	}
-	t.ctx.CloseSession(t.mgmt) // lost already, most likely; this frees the handle
-	t.mgmt = h
-	t.smu.Lock()
-	t.slot = slot
-	t.smu.Unlock()
-	return t.login()
-}
-
-// relogin logs in again after the login was lost (a session reports it
-// is not logged in), reconnecting if the management session is lost too.
-func (t *Token) relogin() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.login(); err == nil || !errors.Is(err, hsm.ErrSessionLost) {
-		return err
+	if !gone(lost) {
+		t.ctx.CloseSession(t.mgmt) // still the module's: free it
 	}
-	return t.reconnect()
+	t.mgmt = h
+	return t.login()
 }
 
 // withMgmt runs f on the management session, t.mu held; if the session is
@@ -141,7 +174,10 @@ func (t *Token) withMgmt(f func() error) error {
 	if !errors.Is(err, hsm.ErrSessionLost) {
 		return err
 	}
-	if rerr := t.reconnect(); rerr != nil {
+	if rerr := t.reconnect(err); rerr != nil {
+		if gone(err) {
+			t.mgmt = 0 // CK_INVALID_HANDLE: not the old number, which may be reused
+		}
 		return fmt.Errorf("%w (reconnecting: %w)", err, rerr)
 	}
 	return f()
@@ -178,13 +214,13 @@ func (t *Token) release() {
 	defer modMu.Unlock()
 	t.mod.refs--
 	if t.mod.refs == 0 {
-		t.ctx.Finalize()
-		t.ctx.Destroy()
+		t.mod.ctx.Finalize()
+		t.mod.ctx.Destroy()
 		delete(modules, t.cfg.Module)
 	}
 }
 
-func findToken(ctx *p11.Ctx, label string) (uint, error) {
+func findToken(ctx cryptoki, label string) (uint, error) {
 	slots, err := ctx.GetSlotList(true)
 	if err != nil {
 		return 0, fmt.Errorf("pkcs11: slot list: %w", err)
@@ -217,10 +253,12 @@ func (t *Token) Close() error {
 		delete(t.mod.logins, t.cfg.Token)
 	}
 	modMu.Unlock()
-	if last {
-		t.ctx.Logout(t.mgmt)
+	if t.mgmt != 0 {
+		if last {
+			t.ctx.Logout(t.mgmt)
+		}
+		t.ctx.CloseSession(t.mgmt)
 	}
-	t.ctx.CloseSession(t.mgmt)
 	t.release()
 	return nil
 }
@@ -350,11 +388,16 @@ func (t *Token) Public(label string) (*ecdsa.PublicKey, error) {
 }
 
 func (t *Token) public(label string) (*ecdsa.PublicKey, error) {
-	h, err := findOne(t.ctx, t.mgmt, label, p11.CKO_PUBLIC_KEY, p11.CKK_EC)
+	return publicKey(t.ctx, t.mgmt, label)
+}
+
+// publicKey reads the public half of a signing key on session sh.
+func publicKey(ctx cryptoki, sh p11.SessionHandle, label string) (*ecdsa.PublicKey, error) {
+	h, err := findOne(ctx, sh, label, p11.CKO_PUBLIC_KEY, p11.CKK_EC)
 	if err != nil {
 		return nil, err
 	}
-	attrs, err := t.ctx.GetAttributeValue(t.mgmt, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_POINT, nil)})
+	attrs, err := ctx.GetAttributeValue(sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_POINT, nil)})
 	if err != nil {
 		return nil, wrap("public "+label, err)
 	}
@@ -377,20 +420,23 @@ type Session struct {
 	h       p11.SessionHandle
 	signers map[string]*signer
 	macs    map[string]p11.ObjectHandle
+	// gone is set once the module says it no longer has the session.
+	// Atomic: psdm closes a session from another goroutine once the hung
+	// call on it has returned.
+	gone atomic.Bool
 }
 
 // Session opens a session for one goroutine. After an HSM restart it finds
-// the token again and logs in again first.
+// the token again and logs in again first. It takes no lock of the
+// Token's: a call the HSM leaves hanging holds up only this caller.
 func (t *Token) Session() (*Session, error) {
 	h, err := t.ctx.OpenSession(t.currentSlot(), sessionFlags)
 	if err != nil && (errors.Is(wrap("", err), hsm.ErrSessionLost) || isErr(err, p11.CKR_SLOT_ID_INVALID)) {
-		t.mu.Lock()
-		rerr := t.reconnect()
-		t.mu.Unlock()
-		if rerr != nil {
-			return nil, rerr
+		slot, ferr := t.refind()
+		if ferr != nil {
+			return nil, fmt.Errorf("%w (finding the token again: %w)", wrap("open session", err), ferr)
 		}
-		h, err = t.ctx.OpenSession(t.currentSlot(), sessionFlags)
+		h, err = t.ctx.OpenSession(slot, sessionFlags)
 	}
 	if err != nil {
 		return nil, wrap("open session", err)
@@ -398,7 +444,7 @@ func (t *Token) Session() (*Session, error) {
 	// The login goes with the last session of the process: after a
 	// restart a new session is not logged in, and its keys are hidden.
 	if loggedIn(t.ctx, h) != nil {
-		if err := t.relogin(); err != nil {
+		if err := t.loginOn(h); err != nil {
 			t.ctx.CloseSession(h)
 			return nil, err
 		}
@@ -406,12 +452,26 @@ func (t *Token) Session() (*Session, error) {
 	return &Session{t: t, h: h, signers: map[string]*signer{}, macs: map[string]p11.ObjectHandle{}}, nil
 }
 
-// Close ends the session.
+// Close ends the session. A session the module dropped is not closed
+// again: a restarted HSM numbers its sessions afresh, and the old handle
+// may be another goroutine's new session by now.
 func (s *Session) Close() error {
+	if s.gone.Load() {
+		return nil
+	}
 	if err := s.t.ctx.CloseSession(s.h); err != nil {
 		return fmt.Errorf("pkcs11: close session: %w", err)
 	}
 	return nil
+}
+
+// note records that err says the module dropped the session, and
+// returns err.
+func (s *Session) note(err error) error {
+	if gone(err) {
+		s.gone.Store(true)
+	}
+	return err
 }
 
 // Signer returns a crypto.Signer for the signing key label, bound to this
@@ -420,6 +480,15 @@ func (s *Session) Signer(label string) (crypto.Signer, error) {
 	if sg, ok := s.signers[label]; ok {
 		return sg, nil
 	}
+	sg, err := s.signer(label)
+	if err != nil {
+		return nil, s.note(err)
+	}
+	s.signers[label] = sg
+	return sg, nil
+}
+
+func (s *Session) signer(label string) (*signer, error) {
 	h, err := s.find(label, p11.CKO_PRIVATE_KEY, p11.CKK_EC)
 	if err != nil {
 		return nil, err
@@ -427,17 +496,22 @@ func (s *Session) Signer(label string) (crypto.Signer, error) {
 	if err := s.t.checkSecret(s.h, h, label); err != nil {
 		return nil, err
 	}
-	pub, err := s.t.Public(label)
+	// Read on this session, not the Token's management one: loading a
+	// key waits on no other caller's management call.
+	pub, err := publicKey(s.t.ctx, s.h, label)
 	if err != nil {
 		return nil, err
 	}
-	sg := &signer{s: s, key: h, pub: pub}
-	s.signers[label] = sg
-	return sg, nil
+	return &signer{s: s, key: h, pub: pub}, nil
 }
 
 // MAC returns HMAC-SHA-256 of data under the key label, computed in the token.
 func (s *Session) MAC(label string, data []byte) ([]byte, error) {
+	out, err := s.mac(label, data)
+	return out, s.note(err)
+}
+
+func (s *Session) mac(label string, data []byte) ([]byte, error) {
 	h, ok := s.macs[label]
 	if !ok {
 		var err error
@@ -467,7 +541,7 @@ func (s *Session) find(label string, class, keyType uint) (p11.ObjectHandle, err
 	if !errors.Is(err, hsm.ErrNotLoggedIn) {
 		return h, err
 	}
-	if rerr := s.t.relogin(); rerr != nil {
+	if rerr := s.t.loginOn(s.h); rerr != nil {
 		return 0, fmt.Errorf("%w (logging in again: %w)", err, rerr)
 	}
 	return findOne(s.t.ctx, s.h, label, class, keyType)
@@ -489,11 +563,11 @@ func (sg *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]by
 	}
 	ctx := sg.s.t.ctx
 	if err := ctx.SignInit(sg.s.h, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDSA, nil)}, sg.key); err != nil {
-		return nil, wrap("sign", err)
+		return nil, sg.s.note(wrap("sign", err))
 	}
 	rs, err := ctx.Sign(sg.s.h, digest)
 	if err != nil {
-		return nil, wrap("sign", err)
+		return nil, sg.s.note(wrap("sign", err))
 	}
 	if len(rs) != 64 {
 		return nil, fmt.Errorf("pkcs11: sign: %d-byte signature, want 64", len(rs))
@@ -546,7 +620,7 @@ func (t *Token) checkSecret(sh p11.SessionHandle, h p11.ObjectHandle, label stri
 	return nil
 }
 
-func findOne(ctx *p11.Ctx, sh p11.SessionHandle, label string, class, keyType uint) (p11.ObjectHandle, error) {
+func findOne(ctx cryptoki, sh p11.SessionHandle, label string, class, keyType uint) (p11.ObjectHandle, error) {
 	hs, err := find(ctx, sh, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_LABEL, label),
 		p11.NewAttribute(p11.CKA_CLASS, class),
@@ -569,7 +643,7 @@ func findOne(ctx *p11.Ctx, sh p11.SessionHandle, label string, class, keyType ui
 	return hs[0], nil
 }
 
-func find(ctx *p11.Ctx, sh p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
+func find(ctx cryptoki, sh p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
 	if err := ctx.FindObjectsInit(sh, tmpl); err != nil {
 		return nil, wrap("find", err)
 	}
@@ -584,7 +658,7 @@ func find(ctx *p11.Ctx, sh p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.Obje
 // loggedIn returns nil if session sh is logged in as the user, else an
 // error that is ErrNotLoggedIn and ErrSessionLost (or only the latter, if
 // the session itself is gone).
-func loggedIn(ctx *p11.Ctx, sh p11.SessionHandle) error {
+func loggedIn(ctx cryptoki, sh p11.SessionHandle) error {
 	info, err := ctx.GetSessionInfo(sh)
 	if err != nil {
 		return wrap("session info", err)
@@ -614,6 +688,16 @@ func wrap(op string, err error) error {
 		return fmt.Errorf("pkcs11: %s: %w: %w: %w", op, hsm.ErrNotLoggedIn, hsm.ErrSessionLost, err)
 	}
 	return fmt.Errorf("pkcs11: %s: %w: %w", op, hsm.ErrSessionLost, err)
+}
+
+// goneCodes are the lost codes after which the module has no session of
+// that handle any more (DEVICE_ERROR and USER_NOT_LOGGED_IN leave it).
+var goneCodes = []uint{p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED, p11.CKR_DEVICE_REMOVED, p11.CKR_TOKEN_NOT_PRESENT}
+
+// gone says err is one of goneCodes.
+func gone(err error) bool {
+	var e p11.Error
+	return errors.As(err, &e) && slices.Contains(goneCodes, uint(e))
 }
 
 func isErr(err error, code uint) bool {

@@ -23,11 +23,11 @@ import (
 // ErrKeyExportable naming the label and the attribute; two keys of one
 // label are refused too; the hub's own keys still sign and MAC.
 func TestPlantedKeysRefused(t *testing.T) {
-	sh, err := token.ctx.OpenSession(token.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+	sh, err := token.mod.ctx.OpenSession(token.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer token.ctx.CloseSession(sh)
+	defer token.mod.ctx.CloseSession(sh)
 	p := planter{t: t, sh: sh}
 
 	p.ecPair("planted-sign-extractable", false, true)
@@ -36,7 +36,7 @@ func TestPlantedKeysRefused(t *testing.T) {
 	p.secretImport("planted-mac-imported")
 	// Extractable once, locked down since: a copy may already exist.
 	h := p.secret("planted-mac-was-extractable", false, true)
-	if err := token.ctx.SetAttributeValue(sh, h, []*p11.Attribute{
+	if err := token.mod.ctx.SetAttributeValue(sh, h, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_SENSITIVE, true), p11.NewAttribute(p11.CKA_EXTRACTABLE, false)}); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func (p planter) ecPair(label string, sensitive, extractable bool) {
 		p11.NewAttribute(p11.CKA_SIGN, true),
 		p11.NewAttribute(p11.CKA_LABEL, label),
 	}
-	if _, _, err := token.ctx.GenerateKeyPair(p.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv); err != nil {
+	if _, _, err := token.mod.ctx.GenerateKeyPair(p.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv); err != nil {
 		p.t.Fatalf("plant %s: %v", label, err)
 	}
 }
@@ -179,7 +179,7 @@ func (p planter) ecImport(label string) {
 
 func (p planter) secret(label string, sensitive, extractable bool) p11.ObjectHandle {
 	p.t.Helper()
-	h, err := token.ctx.GenerateKey(p.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, []*p11.Attribute{
+	h, err := token.mod.ctx.GenerateKey(p.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
 		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
 		p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
@@ -213,7 +213,7 @@ func (p planter) secretImport(label string) {
 func (p planter) create(label string, tmpl []*p11.Attribute) {
 	p.t.Helper()
 	tmpl = append(tmpl, p11.NewAttribute(p11.CKA_TOKEN, true), p11.NewAttribute(p11.CKA_LABEL, label))
-	if _, err := token.ctx.CreateObject(p.sh, tmpl); err != nil {
+	if _, err := token.mod.ctx.CreateObject(p.sh, tmpl); err != nil {
 		p.t.Fatalf("plant %s: %v", label, err)
 	}
 }

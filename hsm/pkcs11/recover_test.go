@@ -20,7 +20,7 @@ import (
 // taken out and put back does to a running hub.
 func hsmRestart(t *testing.T) {
 	t.Helper()
-	if err := token.ctx.CloseAllSessions(token.currentSlot()); err != nil {
+	if err := token.mod.ctx.CloseAllSessions(token.currentSlot()); err != nil {
 		t.Fatal(err)
 	}
 }
