@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/verify"
 	"github.com/frank-postage/frank/testbench/wait"
@@ -169,5 +170,45 @@ func TestCompromiseMovedEarlierSweptAgain(t *testing.T) {
 	e.h.Round()
 	if got := e.cards.Totals().Refunded - before; got != 780 {
 		t.Errorf("refunded %d mills for a stamp every verifier now refuses, want 780", got)
+	}
+}
+
+// A sweep that fails part way still refunds at once the stamps of the
+// chunks it voided before the failure, not a minute later.
+func TestCompromiseSweepFailingPartWayRefundsWhatItVoided(t *testing.T) {
+	t.Parallel()
+	dsn := peersDB(t)
+	e := newEnvWith(t, func(c *hub.Config) { c.DB = dsn; c.Ledger.SweepChunk = 1 })
+	ctx := context.Background()
+	k := e.kiosk("kiosk-1")
+	for i, label := range []string{"1966-F8CF-01", "1966-F8CF-02"} {
+		if res := decode(t, k.ask(purchase(fmt.Sprintf("p-%d", i), "kiosk-1", label, nil))); res.Status != protocol.ResultOK {
+			t.Fatal(res.Error)
+		}
+	}
+	db, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The second stamp's refund cannot be recorded: its chunk fails.
+	if _, err := db.ExecContext(ctx, `CREATE FUNCTION fail_remedy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$;
+		CREATE TRIGGER fail_remedy BEFORE INSERT ON remedies FOR EACH ROW WHEN (NEW.label = '1966-F8CF-02') EXECUTE FUNCTION fail_remedy()`); err != nil {
+		t.Fatal(err)
+	}
+	before := e.cards.Totals().Refunded
+	if err := e.h.Keys().Compromise(ctx, 1, e.clock.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Round()
+	if got := e.cards.Totals().Refunded - before; got != 780 {
+		t.Fatalf("refunded %d mills after a sweep that voided one stamp and failed on the next, want 780", got)
+	}
+	if _, err := db.ExecContext(ctx, `DROP TRIGGER fail_remedy ON remedies`); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Round()
+	if got := e.cards.Totals().Refunded - before; got != 2*780 {
+		t.Fatalf("refunded %d mills once the sweep could finish, want %d", got, 2*780)
 	}
 }

@@ -1061,12 +1061,11 @@ func (h *Hub) Round() {
 // by the leader's tick (RefundsDue).
 func (h *Hub) voidCompromised(ctx context.Context) {
 	due, err := h.ledger.VoidCompromised(ctx, max(compromiseSettle, 3*h.cfg.KeyCheckEvery))
-	if err != nil {
-		if ctx.Err() == nil {
-			h.log.Error("a compromised key's stamps not voided", "err", err)
-		}
-		return
+	if err != nil && ctx.Err() == nil {
+		h.log.Error("a compromised key's stamps not voided", "err", err)
 	}
+	// due holds the refunds of the chunks that committed before a failure:
+	// their stamps are void now, so their buyers are paid now.
 	if len(due) == 0 {
 		return
 	}
