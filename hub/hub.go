@@ -633,6 +633,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	// Alive first: then what this hub opens is its own to settle.
 	h.payments.Hub = h.ledger.Holder()
+	h.stock.Hub = h.ledger.Holder() // a web sheet's claim names its hub until its sale commits
 	if h.db.Dialect == store.SQLite {
 		// Served alone (above): a claim is this process's lock, no row.
 		h.claims = claims.Alone(h.db, h.ledger.Holder(), h.clockNow)
@@ -640,6 +641,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.claims = claims.New(h.db, h.ledger.Holder(), h.clockNow)
 	}
 	h.payments.Claims = h.claims
+	h.payments.Sheets = h.stock // a dead hub's sheet claims with no sale made are dropped with its payments
 	h.payments.Alerts = h.alerts
 	h.leader = h.db.Leader(h.ledger.Holder(), h.hubLeaseTTL())
 	h.leader.Log = h.log.With("component", "leader")

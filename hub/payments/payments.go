@@ -406,9 +406,16 @@ type sweepCounter interface {
 	HoldSwept(whose string)
 }
 
-// claimer takes a request's claim if no live hub holds it.
-type claimer interface {
+// claimer takes a request's claim if no live hub holds it. An alias: it
+// is also what sheetSettler hands on.
+type claimer = interface {
 	TryTake(ctx context.Context, scope, name string) (release func(), ok bool, err error)
+}
+
+// sheetSettler drops the web sheet claims that dead hubs made for sales
+// they never committed (stock.Stock).
+type sheetSettler interface {
+	SettleClaims(ctx context.Context, turns claimer) ([]protocol.SheetSerial, error)
 }
 
 // Payments records payments and moves the money.
@@ -419,6 +426,9 @@ type Payments struct {
 	// Claims, if set, makes settling a dead hub's payment wait its turn
 	// with a hub that took its request over.
 	Claims claimer
+	// Sheets, if set, drops the web sheet claims of dead hubs whose sales
+	// were never made, as their payments are settled.
+	Sheets sheetSettler
 	// Alerts, if set, is told of a sale whose capture the gateway refused.
 	Alerts alerter
 	// Stages, if set, times each hold's attempt record and its
@@ -998,10 +1008,31 @@ func (p *Payments) SettleDead(ctx context.Context) error {
 	}))
 }
 
-// settleDeadPayments settles the open payments no live hub owns.
+// settleDeadPayments settles the open payments no live hub owns, then
+// the web sheet claims those hubs left with no sale made.
 func (p *Payments) settleDeadPayments(ctx context.Context) error {
-	return p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
+	err := p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
 		p.Hub, p.now().UnixMicro())
+	return errors.Join(err, p.settleSheetClaims(ctx))
+}
+
+// settleSheetClaims drops the claims dead hubs made on web sheets for
+// sales they never made: a hub killed after claiming the sheet and before
+// its sale was made or refused left it its customer's, who paid nothing
+// for it, and no one else could buy on it.
+func (p *Payments) settleSheetClaims(ctx context.Context) error {
+	if p.Sheets == nil {
+		return nil
+	}
+	// p.Claims is nil, not a nil pointer, when unset: no other hub.
+	dropped, err := p.Sheets.SettleClaims(ctx, p.Claims)
+	for _, sh := range dropped {
+		p.log.Info("a dead hub's claim of a web sheet dropped: no sale on it was made", "sheet", sh)
+	}
+	if err != nil {
+		return fmt.Errorf("payments: settle sheet claims: %w", err)
+	}
+	return nil
 }
 
 // SettleStale settles this hub's own open payments last touched before

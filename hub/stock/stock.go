@@ -22,6 +22,10 @@ import (
 
 // Stock is the label stock.
 type Stock struct {
+	// Hub names this hub in hub_leases. A web sheet it claims records it
+	// until a sale on the sheet commits: if the hub dies first, the claim
+	// is dropped (SettleClaims).
+	Hub string
 	db  *store.DB
 	now func() time.Time
 }
@@ -169,7 +173,7 @@ func (s *Stock) load(ctx context.Context, kioskID string, sheets []protocol.Shee
 		case !move && (holder.Valid && holder.String != kioskID || account.Valid):
 			return nil, elsewhere(sh)
 		}
-		q := `UPDATE sheets SET kiosk_id = ?, account_id = NULL, assigned_at = ? WHERE serial = ?`
+		q := `UPDATE sheets SET kiosk_id = ?, account_id = NULL, assigned_at = ?, claim_hub = NULL WHERE serial = ?`
 		args := []any{kioskID, s.now().UnixMicro(), uint32(sh)}
 		if !move {
 			// Again in the write: another kiosk's load of the same sheet may
@@ -204,7 +208,8 @@ func (s *Stock) load(ctx context.Context, kioskID string, sheets []protocol.Shee
 
 // AssignToAccount gives a sheet to a web customer.
 func (s *Stock) AssignToAccount(ctx context.Context, sheet protocol.SheetSerial, accountID int64) error {
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, kiosk_id = NULL, assigned_at = ? WHERE serial = ? AND invalidated_at IS NULL`),
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, kiosk_id = NULL, assigned_at = ?, claim_hub = NULL
+		WHERE serial = ? AND invalidated_at IS NULL`),
 		accountID, s.now().UnixMicro(), uint32(sheet))
 	if err != nil {
 		return fmt.Errorf("stock: assign %s: %w", sheet, err)
@@ -310,13 +315,22 @@ const WebStore = "web"
 // sale's own checks then refuse it. It returns the claim's time when this
 // call took the sheet (zero when it did not), for Unclaim: a sale not made
 // must not leave the sheet its customer's.
+//
+// The claim names this hub until a sale on the sheet commits (MarkUsed):
+// if the hub dies before its sale is made or refused, settlement drops it
+// (SettleClaims). The same customer's next sale takes over such a claim
+// of a dead hub, and so undoes it if that sale is not made either. Callers
+// hold the sheet's turn (sale.takeSheet): no other sale on it is in flight.
 func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID int64) (int64, error) {
 	at := s.now().UnixMicro()
 	// used = 0: a sheet that carries stamps is its buyer's, even if its
-	// claim was undone meanwhile (see Unclaim), never a newcomer's.
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, assigned_at = ?
-		WHERE serial = ? AND store = ? AND account_id IS NULL AND kiosk_id IS NULL AND invalidated_at IS NULL AND used = 0`),
-		accountID, at, uint32(sheet), WebStore)
+	// claim was undone meanwhile (see Unclaim), never a newcomer's. A
+	// claim of this hub's own is not taken over: its sale's outcome is
+	// unknown, and the sale may still commit.
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, assigned_at = ?, claim_hub = ?
+		WHERE serial = ? AND store = ? AND kiosk_id IS NULL AND invalidated_at IS NULL AND used = 0
+		AND (account_id IS NULL OR account_id = ? AND claim_hub <> ? AND `+deadClaim+`)`),
+		accountID, at, nullHub(s.Hub), uint32(sheet), WebStore, accountID, s.Hub, at)
 	if err != nil {
 		return 0, fmt.Errorf("stock: claim %s: %w", sheet, err)
 	}
@@ -328,19 +342,110 @@ func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID
 	return at, nil
 }
 
+// deadClaim is the condition, on a sheets row and the time now, that the
+// hub that claimed it has no live lease.
+const deadClaim = `NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = sheets.claim_hub AND l.until >= ?)`
+
+// nullHub is hub as a claim records it: a Stock that names no hub (an
+// offline command) makes claims no settlement drops, as before hubs were
+// named.
+func nullHub(hub string) any {
+	if hub == "" {
+		return nil
+	}
+	return hub
+}
+
 // Unclaim undoes the claim Claim made at claimedAt, when the sale it was
 // made for was not: the sheet is unclaimed again. Only that claim, and only
 // while no label of the sheet is used: a sale committed on it (the ledger
 // counts used in the sale's own commit) keeps it its buyer's, and a sheet
 // ops assigned or moved since keeps their word.
 func (s *Stock) Unclaim(ctx context.Context, sheet protocol.SheetSerial, accountID, claimedAt int64) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = NULL, assigned_at = NULL
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = NULL, assigned_at = NULL, claim_hub = NULL
 		WHERE serial = ? AND store = ? AND account_id = ? AND assigned_at = ? AND kiosk_id IS NULL AND used = 0`),
 		uint32(sheet), WebStore, accountID, claimedAt)
 	if err != nil {
 		return fmt.Errorf("stock: unclaim %s: %w", sheet, err)
 	}
 	return nil
+}
+
+// turnTaker takes a sheet's turn if no live hub holds it (claims.Claims).
+// An alias, so that the users of SettleClaims name the same type.
+type turnTaker = interface {
+	TryTake(ctx context.Context, scope, name string) (release func(), ok bool, err error)
+}
+
+// sheetTurn is the scope of the claim that web sales on one sheet take
+// turns under (sale.takeSheet).
+const sheetTurn = "web-sheet"
+
+// SettleClaims drops the claims of web sheets that hubs now dead made for
+// sales that never committed: the hub died (or stopped) after Claim and
+// before the sale was made or refused, so no Unclaim came. Each is dropped
+// holding the sheet's turn (turns, nil when no other hub serves the
+// database), so never under a sale being made on it; a sheet whose turn
+// a live hub holds waits for the next settlement. A sale committed on the
+// sheet meanwhile keeps it its buyer's (used). It returns the sheets
+// dropped.
+func (s *Stock) SettleClaims(ctx context.Context, turns turnTaker) ([]protocol.SheetSerial, error) {
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT serial FROM sheets
+		WHERE claim_hub IS NOT NULL AND claim_hub <> ? AND used = 0 AND `+deadClaim+` ORDER BY serial`),
+		s.Hub, s.now().UnixMicro())
+	if err != nil {
+		return nil, fmt.Errorf("stock: settle claims: %w", err)
+	}
+	var found []protocol.SheetSerial
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("stock: settle claims: %w", err)
+		}
+		found = append(found, protocol.SheetSerial(v))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("stock: settle claims: %w", err)
+	}
+	var dropped []protocol.SheetSerial
+	var errs []error
+	for _, sh := range found {
+		ok, err := s.dropClaim(ctx, turns, sh)
+		if err != nil {
+			// One that fails must not hold up the others; it is tried again.
+			errs = append(errs, err)
+		} else if ok {
+			dropped = append(dropped, sh)
+		}
+	}
+	return dropped, errors.Join(errs...)
+}
+
+// dropClaim drops sheet's claim if its hub is still dead and no sale on
+// it committed, holding its turn. It reports whether it did.
+func (s *Stock) dropClaim(ctx context.Context, turns turnTaker, sheet protocol.SheetSerial) (bool, error) {
+	if turns != nil {
+		release, ok, err := turns.TryTake(ctx, sheetTurn, sheet.String())
+		if err != nil || !ok {
+			return false, err
+		}
+		defer release()
+	}
+	// Read again in the write: a sale of the same customer on a live hub
+	// may have taken the claim over (Claim) since the look above.
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = NULL, assigned_at = NULL, claim_hub = NULL
+		WHERE serial = ? AND store = ? AND claim_hub IS NOT NULL AND claim_hub <> ? AND kiosk_id IS NULL AND used = 0 AND `+deadClaim),
+		uint32(sheet), WebStore, s.Hub, s.now().UnixMicro())
+	if err != nil {
+		return false, fmt.Errorf("stock: drop claim %s: %w", sheet, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("stock: drop claim %s: %w", sheet, err)
+	}
+	return n == 1, nil
 }
 
 // Batch is the sheets issued to a store at one time, and how far they
@@ -379,11 +484,13 @@ func (s *Stock) Batches(ctx context.Context) ([]Batch, error) {
 
 // MarkUsed is the write that counts n labels of a sheet as used, the sheet
 // invalidated with its tenth: the ledger commits it in the transaction of
-// the sale that used them. The sheets table is this package's; others
+// the sale that used them. A web sheet's claim is then its buyer's for
+// good: no hub's to drop (claim_hub). The sheets table is this package's; others
 // change it only through writes like this one.
 func MarkUsed(sheet uint32, n int, at time.Time) store.Write {
 	return store.Write{
-		Query: `UPDATE sheets SET used = used + ?, invalidated_at = CASE WHEN used + ? >= 10 THEN ? ELSE invalidated_at END WHERE serial = ?`,
-		Args:  []any{n, n, at.UnixMicro(), sheet},
+		Query: `UPDATE sheets SET used = used + ?, invalidated_at = CASE WHEN used + ? >= 10 THEN ? ELSE invalidated_at END, claim_hub = NULL
+		WHERE serial = ?`,
+		Args: []any{n, n, at.UnixMicro(), sheet},
 	}
 }

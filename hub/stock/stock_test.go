@@ -233,3 +233,74 @@ func TestUnclaimUndoesOnlyItsOwnClaimOfAnUnusedSheet(t *testing.T) {
 		}
 	})
 }
+
+// busyTurns is a sheet's turn held by a live hub's sale: TryTake fails.
+type busyTurns struct{ busy protocol.SheetSerial }
+
+func (b busyTurns) TryTake(_ context.Context, scope, name string) (func(), bool, error) {
+	return func() {}, scope != "web-sheet" || name != b.busy.String(), nil
+}
+
+// A dead hub's web sheet claims with no sale made are dropped when the
+// dead are settled; not one a sale committed on, nor a live hub's, nor one
+// ops assigned, nor one under a sale being made (its turn is held). The
+// same customer's next sale takes a dead hub's claim over; another
+// customer's does not.
+func TestSettleClaimsDropsDeadHubsUnsoldClaims(t *testing.T) {
+	ctx := context.Background()
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		db := open(t, dsn)
+		now := time.Unix(1_800_000_000, 0)
+		clock := func() time.Time { return now }
+		dead, live := stock.New(db, clock), stock.New(db, clock)
+		dead.Hub, live.Hub = "hub-dead", "hub-live"
+		if err := db.RenewHubLease(ctx, "hub-dead", now.Add(-time.Minute), now, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.RenewHubLease(ctx, "hub-live", now, now, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := live.AddStore(ctx, stock.WebStore, "Web customers"); err != nil {
+			t.Fatal(err)
+		}
+		unsold, sold, lives, assigned, busy, retaken := protocol.SheetSerial(0x5555_0001), protocol.SheetSerial(0x5555_0002),
+			protocol.SheetSerial(0x5555_0003), protocol.SheetSerial(0x5555_0004), protocol.SheetSerial(0x5555_0005), protocol.SheetSerial(0x5555_0006)
+		if err := live.Import(ctx, stock.WebStore, []protocol.SheetSerial{unsold, sold, lives, assigned, busy, retaken}); err != nil {
+			t.Fatal(err)
+		}
+		claim := func(st *stock.Stock, sh protocol.SheetSerial, acct int64) int64 {
+			t.Helper()
+			at, err := st.Claim(ctx, sh, acct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return at
+		}
+		for _, sh := range []protocol.SheetSerial{unsold, sold, assigned, busy, retaken} {
+			if claim(dead, sh, 1) == 0 {
+				t.Fatalf("sheet %s not claimed", sh)
+			}
+		}
+		claim(live, lives, 1)
+		w := stock.MarkUsed(uint32(sold), 1, now) // the sale's commit
+		if _, err := db.ExecContext(ctx, db.Rebind(w.Query), w.Args...); err != nil {
+			t.Fatal(err)
+		}
+		if err := live.AssignToAccount(ctx, assigned, 1); err != nil {
+			t.Fatal(err)
+		}
+		if claim(live, retaken, 2) != 0 {
+			t.Fatal("another customer took a dead hub's claim over")
+		}
+		if claim(live, retaken, 1) == 0 {
+			t.Fatal("the same customer's next sale did not take the dead hub's claim over")
+		}
+		dropped, err := live.SettleClaims(ctx, busyTurns{busy})
+		if err != nil || !slices.Equal(dropped, []protocol.SheetSerial{unsold}) {
+			t.Fatalf("dropped %v, %v; want only %s", dropped, err, unsold)
+		}
+		if dropped, err := live.SettleClaims(ctx, nil); err != nil || !slices.Equal(dropped, []protocol.SheetSerial{busy}) {
+			t.Fatalf("once the turn is free: dropped %v, %v; want %s", dropped, err, busy)
+		}
+	})
+}
