@@ -803,7 +803,15 @@ func (h *Hub) Start(ctx context.Context) error {
 		}()
 	}
 	h.pushedRates = map[string]string{}
-	h.pushRates(ctx, false) // kiosks get the table in force as they come online, or with a rate_table_stale refusal
+	// Kiosks get the table in force as they come online, or with a
+	// rate_table_stale refusal. A hub that leads from its start also sends
+	// it to every kiosk, as one taking the lead later does (lead): kiosks
+	// that stayed connected to the broker while every hub was down do not
+	// come online again.
+	h.tickMu.Lock()
+	leading := h.leading
+	h.tickMu.Unlock()
+	h.pushRates(ctx, leading)
 	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	h.bg.Go(h.watchdog)
 	if h.cfg.LedgerCheckEvery > 0 {

@@ -265,3 +265,17 @@ func TestNewLeaderSendsTheTableInForce(t *testing.T) {
 	e2.h.Tick(ctx)
 	waitConfig(t, configs, "the new table from the new leader", func(c protocol.KioskConfig) bool { return c.Rates.Version == "usps-new" })
 }
+
+// A hub that leads from its start sends every kiosk the table in force,
+// as one that takes the lead later does: a table that took over while
+// every hub was down reaches kiosks that stayed connected to the broker
+// (mosquitto), which do not come online again. Here the config is there,
+// retained, before the kiosk says it is online.
+func TestLeaderAtStartSendsTheTableInForce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.h.Close()
+	e.start() // alone on its database: it leads from its start
+	configs := e.kiosk("kiosk-2").configsOf(t)
+	waitConfig(t, configs, "the table in force before the kiosk is online", func(c protocol.KioskConfig) bool { return c.Rates.Version != "" })
+}
