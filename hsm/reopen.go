@@ -13,10 +13,14 @@ import (
 // restart would stop every sale until the hub restarts. Like any Session
 // it is one goroutine's at a time (the ledger serializes its calls).
 type ReopeningSession struct {
-	open func() (Session, error)
-	mu   sync.Mutex
-	s    Session
+	open   func() (Session, error)
+	mu     sync.Mutex
+	s      Session
+	closed bool
 }
+
+// errReopeningClosed is a call on a ReopeningSession after its Close.
+var errReopeningClosed = errors.New("hsm: session closed")
 
 // Reopening opens a session with open, and reopens it with open when it
 // is lost.
@@ -33,8 +37,11 @@ func Reopening(open func() (Session, error)) (*ReopeningSession, error) {
 // up Close.
 func (r *ReopeningSession) session() (Session, error) {
 	r.mu.Lock()
-	s := r.s
+	s, closed := r.s, r.closed
 	r.mu.Unlock()
+	if closed {
+		return nil, errReopeningClosed
+	}
 	if s != nil {
 		return s, nil
 	}
@@ -43,6 +50,11 @@ func (r *ReopeningSession) session() (Session, error) {
 		return nil, err
 	}
 	r.mu.Lock()
+	if r.closed { // closed while the open hung: the session is no one's
+		r.mu.Unlock()
+		s.Close()
+		return nil, errReopeningClosed
+	}
 	if cur := r.s; cur != nil { // another caller's open came first
 		r.mu.Unlock()
 		s.Close()
@@ -99,7 +111,7 @@ func (r *ReopeningSession) Signer(label string) (crypto.Signer, error) {
 func (r *ReopeningSession) Close() error {
 	r.mu.Lock()
 	s := r.s
-	r.s = nil
+	r.s, r.closed = nil, true
 	r.mu.Unlock()
 	if s == nil {
 		return nil

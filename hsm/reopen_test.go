@@ -66,13 +66,15 @@ func TestReopeningSessionAfterRestart(t *testing.T) {
 func TestHungReopenDoesNotHoldUpClose(t *testing.T) {
 	hsmGen := 0
 	hang := make(chan struct{})
-	defer close(hang)
 	opening := make(chan struct{}, 1)
 	first := true
+	var late *fakeSession
 	r, err := hsm.Reopening(func() (hsm.Session, error) {
 		if !first {
 			opening <- struct{}{}
 			<-hang
+			late = &fakeSession{id: 2, hsmGen: &hsmGen, gen: hsmGen}
+			return late, nil
 		}
 		first = false
 		return &fakeSession{hsmGen: &hsmGen, gen: hsmGen}, nil
@@ -81,7 +83,11 @@ func TestHungReopenDoesNotHoldUpClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	hsmGen++ // the HSM restarts, and hangs when asked for a new session
-	go r.MAC("k", nil)
+	macs := make(chan error, 1)
+	go func() {
+		_, err := r.MAC("k", nil)
+		macs <- err
+	}()
 	<-opening
 	closed := make(chan error, 1)
 	go func() { closed <- r.Close() }()
@@ -89,5 +95,17 @@ func TestHungReopenDoesNotHoldUpClose(t *testing.T) {
 	case <-closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close waits for the hung reopen")
+	}
+	// The open that outlived Close: its session is closed, not kept, and
+	// the call fails.
+	close(hang)
+	if err := <-macs; err == nil {
+		t.Error("a MAC after Close worked")
+	}
+	if !late.closed {
+		t.Error("the session a hung reopen opened after Close was left open")
+	}
+	if _, err := r.MAC("k", nil); err == nil {
+		t.Error("a MAC after Close worked")
 	}
 }

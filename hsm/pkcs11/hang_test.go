@@ -116,9 +116,9 @@ func signingKey(t *testing.T, label string) {
 	}
 }
 
-// meanwhile runs first in the background; once it hangs in the HSM (or
-// returns), then must return within a deadline: one caller's hung call
-// holds up no other caller of the Token.
+// meanwhile runs first in the background; once it hangs in the HSM,
+// then must return within a deadline: one caller's hung call holds up no
+// other caller of the Token.
 func meanwhile(t *testing.T, st *stallingCtx, first func(), then func() error) {
 	t.Helper()
 	firstDone := make(chan struct{})
@@ -127,6 +127,7 @@ func meanwhile(t *testing.T, st *stallingCtx, first func(), then func() error) {
 	case call := <-st.hung:
 		t.Logf("the first caller hangs in %s", call)
 	case <-firstDone:
+		t.Fatal("the first caller returned without hanging: the test tests nothing")
 	case <-time.After(10 * time.Second):
 		t.Fatal("the first caller neither hung nor returned")
 	}
@@ -201,20 +202,14 @@ func TestHungReconnectHoldsUpNoOneElse(t *testing.T) {
 }
 
 // After an HSM restart a worker loading its key does not wait on the
-// management session being reconnected by another, which hangs.
+// management session being reconnected by another caller (ops reading a
+// public key), which hangs holding the management session's lock.
 func TestHungManagementReconnectHoldsUpNoSigner(t *testing.T) {
 	signingKey(t, "hang-mgmt")
 	tok, st := stalling(t)
 	hsmRestart(t)
 	st.hangNext("GetSlotList")
-	first := func() {
-		s, err := tok.Session()
-		if err != nil {
-			return
-		}
-		defer s.Close()
-		s.Signer("hang-mgmt")
-	}
+	first := func() { tok.Public("hang-mgmt") } // its session is lost: it finds the token again
 	meanwhile(t, st, first, func() error {
 		s, err := tok.Session()
 		if err != nil {
@@ -260,4 +255,37 @@ func TestLostHandleNotClosed(t *testing.T) {
 	if st.wasClosed(mgmt) {
 		t.Error("the lost management session's handle was closed")
 	}
+}
+
+// Once a session has found the token gone and found it again, the
+// management session's handle is dead, and a restarted HSM may have given
+// its number to a worker's new session: Close logs out and closes no
+// such handle, and the next management call opens a session of its own.
+func TestStaleManagementHandleNotUsed(t *testing.T) {
+	signingKey(t, "stale-mgmt")
+	tok, err := Open(token.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stallingCtx{cryptoki: tok.ctx, hung: make(chan string, 8), release: make(chan struct{}),
+		hang: map[string]int{}, fail: map[string]error{}}
+	defer close(st.release)
+	tok.ctx = st
+	tok.mu.Lock()
+	mgmt := tok.mgmt
+	tok.mu.Unlock()
+	hsmRestart(t)
+	st.failNext("OpenSession", p11.Error(p11.CKR_SLOT_ID_INVALID)) // the token is found again
+	s, err := tok.Session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Signer("stale-mgmt"); err != nil {
+		t.Fatal(err)
+	}
+	tok.Close()
+	if st.wasClosed(mgmt) {
+		t.Error("Close closed the management session's dead handle")
+	}
+	s.Close()
 }

@@ -67,6 +67,11 @@ type Token struct {
 	// holds up no worker.
 	mu   sync.Mutex
 	mgmt p11.SessionHandle
+	// mgmtStale is set when a session found the token gone and found it
+	// again: mgmt's handle died with it, and a restarted HSM may have
+	// given its number to another session, which must not be used or
+	// closed as this one. The next management call reconnects first.
+	mgmtStale atomic.Bool
 }
 
 // cryptoki is the part of miekg/pkcs11's Ctx a Token calls: the module's
@@ -145,13 +150,15 @@ func (t *Token) refind() (uint, error) {
 	t.smu.Lock()
 	t.slot = slot
 	t.smu.Unlock()
+	t.mgmtStale.Store(true)
 	return slot, nil
 }
 
 // reconnect finds the token again, opens a new management session and
 // logs in again: what an HSM restart, a failover or a re-inserted token
-// takes. lost is the error the old session gave. t.mu is held.
-func (t *Token) reconnect(lost error) error {
+// takes. closeOld says the old management session is still the
+// module's, to be freed. t.mu is held.
+func (t *Token) reconnect(closeOld bool) error {
 	slot, err := t.refind()
 	if err != nil {
 		return err
@@ -160,23 +167,30 @@ func (t *Token) reconnect(lost error) error {
 	if err != nil {
 		return wrap("open session", err)
 	}
-	if !gone(lost) {
-		t.ctx.CloseSession(t.mgmt) // still the module's: free it
+	if closeOld {
+		t.ctx.CloseSession(t.mgmt)
 	}
 	t.mgmt = h
+	t.mgmtStale.Store(false)
 	return t.login()
 }
 
 // withMgmt runs f on the management session, t.mu held; if the session is
 // lost it reconnects and runs f once more.
 func (t *Token) withMgmt(f func() error) error {
+	if t.mgmtStale.Load() {
+		if err := t.reconnect(false); err != nil {
+			t.mgmt = 0 // CK_INVALID_HANDLE: not the old number, which may be reused
+			return fmt.Errorf("pkcs11: management session: %w (reconnecting: %w)", hsm.ErrSessionLost, err)
+		}
+	}
 	err := f()
 	if !errors.Is(err, hsm.ErrSessionLost) {
 		return err
 	}
-	if rerr := t.reconnect(err); rerr != nil {
+	if rerr := t.reconnect(!gone(err) && !t.mgmtStale.Load()); rerr != nil {
 		if gone(err) {
-			t.mgmt = 0 // CK_INVALID_HANDLE: not the old number, which may be reused
+			t.mgmt = 0
 		}
 		return fmt.Errorf("%w (reconnecting: %w)", err, rerr)
 	}
@@ -253,7 +267,7 @@ func (t *Token) Close() error {
 		delete(t.mod.logins, t.cfg.Token)
 	}
 	modMu.Unlock()
-	if t.mgmt != 0 {
+	if t.mgmt != 0 && !t.mgmtStale.Load() {
 		if last {
 			t.ctx.Logout(t.mgmt)
 		}
@@ -445,7 +459,9 @@ func (t *Token) Session() (*Session, error) {
 	// restart a new session is not logged in, and its keys are hidden.
 	if loggedIn(t.ctx, h) != nil {
 		if err := t.loginOn(h); err != nil {
-			t.ctx.CloseSession(h)
+			if !gone(err) { // a dropped handle's number may be another's now
+				t.ctx.CloseSession(h)
+			}
 			return nil, err
 		}
 	}

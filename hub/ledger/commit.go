@@ -442,9 +442,16 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		g = &PSD{Serial: GPSDSerial}
 		reads.QueryRow(g.scan, l.psdQuery(true), GPSDSerial)
 	}
+	var refused map[uint32]bool // keys whose stamps are not sold (RefuseKey)
+	if r := l.refusedKeys.Load(); r != nil {
+		refused = *r
+	}
 	priors := make([]error, len(batch)) // an earlier answer or a conflict
 	used := map[string]bool{}           // labels that carry an indicium
-	if l.db.Dialect == store.Postgres {
+	if l.db.Dialect == store.Postgres || refused != nil {
+		// On SQLite too once a key is refused: a copy of a sale answered
+		// before gets that answer, where its refused stamp would be
+		// spoiled before any constraint found the copy.
 		l.queueChecks(&reads, batch, priors, used)
 	}
 	var floor int64
@@ -499,13 +506,9 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		gdr = g.DR
 	}
 	var mid store.Batch
-	var refused map[uint32]bool
-	if r := l.refusedKeys.Load(); r != nil {
-		refused = *r
-	}
 	for i, t := range batch {
 		s := t.sale
-		var saleErr error
+		var saleErr, keyErr error
 		var writable []*Part
 		var need protocol.Mills
 		tent := map[uint32]Slot{} // chains as this sale's earlier parts leave them
@@ -529,7 +532,7 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 			}
 			if refused[p.CertSerial] {
 				// Signed before the workers stopped: written, as spoiled.
-				saleErr = errors.Join(saleErr, protocol.Errorf(protocol.CodeServiceUnavailable, "the signing key was withdrawn; try again later"))
+				keyErr = protocol.Errorf(protocol.CodeServiceUnavailable, "the signing key was withdrawn; try again later")
 			}
 			writable = append(writable, p)
 			tent[p.Serial] = Slot{AR: p.AR, DR: p.DR}
@@ -555,6 +558,10 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		}
 		if saleErr == nil {
 			saleErr = priors[i]
+		}
+		if saleErr == nil {
+			// After priors: a request answered before gets that answer.
+			saleErr = keyErr
 		}
 		if saleErr == nil {
 			for _, p := range writable {

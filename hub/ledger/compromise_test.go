@@ -1,6 +1,7 @@
 package ledger_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -152,4 +153,26 @@ func TestRefusedKeysWaitingStampSpoiled(t *testing.T) {
 		t.Fatalf("a later stamp of the refused key: %v", err)
 	}
 	f.check()
+}
+
+// A copy of a request answered before (another hub's), whose stamp was
+// signed with a key refused since, gets the earlier answer, not a
+// refusal: the buyer was told ok and holds that stamp.
+func TestRefusedKeysCopyOfAnAnsweredSaleReplays(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, dsn string) {
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1})
+		ctx := context.Background()
+		s := newSale("answered", 780, "0000-0001-01")
+		first, err := f.pool.Sell(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.l.RefuseKey(1)
+		again, err := f.pool.Sell(ctx, newSale("answered", 780, "0000-0001-01"))
+		if err != nil || !bytes.Equal(again, first) {
+			t.Fatalf("the copy got %v, %q; want the earlier answer", err, again)
+		}
+		f.check()
+	})
 }
