@@ -804,14 +804,16 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	h.pushedRates = map[string]string{}
 	// Kiosks get the table in force as they come online, or with a
-	// rate_table_stale refusal. A hub that leads from its start also sends
-	// it to every kiosk, as one taking the lead later does (lead): kiosks
-	// that stayed connected to the broker while every hub was down do not
-	// come online again.
+	// rate_table_stale refusal. A hub that leads from its start notes
+	// nothing, so its first tick sends every kiosk the table, as one taking
+	// the lead later does (lead): kiosks that stayed connected to the
+	// broker while every hub was down do not come online again. Not here:
+	// a publish a kiosk, and start would wait on every one.
 	h.tickMu.Lock()
-	leading := h.leading
+	if !h.leading {
+		h.pushRates(ctx, false)
+	}
 	h.tickMu.Unlock()
-	h.pushRates(ctx, leading)
 	h.bgCtx, h.bgCancel = context.WithCancel(context.Background())
 	h.bg.Go(h.watchdog)
 	if h.cfg.LedgerCheckEvery > 0 {

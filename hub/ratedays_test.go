@@ -276,6 +276,7 @@ func TestLeaderAtStartSendsTheTableInForce(t *testing.T) {
 	e := newEnv(t)
 	e.h.Close()
 	e.start() // alone on its database: it leads from its start
+	e.h.Tick(context.Background())
 	configs := e.kiosk("kiosk-2").configsOf(t)
 	waitConfig(t, configs, "the table in force before the kiosk is online", func(c protocol.KioskConfig) bool { return c.Rates.Version != "" })
 }
