@@ -2,7 +2,10 @@
 SHELL   := /bin/bash
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+# The kiosk's downgrade floor before any release ran healthy (main.built): the
+# last commit's date in UTC, not the clock's, so a build is reproducible.
+BUILT   ?= $(shell TZ=UTC0 git log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.built=$(BUILT)
 FUZZTIME ?= 5s
 # The race pass runs twice as many test binaries at once as there are cores:
 # they wait on disks and servers, and at one per core a core sat idle (181 s

@@ -16,7 +16,8 @@ import (
 // falls back to the release that passed.
 func TestInstallRefusedWhileAnotherReleaseIsOnTrial(t *testing.T) {
 	s := &update.Store{Dir: t.TempDir()}
-	for _, v := range []string{"2.0.0", "3.0.0"} {
+	staged := func(v string) {
+		t.Helper()
 		p := s.BinaryOf(v)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -25,6 +26,7 @@ func TestInstallRefusedWhileAnotherReleaseIsOnTrial(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	staged("2.0.0")
 	// The packaged binary ("") is the last release known good.
 	if err := s.Install("cmd-A", "2.0.0", time.Hour); err != nil {
 		t.Fatal(err)
@@ -40,6 +42,9 @@ func TestInstallRefusedWhileAnotherReleaseIsOnTrial(t *testing.T) {
 	if err := s.MarkHealthy("2.0.0"); err != nil {
 		t.Fatal(err)
 	}
+	// Staged only now: the kiosk stages nothing while a release is on
+	// trial, and a health check deletes a release staged and not installed.
+	staged("3.0.0")
 	if err := s.Install("cmd-B", "3.0.0", time.Hour); err != nil {
 		t.Fatalf("install once the trial ended: %v", err)
 	}

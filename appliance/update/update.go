@@ -11,6 +11,15 @@
 // at it, the trial record is written before the symlink moves, and a
 // symlink moves by an atomic rename.
 //
+// The releases share the root filesystem with the sale journal: Stage
+// refuses a release that would not leave journalReserve free, and once a
+// release is healthy every version but the current, previous and proven
+// ones is deleted.
+//
+// The directory is the service's to write, so the launcher runs a release
+// only once its binary matches the signed manifest kept beside it
+// (release.json), checked again with the release key at every start.
+//
 // A kiosk never goes back to an older release: Stage refuses a release
 // whose signed Created is earlier than that of the release running, or of
 // any release that passed its health check here (proven.json). A rollback
@@ -20,6 +29,7 @@
 package update
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -29,10 +39,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/frank-postage/frank/appliance/identity"
@@ -46,14 +58,43 @@ const Binary = "frank-kiosk"
 // is rolled back.
 const maxAttempts = 3
 
+// journalReserve is what a staged release must leave free on its
+// filesystem: the sale journal lives there too, and a kiosk whose journal
+// cannot grow stops selling.
+const journalReserve = 64 << 20
+
 // Store is the releases directory.
 type Store struct {
 	Dir string
-	Key ed25519.PublicKey // the release key; nil refuses every release
-	// Packaged is the signed Created of the packaged binary's release,
-	// if the image knows it: the floor while no release has passed a
-	// health check here. Zero takes the first release offered.
+	Key ed25519.PublicKey // the release key; nil refuses every release and runs only the packaged binary
+	// Packaged is when the packaged binary was built (its commit date,
+	// stamped in at build time): the floor while no release has passed a
+	// health check here. Zero (a dev build) takes the first release
+	// offered.
 	Packaged time.Time
+	// Log gets what no caller has to act on (an old release not
+	// deleted); nil is slog.Default().
+	Log *slog.Logger
+
+	freeSpace func(dir string) (uint64, error) // nil: statfs; tests set it
+}
+
+// NoSpaceError is a release refused because its binary would not leave
+// journalReserve free. The hub gets it as update_failed: it unwraps to a
+// *protocol.Error.
+type NoSpaceError struct {
+	Version string
+	Need    uint64 // bytes: the rest of the binary plus the reserve
+	Free    uint64 // bytes available
+}
+
+func (e *NoSpaceError) Error() string {
+	return fmt.Sprintf("release %s needs %d MiB free (its binary and %d MiB kept for the sale journal); %d MiB are",
+		e.Version, e.Need>>20, journalReserve>>20, e.Free>>20)
+}
+
+func (e *NoSpaceError) Unwrap() error {
+	return &protocol.Error{Code: protocol.CodeUpdateFailed, Message: e.Error()}
 }
 
 // Signed is what a kiosk keeps of a release's manifest: its version and
@@ -62,6 +103,15 @@ type Store struct {
 type Signed struct {
 	Version string    `json:"version"`
 	Created time.Time `json:"created"`
+}
+
+// record is versions/V/release.json: Signed, and the manifest as signed,
+// so that the launcher can check the binary again before it runs it.
+type record struct {
+	Signed
+	Arch      string `json:"arch,omitempty"`
+	Manifest  []byte `json:"manifest,omitempty"`
+	Signature []byte `json:"signature,omitempty"`
 }
 
 // Trial is a release installed and not yet healthy.
@@ -133,13 +183,14 @@ func (s *Store) Stage(ctx context.Context, client *http.Client, base string, off
 	}
 	final := s.BinaryOf(m.Version)
 	info := s.path("versions", m.Version, "release.json")
+	rec := record{Signed: Signed{Version: m.Version, Created: m.Created}, Arch: arch, Manifest: offer.Manifest, Signature: offer.Signature}
 	if sum, n, err := hashFile(final); err == nil && sum == a.SHA256 && n == a.Size {
-		var have Signed
-		if readJSON(info, &have) == nil && have.Created.Equal(m.Created) {
+		var have record
+		if readJSON(info, &have) == nil && have.Created.Equal(m.Created) && bytes.Equal(have.Manifest, rec.Manifest) && have.Arch == arch {
 			return m, nil
 		}
 		// Signed again (a rollback ops made): the same binary, newer.
-		if err := writeJSON(info, Signed{Version: m.Version, Created: m.Created}); err != nil {
+		if err := writeJSON(info, rec); err != nil {
 			return nil, fmt.Errorf("update: stage: %w", err)
 		}
 		return m, nil
@@ -147,8 +198,31 @@ func (s *Store) Stage(ctx context.Context, client *http.Client, base string, off
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
 		return nil, fmt.Errorf("update: stage: %w", err)
 	}
+	// Room first: releases not kept, and another release's partial download.
+	if err := s.prune(m.Version); err != nil {
+		s.log().Warn("old releases not all deleted", "err", err)
+	}
 	part := final + ".part"
+	var have int64
+	if fi, err := os.Stat(part); err == nil && fi.Size() <= a.Size {
+		have = fi.Size()
+	}
+	need := uint64(a.Size-have) + journalReserve
+	free, err := s.free()
+	if err != nil {
+		return nil, fmt.Errorf("update: stage %s: free space: %w", m.Version, err)
+	}
+	if free < need {
+		return nil, fmt.Errorf("update: stage: %w", &NoSpaceError{Version: m.Version, Need: need, Free: free})
+	}
 	if err := download(ctx, client, base+offer.Path+"/"+arch, part, a.Size); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			// A partial file kept would hold the journal's room until the
+			// next offer; the next attempt starts over.
+			os.Remove(part)
+			free, _ := s.free()
+			return nil, fmt.Errorf("update: stage: %w: %w", &NoSpaceError{Version: m.Version, Need: need, Free: free}, err)
+		}
 		return nil, fmt.Errorf("update: stage %s: %w", m.Version, err)
 	}
 	sum, n, err := hashFile(part)
@@ -162,8 +236,9 @@ func (s *Store) Stage(ctx context.Context, client *http.Client, base string, off
 	if err := os.Chmod(part, 0o755); err != nil {
 		return nil, fmt.Errorf("update: stage: %w", err)
 	}
-	// Before the binary: a release's binary in place has its Created.
-	if err := writeJSON(info, Signed{Version: m.Version, Created: m.Created}); err != nil {
+	// Before the binary: a release's binary in place has its Created and
+	// its signed manifest.
+	if err := writeJSON(info, rec); err != nil {
 		return nil, fmt.Errorf("update: stage: %w", err)
 	}
 	if err := os.Rename(part, final); err != nil {
@@ -210,11 +285,13 @@ func download(ctx context.Context, client *http.Client, url, part string, size i
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 	case http.StatusOK: // the server would not resume: from the start
-		if err := f.Truncate(0); err != nil {
-			return err
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return err
+		if have > 0 {
+			if err := f.Truncate(0); err != nil {
+				return err
+			}
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
 		}
 	default:
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
@@ -333,6 +410,65 @@ func (s *Store) MarkHealthy(version string) error {
 	return nil
 }
 
+// prune deletes every version directory but those of the current and
+// previous releases, the proven one (the floor's), a trial's two, and
+// keep (a release being staged): on a 2 GB card shared with the sale
+// journal, releases kept forever would fill it. A partial download of
+// another release goes with its directory.
+func (s *Store) prune(keep string) error {
+	keeps := map[string]bool{keep: true, s.Current(): true}
+	if t, err := os.Readlink(s.path("previous")); err == nil {
+		keeps[filepath.Base(t)] = true
+	}
+	var p Signed
+	if readJSON(s.path("proven.json"), &p) == nil {
+		keeps[p.Version] = true
+	}
+	if t := s.Trial(); t != nil {
+		keeps[t.Version], keeps[t.Previous] = true, true
+	}
+	dirs, err := os.ReadDir(s.path("versions"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("update: prune: %w", err)
+	}
+	var errs []error
+	for _, d := range dirs {
+		if keeps[d.Name()] {
+			continue
+		}
+		if err := os.RemoveAll(s.path("versions", d.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("update: prune: %w", err)
+	}
+	return nil
+}
+
+// free is how many bytes the releases' filesystem has for the service
+// (not those kept for root).
+func (s *Store) free() (uint64, error) {
+	if s.freeSpace != nil {
+		return s.freeSpace(s.Dir)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.Dir, &st); err != nil {
+		return 0, err
+	}
+	return uint64(st.Bavail) * uint64(st.Bsize), nil
+}
+
+func (s *Store) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
 // HealthySteps are MarkHealthy's steps in order, each durable once done
 // (none if version is not on trial): a power cut may stop them after any
 // one, and the launcher's next Start finds the trial still running (the
@@ -349,6 +485,15 @@ func (s *Store) HealthySteps(version string) []func() error {
 			return writeJSON(s.path("outcome.json"), Outcome{CommandID: t.CommandID, Version: version, Status: Healthy, At: time.Now().UTC()})
 		},
 		func() error { return s.prove(t) },
+		// While the trial is on disk, so no Stage runs meanwhile. A
+		// release left over (an error, a cut) goes at the next Stage or
+		// health check, and fails neither this one nor the health check.
+		func() error {
+			if err := s.prune(""); err != nil {
+				s.log().Warn("old releases not all deleted", "err", err)
+			}
+			return nil
+		},
 		s.endTrial,
 	}
 }

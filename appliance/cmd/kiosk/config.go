@@ -68,7 +68,16 @@ type fileConfig struct {
 // readConfig reads a config file strictly: an unknown field is a typo
 // that would otherwise silently take a default.
 func readConfig(path string) (*fileConfig, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	b, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -85,6 +94,11 @@ func readConfig(path string) (*fileConfig, error) {
 	// file, as an unknown field is, not settings to ignore.
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("config %s: trailing data after the object", path)
+	}
+	// Badge codes are plain text, and a PIN's bcrypt hash falls to a
+	// search of the 10^4 or so PINs: any local user could log in as staff.
+	if (len(c.StaffBadges) > 0 || c.StaffPINBcrypt != "") && fi.Mode().Perm()&0o004 != 0 {
+		return nil, fmt.Errorf("config %s: mode %v lets every user read staff_badges and staff_pin_bcrypt; chmod 640 it (chgrp frank-kiosk)", path, fi.Mode().Perm())
 	}
 	return &c, nil
 }

@@ -29,7 +29,7 @@ func FuzzReadConfig(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if err := os.WriteFile(path, b, 0o644); err != nil {
+		if err := os.WriteFile(path, b, 0o640); err != nil { // staff fields: not for others
 			t.Fatal(err)
 		}
 		c, err := readConfig(path)

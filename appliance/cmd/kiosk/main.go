@@ -35,6 +35,11 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// built is the packaged build's commit date, RFC 3339 in UTC, set at build
+// time with -ldflags "-X main.built=..." (Makefile, images/build); empty in
+// a dev build. A release signed before it is older than the package.
+var built = ""
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "enroll" {
 		os.Exit(enroll(os.Args[2:]))
@@ -222,17 +227,9 @@ func run() int {
 		return 2
 	}
 	// The packaged binary launches the current release, if one is installed.
-	updates := &update.Store{Dir: *updatesDir}
-	if updates.Dir == "" {
-		updates.Dir = filepath.Join(filepath.Dir(*journalPath), "releases")
-	}
-	if b, err := os.ReadFile(*releaseKey); err == nil {
-		if updates.Key, err = protocol.ParseReleasePublicKey(b); err != nil {
-			fmt.Fprintln(os.Stderr, "kiosk: config: release key:", err)
-			return 2
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		fmt.Fprintln(os.Stderr, "kiosk: config: release key:", err)
+	updates, err := newUpdates(*updatesDir, *journalPath, *releaseKey, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kiosk: config:", err)
 		return 2
 	}
 	if !*checkConfig {
@@ -376,4 +373,31 @@ func writeReady(path, addr string) error {
 		return fmt.Errorf("kiosk: ready file: %w", err)
 	}
 	return nil
+}
+
+// newUpdates is the releases directory (dir, or releases/ beside the
+// journal), with the release key at keyPath if there is one, and the
+// packaged build's date as the downgrade floor until a release proves
+// healthy: without it every fresh image, and every kiosk after a .deb
+// install (which removes current), would take any old signed release.
+func newUpdates(dir, journalPath, keyPath string, log *slog.Logger) (*update.Store, error) {
+	s := &update.Store{Dir: dir, Log: log}
+	if s.Dir == "" {
+		s.Dir = filepath.Join(filepath.Dir(journalPath), "releases")
+	}
+	if b, err := os.ReadFile(keyPath); err == nil {
+		if s.Key, err = protocol.ParseReleasePublicKey(b); err != nil {
+			return nil, fmt.Errorf("release key: %w", err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("release key: %w", err)
+	}
+	if built != "" {
+		t, err := time.Parse(time.RFC3339, built)
+		if err != nil {
+			return nil, fmt.Errorf("the binary's build date %q (-X main.built): %w", built, err)
+		}
+		s.Packaged = t
+	}
+	return s, nil
 }
