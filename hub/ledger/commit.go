@@ -454,6 +454,21 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		// spoiled before any constraint found the copy.
 		l.queueChecks(&reads, batch, priors, used)
 	}
+	// The sheets of web customers' sales, locked in one order after the
+	// PSDs (a kiosk's sheets are never a web customer's).
+	owners := map[protocol.SheetSerial]*sheetOwner{}
+	for _, t := range batch {
+		if t.sale.Account != 0 {
+			for _, it := range t.sale.Items {
+				owners[it.Label.Sheet] = &sheetOwner{}
+			}
+		}
+	}
+	for _, sh := range slices.Sorted(maps.Keys(owners)) {
+		o := owners[sh]
+		reads.QueryRow(func(scan func(...any) error) error { return scan(&o.account, &o.used, &o.kiosk) },
+			stock.WebOwnerQuery+l.db.ForUpdate(), uint32(sh))
+	}
 	var floor int64
 	reads.QueryRow(func(scan func(...any) error) error { return scan(&floor) }, floorQuery)
 	if err := tx.Run(ctx, &reads); err != nil {
@@ -563,6 +578,9 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 			// After priors: a request answered before gets that answer.
 			saleErr = keyErr
 		}
+		if saleErr == nil && s.Account != 0 {
+			saleErr = owned(s, owners)
+		}
 		if saleErr == nil {
 			for _, p := range writable {
 				if used[p.Item().Label.String()] {
@@ -643,6 +661,12 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 	var writes store.Batch
 	writes.Insert("sales", saleCols, sales)
 	writes.Insert("indicia", indiciumCols, indicia)
+	for _, sh := range slices.Sorted(maps.Keys(owners)) {
+		if o := owners[sh]; o.retake != 0 {
+			w := stock.Retake(uint32(sh), o.retake, now)
+			writes.Exec(nil, w.Query, w.Args...)
+		}
+	}
 	// In one order on every hub: two hubs' batches that share sheets queue
 	// on them and never deadlock.
 	for _, sh := range slices.Sorted(maps.Keys(sheets)) {
@@ -757,6 +781,30 @@ func funded(committed map[*Part]bool) bool {
 		}
 	}
 	return false
+}
+
+// sheetOwner is a web sheet as a batch's commit reads it
+// (stock.WebOwnerQuery), and the customer it goes back to.
+type sheetOwner struct {
+	account     int64
+	used, kiosk int
+	retake      int64
+}
+
+// owned refuses web sale s unless the sheets of its labels are its
+// customer's, or unclaimed and unused: those it takes back for them.
+func owned(s *Sale, owners map[protocol.SheetSerial]*sheetOwner) error {
+	for _, it := range s.Items {
+		o := owners[it.Label.Sheet]
+		switch {
+		case o.account == s.Account:
+		case o.account == 0 && o.used == 0 && o.kiosk == 0:
+			o.account, o.retake = s.Account, s.Account // a later sale in the batch sees it theirs
+		default:
+			return protocol.Errorf(protocol.CodeLabelNotAssigned, "sheet %s is not yours", it.Label.Sheet)
+		}
+	}
+	return nil
 }
 
 // Item is the sale item the part signed.

@@ -317,6 +317,11 @@ type Sale struct {
 	// sale's own transaction: one durable commit answers the kiosk.
 	// It must change exactly one row, or the sale is refused with Stale.
 	Payment *store.Write
+	// Account is the web customer buying, 0 for a kiosk's sale. Their
+	// labels' sheets must be theirs when the sale commits, or unclaimed
+	// and unused (a claim dropped while its hub seemed dead), and are then
+	// theirs again; a sheet another customer has is label_not_assigned.
+	Account int64
 	// Approval is the card payment's approval code, kept in the answer
 	// for the customer's receipt (and byte-identical replays).
 	Approval string

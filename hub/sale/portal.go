@@ -101,7 +101,8 @@ func (s *Service) buy(ctx context.Context, ord *order, acct *accounts.Account, o
 	if err != nil {
 		return nil, nil, err
 	}
-	sale := &ledger.Sale{KioskID: ord.kioskID, RequestID: ord.requestID, BodyHash: ord.hash, UserID: WebUserBase + uint64(acct.ID), OriginZIP: zip, Priced: priced}
+	sale := &ledger.Sale{KioskID: ord.kioskID, RequestID: ord.requestID, BodyHash: ord.hash, UserID: WebUserBase + uint64(acct.ID), OriginZIP: zip, Priced: priced,
+		Account: acct.ID}
 	for _, l := range labels {
 		sale.Items = append(sale.Items, ledger.Item{RateClass: o.RateClass, Postage: price, Label: l})
 	}

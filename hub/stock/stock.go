@@ -482,6 +482,23 @@ func (s *Stock) Batches(ctx context.Context) ([]Batch, error) {
 	return out, rows.Err()
 }
 
+// WebOwnerQuery reads, for a web sale's commit, a sheet's customer (0:
+// none), its labels used, and 1 if a kiosk holds it. The ledger reads it
+// in the sale's transaction, the row locked on PostgreSQL, so that the
+// sheet cannot change hands before the sale commits.
+const WebOwnerQuery = `SELECT COALESCE(account_id, 0), used, CASE WHEN kiosk_id IS NULL THEN 0 ELSE 1 END FROM sheets WHERE serial = ?`
+
+// Retake is the write that gives a sheet, unclaimed and unused, back to
+// the customer whose sale on it commits: a claim its hub made was dropped
+// while the hub seemed dead (SettleClaims), and the hub lived on to
+// commit the sale.
+func Retake(sheet uint32, accountID int64, at time.Time) store.Write {
+	return store.Write{
+		Query: `UPDATE sheets SET account_id = ?, assigned_at = ? WHERE serial = ? AND account_id IS NULL AND kiosk_id IS NULL`,
+		Args:  []any{accountID, at.UnixMicro(), sheet},
+	}
+}
+
 // MarkUsed is the write that counts n labels of a sheet as used, the sheet
 // invalidated with its tenth: the ledger commits it in the transaction of
 // the sale that used them. A web sheet's claim is then its buyer's for
