@@ -954,9 +954,9 @@ func (h *Hub) checkClock(ctx context.Context, now func() time.Time) {
 	}
 }
 
-// A kiosk whose failed prints in the last hour reach failedPrintsMin and
-// a quarter of its stamps is alerted: jams come now and then, not by the
-// dozen. Each failed stamp is voided and refunded, so a stolen kiosk that
+// A kiosk whose stamps voided as failed in the last hour reach
+// failedPrintsMin and a quarter of its stamps is alerted: jams come now
+// and then, not by the dozen. Each failed stamp is voided and refunded, so a stolen kiosk that
 // prints and reports failure gives stamps away.
 const (
 	failedPrintsMin    = 10
@@ -974,6 +974,26 @@ func (h *Hub) checkFailedPrints(ctx context.Context) {
 			h.alerts.Raise(ctx, alerts.FailedPrints, "kiosk/"+k.KioskID,
 				fmt.Sprintf("kiosk %s reported %d of its %d stamps of the last hour failed to print; each was voided and refunded", k.KioskID, k.Failed, k.Total))
 		}
+	}
+}
+
+// refundUnclaimed refunds the failed labels whose customer chose no
+// remedy and whose kiosk did not refund them once the choice was over (it
+// died, or lost the hub), so that nobody pays for a stamp that did not
+// print. A refund that fails here is due, and finished by a later tick
+// (RefundsDue).
+func (h *Hub) refundUnclaimed(ctx context.Context) {
+	now := h.clockNow()
+	due, err := h.ledger.RefundUnclaimed(ctx, now.Add(-max(h.cfg.RefundWindow, refundsDueFor)), now.Add(-ledger.UnclaimedAfter))
+	if err != nil {
+		h.log.Error("unclaimed failed labels not refunded", "err", err)
+		return
+	}
+	for _, d := range due {
+		h.log.Warn("failed label nobody claimed refunded by the hub", "kiosk", d.KioskID, "request_id", d.SaleID, "label", d.Label)
+	}
+	if _, err := h.sales.FinishRefunds(ctx, due); err != nil {
+		h.log.Error("unclaimed refunds not finished; tried again at a later tick", "err", err)
 	}
 }
 
@@ -1501,6 +1521,7 @@ func (h *Hub) Tick(ctx context.Context) {
 	} else if _, err := h.sales.FinishRefunds(ctx, due); err != nil {
 		h.log.Error("refunds due not finished; tried again at the next tick", "err", err)
 	}
+	h.refundUnclaimed(ctx)
 	stale, err := h.ledger.Unconfirmed(ctx, h.cfg.UnconfirmedAfter)
 	if err != nil {
 		h.log.Error("unconfirmed sales", "err", err)

@@ -12,12 +12,15 @@ import (
 
 // Retired is what retiring a kiosk did.
 type Retired struct {
-	Kiosk        string         `json:"kiosk"`
-	Lost         bool           `json:"lost"`
-	Certificates int            `json:"certificates_revoked"`
-	Sheets       int            `json:"sheets_voided"`
-	Labels       int            `json:"labels_voided"`
-	Refunded     protocol.Mills `json:"refunded_mills"`
+	Kiosk        string `json:"kiosk"`
+	Lost         bool   `json:"lost"`
+	Certificates int    `json:"certificates_revoked"`
+	Sheets       int    `json:"sheets_voided"`
+	Labels       int    `json:"labels_voided"`
+	// Unclaimed are labels it voided as failed whose customer chose no
+	// remedy: refunded now, as the kiosk would have.
+	Unclaimed int            `json:"failed_labels_refunded"`
+	Refunded  protocol.Mills `json:"refunded_mills"`
 }
 
 // RetireKiosk takes a kiosk out of the fleet for good, as ops do with one
@@ -26,7 +29,8 @@ type Retired struct {
 // within seconds and refuses it after that; a replaced password likewise),
 // enroll or sell. The label sheets loaded into it are voided. Stamps it was
 // issued and never reported are voided as if it had died, and their money
-// goes back to the customers. A lost kiosk is declared in the next postal
+// goes back to the customers, as does that of labels it reported failed
+// whose customer had no remedy yet. A lost kiosk is declared in the next postal
 // report. Its sales and stamps stay in history and reports.
 func (h *Hub) RetireKiosk(ctx context.Context, kioskID, why string, lost bool) (*Retired, error) {
 	if why == "" {
@@ -53,7 +57,12 @@ func (h *Hub) RetireKiosk(ctx context.Context, kioskID, why string, lost bool) (
 	if err != nil {
 		return r, err
 	}
-	r.Labels = len(voided)
+	for _, v := range voided {
+		if v.Unclaimed {
+			r.Unclaimed++
+		}
+	}
+	r.Labels = len(voided) - r.Unclaimed
 	// Their refunds are recorded due: what fails here, the leader's tick
 	// finishes a minute on.
 	r.Refunded, err = h.sales.FinishRefunds(ctx, voided)
@@ -61,7 +70,7 @@ func (h *Hub) RetireKiosk(ctx context.Context, kioskID, why string, lost bool) (
 		return r, fmt.Errorf("hub: retire %s: refunds left to the leader: %w", kioskID, err)
 	}
 	h.log.Warn("kiosk retired", "kiosk", kioskID, "why", why, "lost", lost, "certificates", r.Certificates, "sheets", r.Sheets,
-		"labels", r.Labels, "refunded", r.Refunded.String())
+		"labels", r.Labels, "unclaimed", r.Unclaimed, "refunded", r.Refunded.String())
 	return r, nil
 }
 
@@ -71,8 +80,8 @@ func (h *Hub) retireSummary(ctx context.Context, kioskID, why string, lost bool)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d certificates revoked, %d sheets voided, %d unreported stamps voided and %s refunded",
-		r.Certificates, r.Sheets, r.Labels, r.Refunded), nil
+	return fmt.Sprintf("%d certificates revoked, %d sheets voided, %d unreported stamps voided, %d failed labels nobody claimed, and %s refunded",
+		r.Certificates, r.Sheets, r.Labels, r.Unclaimed, r.Refunded), nil
 }
 
 // counterRefund takes back an unused kiosk stamp for the console.

@@ -47,6 +47,12 @@ const (
 	// stamps and reports them failed gives them away (the stamps are on the
 	// void list, which only a verifier that reads it refuses).
 	FailedPrints = "failed_prints"
+	// LateRemedy is a kiosk that asked a refund or reprint of a stamp
+	// issued longer ago than a kiosk may say it failed (ledger.RemedyLimit):
+	// refused, as the stamp may have been mailed meanwhile. A kiosk that
+	// lost the hub around a failed print asks late too; staff refund its
+	// customer at the counter. Acknowledged by ops, never cleared.
+	LateRemedy = "late_remedy"
 	// StaffGuessing is a kiosk that made a day's worth of wrong staff
 	// logins: its staff forgot their PIN, or it is stolen and someone is
 	// guessing.

@@ -231,6 +231,7 @@ func TestReportResentAsFirstSent(t *testing.T) {
 		// clock is behind voids a stamp inside the period reported: the
 		// void is dated into the next period (the report floor).
 		d2 := d1.Add(24 * time.Hour)
+		f.at(d2.Add(-30 * time.Minute)) // its failure is reported in time
 		f.mustSell(newSale("r2", 780, "0000-0006-02"))
 		f.at(d2.Add(time.Minute))
 		if _, err := f.l.SubmitReport(ctx, f.report(d1, d2, false), lostAnswer{pa}); err == nil {

@@ -27,6 +27,7 @@ import (
 // twice, and the report is confirmed only once all of them are durable.
 func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error {
 	now := micros(l.cfg.Now())
+	notBefore := micros(l.cfg.Now().Add(-RemedyLimit))
 	done := make([]int64, len(r.Labels))
 	errs := make([]error, len(r.Labels))
 	var wg sync.WaitGroup
@@ -39,7 +40,7 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 				done[i], errs[i] = l.db.GroupExec(ctx, printedQuery, now, r.KioskID, r.RequestID, lo.LabelSerial)
 				return
 			}
-			done[i], errs[i] = l.db.GroupExec(ctx, printFailedQuery, now, failReason(lo.Reason), r.KioskID, r.RequestID, lo.LabelSerial)
+			done[i], errs[i] = l.db.GroupExec(ctx, printFailedQuery, now, failReason(lo.Reason), r.KioskID, r.RequestID, lo.LabelSerial, notBefore)
 		})
 	}
 	wg.Wait()
@@ -47,6 +48,10 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 		switch {
 		case errs[i] != nil:
 			return fmt.Errorf("ledger: record print %s: %w", lo.LabelSerial, errs[i])
+		case done[i] == 0 && lo.Outcome != protocol.Printed && l.stillIssued(ctx, r.KioskID, r.RequestID, lo.LabelSerial):
+			// The kiosk's remedy request for it is refused and alerted.
+			l.log.Warn("label reported failed past the remedy limit; its indicium stays issued", "kiosk", r.KioskID, "request_id", r.RequestID,
+				"label", lo.LabelSerial, "limit", RemedyLimit.String())
 		case done[i] == 0:
 			l.log.Info("print report for no issued indicium (a repeat?)", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial)
 		case lo.Outcome != protocol.Printed:
@@ -54,6 +59,14 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 		}
 	}
 	return nil
+}
+
+// stillIssued reports whether kioskID's label of sale requestID is issued.
+func (l *Ledger) stillIssued(ctx context.Context, kioskID, requestID, label string) bool {
+	var n int
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT COUNT(*) FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`),
+		kioskID, requestID, label).Scan(&n)
+	return err == nil && n > 0
 }
 
 // The hub's own void reasons. A kiosk's report cannot give them: the
@@ -86,8 +99,9 @@ const (
 
 	printedQuery = `UPDATE indicia SET state = 'printed', printed_at = ?
 		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`
+	// A stamp issued longer ago than RemedyLimit stays issued.
 	printFailedQuery = voidIndicium + `void_reason = ?
-		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`
+		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued' AND created_at >= ?`
 )
 
 // Spoiled is a label that failed to print, as a remedy needs it.
@@ -101,11 +115,13 @@ type Spoiled struct {
 }
 
 // FailedLabel finds a label of kioskID's sale requestID whose print failed
-// and that has no remedy yet; anything else is remedy_not_allowed. A label
-// not yet reported either way is voided now: asking for a remedy says it
-// failed, and the report may still be on its way.
+// and that has no remedy yet, for its free reprint; anything else is
+// remedy_not_allowed. A label not yet reported either way is voided now:
+// asking for a remedy says it failed, and the report may still be on its
+// way. A stamp issued longer ago than RemedyLimit gets no reprint
+// (*LateRemedyError): its customer has long gone.
 func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
-	sp, err := l.spoiledLabel(ctx, kioskID, requestID, label)
+	sp, err := l.spoiledLabel(ctx, kioskID, requestID, label, true)
 	if err != nil {
 		return nil, err
 	}
@@ -119,22 +135,35 @@ func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, lab
 	return sp, nil
 }
 
-// spoiledLabel is FailedLabel without the look for a remedy.
-func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
+// spoiledLabel is FailedLabel without the look for a remedy. A stamp
+// issued longer ago than RemedyLimit is not voided here: a kiosk that says
+// so late may have had it used (verifiers answered valid meanwhile). A
+// failed label voided in time may still be refunded late, as the leader
+// would refund it (RefundUnclaimed), but not reprinted.
+func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial, reprint bool) (*Spoiled, error) {
+	now := l.cfg.Now()
+	notBefore := now.Add(-RemedyLimit)
 	if _, err := l.db.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = 'remedy_requested'
-		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued'`), micros(l.cfg.Now()), kioskID, requestID, label.String()); err != nil {
+		WHERE kiosk_id = ? AND request_id = ? AND label = ? AND state = 'issued' AND created_at >= ?`),
+		micros(now), kioskID, requestID, label.String(), micros(notBefore)); err != nil {
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
 	}
 	sp := &Spoiled{Label: label, PaidBy: requestID}
 	var state, reason string
 	var reprintOf sql.NullString
-	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, ''), reprint_of FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),
-		kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason, &reprintOf)
+	var created int64
+	err := l.db.QueryRowContext(ctx, l.db.Rebind(`SELECT rate_class, postage, state, COALESCE(void_reason, ''), reprint_of, created_at FROM indicia WHERE kiosk_id = ? AND request_id = ? AND label = ?`),
+		kioskID, requestID, label.String()).Scan(&sp.RateClass, &sp.Postage, &state, &reason, &reprintOf, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s is not in sale %s of this kiosk", label, requestID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
+	}
+	if issued := time.UnixMicro(created); issued.Before(notBefore) && (state == "issued" || reprint && state == "voided" && failedVoid(reason)) {
+		return nil, &LateRemedyError{KioskID: kioskID, Label: label, Issued: issued, Reprint: reprint,
+			err: protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was issued %s ago, past the %s in which a kiosk may say it failed or ask its remedy; staff may take it back at the counter",
+				label, now.Sub(issued).Round(time.Minute), RemedyLimit)}
 	}
 	if state != "voided" {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not reported as failed", label)
@@ -181,7 +210,7 @@ func (l *Ledger) paidBy(ctx context.Context, q rowQuerier, kioskID, saleID strin
 // moved yet (the hub stopped in between, or the payment failed), and the
 // caller finishes it, moving it once.
 func (l *Ledger) ReserveRefund(ctx context.Context, kioskID, saleID string, label protocol.LabelSerial, refundID string) (*Spoiled, error) {
-	sp, err := l.spoiledLabel(ctx, kioskID, saleID, label)
+	sp, err := l.spoiledLabel(ctx, kioskID, saleID, label, false)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +251,9 @@ type RefundDue struct {
 	// sale PaidBy (SaleID, or for a free reprint the sale it reprints);
 	// the others are failed labels.
 	TakenBack bool
+	// Unclaimed is a label its kiosk voided as failed before, refunded
+	// by the hub for want of a remedy (RefundUnclaimed, VoidIssued).
+	Unclaimed bool
 	Amount    protocol.Mills
 	PaidBy    string
 }
@@ -288,7 +320,9 @@ func (l *Ledger) ReleaseRefund(ctx context.Context, kioskID string, label protoc
 // one's refund is recorded due in the same transaction, as a kiosk's
 // refund is before its money moves (request RetiredRefund), so a refund
 // that fails, or a hub that stops, part way through is finished by the
-// leader (RefundsDue). It returns the labels, with their sales.
+// leader (RefundsDue). So is the refund of each label the kiosk voided as
+// failed whose customer got no remedy: the kiosk will not refund it now.
+// It returns the labels, with their sales.
 func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]RefundDue, error) {
 	var out []RefundDue
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
@@ -318,7 +352,11 @@ func (l *Ledger) VoidIssued(ctx context.Context, kioskID, reason string) ([]Refu
 			ON CONFLICT DO NOTHING`), RetiredRefund, micros(l.cfg.Now()), kioskID); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), micros(l.cfg.Now()), reason, kioskID)
+		if _, err = tx.ExecContext(ctx, l.db.Rebind(voidIndicium+`void_reason = ? WHERE kiosk_id = ? AND state = 'issued'`), micros(l.cfg.Now()), reason, kioskID); err != nil {
+			return err
+		}
+		failed, err := l.refundUnremedied(ctx, tx, RetiredRefund, `i.kiosk_id = ?`, kioskID)
+		out = append(out, failed...)
 		return err
 	})
 	if err != nil {
@@ -344,16 +382,18 @@ type KioskFailures struct {
 	Total   int
 }
 
-// FailedPrints lists the kiosks with at least min stamps issued since
-// that they reported failed (or asked a remedy for), with their totals.
-// Web customers' stamps are never reported; retired kiosks' voids are not
-// theirs.
+// FailedPrints lists the kiosks with at least min stamps voided since
+// that they reported failed (or asked a remedy for), with their totals:
+// the stamps they were issued or had voided since. A void counts when it
+// happens, not when its stamp was issued, so stamps voided long after
+// their sale count too (index indicia_voided_at). Web customers' stamps
+// are never reported; retired kiosks' voids are not theirs.
 func (l *Ledger) FailedPrints(ctx context.Context, since time.Time, min int) ([]KioskFailures, error) {
 	rows, err := l.db.QueryContext(ctx, l.db.Rebind(`SELECT kiosk_id, COUNT(*),
-			(SELECT COUNT(*) FROM indicia t WHERE t.kiosk_id = v.kiosk_id AND t.created_at >= ?)
+			(SELECT COUNT(*) FROM indicia t WHERE t.kiosk_id = v.kiosk_id AND (t.created_at >= ? OR t.voided_at >= ?))
 		FROM indicia v
-		WHERE live IS NULL AND created_at >= ? AND kiosk_id NOT LIKE 'web-%' AND COALESCE(void_reason, '') NOT IN (?, ?, ?)
-		GROUP BY kiosk_id HAVING COUNT(*) >= ?`), micros(since), micros(since), reasonRefund, reasonRetired, reasonCompromised, min)
+		WHERE live IS NULL AND voided_at >= ? AND kiosk_id NOT LIKE 'web-%' AND COALESCE(void_reason, '') NOT IN (?, ?, ?)
+		GROUP BY kiosk_id HAVING COUNT(*) >= ?`), micros(since), micros(since), micros(since), reasonRefund, reasonRetired, reasonCompromised, min)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: failed prints: %w", err)
 	}

@@ -156,7 +156,7 @@ var alertKinds = []string{
 	alerts.Tamper, alerts.Fraud, alerts.InspectionDue, alerts.KioskOffline,
 	alerts.PaperOut, alerts.LabelsLow, alerts.FundsLow, alerts.Unconfirmed, alerts.ReportRefused, alerts.ReportLate,
 	alerts.CaptureRefused, alerts.RolloutHalted, alerts.PrinterFault, alerts.DoorOpen, alerts.ClockSkew, alerts.FailedPrints,
-	alerts.StaffGuessing, alerts.HSMUnavailable, alerts.KeyMismatch,
+	alerts.StaffGuessing, alerts.HSMUnavailable, alerts.KeyMismatch, alerts.LateRemedy,
 }
 
 type alertsCollector struct {

@@ -153,7 +153,7 @@ func TestRefundReservationKeptUnlessRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			book := &refundBook{}
-			s := &Service{Book: book, Money: &fakeMoney{refundErr: tc.err}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+			s := &Service{Book: book, Kiosks: fakeKiosks{}, Money: &fakeMoney{refundErr: tc.err}, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
 			req, _ := json.Marshal(protocol.RefundRequest{RequestID: "f-1", KioskID: "kiosk-1", Label: protocol.LabelRef{RequestID: "r-1", LabelSerial: "1966-F8CF-01"}})
 			out, perr := s.Refund(context.Background(), "kiosk-1", req)
 			var res protocol.RefundResult
