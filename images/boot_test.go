@@ -153,7 +153,10 @@ func TestImageBoots(t *testing.T) {
 		"staff_pin_bcrypt": string(pinHash),
 	}
 	b, _ := json.MarshalIndent(kioskJSON, "", "  ")
-	put(t, img, "/etc/frank/kiosk.json", b, 0o644)
+	// As the package leaves it: it holds the staff PIN's hash, so only the
+	// kiosk's group reads it.
+	put(t, img, "/etc/frank/kiosk.json", b, 0o640)
+	setGroup(t, img, "/etc/frank/kiosk.json", rootfsGID(t, rootfs, "frank-kiosk"))
 	put(t, img, "/etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf", []byte(
 		"[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200 %I vt100\n"), 0o644)
 	// The emulated display has no 3D: wlroots draws in software there (the
@@ -231,6 +234,13 @@ func TestImageBoots(t *testing.T) {
 		t.Errorf("systemd: %q, want running with no failed units", state)
 	}
 	t.Logf("systemd running after %s", time.Since(booted).Round(time.Second))
+
+	// sshd runs on host keys this kiosk made at its first boot (the image
+	// ships none), and kiosk.json is not for the touchscreen's user.
+	access := sh.run(t, time.Minute, "systemctl is-active ssh.service; ls /etc/ssh/ | grep -c '^ssh_host_.*_key$'; stat -c '%a %U:%G' /etc/frank/kiosk.json; su -s /bin/sh frank-screen -c 'cat /etc/frank/kiosk.json' >/dev/null 2>&1 && echo readable || echo unreadable")
+	if f := strings.Fields(access); len(f) != 5 || f[0] != "active" || f[1] == "0" || f[2] != "640" || f[3] != "root:frank-kiosk" || f[4] != "unreadable" {
+		t.Errorf("ssh host keys and kiosk.json: %q, want ssh active with its keys, kiosk.json 640 root:frank-kiosk and unreadable to frank-screen", access)
+	}
 
 	// udev named the adapters by the package's rules.
 	links := sh.run(t, time.Minute, "for d in printer scale scanner terminal; do readlink -f /dev/frank-$d; done; udevadm info -q property /dev/frank-printer | grep -E 'ID_SERIAL_SHORT|ID_VENDOR_ID'")
@@ -449,6 +459,36 @@ func put(t *testing.T, img, path string, data []byte, mode os.FileMode) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("debugfs %s: %v\n%s", path, err, out)
 	}
+}
+
+// setGroup sets a file's group in the ext4 image with debugfs.
+func setGroup(t *testing.T, img, path string, gid int) {
+	t.Helper()
+	cmd := exec.Command("debugfs", "-w", "-f", "-", filepath.Join(img, "root.img"))
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("sif %s gid %d\n", path, gid))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("debugfs sif %s gid %d: %v\n%s", path, gid, err, out)
+	}
+}
+
+// rootfsGID returns a group's id in the root file system.
+func rootfsGID(t *testing.T, rootfs, group string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(rootfs, "etc/group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Split(line, ":"); len(f) >= 3 && f[0] == group {
+			gid, err := strconv.Atoi(f[2])
+			if err != nil {
+				t.Fatalf("/etc/group: %q", line)
+			}
+			return gid
+		}
+	}
+	t.Fatalf("the root file system has no group %s", group)
+	return 0
 }
 
 func copyFile(t *testing.T, from, to string) {

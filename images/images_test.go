@@ -43,12 +43,16 @@ func (d deb) short() string              { return strings.TrimPrefix(d.name, "fr
 // dpkg-deb --contents prints them; all are root/root.
 var wantFiles = map[string]map[string]string{
 	"frank-kiosk": {
-		"./usr/bin/frank-kiosk":                         "-rwxr-xr-x",
-		"./usr/lib/systemd/system/frank-kiosk.service":  "-rw-r--r--",
-		"./etc/frank/kiosk.json":                        "-rw-r--r--",
-		"./usr/lib/udev/rules.d/60-frank-kiosk.rules":   "-rw-r--r--",
-		"./etc/xdg/autostart/frank-touchscreen.desktop": "-rw-r--r--",
-		"./usr/share/frank-kiosk/touchscreen":           "-rwxr-xr-x",
+		"./usr/bin/frank-kiosk":                        "-rwxr-xr-x",
+		"./usr/lib/systemd/system/frank-kiosk.service": "-rw-r--r--",
+		// The postinst makes it 0640 root:frank-kiosk (it may hold staff
+		// secrets); dpkg-deb shows the mode as built.
+		"./etc/frank/kiosk.json":                                            "-rw-r--r--",
+		"./etc/chromium/policies/managed/frank-kiosk.json":                  "-rw-r--r--",
+		"./usr/lib/systemd/system/ssh.service.d/frank-kiosk-host-keys.conf": "-rw-r--r--",
+		"./usr/lib/udev/rules.d/60-frank-kiosk.rules":                       "-rw-r--r--",
+		"./etc/xdg/autostart/frank-touchscreen.desktop":                     "-rw-r--r--",
+		"./usr/share/frank-kiosk/touchscreen":                               "-rwxr-xr-x",
 	},
 	"frank-hub": {
 		"./usr/bin/frank-hub":                                  "-rwxr-xr-x",
@@ -349,6 +353,11 @@ func checkScripts(t *testing.T, d deb, path, root string) {
 				t.Errorf("kiosk postinst does not add the user to %s", w)
 			}
 		}
+		for _, w := range []string{"chmod 0640 /etc/frank/kiosk.json", `chown "root:$(id -gn "$user")" /etc/frank/kiosk.json`} {
+			if !strings.Contains(post, w) {
+				t.Errorf("kiosk postinst has no %q: kiosk.json may hold staff secrets", w)
+			}
+		}
 	}
 }
 
@@ -629,6 +638,19 @@ func checkKioskFiles(t *testing.T, root string) {
 		}
 	}
 
+	// The browser's managed policy is the one TestKioskBrowserPolicy checks.
+	if b, err := os.ReadFile(filepath.Join(root, "etc/chromium/policies/managed/frank-kiosk.json")); err != nil {
+		t.Error(err)
+	} else if _, want := kioskPolicy(t); !bytes.Equal(b, want) {
+		t.Errorf("the packaged Chromium policy differs from %s", policyFile)
+	}
+	// sshd makes the host keys the image does not ship, before its own
+	// config check (which fails without them).
+	ssh := unit(t, filepath.Join(root, "usr/lib/systemd/system/ssh.service.d/frank-kiosk-host-keys.conf"))
+	if got, want := ssh["ExecStartPre"], []string{"", "/usr/bin/ssh-keygen -A", "/usr/sbin/sshd -t"}; !slices.Equal(got, want) {
+		t.Errorf("ssh.service drop-in: ExecStartPre %q, want %q", got, want)
+	}
+
 	// The touchscreen: the autostart runs the script, which is POSIX sh and
 	// opens the kiosk's UI in Chromium's kiosk mode.
 	desktop, err := os.ReadFile(filepath.Join(root, "etc/xdg/autostart/frank-touchscreen.desktop"))
@@ -800,6 +822,19 @@ func TestInstallAndUpgrade(t *testing.T) {
 			t.Errorf("%s: owner %d:%d mode %o, want %d:%d 0750", state, st.Uid, st.Gid, st.Mode&0o7777, uid, gid)
 		}
 	}
+	kioskJSON := filepath.Join(r.dir, "etc/frank/kiosk.json")
+	checkKioskJSON := func(when string) {
+		t.Helper()
+		uid, gid, _, _ := r.id("frank-kiosk")
+		var st syscall.Stat_t
+		if err := syscall.Stat(kioskJSON, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 0 || int(st.Gid) != gid || int(st.Uid) == uid || st.Mode&0o7777 != 0o640 {
+			t.Errorf("%s: /etc/frank/kiosk.json is %d:%d %o, want root:frank-kiosk (0:%d) 0640", when, st.Uid, st.Gid, st.Mode&0o7777, gid)
+		}
+	}
+	checkKioskJSON("after the install")
 	groups := r.run("id", "-nG", "frank-kiosk")
 	for _, g := range []string{"dialout", "gpio"} {
 		if !slices.Contains(strings.Fields(groups), g) {
@@ -833,6 +868,19 @@ func TestInstallAndUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An older package left kiosk.json world-readable, and staff secrets
+	// were added to it.
+	kconf := strings.Replace(r.read("/etc/frank/kiosk.json"), `"log": "json"`, `"log": "json", "staff_pin_bcrypt": "$2a$10$x"`, 1)
+	if err := os.WriteFile(kioskJSON, []byte(kconf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(kioskJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(kioskJSON, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+
 	// Upgrade both.
 	r.run("dpkg", "-i", "/tmp/debs/"+hub.file("1.0.1"))
 	calls = r.stubCalls()
@@ -862,6 +910,10 @@ func TestInstallAndUpgrade(t *testing.T) {
 	if after, err := os.ReadFile(db); err != nil || !bytes.Equal(after, before) {
 		t.Errorf("the upgrade changed or lost the hub's database: %v", err)
 	}
+	if got := r.read("/etc/frank/kiosk.json"); got != kconf {
+		t.Errorf("the upgrade did not keep the edited kiosk.json:\n%s", got)
+	}
+	checkKioskJSON("after the upgrade")
 	if b, err := os.ReadFile(enrollment); err != nil || string(b) != `{"id":"k1"}` {
 		t.Errorf("the upgrade lost the kiosk's enrollment: %v", err)
 	}

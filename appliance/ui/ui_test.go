@@ -651,6 +651,56 @@ func TestKioskUI(t *testing.T) {
 		}
 	})
 
+	// A customer who long-presses or right-clicks gets no context menu
+	// (Inspect, Save as, Print), drags nothing away and selects no text; a
+	// keyboard's Ctrl+P, Ctrl+S, Ctrl+O, Ctrl+U go nowhere; the staff's
+	// input still takes a paste.
+	t.Run("no context menu, drag, selection or shortcuts", func(t *testing.T) {
+		h := start(t, 800, 480, "")
+		// A listener on window runs after the page's (on document) and
+		// sees whether they took the default away.
+		eval[bool](h, "watch events", `(() => {
+			window.seen = [];
+			for (const type of ["contextmenu", "keydown"]) {
+				window.addEventListener(type, (ev) => { window.seen.push(type + (ev.key ? " " + ev.key : "") + " " + ev.defaultPrevented); });
+			}
+			return true;
+		})()`)
+		at := eval[[]float64](h, "title box", `(() => { const r = document.getElementById("weigh-title").getBoundingClientRect(); return [r.left + r.width / 4, r.top + r.height / 2]; })()`)
+		h.run("right-click the title", chromedp.MouseClickXY(at[0], at[1], chromedp.ButtonRight))
+		for _, k := range []string{"p", "s", "o", "u"} {
+			h.run("press Ctrl+"+k, chromedp.KeyEvent(k, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+		}
+		want := []string{"contextmenu true", "keydown p true", "keydown s true", "keydown o true", "keydown u true"}
+		var got []string
+		wait.Until(t, 10*time.Second, "the page to see the right click and keys", func() error {
+			got = eval[[]string](h, "events seen", `window.seen.filter((s) => !s.startsWith("keydown Control"))`)
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				return fmt.Errorf("seen %q", got)
+			}
+			return nil
+		})
+		// What a long press, a drag or a selection fires: each cancelled
+		// (dispatchEvent is false), but in an input.
+		cancelled := eval[map[string]bool](h, "synthetic events", `(() => {
+			const fire = (node, ev) => !node.dispatchEvent(ev);
+			const title = document.getElementById("weigh-title"), button = document.getElementById("continue");
+			const input = document.getElementById("stock-input");
+			return {
+				longPress: fire(title, new PointerEvent("contextmenu", { bubbles: true, cancelable: true, pointerType: "touch" })),
+				drag: fire(button, new DragEvent("dragstart", { bubbles: true, cancelable: true })),
+				selectText: fire(title, new Event("selectstart", { bubbles: true, cancelable: true })),
+				selectInput: fire(input, new Event("selectstart", { bubbles: true, cancelable: true })),
+				pasteInput: fire(input, new KeyboardEvent("keydown", { key: "v", ctrlKey: true, bubbles: true, cancelable: true })),
+			};
+		})()`)
+		for what, want := range map[string]bool{"longPress": true, "drag": true, "selectText": true, "selectInput": false, "pasteInput": false} {
+			if cancelled[what] != want {
+				t.Errorf("%s cancelled: %v, want %v", what, cancelled[what], want)
+			}
+		}
+	})
+
 	t.Run("staff shift report", func(t *testing.T) {
 		h := start(t, 800, 480, "")
 		h.tap("staff-open")

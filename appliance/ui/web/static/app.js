@@ -622,6 +622,23 @@
     else if (ev.key === "Backspace") { pin = pin.slice(0, -1); renderPin(); ev.preventDefault(); }
   });
 
+  // ---- a kiosk, not a browser ----
+  // No context menu (a long press or a right click would offer "Inspect",
+  // "Save as", "Print"), no dragging a button or image away, no selecting
+  // the screen's text; the staff's inputs still select, cut and paste. The
+  // browser's own shortcuts (DevTools, open, save, print) are also off by
+  // Chromium's managed policy (images/kiosk/etc/chromium/policies/managed).
+  const editable = (n) => n instanceof Element && n.closest("input, textarea") !== null;
+  document.addEventListener("contextmenu", (ev) => { ev.preventDefault(); }, { capture: true });
+  document.addEventListener("dragstart", (ev) => { ev.preventDefault(); }, { capture: true });
+  document.addEventListener("selectstart", (ev) => { if (!editable(ev.target)) ev.preventDefault(); }, { capture: true });
+  document.addEventListener("keydown", (ev) => {
+    if (!(ev.ctrlKey || ev.metaKey || ev.altKey)) return;
+    // Select all, copy, cut, paste and undo in an input; nothing else.
+    if (editable(ev.target) && (ev.ctrlKey || ev.metaKey) && !ev.altKey && /^[acvxz]$/i.test(ev.key)) return;
+    ev.preventDefault();
+  }, { capture: true });
+
   show("weigh");
   loadCatalogs().then(() => { setLang(chosenLang || storeLang); pollStatus(); });
 })();
