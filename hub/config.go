@@ -25,8 +25,13 @@ func (h *Hub) configFor(kioskID string) (protocol.KioskConfig, error) {
 		return protocol.KioskConfig{}, err
 	}
 	c := protocol.KioskConfig{KioskID: kioskID, HeartbeatS: h.cfg.HeartbeatS, Rates: rt}
-	if kerr != nil {
+	if protocol.AsError(kerr).Code == protocol.CodeUnknownKiosk {
 		return c, nil
+	}
+	if kerr != nil {
+		// Not "unknown": a config without the store's staff would put the
+		// kiosk's own file's PIN back in force, and stay retained.
+		return protocol.KioskConfig{}, kerr
 	}
 	c.Store = k.Store
 	if c.StoreName, err = h.fleet.StoreName(ctx, k.Store); err != nil {

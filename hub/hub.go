@@ -405,7 +405,7 @@ type Hub struct {
 	plain         *http.Server // /healthz and /metrics beside HTTPS
 	tickMu        sync.Mutex
 	closeOnce     sync.Once
-	pushedRates   map[string]string // kiosk -> the rate table version it was last sent (or had, at start)
+	pushedRates   map[string]string // kiosk -> the rate table version and store it was last sent (or had, at start), "version@store"
 	supplyMu      sync.Mutex
 	supply        map[string]supply // what each kiosk last said it needs
 	kioskSettings sync.Map          // kiosk id -> protocol.KioskSettings, as last pushed
@@ -1538,10 +1538,12 @@ func (h *Hub) Tick(ctx context.Context) {
 // pushRates sends a kiosk its config again when the rate table in force
 // in its store's time zone is not the one it was last sent: at that zone's
 // midnight, for a table that takes over that day, or when its store moves
-// to another zone. With push false it only notes the tables in force: at
+// to another zone. So it does when the kiosk moved to another store (from
+// the command line, on any hub): its config names the store, its staff and
+// their settings. With push false it only notes the tables in force: at
 // start, kiosks get theirs as they come online.
 func (h *Hub) pushRates(ctx context.Context, push bool) {
-	zones, err := h.fleet.KioskZones(ctx)
+	places, err := h.fleet.KioskPlaces(ctx)
 	if err != nil {
 		h.log.Error("rate tables not pushed", "err", err)
 		return
@@ -1549,7 +1551,8 @@ func (h *Hub) pushRates(ctx context.Context, push bool) {
 	now := h.clockNow()
 	inForce := map[string]string{} // zone -> version
 	pushed := map[string]int{}     // version -> kiosks sent it
-	for id, zone := range zones {
+	for id, place := range places {
+		zone := place.Zone
 		v, ok := inForce[zone]
 		if !ok {
 			at := now
@@ -1567,14 +1570,14 @@ func (h *Hub) pushRates(ctx context.Context, push bool) {
 			}
 			inForce[zone] = v
 		}
-		if v == "" || h.pushedRates[id] == v {
+		if v == "" || h.pushedRates[id] == v+"@"+place.Store {
 			continue
 		}
 		if push && h.front != nil {
 			h.front.PushConfig(id)
 			pushed[v]++
 		}
-		h.pushedRates[id] = v
+		h.pushedRates[id] = v + "@" + place.Store
 	}
 	for v, n := range pushed {
 		h.log.Info("rate table in force pushed to kiosks", "rates", v, "kiosks", n)

@@ -108,3 +108,39 @@ func TestCentralConfigCarriesNoHashes(t *testing.T) {
 		t.Fatalf("config %s", b)
 	}
 }
+
+// A kiosk moved to another store ends every staff session, even of a name
+// the new store lists too; and a config naming no store (the hub does not
+// know the kiosk) never puts the kiosk's own PIN back once the hub managed
+// its staff.
+func TestMovedKioskEndsStaffSessions(t *testing.T) {
+	fh := &fakeHub{answer: vectorAnswer, staff: func(r protocol.StaffLogin) protocol.StaffLoginResult {
+		if r.PIN == "1357" {
+			return protocol.StaffLoginResult{Status: protocol.ResultOK, Name: "alice"}
+		}
+		return protocol.StaffLoginResult{Status: protocol.ResultRejected, Error: protocol.Errorf(protocol.CodeUnauthorized, "wrong PIN or badge")}
+	}}
+	k, _ := setupWith(t, fh, func(c *kiosk.Config) { c.StaffPINHash = pinHash(t, "2468") })
+	srv := httptest.NewServer(k.Handler())
+	defer srv.Close()
+	login := func(body string) (int, string) { t.Helper(); return staffLogin(t, srv.URL, body) }
+	live := func(token string) bool { t.Helper(); return staffLive(t, srv.URL, token) }
+	push := func(c protocol.KioskConfig, until func() bool) {
+		t.Helper()
+		c.KioskID, c.HeartbeatS, c.Rates = "k1", 30, prototest.Rates
+		fh.link.push(protocol.TopicConfig, c)
+		wait.For(t, 5*time.Second, "the kiosk to take the config", until)
+	}
+	push(protocol.KioskConfig{Store: "store-a", StaffManaged: true, StaffNames: []string{"alice"},
+		Settings: protocol.KioskSettings{Language: "es"}}, func() bool { return k.Status().Language == "es" })
+	st, token := login(`{"pin":"1357"}`)
+	if st != http.StatusOK || !live(token) {
+		t.Fatalf("alice's PIN: %d", st)
+	}
+	push(protocol.KioskConfig{Store: "store-b", StaffManaged: true, StaffNames: []string{"alice"}},
+		func() bool { return !live(token) })
+	push(protocol.KioskConfig{Settings: protocol.KioskSettings{IdleTimeoutS: 50}}, func() bool { return k.Status().IdleTimeoutS == 50 })
+	if st, _ := login(`{"pin":"2468"}`); st != http.StatusUnauthorized {
+		t.Fatalf("the kiosk's own PIN after a config naming no store: %d", st)
+	}
+}

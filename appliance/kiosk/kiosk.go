@@ -235,7 +235,7 @@ func (k *Kiosk) onConfig(payload []byte) {
 	k.mu.Lock()
 	k.config = c
 	k.mu.Unlock()
-	k.staff.setCentral(c.StaffManaged, c.StaffNames)
+	k.staff.setCentral(c.StaffManaged, c.StaffNames, c.Store)
 	select {
 	case k.newCfg <- struct{}{}:
 	default:

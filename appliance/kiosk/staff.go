@@ -40,6 +40,7 @@ type staffSessions struct {
 	local     []staffMember // from the kiosk's own file
 	managed   bool          // the hub checks logins; names are who may log in
 	names     []string
+	store     string // the store the last config named
 	tokens    map[string]staffToken
 	badgeAt   time.Time
 	badgeName string
@@ -84,19 +85,26 @@ func (s *staffSessions) init(pinHash string, badges []string) {
 	}
 }
 
-// setCentral puts the hub's list of the store's staff in force (managed),
-// or the kiosk's own file's again. A login of someone no longer listed
-// ends at once.
-func (s *staffSessions) setCentral(managed bool, names []string) {
+// setCentral puts the hub's list of store's staff in force (managed), or
+// the kiosk's own file's again. A login of someone no longer listed ends
+// at once, and every login ends when the kiosk moved to another store. A
+// config that names no store (the hub does not know the kiosk, or retired
+// it) does not put the file's PIN back once the hub managed the staff: no
+// one logs in.
+func (s *staffSessions) setCentral(managed bool, names []string, store string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.managed, s.names = managed, names
+	if store == "" && s.managed {
+		managed, names = true, nil
+	}
+	moved := store != s.store && s.store != ""
+	s.managed, s.names, s.store = managed, names, store
 	for t, tok := range s.tokens {
-		if !s.mayLocked(tok.name) {
+		if moved || !s.mayLocked(tok.name) {
 			delete(s.tokens, t)
 		}
 	}
-	if !s.mayLocked(s.badgeName) {
+	if moved || !s.mayLocked(s.badgeName) {
 		s.badgeAt = time.Time{}
 	}
 }

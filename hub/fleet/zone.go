@@ -56,22 +56,26 @@ func (r *Registry) SetStoreZone(ctx context.Context, storeID, name string) error
 	return nil
 }
 
-// KioskZones maps each kiosk in service to the time zone its store sells
-// in; "" is the hub's own, for stores that have none.
-func (r *Registry) KioskZones(ctx context.Context) (map[string]string, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT k.kiosk_id, COALESCE(s.time_zone, '') FROM kiosks k LEFT JOIN stores s ON s.id = k.store
+// Place is where a kiosk in service sells: its store, and the time zone
+// the store sells in ("" is the hub's own, for stores that have none).
+type Place struct{ Store, Zone string }
+
+// KioskPlaces maps each kiosk in service to its Place.
+func (r *Registry) KioskPlaces(ctx context.Context) (map[string]Place, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT k.kiosk_id, k.store, COALESCE(s.time_zone, '') FROM kiosks k LEFT JOIN stores s ON s.id = k.store
 		WHERE k.store IS NOT NULL AND k.retired_at IS NULL`)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: kiosk zones: %w", err)
+		return nil, fmt.Errorf("fleet: kiosk places: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]string{}
+	out := map[string]Place{}
 	for rows.Next() {
-		var id, zone string
-		if err := rows.Scan(&id, &zone); err != nil {
-			return nil, fmt.Errorf("fleet: kiosk zones: %w", err)
+		var id string
+		var p Place
+		if err := rows.Scan(&id, &p.Store, &p.Zone); err != nil {
+			return nil, fmt.Errorf("fleet: kiosk places: %w", err)
 		}
-		out[id] = zone
+		out[id] = p
 	}
 	return out, rows.Err()
 }
