@@ -398,10 +398,16 @@ func TestImageBoots(t *testing.T) {
 		}
 		return nil
 	})
-	got := sh.run(t, time.Minute, "readlink /var/lib/frank/kiosk/releases/current; md5sum /var/lib/frank/kiosk/enrollment.json; wget -qO- http://127.0.0.1:8081/api/v1/status")
-	if gl := strings.Split(got, "\n"); len(gl) < 3 || !strings.Contains(gl[0], "1.0.2") || gl[1] != bl[1] || !strings.Contains(got, `"labels_left":9`) {
-		t.Errorf("after the rollout: %q; want current at 1.0.2, the enrollment %q and 9 labels kept", got, bl[1])
-	}
+	// Healthy is the hub link, the printer and a heartbeat: the labels
+	// left are known once the kiosk has asked the hub about its journal's
+	// sheets, a moment later (as after the package's update above).
+	wait.Until(t, 2*time.Minute, "the rolled-out kiosk on 1.0.2 with its enrollment and labels", func() error {
+		got := sh.run(t, time.Minute, "readlink /var/lib/frank/kiosk/releases/current; md5sum /var/lib/frank/kiosk/enrollment.json; wget -qO- http://127.0.0.1:8081/api/v1/status")
+		if gl := strings.Split(got, "\n"); len(gl) < 3 || !strings.Contains(gl[0], "1.0.2") || gl[1] != bl[1] || !strings.Contains(got, `"labels_left":9`) {
+			return fmt.Errorf("after the rollout: %q; want current at 1.0.2, the enrollment %q and 9 labels kept", got, bl[1])
+		}
+		return nil
+	})
 	t.Logf("updated to 1.0.2 by a signed rollout after %s", time.Since(booted).Round(time.Second))
 }
 
