@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/frank-postage/frank/testbench/browser"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // policyFile is the Chromium managed policy the kiosk package installs.
@@ -188,8 +190,7 @@ func TestKioskBrowserPolicyInChromium(t *testing.T) {
 		}
 		// The page's text, shadow roots included, one text node a token.
 		var tokens []string
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		wait.Until(t, 20*time.Second, "chrome://policy to list the policies", func() error {
 			c, cancel := context.WithTimeout(ctx, 10*time.Second)
 			text, err := chromedp.Run(c, chromedp.Evaluate[[]string](`(() => {
 				const out = [];
@@ -204,14 +205,14 @@ func TestKioskBrowserPolicyInChromium(t *testing.T) {
 			})()`))
 			cancel()
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
 			tokens = text
-			if i := indexOf(tokens, "URLBlocklist"); i >= 0 || time.Now().After(deadline) {
-				break
+			if indexOf(tokens, "URLBlocklist") < 0 {
+				return fmt.Errorf("chrome://policy lists no URLBlocklist yet")
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return nil
+		})
 		for name := range p {
 			i := indexOf(tokens, name)
 			if i < 0 || i+5 >= len(tokens) {
