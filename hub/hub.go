@@ -406,11 +406,14 @@ type Hub struct {
 	tickMu        sync.Mutex
 	closeOnce     sync.Once
 	pushedRates   map[string]string // kiosk -> the rate table version and store it was last sent (or had, at start), "version@store"
-	supplyMu      sync.Mutex
-	supply        map[string]supply // what each kiosk last said it needs
-	kioskSettings sync.Map          // kiosk id -> protocol.KioskSettings, as last pushed
-	configSeen    int64             // the central config's last change this hub pushed
-	proxies       websession.Proxies
+	// unclaimedRefused are failed labels whose unclaimed refund was refused
+	// for good, until they are asked again (refundUnclaimed); tickMu.
+	unclaimedRefused map[string]time.Time
+	supplyMu         sync.Mutex
+	supply           map[string]supply // what each kiosk last said it needs
+	kioskSettings    sync.Map          // kiosk id -> protocol.KioskSettings, as last pushed
+	configSeen       int64             // the central config's last change this hub pushed
+	proxies          websession.Proxies
 	// HTTPAddr and BrokerAddr are where the hub listens, after Start:
 	// HTTPAddr serves the web side (HTTPS unless TLS is off; see URL),
 	// PlainAddr /healthz and /metrics over HTTP beside HTTPS, BrokerAddr
@@ -803,6 +806,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		}()
 	}
 	h.pushedRates = map[string]string{}
+	h.unclaimedRefused = map[string]time.Time{}
 	// Kiosks get the table in force as they come online, or with a
 	// rate_table_stale refusal. A hub that leads from its start notes
 	// nothing, so its first tick sends every kiosk the table, as one taking
@@ -984,18 +988,37 @@ func (h *Hub) checkFailedPrints(ctx context.Context) {
 // (RefundsDue).
 func (h *Hub) refundUnclaimed(ctx context.Context) {
 	now := h.clockNow()
-	due, err := h.ledger.RefundUnclaimed(ctx, now.Add(-max(h.cfg.RefundWindow, refundsDueFor)), now.Add(-ledger.UnclaimedAfter))
+	var skip []string
+	for label, until := range h.unclaimedRefused {
+		if now.After(until) {
+			delete(h.unclaimedRefused, label)
+		} else {
+			skip = append(skip, label)
+		}
+	}
+	due, err := h.ledger.RefundUnclaimed(ctx, now.Add(-max(h.cfg.RefundWindow, refundsDueFor)), now.Add(-ledger.UnclaimedAfter), skip)
 	if err != nil {
 		h.log.Error("unclaimed failed labels not refunded", "err", err)
 		return
 	}
 	for _, d := range due {
 		h.log.Warn("failed label nobody claimed refunded by the hub", "kiosk", d.KioskID, "request_id", d.SaleID, "label", d.Label)
-	}
-	if _, err := h.sales.FinishRefunds(ctx, due); err != nil {
-		h.log.Error("unclaimed refunds not finished; tried again at a later tick", "err", err)
+		_, err := h.sales.FinishRefunds(ctx, []ledger.RefundDue{d})
+		switch {
+		case sale.MoneyRefused(err):
+			// Refused for good (a payment never captured has nothing to
+			// give back): asked again a day on, not every minute.
+			h.unclaimedRefused[d.Label.String()] = now.Add(unclaimedRefusedFor)
+			h.log.Error("unclaimed failed label's refund refused; asked again in a day", "kiosk", d.KioskID, "label", d.Label, "err", err)
+		case err != nil:
+			h.log.Error("unclaimed refund not finished; tried again at a later tick", "kiosk", d.KioskID, "label", d.Label, "err", err)
+		}
 	}
 }
+
+// unclaimedRefusedFor is how long the leader leaves an unclaimed failed
+// label whose refund was refused for good before it asks again.
+const unclaimedRefusedFor = 24 * time.Hour
 
 // httpReadTimeout bounds the reading of a request, its body included:
 // every body the hub takes is small (forms and JSON). Nothing bounds the

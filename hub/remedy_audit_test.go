@@ -182,6 +182,9 @@ func TestLateRemedyRefusedAndAlerted(t *testing.T) {
 	if err := e.h.Ledger().RecordPrint(ctx, rep); err != nil {
 		t.Fatal(err)
 	}
+	if got := e.openAlerts(alerts.LateRemedy, "kiosk/kiosk-1"); got != 1 {
+		t.Fatalf("%d late_remedy alerts on kiosk-1 after a late failure report, want 1", got)
+	}
 	for i := 1; i < n; i++ {
 		b, _ := json.Marshal(protocol.RefundRequest{RequestID: fmt.Sprintf("rf-%d", i), KioskID: "kiosk-1",
 			Label: protocol.LabelRef{RequestID: fmt.Sprintf("late-%d", i), LabelSerial: labels[i]}})

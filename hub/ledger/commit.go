@@ -612,6 +612,11 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		var res protocol.PurchaseResult
 		if sold {
 			res = protocol.PurchaseResult{RequestID: s.RequestID, Status: protocol.ResultOK, Approval: s.Approval}
+			for _, it := range s.Items {
+				if o := owners[it.Label.Sheet]; o != nil && o.unowned && s.Account != 0 {
+					o.retake = s.Account // only for a sale made: a refused one leaves the sheet unclaimed
+				}
+			}
 		}
 		for _, p := range writables[i] {
 			c := chains[p.Serial]
@@ -788,7 +793,8 @@ func funded(committed map[*Part]bool) bool {
 type sheetOwner struct {
 	account     int64
 	used, kiosk int
-	retake      int64
+	unowned     bool  // read unclaimed and unused, and taken for a sale in this batch
+	retake      int64 // the customer it goes back to: one whose sale was made
 }
 
 // owned refuses web sale s unless the sheets of its labels are its
@@ -799,7 +805,7 @@ func owned(s *Sale, owners map[protocol.SheetSerial]*sheetOwner) error {
 		switch {
 		case o.account == s.Account:
 		case o.account == 0 && o.used == 0 && o.kiosk == 0:
-			o.account, o.retake = s.Account, s.Account // a later sale in the batch sees it theirs
+			o.account, o.unowned = s.Account, true // a later sale in the batch sees it theirs
 		default:
 			return protocol.Errorf(protocol.CodeLabelNotAssigned, "sheet %s is not yours", it.Label.Sheet)
 		}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -49,9 +50,13 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 		case errs[i] != nil:
 			return fmt.Errorf("ledger: record print %s: %w", lo.LabelSerial, errs[i])
 		case done[i] == 0 && lo.Outcome != protocol.Printed && l.stillIssued(ctx, r.KioskID, r.RequestID, lo.LabelSerial):
-			// The kiosk's remedy request for it is refused and alerted.
+			// Ops decide: a kiosk that lost the hub, or its power, for
+			// hours around a failed print, or one refunding stamps it used.
 			l.log.Warn("label reported failed past the remedy limit; its indicium stays issued", "kiosk", r.KioskID, "request_id", r.RequestID,
 				"label", lo.LabelSerial, "limit", RemedyLimit.String())
+			l.al.Raise(ctx, alerts.LateRemedy, "kiosk/"+r.KioskID, fmt.Sprintf(
+				"kiosk %s reported label %s of sale %s failed, past the %s a kiosk has to say a label failed; its stamp is left as it was. If the customer's label really failed (the kiosk was off or cut off from the hub meanwhile), refund it at the counter",
+				r.KioskID, lo.LabelSerial, r.RequestID, RemedyLimit))
 		case done[i] == 0:
 			l.log.Info("print report for no issued indicium (a repeat?)", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial)
 		case lo.Outcome != protocol.Printed:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/frank-postage/frank/protocol"
@@ -59,12 +60,23 @@ func failedVoid(reason string) bool {
 // by label, so a reprint or a refund the kiosk gets first wins, and one
 // that comes after finds this refund (a refund request finishes it; a
 // reprint is refused). A locked kiosk's labels wait: ops decide.
-func (l *Ledger) RefundUnclaimed(ctx context.Context, since, before time.Time) ([]RefundDue, error) {
+// Labels in skip are passed over: their refunds were refused for good
+// lately (the payment was never captured, say), and would be recorded and
+// refused again at every call.
+func (l *Ledger) RefundUnclaimed(ctx context.Context, since, before time.Time, skip []string) ([]RefundDue, error) {
 	var out []RefundDue
+	where := `i.voided_at >= ? AND i.voided_at < ? AND i.kiosk_id NOT LIKE 'web-%'
+			AND NOT EXISTS (SELECT 1 FROM kiosks k WHERE k.kiosk_id = i.kiosk_id AND k.locked_at IS NOT NULL)`
+	args := []any{micros(since), micros(before)}
+	if len(skip) > 0 {
+		where += ` AND i.label NOT IN (` + strings.TrimSuffix(strings.Repeat("?, ", len(skip)), ", ") + `)`
+		for _, lb := range skip {
+			args = append(args, lb)
+		}
+	}
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = l.refundUnremedied(ctx, tx, UnclaimedRefund, `i.voided_at >= ? AND i.voided_at < ? AND i.kiosk_id NOT LIKE 'web-%'
-			AND NOT EXISTS (SELECT 1 FROM kiosks k WHERE k.kiosk_id = i.kiosk_id AND k.locked_at IS NOT NULL)`, micros(since), micros(before))
+		out, err = l.refundUnremedied(ctx, tx, UnclaimedRefund, where, args...)
 		return err
 	})
 	if err != nil {

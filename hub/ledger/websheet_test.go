@@ -2,12 +2,14 @@ package ledger_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"testing"
 
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/hub/stock"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -24,11 +26,11 @@ func TestWebSaleCommitsOnlyOnTheBuyersSheet(t *testing.T) {
 		if err := st.AddStore(ctx, stock.WebStore, "Web"); err != nil {
 			t.Fatal(err)
 		}
-		sheets, err := st.Issue(ctx, stock.WebStore, 3)
+		sheets, err := st.Issue(ctx, stock.WebStore, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		mine, dropped, theirs := sheets[0], sheets[1], sheets[2]
+		mine, dropped, theirs, unpaid := sheets[0], sheets[1], sheets[2], sheets[3]
 		for sh, acct := range map[protocol.SheetSerial]int64{mine: 7, theirs: 8} {
 			if err := st.AssignToAccount(ctx, sh, acct); err != nil {
 				t.Fatal(err)
@@ -56,6 +58,18 @@ func TestWebSaleCommitsOnlyOnTheBuyersSheet(t *testing.T) {
 		var n int
 		if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM indicia WHERE request_id = 'theirs'`).Scan(&n); err != nil || n != 0 {
 			t.Fatalf("%d stamps sold on another customer's sheet (%v)", n, err)
+		}
+		// A sale refused after the sheet's look (its payment changed no
+		// row) leaves an unclaimed sheet unclaimed.
+		s := newSale("unpaid", 780, fmt.Sprintf("%s-01", unpaid))
+		s.Account = 7
+		s.Payment = &store.Write{Query: `UPDATE sheets SET used = used WHERE serial = -1`, Stale: protocol.Errorf(protocol.CodeInsufficientFunds, "no funds")}
+		if _, err := f.pool.Sell(ctx, s); !isCode(err, protocol.CodeInsufficientFunds) {
+			t.Fatalf("a sale whose payment changed nothing: %v", err)
+		}
+		var unpaidOwner sql.NullInt64
+		if err := f.db.QueryRowContext(ctx, f.db.Rebind(`SELECT account_id FROM sheets WHERE serial = ?`), uint32(unpaid)).Scan(&unpaidOwner); err != nil || unpaidOwner.Valid {
+			t.Fatalf("a refused sale left the unclaimed sheet to account %v (%v)", unpaidOwner, err)
 		}
 		f.check()
 	})

@@ -101,7 +101,7 @@ func (s *Service) payBack(ctx context.Context, b takerBack, kioskID, requestID, 
 	}
 	key := payments.Key{KioskID: kioskID, RequestID: paidBy}
 	if err := s.Money.Refund(ctx, key, amount, "refund:"+label.String()); err != nil {
-		if moneyRefused(err) {
+		if MoneyRefused(err) {
 			if rerr := b.ReleaseTakenBack(context.WithoutCancel(ctx), kioskID, requestID, label); rerr != nil {
 				s.Log.Error("refund of a stamp taken back not released", "kiosk", kioskID, "label", label, "err", rerr)
 			}

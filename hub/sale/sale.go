@@ -593,7 +593,7 @@ func (s *Service) refund(ctx context.Context, kioskID string, req *protocol.Refu
 	}
 	key := payments.Key{KioskID: kioskID, RequestID: sp.PaidBy}
 	if err := s.Money.Refund(ctx, key, sp.Postage, "refund:"+label.String()); err != nil {
-		if moneyRefused(err) {
+		if MoneyRefused(err) {
 			// Nothing moved, and nothing will: the label may still have
 			// its other remedy.
 			if rerr := s.Book.ReleaseRefund(context.WithoutCancel(ctx), kioskID, label); rerr != nil {
@@ -607,10 +607,10 @@ func (s *Service) refund(ctx context.Context, kioskID string, req *protocol.Refu
 	return sp.Postage, nil
 }
 
-// moneyRefused reports whether a refund's error is a final refusal: no
+// MoneyRefused reports whether a refund's error is a final refusal: no
 // money moved and a retry moves none. Any other error may hide a refund
 // that went through.
-func moneyRefused(err error) bool {
+func MoneyRefused(err error) bool {
 	var perr *protocol.Error
 	return errors.As(err, &perr) && perr.Code != protocol.CodeInternal && !ledger.Retryable(perr.Code)
 }
