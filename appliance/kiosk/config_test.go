@@ -36,13 +36,7 @@ func TestCentralStaffAndSettings(t *testing.T) {
 	defer srv.Close()
 	login := func(body string) (int, string) { t.Helper(); return staffLogin(t, srv.URL, body) }
 	live := func(token string) bool { t.Helper(); return staffLive(t, srv.URL, token) }
-	// push sends a config and waits until the kiosk has taken it.
-	push := func(c protocol.KioskConfig, until func() bool) {
-		t.Helper()
-		c.KioskID, c.HeartbeatS, c.Rates = "k1", 30, prototest.Rates
-		fh.link.push(protocol.TopicConfig, c)
-		wait.For(t, 5*time.Second, "the kiosk to take the config", until)
-	}
+	push := func(c protocol.KioskConfig, until func() bool) { t.Helper(); pushConfig(t, fh, c, until) }
 
 	if st, _ := login(`{"pin":"2468"}`); st != http.StatusOK || fh.staffAsked.Load() != 0 {
 		t.Fatalf("the kiosk's own PIN before central staff: %d, %d asked at the hub", st, fh.staffAsked.Load())
@@ -125,12 +119,7 @@ func TestMovedKioskEndsStaffSessions(t *testing.T) {
 	defer srv.Close()
 	login := func(body string) (int, string) { t.Helper(); return staffLogin(t, srv.URL, body) }
 	live := func(token string) bool { t.Helper(); return staffLive(t, srv.URL, token) }
-	push := func(c protocol.KioskConfig, until func() bool) {
-		t.Helper()
-		c.KioskID, c.HeartbeatS, c.Rates = "k1", 30, prototest.Rates
-		fh.link.push(protocol.TopicConfig, c)
-		wait.For(t, 5*time.Second, "the kiosk to take the config", until)
-	}
+	push := func(c protocol.KioskConfig, until func() bool) { t.Helper(); pushConfig(t, fh, c, until) }
 	push(protocol.KioskConfig{Store: "store-a", StaffManaged: true, StaffNames: []string{"alice"},
 		Settings: protocol.KioskSettings{Language: "es"}}, func() bool { return k.Status().Language == "es" })
 	st, token := login(`{"pin":"1357"}`)
@@ -143,4 +132,13 @@ func TestMovedKioskEndsStaffSessions(t *testing.T) {
 	if st, _ := login(`{"pin":"2468"}`); st != http.StatusUnauthorized {
 		t.Fatalf("the kiosk's own PIN after a config naming no store: %d", st)
 	}
+}
+
+// pushConfig sends kiosk k1 a config from fh and waits until the kiosk
+// has taken it.
+func pushConfig(t *testing.T, fh *fakeHub, c protocol.KioskConfig, until func() bool) {
+	t.Helper()
+	c.KioskID, c.HeartbeatS, c.Rates = "k1", 30, prototest.Rates
+	fh.link.push(protocol.TopicConfig, c)
+	wait.For(t, 5*time.Second, "the kiosk to take the config", until)
 }
