@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -50,13 +49,9 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 		case errs[i] != nil:
 			return fmt.Errorf("ledger: record print %s: %w", lo.LabelSerial, errs[i])
 		case done[i] == 0 && lo.Outcome != protocol.Printed && l.stillIssued(ctx, r.KioskID, r.RequestID, lo.LabelSerial):
-			// Ops decide: a kiosk that lost the hub, or its power, for
-			// hours around a failed print, or one refunding stamps it used.
-			l.log.Warn("label reported failed past the remedy limit; its indicium stays issued", "kiosk", r.KioskID, "request_id", r.RequestID,
-				"label", lo.LabelSerial, "limit", RemedyLimit.String())
-			l.al.Raise(ctx, alerts.LateRemedy, "kiosk/"+r.KioskID, fmt.Sprintf(
-				"kiosk %s reported label %s of sale %s failed, past the %s a kiosk has to say a label failed; its stamp is left as it was. If the customer's label really failed (the kiosk was off or cut off from the hub meanwhile), refund it at the counter",
-				r.KioskID, lo.LabelSerial, r.RequestID, RemedyLimit))
+			if ls, err := protocol.ParseLabelSerial(lo.LabelSerial); err == nil {
+				l.lateRemedy(ctx, r.KioskID, ls, "a failure report") // the report itself is confirmed: resent, it would be refused again
+			}
 		case done[i] == 0:
 			l.log.Info("print report for no issued indicium (a repeat?)", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial)
 		case lo.Outcome != protocol.Printed:
@@ -124,7 +119,7 @@ type Spoiled struct {
 // remedy_not_allowed. A label not yet reported either way is voided now:
 // asking for a remedy says it failed, and the report may still be on its
 // way. A stamp issued longer ago than RemedyLimit gets no reprint
-// (*LateRemedyError): its customer has long gone.
+// (remedy_not_allowed, and ops are told): its customer has long gone.
 func (l *Ledger) FailedLabel(ctx context.Context, kioskID, requestID string, label protocol.LabelSerial) (*Spoiled, error) {
 	sp, err := l.spoiledLabel(ctx, kioskID, requestID, label, true)
 	if err != nil {
@@ -165,10 +160,12 @@ func (l *Ledger) spoiledLabel(ctx context.Context, kioskID, requestID string, la
 	if err != nil {
 		return nil, fmt.Errorf("ledger: failed label %s: %w", label, err)
 	}
-	if issued := time.UnixMicro(created); issued.Before(notBefore) && (state == "issued" || reprint && state == "voided" && failedVoid(reason)) {
-		return nil, &LateRemedyError{KioskID: kioskID, Label: label, Issued: issued, Reprint: reprint,
-			err: protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was issued %s ago, past the %s in which a kiosk may say it failed or ask its remedy; staff may take it back at the counter",
-				label, now.Sub(issued).Round(time.Minute), RemedyLimit)}
+	if time.UnixMicro(created).Before(notBefore) && (state == "issued" || reprint && state == "voided" && failedVoid(reason)) {
+		what := "a refund"
+		if reprint {
+			what = "a free reprint"
+		}
+		return nil, l.lateRemedy(ctx, kioskID, label, what)
 	}
 	if state != "voided" {
 		return nil, protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was not reported as failed", label)

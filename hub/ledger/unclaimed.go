@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -33,20 +34,19 @@ const UnclaimedAfter = MaxRemedyWindow + remedySlack
 // UnclaimedRefund is the request that refunds a failed label nobody claimed.
 const UnclaimedRefund = "unclaimed"
 
-// LateRemedyError refuses a remedy for a stamp issued longer ago than
-// RemedyLimit (remedy_not_allowed), and says what ops are told.
-type LateRemedyError struct {
-	KioskID string
-	Label   protocol.LabelSerial
-	Issued  time.Time
-	Reprint bool
-	err     *protocol.Error
+// lateRemedy refuses what a kiosk asked of a label (a failure report, a
+// refund, a free reprint) for a stamp issued longer ago than RemedyLimit,
+// and tells ops: a kiosk refunding stamps it used, or one off or cut off
+// from the hub for hours around a failed print, whose customer staff
+// refund at the counter.
+func (l *Ledger) lateRemedy(ctx context.Context, kioskID string, label protocol.LabelSerial, what string) *protocol.Error {
+	l.log.Warn("remedy refused: its stamp was issued too long ago", "kiosk", kioskID, "label", label, "asked", what, "limit", RemedyLimit.String())
+	l.al.Raise(ctx, alerts.LateRemedy, "kiosk/"+kioskID, fmt.Sprintf(
+		"kiosk %s asked %s of label %s past the %s a kiosk has to say a label failed; refused, the stamp left as it was. If the customer's label really failed, refund it at the counter; many such requests suggest a kiosk refunding stamps it used",
+		kioskID, what, label, RemedyLimit))
+	return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was issued more than %s ago, past the time in which a kiosk may say it failed or ask its remedy; staff may take it back at the counter",
+		label, RemedyLimit)
 }
-
-func (e *LateRemedyError) Error() string { return e.err.Error() }
-
-// Unwrap gives the code the kiosk gets.
-func (e *LateRemedyError) Unwrap() error { return e.err }
 
 // failedVoid reports whether a void reason is a failed print: the kiosk's
 // own word, or remedy_requested; not the hub's other reasons.

@@ -437,7 +437,6 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 		old, _ := protocol.ParseLabelSerial(r.LabelSerial)
 		sp, err := s.Book.FailedLabel(ctx, req.KioskID, r.RequestID, old)
 		if err != nil {
-			s.late(ctx, err)
 			return nil, err
 		}
 		// The reprint is the same stamp: same service, same postage, paid.
@@ -511,28 +510,8 @@ func (s *Service) Refund(ctx context.Context, kioskID string, payload []byte) ([
 	}
 	defer release()
 	amt, err := s.refund(ctx, kioskID, req, label)
-	s.late(ctx, err)
 	f.ans.out, f.ans.perr = refundAnswer(req.RequestID, amt, err)
 	return f.ans.out, f.ans.perr
-}
-
-// late tells ops of a kiosk's remedy refused for its stamp's age
-// (ledger.LateRemedyError): a kiosk refunding stamps it had used, or one
-// that lost the hub around a failed print, whose customer staff refund at
-// the counter.
-func (s *Service) late(ctx context.Context, err error) {
-	var late *ledger.LateRemedyError
-	if !errors.As(err, &late) {
-		return
-	}
-	what := "a refund"
-	if late.Reprint {
-		what = "a free reprint"
-	}
-	s.Log.Warn("remedy refused: its stamp was issued too long ago", "kiosk", late.KioskID, "label", late.Label, "issued", late.Issued, "reprint", late.Reprint)
-	s.Alerts.Raise(ctx, alerts.LateRemedy, "kiosk/"+late.KioskID,
-		fmt.Sprintf("kiosk %s asked %s of label %s, issued %s, past the %s a kiosk has to say a label failed; refused, the stamp left as it was. If the customer's label really failed, refund it at the counter; many such requests suggest a kiosk refunding stamps it used",
-			late.KioskID, what, late.Label, late.Issued.UTC().Format(time.DateTime), ledger.RemedyLimit))
 }
 
 // FinishRefunds moves the money of refunds recorded before it moved
