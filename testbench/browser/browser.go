@@ -113,20 +113,55 @@ func (p *Page) Do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// Tap clicks an element once it is enabled.
+// tapTarget finds an element that a finger could tap now: present, enabled,
+// laid out and not covered at its centre. It answers [x, y], or [] if not.
+const tapTarget = `(() => {
+	const e = document.querySelector(%q);
+	if (!e || e.disabled) return [];
+	e.scrollIntoView({block: "nearest", inline: "nearest"});
+	const r = e.getBoundingClientRect();
+	if (r.width === 0 || r.height === 0) return [];
+	const x = r.left + r.width / 2, y = r.top + r.height / 2;
+	const top = document.elementFromPoint(x, y);
+	if (!top || !(top === e || e.contains(top))) return [];
+	return [x, y];
+})()`
+
+// Tap waits until an element can be tapped, then taps it with a mouse click
+// at its centre. It finds the element with a script, not chromedp's DOM
+// queries: those track node IDs through DOM events, and now and then wait
+// out their deadline on an element that is plainly there (chromedp issues
+// 258 and 682), which failed TestTouchscreen in CI with Pay showing enabled.
 func (p *Page) Tap(test string) {
 	p.t.Helper()
-	p.Do("tap "+test, chromedp.WaitEnabled(Sel(test)), chromedp.Click(Sel(test)))
+	js := fmt.Sprintf(tapTarget, string(Sel(test)))
+	var at []float64
+	wait.Until(p.t, 20*time.Second, "tap "+test, func() error {
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		if at, err = chromedp.Run(ctx, chromedp.Evaluate[[]float64](js)); err == nil && len(at) != 2 {
+			err = fmt.Errorf("it is missing, disabled, hidden or covered")
+		}
+		return err
+	})
+	p.Do("tap "+test, chromedp.MouseClickXY(at[0], at[1]))
 }
 
-// Screen waits for a screen to show.
+// Screen waits for a screen to show (by script, as Tap finds its element).
 func (p *Page) Screen(name string, within time.Duration) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, within)
-	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(Sel("screen-"+name))); err != nil {
-		p.t.Fatalf("screen %s never showed: %v", name, err)
-	}
+	js := fmt.Sprintf(`(e => !!e && e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden")(document.querySelector(%q))`,
+		string(Sel("screen-"+name)))
+	wait.Until(p.t, within, "screen "+name+" to show", func() error {
+		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+		defer cancel()
+		shown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+		if err == nil && !shown {
+			err = fmt.Errorf("it is not shown")
+		}
+		return err
+	})
 }
 
 // Text waits until the element's text contains want, and returns it.
