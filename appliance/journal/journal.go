@@ -30,6 +30,10 @@ const (
 	Failed    LabelState = "failed"
 	Refunded  LabelState = "refunded"  // failed, and its refund confirmed by the hub
 	Reprinted LabelState = "reprinted" // failed, and reprinted free on another label
+	// Refused is a failed label whose refund the hub refused for good
+	// (remedy_not_allowed: asked too late, or remedied another way). Nothing
+	// more is asked; its customer is owed what staff decide at the counter.
+	Refused LabelState = "refused"
 )
 
 // Sale is one sale as the journal knows it.
@@ -372,7 +376,9 @@ func (j *Journal) Get(ctx context.Context, requestID string) (*Sale, error) {
 
 // Owed reports whether a label still needs something: a print outcome, or
 // a remedy for a failure.
-func (l Label) Owed() bool { return l.State != Printed && l.State != Refunded && l.State != Reprinted }
+func (l Label) Owed() bool {
+	return l.State != Printed && l.State != Refunded && l.State != Reprinted && l.State != Refused
+}
 
 // Unfinished returns the sales not yet closed, oldest first: what a
 // restart must settle.
@@ -423,7 +429,7 @@ func (s *Sale) Settle(why string) (printed, failed []Label) {
 		switch l.State {
 		case Printed:
 			printed = append(printed, l)
-		case Refunded, Reprinted:
+		case Refunded, Reprinted, Refused:
 		default:
 			if l.State != Failed {
 				l.Reason = why

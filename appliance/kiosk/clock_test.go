@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/appliance/escpos"
+	"github.com/frank-postage/frank/appliance/journal"
 	"github.com/frank-postage/frank/appliance/kiosk"
 	"github.com/frank-postage/frank/appliance/printer"
 	"github.com/frank-postage/frank/protocol"
@@ -105,6 +106,55 @@ func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
 	waitClosed(t, fh.journal, 10*time.Second)
 	if p.count() != 0 {
 		t.Fatalf("%d labels printed", p.count())
+	}
+}
+
+// A failed label whose refund the hub refuses for good (remedy_not_allowed:
+// the kiosk was off past the hub's remedy limit) is closed as refused, not
+// refunded: the shift report tells staff to settle it at the counter, and
+// counts no refund money that never moved.
+func TestRefusedRefundNotCountedRefunded(t *testing.T) {
+	clock, fh, k, p := remedyKiosk(t)
+	fh.refundRefuse = protocol.Errorf(protocol.CodeRemedyNotAllowed, "label issued more than 2h0m0s ago")
+	p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
+	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+	if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed {
+		t.Fatalf("sale: %+v %v", rc, err)
+	}
+	fh.report(t)
+	clock.Add(3 * time.Second) // past the kiosk's remedy window: its sweep asks the refund
+	select {
+	case <-fh.refunds:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unclaimed label's refund was never asked")
+	}
+	waitClosed(t, fh.journal, 10*time.Second)
+	s, err := fh.journal.Get(context.Background(), rc.RequestID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Labels[0].State; st != journal.Refused {
+		t.Fatalf("the journal has the label %s, want refused", st)
+	}
+	// The shift began at the kiosk's start, taken as now less the real time
+	// since: set the wall clock back over the 3 s it was moved on.
+	clock.Step(-time.Minute)
+	shift, err := k.ShiftReport(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shift.Refunds != 0 || shift.RefundMills != 0 || shift.RefundsRefused != 1 {
+		t.Fatalf("shift report: %d refunds of %s, %d refused; want none refunded, 1 refused", shift.Refunds, shift.RefundMills, shift.RefundsRefused)
+	}
+	p.fault = nil
+	if _, err := k.PrintShift(context.Background(), "en", false); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	printed := string(p.receipts[len(p.receipts)-1])
+	p.mu.Unlock()
+	if !strings.Contains(printed, "1 refused: settle at the counter") {
+		t.Fatalf("the printed shift report does not tell staff of the refused refund:\n%q", printed)
 	}
 }
 

@@ -143,6 +143,8 @@ type fakeHub struct {
 	// returns true, and answers refunds.
 	confirm func(r protocol.PrintReport) bool
 	refunds chan protocol.RefundRequest
+	// refundRefuse, if set, refuses every refund with it.
+	refundRefuse *protocol.Error
 	// beats, if set, gets the kiosk's telemetry.
 	beats   chan protocol.Telemetry
 	journal *journal.Journal // the kiosk's, if set
@@ -184,6 +186,10 @@ func (fh *fakeHub) handle(suffix string, payload []byte) {
 			return
 		}
 		fh.refunds <- *r
+		if fh.refundRefuse != nil {
+			fh.link.push(protocol.TopicRefundResult, protocol.RefundResult{RequestID: r.RequestID, Status: protocol.ResultRejected, Error: fh.refundRefuse})
+			return
+		}
 		fh.link.push(protocol.TopicRefundResult, protocol.RefundResult{RequestID: r.RequestID, Status: protocol.ResultOK, AmountMills: 780})
 	case protocol.TopicStock:
 		r, err := protocol.DecodeStockLoad(payload)

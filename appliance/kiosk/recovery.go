@@ -133,10 +133,16 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 		if err != nil {
 			return err
 		}
-		if res.Status != protocol.ResultOK && (res.Error == nil || res.Error.Code != protocol.CodeRemedyNotAllowed) {
-			return fmt.Errorf("kiosk: refund of %s: %+v", l.Serial, res.Error)
+		st := journal.Refunded
+		if res.Status != protocol.ResultOK {
+			if res.Error == nil || res.Error.Code != protocol.CodeRemedyNotAllowed {
+				return fmt.Errorf("kiosk: refund of %s: %+v", l.Serial, res.Error)
+			}
+			k.log.Warn("the hub refused the refund of a label that did not print; staff settle it at the counter",
+				"request_id", s.RequestID, "label", l.Serial, "err", res.Error)
+			st = journal.Refused
 		}
-		if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, journal.Refunded, l.Reason); err != nil {
+		if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, st, l.Reason); err != nil {
 			return err
 		}
 	}
@@ -404,7 +410,9 @@ func (k *Kiosk) refundAbandoned(ctx context.Context, window time.Duration) {
 			case res.Status == protocol.ResultOK:
 				k.log.Info("refunded a failed label nobody claimed", "request_id", s.RequestID, "label", l.Serial, "amount", res.AmountMills.String())
 			case res.Error != nil && res.Error.Code == protocol.CodeRemedyNotAllowed:
-				k.remedied(s.RequestID, l.Serial, journal.Refunded) // the hub had it remedied already
+				k.log.Warn("the hub refused the refund of a failed label nobody claimed; staff settle it at the counter",
+					"request_id", s.RequestID, "label", l.Serial, "err", res.Error)
+				k.remedied(s.RequestID, l.Serial, journal.Refused)
 			default:
 				k.log.Error("unclaimed failed label refused a refund", "request_id", s.RequestID, "label", l.Serial, "err", res.Error)
 			}

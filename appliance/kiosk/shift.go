@@ -23,20 +23,23 @@ type shiftLog interface {
 // Shift is a staff shift's figures, read from the kiosk's own journal: the
 // hub's ledger holds the same sales, and a test holds the two together.
 type Shift struct {
-	From         time.Time      `json:"from"`
-	To           time.Time      `json:"to"`
-	Sales        int            `json:"sales"` // sales answered ok, free reprints included, as the ledger counts them
-	Stamps       int            `json:"stamps"`
-	Postage      protocol.Mills `json:"postage_mills"`
-	Card         protocol.Mills `json:"card_mills"`
-	Account      protocol.Mills `json:"account_mills"`
-	Refunds      int            `json:"refunds"` // labels refunded
-	RefundMills  protocol.Mills `json:"refund_mills"`
-	Voids        int            `json:"voids"` // labels signed but not printed
-	LabelsLoaded int            `json:"labels_loaded"`
-	LabelsUsed   int            `json:"labels_used"`
-	Faults       int            `json:"faults"`
-	Classes      []ShiftClass   `json:"classes"`
+	From        time.Time      `json:"from"`
+	To          time.Time      `json:"to"`
+	Sales       int            `json:"sales"` // sales answered ok, free reprints included, as the ledger counts them
+	Stamps      int            `json:"stamps"`
+	Postage     protocol.Mills `json:"postage_mills"`
+	Card        protocol.Mills `json:"card_mills"`
+	Account     protocol.Mills `json:"account_mills"`
+	Refunds     int            `json:"refunds"` // labels refunded
+	RefundMills protocol.Mills `json:"refund_mills"`
+	// RefundsRefused are labels that did not print and whose refund the hub
+	// refused (journal.Refused): staff settle them at the counter.
+	RefundsRefused int          `json:"refunds_refused"`
+	Voids          int          `json:"voids"` // labels signed but not printed
+	LabelsLoaded   int          `json:"labels_loaded"`
+	LabelsUsed     int          `json:"labels_used"`
+	Faults         int          `json:"faults"`
+	Classes        []ShiftClass `json:"classes"`
 }
 
 // ShiftClass is one rate class's stamps in a shift.
@@ -119,9 +122,12 @@ func (k *Kiosk) ShiftReport(ctx context.Context) (*Shift, error) {
 			if l.State != journal.Printed {
 				s.Voids++
 			}
-			if l.State == journal.Refunded {
+			switch l.State {
+			case journal.Refunded:
 				s.Refunds++
 				s.RefundMills += amount[l.Serial]
+			case journal.Refused:
+				s.RefundsRefused++
 			}
 		}
 	}
@@ -188,6 +194,9 @@ func (k *Kiosk) shiftText(s *Shift, lang string) *escpos.Text {
 	t.Pair(tr("shift.card"), s.Card.String())
 	t.Pair(tr("shift.account"), s.Account.String())
 	t.Pair(tr("shift.refunds"), fmt.Sprintf("%d  %s", s.Refunds, s.RefundMills))
+	if s.RefundsRefused > 0 {
+		t.Line("  " + tr("shift.refused", "n", fmt.Sprint(s.RefundsRefused)))
+	}
 	t.Pair(tr("shift.voids"), fmt.Sprint(s.Voids)).Rule()
 	t.Pair(tr("shift.loaded"), fmt.Sprint(s.LabelsLoaded))
 	t.Pair(tr("shift.used"), fmt.Sprint(s.LabelsUsed))

@@ -568,7 +568,9 @@
   const shiftRows = [
     ["shift.sales", (s) => s.sales], ["shift.stamps", (s) => s.stamps], ["shift.postage", (s) => money(s.postage_mills)],
     ["shift.card", (s) => money(s.card_mills)], ["shift.account", (s) => money(s.account_mills)],
-    ["shift.refunds", (s) => s.refunds + " · " + money(s.refund_mills)], ["shift.voids", (s) => s.voids],
+    ["shift.refunds", (s) => s.refunds + " · " + money(s.refund_mills) +
+      (s.refunds_refused ? " · " + t("shift.refused", { n: s.refunds_refused }) : "")],
+    ["shift.voids", (s) => s.voids],
     ["shift.loaded", (s) => s.labels_loaded], ["shift.used", (s) => s.labels_used], ["shift.faults", (s) => s.faults],
   ];
   function renderShift() {
