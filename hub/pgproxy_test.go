@@ -97,7 +97,7 @@ func (p *pgProxy) serve(c, s net.Conn) {
 	}
 	s.Write(append(n[:], rest...))
 	stmts := map[string][]byte{}
-	wrote := false
+	wrote, drop := false, false
 	for {
 		var h [5]byte
 		if _, err := io.ReadFull(c, h[:]); err != nil {
@@ -107,6 +107,7 @@ func (p *pgProxy) serve(c, s net.Conn) {
 		if _, err := io.ReadFull(c, body); err != nil {
 			return
 		}
+		var q []byte // the statement this message runs, if it runs one
 		switch h[0] {
 		case 'P': // Parse: name, query
 			parts := bytes.SplitN(body, []byte{0}, 3)
@@ -114,23 +115,31 @@ func (p *pgProxy) serve(c, s net.Conn) {
 			wrote = wrote || bytes.Contains(parts[1], p.match)
 		case 'B': // Bind: portal, statement
 			parts := bytes.SplitN(body, []byte{0}, 3)
-			wrote = wrote || bytes.Contains(stmts[string(parts[1])], p.match)
+			q = stmts[string(parts[1])]
 		case 'Q':
-			wrote = wrote || bytes.Contains(body, p.match)
-			lower := bytes.ToLower(body)
-			if bytes.HasPrefix(lower, []byte("commit")) && wrote && p.armed.CompareAndSwap(true, false) {
-				muted.Store(true)
-				s.Write(append(h[:], body...))
-				select { // the server has committed and answered
-				case <-answered:
-				case <-time.After(10 * time.Second):
-				}
-				p.fired.Add(1)
-				return
-			}
-			if bytes.HasPrefix(lower, []byte("commit")) || bytes.HasPrefix(lower, []byte("rollback")) || bytes.HasPrefix(lower, []byte("begin")) {
+			q = body
+		}
+		if q != nil {
+			wrote = wrote || bytes.Contains(q, p.match)
+			lower := bytes.ToLower(bytes.TrimSpace(q))
+			switch {
+			case bytes.HasPrefix(lower, []byte("commit")) && wrote && p.armed.CompareAndSwap(true, false):
+				drop = true
+			case bytes.HasPrefix(lower, []byte("commit")) || bytes.HasPrefix(lower, []byte("rollback")) || bytes.HasPrefix(lower, []byte("begin")):
 				wrote = false
 			}
+		}
+		// A simple COMMIT runs at once; a pipelined one (Bind, Execute)
+		// at the Sync that ends its pipeline.
+		if drop && (h[0] == 'Q' || h[0] == 'S') {
+			muted.Store(true)
+			s.Write(append(h[:], body...))
+			select { // the server has committed and answered
+			case <-answered:
+			case <-time.After(10 * time.Second):
+			}
+			p.fired.Add(1)
+			return
 		}
 		if _, err := s.Write(append(h[:], body...)); err != nil {
 			return

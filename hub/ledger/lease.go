@@ -142,6 +142,26 @@ func (l *Ledger) Renew(ctx context.Context, serials []uint32) (map[uint32]LeaseS
 	return out, nil
 }
 
+// Registers reads an MPSD's registers as committed, its seal checked. A
+// worker whose stamp did not commit, as far as it was told, takes them up
+// before it signs on the MPSD again: the commit may have happened with its
+// answer lost, and its own copy would then be behind.
+func (l *Ledger) Registers(ctx context.Context, serial uint32) (slot Slot, err error) {
+	defer func() { l.lockOnTamper(err) }()
+	err = l.inTx(ctx, func(tx *sql.Tx) error {
+		p, err := l.loadPSD(ctx, l.mac, tx, serial, false)
+		if err != nil {
+			return err
+		}
+		slot = Slot{Serial: serial, AR: p.AR, DR: p.DR, ReportedAt: p.ReportedAt}
+		return nil
+	})
+	if err != nil {
+		return Slot{}, fmt.Errorf("ledger: registers of mpsd %d: %w", serial, err)
+	}
+	return slot, nil
+}
+
 // Release gives serials back, at shutdown.
 func (l *Ledger) Release(ctx context.Context, serials []uint32) error {
 	for _, s := range serials {

@@ -28,6 +28,7 @@ import (
 // salesLedger is the ledger as the workers use it.
 type salesLedger interface {
 	Lease(ctx context.Context, n int) ([]ledger.Slot, error)
+	Registers(ctx context.Context, serial uint32) (ledger.Slot, error)
 	Renew(ctx context.Context, serials []uint32) (map[uint32]ledger.LeaseState, error)
 	Release(ctx context.Context, serials []uint32) error
 	Reserve(ctx context.Context, amount protocol.Mills) error
@@ -615,10 +616,14 @@ type slot struct {
 	committed ledger.Slot
 	head      ledger.Slot
 	gen       uint64 // bumped when the chain breaks and head goes back
-	inflight  int
-	lastSeq   uint64 // the ticket of the last stamp issued on it
-	lastIdx   int    // and its item: the committer takes a ticket's items in order
-	dead      string // lost lease or locked: never used again
+	// stale: a stamp did not commit as far as the committer knows, and its
+	// commit may have happened with the answer lost; committed is read
+	// again from the database before the next stamp that finds none in flight.
+	stale    bool
+	inflight int
+	lastSeq  uint64 // the ticket of the last stamp issued on it
+	lastIdx  int    // and its item: the committer takes a ticket's items in order
+	dead     string // lost lease or locked: never used again
 }
 
 type worker struct {
@@ -865,7 +870,37 @@ func (w *worker) slot(seq uint64, idx int) (*slot, error) {
 		return s, nil
 	}
 	w.turn++
-	return usable[w.turn%len(usable)], nil
+	s := usable[w.turn%len(usable)]
+	if err := w.resync(s); err != nil {
+		return nil, unavailable()
+	}
+	return s, nil
+}
+
+// resync reads a stale slot's registers again once none of its stamps is
+// in flight (this goroutine alone issues on it, so none starts meanwhile).
+// With stamps in flight it issues from the committed copy, as before: a
+// stamp that breaks the chain again marks it stale again.
+func (w *worker) resync(s *slot) error {
+	w.mu.Lock()
+	need := s.stale && s.inflight == 0
+	w.mu.Unlock()
+	if !need {
+		return nil
+	}
+	reg, err := w.pool.book.Registers(context.Background(), s.committed.Serial)
+	if err != nil {
+		w.log.Warn("mpsd registers not read again", "mpsd", s.committed.Serial, "err", err)
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s.committed.AR != reg.AR || s.committed.DR != reg.DR {
+		w.log.Warn("mpsd registers were behind the database; a commit's answer was lost", "mpsd", reg.Serial,
+			"ar", reg.AR.String(), "dr", reg.DR.String())
+	}
+	s.committed, s.head, s.stale = reg, reg, false
+	return nil
 }
 
 // doneFunc is a part's callback from the committer.
@@ -877,11 +912,13 @@ func (w *worker) doneFunc(s *slot, p *ledger.Part) func(bool) {
 		switch {
 		case committed:
 			s.committed.AR, s.committed.DR = p.AR, p.DR
+			s.stale = false // the commit checked its base against the row
 		case p.Gen == s.gen:
 			// The chain broke here: issue again from what is committed.
 			s.gen++
 			s.head = s.committed
 			s.head.ReportedAt = p.Base.ReportedAt
+			s.stale = true
 		}
 	}
 }
