@@ -518,6 +518,14 @@ func (l *Ledger) Reject(ctx context.Context, kioskID, requestID string, bodyHash
 			VALUES (?, ?, ?, 'rejected', 0, ?, ?)`), kioskID, requestID, bodyHash, result, micros(l.cfg.Now()))
 		return err
 	})
+	if store.IsConflict(err) {
+		// Another hub's answer to the request committed after the look
+		// above (two hubs served it, a claim lost with its session): it
+		// stands, and is the answer.
+		if prior, rerr := l.Replay(ctx, kioskID, requestID, bodyHash); rerr == nil && prior != nil {
+			return prior, nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reject %s: %w", requestID, err)
 	}

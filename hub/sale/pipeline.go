@@ -326,19 +326,29 @@ func (s *Service) reject(ctx context.Context, o *order, err error) answer {
 		return s.refused(o.requestID, perr)
 	}
 	out, rerr := s.Book.Reject(ctx, o.kioskID, o.requestID, o.hash, perr)
+	if pe := (*protocol.Error)(nil); errors.As(rerr, &pe) {
+		return s.refused(o.requestID, pe) // the request id was used for another request
+	}
 	if rerr != nil {
-		s.Log.Error("could not record rejection", "request_id", o.requestID, "err", rerr)
-		return s.refused(o.requestID, perr)
+		// The request may have been sold meanwhile by another hub, or the
+		// record written with its answer lost: not final.
+		s.Log.Error("could not record rejection", "request_id", o.requestID, "refusal", perr.Code, "err", rerr)
+		return s.refused(o.requestID, protocol.Errorf(protocol.CodeOutcomeUnknown,
+			"the refusal of request %s could not be recorded; ask again", o.requestID))
 	}
 	return answer{out: out, perr: perr}
 }
 
 // refused is a refusal that is not recorded: the request could not be
-// read, or the refusal is not final.
+// read, or the refusal is not final. An unexpected fault (the database
+// failing over, say) is answered outcome_unknown: the request's earlier
+// answer could not be read, and an earlier try may have sold, so a kiosk
+// must ask again rather than close the sale as refused.
 func (s *Service) refused(requestID string, err error) answer {
 	perr := protocol.AsError(err)
 	if perr.Code == protocol.CodeInternal {
 		s.Log.Error("purchase failed", "request_id", requestID, "err", err)
+		perr = protocol.Errorf(protocol.CodeOutcomeUnknown, "the hub could not tell whether request %s was served; ask again", requestID)
 	}
 	out, _ := json.Marshal(protocol.Rejected(requestID, perr)) // strings only: cannot fail
 	return answer{out: out, perr: perr}

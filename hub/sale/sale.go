@@ -112,7 +112,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	inflight map[string]*flight            // kiosk/request -> the sale answering it
-	labels   map[protocol.LabelSerial]bool // labels of sales in flight
+	labels   map[heldLabel]bool // labels of sales in flight
 	badCodes map[string]*rate.Limiter      // wrong pay codes by kiosk
 	refusals map[string]*rate.Limiter      // refusals recorded, by kiosk
 	releases sync.WaitGroup                // claims being released after their answers
@@ -634,7 +634,7 @@ func (s *Service) join(key string, hash []byte) (*flight, bool) {
 func (s *Service) initLocked() {
 	if s.inflight == nil {
 		s.inflight = map[string]*flight{}
-		s.labels = map[protocol.LabelSerial]bool{}
+		s.labels = map[heldLabel]bool{}
 	}
 }
 
@@ -645,24 +645,34 @@ func (s *Service) leave(key string, f *flight) {
 	close(f.done)
 }
 
-// holdLabels refuses labels that belong to another sale in flight, and
-// holds the sale's labels until it ends.
+// heldLabel is a label held by a sale in flight of one kiosk (or web
+// customer). Holds are per kiosk: they are taken before the labels are
+// checked to be the kiosk's, so a kiosk naming another's labels must not
+// hold them against it. Two kiosks' sales of one label (a sheet moved
+// between them mid-sale) meet the database's one live stamp per label.
+type heldLabel struct {
+	kiosk string
+	label protocol.LabelSerial
+}
+
+// holdLabels refuses labels that belong to another sale of the kiosk in
+// flight, and holds the sale's labels until it ends.
 func (s *Service) holdLabels(sale *ledger.Sale) (func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.initLocked()
 	for _, it := range sale.Items {
-		if s.labels[it.Label] {
+		if s.labels[heldLabel{sale.KioskID, it.Label}] {
 			return nil, protocol.Errorf(protocol.CodeLabelUsed, "label %s is being used by another sale", it.Label)
 		}
 	}
 	for _, it := range sale.Items {
-		s.labels[it.Label] = true
+		s.labels[heldLabel{sale.KioskID, it.Label}] = true
 	}
 	return func() {
 		s.mu.Lock()
 		for _, it := range sale.Items {
-			delete(s.labels, it.Label)
+			delete(s.labels, heldLabel{sale.KioskID, it.Label})
 		}
 		s.mu.Unlock()
 	}, nil

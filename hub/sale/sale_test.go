@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,84 @@ func TestSigningFailureReleasesTheHold(t *testing.T) {
 	}
 	if money.released != 1 || money.captured != 0 {
 		t.Fatalf("hold released %d times and captured %d, want 1 and 0", money.released, money.captured)
+	}
+}
+
+// soldElsewhereBook's Reject fails as the ledger's does when another hub's
+// sale of the same request committed meanwhile and its answer could not be
+// read back.
+type soldElsewhereBook struct{ fakeBook }
+
+func (b *soldElsewhereBook) Reject(context.Context, string, string, []byte, *protocol.Error) ([]byte, error) {
+	return nil, errors.New(`ledger: reject r-1: ERROR: duplicate key value violates unique constraint "sales_pkey" (SQLSTATE 23505)`)
+}
+
+type decliningMoney struct{ fakeMoney }
+
+func (m *decliningMoney) Hold(context.Context, payments.Key, payments.Source, protocol.Mills) (*payments.Payment, error) {
+	return nil, protocol.Errorf(protocol.CodePaymentDeclined, "declined")
+}
+
+// claimsDBDown fails every claim as a database failing over does.
+type claimsDBDown struct{}
+
+func (claimsDBDown) TakeReading(context.Context, string, string, *store.Read) (func(), bool, error) {
+	return nil, false, errors.New("claims: take kiosk-1/r-0001: store: write: FATAL: terminating connection due to administrator command (SQLSTATE 57P01)")
+}
+
+// A refusal that could not be recorded, and a request whose claim (and with
+// it its earlier answer) could not be read, are answered outcome_unknown:
+// an earlier try, or another hub, may have sold it. The kiosk takes any
+// other refusal as final: it would print nothing and ask no refund while
+// the sale stood and its card was captured.
+func TestUnknownFateNotAnsweredFinal(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		s    *Service
+	}{
+		{"refusal not recorded", &Service{Book: &soldElsewhereBook{}, Money: &decliningMoney{}}},
+		{"claim not taken", &Service{Book: &fakeBook{}, Money: &fakeMoney{}, Claims: claimsDBDown{}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := c.s
+			s.Seller, s.Kiosks, s.Rates, s.Now = fakeSeller{}, fakeKiosks{}, fakeRates{}, time.Now
+			s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+			out, _ := s.Purchase(context.Background(), "kiosk-1", []byte(prototest.GoodPurchase))
+			res, err := protocol.DecodePurchaseResult(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Error == nil || res.Error.Code != protocol.CodeOutcomeUnknown {
+				t.Fatalf("answered %s, want outcome_unknown", out)
+			}
+		})
+	}
+}
+
+// A kiosk's sale naming another kiosk's labels holds nothing against that
+// kiosk: holds are taken before the labels are checked to be the kiosk's,
+// and a rogue kiosk naming a victim's labels had the victim's own sales of
+// them refused label_used, final. The kiosk's own sale in flight still
+// holds its labels against its next.
+func TestForeignKiosksHoldBlocksNoLabel(t *testing.T) {
+	s := &Service{Seller: fakeSeller{}, Book: &fakeBook{}, Kiosks: fakeKiosks{}, Rates: fakeRates{}, Money: &fakeMoney{},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+	label := protocol.LabelSerial{Sheet: 0x1966F8CF, Position: 1}
+	rogue, err := s.holdLabels(&ledger.Sale{KioskID: "kiosk-2", Items: []ledger.Item{{Label: label}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rogue()
+	if out, perr := s.Purchase(context.Background(), "kiosk-1", []byte(prototest.GoodPurchase)); perr != nil {
+		t.Fatalf("kiosk-1's sale of its label while kiosk-2 names it: %s", out)
+	}
+	own, err := s.holdLabels(&ledger.Sale{KioskID: "kiosk-1", Items: []ledger.Item{{Label: label}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own()
+	again := strings.Replace(prototest.GoodPurchase, `"r-0001"`, `"r-0002"`, 1)
+	if _, perr := s.Purchase(context.Background(), "kiosk-1", []byte(again)); perr == nil || perr.Code != protocol.CodeLabelUsed {
+		t.Fatalf("kiosk-1's second sale of a label its sale in flight holds: %v, want label_used", perr)
 	}
 }

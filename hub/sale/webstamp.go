@@ -159,7 +159,7 @@ func (s *Service) pickFree(ctx context.Context, o *order, sheet protocol.SheetSe
 		if err != nil {
 			return nil, err
 		}
-		free := s.notInFlight(sheet, state.Free)
+		free := s.notInFlight(o.kioskID, sheet, state.Free)
 		if len(free) < n {
 			if len(state.Free) >= n { // in flight: some may come free again
 				return nil, busySheet(sheet)
@@ -181,14 +181,14 @@ func (s *Service) pickFree(ctx context.Context, o *order, sheet protocol.SheetSe
 	}
 }
 
-// notInFlight is free less the positions of sheet that sales in flight on
-// this hub hold, under the lock holdLabels takes them with.
-func (s *Service) notInFlight(sheet protocol.SheetSerial, free []int) []int {
+// notInFlight is free less the positions of sheet that kioskID's sales in
+// flight on this hub hold, under the lock holdLabels takes them with.
+func (s *Service) notInFlight(kioskID string, sheet protocol.SheetSerial, free []int) []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]int, 0, len(free))
 	for _, p := range free {
-		if !s.labels[protocol.LabelSerial{Sheet: sheet, Position: uint8(p)}] {
+		if !s.labels[heldLabel{kioskID, protocol.LabelSerial{Sheet: sheet, Position: uint8(p)}}] {
 			out = append(out, p)
 		}
 	}
