@@ -88,12 +88,15 @@ var ErrReservedID = errors.New("reserved for the hub's own use")
 // itself. A kiosk named into one would share its idempotency keys, payments
 // and claims: a web customer's sales and payments ("web-" and the account,
 // sale.WebKioskID), a prepaid account's top-ups (payments.FundKioskID), and
-// the claims scope that makes a label's refunds take turns ("refund-label").
+// the claims scopes that make a label's refunds and a kiosk's staff logins
+// take turns ("refund-label", "staff-login": a kiosk so named could hold a
+// victim kiosk's staff logins with a purchase whose request_id is its id).
 // Matched without regard to case, as SQLite's LIKE does.
 var reservedKioskIDs = []struct{ prefix, what string }{
 	{"web-", "web customers' sales"},
 	{"fund-", "prepaid accounts' top-ups"},
 	{"refund-", "refunds' claims"},
+	{"staff-login", "staff logins' claims"},
 }
 
 // webStore is stock.WebStore, whose sheets go to web customers: a kiosk

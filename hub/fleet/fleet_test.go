@@ -89,6 +89,7 @@ func TestReservedIDsRefused(t *testing.T) {
 		{sale.WebKioskID(7), "store-1"}, {strings.ToUpper(sale.WebKioskID(7)), "store-1"},
 		{payments.FundKioskID(7), "store-1"}, {"Fund-8", "store-1"},
 		{"refund-label", "store-1"}, {"REFUND-LABEL", "store-1"}, {"refund-x", "store-1"},
+		{"staff-login", "store-1"}, {"Staff-Login", "store-1"},
 		{"kiosk-1", stock.WebStore}, {"kiosk-1", "WEB"},
 	} {
 		_, err := reg.Add(ctx, c.kiosk, c.store)
