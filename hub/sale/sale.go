@@ -111,11 +111,11 @@ type Service struct {
 	Now     func() time.Time
 
 	mu       sync.Mutex
-	inflight map[string]*flight            // kiosk/request -> the sale answering it
-	labels   map[heldLabel]bool // labels of sales in flight
-	badCodes map[string]*rate.Limiter      // wrong pay codes by kiosk
-	refusals map[string]*rate.Limiter      // refusals recorded, by kiosk
-	releases sync.WaitGroup                // claims being released after their answers
+	inflight map[string]*flight       // kiosk/request -> the sale answering it
+	labels   map[heldLabel]bool       // labels of sales in flight
+	badCodes map[string]*rate.Limiter // wrong pay codes by kiosk
+	refusals map[string]*rate.Limiter // refusals recorded, by kiosk
+	releases sync.WaitGroup           // claims being released after their answers
 }
 
 // Wait waits for the claims of answered requests to be released; the hub
