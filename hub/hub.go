@@ -130,7 +130,8 @@ type Config struct {
 	// BrokerConnsPerIP bounds the embedded broker's connections from one
 	// address (default 64; negative, no limit). KioskMsgRate bounds the
 	// messages a kiosk may publish per second (default 20, bursts of 200;
-	// negative, no limit, for simulated kiosks). KioskConnects bounds the
+	// negative, no limit, for simulated kiosks): the embedded broker
+	// refuses more, and the front drops more behind any broker. KioskConnects bounds the
 	// connections one kiosk id may open a minute, in bursts of as many
 	// (default 10; negative, no limit).
 	BrokerConnsPerIP int
@@ -724,6 +725,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Meter:       h.metrics,
 		Commands:    h.commands,
 		MaxPerKiosk: h.cfg.KioskPurchases,
+		KioskRate:   h.cfg.KioskMsgRate,
 		Staff:       newStaffDesk(h),
 		Now:         h.clockNow,
 	}
@@ -1250,8 +1252,17 @@ func (w kioskWatch) Offline(id string) {
 	w.h.kioskOffline(id, "its last will")
 }
 
+// kioskOffline logs a kiosk gone offline and raises its alert. The line
+// is within the kiosk's budget (the ledger's, shared with its other
+// lines): a stolen kiosk may publish "offline" as often as it may publish.
 func (h *Hub) kioskOffline(id, why string) {
-	h.log.Warn("kiosk offline", "kiosk", id, "by", why)
+	if ok, skipped := h.ledger.KioskLine(id); ok {
+		args := []any{"kiosk", id, "by", why}
+		if skipped > 0 {
+			args = append(args, "lines_left_out", skipped)
+		}
+		h.log.Warn("kiosk offline", args...)
+	}
 	h.alerts.Raise(context.Background(), alerts.KioskOffline, "kiosk/"+id, fmt.Sprintf("kiosk %s went offline (%s)", id, why))
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/time/rate"
 
 	"github.com/frank-postage/frank/hub/metrics"
 	"github.com/frank-postage/frank/protocol"
@@ -70,6 +71,12 @@ type Config struct {
 	// that sends more, slow ones, must not take every kiosk's slots. (The
 	// benchmark's load kiosks keep 16 outstanding.)
 	MaxPerKiosk int
+	// KioskRate and KioskBurst bound the messages of one kiosk the hub
+	// handles, per second and at once; more are dropped unread. Default 20
+	// and ten times KioskRate, the embedded broker's; negative KioskRate,
+	// none (load generators).
+	KioskRate  float64
+	KioskBurst int
 	// Presence, if set, is told of kiosk status and heartbeats.
 	Presence presence
 	// Meter, if set, times every purchase answered.
@@ -107,6 +114,9 @@ type Front struct {
 	busyMu sync.Mutex
 	busy   map[string]int
 	shed   atomic.Int64
+	// over counts the kiosk messages dropped over their KioskRate.
+	over   atomic.Int64
+	msgs   msgBudget
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -127,11 +137,21 @@ func Start(cfg Config, sales purchaser, stock stocker, prints printBook, log *sl
 	if cfg.MaxPerKiosk == 0 {
 		cfg.MaxPerKiosk = 16
 	}
+	if cfg.KioskRate == 0 {
+		cfg.KioskRate = 20
+	}
+	if cfg.KioskBurst <= 0 {
+		cfg.KioskBurst = max(1, int(10*cfg.KioskRate))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Front{cfg: cfg, sales: sales, stock: stock, prints: prints, log: log, sem: make(chan struct{}, cfg.MaxInFlight), busy: map[string]int{}, ctx: ctx, cancel: cancel,
-		lines: logBudget{now: cfg.Now, by: map[string]*lineWindow{}}}
+		lines: logBudget{now: cfg.Now, by: map[string]*lineWindow{}},
+		msgs:  msgBudget{now: cfg.Now, limit: rate.Limit(cfg.KioskRate), burst: cfg.KioskBurst, by: map[string]*rate.Limiter{}}}
 	if f.lines.now == nil {
 		f.lines.now = time.Now
+	}
+	if f.msgs.now == nil {
+		f.msgs.now = time.Now
 	}
 	subscribed := make(chan error, 1)
 	opts := mqtt.NewClientOptions().
@@ -225,7 +245,15 @@ func (f *Front) subscribe(c mqtt.Client) error {
 		subs[protocol.HubSubscription(protocol.TopicStaff)] = f.answer(protocol.TopicStaffResult, f.cfg.Staff.Answer)
 	}
 	for topic, h := range subs {
-		t := c.Subscribe(topic, 1, func(c mqtt.Client, m mqtt.Message) { m.Ack(); h(c, m) })
+		t := c.Subscribe(topic, 1, func(c mqtt.Client, m mqtt.Message) {
+			m.Ack()
+			if kiosk, suffix, err := protocol.ParseKioskTopic(m.Topic()); err == nil && !f.msgs.allow(kiosk) {
+				f.over.Add(1)
+				f.kioskLog(slog.LevelWarn, kiosk, "message dropped: the kiosk is over its message budget", "topic", suffix, "rate", f.cfg.KioskRate)
+				return
+			}
+			h(c, m)
+		})
 		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 			return fmt.Errorf("subscribe %s: %v", topic, t.Error())
 		}
@@ -321,6 +349,9 @@ func (f *Front) leave(kiosk string) {
 
 // Shed is how many purchases were dropped over MaxPerKiosk.
 func (f *Front) Shed() int64 { return f.shed.Load() }
+
+// OverBudget counts the kiosk messages dropped over their KioskRate.
+func (f *Front) OverBudget() int64 { return f.over.Load() }
 
 // answer serves a request topic whose answer goes to resultSuffix.
 func (f *Front) answer(resultSuffix string, fn func(ctx context.Context, kioskID string, payload []byte) ([]byte, *protocol.Error)) mqtt.MessageHandler {

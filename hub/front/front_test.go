@@ -183,3 +183,43 @@ func TestOneKioskCannotTakeEverySlot(t *testing.T) {
 		t.Fatalf("k1 has %d purchases in progress, want at most 2", got)
 	}
 }
+
+// Behind a broker that keeps no per-kiosk budget (mosquitto), the front
+// keeps the embedded broker's: one kiosk's messages past KioskBurst, and
+// then past KioskRate a second, are dropped unread; another kiosk's are
+// handled, and the kiosk's budget comes back with time.
+func TestKioskMessagesOverBudgetDropped(t *testing.T) {
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "pw", Kiosks: noKiosks{}},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC).UnixNano())
+	sales := &slowSales{release: make(chan struct{}), busy: map[string]int{}}
+	f, err := front.Start(front.Config{Broker: "tcp://" + b.Addr(), ClientID: "frank-hub-front", Username: "frank-hub", Password: "pw",
+		MaxInFlight: 64, MaxPerKiosk: -1, KioskRate: 1, KioskBurst: 3, Now: func() time.Time { return time.Unix(0, now.Load()) },
+		ConfigFor: func(id string) (protocol.KioskConfig, error) { return protocol.KioskConfig{KioskID: id}, nil }},
+		sales, sales, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(sales.release)
+		f.Close()
+	}()
+	c := dial(t, b.Addr(), "frank-hub-load") // a hub's login: the embedded broker's budget does not apply
+	for range 10 {
+		c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchase), 1, false, []byte(`{}`)).Wait()
+	}
+	wait.For(t, 10*time.Second, "k1's messages past its burst dropped", func() bool { return f.OverBudget() == 7 && sales.inProgress("k1") == 3 })
+	c.Publish(protocol.KioskTopic("k2", protocol.TopicPurchase), 1, false, []byte(`{}`)).Wait()
+	wait.For(t, 10*time.Second, "k2's purchase served", func() bool { return sales.inProgress("k2") == 1 })
+	now.Add(int64(time.Second))
+	c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchase), 1, false, []byte(`{}`)).Wait()
+	wait.For(t, 10*time.Second, "k1's next purchase a second on served", func() bool { return sales.inProgress("k1") == 4 })
+	if got := f.OverBudget(); got != 7 {
+		t.Fatalf("%d messages dropped, want 7", got)
+	}
+}

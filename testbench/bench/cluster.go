@@ -199,7 +199,7 @@ func Cluster(ctx context.Context, cfg ClusterConfig, log *slog.Logger) (*Cluster
 		args := []string{"--data", data, "--db", dsn, "--http", addr, "--tls", "off",
 			"--broker", "tcp://" + brokerAddr, "--broker-user", user, "--hub-name", user, "--broker-tls-listen", "off",
 			"--postal", paSrv.URL, "--payments", cardSrv.URL, "--licence", postal.DemoLicence, "--report-every", "-1s", "--log", "text",
-			"--kiosk-purchases", "-1"} // load kiosks keep many purchases outstanding
+			"--kiosk-purchases", "-1", "--kiosk-msg-rate", "-1"} // load kiosks keep many purchases outstanding
 		if i == 0 {
 			metricsURL = "http://" + addr + "/metrics"
 		}

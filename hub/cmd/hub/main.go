@@ -89,7 +89,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.CRLFile, "crl-file", "", "keep the device CA's revocation list (PEM) in this file, for an external broker's crlfile")
 	fs.IntVar(&cfg.BrokerConnsPerIP, "broker-conns-per-ip", 64, "embedded broker: open connections allowed from one address (negative: no limit)")
 	fs.IntVar(&cfg.HTTPConnsPerIP, "http-conns-per-ip", 64, "web server: open connections allowed from one address or IPv6 /64, trusted proxies aside (negative: no limit)")
-	fs.Float64Var(&cfg.KioskMsgRate, "kiosk-msg-rate", 20, "embedded broker: messages per second a kiosk may publish, in bursts of ten times that (negative: no limit)")
+	fs.Float64Var(&cfg.KioskMsgRate, "kiosk-msg-rate", 20, "messages per second a kiosk may publish, in bursts of ten times that: the embedded broker refuses more, and the hub drops more behind any broker (negative: no limit)")
 	fs.IntVar(&cfg.KioskPurchases, "kiosk-purchases", 16, "purchases of one kiosk served at once; more are dropped and the kiosk resends (negative: no limit, for load generators)")
 	fs.IntVar(&cfg.KioskInflight, "kiosk-inflight", 64, "embedded broker: messages held for one kiosk unacknowledged; more are dropped and the kiosk asks again (negative: no limit, for load generators)")
 	fs.IntVar(&cfg.KioskConnects, "kiosk-connects", 10, "embedded broker: connections a kiosk may open per minute, in bursts of that many (negative: no limit)")
