@@ -3,6 +3,7 @@ package sale
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -99,5 +100,48 @@ func TestRefusalPastTheBudgetReplaysAnAnswerRecorded(t *testing.T) {
 	out, perr := s.Purchase(context.Background(), "kiosk-1", []byte(prototest.GoodPurchase))
 	if perr != nil || string(out) != string(prior) {
 		t.Fatalf("answer %s %v, want the one recorded meanwhile", out, perr)
+	}
+}
+
+// usedBook finds every label offered used, and counts the reuse records.
+type usedBook struct {
+	fakeBook
+	records int
+}
+
+func (b *usedBook) UsedLabels(_ context.Context, labels []protocol.LabelSerial) ([]protocol.LabelSerial, error) {
+	return labels, nil
+}
+
+func (b *usedBook) RecordReuse(context.Context, protocol.LabelSerial, string, string) error {
+	b.records++
+	return nil
+}
+
+// A kiosk offering used labels over and over writes a reuse record and a
+// fraud alert for each only within its budget (RefusalBurst labels, then one
+// every RefusalEvery), and past it one alert that it is over; with time it
+// has its budget back. Before, every label of every offer wrote a row and
+// an alert, at whatever rate the kiosk sent.
+func TestLabelReuseRecordsBounded(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	book, seen := &usedBook{}, &alertsSeen{}
+	s := &Service{Book: book, Alerts: seen, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }}
+	labels := []protocol.LabelSerial{{Sheet: 0x1966F8CF, Position: 1}, {Sheet: 0x1966F8CF, Position: 2}}
+	for i := range RefusalBurst {
+		s.fraud(context.Background(), "kiosk-1", fmt.Sprintf("r-%d", i), labels)
+	}
+	if book.records != RefusalBurst || seen.n != RefusalBurst+1 {
+		t.Fatalf("%d reuse records and %d alerts after %d offers of 2 used labels; want %d records and %d alerts (one per label, then the kiosk's)",
+			book.records, seen.n, RefusalBurst, RefusalBurst, RefusalBurst+1)
+	}
+	s.fraud(context.Background(), "kiosk-2", "r-1", labels)
+	if book.records != RefusalBurst+2 {
+		t.Fatalf("another kiosk's offer: %d records, want its 2 recorded", book.records-RefusalBurst)
+	}
+	now = now.Add(2 * RefusalEvery)
+	s.fraud(context.Background(), "kiosk-1", "r-late", labels)
+	if book.records != RefusalBurst+4 {
+		t.Fatalf("an offer once the budget came back: %d records, want 2", book.records-RefusalBurst-2)
 	}
 }

@@ -115,6 +115,8 @@ type Service struct {
 	labels   map[heldLabel]bool       // labels of sales in flight
 	badCodes map[string]*rate.Limiter // wrong pay codes by kiosk
 	refusals map[string]*rate.Limiter // refusals recorded, by kiosk
+	reuses   map[string]*rate.Limiter // offers of used labels recorded, by kiosk
+	reuseOut map[string]bool          // kiosks told out of reuse records, until they have some again
 	releases sync.WaitGroup           // claims being released after their answers
 }
 
@@ -168,6 +170,24 @@ func (s *Service) mayRecordRefusal(ctx context.Context, kioskID string) bool {
 			fmt.Sprintf("kiosk %s was refused %d requests in a short time; its refusals are answered but no longer recorded", kioskID, RefusalBurst))
 	}
 	return ok
+}
+
+// mayRecordReuse takes n of kioskID's reuse records; out is true the first
+// time it has too few, until it has enough again.
+func (s *Service) mayRecordReuse(kioskID string, n int) (ok, out bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := limiterOf(&s.reuses, kioskID, RefusalEvery, RefusalBurst)
+	if s.reuseOut == nil {
+		s.reuseOut = map[string]bool{}
+	}
+	if l.AllowN(s.Now(), n) {
+		delete(s.reuseOut, kioskID)
+		return true, false
+	}
+	out = !s.reuseOut[kioskID]
+	s.reuseOut[kioskID] = true
+	return false, out
 }
 
 // flight is a sale in progress; a repeat of its request waits for it.
@@ -452,11 +472,25 @@ func (s *Service) prepare(ctx context.Context, req *protocol.PurchaseRequest, ha
 	return sale, nil
 }
 
-// fraud records an offer of a used label and raises a fraud alert for it.
+// fraud records each offer of a used label and raises a fraud alert for
+// it, within the kiosk's budget of such records, as for refusals (each label
+// one): past it, a stolen kiosk offering used labels over and over is one
+// alert, not two rows and an alert per label and message.
 func (s *Service) fraud(ctx context.Context, kioskID, requestID string, labels []protocol.LabelSerial) {
 	used, err := s.Book.UsedLabels(ctx, labels)
 	if err != nil {
 		s.Log.Error("fraud check", "err", err)
+		return
+	}
+	if len(used) == 0 {
+		return
+	}
+	ok, out := s.mayRecordReuse(kioskID, len(used))
+	if out {
+		s.Alerts.Raise(ctx, alerts.Fraud, "kiosk/"+kioskID+"/reuse",
+			fmt.Sprintf("kiosk %s offered %d or more used labels in a short time; its offers are refused but no longer recorded", kioskID, RefusalBurst))
+	}
+	if !ok {
 		return
 	}
 	for _, l := range used {
