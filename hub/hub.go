@@ -1256,13 +1256,7 @@ func (w kioskWatch) Offline(id string) {
 // is within the kiosk's budget (the ledger's, shared with its other
 // lines): a stolen kiosk may publish "offline" as often as it may publish.
 func (h *Hub) kioskOffline(id, why string) {
-	if ok, skipped := h.ledger.KioskLine(id); ok {
-		args := []any{"kiosk", id, "by", why}
-		if skipped > 0 {
-			args = append(args, "lines_left_out", skipped)
-		}
-		h.log.Warn("kiosk offline", args...)
-	}
+	h.ledger.KioskLog(h.log, slog.LevelWarn, id, "kiosk offline", "by", why)
 	h.alerts.Raise(context.Background(), alerts.KioskOffline, "kiosk/"+id, fmt.Sprintf("kiosk %s went offline (%s)", id, why))
 }
 

@@ -159,6 +159,8 @@ type Ledger struct {
 	pa  authority
 	al  alerter
 	log *slog.Logger
+	// lines is what each kiosk's requests may make the ledger log.
+	lines lineBudget
 
 	queue   chan message
 	stop    chan struct{}

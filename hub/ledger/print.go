@@ -5,11 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/frank-postage/frank/protocol"
 )
@@ -44,6 +47,7 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 		})
 	}
 	wg.Wait()
+	var repeats []string
 	for i, lo := range r.Labels {
 		switch {
 		case errs[i] != nil:
@@ -53,12 +57,88 @@ func (l *Ledger) RecordPrint(ctx context.Context, r *protocol.PrintReport) error
 				l.lateRemedy(ctx, r.KioskID, ls, "a failure report") // the report itself is confirmed: resent, it would be refused again
 			}
 		case done[i] == 0:
-			l.log.Info("print report for no issued indicium (a repeat?)", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial)
+			repeats = append(repeats, lo.LabelSerial)
 		case lo.Outcome != protocol.Printed:
 			l.log.Warn("label failed to print; indicium voided", "kiosk", r.KioskID, "request_id", r.RequestID, "label", lo.LabelSerial, "reason", lo.Reason)
 		}
 	}
+	if len(repeats) > 0 {
+		// One line a report, within the kiosk's budget: the labels are the
+		// kiosk's word, and a stolen kiosk may name any number of them.
+		l.kioskLog(slog.LevelInfo, r.KioskID, "print report for no issued indicium (a repeat?)", "request_id", r.RequestID,
+			"label", repeats[0], "labels", len(repeats))
+	}
 	return nil
+}
+
+// What one kiosk's requests may make the ledger log: kioskLines lines a
+// minute, in bursts of as many. A stolen kiosk repeating print reports or
+// late remedies would otherwise write a line for each, and journald, past
+// its rate limit, drops the hub's other lines with them. (The MQTT front
+// keeps its own budget for the lines it writes.)
+const (
+	kioskLines = 10
+	// lineKiosks bounds the kiosks counted before the idle ones are dropped.
+	lineKiosks = 10_000
+)
+
+// lineBudget counts the lines about each kiosk.
+type lineBudget struct {
+	mu sync.Mutex
+	by map[string]*kioskBudget
+}
+
+type kioskBudget struct {
+	lines   *rate.Limiter
+	skipped int // lines left out since the last one written
+}
+
+// take reports whether a line about kiosk may be written at now, and how
+// many were left out before it.
+func (b *lineBudget) take(kiosk string, now time.Time) (ok bool, skipped int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.by == nil {
+		b.by = map[string]*kioskBudget{}
+	}
+	k := b.by[kiosk]
+	if k == nil {
+		if len(b.by) >= lineKiosks {
+			for id, k := range b.by {
+				if k.skipped == 0 && k.lines.TokensAt(now) >= kioskLines {
+					delete(b.by, id) // as if never counted
+				}
+			}
+		}
+		k = &kioskBudget{lines: rate.NewLimiter(rate.Every(time.Minute/kioskLines), kioskLines)}
+		b.by[kiosk] = k
+	}
+	if !k.lines.AllowN(now, 1) {
+		k.skipped++
+		return false, 0
+	}
+	skipped, k.skipped = k.skipped, 0
+	return true, skipped
+}
+
+// kioskLog logs a line about what kioskID asked, within its budget.
+func (l *Ledger) kioskLog(level slog.Level, kioskID, msg string, args ...any) {
+	l.KioskLog(l.log, level, kioskID, msg, args...)
+}
+
+// KioskLog logs to log a line about what kioskID asked or sent, within
+// the kiosk's budget of kioskLines a minute, which the hub's own lines
+// about a kiosk's messages (its offline status) share with the ledger's.
+// The first line after some were left out says how many.
+func (l *Ledger) KioskLog(log *slog.Logger, level slog.Level, kioskID, msg string, args ...any) {
+	ok, skipped := l.lines.take(kioskID, l.cfg.Now())
+	if !ok {
+		return
+	}
+	if skipped > 0 {
+		args = append(args, "lines_left_out", skipped)
+	}
+	log.Log(context.Background(), level, msg, append([]any{"kiosk", kioskID}, args...)...)
 }
 
 // stillIssued reports whether kioskID's label of sale requestID is issued.

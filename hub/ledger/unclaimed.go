@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -40,7 +41,9 @@ const UnclaimedRefund = "unclaimed"
 // from the hub for hours around a failed print, whose customer staff
 // refund at the counter.
 func (l *Ledger) lateRemedy(ctx context.Context, kioskID string, label protocol.LabelSerial, what string) *protocol.Error {
-	l.log.Warn("remedy refused: its stamp was issued too long ago", "kiosk", kioskID, "label", label, "asked", what, "limit", RemedyLimit.String())
+	// Within the kiosk's budget: the alert, one per kiosk while open, is
+	// what ops act on; a stolen kiosk may ask this of every old stamp.
+	l.kioskLog(slog.LevelWarn, kioskID, "remedy refused: its stamp was issued too long ago", "label", label, "asked", what, "limit", RemedyLimit.String())
 	l.al.Raise(ctx, alerts.LateRemedy, "kiosk/"+kioskID, fmt.Sprintf(
 		"kiosk %s asked %s of label %s past the %s a kiosk has to say a label failed; refused, the stamp left as it was. If the customer's label really failed, refund it at the counter; many such requests suggest a kiosk refunding stamps it used",
 		kioskID, what, label, RemedyLimit))

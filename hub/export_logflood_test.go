@@ -1,0 +1,5 @@
+package hub
+
+// KioskStatusOffline does what the front does with an "offline" status
+// kioskID publishes, without the broker in between.
+func KioskStatusOffline(h *Hub, kioskID string) { kioskWatch{h}.Offline(kioskID) }
