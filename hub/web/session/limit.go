@@ -26,6 +26,9 @@ type Limiter struct {
 	// sees them: the failures, and on PostgreSQL the tries under way
 	// (claim). The counts in memory still hold if it fails.
 	DB *store.DB
+	// Queue is how long a try that only tries under way leave no room for
+	// waits for them to end before it is refused (0: not at all).
+	Queue time.Duration
 
 	mu    sync.Mutex
 	fails map[string]*window
@@ -73,10 +76,31 @@ type limitKey struct {
 	max  int
 }
 
-// allow checks the keys against this hub's counts, then, on PostgreSQL,
+// underWayWait is the wait a try is told when only tries under way, not
+// failures, leave it no room.
+const underWayWait = time.Second
+
+// allow is allowOnce, asked again for up to Queue while only tries under
+// way leave no room: logins of one account at once (a webstamp client's
+// purchases, each a login) wait their turn instead of failing, and the
+// guesses under way stay within the limit.
+func (l *Limiter) allow(keys []limitKey) (bool, time.Duration) {
+	deadline := time.Now().Add(l.Queue)
+	pause := 2 * time.Millisecond
+	for {
+		ok, wait := l.allowOnce(keys)
+		if ok || wait != underWayWait || !time.Now().Add(pause).Before(deadline) {
+			return ok, wait
+		}
+		time.Sleep(pause) // the tries under way may end on another hub: nothing here to wait on
+		pause = min(2*pause, 100*time.Millisecond)
+	}
+}
+
+// allowOnce checks the keys against this hub's counts, then, on PostgreSQL,
 // claims the try where every hub counts it: tries counted in memory alone
 // would let each hub of a cluster pass the limit's worth at once.
-func (l *Limiter) allow(keys []limitKey) (bool, time.Duration) {
+func (l *Limiter) allowOnce(keys []limitKey) (bool, time.Duration) {
 	now := l.Now()
 	claims := l.DB != nil && l.DB.Dialect == store.Postgres
 	var shared map[string]*window
@@ -124,7 +148,7 @@ func (l *Limiter) allowHere(keys []limitKey, shared map[string]*window, now time
 			}
 		}
 		if failed+l.underWay(k.name, now) >= k.max {
-			wait = max(wait, time.Second) // until a try under way ends
+			wait = max(wait, underWayWait) // until a try under way ends
 		}
 	}
 	if wait > 0 {
@@ -256,7 +280,7 @@ func (l *Limiter) claim(keys []limitKey, now time.Time) (ok bool, wait time.Dura
 				n += w.n
 			}
 			if n >= k.max {
-				wait = max(wait, time.Second) // until a try under way ends
+				wait = max(wait, underWayWait) // until a try under way ends
 			}
 		}
 		if wait > 0 {

@@ -121,8 +121,14 @@ type Logins struct {
 
 // NewLogins limits the logins of realm ("portal", "console").
 func NewLogins(realm string, proxies Proxies) *Logins {
-	return &Logins{Proxies: proxies, realm: realm, limits: NewLimiter(0, LoginWindow), perAddr: AddressFailures}
+	limits := NewLimiter(0, LoginWindow)
+	limits.Queue = LoginQueue
+	return &Logins{Proxies: proxies, realm: realm, limits: limits, perAddr: AddressFailures}
 }
+
+// LoginQueue is how long a login waits for others of the same account or
+// address under way, once they fill its limit, before it is refused.
+const LoginQueue = 2 * time.Second
 
 // NewCodeLimit limits a form that takes a one-time code and no account
 // (kiosk enrollment): PairFailures wrong codes per address.
