@@ -63,7 +63,9 @@ const (
 	legacyChain = 0
 	// auditHeadUpdate moves a chain's head; the row is already locked.
 	auditHeadUpdate = `UPDATE psd SET audit_n = ?, audit_hash = ? WHERE serial = ?`
-	auditHeadQuery  = `SELECT audit_n, audit_hash FROM psd WHERE serial = ?`
+	auditHeadQuery  = `SELECT audit_n, audit_hash, ` + auditHeadAt + ` FROM psd WHERE serial = ?`
+	// auditHeadAt is the time of the chain's last entry, in a query on psd.
+	auditHeadAt = `COALESCE((SELECT a.at FROM audit a WHERE a.chain = psd.serial AND a.n = psd.audit_n), 0)`
 )
 
 var auditCols = []string{"chain", "n", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"}
@@ -73,6 +75,25 @@ var auditCols = []string{"chain", "n", "at", "psd", "kind", "amount", "ar", "dr"
 type auditHead struct {
 	n    int64
 	hash []byte
+	at   int64 // the entry's time, µs (0: none, or not read)
+}
+
+// chainTime is now, or the latest of the heads' times if later: each
+// chain's entries rise in time as they do in order, whatever the clocks of
+// the hubs that write them, or a wait for a lock between a hub reading its
+// clock and taking the chain. A postal report reads each PSD's registers as
+// its last entry before the period's end, and lists the movements dated in
+// it: an entry dated before the one it follows put a movement of the next
+// period into this one's closing reading, and the authority refused the
+// report however often it was sent. Rows written with the entries take
+// the same time.
+func chainTime(now time.Time, heads ...*auditHead) time.Time {
+	for _, h := range heads {
+		if h != nil {
+			now = notBefore(now, h.at)
+		}
+	}
+	return now
 }
 
 // prev is the hash the chain's next entry links to.
@@ -100,9 +121,12 @@ func chainAudit(b *store.Batch, now time.Time, entries []auditEntry, heads map[u
 		if !slices.Contains(moved, e.PSD) {
 			moved = append(moved, e.PSD)
 		}
+		if micros(now) < h.at {
+			return fmt.Errorf("ledger: audit: entry for psd %d dated %s, before its chain's head", e.PSD, now.UTC().Format(time.RFC3339Nano))
+		}
 		e.Seq, e.At = h.n+1, now
 		e.Hash = chainHash(h.prev(), e)
-		h.n, h.hash = e.Seq, e.Hash
+		h.n, h.hash, h.at = e.Seq, e.Hash, micros(now)
 		rows[i] = []any{e.PSD, e.Seq, micros(e.At), e.PSD, e.Kind, e.Amount, e.AR, e.DR, e.Ref, e.Hash}
 	}
 	b.Insert("audit", auditCols, rows)
@@ -134,9 +158,10 @@ func (l *Ledger) appendAudit(ctx context.Context, tx *sql.Tx, now time.Time, ent
 	slices.Sort(serials)
 	for _, s := range serials {
 		h := heads[s]
-		if err := l.db.QueryRowStmt(ctx, tx, auditHeadQuery+l.db.ForUpdate(), s).Scan(&h.n, &h.hash); err != nil {
+		if err := l.db.QueryRowStmt(ctx, tx, auditHeadQuery+l.db.ForUpdate(), s).Scan(&h.n, &h.hash, &h.at); err != nil {
 			return fmt.Errorf("ledger: audit head of psd %d: %w", s, err)
 		}
+		now = chainTime(now, h)
 	}
 	var b store.Batch
 	if err := chainAudit(&b, now, entries, heads); err != nil {

@@ -222,7 +222,8 @@ func (l *Ledger) committer() {
 // writes them one by one, so one bad sale (a constraint another hub raced
 // us to) does not take the others with it.
 func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
-	ctx := context.Background()
+	ctx, cancel := l.db.WriteContext()
+	defer cancel()
 	var out *batchOutcome
 	start := time.Now()
 	synced, err := l.db.InBatchTxUnsynced(ctx, func(tx *store.Tx) error {
@@ -249,6 +250,21 @@ func (l *Ledger) commitBatch(batch []*Ticket, known map[uint32]*mpsdState) int {
 				}
 			}
 			l.unsynced(batch, err)
+			return len(batch)
+		}
+		if ctx.Err() != nil {
+			// The database did not answer in time (store.WriteTimeout): any
+			// sale of the batch may have committed, and asking again, sale
+			// by sale, would wait as long for each.
+			l.log.Error("sales not committed: the database did not answer", "sales", len(batch), "err", err)
+			for _, t := range batch {
+				for _, p := range t.parts {
+					if p.Done != nil {
+						p.Done(false)
+					}
+				}
+				l.finish(t, Answer{}, fmt.Errorf("ledger: sale %s/%s: outcome unknown: %w", t.sale.KioskID, t.sale.RequestID, err))
+			}
 			return len(batch)
 		}
 		if len(batch) > 1 {
@@ -475,6 +491,12 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		return nil, fmt.Errorf("ledger: read: %w", err)
 	}
 	now = notBefore(now, floor) // never into a period a report was built for
+	for _, serial := range serials {
+		now = chainTime(now, &chains[serial].p.head)
+	}
+	if g != nil {
+		now = chainTime(now, &g.head)
+	}
 	for _, serial := range serials {
 		c := chains[serial]
 		row := c.p

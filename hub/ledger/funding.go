@@ -147,6 +147,13 @@ func (l *Ledger) completePurchase(ctx context.Context, reqID string, amt protoco
 		if err != nil {
 			return err
 		}
+		// The GPSD first, as a sale's commit takes it: the purchase is
+		// dated no earlier than the chain's last entry.
+		g, err := l.loadPSD(ctx, l.mac, tx, GPSDSerial, true)
+		if err != nil {
+			return err
+		}
+		now = chainTime(now, &g.head)
 		res, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE fund_purchases SET state = 'done', pa_ref = ?, done_at = ? WHERE request_id = ? AND state = 'pending'`),
 			p.ID, micros(now), reqID)
 		if err != nil {
@@ -154,10 +161,6 @@ func (l *Ledger) completePurchase(ctx context.Context, reqID string, amt protoco
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			return nil // another hub process finished it
-		}
-		g, err := l.loadPSD(ctx, l.mac, tx, GPSDSerial, true)
-		if err != nil {
-			return err
 		}
 		g.DR += amt
 		if !g.inRange() {
@@ -241,6 +244,7 @@ func (l *Ledger) FundMPSD(ctx context.Context, serial uint32, amount protocol.Mi
 		if err != nil {
 			return err
 		}
+		at = chainTime(at, &m.head, &g.head)
 		if _, err := tx.ExecContext(ctx, l.db.Rebind(`INSERT INTO fundings (mpsd, amount, at, request_id) VALUES (?, ?, ?, 'operator')`),
 			serial, amount, micros(at)); err != nil {
 			return err

@@ -564,7 +564,7 @@ func (l *Ledger) loadPSD(ctx context.Context, mac macer, tx *sql.Tx, serial uint
 // psdQuery reads a register row (for p.scan), locking it for the
 // transaction if forUpdate.
 func (l *Ledger) psdQuery(forUpdate bool) string {
-	q := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at, audit_n, audit_hash FROM psd WHERE serial = ?`
+	q := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at, audit_n, audit_hash, ` + auditHeadAt + ` FROM psd WHERE serial = ?`
 	if forUpdate {
 		q += l.db.ForUpdate()
 	}
@@ -575,7 +575,7 @@ func (l *Ledger) psdQuery(forUpdate bool) string {
 func (p *PSD) scan(scan func(...any) error) error {
 	var locked, holder sql.NullString
 	var leaseUntil, reported int64
-	if err := scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported, &p.head.n, &p.head.hash); err != nil {
+	if err := scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported, &p.head.n, &p.head.hash, &p.head.at); err != nil {
 		return fmt.Errorf("ledger: load psd %d: %w", p.Serial, err)
 	}
 	p.Locked, p.LeaseHolder = locked.String, holder.String

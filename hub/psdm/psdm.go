@@ -877,6 +877,10 @@ func (w *worker) slot(seq uint64, idx int) (*slot, error) {
 	return s, nil
 }
 
+// registersWait bounds resync's read: a database that does not answer
+// must not hold the worker, whose stamps fail meanwhile instead.
+const registersWait = 15 * time.Second
+
 // resync reads a stale slot's registers again once none of its stamps is
 // in flight (this goroutine alone issues on it, so none starts meanwhile).
 // With stamps in flight it issues from the committed copy, as before: a
@@ -888,7 +892,9 @@ func (w *worker) resync(s *slot) error {
 	if !need {
 		return nil
 	}
-	reg, err := w.pool.book.Registers(context.Background(), s.committed.Serial)
+	ctx, cancel := context.WithTimeout(context.Background(), registersWait)
+	defer cancel()
+	reg, err := w.pool.book.Registers(ctx, s.committed.Serial)
 	if err != nil {
 		w.log.Warn("mpsd registers not read again", "mpsd", s.committed.Serial, "err", err)
 		return err

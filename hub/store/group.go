@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // groupMax bounds how many writes share one commit.
@@ -99,6 +100,27 @@ func (d *DB) WarmRead(ctx context.Context, r *Read) error {
 	return err
 }
 
+// WriteTimeout bounds a group commit on PostgreSQL. A server that stops
+// answering (frozen, or cut off with no reset) would otherwise hold every
+// write of the hub, and with the claims every sale, until the kernel gave
+// up on the connection, a quarter of an hour or never: past it the write
+// fails, its connection is dropped, and the next write gets another (the
+// promoted standby's, after a failover).
+const WriteTimeout = 15 * time.Second
+
+// errWriteTimeout marks a group commit that ran out of WriteTimeout.
+var errWriteTimeout = errors.New("store: the database did not answer in time")
+
+// WriteContext is the context of a commit that must not wait on the
+// database for ever: WriteTimeout on PostgreSQL; on SQLite, whose writes
+// wait only on the local disk, none.
+func (d *DB) WriteContext() (context.Context, context.CancelFunc) {
+	if d.Dialect == Postgres {
+		return context.WithTimeout(context.Background(), WriteTimeout)
+	}
+	return context.WithCancel(context.Background())
+}
+
 func (d *DB) groupExec(ctx context.Context, g *group, r *Read, query string, args []any) (int64, error) {
 	g.once.Do(func() {
 		g.queue = make(chan *groupWrite, groupMax)
@@ -165,8 +187,19 @@ func (d *DB) groupLoop(g *group) {
 			}
 		}
 		if err := d.commitGroup(g, batch); err != nil {
-			for _, w := range batch { // redo alone: each gets its own answer
-				if w.err = d.commitGroup(g, []*groupWrite{w}); w.err != nil {
+			// Redone alone, so that each gets its own answer; but a server
+			// that did not answer in time is not asked again for each.
+			stuck := err
+			if !errors.Is(err, errWriteTimeout) {
+				stuck = nil
+			}
+			for _, w := range batch {
+				if w.err = stuck; stuck == nil {
+					if w.err = d.commitGroup(g, []*groupWrite{w}); errors.Is(w.err, errWriteTimeout) {
+						stuck = w.err
+					}
+				}
+				if w.err != nil {
 					w.n, w.err = 0, fmt.Errorf("store: write: %w", w.err)
 				}
 			}
@@ -177,8 +210,14 @@ func (d *DB) groupLoop(g *group) {
 	}
 }
 
-func (d *DB) commitGroup(g *group, batch []*groupWrite) error {
-	ctx := context.Background()
+func (d *DB) commitGroup(g *group, batch []*groupWrite) (err error) {
+	ctx, cancel := d.WriteContext()
+	defer cancel()
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", errWriteTimeout, err)
+		}
+	}()
 	var conn *sql.Conn
 	if g.soft && d.Dialect == Postgres {
 		var err error
@@ -186,7 +225,7 @@ func (d *DB) commitGroup(g *group, batch []*groupWrite) error {
 			return err
 		}
 	}
-	err := d.inBatchTx(ctx, conn, g.soft, func(tx *Tx) error {
+	err = d.inBatchTx(ctx, conn, g.soft, func(tx *Tx) error {
 		var b Batch
 		for _, w := range batch {
 			if w.query != "" { // "": a read alone (WarmRead)
