@@ -157,6 +157,7 @@ func TestSweptHoldLeftOpenBy404Text(t *testing.T) {
 		}
 		// Hub A dies before its commit.
 		e.now = e.now.Add(2 * time.Minute)
+		lapse(t, e.db, "host-a/1/aa") // on PostgreSQL, by the server's clock
 		b := e.hub(t, "host-b/2/bb", time.Hour)
 		if err := b.SettleDead(ctx); err == nil {
 			t.Error("a sweep whose void failed reported no error")
@@ -367,6 +368,7 @@ func TestFundCaptureUnknown(t *testing.T) {
 		}
 		e.setHook(nil)
 		e.now = e.now.Add(2 * time.Hour) // hub A's lease lapses
+		lapse(t, e.db, "host-a/1/aa")    // on PostgreSQL, by the server's clock
 		b := e.hub(t, "host-b/2/bb", time.Hour)
 		if err := b.SettleDead(ctx); err != nil {
 			t.Fatal(err)

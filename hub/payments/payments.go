@@ -1011,8 +1011,9 @@ func (p *Payments) SettleDead(ctx context.Context) error {
 // settleDeadPayments settles the open payments no live hub owns, then
 // the web sheet claims those hubs left with no sale made.
 func (p *Payments) settleDeadPayments(ctx context.Context) error {
-	err := p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= ?)`,
-		p.Hub, p.now().UnixMicro())
+	at, args := p.db.LeaseNow(p.now())
+	err := p.settleOpen(ctx, `COALESCE(p.hub, '') <> ? AND NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = p.hub AND l.until >= `+at+`)`,
+		append([]any{p.Hub}, args...)...)
 	return errors.Join(err, p.settleSheetClaims(ctx))
 }
 

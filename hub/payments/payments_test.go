@@ -282,6 +282,7 @@ func TestLapsedHubFenced(t *testing.T) {
 				}()
 				resume := <-stall // hub A waits on the gateway
 				now = now.Add(time.Minute)
+				lapse(t, db, "hub-a") // on PostgreSQL, by the server's clock
 				if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
 					t.Fatal(err)
 				}
@@ -352,6 +353,7 @@ func TestCrashBetweenAnswerAndCapture(t *testing.T) {
 		}
 		// Hub A dies here: the kiosk has its answer, nothing is captured.
 		now = now.Add(time.Minute)
+		lapse(t, db, "hub-a") // on PostgreSQL, by the server's clock
 		b := hub("hub-b")
 		if err := b.SettleDead(ctx); err != nil {
 			t.Fatal(err)
@@ -444,6 +446,7 @@ func TestSettlementRacesLapsedCommit(t *testing.T) {
 					t.Fatal(err)
 				}
 				now = now.Add(time.Minute) // hub A's lease lapses, hub A still runs
+				lapse(t, db, "hub-a")      // on PostgreSQL, by the server's clock
 				if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
 					t.Fatal(err)
 				}
@@ -478,6 +481,7 @@ func TestSettlementRacesLapsedCommit(t *testing.T) {
 		}
 		recordSale(t, db, pay)
 		now = now.Add(time.Minute)
+		lapse(t, db, "hub-a") // on PostgreSQL, by the server's clock
 		if err := db.RenewHubLease(ctx, "hub-b", now, now, time.Hour); err != nil {
 			t.Fatal(err)
 		}
@@ -558,6 +562,7 @@ func TestCaptureRefusedAfterSale(t *testing.T) {
 		dead := payments.Key{KioskID: "K1", RequestID: "r-dead"}
 		sold(dead) // hub A dies before its capture
 		now = now.Add(time.Minute)
+		lapse(t, db, "hub-a") // on PostgreSQL, by the server's clock
 		b := hub("hub-b")
 		if err := b.SettleDead(ctx); err != nil {
 			t.Fatalf("settling a sale whose capture is refused: %v", err)
@@ -937,6 +942,7 @@ func TestHoldFirstSwept(t *testing.T) {
 		}
 		wantOpen("hub A alive", 4)
 		now = now.Add(2 * time.Minute)
+		lapse(t, db, "host-a/1/aa") // on PostgreSQL, by the server's clock
 		lease(b, time.Hour)
 		if err := b.SettleDead(ctx); err != nil {
 			t.Fatal(err)
@@ -1013,5 +1019,15 @@ func TestHoldsPaged(t *testing.T) {
 	// Older than an hour: none.
 	if holds, err := gw.Holds(ctx, time.Hour); err != nil || len(holds) != 0 {
 		t.Errorf("holds older than an hour: %d, %v", len(holds), err)
+	}
+}
+
+// lapse moves hub's lease a day into the past, whichever clock judges it:
+// on PostgreSQL the server's, which moving the test's clock does not move.
+func lapse(t *testing.T, db *store.DB, hub string) {
+	t.Helper()
+	if _, err := db.ExecContext(context.Background(), db.Rebind(`UPDATE hub_leases SET until = until - ? WHERE hub = ?`),
+		(24 * time.Hour).Microseconds(), hub); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -322,15 +322,17 @@ const WebStore = "web"
 // of a dead hub, and so undoes it if that sale is not made either. Callers
 // hold the sheet's turn (sale.takeSheet): no other sale on it is in flight.
 func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID int64) (int64, error) {
-	at := s.now().UnixMicro()
+	now := s.now()
+	at := now.UnixMicro()
+	lease, leaseArgs := s.db.LeaseNow(now)
 	// used = 0: a sheet that carries stamps is its buyer's, even if its
 	// claim was undone meanwhile (see Unclaim), never a newcomer's. A
 	// claim of this hub's own is not taken over: its sale's outcome is
 	// unknown, and the sale may still commit.
 	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = ?, assigned_at = ?, claim_hub = ?
 		WHERE serial = ? AND store = ? AND kiosk_id IS NULL AND invalidated_at IS NULL AND used = 0
-		AND (account_id IS NULL OR account_id = ? AND claim_hub <> ? AND `+deadClaim+`)`),
-		accountID, at, nullHub(s.Hub), uint32(sheet), WebStore, accountID, s.Hub, at)
+		AND (account_id IS NULL OR account_id = ? AND claim_hub <> ? AND `+deadClaim(lease)+`)`),
+		append([]any{accountID, at, nullHub(s.Hub), uint32(sheet), WebStore, accountID, s.Hub}, leaseArgs...)...)
 	if err != nil {
 		return 0, fmt.Errorf("stock: claim %s: %w", sheet, err)
 	}
@@ -342,9 +344,12 @@ func (s *Stock) Claim(ctx context.Context, sheet protocol.SheetSerial, accountID
 	return at, nil
 }
 
-// deadClaim is the condition, on a sheets row and the time now, that the
-// hub that claimed it has no live lease.
-const deadClaim = `NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = sheets.claim_hub AND l.until >= ?)`
+// deadClaim is the condition, on a sheets row and now (the time leases
+// are judged at, from store.LeaseNow), that the hub that claimed it has no
+// live lease.
+func deadClaim(now string) string {
+	return `NOT EXISTS (SELECT 1 FROM hub_leases l WHERE l.hub = sheets.claim_hub AND l.until >= ` + now + `)`
+}
 
 // nullHub is hub as a claim records it: a Stock that names no hub (an
 // offline command) makes claims no settlement drops, as before hubs were
@@ -390,9 +395,10 @@ const sheetTurn = "web-sheet"
 // sheet meanwhile keeps it its buyer's (used). It returns the sheets
 // dropped.
 func (s *Stock) SettleClaims(ctx context.Context, turns turnTaker) ([]protocol.SheetSerial, error) {
+	lease, leaseArgs := s.db.LeaseNow(s.now())
 	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT serial FROM sheets
-		WHERE claim_hub IS NOT NULL AND claim_hub <> ? AND used = 0 AND `+deadClaim+` ORDER BY serial`),
-		s.Hub, s.now().UnixMicro())
+		WHERE claim_hub IS NOT NULL AND claim_hub <> ? AND used = 0 AND `+deadClaim(lease)+` ORDER BY serial`),
+		append([]any{s.Hub}, leaseArgs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("stock: settle claims: %w", err)
 	}
@@ -435,9 +441,10 @@ func (s *Stock) dropClaim(ctx context.Context, turns turnTaker, sheet protocol.S
 	}
 	// Read again in the write: a sale of the same customer on a live hub
 	// may have taken the claim over (Claim) since the look above.
+	lease, leaseArgs := s.db.LeaseNow(s.now())
 	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sheets SET account_id = NULL, assigned_at = NULL, claim_hub = NULL
-		WHERE serial = ? AND store = ? AND claim_hub IS NOT NULL AND claim_hub <> ? AND kiosk_id IS NULL AND used = 0 AND `+deadClaim),
-		uint32(sheet), WebStore, s.Hub, s.now().UnixMicro())
+		WHERE serial = ? AND store = ? AND claim_hub IS NOT NULL AND claim_hub <> ? AND kiosk_id IS NULL AND used = 0 AND `+deadClaim(lease)),
+		append([]any{uint32(sheet), WebStore, s.Hub}, leaseArgs...)...)
 	if err != nil {
 		return false, fmt.Errorf("stock: drop claim %s: %w", sheet, err)
 	}

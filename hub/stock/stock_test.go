@@ -254,7 +254,9 @@ func TestSettleClaimsDropsDeadHubsUnsoldClaims(t *testing.T) {
 		clock := func() time.Time { return now }
 		dead, live := stock.New(db, clock), stock.New(db, clock)
 		dead.Hub, live.Hub = "hub-dead", "hub-live"
-		if err := db.RenewHubLease(ctx, "hub-dead", now.Add(-time.Minute), now, 30*time.Second); err != nil {
+		// Written lapsed 30 s ago, by whichever clock judges it: on
+		// PostgreSQL the server's, not now.
+		if err := db.RenewHubLease(ctx, "hub-dead", now, now, -30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.RenewHubLease(ctx, "hub-live", now, now, 30*time.Second); err != nil {

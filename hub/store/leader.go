@@ -42,7 +42,9 @@ func (d *DB) Leader(holder string, ttl time.Duration) *Leader {
 }
 
 // Check takes the leadership if it is free, or confirms this hub still
-// holds it, and reports whether it does. Call it more often than ttl.
+// holds it, and reports whether it does. Call it more often than ttl. now
+// is this hub's clock, which SQLite's lease runs on; on PostgreSQL the
+// other hubs' leases are judged by the server's clock (unseat).
 func (l *Leader) Check(ctx context.Context, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -66,7 +68,7 @@ func (l *Leader) Check(ctx context.Context, now time.Time) bool {
 	var got bool
 	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, int64(leaderKey)).Scan(&got); err != nil || !got {
 		conn.Close()
-		l.unseat(ctx, now)
+		l.unseat(ctx)
 		return false
 	}
 	// Named after its hub, so that the others can tell whose it is
@@ -102,7 +104,7 @@ func (l *Leader) log() *slog.Logger {
 // lapses in the hub lease TTL, and the next hub to check takes over. A
 // session not named after a hub with a lease is left alone, and so is
 // another database's leader on the same server.
-func (l *Leader) unseat(ctx context.Context, now time.Time) {
+func (l *Leader) unseat(ctx context.Context) {
 	var pid int64
 	var name string
 	err := l.db.QueryRowContext(ctx, `SELECT a.pid, a.application_name FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid
@@ -113,16 +115,17 @@ func (l *Leader) unseat(ctx context.Context, now time.Time) {
 		return
 	}
 	// Only a lease seen to lapse (a hub writes its lease before it first
-	// checks); a session of a hub with no lease row is left alone.
-	rows, err := l.db.QueryContext(ctx, `SELECT hub, until FROM hub_leases`)
+	// checks); a session of a hub with no lease row is left alone. Lapsed
+	// by the server's clock, not this hub's: were this hub's clock ahead,
+	// it would end a live leader's session (LeaseNow).
+	rows, err := l.db.QueryContext(ctx, `SELECT hub FROM hub_leases WHERE until < `+serverNow)
 	if err != nil {
 		return
 	}
 	lapsed := ""
 	for rows.Next() {
 		var hub string
-		var until int64
-		if rows.Scan(&hub, &until) == nil && sessionName(hub) == name && until < now.UnixMicro() {
+		if rows.Scan(&hub) == nil && sessionName(hub) == name {
 			lapsed = hub
 		}
 	}

@@ -91,7 +91,7 @@ func TestPausedLeaderUnseated(t *testing.T) {
 	if _, err := elsewhere.ExecContext(ctx, `SELECT pg_advisory_lock(x'6672616e6b'::bigint), set_config('application_name', $1, false)`, store.SessionName("hub-elsewhere")); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RenewHubLease(ctx, "hub-elsewhere", now.Add(-time.Hour), now, time.Minute); err != nil {
+	if err := db.RenewHubLease(ctx, "hub-elsewhere", now, now, -time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	l := db.Leader("hub-b", time.Minute)
@@ -101,8 +101,8 @@ func TestPausedLeaderUnseated(t *testing.T) {
 	if err := paused.PingContext(ctx); err != nil {
 		t.Fatalf("the live leader's session was ended: %v", err)
 	}
-	later := now.Add(2 * time.Minute) // the paused hub renewed nothing
-	wait.For(t, 10*time.Second, "another hub to lead once the paused leader's lease lapsed", func() bool { return l.Check(ctx, later) })
+	lapse(t, db, "hub-paused") // the paused hub renewed nothing
+	wait.For(t, 10*time.Second, "another hub to lead once the paused leader's lease lapsed", func() bool { return l.Check(ctx, now) })
 	if err := paused.PingContext(ctx); err == nil {
 		t.Fatal("the paused leader's session goes on")
 	}
@@ -136,6 +136,6 @@ func TestLeaderWithALongName(t *testing.T) {
 	if !la.Check(ctx, now) || lb.Check(ctx, now) {
 		t.Fatalf("a leads %v, b leads %v; want only a", la.Held(), lb.Held())
 	}
-	later := now.Add(2 * time.Minute) // a renewed nothing
-	wait.For(t, 10*time.Second, "b to lead once a's lease lapsed", func() bool { return lb.Check(ctx, later) })
+	lapse(t, a, long) // a renewed nothing
+	wait.For(t, 10*time.Second, "b to lead once a's lease lapsed", func() bool { return lb.Check(ctx, now) })
 }

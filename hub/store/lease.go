@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -12,11 +13,13 @@ import (
 // renews it, when it is free, expired or already holder's; it reports
 // whether holder has it. Hubs sharing the database run such a job on one
 // of them at a time, and another takes over once the holder stops renewing.
+// On PostgreSQL the server's clock stands for now (LeaseNow).
 func (d *DB) TryLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
-	until := now.Add(ttl).UnixMicro()
-	_, err := d.ExecContext(ctx, d.Rebind(`INSERT INTO job_leases (name, holder, until) VALUES (?, ?, ?)
+	at, args := d.LeaseNow(now)
+	_, err := d.ExecContext(ctx, d.Rebind(`INSERT INTO job_leases (name, holder, until) VALUES (?, ?, `+at+` + ?)
 		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
-		WHERE job_leases.holder = excluded.holder OR job_leases.until < ?`), name, holder, until, now.UnixMicro())
+		WHERE job_leases.holder = excluded.holder OR job_leases.until < `+at),
+		slices.Concat([]any{name, holder}, args, []any{ttl.Microseconds()}, args)...)
 	if err != nil {
 		return false, fmt.Errorf("store: lease %s: %w", name, err)
 	}
@@ -27,10 +30,33 @@ func (d *DB) TryLease(ctx context.Context, name, holder string, now time.Time, t
 	return have == holder, nil
 }
 
-// RenewHubLease says hub is alive until now+ttl; started is when it started.
+// LeaseNow is the time leases are written and judged at, as SQL in the
+// microseconds since the epoch the until columns of hub_leases and
+// job_leases hold, with its arguments, for a query to compare an until
+// with. On PostgreSQL it is the server's clock, which every hub sharing it
+// reads alike: a hub whose own clock runs ahead would take live hubs'
+// leases for lapsed (end a live leader's session, settle a live hub's
+// payments), and one whose clock runs behind would be taken for dead. On
+// SQLite, whose hubs share one machine and so one clock, it is now, the
+// hub's clock, which tests move.
+func (d *DB) LeaseNow(now time.Time) (string, []any) {
+	if d.Dialect == Postgres {
+		return serverNow, nil
+	}
+	return "?", []any{now.UnixMicro()}
+}
+
+// serverNow is PostgreSQL's clock in microseconds since the epoch:
+// clock_timestamp, not now, which stands still for a transaction.
+const serverNow = `(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint`
+
+// RenewHubLease says hub is alive until now+ttl; started is when it
+// started. On PostgreSQL the server's clock stands for now (LeaseNow).
 func (d *DB) RenewHubLease(ctx context.Context, hub string, now, started time.Time, ttl time.Duration) error {
-	_, err := d.ExecContext(ctx, d.Rebind(`INSERT INTO hub_leases (hub, until, started_at) VALUES (?, ?, ?)
-		ON CONFLICT (hub) DO UPDATE SET until = excluded.until`), hub, now.Add(ttl).UnixMicro(), started.UnixMicro())
+	at, args := d.LeaseNow(now)
+	_, err := d.ExecContext(ctx, d.Rebind(`INSERT INTO hub_leases (hub, until, started_at) VALUES (?, `+at+` + ?, ?)
+		ON CONFLICT (hub) DO UPDATE SET until = excluded.until`),
+		slices.Concat([]any{hub}, args, []any{ttl.Microseconds(), started.UnixMicro()})...)
 	if err != nil {
 		return fmt.Errorf("store: hub lease %s: %w", hub, err)
 	}
@@ -44,19 +70,21 @@ func (d *DB) EndHubLease(ctx context.Context, hub string) error {
 	return err
 }
 
-// HubAlive reports whether hub's lease is live at now. A hub with no row,
-// or none named, is not.
+// HubAlive reports whether hub's lease is live at now; on PostgreSQL the
+// server's clock stands for now (LeaseNow). A hub with no row, or none
+// named, is not.
 func (d *DB) HubAlive(ctx context.Context, hub string, now time.Time) (bool, error) {
 	if hub == "" {
 		return false, nil
 	}
-	var until int64
-	err := d.QueryRowStmt(ctx, nil, `SELECT until FROM hub_leases WHERE hub = ?`, hub).Scan(&until)
+	at, args := d.LeaseNow(now)
+	var alive bool
+	err := d.QueryRowStmt(ctx, nil, `SELECT until >= `+at+` FROM hub_leases WHERE hub = ?`, append(args, hub)...).Scan(&alive)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("store: hub lease %s: %w", hub, err)
 	}
-	return until >= now.UnixMicro(), nil
+	return alive, nil
 }

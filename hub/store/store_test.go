@@ -83,6 +83,11 @@ func TestJobLease(t *testing.T) {
 		if take("hub-b", now.Add(100*time.Second)) {
 			t.Fatal("hub-b took the renewed lease")
 		}
+		if db.Dialect == store.Postgres { // its lease runs on the server's clock, not the holders'
+			if _, err := db.ExecContext(ctx, `UPDATE job_leases SET until = until - $1 WHERE name = 'reports'`, 2*time.Minute.Microseconds()); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if !take("hub-b", now.Add(111*time.Second)) {
 			t.Fatal("hub-b could not take the expired lease")
 		}
