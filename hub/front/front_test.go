@@ -223,3 +223,71 @@ func TestKioskMessagesOverBudgetDropped(t *testing.T) {
 		t.Fatalf("%d messages dropped, want 7", got)
 	}
 }
+
+// A kiosk's status is retained and sent once, its last will by the broker:
+// one that changes it is handled over the kiosk's message budget too, and
+// only a repeat is dropped.
+func TestStatusChangeHandledOverBudget(t *testing.T) {
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", HubUser: "frank-hub", HubPassword: "pw", Kiosks: noKiosks{}},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	seen := &presenceSeen{}
+	sales := &slowSales{release: make(chan struct{}), busy: map[string]int{}}
+	f, err := front.Start(front.Config{Broker: "tcp://" + b.Addr(), ClientID: "frank-hub-front", Username: "frank-hub", Password: "pw",
+		MaxInFlight: 64, MaxPerKiosk: -1, KioskRate: 1, KioskBurst: 3, Now: func() time.Time { return now }, Presence: seen,
+		ConfigFor: func(id string) (protocol.KioskConfig, error) { return protocol.KioskConfig{KioskID: id}, nil }},
+		sales, sales, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(sales.release)
+		f.Close()
+	}()
+	c := dial(t, b.Addr(), "frank-hub-load")
+	status := func(s string) {
+		c.Publish(protocol.KioskTopic("k1", protocol.TopicStatus), 1, false, []byte(s)).Wait()
+	}
+	status(protocol.StatusOnline)
+	for range 3 { // the rest of its budget, and one over
+		c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchase), 1, false, []byte(`{}`)).Wait()
+	}
+	wait.For(t, 10*time.Second, "k1 over its budget", func() bool { return f.OverBudget() == 1 })
+	status(protocol.StatusOffline) // its last will
+	wait.For(t, 10*time.Second, "k1's offline handled over its budget", func() bool { return seen.count("offline k1") == 1 })
+	status(protocol.StatusOffline)
+	wait.For(t, 10*time.Second, "k1's repeated offline dropped", func() bool { return f.OverBudget() == 2 })
+	if n := seen.count("offline k1"); n != 1 {
+		t.Fatalf("k1's offline handled %d times, want the change once", n)
+	}
+}
+
+// presenceSeen counts what the front told of kiosks' presence, as "online
+// ID" or "offline ID".
+type presenceSeen struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (p *presenceSeen) note(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen == nil {
+		p.seen = map[string]int{}
+	}
+	p.seen[s]++
+}
+
+func (p *presenceSeen) count(s string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen[s]
+}
+
+func (p *presenceSeen) Online(id string)                { p.note("online " + id) }
+func (p *presenceSeen) Offline(id string)               { p.note("offline " + id) }
+func (p *presenceSeen) Heartbeat(t *protocol.Telemetry) {}

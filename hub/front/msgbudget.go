@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/frank-postage/frank/protocol"
 )
 
 // budgetKiosks bounds the kiosks whose message budgets are kept before the
@@ -24,6 +26,31 @@ type msgBudget struct {
 	limit rate.Limit
 	burst int
 	by    map[string]*rate.Limiter
+	// status is each kiosk's last online or offline handled. A status is
+	// retained and sent once (the last will by the broker), so one that
+	// changes it is handled over the budget too; a repeat is dropped.
+	status map[string]string
+}
+
+// sameStatus reports whether status repeats kiosk's last one handled.
+func (b *msgBudget) sameStatus(kiosk, status string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	last, ok := b.status[kiosk]
+	return ok && last == status
+}
+
+// sawStatus notes kiosk's status handled, if it is online or offline.
+func (b *msgBudget) sawStatus(kiosk, status string) {
+	if status != protocol.StatusOnline && status != protocol.StatusOffline {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.status == nil {
+		b.status = map[string]string{}
+	}
+	b.status[kiosk] = status
 }
 
 // allow spends one of kiosk's messages, or reports that it has none left.
