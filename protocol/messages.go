@@ -519,6 +519,12 @@ type KioskConfig struct {
 	StaffNames   []string `json:"staff_names,omitempty"`
 }
 
+// RemedyLimit is how long after its issue a kiosk's stamp may still be
+// reported failed or given a remedy: the longest remedy window (an hour)
+// and an hour for a kiosk that lost the hub around a failed print. Later
+// the hub refuses (remedy_not_allowed), and staff settle it at the counter.
+const RemedyLimit = 2 * time.Hour
+
 // KioskSettings are the settings ops manage centrally.
 type KioskSettings struct {
 	RemedyWindowS int    `json:"remedy_window_s,omitempty"` // time to choose a reprint or refund, 60-3600

@@ -109,52 +109,72 @@ func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
 	}
 }
 
-// A failed label whose refund the hub refuses for good (remedy_not_allowed:
-// the kiosk was off past the hub's remedy limit) is closed as refused, not
-// refunded: the shift report tells staff to settle it at the counter, and
-// counts no refund money that never moved.
+// A failed label whose refund the hub refuses for good (remedy_not_allowed)
+// once the sale is past protocol.RemedyLimit (the kiosk was off that long)
+// is closed as refused, not refunded: the shift report tells staff to
+// settle it at the counter, and counts no refund money that never moved.
+// Refused sooner, the hub had remedied it already (a reprint, or a refund
+// at the counter): it is closed as refunded, and not left for staff to pay
+// again.
 func TestRefusedRefundNotCountedRefunded(t *testing.T) {
-	clock, fh, k, p := remedyKiosk(t)
-	fh.refundRefuse = protocol.Errorf(protocol.CodeRemedyNotAllowed, "label issued more than 2h0m0s ago")
-	p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
-	rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
-	if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed {
-		t.Fatalf("sale: %+v %v", rc, err)
-	}
-	fh.report(t)
-	clock.Add(3 * time.Second) // past the kiosk's remedy window: its sweep asks the refund
-	select {
-	case <-fh.refunds:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the unclaimed label's refund was never asked")
-	}
-	waitClosed(t, fh.journal, 10*time.Second)
-	s, err := fh.journal.Get(context.Background(), rc.RequestID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st := s.Labels[0].State; st != journal.Refused {
-		t.Fatalf("the journal has the label %s, want refused", st)
-	}
-	// The shift began at the kiosk's start, taken as now less the real time
-	// since: set the wall clock back over the 3 s it was moved on.
-	clock.Step(-time.Minute)
-	shift, err := k.ShiftReport(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if shift.Refunds != 0 || shift.RefundMills != 0 || shift.RefundsRefused != 1 {
-		t.Fatalf("shift report: %d refunds of %s, %d refused; want none refunded, 1 refused", shift.Refunds, shift.RefundMills, shift.RefundsRefused)
-	}
-	p.fault = nil
-	if _, err := k.PrintShift(context.Background(), "en", false); err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	printed := string(p.receipts[len(p.receipts)-1])
-	p.mu.Unlock()
-	if !strings.Contains(printed, "1 refused: settle at the counter") {
-		t.Fatalf("the printed shift report does not tell staff of the refused refund:\n%q", printed)
+	for _, c := range []struct {
+		name    string
+		after   time.Duration // the kiosk's clock moved on after the sale
+		want    journal.LabelState
+		refunds int
+		refused int
+		printed string
+	}{
+		{"past the remedy limit", protocol.RemedyLimit + time.Second, journal.Refused, 0, 1, "1 refused: settle at the counter"},
+		{"within it", 3 * time.Second, journal.Refunded, 1, 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clock, fh, k, p := remedyKiosk(t)
+			fh.refundRefuse = protocol.Errorf(protocol.CodeRemedyNotAllowed, "refused")
+			p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
+			rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
+			if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed {
+				t.Fatalf("sale: %+v %v", rc, err)
+			}
+			fh.report(t)
+			clock.Add(c.after) // past the kiosk's remedy window: its sweep asks the refund
+			select {
+			case <-fh.refunds:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the unclaimed label's refund was never asked")
+			}
+			waitClosed(t, fh.journal, 10*time.Second)
+			s, err := fh.journal.Get(context.Background(), rc.RequestID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := s.Labels[0].State; st != c.want {
+				t.Fatalf("the journal has the label %s, want %s", st, c.want)
+			}
+			// The shift began at the kiosk's start, taken as now less the
+			// real time since: set the wall clock back over what it moved.
+			clock.Step(-c.after - time.Minute)
+			shift, err := k.ShiftReport(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if shift.Refunds != c.refunds || shift.RefundsRefused != c.refused {
+				t.Fatalf("shift report: %d refunds, %d refused; want %d and %d", shift.Refunds, shift.RefundsRefused, c.refunds, c.refused)
+			}
+			if c.printed == "" {
+				return
+			}
+			p.fault = nil
+			if _, err := k.PrintShift(context.Background(), "en", false); err != nil {
+				t.Fatal(err)
+			}
+			p.mu.Lock()
+			printed := string(p.receipts[len(p.receipts)-1])
+			p.mu.Unlock()
+			if !strings.Contains(printed, c.printed) {
+				t.Fatalf("the printed shift report does not tell staff of the refused refund:\n%q", printed)
+			}
+		})
 	}
 }
 

@@ -138,9 +138,7 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 			if res.Error == nil || res.Error.Code != protocol.CodeRemedyNotAllowed {
 				return fmt.Errorf("kiosk: refund of %s: %+v", l.Serial, res.Error)
 			}
-			k.log.Warn("the hub refused the refund of a label that did not print; staff settle it at the counter",
-				"request_id", s.RequestID, "label", l.Serial, "err", res.Error)
-			st = journal.Refused
+			st = k.refusedRefund(s, l.Serial, res.Error)
 		}
 		if err := k.journal.SetLabel(ctx, s.RequestID, l.Serial, st, l.Reason); err != nil {
 			return err
@@ -410,14 +408,27 @@ func (k *Kiosk) refundAbandoned(ctx context.Context, window time.Duration) {
 			case res.Status == protocol.ResultOK:
 				k.log.Info("refunded a failed label nobody claimed", "request_id", s.RequestID, "label", l.Serial, "amount", res.AmountMills.String())
 			case res.Error != nil && res.Error.Code == protocol.CodeRemedyNotAllowed:
-				k.log.Warn("the hub refused the refund of a failed label nobody claimed; staff settle it at the counter",
-					"request_id", s.RequestID, "label", l.Serial, "err", res.Error)
-				k.remedied(s.RequestID, l.Serial, journal.Refused)
+				k.remedied(s.RequestID, l.Serial, k.refusedRefund(s, l.Serial, res.Error))
 			default:
 				k.log.Error("unclaimed failed label refused a refund", "request_id", s.RequestID, "label", l.Serial, "err", res.Error)
 			}
 		}
 	}
+}
+
+// refusedRefund is what a refund the hub refused for good (remedy_not_allowed)
+// leaves label of sale s. Asked past protocol.RemedyLimit, it is refused:
+// the customer is owed what staff decide at the counter. Sooner, the hub
+// has remedied it already (a refund whose answer was lost is answered ok
+// again, so this is a reprint or a refund at the counter): closed as
+// refunded, as before, and not left for staff to pay again.
+func (k *Kiosk) refusedRefund(s *journal.Sale, label string, perr *protocol.Error) journal.LabelState {
+	if k.age(s) < protocol.RemedyLimit {
+		return journal.Refunded
+	}
+	k.log.Warn("the hub refused the refund of a label that did not print, asked too late; staff settle it at the counter",
+		"request_id", s.RequestID, "label", label, "err", perr)
+	return journal.Refused
 }
 
 // age is how long ago sale s began: by the monotonic clock for a sale

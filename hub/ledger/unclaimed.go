@@ -24,7 +24,7 @@ const remedySlack = time.Hour
 // reported failed, or voided by a remedy request. Later, the stamp may
 // have been mailed meanwhile (verifiers answered valid): it stays issued,
 // and staff take it back at the counter if the failure was genuine.
-const RemedyLimit = MaxRemedyWindow + remedySlack
+const RemedyLimit = protocol.RemedyLimit // MaxRemedyWindow + remedySlack, as kiosks know it
 
 // UnclaimedAfter is how long after a kiosk voided a label as failed the
 // leader refunds it if it got no remedy (RefundUnclaimed): the customer's
