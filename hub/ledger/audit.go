@@ -63,9 +63,13 @@ const (
 	legacyChain = 0
 	// auditHeadUpdate moves a chain's head; the row is already locked.
 	auditHeadUpdate = `UPDATE psd SET audit_n = ?, audit_hash = ? WHERE serial = ?`
-	auditHeadQuery  = `SELECT audit_n, audit_hash, ` + auditHeadAt + ` FROM psd WHERE serial = ?`
-	// auditHeadAt is the time of the chain's last entry, in a query on psd.
-	auditHeadAt = `COALESCE((SELECT a.at FROM audit a WHERE a.chain = psd.serial AND a.n = psd.audit_n), 0)`
+	auditHeadQuery  = `SELECT audit_n, audit_hash FROM psd WHERE serial = ?`
+	// auditHeadAtQuery is the time of a chain's last entry (0: none). It is
+	// a statement of its own, run once the PSD's row is locked: a locking
+	// read that waited for another hub's commit returns that commit's row,
+	// but a subquery in it reads from the snapshot taken before the wait,
+	// without the entry that commit added.
+	auditHeadAtQuery = `SELECT COALESCE(MAX(at), 0) FROM (SELECT at FROM audit WHERE chain = ? ORDER BY n DESC LIMIT 1) h`
 )
 
 var auditCols = []string{"chain", "n", "at", "psd", "kind", "amount", "ar", "dr", "ref", "hash"}
@@ -158,7 +162,10 @@ func (l *Ledger) appendAudit(ctx context.Context, tx *sql.Tx, now time.Time, ent
 	slices.Sort(serials)
 	for _, s := range serials {
 		h := heads[s]
-		if err := l.db.QueryRowStmt(ctx, tx, auditHeadQuery+l.db.ForUpdate(), s).Scan(&h.n, &h.hash, &h.at); err != nil {
+		if err := l.db.QueryRowStmt(ctx, tx, auditHeadQuery+l.db.ForUpdate(), s).Scan(&h.n, &h.hash); err != nil {
+			return fmt.Errorf("ledger: audit head of psd %d: %w", s, err)
+		}
+		if err := l.db.QueryRowStmt(ctx, tx, auditHeadAtQuery, s).Scan(&h.at); err != nil {
 			return fmt.Errorf("ledger: audit head of psd %d: %w", s, err)
 		}
 		now = chainTime(now, h)

@@ -458,6 +458,15 @@ func (l *Ledger) writeBatch(ctx context.Context, tx *store.Tx, batch []*Ticket, 
 		g = &PSD{Serial: GPSDSerial}
 		reads.QueryRow(g.scan, l.psdQuery(true), GPSDSerial)
 	}
+	// The chains' head times, each a statement after the rows' locks (see
+	// auditHeadAtQuery).
+	for _, serial := range serials {
+		h := &chains[serial].p.head
+		reads.QueryRow(func(scan func(...any) error) error { return scan(&h.at) }, auditHeadAtQuery, serial)
+	}
+	if g != nil {
+		reads.QueryRow(func(scan func(...any) error) error { return scan(&g.head.at) }, auditHeadAtQuery, GPSDSerial)
+	}
 	var refused map[uint32]bool // keys whose stamps are not sold (RefuseKey)
 	if r := l.refusedKeys.Load(); r != nil {
 		refused = *r

@@ -545,11 +545,17 @@ func Retryable(c protocol.Code) bool {
 }
 
 // loadPSD reads a register row and checks its control code; a mismatch is
-// a *TamperError. forUpdate locks the row in a PostgreSQL transaction.
+// a *TamperError. forUpdate locks the row in a PostgreSQL transaction, and
+// reads its audit chain's head time once it holds the lock.
 func (l *Ledger) loadPSD(ctx context.Context, mac macer, tx *sql.Tx, serial uint32, forUpdate bool) (*PSD, error) {
 	p := &PSD{Serial: serial}
 	if err := p.scan(l.db.QueryRowStmt(ctx, tx, l.psdQuery(forUpdate), serial).Scan); err != nil {
 		return nil, err
+	}
+	if forUpdate {
+		if err := l.db.QueryRowStmt(ctx, tx, auditHeadAtQuery, serial).Scan(&p.head.at); err != nil {
+			return nil, fmt.Errorf("ledger: load psd %d: %w", serial, err)
+		}
 	}
 	ok, err := verifySeal(mac, l.cfg.ControlKey, p)
 	if err != nil {
@@ -564,7 +570,7 @@ func (l *Ledger) loadPSD(ctx context.Context, mac macer, tx *sql.Tx, serial uint
 // psdQuery reads a register row (for p.scan), locking it for the
 // transaction if forUpdate.
 func (l *Ledger) psdQuery(forUpdate bool) string {
-	q := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at, audit_n, audit_hash, ` + auditHeadAt + ` FROM psd WHERE serial = ?`
+	q := `SELECT kind, ar, dr, control, locked, lease_holder, lease_until, reported_at, audit_n, audit_hash FROM psd WHERE serial = ?`
 	if forUpdate {
 		q += l.db.ForUpdate()
 	}
@@ -575,7 +581,7 @@ func (l *Ledger) psdQuery(forUpdate bool) string {
 func (p *PSD) scan(scan func(...any) error) error {
 	var locked, holder sql.NullString
 	var leaseUntil, reported int64
-	if err := scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported, &p.head.n, &p.head.hash, &p.head.at); err != nil {
+	if err := scan(&p.Kind, &p.AR, &p.DR, &p.Control, &locked, &holder, &leaseUntil, &reported, &p.head.n, &p.head.hash); err != nil {
 		return fmt.Errorf("ledger: load psd %d: %w", p.Serial, err)
 	}
 	p.Locked, p.LeaseHolder = locked.String, holder.String
@@ -666,6 +672,7 @@ func hotQueries(db *store.DB) []string {
 		l.psdQuery(true),
 		storePSDQuery,
 		auditHeadQuery + db.ForUpdate(),
+		auditHeadAtQuery,
 		auditHeadUpdate,
 		stock.MarkUsed(0, 0, time.Time{}).Query,
 	}

@@ -2,14 +2,12 @@ package ledger_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/protocol"
-	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Two hubs serve one request at once (a claim lost with its session). One
@@ -41,16 +39,7 @@ func TestRejectRacingACommittedSaleAnswersTheSale(t *testing.T) {
 		out, err := f.l.Reject(ctx, s.KioskID, s.RequestID, s.BodyHash, protocol.Errorf(protocol.CodePaymentDeclined, "declined"))
 		done <- result{out, err}
 	}()
-	wait.Until(t, 10*time.Second, "the refusal's insert to wait on the sale's row", func() error {
-		var n int
-		if err := f.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&n); err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("nothing waits on a lock")
-		}
-		return nil
-	})
+	waitForALockWait(t, f.db, "the refusal's insert to wait on the sale's row")
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
