@@ -253,6 +253,7 @@ func TestStatusChangeHandledOverBudget(t *testing.T) {
 		c.Publish(protocol.KioskTopic("k1", protocol.TopicStatus), 1, false, []byte(s)).Wait()
 	}
 	status(protocol.StatusOnline)
+	wait.For(t, 10*time.Second, "k1's online handled", func() bool { return seen.count("online k1") == 1 })
 	for range 3 { // the rest of its budget, and one over
 		c.Publish(protocol.KioskTopic("k1", protocol.TopicPurchase), 1, false, []byte(`{}`)).Wait()
 	}
