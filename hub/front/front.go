@@ -248,7 +248,7 @@ func (f *Front) subscribe(c mqtt.Client) error {
 		t := c.Subscribe(topic, 1, func(c mqtt.Client, m mqtt.Message) {
 			m.Ack()
 			if kiosk, suffix, err := protocol.ParseKioskTopic(m.Topic()); err == nil && !f.msgs.allow(kiosk) &&
-				(suffix != protocol.TopicStatus || f.msgs.sameStatus(kiosk, string(m.Payload()))) {
+				!f.msgs.lastWill(kiosk, suffix, string(m.Payload())) {
 				f.over.Add(1)
 				f.kioskLog(slog.LevelWarn, kiosk, "message dropped: the kiosk is over its message budget", "topic", suffix, "rate", f.cfg.KioskRate)
 				return

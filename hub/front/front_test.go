@@ -265,6 +265,16 @@ func TestStatusChangeHandledOverBudget(t *testing.T) {
 	if n := seen.count("offline k1"); n != 1 {
 		t.Fatalf("k1's offline handled %d times, want the change once", n)
 	}
+	// A kiosk flipping its status over its budget gets nothing more
+	// through: an online over it is dropped, so every offline repeats.
+	for range 10 {
+		status(protocol.StatusOnline)
+		status(protocol.StatusOffline)
+	}
+	wait.For(t, 10*time.Second, "k1's flips dropped", func() bool { return f.OverBudget() == 22 })
+	if on, off := seen.count("online k1"), seen.count("offline k1"); on != 1 || off != 1 {
+		t.Fatalf("k1 flipping over its budget handled %d onlines and %d offlines, want 1 and 1", on, off)
+	}
 }
 
 // presenceSeen counts what the front told of kiosks' presence, as "online

@@ -26,18 +26,24 @@ type msgBudget struct {
 	limit rate.Limit
 	burst int
 	by    map[string]*rate.Limiter
-	// status is each kiosk's last online or offline handled. A status is
-	// retained and sent once (the last will by the broker), so one that
-	// changes it is handled over the budget too; a repeat is dropped.
+	// status is each kiosk's last online or offline handled. The broker
+	// sends a kiosk's last will once, so an offline that changes it is
+	// handled over the budget too (lastWill).
 	status map[string]string
 }
 
-// sameStatus reports whether status repeats kiosk's last one handled.
-func (b *msgBudget) sameStatus(kiosk, status string) bool {
+// lastWill reports whether a message over kiosk's budget is still handled:
+// an offline status after an online one. Nothing else is, an online
+// neither: a kiosk that flips its status over its budget gets one offline
+// through, and then only repeats, which are dropped.
+func (b *msgBudget) lastWill(kiosk, suffix, payload string) bool {
+	if suffix != protocol.TopicStatus || payload != protocol.StatusOffline {
+		return false
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	last, ok := b.status[kiosk]
-	return ok && last == status
+	return !ok || last != protocol.StatusOffline
 }
 
 // sawStatus notes kiosk's status handled, if it is online or offline.
