@@ -1250,8 +1250,10 @@ func (w kioskWatch) Heartbeat(t *protocol.Telemetry) {
 	}
 }
 func (w kioskWatch) Offline(id string) {
-	w.h.presence.Offline(id)
-	w.h.kioskOffline(id, "its last will")
+	// A repeat is not news, and the alert is open already.
+	if w.h.presence.Offline(id) {
+		w.h.kioskOffline(id, "its last will")
+	}
 }
 
 // kioskOffline logs a kiosk gone offline and raises its alert. The line

@@ -87,12 +87,16 @@ func (p *Presence) Online(id string) {
 	p.notify()
 }
 
-// Offline records a kiosk's last will or "offline" status.
-func (p *Presence) Offline(id string) {
+// Offline records a kiosk's last will or "offline" status, and reports
+// whether the kiosk was online, or not known, before it.
+func (p *Presence) Offline(id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.set(p.state(id), false, p.now())
+	s := p.state(id)
+	changed := s.Online || s.Since.IsZero()
+	p.set(s, false, p.now())
 	p.notify()
+	return changed
 }
 
 // Heartbeat records a kiosk's telemetry.
