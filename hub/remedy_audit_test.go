@@ -189,12 +189,12 @@ func TestLateRemedyRefusedAndAlerted(t *testing.T) {
 		b, _ := json.Marshal(protocol.RefundRequest{RequestID: fmt.Sprintf("rf-%d", i), KioskID: "kiosk-1",
 			Label: protocol.LabelRef{RequestID: fmt.Sprintf("late-%d", i), LabelSerial: labels[i]}})
 		out, _ := e.h.Sales().Refund(ctx, "kiosk-1", b)
-		if r := decodeRefund(t, out); r.Status != protocol.ResultRejected || r.Error.Code != protocol.CodeRemedyNotAllowed {
-			t.Fatalf("refund of a stamp issued 72 h ago: %s", out)
+		if r := decodeRefund(t, out); r.Status != protocol.ResultRejected || r.Error.Code != protocol.CodeRemedyNotAllowed || !r.Error.Expired {
+			t.Fatalf("refund of a stamp issued 72 h ago: %s, want remedy_not_allowed, expired", out)
 		}
 	}
-	if res := decode(t, k.ask(reprintOf("rp-late", "late-2", labels[2], "1966-F8D0-05"))); res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeRemedyNotAllowed {
-		t.Fatalf("reprint of a stamp issued 72 h ago: %+v", res)
+	if res := decode(t, k.ask(reprintOf("rp-late", "late-2", labels[2], "1966-F8D0-05"))); res.Status != protocol.ResultRejected || res.Error.Code != protocol.CodeRemedyNotAllowed || !res.Error.Expired {
+		t.Fatalf("reprint of a stamp issued 72 h ago: %+v, want remedy_not_allowed, expired", res)
 	}
 	e.h.Tick(ctx)
 	if got := e.cards.Totals().Refunded - before.Refunded; got != 0 {
@@ -213,6 +213,13 @@ func TestLateRemedyRefusedAndAlerted(t *testing.T) {
 	form := url.Values{"label": {labels[3]}, "reason": {"jammed, kiosk was offline"}, "handed_in": {"yes"}}
 	if st, _, page := staff.post("/console/stock", "/console/refunds", form); st != http.StatusOK || !strings.Contains(page, "Refunded $0.78") {
 		t.Fatalf("counter refund: %d", st)
+	}
+	// The kiosk, back, asks that label's refund: refused, but not as
+	// expired, for it had its remedy, so the kiosk does not send staff
+	// to pay it again.
+	out, _ = e.h.Sales().Refund(ctx, "kiosk-1", refundOf("rf-after-counter", "late-3", labels[3]))
+	if r := decodeRefund(t, out); r.Status != protocol.ResultRejected || r.Error.Code != protocol.CodeRemedyNotAllowed || r.Error.Expired {
+		t.Fatalf("the kiosk's refund of a label refunded at the counter: %s, want remedy_not_allowed, not expired", out)
 	}
 	e.check()
 }

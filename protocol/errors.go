@@ -95,6 +95,12 @@ type Error struct {
 	Message string `json:"message"`
 	// MissingMills is set with insufficient_funds.
 	MissingMills Mills `json:"missing_mills,omitempty"`
+	// Expired is set with remedy_not_allowed when the stamp was issued
+	// more than RemedyLimit before, too long for a kiosk's remedy: a
+	// refund refused so was not made, and staff at the counter settle it.
+	// A refund refused without it had its remedy already, or was never the
+	// kiosk's to ask.
+	Expired bool `json:"expired,omitempty"`
 }
 
 func (e *Error) Error() string {

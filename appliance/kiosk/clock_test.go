@@ -117,20 +117,28 @@ func TestFailedLabelRefundedAfterRemedyWindow(t *testing.T) {
 // at the counter): it is closed as refunded, and not left for staff to pay
 // again.
 func TestRefusedRefundNotCountedRefunded(t *testing.T) {
+	expired := protocol.Errorf(protocol.CodeRemedyNotAllowed, "issued too long ago")
+	expired.Expired = true
 	for _, c := range []struct {
 		name    string
 		after   time.Duration // the kiosk's clock moved on after the sale
+		refuse  *protocol.Error
 		want    journal.LabelState
 		refunds int
 		refused int
 		printed string
 	}{
-		{"past the remedy limit", protocol.RemedyLimit + time.Second, journal.Refused, 0, 1, "1 refused: settle at the counter"},
-		{"within it", 3 * time.Second, journal.Refunded, 1, 0, ""},
+		{"past the remedy limit", protocol.RemedyLimit + time.Second, expired, journal.Refused, 0, 1, "1 refused: settle at the counter"},
+		{"remedied already", 3 * time.Second, protocol.Errorf(protocol.CodeRemedyNotAllowed, "already had its refund"), journal.Refunded, 1, 0, ""},
+		// The hub judges lateness, not the kiosk's clock: a Pi without a
+		// real-time clock may be hours behind after a restart, or ahead.
+		{"past it by the hub's clock, not the kiosk's", 3 * time.Second, expired, journal.Refused, 0, 1, "1 refused: settle at the counter"},
+		{"remedied at the counter, asked late", protocol.RemedyLimit + time.Second,
+			protocol.Errorf(protocol.CodeRemedyNotAllowed, "taken back at the counter"), journal.Refunded, 1, 0, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			clock, fh, k, p := remedyKiosk(t)
-			fh.refundRefuse = protocol.Errorf(protocol.CodeRemedyNotAllowed, "refused")
+			fh.refundRefuse = c.refuse
 			p.fault = &printer.FaultError{Status: escpos.Status{CutterError: true}}
 			rc, err := k.Sell(context.Background(), order("1966-F8CF-01"))
 			if err != nil || rc.Labels[0].Outcome != protocol.PrintFailed {

@@ -417,13 +417,15 @@ func (k *Kiosk) refundAbandoned(ctx context.Context, window time.Duration) {
 }
 
 // refusedRefund is what a refund the hub refused for good (remedy_not_allowed)
-// leaves label of sale s. Asked past protocol.RemedyLimit, it is refused:
-// the customer is owed what staff decide at the counter. Sooner, the hub
-// has remedied it already (a refund whose answer was lost is answered ok
-// again, so this is a reprint or a refund at the counter): closed as
-// refunded, as before, and not left for staff to pay again.
+// leaves label of sale s. Refused as expired (asked past
+// protocol.RemedyLimit, by the hub's clock), it is refused: the customer is
+// owed what staff decide at the counter. Otherwise the hub has remedied it
+// already (a refund whose answer was lost is answered ok again, so this is
+// a reprint or a refund at the counter): closed as refunded, and not left
+// for staff to pay again. The hub judges, not this kiosk's clock, which a
+// Pi without a real-time clock may have wrong after a restart.
 func (k *Kiosk) refusedRefund(s *journal.Sale, label string, perr *protocol.Error) journal.LabelState {
-	if k.age(s) < protocol.RemedyLimit {
+	if !perr.Expired {
 		return journal.Refunded
 	}
 	k.log.Warn("the hub refused the refund of a label that did not print, asked too late; staff settle it at the counter",

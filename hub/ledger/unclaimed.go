@@ -47,8 +47,10 @@ func (l *Ledger) lateRemedy(ctx context.Context, kioskID string, label protocol.
 	l.al.Raise(ctx, alerts.LateRemedy, "kiosk/"+kioskID, fmt.Sprintf(
 		"kiosk %s asked %s of label %s past the %s a kiosk has to say a label failed; refused, the stamp left as it was. If the customer's label really failed, refund it at the counter; many such requests suggest a kiosk refunding stamps it used",
 		kioskID, what, label, RemedyLimit))
-	return protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was issued more than %s ago, past the time in which a kiosk may say it failed or ask its remedy; staff may take it back at the counter",
+	e := protocol.Errorf(protocol.CodeRemedyNotAllowed, "label %s was issued more than %s ago, past the time in which a kiosk may say it failed or ask its remedy; staff may take it back at the counter",
 		label, RemedyLimit)
+	e.Expired = true
+	return e
 }
 
 // failedVoid reports whether a void reason is a failed print: the kiosk's
