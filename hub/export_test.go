@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/x509"
 	"time"
 
 	"github.com/frank-postage/frank/hub/claims"
@@ -31,3 +32,13 @@ func StaffDeskOn(h *Hub, db *store.DB, hub string) interface {
 
 // CheckClock compares h's clock, as now reads it, with the database's.
 func CheckClock(h *Hub, now func() time.Time) { h.checkClock(context.Background(), now) }
+
+// RenewTLS runs the hub's hourly check of its own certificates.
+func RenewTLS(h *Hub, ctx context.Context) { h.renewTLS(ctx) }
+
+// ServerCertificate is the TLS server certificate the hub serves now.
+func ServerCertificate(h *Hub) *x509.Certificate {
+	h.tls.mu.RLock()
+	defer h.tls.mu.RUnlock()
+	return h.tls.server.Leaf
+}

@@ -102,14 +102,13 @@ func writeFileSync(path string, b []byte, mode os.FileMode) error {
 }
 
 // renew issues whichever certificate is missing or past two thirds of its
-// life.
+// life from its issue (its NotBefore is the CA's, much earlier).
 func (t *hubTLS) renew(ctx context.Context) error {
 	due := func(c *tls.Certificate) bool {
 		if c == nil || c.Leaf == nil {
 			return true
 		}
-		life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
-		return t.now().After(c.Leaf.NotBefore.Add(life * 2 / 3))
+		return t.now().After(c.Leaf.NotAfter.Add(-t.ca.HubTTL() / 3))
 	}
 	t.mu.RLock()
 	needServer, needClient := t.files[0] == "" && due(t.server), due(t.client)

@@ -120,6 +120,9 @@ func New(db *store.DB, keys hsm.Module, open func() (hsm.Session, error), cfg Co
 // KioskTTL is the lifetime of a kiosk certificate.
 func (c *CA) KioskTTL() time.Duration { return c.cfg.KioskTTL }
 
+// HubTTL is the life of the hubs' certificates from their issue.
+func (c *CA) HubTTL() time.Duration { return c.cfg.HubTTL }
+
 // Init creates the CA: a P-256 key in the HSM and a self-signed
 // certificate good for ten years.
 func (c *CA) Init(ctx context.Context) error {
@@ -398,10 +401,20 @@ func (c *CA) IssueHub(ctx context.Context, pub crypto.PublicKey, name string, ho
 		return nil, fmt.Errorf("ca: issue %q: a hub's name starts with %s", name, protocol.HubPrefix)
 	}
 	now := c.cfg.Now()
+	// Valid from the CA's own start, not from now: kiosks check the hub's
+	// certificate by their clocks, and a Pi has no real-time clock. One
+	// that came back from a power cut on the last time it saved, hours or
+	// days behind, with NTP not yet synced or blocked by the store's
+	// firewall, refused every certificate a hub issued since, so it could
+	// not reconnect after any hub restart, upgrade or failover.
+	notBefore := now.Add(-backdate)
+	if ca := c.Certificate(); ca != nil && ca.NotBefore.Before(notBefore) {
+		notBefore = ca.NotBefore
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: name, Organization: []string{c.cfg.Vendor}},
-		NotBefore:    now.Add(-backdate),
+		NotBefore:    notBefore,
 		NotAfter:     now.Add(c.cfg.HubTTL),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
