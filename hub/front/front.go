@@ -247,8 +247,7 @@ func (f *Front) subscribe(c mqtt.Client) error {
 	for topic, h := range subs {
 		t := c.Subscribe(topic, 1, func(c mqtt.Client, m mqtt.Message) {
 			m.Ack()
-			if kiosk, suffix, err := protocol.ParseKioskTopic(m.Topic()); err == nil && !f.msgs.allow(kiosk) &&
-				!f.msgs.lastWill(kiosk, suffix, string(m.Payload())) {
+			if kiosk, suffix, err := protocol.ParseKioskTopic(m.Topic()); err == nil && !f.msgs.admit(kiosk, suffix, m.Payload()) {
 				f.over.Add(1)
 				f.kioskLog(slog.LevelWarn, kiosk, "message dropped: the kiosk is over its message budget", "topic", suffix, "rate", f.cfg.KioskRate)
 				return
@@ -446,7 +445,6 @@ func (f *Front) onStatus(c mqtt.Client, m mqtt.Message) {
 		shown = fmt.Sprintf("%q", status[:min(len(status), 32)])
 	}
 	f.kioskLog(slog.LevelInfo, kiosk, "kiosk status", "status", shown, "bytes", len(status))
-	f.msgs.sawStatus(kiosk, status)
 	switch status {
 	case protocol.StatusOnline:
 		if f.cfg.Presence != nil {

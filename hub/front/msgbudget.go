@@ -28,44 +28,46 @@ type msgBudget struct {
 	by    map[string]*rate.Limiter
 	// status is each kiosk's last online or offline handled. The broker
 	// sends a kiosk's last will once, so an offline that changes it is
-	// handled over the budget too (lastWill).
+	// handled over the budget too (admit).
 	status map[string]string
 }
 
-// lastWill reports whether a message over kiosk's budget is still handled:
-// an offline status after an online one. Nothing else is, an online
-// neither: a kiosk that flips its status over its budget gets one offline
-// through, and then only repeats, which are dropped.
-func (b *msgBudget) lastWill(kiosk, suffix, payload string) bool {
-	if suffix != protocol.TopicStatus || payload != protocol.StatusOffline {
-		return false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	last, ok := b.status[kiosk]
-	return !ok || last != protocol.StatusOffline
-}
-
-// sawStatus notes kiosk's status handled, if it is online or offline.
-func (b *msgBudget) sawStatus(kiosk, status string) {
-	if status != protocol.StatusOnline && status != protocol.StatusOffline {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.status == nil {
-		b.status = map[string]string{}
-	}
-	b.status[kiosk] = status
-}
-
-// allow spends one of kiosk's messages, or reports that it has none left.
-func (b *msgBudget) allow(kiosk string) bool {
+// admit spends one of kiosk's messages and reports whether the message is
+// handled. Over the budget only a last will is: an offline status after
+// an online one. Nothing else is, an online neither, so a kiosk that flips
+// its status over its budget gets one offline through, then only repeats.
+// The status is noted here, with the budget, not once handled: messages
+// are handled concurrently, and an offline checked before the online just
+// let through was noted would be taken for a repeat and dropped.
+func (b *msgBudget) admit(kiosk, suffix string, payload []byte) bool {
 	if b.limit <= 0 {
 		return true
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	ok := b.allowLocked(kiosk)
+	if suffix != protocol.TopicStatus {
+		return ok
+	}
+	status := string(payload)
+	if status != protocol.StatusOnline && status != protocol.StatusOffline {
+		return ok
+	}
+	if b.status == nil {
+		b.status = map[string]string{}
+	}
+	if !ok && status == protocol.StatusOffline && b.status[kiosk] != protocol.StatusOffline {
+		ok = true
+	}
+	if ok {
+		b.status[kiosk] = status
+	}
+	return ok
+}
+
+// allowLocked spends one of kiosk's messages, or reports that it has none
+// left; b.mu is held.
+func (b *msgBudget) allowLocked(kiosk string) bool {
 	now := b.now()
 	l := b.by[kiosk]
 	if l == nil {
