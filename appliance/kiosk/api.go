@@ -39,6 +39,7 @@ func (k *Kiosk) Handler() http.Handler {
 	r.Get("/api/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("screen") == "1" {
 			k.screenSeen.Store(k.now().UnixNano())
+			k.screenUp.Store(int64(k.uptime()) + 1)
 		}
 		writeJSON(w, http.StatusOK, k.Status())
 	})
@@ -206,9 +207,8 @@ func (k *Kiosk) screen(w http.ResponseWriter, r *http.Request) {
 	}
 	out := map[string]any{"screen": "stale"}
 	if seen := k.screenSeen.Load(); seen != 0 {
-		at := time.Unix(0, seen)
-		out["seen"] = at.UTC()
-		if k.now().Sub(at) <= within {
+		out["seen"] = time.Unix(0, seen).UTC()
+		if k.uptime()-time.Duration(k.screenUp.Load()-1) <= within {
 			out["screen"] = "live"
 		}
 	}

@@ -161,8 +161,10 @@ type Kiosk struct {
 
 	progress atomic.Pointer[Progress] // the sale in hand, for the touchscreen
 	// screenSeen is when the touchscreen last polled the status (unix ns;
-	// 0 never), for its watchdog.
-	screenSeen atomic.Int64
+	// 0 never), and screenUp the kiosk's uptime then (ns, plus one), which
+	// its watchdog judges by: a step of the wall clock would have a hung
+	// page reported live, or a live one restarted.
+	screenSeen, screenUp atomic.Int64
 
 	journal saleJournal
 	// stockUnknown: the kiosk has started with a journal and not yet asked

@@ -950,13 +950,11 @@ func TestStockLoadNeedsStaffLogin(t *testing.T) {
 
 // The touchscreen's watchdog asks whether the screen polled lately: stale
 // until the page's first poll, live after it, stale again once it stops
-// polling for longer than asked.
+// polling for longer than asked, by the kiosk's uptime: a step of the wall
+// clock neither has a hung page live for an hour nor a live one restarted.
 func TestScreenWatchdogEndpoint(t *testing.T) {
-	var now atomic.Int64
-	now.Store(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC).UnixNano())
-	k, _ := setupWith(t, &fakeHub{answer: vectorAnswer}, func(c *kiosk.Config) {
-		c.Clock = func() time.Time { return time.Unix(0, now.Load()) }
-	})
+	clock := newFakeClock()
+	k, _ := setupWith(t, &fakeHub{answer: vectorAnswer}, func(c *kiosk.Config) { clock.use(c) })
 	srv := httptest.NewServer(k.Handler())
 	defer srv.Close()
 	get := func(path string) (int, string) {
@@ -978,16 +976,18 @@ func TestScreenWatchdogEndpoint(t *testing.T) {
 		t.Fatalf("after a poll without screen=1: %q, want stale", s)
 	}
 	get("/api/v1/status?screen=1")
-	now.Add(int64(100 * time.Second))
+	clock.Add(100 * time.Second)
+	clock.Step(time.Hour) // NTP sets a slow clock
 	if _, s := get("/api/v1/screen?within=120"); s != "live" {
-		t.Fatalf("100 s after the page polled: %q, want live", s)
+		t.Fatalf("100 s after the page polled, the wall clock stepped an hour on: %q, want live", s)
 	}
 	if _, s := get("/api/v1/screen"); s != "stale" {
 		t.Fatalf("100 s after, within the default 60 s: %q, want stale", s)
 	}
-	now.Add(int64(30 * time.Second))
+	clock.Add(30 * time.Second)
+	clock.Step(-2 * time.Hour)
 	if _, s := get("/api/v1/screen?within=120"); s != "stale" {
-		t.Fatalf("130 s after the page polled: %q, want stale", s)
+		t.Fatalf("130 s after the page polled, the wall clock stepped back: %q, want stale", s)
 	}
 	for _, q := range []string{"0", "-5", "x", "100000"} {
 		if st, _ := get("/api/v1/screen?within=" + q); st != http.StatusBadRequest {
