@@ -952,9 +952,9 @@ func (h *Hub) checkClock(ctx context.Context, now func() time.Time) {
 	switch was := h.clockOff.Swap(verdict); {
 	case verdict == clockOff:
 		if was != clockOff {
-			// Hub and job leases run on the database's clock (store.LeaseNow);
-			// MPSD leases, like sales' dates, still run on the hub's.
-			h.alerts.Raise(ctx, alerts.ClockSkew, subject, fmt.Sprintf("hub %s's clock is %s off the database's: sales near a report's period end may miss it, and MPSD leases are judged wrongly; set its time (NTP)",
+			// Leases run on the database's clock (store.LeaseNow); sales'
+			// dates still run on the hub's.
+			h.alerts.Raise(ctx, alerts.ClockSkew, subject, fmt.Sprintf("hub %s's clock is %s off the database's: its sales are dated by it, and those near a report's period end may miss it; set its time (NTP)",
 				h.name(), skew.Round(time.Millisecond)))
 		}
 	case was != clockAgrees: // also at the first check: an alert from before a restart

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/frank-postage/frank/protocol"
@@ -229,7 +230,15 @@ func (l *Ledger) FundMPSD(ctx context.Context, serial uint32, amount protocol.Mi
 		if err != nil {
 			return err
 		}
-		if m.Kind != KindMPSD || (m.LeaseHolder != "" && m.LeaseUntil.After(now)) {
+		held := false
+		if m.LeaseHolder != "" { // by the clock leases are judged by
+			at, args := l.db.LeaseNow(now)
+			if err := tx.QueryRowContext(ctx, l.db.Rebind(`SELECT lease_until > `+at+` FROM psd WHERE serial = ?`),
+				slices.Concat(args, []any{serial})...).Scan(&held); err != nil {
+				return err
+			}
+		}
+		if m.Kind != KindMPSD || held {
 			return fmt.Errorf("psd %d is not an MPSD free to fund", serial)
 		}
 		g, err := l.loadPSD(ctx, l.mac, tx, GPSDSerial, true)

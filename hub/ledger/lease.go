@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/frank-postage/frank/protocol"
@@ -40,14 +41,14 @@ func (l *Ledger) Lease(ctx context.Context, n int) ([]Slot, error) {
 func (l *Ledger) leaseOne(ctx context.Context) (slot Slot, err error) {
 	defer func() { l.lockOnTamper(err) }()
 	now := l.cfg.Now()
-	until := micros(now.Add(l.cfg.LeaseTTL))
+	at, atArgs := l.db.LeaseNow(now)
 	err = l.inTx(ctx, func(tx *sql.Tx) error {
-		q := `SELECT serial FROM psd WHERE kind = 'mpsd' AND locked IS NULL AND (lease_holder IS NULL OR lease_until < ?) ORDER BY serial LIMIT 1`
+		q := `SELECT serial FROM psd WHERE kind = 'mpsd' AND locked IS NULL AND (lease_holder IS NULL OR lease_until < ` + at + `) ORDER BY serial LIMIT 1`
 		if l.db.Dialect == "postgres" {
 			q += " FOR UPDATE SKIP LOCKED"
 		}
 		var serial uint32
-		err := tx.QueryRowContext(ctx, l.db.Rebind(q), micros(now)).Scan(&serial)
+		err := tx.QueryRowContext(ctx, l.db.Rebind(q), atArgs...).Scan(&serial)
 		if errors.Is(err, sql.ErrNoRows) {
 			serial, err = l.createMPSD(ctx, tx, now)
 		}
@@ -58,8 +59,8 @@ func (l *Ledger) leaseOne(ctx context.Context) (slot Slot, err error) {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET lease_holder = ?, lease_until = ? WHERE serial = ?`),
-			l.cfg.Holder, until, serial); err != nil {
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET lease_holder = ?, lease_until = `+at+` + ? WHERE serial = ?`),
+			slices.Concat([]any{l.cfg.Holder}, atArgs, []any{l.cfg.LeaseTTL.Microseconds(), serial})...); err != nil {
 			return err
 		}
 		slot = Slot{Serial: serial, AR: p.AR, DR: p.DR, ReportedAt: p.ReportedAt}
@@ -110,28 +111,33 @@ type LeaseState struct {
 }
 
 // Renew extends this process's leases on serials and reports their state.
+// Leases are written and judged by the database's lease clock
+// (store.DB.LeaseNow): on PostgreSQL a hub whose clock ran ahead would take
+// live hubs' MPSDs, and one whose clock ran behind would lose its own, the
+// sales of every commit in flight on them refused.
 func (l *Ledger) Renew(ctx context.Context, serials []uint32) (map[uint32]LeaseState, error) {
-	now := l.cfg.Now()
-	until := micros(now.Add(l.cfg.LeaseTTL))
+	at, now := l.db.LeaseNow(l.cfg.Now())
+	ttl := l.cfg.LeaseTTL.Microseconds()
 	out := make(map[uint32]LeaseState, len(serials))
 	// Only a lease in its second half is extended: a busy MPSD's commits
 	// keep it in its first (see storePSD), and an UPDATE whose condition
 	// the row does not meet takes no lock, so renewal never waits for the
 	// committer, nor it for renewal.
-	half := micros(now.Add(l.cfg.LeaseTTL / 2))
+	renew := `UPDATE psd SET lease_until = ` + at + ` + ? WHERE serial = ? AND lease_holder = ? AND locked IS NULL AND lease_until < ` + at + ` + ?`
+	read := `SELECT locked, reported_at, lease_holder, lease_until >= ` + at + ` FROM psd WHERE serial = ?`
 	err := l.inTx(ctx, func(tx *sql.Tx) error {
 		for _, s := range serials {
-			if _, err := l.db.ExecStmt(ctx, tx, `UPDATE psd SET lease_until = ? WHERE serial = ? AND lease_holder = ? AND locked IS NULL AND lease_until < ?`,
-				until, s, l.cfg.Holder, half); err != nil {
+			if _, err := l.db.ExecStmt(ctx, tx, renew, slices.Concat(now, []any{ttl, s, l.cfg.Holder}, now, []any{ttl / 2})...); err != nil {
 				return err
 			}
 			var locked, holder sql.NullString
-			var reported, leaseUntil int64
-			if err := l.db.QueryRowStmt(ctx, tx, `SELECT locked, reported_at, lease_holder, lease_until FROM psd WHERE serial = ?`, s).
-				Scan(&locked, &reported, &holder, &leaseUntil); err != nil {
+			var reported int64
+			var current bool
+			if err := l.db.QueryRowStmt(ctx, tx, read, slices.Concat(now, []any{s})...).
+				Scan(&locked, &reported, &holder, &current); err != nil {
 				return err
 			}
-			held := holder.String == l.cfg.Holder && !locked.Valid && leaseUntil >= micros(now)
+			held := holder.String == l.cfg.Holder && !locked.Valid && current
 			out[s] = LeaseState{Held: held, Locked: locked.String, ReportedAt: time.UnixMicro(reported)}
 		}
 		return nil

@@ -161,6 +161,8 @@ type Ledger struct {
 	log *slog.Logger
 	// lines is what each kiosk's requests may make the ledger log.
 	lines lineBudget
+	// storeQ is storePSDQuery for the database.
+	storeQ string
 
 	queue   chan message
 	stop    chan struct{}
@@ -208,7 +210,7 @@ func (l *Ledger) Stats() CommitStats {
 // session (workers bring theirs).
 func Open(ctx context.Context, db *store.DB, cfg Config, mac macer, pa authority, al alerter, log *slog.Logger) (*Ledger, error) {
 	cfg.defaults()
-	l := &Ledger{db: db, cfg: cfg, mac: &lockedMAC{m: mac}, pa: pa, al: al, log: log,
+	l := &Ledger{db: db, cfg: cfg, mac: &lockedMAC{m: mac}, pa: pa, al: al, log: log, storeQ: storePSDQuery(db),
 		queue: make(chan message, 8192), stop: make(chan struct{}), stopped: make(chan struct{})}
 	if err := l.RefreshControlKey(ctx); err != nil {
 		return nil, err
@@ -613,7 +615,7 @@ func (l *Ledger) storePSD(ctx context.Context, mac macer, tx *sql.Tx, p *PSD) er
 	if err != nil {
 		return err
 	}
-	if _, err := l.db.ExecStmt(ctx, tx, storePSDQuery, args...); err != nil {
+	if _, err := l.db.ExecStmt(ctx, tx, l.storeQ, args...); err != nil {
 		return fmt.Errorf("ledger: store psd %d: %w", p.Serial, err)
 	}
 	return nil
@@ -625,7 +627,7 @@ func (l *Ledger) queueStorePSD(b *store.Batch, p *PSD) error {
 	if err != nil {
 		return err
 	}
-	b.Exec(nil, storePSDQuery, args...)
+	b.Exec(nil, l.storeQ, args...)
 	return nil
 }
 
@@ -640,8 +642,9 @@ func (l *Ledger) sealPSD(mac macer, p *PSD) ([]any, error) {
 	// A write by the lease's holder renews the lease too: then Renew has
 	// nothing to do for a busy MPSD, and never queues on its row behind
 	// the commits.
-	until := micros(l.cfg.Now().Add(l.cfg.LeaseTTL))
-	return []any{p.AR, p.DR, p.Control, l.cfg.Holder, until, until, p.Serial}, nil
+	_, now := l.db.LeaseNow(l.cfg.Now())
+	ttl := l.cfg.LeaseTTL.Microseconds()
+	return slices.Concat([]any{p.AR, p.DR, p.Control, l.cfg.Holder}, now, []any{ttl}, now, []any{ttl, p.Serial}), nil
 }
 
 func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
@@ -650,10 +653,14 @@ func (l *Ledger) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
-// storePSDQuery writes an MPSD's registers and, when written by its
-// lease's holder, extends the lease.
-const storePSDQuery = `UPDATE psd SET ar = ?, dr = ?, control = ?,
-	lease_until = CASE WHEN lease_holder = ? AND lease_until < ? THEN ? ELSE lease_until END WHERE serial = ?`
+// storePSDQuery writes a PSD's registers and, when written by its
+// lease's holder, extends the lease, by the database's lease clock
+// (store.DB.LeaseNow).
+func storePSDQuery(db *store.DB) string {
+	at, _ := db.LeaseNow(time.Time{})
+	return `UPDATE psd SET ar = ?, dr = ?, control = ?,
+	lease_until = CASE WHEN lease_holder = ? AND lease_until < ` + at + ` + ? THEN ` + at + ` + ? ELSE lease_until END WHERE serial = ?`
+}
 
 // The commit's statements and the columns of the rows it inserts.
 var (
@@ -670,7 +677,7 @@ func hotQueries(db *store.DB) []string {
 	qs := []string{
 		replayQuery,
 		l.psdQuery(true),
-		storePSDQuery,
+		storePSDQuery(db),
 		auditHeadQuery + db.ForUpdate(),
 		auditHeadAtQuery,
 		auditHeadUpdate,

@@ -119,7 +119,7 @@ func runProperty(t *testing.T, dsn string, seed uint64, steps int) {
 				t.Fatalf("step %d: fund %d with GPSD DR %d: %v", step, amt, m.gDR, err)
 			}
 		case op < 90: // leases lapse and another hub takes an MPSD over
-			f.clock.Add(cfg.LeaseTTL + time.Second)
+			f.pass(cfg.LeaseTTL + time.Second)
 			other := openOther(t, f, cfg)
 			slots, err := other.Lease(ctx, 1)
 			if err != nil {
@@ -144,9 +144,9 @@ func runProperty(t *testing.T, dsn string, seed uint64, steps int) {
 				f.pool = nil // dies holding its leases
 				f.l.Close()
 				f.l = nil
+				f.pass(cfg.LeaseTTL + time.Second)
 				f.db.Close()
 				f.db = nil
-				f.clock.Add(cfg.LeaseTTL + time.Second)
 			}
 			f.cfg.Holder = ""
 			f.open()
