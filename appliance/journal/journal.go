@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
@@ -65,12 +66,41 @@ var ErrDamaged = errors.New("journal: the file is damaged")
 type Journal struct {
 	db  *sql.DB
 	now func() time.Time
+
+	mu   sync.Mutex
+	last time.Time // the latest time recorded, which no later one precedes
 }
 
 // SetClock makes now the journal's clock for the times it records (the
 // kiosk's, so that a sale's start and the remedy window agree); call it
 // before the journal is used. Default the system's.
 func (j *Journal) SetClock(now func() time.Time) { j.now = now }
+
+// Now is the time the journal records next: its clock, but never earlier
+// than a time it recorded or was told of (NotBefore). A Pi's clock steps
+// back (NTP pulling back a fast one, a start on a saved time); a sale it
+// dated before the shift that staff had just ended was in neither shift's
+// report.
+func (j *Journal) Now() time.Time {
+	t := j.now()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !t.After(j.last) {
+		t = j.last.Add(time.Microsecond) // what a row holds
+	}
+	j.last = t
+	return t
+}
+
+// NotBefore tells the journal of a time it must record nothing before,
+// such as the end of a shift.
+func (j *Journal) NotBefore(t time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if t.After(j.last) {
+		j.last = t
+	}
+}
 
 const schema = `
 CREATE TABLE IF NOT EXISTS sales (
@@ -132,7 +162,13 @@ func Open(path string) (*Journal, error) {
 		db.Close()
 		return nil, fmt.Errorf("journal: open %s: %w", path, err)
 	}
-	return &Journal{db: db, now: time.Now}, nil
+	var last int64
+	if err := db.QueryRow(`SELECT MAX(t) FROM (SELECT COALESCE(MAX(started_at), 0) AS t FROM sales
+		UNION ALL SELECT COALESCE(MAX(loaded_at), 0) FROM loads)`).Scan(&last); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	return &Journal{db: db, now: time.Now, last: time.UnixMicro(last)}, nil
 }
 
 // check runs SQLite's quick_check: a damaged page opens fine and fails
@@ -221,7 +257,7 @@ func (j *Journal) Begin(ctx context.Context, requestID string, request []byte, l
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, `INSERT INTO sales (request_id, request, started_at) VALUES (?, ?, ?)`,
-		requestID, request, j.now().UnixMicro()); err != nil {
+		requestID, request, j.Now().UnixMicro()); err != nil {
 		return fmt.Errorf("journal: begin %s: %w", requestID, err)
 	}
 	for i, l := range labels {
@@ -272,7 +308,7 @@ func (j *Journal) exec(ctx context.Context, op, requestID, query string, args ..
 // restart knows its stock.
 func (j *Journal) AddSheets(ctx context.Context, serials []string) error {
 	for _, s := range serials {
-		now := j.now().UnixMicro()
+		now := j.Now().UnixMicro()
 		res, err := j.db.ExecContext(ctx, `INSERT INTO sheets (serial, loaded_at) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, now)
 		if err != nil {
 			return fmt.Errorf("journal: add sheet %s: %w", s, err)

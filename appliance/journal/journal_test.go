@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/frank-postage/frank/appliance/journal"
 )
@@ -182,5 +183,57 @@ func TestDamagedJournalRefusedAtOpen(t *testing.T) {
 	}
 	if !errors.Is(err, journal.ErrDamaged) {
 		t.Fatalf("Open: %v, want %v", err, journal.ErrDamaged)
+	}
+}
+
+// The times a journal records never run backwards, across a step of the
+// clock and a reopen on a clock behind (a Pi back from a power cut on the
+// time it last saved), nor before a time it is told of (a shift's end).
+func TestRecordedTimesNeverRunBack(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/journal.db"
+	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	now := t0
+	j, err := journal.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.SetClock(func() time.Time { return now })
+	started := func(id string) time.Time {
+		t.Helper()
+		s, err := j.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Started
+	}
+	if err := j.Begin(ctx, "a", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	now = t0.Add(-time.Minute) // NTP pulls a fast clock back
+	if err := j.Begin(ctx, "b", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !started("b").After(started("a")) {
+		t.Fatalf("b began at %s, a at %s: the journal ran back with its clock", started("b"), started("a"))
+	}
+	j.Close()
+
+	if j, err = journal.Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	now = t0.Add(-time.Hour) // reopened on a clock an hour behind
+	j.SetClock(func() time.Time { return now })
+	if err := j.Begin(ctx, "c", []byte(`{}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !started("c").After(started("b")) {
+		t.Fatalf("after a reopen on a clock behind, c began at %s, b at %s", started("c"), started("b"))
+	}
+	end := t0.Add(time.Hour)
+	j.NotBefore(end)
+	if at := j.Now(); !at.After(end) {
+		t.Fatalf("told of %s, the journal records next at %s", end, at)
 	}
 }

@@ -291,3 +291,32 @@ func TestStaffLoginsOnTheKiosksClock(t *testing.T) {
 		t.Fatalf("right PIN after the lockout: %d", st)
 	}
 }
+
+// Staff end the shift, and then the wall clock steps back 30 s (NTP pulling
+// back a fast clock, or a start on a saved time): a sale then is in the new
+// shift's report. It was dated before the shift's start, so it was in no
+// report at all, and its takings were never counted.
+func TestSaleAfterClockStepBackInTheNextShift(t *testing.T) {
+	clock := newFakeClock()
+	fh := &fakeHub{answer: vectorAnswer, journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
+	k, _ := setupWith(t, fh, func(c *kiosk.Config) { clock.use(c) })
+	<-k.Recovered()
+	ctx := context.Background()
+	clock.Add(time.Minute)
+	if _, err := k.PrintShift(ctx, "en", true); err != nil {
+		t.Fatal(err)
+	}
+	clock.Step(-30 * time.Second)
+	if _, err := k.Sell(ctx, order("1966-F8CF-01")); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Hour)
+	s, err := k.ShiftReport(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sales != 1 {
+		t.Fatalf("a sale after the shift ended (the clock stepped back 30 s): the new report, %s to %s, has %d sales, want 1",
+			s.From.UTC().Format(time.TimeOnly), s.To.UTC().Format(time.TimeOnly), s.Sales)
+	}
+}

@@ -30,6 +30,7 @@ type saleJournal interface {
 	SetSetting(ctx context.Context, key string, value []byte) error
 	Setting(ctx context.Context, key string) ([]byte, error)
 	SetClock(now func() time.Time)
+	NotBefore(t time.Time)
 }
 
 // UseJournal makes every sale step durable in j before it is acted on,
@@ -38,6 +39,13 @@ type saleJournal interface {
 func (k *Kiosk) UseJournal(j saleJournal) {
 	j.SetClock(k.now)
 	k.journal = j
+	// Nothing is dated before the shift staff last ended, whatever this
+	// start's clock reads, or it would be in no shift's report.
+	if b, err := j.Setting(context.Background(), shiftKey); err == nil && b != nil {
+		if t, err := time.Parse(time.RFC3339Nano, string(b)); err == nil {
+			j.NotBefore(t)
+		}
+	}
 	k.stockUnknown.Store(true) // until recoverSales has asked the hub
 }
 

@@ -18,6 +18,9 @@ import (
 type shiftLog interface {
 	Since(ctx context.Context, from time.Time) ([]*journal.Sale, error)
 	LoadedSince(ctx context.Context, from time.Time) (int, error)
+	// Now is the time the journal records next, never before one it
+	// recorded: a shift's end, so that no sale after it is dated before.
+	Now() time.Time
 }
 
 // Shift is a staff shift's figures, read from the kiosk's own journal: the
@@ -71,14 +74,15 @@ func (k *Kiosk) ShiftReport(ctx context.Context) (*Shift, error) {
 	if !ok {
 		return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "this kiosk keeps no journal to report a shift from")
 	}
-	s := &Shift{From: k.shiftStart(ctx), To: k.now(), Classes: []ShiftClass{}}
+	s := &Shift{From: k.shiftStart(ctx), To: jl.Now(), Classes: []ShiftClass{}}
 	sales, err := jl.Since(ctx, s.From)
 	if err != nil {
 		return nil, fmt.Errorf("kiosk: shift: %w", err)
 	}
 	rt := k.Rates()
 	for _, sale := range sales {
-		if sale.Result == nil {
+		// One begun since To is the next shift's, should staff end this.
+		if sale.Result == nil || sale.Started.After(s.To) {
 			continue
 		}
 		res, err := protocol.DecodePurchaseResult(sale.Result)
