@@ -160,7 +160,7 @@ func (s *Store) Start(log *slog.Logger) (*Trial, error) {
 		if err := s.rollback(t, fmt.Sprintf("it stopped %d times before its health check", maxAttempts)); err != nil {
 			return nil, fmt.Errorf("update: rollback: %w", err)
 		}
-	case time.Now().After(t.Deadline):
+	case t.Health <= 0 && time.Now().After(t.Deadline): // a trial from before Health
 		log.Error("release on trial not healthy by its deadline; rolling back", "version", t.Version, "to", name(t.Previous))
 		if err := s.rollback(t, "no health check passed by its deadline"); err != nil {
 			return nil, fmt.Errorf("update: rollback: %w", err)
@@ -220,7 +220,14 @@ func (s *Store) supervise(t *Trial, log *slog.Logger) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("update: start %s: %w", t.Version, err)
 	}
-	log.Info("release on trial started", "version", t.Version, "deadline", t.Deadline, "start", t.Attempts)
+	log.Info("release on trial started", "version", t.Version, "health", t.Health, "start", t.Attempts)
+	launched := time.Now() // monotonic: a step of the wall clock moves no deadline
+	overdue := func() bool {
+		if t.Health > 0 {
+			return time.Since(launched) > t.Health
+		}
+		return time.Now().After(t.Deadline)
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	exited := make(chan error, 1)
@@ -238,7 +245,7 @@ func (s *Store) supervise(t *Trial, log *slog.Logger) error {
 			}
 			os.Exit(code)
 		case <-tick.C:
-			if s.ownTrial(t) && time.Now().After(t.Deadline) {
+			if s.ownTrial(t) && overdue() {
 				log.Error("release on trial not healthy by its deadline; rolling back", "version", t.Version, "to", name(t.Previous))
 				cmd.Process.Signal(syscall.SIGTERM)
 				select {

@@ -22,8 +22,17 @@ import (
 	"github.com/frank-postage/frank/protocol"
 )
 
-// script is release version's binary: it says which release ran.
-func script(version string) []byte { return []byte("#!/bin/sh\necho ran " + version + "\n") }
+// script is release version's binary: it says which release ran, or for
+// hungVersion hangs without a health check.
+func script(version string) []byte {
+	if version == hungVersion {
+		return []byte("#!/bin/sh\nexec sleep 60\n")
+	}
+	return []byte("#!/bin/sh\necho ran " + version + "\n")
+}
+
+// hungVersion is a release that hangs at its start.
+const hungVersion = "2.0.9"
 
 // scriptOffer signs a release of script(version) with priv.
 func scriptOffer(priv ed25519.PrivateKey, version string, created time.Time) *protocol.ReleaseOffer {
@@ -158,6 +167,33 @@ func TestLauncherRunsOnlyVerifiedReleases(t *testing.T) {
 		s.Packaged = day.Add(2 * time.Hour)
 		if got := launch(t, s); got != "ran the packaged binary" || s.Current() != "" {
 			t.Fatalf("launched %q, current %q; want the packaged binary", got, s.Current())
+		}
+	})
+	// A trial's time to pass its health check runs on the launcher's
+	// monotonic clock, from its start: the wall clock a Pi starts on is a
+	// saved one, and NTP steps it when it first syncs.
+	retrial := func(t *testing.T, s *update.Store, health time.Duration, deadline time.Time) {
+		t.Helper()
+		tr := s.Trial()
+		tr.Health, tr.Deadline = health, deadline
+		b, _ := json.Marshal(tr)
+		if err := os.WriteFile(filepath.Join(s.Dir, "trial.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("trial whose wall deadline the clock stepped past", func(t *testing.T) {
+		s := installed(t, true, "1.0.0", "2.0.0")
+		retrial(t, s, time.Hour, time.Now().Add(-time.Hour)) // installed on a clock 2 h behind
+		if got := launch(t, s); got != "ran 2.0.0" || s.Current() != "2.0.0" || s.Trial() == nil {
+			t.Fatalf("launched %q, current %q, trial %+v; want 2.0.0 run on trial, not rolled back unrun", got, s.Current(), s.Trial())
+		}
+	})
+	t.Run("hung trial whose wall deadline is far off", func(t *testing.T) {
+		s := installed(t, true, "1.0.0", hungVersion)
+		retrial(t, s, time.Second, time.Now().Add(24*time.Hour)) // installed on a clock a day ahead
+		got := launch(t, s)
+		if o := s.LastOutcome(); got != "ran 1.0.0" || s.Current() != "1.0.0" || o == nil || o.Status != update.RolledBack {
+			t.Fatalf("launched %q, current %q, outcome %+v; want %s rolled back to 1.0.0 after its second", got, s.Current(), o, hungVersion)
 		}
 	})
 	t.Run("binary on trial replaced", func(t *testing.T) {

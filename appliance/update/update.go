@@ -120,8 +120,15 @@ type Trial struct {
 	Previous  string    `json:"previous"` // "" is the packaged binary
 	CommandID string    `json:"command_id"`
 	Deadline  time.Time `json:"deadline"`
-	Attempts  int       `json:"attempts"`
-	Created   time.Time `json:"created,omitzero"` // the release's signed Created, if staged with it
+	// Health is the running time each start of the release has to pass
+	// its health check, judged on the launcher's monotonic clock: a Pi's
+	// wall clock steps when NTP first syncs after a start on a saved
+	// time, and a release installed before that was rolled back at its
+	// first start, never run. Deadline, on the wall clock, is shown, and
+	// judges a trial recorded before Health was.
+	Health   time.Duration `json:"health,omitempty"`
+	Attempts int           `json:"attempts"`
+	Created  time.Time     `json:"created,omitzero"` // the release's signed Created, if staged with it
 }
 
 // Outcome is how an update ended: ok (the release runs and passed its
@@ -339,7 +346,7 @@ func (s *Store) Install(commandID, version string, health time.Duration) error {
 	if _, err := os.Stat(s.BinaryOf(version)); err != nil {
 		return fmt.Errorf("update: install %s: %w", version, err)
 	}
-	t := Trial{Version: version, Previous: s.Current(), CommandID: commandID, Deadline: time.Now().Add(health)}
+	t := Trial{Version: version, Previous: s.Current(), CommandID: commandID, Deadline: time.Now().Add(health), Health: health}
 	var info Signed
 	if readJSON(s.path("versions", version, "release.json"), &info) == nil && info.Version == version {
 		t.Created = info.Created

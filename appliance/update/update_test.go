@@ -110,8 +110,9 @@ func TestTamperedReleasesRefused(t *testing.T) {
 }
 
 // A release on trial that keeps failing to start is rolled back by the
-// launcher at its fourth start; one past its deadline at once. The
-// packaged binary runs again (Launch returns).
+// launcher at its fourth start; one recorded before trials had a running
+// time (Health), past its wall deadline, at once. The packaged binary runs
+// again (Launch returns).
 func TestLauncherRollsBack(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -122,7 +123,7 @@ func TestLauncherRollsBack(t *testing.T) {
 		why    string
 	}{
 		{"crash loop", time.Hour, 3, "stopped 3 times"},
-		{"deadline", -time.Second, 0, "by its deadline"}, // the power was off past it
+		{"deadline", 0, 0, "by its deadline"}, // the power was off past it
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := []byte("#!/bin/sh\nexit 1\n")
@@ -134,6 +135,12 @@ func TestLauncherRollsBack(t *testing.T) {
 			}
 			if err := s.Install("cmd-1", "2.0.0", tc.health); err != nil {
 				t.Fatal(err)
+			}
+			if tc.health == 0 { // as an earlier release recorded it
+				tr := s.Trial()
+				tr.Deadline = time.Now().Add(-time.Second)
+				b, _ := json.Marshal(tr)
+				os.WriteFile(filepath.Join(s.Dir, "trial.json"), b, 0o644)
 			}
 			if s.Current() != "2.0.0" || s.Trial() == nil {
 				t.Fatalf("installed: current %q, trial %+v", s.Current(), s.Trial())
