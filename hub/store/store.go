@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,7 +22,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
 )
@@ -516,23 +519,56 @@ func (d *DB) migrate(ctx context.Context, upTo int) error {
 		ms = ms[:upTo]
 	}
 	for _, m := range ms[min(have, len(ms)):] {
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: migrate %s: %w", m.name, err)
-		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("store: migrate %s: %w", m.name, err)
-		}
-		if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO schema_migrations (version, name) VALUES (?, ?)`), m.version, m.name); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("store: migrate %s: %w", m.name, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("store: migrate %s: %w", m.name, err)
+		for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+			err := d.apply(ctx, conn, m)
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != pgLockNotAvailable {
+				if err != nil {
+					return fmt.Errorf("store: migrate %s: %w", m.name, err)
+				}
+				break
+			}
+			slog.Warn("schema migration waits for transactions of running hubs on its tables; tried again", "migration", m.name, "in", wait)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("store: migrate %s: %w", m.name, ctx.Err())
+			case <-time.After(wait):
+			}
 		}
 	}
 	return nil
+}
+
+// migrationLockTimeout bounds a migration's wait for a table lock on
+// PostgreSQL. A lock it waits for queues every later statement on that
+// table behind it: the sales of every hub of a cluster upgraded one hub at
+// a time would stop for as long as the longest transaction on the table
+// (the leader's ledger check reads indicia for seconds). It gives way, and
+// tries again.
+const migrationLockTimeout = "1s"
+
+// pgLockNotAvailable is PostgreSQL's lock_not_available: a lock_timeout.
+const pgLockNotAvailable = "55P03"
+
+// apply runs one migration in a transaction of its own.
+func (d *DB) apply(ctx context.Context, conn *sql.Conn, m migration) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if d.Dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, `SET LOCAL lock_timeout = '`+migrationLockTimeout+`'`); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, d.Rebind(`INSERT INTO schema_migrations (version, name) VALUES (?, ?)`), m.version, m.name); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // ErrShared is a SQLite database another hub process is serving.
