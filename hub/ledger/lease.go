@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -76,13 +77,19 @@ func (l *Ledger) leaseOne(ctx context.Context) (slot Slot, err error) {
 // createMPSD makes a new MPSD with AR = DR = 0. It is funded from the GPSD
 // by its first sale, in that sale's transaction.
 func (l *Ledger) createMPSD(ctx context.Context, tx *sql.Tx, now time.Time) (uint32, error) {
+	return l.createMPSDAfter(ctx, tx, now, 1, "new mpsd")
+}
+
+// createMPSDAfter makes an MPSD whose serial is gap past the highest there
+// is, with AR = DR = 0, noting why in its audit entry.
+func (l *Ledger) createMPSDAfter(ctx context.Context, tx *sql.Tx, now time.Time, gap uint32, why string) (uint32, error) {
 	var max sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT MAX(serial) FROM psd WHERE kind = 'mpsd'`).Scan(&max); err != nil {
 		return 0, err
 	}
-	serial := uint32(FirstMPSDSerial)
+	serial := uint32(FirstMPSDSerial) + gap - 1
 	if max.Valid {
-		serial = uint32(max.Int64) + 1
+		serial = uint32(max.Int64) + gap
 	}
 	if serial > protocol.MaxMPSDSerial {
 		return 0, errors.New("mpsd serials exhausted")
@@ -96,11 +103,70 @@ func (l *Ledger) createMPSD(ctx context.Context, tx *sql.Tx, now time.Time) (uin
 	if err != nil {
 		return 0, err
 	}
-	if err := l.appendAudit(ctx, tx, now, []auditEntry{{PSD: serial, Kind: "create", Ref: "new mpsd"}}); err != nil {
+	if err := l.appendAudit(ctx, tx, now, []auditEntry{{PSD: serial, Kind: "create", Ref: why}}); err != nil {
 		return 0, err
 	}
-	l.log.Info("mpsd created", "mpsd", serial)
+	l.log.Info("mpsd created", "mpsd", serial, "why", why)
 	return serial, nil
+}
+
+// RestoreSerialGap is how far past the highest MPSD serial a restored
+// database's next MPSDs are numbered: past any that hubs created after the
+// backup was taken.
+const RestoreSerialGap = 1000
+
+// restoredLock is why Restored locks an MPSD.
+const restoredLock = "the database was restored from a backup: stamps issued after it was taken may carry this MPSD's next registers"
+
+// Restored makes a database restored from a backup safe to sell on again.
+// Its MPSDs' registers may be behind stamps issued after the backup was
+// taken, whose records the restore lost: signing on them again would issue
+// a meter number and registers already printed, and sell postage the
+// authority was never told of. Every MPSD is locked for good (its funds
+// stay with it, for ops to settle with the authority), and new MPSDs are
+// numbered RestoreSerialGap past the highest, beyond any created since.
+// It returns the MPSDs it locked and the last serial skipped.
+func (l *Ledger) Restored(ctx context.Context) (locked []uint32, floor uint32, err error) {
+	now := l.cfg.Now()
+	err = l.inTx(ctx, func(tx *sql.Tx) error {
+		locked = locked[:0]
+		rows, err := tx.QueryContext(ctx, `SELECT serial FROM psd WHERE kind = 'mpsd' AND locked IS NULL ORDER BY serial`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var s uint32
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return err
+			}
+			locked = append(locked, s)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET locked = ?, lease_holder = NULL, lease_until = 0 WHERE kind = 'mpsd' AND locked IS NULL`),
+			restoredLock); err != nil {
+			return err
+		}
+		// The floor is an MPSD of its own, locked and empty, so the next
+		// one created (by MAX(serial) + 1) is past it.
+		if floor, err = l.createMPSDAfter(ctx, tx, now, RestoreSerialGap, "serial floor after a restore"); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, l.db.Rebind(`UPDATE psd SET locked = ? WHERE serial = ?`), "the serial floor after a restore; never sold on", floor)
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("ledger: restored: %w", err)
+	}
+	why := fmt.Sprintf("the database was declared restored from a backup: MPSDs %v locked, new MPSDs numbered from %d; settle their funds and the sales after the backup with the postal authority and the card gateway", locked, floor+1)
+	l.log.Error("LEDGER RESTORED", "locked", locked, "floor", floor)
+	if l.al != nil {
+		l.al.Raise(ctx, alerts.Tamper, "ledger/restore", why)
+	}
+	return locked, floor, nil
 }
 
 // LeaseState is what Renew learns about one held MPSD.

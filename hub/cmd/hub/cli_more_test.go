@@ -378,3 +378,18 @@ func TestOperatorAddResetKeepsRole(t *testing.T) {
 		t.Errorf("a new login: %q, want ops", out)
 	}
 }
+
+// hub ledger restored locks every MPSD the restored database holds and
+// says where new ones are numbered from; ledger check then shows them
+// locked, and still adds up.
+func TestLedgerRestoredCommand(t *testing.T) {
+	c := newCLI(t)
+	c.ok("ledger", "check") // a fresh ledger, no MPSD yet
+	out := c.ok("ledger", "restored")
+	if !strings.Contains(out, "new MPSDs are numbered from 50001001") {
+		t.Fatalf("hub ledger restored: %q", out)
+	}
+	if out := c.ok("ledger", "check"); !strings.Contains(out, "MPSD 50001000") || !strings.Contains(out, "LOCKED: the serial floor after a restore") {
+		t.Fatalf("hub ledger check after the restore: %q", out)
+	}
+}

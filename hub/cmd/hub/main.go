@@ -59,7 +59,7 @@ func run(args []string) int {
 	switch {
 	case len(args) > 0 && (args[0] == "ledger" || args[0] == "keys" || args[0] == "ca" || args[0] == "psdm"):
 		if len(args) < 2 {
-			fmt.Fprintln(os.Stderr, "usage: hub ledger check | hub keys init|rotate|rotate-mac|list|compromise | hub ca init|show|broker-cert | hub psdm list|add|drain")
+			fmt.Fprintln(os.Stderr, "usage: hub ledger check|restored | hub keys init|rotate|rotate-mac|list|compromise | hub ca init|show|broker-cert | hub psdm list|add|drain")
 			return 2
 		}
 		cmd, args = args[0]+" "+args[1], args[2:]
@@ -269,6 +269,15 @@ func run(args []string) int {
 	switch cmd {
 	case "ledger check":
 		return ledgerCheck(ctx, h)
+	case "ledger restored":
+		locked, floor, err := h.Ledger().Restored(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hub ledger restored:", err)
+			return 1
+		}
+		fmt.Printf("MPSDs locked for good: %v; new MPSDs are numbered from %d\n", locked, floor+1)
+		fmt.Println("settle the locked MPSDs' funds, and the sales made after the backup was taken, with the postal authority and the card gateway")
+		return 0
 	case "keys init", "keys rotate", "keys list":
 		return keysCmd(ctx, h, cmd)
 	case "keys compromise":

@@ -3,6 +3,7 @@ package main
 // usageOf is each command's synopsis, after "hub COMMAND", for its --help.
 var usageOf = map[string]string{
 	"ledger check":    "[flags]: check every ledger invariant; exit 1 if any breaks",
+	"ledger restored": "[flags]: after restoring the database from a backup, with every hub stopped: lock every MPSD, number new ones past them",
 	"keys init":       "[flags]: the signing-key ceremony: the first indicium key",
 	"keys rotate":     "[flags]: a new indicium key; the old one still verifies",
 	"keys rotate-mac": "[flags]: a new control-code key; every PSD is resealed",
