@@ -214,3 +214,59 @@ func TestKioskSettingsFromTheConsole(t *testing.T) {
 		}
 	}
 }
+
+// A store's or a kiosk's paper_alert is the one its paper_out alert uses:
+// with the hub's --paper-alert at out, paper near its end raises the alert
+// only where the setting says near_end, and a kiosk's own setting wins
+// over its store's.
+func TestPaperAlertFromSettings(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	k1, k2 := e.kiosk("kiosk-1"), e.kiosk("kiosk-2")
+	cfg1, cfg2 := k1.configsOf(t), k2.configsOf(t)
+	cc := e.h.CentralConfig()
+	at := time.Now().UTC()
+	// Each heartbeat is below the hub's labels_low (20) as well: the same
+	// heartbeat raises that, so once it is open the paper was judged too.
+	beat := func(k *kioskClient, paper string, labels int) {
+		t.Helper()
+		at = at.Add(time.Second)
+		b, _ := json.Marshal(protocol.Telemetry{KioskID: k.id, At: at, Paper: paper, Printer: "ok", Scale: "ok", LabelsLeft: labels, InService: true})
+		k.c.Publish(protocol.KioskTopic(k.id, protocol.TopicTelemetry), 1, false, b).WaitTimeout(5 * time.Second)
+	}
+	open := func(kind, kioskID string) bool {
+		t.Helper()
+		as, err := e.h.Alerts().List(ctx, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == kind && a.Subject == "kiosk/"+kioskID })
+	}
+
+	if err := cc.Set(ctx, settings.StoreScope("store-a"), protocol.KioskSettings{PaperAlert: "near_end"}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	waitConfig(t, cfg1, "store-a's paper_alert", func(c protocol.KioskConfig) bool { return c.Settings.PaperAlert == "near_end" })
+	beat(k1, "near_end", 10)
+	beat(k2, "near_end", 10)
+	wait.For(t, 10*time.Second, "kiosk-1's paper_out at near_end", func() bool { return open(alerts.PaperOut, "kiosk-1") })
+	wait.For(t, 10*time.Second, "kiosk-2's labels_low", func() bool { return open(alerts.LabelsLow, "kiosk-2") })
+	if open(alerts.PaperOut, "kiosk-2") {
+		t.Fatal("kiosk-2, of store-b, raised paper_out at near_end: store-a's setting reached it")
+	}
+
+	// kiosk-2's own setting, and kiosk-1's own over its store's.
+	if err := cc.Set(ctx, settings.KioskScope("kiosk-2"), protocol.KioskSettings{PaperAlert: "near_end"}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Set(ctx, settings.KioskScope("kiosk-1"), protocol.KioskSettings{PaperAlert: "out"}, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	waitConfig(t, cfg2, "kiosk-2's paper_alert", func(c protocol.KioskConfig) bool { return c.Settings.PaperAlert == "near_end" })
+	waitConfig(t, cfg1, "kiosk-1's paper_alert", func(c protocol.KioskConfig) bool { return c.Settings.PaperAlert == "out" })
+	beat(k2, "near_end", 10)
+	beat(k1, "near_end", 10)
+	wait.For(t, 10*time.Second, "kiosk-2's paper_out at near_end", func() bool { return open(alerts.PaperOut, "kiosk-2") })
+	wait.For(t, 10*time.Second, "kiosk-1's paper_out cleared at near_end", func() bool { return !open(alerts.PaperOut, "kiosk-1") })
+}

@@ -154,6 +154,56 @@ func TestEnrollOverHTTPSAndSell(t *testing.T) {
 	}
 }
 
+// A hub's --kiosk-cert-ttl is the life of the kiosk certificates it
+// issues, at enrollment and at renewal, and kiosks renew after two thirds
+// of it (hub/cmd/hub tests the range refused at start).
+func TestKioskCertTTL(t *testing.T) {
+	t.Parallel()
+	const ttl = 72 * time.Hour // the default is 30 days
+	e := newEnvWith(t, func(c *hub.Config) {
+		c.TLS, c.KioskPasswords, c.BrokerListen = "ca", false, ""
+		c.HTTPListen = "127.0.0.1:0"
+		c.KioskCertTTL = ttl
+	})
+	ctx := context.Background()
+	code, pin := e.enrollCode("kiosk-9", "store-a")
+	files := identity.In(t.TempDir())
+	if _, err := identity.Enroll(ctx, e.h.URL(), code, pin, files); err != nil {
+		t.Fatal(err)
+	}
+	now := e.clock.Now()
+	id, err := identity.Load(files, e.h.URL(), pin, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	life := func(what string) {
+		t.Helper()
+		// Certificate times are whole seconds.
+		if left := id.Leaf().NotAfter.Sub(now); left > ttl || left < ttl-time.Minute {
+			t.Fatalf("%s certificate: valid until %v, %v from the hub's now; want %v", what, id.Leaf().NotAfter, left, ttl)
+		}
+	}
+	life("enrolled")
+	first := id.Leaf()
+	// Two thirds of 72 hours, give or take the CA's backdating (minutes).
+	now = now.Add(ttl*2/3 - 10*time.Minute)
+	if id.Due() {
+		t.Fatalf("due for renewal before two thirds of %v", ttl)
+	}
+	now = now.Add(20 * time.Minute)
+	e.clock.Set(now)
+	if !id.Due() || id.Expired() {
+		t.Fatalf("past two thirds of %v: due %v, expired %v", ttl, id.Due(), id.Expired())
+	}
+	if err := id.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if id.Leaf().SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatal("not renewed")
+	}
+	life("renewed")
+}
+
 // The public listeners take no shortcuts: mqtts refuses plain MQTT and a
 // client without a certificate; no plain broker listener runs; the plain
 // HTTP listener serves /healthz and /metrics only; HTTPS sends HSTS.

@@ -11,8 +11,9 @@ import (
 )
 
 // A sale whose kiosk never reports whether its labels printed raises
-// unconfirmed_sale once it is older than --unconfirmed-after (10 min), on
-// the leader's tick; a sale reported printed never does.
+// unconfirmed_sale once it is older than Config.UnconfirmedAfter (10 min
+// by default; no flag sets it), on the leader's tick; a sale reported
+// printed never does.
 func TestUnconfirmedSaleAlert(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -287,9 +287,11 @@ type PrintReport struct {
 type LabelOutcome struct {
 	LabelSerial string `json:"label_serial"`
 	Outcome     string `json:"outcome"`
-	// Reason for a failure: jam, paper_out, cover_open, label_pulled,
-	// printer_silent, power_cut. The hub keeps print_failed for one that
-	// is not a short lower-case token, or that is one of its own.
+	// Reason for a failure: the printer's fault (cover_open, paper_out,
+	// jam, offline, printer_error), printer_silent, label_unread,
+	// wrong_label, journal_error, power_cut, no_answer (README:
+	// PrintReport). The hub keeps print_failed for one that is not a short
+	// lower-case token, or that is one of its own.
 	Reason string `json:"reason,omitempty"`
 }
 

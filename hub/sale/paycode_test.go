@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/frank-postage/frank/hub/alerts"
 	"github.com/frank-postage/frank/hub/ledger"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/protocol/prototest"
@@ -81,10 +83,19 @@ func (b *laterBook) Precheck(context.Context, string, string, []byte, []protocol
 	return nil, nil, nil
 }
 
-// alertsSeen counts the alerts raised.
-type alertsSeen struct{ n int }
+// alertsSeen counts the alerts raised, in all and by kind and subject.
+type alertsSeen struct {
+	n  int
+	by map[string]int // "kind subject"
+}
 
-func (a *alertsSeen) Raise(context.Context, string, string, string) { a.n++ }
+func (a *alertsSeen) Raise(_ context.Context, kind, subject, _ string) {
+	if a.by == nil {
+		a.by = map[string]int{}
+	}
+	a.n++
+	a.by[kind+" "+subject]++
+}
 
 // Past a kiosk's budget of recorded refusals, a refusal is not recorded,
 // but an answer recorded meanwhile still wins over it, as Reject's look
@@ -135,13 +146,29 @@ func TestLabelReuseRecordsBounded(t *testing.T) {
 		t.Fatalf("%d reuse records and %d alerts after %d offers of 2 used labels; want %d records and %d alerts (one per label, then the kiosk's)",
 			book.records, seen.n, RefusalBurst, RefusalBurst, RefusalBurst+1)
 	}
+	// Each is a fraud alert: one per label recorded, and one that the
+	// kiosk is over its budget, under the subject ops' rules match.
+	want := map[string]int{
+		alerts.Fraud + " label/" + labels[0].String(): RefusalBurst / 2,
+		alerts.Fraud + " label/" + labels[1].String(): RefusalBurst / 2,
+		alerts.Fraud + " kiosk/kiosk-1/reuse":         1,
+	}
+	if !maps.Equal(seen.by, want) {
+		t.Fatalf("alerts by kind and subject %v, want %v", seen.by, want)
+	}
 	s.fraud(context.Background(), "kiosk-2", "r-1", labels)
 	if book.records != RefusalBurst+2 {
 		t.Fatalf("another kiosk's offer: %d records, want its 2 recorded", book.records-RefusalBurst)
+	}
+	if n := seen.by[alerts.Fraud+" kiosk/kiosk-2/reuse"]; n != 0 {
+		t.Fatalf("kiosk-2, within its budget, raised %d reuse alerts", n)
 	}
 	now = now.Add(2 * RefusalEvery)
 	s.fraud(context.Background(), "kiosk-1", "r-late", labels)
 	if book.records != RefusalBurst+4 {
 		t.Fatalf("an offer once the budget came back: %d records, want 2", book.records-RefusalBurst-2)
+	}
+	if n := seen.by[alerts.Fraud+" kiosk/kiosk-1/reuse"]; n != 1 {
+		t.Fatalf("kiosk-1 back within its budget: %d reuse alerts, want still 1", n)
 	}
 }

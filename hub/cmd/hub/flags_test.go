@@ -69,3 +69,22 @@ func TestHelpKeepsSecrets(t *testing.T) {
 		}
 	}
 }
+
+// --kiosk-cert-ttl takes an hour to 397 days (browsers' limit for a
+// certificate); outside that the configuration is refused, and the hub
+// refuses to start.
+func TestKioskCertTTLRange(t *testing.T) {
+	// No licence: were the range not checked, serve would stop at the
+	// licence rather than run.
+	t.Setenv("FRANK_LICENCE", "")
+	for ttl, ok := range map[string]bool{"1h": true, "720h": true, "9528h": true, "59m": false, "9529h": false} {
+		code, out := capture(t, "--check-config", "--data", t.TempDir(), "--kiosk-cert-ttl", ttl)
+		if refused := strings.Contains(out, "kiosk-cert-ttl: want an hour to 397 days"); (code == 0) != ok || refused == ok {
+			t.Errorf("--check-config --kiosk-cert-ttl %s: exit %d %s", ttl, code, out)
+		}
+	}
+	code, out := capture(t, "serve", "--data", t.TempDir(), "--kiosk-cert-ttl", "30m")
+	if code != 2 || !strings.Contains(out, "bad configuration") || !strings.Contains(out, "kiosk-cert-ttl") {
+		t.Errorf("serve --kiosk-cert-ttl 30m: exit %d %s", code, out)
+	}
+}

@@ -1,8 +1,13 @@
 package console
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -52,6 +57,69 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 		if !served[p] {
 			t.Errorf("docs/openapi.yaml documents %s, which is not served", p)
 		}
+	}
+}
+
+// TestOpenAPIAlertKinds keeps the Alert schema's kind enum in
+// docs/openapi.yaml equal to the kinds the hub raises: package alerts'
+// string constants, the list TestAlertKindsComplete holds metrics to.
+func TestOpenAPIAlertKinds(t *testing.T) {
+	spec, err := os.ReadFile("../../../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, schema, ok := strings.Cut(string(spec), "\n    Alert:\n")
+	if !ok {
+		t.Fatal("docs/openapi.yaml has no Alert schema")
+	}
+	const prefix = "        kind: {type: string, enum: ["
+	var documented []string
+	for _, line := range strings.Split(schema, "\n") {
+		if !strings.HasPrefix(line, "      ") { // the next schema
+			break
+		}
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			list, _, _ := strings.Cut(rest, "]")
+			for _, k := range strings.Split(list, ",") {
+				documented = append(documented, strings.TrimSpace(k))
+			}
+		}
+	}
+	if len(documented) == 0 {
+		t.Fatal("the Alert schema has no kind enum on one line")
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "../../alerts/alerts.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, d := range f.Decls {
+		if g, ok := d.(*ast.GenDecl); ok && g.Tok == token.CONST {
+			for _, s := range g.Specs {
+				for _, v := range s.(*ast.ValueSpec).Values {
+					if lit, ok := v.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						k, _ := strconv.Unquote(lit.Value)
+						kinds = append(kinds, k)
+					}
+				}
+			}
+		}
+	}
+	if len(kinds) == 0 {
+		t.Fatal("no string constants found in package alerts")
+	}
+	for _, k := range kinds {
+		if !slices.Contains(documented, k) {
+			t.Errorf("alert kind %q is not in the Alert schema's enum in docs/openapi.yaml", k)
+		}
+	}
+	for _, k := range documented {
+		if !slices.Contains(kinds, k) {
+			t.Errorf("docs/openapi.yaml's Alert kind %q is not a kind of package alerts", k)
+		}
+	}
+	if len(documented) != len(kinds) {
+		t.Errorf("docs/openapi.yaml lists %d alert kinds, package alerts has %d", len(documented), len(kinds))
 	}
 }
 
