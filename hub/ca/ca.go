@@ -63,6 +63,10 @@ const RenewEvery = time.Hour
 // clock a little behind.
 const backdate = 5 * time.Minute
 
+// hubBackdate is how far back a hub's certificate's life starts at most:
+// for a kiosk's clock far behind (IssueHub).
+const hubBackdate = 365 * 24 * time.Hour
+
 // Certificate kinds, as device_certs records them.
 const (
 	KindKiosk  = "kiosk"
@@ -401,15 +405,20 @@ func (c *CA) IssueHub(ctx context.Context, pub crypto.PublicKey, name string, ho
 		return nil, fmt.Errorf("ca: issue %q: a hub's name starts with %s", name, protocol.HubPrefix)
 	}
 	now := c.cfg.Now()
-	// Valid from the CA's own start, not from now: kiosks check the hub's
-	// certificate by their clocks, and a Pi has no real-time clock. One
-	// that came back from a power cut on the last time it saved, hours or
-	// days behind, with NTP not yet synced or blocked by the store's
-	// firewall, refused every certificate a hub issued since, so it could
-	// not reconnect after any hub restart, upgrade or failover.
+	// Valid from the CA's own start, or a year back, not from now: kiosks
+	// check the hub's certificate by their clocks, and a Pi has no
+	// real-time clock. One that came back from a power cut on the last
+	// time it saved, hours or days behind, with NTP not yet synced or
+	// blocked by the store's firewall, refused every certificate a hub
+	// issued since, so it could not reconnect after any hub restart,
+	// upgrade or failover. A year and HubTTL stay within the 398 days
+	// browsers (Apple's) take for a server certificate's whole life.
 	notBefore := now.Add(-backdate)
 	if ca := c.Certificate(); ca != nil && ca.NotBefore.Before(notBefore) {
 		notBefore = ca.NotBefore
+		if floor := now.Add(-hubBackdate); notBefore.Before(floor) {
+			notBefore = floor
+		}
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),

@@ -2,6 +2,9 @@ package ca_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"sync"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/frank-postage/frank/hub/ca"
 	"github.com/frank-postage/frank/hub/store"
+	"github.com/frank-postage/frank/protocol"
 )
 
 // A kiosk renews once a certificate: the kiosk asks at two thirds of its
@@ -97,6 +101,42 @@ func TestRenewKioskOncePerCertificate(t *testing.T) {
 		*now = now.Add(time.Hour)
 		if _, err := c.RenewKiosk(ctx, cur, csr, "store-a"); err != nil {
 			t.Fatalf("an hour on, the old certificate: %v", err)
+		}
+	})
+}
+
+// A hub's certificate is valid from the CA's start, for kiosks whose
+// clocks lag, but at most a year back: with its 30 days ahead, its whole
+// life stays within the 398 days browsers take for a server certificate.
+func TestHubCertificateBackdatedAYearAtMost(t *testing.T) {
+	forEachHubs(t, func(t *testing.T, c *ca.CA, _ func() *ca.CA, _ *store.DB, now *time.Time) {
+		ctx := context.Background()
+		if err := c.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issue := func() *x509.Certificate {
+			t.Helper()
+			der, err := c.IssueHub(ctx, &key.PublicKey, protocol.HubPrefix+"-a", []string{"127.0.0.1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return cert
+		}
+		if got := issue(); !got.NotBefore.Equal(c.Certificate().NotBefore) {
+			t.Fatalf("a young CA's hub certificate starts %s, want the CA's start %s", got.NotBefore, c.Certificate().NotBefore)
+		}
+		*now = now.Add(3 * 365 * 24 * time.Hour)
+		got := issue()
+		if life := got.NotAfter.Sub(got.NotBefore); life > 398*24*time.Hour || got.NotBefore.After(now.Add(-364*24*time.Hour)) {
+			t.Fatalf("a three-year-old CA's hub certificate: %s to %s (%v)", got.NotBefore, got.NotAfter, life)
 		}
 	})
 }
