@@ -320,3 +320,45 @@ func TestSaleAfterClockStepBackInTheNextShift(t *testing.T) {
 			s.From.UTC().Format(time.TimeOnly), s.To.UTC().Format(time.TimeOnly), s.Sales)
 	}
 }
+
+// Staff end the shift while a customer's sale waits for the hub's answer:
+// the sale is counted in the ending shift or the next one. The ending
+// report was read before the sale was answered, and the shift ended after
+// the sale began: it was in neither report, and its takings in none.
+func TestSaleInHandAtShiftEndInOneReport(t *testing.T) {
+	clock := newFakeClock()
+	gate := make(chan struct{})
+	fh := &fakeHub{answer: func(r *protocol.PurchaseRequest) *protocol.PurchaseResult { <-gate; return vectorAnswer(r) },
+		journal: openJournal(t), confirm: func(protocol.PrintReport) bool { return true }}
+	k, _ := setupWith(t, fh, func(c *kiosk.Config) { clock.use(c) })
+	<-k.Recovered()
+	ctx := context.Background()
+	clock.Add(time.Minute)
+	sold := make(chan error, 1)
+	go func() { _, err := k.Sell(ctx, order("1966-F8CF-01")); sold <- err }()
+	wait.For(t, 5*time.Second, "the purchase sent", func() bool { return fh.requests.Load() > 0 })
+	clock.Add(time.Second)
+	started, ended := make(chan struct{}), make(chan *kiosk.Shift, 1)
+	go func() {
+		close(started)
+		s, err := k.PrintShift(ctx, "en", true)
+		if err != nil {
+			t.Error(err)
+		}
+		ended <- s
+	}()
+	<-started
+	close(gate)
+	if err := <-sold; err != nil {
+		t.Fatal(err)
+	}
+	old := <-ended
+	clock.Add(time.Hour)
+	next, err := k.ShiftReport(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old == nil || old.Sales+next.Sales != 1 {
+		t.Fatalf("a sale in hand when the shift ended: in %+v and %+v; want it in one of them", old, next)
+	}
+}

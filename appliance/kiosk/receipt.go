@@ -39,12 +39,17 @@ func (k *Kiosk) PrintReceipt(ctx context.Context, requestID, lang string) error 
 
 // printText prints a text job between sales: there is one printer.
 func (k *Kiosk) printText(what string, job []byte) error {
+	k.saleMu.Lock()
+	defer k.saleMu.Unlock()
+	return k.printTextLocked(what, job)
+}
+
+// printTextLocked is printText with saleMu held.
+func (k *Kiosk) printTextLocked(what string, job []byte) error {
 	rp, ok := k.printer.(receiptPrinter)
 	if !ok {
 		return protocol.Errorf(protocol.CodeServiceUnavailable, "this kiosk's printer prints no %s", what)
 	}
-	k.saleMu.Lock()
-	defer k.saleMu.Unlock()
 	err := rp.PrintReceipt(job)
 	k.refreshPrinter()
 	if err != nil {

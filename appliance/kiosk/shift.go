@@ -65,7 +65,7 @@ func (k *Kiosk) shiftStart(ctx context.Context) time.Time {
 			}
 		}
 	}
-	return k.now().Add(-time.Since(k.started)) // the start on the kiosk's clock
+	return k.now().Add(-k.uptime()) // the start on the kiosk's clock
 }
 
 // ShiftReport sums the shift from its start to now.
@@ -157,6 +157,10 @@ func (k *Kiosk) ShiftReport(ctx context.Context) (*Shift, error) {
 // PrintShift prints the shift report in lang; end also starts a new
 // shift, once the report is out.
 func (k *Kiosk) PrintShift(ctx context.Context, lang string, end bool) (*Shift, error) {
+	// Between sales: a sale in hand as the report was read, answered
+	// after it, began before the shift's end, and was in neither report.
+	k.saleMu.Lock()
+	defer k.saleMu.Unlock()
 	s, err := k.ShiftReport(ctx)
 	if err != nil {
 		return nil, err
@@ -165,7 +169,7 @@ func (k *Kiosk) PrintShift(ctx context.Context, lang string, end bool) (*Shift, 
 	if err != nil {
 		return nil, fmt.Errorf("kiosk: shift report: %w", err)
 	}
-	if err := k.printText("shift report", job); err != nil {
+	if err := k.printTextLocked("shift report", job); err != nil {
 		return nil, err
 	}
 	if end {
