@@ -59,10 +59,12 @@ func (l *resultLink) last(id string) *protocol.CommandResult {
 
 // A power cut may stop the health check's MarkHealthy after any of its
 // steps, with the hub sending the update command again meanwhile (every
-// 15 s until answered) and the power off past the trial's deadline. After
-// the cut the kiosk ends on the healthy release with the hub told ok, or
-// rolled back with the hub told so: the answer the kiosk keeps as sent
-// always matches what runs.
+// 15 s until answered) and the power off past the trial's wall deadline.
+// After the cut the kiosk ends on the healthy release with the hub told
+// ok, or, cut before the check passed, runs the release on trial again,
+// its health time anew (the time off is no running time), until the
+// launcher rolls it back with the hub told so: the answer the kiosk keeps
+// as sent always matches what runs.
 func TestHealthCheckCutTellsTheHubWhatRuns(t *testing.T) {
 	bin := []byte("frank kiosk 9.0.0")
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -129,6 +131,19 @@ func TestHealthCheckCutTellsTheHubWhatRuns(t *testing.T) {
 		}
 
 		// --- power cut; the launcher starts, then the release it runs ---
+		if cut == 0 {
+			// Not healthy yet: another start on trial, its time anew; then
+			// it keeps failing to start, and the launcher rolls it back.
+			tr, err := st.Start(log)
+			if err != nil || tr == nil || st.Current() != "9.0.0" {
+				t.Fatalf("cut before the health check: launcher: trial %+v, %v, current %q; want 9.0.0 on trial again", tr, err, st.Current())
+			}
+			tr.Attempts = 3
+			b, _ := json.Marshal(tr)
+			if err := os.WriteFile(filepath.Join(st.Dir, "trial.json"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if tr, err := st.Start(log); err != nil || tr != nil {
 			t.Fatalf("cut after %d of %d steps: launcher: trial %+v, %v", cut, steps, tr, err)
 		}
