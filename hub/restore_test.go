@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -79,8 +80,8 @@ func TestRestoredDatabaseIssuesNoStampIdentityAgain(t *testing.T) {
 		t.Fatalf("the stamp after the restore is on MPSD %d (AR %d), not past the floor %d; the lost stamp was MPSD %d AR %d",
 			next.MPSDSerial, next.AR, floor, lost.MPSDSerial, lost.AR)
 	}
-	if got := e.openAlerts(alerts.Tamper, "ledger/restore"); got != 1 {
-		t.Fatalf("%d tamper alerts on ledger/restore, want 1", got)
+	if got := e.openAlerts(alerts.Tamper, fmt.Sprintf("ledger/restore/%d", floor)); got != 1 {
+		t.Fatalf("%d tamper alerts on ledger/restore/%d, want 1", got, floor)
 	}
 	e.check()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/frank-postage/frank/hub/alerts"
+	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 )
 
@@ -130,6 +131,13 @@ func (l *Ledger) Restored(ctx context.Context) (locked []uint32, floor uint32, e
 	now := l.cfg.Now()
 	err = l.inTx(ctx, func(tx *sql.Tx) error {
 		locked = locked[:0]
+		if l.db.Dialect == store.Postgres {
+			// A hub still running may be creating an MPSD: wait for it, and
+			// let none begin, or it would be left unlocked below the floor.
+			if _, err := tx.ExecContext(ctx, `LOCK TABLE psd IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+				return err
+			}
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT serial FROM psd WHERE kind = 'mpsd' AND locked IS NULL ORDER BY serial`)
 		if err != nil {
 			return err
@@ -164,7 +172,8 @@ func (l *Ledger) Restored(ctx context.Context) (locked []uint32, floor uint32, e
 	why := fmt.Sprintf("the database was declared restored from a backup: MPSDs %v locked, new MPSDs numbered from %d; settle their funds and the sales after the backup with the postal authority and the card gateway", locked, floor+1)
 	l.log.Error("LEDGER RESTORED", "locked", locked, "floor", floor)
 	if l.al != nil {
-		l.al.Raise(ctx, alerts.Tamper, "ledger/restore", why)
+		// A subject of its own: a second restore's alert is news too.
+		l.al.Raise(ctx, alerts.Tamper, fmt.Sprintf("ledger/restore/%d", floor), why)
 	}
 	return locked, floor, nil
 }

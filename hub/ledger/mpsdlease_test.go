@@ -2,7 +2,9 @@ package ledger_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	hubpostal "github.com/frank-postage/frank/hub/postal"
 	"github.com/frank-postage/frank/hub/psdm"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Three hubs share one PostgreSQL, g's clock 45 s ahead of f's and h's 45 s
@@ -66,4 +69,88 @@ func TestSkewedHubTakesNoLiveMPSD(t *testing.T) {
 		t.Fatalf("f leased %+v, held by h (%d) or g (%d): %v", fs, hs[0].Serial, gs[0].Serial, err)
 	}
 	f.check()
+}
+
+// hub ledger restored run while a hub still runs (ops were told to stop
+// them) waits for an MPSD that hub is creating, and locks it too: before,
+// it did not see the uncommitted row, which was left unlocked below the
+// floor, and a hub sold on it from AR 0, the meter number of an MPSD
+// created after the backup that had printed stamps already.
+func TestRestoredWaitsForAnMPSDBeingCreated(t *testing.T) {
+	ctx := context.Background()
+	u, err := pg.NewDatabase(fmt.Sprintf("t%d", dbSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, u, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+	f.mustSell(newSale("r1", 780, "0000-000A-01"))
+	// Another hub, mid-way through creating an MPSD (leased to it, so no
+	// one here leases it meanwhile).
+	tx, err := f.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var serial uint32
+	if err := tx.QueryRowContext(ctx, `INSERT INTO psd (serial, kind, ar, dr, control, created_at, reported_at, lease_holder, lease_until)
+		SELECT MAX(serial) + 1, 'mpsd', 0, 0, '\x00', 0, 0, 'other-hub', 9000000000000000 FROM psd WHERE kind = 'mpsd' RETURNING serial`).Scan(&serial); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		locked []uint32
+		floor  uint32
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		locked, floor, err := f.l.Restored(ctx)
+		done <- result{locked, floor, err}
+	}()
+	wait.For(t, 10*time.Second, "the restore waiting for the MPSD being created", func() bool {
+		var n int
+		err := f.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = 'psd'::regclass`).Scan(&n)
+		return err == nil && n > 0
+	})
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	var why sql.NullString
+	if err := f.db.QueryRowContext(ctx, `SELECT locked FROM psd WHERE serial = $1`, serial).Scan(&why); err != nil {
+		t.Fatal(err)
+	}
+	if !why.Valid || r.floor <= serial {
+		t.Fatalf("MPSD %d, created as the restore ran: locked %q, floor %d (locked %v)", serial, why.String, r.floor, r.locked)
+	}
+}
+
+// Each restore declared raises its own tamper alert, naming the MPSDs it
+// locked: a second one, while the first's alert was open, was dropped as
+// not news, and no alert named the MPSDs it locked.
+func TestEachRestoreAlerted(t *testing.T) {
+	forEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		f := newFixture(t, dsn, ledger.Config{}, psdm.Config{Workers: 1, MPSDsPerWorker: 1})
+		var floors []uint32
+		for range 2 {
+			_, floor, err := f.l.Restored(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			floors = append(floors, floor)
+		}
+		as, err := f.al.List(ctx, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, floor := range floors {
+			subject := fmt.Sprintf("ledger/restore/%d", floor)
+			if !slices.ContainsFunc(as, func(a alerts.Alert) bool { return a.Kind == alerts.Tamper && a.Subject == subject }) {
+				t.Errorf("no tamper alert on %s: %+v", subject, as)
+			}
+		}
+	})
 }
