@@ -61,6 +61,13 @@ func (h *HX711) Glitch(vs ...int32) {
 	h.mu.Unlock()
 }
 
+// ClearGlitches drops the glitches no conversion has used yet.
+func (h *HX711) ClearGlitches() {
+	h.mu.Lock()
+	h.glitches = nil
+	h.mu.Unlock()
+}
+
 // PowerDowns counts the times the clock stayed high too long.
 func (h *HX711) PowerDowns() int {
 	h.mu.Lock()
