@@ -760,7 +760,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		Enroll: h.fleet, KioskBroker: h.cfg.KioskBroker, BrokerAddr: h.BrokerAddr, BrokerTLSAddr: h.BrokerTLSAddr, CA: h.ca,
 		EnrollLogins: websession.NewCodeLimit("enroll", h.proxies).Share(h.db), HSTS: h.cfg.TLS != "off", Passwords: h.cfg.KioskPasswords,
 		Releases: h.releases, Portal: customerPortal.Routes(), CustomerLogins: customerPortal.Logins, Console: h.console.Routes(), OpsAPI: h.console.APIRoutes(), Metrics: h.console.ProtectMetrics(h.metrics.Handler()), OpsOnly: h.console.Protect,
-		Log: h.log.With("component", "web")}
+		Now: now, Log: h.log.With("component", "web")}
 	// Handshake failures (strangers, scanners) go to the log at debug level.
 	h.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout(),
 		MaxHeaderBytes: web.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/frank-postage/frank/appliance/identity"
 	"github.com/frank-postage/frank/hub"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // A kiosk whose clock is an hour behind the hub's (a Pi back from a power
@@ -88,5 +90,62 @@ func TestHubCertificateRenewedAtTwoThirds(t *testing.T) {
 	hub.RenewTLS(e.h, ctx)
 	if c := hub.ServerCertificate(e.h); c.Equal(first) || !c.NotAfter.After(first.NotAfter) {
 		t.Fatalf("not renewed after 21 of its 30 days: valid until %s", c.NotAfter)
+	}
+}
+
+// A kiosk judges its certificate by the hub's clock, read from the Date of
+// the hub's answers. A Pi back from a store's two-week closure runs on the
+// time it saved, and with NTP blocked it stays behind: by its own clock it
+// renewed only after the hub's broker had refused the certificate as
+// expired, and the kiosk was out of service until re-enrolled. One ahead
+// asked too early and was refused every hour.
+func TestKioskRenewsByTheHubsClock(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *hub.Config) {
+		c.TLS, c.KioskPasswords, c.BrokerListen = "ca", false, ""
+		c.HTTPListen = "127.0.0.1:0"
+	})
+	ctx := context.Background()
+	start := e.clock.Now()
+	for _, tc := range []struct {
+		kiosk string
+		skew  time.Duration // the kiosk's clock against the hub's
+	}{{"kiosk-7", -12 * 24 * time.Hour}, {"kiosk-8", 12 * 24 * time.Hour}} {
+		e.clock.Set(start)
+		code, pin := e.enrollCode(tc.kiosk, "store-a")
+		files := identity.In(t.TempDir())
+		if _, err := identity.Enroll(ctx, e.h.URL(), code, pin, files); err != nil {
+			t.Fatal(err)
+		}
+		skew := tc.skew
+		id, err := identity.Load(files, e.h.URL(), pin, func() time.Time { return e.clock.Now().Add(skew) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := id.SyncClock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := id.HubNow().Sub(e.clock.Now()); d < -2*time.Second || d > 2*time.Second {
+			t.Fatalf("%s: the hub's clock read %s off", tc.kiosk, d)
+		}
+		// 9 days into 30: the kiosk ahead reads 21 by its own clock.
+		e.clock.Set(start.Add(9 * 24 * time.Hour))
+		if id.Due() {
+			t.Fatalf("%s (clock %s off): due 9 days into 30", tc.kiosk, skew)
+		}
+		// 21 days into 30: the kiosk behind reads 9 by its own clock.
+		e.clock.Set(start.Add(21 * 24 * time.Hour))
+		first := id.Leaf()
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); id.Run(runCtx, 20*time.Millisecond, slog.New(slog.DiscardHandler)) }()
+		wait.For(t, 10*time.Second, tc.kiosk+"'s certificate renewed", func() bool {
+			return id.Leaf().SerialNumber.Cmp(first.SerialNumber) != 0
+		})
+		stop()
+		<-done
+		if id.Due() {
+			t.Fatalf("%s: due again right after renewal", tc.kiosk)
+		}
 	}
 }

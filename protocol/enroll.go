@@ -12,6 +12,11 @@ const EnrollPath = "/api/v1/enroll"
 // CSR for a new certificate.
 const RenewPath = "/api/v1/renew"
 
+// CAPath serves the device CA's certificate. Its answer's Date, like every
+// answer's from the hub, is the hub's clock, which kiosks judge their
+// certificates by.
+const CAPath = "/api/v1/ca"
+
 // EnrollRequest is POSTed to EnrollPath, over HTTPS.
 type EnrollRequest struct {
 	Code string `json:"code"` // as `hub kiosk add` printed it; case, spaces and dashes do not matter

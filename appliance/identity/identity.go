@@ -3,7 +3,7 @@
 // CA issues for it, and the CA's certificate. Enrollment reaches the hub
 // over HTTPS pinned to a fingerprint from the enrollment code, with no web
 // PKI; renewal runs over the same channel, authenticated by the current
-// certificate, before two thirds of its life has passed.
+// certificate, before two thirds of its life has passed by the hub's clock.
 package identity
 
 import (
@@ -53,7 +53,15 @@ type Identity struct {
 	mu    sync.RWMutex
 	cert  *tls.Certificate
 	roots *x509.CertPool
+	// hubAt is the hub's clock as its last answer's Date gave it, read
+	// when the kiosk's clock said syncAt: a Pi has no real-time clock and
+	// may run days behind, but the hub's broker judges the certificate by
+	// its own.
+	hubAt, syncAt time.Time
 }
+
+// SyncEvery is how often Run reads the hub's clock.
+const SyncEvery = 24 * time.Hour
 
 // Load reads an identity from files. hub and pin are where renewal goes.
 func Load(files Files, hub, pin string, now func() time.Time) (*Identity, error) {
@@ -145,14 +153,79 @@ func (id *Identity) Leaf() *x509.Certificate {
 	return id.cert.Leaf
 }
 
-// Expired reports whether the certificate's life is over: the kiosk needs
-// a new enrollment code.
-func (id *Identity) Expired() bool { return id.now().After(id.Leaf().NotAfter) }
+// Expired reports whether the certificate's life is over, by the hub's
+// clock: the kiosk needs a new enrollment code.
+func (id *Identity) Expired() bool { return id.HubNow().After(id.Leaf().NotAfter) }
 
-// Due reports whether two thirds of the certificate's life have passed.
+// Due reports whether two thirds of the certificate's life have passed, by
+// the hub's clock.
 func (id *Identity) Due() bool {
 	l := id.Leaf()
-	return id.now().After(l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) * 2 / 3))
+	return id.HubNow().After(l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) * 2 / 3))
+}
+
+// HubNow is the hub's clock: the last time the hub gave, moved on by the
+// kiosk's clock since (monotonic, so a step of the kiosk's clock does not
+// move it); the kiosk's own clock until the hub has answered once.
+func (id *Identity) HubNow() time.Time {
+	id.mu.RLock()
+	hubAt, syncAt := id.hubAt, id.syncAt
+	id.mu.RUnlock()
+	if hubAt.IsZero() {
+		return id.now()
+	}
+	return hubAt.Add(id.now().Sub(syncAt))
+}
+
+// noteDate keeps the hub's clock from an answer's Date header.
+func (id *Identity) noteDate(h http.Header) {
+	at, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		return
+	}
+	now := id.now()
+	id.mu.Lock()
+	id.hubAt, id.syncAt = at, now
+	id.mu.Unlock()
+}
+
+// synced says whether the hub's clock was read within SyncEvery.
+func (id *Identity) synced() bool {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return !id.syncAt.IsZero() && id.now().Sub(id.syncAt) < SyncEvery
+}
+
+// SyncClock reads the hub's clock from the Date of its answer for the CA
+// certificate, the smallest thing it serves.
+func (id *Identity) SyncClock(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, id.hub+protocol.CAPath, nil)
+	if err != nil {
+		return fmt.Errorf("identity: read the hub's clock: %w", err)
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: id.hubTLS(), DisableKeepAlives: true}, Timeout: time.Minute}).Do(req)
+	if err != nil {
+		return fmt.Errorf("identity: read the hub's clock: %w", err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, protocol.MaxMessageBytes))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("identity: read the hub's clock: the hub answered %s", resp.Status)
+	}
+	id.noteDate(resp.Header)
+	return nil
+}
+
+// hubTLS reaches the hub pinned to the enrollment's fingerprint,
+// presenting the kiosk's current certificate.
+func (id *Identity) hubTLS() *tls.Config {
+	tc := protocol.PinnedTLS(id.pin)
+	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		id.mu.RLock()
+		defer id.mu.RUnlock()
+		return id.cert, nil
+	}
+	return tc
 }
 
 // ClientTLS is the TLS configuration for the broker: its certificate from
@@ -176,13 +249,7 @@ func (id *Identity) Hub() string { return id.hub }
 // HTTPClient talks to the hub over HTTPS pinned to the fingerprint the
 // kiosk enrolled with, presenting its certificate: for downloads.
 func (id *Identity) HTTPClient() *http.Client {
-	tc := protocol.PinnedTLS(id.pin)
-	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		id.mu.RLock()
-		defer id.mu.RUnlock()
-		return id.cert, nil
-	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}, Timeout: 10 * time.Minute}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: id.hubTLS(), Proxy: http.ProxyFromEnvironment}, Timeout: 10 * time.Minute}
 }
 
 // Renew has the hub issue a certificate for a new key, presenting the
@@ -192,14 +259,8 @@ func (id *Identity) Renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tc := protocol.PinnedTLS(id.pin)
-	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		id.mu.RLock()
-		defer id.mu.RUnlock()
-		return id.cert, nil
-	}
 	var res protocol.RenewResult
-	if err := post(ctx, tc, id.hub+protocol.RenewPath, protocol.RenewRequest{CSR: string(csr)}, &res, protocol.DecodeRenewResult); err != nil {
+	if err := post(ctx, id.hubTLS(), id.hub+protocol.RenewPath, protocol.RenewRequest{CSR: string(csr)}, &res, protocol.DecodeRenewResult, id.noteDate); err != nil {
 		return fmt.Errorf("identity: renew: %w", err)
 	}
 	if err := write(id.files, key, []byte(res.Certificate), []byte(res.CAChain)); err != nil {
@@ -209,11 +270,17 @@ func (id *Identity) Renew(ctx context.Context) error {
 }
 
 // Run renews the certificate when it is due, checking every period until
-// ctx ends; a failure is tried again at the next check.
+// ctx ends; a failure is tried again at the next check. It reads the hub's
+// clock first, and again each SyncEvery.
 func (id *Identity) Run(ctx context.Context, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		if !id.synced() {
+			if err := id.SyncClock(ctx); err != nil {
+				log.Warn("the hub's clock not read; the certificate is judged by the last read, or the kiosk's own", "err", err)
+			}
+		}
 		if id.Expired() {
 			log.Error("the kiosk's certificate expired; enroll again with a new code from ops (hub kiosk add)", "expired", id.Leaf().NotAfter)
 		} else if id.Due() {
@@ -258,7 +325,7 @@ func Enroll(ctx context.Context, hub, code, pin string, files Files) (*protocol.
 		tc = protocol.PinnedTLS(pin)
 	}
 	var res protocol.EnrollResult
-	if err := post(ctx, tc, hub+protocol.EnrollPath, protocol.EnrollRequest{Code: code, CSR: string(csr)}, &res, protocol.DecodeEnrollResult); err != nil {
+	if err := post(ctx, tc, hub+protocol.EnrollPath, protocol.EnrollRequest{Code: code, CSR: string(csr)}, &res, protocol.DecodeEnrollResult, nil); err != nil {
 		return nil, err
 	}
 	if res.Certificate == "" {
@@ -270,20 +337,24 @@ func Enroll(ctx context.Context, hub, code, pin string, files Files) (*protocol.
 	return &res, nil
 }
 
-// post sends v as JSON and decodes the answer with decode into out.
-func post[T any](ctx context.Context, tc *tls.Config, url string, v any, out *T, decode func([]byte) (*T, error)) error {
+// post sends v as JSON and decodes the answer with decode into out; the
+// answer's headers go to headers, if set.
+func post[T any](ctx context.Context, tc *tls.Config, url string, v any, out *T, decode func([]byte) (*T, error), headers func(http.Header)) error {
 	body, _ := json.Marshal(v)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("asking the hub: %w", err)
 	}
 	defer resp.Body.Close()
+	if headers != nil {
+		headers(resp.Header)
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, protocol.MaxMessageBytes))
 	if err != nil {
 		return fmt.Errorf("reading the hub's answer: %w", err)

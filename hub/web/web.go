@@ -139,7 +139,7 @@ func (s *Server) Handler() http.Handler {
 		s.CustomerLogins = session.NewLogins("portal", nil)
 	}
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer, limitBody, securityHeaders)
+	r.Use(middleware.Recoverer, limitBody, securityHeaders, s.dated)
 	if s.HSTS {
 		r.Use(hsts)
 	}
@@ -151,7 +151,7 @@ func (s *Server) Handler() http.Handler {
 			r.Get("/indicia/{meter}/{label}", s.indiciumStatus)
 		}
 		if s.CA != nil {
-			r.Get("/ca", s.caCert)
+			r.Get(strings.TrimPrefix(protocol.CAPath, "/api/v1"), s.caCert)
 			r.Get("/ca/crl", s.crl)
 			r.Post("/renew", s.renew)
 		}
@@ -215,6 +215,16 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// dated sets each answer's Date by the hub's clock, the one its CA and
+// broker judge certificates by: kiosks, whose clocks may run days behind,
+// renew by it (identity.HubNow).
+func (s *Server) dated(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 		next.ServeHTTP(w, r)
 	})
 }
