@@ -416,7 +416,7 @@ func (k *Kiosk) Status() Status {
 	if !st.Ready {
 		st.Reasons = append(st.Reasons, "hub_offline")
 	}
-	if k.cfg.CertNotAfter != nil && k.now().After(k.cfg.CertNotAfter()) {
+	if k.cfg.CertExpired != nil && k.cfg.CertExpired() {
 		st.Reasons = append(st.Reasons, "certificate_expired") // ops give a new enrollment code
 	}
 	switch {

@@ -34,12 +34,13 @@ type Config struct {
 	Username string // broker credentials: a user and password,
 	Password string // or TLS's client certificate
 	// TLS, for an mqtts broker, holds the kiosk's certificate and the
-	// device CA; CertNotAfter says when the certificate expires.
-	TLS          *tls.Config
-	CertNotAfter func() time.Time
-	OriginZIP    protocol.ZIP // the store's ZIP, printed and signed into every stamp
-	Listen       string       // local API for the touchscreen; default 127.0.0.1:8081
-	Firmware     string       // version reported in telemetry
+	// device CA; CertExpired says whether the certificate expired, by the
+	// hub's clock (identity.Expired).
+	TLS         *tls.Config
+	CertExpired func() bool
+	OriginZIP   protocol.ZIP // the store's ZIP, printed and signed into every stamp
+	Listen      string       // local API for the touchscreen; default 127.0.0.1:8081
+	Firmware    string       // version reported in telemetry
 	// ResendEvery is how long to wait for a result before sending the
 	// same request again; Deadline is when to give up. Defaults 5 s, 60 s.
 	ResendEvery time.Duration

@@ -220,7 +220,7 @@ func run() int {
 			fmt.Fprintln(os.Stderr, "kiosk: config: broker:", err)
 			return 2
 		}
-		cfg.TLS, cfg.CertNotAfter = id.ClientTLS(u.Hostname()), func() time.Time { return id.Leaf().NotAfter }
+		cfg.TLS, cfg.CertExpired = id.ClientTLS(u.Hostname()), id.Expired
 		cfg.Downloads, cfg.HubURL = id.HTTPClient(), id.Hub()
 	} else if cfg.Password == "" {
 		fmt.Fprintln(os.Stderr, "kiosk: config: no certificate (kiosk enroll) and no broker password (--password, $FRANK_KIOSK_PASSWORD or password_file)")
