@@ -1553,6 +1553,7 @@ func (h *Hub) Tick(ctx context.Context) {
 	} else if _, err := h.sales.FinishRefunds(ctx, due); err != nil {
 		h.log.Error("refunds due not finished; tried again at the next tick", "err", err)
 	}
+	h.finishRetirements(ctx)
 	h.refundUnclaimed(ctx)
 	stale, err := h.ledger.Unconfirmed(ctx, h.cfg.UnconfirmedAfter)
 	if err != nil {

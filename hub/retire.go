@@ -43,19 +43,24 @@ func (h *Hub) RetireKiosk(ctx context.Context, kioskID, why string, lost bool) (
 	// a certificate store out of reach): every step after this one is
 	// idempotent.
 	if err := h.fleet.Retire(ctx, kioskID, why, lost); err != nil && !errors.Is(err, fleet.ErrRetired) {
-		return nil, err
+		return nil, fmt.Errorf("hub: retire %s: %w", kioskID, err)
 	}
 	r := &Retired{Kiosk: kioskID, Lost: lost}
 	var err error
 	if r.Certificates, err = h.ca.Revoke(ctx, kioskID, why); err != nil {
-		return r, err
+		return r, fmt.Errorf("hub: retire %s: revoke its certificates: %w", kioskID, err)
 	}
 	if r.Sheets, err = h.stock.VoidKiosk(ctx, kioskID); err != nil {
-		return r, err
+		return r, fmt.Errorf("hub: retire %s: void its sheets: %w", kioskID, err)
 	}
 	voided, err := h.ledger.VoidIssued(ctx, kioskID, "kiosk_retired")
 	if err != nil {
-		return r, err
+		return r, fmt.Errorf("hub: retire %s: void its unreported stamps: %w", kioskID, err)
+	}
+	// What is left, the refunds, is recorded due and the leader's tick
+	// finishes it; until this, the tick retires the kiosk again.
+	if err := h.fleet.RetireDone(ctx, kioskID); err != nil {
+		return r, fmt.Errorf("hub: retire %s: %w", kioskID, err)
 	}
 	for _, v := range voided {
 		if v.Unclaimed {
@@ -72,6 +77,23 @@ func (h *Hub) RetireKiosk(ctx context.Context, kioskID, why string, lost bool) (
 	h.log.Warn("kiosk retired", "kiosk", kioskID, "why", why, "lost", lost, "certificates", r.Certificates, "sheets", r.Sheets,
 		"labels", r.Labels, "unclaimed", r.Unclaimed, "refunded", r.Refunded.String())
 	return r, nil
+}
+
+// finishRetirements carries through the retirements a hub stopped in the
+// middle of: a kiosk retired, its certificates not yet revoked (a lost
+// kiosk could still connect), its stock and unreported stamps not voided
+// (their customers not refunded). Every step is idempotent.
+func (h *Hub) finishRetirements(ctx context.Context) {
+	left, err := h.fleet.RetiredUnfinished(ctx)
+	if err != nil {
+		h.log.Error("retirements unfinished not read", "err", err)
+		return
+	}
+	for _, u := range left {
+		if _, err := h.RetireKiosk(ctx, u.ID, u.Why, false); err != nil {
+			h.log.Error("retirement not finished; tried again at the next tick", "kiosk", u.ID, "err", err)
+		}
+	}
 }
 
 // retireSummary retires a kiosk for the console, and says what it did.

@@ -15,6 +15,7 @@ import (
 	"github.com/frank-postage/frank/appliance/identity"
 	"github.com/frank-postage/frank/hub"
 	"github.com/frank-postage/frank/protocol"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Retiring a kiosk, here one reported lost with a sale it never reported
@@ -171,4 +172,89 @@ func TestRetireRefundsFinishedAfterAFailure(t *testing.T) {
 		t.Fatalf("card refunded %d mills, want 2,340 once", got)
 	}
 	e.check()
+}
+
+// A hub that stops right after retiring a kiosk, before the later steps
+// (a kill, the HSM or the database out of reach), leaves them to the
+// leader's next tick: the kiosk declared lost had its certificate still
+// good at the broker, its sheets loaded, and its unreported stamp neither
+// voided nor refunded, and nothing came back to them.
+func TestRetirementCutShortFinishedByTheLeader(t *testing.T) {
+	t.Parallel()
+	e := newTLSEnv(t)
+	ctx := context.Background()
+	code, pin := e.enrollCode("kiosk-9", "store-a")
+	files := identity.In(t.TempDir())
+	if _, err := identity.Enroll(ctx, e.h.URL(), code, pin, files); err != nil {
+		t.Fatal(err)
+	}
+	e.loadStock("store-a", "kiosk-9", "9999-0001")
+	id, err := identity.Load(files, e.h.URL(), pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ := net.SplitHostPort(e.h.BrokerTLSAddr)
+	connect := func() (mqtt.Client, error) {
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("mqtts://" + e.h.BrokerTLSAddr).SetClientID("kiosk-9").
+			SetTLSConfig(id.ClientTLS(host)).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(false))
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return nil, context.DeadlineExceeded
+		}
+		return c, tok.Error()
+	}
+	c, err := connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan []byte, 1)
+	c.Subscribe(protocol.KioskTopic("kiosk-9", protocol.TopicPurchaseResult), 1, func(_ mqtt.Client, m mqtt.Message) { answers <- m.Payload() }).Wait()
+	c.Publish(protocol.KioskTopic("kiosk-9", protocol.TopicPurchase), 1, false, purchase("cut-1", "kiosk-9", "9999-0001-01", nil))
+	select {
+	case raw := <-answers:
+		if res := decode(t, raw); res.Status != protocol.ResultOK {
+			t.Fatalf("sale: %+v", res.Error)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no answer to the sale")
+	}
+	c.Disconnect(50)
+	before := e.cards.Totals()
+	// RetireKiosk's first step committed, and the hub stopped.
+	if err := e.h.Fleet().Retire(ctx, "kiosk-9", "lost or stolen", true); err != nil {
+		t.Fatal(err)
+	}
+	e.h.Close()
+	e.start()
+	e.h.Tick(ctx)
+	if sheets, _ := e.h.Stock().Sheets(ctx, "kiosk-9"); len(sheets) != 0 {
+		t.Errorf("the retired kiosk still holds sheets %v", sheets)
+	}
+	db := e.openDB()
+	var state string
+	if err := db.QueryRowContext(ctx, db.Rebind(`SELECT state FROM indicia WHERE kiosk_id = ? AND request_id = ?`), "kiosk-9", "cut-1").Scan(&state); err != nil {
+		t.Fatal(err)
+	}
+	if state != "voided" {
+		t.Errorf("the retired kiosk's unreported stamp is %q, want voided", state)
+	}
+	e.clock.Set(e.clock.Now().Add(2 * time.Minute))
+	e.h.Tick(ctx) // the refund recorded due is finished a minute on
+	if got := e.cards.Totals().Refunded - before.Refunded; got != 780 {
+		t.Errorf("refunded %d mills, want 780", got)
+	}
+	// The broker rereads the revocations within seconds, as for a
+	// retirement done in one go (TestRetireKiosk).
+	wait.For(t, 10*time.Second, "the lost kiosk's certificate refused", func() bool {
+		c, err := connect()
+		if err == nil {
+			c.Disconnect(0)
+		}
+		return err != nil
+	})
+	// Finished once: the next tick has nothing left to do.
+	left, err := e.h.Fleet().RetiredUnfinished(ctx)
+	if err != nil || len(left) != 0 {
+		t.Fatalf("retirements left after the tick: %v %v", left, err)
+	}
 }

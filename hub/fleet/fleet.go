@@ -305,6 +305,42 @@ func (r *Registry) Retire(ctx context.Context, kioskID, why string, lost bool) e
 	return nil
 }
 
+// RetireDone records that a retired kiosk's retirement was carried
+// through (hub.RetireKiosk): its certificates revoked, its sheets and
+// unreported stamps voided.
+func (r *Registry) RetireDone(ctx context.Context, kioskID string) error {
+	if _, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE kiosks SET retire_done_at = ? WHERE kiosk_id = ? AND retired_at IS NOT NULL`),
+		time.Now().UnixMicro(), kioskID); err != nil {
+		return fmt.Errorf("fleet: retirement of %s done: %w", kioskID, err)
+	}
+	return nil
+}
+
+// Unfinished is a kiosk retired whose retirement was not carried through.
+type Unfinished struct{ ID, Why string }
+
+// RetiredUnfinished lists the kiosks retired whose retirement was not
+// carried through: a hub stopped between the steps.
+func (r *Registry) RetiredUnfinished(ctx context.Context) ([]Unfinished, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT kiosk_id, COALESCE(retired_reason, '') FROM kiosks WHERE retired_at IS NOT NULL AND retire_done_at IS NULL ORDER BY kiosk_id`)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: retirements unfinished: %w", err)
+	}
+	defer rows.Close()
+	var out []Unfinished
+	for rows.Next() {
+		var u Unfinished
+		if err := rows.Scan(&u.ID, &u.Why); err != nil {
+			return nil, fmt.Errorf("fleet: retirements unfinished: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("fleet: retirements unfinished: %w", err)
+	}
+	return out, nil
+}
+
 // askVersion asks, at most every cacheFor, whether any kiosk changed, and
 // forgets them all if one did. A failed read forgets them too: nothing is
 // kept past cacheFor that could not be checked.
