@@ -40,6 +40,9 @@ var (
 	// ErrNotDue and ErrRenewedRecently refuse a renewal, in a *NotYet.
 	ErrNotDue          = errors.New("the certificate is not due for renewal")
 	ErrRenewedRecently = errors.New("the kiosk was issued a certificate within the hour")
+	// ErrRevoked refuses a certificate to a retired kiosk, or a renewal
+	// presenting a revoked certificate.
+	ErrRevoked = errors.New("ca: the kiosk was retired or its certificate revoked")
 )
 
 // NotYet is a renewal refused until At.
@@ -323,7 +326,61 @@ func (c *CA) IssueKiosk(ctx context.Context, csrDER []byte, kioskID, storeID str
 	if err != nil {
 		return nil, fmt.Errorf("ca: issue %s: %w", kioskID, err)
 	}
-	return c.sign(ctx, c.kioskTemplate(kioskID, storeID, c.cfg.Now()), csr.PublicKey, KindKiosk)
+	return c.issueKiosk(ctx, c.kioskTemplate(kioskID, storeID, c.cfg.Now()), csr.PublicKey, nil)
+}
+
+// issueKiosk records tmpl and signs it, refusing a retired kiosk. The
+// check and the row are one transaction under the CA row's lock (on
+// PostgreSQL; SQLite has one writer), which Revoke takes too: a
+// certificate recorded before a retirement's revocation is revoked with
+// the kiosk's others, and one asked after it is refused. Otherwise a
+// stolen kiosk that held a renewal open while ops retired it (or renewed
+// at another hub meanwhile) kept a certificate nobody had revoked. The row
+// goes in before the signature, and out again if that fails. check, if
+// set, runs in the transaction first.
+func (c *CA) issueKiosk(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey, check func(*sql.Tx) error) ([]byte, error) {
+	if c.Certificate() == nil {
+		return nil, ErrNoCA
+	}
+	kioskID := tmpl.Subject.CommonName
+	err := c.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := c.lockCA(ctx, tx); err != nil {
+			return fmt.Errorf("ca: issue %s: %w", kioskID, err)
+		}
+		// The fleet's table: retiring a kiosk marks it there first.
+		var retired sql.NullInt64
+		switch err := tx.QueryRowContext(ctx, c.db.Rebind(`SELECT retired_at FROM kiosks WHERE kiosk_id = ?`), kioskID).Scan(&retired); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("ca: issue %s: %w", kioskID, err)
+		case retired.Valid:
+			return fmt.Errorf("ca: issue %s: %w", kioskID, ErrRevoked)
+		}
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
+		}
+		return c.record(ctx, tx, tmpl, KindKiosk)
+	})
+	if err != nil {
+		return nil, err
+	}
+	der, err := c.signCert(tmpl, pub)
+	if err != nil {
+		if _, derr := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM device_certs WHERE serial = ?`), SerialHex(tmpl.SerialNumber)); derr != nil {
+			err = errors.Join(err, fmt.Errorf("ca: issue %s: unrecord: %w", kioskID, derr))
+		}
+		return nil, err
+	}
+	return der, nil
+}
+
+// lockCA takes the CA row's lock, which orders issues against revocations
+// and renewals against each other across hubs.
+func (c *CA) lockCA(ctx context.Context, tx *sql.Tx) error {
+	var id int
+	return tx.QueryRowContext(ctx, `SELECT id FROM device_ca WHERE id = 1`+c.db.ForUpdate()).Scan(&id)
 }
 
 // kioskTemplate is a kiosk's certificate issued at now.
@@ -359,18 +416,15 @@ func (c *CA) RenewKiosk(ctx context.Context, cur *x509.Certificate, csrDER []byt
 	if due := cur.NotBefore.Add(cur.NotAfter.Sub(cur.NotBefore) / 2); now.Before(due) {
 		return nil, &NotYet{Err: ErrNotDue, At: due}
 	}
-	if c.Certificate() == nil {
-		return nil, ErrNoCA
-	}
-	tmpl := c.kioskTemplate(kioskID, storeID, now)
-	// The check and the row are one transaction, on PostgreSQL under the
-	// CA row's lock, so that requests racing on several hubs get one
-	// certificate. The row goes in before the signature, and out again if
-	// that fails.
-	err = c.db.InTx(ctx, func(tx *sql.Tx) error {
-		var id int
-		if err := tx.QueryRowContext(ctx, `SELECT id FROM device_ca WHERE id = 1`+c.db.ForUpdate()).Scan(&id); err != nil {
+	// Under the CA row's lock, so that requests racing on several hubs get
+	// one certificate, and one revoked meanwhile (its kiosk retired while
+	// the request was read) gets none.
+	return c.issueKiosk(ctx, c.kioskTemplate(kioskID, storeID, now), csr.PublicKey, func(tx *sql.Tx) error {
+		var revoked sql.NullInt64
+		if err := tx.QueryRowContext(ctx, c.db.Rebind(`SELECT revoked_at FROM device_certs WHERE serial = ?`), SerialHex(cur.SerialNumber)).Scan(&revoked); err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("ca: renew %s: %w", kioskID, err)
+		} else if revoked.Valid {
+			return fmt.Errorf("ca: renew %s: %w", kioskID, ErrRevoked)
 		}
 		var last sql.NullInt64
 		if err := tx.QueryRowContext(ctx, c.db.Rebind(`SELECT MAX(not_before) FROM device_certs WHERE subject = ? AND kind = ?`),
@@ -382,19 +436,8 @@ func (c *CA) RenewKiosk(ctx context.Context, cur *x509.Certificate, csrDER []byt
 				return &NotYet{Err: ErrRenewedRecently, At: next}
 			}
 		}
-		return c.record(ctx, tx, tmpl, KindKiosk)
+		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	der, err := c.signCert(tmpl, csr.PublicKey)
-	if err != nil {
-		if _, derr := c.db.ExecContext(ctx, c.db.Rebind(`DELETE FROM device_certs WHERE serial = ?`), SerialHex(tmpl.SerialNumber)); derr != nil {
-			err = errors.Join(err, fmt.Errorf("ca: renew %s: unrecord: %w", kioskID, derr))
-		}
-		return nil, err
-	}
-	return der, nil
 }
 
 // IssueHub signs a hub's certificate for pub: a broker client certificate
@@ -453,15 +496,25 @@ func acceptableKey(pub crypto.PublicKey) error {
 }
 
 // Revoke revokes every certificate of subject that has not expired, and
-// returns how many.
+// returns how many. It waits for a certificate being issued (issueKiosk).
 func (c *CA) Revoke(ctx context.Context, subject, reason string) (int, error) {
 	now := c.cfg.Now()
-	res, err := c.db.ExecContext(ctx, c.db.Rebind(`UPDATE device_certs SET revoked_at = ?, reason = ? WHERE subject = ? AND revoked_at IS NULL AND not_after > ?`),
-		now.UnixMicro(), reason, subject, now.UnixMicro())
+	var n int64
+	err := c.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := c.lockCA(ctx, tx); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, c.db.Rebind(`UPDATE device_certs SET revoked_at = ?, reason = ? WHERE subject = ? AND revoked_at IS NULL AND not_after > ?`),
+			now.UnixMicro(), reason, subject, now.UnixMicro())
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("ca: revoke %s: %w", subject, err)
 	}
-	n, _ := res.RowsAffected()
 	if n > 0 {
 		// A lost notification only delays the other hubs' brokers until
 		// their next recheck.

@@ -545,9 +545,15 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	scheme, addr := "tcp", s.BrokerAddr
 	if csr != nil {
 		der, err := s.CA.IssueKiosk(r.Context(), csr, res.KioskID, res.Store)
-		if err != nil {
+		switch {
+		case errors.Is(err, ca.ErrRevoked):
+			s.Log.Warn("enrollment of a kiosk retired meanwhile refused", "kiosk", res.KioskID)
+			writeError(w, protocol.Errorf(protocol.CodeForbidden, "this kiosk was retired"))
+			return
+		case err != nil:
+			// The CSR was checked above: this is the store or the HSM.
 			s.Log.Error("enrollment: certificate not issued", "kiosk", res.KioskID, "err", err)
-			writeError(w, protocol.Errorf(protocol.CodeInvalidRequest, "csr: %v", err))
+			writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 			return
 		}
 		res.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
@@ -623,6 +629,10 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 	der, err := s.CA.RenewKiosk(r.Context(), leaf, csr, k.Store)
 	var notYet *ca.NotYet
 	switch {
+	case errors.Is(err, ca.ErrRevoked):
+		s.Log.Warn("renewal by a certificate revoked meanwhile refused", "kiosk", id)
+		writeError(w, protocol.Errorf(protocol.CodeForbidden, "this certificate may not renew: revoked, or not a provisioned kiosk's"))
+		return
 	case errors.As(err, &notYet):
 		s.Log.Warn("renewal refused", "kiosk", id, "err", err)
 		at := notYet.At.UTC().Format(time.RFC3339)
