@@ -123,7 +123,7 @@ func (r *PurchaseRequest) Validate() error {
 	} else if r.Payment.Method == PayNone {
 		return Errorf(CodePaymentInvalid, "payment method %q is only for reprints", PayNone)
 	}
-	return r.Payment.validate()
+	return r.Payment.Validate()
 }
 
 // ValidateOrder checks every field but the payment: what a kiosk checks
@@ -168,34 +168,59 @@ func (r *PurchaseRequest) ValidateOrder() error {
 	return nil
 }
 
-// cardNumberLike says whether s is 12 to 19 digits, spaces and dashes
-// aside: a card number.
-func cardNumberLike(s string) bool {
-	digits := 0
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c >= '0' && c <= '9':
-			digits++
-		case c == ' ' || c == '-':
+// HasCardNumber says whether s holds a card number: a run of 12 digits or
+// more, spaces or dashes between them aside (RedactCardNumbers). It finds
+// one inside other text too (track data such as 4111111111111111=2512...,
+// or tok_4111111111111111), so that no token or field carries one into a
+// journal, a log or the database.
+func HasCardNumber(s string) bool { return RedactCardNumbers(s) != s }
+
+// RedactCardNumbers takes out of s any run of 12 or more digits, however
+// spaced or dashed: a card number, which is never logged, stored or echoed.
+func RedactCardNumbers(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j, digits := i, 0
+		for j < len(s) && (s[j] >= '0' && s[j] <= '9' || digits > 0 && (s[j] == ' ' || s[j] == '-')) {
+			if s[j] >= '0' && s[j] <= '9' {
+				digits++
+			}
+			j++
+		}
+		switch {
+		case digits >= 12:
+			b.WriteString("[digits removed]")
+			if s[j-1] == ' ' || s[j-1] == '-' {
+				b.WriteByte(s[j-1])
+			}
+			i = j
+		case j > i:
+			b.WriteString(s[i:j])
+			i = j
 		default:
-			return false
+			b.WriteByte(s[i])
+			i++
 		}
 	}
-	return digits >= 12 && digits <= 19
+	return b.String()
 }
 
-func (p Payment) validate() error {
+// Validate checks a payment as a purchase carries it.
+func (p Payment) Validate() error {
 	switch p.Method {
 	case PayCardToken:
 		if p.Token == "" || len(p.Token) > 128 {
 			return Errorf(CodePaymentInvalid, "payment.token: want 1-128 characters")
 		}
-		if cardNumberLike(p.Token) {
+		if HasCardNumber(p.Token) {
 			// Never carried, journalled or logged as a token.
 			return Errorf(CodePaymentInvalid, "payment.token: that is a card number, not the payment terminal's token")
 		}
 		if p.Last4 != "" && (len(p.Last4) != 4 || !allDigits(p.Last4)) {
 			return Errorf(CodePaymentInvalid, "payment.last4: want four digits")
+		}
+		if len(p.Brand) > 32 || HasCardNumber(p.Brand) {
+			return Errorf(CodePaymentInvalid, "payment.brand: want the card's brand, at most 32 characters")
 		}
 	case PayAccount:
 		if NormalizePayCode(p.PayCode) == "" {

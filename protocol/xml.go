@@ -114,7 +114,7 @@ func decodeXML(b []byte, v any, strict bool) error {
 	d := xml.NewDecoder(bytes.NewReader(b))
 	d.Strict = true
 	if err := d.Decode(v); err != nil {
-		return Errorf(CodeMalformed, "xml: %v", err)
+		return Errorf(CodeMalformed, "xml: %s", RedactCardNumbers(err.Error()))
 	}
 	if err := xmlFieldsOnce(b, v, strict); err != nil {
 		return err
@@ -127,7 +127,7 @@ func decodeXML(b []byte, v any, strict bool) error {
 			return nil
 		}
 		if err != nil {
-			return Errorf(CodeMalformed, "xml after the root element: %v", err)
+			return Errorf(CodeMalformed, "xml after the root element: %s", RedactCardNumbers(err.Error()))
 		}
 		switch t := tok.(type) {
 		case xml.Comment, xml.ProcInst:
@@ -160,7 +160,7 @@ func xmlFieldsOnce(b []byte, v any, strict bool) error {
 	for {
 		tok, err := d.Token()
 		if err != nil {
-			return Errorf(CodeMalformed, "xml: %v", err)
+			return Errorf(CodeMalformed, "xml: %s", RedactCardNumbers(err.Error()))
 		}
 		switch el := tok.(type) {
 		case xml.StartElement:
@@ -180,7 +180,7 @@ func xmlFieldsOnce(b []byte, v any, strict bool) error {
 				seen[name] = true
 			case depth == 2 && !strict: // skipped whole, as the decode did
 				if err := d.Skip(); err != nil {
-					return Errorf(CodeMalformed, "xml: %v", err)
+					return Errorf(CodeMalformed, "xml: %s", RedactCardNumbers(err.Error()))
 				}
 				depth--
 			case depth == 2:

@@ -122,3 +122,42 @@ func TestXMLFieldTwiceOrUnknownRefused(t *testing.T) {
 		t.Errorf("an Indicium with Amount twice: %v, want invalid_request", err)
 	}
 }
+
+// A card number sent where the XML API wants a number is refused without
+// being echoed back: the decoder's own error quotes the text it could not
+// read.
+func TestXMLErrorEchoesNoCardNumber(t *testing.T) {
+	for _, doc := range []string{
+		`<server.bp_RequestWebStampParams><LoginID>a</LoginID><Amount>4111 1111 1111 1111</Amount><RateClass>1100</RateClass><FIM>0</FIM><SerialNumber>1966-F8CF</SerialNumber></server.bp_RequestWebStampParams>`,
+		`<server.bp_RequestWebStampParams><LoginID>a</LoginID><Amount>4111111111111111</Amount></server.bp_RequestWebStampParams>&4111111111111111;`,
+		`<server.bp_RequestWebStampParams><LoginID>&4111-1111-1111-1111;</LoginID></server.bp_RequestWebStampParams>`,
+	} {
+		_, err := protocol.DecodeWebStampRequest([]byte(doc))
+		if err == nil {
+			t.Fatalf("%.60q: decoded", doc)
+		}
+		if msg := protocol.AsError(err).Message; protocol.HasCardNumber(msg) {
+			t.Errorf("the error echoes the card number: %s", msg)
+		}
+	}
+}
+
+// HasCardNumber finds a card number alone or inside other text, however
+// spaced, and nothing shorter.
+func TestHasCardNumber(t *testing.T) {
+	for s, want := range map[string]bool{
+		"4111111111111111":                     true,
+		"4111 1111-1111 1111":                  true,
+		";4111111111111111=25121010000000000?": true,
+		"tok_4111111111111111":                 true,
+		"x 5000 0000 0000 y":                   true, // 12 digits: Maestro's shortest
+		"tok_approve_ABCDEFGH2345":             false,
+		"12345678901":                          false,
+		"2026-12-07 12:00:00":                  false,
+		"1966-F8CF-01":                         false,
+	} {
+		if got := protocol.HasCardNumber(s); got != want {
+			t.Errorf("HasCardNumber(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -561,6 +561,24 @@ func TestAPIInputRules(t *testing.T) {
 			t.Errorf("%s: %d %+v, want 400 invalid_request", name, resp.StatusCode, out.Error)
 		}
 	}
+	// A card number given as the token (track data, or wrapped) is
+	// refused before the journal, which would keep it.
+	for name, body := range map[string]string{
+		"track data":        `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":";4111111111111111=2512101?"}}`,
+		"wrapped":           `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok_4111111111111111"}}`,
+		"number as a brand": `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok","brand":"4111 1111 1111 1111"}}`,
+	} {
+		resp, err := http.Post(srv.URL+"/api/v1/sales", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct{ Error *protocol.Error }
+		json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusPaymentRequired || out.Error == nil || out.Error.Code != protocol.CodePaymentInvalid {
+			t.Errorf("%s: %d %+v, want 402 payment_invalid", name, resp.StatusCode, out.Error)
+		}
+	}
 	for _, q := range []string{"0", "-1", "99999999999"} {
 		resp, err := http.Get(srv.URL + "/api/v1/prices?weight_mg=" + q)
 		if err != nil {

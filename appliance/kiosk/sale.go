@@ -80,8 +80,9 @@ type Order struct {
 	Payment  protocol.Payment `json:"payment"`
 }
 
-// Validate refuses, as invalid_request, an order no sale could come of:
-// nothing reaches the scale, the card terminal or the hub for it.
+// Validate refuses, as invalid_request (payment_invalid for its payment),
+// an order no sale could come of: nothing reaches the journal, the scale,
+// the card terminal or the hub for it.
 func (o *Order) Validate() error {
 	bad := func(format string, args ...any) error {
 		return protocol.Errorf(protocol.CodeInvalidRequest, format, args...)
@@ -95,6 +96,11 @@ func (o *Order) Validate() error {
 		return bad("labels: want at most %d", protocol.MaxItems)
 	case o.Quantity != nil && len(o.Labels) > 0 && *o.Quantity != len(o.Labels):
 		return bad("quantity %d and %d labels: give one or the other", *o.Quantity, len(o.Labels))
+	}
+	if o.Payment.Method != PayTerminal {
+		// Before the journal: a card number typed as a token is never
+		// written down.
+		return o.Payment.Validate()
 	}
 	return nil
 }

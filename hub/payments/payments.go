@@ -280,31 +280,7 @@ func gatewayText(s string) string {
 	if len(s) > most {
 		s = s[:most] + "..."
 	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		j, digits := i, 0
-		for j < len(s) && (s[j] >= '0' && s[j] <= '9' || digits > 0 && (s[j] == ' ' || s[j] == '-')) {
-			if s[j] >= '0' && s[j] <= '9' {
-				digits++
-			}
-			j++
-		}
-		switch {
-		case digits >= 12:
-			b.WriteString("[digits removed]")
-			if s[j-1] == ' ' || s[j-1] == '-' {
-				b.WriteByte(s[j-1])
-			}
-			i = j
-		case j > i:
-			b.WriteString(s[i:j])
-			i = j
-		default:
-			b.WriteByte(s[i])
-			i++
-		}
-	}
-	return b.String()
+	return protocol.RedactCardNumbers(s)
 }
 
 // StatusError is a gateway's answer with an HTTP status other than 200
@@ -654,10 +630,28 @@ func (p *Payments) hold(ctx context.Context, pay *Payment, src Source) (*Payment
 			}
 			return nil, err
 		}
-		pay.Ref, pay.Brand, pay.Last4 = a.ID, a.Brand, a.Last4
+		pay.Ref, pay.Brand, pay.Last4 = a.ID, cardBrand(a.Brand), cardLast4(a.Last4)
 	}
 	pay.updated = p.now()
 	return pay, nil
+}
+
+// cardBrand is the brand a gateway answered, stored and printed on the
+// receipt: dropped if it is not a short name, so that a gateway that
+// answers with the card number there does not get it stored.
+func cardBrand(s string) string {
+	if len(s) > 32 || protocol.HasCardNumber(s) {
+		return ""
+	}
+	return s
+}
+
+// cardLast4 is the last four digits a gateway answered, or none.
+func cardLast4(s string) string {
+	if len(s) != 4 || strings.Trim(s, "0123456789") != "" {
+		return ""
+	}
+	return s
 }
 
 // stage records the time since start in stage, if stages are timed.

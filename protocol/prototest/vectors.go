@@ -152,6 +152,9 @@ var PurchaseRequests = []MessageVector{
 	{"no payment method", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{}}`, protocol.CodePaymentInvalid},
 	{"card token missing", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"card_token"}}`, protocol.CodePaymentInvalid},
 	{"card number as the token", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"card_token","token":"4111 1111-1111 1111"}}`, protocol.CodePaymentInvalid},
+	{"track data as the token", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"card_token","token":";4111111111111111=25121010000000000?"}}`, protocol.CodePaymentInvalid},
+	{"card number inside the token", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"card_token","token":"tok_4111111111111111"}}`, protocol.CodePaymentInvalid},
+	{"card number as the brand", `{"request_id":"r","kiosk_id":"k","origin_zip":"94544","rate_table":"v","items":[{"rate_class":"1100","weight_mg":1,"amount_mills":780,"label_serial":"1966-F8CF-01"}],"payment":{"method":"card_token","token":"tok_approve","brand":"4111111111111111"}}`, protocol.CodePaymentInvalid},
 }
 
 // PurchaseResults are decoded by DecodePurchaseResult.
