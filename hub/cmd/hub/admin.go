@@ -29,6 +29,7 @@ type admin struct {
 	open, lost                                   bool
 	why                                          string
 	store, barcodes, account, amount, zip, kiosk string
+	ref                                          string
 	zone                                         string
 	role, stores, tokenName                      string
 	storesSet                                    bool
@@ -302,10 +303,17 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 		if err != nil {
 			return fail(err)
 		}
-		if err := h.Accounts().Credit(ctx, acct.ID, amt, "fund", "operator-"+rand.Text()); err != nil {
+		// A command cut short after its commit, run again with the same
+		// reference, credits once.
+		ref := a.ref
+		if ref == "" {
+			ref = rand.Text()[:16]
+			fmt.Printf("crediting %s to %s with reference %s; if this stops before saying funded, run it again with --ref %s\n", amt, acct.Login, ref, ref)
+		}
+		if err := h.Accounts().Credit(ctx, acct.ID, amt, "fund", "operator-"+ref); err != nil {
 			return fail(err)
 		}
-		fmt.Printf("account %s funded with %s\n", acct.Login, amt)
+		fmt.Printf("account %s funded with %s (reference %s; a credit under it is made once)\n", acct.Login, amt, ref)
 	}
 	return 0
 }

@@ -393,3 +393,33 @@ func TestLedgerRestoredCommand(t *testing.T) {
 		t.Fatalf("hub ledger check after the restore: %q", out)
 	}
 }
+
+// hub account fund run again with the reference it printed, after it was
+// cut short past its commit, credits nothing more; each run without one
+// credits anew (a fresh reference, printed before the credit).
+func TestAccountFundOnceByRef(t *testing.T) {
+	c := newCLI(t)
+	t.Setenv("FRANK_ACCOUNT_PASSWORD", "a long enough password")
+	c.ok("account", "add", "carol")
+	balance := func() int64 {
+		var b int64
+		if err := c.db().QueryRowContext(context.Background(), `SELECT balance FROM accounts WHERE login = 'carol'`).Scan(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	out := c.ok("account", "fund", "carol", "--amount", "10.00")
+	_, after, ok := strings.Cut(out, "run it again with --ref ")
+	ref, _, _ := strings.Cut(after, "\n")
+	if !ok || ref == "" || !strings.Contains(out, "funded") {
+		t.Fatalf("no reference printed before the credit:\n%s", out)
+	}
+	c.ok("account", "fund", "carol", "--amount", "10.00", "--ref", ref)
+	if b := balance(); b != 10000 {
+		t.Fatalf("balance %d mills after a repeat under the same reference, want 10000", b)
+	}
+	c.ok("account", "fund", "carol", "--amount", "5.00")
+	if b := balance(); b != 15000 {
+		t.Fatalf("balance %d mills after a second credit, want 15000", b)
+	}
+}

@@ -164,6 +164,7 @@ func run(args []string) int {
 	message := of("kiosk command").String("message", "", "shown on the kiosk's screen (out_of_service, lock)")
 	wait := of("kiosk command").Duration("wait", 60*time.Second, "how long to wait for the kiosk's answer (0: do not wait)")
 	amount := of("account fund").String("amount", "", "dollars")
+	creditRef := of("account fund").String("ref", "", "the credit's reference: the same one again credits nothing more (default: one made up and printed before crediting, for running the command again if it is cut short)")
 	zip := of("account add", "kiosk add", "store set").String("zip", "", "account add: the customer's ZIP code (default 94544); kiosk add, store set: the store's ZIP, which its kiosks sign as the origin")
 	zone := of("kiosk add", "store set").String("time-zone", "", "the store's IANA time zone (America/Chicago): its stamps carry its date, and new rate tables take over at its midnight (default: the hub's)")
 	from := of("report").String("from", "", "the period's start (2006-01-02, midnight UTC, or RFC 3339), where the last accepted report ended")
@@ -309,7 +310,7 @@ func run(args []string) int {
 	case "kiosk add", "kiosk retire", "store set", "stock issue", "stock import", "stock load", "stock assign", "account add", "account fund", "alerts list",
 		"operator add", "operator token", "operator revoke":
 		return adminCmd(ctx, h, cmd, pos, admin{store: *storeID, sheets: *sheets, barcodes: *barcodes,
-			account: *accountLogin, amount: *amount, zip: *zip, zone: *zone, kiosk: *kioskID, open: *openOnly, lost: *lost, why: *why,
+			account: *accountLogin, amount: *amount, ref: *creditRef, zip: *zip, zone: *zone, kiosk: *kioskID, open: *openOnly, lost: *lost, why: *why,
 			role: *role, stores: *stores, storesSet: storesSet, tokenName: *tokenName, enrollTTL: *enrollTTL,
 			tokenWrite: *tokenWrite, tokenMetrics: *tokenMetrics, tokenTTL: time.Duration(tokenTTL)})
 	case "":
