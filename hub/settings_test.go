@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -269,4 +270,35 @@ func TestPaperAlertFromSettings(t *testing.T) {
 	beat(k1, "near_end", 10)
 	wait.For(t, 10*time.Second, "kiosk-2's paper_out at near_end", func() bool { return open(alerts.PaperOut, "kiosk-2") })
 	wait.For(t, 10*time.Second, "kiosk-1's paper_out cleared at near_end", func() bool { return !open(alerts.PaperOut, "kiosk-1") })
+}
+
+// A change made elsewhere (the command line) reaches the kiosks whatever
+// the writer's clock says. Hubs noticed it by the latest time stamped on
+// the settings and staff, so a revocation from a machine a second behind
+// the hub (or stamped earlier and committed later) was never pushed, and
+// the revoked member's session at the kiosk stayed open.
+func TestChangeStampedEarlierPushed(t *testing.T) {
+	t.Parallel()
+	for _, skew := range []time.Duration{-time.Second, time.Second} {
+		e := newEnv(t)
+		ctx := context.Background()
+		k := e.kiosk("kiosk-1")
+		cfgs := k.configsOf(t)
+		cc := e.h.CentralConfig()
+		for _, n := range []string{"alice", "bob"} {
+			if err := cc.AddStaff(ctx, "store-a", n, "1357", "", "ann"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitConfig(t, cfgs, "two staff", func(c protocol.KioskConfig) bool { return len(c.StaffNames) == 2 })
+		e.h.Round() // the leader notes the change it pushed already
+		cli := settings.New(e.openDB(), func() time.Time { return e.clock.Now().Add(skew) })
+		if err := cli.RevokeStaff(ctx, "store-a", "alice", "cli:root"); err != nil {
+			t.Fatal(err)
+		}
+		e.h.Round()
+		waitConfig(t, cfgs, fmt.Sprintf("alice revoked from a clock %s off", skew), func(c protocol.KioskConfig) bool {
+			return !slices.Contains(c.StaffNames, "alice")
+		})
+	}
 }

@@ -331,13 +331,13 @@ func (s *Settings) Staff(ctx context.Context, storeID string) ([]Member, error) 
 	return out, rows.Err()
 }
 
-// Changed returns when anything here last changed, for hubs to notice
-// changes made elsewhere (another hub, the command line).
+// Changed returns a number that every change here moves (a trigger's
+// count, not a time: writers' clocks differ), for hubs to notice changes
+// made elsewhere (another hub, the command line).
 func (s *Settings) Changed(ctx context.Context) (int64, error) {
-	var a, b sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT (SELECT MAX(updated_at) FROM kiosk_settings), (SELECT MAX(changed_at) FROM store_staff)`).Scan(&a, &b)
-	if err != nil {
+	var v int64
+	if err := s.db.QueryRowContext(ctx, `SELECT v FROM config_version WHERE id = 1`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("settings: changed: %w", err)
 	}
-	return max(a.Int64, b.Int64), nil
+	return v, nil
 }
