@@ -96,7 +96,7 @@ func TestRetireKiosk(t *testing.T) {
 	if _, err := e.h.Fleet().Add(ctx, "kiosk-9", "store-a"); err == nil {
 		t.Fatal("a retired kiosk's id was provisioned again")
 	}
-	if _, err := e.h.Fleet().Enroll(ctx, code); err == nil {
+	if _, err := e.h.Fleet().Enroll(ctx, code, nil); err == nil {
 		t.Fatal("a retired kiosk enrolled")
 	}
 	e.clock.Set(time.Now()) // the period has ended: retiring dated its event by the wall clock

@@ -523,6 +523,16 @@ func (c *CA) Revoke(ctx context.Context, subject, reason string) (int, error) {
 	return int(n), nil
 }
 
+// RevokeSerial revokes one certificate, cert.
+func (c *CA) RevokeSerial(ctx context.Context, cert *x509.Certificate, reason string) error {
+	if _, err := c.db.ExecContext(ctx, c.db.Rebind(`UPDATE device_certs SET revoked_at = ?, reason = ? WHERE serial = ? AND revoked_at IS NULL`),
+		c.cfg.Now().UnixMicro(), reason, SerialHex(cert.SerialNumber)); err != nil {
+		return fmt.Errorf("ca: revoke %s: %w", SerialHex(cert.SerialNumber), err)
+	}
+	c.db.Notify(ctx, store.CredentialsChannel, cert.Subject.CommonName)
+	return nil
+}
+
 // Revoked returns the serials revoked and not yet expired.
 func (c *CA) Revoked(ctx context.Context) (map[string]bool, error) {
 	rows, err := c.db.QueryContext(ctx, c.db.Rebind(`SELECT serial FROM device_certs WHERE revoked_at IS NOT NULL AND not_after > ?`), c.cfg.Now().UnixMicro())

@@ -94,8 +94,13 @@ func (r *Registry) SetStoreZIP(ctx context.Context, storeID string, zip protocol
 // told apart.
 var ErrEnrollCode = errors.New("fleet: enrollment code wrong, used or expired")
 
-// Enroll trades a code for its kiosk's credentials, once.
-func (r *Registry) Enroll(ctx context.Context, code string) (*protocol.EnrollResult, error) {
+// Enroll trades a code for its kiosk's credentials, once. issue, if set,
+// runs before the code is spent (the kiosk's certificate signed and
+// recorded): if it fails, or the hub stops, the code is not spent and the
+// kiosk tries again with it. If issue ran and another use of the code won
+// meanwhile, Enroll returns ErrEnrollCode and the caller undoes what issue
+// did.
+func (r *Registry) Enroll(ctx context.Context, code string, issue func(*protocol.EnrollResult) error) (*protocol.EnrollResult, error) {
 	code = protocol.NormalizeEnrollCode(code)
 	if code == "" {
 		return nil, ErrEnrollCode
@@ -120,14 +125,6 @@ func (r *Registry) Enroll(ctx context.Context, code string) (*protocol.EnrollRes
 	if err != nil {
 		return nil, fmt.Errorf("fleet: enroll %s: seal does not open: %w", kioskID, err)
 	}
-	// Spend the code; of two racing uses, one wins.
-	res, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE enrollments SET used_at = ? WHERE code_hash = ? AND used_at IS NULL`), now, id)
-	if err != nil {
-		return nil, fmt.Errorf("fleet: enroll %s: %w", kioskID, err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return nil, ErrEnrollCode
-	}
 	k, err := r.Get(ctx, kioskID)
 	if err != nil {
 		return nil, err
@@ -136,6 +133,20 @@ func (r *Registry) Enroll(ctx context.Context, code string) (*protocol.EnrollRes
 	if err := r.db.QueryRowContext(ctx, r.db.Rebind(`SELECT zip FROM stores WHERE id = ?`), k.Store).Scan(&zip); err != nil {
 		return nil, fmt.Errorf("fleet: enroll %s: %w", kioskID, err)
 	}
-	return &protocol.EnrollResult{KioskID: kioskID, Store: k.Store, Username: kioskID, Password: string(password),
-		OriginZIP: protocol.ZIP(zip.String)}, nil
+	out := &protocol.EnrollResult{KioskID: kioskID, Store: k.Store, Username: kioskID, Password: string(password),
+		OriginZIP: protocol.ZIP(zip.String)}
+	if issue != nil {
+		if err := issue(out); err != nil {
+			return nil, err
+		}
+	}
+	// Spend the code; of two racing uses, one wins.
+	res, err := r.db.ExecContext(ctx, r.db.Rebind(`UPDATE enrollments SET used_at = ? WHERE code_hash = ? AND used_at IS NULL`), time.Now().UnixMicro(), id)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: enroll %s: %w", kioskID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return nil, ErrEnrollCode
+	}
+	return out, nil
 }

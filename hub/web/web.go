@@ -67,7 +67,7 @@ type stamper interface {
 
 // enroller trades one-time codes for kiosk credentials.
 type enroller interface {
-	Enroll(ctx context.Context, code string) (*protocol.EnrollResult, error)
+	Enroll(ctx context.Context, code string, issue func(*protocol.EnrollResult) error) (*protocol.EnrollResult, error)
 	Get(ctx context.Context, kioskID string) (fleet.Kiosk, error)
 }
 
@@ -79,6 +79,7 @@ type deviceCA interface {
 	// refuses with a *ca.NotYet.
 	RenewKiosk(ctx context.Context, cur *x509.Certificate, csrDER []byte, storeID string) ([]byte, error)
 	Revoked(ctx context.Context) (map[string]bool, error)
+	RevokeSerial(ctx context.Context, cert *x509.Certificate, reason string) error
 	CRL(ctx context.Context, next time.Duration) ([]byte, error)
 }
 
@@ -530,32 +531,46 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 			"csr: this hub enrolls kiosks with certificates; update the kiosk's software"))
 		return
 	}
-	res, err := s.Enroll.Enroll(r.Context(), req.Code)
-	if errors.Is(err, fleet.ErrEnrollCode) {
+	// The certificate is issued before the code is spent: a hub that stops
+	// in between, or an HSM that fails, leaves the code good for the
+	// kiosk's next try.
+	var der []byte
+	issue := func(res *protocol.EnrollResult) error {
+		if csr == nil {
+			return nil
+		}
+		var err error
+		der, err = s.CA.IssueKiosk(r.Context(), csr, res.KioskID, res.Store)
+		return err
+	}
+	res, err := s.Enroll.Enroll(r.Context(), req.Code, issue)
+	if der != nil && err != nil {
+		// Another use of the code won, or the code was spent meanwhile:
+		// the certificate issued for this one is revoked.
+		if cert, perr := x509.ParseCertificate(der); perr == nil {
+			if rerr := s.CA.RevokeSerial(r.Context(), cert, "enrollment code used by another request"); rerr != nil {
+				s.Log.Error("enrollment: a certificate issued for a code used meanwhile is not revoked", "err", rerr)
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, ca.ErrRevoked):
+		s.Log.Warn("enrollment of a kiosk retired meanwhile refused", "ip", s.EnrollLogins.ClientIP(r))
+		writeError(w, protocol.Errorf(protocol.CodeForbidden, "this kiosk was retired"))
+		return
+	case errors.Is(err, fleet.ErrEnrollCode):
 		s.EnrollLogins.Fail(r, "")
 		s.Log.Warn("enrollment refused", "ip", s.EnrollLogins.ClientIP(r))
 		writeError(w, protocol.Errorf(protocol.CodeUnauthorized, "the code is wrong, used or expired; ask ops for a new one (hub kiosk add)"))
 		return
-	}
-	if err != nil {
+	case err != nil:
+		// The CSR was checked above: this is the store or the HSM.
 		s.Log.Error("enrollment", "err", err)
 		writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
 		return
 	}
 	scheme, addr := "tcp", s.BrokerAddr
 	if csr != nil {
-		der, err := s.CA.IssueKiosk(r.Context(), csr, res.KioskID, res.Store)
-		switch {
-		case errors.Is(err, ca.ErrRevoked):
-			s.Log.Warn("enrollment of a kiosk retired meanwhile refused", "kiosk", res.KioskID)
-			writeError(w, protocol.Errorf(protocol.CodeForbidden, "this kiosk was retired"))
-			return
-		case err != nil:
-			// The CSR was checked above: this is the store or the HSM.
-			s.Log.Error("enrollment: certificate not issued", "kiosk", res.KioskID, "err", err)
-			writeError(w, protocol.Errorf(protocol.CodeInternal, "internal error"))
-			return
-		}
 		res.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 		res.CAChain = string(s.CA.CertPEM())
 		res.Password = ""
