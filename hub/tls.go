@@ -306,19 +306,19 @@ func (h *Hub) BrokerCert(ctx context.Context, hosts []string, dir string) ([]str
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("hub: broker certificate: %w", err)
 	}
 	der, err := h.ca.IssueHub(ctx, &key.PublicKey, protocol.HubPrefix+"-broker", hosts)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("hub: broker certificate: %w", err)
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("hub: broker certificate: %w", err)
 	}
 	crl, err := h.ca.CRL(ctx, 24*time.Hour)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("hub: broker certificate: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hub: broker certificate: %w", err)

@@ -144,7 +144,7 @@ func (k *Kiosk) settle(ctx context.Context, s *journal.Sale, why string) error {
 		st := journal.Refunded
 		if res.Status != protocol.ResultOK {
 			if res.Error == nil || res.Error.Code != protocol.CodeRemedyNotAllowed {
-				return fmt.Errorf("kiosk: refund of %s: %+v", l.Serial, res.Error)
+				return fmt.Errorf("kiosk: refund of %s: %w", l.Serial, res.Error)
 			}
 			st = k.refusedRefund(s, l.Serial, res.Error)
 		}

@@ -255,7 +255,10 @@ func (f *Front) subscribe(c mqtt.Client) error {
 			h(c, m)
 		})
 		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-			return fmt.Errorf("subscribe %s: %v", topic, t.Error())
+			if t.Error() == nil {
+				return fmt.Errorf("front: subscribe %s: no answer from the broker", topic)
+			}
+			return fmt.Errorf("front: subscribe %s: %w", topic, t.Error())
 		}
 	}
 	return nil

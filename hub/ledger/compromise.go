@@ -109,8 +109,10 @@ func (l *Ledger) voidCompromisedChunk(ctx context.Context, settle time.Duration,
 				if err != nil {
 					return err
 				}
-				if n, err := res.RowsAffected(); err != nil || n != 1 {
-					return fmt.Errorf("indicium %d changed under the sweep: %v", s.id, err) // the transaction read it live
+				if n, err := res.RowsAffected(); err != nil {
+					return fmt.Errorf("ledger: compromise sweep: indicium %d: %w", s.id, err)
+				} else if n != 1 {
+					return fmt.Errorf("ledger: compromise sweep: indicium %d changed under the sweep", s.id) // the transaction read it live
 				}
 				out = append(out, RefundDue{KioskID: s.kioskID, SaleID: s.requestID, RefundID: s.requestID, Label: s.label, TakenBack: true, Amount: s.postage, PaidBy: s.paidBy})
 			}

@@ -505,7 +505,7 @@ func (l *Ledger) Unconfirmed(ctx context.Context, age time.Duration) ([][2]strin
 	for rows.Next() {
 		var k, r string
 		if err := rows.Scan(&k, &r); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("ledger: unconfirmed: %w", err)
 		}
 		out = append(out, [2]string{k, r})
 	}

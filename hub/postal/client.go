@@ -51,7 +51,7 @@ type Purchase struct {
 func PublicKeyPEM(pub *ecdsa.PublicKey) (string, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("postal: public key: %w", err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
 }

@@ -861,7 +861,11 @@ func (w *worker) slot(seq uint64, idx int) (*slot, error) {
 	if len(usable) == 0 {
 		ss, err := w.pool.book.Lease(context.Background(), 1)
 		if err != nil || len(ss) == 0 {
-			return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no postal security device is available: %v", err)
+			// The cause is the hub's to log, not the kiosk's to read.
+			if err != nil {
+				w.log.Error("no MPSD leased", "err", err)
+			}
+			return nil, protocol.Errorf(protocol.CodeServiceUnavailable, "no postal security device is available")
 		}
 		s := &slot{committed: ss[0], head: ss[0]}
 		w.mu.Lock()

@@ -82,9 +82,12 @@ func (b *Book) Share(ctx context.Context, db *store.DB, hub string, now time.Tim
 			return fmt.Errorf("rates: share: %w", err)
 		}
 		var t protocol.RateTable
-		if err := json.Unmarshal([]byte(body), &t); err != nil || t.Version != version {
+		if err := json.Unmarshal([]byte(body), &t); err != nil {
 			rows.Close()
-			return fmt.Errorf("rates: share: table %s in the database does not read: %v", version, err)
+			return fmt.Errorf("rates: share: table %s in the database does not read: %w", version, err)
+		} else if t.Version != version {
+			rows.Close()
+			return fmt.Errorf("rates: share: table %s in the database says it is %s", version, t.Version)
 		}
 		theirs[version] = t
 	}

@@ -235,7 +235,7 @@ func (s *Stock) State(ctx context.Context, sheet protocol.SheetSerial) (protocol
 	for rows.Next() {
 		var l string
 		if err := rows.Scan(&l); err != nil {
-			return st, err
+			return st, fmt.Errorf("stock: state %s: %w", sheet, err)
 		}
 		if ls, err := protocol.ParseLabelSerial(l); err == nil {
 			used[int(ls.Position)] = true
@@ -260,7 +260,7 @@ func (s *Stock) Sheets(ctx context.Context, kioskID string) ([]protocol.SheetSer
 	for rows.Next() {
 		var v uint32
 		if err := rows.Scan(&v); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stock: sheets of %s: %w", kioskID, err)
 		}
 		out = append(out, protocol.SheetSerial(v))
 	}

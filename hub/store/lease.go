@@ -66,8 +66,10 @@ func (d *DB) RenewHubLease(ctx context.Context, hub string, now, started time.Ti
 // EndHubLease says hub stopped cleanly: what it left open is anyone's to
 // settle now.
 func (d *DB) EndHubLease(ctx context.Context, hub string) error {
-	_, err := d.ExecContext(ctx, d.Rebind(`UPDATE hub_leases SET until = 0 WHERE hub = ?`), hub)
-	return err
+	if _, err := d.ExecContext(ctx, d.Rebind(`UPDATE hub_leases SET until = 0 WHERE hub = ?`), hub); err != nil {
+		return fmt.Errorf("store: end hub lease %s: %w", hub, err)
+	}
+	return nil
 }
 
 // HubAlive reports whether hub's lease is live at now; on PostgreSQL the

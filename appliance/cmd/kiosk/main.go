@@ -324,7 +324,7 @@ func run() int {
 		log.Error("listen", "err", err)
 		return 1
 	}
-	srv := &http.Server{Handler: k.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: k.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http", "err", err)

@@ -379,11 +379,11 @@ func SweepFailures(ctx context.Context, db *store.DB, before time.Time, kept ...
 		args = append(args, k.Prefix+"%")
 	}
 	if _, err := db.ExecContext(ctx, db.Rebind(q), args...); err != nil {
-		return err
+		return fmt.Errorf("session: prune login failures: %w", err)
 	}
 	for _, k := range kept {
 		if _, err := db.ExecContext(ctx, db.Rebind(`DELETE FROM login_failures WHERE name LIKE ? AND window_start < ?`), k.Prefix+"%", k.Before.UnixMicro()); err != nil {
-			return err
+			return fmt.Errorf("session: prune login failures %s: %w", k.Prefix, err)
 		}
 	}
 	return nil
