@@ -787,7 +787,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		h.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		h.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 		go h.pprof.Serve(pln)
 		h.log.Info("pprof served", "addr", pln.Addr().String())
 	}
@@ -800,7 +800,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		h.PlainAddr = pln.Addr().String()
 		pln = netlimit.Listen(pln, h.httpConnsPerIP(), h.proxies.Trusts, h.log.With("component", "web"))
 		h.plain = &http.Server{Handler: srv.PlainHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: httpReadTimeout, IdleTimeout: h.httpIdleTimeout(),
-			MaxHeaderBytes: web.MaxHeaderBytes}
+			MaxHeaderBytes: web.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 		go func() {
 			if err := h.plain.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				h.log.Error("plain http server stopped", "err", err)
