@@ -66,8 +66,8 @@ func (b *Book) Reload(dir string) error {
 // Share makes the book and the cluster's agree: the tables of db that the
 // book lacks are added to it, and the book's that db lacks are added to db
 // for the other hubs, by hub. A version that db holds with other contents
-// is an error, and neither side takes it: two hubs would price it
-// differently. Every hub shares at start and then every minute, so a table
+// is an error, and the book takes db's: two hubs pricing one version
+// differently refuse each other's kiosks' sales. Every hub shares at start and then every minute, so a table
 // dropped into one hub's directory ahead of its date reaches all of them.
 func (b *Book) Share(ctx context.Context, db *store.DB, hub string, now time.Time) error {
 	rows, err := db.QueryContext(ctx, `SELECT version, body FROM rate_tables`)
@@ -102,7 +102,16 @@ func (b *Book) Share(ctx context.Context, db *store.DB, hub string, now time.Tim
 	for _, t := range ours {
 		if have, ok := theirs[t.Version]; ok {
 			if !reflect.DeepEqual(have, t) {
-				errs = append(errs, fmt.Errorf("rates: share: table %s differs from the one another hub published; publish a new version instead", t.Version))
+				errs = append(errs, fmt.Errorf("rates: share: table %s differs from the one another hub published first, which this hub prices by too; publish a new version instead", t.Version))
+				b.mu.Lock()
+				if i := slices.IndexFunc(b.tables, func(o protocol.RateTable) bool { return o.Version == have.Version }); i >= 0 {
+					b.tables[i] = have
+				}
+				if b.shared == nil {
+					b.shared = map[string]bool{}
+				}
+				b.shared[have.Version] = true
+				b.mu.Unlock()
 			}
 			delete(theirs, t.Version)
 			continue

@@ -18,7 +18,8 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // A table in one hub's rates directory reaches every hub of the cluster
 // through the database, and stays when a hub reloads its own directory; a
-// version published twice with other prices is refused on both sides.
+// version published twice with other prices is an error, and the hub with
+// the second prices by the first, as the others do.
 func TestTablesSharedAcrossHubs(t *testing.T) {
 	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
@@ -55,13 +56,25 @@ func TestTablesSharedAcrossHubs(t *testing.T) {
 		if cur, _ := b.Current(at); cur.Version != next.Version {
 			t.Fatalf("hub b's reload of its own directory dropped the cluster's table: %s", cur.Version)
 		}
-		// Hub c has the same version with other prices.
-		c, err := rates.LoadDir(dirWith(t, nextTable(1)))
+		// Hub c has the same version with other prices: it is told, and
+		// prices by the cluster's, as it goes on doing after reloading
+		// its directory (refused: the version changed).
+		dirC := dirWith(t, nextTable(1))
+		c, err := rates.LoadDir(dirC)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Share(ctx, db, "hub-c", now); err == nil {
 			t.Fatal("a version with other prices was shared")
+		}
+		if cur, _ := c.Current(at); cur.Classes[0].FirstOunce != 900 {
+			t.Fatalf("hub c prices %s by its own table (%d), not the cluster's", cur.Version, cur.Classes[0].FirstOunce)
+		}
+		if err := c.Reload(dirC); err == nil {
+			t.Fatal("hub c reloaded its own table over the cluster's")
+		}
+		if cur, _ := c.Current(at); cur.Classes[0].FirstOunce != 900 {
+			t.Fatalf("hub c prices by its own table after a reload (%d)", cur.Classes[0].FirstOunce)
 		}
 		if err := a.Share(ctx, db, "hub-a", now); err != nil {
 			t.Fatalf("hub a: %v", err)
