@@ -118,6 +118,15 @@ func (c CentralConfig) Set(ctx context.Context, scope string, v protocol.KioskSe
 	return c.h.pushConfigs(ctx, scope)
 }
 
+// SetIf is Set if the scope's settings are still those revision names
+// (settings.Revision).
+func (c CentralConfig) SetIf(ctx context.Context, scope string, v protocol.KioskSettings, by, revision string) error {
+	if err := c.h.settings.SetIf(ctx, scope, v, by, revision); err != nil {
+		return err
+	}
+	return c.h.pushConfigs(ctx, scope)
+}
+
 func (c CentralConfig) Get(ctx context.Context, scope string) (protocol.KioskSettings, error) {
 	return c.h.settings.Get(ctx, scope)
 }

@@ -162,3 +162,32 @@ func TestConsoleStaffRevoke(t *testing.T) {
 		t.Fatalf("revoking alice again: %s", loc)
 	}
 }
+
+// A settings form saves only over the settings it showed: an operator who
+// loaded the page before another's save (on this hub or another) is told,
+// instead of undoing that save unseen.
+func TestConsoleSettingsNotSavedOverAnotherSave(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	olga, oleg := e.operator("olga", "ops"), e.operator("oleg", "ops")
+	_, _, page := oleg.do("GET", "/console/stores/store-a", nil)
+	stale := revisionField.FindStringSubmatch(page)
+	if stale == nil {
+		t.Fatalf("the store's settings form carries no revision:\n%s", page)
+	}
+	if _, loc, _ := olga.post("/console/stores/store-a", "/console/stores/store-a/settings", url.Values{"language": {"es"}}); !strings.Contains(loc, "Settings+saved") {
+		t.Fatalf("olga's save: %s", loc)
+	}
+	_, loc, _ := oleg.post("/console/stores/store-a", "/console/stores/store-a/settings", url.Values{"labels_low": {"7"}, "revision": {stale[1]}})
+	if !strings.Contains(loc, "Not+saved") || !strings.Contains(loc, "olga") {
+		t.Fatalf("oleg's save over a form loaded before olga's: %s", loc)
+	}
+	if got, err := e.h.CentralConfig().Get(ctx, settings.StoreScope("store-a")); err != nil || got.Language != "es" || got.LabelsLow != 0 {
+		t.Fatalf("store-a's settings: %+v %v, want olga's", got, err)
+	}
+	// Loaded again, oleg's change saves over olga's.
+	if _, loc, _ := oleg.post("/console/stores/store-a", "/console/stores/store-a/settings", url.Values{"language": {"es"}, "labels_low": {"7"}}); !strings.Contains(loc, "Settings+saved") {
+		t.Fatalf("oleg's save on a fresh form: %s", loc)
+	}
+}

@@ -75,6 +75,7 @@ func (b *browser) do(method, path string, form url.Values, hdr ...string) (int, 
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 var requestField = regexp.MustCompile(`name="request_id" value="([^"]+)"`)
+var revisionField = regexp.MustCompile(`name="revision" value="([^"]*)"`)
 
 // field reads a hidden field from the page at path.
 func (b *browser) field(path string, re *regexp.Regexp) string {
@@ -87,10 +88,20 @@ func (b *browser) field(path string, re *regexp.Regexp) string {
 	return m[1]
 }
 
-// post sends a form with the session's CSRF token read from page.
+// post sends a form with the session's CSRF token read from page, and
+// the revision it shows, if any and form has none: as a browser sends the
+// form's hidden fields.
 func (b *browser) post(page, path string, form url.Values) (int, string, string) {
 	b.t.Helper()
-	form.Set("csrf", b.field(page, csrfField))
+	_, _, p := b.do("GET", page, nil)
+	m := csrfField.FindStringSubmatch(p)
+	if m == nil {
+		b.t.Fatalf("no %s on %s:\n%s", csrfField, page, p)
+	}
+	form.Set("csrf", m[1])
+	if m := revisionField.FindStringSubmatch(p); m != nil && !form.Has("revision") {
+		form.Set("revision", m[1])
+	}
 	return b.do("POST", path, form)
 }
 

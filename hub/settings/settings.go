@@ -66,6 +66,54 @@ func (s *Settings) Set(ctx context.Context, scope string, v protocol.KioskSettin
 	return nil
 }
 
+// Revision names a scope's settings as read, for SetIf: a hash of them.
+func Revision(v protocol.KioskSettings) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// SetIf replaces a scope's settings as Set does, if they are still those
+// that revision names (Revision): an operator saving a form loaded before
+// another's save, on this hub or another, would undo that save unseen.
+func (s *Settings) SetIf(ctx context.Context, scope string, v protocol.KioskSettings, by, revision string) error {
+	if err := validScope(scope); err != nil {
+		return err
+	}
+	if err := v.Validate(); err != nil {
+		return err
+	}
+	body, _ := json.Marshal(v)
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		var cur protocol.KioskSettings
+		var was, who string
+		switch err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT body, updated_by FROM kiosk_settings WHERE scope = ?`+s.db.ForUpdate()), scope).Scan(&was, &who); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		default:
+			if err := json.Unmarshal([]byte(was), &cur); err != nil {
+				return err
+			}
+		}
+		if Revision(cur) != revision {
+			return protocol.Errorf(protocol.CodeInvalidRequest, "these settings were changed meanwhile (by %s); load them again and redo the change", who)
+		}
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO kiosk_settings (scope, body, updated_by, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_by = excluded.updated_by, updated_at = excluded.updated_at`),
+			scope, string(body), by, s.now().UnixMicro())
+		return err
+	})
+	if err != nil {
+		var pe *protocol.Error
+		if errors.As(err, &pe) {
+			return err
+		}
+		return fmt.Errorf("settings: set %s: %w", scope, err)
+	}
+	return nil
+}
+
 func validScope(scope string) error {
 	if scope == Fleet {
 		return nil

@@ -22,6 +22,7 @@ import (
 type centralConfig interface {
 	Get(ctx context.Context, scope string) (protocol.KioskSettings, error)
 	Set(ctx context.Context, scope string, v protocol.KioskSettings, by string) error
+	SetIf(ctx context.Context, scope string, v protocol.KioskSettings, by, revision string) error
 	Staff(ctx context.Context, storeID string) ([]settings.Member, error)
 	AddStaff(ctx context.Context, storeID, name, pin, badge, by string) error
 	RevokeStaff(ctx context.Context, storeID, name, by string) error
@@ -33,6 +34,7 @@ type settingsView struct {
 	Store    string                 `json:"store,omitempty"`
 	Kiosk    string                 `json:"kiosk,omitempty"`
 	Settings protocol.KioskSettings `json:"settings"`
+	Revision string                 `json:"revision"` // settings.Revision of Settings: the form saves only over these
 	Staff    []settings.Member      `json:"staff,omitempty"`
 }
 
@@ -72,6 +74,7 @@ func (c *Console) settingsOf(ctx context.Context, scope, storeID, kioskID string
 	if v.Settings, err = c.Config.Get(ctx, v.Scope); err != nil {
 		return nil, err
 	}
+	v.Revision = settings.Revision(v.Settings)
 	if storeID != "" {
 		if v.Staff, err = c.Config.Staff(ctx, storeID); err != nil {
 			return nil, err
@@ -158,7 +161,9 @@ func (c *Console) setSettings(w http.ResponseWriter, r *http.Request, kind int) 
 	flash := "Settings saved and sent to the kiosks."
 	v, err := formSettings(r)
 	if err == nil {
-		err = c.Config.Set(r.Context(), scope, v, current(r).Subject.Login)
+		// Over the settings the form showed only: another operator's
+		// save since then is not undone unseen.
+		err = c.Config.SetIf(r.Context(), scope, v, current(r).Subject.Login, r.PostFormValue("revision"))
 	}
 	if err != nil {
 		flash = "Not saved: " + err.Error()
