@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/frank-postage/frank/hub/fleet"
 	"github.com/frank-postage/frank/hub/payments"
@@ -114,7 +115,9 @@ func TestReservedIDsRefused(t *testing.T) {
 // A wrong password for a kiosk id that does not exist takes a bcrypt
 // comparison, as one for a kiosk that does: how long a refusal takes does
 // not tell a stranger which kiosk ids are real. (Without it the unknown id
-// was refused a thousand times sooner.)
+// was refused a thousand times sooner.) The test checks the work done, not
+// the time it took: one comparison each, the unknown id's with a hash made
+// at the kiosks' cost.
 func TestUnknownKioskTakesAsLong(t *testing.T) {
 	ctx := context.Background()
 	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "hub.db"))
@@ -124,23 +127,49 @@ func TestUnknownKioskTakesAsLong(t *testing.T) {
 	defer db.Close()
 	reg := fleet.New(db)
 	reg.Passwords = true
+	reg.Cost = bcrypt.MinCost // not the default: the unknown id's hash must follow it
 	if _, err := reg.Add(ctx, "kiosk-1", "store-1"); err != nil {
 		t.Fatal(err)
 	}
-	median := func(kioskID string) time.Duration {
-		var d []time.Duration
-		for range 5 {
-			start := time.Now()
-			if _, ok := reg.Authenticate(kioskID, "not the password", true); ok {
-				t.Fatalf("%s logged in with a wrong password", kioskID)
-			}
-			d = append(d, time.Since(start))
-		}
-		slices.Sort(d)
-		return d[2]
+	var stored string
+	if err := db.QueryRowContext(ctx, `SELECT password_hash FROM kiosks WHERE kiosk_id = 'kiosk-1'`).Scan(&stored); err != nil {
+		t.Fatal(err)
 	}
-	known, unknown := median("kiosk-1"), median("kiosk-404")
-	if unknown < known/10 {
-		t.Fatalf("a wrong password takes %v for a real kiosk and %v for an unknown id", known, unknown)
+	cost, err := bcrypt.Cost([]byte(stored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compares := fleet.CountCompares(reg)
+	for range 3 {
+		before := compares.Load()
+		if _, ok := reg.Authenticate("kiosk-1", "not the password", true); ok {
+			t.Fatal("kiosk-1 logged in with a wrong password")
+		}
+		if n := compares.Load() - before; n != 1 {
+			t.Fatalf("a wrong password for a real kiosk made %d bcrypt comparisons, want 1", n)
+		}
+		fleet.ForgetUnknownHash(reg)
+		before = compares.Load()
+		if _, ok := reg.Authenticate("kiosk-404", "not the password", true); ok {
+			t.Fatal("kiosk-404 logged in")
+		}
+		if n := compares.Load() - before; n != 0 {
+			t.Fatalf("an unknown id made %d comparisons with stored hashes", n)
+		}
+		h := fleet.UnknownHash(reg)
+		if h == nil {
+			t.Fatal("a wrong password for an unknown id was refused without a bcrypt comparison")
+		}
+		if c, err := bcrypt.Cost(h); err != nil || c != cost {
+			t.Fatalf("an unknown id is compared with a hash of cost %d (%v), the kiosks' is %d", c, err, cost)
+		}
+	}
+	// Without slow the check is the cheap one only, for either.
+	fleet.ForgetUnknownHash(reg)
+	before := compares.Load()
+	reg.Authenticate("kiosk-1", "not the password", false)
+	reg.Authenticate("kiosk-404", "not the password", false)
+	if n := compares.Load() - before; n != 0 || fleet.UnknownHash(reg) != nil {
+		t.Fatalf("without slow: %d comparisons, unknown id's hash %q", n, fleet.UnknownHash(reg))
 	}
 }

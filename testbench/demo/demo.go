@@ -32,6 +32,7 @@ import (
 	"github.com/frank-postage/frank/testbench/printersim"
 	"github.com/frank-postage/frank/testbench/scalesim"
 	"github.com/frank-postage/frank/testbench/scannersim"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Config says where things run. Empty addresses get free ports.
@@ -693,17 +694,17 @@ func ephemeralPorts() (lo, hi int) {
 
 // WaitTCP waits until something accepts connections on addr.
 func WaitTCP(addr string, timeout time.Duration) error {
-	for deadline := time.Now().Add(timeout); ; {
+	err := wait.Poll(timeout, func() error {
 		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s: %w", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("nothing listens on %s: %w", addr, err)
 	}
+	return nil
 }
 
 // WaitHTTP polls url until it answers 200 or the timeout passes.

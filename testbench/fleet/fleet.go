@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,6 +42,7 @@ import (
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/cards"
 	"github.com/frank-postage/frank/testbench/postal"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // Config configures a twin fleet.
@@ -287,7 +289,7 @@ func (f *Fleet) Run(ctx context.Context, d time.Duration) error {
 			return err
 		}
 		if i%50 == 49 {
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // pace: stores open over a few seconds
 		}
 	}
 	f.cfg.Log.Info("fleet running", "kiosks", len(f.kiosks), "for", d)
@@ -453,6 +455,9 @@ func (f *Fleet) inject(ctx context.Context, d time.Duration) {
 	}
 }
 
+// errNotPrinting is what powerCut waits out: the label not yet printing.
+var errNotPrinting = errors.New("the label is not printing yet")
+
 // powerCut cuts a kiosk's power while it prints a label, and turns it on
 // 5 s later: the kiosk restarts on its journal and settles the sale.
 func (f *Fleet) powerCut(ctx context.Context, tw *twin, subject string) {
@@ -463,10 +468,12 @@ func (f *Fleet) powerCut(ctx context.Context, tw *twin, subject string) {
 		defer close(sold)
 		k.Sell(ctx, kiosk.Order{RateClass: "1100", WeightMg: 20_000, Payment: protocol.Payment{Method: protocol.PayCardToken, Token: "tok_approve"}})
 	}()
-	deadline := time.Now().Add(time.Minute)
-	for k.Progress().Step != "printing" && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Poll(time.Minute, func() error {
+		if k.Progress().Step != "printing" {
+			return errNotPrinting
+		}
+		return nil
+	})
 	tw.mu.Lock()
 	tw.printer.powerCut()
 	tw.net.cut()
@@ -474,8 +481,8 @@ func (f *Fleet) powerCut(ctx context.Context, tw *twin, subject string) {
 	tw.mu.Unlock()
 	f.Stats.Sales.Add(1)
 	f.injected(Fault{Kind: "power_cut", Kiosk: tw.id, Alert: alerts.KioskOffline, Subject: subject})
-	k.Close() // its other work stops with the power; the sale in hand never returns
-	time.Sleep(5 * time.Second)
+	k.Close()                   // its other work stops with the power; the sale in hand never returns
+	time.Sleep(5 * time.Second) // pace: the power stays off a while
 	if err := f.boot(tw); err != nil {
 		f.cfg.Log.Error("kiosk did not come back after its power cut", "kiosk", tw.id, "err", err)
 	}

@@ -62,9 +62,9 @@ func (s *Sim) Path() string { return s.path }
 // Press presses and releases the button cleanly; it takes 2*Hold.
 func (s *Sim) Press() {
 	s.setButton(true)
-	time.Sleep(Hold)
+	time.Sleep(Hold) // pace: a finger holds the button down
 	s.setButton(false)
-	time.Sleep(Hold)
+	time.Sleep(Hold) // pace: and lets it go before the next press
 }
 
 // Bounce presses the button with contact bounce on the way down and up,
@@ -73,20 +73,20 @@ func (s *Sim) Press() {
 func (s *Sim) Bounce() {
 	for range 3 {
 		s.setButton(true)
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // pace: a bounce of the contacts
 		s.setButton(false)
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // pace: a bounce of the contacts
 	}
 	s.setButton(true)
-	time.Sleep(Hold)
+	time.Sleep(Hold) // pace: held down between the bounces
 	for range 2 {
 		s.setButton(false)
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // pace: a bounce of the contacts
 		s.setButton(true)
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // pace: a bounce of the contacts
 	}
 	s.setButton(false)
-	time.Sleep(Hold)
+	time.Sleep(Hold) // pace: released before the next press
 }
 
 // SetDoor opens or closes the label door.

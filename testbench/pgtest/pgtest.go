@@ -22,6 +22,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx"
+
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 // ErrMissing says what to install.
@@ -181,28 +183,30 @@ func (s *Server) run(bin string, cred *syscall.Credential) error {
 	}
 	go func() { s.cmd.Wait(); log.Close(); close(s.done) }()
 	s.URL = s.dbURL("postgres")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		db, err := sql.Open("pgx", s.URL)
-		if err == nil {
-			err = db.PingContext(context.Background())
-			db.Close()
-		}
-		if err == nil {
-			return nil
-		}
+	exited := false
+	err = wait.Poll(30*time.Second, func() error {
 		select {
 		case <-s.done:
-			b, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			return fmt.Errorf("pgtest: postgres exited: %s", b)
+			exited = true
+			return nil
 		default:
 		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return fmt.Errorf("pgtest: postgres did not accept connections in 30 s: %w", err)
+		db, err := sql.Open("pgx", s.URL)
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
+		defer db.Close()
+		return db.PingContext(context.Background())
+	})
+	if exited {
+		b, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+		return fmt.Errorf("pgtest: postgres exited: %s", b)
 	}
+	if err != nil {
+		s.Stop()
+		return fmt.Errorf("pgtest: postgres did not accept connections in 30 s: %w", err)
+	}
+	return nil
 }
 
 // NewDatabase creates an empty database and returns its URL.
