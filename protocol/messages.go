@@ -846,14 +846,16 @@ func decodeJSON(b []byte, v any, strict bool) error {
 	if strict {
 		d.DisallowUnknownFields()
 	}
+	// encoding/json quotes what it could not take (a key, a number): a card
+	// number sent there must not come back, or reach a log, in the error.
 	if err := d.Decode(v); err != nil {
-		return Errorf(CodeMalformed, "%v", err)
+		return Errorf(CodeMalformed, "%s", RedactCardNumbers(err.Error()))
 	}
 	if _, err := d.Token(); !errors.Is(err, io.EOF) {
 		return Errorf(CodeInvalidRequest, "data after the JSON object: send one object")
 	}
 	if key, dup := duplicateKey(b); dup {
-		return Errorf(CodeInvalidRequest, "key %q appears twice in one object", key)
+		return Errorf(CodeInvalidRequest, "key %q appears twice in one object", RedactCardNumbers(key))
 	}
 	return nil
 }
