@@ -149,3 +149,38 @@ func TestKioskRenewsByTheHubsClock(t *testing.T) {
 		}
 	}
 }
+
+// A kiosk whose certificate expired by the hub's clock while its own runs
+// behind learns the hub's clock all the same (the clock read presents no
+// certificate: an expired one fails the handshake), and so says on its
+// screen that it needs a new enrollment code.
+func TestKioskExpiredByTheHubsClockSaysSo(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(c *hub.Config) {
+		c.TLS, c.KioskPasswords, c.BrokerListen = "ca", false, ""
+		c.HTTPListen = "127.0.0.1:0"
+	})
+	ctx := context.Background()
+	now := time.Now()
+	e.clock.Set(now.Add(-40 * 24 * time.Hour)) // enrolled 40 days ago
+	code, pin := e.enrollCode("kiosk-7", "store-a")
+	files := identity.In(t.TempDir())
+	if _, err := identity.Enroll(ctx, e.h.URL(), code, pin, files); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(now)
+	// The Pi's clock runs 20 days behind: by it, the certificate is good.
+	id, err := identity.Load(files, e.h.URL(), pin, func() time.Time { return time.Now().Add(-20 * 24 * time.Hour) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Expired() {
+		t.Fatal("expired by the kiosk's own clock: the test's premise is wrong")
+	}
+	if err := id.SyncClock(ctx); err != nil {
+		t.Fatalf("the hub's clock not read with an expired certificate: %v", err)
+	}
+	if !id.Expired() {
+		t.Fatalf("the kiosk holds its certificate good (the hub's clock read %s); by the hub's it expired %s", id.HubNow(), id.Leaf().NotAfter)
+	}
+}

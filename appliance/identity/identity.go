@@ -197,13 +197,15 @@ func (id *Identity) synced() bool {
 }
 
 // SyncClock reads the hub's clock from the Date of its answer for the CA
-// certificate, the smallest thing it serves.
+// certificate, the smallest thing it serves. It presents no certificate:
+// one that expired fails the handshake, and the kiosk must then learn, by
+// the hub's clock, that it expired.
 func (id *Identity) SyncClock(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, id.hub+protocol.CAPath, nil)
 	if err != nil {
 		return fmt.Errorf("identity: read the hub's clock: %w", err)
 	}
-	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: id.hubTLS(), DisableKeepAlives: true}, Timeout: time.Minute}).Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: protocol.PinnedTLS(id.pin), DisableKeepAlives: true}, Timeout: time.Minute}).Do(req)
 	if err != nil {
 		return fmt.Errorf("identity: read the hub's clock: %w", err)
 	}
