@@ -37,7 +37,8 @@ type Book struct {
 
 // Reload reads dir again (LoadDir), so that a table dropped there ahead of
 // its date is picked up without a restart. A version already loaded must
-// not change: kiosks priced on it. On any error the book is left as it was.
+// not change: kiosks priced on it. The cluster's copy of a version wins
+// over the directory's (Share). On any error the book is left as it was.
 func (b *Book) Reload(dir string) error {
 	nb, err := LoadDir(dir)
 	if err != nil {
@@ -47,14 +48,20 @@ func (b *Book) Reload(dir string) error {
 	defer b.mu.Unlock()
 	for _, have := range b.tables {
 		for _, t := range nb.tables {
-			if t.Version == have.Version && !reflect.DeepEqual(t, have) {
+			if t.Version == have.Version && !b.shared[have.Version] && !reflect.DeepEqual(t, have) {
 				return fmt.Errorf("rates: reload: table %s changed; publish a new version instead", t.Version)
 			}
 		}
 	}
-	// The cluster's tables stay: the directory holds only this hub's.
+	// The cluster's tables stay, and its copies win: the directory holds
+	// only this hub's.
 	for _, have := range b.tables {
-		if b.shared[have.Version] && !slices.ContainsFunc(nb.tables, func(t protocol.RateTable) bool { return t.Version == have.Version }) {
+		if !b.shared[have.Version] {
+			continue
+		}
+		if i := slices.IndexFunc(nb.tables, func(t protocol.RateTable) bool { return t.Version == have.Version }); i >= 0 {
+			nb.tables[i] = have
+		} else {
 			nb.tables = append(nb.tables, have)
 		}
 	}
@@ -106,6 +113,7 @@ func (b *Book) Share(ctx context.Context, db *store.DB, hub string, now time.Tim
 				b.mu.Lock()
 				if i := slices.IndexFunc(b.tables, func(o protocol.RateTable) bool { return o.Version == have.Version }); i >= 0 {
 					b.tables[i] = have
+					sort.SliceStable(b.tables, func(i, j int) bool { return b.tables[i].Effective < b.tables[j].Effective })
 				}
 				if b.shared == nil {
 					b.shared = map[string]bool{}

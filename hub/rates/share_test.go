@@ -56,10 +56,15 @@ func TestTablesSharedAcrossHubs(t *testing.T) {
 		if cur, _ := b.Current(at); cur.Version != next.Version {
 			t.Fatalf("hub b's reload of its own directory dropped the cluster's table: %s", cur.Version)
 		}
-		// Hub c has the same version with other prices: it is told, and
-		// prices by the cluster's, as it goes on doing after reloading
-		// its directory (refused: the version changed).
-		dirC := dirWith(t, nextTable(1))
+		// Hub c has the same version with other prices and another date:
+		// it is told, and prices by the cluster's, as it goes on doing
+		// after reloading its directory, which still takes a new table
+		// dropped there.
+		mine := nextTable(1)
+		mine.Effective = "2027-01-10"
+		between := nextTable(500)
+		between.Version, between.Effective = "usps-2027-01-12", "2027-01-12"
+		dirC := dirWith(t, mine, between)
 		c, err := rates.LoadDir(dirC)
 		if err != nil {
 			t.Fatal(err)
@@ -67,14 +72,25 @@ func TestTablesSharedAcrossHubs(t *testing.T) {
 		if err := c.Share(ctx, db, "hub-c", now); err == nil {
 			t.Fatal("a version with other prices was shared")
 		}
-		if cur, _ := c.Current(at); cur.Classes[0].FirstOunce != 900 {
-			t.Fatalf("hub c prices %s by its own table (%d), not the cluster's", cur.Version, cur.Classes[0].FirstOunce)
+		if cur, _ := c.Current(at); cur.Version != next.Version || cur.Classes[0].FirstOunce != 900 {
+			t.Fatalf("hub c prices by %s at %d, not the cluster's %s", cur.Version, cur.Classes[0].FirstOunce, next.Version)
 		}
-		if err := c.Reload(dirC); err == nil {
-			t.Fatal("hub c reloaded its own table over the cluster's")
+		later := nextTable(1000)
+		later.Version, later.Effective = "usps-2027-07-01", "2027-07-01"
+		data, _ := json.Marshal(later)
+		if err := os.WriteFile(filepath.Join(dirC, later.Version+".json"), data, 0o644); err != nil {
+			t.Fatal(err)
 		}
-		if cur, _ := c.Current(at); cur.Classes[0].FirstOunce != 900 {
-			t.Fatalf("hub c prices by its own table after a reload (%d)", cur.Classes[0].FirstOunce)
+		if err := c.Reload(dirC); err != nil {
+			t.Fatalf("hub c's reload after the conflict: %v", err)
+		}
+		for _, day := range []time.Time{at, time.Date(2027, 3, 15, 0, 0, 0, 0, time.UTC)} {
+			if cur, _ := c.Current(day); cur.Version != next.Version || cur.Classes[0].FirstOunce != 900 {
+				t.Fatalf("hub c on %s prices by %s at %d, want the cluster's %s at 900", day.Format(time.DateOnly), cur.Version, cur.Classes[0].FirstOunce, next.Version)
+			}
+		}
+		if cur, _ := c.Current(time.Date(2027, 8, 1, 0, 0, 0, 0, time.UTC)); cur.Version != later.Version {
+			t.Fatalf("hub c's new table not loaded after the conflict: %s", cur.Version)
 		}
 		if err := a.Share(ctx, db, "hub-a", now); err != nil {
 			t.Fatalf("hub a: %v", err)
