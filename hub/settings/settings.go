@@ -85,6 +85,13 @@ func (s *Settings) SetIf(ctx context.Context, scope string, v protocol.KioskSett
 	}
 	body, _ := json.Marshal(v)
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error {
+		// The one row every settings write moves (its trigger), locked
+		// first: a scope's row may not exist yet, and then two first
+		// saves would lock nothing and both pass.
+		var n int64
+		if err := tx.QueryRowContext(ctx, `SELECT v FROM config_version WHERE id = 1`+s.db.ForUpdate()).Scan(&n); err != nil {
+			return err
+		}
 		var cur protocol.KioskSettings
 		var was, who string
 		switch err := tx.QueryRowContext(ctx, s.db.Rebind(`SELECT body, updated_by FROM kiosk_settings WHERE scope = ?`+s.db.ForUpdate()), scope).Scan(&was, &who); {

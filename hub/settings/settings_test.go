@@ -15,6 +15,7 @@ import (
 	"github.com/frank-postage/frank/hub/store"
 	"github.com/frank-postage/frank/protocol"
 	"github.com/frank-postage/frank/testbench/pgtest"
+	"github.com/frank-postage/frank/testbench/wait"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -111,4 +112,49 @@ func TestCheckStaff(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Two first saves of a scope that has no settings yet, from two forms that
+// both showed it empty: the second is refused, not saved over the first.
+// With no row to lock, both passed the check, and on PostgreSQL the second
+// overwrote the first unseen.
+func TestSetIfFirstSavesOfAScope(t *testing.T) {
+	pgtest.ForEachStore(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		s := settings.New(db, nil)
+		scope := settings.StoreScope(fmt.Sprintf("s%d", time.Now().UnixNano()))
+		empty := settings.Revision(protocol.KioskSettings{})
+		// Olga's first save, not yet committed.
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO kiosk_settings (scope, body, updated_by, updated_at) VALUES (?, ?, ?, ?)`),
+			scope, `{"language":"es"}`, "olga", time.Now().UnixMicro()); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.SetIf(ctx, scope, protocol.KioskSettings{LabelsLow: 7}, "oleg", empty) }()
+		if db.Dialect == store.Postgres {
+			// Oleg's save reaches the database before Olga's commits.
+			wait.For(t, 10*time.Second, "oleg's save waiting", func() bool {
+				var n int
+				db.QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted`).Scan(&n)
+				return n > 0
+			})
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		err = <-done
+		if got, _ := s.Get(ctx, scope); err == nil || got.Language != "es" || got.LabelsLow != 0 {
+			t.Fatalf("oleg's save over an empty form after olga's: %v; the scope holds %+v, want olga's", err, got)
+		}
+	})
 }
