@@ -42,6 +42,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/frank-postage/frank/protocol"
 )
 
 // MaxLine is the longest line either side may send, newline included.
@@ -323,6 +325,12 @@ func DecodeReply(line []byte) (Reply, error) {
 			// The hub would refuse it (payment_invalid): refused here, before a
 			// purchase is sent with it.
 			return id, fmt.Errorf("%w: token over %d bytes", ErrProtocol, MaxToken)
+		}
+		// The protocol's own rules (a 12-digit run, a brand over 32
+		// characters), so that the kiosk does not refuse what the
+		// terminal took.
+		if (protocol.Payment{Method: protocol.PayCardToken, Token: r.Token.Token, Brand: r.Brand, Last4: r.Last4}).Validate() != nil {
+			return id, fmt.Errorf("%w: approval the hub would refuse (a card number in it, or a brand too long)", ErrProtocol)
 		}
 		r.Reason = ""
 	case "declined", "cancelled":

@@ -203,6 +203,18 @@ func (a *Accounts) Credit(ctx context.Context, id int64, amount protocol.Mills, 
 	return a.move(ctx, id, amount, kind, ref)
 }
 
+// Credited returns what a credit of kind under ref put into the account,
+// and whether there is one.
+func (a *Accounts) Credited(ctx context.Context, id int64, kind, ref string) (protocol.Mills, bool, error) {
+	var n int64
+	var sum protocol.Mills
+	if err := a.db.QueryRowContext(ctx, a.db.Rebind(`SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM account_entries WHERE account_id = ? AND kind = ? AND ref = ?`),
+		id, kind, ref).Scan(&n, &sum); err != nil {
+		return 0, false, fmt.Errorf("accounts: credited %s: %w", ref, err)
+	}
+	return sum, n > 0, nil
+}
+
 // Release gives back a hold made with ref, once; without such a hold it does
 // nothing, so a purchase that crashed before holding is released safely.
 func (a *Accounts) Release(ctx context.Context, id int64, ref string) error {

@@ -310,6 +310,15 @@ func adminCmd(ctx context.Context, h *hub.Hub, cmd string, pos []string, a admin
 			ref = rand.Text()[:16]
 			fmt.Printf("crediting %s to %s with reference %s; if this stops before saying funded, run it again with --ref %s\n", amt, acct.Login, ref, ref)
 		}
+		switch was, done, err := h.Accounts().Credited(ctx, acct.ID, "fund", "operator-"+ref); {
+		case err != nil:
+			return fail(err)
+		case done && was != amt:
+			return fail(fmt.Errorf("reference %s credited %s already, not %s; nothing credited (a new credit takes a new reference)", ref, was, amt))
+		case done:
+			fmt.Printf("account %s was funded with %s under reference %s already; nothing more credited\n", acct.Login, amt, ref)
+			return 0
+		}
 		if err := h.Accounts().Credit(ctx, acct.ID, amt, "fund", "operator-"+ref); err != nil {
 			return fail(err)
 		}

@@ -414,9 +414,12 @@ func TestAccountFundOnceByRef(t *testing.T) {
 	if !ok || ref == "" || !strings.Contains(out, "funded") {
 		t.Fatalf("no reference printed before the credit:\n%s", out)
 	}
-	c.ok("account", "fund", "carol", "--amount", "10.00", "--ref", ref)
+	if out := c.ok("account", "fund", "carol", "--amount", "10.00", "--ref", ref); !strings.Contains(out, "already") {
+		t.Fatalf("a repeat under the same reference does not say it credited nothing more:\n%s", out)
+	}
+	c.fails(1, "credited $10.00 already", "account", "fund", "carol", "--amount", "12.00", "--ref", ref)
 	if b := balance(); b != 10000 {
-		t.Fatalf("balance %d mills after a repeat under the same reference, want 10000", b)
+		t.Fatalf("balance %d mills after repeats under the same reference, want 10000", b)
 	}
 	c.ok("account", "fund", "carol", "--amount", "5.00")
 	if b := balance(); b != 15000 {
