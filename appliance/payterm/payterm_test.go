@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/frank-postage/frank/protocol"
 )
 
 func TestDecodeReply(t *testing.T) {
@@ -31,6 +33,10 @@ func TestDecodeReply(t *testing.T) {
 		{`{"id":"a1","status":"declined","n":4242424242424242}`, false, "a1"},
 		{`{"id":"a1","status":"declined","reason":"\u0034242424242424242"}`, false, "a1"},
 		{`{"id":"a1","status":"declined","reason":"call 0800 123 456"}`, true, "a1"},
+		// What the hub would refuse (protocol.Payment): a 12-digit run in
+		// the token, which hasPAN's 13 lets by, and a brand over 32.
+		{`{"id":"a1","status":"approved","token":"tok_424242424242","brand":"visa","last4":"4242"}`, false, "a1"},
+		{`{"id":"a1","status":"approved","token":"tok_x","brand":"` + strings.Repeat("v", 33) + `","last4":"4242"}`, false, "a1"},
 		{`{"status":"declined"}`, false, ""},
 		{`not json 4242424242424242`, false, ""},
 	}
@@ -67,6 +73,9 @@ func FuzzDecodeReply(f *testing.F) {
 		}
 		if r.Status == "approved" && (!strings.HasPrefix(r.Token.Token, "tok_") || !isDigits(r.Last4, 4)) {
 			t.Fatalf("bad approval let through: %+v", r)
+		}
+		if p := (protocol.Payment{Method: protocol.PayCardToken, Token: r.Token.Token, Brand: r.Brand, Last4: r.Last4}); r.Status == "approved" && p.Validate() != nil {
+			t.Fatalf("an approval the hub would refuse let through: %+v (%v)", r, p.Validate())
 		}
 	})
 }
