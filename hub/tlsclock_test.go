@@ -72,10 +72,7 @@ func TestKioskBehindReconnectsAfterHubRestart(t *testing.T) {
 // two thirds into their life from their issue, not every hour.
 func TestHubCertificateRenewedAtTwoThirds(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, func(c *hub.Config) {
-		c.TLS, c.KioskPasswords, c.BrokerListen = "ca", false, ""
-		c.HTTPListen = "127.0.0.1:0"
-	})
+	e := newTLSEnv(t)
 	ctx := context.Background()
 	first := hub.ServerCertificate(e.h)
 	if ca := e.h.CA().Certificate(); !first.NotBefore.Equal(ca.NotBefore) {
@@ -101,10 +98,7 @@ func TestHubCertificateRenewedAtTwoThirds(t *testing.T) {
 // asked too early and was refused every hour.
 func TestKioskRenewsByTheHubsClock(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, func(c *hub.Config) {
-		c.TLS, c.KioskPasswords, c.BrokerListen = "ca", false, ""
-		c.HTTPListen = "127.0.0.1:0"
-	})
+	e := newTLSEnv(t)
 	ctx := context.Background()
 	start := e.clock.Now()
 	for _, tc := range []struct {
@@ -156,10 +150,7 @@ func TestKioskRenewsByTheHubsClock(t *testing.T) {
 // screen that it needs a new enrollment code.
 func TestKioskExpiredByTheHubsClockSaysSo(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, func(c *hub.Config) {
-		c.TLS, c.KioskPasswords, c.BrokerListen = "ca", false, ""
-		c.HTTPListen = "127.0.0.1:0"
-	})
+	e := newTLSEnv(t)
 	ctx := context.Background()
 	now := time.Now()
 	e.clock.Set(now.Add(-40 * 24 * time.Hour)) // enrolled 40 days ago

@@ -534,6 +534,20 @@ func TestHeartbeatFollowsConfig(t *testing.T) {
 	}
 }
 
+// postSale posts an order to the local API and returns the status and
+// the error it answered, if any.
+func postSale(t *testing.T, url, body string) (int, *protocol.Error) {
+	t.Helper()
+	resp, err := http.Post(url+"/api/v1/sales", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Error *protocol.Error }
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out.Error
+}
+
 // Bad orders at the local API are invalid_request, and nothing reaches
 // the hub or the printer: a quantity or weight out of range, trailing
 // data, a key given twice.
@@ -555,15 +569,8 @@ func TestAPIInputRules(t *testing.T) {
 		"duplicate key":      `{"rate_class":"1100","weight_mg":20000,"weight_mg":1,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok"}}`,
 		"duplicate key case": `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok","TOKEN":"other"}}`,
 	} {
-		resp, err := http.Post(srv.URL+"/api/v1/sales", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out struct{ Error *protocol.Error }
-		json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || out.Error == nil || out.Error.Code != protocol.CodeInvalidRequest {
-			t.Errorf("%s: %d %+v, want 400 invalid_request", name, resp.StatusCode, out.Error)
+		if st, e := postSale(t, srv.URL, body); st != http.StatusBadRequest || e == nil || e.Code != protocol.CodeInvalidRequest {
+			t.Errorf("%s: %d %+v, want 400 invalid_request", name, st, e)
 		}
 	}
 	// A card number given as the token (track data, or wrapped) is
@@ -573,15 +580,8 @@ func TestAPIInputRules(t *testing.T) {
 		"wrapped":           `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok_4111111111111111"}}`,
 		"number as a brand": `{"rate_class":"1100","weight_mg":20000,"labels":["1966-F8CF-01"],"payment":{"method":"card_token","token":"tok","brand":"4111 1111 1111 1111"}}`,
 	} {
-		resp, err := http.Post(srv.URL+"/api/v1/sales", "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out struct{ Error *protocol.Error }
-		json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusPaymentRequired || out.Error == nil || out.Error.Code != protocol.CodePaymentInvalid {
-			t.Errorf("%s: %d %+v, want 402 payment_invalid", name, resp.StatusCode, out.Error)
+		if st, e := postSale(t, srv.URL, body); st != http.StatusPaymentRequired || e == nil || e.Code != protocol.CodePaymentInvalid {
+			t.Errorf("%s: %d %+v, want 402 payment_invalid", name, st, e)
 		}
 	}
 	for _, q := range []string{"0", "-1", "99999999999"} {
