@@ -49,6 +49,10 @@ func New(db *store.DB, now func() time.Time) *Settings {
 	return &Settings{db: db, now: now}
 }
 
+// putSettings writes a scope's settings: scope, body, by, at.
+const putSettings = `INSERT INTO kiosk_settings (scope, body, updated_by, updated_at) VALUES (?, ?, ?, ?)
+	ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_by = excluded.updated_by, updated_at = excluded.updated_at`
+
 // Set replaces the settings of a scope (zero fields inherit).
 func (s *Settings) Set(ctx context.Context, scope string, v protocol.KioskSettings, by string) error {
 	if err := validScope(scope); err != nil {
@@ -58,8 +62,7 @@ func (s *Settings) Set(ctx context.Context, scope string, v protocol.KioskSettin
 		return err
 	}
 	body, _ := json.Marshal(v)
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO kiosk_settings (scope, body, updated_by, updated_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_by = excluded.updated_by, updated_at = excluded.updated_at`),
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(putSettings),
 		scope, string(body), by, s.now().UnixMicro()); err != nil {
 		return fmt.Errorf("settings: set %s: %w", scope, err)
 	}
@@ -106,8 +109,7 @@ func (s *Settings) SetIf(ctx context.Context, scope string, v protocol.KioskSett
 		if Revision(cur) != revision {
 			return protocol.Errorf(protocol.CodeInvalidRequest, "these settings were changed meanwhile (by %s); load them again and redo the change", who)
 		}
-		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO kiosk_settings (scope, body, updated_by, updated_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_by = excluded.updated_by, updated_at = excluded.updated_at`),
+		_, err := tx.ExecContext(ctx, s.db.Rebind(putSettings),
 			scope, string(body), by, s.now().UnixMicro())
 		return err
 	})
