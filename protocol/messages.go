@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -855,7 +856,8 @@ func decodeJSON(b []byte, v any, strict bool) error {
 		return Errorf(CodeInvalidRequest, "data after the JSON object: send one object")
 	}
 	if key, dup := duplicateKey(b); dup {
-		return Errorf(CodeInvalidRequest, "key %q appears twice in one object", RedactCardNumbers(key))
+		// Quoted first: quoting turns a byte like \x80 into digits.
+		return Errorf(CodeInvalidRequest, "key %s appears twice in one object", RedactCardNumbers(strconv.Quote(key)))
 	}
 	return nil
 }

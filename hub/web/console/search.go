@@ -51,7 +51,7 @@ func parseWhen(s string, end bool) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, protocol.Errorf(protocol.CodeInvalidRequest, "time %q: want a date (2006-01-02) or RFC 3339 (2006-01-02T15:04:05Z)", protocol.RedactCardNumbers(s))
+	return time.Time{}, protocol.Errorf(protocol.CodeInvalidRequest, "time %s: want a date (2006-01-02) or RFC 3339 (2006-01-02T15:04:05Z)", protocol.RedactCardNumbers(strconv.Quote(s)))
 }
 
 // filter reads store, kiosk, from and to from r's query as a filter within
